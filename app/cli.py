@@ -1,0 +1,395 @@
+"""axisor-backup: the headless command line. Parses arguments, calls core.service, prints.
+
+Exit codes (docs/CLI.md): 0 ok, 1 unexpected error, 2 usage or config error, 3 repository
+not found, 4 wrong passphrase, 5 lock held, 6 verification failed, 7 partial backup,
+8 unsupported repository version, 9 damaged repository object, 10 storage full,
+11 source unreadable, 12 restore refused, 13 snapshot not found, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import stat as stat_mod
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from core.config import (
+    Config, ConfigError, PassphraseError, default_config_path, load_config, resolve_passphrase,
+)
+from core.errors import AxisorError, PartialBackup, VerificationFailed
+from core.repository.snapshot import Snapshot
+from core.service import BackupService
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class Output:
+    """Human text or stable JSON on stdout; messages and progress on stderr."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.json = as_json
+
+    def emit(self, data: object, text: Callable[[], str]) -> None:
+        if self.json:
+            print(json.dumps(data, indent=2, sort_keys=True, default=str))
+        else:
+            print(text())
+
+    @staticmethod
+    def note(message: str) -> None:
+        print(message, file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="axisor-backup", description="Back up and restore the Axisor platform.")
+    p.add_argument("--config", type=Path, help="config file (default: $AXISOR_BACKUP_CONFIG, ./config.toml, "
+                                                 "or the user config folder)")
+    p.add_argument("--json", action="store_true", help="machine-readable output (docs/CLI.md)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("init", help="create the repository at storage.local_path")
+
+    b = sub.add_parser("backup", help="back up every configured source (or the ones named)")
+    b.add_argument("--type", dest="kind", choices=["full", "incremental", "differential"], default="incremental")
+    b.add_argument("--source", action="append", default=[], metavar="NAME",
+                   help="e.g. application/log_files, log_files, or application (repeatable)")
+    b.add_argument("--tag", action="append", default=[], metavar="TAG")
+
+    s = sub.add_parser("snapshots", help="the catalog of snapshots")
+    s.add_argument("--source", help="only this source")
+
+    sh = sub.add_parser("show", help="one snapshot's manifest")
+    sh.add_argument("snapshot")
+
+    ls = sub.add_parser("ls", help="list a snapshot's files")
+    ls.add_argument("snapshot")
+    ls.add_argument("path", nargs="?")
+    ls.add_argument("-l", "--long", action="store_true")
+
+    r = sub.add_parser("restore", help="restore snapshots into a folder")
+    r.add_argument("snapshot", nargs="+", help="ids, id prefixes, latest (the newest backup set) or latest:SOURCE")
+    r.add_argument("--target", required=True, type=Path)
+    r.add_argument("--include", action="append", default=[], metavar="GLOB")
+    r.add_argument("--source", help="with latest: the newest snapshot of this source")
+
+    v = sub.add_parser("verify", help="check the repository can restore its snapshots")
+    v.add_argument("--full", action="store_true", help="also read and check every pack")
+    v.add_argument("snapshot", nargs="*")
+
+    k = sub.add_parser("key", help="manage passphrases")
+    ksub = k.add_subparsers(dest="key_command", required=True)
+    ksub.add_parser("list")
+    ka = ksub.add_parser("add", help="add a passphrase ($AXISOR_BACKUP_NEW_PASSPHRASE or prompt)")
+    ka.add_argument("--new-passphrase-file", type=Path)
+    kr = ksub.add_parser("remove")
+    kr.add_argument("key_id")
+    kp = ksub.add_parser("passwd", help="replace the passphrase in use")
+    kp.add_argument("--new-passphrase-file", type=Path)
+
+    c = sub.add_parser("config", help="configuration")
+    csub = c.add_subparsers(dest="config_command", required=True)
+    csub.add_parser("check", help="validate the config and report every problem")
+
+    u = sub.add_parser("unlock", help="remove stale locks")
+    u.add_argument("--all", action="store_true", help="remove every lock, also live ones")
+    return p
+
+
+# -- formatting helpers ----------------------------------------------------------------
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def snapshot_json(s: Snapshot) -> dict:
+    d = asdict(s)
+    d["short_id"] = s.short_id
+    return d
+
+
+def catalog_text(snaps: list[Snapshot]) -> str:
+    if not snaps:
+        return "no snapshots yet"
+    rows = [("ID", "TIME", "SOURCE", "TYPE", "SIZE", "FILES", "NEW", "RATIO", "TAGS")]
+    for s in snaps:
+        rows.append((
+            s.short_id, s.datetime.strftime("%Y-%m-%d %H:%M:%S"), s.source, s.type,
+            human_bytes(s.summary.total_bytes), str(s.summary.total_files),
+            human_bytes(s.summary.data_added_packed), f"{s.summary.compression_ratio:.2f}",
+            ",".join(s.tags),
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def mode_string(mode: int) -> str:
+    return stat_mod.filemode(mode)
+
+
+# -- commands --------------------------------------------------------------------------
+
+async def cmd_init(svc: BackupService, args, out: Output) -> int:
+    repo = await svc.init()
+    out.emit({"repository": svc.backend.location, "id": repo.config.id, "version": repo.config.version},
+             lambda: f"created repository {repo.config.id[:8]} at {svc.backend.location}")
+    return EXIT_OK
+
+
+async def cmd_backup(svc: BackupService, args, out: Output) -> int:
+    last = [0.0]
+    tty = sys.stderr.isatty() and not out.json
+
+    def progress(source: str, st) -> None:
+        now = time.monotonic()
+        if tty and now - last[0] > 0.25:
+            last[0] = now
+            print(f"\r{source}: {st.total_files} files, {human_bytes(st.bytes_read)} read   ",
+                  end="", file=sys.stderr, flush=True)
+
+    result = await svc.backup(kind=args.kind, sources=args.source, tags=tuple(args.tag), on_progress=progress)
+    if tty:
+        print("\r" + " " * 70 + "\r", end="", file=sys.stderr)
+    data = {"backup_set": result.backup_set,
+            "snapshots": [snapshot_json(r.snapshot) for r in result.results if r.snapshot]}
+
+    def text() -> str:
+        lines = [f"backup set {result.backup_set}"]
+        for r in result.results:
+            s = r.snapshot
+            if s is None:
+                lines.append(f"  {r.source}: FAILED: {r.error}")
+                continue
+            m = s.summary
+            lines.append(
+                f"  {s.short_id} {s.source} ({s.type}): {m.total_files} files, {human_bytes(m.total_bytes)}; "
+                f"new {m.files_new}, changed {m.files_changed}, unmodified {m.files_unmodified}, "
+                f"removed {m.files_removed}; added {human_bytes(m.data_added)} "
+                f"({human_bytes(m.data_added_packed)} stored)"
+            )
+            lines.extend(f"    warning: {w}" for w in s.warnings)
+        return "\n".join(lines)
+
+    out.emit(data, text)
+    if result.partial:
+        Output.note("backup finished with warnings: some files were not read completely (exit 7)")
+        return PartialBackup.exit_code
+    return EXIT_OK
+
+
+async def cmd_snapshots(svc: BackupService, args, out: Output) -> int:
+    snaps, damaged = await svc.snapshots()
+    if args.source:
+        snaps = [s for s in snaps if s.source == args.source]
+    out.emit({"snapshots": [snapshot_json(s) for s in snaps],
+              "damaged": [{"object": e.key, "reason": e.reason} for e in damaged]},
+             lambda: catalog_text(snaps))
+    for e in damaged:
+        Output.note(f"warning: {e}")
+    return EXIT_OK
+
+
+async def cmd_show(svc: BackupService, args, out: Output) -> int:
+    s = (await svc.resolve([args.snapshot]))[0]
+
+    def text() -> str:
+        m = s.summary
+        lines = [
+            f"snapshot   {s.id}", f"time       {s.time}", f"source     {s.source}",
+            f"type       {s.type}", f"parent     {s.parent or '-'}", f"backup set {s.backup_set}",
+            f"host       {s.hostname} ({s.username})", f"paths      {', '.join(s.paths)}",
+            f"tags       {', '.join(s.tags) or '-'}",
+            f"files      {m.total_files} in {m.dirs} folders, {human_bytes(m.total_bytes)}",
+            f"changes    new {m.files_new}, changed {m.files_changed}, unmodified {m.files_unmodified}, "
+            f"removed {m.files_removed}",
+            f"added      {human_bytes(m.data_added)} -> {human_bytes(m.data_added_packed)} stored "
+            f"(ratio {m.compression_ratio:.2f})",
+        ]
+        lines.extend(f"warning    {w}" for w in s.warnings)
+        return "\n".join(lines)
+
+    out.emit(snapshot_json(s), text)
+    return EXIT_OK
+
+
+async def cmd_ls(svc: BackupService, args, out: Output) -> int:
+    items = await svc.ls(args.snapshot, args.path)
+    data = [{"path": p, "type": n.type, "mode": n.mode, "size": n.size, "mtime_ns": n.mtime_ns,
+             "uid": n.uid, "gid": n.gid} for p, n in items]
+
+    def text() -> str:
+        if not args.long:
+            return "\n".join(p for p, _ in items)
+        from datetime import datetime
+
+        return "\n".join(
+            f"{mode_string(n.mode)} {n.user or n.uid:>8} {n.group or n.gid:>8} {n.size:>12} "
+            f"{datetime.fromtimestamp(n.mtime_ns / 1e9):%Y-%m-%d %H:%M} {p}"
+            + (f" -> {os.fsdecode(n.target)}" if n.type == "symlink" else "")
+            for p, n in items
+        )
+
+    out.emit(data, text)
+    return EXIT_OK
+
+
+async def cmd_restore(svc: BackupService, args, out: Output) -> int:
+    snaps = await svc.resolve(args.snapshot, args.source)
+    results = []
+    for s in snaps:
+        st = await svc.restore(s, args.target, tuple(args.include))
+        results.append((s, st))
+    data = {"target": str(args.target.resolve()), "restored": [
+        {"snapshot": s.id, "source": s.source, "files": st.files, "dirs": st.dirs, "symlinks": st.symlinks,
+         "hardlinks": st.hardlinks, "bytes": st.bytes} for s, st in results]}
+    out.emit(data, lambda: "\n".join(
+        f"restored {s.short_id} {s.source}: {st.files} files, {st.dirs} folders, {st.symlinks} symlinks, "
+        f"{st.hardlinks} hard links, {human_bytes(st.bytes)} into {args.target}" for s, st in results))
+    return EXIT_OK
+
+
+async def cmd_verify(svc: BackupService, args, out: Output) -> int:
+    report = await svc.verify(full=args.full, snapshot_refs=args.snapshot)
+    data = {
+        "ok": report.ok, "full": report.full, "snapshots_checked": report.snapshots_checked,
+        "trees_checked": report.trees_checked, "blobs_referenced": report.blobs_referenced,
+        "packs_checked": report.packs_checked, "bytes_read": report.bytes_read,
+        "unreferenced_packs": report.unreferenced_packs,
+        "damage": [asdict(d) for d in report.damage],
+    }
+
+    def text() -> str:
+        kind = "full" if report.full else "quick"
+        lines = [f"{kind} verification: {report.snapshots_checked} snapshots, {report.trees_checked} trees, "
+                 f"{report.blobs_referenced} blob references"
+                 + (f", {report.packs_checked} packs read ({human_bytes(report.bytes_read)})" if report.full else "")]
+        if report.unreferenced_packs:
+            lines.append(f"note: {len(report.unreferenced_packs)} packs are not referenced by any index "
+                         "(left by an interrupted backup; the next backup adopts them)")
+        if report.ok:
+            lines.append("no damage found")
+        for d in report.damage:
+            lines.append(f"DAMAGED {d.object}: {d.reason}")
+            if d.snapshots:
+                lines.append(f"  snapshots affected: {', '.join(x[:8] for x in d.snapshots)}")
+            for f in d.files:
+                lines.append(f"  file: {f}")
+        return "\n".join(lines)
+
+    out.emit(data, text)
+    return EXIT_OK if report.ok else VerificationFailed.exit_code
+
+
+def _new_passphrase(args) -> str:
+    if getattr(args, "new_passphrase_file", None):
+        try:
+            value = args.new_passphrase_file.read_text().rstrip("\n")
+        except OSError as exc:
+            raise PassphraseError(f"cannot read {args.new_passphrase_file}: {exc.strerror}") from None
+    elif os.environ.get("AXISOR_BACKUP_NEW_PASSPHRASE"):
+        value = os.environ["AXISOR_BACKUP_NEW_PASSPHRASE"]
+    elif sys.stdin.isatty():
+        value = getpass.getpass("New passphrase: ")
+        if getpass.getpass("New passphrase again: ") != value:
+            raise PassphraseError("the two new passphrases differ")
+    else:
+        raise PassphraseError("no new passphrase: set AXISOR_BACKUP_NEW_PASSPHRASE or --new-passphrase-file")
+    if not value:
+        raise PassphraseError("the new passphrase is empty")
+    return value
+
+
+async def cmd_key(svc: BackupService, args, out: Output) -> int:
+    if args.key_command == "list":
+        keys = await svc.keys()
+        out.emit([asdict(k) for k in keys], lambda: "\n".join(
+            f"{'*' if k.current else ' '} {k.id[:12]}  {k.created}  {k.user}@{k.host}" for k in keys))
+    elif args.key_command == "add":
+        k = await svc.add_key(_new_passphrase(args))
+        out.emit(asdict(k), lambda: f"added key {k.id[:12]}")
+    elif args.key_command == "remove":
+        await svc.remove_key(args.key_id)
+        out.emit({"removed": args.key_id}, lambda: f"removed key {args.key_id}")
+    elif args.key_command == "passwd":
+        k = await svc.change_passphrase(_new_passphrase(args))
+        out.emit(asdict(k), lambda: f"passphrase changed; new key {k.id[:12]}")
+    return EXIT_OK
+
+
+async def cmd_unlock(svc: BackupService, args, out: Output) -> int:
+    removed = await svc.unlock(remove_all=args.all)
+    out.emit([{"key": l.key, "description": l.describe()} for l in removed],
+             lambda: "\n".join(f"removed {l.describe()}" for l in removed) or "no stale locks")
+    return EXIT_OK
+
+
+COMMANDS = {
+    "init": cmd_init, "backup": cmd_backup, "snapshots": cmd_snapshots, "show": cmd_show, "ls": cmd_ls,
+    "restore": cmd_restore, "verify": cmd_verify, "key": cmd_key, "unlock": cmd_unlock,
+}
+
+
+def config_check(config_path: Path, out: Output) -> int:
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as exc:
+        out.emit({"ok": False, "path": str(config_path),
+                  "problems": [{"key": p.key, "message": p.message} for p in exc.problems]},
+                 lambda: str(exc))
+        return EXIT_USAGE
+    out.emit({"ok": True, "path": str(config_path), "sources": [s.name for s in cfg.sources()]},
+             lambda: f"{config_path}: ok ({len(cfg.sources())} sources: "
+                     f"{', '.join(s.name for s in cfg.sources()) or 'none'})")
+    return EXIT_OK
+
+
+async def run(args, config: Config, out: Output) -> int:
+    def passphrase(confirm: bool) -> str:
+        return resolve_passphrase(config.storage, confirm=confirm)
+
+    svc = BackupService(config, passphrase)
+    try:
+        return await COMMANDS[args.command](svc, args, out)
+    finally:
+        await svc.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Output(args.json)
+    config_path = args.config or default_config_path()
+    if args.command == "config":
+        return config_check(config_path, out)
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        Output.note(str(exc))
+        return EXIT_USAGE
+    try:
+        return asyncio.run(run(args, config, out))
+    except PassphraseError as exc:
+        Output.note(f"error: {exc}")
+        return EXIT_USAGE
+    except AxisorError as exc:
+        Output.note(f"error: {exc}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        Output.note("interrupted; the repository is unchanged up to the last finished snapshot")
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,429 @@
+"""The archiver: walks paths, stores changed file contents, builds trees bottom-up.
+
+Pipeline (DESIGN.md, "Backup"): scan -> compare with the reference tree -> read ->
+chunk -> id -> skip known -> compress -> encrypt -> pack -> upload. The walk runs on
+the event loop and never waits for file contents: each directory's tree is finished by
+a task that awaits its children, so reading, sealing and uploading overlap across
+directories. Every stage in flight is bounded, so memory is flat whatever the data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import grp
+import os
+import pwd
+import stat
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.backup.chunker import Chunker
+from core.errors import SourceError
+from core.repository.blobs import SealedBlob
+from core.repository.format import BlobType
+from core.repository.repository import Repository
+from core.repository.tree import DIR, FILE, SYMLINK, Node, Tree
+
+SMALL_BATCH_BYTES = 4 * 1024 * 1024
+SMALL_BATCH_FILES = 256
+STREAM_TAKE_BYTES = 4 * 1024 * 1024
+
+
+@dataclass
+class ArchiveStats:
+    files_new: int = 0
+    files_changed: int = 0
+    files_unmodified: int = 0
+    files_removed: int = 0
+    dirs: int = 0
+    total_files: int = 0
+    total_bytes: int = 0
+    bytes_read: int = 0
+    warnings: list[str] = field(default_factory=list)
+    unreadable: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A file whose content is being read: the node waits for its blob ids."""
+
+    path: bytes
+    st: os.stat_result
+
+
+class _NameCache:
+    def __init__(self) -> None:
+        self.users: dict[int, str] = {}
+        self.groups: dict[int, str] = {}
+
+    def user(self, uid: int) -> str:
+        if uid not in self.users:
+            try:
+                self.users[uid] = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                self.users[uid] = ""
+        return self.users[uid]
+
+    def group(self, gid: int) -> str:
+        if gid not in self.groups:
+            try:
+                self.groups[gid] = grp.getgrgid(gid).gr_name
+            except KeyError:
+                self.groups[gid] = ""
+        return self.groups[gid]
+
+
+def _unchanged(old: Node | None, st: os.stat_result) -> bool:
+    return (
+        old is not None and old.type == FILE and old.size == st.st_size
+        and old.mtime_ns == st.st_mtime_ns and old.ctime_ns == st.st_ctime_ns
+        and old.inode == st.st_ino
+    )
+
+
+class Archiver:
+    def __init__(self, repo: Repository, *, workers: int, reread_all: bool,
+                 exclude: tuple[str, ...] = (),
+                 on_progress: Callable[[ArchiveStats], None] | None = None) -> None:
+        self.repo = repo
+        self.reread_all = reread_all
+        self.exclude = exclude
+        self.stats = ArchiveStats()
+        self.names = _NameCache()
+        self.on_progress = on_progress
+        self._loop = asyncio.get_running_loop()
+        self._seal_slots = asyncio.Semaphore(workers * 2 + 2)
+        self._batch_slots = asyncio.Semaphore(workers + 2)
+        self._stream_slots = asyncio.Semaphore(2)
+        self._tasks: set[asyncio.Task] = set()
+        self._batch: list[tuple[_Pending, asyncio.Future]] = []
+        self._batch_bytes = 0
+
+    # -- public -------------------------------------------------------------------------
+
+    async def archive(self, paths: list[Path], reference: Tree | None) -> bytes:
+        """Store ``paths`` (absolute) and return the root tree id.
+
+        The root tree mirrors the paths' absolute locations, as restic does, so a restore
+        recreates srv/axisor/users under its target and nothing collides."""
+        layout: dict = {}
+        for p in paths:
+            parts = [os.fsencode(x) for x in Path(os.path.abspath(p)).parts[1:]]
+            if not parts:
+                raise SourceError("backing up / as a whole is not supported; list the folders instead")
+            d = layout
+            for part in parts[:-1]:
+                d = d.setdefault(part, {})
+                if d is None:
+                    break
+            else:
+                d[parts[-1]] = None  # a leaf: archive the real thing here
+        for p in paths:
+            try:
+                os.lstat(p)
+            except FileNotFoundError:
+                raise SourceError(f"source path {p} does not exist") from None
+            except PermissionError:
+                raise SourceError(f"source path {p} cannot be read: permission denied") from None
+        root = await self._virtual_dir(b"/", layout, reference)
+        await self._send_batch()  # the walk is over: the last small files go now
+        await self._drain()
+        return root.result()
+
+    # -- walking ------------------------------------------------------------------------
+
+    async def _virtual_dir(self, real: bytes, layout: dict, reference: Tree | None) -> asyncio.Future:
+        children: list[Awaitable[Node]] = []
+        for name in sorted(layout):
+            path = os.path.join(real, name)
+            old = reference.find(name) if reference else None
+            if layout[name] is None:
+                node = await self._entry(path, name, old)
+                if node is not None:
+                    children.append(node)
+            else:
+                sub = await self._load_subtree(old)
+                st = os.lstat(path)
+                fut = await self._virtual_dir(path, layout[name], sub)
+                children.append(self._dir_node(name, st, fut))
+        return self._spawn(self._finish_dir(children, reference))
+
+    async def _load_subtree(self, old: Node | None) -> Tree | None:
+        if old is None or old.type != DIR or old.subtree is None:
+            return None
+        return await self.repo.load_tree(old.subtree)
+
+    def _excluded(self, path: bytes, name: bytes) -> bool:
+        if not self.exclude:
+            return False
+        p, n = os.fsdecode(path), os.fsdecode(name)
+        return any(fnmatch.fnmatch(n, pat) or fnmatch.fnmatch(p, pat) for pat in self.exclude)
+
+    async def _entry(self, path: bytes, name: bytes, old: Node | None,
+                     st: os.stat_result | None = None) -> Awaitable[Node] | None:
+        """Start archiving one entry; return an awaitable for its node (None if skipped)."""
+        if self._excluded(path, name):
+            return None
+        try:
+            st = st or os.lstat(path)
+        except FileNotFoundError:
+            self._warn(f"{os.fsdecode(path)}: vanished before it was read")
+            return None
+        except PermissionError:
+            self._unreadable(path, "permission denied")
+            return None
+        mode = st.st_mode
+        if stat.S_ISDIR(mode):
+            sub = await self._load_subtree(old)
+            try:
+                fut = await self._dir(path, sub)
+            except OSError as exc:
+                self._unreadable(path, exc.strerror or "unreadable folder")
+                return None
+            return self._dir_node(name, st, fut)
+        if stat.S_ISLNK(mode):
+            try:
+                target = os.readlink(path)
+            except OSError as exc:
+                self._unreadable(path, exc.strerror or "unreadable link")
+                return None
+            return _ready(self._node(name, SYMLINK, st, target=target))
+        if stat.S_ISREG(mode):
+            return await self._file(path, name, st, old)
+        self._warn(f"{os.fsdecode(path)}: skipped special file (device, socket or FIFO)")
+        return None
+
+    async def _dir(self, path: bytes, reference: Tree | None) -> asyncio.Future:
+        with os.scandir(path) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        self.stats.dirs += 1
+        children: list[Awaitable[Node]] = []
+        for e in entries:
+            name = os.fsencode(e.name)
+            old = reference.find(name) if reference else None
+            try:
+                st = e.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            node = await self._entry(os.fsencode(e.path), name, old, st)
+            if node is not None:
+                children.append(node)
+        return self._spawn(self._finish_dir(children, reference))
+
+    async def _dir_node(self, name: bytes, st: os.stat_result, subtree: Awaitable[bytes]) -> Node:
+        tree_id = await subtree
+        return self._node(name, DIR, st, subtree=tree_id)
+
+    async def _finish_dir(self, children: list[Awaitable[Node]], reference: Tree | None) -> bytes:
+        nodes = [await c for c in children]
+        if reference is not None:
+            present = {n.name for n in nodes}
+            self.stats.files_removed += sum(1 for n in reference.nodes if n.name not in present)
+        return await self.repo.save_tree(Tree(nodes))
+
+    def _node(self, name: bytes, kind: str, st: os.stat_result, **extra) -> Node:
+        return Node(
+            name=name, type=kind, mode=st.st_mode, uid=st.st_uid, gid=st.st_gid,
+            mtime_ns=st.st_mtime_ns, atime_ns=st.st_atime_ns, ctime_ns=st.st_ctime_ns,
+            user=self.names.user(st.st_uid), group=self.names.group(st.st_gid), **extra,
+        )
+
+    def _file_node(self, name: bytes, st: os.stat_result, content: tuple[bytes, ...],
+                   size: int | None = None) -> Node:
+        # size is what was actually stored, which differs from st when the file changed
+        # while it was read; the restore checks against the stored length.
+        return self._node(name, FILE, st, size=st.st_size if size is None else size, inode=st.st_ino,
+                          dev=st.st_dev, nlink=st.st_nlink, content=content)
+
+    # -- files --------------------------------------------------------------------------
+
+    async def _file(self, path: bytes, name: bytes, st: os.stat_result,
+                    old: Node | None) -> Awaitable[Node] | None:
+        self.stats.total_files += 1
+        self.stats.total_bytes += st.st_size
+        unchanged = _unchanged(old, st)
+        if unchanged and not self.reread_all and all(c in self.repo.index for c in old.content):
+            self.stats.files_unmodified += 1
+            return _ready(self._file_node(name, st, old.content))
+        if old is None:
+            self.stats.files_new += 1
+        elif unchanged:
+            self.stats.files_unmodified += 1
+        else:
+            self.stats.files_changed += 1
+        if st.st_size <= self.repo.config.chunker.min_size:
+            fut = self._loop.create_future()
+            self._batch.append((_Pending(path, st), fut))
+            self._batch_bytes += st.st_size
+            if self._batch_bytes >= SMALL_BATCH_BYTES or len(self._batch) >= SMALL_BATCH_FILES:
+                await self._send_batch()
+            return self._after(fut, name, st)
+        await self._stream_slots.acquire()
+        task = self._spawn(self._stream(path, st))
+        return self._after(task, name, st)
+
+    async def _after(self, content: Awaitable[tuple[tuple[bytes, ...], int] | None], name: bytes,
+                     st: os.stat_result) -> Node | None:
+        result = await content
+        if result is None:
+            return None
+        ids, size = result
+        return self._file_node(name, st, ids, size)
+
+    async def _send_batch(self) -> None:
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
+        if batch:
+            await self._batch_slots.acquire()
+            self._spawn(self._run_batch(batch))
+
+    async def _run_batch(self, batch: list[tuple[_Pending, asyncio.Future]]) -> None:
+        try:
+            results = await self._loop.run_in_executor(
+                self.repo.executor, self._read_small, [p for p, _ in batch]
+            )
+            for (pending, fut), (ids, sealed, warning) in zip(batch, results):
+                if warning:
+                    self._warn(warning)
+                if sealed is not None and self.repo.claim(sealed.id):
+                    await self.repo.add_sealed(sealed)
+                fut.set_result(ids)
+        except BaseException as exc:
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            raise
+        finally:
+            self._batch_slots.release()
+            self._progress()
+
+    def _read_small(self, files: list[_Pending]) -> list[tuple[tuple[tuple[bytes, ...], int] | None,
+                                                              SealedBlob | None, str | None]]:
+        """Worker thread: read, id and seal whole small files."""
+        repo = self.repo
+        out = []
+        for p in files:
+            try:
+                fd = os.open(p.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NOATIME if _can_noatime(p.st) else os.O_RDONLY | os.O_NOFOLLOW)
+            except FileNotFoundError:
+                out.append((None, None, f"{os.fsdecode(p.path)}: vanished before it was read"))
+                continue
+            except OSError as exc:
+                self.stats.unreadable += 1
+                out.append((None, None, f"{os.fsdecode(p.path)}: not read: {exc.strerror}"))
+                continue
+            try:
+                data = os.read(fd, p.st.st_size + 1)
+                after = os.fstat(fd)
+            finally:
+                os.close(fd)
+            self.stats.bytes_read += len(data)
+            warning = _changed_warning(p, after, len(data))
+            if not data:
+                out.append((((), 0), None, warning))
+                continue
+            blob_id = repo.cipher.blob_id(data)
+            sealed = None if repo.has_blob(blob_id) else repo.seal(BlobType.DATA, blob_id, data)
+            out.append((((blob_id,), len(data)), sealed, warning))
+        return out
+
+    async def _stream(self, path: bytes, st: os.stat_result) -> tuple[tuple[bytes, ...], int] | None:
+        """A large file: chunk on a worker thread, seal chunks on the others."""
+        try:
+            try:
+                f = open(path, "rb", buffering=0)
+            except FileNotFoundError:
+                self._warn(f"{os.fsdecode(path)}: vanished before it was read")
+                return None
+            except OSError as exc:
+                self._unreadable(path, exc.strerror or "unreadable")
+                return None
+            ids: list[bytes] = []
+            size = 0
+            with f:
+                chunker = Chunker(self.repo.config.chunker, f)
+                while True:
+                    chunks = await self._loop.run_in_executor(
+                        self.repo.executor, _take_and_id, chunker, self.repo, STREAM_TAKE_BYTES
+                    )
+                    if not chunks:
+                        break
+                    for blob_id, data in chunks:
+                        ids.append(blob_id)
+                        size += len(data)
+                        if self.repo.claim(blob_id):
+                            await self._seal_slots.acquire()
+                            self._spawn(self._seal(blob_id, data))
+                    self.stats.bytes_read += sum(len(d) for _, d in chunks)
+                    self._progress()
+                after = os.fstat(f.fileno())
+            warning = _changed_warning(_Pending(path, st), after, size)
+            if warning:
+                self._warn(warning)
+            return tuple(ids), size
+        finally:
+            self._stream_slots.release()
+
+    async def _seal(self, blob_id: bytes, data: bytes) -> None:
+        try:
+            sealed = await self._loop.run_in_executor(
+                self.repo.executor, self.repo.seal, BlobType.DATA, blob_id, data
+            )
+            await self.repo.add_sealed(sealed)
+        finally:
+            self._seal_slots.release()
+
+    # -- bookkeeping --------------------------------------------------------------------
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _drain(self) -> None:
+        await self._send_batch()
+        while self._tasks:
+            done = await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            for r in done:
+                if isinstance(r, BaseException):
+                    await self._cancel_all()
+                    raise r
+
+    async def _cancel_all(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def _warn(self, message: str) -> None:
+        self.stats.warnings.append(message)
+
+    def _unreadable(self, path: bytes, why: str) -> None:
+        self.stats.unreadable += 1
+        self._warn(f"{os.fsdecode(path)}: not read: {why}")
+
+    def _progress(self) -> None:
+        if self.on_progress:
+            self.on_progress(self.stats)
+
+
+def _ready(node: Node) -> Awaitable[Node]:
+    fut = asyncio.get_running_loop().create_future()
+    fut.set_result(node)
+    return fut
+
+
+def _take_and_id(chunker: Chunker, repo: Repository, max_bytes: int) -> list[tuple[bytes, bytes]]:
+    return [(repo.cipher.blob_id(c), c) for c in chunker.take(max_bytes)]
+
+
+def _can_noatime(st: os.stat_result) -> bool:
+    # O_NOATIME is allowed only to the file's owner (or root).
+    return st.st_uid == os.geteuid() or os.geteuid() == 0
+
+
+def _changed_warning(p: _Pending, after: os.stat_result, read: int) -> str | None:
+    if after.st_mtime_ns != p.st.st_mtime_ns or after.st_size != p.st.st_size or read != p.st.st_size:
+        return f"{os.fsdecode(p.path)}: changed while it was read; the stored copy may be inconsistent"
+    return None

@@ -1,0 +1,107 @@
+"""A backup run: every enabled source becomes one snapshot, all sharing one backup-set id."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+
+from core import __version__
+from core.backup.archiver import Archiver, ArchiveStats
+from core.config import SourceSpec
+from core.errors import UsageError
+from core.repository.format import BlobType
+from core.repository.lock import Lock
+from core.repository.repository import Repository
+from core.repository.snapshot import SNAPSHOT_TYPES, Snapshot, Summary
+from core.repository.tree import Tree
+
+
+@dataclass(frozen=True, slots=True)
+class SourceResult:
+    source: str
+    snapshot: Snapshot | None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackupResult:
+    backup_set: str
+    results: tuple[SourceResult, ...] = field(default_factory=tuple)
+
+    @property
+    def partial(self) -> bool:
+        return any(r.error or (r.snapshot and r.snapshot.warnings) for r in self.results)
+
+
+def _reference(snaps: list[Snapshot], source: str, kind: str) -> Snapshot | None:
+    """The snapshot a run compares against: incremental/full -> latest; differential -> latest full."""
+    mine = [s for s in snaps if s.source == source]
+    if kind == "differential":
+        mine = [s for s in mine if s.type == "full"]
+    return mine[-1] if mine else None
+
+
+async def run_backup(repo: Repository, sources: list[SourceSpec], *, kind: str = "incremental",
+                     tags: tuple[str, ...] = (), workers: int = 2,
+                     on_progress: Callable[[str, ArchiveStats], None] | None = None) -> BackupResult:
+    if kind not in SNAPSHOT_TYPES:
+        raise UsageError(f"unknown backup type {kind!r}: use one of {', '.join(SNAPSHOT_TYPES)}")
+    backup_set = uuid.uuid4().hex[:16]
+    results: list[SourceResult] = []
+    async with Lock(repo.backend, exclusive=False, operation="backup"):
+        await repo.load_index()
+        await repo.adopt_unindexed_packs()
+        existing, _ = await repo.list_snapshots()
+        for spec in sources:
+            ref = _reference(existing, spec.name, kind)
+            if kind != "full" and ref is None:
+                effective = "full"  # nothing to compare with: every file is read anyway
+            else:
+                effective = kind
+            results.append(await _backup_source(repo, spec, effective, ref, backup_set, tags, workers, on_progress))
+    return BackupResult(backup_set, tuple(results))
+
+
+async def _backup_source(repo: Repository, spec: SourceSpec, kind: str, ref: Snapshot | None,
+                         backup_set: str, tags: tuple[str, ...], workers: int,
+                         on_progress: Callable[[str, ArchiveStats], None] | None) -> SourceResult:
+    before = list(repo.stats.by_type.get(BlobType.DATA, [0, 0, 0]))
+    ref_tree: Tree | None = await repo.load_tree(bytes.fromhex(ref.tree)) if ref else None
+    archiver = Archiver(
+        repo, workers=workers, reread_all=(kind == "full"), exclude=spec.exclude,
+        on_progress=(lambda st: on_progress(spec.name, st)) if on_progress else None,
+    )
+    try:
+        root = await archiver.archive(list(spec.paths), ref_tree)
+        await repo.flush()
+    except BaseException:
+        await repo.abort()
+        raise
+    after = repo.stats.by_type.get(BlobType.DATA, [0, 0, 0])
+    added, packed = after[1] - before[1], after[2] - before[2]
+    st = archiver.stats
+    summary = Summary(
+        files_new=st.files_new, files_changed=st.files_changed, files_unmodified=st.files_unmodified,
+        files_removed=st.files_removed, dirs=st.dirs, total_files=st.total_files,
+        total_bytes=st.total_bytes, bytes_read=st.bytes_read, data_blobs_new=after[0] - before[0],
+        data_added=added, data_added_packed=packed,
+        compression_ratio=round(added / packed, 3) if packed else 1.0,
+    )
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    snap = Snapshot(
+        time=datetime.now(timezone.utc).astimezone().isoformat(timespec="microseconds"),
+        source=spec.name, paths=tuple(str(p) for p in spec.paths), tree=root.hex(), type=kind,
+        parent=ref.id if ref else None, backup_set=backup_set, hostname=socket.gethostname(),
+        username=user, tags=tuple(tags), warnings=tuple(st.warnings), summary=summary,
+        program_version=__version__,
+    )
+    snap_id = await repo.save_snapshot(snap)
+    return SourceResult(spec.name, replace(snap, id=snap_id))

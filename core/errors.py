@@ -1,0 +1,72 @@
+"""Exceptions that carry what an operator needs to act.
+
+Each class maps to one documented exit code (see app/cli.py and docs/CLI.md), so the
+CLI never has to guess from a message what went wrong.
+"""
+
+from __future__ import annotations
+
+
+class AxisorError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(AxisorError):
+    exit_code = 2
+
+
+class RepositoryNotFound(AxisorError):
+    exit_code = 3
+
+
+class WrongPassphrase(AxisorError):
+    exit_code = 4
+
+
+class LockHeld(AxisorError):
+    exit_code = 5
+
+
+class VerificationFailed(AxisorError):
+    exit_code = 6
+
+
+class PartialBackup(AxisorError):
+    exit_code = 7
+
+
+class UnsupportedVersion(AxisorError):
+    exit_code = 8
+
+
+class DamagedObject(AxisorError):
+    """An object in the repository failed to open: truncated, tampered, or missing."""
+
+    exit_code = 9
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"damaged repository object {key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class StorageFull(AxisorError):
+    exit_code = 10
+
+
+class SourceError(AxisorError):
+    """A configured source path cannot be read at all (missing, permission)."""
+
+    exit_code = 11
+
+
+class RestoreRefused(AxisorError):
+    """A restore would write outside its target or through a symlink."""
+
+    exit_code = 12
+
+
+class SnapshotNotFound(AxisorError):
+    exit_code = 13

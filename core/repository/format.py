@@ -1,0 +1,55 @@
+"""Constants of repository format version 1 (docs/FORMAT.md describes every byte)."""
+
+from __future__ import annotations
+
+import struct
+from enum import IntEnum
+
+REPO_VERSION = 1
+
+PACK_MAGIC = b"AXP1"
+# Trailer after the sealed header: header length (u32 little-endian) then the magic.
+PACK_TRAILER = struct.Struct("<I4s")
+
+COMPRESSION_NONE = 0
+COMPRESSION_ZSTD = 1
+
+AD_BLOB = b"axisor/blob/v1"
+AD_PACK_HEADER = b"axisor/pack-header/v1"
+AD_INDEX = b"axisor/index/v1"
+AD_SNAPSHOT = b"axisor/snapshot/v1"
+AD_CONFIG = b"axisor/config/v1"
+AD_KEY = b"axisor/key/v1"
+
+# Objects live under these folders of a location.
+DATA = "data"
+INDEX = "index"
+SNAPSHOTS = "snapshots"
+KEYS = "keys"
+LOCKS = "locks"
+CONFIG = "config"
+
+ID_SIZE = 32
+
+
+class BlobType(IntEnum):
+    DATA = 0
+    TREE = 1
+
+
+def blob_ad(blob_type: int, blob_id: bytes) -> bytes:
+    return AD_BLOB + bytes((blob_type,)) + blob_id
+
+
+def pack_key(pack_id: bytes) -> str:
+    h = pack_id.hex()
+    return f"{DATA}/{h[:2]}/{h}"
+
+
+def pack_id_from_key(key: str) -> bytes | None:
+    name = key.rsplit("/", 1)[-1]
+    try:
+        raw = bytes.fromhex(name)
+    except ValueError:
+        return None
+    return raw if len(raw) == ID_SIZE else None

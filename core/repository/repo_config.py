@@ -1,0 +1,85 @@
+"""The repository config object: version (readable without a key) and sealed parameters."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from core import crypto
+from core.errors import RepositoryNotFound, UnsupportedVersion
+from core.repository.format import AD_CONFIG, CONFIG, REPO_VERSION
+from core.storage.backend import Backend, ObjectNotFound
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkerParams:
+    min_size: int = 256 * 1024
+    avg_size: int = 1024 * 1024
+    max_size: int = 8 * 1024 * 1024
+    seed: int = 0  # per repository, secret: boundaries reveal nothing across repositories
+
+
+@dataclass(frozen=True, slots=True)
+class RepoConfig:
+    version: int
+    id: str
+    created: str
+    chunker: ChunkerParams
+    pack_size: int
+
+    @classmethod
+    def new(cls, pack_size: int) -> RepoConfig:
+        seed = int.from_bytes(os.urandom(8), "little") & ((1 << 63) - 1) or 1
+        return cls(
+            version=REPO_VERSION, id=os.urandom(16).hex(),
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            chunker=ChunkerParams(seed=seed), pack_size=pack_size,
+        )
+
+    def encode(self, cipher: crypto.Cipher) -> bytes:
+        secret = json.dumps({
+            "chunker": {"min": self.chunker.min_size, "avg": self.chunker.avg_size,
+                        "max": self.chunker.max_size, "seed": self.chunker.seed},
+            "pack_size": self.pack_size,
+        }).encode()
+        sealed = cipher.seal(secret, AD_CONFIG + self.id.encode())
+        return json.dumps(
+            {"version": self.version, "id": self.id, "created": self.created,
+             "sealed": base64.b64encode(sealed).decode()},
+            indent=1,
+        ).encode()
+
+
+async def read_public(backend: Backend) -> dict:
+    """Read and version-check the config before any key is tried."""
+    try:
+        raw = await backend.get(CONFIG)
+    except ObjectNotFound:
+        raise RepositoryNotFound(
+            f"no repository at {backend.location}: run `axisor-backup init` first"
+        ) from None
+    try:
+        d = json.loads(raw)
+        version = d["version"]
+    except (ValueError, KeyError, TypeError):
+        raise RepositoryNotFound(f"{backend.location}/config is not an Axisor Backup config") from None
+    if version != REPO_VERSION:
+        raise UnsupportedVersion(
+            f"repository at {backend.location} has format version {version}; "
+            f"this program reads version {REPO_VERSION} only: upgrade axisor-backup"
+        )
+    return d
+
+
+def decode(public: dict, cipher: crypto.Cipher) -> RepoConfig:
+    sealed = base64.b64decode(public["sealed"])
+    secret = json.loads(cipher.open(sealed, AD_CONFIG + public["id"].encode()))
+    ch = secret["chunker"]
+    return RepoConfig(
+        version=public["version"], id=public["id"], created=public["created"],
+        chunker=ChunkerParams(min_size=ch["min"], avg_size=ch["avg"], max_size=ch["max"], seed=ch["seed"]),
+        pack_size=secret["pack_size"],
+    )

@@ -1,0 +1,336 @@
+"""One repository inside one location: open/create, blobs in packs, index, snapshots.
+
+Write order (the invariants in docs/FORMAT.md): packs, then the index files naming them,
+then trees are already inside packs, then the snapshot manifest last. Every object is
+immutable; a crash at any point leaves unreferenced packs at worst, which the next
+backup adopts (``adopt_unindexed_packs``) instead of uploading again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+from core import crypto
+from core.errors import AxisorError, DamagedObject, SnapshotNotFound
+from core.repository import keys as keyfiles
+from core.repository import repo_config
+from core.repository.blobs import SealedBlob, open_blob, seal_blob
+from core.repository.format import (
+    AD_INDEX, AD_SNAPSHOT, DATA, INDEX, PACK_TRAILER, SNAPSHOTS, BlobType, pack_id_from_key, pack_key,
+)
+from core.repository.index import Index, IndexedPack, IndexFormatError, PackEntry, decode_index, encode_index
+from core.repository.packer import Packer, PackFormatError, decode_header, parse_trailer
+from core.repository.snapshot import Snapshot
+from core.repository.tree import Tree, TreeFormatError
+from core.storage.backend import Backend, ObjectExists, ObjectNotFound, StorageError
+
+# How many finished packs an index file collects before it is written, so a long backup
+# killed midway loses at most this many packs' worth of index (and adopts them anyway).
+PACKS_PER_INDEX = 64
+MAX_UPLOADS = 2
+
+
+@dataclass
+class WriteStats:
+    blobs: int = 0
+    raw_bytes: int = 0
+    stored_bytes: int = 0
+    packs: int = 0
+    by_type: dict[int, list[int]] = field(default_factory=lambda: {0: [0, 0, 0], 1: [0, 0, 0]})
+
+
+class Repository:
+    def __init__(self, backend: Backend, master: crypto.MasterKey, config: repo_config.RepoConfig,
+                 key: keyfiles.KeyFile | None = None, executor: Executor | None = None) -> None:
+        self.backend = backend
+        self.master = master  # kept to wrap new key files (key add / passwd)
+        self.cipher = crypto.Cipher(master)
+        self.config = config
+        self.key = key
+        self.executor = executor
+        self.index = Index()
+        self.compression_level = 3
+        self._packer = Packer()
+        self._pending: set[bytes] = set()  # ids in the packer or uploading
+        self._uploads: set[asyncio.Task] = set()
+        self._upload_slots = asyncio.Semaphore(MAX_UPLOADS)
+        self._unwritten: list[IndexedPack] = []
+        self._failure: BaseException | None = None
+        self.stats = WriteStats()
+
+    # -- opening ------------------------------------------------------------------------
+
+    @classmethod
+    async def create(cls, backend: Backend, passphrase: str, pack_size: int = 16 * 1024 * 1024) -> Repository:
+        if await backend.exists():
+            raise AxisorError(f"a repository already exists at {backend.location}")
+        await backend.create()
+        master = crypto.MasterKey.generate()
+        cipher = crypto.Cipher(master)
+        config = repo_config.RepoConfig.new(pack_size)
+        key = await asyncio.to_thread(keyfiles.wrap, master, passphrase)
+        # The key goes first: a config without a key would be a repository nobody can open.
+        await keyfiles.store_key(backend, key)
+        await backend.put("config", config.encode(cipher))
+        return cls(backend, master, config, key)
+
+    @classmethod
+    async def open(cls, backend: Backend, passphrase: str) -> Repository:
+        public = await repo_config.read_public(backend)
+        master, key = await keyfiles.unlock(backend, passphrase)
+        cipher = crypto.Cipher(master)
+        try:
+            config = repo_config.decode(public, cipher)
+        except (crypto.DecryptError, ValueError, KeyError) as exc:
+            raise DamagedObject("config", f"cannot be opened with this key ({exc})") from None
+        return cls(backend, master, config, key)
+
+    async def _run(self, fn: Callable, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    # -- index --------------------------------------------------------------------------
+
+    async def load_index(self, *, strict: bool = True) -> list[DamagedObject]:
+        """Load every index file not loaded yet. Damaged ones are returned, or raised if strict."""
+        damaged: list[DamagedObject] = []
+        async for info in self.backend.list(f"{INDEX}/"):
+            if info.key in self.index.files:
+                continue
+            try:
+                for pack_id, size, entries in await self.read_index_file(info.key):
+                    self.index.add_pack(pack_id, size, entries)
+                self.index.files.add(info.key)
+            except DamagedObject as exc:
+                if strict:
+                    raise
+                damaged.append(exc)
+        return damaged
+
+    async def read_index_file(self, key: str) -> list[IndexedPack]:
+        raw = await self._open_object(key, AD_INDEX)
+        try:
+            return decode_index(raw)
+        except IndexFormatError as exc:
+            raise DamagedObject(key, str(exc)) from None
+
+    async def _open_object(self, key: str, ad_prefix: bytes) -> bytes:
+        """Read and decrypt an index or snapshot object and check its name matches its content."""
+        object_id = bytes.fromhex(key.rsplit("/", 1)[-1])
+        try:
+            sealed = await self.backend.get(key)
+        except ObjectNotFound:
+            raise DamagedObject(key, "missing") from None
+        try:
+            plain = self.cipher.open(sealed, ad_prefix + object_id)
+        except crypto.DecryptError as exc:
+            raise DamagedObject(key, f"does not authenticate ({exc}); truncated or tampered") from None
+        if self.cipher.blob_id(plain) != object_id:
+            raise DamagedObject(key, "content does not match its name")
+        return plain
+
+    async def _store_object(self, folder: str, ad_prefix: bytes, plain: bytes) -> str:
+        object_id = self.cipher.blob_id(plain)
+        key = f"{folder}/{object_id.hex()}"
+        try:
+            await self.backend.put(key, self.cipher.seal(plain, ad_prefix + object_id))
+        except ObjectExists:
+            pass  # same content, same name: already durable
+        return key
+
+    async def adopt_unindexed_packs(self) -> int:
+        """Index packs a killed backup uploaded but never indexed, so nothing is sent twice."""
+        adopted = 0
+        async for info in self.backend.list(f"{DATA}/"):
+            pack_id = pack_id_from_key(info.key)
+            if pack_id is None or self.index.has_pack(pack_id):
+                continue
+            try:
+                entries = await self.read_pack_header(pack_id, info.size)
+            except (DamagedObject, StorageError):
+                continue  # verify reports it; adopting a bad pack would hide data loss
+            self.index.add_pack(pack_id, info.size, entries)
+            self._unwritten.append((pack_id, info.size, entries))
+            adopted += 1
+        if adopted:
+            await self._write_index()
+        return adopted
+
+    async def read_pack_header(self, pack_id: bytes, size: int) -> list[PackEntry]:
+        key = pack_key(pack_id)
+        try:
+            tail_len = min(size, PACK_TRAILER.size + 64 * 1024)
+            tail = await self.backend.get(key, size - tail_len, tail_len)
+            header_len = parse_trailer(tail[-PACK_TRAILER.size:], size)
+            header_start = size - PACK_TRAILER.size - header_len
+            if header_len + PACK_TRAILER.size <= tail_len:
+                sealed = tail[tail_len - PACK_TRAILER.size - header_len: tail_len - PACK_TRAILER.size]
+            else:
+                sealed = await self.backend.get(key, header_start, header_len)
+            return decode_header(self.cipher, sealed, header_start)
+        except PackFormatError as exc:
+            raise DamagedObject(key, str(exc)) from None
+
+    # -- writing blobs ------------------------------------------------------------------
+
+    def has_blob(self, blob_id: bytes) -> bool:
+        return blob_id in self.index or blob_id in self._pending
+
+    def claim(self, blob_id: bytes) -> bool:
+        """Reserve a blob for writing; False when it is stored or already on its way."""
+        if blob_id in self.index or blob_id in self._pending:
+            return False
+        self._pending.add(blob_id)
+        return True
+
+    def seal(self, blob_type: int, blob_id: bytes, data: bytes | memoryview) -> SealedBlob:
+        """Compress and encrypt (worker thread)."""
+        return seal_blob(self.cipher, self.compression_level, blob_type, blob_id, data)
+
+    async def add_sealed(self, blob: SealedBlob) -> None:
+        if self._failure:
+            raise self._failure
+        self._pending.add(blob.id)
+        self._packer.add(blob.type, blob.id, blob.data, blob.raw_length)
+        self.stats.blobs += 1
+        self.stats.raw_bytes += blob.raw_length
+        self.stats.stored_bytes += len(blob.data)
+        t = self.stats.by_type.setdefault(blob.type, [0, 0, 0])
+        t[0] += 1
+        t[1] += blob.raw_length
+        t[2] += len(blob.data)
+        if self._packer.size >= self.config.pack_size:
+            await self._ship_pack()
+
+    async def save_blob(self, blob_type: int, data: bytes) -> bytes:
+        """Store one blob (deduplicated) and return its id. For trees and small metadata."""
+        blob_id = self.cipher.blob_id(data)
+        if self.claim(blob_id):
+            await self.add_sealed(await self._run(self.seal, blob_type, blob_id, data))
+        return blob_id
+
+    async def _ship_pack(self) -> None:
+        packer, self._packer = self._packer, Packer()
+        if not packer.entries:
+            return
+        await self._upload_slots.acquire()
+        task = asyncio.create_task(self._upload(packer))
+        self._uploads.add(task)
+        task.add_done_callback(self._uploads.discard)
+
+    async def _upload(self, packer: Packer) -> None:
+        try:
+            pack_id, data, entries = await self._run(packer.finalize, self.cipher)
+            try:
+                await self.backend.put(pack_key(pack_id), data)
+            except ObjectExists:
+                pass  # identical bytes already stored (content-named)
+            self.index.add_pack(pack_id, len(data), entries)
+            self._unwritten.append((pack_id, len(data), entries))
+            self.stats.packs += 1
+            for e in entries:
+                self._pending.discard(e.id)
+            if len(self._unwritten) >= PACKS_PER_INDEX:
+                await self._write_index()
+        except BaseException as exc:
+            self._failure = self._failure or exc
+            raise
+        finally:
+            self._upload_slots.release()
+
+    async def _write_index(self) -> None:
+        batch, self._unwritten = self._unwritten, []
+        if batch:
+            key = await self._store_object(INDEX, AD_INDEX, encode_index(batch))
+            self.index.files.add(key)
+
+    async def flush(self) -> None:
+        """Make every blob added so far durable and indexed. Call before saving a snapshot."""
+        await self._ship_pack()
+        while self._uploads:
+            await asyncio.gather(*list(self._uploads), return_exceptions=True)
+        if self._failure:
+            raise self._failure
+        await self._write_index()
+
+    async def abort(self) -> None:
+        """Stop uploads after a failure; what is stored stays valid (and is adopted later)."""
+        for t in list(self._uploads):
+            t.cancel()
+        await asyncio.gather(*list(self._uploads), return_exceptions=True)
+        self._packer = Packer()
+        self._pending.clear()
+
+    # -- reading blobs ------------------------------------------------------------------
+
+    async def load_blob(self, blob_type: int, blob_id: bytes) -> bytes:
+        loc = self.index.lookup(blob_id)
+        if loc is None:
+            raise DamagedObject(f"blob {blob_id.hex()}", "not in any index")
+        key = pack_key(loc.pack_id)
+        try:
+            sealed = await self.backend.get(key, loc.offset, loc.length)
+        except ObjectNotFound:
+            raise DamagedObject(key, "pack is missing") from None
+        except StorageError as exc:
+            raise DamagedObject(key, str(exc)) from None
+        return await self._run(open_blob, self.cipher, blob_type, blob_id, sealed, loc.raw_length, key)
+
+    async def load_tree(self, tree_id: bytes) -> Tree:
+        raw = await self.load_blob(BlobType.TREE, tree_id)
+        try:
+            return Tree.decode(raw)
+        except TreeFormatError as exc:
+            raise DamagedObject(f"tree {tree_id.hex()}", str(exc)) from None
+
+    async def save_tree(self, tree: Tree) -> bytes:
+        return await self.save_blob(BlobType.TREE, tree.encode())
+
+    # -- snapshots ----------------------------------------------------------------------
+
+    async def save_snapshot(self, snap: Snapshot) -> str:
+        key = await self._store_object(SNAPSHOTS, AD_SNAPSHOT, snap.encode())
+        return key.rsplit("/", 1)[-1]
+
+    async def load_snapshot(self, snapshot_id: str) -> Snapshot:
+        key = f"{SNAPSHOTS}/{snapshot_id}"
+        raw = await self._open_object(key, AD_SNAPSHOT)
+        try:
+            return Snapshot.decode(raw, snapshot_id)
+        except (ValueError, TypeError, KeyError, json.JSONDecodeError) as exc:
+            raise DamagedObject(key, f"malformed manifest: {exc}") from None
+
+    async def snapshot_ids(self) -> list[str]:
+        return [info.key.rsplit("/", 1)[-1] async for info in self.backend.list(f"{SNAPSHOTS}/")]
+
+    async def list_snapshots(self) -> tuple[list[Snapshot], list[DamagedObject]]:
+        snaps: list[Snapshot] = []
+        damaged: list[DamagedObject] = []
+        for sid in await self.snapshot_ids():
+            try:
+                snaps.append(await self.load_snapshot(sid))
+            except DamagedObject as exc:
+                damaged.append(exc)
+        snaps.sort(key=lambda s: (s.time, s.source))
+        return snaps, damaged
+
+    async def find_snapshot(self, ref: str, source: str | None = None) -> Snapshot:
+        """Resolve ``latest``, ``latest:SOURCE`` or a unique id prefix."""
+        if ref == "latest" or ref.startswith("latest:"):
+            want = ref.partition(":")[2] or source
+            snaps, _ = await self.list_snapshots()
+            snaps = [s for s in snaps if want is None or s.source == want]
+            if not snaps:
+                raise SnapshotNotFound(f"no snapshots{' of ' + want if want else ''} in {self.backend.location}")
+            return snaps[-1]
+        matches = [sid for sid in await self.snapshot_ids() if sid.startswith(ref.lower())]
+        if not matches:
+            raise SnapshotNotFound(f"no snapshot with id {ref!r} in {self.backend.location}")
+        if len(matches) > 1:
+            raise SnapshotNotFound(
+                f"snapshot id prefix {ref!r} is ambiguous ({len(matches)} matches): give more characters"
+            )
+        return await self.load_snapshot(matches[0])

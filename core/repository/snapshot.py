@@ -1,0 +1,67 @@
+"""Snapshot manifests: the commit point of a backup, one per source per run."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+
+SNAPSHOT_TYPES = ("full", "incremental", "differential")
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    files_new: int = 0
+    files_changed: int = 0
+    files_unmodified: int = 0
+    files_removed: int = 0
+    dirs: int = 0
+    total_files: int = 0
+    total_bytes: int = 0  # logical bytes of every file in the snapshot
+    bytes_read: int = 0  # what this run had to read
+    data_blobs_new: int = 0
+    data_added: int = 0  # new plaintext bytes stored by this run
+    data_added_packed: int = 0  # what those became on storage (compressed + sealed)
+    compression_ratio: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    time: str  # ISO 8601 with offset
+    source: str  # e.g. "application/user_data"
+    paths: tuple[str, ...]
+    tree: str  # hex id of the root tree blob
+    type: str = "full"
+    parent: str | None = None
+    backup_set: str = ""
+    hostname: str = ""
+    username: str = ""
+    tags: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    summary: Summary = field(default_factory=Summary)
+    program_version: str = ""
+    id: str = ""  # filled when stored or loaded; not part of the manifest bytes
+
+    def encode(self) -> bytes:
+        d = asdict(self)
+        d.pop("id")
+        d["v"] = 1
+        return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes, snapshot_id: str) -> Snapshot:
+        d = json.loads(raw)
+        if d.pop("v", None) != 1:
+            raise ValueError("snapshot manifest is not version 1")
+        summary = Summary(**d.pop("summary", {}))
+        for key in ("paths", "tags", "warnings"):
+            d[key] = tuple(d.get(key, ()))
+        return cls(**d, summary=summary, id=snapshot_id)
+
+    @property
+    def datetime(self) -> datetime:
+        return datetime.fromisoformat(self.time)
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:8]

@@ -1,0 +1,81 @@
+"""The one storage protocol every location implements.
+
+Keys are slash-separated names such as ``data/ab/ab12...`` or ``snapshots/<hex>``.
+Objects are immutable: ``put`` never overwrites, so a half-finished writer can never
+damage what another reader relies on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from core.errors import AxisorError, StorageFull
+
+
+class StorageError(AxisorError):
+    """A storage operation failed; the message names the location and the key."""
+
+
+class ObjectNotFound(StorageError):
+    pass
+
+
+class ObjectExists(StorageError):
+    pass
+
+
+__all__ = [
+    "Backend",
+    "ObjectExists",
+    "ObjectInfo",
+    "ObjectNotFound",
+    "StorageError",
+    "StorageFull",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    key: str
+    size: int
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Async object storage. Implementations: core/storage/local.py (more in later work)."""
+
+    @property
+    def location(self) -> str:
+        """A human-readable name for messages: a path or URL without credentials."""
+        ...
+
+    async def put(self, key: str, data: bytes | memoryview) -> None:
+        """Store ``data`` durably under ``key``; raise ObjectExists if it is there already."""
+        ...
+
+    async def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        """Read the whole object or ``length`` bytes from ``offset``; ObjectNotFound if absent."""
+        ...
+
+    async def stat(self, key: str) -> ObjectInfo:
+        ...
+
+    def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix`` (a folder such as ``"data/"``)."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        ...
+
+    async def exists(self) -> bool:
+        """Whether the location itself (the repository root) exists."""
+        ...
+
+    async def create(self) -> None:
+        """Make the location ready for a new repository."""
+        ...
+
+    async def close(self) -> None:
+        ...

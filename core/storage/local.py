@@ -1,0 +1,164 @@
+"""The local filesystem backend.
+
+Durability order for every put: write a temp file in the destination folder, fsync it,
+hard-link it to its final name (fails if the name exists: no overwrite, no race), fsync
+the folder, unlink the temp name. A crash leaves either no object or a whole one, plus
+at worst a ``.tmp-*`` file that ``list`` ignores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from core.storage.backend import ObjectExists, ObjectInfo, ObjectNotFound, StorageError, StorageFull
+
+TMP_PREFIX = ".tmp-"
+
+
+class LocalBackend:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def location(self) -> str:
+        return str(self.root)
+
+    def _path(self, key: str) -> Path:
+        parts = key.split("/")
+        if key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise StorageError(f"invalid object key {key!r}")
+        return self.root.joinpath(*parts)
+
+    # -- writes -------------------------------------------------------------------------
+
+    def _put_sync(self, key: str, data: bytes | memoryview) -> None:
+        final = self._path(key)
+        folder = final.parent
+        tmp = folder / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.link(tmp, final)
+            except FileExistsError:
+                raise ObjectExists(f"{self.location}: object {key} already exists") from None
+            dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull(
+                    f"{self.location}: no space left while writing {key}; free space or move the repository"
+                ) from None
+            raise StorageError(f"{self.location}: cannot write {key}: {exc.strerror}") from None
+        finally:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+
+    async def put(self, key: str, data: bytes | memoryview) -> None:
+        await asyncio.to_thread(self._put_sync, key, data)
+
+    # -- reads --------------------------------------------------------------------------
+
+    def _get_sync(self, key: str, offset: int, length: int | None) -> bytes:
+        path = self._path(key)
+        try:
+            with open(path, "rb", buffering=0) as f:
+                if length is None:
+                    f.seek(offset)
+                    return f.read()
+                data = os.pread(f.fileno(), length, offset)
+        except FileNotFoundError:
+            raise ObjectNotFound(f"{self.location}: object {key} does not exist") from None
+        except OSError as exc:
+            raise StorageError(f"{self.location}: cannot read {key}: {exc.strerror}") from None
+        if len(data) != length:
+            raise StorageError(
+                f"{self.location}: short read of {key}: wanted {length} bytes at {offset}, got {len(data)}"
+            )
+        return data
+
+    async def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        return await asyncio.to_thread(self._get_sync, key, offset, length)
+
+    def get_sync(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        """Blocking read for callers already on a worker thread (restore, verify)."""
+        return self._get_sync(key, offset, length)
+
+    async def stat(self, key: str) -> ObjectInfo:
+        try:
+            st = await asyncio.to_thread(os.stat, self._path(key))
+        except FileNotFoundError:
+            raise ObjectNotFound(f"{self.location}: object {key} does not exist") from None
+        return ObjectInfo(key, st.st_size)
+
+    def _list_sync(self, prefix: str) -> list[ObjectInfo]:
+        # A prefix is a folder ("data/") or a folder plus the start of a name.
+        folder_key, _, name_start = prefix.rpartition("/")
+        base = self._path(folder_key) if folder_key else self.root
+        out: list[ObjectInfo] = []
+        stack = [(base, folder_key)]
+        while stack:
+            folder, key_prefix = stack.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                if entry.name.startswith(TMP_PREFIX):
+                    continue
+                key = f"{key_prefix}/{entry.name}" if key_prefix else entry.name
+                if folder is base and not entry.name.startswith(name_start):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((Path(entry.path), key))
+                elif entry.is_file(follow_symlinks=False):
+                    out.append(ObjectInfo(key, entry.stat(follow_symlinks=False).st_size))
+        out.sort(key=lambda o: o.key)
+        return out
+
+    async def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        for info in await asyncio.to_thread(self._list_sync, prefix):
+            yield info
+
+    async def delete(self, key: str) -> None:
+        try:
+            await asyncio.to_thread(os.unlink, self._path(key))
+        except FileNotFoundError:
+            raise ObjectNotFound(f"{self.location}: object {key} does not exist") from None
+
+    async def exists(self) -> bool:
+        return await asyncio.to_thread((self.root / "config").exists)
+
+    async def create(self) -> None:
+        def mk() -> None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            for sub in ("data", "index", "snapshots", "keys", "locks"):
+                (self.root / sub).mkdir(exist_ok=True)
+            for i in range(256):
+                (self.root / "data" / f"{i:02x}").mkdir(exist_ok=True)
+
+        try:
+            await asyncio.to_thread(mk)
+        except OSError as exc:
+            raise StorageError(f"{self.location}: cannot create repository folder: {exc.strerror}") from None
+
+    async def close(self) -> None:
+        return None
