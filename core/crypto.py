@@ -99,3 +99,7 @@ def open_with(key: bytes, sealed: bytes, ad: bytes) -> bytes:
 def content_hash(data: bytes | memoryview) -> bytes:
     """Unkeyed BLAKE3: names pack files, so anyone can check a pack's integrity."""
     return blake3.blake3(data).digest()
+
+
+def content_hasher() -> blake3.blake3:
+    return blake3.blake3()

@@ -343,20 +343,20 @@ class Archiver:
             size = 0
             with f:
                 chunker = Chunker(self.repo.config.chunker, f)
-                while True:
-                    chunks = await self._loop.run_in_executor(
+                try:
+                    while chunks := await self._loop.run_in_executor(
                         self.repo.executor, _take_and_id, chunker, self.repo, STREAM_TAKE_BYTES
-                    )
-                    if not chunks:
-                        break
-                    for blob_id, data in chunks:
-                        ids.append(blob_id)
-                        size += len(data)
-                        if self.repo.claim(blob_id):
-                            await self._seal_slots.acquire()
-                            self._spawn(self._seal(blob_id, data))
-                    self.stats.bytes_read += sum(len(d) for _, d in chunks)
-                    self._progress()
+                    ):
+                        for blob_id, data in chunks:
+                            ids.append(blob_id)
+                            size += len(data)
+                            if self.repo.claim(blob_id):
+                                await self._seal_slots.acquire()
+                                self._spawn(self._seal(blob_id, data))
+                        self.stats.bytes_read += sum(len(d) for _, d in chunks)
+                        self._progress()
+                finally:
+                    chunker.close()
                 after = os.fstat(f.fileno())
             warning = _changed_warning(_Pending(path, st), after, size)
             if warning:

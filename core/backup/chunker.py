@@ -1,39 +1,100 @@
 """Content-defined chunking of one stream (FastCDC, 2020 variant, via pyfastcdc).
 
 Chosen after measuring: pyfastcdc releases the GIL in its inner loop and sustains
-~1.8 GB/s per core here; the `fastcdc` package holds the GIL (bench/CHUNKER.md).
+~1.8 GB/s per core here; the `fastcdc` package holds the GIL (see bench/RESULTS.md).
 The gear table is mixed with the repository's secret seed so chunk boundaries in one
 repository say nothing about another's.
+
+pyfastcdc's own ``cut_stream`` allocates a fresh max-size buffer per file; with
+thousands of files the page faults cost more than the chunking. So windows are read
+into buffers that are reused across files, and cut with ``cut_buf``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
 from typing import BinaryIO
 
 from pyfastcdc import FastCDC
 
 from core.repository.repo_config import ChunkerParams
 
+WINDOW = 16 * 1024 * 1024
+
+_free_buffers: list[bytearray] = []
+_free_lock = threading.Lock()
+
+
+def _get_buffer(size: int) -> bytearray:
+    with _free_lock:
+        while _free_buffers:
+            buf = _free_buffers.pop()
+            if len(buf) >= size:
+                return buf
+    return bytearray(size)
+
+
+def _put_buffer(buf: bytearray) -> None:
+    with _free_lock:
+        if len(_free_buffers) < 2:  # as many as streams run at once
+            _free_buffers.append(buf)
+
 
 class Chunker:
     """One file's chunk stream. Not thread-safe; advance it from one thread at a time."""
 
     def __init__(self, params: ChunkerParams, stream: BinaryIO) -> None:
-        cdc = FastCDC(
+        self._cdc = FastCDC(
             params.avg_size, min_size=params.min_size, max_size=params.max_size, seed=params.seed
         )
-        self._chunks: Iterator = cdc.cut_stream(stream)
+        self._stream = stream
+        self._max = params.max_size
+        self._buf: bytearray | None = _get_buffer(WINDOW + params.max_size)
+        self._start = 0  # first byte not yet cut
+        self._end = 0  # end of valid data
+        self._eof = False
+
+    def _fill(self) -> None:
+        assert self._buf is not None
+        if self._start:
+            # Slide the uncut tail to the front; it is at most one chunk long.
+            tail = self._end - self._start
+            self._buf[:tail] = self._buf[self._start:self._end]
+            self._start, self._end = 0, tail
+        view = memoryview(self._buf)
+        while self._end < len(self._buf) and not self._eof:
+            n = self._stream.readinto(view[self._end:])
+            if not n:
+                self._eof = True
+            else:
+                self._end += n
 
     def take(self, max_bytes: int) -> list[bytes]:
         """The next chunks, about ``max_bytes`` worth; empty at end of stream."""
         out: list[bytes] = []
         total = 0
-        for chunk in self._chunks:
-            # The view is only valid until the next chunk is cut: copy it.
-            data = bytes(chunk.data)
-            out.append(data)
-            total += len(data)
-            if total >= max_bytes:
+        while total < max_bytes and self._buf is not None:
+            if not self._eof and self._end - self._start < self._max:
+                self._fill()
+            if self._start == self._end:
+                self.close()
                 break
+            window = memoryview(self._buf)[self._start:self._end]
+            for chunk in self._cdc.cut_buf(window):
+                end = chunk.offset + chunk.length
+                # Without more data, the last cut is where the window ended, not a real
+                # boundary: leave it for the next fill unless the stream is over.
+                if end == len(window) and not self._eof:
+                    break
+                out.append(bytes(chunk.data))
+                total += chunk.length
+                self._start += chunk.length
+                if total >= max_bytes:
+                    break
+            window.release()
         return out
+
+    def close(self) -> None:
+        if self._buf is not None:
+            _put_buffer(self._buf)
+            self._buf = None

@@ -20,31 +20,35 @@ class PackFormatError(ValueError):
 
 
 class Packer:
-    def __init__(self) -> None:
-        self.buf = bytearray()
-        self.entries: list[PackEntry] = []
+    """Collects sealed blobs as separate buffers: no copying into one big buffer, the
+    storage backend writes them out with one gathered write."""
 
-    @property
-    def size(self) -> int:
-        return len(self.buf)
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.entries: list[PackEntry] = []
+        self.size = 0
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def add(self, blob_type: int, blob_id: bytes, sealed: bytes, raw_length: int) -> None:
-        self.entries.append(PackEntry(blob_type, blob_id, len(self.buf), len(sealed), raw_length))
-        self.buf += sealed
+        self.entries.append(PackEntry(blob_type, blob_id, self.size, len(sealed), raw_length))
+        self.parts.append(sealed)
+        self.size += len(sealed)
 
-    def finalize(self, cipher: crypto.Cipher) -> tuple[bytes, bytes, list[PackEntry]]:
-        """Return (pack id, pack bytes, entries). CPU-bound: call from a worker thread."""
+    def finalize(self, cipher: crypto.Cipher) -> tuple[bytes, list[bytes], list[PackEntry]]:
+        """Return (pack id, pack parts, entries). CPU-bound: call from a worker thread."""
         header = msgpack.packb(
             [[e.type, e.id, e.offset, e.length, e.raw_length] for e in self.entries], use_bin_type=True
         )
         sealed = cipher.seal(header, AD_PACK_HEADER)
-        self.buf += sealed
-        self.buf += PACK_TRAILER.pack(len(sealed), PACK_MAGIC)
-        data = bytes(self.buf)
-        return crypto.content_hash(data), data, self.entries
+        self.parts.append(sealed)
+        self.parts.append(PACK_TRAILER.pack(len(sealed), PACK_MAGIC))
+        self.size += len(sealed) + PACK_TRAILER.size
+        h = crypto.content_hasher()
+        for part in self.parts:
+            h.update(part)
+        return h.digest(), self.parts, self.entries
 
 
 def parse_trailer(trailer: bytes, pack_size: int) -> int:

@@ -223,13 +223,13 @@ class Repository:
 
     async def _upload(self, packer: Packer) -> None:
         try:
-            pack_id, data, entries = await self._run(packer.finalize, self.cipher)
+            pack_id, parts, entries = await self._run(packer.finalize, self.cipher)
             try:
-                await self.backend.put(pack_key(pack_id), data)
+                await self.backend.put(pack_key(pack_id), parts)
             except ObjectExists:
                 pass  # identical bytes already stored (content-named)
-            self.index.add_pack(pack_id, len(data), entries)
-            self._unwritten.append((pack_id, len(data), entries))
+            self.index.add_pack(pack_id, packer.size, entries)
+            self._unwritten.append((pack_id, packer.size, entries))
             self.stats.packs += 1
             for e in entries:
                 self._pending.discard(e.id)

@@ -7,7 +7,7 @@ damage what another reader relies on.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -31,9 +31,28 @@ __all__ = [
     "ObjectExists",
     "ObjectInfo",
     "ObjectNotFound",
+    "Payload",
+    "as_bytes",
+    "payload_size",
     "StorageError",
     "StorageFull",
 ]
+
+
+Payload = bytes | memoryview | Sequence[bytes]
+
+
+def as_bytes(data: Payload) -> bytes | memoryview:
+    """One contiguous buffer, for backends that cannot write a list of parts."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return data
+    return b"".join(data)
+
+
+def payload_size(data: Payload) -> int:
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return len(data)
+    return sum(len(p) for p in data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +70,9 @@ class Backend(Protocol):
         """A human-readable name for messages: a path or URL without credentials."""
         ...
 
-    async def put(self, key: str, data: bytes | memoryview) -> None:
-        """Store ``data`` durably under ``key``; raise ObjectExists if it is there already."""
+    async def put(self, key: str, data: Payload) -> None:
+        """Store ``data`` (one buffer or a list of parts, written back to back) durably
+        under ``key``; raise ObjectExists if it is there already."""
         ...
 
     async def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from core.storage.backend import ObjectExists, ObjectInfo, ObjectNotFound, StorageError, StorageFull
+from core.storage.backend import ObjectExists, ObjectInfo, ObjectNotFound, Payload, StorageError, StorageFull
 
 TMP_PREFIX = ".tmp-"
 
@@ -36,7 +36,7 @@ class LocalBackend:
 
     # -- writes -------------------------------------------------------------------------
 
-    def _put_sync(self, key: str, data: bytes | memoryview) -> None:
+    def _put_sync(self, key: str, data: Payload) -> None:
         final = self._path(key)
         folder = final.parent
         tmp = folder / f"{TMP_PREFIX}{uuid.uuid4().hex}"
@@ -44,10 +44,7 @@ class LocalBackend:
             folder.mkdir(parents=True, exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
+                _write_parts(fd, [data] if isinstance(data, (bytes, bytearray, memoryview)) else data)
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -72,7 +69,7 @@ class LocalBackend:
             except FileNotFoundError:
                 pass
 
-    async def put(self, key: str, data: bytes | memoryview) -> None:
+    async def put(self, key: str, data: Payload) -> None:
         await asyncio.to_thread(self._put_sync, key, data)
 
     # -- reads --------------------------------------------------------------------------
@@ -162,3 +159,18 @@ class LocalBackend:
 
     async def close(self) -> None:
         return None
+
+
+def _write_parts(fd: int, parts) -> None:
+    """Gathered writes of many buffers (writev), resuming correctly after short writes."""
+    pending = [memoryview(p) for p in parts if len(p)]
+    i = 0
+    while i < len(pending):
+        written = os.writev(fd, pending[i:i + 512])  # stay under IOV_MAX
+        while written:
+            if written >= len(pending[i]):
+                written -= len(pending[i])
+                i += 1
+            else:
+                pending[i] = pending[i][written:]
+                written = 0
