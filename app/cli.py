@@ -56,51 +56,54 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "or the user config folder)")
     p.add_argument("--json", action="store_true", help="machine-readable output (docs/CLI.md)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # --json is accepted after the command too; SUPPRESS keeps a top-level --json.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
-    sub.add_parser("init", help="create the repository at storage.local_path")
+    sub.add_parser("init", parents=[common], help="create the repository at storage.local_path")
 
-    b = sub.add_parser("backup", help="back up every configured source (or the ones named)")
+    b = sub.add_parser("backup", parents=[common], help="back up every configured source (or the ones named)")
     b.add_argument("--type", dest="kind", choices=["full", "incremental", "differential"], default="incremental")
     b.add_argument("--source", action="append", default=[], metavar="NAME",
                    help="e.g. application/log_files, log_files, or application (repeatable)")
     b.add_argument("--tag", action="append", default=[], metavar="TAG")
 
-    s = sub.add_parser("snapshots", help="the catalog of snapshots")
+    s = sub.add_parser("snapshots", parents=[common], help="the catalog of snapshots")
     s.add_argument("--source", help="only this source")
 
-    sh = sub.add_parser("show", help="one snapshot's manifest")
+    sh = sub.add_parser("show", parents=[common], help="one snapshot's manifest")
     sh.add_argument("snapshot")
 
-    ls = sub.add_parser("ls", help="list a snapshot's files")
+    ls = sub.add_parser("ls", parents=[common], help="list a snapshot's files")
     ls.add_argument("snapshot")
     ls.add_argument("path", nargs="?")
     ls.add_argument("-l", "--long", action="store_true")
 
-    r = sub.add_parser("restore", help="restore snapshots into a folder")
+    r = sub.add_parser("restore", parents=[common], help="restore snapshots into a folder")
     r.add_argument("snapshot", nargs="+", help="ids, id prefixes, latest (the newest backup set) or latest:SOURCE")
     r.add_argument("--target", required=True, type=Path)
     r.add_argument("--include", action="append", default=[], metavar="GLOB")
     r.add_argument("--source", help="with latest: the newest snapshot of this source")
 
-    v = sub.add_parser("verify", help="check the repository can restore its snapshots")
+    v = sub.add_parser("verify", parents=[common], help="check the repository can restore its snapshots")
     v.add_argument("--full", action="store_true", help="also read and check every pack")
     v.add_argument("snapshot", nargs="*")
 
-    k = sub.add_parser("key", help="manage passphrases")
+    k = sub.add_parser("key", parents=[common], help="manage passphrases")
     ksub = k.add_subparsers(dest="key_command", required=True)
-    ksub.add_parser("list")
-    ka = ksub.add_parser("add", help="add a passphrase ($AXISOR_BACKUP_NEW_PASSPHRASE or prompt)")
+    ksub.add_parser("list", parents=[common])
+    ka = ksub.add_parser("add", parents=[common], help="add a passphrase ($AXISOR_BACKUP_NEW_PASSPHRASE or prompt)")
     ka.add_argument("--new-passphrase-file", type=Path)
-    kr = ksub.add_parser("remove")
+    kr = ksub.add_parser("remove", parents=[common])
     kr.add_argument("key_id")
-    kp = ksub.add_parser("passwd", help="replace the passphrase in use")
+    kp = ksub.add_parser("passwd", parents=[common], help="replace the passphrase in use")
     kp.add_argument("--new-passphrase-file", type=Path)
 
-    c = sub.add_parser("config", help="configuration")
+    c = sub.add_parser("config", parents=[common], help="configuration")
     csub = c.add_subparsers(dest="config_command", required=True)
-    csub.add_parser("check", help="validate the config and report every problem")
+    csub.add_parser("check", parents=[common], help="validate the config and report every problem")
 
-    u = sub.add_parser("unlock", help="remove stale locks")
+    u = sub.add_parser("unlock", parents=[common], help="remove stale locks")
     u.add_argument("--all", action="store_true", help="remove every lock, also live ones")
     return p
 

@@ -217,7 +217,8 @@ class Archiver:
         return self._node(name, DIR, st, subtree=tree_id)
 
     async def _finish_dir(self, children: list[Awaitable[Node]], reference: Tree | None) -> bytes:
-        nodes = [await c for c in children]
+        # A file can still drop out while it is read (vanished, unreadable): None.
+        nodes = [n for n in [await c for c in children] if n is not None]
         if reference is not None:
             present = {n.name for n in nodes}
             self.stats.files_removed += sum(1 for n in reference.nodes if n.name not in present)
