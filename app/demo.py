@@ -1,0 +1,154 @@
+"""The self-contained demo: sample platform data, a local repository, two backups, the catalog.
+
+Everything lives under ./demo-run (or the folder given), so it is safe to run anywhere
+and to delete afterwards. Later work turns the last step into the console.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from app import cli
+
+
+def _certificate(path: Path) -> None:
+    """A real self-signed certificate and key, as a platform's TLS folder holds."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "axisor.example")])
+    now = datetime.now(timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now)
+            .not_valid_after(now + timedelta(days=365)).sign(key, hashes.SHA256()))
+    (path / "server.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (path / "server.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    os.chmod(path / "server.key", 0o600)
+
+
+def make_sample_platform(root: Path) -> dict[str, Path]:
+    rnd = random.Random(2026)
+    dirs = {name: root / "platform" / name for name in
+            ("users", "automations", "simulations", "logs", "etc", "tls", "settings")}
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+    for i in range(40):
+        u = dirs["users"] / f"user-{i:03}"
+        u.mkdir(exist_ok=True)
+        (u / "profile.json").write_text(json.dumps({"id": i, "name": f"user{i}", "plan": rnd.choice(["free", "pro"])}))
+        (u / "avatar.png").write_bytes(rnd.randbytes(rnd.randint(2_000, 20_000)))
+    for i in range(15):
+        (dirs["automations"] / f"flow-{i:02}.yaml").write_text(
+            f"name: flow-{i}\ntrigger: cron('*/{i + 5} * * * *')\nsteps:\n  - run: sync\n  - notify: ops\n")
+    for i in range(4):
+        rows = "".join(f"{t},{rnd.random():.6f},{rnd.random():.6f}\n" for t in range(20_000))
+        (dirs["simulations"] / f"run-{i}.csv").write_text("t,x,y\n" + rows)
+    (dirs["simulations"] / "model.bin").write_bytes(rnd.randbytes(3_000_000))
+    for day in range(7):
+        lines = "".join(f"2026-11-{19 + day:02}T{h:02}:00:00Z INFO request id={rnd.randrange(10**9)} status=200\n"
+                        for h in range(24) for _ in range(200))
+        (dirs["logs"] / f"app-2026-11-{19 + day:02}.log").write_text(lines)
+    env = dirs["etc"] / ".env"
+    env.write_text("DATABASE_URL=postgresql://axisor@localhost/axisor\nSECRET_KEY=demo-not-a-secret\n")
+    os.chmod(env, 0o600)
+    _certificate(dirs["tls"])
+    keys = dirs["settings"] / "api-keys.json"
+    keys.write_text(json.dumps({"stripe": "sk_demo_0000", "maps": "demo-maps-key"}, indent=1))
+    os.chmod(keys, 0o600)
+    (dirs["settings"] / "system.toml").write_text('[features]\nsimulations = true\nmax_users = 500\n')
+    os.symlink("app-2026-11-25.log", dirs["logs"] / "current.log")
+    return dirs
+
+
+def write_config(root: Path, dirs: dict[str, Path]) -> Path:
+    passfile = root / "passphrase"
+    passfile.write_text("demo passphrase, not for production\n")
+    os.chmod(passfile, 0o600)
+    config = root / "config.toml"
+    q = lambda p: json.dumps([str(p)])  # noqa: E731
+    config.write_text(f"""# Written by the Axisor Backup demo.
+[application]
+user_data = {q(dirs['users'])}
+automation_configs = {q(dirs['automations'])}
+simulation_data = {q(dirs['simulations'])}
+log_files = {q(dirs['logs'])}
+
+[configuration]
+environment_vars = {q(dirs['etc'] / '.env')}
+ssl_certificates = {q(dirs['tls'])}
+api_keys = {q(dirs['settings'] / 'api-keys.json')}
+system_settings = {q(dirs['settings'] / 'system.toml')}
+
+[storage]
+local_path = "{root / 'repository'}"
+passphrase_file = "{passfile}"
+""")
+    return config
+
+
+def step(title: str) -> None:
+    print(f"\n== {title}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="demo", description=__doc__)
+    p.add_argument("folder", nargs="?", type=Path, default=Path("demo-run"))
+    args = p.parse_args(argv)
+    root = args.folder.resolve()
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    os.environ.pop("AXISOR_BACKUP_PASSPHRASE", None)
+
+    step(f"sample platform data under {root / 'platform'}")
+    dirs = make_sample_platform(root)
+    config = write_config(root, dirs)
+    base = ["--config", str(config)]
+
+    def run(*a: str) -> None:
+        code = cli.main([*base, *a])
+        if code not in (0, 7):
+            raise SystemExit(f"demo step `axisor-backup {' '.join(a)}` failed with exit {code}")
+
+    step("axisor-backup config check")
+    run("config", "check")
+    step("axisor-backup init")
+    run("init")
+    step("axisor-backup backup   (first run: everything is new)")
+    run("backup")
+
+    step("changing a few files: a new user, an edited automation, today's log grows")
+    new_user = dirs["users"] / "user-new"
+    new_user.mkdir()
+    (new_user / "profile.json").write_text('{"id": 999, "name": "newcomer"}')
+    flow = dirs["automations"] / "flow-03.yaml"
+    flow.write_text(flow.read_text() + "  - archive: true\n")
+    with open(dirs["logs"] / "app-2026-11-25.log", "a") as f:
+        f.write("2026-11-25T23:59:59Z WARN demo line appended\n" * 500)
+
+    step("axisor-backup backup   (incremental: only what changed is read)")
+    run("backup")
+    step("axisor-backup snapshots")
+    run("snapshots")
+    step("axisor-backup verify --full")
+    run("verify", "--full")
+    target = root / "restore-check"
+    step(f"axisor-backup restore latest --target {target}")
+    run("restore", "latest", "--target", str(target))
+    print(f"\nDone. Try: .venv/bin/axisor-backup --config {config} ls latest:application/user_data")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
