@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import getpass
 import json
 import os
@@ -23,7 +24,7 @@ from pathlib import Path
 from core.config import (
     Config, ConfigError, PassphraseError, default_config_path, load_config, resolve_passphrase,
 )
-from core.errors import AxisorError, PartialBackup, VerificationFailed
+from core.errors import AxisorError, PartialBackup, SourceError, VerificationFailed
 from core.repository.snapshot import Snapshot
 from core.service import BackupService
 
@@ -186,7 +187,12 @@ async def cmd_backup(svc: BackupService, args, out: Output) -> int:
             lines.extend(f"    warning: {w}" for w in s.warnings)
         return "\n".join(lines)
 
+    data["failed"] = [{"source": r.source, "error": r.error} for r in result.failed_sources]
     out.emit(data, text)
+    if result.failed_sources:
+        for r in result.failed_sources:
+            Output.note(f"error: {r.source}: {r.error}")
+        return SourceError.exit_code
     if result.partial:
         Output.note("backup finished with warnings: some files were not read completely (exit 7)")
         return PartialBackup.exit_code
@@ -206,8 +212,18 @@ async def cmd_snapshots(svc: BackupService, args, out: Output) -> int:
 
 
 async def cmd_show(svc: BackupService, args, out: Output) -> int:
-    s = (await svc.resolve([args.snapshot]))[0]
+    snaps = await svc.resolve([args.snapshot])
+    if out.json:
+        out.emit(snapshot_json(snaps[0]) if len(snaps) == 1 else [snapshot_json(s) for s in snaps], str)
+        return EXIT_OK
+    for i, s in enumerate(snaps):
+        if i:
+            print()
+        _show_one(s, out)
+    return EXIT_OK
 
+
+def _show_one(s: Snapshot, out: Output) -> None:
     def text() -> str:
         m = s.summary
         lines = [
@@ -225,7 +241,6 @@ async def cmd_show(svc: BackupService, args, out: Output) -> int:
         return "\n".join(lines)
 
     out.emit(snapshot_json(s), text)
-    return EXIT_OK
 
 
 async def cmd_ls(svc: BackupService, args, out: Output) -> int:
@@ -297,11 +312,14 @@ async def cmd_verify(svc: BackupService, args, out: Output) -> int:
 
 
 def _new_passphrase(args) -> str:
-    if getattr(args, "new_passphrase_file", None):
-        try:
-            value = args.new_passphrase_file.read_text().rstrip("\n")
-        except OSError as exc:
-            raise PassphraseError(f"cannot read {args.new_passphrase_file}: {exc.strerror}") from None
+    path = getattr(args, "new_passphrase_file", None)
+    if path:
+        # Read exactly as storage.passphrase_file is read, so the same file opens the
+        # repository afterwards: same permission rule, exactly one trailing newline dropped.
+        from core.config import StorageConfig
+
+        value = resolve_passphrase(StorageConfig(local_path=Path("/"), passphrase_file=path), env={},
+                                   interactive=False)
     elif os.environ.get("AXISOR_BACKUP_NEW_PASSPHRASE"):
         value = os.environ["AXISOR_BACKUP_NEW_PASSPHRASE"]
     elif sys.stdin.isatty():
@@ -370,7 +388,17 @@ async def run(args, config: Config, out: Output) -> int:
         await svc.close()
 
 
+def _tune_gc() -> None:
+    """The engine allocates few cyclic objects but many short-lived ones; the default
+    thresholds made the cyclic collector walk the whole heap hundreds of times per
+    backup (17 % of CPU in a profile). Freeze what start-up created and collect rarely."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _tune_gc()
     args = build_parser().parse_args(argv)
     out = Output(args.json)
     config_path = args.config or default_config_path()

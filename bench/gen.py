@@ -879,7 +879,7 @@ def generate(out: str, scale: float = 1.0, seed: int = 1, jobs: int = 2, quiet: 
               f"under {out} in {info['seconds']:.1f} s", file=sys.stderr)
         for k in ("sql", "logs", "bin", "conf"):
             print(f"  {k:5} {info['files'][k]:>6,} files {totals.get(k, 0):>14,} B "
-                  f"({secs.get(k, 0):.1f} s cpu)", file=sys.stderr)
+                  f"({secs.get(k, 0):.1f} s in workers)", file=sys.stderr)
     return info
 
 

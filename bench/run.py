@@ -181,7 +181,11 @@ def run_timed(argv: list[str], env: dict, cwd: str | None, log: str, timeout: fl
             timer.cancel()
         wall = time.perf_counter() - t0
         p.returncode = os.waitstatus_to_exitcode(status)
-    return {"rc": p.returncode, "wall": wall, "user": ru.ru_utime, "sys": ru.ru_stime,
+    extra = {}
+    if p.returncode < 0:
+        extra["error"] = (f"timed out after {timeout:.0f} s (killed)" if wall >= timeout
+                          else f"killed by signal {-p.returncode}")
+    return {**extra, "rc": p.returncode, "wall": wall, "user": ru.ru_utime, "sys": ru.ru_stime,
             "cpu": ru.ru_utime + ru.ru_stime, "rss_mib": ru.ru_maxrss / 1024.0}
 
 
@@ -289,7 +293,9 @@ def run_tool(name: str, run_no: int, a, data: str, work: str, passphrase: str) -
             os.unlink(log)
         before = dir_bytes(ctx["repo"])
         os.sync()
+        load = os.getloadavg()[0]  # other load on the machine skews timings
         m = run_timed(argv, env, cwd, log, a.timeout)
+        m["loadavg1_before"] = load
         after = dir_bytes(ctx["repo"])
         m.update({"repo_bytes": after, "added_bytes": after - before, "log": log,
                   "argv": argv})
@@ -384,12 +390,14 @@ def fmt_table(summ: dict, data_bytes: int) -> str:
                 m, r = summ[t][st], b[st]
                 thr = r["wall"] / m["wall"] if m["wall"] else float("nan")
                 if st == "first":
-                    by = m["repo_bytes"] / r["repo_bytes"] if r["repo_bytes"] else float("nan")
+                    by = f"{m['repo_bytes'] / r['repo_bytes']:.2f}x" if r["repo_bytes"] else ""
                 elif st == "restore":
-                    by = None
-                else:
-                    by = m["added_bytes"] / r["added_bytes"] if r["added_bytes"] else float("nan")
-                out.append(f"| {t} | {st} | {thr:.2f}x | {'' if by is None else f'{by:.2f}x'} | "
+                    by = ""
+                elif r["added_bytes"] >= 1e6:
+                    by = f"{m['added_bytes'] / r['added_bytes']:.2f}x"
+                else:  # tiny denominators (unchanged run): show both sizes instead
+                    by = f"{m['added_bytes']:,} B vs {r['added_bytes']:,} B"
+                out.append(f"| {t} | {st} | {thr:.2f}x | {by} | "
                            f"{m['cpu'] / r['cpu']:.2f}x | {m['rss_mib'] / r['rss_mib']:.2f}x |")
     return "\n".join(out)
 
@@ -445,7 +453,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--regen", action="store_true", help="regenerate --data if its scale/seed differ")
     ap.add_argument("--axisor-bin", default=os.environ.get("AXISOR_BIN", os.path.join(REPO_ROOT, ".venv/bin/axisor-backup")))
-    ap.add_argument("--timeout", type=float, default=3600, help="seconds per tool step")
+    ap.add_argument("--timeout", type=float, default=900, help="seconds per tool step (default 900)")
     ap.add_argument("--keep", action="store_true", help="keep the repositories after each run")
     ap.add_argument("--out", default=HERE, help="directory for results-<timestamp>.json")
     a = ap.parse_args(argv)

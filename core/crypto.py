@@ -62,6 +62,16 @@ class Cipher:
     def blob_id(self, data: bytes | memoryview) -> bytes:
         return blake3.blake3(data, key=self._ident).digest()
 
+    def typed_id(self, blob_type: int, data: bytes | memoryview) -> bytes:
+        """Data blobs: keyed BLAKE3 of the bytes. Other types hash a type prefix first, so a
+        file whose bytes equal a tree's can never share the tree's id (the index is keyed by
+        id alone)."""
+        if blob_type == 0:
+            return blake3.blake3(data, key=self._ident).digest()
+        h = blake3.blake3(b"axisor-blob-type:%d\0" % blob_type, key=self._ident)
+        h.update(data)
+        return h.digest()
+
     def seal(self, plaintext: bytes | memoryview, ad: bytes) -> bytes:
         nonce = os.urandom(NONCE_SIZE)
         return nonce + self._aead.encrypt(nonce, plaintext, ad)

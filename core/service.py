@@ -63,10 +63,13 @@ class BackupService:
         )
         return self._adopt(repo)
 
-    async def repository(self) -> Repository:
+    async def repository(self, *, load_index: bool = True) -> Repository:
+        """The opened repository; with ``load_index`` a damaged index file is an error."""
         if self._repo is None:
-            repo = self._adopt(await Repository.open(self.backend, self._passphrase(False)))
-            await repo.load_index()
+            self._adopt(await Repository.open(self.backend, self._passphrase(False)))
+        assert self._repo is not None
+        if load_index:
+            await self._repo.load_index()
         assert self._repo is not None
         return self._repo
 
@@ -126,16 +129,17 @@ class BackupService:
         return out
 
     async def ls(self, ref: str, path: str | None = None) -> list[tuple[str, Node]]:
+        """Entries of the snapshot(s) ``ref`` names (``latest``: every source of the newest set)."""
         repo = await self.repository()
-        snap = await repo.find_snapshot(ref)
         want = "/" + path.strip("/") if path and path.strip("/") else None
         out = []
-        async for parts, node in walk(repo, bytes.fromhex(snap.tree)):
-            shown = display(parts)
-            if want is None or shown == want or shown.startswith(want + "/"):
-                out.append((shown, node))
+        for snap in await self.resolve([ref]):
+            async for parts, node in walk(repo, bytes.fromhex(snap.tree)):
+                shown = display(parts)
+                if want is None or shown == want or shown.startswith(want + "/"):
+                    out.append((shown, node))
         if want is not None and not out:
-            raise SnapshotNotFound(f"{path} is not in snapshot {snap.short_id}")
+            raise SnapshotNotFound(f"{path} is not in snapshot {ref}")
         return out
 
     # -- restore and verify -------------------------------------------------------------
@@ -147,9 +151,11 @@ class BackupService:
             return await FileRestorer(repo, target, include=include, executor=self.executor).restore(snap)
 
     async def verify(self, *, full: bool = False, snapshot_refs: list[str] | None = None) -> VerifyReport:
-        repo = await self.repository()
+        # Verify must open a repository whose index is damaged, to report it.
+        repo = await self.repository(load_index=False)
+        ids = [s.id for s in await self.resolve(snapshot_refs)] if snapshot_refs else None
         async with Lock(self.backend, exclusive=False, operation="verify"):
-            return await verify(repo, full=full, snapshot_ids=snapshot_refs or None)
+            return await verify(repo, full=full, snapshot_ids=ids)
 
     # -- keys and locks -----------------------------------------------------------------
 

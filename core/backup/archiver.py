@@ -306,7 +306,7 @@ class Archiver:
         out = []
         for p in files:
             try:
-                fd = os.open(p.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NOATIME if _can_noatime(p.st) else os.O_RDONLY | os.O_NOFOLLOW)
+                fd = os.open(p.path, _read_flags(p.st))
             except FileNotFoundError:
                 out.append((None, None, f"{os.fsdecode(p.path)}: vanished before it was read"))
                 continue
@@ -315,7 +315,7 @@ class Archiver:
                 out.append((None, None, f"{os.fsdecode(p.path)}: not read: {exc.strerror}"))
                 continue
             try:
-                data = os.read(fd, p.st.st_size + 1)
+                data = os.read(fd, p.st.st_size)
                 after = os.fstat(fd)
             finally:
                 os.close(fd)
@@ -333,7 +333,8 @@ class Archiver:
         """A large file: chunk on a worker thread, seal chunks on the others."""
         try:
             try:
-                f = open(path, "rb", buffering=0)
+                # Same flags as small files: never follow a symlink swapped in since the scan.
+                f = os.fdopen(os.open(path, _read_flags(st)), "rb", buffering=0)
             except FileNotFoundError:
                 self._warn(f"{os.fsdecode(path)}: vanished before it was read")
                 return None
@@ -419,9 +420,12 @@ def _take_and_id(chunker: Chunker, repo: Repository, max_bytes: int) -> list[tup
     return [(repo.cipher.blob_id(c), c) for c in chunker.take(max_bytes)]
 
 
-def _can_noatime(st: os.stat_result) -> bool:
+def _read_flags(st: os.stat_result) -> int:
+    flags = os.O_RDONLY | os.O_NOFOLLOW
     # O_NOATIME is allowed only to the file's owner (or root).
-    return st.st_uid == os.geteuid() or os.geteuid() == 0
+    if st.st_uid == os.geteuid() or os.geteuid() == 0:
+        flags |= os.O_NOATIME
+    return flags
 
 
 def _changed_warning(p: _Pending, after: os.stat_result, read: int) -> str | None:

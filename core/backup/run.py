@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from core import __version__
 from core.backup.archiver import Archiver, ArchiveStats
 from core.config import SourceSpec
-from core.errors import UsageError
+from core.errors import SourceError, UsageError
 from core.repository.format import BlobType
 from core.repository.lock import Lock
 from core.repository.repository import Repository
@@ -36,6 +36,10 @@ class BackupResult:
     @property
     def partial(self) -> bool:
         return any(r.error or (r.snapshot and r.snapshot.warnings) for r in self.results)
+
+    @property
+    def failed_sources(self) -> list[SourceResult]:
+        return [r for r in self.results if r.error]
 
 
 def _reference(snaps: list[Snapshot], source: str, kind: str) -> Snapshot | None:
@@ -63,7 +67,12 @@ async def run_backup(repo: Repository, sources: list[SourceSpec], *, kind: str =
                 effective = "full"  # nothing to compare with: every file is read anyway
             else:
                 effective = kind
-            results.append(await _backup_source(repo, spec, effective, ref, backup_set, tags, workers, on_progress))
+            try:
+                results.append(await _backup_source(repo, spec, effective, ref, backup_set, tags, workers,
+                                                    on_progress))
+            except SourceError as exc:
+                # One missing source must not cost the others their backup.
+                results.append(SourceResult(spec.name, None, str(exc)))
     return BackupResult(backup_set, tuple(results))
 
 

@@ -72,6 +72,6 @@ def open_blob(cipher: crypto.Cipher, blob_type: int, blob_id: bytes, sealed: byt
         data = payload[1:]
     else:
         raise DamagedObject(where, f"blob {blob_id.hex()[:16]} has unknown compression flag {flag}")
-    if len(data) != raw_length or cipher.blob_id(data) != blob_id:
+    if len(data) != raw_length or cipher.typed_id(blob_type, data) != blob_id:
         raise DamagedObject(where, f"blob {blob_id.hex()[:16]} content does not match its id")
     return data

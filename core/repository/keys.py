@@ -96,7 +96,10 @@ async def unlock(backend: Backend, passphrase: str) -> tuple[crypto.MasterKey, K
     import asyncio
 
     for key in keys:
-        master = await asyncio.to_thread(key.unwrap, passphrase)
+        try:
+            master = await asyncio.to_thread(key.unwrap, passphrase)
+        except (ValueError, MemoryError):
+            continue  # scrypt refused the file's parameters: a damaged key file
         if master is not None:
             return master, key
     raise WrongPassphrase(f"wrong passphrase for the repository at {backend.location}")

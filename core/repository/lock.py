@@ -83,9 +83,10 @@ class Lock:
 
     def _body(self) -> bytes:
         now = datetime.now(timezone.utc)
+        self._created = getattr(self, "_created", None) or now
         return json.dumps({
             "exclusive": self.exclusive, "host": socket.gethostname(), "pid": os.getpid(),
-            "operation": self.operation, "created": now.isoformat(),
+            "operation": self.operation, "created": self._created.isoformat(),
             "expires": (now + LOCK_TTL).isoformat(),
         }).encode()
 
@@ -113,10 +114,16 @@ class Lock:
 
     async def _refresh_loop(self) -> None:
         # Write a fresh lock before deleting the old one so there is never a gap.
+        delay = REFRESH_EVERY.total_seconds()
         while True:
-            await asyncio.sleep(REFRESH_EVERY.total_seconds())
+            await asyncio.sleep(delay)
             new_key = f"{LOCKS}/{os.urandom(16).hex()}"
-            await self.backend.put(new_key, self._body())
+            try:
+                await self.backend.put(new_key, self._body())
+            except Exception:  # storage hiccup: the old lock is valid for ~25 more minutes
+                delay = 30
+                continue
+            delay = REFRESH_EVERY.total_seconds()
             old, self.key = self.key, new_key
             try:
                 await self.backend.delete(old)

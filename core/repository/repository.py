@@ -119,7 +119,10 @@ class Repository:
 
     async def _open_object(self, key: str, ad_prefix: bytes) -> bytes:
         """Read and decrypt an index or snapshot object and check its name matches its content."""
-        object_id = bytes.fromhex(key.rsplit("/", 1)[-1])
+        try:
+            object_id = bytes.fromhex(key.rsplit("/", 1)[-1])
+        except ValueError:
+            raise DamagedObject(key, "name is not a hex id (a foreign file in the repository?)") from None
         try:
             sealed = await self.backend.get(key)
         except ObjectNotFound:
@@ -149,9 +152,13 @@ class Repository:
             if pack_id is None or self.index.has_pack(pack_id):
                 continue
             try:
+                data = await self.backend.get(info.key)
+                # Check the whole pack: new backups will deduplicate against it.
+                if crypto.content_hash(data) != pack_id:
+                    continue  # verify reports it; adopting a bad pack would hide data loss
                 entries = await self.read_pack_header(pack_id, info.size)
             except (DamagedObject, StorageError):
-                continue  # verify reports it; adopting a bad pack would hide data loss
+                continue
             self.index.add_pack(pack_id, info.size, entries)
             self._unwritten.append((pack_id, info.size, entries))
             adopted += 1
@@ -207,7 +214,7 @@ class Repository:
 
     async def save_blob(self, blob_type: int, data: bytes) -> bytes:
         """Store one blob (deduplicated) and return its id. For trees and small metadata."""
-        blob_id = self.cipher.blob_id(data)
+        blob_id = self.cipher.typed_id(blob_type, data)
         if self.claim(blob_id):
             await self.add_sealed(await self._run(self.seal, blob_type, blob_id, data))
         return blob_id
@@ -314,7 +321,7 @@ class Repository:
                 snaps.append(await self.load_snapshot(sid))
             except DamagedObject as exc:
                 damaged.append(exc)
-        snaps.sort(key=lambda s: (s.time, s.source))
+        snaps.sort(key=lambda s: (s.datetime, s.source))
         return snaps, damaged
 
     async def find_snapshot(self, ref: str, source: str | None = None) -> Snapshot:

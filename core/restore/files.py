@@ -20,13 +20,17 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.errors import RestoreRefused
+from core.errors import DamagedObject, RestoreRefused
 from core.repository.blobs import open_blob
 from core.repository.format import BlobType, pack_key
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
 from core.repository.tree import DIR, FILE, SYMLINK, Node
+from core.storage.backend import StorageError
 from core.restore.walk import display, walk
+
+_IS_ROOT = os.geteuid() == 0
+_OWN_IDS = (os.geteuid(), os.getegid())
 
 BATCH_BYTES = 8 * 1024 * 1024
 BATCH_FILES = 512
@@ -197,9 +201,13 @@ class FileRestorer:
                     ranges.append((pack, start, end, group))
                     start, end, group = p.offset, p.offset + p.length, [p]
             ranges.append((pack, start, end, group))
-        datas = await asyncio.gather(
-            *(self.repo.backend.get(pack_key(pack), s, e - s) for pack, s, e, _ in ranges)
-        )
+        async def get(pack: bytes, start: int, end: int) -> bytes:
+            try:
+                return await self.repo.backend.get(pack_key(pack), start, end - start)
+            except StorageError as exc:  # missing or short: the pack is damaged
+                raise DamagedObject(pack_key(pack), str(exc)) from None
+
+        datas = await asyncio.gather(*(get(pack, s, e) for pack, s, e, _ in ranges))
         out: dict[bytes, memoryview] = {}
         for (pack, s, _e, group), data in zip(ranges, datas):
             mv = memoryview(data)
@@ -251,14 +259,18 @@ class FileRestorer:
                     data = self._open(piece, blobs[piece.blob_id])
                     _write_all(fd, data)
                 self._apply_file_meta(fd, job.node)
-            finally:
+            except BaseException:
                 os.close(fd)
+                _unlink_quiet(temp)  # never leave a half file behind, not even a temp one
+                raise
+            os.close(fd)
             self._place(temp, job)
 
     async def _large_file(self, job: _FileJob) -> None:
         self._ensure_dir(job.path.parent)
         fd, temp = self._create_temp(job.path)
         try:
+            # Windows land out of order (pwrite); set the final length first.
             os.ftruncate(fd, job.node.size)
             windows: list[list[_Piece]] = [[]]
             size = 0
@@ -306,7 +318,7 @@ class FileRestorer:
         return fd, temp
 
     def _apply_file_meta(self, fd: int, node: Node) -> None:
-        if os.geteuid() == 0:
+        if _IS_ROOT and (node.uid, node.gid) != _OWN_IDS:
             os.fchown(fd, node.uid, node.gid)
         os.fchmod(fd, stat.S_IMODE(node.mode))
         os.utime(fd, ns=(node.atime_ns, node.mtime_ns))
