@@ -631,7 +631,7 @@ def gen_logs(out: str, plan: list[tuple[str, int]], idx: list[int], seed: int) -
         rel, size = plan[i]
         r = random.Random(f"{seed}:log:{i}")
         p = os.path.join(out, rel)
-        t = r.randrange(1000) * 86400
+        t = _DATES.index(rel[-19:-9]) * 86400 + r.randrange(3600)  # the date in the name
         with open(p, "wb", buffering=0) as f:
             written = 0
             while written < size:

@@ -12,8 +12,9 @@ For each run and each tool (tools alternate inside a run), on the same data:
              every restored file is compared with the source by SHA-256
              (not timed; a mismatch fails the tool loudly and the exit code is 1)
 
-Each step is timed around the tool process only: wall time, user+sys CPU and
-peak RSS come from os.wait4()'s rusage of the child.  Repository size is
+Each step is timed around the tool process only: wall time by perf_counter,
+user+sys CPU and peak RSS of the tool from GNU time (/usr/bin/time; see run_timed
+for why not os.wait4).  Repository size is
 measured (apparent bytes, like `du -sb`) before and after each step.  Before
 each tool's first backup the data set is read once (warm page cache, as in
 limits.md); dirty pages are flushed with sync() before every timed step.
@@ -157,17 +158,31 @@ def tail(path: str, n: int = 15) -> str:
         return "    | (no output)"
 
 
+GNU_TIME = "/usr/bin/time"
+
+
 def run_timed(argv: list[str], env: dict, cwd: str | None, log: str, timeout: float) -> dict:
-    """Run argv, output to log; return wall/cpu/rss from the child's rusage."""
+    """Run argv with output to log; wall from perf_counter, CPU and peak RSS of the tool.
+
+    CPU and RSS come from GNU time (/usr/bin/time -f), which forks the tool from
+    its own small process.  os.wait4()'s rusage of a child spawned directly from
+    this script is not usable for RSS: Linux keeps the pre-exec high-water mark
+    (this Python process's RSS, ~100 MB) in the child's maxrss.  Without GNU time
+    we fall back to wait4 and flag the RSS as a lower bound of nothing.
+    """
+    tfile = log + ".time"
+    use_time = os.access(GNU_TIME, os.X_OK)
+    full = ([GNU_TIME, "-o", tfile, "-f", "%e %U %S %M"] + argv) if use_time else argv
     with open(log, "ab") as lf:
         lf.write(f"$ {' '.join(argv)}\n".encode())
         lf.flush()
         t0 = time.perf_counter()
         try:
-            p = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+            p = subprocess.Popen(full, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
                                  stdout=lf, stderr=subprocess.STDOUT, start_new_session=True)
         except OSError as e:
             return {"rc": 127, "error": str(e), "wall": 0.0, "cpu": 0.0, "user": 0.0, "sys": 0.0, "rss_mib": 0.0}
+
         def kill():
             try:
                 os.killpg(p.pid, signal.SIGKILL)
@@ -181,12 +196,27 @@ def run_timed(argv: list[str], env: dict, cwd: str | None, log: str, timeout: fl
             timer.cancel()
         wall = time.perf_counter() - t0
         p.returncode = os.waitstatus_to_exitcode(status)
-    extra = {}
-    if p.returncode < 0:
-        extra["error"] = (f"timed out after {timeout:.0f} s (killed)" if wall >= timeout
-                          else f"killed by signal {-p.returncode}")
-    return {**extra, "rc": p.returncode, "wall": wall, "user": ru.ru_utime, "sys": ru.ru_stime,
-            "cpu": ru.ru_utime + ru.ru_stime, "rss_mib": ru.ru_maxrss / 1024.0}
+    m = {"rc": p.returncode, "wall": wall, "rusage_source": "gnu-time" if use_time else "wait4"}
+    if use_time and p.returncode >= 0:
+        try:
+            with open(tfile) as f:
+                lines = [ln for ln in f.read().splitlines() if ln.strip()]
+            os.unlink(tfile)
+            _, u, s, kb = lines[-1].split()
+            m.update(user=float(u), sys=float(s), rss_mib=int(kb) / 1024.0)
+            if lines[:-1]:
+                m["time_note"] = " ".join(lines[:-1])  # e.g. "Command exited with non-zero status 1"
+        except (OSError, ValueError, IndexError) as e:
+            m["time_note"] = f"could not parse GNU time output: {e}"
+    if "user" not in m:
+        m.update(user=ru.ru_utime, sys=ru.ru_stime, rss_mib=ru.ru_maxrss / 1024.0)
+        if not use_time:
+            m["rss_note"] = "wait4 maxrss includes the harness's RSS at spawn; install GNU time"
+    m["cpu"] = m["user"] + m["sys"]
+    if p.returncode < 0 or (use_time and p.returncode == 128 + signal.SIGKILL and wall >= timeout):
+        m["error"] = (f"timed out after {timeout:.0f} s (killed)" if wall >= timeout
+                      else f"killed by signal {-p.returncode}")
+    return m
 
 
 def warm(data: str) -> float:

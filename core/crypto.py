@@ -72,6 +72,16 @@ class Cipher:
         h.update(data)
         return h.digest()
 
+    def encrypt_into(self, nonce: bytes, plaintext: bytes | memoryview, ad: bytes, out: memoryview) -> None:
+        """Ciphertext and tag straight into ``out`` (len(plaintext) + TAG_SIZE bytes): no copy."""
+        self._aead.encrypt_into(nonce, plaintext, ad, out)
+
+    def decrypt(self, nonce: bytes | memoryview, sealed: bytes | memoryview, ad: bytes) -> bytes:
+        try:
+            return self._aead.decrypt(nonce, sealed, ad)
+        except InvalidTag as exc:
+            raise DecryptError("authentication failed") from exc
+
     def seal(self, plaintext: bytes | memoryview, ad: bytes) -> bytes:
         nonce = os.urandom(NONCE_SIZE)
         return nonce + self._aead.encrypt(nonce, plaintext, ad)

@@ -1,11 +1,14 @@
 """Sealing and opening single blobs. Pure CPU work, run on worker threads.
 
-Sealed blob = nonce(12) | AES-256-GCM(plaintext = flag(1) | payload) | tag(16), with the
-blob type and id bound as associated data, so a blob moved under another id or type fails.
+Sealed blob = flag(1) | nonce(12) | AES-256-GCM(payload) | tag(16). The flag says whether
+the payload is zstd or raw; it stays outside the ciphertext (so sealing needs no copy) but
+is authenticated: the associated data binds the blob type, the id and the flag, so a blob
+moved under another id or type, or with its flag flipped, fails to open.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 
@@ -14,6 +17,8 @@ import zstandard
 from core import crypto
 from core.errors import DamagedObject
 from core.repository.format import COMPRESSION_NONE, COMPRESSION_ZSTD, blob_ad
+
+BLOB_OVERHEAD = 1 + crypto.NONCE_SIZE + crypto.TAG_SIZE
 
 _local = threading.local()
 
@@ -40,38 +45,50 @@ def _decompressor() -> zstandard.ZstdDecompressor:
 class SealedBlob:
     type: int
     id: bytes
-    data: bytes
+    data: bytes | bytearray
     raw_length: int
 
 
 def seal_blob(cipher: crypto.Cipher, level: int, blob_type: int, blob_id: bytes,
               data: bytes | memoryview) -> SealedBlob:
+    """flag(1) | nonce(12) | ciphertext | tag(16), built in one buffer (no concatenation copies)."""
     raw_length = len(data)
-    packed = _compressor(level).compress(data) if level > 0 else b""
-    if level > 0 and len(packed) < raw_length:
-        payload = b"\x01" + packed
-    else:
-        payload = b"\x00" + bytes(data)
-    return SealedBlob(blob_type, blob_id, cipher.seal(payload, blob_ad(blob_type, blob_id)), raw_length)
+    payload: bytes | memoryview = data
+    flag = COMPRESSION_NONE
+    if level > 0:
+        packed = _compressor(level).compress(data)
+        if len(packed) < raw_length:
+            payload, flag = packed, COMPRESSION_ZSTD
+    nonce = os.urandom(crypto.NONCE_SIZE)
+    out = bytearray(1 + crypto.NONCE_SIZE + len(payload) + crypto.TAG_SIZE)
+    out[0] = flag
+    out[1:1 + crypto.NONCE_SIZE] = nonce
+    cipher.encrypt_into(nonce, payload, blob_ad(blob_type, blob_id, flag), memoryview(out)[1 + crypto.NONCE_SIZE:])
+    return SealedBlob(blob_type, blob_id, out, raw_length)
 
 
 def open_blob(cipher: crypto.Cipher, blob_type: int, blob_id: bytes, sealed: bytes | memoryview,
               raw_length: int, where: str) -> bytes:
     """Decrypt, decompress and check the id; raise DamagedObject naming ``where``."""
+    short = blob_id.hex()[:16]
+    if len(sealed) < BLOB_OVERHEAD:
+        raise DamagedObject(where, f"blob {short} is shorter than its header")
+    mv = memoryview(sealed)
+    flag = mv[0]
     try:
-        payload = cipher.open(sealed, blob_ad(blob_type, blob_id))
+        payload = cipher.decrypt(mv[1:1 + crypto.NONCE_SIZE], mv[1 + crypto.NONCE_SIZE:],
+                                 blob_ad(blob_type, blob_id, flag))
     except crypto.DecryptError as exc:
-        raise DamagedObject(where, f"blob {blob_id.hex()[:16]} does not authenticate ({exc})") from None
-    flag = payload[0] if payload else -1
+        raise DamagedObject(where, f"blob {short} does not authenticate ({exc})") from None
     if flag == COMPRESSION_ZSTD:
         try:
-            data = _decompressor().decompress(memoryview(payload)[1:], max_output_size=raw_length)
+            data = _decompressor().decompress(payload, max_output_size=raw_length)
         except zstandard.ZstdError as exc:
-            raise DamagedObject(where, f"blob {blob_id.hex()[:16]} does not decompress: {exc}") from None
+            raise DamagedObject(where, f"blob {short} does not decompress: {exc}") from None
     elif flag == COMPRESSION_NONE:
-        data = payload[1:]
+        data = payload
     else:
-        raise DamagedObject(where, f"blob {blob_id.hex()[:16]} has unknown compression flag {flag}")
+        raise DamagedObject(where, f"blob {short} has unknown compression flag {flag}")
     if len(data) != raw_length or cipher.typed_id(blob_type, data) != blob_id:
-        raise DamagedObject(where, f"blob {blob_id.hex()[:16]} content does not match its id")
+        raise DamagedObject(where, f"blob {short} content does not match its id")
     return data

@@ -37,8 +37,8 @@ class BlobType(IntEnum):
     TREE = 1
 
 
-def blob_ad(blob_type: int, blob_id: bytes) -> bytes:
-    return AD_BLOB + bytes((blob_type,)) + blob_id
+def blob_ad(blob_type: int, blob_id: bytes, flag: int) -> bytes:
+    return AD_BLOB + bytes((blob_type,)) + blob_id + bytes((flag,))
 
 
 def pack_key(pack_id: bytes) -> str:

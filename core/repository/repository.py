@@ -58,6 +58,7 @@ class Repository:
         self._pending: set[bytes] = set()  # ids in the packer or uploading
         self._uploads: set[asyncio.Task] = set()
         self._upload_slots = asyncio.Semaphore(MAX_UPLOADS)
+        self._ship_lock = asyncio.Lock()
         self._unwritten: list[IndexedPack] = []
         self._failure: BaseException | None = None
         self.stats = WriteStats()
@@ -210,7 +211,10 @@ class Repository:
         t[1] += blob.raw_length
         t[2] += len(blob.data)
         if self._packer.size >= self.config.pack_size:
-            await self._ship_pack()
+            async with self._ship_lock:
+                # Whoever waited here while another pack shipped finds a fresh packer.
+                if self._packer.size >= self.config.pack_size:
+                    await self._ship_pack()
 
     async def save_blob(self, blob_type: int, data: bytes) -> bytes:
         """Store one blob (deduplicated) and return its id. For trees and small metadata."""
@@ -220,10 +224,12 @@ class Repository:
         return blob_id
 
     async def _ship_pack(self) -> None:
-        packer, self._packer = self._packer, Packer()
-        if not packer.entries:
+        # Take the upload slot before swapping packers: at most MAX_UPLOADS packs upload
+        # while one more fills, so memory stays flat however slow the storage is.
+        if not self._packer.entries:
             return
         await self._upload_slots.acquire()
+        packer, self._packer = self._packer, Packer()
         task = asyncio.create_task(self._upload(packer))
         self._uploads.add(task)
         task.add_done_callback(self._uploads.discard)

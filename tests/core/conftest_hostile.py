@@ -107,6 +107,23 @@ class AxEnv:
         assert r.code == 0, r
         return r
 
+    def init_fast(self, pack_size_mib: int = 16) -> None:
+        """Create the repository in-process with a cheap key derivation (scrypt N=2^10).
+
+        The cost is stored in the key file, so every later open, in the CLI subprocesses
+        too, is fast; nothing else about the repository differs from `init`."""
+        from core import crypto
+        from core.repository.repository import Repository
+        from core.storage.local import LocalBackend
+
+        saved = crypto.SCRYPT_N
+        crypto.SCRYPT_N = 2**10
+        try:
+            asyncio.run(Repository.create(LocalBackend(self.repo), self.passphrase,
+                                          pack_size=pack_size_mib * 1024 * 1024))
+        finally:
+            crypto.SCRYPT_N = saved
+
     def backup(self, *args: str) -> dict:
         r = self.cli("backup", *args, json_out=True)
         assert r.code == 0, r

@@ -50,7 +50,7 @@ def pristine(tmp_path_factory):
     (env.src / "docs").mkdir()
     (env.src / "docs" / "a.txt").write_text("alpha\n" * 2000)
     (env.src / "docs" / "b.txt").write_text("beta\n" * 3000)
-    env.init()
+    env.init_fast(pack_size_mib=4)
     first = env.backup()["snapshots"][0]["id"]
     (env.src / "docs" / "c.txt").write_text("gamma\n")
     second = env.backup()["snapshots"][0]["id"]

@@ -36,7 +36,6 @@ def _support():
 
 
 H = _support()
-axenv = H.axenv
 
 PAYLOAD = b"written by a crafted snapshot\n"
 NOW = time.time_ns()
@@ -111,20 +110,68 @@ def shared(tmp_path_factory):
     (env.src / "sub").mkdir()
     (env.src / "sub" / "f.txt").write_text("payload\n")
     (env.src / "top.txt").write_text("top\n")
-    env.init()
+    env.init_fast()
     sid = env.backup()["snapshots"][0]["id"]
     return env, sid
 
 
-@pytest.fixture
-def arena(shared, tmp_path):
-    """The shared repository, a restore target that does not exist yet, and an empty
-    sentinel folder beside it that must stay empty."""
+PAYLOAD_NAME = "pwned"
+
+
+def _escape() -> list:
+    """A spec that, followed naively from the target, ends at <target>/../outside/pwned."""
+    return [("dir", b"outside", [("file", b"pwned")])]
+
+
+def unsafe_specs(out: Path) -> dict[str, list]:
+    """``out``: an absolute folder that symlinks and absolute names point at."""
+    o = os.fsencode(str(out))
+    return {
+        "dotdot-dir": [("dir", b"..", _escape())],
+        "nested-dotdot": [("dir", b"ok", [("dir", b"..", [("dir", b"..", _escape())])])],
+        "dotdot-slash-name": [("file", b"../outside/pwned")],
+        "slash-name": [("file", b"a/b"), ("dir", b"a", [])],
+        "absolute-name": [("file", o + b"/pwned")],
+        "empty-name": [("file", b""), ("file", b"pwned-ok")],
+        "dot-name": [("dir", b".", [("file", b"pwned")])],
+        "dotdot-file": [("dir", b"ok", [("file", b"..")])],
+        "nul-name": [("file", b"pwn\x00ed")],
+        "dup-symlink-first": [("link", b"x", o), ("dir", b"x", [("file", b"pwned")])],
+        "dup-dir-first": [("dir", b"x", [("file", b"pwned")]), ("link", b"x", o)],
+        "dup-deep": [("dir", b"d", [("link", b"x", o), ("dir", b"x", [("file", b"pwned")])])],
+        "dup-file-and-dir": [("file", b"x"), ("dir", b"x", [("file", b"pwned")])],
+    }
+
+
+UNSAFE_CASES = sorted(unsafe_specs(Path("/x")))
+
+
+@pytest.fixture(scope="module")
+def crafted(shared, tmp_path_factory):
+    """Every crafted snapshot, made in one go: {case: snapshot id}, and the absolute
+    sentinel folder their symlinks and absolute names point at."""
     env, _ = shared
+    out = tmp_path_factory.mktemp("outside-abs")
+    specs = unsafe_specs(out)
+    specs["safe"] = [("dir", b"ok", [("file", b"pwned-inside")]), ("link", b"x", os.fsencode(str(out)))]
+    specs["chain-a"] = [("link", b"x", os.fsencode(str(out)))]
+    specs["chain-b"] = [("dir", b"x", [("file", b"pwned")])]
+    names = list(specs)
+    ids = craft(env, *(specs[n] for n in names))
+    return dict(zip(names, ids)), out
+
+
+@pytest.fixture
+def arena(shared, crafted, tmp_path):
+    """The shared repository, a restore target that does not exist yet, and empty
+    sentinel folders that must stay empty: one beside the target, one absolute."""
+    env, _ = shared
+    ids, abs_outside = crafted
     target = tmp_path / "target"
     outside = tmp_path / "outside"
     outside.mkdir()
-    return env, target, outside
+    yield env, target, outside, ids
+    assert os.listdir(abs_outside) == [], f"restore wrote into {abs_outside}: {os.listdir(abs_outside)}"
 
 
 def assert_nothing_escaped(env, target: Path, outside: Path) -> None:
@@ -136,39 +183,13 @@ def assert_nothing_escaped(env, target: Path, outside: Path) -> None:
         assert escaped == [], f"crafted file written outside the target: {escaped}"
 
 
-PAYLOAD_NAME = "pwned"
-
-
 # --------------------------------------------------------------------------- unsafe names
 
 
-def _escape_to(outside: Path) -> list:
-    """A spec whose tree, followed naively from target, ends at outside/pwned."""
-    return [("dir", b"outside", [("file", b"pwned")])]
-
-
-UNSAFE = {
-    "dotdot-dir": lambda out: [("dir", b"..", _escape_to(out))],
-    "nested-dotdot": lambda out: [("dir", b"ok", [("dir", b"..", [("dir", b"..", _escape_to(out))])])],
-    "dotdot-slash-name": lambda out: [("file", b"../outside/pwned")],
-    "slash-name": lambda out: [("file", b"a/b"), ("dir", b"a", [])],
-    "absolute-name": lambda out: [("file", os.fsencode(str(out / "pwned")))],
-    "empty-name": lambda out: [("file", b""), ("file", b"pwned-ok")],
-    "dot-name": lambda out: [("dir", b".", [("file", b"pwned")])],
-    "nul-name": lambda out: [("file", b"pwn\x00ed")],
-    "dup-symlink-first": lambda out: [("link", b"x", os.fsencode(str(out))), ("dir", b"x", [("file", b"pwned")])],
-    "dup-dir-first": lambda out: [("dir", b"x", [("file", b"pwned")]), ("link", b"x", os.fsencode(str(out)))],
-    "dup-deep": lambda out: [("dir", b"d", [("link", b"x", os.fsencode(str(out))),
-                                             ("dir", b"x", [("file", b"pwned")])])],
-}
-
-
-@pytest.mark.parametrize("case", sorted(UNSAFE))
+@pytest.mark.parametrize("case", UNSAFE_CASES)
 def test_crafted_unsafe_tree_is_refused_with_exit_12_and_nothing_escapes(arena, case):
-    env, target, outside = arena
-    (sid,) = craft(env, UNSAFE[case](outside))
-
-    r = env.cli("restore", sid, "--target", str(target))
+    env, target, outside, ids = arena
+    r = env.cli("restore", ids[case], "--target", str(target))
     assert r.code == 12, r
     assert "refusing" in r.stderr
     assert "Traceback" not in r.stderr
@@ -187,41 +208,34 @@ async def _restore_in_process(env, sid: str, target: Path):
 
 @pytest.mark.parametrize("case", ["dotdot-dir", "dup-symlink-first", "absolute-name"])
 def test_engine_raises_restore_refused_for_crafted_trees(arena, case):
-    env, target, outside = arena
-    (sid,) = craft(env, UNSAFE[case](outside))
+    env, target, outside, ids = arena
     with pytest.raises(RestoreRefused):
-        asyncio.run(_restore_in_process(env, sid, target))
+        asyncio.run(_restore_in_process(env, ids[case], target))
     assert_nothing_escaped(env, target, outside)
 
 
-def test_safe_crafted_tree_restores(arena):
+def test_safe_crafted_tree_restores(arena, crafted):
     """The crafting itself is sound: the same shapes with honest names restore fine."""
-    env, target, outside = arena
-    (sid,) = craft(env, [("dir", b"ok", [("file", b"pwned-inside")]),
-                         ("link", b"x", os.fsencode(str(outside)))])
-    r = env.cli("restore", sid, "--target", str(target))
+    env, target, outside, ids = arena
+    r = env.cli("restore", ids["safe"], "--target", str(target))
     assert r.code == 0, r
     assert (target / "ok" / "pwned-inside").read_bytes() == PAYLOAD
-    assert os.readlink(target / "x") == str(outside)
-    assert os.listdir(outside) == []
+    assert os.readlink(target / "x") == str(crafted[1])
+
+
+def test_second_snapshot_cannot_write_through_a_symlink_the_first_restored(arena):
+    env, target, outside, ids = arena
+    r = env.cli("restore", ids["chain-a"], ids["chain-b"], "--target", str(target))
+    assert r.code == 12, r
+    assert "symlink" in r.stderr
 
 
 # --------------------------------------------------------------------------- hostile targets
 
 
-def test_second_snapshot_cannot_write_through_a_symlink_the_first_restored(arena):
-    env, target, outside = arena
-    a, b = craft(env, [("link", b"x", os.fsencode(str(outside)))],
-                 [("dir", b"x", [("file", b"pwned")])])
-    r = env.cli("restore", a, b, "--target", str(target))
-    assert r.code == 12, r
-    assert "symlink" in r.stderr
-    assert os.listdir(outside) == []
-
-
 @pytest.fixture
 def real_snapshot(arena, shared):
-    env, target, outside = arena
+    env, target, outside, _ = arena
     return env, target, outside, shared[1]
 
 
