@@ -98,6 +98,7 @@ class Archiver:
         self._batch_slots = asyncio.Semaphore(workers + 2)
         self._stream_slots = asyncio.Semaphore(2)
         self._tasks: set[asyncio.Task] = set()
+        self._failure: BaseException | None = None
         self._batch: list[tuple[_Pending, asyncio.Future]] = []
         self._batch_bytes = 0
 
@@ -242,6 +243,8 @@ class Archiver:
 
     async def _file(self, path: bytes, name: bytes, st: os.stat_result,
                     old: Node | None) -> Awaitable[Node] | None:
+        if self._failure is not None:
+            raise self._failure  # storage failed (full disk...): stop walking
         self.stats.total_files += 1
         self.stats.total_bytes += st.st_size
         unchanged = _unchanged(old, st)
@@ -381,17 +384,21 @@ class Archiver:
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            self._failure = task.exception()
 
     async def _drain(self) -> None:
         await self._send_batch()
-        while self._tasks:
-            done = await asyncio.gather(*list(self._tasks), return_exceptions=True)
-            for r in done:
-                if isinstance(r, BaseException):
-                    await self._cancel_all()
-                    raise r
+        while self._tasks and self._failure is None:
+            await asyncio.wait(list(self._tasks), return_when=asyncio.FIRST_EXCEPTION)
+        if self._failure is not None:
+            await self._cancel_all()
+            raise self._failure
 
     async def _cancel_all(self) -> None:
         for t in list(self._tasks):

@@ -232,7 +232,12 @@ class Repository:
         packer, self._packer = self._packer, Packer()
         task = asyncio.create_task(self._upload(packer))
         self._uploads.add(task)
-        task.add_done_callback(self._uploads.discard)
+        task.add_done_callback(self._upload_done)
+
+    def _upload_done(self, task: asyncio.Task) -> None:
+        self._uploads.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._failure = self._failure or task.exception()  # raised by the next add or flush
 
     async def _upload(self, packer: Packer) -> None:
         try:
