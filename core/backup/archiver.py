@@ -163,8 +163,9 @@ class Archiver:
         return any(fnmatch.fnmatch(n, pat) or fnmatch.fnmatch(p, pat) for pat in self.exclude)
 
     async def _entry(self, path: bytes, name: bytes, old: Node | None,
-                     st: os.stat_result | None = None) -> Awaitable[Node] | None:
-        """Start archiving one entry; return an awaitable for its node (None if skipped)."""
+                     st: os.stat_result | None = None,
+                     subtree: Awaitable[Tree | None] | None = None) -> Node | Awaitable[Node] | None:
+        """Start archiving one entry; return its node, or an awaitable for it (None if skipped)."""
         if self._excluded(path, name):
             return None
         try:
@@ -177,7 +178,7 @@ class Archiver:
             return None
         mode = st.st_mode
         if stat.S_ISDIR(mode):
-            sub = await self._load_subtree(old)
+            sub = await (subtree if subtree is not None else self._load_subtree(old))
             try:
                 fut = await self._dir(path, sub)
             except OSError as exc:
@@ -190,7 +191,7 @@ class Archiver:
             except OSError as exc:
                 self._unreadable(path, exc.strerror or "unreadable link")
                 return None
-            return _ready(self._node(name, SYMLINK, st, target=target))
+            return self._node(name, SYMLINK, st, target=target)
         if stat.S_ISREG(mode):
             return await self._file(path, name, st, old)
         self._warn(f"{os.fsdecode(path)}: skipped special file (device, socket or FIFO)")
@@ -200,15 +201,22 @@ class Archiver:
         with os.scandir(path) as it:
             entries = sorted(it, key=lambda e: e.name)
         self.stats.dirs += 1
-        children: list[Awaitable[Node]] = []
+        old_nodes = {n.name: n for n in reference.nodes} if reference else {}
+        # Start loading every subfolder's old tree now, so the walk does not wait for
+        # one storage round trip per folder.
+        prefetched: dict[bytes, asyncio.Task] = {}
         for e in entries:
-            name = os.fsencode(e.name)
-            old = reference.find(name) if reference else None
+            old = old_nodes.get(e.name)
+            if old is not None and old.type == DIR and old.subtree is not None and \
+                    e.is_dir(follow_symlinks=False):
+                prefetched[e.name] = self._spawn(self.repo.load_tree(old.subtree))
+        children: list[Node | Awaitable[Node]] = []
+        for e in entries:
             try:
                 st = e.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue
-            node = await self._entry(os.fsencode(e.path), name, old, st)
+            node = await self._entry(e.path, e.name, old_nodes.get(e.name), st, prefetched.get(e.name))
             if node is not None:
                 children.append(node)
         return self._spawn(self._finish_dir(children, reference))
@@ -219,7 +227,7 @@ class Archiver:
 
     async def _finish_dir(self, children: list[Awaitable[Node]], reference: Tree | None) -> bytes:
         # A file can still drop out while it is read (vanished, unreadable): None.
-        nodes = [n for n in [await c for c in children] if n is not None]
+        nodes = [n for n in [c if isinstance(c, Node) else await c for c in children] if n is not None]
         if reference is not None:
             present = {n.name for n in nodes}
             self.stats.files_removed += sum(1 for n in reference.nodes if n.name not in present)
@@ -250,7 +258,7 @@ class Archiver:
         unchanged = _unchanged(old, st)
         if unchanged and not self.reread_all and all(c in self.repo.index for c in old.content):
             self.stats.files_unmodified += 1
-            return _ready(self._file_node(name, st, old.content))
+            return self._file_node(name, st, old.content)
         if old is None:
             self.stats.files_new += 1
         elif unchanged:
@@ -415,12 +423,6 @@ class Archiver:
     def _progress(self) -> None:
         if self.on_progress:
             self.on_progress(self.stats)
-
-
-def _ready(node: Node) -> Awaitable[Node]:
-    fut = asyncio.get_running_loop().create_future()
-    fut.set_result(node)
-    return fut
 
 
 def _take_and_id(chunker: Chunker, repo: Repository, max_bytes: int) -> list[tuple[bytes, bytes]]:

@@ -289,6 +289,10 @@ class Repository:
         if loc is None:
             raise DamagedObject(f"blob {blob_id.hex()}", "not in any index")
         key = pack_key(loc.pack_id)
+        get_sync = getattr(self.backend, "get_sync", None)
+        if get_sync is not None:
+            # A local read is cheap: read and open in one trip to a worker thread.
+            return await self._run(self._load_blob_sync, get_sync, key, blob_type, blob_id, loc)
         try:
             sealed = await self.backend.get(key, loc.offset, loc.length)
         except ObjectNotFound:
@@ -296,6 +300,15 @@ class Repository:
         except StorageError as exc:
             raise DamagedObject(key, str(exc)) from None
         return await self._run(open_blob, self.cipher, blob_type, blob_id, sealed, loc.raw_length, key)
+
+    def _load_blob_sync(self, get_sync: Callable, key: str, blob_type: int, blob_id: bytes, loc) -> bytes:
+        try:
+            sealed = get_sync(key, loc.offset, loc.length)
+        except ObjectNotFound:
+            raise DamagedObject(key, "pack is missing") from None
+        except StorageError as exc:
+            raise DamagedObject(key, str(exc)) from None
+        return open_blob(self.cipher, blob_type, blob_id, sealed, loc.raw_length, key)
 
     async def load_tree(self, tree_id: bytes) -> Tree:
         raw = await self.load_blob(BlobType.TREE, tree_id)

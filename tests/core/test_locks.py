@@ -1,0 +1,261 @@
+"""Locks between real processes: a live exclusive holder blocks a backup (exit 5, naming
+the holder), `unlock` removes only stale locks (dead PID here, or expired), and a
+malformed lock file never takes every command down with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from core.errors import LockHeld
+from core.repository.lock import Lock, LockInfo, list_locks
+from core.storage.local import LocalBackend
+
+
+def _support():
+    name = "axisor_tests_conftest_hostile"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("conftest_hostile.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+H = _support()
+axenv = H.axenv
+
+HOST = socket.gethostname()
+
+# A separate process holds a real lock until its stdin closes (or it is killed).
+HOLDER = """
+import asyncio, sys
+from core.repository.lock import Lock
+from core.storage.local import LocalBackend
+
+async def main():
+    lock = await Lock(LocalBackend(sys.argv[1]), exclusive=sys.argv[2] == "exclusive",
+                      operation=sys.argv[3]).acquire()
+    print(lock.key, flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    await lock.release()
+
+asyncio.run(main())
+"""
+
+
+class Holder:
+    def __init__(self, repo: Path, kind: str, operation: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(repo), kind, operation], cwd=H.ROOT,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        line = self.proc.stdout.readline().decode().strip()
+        assert line.startswith("locks/"), self.proc.stderr.read().decode()
+        self.key = line
+        self.pid = self.proc.pid
+
+    def release(self) -> None:
+        self.proc.stdin.close()
+        assert self.proc.wait(timeout=30) == 0
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.kill()
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if f and not f.closed:
+                f.close()
+
+
+@pytest.fixture
+def repo_env(axenv):
+    (axenv.src / "f.txt").write_text("data\n")
+    axenv.init_fast()
+    holders: list[Holder] = []
+
+    def hold(kind: str, operation: str = "prune") -> Holder:
+        h = Holder(axenv.repo, kind, operation)
+        holders.append(h)
+        return h
+
+    yield axenv, hold
+    for h in holders:
+        h.close()
+
+
+def write_lock(env, name: str, *, exclusive: bool, pid: int, host: str = HOST,
+               created: str | None = None, expires: str | None = None, operation: str = "handmade") -> Path:
+    now = datetime.now(timezone.utc)
+    path = env.repo / "locks" / name
+    path.write_text(json.dumps({
+        "exclusive": exclusive, "host": host, "pid": pid, "operation": operation,
+        "created": created or now.isoformat(),
+        "expires": expires or (now + timedelta(minutes=30)).isoformat(),
+    }))
+    return path
+
+
+def dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+# --------------------------------------------------------------------------- live holders
+
+
+def test_live_exclusive_lock_blocks_backup_verify_and_restore_naming_the_holder(repo_env):
+    env, hold = repo_env
+    env.backup()
+    snaps, packs = env.snapshot_files(), env.packs()
+    h = hold("exclusive", "prune")
+
+    for args in (("backup",), ("verify",), ("restore", "latest", "--target", str(env.base / "out"))):
+        r = env.cli(*args)
+        assert r.code == 5, r
+        assert "exclusive lock by prune" in r.stderr
+        assert f"pid {h.pid} on {HOST}" in r.stderr
+        assert "unlock" in r.stderr  # tells the operator the way out
+        assert "Traceback" not in r.stderr
+    assert env.snapshot_files() == snaps and env.packs() == packs
+    assert [f"locks/{p.name}" for p in env.lock_files()] == [h.key], "blocked runs must not leave locks"
+    assert not (env.base / "out").exists()
+
+    # The holder is alive: `unlock` must not remove its lock.
+    r = env.cli("unlock", json_out=True)
+    assert r.code == 0, r
+    assert r.json == []
+    assert [f"locks/{p.name}" for p in env.lock_files()] == [h.key]
+
+    # Killed, it cannot release: now the lock is stale and `unlock` removes exactly it.
+    h.kill()
+    r = env.cli("unlock", json_out=True)
+    assert r.code == 0, r
+    assert [x["key"] for x in r.json] == [h.key]
+    assert f"pid {h.pid}" in r.json[0]["description"]
+    assert env.lock_files() == []
+    r = env.cli("backup")
+    assert r.code == 0, r
+
+
+def test_live_shared_lock_lets_a_backup_run_but_blocks_an_exclusive_lock(repo_env):
+    env, hold = repo_env
+    h = hold("shared", "backup")
+    r = env.cli("backup")
+    assert r.code == 0, r
+    assert [f"locks/{p.name}" for p in env.lock_files()] == [h.key]
+
+    async def exclusive():
+        await Lock(LocalBackend(env.repo), exclusive=True, operation="prune").acquire()
+
+    with pytest.raises(LockHeld) as info:
+        asyncio.run(exclusive())
+    assert f"pid {h.pid}" in str(info.value) and "shared lock by backup" in str(info.value)
+    assert [f"locks/{p.name}" for p in env.lock_files()] == [h.key], "the refused lock was cleaned up"
+    h.release()
+    assert env.lock_files() == []
+
+
+# --------------------------------------------------------------------------- stale and not
+
+
+def test_expired_lock_of_a_live_process_is_stale(repo_env):
+    env, _ = repo_env
+    past = datetime.now(timezone.utc) - timedelta(hours=2)
+    write_lock(env, "expired", exclusive=True, pid=os.getpid(),  # this very process: alive
+               created=past.isoformat(), expires=(past + timedelta(minutes=30)).isoformat())
+    r = env.cli("backup")
+    assert r.code == 0, r
+    r = env.cli("unlock", json_out=True)
+    assert r.code == 0, r
+    assert [x["key"] for x in r.json] == ["locks/expired"]
+    assert env.lock_files() == []
+
+
+def test_lock_of_another_host_is_honoured_until_it_expires(repo_env):
+    env, _ = repo_env
+    write_lock(env, "remote", exclusive=True, pid=dead_pid(), host="some-other-host.example")
+    r = env.cli("backup")
+    assert r.code == 5, r
+    assert "some-other-host.example" in r.stderr
+    r = env.cli("unlock", json_out=True)
+    assert r.code == 0 and r.json == [], r  # its PID means nothing here: not provably stale
+    assert (env.repo / "locks" / "remote").exists()
+    r = env.cli("unlock", "--all", json_out=True)
+    assert r.code == 0, r
+    assert [x["key"] for x in r.json] == ["locks/remote"]
+    assert env.cli("backup").code == 0
+
+
+def test_unlock_keeps_live_and_removes_dead_and_expired(repo_env):
+    env, hold = repo_env
+    live = hold("shared", "backup")
+    write_lock(env, "dead", exclusive=False, pid=dead_pid())
+    past = datetime.now(timezone.utc) - timedelta(days=1)
+    write_lock(env, "expired", exclusive=False, pid=os.getpid(), created=past.isoformat(),
+               expires=past.isoformat())
+    r = env.cli("unlock", json_out=True)
+    assert r.code == 0, r
+    assert sorted(x["key"] for x in r.json) == ["locks/dead", "locks/expired"]
+    assert [f"locks/{p.name}" for p in env.lock_files()] == [live.key]
+
+
+def test_is_stale_rules():
+    now = datetime.now(timezone.utc)
+    later = now + timedelta(minutes=30)
+
+    def info(host: str, pid: int, expires: datetime) -> LockInfo:
+        return LockInfo("locks/x", True, host, pid, "op", now - timedelta(minutes=1), expires)
+
+    assert info(HOST, os.getpid(), later).is_stale(now) is False  # alive, in time
+    assert info(HOST, os.getpid(), now - timedelta(seconds=1)).is_stale(now) is True  # expired
+    assert info(HOST, dead_pid(), later).is_stale(now) is True  # dead here
+    assert info("elsewhere.example", dead_pid(), later).is_stale(now) is False  # cannot tell
+    assert info("elsewhere.example", 1, now - timedelta(seconds=1)).is_stale(now) is True
+
+
+# --------------------------------------------------------------------------- malformed locks
+
+
+def test_unreadable_lock_file_blocks_nothing(repo_env):
+    env, _ = repo_env
+    (env.repo / "locks" / "garbage").write_bytes(b"\x00not json at all")
+    r = env.cli("backup")
+    assert r.code == 0, r
+    assert asyncio.run(list_locks(LocalBackend(env.repo))) == []
+
+
+def test_lock_with_naive_timestamps_does_not_crash_commands(repo_env):
+    """A lock written without a UTC offset (by hand, or by another tool) is read as UTC."""
+    env, _ = repo_env
+    write_lock(env, "naive", exclusive=False, pid=dead_pid(), created="2026-01-01T00:00:00",
+               expires="2099-01-01T00:00:00")
+    r = env.cli("verify")
+    assert r.code == 0, r
+    assert "Traceback" not in r.stderr
+    r = env.cli("unlock", json_out=True)
+    assert r.code == 0, r
+    assert [x["key"] for x in r.json] == ["locks/naive"]
+
+
+def test_lock_with_absurd_pid_does_not_crash_commands(repo_env):
+    env, _ = repo_env
+    write_lock(env, "huge-pid", exclusive=False, pid=2**40)
+    r = env.cli("verify")
+    assert r.code == 0, r
+    assert "Traceback" not in r.stderr
+    r = env.cli("unlock")
+    assert r.code == 0, r
+    assert "Traceback" not in r.stderr
