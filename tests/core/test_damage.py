@@ -212,15 +212,22 @@ def test_damaged_index_is_named_exit_9_for_commands_and_6_for_verify(world, how)
 # --------------------------------------------------------------------------- (d) a damaged snapshot
 
 
-@pytest.mark.parametrize("how", ["flip", "truncate"])
+@pytest.mark.parametrize("how", ["flip", "truncate", "renamed", "foreign"])
 def test_damaged_snapshot_others_still_listed_and_verify_names_it(world, how):
     env, (s1, s2) = world
     victim = env.repo / "snapshots" / s1
+    key = f"snapshots/{s1}"
     if how == "flip":
         H.flip_byte(victim, 40)
-    else:
+    elif how == "truncate":
         os.truncate(victim, 20)
-    key = f"snapshots/{s1}"
+    elif how == "renamed":  # intact bytes under a name that is not theirs
+        other = "ab" * 32
+        victim.rename(victim.with_name(other))
+        key = f"snapshots/{other}"
+    else:  # a file some other program dropped there
+        victim.rename(victim.with_name("notes.txt"))
+        key = "snapshots/notes.txt"
 
     r = env.cli("snapshots", json_out=True)
     assert r.code == 0, r
@@ -296,6 +303,62 @@ def test_restore_into_fresh_target_leaves_no_damaged_file(world):
     assert r.code == 9, r
     assert key in r.stderr
     assert not (target / victim.lstrip("/")).exists()
+
+
+def test_damaged_tree_blob_names_the_folder_and_restore_exits_9(world):
+    env, (s1, s2) = world
+    repo, files, with_trees = layout(env)
+
+    async def docs_tree():
+        from core.restore.walk import walk
+
+        snap = await repo.load_snapshot(s2)
+        async for parts, node in walk(repo, bytes.fromhex(snap.tree)):
+            if parts[-1] == b"docs":
+                return node.subtree
+
+    tree_id = asyncio.run(docs_tree())
+    loc = repo.index.lookup(tree_id)
+    H.flip_byte(pack_path(env, loc.pack_id), loc.offset + loc.length // 2)
+
+    r = env.cli("verify", "--full", json_out=True)
+    assert r.code == 6, r
+    d = damage_for(r.json, f"blob {tree_id.hex()}")
+    assert s2 in d["snapshots"]
+    assert f"{s2[:8]}:{env.src / 'docs'} (folder)" in d["files"]
+
+    r = env.cli("ls", s2)
+    assert r.code == 9, r
+    assert pack_key(loc.pack_id) in r.stderr
+    r = env.cli("restore", s2, "--target", str(env.base / "out"))
+    assert r.code == 9, r
+    assert pack_key(loc.pack_id) in r.stderr
+
+
+def test_only_key_file_damaged_exits_9_naming_it(world):
+    env, _ = world
+    (key_file,) = (env.repo / "keys").iterdir()
+    os.truncate(key_file, key_file.stat().st_size // 2)
+    r = env.cli("snapshots")
+    assert r.code == 9, r
+    assert f"keys/{key_file.name}" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_one_damaged_key_file_does_not_lock_out_the_others(world):
+    env, _ = world
+    (old_key,) = (env.repo / "keys").iterdir()
+    e = env.env()
+    e["AXISOR_BACKUP_NEW_PASSPHRASE"] = "second passphrase"
+    import subprocess
+
+    p = subprocess.run(env.argv("key", "add"), cwd=H.ROOT, env=e, capture_output=True, text=True,
+                       stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr
+    H.flip_byte(old_key, 20)  # breaks the JSON of the first key file
+    r = env.cli("snapshots", json_out=True, passphrase="second passphrase")
+    assert r.code == 0, r
+    assert len(r.json["snapshots"]) == 2
 
 
 # --------------------------------------------------------------------------- (f)-(h) opening
