@@ -151,3 +151,17 @@ def test_config_check_reports_problems_with_key_paths(ws):
     ok = ws.write_config()
     assert ws.cli("config", "check").code == 0
     assert ok.exists()
+
+
+def test_a_missing_source_fails_alone(ws):
+    users, logs = ws.root / "users", ws.root / "gone"
+    users.mkdir()
+    (users / "x").write_text("kept")
+    ws.write_config(user_data=[users], log_files=[logs])
+    ws.cli("init")
+    r = ws.cli("backup", "--json")
+    assert r.code == 11
+    out = r.json()
+    assert [s["source"] for s in out["snapshots"]] == ["application/user_data"]
+    assert out["failed"][0]["source"] == "application/log_files"
+    assert str(logs) in out["failed"][0]["error"] and str(logs) in r.err
