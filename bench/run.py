@@ -446,6 +446,18 @@ def versions(tools: list[str], a) -> dict:
     return v
 
 
+def git_rev() -> str:
+    """Commit (and dirty flag) of the checkout whose axisor is measured."""
+    try:
+        rev = subprocess.run(["git", "-C", REPO_ROOT, "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=30).stdout.strip()
+        dirty = subprocess.run(["git", "-C", REPO_ROOT, "status", "--porcelain", "--", "app", "core"],
+                               capture_output=True, text=True, timeout=30).stdout.strip()
+        return (rev or "(no commit)") + (" +uncommitted changes in app/ or core/" if dirty else "")
+    except (OSError, subprocess.TimeoutExpired):
+        return "(unknown)"
+
+
 def prepare_data(a) -> str:
     data = os.path.abspath(a.data or f"/work/bench-data/scale-{a.scale:g}")
     marker = gen.marker_path(data)
@@ -505,7 +517,7 @@ def main(argv=None) -> int:
         "python": platform.python_version(), "kernel": platform.release(),
         "data": data, "data_files": nfiles, "data_bytes": data_bytes,
         "scale": a.scale, "seed": a.seed, "runs": a.runs, "tools": tools,
-        "versions": versions(tools, a), "work": work,
+        "versions": versions(tools, a), "work": work, "git": git_rev(),
     }
     print(f"data: {data} ({nfiles:,} files, {data_bytes / 1e6:,.1f} MB); tools: {meta['versions']}",
           file=sys.stderr, flush=True)

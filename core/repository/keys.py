@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from core import crypto
-from core.errors import AxisorError, WrongPassphrase
+from core.errors import DamagedObject, WrongPassphrase
 from core.repository.format import AD_KEY, KEYS
 from core.storage.backend import Backend
 
@@ -73,15 +73,20 @@ def wrap(master: crypto.MasterKey, passphrase: str) -> KeyFile:
     )
 
 
-async def list_keys(backend: Backend) -> list[KeyFile]:
-    out = []
+async def scan_keys(backend: Backend) -> tuple[list[KeyFile], list[str]]:
+    """Readable key files, and the keys of those that do not parse."""
+    out, damaged = [], []
     async for info in backend.list(f"{KEYS}/"):
         key_id = info.key.rsplit("/", 1)[-1]
         try:
             out.append(KeyFile.decode(key_id, await backend.get(info.key)))
         except (ValueError, KeyError, TypeError):
-            continue  # a damaged key file cannot open the repository; others may
-    return out
+            damaged.append(info.key)  # cannot open the repository; others may
+    return out, damaged
+
+
+async def list_keys(backend: Backend) -> list[KeyFile]:
+    return (await scan_keys(backend))[0]
 
 
 async def store_key(backend: Backend, key: KeyFile) -> None:
@@ -89,9 +94,10 @@ async def store_key(backend: Backend, key: KeyFile) -> None:
 
 
 async def unlock(backend: Backend, passphrase: str) -> tuple[crypto.MasterKey, KeyFile]:
-    keys = await list_keys(backend)
+    keys, damaged = await scan_keys(backend)
     if not keys:
-        raise AxisorError(f"{backend.location}: repository has no readable key files")
+        raise DamagedObject(", ".join(damaged) or f"{KEYS}/",
+                            f"repository at {backend.location} has no readable key file")
     # scrypt is the expensive part; run it off the event loop.
     import asyncio
 

@@ -45,19 +45,24 @@ class LockInfo:
         if self.host == socket.gethostname():
             try:
                 os.kill(self.pid, 0)
-            except ProcessLookupError:
-                return True
+            except (ProcessLookupError, OverflowError, ValueError):
+                return True  # no such process (or a PID no process can have)
             except PermissionError:
                 return False
         return False
 
 
+def _aware(text: str) -> datetime:
+    t = datetime.fromisoformat(text)
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)  # a lock written without offset
+
+
 def _decode(key: str, raw: bytes) -> LockInfo:
     d = json.loads(raw)
     return LockInfo(
-        key=key, exclusive=bool(d["exclusive"]), host=d["host"], pid=int(d["pid"]),
-        operation=d.get("operation", "?"), created=datetime.fromisoformat(d["created"]),
-        expires=datetime.fromisoformat(d["expires"]),
+        key=key, exclusive=bool(d["exclusive"]), host=str(d["host"]), pid=int(d["pid"]),
+        operation=str(d.get("operation", "?")), created=_aware(d["created"]),
+        expires=_aware(d["expires"]),
     )
 
 
