@@ -24,6 +24,7 @@ from app.process import tune_process
 from core.config import (
     Config, ConfigError, PassphraseError, default_config_path, load_config, resolve_passphrase,
 )
+from core import __version__
 from core.errors import AxisorError, PartialBackup, SourceError, VerificationFailed
 from core.repository.snapshot import Snapshot
 from core.service import BackupService
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="config file (default: $AXISOR_BACKUP_CONFIG, ./config.toml, "
                                                  "or the user config folder)")
     p.add_argument("--json", action="store_true", help="machine-readable output (docs/CLI.md)")
+    p.add_argument("--version", action="version", version=f"axisor-backup {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # --json is accepted after the command too; SUPPRESS keeps a top-level --json.
     common = argparse.ArgumentParser(add_help=False)

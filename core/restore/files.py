@@ -96,6 +96,7 @@ class FileRestorer:
         self._slots = asyncio.Semaphore(IN_FLIGHT)
         self._tasks: set[asyncio.Task] = set()
         self._failure: BaseException | None = None
+        self._local = hasattr(repo.backend, "get_sync")
 
     async def restore(self, snap: Snapshot) -> RestoreStats:
         self._prepare_target()
@@ -186,21 +187,8 @@ class FileRestorer:
 
     async def _fetch(self, pieces: list[_Piece]) -> dict[bytes, memoryview]:
         """Read every piece with one ranged read per run of close blobs in one pack."""
-        by_pack: dict[bytes, list[_Piece]] = defaultdict(list)
-        for p in pieces:
-            by_pack[p.pack].append(p)
-        ranges: list[tuple[bytes, int, int, list[_Piece]]] = []
-        for pack, items in by_pack.items():
-            items.sort(key=lambda p: p.offset)
-            start, end, group = items[0].offset, items[0].offset + items[0].length, [items[0]]
-            for p in items[1:]:
-                if p.offset <= end + MERGE_GAP:
-                    end = max(end, p.offset + p.length)
-                    group.append(p)
-                else:
-                    ranges.append((pack, start, end, group))
-                    start, end, group = p.offset, p.offset + p.length, [p]
-            ranges.append((pack, start, end, group))
+        ranges = _ranges(pieces)
+
         async def get(pack: bytes, start: int, end: int) -> bytes:
             try:
                 return await self.repo.backend.get(pack_key(pack), start, end - start)
@@ -208,12 +196,19 @@ class FileRestorer:
                 raise DamagedObject(pack_key(pack), str(exc)) from None
 
         datas = await asyncio.gather(*(get(pack, s, e) for pack, s, e, _ in ranges))
-        out: dict[bytes, memoryview] = {}
-        for (pack, s, _e, group), data in zip(ranges, datas):
-            mv = memoryview(data)
-            for p in group:
-                out[p.blob_id] = mv[p.offset - s: p.offset - s + p.length]
-        return out
+        return _slice(ranges, datas)
+
+    def _fetch_sync(self, pieces: list[_Piece]) -> dict[bytes, memoryview]:
+        """The same on a worker thread, for a local backend: no trip through the loop."""
+        get_sync = self.repo.backend.get_sync  # type: ignore[attr-defined]
+        ranges = _ranges(pieces)
+        datas = []
+        for pack, s, e, _ in ranges:
+            try:
+                datas.append(get_sync(pack_key(pack), s, e - s))
+            except StorageError as exc:
+                raise DamagedObject(pack_key(pack), str(exc)) from None
+        return _slice(ranges, datas)
 
     def _open(self, piece: _Piece, sealed: memoryview) -> bytes:
         return open_blob(self.repo.cipher, BlobType.DATA, piece.blob_id, sealed, piece.raw_length,
@@ -247,8 +242,11 @@ class FileRestorer:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def _small_files(self, jobs: list[_FileJob]) -> None:
-        blobs = await self._fetch([p for j in jobs for p in j.pieces])
-        await self._run(self._write_small, jobs, blobs)
+        pieces = [p for j in jobs for p in j.pieces]
+        if self._local:
+            await self._run(lambda: self._write_small(jobs, self._fetch_sync(pieces)))
+        else:
+            await self._run(self._write_small, jobs, await self._fetch(pieces))
 
     def _write_small(self, jobs: list[_FileJob], blobs: dict[bytes, memoryview]) -> None:
         for job in jobs:
@@ -300,8 +298,10 @@ class FileRestorer:
         self._place(temp, job)
 
     async def _window(self, fd: int, pieces: list[_Piece]) -> None:
-        blobs = await self._fetch(pieces)
-        await self._run(self._write_window, fd, pieces, blobs)
+        if self._local:
+            await self._run(lambda: self._write_window(fd, pieces, self._fetch_sync(pieces)))
+        else:
+            await self._run(self._write_window, fd, pieces, await self._fetch(pieces))
 
     def _write_window(self, fd: int, pieces: list[_Piece], blobs: dict[bytes, memoryview]) -> None:
         for piece in pieces:
@@ -363,6 +363,35 @@ class FileRestorer:
             os.chmod(path, stat.S_IMODE(node.mode))  # lstat-checked above: a real folder
             os.utime(path, ns=(node.atime_ns, node.mtime_ns), follow_symlinks=False)
             self.stats.dirs += 1
+
+
+def _ranges(pieces: list[_Piece]) -> list[tuple[bytes, int, int, list[_Piece]]]:
+    """Group pieces per pack into (pack, start, end, pieces) runs, merging small gaps."""
+    by_pack: dict[bytes, list[_Piece]] = defaultdict(list)
+    for p in pieces:
+        by_pack[p.pack].append(p)
+    ranges: list[tuple[bytes, int, int, list[_Piece]]] = []
+    for pack, items in by_pack.items():
+        items.sort(key=lambda p: p.offset)
+        start, end, group = items[0].offset, items[0].offset + items[0].length, [items[0]]
+        for p in items[1:]:
+            if p.offset <= end + MERGE_GAP:
+                end = max(end, p.offset + p.length)
+                group.append(p)
+            else:
+                ranges.append((pack, start, end, group))
+                start, end, group = p.offset, p.offset + p.length, [p]
+        ranges.append((pack, start, end, group))
+    return ranges
+
+
+def _slice(ranges: list[tuple[bytes, int, int, list[_Piece]]], datas: list[bytes]) -> dict[bytes, memoryview]:
+    out: dict[bytes, memoryview] = {}
+    for (_pack, s, _e, group), data in zip(ranges, datas):
+        mv = memoryview(data)
+        for p in group:
+            out[p.blob_id] = mv[p.offset - s: p.offset - s + p.length]
+    return out
 
 
 def _write_all(fd: int, data: bytes) -> None:

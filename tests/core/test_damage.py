@@ -248,6 +248,47 @@ def test_damaged_snapshot_others_still_listed_and_verify_names_it(world, how):
     assert (restored / "docs" / "c.txt").read_text() == "gamma\n"
 
 
+MALFORMED_MANIFESTS = {
+    # Authentic bytes (sealed with the repository key) whose content is not a usable
+    # manifest: written by a buggy or newer tool, or crafted by someone holding the key.
+    "tree-not-hex": {"tree": "not-a-hex-id"},
+    "time-not-iso": {"time": "yesterday"},
+    "time-without-offset": {"time": "2026-01-01T00:00:00"},
+    "time-not-text": {"time": 1767225600},
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED_MANIFESTS))
+def test_malformed_manifest_is_reported_as_damaged_not_a_crash(world, case):
+    env, (s1, s2) = world
+
+    async def craft() -> str:
+        from core.repository.snapshot import Snapshot
+
+        repo = await env.open_repo()
+        good = await repo.load_snapshot(s2)
+        fields = {"time": good.time, "source": good.source, "paths": good.paths, "tree": good.tree,
+                  "backup_set": "crafted"}
+        fields.update(MALFORMED_MANIFESTS[case])
+        return await repo.save_snapshot(Snapshot(**fields))
+
+    bad = asyncio.run(craft())
+    key = f"snapshots/{bad}"
+
+    r = env.cli("snapshots", json_out=True)
+    assert r.code == 0, r
+    assert sorted(x["id"] for x in r.json["snapshots"]) == sorted([s1, s2])
+    assert [d["object"] for d in r.json["damaged"]] == [key]
+
+    r = env.cli("verify", json_out=True)
+    assert r.code == 6, r
+    assert key in {d["object"] for d in r.json["damage"]}
+
+    r = env.cli("restore", bad, "--target", str(env.base / "out"))
+    assert r.code == 9, r
+    assert key in r.stderr and "Traceback" not in r.stderr
+
+
 # --------------------------------------------------------------------------- (e) restore of damage
 
 

@@ -250,12 +250,17 @@ def test_lock_with_naive_timestamps_does_not_crash_commands(repo_env):
     assert [x["key"] for x in r.json] == ["locks/naive"]
 
 
-def test_lock_with_absurd_pid_does_not_crash_commands(repo_env):
+@pytest.mark.parametrize("pid", [2**40, 0, -1, "own-group"], ids=["huge", "zero", "minus-one", "own-group"])
+def test_lock_naming_an_impossible_pid_here_is_stale(repo_env, pid):
+    """No process holds a lock as PID 0 or a negative number (kill(2) reads those as process
+    groups: "all of mine", "everything", a group) or as a PID beyond any kernel's range."""
     env, _ = repo_env
-    write_lock(env, "huge-pid", exclusive=False, pid=2**40)
-    r = env.cli("verify")
+    if pid == "own-group":
+        pid = -os.getpgid(0)
+    write_lock(env, "impossible", exclusive=True, pid=pid)
+    r = env.cli("backup")
     assert r.code == 0, r
     assert "Traceback" not in r.stderr
-    r = env.cli("unlock")
+    r = env.cli("unlock", json_out=True)
     assert r.code == 0, r
-    assert "Traceback" not in r.stderr
+    assert [x["key"] for x in r.json] == ["locks/impossible"]
