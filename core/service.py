@@ -113,9 +113,10 @@ class BackupService:
         snaps, damaged = await repo.list_snapshots()
         return snaps, list(damaged)
 
-    async def resolve(self, refs: list[str], source: str | None = None) -> list[Snapshot]:
+    async def resolve(self, refs: list[str], source: str | None = None, *,
+                      load_index: bool = True) -> list[Snapshot]:
         """Snapshot references -> snapshots. Bare ``latest`` means the newest backup set."""
-        repo = await self.repository()
+        repo = await self.repository(load_index=load_index)
         out: list[Snapshot] = []
         for ref in refs:
             if ref == "latest" and source is None:
@@ -153,7 +154,15 @@ class BackupService:
     async def verify(self, *, full: bool = False, snapshot_refs: list[str] | None = None) -> VerifyReport:
         # Verify must open a repository whose index is damaged, to report it.
         repo = await self.repository(load_index=False)
-        ids = [s.id for s in await self.resolve(snapshot_refs)] if snapshot_refs else None
+        ids: list[str] | None = None
+        if snapshot_refs:
+            # Resolve names without opening manifests: a damaged one is for verify to report.
+            ids = []
+            for ref in snapshot_refs:
+                if ref.startswith("latest"):
+                    ids.extend(s.id for s in await self.resolve([ref], load_index=False))
+                else:
+                    ids.append(await repo.resolve_id(ref))
         async with Lock(self.backend, exclusive=False, operation="verify"):
             return await verify(repo, full=full, snapshot_ids=ids)
 

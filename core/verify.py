@@ -70,7 +70,10 @@ async def verify(repo: Repository, *, full: bool = False, snapshot_ids: list[str
             problems[exc.key] = exc.reason
     else:
         for sid in snapshot_ids:
-            snaps.append(await repo.find_snapshot(sid))
+            try:
+                snaps.append(await repo.load_snapshot(sid))
+            except DamagedObject as exc:
+                problems[exc.key] = exc.reason
     report.snapshots_checked = len(snaps)
 
     # Indexed packs against what storage holds.

@@ -43,6 +43,8 @@ class LockInfo:
         if now > self.expires:
             return True
         if self.host == socket.gethostname():
+            if self.pid <= 0:
+                return True  # kill(2) reads 0 and negatives as process groups: never a holder
             try:
                 os.kill(self.pid, 0)
             except (ProcessLookupError, OverflowError, ValueError):

@@ -357,6 +357,10 @@ class Repository:
             if not snaps:
                 raise SnapshotNotFound(f"no snapshots{' of ' + want if want else ''} in {self.backend.location}")
             return snaps[-1]
+        return await self.load_snapshot(await self.resolve_id(ref))
+
+    async def resolve_id(self, ref: str) -> str:
+        """A unique snapshot id prefix -> the full id, without opening the manifest."""
         matches = [sid for sid in await self.snapshot_ids() if sid.startswith(ref.lower())]
         if not matches:
             raise SnapshotNotFound(f"no snapshot with id {ref!r} in {self.backend.location}")
@@ -364,4 +368,4 @@ class Repository:
             raise SnapshotNotFound(
                 f"snapshot id prefix {ref!r} is ambiguous ({len(matches)} matches): give more characters"
             )
-        return await self.load_snapshot(matches[0])
+        return matches[0]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 SNAPSHOT_TYPES = ("full", "incremental", "differential")
+_HEX_ID = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +58,12 @@ class Snapshot:
         summary = Summary(**d.pop("summary", {}))
         for key in ("paths", "tags", "warnings"):
             d[key] = tuple(d.get(key, ()))
-        return cls(**d, summary=summary, id=snapshot_id)
+        snap = cls(**d, summary=summary, id=snapshot_id)
+        if not isinstance(snap.time, str) or datetime.fromisoformat(snap.time).tzinfo is None:
+            raise ValueError(f"time {snap.time!r} is not an ISO 8601 time with an offset")
+        if not isinstance(snap.tree, str) or not _HEX_ID.fullmatch(snap.tree):
+            raise ValueError(f"tree {snap.tree!r} is not a 64-digit hex id")
+        return snap
 
     @property
     def datetime(self) -> datetime:

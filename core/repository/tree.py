@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import msgpack
 
+from core.repository.format import ID_SIZE
+
 FILE = "file"
 DIR = "dir"
 SYMLINK = "symlink"
@@ -57,6 +59,21 @@ class Node:
             d["tg"] = self.target
         return d
 
+    def _check(self) -> None:
+        """Reject what msgpack can carry but a restore must never act on."""
+        if not all(isinstance(c, bytes) and len(c) == ID_SIZE for c in self.content):
+            raise TreeFormatError("file content is not a list of blob ids")
+        if self.subtree is not None and not (isinstance(self.subtree, bytes) and len(self.subtree) == ID_SIZE):
+            raise TreeFormatError("folder subtree is not a blob id")
+        if not isinstance(self.target, bytes):
+            raise TreeFormatError("symlink target is not bytes")
+        if not isinstance(self.user, str) or not isinstance(self.group, str):
+            raise TreeFormatError("user or group name is not text")
+        if not (0 <= self.uid < 2**32 and 0 <= self.gid < 2**32 and 0 <= self.mode < 2**32):
+            raise TreeFormatError("uid, gid or mode out of range")
+        if not (0 <= self.size < 2**63 and 0 < self.nlink < 2**32):
+            raise TreeFormatError("size or link count out of range")
+
     @classmethod
     def from_wire(cls, d: dict) -> Node:
         try:
@@ -66,13 +83,15 @@ class Node:
             name = d["n"]
             if not isinstance(name, bytes):
                 raise TreeFormatError("node name is not bytes")
-            return cls(
+            node = cls(
                 name=name, type=node_type, mode=int(d["m"]), uid=int(d["u"]), gid=int(d["g"]),
                 mtime_ns=int(d["mt"]), atime_ns=int(d.get("at", 0)), ctime_ns=int(d.get("ct", 0)),
                 size=int(d.get("s", 0)), inode=int(d.get("i", 0)), dev=int(d.get("dv", 0)),
                 nlink=int(d.get("l", 1)), content=tuple(d.get("c", ())), subtree=d.get("st"),
                 target=d.get("tg", b""), user=d.get("un", ""), group=d.get("gn", ""),
             )
+            node._check()
+            return node
         except (KeyError, TypeError, ValueError) as exc:
             raise TreeFormatError(f"malformed tree node: {exc}") from None
 

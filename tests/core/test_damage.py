@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -248,6 +249,28 @@ def test_damaged_snapshot_others_still_listed_and_verify_names_it(world, how):
     assert (restored / "docs" / "c.txt").read_text() == "gamma\n"
 
 
+def test_verify_of_a_named_damaged_snapshot_reports_it_exit_6(world):
+    """docs/CLI.md: verify exits 0 when no damage is found and 6 otherwise, also with
+    SNAPSHOT references; the damaged manifest is named in the report."""
+    env, (s1, s2) = world
+    H.flip_byte(env.repo / "snapshots" / s1, 40)
+    for ref in (s1, s1[:8]):
+        r = env.cli("verify", ref, json_out=True)
+        assert r.code == 6, r
+        assert f"snapshots/{s1}" in {d["object"] for d in r.json["damage"]}
+    r = env.cli("verify", s2, json_out=True)  # the intact one still verifies on its own
+    assert r.code == 0, r
+
+
+def test_verify_latest_with_a_damaged_index_reports_it_exit_6(world):
+    env, (s1, s2) = world
+    victim = env.index_files()[0]
+    os.truncate(victim, victim.stat().st_size // 2)
+    r = env.cli("verify", "latest", json_out=True)
+    assert r.code == 6, r
+    assert f"index/{victim.name}" in {d["object"] for d in r.json["damage"]}
+
+
 MALFORMED_MANIFESTS = {
     # Authentic bytes (sealed with the repository key) whose content is not a usable
     # manifest: written by a buggy or newer tool, or crafted by someone holding the key.
@@ -391,8 +414,6 @@ def test_one_damaged_key_file_does_not_lock_out_the_others(world):
     (old_key,) = (env.repo / "keys").iterdir()
     e = env.env()
     e["AXISOR_BACKUP_NEW_PASSPHRASE"] = "second passphrase"
-    import subprocess
-
     p = subprocess.run(env.argv("key", "add"), cwd=H.ROOT, env=e, capture_output=True, text=True,
                        stdin=subprocess.DEVNULL)
     assert p.returncode == 0, p.stderr

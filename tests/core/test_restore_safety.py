@@ -9,6 +9,7 @@ one name twice (a symlink to the outside plus a folder of the same name).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.util
 import os
 import stat
@@ -63,6 +64,7 @@ class Crafter:
     """Builds trees bottom-up from a nested spec and commits them as a snapshot.
 
     spec: list of ("file", name) | ("dir", name, [children]) | ("link", name, target)
+          | ("raw", name, blob id -> Node)
     """
 
     def __init__(self, repo) -> None:
@@ -79,6 +81,8 @@ class Crafter:
                 nodes.append(dir_node(name, await self.tree(item[2])))
             elif kind == "link":
                 nodes.append(link_node(name, item[2]))
+            elif kind == "raw":  # item[2](data blob id) -> any Node, even an ill-typed one
+                nodes.append(item[2](self.blob))
         # Tree.encode sorts by name; the sort is stable, so duplicates keep this order.
         return await self.repo.save_tree(Tree(nodes))
 
@@ -156,6 +160,8 @@ def crafted(shared, tmp_path_factory):
     specs["safe"] = [("dir", b"ok", [("file", b"pwned-inside")]), ("link", b"x", os.fsencode(str(out)))]
     specs["chain-a"] = [("link", b"x", os.fsencode(str(out)))]
     specs["chain-b"] = [("dir", b"x", [("file", b"pwned")])]
+    for case, spec in ILL_TYPED.items():
+        specs[case] = spec
     names = list(specs)
     ids = craft(env, *(specs[n] for n in names))
     return dict(zip(names, ids)), out
@@ -221,6 +227,29 @@ def test_safe_crafted_tree_restores(arena, crafted):
     assert r.code == 0, r
     assert (target / "ok" / "pwned-inside").read_bytes() == PAYLOAD
     assert os.readlink(target / "x") == str(crafted[1])
+
+
+# Trees whose names are fine but whose fields have the wrong type or range: what the
+# msgpack decoder accepts but the restore cannot use. They must read as damaged trees.
+ILL_TYPED = {
+    "content-not-ids": [("raw", b"f", lambda blob: dataclasses.replace(file_node(b"f", blob), content=(123,)))],
+    "subtree-not-an-id": [("raw", b"d", lambda blob: dataclasses.replace(dir_node(b"d", blob), subtree="abc"))],
+    "target-not-bytes": [("raw", b"l", lambda blob: dataclasses.replace(link_node(b"l", b"t"), target=5))],
+    "uid-out-of-range": [("raw", b"f", lambda blob: dataclasses.replace(file_node(b"f", blob), uid=2**40))],
+}
+
+
+@pytest.mark.parametrize("case", sorted(ILL_TYPED))
+def test_ill_typed_tree_is_a_damaged_object_not_a_crash(arena, case):
+    env, target, outside, ids = arena
+    sid = ids[case]
+    r = env.cli("restore", sid, "--target", str(target))
+    assert r.code == 9, r
+    assert "Traceback" not in r.stderr and "tree" in r.stderr
+    r = env.cli("verify", sid, json_out=True)
+    assert r.code == 6, r
+    assert any(sid in d["snapshots"] for d in r.json["damage"]), r
+    assert_nothing_escaped(env, target, outside)
 
 
 def test_second_snapshot_cannot_write_through_a_symlink_the_first_restored(arena):
