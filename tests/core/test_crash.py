@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import importlib.util
 import json
 import os
 import shutil
@@ -20,17 +19,7 @@ from pathlib import Path
 import pytest
 
 
-def _support():
-    name = "axisor_tests_conftest_hostile"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("conftest_hostile.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-H = _support()
+import hostile_support as H  # noqa: E402  (tests/ is on pytest's pythonpath)
 
 MB = 1_000_000
 

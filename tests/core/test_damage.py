@@ -9,7 +9,6 @@ an operator (and a monitoring script) relies on.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import shutil
@@ -20,17 +19,7 @@ from pathlib import Path
 import pytest
 
 
-def _support():
-    name = "axisor_tests_conftest_hostile"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("conftest_hostile.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-H = _support()
+import hostile_support as H  # noqa: E402  (tests/ is on pytest's pythonpath)
 axenv = H.axenv
 
 PACK_4MIB = "pack_size_mib = 4\n"

@@ -6,7 +6,6 @@ malformed lock file never takes every command down with it.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import socket
@@ -22,17 +21,7 @@ from core.repository.lock import Lock, LockInfo, list_locks
 from core.storage.local import LocalBackend
 
 
-def _support():
-    name = "axisor_tests_conftest_hostile"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("conftest_hostile.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-H = _support()
+import hostile_support as H  # noqa: E402  (tests/ is on pytest's pythonpath)
 axenv = H.axenv
 
 HOST = socket.gethostname()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import importlib.util
 import os
 import stat
 import sys
@@ -26,17 +25,7 @@ from core.repository.snapshot import Snapshot
 from core.repository.tree import DIR, FILE, SYMLINK, Node, Tree
 
 
-def _support():
-    name = "axisor_tests_conftest_hostile"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("conftest_hostile.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-H = _support()
+import hostile_support as H  # noqa: E402  (tests/ is on pytest's pythonpath)
 
 PAYLOAD = b"written by a crafted snapshot\n"
 NOW = time.time_ns()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import importlib.util
 import os
 import stat
 import subprocess
@@ -22,17 +21,7 @@ from core.storage.backend import ObjectExists, ObjectInfo, ObjectNotFound, Stora
 from core.storage.local import TMP_PREFIX, LocalBackend
 
 
-def _support():
-    name = "axisor_tests_conftest_hostile"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("conftest_hostile.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-H = _support()
+import hostile_support as H  # noqa: E402  (tests/ is on pytest's pythonpath)
 axenv = H.axenv
 
 
