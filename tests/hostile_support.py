@@ -5,20 +5,10 @@ path, a config file, a helper to run the real CLI in a subprocess (exit codes an
 messages are part of the contract) and a helper to open the repository in-process with
 the real Repository API (to find packs, craft trees, damage bytes on purpose).
 
-Test modules load this file by path (``--import-mode=importlib`` gives them no package
-to import it from) and re-export the fixture they use:
+Test modules import it (``tests/`` is on pytest's pythonpath) and re-export the fixture
+they use:
 
-    def _support():
-        name = "axisor_tests_conftest_hostile"
-        if name not in sys.modules:
-            spec = importlib.util.spec_from_file_location(
-                name, Path(__file__).with_name("conftest_hostile.py"))
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            spec.loader.exec_module(module)
-        return sys.modules[name]
-
-    H = _support()
+    import hostile_support as H
     axenv = H.axenv
 """
 
