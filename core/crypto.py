@@ -72,9 +72,9 @@ class Cipher:
         h.update(data)
         return h.digest()
 
-    def encrypt_into(self, nonce: bytes, plaintext: bytes | memoryview, ad: bytes, out: memoryview) -> None:
-        """Ciphertext and tag straight into ``out`` (len(plaintext) + TAG_SIZE bytes): no copy."""
-        self._aead.encrypt_into(nonce, plaintext, ad, out)
+    def encrypt(self, nonce: bytes, plaintext: bytes | memoryview, ad: bytes) -> bytes:
+        """Ciphertext and tag, without the nonce (the caller stores it)."""
+        return self._aead.encrypt(nonce, plaintext, ad)
 
     def decrypt(self, nonce: bytes | memoryview, sealed: bytes | memoryview, ad: bytes) -> bytes:
         try:

@@ -53,6 +53,19 @@ class _Pending:
     st: os.stat_result
 
 
+@dataclass(slots=True)
+class _SmallFile:
+    """A small file's place in its folder until its batch is read. One future per batch,
+    not per file: with tens of thousands of small files, per-file futures and coroutines
+    were a large share of the event loop's time."""
+
+    path: bytes
+    name: bytes
+    st: os.stat_result
+    batch: asyncio.Future
+    content: tuple[tuple[bytes, ...], int] | None = None  # (ids, stored size); None: dropped
+
+
 class _NameCache:
     def __init__(self) -> None:
         self.users: dict[int, str] = {}
@@ -99,7 +112,8 @@ class Archiver:
         self._stream_slots = asyncio.Semaphore(2)
         self._tasks: set[asyncio.Task] = set()
         self._failure: BaseException | None = None
-        self._batch: list[tuple[_Pending, asyncio.Future]] = []
+        self._batch: list[_SmallFile] = []
+        self._batch_future: asyncio.Future = self._loop.create_future()
         self._batch_bytes = 0
 
     # -- public -------------------------------------------------------------------------
@@ -225,9 +239,19 @@ class Archiver:
         tree_id = await subtree
         return self._node(name, DIR, st, subtree=tree_id)
 
-    async def _finish_dir(self, children: list[Awaitable[Node]], reference: Tree | None) -> bytes:
-        # A file can still drop out while it is read (vanished, unreadable): None.
-        nodes = [n for n in [c if isinstance(c, Node) else await c for c in children] if n is not None]
+    async def _finish_dir(self, children: list, reference: Tree | None) -> bytes:
+        nodes: list[Node] = []
+        for c in children:
+            if isinstance(c, Node):
+                nodes.append(c)
+            elif isinstance(c, _SmallFile):
+                await c.batch
+                if c.content is not None:  # None: it vanished or could not be read
+                    nodes.append(self._file_node(c.name, c.st, *c.content))
+            else:
+                node = await c
+                if node is not None:
+                    nodes.append(node)
         if reference is not None:
             present = {n.name for n in nodes}
             self.stats.files_removed += sum(1 for n in reference.nodes if n.name not in present)
@@ -266,12 +290,14 @@ class Archiver:
         else:
             self.stats.files_changed += 1
         if st.st_size <= self.repo.config.chunker.min_size:
-            fut = self._loop.create_future()
-            self._batch.append((_Pending(path, st), fut))
+            if not self._batch:
+                self._batch_future = self._loop.create_future()
+            slot = _SmallFile(path, name, st, self._batch_future)
+            self._batch.append(slot)
             self._batch_bytes += st.st_size
             if self._batch_bytes >= SMALL_BATCH_BYTES or len(self._batch) >= SMALL_BATCH_FILES:
                 await self._send_batch()
-            return self._after(fut, name, st)
+            return slot
         await self._stream_slots.acquire()
         task = self._spawn(self._stream(path, st))
         return self._after(task, name, st)
@@ -290,28 +316,28 @@ class Archiver:
             await self._batch_slots.acquire()
             self._spawn(self._run_batch(batch))
 
-    async def _run_batch(self, batch: list[tuple[_Pending, asyncio.Future]]) -> None:
+    async def _run_batch(self, batch: list[_SmallFile]) -> None:
+        done = batch[0].batch
         try:
-            results = await self._loop.run_in_executor(
-                self.repo.executor, self._read_small, [p for p, _ in batch]
-            )
-            for (pending, fut), (ids, sealed, warning) in zip(batch, results):
+            results = await self._loop.run_in_executor(self.repo.executor, self._read_small, batch)
+            for slot, (content, sealed, warning) in zip(batch, results):
                 if warning:
                     self._warn(warning)
                 if sealed is not None and self.repo.claim(sealed.id):
                     await self.repo.add_sealed(sealed)
-                fut.set_result(ids)
+                slot.content = content
+            done.set_result(None)
         except BaseException as exc:
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(exc)
+            if not done.done():
+                done.set_exception(exc)
+                done.exception()  # retrieved here; the task's own failure is what is raised
             raise
         finally:
             self._batch_slots.release()
             self._progress()
 
-    def _read_small(self, files: list[_Pending]) -> list[tuple[tuple[tuple[bytes, ...], int] | None,
-                                                              SealedBlob | None, str | None]]:
+    def _read_small(self, files: list[_SmallFile]) -> list[tuple[tuple[tuple[bytes, ...], int] | None,
+                                                                 SealedBlob | None, str | None]]:
         """Worker thread: read, id and seal whole small files."""
         repo = self.repo
         out = []
@@ -429,15 +455,17 @@ def _take_and_id(chunker: Chunker, repo: Repository, max_bytes: int) -> list[tup
     return [(repo.cipher.blob_id(c), c) for c in chunker.take(max_bytes)]
 
 
+_EUID = os.geteuid()
+
+
 def _read_flags(st: os.stat_result) -> int:
-    flags = os.O_RDONLY | os.O_NOFOLLOW
     # O_NOATIME is allowed only to the file's owner (or root).
-    if st.st_uid == os.geteuid() or os.geteuid() == 0:
-        flags |= os.O_NOATIME
-    return flags
+    if _EUID == 0 or st.st_uid == _EUID:
+        return os.O_RDONLY | os.O_NOFOLLOW | os.O_NOATIME
+    return os.O_RDONLY | os.O_NOFOLLOW
 
 
-def _changed_warning(p: _Pending, after: os.stat_result, read: int) -> str | None:
+def _changed_warning(p: _Pending | _SmallFile, after: os.stat_result, read: int) -> str | None:
     if after.st_mtime_ns != p.st.st_mtime_ns or after.st_size != p.st.st_size or read != p.st.st_size:
         return f"{os.fsdecode(p.path)}: changed while it was read; the stored copy may be inconsistent"
     return None

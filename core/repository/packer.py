@@ -31,10 +31,12 @@ class Packer:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def add(self, blob_type: int, blob_id: bytes, sealed: bytes, raw_length: int) -> None:
-        self.entries.append(PackEntry(blob_type, blob_id, self.size, len(sealed), raw_length))
-        self.parts.append(sealed)
-        self.size += len(sealed)
+    def add(self, blob_type: int, blob_id: bytes, head: bytes, body: bytes, raw_length: int) -> None:
+        length = len(head) + len(body)
+        self.entries.append(PackEntry(blob_type, blob_id, self.size, length, raw_length))
+        self.parts.append(head)
+        self.parts.append(body)
+        self.size += length
 
     def finalize(self, cipher: crypto.Cipher) -> tuple[bytes, list[bytes], list[PackEntry]]:
         """Return (pack id, pack parts, entries). CPU-bound: call from a worker thread."""

@@ -202,14 +202,14 @@ class Repository:
         if self._failure:
             raise self._failure
         self._pending.add(blob.id)
-        self._packer.add(blob.type, blob.id, blob.data, blob.raw_length)
+        self._packer.add(blob.type, blob.id, blob.head, blob.body, blob.raw_length)
         self.stats.blobs += 1
         self.stats.raw_bytes += blob.raw_length
-        self.stats.stored_bytes += len(blob.data)
+        self.stats.stored_bytes += blob.length
         t = self.stats.by_type.setdefault(blob.type, [0, 0, 0])
         t[0] += 1
         t[1] += blob.raw_length
-        t[2] += len(blob.data)
+        t[2] += blob.length
         if self._packer.size >= self.config.pack_size:
             async with self._ship_lock:
                 # Whoever waited here while another pack shipped finds a fresh packer.
