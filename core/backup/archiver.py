@@ -107,7 +107,7 @@ class Archiver:
         self.names = _NameCache()
         self.on_progress = on_progress
         self._loop = asyncio.get_running_loop()
-        self._seal_slots = asyncio.Semaphore(workers * 2 + 2)
+        self._seal_slots = asyncio.Semaphore(workers + 1)  # each slot: one take, ~4 MiB
         self._batch_slots = asyncio.Semaphore(workers + 2)
         self._stream_slots = asyncio.Semaphore(2)
         self._tasks: set[asyncio.Task] = set()
@@ -386,12 +386,17 @@ class Archiver:
                     while chunks := await self._loop.run_in_executor(
                         self.repo.executor, _take_and_id, chunker, self.repo, STREAM_TAKE_BYTES
                     ):
+                        new = []
                         for blob_id, data in chunks:
                             ids.append(blob_id)
                             size += len(data)
                             if self.repo.claim(blob_id):
-                                await self._seal_slots.acquire()
-                                self._spawn(self._seal(blob_id, data))
+                                new.append((blob_id, data))
+                        if new:
+                            # One worker trip seals a whole take (~4 MiB): per-chunk trips
+                            # cost more event-loop time than the sealing saved.
+                            await self._seal_slots.acquire()
+                            self._spawn(self._seal(new))
                         self.stats.bytes_read += sum(len(d) for _, d in chunks)
                         self._progress()
                 finally:
@@ -404,12 +409,11 @@ class Archiver:
         finally:
             self._stream_slots.release()
 
-    async def _seal(self, blob_id: bytes, data: bytes) -> None:
+    async def _seal(self, chunks: list[tuple[bytes, bytes]]) -> None:
         try:
-            sealed = await self._loop.run_in_executor(
-                self.repo.executor, self.repo.seal, BlobType.DATA, blob_id, data
-            )
-            await self.repo.add_sealed(sealed)
+            sealed = await self._loop.run_in_executor(self.repo.executor, _seal_all, self.repo, chunks)
+            for blob in sealed:
+                await self.repo.add_sealed(blob)
         finally:
             self._seal_slots.release()
 
@@ -449,6 +453,10 @@ class Archiver:
     def _progress(self) -> None:
         if self.on_progress:
             self.on_progress(self.stats)
+
+
+def _seal_all(repo: Repository, chunks: list[tuple[bytes, bytes]]) -> list[SealedBlob]:
+    return [repo.seal(BlobType.DATA, blob_id, data) for blob_id, data in chunks]
 
 
 def _take_and_id(chunker: Chunker, repo: Repository, max_bytes: int) -> list[tuple[bytes, bytes]]:

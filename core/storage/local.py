@@ -163,14 +163,15 @@ class LocalBackend:
 
 def _write_parts(fd: int, parts) -> None:
     """Gathered writes of many buffers (writev), resuming correctly after short writes."""
-    pending = [memoryview(p) for p in parts if len(p)]
+    pending = list(parts)
     i = 0
     while i < len(pending):
         written = os.writev(fd, pending[i:i + 512])  # stay under IOV_MAX
-        while written:
-            if written >= len(pending[i]):
-                written -= len(pending[i])
+        while written and i < len(pending):
+            n = len(pending[i])
+            if written >= n:
+                written -= n
                 i += 1
             else:
-                pending[i] = pending[i][written:]
+                pending[i] = memoryview(pending[i])[written:]  # a short write: resume inside it
                 written = 0
