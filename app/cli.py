@@ -354,8 +354,8 @@ async def cmd_key(svc: BackupService, args, out: Output) -> int:
 
 async def cmd_unlock(svc: BackupService, args, out: Output) -> int:
     removed = await svc.unlock(remove_all=args.all)
-    out.emit([{"key": l.key, "description": l.describe()} for l in removed],
-             lambda: "\n".join(f"removed {l.describe()}" for l in removed) or "no stale locks")
+    out.emit([{"key": lock.key, "description": lock.describe()} for lock in removed],
+             lambda: "\n".join(f"removed {lock.describe()}" for lock in removed) or "no stale locks")
     return EXIT_OK
 
 
@@ -369,9 +369,10 @@ def config_check(config_path: Path, out: Output) -> int:
     try:
         cfg = load_config(config_path)
     except ConfigError as exc:
+        message = str(exc)
         out.emit({"ok": False, "path": str(config_path),
                   "problems": [{"key": p.key, "message": p.message} for p in exc.problems]},
-                 lambda: str(exc))
+                 lambda: message)
         return EXIT_USAGE
     out.emit({"ok": True, "path": str(config_path), "sources": [s.name for s in cfg.sources()]},
              lambda: f"{config_path}: ok ({len(cfg.sources())} sources: "

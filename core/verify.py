@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from core import crypto
 from core.errors import DamagedObject
 from core.repository.blobs import open_blob
-from core.repository.format import DATA, BlobType, pack_id_from_key, pack_key
+from core.repository.format import DATA, PACK_TRAILER, pack_id_from_key, pack_key
 from core.repository.packer import PackFormatError, decode_header, parse_trailer
-from core.repository.format import PACK_TRAILER
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
 from core.repository.tree import DIR, FILE
@@ -106,10 +105,8 @@ async def verify(repo: Repository, *, full: bool = False, snapshot_ids: list[str
     # Walk every snapshot: trees must open; blobs must be indexed; note dependents.
     dependents: dict[str, set[str]] = defaultdict(set)
     files: dict[str, list[str]] = defaultdict(list)
-    seen_trees: dict[bytes, str | None] = {}
     for snap in snaps:
-        await _walk_snapshot(repo, snap, report, problems, bad_blobs, dependents, files, seen_trees,
-                             max_files_listed)
+        await _walk_snapshot(repo, snap, report, problems, bad_blobs, dependents, files, max_files_listed)
 
     for obj, reason in sorted(problems.items()):
         report.damage.append(Damage(obj, reason, tuple(sorted(dependents.get(obj, ()))),
@@ -119,8 +116,7 @@ async def verify(repo: Repository, *, full: bool = False, snapshot_ids: list[str
 
 async def _walk_snapshot(repo: Repository, snap: Snapshot, report: VerifyReport, problems: dict[str, str],
                          bad_blobs: dict[bytes, str], dependents: dict[str, set[str]],
-                         files: dict[str, list[str]], seen_trees: dict[bytes, str | None],
-                         cap: int) -> None:
+                         files: dict[str, list[str]], cap: int) -> None:
     stack: list[tuple[tuple[bytes, ...], bytes]] = [((), bytes.fromhex(snap.tree))]
     while stack:
         prefix, tree_id = stack.pop()

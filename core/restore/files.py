@@ -280,15 +280,20 @@ class FileRestorer:
                 size += p.raw_length
             # Windows are independent (pwrite at their offsets): keep two in flight so
             # both cores decompress while the next window is read.
-            pending: set[asyncio.Task] = set()
-            for w in windows:
-                if len(pending) >= 2:
-                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                    for d in done:
-                        d.result()
-                pending.add(asyncio.ensure_future(self._window(fd, w)))
-            for d in await asyncio.gather(*pending):
-                pass
+            pending: set[asyncio.Future] = set()
+            try:
+                for w in windows:
+                    if len(pending) >= 2:
+                        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                        for d in done:
+                            d.result()
+                    pending.add(asyncio.ensure_future(self._window(fd, w)))
+                await asyncio.gather(*pending)
+            except BaseException:
+                # Let windows still writing finish before the descriptor is closed: a
+                # closed number can be reused at once by another file.
+                await asyncio.gather(*pending, return_exceptions=True)
+                raise
             self._apply_file_meta(fd, job.node)
         except BaseException:
             os.close(fd)
@@ -335,7 +340,7 @@ class FileRestorer:
     # -- last: links and folder metadata -----------------------------------------------
 
     def _finish(self) -> None:
-        for path, node in self._dirs:
+        for path, _node in self._dirs:
             self._ensure_dir(path)
         for path, node in self._symlinks:
             self._ensure_dir(path.parent)
@@ -350,7 +355,7 @@ class FileRestorer:
                 _unlink_quiet(temp)
                 raise RestoreRefused(f"cannot put symlink {path} in place: {exc.strerror}") from None
             self.stats.symlinks += 1
-        for path, first, node in self._links:
+        for path, first, _node in self._links:
             self._ensure_dir(path.parent)
             temp = path.parent / f".axisor-restore-{uuid.uuid4().hex[:12]}"
             os.link(first, temp, follow_symlinks=False)

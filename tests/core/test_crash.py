@@ -12,9 +12,7 @@ import os
 import shutil
 import signal
 import socket
-import sys
 import time
-from pathlib import Path
 
 import pytest
 

@@ -12,7 +12,6 @@ import asyncio
 import dataclasses
 import os
 import stat
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
