@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.backup.chunker import Chunker
+from core.backup.stream import StreamWriter
 from core.errors import SourceError
 from core.repository.blobs import SealedBlob
 from core.repository.format import BlobType
@@ -28,7 +28,6 @@ from core.repository.tree import DIR, FILE, SYMLINK, Node, Tree
 
 SMALL_BATCH_BYTES = 4 * 1024 * 1024
 SMALL_BATCH_FILES = 256
-STREAM_TAKE_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
@@ -107,7 +106,7 @@ class Archiver:
         self.names = _NameCache()
         self.on_progress = on_progress
         self._loop = asyncio.get_running_loop()
-        self._seal_slots = asyncio.Semaphore(workers + 1)  # each slot: one take, ~4 MiB
+        self._streams = StreamWriter(repo, slots=workers + 1, spawn=self._spawn)
         self._batch_slots = asyncio.Semaphore(workers + 2)
         self._stream_slots = asyncio.Semaphore(2)
         self._tasks: set[asyncio.Task] = set()
@@ -378,44 +377,19 @@ class Archiver:
             except OSError as exc:
                 self._unreadable(path, exc.strerror or "unreadable")
                 return None
-            ids: list[bytes] = []
-            size = 0
             with f:
-                chunker = Chunker(self.repo.config.chunker, f)
-                try:
-                    while chunks := await self._loop.run_in_executor(
-                        self.repo.executor, _take_and_id, chunker, self.repo, STREAM_TAKE_BYTES
-                    ):
-                        new = []
-                        for blob_id, data in chunks:
-                            ids.append(blob_id)
-                            size += len(data)
-                            if self.repo.claim(blob_id):
-                                new.append((blob_id, data))
-                        if new:
-                            # One worker trip seals a whole take (~4 MiB): per-chunk trips
-                            # cost more event-loop time than the sealing saved.
-                            await self._seal_slots.acquire()
-                            self._spawn(self._seal(new))
-                        self.stats.bytes_read += sum(len(d) for _, d in chunks)
-                        self._progress()
-                finally:
-                    chunker.close()
+                ids, size = await self._streams.store(f, self._read_progress)
                 after = os.fstat(f.fileno())
             warning = _changed_warning(_Pending(path, st), after, size)
             if warning:
                 self._warn(warning)
-            return tuple(ids), size
+            return ids, size
         finally:
             self._stream_slots.release()
 
-    async def _seal(self, chunks: list[tuple[bytes, bytes]]) -> None:
-        try:
-            sealed = await self._loop.run_in_executor(self.repo.executor, _seal_all, self.repo, chunks)
-            for blob in sealed:
-                await self.repo.add_sealed(blob)
-        finally:
-            self._seal_slots.release()
+    def _read_progress(self, n: int) -> None:
+        self.stats.bytes_read += n
+        self._progress()
 
     # -- bookkeeping --------------------------------------------------------------------
 
@@ -453,14 +427,6 @@ class Archiver:
     def _progress(self) -> None:
         if self.on_progress:
             self.on_progress(self.stats)
-
-
-def _seal_all(repo: Repository, chunks: list[tuple[bytes, bytes]]) -> list[SealedBlob]:
-    return [repo.seal(BlobType.DATA, blob_id, data) for blob_id, data in chunks]
-
-
-def _take_and_id(chunker: Chunker, repo: Repository, max_bytes: int) -> list[tuple[bytes, bytes]]:
-    return [(repo.cipher.blob_id(c), c) for c in chunker.take(max_bytes)]
 
 
 _EUID = os.geteuid()

@@ -42,6 +42,9 @@ class Snapshot:
     warnings: tuple[str, ...] = ()
     summary: Summary = field(default_factory=Summary)
     program_version: str = ""
+    # Source-specific facts, JSON values only: for a database the server version, tables
+    # and exact row counts; empty for files.
+    metadata: dict = field(default_factory=dict)
     id: str = ""  # filled when stored or loaded; not part of the manifest bytes
 
     def encode(self) -> bytes:
@@ -58,6 +61,8 @@ class Snapshot:
         summary = Summary(**d.pop("summary", {}))
         for key in ("paths", "tags", "warnings"):
             d[key] = tuple(d.get(key, ()))
+        if not isinstance(d.setdefault("metadata", {}), dict):
+            raise ValueError("metadata is not a map")
         snap = cls(**d, summary=summary, id=snapshot_id)
         if not isinstance(snap.time, str) or datetime.fromisoformat(snap.time).tzinfo is None:
             raise ValueError(f"time {snap.time!r} is not an ISO 8601 time with an offset")
