@@ -3,7 +3,9 @@
 Exit codes (docs/CLI.md): 0 ok, 1 unexpected error, 2 usage or config error, 3 repository
 not found, 4 wrong passphrase, 5 lock held, 6 verification failed, 7 partial backup,
 8 unsupported repository version, 9 damaged repository object, 10 storage full,
-11 source unreadable, 12 restore refused, 13 snapshot not found, 130 interrupted.
+11 source unreadable, 12 restore refused, 13 snapshot not found, 14 database error (connection,
+pg_dump, pg_restore), 15 PostgreSQL tools missing or too old, 16 restored row counts differ
+from the snapshot, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from core.config import (
     Config, ConfigError, PassphraseError, default_config_path, load_config, resolve_passphrase,
 )
 from core import __version__
-from core.errors import AxisorError, PartialBackup, SourceError, VerificationFailed
+from core.errors import AxisorError, PartialBackup, RestoreValidationFailed, SourceError, UsageError, VerificationFailed
 from core.repository.snapshot import Snapshot
 from core.service import BackupService
 
@@ -82,9 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("path", nargs="?")
     ls.add_argument("-l", "--long", action="store_true")
 
-    r = sub.add_parser("restore", parents=[common], help="restore snapshots into a folder")
+    r = sub.add_parser("restore", parents=[common], help="restore snapshots into a folder, or a database")
     r.add_argument("snapshot", nargs="+", help="ids, id prefixes, latest (the newest backup set) or latest:SOURCE")
-    r.add_argument("--target", required=True, type=Path)
+    r.add_argument("--target", type=Path, help="folder to restore files into")
+    r.add_argument("--target-db", metavar="URL",
+                   help="restore a database snapshot into this database (postgresql://HOST:PORT/DBNAME, "
+                        "or a database name on the configured server); created when missing")
+    r.add_argument("--force", action="store_true",
+                   help="with --target-db: restore over a non-empty database (not available yet)")
     r.add_argument("--include", action="append", default=[], metavar="GLOB")
     r.add_argument("--source", help="with latest: the newest snapshot of this source")
 
@@ -194,7 +201,7 @@ async def cmd_backup(svc: BackupService, args, out: Output) -> int:
     if result.failed_sources:
         for r in result.failed_sources:
             Output.note(f"error: {r.source}: {r.error}")
-        return SourceError.exit_code
+        return result.failed_sources[0].code or SourceError.exit_code
     if result.partial:
         Output.note("backup finished with warnings: some files were not read completely (exit 7)")
         return PartialBackup.exit_code
@@ -239,6 +246,11 @@ def _show_one(s: Snapshot, out: Output) -> None:
             f"added      {human_bytes(m.data_added)} -> {human_bytes(m.data_added_packed)} stored "
             f"(ratio {m.compression_ratio:.2f})",
         ]
+        md = s.metadata or {}
+        if md.get("database_version"):
+            lines.append(f"database   {md.get('dbname')} (PostgreSQL {md['database_version']}, "
+                         f"{human_bytes(md.get('database_size') or 0)}), {md.get('total_tables')} tables, "
+                         f"{md.get('total_records')} rows, application {md.get('application_version') or '-'}")
         lines.extend(f"warning    {w}" for w in s.warnings)
         return "\n".join(lines)
 
@@ -267,6 +279,14 @@ async def cmd_ls(svc: BackupService, args, out: Output) -> int:
 
 
 async def cmd_restore(svc: BackupService, args, out: Output) -> int:
+    if args.target_db is not None:
+        if args.target is not None:
+            raise UsageError("give either --target (a folder) or --target-db (a database), not both")
+        return await _restore_database(svc, args, out)
+    if args.target is None:
+        raise UsageError("restore needs --target FOLDER (files) or --target-db URL (a database snapshot)")
+    if args.force:
+        raise UsageError("--force only applies to --target-db")
     snaps = await svc.resolve(args.snapshot, args.source)
     results = []
     for s in snaps:
@@ -278,6 +298,38 @@ async def cmd_restore(svc: BackupService, args, out: Output) -> int:
     out.emit(data, lambda: "\n".join(
         f"restored {s.short_id} {s.source}: {st.files} files, {st.dirs} folders, {st.symlinks} symlinks, "
         f"{st.hardlinks} hard links, {human_bytes(st.bytes)} into {args.target}" for s, st in results))
+    return EXIT_OK
+
+
+async def _restore_database(svc: BackupService, args, out: Output) -> int:
+    if len(args.snapshot) != 1:
+        raise UsageError("--target-db restores exactly one database snapshot")
+    snaps = await svc.resolve(args.snapshot, args.source or "database")
+    if len(snaps) != 1 or snaps[0].source != "database":
+        raise UsageError(f"snapshot {args.snapshot[0]} is not a database snapshot")
+    report = await svc.restore_database(snaps[0], args.target_db, force=args.force)
+    tables = [{"table": t.table, "expected": t.expected, "actual": t.actual, "ok": t.ok} for t in report.tables]
+    data = {"snapshot": report.snapshot, "database": report.database, "target": report.target,
+            "created": report.created, "bytes": report.bytes, "seconds": report.seconds, "ok": report.ok,
+            "schema_fingerprint_match": report.schema_fingerprint_match, "tables": tables,
+            "mismatches": [t for t in tables if not t["ok"]], "warnings": report.warnings}
+
+    def text() -> str:
+        lines = [f"restored {report.snapshot[:8]} into {report.target}"
+                 f"{' (created)' if report.created else ''}: {human_bytes(report.bytes)} in {report.seconds:.1f} s",
+                 f"row counts: {len(tables) - len(data['mismatches'])} of {len(tables)} tables match the snapshot",
+                 f"schema fingerprint: {'matches' if report.schema_fingerprint_match else 'differs'}"]
+        for t in data["mismatches"]:
+            got = "missing" if t["actual"] is None else t["actual"]
+            lines.append(f"  MISMATCH {t['table']}: expected {t['expected']} rows, found {got}")
+        lines.extend(f"  pg_restore: {w}" for w in report.warnings)
+        return "\n".join(lines)
+
+    out.emit(data, text)
+    if not report.ok:
+        Output.note(f"error: restored row counts differ from the snapshot in {len(data['mismatches'])} tables "
+                    f"(exit {RestoreValidationFailed.exit_code})")
+        return RestoreValidationFailed.exit_code
     return EXIT_OK
 
 

@@ -70,3 +70,21 @@ class RestoreRefused(AxisorError):
 
 class SnapshotNotFound(AxisorError):
     exit_code = 13
+
+
+class DatabaseError(SourceError):
+    """PostgreSQL could not be reached, or pg_dump/pg_restore failed."""
+
+    exit_code = 14
+
+
+class ToolVersionMismatch(DatabaseError):
+    """PostgreSQL programs are missing, or older than the server or the dump they must handle."""
+
+    exit_code = 15
+
+
+class RestoreValidationFailed(AxisorError):
+    """A database restore finished, but the restored row counts differ from the snapshot's."""
+
+    exit_code = 16

@@ -85,13 +85,21 @@ class BackupService:
                      tags: tuple[str, ...] = (),
                      on_progress: Callable[[str, ArchiveStats], None] | None = None) -> BackupResult:
         specs = list(self.config.sources())
-        if not specs:
-            raise UsageError("no sources are configured: list paths under [application] or [configuration]")
+        database = self.config.database if self.config.database.enabled else None
+        if not specs and database is None:
+            raise UsageError("no sources are configured: list paths under [application] or [configuration], "
+                             "or set [database] enabled = true")
         if sources:
             known = {s.name: s for s in specs}
             short = {s.name.split("/", 1)[1]: s for s in specs}
             chosen = []
+            want_database = False
             for name in sources:
+                if name == "database":
+                    if database is None:
+                        raise UsageError("the database source is not enabled: set [database] enabled = true")
+                    want_database = True
+                    continue
                 spec = known.get(name) or short.get(name)
                 if spec is None:
                     if name in ("application", "configuration"):
@@ -102,9 +110,10 @@ class BackupService:
                     )
                 chosen.append(spec)
             specs = chosen
+            database = database if want_database else None
         repo = await self.repository()
         return await run_backup(repo, specs, kind=kind, tags=tags, workers=self.workers,
-                                on_progress=on_progress)
+                                on_progress=on_progress, database=database)
 
     # -- catalog ------------------------------------------------------------------------
 
@@ -150,6 +159,20 @@ class BackupService:
         async with Lock(self.backend, exclusive=False, operation="restore"):
             await repo.load_index()
             return await FileRestorer(repo, target, include=include, executor=self.executor).restore(snap)
+
+    async def restore_database(self, snap: Snapshot, target_db: str, *, force: bool = False):
+        """Restore a logical database snapshot into ``target_db`` (a URL, conninfo, or a database
+        name on the configured server) and validate its row counts; returns the report."""
+        from core.sources.postgres.connection import PgTarget
+        from core.sources.postgres.logical import restore_logical
+
+        fallback = PgTarget.from_config(self.config.database)
+        target = PgTarget.from_url(target_db, fallback)
+        repo = await self.repository()
+        async with Lock(self.backend, exclusive=False, operation="restore"):
+            await repo.load_index()
+            return await restore_logical(repo, snap, target, pg_bin_dir=self.config.database.pg_bin_dir,
+                                         force=force)
 
     async def verify(self, *, full: bool = False, snapshot_refs: list[str] | None = None) -> VerifyReport:
         # Verify must open a repository whose index is damaged, to report it.

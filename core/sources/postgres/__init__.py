@@ -1,0 +1,1 @@
+"""PostgreSQL as a backup source: finding the tools, connecting, logical dump and restore."""
