@@ -5,7 +5,8 @@ not found, 4 wrong passphrase, 5 lock held, 6 verification failed, 7 partial bac
 8 unsupported repository version, 9 damaged repository object, 10 storage full,
 11 source unreadable, 12 restore refused, 13 snapshot not found, 14 database error (connection,
 pg_dump, pg_restore), 15 PostgreSQL tools missing or too old, 16 restored row counts differ
-from the snapshot, 130 interrupted.
+from the snapshot, 17 WAL file already archived with different content (wal-push), 18 database
+archiving settings not ready (database archiving), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -91,7 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="restore a database snapshot into this database (postgresql://HOST:PORT/DBNAME, "
                         "or a database name on the configured server); created when missing")
     r.add_argument("--force", action="store_true",
-                   help="with --target-db: restore over a non-empty database (not available yet)")
+                   help="with --target-db: replace a non-empty database's contents, after a safety backup of it")
+    r.add_argument("--table", action="append", default=[], metavar="SCHEMA.NAME",
+                   help="with --target-db: restore only this table and what it needs (repeatable)")
+    r.add_argument("--schema", action="append", default=[], metavar="NAME",
+                   help="with --target-db: restore only this schema's tables and objects (repeatable)")
     r.add_argument("--include", action="append", default=[], metavar="GLOB")
     r.add_argument("--source", help="with latest: the newest snapshot of this source")
 
@@ -112,6 +117,20 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("config", parents=[common], help="configuration")
     csub = c.add_subparsers(dest="config_command", required=True)
     csub.add_parser("check", parents=[common], help="validate the config and report every problem")
+
+    wp = sub.add_parser("wal-push", parents=[common],
+                        help="archive_command: store one WAL file (archive_command = '... wal-push %%p')")
+    wp.add_argument("wal_path", type=Path, metavar="PATH", help="the WAL file (%%p)")
+    wf = sub.add_parser("wal-fetch", parents=[common],
+                        help="restore_command: write one archived WAL file (exit 1 when it is not archived)")
+    wf.add_argument("wal_name", metavar="NAME", help="the WAL file name (%%f)")
+    wf.add_argument("wal_dest", type=Path, metavar="PATH", help="where to write it (%%p)")
+    db = sub.add_parser("database", parents=[common], help="PostgreSQL WAL archiving")
+    dbsub = db.add_subparsers(dest="database_command", required=True)
+    dbsub.add_parser("archiving", parents=[common],
+                     help="check the server's archiving settings and print what to set (exit 18 if wrong)")
+    dbsub.add_parser("status", parents=[common],
+                     help="the WAL archive: last segment and its age, gaps, the recovery window")
 
     u = sub.add_parser("unlock", parents=[common], help="remove stale locks")
     u.add_argument("--all", action="store_true", help="remove every lock, also live ones")
@@ -287,6 +306,8 @@ async def cmd_restore(svc: BackupService, args, out: Output) -> int:
         raise UsageError("restore needs --target FOLDER (files) or --target-db URL (a database snapshot)")
     if args.force:
         raise UsageError("--force only applies to --target-db")
+    if args.table or args.schema:
+        raise UsageError("--table and --schema only apply to --target-db")
     snaps = await svc.resolve(args.snapshot, args.source)
     results = []
     for s in snaps:
@@ -307,27 +328,45 @@ async def _restore_database(svc: BackupService, args, out: Output) -> int:
     snaps = await svc.resolve(args.snapshot, args.source or "database")
     if len(snaps) != 1 or snaps[0].source != "database":
         raise UsageError(f"snapshot {args.snapshot[0]} is not a database snapshot")
-    report = await svc.restore_database(snaps[0], args.target_db, force=args.force)
-    tables = [{"table": t.table, "expected": t.expected, "actual": t.actual, "ok": t.ok} for t in report.tables]
+    report = await svc.restore_database(snaps[0], args.target_db, force=args.force,
+                                        tables=tuple(args.table), schemas=tuple(args.schema))
+    tables = [{"table": t.table, "expected": t.expected, "actual": t.actual, "ok": t.ok,
+               "checksum_ok": t.checksum_ok} for t in report.tables]
     data = {"snapshot": report.snapshot, "database": report.database, "target": report.target,
             "created": report.created, "bytes": report.bytes, "seconds": report.seconds, "ok": report.ok,
             "schema_fingerprint_match": report.schema_fingerprint_match, "tables": tables,
-            "mismatches": [t for t in tables if not t["ok"]], "warnings": report.warnings}
+            "mismatches": [t for t in tables if not t["ok"]], "warnings": report.warnings,
+            "partial": report.partial, "safety_snapshot": report.safety_snapshot,
+            "large_objects": report.large_objects}
 
     def text() -> str:
         lines = [f"restored {report.snapshot[:8]} into {report.target}"
                  f"{' (created)' if report.created else ''}: {human_bytes(report.bytes)} in {report.seconds:.1f} s",
                  f"row counts: {len(tables) - len(data['mismatches'])} of {len(tables)} tables match the snapshot",
-                 f"schema fingerprint: {'matches' if report.schema_fingerprint_match else 'differs'}"]
+                 "schema fingerprint: " + ("not compared (partial restore)" if report.schema_fingerprint_match
+                                           is None else "matches" if report.schema_fingerprint_match else "differs")]
+        if report.safety_snapshot:
+            lines.insert(0, f"safety snapshot {report.safety_snapshot[:8]} holds {report.database} as it was "
+                            f"(restore it with --force to undo)")
+        checked = sum(1 for t in tables if t["checksum_ok"] is not None)
+        if checked:
+            lines.append(f"row checksums: {sum(1 for t in tables if t['checksum_ok'])} of {checked} tables match")
+        if report.large_objects is not None:
+            lo = report.large_objects
+            lines.append(f"large objects: {lo['actual']['count']}, "
+                         f"{'match' if lo['ok'] else 'DIFFER from'} the snapshot")
         for t in data["mismatches"]:
             got = "missing" if t["actual"] is None else t["actual"]
-            lines.append(f"  MISMATCH {t['table']}: expected {t['expected']} rows, found {got}")
+            why = "" if t["actual"] != t["expected"] else " (same count, different rows: checksum differs)"
+            lines.append(f"  MISMATCH {t['table']}: expected {t['expected']} rows, found {got}{why}")
         lines.extend(f"  pg_restore: {w}" for w in report.warnings)
         return "\n".join(lines)
 
     out.emit(data, text)
     if not report.ok:
-        Output.note(f"error: restored row counts differ from the snapshot in {len(data['mismatches'])} tables "
+        lo_bad = report.large_objects is not None and not report.large_objects["ok"]
+        Output.note(f"error: restored row counts or checksums differ from the snapshot in "
+                    f"{len(data['mismatches'])} tables{' (and the large objects)' if lo_bad else ''} "
                     f"(exit {RestoreValidationFailed.exit_code})")
         return RestoreValidationFailed.exit_code
     return EXIT_OK
@@ -411,10 +450,79 @@ async def cmd_unlock(svc: BackupService, args, out: Output) -> int:
     return EXIT_OK
 
 
+async def cmd_wal_push(svc: BackupService, args, out: Output) -> int:
+    started = time.monotonic()
+    r = await svc.wal_push(args.wal_path)
+    if out.json:  # quiet otherwise: the server logs whatever an archive_command prints
+        out.emit({"name": r.name, "size": r.size, "already_archived": r.already,
+                  "seconds": round(time.monotonic() - started, 3)}, str)
+    return EXIT_OK
+
+
+async def cmd_wal_fetch(svc: BackupService, args, out: Output) -> int:
+    from core.sources.postgres.wal import WalNotFound
+
+    try:
+        size = await svc.wal_fetch(args.wal_name, args.wal_dest)
+    except WalNotFound:
+        return EXIT_ERROR  # quietly: recovery asks for files past the end of the archive
+    if out.json:
+        out.emit({"name": args.wal_name, "size": size, "path": str(args.wal_dest)}, str)
+    return EXIT_OK
+
+
+async def cmd_database(svc: BackupService, args, out: Output) -> int:
+    if args.database_command == "archiving":
+        r = await svc.database_archiving(args.config_path)
+        data = {"ok": r.ok, "server": r.server, "settings": r.settings, "problems": r.problems,
+                "advice": r.advice, "alter_system": r.alter_system, "postgresql_conf": r.conf_lines,
+                "restart_needed": r.restart_needed, "archive_command": r.archive_command}
+
+        def text() -> str:
+            lines = [f"archiving on {r.server}: {'ok' if r.ok else 'NOT ready'}"]
+            lines += [f"  problem: {p}" for p in r.problems] + [f"  advice: {a}" for a in r.advice]
+            if r.alter_system:
+                lines += ["", "Run as a superuser:"] + [f"  {x}" for x in r.alter_system]
+                lines += ["", "or put in postgresql.conf:"] + [f"  {x}" for x in r.conf_lines]
+                if r.restart_needed:
+                    lines.append("and restart the server (wal_level and archive_mode need a restart).")
+            return "\n".join(lines)
+
+        out.emit(data, text)
+        return EXIT_OK if r.ok else 18
+    st = await svc.database_status()
+
+    def status_text() -> str:
+        lines = [f"WAL archive: {st['segments']} segments, {st['history_files']} history files"]
+        if st["last_segment"]:
+            lines.append(f"last segment  {st['last_segment']} pushed {st['last_pushed']} "
+                         f"({st['age_seconds']:.0f} s ago)")
+        else:
+            lines.append("last segment  none archived yet")
+        lines.append("gaps          " + (", ".join(f"{g['from']}..{g['to']}" for g in st["gaps"]) or "none"))
+        w = st["recovery_window"]
+        lines.append(f"base backups  {st['base_backups']}")
+        lines.append(f"recovery      {w['from']} .. {w['to']}" if w else "recovery      no window yet "
+                     "(needs a physical base backup and archived WAL)")
+        srv = st["server"]
+        if srv and srv.get("reachable"):
+            lines.append(f"server        archived {srv['archived_count']}, last {srv['last_archived_wal']} at "
+                         f"{srv['last_archived_time']}; failed {srv['failed_count']}"
+                         + (f", last failure {srv['last_failed_wal']} at {srv['last_failed_time']}"
+                            if srv["failed_count"] else ""))
+        elif srv:
+            lines.append(f"server        unreachable: {srv['error']}")
+        return "\n".join(lines)
+
+    out.emit(st, status_text)
+    return EXIT_OK
+
+
 COMMANDS = {
     "init": cmd_init, "backup": cmd_backup, "snapshots": cmd_snapshots, "show": cmd_show, "ls": cmd_ls,
     "restore": cmd_restore, "verify": cmd_verify, "key": cmd_key, "unlock": cmd_unlock,
 }
+COMMANDS.update({"wal-push": cmd_wal_push, "wal-fetch": cmd_wal_fetch, "database": cmd_database})
 
 
 def config_check(config_path: Path, out: Output) -> int:
@@ -455,6 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         Output.note(str(exc))
         return EXIT_USAGE
+    args.config_path = config_path
     try:
         return asyncio.run(run(args, config, out))
     except PassphraseError as exc:

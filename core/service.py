@@ -160,9 +160,12 @@ class BackupService:
             await repo.load_index()
             return await FileRestorer(repo, target, include=include, executor=self.executor).restore(snap)
 
-    async def restore_database(self, snap: Snapshot, target_db: str, *, force: bool = False):
-        """Restore a logical database snapshot into ``target_db`` (a URL, conninfo, or a database
-        name on the configured server) and validate its row counts; returns the report."""
+    async def restore_database(self, snap: Snapshot, target_db: str, *, force: bool = False,
+                               tables: tuple[str, ...] = (), schemas: tuple[str, ...] = ()):
+        """Restore a logical database snapshot (or only ``tables``/``schemas`` of it) into
+        ``target_db`` (a URL, conninfo, or a database name on the configured server) and
+        validate its row counts and checksums; returns the report. ``force`` replaces a
+        non-empty database after committing a safety snapshot of it."""
         from core.sources.postgres.connection import PgTarget
         from core.sources.postgres.logical import restore_logical
 
@@ -172,7 +175,8 @@ class BackupService:
         async with Lock(self.backend, exclusive=False, operation="restore"):
             await repo.load_index()
             return await restore_logical(repo, snap, target, pg_bin_dir=self.config.database.pg_bin_dir,
-                                         force=force)
+                                         force=force, tables=tables, schemas=schemas,
+                                         db=self.config.database)
 
     async def verify(self, *, full: bool = False, snapshot_refs: list[str] | None = None) -> VerifyReport:
         # Verify must open a repository whose index is damaged, to report it.
@@ -188,6 +192,42 @@ class BackupService:
                     ids.append(await repo.resolve_id(ref))
         async with Lock(self.backend, exclusive=False, operation="verify"):
             return await verify(repo, full=full, snapshot_ids=ids)
+
+    # -- PostgreSQL WAL archiving ------------------------------------------------------
+
+    async def wal_push(self, path: Path):
+        """archive_command: store one WAL file; durable when this returns (PushResult)."""
+        from core.sources.postgres.wal import push
+
+        repo = await self.repository(load_index=False)
+        async with Lock(self.backend, exclusive=False, operation="wal-push"):
+            return await push(repo, path)
+
+    async def wal_fetch(self, name: str, dest: Path) -> int:
+        """restore_command: write WAL file ``name`` to ``dest``; WalNotFound when it is not archived."""
+        from core.sources.postgres.wal import WalNotFound, fetch, is_wal_name, load_manifest
+
+        repo = await self.repository(load_index=False)
+        if not is_wal_name(name) or await load_manifest(repo, name) is None:
+            raise WalNotFound(f"WAL file {name} is not in the repository")  # before the index: a cheap miss
+        async with Lock(self.backend, exclusive=False, operation="wal-fetch"):
+            await repo.load_index()
+            return await fetch(repo, name, dest)
+
+    async def database_archiving(self, config_path: Path):
+        from core.sources.postgres.archiving import check_archiving
+        from core.sources.postgres.connection import PgTarget
+
+        return await check_archiving(PgTarget.from_config(self.config.database), config_path)
+
+    async def database_status(self) -> dict:
+        from core.sources.postgres.archiving import archive_status
+        from core.sources.postgres.connection import PgTarget
+
+        repo = await self.repository(load_index=False)
+        db = self.config.database
+        target = PgTarget.from_config(db) if (db.enabled or db.url or db.host) else None
+        return await archive_status(repo, target)
 
     # -- keys and locks -----------------------------------------------------------------
 

@@ -86,9 +86,13 @@ async def _backup_database(repo: Repository, db: DatabaseConfig, backup_set: str
     """A database snapshot is always a full dump; its failure costs the file sources nothing."""
     from core.sources.postgres.logical import SOURCE, backup_logical
 
-    if db.mode != "logical":
-        return SourceResult(SOURCE, None, f"database.mode = {db.mode!r} is not available yet; use \"logical\"",
-                            UsageError.exit_code)
+    if db.mode == "physical":
+        from core.sources.postgres.physical import backup_physical as take
+    elif db.mode == "logical":
+        take = backup_logical
+    else:
+        return SourceResult(SOURCE, None, f"database.mode = {db.mode!r} is not supported; use \"logical\" "
+                            "or \"physical\"", UsageError.exit_code)
     stats = ArchiveStats(total_files=1)
 
     def on_bytes(n: int) -> None:
@@ -97,7 +101,7 @@ async def _backup_database(repo: Repository, db: DatabaseConfig, backup_set: str
             on_progress(SOURCE, stats)
 
     try:
-        snap = await backup_logical(repo, db, backup_set=backup_set, tags=tags, on_bytes=on_bytes)
+        snap = await take(repo, db, backup_set=backup_set, tags=tags, on_bytes=on_bytes)
     except (SourceError, UsageError) as exc:
         return SourceResult(SOURCE, None, str(exc), exc.exit_code)
     return SourceResult(SOURCE, snap)

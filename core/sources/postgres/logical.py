@@ -6,8 +6,19 @@ every table's rows and reads the catalog, so the metadata describes the dump exa
 pg_dump's stdout is chunked as it arrives (StreamWriter): no temp file, flat memory.
 
 Restore: the dump's blobs, in order, are written to ``pg_restore --no-owner
---single-transaction`` on stdin; then each table's rows are counted and compared with
-the snapshot's metadata.
+--single-transaction`` on stdin; then each table's rows are counted and checksummed and
+compared with the snapshot's metadata. ``--table``/``--schema`` first list the dump's table
+of contents (``pg_restore -l``, also from stdin) and restore the chosen entries with ``-L``
+(see toc.py). ``--force`` over a non-empty database first backs it up (a snapshot tagged
+``safety``), then restores with ``--clean --if-exists`` in the same single transaction, so
+a failed restore leaves the database as it was.
+
+Row checksums: for each table, every row's text (``row::text`` under fixed output
+settings: UTC, ISO dates, exact floats, hex bytea) is hashed with md5 and the 128-bit
+hashes are summed (as numeric, exact) over the table: the digest of the multiset of rows.
+It detects what a hash of the rows in sorted order detects, but needs no sort, no
+string_agg (capped at 1 GB) and no memory beyond a row: it is computed in the same
+sequential scan as the row count, inside the exported-snapshot transaction.
 """
 
 from __future__ import annotations
@@ -17,9 +28,11 @@ import contextlib
 import getpass
 import hashlib
 import os
+import shutil
 import socket
 import stat
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +50,7 @@ from core.repository.format import BlobType
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot, Summary
 from core.repository.tree import FILE, Node, Tree
+from core.sources.postgres import toc
 from core.sources.postgres.connection import PgTarget
 from core.sources.postgres.tools import check_dump_tool, check_restore_tool, find_tool
 
@@ -79,9 +93,10 @@ _FINGERPRINT_QUERIES = (
 
 
 class _StderrReader:
-    """Collects a child's stderr on a thread (so a chatty child never blocks), capped."""
+    """Collects a child's stderr (or stdout) on a thread (so a chatty child never blocks), capped."""
 
-    def __init__(self, pipe) -> None:
+    def __init__(self, pipe, limit: int = STDERR_LIMIT) -> None:
+        self._limit = limit
         self._pipe = pipe
         self._buf = bytearray()
         self._thread = threading.Thread(target=self._run, daemon=True, name="axisor-pg-stderr")
@@ -89,8 +104,8 @@ class _StderrReader:
 
     def _run(self) -> None:
         while chunk := self._pipe.read1(65536) if hasattr(self._pipe, "read1") else self._pipe.read(65536):
-            if len(self._buf) < STDERR_LIMIT:
-                self._buf += chunk[: STDERR_LIMIT - len(self._buf)]
+            if len(self._buf) < self._limit:
+                self._buf += chunk[: self._limit - len(self._buf)]
 
     def text(self, timeout: float = 10) -> str:
         self._thread.join(timeout)
@@ -119,11 +134,49 @@ async def schema_fingerprint(conn: psycopg.AsyncConnection) -> str:
 
 
 async def table_counts(conn: psycopg.AsyncConnection) -> dict[str, int]:
-    counts: dict[str, int] = {}
+    return {name: count for name, (count, _) in (await table_stats(conn)).items()}
+
+
+# Output settings that make row::text the same on every server and session.
+_CANONICAL = ("SET TimeZone = 'UTC'", "SET DateStyle = 'ISO, YMD'", "SET IntervalStyle = 'postgres'",
+              "SET extra_float_digits = 3", "SET bytea_output = 'hex'", "SET lc_monetary = 'C'")
+CHECKSUM_METHOD = "md5-rowsum-v1"
+_ROW_DIGEST = ("SELECT count(*), coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint::numeric), 0)::text, "
+               "coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint::numeric), 0)::text "
+               "FROM (SELECT md5(__axisor_row::text) AS h FROM ONLY {}.{} AS __axisor_row) AS rows")
+
+
+def _digest(count: int, a: str, b: str) -> str:
+    return hashlib.sha256(f"{count}:{a}:{b}".encode()).hexdigest()[:32]
+
+
+async def table_stats(conn: psycopg.AsyncConnection, only: set[str] | None = None) -> dict[str, tuple[int, str]]:
+    """``schema.name`` -> (row count, checksum of its rows) for every user table (or ``only``)."""
+    for stmt in _CANONICAL:
+        await conn.execute(stmt)
+    stats: dict[str, tuple[int, str]] = {}
     for schema, name in await _rows(conn, _TABLES):
-        q = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(name))
-        counts[f"{schema}.{name}"] = (await _rows(conn, q))[0][0]
-    return counts
+        key = f"{schema}.{name}"
+        if only is not None and key not in only:
+            continue
+        q = sql.SQL(_ROW_DIGEST).format(sql.Identifier(schema), sql.Identifier(name))
+        (count, a, b), = await _rows(conn, q)
+        stats[key] = (count, _digest(count, a, b))
+    return stats
+
+
+async def large_object_stats(conn: psycopg.AsyncConnection) -> dict | None:
+    """Count and checksum of the large objects (their oids and contents); None when this
+    role may not read them all (not a superuser, lo_compat_privileges off)."""
+    (allowed,), = await _rows(conn, "SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) "
+                                    "OR current_setting('lo_compat_privileges')::bool")
+    if not allowed:
+        return None
+    (count, a, b), = await _rows(conn, (
+        "SELECT count(*), coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint::numeric), 0)::text, "
+        "coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint::numeric), 0)::text FROM "
+        "(SELECT md5(oid::text || ':' || md5(lo_get(oid))) AS h FROM pg_largeobject_metadata) AS los"))
+    return {"count": count, "checksum": _digest(count, a, b)}
 
 
 async def _metadata(conn: psycopg.AsyncConnection) -> dict:
@@ -131,7 +184,8 @@ async def _metadata(conn: psycopg.AsyncConnection) -> dict:
         conn, "SELECT current_setting('server_version'), current_setting('server_version_num')::int, "
               "current_database(), pg_database_size(current_database()), "
               "pg_encoding_to_char(encoding) FROM pg_database WHERE datname = current_database()")
-    tables = await table_counts(conn)
+    stats = await table_stats(conn)
+    tables = {k: c for k, (c, _) in stats.items()}
     extensions = {name: ver for name, ver in await _rows(
         conn, "SELECT extname, extversion FROM pg_extension ORDER BY 1")}
     return {
@@ -139,6 +193,8 @@ async def _metadata(conn: psycopg.AsyncConnection) -> dict:
         "database_size": size, "encoding": encoding, "tables": tables,
         "total_tables": len(tables), "total_records": sum(tables.values()),
         "schema_fingerprint": await schema_fingerprint(conn), "extensions": extensions,
+        "checksum_method": CHECKSUM_METHOD, "checksums": {k: d for k, (_, d) in stats.items()},
+        "large_objects": await large_object_stats(conn),
     }
 
 
@@ -147,12 +203,13 @@ async def _metadata(conn: psycopg.AsyncConnection) -> dict:
 
 async def backup_logical(repo: Repository, db: DatabaseConfig, *, backup_set: str = "",
                          tags: tuple[str, ...] = (),
-                         on_bytes: Callable[[int], None] | None = None) -> Snapshot:
-    """Dump the configured database into the repository and commit one snapshot.
+                         on_bytes: Callable[[int], None] | None = None,
+                         target: PgTarget | None = None, extra_metadata: dict | None = None) -> Snapshot:
+    """Dump the configured database (or ``target``) into the repository and commit one snapshot.
 
     Any failure (connection, version, pg_dump's exit status, the repository) raises before
     a snapshot is saved; chunks already uploaded are adopted by a later backup."""
-    target = PgTarget.from_config(db)
+    target = target if target is not None else PgTarget.from_config(db)
     pg_dump = await asyncio.to_thread(find_tool, "pg_dump", db.pg_bin_dir)
     before = list(repo.stats.by_type.get(BlobType.DATA, [0, 0, 0]))
     started = time.monotonic()
@@ -178,6 +235,7 @@ async def backup_logical(repo: Repository, db: DatabaseConfig, *, backup_set: st
         "pg_dump_version": pg_dump.version, "pg_dump_major": pg_dump.major,
         "application_version": db.application_version or os.environ.get("AXISOR_APPLICATION_VERSION"),
         "duration_seconds": round(time.monotonic() - started, 3),
+        **(extra_metadata or {}),
     })
     now_ns = time.time_ns()
     node = Node(name=dump_file.encode(), type=FILE, mode=stat.S_IFREG | 0o600,
@@ -256,10 +314,18 @@ class TableCheck:
     table: str
     expected: int
     actual: int | None  # None: the table is missing after the restore
+    expected_checksum: str | None = None  # None: the snapshot predates row checksums
+    actual_checksum: str | None = None
+
+    @property
+    def checksum_ok(self) -> bool | None:
+        if self.expected_checksum is None:
+            return None
+        return self.actual_checksum == self.expected_checksum
 
     @property
     def ok(self) -> bool:
-        return self.actual == self.expected
+        return self.actual == self.expected and self.checksum_ok is not False
 
 
 @dataclass
@@ -271,12 +337,16 @@ class DbRestoreReport:
     bytes: int = 0
     seconds: float = 0.0
     tables: list[TableCheck] = field(default_factory=list)
-    schema_fingerprint_match: bool = False
+    schema_fingerprint_match: bool | None = False  # None: not compared (partial restore)
     warnings: list[str] = field(default_factory=list)
+    partial: bool = False
+    safety_snapshot: str | None = None  # the backup of the target taken before --force
+    large_objects: dict | None = None  # {"expected": .., "actual": .., "ok": ..} when recorded
 
     @property
     def ok(self) -> bool:
-        return all(t.ok for t in self.tables)
+        lo_ok = self.large_objects is None or self.large_objects.get("ok", True)
+        return all(t.ok for t in self.tables) and lo_ok
 
     @property
     def mismatches(self) -> list[TableCheck]:
@@ -311,8 +381,8 @@ SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relname
      + (SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql')"""
 
 
-async def _prepare_database(target: PgTarget, force: bool) -> bool:
-    """Create the target database, or check an existing one is empty. True when created."""
+async def _prepare_database(target: PgTarget) -> tuple[bool, int]:
+    """Create the target database when missing. Returns (created, user objects it holds)."""
     name = target.params.get("dbname")
     if not name:
         raise UsageError("--target-db must name a database")
@@ -324,7 +394,7 @@ async def _prepare_database(target: PgTarget, force: bool) -> bool:
                 await conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
             except psycopg.Error as exc:
                 raise DatabaseError(f"cannot create database {name!r}: {target.scrub(str(exc).strip())}") from None
-            return True
+            return True, 0
     finally:
         await conn.close()
     conn = await target.connect()
@@ -332,15 +402,7 @@ async def _prepare_database(target: PgTarget, force: bool) -> bool:
         (objects,), = await _rows(conn, _USER_OBJECTS)
     finally:
         await conn.close()
-    if objects:
-        if force:
-            raise RestoreRefused(
-                f"database {name!r} is not empty ({objects} objects); restoring over an existing database "
-                f"(--force, with a safety backup taken first) is not available yet: restore into a new "
-                f"database name instead")
-        raise RestoreRefused(f"database {name!r} is not empty ({objects} objects); restore into a new or "
-                             f"empty database")
-    return False
+    return False, objects
 
 
 async def _drop_database(target: PgTarget) -> None:
@@ -357,53 +419,171 @@ def _write_all(pipe, data: bytes) -> None:
     pipe.write(data)
 
 
-async def restore_logical(repo: Repository, snap: Snapshot, target: PgTarget, *,
-                          pg_bin_dir=None, force: bool = False) -> DbRestoreReport:
-    """Restore a logical database snapshot into ``target`` and validate its row counts.
+_PRESENT = """
+SELECT 'SCHEMA ' || nspname FROM pg_namespace
+UNION ALL SELECT 'EXTENSION ' || extname FROM pg_extension
+UNION ALL SELECT 'TYPE ' || n.nspname || ' ' || t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+UNION ALL SELECT 'FUNCTION ' || n.nspname || ' ' || p.proname || '(' || coalesce((
+    SELECT string_agg(format_type(a, NULL), ', ' ORDER BY i)
+    FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY AS x(a, i)
+  ), '') || ')' FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+UNION ALL SELECT 'COLLATION ' || n.nspname || ' ' || c.collname
+  FROM pg_collation c JOIN pg_namespace n ON n.oid = c.collnamespace
+UNION ALL SELECT 'TABLE ' || n.nspname || ' ' || c.relname
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p')"""
 
-    The returned report's ``ok`` is False when a table's row count differs from the
-    snapshot's metadata; the caller turns that into a failure."""
+
+async def _existing(target: PgTarget, tables: list[str]) -> tuple[set[str], list[str]]:
+    """What the target already has (toc.presence_key names), and which of ``tables``."""
+    conn = await target.connect()
+    try:
+        present = {r[0] for r in await _rows(conn, _PRESENT)}
+        relations = {f"{a}.{b}" for a, b in await _rows(
+            conn, "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                  "WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')")}
+    finally:
+        await conn.close()
+    return present, [t for t in tables if t in relations]
+
+
+async def restore_logical(repo: Repository, snap: Snapshot, target: PgTarget, *,
+                          pg_bin_dir=None, force: bool = False, tables: tuple[str, ...] = (),
+                          schemas: tuple[str, ...] = (), db: DatabaseConfig | None = None) -> DbRestoreReport:
+    """Restore a logical database snapshot (or just ``tables``/``schemas`` of it) into
+    ``target`` and validate the restored tables' row counts and checksums.
+
+    A non-empty target is refused for a whole-database restore unless ``force``: then a
+    safety snapshot of the target is committed first (``db`` supplies pg_bin_dir and the
+    application version for it). A partial restore may go into a non-empty database whose
+    chosen tables do not exist yet. The returned report's ``ok`` is False when a restored
+    table's count or checksum differs from the snapshot's metadata."""
     meta = snap.metadata or {}
     if snap.source != SOURCE or meta.get("mode") != "logical":
         raise UsageError(f"snapshot {snap.short_id} ({snap.source}) is not a logical database backup")
     expected = meta.get("tables")
     if not isinstance(expected, dict) or not all(isinstance(v, int) for v in expected.values()):
         raise UsageError(f"snapshot {snap.short_id} has no table row counts to validate against")
+    checksums = meta.get("checksums") if isinstance(meta.get("checksums"), dict) else {}
+    partial = bool(tables or schemas)
+    if partial and force:
+        raise UsageError("--force restores a whole database; --table/--schema restore into a database "
+                         "that does not have those tables yet (a new one, or restore and copy over)")
     node = _dump_node(await repo.load_tree(bytes.fromhex(snap.tree)), meta)
     pg_restore = await asyncio.to_thread(find_tool, "pg_restore", pg_bin_dir)
     check_restore_tool(pg_restore, int(meta.get("pg_dump_major") or 0), str(meta.get("pg_dump_version")))
     started = time.monotonic()
-    created = await _prepare_database(target, force)
-    report = DbRestoreReport(snap.id, target.params["dbname"], target.describe(), created)
+    entries = None
+    if partial:
+        listing = await _list_toc(repo, node, target, pg_restore.path)
+        entries = toc.parse(listing)
+        toc.select(entries, tables, schemas)  # unknown names: a usage error before anything changes
+    created, objects = await _prepare_database(target)
+    name = target.params["dbname"]
+    report = DbRestoreReport(snap.id, name, target.describe(), created, partial=partial)
+    extra: list[str] = []
+    list_text: str | None = None
     try:
-        report.bytes, report.warnings = await _feed_pg_restore(repo, node, target, pg_restore.path)
+        if partial:
+            present, _ = await _existing(target, [])
+            chosen = toc.select(entries, tables, schemas, present)
+            _, clash = await _existing(target, chosen.tables)
+            if clash:
+                raise RestoreRefused(f"database {name!r} already has {', '.join(clash)}; drop or rename "
+                                     f"it first, or restore into another database")
+            expected = {t: expected[t] for t in chosen.tables if t in expected}
+            list_text = "\n".join(chosen.lines) + "\n"
+        elif objects:
+            if not force:
+                raise RestoreRefused(f"database {name!r} is not empty ({objects} objects); restore into a new or "
+                                     f"empty database, or give --force to replace its contents (a safety "
+                                     f"backup of it is taken first)")
+            safety = await backup_logical(
+                repo, db or DatabaseConfig(), tags=("safety",), target=target,
+                extra_metadata={"safety_for": {"snapshot": snap.id, "target": target.describe(),
+                                               "database": name}})
+            report.safety_snapshot = safety.id
+            extra = ["--clean", "--if-exists"]
+        try:
+            report.bytes, report.warnings = await _feed_pg_restore(repo, node, target, pg_restore.path,
+                                                                   extra, list_text)
+            if partial:
+                report.warnings[:0] = [f"foreign key {fk} left out: it joins a table that is not restored"
+                                       for fk in chosen.skipped_fks]
+        except DatabaseError as exc:
+            if report.safety_snapshot:
+                raise DatabaseError(f"{exc} (the database is unchanged; safety snapshot "
+                                    f"{report.safety_snapshot[:8]} holds its state before this restore)") from None
+            raise
     except BaseException:
         if created:
             await _drop_database(target)
         raise
     conn = await target.connect()
     try:
-        actual = await table_counts(conn)
-        report.schema_fingerprint_match = (await schema_fingerprint(conn)) == meta.get("schema_fingerprint")
+        actual = await table_stats(conn, set(expected))
+        if not partial:
+            report.schema_fingerprint_match = (await schema_fingerprint(conn)) == meta.get("schema_fingerprint")
+            lo_want = meta.get("large_objects")
+            if isinstance(lo_want, dict):
+                lo_got = await large_object_stats(conn)
+                if lo_got is not None:
+                    report.large_objects = {"expected": lo_want, "actual": lo_got, "ok": lo_got == lo_want}
+        else:
+            report.schema_fingerprint_match = None
     except psycopg.Error as exc:
         raise DatabaseError(f"validating {target.describe()} failed: {target.scrub(str(exc).strip())}") from None
     finally:
         await conn.close()
-    report.tables = [TableCheck(name, count, actual.get(name)) for name, count in sorted(expected.items())]
+    report.tables = [TableCheck(t, count, actual[t][0] if t in actual else None, checksums.get(t),
+                                actual[t][1] if t in actual else None)
+                     for t, count in sorted(expected.items())]
     report.seconds = round(time.monotonic() - started, 3)
     return report
 
 
-async def _feed_pg_restore(repo: Repository, node: Node, target: PgTarget,
-                           pg_restore) -> tuple[int, list[str]]:
-    argv = [str(pg_restore), "--no-owner", "--single-transaction", "--no-password",
-            "-d", target.conninfo()]
+async def _list_toc(repo: Repository, node: Node, target: PgTarget, pg_restore) -> str:
+    """``pg_restore -l -v`` of the dump, fed on stdin: it reads the header and the TOC, then exits."""
+    argv = [str(pg_restore), "-l", "-v"]
+    _, text, listing = await _pipe_dump(repo, node, target, argv, capture=True, early_exit=True)
+    return listing
+
+
+async def _feed_pg_restore(repo: Repository, node: Node, target: PgTarget, pg_restore,
+                           extra: list[str] | tuple[str, ...] = (),
+                           list_text: str | None = None) -> tuple[int, list[str]]:
+    argv = [str(pg_restore), "--no-owner", "--single-transaction", "--no-password", *extra]
+    if list_text is None:
+        written, text, _ = await _pipe_dump(repo, node, target, [*argv, "-d", target.conninfo()])
+    else:
+        # The list is not secret, but is kept private anyway: 0600 in a 0700 folder, removed after.
+        folder = tempfile.mkdtemp(prefix="axisor-toc.")
+        try:
+            path = os.path.join(folder, "restore.list")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(list_text)
+            # pg_restore stops reading once the last chosen entry is restored: not an error.
+            written, text, _ = await _pipe_dump(repo, node, target, [*argv, "-L", path, "-d", target.conninfo()],
+                                                early_exit=True)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    return written, [ln for ln in text.splitlines() if ln.strip()]
+
+
+async def _pipe_dump(repo: Repository, node: Node, target: PgTarget, argv: list[str], *,
+                     capture: bool = False, early_exit: bool = False) -> tuple[int, str, str]:
+    """Write the dump's blobs, in order, to ``argv``'s stdin. Returns (bytes written, stderr,
+    stdout when ``capture``). With ``early_exit`` the program may stop reading before the end
+    (-l, -L) as long as it exits 0."""
+    pg_restore = argv[0]
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, env=target.child_env())
     except OSError as exc:
         raise DatabaseError(f"cannot start {pg_restore}: {exc.strerror}") from None
     errors = _StderrReader(proc.stderr)
+    output = _StderrReader(proc.stdout, 256 * 1024 * 1024) if capture else None
     written = 0
     broken = False
     fetches: list[asyncio.Future] = []
@@ -436,9 +616,10 @@ async def _feed_pg_restore(repo: Repository, node: Node, target: PgTarget,
         with contextlib.suppress(OSError):
             proc.stdin.close()
     text = target.scrub(errors.text())
-    if code != 0 or broken:
+    stdout = output.text(60) if output is not None else ""
+    if code != 0 or (broken and not early_exit):
         detail = _last_lines(text) or f"exit status {code}"
         raise DatabaseError(f"pg_restore into {target.describe()} failed (exit {code}): {detail}")
-    if written != node.size:
+    if not broken and written != node.size:
         raise DatabaseError(f"the dump in the snapshot is {written} bytes, its manifest says {node.size}")
-    return written, [ln for ln in text.splitlines() if ln.strip()]
+    return written, text, stdout
