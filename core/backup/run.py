@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
-import os
 import socket
 import uuid
 from collections.abc import Callable
@@ -11,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 from core import __version__
+from core.backup.single_file import current_user
 from core.backup.archiver import Archiver, ArchiveStats
 from core.config import DatabaseConfig, SourceSpec
 from core.errors import SourceError, UsageError
@@ -132,10 +131,7 @@ async def _backup_source(repo: Repository, spec: SourceSpec, kind: str, ref: Sna
         data_added=added, data_added_packed=packed,
         compression_ratio=round(added / packed, 3) if packed else 1.0,
     )
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
+    user = current_user()
     snap = Snapshot(
         time=datetime.now(timezone.utc).astimezone().isoformat(timespec="microseconds"),
         source=spec.name, paths=tuple(str(p) for p in spec.paths), tree=root.hex(), type=kind,

@@ -25,30 +25,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 import hashlib
 import os
 import shutil
-import socket
-import stat
 import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 
 import psycopg
 from psycopg import sql
 
-from core import __version__
+from core.backup.single_file import single_file_snapshot
 from core.backup.stream import StreamWriter
 from core.config import DatabaseConfig
 from core.errors import DatabaseError, RestoreRefused, UsageError
 from core.repository.format import BlobType
 from core.repository.repository import Repository
-from core.repository.snapshot import Snapshot, Summary
+from core.repository.snapshot import Snapshot
 from core.repository.tree import FILE, Node, Tree
 from core.sources.postgres import toc
 from core.sources.postgres.connection import PgTarget
@@ -237,32 +233,9 @@ async def backup_logical(repo: Repository, db: DatabaseConfig, *, backup_set: st
         "duration_seconds": round(time.monotonic() - started, 3),
         **(extra_metadata or {}),
     })
-    now_ns = time.time_ns()
-    node = Node(name=dump_file.encode(), type=FILE, mode=stat.S_IFREG | 0o600,
-                uid=os.getuid(), gid=os.getgid(), mtime_ns=now_ns, atime_ns=now_ns, ctime_ns=now_ns,
-                size=size, content=ids)
-    try:
-        root = await repo.save_tree(Tree([node]))
-        await repo.flush()
-    except BaseException:
-        await repo.abort()
-        raise
-    after = repo.stats.by_type.get(BlobType.DATA, [0, 0, 0])
-    added, packed = after[1] - before[1], after[2] - before[2]
-    metadata["compression_ratio"] = round(added / packed, 3) if packed else 1.0
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
-    summary = Summary(files_new=1, total_files=1, total_bytes=size, bytes_read=size,
-                      data_blobs_new=after[0] - before[0], data_added=added, data_added_packed=packed,
-                      compression_ratio=metadata["compression_ratio"])
-    snap = Snapshot(
-        time=datetime.now(timezone.utc).astimezone().isoformat(timespec="microseconds"),
-        source=SOURCE, paths=(target.describe(),), tree=root.hex(), type="full", backup_set=backup_set,
-        hostname=socket.gethostname(), username=user, tags=tuple(tags), warnings=warnings,
-        summary=summary, program_version=__version__, metadata=metadata,
-    )
+    snap = await single_file_snapshot(
+        repo, name=dump_file, ids=ids, size=size, before=before, source=SOURCE, paths=(target.describe(),),
+        backup_set=backup_set, tags=tags, metadata=metadata, warnings=warnings)
     snap_id = await repo.save_snapshot(snap)
     return replace(snap, id=snap_id)
 
