@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("-l", "--long", action="store_true")
 
     r = sub.add_parser("restore", parents=[common], help="restore snapshots into a folder, or a database")
-    r.add_argument("snapshot", nargs="+", help="ids, id prefixes, latest (the newest backup set) or latest:SOURCE")
+    r.add_argument("snapshot", nargs="*", help="ids, id prefixes, latest (the newest backup set) or latest:SOURCE")
     r.add_argument("--target", type=Path, help="folder to restore files into")
     r.add_argument("--target-db", metavar="URL",
                    help="restore a database snapshot into this database (postgresql://HOST:PORT/DBNAME, "
@@ -97,6 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --target-db: restore only this table and what it needs (repeatable)")
     r.add_argument("--schema", action="append", default=[], metavar="NAME",
                    help="with --target-db: restore only this schema's tables and objects (repeatable)")
+    r.add_argument("--to-time", metavar="TIMESTAMP",
+                   help="point-in-time recovery of the database (ISO 8601; local time without an offset) "
+                        "into --target-dir, from a physical base backup and the archived WAL")
+    r.add_argument("--target-dir", type=Path, metavar="DIR",
+                   help="with --to-time: a new or empty directory for the restored data directory")
+    r.add_argument("--start", action="store_true",
+                   help="with --to-time: start the restored server on --port and wait until it has promoted")
+    r.add_argument("--port", type=int, help="with --start: the restored server's port")
+    r.add_argument("--os-user", metavar="USER",
+                   help="with --to-time as root: the OS user to own and run the restored cluster (default postgres)")
+    r.add_argument("--timeout", type=float, default=900, metavar="SECONDS",
+                   help="with --start: how long recovery may take (default 900)")
     r.add_argument("--include", action="append", default=[], metavar="GLOB")
     r.add_argument("--source", help="with latest: the newest snapshot of this source")
 
@@ -298,6 +310,13 @@ async def cmd_ls(svc: BackupService, args, out: Output) -> int:
 
 
 async def cmd_restore(svc: BackupService, args, out: Output) -> int:
+    if args.to_time is not None or args.target_dir is not None:
+        return await _restore_pitr(svc, args, out)
+    if args.start or args.port is not None or args.os_user:
+        raise UsageError("--start, --port and --os-user only apply to --to-time")
+    if not args.snapshot:
+        raise UsageError("restore needs a snapshot (an id, a prefix, latest or latest:SOURCE), "
+                         "or --to-time for point-in-time recovery")
     if args.target_db is not None:
         if args.target is not None:
             raise UsageError("give either --target (a folder) or --target-db (a database), not both")
@@ -319,6 +338,53 @@ async def cmd_restore(svc: BackupService, args, out: Output) -> int:
     out.emit(data, lambda: "\n".join(
         f"restored {s.short_id} {s.source}: {st.files} files, {st.dirs} folders, {st.symlinks} symlinks, "
         f"{st.hardlinks} hard links, {human_bytes(st.bytes)} into {args.target}" for s, st in results))
+    return EXIT_OK
+
+
+async def _restore_pitr(svc: BackupService, args, out: Output) -> int:
+    from core.sources.postgres.pitr import parse_target_time
+
+    if args.to_time is None or args.target_dir is None:
+        raise UsageError("point-in-time recovery needs both --to-time TIMESTAMP and --target-dir DIR")
+    if args.source not in (None, "database"):
+        raise UsageError("--to-time restores the database: use --source database (or leave it out)")
+    if args.target is not None or args.target_db is not None or args.table or args.schema or args.force:
+        raise UsageError("--to-time restores a whole cluster into --target-dir: --target, --target-db, "
+                         "--table, --schema and --force do not apply")
+    if len(args.snapshot) > 1:
+        raise UsageError("--to-time takes at most one base backup snapshot (default: the newest that fits)")
+    target_time = parse_target_time(args.to_time)
+    snap = (await svc.resolve(args.snapshot, "database"))[0] if args.snapshot else None
+    tty = sys.stderr.isatty() and not out.json
+
+    def phase(name: str) -> None:
+        if tty:
+            Output.note({"window": "checking the recovery window", "extract": "extracting the base backup",
+                         "configure": "writing recovery settings",
+                         "recover": "starting the server and replaying WAL"}.get(name, name))
+
+    report = await svc.restore_database_pitr(
+        target_time, args.target_dir, config_path=args.config_path, snapshot=snap, start=args.start,
+        port=args.port, os_user=args.os_user, timeout=args.timeout, on_phase=phase)
+    data = asdict(report)
+
+    def text() -> str:
+        lines = [f"restored base backup {report.base_snapshot[:8]} (ended {report.base_stop_time}) into "
+                 f"{report.target_dir}: {human_bytes(report.bytes)}",
+                 f"recovery target: {report.target_time}"]
+        if report.started:
+            lines.append(f"the server on port {report.port} has promoted: {report.stopped_at or 'stop point not logged'}")
+            if report.last_transaction:
+                lines.append(f"last transaction kept: {report.last_transaction}")
+            lines.append(f"took {report.seconds.get('total', 0):.1f} s "
+                         f"(extract {report.seconds.get('extract', 0):.1f} s, recovery {report.seconds.get('recover', 0):.1f} s)")
+        else:
+            lines.append("start it with: " + " ".join(report.start_command))
+            lines.append("it replays archived WAL through `axisor-backup wal-fetch`, stops at the target and promotes")
+        lines.extend(f"warning: {w}" for w in report.warnings)
+        return "\n".join(lines)
+
+    out.emit(data, text)
     return EXIT_OK
 
 
@@ -378,6 +444,7 @@ async def cmd_verify(svc: BackupService, args, out: Output) -> int:
         "ok": report.ok, "full": report.full, "snapshots_checked": report.snapshots_checked,
         "trees_checked": report.trees_checked, "blobs_referenced": report.blobs_referenced,
         "packs_checked": report.packs_checked, "bytes_read": report.bytes_read,
+        "wal_files_checked": report.wal_files_checked,
         "unreferenced_packs": report.unreferenced_packs,
         "damage": [asdict(d) for d in report.damage],
     }
@@ -386,6 +453,7 @@ async def cmd_verify(svc: BackupService, args, out: Output) -> int:
         kind = "full" if report.full else "quick"
         lines = [f"{kind} verification: {report.snapshots_checked} snapshots, {report.trees_checked} trees, "
                  f"{report.blobs_referenced} blob references"
+                 + (f", {report.wal_files_checked} WAL files" if report.wal_files_checked else "")
                  + (f", {report.packs_checked} packs read ({human_bytes(report.bytes_read)})" if report.full else "")]
         if report.unreferenced_packs:
             lines.append(f"note: {len(report.unreferenced_packs)} packs are not referenced by any index "
@@ -396,6 +464,8 @@ async def cmd_verify(svc: BackupService, args, out: Output) -> int:
             lines.append(f"DAMAGED {d.object}: {d.reason}")
             if d.snapshots:
                 lines.append(f"  snapshots affected: {', '.join(x[:8] for x in d.snapshots)}")
+            if d.wal_files:
+                lines.append(f"  WAL files affected: {', '.join(d.wal_files)}")
             for f in d.files:
                 lines.append(f"  file: {f}")
         return "\n".join(lines)

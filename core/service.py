@@ -169,6 +169,9 @@ class BackupService:
         from core.sources.postgres.connection import PgTarget
         from core.sources.postgres.logical import restore_logical
 
+        if (snap.metadata or {}).get("mode") == "physical":
+            raise UsageError(f"snapshot {snap.short_id} is a physical base backup: restore it with "
+                             "--to-time TIMESTAMP --target-dir DIR (point-in-time recovery), not --target-db")
         fallback = PgTarget.from_config(self.config.database)
         target = PgTarget.from_url(target_db, fallback)
         repo = await self.repository()
@@ -177,6 +180,25 @@ class BackupService:
             return await restore_logical(repo, snap, target, pg_bin_dir=self.config.database.pg_bin_dir,
                                          force=force, tables=tables, schemas=schemas,
                                          db=self.config.database)
+
+    async def restore_database_pitr(self, target_time, target_dir: Path, *, config_path: Path,
+                                    snapshot: Snapshot | None = None, start: bool = False,
+                                    port: int | None = None, os_user: str | None = None,
+                                    timeout: float = 900, on_phase: Callable[[str], None] | None = None):
+        """Point-in-time recovery into a new data directory (core.sources.postgres.pitr)."""
+        from core.sources.postgres.pitr import restore_pitr
+
+        repo = await self.repository(load_index=False)
+        async with Lock(self.backend, exclusive=False, operation="restore"):
+            await repo.load_index()
+            return await restore_pitr(repo, self.config, target_time, target_dir, config_path=config_path,
+                                      snapshot=snapshot, start=start, port=port, os_user=os_user,
+                                      timeout=timeout, on_phase=on_phase)
+
+    async def recovery_window(self):
+        from core.sources.postgres.pitr import recovery_window
+
+        return await recovery_window(await self.repository(load_index=False))
 
     async def verify(self, *, full: bool = False, snapshot_refs: list[str] | None = None) -> VerifyReport:
         # Verify must open a repository whose index is damaged, to report it.

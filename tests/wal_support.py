@@ -61,7 +61,8 @@ class ServerRepo:
         os.chmod(d, 0o755)
         site = sysconfig.get_paths()["purelib"]
         wrapper = d / "axisor-backup"
-        wrapper.write_text(f"#!/bin/sh\nPYTHONPATH='{ROOT}:{site}' exec {_server_python()} -m app.cli \"$@\"\n")
+        wrapper.write_text(f"#!/bin/sh\nAXISOR_BACKUP_PROGRAM='{wrapper}' PYTHONPATH='{ROOT}:{site}' "
+                           f"exec {_server_python()} -m app.cli \"$@\"\n")
         wrapper.chmod(0o755)
         pf = d / "passphrase"
         pf.write_text(PASSPHRASE + "\n")

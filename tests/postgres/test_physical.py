@@ -88,6 +88,10 @@ def test_base_backup_metadata_and_content(setup) -> None:
         raise AssertionError(f"backup WAL not archived: {wal}")
     r = sr.cli("database", "status", "--json", as_server=False)
     assert r.code == 0, r.err
+    # Nothing after the backup's end is archived yet: no point in time can be restored so far.
+    assert r.json()["recovery_window"] is None
+    switch_and_wait(c)
+    r = sr.cli("database", "status", "--json", as_server=False)
     st = r.json()
     assert st["base_backups"] == 1 and st["gaps"] == []
     assert st["recovery_window"]["from"] == md["stop_time"]

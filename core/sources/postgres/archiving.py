@@ -120,18 +120,20 @@ async def archive_status(repo: Repository, target: PgTarget | None) -> dict:
             out.update(last_segment=newest.name, last_pushed=newest.pushed,
                        age_seconds=round((now - newest.pushed_at).total_seconds(), 1))
         out["gaps"] = [{"from": a, "to": b} for a, b in find_gaps(segments, seg_size)]
-    snaps, _ = await repo.list_snapshots()
-    bases = [s for s in snaps if s.source == "database" and (s.metadata or {}).get("mode") == "physical"]
-    out["base_backups"] = len(bases)
-    if bases and out["last_pushed"]:
-        oldest = min(bases, key=lambda s: s.metadata.get("stop_time", s.time))
-        out["recovery_window"] = {"from": oldest.metadata.get("stop_time"), "to": out["last_pushed"],
-                                  "oldest_base_backup": oldest.id,
-                                  "needs_from_segment": oldest.metadata.get("start_wal_file")}
-        start = oldest.metadata.get("start_wal_file")
-        if start and segments and start not in segments:
-            out["gaps"].insert(0, {"from": start, "to": start, "note": "the oldest base backup's first WAL file "
-                                                                       "is not archived"})
+    from core.sources.postgres.pitr import recovery_window
+
+    window = await recovery_window(repo)
+    out["base_backups"] = len(window.bases)
+    if window.start is not None and window.end is not None:
+        oldest = min((b for b in window.bases if b.usable), key=lambda b: b.stop_time)
+        out["recovery_window"] = {"from": window.start.isoformat(), "to": window.end.isoformat(),
+                                  "oldest_base_backup": oldest.snapshot.id,
+                                  "needs_from_segment": oldest.start_wal_file}
+    out["base_backup_problems"] = [{"snapshot": b.snapshot.id, "problem": b.problem}
+                                   for b in window.bases if b.problem]
+    if window.bases and segments and window.bases[0].start_wal_file not in segments:
+        out["gaps"].insert(0, {"from": window.bases[0].start_wal_file, "to": window.bases[0].start_wal_file,
+                               "note": "the oldest base backup's first WAL file is not archived"})
     if target is not None:
         try:
             conn = await target.connect()
