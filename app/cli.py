@@ -12,6 +12,7 @@ archiving settings not ready (database archiving), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import asyncio
 import getpass
 import json
@@ -23,12 +24,13 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+from app import cli_drills, cli_jobs, cli_locations, cli_prune, cli_schedules
 from app.process import tune_process
 from core.config import (
     Config, ConfigError, PassphraseError, default_config_path, load_config, resolve_passphrase,
 )
 from core import __version__
-from core.errors import AxisorError, PartialBackup, RestoreValidationFailed, SourceError, UsageError, VerificationFailed
+from core.errors import AxisorError, RestoreValidationFailed, UsageError, VerificationFailed
 from core.repository.snapshot import Snapshot
 from core.service import BackupService
 
@@ -73,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--source", action="append", default=[], metavar="NAME",
                    help="e.g. application/log_files, log_files, or application (repeatable)")
     b.add_argument("--tag", action="append", default=[], metavar="TAG")
+    b.add_argument("--lock-wait", type=float, default=600, metavar="SECONDS",
+                   help="how long to wait for a repository lock another process holds (default 600; 0 fails at once)")
 
     s = sub.add_parser("snapshots", parents=[common], help="the catalog of snapshots")
     s.add_argument("--source", help="only this source")
@@ -109,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --to-time as root: the OS user to own and run the restored cluster (default postgres)")
     r.add_argument("--timeout", type=float, default=900, metavar="SECONDS",
                    help="with --start: how long recovery may take (default 900)")
+    r.add_argument("--dry-run", action="store_true",
+                   help="with --target: list what would be created, overwritten and removed; change nothing")
+    r.add_argument("--delete", action="store_true",
+                   help="with --target: remove files under the snapshot's folders that the snapshot does not have")
+    r.add_argument("--no-validate", action="store_true",
+                   help="with --target: skip reading every restored file back against the snapshot")
     r.add_argument("--include", action="append", default=[], metavar="GLOB")
     r.add_argument("--source", help="with latest: the newest snapshot of this source")
 
@@ -144,8 +154,21 @@ def build_parser() -> argparse.ArgumentParser:
     dbsub.add_parser("status", parents=[common],
                      help="the WAL archive: last segment and its age, gaps, the recovery window")
 
+    rb = sub.add_parser("rollback", parents=[common],
+                        help="undo a restore: put back what it overwrote, from its safety snapshots")
+    rb.add_argument("restore_id", metavar="RESTORE_ID", help="printed by restore (restore_id in --json)")
     u = sub.add_parser("unlock", parents=[common], help="remove stale locks")
     u.add_argument("--all", action="store_true", help="remove every lock, also live ones")
+    cli_schedules.add_parser(sub, common)
+    cli_prune.add_parser(sub, common)
+    cli_locations.add_parsers(sub, common)
+    cli_jobs.add_parsers(sub, common)
+    cli_drills.add_parsers(sub, common)
+
+    con = sub.add_parser("console", help="the interactive console (also: bare axisor-backup on a terminal)")
+    con.add_argument("--read-only", action="store_true", help="disable every action that changes anything")
+    con.add_argument("--no-daemon", action="store_true",
+                     help="always use an embedded engine, even when a daemon answers")
     return p
 
 
@@ -194,61 +217,12 @@ async def cmd_init(svc: BackupService, args, out: Output) -> int:
 
 
 async def cmd_backup(svc: BackupService, args, out: Output) -> int:
-    last = [0.0]
-    tty = sys.stderr.isatty() and not out.json
-
-    def progress(source: str, st) -> None:
-        now = time.monotonic()
-        if tty and now - last[0] > 0.25:
-            last[0] = now
-            print(f"\r{source}: {st.total_files} files, {human_bytes(st.bytes_read)} read   ",
-                  end="", file=sys.stderr, flush=True)
-
-    result = await svc.backup(kind=args.kind, sources=args.source, tags=tuple(args.tag), on_progress=progress)
-    if tty:
-        print("\r" + " " * 70 + "\r", end="", file=sys.stderr)
-    data = {"backup_set": result.backup_set,
-            "snapshots": [snapshot_json(r.snapshot) for r in result.results if r.snapshot]}
-
-    def text() -> str:
-        lines = [f"backup set {result.backup_set}"]
-        for r in result.results:
-            s = r.snapshot
-            if s is None:
-                lines.append(f"  {r.source}: FAILED: {r.error}")
-                continue
-            m = s.summary
-            lines.append(
-                f"  {s.short_id} {s.source} ({s.type}): {m.total_files} files, {human_bytes(m.total_bytes)}; "
-                f"new {m.files_new}, changed {m.files_changed}, unmodified {m.files_unmodified}, "
-                f"removed {m.files_removed}; added {human_bytes(m.data_added)} "
-                f"({human_bytes(m.data_added_packed)} stored)"
-            )
-            lines.extend(f"    warning: {w}" for w in s.warnings)
-        return "\n".join(lines)
-
-    data["failed"] = [{"source": r.source, "error": r.error} for r in result.failed_sources]
-    out.emit(data, text)
-    if result.failed_sources:
-        for r in result.failed_sources:
-            Output.note(f"error: {r.source}: {r.error}")
-        return result.failed_sources[0].code or SourceError.exit_code
-    if result.partial:
-        Output.note("backup finished with warnings: some files were not read completely (exit 7)")
-        return PartialBackup.exit_code
-    return EXIT_OK
+    # A backup is a job: through the daemon when one runs, else an engine in this process.
+    return await cli_jobs.cmd_backup(svc, args, out)
 
 
 async def cmd_snapshots(svc: BackupService, args, out: Output) -> int:
-    snaps, damaged = await svc.snapshots()
-    if args.source:
-        snaps = [s for s in snaps if s.source == args.source]
-    out.emit({"snapshots": [snapshot_json(s) for s in snaps],
-              "damaged": [{"object": e.key, "reason": e.reason} for e in damaged]},
-             lambda: catalog_text(snaps))
-    for e in damaged:
-        Output.note(f"warning: {e}")
-    return EXIT_OK
+    return await cli_locations.cmd_snapshots(svc, args, out)  # merged across every location
 
 
 async def cmd_show(svc: BackupService, args, out: Output) -> int:
@@ -327,18 +301,79 @@ async def cmd_restore(svc: BackupService, args, out: Output) -> int:
         raise UsageError("--force only applies to --target-db")
     if args.table or args.schema:
         raise UsageError("--table and --schema only apply to --target-db")
+    location = await cli_locations.choose_restore_location(svc, args)
     snaps = await svc.resolve(args.snapshot, args.source)
-    results = []
-    for s in snaps:
-        st = await svc.restore(s, args.target, tuple(args.include))
-        results.append((s, st))
-    data = {"target": str(args.target.resolve()), "restored": [
-        {"snapshot": s.id, "source": s.source, "files": st.files, "dirs": st.dirs, "symlinks": st.symlinks,
-         "hardlinks": st.hardlinks, "bytes": st.bytes} for s, st in results]}
-    out.emit(data, lambda: "\n".join(
-        f"restored {s.short_id} {s.source}: {st.files} files, {st.dirs} folders, {st.symlinks} symlinks, "
-        f"{st.hardlinks} hard links, {human_bytes(st.bytes)} into {args.target}" for s, st in results))
+    from core.restore.safety import new_restore_id
+
+    restore_id = new_restore_id()  # one id for every snapshot of this run: one rollback undoes it all
+    outcomes = await svc.restore_many(snaps, args.target, include=tuple(args.include), delete=args.delete,
+                                      dry_run=args.dry_run, validate=not args.no_validate, restore_id=restore_id)
+    data = {"target": str(args.target.resolve()), "location": location or "local", "dry_run": args.dry_run,
+            "restore_id": None if args.dry_run else restore_id,
+            "restored": [_outcome_json(o) for o in outcomes]}
+    out.emit(data, lambda: "\n".join(_outcome_text(o, args) for o in outcomes))
+    bad = [o for o in outcomes if not o.ok]
+    if bad:
+        Output.note(f"error: {sum(len(o.validation.mismatches) for o in bad)} restored files differ from the "
+                    f"snapshot (exit {RestoreValidationFailed.exit_code})")
+        return RestoreValidationFailed.exit_code
     return EXIT_OK
+
+
+def _outcome_json(o) -> dict:
+    d: dict = {"snapshot": o.snapshot.id, "source": o.snapshot.source, "plan": o.plan.counts(),
+               "changes": [{"path": str(c.path), "action": c.action, "kind": c.kind, "reason": c.reason}
+                           for c in o.plan.changes if c.action not in ("unchanged",)],
+               "safety_snapshot": o.safety_snapshot.id if o.safety_snapshot else None,
+               "validation": o.validation.as_dict() if o.validation else None}
+    if o.stats is not None:
+        st = o.stats
+        d.update(files=st.files, dirs=st.dirs, symlinks=st.symlinks, hardlinks=st.hardlinks, bytes=st.bytes,
+                 unchanged=st.unchanged, metadata=st.metadata, removed=st.removed)
+    return d
+
+
+def _outcome_text(o, args) -> str:
+    c = o.plan.counts()
+    s = o.snapshot
+    if o.stats is None:
+        lines = [f"{s.short_id} {s.source} into {args.target} would: create {c['create']}, overwrite "
+                 f"{c['overwrite']}, fix metadata of {c['metadata']}, remove {c['remove']}; {c['unchanged']} "
+                 f"already right" + (f"; {c['conflict']} in the way" if c["conflict"] else "")]
+        for ch in o.plan.changes:
+            if ch.action != "unchanged":
+                lines.append(f"  {ch.action:<9} {ch.kind:<7} {ch.path}" + (f"  ({ch.reason})" if ch.reason else ""))
+        return "\n".join(lines)
+    st = o.stats
+    lines = [f"restored {s.short_id} {s.source}: {st.files} files written, {st.unchanged} already right, "
+             f"{st.metadata} re-stamped, {st.removed} removed, {st.dirs} folders, {st.symlinks} symlinks, "
+             f"{st.hardlinks} hard links, {human_bytes(st.bytes)} into {args.target}"]
+    if o.safety_snapshot:
+        lines.append(f"safety snapshot {o.safety_snapshot.short_id} holds what was there before "
+                     f"(undo: axisor-backup rollback {o.restore_id})")
+    if o.validation:
+        v = o.validation
+        lines.append(f"validated: {v.files} files ({human_bytes(v.bytes)}) and {v.symlinks} symlinks read back "
+                     + ("match the snapshot" if v.ok else f"— {len(v.mismatches)} DIFFER:"))
+        lines.extend(f"  {m}" for m in v.mismatches)
+    return "\n".join(lines)
+
+
+async def cmd_rollback(svc: BackupService, args, out: Output) -> int:
+    results = await svc.rollback(args.restore_id)
+    rows = []
+    for r in results:
+        if hasattr(r, "plan"):
+            rows.append({"kind": "files", **_outcome_json(r)})
+        else:
+            rows.append({"kind": "database", "snapshot": r.snapshot, "target": r.target, "ok": r.ok,
+                         "mismatches": [t.table for t in r.mismatches]})
+    ok = all(row.get("ok", True) and (row.get("validation") or {}).get("ok", True) for row in rows)
+    out.emit({"restore_id": args.restore_id, "ok": ok, "rolled_back": rows}, lambda: "\n".join(
+        f"rolled back {row['snapshot'][:8]} ({row['kind']}): "
+        + (f"{row.get('files', 0)} files written, {row.get('removed', 0)} removed" if row["kind"] == "files"
+           else f"database {row['target']}") for row in rows))
+    return EXIT_OK if ok else RestoreValidationFailed.exit_code
 
 
 async def _restore_pitr(svc: BackupService, args, out: Output) -> int:
@@ -389,8 +424,12 @@ async def _restore_pitr(svc: BackupService, args, out: Output) -> int:
 
 
 async def _restore_database(svc: BackupService, args, out: Output) -> int:
+    if args.dry_run or args.delete or args.no_validate:
+        raise UsageError("--dry-run, --delete and --no-validate apply to file restores (--target); a database "
+                         "restore always validates row counts, and --force takes a safety backup first")
     if len(args.snapshot) != 1:
         raise UsageError("--target-db restores exactly one database snapshot")
+    await cli_locations.choose_restore_location(svc, args)
     snaps = await svc.resolve(args.snapshot, args.source or "database")
     if len(snaps) != 1 or snaps[0].source != "database":
         raise UsageError(f"snapshot {args.snapshot[0]} is not a database snapshot")
@@ -402,7 +441,7 @@ async def _restore_database(svc: BackupService, args, out: Output) -> int:
             "created": report.created, "bytes": report.bytes, "seconds": report.seconds, "ok": report.ok,
             "schema_fingerprint_match": report.schema_fingerprint_match, "tables": tables,
             "mismatches": [t for t in tables if not t["ok"]], "warnings": report.warnings,
-            "partial": report.partial, "safety_snapshot": report.safety_snapshot,
+            "partial": report.partial, "safety_snapshot": report.safety_snapshot, "restore_id": report.restore_id,
             "large_objects": report.large_objects}
 
     def text() -> str:
@@ -413,7 +452,7 @@ async def _restore_database(svc: BackupService, args, out: Output) -> int:
                                            is None else "matches" if report.schema_fingerprint_match else "differs")]
         if report.safety_snapshot:
             lines.insert(0, f"safety snapshot {report.safety_snapshot[:8]} holds {report.database} as it was "
-                            f"(restore it with --force to undo)")
+                            f"(undo: axisor-backup rollback {report.restore_id})")
         checked = sum(1 for t in tables if t["checksum_ok"] is not None)
         if checked:
             lines.append(f"row checksums: {sum(1 for t in tables if t['checksum_ok'])} of {checked} tables match")
@@ -590,9 +629,14 @@ async def cmd_database(svc: BackupService, args, out: Output) -> int:
 
 COMMANDS = {
     "init": cmd_init, "backup": cmd_backup, "snapshots": cmd_snapshots, "show": cmd_show, "ls": cmd_ls,
-    "restore": cmd_restore, "verify": cmd_verify, "key": cmd_key, "unlock": cmd_unlock,
+    "restore": cmd_restore, "verify": cmd_verify, "key": cmd_key, "unlock": cmd_unlock, "rollback": cmd_rollback,
 }
 COMMANDS.update({"wal-push": cmd_wal_push, "wal-fetch": cmd_wal_fetch, "database": cmd_database})
+COMMANDS["schedules"] = cli_schedules.cmd_schedules
+COMMANDS.update(cli_prune.COMMANDS)
+COMMANDS.update(cli_locations.COMMANDS)
+COMMANDS.update(cli_jobs.COMMANDS)
+COMMANDS.update(cli_drills.COMMANDS)
 
 
 def config_check(config_path: Path, out: Output) -> int:
@@ -615,14 +659,35 @@ async def run(args, config: Config, out: Output) -> int:
         return resolve_passphrase(config.storage, confirm=confirm)
 
     svc = BackupService(config, passphrase)
+    cli_jobs.survive_hangup()
     try:
+        await cli_locations.use_from(svc, args)  # verify/ls/show --from NAME
         return await COMMANDS[args.command](svc, args, out)
     finally:
         await svc.close()
 
 
+def _bare_on_terminal(argv: list[str]) -> bool:
+    """No command given (only --config/--json) and a person at a terminal: open the console."""
+    rest = [a for i, a in enumerate(argv) if a != "--json" and not a.startswith("--config=")
+            and a != "--config" and not (i and argv[i - 1] == "--config")]
+    return not rest and sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def console_main(args, config: Config, config_path: Path) -> int:
+    from app.console import run_console
+
+    # Ask for the passphrase on the plain terminal, before the console takes the screen.
+    secret = resolve_passphrase(config.storage)
+    return asyncio.run(run_console(config, lambda _confirm: secret, config_path=config_path,
+                                   read_only=args.read_only, prefer_daemon=not args.no_daemon))
+
+
 def main(argv: list[str] | None = None) -> int:
     tune_process()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if _bare_on_terminal(argv):
+        argv.append("console")
     args = build_parser().parse_args(argv)
     out = Output(args.json)
     config_path = args.config or default_config_path()
@@ -635,6 +700,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     args.config_path = config_path
     try:
+        if args.command == "console":
+            return console_main(args, config, config_path)
         return asyncio.run(run(args, config, out))
     except PassphraseError as exc:
         Output.note(f"error: {exc}")
@@ -645,6 +712,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         Output.note("interrupted; the repository is unchanged up to the last finished snapshot")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`| head`): not an error worth a traceback.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":

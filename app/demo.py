@@ -1,18 +1,27 @@
-"""The self-contained demo: sample platform data, a local repository, two backups, the catalog.
+"""The self-contained demo: sample platform data, a local repository, backups, the catalog,
+and — on a terminal — the console.
 
 Everything lives under ./demo-run (or the folder given), so it is safe to run anywhere
-and to delete afterwards. Later work turns the last step into the console.
+and to delete afterwards. When stdin and stdout are a terminal the demo also starts a
+throwaway PostgreSQL (when its programs are installed, saying so when they are not),
+enables a schedule, and ends in the console with one backup running; otherwise (tests,
+CI) it stops after the command-line steps.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import random
 import shutil
+import socket
+import subprocess
 import sys
+import tempfile
 from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
 from pathlib import Path
 
 from app import cli
@@ -97,6 +106,65 @@ passphrase_file = "{passfile}"
     return config
 
 
+@dataclass(frozen=True, slots=True)
+class DemoDatabase:
+    bin_dir: Path
+    data: Path
+    port: int
+
+
+def _as_server_user(argv: list[str]) -> list[str]:
+    # initdb refuses to run as root; the Debian packages create the postgres user.
+    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+
+def start_database(root: Path) -> DemoDatabase | None:
+    """A throwaway PostgreSQL cluster with a small platform schema; None when the server
+    programs are not installed."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[4]))
+    if not found:
+        return None
+    bin_dir = found[-1].parent
+    # Short path: the server's socket path must stay under ~100 bytes.
+    home = Path(tempfile.mkdtemp(prefix="axisor-demo-pg.", dir="/tmp"))
+    os.chmod(home, 0o755)
+    if os.geteuid() == 0:
+        import pwd
+
+        pw = pwd.getpwnam("postgres")
+        os.chown(home, pw.pw_uid, pw.pw_gid)
+    subprocess.run(_as_server_user([str(bin_dir / "initdb"), "-D", str(home / "data"), "-U", "postgres",
+                                    "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"]),
+                   check=True, capture_output=True, timeout=120)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run(_as_server_user([str(bin_dir / "pg_ctl"), "-D", str(home / "data"), "-l",
+                                    str(home / "server.log"), "-w", "-t", "60", "-o",
+                                    f"-p {port} -k {home} -c listen_addresses=127.0.0.1", "start"]),
+                   check=True, capture_output=True, timeout=120)
+    psql = [str(bin_dir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(port),
+            "-U", "postgres"]
+    subprocess.run([*psql, "-d", "postgres", "-c", "CREATE DATABASE axisor"], check=True, capture_output=True)
+    subprocess.run([*psql, "-d", "axisor", "-c", """
+        CREATE TABLE users (id int PRIMARY KEY, name text NOT NULL, plan text NOT NULL);
+        INSERT INTO users SELECT g, 'user' || g, CASE WHEN g % 3 = 0 THEN 'pro' ELSE 'free' END
+          FROM generate_series(1, 500) g;
+        CREATE TABLE automations (id int PRIMARY KEY, owner int REFERENCES users, spec jsonb);
+        INSERT INTO automations SELECT g, 1 + g % 500, jsonb_build_object('cron', '*/5 * * * *', 'n', g)
+          FROM generate_series(1, 2000) g;
+        CREATE TABLE events (id bigserial PRIMARY KEY, at timestamptz NOT NULL, kind text, payload text);
+        INSERT INTO events (at, kind, payload) SELECT now() - g * interval '1 minute', 'request', md5(g::text)
+          FROM generate_series(1, 20000) g;"""], check=True, capture_output=True)
+    return DemoDatabase(bin_dir, home, port)
+
+
+def stop_database(db: DemoDatabase) -> None:
+    subprocess.run(_as_server_user([str(db.bin_dir / "pg_ctl"), "-D", str(db.data / "data"), "-m", "fast",
+                                    "-w", "stop"]), capture_output=True, timeout=60)
+    shutil.rmtree(db.data, ignore_errors=True)
+
+
 def step(title: str) -> None:
     print(f"\n== {title}", flush=True)
 
@@ -146,7 +214,69 @@ def main(argv: list[str] | None = None) -> int:
     target = root / "restore-check"
     step(f"axisor-backup restore latest --target {target}")
     run("restore", "latest", "--target", str(target))
-    print(f"\nDone. Try: .venv/bin/axisor-backup --config {config} ls latest:application/user_data")
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        print(f"\nDone. Try: .venv/bin/axisor-backup --config {config} ls latest:application/user_data")
+        return 0
+    return console_demo(root, config, run)
+
+
+def console_demo(root: Path, config: Path, run) -> int:
+    """On a terminal: a database and a schedule join the platform, then the console opens."""
+    step("a throwaway PostgreSQL for the database source")
+    db = None
+    try:
+        db = start_database(root)
+        if db is None:
+            print("no PostgreSQL server programs (/usr/lib/postgresql/*/bin): the demo goes on without a database; "
+                  "install them with: apt-get install postgresql")
+    except (OSError, subprocess.SubprocessError) as exc:
+        print(f"PostgreSQL did not start ({exc}); the demo goes on without a database")
+    extra = f"""
+[schedule]
+enabled = true
+cron_expression = "0 2 * * *"
+timezone = "UTC"
+
+[engine]
+state_dir = "{root / 'state'}"
+"""
+    if db is not None:
+        extra += f"""
+[database]
+enabled = true
+host = "127.0.0.1"
+port = {db.port}
+user = "postgres"
+dbname = "axisor"
+"""
+        print(f"PostgreSQL {db.bin_dir.parent.name} on 127.0.0.1:{db.port}, database axisor (users, automations, "
+              "events)")
+    with open(config, "a") as fh:
+        fh.write(extra)
+    try:
+        if db is not None:
+            step("axisor-backup backup --source database")
+            run("backup", "--source", "database")
+        step("opening the console: one full backup is running; press ? for every key, ctrl+q to leave")
+        from app.console import ConsoleApp
+        from core.config import load_config, resolve_passphrase
+
+        cfg = load_config(config)
+        secret = resolve_passphrase(cfg.storage)
+        app = ConsoleApp(cfg, lambda _confirm: secret, config_path=config, prefer_daemon=False,
+                         start_job=("backup", {"type": "full"}))
+
+        async def console() -> None:
+            try:
+                await app.run_async()
+            finally:
+                await app.shutdown()
+
+        asyncio.run(console())
+    finally:
+        if db is not None:
+            stop_database(db)
+    print(f"\nThe demo is in {root}. Open the console again: .venv/bin/axisor-backup --config {config}")
     return 0
 
 

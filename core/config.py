@@ -22,7 +22,7 @@ import sys
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -37,7 +37,10 @@ __all__ = [
     "DatabaseConfig",
     "PassphraseError",
     "RemoteStorageConfig",
+    "RetentionConfig",
+    "RetentionOverride",
     "ScheduleConfig",
+    "ScheduleJobConfig",
     "SourceSpec",
     "StorageConfig",
     "default_config_path",
@@ -48,7 +51,7 @@ __all__ = [
 
 ENV_CONFIG = "AXISOR_BACKUP_CONFIG"
 ENV_PASSPHRASE = "AXISOR_BACKUP_PASSPHRASE"
-PROVIDERS = ("aws-s3", "gcp-storage", "azure-blob", "ftp", "sftp")
+PROVIDERS = ("aws-s3", "gcp-storage", "azure-blob", "ftp", "sftp", "local")
 
 # Order matters: it is the order sources() reports, and so the order a backup set is taken.
 APPLICATION_SOURCES = ("user_data", "automation_configs", "simulation_data", "log_files")
@@ -133,6 +136,10 @@ class DatabaseConfig:
     mode: str = "logical"
     frequency: str = "daily"
     retention_days: int = 30
+    # Point-in-time recovery must reach back this far: prune keeps the base backup (and the
+    # WAL after it) that recovery to the window's start begins from. 0: no such guard.
+    pitr_window_days: int = 7
+    row_checksums: bool = True  # logical backups: a checksum of every table's rows, beside exact counts
     compression: bool = True
     encryption: bool = True
     incremental: bool = False
@@ -154,6 +161,14 @@ class RemoteStorageConfig:
     host_key_fingerprint: str | None = None
     username: str | None = None
     key_file: Path | None = None
+    # provider "local": a second directory, e.g. a NAS mount, holding its own repository.
+    path: Path | None = None
+    # Requests in flight at once (packs upload concurrently up to this many).
+    concurrency: int = 4
+    # One request (connect, one part, one read) may take this long before it is retried.
+    timeout_seconds: int = 60
+    # Attempts after the first for a failure that may pass (reset, throttling, 5xx, timeout).
+    retries: int = 5
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -168,6 +183,26 @@ class StorageConfig:
     remote_storage: tuple[RemoteStorageConfig, ...] = ()
 
 
+SCHEDULE_TASKS = ("backup", "verify", "copy", "prune", "drill")
+BACKUP_TYPE_POLICIES = ("auto", "full", "incremental", "differential")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduleJobConfig:
+    """One ``[[schedule.jobs]]`` entry: a task run on its own cron (core/schedule)."""
+
+    name: str
+    task: str
+    cron: str
+    timezone: str | None = None  # None: [schedule] timezone
+    sources: tuple[str, ...] = ()  # backup: empty = every configured source
+    type: str = "auto"  # backup: auto | full | incremental | differential
+    full: bool = False  # verify: read every pack
+    locations: tuple[str, ...] = ()  # copy: remote_storage names; empty = all
+    jitter_seconds: int = 0
+    enabled: bool = True
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ScheduleConfig:
     enabled: bool = False
@@ -176,6 +211,114 @@ class ScheduleConfig:
     parallel_backups: bool = False
     max_concurrent: int = 2
     full_every_days: int = 7
+    jobs: tuple[ScheduleJobConfig, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineConfig:
+    state_dir: Path | None = None  # None: $AXISOR_BACKUP_STATE_DIR, else the platform's user state dir
+    shutdown_grace_seconds: int = 300
+    metrics_file: Path | None = None
+    status_warning_hours: int = 26
+    status_critical_hours: int = 50
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NotificationsConfig:
+    webhook_url: str | None = None
+    command: tuple[str, ...] | None = None
+    on_failure: bool = True
+    on_success: bool = False
+    timeout_seconds: int = 10
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetentionOverride:
+    """``[retention.<category>]``: any key set here replaces the ``[retention]`` one."""
+
+    keep_last: int | None = None
+    keep_hourly: int | None = None
+    keep_daily: int | None = None
+    keep_weekly: int | None = None
+    keep_monthly: int | None = None
+    keep_yearly: int | None = None
+    keep_within: timedelta | None = None  # timedelta(0) switches an inherited one off
+    min_keep: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetentionConfig:
+    """Calendar policies for prune, on top of each category's retention_days
+    (core/maintenance/retention.py): a snapshot stays when any rule keeps it."""
+
+    keep_last: int = 0
+    keep_hourly: int = 0
+    keep_daily: int = 0
+    keep_weekly: int = 0
+    keep_monthly: int = 0
+    keep_yearly: int = 0
+    keep_within: timedelta | None = None
+    min_keep: int = 3  # never forget the newest N good snapshots of a source
+    database: RetentionOverride = field(default_factory=RetentionOverride)
+    application: RetentionOverride = field(default_factory=RetentionOverride)
+    configuration: RetentionOverride = field(default_factory=RetentionOverride)
+
+
+DRILL_SCENARIOS = ("database-loss", "platform-loss", "location-loss", "corrupted-table")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Objective:
+    """Recovery objectives of one source: how much data may be lost (RPO), how long
+    bringing it back may take (RTO)."""
+
+    rpo: timedelta
+    rto: timedelta
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ObjectivesConfig:
+    """``[objectives]``: defaults for every source, and ``[objectives.<source>]`` tables
+    (a source name like ``"application/user_data"``, or a category) that override them."""
+
+    # A day plus the two hours a nightly run may take: a daily backup meets it.
+    rpo: timedelta = timedelta(hours=26)
+    rto: timedelta = timedelta(hours=4)
+    # Past this multiple of the RPO the status turns from warning to critical.
+    critical_factor: float = 2.0
+    sources: tuple[tuple[str, Objective], ...] = ()
+
+    def for_source(self, source: str) -> Objective:
+        """The source's own table, else its category's, else the defaults."""
+        table = dict(self.sources)
+        for key in (source, source.split("/", 1)[0]):
+            if key in table:
+                return table[key]
+        return Objective(rpo=self.rpo, rto=self.rto)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DrillCheckConfig:
+    """One ``[[drills.checks]]`` smoke check: ``sql`` whose first value must equal
+    ``expect``, or ``path`` that must exist (relative to the restored ``source``)."""
+
+    name: str
+    sql: str | None = None
+    expect: str | int | float | bool | None = None
+    path: str | None = None
+    source: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DrillsConfig:
+    scenario: str = "database-loss"
+    # "cluster": a throwaway PostgreSQL cluster the drill starts; "database": a scratch
+    # database on the configured server.
+    scratch: str = "cluster"
+    table: str | None = None  # corrupted-table: schema.name; None picks the largest
+    work_dir: Path | None = None  # scratch folders go here (default: the system temp dir)
+    os_user: str | None = None  # as root: who runs the throwaway cluster (default postgres)
+    checks: tuple[DrillCheckConfig, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -185,6 +328,11 @@ class Config:
     configuration: ConfigurationConfig = field(default_factory=ConfigurationConfig)
     storage: StorageConfig
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    objectives: ObjectivesConfig = field(default_factory=ObjectivesConfig)
+    drills: DrillsConfig = field(default_factory=DrillsConfig)
     path: Path | None = None
 
     def sources(self) -> tuple[SourceSpec, ...]:
@@ -503,7 +651,28 @@ def _cron(value: Any, at: str, ctx: _Ctx) -> str:
             raise _Invalid(
                 f"{name} field {part!r} may only use digits, * / , - and names like MON or JAN"
             )
+    # Ranges next, one field at a time so the message names the field that is wrong.
+    from croniter import CroniterBadDateError, croniter
+
+    for index, (name, part) in enumerate(zip(_CRON_FIELDS, parts)):
+        alone = ["*"] * len(_CRON_FIELDS)
+        alone[index] = part
+        if not croniter.is_valid(" ".join(alone)):
+            raise _Invalid(f"{name} field {part!r} is out of range ({_CRON_RANGES[name]})")
+    try:
+        croniter(text, datetime(2000, 1, 1)).get_next(datetime)
+    except (CroniterBadDateError, ValueError, KeyError):
+        raise _Invalid(f"{text!r} never matches a date (e.g. 31 in February)") from None
     return text
+
+
+_CRON_RANGES = {
+    "minute": "0-59",
+    "hour": "0-23",
+    "day-of-month": "1-31",
+    "month": "1-12 or JAN-DEC",
+    "day-of-week": "0-7 or SUN-SAT",
+}
 
 
 _NO_DB_PASSWORD = "put the password in password_file or PGPASSWORD, never in config.toml"
@@ -576,6 +745,8 @@ _DATABASE = _Section(
         "mode": _Field(_choice("logical", "physical")),
         "frequency": _Field(_choice("hourly", "daily", "weekly")),
         "retention_days": _Field(_integer(1)),
+        "pitr_window_days": _Field(_integer(0, 3650)),
+        "row_checksums": _Field(_boolean),
         "compression": _Field(_boolean),
         "encryption": _Field(_boolean),
         "incremental": _Field(_boolean),
@@ -592,6 +763,7 @@ _PROVIDER_NEEDS = {
     "azure-blob": "bucket_name",
     "ftp": "endpoint",
     "sftp": "endpoint",
+    "local": "path",
 }
 
 
@@ -602,6 +774,9 @@ def _verify_remote(
     needed = _PROVIDER_NEEDS.get(provider or "")
     if needed and needed not in table:
         ctx.add(_join(prefix, needed), f"required for provider '{provider}'")
+    # "local" names the primary location (storage.local_path) in copies and the catalog.
+    if values.get("name") == "local":
+        ctx.add(_join(prefix, "name"), "'local' is the primary location's name; choose another")
 
 
 _REMOTE = _Section(
@@ -622,6 +797,10 @@ _REMOTE = _Section(
         "host_key_fingerprint": _Field(_string),
         "username": _Field(_string),
         "key_file": _Field(_path),
+        "path": _Field(_path),
+        "concurrency": _Field(_integer(1, 64)),
+        "timeout_seconds": _Field(_integer(1, 3600)),
+        "retries": _Field(_integer(0, 20)),
     },
     refused={
         key: _NO_REMOTE_CREDENTIALS
@@ -693,6 +872,103 @@ _STORAGE = _Section(
     },
 )
 
+# Keys of [[schedule.jobs]] that only mean something for one task.
+_TASK_ONLY = {"sources": "backup", "type": "backup", "full": "verify", "locations": "copy"}
+
+
+def _verify_schedule_job(
+    values: dict[str, Any], table: Mapping[str, Any], prefix: str, ctx: _Ctx
+) -> None:
+    task = values.get("task")
+    if task is None:
+        return
+    for key, owner in _TASK_ONLY.items():
+        if key in table and task != owner:
+            ctx.add(_join(prefix, key), f"only applies to task '{owner}' (this job's task is '{task}')")
+
+
+_SCHEDULE_JOB = _Section(
+    ScheduleJobConfig,
+    {
+        "name": _Field(
+            _matching(r"[A-Za-z0-9_.-]+", "may only use letters, digits, '_', '.' and '-'"),
+            required=True,
+        ),
+        "task": _Field(_choice(*SCHEDULE_TASKS), required=True),
+        "cron": _Field(_cron, required=True),
+        "timezone": _Field(_timezone),
+        "sources": _Field(_list_of(_string, "source names", '["database"]')),
+        "type": _Field(_choice(*BACKUP_TYPE_POLICIES)),
+        "full": _Field(_boolean),
+        "locations": _Field(_list_of(_string, "remote_storage names", '["offsite"]')),
+        "jitter_seconds": _Field(_integer(0, 86400)),
+        "enabled": _Field(_boolean),
+    },
+    verify=_verify_schedule_job,
+)
+
+
+def _schedule_jobs(value: Any, at: str, ctx: _Ctx) -> tuple[ScheduleJobConfig, ...]:
+    if not isinstance(value, list):
+        raise _Invalid(f"must be an array of tables, written [[{at}]] (got {_type_name(value)})")
+    built: list[ScheduleJobConfig] = []
+    first_use: dict[str, str] = {}
+    bad = False
+    for index, entry in enumerate(value):
+        where = f"{at}[{index}]"
+        if not isinstance(entry, dict):
+            ctx.add(where, f"must be a table, written [[{at}]] (got {_type_name(entry)})")
+            bad = True
+            continue
+        # Names key the pause state and run history, and `schedules pause NAME` picks by name.
+        name = entry.get("name")
+        if isinstance(name, str) and name:
+            if name in first_use:
+                ctx.add(f"{where}.name", f"duplicate name {name!r} (already used by {first_use[name]})")
+                bad = True
+            else:
+                first_use[name] = where
+        try:
+            built.append(_build(_SCHEDULE_JOB, entry, where, ctx))
+        except _Reported:
+            bad = True
+    if bad:
+        raise _Reported
+    return tuple(built)
+
+
+def _verify_schedule_references(values: dict[str, Any], ctx: _Ctx) -> None:
+    # Cross-section: a scheduled job may only name sources and locations that exist, or
+    # the daemon would find out at 02:00 instead of `config check` now.
+    schedule = values.get("schedule")
+    if schedule is None:
+        return
+    sources: set[str] = set()
+    for category, names in (("application", APPLICATION_SOURCES), ("configuration", CONFIGURATION_SOURCES)):
+        section = values.get(category)
+        configured = [n for n in names if section is not None and getattr(section, n)]
+        sources.update(configured)
+        sources.update(f"{category}/{n}" for n in configured)
+        if configured:
+            sources.add(category)
+    database = values.get("database")
+    if database is not None and database.enabled:
+        sources.add("database")
+    storage = values.get("storage")
+    locations = {r.name for r in storage.remote_storage} if storage is not None else None
+    for index, job in enumerate(schedule.jobs):
+        at = f"schedule.jobs[{index}]"
+        for position, name in enumerate(job.sources):
+            if name not in sources:
+                why = ("the database source is not enabled ([database] enabled = true)"
+                       if name == "database" else "no such configured source")
+                ctx.add(f"{at}.sources[{position}]", f"{why}: {name!r}{_hint(name, sources)}")
+        for position, name in enumerate(job.locations):
+            if locations is not None and name not in locations:
+                ctx.add(f"{at}.locations[{position}]",
+                        f"no [[storage.remote_storage]] named {name!r}{_hint(name, locations)}")
+
+
 _SCHEDULE = _Section(
     ScheduleConfig,
     {
@@ -702,8 +978,60 @@ _SCHEDULE = _Section(
         "parallel_backups": _Field(_boolean),
         "max_concurrent": _Field(_integer(1, 16)),
         "full_every_days": _Field(_integer(1)),
+        "jobs": _Field(_schedule_jobs),
     },
 )
+
+_ENGINE = _Section(
+    EngineConfig,
+    {
+        "state_dir": _Field(_path),
+        "shutdown_grace_seconds": _Field(_integer(0, 86400)),
+        "metrics_file": _Field(_path),
+        "status_warning_hours": _Field(_integer(1)),
+        "status_critical_hours": _Field(_integer(1)),
+    },
+)
+
+
+def _webhook_url(value: Any, at: str, ctx: _Ctx) -> str:
+    text = _string(value, at, ctx)
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _Invalid("must be an http:// or https:// URL")
+    return text
+
+
+_NOTIFICATIONS = _Section(
+    NotificationsConfig,
+    {
+        "webhook_url": _Field(_webhook_url),
+        "command": _Field(_argv),
+        "on_failure": _Field(_boolean),
+        "on_success": _Field(_boolean),
+        "timeout_seconds": _Field(_integer(1, 600)),
+    },
+)
+
+
+_DURATION = re.compile(r"(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?")
+
+
+def _duration(value: Any, at: str, ctx: _Ctx) -> timedelta:
+    text = value.strip() if isinstance(value, str) else None
+    m = _DURATION.fullmatch(text) if text else None
+    if m is None:
+        raise _Invalid('must be a duration in weeks, days and hours, e.g. "14d", "36h" or "2w3d"')
+    weeks, days, hours = (int(g) if g else 0 for g in m.groups())
+    return timedelta(weeks=weeks, days=days, hours=hours)
+
+
+_KEEP_FIELDS = {name: _Field(_integer(0, 100000)) for name in (
+    "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")}
+_KEEP_FIELDS["keep_within"] = _Field(_duration)
+_KEEP_FIELDS["min_keep"] = _Field(_integer(1, 100000))
+
+_RETENTION_OVERRIDE = _Section(RetentionOverride, dict(_KEEP_FIELDS))
 
 
 def _table(section: _Section) -> Check:
@@ -715,6 +1043,153 @@ def _table(section: _Section) -> Check:
     return check
 
 
+_RETENTION = _Section(
+    RetentionConfig,
+    {**_KEEP_FIELDS,
+     **{category: _Field(_table(_RETENTION_OVERRIDE))
+        for category in ("database", "application", "configuration")}},
+)
+
+# Objectives need minutes and seconds too ("15m" for a database with WAL archiving).
+_OBJECTIVE_DURATION = re.compile(r"(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+
+
+def _objective_duration(value: Any, at: str, ctx: _Ctx) -> timedelta:
+    text = value.strip() if isinstance(value, str) else None
+    m = _OBJECTIVE_DURATION.fullmatch(text) if text else None
+    if m is None:
+        raise _Invalid('must be a duration such as "24h", "15m", "1h30m", "2d" or "90s"')
+    w, d, h, mi, s = (int(g) if g else 0 for g in m.groups())
+    span = timedelta(weeks=w, days=d, hours=h, minutes=mi, seconds=s)
+    if span <= timedelta(0):
+        raise _Invalid("must be longer than zero")
+    return span
+
+
+def _objective_factor(value: Any, at: str, ctx: _Ctx) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 1 <= value <= 100:
+        raise _Invalid(f"must be a number from 1 to 100 (got {value!r})")
+    return float(value)
+
+
+# What an [objectives.<key>] table may name: a category or one of its sources.
+_OBJECTIVE_KEYS = ("database", "application", "configuration",
+                   *(f"application/{n}" for n in APPLICATION_SOURCES),
+                   *(f"configuration/{n}" for n in CONFIGURATION_SOURCES))
+
+
+def _objectives(value: Any, at: str, ctx: _Ctx) -> ObjectivesConfig:
+    # Hand-written rather than a _Section: the per-source tables have open-ended names.
+    if not isinstance(value, dict):
+        raise _Invalid(f"must be a table, written [{at}] (got {_type_name(value)})")
+    before = len(ctx.problems)
+    top: dict[str, Any] = {}
+    per_source: list[tuple[str, dict[str, timedelta]]] = []
+    for key, raw in value.items():
+        where = _join(at, key)
+        if key in ("rpo", "rto"):
+            _check_into(top, key, _Field(_objective_duration), raw, where, ctx)
+        elif key == "critical_factor":
+            _check_into(top, key, _Field(_objective_factor), raw, where, ctx)
+        elif key in _OBJECTIVE_KEYS:
+            if not isinstance(raw, dict):
+                ctx.add(where, f"must be a table, written [{at}.\"{key}\"] with rpo and/or rto")
+                continue
+            got: dict[str, timedelta] = {}
+            for sub, sub_raw in raw.items():
+                if sub in ("rpo", "rto"):
+                    _check_into(got, sub, _Field(_objective_duration), sub_raw, _join(where, sub), ctx)
+                else:
+                    ctx.add(_join(where, sub), f"unknown key{_hint(sub, ('rpo', 'rto'))}; expected rpo or rto")
+            per_source.append((key, got))
+        else:
+            ctx.add(where, f"unknown key{_hint(key, ('rpo', 'rto', 'critical_factor', *_OBJECTIVE_KEYS))}; "
+                           "expected rpo, rto, critical_factor or a source table such as "
+                           "[objectives.database] or [objectives.\"application/user_data\"]")
+    if len(ctx.problems) > before:
+        raise _Reported
+    base = ObjectivesConfig(**top)
+    # A source table inherits what it leaves out from its category's table, then the defaults.
+    categories = {k: v for k, v in per_source if "/" not in k}
+    built = []
+    for key, got in per_source:
+        parent = categories.get(key.split("/", 1)[0], {}) if "/" in key else {}
+        built.append((key, Objective(rpo=got.get("rpo") or parent.get("rpo") or base.rpo,
+                                     rto=got.get("rto") or parent.get("rto") or base.rto)))
+    return ObjectivesConfig(rpo=base.rpo, rto=base.rto, critical_factor=base.critical_factor,
+                            sources=tuple(built))
+
+
+def _expect_value(value: Any, at: str, ctx: _Ctx) -> str | int | float | bool:
+    if not isinstance(value, str | int | float | bool):
+        raise _Invalid(f"must be a string, number or boolean (got {_type_name(value)})")
+    return value
+
+
+def _relative_path(value: Any, at: str, ctx: _Ctx) -> str:
+    text = _string(value, at, ctx)
+    if Path(text).is_absolute() or ".." in Path(text).parts:
+        raise _Invalid(f"must be relative to the restored source and stay inside it (got {text!r})")
+    return text
+
+
+def _verify_drill_check(values: dict[str, Any], table: Mapping[str, Any], prefix: str, ctx: _Ctx) -> None:
+    has_sql, has_path = "sql" in table, "path" in table
+    if has_sql == has_path:
+        ctx.add(prefix, "give either sql (with expect) or path (with source), not both and not neither")
+    elif has_sql and "expect" not in table:
+        ctx.add(_join(prefix, "expect"), "required with sql")
+    elif has_path and "source" not in table:
+        ctx.add(_join(prefix, "source"), 'required with path (e.g. "application/user_data")')
+    for key in ("expect",) if has_path else ("source",) if has_sql else ():
+        if key in table:
+            ctx.add(_join(prefix, key), f"only applies to {'sql' if key == 'expect' else 'path'} checks")
+
+
+_DRILL_CHECK = _Section(
+    DrillCheckConfig,
+    {
+        "name": _Field(_string, required=True),
+        "sql": _Field(_string),
+        "expect": _Field(_expect_value),
+        "path": _Field(_relative_path),
+        "source": _Field(_choice("database", *_OBJECTIVE_KEYS[3:])),
+    },
+    verify=_verify_drill_check,
+)
+
+
+def _drill_checks(value: Any, at: str, ctx: _Ctx) -> tuple[DrillCheckConfig, ...]:
+    if not isinstance(value, list):
+        raise _Invalid(f"must be an array of tables, written [[{at}]] (got {_type_name(value)})")
+    built, bad = [], False
+    for index, entry in enumerate(value):
+        where = f"{at}[{index}]"
+        if not isinstance(entry, dict):
+            ctx.add(where, f"must be a table, written [[{at}]] (got {_type_name(entry)})")
+            bad = True
+            continue
+        try:
+            built.append(_build(_DRILL_CHECK, entry, where, ctx))
+        except _Reported:
+            bad = True
+    if bad:
+        raise _Reported
+    return tuple(built)
+
+
+_DRILLS = _Section(
+    DrillsConfig,
+    {
+        "scenario": _Field(_choice(*DRILL_SCENARIOS)),
+        "scratch": _Field(_choice("cluster", "database")),
+        "table": _Field(_matching(r"[^.\s]+\.[^.\s]+", 'must be schema.table, e.g. "public.orders"')),
+        "work_dir": _Field(_path),
+        "os_user": _Field(_string),
+        "checks": _Field(_drill_checks),
+    },
+)
+
 _ROOT = _Section(
     Config,
     {
@@ -725,8 +1200,13 @@ _ROOT = _Section(
             ("configuration", _CONFIGURATION),
             ("storage", _STORAGE),
             ("schedule", _SCHEDULE),
+            ("engine", _ENGINE),
+            ("notifications", _NOTIFICATIONS),
+            ("retention", _RETENTION),
+            ("drills", _DRILLS),
         )
-    },
+    } | {"objectives": _Field(_objectives)},
+    verify=lambda values, table, prefix, ctx: _verify_schedule_references(values, ctx),
 )
 
 # Exposed for tests that keep the specs and the dataclasses in step.
@@ -737,6 +1217,13 @@ SECTIONS: Mapping[str, _Section] = {
     "storage": _STORAGE,
     "storage.remote_storage": _REMOTE,
     "schedule": _SCHEDULE,
+    "schedule.jobs": _SCHEDULE_JOB,
+    "engine": _ENGINE,
+    "notifications": _NOTIFICATIONS,
+    "retention": _RETENTION,
+    "retention.database": _RETENTION_OVERRIDE,
+    "drills": _DRILLS,
+    "drills.checks": _DRILL_CHECK,
 }
 
 

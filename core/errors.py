@@ -72,6 +72,12 @@ class SnapshotNotFound(AxisorError):
     exit_code = 13
 
 
+class NoLocationAvailable(AxisorError):
+    """No configured location could serve (each location's reason is in the message)."""
+
+    exit_code = 1
+
+
 class DatabaseError(SourceError):
     """PostgreSQL could not be reached, or pg_dump/pg_restore failed."""
 
@@ -88,3 +94,21 @@ class RestoreValidationFailed(AxisorError):
     """A database restore finished, but the restored row counts differ from the snapshot's."""
 
     exit_code = 16
+
+
+class DrillFailed(AxisorError):
+    """A disaster-recovery drill ran, but a step or a check failed (the report says which)."""
+
+    exit_code = 19
+
+
+class JobNotFound(AxisorError):
+    """No job with this id (or id prefix) in the job database."""
+
+    exit_code = 20
+
+
+class DaemonError(AxisorError):
+    """The daemon's socket refused us, or answered something that is not the protocol."""
+
+    exit_code = 21

@@ -17,19 +17,35 @@ from pathlib import Path
 from core.backup.archiver import ArchiveStats
 from core.backup.run import BackupResult, run_backup
 from core.config import Config
-from core.errors import AxisorError, SnapshotNotFound, UsageError
+from core.errors import AxisorError, RestoreRefused, SnapshotNotFound, UsageError
 from core.repository import keys as keyfiles
 from core.repository.lock import Lock, LockInfo, remove_stale
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
 from core.repository.tree import Node
 from core.restore.files import FileRestorer, RestoreStats
+from core.restore.plan import RestorePlan
+from core.restore.validate import ValidationResult
 from core.restore.walk import display, walk
 from core.storage.backend import Backend
 from core.storage.local import LocalBackend
 from core.verify import VerifyReport, verify
 
 PassphraseSource = Callable[[bool], str]  # confirm -> passphrase
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreOutcome:
+    restore_id: str
+    snapshot: Snapshot
+    plan: RestorePlan
+    stats: RestoreStats | None = None  # None: a dry run
+    safety_snapshot: Snapshot | None = None
+    validation: ValidationResult | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.validation is None or self.validation.ok
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +65,13 @@ class BackupService:
         self.executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="axisor-cpu")
         self.backend: Backend = LocalBackend(config.storage.local_path)
         self._repo: Repository | None = None
+        self._primary = self.backend  # `backend` may be switched to another location (restore --from)
+        self._location_ops = None  # core.locations.ops.LocationOps, built on first use
 
     async def close(self) -> None:
-        await self.backend.close()
+        if self._location_ops is not None:
+            await self._location_ops.sites.close()  # every location but the primary
+        await self._primary.close()
         self.executor.shutdown(wait=True)
 
     # -- repository ---------------------------------------------------------------------
@@ -83,7 +103,8 @@ class BackupService:
 
     async def backup(self, *, kind: str = "incremental", sources: list[str] | None = None,
                      tags: tuple[str, ...] = (),
-                     on_progress: Callable[[str, ArchiveStats], None] | None = None) -> BackupResult:
+                     on_progress: Callable[[str, ArchiveStats], None] | None = None,
+                     copy: bool = True) -> BackupResult:
         specs = list(self.config.sources())
         database = self.config.database if self.config.database.enabled else None
         if not specs and database is None:
@@ -112,8 +133,75 @@ class BackupService:
             specs = chosen
             database = database if want_database else None
         repo = await self.repository()
-        return await run_backup(repo, specs, kind=kind, tags=tags, workers=self.workers,
-                                on_progress=on_progress, database=database)
+        result = await run_backup(repo, specs, kind=kind, tags=tags, workers=self.workers,
+                                  on_progress=on_progress, database=database)
+        return await self._copy_after_backup(result) if copy else result
+
+    # -- locations: copies, one catalog, monitoring (core/locations) -------------------
+
+    def location_ops(self):
+        """The locations of this config (core.locations.ops.LocationOps), built on first use."""
+        from core.locations.monitor import MonitorState, state_file
+        from core.locations.ops import LocationOps
+        from core.locations.sites import PRIMARY_NAME, Sites
+
+        if self._location_ops is None:
+            def prepare(repo: Repository) -> None:
+                repo.executor = self.executor
+                repo.compression_level = (self.config.storage.compression_level
+                                          if self.config.storage.compression else 0)
+
+            self._location_ops = LocationOps(Sites(self.config, self._primary, self._passphrase, prepare),
+                                             MonitorState(state_file(self.config)))
+        if self._repo is not None and self.backend is self._primary:
+            self._location_ops.sites.adopt(PRIMARY_NAME, self._repo)  # one scrypt per process
+        return self._location_ops
+
+    async def use_location(self, name: str) -> None:
+        """Serve every later call (resolve, restore, ls, verify...) from location ``name``."""
+        sites = self.location_ops().sites
+        self._repo = await sites.repository(name)
+        self.backend = sites.backend(name)
+
+    async def choose_location(self, refs: list[str], source: str | None = None, *, prefer: str | None = None):
+        """Pick where a restore reads from (primary first; ``prefer`` alone when given), switch
+        to it, and return the choice (core.locations.ops.RestoreChoice) with skipped locations."""
+        choice = await self.location_ops().choose(refs, source, prefer=prefer)
+        await self.use_location(choice.location)
+        return choice
+
+    async def copy(self, to: str, refs: list[str] | None = None, *, source: str | None = None,
+                   on_progress: Callable | None = None):
+        """Copy snapshots (default: all that ``to`` lacks) to location ``to`` (CopyResult)."""
+        from core.locations.sites import PRIMARY_NAME
+
+        return await self.location_ops().copy(to, refs, source=source or PRIMARY_NAME, on_progress=on_progress)
+
+    async def catch_up(self, targets: list[str] | None = None, *, on_progress: Callable | None = None):
+        """Copy to every other location (or ``targets``) what it lacks; failures are results."""
+        return await self.location_ops().catch_up(targets, on_progress=on_progress)
+
+    async def catalog(self):
+        """Every snapshot once across all locations, with each copy's state (Catalog)."""
+        return await self.location_ops().catalog()
+
+    async def locations(self):
+        """Per location: reachability, latency, usage, growth, last write (LocationStatus list)."""
+        return await self.location_ops().status()
+
+    async def _copy_after_backup(self, result: BackupResult) -> BackupResult:
+        from dataclasses import replace
+
+        from core.locations.sites import PRIMARY_NAME
+
+        new = tuple(r.snapshot.id for r in result.results if r.snapshot)
+        if not new or self.backend is not self._primary:
+            return result
+        ops = self.location_ops()
+        await ops.after_write(PRIMARY_NAME)
+        if not ops.sites.secondaries:
+            return result
+        return replace(result, copies=tuple(await ops.catch_up(new=new)))
 
     # -- catalog ------------------------------------------------------------------------
 
@@ -155,13 +243,93 @@ class BackupService:
     # -- restore and verify -------------------------------------------------------------
 
     async def restore(self, snap: Snapshot, target: Path, include: tuple[str, ...] = ()) -> RestoreStats:
+        outcome = await self.restore_files(snap, target, include=include)
+        assert outcome.stats is not None
+        return outcome.stats
+
+    async def restore_files(self, snap: Snapshot, target: Path, **options) -> RestoreOutcome:
+        return (await self.restore_many([snap], target, **options))[0]
+
+    async def restore_many(self, snaps: list[Snapshot], target: Path, *, include: tuple[str, ...] = (),
+                           delete: bool = False, dry_run: bool = False, validate: bool = True,
+                           safety: bool = True, restore_id: str | None = None) -> list[RestoreOutcome]:
+        """Plan, safety-backup what would change, restore only what differs, validate.
+
+        ``dry_run`` stops after the plans. When any snapshot's restore would overwrite,
+        re-stamp or remove something already there, a safety snapshot of every snapshot's
+        roots is committed first (roots that do not exist yet are recorded as absent), so
+        ``rollback`` can put the whole run back. Validation re-reads every restored file
+        against the snapshot; a mismatch is reported in the outcome (the caller decides
+        the exit)."""
+        from core.restore.plan import plan_restore
+        from core.restore.safety import file_safety_snapshot, new_restore_id
+        from core.restore.validate import validate_restore
+
+        rid = restore_id or new_restore_id()
         repo = await self.repository()
         async with Lock(self.backend, exclusive=False, operation="restore"):
             await repo.load_index()
-            return await FileRestorer(repo, target, include=include, executor=self.executor).restore(snap)
+            plans = [await plan_restore(repo, s, target, include=include, delete=delete, executor=self.executor)
+                     for s in snaps]
+            if dry_run:
+                return [RestoreOutcome(rid, s, p) for s, p in zip(snaps, plans)]
+            conflicts = [c for p in plans for c in p.of("conflict")]
+            if conflicts:
+                listed = "; ".join(f"{c.path} ({c.reason})" for c in conflicts[:5])
+                raise RestoreRefused(f"{len(conflicts)} paths in {plans[0].target} are in the way: {listed}"
+                                     f"{' ...' if len(conflicts) > 5 else ''}; move them away (or restore "
+                                     "with --delete into the folder above) and retry")
+            safeties: list[Snapshot | None] = [None] * len(snaps)
+            if safety and any(p.touches_existing for p in plans):
+                safeties = [await file_safety_snapshot(repo, p, s, rid, workers=self.workers)
+                            for s, p in zip(snaps, plans)]
+            outcomes = []
+            for s, p, safe in zip(snaps, plans, safeties):
+                stats = await FileRestorer(repo, target, include=include, executor=self.executor,
+                                           actions=p.action_for(),
+                                           removals=[c.path for c in p.of("remove")]).restore(s)
+                check = await validate_restore(repo, s, target, include=include,
+                                               executor=self.executor) if validate else None
+                outcomes.append(RestoreOutcome(rid, s, p, stats, safe, check))
+        return outcomes
+
+    async def rollback(self, restore_id: str) -> list[RestoreOutcome | object]:
+        """Put back what restore ``restore_id`` changed, from its safety snapshots."""
+        import shutil
+
+        from core.restore.safety import absent_roots, find_safety, safety_for
+
+        snaps, _ = await self.snapshots()
+        found = find_safety(snaps, restore_id)
+        if not found:
+            raise SnapshotNotFound(f"no safety snapshot belongs to a restore {restore_id!r}: the restore overwrote "
+                                   "nothing (so there is nothing to roll back), or the id is wrong (it is printed "
+                                   "by restore, and kept in the job record)")
+        ids = {str((safety_for(s) or {}).get("restore")) for s in found}
+        if len(ids) > 1:
+            raise UsageError(f"{restore_id!r} matches several restores: {', '.join(sorted(ids))}")
+        results: list[RestoreOutcome | object] = []
+        for s in found:
+            info = safety_for(s) or {}
+            if s.source == "database":
+                target = str(info.get("conninfo") or info.get("database") or "")
+                if not target:
+                    raise UsageError(f"safety snapshot {s.short_id} does not say which database it came from")
+                results.append(await self.restore_database(s, target, force=True))
+                continue
+            outcome = await self.restore_files(s, Path("/"), delete=True)
+            for root in absent_roots(s):
+                if os.path.lexists(root):
+                    if root.is_dir() and not root.is_symlink():
+                        shutil.rmtree(root)
+                    else:
+                        root.unlink()
+            results.append(outcome)
+        return results
 
     async def restore_database(self, snap: Snapshot, target_db: str, *, force: bool = False,
-                               tables: tuple[str, ...] = (), schemas: tuple[str, ...] = ()):
+                               tables: tuple[str, ...] = (), schemas: tuple[str, ...] = (),
+                               restore_id: str | None = None):
         """Restore a logical database snapshot (or only ``tables``/``schemas`` of it) into
         ``target_db`` (a URL, conninfo, or a database name on the configured server) and
         validate its row counts and checksums; returns the report. ``force`` replaces a
@@ -177,9 +345,11 @@ class BackupService:
         repo = await self.repository()
         async with Lock(self.backend, exclusive=False, operation="restore"):
             await repo.load_index()
+            from core.restore.safety import new_restore_id
+
             return await restore_logical(repo, snap, target, pg_bin_dir=self.config.database.pg_bin_dir,
                                          force=force, tables=tables, schemas=schemas,
-                                         db=self.config.database)
+                                         db=self.config.database, restore_id=restore_id or new_restore_id())
 
     async def restore_database_pitr(self, target_time, target_dir: Path, *, config_path: Path,
                                     snapshot: Snapshot | None = None, start: bool = False,
@@ -214,6 +384,45 @@ class BackupService:
                     ids.append(await repo.resolve_id(ref))
         async with Lock(self.backend, exclusive=False, operation="verify"):
             return await verify(repo, full=full, snapshot_ids=ids)
+
+    async def drill_reports(self):
+        """Stored drill reports (oldest first) and the damaged ones (core.drills.report)."""
+        from core.drills.report import list_reports
+
+        return await list_reports(await self.repository(load_index=False))
+
+    # -- retention and prune ----------------------------------------------------------
+
+    def location_names(self) -> list[str]:
+        """Every configured location: the primary first, then storage.remote_storage."""
+        from core.storage.factory import PRIMARY_NAME
+
+        return [PRIMARY_NAME, *(loc.name for loc in self.config.storage.remote_storage)]
+
+    async def prune(self, *, dry_run: bool = False, now=None, on_progress=None, location: str | None = None):
+        """Apply [retention] to one location (default: the primary) and remove its unused
+        data (core.maintenance.prune.PruneReport). ``on_progress(phase, done, total)``;
+        ``now`` (an aware datetime) is for tests and planning."""
+        from zoneinfo import ZoneInfo
+
+        from core.maintenance.prune import prune
+        from core.maintenance.retention import policies_from_config
+        from core.storage.factory import PRIMARY_NAME
+
+        if location in (None, PRIMARY_NAME) and self.backend is self._primary:
+            repo = await self.repository(load_index=False)
+        else:
+            repo = await self.location_ops().sites.repository(location or PRIMARY_NAME)
+        return await prune(repo, policies_from_config(self.config), now=now,
+                           tz=ZoneInfo(self.config.schedule.timezone), dry_run=dry_run,
+                           on_progress=on_progress)
+
+    async def forget(self, refs: list[str]) -> list[str]:
+        """Delete the named snapshot manifests (ids or unique prefixes); prune frees their data."""
+        from core.maintenance.prune import forget
+
+        repo = await self.repository(load_index=False)
+        return await forget(repo, [await repo.resolve_id(ref) for ref in refs])
 
     # -- PostgreSQL WAL archiving ------------------------------------------------------
 

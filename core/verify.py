@@ -1,26 +1,31 @@
 """Verification: prove the repository can restore what its snapshots promise.
 
-Quick: every snapshot, index and tree opens; every blob a snapshot needs is indexed;
-every indexed pack exists with the indexed size. Full: also reads every pack, checks its
-content hash and header against the index, and opens every blob. The report names each
-damaged object and every snapshot and file that depends on it.
+Quick: every snapshot, index, tree and WAL manifest opens; every blob a snapshot or an
+archived WAL file needs is indexed; every indexed pack exists with the indexed size. Full:
+also reads every pack, checks its content hash and header against the index, opens every
+blob, and reads every archived WAL file back against its manifest's size and SHA-256. The
+report names each damaged object and every snapshot, file and WAL file that depends on it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 from core import crypto
 from core.errors import DamagedObject
 from core.repository.blobs import open_blob
-from core.repository.format import DATA, PACK_TRAILER, pack_id_from_key, pack_key
+from core.repository.format import DATA, BlobType, PACK_TRAILER, pack_id_from_key, pack_key
 from core.repository.packer import PackFormatError, decode_header, parse_trailer
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
 from core.repository.tree import DIR, FILE
 from core.restore.walk import display
+from core.sources.postgres.wal import WalManifest, wal_key
+from core.sources.postgres.wal import list_names as list_wal_names
+from core.sources.postgres.wal import load_manifest as load_wal_manifest
 
 
 # A pack whose bytes changed but whose header still opens: only the blobs that fail on
@@ -34,6 +39,7 @@ class Damage:
     reason: str
     snapshots: tuple[str, ...] = ()  # ids of snapshots that depend on it
     files: tuple[str, ...] = ()  # "snapshot-id:/path" of files that depend on it
+    wal_files: tuple[str, ...] = ()  # archived WAL file names that depend on it
 
 
 @dataclass
@@ -44,6 +50,7 @@ class VerifyReport:
     blobs_referenced: int = 0
     packs_checked: int = 0
     bytes_read: int = 0
+    wal_files_checked: int = 0
     damage: list[Damage] = field(default_factory=list)
     unreferenced_packs: list[str] = field(default_factory=list)
 
@@ -108,10 +115,75 @@ async def verify(repo: Repository, *, full: bool = False, snapshot_ids: list[str
     for snap in snaps:
         await _walk_snapshot(repo, snap, report, problems, bad_blobs, dependents, files, max_files_listed)
 
+    # The WAL archive belongs to no snapshot: checked when the whole repository is.
+    wal_dependents: dict[str, set[str]] = defaultdict(set)
+    if snapshot_ids is None:
+        await _check_wal(repo, report, problems, bad_blobs, wal_dependents, full)
+
     for obj, reason in sorted(problems.items()):
         report.damage.append(Damage(obj, reason, tuple(sorted(dependents.get(obj, ()))),
-                                    tuple(files.get(obj, ()))))
+                                    tuple(files.get(obj, ())), tuple(sorted(wal_dependents.get(obj, ())))))
     return report
+
+
+async def _check_wal(repo: Repository, report: VerifyReport, problems: dict[str, str],
+                     bad_blobs: dict[bytes, str], dependents: dict[str, set[str]], full: bool) -> None:
+    """Every WAL manifest opens and names indexed blobs; with ``full``, every WAL file reads
+    back to its manifest's size and SHA-256 (what wal-fetch would hand to recovery)."""
+    readable: list[WalManifest] = []
+    for name in sorted(await list_wal_names(repo)):
+        try:
+            m = await load_wal_manifest(repo, name)
+        except DamagedObject as exc:
+            problems[exc.key] = exc.reason
+            dependents[exc.key].add(name)
+            continue
+        if m is None:  # listed, then gone: nothing left to restore, nothing to check
+            continue
+        report.wal_files_checked += 1
+        lost = False
+        for hex_id in m.blobs:
+            report.blobs_referenced += 1
+            try:
+                blob_id = bytes.fromhex(hex_id)
+            except ValueError:
+                problems[wal_key(name)] = f"malformed WAL manifest: blob id {hex_id!r} is not hex"
+                dependents[wal_key(name)].add(name)
+                lost = True
+                break
+            bad = _blob_problem(repo, blob_id, bad_blobs, "referenced by a WAL manifest but in no index (missing)")
+            if bad:
+                problems.setdefault(bad[0], bad[1])
+                dependents[bad[0]].add(name)
+                lost = True
+        if full and not lost:
+            readable.append(m)
+    if not readable:
+        return
+    loop = asyncio.get_running_loop()
+    slots = asyncio.Semaphore(3)
+
+    async def read_back(m: WalManifest) -> None:
+        key = wal_key(m.name)
+        h = hashlib.sha256()
+        size = 0
+        async with slots:
+            try:
+                for hex_id in m.blobs:
+                    chunk = await repo.load_blob(BlobType.DATA, bytes.fromhex(hex_id))
+                    await loop.run_in_executor(repo.executor, h.update, chunk)
+                    size += len(chunk)
+            except DamagedObject as exc:
+                problems.setdefault(key, f"cannot be read back: {exc.key}: {exc.reason}")
+                dependents[key].add(m.name)
+                return
+        report.bytes_read += size
+        if size != m.size or h.hexdigest() != m.sha256:
+            problems.setdefault(key, f"content does not match its manifest ({size} bytes read back, "
+                                     f"{m.size} expected, or a different SHA-256)")
+            dependents[key].add(m.name)
+
+    await asyncio.gather(*(read_back(m) for m in readable))
 
 
 async def _walk_snapshot(repo: Repository, snap: Snapshot, report: VerifyReport, problems: dict[str, str],
@@ -150,11 +222,12 @@ async def _walk_snapshot(repo: Repository, snap: Snapshot, report: VerifyReport,
                         break
 
 
-def _blob_problem(repo: Repository, blob_id: bytes, bad_blobs: dict[bytes, str]) -> tuple[str, str] | None:
+def _blob_problem(repo: Repository, blob_id: bytes, bad_blobs: dict[bytes, str],
+                  missing: str = "referenced by a snapshot but in no index (missing)") -> tuple[str, str] | None:
     if blob_id in bad_blobs:
         return bad_blobs[blob_id], ""
     if blob_id not in repo.index:
-        return f"blob {blob_id.hex()}", "referenced by a snapshot but in no index (missing)"
+        return f"blob {blob_id.hex()}", missing
     return None
 
 

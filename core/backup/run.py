@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from pathlib import Path
 
 from core import __version__
 from core.backup.single_file import current_user
@@ -32,6 +33,8 @@ class SourceResult:
 class BackupResult:
     backup_set: str
     results: tuple[SourceResult, ...] = field(default_factory=tuple)
+    # core.locations.copy.CopyResult per other location, filled by BackupService after the run.
+    copies: tuple = ()
 
     @property
     def partial(self) -> bool:
@@ -106,9 +109,22 @@ async def _backup_database(repo: Repository, db: DatabaseConfig, backup_set: str
     return SourceResult(SOURCE, snap)
 
 
+async def backup_paths(repo: Repository, name: str, paths: list[Path], *, tags: tuple[str, ...] = (),
+                       metadata: dict | None = None, workers: int = 2) -> Snapshot:
+    """One full snapshot of ``paths`` under source ``name`` (a safety backup before a restore).
+    The caller holds a lock and has loaded the index."""
+    spec = SourceSpec(name=name, category=name.split("/", 1)[0], paths=tuple(paths), exclude=(),
+                      retention_days=0)
+    result = await _backup_source(repo, spec, "full", None, uuid.uuid4().hex[:16], tags, workers, None,
+                                  metadata=metadata)
+    assert result.snapshot is not None
+    return result.snapshot
+
+
 async def _backup_source(repo: Repository, spec: SourceSpec, kind: str, ref: Snapshot | None,
                          backup_set: str, tags: tuple[str, ...], workers: int,
-                         on_progress: Callable[[str, ArchiveStats], None] | None) -> SourceResult:
+                         on_progress: Callable[[str, ArchiveStats], None] | None,
+                         metadata: dict | None = None) -> SourceResult:
     before = list(repo.stats.by_type.get(BlobType.DATA, [0, 0, 0]))
     ref_tree: Tree | None = await repo.load_tree(bytes.fromhex(ref.tree)) if ref else None
     archiver = Archiver(
@@ -137,7 +153,7 @@ async def _backup_source(repo: Repository, spec: SourceSpec, kind: str, ref: Sna
         source=spec.name, paths=tuple(str(p) for p in spec.paths), tree=root.hex(), type=kind,
         parent=ref.id if ref else None, backup_set=backup_set, hostname=socket.gethostname(),
         username=user, tags=tuple(tags), warnings=tuple(st.warnings), summary=summary,
-        program_version=__version__,
+        program_version=__version__, metadata=metadata or {},
     )
     snap_id = await repo.save_snapshot(snap)
     return SourceResult(spec.name, replace(snap, id=snap_id))

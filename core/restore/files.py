@@ -45,6 +45,9 @@ class RestoreStats:
     symlinks: int = 0
     hardlinks: int = 0
     bytes: int = 0
+    unchanged: int = 0  # already right: not written
+    metadata: int = 0  # same content: only mode, owner or times set
+    removed: int = 0  # with --delete: paths the snapshot does not have
     errors: list[str] = field(default_factory=list)
 
 
@@ -82,7 +85,8 @@ def included(path: str, patterns: tuple[str, ...]) -> bool:
 
 class FileRestorer:
     def __init__(self, repo: Repository, target: Path, *, include: tuple[str, ...] = (),
-                 executor: Executor | None = None) -> None:
+                 executor: Executor | None = None, actions: dict[Path, str] | None = None,
+                 removals: list[Path] | None = None) -> None:
         self.repo = repo
         self.target = Path(os.path.abspath(target))
         self.include = include
@@ -97,6 +101,10 @@ class FileRestorer:
         self._tasks: set[asyncio.Task] = set()
         self._failure: BaseException | None = None
         self._local = hasattr(repo.backend, "get_sync")
+        # From a RestorePlan: what is already right is not written again.
+        self._actions = actions or {}
+        self._removals = removals or []
+        self._meta_only: list[tuple[Path, Node]] = []
 
     async def restore(self, snap: Snapshot) -> RestoreStats:
         self._prepare_target()
@@ -111,6 +119,15 @@ class FileRestorer:
             if not included(shown, self.include):
                 continue
             dest = self._dest(parts)
+            action = self._actions.get(dest)
+            if action == "conflict":
+                raise RestoreRefused(f"{dest}: the restore would have to replace a folder or put one over a file")
+            if action == "unchanged" and node.type != DIR:
+                self.stats.unchanged += 1
+                continue
+            if action == "metadata" and node.type == FILE:
+                self._meta_only.append((dest, node))
+                continue
             if node.type == SYMLINK:
                 self._symlinks.append((dest, node))
             elif node.type == FILE:
@@ -361,6 +378,30 @@ class FileRestorer:
             os.link(first, temp, follow_symlinks=False)
             os.replace(temp, path)
             self.stats.hardlinks += 1
+        for path, node in self._meta_only:
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode):
+                raise RestoreRefused(f"{path} changed while restoring (no longer a regular file)")
+            if _IS_ROOT and (node.uid, node.gid) != (st.st_uid, st.st_gid):
+                os.chown(path, node.uid, node.gid, follow_symlinks=False)
+            os.chmod(path, stat.S_IMODE(node.mode))
+            os.utime(path, ns=(node.atime_ns, node.mtime_ns), follow_symlinks=False)
+            self.stats.metadata += 1
+        for path in self._removals:  # files and links first, folders deepest first: the plan's order
+            if self.target not in path.parents:
+                raise RestoreRefused(f"{path} is outside the restore target {self.target}")
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            try:
+                if stat.S_ISDIR(st.st_mode):
+                    os.rmdir(path)
+                else:
+                    os.unlink(path)
+            except OSError as exc:
+                raise RestoreRefused(f"cannot remove {path} (--delete): {exc.strerror}") from None
+            self.stats.removed += 1
         # Deepest first, so setting a folder's mtime is not undone by writing inside it.
         for path, node in sorted(self._dirs, key=lambda d: len(d[0].parts), reverse=True):
             if os.geteuid() == 0:

@@ -36,6 +36,8 @@ __all__ = [
     "payload_size",
     "StorageError",
     "StorageFull",
+    "StorageUsage",
+    "backend_usage",
 ]
 
 
@@ -59,6 +61,23 @@ def payload_size(data: Payload) -> int:
 class ObjectInfo:
     key: str
     size: int
+
+
+@dataclass(frozen=True, slots=True)
+class StorageUsage:
+    """What a location holds, for monitoring; None where the backend cannot tell."""
+
+    bytes_used: int | None = None
+    objects: int | None = None
+    free_bytes: int | None = None
+
+
+async def backend_usage(backend: "Backend") -> StorageUsage | None:
+    """``backend.usage()`` when the backend offers it (it is optional), else None."""
+    usage = getattr(backend, "usage", None)
+    if usage is None:
+        return None
+    return await usage()
 
 
 @runtime_checkable

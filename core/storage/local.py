@@ -11,11 +11,20 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from core.storage.backend import ObjectExists, ObjectInfo, ObjectNotFound, Payload, StorageError, StorageFull
+from core.storage.backend import (
+    ObjectExists,
+    ObjectInfo,
+    ObjectNotFound,
+    Payload,
+    StorageError,
+    StorageFull,
+    StorageUsage,
+)
 
 TMP_PREFIX = ".tmp-"
 
@@ -157,13 +166,35 @@ class LocalBackend:
         except OSError as exc:
             raise StorageError(f"{self.location}: cannot create repository folder: {exc.strerror}") from None
 
+    def _usage_sync(self) -> StorageUsage:
+        used = count = 0
+        for _dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                if name.startswith(TMP_PREFIX):
+                    continue
+                try:
+                    used += os.stat(os.path.join(_dirpath, name)).st_size
+                except FileNotFoundError:  # pruned while we walked
+                    continue
+                count += 1
+        try:
+            free = shutil.disk_usage(self.root).free
+        except OSError:
+            free = None
+        return StorageUsage(bytes_used=used, objects=count, free_bytes=free)
+
+    async def usage(self) -> StorageUsage:
+        """Bytes and objects in the repository, and free space on its filesystem."""
+        return await asyncio.to_thread(self._usage_sync)
+
     async def close(self) -> None:
         return None
 
 
 def _write_parts(fd: int, parts) -> None:
     """Gathered writes of many buffers (writev), resuming correctly after short writes."""
-    pending = list(parts)
+    # Empty parts are dropped: writev reports 0 for them, which would never advance i.
+    pending = [p for p in parts if len(p)]
     i = 0
     while i < len(pending):
         written = os.writev(fd, pending[i:i + 512])  # stay under IOV_MAX

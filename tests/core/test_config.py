@@ -89,7 +89,7 @@ def test_example_documents_every_key():
 def test_example_remote_storage_blocks_are_valid(tmp_path):
     text = EXAMPLE.read_text(encoding="utf-8")
     blocks = re.findall(r"^# \[\[storage\.remote_storage\]\]\n(?:^# .*\n)+", text, re.MULTILINE)
-    assert len(blocks) == 5
+    assert len(blocks) == 6
     uncommented = []
     for block in blocks:
         lines = [line[2:] for line in block.splitlines()]
@@ -99,7 +99,7 @@ def test_example_remote_storage_blocks_are_valid(tmp_path):
     path = write(tmp_path, text + "\n" + "\n\n".join(uncommented) + "\n")
     config = load_config(path)
     providers = [r.provider for r in config.storage.remote_storage]
-    assert providers == ["aws-s3", "gcp-storage", "azure-blob", "sftp", "ftp"]
+    assert providers == ["aws-s3", "gcp-storage", "azure-blob", "sftp", "ftp", "local"]
     assert config.storage.remote_storage[0].credentials_file == Path("/etc/axisor/aws-credentials")
 
 

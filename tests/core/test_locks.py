@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -111,7 +112,8 @@ def test_live_exclusive_lock_blocks_backup_verify_and_restore_naming_the_holder(
     snaps, packs = env.snapshot_files(), env.packs()
     h = hold("exclusive", "prune")
 
-    for args in (("backup",), ("verify",), ("restore", "latest", "--target", str(env.base / "out"))):
+    # --lock-wait 0: fail at once instead of waiting for the holder (the default waits).
+    for args in (("backup", "--lock-wait", "0"), ("verify",), ("restore", "latest", "--target", str(env.base / "out"))):
         r = env.cli(*args)
         assert r.code == 5, r
         assert "exclusive lock by prune" in r.stderr
@@ -137,6 +139,25 @@ def test_live_exclusive_lock_blocks_backup_verify_and_restore_naming_the_holder(
     assert env.lock_files() == []
     r = env.cli("backup")
     assert r.code == 0, r
+
+
+def test_backup_waits_for_a_live_exclusive_holder_and_runs_when_it_lets_go(repo_env):
+    env, hold = repo_env
+    env.backup()
+    h = hold("exclusive", "prune")
+    p = env.popen("backup")
+    try:
+        first = p.stderr.readline().decode()  # the one note it prints while it waits
+        assert "waiting" in first and "exclusive lock by prune" in first and f"pid {h.pid}" in first, first
+        time.sleep(1)
+        assert p.poll() is None  # still waiting, not failed
+        h.release()
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err
+    assert b"waiting" not in err  # said once, not once per retry
 
 
 def test_live_shared_lock_lets_a_backup_run_but_blocks_an_exclusive_lock(repo_env):
@@ -176,7 +197,7 @@ def test_expired_lock_of_a_live_process_is_stale(repo_env):
 def test_lock_of_another_host_is_honoured_until_it_expires(repo_env):
     env, _ = repo_env
     write_lock(env, "remote", exclusive=True, pid=dead_pid(), host="some-other-host.example")
-    r = env.cli("backup")
+    r = env.cli("backup", "--lock-wait", "0")
     assert r.code == 5, r
     assert "some-other-host.example" in r.stderr
     r = env.cli("unlock", json_out=True)

@@ -69,14 +69,15 @@ def _as_server_user(argv: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
 
 
-def _start(bin_dir: Path) -> Cluster:
+def _start(bin_dir: Path, initdb_args: tuple[str, ...] = ()) -> Cluster:
     d = Path(tempfile.mkdtemp(dir="/tmp", prefix="pg."))
     os.chmod(d, 0o755)
     if os.geteuid() == 0:
         pw = pwd.getpwnam("postgres")
         os.chown(d, pw.pw_uid, pw.pw_gid)
     subprocess.run(_as_server_user([str(bin_dir / "initdb"), "-D", str(d / "data"), "-U", "postgres",
-                                    "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"]),
+                                    "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync",
+                                    *initdb_args]),
                    check=True, capture_output=True, timeout=120)
     last = ""
     for _ in range(3):  # a free port can be taken between bind and start: retry
@@ -112,11 +113,12 @@ def pg_bin() -> Path:
 
 @pytest.fixture(scope="session")
 def pg_cluster(pg_bin: Path):
-    """Factory: ``pg_cluster()`` -> a new running Cluster, stopped and removed after the session."""
+    """Factory: ``pg_cluster(*initdb_args)`` -> a new running Cluster (e.g. ``"--wal-segsize=1"``),
+    stopped and removed after the session."""
     started: list[Cluster] = []
 
-    def make() -> Cluster:
-        c = _start(pg_bin)
+    def make(*initdb_args: str) -> Cluster:
+        c = _start(pg_bin, initdb_args)
         started.append(c)
         return c
 

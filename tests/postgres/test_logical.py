@@ -235,6 +235,8 @@ def test_password_never_in_argv_or_output(ws: Workspace, source, pg_bin) -> None
     pw = _password_file(ws)
     _config(ws, f'host = "127.0.0.1"\nport = {source.port}\ndbname = "app"\nuser = "app_user"\n'
                 f'password_file = "{pw}"\npg_bin_dir = "{bindir}"')
+    state = ws.root / "state"  # the job records: a backup runs as a job, kept in jobs.sqlite3
+    ws.config.write_text(ws.config.read_text() + f'[engine]\nstate_dir = "{state}"\n')
     assert ws.cli("init").code == 0
     r = ws.cli("backup", "--json")  # scram over TCP: only works if the password reached pg_dump
     assert r.code == 0, r.err
@@ -260,6 +262,13 @@ def test_password_never_in_argv_or_output(ws: Workspace, source, pg_bin) -> None
         assert PASSWORD not in o
     show = ws.cli("show", "latest", "--json").out
     assert PASSWORD not in show
+    # Nor in the job records (parameters, logs, results, errors) or anything else kept there.
+    jobs = json.loads(ws.cli("jobs", "--json").out)["jobs"]
+    assert any(j["kind"] == "backup" and j["state"] == "failed" for j in jobs)  # the wrong-password run
+    kept = [p for p in state.rglob("*") if p.is_file()]
+    assert any(p.name.startswith("jobs.sqlite3") for p in kept)
+    for p in kept:
+        assert PASSWORD.encode() not in p.read_bytes(), p
 
 
 def test_database_joins_a_backup_set_and_can_be_selected(ws: Workspace, source) -> None:

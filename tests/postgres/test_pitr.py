@@ -156,3 +156,37 @@ def test_non_empty_target_dir_and_misuse_are_refused(env) -> None:
     assert r.code == 2 and "not a date" in r.err
     r = sr.cli("restore", base["id"], "--target-db", "scratch")
     assert r.code == 2 and "physical base backup" in r.err
+
+
+def test_pitr_as_an_engine_job(env, monkeypatch, tmp_path) -> None:
+    """The console's wizard submits point-in-time recovery as a restore job."""
+    import asyncio
+
+    from core.config import load_config
+    from core.jobs.api import JobState
+    from core.jobs.engine import Engine
+
+    c, sr, base = env
+    switch_and_wait(c)
+    st = sr.cli("database", "status", "--json").json()
+    target = datetime.fromisoformat(st["recovery_window"]["from"]) + timedelta(milliseconds=1)
+    out = sr.dir / "pitr-job"
+    monkeypatch.setenv("AXISOR_BACKUP_PROGRAM", str(sr.wrapper))
+    state = tmp_path / "state"
+
+    async def run():
+        engine = Engine(load_config(sr.config), lambda confirm: PASSPHRASE, directory=state, workers=2)
+        await engine.start()
+        try:
+            job = await engine.submit("restore", {"source": "database", "to_time": target.isoformat(),
+                                                  "target_dir": str(out)}, origin="console")
+            return await engine.wait(job.id)
+        finally:
+            await engine.close()
+
+    job = asyncio.run(run())
+    assert job.state == JobState.COMPLETED, job.error
+    assert job.result["base_snapshot"] == base["id"] and not job.result["started"]
+    assert (out / "recovery.signal").exists()
+    if os.geteuid() == 0:
+        assert out.stat().st_uid == __import__("pwd").getpwnam("postgres").pw_uid

@@ -37,6 +37,8 @@ INSERT INTO public.notes (customer_id, body) SELECT 1 + g % 30, 'note ' || g FRO
 """
 
 ORDERS_DIGEST = "SELECT md5(string_agg(o::text, ',' ORDER BY o.id)) FROM sales.orders o"
+ALL_ROWS = ("SELECT md5(string_agg(t, ',' ORDER BY t)) FROM (SELECT 'o' || o::text AS t FROM sales.orders o "
+            "UNION ALL SELECT 'n' || n::text FROM public.notes n UNION ALL SELECT 'c' || c::text FROM public.customers c) x")
 
 
 def _config(ws: Workspace, url: str) -> None:
@@ -142,6 +144,7 @@ def test_force_over_a_live_database_takes_a_safety_snapshot(shopws: Workspace, s
               "INSERT INTO sales.orders (customer_id, amount) VALUES (3, 9.5); CREATE TABLE public.extra (x int);",
               "live")
     modified = shop.psql(ORDERS_DIGEST, "live")
+    modified_all = shop.psql(ALL_ROWS, "live")
     assert modified != shop.psql(ORDERS_DIGEST, "shop")
 
     r = ws.cli("restore", snap["id"], "--target-db", shop.url("live"))
@@ -160,12 +163,17 @@ def test_force_over_a_live_database_takes_a_safety_snapshot(shopws: Workspace, s
     assert safety[0]["metadata"]["safety_for"]["snapshot"] == snap["id"]
     assert safety[0]["metadata"]["tables"]["sales.orders"] == 501
 
-    # Restoring the safety snapshot brings the modified state back.
-    r = ws.cli("restore", rep["safety_snapshot"][:12], "--target-db", shop.url("live"), "--force", "--json")
+    # `rollback` finds the safety snapshot by the restore's id and brings the modified state back.
+    assert safety[0]["metadata"]["safety_for"]["restore"] == rep["restore_id"]
+    assert "password" not in json.dumps(safety[0]["metadata"]["safety_for"])
+    r = ws.cli("rollback", rep["restore_id"], "--json")
     assert r.code == 0, r.err
-    assert r.json()["ok"] and r.json()["safety_snapshot"] not in (None, rep["safety_snapshot"])
+    [back] = r.json()["rolled_back"]
+    assert back["kind"] == "database" and back["ok"] and back["mismatches"] == []
     assert shop.psql(ORDERS_DIGEST, "live") == modified
     assert shop.psql("SELECT count(*) FROM public.notes", "live") == "30"
+    assert shop.psql(ALL_ROWS, "live") == modified_all  # every table's rows, exactly as before the restore
+    assert shop.psql("SELECT count(*) FROM pg_tables WHERE tablename = 'extra'", "live") == "1"
 
     # A restore that fails part-way (an object outside the snapshot depends on a table it
     # must drop) leaves the database exactly as it was, and names the safety snapshot.
@@ -231,7 +239,7 @@ def test_types_round_trip_with_identical_checksums(ws: Workspace, typed) -> None
     r = ws.cli("backup", "--json")
     assert r.code == 0, r.err
     md = r.json()["snapshots"][0]["metadata"]
-    assert md["checksum_method"] == "md5-rowsum-v1"
+    assert md["checksum_method"] == "hash64x2-rowsum-v2" and md["checksum_probe"]
     assert set(md["checksums"]) == set(md["tables"]) == {
         "public.kinds", "public.measurements_2023", "public.measurements_2024", "public.docs"}
     assert md["large_objects"]["count"] == 2 and {"hstore", "pgcrypto"} <= set(md["extensions"])

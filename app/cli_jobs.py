@@ -1,0 +1,396 @@
+"""Commands of the job engine: daemon, jobs, job cancel, status, and backup as a job.
+
+``backup`` runs through the daemon when one answers on its socket, else through an
+engine embedded in this process. Embedded, the process survives its terminal: SIGHUP
+(the SSH session dropped) silences the output and the running job still finishes.
+Through the daemon, Ctrl-C only stops watching; the job goes on in the daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from types import SimpleNamespace
+from typing import Any
+
+from app.cli_locations import copy_text
+
+from core.config import Config, resolve_passphrase
+from core.errors import SourceError
+from core.jobs.api import EngineClient, Job, JobEvent, JobState, connect_engine
+from core.jobs.codec import event_to_dict, job_to_dict
+
+EXIT_INTERRUPTED = 130
+
+
+def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    d = sub.add_parser("daemon", parents=[common],
+                       help="run the engine (and scheduler) in the foreground, serving a local socket")
+    j = sub.add_parser("jobs", parents=[common], help="the job history, one job with its log, or live events")
+    j.add_argument("job_id", nargs="?", metavar="ID", help="one job (an id or a unique prefix)")
+    j.add_argument("--follow", "-f", action="store_true",
+                   help="stream events until the job ends (with ID) or until interrupted")
+    j.add_argument("--limit", type=int, default=50)
+    j.add_argument("--state", action="append", default=[], choices=[s.value for s in JobState])
+    jc = sub.add_parser("job", parents=[common], help="act on one job")
+    jsub = jc.add_subparsers(dest="job_command", required=True)
+    cancel = jsub.add_parser("cancel", parents=[common], help="cancel a pending or running job")
+    cancel.add_argument("job_id", metavar="ID")
+    sub.add_parser("status", parents=[common],
+                   help="health for monitoring: exit 0 ok, 1 warning, 2 critical")
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def _note(message: str) -> None:
+    try:
+        print(message, file=sys.stderr, flush=True)
+    except OSError:
+        pass  # the terminal is gone
+
+
+def _passphrase_source(config: Config):
+    def passphrase(confirm: bool) -> str:
+        return resolve_passphrase(config.storage, confirm=confirm)
+
+    return passphrase
+
+
+async def _engine(svc: Any, *, prefer_daemon: bool = True) -> EngineClient:
+    return await connect_engine(svc.config, _passphrase_source(svc.config), prefer_daemon=prefer_daemon)
+
+
+def _progress_line(job: Job) -> str:
+    p = job.progress
+    if p is None:
+        return f"{job.kind} {job.id}: {job.state.value}"
+    parts = [f"{job.kind} {job.id}: {p.phase}"]
+    if p.current:
+        parts.append(p.current)
+    if p.files_done or p.files_total:
+        parts.append(f"{p.files_done}{'/' + str(p.files_total) if p.files_total else ''} files")
+    if p.bytes_done or p.bytes_total:
+        parts.append(_human_bytes(p.bytes_done) + (f" of {_human_bytes(p.bytes_total)}" if p.bytes_total else ""))
+    if p.rate:
+        parts.append(f"{_human_bytes(p.rate)}/s")
+    return ", ".join(parts)
+
+
+def _detach_from_terminal() -> None:
+    """The terminal hung up: keep working, write nothing more to it."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        try:
+            os.dup2(devnull, fd)
+        except OSError:
+            pass
+    os.close(devnull)
+
+
+# -- backup ------------------------------------------------------------------------------
+
+def survive_hangup() -> None:
+    """Every command but the daemon: a hang-up (the SSH session dropped) silences the
+    output and lets the command, and the job it runs, finish before the process exits."""
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, _detach_from_terminal)
+
+
+async def cmd_backup(svc: Any, args: Any, out: Any) -> int:
+    params = {"type": args.kind, "sources": list(args.source), "tags": list(args.tag),
+              "lock_wait": args.lock_wait}
+    engine = await _engine(svc)
+    loop = asyncio.get_running_loop()
+    interrupted = asyncio.Event()
+    try:
+        events = await engine.subscribe()  # type: ignore[attr-defined]
+        job = await engine.submit("backup", params, origin="cli")
+        if engine.mode == "daemon":
+            _note(f"job {job.id} runs in the daemon; Ctrl-C stops watching, not the job")
+        loop.add_signal_handler(signal.SIGINT, interrupted.set)
+        final = await _watch(engine, events, job, interrupted, tty=sys.stderr.isatty() and not out.json)
+        if final is None:  # interrupted
+            if engine.mode == "daemon":
+                _note(f"stopped watching; job {job.id} goes on in the daemon (axisor-backup jobs --follow {job.id})")
+                return EXIT_INTERRUPTED
+            final = await engine.cancel(job.id)
+            if not final.state.finished:
+                final = await engine.wait(job.id)
+        return _backup_outcome(final, out)
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        await engine.close()
+
+
+async def _watch(engine: EngineClient, events: Any, job: Job, interrupted: asyncio.Event, *,
+                 tty: bool) -> Job | None:
+    """Show the job's progress until it finishes (its final record) or the user interrupts (None)."""
+    stop = asyncio.ensure_future(interrupted.wait())
+    waited = False
+    try:
+        while True:
+            nxt = asyncio.ensure_future(anext(events, None))
+            await asyncio.wait([nxt, stop], return_when=asyncio.FIRST_COMPLETED)
+            if stop.done():
+                nxt.cancel()
+                return None
+            event: JobEvent | None = nxt.result()
+            if event is None:  # the stream ended (daemon stopped): the record tells the rest
+                return await engine.get(job.id)
+            if event.job.id != job.id:
+                continue
+            if event.type == "log" and event.message.startswith("waiting") and not waited:
+                waited = True  # once: a log file should say why the run paused, not fill up
+                _note(event.message)
+            if event.type == "progress" and tty:
+                try:
+                    print("\r" + _progress_line(event.job)[:100].ljust(100), end="", file=sys.stderr, flush=True)
+                except OSError:
+                    pass
+            if event.type == "finished":
+                if tty:
+                    try:
+                        print("\r" + " " * 100 + "\r", end="", file=sys.stderr, flush=True)
+                    except OSError:
+                        pass
+                return event.job
+    finally:
+        stop.cancel()
+        close = getattr(events, "aclose", None)
+        if close is not None:
+            await close()
+
+
+def _backup_outcome(job: Job, out: Any) -> int:
+    result = job.result or {}
+    if job.state == JobState.CANCELLED:
+        _note(f"backup cancelled (job {job.id}); the repository is unchanged up to the last finished snapshot")
+        return EXIT_INTERRUPTED
+    if "snapshots" not in result:  # failed before any source: passphrase, lock, repository
+        _note(f"error: {job.error}")
+        return int(result.get("exit_code") or 1)
+    snaps: list[dict[str, Any]] = result["snapshots"]
+    failed: list[dict[str, Any]] = result.get("failed") or []
+    copies: list[dict[str, Any]] = result.get("copies") or []
+    data = {"backup_set": result["backup_set"], "snapshots": snaps,
+            "failed": [{"source": f["source"], "error": f["error"]} for f in failed], "copies": copies,
+            "job": job.id}
+
+    def text() -> str:
+        lines = [f"backup set {result['backup_set']}"]
+        for s in snaps:
+            m = s["summary"]
+            lines.append(
+                f"  {s['short_id']} {s['source']} ({s['type']}): {m['total_files']} files, "
+                f"{_human_bytes(m['total_bytes'])}; new {m['files_new']}, changed {m['files_changed']}, "
+                f"unmodified {m['files_unmodified']}, removed {m['files_removed']}; added "
+                f"{_human_bytes(m['data_added'])} ({_human_bytes(m['data_added_packed'])} stored)")
+            lines.extend(f"    warning: {w}" for w in s.get("warnings") or [])
+        lines.extend(f"  {f['source']}: FAILED: {f['error']}" for f in failed)
+        lines.extend(copy_text(SimpleNamespace(**c)) for c in copies)
+        return "\n".join(lines)
+
+    try:
+        out.emit(data, text)
+    except OSError:
+        pass
+    for c in copies:
+        if c.get("error"):
+            _note(f"warning: not copied to location {c['target']} ({c['error']}); the next backup catches up")
+    if failed:
+        for f in failed:
+            _note(f"error: {f['source']}: {f['error']}")
+        return int(failed[0].get("code") or SourceError.exit_code)
+    if result.get("partial"):
+        _note("backup finished with warnings: some files were not read completely (exit 7)")
+        return 7
+    return 0
+
+
+# -- jobs ---------------------------------------------------------------------------------
+
+def _when(job: Job) -> str:
+    return job.created_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _duration(job: Job) -> str:
+    if job.started_at is None:
+        return "-"
+    from datetime import UTC, datetime
+
+    end = job.finished_at or datetime.now(UTC)
+    return f"{(end - job.started_at).total_seconds():.1f}s"
+
+
+def _jobs_table(jobs: list[Job]) -> str:
+    if not jobs:
+        return "no jobs yet"
+    rows = [("ID", "KIND", "STATE", "ORIGIN", "CREATED", "TOOK", "NOTE")]
+    for j in jobs:
+        note = j.error or ""
+        if j.state == JobState.RUNNING and j.progress is not None:
+            note = _progress_line(j).split(": ", 1)[1]
+        rows.append((j.id, j.kind, j.state.value, j.origin, _when(j), _duration(j), note[:80]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def _job_text(job: Job, lines: list[str]) -> str:
+    out = [f"job       {job.id}", f"kind      {job.kind}", f"state     {job.state.value}",
+           f"origin    {job.origin}", f"params    {json.dumps(job.params, sort_keys=True)}",
+           f"created   {job.created_at.isoformat()}",
+           f"started   {job.started_at.isoformat() if job.started_at else '-'}",
+           f"finished  {job.finished_at.isoformat() if job.finished_at else '-'}", f"took      {_duration(job)}"]
+    if job.progress is not None:
+        out.append(f"progress  {_progress_line(job).split(': ', 1)[1]}")
+    if job.error:
+        out.append(f"error     {job.error}")
+    if job.result is not None:
+        out.append(f"result    {json.dumps(job.result, sort_keys=True, default=str)[:2000]}")
+    if lines:
+        out.append("log")
+        out.extend(f"  {line}" for line in lines)
+    return "\n".join(out)
+
+
+async def cmd_jobs(svc: Any, args: Any, out: Any) -> int:
+    engine = await _engine(svc)
+    try:
+        if args.follow:
+            return await _follow(engine, args, out)
+        if args.job_id:
+            job = await engine.get(args.job_id)
+            lines = await engine.log(job.id)
+            out.emit({**job_to_dict(job), "log": lines}, lambda: _job_text(job, lines))
+            return 0
+        states = frozenset(JobState(s) for s in args.state) if args.state else None
+        jobs = await engine.list(limit=args.limit, states=states)
+        out.emit({"jobs": [job_to_dict(j) for j in jobs], "mode": engine.mode}, lambda: _jobs_table(jobs))
+        return 0
+    finally:
+        await engine.close()
+
+
+def _print_event(event: JobEvent, out: Any) -> None:
+    if out.json:
+        print(json.dumps(event_to_dict(event), sort_keys=True, default=str), flush=True)
+    elif event.type == "progress":
+        print(_progress_line(event.job), flush=True)
+    elif event.type == "log":
+        print(f"{event.job.kind} {event.job.id}: {event.message}", flush=True)
+    elif event.type == "finished":
+        print(f"{event.job.kind} {event.job.id}: {event.job.state.value}"
+              + (f": {event.job.error}" if event.job.error else ""), flush=True)
+    else:
+        print(f"{event.job.kind} {event.job.id}: {event.type}", flush=True)
+
+
+async def _follow(engine: EngineClient, args: Any, out: Any) -> int:
+    loop = asyncio.get_running_loop()
+    interrupted = asyncio.Event()
+    loop.add_signal_handler(signal.SIGINT, interrupted.set)
+    try:
+        if engine.mode == "embedded":
+            return await _follow_store(engine, args, out, interrupted)
+        events = await engine.subscribe()  # type: ignore[attr-defined]
+        target = None
+        if args.job_id:
+            target = await engine.get(args.job_id)
+            _print_event(JobEvent("state", target), out)
+            if target.state.finished:
+                return _exit_of(target)
+        stop = asyncio.ensure_future(interrupted.wait())
+        try:
+            while True:
+                nxt = asyncio.ensure_future(anext(events, None))
+                await asyncio.wait([nxt, stop], return_when=asyncio.FIRST_COMPLETED)
+                if stop.done():
+                    nxt.cancel()
+                    return 0 if target is None else EXIT_INTERRUPTED
+                event = nxt.result()
+                if event is None:
+                    _note("the daemon closed the event stream")
+                    return 0 if target is None else _exit_of(await engine.get(target.id))
+                if target is not None and event.job.id != target.id:
+                    continue
+                _print_event(event, out)
+                if target is not None and event.type == "finished":
+                    return _exit_of(event.job)
+        finally:
+            stop.cancel()
+            await events.aclose()
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+
+
+async def _follow_store(engine: EngineClient, args: Any, out: Any, interrupted: asyncio.Event) -> int:
+    """Without a daemon, jobs of other processes are seen through their records: poll them."""
+    seen: dict[str, tuple[str, Any]] = {}
+    while not interrupted.is_set():
+        jobs = [await engine.get(args.job_id)] if args.job_id else await engine.list(limit=20)
+        for job in reversed(jobs):
+            key = (job.state.value, job.progress)
+            if seen.get(job.id) != key:
+                seen[job.id] = key
+                kind = "finished" if job.state.finished else "progress" if job.progress else job.state.value
+                _print_event(JobEvent(kind, job), out)
+        if args.job_id and jobs[0].state.finished:
+            return _exit_of(jobs[0])
+        try:
+            await asyncio.wait_for(interrupted.wait(), timeout=0.5)
+        except TimeoutError:
+            pass
+    return 0 if not args.job_id else EXIT_INTERRUPTED
+
+
+def _exit_of(job: Job) -> int:
+    if job.state == JobState.COMPLETED:
+        return int((job.result or {}).get("exit_code") or 0)
+    if job.state == JobState.CANCELLED:
+        return EXIT_INTERRUPTED
+    return int((job.result or {}).get("exit_code") or 1)
+
+
+async def cmd_job(svc: Any, args: Any, out: Any) -> int:
+    engine = await _engine(svc)
+    try:
+        job = await engine.cancel(args.job_id)
+        out.emit(job_to_dict(job), lambda: f"job {job.id}: {job.state.value}"
+                 + (f" ({job.error})" if job.error else ""))
+        return 0
+    finally:
+        await engine.close()
+
+
+# -- daemon and status ---------------------------------------------------------------------
+
+async def cmd_daemon(svc: Any, args: Any, out: Any) -> int:
+    from core.jobs.daemon import Daemon, setup_json_logging
+
+    setup_json_logging()
+    return await Daemon(svc.config, getattr(args, "config_path", None)).run()
+
+
+async def cmd_status(svc: Any, args: Any, out: Any) -> int:
+    from core.jobs.status import health
+
+    h = await health(svc.config)
+    data = {"level": h.level, "exit_code": h.exit_code, "daemon_pid": h.daemon_pid,
+            "checks": [{"name": c.name, "level": c.level, "message": c.message} for c in h.checks]}
+    out.emit(data, lambda: "\n".join([f"status: {h.level.upper()}"]
+                                     + [f"  {c.level.upper():8} {c.name}: {c.message}" for c in h.checks]))
+    return h.exit_code
+
+
+COMMANDS = {"jobs": cmd_jobs, "job": cmd_job, "daemon": cmd_daemon, "status": cmd_status}
+
+__all__ = ["COMMANDS", "add_parsers"]

@@ -1,0 +1,221 @@
+"""Commands for several locations: copy, locations, the merged snapshots catalog, and
+choosing where a restore reads from (``restore --from NAME`` and the fallback)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from core.repository.snapshot import Snapshot
+
+EXIT_OK = 0
+
+
+def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Register ``copy`` and ``locations``, and ``--from`` on ``restore``."""
+    c = sub.add_parser("copy", parents=[common], help="copy snapshots to another location")
+    c.add_argument("snapshot", nargs="*",
+                   help="ids, id prefixes, latest or latest:SOURCE (default: every snapshot the target lacks)")
+    c.add_argument("--to", required=True, metavar="NAME", help="the location to copy to")
+    c.add_argument("--from", dest="from_location", metavar="NAME", default=None,
+                   help="the location to copy from (default: the primary, local)")
+    sub.add_parser("locations", parents=[common],
+                   help="every location: reachable, latency, space used and free, growth, last write")
+    restore = sub.choices.get("restore")
+    if restore is not None:
+        restore.add_argument("--from", dest="from_location", metavar="NAME", default=None,
+                             help="restore from this location (default: the primary, or the first other "
+                                  "location holding the snapshots when it cannot serve)")
+    for name in READS_FROM:
+        parser = sub.choices.get(name)
+        if parser is not None:
+            parser.add_argument("--from", dest="from_location", metavar="NAME", default=None,
+                                help="read this location's repository instead of the primary's")
+
+
+# Commands that read one repository and serve it from `--from NAME` as they are.
+READS_FROM = ("verify", "ls", "show")
+
+
+async def use_from(svc: Any, args: Any) -> None:
+    """``verify``/``ls``/``show --from NAME``: point the service at that location first."""
+    name = getattr(args, "from_location", None)
+    if name is not None and args.command in READS_FROM:
+        await svc.use_location(name)
+
+
+def _note(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    sign = "-" if n < 0 else ""
+    n = abs(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{sign}{n:.0f} {unit}" if unit == "B" else f"{sign}{n:.1f} {unit}"
+        n /= 1024
+    return f"{sign}{n} B"
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+# -- copy ------------------------------------------------------------------------------
+
+def copy_json(r: Any) -> dict:
+    d = asdict(r)
+    for key in ("copied", "present", "pending"):
+        d[key] = list(d[key])
+    return d
+
+
+def copy_text(r: Any) -> str:
+    if r.error:
+        return (f"NOT copied to {r.target}: {r.error}\n  {len(r.pending)} snapshots pending there; the next "
+                f"backup or `axisor-backup copy --to {r.target}` catches up")
+    made = f" (created a replica at {r.target})" if r.created else ""
+    return (f"copied {len(r.copied)} snapshots from {r.source} to {r.target}{made}: {r.packs_copied} packs, "
+            f"{_bytes(r.bytes_copied)}" + (f"; {len(r.present)} were already there" if r.present else "")
+            + (f"; indexed {r.packs_indexed} packs left by an interrupted copy" if r.packs_indexed else "")
+            + (f"; {len(r.wal_copied)} WAL files" if r.wal_copied else ""))
+
+
+async def cmd_copy(svc: Any, args: Any, out: Any) -> int:
+    tty = sys.stderr.isatty() and not out.json
+
+    def progress(p: Any) -> None:
+        if tty:
+            print(f"\r{p.snapshot[:8]} ({p.snapshots_done + 1}/{p.snapshots_total}): {p.packs_done}/"
+                  f"{p.packs_total} packs, {_bytes(p.bytes_copied)}   ", end="", file=sys.stderr, flush=True)
+
+    result = await svc.copy(args.to, args.snapshot or None, source=args.from_location, on_progress=progress)
+    if tty:
+        print("\r" + " " * 70 + "\r", end="", file=sys.stderr)
+    out.emit(copy_json(result), lambda: copy_text(result))
+    return EXIT_OK
+
+
+# -- the merged catalog ----------------------------------------------------------------
+
+_MARK = {"complete": "{}", "incomplete": "{}!", "missing": "-{}", "unknown": "?{}"}
+
+
+def catalog_entry_json(entry: Any, where: dict[str, str]) -> dict:
+    s: Snapshot = entry.snapshot
+    d = asdict(s)
+    d["short_id"] = s.short_id
+    # The strategy document's BackupInfo fields, for tools written against it.
+    d["created_at"] = s.time
+    d["size_bytes"] = s.summary.total_bytes
+    d["location"] = entry.location
+    d["path"] = _object_path(where[entry.location], f"snapshots/{s.id}") if entry.location else None
+    d["locations"] = [{"name": c.location, "state": c.state, "complete": c.complete} for c in entry.copies]
+    return d
+
+
+def _object_path(where: str, key: str) -> str:
+    """``/srv/repo`` -> ``/srv/repo/KEY``; ``s3://b/p at http://host`` -> ``s3://b/p/KEY at http://host``."""
+    base, sep, endpoint = where.partition(" at ")
+    return f"{base.rstrip('/')}/{key}{sep}{endpoint}"
+
+
+def catalog_text(entries: list[Any]) -> str:
+    if not entries:
+        return "no snapshots yet"
+    rows = [("ID", "TIME", "SOURCE", "TYPE", "SIZE", "FILES", "NEW", "RATIO", "LOCATIONS", "TAGS")]
+    for e in entries:
+        s = e.snapshot
+        rows.append((
+            s.short_id, s.datetime.strftime("%Y-%m-%d %H:%M:%S"), s.source, s.type,
+            _bytes(s.summary.total_bytes), str(s.summary.total_files), _bytes(s.summary.data_added_packed),
+            f"{s.summary.compression_ratio:.2f}",
+            " ".join(_MARK[c.state].format(c.location) for c in e.copies), ",".join(s.tags),
+        ))
+    legend = "locations: name = complete copy, name! = incomplete, -name = not copied yet, ?name = unreachable"
+    return _table(rows) + ("\n" + legend if len(entries[0].copies) > 1 else "")
+
+
+async def cmd_snapshots(svc: Any, args: Any, out: Any) -> int:
+    cat = await svc.catalog()
+    entries = [e for e in cat.entries if not args.source or e.snapshot.source == args.source]
+    where = {scan.name: scan.where for scan in cat.locations}
+    out.emit({"snapshots": [catalog_entry_json(e, where) for e in entries],
+              "damaged": [{"object": e.key, "reason": e.reason, "location": loc} for loc, e in cat.damaged],
+              "locations": [asdict(scan) for scan in cat.locations]},
+             lambda: catalog_text(entries))
+    for loc, e in cat.damaged:
+        _note(f"warning: {loc}: {e}")
+    for scan in cat.locations:
+        if not scan.reachable:
+            _note(f"warning: location {scan.name} cannot be read: {scan.error}")
+    return EXIT_OK
+
+
+# -- monitoring ------------------------------------------------------------------------
+
+def _age(iso: str | None) -> str:
+    if not iso:
+        return "-"
+    return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+async def cmd_locations(svc: Any, args: Any, out: Any) -> int:
+    statuses = await svc.locations()
+    primary_id = next((s.repository_id for s in statuses if s.primary and s.repository_id), None)
+    data = []
+    for s in statuses:
+        d = asdict(s)
+        d["same_repository"] = (None if s.repository_id is None or primary_id is None
+                                else s.repository_id == primary_id)
+        data.append(d)
+
+    def text() -> str:
+        rows = [("NAME", "PROVIDER", "STATE", "LATENCY", "USED", "OBJECTS", "FREE", "GROWTH 7D", "LAST WRITE",
+                 "WHERE")]
+        notes = []
+        for s, d in zip(statuses, data):
+            state = ("down" if not s.reachable else "ok" if s.initialized else "empty")
+            if d["same_repository"] is False:
+                state = "OTHER REPO"
+            growth = "-" if s.growth_bytes is None else ("+" if s.growth_bytes >= 0 else "") + _bytes(s.growth_bytes)
+            rows.append((s.name + (" (primary)" if s.primary else ""), s.provider, state,
+                         "-" if s.latency_ms is None else f"{s.latency_ms:.1f} ms", _bytes(s.bytes_used),
+                         "-" if s.objects is None else str(s.objects), _bytes(s.free_bytes), growth,
+                         _age(s.last_write), s.where))
+            if s.error:
+                notes.append(f"{s.name}: {s.error}")
+            if s.last_error:
+                notes.append(f"{s.name}: last copy failed at {_age(s.last_error_at)}: {s.last_error}")
+        return _table(rows) + "".join(f"\n{n}" for n in notes)
+
+    out.emit({"locations": data}, text)
+    return EXIT_OK
+
+
+# -- restore ---------------------------------------------------------------------------
+
+async def choose_restore_location(svc: Any, args: Any) -> str | None:
+    """With ``--from`` or several locations: switch ``svc`` to the location the restore
+    reads from, telling stderr about each location passed over. Returns its name."""
+    prefer = getattr(args, "from_location", None)
+    if prefer is None and not svc.config.storage.remote_storage:
+        return None  # one location: nothing to choose, and errors stay exactly as they were
+    refs = list(args.snapshot)
+    source = args.source if args.target_db is None else (args.source or "database")
+    choice = await svc.choose_location(refs, source, prefer=prefer)
+    for name, why in choice.skipped:
+        _note(f"note: location {name} cannot serve this restore ({why})")
+    if choice.skipped:
+        _note(f"note: restoring from location {choice.location}")
+    return choice.location
+
+
+COMMANDS = {"copy": cmd_copy, "locations": cmd_locations}

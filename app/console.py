@@ -1,0 +1,234 @@
+"""The Textual operations console: `axisor-backup console` (or bare `axisor-backup` on a terminal).
+
+The App is a thin shell. It holds a ``BackupService`` for reads (catalog, file lists,
+database status) and an engine handle (``core.jobs.api.EngineClient``) for everything that
+does work; one worker turns the engine's event stream into messages for the screens.
+Jobs belong to the engine, never to the UI: when the terminal goes away the embedded
+engine finishes its running jobs before the process exits, and a daemon's jobs never
+notice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import signal
+import sys
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+
+from core.config import Config
+from core.jobs.api import EngineClient, Job, JobState, connect_engine
+from core.service import BackupService, PassphraseSource
+from screens.catalog import CatalogScreen
+from screens.dashboard import DashboardScreen
+from screens.help import HelpScreen, key_rows
+from screens.jobs import JobsScreen
+from screens.locations import LocationsScreen
+from screens.messages import EngineFailed, EngineReady, JobChanged, JobLogLine, JobProgressed
+from screens.restore_wizard import RestoreWizardScreen
+from screens.schedules import SchedulesScreen
+from screens.settings import SettingsScreen
+from screens.verify import VerifyScreen
+from screens.drills import DrillsScreen
+
+SCREENS_DIR = Path(__file__).resolve().parent.parent / "screens"
+
+# key, mode, title: the single keys that move between screens
+NAVIGATION = (
+    ("d", "dashboard", "Dashboard"),
+    ("j", "jobs", "Jobs"),
+    ("c", "catalog", "Catalog"),
+    ("v", "verify", "Verify"),
+    ("r", "restore", "Restore wizard"),
+    ("s", "schedules", "Schedules"),
+    ("l", "locations", "Locations"),
+    ("e", "settings", "Settings"),
+    ("x", "drills", "Drills"),
+)
+
+
+class ConsoleApp(App):
+    TITLE = "Axisor Backup"
+    CSS_PATH = [SCREENS_DIR / "console.tcss", SCREENS_DIR / "wizard.tcss"]
+    MODES = {
+        "dashboard": DashboardScreen, "jobs": JobsScreen, "catalog": CatalogScreen,
+        "verify": VerifyScreen, "restore": RestoreWizardScreen, "schedules": SchedulesScreen,
+        "locations": LocationsScreen, "settings": SettingsScreen,
+        "drills": DrillsScreen,
+    }
+    DEFAULT_MODE = "dashboard"
+    BINDINGS = [
+        *(Binding(key, f"go('{mode}')", title, id=f"go.{mode}", tooltip=f"Open the {title} screen")
+          for key, mode, title in NAVIGATION),
+        Binding("question_mark", "help", "Keys", id="app.help", tooltip="List every key of this screen"),
+        Binding("escape", "back", "Back", show=False, id="app.back", tooltip="Go back one level"),
+        Binding("ctrl+q", "quit", "Quit", id="app.quit", tooltip="Leave the console (jobs keep running)",
+                priority=True),
+    ]
+
+    def __init__(self, config: Config, passphrase: PassphraseSource, *, config_path: Path | None = None,
+                 read_only: bool = False, prefer_daemon: bool = True, engine: EngineClient | None = None,
+                 service: BackupService | None = None, now: Callable[[], datetime] | None = None,
+                 start_job: tuple[str, dict] | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.config_path = config_path or config.path
+        self.read_only = read_only
+        self._passphrase = passphrase
+        self._prefer_daemon = prefer_daemon
+        self.engine: EngineClient | None = engine
+        self._own_engine = engine is None
+        self.service = service or BackupService(config, passphrase)
+        self._own_service = service is None
+        self.now: Callable[[], datetime] = now or (lambda: datetime.now(timezone.utc))
+        self.jobs: dict[str, Job] = {}
+        self.submitted: list[tuple[str, dict]] = []  # what this console asked the engine to do
+        self._start_job = start_job  # the demo opens with a backup running
+        self.sub_title = "connecting to the engine…" + (" · READ-ONLY" if read_only else "")
+
+    # -- engine -------------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        self._connect()
+
+    @work(exclusive=True, group="engine", exit_on_error=False)
+    async def _connect(self) -> None:
+        try:
+            if self.engine is None:
+                self.engine = await connect_engine(self.config, self._passphrase, prefer_daemon=self._prefer_daemon)
+            for job in await self.engine.list(limit=200):
+                self.jobs[job.id] = job
+        except Exception as exc:  # the console stays usable for reads without an engine
+            self.post_message(EngineFailed(f"{type(exc).__name__}: {exc}"))
+            return
+        self.post_message(EngineReady(self.engine.mode))
+        self._pump_events()
+        if self._start_job is not None:
+            await self.submit(*self._start_job)
+
+    @work(exclusive=True, group="events", exit_on_error=False)
+    async def _pump_events(self) -> None:
+        assert self.engine is not None
+        async for ev in self.engine.events():
+            self.jobs[ev.job.id] = ev.job
+            if ev.type == "progress":
+                self._broadcast(JobProgressed(ev.job))
+            elif ev.type == "log":
+                self._broadcast(JobLogLine(ev.job.id, ev.message))
+            else:
+                self._broadcast(JobChanged(ev.job))
+
+    def _broadcast(self, message: JobProgressed | JobChanged | JobLogLine) -> None:
+        for screen in self.screen_stack:
+            screen.post_message(message)
+
+    def on_engine_ready(self, message: EngineReady) -> None:
+        self.engine_mode = message.mode
+        self.sub_title = f"{message.mode} engine" + (" · READ-ONLY" if self.read_only else "")
+        for screen in self.screen_stack:
+            refresh = getattr(screen, "refresh_data", None)
+            if refresh:
+                refresh()
+
+    def on_engine_failed(self, message: EngineFailed) -> None:
+        self.sub_title = "NO ENGINE: " + message.error
+        self.notify(f"engine unavailable: {message.error}", severity="error", timeout=10)
+
+    async def submit(self, kind: str, params: dict) -> Job | None:
+        """Ask the engine for a job; refused under --read-only. Callers are workers."""
+        if self.read_only:
+            self.notify("read-only console: nothing can be started", severity="warning")
+            return None
+        if self.engine is None:
+            self.notify("the engine is not connected", severity="error")
+            return None
+        self.submitted.append((kind, dict(params)))
+        job = await self.engine.submit(kind, params, origin="console")
+        self.jobs[job.id] = job
+        self._broadcast(JobChanged(job))
+        return job
+
+    def running_jobs(self) -> list[Job]:
+        return [j for j in self.jobs.values() if j.state in (JobState.PENDING, JobState.RUNNING)]
+
+    async def shutdown(self) -> None:
+        """After the UI is gone: an embedded engine finishes what runs, then everything closes."""
+        engine = self.engine
+        if engine is not None and self._own_engine:
+            if engine.mode == "embedded":
+                for job in await engine.list(states=frozenset({JobState.PENDING, JobState.RUNNING})):
+                    _note(f"waiting for {job.kind} job {job.id} to finish (the console has closed)")
+                    await engine.wait(job.id)
+            await engine.close()
+        if self._own_service:
+            await self.service.close()
+
+    # -- navigation ---------------------------------------------------------------------
+
+    def action_go(self, mode: str) -> None:
+        self.switch_mode(mode)
+
+    def action_back(self) -> None:
+        if len(self.screen_stack) > 1:
+            self.pop_screen()
+        elif self.current_mode != "dashboard":
+            self.switch_mode("dashboard")
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        self.push_screen(HelpScreen(self.screen.__class__.__name__.removesuffix("Screen"), key_rows(self.screen)))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        for _key, mode, title in NAVIGATION:
+            yield SystemCommand(f"Go: {title}", f"Open the {title} screen", lambda m=mode: self.switch_mode(m))
+        # Every action of the screen is reachable from the palette too.
+        seen = set()
+        for active in screen.active_bindings.values():
+            b = active.binding
+            if not b.description or not active.enabled or b.action.startswith("go(") or b.action in seen:
+                continue
+            seen.add(b.action)
+            yield SystemCommand(f"{b.description}", b.tooltip or b.description,
+                                lambda node=active.node, action=b.action: self.run_action(action, node))
+        yield SystemCommand("Quit", "Leave the console (jobs keep running)", self.action_quit)
+
+
+def _note(text: str) -> None:
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except OSError:
+        pass  # the terminal is gone; the job still finishes
+
+
+async def run_console(config: Config, passphrase: PassphraseSource, *, config_path: Path | None,
+                      read_only: bool = False, prefer_daemon: bool = True) -> int:
+    app = ConsoleApp(config, passphrase, config_path=config_path, read_only=read_only,
+                     prefer_daemon=prefer_daemon)
+
+    def hangup() -> None:
+        # The SSH session dropped: close the UI (nothing left to draw on) and let shutdown()
+        # finish what the embedded engine runs, then exit. Ignoring the signal instead left
+        # a console polling a dead terminal forever.
+        from app.cli_jobs import _detach_from_terminal
+
+        _detach_from_terminal()
+        app.exit()
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hangup)
+    try:
+        await app.run_async()
+    finally:
+        await app.shutdown()
+    return app.return_code or 0
+
+
+__all__ = ["ConsoleApp", "NAVIGATION", "run_console"]

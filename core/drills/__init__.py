@@ -1,0 +1,1 @@
+"""Disaster-recovery drills and recovery objectives (docs/ARCHITECTURE.md, "Drills")."""

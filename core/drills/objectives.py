@@ -1,0 +1,129 @@
+"""Recovery objectives measured: how old is the newest point each source can be restored to.
+
+Pure: a config, the snapshots (``BackupService.snapshots()``), a clock and, for a database
+with physical backups, the PITR recovery window (``BackupService.recovery_window()``) in,
+one ``ObjectiveStatus`` per configured source out. ``axisor-backup status``, the console
+dashboard and the drill report call ``evaluate_objectives``.
+
+The achieved RPO of a source is the age of its newest restorable point: its newest
+snapshot (safety snapshots taken before a restore do not count: they hold what was there,
+not a backup), or for the database, when the recovery window reaches later, the window's
+end (the last archived WAL it can replay to). It is ``ok`` within the objective,
+``warning`` up to ``critical_factor`` times it, ``critical`` beyond or when there is no
+restorable point at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from core.config import Config
+from core.repository.snapshot import Snapshot
+
+LEVELS = ("ok", "warning", "critical")
+SAFETY_TAG = "safety"  # core.restore.safety.SAFETY_TAG; not imported so this module stays light
+
+
+class _Window(Protocol):
+    @property
+    def end(self) -> datetime | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectiveStatus:
+    source: str
+    rpo: timedelta  # the objective
+    rto: timedelta  # the objective (measured by drills, not here)
+    newest: datetime | None  # the newest restorable point; None: nothing restorable
+    achieved_rpo: timedelta | None  # now - newest
+    status: str  # ok | warning | critical
+    via: str  # "snapshot" | "pitr" | "none"
+    snapshot: str | None  # short id of the newest snapshot, when via == "snapshot"
+    message: str
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "rpo_seconds": self.rpo.total_seconds(),
+                "rto_seconds": self.rto.total_seconds(),
+                "newest": self.newest.isoformat() if self.newest else None,
+                "achieved_rpo_seconds": None if self.achieved_rpo is None else round(
+                    self.achieved_rpo.total_seconds(), 3),
+                "status": self.status, "via": self.via, "snapshot": self.snapshot, "message": self.message}
+
+
+def configured_sources(config: Config) -> list[str]:
+    """Every source the config protects, in backup order (database last, as backup takes it)."""
+    names = [s.name for s in config.sources()]
+    if config.database.enabled:
+        names.append("database")
+    return names
+
+
+def level_for(age: timedelta | None, objective: timedelta, critical_factor: float) -> str:
+    if age is None:
+        return "critical"
+    if age <= objective:
+        return "ok"
+    return "warning" if age <= objective * critical_factor else "critical"
+
+
+def human_duration(span: timedelta) -> str:
+    seconds = int(abs(span.total_seconds()))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+    return f"{seconds // 86400}d{(seconds % 86400) // 3600}h"
+
+
+def newest_points(snapshots: Iterable[Snapshot]) -> dict[str, Snapshot]:
+    """The newest non-safety snapshot of each source."""
+    newest: dict[str, Snapshot] = {}
+    for s in snapshots:
+        if SAFETY_TAG in s.tags or s.source.startswith("safety/"):
+            continue
+        if s.source not in newest or s.datetime > newest[s.source].datetime:
+            newest[s.source] = s
+    return newest
+
+
+def evaluate_objectives(config: Config, snapshots: Iterable[Snapshot], now: datetime,
+                        window: _Window | None = None) -> list[ObjectiveStatus]:
+    """One status per configured source (see module doc). ``now`` must be timezone-aware."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    newest = newest_points(snapshots)
+    objectives = config.objectives
+    out: list[ObjectiveStatus] = []
+    for source in configured_sources(config):
+        goal = objectives.for_source(source)
+        snap = newest.get(source)
+        point: datetime | None = snap.datetime if snap else None
+        via = "snapshot" if snap else "none"
+        if source == "database" and window is not None and window.end is not None:
+            if point is None or window.end > point:
+                point, via = window.end, "pitr"
+        age = max(now - point, timedelta(0)) if point is not None else None
+        status = level_for(age, goal.rpo, objectives.critical_factor)
+        if age is None:
+            message = f"no restorable point (objective {human_duration(goal.rpo)})"
+        else:
+            what = (f"snapshot {snap.short_id}" if via == "snapshot" and snap else "end of the PITR window")
+            relation = "within" if status == "ok" else "over"
+            message = (f"newest restorable point {human_duration(age)} old ({what}), "
+                       f"{relation} the {human_duration(goal.rpo)} objective")
+        out.append(ObjectiveStatus(source, goal.rpo, goal.rto, point, age, status, via,
+                                   snap.short_id if via == "snapshot" and snap else None, message))
+    return out
+
+
+def worst(statuses: Iterable[ObjectiveStatus]) -> str:
+    return max((s.status for s in statuses), key=LEVELS.index, default="ok")
+
+
+__all__ = ["LEVELS", "ObjectiveStatus", "configured_sources", "evaluate_objectives", "human_duration",
+           "level_for", "newest_points", "worst"]

@@ -1,0 +1,554 @@
+"""Running a disaster-recovery drill: restore into scratch targets, validate, measure, clean up.
+
+Scenarios (``[drills] scenario`` or ``drill --scenario``):
+
+- ``database-loss``: the newest logical database snapshot into a throwaway cluster (or a
+  scratch database with ``[drills] scratch = "database"``); with a point in time, PITR
+  from the physical base backups and archived WAL into a throwaway data directory that is
+  started on a free port.
+- ``platform-loss``: the database as above, plus the newest snapshot of every file source
+  (application data and configuration) into a scratch folder, each file read back.
+- ``location-loss``: platform-loss read from one secondary location only (``--from``, or
+  the first ``[[storage.remote_storage]]``); the primary is never opened for reading.
+- ``corrupted-table``: one table (``[drills] table``, else the snapshot's largest) restored
+  on its own into a scratch target, its row count and checksum compared with the
+  snapshot's; the live table's figures are reported beside them.
+
+Live data is never written: every target is new and private to the drill. Validation is
+the exact row counts and row checksums the logical snapshot recorded, every restored file
+re-read against its snapshot, and the operator's ``[[drills.checks]]``. RTO is measured
+from the start to restored-and-validated (cleanup excluded); RPO is the age of the
+newest restorable point at drill time; each is checked against ``[objectives]``. The
+scratch targets are removed in a ``finally`` shielded from cancellation, and the removal
+itself is a check: a drill that leaves something behind fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from core import __version__
+from core.config import DRILL_SCENARIOS, DrillCheckConfig
+from core.drills.objectives import evaluate_objectives, human_duration
+from core.drills.report import CheckResult, DrillReport, RpoResult, Step, new_drill_id, store_report
+from core.drills.scratch import Scratch, free_port, server_user
+from core.errors import AxisorError, DatabaseError, UsageError
+from core.repository.lock import Lock
+from core.repository.snapshot import Snapshot
+from core.sources.postgres.connection import PgTarget
+
+if TYPE_CHECKING:
+    from core.service import BackupService
+
+Listener = Callable[[Step | CheckResult], None]
+FILE_SCENARIOS = ("platform-loss", "location-loss")
+
+
+@dataclass(frozen=True, slots=True)
+class DrillRequest:
+    scenario: str = ""  # "": [drills] scenario
+    location: str | None = None  # --from
+    to_time: datetime | None = None  # PITR target (aware)
+
+    def as_params(self) -> dict:
+        return {"scenario": self.scenario, "from": self.location,
+                "to_time": self.to_time.isoformat() if self.to_time else None}
+
+    @classmethod
+    def from_params(cls, params: dict) -> DrillRequest:
+        to_time = params.get("to_time")
+        when = datetime.fromisoformat(str(to_time)) if to_time else None
+        if when is not None and when.tzinfo is None:
+            when = when.astimezone()
+        return cls(str(params.get("scenario") or ""), params.get("from") or None, when)
+
+
+class _Drill:
+    def __init__(self, svc: BackupService, request: DrillRequest, listener: Listener | None,
+                 check_cancelled: Callable[[], None] | None, job_id: str | None) -> None:
+        self.svc = svc
+        self.config = svc.config
+        self.scenario = request.scenario or self.config.drills.scenario
+        if self.scenario not in DRILL_SCENARIOS:
+            raise UsageError(f"unknown drill scenario {self.scenario!r}; choose one of {', '.join(DRILL_SCENARIOS)}")
+        self.request = request
+        self.listener = listener or (lambda _item: None)
+        self.check_cancelled = check_cancelled or (lambda: None)
+        self.job_id = job_id
+        self.id = new_drill_id()
+        self.started = datetime.now(UTC)
+        self.t0 = time.monotonic()
+        self.steps: list[Step] = []
+        self.checks: list[CheckResult] = []
+        self.restored: list[dict] = []
+        self.restored_sources: list[str] = []
+        self.db_target: PgTarget | None = None  # where the restored database can be queried
+        self.db_partial = False
+        self.file_roots: dict[str, list[Path]] = {}
+        self.window = None
+        self.snaps: list[Snapshot] = []
+        drills = self.config.drills
+        self.scratch = Scratch(self.id, drills.work_dir, None)
+        self.location = self._choose_location()
+
+    def _choose_location(self) -> str:
+        """Which location the drill reads from; misuse is refused before anything runs."""
+        from core.storage.factory import PRIMARY_NAME
+
+        names = self.svc.location_names()
+        wanted = self.request.location
+        if self.scenario == "location-loss":
+            secondaries = names[1:]
+            if not secondaries:
+                raise UsageError("the location-loss drill reads from a secondary location, and none is configured "
+                                 "([[storage.remote_storage]])")
+            wanted = wanted or secondaries[0]
+            if wanted == PRIMARY_NAME:
+                raise UsageError("the location-loss drill rehearses losing the primary: --from must name a "
+                                 f"secondary location ({', '.join(secondaries)})")
+        if wanted and wanted not in names:
+            raise UsageError(f"no location {wanted!r}; configured: {', '.join(names)}")
+        if self.request.to_time is not None and self.scenario == "corrupted-table":
+            raise UsageError("--to-time applies to the database-loss and platform-loss drills")
+        return wanted or PRIMARY_NAME
+
+    # -- recording ------------------------------------------------------------------------
+
+    def step(self, name: str, status: str, started: float, detail: str = "") -> Step:
+        s = Step(name, status, round(time.monotonic() - started, 3), detail)
+        self.steps.append(s)
+        self.listener(s)
+        return s
+
+    def check(self, name: str, kind: str, ok: bool | None, detail: str = "", expected: Any = None,
+              actual: Any = None, status: str | None = None) -> CheckResult:
+        c = CheckResult(name, kind, status or ("skip" if ok is None else "pass" if ok else "fail"), detail,
+                        expected, actual)
+        self.checks.append(c)
+        self.listener(c)
+        return c
+
+    async def timed(self, name: str, call: Callable[[], Any]) -> Any:
+        self.check_cancelled()
+        started = time.monotonic()
+        try:
+            result = await call()
+        except asyncio.CancelledError:
+            self.step(name, "failed", started, "cancelled")
+            raise
+        except AxisorError as exc:
+            self.step(name, "failed", started, str(exc))
+            raise
+        except (psycopg.Error, OSError) as exc:
+            self.step(name, "failed", started, f"{type(exc).__name__}: {exc}")
+            raise DatabaseError(f"{name}: {exc}") from None
+        detail = result[1] if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], str) else ""
+        self.step(name, "ok", started, detail)
+        return result
+
+    # -- the run ----------------------------------------------------------------------------
+
+    async def run(self) -> DrillReport:
+        error: str | None = None
+        rto: float | None = None
+        cancelled: BaseException | None = None
+        try:
+            await self.timed("open location", self._open_location)
+            if self.scenario == "corrupted-table":
+                await self._corrupted_table()
+            else:
+                await self._database()
+                if self.scenario in FILE_SCENARIOS:
+                    await self._files()
+                await self.timed("smoke checks", self._smoke_checks)
+            rto = time.monotonic() - self.t0
+            self._objective_checks(rto)
+        except asyncio.CancelledError as exc:
+            error, cancelled = "cancelled", exc
+        except AxisorError as exc:
+            error = str(exc)
+        finally:
+            started = time.monotonic()
+            await asyncio.shield(self.scratch.cleanup())
+            self.step("cleanup", "failed" if self.scratch.problems else "ok", started,
+                      "; ".join(self.scratch.problems) or f"{len(self.scratch.removed)} scratch targets removed")
+            self.check("nothing left behind", "cleanup", not self.scratch.problems,
+                       "; ".join(self.scratch.problems) or "every scratch cluster, database and folder removed")
+        if rto is None:
+            rto = time.monotonic() - self.t0
+        report = self._report(rto, error)
+        report = await asyncio.shield(self._store(report))
+        if cancelled is not None:
+            raise cancelled
+        return report
+
+    async def _open_location(self) -> tuple[None, str]:
+        from core.storage.factory import PRIMARY_NAME
+
+        if self.location != PRIMARY_NAME:
+            await self.svc.use_location(self.location)
+        self.snaps, _ = await self.svc.snapshots()
+        return None, f"{self.location}: {len(self.snaps)} snapshots"
+
+    def _newest(self, source: str, *, logical: bool = False) -> Snapshot | None:
+        found = [s for s in self.snaps if s.source == source and "safety" not in s.tags
+                 and (not logical or (s.metadata or {}).get("mode") == "logical")]
+        return max(found, key=lambda s: s.datetime) if found else None
+
+    # -- database ---------------------------------------------------------------------------
+
+    def _wants_database(self) -> bool:
+        return self.config.database.enabled or any(s.source == "database" for s in self.snaps)
+
+    async def _database(self) -> None:
+        if not self._wants_database():
+            if self.scenario == "database-loss":
+                raise UsageError("the database-loss drill needs a database: set [database] enabled = true "
+                                 "and take a backup first")
+            return
+        if self.request.to_time is not None:
+            await self._database_pitr()
+            return
+        snap = self._newest("database", logical=True)
+        if snap is None:
+            raise UsageError(f"location {self.location} holds no logical database snapshot to rehearse with "
+                             "(with physical backups give --to-time for point-in-time recovery)")
+        target = await self._scratch_target(snap)
+        report = await self.timed("restore database", lambda: self._restore_logical(snap, target))
+        self._database_checks(report[0])
+        self.db_target = target
+        self.restored_sources.append("database")
+        self.restored.append({"source": "database", "snapshot": snap.id, "target": target.describe()})
+
+    async def _scratch_target(self, snap: Snapshot) -> PgTarget:
+        dbname = str((snap.metadata or {}).get("dbname") or "axisor")
+        if self.config.drills.scratch == "database":
+            server = PgTarget.from_config(self.config.database)
+            target, _ = await self.timed("create scratch database", lambda: self._scratch_db(server))
+            return target
+        self.scratch.os_user = server_user(self.config.drills.os_user)
+        cluster, _ = await self.timed("start throwaway cluster", self._cluster)
+        return cluster.target(dbname)
+
+    async def _scratch_db(self, server: PgTarget) -> tuple[PgTarget, str]:
+        target = self.scratch.scratch_database(server)
+        return target, target.describe()
+
+    async def _cluster(self):
+        c = await self.scratch.cluster(self.config.database.pg_bin_dir)
+        return c, c.describe()
+
+    async def _restore_logical(self, snap: Snapshot, target: PgTarget, tables: tuple[str, ...] = ()):
+        report = await self.svc.restore_database(snap, target.conninfo(), tables=tables)
+        mismatched = len(report.mismatches)
+        return report, (f"snapshot {snap.short_id} into {target.describe()}: {len(report.tables)} tables, "
+                        f"{report.bytes} bytes" + (f", {mismatched} differ" if mismatched else ""))
+
+    def _database_checks(self, report) -> None:
+        counts_bad = [t for t in report.tables if t.actual != t.expected]
+        self.check("row counts exact", "rows", not counts_bad,
+                   f"{len(report.tables)} tables, {sum(t.expected for t in report.tables)} rows" if not counts_bad
+                   else "; ".join(f"{t.table}: {t.actual} rows, snapshot has {t.expected}" for t in counts_bad[:10]),
+                   expected=sum(t.expected for t in report.tables),
+                   actual=sum(t.actual or 0 for t in report.tables))
+        with_sums = [t for t in report.tables if t.checksum_ok is not None]
+        sums_bad = [t for t in with_sums if not t.checksum_ok]
+        if with_sums:
+            self.check("row checksums match", "checksum", not sums_bad,
+                       f"{len(with_sums)} tables" if not sums_bad
+                       else "; ".join(f"{t.table}: checksum differs" for t in sums_bad[:10]))
+        else:
+            self.check("row checksums match", "checksum", None, "the snapshot records no row checksums")
+        if report.schema_fingerprint_match is not None:
+            self.check("schema matches", "schema", bool(report.schema_fingerprint_match),
+                       "the restored schema's fingerprint equals the snapshot's"
+                       if report.schema_fingerprint_match else "the restored schema differs from the snapshot's")
+        if report.large_objects is not None:
+            self.check("large objects match", "checksum", bool(report.large_objects.get("ok")))
+
+    async def _database_pitr(self) -> None:
+        from core.sources.postgres.tools import find_tool
+
+        if self.location != "local":
+            raise UsageError("a point-in-time drill replays WAL through wal-fetch, which reads the primary "
+                             "location: run it without --from (or drop --to-time)")
+        if self.config.path is None:
+            raise UsageError("a point-in-time drill needs the config file's path (for the server's restore_command)")
+        target_time = self.request.to_time
+        assert target_time is not None
+        self.scratch.os_user = server_user(self.config.drills.os_user)
+        root = self.scratch.new_dir("axd-pitr.", for_server=True)
+        data = root / "data"
+        pg_ctl = await asyncio.to_thread(find_tool, "pg_ctl", self.config.database.pg_bin_dir)
+        self.scratch.add_cluster(data, pg_ctl.path.parent)
+        port = free_port()
+
+        async def restore():
+            rep = await self.svc.restore_database_pitr(target_time, data, config_path=self.config.path, start=True,
+                                                       port=port, os_user=self.scratch.os_user)
+            return rep, (f"base backup {rep.base_snapshot[:8]} into {data}, port {port}: "
+                         f"{rep.stopped_at or 'recovery finished'}")
+
+        pitr, _ = await self.timed("point-in-time recovery", restore)
+        self.window = await self.svc.recovery_window()
+        base = PgTarget.from_config(self.config.database)
+        target = PgTarget({**base.params, "host": str(data), "port": str(port)}, base.password, base.passfile)
+
+        async def probe():
+            conn = await target.connect()
+            try:
+                cur = await conn.execute("SELECT pg_is_in_recovery()")
+                (in_recovery,) = await cur.fetchone()
+            finally:
+                await conn.close()
+            return in_recovery, "connected"
+
+        in_recovery, _ = await self.timed("connect to the recovered server", probe)
+        self.check("recovered server promoted", "rows", not in_recovery,
+                   pitr.stopped_at or "the server finished recovery and accepts writes")
+        self.db_target = target
+        self.restored_sources.append("database")
+        self.restored.append({"source": "database", "snapshot": pitr.base_snapshot,
+                              "target": f"{data} (port {port})", "to_time": target_time.isoformat()})
+
+    # -- corrupted table --------------------------------------------------------------------
+
+    async def _corrupted_table(self) -> None:
+        snap = self._newest("database", logical=True)
+        if snap is None:
+            raise UsageError(f"location {self.location} holds no logical database snapshot to take a table from")
+        tables: dict = (snap.metadata or {}).get("tables") or {}
+        if not tables:
+            raise UsageError(f"snapshot {snap.short_id} lists no tables")
+        table = self.config.drills.table or max(sorted(tables), key=lambda t: tables[t])
+        if table not in tables:
+            raise UsageError(f"drills.table {table!r} is not in snapshot {snap.short_id}; it has "
+                             f"{', '.join(sorted(tables)[:20])}")
+        target = await self._scratch_target(snap)
+        report, _ = await self.timed(f"restore table {table}",
+                                     lambda: self._restore_logical(snap, target, (table,)))
+        self.db_target, self.db_partial = target, True
+        self.restored_sources.append("database")
+        self.restored.append({"source": "database", "snapshot": snap.id, "target": target.describe(),
+                              "table": table})
+        row = next((t for t in report.tables if t.table == table), None)
+        if row is None:
+            self.check(f"{table} restored", "rows", False, "the table is missing after the restore")
+        else:
+            self.check(f"{table} row count", "rows", row.actual == row.expected,
+                       f"{row.actual} rows restored, snapshot has {row.expected}", row.expected, row.actual)
+            self.check(f"{table} checksum", "checksum", row.checksum_ok,
+                       "equals the snapshot's" if row.checksum_ok else
+                       "the snapshot records no checksum" if row.checksum_ok is None else "differs from the snapshot's",
+                       row.expected_checksum, row.actual_checksum)
+        await self._compare_live(snap, table, row)
+        await self.timed("smoke checks", self._smoke_checks)
+
+    async def _compare_live(self, snap: Snapshot, table: str, row) -> None:
+        from core.sources.postgres.logical import table_stats
+
+        if not self.config.database.enabled:
+            return
+        started = time.monotonic()
+        try:
+            conn = await PgTarget.from_config(self.config.database).connect()
+            try:
+                method = (snap.metadata or {}).get("checksum_method") or "hash64x2-rowsum-v2"
+                live = await table_stats(conn, {table}, method)
+            finally:
+                await conn.close()
+        except (AxisorError, psycopg.Error, KeyError) as exc:
+            self.step("read the live table", "skipped", started, f"the live database is not readable: {exc}")
+            return
+        self.step("read the live table", "ok", started, "read only")
+        if table not in live:
+            self.check(f"live {table}", "rows", None, "the live database has no such table (dropped?)",
+                       status="info")
+            return
+        count, digest = live[table]
+        same = row is not None and count == row.expected and digest == row.expected_checksum
+        self.check(f"live {table}", "rows", None,
+                   f"live has {count} rows; " + ("identical to the snapshot" if same else
+                                                 "differs from the snapshot: the restored copy is the snapshot's"),
+                   expected=row.expected if row else None, actual=count, status="info")
+
+    # -- files ------------------------------------------------------------------------------
+
+    async def _files(self) -> None:
+        specs = list(self.config.sources())
+        if not specs:
+            self.step("restore files", "skipped", time.monotonic(), "no file sources are configured")
+            return
+        snaps: list[Snapshot] = []
+        for spec in specs:
+            s = self._newest(spec.name)
+            if s is None:
+                self.check(f"{spec.name} restorable", "files", False,
+                           f"location {self.location} holds no snapshot of {spec.name}")
+            else:
+                snaps.append(s)
+        if not snaps:
+            return
+        target = self.scratch.new_dir("axd-files.")
+
+        async def restore():
+            outcomes = await self.svc.restore_many(snaps, target, safety=False, validate=True)
+            return outcomes, f"{len(outcomes)} sources into {target}"
+
+        outcomes, _ = await self.timed("restore files", restore)
+        for o in outcomes:
+            v = o.validation
+            stats = o.stats
+            ok = v is not None and v.ok and not (stats and stats.errors)
+            detail = (f"{v.files} files, {v.bytes} bytes read back against the snapshot" if v and v.ok else
+                      "; ".join([*(v.mismatches[:5] if v else ()), *((stats.errors[:5]) if stats else ())])
+                      or "not validated")
+            self.check(f"{o.snapshot.source} files", "files", ok, detail)
+            self.file_roots[o.snapshot.source] = list(o.plan.roots)
+            self.restored_sources.append(o.snapshot.source)
+            self.restored.append({"source": o.snapshot.source, "snapshot": o.snapshot.id, "target": str(target)})
+
+    # -- smoke checks -----------------------------------------------------------------------
+
+    async def _smoke_checks(self) -> tuple[None, str]:
+        for spec in self.config.drills.checks:
+            self.check_cancelled()
+            if spec.sql is not None:
+                await self._sql_check(spec)
+            else:
+                self._path_check(spec)
+        return None, f"{len(self.config.drills.checks)} configured"
+
+    async def _sql_check(self, spec: DrillCheckConfig) -> None:
+        if self.db_target is None:
+            self.check(spec.name, "sql", None, "no database is restored in this scenario")
+            return
+        if self.db_partial:
+            self.check(spec.name, "sql", None, "only one table is restored in this scenario")
+            return
+        try:
+            conn = await self.db_target.connect()
+            try:
+                cur = await conn.execute(spec.sql)  # the operator's own query, from the config file
+                row = await cur.fetchone() if cur.description else None
+            finally:
+                await conn.close()
+        except (DatabaseError, psycopg.Error) as exc:
+            self.check(spec.name, "sql", False, f"the query failed: {str(exc).strip()[:300]}", spec.expect)
+            return
+        actual = row[0] if row else None
+        ok = _matches(actual, spec.expect)
+        self.check(spec.name, "sql", ok, f"returned {_show(actual)}" + ("" if ok else f", expected {_show(spec.expect)}"),
+                   spec.expect, _jsonable(actual))
+
+    def _path_check(self, spec: DrillCheckConfig) -> None:
+        assert spec.path is not None and spec.source is not None
+        roots = self.file_roots.get(spec.source)
+        if roots is None:
+            self.check(spec.name, "path", None, f"{spec.source} is not restored in this scenario")
+            return
+        found = [r / spec.path for r in roots if os.path.lexists(r / spec.path)]
+        self.check(spec.name, "path", bool(found),
+                   f"{spec.path} exists in the restored {spec.source}" if found else
+                   f"{spec.path} is missing from the restored {spec.source}", spec.path)
+
+    # -- objectives -------------------------------------------------------------------------
+
+    def _objective_checks(self, rto: float) -> None:
+        objectives = self.config.objectives
+        sources = list(dict.fromkeys(self.restored_sources))
+        goals = [objectives.for_source(s) for s in sources] or [objectives.for_source("database")]
+        rto_goal = min(g.rto for g in goals)
+        self.rto_goal = rto_goal
+        self.check("RTO within objective", "rto", rto <= rto_goal.total_seconds(),
+                   f"restored and validated in {rto:.1f} s; objective {human_duration(rto_goal)}",
+                   rto_goal.total_seconds(), round(rto, 3))
+        statuses = {s.source: s for s in evaluate_objectives(self.config, self.snaps, self.started, self.window)}
+        self.rpo = []
+        for source in sources:
+            st = statuses.get(source)
+            if st is None:  # restored, but no longer configured: measured all the same
+                continue
+            self.rpo.append(RpoResult(source, st.newest.isoformat() if st.newest else None,
+                                      None if st.achieved_rpo is None else round(st.achieved_rpo.total_seconds(), 3),
+                                      st.rpo.total_seconds(), st.status))
+            self.check(f"RPO {source}", "rpo", st.status == "ok", st.message, st.rpo.total_seconds(),
+                       None if st.achieved_rpo is None else round(st.achieved_rpo.total_seconds(), 3))
+
+    # -- the report -------------------------------------------------------------------------
+
+    def _report(self, rto: float, error: str | None) -> DrillReport:
+        rto_goal = getattr(self, "rto_goal", None) or self.config.objectives.for_source("database").rto
+        failed = error is not None or any(c.status == "fail" for c in self.checks) or any(
+            s.status == "failed" for s in self.steps)
+        return DrillReport(
+            id=self.id, scenario=self.scenario, location=self.location, started=self.started.isoformat(),
+            finished=datetime.now(UTC).isoformat(), passed=not failed, rto_seconds=round(rto, 3),
+            rto_objective_seconds=rto_goal.total_seconds(), steps=tuple(self.steps), checks=tuple(self.checks),
+            rpo=tuple(getattr(self, "rpo", ())), restored=tuple(self.restored), cleanup=tuple(self.scratch.removed),
+            error=error, to_time=self.request.to_time.isoformat() if self.request.to_time else None,
+            host=socket.gethostname(), program_version=__version__, job=self.job_id)
+
+    async def _store(self, report: DrillReport) -> DrillReport:
+        """Into the primary's repository (the drill history lives there); when it cannot be
+        written, into the location the drill read from. A report that cannot be stored
+        anywhere is still returned (and kept with the job)."""
+        from dataclasses import replace
+
+        from core.storage.factory import PRIMARY_NAME
+
+        problems: list[str] = []
+        for name in dict.fromkeys([PRIMARY_NAME, self.location]):
+            try:
+                repo = (await self.svc.repository(load_index=False) if name == self.location == PRIMARY_NAME
+                        else await self.svc.location_ops().sites.repository(name))
+                async with Lock(repo.backend, exclusive=False, operation="drill"):
+                    key = await store_report(repo, report)
+                return replace(report, extra={**report.extra, "stored": f"{name}:{key}"})
+            except (AxisorError, OSError) as exc:
+                problems.append(f"{name}: {exc}")
+        return replace(report, extra={**report.extra, "store_error": "; ".join(problems)})
+
+
+def _matches(actual: Any, expect: Any) -> bool:
+    if isinstance(expect, bool):
+        return actual is expect or (isinstance(actual, str) and actual.lower() in (("t", "true") if expect
+                                                                                     else ("f", "false")))
+    if isinstance(expect, int | float):
+        try:
+            return actual is not None and not isinstance(actual, bool) and float(actual) == float(expect)
+        except (TypeError, ValueError):
+            return False
+    if isinstance(actual, bool):
+        return expect.lower() in (("t", "true") if actual else ("f", "false"))
+    return actual is not None and str(actual) == expect
+
+
+def _show(value: Any) -> str:
+    return "NULL" if value is None else repr(value) if isinstance(value, str) else str(value)
+
+
+def _jsonable(value: Any) -> Any:
+    return value if value is None or isinstance(value, bool | int | float | str) else str(value)
+
+
+async def run_drill(svc: BackupService, request: DrillRequest, *, listener: Listener | None = None,
+                    check_cancelled: Callable[[], None] | None = None, job_id: str | None = None) -> DrillReport:
+    """Run one drill and return its report (also stored in the repository). A failed step or
+    check makes ``report.passed`` False; it does not raise. Misuse (an unknown scenario or
+    location) raises UsageError before anything is touched."""
+    drill = _Drill(svc, request, listener, check_cancelled, job_id)
+    return await drill.run()
+
+
+__all__ = ["DrillRequest", "run_drill"]

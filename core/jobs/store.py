@@ -1,0 +1,310 @@
+"""The job database: SQLite in the state directory, the memory of what ran.
+
+One file, ``jobs.sqlite3``, shared by the daemon and by embedded engines in CLI processes
+(WAL mode and a busy timeout let several processes write). Each pending or running job
+records the process that owns it (pid and the kernel's start time of that pid, so a
+recycled pid is not mistaken for the owner); the next engine to start marks the jobs of
+a dead owner failed, with the reason.
+
+SQLite calls block, so they run on one dedicated thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from core.errors import AxisorError, JobNotFound, UsageError
+from core.jobs.api import Job, JobState
+from core.jobs.codec import job_from_dict, progress_from_dict, progress_to_dict
+
+if TYPE_CHECKING:
+    from core.config import Config
+
+ENV_STATE_DIR = "AXISOR_BACKUP_STATE_DIR"
+DB_NAME = "jobs.sqlite3"
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    params TEXT NOT NULL,
+    state TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    created_ns INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT,
+    progress TEXT,
+    result TEXT,
+    error TEXT,
+    owner_host TEXT NOT NULL,
+    owner_pid INTEGER NOT NULL,
+    owner_start TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_ns);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
+CREATE TABLE IF NOT EXISTS job_log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    line TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS job_log_job ON job_log (job_id, seq);
+"""
+
+
+def state_dir(config: Config | None = None) -> Path:
+    """$AXISOR_BACKUP_STATE_DIR, else ``[engine] state_dir``, else the platform's user state dir."""
+    env = os.environ.get(ENV_STATE_DIR)
+    if env:
+        return Path(env).expanduser().absolute()
+    if config is not None and config.engine.state_dir is not None:
+        return config.engine.state_dir
+    from platformdirs import user_state_dir
+
+    return Path(user_state_dir("axisor-backup"))
+
+
+def process_start(pid: int) -> str:
+    """The kernel's start time of ``pid`` (clock ticks since boot), "" when unknown or gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return ""
+    # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
+    fields = data[data.rfind(b")") + 2:].split()
+    return fields[19].decode() if len(fields) > 19 else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    host: str
+    pid: int
+    start: str
+
+    @classmethod
+    def me(cls) -> Owner:
+        return cls(socket.gethostname(), os.getpid(), process_start(os.getpid()))
+
+    def alive(self) -> bool:
+        if self.host != socket.gethostname():
+            return True  # another host's process: not ours to judge
+        if os.path.isdir("/proc/self"):
+            return process_start(self.pid) == self.start and self.start != ""
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _row_to_job(row: sqlite3.Row) -> Job:
+    return job_from_dict({
+        "id": row["id"], "kind": row["kind"], "params": json.loads(row["params"]), "state": row["state"],
+        "origin": row["origin"], "created_at": row["created_at"], "started_at": row["started_at"],
+        "finished_at": row["finished_at"],
+        "progress": json.loads(row["progress"]) if row["progress"] else None,
+        "result": json.loads(row["result"]) if row["result"] else None, "error": row["error"],
+    })
+
+
+class JobStore:
+    """Async access to the job database; every query runs on the store's own thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="axisor-jobstore")
+        self._db: sqlite3.Connection | None = None
+
+    @classmethod
+    async def open(cls, directory: Path) -> JobStore:
+        store = cls(directory / DB_NAME)
+        await store._call(store._open)
+        return store
+
+    def _open(self) -> None:
+        directory = self.path.parent
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise AxisorError(f"cannot create the state directory {directory}: {exc.strerror or exc}") from None
+        try:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise AxisorError(f"cannot open the job database {self.path}: {exc}") from None
+        os.chmod(self.path, 0o600)
+        self._db = db
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    async def close(self) -> None:
+        def shut() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+        await self._call(shut)
+        self._thread.shutdown(wait=True)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        assert self._db is not None, "job store is closed"
+        return self._db
+
+    # -- writes ---------------------------------------------------------------------
+
+    async def insert(self, job: Job, owner: Owner) -> None:
+        def run() -> None:
+            self.db.execute(
+                "INSERT INTO jobs (id, kind, params, state, origin, created_ns, created_at, started_at, finished_at,"
+                " progress, result, error, owner_host, owner_pid, owner_start)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (job.id, job.kind, json.dumps(job.params), job.state.value, job.origin, time.time_ns(),
+                 _ts(job.created_at), _ts(job.started_at), _ts(job.finished_at),
+                 json.dumps(progress_to_dict(job.progress)) if job.progress else None,
+                 json.dumps(job.result) if job.result is not None else None, job.error,
+                 owner.host, owner.pid, owner.start),
+            )
+
+        await self._call(run)
+
+    async def update(self, job: Job) -> None:
+        def run() -> None:
+            self.db.execute(
+                "UPDATE jobs SET state = ?, started_at = ?, finished_at = ?, progress = ?, result = ?, error = ?"
+                " WHERE id = ?",
+                (job.state.value, _ts(job.started_at), _ts(job.finished_at),
+                 json.dumps(progress_to_dict(job.progress)) if job.progress else None,
+                 json.dumps(job.result, default=str) if job.result is not None else None, job.error, job.id),
+            )
+
+        await self._call(run)
+
+    async def update_progress(self, job: Job) -> None:
+        def run() -> None:
+            # Only while running: a late progress write must never overwrite a finished record.
+            self.db.execute("UPDATE jobs SET progress = ? WHERE id = ? AND state = ?",
+                            (json.dumps(progress_to_dict(job.progress)) if job.progress else None, job.id,
+                             JobState.RUNNING.value))
+
+        await self._call(run)
+
+    async def append_log(self, job_id: str, line: str) -> None:
+        def run() -> None:
+            self.db.execute("INSERT INTO job_log (job_id, at, line) VALUES (?, ?, ?)",
+                            (job_id, _ts(_now()), line))
+
+        await self._call(run)
+
+    async def mark_orphans(self, me: Owner) -> list[Job]:
+        """Fail the pending and running jobs whose owning process is gone; returns them."""
+        def run() -> list[Job]:
+            rows = self.db.execute(
+                "SELECT * FROM jobs WHERE state IN (?, ?)", (JobState.PENDING.value, JobState.RUNNING.value)
+            ).fetchall()
+            marked: list[Job] = []
+            for row in rows:
+                owner = Owner(row["owner_host"], row["owner_pid"], row["owner_start"])
+                if owner == me or owner.alive():
+                    continue
+                was = row["state"]
+                reason = (f"the process that ran this job (pid {owner.pid} on {owner.host}) ended while the job was "
+                          f"{was}; marked failed at the next start")
+                finished = _now()
+                cur = self.db.execute(
+                    "UPDATE jobs SET state = ?, finished_at = ?, error = ? WHERE id = ? AND state = ?",
+                    (JobState.FAILED.value, _ts(finished), reason, row["id"], was),
+                )
+                if cur.rowcount:
+                    self.db.execute("INSERT INTO job_log (job_id, at, line) VALUES (?, ?, ?)",
+                                    (row["id"], _ts(finished), reason))
+                    marked.append(replace(_row_to_job(row), state=JobState.FAILED, finished_at=finished,
+                                          error=reason))
+            return marked
+
+        return await self._call(run)
+
+    # -- reads ----------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> Job:
+        """The job with this id, or the only one whose id starts with it."""
+        def run() -> Job:
+            row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is not None:
+                return _row_to_job(row)
+            if job_id and all(c in "0123456789abcdef" for c in job_id):
+                rows = self.db.execute("SELECT * FROM jobs WHERE id LIKE ? LIMIT 2", (job_id + "%",)).fetchall()
+                if len(rows) == 1:
+                    return _row_to_job(rows[0])
+                if len(rows) > 1:
+                    raise UsageError(f"job id prefix {job_id!r} matches several jobs; give more characters")
+            raise JobNotFound(f"no job {job_id!r} in {self.path}")
+
+        return await self._call(run)
+
+    async def list(self, *, limit: int = 100, states: Iterable[JobState] | None = None,
+                   kinds: Iterable[str] | None = None) -> list[Job]:
+        """Newest first."""
+        def run() -> list[Job]:
+            where, args = [], []
+            if states is not None:
+                st = [s.value for s in states]
+                where.append(f"state IN ({', '.join('?' * len(st))})")
+                args += st
+            if kinds is not None:
+                kd = list(kinds)
+                where.append(f"kind IN ({', '.join('?' * len(kd))})")
+                args += kd
+            sql = "SELECT * FROM jobs" + (f" WHERE {' AND '.join(where)}" if where else "")
+            sql += " ORDER BY created_ns DESC LIMIT ?"
+            return [_row_to_job(r) for r in self.db.execute(sql, (*args, max(0, limit))).fetchall()]
+
+        return await self._call(run)
+
+    async def counts(self) -> dict[tuple[str, str], int]:
+        """(kind, state) -> number of jobs."""
+        def run() -> dict[tuple[str, str], int]:
+            rows = self.db.execute("SELECT kind, state, COUNT(*) AS n FROM jobs GROUP BY kind, state")
+            return {(r["kind"], r["state"]): r["n"] for r in rows}
+
+        return await self._call(run)
+
+    async def log(self, job_id: str) -> list[str]:
+        job = await self.get(job_id)
+
+        def run() -> list[str]:
+            return [r["line"] for r in
+                    self.db.execute("SELECT line FROM job_log WHERE job_id = ? ORDER BY seq", (job.id,))]
+
+        return await self._call(run)
+
+
+__all__ = ["ENV_STATE_DIR", "JobStore", "Owner", "progress_from_dict", "state_dir"]

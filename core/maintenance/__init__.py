@@ -1,0 +1,1 @@
+"""Repository upkeep: retention (which snapshots stay), prune (what leaves storage), repack."""

@@ -1,0 +1,412 @@
+"""S3 and S3-compatible object storage (AWS, Google Cloud Storage's XML API, MinIO...).
+
+Writes never overwrite: a single PUT carries ``If-None-Match: *`` and a multipart upload
+completes with it too, so the store itself refuses a second writer (412 -> ObjectExists);
+Google Cloud Storage gets its own equivalent, ``x-goog-if-generation-match: 0``. A PUT or
+a completed multipart upload is atomic: readers see the whole object or none, and an
+interrupted multipart upload is aborted so no parts are left billed.
+
+botocore's own retries are off: RetryingBackend (core/storage/retry.py) owns retrying,
+so one policy (and one count of attempts in messages) covers every provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import configparser
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from core.storage.backend import (
+    ObjectExists,
+    ObjectInfo,
+    ObjectNotFound,
+    Payload,
+    StorageError,
+    StorageUsage,
+    as_bytes,
+    payload_size,
+)
+from core.storage.retry import TransientError, cleanup
+
+__all__ = ["S3Backend", "GCS_ENDPOINT"]
+
+GCS_ENDPOINT = "https://storage.googleapis.com"
+
+# S3 allows 10,000 parts of at least 5 MiB (but the last); 8 MiB parts cover 80 GB.
+MULTIPART_THRESHOLD = 32 * 1024 * 1024
+PART_SIZE = 8 * 1024 * 1024
+
+_NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
+_EXISTS = {"PreconditionFailed", "412"}
+_TRANSIENT = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "InternalError",
+    "ServiceUnavailable",
+    "503",
+    "500",
+    "502",
+    "504",
+    "429",
+    "ConditionalRequestConflict",  # 409: a concurrent conditional write; try again
+    "OperationAborted",
+}
+_DENIED = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden"}
+
+
+_LOADER: Any = None
+
+
+def _normalize_prefix(prefix: str) -> str:
+    prefix = prefix.strip("/")
+    return f"{prefix}/" if prefix else ""
+
+
+class S3Backend:
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        endpoint: str | None = None,
+        region: str | None = None,
+        credentials_file: Path | None = None,
+        ca_bundle: Path | None = None,
+        timeout: float = 60.0,
+        max_connections: int = 10,
+        gcs: bool = False,
+        multipart_threshold: int = MULTIPART_THRESHOLD,
+        part_size: int = PART_SIZE,
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = _normalize_prefix(prefix)
+        self.endpoint = endpoint
+        self.region = region
+        self.credentials_file = credentials_file
+        self.ca_bundle = ca_bundle
+        self.timeout = timeout
+        self.max_connections = max_connections
+        self.gcs = gcs
+        self.multipart_threshold = multipart_threshold
+        self.part_size = part_size
+        self._client: Any = None
+        self._client_cm: Any = None
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def from_config(cls, loc: Any) -> S3Backend:
+        gcs = loc.provider == "gcp-storage"
+        endpoint = loc.endpoint or (GCS_ENDPOINT if gcs else None)
+        return cls(
+            loc.bucket_name,
+            prefix=loc.path_prefix,
+            endpoint=endpoint,
+            region=loc.region,
+            credentials_file=loc.credentials_file,
+            ca_bundle=loc.ca_bundle,
+            timeout=float(loc.timeout_seconds),
+            max_connections=max(2, loc.concurrency * 2),
+            gcs=gcs,
+        )
+
+    def __repr__(self) -> str:
+        return f"S3Backend({self.location!r})"
+
+    @property
+    def location(self) -> str:
+        scheme = "gs" if self.gcs else "s3"
+        where = f"{scheme}://{self.bucket}/{self.prefix}"
+        if self.endpoint and not (self.gcs and self.endpoint == GCS_ENDPOINT):
+            where += f" at {self.endpoint}"
+        return where
+
+    # -- the client -------------------------------------------------------------------------
+
+    async def _get_client(self) -> Any:
+        if self._client is not None:
+            return self._client
+        async with self._lock:
+            if self._client is None:
+                self._client_cm = self._make_client()
+                try:
+                    client = await self._client_cm.__aenter__()
+                    if self.gcs:
+                        # GCS ignores If-None-Match on writes; this header is its create-only condition.
+                        for op in ("PutObject", "CompleteMultipartUpload"):
+                            client.meta.events.register(f"before-sign.s3.{op}", _gcs_create_only)
+                    self._client = client
+                except Exception as exc:  # noqa: BLE001 - mapped to one message
+                    self._client_cm = None
+                    raise self._error(exc, "connect") from None
+        return self._client
+
+    def _make_client(self) -> Any:
+        from aiobotocore.config import AioConfig
+        from aiobotocore.session import AioSession
+
+        global _LOADER
+        session = AioSession()
+        # Sessions stay per backend (each resolves and caches its own credentials), but
+        # share one loader: it caches botocore's service models, about a second of CPU
+        # to parse for every new client otherwise.
+        if _LOADER is None:
+            _LOADER = session.get_component("data_loader")
+        else:
+            session.register_component("data_loader", _LOADER)
+        keys: dict[str, str] = {}
+        if self.credentials_file is not None:
+            # Read here rather than handed to botocore's chain, so the file named in the
+            # config wins over any AWS_* variables left in the environment.
+            keys = _read_credentials(self.credentials_file, self.location)
+        config: dict[str, Any] = dict(
+            connect_timeout=self.timeout,
+            read_timeout=self.timeout,
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            max_pool_connections=self.max_connections,
+            # Checksums S3 validates but GCS's XML API rejects (aws-chunked uploads).
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        if self.endpoint:
+            config["s3"] = {"addressing_style": "path"}
+        region = self.region or ("auto" if self.gcs else "us-east-1")
+        client = session.create_client(
+            "s3",
+            region_name=region,
+            endpoint_url=self.endpoint,
+            verify=str(self.ca_bundle) if self.ca_bundle else True,
+            config=AioConfig(**config),
+            **keys,
+        )
+        return client
+
+    def _key(self, key: str) -> str:
+        if not key or key.startswith("/") or any(p in ("", ".", "..") for p in key.split("/")):
+            raise StorageError(f"invalid object key {key!r}")
+        return self.prefix + key
+
+    def _error(self, exc: BaseException, what: str) -> Exception:
+        """One of our errors for a botocore/aiohttp failure; messages carry no secrets."""
+        import aiohttp
+        from botocore import exceptions as bx
+
+        where = f"{self.location}: {what}"
+        if isinstance(exc, StorageError):
+            return exc
+        if isinstance(exc, bx.ClientError):
+            err = exc.response.get("Error", {})
+            code = str(err.get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            message = err.get("Message") or code or f"HTTP {status}"
+            if code in _NOT_FOUND or status == 404 and code != "NoSuchBucket":
+                return ObjectNotFound(f"{where}: does not exist")
+            if code in _EXISTS or status == 412:
+                return ObjectExists(f"{where}: already exists")
+            if code == "NoSuchBucket":
+                return StorageError(f"{where}: bucket {self.bucket} does not exist")
+            if code in _DENIED or status == 403:
+                return StorageError(f"{where}: access denied ({message}); check the credentials and bucket policy")
+            if code in _TRANSIENT or (isinstance(status, int) and (status >= 500 or status == 429)):
+                return TransientError(f"{where}: {message} (HTTP {status})")
+            return StorageError(f"{where}: {message} (HTTP {status})")
+        if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError)):
+            return StorageError(
+                f"{where}: no usable credentials; name a credentials_file or set the AWS_* environment"
+            )
+        if isinstance(exc, bx.SSLError):
+            return StorageError(f"{where}: TLS failed ({exc}); check ca_bundle")
+        if isinstance(
+            exc,
+            (
+                bx.EndpointConnectionError,
+                bx.ConnectionClosedError,
+                bx.ReadTimeoutError,
+                bx.ConnectTimeoutError,
+                bx.IncompleteReadError,
+                bx.ResponseStreamingError,
+                bx.HTTPClientError,
+                aiohttp.ClientPayloadError,
+                aiohttp.ClientConnectionError,
+                ConnectionError,
+                asyncio.TimeoutError,
+            ),
+        ):
+            return TransientError(f"{where}: connection failed ({type(exc).__name__})")
+        if isinstance(exc, bx.BotoCoreError):
+            return StorageError(f"{where}: {exc}")
+        return exc if isinstance(exc, Exception) else StorageError(f"{where}: {exc!r}")
+
+    async def _call(self, what: str, method: str, **kwargs: Any) -> Any:
+        client = await self._get_client()
+        try:
+            return await getattr(client, method)(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - mapped to our errors
+            raise self._error(exc, what) from None
+
+    # -- writes -----------------------------------------------------------------------------
+
+    async def put(self, key: str, data: Payload) -> None:
+        full = self._key(key)
+        size = payload_size(data)
+        if size < self.multipart_threshold:
+            await self._call(
+                f"write {key}", "put_object", Bucket=self.bucket, Key=full, Body=bytes(as_bytes(data)),
+                IfNoneMatch="*",
+            )
+            return
+        await self._put_multipart(key, full, as_bytes(data))
+
+    async def _put_multipart(self, key: str, full: str, data: bytes | memoryview) -> None:
+        what = f"write {key}"
+        # Checked first so a doomed upload does not send every part; the conditional
+        # complete below still decides a race.
+        with contextlib.suppress(ObjectNotFound):
+            await self.stat(key)
+            raise ObjectExists(f"{self.location}: write {key}: already exists")
+        created = await self._call(what, "create_multipart_upload", Bucket=self.bucket, Key=full)
+        upload_id = created["UploadId"]
+        done = False
+        try:
+            view = memoryview(data)
+            parts = []
+            for number, start in enumerate(range(0, len(view), self.part_size), start=1):
+                chunk = bytes(view[start:start + self.part_size])
+                resp = await self._call(
+                    f"{what} (part {number})", "upload_part", Bucket=self.bucket, Key=full,
+                    UploadId=upload_id, PartNumber=number, Body=chunk,
+                )
+                parts.append({"PartNumber": number, "ETag": resp["ETag"]})
+            await self._call(
+                what, "complete_multipart_upload", Bucket=self.bucket, Key=full, UploadId=upload_id,
+                MultipartUpload={"Parts": parts}, IfNoneMatch="*",
+            )
+            done = True
+        finally:
+            if not done:
+                # Shielded: this also runs when the upload is cancelled (a timeout), and
+                # leftover parts cost money until a lifecycle rule removes them.
+                await cleanup(self._abort(full, upload_id))
+
+    async def _abort(self, full: str, upload_id: str) -> None:
+        client = await self._get_client()
+        await client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        full = self._key(key)
+        if length == 0:
+            await self.stat(key)
+            return b""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": full}
+        if length is not None:
+            kwargs["Range"] = f"bytes={offset}-{offset + length - 1}"
+        elif offset:
+            kwargs["Range"] = f"bytes={offset}-"
+        what = f"read {key}" if "Range" not in kwargs else f"read {key} ({kwargs['Range']})"
+        resp = await self._call(what, "get_object", **kwargs)
+        try:
+            async with resp["Body"] as body:
+                # StreamingBody checks the body against Content-Length (IncompleteReadError).
+                return await body.read()
+        except Exception as exc:  # noqa: BLE001
+            raise self._error(exc, what) from None
+
+    async def stat(self, key: str) -> ObjectInfo:
+        resp = await self._call(f"stat {key}", "head_object", Bucket=self.bucket, Key=self._key(key))
+        return ObjectInfo(key, int(resp["ContentLength"]))
+
+    async def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        client = await self._get_client()
+        cut = len(self.prefix)
+        paginator = client.get_paginator("list_objects_v2")
+        try:
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+                for item in page.get("Contents", ()):
+                    name = item["Key"]
+                    if name.endswith("/"):
+                        continue  # a console-made "folder" marker, not an object
+                    yield ObjectInfo(name[cut:], int(item["Size"]))
+        except Exception as exc:  # noqa: BLE001
+            raise self._error(exc, f"list {prefix or '/'}") from None
+
+    async def delete(self, key: str) -> None:
+        # S3 deletes a missing key without complaint; the protocol says ObjectNotFound.
+        await self.stat(key)
+        await self._call(f"delete {key}", "delete_object", Bucket=self.bucket, Key=self._key(key))
+
+    # -- the location -----------------------------------------------------------------------
+
+    async def exists(self) -> bool:
+        try:
+            await self.stat("config")
+        except ObjectNotFound:
+            return False
+        except StorageError as exc:
+            if "does not exist" in str(exc):  # no bucket yet
+                return False
+            raise
+        return True
+
+    async def create(self) -> None:
+        try:
+            await self._call("check the bucket", "head_bucket", Bucket=self.bucket)
+            return
+        except ObjectNotFound:
+            pass  # 404: no such bucket; make it
+        kwargs: dict[str, Any] = {"Bucket": self.bucket}
+        if self.region and self.region not in ("us-east-1", "auto"):
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+        try:
+            await self._call("create the bucket", "create_bucket", **kwargs)
+        except StorageError as exc:
+            if "BucketAlreadyOwnedByYou" not in str(exc):
+                raise
+
+    async def usage(self) -> StorageUsage:
+        used = count = 0
+        async for info in self.list(""):
+            used += info.size
+            count += 1
+        return StorageUsage(bytes_used=used, objects=count, free_bytes=None)
+
+    async def close(self) -> None:
+        cm, self._client_cm, self._client = self._client_cm, None, None
+        if cm is not None:
+            await cm.__aexit__(None, None, None)
+
+
+def _gcs_create_only(request: Any, **_: Any) -> None:
+    request.headers["x-goog-if-generation-match"] = "0"
+
+
+def _read_credentials(path: Path, where: str) -> dict[str, str]:
+    """Keys from a shared-credentials file ([default] aws_access_key_id = ...); GCS HMAC
+    keys are written the same way. Errors name the file and the missing key, never a value."""
+    parser = configparser.RawConfigParser()
+    try:
+        with path.open(encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except FileNotFoundError:
+        raise StorageError(f"{where}: credentials_file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, configparser.Error) as exc:
+        raise StorageError(f"{where}: credentials_file {path} cannot be read ({type(exc).__name__})") from None
+    sections = parser.sections()
+    section = "default" if "default" in sections else (sections[0] if sections else None)
+    if section is None:
+        raise StorageError(f"{where}: credentials_file {path} has no [default] section")
+    values = parser[section]
+    out: dict[str, str] = {}
+    for name in ("aws_access_key_id", "aws_secret_access_key"):
+        if not values.get(name):
+            raise StorageError(f"{where}: credentials_file {path} [{section}] lacks {name}")
+        out[name] = values[name].strip()
+    if values.get("aws_session_token"):
+        out["aws_session_token"] = values["aws_session_token"].strip()
+    return out

@@ -1,0 +1,395 @@
+"""SFTP storage through asyncssh.
+
+Trust: the server's host key must be in known_hosts (the configured file, else
+~/.ssh/known_hosts) or match the pinned ``host_key_fingerprint``; otherwise the
+connection is refused and the message carries the key's fingerprint, so an operator can
+check it out of band and pin it. Authentication is by the configured key file, else the
+SSH agent and the user's default keys.
+
+Writes go to a ``.tmp-*`` name beside the object, are fsynced where the server offers
+it, then renamed with the SFTPv3 ``rename``, which refuses an existing target (OpenSSH
+does it with link+unlink, atomically). ``posix-rename`` would silently replace an
+object, which the protocol forbids. A crash leaves at worst a ``.tmp-*`` file, which
+``list`` ignores.
+
+One SSH connection carries every request (SFTP pipelines them); when it drops, the next
+request opens a new one, and the retry layer re-runs the request that failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import posixpath
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncssh
+
+from core.storage.backend import (
+    ObjectExists,
+    ObjectInfo,
+    ObjectNotFound,
+    Payload,
+    StorageError,
+    StorageFull,
+    StorageUsage,
+)
+from core.storage.retry import TransientError, cleanup
+
+__all__ = ["SFTPBackend", "HostKeyRefused", "parse_endpoint"]
+
+TMP_PREFIX = ".tmp-"
+
+
+class HostKeyRefused(StorageError):
+    """The server's host key is neither in known_hosts nor the pinned fingerprint."""
+
+
+def parse_endpoint(endpoint: str, default_port: int) -> tuple[str, int, str | None, str]:
+    """``host``, ``host:port``, ``[v6]:port`` or ``scheme://user@host:port/path`` ->
+    (host, port, user, path)."""
+    text = endpoint if "://" in endpoint else f"x://{endpoint}"
+    parts = urlsplit(text)
+    try:
+        port = parts.port or default_port
+    except ValueError:
+        raise StorageError(f"endpoint {endpoint!r} has an invalid port") from None
+    if not parts.hostname:
+        raise StorageError(f"endpoint {endpoint!r} names no host")
+    return parts.hostname, port, parts.username, parts.path
+
+
+class _Client(asyncssh.SSHClient):
+    def __init__(self, pinned: str | None) -> None:
+        self.pinned = pinned
+        self.seen: str | None = None
+
+    def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
+        # Called only for a key known_hosts does not vouch for.
+        fingerprint = key.get_fingerprint("sha256")
+        self.seen = fingerprint
+        return self.pinned is not None and fingerprint == self.pinned
+
+
+class SFTPBackend:
+    def __init__(
+        self,
+        host: str,
+        *,
+        port: int = 22,
+        username: str | None = None,
+        root: str = "",
+        known_hosts: Path | None = None,
+        host_key_fingerprint: str | None = None,
+        key_file: Path | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.username = username or getpass.getuser()
+        self.root = root.rstrip("/") or "."
+        self.known_hosts = known_hosts
+        self.host_key_fingerprint = host_key_fingerprint
+        self.key_file = key_file
+        self.timeout = timeout
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._sftp: asyncssh.SFTPClient | None = None
+        self._lock = asyncio.Lock()
+        self._made_dirs: set[str] = set()
+
+    @classmethod
+    def from_config(cls, loc: Any) -> SFTPBackend:
+        host, port, user, path = parse_endpoint(loc.endpoint, 22)
+        return cls(
+            host,
+            port=port,
+            username=loc.username or user,
+            root=loc.path_prefix or path or "",
+            known_hosts=loc.known_hosts,
+            host_key_fingerprint=loc.host_key_fingerprint,
+            key_file=loc.key_file,
+            timeout=float(loc.timeout_seconds),
+        )
+
+    def __repr__(self) -> str:
+        return f"SFTPBackend({self.location!r})"
+
+    @property
+    def location(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        root = self.root if self.root.startswith("/") else f"/~/{self.root}"
+        return f"sftp://{self.username}@{host}:{self.port}{root}"
+
+    # -- the connection ---------------------------------------------------------------------
+
+    async def _client(self) -> asyncssh.SFTPClient:
+        sftp = self._sftp
+        if sftp is not None:
+            return sftp
+        async with self._lock:
+            if self._sftp is None:
+                await self._connect()
+            assert self._sftp is not None
+            return self._sftp
+
+    async def _connect(self) -> None:
+        if self.known_hosts is not None:
+            if not self.known_hosts.is_file():
+                raise StorageError(f"{self.location}: known_hosts file {self.known_hosts} does not exist")
+            known: Any = str(self.known_hosts)
+        elif self.host_key_fingerprint is not None:
+            known = asyncssh.import_known_hosts("")  # trust only the pinned key
+        else:
+            default = Path.home() / ".ssh" / "known_hosts"
+            known = str(default) if default.is_file() else asyncssh.import_known_hosts("")
+        options: dict[str, Any] = dict(
+            username=self.username,
+            known_hosts=known,
+            connect_timeout=self.timeout,
+            keepalive_interval=max(5.0, self.timeout / 3),
+            keepalive_count_max=3,
+            # Config files could add hosts or keys behind the operator's back.
+            config=None,
+        )
+        if self.key_file is not None:
+            if not self.key_file.is_file():
+                raise StorageError(f"{self.location}: key_file {self.key_file} does not exist")
+            options["client_keys"] = [str(self.key_file)]
+            options["agent_path"] = None
+        client = _Client(self.host_key_fingerprint)
+        try:
+            conn, _ = await asyncssh.create_connection(
+                lambda: client, self.host, self.port, **options
+            )
+        except asyncssh.HostKeyNotVerifiable:
+            seen = client.seen or "unknown"
+            raise HostKeyRefused(
+                f"{self.location}: host key {seen} is not trusted; if it is the server's "
+                f"(check out of band), add it to known_hosts or set host_key_fingerprint = \"{seen}\""
+            ) from None
+        except asyncssh.PermissionDenied:
+            raise StorageError(
+                f"{self.location}: login refused for {self.username}; check key_file or the SSH agent"
+            ) from None
+        except asyncssh.KeyImportError:
+            raise StorageError(
+                f"{self.location}: key_file {self.key_file} cannot be read as a private key "
+                "(encrypted keys need the SSH agent)"
+            ) from None
+        except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
+            raise TransientError(f"{self.location}: cannot connect ({_reason(exc)})") from None
+        try:
+            self._sftp = await conn.start_sftp_client()
+        except (OSError, asyncssh.Error) as exc:
+            conn.close()
+            raise TransientError(f"{self.location}: SFTP subsystem failed ({_reason(exc)})") from None
+        self._conn = conn
+
+    def _drop(self) -> None:
+        """Forget a broken connection so the next request opens a new one."""
+        conn, self._conn, self._sftp = self._conn, None, None
+        self._made_dirs.clear()
+        if conn is not None:
+            conn.close()
+
+    def _path(self, key: str) -> str:
+        parts = key.split("/")
+        if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise StorageError(f"invalid object key {key!r}")
+        return posixpath.join(self.root, key)
+
+    def _error(self, exc: BaseException, what: str) -> BaseException:
+        where = f"{self.location}: {what}"
+        if isinstance(exc, StorageError):
+            return exc
+        if isinstance(exc, asyncssh.SFTPNoSuchFile):
+            return ObjectNotFound(f"{where}: does not exist")
+        if isinstance(exc, asyncssh.SFTPFileAlreadyExists):
+            return ObjectExists(f"{where}: already exists")
+        if isinstance(exc, (asyncssh.SFTPNoSpaceOnFilesystem, asyncssh.SFTPQuotaExceeded)):
+            return StorageFull(f"{where}: no space left on the server")
+        if isinstance(exc, asyncssh.SFTPPermissionDenied):
+            return StorageError(f"{where}: permission denied on the server")
+        if isinstance(exc, (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection, asyncssh.DisconnectError,
+                            asyncssh.ChannelOpenError, ConnectionError, EOFError, BrokenPipeError)):
+            self._drop()
+            return TransientError(f"{where}: connection lost ({_reason(exc)})")
+        if isinstance(exc, asyncssh.SFTPError):
+            return StorageError(f"{where}: {exc.reason or type(exc).__name__}")
+        if isinstance(exc, OSError):
+            self._drop()
+            return TransientError(f"{where}: {_reason(exc)}")
+        return exc
+
+    async def _makedirs(self, sftp: asyncssh.SFTPClient, folder: str) -> None:
+        if folder in self._made_dirs:
+            return
+        await sftp.makedirs(folder, exist_ok=True)
+        self._made_dirs.add(folder)
+
+    # -- writes -----------------------------------------------------------------------------
+
+    async def put(self, key: str, data: Payload) -> None:
+        final = self._path(key)
+        folder = posixpath.dirname(final)
+        tmp = posixpath.join(folder, f"{TMP_PREFIX}{uuid.uuid4().hex}")
+        what = f"write {key}"
+        parts = [data] if isinstance(data, (bytes, bytearray, memoryview)) else list(data)
+        sftp = await self._client()
+        written = False
+        try:
+            await self._makedirs(sftp, folder)
+            async with sftp.open(tmp, "wb") as f:
+                written = True
+                offset = 0
+                for part in parts:
+                    await f.write(bytes(part), offset)
+                    offset += len(part)
+                with contextlib.suppress(asyncssh.SFTPOpUnsupported):
+                    await f.fsync()
+            await sftp.rename(tmp, final)
+            written = False
+        except asyncssh.SFTPNoSuchFile:
+            # The folder went away behind our cache of made folders: make it again next try.
+            self._made_dirs.discard(folder)
+            raise TransientError(f"{self.location}: {what}: folder {folder} vanished") from None
+        except asyncssh.SFTPFailure as exc:
+            # SFTPv3 servers answer a rename onto an existing name with a bare failure.
+            if await self._is_file(sftp, final):
+                raise ObjectExists(f"{self.location}: {what}: already exists") from None
+            raise self._error(exc, what) from None
+        except Exception as exc:  # noqa: BLE001 - mapped to our errors
+            raise self._error(exc, what) from None
+        finally:
+            if written and self._sftp is sftp:
+                await cleanup(sftp.remove(tmp))
+
+    async def _is_file(self, sftp: asyncssh.SFTPClient, path: str) -> bool:
+        try:
+            await sftp.stat(path)
+        except asyncssh.SFTPNoSuchFile:
+            return False
+        return True
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        path = self._path(key)
+        what = f"read {key}"
+        sftp = await self._client()
+        try:
+            async with sftp.open(path, "rb") as f:
+                if length is None:
+                    return await f.read(-1, offset)
+                data = await f.read(length, offset) if length else b""
+        except Exception as exc:  # noqa: BLE001
+            raise self._error(exc, what) from None
+        if len(data) != length:
+            raise TransientError(
+                f"{self.location}: short read of {key}: wanted {length} bytes at {offset}, got {len(data)}"
+            )
+        return data
+
+    async def stat(self, key: str) -> ObjectInfo:
+        sftp = await self._client()
+        try:
+            attrs = await sftp.stat(self._path(key))
+        except Exception as exc:  # noqa: BLE001
+            raise self._error(exc, f"stat {key}") from None
+        return ObjectInfo(key, int(attrs.size or 0))
+
+    async def _walk(self, sftp: asyncssh.SFTPClient, folder: str, key_prefix: str, name_start: str) -> list[ObjectInfo]:
+        out: list[ObjectInfo] = []
+        stack = [(folder, key_prefix, True)]
+        while stack:
+            path, prefix, top = stack.pop()
+            try:
+                names = [n async for n in sftp.scandir(path)]
+            except asyncssh.SFTPNoSuchFile:
+                continue
+            for entry in names:
+                name = entry.filename
+                if isinstance(name, bytes):
+                    name = name.decode("utf-8", "surrogateescape")
+                if name in (".", "..") or name.startswith(TMP_PREFIX):
+                    continue
+                if top and not name.startswith(name_start):
+                    continue
+                key = f"{prefix}/{name}" if prefix else name
+                kind = entry.attrs.type
+                if kind == asyncssh.FILEXFER_TYPE_DIRECTORY:
+                    stack.append((posixpath.join(path, name), key, False))
+                elif kind == asyncssh.FILEXFER_TYPE_REGULAR:
+                    out.append(ObjectInfo(key, int(entry.attrs.size or 0)))
+        out.sort(key=lambda o: o.key)
+        return out
+
+    async def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        folder_key, _, name_start = prefix.rpartition("/")
+        folder = self._path(folder_key) if folder_key else self.root
+        sftp = await self._client()
+        try:
+            found = await self._walk(sftp, folder, folder_key, name_start)
+        except Exception as exc:  # noqa: BLE001
+            raise self._error(exc, f"list {prefix or '/'}") from None
+        for info in found:
+            yield info
+
+    async def delete(self, key: str) -> None:
+        sftp = await self._client()
+        try:
+            await sftp.remove(self._path(key))
+        except Exception as exc:  # noqa: BLE001
+            raise self._error(exc, f"delete {key}") from None
+
+    # -- the location -----------------------------------------------------------------------
+
+    async def exists(self) -> bool:
+        sftp = await self._client()
+        try:
+            return await self._is_file(sftp, posixpath.join(self.root, "config"))
+        except Exception as exc:  # noqa: BLE001
+            raise self._error(exc, "check the repository") from None
+
+    async def create(self) -> None:
+        sftp = await self._client()
+        try:
+            await self._makedirs(sftp, self.root)
+        except Exception as exc:  # noqa: BLE001
+            raise self._error(exc, "create the repository folder") from None
+
+    async def usage(self) -> StorageUsage:
+        sftp = await self._client()
+        try:
+            found = await self._walk(sftp, self.root, "", "")
+            free: int | None
+            try:
+                vfs = await sftp.statvfs(self.root)
+                free = int(vfs.bavail * vfs.frsize)
+            except asyncssh.SFTPOpUnsupported:
+                free = None
+        except Exception as exc:  # noqa: BLE001
+            raise self._error(exc, "measure usage") from None
+        return StorageUsage(bytes_used=sum(i.size for i in found), objects=len(found), free_bytes=free)
+
+    async def close(self) -> None:
+        conn, self._conn, self._sftp = self._conn, None, None
+        if conn is not None:
+            conn.close()
+            with contextlib.suppress(Exception):
+                await conn.wait_closed()
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    if isinstance(exc, asyncssh.Error):
+        return exc.reason or type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return type(exc).__name__

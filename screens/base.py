@@ -1,0 +1,161 @@
+"""What every console screen shares: read-only gating, job-event hooks, formatting."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from rich.text import Text
+
+from textual.screen import Screen
+from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey, RowKey
+
+from core.jobs.api import Job, JobState
+from screens.messages import JobChanged, JobProgressed
+
+if TYPE_CHECKING:
+    from app.console import ConsoleApp
+
+
+class ConsoleScreen(Screen):
+    """A screen of the console. ``MUTATING`` names actions that change anything; under
+    ``--read-only`` they are shown disabled and refuse to run."""
+
+    MUTATING: ClassVar[frozenset[str]] = frozenset()
+
+    @property
+    def console(self) -> ConsoleApp:
+        return self.app  # type: ignore[return-value]
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in self.MUTATING and self.console.read_only:
+            return None
+        return True
+
+    def on_job_changed(self, message: JobChanged) -> None:
+        self.job_updated(message.job)
+
+    def on_job_progressed(self, message: JobProgressed) -> None:
+        self.job_updated(message.job)
+
+    def job_updated(self, job: Job) -> None:
+        """Render one job's new state; screens that show jobs override this."""
+
+    def on_screen_resume(self) -> None:
+        # Events that arrived while another mode was in front were not delivered here.
+        self.refresh_data()
+
+    def refresh_data(self) -> None:
+        """Reload what the screen shows (a worker); the default has nothing to load."""
+
+
+def human_bytes(n: float | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def human_age(delta: timedelta) -> str:
+    s = int(delta.total_seconds())
+    if s < 0:
+        return "in the future"
+    if s < 90:
+        return f"{s}s ago"
+    if s < 90 * 60:
+        return f"{s // 60}m ago"
+    if s < 48 * 3600:
+        return f"{s // 3600}h{(s % 3600) // 60:02}m ago"
+    return f"{s // 86400}d ago"
+
+
+def human_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02}m"
+
+
+def short_time(dt: datetime | None) -> str:
+    return "-" if dt is None else dt.astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+# State words carry the meaning; colour (in the tcss classes) only repeats it.
+STATE_MARK = {
+    JobState.PENDING: "… pending",
+    JobState.RUNNING: "▶ running",
+    JobState.COMPLETED: "✔ done",
+    JobState.FAILED: "✘ FAILED",
+    JobState.CANCELLED: "■ cancelled",
+}
+
+
+def job_summary(job: Job) -> str:
+    p = job.params
+    what = p.get("source") or ",".join(p.get("sources", []) or []) or p.get("snapshot", "") or ""
+    if job.kind == "verify":
+        what = "full" if p.get("full") else "quick"
+    return f"{job.kind} {what}".strip()
+
+
+def progress_text(job: Job) -> str:
+    pr = job.progress
+    if pr is None:
+        return ""
+    done = human_bytes(pr.bytes_done)
+    total = f"/{human_bytes(pr.bytes_total)}" if pr.bytes_total else ""
+    files = f" {pr.files_done}{'/' + str(pr.files_total) if pr.files_total else ''} files"
+    return f"{pr.phase}: {done}{total}{files}"
+
+
+def progress_fraction(job: Job) -> float | None:
+    pr = job.progress
+    if pr is None:
+        return None
+    if pr.bytes_total:
+        return min(1.0, pr.bytes_done / pr.bytes_total)
+    if pr.files_total:
+        return min(1.0, pr.files_done / pr.files_total)
+    return None
+
+
+def bar(fraction: float | None, width: int = 12) -> str:
+    """A text progress bar: readable without colour, and at 16 colours."""
+    if fraction is None:
+        return "[" + "·" * width + "]"
+    full = int(round(fraction * width))
+    return "[" + "█" * full + "·" * (width - full) + f"] {fraction * 100:3.0f}%"
+
+
+class PlainTable(DataTable):
+    """A DataTable whose string cells are text, never markup: paths and names with
+    brackets (``[x]``, ``/srv/[old]``) show as they are."""
+
+    def add_row(self, *cells: Any, height: int | None = 1, key: str | None = None,
+                label: Any = None) -> RowKey:
+        return super().add_row(*(_plain(c) for c in cells), height=height, key=key, label=label)
+
+    def update_cell(self, row_key: RowKey | str, column_key: ColumnKey | str, value: Any, *,
+                    update_width: bool = True) -> None:
+        super().update_cell(row_key, column_key, _plain(value), update_width=update_width)
+
+
+def _plain(value: Any) -> Any:
+    return Text(value) if isinstance(value, str) else value
+
+
+def short_source(name: str) -> str:
+    """Source names that fit 80 columns: application/ -> app/, configuration/ -> conf/."""
+    return name.replace("application/", "app/", 1).replace("configuration/", "conf/", 1)
+
+
+def compact_time(dt: datetime | None) -> str:
+    return "-" if dt is None else dt.astimezone().strftime("%m-%d %H:%M")

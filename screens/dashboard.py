@@ -1,0 +1,195 @@
+"""Dashboard: is everything protected, what runs, what failed — at one glance."""
+
+from __future__ import annotations
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.widgets import DataTable, Footer, Header, Static
+
+from core.jobs.api import Job, JobState
+from screens.base import (
+    PlainTable,
+    ConsoleScreen, bar, compact_time, short_source, human_age, human_bytes, human_duration, job_summary, progress_fraction, short_time,
+)
+from core.locations.sites import PRIMARY_NAME
+from screens.messages import DataLoaded, LoadFailed
+from screens.plan import next_run, rpo_for, source_names
+
+
+class DashboardScreen(ConsoleScreen):
+    MUTATING = frozenset({"backup_now"})
+    BINDINGS = [
+        Binding("b", "backup_now", "Back up now", id="dashboard.backup",
+                tooltip="Start an incremental backup of every source"),
+        Binding("f5,ctrl+r", "reload", "Refresh", id="dashboard.refresh", tooltip="Reload the catalog"),
+        Binding("o", "open_job", "Job detail", id="dashboard.job",
+                tooltip="Open the selected running job"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="dash"):
+            yield Static("Sources", classes="section-title")
+            yield PlainTable(id="sources", cursor_type="row", zebra_stripes=True)
+            yield Static("Running jobs", classes="section-title")
+            yield PlainTable(id="running", cursor_type="row")
+            yield Static("", markup=False, id="alerts")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        src = self.query_one("#sources", DataTable)
+        columns = [("Source", "source"), ("Newest", "newest"), ("Age/RPO", "age"), ("PITR", "pitr"),
+                   ("Next run", "next"), ("Verified", "verified"), ("Held by", "locations")]
+        if not self.console.config.database.enabled:
+            columns.remove(("PITR", "pitr"))
+        self.columns = [key for _, key in columns]
+        for label, key in columns:
+            src.add_column(label, key=key)
+        run = self.query_one("#running", DataTable)
+        for label, key in (("Job", "job"), ("Progress", "progress"), ("Rate", "rate"), ("ETA", "eta"),
+                           ("Phase", "phase")):
+            run.add_column(label, key=key)
+        self.refresh_data()
+        self.set_interval(30, self.refresh_data)  # ages move even when nothing happens
+
+    def refresh_data(self) -> None:
+        self._load()
+        self._render_running()
+
+    @work(exclusive=True, group="dashboard", exit_on_error=False)
+    async def _load(self) -> None:
+        svc = self.console.service
+        try:
+            snaps, damaged = await svc.snapshots()
+        except Exception as exc:
+            self.post_message(LoadFailed("catalog", str(exc)))
+            return
+        pitr = None
+        if self.console.config.database.enabled:
+            try:
+                st = await svc.database_status()
+                pitr = st.get("recovery_window")
+            except Exception as exc:
+                pitr = {"error": str(exc)}
+        self.post_message(DataLoaded("dashboard", {"snaps": snaps, "damaged": damaged, "pitr": pitr,
+                                                   "holders": await _holders(svc)}))
+
+    def on_load_failed(self, message: LoadFailed) -> None:
+        self.query_one("#alerts", Static).update(f"⚠ cannot read the {message.what}: {message.error}")
+
+    def on_data_loaded(self, message: DataLoaded) -> None:
+        data = message.data
+        assert isinstance(data, dict)
+        cfg = self.console.config
+        now = self.console.now()
+        holders: dict[str, list[str]] = data["holders"]
+        newest: dict = {}
+        for s in data["snaps"]:
+            newest[s.source] = s  # manifests are listed oldest first
+        verified = self._last_verify()
+        alerts: list[str] = []
+        table = self.query_one("#sources", DataTable)
+        names = source_names(cfg)
+        with self.app.batch_update():
+            for name in names:
+                s = newest.get(name)
+                rpo = rpo_for(cfg, name)
+                if s is None:
+                    age, newest_text = "✘ NO BACKUP", "-"
+                    alerts.append(f"✘ {name}: never backed up")
+                else:
+                    delta = now - s.datetime
+                    ok = delta <= rpo
+                    age = f"{'✔' if ok else '✘ LATE'} {human_age(delta).removesuffix(' ago')}/" \
+                          f"{human_duration(rpo.total_seconds()).removesuffix('00m')}"
+                    newest_text = compact_time(s.datetime)
+                    if not ok:
+                        alerts.append(f"✘ {name}: newest backup is older than its RPO")
+                pitr = "-"
+                if name == "database" and data["pitr"]:
+                    w = data["pitr"]
+                    pitr = f"{w['from'][:16]}..{w['to'][11:16]}" if "from" in w else "unknown"
+                nxt = next_run(cfg, now, name)
+                values = {"source": short_source(name), "newest": newest_text, "age": age, "pitr": pitr,
+                          "next": compact_time(nxt) if nxt else "off", "verified": verified,
+                          "locations": ", ".join(holders.get(s.id, [PRIMARY_NAME])) if s else "-"}
+                row = [values[c] for c in self.columns]
+                if name in table.rows:
+                    for col, value in zip(self.columns, row):
+                        table.update_cell(name, col, value)
+                else:
+                    table.add_row(*row, key=name)
+            for key in [k.value for k in table.rows if k.value not in names]:
+                table.remove_row(key)
+        for e in data["damaged"]:
+            alerts.append(f"✘ damaged snapshot manifest {e.key}: {e.reason}")
+        for job in self.console.jobs.values():
+            if job.state == JobState.FAILED:
+                alerts.append(f"✘ {job_summary(job)} failed at {short_time(job.finished_at)}: {job.error}")
+        self.query_one("#alerts", Static).update(
+            "Alerts\n" + "\n".join(alerts[:6]) if alerts else "Alerts: none — every source is within its RPO")
+
+    def _last_verify(self) -> str:
+        done = [j for j in self.console.jobs.values() if j.kind == "verify" and j.state.finished]
+        if not done:
+            return "never"
+        j = max(done, key=lambda j: j.finished_at or j.created_at)
+        ok = j.state == JobState.COMPLETED and (j.result or {}).get("ok", False)
+        return f"{'✔' if ok else '✘ DAMAGE'} {compact_time(j.finished_at)}"
+
+    def job_updated(self, job: Job) -> None:
+        self._render_running()
+        if job.state.finished:
+            self._load()
+
+    def _render_running(self) -> None:
+        table = self.query_one("#running", DataTable)
+        running = {j.id: j for j in self.console.running_jobs()}
+        with self.app.batch_update():
+            for key in [k.value for k in table.rows if k.value not in running]:
+                table.remove_row(key)
+            for j in running.values():
+                pr = j.progress
+                row = (f"{job_summary(j)} ({j.origin})", bar(progress_fraction(j)),
+                       f"{human_bytes(pr.rate)}/s" if pr else "-",
+                       human_duration(pr.eta_seconds) if pr else "-", pr.phase if pr else j.state.value)
+                if j.id in table.rows:
+                    for col, value in zip(("job", "progress", "rate", "eta", "phase"), row):
+                        table.update_cell(j.id, col, value)
+                else:
+                    table.add_row(*row, key=j.id)
+        if not running:
+            table.display = True
+
+    def action_reload(self) -> None:
+        self.refresh_data()
+
+    def action_backup_now(self) -> None:
+        self._submit_backup()
+
+    @work(group="submit", exit_on_error=False)
+    async def _submit_backup(self) -> None:
+        job = await self.console.submit("backup", {"type": "incremental"})
+        if job:
+            self.notify(f"backup job {job.id} submitted")
+
+    def action_open_job(self) -> None:
+        table = self.query_one("#running", DataTable)
+        if table.row_count:
+            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+            from screens.job_detail import JobDetailScreen
+
+            self.app.push_screen(JobDetailScreen(key))
+
+
+async def _holders(svc) -> dict[str, list[str]]:
+    """Snapshot id -> the locations holding it complete, when more than one is configured."""
+    if not svc.config.storage.remote_storage:
+        return {}
+    try:
+        catalog = await svc.catalog()
+    except Exception:
+        return {}
+    return {e.snapshot.id: e.holders for e in catalog.entries}

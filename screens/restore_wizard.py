@@ -1,0 +1,679 @@
+"""Restore wizard: what -> which point -> (which files or tables) -> where -> preflight ->
+typed confirmation (only when live data is overwritten) -> live progress -> validation.
+
+Esc goes back one step from anywhere before the restore starts. The restore itself runs
+as engine jobs, so closing the console (or losing the SSH session) does not stop it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Input, OptionList, ProgressBar, Static
+from textual.widgets.option_list import Option
+
+from core.jobs.api import Job, JobState
+from core.repository.snapshot import Snapshot
+from screens.base import PlainTable, ConsoleScreen, bar, human_bytes, human_duration, progress_fraction, short_time
+from screens.messages import DataLoaded, LoadFailed
+
+WHAT = (
+    ("platform", "Whole platform: every source of one backup set"),
+    ("source", "One source, whole"),
+    ("files", "Some files or folders of a source"),
+    ("tables", "Some tables of the database"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What the operator chose so far; each step returns a new Plan."""
+
+    what: str = ""
+    source: str = ""
+    snapshots: tuple[str, ...] = ()  # ids
+    to_time: str = ""  # a PITR target instead of a snapshot
+    selection: tuple[str, ...] = ()  # file paths or schema.table names
+    where: str = ""  # "original" | "alternate"
+    target: str = ""  # folder for files, database name for the database
+
+    @property
+    def is_database(self) -> bool:
+        return self.source == "database"
+
+
+@dataclass(frozen=True, slots=True)
+class Preflight:
+    lines: tuple[str, ...]
+    overwrites: tuple[str, ...]  # live paths or databases that will be replaced
+    problems: tuple[str, ...]  # blockers: no space, no permission
+    safety: str  # what safety backup is taken first ("" when nothing live is touched)
+    confirm_word: str  # what the operator must type ("" when no confirmation is needed)
+    expected: tuple[tuple[str, int], ...] = ()  # restored path -> size, for validation
+    jobs: tuple[tuple[str, dict], ...] = field(default=())  # (kind, params) to submit, in order
+
+
+def target_root(plan: Plan) -> Path:
+    return Path("/") if plan.where == "original" else Path(plan.target).expanduser().resolve()
+
+
+def landing(root: Path, shown: str) -> Path:
+    """Where a snapshot path lands under a restore target (the CLI's rule: target + original path)."""
+    return root / shown.lstrip("/")
+
+
+def nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+class RestoreWizardScreen(ConsoleScreen):
+    MUTATING = frozenset({"start"})
+    STEPS = ("what", "source", "point", "select", "where", "preflight", "confirm", "progress", "result")
+    BINDINGS = [
+        Binding("escape", "step_back", "Back", id="wizard.back", tooltip="Back one step"),
+        Binding("enter", "next", "Next", show=False, id="wizard.next", tooltip="Take the highlighted choice"),
+        Binding("space", "toggle", "Select", show=False, id="wizard.toggle",
+                tooltip="Select or unselect the highlighted file or table"),
+        Binding("ctrl+n", "new", "New restore", id="wizard.new", tooltip="Start over"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.plan = Plan()
+        self.step = "what"
+        self.history: list[tuple[str, Plan]] = []
+        self.snapshots: list[Snapshot] = []
+        self.preflight: Preflight | None = None
+        self.job_ids: list[str] = []
+        self.marked: set[str] = set()
+        self.result_ok: bool | None = None
+        self.started = False
+
+    # -- layout ---------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("", markup=False, id="wizard-crumbs")
+        with ContentSwitcher(initial="what", id="wizard"):
+            with Vertical(id="what"):
+                yield Static("What do you want to restore?", classes="question")
+                yield OptionList(*(Option(text, id=key) for key, text in WHAT), id="what-list")
+            with Vertical(id="source"):
+                yield Static("Which source?", classes="question")
+                yield OptionList(id="source-list")
+            with Vertical(id="point"):
+                yield Static("Which point in time? Pick a snapshot.", classes="question", id="point-question")
+                yield PlainTable(id="point-table", cursor_type="row", zebra_stripes=True)
+                yield Input(placeholder="or a time inside the PITR window: YYYY-MM-DD HH:MM:SS+00:00",
+                            id="point-time")
+            with Vertical(id="select"):
+                yield Static("Select with Space, then Enter. Nothing selected: the highlighted one.",
+                             classes="question", id="select-question")
+                yield PlainTable(id="select-table", cursor_type="row", zebra_stripes=True)
+            with Vertical(id="where"):
+                yield Static("Where to?", classes="question")
+                yield OptionList(id="where-list")
+                yield Input(placeholder="alternate folder or database name", id="where-input")
+            with Vertical(id="preflight"):
+                yield Static("Preflight", classes="question")
+                yield Static("checking…", markup=False, id="preflight-text")
+                yield Static("", markup=False, id="preflight-hint")
+            with Vertical(id="confirm"):
+                yield Static("", classes="question", id="confirm-question")
+                yield Input(id="confirm-input")
+            with Vertical(id="progress"):
+                yield Static("Restoring…", classes="question", id="progress-title")
+                yield ProgressBar(total=100, id="progress-bar")
+                yield Static("", markup=False, id="progress-text")
+            with Vertical(id="result"):
+                yield Static("", markup=False, id="result-text")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        pt = self.query_one("#point-table", DataTable)
+        for label, key in (("Id", "id"), ("Time", "time"), ("Source", "source"), ("Type", "type"),
+                           ("Size", "size"), ("Files", "files")):
+            pt.add_column(label, key=key)
+        st = self.query_one("#select-table", DataTable)
+        for label, key in (("", "mark"), ("Path or table", "name"), ("Size or rows", "size")):
+            st.add_column(label, key=key)
+        self.query_one("#point-time", Input).display = False
+        self.query_one("#where-input", Input).display = False
+        self._load()
+        self._show("what")
+
+    def refresh_data(self) -> None:
+        if self.step in ("what", "source", "point"):
+            self._load()
+
+    @work(exclusive=True, group="wizard-load", exit_on_error=False)
+    async def _load(self) -> None:
+        svc = self.console.service
+        try:
+            snaps, _ = await svc.snapshots()
+        except Exception as exc:
+            self.post_message(LoadFailed("catalog", str(exc)))
+            return
+        window = None
+        if self.console.config.database.enabled:
+            try:
+                window = (await svc.database_status()).get("recovery_window")
+            except Exception:
+                window = None
+        self.post_message(DataLoaded("wizard-catalog", (snaps, window)))
+
+    def on_load_failed(self, message: LoadFailed) -> None:
+        self.notify(f"cannot read the {message.what}: {message.error}", severity="error")
+
+    def on_data_loaded(self, message: DataLoaded) -> None:
+        if message.what == "wizard-catalog":
+            snaps, self.pitr_window = message.data  # type: ignore[misc]
+            self.snapshots = list(reversed(snaps))
+        elif message.what == "select":
+            self._fill_select(message.data)  # type: ignore[arg-type]
+        elif message.what == "preflight":
+            self._preflight_done(message.data)  # type: ignore[arg-type]
+        elif message.what == "validation":
+            self._show_result(message.data)  # type: ignore[arg-type]
+
+    pitr_window: dict | None = None
+
+    # -- step machinery -------------------------------------------------------------------
+
+    def _show(self, step: str) -> None:
+        self.step = step
+        self.query_one("#wizard", ContentSwitcher).current = step
+        p = self.plan
+        crumbs = [f"What: {dict(WHAT).get(p.what, '…').split(':')[0]}" if p.what else "What: …"]
+        if p.source:
+            crumbs.append(f"Source: {p.source}")
+        if p.snapshots or p.to_time:
+            crumbs.append("Point: " + (p.to_time or ", ".join(s[:8] for s in p.snapshots)))
+        if p.selection:
+            crumbs.append(f"{len(p.selection)} selected")
+        if p.where:
+            crumbs.append("Where: " + ("original place" if p.where == "original" else p.target))
+        self.query_one("#wizard-crumbs", Static).update(f"Restore wizard — step: {step}   " + " › ".join(crumbs))
+        focus = {"what": "#what-list", "source": "#source-list", "point": "#point-table", "select": "#select-table",
+                 "where": "#where-list", "confirm": "#confirm-input"}.get(step)
+        if focus:
+            self.query_one(focus).focus()
+        else:
+            self.set_focus(None)  # a field of an earlier step must not take this step's Enter
+        self.refresh_bindings()
+
+    def _go(self, step: str, plan: Plan) -> None:
+        self.history.append((self.step, self.plan))
+        self.plan = plan
+        getattr(self, f"_enter_{step}", lambda: None)()
+        self._show(step)
+
+    def action_step_back(self) -> None:
+        if self.step in ("progress", "result") or self.started:
+            self.app.switch_mode("dashboard") if self.step == "result" else self.notify(
+                "the restore is running in the engine; follow it on the Jobs screen (j)")
+            return
+        if not self.history:
+            self.app.switch_mode("dashboard")
+            return
+        step, plan = self.history.pop()
+        self.plan = plan
+        self._show(step)
+
+    def action_new(self) -> None:
+        if self.step == "progress" and self.result_ok is None:
+            self.notify("a restore is running; it continues in the engine", severity="warning")
+        self.plan, self.history, self.preflight, self.job_ids = Plan(), [], None, []
+        self.marked, self.result_ok, self.started = set(), None, False
+        self._load()
+        self._show("what")
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        self._choose_option(event.option_list.id or "", event.option.id or "")
+
+    def action_next(self) -> None:
+        if self.step in ("what", "source", "where"):
+            ol = self.query_one(f"#{self.step}-list", OptionList)
+            if ol.highlighted is not None:
+                self._choose_option(ol.id or "", ol.get_option_at_index(ol.highlighted).id or "")
+        elif self.step == "point":
+            self._choose_point()
+        elif self.step == "select":
+            self._choose_selection()
+        elif self.step == "preflight":
+            self._after_preflight()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_next()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "toggle":
+            return self.step == "select"
+        return super().check_action(action, parameters)
+
+    # -- what and source --------------------------------------------------------------------
+
+    def _choose_option(self, list_id: str, option: str) -> None:
+        if list_id == "what-list":
+            plan = Plan(what=option)
+            if option == "platform":
+                self._go("point", plan)
+            elif option == "tables":
+                self._go("point", replace(plan, source="database"))
+            else:
+                self._go("source", plan)
+        elif list_id == "source-list":
+            self._go("point", replace(self.plan, source=option))
+        elif list_id == "where-list":
+            if option == "alternate":
+                inp = self.query_one("#where-input", Input)
+                inp.display = True
+                inp.focus()
+                return
+            self._go("preflight", replace(self.plan, where="original", target=""))
+
+    def _enter_source(self) -> None:
+        sources = sorted({s.source for s in self.snapshots})
+        if self.plan.what == "files":
+            sources = [s for s in sources if s != "database"]
+        ol = self.query_one("#source-list", OptionList)
+        ol.clear_options()
+        ol.add_options([Option(s, id=s) for s in sources] or [Option("no snapshots yet", disabled=True)])
+        ol.highlighted = 0 if sources else None
+
+    # -- which point ------------------------------------------------------------------------
+
+    def _candidates(self) -> list[Snapshot]:
+        p = self.plan
+        if p.what == "platform":
+            seen, out = set(), []
+            for s in self.snapshots:
+                if s.backup_set not in seen:
+                    seen.add(s.backup_set)
+                    out.append(s)
+            return out
+        return [s for s in self.snapshots if s.source == p.source
+                and (p.what != "tables" or s.metadata.get("mode") == "logical")]
+
+    def _enter_point(self) -> None:
+        t = self.query_one("#point-table", DataTable)
+        t.clear()
+        for s in self._candidates():
+            if self.plan.what == "platform":
+                members = [x for x in self.snapshots if x.backup_set == s.backup_set]
+                t.add_row(s.backup_set[:8], short_time(s.datetime), f"{len(members)} sources", "set",
+                          human_bytes(sum(x.summary.total_bytes for x in members)),
+                          str(sum(x.summary.total_files for x in members)), key=s.id)
+            else:
+                t.add_row(s.short_id, short_time(s.datetime), s.source, s.type, human_bytes(s.summary.total_bytes),
+                          str(s.summary.total_files), key=s.id)
+        pitr = self.plan.what == "source" and self.plan.is_database and bool(self.pitr_window)
+        inp = self.query_one("#point-time", Input)
+        inp.display = pitr
+        q = "Which point in time? Pick a snapshot."
+        if pitr:
+            w = self.pitr_window or {}
+            q += f"\nOr type a time inside the PITR window {w.get('from', '')} .. {w.get('to', '')}."
+        self.query_one("#point-question", Static).update(q)
+
+    def _choose_point(self) -> None:
+        inp = self.query_one("#point-time", Input)
+        if inp.display and inp.has_focus and inp.value.strip():
+            try:
+                when = datetime.fromisoformat(inp.value.strip())
+            except ValueError:
+                self.notify(f"not a time: {inp.value!r} (YYYY-MM-DD HH:MM:SS+00:00)", severity="error")
+                return
+            if when.tzinfo is None:
+                self.notify("give the time with its UTC offset, e.g. +00:00", severity="error")
+                return
+            self._go("where", replace(self.plan, to_time=when.isoformat(), snapshots=()))
+            return
+        t = self.query_one("#point-table", DataTable)
+        if not t.row_count:
+            self.notify("no snapshot to restore from", severity="warning")
+            return
+        sid = t.coordinate_to_cell_key(t.cursor_coordinate).row_key.value or ""
+        chosen = next(s for s in self.snapshots if s.id == sid)
+        if self.plan.what == "platform":
+            ids = tuple(s.id for s in self.snapshots if s.backup_set == chosen.backup_set)
+        else:
+            ids = (sid,)
+        plan = replace(self.plan, snapshots=ids, to_time="")
+        self._go("select" if self.plan.what in ("files", "tables") else "where", plan)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if not event.input.id or not event.input.id.startswith(self.step):
+            return  # a field of another step
+        if event.input.id == "point-time":
+            self._choose_point()
+        elif event.input.id == "where-input":
+            value = event.value.strip()
+            if not value:
+                self.notify("type a folder or a database name", severity="warning")
+                return
+            self._go("preflight", replace(self.plan, where="alternate", target=value))
+        elif event.input.id == "confirm-input":
+            self._confirmed(event.value)
+
+    # -- which files or tables --------------------------------------------------------------
+
+    def _enter_select(self) -> None:
+        self.marked = set()
+        self.query_one("#select-table", DataTable).clear()
+        self._load_select()
+
+    @work(exclusive=True, group="wizard-select", exit_on_error=False)
+    async def _load_select(self) -> None:
+        snap = next(s for s in self.snapshots if s.id == self.plan.snapshots[0])
+        if self.plan.what == "tables":
+            rows = [(name, f"{count} rows") for name, count in sorted(snap.metadata.get("tables", {}).items())]
+        else:
+            try:
+                items = await self.console.service.ls(snap.id)
+            except Exception as exc:
+                self.post_message(LoadFailed("files", str(exc)))
+                return
+            rows = [(p, human_bytes(n.size) if n.type == "file" else n.type) for p, n in items]
+        self.post_message(DataLoaded("select", rows))
+
+    def _fill_select(self, rows: list[tuple[str, str]]) -> None:
+        t = self.query_one("#select-table", DataTable)
+        t.clear()
+        for name, size in rows:
+            t.add_row("[ ]", name, size, key=name)
+
+    def action_toggle(self) -> None:
+        t = self.query_one("#select-table", DataTable)
+        if not t.row_count:
+            return
+        key = t.coordinate_to_cell_key(t.cursor_coordinate).row_key.value or ""
+        self.marked ^= {key}
+        t.update_cell(key, "mark", "[x]" if key in self.marked else "[ ]")
+        t.action_cursor_down()
+
+    def _choose_selection(self) -> None:
+        t = self.query_one("#select-table", DataTable)
+        chosen = tuple(sorted(self.marked))
+        if not chosen and t.row_count:
+            chosen = (t.coordinate_to_cell_key(t.cursor_coordinate).row_key.value or "",)
+        if not chosen:
+            return
+        self._go("where", replace(self.plan, selection=chosen))
+
+    # -- where ----------------------------------------------------------------------------
+
+    def _enter_where(self) -> None:
+        ol = self.query_one("#where-list", OptionList)
+        ol.clear_options()
+        inp = self.query_one("#where-input", Input)
+        inp.display = False
+        inp.value = ""
+        if self.plan.to_time:
+            # Point-in-time recovery builds a new cluster; it never replaces the live one.
+            ol.add_options([Option("A new data directory (a separate PostgreSQL cluster, started on a free port)",
+                                   id="alternate")])
+            inp.placeholder = "new data directory, e.g. /var/tmp/pitr"
+            ol.highlighted = 0
+            return
+        if self.plan.is_database:
+            db = self.console.config.database.dbname or "the configured database"
+            ol.add_options([Option(f"Original database ({db}): REPLACES its contents", id="original"),
+                            Option("Another database (created when missing)", id="alternate")])
+            inp.placeholder = "database name on the configured server, e.g. axisor_restored"
+        else:
+            ol.add_options([Option("Original place: OVERWRITES the live files", id="original"),
+                            Option("Another folder (each file lands at FOLDER + its original path)",
+                                   id="alternate")])
+            inp.placeholder = "folder, e.g. /var/tmp/restore"
+        ol.highlighted = 1  # the safe choice first under the cursor
+
+    # -- preflight ------------------------------------------------------------------------
+
+    def _enter_preflight(self) -> None:
+        self.preflight = None
+        self.query_one("#preflight-text", Static).update("checking space, permissions and what will be overwritten…")
+        self.query_one("#preflight-hint", Static).update("")
+        self._run_preflight(self.plan)
+
+    @work(exclusive=True, group="wizard-preflight", exit_on_error=False)
+    async def _run_preflight(self, plan: Plan) -> None:
+        try:
+            pf = await self._compute_preflight(plan)
+        except Exception as exc:
+            pf = Preflight(lines=(), overwrites=(), problems=(f"preflight failed: {exc}",), safety="",
+                           confirm_word="")
+        self.post_message(DataLoaded("preflight", pf))
+
+    async def _compute_preflight(self, plan: Plan) -> Preflight:
+        svc = self.console.service
+        chosen = [s for s in self.snapshots if s.id in plan.snapshots]
+        lines: list[str] = []
+        overwrites: list[str] = []
+        problems: list[str] = []
+        jobs: list[tuple[str, dict]] = []
+        expected: list[tuple[str, int]] = []
+        safety_sources: list[str] = []
+        db_cfg = self.console.config.database
+        if plan.to_time:
+            data_dir = Path(plan.target).expanduser().resolve()
+            lines.append(f"point-in-time recovery of the database to {plan.to_time}")
+            lines.append(f"into a new cluster in {data_dir}, started on a free port; the live database is untouched")
+            if await asyncio.to_thread(lambda: data_dir.exists() and any(data_dir.iterdir())):
+                problems.append(f"{data_dir} is not empty: PITR needs a new or empty data directory")
+            base = nearest_existing(data_dir)
+            usage = await asyncio.to_thread(shutil.disk_usage, base)
+            physical = [s for s in self.snapshots if s.source == "database" and s.metadata.get("mode") == "physical"]
+            need = max((s.summary.total_bytes for s in physical), default=0)
+            lines.append(f"  space: {human_bytes(usage.free)} free on {base}, the newest base backup is "
+                         f"{human_bytes(need)} {'✔ enough' if usage.free > need else '✘ NOT ENOUGH'}")
+            if usage.free <= need:
+                problems.append(f"not enough space on {base}")
+            jobs.append(("restore", {"source": "database", "to_time": plan.to_time, "target_dir": str(data_dir),
+                                     "start": True}))
+        for snap in chosen:
+            if snap.source == "database":
+                target = (db_cfg.dbname or "") if plan.where == "original" else plan.target
+                if plan.what == "platform" and plan.where == "alternate":
+                    target = "axisor_restored"
+                tables = plan.selection if plan.what == "tables" else ()
+                force = plan.where == "original"
+                if force:
+                    overwrites.append(f"database {target}" + (f" (tables {', '.join(tables)})" if tables else ""))
+                lines.append(f"database snapshot {snap.short_id} ({human_bytes(snap.summary.total_bytes)} dump) "
+                             f"-> database {target}" + (f", tables: {', '.join(tables)}" if tables else ""))
+                params = {"snapshot": snap.id, "target_db": target, "force": force, "tables": list(tables)}
+                jobs.append(("restore", params))
+                continue
+            include = plan.selection if plan.what == "files" else ()
+            root = target_root(plan) if not (plan.what == "platform" and plan.where == "alternate") \
+                else Path(plan.target).expanduser().resolve()
+            items = await svc.ls(snap.id)
+            if include:
+                items = [(p, n) for p, n in items
+                         if any(p == inc or p.startswith(inc.rstrip("/") + "/") for inc in include)]
+            files = [(p, n) for p, n in items if n.type == "file"]
+            need = sum(n.size for _, n in files)
+            hits = await asyncio.to_thread(
+                lambda: [p for p, n in items if n.type != "dir" and os.path.lexists(landing(root, p))])
+            base = nearest_existing(root)
+            usage = await asyncio.to_thread(shutil.disk_usage, base)
+            writable = await asyncio.to_thread(os.access, base, os.W_OK)
+            lines.append(f"{snap.source} {snap.short_id}: {len(files)} files, {human_bytes(need)} -> {root}")
+            lines.append(f"  space: {human_bytes(usage.free)} free on {base} "
+                         f"{'✔ enough' if usage.free > need else '✘ NOT ENOUGH'}; "
+                         f"permission to write: {'✔ yes' if writable else '✘ NO'}")
+            if usage.free <= need:
+                problems.append(f"not enough space on {base}: {human_bytes(need)} needed, {human_bytes(usage.free)} free")
+            if not writable:
+                problems.append(f"cannot write to {base}")
+            if hits:
+                overwrites.extend(str(landing(root, p)) for p in hits)
+                if plan.where == "original":
+                    safety_sources.append(snap.source)
+            expected.extend((str(landing(root, p)), n.size) for p, n in files)
+            params = {"snapshot": snap.id, "target": str(root), "include": list(include)}
+            jobs.append(("restore", params))
+        safety = ""
+        if safety_sources:
+            safety = ("a safety backup of " + ", ".join(safety_sources) +
+                      " is taken first (tag: safety), so this restore can be rolled back")
+            jobs.insert(0, ("backup", {"sources": safety_sources, "type": "incremental", "tags": ["safety"]}))
+        elif any(k == "restore" and p.get("force") for k, p in jobs):
+            safety = "the engine commits a safety snapshot of the database before replacing it"
+        if overwrites:
+            lines.append(f"WILL OVERWRITE {len(overwrites)} live item(s):")
+            lines.extend(f"  {o}" for o in overwrites[:8])
+            if len(overwrites) > 8:
+                lines.append(f"  … and {len(overwrites) - 8} more")
+        else:
+            lines.append("nothing that exists will be overwritten")
+        if safety:
+            lines.append("safety: " + safety)
+        word = ""
+        if overwrites:
+            word = "platform" if plan.what == "platform" else (
+                (db_cfg.dbname or "database") if plan.is_database and plan.where == "original"
+                else plan.target if plan.where == "alternate" else plan.source)
+        return Preflight(tuple(lines), tuple(overwrites), tuple(problems), safety, word, tuple(expected),
+                         tuple(jobs))
+
+    def _preflight_done(self, pf: Preflight) -> None:
+        self.preflight = pf
+        text = "\n".join(pf.lines)
+        if pf.problems:
+            text += "\n\n✘ cannot start:\n" + "\n".join(f"  {p}" for p in pf.problems)
+        self.query_one("#preflight-text", Static).update(text)
+        self.query_one("#preflight-hint", Static).update(
+            "Esc goes back." if pf.problems else
+            ("Enter continues to the confirmation; Esc goes back." if pf.confirm_word
+             else "Enter starts the restore; Esc goes back."))
+
+    def _after_preflight(self) -> None:
+        pf = self.preflight
+        if pf is None or pf.problems:
+            return
+        if self.console.read_only:
+            self.notify("read-only console: restores are disabled", severity="warning")
+            return
+        if pf.confirm_word:
+            self.query_one("#confirm-question", Static).update(
+                f"This overwrites live data ({len(pf.overwrites)} item(s)).\n"
+                f"Type  {pf.confirm_word}  and press Enter to restore. Esc goes back.")
+            self.query_one("#confirm-input", Input).value = ""
+            self._go("confirm", self.plan)
+        else:
+            self.action_start()
+
+    def _confirmed(self, typed: str) -> None:
+        pf = self.preflight
+        if pf is None:
+            return
+        if typed.strip() != pf.confirm_word:
+            self.notify(f"that is not {pf.confirm_word!r}; nothing was started", severity="error")
+            return
+        self.action_start()
+
+    # -- run and validate -------------------------------------------------------------------
+
+    def action_start(self) -> None:
+        if self.preflight is None or self.started:
+            return
+        self.started = True
+        self._go("progress", self.plan)
+        self._run(self.preflight)
+
+    @work(exclusive=True, group="wizard-run", exit_on_error=False)
+    async def _run(self, pf: Preflight) -> None:
+        engine = self.console.engine
+        finished: list[Job] = []
+        for kind, params in pf.jobs:
+            job = await self.console.submit(kind, params)
+            if job is None:
+                break
+            self.job_ids.append(job.id)
+            self.job_updated(job)
+            assert engine is not None
+            done = await engine.wait(job.id)
+            self.console.jobs[done.id] = done
+            finished.append(done)
+            if done.state != JobState.COMPLETED:
+                break
+        checks = await asyncio.to_thread(_validate_files, pf.expected) if all(
+            j.state == JobState.COMPLETED for j in finished) and finished else []
+        self.post_message(DataLoaded("validation", (finished, checks, len(pf.jobs))))
+
+    def job_updated(self, job: Job) -> None:
+        if job.id not in self.job_ids or self.step != "progress":
+            return
+        frac = progress_fraction(job)
+        pbar = self.query_one("#progress-bar", ProgressBar)
+        if frac is not None:
+            pbar.update(total=100, progress=frac * 100)
+        pr = job.progress
+        n = self.job_ids.index(job.id) + 1
+        total = len(self.preflight.jobs) if self.preflight else n
+        text = f"job {n} of {total}: {job.kind} {job.id} — {job.state.value}"
+        if pr:
+            text += (f"\n{pr.phase}: {human_bytes(pr.bytes_done)}"
+                     + (f" of {human_bytes(pr.bytes_total)}" if pr.bytes_total else "")
+                     + f", {pr.files_done} files · {human_bytes(pr.rate)}/s · ETA {human_duration(pr.eta_seconds)}"
+                     + f"\n{bar(frac, 30)}")
+        self.query_one("#progress-text", Static).update(text)
+
+    def _show_result(self, data: tuple[list[Job], list[str], int]) -> None:
+        finished, checks, planned = data
+        lines: list[str] = []
+        ok = len(finished) == planned and all(j.state == JobState.COMPLETED for j in finished)
+        for j in finished:
+            mark = "✔" if j.state == JobState.COMPLETED else "✘"
+            lines.append(f"{mark} {j.kind} job {j.id}: {j.state.value}" + (f" — {j.error}" if j.error else ""))
+            r = j.result or {}
+            if j.kind == "restore" and "tables" in r:
+                bad = [t for t in r["tables"] if not t.get("ok")]
+                lines.append(f"   row counts: {len(r['tables']) - len(bad)} of {len(r['tables'])} tables match")
+                for t in bad[:8]:
+                    lines.append(f"   ✘ MISMATCH {t.get('table')}: expected {t.get('expected')}, "
+                                 f"found {t.get('actual')}")
+                ok = ok and r.get("ok", True)
+            if r.get("safety_snapshot"):
+                lines.append(f"   safety snapshot {str(r['safety_snapshot'])[:8]} holds the previous state")
+        expected = len(self.preflight.expected) if self.preflight else 0
+        if expected:
+            lines.append(f"files: {expected - len(checks)} of {expected} restored with the snapshot's sizes")
+            lines.extend(f"   ✘ {c}" for c in checks[:8])
+            ok = ok and not checks
+        self.result_ok = ok
+        head = "✔ RESTORE VALIDATED" if ok else "✘ RESTORE FAILED VALIDATION"
+        self._go("result", self.plan)
+        self.query_one("#result-text", Static).update(
+            head + "\n\n" + "\n".join(lines) + "\n\nCtrl+N starts another restore; Esc returns to the dashboard.")
+
+
+
+def _validate_files(expected: tuple[tuple[str, int], ...]) -> list[str]:
+    """Each restored file exists with the snapshot's size; the list of those that do not."""
+    bad = []
+    for path, size in expected:
+        try:
+            st = os.lstat(path)
+        except OSError as exc:
+            bad.append(f"{path}: {exc.strerror}")
+            continue
+        if st.st_size != size:
+            bad.append(f"{path}: {st.st_size} bytes, the snapshot has {size}")
+    return bad

@@ -1,0 +1,97 @@
+"""Browse one snapshot's files (Esc back, `/` filter)."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Footer, Header, Input, Static
+
+from core.repository.snapshot import Snapshot
+from screens.base import PlainTable, ConsoleScreen, human_bytes
+from screens.messages import DataLoaded, LoadFailed
+
+LIMIT = 5000  # rows drawn at once; the filter narrows larger trees
+
+
+class SnapshotFilesScreen(ConsoleScreen):
+    BINDINGS = [
+        Binding("slash", "filter", "Filter", id="files.filter", tooltip="Show only paths containing a text"),
+        Binding("escape", "back", "Back", id="files.back", tooltip="Back to the catalog"),
+    ]
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        super().__init__()
+        self.snapshot = snapshot
+        self.entries: list[tuple[str, str, int, int, str]] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(f"{self.snapshot.short_id} {self.snapshot.source} · {self.snapshot.datetime:%Y-%m-%d %H:%M}"
+                     " · loading…", markup=False, id="files-title")
+        yield Input(placeholder="filter paths (Esc clears)", id="filter", classes="filter")
+        yield PlainTable(id="files", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        t = self.query_one("#files", DataTable)
+        t.add_column("Path", key="path")
+        t.add_column("Type", key="type")
+        t.add_column("Size", key="size")
+        t.add_column("Modified", key="mtime")
+        self.query_one("#filter", Input).display = False
+        t.focus()
+        self._load()
+
+    @work(exclusive=True, group="files", exit_on_error=False)
+    async def _load(self) -> None:
+        try:
+            items = await self.console.service.ls(self.snapshot.id)
+        except Exception as exc:
+            self.post_message(LoadFailed("files", str(exc)))
+            return
+        rows = [(p, n.type, n.size, n.mtime_ns, os.fsdecode(n.target) if n.type == "symlink" else "")
+                for p, n in items]
+        self.post_message(DataLoaded("files", rows))
+
+    def on_load_failed(self, message: LoadFailed) -> None:
+        self.query_one("#files-title", Static).update(f"⚠ {message.error}")
+
+    def on_data_loaded(self, message: DataLoaded) -> None:
+        self.entries = message.data  # type: ignore[assignment]
+        self._draw()
+
+    def _draw(self) -> None:
+        text = self.query_one("#filter", Input).value.strip().lower()
+        rows = [e for e in self.entries if text in e[0].lower()]
+        t = self.query_one("#files", DataTable)
+        t.clear()
+        for path, typ, size, mtime, target in rows[:LIMIT]:
+            t.add_row(path + (f" -> {target}" if target else ""), typ, human_bytes(size) if typ == "file" else "",
+                      datetime.fromtimestamp(mtime / 1e9).strftime("%Y-%m-%d %H:%M"), key=path)
+        more = f" (first {LIMIT} shown)" if len(rows) > LIMIT else ""
+        self.query_one("#files-title", Static).update(
+            f"{self.snapshot.short_id} {self.snapshot.source} · {len(rows)} of {len(self.entries)} entries{more}")
+
+    def action_filter(self) -> None:
+        f = self.query_one("#filter", Input)
+        f.display = True
+        f.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self._draw()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.query_one("#files", DataTable).focus()
+
+    def action_back(self) -> None:
+        f = self.query_one("#filter", Input)
+        if f.has_focus or f.value:
+            f.value = ""
+            f.display = False
+            self.query_one("#files", DataTable).focus()
+            return
+        self.app.pop_screen()

@@ -1,0 +1,45 @@
+"""The README demo: without a terminal it keeps its command-line steps only; on a terminal
+(tmux) it ends in the console with a backup running."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from console_support import ROOT, Tmux
+
+
+def test_demo_without_a_terminal_stops_after_the_cli_steps(tmp_path: Path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AXISOR_BACKUP")}
+    p = subprocess.run([sys.executable, "-m", "app.demo", str(tmp_path / "demo")], cwd=ROOT, env=env,
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "Done. Try:" in p.stdout and "opening the console" not in p.stdout
+    assert not (tmp_path / "demo" / "state").exists()  # no engine ran
+
+
+def test_demo_on_a_terminal_opens_the_console_with_a_running_backup(tmp_path: Path):
+    sock = tmp_path / "tmux"
+    sock.mkdir()
+    tmux = Tmux(sock)
+    try:
+        tmux.run("new-session", "-d", "-s", "console", "-x", "80", "-y", "24", "-c", str(ROOT),
+                 sys.executable, "-m", "app.demo", str(tmp_path / "demo"))
+        screen = tmux.wait_for("Axisor Backup", timeout=240)
+        screen = tmux.wait_for("app/user_data", timeout=60)
+        assert "embedded engine" in screen
+        tmux.keys("j")
+        screen = tmux.wait_for("backup", timeout=30)
+        assert "console" in screen  # the demo's job was submitted from the console
+        tmux.keys("C-q")
+        deadline = time.monotonic() + 120
+        while "The demo is in" not in tmux.screen() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "The demo is in" in tmux.screen()
+    finally:
+        subprocess.run([*tmux.base, "kill-server"], env=tmux.env, capture_output=True, timeout=30)
+    config = (tmp_path / "demo" / "config.toml").read_text()
+    assert "[schedule]" in config and "enabled = true" in config

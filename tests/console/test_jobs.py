@@ -1,0 +1,83 @@
+"""Jobs: a backup started from the console runs in the engine and shows live; the detail
+view has its log; cancel asks first and defaults to no."""
+
+from __future__ import annotations
+
+from textual.widgets import DataTable, Log, Static
+
+from console_support import console, settle
+from core.jobs.api import JobState
+from screens.confirm import ConfirmScreen
+from screens.job_detail import JobDetailScreen
+from screens.jobs import JobsScreen
+
+
+async def test_backup_from_dashboard_shows_in_jobs_with_its_log(platform):
+    app = platform.app()
+    async with console(app, (120, 40)) as pilot:
+        await pilot.press("b")
+        await settle(pilot, app)
+        assert app.submitted == [("backup", {"type": "incremental"})]
+        job = (await app.engine.list())[0]
+        assert job.kind == "backup" and job.origin == "console"
+        job = await app.engine.wait(job.id)
+        assert job.state == JobState.COMPLETED
+        await settle(pilot, app)
+        await pilot.press("j")
+        await settle(pilot, app)
+        assert isinstance(app.screen, JobsScreen)
+        table = app.screen.query_one("#jobs", DataTable)
+        row = table.get_row(job.id)
+        assert str(row[0]) == "✔ done" and str(row[1]).startswith("backup")
+        await pilot.press("o")
+        await settle(pilot, app)
+        assert isinstance(app.screen, JobDetailScreen)
+        log = app.screen.query_one(Log)
+        assert any("application/user_data: snapshot" in line for line in log.lines)
+        head = str(app.screen.query_one("#job-head", Static).render())
+        assert "✔ done" in head and job.id in head
+        await pilot.press("escape")
+        await settle(pilot, app)
+        assert isinstance(app.screen, JobsScreen)
+
+
+async def test_cancel_asks_and_defaults_to_no(platform):
+    app = platform.app()
+    async with console(app, (120, 40)) as pilot:
+        # Fault injection: hold the primary location so the job waits, running, for its lock.
+        async with app.engine._locks.hold(["primary"], True):
+            job = await app.submit("backup", {"type": "incremental"})
+            await settle(pilot, app)
+            await pilot.press("j")
+            await settle(pilot, app)
+            table = app.screen.query_one("#jobs", DataTable)
+            table.move_cursor(row=table.get_row_index(job.id))
+            await pilot.press("x")
+            await settle(pilot, app)
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("enter")  # No has the focus
+            await settle(pilot, app)
+            assert not (await app.engine.get(job.id)).state.finished
+            await pilot.press("x")
+            await settle(pilot, app)
+            await pilot.press("y")
+            await settle(pilot, app)
+            done = await app.engine.wait(job.id)
+        assert done.state == JobState.CANCELLED
+        assert ("cancel", {"job_id": job.id}) in app.submitted
+        await settle(pilot, app)
+        assert str(table.get_row(job.id)[0]) == "■ cancelled"
+
+
+async def test_dashboard_shows_running_jobs_with_progress(platform):
+    app = platform.app()
+    async with console(app, (80, 24)) as pilot:
+        async with app.engine._locks.hold(["primary"], True):  # the backup waits, running
+            job = await app.submit("backup", {"type": "incremental"})
+            await settle(pilot, app)
+            table = app.screen.query_one("#running", DataTable)
+            row = [str(c) for c in table.get_row(job.id)]
+            assert row[0] == "backup (console)" and row[1].startswith("[") and row[4] == "waiting for locks"
+        done = await app.engine.wait(job.id)
+        await settle(pilot, app)
+        assert done.state == JobState.COMPLETED and job.id not in table.rows

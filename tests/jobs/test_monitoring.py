@@ -1,0 +1,160 @@
+"""What an operator sees without watching: status exit codes, notifications, metrics."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+import threading
+import time
+from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from conftest import PASSPHRASE
+
+
+def _age_last_success(jw, hours: float) -> None:
+    """Move every finished job's times back, as if the newest backup ran ``hours`` ago."""
+    db = sqlite3.connect(jw.state / "jobs.sqlite3")
+    for job_id, started, finished in db.execute("SELECT id, started_at, finished_at FROM jobs").fetchall():
+        shift = timedelta(hours=hours)
+        db.execute("UPDATE jobs SET started_at = ?, finished_at = ? WHERE id = ?",
+                   ((datetime.fromisoformat(started) - shift).isoformat(),
+                    (datetime.fromisoformat(finished) - shift).isoformat(), job_id))
+    db.commit()
+    db.close()
+
+
+def test_status_exit_codes_follow_the_age_of_the_newest_backup(jw):
+    r = jw.cli("status", "--json")
+    assert r.code == 2
+    checks = {c["name"]: c for c in r.json()["checks"]}
+    assert checks["source application/user_data"]["level"] == "critical"
+    assert "never backed up" in checks["source application/user_data"]["message"]
+
+    assert jw.cli("backup").code == 0
+    r = jw.cli("status")
+    assert r.code == 0 and r.out.startswith("status: OK"), r.out
+
+    _age_last_success(jw, 30)
+    r = jw.cli("status", "--json")
+    assert r.code == 1 and r.json()["level"] == "warning"
+    _age_last_success(jw, 30)  # 60 h now
+    assert jw.cli("status").code == 2
+
+    # A later failure of that source is a warning even while the last success is fresh.
+    jw.config("[engine]\nstatus_warning_hours = 100\nstatus_critical_hours = 200\n")
+    assert jw.cli("status").code == 0
+    assert jw.cli("backup", env={"AXISOR_BACKUP_PASSPHRASE": "not the passphrase"}).code == 4
+    r = jw.cli("status", "--json")
+    assert r.code == 1
+    assert "a later backup failed" in {c["name"]: c for c in r.json()["checks"]}[
+        "source application/user_data"]["message"]
+
+    # Scheduling enabled but no daemon: warning; with the daemon: that check is ok.
+    jw.config("[engine]\nstatus_warning_hours = 100\nstatus_critical_hours = 200\n[schedule]\nenabled = true\n")
+    assert jw.cli("backup").code == 0
+    r = jw.cli("status", "--json")
+    assert r.code == 1 and "no daemon answers" in {c["name"]: c for c in r.json()["checks"]}["daemon"]["message"]
+    d = jw.daemon()
+    r = jw.cli("status", "--json")
+    assert r.code == 0 and r.json()["daemon_pid"] == d.proc.pid, r.out
+
+
+@pytest.fixture
+def webhook():
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append({"path": self.path, "type": self.headers["Content-Type"], "body": json.loads(body)})
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
+    server.shutdown()
+    server.server_close()
+
+
+def test_webhook_and_command_hook_on_failure_and_on_success(jw, webhook):
+    url, received = webhook
+    out = jw.ws.root / "hook.jsonl"
+    script = ("import json, os, sys; job = json.load(sys.stdin); "
+              f"open({str(out)!r}, 'a').write(json.dumps({{'stdin': job, 'env': {{k: v for k, v in os.environ.items()"
+              " if k.startswith('AXISOR')}}) + '\\n')")
+    jw.config(f'[notifications]\nwebhook_url = "{url}"\ncommand = {json.dumps([sys.executable, "-c", script])}\n')
+    assert jw.cli("backup").code == 0  # success is not announced unless asked
+    assert received == [] and not out.exists()
+
+    assert jw.cli("backup", env={"AXISOR_BACKUP_PASSPHRASE": "not the passphrase"}).code == 4
+    [post] = received
+    assert post["path"] == "/hook" and post["type"] == "application/json"
+    assert post["body"]["event"] == "job.failed" and post["body"]["job"]["kind"] == "backup"
+    assert "wrong passphrase" in post["body"]["job"]["error"]
+    [hook] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert hook["stdin"]["job"]["id"] == post["body"]["job"]["id"]
+    assert hook["env"]["AXISOR_JOB_STATE"] == "failed" and hook["env"]["AXISOR_JOB_KIND"] == "backup"
+    assert "AXISOR_BACKUP_PASSPHRASE" not in hook["env"]  # the hook never sees the secret
+
+    jw.config(f'[notifications]\nwebhook_url = "{url}"\non_success = true\n')
+    assert jw.cli("backup").code == 0
+    assert [p["body"]["event"] for p in received] == ["job.failed", "job.completed"]
+    assert received[1]["body"]["job"]["result"]["snapshots"][0]["source"] == "application/user_data"
+    for p in received:
+        assert PASSPHRASE not in json.dumps(p) and "not the passphrase" not in json.dumps(p)
+
+
+def _metrics(path) -> dict[str, float]:
+    out = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def test_metrics_file_holds_last_success_duration_bytes_and_failures(jw):
+    path = jw.ws.root / "metrics" / "axisor.prom"
+    jw.config(f'[engine]\nmetrics_file = "{path}"\n')
+    before = time.time()
+    assert jw.cli("backup").code == 0
+    assert jw.cli("backup", env={"AXISOR_BACKUP_PASSPHRASE": "not the passphrase"}).code == 4
+    text = path.read_text()
+    assert "# TYPE axisor_backup_last_success_timestamp_seconds gauge" in text
+    assert "# TYPE axisor_backup_failures_total counter" in text
+    m = _metrics(path)
+    labels = '{source="application/user_data",location="primary"}'
+    assert before - 1 <= m[f"axisor_backup_last_success_timestamp_seconds{labels}"] <= time.time()
+    assert m[f"axisor_backup_last_bytes{labels}"] == 6 + 300_000
+    assert m[f"axisor_backup_last_duration_seconds{labels}"] > 0
+    assert m[f"axisor_backup_failures_total{labels}"] == 0
+    assert m['axisor_backup_failures_total{source="all",location="primary"}'] == 1
+    assert m['axisor_backup_jobs_total{kind="backup",state="completed"}'] == 1
+    assert m['axisor_backup_jobs_total{kind="backup",state="failed"}'] == 1
+    assert PASSPHRASE not in text
+
+
+def test_daemon_announces_a_source_older_than_its_rpo(jw, webhook):
+    url, received = webhook
+    assert jw.cli("backup").code == 0
+    _age_last_success(jw, 30)  # past status_warning_hours (26), the RPO
+    jw.config(f'[notifications]\nwebhook_url = "{url}"\n')
+    d = jw.daemon()
+    record = d.wait_for("source older than its RPO")
+    assert record["source"] == "application/user_data" and record["level"] == "warning"
+    deadline = time.monotonic() + 10
+    while not received and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [post] = received
+    assert post["body"]["event"] == "source.stale"
+    assert post["body"]["source"] == "application/user_data" and post["body"]["level"] == "warning"
+    assert "30." in post["body"]["summary"]

@@ -1,0 +1,443 @@
+"""Real storage servers for tests, started by the tests themselves (session-scoped).
+
+- moto's S3 server in a thread (``moto_s3``): speaks the real S3 protocol over HTTP;
+  ``moto.mock_aws`` does not work with aiobotocore, the server does.
+- asyncssh's SFTP server on its own event loop thread (``asyncssh_sftp``).
+- OpenSSH's sshd on a free port with its own config and keys (``openssh_sftp``).
+- Azurite (node) from tests/emulators (``azurite``).
+- pyftpdlib in a thread (``ftp_server``).
+
+Import the fixtures into a conftest (``from servers import *``) or a test module. Each
+yields a small frozen value with what a client needs, and helpers here turn it into a
+RemoteStorageConfig so tests go through the same factory as the program.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from core.config import RemoteStorageConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+EMULATORS = ROOT / "tests" / "emulators"
+SSHD = Path("/usr/sbin/sshd")
+
+# Azurite's published development account (documented by Microsoft; not a secret).
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+__all__ = [
+    "AzuriteServer",
+    "FTPServer",
+    "S3Server",
+    "SFTPServer",
+    "asyncssh_sftp",
+    "azurite",
+    "free_port",
+    "ftp_server",
+    "moto_s3",
+    "openssh_sftp",
+    "remote_config",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with status {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+# --------------------------------------------------------------------------- S3 (moto)
+
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint: str
+    credentials_file: Path
+
+
+@pytest.fixture(scope="session")
+def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    creds = tmp_path_factory.mktemp("s3") / "credentials"
+    # moto accepts any keys; a file proves the credentials_file path is what is used.
+    creds.write_text("[default]\naws_access_key_id = AKIATESTKEY\naws_secret_access_key = test-secret-key\n")
+    creds.chmod(0o600)
+    try:
+        yield S3Server(f"http://{host}:{port}", creds)
+    finally:
+        server.stop()
+
+
+# --------------------------------------------------------------------------- SFTP
+
+
+@dataclass(frozen=True)
+class SFTPServer:
+    host: str
+    port: int
+    username: str
+    root: Path  # where path_prefix starts (a chroot for asyncssh, a real dir for OpenSSH)
+    prefix_base: str  # path_prefix for the root as the client sees it
+    key_file: Path
+    known_hosts: Path
+    fingerprint: str
+    # Cuts every open client connection from the server side (a dropped network).
+    drop_connections: Callable[[], None]
+
+
+class _LoopThread:
+    """An event loop on its own thread, so a session-long server outlives each test's loop."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro, timeout: float = 30):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def _write_keys(folder: Path) -> tuple[Path, Path, str, object]:
+    import asyncssh
+
+    host_key = asyncssh.generate_private_key("ssh-ed25519")
+    client_key = asyncssh.generate_private_key("ssh-ed25519")
+    host_path, client_path = folder / "host_key", folder / "client_key"
+    host_key.write_private_key(str(host_path))
+    host_key.write_public_key(str(host_path) + ".pub")
+    client_key.write_private_key(str(client_path))
+    client_key.write_public_key(str(client_path) + ".pub")
+    for p in (host_path, client_path):
+        p.chmod(0o600)
+    return host_path, client_path, host_key.get_fingerprint("sha256"), host_key
+
+
+def _known_hosts(folder: Path, port: int, host_key) -> Path:
+    path = folder / "known_hosts"
+    path.write_text(f"[127.0.0.1]:{port} {host_key.export_public_key().decode().strip()}\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def asyncssh_sftp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SFTPServer]:
+    import asyncssh
+
+    base = tmp_path_factory.mktemp("asyncssh")
+    root = base / "root"
+    root.mkdir()
+    host_path, client_path, fingerprint, host_key = _write_keys(base)
+    authorized = asyncssh.read_authorized_keys(str(client_path) + ".pub")
+    lt = _LoopThread()
+    live: set = set()
+
+    class Server(asyncssh.SSHServer):
+        def connection_made(self, conn) -> None:
+            self.conn = conn
+            live.add(conn)
+
+        def connection_lost(self, exc) -> None:
+            live.discard(self.conn)
+
+    def drop() -> None:
+        async def abort_all() -> None:
+            for conn in list(live):
+                conn.abort()
+
+        lt.run(abort_all())
+
+    async def start():
+        return await asyncssh.listen(
+            "127.0.0.1",
+            0,
+            server_factory=Server,
+            server_host_keys=[str(host_path)],
+            authorized_client_keys=authorized,
+            sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=str(root).encode()),
+            allow_scp=False,
+        )
+
+    server = lt.run(start())
+    port = server.sockets[0].getsockname()[1]
+    known = _known_hosts(base, port, host_key)
+    try:
+        yield SFTPServer("127.0.0.1", port, "tester", root, "", client_path, known, fingerprint, drop)
+    finally:
+        server.close()
+        lt.stop()
+
+
+@pytest.fixture(scope="session")
+def openssh_sftp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SFTPServer]:
+    if not SSHD.exists():
+        pytest.fail(f"{SSHD} is missing; run scripts/bootstrap (it installs openssh-server)")
+    base = tmp_path_factory.mktemp("openssh")
+    root = base / "root"
+    root.mkdir()
+    host_path, client_path, fingerprint, host_key = _write_keys(base)
+    (base / "authorized_keys").write_text(Path(str(client_path) + ".pub").read_text())
+    port = free_port()
+    config = base / "sshd_config"
+    config.write_text(
+        "\n".join(
+            [
+                f"Port {port}",
+                "ListenAddress 127.0.0.1",
+                f"HostKey {host_path}",
+                f"PidFile {base / 'sshd.pid'}",
+                f"AuthorizedKeysFile {base / 'authorized_keys'}",
+                "PubkeyAuthentication yes",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "PermitRootLogin prohibit-password",
+                # Non-root runs have no privilege separation and cannot use PAM.
+                f"UsePAM {'yes' if os.geteuid() == 0 else 'no'}",
+                "StrictModes no",
+                "Subsystem sftp internal-sftp",
+                "LogLevel VERBOSE",
+            ]
+        )
+        + "\n"
+    )
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    proc = subprocess.Popen(
+        [str(SSHD), "-D", "-f", str(config), "-E", str(base / "sshd.log")],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        try:
+            wait_for_port(port, proc=proc)
+        except RuntimeError as exc:
+            log = (base / "sshd.log").read_text() if (base / "sshd.log").exists() else ""
+            raise RuntimeError(f"{exc}; sshd.log: {log[-2000:]}") from None
+        known = _known_hosts(base, port, host_key)
+
+        def drop() -> None:
+            # sshd forks a process (pair) per connection; killing them is a cut connection.
+            for pid in _descendants(proc.pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+        yield SFTPServer("127.0.0.1", port, getpass.getuser(), root, str(root), client_path, known, fingerprint, drop)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    out, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            out.append(child)
+            stack.append(child)
+    return out
+
+
+# --------------------------------------------------------------------------- Azure
+
+
+@dataclass(frozen=True)
+class AzuriteServer:
+    endpoint: str
+    credentials_file: Path
+    connection_string: str
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteServer]:
+    node = shutil.which("node")
+    script = EMULATORS / "node_modules" / "azurite" / "dist" / "src" / "blob" / "main.js"
+    if node is None:
+        pytest.fail("node is missing; Azurite needs node >= 18 (scripts/bootstrap)")
+    if not script.exists():
+        pytest.fail(f"Azurite is not installed; run: cd {EMULATORS} && npm ci")
+    base = tmp_path_factory.mktemp("azurite")
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            node, str(script),
+            "--blobHost", "127.0.0.1", "--blobPort", str(port),
+            "--silent", "--disableTelemetry", "--skipApiVersionCheck", "--inMemoryPersistence",
+        ],
+        cwd=base,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, timeout=30, proc=proc)
+        endpoint = f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
+        conn = (
+            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
+            f"AccountKey={AZURITE_KEY};BlobEndpoint={endpoint};"
+        )
+        creds = base / "azure-credentials"
+        creds.write_text(conn + "\n")
+        creds.chmod(0o600)
+        yield AzuriteServer(endpoint, creds, conn)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# --------------------------------------------------------------------------- FTP
+
+
+@dataclass(frozen=True)
+class FTPServer:
+    host: str
+    port: int
+    username: str
+    credentials_file: Path
+    root: Path
+
+
+@pytest.fixture(scope="session")
+def ftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FTPServer]:
+    from pyftpdlib.authorizers import DummyAuthorizer
+    from pyftpdlib.handlers import FTPHandler
+    from pyftpdlib.servers import ThreadedFTPServer
+
+    logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
+    base = tmp_path_factory.mktemp("ftp")
+    root = base / "root"
+    root.mkdir()
+    password = uuid.uuid4().hex
+    authorizer = DummyAuthorizer()
+    authorizer.add_user("axisor", password, str(root), perm="elradfmwMT")
+
+    class Handler(FTPHandler):
+        pass
+
+    Handler.authorizer = authorizer
+    Handler.passive_ports = None
+    server = ThreadedFTPServer(("127.0.0.1", 0), Handler)
+    server.max_cons = 64
+    port = server.socket.getsockname()[1]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"timeout": 0.2, "handle_exit": False}, daemon=True)
+    thread.start()
+    creds = base / "ftp-credentials"
+    creds.write_text(f"password = {password}\n")
+    creds.chmod(0o600)
+    try:
+        yield FTPServer("127.0.0.1", port, "axisor", creds, root)
+    finally:
+        server.close_all()
+        thread.join(10)
+
+
+# --------------------------------------------------------------------------- configs
+
+
+def remote_config(kind: str, server, **extra) -> RemoteStorageConfig:
+    """A RemoteStorageConfig for a fresh, empty location on ``server`` (a fixture value)."""
+    name = _unique(kind.replace("_", "-"))
+    if kind in ("s3", "gcs"):
+        return RemoteStorageConfig(
+            provider="aws-s3" if kind == "s3" else "gcp-storage",
+            name=name,
+            bucket_name=name,
+            endpoint=server.endpoint,
+            region="us-east-1",
+            path_prefix=extra.pop("path_prefix", "repo"),
+            credentials_file=server.credentials_file,
+            **extra,
+        )
+    if kind == "sftp":
+        base = server.prefix_base
+        return RemoteStorageConfig(
+            provider="sftp",
+            name=name,
+            endpoint=f"{server.host}:{server.port}",
+            username=server.username,
+            key_file=server.key_file,
+            known_hosts=extra.pop("known_hosts", server.known_hosts),
+            path_prefix=f"{base}/{name}" if base else name,
+            **extra,
+        )
+    if kind == "azure":
+        return RemoteStorageConfig(
+            provider="azure-blob",
+            name=name,
+            bucket_name=name,
+            endpoint=server.endpoint,
+            path_prefix="repo",
+            credentials_file=server.credentials_file,
+            **extra,
+        )
+    if kind == "ftp":
+        return RemoteStorageConfig(
+            provider="ftp",
+            name=name,
+            endpoint=f"ftp://{server.host}:{server.port}",
+            username=server.username,
+            credentials_file=server.credentials_file,
+            path_prefix=f"/{name}",
+            **extra,
+        )
+    raise ValueError(kind)
