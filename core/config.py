@@ -219,8 +219,6 @@ class EngineConfig:
     state_dir: Path | None = None  # None: $AXISOR_BACKUP_STATE_DIR, else the platform's user state dir
     shutdown_grace_seconds: int = 300
     metrics_file: Path | None = None
-    status_warning_hours: int = 26
-    status_critical_hours: int = 50
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -988,8 +986,6 @@ _ENGINE = _Section(
         "state_dir": _Field(_path),
         "shutdown_grace_seconds": _Field(_integer(0, 86400)),
         "metrics_file": _Field(_path),
-        "status_warning_hours": _Field(_integer(1)),
-        "status_critical_hours": _Field(_integer(1)),
     },
 )
 

@@ -50,6 +50,7 @@ __all__ = [
     "azurite",
     "free_port",
     "ftp_server",
+    "ftps_server",
     "moto_s3",
     "openssh_sftp",
     "remote_config",
@@ -355,24 +356,75 @@ class FTPServer:
     username: str
     credentials_file: Path
     root: Path
+    ca_bundle: Path | None = None  # FTPS: the server's self-signed certificate
+
+
+def _self_signed(base: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made with cryptography."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = base / "ftps-cert.pem", base / "ftps-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_path.chmod(0o600)
+    return cert_path, key_path
 
 
 @pytest.fixture(scope="session")
 def ftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FTPServer]:
+    yield from _ftp(tmp_path_factory, tls=False)
+
+
+@pytest.fixture(scope="session")
+def ftps_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FTPServer]:
+    """pyftpdlib with explicit TLS required on control and data connections."""
+    yield from _ftp(tmp_path_factory, tls=True)
+
+
+def _ftp(tmp_path_factory: pytest.TempPathFactory, *, tls: bool) -> Iterator[FTPServer]:
     from pyftpdlib.authorizers import DummyAuthorizer
-    from pyftpdlib.handlers import FTPHandler
+    from pyftpdlib.handlers import FTPHandler, TLS_FTPHandler
     from pyftpdlib.servers import ThreadedFTPServer
 
     logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
-    base = tmp_path_factory.mktemp("ftp")
+    base = tmp_path_factory.mktemp("ftps" if tls else "ftp")
     root = base / "root"
     root.mkdir()
     password = uuid.uuid4().hex
     authorizer = DummyAuthorizer()
     authorizer.add_user("axisor", password, str(root), perm="elradfmwMT")
 
-    class Handler(FTPHandler):
-        pass
+    cert = None
+    if tls:
+        cert, key = _self_signed(base)
+
+        class Handler(TLS_FTPHandler):  # type: ignore[no-redef]
+            pass
+
+        Handler.certfile = str(cert)
+        Handler.keyfile = str(key)
+        Handler.tls_control_required = True
+        Handler.tls_data_required = True
+    else:
+        class Handler(FTPHandler):  # type: ignore[no-redef]
+            pass
 
     Handler.authorizer = authorizer
     Handler.passive_ports = None
@@ -385,7 +437,7 @@ def ftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FTPServer]:
     creds.write_text(f"password = {password}\n")
     creds.chmod(0o600)
     try:
-        yield FTPServer("127.0.0.1", port, "axisor", creds, root)
+        yield FTPServer("127.0.0.1", port, "axisor", creds, root, cert)
     finally:
         server.close_all()
         thread.join(10)
@@ -430,11 +482,13 @@ def remote_config(kind: str, server, **extra) -> RemoteStorageConfig:
             credentials_file=server.credentials_file,
             **extra,
         )
-    if kind == "ftp":
+    if kind in ("ftp", "ftps"):
+        if kind == "ftps":
+            extra.setdefault("ca_bundle", server.ca_bundle)
         return RemoteStorageConfig(
             provider="ftp",
             name=name,
-            endpoint=f"ftp://{server.host}:{server.port}",
+            endpoint=f"{kind}://{server.host}:{server.port}",
             username=server.username,
             credentials_file=server.credentials_file,
             path_prefix=f"/{name}",

@@ -52,7 +52,7 @@ async def notify(config: NotificationsConfig, job: Job) -> None:
 
 
 async def notify_stale(config: NotificationsConfig, source: str, level: str, message: str) -> None:
-    """A source's newest successful backup is older than its RPO (``[engine] status_warning_hours``)."""
+    """A source's newest successful backup is older than its RPO (``[objectives]``)."""
     body = {"event": "source.stale", "host": socket.gethostname(), "source": source, "level": level,
             "summary": f"axisor-backup source {source}: {message}"}
     tasks = []

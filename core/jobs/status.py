@@ -1,10 +1,10 @@
 """Health for monitoring systems: ok, warning or critical, from the job database.
 
 Needs no passphrase: it reads the job history (what ran and how it ended) and asks the
-daemon's socket whether it answers. Per configured source: critical when it has never
-been backed up or its newest successful backup is older than ``[engine]
-status_critical_hours``, warning past ``status_warning_hours`` or when a backup after the
-last success failed. A failed verification is critical (the repository has damage).
+daemon's socket whether it answers. Per configured source, measured against its
+``[objectives]`` RPO: critical when it has never been backed up or its newest successful
+backup is older than the RPO times ``critical_factor``, warning past the RPO or when a
+backup after the last success failed. A failed verification is critical (the repository has damage).
 """
 
 from __future__ import annotations
@@ -81,15 +81,16 @@ async def history_checks(config: Config, store: JobStore, now: datetime | None =
     verifies = await store.list(limit=1, states=(JobState.COMPLETED, JobState.FAILED), kinds=("verify",))
     figures = per_source(backups)
     expected = [s.name for s in config.sources()] + (["database"] if config.database.enabled else [])
-    warn_s, crit_s = config.engine.status_warning_hours * 3600, config.engine.status_critical_hours * 3600
     for name in expected:
+        rpo = config.objectives.for_source(name).rpo.total_seconds()
+        warn_s, crit_s = rpo, rpo * config.objectives.critical_factor
         fig = figures.get(name)
         if fig is None or fig.last_success is None:
             checks.append(Check(f"source {name}", "critical", "never backed up successfully"))
             continue
         age = now.timestamp() - fig.last_success
         level = "critical" if age > crit_s else "warning" if age > warn_s else "ok"
-        message = f"newest successful backup {age / 3600:.1f} h ago"
+        message = f"newest successful backup {age / 3600:.1f} h ago (RPO {rpo / 3600:g} h)"
         newer_failure = next((j for j in backups if j.state == JobState.FAILED and j.finished_at is not None
                               and j.finished_at.timestamp() > fig.last_success
                               and _touches(j.params, j.result, name)), None)

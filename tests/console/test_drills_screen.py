@@ -181,3 +181,30 @@ state_dir = "{tmp_path / 'state'}"
             await settle(pilot, pilot.app)
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+async def test_a_drill_on_a_damaged_repository_fails_and_says_why(platform):
+    # Fault injection: flip a byte in the middle of every pack, so no file restores intact.
+    for pack in (platform.repo / "data").rglob("*"):
+        if pack.is_file():
+            raw = bytearray(pack.read_bytes())
+            raw[len(raw) // 3] ^= 0xFF
+            pack.write_bytes(bytes(raw))
+    app = platform.app()
+    async with console(app, (120, 40)) as pilot:
+        await pilot.press("x")
+        await settle(pilot, app)
+        screen = app.screen
+        await _choose(pilot, app, "platform-loss")
+        await pilot.press("y")
+        await settle(pilot, app)
+        job = await app.engine.wait(screen.job_id)
+        await settle(pilot, app)
+        assert job.state == JobState.FAILED and job.result["passed"] is False
+        assert screen.step == "report"
+        assert "platform-loss — FAILED" in screen.query_one("#drill-report", Markdown).source
+        assert "FAILED" in _text(app, "#checklist") or ": fail" in _text(app, "#checklist")
+        await pilot.press("escape")
+        await settle(pilot, app)
+        row = [str(c) for c in screen.query_one("#drill-history", DataTable).get_row(job.result["id"])]
+        assert row[2] == "✘ FAILED"

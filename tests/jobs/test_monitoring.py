@@ -45,7 +45,7 @@ def test_status_exit_codes_follow_the_age_of_the_newest_backup(jw):
     assert jw.cli("status").code == 2
 
     # A later failure of that source is a warning even while the last success is fresh.
-    jw.config("[engine]\nstatus_warning_hours = 100\nstatus_critical_hours = 200\n")
+    jw.config('[objectives]\nrpo = "100h"\n')
     assert jw.cli("status").code == 0
     assert jw.cli("backup", env={"AXISOR_BACKUP_PASSPHRASE": "not the passphrase"}).code == 4
     r = jw.cli("status", "--json")
@@ -54,7 +54,7 @@ def test_status_exit_codes_follow_the_age_of_the_newest_backup(jw):
         "source application/user_data"]["message"]
 
     # Scheduling enabled but no daemon: warning; with the daemon: that check is ok.
-    jw.config("[engine]\nstatus_warning_hours = 100\nstatus_critical_hours = 200\n[schedule]\nenabled = true\n")
+    jw.config('[objectives]\nrpo = "100h"\n[schedule]\nenabled = true\n')
     assert jw.cli("backup").code == 0
     r = jw.cli("status", "--json")
     assert r.code == 1 and "no daemon answers" in {c["name"]: c for c in r.json()["checks"]}["daemon"]["message"]
@@ -146,7 +146,7 @@ def test_metrics_file_holds_last_success_duration_bytes_and_failures(jw):
 def test_daemon_announces_a_source_older_than_its_rpo(jw, webhook):
     url, received = webhook
     assert jw.cli("backup").code == 0
-    _age_last_success(jw, 30)  # past status_warning_hours (26), the RPO
+    _age_last_success(jw, 30)  # past the default RPO (26 h)
     jw.config(f'[notifications]\nwebhook_url = "{url}"\n')
     d = jw.daemon()
     record = d.wait_for("source older than its RPO")

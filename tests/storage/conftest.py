@@ -12,6 +12,7 @@ from servers import (  # noqa: F401 - fixtures
     asyncssh_sftp,
     azurite,
     ftp_server,
+    ftps_server,
     moto_s3,
     openssh_sftp,
     remote_config,
@@ -26,6 +27,7 @@ KINDS = {
     "sftp-openssh": ("sftp", "openssh_sftp"),
     "azure": ("azure", "azurite"),
     "ftp": ("ftp", "ftp_server"),
+    "ftps": ("ftps", "ftps_server"),
 }
 
 
