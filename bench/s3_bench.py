@@ -64,6 +64,11 @@ class Moto:
                 time.sleep(0.1)
         raise SystemExit(f"moto did not listen on {self.port}")
 
+    def cpu(self) -> float:
+        """moto's user+sys CPU seconds so far: what the server spent serving the tool."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
@@ -86,11 +91,15 @@ def axisor_config(work: Path, data: str, endpoint: str, bucket: str) -> Path:
     return cfg
 
 
-def step(argv: list[str], env: dict, log: Path) -> dict:
+def step(argv: list[str], env: dict, log: Path, moto: Moto | None = None) -> dict:
+    before = moto.cpu() if moto else 0.0
     m = run_timed(argv, env, None, str(log), timeout=3600)
     if m["rc"] != 0:
         raise SystemExit(f"{argv[0]} {argv[1:4]} failed (exit {m['rc']}): see {log}")
-    return {k: round(m[k], 2) for k in ("wall", "cpu", "user", "sys", "rss_mib")}
+    out = {k: round(m[k], 2) for k in ("wall", "cpu", "user", "sys", "rss_mib")}
+    if moto:
+        out["server_cpu"] = round(moto.cpu() - before, 2)
+    return out
 
 
 def run_tool(tool: str, rnd: int, data: str, work_root: Path) -> dict:
@@ -109,15 +118,15 @@ def run_tool(tool: str, rnd: int, data: str, work_root: Path) -> dict:
             env["AXISOR_BACKUP_PASSPHRASE"] = PASSPHRASE
             cfg = str(axisor_config(work, data, moto.endpoint, bucket))
             step([AXISOR, "--config", cfg, "init"], env, log)
-            backup = step([AXISOR, "--config", cfg, "backup"], env, log)
+            backup = step([AXISOR, "--config", cfg, "backup"], env, log, moto)
             restore = step([AXISOR, "--config", cfg, "restore", "latest", "--from", "s3", "--target", str(target)],
-                           env, log)
+                           env, log, moto)
         else:
             env.update(RESTIC_PASSWORD=PASSPHRASE, RESTIC_CACHE_DIR=str(work / "restic-cache"),
                        RESTIC_REPOSITORY=f"s3:{moto.endpoint}/{bucket}")
             step(["restic", "init"], env, log)
-            backup = step(["restic", "backup", data], env, log)
-            restore = step(["restic", "restore", "latest", "--target", str(target)], env, log)
+            backup = step(["restic", "backup", data], env, log, moto)
+            restore = step(["restic", "restore", "latest", "--target", str(target)], env, log, moto)
         checked = verify_restore(data, str(target))
     finally:
         moto.stop()
@@ -165,14 +174,15 @@ def summarize(runs: list[dict], tools: list[str], data_bytes: int) -> tuple[dict
     summ: dict = {}
     for tool in tools:
         mine = [r for r in runs if r["tool"] == tool]
-        summ[tool] = {s: {k: med([r[s][k] for r in mine]) for k in ("wall", "cpu", "rss_mib")}
+        summ[tool] = {s: {k: med([r[s][k] for r in mine]) for k in ("wall", "cpu", "rss_mib", "server_cpu")}
                       for s in ("backup", "restore")}
-    lines = ["| tool | step | wall s (median) | MB/s | CPU s | peak RSS MiB |", "|---|---|---|---|---|---|"]
+    lines = ["| tool | step | wall s (median) | MB/s | CPU s | peak RSS MiB | moto CPU s |",
+             "|---|---|---|---|---|---|---|"]
     for tool in tools:
         for s in ("backup", "restore"):
             v = summ[tool][s]
             lines.append(f"| {tool} | {s} | {v['wall']} | {data_bytes / 1e6 / v['wall']:.1f} | {v['cpu']} | "
-                         f"{v['rss_mib']:.0f} |")
+                         f"{v['rss_mib']:.0f} | {v['server_cpu']} |")
     if "axisor" in summ and "restic" in summ:
         lines += ["", "| step | throughput (restic wall / axisor wall) | CPU axisor/restic | RSS axisor/restic |",
                   "|---|---|---|---|"]

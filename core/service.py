@@ -89,7 +89,10 @@ class BackupService:
             self._adopt(await Repository.open(self.backend, self._passphrase(False)))
         assert self._repo is not None
         if load_index:
-            await self._repo.load_index()
+            # Under a shared lock: prune (exclusive) deletes index files it has replaced, and a
+            # listing taken while it runs would name files that are gone a moment later.
+            async with Lock(self.backend, exclusive=False, operation="read"):
+                await self._repo.load_index()
         assert self._repo is not None
         return self._repo
 
@@ -132,7 +135,7 @@ class BackupService:
                 chosen.append(spec)
             specs = chosen
             database = database if want_database else None
-        repo = await self.repository()
+        repo = await self.repository(load_index=False)
         result = await run_backup(repo, specs, kind=kind, tags=tags, workers=self.workers,
                                   on_progress=on_progress, database=database)
         return await self._copy_after_backup(result) if copy else result
@@ -266,7 +269,7 @@ class BackupService:
         from core.restore.validate import validate_restore
 
         rid = restore_id or new_restore_id()
-        repo = await self.repository()
+        repo = await self.repository(load_index=False)
         async with Lock(self.backend, exclusive=False, operation="restore"):
             await repo.load_index()
             plans = [await plan_restore(repo, s, target, include=include, delete=delete, executor=self.executor)
@@ -342,7 +345,7 @@ class BackupService:
                              "--to-time TIMESTAMP --target-dir DIR (point-in-time recovery), not --target-db")
         fallback = PgTarget.from_config(self.config.database)
         target = PgTarget.from_url(target_db, fallback)
-        repo = await self.repository()
+        repo = await self.repository(load_index=False)
         async with Lock(self.backend, exclusive=False, operation="restore"):
             await repo.load_index()
             from core.restore.safety import new_restore_id

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from core.storage.backend import Backend, ObjectExists, ObjectNotFound, StorageE
 # killed midway loses at most this many packs' worth of index (and adopts them anyway).
 PACKS_PER_INDEX = 64
 MAX_UPLOADS = 2
+PACK_CACHE = 6  # remote storage: whole packs kept while walking trees or restoring (~16 MiB each)
 
 
 @dataclass
@@ -62,6 +64,9 @@ class Repository:
         self._unwritten: list[IndexedPack] = []
         self._failure: BaseException | None = None
         self.stats = WriteStats()
+        # Remote storage: tree packs read whole, once (a walk loads trees one by one, and a
+        # ranged GET per tree is a round trip each); a few kept, least recently used out.
+        self._packs: OrderedDict[str, asyncio.Future] = OrderedDict()
 
     # -- opening ------------------------------------------------------------------------
 
@@ -294,12 +299,35 @@ class Repository:
             # A local read is cheap: read and open in one trip to a worker thread.
             return await self._run(self._load_blob_sync, get_sync, key, blob_type, blob_id, loc)
         try:
-            sealed = await self.backend.get(key, loc.offset, loc.length)
+            if blob_type == BlobType.TREE:
+                pack = await self.whole_pack(key)
+                if loc.offset + loc.length > len(pack):
+                    raise DamagedObject(key, f"shorter ({len(pack)} bytes) than the index says")
+                sealed = memoryview(pack)[loc.offset:loc.offset + loc.length]
+            else:
+                sealed = await self.backend.get(key, loc.offset, loc.length)
         except ObjectNotFound:
             raise DamagedObject(key, "pack is missing") from None
         except StorageError as exc:
             raise DamagedObject(key, str(exc)) from None
         return await self._run(open_blob, self.cipher, blob_type, blob_id, sealed, loc.raw_length, key)
+
+    async def whole_pack(self, key: str) -> bytes:
+        """A whole pack, read once and kept among the few most recently used (remote storage)."""
+        fut = self._packs.get(key)
+        if fut is None:
+            fut = asyncio.ensure_future(self.backend.get(key))
+            self._packs[key] = fut
+            while len(self._packs) > PACK_CACHE:
+                self._packs.popitem(last=False)
+        else:
+            self._packs.move_to_end(key)
+        try:
+            return await asyncio.shield(fut)
+        except BaseException:
+            if self._packs.get(key) is fut and fut.done():
+                del self._packs[key]
+            raise
 
     def _load_blob_sync(self, get_sync: Callable, key: str, blob_type: int, blob_id: bytes, loc) -> bytes:
         try:

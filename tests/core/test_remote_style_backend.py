@@ -19,6 +19,7 @@ class AsyncOnly:
     def __init__(self, inner: LocalBackend) -> None:
         self.inner = inner
         self.ranged_reads = 0
+        self.whole_reads: list[str] = []
 
     @property
     def location(self) -> str:
@@ -27,6 +28,8 @@ class AsyncOnly:
     async def get(self, key, offset=0, length=None):
         if length is not None:
             self.ranged_reads += 1
+        else:
+            self.whole_reads.append(key)
         return await self.inner.get(key, offset, length)
 
     def __getattr__(self, name):
@@ -52,11 +55,19 @@ async def test_roundtrip_through_async_only_backend(tmp_path):
         repo2 = await Repository.open(backend, "pw")
         repo2.executor = pool
         await repo2.load_index()
+        before = list(backend.whole_reads)
         stats = await FileRestorer(repo2, tmp_path / "out", executor=pool).restore(snap)
+        # A whole restore from remote storage reads each pack it needs once, whole.
+        packs = [k for k in backend.whole_reads[len(before):] if k.startswith("data/")]
+        assert packs and len(packs) == len(set(packs))
+        # A restore of some files reads only ranges of the packs.
+        ranged = backend.ranged_reads
+        await FileRestorer(repo2, tmp_path / "some", executor=pool, include=("*/small.txt",)).restore(snap)
+        assert backend.ranged_reads > ranged
+        assert (tmp_path / "some" / str(src).lstrip("/") / "d" / "small.txt").read_text() == "small\n"
     finally:
         pool.shutdown()
     out = tmp_path / "out" / str(src).lstrip("/")
     assert (out / "big.bin").read_bytes() == big
     assert (out / "d" / "small.txt").read_text() == "small\n"
     assert stats.files == 2
-    assert backend.ranged_reads > 0
