@@ -389,6 +389,9 @@ async def _restore_pitr(svc: BackupService, args, out: Output) -> int:
     if len(args.snapshot) > 1:
         raise UsageError("--to-time takes at most one base backup snapshot (default: the newest that fits)")
     target_time = parse_target_time(args.to_time)
+    wal_from = getattr(args, "from_location", None)
+    if wal_from:
+        await svc.use_location(wal_from)  # base backup and WAL both from that location
     snap = (await svc.resolve(args.snapshot, "database"))[0] if args.snapshot else None
     tty = sys.stderr.isatty() and not out.json
 
@@ -400,7 +403,7 @@ async def _restore_pitr(svc: BackupService, args, out: Output) -> int:
 
     report = await svc.restore_database_pitr(
         target_time, args.target_dir, config_path=args.config_path, snapshot=snap, start=args.start,
-        port=args.port, os_user=args.os_user, timeout=args.timeout, on_phase=phase)
+        port=args.port, os_user=args.os_user, timeout=args.timeout, on_phase=phase, wal_from=wal_from)
     data = asdict(report)
 
     def text() -> str:

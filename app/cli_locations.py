@@ -37,7 +37,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 # Commands that read one repository and serve it from `--from NAME` as they are.
-READS_FROM = ("verify", "ls", "show")
+READS_FROM = ("verify", "ls", "show", "wal-fetch")
 
 
 async def use_from(svc: Any, args: Any) -> None:

@@ -357,7 +357,8 @@ class BackupService:
     async def restore_database_pitr(self, target_time, target_dir: Path, *, config_path: Path,
                                     snapshot: Snapshot | None = None, start: bool = False,
                                     port: int | None = None, os_user: str | None = None,
-                                    timeout: float = 900, on_phase: Callable[[str], None] | None = None):
+                                    timeout: float = 900, on_phase: Callable[[str], None] | None = None,
+                                    wal_from: str | None = None):
         """Point-in-time recovery into a new data directory (core.sources.postgres.pitr)."""
         from core.sources.postgres.pitr import restore_pitr
 
@@ -366,7 +367,7 @@ class BackupService:
             await repo.load_index()
             return await restore_pitr(repo, self.config, target_time, target_dir, config_path=config_path,
                                       snapshot=snapshot, start=start, port=port, os_user=os_user,
-                                      timeout=timeout, on_phase=on_phase)
+                                      timeout=timeout, on_phase=on_phase, wal_from=wal_from)
 
     async def recovery_window(self):
         from core.sources.postgres.pitr import recovery_window

@@ -278,10 +278,8 @@ class _Drill:
 
     async def _database_pitr(self) -> None:
         from core.sources.postgres.tools import find_tool
+        from core.storage.factory import PRIMARY_NAME
 
-        if self.location != "local":
-            raise UsageError("a point-in-time drill replays WAL through wal-fetch, which reads the primary "
-                             "location: run it without --from (or drop --to-time)")
         if self.config.path is None:
             raise UsageError("a point-in-time drill needs the config file's path (for the server's restore_command)")
         target_time = self.request.to_time
@@ -294,8 +292,9 @@ class _Drill:
         port = free_port()
 
         async def restore():
-            rep = await self.svc.restore_database_pitr(target_time, data, config_path=self.config.path, start=True,
-                                                       port=port, os_user=self.scratch.os_user)
+            rep = await self.svc.restore_database_pitr(
+                target_time, data, config_path=self.config.path, start=True, port=port, os_user=self.scratch.os_user,
+                wal_from=None if self.location == PRIMARY_NAME else self.location)
             return rep, (f"base backup {rep.base_snapshot[:8]} into {data}, port {port}: "
                          f"{rep.stopped_at or 'recovery finished'}")
 

@@ -190,3 +190,44 @@ def test_pitr_as_an_engine_job(env, monkeypatch, tmp_path) -> None:
     assert (out / "recovery.signal").exists()
     if os.geteuid() == 0:
         assert out.stat().st_uid == __import__("pwd").getpwnam("postgres").pw_uid
+
+
+def test_pitr_from_a_secondary_location_when_the_primary_is_lost(env) -> None:
+    """The base backup and every WAL file come from the replica: the primary is moved away
+    while the restored server replays (its restore_command fetches with --from)."""
+    c, sr, base = env
+    nas = sr.dir / "nas"
+    text = sr.config.read_text()
+    sr.config.write_text(text + f'[[storage.remote_storage]]\nprovider = "local"\nname = "nas"\npath = "{nas}"\n')
+    sr.chown()
+    try:
+        _burst(c, "D", 7)
+        time.sleep(0.3)
+        target = datetime.fromisoformat(c.psql("SELECT clock_timestamp()::text").replace(" ", "T")
+                                        .replace("+00", "+00:00"))
+        time.sleep(0.3)
+        _burst(c, "E", 3)
+        switch_and_wait(c)
+        r = sr.cli("copy", "--to", "nas", "--json", timeout=300)  # snapshots and the WAL archive
+        assert r.code == 0, r.out + r.err
+        expected = dict(ln.split("=") for ln in c.psql(
+            f"SELECT burst || '=' || count(*) FROM marks WHERE at < '{target.isoformat()}' GROUP BY burst"
+        ).splitlines())
+        lost = sr.dir / "primary-lost"
+        sr.repo.rename(lost)  # the primary is gone
+        port = _free_port()
+        out = sr.dir / "pitr-nas"
+        r = sr.cli("restore", "--from", "nas", "--to-time", target.isoformat(), "--target-dir", str(out),
+                   "--start", "--port", str(port), "--json", timeout=300)
+        try:
+            assert r.code == 0, r.out + r.err
+            assert "--from nas" in (out / "postgresql.auto.conf").read_text()
+            with psycopg.connect(host=str(out), port=port, user="postgres", dbname="postgres") as conn:
+                got = {b: str(n) for b, n in conn.execute("SELECT burst, count(*) FROM marks GROUP BY burst")}
+            assert got == expected and "E" not in got
+        finally:
+            _stop(out, c.bin)
+            lost.rename(sr.repo)
+    finally:
+        sr.config.write_text(text)
+        sr.chown()

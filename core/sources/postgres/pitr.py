@@ -332,6 +332,7 @@ _NOT_REACHED = "recovery ended before configured recovery target was reached"
 async def restore_pitr(repo: Repository, config: Config, target_time: datetime, target_dir: Path, *,
                        config_path: Path, snapshot: Snapshot | None = None, start: bool = False,
                        port: int | None = None, os_user: str | None = None, timeout: float = 900,
+                       wal_from: str | None = None,
                        on_phase: Callable[[str], None] | None = None) -> PitrReport:
     """Restore the database as it was at ``target_time`` into ``target_dir`` (see module doc)."""
     phase = on_phase or (lambda _p: None)
@@ -377,7 +378,10 @@ async def restore_pitr(repo: Repository, config: Config, target_time: datetime, 
         raise DatabaseError(f"the base backup is PostgreSQL {md.get('database_version')}; {pg_ctl.path} is "
                             f"{pg_ctl.version}: recovery needs the same major version ({major}); set "
                             "database.pg_bin_dir")
-    restore_command = f"{shlex.quote(_program())} --config {shlex.quote(str(config_path.resolve()))} wal-fetch %f %p"
+    # From a secondary location (the primary is lost): the server fetches WAL from there too.
+    where = f" --from {shlex.quote(wal_from)}" if wal_from else ""
+    restore_command = (f"{shlex.quote(_program())} --config {shlex.quote(str(config_path.resolve()))} "
+                       f"wal-fetch{where} %f %p")
     seconds["plan"] = round(time.monotonic() - t0, 3)
 
     phase("extract")
