@@ -97,3 +97,23 @@ def test_a_dropped_terminal_closes_the_console_after_its_backup_finishes(platfor
         cwd=ROOT, env={**os.environ, "AXISOR_BACKUP_PASSPHRASE": PASSPHRASE}, capture_output=True,
         text=True, check=True).stdout)["snapshots"]
     assert len(after) > before  # the backup finished and committed before the process left
+
+
+def test_sixteen_colours_only_basic_colours_and_states_in_words(platform, tmux):
+    """At 16 colours (TEXTUAL_COLOR_SYSTEM=standard, as on an old terminal over SSH) the
+    console draws with the 16 basic colours only, and every state it shows is a word."""
+    import re
+
+    program = [sys.executable, "-m", "app.cli", "--config", str(platform.config_path), "console", "--no-daemon"]
+    tmux.env["AXISOR_BACKUP_PASSPHRASE"] = PASSPHRASE
+    tmux.env["TEXTUAL_COLOR_SYSTEM"] = "standard"
+    tmux.run("new-session", "-d", "-s", "console", "-x", "80", "-y", "24", "-c", str(ROOT), *program)
+    screen = tmux.wait_for("app/user_data")
+    styled = tmux.run("capture-pane", "-p", "-e", "-t", "console")
+    params = [p for seq in re.findall(r"\x1b\[([0-9;:]*)m", styled) for p in [seq]]
+    assert params, "no styling at all"
+    assert not any(re.search(r"(^|;)(38|48)[;:](5|2)", p) for p in params), \
+        "256-colour or true-colour codes at 16 colours"
+    # States are spelled out, not only coloured.
+    assert re.search(r"✔|✘|NO BACKUP|LATE|never|ok", screen)
+    tmux.keys("C-q")
