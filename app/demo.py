@@ -165,6 +165,36 @@ def stop_database(db: DemoDatabase) -> None:
     shutil.rmtree(db.data, ignore_errors=True)
 
 
+def backdate_newest_set(config: Path, days: float) -> None:
+    """Demo data only: move the newest backup set ``days`` into the past, so the catalog,
+    the dashboard's ages and the retention plan have a few days of history to show. Each
+    manifest is written again with the earlier time (a new id) and the old one removed;
+    the packs are shared, so nothing else changes."""
+    import asyncio
+    from dataclasses import replace
+    from datetime import datetime, timedelta
+
+    from core.config import load_config, resolve_passphrase
+    from core.repository.format import SNAPSHOTS
+    from core.service import BackupService
+
+    async def go() -> None:
+        cfg = load_config(config)
+        svc = BackupService(cfg, lambda confirm: resolve_passphrase(cfg.storage, confirm=confirm))
+        try:
+            repo = await svc.repository(load_index=False)
+            snaps, _ = await repo.list_snapshots()
+            newest = snaps[-1].backup_set
+            for snap in (s for s in snaps if s.backup_set == newest):
+                earlier = datetime.fromisoformat(snap.time) - timedelta(days=days)
+                await repo.save_snapshot(replace(snap, time=earlier.isoformat(timespec="microseconds"), id=""))
+                await repo.backend.delete(f"{SNAPSHOTS}/{snap.id}")
+        finally:
+            await svc.close()
+
+    asyncio.run(go())
+
+
 def step(title: str) -> None:
     print(f"\n== {title}", flush=True)
 
@@ -193,8 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     run("config", "check")
     step("axisor-backup init")
     run("init")
-    step("axisor-backup backup   (first run: everything is new)")
+    step("axisor-backup backup   (first run: everything is new; dated three days back for the demo)")
     run("backup")
+    backdate_newest_set(config, 3)
 
     step("changing a few files: a new user, an edited automation, today's log grows")
     new_user = dirs["users"] / "user-new"
@@ -205,8 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     with open(dirs["logs"] / "app-2026-11-25.log", "a") as f:
         f.write("2026-11-25T23:59:59Z WARN demo line appended\n" * 500)
 
-    step("axisor-backup backup   (incremental: only what changed is read)")
+    step("axisor-backup backup   (incremental: only what changed is read; dated yesterday for the demo)")
     run("backup")
+    backdate_newest_set(config, 1)
     step("axisor-backup snapshots")
     run("snapshots")
     step("axisor-backup verify --full")

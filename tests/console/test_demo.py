@@ -19,6 +19,13 @@ def test_demo_without_a_terminal_stops_after_the_cli_steps(tmp_path: Path):
     assert p.returncode == 0, p.stderr
     assert "Done. Try:" in p.stdout and "opening the console" not in p.stdout
     assert not (tmp_path / "demo" / "state").exists()  # no engine ran
+    # A few days of history: the first backup set is dated three days back, the second one day.
+    import re
+    from datetime import date, timedelta
+
+    days = {date.fromisoformat(d) for d in re.findall(r"^\w{8}  (\d{4}-\d{2}-\d{2}) ", p.stdout, re.M)}
+    today = date.today()
+    assert {today - timedelta(days=3), today - timedelta(days=1)} <= days, days
 
 
 def test_demo_on_a_terminal_opens_the_console_with_a_running_backup(tmp_path: Path):
