@@ -30,7 +30,7 @@ from core.config import (
     Config, ConfigError, PassphraseError, default_config_path, load_config, resolve_passphrase,
 )
 from core import __version__
-from core.errors import AxisorError, RestoreValidationFailed, UsageError, VerificationFailed
+from core.errors import AxisorError, RestoreRefused, RestoreValidationFailed, UsageError, VerificationFailed
 from core.repository.snapshot import Snapshot
 from core.service import BackupService
 
@@ -426,10 +426,34 @@ async def _restore_pitr(svc: BackupService, args, out: Output) -> int:
     return EXIT_OK
 
 
+async def _plan_database(svc: BackupService, args, out: Output) -> int:
+    if len(args.snapshot) != 1:
+        raise UsageError("--target-db restores exactly one database snapshot")
+    snap = (await svc.resolve(args.snapshot, args.source or "database"))[0]
+    plan = await svc.plan_database_restore(snap, args.target_db, force=args.force, tables=tuple(args.table),
+                                           schemas=tuple(args.schema))
+
+    def text() -> str:
+        lines = [f"{snap.short_id} into {plan['target']} would: "
+                 + ("create the database" if plan["create_database"] else
+                    f"use the existing database ({plan['objects']} objects)")
+                 + ("; first take a safety snapshot of it" if plan["safety_snapshot"] else "")]
+        lines += [f"  {t['action']:<8} table {t['table']} ({t['rows']} rows)" for t in plan["tables"]]
+        lines += [f"  keep     table {t} (not in the snapshot)" for t in plan["left_in_place"]]
+        if plan["refused"]:
+            lines.append(f"refused: {plan['refused']}")
+        return "\n".join(lines)
+
+    out.emit({"dry_run": True, **plan}, text)
+    return RestoreRefused.exit_code if plan["refused"] else EXIT_OK
+
+
 async def _restore_database(svc: BackupService, args, out: Output) -> int:
-    if args.dry_run or args.delete or args.no_validate:
-        raise UsageError("--dry-run, --delete and --no-validate apply to file restores (--target); a database "
-                         "restore always validates row counts, and --force takes a safety backup first")
+    if args.delete or args.no_validate:
+        raise UsageError("--delete and --no-validate apply to file restores (--target); a database restore "
+                         "always validates row counts, and --force takes a safety backup first")
+    if args.dry_run:
+        return await _plan_database(svc, args, out)
     if len(args.snapshot) != 1:
         raise UsageError("--target-db restores exactly one database snapshot")
     await cli_locations.choose_restore_location(svc, args)

@@ -330,6 +330,15 @@ class BackupService:
             results.append(outcome)
         return results
 
+    async def plan_database_restore(self, snap: Snapshot, target_db: str, *, force: bool = False,
+                                    tables: tuple[str, ...] = (), schemas: tuple[str, ...] = ()) -> dict:
+        """``restore --target-db --dry-run``: what the restore would do, changing nothing."""
+        from core.sources.postgres.connection import PgTarget
+        from core.sources.postgres.logical import plan_logical_restore
+
+        target = PgTarget.from_url(target_db, PgTarget.from_config(self.config.database))
+        return await plan_logical_restore(snap, target, force=force, tables=tables, schemas=schemas)
+
     async def restore_database(self, snap: Snapshot, target_db: str, *, force: bool = False,
                                tables: tuple[str, ...] = (), schemas: tuple[str, ...] = (),
                                restore_id: str | None = None):

@@ -344,3 +344,32 @@ def test_toc_selection() -> None:
     assert ids(sel) == [6, 219, 3387]
     with pytest.raises(UsageError, match="public.missing"):
         toc.select(entries, ("public.missing",))
+
+
+def test_dry_run_of_a_database_restore_lists_what_it_would_do_and_changes_nothing(shopws: Workspace, shop) -> None:
+    ws = shopws
+    [snap] = _snapshots(ws)
+    # Into a database that does not exist: everything created, nothing else happens.
+    r = ws.cli("restore", snap["id"], "--target-db", shop.url("dry_new"), "--dry-run", "--json")
+    assert r.code == 0, r.err
+    plan = r.json()
+    assert plan["dry_run"] and plan["create_database"] and not plan["safety_snapshot"]
+    assert {t["table"]: (t["action"], t["rows"]) for t in plan["tables"]} == {
+        "public.customers": ("create", 30), "public.notes": ("create", 40), "sales.orders": ("create", 500)}
+    assert shop.psql("SELECT count(*) FROM pg_database WHERE datname = 'dry_new'") == "0"
+    # Over a live database: refused without --force; with it, replaced after a safety backup.
+    assert ws.cli("restore", snap["id"], "--target-db", shop.url("dry_live")).code == 0
+    shop.psql("CREATE TABLE public.extra (x int)", "dry_live")
+    before = shop.psql(ORDERS_DIGEST, "dry_live")
+    r = ws.cli("restore", snap["id"], "--target-db", shop.url("dry_live"), "--dry-run", "--json")
+    assert r.code == 12 and "--force" in r.json()["refused"]
+    r = ws.cli("restore", snap["id"], "--target-db", shop.url("dry_live"), "--dry-run", "--force", "--json")
+    assert r.code == 0, r.err
+    plan = r.json()
+    assert plan["safety_snapshot"] and not plan["create_database"] and plan["left_in_place"] == ["public.extra"]
+    assert {t["action"] for t in plan["tables"]} == {"replace"}
+    # One table into a database that has it already: in the way.
+    r = ws.cli("restore", snap["id"], "--target-db", shop.url("dry_live"), "--table", "sales.orders",
+               "--dry-run", "--json")
+    assert r.code == 12 and r.json()["tables"] == [{"table": "sales.orders", "rows": 500, "action": "conflict"}]
+    assert shop.psql(ORDERS_DIGEST, "dry_live") == before and len(_snapshots(ws)) == 1  # nothing changed

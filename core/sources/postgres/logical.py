@@ -440,6 +440,61 @@ async def _existing(target: PgTarget, tables: list[str]) -> tuple[set[str], list
     return present, [t for t in tables if t in relations]
 
 
+async def plan_logical_restore(snap: Snapshot, target: PgTarget, *, force: bool = False,
+                               tables: tuple[str, ...] = (), schemas: tuple[str, ...] = ()) -> dict:
+    """What ``restore --target-db`` would do, changing nothing: the database created or not,
+    each table created, replaced (``--force``) or in the way, what is left in place, and
+    whether a safety snapshot would be taken first. (``restore --dry-run``.)"""
+    meta = snap.metadata or {}
+    if snap.source != SOURCE or meta.get("mode") != "logical":
+        raise UsageError(f"snapshot {snap.short_id} ({snap.source}) is not a logical database backup")
+    name = target.params.get("dbname")
+    if not name:
+        raise UsageError("--target-db must name a database")
+    expected: dict[str, int] = meta.get("tables") or {}
+    partial = bool(tables or schemas)
+    want = {t if "." in t else f"public.{t}" for t in tables}
+    chosen = {t: n for t, n in expected.items()
+              if not partial or t in want or t.split(".", 1)[0] in schemas}
+    missing = sorted(want - set(expected))
+    conn = await _maintenance(target)
+    try:
+        exists = bool(await _rows(conn, "SELECT 1 FROM pg_database WHERE datname = %s", (name,)))
+    finally:
+        await conn.close()
+    objects, present = 0, set()
+    if exists:
+        conn = await target.connect()
+        try:
+            (objects,), = await _rows(conn, _USER_OBJECTS)
+            present = {f"{a}.{b}" for a, b in await _rows(
+                conn, f"SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                      f"WHERE c.relkind IN ('r', 'p') AND {_USER_NS}")}
+        finally:
+            await conn.close()
+    rows = []
+    for t, n in sorted(chosen.items()):
+        if t not in present:
+            action = "create"
+        elif not partial and force:
+            action = "replace"
+        else:
+            action = "conflict"
+        rows.append({"table": t, "rows": n, "action": action})
+    refused = None
+    if missing:
+        refused = f"not in the snapshot: {', '.join(missing)}"
+    elif partial and any(r["action"] == "conflict" for r in rows):
+        refused = "the target already has " + ", ".join(r["table"] for r in rows if r["action"] == "conflict")
+    elif not partial and objects and not force:
+        refused = f"database {name!r} is not empty ({objects} objects): --force replaces it after a safety backup"
+    return {"snapshot": snap.id, "target": target.describe(), "database": name, "exists": exists,
+            "create_database": not exists, "objects": objects, "partial": partial, "tables": rows,
+            "left_in_place": sorted(present - set(chosen)) if exists else [],
+            "safety_snapshot": bool(exists and objects and force and not partial and not refused),
+            "refused": refused}
+
+
 async def restore_logical(repo: Repository, snap: Snapshot, target: PgTarget, *,
                           pg_bin_dir=None, force: bool = False, tables: tuple[str, ...] = (),
                           schemas: tuple[str, ...] = (), db: DatabaseConfig | None = None,
