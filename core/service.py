@@ -476,20 +476,20 @@ class BackupService:
     # -- keys and locks -----------------------------------------------------------------
 
     async def keys(self) -> list[KeyInfo]:
-        repo = await self.repository()
+        repo = await self.repository(load_index=False)
         current = repo.key.id if repo.key else ""
         return [KeyInfo(k.id, k.created, k.host, k.user, k.id == current)
                 for k in await keyfiles.list_keys(self.backend)]
 
     async def add_key(self, new_passphrase: str) -> KeyInfo:
-        repo = await self.repository()
+        repo = await self.repository(load_index=False)
         master = _master_of(repo)
         key = await asyncio.to_thread(keyfiles.wrap, master, new_passphrase)
         await keyfiles.store_key(self.backend, key)
         return KeyInfo(key.id, key.created, key.host, key.user, False)
 
     async def remove_key(self, key_id: str) -> None:
-        repo = await self.repository()
+        repo = await self.repository(load_index=False)
         matches = [k for k in await keyfiles.list_keys(self.backend) if k.id.startswith(key_id)]
         if len(matches) != 1:
             raise UsageError(f"key id {key_id!r} matches {len(matches)} keys; give a unique prefix")
@@ -500,7 +500,7 @@ class BackupService:
 
     async def change_passphrase(self, new_passphrase: str) -> KeyInfo:
         """Add a key for the new passphrase, then remove the one in use."""
-        repo = await self.repository()
+        repo = await self.repository(load_index=False)
         old = repo.key
         info = await self.add_key(new_passphrase)
         if old:
@@ -509,7 +509,7 @@ class BackupService:
         return info
 
     async def unlock(self, *, remove_all: bool = False) -> list[LockInfo]:
-        await self.repository()  # only someone holding a passphrase may clear locks
+        await self.repository(load_index=False)  # only someone holding a passphrase may clear locks
         return await remove_stale(self.backend, all_locks=remove_all)
 
 
