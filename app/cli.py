@@ -310,7 +310,7 @@ async def cmd_restore(svc: BackupService, args, out: Output) -> int:
                                       dry_run=args.dry_run, validate=not args.no_validate, restore_id=restore_id)
     data = {"target": str(args.target.resolve()), "location": location or "local", "dry_run": args.dry_run,
             "restore_id": None if args.dry_run else restore_id,
-            "restored": [_outcome_json(o) for o in outcomes]}
+            "restored": [o.as_dict(changes=True) for o in outcomes]}
     out.emit(data, lambda: "\n".join(_outcome_text(o, args) for o in outcomes))
     bad = [o for o in outcomes if not o.ok]
     if bad:
@@ -318,19 +318,6 @@ async def cmd_restore(svc: BackupService, args, out: Output) -> int:
                     f"snapshot (exit {RestoreValidationFailed.exit_code})")
         return RestoreValidationFailed.exit_code
     return EXIT_OK
-
-
-def _outcome_json(o) -> dict:
-    d: dict = {"snapshot": o.snapshot.id, "source": o.snapshot.source, "plan": o.plan.counts(),
-               "changes": [{"path": str(c.path), "action": c.action, "kind": c.kind, "reason": c.reason}
-                           for c in o.plan.changes if c.action not in ("unchanged",)],
-               "safety_snapshot": o.safety_snapshot.id if o.safety_snapshot else None,
-               "validation": o.validation.as_dict() if o.validation else None}
-    if o.stats is not None:
-        st = o.stats
-        d.update(files=st.files, dirs=st.dirs, symlinks=st.symlinks, hardlinks=st.hardlinks, bytes=st.bytes,
-                 unchanged=st.unchanged, metadata=st.metadata, removed=st.removed)
-    return d
 
 
 def _outcome_text(o, args) -> str:
@@ -364,7 +351,7 @@ async def cmd_rollback(svc: BackupService, args, out: Output) -> int:
     rows = []
     for r in results:
         if hasattr(r, "plan"):
-            rows.append({"kind": "files", **_outcome_json(r)})
+            rows.append({"kind": "files", **r.as_dict(changes=True)})
         else:
             rows.append({"kind": "database", "snapshot": r.snapshot, "target": r.target, "ok": r.ok,
                          "mismatches": [t.table for t in r.mismatches]})

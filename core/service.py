@@ -47,6 +47,21 @@ class RestoreOutcome:
     def ok(self) -> bool:
         return self.validation is None or self.validation.ok
 
+    def as_dict(self, *, changes: bool = False) -> dict:
+        """The outcome for --json and job records; ``changes``: every path the plan would
+        touch (all but the unchanged ones)."""
+        d: dict = {"snapshot": self.snapshot.id, "source": self.snapshot.source, "plan": self.plan.counts(),
+                   "safety_snapshot": self.safety_snapshot.id if self.safety_snapshot else None,
+                   "validation": self.validation.as_dict() if self.validation else None}
+        if changes:
+            d["changes"] = [{"path": str(c.path), "action": c.action, "kind": c.kind, "reason": c.reason}
+                            for c in self.plan.changes if c.action != "unchanged"]
+        if self.stats is not None:
+            st = self.stats
+            d.update(files=st.files, dirs=st.dirs, symlinks=st.symlinks, hardlinks=st.hardlinks, bytes=st.bytes,
+                     unchanged=st.unchanged, metadata=st.metadata, removed=st.removed)
+        return d
+
 
 @dataclass(frozen=True, slots=True)
 class KeyInfo:
@@ -217,17 +232,7 @@ class BackupService:
                       load_index: bool = True) -> list[Snapshot]:
         """Snapshot references -> snapshots. Bare ``latest`` means the newest backup set."""
         repo = await self.repository(load_index=load_index)
-        out: list[Snapshot] = []
-        for ref in refs:
-            if ref == "latest" and source is None:
-                snaps, _ = await repo.list_snapshots()
-                if not snaps:
-                    raise SnapshotNotFound(f"no snapshots in {self.backend.location}")
-                newest_set = snaps[-1].backup_set
-                out.extend(s for s in snaps if s.backup_set == newest_set)
-            else:
-                out.append(await repo.find_snapshot(ref, source))
-        return out
+        return await repo.resolve_refs(refs, source)
 
     async def ls(self, ref: str, path: str | None = None) -> list[tuple[str, Node]]:
         """Entries of the snapshot(s) ``ref`` names (``latest``: every source of the newest set)."""
@@ -291,8 +296,8 @@ class BackupService:
                 stats = await FileRestorer(repo, target, include=include, executor=self.executor,
                                            actions=p.action_for(),
                                            removals=[c.path for c in p.of("remove")]).restore(s)
-                check = await validate_restore(repo, s, target, include=include,
-                                               executor=self.executor) if validate else None
+                check = await validate_restore(repo, s, target, include=include, executor=self.executor,
+                                               proven=p.content_proven()) if validate else None
                 outcomes.append(RestoreOutcome(rid, s, p, stats, safe, check))
         return outcomes
 
@@ -519,4 +524,4 @@ def _master_of(repo: Repository):
     return repo.master
 
 
-__all__ = ["BackupService", "KeyInfo", "PassphraseSource"]
+__all__ = ["BackupService", "KeyInfo", "PassphraseSource", "RestoreOutcome", "Snapshot"]

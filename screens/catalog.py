@@ -8,7 +8,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from core.repository.snapshot import Snapshot
+from core.service import Snapshot
 from screens.base import ConsoleScreen, PlainTable, compact_time, human_bytes, short_source
 from screens.messages import DataLoaded, LoadFailed
 

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Static
 
-from core.repository.snapshot import Snapshot
+from core.service import Snapshot
 from screens.base import PlainTable, ConsoleScreen, human_bytes
 from screens.messages import DataLoaded, LoadFailed
 

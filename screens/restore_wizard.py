@@ -22,7 +22,7 @@ from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Input, O
 from textual.widgets.option_list import Option
 
 from core.jobs.api import Job, JobState
-from core.repository.snapshot import Snapshot
+from core.service import Snapshot
 from screens.base import PlainTable, ConsoleScreen, bar, human_bytes, human_duration, progress_fraction, short_time
 from screens.messages import DataLoaded, LoadFailed
 

@@ -33,6 +33,7 @@ import psycopg
 from psycopg import sql
 
 from core.errors import DatabaseError, UsageError
+from core.sources.postgres.child import run_as, server_env
 from core.sources.postgres.connection import PgTarget
 from core.sources.postgres.tools import find_tool
 
@@ -60,21 +61,8 @@ def server_user(configured: str | None) -> str | None:
     return user
 
 
-def _as(argv: list[str], os_user: str | None) -> list[str]:
-    return ["runuser", "-u", os_user, "--", *argv] if os_user else argv
-
-
-def _env() -> dict[str, str]:
-    # The server and initdb never see the repository passphrase or a database password.
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("AXISOR_BACKUP_PASSPHRASE") and not k.startswith("PGPASSWORD")}
-    env["LC_ALL"] = "C"
-    env["LC_MESSAGES"] = "C"
-    return env
-
-
 def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, env=_env(), stdin=subprocess.DEVNULL,
+    return subprocess.run(argv, capture_output=True, text=True, env=server_env(), stdin=subprocess.DEVNULL,
                           timeout=timeout, check=False)
 
 
@@ -121,7 +109,7 @@ class ThrowawayCluster:
         initdb = await asyncio.to_thread(find_tool, "initdb", pg_bin_dir)
         pg_ctl = await asyncio.to_thread(find_tool, "pg_ctl", initdb.path.parent)
         cluster = cls(root, free_port(), initdb.path.parent, os_user, initdb.major)
-        p = await asyncio.to_thread(_run, _as([str(initdb.path), "-D", str(cluster.data), "-U", SUPERUSER,
+        p = await asyncio.to_thread(_run, run_as([str(initdb.path), "-D", str(cluster.data), "-U", SUPERUSER,
                                                "--auth-local=trust", "--auth-host=reject", "-E", "UTF8",
                                                "--locale=C.UTF-8", "--no-sync"], os_user), START_TIMEOUT)
         if p.returncode != 0:
@@ -137,7 +125,7 @@ class ThrowawayCluster:
                     "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n")
         argv = [str(pg_ctl.path), "-D", str(cluster.data), "-l", str(cluster.log), "-w", "-t",
                 str(START_TIMEOUT), "start"]
-        p = await asyncio.to_thread(_run, _as(argv, os_user), START_TIMEOUT + 30)
+        p = await asyncio.to_thread(_run, run_as(argv, os_user), START_TIMEOUT + 30)
         if p.returncode != 0:
             log = cluster.log.read_text(errors="replace")[-800:] if cluster.log.exists() else ""
             raise DatabaseError(f"the drill's throwaway cluster did not start (pg_ctl exit {p.returncode}): "
@@ -178,7 +166,7 @@ async def stop_cluster(data: Path, bin_dir: Path | None, os_user: str | None) ->
         return
     if bin_dir is not None:
         for mode in ("fast", "immediate"):
-            await asyncio.to_thread(_run, _as([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", mode, "-w", "-t",
+            await asyncio.to_thread(_run, run_as([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", mode, "-w", "-t",
                                                "30", "stop"], os_user), 60)
             if not _alive(pid):
                 return

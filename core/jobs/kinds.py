@@ -301,13 +301,9 @@ async def restore_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, A
             dry_run=bool(params.get("dry_run")), validate=not params.get("no_validate"), restore_id=ctx.job_id))
         restored = []
         for o in outcomes:
-            row = {"snapshot": o.snapshot.id, "source": o.snapshot.source, "plan": o.plan.counts(),
-                   "safety_snapshot": o.safety_snapshot.id if o.safety_snapshot else None,
-                   "validation": o.validation.as_dict() if o.validation else None}
+            row = o.as_dict()
             if o.stats is not None:
                 st = o.stats
-                row.update(files=st.files, dirs=st.dirs, symlinks=st.symlinks, hardlinks=st.hardlinks,
-                           bytes=st.bytes, unchanged=st.unchanged, metadata=st.metadata, removed=st.removed)
                 ctx.log(f"restored {o.snapshot.short_id} {o.snapshot.source}: {st.files} files written, "
                         f"{st.unchanged} already right, {st.removed} removed, {st.bytes} bytes into {target}")
             if o.safety_snapshot:

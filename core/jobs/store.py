@@ -11,29 +11,27 @@ SQLite calls block, so they run on one dedicated thread, never on the event loop
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
-from core.errors import AxisorError, JobNotFound, UsageError
+from core.errors import JobNotFound, UsageError
 from core.jobs.api import Job, JobState
 from core.jobs.codec import job_from_dict, progress_from_dict, progress_to_dict
+from core.state_db import SqliteOnThread
 
 if TYPE_CHECKING:
     from core.config import Config
 
 ENV_STATE_DIR = "AXISOR_BACKUP_STATE_DIR"
 DB_NAME = "jobs.sqlite3"
-T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -131,53 +129,22 @@ def _row_to_job(row: sqlite3.Row) -> Job:
     })
 
 
-class JobStore:
+class JobStore(SqliteOnThread):
     """Async access to the job database; every query runs on the store's own thread."""
 
+    SCHEMA = _SCHEMA
+    WHAT = "job database"
+    ROWS_BY_NAME = True
+    PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL")
+
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="axisor-jobstore")
-        self._db: sqlite3.Connection | None = None
+        super().__init__(path, "axisor-jobstore")
 
     @classmethod
     async def open(cls, directory: Path) -> JobStore:
         store = cls(directory / DB_NAME)
-        await store._call(store._open)
+        await store._start()
         return store
-
-    def _open(self) -> None:
-        directory = self.path.parent
-        try:
-            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        except OSError as exc:
-            raise AxisorError(f"cannot create the state directory {directory}: {exc.strerror or exc}") from None
-        try:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise AxisorError(f"cannot open the job database {self.path}: {exc}") from None
-        os.chmod(self.path, 0o600)
-        self._db = db
-
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
-
-    async def close(self) -> None:
-        def shut() -> None:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-        await self._call(shut)
-        self._thread.shutdown(wait=True)
-
-    @property
-    def db(self) -> sqlite3.Connection:
-        assert self._db is not None, "job store is closed"
-        return self._db
 
     # -- writes ---------------------------------------------------------------------
 

@@ -12,8 +12,6 @@ from core.locations.catalog import Catalog, build_catalog
 from core.locations.copy import CopyProgress, CopyResult, copy_snapshots, ensure_replica, missing_snapshots
 from core.locations.monitor import LocationStatus, MonitorState, probe_all, usage_of
 from core.locations.sites import PRIMARY_NAME, LocationMismatch, Sites, is_unavailable
-from core.repository.repository import Repository
-from core.repository.snapshot import Snapshot
 
 __all__ = ["LocationOps", "RestoreChoice"]
 
@@ -52,7 +50,7 @@ class LocationOps:
                     f"location {to!r} ({target.location}) holds repository {dst.config.id[:8]}, not "
                     f"{src.config.id[:8]} as {source!r} does; copies need replicas of one repository")
             if refs:
-                snaps = await _resolve(src, refs)
+                snaps = await src.resolve_refs(refs)
             else:
                 snaps = [await src.load_snapshot(sid) for sid in await missing_snapshots(src, target)]
             # Named snapshots copy just those; a catch-up also brings the WAL archive along.
@@ -126,7 +124,7 @@ class LocationOps:
             try:
                 repo = await self.sites.repository(name)
                 for ref in refs:
-                    await _resolve(repo, [ref], source)
+                    await repo.resolve_refs([ref], source)
                 return RestoreChoice(name, tuple(skipped))
             except (AxisorError, OSError) as exc:
                 if not (is_unavailable(exc) or isinstance(exc, SnapshotNotFound)):
@@ -139,18 +137,3 @@ class LocationOps:
             raise first
         raise NoLocationAvailable("no location can serve this restore: "
                                   + "; ".join(f"{n}: {why}" for n, why in skipped))
-
-
-async def _resolve(repo: Repository, refs: list[str], source: str | None = None) -> list[Snapshot]:
-    """References -> snapshots at one repository; bare ``latest`` is the newest backup set."""
-    out: list[Snapshot] = []
-    for ref in refs:
-        if ref == "latest" and source is None:
-            snaps, _ = await repo.list_snapshots()
-            if not snaps:
-                raise SnapshotNotFound(f"no snapshots in {repo.backend.location}")
-            newest = snaps[-1].backup_set
-            out.extend(s for s in snaps if s.backup_set == newest)
-        else:
-            out.append(await repo.find_snapshot(ref, source))
-    return out

@@ -376,6 +376,21 @@ class Repository:
         snaps.sort(key=lambda s: (s.datetime, s.source))
         return snaps, damaged
 
+    async def resolve_refs(self, refs: list[str], source: str | None = None) -> list[Snapshot]:
+        """Snapshot references -> snapshots. Bare ``latest`` means every snapshot of the
+        newest backup set; anything else goes to ``find_snapshot``."""
+        out: list[Snapshot] = []
+        for ref in refs:
+            if ref == "latest" and source is None:
+                snaps, _ = await self.list_snapshots()
+                if not snaps:
+                    raise SnapshotNotFound(f"no snapshots in {self.backend.location}")
+                newest = snaps[-1].backup_set
+                out.extend(s for s in snaps if s.backup_set == newest)
+            else:
+                out.append(await self.find_snapshot(ref, source))
+        return out
+
     async def find_snapshot(self, ref: str, source: str | None = None) -> Snapshot:
         """Resolve ``latest``, ``latest:SOURCE`` or a unique id prefix."""
         if ref == "latest" or ref.startswith("latest:"):

@@ -69,6 +69,12 @@ class RestorePlan:
         """True when something already there would change (what a safety backup is for)."""
         return any(c.action in ("overwrite", "metadata", "remove") for c in self.changes)
 
+    def content_proven(self) -> frozenset[Path]:
+        """Regular files whose content the plan found equal to the snapshot's (not rewritten)."""
+        # A hard link's "unchanged" says only that it still shares the first path's inode.
+        return frozenset(c.path for c in self.changes if c.kind == FILE and c.action in ("unchanged", "metadata")
+                         and c.reason != "hard link")
+
     def action_for(self) -> dict[Path, str]:
         return {c.path: c.action for c in self.changes if c.action != "remove"}
 

@@ -62,7 +62,10 @@ def _check_file(repo: Repository, path: Path, node: Node) -> str | None:
 
 
 async def validate_restore(repo: Repository, snap: Snapshot, target: Path, *, include: tuple[str, ...] = (),
-                           executor: Executor | None = None) -> ValidationResult:
+                           executor: Executor | None = None,
+                           proven: frozenset[Path] = frozenset()) -> ValidationResult:
+    """``proven``: files the restore's plan has just compared by content and not written
+    (unchanged, or re-stamped only); they count as checked without being read again."""
     started = time.monotonic()
     target = Path(os.path.abspath(target))
     loop = asyncio.get_running_loop()
@@ -83,6 +86,8 @@ async def validate_restore(repo: Repository, snap: Snapshot, target: Path, *, in
             continue
         files += 1
         size += node.size
+        if dest in proven:
+            continue
         pending.append(loop.run_in_executor(executor, _check_file, repo, dest, node))
         if len(pending) >= 64:
             bad.extend(m for m in await asyncio.gather(*pending) if m)

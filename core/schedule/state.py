@@ -11,19 +11,12 @@ SQLite calls block, so they run on one dedicated thread, never on the event loop
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sqlite3
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from core.errors import AxisorError
-
-T = TypeVar("T")
+from core.state_db import SqliteOnThread
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schedule_state (
@@ -74,45 +67,18 @@ def _dt(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
 
-class ScheduleStore:
+class ScheduleStore(SqliteOnThread):
+    SCHEMA = _SCHEMA
+    WHAT = "schedule state"
+
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="axisor-schedstore")
-        self._db: sqlite3.Connection | None = None
+        super().__init__(path, "axisor-schedstore")
 
     @classmethod
     async def open(cls, path: Path) -> ScheduleStore:
         store = cls(path)
-        await store._call(store._open)
+        await store._start()
         return store
-
-    def _open(self) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
-            os.chmod(self.path, 0o600)
-        except (OSError, sqlite3.Error) as exc:
-            raise AxisorError(f"cannot open the schedule state in {self.path}: {exc}") from None
-        self._db = db
-
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
-
-    async def close(self) -> None:
-        def shut() -> None:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-        await self._call(shut)
-        self._thread.shutdown(wait=True)
-
-    @property
-    def db(self) -> sqlite3.Connection:
-        assert self._db is not None, "schedule store is closed"
-        return self._db
 
     async def states(self) -> dict[str, ScheduleState]:
         def run() -> dict[str, ScheduleState]:

@@ -27,6 +27,7 @@ from core.storage.backend import (
     StorageError,
     StorageUsage,
     as_bytes,
+    checked_key,
 )
 from core.storage.retry import TransientError
 
@@ -190,9 +191,7 @@ class AzureBackend:
         return self._client
 
     def _name(self, key: str) -> str:
-        if not key or key.startswith("/") or any(p in ("", ".", "..") for p in key.split("/")):
-            raise StorageError(f"invalid object key {key!r}")
-        return self.prefix + key
+        return self.prefix + checked_key(key)
 
     def _error(self, exc: BaseException, what: str) -> BaseException:
         from azure.core import exceptions as ax

@@ -26,6 +26,15 @@ class ObjectExists(StorageError):
     pass
 
 
+def checked_key(key: str) -> str:
+    """``key`` if it is a safe relative object key (``data/ab/abcd...``); StorageError
+    otherwise. Every backend maps keys onto paths or names with it, so none can escape
+    its root or prefix."""
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in key.split("/")):
+        raise StorageError(f"invalid object key {key!r}")
+    return key
+
+
 __all__ = [
     "Backend",
     "ObjectExists",
@@ -38,6 +47,7 @@ __all__ = [
     "StorageFull",
     "StorageUsage",
     "backend_usage",
+    "checked_key",
 ]
 
 

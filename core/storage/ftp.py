@@ -30,6 +30,7 @@ from core.storage.backend import (
     Payload,
     StorageError,
     StorageUsage,
+    checked_key,
 )
 from core.storage.retry import TransientError, cleanup
 from core.storage.sftp import parse_endpoint
@@ -193,9 +194,7 @@ class FTPBackend:
                     client.close()
 
     def _path(self, key: str) -> str:
-        if not key or key.startswith("/") or any(p in ("", ".", "..") for p in key.split("/")):
-            raise StorageError(f"invalid object key {key!r}")
-        return posixpath.join(self.root, key)
+        return posixpath.join(self.root, checked_key(key))
 
     async def _stat_size(self, client: aioftp.Client, path: str) -> int | None:
         try:

@@ -24,6 +24,7 @@ from core.storage.backend import (
     StorageError,
     StorageFull,
     StorageUsage,
+    checked_key,
 )
 
 TMP_PREFIX = ".tmp-"
@@ -38,10 +39,7 @@ class LocalBackend:
         return str(self.root)
 
     def _path(self, key: str) -> Path:
-        parts = key.split("/")
-        if key.startswith("/") or any(p in ("", ".", "..") for p in parts):
-            raise StorageError(f"invalid object key {key!r}")
-        return self.root.joinpath(*parts)
+        return self.root.joinpath(*checked_key(key).split("/"))
 
     # -- writes -------------------------------------------------------------------------
 

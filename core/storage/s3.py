@@ -27,6 +27,7 @@ from core.storage.backend import (
     StorageError,
     StorageUsage,
     as_bytes,
+    checked_key,
     payload_size,
 )
 from core.storage.retry import TransientError, cleanup
@@ -187,9 +188,7 @@ class S3Backend:
         return client
 
     def _key(self, key: str) -> str:
-        if not key or key.startswith("/") or any(p in ("", ".", "..") for p in key.split("/")):
-            raise StorageError(f"invalid object key {key!r}")
-        return self.prefix + key
+        return self.prefix + checked_key(key)
 
     def _error(self, exc: BaseException, what: str) -> Exception:
         """One of our errors for a botocore/aiohttp failure; messages carry no secrets."""

@@ -38,6 +38,7 @@ from core.storage.backend import (
     StorageError,
     StorageFull,
     StorageUsage,
+    checked_key,
 )
 from core.storage.retry import TransientError, cleanup
 
@@ -198,10 +199,7 @@ class SFTPBackend:
             conn.close()
 
     def _path(self, key: str) -> str:
-        parts = key.split("/")
-        if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
-            raise StorageError(f"invalid object key {key!r}")
-        return posixpath.join(self.root, key)
+        return posixpath.join(self.root, checked_key(key))
 
     def _error(self, exc: BaseException, what: str) -> BaseException:
         where = f"{self.location}: {what}"

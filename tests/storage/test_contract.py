@@ -112,9 +112,9 @@ async def test_racing_writers_of_one_key(backend, kind):
         assert r is None or isinstance(r, ObjectExists), r
     stored = await backend.get("index/race")
     assert stored in payloads  # one writer's whole object, never a mix or a part
-    if kind != "ftp":
-        # FTP has no create-only primitive: two writers can both pass the existence check
-        # (docs/ARCHITECTURE.md); every other store refuses all but one.
+    if kind not in ("ftp", "ftps"):
+        # FTP (with or without TLS) has no create-only primitive: two writers can both pass
+        # the existence check (docs/ARCHITECTURE.md); every other store refuses all but one.
         assert sum(r is None for r in results) == 1
         assert stored == payloads[results.index(None)]
 

@@ -30,7 +30,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -39,7 +38,6 @@ import psycopg
 from psycopg import sql
 
 from core.backup.single_file import single_file_snapshot
-from core.backup.stream import StreamWriter
 from core.config import DatabaseConfig
 from core.errors import DatabaseError, RestoreRefused, UsageError
 from core.repository.format import BlobType
@@ -47,6 +45,8 @@ from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
 from core.repository.tree import FILE, Node, Tree
 from core.sources.postgres import toc
+from core.restore.stream import iter_content
+from core.sources.postgres.child import StderrReader, last_lines, store_output
 from core.sources.postgres.connection import PgTarget
 from core.sources.postgres.tools import check_dump_tool, check_restore_tool, find_tool
 
@@ -54,7 +54,6 @@ SOURCE = "database"
 _SYSTEM_SCHEMAS = "('pg_catalog', 'information_schema')"
 _USER_NS = (f"n.nspname NOT IN {_SYSTEM_SCHEMAS} AND n.nspname NOT LIKE 'pg\\_toast%%' "
             f"AND n.nspname NOT LIKE 'pg\\_temp\\_%%'")
-STDERR_LIMIT = 64 * 1024
 PREFETCH = 4
 
 # Ordinary tables and leaf partitions (the rows live there), not extension members (pg_dump
@@ -86,31 +85,6 @@ _FINGERPRINT_QUERIES = (
 
 
 # -- helpers -----------------------------------------------------------------------------
-
-
-class _StderrReader:
-    """Collects a child's stderr (or stdout) on a thread (so a chatty child never blocks), capped."""
-
-    def __init__(self, pipe, limit: int = STDERR_LIMIT) -> None:
-        self._limit = limit
-        self._pipe = pipe
-        self._buf = bytearray()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="axisor-pg-stderr")
-        self._thread.start()
-
-    def _run(self) -> None:
-        while chunk := self._pipe.read1(65536) if hasattr(self._pipe, "read1") else self._pipe.read(65536):
-            if len(self._buf) < self._limit:
-                self._buf += chunk[: self._limit - len(self._buf)]
-
-    def text(self, timeout: float = 10) -> str:
-        self._thread.join(timeout)
-        return self._buf.decode("utf-8", "replace").strip()
-
-
-def _last_lines(text: str, n: int = 8) -> str:
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    return "\n".join(lines[-n:])
 
 
 async def _rows(conn: psycopg.AsyncConnection, query, params=None) -> list[tuple]:
@@ -263,40 +237,9 @@ async def _dump(repo: Repository, target: PgTarget, argv: list[str], conn: psyco
                 on_bytes: Callable[[int], None] | None,
                 checksums: bool = True) -> tuple[tuple[bytes, ...], int, dict, tuple[str, ...]]:
     """Run pg_dump into the repository while ``conn`` (holding the snapshot) reads the metadata."""
-    try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=target.child_env())
-    except OSError as exc:
-        raise DatabaseError(f"cannot start {argv[0]}: {exc.strerror}") from None
-    errors = _StderrReader(proc.stderr)
-    writer = StreamWriter(repo)
-    store = asyncio.ensure_future(writer.store(proc.stdout, on_bytes))
-    try:
-        try:
-            metadata = await _metadata(conn, checksums)
-        except BaseException:
-            proc.kill()
-            raise
-        ids, size = await store
-        await writer.drain()
-        code = await asyncio.to_thread(proc.wait)
-    except BaseException:
-        proc.kill()
-        await asyncio.to_thread(proc.wait)
-        await asyncio.gather(store, return_exceptions=True)
-        with contextlib.suppress(BaseException):
-            await writer.drain()
-        await repo.abort()
-        raise
-    finally:
-        proc.stdout.close()
-    text = errors.text()
-    if code != 0:
-        await repo.abort()
-        detail = target.scrub(_last_lines(text)) or f"exit status {code}"
-        raise DatabaseError(f"pg_dump of {target.describe()} failed (exit {code}): {detail}")
-    warnings = tuple(target.scrub(ln) for ln in text.splitlines() if ln.strip())
-    return ids, size, metadata, warnings
+    out = await store_output(repo, target, argv, program="pg_dump", on_bytes=on_bytes,
+                             during=lambda: _metadata(conn, checksums))
+    return out.ids, out.size, out.during, tuple(ln for ln in out.stderr.splitlines() if ln.strip())
 
 
 # -- restore -----------------------------------------------------------------------------
@@ -639,25 +582,19 @@ async def _pipe_dump(repo: Repository, node: Node, target: PgTarget, argv: list[
                                 stderr=subprocess.PIPE, env=target.child_env())
     except OSError as exc:
         raise DatabaseError(f"cannot start {pg_restore}: {exc.strerror}") from None
-    errors = _StderrReader(proc.stderr)
-    output = _StderrReader(proc.stdout, 256 * 1024 * 1024) if capture else None
+    errors = StderrReader(proc.stderr)
+    output = StderrReader(proc.stdout, 256 * 1024 * 1024) if capture else None
     written = 0
     broken = False
-    fetches: list[asyncio.Future] = []
     try:
-        ids = list(node.content)
-        nxt = 0
-        while nxt < len(ids) or fetches:
-            while nxt < len(ids) and len(fetches) < PREFETCH:
-                fetches.append(asyncio.ensure_future(repo.load_blob(BlobType.DATA, ids[nxt])))
-                nxt += 1
-            data = await fetches.pop(0)
-            try:
-                await asyncio.to_thread(_write_all, proc.stdin, data)
-            except (BrokenPipeError, ConnectionResetError):
-                broken = True  # pg_restore stopped reading: its exit status says why
-                break
-            written += len(data)
+        async with contextlib.aclosing(iter_content(repo, node.content, PREFETCH)) as chunks:
+            async for data in chunks:
+                try:
+                    await asyncio.to_thread(_write_all, proc.stdin, data)
+                except (BrokenPipeError, ConnectionResetError):
+                    broken = True  # pg_restore stopped reading: its exit status says why
+                    break
+                written += len(data)
         if not broken:
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 await asyncio.to_thread(proc.stdin.close)
@@ -667,15 +604,12 @@ async def _pipe_dump(repo: Repository, node: Node, target: PgTarget, argv: list[
         await asyncio.to_thread(proc.wait)
         raise
     finally:
-        for f in fetches:
-            f.cancel()
-        await asyncio.gather(*fetches, return_exceptions=True)
         with contextlib.suppress(OSError):
             proc.stdin.close()
     text = target.scrub(errors.text())
     stdout = output.text(60) if output is not None else ""
     if code != 0 or (broken and not early_exit):
-        detail = _last_lines(text) or f"exit status {code}"
+        detail = last_lines(text) or f"exit status {code}"
         raise DatabaseError(f"pg_restore into {target.describe()} failed (exit {code}): {detail}")
     if not broken and written != node.size:
         raise DatabaseError(f"the dump in the snapshot is {written} bytes, its manifest says {node.size}")

@@ -17,10 +17,8 @@ and the segment size.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -28,14 +26,14 @@ from dataclasses import replace
 import psycopg
 
 from core.backup.single_file import single_file_snapshot
-from core.backup.stream import StreamWriter
 from core.config import DatabaseConfig
 from core.errors import DatabaseError, ToolVersionMismatch
 from core.repository.format import BlobType
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
 from core.sources.postgres.connection import PgTarget
-from core.sources.postgres.logical import SOURCE, _last_lines, _StderrReader
+from core.sources.postgres.child import last_lines, store_output
+from core.sources.postgres.logical import SOURCE
 from core.sources.postgres.tools import find_tool, server_major
 
 BASE_FILE = "base.tar"
@@ -177,7 +175,7 @@ async def backup_physical(repo: Repository, db: DatabaseConfig, *, backup_set: s
                   **parse_manifest_tail(files.get("backup_manifest", b""))}
         if "start_lsn" not in points or "stop_lsn" not in points:
             raise DatabaseError("the base backup's tar holds no readable backup_label and backup_manifest "
-                                f"(found: {', '.join(sorted(files)) or 'neither'}); {_last_lines(stderr)}")
+                                f"(found: {', '.join(sorted(files)) or 'neither'}); {last_lines(stderr)}")
         async with conn.cursor() as cur:
             await cur.execute("SELECT clock_timestamp(), pg_walfile_name(%s::pg_lsn), pg_walfile_name(%s::pg_lsn), "
                               "(SELECT timeline_id FROM pg_control_checkpoint())",
@@ -218,30 +216,11 @@ def _size_bytes(setting: str) -> int:
 
 async def _stream(repo: Repository, target: PgTarget, argv: list[str],
                   on_bytes: Callable[[int], None] | None) -> tuple[tuple[bytes, ...], int, str, dict[str, bytes]]:
-    try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=target.child_env())
-    except OSError as exc:
-        raise DatabaseError(f"cannot start {argv[0]}: {exc.strerror}") from None
-    errors = _StderrReader(proc.stderr)
-    writer = StreamWriter(repo)
-    try:
-        tap = TarTap(proc.stdout)
-        ids, size = await writer.store(tap, on_bytes)
-        await writer.drain()
-        code = await asyncio.to_thread(proc.wait)
-    except BaseException:
-        proc.kill()
-        await asyncio.to_thread(proc.wait)
-        with contextlib.suppress(BaseException):
-            await writer.drain()
-        await repo.abort()
-        raise
-    finally:
-        proc.stdout.close()
-    text = errors.text()
-    if code != 0:
-        await repo.abort()
-        detail = target.scrub(_last_lines(text)) or f"exit status {code}"
-        raise DatabaseError(f"pg_basebackup of {target.describe()} failed (exit {code}): {detail}")
-    return ids, size, target.scrub(text), tap.files
+    taps: list[TarTap] = []
+
+    def tap(stdout) -> TarTap:
+        taps.append(TarTap(stdout))
+        return taps[0]
+
+    out = await store_output(repo, target, argv, program="pg_basebackup", on_bytes=on_bytes, wrap=tap)
+    return out.ids, out.size, out.stderr, taps[0].files

@@ -48,6 +48,7 @@ from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
 from core.repository.tree import FILE
 from core.restore.stream import iter_content
+from core.sources.postgres.child import last_lines, run_as, server_env
 from core.sources.postgres.tools import find_tool, server_major
 from core.sources.postgres.wal import list_names, load_manifest, segment_name, segment_number
 
@@ -303,22 +304,9 @@ def _prepare_target(target: Path) -> None:
     os.chmod(target, 0o700)
 
 
-def _run_as(argv: list[str], os_user: str | None) -> list[str]:
-    return ["runuser", "-u", os_user, "--", *argv] if os_user else argv
-
-
-def _server_env() -> dict[str, str]:
-    # The server inherits this: never the passphrase; C messages so the log can be read back.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AXISOR_BACKUP_PASSPHRASE")
-           and not k.startswith("PGPASSWORD")}
-    env["LC_MESSAGES"] = "C"
-    env["LC_ALL"] = "C"
-    return env
-
-
 async def _controldata_state(pg_controldata: Path, data: Path, os_user: str | None) -> str:
-    p = await asyncio.to_thread(subprocess.run, _run_as([str(pg_controldata), "-D", str(data)], os_user),
-                                capture_output=True, text=True, env=_server_env(), stdin=subprocess.DEVNULL,
+    p = await asyncio.to_thread(subprocess.run, run_as([str(pg_controldata), "-D", str(data)], os_user),
+                                capture_output=True, text=True, env=server_env(), stdin=subprocess.DEVNULL,
                                 timeout=60)
     m = re.search(r"^Database cluster state:\s+(.+)$", p.stdout, re.M)
     return m.group(1).strip() if m else ""
@@ -421,7 +409,7 @@ async def restore_pitr(repo: Repository, config: Config, target_time: datetime, 
                   str(int(timeout)), "start"]
     report_base = dict(target_time=target_time.isoformat(), base_snapshot=base.snapshot.id,
                        base_stop_time=base.stop_time.isoformat(), target_dir=str(target_dir.resolve()), bytes=size,
-                       port=port, start_command=_run_as(start_argv, os_user), window=window.as_dict())
+                       port=port, start_command=run_as(start_argv, os_user), window=window.as_dict())
     if not start:
         seconds["total"] = round(time.monotonic() - t0, 3)
         return PitrReport(**report_base, started=False, promoted=False, stopped_at=None, last_transaction=None,
@@ -429,8 +417,8 @@ async def restore_pitr(repo: Repository, config: Config, target_time: datetime, 
 
     phase("recover")
     t2 = time.monotonic()
-    proc = await asyncio.to_thread(subprocess.run, _run_as(start_argv, os_user), capture_output=True, text=True,
-                                   env=_server_env(), stdin=subprocess.DEVNULL, timeout=timeout + 30)
+    proc = await asyncio.to_thread(subprocess.run, run_as(start_argv, os_user), capture_output=True, text=True,
+                                   env=server_env(), stdin=subprocess.DEVNULL, timeout=timeout + 30)
     text = log.read_text(errors="replace") if log.exists() else ""
     if proc.returncode != 0:
         if _NOT_REACHED in text:
@@ -467,5 +455,4 @@ async def restore_pitr(repo: Repository, config: Config, target_time: datetime, 
 
 
 def _tail(text: str, n: int = 6) -> str:
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    return " | ".join(lines[-n:])
+    return " | ".join(last_lines(text, n).splitlines())

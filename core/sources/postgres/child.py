@@ -1,0 +1,113 @@
+"""Running a PostgreSQL program whose stdout is stored in the repository as it arrives.
+
+pg_dump (logical backups) and pg_basebackup (base backups) both write a stream to stdout
+that is chunked straight into the repository (no temp file), while their stderr is
+collected on a thread so a chatty program never blocks. A failure at any point kills the
+program and aborts the repository's open packs; what was already uploaded is adopted by a
+later backup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from core.backup.stream import StreamWriter
+from core.errors import DatabaseError
+from core.repository.repository import Repository
+from core.sources.postgres.connection import PgTarget
+
+STDERR_LIMIT = 64 * 1024
+
+
+class StderrReader:
+    """Collects a child's stderr (or stdout) on a thread (so a chatty child never blocks), capped."""
+
+    def __init__(self, pipe, limit: int = STDERR_LIMIT) -> None:
+        self._limit = limit
+        self._pipe = pipe
+        self._buf = bytearray()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="axisor-pg-stderr")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while chunk := self._pipe.read1(65536) if hasattr(self._pipe, "read1") else self._pipe.read(65536):
+            if len(self._buf) < self._limit:
+                self._buf += chunk[: self._limit - len(self._buf)]
+
+    def text(self, timeout: float = 10) -> str:
+        self._thread.join(timeout)
+        return self._buf.decode("utf-8", "replace").strip()
+
+
+def run_as(argv: list[str], os_user: str | None) -> list[str]:
+    """``argv`` run as ``os_user`` (root only: a cluster must not run as root), else as is."""
+    return ["runuser", "-u", os_user, "--", *argv] if os_user else argv
+
+
+def server_env() -> dict[str, str]:
+    """The environment for initdb, pg_ctl and the servers they start (which inherit it):
+    never the repository passphrase or a database password; C messages so logs read back."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("AXISOR_BACKUP_PASSPHRASE") and not k.startswith("PGPASSWORD")}
+    env["LC_MESSAGES"] = "C"
+    env["LC_ALL"] = "C"
+    return env
+
+
+def last_lines(text: str, n: int = 8) -> str:
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return "\n".join(lines[-n:])
+
+
+@dataclass(frozen=True, slots=True)
+class StoredOutput:
+    ids: tuple[bytes, ...]  # data blob ids of stdout, in order
+    size: int
+    stderr: str  # scrubbed of the password
+    during: Any  # what ``during`` returned
+
+
+async def store_output(repo: Repository, target: PgTarget, argv: list[str], *, program: str,
+                       on_bytes: Callable[[int], None] | None = None,
+                       wrap: Callable[[Any], Any] | None = None,
+                       during: Callable[[], Awaitable[Any]] | None = None) -> StoredOutput:
+    """Run ``argv`` and store its stdout (through ``wrap``, a read-through tap, if given)
+    while ``during`` runs (pg_dump's metadata queries in the same exported snapshot). A
+    non-zero exit raises DatabaseError naming ``program`` with its last stderr lines."""
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=target.child_env())
+    except OSError as exc:
+        raise DatabaseError(f"cannot start {argv[0]}: {exc.strerror}") from None
+    errors = StderrReader(proc.stderr)
+    writer = StreamWriter(repo)
+    stdout = wrap(proc.stdout) if wrap is not None else proc.stdout
+    store = asyncio.ensure_future(writer.store(stdout, on_bytes))
+    try:
+        result = await during() if during is not None else None
+        ids, size = await store
+        await writer.drain()
+        code = await asyncio.to_thread(proc.wait)
+    except BaseException:
+        proc.kill()
+        await asyncio.to_thread(proc.wait)
+        await asyncio.gather(store, return_exceptions=True)
+        with contextlib.suppress(BaseException):
+            await writer.drain()
+        await repo.abort()
+        raise
+    finally:
+        proc.stdout.close()
+    text = errors.text()
+    if code != 0:
+        await repo.abort()
+        detail = target.scrub(last_lines(text)) or f"exit status {code}"
+        raise DatabaseError(f"{program} of {target.describe()} failed (exit {code}): {detail}")
+    return StoredOutput(ids, size, target.scrub(text), result)

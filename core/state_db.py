@@ -1,0 +1,71 @@
+"""One SQLite connection on its own thread: the base of the local state stores.
+
+SQLite calls block, so every query runs on one dedicated thread, never on the event loop.
+The job store (core/jobs/store.py) and the scheduler's store (core/schedule/state.py)
+share one file, ``jobs.sqlite3`` in the state directory, each with its own tables; WAL
+mode and a busy timeout let the daemon and a CLI write at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from core.errors import AxisorError
+
+T = TypeVar("T")
+
+
+class SqliteOnThread:
+    SCHEMA = ""  # executed at open (CREATE ... IF NOT EXISTS)
+    WHAT = "state database"  # for messages: "cannot open the <WHAT> <path>"
+    ROWS_BY_NAME = False  # sqlite3.Row rows instead of tuples
+    PRAGMAS: tuple[str, ...] = ("PRAGMA journal_mode=WAL",)
+
+    def __init__(self, path: Path, thread_name: str) -> None:
+        self.path = path
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
+        self._db: sqlite3.Connection | None = None
+
+    async def _start(self) -> None:
+        await self._call(self._connect)
+
+    def _connect(self) -> None:
+        directory = self.path.parent
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise AxisorError(f"cannot create the state directory {directory}: {exc.strerror or exc}") from None
+        try:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            if self.ROWS_BY_NAME:
+                db.row_factory = sqlite3.Row
+            for pragma in self.PRAGMAS:
+                db.execute(pragma)
+            db.executescript(self.SCHEMA)
+            os.chmod(self.path, 0o600)
+        except (OSError, sqlite3.Error) as exc:
+            raise AxisorError(f"cannot open the {self.WHAT} {self.path}: {exc}") from None
+        self._db = db
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    async def close(self) -> None:
+        def shut() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+        await self._call(shut)
+        self._thread.shutdown(wait=True)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        assert self._db is not None, f"the {self.WHAT} is closed"
+        return self._db
