@@ -28,7 +28,7 @@ EXIT_INTERRUPTED = 130
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
-    d = sub.add_parser("daemon", parents=[common],
+    sub.add_parser("daemon", parents=[common],
                        help="run the engine (and scheduler) in the foreground, serving a local socket")
     j = sub.add_parser("jobs", parents=[common], help="the job history, one job with its log, or live events")
     j.add_argument("job_id", nargs="?", metavar="ID", help="one job (an id or a unique prefix)")

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import PASSPHRASE
 from core.config import parse_config
-from core.drills.report import (CheckResult, DrillReport, RpoResult, Step, history, list_reports, load_report,
+from core.drills.report import (CheckResult, DrillReport, RpoResult, Step, history, load_report,
                                 new_drill_id, store_report)
 from core.errors import DamagedObject, SnapshotNotFound, UsageError
 from core.service import BackupService

@@ -252,7 +252,7 @@ def test_prune_covers_every_location(world, tmp_path):
         assert await age_snapshots(svc, {first: 60}, location="nas") == moved
         return moved
 
-    moved = w.run(age_both)
+    w.run(age_both)
     nas_bytes = sum(p.stat().st_size for p in (nas / "data").glob("*/*"))
 
     dry = w.cli("--json", "prune", "--location", "nas", "--dry-run")

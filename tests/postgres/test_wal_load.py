@@ -235,7 +235,7 @@ def test_sigkill_during_wal_push_never_leaves_a_damaged_segment(ws: Workspace) -
     print(f"seed {seed}: push {startup:.2f} s start-up + {work:.2f} s work; {attempts} kills: {killed_before_commit} before the commit "
           f"({killed_mid_write} after writing packs or index), {finished} finished first")
     assert killed_before_commit >= 3 and killed_mid_write >= 1, \
-        (seed, whole, killed_before_commit, killed_mid_write, finished)
+        (seed, startup, work, killed_before_commit, killed_mid_write, finished)
     # What the kills left is debris, not damage: the whole repository verifies, WAL included.
     r = ws.cli("verify", "--full", "--json")
     assert r.code == 0, (seed, r.out, r.err)

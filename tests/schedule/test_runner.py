@@ -388,11 +388,11 @@ cron = "0 * * * *"
 
 
 async def test_scheduled_copy_runs_through_the_engine(make_rig):
-    rig = await make_rig(f"""
+    rig = await make_rig("""
 [[storage.remote_storage]]
 provider = "local"
 name = "nas"
-path = "{{nas}}"
+path = "{nas}"
 [schedule]
 enabled = true
 [[schedule.jobs]]

@@ -14,6 +14,7 @@ import socket
 import struct
 from collections import deque
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from core.storage.backend import Backend, ObjectInfo, Payload
 from core.storage.retry import TransientError
@@ -208,7 +209,7 @@ class FaultProxy:
             self._tasks.discard(task)
 
 
-def self_signed_tls(folder) -> tuple[object, "Path"]:
+def self_signed_tls(folder) -> tuple[object, Path]:
     """(server SSLContext, CA file) for 127.0.0.1: a throwaway self-signed certificate."""
     import datetime
     import ipaddress

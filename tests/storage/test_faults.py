@@ -218,7 +218,7 @@ async def test_s3_server_gone_fails_clearly(proxied_s3):
     proxy.script.extend(["reset"] * 10)
     with pytest.raises(StorageUnavailable) as info:
         await rb.put("snapshots/s", b"x" * 1000)
-    assert f"write snapshots/s (1000 bytes) failed after 4 attempts" in str(info.value)
+    assert "write snapshots/s (1000 bytes) failed after 4 attempts" in str(info.value)
     assert "connection failed" in str(info.value)
     assert "test-secret-key" not in str(info.value)
     await _fresh_connections(inner)
