@@ -122,7 +122,8 @@ def _load_kinds() -> None:
 
 
 def runner_for(kind: str) -> Runner:
-    _load_kinds()
+    if kind not in _RUNNERS:  # backup, restore and verify are here; the rest load on demand
+        _load_kinds()
     try:
         return _RUNNERS[kind]
     except KeyError:

@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from croniter import CroniterBadDateError, croniter
-
 from core.schedule.model import Schedule
 
 # The widest DST shift in the tz database is 2 hours (and Lord Howe's is 30 minutes);
@@ -79,6 +77,10 @@ def occurrences(cron: str, timezone: str, after: datetime) -> Iterator[datetime]
     """Fire instants strictly after ``after`` (aware), in order, without end."""
     if after.tzinfo is None:
         raise ValueError("occurrences() needs an aware datetime")
+    # Imported here: croniter's import runs file(1) on the interpreter (its 32-bit check),
+    # a cost every one-shot command (wal-push, backup) would pay without needing it.
+    from croniter import CroniterBadDateError, croniter
+
     zone = ZoneInfo(timezone)
     interval = _interval_hours(cron)
     walker = croniter(cron, _local(after - _LOOKBACK, zone))
