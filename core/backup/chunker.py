@@ -13,6 +13,7 @@ into buffers that are reused across files, and cut with ``cut_buf``.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import BinaryIO
 
 from pyfastcdc import FastCDC
@@ -55,9 +56,12 @@ def _cdc(params: ChunkerParams) -> FastCDC:
 class Chunker:
     """One file's chunk stream. Not thread-safe; advance it from one thread at a time."""
 
-    def __init__(self, params: ChunkerParams, stream: BinaryIO) -> None:
+    def __init__(self, params: ChunkerParams, stream: BinaryIO,
+                 observe: Callable[[bytearray, int, int], None] | None = None) -> None:
         self._params = params
         self._stream = stream
+        # Sees every byte read, in place in the window (buffer, start, end), before it is cut.
+        self._observe = observe
         self._max = params.max_size
         self._buf: bytearray | None = _get_buffer(WINDOW + params.max_size)
         self._start = 0  # first byte not yet cut
@@ -77,6 +81,8 @@ class Chunker:
             if not n:
                 self._eof = True
             else:
+                if self._observe is not None:
+                    self._observe(self._buf, self._end, self._end + n)
                 self._end += n
 
     def take(self, max_bytes: int) -> list[bytes]:

@@ -28,15 +28,16 @@ class StreamWriter:
         self._own: set[asyncio.Future] = set()
         self._spawn = spawn or self._track
 
-    async def store(self, stream: BinaryIO,
-                    on_bytes: Callable[[int], None] | None = None) -> tuple[tuple[bytes, ...], int]:
+    async def store(self, stream: BinaryIO, on_bytes: Callable[[int], None] | None = None,
+                    observe: Callable[[bytearray, int, int], None] | None = None,
+                    ) -> tuple[tuple[bytes, ...], int]:
         """Read ``stream`` to its end; return its chunk ids and length. Sealing may still be
         running when this returns: the caller drains (``drain`` or its own spawner) and then
         flushes the repository before a snapshot may name these ids."""
         loop = asyncio.get_running_loop()
         ids: list[bytes] = []
         size = 0
-        chunker = Chunker(self.repo.config.chunker, stream)
+        chunker = Chunker(self.repo.config.chunker, stream, observe)
         try:
             while chunks := await loop.run_in_executor(self.repo.executor, _take_and_id, chunker,
                                                        self.repo, TAKE_BYTES):

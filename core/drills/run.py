@@ -354,16 +354,23 @@ class _Drill:
         await self.timed("smoke checks", self._smoke_checks)
 
     async def _compare_live(self, snap: Snapshot, table: str, row) -> None:
-        from core.sources.postgres.logical import table_stats
+        from core.sources.postgres.dumpsum import METHOD as DUMP_METHOD
+        from core.sources.postgres.logical import dump_checksums, table_stats
 
         if not self.config.database.enabled:
             return
         started = time.monotonic()
         try:
-            conn = await PgTarget.from_config(self.config.database).connect()
+            live_target = PgTarget.from_config(self.config.database)
+            conn = await live_target.connect()
             try:
-                method = (snap.metadata or {}).get("checksum_method") or "hash64x2-rowsum-v2"
-                live = await table_stats(conn, {table}, method)
+                method = (snap.metadata or {}).get("checksum_method") or "md5-rowsum-v1"
+                if method == DUMP_METHOD:
+                    counts = await table_stats(conn, {table}, "count-only")
+                    sums = await dump_checksums(live_target, self.config.database.pg_bin_dir, {table})
+                    live = {t: (c, sums.tables.get(t)) for t, (c, _) in counts.items()}
+                else:
+                    live = await table_stats(conn, {table}, method)
             finally:
                 await conn.close()
         except (AxisorError, psycopg.Error, KeyError) as exc:

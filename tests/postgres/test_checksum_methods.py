@@ -1,6 +1,7 @@
-"""Row checksum methods: new snapshots use hash64x2-rowsum-v2 (5x cheaper for the server than
-md5 per row); snapshots recorded with md5-rowsum-v1 are still validated with md5; a restore
-onto a server whose hash probe differs (the other byte order) falls back to row counts."""
+"""Row checksum methods: new snapshots use dump-blake3-v1 (taken from the dump stream, no
+server scan); snapshots recorded with the older server-side methods (hash64x2-rowsum-v2,
+md5-rowsum-v1) are still validated with their own; a restore onto a server whose hash probe
+differs (the other byte order) falls back to row counts for those."""
 
 from __future__ import annotations
 
@@ -64,36 +65,53 @@ def test_checksum_methods(ws: Workspace, src) -> None:
     assert r.code == 0, r.err
     md = r.json()["snapshots"][0]["metadata"]
     original = r.json()["snapshots"][0]["id"]
-    assert md["checksum_method"] == "hash64x2-rowsum-v2" and md["checksum_probe"]
-    assert md["checksums"] == asyncio.run(_stats(src, "hash64x2-rowsum-v2"))
+    assert md["checksum_method"] == "dump-blake3-v1" and set(md["checksums"]) == {"public.a", "public.b"}
 
-    r = _restore(ws, src, "latest", "copy_v2")
+    r = _restore(ws, src, "latest", "copy_dump")
     assert r.code == 0, r.err
     assert [t["checksum_ok"] for t in r.json()["tables"]] == [True, True]
 
-    # An md5-rowsum-v1 snapshot: validated with md5, which differs from v2's digests.
+    # Snapshots of the older server-side methods: each validated with its own digest.
+    v2 = asyncio.run(_stats(src, "hash64x2-rowsum-v2"))
     v1 = asyncio.run(_stats(src, "md5-rowsum-v1"))
-    assert v1 != md["checksums"]
+    assert len({json.dumps(v, sort_keys=True) for v in (v1, v2, md["checksums"])}) == 3
 
-    def as_v1(meta: dict) -> None:
-        meta.update(checksum_method="md5-rowsum-v1", checksums=v1)
-        del meta["checksum_probe"]
+    probe_value = asyncio.run(_probe(src))
 
-    r = _restore(ws, src, asyncio.run(_forge(ws, original, as_v1)), "copy_v1")
-    assert r.code == 0, r.err
-    assert [t["checksum_ok"] for t in r.json()["tables"]] == [True, True]
+    def as_method(name: str, sums: dict, probe: bool):
+        def change(meta: dict) -> None:
+            meta.update(checksum_method=name, checksums=sums)
+            if probe:
+                meta["checksum_probe"] = probe_value
+        return change
+
+    for db, name, sums, probe in (("copy_v2", "hash64x2-rowsum-v2", v2, True), ("copy_v1", "md5-rowsum-v1", v1, False)):
+        r = _restore(ws, src, asyncio.run(_forge(ws, original, as_method(name, sums, probe))), db)
+        assert r.code == 0, (db, r.err)
+        assert [t["checksum_ok"] for t in r.json()["tables"]] == [True, True], db
     # The method is honoured, not guessed: v2 digests labelled v1 fail validation (exit 16).
-    r = _restore(ws, src, asyncio.run(_forge(ws, original, lambda m: m.update(checksum_method="md5-rowsum-v1"))),
+    r = _restore(ws, src, asyncio.run(_forge(ws, original, as_method("md5-rowsum-v1", v2, False))),
                  "copy_mislabelled")
     assert r.code == 16, (r.out, r.err)
     assert {m["table"] for m in r.json()["mismatches"]} == {"public.a", "public.b"}
 
     # A server of the other byte order (its probe differs) and an unknown method: counts only.
-    for db, change in (("copy_probe", lambda m: m.update(checksum_probe="1")),
+    def other_order(meta: dict) -> None:
+        as_method("hash64x2-rowsum-v2", v2, False)(meta)
+        meta["checksum_probe"] = "1"
+
+    for db, change in (("copy_probe", other_order),
                        ("copy_unknown", lambda m: m.update(checksum_method="sha3-rowsum-v9"))):
         r = _restore(ws, src, asyncio.run(_forge(ws, original, change)), db)
         assert r.code == 0, r.err
         assert [(t["actual"], t["checksum_ok"]) for t in r.json()["tables"]] == [(3000, None), (500, None)]
+
+
+async def _probe(c) -> str:
+    async with await psycopg.AsyncConnection.connect(host=c.host, port=c.port, user="postgres",
+                                                     dbname="src", autocommit=True) as conn:
+        cur = await conn.execute("SELECT hashtextextended('axisor checksum probe', 0)::text")
+        return (await cur.fetchone())[0]
 
 
 def test_row_checksums_off_records_counts_only_and_restore_checks_counts(ws: Workspace, src) -> None:

@@ -77,19 +77,22 @@ class StoredOutput:
 async def store_output(repo: Repository, target: PgTarget, argv: list[str], *, program: str,
                        on_bytes: Callable[[int], None] | None = None,
                        wrap: Callable[[Any], Any] | None = None,
+                       observe: Callable[[bytearray, int, int], None] | None = None,
+                       env: dict[str, str] | None = None,
                        during: Callable[[], Awaitable[Any]] | None = None) -> StoredOutput:
-    """Run ``argv`` and store its stdout (through ``wrap``, a read-through tap, if given)
-    while ``during`` runs (pg_dump's metadata queries in the same exported snapshot). A
-    non-zero exit raises DatabaseError naming ``program`` with its last stderr lines."""
+    """Run ``argv`` and store its stdout (through ``wrap``, a read-through tap, if given;
+    ``observe`` sees the bytes in place as they are chunked) while ``during`` runs (pg_dump's
+    metadata queries in the same exported snapshot). A non-zero exit raises DatabaseError
+    naming ``program`` with its last stderr lines."""
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=target.child_env())
+                                stderr=subprocess.PIPE, env=env or target.child_env())
     except OSError as exc:
         raise DatabaseError(f"cannot start {argv[0]}: {exc.strerror}") from None
     errors = StderrReader(proc.stderr)
     writer = StreamWriter(repo)
     stdout = wrap(proc.stdout) if wrap is not None else proc.stdout
-    store = asyncio.ensure_future(writer.store(stdout, on_bytes))
+    store = asyncio.ensure_future(writer.store(stdout, on_bytes, observe))
     try:
         result = await during() if during is not None else None
         ids, size = await store

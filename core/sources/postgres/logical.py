@@ -13,12 +13,12 @@ of contents (``pg_restore -l``, also from stdin) and restore the chosen entries 
 ``safety``), then restores with ``--clean --if-exists`` in the same single transaction, so
 a failed restore leaves the database as it was.
 
-Row checksums: for each table, every row's text (``row::text`` under fixed output
-settings: UTC, ISO dates, exact floats, hex bytea) is hashed with md5 and the 128-bit
-hashes are summed (as numeric, exact) over the table: the digest of the multiset of rows.
-It detects what a hash of the rows in sorted order detects, but needs no sort, no
-string_agg (capped at 1 GB) and no memory beyond a row: it is computed in the same
-sequential scan as the row count, inside the exported-snapshot transaction.
+Row checksums (``dump-blake3-v1``, dumpsum.py): each table's data block in pg_dump's own
+output is hashed as it streams into the repository, so a backup costs the server nothing
+beyond pg_dump and a row count; validation hashes ``pg_dump --data-only`` of the restored
+tables the same way. Snapshots taken before it carry a server-side digest of the multiset
+of rows (``hash64x2-rowsum-v2``, ``md5-rowsum-v1``: each row's ``row::text`` hashed and
+summed in SQL), still validated with their own method.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from core.repository.format import BlobType
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
 from core.repository.tree import FILE, Node, Tree
-from core.sources.postgres import toc
+from core.sources.postgres import dumpsum, toc
 from core.restore.stream import iter_content
 from core.sources.postgres.child import StderrReader, last_lines, store_output
 from core.sources.postgres.connection import PgTarget
@@ -104,13 +104,14 @@ async def schema_fingerprint(conn: psycopg.AsyncConnection) -> str:
 
 
 async def table_counts(conn: psycopg.AsyncConnection) -> dict[str, int]:
-    return {name: count for name, (count, _) in (await table_stats(conn)).items()}
+    return {name: count for name, (count, _) in (await table_stats(conn, method="count-only")).items()}
 
 
 # Output settings that make row::text the same on every server and session.
 _CANONICAL = ("SET TimeZone = 'UTC'", "SET DateStyle = 'ISO, YMD'", "SET IntervalStyle = 'postgres'",
               "SET extra_float_digits = 3", "SET bytea_output = 'hex'", "SET lc_monetary = 'C'")
-CHECKSUM_METHOD = "hash64x2-rowsum-v2"
+CHECKSUM_METHOD = dumpsum.METHOD  # what new snapshots record (taken from the dump stream)
+# Server-side methods: snapshots taken before dump-blake3-v1 are validated with their own.
 _ROW_DIGESTS = {
     # Two seeded 64-bit hashes of each row's text, summed exactly (int128 sums). md5 plus the
     # hex-to-numeric casts cost 26.6 s of server CPU on 6.4 M pgbench rows, three times what
@@ -137,7 +138,7 @@ def _digest(count: int, a: str, b: str) -> str:
 
 
 async def table_stats(conn: psycopg.AsyncConnection, only: set[str] | None = None,
-                      method: str = CHECKSUM_METHOD) -> dict[str, tuple[int, str]]:
+                      method: str = "count-only") -> dict[str, tuple[int, str]]:
     """``schema.name`` -> (row count, checksum of its rows) for every user table (or ``only``)."""
     for stmt in _CANONICAL:
         await conn.execute(stmt)
@@ -166,14 +167,14 @@ async def large_object_stats(conn: psycopg.AsyncConnection) -> dict | None:
     return {"count": count, "checksum": _digest(count, a, b)}
 
 
-async def _metadata(conn: psycopg.AsyncConnection, checksums: bool = True) -> dict:
+async def _metadata(conn: psycopg.AsyncConnection) -> dict:
+    """What the snapshot records about the database, read in the dump's exported snapshot.
+    Row counts here; the row checksums come from the dump stream itself (dumpsum)."""
     (version, version_num, dbname, size, encoding), = await _rows(
         conn, "SELECT current_setting('server_version'), current_setting('server_version_num')::int, "
               "current_database(), pg_database_size(current_database()), "
               "pg_encoding_to_char(encoding) FROM pg_database WHERE datname = current_database()")
-    method = CHECKSUM_METHOD if checksums else "count-only"
-    stats = await table_stats(conn, method=method)
-    tables = {k: c for k, (c, _) in stats.items()}
+    tables = {k: c for k, (c, _) in (await table_stats(conn, method="count-only")).items()}
     extensions = {name: ver for name, ver in await _rows(
         conn, "SELECT extname, extversion FROM pg_extension ORDER BY 1")}
     return {
@@ -181,8 +182,6 @@ async def _metadata(conn: psycopg.AsyncConnection, checksums: bool = True) -> di
         "database_size": size, "encoding": encoding, "tables": tables,
         "total_tables": len(tables), "total_records": sum(tables.values()),
         "schema_fingerprint": await schema_fingerprint(conn), "extensions": extensions,
-        "checksum_method": method, "checksums": {k: d for k, (_, d) in stats.items()} if checksums else {},
-        "checksum_probe": (await _rows(conn, _PROBE))[0][0],
         "large_objects": await large_object_stats(conn),
     }
 
@@ -233,13 +232,64 @@ async def backup_logical(repo: Repository, db: DatabaseConfig, *, backup_set: st
     return replace(snap, id=snap_id)
 
 
+def dump_env(target: PgTarget) -> dict[str, str]:
+    """pg_dump's environment: the target's credentials, and the output settings pg_dump does
+    not pin itself, so a table's COPY text (and so its checksum) is the same on any server."""
+    env = target.child_env()
+    env["PGOPTIONS"] = f"{env.get('PGOPTIONS', '')} {dumpsum.PGOPTIONS}".strip()
+    return env
+
+
 async def _dump(repo: Repository, target: PgTarget, argv: list[str], conn: psycopg.AsyncConnection,
                 on_bytes: Callable[[int], None] | None,
                 checksums: bool = True) -> tuple[tuple[bytes, ...], int, dict, tuple[str, ...]]:
-    """Run pg_dump into the repository while ``conn`` (holding the snapshot) reads the metadata."""
+    """Run pg_dump into the repository while ``conn`` (holding the snapshot) reads the metadata;
+    the row checksums are taken from the dump as it is chunked."""
+    sums = dumpsum.DumpChecksums() if checksums else None
     out = await store_output(repo, target, argv, program="pg_dump", on_bytes=on_bytes,
-                             during=lambda: _metadata(conn, checksums))
-    return out.ids, out.size, out.during, tuple(ln for ln in out.stderr.splitlines() if ln.strip())
+                             observe=sums.feed if sums is not None else None, env=dump_env(target),
+                             during=lambda: _metadata(conn))
+    metadata = out.during
+    warnings = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    metadata["checksum_method"], metadata["checksums"] = "count-only", {}
+    if sums is not None:
+        sums.finish()
+        if sums.error is None:
+            metadata["checksum_method"] = dumpsum.METHOD
+            metadata["checksums"] = {t: sums.tables[t] for t in metadata["tables"] if t in sums.tables}
+        else:
+            warnings.append(f"row checksums not recorded (row counts only): {sums.error}")
+    return out.ids, out.size, metadata, tuple(warnings)
+
+
+async def dump_checksums(target: PgTarget, pg_bin_dir=None, tables: set[str] | None = None) -> dumpsum.DumpChecksums:
+    """The row checksums of ``target``'s tables (or just ``tables``), taken the way a backup
+    takes them: ``pg_dump --data-only`` through the same parser, its output discarded."""
+    pg_dump = await asyncio.to_thread(find_tool, "pg_dump", pg_bin_dir)
+    argv = [str(pg_dump.path), "--data-only", "--format=custom", "--compress=0", "--no-blobs", "--no-password"]
+    for t in sorted(tables or ()):
+        schema, _, name = t.partition(".")
+        argv.append("--table=" + ".".join('"' + part.replace('"', '""') + '"' for part in (schema, name)))
+    argv += ["-d", target.conninfo()]
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=dump_env(target))
+    except OSError as exc:
+        raise DatabaseError(f"cannot start {argv[0]}: {exc.strerror}") from None
+    errors = StderrReader(proc.stderr)
+    try:
+        sums = await asyncio.to_thread(dumpsum.checksum_stream, proc.stdout)
+        code = await asyncio.to_thread(proc.wait)
+    except BaseException:
+        proc.kill()
+        await asyncio.to_thread(proc.wait)
+        raise
+    finally:
+        proc.stdout.close()
+    if code != 0:
+        detail = target.scrub(last_lines(errors.text())) or f"exit status {code}"
+        raise DatabaseError(f"pg_dump of {target.describe()} (for its row checksums) failed (exit {code}): {detail}")
+    return sums
 
 
 # -- restore -----------------------------------------------------------------------------
@@ -458,8 +508,8 @@ async def restore_logical(repo: Repository, snap: Snapshot, target: PgTarget, *,
         raise UsageError(f"snapshot {snap.short_id} has no table row counts to validate against")
     checksums = meta.get("checksums") if isinstance(meta.get("checksums"), dict) else {}
     method = meta.get("checksum_method", "md5-rowsum-v1")
-    if method not in _ROW_DIGESTS:
-        checksums, method = {}, CHECKSUM_METHOD  # a method this version does not know: counts only
+    if method not in _ROW_DIGESTS and method != dumpsum.METHOD:
+        checksums, method = {}, "count-only"  # a method this version does not know: counts only
     partial = bool(tables or schemas)
     if partial and force:
         raise UsageError("--force restores a whole database; --table/--schema restore into a database "
@@ -517,10 +567,16 @@ async def restore_logical(repo: Repository, snap: Snapshot, target: PgTarget, *,
         raise
     conn = await target.connect()
     try:
-        probe = meta.get("checksum_probe")
-        if probe is not None and probe != (await _rows(conn, _PROBE))[0][0]:
-            checksums = {}  # a server of the other byte order: counts only (checksum_ok is null)
-        actual = await table_stats(conn, set(expected), method)
+        if method == dumpsum.METHOD:
+            actual, note = await _dump_stats(conn, target, pg_bin_dir, set(expected), meta, partial)
+            if note:
+                checksums = {}
+                report.warnings.append(note)
+        else:
+            probe = meta.get("checksum_probe")
+            if probe is not None and probe != (await _rows(conn, _PROBE))[0][0]:
+                checksums = {}  # a server of the other byte order: counts only (checksum_ok is null)
+            actual = await table_stats(conn, set(expected), method)
         if not partial:
             report.schema_fingerprint_match = (await schema_fingerprint(conn)) == meta.get("schema_fingerprint")
             lo_want = meta.get("large_objects")
@@ -539,6 +595,28 @@ async def restore_logical(repo: Repository, snap: Snapshot, target: PgTarget, *,
                      for t, count in sorted(expected.items())]
     report.seconds = round(time.monotonic() - started, 3)
     return report
+
+
+async def _dump_stats(conn: psycopg.AsyncConnection, target: PgTarget, pg_bin_dir, tables: set[str],
+                      meta: dict, partial: bool) -> tuple[dict[str, tuple[int, str | None]], str | None]:
+    """Row counts (SQL) and dump-stream checksums of the restored ``tables``; the note says
+    why checksums were not compared (then only counts are)."""
+    counts = await table_stats(conn, tables, "count-only")
+    (version_num,), = await _rows(conn, "SELECT current_setting('server_version_num')::int")
+    dumped = meta.get("server_version_num")
+    note = None
+    sums: dict[str, str] = {}
+    if isinstance(dumped, int) and dumped // 10000 != version_num // 10000:
+        # Another major version may print some types differently: the checksums would
+        # differ for rows that are the same.
+        note = (f"row checksums not compared: restored into PostgreSQL {version_num // 10000}, "
+                f"dumped from {dumped // 10000}; row counts compared")
+    else:
+        got = await dump_checksums(target, pg_bin_dir, tables if partial else None)
+        if got.error:
+            note = f"row checksums not compared ({got.error}); row counts compared"
+        sums = got.tables
+    return {t: (c, sums.get(t)) for t, (c, _) in counts.items()}, note
 
 
 async def _list_toc(repo: Repository, node: Node, target: PgTarget, pg_restore) -> str:
