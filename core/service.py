@@ -8,6 +8,7 @@ a pack or a key file themselves.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -150,7 +151,14 @@ class BackupService:
                 chosen.append(spec)
             specs = chosen
             database = database if want_database else None
+        preload = None
+        if database is not None and self._repo is None:
+            # psycopg's imports (~0.15 s) run on a thread while the passphrase's scrypt runs on
+            # another: both are start-up that pg_dump would otherwise wait for.
+            preload = asyncio.ensure_future(asyncio.to_thread(importlib.import_module, "psycopg"))
         repo = await self.repository(load_index=False)
+        if preload is not None:
+            await preload
         result = await run_backup(repo, specs, kind=kind, tags=tags, workers=self.workers,
                                   on_progress=on_progress, database=database)
         return await self._copy_after_backup(result) if copy else result
