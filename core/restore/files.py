@@ -125,6 +125,9 @@ class FileRestorer:
             action = self._actions.get(dest)
             if action == "conflict":
                 raise RestoreRefused(f"{dest}: the restore would have to replace a folder or put one over a file")
+            if node.type == FILE and node.nlink > 1 and action in ("unchanged", "metadata"):
+                # A first path left in place is still what later hard links to it link to.
+                self._first_by_inode.setdefault((node.dev, node.inode), dest)
             if action == "unchanged" and node.type != DIR:
                 self.stats.unchanged += 1
                 continue

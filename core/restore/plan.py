@@ -171,6 +171,7 @@ async def plan_restore(repo: Repository, snap: Snapshot, target: Path, *, includ
     pending: list[asyncio.Future] = []
     keep: set[Path] = set()
     first_by_inode: dict[tuple[int, int], Path] = {}
+    followers: list[tuple[int, Path]] = []  # (index in changes, first path) of "unchanged" hard links
     async for parts, node in walk(repo, bytes.fromhex(snap.tree)):
         if not included(display(parts), include) and node.type != DIR:
             continue
@@ -184,6 +185,8 @@ async def plan_restore(repo: Repository, snap: Snapshot, target: Path, *, includ
                     linked = os.path.samefile(dest, first) and not dest.is_symlink()
                 except OSError:
                     linked = False
+                if linked:
+                    followers.append((len(changes), first))
                 changes.append(Change(dest, "unchanged" if linked else ("overwrite" if os.path.lexists(dest)
                                                                          else "create"), FILE, "hard link"))
                 continue
@@ -199,6 +202,12 @@ async def plan_restore(repo: Repository, snap: Snapshot, target: Path, *, includ
         else:
             changes.append(_compare_other(dest, node))
     changes.extend(await asyncio.gather(*pending))
+    # A link that shares the first path's inode is only unchanged if the first path is: an
+    # overwrite puts a new file (a new inode) there, and the link must follow it.
+    firsts = {c.path: c.action for c in changes if c.reason != "hard link"}
+    for i, first in followers:
+        if firsts.get(first) not in ("unchanged", "metadata"):
+            changes[i] = Change(changes[i].path, "overwrite", FILE, "hard link")
     roots = tuple(target.joinpath(*Path(os.path.abspath(p)).parts[1:]) for p in snap.paths)
     if delete:
         for root in roots:
