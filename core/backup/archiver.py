@@ -52,6 +52,16 @@ class _Pending:
     st: os.stat_result
 
 
+@dataclass(frozen=True, slots=True)
+class _DirPlace:
+    """A folder's place in its parent until its own tree is saved. A plain value, not a
+    coroutine: a cancelled backup must not leave coroutines that were never awaited."""
+
+    name: bytes
+    st: os.stat_result
+    subtree: Awaitable[bytes]
+
+
 @dataclass(slots=True)
 class _SmallFile:
     """A small file's place in its folder until its batch is read. One future per batch,
@@ -63,6 +73,11 @@ class _SmallFile:
     st: os.stat_result
     batch: asyncio.Future
     content: tuple[tuple[bytes, ...], int] | None = None  # (ids, stored size); None: dropped
+
+
+# What a folder's entry becomes while the walk goes on: done, waiting for its batch or tree,
+# or a large file's upload.
+_Child = Node | _DirPlace | _SmallFile | Awaitable[Node]
 
 
 class _NameCache:
@@ -149,7 +164,7 @@ class Archiver:
     # -- walking ------------------------------------------------------------------------
 
     async def _virtual_dir(self, real: bytes, layout: dict, reference: Tree | None) -> asyncio.Future:
-        children: list[Awaitable[Node]] = []
+        children: list[_Child] = []
         for name in sorted(layout):
             path = os.path.join(real, name)
             old = reference.find(name) if reference else None
@@ -161,7 +176,7 @@ class Archiver:
                 sub = await self._load_subtree(old)
                 st = os.lstat(path)
                 fut = await self._virtual_dir(path, layout[name], sub)
-                children.append(self._dir_node(name, st, fut))
+                children.append(_DirPlace(name, st, fut))
         return self._spawn(self._finish_dir(children, reference))
 
     async def _load_subtree(self, old: Node | None) -> Tree | None:
@@ -177,7 +192,7 @@ class Archiver:
 
     async def _entry(self, path: bytes, name: bytes, old: Node | None,
                      st: os.stat_result | None = None,
-                     subtree: Awaitable[Tree | None] | None = None) -> Node | Awaitable[Node] | None:
+                     subtree: Awaitable[Tree | None] | None = None) -> _Child | None:
         """Start archiving one entry; return its node, or an awaitable for it (None if skipped)."""
         if self._excluded(path, name):
             return None
@@ -197,7 +212,7 @@ class Archiver:
             except OSError as exc:
                 self._unreadable(path, exc.strerror or "unreadable folder")
                 return None
-            return self._dir_node(name, st, fut)
+            return _DirPlace(name, st, fut)
         if stat.S_ISLNK(mode):
             try:
                 target = os.readlink(path)
@@ -223,7 +238,7 @@ class Archiver:
             if old is not None and old.type == DIR and old.subtree is not None and \
                     e.is_dir(follow_symlinks=False):
                 prefetched[e.name] = self._spawn(self.repo.load_tree(old.subtree))
-        children: list[Node | Awaitable[Node]] = []
+        children: list[_Child] = []
         for e in entries:
             try:
                 st = e.stat(follow_symlinks=False)
@@ -234,10 +249,6 @@ class Archiver:
                 children.append(node)
         return self._spawn(self._finish_dir(children, reference))
 
-    async def _dir_node(self, name: bytes, st: os.stat_result, subtree: Awaitable[bytes]) -> Node:
-        tree_id = await subtree
-        return self._node(name, DIR, st, subtree=tree_id)
-
     async def _finish_dir(self, children: list, reference: Tree | None) -> bytes:
         nodes: list[Node] = []
         for c in children:
@@ -247,6 +258,8 @@ class Archiver:
                 await c.batch
                 if c.content is not None:  # None: it vanished or could not be read
                     nodes.append(self._file_node(c.name, c.st, *c.content))
+            elif isinstance(c, _DirPlace):
+                nodes.append(self._node(c.name, DIR, c.st, subtree=await c.subtree))
             else:
                 node = await c
                 if node is not None:
