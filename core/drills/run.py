@@ -385,7 +385,8 @@ class _Drill:
         same = row is not None and count == row.expected and digest == row.expected_checksum
         self.check(f"live {table}", "rows", None,
                    f"live has {count} rows; " + ("identical to the snapshot" if same else
-                                                 "differs from the snapshot: the restored copy is the snapshot's"),
+                                                 "differs from the snapshot (changed since, or its rows rewritten "
+                                                 "in another order): the restored copy is the snapshot's"),
                    expected=row.expected if row else None, actual=count, status="info")
 
     # -- files ------------------------------------------------------------------------------
