@@ -460,6 +460,41 @@ def _build(
     return section.build(**values, **extra)
 
 
+def _tables(section: _Section, *, unique_names: bool = False) -> Check:
+    """An array of tables (``[[at]]``), each built with ``section``. With ``unique_names``
+    no two may share a ``name``: names key copies, pause state and run history, and
+    commands pick entries by them."""
+
+    def check(value: Any, at: str, ctx: _Ctx) -> tuple:
+        if not isinstance(value, list):
+            raise _Invalid(f"must be an array of tables, written [[{at}]] (got {_type_name(value)})")
+        built: list = []
+        first_use: dict[str, str] = {}
+        bad = False
+        for index, entry in enumerate(value):
+            where = f"{at}[{index}]"
+            if not isinstance(entry, dict):
+                ctx.add(where, f"must be a table, written [[{at}]] (got {_type_name(entry)})")
+                bad = True
+                continue
+            name = entry.get("name")
+            if unique_names and isinstance(name, str) and name:
+                if name in first_use:
+                    ctx.add(f"{where}.name", f"duplicate name {name!r} (already used by {first_use[name]})")
+                    bad = True
+                else:
+                    first_use[name] = where
+            try:
+                built.append(_build(section, entry, where, ctx))
+            except _Reported:
+                bad = True
+        if bad:
+            raise _Reported
+        return tuple(built)
+
+    return check
+
+
 def _check_into(
     values: dict[str, Any], key: str, spec: _Field, raw: Any, at: str, ctx: _Ctx
 ) -> None:
@@ -815,37 +850,6 @@ _REMOTE = _Section(
 )
 
 
-def _remote_list(value: Any, at: str, ctx: _Ctx) -> tuple[RemoteStorageConfig, ...]:
-    if not isinstance(value, list):
-        raise _Invalid(f"must be an array of tables, written [[{at}]] (got {_type_name(value)})")
-    built: list[RemoteStorageConfig] = []
-    first_use: dict[str, str] = {}
-    bad = False
-    for index, entry in enumerate(value):
-        where = f"{at}[{index}]"
-        if not isinstance(entry, dict):
-            ctx.add(where, f"must be a table, written [[{at}]] (got {_type_name(entry)})")
-            bad = True
-            continue
-        # Names key the copies in job records and the UI, so two locations cannot share one.
-        name = entry.get("name")
-        if isinstance(name, str) and name:
-            if name in first_use:
-                ctx.add(
-                    f"{where}.name", f"duplicate name {name!r} (already used by {first_use[name]})"
-                )
-                bad = True
-            else:
-                first_use[name] = where
-        try:
-            built.append(_build(_REMOTE, entry, where, ctx))
-        except _Reported:
-            bad = True
-    if bad:
-        raise _Reported
-    return tuple(built)
-
-
 _STORAGE = _Section(
     StorageConfig,
     {
@@ -856,7 +860,7 @@ _STORAGE = _Section(
         "passphrase_file": _Field(_path),
         "passphrase_command": _Field(_argv),
         "pack_size_mib": _Field(_integer(4, 128)),
-        "remote_storage": _Field(_remote_list),
+        "remote_storage": _Field(_tables(_REMOTE, unique_names=True)),
     },
     refused={
         "encryption_key": (
@@ -906,35 +910,6 @@ _SCHEDULE_JOB = _Section(
 )
 
 
-def _schedule_jobs(value: Any, at: str, ctx: _Ctx) -> tuple[ScheduleJobConfig, ...]:
-    if not isinstance(value, list):
-        raise _Invalid(f"must be an array of tables, written [[{at}]] (got {_type_name(value)})")
-    built: list[ScheduleJobConfig] = []
-    first_use: dict[str, str] = {}
-    bad = False
-    for index, entry in enumerate(value):
-        where = f"{at}[{index}]"
-        if not isinstance(entry, dict):
-            ctx.add(where, f"must be a table, written [[{at}]] (got {_type_name(entry)})")
-            bad = True
-            continue
-        # Names key the pause state and run history, and `schedules pause NAME` picks by name.
-        name = entry.get("name")
-        if isinstance(name, str) and name:
-            if name in first_use:
-                ctx.add(f"{where}.name", f"duplicate name {name!r} (already used by {first_use[name]})")
-                bad = True
-            else:
-                first_use[name] = where
-        try:
-            built.append(_build(_SCHEDULE_JOB, entry, where, ctx))
-        except _Reported:
-            bad = True
-    if bad:
-        raise _Reported
-    return tuple(built)
-
-
 def _verify_schedule_references(values: dict[str, Any], ctx: _Ctx) -> None:
     # Cross-section: a scheduled job may only name sources and locations that exist, or
     # the daemon would find out at 02:00 instead of `config check` now.
@@ -976,7 +951,7 @@ _SCHEDULE = _Section(
         "parallel_backups": _Field(_boolean),
         "max_concurrent": _Field(_integer(1, 16)),
         "full_every_days": _Field(_integer(1)),
-        "jobs": _Field(_schedule_jobs),
+        "jobs": _Field(_tables(_SCHEDULE_JOB, unique_names=True)),
     },
 )
 
@@ -1155,25 +1130,6 @@ _DRILL_CHECK = _Section(
 )
 
 
-def _drill_checks(value: Any, at: str, ctx: _Ctx) -> tuple[DrillCheckConfig, ...]:
-    if not isinstance(value, list):
-        raise _Invalid(f"must be an array of tables, written [[{at}]] (got {_type_name(value)})")
-    built, bad = [], False
-    for index, entry in enumerate(value):
-        where = f"{at}[{index}]"
-        if not isinstance(entry, dict):
-            ctx.add(where, f"must be a table, written [[{at}]] (got {_type_name(entry)})")
-            bad = True
-            continue
-        try:
-            built.append(_build(_DRILL_CHECK, entry, where, ctx))
-        except _Reported:
-            bad = True
-    if bad:
-        raise _Reported
-    return tuple(built)
-
-
 _DRILLS = _Section(
     DrillsConfig,
     {
@@ -1182,7 +1138,7 @@ _DRILLS = _Section(
         "table": _Field(_matching(r"[^.\s]+\.[^.\s]+", 'must be schema.table, e.g. "public.orders"')),
         "work_dir": _Field(_path),
         "os_user": _Field(_string),
-        "checks": _Field(_drill_checks),
+        "checks": _Field(_tables(_DRILL_CHECK)),
     },
 )
 

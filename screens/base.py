@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from rich.text import Text
 
 from textual.screen import Screen
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Input
 from textual.widgets.data_table import ColumnKey, RowKey
 
 from core.jobs.api import Job, JobState
@@ -48,6 +48,32 @@ class ConsoleScreen(Screen):
 
     def refresh_data(self) -> None:
         """Reload what the screen shows (a worker); the default has nothing to load."""
+
+
+class TableFilter:
+    """The ``/`` filter of a screen with one table: an ``#filter`` Input shown on demand.
+    ``FILTERED_TABLE`` is the table's selector; the screen redraws on Input.Changed."""
+
+    FILTERED_TABLE: ClassVar[str]
+
+    def action_filter(self) -> None:
+        f = self.query_one("#filter", Input)  # type: ignore[attr-defined]
+        f.display = True
+        f.focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.query_one(self.FILTERED_TABLE, DataTable).focus()  # type: ignore[attr-defined]
+
+    def clear_filter(self, *, when_shown: bool = True) -> bool:
+        """Esc's first job: clear a filter being typed or in force (or, ``when_shown``,
+        merely shown) and return to the table. False: there was none, Esc goes back."""
+        f = self.query_one("#filter", Input)  # type: ignore[attr-defined]
+        if not (f.has_focus or f.value or (when_shown and f.display)):
+            return False
+        f.value = ""
+        f.display = False
+        self.query_one(self.FILTERED_TABLE, DataTable).focus()  # type: ignore[attr-defined]
+        return True
 
 
 def human_bytes(n: float | None) -> str:

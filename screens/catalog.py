@@ -9,7 +9,7 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from core.service import Snapshot
-from screens.base import ConsoleScreen, PlainTable, compact_time, human_bytes, short_source
+from screens.base import ConsoleScreen, PlainTable, TableFilter, compact_time, human_bytes, short_source
 from screens.messages import DataLoaded, LoadFailed
 
 COLUMNS = (("Id", "id"), ("Time", "time"), ("Source", "source"), ("Type", "type"), ("Size", "size"),
@@ -58,7 +58,8 @@ def detail_text(s: Snapshot, copies: tuple = ()) -> str:
     return "\n".join(lines)
 
 
-class CatalogScreen(ConsoleScreen):
+class CatalogScreen(TableFilter, ConsoleScreen):
+    FILTERED_TABLE = "#snapshots"
     BINDINGS = [
         Binding("escape", "escape", "Back", show=False, id="catalog.escape", tooltip="Clear the filter, else go back"),
         Binding("slash", "filter", "Filter", id="catalog.filter",
@@ -159,26 +160,13 @@ class CatalogScreen(ConsoleScreen):
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.action_browse()
 
-    def action_filter(self) -> None:
-        f = self.query_one("#filter", Input)
-        f.display = True
-        f.focus()
-
     def on_input_changed(self, event: Input.Changed) -> None:
         self._draw()
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.query_one("#snapshots", DataTable).focus()
-
     def action_escape(self) -> None:
         """Esc clears an active filter first, and only then goes back."""
-        f = self.query_one("#filter", Input)
-        if f.has_focus or f.value or f.display:
-            f.value = ""
-            f.display = False
-            self.query_one("#snapshots", DataTable).focus()
-            return
-        self.app.action_back()
+        if not self.clear_filter():
+            self.app.action_back()
 
     def action_reload(self) -> None:
         self._load()

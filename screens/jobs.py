@@ -9,8 +9,8 @@ from textual.widgets import DataTable, Footer, Header, Input
 
 from core.jobs.api import Job
 from screens.base import (
-    PlainTable,
-    STATE_MARK, ConsoleScreen, bar, human_bytes, human_duration, job_summary, progress_fraction, short_time,
+    STATE_MARK, ConsoleScreen, PlainTable, TableFilter, bar, human_bytes, human_duration, job_summary,
+    progress_fraction, short_time,
 )
 from screens.confirm import ConfirmScreen
 
@@ -18,7 +18,8 @@ COLUMNS = (("State", "state"), ("Job", "job"), ("Origin", "origin"), ("Started",
            ("Progress", "progress"), ("Rate", "rate"), ("ETA", "eta"), ("Id", "id"))
 
 
-class JobsScreen(ConsoleScreen):
+class JobsScreen(TableFilter, ConsoleScreen):
+    FILTERED_TABLE = "#jobs"
     MUTATING = frozenset({"cancel"})
     BINDINGS = [
         Binding("o", "open", "Detail", id="jobs.open", tooltip="Phase, progress, warnings and log of the job"),
@@ -108,23 +109,10 @@ class JobsScreen(ConsoleScreen):
         self.job_updated(job)
         self.notify(f"job {job_id}: cancel requested")
 
-    def action_filter(self) -> None:
-        f = self.query_one("#filter", Input)
-        f.display = True
-        f.focus()
-
     def on_input_changed(self, event: Input.Changed) -> None:
         self._rebuild()
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.query_one("#jobs", DataTable).focus()
-
     def action_escape(self) -> None:
         """Esc clears an active filter first, and only then goes back."""
-        f = self.query_one("#filter", Input)
-        if f.has_focus or f.value or f.display:
-            f.value = ""
-            f.display = False
-            self.query_one("#jobs", DataTable).focus()
-            return
-        self.app.action_back()
+        if not self.clear_filter():
+            self.app.action_back()

@@ -11,13 +11,14 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from core.service import Snapshot
-from screens.base import PlainTable, ConsoleScreen, human_bytes
+from screens.base import ConsoleScreen, PlainTable, TableFilter, human_bytes
 from screens.messages import DataLoaded, LoadFailed
 
 LIMIT = 5000  # rows drawn at once; the filter narrows larger trees
 
 
-class SnapshotFilesScreen(ConsoleScreen):
+class SnapshotFilesScreen(TableFilter, ConsoleScreen):
+    FILTERED_TABLE = "#files"
     BINDINGS = [
         Binding("slash", "filter", "Filter", id="files.filter", tooltip="Show only paths containing a text"),
         Binding("escape", "back", "Back", id="files.back", tooltip="Back to the catalog"),
@@ -76,22 +77,9 @@ class SnapshotFilesScreen(ConsoleScreen):
         self.query_one("#files-title", Static).update(
             f"{self.snapshot.short_id} {self.snapshot.source} · {len(rows)} of {len(self.entries)} entries{more}")
 
-    def action_filter(self) -> None:
-        f = self.query_one("#filter", Input)
-        f.display = True
-        f.focus()
-
     def on_input_changed(self, event: Input.Changed) -> None:
         self._draw()
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.query_one("#files", DataTable).focus()
-
     def action_back(self) -> None:
-        f = self.query_one("#filter", Input)
-        if f.has_focus or f.value:
-            f.value = ""
-            f.display = False
-            self.query_one("#files", DataTable).focus()
-            return
-        self.app.pop_screen()
+        if not self.clear_filter(when_shown=False):
+            self.app.pop_screen()

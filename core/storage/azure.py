@@ -29,6 +29,7 @@ from core.storage.backend import (
     as_bytes,
     checked_key,
 )
+from core.storage.credentials import key_values, read_credentials_file
 from core.storage.retry import TransientError
 
 __all__ = ["AzureBackend", "AzureCredentials", "load_credentials"]
@@ -84,17 +85,8 @@ def load_credentials(
     """The account URL and credential, from the file when named, else the environment.
     Messages name the file or variable and what is missing, never a value."""
     if credentials_file is not None:
-        try:
-            text = credentials_file.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise StorageError(f"{where}: credentials_file {credentials_file} does not exist") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise StorageError(f"{where}: credentials_file {credentials_file} cannot be read ({type(exc).__name__})") from None
-        fields: dict[str, str] = {}
-        for line in text.splitlines():
-            name, sep, value = line.partition("=")
-            if sep and name.strip() in _FILE_KEYS:
-                fields[name.strip()] = value.strip().strip('"')
+        text = read_credentials_file(credentials_file, where)
+        fields = key_values(text, _FILE_KEYS)
         file_where = f"{where}: credentials_file {credentials_file}"
         if not fields:
             return _from_connection_string(text, endpoint, file_where)

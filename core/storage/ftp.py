@@ -32,6 +32,7 @@ from core.storage.backend import (
     StorageUsage,
     checked_key,
 )
+from core.storage.credentials import key_values, read_credentials_file
 from core.storage.retry import TransientError, cleanup
 from core.storage.sftp import parse_endpoint
 
@@ -43,17 +44,8 @@ TMP_PREFIX = ".tmp-"
 def read_password(path: Path, where: str) -> tuple[str | None, str]:
     """(username or None, password) from a credentials file: ``password = ...`` (and
     optionally ``username = ...``) lines, or the whole file as the password."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise StorageError(f"{where}: credentials_file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise StorageError(f"{where}: credentials_file {path} cannot be read ({type(exc).__name__})") from None
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        name, sep, value = line.partition("=")
-        if sep and name.strip() in ("username", "password"):
-            fields[name.strip()] = value.strip().strip('"')
+    text = read_credentials_file(path, where)
+    fields = key_values(text, ("username", "password"))
     if "password" in fields:
         return fields.get("username"), fields["password"]
     password = text.rstrip("\r\n")

@@ -30,6 +30,7 @@ from core.storage.backend import (
     checked_key,
     payload_size,
 )
+from core.storage.credentials import read_credentials_file
 from core.storage.retry import TransientError, cleanup
 
 __all__ = ["S3Backend", "GCS_ENDPOINT"]
@@ -389,12 +390,10 @@ def _read_credentials(path: Path, where: str) -> dict[str, str]:
     """Keys from a shared-credentials file ([default] aws_access_key_id = ...); GCS HMAC
     keys are written the same way. Errors name the file and the missing key, never a value."""
     parser = configparser.RawConfigParser()
+    text = read_credentials_file(path, where)
     try:
-        with path.open(encoding="utf-8") as handle:
-            parser.read_file(handle)
-    except FileNotFoundError:
-        raise StorageError(f"{where}: credentials_file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, configparser.Error) as exc:
+        parser.read_string(text, str(path))
+    except configparser.Error as exc:
         raise StorageError(f"{where}: credentials_file {path} cannot be read ({type(exc).__name__})") from None
     sections = parser.sections()
     section = "default" if "default" in sections else (sections[0] if sections else None)

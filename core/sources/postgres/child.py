@@ -61,6 +61,17 @@ def server_env() -> dict[str, str]:
     return env
 
 
+def spawn(argv: list[str], env: dict[str, str], *, stdin=subprocess.DEVNULL,
+          stdout=subprocess.PIPE) -> tuple[subprocess.Popen, StderrReader]:
+    """Start a PostgreSQL program (an argument list, never a shell) with its stderr collected
+    on a thread; a program that cannot start is a DatabaseError naming it."""
+    try:
+        proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=env)
+    except OSError as exc:
+        raise DatabaseError(f"cannot start {argv[0]}: {exc.strerror}") from None
+    return proc, StderrReader(proc.stderr)
+
+
 def last_lines(text: str, n: int = 8) -> str:
     lines = [ln for ln in text.splitlines() if ln.strip()]
     return "\n".join(lines[-n:])
@@ -84,12 +95,7 @@ async def store_output(repo: Repository, target: PgTarget, argv: list[str], *, p
     ``observe`` sees the bytes in place as they are chunked) while ``during`` runs (pg_dump's
     metadata queries in the same exported snapshot). A non-zero exit raises DatabaseError
     naming ``program`` with its last stderr lines."""
-    try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=env or target.child_env())
-    except OSError as exc:
-        raise DatabaseError(f"cannot start {argv[0]}: {exc.strerror}") from None
-    errors = StderrReader(proc.stderr)
+    proc, errors = spawn(argv, env or target.child_env())
     writer = StreamWriter(repo)
     stdout = wrap(proc.stdout) if wrap is not None else proc.stdout
     store = asyncio.ensure_future(writer.store(stdout, on_bytes, observe))

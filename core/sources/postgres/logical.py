@@ -46,7 +46,7 @@ from core.repository.snapshot import Snapshot
 from core.repository.tree import FILE, Node, Tree
 from core.sources.postgres import dumpsum, toc
 from core.restore.stream import iter_content
-from core.sources.postgres.child import StderrReader, last_lines, store_output
+from core.sources.postgres.child import StderrReader, last_lines, spawn, store_output
 from core.sources.postgres.connection import PgTarget
 from core.sources.postgres.tools import check_dump_tool, check_restore_tool, find_tool
 
@@ -110,7 +110,6 @@ async def table_counts(conn: psycopg.AsyncConnection) -> dict[str, int]:
 # Output settings that make row::text the same on every server and session.
 _CANONICAL = ("SET TimeZone = 'UTC'", "SET DateStyle = 'ISO, YMD'", "SET IntervalStyle = 'postgres'",
               "SET extra_float_digits = 3", "SET bytea_output = 'hex'", "SET lc_monetary = 'C'")
-CHECKSUM_METHOD = dumpsum.METHOD  # what new snapshots record (taken from the dump stream)
 # Server-side methods: snapshots taken before dump-blake3-v1 are validated with their own.
 _ROW_DIGESTS = {
     # Two seeded 64-bit hashes of each row's text, summed exactly (int128 sums). md5 plus the
@@ -271,12 +270,7 @@ async def dump_checksums(target: PgTarget, pg_bin_dir=None, tables: set[str] | N
         schema, _, name = t.partition(".")
         argv.append("--table=" + ".".join('"' + part.replace('"', '""') + '"' for part in (schema, name)))
     argv += ["-d", target.conninfo()]
-    try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env=dump_env(target))
-    except OSError as exc:
-        raise DatabaseError(f"cannot start {argv[0]}: {exc.strerror}") from None
-    errors = StderrReader(proc.stderr)
+    proc, errors = spawn(argv, dump_env(target))
     try:
         sums = await asyncio.to_thread(dumpsum.checksum_stream, proc.stdout)
         code = await asyncio.to_thread(proc.wait)
@@ -653,14 +647,8 @@ async def _pipe_dump(repo: Repository, node: Node, target: PgTarget, argv: list[
     """Write the dump's blobs, in order, to ``argv``'s stdin. Returns (bytes written, stderr,
     stdout when ``capture``). With ``early_exit`` the program may stop reading before the end
     (-l, -L) as long as it exits 0."""
-    pg_restore = argv[0]
-    try:
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, env=target.child_env())
-    except OSError as exc:
-        raise DatabaseError(f"cannot start {pg_restore}: {exc.strerror}") from None
-    errors = StderrReader(proc.stderr)
+    proc, errors = spawn(argv, target.child_env(), stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE if capture else subprocess.DEVNULL)
     output = StderrReader(proc.stdout, 256 * 1024 * 1024) if capture else None
     written = 0
     broken = False
