@@ -151,16 +151,24 @@ class BackupService:
                 chosen.append(spec)
             specs = chosen
             database = database if want_database else None
-        preload = None
-        if database is not None and self._repo is None:
-            # psycopg's imports (~0.15 s) run on a thread while the passphrase's scrypt runs on
-            # another: both are start-up that pg_dump would otherwise wait for.
+        dump = preload = None
+        if database is not None and database.mode == "logical":
+            # pg_dump starts now, in its exported snapshot, and waits on its pipe: its
+            # connection and catalog reads and the row counts overlap the passphrase's
+            # scrypt, the lock and the index load instead of following them.
+            dump = asyncio.ensure_future(_start_dump(database))
+        elif database is not None and self._repo is None:
+            # psycopg's imports (~0.15 s) run on a thread while the passphrase's scrypt runs.
             preload = asyncio.ensure_future(asyncio.to_thread(importlib.import_module, "psycopg"))
-        repo = await self.repository(load_index=False)
-        if preload is not None:
-            await preload
-        result = await run_backup(repo, specs, kind=kind, tags=tags, workers=self.workers,
-                                  on_progress=on_progress, database=database)
+        try:
+            repo = await self.repository(load_index=False)
+            if preload is not None:
+                await preload
+            result = await run_backup(repo, specs, kind=kind, tags=tags, workers=self.workers,
+                                      on_progress=on_progress, database=database, started_dump=dump)
+        finally:
+            if dump is not None:
+                await _stop_dump(dump)
         return await self._copy_after_backup(result) if copy else result
 
     # -- locations: copies, one catalog, monitoring (core/locations) -------------------
@@ -533,3 +541,18 @@ def _master_of(repo: Repository):
 
 
 __all__ = ["BackupService", "KeyInfo", "PassphraseSource", "RestoreOutcome", "Snapshot"]
+
+
+async def _start_dump(database):
+    # logical.py imports psycopg (~0.15 s): on a thread, beside the scrypt.
+    logical = await asyncio.to_thread(importlib.import_module, "core.sources.postgres.logical")
+    return await logical.start_dump(database)
+
+
+async def _stop_dump(dump: asyncio.Future) -> None:
+    """Stop a dump started early that the backup did not take (a wrong passphrase, a held
+    lock); the backup closes one it took itself."""
+    dump.cancel()
+    outcome = (await asyncio.gather(dump, return_exceptions=True))[0]
+    if not isinstance(outcome, BaseException):
+        await outcome.close()

@@ -76,14 +76,16 @@ class Chunker:
             self._buf[:tail] = self._buf[self._start:self._end]
             self._start, self._end = 0, tail
         view = memoryview(self._buf)
+        begin = self._end
         while self._end < len(self._buf) and not self._eof:
             n = self._stream.readinto(view[self._end:])
             if not n:
                 self._eof = True
             else:
-                if self._observe is not None:
-                    self._observe(self._buf, self._end, self._end + n)
                 self._end += n
+        # Once per fill, not per read: a pipe can return a few KiB a read.
+        if self._observe is not None and self._end > begin:
+            self._observe(self._buf, begin, self._end)
 
     def take(self, max_bytes: int) -> list[bytes]:
         """The next chunks, about ``max_bytes`` worth; empty at end of stream."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -56,8 +56,10 @@ def _reference(snaps: list[Snapshot], source: str, kind: str) -> Snapshot | None
 async def run_backup(repo: Repository, sources: list[SourceSpec], *, kind: str = "incremental",
                      tags: tuple[str, ...] = (), workers: int = 2,
                      on_progress: Callable[[str, ArchiveStats], None] | None = None,
-                     database: DatabaseConfig | None = None) -> BackupResult:
-    """Back up ``database`` (when given) and then each file source, one snapshot each."""
+                     database: DatabaseConfig | None = None,
+                     started_dump: Awaitable | None = None) -> BackupResult:
+    """Back up ``database`` (when given) and then each file source, one snapshot each.
+    ``started_dump``: the logical dump of ``database``, already begun (service.backup)."""
     if kind not in SNAPSHOT_TYPES:
         raise UsageError(f"unknown backup type {kind!r}: use one of {', '.join(SNAPSHOT_TYPES)}")
     backup_set = uuid.uuid4().hex[:16]
@@ -67,7 +69,8 @@ async def run_backup(repo: Repository, sources: list[SourceSpec], *, kind: str =
         await repo.adopt_unindexed_packs()
         existing, _ = await repo.list_snapshots()
         if database is not None:
-            results.append(await _backup_database(repo, database, backup_set, tags, on_progress))
+            results.append(await _backup_database(repo, database, backup_set, tags, on_progress,
+                                                  started_dump))
         for spec in sources:
             ref = _reference(existing, spec.name, kind)
             if kind != "full" and ref is None:
@@ -84,7 +87,8 @@ async def run_backup(repo: Repository, sources: list[SourceSpec], *, kind: str =
 
 
 async def _backup_database(repo: Repository, db: DatabaseConfig, backup_set: str, tags: tuple[str, ...],
-                           on_progress: Callable[[str, ArchiveStats], None] | None) -> SourceResult:
+                           on_progress: Callable[[str, ArchiveStats], None] | None,
+                           started_dump: Awaitable | None = None) -> SourceResult:
     """A database snapshot is always a full dump; its failure costs the file sources nothing."""
     from core.sources.postgres.logical import SOURCE, backup_logical
 
@@ -103,7 +107,11 @@ async def _backup_database(repo: Repository, db: DatabaseConfig, backup_set: str
             on_progress(SOURCE, stats)
 
     try:
-        snap = await take(repo, db, backup_set=backup_set, tags=tags, on_bytes=on_bytes)
+        if started_dump is not None:
+            snap = await backup_logical(repo, db, backup_set=backup_set, tags=tags, on_bytes=on_bytes,
+                                        started=started_dump)
+        else:
+            snap = await take(repo, db, backup_set=backup_set, tags=tags, on_bytes=on_bytes)
     except (SourceError, UsageError) as exc:
         return SourceResult(SOURCE, None, str(exc), exc.exit_code)
     return SourceResult(SOURCE, snap)

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from core.backup.pipe import PipeReader, pipe_capacity
 from core.backup.stream import StreamWriter
 from core.errors import DatabaseError
 from core.repository.repository import Repository
@@ -69,6 +70,8 @@ def spawn(argv: list[str], env: dict[str, str], *, stdin=subprocess.DEVNULL,
         proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=env)
     except OSError as exc:
         raise DatabaseError(f"cannot start {argv[0]}: {exc.strerror}") from None
+    if stdout is subprocess.PIPE:
+        pipe_capacity(proc.stdout.fileno())  # from the start: it may run ahead of our reading
     return proc, StderrReader(proc.stderr)
 
 
@@ -90,15 +93,16 @@ async def store_output(repo: Repository, target: PgTarget, argv: list[str], *, p
                        wrap: Callable[[Any], Any] | None = None,
                        observe: Callable[[bytearray, int, int], None] | None = None,
                        env: dict[str, str] | None = None,
-                       during: Callable[[], Awaitable[Any]] | None = None) -> StoredOutput:
-    """Run ``argv`` and store its stdout (through ``wrap``, a read-through tap, if given;
-    ``observe`` sees the bytes in place as they are chunked) while ``during`` runs (pg_dump's
-    metadata queries in the same exported snapshot). A non-zero exit raises DatabaseError
-    naming ``program`` with its last stderr lines."""
-    proc, errors = spawn(argv, env or target.child_env())
+                       during: Callable[[], Awaitable[Any]] | None = None,
+                       spawned: tuple[subprocess.Popen, StderrReader] | None = None) -> StoredOutput:
+    """Run ``argv`` (or take over ``spawned``, already running) and store its stdout (through
+    ``wrap``, a read-through tap, if given; ``observe`` sees the bytes in place as they are
+    chunked) while ``during`` runs (pg_dump's metadata queries in the same exported snapshot).
+    A non-zero exit raises DatabaseError naming ``program`` with its last stderr lines."""
+    proc, errors = spawned or spawn(argv, env or target.child_env())
     writer = StreamWriter(repo)
-    stdout = wrap(proc.stdout) if wrap is not None else proc.stdout
-    store = asyncio.ensure_future(writer.store(stdout, on_bytes, observe))
+    reader = PipeReader(proc.stdout)
+    store = asyncio.ensure_future(writer.store(wrap(reader) if wrap is not None else reader, on_bytes, observe))
     try:
         result = await during() if during is not None else None
         ids, size = await store
@@ -113,6 +117,8 @@ async def store_output(repo: Repository, target: PgTarget, argv: list[str], *, p
         await repo.abort()
         raise
     finally:
+        # The child has exited (or was killed): the reader's last read has returned.
+        await asyncio.to_thread(reader.close)
         proc.stdout.close()
     text = errors.text()
     if code != 0:

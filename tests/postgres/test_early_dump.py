@@ -1,0 +1,124 @@
+"""A logical backup starts pg_dump before the repository is open (service.backup), so its
+start-up overlaps the key derivation and the lock. A backup that then cannot go on (wrong
+passphrase, a prune holding the lock) must leave no pg_dump running and no session holding
+the exported snapshot; one that can, stores the dump it started."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import PASSPHRASE, Workspace
+from core.config import load_config
+from core.errors import LockHeld, WrongPassphrase
+from core.repository.lock import Lock
+from core.service import BackupService
+from core.storage.local import LocalBackend
+
+
+def _children(name: str) -> list[int]:
+    """Our child processes named ``name`` that have not been reaped."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        comm = text[text.index("(") + 1:text.rindex(")")]
+        ppid = int(text[text.rindex(")") + 2:].split()[1])
+        if ppid == os.getpid() and comm == name:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def cluster(pg_cluster):
+    c = pg_cluster()
+    c.createdb("early")
+    c.psql("CREATE TABLE t AS SELECT g AS id, repeat('x', 200) AS pad FROM generate_series(1, 200000) g",
+           "early")
+    return c
+
+
+@pytest.fixture
+def db_ws(ws: Workspace, cluster) -> tuple[Workspace, object]:
+    c = cluster
+    ws.config.write_text(f'[database]\nenabled = true\nurl = "{c.url("early")}"\npg_bin_dir = "{c.bin}"\n'
+                         f'[storage]\nlocal_path = "{ws.repo}"\n')
+    assert ws.cli("init").code == 0
+    return ws, c
+
+
+def _sessions(c) -> int:
+    return int(c.psql("SELECT count(*) FROM pg_stat_activity WHERE datname = 'early' "
+                      "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"))
+
+
+def _settled(c) -> int:
+    for _ in range(50):  # a closed session's backend takes a moment to go
+        if not _sessions(c):
+            return 0
+        asyncio.run(asyncio.sleep(0.1))
+    return _sessions(c)
+
+
+def test_a_held_lock_stops_the_dump_it_started(db_ws) -> None:
+    ws, c = db_ws
+
+    async def run() -> None:
+        prune = await Lock(LocalBackend(ws.repo), exclusive=True, operation="prune").acquire()
+        svc = BackupService(load_config(ws.config), lambda confirm: PASSPHRASE)
+        try:
+            with pytest.raises(LockHeld):
+                await svc.backup(sources=["database"])
+            assert _children("pg_dump") == []
+        finally:
+            await prune.release()
+            await svc.close()
+
+    asyncio.run(run())
+    assert _settled(c) == 0
+    assert ws.cli("snapshots", "--json").json()["snapshots"] == []
+
+
+def test_a_wrong_passphrase_stops_the_dump_it_started(db_ws) -> None:
+    ws, c = db_ws
+
+    async def run() -> None:
+        svc = BackupService(load_config(ws.config), lambda confirm: "not the passphrase")
+        try:
+            with pytest.raises(WrongPassphrase):
+                await svc.backup(sources=["database"])
+            assert _children("pg_dump") == []
+        finally:
+            await svc.close()
+
+    asyncio.run(run())
+    assert _settled(c) == 0
+
+
+def test_the_started_dump_is_the_one_stored(db_ws) -> None:
+    ws, c = db_ws
+
+    async def run() -> dict:
+        svc = BackupService(load_config(ws.config), lambda confirm: PASSPHRASE)
+        try:
+            result = await svc.backup(sources=["database"])
+            assert _children("pg_dump") == []
+            [r] = result.results
+            assert r.error is None
+            return r.snapshot.metadata
+        finally:
+            await svc.close()
+
+    meta = asyncio.run(run())
+    assert meta["tables"]["public.t"] == 200000
+    assert meta["checksum_method"] == "dump-blake3-v1" and "public.t" in meta["checksums"]
+    assert _settled(c) == 0
+    r = ws.cli("restore", "latest", "--source", "database", "--target-db", c.url("early_copy"))
+    assert r.code == 0, r.err
+    assert c.psql("SELECT count(*) FROM t", "early_copy") == "200000"
+    c.psql("DROP DATABASE early_copy")
