@@ -107,6 +107,16 @@ class MonitorState:
         loc.setdefault("samples", [])
         return loc
 
+    def sample_due(self, name: str, at: datetime | None = None) -> bool:
+        """Whether ``add_sample`` would keep a sample now: measuring usage lists the whole
+        location, which a backup need not pay for every run."""
+        samples = self._read()["locations"].get(name, {}).get("samples") or []
+        try:
+            last = datetime.fromisoformat(samples[-1][0])
+        except (IndexError, TypeError, ValueError):
+            return True
+        return (at or _now()) - last >= SAMPLE_EVERY
+
     def add_sample(self, name: str, usage: StorageUsage, at: datetime | None = None) -> None:
         if usage.bytes_used is None:
             return

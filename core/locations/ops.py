@@ -91,6 +91,8 @@ class LocationOps:
             return tuple(new)
 
     async def _sample(self, name: str) -> None:
+        if not await asyncio.to_thread(self.state.sample_due, name):
+            return
         try:
             usage = await usage_of(self.sites.backend(name))
         except (AxisorError, OSError):
