@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from core.backup.pipe import PipeReader, pipe_capacity
+from core.backup.pipe import PipeReader
 from core.backup.stream import StreamWriter
 from core.errors import DatabaseError
 from core.repository.repository import Repository
@@ -70,9 +70,30 @@ def spawn(argv: list[str], env: dict[str, str], *, stdin=subprocess.DEVNULL,
         proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=env)
     except OSError as exc:
         raise DatabaseError(f"cannot start {argv[0]}: {exc.strerror}") from None
-    if stdout is subprocess.PIPE:
-        pipe_capacity(proc.stdout.fileno())  # from the start: it may run ahead of our reading
     return proc, StderrReader(proc.stderr)
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """A program started by ``start``: its stdout is already being read ahead (so it can
+    get on with its work before anyone consumes the output), its stderr collected."""
+
+    proc: subprocess.Popen
+    errors: StderrReader
+    stdout: PipeReader
+
+    async def stop(self) -> None:
+        """Kill it if still running and release the reader (safe to call twice)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        await asyncio.to_thread(self.proc.wait)
+        await asyncio.to_thread(self.stdout.close)  # its last read has returned: the writer is gone
+        self.proc.stdout.close()
+
+
+def start(argv: list[str], env: dict[str, str]) -> Running:
+    proc, errors = spawn(argv, env)
+    return Running(proc, errors, PipeReader(proc.stdout))
 
 
 def last_lines(text: str, n: int = 8) -> str:
@@ -94,15 +115,16 @@ async def store_output(repo: Repository, target: PgTarget, argv: list[str], *, p
                        observe: Callable[[bytearray, int, int], None] | None = None,
                        env: dict[str, str] | None = None,
                        during: Callable[[], Awaitable[Any]] | None = None,
-                       spawned: tuple[subprocess.Popen, StderrReader] | None = None) -> StoredOutput:
-    """Run ``argv`` (or take over ``spawned``, already running) and store its stdout (through
+                       running: Running | None = None) -> StoredOutput:
+    """Run ``argv`` (or take over ``running``, already started) and store its stdout (through
     ``wrap``, a read-through tap, if given; ``observe`` sees the bytes in place as they are
     chunked) while ``during`` runs (pg_dump's metadata queries in the same exported snapshot).
     A non-zero exit raises DatabaseError naming ``program`` with its last stderr lines."""
-    proc, errors = spawned or spawn(argv, env or target.child_env())
+    child = running or start(argv, env or target.child_env())
+    proc = child.proc
     writer = StreamWriter(repo)
-    reader = PipeReader(proc.stdout)
-    store = asyncio.ensure_future(writer.store(wrap(reader) if wrap is not None else reader, on_bytes, observe))
+    stdout = wrap(child.stdout) if wrap is not None else child.stdout
+    store = asyncio.ensure_future(writer.store(stdout, on_bytes, observe))
     try:
         result = await during() if during is not None else None
         ids, size = await store
@@ -117,10 +139,8 @@ async def store_output(repo: Repository, target: PgTarget, argv: list[str], *, p
         await repo.abort()
         raise
     finally:
-        # The child has exited (or was killed): the reader's last read has returned.
-        await asyncio.to_thread(reader.close)
-        proc.stdout.close()
-    text = errors.text()
+        await child.stop()
+    text = child.errors.text()
     if code != 0:
         await repo.abort()
         detail = target.scrub(last_lines(text)) or f"exit status {code}"

@@ -46,7 +46,7 @@ from core.repository.snapshot import Snapshot
 from core.repository.tree import FILE, Node, Tree
 from core.sources.postgres import dumpsum, toc
 from core.restore.stream import iter_content
-from core.sources.postgres.child import StderrReader, last_lines, spawn, store_output
+from core.sources.postgres.child import Running, StderrReader, last_lines, spawn, start, store_output
 from core.sources.postgres.connection import PgTarget
 from core.sources.postgres.tools import Tool, check_dump_tool, check_restore_tool, find_tool
 
@@ -190,29 +190,27 @@ async def _metadata(conn: psycopg.AsyncConnection) -> dict:
 
 @dataclass(slots=True, eq=False)
 class StartedDump:
-    """pg_dump running in an exported snapshot, the metadata being read beside it.
+    """pg_dump running in an exported snapshot, its output already read ahead (PipeReader,
+    bounded), the metadata being read beside it.
 
-    Started before the repository is open (``start_dump``), so pg_dump's connection and
-    catalog reads and the row counts overlap the key derivation, the lock and the index
-    load: on a one-shot CLI backup that start-up was a tenth of pg_dump's own time.
+    Started before the repository is open (``start_dump``), so pg_dump's connection,
+    catalog reads and first tens of megabytes and the row counts overlap the key
+    derivation, the lock and the index load: on a one-shot CLI backup that start-up was a
+    tenth of pg_dump's own time.
     ``backup_logical`` stores it; ``close`` stops whatever is left (safe to call twice)."""
 
     target: PgTarget
     pg_dump: Tool
     conn: psycopg.AsyncConnection
     dbname: str
-    proc: subprocess.Popen
-    errors: StderrReader
+    child: Running
     metadata: asyncio.Future
     started: float
 
     async def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()  # blocked on a full pipe nobody reads: the backup stopped first
-        await asyncio.to_thread(self.proc.wait)
+        await self.child.stop()  # pg_dump may still be running: the backup stopped first
         self.metadata.cancel()
         await asyncio.gather(self.metadata, return_exceptions=True)
-        self.proc.stdout.close()
         await self.conn.close()
 
 
@@ -241,15 +239,14 @@ async def start_dump(db: DatabaseConfig, target: PgTarget | None = None) -> Star
         check_dump_tool(pg_dump, version_num, version)
         argv = [str(pg_dump.path), "--format=custom", "--compress=0", f"--snapshot={snapshot_id}",
                 "--no-password", "-d", target.with_dbname(dbname).conninfo()]
-        proc, errors = spawn(argv, dump_env(target))
+        child = start(argv, dump_env(target))
     except psycopg.Error as exc:
         await conn.close()
         raise DatabaseError(f"reading {target.describe()} failed: {target.scrub(str(exc).strip())}") from None
     except BaseException:
         await conn.close()
         raise
-    return StartedDump(target, pg_dump, conn, dbname, proc, errors,
-                       asyncio.ensure_future(_metadata(conn)), started)
+    return StartedDump(target, pg_dump, conn, dbname, child, asyncio.ensure_future(_metadata(conn)), started)
 
 
 async def backup_logical(repo: Repository, db: DatabaseConfig, *, backup_set: str = "",
@@ -304,7 +301,7 @@ async def _dump(repo: Repository, dump: StartedDump, on_bytes: Callable[[int], N
     sums = dumpsum.DumpChecksums() if checksums else None
     out = await store_output(repo, dump.target, [], program="pg_dump", on_bytes=on_bytes,
                              observe=sums.feed if sums is not None else None,
-                             spawned=(dump.proc, dump.errors), during=lambda: dump.metadata)
+                             running=dump.child, during=lambda: dump.metadata)
     metadata = out.during
     warnings = [ln for ln in out.stderr.splitlines() if ln.strip()]
     metadata["checksum_method"], metadata["checksums"] = "count-only", {}
