@@ -169,6 +169,10 @@ async def large_object_stats(conn: psycopg.AsyncConnection) -> dict | None:
 async def _metadata(conn: psycopg.AsyncConnection) -> dict:
     """What the snapshot records about the database, read in the dump's exported snapshot.
     Row counts here; the row checksums come from the dump stream itself (dumpsum)."""
+    # The counts run beside pg_dump and must not take its cores: a parallel count(*) of a
+    # 6.4 M-row table cost 0.56 s of server CPU across three processes, a serial one 0.43 s.
+    await conn.execute("SET max_parallel_workers_per_gather = 0")
+    await conn.execute("SET jit = off")
     (version, version_num, dbname, size, encoding), = await _rows(
         conn, "SELECT current_setting('server_version'), current_setting('server_version_num')::int, "
               "current_database(), pg_database_size(current_database()), "
