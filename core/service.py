@@ -17,7 +17,7 @@ from pathlib import Path
 
 from core.backup.archiver import ArchiveStats
 from core.backup.run import BackupResult, run_backup
-from core.config import Config
+from core.config import Config, DatabaseConfig
 from core.errors import AxisorError, RestoreRefused, SnapshotNotFound, UsageError
 from core.repository import keys as keyfiles
 from core.repository.lock import Lock, LockInfo, remove_stale
@@ -540,11 +540,9 @@ def _master_of(repo: Repository):
     return repo.master
 
 
-__all__ = ["BackupService", "KeyInfo", "PassphraseSource", "RestoreOutcome", "Snapshot"]
-
-
-async def _start_dump(database):
-    # logical.py imports psycopg (~0.15 s): on a thread, beside the scrypt.
+async def _start_dump(database: DatabaseConfig):
+    """core.sources.postgres.logical.start_dump; the module (it imports psycopg, ~0.1 s) is
+    imported on a thread, beside the scrypt."""
     logical = await asyncio.to_thread(importlib.import_module, "core.sources.postgres.logical")
     return await logical.start_dump(database)
 
@@ -556,3 +554,6 @@ async def _stop_dump(dump: asyncio.Future) -> None:
     outcome = (await asyncio.gather(dump, return_exceptions=True))[0]
     if not isinstance(outcome, BaseException):
         await outcome.close()
+
+
+__all__ = ["BackupService", "KeyInfo", "PassphraseSource", "RestoreOutcome", "Snapshot"]
