@@ -578,6 +578,7 @@ async def cmd_wal_push(svc: BackupService, args, out: Output) -> int:
     r = await svc.wal_push(args.wal_path)
     if out.json:  # quiet otherwise: the server logs whatever an archive_command prints
         out.emit({"name": r.name, "size": r.size, "already_archived": r.already,
+                  "from_marker": r.from_marker, "pushed_ahead": list(r.pushed_ahead),
                   "seconds": round(time.monotonic() - started, 3)}, str)
     return EXIT_OK
 

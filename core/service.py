@@ -461,12 +461,28 @@ class BackupService:
     # -- PostgreSQL WAL archiving ------------------------------------------------------
 
     async def wal_push(self, path: Path):
-        """archive_command: store one WAL file; durable when this returns (PushResult)."""
-        from core.sources.postgres.wal import push
+        """archive_command: store one WAL file; durable when this returns (PushResult). Also
+        stores the files the server has ready next, so their own pushes are answered without
+        opening the repository (core/sources/postgres/wal_ahead.py)."""
+        from dataclasses import replace
 
+        from core.jobs.store import state_dir
+        from core.repository import repo_config
+        from core.sources.postgres.wal import PushResult, push
+        from core.sources.postgres.wal_ahead import Markers, push_ahead
+
+        public = await repo_config.read_public(self.backend)
+        markers = await asyncio.to_thread(Markers.open, state_dir(self.config), str(public.get("id", "")))
+        if markers is not None:
+            hit = await asyncio.to_thread(markers.take, path)
+            if hit is not None:
+                return PushResult(hit.name, hit.size, True, hit.sha256, from_marker=True)
         repo = await self.repository(load_index=False)
         async with Lock(self.backend, exclusive=False, operation="wal-push"):
-            return await push(repo, path)
+            result = await push(repo, path)
+            if markers is not None:
+                result = replace(result, pushed_ahead=await push_ahead(repo, path, markers))
+        return result
 
     async def wal_fetch(self, name: str, dest: Path) -> int:
         """restore_command: write WAL file ``name`` to ``dest``; WalNotFound when it is not archived."""

@@ -100,6 +100,9 @@ class PushResult:
     name: str
     size: int
     already: bool  # identical content was archived before: nothing written
+    sha256: str = ""
+    from_marker: bool = False  # answered by a push ahead (wal_ahead), the repository unopened
+    pushed_ahead: tuple[str, ...] = ()  # other files the server had ready, stored by this call
 
 
 def _ad(name: str) -> bytes:
@@ -156,7 +159,7 @@ async def push(repo: Repository, path: Path) -> PushResult:
     existing = await load_manifest(repo, name)
     if existing is not None:
         if _same(existing, len(data), digest):
-            return PushResult(name, len(data), True)
+            return PushResult(name, len(data), True, digest)
         raise _conflict(name, existing, len(data), digest)
     writer = StreamWriter(repo)
     try:
@@ -178,8 +181,8 @@ async def push(repo: Repository, path: Path) -> PushResult:
         other = await load_manifest(repo, name)
         if other is None or not _same(other, size, digest):
             raise _conflict(name, other or m, size, digest) from None
-        return PushResult(name, size, True)
-    return PushResult(name, size, False)
+        return PushResult(name, size, True, digest)
+    return PushResult(name, size, False, digest)
 
 
 async def fetch(repo: Repository, name: str, dest: Path) -> int:
