@@ -20,7 +20,7 @@ from core.backup.run import BackupResult, run_backup
 from core.config import Config, DatabaseConfig
 from core.errors import AxisorError, RestoreRefused, SnapshotNotFound, UsageError
 from core.repository import keys as keyfiles
-from core.repository.lock import Lock, LockInfo, remove_stale
+from core.repository.lock import Lock, LockInfo, exclusive_holder, remove_stale
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
 from core.repository.tree import Node
@@ -152,10 +152,11 @@ class BackupService:
             specs = chosen
             database = database if want_database else None
         dump = preload = None
-        if database is not None and database.mode == "logical":
-            # pg_dump starts now, in its exported snapshot, and waits on its pipe: its
-            # connection and catalog reads and the row counts overlap the passphrase's
-            # scrypt, the lock and the index load instead of following them.
+        if database is not None and database.mode == "logical" and not await self._exclusively_locked():
+            # pg_dump starts now, in its exported snapshot, read ahead: its connection and
+            # catalog reads overlap the passphrase's scrypt, the lock and the index load
+            # instead of following them. Not while a prune holds the repository: the run
+            # would be refused (and, from a job, retried for minutes).
             dump = asyncio.ensure_future(_start_dump(database))
         elif database is not None and self._repo is None:
             # psycopg's imports (~0.15 s) run on a thread while the passphrase's scrypt runs.
@@ -170,6 +171,12 @@ class BackupService:
             if dump is not None:
                 await _stop_dump(dump)
         return await self._copy_after_backup(result) if copy else result
+
+    async def _exclusively_locked(self) -> bool:
+        try:
+            return await exclusive_holder(self.backend) is not None
+        except (AxisorError, OSError):
+            return False  # no repository, or unreadable: opening it says so properly
 
     # -- locations: copies, one catalog, monitoring (core/locations) -------------------
 

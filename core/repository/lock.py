@@ -80,6 +80,15 @@ async def list_locks(backend: Backend) -> list[LockInfo]:
     return out
 
 
+async def exclusive_holder(backend: Backend) -> LockInfo | None:
+    """A live exclusive lock (a prune, an unlock), if one is held: a shared locker will be
+    refused. A hint only: the lock may come or go before anyone acts on it."""
+    for other in await list_locks(backend):
+        if other.exclusive and not other.is_stale():
+            return other
+    return None
+
+
 class Lock:
     def __init__(self, backend: Backend, exclusive: bool, operation: str) -> None:
         self.backend = backend

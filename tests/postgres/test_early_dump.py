@@ -15,6 +15,7 @@ from conftest import PASSPHRASE, Workspace
 from core.config import load_config
 from core.errors import LockHeld, WrongPassphrase
 from core.repository.lock import Lock
+import core.service as service_module
 from core.service import BackupService
 from core.storage.local import LocalBackend
 
@@ -46,10 +47,37 @@ def cluster(pg_cluster):
 @pytest.fixture
 def db_ws(ws: Workspace, cluster) -> tuple[Workspace, object]:
     c = cluster
-    ws.config.write_text(f'[database]\nenabled = true\nurl = "{c.url("early")}"\npg_bin_dir = "{c.bin}"\n'
+    # pg_dump through a wrapper that logs each run, then runs the real one.
+    bindir = ws.root / "bin"
+    bindir.mkdir()
+    for name in ("pg_dump", "pg_restore"):
+        (bindir / name).write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{ws.root / "runs.log"}"\n'
+                                   f'exec "{c.bin / name}" "$@"\n')
+        (bindir / name).chmod(0o755)
+    ws.config.write_text(f'[database]\nenabled = true\nurl = "{c.url("early")}"\npg_bin_dir = "{bindir}"\n'
                          f'[storage]\nlocal_path = "{ws.repo}"\n')
     assert ws.cli("init").code == 0
     return ws, c
+
+
+def _runs(ws: Workspace) -> str:
+    log = ws.root / "runs.log"
+    return log.read_text() if log.exists() else ""
+
+
+async def _none(backend) -> None:
+    return None
+
+
+def _refusing(ws: Workspace):
+    async def refused(repo, specs, *, started_dump=None, **kwargs):
+        await started_dump
+        for _ in range(100):  # until the wrapper has handed over to the real pg_dump
+            if "--snapshot" in _runs(ws):
+                break
+            await asyncio.sleep(0.05)
+        raise LockHeld("repository is locked: exclusive lock by prune (taken after the check)")
+    return refused
 
 
 def _sessions(c) -> int:
@@ -74,6 +102,19 @@ def test_a_held_lock_stops_the_dump_it_started(db_ws) -> None:
         try:
             with pytest.raises(LockHeld):
                 await svc.backup(sources=["database"])
+            assert _children("pg_dump") == []
+            # Seen before anything started: no dump ran (a job would retry for minutes).
+            assert "--snapshot" not in _runs(ws)
+            # A prune that takes the lock after that check, once pg_dump is running: the
+            # dump started early is stopped.
+            real = service_module.exclusive_holder, service_module.run_backup
+            service_module.exclusive_holder, service_module.run_backup = _none, _refusing(ws)
+            try:
+                with pytest.raises(LockHeld):
+                    await svc.backup(sources=["database"])
+            finally:
+                service_module.exclusive_holder, service_module.run_backup = real
+            assert "--snapshot" in _runs(ws)
             assert _children("pg_dump") == []
         finally:
             await prune.release()

@@ -195,11 +195,11 @@ async def _metadata(conn: psycopg.AsyncConnection) -> dict:
 @dataclass(slots=True, eq=False)
 class StartedDump:
     """pg_dump running in an exported snapshot, its output already read ahead (PipeReader,
-    bounded), the metadata being read beside it.
+    bounded); the metadata is read beside it in the same snapshot once a backup takes it.
 
     Started before the repository is open (``start_dump``), so pg_dump's connection,
-    catalog reads and first tens of megabytes and the row counts overlap the key
-    derivation, the lock and the index load: on a one-shot CLI backup that start-up was a
+    catalog reads and first tens of megabytes overlap the key derivation, the lock and the
+    index load: on a one-shot CLI backup that start-up was a
     tenth of pg_dump's own time.
     ``backup_logical`` stores it; ``close`` stops whatever is left (safe to call twice)."""
 
@@ -208,20 +208,27 @@ class StartedDump:
     conn: psycopg.AsyncConnection
     dbname: str
     child: Running
-    metadata: asyncio.Future
     started: float
+    # The metadata queries (row counts scan every table) start only once the backup takes
+    # the dump: a run refused by a held lock, retried for minutes, must not rescan them.
+    metadata: asyncio.Future | None = None
+
+    def read_metadata(self) -> asyncio.Future:
+        if self.metadata is None:
+            self.metadata = asyncio.ensure_future(_metadata(self.conn))
+        return self.metadata
 
     async def close(self) -> None:
         await self.child.stop()  # pg_dump may still be running: the backup stopped first
-        self.metadata.cancel()
-        await asyncio.gather(self.metadata, return_exceptions=True)
+        if self.metadata is not None:
+            self.metadata.cancel()
+            await asyncio.gather(self.metadata, return_exceptions=True)
         await self.conn.close()
 
 
 async def start_dump(db: DatabaseConfig, target: PgTarget | None = None) -> StartedDump:
     """Connect, export a snapshot, check pg_dump against the server and start it (its
-    output waits in the pipe) and the metadata queries. Raises DatabaseError, leaving
-    nothing running."""
+    output read ahead). Raises DatabaseError, leaving nothing running."""
     target = target if target is not None else PgTarget.from_config(db)
     started = time.monotonic()
     # ``pg_dump --version`` runs while the connection is made.
@@ -250,7 +257,7 @@ async def start_dump(db: DatabaseConfig, target: PgTarget | None = None) -> Star
     except BaseException:
         await conn.close()
         raise
-    return StartedDump(target, pg_dump, conn, dbname, child, asyncio.ensure_future(_metadata(conn)), started)
+    return StartedDump(target, pg_dump, conn, dbname, child, started)
 
 
 async def backup_logical(repo: Repository, db: DatabaseConfig, *, backup_set: str = "",
@@ -305,7 +312,7 @@ async def _dump(repo: Repository, dump: StartedDump, on_bytes: Callable[[int], N
     sums = dumpsum.DumpChecksums() if checksums else None
     out = await store_output(repo, dump.target, [], program="pg_dump", on_bytes=on_bytes,
                              observe=sums.feed if sums is not None else None,
-                             running=dump.child, during=lambda: dump.metadata)
+                             running=dump.child, during=dump.read_metadata)
     metadata = out.during
     warnings = [ln for ln in out.stderr.splitlines() if ln.strip()]
     metadata["checksum_method"], metadata["checksums"] = "count-only", {}
