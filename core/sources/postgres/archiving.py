@@ -61,7 +61,7 @@ async def check_archiving(target: PgTarget, config_path: Path) -> ArchivingRepor
                               "'archive_library')")
             rows = await cur.fetchall()
     except psycopg.Error as exc:
-        raise DatabaseError(f"reading settings of {target.describe()} failed: {target.scrub(str(exc))}") from None
+        raise target.failed("reading settings of", exc) from None
     finally:
         await conn.close()
     s = {name: value for name, value, _unit in rows}

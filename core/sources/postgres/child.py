@@ -73,6 +73,13 @@ def spawn(argv: list[str], env: dict[str, str], *, stdin=subprocess.DEVNULL,
     return proc, StderrReader(proc.stderr)
 
 
+async def stop_process(proc: subprocess.Popen) -> None:
+    """Kill ``proc`` if it still runs, and reap it."""
+    if proc.poll() is None:
+        proc.kill()
+    await asyncio.to_thread(proc.wait)
+
+
 @dataclass(frozen=True, slots=True)
 class Running:
     """A program started by ``start``: its stdout is already being read ahead (so it can
@@ -84,9 +91,7 @@ class Running:
 
     async def stop(self) -> None:
         """Kill it if still running and release the reader (safe to call twice)."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        await asyncio.to_thread(self.proc.wait)
+        await stop_process(self.proc)
         await asyncio.to_thread(self.stdout.close)  # its last read has returned: the writer is gone
         self.proc.stdout.close()
 
@@ -131,8 +136,7 @@ async def store_output(repo: Repository, target: PgTarget, argv: list[str], *, p
         await writer.drain()
         code = await asyncio.to_thread(proc.wait)
     except BaseException:
-        proc.kill()
-        await asyncio.to_thread(proc.wait)
+        await stop_process(proc)
         await asyncio.gather(store, return_exceptions=True)
         with contextlib.suppress(BaseException):
             await writer.drain()

@@ -100,6 +100,10 @@ class PgTarget:
         except psycopg.Error as exc:
             raise DatabaseError(f"cannot connect to {self.describe()}: {self.scrub(str(exc).strip())}") from None
 
+    def failed(self, doing: str, exc: BaseException) -> DatabaseError:
+        """``<doing> <target> failed: <why>`` for a psycopg error, the password scrubbed."""
+        return DatabaseError(f"{doing} {self.describe()} failed: {self.scrub(str(exc).strip())}")
+
     def scrub(self, text: str) -> str:
         """Text for a message or a log: the password replaced, should a program ever echo it."""
         if self.password:

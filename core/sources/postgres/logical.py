@@ -46,7 +46,7 @@ from core.repository.snapshot import Snapshot
 from core.repository.tree import FILE, Node, Tree
 from core.sources.postgres import dumpsum, toc
 from core.restore.stream import iter_content
-from core.sources.postgres.child import Running, StderrReader, last_lines, spawn, start, store_output
+from core.sources.postgres.child import Running, StderrReader, last_lines, spawn, start, stop_process, store_output
 from core.sources.postgres.connection import PgTarget
 from core.sources.postgres.tools import Tool, check_dump_tool, check_restore_tool, find_tool
 
@@ -199,8 +199,7 @@ class StartedDump:
 
     Started before the repository is open (``start_dump``), so pg_dump's connection,
     catalog reads and first tens of megabytes overlap the key derivation, the lock and the
-    index load: on a one-shot CLI backup that start-up was a
-    tenth of pg_dump's own time.
+    index load: on a one-shot CLI backup that start-up was a tenth of pg_dump's own time.
     ``backup_logical`` stores it; ``close`` stops whatever is left (safe to call twice)."""
 
     target: PgTarget
@@ -253,7 +252,7 @@ async def start_dump(db: DatabaseConfig, target: PgTarget | None = None) -> Star
         child = start(argv, dump_env(target))
     except psycopg.Error as exc:
         await conn.close()
-        raise DatabaseError(f"reading {target.describe()} failed: {target.scrub(str(exc).strip())}") from None
+        raise target.failed("reading", exc) from None
     except BaseException:
         await conn.close()
         raise
@@ -277,7 +276,7 @@ async def backup_logical(repo: Repository, db: DatabaseConfig, *, backup_set: st
     try:
         ids, size, metadata, warnings = await _dump(repo, dump, on_bytes, db.row_checksums)
     except psycopg.Error as exc:
-        raise DatabaseError(f"reading {target.describe()} failed: {target.scrub(str(exc).strip())}") from None
+        raise target.failed("reading", exc) from None
     finally:
         await dump.close()
 
@@ -335,18 +334,14 @@ async def dump_checksums(target: PgTarget, pg_bin_dir=None, tables: set[str] | N
         schema, _, name = t.partition(".")
         argv.append("--table=" + ".".join('"' + part.replace('"', '""') + '"' for part in (schema, name)))
     argv += ["-d", target.conninfo()]
-    proc, errors = spawn(argv, dump_env(target))
+    child = start(argv, dump_env(target))
     try:
-        sums = await asyncio.to_thread(dumpsum.checksum_stream, proc.stdout)
-        code = await asyncio.to_thread(proc.wait)
-    except BaseException:
-        proc.kill()
-        await asyncio.to_thread(proc.wait)
-        raise
+        sums = await asyncio.to_thread(dumpsum.checksum_stream, child.stdout)
+        code = await asyncio.to_thread(child.proc.wait)
     finally:
-        proc.stdout.close()
+        await child.stop()
     if code != 0:
-        detail = target.scrub(last_lines(errors.text())) or f"exit status {code}"
+        detail = target.scrub(last_lines(child.errors.text())) or f"exit status {code}"
         raise DatabaseError(f"pg_dump of {target.describe()} (for its row checksums) failed (exit {code}): {detail}")
     return sums
 
@@ -646,7 +641,7 @@ async def restore_logical(repo: Repository, snap: Snapshot, target: PgTarget, *,
         else:
             report.schema_fingerprint_match = None
     except psycopg.Error as exc:
-        raise DatabaseError(f"validating {target.describe()} failed: {target.scrub(str(exc).strip())}") from None
+        raise target.failed("validating", exc) from None
     finally:
         await conn.close()
     report.tables = [TableCheck(t, count, actual[t][0] if t in actual else None, checksums.get(t),
@@ -731,8 +726,7 @@ async def _pipe_dump(repo: Repository, node: Node, target: PgTarget, argv: list[
                 await asyncio.to_thread(proc.stdin.close)
         code = await asyncio.to_thread(proc.wait)
     except BaseException:
-        proc.kill()
-        await asyncio.to_thread(proc.wait)
+        await stop_process(proc)
         raise
     finally:
         with contextlib.suppress(OSError):

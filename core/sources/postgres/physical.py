@@ -182,7 +182,7 @@ async def backup_physical(repo: Repository, db: DatabaseConfig, *, backup_set: s
                               (points["start_lsn"], points["stop_lsn"]))
             stop_time, start_wal, stop_wal, tli_now = await cur.fetchone()
     except psycopg.Error as exc:
-        raise DatabaseError(f"reading {target.describe()} failed: {target.scrub(str(exc).strip())}") from None
+        raise target.failed("reading", exc) from None
     finally:
         await conn.close()
 
