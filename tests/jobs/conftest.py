@@ -145,9 +145,12 @@ def jw(ws: Workspace):
 
 @pytest.fixture
 def big(jw: JobsWorkspace) -> Path:
-    """Incompressible data large enough that a backup is still running when a test acts."""
+    """Incompressible data large enough that a backup is still running when a test acts.
+    Progress events come at most every 0.25 s, and the tests act on the first one that
+    counts bytes: 64 MiB was once backed up before it came (CI waited forever). 256 MiB
+    takes about a second here."""
     path = jw.ws.src / "big.bin"
     with open(path, "wb") as fh:
-        for _ in range(64):
+        for _ in range(256):
             fh.write(os.urandom(1 << 20))
     return path
