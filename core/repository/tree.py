@@ -1,7 +1,12 @@
 """Tree blobs: one per directory, listing its entries sorted by name.
 
 Names are raw bytes (os.fsencode), so names that are not valid UTF-8 survive. Trees are
-msgpack maps with short keys; see docs/FORMAT.md.
+msgpack maps with short keys; see docs/FORMAT.md ("Trees", "Versioning policy").
+
+A tree is written with the lowest version that can represent it: version 1 unless a node
+needs what a version-1 reader would refuse or restore wrongly (a device node, a FIFO, a
+sparse file's holes); then version 2. Extended attributes and file flags are optional
+keys a version-1 reader ignores: it restores the file, without them, as it always did.
 """
 
 from __future__ import annotations
@@ -15,7 +20,23 @@ from core.repository.format import ID_SIZE
 FILE = "file"
 DIR = "dir"
 SYMLINK = "symlink"
-NODE_TYPES = (FILE, DIR, SYMLINK)
+CHARDEV = "chardev"
+BLOCKDEV = "blockdev"
+FIFO = "fifo"
+NODE_TYPES = (FILE, DIR, SYMLINK, CHARDEV, BLOCKDEV, FIFO)
+DEVICES = (CHARDEV, BLOCKDEV)
+# Types a version-1 reader does not know: a tree holding one is written as version 2.
+_V2_TYPES = frozenset((CHARDEV, BLOCKDEV, FIFO))
+TREE_VERSIONS = (1, 2)
+
+# Bounds on what a tree may carry, checked before anything acts on it (a tree is read from
+# storage: a writer without the key cannot forge one, but a damaged or hostile writer with
+# the key must not make a restore allocate without limit). Linux allows names of 255
+# bytes and values of 64 KiB; no filesystem we know keeps more than a few hundred names.
+MAX_XATTRS = 4096
+MAX_XATTR_NAME = 255
+MAX_XATTR_VALUE = 64 * 1024
+MAX_HOLES = 1 << 20
 
 
 class TreeFormatError(ValueError):
@@ -41,6 +62,26 @@ class Node:
     target: bytes = b""
     user: str = ""
     group: str = ""
+    # Device number of a character or block device (st_rdev).
+    rdev: int = 0
+    # Extended attributes, POSIX ACLs (system.posix_acl_access/_default, the kernel's
+    # binary form) and file capabilities (security.capability) included: (name, value)
+    # pairs sorted by name.
+    xattrs: tuple[tuple[bytes, bytes], ...] = ()
+    # Inode flags as FS_IOC_GETFLAGS returns them (chattr: i, a, d, ...); 0 when none.
+    flags: int = 0
+    # A sparse file's holes: (offset, length) pairs, sorted, not overlapping, inside
+    # ``size``. The content blobs hold only the bytes outside them, in file order.
+    holes: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def data_size(self) -> int:
+        """The bytes the content blobs hold: the size less the holes."""
+        return self.size - sum(length for _, length in self.holes)
+
+    @property
+    def needs_v2(self) -> bool:
+        return self.type in _V2_TYPES or bool(self.holes)
 
     def to_wire(self) -> dict:
         d: dict = {
@@ -53,10 +94,18 @@ class Node:
             d["gn"] = self.group
         if self.type == FILE:
             d.update(s=self.size, i=self.inode, dv=self.dev, l=self.nlink, c=list(self.content))
+            if self.holes:
+                d["hz"] = [list(h) for h in self.holes]
         elif self.type == DIR:
             d["st"] = self.subtree
         elif self.type == SYMLINK:
             d["tg"] = self.target
+        elif self.type in DEVICES:
+            d["rd"] = self.rdev
+        if self.xattrs:
+            d["x"] = [list(x) for x in self.xattrs]
+        if self.flags:
+            d["fl"] = self.flags
         return d
 
     def _check(self) -> None:
@@ -73,6 +122,30 @@ class Node:
             raise TreeFormatError("uid, gid or mode out of range")
         if not (0 <= self.size < 2**63 and 0 < self.nlink < 2**32):
             raise TreeFormatError("size or link count out of range")
+        if not (0 <= self.rdev < 2**64 and 0 <= self.flags < 2**32):
+            raise TreeFormatError("device number or flags out of range")
+        if len(self.xattrs) > MAX_XATTRS:
+            raise TreeFormatError(f"more than {MAX_XATTRS} extended attributes")
+        last = None
+        for pair in self.xattrs:
+            if not (len(pair) == 2 and isinstance(pair[0], bytes) and isinstance(pair[1], bytes)):
+                raise TreeFormatError("extended attribute is not a (name, value) pair of bytes")
+            name, value = pair
+            if not (0 < len(name) <= MAX_XATTR_NAME and b"\0" not in name and len(value) <= MAX_XATTR_VALUE):
+                raise TreeFormatError("extended attribute name or value out of bounds")
+            if last is not None and name <= last:
+                raise TreeFormatError("extended attributes not sorted or repeated")
+            last = name
+        if len(self.holes) > MAX_HOLES:
+            raise TreeFormatError(f"more than {MAX_HOLES} holes")
+        end = 0
+        for hole in self.holes:
+            if not (len(hole) == 2 and all(isinstance(v, int) for v in hole)):
+                raise TreeFormatError("hole is not an (offset, length) pair")
+            off, length = hole
+            if off < end or length <= 0 or off + length > self.size:
+                raise TreeFormatError("holes overlap, are unsorted or lie outside the file")
+            end = off + length
 
     @classmethod
     def from_wire(cls, d: dict) -> Node:
@@ -89,11 +162,26 @@ class Node:
                 size=int(d.get("s", 0)), inode=int(d.get("i", 0)), dev=int(d.get("dv", 0)),
                 nlink=int(d.get("l", 1)), content=tuple(d.get("c", ())), subtree=d.get("st"),
                 target=d.get("tg", b""), user=d.get("un", ""), group=d.get("gn", ""),
+                rdev=int(d.get("rd", 0)), flags=int(d.get("fl", 0)),
+                xattrs=tuple(_pair(x) for x in _list(d.get("x", ()), "x")),
+                holes=tuple(_pair(h) for h in _list(d.get("hz", ()), "hz")),
             )
             node._check()
             return node
         except (KeyError, TypeError, ValueError) as exc:
             raise TreeFormatError(f"malformed tree node: {exc}") from None
+
+
+def _list(value: object, key: str) -> list | tuple:
+    if not isinstance(value, (list, tuple)):
+        raise TreeFormatError(f"node key {key!r} is not a list")
+    return value
+
+
+def _pair(value: object) -> tuple:
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise TreeFormatError("expected a pair")
+    return (value[0], value[1])
 
 
 @dataclass(slots=True)
@@ -102,7 +190,8 @@ class Tree:
 
     def encode(self) -> bytes:
         self.nodes.sort(key=lambda n: n.name)
-        return msgpack.packb({"v": 1, "nodes": [n.to_wire() for n in self.nodes]}, use_bin_type=True)
+        version = 2 if any(n.needs_v2 for n in self.nodes) else 1
+        return msgpack.packb({"v": version, "nodes": [n.to_wire() for n in self.nodes]}, use_bin_type=True)
 
     @classmethod
     def decode(cls, raw: bytes) -> Tree:
@@ -110,9 +199,17 @@ class Tree:
             d = msgpack.unpackb(raw, raw=False)
         except Exception as exc:  # msgpack raises several unrelated types
             raise TreeFormatError(f"tree is not valid msgpack: {exc}") from None
-        if not isinstance(d, dict) or d.get("v") != 1 or not isinstance(d.get("nodes"), list):
-            raise TreeFormatError("tree has no version-1 node list")
-        return cls([Node.from_wire(n) for n in d["nodes"]])
+        if not isinstance(d, dict) or not isinstance(d.get("nodes"), list):
+            raise TreeFormatError("tree has no node list")
+        version = d.get("v")
+        if version not in TREE_VERSIONS:
+            raise TreeFormatError(
+                f"tree version {version!r} is not one this program reads ({', '.join(map(str, TREE_VERSIONS))}): "
+                "it was written by a newer axisor-backup; upgrade to restore it")
+        nodes = [Node.from_wire(n) for n in d["nodes"]]
+        if version == 1 and any(n.needs_v2 for n in nodes):
+            raise TreeFormatError("version-1 tree holds a node that needs version 2")
+        return cls(nodes)
 
     def find(self, name: bytes) -> Node | None:
         for n in self.nodes:
