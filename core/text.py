@@ -1,0 +1,38 @@
+"""Text from outside (file names, server messages) made safe to show.
+
+A file name can hold newlines, terminal escape sequences and bytes that are not UTF-8.
+Shown raw, a name can rewrite the operator's terminal or forge lines of a report; so every
+name or foreign message goes through ``shown`` before it reaches a terminal, a log line or
+a warning. The result is one line, printable, and says exactly which bytes were there:
+``\\n``, ``\\x1b``, ``\\xff`` for invalid UTF-8, ``\\\\`` for a backslash.
+"""
+
+from __future__ import annotations
+
+import os
+
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
+
+
+def shown(value: bytes | str) -> str:
+    """One printable line for a name or a message; bytes are decoded as the filesystem does."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "surrogateescape")
+    if value.isprintable() and "\\" not in value:
+        return value  # the common case, without building a new string
+    out = []
+    for ch in value:
+        if ch in _NAMED:
+            out.append(_NAMED[ch])
+        elif 0xDC80 <= ord(ch) <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif not ch.isprintable():
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def shown_path(path: bytes | str | os.PathLike) -> str:
+    return shown(os.fsencode(path) if not isinstance(path, (bytes, str)) else path)
