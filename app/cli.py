@@ -30,6 +30,8 @@ from core.config import (
     Config, ConfigError, PassphraseError, default_config_path, load_config, resolve_passphrase,
 )
 from core import __version__
+from core.fsmeta.describe import as_json, attributes, marks
+from core.text import shown
 from core.errors import AxisorError, RestoreRefused, RestoreValidationFailed, UsageError, VerificationFailed
 from core.repository.snapshot import Snapshot
 from core.service import BackupService
@@ -265,19 +267,24 @@ def _show_one(s: Snapshot, out: Output) -> None:
 async def cmd_ls(svc: BackupService, args, out: Output) -> int:
     items = await svc.ls(args.snapshot, args.path)
     data = [{"path": p, "type": n.type, "mode": n.mode, "size": n.size, "mtime_ns": n.mtime_ns,
-             "uid": n.uid, "gid": n.gid} for p, n in items]
+             "uid": n.uid, "gid": n.gid, **as_json(n)} for p, n in items]
 
     def text() -> str:
+        # Names come from the backed-up host: escaped, never interpreted by the terminal.
         if not args.long:
-            return "\n".join(p for p, _ in items)
+            return "\n".join(shown(p) for p, _ in items)
         from datetime import datetime
 
-        return "\n".join(
-            f"{mode_string(n.mode)} {n.user or n.uid:>8} {n.group or n.gid:>8} {n.size:>12} "
-            f"{datetime.fromtimestamp(n.mtime_ns / 1e9):%Y-%m-%d %H:%M} {p}"
-            + (f" -> {os.fsdecode(n.target)}" if n.type == "symlink" else "")
-            for p, n in items
-        )
+        lines = []
+        for p, n in items:
+            size = f"{os.major(n.rdev)},{os.minor(n.rdev)}" if n.type in ("chardev", "blockdev") else str(n.size)
+            mark = "+" if "+" in marks(n) else " "
+            lines.append(
+                f"{mode_string(n.mode)}{mark} {n.user or n.uid:>8} {n.group or n.gid:>8} {size:>12} "
+                f"{datetime.fromtimestamp(n.mtime_ns / 1e9):%Y-%m-%d %H:%M} {shown(p)}"
+                + (f" -> {shown(n.target)}" if n.type == "symlink" else ""))
+            lines.extend(f"    {a.kind}: {a.text}" for a in attributes(n) if a.kind != "device")
+        return "\n".join(lines)
 
     out.emit(data, text)
     return EXIT_OK

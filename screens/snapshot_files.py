@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 
 from textual import work
@@ -10,7 +9,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
+from core.fsmeta.describe import attributes, marks
 from core.service import Snapshot
+from core.text import shown
 from screens.base import ConsoleScreen, PlainTable, TableFilter, human_bytes
 from screens.messages import DataLoaded, LoadFailed
 
@@ -27,7 +28,8 @@ class SnapshotFilesScreen(TableFilter, ConsoleScreen):
     def __init__(self, snapshot: Snapshot) -> None:
         super().__init__()
         self.snapshot = snapshot
-        self.entries: list[tuple[str, str, int, int, str]] = []
+        self.details: dict[str, str] = {}
+        self.entries: list[tuple[str, str, int, int, str, str, str]] = []
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -35,6 +37,8 @@ class SnapshotFilesScreen(TableFilter, ConsoleScreen):
                      " · loading…", markup=False, id="files-title")
         yield Input(placeholder="filter paths (Esc clears)", id="filter", classes="filter")
         yield PlainTable(id="files", cursor_type="row", zebra_stripes=True)
+        # What the highlighted entry keeps beyond its bytes (ACLs, xattrs, flags, holes).
+        yield Static("", markup=False, id="files-detail")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -43,6 +47,7 @@ class SnapshotFilesScreen(TableFilter, ConsoleScreen):
         t.add_column("Type", key="type")
         t.add_column("Size", key="size")
         t.add_column("Modified", key="mtime")
+        t.add_column("Attrs", key="attrs")
         self.query_one("#filter", Input).display = False
         t.focus()
         self._load()
@@ -54,7 +59,10 @@ class SnapshotFilesScreen(TableFilter, ConsoleScreen):
         except Exception as exc:
             self.post_message(LoadFailed("files", str(exc)))
             return
-        rows = [(p, n.type, n.size, n.mtime_ns, os.fsdecode(n.target) if n.type == "symlink" else "")
+        # Names come from the backed-up host: shown escaped (a newline or an escape sequence
+        # in a name must not break the table), and never read as markup (PlainTable).
+        rows = [(shown(p), n.type, n.size, n.mtime_ns, shown(n.target) if n.type == "symlink" else "",
+                 marks(n), "; ".join(f"{a.kind}: {a.text}" for a in attributes(n)))
                 for p, n in items]
         self.post_message(DataLoaded("files", rows))
 
@@ -70,12 +78,18 @@ class SnapshotFilesScreen(TableFilter, ConsoleScreen):
         rows = [e for e in self.entries if text in e[0].lower()]
         t = self.query_one("#files", DataTable)
         t.clear()
-        for path, typ, size, mtime, target in rows[:LIMIT]:
+        self.details = {}
+        for path, typ, size, mtime, target, mark, detail in rows[:LIMIT]:
             t.add_row(path + (f" -> {target}" if target else ""), typ, human_bytes(size) if typ == "file" else "",
-                      datetime.fromtimestamp(mtime / 1e9).strftime("%Y-%m-%d %H:%M"), key=path)
+                      datetime.fromtimestamp(mtime / 1e9).strftime("%Y-%m-%d %H:%M"), mark, key=path)
+            self.details[path] = detail
         more = f" (first {LIMIT} shown)" if len(rows) > LIMIT else ""
         self.query_one("#files-title", Static).update(
             f"{self.snapshot.short_id} {self.snapshot.source} · {len(rows)} of {len(self.entries)} entries{more}")
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        key = event.row_key.value if event.row_key is not None else None
+        self.query_one("#files-detail", Static).update(self.details.get(key or "", ""))
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self._draw()
