@@ -1,9 +1,17 @@
-"""Key files: each wraps the one master key under a passphrase-derived key (scrypt)."""
+"""Key files: each wraps the one master key under a passphrase-derived key (scrypt).
+
+A key file is read from storage, so anyone who can write there can plant one. Its scrypt
+parameters are bounded before any derivation (a planted p=60 cost every command 5.5 s),
+and a file that does not parse, has the wrong lengths or parameters, or fails the plain
+checksum kept in it is *damaged* and named as such: only a well-formed key that does not
+authenticate means a wrong passphrase.
+"""
 
 from __future__ import annotations
 
 import base64
 import getpass
+import hashlib
 import json
 import os
 import socket
@@ -14,6 +22,26 @@ from core import crypto
 from core.errors import DamagedObject, WrongPassphrase
 from core.repository.format import AD_KEY, KEYS
 from core.storage.backend import Backend
+
+# Within today's 256 MiB scrypt memory cap (128 * N * r = 256 MiB at N = 2^18, r = 8) and
+# a few seconds of CPU at most; writers use N = 2^15, r = 8, p = 1 (docs/FORMAT.md).
+MAX_N = 2**18
+MAX_R = 8
+MAX_P = 2
+SALT_SIZE = 32
+WRAPPED_SIZE = 12 + 64 + 16
+MAX_KEY_FILE = 4096  # bytes of JSON; a real one is about 400
+MAX_KEYS = 256  # key files tried per open; each costs one scrypt
+
+
+class KeyFileDamaged(ValueError):
+    """The file is not a key file we would trust with a derivation."""
+
+
+def _checksum(n: int, r: int, p: int, salt: bytes, data: bytes) -> str:
+    # Not a MAC (anyone who can write the file can recompute it): it tells a key file
+    # damaged in storage from a wrong passphrase, which the operator must not confuse.
+    return hashlib.sha256(b"axisor/key-sum/v1" + f"{n}:{r}:{p}:".encode() + salt + data).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,20 +63,43 @@ class KeyFile:
                 "kdf": "scrypt", "n": self.n, "r": self.r, "p": self.p,
                 "salt": base64.b64encode(self.salt).decode(),
                 "data": base64.b64encode(self.data).decode(),
+                "sum": _checksum(self.n, self.r, self.p, self.salt, self.data),
             },
             indent=1,
         ).encode()
 
     @classmethod
     def decode(cls, key_id: str, raw: bytes) -> KeyFile:
-        d = json.loads(raw)
-        if d.get("v") != 1 or d.get("kdf") != "scrypt":
-            raise ValueError("unknown key file version or kdf")
-        return cls(
-            id=key_id, created=d["created"], host=d["host"], user=d["user"],
-            n=int(d["n"]), r=int(d["r"]), p=int(d["p"]),
-            salt=base64.b64decode(d["salt"]), data=base64.b64decode(d["data"]),
-        )
+        """Parse and bound a key file; KeyFileDamaged says what is wrong with it."""
+        if len(raw) > MAX_KEY_FILE:
+            raise KeyFileDamaged(f"{len(raw)} bytes, more than a key file ever holds")
+        try:
+            d = json.loads(raw)
+            if not isinstance(d, dict):
+                raise KeyFileDamaged("not a JSON object")
+            if d.get("v") != 1 or d.get("kdf") != "scrypt":
+                raise KeyFileDamaged("unknown key file version or kdf")
+            n, r, p = (d[k] for k in ("n", "r", "p"))
+            if not all(type(v) is int for v in (n, r, p)):
+                raise KeyFileDamaged("scrypt parameters are not integers")
+            key = cls(
+                id=key_id, created=str(d["created"]), host=str(d["host"]), user=str(d["user"]),
+                n=n, r=r, p=p, salt=base64.b64decode(d["salt"], validate=True),
+                data=base64.b64decode(d["data"], validate=True),
+            )
+            expected = d.get("sum")  # absent in key files written before it existed
+        except (ValueError, KeyError, TypeError) as exc:
+            if isinstance(exc, KeyFileDamaged):
+                raise
+            raise KeyFileDamaged(f"does not parse ({exc.__class__.__name__}: {exc})") from None
+        if not (2 <= n <= MAX_N and n & (n - 1) == 0 and 1 <= r <= MAX_R and 1 <= p <= MAX_P):
+            raise KeyFileDamaged(f"scrypt parameters N={n}, r={r}, p={p} are outside the accepted "
+                                 f"N <= 2^18 (a power of two), r <= {MAX_R}, p <= {MAX_P}")
+        if len(key.salt) != SALT_SIZE or len(key.data) != WRAPPED_SIZE:
+            raise KeyFileDamaged("salt or wrapped key has the wrong length")
+        if expected is not None and expected != _checksum(n, r, p, key.salt, key.data):
+            raise KeyFileDamaged("fails its checksum")
+        return key
 
     def unwrap(self, passphrase: str) -> crypto.MasterKey | None:
         wrapping = crypto.derive_key(passphrase, self.salt, self.n, self.r, self.p)
@@ -74,14 +125,17 @@ def wrap(master: crypto.MasterKey, passphrase: str) -> KeyFile:
 
 
 async def scan_keys(backend: Backend) -> tuple[list[KeyFile], list[str]]:
-    """Readable key files, and the keys of those that do not parse."""
+    """Readable key files, and a line naming each damaged one and why."""
     out, damaged = [], []
     async for info in backend.list(f"{KEYS}/"):
         key_id = info.key.rsplit("/", 1)[-1]
+        if info.size > MAX_KEY_FILE:
+            damaged.append(f"{info.key} ({info.size} bytes, more than a key file ever holds)")
+            continue
         try:
             out.append(KeyFile.decode(key_id, await backend.get(info.key)))
-        except (ValueError, KeyError, TypeError):
-            damaged.append(info.key)  # cannot open the repository; others may
+        except KeyFileDamaged as exc:
+            damaged.append(f"{info.key} ({exc})")  # cannot open the repository; others may
     return out, damaged
 
 
@@ -96,16 +150,21 @@ async def store_key(backend: Backend, key: KeyFile) -> None:
 async def unlock(backend: Backend, passphrase: str) -> tuple[crypto.MasterKey, KeyFile]:
     keys, damaged = await scan_keys(backend)
     if not keys:
-        raise DamagedObject(", ".join(damaged) or f"{KEYS}/",
-                            f"repository at {backend.location} has no readable key file")
+        raise DamagedObject(f"{KEYS}/", f"repository at {backend.location} has no usable key file"
+                            + (f"; damaged: {'; '.join(damaged)}" if damaged else ""))
     # scrypt is the expensive part; run it off the event loop.
     import asyncio
 
-    for key in keys:
+    for key in keys[:MAX_KEYS]:
         try:
             master = await asyncio.to_thread(key.unwrap, passphrase)
         except (ValueError, MemoryError):
-            continue  # scrypt refused the file's parameters: a damaged key file
+            damaged.append(f"{KEYS}/{key.id} (scrypt refused its parameters)")
+            continue
         if master is not None:
             return master, key
+    if damaged:
+        # The passphrase may be right for a key that is damaged: say both, never just "wrong".
+        raise WrongPassphrase(f"no usable key file at {backend.location} opens with this passphrase; "
+                              f"damaged key files: {'; '.join(damaged)}")
     raise WrongPassphrase(f"wrong passphrase for the repository at {backend.location}")
