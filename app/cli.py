@@ -31,6 +31,7 @@ from core.config import (
 )
 from core import __version__
 from core.fsmeta.describe import as_json, attributes, marks
+from core import scrub
 from core.text import shown
 from core.errors import AxisorError, RestoreRefused, RestoreValidationFailed, UsageError, VerificationFailed
 from core.repository.snapshot import Snapshot
@@ -301,6 +302,10 @@ async def cmd_restore(svc: BackupService, args, out: Output) -> int:
     if args.target_db is not None:
         if args.target is not None:
             raise UsageError("give either --target (a folder) or --target-db (a database), not both")
+        if scrub.find(args.target_db):
+            # In argv every local user can read it (ps, /proc), and a job would store it.
+            raise UsageError(f"--target-db holds {scrub.find(args.target_db)}: give the password through "
+                             "PGPASSWORD or a passfile (PGPASSFILE, ~/.pgpass) instead")
         return await _restore_database(svc, args, out)
     if args.target is None:
         raise UsageError("restore needs --target FOLDER (files) or --target-db URL (a database snapshot)")

@@ -42,13 +42,20 @@ class SqliteOnThread:
         except OSError as exc:
             raise AxisorError(f"cannot create the state directory {directory}: {exc.strerror or exc}") from None
         try:
+            # Created 0600 before SQLite opens it: SQLite gives the -wal and -shm files the
+            # database file's mode, and a chmod afterwards left them 0644 (job parameters
+            # and errors are private).
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             if self.ROWS_BY_NAME:
                 db.row_factory = sqlite3.Row
             for pragma in self.PRAGMAS:
                 db.execute(pragma)
             db.executescript(self.SCHEMA)
-            os.chmod(self.path, 0o600)
+            for path in (self.path, self.path.with_name(self.path.name + "-wal"),
+                         self.path.with_name(self.path.name + "-shm")):
+                if path.exists():  # a database from before this was 0644 and its companions too
+                    os.chmod(path, 0o600)
         except (OSError, sqlite3.Error) as exc:
             raise AxisorError(f"cannot open the {self.WHAT} {self.path}: {exc}") from None
         self._db = db

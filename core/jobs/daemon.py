@@ -35,6 +35,7 @@ from core.jobs.api import JobState
 from core.jobs.client import LINE_LIMIT, DaemonClient, socket_path
 from core.jobs.codec import event_to_dict, job_to_dict
 from core.jobs.engine import Engine
+from core.scrub import scrub
 
 log = logging.getLogger("axisor.daemon")
 
@@ -56,7 +57,7 @@ class JsonLines(logging.Formatter):
                 data[key] = value
         if record.exc_info and record.exc_info[0] is not None:
             data["exception"] = f"{record.exc_info[0].__name__}: {record.exc_info[1]}"
-        return json.dumps(data, default=str)
+        return scrub(json.dumps(data, default=str))  # secrets never reach a log
 
 
 def setup_json_logging(stream: TextIO = sys.stderr, level: int = logging.INFO) -> None:

@@ -18,8 +18,9 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
+
+from core import scrub
 from core.errors import AxisorError, LockHeld, UsageError
 from core.jobs.api import JobProgress
 
@@ -242,20 +243,18 @@ def _copy_dict(copy: Any) -> dict[str, Any]:
 
 
 def refuse_secrets(params: Any, where: str = "params") -> None:
-    """Refuse params that carry a password in a URL: job records and logs never hold secrets."""
+    """Refuse params that carry a password (a URL's, a query's or a conninfo's): job records
+    and logs never hold secrets."""
     if isinstance(params, dict):
         for key, value in params.items():
             refuse_secrets(value, f"{where}.{key}")
     elif isinstance(params, list):
         for i, value in enumerate(params):
             refuse_secrets(value, f"{where}[{i}]")
-    elif isinstance(params, str) and "://" in params:
-        try:
-            password = urlsplit(params).password
-        except ValueError:
-            return
-        if password:
-            raise UsageError(f"{where} holds a URL with a password; job records never hold secrets: "
+    elif isinstance(params, str):
+        form = scrub.find(params)
+        if form:
+            raise UsageError(f"{where} holds {form}; job records never hold secrets: "
                              "put it in PGPASSWORD, a passfile or a credentials file instead")
 
 

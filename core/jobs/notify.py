@@ -16,6 +16,8 @@ from typing import Any
 from core.config import NotificationsConfig
 from core.jobs.api import Job, JobState
 from core.jobs.codec import job_to_dict
+from core.childenv import child_env
+from core.scrub import scrub_value
 
 log = logging.getLogger("axisor.notify")
 
@@ -31,8 +33,9 @@ def wanted(config: NotificationsConfig, job: Job) -> bool:
 
 
 def payload(job: Job) -> dict[str, Any]:
-    return {"event": f"job.{job.state.value}", "host": socket.gethostname(), "job": job_to_dict(job),
-            "summary": _summary(job)}
+    # Scrubbed again on the way out: a webhook receiver is outside our trust.
+    return scrub_value({"event": f"job.{job.state.value}", "host": socket.gethostname(),
+                        "job": job_to_dict(job), "summary": _summary(job)})
 
 
 def _summary(job: Job) -> str:
@@ -87,8 +90,7 @@ async def _command(argv: tuple[str, ...], job: Job, body: dict[str, Any], timeou
 
 
 async def _run_hook(argv: tuple[str, ...], body: dict[str, Any], extra_env: dict[str, str], timeout: float) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AXISOR_BACKUP_PASSPHRASE")}
-    env.update(extra_env)
+    env = child_env(extra_env)  # never the passphrase, PGPASSWORD or cloud keys
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,

@@ -20,9 +20,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from core.errors import JobNotFound, UsageError
+from core.scrub import scrub
 from core.jobs.api import Job, JobState
 from core.jobs.codec import job_from_dict, progress_from_dict, progress_to_dict
 from core.state_db import SqliteOnThread
@@ -119,6 +120,16 @@ def _ts(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+def _json(value: Any) -> str:
+    # Secrets never reach the job database, whatever text a job or an error carried
+    # (a conninfo echoed by a server message, say): scrubbed as they are written.
+    return scrub(json.dumps(value, default=str))
+
+
+def _text(value: str | None) -> str | None:
+    return None if value is None else scrub(value)
+
+
 def _row_to_job(row: sqlite3.Row) -> Job:
     return job_from_dict({
         "id": row["id"], "kind": row["kind"], "params": json.loads(row["params"]), "state": row["state"],
@@ -154,10 +165,10 @@ class JobStore(SqliteOnThread):
                 "INSERT INTO jobs (id, kind, params, state, origin, created_ns, created_at, started_at, finished_at,"
                 " progress, result, error, owner_host, owner_pid, owner_start)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (job.id, job.kind, json.dumps(job.params), job.state.value, job.origin, time.time_ns(),
+                (job.id, job.kind, _json(job.params), job.state.value, job.origin, time.time_ns(),
                  _ts(job.created_at), _ts(job.started_at), _ts(job.finished_at),
-                 json.dumps(progress_to_dict(job.progress)) if job.progress else None,
-                 json.dumps(job.result) if job.result is not None else None, job.error,
+                 _json(progress_to_dict(job.progress)) if job.progress else None,
+                 _json(job.result) if job.result is not None else None, _text(job.error),
                  owner.host, owner.pid, owner.start),
             )
 
@@ -169,8 +180,8 @@ class JobStore(SqliteOnThread):
                 "UPDATE jobs SET state = ?, started_at = ?, finished_at = ?, progress = ?, result = ?, error = ?"
                 " WHERE id = ?",
                 (job.state.value, _ts(job.started_at), _ts(job.finished_at),
-                 json.dumps(progress_to_dict(job.progress)) if job.progress else None,
-                 json.dumps(job.result, default=str) if job.result is not None else None, job.error, job.id),
+                 _json(progress_to_dict(job.progress)) if job.progress else None,
+                 _json(job.result) if job.result is not None else None, _text(job.error), job.id),
             )
 
         await self._call(run)
@@ -179,7 +190,7 @@ class JobStore(SqliteOnThread):
         def run() -> None:
             # Only while running: a late progress write must never overwrite a finished record.
             self.db.execute("UPDATE jobs SET progress = ? WHERE id = ? AND state = ?",
-                            (json.dumps(progress_to_dict(job.progress)) if job.progress else None, job.id,
+                            (_json(progress_to_dict(job.progress)) if job.progress else None, job.id,
                              JobState.RUNNING.value))
 
         await self._call(run)
@@ -187,7 +198,7 @@ class JobStore(SqliteOnThread):
     async def append_log(self, job_id: str, line: str) -> None:
         def run() -> None:
             self.db.execute("INSERT INTO job_log (job_id, at, line) VALUES (?, ?, ?)",
-                            (job_id, _ts(_now()), line))
+                            (job_id, _ts(_now()), scrub(line)))
 
         await self._call(run)
 

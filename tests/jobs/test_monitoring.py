@@ -63,28 +63,6 @@ def test_status_exit_codes_follow_the_age_of_the_newest_backup(jw):
     assert r.code == 0 and r.json()["daemon_pid"] == d.proc.pid, r.out
 
 
-@pytest.fixture
-def webhook():
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append({"path": self.path, "type": self.headers["Content-Type"], "body": json.loads(body)})
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
-    server.shutdown()
-    server.server_close()
-
-
 def test_webhook_and_command_hook_on_failure_and_on_success(jw, webhook):
     url, received = webhook
     out = jw.ws.root / "hook.jsonl"

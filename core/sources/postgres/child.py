@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.backup.pipe import PipeReader
+from core.childenv import child_env
 from core.backup.stream import StreamWriter
 from core.errors import DatabaseError
 from core.repository.repository import Repository
@@ -55,8 +56,7 @@ def run_as(argv: list[str], os_user: str | None) -> list[str]:
 def server_env() -> dict[str, str]:
     """The environment for initdb, pg_ctl and the servers they start (which inherit it):
     never the repository passphrase or a database password; C messages so logs read back."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("AXISOR_BACKUP_PASSPHRASE") and not k.startswith("PGPASSWORD")}
+    env = child_env(libpq=True, ours=True)  # an allow-list: no passphrase, PGPASSWORD or cloud keys
     env["LC_MESSAGES"] = "C"
     env["LC_ALL"] = "C"
     return env

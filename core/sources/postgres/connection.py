@@ -18,6 +18,7 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from core.childenv import child_env
 from core.config import DatabaseConfig
 from core.errors import DatabaseError, UsageError
 
@@ -81,7 +82,9 @@ class PgTarget:
         return f"{self.dbname} on {where}" + (f":{p['port']}" if p.get("port") else "")
 
     def child_env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        # pg_dump and pg_restore get libpq's settings and a password, nothing else of ours
+        # (never the repository passphrase or cloud keys).
+        env = child_env(libpq=True, password=True)
         if self.password is not None:
             env["PGPASSWORD"] = self.password
         elif self.passfile is not None:
