@@ -27,7 +27,8 @@ from pathlib import Path
 from app import cli_drills, cli_jobs, cli_locations, cli_prune, cli_schedules
 from app.process import tune_process
 from core.config import (
-    Config, ConfigError, PassphraseError, default_config_path, load_config, resolve_passphrase,
+    Config, ConfigError, PassphraseError, default_config_path, insecure_endpoint, load_config,
+    resolve_passphrase,
 )
 from core import __version__
 from core.fsmeta.describe import as_json, attributes, marks
@@ -726,6 +727,11 @@ def main(argv: list[str] | None = None) -> int:
         Output.note(str(exc))
         return EXIT_USAGE
     args.config_path = config_path
+    for loc in config.storage.remote_storage:
+        if loc.allow_insecure and insecure_endpoint(loc.provider, loc.endpoint or ""):
+            # Allowed, but never quietly: every command says it (stderr, not --json's stdout).
+            Output.note(f"warning: location {loc.name} sends data and credentials unencrypted to "
+                        f"{loc.endpoint} (allow_insecure = true)")
     try:
         if args.command == "console":
             return console_main(args, config, config_path)

@@ -169,6 +169,9 @@ class RemoteStorageConfig:
     timeout_seconds: int = 60
     # Attempts after the first for a failure that may pass (reset, throttling, 5xx, timeout).
     retries: int = 5
+    # http:// endpoints and FTP without TLS send data and credentials in the clear: refused
+    # unless the operator says so here (a lab's local S3 emulator, say).
+    allow_insecure: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -800,6 +803,14 @@ _PROVIDER_NEEDS = {
 }
 
 
+def insecure_endpoint(provider: str, endpoint: str) -> bool:
+    """An endpoint whose transport is not encrypted: http:// object storage, plain FTP."""
+    scheme = endpoint.lower().partition("://")[0] if "://" in endpoint else ""
+    if provider == "ftp":
+        return scheme != "ftps"
+    return scheme == "http"
+
+
 def _verify_remote(
     values: dict[str, Any], table: Mapping[str, Any], prefix: str, ctx: _Ctx
 ) -> None:
@@ -807,6 +818,10 @@ def _verify_remote(
     needed = _PROVIDER_NEEDS.get(provider or "")
     if needed and needed not in table:
         ctx.add(_join(prefix, needed), f"required for provider '{provider}'")
+    endpoint = str(values.get("endpoint") or "")
+    if insecure_endpoint(provider or "", endpoint) and not values.get("allow_insecure"):
+        ctx.add(_join(prefix, "endpoint"), f"{endpoint} is not encrypted (credentials and data would cross the "
+                "network in the clear): use https:// or ftps://, or set allow_insecure = true on this location")
     # "local" names the primary location (storage.local_path) in copies and the catalog.
     if values.get("name") == "local":
         ctx.add(_join(prefix, "name"), "'local' is the primary location's name; choose another")
@@ -834,6 +849,7 @@ _REMOTE = _Section(
         "concurrency": _Field(_integer(1, 64)),
         "timeout_seconds": _Field(_integer(1, 3600)),
         "retries": _Field(_integer(0, 20)),
+        "allow_insecure": _Field(_boolean),
     },
     refused={
         key: _NO_REMOTE_CREDENTIALS

@@ -458,6 +458,7 @@ def remote_config(kind: str, server, **extra) -> RemoteStorageConfig:
             region="us-east-1",
             path_prefix=extra.pop("path_prefix", "repo"),
             credentials_file=server.credentials_file,
+            allow_insecure=extra.pop("allow_insecure", True),  # the test server speaks http://
             **extra,
         )
     if kind == "sftp":
@@ -480,6 +481,7 @@ def remote_config(kind: str, server, **extra) -> RemoteStorageConfig:
             endpoint=server.endpoint,
             path_prefix="repo",
             credentials_file=server.credentials_file,
+            allow_insecure=extra.pop("allow_insecure", True),  # Azurite speaks http://
             **extra,
         )
     if kind in ("ftp", "ftps"):
@@ -492,6 +494,7 @@ def remote_config(kind: str, server, **extra) -> RemoteStorageConfig:
             username=server.username,
             credentials_file=server.credentials_file,
             path_prefix=f"/{name}",
+            allow_insecure=extra.pop("allow_insecure", kind == "ftp"),
             **extra,
         )
     raise ValueError(kind)

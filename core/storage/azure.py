@@ -29,7 +29,7 @@ from core.storage.backend import (
     as_bytes,
     checked_key,
 )
-from core.storage.credentials import key_values, read_credentials_file
+from core.storage.credentials import key_values, read_credentials_file, refuse_insecure
 from core.storage.retry import TransientError
 
 __all__ = ["AzureBackend", "AzureCredentials", "load_credentials"]
@@ -144,6 +144,7 @@ class AzureBackend:
 
     @classmethod
     def from_config(cls, loc: Any) -> AzureBackend:
+        refuse_insecure(loc, loc.endpoint or "")
         return cls(
             loc.bucket_name,
             prefix=loc.path_prefix,

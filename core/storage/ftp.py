@@ -32,7 +32,7 @@ from core.storage.backend import (
     StorageUsage,
     checked_key,
 )
-from core.storage.credentials import key_values, read_credentials_file
+from core.storage.credentials import key_values, read_credentials_file, refuse_insecure
 from core.storage.retry import TransientError, cleanup
 from core.storage.sftp import parse_endpoint
 
@@ -97,6 +97,7 @@ class FTPBackend:
     def from_config(cls, loc: Any) -> FTPBackend:
         endpoint = loc.endpoint
         tls = endpoint.lower().startswith("ftps://")
+        refuse_insecure(loc, endpoint)
         host, port, user, path = parse_endpoint(endpoint, 21)
         return cls(
             host,

@@ -30,7 +30,7 @@ from core.storage.backend import (
     checked_key,
     payload_size,
 )
-from core.storage.credentials import read_credentials_file
+from core.storage.credentials import read_credentials_file, refuse_insecure
 from core.storage.retry import TransientError, cleanup
 
 __all__ = ["S3Backend", "GCS_ENDPOINT"]
@@ -105,6 +105,7 @@ class S3Backend:
     def from_config(cls, loc: Any) -> S3Backend:
         gcs = loc.provider == "gcp-storage"
         endpoint = loc.endpoint or (GCS_ENDPOINT if gcs else None)
+        refuse_insecure(loc, endpoint or "")
         return cls(
             loc.bucket_name,
             prefix=loc.path_prefix,
@@ -177,6 +178,9 @@ class S3Backend:
         )
         if self.endpoint:
             config["s3"] = {"addressing_style": "path"}
+        # AWS_ENDPOINT_URL(_S3) in the environment would silently send our data elsewhere:
+        # the endpoint is the config's, or AWS's own.
+        config["ignore_configured_endpoint_urls"] = True
         region = self.region or ("auto" if self.gcs else "us-east-1")
         client = session.create_client(
             "s3",

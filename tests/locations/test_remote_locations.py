@@ -15,7 +15,7 @@ from servers import free_port, moto_s3, openssh_sftp, remote_config  # noqa: F40
 def _s3(server_endpoint: str, creds, **extra) -> dict:
     bucket = f"axisor-{uuid.uuid4().hex[:12]}"
     return {"provider": "aws-s3", "bucket_name": bucket, "endpoint": server_endpoint, "region": "us-east-1",
-            "path_prefix": "repo", "credentials_file": creds, **extra}
+            "allow_insecure": True, "path_prefix": "repo", "credentials_file": creds, **extra}
 
 
 def test_backup_copies_to_s3_and_restore_from_s3_after_the_primary_is_lost(sites, moto_s3, tmp_path):  # noqa: F811
@@ -50,6 +50,7 @@ def test_a_stopped_s3_server_does_not_fail_the_backup_and_the_next_run_catches_u
     port = free_port()
     creds = tmp_path / "credentials"
     creds.write_text("[default]\naws_access_key_id = AKIATESTKEY\naws_secret_access_key = test-secret-key\n")
+    creds.chmod(0o600)  # credentials files readable by others are refused
     creds.chmod(0o600)
     # Refused connections fail at once; one retry and the default timeout ride out a loaded machine.
     sites.add("cloud", **_s3(f"http://127.0.0.1:{port}", creds, retries=1))

@@ -42,6 +42,7 @@ async def test_azure_credentials_from_environment(azurite, tmp_path):
     assert AZURITE_KEY not in repr(creds)
     kv = tmp_path / "kv"
     kv.write_text(f"account_name = devstoreaccount1\naccount_key = {AZURITE_KEY}\n")
+    kv.chmod(0o600)  # credentials files readable by others are refused
     creds = load_credentials(kv, azurite.endpoint, "azure://c/", {})
     assert creds.credential == {"account_name": "devstoreaccount1", "account_key": AZURITE_KEY}
     with pytest.raises(StorageError) as info:
@@ -63,6 +64,7 @@ async def test_azure_wrong_key_fails_without_retry_or_echo(azurite, tmp_path):
     bad_key = "QmFkS2V5" * 11
     creds = tmp_path / "bad"
     creds.write_text(azurite.connection_string.replace(AZURITE_KEY, bad_key))
+    creds.chmod(0o600)  # credentials files readable by others are refused
     b = open_backend(dataclasses.replace(remote_config("azure", azurite), credentials_file=creds))
     try:
         with pytest.raises(StorageError) as info:
@@ -77,6 +79,7 @@ async def test_azure_wrong_key_fails_without_retry_or_echo(azurite, tmp_path):
 async def test_ftp_wrong_password_fails_without_retry_or_echo(ftp_server, tmp_path):
     creds = tmp_path / "ftp-bad"
     creds.write_text("password = not-the-password-123\n")
+    creds.chmod(0o600)  # credentials files readable by others are refused
     b = open_backend(dataclasses.replace(remote_config("ftp", ftp_server), credentials_file=creds))
     try:
         with pytest.raises(StorageError) as info:
@@ -105,9 +108,11 @@ async def test_ftp_temp_files_invisible(ftp_server):
 def test_ftp_password_file_forms(tmp_path):
     a = tmp_path / "a"
     a.write_text("username = bob\npassword = s3cret\n")
+    a.chmod(0o600)  # credentials files readable by others are refused
     assert read_password(a, "ftp://h") == ("bob", "s3cret")
     b = tmp_path / "b"
     b.write_text("just-the-password\n")
+    b.chmod(0o600)  # credentials files readable by others are refused
     assert read_password(b, "ftp://h") == (None, "just-the-password")
     with pytest.raises(StorageError, match="does not exist"):
         read_password(tmp_path / "c", "ftp://h")

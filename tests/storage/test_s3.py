@@ -98,7 +98,7 @@ async def test_failed_multipart_is_aborted_and_invisible(moto_s3):
 
 async def test_gcs_sends_its_create_only_condition(moto_s3):
     loc = RemoteStorageConfig(provider="gcp-storage", name="gcs", bucket_name=f"g-{os.urandom(4).hex()}",
-                              endpoint=moto_s3.endpoint, region="us-east-1",
+                              endpoint=moto_s3.endpoint, region="us-east-1", allow_insecure=True,
                               credentials_file=moto_s3.credentials_file)
     b = open_backend(loc)
     assert isinstance(b, RetryingBackend) and b.location.startswith("gs://")
@@ -129,6 +129,7 @@ async def test_credentials_file_problems_are_named_without_values(tmp_path, moto
         await missing.stat("config")
     half = tmp_path / "half"
     half.write_text("[default]\naws_access_key_id = AKIAVISIBLE\n")
+    half.chmod(0o600)  # credentials files readable by others are refused
     b = S3Backend("b", endpoint=moto_s3.endpoint, credentials_file=half)
     with pytest.raises(StorageError) as info:
         await b.stat("config")
@@ -165,7 +166,7 @@ async def test_standard_aws_chain_without_a_credentials_file(moto_s3, monkeypatc
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAFROMENV")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-from-env")
     b = open_backend(RemoteStorageConfig(provider="aws-s3", name="env", bucket_name=f"env-{os.urandom(4).hex()}",
-                                         endpoint=moto_s3.endpoint, region="us-east-1"))
+                                         endpoint=moto_s3.endpoint, region="us-east-1", allow_insecure=True))
     try:
         await b.create()
         await b.put("config", b"chain")
@@ -189,7 +190,7 @@ async def test_a_refused_request_leaves_no_cycle_holding_the_callers_frame(moto_
         pass
 
     b = open_backend(RemoteStorageConfig(provider="aws-s3", name="cyc", bucket_name=f"cyc-{os.urandom(4).hex()}",
-                                         endpoint=moto_s3.endpoint, region="us-east-1",
+                                         endpoint=moto_s3.endpoint, region="us-east-1", allow_insecure=True,
                                          credentials_file=moto_s3.credentials_file))
     assert isinstance(b, RetryingBackend) and b.policy.timeout is not None
 
@@ -210,5 +211,29 @@ async def test_a_refused_request_leaves_no_cycle_holding_the_callers_frame(moto_
             assert all(r() is None for r in refs), "a reference cycle kept the caller's frame alive"
         finally:
             gc.enable()
+    finally:
+        await b.close()
+
+
+def test_insecure_endpoints_are_refused_unless_allowed(moto_s3, monkeypatch):
+    from core.storage.backend import StorageError
+
+    loc = dict(provider="aws-s3", name="plain", bucket_name="b", endpoint=moto_s3.endpoint, region="us-east-1")
+    with pytest.raises(StorageError, match="not encrypted.*allow_insecure = true"):
+        open_backend(RemoteStorageConfig(**loc))
+    with pytest.raises(StorageError, match="not encrypted"):
+        open_backend(RemoteStorageConfig(provider="ftp", name="f", endpoint="ftp://h:21"))
+
+
+async def test_aws_endpoint_url_in_the_environment_is_ignored(moto_s3, monkeypatch):
+    """AWS_ENDPOINT_URL silently redirected every request; the config's endpoint (or AWS's own)
+    is the only one used."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
+    b = open_backend(RemoteStorageConfig(provider="aws-s3", name="aws", bucket_name="b", region="us-east-1",
+                                         credentials_file=moto_s3.credentials_file))
+    try:
+        client = await b.inner._get_client()
+        assert "127.0.0.1" not in client.meta.endpoint_url
     finally:
         await b.close()
