@@ -108,7 +108,7 @@ async def cmd_copy(svc: Any, args: Any, out: Any) -> int:
 _MARK = {"complete": "{}", "incomplete": "{}!", "missing": "-{}", "unknown": "?{}"}
 
 
-def catalog_entry_json(entry: Any, where: dict[str, str]) -> dict:
+def catalog_entry_json(entry: Any, where: dict[str, str], shrink: Any = None) -> dict:
     s: Snapshot = entry.snapshot
     d = asdict(s)
     d["short_id"] = s.short_id
@@ -118,6 +118,9 @@ def catalog_entry_json(entry: Any, where: dict[str, str]) -> dict:
     d["location"] = entry.location
     d["path"] = _object_path(where[entry.location], f"snapshots/{s.id}") if entry.location else None
     d["locations"] = [{"name": c.location, "state": c.state, "complete": c.complete} for c in entry.copies]
+    # Derived, never stored (core/health/shrink.py): null, or the counts that raised the flag.
+    d["flags"] = ["suspicious_shrink"] if shrink else []
+    d["suspicious_shrink"] = shrink.to_dict() if shrink else None
     return d
 
 
@@ -127,30 +130,37 @@ def _object_path(where: str, key: str) -> str:
     return f"{base.rstrip('/')}/{key}{sep}{endpoint}"
 
 
-def catalog_text(entries: list[Any]) -> str:
+def catalog_text(entries: list[Any], shrinks: dict[str, Any] | None = None) -> str:
     if not entries:
         return "no snapshots yet"
-    rows = [("ID", "TIME", "SOURCE", "TYPE", "SIZE", "FILES", "NEW", "RATIO", "LOCATIONS", "TAGS")]
+    shrinks = shrinks or {}
+    rows = [("ID", "TIME", "SOURCE", "TYPE", "SIZE", "FILES", "NEW", "RATIO", "LOCATIONS", "TAGS", "FLAGS")]
     for e in entries:
         s = e.snapshot
+        sh = shrinks.get(s.id)
         rows.append((
             s.short_id, s.datetime.strftime("%Y-%m-%d %H:%M:%S"), s.source, s.type,
             _bytes(s.summary.total_bytes), str(s.summary.total_files), _bytes(s.summary.data_added_packed),
             f"{s.summary.compression_ratio:.2f}",
             " ".join(_MARK[c.state].format(c.location) for c in e.copies), ",".join(s.tags),
+            f"SUSPICIOUS SHRINK ({sh.previous_files} -> {sh.files} files)" if sh else "",
         ))
     legend = "locations: name = complete copy, name! = incomplete, -name = not copied yet, ?name = unreachable"
     return _table(rows) + ("\n" + legend if len(entries[0].copies) > 1 else "")
 
 
 async def cmd_snapshots(svc: Any, args: Any, out: Any) -> int:
+    from core.health.shrink import suspicious_shrinks
+
     cat = await svc.catalog()
+    # Flags compare each snapshot with the one before it: computed on the whole catalog, then filtered.
+    shrinks = suspicious_shrinks([e.snapshot for e in cat.entries], svc.config.objectives.suspicious_shrink)
     entries = [e for e in cat.entries if not args.source or e.snapshot.source == args.source]
     where = {scan.name: scan.where for scan in cat.locations}
-    out.emit({"snapshots": [catalog_entry_json(e, where) for e in entries],
+    out.emit({"snapshots": [catalog_entry_json(e, where, shrinks.get(e.snapshot.id)) for e in entries],
               "damaged": [{"object": e.key, "reason": e.reason, "location": loc} for loc, e in cat.damaged],
               "locations": [asdict(scan) for scan in cat.locations]},
-             lambda: catalog_text(entries))
+             lambda: catalog_text(entries, shrinks))
     for loc, e in cat.damaged:
         _note(f"warning: {loc}: {e}")
     for scan in cat.locations:

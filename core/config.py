@@ -287,6 +287,9 @@ class ObjectivesConfig:
     rto: timedelta = timedelta(hours=4)
     # Past this multiple of the RPO the status turns from warning to critical.
     critical_factor: float = 2.0
+    # A file snapshot that lost more than this share of the previous snapshot's files is
+    # flagged "suspicious shrink" (core/health/shrink.py); 1 switches the flag off.
+    suspicious_shrink: float = 0.5
     sources: tuple[tuple[str, Objective], ...] = ()
 
     def for_source(self, source: str) -> Objective:
@@ -1059,6 +1062,12 @@ def _objective_factor(value: Any, at: str, ctx: _Ctx) -> float:
     return float(value)
 
 
+def _share(value: Any, at: str, ctx: _Ctx) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise _Invalid(f"must be a share above 0 and at most 1, e.g. 0.5 for 50 % (got {value!r})")
+    return float(value)
+
+
 # What an [objectives.<key>] table may name: a category or one of its sources.
 _OBJECTIVE_KEYS = ("database", "application", "configuration",
                    *(f"application/{n}" for n in APPLICATION_SOURCES),
@@ -1078,6 +1087,8 @@ def _objectives(value: Any, at: str, ctx: _Ctx) -> ObjectivesConfig:
             _check_into(top, key, _Field(_objective_duration), raw, where, ctx)
         elif key == "critical_factor":
             _check_into(top, key, _Field(_objective_factor), raw, where, ctx)
+        elif key == "suspicious_shrink":
+            _check_into(top, key, _Field(_share), raw, where, ctx)
         elif key in _OBJECTIVE_KEYS:
             if not isinstance(raw, dict):
                 ctx.add(where, f"must be a table, written [{at}.\"{key}\"] with rpo and/or rto")
@@ -1090,8 +1101,9 @@ def _objectives(value: Any, at: str, ctx: _Ctx) -> ObjectivesConfig:
                     ctx.add(_join(where, sub), f"unknown key{_hint(sub, ('rpo', 'rto'))}; expected rpo or rto")
             per_source.append((key, got))
         else:
-            ctx.add(where, f"unknown key{_hint(key, ('rpo', 'rto', 'critical_factor', *_OBJECTIVE_KEYS))}; "
-                           "expected rpo, rto, critical_factor or a source table such as "
+            known = ("rpo", "rto", "critical_factor", "suspicious_shrink", *_OBJECTIVE_KEYS)
+            ctx.add(where, f"unknown key{_hint(key, known)}; "
+                           "expected rpo, rto, critical_factor, suspicious_shrink or a source table such as "
                            "[objectives.database] or [objectives.\"application/user_data\"]")
     if len(ctx.problems) > before:
         raise _Reported
@@ -1104,7 +1116,7 @@ def _objectives(value: Any, at: str, ctx: _Ctx) -> ObjectivesConfig:
         built.append((key, Objective(rpo=got.get("rpo") or parent.get("rpo") or base.rpo,
                                      rto=got.get("rto") or parent.get("rto") or base.rto)))
     return ObjectivesConfig(rpo=base.rpo, rto=base.rto, critical_factor=base.critical_factor,
-                            sources=tuple(built))
+                            suspicious_shrink=base.suspicious_shrink, sources=tuple(built))
 
 
 def _expect_value(value: Any, at: str, ctx: _Ctx) -> str | int | float | bool:

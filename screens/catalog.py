@@ -8,6 +8,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
+from core.health.shrink import suspicious_shrinks
 from core.service import Snapshot
 from screens.base import ConsoleScreen, PlainTable, TableFilter, compact_time, human_bytes, short_source
 from screens.messages import DataLoaded, LoadFailed
@@ -35,9 +36,10 @@ def matches(snap: Snapshot, query: str) -> bool:
     return True
 
 
-def detail_text(s: Snapshot, copies: tuple = ()) -> str:
+def detail_text(s: Snapshot, copies: tuple = (), shrink=None) -> str:
     m = s.summary
-    lines = [
+    lines = [f"⚠ {shrink.message()}"] if shrink else []
+    lines += [
         f"snapshot {s.id}",
         f"{s.source} · {s.type} · {s.datetime.astimezone():%Y-%m-%d %H:%M:%S %z} · set {s.backup_set[:8]}",
         f"host {s.hostname} user {s.username} · program {s.program_version}",
@@ -76,6 +78,7 @@ class CatalogScreen(TableFilter, ConsoleScreen):
         self.snapshots: list[Snapshot] = []
         self.marked: str | None = None
         self.copies: dict[str, tuple] = {}
+        self.shrinks: dict = {}  # snapshot id -> core.health.shrink.Shrink
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -114,6 +117,7 @@ class CatalogScreen(TableFilter, ConsoleScreen):
         catalog = message.data
         self.copies = {e.snapshot.id: e.copies for e in catalog.entries}  # type: ignore[attr-defined]
         self.snapshots = [e.snapshot for e in reversed(catalog.entries)]  # type: ignore[attr-defined]
+        self.shrinks = suspicious_shrinks(self.snapshots, self.console.config.objectives.suspicious_shrink)
         damaged = catalog.damaged  # type: ignore[attr-defined]
         self._draw()
         if damaged:
@@ -133,7 +137,8 @@ class CatalogScreen(TableFilter, ConsoleScreen):
         for s in self.shown():
             m = s.summary
             t.add_row(s.short_id, compact_time(s.datetime), short_source(s.source), s.type, human_bytes(m.total_bytes),
-                      str(m.total_files), f"{m.compression_ratio:.2f}", ",".join(s.tags),
+                      f"{m.total_files} ⚠ SHRINK" if s.id in self.shrinks else str(m.total_files),
+                      f"{m.compression_ratio:.2f}", ",".join(s.tags),
                       "◆ marked" if s.id == self.marked else "", key=s.id)
         if keep and keep in t.rows:
             t.move_cursor(row=t.get_row_index(keep))
@@ -152,7 +157,7 @@ class CatalogScreen(TableFilter, ConsoleScreen):
     def _show_detail(self) -> None:
         s = self.selected()
         self.query_one("#detail", Static).update(
-            detail_text(s, self.copies.get(s.id, ())) if s else ("no snapshots match the filter" if self.snapshots else "no snapshots yet"))
+            detail_text(s, self.copies.get(s.id, ()), self.shrinks.get(s.id)) if s else ("no snapshots match the filter" if self.snapshots else "no snapshots yet"))
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self._show_detail()

@@ -9,6 +9,7 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Footer, Header, Static
 
 from core.jobs.api import Job, JobState
+from core.health.shrink import suspicious_shrinks
 from screens.base import (
     PlainTable,
     ConsoleScreen, bar, compact_time, short_source, human_age, human_bytes, human_duration, job_summary, progress_fraction, short_time,
@@ -123,6 +124,12 @@ class DashboardScreen(ConsoleScreen):
                     table.add_row(*row, key=name)
             for key in [k.value for k in table.rows if k.value not in names]:
                 table.remove_row(key)
+        shrinks = suspicious_shrinks(data["snaps"], cfg.objectives.suspicious_shrink)
+        for name, s in newest.items():
+            if s.id in shrinks:
+                sh = shrinks[s.id]
+                alerts.append(f"⚠ {name}: suspicious shrink, {sh.previous_files} -> {sh.files} files "
+                              f"in snapshot {s.short_id} (a wrong mount or a wipe?)")
         for e in data["damaged"]:
             alerts.append(f"✘ damaged snapshot manifest {e.key}: {e.reason}")
         for job in self.console.jobs.values():

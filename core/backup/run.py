@@ -27,6 +27,9 @@ class SourceResult:
     snapshot: Snapshot | None
     error: str | None = None
     code: int = SourceError.exit_code  # the exit code of the error, when there is one
+    # The newest snapshot of the source before this run (whatever the type compared with):
+    # what core/health/shrink.py compares the new snapshot's file count with.
+    previous: Snapshot | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +80,10 @@ async def run_backup(repo: Repository, sources: list[SourceSpec], *, kind: str =
                 effective = "full"  # nothing to compare with: every file is read anyway
             else:
                 effective = kind
+            previous = _reference(existing, spec.name, "incremental")
             try:
-                results.append(await _backup_source(repo, spec, effective, ref, backup_set, tags, workers,
-                                                    on_progress))
+                done = await _backup_source(repo, spec, effective, ref, backup_set, tags, workers, on_progress)
+                results.append(replace(done, previous=previous))
             except SourceError as exc:
                 # One missing source must not cost the others their backup.
                 results.append(SourceResult(spec.name, None, str(exc)))

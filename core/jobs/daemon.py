@@ -106,6 +106,7 @@ class Daemon:
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[asyncio.Task[Any]] = set()
         self._stale: set[str] = set()  # sources already announced as older than their RPO
+        self._shrunk: dict[str, str] = {}  # source -> the suspicious-shrink finding already announced
         from core.schedule.runner import attach_to_daemon
 
         attach_to_daemon(self)  # the scheduler: a service and a reload hook
@@ -167,6 +168,8 @@ class Daemon:
                 except AxisorError as exc:
                     log.warning("RPO check failed", extra={"error": str(exc)})
                     checks = []
+                else:
+                    await self._announce_shrinks(checks)
                 for check in checks:
                     if not check.name.startswith("source "):
                         continue
@@ -179,6 +182,20 @@ class Daemon:
                     elif not check.stale and check.level != "critical":
                         self._stale.discard(source)
             await asyncio.sleep(RPO_CHECK_SECONDS)
+
+    async def _announce_shrinks(self, checks: list) -> None:
+        """Once per flagged snapshot: the status's ``shrink <source>`` warnings (core/health/shrink.py)."""
+        from core.jobs.notify import notify_stale
+
+        current = {c.name.removeprefix("shrink "): c for c in checks if c.name.startswith("shrink ")}
+        for source in [s for s in self._shrunk if s not in current]:
+            del self._shrunk[source]
+        for source, check in current.items():
+            if self._shrunk.get(source) != check.message:
+                self._shrunk[source] = check.message
+                log.warning("suspicious shrink", extra={"source": source, "detail": check.message})
+                await notify_stale(self.config.notifications, source, check.level, check.message,
+                                   event="source.suspicious_shrink")
 
     async def reload(self) -> bool:
         if self.config_path is None:

@@ -162,6 +162,14 @@ def snapshot_dict(snapshot: Any) -> dict[str, Any]:
     return data
 
 
+def _with_previous(data: dict[str, Any], previous: Any) -> dict[str, Any]:
+    """The newest snapshot of the source before the run, as far as `status` needs it (its
+    suspicious-shrink check, core/health/shrink.py, runs on the job history alone)."""
+    data["previous"] = ({"id": previous.id, "time": previous.time, "total_files": previous.summary.total_files}
+                        if previous is not None else None)
+    return data
+
+
 def _source_keys(config: Config, names: list[str]) -> list[str]:
     """Lock names for the sources a backup reads: two runs of one source never overlap."""
     specs = list(config.sources())
@@ -209,9 +217,10 @@ async def backup_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, An
         else:
             ctx.log(f"{r.source}: FAILED: {r.error}")
     snaps = [r.snapshot for r in result.results if r.snapshot]
+    previous = {r.snapshot.id: getattr(r, "previous", None) for r in result.results if r.snapshot}
     out = {
         "backup_set": result.backup_set, "type": kind,
-        "snapshots": [snapshot_dict(s) for s in snaps],
+        "snapshots": [_with_previous(snapshot_dict(s), previous.get(s.id)) for s in snaps],
         "failed": [{"source": r.source, "error": r.error, "code": r.code} for r in result.failed_sources],
         "partial": result.partial,
         # Copies to the other locations made right after the backup (core/locations).

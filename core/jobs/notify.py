@@ -54,15 +54,17 @@ async def notify(config: NotificationsConfig, job: Job) -> None:
     await asyncio.gather(*tasks)
 
 
-async def notify_stale(config: NotificationsConfig, source: str, level: str, message: str) -> None:
-    """A source's newest successful backup is older than its RPO (``[objectives]``)."""
-    body = {"event": "source.stale", "host": socket.gethostname(), "source": source, "level": level,
+async def notify_stale(config: NotificationsConfig, source: str, level: str, message: str,
+                       event: str = "source.stale") -> None:
+    """A source's newest successful backup is older than its RPO (``[objectives]``), or
+    (``event="source.suspicious_shrink"``) its newest snapshot lost too many files."""
+    body = {"event": event, "host": socket.gethostname(), "source": source, "level": level,
             "summary": f"axisor-backup source {source}: {message}"}
     tasks = []
     if config.webhook_url:
         tasks.append(_webhook(config.webhook_url, body, config.timeout_seconds))
     if config.command:
-        tasks.append(_run_hook(config.command, body, {"AXISOR_EVENT": "source.stale", "AXISOR_SOURCE": source,
+        tasks.append(_run_hook(config.command, body, {"AXISOR_EVENT": event, "AXISOR_SOURCE": source,
                                                       "AXISOR_LEVEL": level}, config.timeout_seconds))
     await asyncio.gather(*tasks)
 

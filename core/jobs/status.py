@@ -5,6 +5,9 @@ daemon's socket whether it answers. Per configured source, measured against its
 ``[objectives]`` RPO: critical when it has never been backed up or its newest successful
 backup is older than the RPO times ``critical_factor``, warning past the RPO or when a
 backup after the last success failed. A failed verification is critical (the repository has damage).
+A file source whose newest snapshot lost more than ``[objectives] suspicious_shrink`` of the
+previous snapshot's files is a warning (``shrink <source>``; core/health/shrink.py), until its
+next backup.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from datetime import UTC, datetime
 
 from core.config import Config
 from core.errors import DaemonError
+from core.health.shrink import FileCount, counts_files, shrink_of
 from core.jobs.api import JobState
 from core.jobs.client import DaemonClient, socket_path
 from core.jobs.metrics import HISTORY, per_source
@@ -99,12 +103,45 @@ async def history_checks(config: Config, store: JobStore, now: datetime | None =
             level = _worst([level, "warning"])
             message += f"; a later backup failed (job {newer_failure.id}: {newer_failure.error})"
         checks.append(Check(f"source {name}", level, message, stale))
+    checks += shrink_checks(config, backups)
     if verifies and verifies[0].state == JobState.FAILED:
         checks.append(Check("verify", "critical", f"the newest verification failed (job {verifies[0].id}): "
                                                   f"{verifies[0].error}"))
     elif verifies:
         checks.append(Check("verify", "ok", f"the newest verification passed (job {verifies[0].id})"))
     return checks
+
+
+def shrink_checks(config: Config, backups: list) -> list[Check]:
+    """A warning per file source whose newest snapshot in the job history shrank: compared
+    with the snapshot the run found before it (recorded in the job's result), else with the
+    next older one in the history."""
+    seen: dict[str, list[dict]] = {}
+    for job in backups:  # newest first
+        for snap in (job.result or {}).get("snapshots") or []:
+            if isinstance(snap, dict) and "id" in snap and "time" in snap:
+                seen.setdefault(str(snap.get("source")), []).append(snap)
+    checks = []
+    for name, snaps in seen.items():
+        newest = snaps[0]
+        if not counts_files(name, newest.get("tags") or ()):
+            continue
+        prev = newest.get("previous")
+        if isinstance(prev, dict):
+            previous = FileCount(str(prev.get("id") or ""), name, _time(prev), int(prev.get("total_files") or 0))
+        else:
+            previous = FileCount.from_dict(snaps[1]) if len(snaps) > 1 else None
+        found = shrink_of(FileCount.from_dict(newest), previous, config.objectives.suspicious_shrink)
+        if found is not None:
+            checks.append(Check(f"shrink {name}", "warning", found.message()))
+    return checks
+
+
+def _time(d: dict) -> datetime:
+    try:
+        return datetime.fromisoformat(str(d.get("time")))
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
 
 
 def _touches(params: dict, result: dict | None, source: str) -> bool:
@@ -115,4 +152,4 @@ def _touches(params: dict, result: dict | None, source: str) -> bool:
     return not wanted or any(w == source or source.endswith("/" + w) or source.startswith(w + "/") for w in wanted)
 
 
-__all__ = ["Check", "Health", "health", "history_checks"]
+__all__ = ["Check", "Health", "health", "history_checks", "shrink_checks"]

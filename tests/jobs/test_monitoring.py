@@ -136,3 +136,30 @@ def test_daemon_announces_a_source_older_than_its_rpo(jw, webhook):
     assert post["body"]["event"] == "source.stale"
     assert post["body"]["source"] == "application/user_data" and post["body"]["level"] == "warning"
     assert "30." in post["body"]["summary"]
+
+
+def test_daemon_announces_a_suspicious_shrink_once(jw, webhook):
+    url, received = webhook
+    assert jw.cli("backup").code == 0  # a.txt, sub/b.bin
+    (jw.ws.src / "sub" / "b.bin").unlink()
+    (jw.ws.src / "a.txt").unlink()
+    (jw.ws.src / "left.txt").write_text("the only file\n")
+    assert jw.cli("backup").code == 0  # 2 -> 1 file: 50 %, not more than the default share
+    assert jw.cli("status").code == 0
+    (jw.ws.src / "more.txt").write_text("x\n")
+    (jw.ws.src / "more2.txt").write_text("y\n")
+    (jw.ws.src / "more3.txt").write_text("z\n")
+    assert jw.cli("backup").code == 0  # 4 files
+    for name in ("left.txt", "more.txt", "more2.txt"):
+        (jw.ws.src / name).unlink()
+    assert jw.cli("backup").code == 0  # 4 -> 1: flagged
+    jw.config(f'[notifications]\nwebhook_url = "{url}"\n')
+    d = jw.daemon()
+    record = d.wait_for("suspicious shrink")
+    assert record["source"] == "application/user_data" and "has 1 files" in record["detail"]
+    deadline = time.monotonic() + 10
+    while not received and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [post] = received
+    assert post["body"]["event"] == "source.suspicious_shrink" and post["body"]["level"] == "warning"
+    assert "had 4" in post["body"]["summary"]

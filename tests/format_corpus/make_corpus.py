@@ -1,0 +1,286 @@
+"""Write one corpus repository with the code of this checkout, for tests/core/test_format_corpus.py.
+
+Run by hand, from the repository root, when a format version is introduced (see
+docs/FORMAT.md, "Versioning policy"):
+
+    .venv/bin/python tests/format_corpus/make_corpus.py v1/basic
+
+It creates ``tests/format_corpus/<version>/<name>/`` (refusing to overwrite one that exists:
+a corpus folder is never regenerated, it is what an old writer wrote) holding
+
+    repo/            the repository exactly as the writer left it (without its empty folders:
+                     git keeps none; the test re-creates the layout docs/FORMAT.md prescribes)
+    passphrase       the passphrase, one line (a corpus holds no secret worth keeping)
+    manifest.json    what every snapshot must restore to (below)
+
+What is stored, from a deterministic source tree (fixed names, modes, mtimes; seeded bytes):
+regular files (empty, small, a 2.5 MiB one cut into several chunks: sparse seeded noise over
+a repeated block, so it compresses to ~170 KB but still has content-defined cut points),
+a symlink (relative, dangling), a hard-link pair, nested folders (one 0700), a non-UTF-8 file
+name, modes 0644/0600/0755/4755, fixed mtimes. Snapshot 1: the first backup (full).
+Snapshot 2: an incremental one after one file changed and one was removed. Snapshot 3: a
+database-style snapshot (source ``database``, one streamed file, committed the way a logical
+dump is) made in-process without PostgreSQL. The backups of the file source run through the
+real CLI (``backup --json``); the repository is created in-process with scrypt N = 2^10 (the
+cost is stored in the key file, so every reader pays little) and a 4 MiB pack size.
+
+``manifest.json``::
+
+    {"format_version": 1, "program_version": "0.1.0", "created_by": "tests/format_corpus/make_corpus.py",
+     "snapshots": [{"id": "<64 hex>", "source": "...", "type": "full", "total_files": 9,
+                    "restore_root": "<path below the restore target where the entries are>",
+                    "entries": {"<path relative to restore_root>": {
+                        "type": "file" | "dir" | "symlink", "mode": <permission bits incl. setuid>,
+                        "mtime_ns": int, "size": int, "sha256": "hex"            (files),
+                        "target": "..."                                         (symlinks),
+                        "hardlink": "<first path of its hard-link group>"        (files linked > 1)}}}]}
+
+Paths are ``os.fsdecode`` strings (a non-UTF-8 byte is a lone surrogate, which JSON keeps as
+``\\udcXX``); ``os.fsencode`` gives the bytes back. ``"."`` is the source folder itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import os
+import random
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
+
+PASSPHRASE = "axisor format corpus"
+T0 = 1_700_000_000_000_000_000  # fixed mtimes, ns
+BIG_SIZE = 5 * 1024 * 1024 // 2
+
+
+def big_bytes() -> bytes:
+    """2.5 MiB: a repeated 4 KiB block of 10 letters with every 16th byte seeded noise. The noise
+    keeps FastCDC's rolling hash varied (cuts appear whatever the repository's gear seed:
+    3 to 7 chunks in 40 tries), the rest makes zstd shrink it to ~170 KB."""
+    r = random.Random(13)
+    block = bytes(r.choice(b"abcdefgh \n") for _ in range(4096))
+    out = bytearray((block * (BIG_SIZE // 4096 + 1))[:BIG_SIZE])
+    for k in range(0, BIG_SIZE, 16):
+        out[k] = r.randrange(256)
+    return bytes(out)
+
+
+def make_tree(src: Path) -> None:
+    r = random.Random(7)
+    (src / "docs" / "nested" / "deeper").mkdir(parents=True)
+    (src / "private").mkdir()
+    (src / "empty-dir").mkdir()
+    (src / "empty.txt").write_bytes(b"")
+    (src / "hello.txt").write_bytes(b"hello, corpus\n")
+    (src / "docs" / "readme.md").write_bytes(b"# corpus\n\nversion 1 of the format.\n")
+    (src / "docs" / "nested" / "deeper" / "leaf.bin").write_bytes(r.randbytes(3000))
+    (src / "docs" / "to-remove.txt").write_bytes(b"removed before the second snapshot\n")
+    (src / "docs" / "to-change.txt").write_bytes(b"first version\n")
+    (src / "private" / "secret.key").write_bytes(b"k" * 64)
+    (src / "big.bin").write_bytes(big_bytes())
+    (src / "tool.sh").write_bytes(b"#!/bin/sh\necho corpus\n")
+    (src / "setuid-tool").write_bytes(b"\x7fELF not really\n")
+    with open(os.fsencode(str(src)) + b"/caf\xe9-\xff.txt", "wb") as f:  # not UTF-8
+        f.write(b"latin-1 name\n")
+    os.link(src / "private" / "secret.key", src / "private" / "secret-link.key")
+    os.symlink("docs/readme.md", src / "readme-link")
+    os.symlink("../nowhere/at/all", src / "docs" / "dangling-link")
+    for path, mode in [("empty.txt", 0o644), ("hello.txt", 0o644), ("docs/readme.md", 0o644),
+                       ("docs/nested/deeper/leaf.bin", 0o600), ("docs/to-remove.txt", 0o644),
+                       ("docs/to-change.txt", 0o644), ("private/secret.key", 0o600), ("big.bin", 0o644),
+                       ("tool.sh", 0o755), ("setuid-tool", 0o4755), ("private", 0o700),
+                       ("docs", 0o755), ("docs/nested", 0o750), ("docs/nested/deeper", 0o755),
+                       ("empty-dir", 0o755), (".", 0o755)]:
+        os.chmod(src / path, mode)
+    os.chmod(os.fsencode(str(src)) + b"/caf\xe9-\xff.txt", 0o644)
+    stamp(src, T0)
+
+
+def stamp(src: Path, base: int) -> None:
+    """Fixed mtimes (and atimes) for everything, folders last (writing into one changes it)."""
+    broot = os.fsencode(str(src))
+    everything = []
+    for dirpath, dirnames, filenames in os.walk(broot):
+        everything += [os.path.join(dirpath, n) for n in filenames]
+        everything += [os.path.join(dirpath, n) for n in dirnames]
+    for i, p in enumerate(sorted(everything, key=lambda p: (-p.count(b"/"), p))):
+        t = base + (i + 1) * 1_000_000_007
+        os.utime(p, ns=(t, t), follow_symlinks=False)
+    os.utime(broot, ns=(base, base))
+
+
+def entries(src: Path) -> dict[str, dict]:
+    """What a restore of ``src`` must give back, path by path."""
+    broot = os.fsencode(str(src))
+    out: dict[str, dict] = {}
+    groups: dict[tuple[int, int], str] = {}
+    paths = [broot]
+    for dirpath, dirnames, filenames in os.walk(broot):
+        paths += [os.path.join(dirpath, n) for n in dirnames + filenames]
+    for p in sorted(paths):
+        rel = "." if p == broot else os.fsdecode(os.path.relpath(p, broot))
+        st = os.lstat(p)
+        e: dict = {"mode": stat.S_IMODE(st.st_mode), "mtime_ns": st.st_mtime_ns}
+        if stat.S_ISLNK(st.st_mode):
+            e = {"type": "symlink", **e, "target": os.fsdecode(os.readlink(p))}
+        elif stat.S_ISDIR(st.st_mode):
+            e = {"type": "dir", **e}
+        else:
+            with open(p, "rb") as f:
+                data = f.read()
+            e = {"type": "file", **e, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            if st.st_nlink > 1:
+                e["hardlink"] = groups.setdefault((st.st_dev, st.st_ino), rel)
+        out[rel] = e
+    return out
+
+
+def cli(work: Path, *args: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AXISOR_BACKUP")}
+    env.update(AXISOR_BACKUP_PASSPHRASE=PASSPHRASE, AXISOR_BACKUP_STATE_DIR=str(work / "state"),
+               PYTHONDONTWRITEBYTECODE="1")
+    p = subprocess.run([sys.executable, "-m", "app.cli", "--config", str(work / "config.toml"), "--json", *args],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    if p.returncode != 0:
+        raise SystemExit(f"axisor-backup {' '.join(args)} -> exit {p.returncode}\n{p.stdout}\n{p.stderr}")
+    return json.loads(p.stdout)
+
+
+async def create_repo(repo: Path) -> None:
+    from core import crypto
+    from core.repository.repository import Repository
+    from core.storage.local import LocalBackend
+
+    saved = crypto.SCRYPT_N
+    crypto.SCRYPT_N = 2**10
+    try:
+        await Repository.create(LocalBackend(repo), PASSPHRASE, pack_size=4 * 1024 * 1024)
+    finally:
+        crypto.SCRYPT_N = saved
+
+
+async def database_like_snapshot(repo_path: Path) -> tuple[dict, dict]:
+    """A snapshot committed exactly as a logical dump is (StreamWriter + single_file_snapshot),
+    from a seeded byte stream instead of pg_dump."""
+    from core.backup.single_file import single_file_snapshot
+    from core.backup.stream import StreamWriter
+    from core.repository.format import BlobType
+    from core.repository.lock import Lock
+    from core.repository.repository import Repository
+    from core.storage.local import LocalBackend
+
+    dump = b"PGDMP" + b"".join(b"COPY corpus.t%d FROM stdin;\n%s\n\\.\n" % (i, b"row\t%d\n" % i * 50)
+                               for i in range(40))
+    repo = await Repository.open(LocalBackend(repo_path), PASSPHRASE)
+    async with Lock(repo.backend, exclusive=False, operation="backup"):
+        await repo.load_index()
+        before = list(repo.stats.by_type.get(BlobType.DATA, [0, 0, 0]))
+        writer = StreamWriter(repo)
+        ids, size = await writer.store(io.BytesIO(dump))
+        await writer.drain()
+        metadata = {"mode": "logical", "format": "custom", "dump_file": "corpus.dump", "dump_size": size,
+                    "dbname": "corpus", "tables": {}, "total_tables": 0, "total_records": 0,
+                    "checksum_method": "count-only", "checksums": {}, "large_objects": None,
+                    "application_version": None, "duration_seconds": 0.0}
+        snap = await single_file_snapshot(repo, name="corpus.dump", ids=ids, size=size, before=before,
+                                          source="database", paths=("corpus on /run/postgresql:5432",),
+                                          backup_set="c0ffee0000000001", tags=("corpus",),
+                                          metadata=metadata)
+        snap_id = await repo.save_snapshot(snap)
+        tree = await repo.load_tree(bytes.fromhex(snap.tree))
+    node = tree.nodes[0]
+    entry = {"type": "file", "mode": stat.S_IMODE(node.mode), "mtime_ns": node.mtime_ns, "size": len(dump),
+             "sha256": hashlib.sha256(dump).hexdigest()}
+    return ({"id": snap_id, "source": "database", "type": "full", "total_files": 1, "restore_root": "",
+             "entries": {"corpus.dump": entry}}, metadata)
+
+
+def chunks_of(work: Path, snap_id: str, path: str) -> int:
+    async def go() -> int:
+        from core.repository.repository import Repository
+        from core.storage.local import LocalBackend
+
+        repo = await Repository.open(LocalBackend(work / "repo"), PASSPHRASE)
+        await repo.load_index()
+        snaps, _ = await repo.list_snapshots()
+        snap = next(s for s in snaps if s.id == snap_id)
+        tree = await repo.load_tree(bytes.fromhex(snap.tree))
+        for part in (snap.paths[0].strip("/") + "/" + path).split("/"):
+            node = next(n for n in tree.nodes if n.name == os.fsencode(part))
+            if node.subtree is not None:
+                tree = await repo.load_tree(node.subtree)
+        return len(node.content)
+
+    return asyncio.run(go())
+
+
+def main() -> None:
+    if len(sys.argv) != 2 or sys.argv[1].count("/") != 1:
+        raise SystemExit(__doc__.split("\n\n")[1])
+    from core import __version__
+    from core.repository.format import REPO_VERSION
+
+    version, name = sys.argv[1].split("/")
+    if version != f"v{REPO_VERSION}":
+        raise SystemExit(f"this checkout writes format version {REPO_VERSION}, not {version}")
+    dest = HERE / version / name
+    if dest.exists():
+        raise SystemExit(f"{dest} exists: corpus folders are never regenerated")
+    with tempfile.TemporaryDirectory(prefix="axisor-corpus-") as tmp:
+        work = Path(tmp)
+        src = work / "src"
+        src.mkdir()
+        (work / "state").mkdir()
+        make_tree(src)
+        (work / "config.toml").write_text(
+            f"[application]\nuser_data = [{json.dumps(str(src))}]\n"
+            f"[storage]\nlocal_path = {json.dumps(str(work / 'repo'))}\npack_size_mib = 4\n")
+        asyncio.run(create_repo(work / "repo"))
+
+        snapshots = []
+        first = cli(work, "backup")["snapshots"][0]
+        snapshots.append({"id": first["id"], "source": first["source"], "type": first["type"],
+                          "total_files": first["summary"]["total_files"],
+                          "restore_root": first["paths"][0].lstrip("/"), "entries": entries(src)})
+        if (n := chunks_of(work, first["id"], "big.bin")) < 2:
+            raise SystemExit(f"big.bin is {n} chunk(s) with this repository's gear seed: run again")
+
+        (src / "docs" / "to-change.txt").write_bytes(b"second version, longer than the first\n")
+        os.unlink(src / "docs" / "to-remove.txt")
+        stamp(src, T0 + 86_400 * 10**9)
+        second = cli(work, "backup")["snapshots"][0]
+        assert second["type"] == "incremental" and second["summary"]["files_changed"] >= 1, second
+        assert second["summary"]["files_removed"] == 1, second
+        snapshots.append({"id": second["id"], "source": second["source"], "type": second["type"],
+                          "total_files": second["summary"]["total_files"],
+                          "restore_root": second["paths"][0].lstrip("/"), "entries": entries(src)})
+
+        db, _ = asyncio.run(database_like_snapshot(work / "repo"))
+        snapshots.append(db)
+
+        for lock in (work / "repo" / "locks").iterdir():
+            lock.unlink()
+        dest.mkdir(parents=True)
+        shutil.copytree(work / "repo", dest / "repo",
+                        ignore=lambda d, names: [n for n in names if n.startswith(".tmp-")])
+        (dest / "passphrase").write_text(PASSPHRASE + "\n")
+        (dest / "manifest.json").write_text(json.dumps(
+            {"format_version": REPO_VERSION, "program_version": __version__,
+             "created_by": "tests/format_corpus/make_corpus.py", "snapshots": snapshots},
+            indent=1, sort_keys=True) + "\n")
+    size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    print(f"wrote {dest} ({size} bytes, {len(snapshots)} snapshots)")
+
+
+if __name__ == "__main__":
+    main()
