@@ -25,7 +25,7 @@ from core.repository.format import (
 )
 from core.repository.index import Index, IndexedPack, IndexFormatError, PackEntry, decode_index, encode_index
 from core.repository.packer import Packer, PackFormatError, decode_header, parse_trailer
-from core.repository.snapshot import Snapshot
+from core.repository.snapshot import Snapshot, is_safety
 from core.repository.tree import Tree, TreeFormatError
 from core.storage.backend import Backend, ObjectExists, ObjectNotFound, StorageError
 
@@ -378,11 +378,14 @@ class Repository:
 
     async def resolve_refs(self, refs: list[str], source: str | None = None) -> list[Snapshot]:
         """Snapshot references -> snapshots. Bare ``latest`` means every snapshot of the
-        newest backup set; anything else goes to ``find_snapshot``."""
+        newest backup set that is not a safety snapshot (the copy a restore took of what it
+        overwrote: after a restore, "latest" must still mean the newest backup, not that);
+        anything else goes to ``find_snapshot``."""
         out: list[Snapshot] = []
         for ref in refs:
             if ref == "latest" and source is None:
                 snaps, _ = await self.list_snapshots()
+                snaps = [s for s in snaps if not is_safety(s)]
                 if not snaps:
                     raise SnapshotNotFound(f"no snapshots in {self.backend.location}")
                 newest = snaps[-1].backup_set
@@ -396,7 +399,10 @@ class Repository:
         if ref == "latest" or ref.startswith("latest:"):
             want = ref.partition(":")[2] or source
             snaps, _ = await self.list_snapshots()
-            snaps = [s for s in snaps if want is None or s.source == want]
+            # A database restore's safety snapshot carries the source "database": only a
+            # reference that names a safety source may resolve to one.
+            wants_safety = bool(want and want.startswith("safety/"))
+            snaps = [s for s in snaps if (want is None or s.source == want) and (wants_safety or not is_safety(s))]
             if not snaps:
                 raise SnapshotNotFound(f"no snapshots{' of ' + want if want else ''} in {self.backend.location}")
             return snaps[-1]

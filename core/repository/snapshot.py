@@ -77,3 +77,12 @@ class Snapshot:
     @property
     def short_id(self) -> str:
         return self.id[:8]
+
+
+SAFETY_SOURCE_PREFIX = "safety/"
+
+
+def is_safety(snap: Snapshot) -> bool:
+    """A snapshot a restore took of what it was about to overwrite (file restores name their
+    source ``safety/<source>``; database restores record ``safety_for`` in the metadata)."""
+    return snap.source.startswith(SAFETY_SOURCE_PREFIX) or "safety_for" in (snap.metadata or {})

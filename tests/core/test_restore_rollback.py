@@ -181,3 +181,21 @@ def test_a_folder_in_the_way_refuses_before_writing_anything(live, tmp_path) -> 
     r = ws.cli("restore", sid, "--target", str(target))
     assert r.code == 12 and "in the way" in r.err and "big.bin" in r.err
     assert sorted(p.name for p in base.iterdir()) == ["big.bin"]
+
+
+def test_latest_after_a_restore_is_still_the_newest_backup_not_its_safety_snapshot(ws, tmp_path) -> None:
+    (ws.src / "f").write_text("data\n")
+    ws.write_config(user_data=[ws.src])
+    assert ws.cli("init").code == 0
+    backup = ws.cli("backup", "--json")
+    assert backup.code == 0, backup.err
+    target = tmp_path / "t"
+    first = target / str(ws.src).lstrip("/")
+    first.mkdir(parents=True)
+    (first / "f").write_text("local edit\n")  # overwritten: a safety snapshot is taken first
+    assert ws.cli("restore", "latest", "--target", str(target)).code == 0
+    snaps = ws.cli("snapshots", "--json").json()["snapshots"]
+    assert any(s["source"].startswith("safety/") for s in snaps)  # the newest one is the safety copy
+    shown = ws.cli("show", "latest", "--json").json()
+    assert shown["source"] == "application/user_data" and "safety" not in shown.get("tags", [])
+    assert ws.cli("show", "latest:application/user_data", "--json").json()["id"] == shown["id"]
