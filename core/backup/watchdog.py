@@ -40,8 +40,10 @@ def abandoned() -> bool:
 
 
 class _Watched:
-    """A file being read: every read is progress. After the watchdog fired, the next read
-    fails, so a thread whose read finally returns stops there instead of going on."""
+    """A file being read: every read is progress. Once the archive is over early (stalled,
+    cancelled: Ctrl-C, job cancel), the next read fails, so the worker thread gives up the
+    file within one read instead of filling the rest of a 16 MiB window from a slow source
+    (the service's close waits for it)."""
 
     def __init__(self, dog: Watchdog, path: bytes, stream: BinaryIO) -> None:
         self._dog = dog
@@ -50,9 +52,15 @@ class _Watched:
         dog._open(path, self)
 
     def readinto(self, buf: Any) -> int | None:
-        if self._dog.fired:
-            raise BackupStalled(f"{os.fsdecode(self._path)}: read abandoned after the backup stalled")
-        n = self._stream.readinto(buf)
+        if self._dog.stopped is not None:
+            raise BackupStalled(f"{os.fsdecode(self._path)}: read stopped: {self._dog.stopped}")
+        with self._dog._lock:
+            self._dog._reads_in_flight += 1
+        try:
+            n = self._stream.readinto(buf)
+        finally:
+            with self._dog._lock:
+                self._dog._reads_in_flight -= 1
         self._dog.progress()
         return n
 
@@ -75,12 +83,14 @@ class Watchdog:
 
     def __init__(self, timeout: float, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.timeout = timeout
-        self.fired = False
+        self.fired = False  # the stall was detected
+        self.stopped: str | None = None  # why reads must stop now (stalled, cancelled)
         self._clock = clock
         self._last = clock()
         self._lock = threading.Lock()
         self._open_files: dict[int, bytes] = {}  # id(_Watched) -> path
         self._small: dict[int, bytes] = {}  # worker thread id -> the small file it reads
+        self._reads_in_flight = 0
 
     # -- hooks (the archiver; worker threads) ---------------------------------------------
 
@@ -138,16 +148,29 @@ class Watchdog:
                 if self.stalled_for() >= self.timeout:
                     break
         except BaseException:
+            self.stopped = "the backup was cancelled"
             task.cancel()  # we were cancelled (Ctrl-C, job cancel): so is the work
             await asyncio.gather(task, return_exceptions=True)
+            await self._let_reads_end()
             raise
         error = self._error()
         self.fired = True
+        self.stopped = "the backup stalled"
         if self._open_files or self._small:
             _abandoned.set()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         raise error
+
+    async def _let_reads_end(self, grace: float = 1.0) -> None:
+        """After a cancel: a read still blocked after ``grace`` (a hung mount) is abandoned,
+        so that Ctrl-C or ``job cancel`` ends the run in time rather than at the read's end."""
+        deadline = time.monotonic() + grace
+        while self._reads_in_flight or self._small:
+            if time.monotonic() >= deadline:
+                _abandoned.set()
+                return
+            await asyncio.sleep(0.02)
 
     def _error(self) -> BackupStalled:
         files = self.reading_now()

@@ -14,11 +14,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from conftest import PASSPHRASE, ROOT
 from core.backup.watchdog import NO_WATCHDOG, Watchdog
 from core.errors import BackupStalled
 
@@ -136,8 +140,8 @@ async def test_a_read_after_the_watchdog_fired_fails() -> None:
 
     watched = dog.reading(b"/x", Stream())  # type: ignore[arg-type]
     assert watched.readinto(bytearray(1)) == 0
-    dog.fired = True
-    with pytest.raises(BackupStalled, match="/x"):
+    dog.stopped = "the backup stalled"
+    with pytest.raises(BackupStalled, match="/x: read stopped: the backup stalled"):
         watched.readinto(bytearray(1))
     assert calls == [1]
 
@@ -189,3 +193,40 @@ def test_a_stalled_read_fails_the_backup_naming_the_file_and_leaves_the_reposito
     assert again.code == 0, again.err
     assert again.json()["snapshots"][0]["summary"]["total_files"] == 3
     assert json.dumps(again.json())  # a normal result
+
+
+def test_ctrl_c_stops_a_backup_whose_read_never_returns_within_2_s(ws, tmp_path: Path) -> None:
+    """The watchdog is off (600 s); the user presses Ctrl-C: the blocked read is abandoned
+    after 1 s, the run is cancelled cleanly and the process does not wait for that thread."""
+    (ws.src / "STALL-big.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+    assert ws.cli("init").code == 0
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(STALL_SITECUSTOMIZE)
+    e = {k: v for k, v in os.environ.items() if not k.startswith("AXISOR_BACKUP")}
+    e.update({"AXISOR_BACKUP_PASSPHRASE": PASSPHRASE, "PYTHONPATH": str(hook),
+              "AXISOR_BACKUP_STATE_DIR": str(tmp_path / "state")})
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "--config", str(ws.config), "backup"],
+                            cwd=ROOT, env=e, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        locks = ws.repo / "locks"
+        deadline = time.monotonic() + 60
+        while not (locks.exists() and any(locks.iterdir())):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.02)
+        time.sleep(1.0)  # the read is blocked by now
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    print(f"stopped {took:.2f} s after SIGINT with a read blocked forever")
+    assert proc.returncode == 130, (proc.returncode, out, err)
+    assert took < 2.0 and "Traceback" not in err
+    assert not list((ws.repo / "locks").iterdir())
+    v = ws.cli("verify", "--json")
+    assert v.code == 0 and v.json()["ok"] is True, v.out + v.err
