@@ -6,7 +6,8 @@ not found, 4 wrong passphrase, 5 lock held, 6 verification failed, 7 partial bac
 11 source unreadable, 12 restore refused, 13 snapshot not found, 14 database error (connection,
 pg_dump, pg_restore), 15 PostgreSQL tools missing or too old, 16 restored row counts differ
 from the snapshot, 17 WAL file already archived with different content (wal-push), 18 database
-archiving settings not ready (database archiving), 130 interrupted.
+archiving settings not ready (database archiving), 22 backup stalled (no byte read for [engine]
+stall_timeout_seconds), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from app import cli_drills, cli_jobs, cli_locations, cli_prune, cli_schedules
 from app.process import tune_process
+from core.backup import watchdog
 from core.config import (
     Config, ConfigError, PassphraseError, default_config_path, insecure_endpoint, load_config,
     resolve_passphrase,
@@ -712,6 +714,19 @@ def console_main(args, config: Config, config_path: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    code = _main(argv)
+    if watchdog.abandoned():
+        # A read the backup watchdog gave up on (core/backup/watchdog.py) may stay blocked
+        # forever on a worker thread, and the interpreter joins those threads at exit: the
+        # lock is released and the outcome printed, so leave without waiting for it.
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(code)
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     tune_process()
     argv = sys.argv[1:] if argv is None else list(argv)
     if _bare_on_terminal(argv):

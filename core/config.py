@@ -222,6 +222,8 @@ class EngineConfig:
     state_dir: Path | None = None  # None: $AXISOR_BACKUP_STATE_DIR, else the platform's user state dir
     shutdown_grace_seconds: int = 300
     metrics_file: Path | None = None
+    # A file source that reads no byte and finishes no file this long fails (0: never).
+    stall_timeout_seconds: int = 600
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -980,6 +982,7 @@ _ENGINE = _Section(
         "state_dir": _Field(_path),
         "shutdown_grace_seconds": _Field(_integer(0, 86400)),
         "metrics_file": _Field(_path),
+        "stall_timeout_seconds": _Field(_integer(0, 86400)),
     },
 )
 

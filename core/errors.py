@@ -108,6 +108,12 @@ class JobNotFound(AxisorError):
     exit_code = 20
 
 
+class BackupStalled(AxisorError):
+    """A file source read no byte and finished no file for [engine] stall_timeout_seconds."""
+
+    exit_code = 22
+
+
 class DaemonError(AxisorError):
     """The daemon's socket refused us, or answered something that is not the protocol."""
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.backup.archiver import ArchiveStats
+from core.backup import watchdog
 from core.backup.run import BackupResult, run_backup
 from core.config import Config, DatabaseConfig
 from core.errors import AxisorError, RestoreRefused, SnapshotNotFound, UsageError
@@ -88,7 +89,9 @@ class BackupService:
         if self._location_ops is not None:
             await self._location_ops.sites.close()  # every location but the primary
         await self._primary.close()
-        self.executor.shutdown(wait=True)
+        # A read the backup watchdog gave up on may never return: do not wait for it.
+        stuck = watchdog.abandoned()
+        self.executor.shutdown(wait=not stuck, cancel_futures=stuck)
 
     # -- repository ---------------------------------------------------------------------
 
@@ -166,7 +169,8 @@ class BackupService:
             if preload is not None:
                 await preload
             result = await run_backup(repo, specs, kind=kind, tags=tags, workers=self.workers,
-                                      on_progress=on_progress, database=database, started_dump=dump)
+                                      on_progress=on_progress, database=database, started_dump=dump,
+                                      stall_timeout=self.config.engine.stall_timeout_seconds)
         finally:
             if dump is not None:
                 await _stop_dump(dump)

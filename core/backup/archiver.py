@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.backup.stream import StreamWriter
+from core.backup.watchdog import NO_WATCHDOG, Watchdog
 from core.errors import SourceError
 from core.repository.blobs import SealedBlob
 from core.repository.format import BlobType
@@ -129,6 +130,7 @@ class Archiver:
         self._batch: list[_SmallFile] = []
         self._batch_future: asyncio.Future = self._loop.create_future()
         self._batch_bytes = 0
+        self.watch: Watchdog = NO_WATCHDOG  # set by the run: names the file of a stalled read
 
     # -- public -------------------------------------------------------------------------
 
@@ -354,6 +356,7 @@ class Archiver:
         repo = self.repo
         out = []
         for p in files:
+            self.watch.small_file(p.path)  # watchdog: this thread reads p.path now
             try:
                 fd = os.open(p.path, _read_flags(p.st))
             except FileNotFoundError:
@@ -376,6 +379,7 @@ class Archiver:
             blob_id = repo.cipher.blob_id(data)
             sealed = None if repo.has_blob(blob_id) else repo.seal(BlobType.DATA, blob_id, data)
             out.append((((blob_id,), len(data)), sealed, warning))
+        self.watch.small_file(None)  # watchdog: this thread's batch is read
         return out
 
     async def _stream(self, path: bytes, st: os.stat_result) -> tuple[tuple[bytes, ...], int] | None:
@@ -390,6 +394,7 @@ class Archiver:
             except OSError as exc:
                 self._unreadable(path, exc.strerror or "unreadable")
                 return None
+            f = self.watch.reading(path, f)  # watchdog: each read is progress; names a stalled file
             with f:
                 ids, size = await self._streams.store(f, self._read_progress)
                 after = os.fstat(f.fileno())

@@ -20,7 +20,7 @@ from pyfastcdc import FastCDC
 
 from core.repository.repo_config import ChunkerParams
 
-WINDOW = 16 * 1024 * 1024
+WINDOW = 16 * 1024 * 1024  # bytes read per fill, beyond the uncut tail (at most one chunk)
 
 _free_buffers: list[bytearray] = []
 _free_lock = threading.Lock()
@@ -57,13 +57,20 @@ class Chunker:
     """One file's chunk stream. Not thread-safe; advance it from one thread at a time."""
 
     def __init__(self, params: ChunkerParams, stream: BinaryIO,
-                 observe: Callable[[bytearray, int, int], None] | None = None) -> None:
+                 observe: Callable[[bytearray, int, int], None] | None = None, *,
+                 window: int = WINDOW) -> None:
+        # ``window`` is a parameter so tests can drive every refill edge with inputs of a
+        # few KiB (tests/core/test_chunker_property.py); the boundaries never depend on it.
+        if window < 0:
+            raise ValueError(f"chunker window must be >= 0 (got {window})")
         self._params = params
         self._stream = stream
         # Sees every byte read, in place in the window (buffer, start, end), before it is cut.
         self._observe = observe
         self._max = params.max_size
-        self._buf: bytearray | None = _get_buffer(WINDOW + params.max_size)
+        # A pooled buffer may be longer than asked for: fill only this much of it.
+        self._cap = window + params.max_size
+        self._buf: bytearray | None = _get_buffer(self._cap)
         self._start = 0  # first byte not yet cut
         self._end = 0  # end of valid data
         self._eof = False
@@ -77,8 +84,8 @@ class Chunker:
             self._start, self._end = 0, tail
         view = memoryview(self._buf)
         begin = self._end
-        while self._end < len(self._buf) and not self._eof:
-            n = self._stream.readinto(view[self._end:])
+        while self._end < self._cap and not self._eof:
+            n = self._stream.readinto(view[self._end:self._cap])
             if not n:
                 self._eof = True
             else:
@@ -98,11 +105,20 @@ class Chunker:
                 self.close()
                 break
             window = memoryview(self._buf)[self._start:self._end]
+            before = self._start
             for chunk in _cdc(self._params).cut_buf(window):
-                end = chunk.offset + chunk.length
-                # Without more data, the last cut is where the window ended, not a real
-                # boundary: leave it for the next fill unless the stream is over.
-                if end == len(window) and not self._eof:
+                # A cut that ends where the window ends may only be where the data ran out:
+                # more data could move it, so it waits for the next fill -- unless the stream
+                # is over, or the chunk is max_size long. FastCDC never looks further than
+                # max_size bytes from a chunk's start, so such a cut is final whatever
+                # follows. Waiting on it was issue 13's hang: with exactly max_size bytes
+                # uncut (a run of one byte cut at max_size, window a multiple of max_size),
+                # no refill happens (the tail is not below max_size) and the same cut came
+                # back forever. Refilling at <= max_size would also have ended the loop, but
+                # this rule is the true one: it is what makes every accepted cut the one
+                # FastCDC makes on the whole input (tests/core/test_chunker_property.py).
+                if chunk.offset + chunk.length == len(window) and not self._eof \
+                        and chunk.length < self._max:
                     break
                 out.append(bytes(chunk.data))
                 total += chunk.length
@@ -110,6 +126,12 @@ class Chunker:
                 if total >= max_bytes:
                     break
             window.release()
+            if self._start == before:
+                # Cannot happen: a window below max_size is refilled first, and one of at
+                # least max_size yields a final cut. Should a change break that, fail loudly
+                # rather than spin with the repository locked.
+                raise RuntimeError(f"chunker made no progress at {self._end - self._start} uncut bytes "
+                                   f"(eof={self._eof}); this is a bug")
         return out
 
     def close(self) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from core import __version__
 from core.backup.single_file import current_user
 from core.backup.archiver import Archiver, ArchiveStats
+from core.backup.watchdog import DEFAULT_STALL_SECONDS, Watchdog
 from core.config import DatabaseConfig, SourceSpec
 from core.errors import SourceError, UsageError
 from core.repository.format import BlobType
@@ -60,9 +61,12 @@ async def run_backup(repo: Repository, sources: list[SourceSpec], *, kind: str =
                      tags: tuple[str, ...] = (), workers: int = 2,
                      on_progress: Callable[[str, ArchiveStats], None] | None = None,
                      database: DatabaseConfig | None = None,
-                     started_dump: Awaitable | None = None) -> BackupResult:
+                     started_dump: Awaitable | None = None,
+                     stall_timeout: float = DEFAULT_STALL_SECONDS) -> BackupResult:
     """Back up ``database`` (when given) and then each file source, one snapshot each.
-    ``started_dump``: the logical dump of ``database``, already begun (service.backup)."""
+    ``started_dump``: the logical dump of ``database``, already begun (service.backup).
+    ``stall_timeout``: a file source that reads no byte and finishes no file for this many
+    seconds fails the run with BackupStalled (core/backup/watchdog.py); 0: never."""
     if kind not in SNAPSHOT_TYPES:
         raise UsageError(f"unknown backup type {kind!r}: use one of {', '.join(SNAPSHOT_TYPES)}")
     backup_set = uuid.uuid4().hex[:16]
@@ -82,7 +86,8 @@ async def run_backup(repo: Repository, sources: list[SourceSpec], *, kind: str =
                 effective = kind
             previous = _reference(existing, spec.name, "incremental")
             try:
-                done = await _backup_source(repo, spec, effective, ref, backup_set, tags, workers, on_progress)
+                done = await _backup_source(repo, spec, effective, ref, backup_set, tags, workers, on_progress,
+                                            stall_timeout=stall_timeout)
                 results.append(replace(done, previous=previous))
             except SourceError as exc:
                 # One missing source must not cost the others their backup.
@@ -136,17 +141,23 @@ async def backup_paths(repo: Repository, name: str, paths: list[Path], *, tags: 
 async def _backup_source(repo: Repository, spec: SourceSpec, kind: str, ref: Snapshot | None,
                          backup_set: str, tags: tuple[str, ...], workers: int,
                          on_progress: Callable[[str, ArchiveStats], None] | None,
-                         metadata: dict | None = None) -> SourceResult:
+                         metadata: dict | None = None,
+                         stall_timeout: float = DEFAULT_STALL_SECONDS) -> SourceResult:
     before = list(repo.stats.by_type.get(BlobType.DATA, [0, 0, 0]))
     ref_tree: Tree | None = await repo.load_tree(bytes.fromhex(ref.tree)) if ref else None
     archiver = Archiver(
         repo, workers=workers, reread_all=(kind == "full"), exclude=spec.exclude,
         on_progress=(lambda st: on_progress(spec.name, st)) if on_progress else None,
     )
+    watchdog = archiver.watch = Watchdog(stall_timeout)
     try:
-        root = await archiver.archive(list(spec.paths), ref_tree)
+        # Only the archive is watched: the final flush reads nothing (uploads only).
+        root = await watchdog.guard(archiver.archive(list(spec.paths), ref_tree))
         await repo.flush()
     except BaseException:
+        # Stop what the archive spawned (reads, seals) before the lock is released: a
+        # cancelled or stalled run must not go on adding to the repository behind it.
+        await archiver._cancel_all()
         await repo.abort()
         raise
     after = repo.stats.by_type.get(BlobType.DATA, [0, 0, 0])
