@@ -34,6 +34,7 @@ from core.config import (
 )
 from core import __version__
 from core.fsmeta.describe import as_json, attributes, marks
+from core.repository.keys import MIN_PASSPHRASE
 from core import scrub
 from core.text import shown
 from core.errors import AxisorError, RestoreRefused, RestoreValidationFailed, UsageError, VerificationFailed
@@ -74,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
-    sub.add_parser("init", parents=[common], help="create the repository at storage.local_path")
+    i = sub.add_parser("init", parents=[common], help="create the repository at storage.local_path")
+    i.add_argument("--weak-passphrase", action="store_true",
+                   help=f"accept a passphrase shorter than {MIN_PASSPHRASE} characters")
 
     b = sub.add_parser("backup", parents=[common], help="back up every configured source (or the ones named)")
     b.add_argument("--type", dest="kind", choices=["full", "incremental", "differential"], default="incremental")
@@ -137,10 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
     ksub.add_parser("list", parents=[common])
     ka = ksub.add_parser("add", parents=[common], help="add a passphrase ($AXISOR_BACKUP_NEW_PASSPHRASE or prompt)")
     ka.add_argument("--new-passphrase-file", type=Path)
+    ka.add_argument("--weak-passphrase", action="store_true",
+                    help=f"accept a passphrase shorter than {MIN_PASSPHRASE} characters")
     kr = ksub.add_parser("remove", parents=[common])
     kr.add_argument("key_id")
-    kp = ksub.add_parser("passwd", parents=[common], help="replace the passphrase in use")
+    kp = ksub.add_parser("passwd", parents=[common],
+                         help="replace the passphrase in use (re-wraps the same master key: data stays "
+                              "readable by anyone who saved the old master key; nothing is re-encrypted)")
     kp.add_argument("--new-passphrase-file", type=Path)
+    kp.add_argument("--weak-passphrase", action="store_true",
+                    help=f"accept a passphrase shorter than {MIN_PASSPHRASE} characters")
 
     c = sub.add_parser("config", parents=[common], help="configuration")
     csub = c.add_subparsers(dest="config_command", required=True)
@@ -216,7 +225,7 @@ def mode_string(mode: int) -> str:
 # -- commands --------------------------------------------------------------------------
 
 async def cmd_init(svc: BackupService, args, out: Output) -> int:
-    repo = await svc.init()
+    repo = await svc.init(allow_weak=args.weak_passphrase)
     out.emit({"repository": svc.backend.location, "id": repo.config.id, "version": repo.config.version},
              lambda: f"created repository {repo.config.id[:8]} at {svc.backend.location}")
     return EXIT_OK
@@ -570,14 +579,16 @@ async def cmd_key(svc: BackupService, args, out: Output) -> int:
         out.emit([asdict(k) for k in keys], lambda: "\n".join(
             f"{'*' if k.current else ' '} {k.id[:12]}  {k.created}  {k.user}@{k.host}" for k in keys))
     elif args.key_command == "add":
-        k = await svc.add_key(_new_passphrase(args))
+        k = await svc.add_key(_new_passphrase(args), allow_weak=args.weak_passphrase)
         out.emit(asdict(k), lambda: f"added key {k.id[:12]}")
     elif args.key_command == "remove":
         await svc.remove_key(args.key_id)
         out.emit({"removed": args.key_id}, lambda: f"removed key {args.key_id}")
     elif args.key_command == "passwd":
-        k = await svc.change_passphrase(_new_passphrase(args))
-        out.emit(asdict(k), lambda: f"passphrase changed; new key {k.id[:12]}")
+        k = await svc.change_passphrase(_new_passphrase(args), allow_weak=args.weak_passphrase)
+        out.emit(asdict(k), lambda: f"passphrase changed; new key {k.id[:12]}. It wraps the same master key: "
+                 "the old key file is removed, but the data are not re-encrypted (anyone who copied the "
+                 "old key file and knows the old passphrase can still read them)")
     return EXIT_OK
 
 

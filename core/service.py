@@ -74,6 +74,12 @@ class KeyInfo:
     current: bool
 
 
+
+def _check_strength(passphrase: str, allow_weak: bool) -> None:
+    why = keyfiles.weak_passphrase(passphrase)
+    if why and not allow_weak:
+        raise UsageError(why)
+
 class BackupService:
     def __init__(self, config: Config, passphrase: PassphraseSource, *, workers: int | None = None) -> None:
         self.config = config
@@ -95,8 +101,9 @@ class BackupService:
 
     # -- repository ---------------------------------------------------------------------
 
-    async def init(self) -> Repository:
+    async def init(self, *, allow_weak: bool = False) -> Repository:
         passphrase = self._passphrase(True)
+        _check_strength(passphrase, allow_weak)
         repo = await Repository.create(
             self.backend, passphrase, pack_size=self.config.storage.pack_size_mib * 1024 * 1024
         )
@@ -529,7 +536,8 @@ class BackupService:
         return [KeyInfo(k.id, k.created, k.host, k.user, k.id == current)
                 for k in await keyfiles.list_keys(self.backend)]
 
-    async def add_key(self, new_passphrase: str) -> KeyInfo:
+    async def add_key(self, new_passphrase: str, *, allow_weak: bool = False) -> KeyInfo:
+        _check_strength(new_passphrase, allow_weak)
         repo = await self.repository(load_index=False)
         master = _master_of(repo)
         key = await asyncio.to_thread(keyfiles.wrap, master, new_passphrase)
@@ -546,11 +554,13 @@ class BackupService:
         async with Lock(self.backend, exclusive=True, operation="key remove"):
             await self.backend.delete(f"keys/{matches[0].id}")
 
-    async def change_passphrase(self, new_passphrase: str) -> KeyInfo:
-        """Add a key for the new passphrase, then remove the one in use."""
+    async def change_passphrase(self, new_passphrase: str, *, allow_weak: bool = False) -> KeyInfo:
+        """Add a key for the new passphrase, then remove the one in use. The master key stays
+        the same (rotating it re-encrypts everything; a different operation)."""
+        _check_strength(new_passphrase, allow_weak)
         repo = await self.repository(load_index=False)
         old = repo.key
-        info = await self.add_key(new_passphrase)
+        info = await self.add_key(new_passphrase, allow_weak=allow_weak)
         if old:
             async with Lock(self.backend, exclusive=True, operation="key passwd"):
                 await self.backend.delete(f"keys/{old.id}")

@@ -34,6 +34,20 @@ MAX_KEY_FILE = 4096  # bytes of JSON; a real one is about 400
 MAX_KEYS = 256  # key files tried per open; each costs one scrypt
 
 
+# Shorter passphrases are refused at init and key add/passwd unless the operator insists:
+# scrypt at N = 2^15 costs an attacker ~0.1 s a guess per core, which a short passphrase
+# does not survive.
+MIN_PASSPHRASE = 12
+
+
+def weak_passphrase(passphrase: str) -> str | None:
+    """Why ``passphrase`` is too weak to protect a repository, or None."""
+    if len(passphrase) < MIN_PASSPHRASE:
+        return (f"the passphrase has {len(passphrase)} characters; use at least {MIN_PASSPHRASE} "
+                "(a few random words), or give --weak-passphrase to insist")
+    return None
+
+
 class KeyFileDamaged(ValueError):
     """The file is not a key file we would trust with a derivation."""
 

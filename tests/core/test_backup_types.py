@@ -121,24 +121,24 @@ def test_catalog_show_and_ls(ws):
 def test_keys_add_list_passwd_remove(ws):
     _setup(ws, files=1)
     ws.cli("backup")
-    add = ws.cli("key", "add", "--json", env={"AXISOR_BACKUP_NEW_PASSPHRASE": "second"})
+    add = ws.cli("key", "add", "--json", env={"AXISOR_BACKUP_NEW_PASSPHRASE": "second passphrase"})
     assert add.code == 0
     keys = ws.cli("key", "list", "--json").json()
     assert len(keys) == 2 and sum(k["current"] for k in keys) == 1
     # Both passphrases open the same repository.
-    assert ws.cli("snapshots", passphrase="second").code == 0
+    assert ws.cli("snapshots", passphrase="second passphrase").code == 0
     # The key in use cannot be removed.
     current = next(k for k in keys if k["current"])["id"]
     assert ws.cli("key", "remove", current[:8]).code == 2
     # passwd replaces the key in use: the old passphrase stops working.
-    pw = ws.cli("key", "passwd", env={"AXISOR_BACKUP_NEW_PASSPHRASE": "third"})
+    pw = ws.cli("key", "passwd", env={"AXISOR_BACKUP_NEW_PASSPHRASE": "third passphrase"})
     assert pw.code == 0, pw.err
     assert ws.cli("snapshots").code == 4
-    assert ws.cli("snapshots", passphrase="third").code == 0
-    other = next(k for k in ws.cli("key", "list", "--json", passphrase="third").json() if not k["current"])
-    assert ws.cli("key", "remove", other["id"][:8], passphrase="third").code == 0
-    assert ws.cli("snapshots", passphrase="second").code == 4
-    assert ws.cli("snapshots", passphrase="third").code == 0
+    assert ws.cli("snapshots", passphrase="third passphrase").code == 0
+    other = next(k for k in ws.cli("key", "list", "--json", passphrase="third passphrase").json() if not k["current"])
+    assert ws.cli("key", "remove", other["id"][:8], passphrase="third passphrase").code == 0
+    assert ws.cli("snapshots", passphrase="second passphrase").code == 4
+    assert ws.cli("snapshots", passphrase="third passphrase").code == 0
 
 
 def test_config_check_reports_problems_with_key_paths(ws):

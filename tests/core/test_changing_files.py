@@ -31,7 +31,7 @@ async def test_file_changing_during_read_is_reported(ws, monkeypatch):
             return os.stat_result(fields, {"st_mtime_ns": st.st_mtime_ns + 1})
         return st
 
-    svc = BackupService(load_config(ws.config), lambda confirm: "pw")
+    svc = BackupService(load_config(ws.config), lambda confirm: "core test passphrase")
     try:
         await svc.init()
         monkeypatch.setattr(os, "fstat", moving_fstat)

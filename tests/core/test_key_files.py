@@ -80,3 +80,26 @@ def test_decode_rejects_non_integer_parameters():
     with pytest.raises(KeyFileDamaged):
         KeyFile.decode("k", json.dumps({"v": 1, "kdf": "scrypt", "n": 2.5, "r": 8, "p": 1, "created": "",
                                         "host": "", "user": "", "salt": "", "data": ""}).encode())
+
+
+def test_short_passphrases_are_refused_unless_insisted(axenv, tmp_path):
+    res = axenv.cli("init", passphrase="short")
+    assert res.code == 2 and "at least 12" in res.stderr and "--weak-passphrase" in res.stderr, res
+    assert not (axenv.repo / "config").exists()
+    assert axenv.cli("init", "--weak-passphrase", passphrase="short").code == 0
+    new = tmp_path / "new"
+    new.write_text("tiny\n")
+    new.chmod(0o600)
+    res = axenv.cli("key", "add", "--new-passphrase-file", str(new), passphrase="short")
+    assert res.code == 2 and "at least 12" in res.stderr, res
+    assert axenv.cli("key", "add", "--new-passphrase-file", str(new), "--weak-passphrase",
+                     passphrase="short").code == 0
+
+
+def test_key_passwd_says_the_master_key_stays(axenv, tmp_path):
+    axenv.init()
+    new = tmp_path / "new"
+    new.write_text("a new and long passphrase\n")
+    new.chmod(0o600)
+    res = axenv.cli("key", "passwd", "--new-passphrase-file", str(new))
+    assert res.code == 0 and "same master key" in res.stdout and "not re-encrypted" in res.stdout, res

@@ -109,7 +109,7 @@ async def test_unreadable_file_is_reported_and_the_rest_is_stored(ws, monkeypatc
             raise PermissionError(13, "Permission denied")
         return real_open(path, *a, **k)
 
-    svc = BackupService(load_config(ws.config), lambda confirm: "pw")
+    svc = BackupService(load_config(ws.config), lambda confirm: "core test passphrase")
     try:
         await svc.init()
         monkeypatch.setattr(os, "open", guarded_open)
@@ -121,7 +121,7 @@ async def test_unreadable_file_is_reported_and_the_rest_is_stored(ws, monkeypatc
     snap = result.results[0].snapshot
     assert any("locked.txt: not read: Permission denied" in w for w in snap.warnings)
     assert any("big-locked.bin: not read" in w for w in snap.warnings)
-    svc = BackupService(load_config(ws.config), lambda confirm: "pw")
+    svc = BackupService(load_config(ws.config), lambda confirm: "core test passphrase")
     try:
         names = [p for p, _ in await svc.ls("latest")]
     finally:

@@ -148,13 +148,13 @@ def test_key_changes_reach_replicas(sites, tmp_path):
     sites.add_local("offsite", tmp_path / "offsite")
     sites.ok("init")
     sites.ok("backup")
-    sites.ok("key", "passwd", env={"AXISOR_BACKUP_NEW_PASSPHRASE": "new secret"})
+    sites.ok("key", "passwd", env={"AXISOR_BACKUP_NEW_PASSPHRASE": "new secret phrase"})
     (sites.ws.src / "n.txt").write_text("n")
-    sites.ok("backup", passphrase="new secret")  # its copy mirrors the key files
+    sites.ok("backup", passphrase="new secret phrase")  # its copy mirrors the key files
     assert sites.cli("snapshots", "--json").code == 4  # the old passphrase opens neither location
     r = sites.cli("restore", "latest", "--from", "offsite", "--target", str(tmp_path / "o"))
     assert r.code == 4, r
-    r = sites.cli("restore", "latest", "--from", "offsite", "--target", str(tmp_path / "o"), passphrase="new secret")
+    r = sites.cli("restore", "latest", "--from", "offsite", "--target", str(tmp_path / "o"), passphrase="new secret phrase")
     assert r.code == 0, r.err
 
 
