@@ -466,7 +466,7 @@ class FileRestorer:
         assert self._cache is not None
         for job in jobs:
             with self._cache.dir(job.parts[:-1], create=True) as dfd:
-                fd, temp = self._create_temp(dfd)
+                fd, temp = self._create_temp(dfd, job.parts)
                 try:
                     if job.extents is not None:
                         os.ftruncate(fd, job.node.size)
@@ -487,7 +487,7 @@ class FileRestorer:
     async def _large_file(self, job: _FileJob) -> None:
         assert self._cache is not None
         with self._cache.dir(job.parts[:-1], create=True) as dfd:
-            fd, temp = self._create_temp(dfd)
+            fd, temp = self._create_temp(dfd, job.parts)
             try:
                 # Windows land out of order (pwrite); set the final length first.
                 os.ftruncate(fd, job.node.size)
@@ -537,9 +537,14 @@ class FileRestorer:
             else:
                 pwrite_all(fd, data, piece.file_offset)
 
-    def _create_temp(self, dfd: int) -> tuple[int, str]:
+    def _create_temp(self, dfd: int, parts: Parts) -> tuple[int, str]:
         temp = f"{_TEMP}{uuid.uuid4().hex[:12]}"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                         dir_fd=dfd)
+        except (FileNotFoundError, FileExistsError) as exc:  # the folder was removed, or a name planted
+            raise RestoreRefused(f"cannot create {self.where(parts)}: {exc.strerror} (the folder changed while "
+                                 "restoring)") from None
         return fd, temp
 
     def _place(self, dfd: int, temp: str, job: _FileJob) -> None:
