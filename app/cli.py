@@ -1,7 +1,8 @@
 """axisor-backup: the headless command line. Parses arguments, calls core.service, prints.
 
 Exit codes (docs/CLI.md): 0 ok, 1 unexpected error, 2 usage or config error, 3 repository
-not found, 4 wrong passphrase, 5 lock held, 6 verification failed, 7 partial backup,
+not found, 4 wrong passphrase, 5 lock held, 6 verification failed, 7 partial backup
+or restore finished with warnings,
 8 unsupported repository version, 9 damaged repository object, 10 storage full,
 11 source unreadable, 12 restore refused, 13 snapshot not found, 14 database error (connection,
 pg_dump, pg_restore), 15 PostgreSQL tools missing or too old, 16 restored row counts differ
@@ -40,10 +41,12 @@ from core.text import shown
 from core.errors import AxisorError, RestoreRefused, RestoreValidationFailed, UsageError, VerificationFailed
 from core.repository.snapshot import Snapshot
 from core.service import BackupService
+from core.text import shown
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+EXIT_WARNINGS = 7  # a partial backup; a restore that finished with warnings
 EXIT_INTERRUPTED = 130
 
 
@@ -130,6 +133,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --target: skip reading every restored file back against the snapshot")
     r.add_argument("--include", action="append", default=[], metavar="GLOB")
     r.add_argument("--source", help="with latest: the newest snapshot of this source")
+    r.add_argument("--no-xattrs", action="store_true",
+                   help="with --target: restore no extended attributes (ACLs and capabilities included)")
+    r.add_argument("--no-acls", action="store_true",
+                   help="with --target: restore no POSIX ACLs (system.posix_acl_* attributes)")
+    r.add_argument("--file-flags", action="store_true",
+                   help="with --target: set inode flags (chattr +i, +a, ...) as the snapshot has them, last")
+    r.add_argument("--numeric-owner", action="store_true",
+                   help="with --target as root: owners by the stored uid/gid, ignoring user and group names")
+    r.add_argument("--preserve-privileges", action="store_true",
+                   help="with --target as root: keep setuid/setgid bits and file capabilities (stripped "
+                        "by default)")
+    r.add_argument("--allow-untrusted-target", action="store_true",
+                   help="with --target as root: restore even though a user other than root can write to "
+                        "the target or a folder above it")
 
     v = sub.add_parser("verify", parents=[common], help="check the repository can restore its snapshots")
     v.add_argument("--full", action="store_true", help="also read and check every pack")
@@ -325,13 +342,22 @@ async def cmd_restore(svc: BackupService, args, out: Output) -> int:
         raise UsageError("--force only applies to --target-db")
     if args.table or args.schema:
         raise UsageError("--table and --schema only apply to --target-db")
+    if args.preserve_privileges and os.geteuid() != 0:
+        raise UsageError("--preserve-privileges needs root: only root can restore setuid/setgid bits and file "
+                         "capabilities (without it they are stripped)")
+    from core.restore.files import RestoreOptions
+
+    options = RestoreOptions(xattrs=not args.no_xattrs, acls=not args.no_acls, file_flags=args.file_flags,
+                             numeric_owner=args.numeric_owner, preserve_privileges=args.preserve_privileges,
+                             allow_untrusted_target=args.allow_untrusted_target)
     location = await cli_locations.choose_restore_location(svc, args)
     snaps = await svc.resolve(args.snapshot, args.source)
     from core.restore.safety import new_restore_id
 
     restore_id = new_restore_id()  # one id for every snapshot of this run: one rollback undoes it all
     outcomes = await svc.restore_many(snaps, args.target, include=tuple(args.include), delete=args.delete,
-                                      dry_run=args.dry_run, validate=not args.no_validate, restore_id=restore_id)
+                                      dry_run=args.dry_run, validate=not args.no_validate, restore_id=restore_id,
+                                      options=options)
     data = {"target": str(args.target.resolve()), "location": location or "local", "dry_run": args.dry_run,
             "restore_id": None if args.dry_run else restore_id,
             "restored": [o.as_dict(changes=True) for o in outcomes]}
@@ -341,6 +367,10 @@ async def cmd_restore(svc: BackupService, args, out: Output) -> int:
         Output.note(f"error: {sum(len(o.validation.mismatches) for o in bad)} restored files differ from the "
                     f"snapshot (exit {RestoreValidationFailed.exit_code})")
         return RestoreValidationFailed.exit_code
+    warned = sum(o.stats.warning_count for o in outcomes if o.stats is not None)
+    if warned:
+        Output.note(f"warning: the restore finished with {warned} warnings (exit {EXIT_WARNINGS})")
+        return EXIT_WARNINGS
     return EXIT_OK
 
 
@@ -353,12 +383,22 @@ def _outcome_text(o, args) -> str:
                  f"already right" + (f"; {c['conflict']} in the way" if c["conflict"] else "")]
         for ch in o.plan.changes:
             if ch.action != "unchanged":
-                lines.append(f"  {ch.action:<9} {ch.kind:<7} {ch.path}" + (f"  ({ch.reason})" if ch.reason else ""))
+                lines.append(f"  {ch.action:<9} {ch.kind:<7} {shown(str(ch.path))}"
+                             + (f"  ({ch.reason})" if ch.reason else ""))
         return "\n".join(lines)
     st = o.stats
     lines = [f"restored {s.short_id} {s.source}: {st.files} files written, {st.unchanged} already right, "
              f"{st.metadata} re-stamped, {st.removed} removed, {st.dirs} folders, {st.symlinks} symlinks, "
              f"{st.hardlinks} hard links, {human_bytes(st.bytes)} into {args.target}"]
+    if st.special:
+        lines.append(f"{st.special} devices and FIFOs")
+    if st.stripped_count:
+        lines.append(f"{st.stripped_count} files had setuid/setgid/capabilities stripped (restore them with "
+                     "--preserve-privileges, as root):")
+        lines.extend(f"  {p}" for p in st.stripped_listed())
+    if st.warning_count:
+        lines.append(f"{st.warning_count} warnings:")
+        lines.extend(f"  WARNING {w}" for w in st.warnings_listed())
     if o.safety_snapshot:
         lines.append(f"safety snapshot {o.safety_snapshot.short_id} holds what was there before "
                      f"(undo: axisor-backup rollback {o.restore_id})")

@@ -25,12 +25,13 @@ from core.repository.lock import Lock, LockInfo, exclusive_holder, remove_stale
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
 from core.repository.tree import Node
-from core.restore.files import FileRestorer, RestoreStats
+from core.restore.files import FileRestorer, RestoreOptions, RestoreStats
 from core.restore.plan import RestorePlan
 from core.restore.validate import ValidationResult
 from core.restore.walk import display, walk
 from core.storage.backend import Backend
 from core.storage.local import LocalBackend
+from core.text import shown
 from core.verify import VerifyReport, verify
 
 PassphraseSource = Callable[[bool], str]  # confirm -> passphrase
@@ -60,8 +61,10 @@ class RestoreOutcome:
                             for c in self.plan.changes if c.action != "unchanged"]
         if self.stats is not None:
             st = self.stats
-            d.update(files=st.files, dirs=st.dirs, symlinks=st.symlinks, hardlinks=st.hardlinks, bytes=st.bytes,
-                     unchanged=st.unchanged, metadata=st.metadata, removed=st.removed)
+            d.update(files=st.files, dirs=st.dirs, symlinks=st.symlinks, hardlinks=st.hardlinks, special=st.special,
+                     bytes=st.bytes, unchanged=st.unchanged, metadata=st.metadata, removed=st.removed,
+                     warnings=st.warnings_listed(), warning_count=st.warning_count,
+                     privileges_stripped=st.stripped_listed(), privileges_stripped_count=st.stripped_count)
         return d
 
 
@@ -294,7 +297,8 @@ class BackupService:
 
     async def restore_many(self, snaps: list[Snapshot], target: Path, *, include: tuple[str, ...] = (),
                            delete: bool = False, dry_run: bool = False, validate: bool = True,
-                           safety: bool = True, restore_id: str | None = None) -> list[RestoreOutcome]:
+                           safety: bool = True, restore_id: str | None = None,
+                           options: RestoreOptions | None = None) -> list[RestoreOutcome]:
         """Plan, safety-backup what would change, restore only what differs, validate.
 
         ``dry_run`` stops after the plans. When any snapshot's restore would overwrite,
@@ -302,7 +306,8 @@ class BackupService:
         roots is committed first (roots that do not exist yet are recorded as absent), so
         ``rollback`` can put the whole run back. Validation re-reads every restored file
         against the snapshot; a mismatch is reported in the outcome (the caller decides
-        the exit)."""
+        the exit). ``options``: which attributes to restore and how (RestoreOptions); as
+        root, a target other users can change is refused unless they allow it."""
         from core.restore.plan import plan_restore
         from core.restore.safety import file_safety_snapshot, new_restore_id
         from core.restore.validate import validate_restore
@@ -311,13 +316,14 @@ class BackupService:
         repo = await self.repository(load_index=False)
         async with Lock(self.backend, exclusive=False, operation="restore"):
             await repo.load_index()
-            plans = [await plan_restore(repo, s, target, include=include, delete=delete, executor=self.executor)
+            plans = [await plan_restore(repo, s, target, include=include, delete=delete, executor=self.executor,
+                                        options=options)
                      for s in snaps]
             if dry_run:
                 return [RestoreOutcome(rid, s, p) for s, p in zip(snaps, plans)]
             conflicts = [c for p in plans for c in p.of("conflict")]
             if conflicts:
-                listed = "; ".join(f"{c.path} ({c.reason})" for c in conflicts[:5])
+                listed = "; ".join(f"{shown(str(c.path))} ({c.reason})" for c in conflicts[:5])
                 raise RestoreRefused(f"{len(conflicts)} paths in {plans[0].target} are in the way: {listed}"
                                      f"{' ...' if len(conflicts) > 5 else ''}; move them away (or restore "
                                      "with --delete into the folder above) and retry")
@@ -329,7 +335,7 @@ class BackupService:
             for s, p, safe in zip(snaps, plans, safeties):
                 stats = await FileRestorer(repo, target, include=include, executor=self.executor,
                                            actions=p.action_for(),
-                                           removals=[c.path for c in p.of("remove")]).restore(s)
+                                           removals=[c.path for c in p.of("remove")], options=options).restore(s)
                 check = await validate_restore(repo, s, target, include=include, executor=self.executor,
                                                proven=p.content_proven()) if validate else None
                 outcomes.append(RestoreOutcome(rid, s, p, stats, safe, check))
@@ -337,9 +343,7 @@ class BackupService:
 
     async def rollback(self, restore_id: str) -> list[RestoreOutcome | object]:
         """Put back what restore ``restore_id`` changed, from its safety snapshots."""
-        import shutil
-
-        from core.restore.safety import absent_roots, find_safety, safety_for
+        from core.restore.safety import absent_roots, find_safety, remove_root, safety_for
 
         snaps, _ = await self.snapshots()
         found = find_safety(snaps, restore_id)
@@ -359,13 +363,11 @@ class BackupService:
                     raise UsageError(f"safety snapshot {s.short_id} does not say which database it came from")
                 results.append(await self.restore_database(s, target, force=True))
                 continue
-            outcome = await self.restore_files(s, Path("/"), delete=True)
+            # Put back exactly what was there, privileges too (as root: only root can set them).
+            outcome = await self.restore_files(s, Path("/"), delete=True, options=RestoreOptions(
+                preserve_privileges=os.geteuid() == 0))
             for root in absent_roots(s):
-                if os.path.lexists(root):
-                    if root.is_dir() and not root.is_symlink():
-                        shutil.rmtree(root)
-                    else:
-                        root.unlink()
+                remove_root(root)
             results.append(outcome)
         return results
 

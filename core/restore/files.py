@@ -3,17 +3,35 @@
 Plan: walk the trees; files are grouped into batches (many small files, or one window of a
 large file); each batch's blobs are fetched with one ranged read per run of neighbouring
 blobs in a pack, then opened (decrypt, decompress, id check) and written on worker
-threads into temp files that are renamed into place. Directories, symlinks, hard links and
-directory metadata come last, so nothing is ever written through a link the restore made.
-Every directory used is checked with lstat: a symlink where a folder should be is refused.
+threads into temp files that are renamed into place. Directories, symlinks, devices,
+FIFOs, hard links and directory metadata come last, so nothing is ever written through a
+link the restore made.
+
+Every filesystem operation is relative to a folder descriptor opened with
+O_DIRECTORY|O_NOFOLLOW (core/restore/fsops.py): a symlink where a folder should be is
+refused, and a folder swapped for a symlink while the restore runs is never followed. As
+root, a target that a user other than root can change (it or a folder above it) is refused
+unless ``allow_untrusted_target``.
+
+Attributes: owner (by name when the name exists here, else by number with a warning; only
+root), mode (setuid/setgid stripped unless ``preserve_privileges``), extended attributes
+(ACLs and file capabilities among them; capabilities stripped unless
+``preserve_privileges``), times, and with ``file_flags`` the inode flags, set last. Where
+the filesystem refuses one, the restore goes on and records a warning naming the path.
+Sparse files are restored sparse: only the data runs are written, at their offsets.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import errno
 import fnmatch
+import grp
 import os
+import pwd
 import stat
+import threading
 import uuid
 from collections import defaultdict
 from concurrent.futures import Executor
@@ -21,16 +39,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import DamagedObject, RestoreRefused
+from core.fsmeta import flags as fsflags
+from core.fsmeta.sparse import data_extents
+from core.fsmeta.xattrs import ACL_NAMES, CAPABILITY, is_acl, remove_xattr, write_xattr
 from core.repository.blobs import open_blob
 from core.repository.format import BlobType, pack_key
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
-from core.repository.tree import DIR, FILE, SYMLINK, Node
-from core.storage.backend import StorageError
+from core.repository.tree import BLOCKDEV, CHARDEV, DEVICES, DIR, FIFO, FILE, SYMLINK, Node
+from core.restore import fsops
+from core.restore.fsops import DIR_FLAGS, FILE_FLAGS, DirCache, Parts
 from core.restore.walk import display, walk
+from core.storage.backend import StorageError
+from core.text import shown
 
 _IS_ROOT = os.geteuid() == 0
-_OWN_IDS = (os.geteuid(), os.getegid())
 
 BATCH_BYTES = 8 * 1024 * 1024
 BATCH_FILES = 512
@@ -39,6 +62,94 @@ MERGE_GAP = 256 * 1024
 # MiB of unneeded blobs between two needed ones is cheaper than a second request.
 REMOTE_MERGE_GAP = 16 * 1024 * 1024
 IN_FLIGHT = 4
+MAX_LISTED = 200  # warnings and stripped files listed; the rest are counted
+PRIVILEGE_BITS = stat.S_ISUID | stat.S_ISGID
+_TEMP = ".axisor-restore-"
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreOptions:
+    xattrs: bool = True  # --no-xattrs: none at all
+    acls: bool = True  # --no-acls: not system.posix_acl_*
+    file_flags: bool = False  # --file-flags: chattr flags, set last
+    numeric_owner: bool = False  # --numeric-owner: ids only, names ignored
+    preserve_privileges: bool = False  # --preserve-privileges: keep setuid/setgid and capabilities
+    allow_untrusted_target: bool = False  # --allow-untrusted-target
+
+
+def has_privileges(node: Node) -> bool:
+    """A file the snapshot has setuid, setgid or file capabilities on."""
+    return node.type == FILE and bool(node.mode & PRIVILEGE_BITS or any(n == CAPABILITY for n, _ in node.xattrs))
+
+
+def wanted_mode(node: Node, opts: RestoreOptions) -> int:
+    mode = stat.S_IMODE(node.mode)
+    if node.type != DIR and not opts.preserve_privileges:
+        mode &= ~PRIVILEGE_BITS
+    return mode
+
+
+def manages(name: bytes, opts: RestoreOptions) -> bool:
+    """Whether the restore sets (and removes) attribute ``name``; others are left alone
+    (an SELinux label is the policy's business)."""
+    if not opts.xattrs:
+        return False
+    if is_acl(name):
+        return opts.acls
+    return name.startswith((b"user.", b"trusted.")) or name == CAPABILITY
+
+
+def wanted_xattrs(node: Node, opts: RestoreOptions) -> list[tuple[bytes, bytes]]:
+    if not opts.xattrs:
+        return []
+    out = []
+    for name, value in node.xattrs:
+        if is_acl(name) and not opts.acls:
+            continue
+        if name == CAPABILITY and not opts.preserve_privileges:
+            continue
+        out.append((name, value))
+    return out
+
+
+class Owners:
+    """Stored owner -> ids on this host: by name when the name exists here (unless
+    numeric), else the stored number; each unknown name is reported once."""
+
+    def __init__(self, numeric: bool) -> None:
+        self.numeric = numeric
+        self._users: dict[str, int | None] = {}
+        self._groups: dict[str, int | None] = {}
+        self._lock = threading.Lock()
+
+    def _lookup(self, cache: dict, name: str, fn) -> int | None:
+        if name not in cache:
+            try:
+                cache[name] = fn(name)
+            except KeyError:
+                cache[name] = None
+        return cache[name]
+
+    def ids(self, node: Node, warn=None) -> tuple[int, int]:
+        if self.numeric:
+            return node.uid, node.gid
+        uid, gid = node.uid, node.gid
+        with self._lock:
+            if node.user:
+                known = node.user in self._users
+                u = self._lookup(self._users, node.user, lambda n: pwd.getpwnam(n).pw_uid)
+                if u is not None:
+                    uid = u
+                elif not known and warn:
+                    warn(f"owner {shown(node.user)} does not exist here: restored as uid {node.uid}")
+            if node.group:
+                known = node.group in self._groups
+                g = self._lookup(self._groups, node.group, lambda n: grp.getgrnam(n).gr_gid)
+                if g is not None:
+                    gid = g
+                elif not known and warn:
+                    warn(f"group {shown(node.group)} does not exist here: restored as gid {node.gid}")
+        return uid, gid
 
 
 @dataclass
@@ -47,31 +158,58 @@ class RestoreStats:
     dirs: int = 0
     symlinks: int = 0
     hardlinks: int = 0
+    special: int = 0  # devices and FIFOs
     bytes: int = 0
     unchanged: int = 0  # already right: not written
-    metadata: int = 0  # same content: only mode, owner or times set
+    metadata: int = 0  # same content: only mode, owner, attributes or times set
     removed: int = 0  # with --delete: paths the snapshot does not have
     errors: list[str] = field(default_factory=list)
+    # Attributes the target refused, unknown owners...: the restore finished, with these.
+    warnings: list[str] = field(default_factory=list)
+    warning_count: int = 0
+    # Files the snapshot has setuid/setgid/capabilities on, restored without them.
+    stripped: list[str] = field(default_factory=list)
+    stripped_count: int = 0
+
+    def warn(self, message: str) -> None:
+        self.warning_count += 1
+        if len(self.warnings) < MAX_LISTED:
+            self.warnings.append(message)
+
+    def strip(self, where: str) -> None:
+        self.stripped_count += 1
+        if len(self.stripped) < MAX_LISTED:
+            self.stripped.append(where)
+
+    def warnings_listed(self) -> list[str]:
+        more = self.warning_count - len(self.warnings)
+        return self.warnings + ([f"... and {more} more"] if more > 0 else [])
+
+    def stripped_listed(self) -> list[str]:
+        more = self.stripped_count - len(self.stripped)
+        return self.stripped + ([f"... and {more} more"] if more > 0 else [])
 
 
 @dataclass(frozen=True, slots=True)
 class _Piece:
-    """One blob of one file, at an offset in that file."""
+    """One blob of one file, at an offset in that file's data stream (holes left out)."""
 
     blob_id: bytes
     pack: bytes
     offset: int  # in the pack
     length: int
     raw_length: int
-    file_offset: int
+    file_offset: int  # in the data stream: the file offset when the file has no holes
 
 
 @dataclass(slots=True)
 class _FileJob:
-    path: Path
+    parts: Parts
     node: Node
     pieces: list[_Piece]
-    temp: Path | None = None
+    # Sparse files: the data runs, and where each starts in the data stream.
+    extents: list[tuple[int, int]] | None = None
+    starts: list[int] | None = None
 
 
 def included(path: str, patterns: tuple[str, ...]) -> bool:
@@ -86,72 +224,127 @@ def included(path: str, patterns: tuple[str, ...]) -> bool:
     return False
 
 
+def path_parts(target: Path, path: Path) -> Parts:
+    """``path`` (under ``target``) as components relative to it."""
+    return tuple(os.fsencode(p) for p in path.relative_to(target).parts)
+
+
+def pwrite_all(fd: int, data, off: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, off)
+        view, off = view[n:], off + n
+
+
+def write_mapped(fd: int, data, stream_off: int, extents: list[tuple[int, int]], starts: list[int]) -> None:
+    """Write ``data``, found at ``stream_off`` in a sparse file's data stream, at its file
+    offsets: a piece may straddle one hole or many."""
+    view = memoryview(data)
+    i = bisect.bisect_right(starts, stream_off) - 1
+    while view:
+        if i >= len(extents):
+            raise RestoreRefused("stored content is longer than the file's data runs")
+        off, length = extents[i]
+        within = stream_off - starts[i]
+        n = min(len(view), length - within)
+        pwrite_all(fd, view[:n], off + within)
+        view, stream_off, i = view[n:], stream_off + n, i + 1
+
+
 class FileRestorer:
     def __init__(self, repo: Repository, target: Path, *, include: tuple[str, ...] = (),
                  executor: Executor | None = None, actions: dict[Path, str] | None = None,
-                 removals: list[Path] | None = None) -> None:
+                 removals: list[Path] | None = None, options: RestoreOptions | None = None) -> None:
         self.repo = repo
         self.target = Path(os.path.abspath(target))
         self.include = include
         self.executor = executor
+        self.options = options or RestoreOptions()
         self.stats = RestoreStats()
-        self._checked_dirs: set[Path] = set()
-        self._dirs: list[tuple[Path, Node]] = []
-        self._symlinks: list[tuple[Path, Node]] = []
-        self._links: list[tuple[Path, Path, Node]] = []
-        self._first_by_inode: dict[tuple[int, int], Path] = {}
+        self._owners = Owners(self.options.numeric_owner)
+        self._cache: DirCache | None = None
+        self._dirs: list[tuple[Parts, Node]] = []
+        self._others: list[tuple[Parts, Node]] = []  # symlinks, devices, FIFOs
+        self._links: list[tuple[Parts, Parts, Node]] = []
+        self._flagged: list[tuple[Parts, Node]] = []  # files whose flags are set last
+        self._first_by_inode: dict[tuple[int, int], Parts] = {}
         self._slots = asyncio.Semaphore(IN_FLIGHT)
         self._tasks: set[asyncio.Task] = set()
         self._failure: BaseException | None = None
         self._local = hasattr(repo.backend, "get_sync")
+        self._stats_lock = threading.Lock()
         # From a RestorePlan: what is already right is not written again.
         self._actions = actions or {}
         self._removals = removals or []
-        self._meta_only: list[tuple[Path, Node]] = []
+        self._meta_only: list[tuple[Parts, Node]] = []
+
+    def where(self, parts: Parts) -> str:
+        return fsops.display(self.target, parts)
+
+    def warn(self, parts: Parts, message: str) -> None:
+        with self._stats_lock:
+            self.stats.warn(f"{self.where(parts)}: {message}")
 
     async def restore(self, snap: Snapshot) -> RestoreStats:
         self._prepare_target()
+        try:
+            return await self._restore(snap)
+        finally:
+            assert self._cache is not None
+            self._cache.close()
+            os.close(self._cache.root_fd)
+
+    async def _restore(self, snap: Snapshot) -> RestoreStats:
         batch: list[_FileJob] = []
         batch_bytes = 0
         async for parts, node in walk(self.repo, bytes.fromhex(snap.tree)):
-            shown = display(parts)
+            shown_path = display(parts)
             if node.type == DIR:
-                if included(shown, self.include):
-                    self._dirs.append((self._dest(parts), node))
+                if included(shown_path, self.include):
+                    self._dirs.append((parts, node))
                 continue
-            if not included(shown, self.include):
+            if not included(shown_path, self.include):
                 continue
-            dest = self._dest(parts)
-            action = self._actions.get(dest)
+            action = self._actions.get(self._dest(parts)) if self._actions else None
             if action == "conflict":
-                raise RestoreRefused(f"{dest}: the restore would have to replace a folder or put one over a file")
+                raise RestoreRefused(f"{self.where(parts)}: the restore would have to replace a folder or put one "
+                                     "over a file")
+            if node.type == FILE and has_privileges(node) and not self.options.preserve_privileges:
+                self.stats.strip(self.where(parts))
             if node.type == FILE and node.nlink > 1 and action in ("unchanged", "metadata"):
                 # A first path left in place is still what later hard links to it link to.
-                self._first_by_inode.setdefault((node.dev, node.inode), dest)
-            if action == "unchanged" and node.type != DIR:
+                self._first_by_inode.setdefault((node.dev, node.inode), parts)
+            if action == "unchanged":
                 self.stats.unchanged += 1
                 continue
             if action == "metadata" and node.type == FILE:
-                self._meta_only.append((dest, node))
+                self._meta_only.append((parts, node))
                 continue
-            if node.type == SYMLINK:
-                self._symlinks.append((dest, node))
-            elif node.type == FILE:
-                key = (node.dev, node.inode)
-                if node.nlink > 1 and key in self._first_by_inode:
-                    self._links.append((dest, self._first_by_inode[key], node))
-                    continue
-                if node.nlink > 1:
-                    self._first_by_inode[key] = dest
-                job = _FileJob(dest, node, self._plan(node, shown))
-                if node.size > BATCH_BYTES:
-                    await self._submit(self._large_file(job))
-                    continue
-                batch.append(job)
-                batch_bytes += node.size
-                if batch_bytes >= BATCH_BYTES or len(batch) >= BATCH_FILES:
-                    await self._submit(self._small_files(batch))
-                    batch, batch_bytes = [], 0
+            if node.type != FILE:
+                self._others.append((parts, node))
+                continue
+            key = (node.dev, node.inode)
+            if node.nlink > 1 and key in self._first_by_inode:
+                self._links.append((parts, self._first_by_inode[key], node))
+                continue
+            if node.nlink > 1:
+                self._first_by_inode[key] = parts
+            job = _FileJob(parts, node, self._plan(node, shown_path))
+            if node.holes:
+                job.extents = data_extents(node.size, node.holes)
+                job.starts = []
+                pos = 0
+                for _off, length in job.extents:
+                    job.starts.append(pos)
+                    pos += length
+            if node.size > BATCH_BYTES:
+                await self._submit(self._large_file(job))
+                continue
+            batch.append(job)
+            batch_bytes += node.data_size
+            if batch_bytes >= BATCH_BYTES or len(batch) >= BATCH_FILES:
+                await self._submit(self._small_files(batch))
+                batch, batch_bytes = [], 0
         if batch:
             await self._submit(self._small_files(batch))
         await self._drain()
@@ -160,51 +353,28 @@ class FileRestorer:
 
     # -- planning -----------------------------------------------------------------------
 
-    def _dest(self, parts: tuple[bytes, ...]) -> Path:
+    def _dest(self, parts: Parts) -> Path:
         return self.target.joinpath(*(os.fsdecode(p) for p in parts))
 
-    def _plan(self, node: Node, shown: str) -> list[_Piece]:
+    def _plan(self, node: Node, shown_path: str) -> list[_Piece]:
         pieces = []
         pos = 0
         for blob_id in node.content:
             loc = self.repo.index.lookup(blob_id)
             if loc is None:
-                raise RestoreRefused(f"{shown}: blob {blob_id.hex()[:16]} is in no index; run verify")
+                raise RestoreRefused(f"{shown(shown_path)}: blob {blob_id.hex()[:16]} is in no index; run verify")
             pieces.append(_Piece(blob_id, loc.pack_id, loc.offset, loc.length, loc.raw_length, pos))
             pos += loc.raw_length
-        if pos != node.size:
-            raise RestoreRefused(f"{shown}: stored content is {pos} bytes but the tree says {node.size}")
+        if pos != node.data_size:
+            raise RestoreRefused(f"{shown(shown_path)}: stored content is {pos} bytes but the tree says "
+                                 f"{node.data_size}")
         return pieces
 
     def _prepare_target(self) -> None:
-        if self.target.is_symlink() and not self.target.is_dir():
-            raise RestoreRefused(f"restore target {self.target} is a dangling symlink")
-        self.target.mkdir(parents=True, exist_ok=True)
-        if not self.target.is_dir():
-            raise RestoreRefused(f"restore target {self.target} is not a folder")
-        self._checked_dirs.add(self.target)
-
-    def _ensure_dir(self, path: Path) -> None:
-        """Create ``path`` and its parents below the target, refusing symlinks and files."""
-        if path in self._checked_dirs:
-            return
-        if path.parent != path and path.parent not in self._checked_dirs:
-            if self.target not in path.parents:
-                raise RestoreRefused(f"{path} is outside the restore target {self.target}")
-            self._ensure_dir(path.parent)
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            try:
-                os.mkdir(path, 0o700)
-            except FileExistsError:
-                pass
-            st = os.lstat(path)
-        if stat.S_ISLNK(st.st_mode):
-            raise RestoreRefused(f"{path} is a symlink; refusing to restore through it")
-        if not stat.S_ISDIR(st.st_mode):
-            raise RestoreRefused(f"{path} exists and is not a folder; move it away first")
-        self._checked_dirs.add(path)
+        check = _IS_ROOT and not self.options.allow_untrusted_target
+        fd = fsops.open_target(self.target, create=True, check_trust=check)
+        assert fd is not None
+        self._cache = DirCache(fd, self.target)
 
     # -- fetching -----------------------------------------------------------------------
 
@@ -293,149 +463,299 @@ class FileRestorer:
             await self._run(self._write_small, jobs, await self._fetch(pieces))
 
     def _write_small(self, jobs: list[_FileJob], blobs: dict[bytes, memoryview]) -> None:
+        assert self._cache is not None
         for job in jobs:
-            self._ensure_dir(job.path.parent)
-            fd, temp = self._create_temp(job.path)
-            try:
-                for piece in job.pieces:
-                    data = self._open(piece, blobs[piece.blob_id])
-                    _write_all(fd, data)
-                self._apply_file_meta(fd, job.node)
-            except BaseException:
-                os.close(fd)
-                _unlink_quiet(temp)  # never leave a half file behind, not even a temp one
-                raise
-            os.close(fd)
-            self._place(temp, job)
+            with self._cache.dir(job.parts[:-1], create=True) as dfd:
+                fd, temp = self._create_temp(dfd, job.parts)
+                try:
+                    if job.extents is not None:
+                        os.ftruncate(fd, job.node.size)
+                    for piece in job.pieces:
+                        data = self._open(piece, blobs[piece.blob_id])
+                        if job.extents is not None:
+                            write_mapped(fd, data, piece.file_offset, job.extents, job.starts or [])
+                        else:
+                            _write_all(fd, data)
+                    self._apply_meta(fd, job.parts, job.node, fresh=True)
+                    self._place(dfd, temp, job)
+                except BaseException:
+                    _unlink_quiet(dfd, temp)  # never leave a half file behind, not even a temp one
+                    raise
+                finally:
+                    os.close(fd)
 
     async def _large_file(self, job: _FileJob) -> None:
-        self._ensure_dir(job.path.parent)
-        fd, temp = self._create_temp(job.path)
-        try:
-            # Windows land out of order (pwrite); set the final length first.
-            os.ftruncate(fd, job.node.size)
-            windows: list[list[_Piece]] = [[]]
-            size = 0
-            for p in job.pieces:
-                if size >= BATCH_BYTES:
-                    windows.append([])
-                    size = 0
-                windows[-1].append(p)
-                size += p.raw_length
-            # Windows are independent (pwrite at their offsets): keep two in flight so
-            # both cores decompress while the next window is read.
-            pending: set[asyncio.Future] = set()
+        assert self._cache is not None
+        with self._cache.dir(job.parts[:-1], create=True) as dfd:
+            fd, temp = self._create_temp(dfd, job.parts)
             try:
-                for w in windows:
-                    if len(pending) >= 2:
-                        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                        for d in done:
-                            d.result()
-                    pending.add(asyncio.ensure_future(self._window(fd, w)))
-                await asyncio.gather(*pending)
+                # Windows land out of order (pwrite); set the final length first.
+                os.ftruncate(fd, job.node.size)
+                windows: list[list[_Piece]] = [[]]
+                size = 0
+                for p in job.pieces:
+                    if size >= BATCH_BYTES:
+                        windows.append([])
+                        size = 0
+                    windows[-1].append(p)
+                    size += p.raw_length
+                # Windows are independent (pwrite at their offsets): keep two in flight so
+                # both cores decompress while the next window is read.
+                pending: set[asyncio.Future] = set()
+                try:
+                    for w in windows:
+                        if len(pending) >= 2:
+                            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                            for d in done:
+                                d.result()
+                        pending.add(asyncio.ensure_future(self._window(fd, job, w)))
+                    await asyncio.gather(*pending)
+                except BaseException:
+                    # Let windows still writing finish before the descriptor is closed: a
+                    # closed number can be reused at once by another file.
+                    await asyncio.gather(*pending, return_exceptions=True)
+                    raise
+                await self._run(self._apply_meta, fd, job.parts, job.node, True)
+                self._place(dfd, temp, job)
             except BaseException:
-                # Let windows still writing finish before the descriptor is closed: a
-                # closed number can be reused at once by another file.
-                await asyncio.gather(*pending, return_exceptions=True)
+                _unlink_quiet(dfd, temp)
                 raise
-            self._apply_file_meta(fd, job.node)
-        except BaseException:
-            os.close(fd)
-            _unlink_quiet(temp)
-            raise
-        os.close(fd)
-        self._place(temp, job)
+            finally:
+                os.close(fd)
 
-    async def _window(self, fd: int, pieces: list[_Piece]) -> None:
+    async def _window(self, fd: int, job: _FileJob, pieces: list[_Piece]) -> None:
         if self._local:
-            await self._run(lambda: self._write_window(fd, pieces, self._fetch_sync(pieces)))
+            await self._run(lambda: self._write_window(fd, job, pieces, self._fetch_sync(pieces)))
         else:
-            await self._run(self._write_window, fd, pieces, await self._fetch(pieces))
+            await self._run(self._write_window, fd, job, pieces, await self._fetch(pieces))
 
-    def _write_window(self, fd: int, pieces: list[_Piece], blobs: dict[bytes, memoryview]) -> None:
+    def _write_window(self, fd: int, job: _FileJob, pieces: list[_Piece], blobs: dict[bytes, memoryview]) -> None:
         for piece in pieces:
             data = self._open(piece, blobs[piece.blob_id])
-            view = memoryview(data)
-            off = piece.file_offset
-            while view:
-                n = os.pwrite(fd, view, off)
-                view, off = view[n:], off + n
+            if job.extents is not None:
+                write_mapped(fd, data, piece.file_offset, job.extents, job.starts or [])
+            else:
+                pwrite_all(fd, data, piece.file_offset)
 
-    def _create_temp(self, final: Path) -> tuple[int, Path]:
-        temp = final.parent / f".axisor-restore-{uuid.uuid4().hex[:12]}"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    def _create_temp(self, dfd: int, parts: Parts) -> tuple[int, str]:
+        temp = f"{_TEMP}{uuid.uuid4().hex[:12]}"
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                         dir_fd=dfd)
+        except (FileNotFoundError, FileExistsError) as exc:  # the folder was removed, or a name planted
+            raise RestoreRefused(f"cannot create {self.where(parts)}: {exc.strerror} (the folder changed while "
+                                 "restoring)") from None
         return fd, temp
 
-    def _apply_file_meta(self, fd: int, node: Node) -> None:
-        if _IS_ROOT and (node.uid, node.gid) != _OWN_IDS:
-            os.fchown(fd, node.uid, node.gid)
-        os.fchmod(fd, stat.S_IMODE(node.mode))
+    def _place(self, dfd: int, temp: str, job: _FileJob) -> None:
+        """Rename the written temp file over the final name (same folder descriptor)."""
+        try:
+            os.replace(temp, job.parts[-1], src_dir_fd=dfd, dst_dir_fd=dfd)
+        except OSError as exc:
+            _unlink_quiet(dfd, temp)
+            raise RestoreRefused(f"cannot put {self.where(job.parts)} in place: {exc.strerror}") from None
+        with self._stats_lock:
+            self.stats.files += 1
+            self.stats.bytes += job.node.size
+        if self.options.file_flags and job.node.flags:
+            with self._stats_lock:
+                self._flagged.append((job.parts, job.node))
+
+    # -- attributes -----------------------------------------------------------------------
+
+    def _apply_meta(self, fd: int, parts: Parts, node: Node, fresh: bool) -> None:
+        """Owner, extended attributes, mode, times on an open file or folder, in that order
+        (a chown clears setuid bits and capabilities, so it comes first). ``fresh``: a file
+        this restore created (it has no attributes to remove)."""
+        opts = self.options
+        if _IS_ROOT:
+            uid, gid = self._owners.ids(node, lambda m: self.warn(parts, m))
+            st = os.fstat(fd)
+            if (st.st_uid, st.st_gid) != (uid, gid):
+                try:
+                    os.fchown(fd, uid, gid)
+                except OSError as exc:
+                    self.warn(parts, f"owner {uid}:{gid} not restored: {exc.strerror}")
+        want = wanted_xattrs(node, opts)
+        if not fresh and opts.xattrs:
+            keep = {n for n, _ in want}
+            try:
+                present = [os.fsencode(n) for n in os.listxattr(fd)]
+            except OSError:
+                present = []
+            for name in present:
+                if name not in keep and manages(name, opts):
+                    if why := remove_xattr(fd, name):
+                        self.warn(parts, why)
+        for name, value in want:
+            if name == ACL_NAMES[1] and node.type != DIR:
+                continue  # a default ACL only means something on a folder
+            if why := write_xattr(fd, name, value):
+                self.warn(parts, why)
+        os.fchmod(fd, wanted_mode(node, opts))
         os.utime(fd, ns=(node.atime_ns, node.mtime_ns))
 
-    def _place(self, temp: Path, job: _FileJob) -> None:
-        try:
-            os.replace(temp, job.path)
-        except OSError as exc:
-            _unlink_quiet(temp)
-            raise RestoreRefused(f"cannot put {job.path} in place: {exc.strerror}") from None
-        self.stats.files += 1
-        self.stats.bytes += job.node.size
+    def _set_flags(self, fd: int, parts: Parts, node: Node) -> None:
+        if why := fsflags.set_flags(fd, node.flags):
+            self.warn(parts, why)
 
-    # -- last: links and folder metadata -----------------------------------------------
+    # -- last: links, devices, folder metadata ---------------------------------------------
 
     def _finish(self) -> None:
-        for path, _node in self._dirs:
-            self._ensure_dir(path)
-        for path, node in self._symlinks:
-            self._ensure_dir(path.parent)
-            temp = path.parent / f".axisor-restore-{uuid.uuid4().hex[:12]}"
-            os.symlink(node.target, temp)
-            if os.geteuid() == 0:
-                os.lchown(temp, node.uid, node.gid)
-            os.utime(temp, ns=(node.atime_ns, node.mtime_ns), follow_symlinks=False)
-            try:
-                os.replace(temp, path)
-            except OSError as exc:
-                _unlink_quiet(temp)
-                raise RestoreRefused(f"cannot put symlink {path} in place: {exc.strerror}") from None
-            self.stats.symlinks += 1
-        for path, first, _node in self._links:
-            self._ensure_dir(path.parent)
-            temp = path.parent / f".axisor-restore-{uuid.uuid4().hex[:12]}"
-            os.link(first, temp, follow_symlinks=False)
-            os.replace(temp, path)
+        assert self._cache is not None
+        cache = self._cache
+        for parts, _node in self._dirs:
+            with cache.dir(parts, create=True):
+                pass
+        for parts, node in self._others:
+            self._place_other(parts, node)
+        for parts, first, _node in self._links:
+            with cache.dir(first[:-1]) as sfd, cache.dir(parts[:-1], create=True) as dfd:
+                temp = f"{_TEMP}{uuid.uuid4().hex[:12]}"
+                try:
+                    os.link(first[-1], temp, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
+                except OSError as exc:
+                    raise RestoreRefused(f"cannot link {self.where(parts)} to {self.where(first)}: "
+                                         f"{exc.strerror}") from None
+                try:
+                    os.replace(temp, parts[-1], src_dir_fd=dfd, dst_dir_fd=dfd)
+                except OSError as exc:
+                    _unlink_quiet(dfd, temp)
+                    raise RestoreRefused(f"cannot put {self.where(parts)} in place: {exc.strerror}") from None
             self.stats.hardlinks += 1
-        for path, node in self._meta_only:
-            st = os.lstat(path)
-            if not stat.S_ISREG(st.st_mode):
-                raise RestoreRefused(f"{path} changed while restoring (no longer a regular file)")
-            if _IS_ROOT and (node.uid, node.gid) != (st.st_uid, st.st_gid):
-                os.chown(path, node.uid, node.gid, follow_symlinks=False)
-            os.chmod(path, stat.S_IMODE(node.mode))
-            os.utime(path, ns=(node.atime_ns, node.mtime_ns), follow_symlinks=False)
+        for parts, node in self._meta_only:
+            with cache.dir(parts[:-1]) as dfd:
+                fd = self._open_regular(dfd, parts)
+                try:
+                    self._apply_meta(fd, parts, node, fresh=False)
+                finally:
+                    os.close(fd)
+            if self.options.file_flags and node.flags:
+                self._flagged.append((parts, node))
             self.stats.metadata += 1
         for path in self._removals:  # files and links first, folders deepest first: the plan's order
             if self.target not in path.parents:
-                raise RestoreRefused(f"{path} is outside the restore target {self.target}")
+                raise RestoreRefused(f"{shown(str(path))} is outside the restore target {shown(str(self.target))}")
+            parts = path_parts(self.target, path)
             try:
-                st = os.lstat(path)
+                with cache.dir(parts[:-1]) as dfd:
+                    self._remove(dfd, parts)
             except FileNotFoundError:
                 continue
-            try:
-                if stat.S_ISDIR(st.st_mode):
-                    os.rmdir(path)
-                else:
-                    os.unlink(path)
-            except OSError as exc:
-                raise RestoreRefused(f"cannot remove {path} (--delete): {exc.strerror}") from None
-            self.stats.removed += 1
-        # Deepest first, so setting a folder's mtime is not undone by writing inside it.
-        for path, node in sorted(self._dirs, key=lambda d: len(d[0].parts), reverse=True):
-            if os.geteuid() == 0:
-                os.chown(path, node.uid, node.gid, follow_symlinks=False)
-            os.chmod(path, stat.S_IMODE(node.mode))  # lstat-checked above: a real folder
-            os.utime(path, ns=(node.atime_ns, node.mtime_ns), follow_symlinks=False)
+        # Flags last: an immutable or append-only file can no longer be renamed or linked.
+        for parts, node in self._flagged:
+            with cache.dir(parts[:-1]) as dfd:
+                fd = self._open_regular(dfd, parts)
+                try:
+                    self._set_flags(fd, parts, node)
+                finally:
+                    os.close(fd)
+        # Deepest first, so setting a folder's mtime is not undone by writing inside it,
+        # and a folder's flags come after its children's.
+        for parts, node in sorted(self._dirs, key=lambda d: len(d[0]), reverse=True):
+            with cache.dir(parts) as fd:
+                self._apply_meta(fd, parts, node, fresh=False)
+                if self.options.file_flags and node.flags:
+                    self._set_flags(fd, parts, node)
             self.stats.dirs += 1
+
+    def _open_regular(self, dfd: int, parts: Parts) -> int:
+        try:
+            fd = os.open(parts[-1], FILE_FLAGS, dir_fd=dfd)
+        except OSError as exc:
+            raise RestoreRefused(f"{self.where(parts)} changed while restoring ({exc.strerror})") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise RestoreRefused(f"{self.where(parts)} changed while restoring (no longer a regular file)")
+        return fd
+
+    def _remove(self, dfd: int, parts: Parts) -> None:
+        name = parts[-1]
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        try:
+            if stat.S_ISDIR(st.st_mode):
+                os.rmdir(name, dir_fd=dfd)  # its content was removed before it
+            else:
+                os.unlink(name, dir_fd=dfd)  # a symlink is removed, never followed
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise RestoreRefused(f"cannot remove {self.where(parts)} (--delete): {exc.strerror}") from None
+        assert self._cache is not None
+        self._cache.forget(parts)
+        self.stats.removed += 1
+
+    def _place_other(self, parts: Parts, node: Node) -> None:
+        """A symlink, device or FIFO: made in a private folder (0700, ours) beside its final
+        place, where no other user can swap it before its owner, mode and times are set;
+        then renamed into place."""
+        assert self._cache is not None
+        if node.type in DEVICES and not _IS_ROOT:
+            self.warn(parts, f"{'character' if node.type == CHARDEV else 'block'} device not restored: only "
+                             "root can create devices")
+            return
+        with self._cache.dir(parts[:-1], create=True) as dfd:
+            stage = f".axisor-stage-{uuid.uuid4().hex[:12]}"
+            os.mkdir(stage, 0o700, dir_fd=dfd)
+            try:
+                sfd = os.open(stage, DIR_FLAGS, dir_fd=dfd)
+                try:
+                    st = os.fstat(sfd)
+                    if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o077:
+                        raise RestoreRefused(f"{self.where(parts[:-1])} changed while restoring (a private folder "
+                                             "was replaced)")
+                    self._make_other(sfd, parts, node)
+                    try:
+                        os.replace(b"n", parts[-1], src_dir_fd=sfd, dst_dir_fd=dfd)
+                    except OSError as exc:
+                        raise RestoreRefused(f"cannot put {self.where(parts)} in place: {exc.strerror}") from None
+                finally:
+                    try:
+                        os.unlink(b"n", dir_fd=sfd)
+                    except OSError:
+                        pass
+                    os.close(sfd)
+            finally:
+                try:
+                    os.rmdir(stage, dir_fd=dfd)
+                except OSError:
+                    pass
+        if node.type == SYMLINK:
+            self.stats.symlinks += 1
+        else:
+            self.stats.special += 1
+
+    def _make_other(self, sfd: int, parts: Parts, node: Node) -> None:
+        opts = self.options
+        if node.type == SYMLINK:
+            os.symlink(node.target, b"n", dir_fd=sfd)
+        elif node.type == FIFO:
+            os.mkfifo(b"n", 0o600, dir_fd=sfd)
+        else:
+            kind = stat.S_IFCHR if node.type == CHARDEV else stat.S_IFBLK
+            try:
+                os.mknod(b"n", kind | 0o600, node.rdev, dir_fd=sfd)
+            except OSError as exc:
+                raise RestoreRefused(f"cannot create device {self.where(parts)}: {exc.strerror}") from None
+        if _IS_ROOT:
+            uid, gid = self._owners.ids(node, lambda m: self.warn(parts, m))
+            try:
+                os.chown(b"n", uid, gid, dir_fd=sfd, follow_symlinks=False)
+            except OSError as exc:
+                self.warn(parts, f"owner {uid}:{gid} not restored: {exc.strerror}")
+        # Nothing else can reach the private folder: names in it are safe to use.
+        proc = f"/proc/self/fd/{sfd}/n"
+        for name, value in wanted_xattrs(node, opts):
+            if name == ACL_NAMES[1]:
+                continue
+            if why := write_xattr(proc, name, value, follow=False):
+                self.warn(parts, why)
+        if node.type != SYMLINK:
+            os.chmod(b"n", wanted_mode(node, opts), dir_fd=sfd)
+        os.utime(b"n", ns=(node.atime_ns, node.mtime_ns), dir_fd=sfd, follow_symlinks=False)
 
 
 def _ranges(pieces: list[_Piece], gap: int = MERGE_GAP) -> list[tuple[bytes, int, int, list[_Piece]]]:
@@ -474,8 +794,8 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def _unlink_quiet(path: Path) -> None:
+def _unlink_quiet(dfd: int, name: str | bytes) -> None:
     try:
-        os.unlink(path)
+        os.unlink(name, dir_fd=dfd)
     except FileNotFoundError:
         pass

@@ -7,12 +7,17 @@ Each path of the snapshot (under the target) is compared with what is there now:
   re-chunking it with the repository's chunker and comparing blob ids: a file whose size
   and mtime look right but whose bytes were changed in place is still caught), same mode,
   owner and mtime;
-- ``metadata``: same content, but mode, owner or mtime differ (only those are set);
+- ``metadata``: same content, but mode, owner, mtime, extended attributes (ACLs among
+  them) or, with ``file_flags``, inode flags differ (only those are set);
 - ``overwrite``: different content or type (a symlink where a file belongs, say);
 - ``conflict``: a folder where a file or symlink belongs, or a file where a folder belongs
   (refused: the restore never removes a folder it was not asked to with ``--delete``);
 - ``remove`` (only with ``delete``): a path under one of the snapshot's source folders that
   the snapshot does not have.
+
+Everything is looked at through folder descriptors opened without following symlinks
+(core/restore/fsops.py), so paths deeper than PATH_MAX compare too, and a symlink in the
+way is a conflict, never followed.
 
 The plan is what ``restore --dry-run`` prints, what the safety backup is sized by, and what
 the restorer follows (it skips ``unchanged`` files and only fixes ``metadata`` ones).
@@ -21,6 +26,7 @@ the restorer follows (it skips ``unchanged`` files and only fixes ``metadata`` o
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import stat
 from collections import Counter
@@ -32,8 +38,13 @@ from pathlib import Path
 from core.backup.chunker import WINDOW, Chunker
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
-from core.repository.tree import DIR, FILE, SYMLINK, Node
-from core.restore.files import included
+from core.errors import RestoreRefused
+from core.fsmeta import flags as fsflags
+from core.fsmeta.sparse import ExtentReader, data_extents
+from core.fsmeta.xattrs import ACL_NAMES, read_xattrs
+from core.repository.tree import BLOCKDEV, CHARDEV, DEVICES, DIR, FIFO, FILE, SYMLINK, Node
+from core.restore.files import Owners, RestoreOptions, included, manages, path_parts, wanted_mode, wanted_xattrs
+from core.restore.fsops import FILE_FLAGS, DirCache, Parts, open_target
 from core.restore.walk import display, walk
 
 ACTIONS = ("create", "overwrite", "metadata", "unchanged", "remove", "conflict")
@@ -79,34 +90,103 @@ class RestorePlan:
         return {c.path: c.action for c in self.changes if c.action != "remove"}
 
 
-def file_blob_ids(repo: Repository, path: Path) -> tuple[bytes, ...]:
-    """The data blob ids a backup of ``path`` would record (same chunker, same keyed ids)."""
+def file_blob_ids_fd(repo: Repository, fd: int, size: int, holes: tuple[tuple[int, int], ...] = ()
+                     ) -> tuple[bytes, ...]:
+    """The data blob ids a backup of the open file would record (same chunker, same keyed
+    ids); with ``holes``, only the bytes outside them, as a backup of a sparse file reads."""
     ids: list[bytes] = []
-    with open(path, "rb", buffering=0) as f:
-        chunker = Chunker(repo.config.chunker, f)
+    stream = ExtentReader(fd, data_extents(size, holes)) if holes else os.fdopen(os.dup(fd), "rb", buffering=0)
+    try:
+        if not holes:
+            stream.seek(0)
+        chunker = Chunker(repo.config.chunker, stream)
         try:
             while chunks := chunker.take(WINDOW):
                 ids.extend(repo.cipher.blob_id(c) for c in chunks)
         finally:
             chunker.close()
+    finally:
+        if not holes:
+            stream.close()
     return tuple(ids)
 
 
-def _meta_differs(st: os.stat_result, node: Node) -> str:
+def file_blob_ids(repo: Repository, path: Path) -> tuple[bytes, ...]:
+    """The same for a path (tools and tests; a restore works through descriptors)."""
+    fd = os.open(path, FILE_FLAGS)
+    try:
+        return file_blob_ids_fd(repo, fd, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+
+
+def holes_read_zero(fd: int, holes: tuple[tuple[int, int], ...]) -> bool:
+    """True when every byte of ``holes`` reads as zero (real holes are skipped with
+    SEEK_DATA, so a sparse file costs two calls per hole)."""
+    buf = bytearray(1 << 20)
+    for off, length in holes:
+        end, pos = off + length, off
+        while pos < end:
+            try:
+                data = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:
+                    break
+                data = pos  # the filesystem cannot tell: read it
+            if data >= end:
+                break
+            try:
+                stop = min(os.lseek(fd, data, os.SEEK_HOLE), end)
+            except OSError:
+                stop = end
+            while data < stop:
+                n = os.preadv(fd, [memoryview(buf)[:min(len(buf), stop - data)]], data)
+                if n <= 0:
+                    return True  # shorter than expected: the size check catches it
+                if buf[:n].count(0) != n:
+                    return False
+                data += n
+            pos = stop
+    return True
+
+
+def _stat_at(cache: DirCache | None, parts: Parts) -> os.stat_result | None:
+    """lstat of ``parts`` through folder descriptors; None when it (or a folder on the
+    way) is missing, or a folder on the way is a symlink (reported as a conflict there)."""
+    if cache is None:
+        return None
+    try:
+        with cache.dir(parts[:-1]) as dfd:
+            return os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
+    except (FileNotFoundError, NotADirectoryError, RestoreRefused):
+        return None
+
+
+def _meta_differs(st: os.stat_result, node: Node, opts: RestoreOptions, owners: Owners, fd: int | None) -> str:
     why = []
-    if stat.S_IMODE(st.st_mode) != stat.S_IMODE(node.mode):
-        why.append(f"mode {stat.S_IMODE(st.st_mode):o} -> {stat.S_IMODE(node.mode):o}")
-    if _IS_ROOT and (st.st_uid, st.st_gid) != (node.uid, node.gid):
-        why.append(f"owner {st.st_uid}:{st.st_gid} -> {node.uid}:{node.gid}")
+    mode = wanted_mode(node, opts)
+    if stat.S_IMODE(st.st_mode) != mode:
+        why.append(f"mode {stat.S_IMODE(st.st_mode):o} -> {mode:o}")
+    if _IS_ROOT:
+        ids = owners.ids(node)
+        if (st.st_uid, st.st_gid) != ids:
+            why.append(f"owner {st.st_uid}:{st.st_gid} -> {ids[0]}:{ids[1]}")
     if node.type != DIR and st.st_mtime_ns != node.mtime_ns:
         why.append("mtime")
+    if fd is not None and opts.xattrs:
+        want = {n: v for n, v in wanted_xattrs(node, opts) if node.type == DIR or n != ACL_NAMES[1]}
+        have = read_xattrs(fd).pairs
+        if {n: v for n, v in have if manages(n, opts)} != want:
+            why.append("extended attributes")
+    if fd is not None and opts.file_flags and node.flags & ~fsflags.get_flags(fd):
+        why.append(f"flags {fsflags.letters(node.flags)}")
     return ", ".join(why)
 
 
-def _compare_file(repo: Repository, dest: Path, node: Node) -> Change:
-    try:
-        st = os.lstat(dest)
-    except (FileNotFoundError, NotADirectoryError):  # a parent in the way is reported as a conflict
+def _compare_file(repo: Repository, cache: DirCache | None, parts: Parts, dest: Path, node: Node,
+                  opts: RestoreOptions, owners: Owners) -> Change:
+    st = _stat_at(cache, parts)
+    if st is None:
         return Change(dest, "create", FILE, size=node.size)
     if stat.S_ISDIR(st.st_mode):
         return Change(dest, "conflict", FILE, "a folder is there", node.size)
@@ -114,63 +194,127 @@ def _compare_file(repo: Repository, dest: Path, node: Node) -> Change:
         return Change(dest, "overwrite", FILE, "not a regular file there", node.size)
     if st.st_size != node.size:
         return Change(dest, "overwrite", FILE, f"size {st.st_size} -> {node.size}", node.size)
+    assert cache is not None
     try:
-        same = file_blob_ids(repo, dest) == tuple(node.content)
-    except OSError as exc:
-        return Change(dest, "overwrite", FILE, f"unreadable ({exc.strerror})", node.size)
-    if not same:
-        return Change(dest, "overwrite", FILE, "content differs", node.size)
-    meta = _meta_differs(st, node)
+        with cache.dir(parts[:-1]) as dfd:
+            fd = os.open(parts[-1], FILE_FLAGS, dir_fd=dfd)
+    except (OSError, RestoreRefused):
+        return Change(dest, "overwrite", FILE, "changed while planning", node.size)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != node.size:
+            return Change(dest, "overwrite", FILE, "changed while planning", node.size)
+        try:
+            same = file_blob_ids_fd(repo, fd, node.size, node.holes) == tuple(node.content)
+            same = same and holes_read_zero(fd, node.holes)
+        except OSError as exc:
+            return Change(dest, "overwrite", FILE, f"unreadable ({exc.strerror})", node.size)
+        if not same:
+            return Change(dest, "overwrite", FILE, "content differs", node.size)
+        meta = _meta_differs(st, node, opts, owners, fd)
+    finally:
+        os.close(fd)
     return Change(dest, "metadata", FILE, meta, 0) if meta else Change(dest, "unchanged", FILE)
 
 
-def _compare_other(dest: Path, node: Node) -> Change:
-    try:
-        st = os.lstat(dest)
-    except (FileNotFoundError, NotADirectoryError):  # a parent in the way is reported as a conflict
+def _compare_other(cache: DirCache | None, parts: Parts, dest: Path, node: Node, opts: RestoreOptions,
+                   owners: Owners) -> Change:
+    st = _stat_at(cache, parts)
+    if st is None:  # a parent in the way is reported as a conflict there
         return Change(dest, "create", node.type)
+    assert cache is not None
     if node.type == DIR:
         if stat.S_ISLNK(st.st_mode):
             return Change(dest, "conflict", DIR, "a symlink is there: a restore never writes through one")
         if not stat.S_ISDIR(st.st_mode):
             return Change(dest, "conflict", DIR, "not a folder there")
-        meta = _meta_differs(st, node)
+        try:
+            with cache.dir(parts) as fd:
+                meta = _meta_differs(os.fstat(fd), node, opts, owners, fd)
+        except (OSError, RestoreRefused):
+            return Change(dest, "conflict", DIR, "changed while planning")
         return Change(dest, "metadata", DIR, meta) if meta else Change(dest, "unchanged", DIR)
-    # symlink
     if stat.S_ISDIR(st.st_mode):
-        return Change(dest, "conflict", SYMLINK, "a folder is there")
-    if stat.S_ISLNK(st.st_mode) and os.fsencode(os.readlink(dest)) == node.target:
-        return Change(dest, "unchanged", SYMLINK)
-    return Change(dest, "overwrite", SYMLINK, "different link" if stat.S_ISLNK(st.st_mode) else "not a link there")
+        return Change(dest, "conflict", node.type, "a folder is there")
+    if node.type == SYMLINK:
+        if stat.S_ISLNK(st.st_mode):
+            try:
+                with cache.dir(parts[:-1]) as dfd:
+                    if os.readlink(parts[-1], dir_fd=dfd) == node.target:
+                        return Change(dest, "unchanged", SYMLINK)
+            except (OSError, RestoreRefused):
+                pass
+            return Change(dest, "overwrite", SYMLINK, "different link")
+        return Change(dest, "overwrite", SYMLINK, "not a link there")
+    # device or FIFO: replaced unless the same kind (and device number) is there
+    kind = {CHARDEV: stat.S_ISCHR, BLOCKDEV: stat.S_ISBLK, FIFO: stat.S_ISFIFO}[node.type]
+    if not kind(st.st_mode) or (node.type in DEVICES and st.st_rdev != node.rdev):
+        return Change(dest, "overwrite", node.type, f"not the same {node.type} there")
+    return Change(dest, "unchanged", node.type)
 
 
-def _extras(root: Path, keep: set[Path]) -> Iterator[Change]:
+def _extras(cache: DirCache, target: Path, root: Parts, keep: set[Path]) -> Iterator[Change]:
     """Everything under ``root`` (not following links) that the snapshot does not have;
-    a removed folder is reported with its content, deepest first."""
-    if root.is_symlink() or not root.is_dir():
-        return
-    for dirpath, dirnames, filenames in os.walk(root, topdown=False, followlinks=False):
-        d = Path(dirpath)
-        for name in filenames + [n for n in dirnames if (d / n).is_symlink()]:
-            p = d / name
-            if p not in keep:
-                kind = SYMLINK if p.is_symlink() else FILE
-                yield Change(p, "remove", kind, "not in the snapshot", 0 if kind == SYMLINK else p.lstat().st_size)
-        for name in dirnames:
-            p = d / name
-            if not p.is_symlink() and p not in keep:
-                yield Change(p, "remove", DIR, "not in the snapshot")
+    a removed folder is reported after its content. Iterative, through descriptors."""
+    def dest(parts: Parts) -> Path:
+        return target.joinpath(*(os.fsdecode(p) for p in parts))
+
+    stack: list[tuple[Parts, list[Parts] | None]] = [(root, None)]
+    while stack:
+        parts, pending = stack[-1]
+        if pending is None:
+            subdirs: list[Parts] = []
+            try:
+                with cache.dir(parts) as fd, os.scandir(fd) as it:
+                    for e in it:
+                        p = parts + (os.fsencode(e.name),)
+                        if e.is_dir(follow_symlinks=False):
+                            subdirs.append(p)
+                            continue
+                        d = dest(p)
+                        if d not in keep:
+                            link = e.is_symlink()
+                            size = 0 if link else e.stat(follow_symlinks=False).st_size
+                            yield Change(d, "remove", SYMLINK if link else FILE, "not in the snapshot", size)
+            except (FileNotFoundError, NotADirectoryError, RestoreRefused):
+                stack.pop()
+                continue
+            subdirs.reverse()
+            stack[-1] = (parts, subdirs)
+            continue
+        if pending:
+            stack.append((pending.pop(), None))
+            continue
+        stack.pop()
+        if parts != root and dest(parts) not in keep:
+            yield Change(dest(parts), "remove", DIR, "not in the snapshot")
 
 
 async def plan_restore(repo: Repository, snap: Snapshot, target: Path, *, include: tuple[str, ...] = (),
-                       delete: bool = False, executor: Executor | None = None) -> RestorePlan:
-    """Compare the snapshot with ``target`` (see module doc). The index must be loaded."""
+                       delete: bool = False, executor: Executor | None = None,
+                       options: RestoreOptions | None = None) -> RestorePlan:
+    """Compare the snapshot with ``target`` (see module doc). The index must be loaded.
+    As root, a target other users can change is refused unless the options allow it."""
+    opts = options or RestoreOptions()
     target = Path(os.path.abspath(target))
+    root_fd = open_target(target, create=False, check_trust=_IS_ROOT and not opts.allow_untrusted_target)
+    cache = DirCache(root_fd, target) if root_fd is not None else None
+    try:
+        return await _plan(repo, snap, target, cache, include, delete, executor, opts)
+    finally:
+        if cache is not None:
+            cache.close()
+            os.close(cache.root_fd)
+
+
+async def _plan(repo: Repository, snap: Snapshot, target: Path, cache: DirCache | None, include: tuple[str, ...],
+                delete: bool, executor: Executor | None, opts: RestoreOptions) -> RestorePlan:
     loop = asyncio.get_running_loop()
+    owners = Owners(opts.numeric_owner)
     changes: list[Change] = []
     pending: list[asyncio.Future] = []
     keep: set[Path] = set()
-    first_by_inode: dict[tuple[int, int], Path] = {}
+    first_by_inode: dict[tuple[int, int], tuple[Parts, Path]] = {}
     followers: list[tuple[int, Path]] = []  # (index in changes, first path) of "unchanged" hard links
     async for parts, node in walk(repo, bytes.fromhex(snap.tree)):
         if not included(display(parts), include) and node.type != DIR:
@@ -180,27 +324,27 @@ async def plan_restore(repo: Repository, snap: Snapshot, target: Path, *, includ
         if node.type == FILE:
             key = (node.dev, node.inode)
             if node.nlink > 1 and key in first_by_inode:
-                first = first_by_inode[key]
-                try:
-                    linked = os.path.samefile(dest, first) and not dest.is_symlink()
-                except OSError:
-                    linked = False
+                first_parts, first = first_by_inode[key]
+                a, b = _stat_at(cache, parts), _stat_at(cache, first_parts)
+                linked = (a is not None and b is not None and not stat.S_ISLNK(a.st_mode)
+                          and (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino))
                 if linked:
                     followers.append((len(changes), first))
-                changes.append(Change(dest, "unchanged" if linked else ("overwrite" if os.path.lexists(dest)
-                                                                         else "create"), FILE, "hard link"))
+                changes.append(Change(dest, "unchanged" if linked else ("overwrite" if a is not None else "create"),
+                                      FILE, "hard link"))
                 continue
             if node.nlink > 1:
-                first_by_inode[key] = dest
-            pending.append(loop.run_in_executor(executor, _compare_file, repo, dest, node))
+                first_by_inode[key] = (parts, dest)
+            pending.append(loop.run_in_executor(executor, _compare_file, repo, cache, parts, dest, node, opts,
+                                                owners))
             if len(pending) >= 64:
                 changes.extend(await asyncio.gather(*pending))
                 pending = []
         elif node.type == DIR:
             if included(display(parts), include):
-                changes.append(_compare_other(dest, node))
+                changes.append(_compare_other(cache, parts, dest, node, opts, owners))
         else:
-            changes.append(_compare_other(dest, node))
+            changes.append(_compare_other(cache, parts, dest, node, opts, owners))
     changes.extend(await asyncio.gather(*pending))
     # A link that shares the first path's inode is only unchanged if the first path is: an
     # overwrite puts a new file (a new inode) there, and the link must follow it.
@@ -209,8 +353,9 @@ async def plan_restore(repo: Repository, snap: Snapshot, target: Path, *, includ
         if firsts.get(first) not in ("unchanged", "metadata"):
             changes[i] = Change(changes[i].path, "overwrite", FILE, "hard link")
     roots = tuple(target.joinpath(*Path(os.path.abspath(p)).parts[1:]) for p in snap.paths)
-    if delete:
+    if delete and cache is not None:
         for root in roots:
             if included("/" + str(root.relative_to(target)), include):
-                changes.extend(await loop.run_in_executor(executor, lambda r=root: list(_extras(r, keep))))
+                changes.extend(await loop.run_in_executor(
+                    executor, lambda r=root: list(_extras(cache, target, path_parts(target, r), keep))))
     return RestorePlan(snap.id, target, tuple(changes), roots, delete)

@@ -14,7 +14,8 @@ database (source ``database``, tag ``safety``, ``safety_for`` with ``restore``,
 
 ``rollback RESTORE_ID`` finds the safety snapshots of that restore in the repository (so it
 works from any host that can open it) and puts them back exactly: files are restored over
-their roots with ``--delete`` semantics, roots that did not exist before are removed, and
+their roots with ``--delete`` semantics, roots that did not exist before are removed (through folder descriptors, never following a
+symlink: see core/restore/fsops.py), and
 databases are restored with ``--force``.
 """
 
@@ -27,6 +28,8 @@ from pathlib import Path
 from core.backup.run import backup_paths
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
+from core.errors import RestoreRefused
+from core.restore.fsops import open_target, remove_tree_at
 from core.restore.plan import RestorePlan
 
 SAFETY_TAG = "safety"
@@ -75,3 +78,18 @@ def absent_roots(snap: Snapshot) -> list[Path]:
         if p.is_absolute() and (p == target or target in p.parents):
             out.append(p)
     return out
+
+
+def remove_root(root: Path) -> None:
+    """Remove ``root`` (a source folder that did not exist before the restore) and all
+    under it, through descriptors: its parent is opened from / without following a
+    symlink, and nothing below it is followed either (any depth)."""
+    parent = open_target(root.parent, create=False, check_trust=False) if root.parent != root else None
+    if parent is None:
+        return
+    try:
+        remove_tree_at(parent, os.fsencode(root.name))
+    except OSError as exc:
+        raise RestoreRefused(f"cannot remove {root} (rollback): {exc.strerror}") from None
+    finally:
+        os.close(parent)

@@ -5,11 +5,14 @@ compared with the tree's (the same keyed ids a backup records, so this is an exa
 content check, not a size check); symlinks' targets are compared too. This catches what
 the restorer cannot see itself: a full or failing disk that acknowledged a write it lost,
 another process writing into the target meanwhile, a file skipped as unchanged that was not.
+Files are opened through folder descriptors (no symlink followed, any depth); a sparse
+file's data runs are compared by id and its holes must read as zeros.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import stat
 import time
@@ -20,8 +23,11 @@ from pathlib import Path
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
 from core.repository.tree import FILE, SYMLINK, Node
+from core.errors import RestoreRefused
+from core.restore import fsops
 from core.restore.files import included
-from core.restore.plan import file_blob_ids
+from core.restore.fsops import FILE_FLAGS, DirCache, Parts, open_target
+from core.restore.plan import file_blob_ids_fd, holes_read_zero
 from core.restore.walk import display, walk
 
 MAX_LISTED = 50
@@ -44,20 +50,35 @@ class ValidationResult:
                 "mismatches": list(self.mismatches), "seconds": self.seconds}
 
 
-def _check_file(repo: Repository, path: Path, node: Node) -> str | None:
+def _check_file(repo: Repository, cache: DirCache | None, parts: Parts, where: str, node: Node) -> str | None:
+    if cache is None:
+        return f"{where}: missing after the restore"
     try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return f"{path}: missing after the restore"
-    if not stat.S_ISREG(st.st_mode):
-        return f"{path}: not a regular file after the restore"
-    if st.st_size != node.size:
-        return f"{path}: {st.st_size} bytes on disk, the snapshot has {node.size}"
-    try:
-        if file_blob_ids(repo, path) != tuple(node.content):
-            return f"{path}: content differs from the snapshot"
+        with cache.dir(parts[:-1]) as dfd:
+            fd = os.open(parts[-1], FILE_FLAGS, dir_fd=dfd)
+    except (FileNotFoundError, NotADirectoryError):
+        return f"{where}: missing after the restore"
+    except RestoreRefused:
+        return f"{where}: a folder above it is not a folder after the restore"
     except OSError as exc:
-        return f"{path}: cannot be read back ({exc.strerror})"
+        if exc.errno == errno.ELOOP:
+            return f"{where}: not a regular file after the restore"
+        return f"{where}: cannot be read back ({exc.strerror})"
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return f"{where}: not a regular file after the restore"
+        if st.st_size != node.size:
+            return f"{where}: {st.st_size} bytes on disk, the snapshot has {node.size}"
+        try:
+            if file_blob_ids_fd(repo, fd, node.size, node.holes) != tuple(node.content):
+                return f"{where}: content differs from the snapshot"
+            if not holes_read_zero(fd, node.holes):
+                return f"{where}: content differs from the snapshot (data where it has a hole)"
+        except OSError as exc:
+            return f"{where}: cannot be read back ({exc.strerror})"
+    finally:
+        os.close(fd)
     return None
 
 
@@ -68,6 +89,19 @@ async def validate_restore(repo: Repository, snap: Snapshot, target: Path, *, in
     (unchanged, or re-stamped only); they count as checked without being read again."""
     started = time.monotonic()
     target = Path(os.path.abspath(target))
+    root_fd = open_target(target, create=False, check_trust=False)
+    cache = DirCache(root_fd, target) if root_fd is not None else None
+    try:
+        return await _validate(repo, snap, target, cache, include, executor, proven, started)
+    finally:
+        if cache is not None:
+            cache.close()
+            os.close(cache.root_fd)
+
+
+async def _validate(repo: Repository, snap: Snapshot, target: Path, cache: DirCache | None,
+                    include: tuple[str, ...], executor: Executor | None, proven: frozenset[Path],
+                    started: float) -> ValidationResult:
     loop = asyncio.get_running_loop()
     bad: list[str] = []
     files = size = links = 0
@@ -75,20 +109,23 @@ async def validate_restore(repo: Repository, snap: Snapshot, target: Path, *, in
     async for parts, node in walk(repo, bytes.fromhex(snap.tree)):
         if node.type not in (FILE, SYMLINK) or not included(display(parts), include):
             continue
-        dest = target.joinpath(*(os.fsdecode(p) for p in parts))
+        where = fsops.display(target, parts)
         if node.type == SYMLINK:
             links += 1
             try:
-                if os.fsencode(os.readlink(dest)) != node.target:
-                    bad.append(f"{dest}: link target differs from the snapshot")
-            except OSError:
-                bad.append(f"{dest}: not a symlink after the restore")
+                if cache is None:
+                    raise FileNotFoundError
+                with cache.dir(parts[:-1]) as dfd:
+                    if os.readlink(parts[-1], dir_fd=dfd) != node.target:
+                        bad.append(f"{where}: link target differs from the snapshot")
+            except (OSError, RestoreRefused):
+                bad.append(f"{where}: not a symlink after the restore")
             continue
         files += 1
         size += node.size
-        if dest in proven:
+        if proven and target.joinpath(*(os.fsdecode(p) for p in parts)) in proven:
             continue
-        pending.append(loop.run_in_executor(executor, _check_file, repo, dest, node))
+        pending.append(loop.run_in_executor(executor, _check_file, repo, cache, parts, where, node))
         if len(pending) >= 64:
             bad.extend(m for m in await asyncio.gather(*pending) if m)
             pending = []

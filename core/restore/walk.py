@@ -1,4 +1,8 @@
-"""Walking a snapshot's trees, refusing names that could escape a restore target."""
+"""Walking a snapshot's trees, refusing names that could escape a restore target.
+
+Iterative (a stack of folders being listed), so a snapshot thousands of folders deep walks
+in constant stack space; only the trees on the current path are held in memory.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,13 @@ from collections.abc import AsyncIterator
 from core.errors import RestoreRefused
 from core.repository.repository import Repository
 from core.repository.tree import DIR, Node
+from core.text import shown
 
 
 def check_name(name: bytes, where: bytes) -> None:
     if not name or name in (b".", b"..") or b"/" in name or b"\0" in name:
         raise RestoreRefused(
-            f"snapshot holds an unsafe name {name!r} under /{where.decode(errors='replace')}: "
+            f"snapshot holds an unsafe name {name!r} under /{shown(where)}: "
             "refusing to restore it (the tree may be crafted)"
         )
 
@@ -21,21 +26,28 @@ async def walk(repo: Repository, tree_id: bytes, prefix: tuple[bytes, ...] = ()
                ) -> AsyncIterator[tuple[tuple[bytes, ...], Node]]:
     """Pre-order: every node with its path components, each directory before its content."""
     tree = await repo.load_tree(tree_id)
-    seen: set[bytes] = set()
-    where = b"/".join(prefix)
-    for node in tree.nodes:
-        check_name(node.name, where)
+    # (path of the folder, its nodes, index of the next one, names seen)
+    stack: list[tuple[tuple[bytes, ...], list[Node], list[int], set[bytes]]] = [(prefix, tree.nodes, [0], set())]
+    while stack:
+        where, nodes, pos, seen = stack[-1]
+        if pos[0] >= len(nodes):
+            stack.pop()
+            continue
+        node = nodes[pos[0]]
+        pos[0] += 1
+        if not node.name or node.name in (b".", b"..") or b"/" in node.name or b"\0" in node.name:
+            check_name(node.name, b"/".join(where))
         if node.name in seen:
             raise RestoreRefused(
-                f"snapshot holds the name {node.name!r} twice under /{where.decode(errors='replace')}: "
+                f"snapshot holds the name {node.name!r} twice under /{shown(b'/'.join(where))}: "
                 "refusing to restore it (the tree may be crafted)"
             )
         seen.add(node.name)
-        path = prefix + (node.name,)
+        path = where + (node.name,)
         yield path, node
         if node.type == DIR and node.subtree is not None:
-            async for item in walk(repo, node.subtree, path):
-                yield item
+            sub = await repo.load_tree(node.subtree)
+            stack.append((path, sub.nodes, [0], set()))
 
 
 def display(path: tuple[bytes, ...]) -> str:

@@ -71,7 +71,8 @@ def test_restore_is_byte_and_metadata_identical(ws):
     snap = b.json()["snapshots"][0]
     assert snap["summary"]["total_files"] == 8
     target = ws.root / "restored"
-    r = ws.cli("restore", "latest", "--target", str(target))
+    # users/one is setuid: a restore strips that unless asked (as root) to keep privileges.
+    r = ws.cli("restore", "latest", "--target", str(target), "--preserve-privileges")
     assert r.code == 0, r.err
     restored = target / str(ws.src).lstrip("/")
     assert state(restored) == state(ws.src)
@@ -148,10 +149,10 @@ def test_restore_over_existing_tree_replaces_changed_files(ws):
     ws.cli("init")
     ws.cli("backup")
     target = ws.root / "t"
-    ws.cli("restore", "latest", "--target", str(target))
+    ws.cli("restore", "latest", "--target", str(target), "--preserve-privileges")
     restored = target / str(ws.src).lstrip("/")
     (restored / "dump.sql").write_bytes(b"clobbered")
-    r = ws.cli("restore", "latest", "--target", str(target))
+    r = ws.cli("restore", "latest", "--target", str(target), "--preserve-privileges")
     assert r.code == 0, r.err
     assert state(restored) == state(ws.src)
     leftovers = [p for p in restored.rglob(".axisor-restore-*")]
