@@ -67,6 +67,8 @@ class Repository:
         # Remote storage: tree packs read whole, once (a walk loads trees one by one, and a
         # ranged GET per tree is a round trip each); a few kept, least recently used out.
         self._packs: OrderedDict[str, asyncio.Future] = OrderedDict()
+        # Indexed packs the last listing found missing or of another size (adopt_unindexed_packs).
+        self.unusable_packs: set[bytes] = set()
 
     # -- opening ------------------------------------------------------------------------
 
@@ -112,7 +114,8 @@ class Repository:
                 self.index.files.add(info.key)
             except DamagedObject as exc:
                 if strict:
-                    raise
+                    raise DamagedObject(exc.key, f"{exc.reason}; `axisor-backup repair index` rebuilds the "
+                                                 "index from the packs") from None
                 damaged.append(exc)
         return damaged
 
@@ -151,12 +154,29 @@ class Repository:
         return key
 
     async def adopt_unindexed_packs(self) -> int:
-        """Index packs a killed backup uploaded but never indexed, so nothing is sent twice."""
+        """Index packs a killed backup uploaded but never indexed, so nothing is sent twice.
+
+        The same listing shows which indexed packs are gone or have another size than
+        their index entry (lost, truncated): their blobs are dropped from the index held
+        in memory, so this writer stores them again rather than reference data that is not
+        there (FORMAT.md, Invariant 4). The index files are left as they are (`repair
+        index` rewrites them)."""
         adopted = 0
+        on_storage: dict[bytes, int] = {}
+        unindexed = []
         async for info in self.backend.list(f"{DATA}/"):
             pack_id = pack_id_from_key(info.key)
-            if pack_id is None or self.index.has_pack(pack_id):
+            if pack_id is None:
                 continue
+            on_storage[pack_id] = info.size
+            if not self.index.has_pack(pack_id):
+                unindexed.append(info)
+        self.unusable_packs = {p for p in self.index.pack_ids()
+                               if on_storage.get(p) != self.index.pack_size(p)}
+        self.index.drop_packs(self.unusable_packs)
+        for info in unindexed:
+            pack_id = pack_id_from_key(info.key)
+            assert pack_id is not None
             try:
                 data = await self.backend.get(info.key)
                 # Check the whole pack: new backups will deduplicate against it.
