@@ -365,6 +365,15 @@ class Repository:
         except TreeFormatError as exc:
             raise DamagedObject(f"tree {tree_id.hex()}", str(exc)) from None
 
+    async def reference_tree(self, tree_id: bytes) -> Tree | None:
+        """A previous snapshot's tree to compare with; None when it is lost or damaged (its
+        pack gone, dropped by `repair index`): a writer then reads that folder again and
+        stores its trees anew instead of failing."""
+        try:
+            return await self.load_tree(tree_id)
+        except DamagedObject:
+            return None
+
     async def save_tree(self, tree: Tree) -> bytes:
         return await self.save_blob(BlobType.TREE, tree.encode())
 
