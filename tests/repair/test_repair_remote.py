@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from locations_support import Sites, fill, remote_fields, tree_digest
-from servers import openssh_sftp, remote_config  # noqa: F401  (fixtures)
+from servers import moto_s3, openssh_sftp, remote_config  # noqa: F401  (fixtures)
 
 
 @pytest.fixture
@@ -63,3 +63,30 @@ def test_repair_at_an_sftp_location(sites, openssh_sftp, tmp_path):  # noqa: F81
     expected = tree_digest(sites.ws.src)
     expected.pop("after.txt")
     assert restored == expected
+
+
+async def test_incomplete_s3_uploads_are_aborted_once_old(moto_s3):  # noqa: F811
+    """On S3 the leftover of a killed upload is an incomplete multipart upload: listed
+    with its start time, kept while young, aborted once old (moto's server, real protocol)."""
+    from core.repair.temporary import clean_temporary
+    from core.storage.factory import open_backend
+
+    b = open_backend(remote_config("s3", moto_s3))
+    await b.create()
+    try:
+        client = await b.inner._get_client()
+        key = b.inner._key("data/ab/" + "ab" * 32)
+        up = await client.create_multipart_upload(Bucket=b.inner.bucket, Key=key)
+        (found,) = await b.list_temporary()
+        assert found.key == f"data/ab/{'ab' * 32}?uploadId={up['UploadId']}"
+        # moto reports a fixed start time in 2010; judge age relative to it.
+        young = await clean_temporary(b, now=found.modified + 60)
+        assert young.removed == [] and young.kept == [found]
+        dry = await clean_temporary(b, older_than=0, dry_run=True)
+        assert len(dry.removed) == 1
+        assert len((await b.list_temporary())) == 1, "a dry run aborts nothing"
+        old = await clean_temporary(b, older_than=0)
+        assert len(old.removed) == 1
+        assert await b.list_temporary() == []
+    finally:
+        await b.close()
