@@ -382,3 +382,34 @@ def test_lost_tree_pack_the_next_backup_still_runs_and_heals(world, tmp_path):
     assert [f["id"] for f in out["forgotten"]] == [s1] and out["repaired"] == []
     assert [p.name for p in env.snapshot_files()] == [s2]
     assert env.cli("verify", "--full").code == 0
+
+
+def test_runbook_a_pack_was_lost(world, tmp_path):
+    """docs/OPERATIONS.md, "A pack was lost", run as written: one pack deleted, a byte of
+    another rotted; PACK_ID is the rotten pack as `verify --full` names it."""
+    import re
+    import shlex
+
+    env, s1, src = world
+    repo, files, with_trees = layout(env, s1)
+    data_packs = [p for p in repo.index.pack_ids() if p not in with_trees]
+    assert len(data_packs) >= 2
+    lost, rotten = data_packs[0], data_packs[1]
+    pack_path(env, lost).unlink()
+    H.flip_byte(pack_path(env, rotten), 100)
+    text = (Path(__file__).resolve().parents[2] / "docs" / "OPERATIONS.md").read_text()
+    start = text.index("\n## A pack was lost\n")
+    end = text.find("\n## ", start + 1)
+    (block,) = re.findall(r"```sh\n(.*?)```", text[start:end if end != -1 else None], re.S)
+    lines = [ln for ln in block.strip().splitlines() if ln.strip()]
+    for n, line in enumerate(lines):
+        argv = shlex.split(line, comments=True)
+        assert argv[0] == "axisor-backup"
+        args = [pack_key(rotten) if a == "PACK_ID" else a for a in argv[1:]]
+        r = env.cli(*args, timeout=300)
+        assert r.code == (6 if n == 0 else 0), r
+        if n == 0:
+            assert pack_key(lost) in r.stdout and pack_key(rotten) in r.stdout
+    newest = sorted(p.name for p in env.snapshot_files())
+    assert s1 in newest, "the old snapshot was healed by the backup, not rewritten"
+    restore_and_compare(env, s1, src, tmp_path / "restored")
