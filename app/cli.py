@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from app import cli_drills, cli_jobs, cli_locations, cli_prune, cli_schedules
+from app import cli_drills, cli_jobs, cli_locations, cli_prune, cli_repair, cli_schedules
 from app.process import tune_process
 from core.backup import watchdog
 from core.config import (
@@ -193,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--all", action="store_true", help="remove every lock, also live ones")
     cli_schedules.add_parser(sub, common)
     cli_prune.add_parser(sub, common)
+    cli_repair.add_parser(sub, common)
     cli_locations.add_parsers(sub, common)
     cli_jobs.add_parsers(sub, common)
     cli_drills.add_parsers(sub, common)
@@ -715,6 +716,7 @@ COMMANDS = {
 COMMANDS.update({"wal-push": cmd_wal_push, "wal-fetch": cmd_wal_fetch, "database": cmd_database})
 COMMANDS["schedules"] = cli_schedules.cmd_schedules
 COMMANDS.update(cli_prune.COMMANDS)
+COMMANDS.update(cli_repair.COMMANDS)
 COMMANDS.update(cli_locations.COMMANDS)
 COMMANDS.update(cli_jobs.COMMANDS)
 COMMANDS.update(cli_drills.COMMANDS)
@@ -745,6 +747,8 @@ async def run(args, config: Config, out: Output) -> int:
         await cli_locations.use_from(svc, args)  # verify/ls/show --from NAME
         return await COMMANDS[args.command](svc, args, out)
     finally:
+        for exc in svc.index_damage:
+            Output.note(f"warning: {exc} (skipped; `axisor-backup repair index` rebuilds the index)")
         await svc.close()
 
 

@@ -62,6 +62,10 @@ def report_text(r: dict) -> str:
     lines.append(f"data: {_human(b['used'])} used, {_human(b['unused'])} unused; "
                  f"{_human(b['deleted'])} {would}freed, {_human(b['written'])} {would}rewritten")
     lines.append(f"index files: {r['index_files']['before']} -> {r['index_files']['after']}")
+    t = r.get("temporary")
+    if t and t["removed"]:
+        lines.append(f"temporary files: {len(t['removed'])} left by interrupted uploads "
+                     f"{'would be ' if dry else ''}removed ({_human(t['removed_bytes'])})")
     if p["unindexed"]:
         lines.append(f"note: {p['unindexed']} packs are in no index "
                      + ("(a prune without --dry-run adopts them)" if dry

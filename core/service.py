@@ -93,6 +93,7 @@ class BackupService:
         self._repo: Repository | None = None
         self._primary = self.backend  # `backend` may be switched to another location (restore --from)
         self._location_ops = None  # core.locations.ops.LocationOps, built on first use
+        self.index_damage: list[AxisorError] = []  # damaged index files skipped by repository()
 
     async def close(self) -> None:
         if self._location_ops is not None:
@@ -113,7 +114,9 @@ class BackupService:
         return self._adopt(repo)
 
     async def repository(self, *, load_index: bool = True) -> Repository:
-        """The opened repository; with ``load_index`` a damaged index file is an error."""
+        """The opened repository; with ``load_index`` its index loaded. A damaged index file
+        is skipped and kept in ``index_damage`` (front ends warn; `repair index` fixes it):
+        reading what the other index files name must not depend on it."""
         if self._repo is None:
             self._adopt(await Repository.open(self.backend, self._passphrase(False)))
         assert self._repo is not None
@@ -121,7 +124,7 @@ class BackupService:
             # Under a shared lock: prune (exclusive) deletes index files it has replaced, and a
             # listing taken while it runs would name files that are gone a moment later.
             async with Lock(self.backend, exclusive=False, operation="read"):
-                await self._repo.load_index()
+                self.index_damage.extend(await self._repo.load_index(strict=False))
         assert self._repo is not None
         return self._repo
 
@@ -461,15 +464,51 @@ class BackupService:
 
         from core.maintenance.prune import prune
         from core.maintenance.retention import policies_from_config
-        from core.storage.factory import PRIMARY_NAME
 
-        if location in (None, PRIMARY_NAME) and self.backend is self._primary:
-            repo = await self.repository(load_index=False)
-        else:
-            repo = await self.location_ops().sites.repository(location or PRIMARY_NAME)
+        repo = await self._location_repo(location)
         return await prune(repo, policies_from_config(self.config), now=now,
                            tz=ZoneInfo(self.config.schedule.timezone), dry_run=dry_run,
                            on_progress=on_progress)
+
+    async def _location_repo(self, location: str | None) -> Repository:
+        from core.storage.factory import PRIMARY_NAME
+
+        if location in (None, PRIMARY_NAME) and self.backend is self._primary:
+            return await self.repository(load_index=False)
+        return await self.location_ops().sites.repository(location or PRIMARY_NAME)
+
+    async def repair_index(self, *, location: str | None = None, dry_run: bool = False,
+                           packs: list[str] | None = None, read_all: bool = False, on_progress=None):
+        """`repair index` (``packs`` None, ``read_all`` False) or `repair packs` at one
+        location: core.repair.index.rebuild (RebuildReport)."""
+        from core.repair import rebuild
+        from core.repository.format import DATA, pack_id_from_key
+
+        repo = await self._location_repo(location)
+        check: set[bytes] | str | None = "all" if read_all else None
+        if packs:
+            names = [info.key.rsplit("/", 1)[-1] async for info in repo.backend.list(f"{DATA}/")
+                     if pack_id_from_key(info.key) is not None]
+            chosen: set[bytes] = set()
+            for ref in packs:
+                ref = ref.rsplit("/", 1)[-1].lower()
+                matches = [n for n in names if n.startswith(ref)]
+                if len(matches) != 1:
+                    raise UsageError(f"pack {ref!r} matches {len(matches)} packs in {repo.backend.location}; "
+                                     "give more of its name (`axisor-backup verify --full` names damaged packs)")
+                chosen.add(bytes.fromhex(matches[0]))
+            check = chosen
+        return await rebuild(repo, dry_run=dry_run, check=check, on_progress=on_progress)
+
+    async def repair_snapshots(self, refs: list[str] | None = None, *, location: str | None = None,
+                               dry_run: bool = False, truncate: bool = False, on_progress=None):
+        """`repair snapshots` at one location (core.repair.snapshots.SnapshotRepairReport)."""
+        from core.repair import repair_snapshots
+
+        repo = await self._location_repo(location)
+        ids = [await repo.resolve_id(r) for r in refs] if refs else None
+        return await repair_snapshots(repo, snapshot_ids=ids, dry_run=dry_run, truncate=truncate,
+                                      on_progress=on_progress)
 
     async def forget(self, refs: list[str]) -> list[str]:
         """Delete the named snapshot manifests (ids or unique prefixes); prune frees their data."""

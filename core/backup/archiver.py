@@ -184,7 +184,7 @@ class Archiver:
     async def _load_subtree(self, old: Node | None) -> Tree | None:
         if old is None or old.type != DIR or old.subtree is None:
             return None
-        return await self.repo.load_tree(old.subtree)
+        return await self.repo.reference_tree(old.subtree)
 
     def _excluded(self, path: bytes, name: bytes) -> bool:
         if not self.exclude:
@@ -239,7 +239,7 @@ class Archiver:
             old = old_nodes.get(e.name)
             if old is not None and old.type == DIR and old.subtree is not None and \
                     e.is_dir(follow_symlinks=False):
-                prefetched[e.name] = self._spawn(self.repo.load_tree(old.subtree))
+                prefetched[e.name] = self._spawn(self.repo.reference_tree(old.subtree))
         children: list[_Child] = []
         for e in entries:
             try:

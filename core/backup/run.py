@@ -144,7 +144,7 @@ async def _backup_source(repo: Repository, spec: SourceSpec, kind: str, ref: Sna
                          metadata: dict | None = None,
                          stall_timeout: float = DEFAULT_STALL_SECONDS) -> SourceResult:
     before = list(repo.stats.by_type.get(BlobType.DATA, [0, 0, 0]))
-    ref_tree: Tree | None = await repo.load_tree(bytes.fromhex(ref.tree)) if ref else None
+    ref_tree: Tree | None = await repo.reference_tree(bytes.fromhex(ref.tree)) if ref else None
     archiver = Archiver(
         repo, workers=workers, reread_all=(kind == "full"), exclude=spec.exclude,
         on_progress=(lambda st: on_progress(spec.name, st)) if on_progress else None,

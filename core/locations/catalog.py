@@ -89,6 +89,7 @@ class _Site:
         self.repo = repo
         self.ids = ids
         self.packs = packs
+        self.damaged_index: list[DamagedObject] = []  # index files that do not open (skipped)
 
     def has(self, blob_id: bytes) -> bool:
         loc = self.repo.index.lookup(blob_id)
@@ -130,6 +131,7 @@ async def build_catalog(sites: Sites, names: list[str] | None = None) -> Catalog
             except DamagedObject as exc:
                 damaged.append((site.name, exc))
     damaged = [(n, e) for n, e in damaged if e.key.rsplit("/", 1)[-1] not in snaps]
+    damaged += [(site.name, e) for site in open_sites for e in site.damaged_index]
 
     memo: dict[bytes, frozenset[str]] = {}
     entries = []
@@ -151,14 +153,19 @@ async def build_catalog(sites: Sites, names: list[str] | None = None) -> Catalog
 
 async def _scan(sites: Sites, name: str) -> _Site:
     repo = await sites.repository(name)
-    await repo.load_index()  # a damaged index file is an error here, as in every command but verify
+    # A damaged index file is named (as a damaged object) and skipped: the catalog still
+    # lists every snapshot, and copies whose blobs it indexed show as incomplete until
+    # `repair index` rebuilds the index from the packs.
+    damaged_index = await repo.load_index(strict=False)
     ids = {info.key.rsplit("/", 1)[-1] async for info in repo.backend.list(f"{SNAPSHOTS}/")}
     packs = set()
     async for info in repo.backend.list(f"{DATA}/"):
         pid = pack_id_from_key(info.key)
         if pid is not None:
             packs.add(pid)
-    return _Site(name, repo, ids, packs)
+    site = _Site(name, repo, ids, packs)
+    site.damaged_index = damaged_index
+    return site
 
 
 async def _complete_at(tree_id: bytes, sites: list[_Site], memo: dict[bytes, frozenset[str]]) -> frozenset[str]:

@@ -52,6 +52,10 @@ _TREE_LOADS = 16
 
 ProgressFn = Callable[[str, int, int | None], None]  # phase, done, total
 
+_REPAIR_HINT = ("Data is lost: `axisor-backup repair index` drops the lost packs from the index (the next "
+                "backup stores again what is still on disk), then `axisor-backup repair snapshots` rewrites "
+                "the snapshots that lost data; docs/OPERATIONS.md, \"A pack was lost\".")
+
 
 class PruneRefused(AxisorError):
     """Prune found the repository damaged and changed nothing (run verify)."""
@@ -88,6 +92,7 @@ class PruneReport:
     index_files_after: int
     delete_packs: tuple[str, ...] = field(default=())
     repack_packs: tuple[str, ...] = field(default=())
+    temporary: dict | None = None  # leftovers of interrupted uploads (core.repair.temporary)
 
     @property
     def forgotten(self) -> list[Snapshot]:
@@ -115,6 +120,7 @@ class PruneReport:
             "bytes": {"used": self.bytes_used, "unused": self.bytes_unused, "deleted": self.bytes_deleted,
                       "written": self.bytes_written},
             "index_files": {"before": self.index_files_before, "after": self.index_files_after},
+            "temporary": self.temporary,
         }
 
 
@@ -192,8 +198,8 @@ async def _load_packs(repo: Repository, packs: dict[bytes, _PackInfo], files: se
         try:
             content = await repo.read_index_file(info.key)
         except DamagedObject as exc:
-            raise PruneRefused(f"prune changed nothing: {exc}. Run `axisor-backup verify`; a damaged "
-                               "index file must be repaired or removed before pruning.") from None
+            raise PruneRefused(f"prune changed nothing: {exc}. `axisor-backup repair index` rebuilds the "
+                               "index without it.") from None
         for pack_id, size, entries in content:
             if pack_id not in packs:
                 packs[pack_id] = _PackInfo(size, list(entries))
@@ -243,8 +249,11 @@ async def _used_blobs(repo: Repository, snaps: list[Snapshot], wal_blobs: set[by
             if tree_id not in repo.index:
                 raise PruneRefused(
                     f"prune changed nothing: tree {tree_id.hex()[:16]} of snapshot {owner[tree_id][:8]} is in no "
-                    "index. Run `axisor-backup verify`.")
-        trees = await asyncio.gather(*(repo.load_tree(t) for t in batch))
+                    f"index. {_REPAIR_HINT}")
+        try:
+            trees = await asyncio.gather(*(repo.load_tree(t) for t in batch))
+        except DamagedObject as exc:
+            raise PruneRefused(f"prune changed nothing: {exc}. {_REPAIR_HINT}") from None
         for tree_id, tree in zip(batch, trees):
             for node in tree.nodes:
                 if node.type == DIR and node.subtree is not None and node.subtree not in used:
@@ -257,7 +266,7 @@ async def _used_blobs(repo: Repository, snaps: list[Snapshot], wal_blobs: set[by
                             if blob_id not in repo.index:
                                 raise PruneRefused(
                                     f"prune changed nothing: data blob {blob_id.hex()[:16]} of snapshot "
-                                    f"{owner[tree_id][:8]} is in no index. Run `axisor-backup verify`.")
+                                    f"{owner[tree_id][:8]} is in no index. {_REPAIR_HINT}")
                             used.add(blob_id)
         loaded += len(batch)
         progress("finding used data", loaded, None)
@@ -291,8 +300,15 @@ async def prune(repo: Repository, policy_for: Callable[[str], Policy], *, now: d
     progress = on_progress or (lambda phase, done, total: None)
     lock = Lock(repo.backend, exclusive=not dry_run, operation="prune --dry-run" if dry_run else "prune")
     async with lock:
-        return await _prune(repo, lock, policy_for, now, tz, dry_run,
-                            pack_size or repo.config.pack_size, progress)
+        report = await _prune(repo, lock, policy_for, now, tz, dry_run,
+                              pack_size or repo.config.pack_size, progress)
+        # Leftovers of interrupted uploads, old enough that no live writer is filling them.
+        from dataclasses import replace
+
+        from core.repair.temporary import clean_temporary
+
+        temp = await clean_temporary(repo.backend, dry_run=dry_run)
+        return replace(report, temporary=temp.to_dict())
 
 
 async def _prune(repo: Repository, lock: Lock, policy_for: Callable[[str], Policy], now: datetime,
@@ -359,7 +375,7 @@ async def _prune(repo: Repository, lock: Lock, policy_for: Callable[[str], Polic
         where = repo.index.lookup(missing_needed[0])
         key = pack_key(where.pack_id) if where else "?"
         raise PruneRefused(f"prune changed nothing: {len(missing_needed)} needed blobs are only in missing or "
-                           f"truncated packs (e.g. {key}). Run `axisor-backup verify`.")
+                           f"truncated packs (e.g. {key}). {_REPAIR_HINT}")
     delete: list[bytes] = []
     rewrite: list[bytes] = []
     missing_dropped = 0

@@ -68,6 +68,19 @@ class Index:
             # The first location wins: duplicates across packs are harmless copies.
             self._blobs.setdefault(e.id, (no, e.type, e.offset, e.length, e.raw_length))
 
+    def drop_packs(self, pack_ids: set[bytes]) -> int:
+        """Forget every blob located in ``pack_ids`` (packs found missing or truncated), so
+        a writer stores those blobs again instead of referencing them. A copy of such a
+        blob in another pack is forgotten too (the first location won): it is merely
+        stored once more. Returns the number of blobs forgotten."""
+        gone = {self._pack_no[p] for p in pack_ids if p in self._pack_no}
+        if not gone:
+            return 0
+        drop = [b for b, v in self._blobs.items() if v[0] in gone]
+        for b in drop:
+            del self._blobs[b]
+        return len(drop)
+
     def lookup(self, blob_id: bytes) -> BlobLocation | None:
         v = self._blobs.get(blob_id)
         if v is None:

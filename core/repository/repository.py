@@ -67,6 +67,8 @@ class Repository:
         # Remote storage: tree packs read whole, once (a walk loads trees one by one, and a
         # ranged GET per tree is a round trip each); a few kept, least recently used out.
         self._packs: OrderedDict[str, asyncio.Future] = OrderedDict()
+        # Indexed packs the last listing found missing or of another size (adopt_unindexed_packs).
+        self.unusable_packs: set[bytes] = set()
 
     # -- opening ------------------------------------------------------------------------
 
@@ -112,7 +114,8 @@ class Repository:
                 self.index.files.add(info.key)
             except DamagedObject as exc:
                 if strict:
-                    raise
+                    raise DamagedObject(exc.key, f"{exc.reason}; `axisor-backup repair index` rebuilds the "
+                                                 "index from the packs") from None
                 damaged.append(exc)
         return damaged
 
@@ -151,12 +154,29 @@ class Repository:
         return key
 
     async def adopt_unindexed_packs(self) -> int:
-        """Index packs a killed backup uploaded but never indexed, so nothing is sent twice."""
+        """Index packs a killed backup uploaded but never indexed, so nothing is sent twice.
+
+        The same listing shows which indexed packs are gone or have another size than
+        their index entry (lost, truncated): their blobs are dropped from the index held
+        in memory, so this writer stores them again rather than reference data that is not
+        there (FORMAT.md, Invariant 4). The index files are left as they are (`repair
+        index` rewrites them)."""
         adopted = 0
+        on_storage: dict[bytes, int] = {}
+        unindexed = []
         async for info in self.backend.list(f"{DATA}/"):
             pack_id = pack_id_from_key(info.key)
-            if pack_id is None or self.index.has_pack(pack_id):
+            if pack_id is None:
                 continue
+            on_storage[pack_id] = info.size
+            if not self.index.has_pack(pack_id):
+                unindexed.append(info)
+        self.unusable_packs = {p for p in self.index.pack_ids()
+                               if on_storage.get(p) != self.index.pack_size(p)}
+        self.index.drop_packs(self.unusable_packs)
+        for info in unindexed:
+            pack_id = pack_id_from_key(info.key)
+            assert pack_id is not None
             try:
                 data = await self.backend.get(info.key)
                 # Check the whole pack: new backups will deduplicate against it.
@@ -344,6 +364,15 @@ class Repository:
             return Tree.decode(raw)
         except TreeFormatError as exc:
             raise DamagedObject(f"tree {tree_id.hex()}", str(exc)) from None
+
+    async def reference_tree(self, tree_id: bytes) -> Tree | None:
+        """A previous snapshot's tree to compare with; None when it is lost or damaged (its
+        pack gone, dropped by `repair index`): a writer then reads that folder again and
+        stores its trees anew instead of failing."""
+        try:
+            return await self.load_tree(tree_id)
+        except DamagedObject:
+            return None
 
     async def save_tree(self, tree: Tree) -> bytes:
         return await self.save_blob(BlobType.TREE, tree.encode())

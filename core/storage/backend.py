@@ -46,7 +46,9 @@ __all__ = [
     "StorageError",
     "StorageFull",
     "StorageUsage",
+    "TempInfo",
     "backend_usage",
+    "list_temporary",
     "checked_key",
 ]
 
@@ -71,6 +73,23 @@ def payload_size(data: Payload) -> int:
 class ObjectInfo:
     key: str
     size: int
+
+
+@dataclass(frozen=True, slots=True)
+class TempInfo:
+    """A leftover of an upload that never finished: a ``.tmp-*`` file beside the objects
+    (local, SFTP, FTP) or an incomplete multipart upload (S3). Never part of the repository."""
+
+    key: str  # what ``delete_temporary`` takes (a relative path, or "KEY?uploadId=ID")
+    size: int | None
+    modified: float  # seconds since the epoch: last write, or when the upload began
+
+
+async def list_temporary(backend: "Backend") -> list[TempInfo]:
+    """``backend.list_temporary()`` where the backend has leftovers of its own kind (it is
+    optional: Azure keeps uncommitted blocks out of sight and drops them after 7 days)."""
+    fn = getattr(backend, "list_temporary", None)
+    return [] if fn is None else await fn()
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from core.storage.backend import (
     Payload,
     StorageError,
     StorageUsage,
+    TempInfo,
     checked_key,
 )
 from core.storage.credentials import key_values, read_credentials_file, refuse_insecure
@@ -347,6 +348,26 @@ class FTPBackend:
         async with self._client(f"delete {key}") as client:
             await client.remove_file(self._path(key))
 
+    async def list_temporary(self) -> list[TempInfo]:
+        """Every ``.tmp-*`` file under the root (MLSD's ``modify`` fact gives its age; on a
+        server without it every such file counts as new, so none is ever judged old)."""
+        out: list[TempInfo] = []
+        async with self._client("list temporary files") as client:
+            if await self._is_dir(client, self.root):
+                for path, info in await client.list(self.root, recursive=True):
+                    if info.get("type") != "file" or not PurePosixPath(path).name.startswith(TMP_PREFIX):
+                        continue
+                    rel = PurePosixPath(path).relative_to(self.root).as_posix()
+                    out.append(TempInfo(rel, int(info.get("size", 0)), _mlsd_time(info.get("modify"))))
+        return sorted(out, key=lambda t: t.key)
+
+    async def delete_temporary(self, key: str) -> None:
+        if not key.rsplit("/", 1)[-1].startswith(TMP_PREFIX):
+            raise StorageError(f"{self.location}: {key} is not a temporary file")
+        with contextlib.suppress(ObjectNotFound):
+            async with self._client(f"delete {key}") as client:
+                await client.remove_file(self._path(key))
+
     # -- the location -----------------------------------------------------------------------
 
     async def exists(self) -> bool:
@@ -369,6 +390,19 @@ class FTPBackend:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.quit(), 5)
             client.close()
+
+
+def _mlsd_time(value: object) -> float:
+    """MLSD ``modify`` (``YYYYMMDDHHMMSS[.sss]``, UTC) -> epoch seconds; ``time.time()`` when
+    absent or unreadable, so a file of unknown age always counts as young."""
+    import time
+    from datetime import datetime, timezone
+
+    try:
+        text = str(value).split(".")[0]
+        return datetime.strptime(text, "%Y%m%d%H%M%S").replace(tzinfo=timezone.utc).timestamp()
+    except (TypeError, ValueError):
+        return time.time()
 
 
 def _codes(exc: aioftp.StatusCodeError) -> str:

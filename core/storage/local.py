@@ -24,6 +24,7 @@ from core.storage.backend import (
     StorageError,
     StorageFull,
     StorageUsage,
+    TempInfo,
     checked_key,
 )
 
@@ -163,6 +164,32 @@ class LocalBackend:
             await asyncio.to_thread(mk)
         except OSError as exc:
             raise StorageError(f"{self.location}: cannot create repository folder: {exc.strerror}") from None
+
+    def _list_temporary_sync(self) -> list[TempInfo]:
+        out = []
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                if name.startswith(TMP_PREFIX):
+                    path = os.path.join(dirpath, name)
+                    try:
+                        st = os.lstat(path)
+                    except FileNotFoundError:  # its writer finished meanwhile
+                        continue
+                    out.append(TempInfo(os.path.relpath(path, self.root).replace(os.sep, "/"), st.st_size,
+                                        st.st_mtime))
+        return sorted(out, key=lambda t: t.key)
+
+    async def list_temporary(self) -> list[TempInfo]:
+        """Every ``.tmp-*`` file under the root: uploads in progress or left by a crash."""
+        return await asyncio.to_thread(self._list_temporary_sync)
+
+    async def delete_temporary(self, key: str) -> None:
+        if not key.rsplit("/", 1)[-1].startswith(TMP_PREFIX):
+            raise StorageError(f"{self.location}: {key} is not a temporary file")
+        try:
+            await asyncio.to_thread(os.unlink, self._path(key))
+        except FileNotFoundError:
+            pass
 
     def _usage_sync(self) -> StorageUsage:
         used = count = 0

@@ -239,6 +239,16 @@ class RetryingBackend:
     async def create(self) -> None:
         await self._call("create the repository location", lambda n: self.inner.create())
 
+    async def list_temporary(self) -> list:
+        """Leftovers of unfinished uploads (core.storage.backend.TempInfo); [] when the
+        provider has none of its own kind."""
+        from core.storage.backend import list_temporary
+
+        return await self._call("list temporary files", lambda n: list_temporary(self.inner))
+
+    async def delete_temporary(self, key: str) -> None:
+        await self._call(f"delete {key}", lambda n: self.inner.delete_temporary(key))
+
     async def usage(self) -> StorageUsage | None:
         return await self._call("measure usage", lambda n: backend_usage(self.inner))
 

@@ -26,6 +26,7 @@ from core.storage.backend import (
     Payload,
     StorageError,
     StorageUsage,
+    TempInfo,
     as_bytes,
     checked_key,
     payload_size,
@@ -344,6 +345,30 @@ class S3Backend:
         # S3 deletes a missing key without complaint; the protocol says ObjectNotFound.
         await self.stat(key)
         await self._call(f"delete {key}", "delete_object", Bucket=self.bucket, Key=self._key(key))
+
+    async def list_temporary(self) -> list[TempInfo]:
+        """Multipart uploads under the prefix that were begun and never completed or aborted
+        (a process killed mid-upload): their parts are billed until aborted."""
+        client = await self._get_client()
+        cut = len(self.prefix)
+        out: list[TempInfo] = []
+        try:
+            paginator = client.get_paginator("list_multipart_uploads")
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+                for up in page.get("Uploads", ()) or ():
+                    initiated = up.get("Initiated")
+                    when = initiated.timestamp() if hasattr(initiated, "timestamp") else 0.0
+                    out.append(TempInfo(f"{up['Key'][cut:]}?uploadId={up['UploadId']}", None, when))
+        except Exception as exc:  # noqa: BLE001
+            raise self._error(exc, "list incomplete uploads") from None
+        return sorted(out, key=lambda t: t.key)
+
+    async def delete_temporary(self, key: str) -> None:
+        name, sep, upload_id = key.partition("?uploadId=")
+        if not sep or not upload_id:
+            raise StorageError(f"{self.location}: {key} is not an incomplete upload")
+        await self._call(f"abort upload of {name}", "abort_multipart_upload", Bucket=self.bucket,
+                         Key=self._key(name), UploadId=upload_id)
 
     # -- the location -----------------------------------------------------------------------
 

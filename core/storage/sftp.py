@@ -38,6 +38,7 @@ from core.storage.backend import (
     StorageError,
     StorageFull,
     StorageUsage,
+    TempInfo,
     checked_key,
 )
 from core.storage.retry import TransientError, cleanup
@@ -342,6 +343,44 @@ class SFTPBackend:
         sftp = await self._client()
         try:
             await sftp.remove(self._path(key))
+        except Exception as exc:  # noqa: BLE001
+            raise self._error(exc, f"delete {key}") from None
+
+    async def list_temporary(self) -> list[TempInfo]:
+        """Every ``.tmp-*`` file under the root: uploads in progress or left by a crash."""
+        sftp = await self._client()
+        out: list[TempInfo] = []
+        try:
+            stack = [(self.root, "")]
+            while stack:
+                path, prefix = stack.pop()
+                try:
+                    entries = [e async for e in sftp.scandir(path)]
+                except asyncssh.SFTPNoSuchFile:
+                    continue
+                for entry in entries:
+                    name = entry.filename
+                    if isinstance(name, bytes):
+                        name = name.decode("utf-8", "surrogateescape")
+                    if name in (".", ".."):
+                        continue
+                    key = f"{prefix}/{name}" if prefix else name
+                    if entry.attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY:
+                        stack.append((posixpath.join(path, name), key))
+                    elif name.startswith(TMP_PREFIX):
+                        out.append(TempInfo(key, entry.attrs.size, float(entry.attrs.mtime or 0)))
+        except Exception as exc:  # noqa: BLE001
+            raise self._error(exc, "list temporary files") from None
+        return sorted(out, key=lambda t: t.key)
+
+    async def delete_temporary(self, key: str) -> None:
+        if not key.rsplit("/", 1)[-1].startswith(TMP_PREFIX):
+            raise StorageError(f"{self.location}: {key} is not a temporary file")
+        sftp = await self._client()
+        try:
+            await sftp.remove(self._path(key))
+        except asyncssh.SFTPNoSuchFile:
+            pass
         except Exception as exc:  # noqa: BLE001
             raise self._error(exc, f"delete {key}") from None
 

@@ -1,0 +1,301 @@
+"""Rebuild the index from the packs themselves (`repair index`, `repair packs`).
+
+Under the exclusive lock, in this order (docs/FORMAT.md, "Repair"):
+
+1. Load every index file that opens; a damaged one is named and its content ignored
+   (the packs it named are on storage and are indexed again from their own headers).
+2. List ``data/``. An indexed pack that is gone is dropped. A pack that no index names,
+   that has another size than its index entry, or that was asked to be checked, is read
+   whole: when its BLAKE3 matches its name and its header opens, it is indexed from the
+   header; otherwise it is damaged.
+3. Salvage: every blob of a damaged pack (as the old index and, when it still opens, its
+   header list them) that no sound pack holds is opened (decrypt, decompress, id check)
+   and its sealed bytes are copied into new packs. A damaged pack of which nothing is
+   known (no index entry, no header) is left alone.
+4. Put the new packs, then new index files naming every sound and new pack, then delete
+   the old index files (damaged ones included), then the damaged packs.
+
+A crash between steps leaves what prune's crashes leave (unindexed packs, old and new
+index files side by side); a second run finishes. ``dry_run`` stops before step 4's puts
+(salvage is computed, nothing is written) and takes only a shared lock.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from core import crypto
+from core.errors import DamagedObject, LockHeld, UsageError
+from core.repair.temporary import TEMP_SAFE_AGE, TempCleanup, clean_temporary
+from core.repository.blobs import open_blob
+from core.repository.format import AD_INDEX, DATA, INDEX, PACK_TRAILER, pack_id_from_key, pack_key
+from core.repository.index import Index, IndexedPack, PackEntry, encode_index
+from core.repository.lock import Lock, list_locks
+from core.repository.packer import Packer, PackFormatError, decode_header, parse_trailer
+from core.repository.repository import Repository
+from core.storage.backend import ObjectExists, ObjectNotFound, StorageError
+
+# Blob entries per index file written by a rebuild (as prune writes them).
+INDEX_ENTRIES_PER_FILE = 100_000
+_HEAD = 1 + crypto.NONCE_SIZE  # flag | nonce, the packer's "head" of a sealed blob
+
+ProgressFn = Callable[[str, int, int | None], None]  # phase, done, total
+
+
+@dataclass
+class RebuildReport:
+    dry_run: bool
+    index_files_before: int = 0
+    index_files_after: int = 0
+    damaged_index_files: list[tuple[str, str]] = field(default_factory=list)  # key, reason
+    packs_on_storage: int = 0
+    packs_indexed: int = 0  # in the index afterwards
+    packs_missing: list[str] = field(default_factory=list)  # indexed, gone: dropped
+    packs_reindexed: list[str] = field(default_factory=list)  # indexed from their own header
+    packs_damaged: list[tuple[str, str]] = field(default_factory=list)  # salvaged, then deleted
+    packs_unreadable: list[tuple[str, str]] = field(default_factory=list)  # nothing known: left alone
+    packs_checked: int = 0  # read whole
+    bytes_read: int = 0
+    blobs_salvaged: int = 0
+    packs_written: int = 0
+    blobs_lost: list[str] = field(default_factory=list)  # hex ids indexed before, in no pack now
+    changed: bool = False
+    temporary: TempCleanup | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "dry_run": self.dry_run, "changed": self.changed,
+            "index_files": {"before": self.index_files_before, "after": self.index_files_after,
+                            "damaged": [{"object": k, "reason": r} for k, r in self.damaged_index_files]},
+            "packs": {"on_storage": self.packs_on_storage, "indexed": self.packs_indexed,
+                      "checked": self.packs_checked, "missing": self.packs_missing,
+                      "reindexed": self.packs_reindexed,
+                      "damaged": [{"object": k, "reason": r} for k, r in self.packs_damaged],
+                      "unreadable": [{"object": k, "reason": r} for k, r in self.packs_unreadable],
+                      "written": self.packs_written},
+            "bytes_read": self.bytes_read,
+            "blobs": {"salvaged": self.blobs_salvaged, "lost": len(self.blobs_lost),
+                      "lost_ids": self.blobs_lost[:1000]},
+            "temporary": self.temporary.to_dict() if self.temporary else None,
+        }
+
+
+async def check_no_other_lock(lock: Lock, step: str) -> None:
+    """Stop before a destructive step when anyone else holds a live lock (as prune does)."""
+    me = (socket.gethostname(), os.getpid())
+    for other in await list_locks(lock.backend):
+        if other.key == lock.key or (other.host, other.pid) == me or other.is_stale():
+            continue
+        raise LockHeld(f"repair stopped before {step}: {lock.backend.location} is also locked by "
+                       f"{other.describe()}; nothing was deleted. Run repair again later.")
+
+
+async def store_index(repo: Repository, packs: list[IndexedPack]) -> str:
+    plain = encode_index(packs)
+    index_id = repo.cipher.blob_id(plain)
+    key = f"{INDEX}/{index_id.hex()}"
+    try:
+        await repo.backend.put(key, repo.cipher.seal(plain, AD_INDEX + index_id))
+    except ObjectExists:
+        pass  # content-named: an identical index file is already durable
+    return key
+
+
+def _header_of(repo: Repository, data: bytes) -> list[PackEntry]:
+    """The entries of a whole pack's header; PackFormatError when it does not open."""
+    header_len = parse_trailer(data[-PACK_TRAILER.size:], len(data))
+    start = len(data) - PACK_TRAILER.size - header_len
+    return decode_header(repo.cipher, data[start:start + header_len], start)
+
+
+def _inspect(repo: Repository, pid: bytes, data: bytes) -> tuple[bool, list[PackEntry] | None, str]:
+    """(sound, header entries or None, reason) for a whole pack (worker thread)."""
+    try:
+        entries: list[PackEntry] | None = _header_of(repo, data)
+        reason = ""
+    except (PackFormatError, DamagedObject) as exc:
+        entries, reason = None, f"header does not open ({exc})"
+    if crypto.content_hash(data) != pid:
+        return False, entries, reason or "content does not match its name (bit rot, tampering or truncation)"
+    return entries is not None, entries, reason
+
+
+def _salvage(repo: Repository, key: str, data: bytes, entries: list[PackEntry]) -> list[tuple[PackEntry, bytes]]:
+    """The blobs of a damaged pack that still open, with their sealed bytes (worker thread)."""
+    good = []
+    for e in entries:
+        if e.offset < 0 or e.offset + e.length > len(data):
+            continue  # cut off
+        sealed = data[e.offset:e.offset + e.length]
+        try:
+            open_blob(repo.cipher, e.type, e.id, sealed, e.raw_length, key)
+        except DamagedObject:
+            continue
+        good.append((e, sealed))
+    return good
+
+
+async def rebuild(repo: Repository, *, dry_run: bool = False, check: set[bytes] | str | None = None,
+                  on_progress: ProgressFn | None = None, temp_age: float = TEMP_SAFE_AGE) -> RebuildReport:
+    """Rebuild the index (see module doc). ``check``: packs to read whole even when their
+    index entry looks right (a set of pack ids, or ``"all"``); None for `repair index`."""
+    progress = on_progress or (lambda phase, done, total: None)
+    lock = Lock(repo.backend, exclusive=not dry_run, operation="repair --dry-run" if dry_run else "repair")
+    async with lock:
+        report = await _rebuild(repo, lock, dry_run, check, progress)
+        report.temporary = await clean_temporary(repo.backend, older_than=temp_age, dry_run=dry_run)
+    return report
+
+
+async def _rebuild(repo: Repository, lock: Lock, dry_run: bool, check: set[bytes] | str | None,
+                   progress: ProgressFn) -> RebuildReport:
+    report = RebuildReport(dry_run=dry_run)
+    # -- 1. what the index files say ------------------------------------------------------
+    progress("loading index", 0, None)
+    known: dict[bytes, tuple[int, list[PackEntry]]] = {}
+    files: list[str] = []
+    async for info in repo.backend.list(f"{INDEX}/"):
+        try:
+            content = await repo.read_index_file(info.key)
+        except DamagedObject as exc:
+            report.damaged_index_files.append((info.key, exc.reason))
+            continue
+        files.append(info.key)
+        for pid, size, entries in content:
+            known.setdefault(pid, (size, list(entries)))
+    report.index_files_before = len(files) + len(report.damaged_index_files)
+    old_blobs = {e.id for _, entries in known.values() for e in entries}
+
+    # -- 2. what is on storage -------------------------------------------------------------
+    on_storage: dict[bytes, int] = {}
+    async for info in repo.backend.list(f"{DATA}/"):
+        pid = pack_id_from_key(info.key)
+        if pid is not None:
+            on_storage[pid] = info.size
+    report.packs_on_storage = len(on_storage)
+    report.packs_missing = sorted(pack_key(p) for p in known if p not in on_storage)
+    to_read = {p for p, size in on_storage.items() if p not in known or known[p][0] != size}
+    if check == "all":
+        to_read |= set(on_storage)
+    elif check:
+        absent = [p for p in check if p not in on_storage and p not in known]  # type: ignore[union-attr]
+        if absent:
+            raise UsageError(f"no pack {pack_key(absent[0])} in {repo.backend.location}")
+        to_read |= {p for p in check if p in on_storage}  # type: ignore[union-attr]
+    keep: dict[bytes, tuple[int, list[PackEntry]]] = {
+        p: known[p] for p in known if p in on_storage and p not in to_read}
+    damaged: list[tuple[bytes, list[PackEntry]]] = []
+    for n, pid in enumerate(sorted(to_read)):
+        progress("reading packs", n, len(to_read))
+        key = pack_key(pid)
+        try:
+            data = await repo.backend.get(key)
+        except (ObjectNotFound, StorageError) as exc:
+            report.packs_unreadable.append((key, str(exc)))
+            if pid in known:
+                keep[pid] = known[pid]  # not ours to judge from a failed read: left as it was
+            continue
+        report.packs_checked += 1
+        report.bytes_read += len(data)
+        sound, header, reason = await repo._run(_inspect, repo, pid, data)
+        if sound:
+            assert header is not None
+            keep[pid] = (len(data), header)
+            if pid not in known or known[pid][0] != len(data):
+                report.packs_reindexed.append(key)
+            continue
+        entries = {e.id: e for e in (header or [])}
+        for e in known.get(pid, (0, []))[1]:
+            entries.setdefault(e.id, e)
+        if not entries:
+            report.packs_unreadable.append((key, reason))  # no index entry, no header: left alone
+            continue
+        report.packs_damaged.append((key, reason))
+        damaged.append((pid, list(entries.values())))
+        # The bytes are re-read at salvage time: at most one pack is held in memory.
+
+    # -- 3. salvage ------------------------------------------------------------------------
+    have = {e.id for _, entries in keep.values() for e in entries}
+    written: list[IndexedPack] = []
+    packer = Packer()
+
+    async def ship() -> None:
+        nonlocal packer
+        if not packer.entries:
+            return
+        full, packer = packer, Packer()
+        pack_id, parts, entries = await repo._run(full.finalize, repo.cipher)
+        if not dry_run:
+            try:
+                await repo.backend.put(pack_key(pack_id), parts)
+            except ObjectExists:
+                pass  # content-named: the same bytes are there already
+        written.append((pack_id, full.size, list(entries)))
+
+    for n, (pid, entries) in enumerate(damaged):
+        progress("salvaging", n, len(damaged))
+        key = pack_key(pid)
+        try:
+            data = await repo.backend.get(key)
+        except (ObjectNotFound, StorageError):
+            data = b""
+        for e, sealed in await repo._run(_salvage, repo, key, data, [e for e in entries if e.id not in have]):
+            packer.add(e.type, e.id, bytes(sealed[:_HEAD]), bytes(sealed[_HEAD:]), e.raw_length)
+            have.add(e.id)
+            report.blobs_salvaged += 1
+            if packer.size >= repo.config.pack_size:
+                await ship()
+    await ship()
+    report.packs_written = len(written)
+
+    # -- 4. the new index, then the old index files and the damaged packs go ---------------
+    new_packs: list[IndexedPack] = [(p, size, entries) for p, (size, entries) in sorted(keep.items())] + written
+    report.packs_indexed = len(new_packs)
+    report.blobs_lost = sorted(b.hex() for b in old_blobs - have)
+    report.changed = bool(report.damaged_index_files or report.packs_missing or report.packs_reindexed
+                          or damaged)
+    if not report.changed:
+        report.index_files_after = report.index_files_before
+        return report
+    entries_after = sum(len(e) for _, _, e in new_packs)
+    report.index_files_after = max(1, -(-entries_after // INDEX_ENTRIES_PER_FILE)) if new_packs else 0
+    if dry_run:
+        return report
+    progress("writing index", 0, None)
+    new_index = Index()
+    new_files: set[str] = set()
+    batch: list[IndexedPack] = []
+    count = 0
+    for pack in new_packs:
+        batch.append(pack)
+        new_index.add_pack(*pack)
+        count += len(pack[2])
+        if count >= INDEX_ENTRIES_PER_FILE:
+            new_files.add(await store_index(repo, batch))
+            batch, count = [], 0
+    if batch:
+        new_files.add(await store_index(repo, batch))
+    report.index_files_after = len(new_files)
+    old = sorted(k for k in files + [k for k, _ in report.damaged_index_files] if k not in new_files)
+    await check_no_other_lock(lock, "deleting index files")
+    for key in old:
+        try:
+            await repo.backend.delete(key)
+        except ObjectNotFound:
+            pass
+    new_index.files = set(new_files)
+    repo.index = new_index
+    if damaged:
+        await check_no_other_lock(lock, "deleting damaged packs")
+    for pid, _ in damaged:
+        try:
+            await repo.backend.delete(pack_key(pid))
+        except ObjectNotFound:
+            pass
+    return report
+
+
+__all__ = ["RebuildReport", "check_no_other_lock", "rebuild", "store_index"]
