@@ -76,3 +76,13 @@ def test_folding_quoting_and_wildcards() -> None:
     for bad in ("", ".x", "x.", 'a."b', '""', "a..b"):
         with pytest.raises(UsageError):
             names.split(bad)
+
+
+def test_metadata_tables_of_old_and_new_snapshots() -> None:
+    # The restore wizard lists these and hands them to the restore, which parses them exactly.
+    old = {"tables": {"public.orders": 1, "Sales Dept.orders": 2, 'a.we"ird': 3}}
+    assert names.metadata_tables(old) == {"public.orders": 1, '"Sales Dept".orders': 2, 'a."we""ird"': 3}
+    new = {"table_keys": names.TABLE_KEYS, "tables": {'dot."t.u"': 1, '"dot.t".u': 2}}
+    assert names.metadata_tables(new) == new["tables"]
+    for k in names.metadata_tables(old):
+        assert names.resolve_tables([k], [("public", "orders"), ("Sales Dept", "orders"), ("a", 'we"ird')])

@@ -7,16 +7,17 @@ pg_dump's stdout is chunked as it arrives (StreamWriter): no temp file, flat mem
 
 Restore: the dump's blobs, in order, are written to ``pg_restore --no-owner
 --single-transaction`` on stdin; then each table's rows are counted and checksummed and
-compared with the snapshot's metadata. ``--table``/``--schema`` first list the dump's table
-of contents (``pg_restore -l``, also from stdin) and restore the chosen entries with ``-L``
-(see toc.py). ``--force`` over a non-empty database first backs it up (a snapshot tagged
+compared with the snapshot's metadata. ``--table``/``--schema`` (SQL identifier rules,
+names.py) are resolved against the dump's table of contents, read from its header in the
+repository, and the chosen entries restored with ``-L`` (see toc.py). ``--force`` over a non-empty database first backs it up (a snapshot tagged
 ``safety``), then restores with ``--clean --if-exists`` in the same single transaction, so
 a failed restore leaves the database as it was.
 
 Row checksums (``dump-blake3-v1``, dumpsum.py): each table's data block in pg_dump's own
 output is hashed as it streams into the repository, so a backup costs the server nothing
 beyond pg_dump and a row count; validation hashes ``pg_dump --data-only`` of the restored
-tables the same way. Snapshots taken before it carry a server-side digest of the multiset
+tables the same way, and a table whose restored column order differs from the dump's COPY
+list (inheritance) with ``COPY (the dump's columns) TO STDOUT`` (copy_checksum). Snapshots taken before it carry a server-side digest of the multiset
 of rows (``hash64x2-rowsum-v2``, ``md5-rowsum-v1``: each row's ``row::text`` hashed and
 summed in SQL), still validated with their own method.
 """
@@ -55,7 +56,7 @@ SOURCE = "database"
 # How the keys of ``tables`` and ``checksums`` in a snapshot's metadata are written: names.key
 # (``schema.name``, a part quoted unless it is a plain lower-case identifier). Snapshots without
 # it wrote ``f"{schema}.{name}"`` unquoted: read through the dump's table of contents.
-TABLE_KEYS = "sql-quoted-v1"
+TABLE_KEYS = names.TABLE_KEYS
 _SYSTEM_SCHEMAS = "('pg_catalog', 'information_schema')"
 _USER_NS = (f"n.nspname NOT IN {_SYSTEM_SCHEMAS} AND n.nspname NOT LIKE 'pg\\_toast%%' "
             f"AND n.nspname NOT LIKE 'pg\\_temp\\_%%'")
@@ -593,10 +594,7 @@ def snapshot_tables(meta: dict, layout: dumpsum.DumpLayout | None = None) -> tup
             old.setdefault(f"{e.namespace}.{e.tag}", e.key)
 
     def conv(k: str) -> str:
-        if k in old:
-            return old[k]
-        schema, _, name = k.partition(".")
-        return names.key(schema, name)
+        return old[k] if k in old else names.legacy_key(k)
 
     return {conv(k): v for k, v in counts.items()}, {conv(k): v for k, v in sums.items()}
 

@@ -29,6 +29,7 @@ import re
 from dataclasses import dataclass
 from collections.abc import Iterable
 
+from core import text
 from core.errors import UsageError
 
 _PLAIN = re.compile(r"[a-z_][a-z0-9_]*\Z")
@@ -47,11 +48,30 @@ def key(schema: str, name: str) -> str:
     return f"{quote(schema)}.{quote(name)}"
 
 
+# The marker of snapshot metadata whose table keys are ``key``s (see logical.TABLE_KEYS).
+TABLE_KEYS = "sql-quoted-v1"
+
+
+def legacy_key(old: str) -> str:
+    """A key of a snapshot taken before TABLE_KEYS (``f"{schema}.{name}"``, unquoted) as a
+    ``key``, split at the first dot (what those versions did; the dump's table of contents
+    tells better, see logical.snapshot_tables)."""
+    schema, _, name = old.partition(".")
+    return key(schema, name)
+
+
+def metadata_tables(meta: dict) -> dict[str, int]:
+    """A database snapshot's ``tables`` (row counts) by ``key``, whichever version wrote it."""
+    tables = meta.get("tables") if isinstance(meta.get("tables"), dict) else {}
+    if meta.get("table_keys") == TABLE_KEYS:
+        return dict(tables)
+    return {legacy_key(k): v for k, v in tables.items()}
+
+
 def shown(schema: str, name: str) -> str:
     """One line for a message: the key, with control characters (a newline in a quoted
     name) escaped so the message stays one line per table."""
-    return "".join(c if c.isprintable() or c == " " else f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}"
-                   for c in key(schema, name))
+    return text.shown(key(schema, name))
 
 
 @dataclass(frozen=True, slots=True)
