@@ -490,8 +490,8 @@ async def _plan_database(svc: BackupService, args, out: Output) -> int:
                  + ("create the database" if plan["create_database"] else
                     f"use the existing database ({plan['objects']} objects)")
                  + ("; first take a safety snapshot of it" if plan["safety_snapshot"] else "")]
-        lines += [f"  {t['action']:<8} table {t['table']} ({t['rows']} rows)" for t in plan["tables"]]
-        lines += [f"  keep     table {t} (not in the snapshot)" for t in plan["left_in_place"]]
+        lines += [f"  {t['action']:<8} table {shown(t['table'])} ({t['rows']} rows)" for t in plan["tables"]]
+        lines += [f"  keep     table {shown(t)} (not in the snapshot)" for t in plan["left_in_place"]]
         if plan["refused"]:
             lines.append(f"refused: {plan['refused']}")
         return "\n".join(lines)
@@ -514,44 +514,57 @@ async def _restore_database(svc: BackupService, args, out: Output) -> int:
         raise UsageError(f"snapshot {args.snapshot[0]} is not a database snapshot")
     report = await svc.restore_database(snaps[0], args.target_db, force=args.force,
                                         tables=tuple(args.table), schemas=tuple(args.schema))
-    tables = [{"table": t.table, "expected": t.expected, "actual": t.actual, "ok": t.ok,
-               "checksum_ok": t.checksum_ok} for t in report.tables]
+    tables = [{"table": t.table, "schema": t.schema, "name": t.name, "expected": t.expected, "actual": t.actual,
+               "ok": t.ok, "checksum_ok": t.checksum_ok, "note": t.note} for t in report.tables]
+    validation = report.validation()
     data = {"snapshot": report.snapshot, "database": report.database, "target": report.target,
             "created": report.created, "bytes": report.bytes, "seconds": report.seconds, "ok": report.ok,
             "schema_fingerprint_match": report.schema_fingerprint_match, "tables": tables,
             "mismatches": [t for t in tables if not t["ok"]], "warnings": report.warnings,
             "partial": report.partial, "safety_snapshot": report.safety_snapshot, "restore_id": report.restore_id,
-            "large_objects": report.large_objects}
+            "large_objects": report.large_objects, "validation": validation}
 
     def text() -> str:
+        v = validation
+        how = (f"{v['with_checksum']} by row count and checksum" if not v["count_only"] else
+               f"{v['with_checksum']} by row count and checksum, {v['count_only']} by row count only"
+               + (f" ({v['count_only_reason']})" if v["count_only_reason"] else ""))
         lines = [f"restored {report.snapshot[:8]} into {report.target}"
                  f"{' (created)' if report.created else ''}: {human_bytes(report.bytes)} in {report.seconds:.1f} s",
-                 f"row counts: {len(tables) - len(data['mismatches'])} of {len(tables)} tables match the snapshot",
+                 f"validated {v['validated']} of {v['tables']} tables ({how}); "
+                 f"{len(v['skipped'])} skipped" + (" because the snapshot records no row count for them"
+                                                   if v["skipped"] else ""),
+                 f"row counts: {sum(1 for t in report.tables if t.actual == t.expected)} of {len(tables)} "
+                 f"tables match the snapshot",
                  "schema fingerprint: " + ("not compared (partial restore)" if report.schema_fingerprint_match
                                            is None else "matches" if report.schema_fingerprint_match else "differs")]
         if report.safety_snapshot:
             lines.insert(0, f"safety snapshot {report.safety_snapshot[:8]} holds {report.database} as it was "
                             f"(undo: axisor-backup rollback {report.restore_id})")
-        checked = sum(1 for t in tables if t["checksum_ok"] is not None)
-        if checked:
-            lines.append(f"row checksums: {sum(1 for t in tables if t['checksum_ok'])} of {checked} tables match")
+        if v["with_checksum"]:
+            lines.append(f"row checksums: {sum(1 for t in tables if t['checksum_ok'])} of {v['with_checksum']} "
+                         f"tables match")
         if report.large_objects is not None:
             lo = report.large_objects
             lines.append(f"large objects: {lo['actual']['count']}, "
                          f"{'match' if lo['ok'] else 'DIFFER from'} the snapshot")
-        for t in data["mismatches"]:
-            got = "missing" if t["actual"] is None else t["actual"]
-            why = "" if t["actual"] != t["expected"] else " (same count, different rows: checksum differs)"
-            lines.append(f"  MISMATCH {t['table']}: expected {t['expected']} rows, found {got}{why}")
+        for t in report.mismatches:
+            got = "missing" if t.actual is None else t.actual
+            why = "" if t.actual != t.expected else " (same count, different rows: checksum differs)"
+            lines.append(f"  MISMATCH {shown(t.table)}: expected {t.expected} rows, found {got}{why}"
+                         + (f"; {t.note}" if t.note else ""))
+        lines.extend(f"  skipped {shown(s['table'])}: {s['reason']}" for s in v["skipped"])
         lines.extend(f"  pg_restore: {w}" for w in report.warnings)
         return "\n".join(lines)
 
     out.emit(data, text)
     if not report.ok:
         lo_bad = report.large_objects is not None and not report.large_objects["ok"]
+        named = ", ".join(shown(t.table) for t in report.mismatches[:10]) + (
+            " ..." if len(report.mismatches) > 10 else "")
         Output.note(f"error: restored row counts or checksums differ from the snapshot in "
-                    f"{len(data['mismatches'])} tables{' (and the large objects)' if lo_bad else ''} "
-                    f"(exit {RestoreValidationFailed.exit_code})")
+                    f"{len(data['mismatches'])} tables{' (and the large objects)' if lo_bad else ''}"
+                    f"{': ' + named if named else ''} (exit {RestoreValidationFailed.exit_code})")
         return RestoreValidationFailed.exit_code
     return EXIT_OK
 
@@ -731,9 +744,11 @@ def config_check(config_path: Path, out: Output) -> int:
                   "problems": [{"key": p.key, "message": p.message} for p in exc.problems]},
                  lambda: message)
         return EXIT_USAGE
-    out.emit({"ok": True, "path": str(config_path), "sources": [s.name for s in cfg.sources()]},
-             lambda: f"{config_path}: ok ({len(cfg.sources())} sources: "
-                     f"{', '.join(s.name for s in cfg.sources()) or 'none'})")
+    # The file sources, and the database when [database] is enabled (a backup takes it too).
+    sources = [*(["database"] if cfg.database.enabled else []), *(s.name for s in cfg.sources())]
+    out.emit({"ok": True, "path": str(config_path), "sources": sources},
+             lambda: f"{config_path}: ok ({len(sources)} source{'' if len(sources) == 1 else 's'}: "
+                     f"{', '.join(sources) or 'none'})")
     return EXIT_OK
 
 

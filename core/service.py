@@ -378,10 +378,14 @@ class BackupService:
                                     tables: tuple[str, ...] = (), schemas: tuple[str, ...] = ()) -> dict:
         """``restore --target-db --dry-run``: what the restore would do, changing nothing."""
         from core.sources.postgres.connection import PgTarget
-        from core.sources.postgres.logical import plan_logical_restore
+        from core.sources.postgres.logical import plan_logical_restore, snapshot_layout
 
         target = PgTarget.from_url(target_db, PgTarget.from_config(self.config.database))
-        return await plan_logical_restore(snap, target, force=force, tables=tables, schemas=schemas)
+        layout = None
+        if (snap.metadata or {}).get("mode") == "logical" and (tables or schemas):
+            # Names are resolved against the dump's own table of contents, as the restore does.
+            layout = await snapshot_layout(await self.repository(), snap)
+        return await plan_logical_restore(snap, target, force=force, tables=tables, schemas=schemas, layout=layout)
 
     async def restore_database(self, snap: Snapshot, target_db: str, *, force: bool = False,
                                tables: tuple[str, ...] = (), schemas: tuple[str, ...] = (),

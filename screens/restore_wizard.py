@@ -23,6 +23,7 @@ from textual.widgets.option_list import Option
 
 from core.jobs.api import Job, JobState
 from core.service import Snapshot
+from core.sources.postgres import names
 from screens.base import PlainTable, ConsoleScreen, bar, human_bytes, human_duration, progress_fraction, short_time
 from screens.messages import DataLoaded, LoadFailed
 
@@ -381,7 +382,8 @@ class RestoreWizardScreen(ConsoleScreen):
     async def _load_select(self) -> None:
         snap = next(s for s in self.snapshots if s.id == self.plan.snapshots[0])
         if self.plan.what == "tables":
-            rows = [(name, f"{count} rows") for name, count in sorted(snap.metadata.get("tables", {}).items())]
+            # Names as SQL identifiers (names.key): what the restore parses back exactly.
+            rows = [(name, f"{count} rows") for name, count in sorted(names.metadata_tables(snap.metadata).items())]
         else:
             try:
                 items = await self.console.service.ls(snap.id)

@@ -66,7 +66,7 @@ def test_every_table_block_is_found_however_the_stream_is_split(odd) -> None:
     data = _dump(odd)
     whole = checksum_stream(io.BytesIO(data))
     assert whole.error is None, whole.error
-    assert set(whole.tables) == {'Odd Schema.we"ird.name', "public.empty_first", "public.no_columns",
+    assert set(whole.tables) == {'"Odd Schema"."we""ird.name"', "public.empty_first", "public.no_columns",
                                  "public.blobs_ref", "public.framing", "public.empty_last"}
     # Two empty tables have the same (empty) content; every other table its own.
     assert whole.tables["public.empty_first"] == whole.tables["public.empty_last"]
@@ -125,6 +125,6 @@ def test_restore_validates_with_dump_checksums_and_catches_a_changed_row(ws: Wor
     assert got.error is None and got.tables["public.framing"] != md["checksums"]["public.framing"]
 
     # A table restore into another database: only that table is dumped back and compared.
-    r = ws.cli("restore", "latest", "--target-db", odd.url("odd_one"), "--table", 'Odd Schema.we"ird.name', "--json")
+    r = ws.cli("restore", "latest", "--target-db", odd.url("odd_one"), "--table", '"Odd Schema"."we""ird.name"', "--json")
     assert r.code == 0, r.err
-    assert [(t["table"], t["checksum_ok"]) for t in r.json()["tables"]] == [('Odd Schema.we"ird.name', True)]
+    assert [(t["table"], t["checksum_ok"]) for t in r.json()["tables"]] == [('"Odd Schema"."we""ird.name"', True)]

@@ -39,7 +39,7 @@ CREATE TABLE public.events (id int PRIMARY KEY, payload text);
 INSERT INTO public.events SELECT g, repeat(md5(g::text), 2) FROM generate_series(1, 40000) g;
 """
 
-EXPECTED = {"public.customers": 50, "sales.orders": 4321, "public.Mixed Case": 3, "public.empty_table": 0,
+EXPECTED = {"public.customers": 50, "sales.orders": 4321, 'public."Mixed Case"': 3, "public.empty_table": 0,
             "public.events": 40000}
 
 # A digest of every row, to compare content and not only counts.
@@ -189,8 +189,8 @@ def test_tampered_row_count_fails_the_restore(dbws: Workspace, source) -> None:
     assert r.code == 16, (r.out, r.err)
     rep = r.json()
     assert rep["ok"] is False
-    assert rep["mismatches"] == [{"table": "sales.orders", "expected": 4322, "actual": 4321, "ok": False,
-                                  "checksum_ok": True}]
+    assert rep["mismatches"] == [{"table": "sales.orders", "schema": "sales", "name": "orders", "expected": 4322,
+                                  "actual": 4321, "ok": False, "checksum_ok": True, "note": None}]
     assert "differ" in r.err
 
 

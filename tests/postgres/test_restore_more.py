@@ -12,7 +12,8 @@ import pytest
 from conftest import PASSPHRASE, Workspace
 from core.errors import UsageError
 from core.repository.repository import Repository
-from core.sources.postgres import toc
+from core.sources.postgres import names, toc
+from core.sources.postgres.dumpsum import TocEntry
 from core.storage.local import LocalBackend
 
 SHOP = """
@@ -298,54 +299,48 @@ def test_table_restore_of_a_partitioned_table_and_its_types(ws: Workspace, typed
     assert typed.psql("INSERT INTO measurements (at) VALUES ('2024-05-01') RETURNING id", "typed_part") == "401"
 
 
-LISTING = """;
-; Archive created at 2026-11-26 07:11:28 UTC
-6; 2615 16385 SCHEMA - sales postgres
-220; 1259 16413 TABLE public Mixed Case postgres
-3398; 0 0 ACL public TABLE "Mixed Case" postgres
-;\tdepends on: 220
-217; 1259 16388 TABLE public customers postgres
-216; 1259 16387 SEQUENCE public customers_id_seq postgres
-;\tdepends on: 217
-3402; 0 0 SEQUENCE OWNED BY public customers_id_seq postgres
-;\tdepends on: 216
-219; 1259 16398 TABLE sales orders postgres
-;\tdepends on: 6
-3226; 2604 16391 DEFAULT public customers id postgres
-;\tdepends on: 217 216 217
-3388; 0 16413 TABLE DATA public Mixed Case postgres
-;\tdepends on: 220
-3385; 0 16388 TABLE DATA public customers postgres
-;\tdepends on: 217
-3387; 0 16398 TABLE DATA sales orders postgres
-;\tdepends on: 219
-3404; 0 0 SEQUENCE SET public customers_id_seq postgres
-;\tdepends on: 216
-3231; 2606 16396 CONSTRAINT public customers customers_pkey postgres
-;\tdepends on: 217
-3239; 2606 16407 FK CONSTRAINT sales orders orders_customer_id_fkey postgres
-;\tdepends on: 3231 219 217
-"""
+def _entry(i: int, desc: str, ns: str, tag: str, *deps: int) -> TocEntry:
+    return TocEntry(i, desc == "TABLE DATA", desc, ns, tag, "postgres", deps)
+
+
+# A dump's table of contents as dumpsum.parse_layout reads it (exact names, dependencies).
+ENTRIES = [
+    _entry(6, "SCHEMA", "", "sales"),
+    _entry(220, "TABLE", "public", "Mixed Case"),
+    _entry(3398, "ACL", "public", 'TABLE "Mixed Case"', 220),
+    _entry(217, "TABLE", "public", "customers"),
+    _entry(216, "SEQUENCE", "public", "customers_id_seq", 217),
+    _entry(3402, "SEQUENCE OWNED BY", "public", "customers_id_seq", 216),
+    _entry(219, "TABLE", "sales", "orders", 6),
+    _entry(3226, "DEFAULT", "public", "customers id", 217, 216, 217),
+    _entry(3388, "TABLE DATA", "public", "Mixed Case", 220),
+    _entry(3385, "TABLE DATA", "public", "customers", 217),
+    _entry(3387, "TABLE DATA", "sales", "orders", 219),
+    _entry(3404, "SEQUENCE SET", "public", "customers_id_seq", 216),
+    _entry(3231, "CONSTRAINT", "public", "customers customers_pkey", 217),
+    _entry(3239, "FK CONSTRAINT", "sales", "orders orders_customer_id_fkey", 3231, 219, 217),
+]
 
 
 def test_toc_selection() -> None:
-    entries = toc.parse(LISTING)
-    assert [e.desc for e in entries][:3] == ["SCHEMA", "TABLE", "ACL"]
-    ids = lambda sel: [int(line.split(";")[0]) for line in sel.lines]  # noqa: E731
-    sel = toc.select(entries, ("public.Mixed Case",))
-    assert ids(sel) == [220, 3398, 3388] and sel.tables == ["public.Mixed Case"]
-    sel = toc.select(entries, ("customers",))
-    assert ids(sel) == [217, 216, 3402, 3226, 3385, 3404, 3231] and sel.skipped_fks == []
-    sel = toc.select(entries, ("sales.orders",))
-    assert ids(sel) == [6, 219, 3387] and sel.skipped_fks == ["sales orders orders_customer_id_fkey"]
-    sel = toc.select(entries, ("sales.orders",), present={"SCHEMA sales"})
-    assert ids(sel) == [219, 3387]
-    sel = toc.select(entries, ("sales.orders", "public.customers"))
-    assert 3239 in ids(sel)
-    sel = toc.select(entries, schemas=("sales",))
-    assert ids(sel) == [6, 219, 3387]
+    entries = ENTRIES
+    sel = toc.select(entries, [("public", "Mixed Case")])
+    assert sel.ids == [220, 3398, 3388] and sel.tables == [("public", "Mixed Case")]
+    assert sel.list_text(entries) == "220; TABLE\n3398; ACL\n3388; TABLE DATA\n"
+    sel = toc.select(entries, [("public", "customers")])
+    assert sel.ids == [217, 216, 3402, 3226, 3385, 3404, 3231] and sel.skipped_fks == []
+    sel = toc.select(entries, [("sales", "orders")])
+    assert sel.ids == [6, 219, 3387] and sel.skipped_fks == ["sales.orders orders_customer_id_fkey"]
+    sel = toc.select(entries, [("sales", "orders")], present={("SCHEMA", "", "sales")})
+    assert sel.ids == [219, 3387]
+    sel = toc.select(entries, [("sales", "orders"), ("public", "customers")])
+    assert 3239 in sel.ids
+    sel = toc.select(entries, schemas=["sales"])
+    assert sel.ids == [6, 219, 3387] and sel.data_tables == [("sales", "orders")]
+    # Names are resolved before selection, by names.py's rules, against the TOC's own names.
     with pytest.raises(UsageError, match="public.missing"):
-        toc.select(entries, ("public.missing",))
+        names.resolve_tables(["public.missing"], toc.table_names(entries))
+    assert names.resolve_tables(['"Mixed Case"'], toc.table_names(entries)) == [("public", "Mixed Case")]
 
 
 def test_dry_run_of_a_database_restore_lists_what_it_would_do_and_changes_nothing(shopws: Workspace, shop) -> None:

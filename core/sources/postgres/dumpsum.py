@@ -24,10 +24,13 @@ Anything else (an unknown version or block type) stops the checksums, never the 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import BinaryIO
 
 import blake3
+
+from core.sources.postgres import names
 
 METHOD = "dump-blake3-v1"
 # Output settings pg_dump leaves to the session; pinned for the dump and for validation.
@@ -74,7 +77,8 @@ class _Reader:
         n = self.int()
         if n < 0:
             return None
-        return self.take(n).decode("utf-8", "replace")
+        # Names are in the dump's encoding; surrogateescape keeps any bytes distinct.
+        return self.take(n).decode("utf-8", "surrogateescape")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +88,15 @@ class TocEntry:
     desc: str
     namespace: str
     tag: str
+    owner: str = ""
+    deps: tuple[int, ...] = ()
+    copy_stmt: str = ""  # TABLE DATA: ``COPY schema.table (columns) FROM stdin;``
+    defn: str = ""  # kept for ENCODING only: ``SET client_encoding = 'UTF8';``
+
+    @property
+    def key(self) -> str:
+        """The canonical name (names.key) of the table a TABLE or TABLE DATA entry is."""
+        return names.key(self.namespace, self.tag)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +105,19 @@ class DumpLayout:
     int_size: int
     toc_end: int  # offset of the first data block
     entries: dict[int, TocEntry]
+
+    @property
+    def encoding(self) -> str | None:
+        """The client encoding the dump's data is in (its ENCODING entry)."""
+        for e in self.entries.values():
+            if e.desc == "ENCODING":
+                m = re.search(r"client_encoding\s*=\s*'([^']+)'", e.defn)
+                return m.group(1) if m else None
+        return None
+
+    def data_entries(self) -> dict[str, TocEntry]:
+        """TABLE DATA entries by table key."""
+        return {e.key: e for e in self.entries.values() if e.desc == "TABLE DATA"}
 
 
 def parse_layout(buf: bytes | bytearray) -> DumpLayout:
@@ -126,23 +152,27 @@ def parse_layout(buf: bytes | bytearray) -> DumpLayout:
         r.str(), r.str()  # table oid, oid
         tag, desc = r.str(), r.str()
         r.int()  # section
-        r.str(), r.str(), r.str()  # definition, drop statement, copy statement
+        defn, _, copy_stmt = r.str(), r.str(), r.str()  # definition, drop statement, copy statement
         namespace = r.str()
         r.str(), r.str()  # tablespace, table access method
         if version >= 0x011000:
             r.int()  # relkind
-        r.str()  # owner
+        owner = r.str()
         r.str()  # "false" (the long-gone WITH OIDS)
-        while r.str() is not None:  # dependencies, ended by a null
-            pass
+        deps = []
+        while (dep := r.str()) is not None:  # dependencies, ended by a null
+            if dep.isdigit():
+                deps.append(int(dep))
         r.take(1 + off_size)  # data offset: unknown on a pipe
-        entries[dump_id] = TocEntry(dump_id, has_data, desc or "", namespace or "", tag or "")
+        entries[dump_id] = TocEntry(dump_id, has_data, desc or "", namespace or "", tag or "", owner or "",
+                                    tuple(deps), copy_stmt or "", (defn or "") if desc == "ENCODING" else "")
     return DumpLayout((vmaj, vmin, vrev), r.int_size, r.pos, entries)
 
 
 class DumpChecksums:
     """Fed the dump's bytes in order (``feed(buf, start, end)``, the chunker's own buffer, no
-    copy); after ``finish`` ``tables`` maps ``schema.name`` to the BLAKE3 of its data block,
+    copy); after ``finish`` ``tables`` maps each table's key (names.key: ``schema.name``, each part
+    quoted when it is not a plain lower-case identifier) to the BLAKE3 of its data block,
     or ``error`` says why the stream could not be read.
 
     A table's block ends where the next block's header (known from the table of contents:
@@ -151,6 +181,10 @@ class DumpChecksums:
 
     def __init__(self) -> None:
         self.tables: dict[str, str] = {}
+        # The last bytes hashed of each table's block (its end: the last piece, the end marker),
+        # which tell how this pg_dump ends a table's COPY data (``\\.`` or not).
+        self.tails: dict[str, bytes] = {}
+        self._last = b""
         self.error: str | None = None
         self.layout: DumpLayout | None = None
         self._head = bytearray()
@@ -237,7 +271,7 @@ class DumpChecksums:
         for entry in self.layout.entries.values():
             if entry.has_data:
                 kind = _BLK_BLOBS if entry.desc in ("BLOBS", "LARGE OBJECTS") else _BLK_DATA
-                table = f"{entry.namespace}.{entry.tag}" if kind == _BLK_DATA else None
+                table = entry.key if kind == _BLK_DATA else None
                 self._blocks.append((kind, entry.dump_id, table))
         self._blocks.reverse()  # popped from the end, in table-of-contents order
         return True
@@ -277,11 +311,13 @@ class DumpChecksums:
     def _close_table(self) -> None:
         assert self._hasher is not None
         self.tables[self._table or ""] = self._hasher.hexdigest()[:32]
-        self._table, self._hasher, self._carry, self._tail = None, None, b"", b""
+        self.tails[self._table or ""] = self._last
+        self._table, self._hasher, self._carry, self._tail, self._last = None, None, b"", b"", b""
 
     def _hash(self, data) -> None:
         assert self._hasher is not None
         self._hasher.update(data)
+        self._last = (self._last + bytes(data[-32:]))[-32:]  # per buffer, not per row
 
     def _data(self, buf: bytes | bytearray, s: int, e: int) -> int:
         """Hash table data up to and including its end marker; return where the next block starts."""

@@ -7,16 +7,17 @@ pg_dump's stdout is chunked as it arrives (StreamWriter): no temp file, flat mem
 
 Restore: the dump's blobs, in order, are written to ``pg_restore --no-owner
 --single-transaction`` on stdin; then each table's rows are counted and checksummed and
-compared with the snapshot's metadata. ``--table``/``--schema`` first list the dump's table
-of contents (``pg_restore -l``, also from stdin) and restore the chosen entries with ``-L``
-(see toc.py). ``--force`` over a non-empty database first backs it up (a snapshot tagged
+compared with the snapshot's metadata. ``--table``/``--schema`` (SQL identifier rules,
+names.py) are resolved against the dump's table of contents, read from its header in the
+repository, and the chosen entries restored with ``-L`` (see toc.py). ``--force`` over a non-empty database first backs it up (a snapshot tagged
 ``safety``), then restores with ``--clean --if-exists`` in the same single transaction, so
 a failed restore leaves the database as it was.
 
 Row checksums (``dump-blake3-v1``, dumpsum.py): each table's data block in pg_dump's own
 output is hashed as it streams into the repository, so a backup costs the server nothing
 beyond pg_dump and a row count; validation hashes ``pg_dump --data-only`` of the restored
-tables the same way. Snapshots taken before it carry a server-side digest of the multiset
+tables the same way, and a table whose restored column order differs from the dump's COPY
+list (inheritance) with ``COPY (the dump's columns) TO STDOUT`` (copy_checksum). Snapshots taken before it carry a server-side digest of the multiset
 of rows (``hash64x2-rowsum-v2``, ``md5-rowsum-v1``: each row's ``row::text`` hashed and
 summed in SQL), still validated with their own method.
 """
@@ -34,6 +35,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
+import blake3
 import psycopg
 from psycopg import sql
 
@@ -44,13 +46,17 @@ from core.repository.format import BlobType
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
 from core.repository.tree import FILE, Node, Tree
-from core.sources.postgres import dumpsum, toc
+from core.sources.postgres import dumpsum, names, toc
 from core.restore.stream import iter_content
 from core.sources.postgres.child import Running, StderrReader, last_lines, spawn, start, stop_process, store_output
 from core.sources.postgres.connection import PgTarget
 from core.sources.postgres.tools import Tool, check_dump_tool, check_restore_tool, find_tool
 
 SOURCE = "database"
+# How the keys of ``tables`` and ``checksums`` in a snapshot's metadata are written: names.key
+# (``schema.name``, a part quoted unless it is a plain lower-case identifier). Snapshots without
+# it wrote ``f"{schema}.{name}"`` unquoted: read through the dump's table of contents.
+TABLE_KEYS = names.TABLE_KEYS
 _SYSTEM_SCHEMAS = "('pg_catalog', 'information_schema')"
 _USER_NS = (f"n.nspname NOT IN {_SYSTEM_SCHEMAS} AND n.nspname NOT LIKE 'pg\\_toast%%' "
             f"AND n.nspname NOT LIKE 'pg\\_temp\\_%%'")
@@ -138,12 +144,12 @@ def _digest(count: int, a: str, b: str) -> str:
 
 async def table_stats(conn: psycopg.AsyncConnection, only: set[str] | None = None,
                       method: str = "count-only") -> dict[str, tuple[int, str]]:
-    """``schema.name`` -> (row count, checksum of its rows) for every user table (or ``only``)."""
+    """Table key (names.key) -> (row count, checksum of its rows) for every user table (or ``only``)."""
     for stmt in _CANONICAL:
         await conn.execute(stmt)
     stats: dict[str, tuple[int, str]] = {}
     for schema, name in await _rows(conn, _TABLES):
-        key = f"{schema}.{name}"
+        key = names.key(schema, name)
         if only is not None and key not in only:
             continue
         q = sql.SQL(_ROW_DIGESTS[method]).format(sql.Identifier(schema), sql.Identifier(name))
@@ -182,7 +188,7 @@ async def _metadata(conn: psycopg.AsyncConnection) -> dict:
         conn, "SELECT extname, extversion FROM pg_extension ORDER BY 1")}
     return {
         "dbname": dbname, "database_version": version, "server_version_num": version_num,
-        "database_size": size, "encoding": encoding, "tables": tables,
+        "database_size": size, "encoding": encoding, "tables": tables, "table_keys": TABLE_KEYS,
         "total_tables": len(tables), "total_records": sum(tables.values()),
         "schema_fingerprint": await schema_fingerprint(conn), "extensions": extensions,
         "large_objects": await large_object_stats(conn),
@@ -325,14 +331,19 @@ async def _dump(repo: Repository, dump: StartedDump, on_bytes: Callable[[int], N
     return out.ids, out.size, metadata, tuple(warnings)
 
 
-async def dump_checksums(target: PgTarget, pg_bin_dir=None, tables: set[str] | None = None) -> dumpsum.DumpChecksums:
-    """The row checksums of ``target``'s tables (or just ``tables``), taken the way a backup
-    takes them: ``pg_dump --data-only`` through the same parser, its output discarded."""
+async def dump_checksums(target: PgTarget, pg_bin_dir=None, tables: set[str] | None = None,
+                         encoding: str | None = None) -> dumpsum.DumpChecksums:
+    """The row checksums of ``target``'s tables (or just ``tables``, names.key keys), taken the
+    way a backup takes them: ``pg_dump --data-only`` through the same parser, its output
+    discarded (its table of contents, with each table's COPY column list, is kept in
+    ``layout``). ``encoding``: the client encoding the backup's dump was written in."""
     pg_dump = await asyncio.to_thread(find_tool, "pg_dump", pg_bin_dir)
     argv = [str(pg_dump.path), "--data-only", "--format=custom", "--compress=0", "--no-blobs", "--no-password"]
+    if encoding:
+        argv.append(f"--encoding={encoding}")
     for t in sorted(tables or ()):
-        schema, _, name = t.partition(".")
-        argv.append("--table=" + ".".join('"' + part.replace('"', '""') + '"' for part in (schema, name)))
+        # Every part quoted: pg_dump's patterns then match exactly (dots, capitals, *, newlines).
+        argv.append("--table=" + ".".join('"' + part.replace('"', '""') + '"' for part in names.parse_key(t)))
     argv += ["-d", target.conninfo()]
     child = start(argv, dump_env(target))
     try:
@@ -346,16 +357,63 @@ async def dump_checksums(target: PgTarget, pg_bin_dir=None, tables: set[str] | N
     return sums
 
 
+# pg_dump's own session settings for its COPY (pg_backup_db.c, pg_dump.c setup_connection) plus
+# dumpsum.PGOPTIONS: a COPY through psycopg with these prints every value as pg_dump does.
+_PG_DUMP_SESSION = ("SET DateStyle = ISO", "SET IntervalStyle = postgres", "SET extra_float_digits = 3",
+                    "SET TimeZone = 'UTC'", "SET bytea_output = hex", "SET row_security = off",
+                    "SET synchronize_seqscans = off", "RESET lc_monetary")
+
+
+def copy_trailer(tail: bytes, int_size: int) -> bytes:
+    """The piece pg_dump writes after a table's rows (``\\.`` and newlines, pg_dump.c
+    dumpTableData_copy), read from the end of a block it wrote (DumpChecksums.tails); b"" when
+    that pg_dump writes none."""
+    term = b"\\.\n\n\n"
+    piece = b"\x00" + len(term).to_bytes(int_size, "little") + term
+    return piece if tail.endswith(piece + b"\x00" * (1 + int_size)) else b""
+
+
+async def copy_checksum(conn: psycopg.AsyncConnection, schema: str, name: str, columns: list[str],
+                        int_size: int, encoding: str | None, trailer: bytes = b"") -> str:
+    """The dump-blake3-v1 checksum of a table read with ``COPY schema.name (columns) TO STDOUT``
+    in pg_dump's session settings: the bytes pg_dump would have written for it with that
+    column list (one length-prefixed piece per row, then the zero length that ends a block).
+
+    For a table whose column order differs from the COPY list in the backup's dump (an
+    inheritance child: pg_restore puts inherited columns first), ``pg_dump --data-only`` of
+    the restored table lists the columns in the new order and its bytes differ though the
+    rows are equal; this reads them in the dump's order. Per-row Python work: used only for
+    such tables, at restore."""
+    for stmt in _PG_DUMP_SESSION:
+        await conn.execute(stmt)
+    if encoding:
+        await conn.execute(sql.SQL("SET client_encoding = {}").format(sql.Literal(encoding)))
+    cols = sql.SQL(" ({})").format(sql.SQL(", ").join(sql.Identifier(c) for c in columns)) if columns else sql.SQL("")
+    q = sql.SQL("COPY {}.{}{} TO STDOUT").format(sql.Identifier(schema), sql.Identifier(name), cols)
+    h = blake3.blake3()
+    async with conn.cursor() as cur:
+        async with cur.copy(q) as copy:
+            async for row in copy:
+                h.update(b"\x00" + len(row).to_bytes(int_size, "little"))
+                h.update(row)
+    h.update(trailer)
+    h.update(b"\x00" * (1 + int_size))
+    return h.hexdigest()[:32]
+
+
 # -- restore -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class TableCheck:
-    table: str
+    table: str  # names.key: "schema.name", parts quoted when not plain lower-case identifiers
     expected: int
     actual: int | None  # None: the table is missing after the restore
-    expected_checksum: str | None = None  # None: the snapshot predates row checksums
+    expected_checksum: str | None = None  # None: the snapshot predates row checksums (or counts only)
     actual_checksum: str | None = None
+    schema: str = ""
+    name: str = ""
+    note: str | None = None  # how the checksum was taken when not by pg_dump, or why it could not be
 
     @property
     def checksum_ok(self) -> bool | None:
@@ -383,6 +441,10 @@ class DbRestoreReport:
     safety_snapshot: str | None = None  # the backup of the target taken before --force
     large_objects: dict | None = None  # {"expected": .., "actual": .., "ok": ..} when recorded
     restore_id: str = ""  # links the safety snapshot; `rollback RESTORE_ID`
+    # Restored tables with rows that the snapshot has no row count for (extension configuration
+    # tables: the backup leaves extension members out of its counts): [{"table", "reason"}].
+    skipped: list[dict] = field(default_factory=list)
+    count_only_reason: str | None = None  # why row checksums were not compared, when they were not
 
     @property
     def ok(self) -> bool:
@@ -392,6 +454,16 @@ class DbRestoreReport:
     @property
     def mismatches(self) -> list[TableCheck]:
         return [t for t in self.tables if not t.ok]
+
+    def validation(self) -> dict:
+        """What was validated, counted: every table of the snapshot that was restored is in
+        ``tables`` (a missing one fails), ``skipped`` are the others restored."""
+        checked = [t for t in self.tables if t.actual is not None]
+        return {"tables": len(self.tables) + len(self.skipped), "validated": len(self.tables),
+                "with_checksum": sum(1 for t in self.tables if t.checksum_ok is not None),
+                "count_only": sum(1 for t in self.tables if t.checksum_ok is None),
+                "count_only_reason": self.count_only_reason, "skipped": list(self.skipped),
+                "missing": len(self.tables) - len(checked), "failed": len(self.mismatches)}
 
 
 def _dump_node(tree: Tree, metadata: dict) -> Node:
@@ -461,25 +533,25 @@ def _write_all(pipe, data: bytes) -> None:
 
 
 _PRESENT = """
-SELECT 'SCHEMA ' || nspname FROM pg_namespace
-UNION ALL SELECT 'EXTENSION ' || extname FROM pg_extension
-UNION ALL SELECT 'TYPE ' || n.nspname || ' ' || t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-UNION ALL SELECT 'FUNCTION ' || n.nspname || ' ' || p.proname || '(' || coalesce((
+SELECT 'SCHEMA', '', nspname FROM pg_namespace
+UNION ALL SELECT 'EXTENSION', '', extname FROM pg_extension
+UNION ALL SELECT 'TYPE', n.nspname, t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+UNION ALL SELECT 'FUNCTION', n.nspname, p.proname || '(' || coalesce((
     SELECT string_agg(format_type(a, NULL), ', ' ORDER BY i)
     FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY AS x(a, i)
   ), '') || ')' FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-UNION ALL SELECT 'COLLATION ' || n.nspname || ' ' || c.collname
+UNION ALL SELECT 'COLLATION', n.nspname, c.collname
   FROM pg_collation c JOIN pg_namespace n ON n.oid = c.collnamespace
-UNION ALL SELECT 'TABLE ' || n.nspname || ' ' || c.relname
+UNION ALL SELECT 'TABLE', n.nspname, c.relname
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p')"""
 
 
-async def _existing(target: PgTarget, tables: list[str]) -> tuple[set[str], list[str]]:
-    """What the target already has (toc.presence_key names), and which of ``tables``."""
+async def _existing(target: PgTarget, tables: list[tuple[str, str]]) -> tuple[set[tuple], list[tuple[str, str]]]:
+    """What the target already has (toc.presence_key tuples), and which of ``tables``."""
     conn = await target.connect()
     try:
-        present = {r[0] for r in await _rows(conn, _PRESENT)}
-        relations = {f"{a}.{b}" for a, b in await _rows(
+        present = {tuple(r) for r in await _rows(conn, _PRESENT)}
+        relations = {tuple(r) for r in await _rows(
             conn, "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                   "WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')")}
     finally:
@@ -487,23 +559,78 @@ async def _existing(target: PgTarget, tables: list[str]) -> tuple[set[str], list
     return present, [t for t in tables if t in relations]
 
 
+async def read_layout(repo: Repository, node: Node) -> dumpsum.DumpLayout:
+    """The dump's header and table of contents, read from the start of its blobs (the TOC comes
+    first in a custom-format dump; only as many blobs as it spans are read)."""
+    head = bytearray()
+    async with contextlib.aclosing(iter_content(repo, node.content, PREFETCH)) as chunks:
+        async for data in chunks:
+            head += data
+            try:
+                return dumpsum.parse_layout(head)
+            except dumpsum._NeedMore:
+                continue
+            except dumpsum.DumpFormatError as exc:
+                raise UsageError(f"the dump in this snapshot cannot be read: {exc}") from None
+    raise UsageError("the dump in this snapshot ends inside its table of contents")
+
+
+async def snapshot_layout(repo: Repository, snap: Snapshot) -> dumpsum.DumpLayout:
+    """The table of contents of a logical snapshot's dump (read_layout)."""
+    return await read_layout(repo, _dump_node(await repo.load_tree(bytes.fromhex(snap.tree)), snap.metadata or {}))
+
+
+def snapshot_tables(meta: dict, layout: dumpsum.DumpLayout | None = None) -> tuple[dict[str, int], dict[str, str]]:
+    """The snapshot's row counts and checksums keyed by names.key. Snapshots before
+    ``table_keys`` wrote ``schema.name`` unquoted (two tables could share a key): those keys
+    are read back through the dump's table of contents (``layout``), else split at the first dot."""
+    counts = meta.get("tables") if isinstance(meta.get("tables"), dict) else {}
+    sums = meta.get("checksums") if isinstance(meta.get("checksums"), dict) else {}
+    if meta.get("table_keys") == TABLE_KEYS:
+        return dict(counts), dict(sums)
+    old: dict[str, str] = {}
+    for e in (layout.entries.values() if layout is not None else ()):
+        if e.desc == "TABLE":
+            old.setdefault(f"{e.namespace}.{e.tag}", e.key)
+
+    def conv(k: str) -> str:
+        return old[k] if k in old else names.legacy_key(k)
+
+    return {conv(k): v for k, v in counts.items()}, {conv(k): v for k, v in sums.items()}
+
+
+def _resolve(entries: list[dumpsum.TocEntry], tables: tuple[str, ...], schemas: tuple[str, ...]
+             ) -> tuple[list[tuple[str, str]], list[str]]:
+    """--table/--schema values to exact (schema, name) pairs and schema names (names.py rules)."""
+    return (names.resolve_tables(tables, toc.table_names(entries)) if tables else [],
+            names.resolve_schemas(schemas, toc.schema_names(entries)) if schemas else [])
+
+
 async def plan_logical_restore(snap: Snapshot, target: PgTarget, *, force: bool = False,
-                               tables: tuple[str, ...] = (), schemas: tuple[str, ...] = ()) -> dict:
+                               tables: tuple[str, ...] = (), schemas: tuple[str, ...] = (),
+                               layout: dumpsum.DumpLayout | None = None) -> dict:
     """What ``restore --target-db`` would do, changing nothing: the database created or not,
     each table created, replaced (``--force``) or in the way, what is left in place, and
-    whether a safety snapshot would be taken first. (``restore --dry-run``.)"""
+    whether a safety snapshot would be taken first. (``restore --dry-run``.) ``layout``: the
+    dump's table of contents (read_layout), which names are resolved against."""
     meta = snap.metadata or {}
     if snap.source != SOURCE or meta.get("mode") != "logical":
         raise UsageError(f"snapshot {snap.short_id} ({snap.source}) is not a logical database backup")
     name = target.params.get("dbname")
     if not name:
         raise UsageError("--target-db must name a database")
-    expected: dict[str, int] = meta.get("tables") or {}
+    expected, _ = snapshot_tables(meta, layout)
     partial = bool(tables or schemas)
-    want = {t if "." in t else f"public.{t}" for t in tables}
-    chosen = {t: n for t, n in expected.items()
-              if not partial or t in want or t.split(".", 1)[0] in schemas}
-    missing = sorted(want - set(expected))
+    if layout is not None:
+        entries = list(layout.entries.values())
+        want_tables, want_schemas = _resolve(entries, tables, schemas)
+        chosen_pairs = toc.select(entries, want_tables, want_schemas).tables if partial else None
+    else:
+        pairs = [names.parse_key(k) for k in expected]
+        want_tables = names.resolve_tables(tables, pairs) if tables else []
+        want_schemas = names.resolve_schemas(schemas, [p[0] for p in pairs]) if schemas else []
+        chosen_pairs = [p for p in pairs if p in set(want_tables) or p[0] in want_schemas] if partial else None
+    chosen = {names.key(*p): expected.get(names.key(*p)) for p in chosen_pairs} if partial else dict(expected)
     conn = await _maintenance(target)
     try:
         exists = bool(await _rows(conn, "SELECT 1 FROM pg_database WHERE datname = %s", (name,)))
@@ -514,7 +641,7 @@ async def plan_logical_restore(snap: Snapshot, target: PgTarget, *, force: bool 
         conn = await target.connect()
         try:
             (objects,), = await _rows(conn, _USER_OBJECTS)
-            present = {f"{a}.{b}" for a, b in await _rows(
+            present = {names.key(a, b) for a, b in await _rows(
                 conn, f"SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                       f"WHERE c.relkind IN ('r', 'p') AND {_USER_NS}")}
         finally:
@@ -529,9 +656,7 @@ async def plan_logical_restore(snap: Snapshot, target: PgTarget, *, force: bool 
             action = "conflict"
         rows.append({"table": t, "rows": n, "action": action})
     refused = None
-    if missing:
-        refused = f"not in the snapshot: {', '.join(missing)}"
-    elif partial and any(r["action"] == "conflict" for r in rows):
+    if partial and any(r["action"] == "conflict" for r in rows):
         refused = "the target already has " + ", ".join(r["table"] for r in rows if r["action"] == "conflict")
     elif not partial and objects and not force:
         refused = f"database {name!r} is not empty ({objects} objects): --force replaces it after a safety backup"
@@ -549,21 +674,23 @@ async def restore_logical(repo: Repository, snap: Snapshot, target: PgTarget, *,
     """Restore a logical database snapshot (or just ``tables``/``schemas`` of it) into
     ``target`` and validate the restored tables' row counts and checksums.
 
+    ``tables``/``schemas`` follow SQL identifier rules (names.py): unquoted parts fold to lower
+    case, quoted ones are literal, ``*``/``?`` outside quotes are wildcards; they are resolved
+    against the dump's own table of contents, exactly.
+
     A non-empty target is refused for a whole-database restore unless ``force``: then a
     safety snapshot of the target is committed first (``db`` supplies pg_bin_dir and the
     application version for it). A partial restore may go into a non-empty database whose
     chosen tables do not exist yet. The returned report's ``ok`` is False when a restored
-    table's count or checksum differs from the snapshot's metadata."""
+    table's count or checksum differs from the snapshot's metadata, or a table the snapshot
+    counted was not validated."""
     meta = snap.metadata or {}
     if snap.source != SOURCE or meta.get("mode") != "logical":
         raise UsageError(f"snapshot {snap.short_id} ({snap.source}) is not a logical database backup")
-    expected = meta.get("tables")
-    if not isinstance(expected, dict) or not all(isinstance(v, int) for v in expected.values()):
+    raw = meta.get("tables")
+    if not isinstance(raw, dict) or not all(isinstance(v, int) for v in raw.values()):
         raise UsageError(f"snapshot {snap.short_id} has no table row counts to validate against")
-    checksums = meta.get("checksums") if isinstance(meta.get("checksums"), dict) else {}
     method = meta.get("checksum_method", "md5-rowsum-v1")
-    if method not in _ROW_DIGESTS and method != dumpsum.METHOD:
-        checksums, method = {}, "count-only"  # a method this version does not know: counts only
     partial = bool(tables or schemas)
     if partial and force:
         raise UsageError("--force restores a whole database; --table/--schema restore into a database "
@@ -572,26 +699,31 @@ async def restore_logical(repo: Repository, snap: Snapshot, target: PgTarget, *,
     pg_restore = await asyncio.to_thread(find_tool, "pg_restore", pg_bin_dir)
     check_restore_tool(pg_restore, int(meta.get("pg_dump_major") or 0), str(meta.get("pg_dump_version")))
     started = time.monotonic()
-    entries = None
+    layout = await read_layout(repo, node)
+    entries = list(layout.entries.values())
+    expected, checksums = snapshot_tables(meta, layout)
+    if method not in _ROW_DIGESTS and method != dumpsum.METHOD:
+        checksums, method = {}, "count-only"  # a method this version does not know: counts only
     if partial:
-        listing = await _list_toc(repo, node, target, pg_restore.path)
-        entries = toc.parse(listing)
-        toc.select(entries, tables, schemas)  # unknown names: a usage error before anything changes
+        want_tables, want_schemas = _resolve(entries, tables, schemas)  # a usage error before anything changes
     created, objects = await _prepare_database(target)
     name = target.params["dbname"]
     report = DbRestoreReport(snap.id, name, target.describe(), created, partial=partial, restore_id=restore_id)
     extra: list[str] = []
     list_text: str | None = None
+    data_keys = [e.key for e in entries if e.desc == "TABLE DATA"]
     try:
         if partial:
             present, _ = await _existing(target, [])
-            chosen = toc.select(entries, tables, schemas, present)
+            chosen = toc.select(entries, want_tables, want_schemas, present)
             _, clash = await _existing(target, chosen.tables)
             if clash:
-                raise RestoreRefused(f"database {name!r} already has {', '.join(clash)}; drop or rename "
-                                     f"it first, or restore into another database")
-            expected = {t: expected[t] for t in chosen.tables if t in expected}
-            list_text = "\n".join(chosen.lines) + "\n"
+                raise RestoreRefused(f"database {name!r} already has {', '.join(names.shown(*t) for t in clash)}; "
+                                     f"drop or rename it first, or restore into another database")
+            data_keys = [names.key(*t) for t in chosen.data_tables]
+            chosen_keys = {names.key(*t) for t in chosen.tables}
+            expected = {t: n for t, n in expected.items() if t in chosen_keys}
+            list_text = chosen.list_text(entries)
         elif objects:
             if not force:
                 raise RestoreRefused(f"database {name!r} is not empty ({objects} objects); restore into a new or "
@@ -619,18 +751,28 @@ async def restore_logical(repo: Repository, snap: Snapshot, target: PgTarget, *,
         if created:
             await _drop_database(target)
         raise
+    # Tables whose rows are in the dump but that the snapshot has no count for: extension
+    # configuration tables (extension members are left out of the counts). Reported, not hidden.
+    report.skipped = [{"table": k, "reason": "the snapshot records no row count for it (extension member?)"}
+                      for k in dict.fromkeys(data_keys) if k not in expected]
     conn = await target.connect()
     try:
         if method == dumpsum.METHOD:
-            actual, note = await _dump_stats(conn, target, pg_bin_dir, set(expected), meta, partial)
+            actual, notes, note = await _dump_stats(conn, target, pg_bin_dir, expected, checksums, meta,
+                                                    layout, partial)
             if note:
                 checksums = {}
+                report.count_only_reason = note
                 report.warnings.append(note)
         else:
+            notes = {}
             probe = meta.get("checksum_probe")
             if probe is not None and probe != (await _rows(conn, _PROBE))[0][0]:
                 checksums = {}  # a server of the other byte order: counts only (checksum_ok is null)
+                report.count_only_reason = "restored on a server of the other byte order than the backup's"
             actual = await table_stats(conn, set(expected), method)
+        if not checksums and report.count_only_reason is None and expected:
+            report.count_only_reason = "the snapshot records no row checksums (row_checksums = false)"
         if not partial:
             report.schema_fingerprint_match = (await schema_fingerprint(conn)) == meta.get("schema_fingerprint")
             lo_want = meta.get("large_objects")
@@ -644,40 +786,65 @@ async def restore_logical(repo: Repository, snap: Snapshot, target: PgTarget, *,
         raise target.failed("validating", exc) from None
     finally:
         await conn.close()
-    report.tables = [TableCheck(t, count, actual[t][0] if t in actual else None, checksums.get(t),
-                                actual[t][1] if t in actual else None)
-                     for t, count in sorted(expected.items())]
+    report.tables = []
+    for t, count in sorted(expected.items()):
+        try:
+            schema, rel = names.parse_key(t)
+        except ValueError:
+            schema, rel = "", t
+        report.tables.append(TableCheck(t, count, actual[t][0] if t in actual else None, checksums.get(t),
+                                        actual[t][1] if t in actual else None, schema, rel, notes.get(t)))
     report.seconds = round(time.monotonic() - started, 3)
     return report
 
 
-async def _dump_stats(conn: psycopg.AsyncConnection, target: PgTarget, pg_bin_dir, tables: set[str],
-                      meta: dict, partial: bool) -> tuple[dict[str, tuple[int, str | None]], str | None]:
-    """Row counts (SQL) and dump-stream checksums of the restored ``tables``; the note says
-    why checksums were not compared (then only counts are)."""
+async def _dump_stats(conn: psycopg.AsyncConnection, target: PgTarget, pg_bin_dir, expected: dict[str, int],
+                      checksums: dict[str, str], meta: dict, layout: dumpsum.DumpLayout, partial: bool
+                      ) -> tuple[dict[str, tuple[int, str | None]], dict[str, str], str | None]:
+    """Row counts (SQL) and dump-stream checksums of the restored tables (``expected``'s keys).
+    Returns them, a note per table whose checksum was taken another way (or could not be), and
+    a note saying why no checksum was compared (then only counts are).
+
+    A table is read back with ``pg_dump --data-only`` like at backup; when its COPY column list
+    there differs from the one in the backup's dump (a column order pg_restore could not keep:
+    inheritance children), it is read again with the dump's column list (copy_checksum)."""
+    tables = set(expected)
     counts = await table_stats(conn, tables, "count-only")
     (version_num,), = await _rows(conn, "SELECT current_setting('server_version_num')::int")
     dumped = meta.get("server_version_num")
-    note = None
-    sums: dict[str, str] = {}
+    notes: dict[str, str] = {}
+    sums: dict[str, str | None] = {}
     if isinstance(dumped, int) and dumped // 10000 != version_num // 10000:
         # Another major version may print some types differently: the checksums would
         # differ for rows that are the same.
         note = (f"row checksums not compared: restored into PostgreSQL {version_num // 10000}, "
                 f"dumped from {dumped // 10000}; row counts compared")
-    else:
-        got = await dump_checksums(target, pg_bin_dir, tables if partial else None)
-        if got.error:
-            note = f"row checksums not compared ({got.error}); row counts compared"
-        sums = got.tables
-    return {t: (c, sums.get(t)) for t, (c, _) in counts.items()}, note
-
-
-async def _list_toc(repo: Repository, node: Node, target: PgTarget, pg_restore) -> str:
-    """``pg_restore -l -v`` of the dump, fed on stdin: it reads the header and the TOC, then exits."""
-    argv = [str(pg_restore), "-l", "-v"]
-    _, text, listing = await _pipe_dump(repo, node, target, argv, capture=True, early_exit=True)
-    return listing
+        return {t: (c, None) for t, (c, _) in counts.items()}, notes, note
+    encoding = layout.encoding
+    got = await dump_checksums(target, pg_bin_dir, tables if partial else None, encoding)
+    if got.error:
+        return ({t: (c, None) for t, (c, _) in counts.items()}, notes,
+                f"row checksums not compared ({got.error}); row counts compared")
+    sums.update(got.tables)
+    original = layout.data_entries()
+    restored = got.layout.data_entries() if got.layout is not None else {}
+    for t in sorted(tables & set(checksums)):
+        o, r = original.get(t), restored.get(t)
+        if o is None:
+            continue
+        want = names.copy_columns(o.copy_stmt)
+        have = names.copy_columns(r.copy_stmt) if r is not None else None
+        if want is None or (have is not None and have[2] == want[2]):
+            continue
+        schema, rel, columns = want
+        try:
+            trailer = copy_trailer(got.tails.get(t, b""), layout.int_size)
+            sums[t] = await copy_checksum(conn, schema, rel, columns, layout.int_size, encoding, trailer)
+            notes[t] = "checksum read with the dump's column order (the restored table orders its columns otherwise)"
+        except psycopg.Error as exc:
+            sums[t] = None
+            notes[t] = f"checksum not taken: {target.scrub(str(exc).strip().splitlines()[0])}"
+    return {t: (c, sums.get(t)) for t, (c, _) in counts.items()}, notes, None
 
 
 async def _feed_pg_restore(repo: Repository, node: Node, target: PgTarget, pg_restore,
