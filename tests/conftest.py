@@ -67,3 +67,17 @@ def ws(tmp_path: Path) -> Workspace:
     w = Workspace(tmp_path, src, tmp_path / "repo", tmp_path / "config.toml")
     w.write_config()
     return w
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _old_deep_trees_removable(tmp_path_factory):
+    """pytest removes the base folders of older runs when this run's is first made, with
+    shutil.rmtree, which recurses once per level: a 3,000-level tree a deep-tree test left
+    there overflowed it (RecursionError at session start). Only that cleanup gets the
+    higher limit; the code under test still runs under the default one."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 20_000))
+    try:
+        tmp_path_factory.getbasetemp()
+    finally:
+        sys.setrecursionlimit(limit)
