@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from textual import work
 from textual.app import App, SystemCommand
@@ -73,6 +73,12 @@ class ConsoleApp(App):
         Binding("ctrl+q", "quit", "Quit", id="app.quit", tooltip="Leave the console (jobs keep running)",
                 priority=True),
     ]
+
+
+    def notify(self, message: str, *, title: str = "", severity: Any = "information",
+               timeout: float | None = None, markup: bool = False) -> None:
+        # Plain by default, as on every screen (screens/base.py): foreign text is not markup.
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 
     def __init__(self, config: Config, passphrase: PassphraseSource, *, config_path: Path | None = None,
                  read_only: bool = False, prefer_daemon: bool = True, engine: EngineClient | None = None,

@@ -28,6 +28,12 @@ class ConsoleScreen(Screen):
     def console(self) -> ConsoleApp:
         return self.app  # type: ignore[return-value]
 
+    def notify(self, message: str, *, title: str = "", severity: Any = "information",
+               timeout: float | None = None, markup: bool = False) -> None:
+        # Plain text by default: our messages carry file names, server messages and
+        # errors from outside, and a "[/]" in one must show as it is, not crash the screen.
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in self.MUTATING and self.console.read_only:
             return None
@@ -185,3 +191,9 @@ def short_source(name: str) -> str:
 
 def compact_time(dt: datetime | None) -> str:
     return "-" if dt is None else dt.astimezone().strftime("%m-%d %H:%M")
+
+
+def plain(text: str) -> Text:
+    """Text for a Static's update that holds anything from outside (an error, a name):
+    shown as it is, never read as markup."""
+    return Text(text)

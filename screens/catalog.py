@@ -10,7 +10,9 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from core.health.shrink import suspicious_shrinks
 from core.service import Snapshot
-from screens.base import ConsoleScreen, PlainTable, TableFilter, compact_time, human_bytes, short_source
+from screens.base import (
+    ConsoleScreen, PlainTable, TableFilter, compact_time, human_bytes, plain, short_source,
+)
 from screens.messages import DataLoaded, LoadFailed
 
 COLUMNS = (("Id", "id"), ("Time", "time"), ("Source", "source"), ("Type", "type"), ("Size", "size"),
@@ -111,7 +113,7 @@ class CatalogScreen(TableFilter, ConsoleScreen):
         self.post_message(DataLoaded("catalog", catalog))
 
     def on_load_failed(self, message: LoadFailed) -> None:
-        self.query_one("#detail", Static).update(f"⚠ cannot read the catalog: {message.error}")
+        self.query_one("#detail", Static).update(plain(f"⚠ cannot read the catalog: {message.error}"))
 
     def on_data_loaded(self, message: DataLoaded) -> None:
         catalog = message.data

@@ -10,7 +10,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Static
 
 from core.service import Snapshot
-from screens.base import PlainTable, ConsoleScreen, human_bytes
+from screens.base import PlainTable, ConsoleScreen, human_bytes, plain
 from screens.messages import DataLoaded, LoadFailed
 
 
@@ -71,7 +71,7 @@ class CompareScreen(ConsoleScreen):
         self.post_message(DataLoaded("compare", diffs))
 
     def on_load_failed(self, message: LoadFailed) -> None:
-        self.query_one("#compare-title", Static).update(f"⚠ {message.error}")
+        self.query_one("#compare-title", Static).update(plain(f"⚠ {message.error}"))
 
     def on_data_loaded(self, message: DataLoaded) -> None:
         self.differences = message.data  # type: ignore[assignment]

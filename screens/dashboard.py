@@ -11,6 +11,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from core.jobs.api import Job, JobState
 from core.health.shrink import suspicious_shrinks
 from screens.base import (
+    plain,
     PlainTable,
     ConsoleScreen, bar, compact_time, short_source, human_age, human_bytes, human_duration, job_summary, progress_fraction, short_time,
 )
@@ -78,7 +79,7 @@ class DashboardScreen(ConsoleScreen):
                                                    "holders": await _holders(svc)}))
 
     def on_load_failed(self, message: LoadFailed) -> None:
-        self.query_one("#alerts", Static).update(f"⚠ cannot read the {message.what}: {message.error}")
+        self.query_one("#alerts", Static).update(plain(f"⚠ cannot read the {message.what}: {message.error}"))
 
     def on_data_loaded(self, message: DataLoaded) -> None:
         data = message.data

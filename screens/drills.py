@@ -24,7 +24,7 @@ from textual.widgets.option_list import Option
 from core.config import DRILL_SCENARIOS
 from core.drills.report import DrillReport, history
 from core.jobs.api import Job
-from screens.base import ConsoleScreen, PlainTable, compact_time, human_duration
+from screens.base import ConsoleScreen, PlainTable, compact_time, human_duration, plain
 from screens.messages import DataLoaded, JobLogLine, LoadFailed
 
 SCENARIO_HELP = {
@@ -181,7 +181,7 @@ class DrillsScreen(ConsoleScreen):
 
     def on_load_failed(self, message: LoadFailed) -> None:
         if message.what == "drills":
-            self.query_one("#history-note", Static).update(f"✘ drill history unavailable: {message.error}")
+            self.query_one("#history-note", Static).update(plain(f"✘ drill history unavailable: {message.error}"))
 
     def selected(self) -> str | None:
         t = self.query_one("#drill-history", DataTable)
@@ -246,14 +246,14 @@ class DrillsScreen(ConsoleScreen):
         hint = self.query_one("#drill-hint", Static)
         names = self.console.service.location_names()
         if location is not None and location not in names:
-            hint.update(f"✘ no location {location!r}; configured: {', '.join(names)}")
+            hint.update(plain(f"✘ no location {location!r}; configured: {', '.join(names)}"))
             return
         when: datetime | None = None
         if when_text:
             try:
                 when = datetime.fromisoformat(when_text)
             except ValueError:
-                hint.update(f"✘ {when_text!r} is not an ISO 8601 time (e.g. 2026-11-26T09:30:00+00:00)")
+                hint.update(plain(f"✘ {when_text!r} is not an ISO 8601 time (e.g. 2026-11-26T09:30:00+00:00)"))
                 return
             if when.tzinfo is None:
                 when = when.astimezone()

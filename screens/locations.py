@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Static
 
-from screens.base import PlainTable, ConsoleScreen, human_bytes
+from screens.base import PlainTable, ConsoleScreen, human_bytes, plain
 from screens.messages import DataLoaded, LoadFailed
 
 COLUMNS = (("Location", "name"), ("Health", "health"), ("Latency", "latency"), ("Used", "used"),
@@ -53,7 +53,7 @@ class LocationsScreen(ConsoleScreen):
         self.post_message(DataLoaded("locations", statuses))
 
     def on_load_failed(self, message: LoadFailed) -> None:
-        self.query_one("#locations-note", Static).update(f"⚠ cannot probe the locations: {message.error}")
+        self.query_one("#locations-note", Static).update(plain(f"⚠ cannot probe the locations: {message.error}"))
 
     def on_data_loaded(self, message: DataLoaded) -> None:
         t = self.query_one(DataTable)

@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 from core.fsmeta.describe import attributes, marks
 from core.service import Snapshot
 from core.text import shown
-from screens.base import ConsoleScreen, PlainTable, TableFilter, human_bytes
+from screens.base import ConsoleScreen, PlainTable, TableFilter, human_bytes, plain
 from screens.messages import DataLoaded, LoadFailed
 
 LIMIT = 5000  # rows drawn at once; the filter narrows larger trees
@@ -67,7 +67,7 @@ class SnapshotFilesScreen(TableFilter, ConsoleScreen):
         self.post_message(DataLoaded("files", rows))
 
     def on_load_failed(self, message: LoadFailed) -> None:
-        self.query_one("#files-title", Static).update(f"⚠ {message.error}")
+        self.query_one("#files-title", Static).update(plain(f"⚠ {message.error}"))
 
     def on_data_loaded(self, message: DataLoaded) -> None:
         self.entries = message.data  # type: ignore[assignment]
