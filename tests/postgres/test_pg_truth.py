@@ -159,8 +159,10 @@ def shapes(pg_cluster):
 
 
 def _tamper_bin(folder: Path, real: Path) -> Path:
-    """A pg_bin_dir whose pg_restore runs the real one, then $TAMPER_SQL on $TAMPER_URL: rows
-    changed after the restore, before validation reads them."""
+    """A pg_bin_dir whose pg_restore runs the real one, then the SQL in ``tamper.sql`` (when
+    present) on the database named in ``tamper.url``: rows changed after the restore, before
+    validation reads them. Files, not environment variables: children of axisor-backup get
+    an allow-listed environment."""
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("pg_dump", "psql"):
         (folder / name).symlink_to(real / name)
@@ -168,8 +170,9 @@ def _tamper_bin(folder: Path, real: Path) -> Path:
     script.write_text("#!/bin/sh\n"
                       f'[ "$1" = --version ] && exec "{real}/pg_restore" "$@"\n'
                       f'"{real}/pg_restore" "$@" || exit $?\n'
-                      'if [ -n "$TAMPER_SQL" ]; then\n'
-                      f'  "{real}/psql" -X -q -v ON_ERROR_STOP=1 -d "$TAMPER_URL" -c "$TAMPER_SQL" >/dev/null || exit 3\n'
+                      f'if [ -s "{folder}/tamper.sql" ]; then\n'
+                      f'  "{real}/psql" -X -q -v ON_ERROR_STOP=1 -d "$(cat "{folder}/tamper.url")" '
+                      f'-f "{folder}/tamper.sql" >/dev/null || exit 3\n'
                       "fi\n")
     script.chmod(0o755)
     return folder
@@ -191,8 +194,10 @@ def shapesws(tmp_path_factory, shapes) -> Workspace:
 
 
 def _restore(ws: Workspace, c, db: str, *args: str, tamper: str = ""):
-    env = {"TAMPER_SQL": tamper, "TAMPER_URL": c.url(db)} if tamper else {}
-    return ws.cli("restore", "latest", "--target-db", c.url(db), *args, "--json", env=env, timeout=300)
+    bindir = ws.root / "bin"
+    (bindir / "tamper.sql").write_text(tamper)
+    (bindir / "tamper.url").write_text(c.url(db))
+    return ws.cli("restore", "latest", "--target-db", c.url(db), *args, "--json", timeout=300)
 
 
 def test_metadata_keys_are_unambiguous(shapesws: Workspace) -> None:
