@@ -494,5 +494,5 @@ def remove_deep(root: Path | bytes) -> None:
         os.close(top)
 
 
-__all__ = ["make_deep", "remove_deep", "CAPABILITY", "Entry", "HOSTILE_NAMES", "IS_ROOT", "Shapes", "build", "compare_trees", "entry",
-           "state", "unfreeze"]
+__all__ = ["CAPABILITY", "Entry", "HOSTILE_NAMES", "IS_ROOT", "Shapes", "build", "compare_trees", "entry",
+           "make_deep", "remove_deep", "state", "unfreeze"]

@@ -388,9 +388,54 @@ def test_a_symlinked_source_root_is_followed_and_recorded(axenv):
     assert f"root link  {link} -> {real} (target archived)" in shown_snapshot.stdout
 
     # follow_root_symlink = false: only the link, with the note.
-    axenv.cfg.write_text(axenv.cfg.read_text().replace("[application]\n", "[application]\nfollow_root_symlink = false\n"))
+    cfg = axenv.cfg.read_text()
+    axenv.cfg.write_text(cfg.replace("[application]\n", "[application]\nfollow_root_symlink = false\n"))
     r = axenv.cli("backup", json_out=True)
     assert r.code == 0, r
     assert r.json["snapshots"][0]["metadata"]["root_links"][0]["followed"] is False
     nodes, _ = asyncio.run(_nodes(axenv, link))
     assert nodes[b""].type == "symlink" and nodes[b""].target == os.fsencode(real) and len(nodes) == 1
+
+
+# -- attributes that cannot be read -----------------------------------------------------------
+
+async def test_an_attribute_that_cannot_be_read_is_a_warning_naming_the_file(ws, monkeypatch):
+    from core.config import load_config
+    from core.service import BackupService
+
+    odd = ws.src / "odd\x1bname.txt"
+    odd.write_text("x")
+    os.setxattr(odd, b"user.secret", b"s")
+    os.setxattr(odd, b"user.fine", b"f")
+    (ws.src / "plain.txt").write_text("y")
+    real_getxattr = os.getxattr
+
+    def refusing_getxattr(target, name, *a, **k):
+        if os.fsencode(name) == b"user.secret":
+            raise PermissionError(13, "Permission denied")
+        return real_getxattr(target, name, *a, **k)
+
+    svc = BackupService(load_config(ws.config), lambda confirm: "pw")
+    try:
+        await svc.init()
+        monkeypatch.setattr(os, "getxattr", refusing_getxattr)
+        result = await svc.backup()
+        monkeypatch.undo()
+    finally:
+        monkeypatch.undo()
+        await svc.close()
+    snap = result.results[0].snapshot
+    assert result.partial and snap is not None
+    assert list(snap.warnings) == [f"{ws.src}/odd\\x1bname.txt: extended attribute user.secret not read: "
+                                   "Permission denied"]
+
+
+def test_stored_extent_of_a_sparse_file_that_shrank_while_read():
+    from core.backup.archiver import _stored_extent
+
+    holes = ((0, 10), (20, 10), (40, 60))  # size 100: data 10-20, 30-40
+    assert _stored_extent(100, holes, 20) == (100, holes)  # all read
+    assert _stored_extent(100, holes, 15) == (35, ((0, 10), (20, 10)))  # stopped inside the second run
+    assert _stored_extent(100, holes, 10) == (20, ((0, 10),))  # stopped at the end of the first run
+    assert _stored_extent(100, holes, 0) == (10, ((0, 10),))
+    assert _stored_extent(50, (), 42) == (42, ())  # not sparse: what was read
