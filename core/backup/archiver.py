@@ -171,7 +171,7 @@ class _Frame:
     """One open folder of the walk's stack."""
 
     dir: _DirFd
-    path: bytes  # shown in warnings and matched by excludes only
+    path: bytes  # as stored (from the configured path); shown in warnings and matched by excludes only
     entries: list  # (fs_name, name, DirEntry | None), in name order; consumed as walked
     old: dict[bytes, Node]
     reference: Tree | None
@@ -358,8 +358,10 @@ class Archiver:
         except OSError as exc:
             raise SourceError(f"source path {shown(root.configured)} cannot be read: "
                               f"{(exc.strerror or 'error').lower()}") from None
-        frame = _Frame(_DirFd(pfd), parent, [(base, name, None)], {name: old} if old else {}, None, {},
-                       children, None, root=True)
+        # Shown and matched as configured: a followed link's children appear below the
+        # configured path, as they are stored (metadata.root_links says where they were).
+        frame = _Frame(_DirFd(pfd), os.path.dirname(root.configured), [(base, name, None)],
+                       {name: old} if old else {}, None, {}, children, None, root=True)
         await self._walk(frame)
 
     async def _load_subtree(self, old: Node | None) -> Tree | None:
@@ -412,7 +414,7 @@ class Archiver:
                      entry: os.DirEntry | None) -> _Child | _Frame | None:
         """One entry of an open folder: its node, something that will give it, a folder to
         enter, or None (skipped, with a warning when something was lost)."""
-        path = fr.path + b"/" + fs_name if fr.path != b"/" else b"/" + fs_name
+        path = fr.path + b"/" + name if fr.path != b"/" else b"/" + name
         if self._excluded(path, name):
             return None
         old = fr.old.get(name)
