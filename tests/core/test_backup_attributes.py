@@ -439,3 +439,34 @@ def test_stored_extent_of_a_sparse_file_that_shrank_while_read():
     assert _stored_extent(100, holes, 10) == (20, ((0, 10),))  # stopped at the end of the first run
     assert _stored_extent(100, holes, 0) == (10, ((0, 10),))
     assert _stored_extent(50, (), 42) == (42, ())  # not sparse: what was read
+
+
+@pytest.mark.skipif(not S.IS_ROOT or shutil.which("setpriv") is None, reason="runs the CLI as nobody (needs root)")
+def test_as_another_user_unreadable_entries_below_the_root_are_warnings_and_the_rest_is_stored():
+    base = Path(tempfile.mkdtemp(prefix="axisor-nobody-"))
+    try:
+        os.chmod(base, 0o755)
+        env = H.make_env(base)
+        (env.src / "ok.txt").write_text("ok")
+        (env.src / "private").mkdir()
+        (env.src / "private" / "inside.txt").write_text("hidden")
+        (env.src / "secret.txt").write_text("secret")
+        os.setxattr(env.src / "ok.txt", b"user.tag", b"mine")
+        env.init_fast()
+        for p in [base, *base.rglob("*")]:
+            os.chown(p, 65534, 65534)
+        os.chmod(env.src / "private", 0o000)
+        os.chmod(env.src / "secret.txt", 0o000)
+        r = _as_nobody(env, "backup")
+        assert r.code == 7, r
+        warnings = sorted(r.json["snapshots"][0]["warnings"])
+        assert warnings == [f"{env.src}/private: not read: Permission denied",
+                            f"{env.src}/secret.txt: not read: Permission denied"]
+        nodes, _ = asyncio.run(_nodes(env, env.src))
+        assert set(nodes) == {b"", b"ok.txt"}
+        assert nodes[b"ok.txt"].xattrs == ((b"user.tag", b"mine"),) and nodes[b"ok.txt"].uid == 65534
+    finally:
+        for p in (base / "src" / "private", base / "src" / "secret.txt"):
+            if p.exists():
+                os.chmod(p, 0o755)
+        shutil.rmtree(base)
