@@ -237,6 +237,10 @@ def test_a_tree_3000_levels_deep_is_stored_whole(axenv):
                            text=True, timeout=600, stdin=subprocess.DEVNULL)
         assert p.returncode == 0, p.stderr
         assert json.loads(p.stdout)["snapshots"][0]["summary"]["files_unmodified"] == 1
+        # The catalog walks every tree of every snapshot (is it complete at each location?).
+        r = axenv.cli("snapshots", json_out=True)
+        assert r.code == 0 and len(r.json["snapshots"]) == 2, r
+        assert axenv.cli("verify").code == 0
     finally:
         S.remove_deep(deep)
 
