@@ -261,6 +261,7 @@ class Archiver:
         self._tasks: set[asyncio.Task] = set()
         self._failure: BaseException | None = None
         self._batch = _Batch(self._loop)
+        self._sent: set[_Batch] = set()  # sent, not yet done: given up if the backup stops
 
     # -- public -------------------------------------------------------------------------
 
@@ -591,7 +592,12 @@ class Archiver:
     async def _send_batch(self) -> None:
         batch, self._batch = self._batch, _Batch(self._loop)
         if batch.files:
-            await self._batch_slots.acquire()
+            try:
+                await self._batch_slots.acquire()
+            except BaseException:
+                batch.give_up()  # cancelled while waiting: its folders are closed here
+                raise
+            self._sent.add(batch)
             self._spawn(self._run_batch(batch))
 
     async def _run_batch(self, batch: _Batch) -> None:
@@ -612,6 +618,7 @@ class Archiver:
                 done.exception()  # retrieved here; the task's own failure is what is raised
             raise
         finally:
+            self._sent.discard(batch)
             self._batch_slots.release()
             self._progress()
 
@@ -731,7 +738,10 @@ class Archiver:
             raise self._failure
 
     async def _cancel_all(self) -> None:
-        self._batch.give_up()  # files queued in a batch that was never sent
+        # Batches never sent, or sent but not started by a worker: their folders close here
+        # (a worker that has started one closes them when it is done).
+        for batch in (self._batch, *self._sent):
+            batch.give_up()
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*list(self._tasks), return_exceptions=True)

@@ -474,3 +474,52 @@ def test_as_another_user_unreadable_entries_below_the_root_are_warnings_and_the_
             if p.exists():
                 os.chmod(p, 0o755)
         shutil.rmtree(base)
+
+
+def _fds_below(path: Path) -> list[str]:
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target == str(path) or target.startswith(str(path) + "/"):
+            out.append(target)
+    return out
+
+
+def test_a_cancelled_backup_leaves_no_folder_open(axenv):
+    """Folders stay open while a batch holds one of their files: cancelling must close them all."""
+    from core.backup.run import run_backup
+    from core.config import SourceSpec
+
+    for d in range(120):
+        sub = axenv.src / f"d{d:03d}" / "inner"
+        sub.mkdir(parents=True)
+        for f in range(20):
+            (sub / f"f{f}.txt").write_bytes(os.urandom(2000))
+    axenv.init_fast()
+    spec = SourceSpec("application/user_data", "application", (axenv.src,), (), 30)
+
+    async def main():
+        repo = await axenv.open_repo()
+        task = None
+
+        def progress(source, stats):
+            if stats.bytes_read > 400_000 and task is not None:
+                task.cancel()
+
+        task = asyncio.ensure_future(run_backup(repo, [spec], on_progress=progress))
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.2)  # a worker still reading a batch closes its folders when done
+        assert _fds_below(axenv.src) == []
+        assert await repo.list_snapshots() == ([], [])
+
+        # And a finished one leaves none either.
+        repo = await axenv.open_repo()
+        result = await run_backup(repo, [spec])
+        assert result.results[0].snapshot.summary.total_files == 2400
+        assert _fds_below(axenv.src) == []
+
+    asyncio.run(main())
