@@ -303,7 +303,7 @@ class Archiver:
         except FileNotFoundError:
             raise SourceError(f"source path {shown(configured)} does not exist") from None
         except OSError as exc:
-            raise SourceError(f"source path {shown(configured)} cannot be read: {exc.strerror.lower()}") from None
+            raise SourceError(f"source path {shown(configured)} cannot be read: {(exc.strerror or str(exc)).lower()}") from None
         real = configured
         if stat.S_ISLNK(st.st_mode):
             target = os.path.realpath(configured)
@@ -316,7 +316,7 @@ class Archiver:
                                       f"{shown(target)}, which does not exist") from None
                 except OSError as exc:
                     raise SourceError(f"source path {shown(configured)} (a symbolic link to {shown(target)}) "
-                                      f"cannot be read: {exc.strerror.lower()}") from None
+                                      f"cannot be read: {(exc.strerror or str(exc)).lower()}") from None
                 real = target
         if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
             # Can it be read at all? A folder must open and list; a file must open.
