@@ -16,6 +16,7 @@ import resource
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -30,6 +31,7 @@ from core.repository.tree import DIR, Node
 from core.text import shown
 
 axenv = H.axenv
+REPO = Path(__file__).resolve().parents[2]
 needs_root = pytest.mark.skipif(not S.IS_ROOT, reason="devices, capabilities, chattr and owners need root")
 
 
@@ -523,3 +525,36 @@ def test_a_cancelled_backup_leaves_no_folder_open(axenv):
         assert _fds_below(axenv.src) == []
 
     asyncio.run(main())
+
+
+@pytest.mark.skipif(not S.IS_ROOT or shutil.which("setpriv") is None, reason="runs the CLI as nobody (needs root)")
+def test_as_another_user_every_shape_it_can_make_is_stored_exactly():
+    base = Path(tempfile.mkdtemp(prefix="axisor-nobody-"))
+    try:
+        os.chmod(base, 0o755)
+        env = H.make_env(base)
+        env.init_fast()
+        for p in [base, *base.rglob("*")]:
+            os.chown(p, 65534, 65534)
+        src = base / "shapes"
+        made = subprocess.run(
+            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c",
+             "import sys, json; sys.path[:0] = ['tests', '.']; import fs_shapes as S; from pathlib import Path; "
+             f"s = S.build(Path({str(src)!r})); print(json.dumps(sorted(s.skipped)))"],
+            cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert made.returncode == 0, made.stderr
+        assert json.loads(made.stdout) == ["capability", "chattr +i/+a", "devices", "foreign owners", "symlink xattr"]
+        env.write_config([src])
+        file_atimes = {rel: os.lstat(os.path.join(os.fsencode(src), rel)).st_atime_ns
+                       for rel in S._all(os.fsencode(src))
+                       if not stat.S_ISDIR(os.lstat(os.path.join(os.fsencode(src), rel)).st_mode)}
+        r = _as_nobody(env, "backup")
+        assert r.code == 7, r
+        assert r.json["snapshots"][0]["warnings"] == [f"{src}/special/control.sock: skipped: a socket cannot be backed up"]
+        nodes, _ = asyncio.run(_nodes(env, src))
+        assert _mismatches(nodes, S.state(src), file_atimes) == []
+        assert nodes[b"sparse/sparse.img"].holes == _expected_holes(S.SPARSE_SIZE, S.SPARSE_ISLANDS)
+        assert dict(nodes[b"acl/default-acl"].xattrs)[b"system.posix_acl_default"] == S.DEFAULT_ACL
+        assert nodes[b"files/xattrs.txt"].uid == 65534 and nodes[b"files/xattrs.txt"].user == "nobody"
+    finally:
+        shutil.rmtree(base)
