@@ -289,6 +289,10 @@ def _show_one(s: Snapshot, out: Output) -> None:
             lines.append(f"database   {md.get('dbname')} (PostgreSQL {md['database_version']}, "
                          f"{human_bytes(md.get('database_size') or 0)}), {md.get('total_tables')} tables, "
                          f"{md.get('total_records')} rows, application {md.get('application_version') or '-'}")
+        for link in md.get("root_links") or []:
+            if isinstance(link, dict):
+                lines.append(f"root link  {link.get('path')} -> {link.get('target')} "
+                             f"({'target archived' if link.get('followed') else 'only the link stored'})")
         lines.extend(f"warning    {w}" for w in s.warnings)
         return "\n".join(lines)
 

@@ -101,6 +101,8 @@ class SourceSpec:
     paths: tuple[Path, ...]
     exclude: tuple[str, ...]
     retention_days: int
+    # A configured path that is a symbolic link: archive its target (True) or the link only.
+    follow_root_symlink: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,6 +113,7 @@ class ApplicationConfig:
     log_files: tuple[Path, ...] = ()
     retention_days: int = 30
     exclude: tuple[str, ...] = ()
+    follow_root_symlink: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -121,6 +124,7 @@ class ConfigurationConfig:
     system_settings: tuple[Path, ...] = ()
     retention_days: int = 90
     exclude: tuple[str, ...] = ()
+    follow_root_symlink: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -359,6 +363,7 @@ class Config:
                             paths=paths,
                             exclude=section.exclude,
                             retention_days=section.retention_days,
+                            follow_root_symlink=section.follow_root_symlink,
                         )
                     )
         return tuple(found)
@@ -766,6 +771,7 @@ def _category(build: Callable[..., Any], names: tuple[str, ...]) -> _Section:
     fields = {name: _Field(_PATHS) for name in names}
     fields["retention_days"] = _Field(_integer(1))
     fields["exclude"] = _Field(_GLOBS)
+    fields["follow_root_symlink"] = _Field(_boolean)
     return _Section(build, fields)
 
 

@@ -147,6 +147,7 @@ async def _backup_source(repo: Repository, spec: SourceSpec, kind: str, ref: Sna
     ref_tree: Tree | None = await repo.reference_tree(bytes.fromhex(ref.tree)) if ref else None
     archiver = Archiver(
         repo, workers=workers, reread_all=(kind == "full"), exclude=spec.exclude,
+        follow_root_symlink=spec.follow_root_symlink,
         on_progress=(lambda st: on_progress(spec.name, st)) if on_progress else None,
     )
     watchdog = archiver.watch = Watchdog(stall_timeout)
@@ -171,12 +172,18 @@ async def _backup_source(repo: Repository, spec: SourceSpec, kind: str, ref: Sna
         compression_ratio=round(added / packed, 3) if packed else 1.0,
     )
     user = current_user()
+    metadata = dict(metadata or {})
+    if archiver.root_links:
+        # A source path that is a symbolic link: where it pointed, and whether the target
+        # was archived (under the configured name) or only the link.
+        metadata["root_links"] = [{"path": r.path, "target": r.target, "followed": r.followed}
+                                  for r in archiver.root_links]
     snap = Snapshot(
         time=datetime.now(timezone.utc).astimezone().isoformat(timespec="microseconds"),
         source=spec.name, paths=tuple(str(p) for p in spec.paths), tree=root.hex(), type=kind,
         parent=ref.id if ref else None, backup_set=backup_set, hostname=socket.gethostname(),
         username=user, tags=tuple(tags), warnings=tuple(st.warnings), summary=summary,
-        program_version=__version__, metadata=metadata or {},
+        program_version=__version__, metadata=metadata,
     )
     snap_id = await repo.save_snapshot(snap)
     return SourceResult(spec.name, replace(snap, id=snap_id))

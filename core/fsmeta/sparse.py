@@ -85,3 +85,6 @@ class ExtentReader:
 
     def fileno(self) -> int:
         return self._fd
+
+    def close(self) -> None:
+        """The descriptor belongs to the caller's file object, which closes it."""

@@ -4,7 +4,10 @@ Needs no passphrase: it reads the job history (what ran and how it ended) and as
 daemon's socket whether it answers. Per configured source, measured against its
 ``[objectives]`` RPO: critical when it has never been backed up or its newest successful
 backup is older than the RPO times ``critical_factor``, warning past the RPO or when a
-backup after the last success failed. A failed verification is critical (the repository has damage).
+backup after the last success failed. A later backup that could not read the source at all
+(missing, or its folder unreadable: exit 11) is critical at once: that source is no longer
+being protected, however fresh its last snapshot. A failed verification is critical (the
+repository has damage).
 A file source whose newest snapshot lost more than ``[objectives] suspicious_shrink`` of the
 previous snapshot's files is a warning (``shrink <source>``; core/health/shrink.py), until its
 next backup.
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from core.config import Config
-from core.errors import DaemonError
+from core.errors import DaemonError, SourceError
 from core.health.shrink import FileCount, counts_files, shrink_of
 from core.jobs.api import JobState
 from core.jobs.client import DaemonClient, socket_path
@@ -100,8 +103,13 @@ async def history_checks(config: Config, store: JobStore, now: datetime | None =
                               and _touches(j.params, j.result, name)), None)
         stale = level != "ok"
         if newer_failure is not None:
-            level = _worst([level, "warning"])
-            message += f"; a later backup failed (job {newer_failure.id}: {newer_failure.error})"
+            if _source_unreadable(newer_failure.result, name):
+                level = "critical"
+                message += (f"; a later backup could not read the source (job {newer_failure.id}: "
+                            f"{newer_failure.error})")
+            else:
+                level = _worst([level, "warning"])
+                message += f"; a later backup failed (job {newer_failure.id}: {newer_failure.error})"
         checks.append(Check(f"source {name}", level, message, stale))
     checks += shrink_checks(config, backups)
     if verifies and verifies[0].state == JobState.FAILED:
@@ -142,6 +150,11 @@ def _time(d: dict) -> datetime:
         return datetime.fromisoformat(str(d.get("time")))
     except ValueError:
         return datetime.min.replace(tzinfo=UTC)
+
+
+def _source_unreadable(result: dict | None, source: str) -> bool:
+    return any(f.get("source") == source and f.get("code") == SourceError.exit_code
+               for f in (result or {}).get("failed") or [])
 
 
 def _touches(params: dict, result: dict | None, source: str) -> bool:

@@ -171,9 +171,58 @@ async def _scan(sites: Sites, name: str) -> _Site:
 async def _complete_at(tree_id: bytes, sites: list[_Site], memo: dict[bytes, frozenset[str]]) -> frozenset[str]:
     """Names of the ``sites`` holding this tree and everything below it.
 
-    Always asked about every readable site, so one memo serves every snapshot."""
+    Always asked about every readable site, so one memo serves every snapshot. Iterative
+    (an explicit stack of open trees): a snapshot of a folder 3,000 levels deep must not
+    overflow Python's stack."""
     if tree_id in memo:
         return memo[tree_id]
+    stack = [await _open_tree(tree_id, sites)]
+    while stack:
+        top = stack[-1]
+        if top.names and top.subtrees:
+            sub = top.subtrees.pop()
+            if sub in memo:
+                top.names &= memo[sub]
+            else:
+                stack.append(await _open_tree(sub, sites))
+            continue
+        stack.pop()
+        memo[top.tree_id] = frozenset(top.names)
+        if stack:
+            stack[-1].names &= memo[top.tree_id]
+    return memo[tree_id]
+
+
+@dataclass(slots=True)
+class _OpenTree:
+    tree_id: bytes
+    names: set[str]  # sites holding the tree and every file blob in it, so far
+    subtrees: list[bytes]  # still to be asked about
+
+
+async def _open_tree(tree_id: bytes, sites: list[_Site]) -> _OpenTree:
+    ok = [s for s in sites if s.has(tree_id)]
+    tree = None
+    for site in ok:
+        try:
+            tree = await site.repo.load_tree(tree_id)
+            break
+        except AxisorError:
+            continue  # damaged or unreadable there: another copy may open
+    names = {s.name for s in ok} if tree is not None else set()
+    subtrees: list[bytes] = []
+    for node in tree.nodes if tree is not None else ():
+        if not names:
+            break
+        if node.type == FILE:
+            for blob_id in node.content:
+                names = {s.name for s in ok if s.name in names and s.has(blob_id)}
+                if not names:
+                    break
+        elif node.type == DIR and node.subtree is not None:
+            subtrees.append(node.subtree)
+    subtrees.reverse()  # popped from the end: asked in name order
+    return _OpenTree(tree_id, names, subtrees)
     ok = [s for s in sites if s.has(tree_id)]
     tree = None
     for site in ok:
