@@ -301,7 +301,7 @@ async def test_files_that_change_vanish_or_turn_into_folders_mid_backup(ws, monk
                 shutil.rmtree(here)
         return real_open(path, flags, *a, dir_fd=dir_fd, **k)
 
-    svc = BackupService(load_config(ws.config), lambda confirm: "pw")
+    svc = BackupService(load_config(ws.config), lambda confirm: "core test passphrase")
     try:
         await svc.init()
         monkeypatch.setattr(os, "open", racing_open)
@@ -421,7 +421,7 @@ async def test_an_attribute_that_cannot_be_read_is_a_warning_naming_the_file(ws,
             raise PermissionError(13, "Permission denied")
         return real_getxattr(target, name, *a, **k)
 
-    svc = BackupService(load_config(ws.config), lambda confirm: "pw")
+    svc = BackupService(load_config(ws.config), lambda confirm: "core test passphrase")
     try:
         await svc.init()
         monkeypatch.setattr(os, "getxattr", refusing_getxattr)
