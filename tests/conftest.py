@@ -81,3 +81,14 @@ def _old_deep_trees_removable(tmp_path_factory):
         tmp_path_factory.getbasetemp()
     finally:
         sys.setrecursionlimit(limit)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_sessionfinish(session, exitstatus):
+    """The same for the cleanup pytest runs when the session ends."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 20_000))
+    try:
+        return (yield)
+    finally:
+        sys.setrecursionlimit(limit)

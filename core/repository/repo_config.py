@@ -78,12 +78,29 @@ async def read_public(backend: Backend) -> dict:
     return d
 
 
+# Bounds on what the sealed config may ask of a backup (docs/FORMAT.md): the chunker's
+# sizes set its buffers (pyfastcdc needs min >= 64, avg >= 256, max >= 1024) and the pack
+# size sets how much a writer holds before an upload.
+MAX_CHUNK = 64 * 1024 * 1024
+MAX_PACK_SIZE = 1024 * 1024 * 1024
+
+
 def decode(public: dict, cipher: crypto.Cipher) -> RepoConfig:
+    """Open the sealed part; ValueError or KeyError for anything malformed or out of bounds."""
     sealed = base64.b64decode(public["sealed"])
     secret = json.loads(cipher.open(sealed, AD_CONFIG + public["id"].encode()))
+    if not isinstance(secret, dict) or not isinstance(secret.get("chunker"), dict):
+        raise ValueError("sealed config is not a map with a chunker map")
     ch = secret["chunker"]
+    sizes = [ch["min"], ch["avg"], ch["max"], ch["seed"], secret["pack_size"]]
+    if not all(type(v) is int for v in sizes):
+        raise ValueError("chunker sizes, seed or pack size are not integers")
+    lo, avg, hi, seed, pack_size = sizes
+    if not (64 <= lo <= avg <= hi <= MAX_CHUNK and avg >= 256 and hi >= 1024 and 0 <= seed < 2**64
+            and 0 < pack_size <= MAX_PACK_SIZE):
+        raise ValueError(f"chunker sizes {lo}/{avg}/{hi} or pack size {pack_size} out of bounds")
     return RepoConfig(
         version=public["version"], id=public["id"], created=public["created"],
-        chunker=ChunkerParams(min_size=ch["min"], avg_size=ch["avg"], max_size=ch["max"], seed=ch["seed"]),
-        pack_size=secret["pack_size"],
+        chunker=ChunkerParams(min_size=lo, avg_size=avg, max_size=hi, seed=seed),
+        pack_size=pack_size,
     )

@@ -56,9 +56,14 @@ class Snapshot:
     @classmethod
     def decode(cls, raw: bytes, snapshot_id: str) -> Snapshot:
         d = json.loads(raw)
+        if not isinstance(d, dict):
+            raise ValueError("snapshot manifest is not a JSON object")
         if d.pop("v", None) != 1:
             raise ValueError("snapshot manifest is not version 1")
-        summary = Summary(**d.pop("summary", {}))
+        summary = d.pop("summary", {})
+        if not isinstance(summary, dict):
+            raise ValueError("summary is not a map")
+        summary = Summary(**summary)
         for key in ("paths", "tags", "warnings"):
             d[key] = tuple(d.get(key, ()))
         if not isinstance(d.setdefault("metadata", {}), dict):
