@@ -647,3 +647,21 @@ def test_interactive_prompt_and_confirm(monkeypatch):
         resolve_passphrase(storage(), env={}, interactive=True, confirm=True)
     assert "do not match" in str(info.value)
     assert "one-secret" not in str(info.value) and "two-secret" not in str(info.value)
+
+
+def test_unencrypted_endpoints_are_refused_unless_allowed(tmp_path: Path) -> None:
+    remotes = [
+        {"provider": "aws-s3", "name": "s3", "bucket_name": "b", "endpoint": "http://minio.lan:9000"},
+        {"provider": "ftp", "name": "old", "endpoint": "ftp://ftp.example"},
+        {"provider": "ftp", "name": "bare", "endpoint": "ftp.example"},
+    ]
+    found = problems_of(minimal(storage={"local_path": "/r", "remote_storage": remotes}), tmp_path)
+    for i in range(3):
+        assert "is not encrypted" in found[f"storage.remote_storage[{i}].endpoint"]
+        assert "allow_insecure = true" in found[f"storage.remote_storage[{i}].endpoint"]
+    allowed = [dict(r, allow_insecure=True) for r in remotes] + [
+        {"provider": "aws-s3", "name": "tls", "bucket_name": "b", "endpoint": "https://s3.lan"},
+        {"provider": "ftp", "name": "ftps", "endpoint": "ftps://ftp.example"},
+    ]
+    config = parse_config(minimal(storage={"local_path": "/r", "remote_storage": allowed}), base_dir=tmp_path)
+    assert [r.allow_insecure for r in config.storage.remote_storage] == [True, True, True, False, False]
