@@ -159,7 +159,8 @@ def test_location_loss_reads_only_the_secondary(platform, moto_s3) -> None:  # n
     # The secondary is an S3 bucket on a server speaking the real protocol.
     extra = ('[[storage.remote_storage]]\nprovider = "aws-s3"\nname = "offsite"\n'
              f'bucket_name = "axisor-drill-{uuid.uuid4().hex[:10]}"\nendpoint = "{moto_s3.endpoint}"\n'
-             f'region = "us-east-1"\npath_prefix = "repo"\ncredentials_file = "{moto_s3.credentials_file}"\n')
+             f'region = "us-east-1"\npath_prefix = "repo"\ncredentials_file = "{moto_s3.credentials_file}"\n'
+             'allow_insecure = true\n')  # the test server speaks http://
     platform.config(CHECKS, extra=extra)
     r = platform.ws.cli("copy", "--to", "offsite", timeout=300)
     assert r.code == 0, r.out + r.err

@@ -211,7 +211,7 @@ def test_lost_host(tmp_path, shop) -> None:
                       "config.toml": str(safe / "config.toml"), "passphrase": str(safe / "passphrase")})
     (block,) = blocks("Lost host")
     out = new.run_block(block)
-    assert "ok (2 sources" in out[3].stdout
+    assert "ok (3 sources" in out[3].stdout  # the database counts as a source
     locations = out[4].stdout
     assert "offsite" in locations and "empty" in locations
     assert {p.relative_to(app): p.read_bytes() for p in app.rglob("*") if p.is_file()} == app_sums
