@@ -4,12 +4,21 @@ tests/format_corpus/<version>/<name>/ holds a repository written by an older (or
 with tests/format_corpus/make_corpus.py, its passphrase, and manifest.json: what each snapshot
 must restore to. For each such folder, on a copy of the repository, the real CLI must list the
 snapshots, verify everything (``verify --full``) and restore every snapshot exactly: type,
-permission bits, mtime, size, SHA-256, symlink target and hard links of every path. New
-format versions only add folders; this file does not change.
+permission bits, mtime, size, SHA-256, symlink target and hard links of every path, and
+where the manifest has them (v1/attributes and later) extended attributes, inode flags,
+holes and device numbers. The versions of the trees a corpus holds must be the manifest's
+``tree_versions`` (version 1 only when absent). New format versions only add folders.
+
+Restores run with ``--file-flags``, and as root with ``--preserve-privileges``. As another
+user what only root can restore (devices, chattr +i/+a, security.capability and trusted.*
+attributes, setuid/setgid bits) may be missing and the restore may warn about it (exit 7);
+everything else must still be exact.
 """
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import hashlib
 import json
 import os
@@ -19,13 +28,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgpack
 import pytest
+
+import fs_shapes
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "tests" / "format_corpus"
 FOLDERS = sorted(p.parent for p in CORPUS.glob("v*/*/manifest.json"))
 # What `init` creates (docs/FORMAT.md, "Layout of a location"); git keeps no empty folder.
 LAYOUT = ["data", "index", "snapshots", "keys", "locks"] + [f"data/{i:02x}" for i in range(256)]
+IS_ROOT = os.geteuid() == 0
+# Attributes compared where the manifest lists xattrs (others, e.g. security.selinux, are the
+# host's business), and those only root can restore.
+XATTR_PREFIXES = ("user.", "trusted.", "system.posix_acl_", "security.capability")
+ROOT_ONLY_XATTRS = ("trusted.", "security.capability")
+ROOT_ONLY_NOTE = ("(not root: devices, chattr flags, security.capability/trusted.* attributes and "
+                  "setuid/setgid bits were allowed to be missing; nothing else was)")
 
 
 def test_there_is_a_corpus_for_every_format_version_up_to_this_one():
@@ -104,16 +123,77 @@ def test_verify_full_finds_no_damage(world: World):
 
 def test_every_snapshot_restores_exactly(world: World):
     problems: list[str] = []
-    for n, want in enumerate(world.manifest["snapshots"]):
-        target = world.tmp / f"restore-{n}"
-        # The corpus keeps a setuid file: restores strip such bits unless root asks to keep
-        # them, and this test compares every mode bit the format stored.
-        keep = ["--preserve-privileges"] if os.geteuid() == 0 else []
-        world.must("restore", want["id"], "--target", str(target), *keep)
-        root = target / want["restore_root"] if want["restore_root"] else target
-        label = f"snapshot {want['id'][:8]} ({want['source']})"
-        problems += [f"{label} {p}" for p in compare(root, want["entries"], skip_root=not want["restore_root"])]
-    assert not problems, f"corpus {world.name}: restored trees differ from manifest.json:\n" + "\n".join(problems)
+    targets = []
+    try:
+        for n, want in enumerate(world.manifest["snapshots"]):
+            target = world.tmp / f"restore-{n}"
+            targets.append(target)
+            # The corpus keeps a setuid file: restores strip such bits unless root asks to keep
+            # them, and this test compares every mode bit the format stored.
+            keep = ["--preserve-privileges"] if IS_ROOT else []
+            args = ("restore", want["id"], "--target", str(target), "--file-flags", *keep)
+            label = f"snapshot {want['id'][:8]} ({want['source']})"
+            if IS_ROOT:
+                world.must(*args)
+            else:
+                problems += [f"{label} {p}" for p in restore_as_user(world, args, want)]
+            root = target / want["restore_root"] if want["restore_root"] else target
+            problems += [f"{label} {p}" for p in compare(root, want["entries"], skip_root=not want["restore_root"])]
+    finally:
+        for target in targets:
+            fs_shapes.unfreeze(target)  # a restored chattr +a file cannot be removed otherwise
+    assert not problems, (f"corpus {world.name}: restored trees differ from manifest.json:\n" + "\n".join(problems)
+                          + ("" if IS_ROOT else "\n" + ROOT_ONLY_NOTE))
+
+
+def restore_as_user(world: World, args: tuple[str, ...], want: dict) -> list[str]:
+    """Run a restore as a user other than root: exit 0, or 7 with warnings that only name
+    paths holding what needs root."""
+    code, out, err = world.cli(*args)
+    if code not in (0, 7):
+        return [f"`axisor-backup {' '.join(args)}` exited {code}\n{out}\n{err}"]
+    if code == 0:
+        return []
+    root_only = [rel for rel, e in want["entries"].items() if needs_root(e)]
+    return [f"warning about a path that needs no root: {w}" for w in json.loads(out).get("warnings", [])
+            if not any(rel in w for rel in root_only)]
+
+
+def needs_root(e: dict) -> bool:
+    return (e["type"] in ("chardev", "blockdev") or bool(e.get("flags")) or bool(e.get("mode", 0) & 0o6000)
+            or any(n.startswith(ROOT_ONLY_XATTRS) for n in e.get("xattrs", {})))
+
+
+def test_tree_versions_are_the_manifests(world: World):
+    """v1/attributes holds version-2 trees (FIFO, devices, holes) and version-1 trees that
+    carry only optional keys (x): a writer uses the lowest version that can represent a tree."""
+    want = world.manifest.get("tree_versions", [1])
+    got = asyncio.run(tree_versions(world.repo, world.passphrase))
+    assert sorted(got) == sorted(want), (f"corpus {world.name}: trees of versions {dict(sorted(got.items()))} "
+                                         f"(version: count), manifest says {want}")
+
+
+async def tree_versions(repo_path: Path, passphrase: str) -> dict[int, int]:
+    from core.repository.format import BlobType
+    from core.repository.repository import Repository
+    from core.storage.local import LocalBackend
+
+    repo = await Repository.open(LocalBackend(repo_path), passphrase)
+    await repo.load_index()
+    snaps, damaged = await repo.list_snapshots()
+    assert not damaged, damaged
+    seen: set[bytes] = set()
+    todo = [bytes.fromhex(s.tree) for s in snaps]
+    counts: dict[int, int] = {}
+    while todo:
+        tid = todo.pop()
+        if tid in seen:
+            continue
+        seen.add(tid)
+        raw = msgpack.unpackb(await repo.load_blob(BlobType.TREE, tid), raw=False)
+        counts[raw["v"]] = counts.get(raw["v"], 0) + 1
+        todo += [n["st"] for n in raw["nodes"] if n.get("st")]
+    return counts
 
 
 def compare(root: Path, expected: dict[str, dict], *, skip_root: bool = False) -> list[str]:
@@ -134,7 +214,9 @@ def compare(root: Path, expected: dict[str, dict], *, skip_root: bool = False) -
             continue
         st = os.lstat(p)
         kind = ("symlink" if stat.S_ISLNK(st.st_mode) else "dir" if stat.S_ISDIR(st.st_mode)
-                else "file" if stat.S_ISREG(st.st_mode) else oct(stat.S_IFMT(st.st_mode)))
+                else "file" if stat.S_ISREG(st.st_mode) else "chardev" if stat.S_ISCHR(st.st_mode)
+                else "blockdev" if stat.S_ISBLK(st.st_mode) else "fifo" if stat.S_ISFIFO(st.st_mode)
+                else oct(stat.S_IFMT(st.st_mode)))
         got: dict = {"type": kind, "mtime_ns": st.st_mtime_ns}
         if kind != "symlink":  # a symlink's own mode is 0777 on Linux, whatever was stored
             got["mode"] = stat.S_IMODE(st.st_mode)
@@ -151,6 +233,11 @@ def compare(root: Path, expected: dict[str, dict], *, skip_root: bool = False) -
                 got["hardlink"] = want["hardlink"] if same else "(not linked)"
             elif st.st_nlink > 1:
                 got["hardlink"] = f"(linked, {st.st_nlink} names)"
+        if kind in ("chardev", "blockdev"):
+            got["rdev"] = st.st_rdev
+        got.update(extended(p, st, want, probe_in=os.path.dirname(broot)))
+        if not IS_ROOT:
+            lenient(want, got)
         for field in sorted(set(want) | set(got)):
             if field == "mode" and kind == "symlink":
                 continue
@@ -159,4 +246,76 @@ def compare(root: Path, expected: dict[str, dict], *, skip_root: bool = False) -
                 if field == "mode":
                     g, w = (oct(g) if g is not None else g), (oct(w) if w is not None else w)
                 problems.append(f"{rel}: {field} {g!r}, expected {w!r}")
+    if not IS_ROOT:
+        problems = [p for p in problems if not any(p == f"{rel}: missing" and needs_root(expected[rel])
+                                                   for rel in expected)]
     return problems
+
+
+def extended(p: bytes, st: os.stat_result, want: dict, *, probe_in: bytes) -> dict:
+    """The fields only newer manifests have, read only when ``want`` has them. Whether the
+    filesystem keeps holes is probed in ``probe_in`` (outside the compared tree: a probe file
+    would change a compared folder's mtime)."""
+    from core.fsmeta import flags as fsflags
+
+    got: dict = {}
+    if "xattrs" in want:
+        got["xattrs"] = {n: os.getxattr(p, n, follow_symlinks=False).hex()
+                         for n in sorted(os.listxattr(p, follow_symlinks=False)) if n.startswith(XATTR_PREFIXES)}
+    if "flags" in want and (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            got["flags"] = fsflags.get_flags(fd)
+        finally:
+            os.close(fd)
+    if "holes" in want and stat.S_ISREG(st.st_mode):
+        got["holes"] = want["holes"] if keeps_holes(probe_in) else "(not checked: no holes here)"
+        fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            for off, length in want["holes"]:
+                try:
+                    data = os.lseek(fd, off, os.SEEK_DATA)
+                except OSError as exc:
+                    if exc.errno != errno.ENXIO:
+                        raise
+                    continue  # nothing but hole from off to the end
+                if data < off + length:
+                    got["holes"] = f"data at {data}, inside the stored hole [{off}, {length}]"
+                    break
+        finally:
+            os.close(fd)
+    return got
+
+
+_KEEPS_HOLES: dict[bytes, bool] = {}
+
+
+def keeps_holes(folder: bytes) -> bool:
+    """Whether the filesystem of ``folder`` keeps a 1 MiB hole as a hole (tmpfs, ext4, xfs,
+    btrfs do; some network filesystems do not): probed once with a file of its own."""
+    if folder not in _KEEPS_HOLES:
+        probe = os.path.join(folder, b".hole-probe")
+        fd = os.open(probe, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.ftruncate(fd, 1 << 20)
+            os.pwrite(fd, b"x", (1 << 20) - 1)
+            try:
+                _KEEPS_HOLES[folder] = os.lseek(fd, 0, os.SEEK_DATA) > 0
+            except OSError:
+                _KEEPS_HOLES[folder] = False
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    return _KEEPS_HOLES[folder]
+
+
+def lenient(want: dict, got: dict) -> None:
+    """As a user other than root, let ``got`` lack what only root can restore (in place)."""
+    if "flags" in got and got["flags"] == 0:
+        got["flags"] = want.get("flags", 0)
+    if "xattrs" in got:
+        for name, value in want.get("xattrs", {}).items():
+            if name.startswith(ROOT_ONLY_XATTRS) and name not in got["xattrs"]:
+                got["xattrs"][name] = value
+    if "mode" in got and "mode" in want and got["mode"] == want["mode"] & ~0o6000:
+        got["mode"] = want["mode"]

@@ -3,7 +3,7 @@
 Run by hand, from the repository root, when a format version is introduced (see
 docs/FORMAT.md, "Versioning policy"):
 
-    .venv/bin/python tests/format_corpus/make_corpus.py v1/basic
+    .venv/bin/python tests/format_corpus/make_corpus.py v1/basic        (or v1/attributes)
 
 It creates ``tests/format_corpus/<version>/<name>/`` (refusing to overwrite one that exists:
 a corpus folder is never regenerated, it is what an old writer wrote) holding
@@ -24,6 +24,19 @@ dump is) made in-process without PostgreSQL. The backups of the file source run 
 real CLI (``backup --json``); the repository is created in-process with scrypt N = 2^10 (the
 cost is stored in the key file, so every reader pays little) and a 4 MiB pack size.
 
+Scene ``attributes`` (v1/attributes, written as root by the build that added tree version 2
+and the node keys ``rd``, ``x``, ``fl``, ``hz``): user.* xattrs (short text, binary, empty)
+on a file and on a folder, an access ACL on a file, a default ACL on a folder and a file
+that inherited it (system.posix_acl_*, built with core/fsmeta/acl.build), a sparse file
+(8 MiB, two small data islands, ending in a hole), a FIFO, nanosecond mtimes, and as root a
+character device (1:3), a block device (7:200), a file capability (security.capability)
+and a file with chattr +a (set after the times, cleared before the folder is removed).
+Snapshot 1: full; snapshot 2: incremental after one file of the plain sub-folder changed
+(the sparse file, the FIFO and the rest carried over). The root folder's tree is version 2
+(FIFO, device, holes); ``text/`` and ``shared/`` hold no new type and no holes, so their
+trees are version 1 even though they carry ``x`` keys: ``tree_versions`` in the manifest
+says which versions the trees use, and the test checks it.
+
 ``manifest.json``::
 
     {"format_version": 1, "program_version": "0.1.0", "created_by": "tests/format_corpus/make_corpus.py",
@@ -33,7 +46,14 @@ cost is stored in the key file, so every reader pays little) and a 4 MiB pack si
                         "type": "file" | "dir" | "symlink", "mode": <permission bits incl. setuid>,
                         "mtime_ns": int, "size": int, "sha256": "hex"            (files),
                         "target": "..."                                         (symlinks),
-                        "hardlink": "<first path of its hard-link group>"        (files linked > 1)}}}]}
+                        "hardlink": "<first path of its hard-link group>"        (files linked > 1)
+                        -- scene attributes only (absent from v1/basic) --
+                        "type": ... | "chardev" | "blockdev" | "fifo",
+                        "xattrs": {"<name>": "<hex value>"}     (every non-symlink; {} when none),
+                        "flags": int                            (files, folders: the kept chattr flags),
+                        "holes": [[offset, length], ...]        (sparse files),
+                        "rdev": int                             (devices)}}}],
+     "tree_versions": [1, 2]                                    (scene attributes: versions of its trees)}
 
 Paths are ``os.fsdecode`` strings (a non-UTF-8 byte is a lone surrogate, which JSON keeps as
 ``\\udcXX``); ``os.fsencode`` gives the bytes back. ``"."`` is the source folder itself.
@@ -42,6 +62,7 @@ Paths are ``os.fsdecode`` strings (a non-UTF-8 byte is a lone surrogate, which J
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import io
 import json
@@ -49,6 +70,7 @@ import os
 import random
 import shutil
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -119,8 +141,9 @@ def stamp(src: Path, base: int) -> None:
     os.utime(broot, ns=(base, base))
 
 
-def entries(src: Path) -> dict[str, dict]:
-    """What a restore of ``src`` must give back, path by path."""
+def entries(src: Path, *, attributes: bool = False) -> dict[str, dict]:
+    """What a restore of ``src`` must give back, path by path (with ``attributes``: xattrs,
+    flags, holes, device numbers and the special types too; v1/basic was written without)."""
     broot = os.fsencode(str(src))
     out: dict[str, dict] = {}
     groups: dict[tuple[int, int], str] = {}
@@ -135,14 +158,195 @@ def entries(src: Path) -> dict[str, dict]:
             e = {"type": "symlink", **e, "target": os.fsdecode(os.readlink(p))}
         elif stat.S_ISDIR(st.st_mode):
             e = {"type": "dir", **e}
+        elif attributes and (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+            e = {"type": "chardev" if stat.S_ISCHR(st.st_mode) else "blockdev", **e, "rdev": st.st_rdev}
+        elif attributes and stat.S_ISFIFO(st.st_mode):
+            e = {"type": "fifo", **e}
         else:
             with open(p, "rb") as f:
                 data = f.read()
             e = {"type": "file", **e, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
             if st.st_nlink > 1:
                 e["hardlink"] = groups.setdefault((st.st_dev, st.st_ino), rel)
+        if attributes:
+            e.update(extended(p, st))
         out[rel] = e
     return out
+
+
+def extended(p: bytes, st: os.stat_result) -> dict:
+    """xattrs (every non-symlink), kept inode flags (files, folders), holes (sparse files)."""
+    from core.fsmeta import flags as fsflags
+
+    out: dict = {}
+    if stat.S_ISLNK(st.st_mode):
+        return out
+    out["xattrs"] = {n: os.getxattr(p, n, follow_symlinks=False).hex()
+                     for n in sorted(os.listxattr(p, follow_symlinks=False))}
+    if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
+        fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            out["flags"] = fsflags.get_flags(fd)
+            if stat.S_ISREG(st.st_mode) and st.st_blocks * 512 < st.st_size:
+                out["holes"] = [list(h) for h in file_holes(fd, st.st_size)]
+        finally:
+            os.close(fd)
+    return out
+
+
+def file_holes(fd: int, size: int) -> list[tuple[int, int]]:
+    """(offset, length) of each hole, by SEEK_DATA/SEEK_HOLE (independent of core/fsmeta)."""
+    out, pos = [], 0
+    while pos < size:
+        try:
+            data = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError:  # ENXIO: only a hole after pos
+            data = size
+        if data > pos:
+            out.append((pos, data - pos))
+        if data >= size:
+            break
+        pos = os.lseek(fd, data, os.SEEK_HOLE)
+    return out
+
+
+# -- scene "attributes" -------------------------------------------------------------------
+
+T1 = 1_600_000_000_123_456_789  # nanosecond parts that are not round
+USER_XATTRS = {b"user.comment": b"short text", b"user.binary": b"\x00\xff\x01 binary \x80\x7f", b"user.empty": b""}
+SPARSE_SIZE = 8 * 1024 * 1024
+SPARSE_ISLANDS = ((1024 * 1024, 64 * 1024), (5 * 1024 * 1024, 16 * 1024))  # the rest is holes
+APPEND_ONLY = "append-only.log"
+
+
+def acls() -> tuple[bytes, bytes]:
+    from core.fsmeta import acl
+
+    me = 0xFFFFFFFF  # the id field of the owner/group/mask/other entries
+    # user::rw-, user:65534:r--, group::r--, mask::r--, other::---
+    access = acl.build([(0x01, 6, me), (0x02, 4, 65534), (0x04, 4, me), (0x10, 4, me), (0x20, 0, me)])
+    # default: user::rwx, group::r-x, group:65534:r-x, mask::r-x, other::---
+    default = acl.build([(0x01, 7, me), (0x04, 5, me), (0x08, 5, 65534), (0x10, 5, me), (0x20, 0, me)])
+    return access, default
+
+
+def make_attribute_tree(src: Path) -> None:
+    """The scene of v1/attributes (see the header). Flags come last: see set_append_only."""
+    os.umask(0o022)
+    r = random.Random(11)
+    access, default = acls()
+    is_root = os.geteuid() == 0
+    (src / "text").mkdir()
+    (src / "shared").mkdir()
+    (src / "special").mkdir()
+    (src / "text" / "notes.txt").write_bytes(b"a file with user.* attributes\n")
+    (src / "text" / "changed.txt").write_bytes(b"first version\n")
+    (src / "text" / "acl.txt").write_bytes(b"a file with an access ACL\n")
+    (src / APPEND_ONLY).write_bytes(b"line 1\nline 2\n")
+    for path, mode in [("text", 0o755), ("shared", 0o750), ("special", 0o755), (".", 0o755),
+                       ("text/notes.txt", 0o644), ("text/changed.txt", 0o644), ("text/acl.txt", 0o640),
+                       (APPEND_ONLY, 0o644)]:
+        os.chmod(src / path, mode)  # before the ACLs: a chmod rewrites an ACL's mask
+    for name, value in USER_XATTRS.items():
+        os.setxattr(src / "text" / "notes.txt", name, value)
+    os.setxattr(src / "text", b"user.folder", b"on a folder")
+    os.setxattr(src / "text" / "acl.txt", b"system.posix_acl_access", access)
+    os.setxattr(src / "shared", b"system.posix_acl_default", default)
+    (src / "shared" / "inherited.txt").write_bytes(b"inherits the folder's default ACL\n")  # 0640 + ACL
+    fd = os.open(src / "sparse.img", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        for off, length in SPARSE_ISLANDS:
+            block = r.randbytes(512)
+            os.pwrite(fd, (block * (length // 512))[:length], off)
+        os.ftruncate(fd, SPARSE_SIZE)
+    finally:
+        os.close(fd)
+    os.mkfifo(src / "special" / "fifo", 0o640)
+    os.chmod(src / "special" / "fifo", 0o640)
+    if is_root:
+        os.mknod(src / "special" / "null-dev", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+        os.mknod(src / "special" / "loop-dev", 0o600 | stat.S_IFBLK, os.makedev(7, 200))
+        for dev in ("null-dev", "loop-dev"):
+            os.chmod(src / "special" / dev, 0o600)
+        (src / "cap-bin").write_bytes(b"\x7fELF not really\n")
+        os.chmod(src / "cap-bin", 0o755)
+        # VFS_CAP_REVISION_2, effective, cap_net_bind_service permitted (as setcap writes it)
+        os.setxattr(src / "cap-bin", b"security.capability", struct.pack("<IIIII", 0x02000001, 1 << 10, 0, 0, 0))
+    stamp(src, T1)
+
+
+def set_append_only(src: Path, on: bool) -> None:
+    """chattr +a (after the times: an append-only file refuses utime) or -a (before removal)."""
+    from core.fsmeta import flags as fsflags
+
+    fd = os.open(src / APPEND_ONLY, os.O_RDONLY)
+    try:
+        if on:
+            if why := fsflags.set_flags(fd, fsflags.APPEND):
+                raise SystemExit(f"chattr +a {APPEND_ONLY}: {why} (run as root on ext4/xfs/btrfs)")
+        else:
+            buf = bytearray(8)
+            fcntl.ioctl(fd, fsflags.FS_IOC_GETFLAGS, buf, True)
+            struct.pack_into("=i", buf, 0, struct.unpack_from("=i", buf)[0] & ~fsflags.APPEND)
+            fcntl.ioctl(fd, fsflags.FS_IOC_SETFLAGS, buf)
+    finally:
+        os.close(fd)
+
+
+def tree_versions(repo_path: Path) -> list[int]:
+    """The versions (msgpack ``v``) of every tree every snapshot reaches."""
+    import msgpack
+
+    async def go() -> list[int]:
+        from core.repository.format import BlobType
+        from core.repository.repository import Repository
+        from core.storage.local import LocalBackend
+
+        repo = await Repository.open(LocalBackend(repo_path), PASSPHRASE)
+        await repo.load_index()
+        snaps, _ = await repo.list_snapshots()
+        seen: set[bytes] = set()
+        todo = [bytes.fromhex(s.tree) for s in snaps]
+        versions: set[int] = set()
+        while todo:
+            tid = todo.pop()
+            if tid in seen:
+                continue
+            seen.add(tid)
+            raw = msgpack.unpackb(await repo.load_blob(BlobType.TREE, tid), raw=False)
+            versions.add(raw["v"])
+            todo += [n["st"] for n in raw["nodes"] if n.get("st")]
+        return sorted(versions)
+
+    return asyncio.run(go())
+
+
+def snapshot_record(result: dict, src: Path, *, attributes: bool = False) -> dict:
+    return {"id": result["id"], "source": result["source"], "type": result["type"],
+            "total_files": result["summary"]["total_files"],
+            "restore_root": result["paths"][0].lstrip("/"), "entries": entries(src, attributes=attributes)}
+
+
+def scene_attributes(work: Path, src: Path) -> tuple[list[dict], dict]:
+    make_attribute_tree(src)
+    set_append_only(src, True)
+    try:
+        snapshots = []
+        first = cli(work, "backup")["snapshots"][0]
+        snapshots.append(snapshot_record(first, src, attributes=True))
+        (src / "text" / "changed.txt").write_bytes(b"second version, longer than the first\n")
+        t = T1 + 86_400 * 10**9 + 1
+        os.utime(src / "text" / "changed.txt", ns=(t, t))
+        os.utime(src / "text", ns=(t + 7, t + 7))
+        second = cli(work, "backup")["snapshots"][0]
+        assert second["type"] == "incremental" and second["summary"]["files_changed"] >= 1, second
+        snapshots.append(snapshot_record(second, src, attributes=True))
+    finally:
+        set_append_only(src, False)
+    versions = tree_versions(work / "repo")
+    if versions != [1, 2]:
+        raise SystemExit(f"trees of versions {versions}: the scene must hold both 1 and 2")
+    return snapshots, {"tree_versions": versions}
 
 
 def cli(work: Path, *args: str) -> dict:
@@ -224,6 +428,34 @@ def chunks_of(work: Path, snap_id: str, path: str) -> int:
     return asyncio.run(go())
 
 
+def scene_basic(work: Path, src: Path) -> tuple[list[dict], dict]:
+    make_tree(src)
+    snapshots = []
+    first = cli(work, "backup")["snapshots"][0]
+    snapshots.append({"id": first["id"], "source": first["source"], "type": first["type"],
+                      "total_files": first["summary"]["total_files"],
+                      "restore_root": first["paths"][0].lstrip("/"), "entries": entries(src)})
+    if (n := chunks_of(work, first["id"], "big.bin")) < 2:
+        raise SystemExit(f"big.bin is {n} chunk(s) with this repository's gear seed: run again")
+
+    (src / "docs" / "to-change.txt").write_bytes(b"second version, longer than the first\n")
+    os.unlink(src / "docs" / "to-remove.txt")
+    stamp(src, T0 + 86_400 * 10**9)
+    second = cli(work, "backup")["snapshots"][0]
+    assert second["type"] == "incremental" and second["summary"]["files_changed"] >= 1, second
+    assert second["summary"]["files_removed"] == 1, second
+    snapshots.append({"id": second["id"], "source": second["source"], "type": second["type"],
+                      "total_files": second["summary"]["total_files"],
+                      "restore_root": second["paths"][0].lstrip("/"), "entries": entries(src)})
+
+    db, _ = asyncio.run(database_like_snapshot(work / "repo"))
+    snapshots.append(db)
+    return snapshots, {}
+
+
+SCENES = {"basic": scene_basic, "attributes": scene_attributes}
+
+
 def main() -> None:
     if len(sys.argv) != 2 or sys.argv[1].count("/") != 1:
         raise SystemExit(__doc__.split("\n\n")[1])
@@ -231,6 +463,8 @@ def main() -> None:
     from core.repository.format import REPO_VERSION
 
     version, name = sys.argv[1].split("/")
+    if name not in SCENES:
+        raise SystemExit(f"no scene {name!r}: one of {', '.join(SCENES)}")
     if version != f"v{REPO_VERSION}":
         raise SystemExit(f"this checkout writes format version {REPO_VERSION}, not {version}")
     dest = HERE / version / name
@@ -241,32 +475,11 @@ def main() -> None:
         src = work / "src"
         src.mkdir()
         (work / "state").mkdir()
-        make_tree(src)
         (work / "config.toml").write_text(
             f"[application]\nuser_data = [{json.dumps(str(src))}]\n"
             f"[storage]\nlocal_path = {json.dumps(str(work / 'repo'))}\npack_size_mib = 4\n")
         asyncio.run(create_repo(work / "repo"))
-
-        snapshots = []
-        first = cli(work, "backup")["snapshots"][0]
-        snapshots.append({"id": first["id"], "source": first["source"], "type": first["type"],
-                          "total_files": first["summary"]["total_files"],
-                          "restore_root": first["paths"][0].lstrip("/"), "entries": entries(src)})
-        if (n := chunks_of(work, first["id"], "big.bin")) < 2:
-            raise SystemExit(f"big.bin is {n} chunk(s) with this repository's gear seed: run again")
-
-        (src / "docs" / "to-change.txt").write_bytes(b"second version, longer than the first\n")
-        os.unlink(src / "docs" / "to-remove.txt")
-        stamp(src, T0 + 86_400 * 10**9)
-        second = cli(work, "backup")["snapshots"][0]
-        assert second["type"] == "incremental" and second["summary"]["files_changed"] >= 1, second
-        assert second["summary"]["files_removed"] == 1, second
-        snapshots.append({"id": second["id"], "source": second["source"], "type": second["type"],
-                          "total_files": second["summary"]["total_files"],
-                          "restore_root": second["paths"][0].lstrip("/"), "entries": entries(src)})
-
-        db, _ = asyncio.run(database_like_snapshot(work / "repo"))
-        snapshots.append(db)
+        snapshots, extra = SCENES[name](work, src)
 
         for lock in (work / "repo" / "locks").iterdir():
             lock.unlink()
@@ -276,7 +489,7 @@ def main() -> None:
         (dest / "passphrase").write_text(PASSPHRASE + "\n")
         (dest / "manifest.json").write_text(json.dumps(
             {"format_version": REPO_VERSION, "program_version": __version__,
-             "created_by": "tests/format_corpus/make_corpus.py", "snapshots": snapshots},
+             "created_by": "tests/format_corpus/make_corpus.py", "snapshots": snapshots, **extra},
             indent=1, sort_keys=True) + "\n")
     size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
     print(f"wrote {dest} ({size} bytes, {len(snapshots)} snapshots)")
