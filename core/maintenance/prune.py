@@ -25,23 +25,22 @@ a writer that got in regardless (a lock race, a clock gone wrong) loses nothing.
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone, tzinfo
 
 from core import crypto
-from core.errors import AxisorError, DamagedObject, LockHeld
+from core.errors import AxisorError, DamagedObject
 from core.maintenance.repack import repack
 from core.maintenance.retention import Decision, Policy, apply, is_base_backup
-from core.repository.format import AD_INDEX, DATA, INDEX, SNAPSHOTS, pack_id_from_key, pack_key
-from core.repository.index import Index, IndexedPack, PackEntry, encode_index
-from core.repository.lock import Lock, list_locks
+from core.maintenance.shared import ensure_sole_holder, store_index
+from core.repository.format import DATA, INDEX, SNAPSHOTS, pack_id_from_key, pack_key
+from core.repository.index import Index, IndexedPack, PackEntry
+from core.repository.lock import Lock
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
 from core.repository.tree import DIR, FILE
-from core.storage.backend import ObjectExists, ObjectNotFound, StorageError
+from core.storage.backend import ObjectNotFound, StorageError
 
 # A pack whose unused bytes exceed this share is rewritten with only its used blobs.
 REPACK_UNUSED_FRACTION = 0.5
@@ -171,24 +170,7 @@ def plan_wal(names: list[str], kept: list[Snapshot]) -> WalPlan:
 
 
 async def _check_lock(lock: Lock, step: str) -> None:
-    """Stop before a destructive step when anyone else holds a live lock."""
-    me = (socket.gethostname(), os.getpid())
-    for other in await list_locks(lock.backend):
-        if other.key == lock.key or (other.host, other.pid) == me or other.is_stale():
-            continue
-        raise LockHeld(f"prune stopped before {step}: {lock.backend.location} is also locked by "
-                       f"{other.describe()}; nothing it relies on was deleted. Run prune again later.")
-
-
-async def _store_index(repo: Repository, packs: list[IndexedPack]) -> str:
-    plain = encode_index(packs)
-    index_id = repo.cipher.blob_id(plain)
-    key = f"{INDEX}/{index_id.hex()}"
-    try:
-        await repo.backend.put(key, repo.cipher.seal(plain, AD_INDEX + index_id))
-    except ObjectExists:
-        pass  # content-named: an identical index file is already durable
-    return key
+    await ensure_sole_holder(lock, "prune", step, "nothing it relies on was deleted")
 
 
 async def _load_packs(repo: Repository, packs: dict[bytes, _PackInfo], files: set[str]) -> None:
@@ -224,7 +206,7 @@ async def _adopt(repo: Repository, unindexed: list[bytes], on_storage: dict[byte
             continue
         found.append((pid, on_storage[pid], entries))
     if found:
-        index_files.add(await _store_index(repo, found))
+        index_files.add(await store_index(repo, found))
         for pid, size, entries in found:
             packs[pid] = _PackInfo(size, list(entries))
             repo.index.add_pack(pid, size, entries)
@@ -451,10 +433,10 @@ async def _prune(repo: Repository, lock: Lock, policy_for: Callable[[str], Polic
         new_index.add_pack(*pack)
         count += len(pack[2])
         if count >= INDEX_ENTRIES_PER_FILE:
-            new_files.add(await _store_index(repo, batch))
+            new_files.add(await store_index(repo, batch))
             batch, count = [], 0
     if batch:
-        new_files.add(await _store_index(repo, batch))
+        new_files.add(await store_index(repo, batch))
     old_files = sorted(k for k in index_files if k not in new_files)
     await _check_lock(lock, "deleting index files")
     for i, key in enumerate(old_files):

@@ -22,18 +22,17 @@ index files side by side); a second run finishes. ``dry_run`` stops before step 
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from core import crypto
-from core.errors import DamagedObject, LockHeld, UsageError
+from core.errors import DamagedObject, UsageError
+from core.maintenance.shared import ensure_sole_holder, store_index
 from core.repair.temporary import TEMP_SAFE_AGE, TempCleanup, clean_temporary
 from core.repository.blobs import open_blob
-from core.repository.format import AD_INDEX, DATA, INDEX, PACK_TRAILER, pack_id_from_key, pack_key
-from core.repository.index import Index, IndexedPack, PackEntry, encode_index
-from core.repository.lock import Lock, list_locks
+from core.repository.format import DATA, INDEX, PACK_TRAILER, pack_id_from_key, pack_key
+from core.repository.index import Index, IndexedPack, PackEntry
+from core.repository.lock import Lock
 from core.repository.packer import Packer, PackFormatError, decode_header, parse_trailer
 from core.repository.repository import Repository
 from core.storage.backend import ObjectExists, ObjectNotFound, StorageError
@@ -85,23 +84,7 @@ class RebuildReport:
 
 async def check_no_other_lock(lock: Lock, step: str) -> None:
     """Stop before a destructive step when anyone else holds a live lock (as prune does)."""
-    me = (socket.gethostname(), os.getpid())
-    for other in await list_locks(lock.backend):
-        if other.key == lock.key or (other.host, other.pid) == me or other.is_stale():
-            continue
-        raise LockHeld(f"repair stopped before {step}: {lock.backend.location} is also locked by "
-                       f"{other.describe()}; nothing was deleted. Run repair again later.")
-
-
-async def store_index(repo: Repository, packs: list[IndexedPack]) -> str:
-    plain = encode_index(packs)
-    index_id = repo.cipher.blob_id(plain)
-    key = f"{INDEX}/{index_id.hex()}"
-    try:
-        await repo.backend.put(key, repo.cipher.seal(plain, AD_INDEX + index_id))
-    except ObjectExists:
-        pass  # content-named: an identical index file is already durable
-    return key
+    await ensure_sole_holder(lock, "repair", step, "nothing was deleted")
 
 
 def _header_of(repo: Repository, data: bytes) -> list[PackEntry]:
