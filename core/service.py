@@ -113,12 +113,12 @@ class BackupService:
         )
         return self._adopt(repo)
 
-    async def repository(self, *, load_index: bool = True) -> Repository:
+    async def repository(self, *, load_index: bool = True, key_cache_dir: Path | None = None) -> Repository:
         """The opened repository; with ``load_index`` its index loaded. A damaged index file
         is skipped and kept in ``index_damage`` (front ends warn; `repair index` fixes it):
         reading what the other index files name must not depend on it."""
         if self._repo is None:
-            self._adopt(await Repository.open(self.backend, self._passphrase(False)))
+            self._adopt(await Repository.open(self.backend, self._passphrase(False), key_cache_dir=key_cache_dir))
         assert self._repo is not None
         if load_index:
             # Under a shared lock: prune (exclusive) deletes index files it has replaced, and a
@@ -540,7 +540,8 @@ class BackupService:
             hit = await asyncio.to_thread(markers.take, path)
             if hit is not None:
                 return PushResult(hit.name, hit.size, True, hit.sha256, from_marker=True)
-        repo = await self.repository(load_index=False)
+        # One scrypt per host, not per segment: the server's user keeps the derived key.
+        repo = await self.repository(load_index=False, key_cache_dir=state_dir(self.config))
         async with Lock(self.backend, exclusive=False, operation="wal-push"):
             result = await push(repo, path)
             if markers is not None:
@@ -549,9 +550,10 @@ class BackupService:
 
     async def wal_fetch(self, name: str, dest: Path) -> int:
         """restore_command: write WAL file ``name`` to ``dest``; WalNotFound when it is not archived."""
+        from core.jobs.store import state_dir
         from core.sources.postgres.wal import WalNotFound, fetch, is_wal_name, load_manifest
 
-        repo = await self.repository(load_index=False)
+        repo = await self.repository(load_index=False, key_cache_dir=state_dir(self.config))
         if not is_wal_name(name) or await load_manifest(repo, name) is None:
             raise WalNotFound(f"WAL file {name} is not in the repository")  # before the index: a cheap miss
         async with Lock(self.backend, exclusive=False, operation="wal-fetch"):

@@ -16,12 +16,16 @@ import json
 import os
 import socket
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from datetime import datetime, timezone
 
 from core import crypto
 from core.errors import DamagedObject, WrongPassphrase
 from core.repository.format import AD_KEY, KEYS
 from core.storage.backend import Backend
+
+if TYPE_CHECKING:
+    from core.repository.keycache import KeyCache
 
 # Within today's 256 MiB scrypt memory cap (128 * N * r = 256 MiB at N = 2^18, r = 8) and
 # a few seconds of CPU at most; writers use N = 2^15, r = 8, p = 1 (docs/FORMAT.md).
@@ -116,11 +120,15 @@ class KeyFile:
         return key
 
     def unwrap(self, passphrase: str) -> crypto.MasterKey | None:
+        return self.unwrap_deriving(passphrase)[0]
+
+    def unwrap_deriving(self, passphrase: str) -> tuple[crypto.MasterKey | None, bytes]:
+        """The master key (None: wrong passphrase) and the wrapping key scrypt derived."""
         wrapping = crypto.derive_key(passphrase, self.salt, self.n, self.r, self.p)
         try:
-            return crypto.MasterKey.from_bytes(crypto.open_with(wrapping, self.data, AD_KEY))
+            return crypto.MasterKey.from_bytes(crypto.open_with(wrapping, self.data, AD_KEY)), wrapping
         except crypto.DecryptError:
-            return None
+            return None, wrapping
 
 
 def wrap(master: crypto.MasterKey, passphrase: str) -> KeyFile:
@@ -161,7 +169,10 @@ async def store_key(backend: Backend, key: KeyFile) -> None:
     await backend.put(f"{KEYS}/{key.id}", key.encode())
 
 
-async def unlock(backend: Backend, passphrase: str) -> tuple[crypto.MasterKey, KeyFile]:
+async def unlock(backend: Backend, passphrase: str, cache: KeyCache | None = None
+                 ) -> tuple[crypto.MasterKey, KeyFile]:
+    """The master key the passphrase opens. With ``cache`` (the WAL path), a wrapping key
+    derived by an earlier run is used when it still matches (core/repository/keycache.py)."""
     keys, damaged = await scan_keys(backend)
     if not keys:
         raise DamagedObject(f"{KEYS}/", f"repository at {backend.location} has no usable key file"
@@ -169,13 +180,19 @@ async def unlock(backend: Backend, passphrase: str) -> tuple[crypto.MasterKey, K
     # scrypt is the expensive part; run it off the event loop.
     import asyncio
 
+    if cache is not None and keys:
+        hit = cache.lookup(passphrase, keys)
+        if hit is not None:
+            return hit
     for key in keys[:MAX_KEYS]:
         try:
-            master = await asyncio.to_thread(key.unwrap, passphrase)
+            master, wrapping = await asyncio.to_thread(key.unwrap_deriving, passphrase)
         except (ValueError, MemoryError):
             damaged.append(f"{KEYS}/{key.id} (scrypt refused its parameters)")
             continue
         if master is not None:
+            if cache is not None:
+                await asyncio.to_thread(cache.store, passphrase, key, wrapping)
             return master, key
     if damaged:
         # The passphrase may be right for a key that is damaged: say both, never just "wrong".

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from core import crypto
 from core.errors import AxisorError, DamagedObject, SnapshotNotFound
@@ -87,9 +88,16 @@ class Repository:
         return cls(backend, master, config, key)
 
     @classmethod
-    async def open(cls, backend: Backend, passphrase: str) -> Repository:
+    async def open(cls, backend: Backend, passphrase: str, *, key_cache_dir: Path | None = None) -> Repository:
+        """Open with a passphrase. ``key_cache_dir`` (the WAL path only): keep the derived
+        wrapping key there so the next run skips scrypt (core/repository/keycache.py)."""
         public = await repo_config.read_public(backend)
-        master, key = await keyfiles.unlock(backend, passphrase)
+        cache = None
+        if key_cache_dir is not None:
+            from core.repository.keycache import KeyCache
+
+            cache = KeyCache(key_cache_dir, str(public.get("id", "")))
+        master, key = await keyfiles.unlock(backend, passphrase, cache)
         cipher = crypto.Cipher(master)
         try:
             config = repo_config.decode(public, cipher)

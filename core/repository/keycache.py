@@ -1,0 +1,100 @@
+"""A derived key kept for the WAL path, so `wal-push` pays scrypt once, not per segment.
+
+`archive_command` runs `axisor-backup wal-push` once per 16 MiB WAL segment; each run opened
+the repository and so derived the key file's wrapping key with scrypt (about 0.1 s and
+32 MiB: a quarter of a push's time). The first push stores that wrapping key here; later
+pushes unwrap the master key with it directly.
+
+What it holds and why that is no weaker than what is already there: the server's OS user
+keeps the passphrase itself in `storage.passphrase_file`, readable by that user; the cache
+holds the wrapping key derived from it, in a file only that user can read (0600, inside
+the 0700 state folder, refused when owned by anyone else or readable by others). Whoever
+can read the cache can read the passphrase file too.
+
+The cache is used only when it matches exactly: the same key file (id, salt and wrapped
+key unchanged: a rotated or removed key file voids it) and the same passphrase (checked by
+an HMAC under the cached key, so a wrong passphrase still fails as a wrong passphrase).
+Anything else and the cache is ignored, removed, and scrypt runs as before.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import stat
+from pathlib import Path
+
+from core import crypto
+from core.repository.format import AD_KEY
+from core.repository.keys import KeyFile
+
+_TAG = b"axisor/keycache/v1"
+MAX_CACHE = 4096
+
+
+def _check(kek: bytes, passphrase: str, key: KeyFile) -> str:
+    return hmac.new(kek, _TAG + passphrase.encode("utf-8") + key.salt + key.data, hashlib.sha256).hexdigest()
+
+
+class KeyCache:
+    """One cache file per repository id, in the caller's state folder."""
+
+    def __init__(self, directory: Path, repo_id: str) -> None:
+        self.path = directory / "keycache" / f"{repo_id}.json"
+
+    def lookup(self, passphrase: str, keys: list[KeyFile]) -> tuple[crypto.MasterKey, KeyFile] | None:
+        raw = self._read()
+        if raw is None:
+            return None
+        try:
+            d = json.loads(raw)
+            kek = base64.b64decode(d["kek"], validate=True)
+            key = next(k for k in keys if k.id == d["key_id"])
+            if not hmac.compare_digest(str(d["check"]), _check(kek, passphrase, key)):
+                return None  # another passphrase: derive as usual (and do not evict)
+            master = crypto.MasterKey.from_bytes(crypto.open_with(kek, key.data, AD_KEY))
+        except (StopIteration, ValueError, KeyError, TypeError, crypto.DecryptError):
+            self.forget()  # stale (key rotated or removed) or damaged
+            return None
+        return master, key
+
+    def store(self, passphrase: str, key: KeyFile, kek: bytes) -> None:
+        """Best effort: a cache that cannot be written costs the next push a derivation."""
+        text = json.dumps({"v": 1, "key_id": key.id, "kek": base64.b64encode(kek).decode(),
+                           "check": _check(kek, passphrase, key)})
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            temp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, text.encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, self.path)
+        except OSError:
+            pass
+
+    def forget(self) -> None:
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+    def _read(self) -> bytes | None:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            # Only a file of ours that nobody else can read or write is trusted.
+            if st.st_uid != os.geteuid() or st.st_mode & (stat.S_IRWXG | stat.S_IRWXO) or \
+                    not stat.S_ISREG(st.st_mode) or st.st_size > MAX_CACHE:
+                return None
+            return os.read(fd, MAX_CACHE)
+        finally:
+            os.close(fd)
