@@ -297,3 +297,45 @@ def test_another_snapshot_with_the_same_content_elsewhere_is_named_and_fills_it(
     assert fill.code == 0, fill
     assert fill.json["restored"][0]["files"] == 1
     check_restored(env, target, {})
+
+
+# --------------------------------------------------------------------------- after `repair index`
+
+
+def test_after_repair_index_dropped_a_lost_pack_its_blobs_in_no_index_make_files_partial(world):
+    """The runbook's order: a lost pack, `repair index` (its blobs leave the index), then a
+    restore: blobs in no index have no known length, so the span from the first to the end
+    of the last one is reported missing (exact when they are one run)."""
+    env, (s1, s2) = world
+    key, hit = lose_a_pack(env, s2)
+    r = env.cli("repair", "index")
+    assert r.code == 0, r
+    target = env.base / "out"
+    r = env.cli("restore", s2, "--target", str(target), json_out=True)
+    assert r.code == PARTIAL_EXIT, r
+    got = partial_json(r)
+    assert set(got) == {str(target) + p for p in hit}
+    expect = {}
+    for path, ranges in hit.items():
+        p = got[str(target) + path]
+        first, last = ranges[0], ranges[-1]
+        assert p["missing"] == [[first[0], last[0] + last[1] - first[0]]]
+        assert all(d["object"].startswith("blob ") and "in no index" in d["reason"] for d in p["damaged"])
+        expect[path] = p["missing"]
+    check_restored(env, target, expect)
+
+
+# --------------------------------------------------------------------------- ranges of sparse files
+
+
+def test_lost_ranges_of_a_sparse_file_are_file_offsets():
+    from core.fsmeta.sparse import data_extents
+    from core.restore.files import _FileJob, merge_ranges
+
+    holes = ((100, 50), (300, 100))  # data runs: 0-99, 150-299, 400-499
+    extents = data_extents(500, holes)
+    job = _FileJob((b"f",), None, [], extents=extents, starts=[0, 100, 250])
+    assert job.file_ranges(0, 10) == [(0, 10)]
+    assert job.file_ranges(90, 20) == [(90, 10), (150, 10)]  # straddles the first hole
+    assert job.file_ranges(240, 60) == [(290, 10), (400, 50)]
+    assert merge_ranges([(10, 5), (0, 10), (30, 1), (15, 2)]) == [(0, 17), (30, 1)]
