@@ -339,3 +339,89 @@ def test_lost_ranges_of_a_sparse_file_are_file_offsets():
     assert job.file_ranges(90, 20) == [(90, 10), (150, 10)]  # straddles the first hole
     assert job.file_ranges(240, 60) == [(290, 10), (400, 50)]
     assert merge_ranges([(10, 5), (0, 10), (30, 1), (15, 2)]) == [(0, 17), (30, 1)]
+
+
+def test_with_include_ranged_reads_make_the_same_partial_file(world):
+    """--include reads ranges, not whole packs: a short or failing range is damage too."""
+    env, (s1, s2) = world
+    key, hit = lose_a_pack(env, s2)
+    path = sorted(hit)[0]
+    target = env.base / "out"
+    r = env.cli("restore", s2, "--target", str(target), "--include", path, json_out=True)
+    assert r.code == PARTIAL_EXIT, r
+    got = partial_json(r)
+    assert list(got) == [str(target) + path]
+    assert got[str(target) + path]["missing"] == hit[path]
+    kept = (target / path.lstrip("/")).with_name(Path(path).name + ".axisor-partial").read_bytes()
+    expect = bytearray(Path(path).read_bytes())
+    for off, n in hit[path]:
+        expect[off:off + n] = bytes(n)
+    assert kept == bytes(expect)
+
+
+def cut_a_pack(env, snap: str) -> tuple[str, dict[str, list[list[int]]]]:
+    """Cut a data-only pack holding part of ``snap`` in the middle of one of its blobs;
+    (pack key, {path: missing ranges}): the blobs before the cut are intact."""
+    repo, files, with_trees = layout(env)
+    for pack in repo.index.pack_ids():
+        if pack in with_trees:
+            continue
+        offsets = sorted(loc.offset for _b, loc in repo.index.blobs() if loc.pack_id == pack)
+        if len(offsets) < 4:
+            continue
+        cut = offsets[len(offsets) // 2] + 10
+        hit = {path: missing_ranges(repo, blobs, lambda b, loc: loc.pack_id == pack and
+                                    loc.offset + loc.length > cut)
+               for path, blobs in files[snap].items()}
+        hit = {p: r for p, r in hit.items() if r}
+        if hit:
+            os.truncate(pack_path(env.repo, pack), cut)
+            h = pack.hex()
+            return f"data/{h[:2]}/{h}", hit
+    raise AssertionError("no data-only pack with several blobs holds part of the snapshot")
+
+
+@pytest.mark.parametrize("damage", ["lost", "cut"])
+@pytest.mark.parametrize("include", [False, True])
+def test_remote_style_reads_whole_packs_or_ranges_make_the_same_partial_files(world, damage, include):
+    """Remote backends have no get_sync: whole packs (a full restore) or ranged reads
+    (--include) go through the async fetch; a missing or cut pack is damage there too, and
+    the blobs before a cut survive."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from core.repository.repository import Repository
+    from core.restore.files import FileRestorer
+    from core.storage.local import LocalBackend
+
+    env, (s1, s2) = world
+    key, hit = lose_a_pack(env, s2) if damage == "lost" else cut_a_pack(env, s2)
+
+    class AsyncOnly:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            if name == "get_sync":
+                raise AttributeError(name)
+            return getattr(self.inner, name)
+
+    async def run():
+        pool = ThreadPoolExecutor(2)
+        try:
+            repo = await Repository.open(AsyncOnly(LocalBackend(env.repo)), env.passphrase)
+            repo.executor = pool
+            await repo.load_index()
+            snap = await repo.load_snapshot(s2)
+            pats = tuple(sorted(hit)) if include else ()
+            return await FileRestorer(repo, env.base / "out", executor=pool, include=pats).restore(snap)
+        finally:
+            pool.shutdown()
+
+    stats = asyncio.run(run())
+    got = {pf.path: [list(r) for r in pf.missing] for pf in stats.partial}
+    assert got == {str(env.base / "out") + p: r for p, r in hit.items()}
+    assert all(key in dict(pf.damaged) for pf in stats.partial)
+    if damage == "lost":
+        assert all(dict(pf.damaged)[key] == "pack is missing" for pf in stats.partial)
+    if not include:
+        check_restored(env, env.base / "out", hit)
