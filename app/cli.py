@@ -8,7 +8,8 @@ or restore finished with warnings,
 pg_dump, pg_restore), 15 PostgreSQL tools missing or too old, 16 restored row counts differ
 from the snapshot, 17 WAL file already archived with different content (wal-push), 18 database
 archiving settings not ready (database archiving), 22 backup stalled (no byte read for [engine]
-stall_timeout_seconds), 130 interrupted.
+stall_timeout_seconds), 23 restore finished with some files partial (damaged or missing blobs),
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncio
 import getpass
 import json
 import os
+import shlex
 import stat as stat_mod
 import sys
 import time
@@ -38,7 +40,9 @@ from core.fsmeta.describe import as_json, attributes, marks
 from core.repository.keys import MIN_PASSPHRASE
 from core import scrub
 from core.text import shown
-from core.errors import AxisorError, RestoreRefused, RestoreValidationFailed, UsageError, VerificationFailed
+from core.errors import (
+    AxisorError, PartialRestore, RestoreRefused, RestoreValidationFailed, UsageError, VerificationFailed,
+)
 from core.repository.snapshot import Snapshot
 from core.service import BackupService
 from core.text import shown
@@ -363,15 +367,21 @@ async def cmd_restore(svc: BackupService, args, out: Output) -> int:
     outcomes = await svc.restore_many(snaps, args.target, include=tuple(args.include), delete=args.delete,
                                       dry_run=args.dry_run, validate=not args.no_validate, restore_id=restore_id,
                                       options=options)
+    partial = sum(len(o.partial) for o in outcomes)
     data = {"target": str(args.target.resolve()), "location": location or "local", "dry_run": args.dry_run,
             "restore_id": None if args.dry_run else restore_id,
-            "restored": [o.as_dict(changes=True) for o in outcomes]}
+            "restored": [o.as_dict(changes=True) for o in outcomes], "partial_count": partial}
     out.emit(data, lambda: "\n".join(_outcome_text(o, args) for o in outcomes))
     bad = [o for o in outcomes if not o.ok]
     if bad:
         Output.note(f"error: {sum(len(o.validation.mismatches) for o in bad)} restored files differ from the "
-                    f"snapshot (exit {RestoreValidationFailed.exit_code})")
+                    f"snapshot (exit {RestoreValidationFailed.exit_code})"
+                    + (f"; {partial} files are partial" if partial else ""))
         return RestoreValidationFailed.exit_code
+    if partial:
+        Output.note(f"error: {partial} files could not be restored in full (damaged or missing data); every "
+                    f"other file was restored (exit {PartialRestore.exit_code})")
+        return PartialRestore.exit_code
     warned = sum(o.stats.warning_count for o in outcomes if o.stats is not None)
     if warned:
         Output.note(f"warning: the restore finished with {warned} warnings (exit {EXIT_WARNINGS})")
@@ -392,7 +402,8 @@ def _outcome_text(o, args) -> str:
                              + (f"  ({ch.reason})" if ch.reason else ""))
         return "\n".join(lines)
     st = o.stats
-    lines = [f"restored {s.short_id} {s.source}: {st.files} files written, {st.unchanged} already right, "
+    lines = [f"restored {s.short_id} {s.source}: {st.files} files written, "
+             + (f"{st.partial_count} PARTIAL, " if st.partial_count else "") + f"{st.unchanged} already right, "
              f"{st.metadata} re-stamped, {st.removed} removed, {st.dirs} folders, {st.symlinks} symlinks, "
              f"{st.hardlinks} hard links, {human_bytes(st.bytes)} into {args.target}"]
     if st.special:
@@ -404,15 +415,89 @@ def _outcome_text(o, args) -> str:
     if st.warning_count:
         lines.append(f"{st.warning_count} warnings:")
         lines.extend(f"  WARNING {w}" for w in st.warnings_listed())
+    if st.partial_count:
+        lines.extend(_partial_text(o, args))
+    if st.partial_cleared:
+        lines.append(f"removed {st.partial_cleared} .axisor-partial files left by an earlier partial restore "
+                     "(those files are whole now)")
     if o.safety_snapshot:
         lines.append(f"safety snapshot {o.safety_snapshot.short_id} holds what was there before "
                      f"(undo: axisor-backup rollback {o.restore_id})")
     if o.validation:
         v = o.validation
         lines.append(f"validated: {v.files} files ({human_bytes(v.bytes)}) and {v.symlinks} symlinks read back "
-                     + ("match the snapshot" if v.ok else f"— {len(v.mismatches)} DIFFER:"))
+                     + ("match the snapshot" if v.ok else f"— {len(v.mismatches)} DIFFER:")
+                     + (f" ({v.partial} partial files not read back: listed above)" if v.partial else ""))
         lines.extend(f"  {m}" for m in v.mismatches)
     return "\n".join(lines)
+
+
+def _ranges_text(ranges: list[tuple[int, int]], limit: int = 8) -> str:
+    shown_ranges = [f"{off}-{off + length - 1}" for off, length in ranges[:limit]]
+    more = len(ranges) - limit
+    return ", ".join(shown_ranges) + (f", ... and {more} more" if more > 0 else "")
+
+
+def _partial_text(o, args) -> list[str]:
+    """The partial files of one outcome: name, missing ranges, damaged objects, where the
+    restored part is, and where an intact copy is (with the command that fills them in)."""
+    from core.restore.files import MAX_LISTED
+
+    s = o.snapshot
+    lines = [f"{len(o.partial)} files could NOT be restored in full (their missing bytes are holes in the "
+             "copy kept as NAME.axisor-partial; an existing file at NAME was left as it was):"]
+    fills: dict[tuple[str, str], list] = {}
+    for pf in o.partial[:MAX_LISTED]:
+        lines.append(f"  PARTIAL {pf.path}: {human_bytes(pf.missing_bytes)} of {human_bytes(pf.size)} missing, "
+                     f"bytes {_ranges_text(pf.missing)}")
+        for obj, reason in pf.damaged[:4]:
+            lines.append(f"    damaged: {shown(obj)}: {shown(reason)}")
+        if len(pf.damaged) > 4:
+            lines.append(f"    ... and {len(pf.damaged) - 4} more damaged objects")
+        if pf.kept_as:
+            lines.append(f"    restored part kept as {pf.kept_as}"
+                         + ("; the existing file there was left as it was" if pf.existing else ""))
+        if pf.note:
+            lines.append(f"    {pf.note}")
+        for loc, sid in pf.intact:
+            lines.append(f"    intact copy: location {loc}, snapshot {sid[:8]}"
+                         + ("" if sid == s.id else " (another snapshot, same content at this path)"))
+        if not pf.intact:
+            lines.append("    no intact copy found in another location")
+    for pf in o.partial:
+        for loc, sid in pf.intact[:1]:
+            fills.setdefault((loc, sid), []).append(pf)
+    more = len(o.partial) - MAX_LISTED
+    if more > 0:
+        lines.append(f"  ... and {more} more (all in --json)")
+    target = shlex.quote(str(args.target))
+    for (loc, sid), files in fills.items():
+        if sid == s.id:
+            lines.append(f"fill them in ({len(files)} files): axisor-backup restore {sid[:8]} --from {shlex.quote(loc)} "
+                         f"--target {target}")
+        else:
+            # A name that is not printable as it is cannot go into a command line here.
+            plain = [display(pf.inner) for pf in files if shown(display(pf.inner)) == display(pf.inner)]
+            if len(plain) < len(files):
+                lines.append(f"note: {len(files) - len(plain)} of them have names that need escaping: take their "
+                             "paths from --json")
+            incl = " ".join(f"--include {shlex.quote(glob_escape(p))}" for p in plain[:20])
+            lines.append(f"fill them in ({len(files)} files): axisor-backup restore {sid[:8]} --from {shlex.quote(loc)} "
+                         f"--target {target} {incl}" + (" ..." if len(plain) > 20 else ""))
+    for n in o.notes:
+        lines.append(f"note: {n}")
+    return lines
+
+
+def display(parts: tuple[bytes, ...]) -> str:
+    from core.restore.walk import display as inner
+
+    return inner(parts)
+
+
+def glob_escape(path: str) -> str:
+    """A path as an --include glob that matches exactly it (fnmatch's * ? [ bracketed)."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in path)
 
 
 async def cmd_rollback(svc: BackupService, args, out: Output) -> int:

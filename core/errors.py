@@ -114,6 +114,14 @@ class BackupStalled(AxisorError):
     exit_code = 22
 
 
+class PartialRestore(AxisorError):
+    """A file restore finished, but some files could not be restored fully (a damaged or
+    missing blob): every other file is in place; each partial one is named with its missing
+    byte ranges, the damaged object and where an intact copy is (docs/CLI.md, restore)."""
+
+    exit_code = 23
+
+
 class DaemonError(AxisorError):
     """The daemon's socket refused us, or answered something that is not the protocol."""
 

@@ -45,10 +45,17 @@ class RestoreOutcome:
     stats: RestoreStats | None = None  # None: a dry run
     safety_snapshot: Snapshot | None = None
     validation: ValidationResult | None = None
+    location: str = "local"  # where the restore read from
+    notes: tuple[str, ...] = ()  # locations that could not be searched for intact copies
 
     @property
     def ok(self) -> bool:
         return self.validation is None or self.validation.ok
+
+    @property
+    def partial(self) -> list:
+        """Files not restored in full (core.restore.files.PartialFile)."""
+        return self.stats.partial if self.stats is not None else []
 
     def as_dict(self, *, changes: bool = False) -> dict:
         """The outcome for --json and job records; ``changes``: every path the plan would
@@ -64,7 +71,9 @@ class RestoreOutcome:
             d.update(files=st.files, dirs=st.dirs, symlinks=st.symlinks, hardlinks=st.hardlinks, special=st.special,
                      bytes=st.bytes, unchanged=st.unchanged, metadata=st.metadata, removed=st.removed,
                      warnings=st.warnings_listed(), warning_count=st.warning_count,
-                     privileges_stripped=st.stripped_listed(), privileges_stripped_count=st.stripped_count)
+                     privileges_stripped=st.stripped_listed(), privileges_stripped_count=st.stripped_count,
+                     partial=[p.as_dict() for p in st.partial], partial_count=st.partial_count,
+                     partial_cleared=st.partial_cleared, notes=list(self.notes))
         return d
 
 
@@ -94,6 +103,7 @@ class BackupService:
         self._primary = self.backend  # `backend` may be switched to another location (restore --from)
         self._location_ops = None  # core.locations.ops.LocationOps, built on first use
         self.index_damage: list[AxisorError] = []  # damaged index files skipped by repository()
+        self.location = "local"  # the location `backend` reads (core.locations.sites.PRIMARY_NAME)
 
     async def close(self) -> None:
         if self._location_ops is not None:
@@ -220,6 +230,7 @@ class BackupService:
         sites = self.location_ops().sites
         self._repo = await sites.repository(name)
         self.backend = sites.backend(name)
+        self.location = name
 
     async def choose_location(self, refs: list[str], source: str | None = None, *, prefer: str | None = None):
         """Pick where a restore reads from (primary first; ``prefer`` alone when given), switch
@@ -337,12 +348,37 @@ class BackupService:
             outcomes = []
             for s, p, safe in zip(snaps, plans, safeties):
                 stats = await FileRestorer(repo, target, include=include, executor=self.executor,
-                                           actions=p.action_for(),
-                                           removals=[c.path for c in p.of("remove")], options=options).restore(s)
+                                           actions=p.action_for(), removals=[c.path for c in p.of("remove")],
+                                           options=options, leftovers=p.leftovers).restore(s)
+                partial = frozenset(pf.dest for pf in stats.partial)
                 check = await validate_restore(repo, s, target, include=include, executor=self.executor,
-                                               proven=p.content_proven()) if validate else None
-                outcomes.append(RestoreOutcome(rid, s, p, stats, safe, check))
+                                               proven=p.content_proven(), partial=partial) if validate else None
+                outcomes.append(RestoreOutcome(rid, s, p, stats, safe, check, self.location))
+        if any(o.partial for o in outcomes):
+            outcomes = [await self._find_intact(o) if o.partial else o for o in outcomes]
         return outcomes
+
+    async def _find_intact(self, outcome: RestoreOutcome) -> RestoreOutcome:
+        """Name, for each partial file, the other locations holding an intact copy
+        (core/restore/intact.py). Locations that cannot be searched become notes."""
+        from dataclasses import replace
+
+        from core.restore.intact import search_location
+
+        if not self.config.storage.remote_storage:
+            return outcome
+        notes: list[str] = []
+        sites = self.location_ops().sites
+        for name in sites.names:
+            if name == self.location:
+                continue
+            try:
+                repo = await sites.repository(name)
+            except (AxisorError, OSError) as exc:
+                notes.append(f"location {name} was not searched for intact copies: {exc}")
+                continue
+            await search_location(name, repo, outcome.snapshot, outcome.partial, notes.append)
+        return replace(outcome, notes=tuple(notes))
 
     async def rollback(self, restore_id: str) -> list[RestoreOutcome | object]:
         """Put back what restore ``restore_id`` changed, from its safety snapshots."""

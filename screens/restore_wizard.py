@@ -652,6 +652,12 @@ class RestoreWizardScreen(ConsoleScreen):
                     lines.append(f"   ✘ MISMATCH {t.get('table')}: expected {t.get('expected')}, "
                                  f"found {t.get('actual')}")
                 ok = ok and r.get("ok", True)
+            for pf in (r.get("partial") or [])[:8]:  # a partial restore (exit 23): name each file
+                where = "; ".join(f"intact copy: location {c['location']}, snapshot {str(c['snapshot'])[:8]}"
+                                  for c in pf.get("intact_copies") or []) or "no intact copy found elsewhere"
+                lines.append(f"   ✘ PARTIAL {pf.get('path')}: {pf.get('missing_bytes')} bytes missing ({where})")
+            if r.get("partial_count", 0) > 8:
+                lines.append(f"   ... and {r['partial_count'] - 8} more partial files")
             if r.get("safety_snapshot"):
                 lines.append(f"   safety snapshot {str(r['safety_snapshot'])[:8]} holds the previous state")
         expected = len(self.preflight.expected) if self.preflight else 0

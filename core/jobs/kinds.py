@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 
 from core import scrub
-from core.errors import AxisorError, LockHeld, UsageError
+from core.errors import AxisorError, LockHeld, PartialRestore, UsageError
 from core.jobs.api import JobProgress
 
 if TYPE_CHECKING:
@@ -321,12 +321,23 @@ async def restore_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, A
             if o.validation is not None:
                 ctx.log(f"validated {o.validation.files} files: "
                         + ("match" if o.validation.ok else f"{len(o.validation.mismatches)} DIFFER"))
+            for pf in o.partial:
+                ranges = ", ".join(f"{off}-{off + n - 1}" for off, n in pf.missing[:8])
+                ctx.log(f"PARTIAL {pf.path}: bytes {ranges}{' ...' if len(pf.missing) > 8 else ''} missing ("
+                        + "; ".join(f"{obj}: {why}" for obj, why in pf.damaged[:2]) + ")"
+                        + "".join(f"; intact copy: location {loc}, snapshot {sid[:8]}" for loc, sid in pf.intact))
             restored.append(row)
+        partial = sum(len(o.partial) for o in outcomes)
         out = {"target": str(Path(target).resolve()), "restored": restored, "restore_id": ctx.job_id,
-               "dry_run": bool(params.get("dry_run")), "exit_code": 0}
+               "dry_run": bool(params.get("dry_run")), "exit_code": 0, "partial_count": partial,
+               "partial": [{"snapshot": o.snapshot.id, **pf.as_dict()} for o in outcomes for pf in o.partial]}
         if not all(o.ok for o in outcomes):
             out["exit_code"] = 16
             raise JobFailed("restored files differ from the snapshot", out, 16)
+        if partial:
+            out["exit_code"] = PartialRestore.exit_code
+            raise JobFailed(f"{partial} files could not be restored in full (damaged or missing data); every "
+                            "other file was restored", out, PartialRestore.exit_code)
         return out
 
 

@@ -19,6 +19,15 @@ root), mode (setuid/setgid stripped unless ``preserve_privileges``), extended at
 ``preserve_privileges``), times, and with ``file_flags`` the inode flags, set last. Where
 the filesystem refuses one, the restore goes on and records a warning naming the path.
 Sparse files are restored sparse: only the data runs are written, at their offsets.
+
+Damage fails only the files that need it. A blob that is in no index, a pack that is
+missing or shorter than the index says, or a blob that does not open leaves its byte range
+of that file unwritten (a hole, reading as zeros); every other file is written as usual. A
+file with such a range is a *partial* file: it is never renamed over its name (whatever is
+there, a good older copy or nothing, stays as it was); its bytes are kept beside it as
+``<name>.axisor-partial`` (mode without execute or privilege bits, times not set) and it is
+listed in ``RestoreStats.partial`` with the missing ranges and the damaged objects. A later
+restore that writes the file in full removes that leftover.
 """
 
 from __future__ import annotations
@@ -50,7 +59,8 @@ from core.repository.tree import BLOCKDEV, CHARDEV, DEVICES, DIR, FIFO, FILE, SY
 from core.restore import fsops
 from core.restore.fsops import DIR_FLAGS, FILE_FLAGS, DirCache, Parts
 from core.restore.walk import display, walk
-from core.storage.backend import StorageError
+from core.storage.backend import ObjectNotFound, StorageError
+from core.storage.retry import StorageUnavailable, TransientError
 from core.text import shown
 
 _IS_ROOT = os.geteuid() == 0
@@ -65,6 +75,7 @@ IN_FLIGHT = 4
 MAX_LISTED = 200  # warnings and stripped files listed; the rest are counted
 PRIVILEGE_BITS = stat.S_ISUID | stat.S_ISGID
 _TEMP = ".axisor-restore-"
+PARTIAL_SUFFIX = b".axisor-partial"  # a partial file's bytes, beside its name (never over it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +163,48 @@ class Owners:
         return uid, gid
 
 
+def merge_ranges(ranges) -> list[tuple[int, int]]:
+    """(offset, length) ranges sorted, with touching or overlapping ones merged."""
+    out: list[list[int]] = []
+    for off, length in sorted(r for r in ranges if r[1] > 0):
+        if out and off <= out[-1][0] + out[-1][1]:
+            out[-1][1] = max(out[-1][1], off + length - out[-1][0])
+        else:
+            out.append([off, length])
+    return [(a, b) for a, b in out]
+
+
+@dataclass
+class PartialFile:
+    """A file the restore could not write in full: where it belongs, the byte ranges of the
+    file that are missing (holes in the partial copy), the damaged objects, where its bytes
+    were kept, and (filled in afterwards) where an intact copy is."""
+
+    path: str  # where it belongs, as shown (core.text.shown)
+    dest: Path  # the same, as a path (not shown: validation skips it)
+    inner: Parts  # its path inside the snapshot
+    size: int
+    content: tuple[bytes, ...]  # its data blob ids
+    missing: list[tuple[int, int]]  # (offset, length) in the file, sorted and merged
+    damaged: list[tuple[str, str]]  # (object, reason), each object once
+    failed: frozenset[bytes]  # the blobs that could not be read or opened
+    kept_as: str | None = None  # the <name>.axisor-partial path, shown; None: not kept
+    existing: bool = False  # something was at its name: left exactly as it was
+    note: str = ""
+    intact: list[tuple[str, str]] = field(default_factory=list)  # (location, snapshot id)
+
+    @property
+    def missing_bytes(self) -> int:
+        return sum(length for _off, length in self.missing)
+
+    def as_dict(self) -> dict:
+        return {"path": self.path, "size": self.size, "missing": [[o, n] for o, n in self.missing],
+                "missing_bytes": self.missing_bytes,
+                "damaged": [{"object": o, "reason": r} for o, r in self.damaged],
+                "kept_as": self.kept_as, "existing_left": self.existing, "note": self.note,
+                "intact_copies": [{"location": loc, "snapshot": sid} for loc, sid in self.intact]}
+
+
 @dataclass
 class RestoreStats:
     files: int = 0
@@ -170,6 +223,13 @@ class RestoreStats:
     # Files the snapshot has setuid/setgid/capabilities on, restored without them.
     stripped: list[str] = field(default_factory=list)
     stripped_count: int = 0
+    # Files not restored in full (damaged or missing blobs): every one is listed.
+    partial: list[PartialFile] = field(default_factory=list)
+    partial_cleared: int = 0  # <name>.axisor-partial leftovers removed once the file was whole
+
+    @property
+    def partial_count(self) -> int:
+        return len(self.partial)
 
     def warn(self, message: str) -> None:
         self.warning_count += 1
@@ -210,6 +270,26 @@ class _FileJob:
     # Sparse files: the data runs, and where each starts in the data stream.
     extents: list[tuple[int, int]] | None = None
     starts: list[int] | None = None
+    # Damage met on the way: data-stream ranges not written, damaged objects, failed blobs.
+    # Windows of one file append from several worker threads (each append is atomic).
+    lost: list[tuple[int, int]] = field(default_factory=list)
+    damage: dict[str, str] = field(default_factory=dict)
+    failed: set[bytes] = field(default_factory=set)
+
+    def file_ranges(self, stream_off: int, length: int) -> list[tuple[int, int]]:
+        """A range of the data stream as ranges of the file (a sparse file's runs)."""
+        if self.extents is None:
+            return [(stream_off, length)]
+        out = []
+        starts = self.starts or []
+        i = bisect.bisect_right(starts, stream_off) - 1
+        while length > 0 and 0 <= i < len(self.extents):
+            off, run = self.extents[i]
+            within = stream_off - starts[i]
+            n = min(length, run - within)
+            out.append((off + within, n))
+            stream_off, length, i = stream_off + n, length - n, i + 1
+        return out
 
 
 def included(path: str, patterns: tuple[str, ...]) -> bool:
@@ -254,7 +334,8 @@ def write_mapped(fd: int, data, stream_off: int, extents: list[tuple[int, int]],
 class FileRestorer:
     def __init__(self, repo: Repository, target: Path, *, include: tuple[str, ...] = (),
                  executor: Executor | None = None, actions: dict[Path, str] | None = None,
-                 removals: list[Path] | None = None, options: RestoreOptions | None = None) -> None:
+                 removals: list[Path] | None = None, options: RestoreOptions | None = None,
+                 leftovers: frozenset[Path] = frozenset()) -> None:
         self.repo = repo
         self.target = Path(os.path.abspath(target))
         self.include = include
@@ -277,6 +358,9 @@ class FileRestorer:
         self._actions = actions or {}
         self._removals = removals or []
         self._meta_only: list[tuple[Parts, Node]] = []
+        # Files whose <name>.axisor-partial (an earlier partial restore's) goes once they are whole.
+        self._leftovers = leftovers
+        self._partial_by_parts: dict[Parts, PartialFile] = {}
 
     def where(self, parts: Parts) -> str:
         return fsops.display(self.target, parts)
@@ -329,7 +413,7 @@ class FileRestorer:
                 continue
             if node.nlink > 1:
                 self._first_by_inode[key] = parts
-            job = _FileJob(parts, node, self._plan(node, shown_path))
+            job = _FileJob(parts, node, [])
             if node.holes:
                 job.extents = data_extents(node.size, node.holes)
                 job.starts = []
@@ -337,6 +421,7 @@ class FileRestorer:
                 for _off, length in job.extents:
                     job.starts.append(pos)
                     pos += length
+            job.pieces = self._plan(node, shown_path, job)
             if node.size > BATCH_BYTES:
                 await self._submit(self._large_file(job))
                 continue
@@ -356,18 +441,38 @@ class FileRestorer:
     def _dest(self, parts: Parts) -> Path:
         return self.target.joinpath(*(os.fsdecode(p) for p in parts))
 
-    def _plan(self, node: Node, shown_path: str) -> list[_Piece]:
+    def _plan(self, node: Node, shown_path: str, job: _FileJob) -> list[_Piece]:
+        """The file's pieces. A blob in no index is lost: its length is unknown, so the
+        whole span from the first such blob to the end of the last one (known from the
+        blobs after it and the file's size) is left unwritten, and recorded in ``job``."""
+        locs = [self.repo.index.lookup(b) for b in node.content]
+        known = sum(loc.raw_length for loc in locs if loc is not None)
+        unknown = [i for i, loc in enumerate(locs) if loc is None]
+        if (known != node.data_size) if not unknown else (known >= node.data_size):
+            raise RestoreRefused(f"{shown(shown_path)}: stored content is {known} bytes but the tree says "
+                                 f"{node.data_size}")
         pieces = []
         pos = 0
-        for blob_id in node.content:
-            loc = self.repo.index.lookup(blob_id)
-            if loc is None:
-                raise RestoreRefused(f"{shown(shown_path)}: blob {blob_id.hex()[:16]} is in no index; run verify")
-            pieces.append(_Piece(blob_id, loc.pack_id, loc.offset, loc.length, loc.raw_length, pos))
+        first, last = (unknown[0], unknown[-1]) if unknown else (len(locs), len(locs))
+        for i in range(first):
+            loc = locs[i]
+            assert loc is not None
+            pieces.append(_Piece(node.content[i], loc.pack_id, loc.offset, loc.length, loc.raw_length, pos))
             pos += loc.raw_length
-        if pos != node.data_size:
-            raise RestoreRefused(f"{shown(shown_path)}: stored content is {pos} bytes but the tree says "
-                                 f"{node.data_size}")
+        if not unknown:
+            return pieces
+        end = node.data_size - sum(loc.raw_length for loc in locs[last + 1:] if loc is not None)
+        job.lost.append((pos, end - pos))
+        for i in unknown:
+            job.damage.setdefault(f"blob {node.content[i].hex()}", "in no index (its pack was lost, or the index "
+                                                                   "was rebuilt without it)")
+            job.failed.add(node.content[i])
+        pos = end
+        for i in range(last + 1, len(locs)):
+            loc = locs[i]
+            assert loc is not None
+            pieces.append(_Piece(node.content[i], loc.pack_id, loc.offset, loc.length, loc.raw_length, pos))
+            pos += loc.raw_length
         return pieces
 
     def _prepare_target(self) -> None:
@@ -378,51 +483,81 @@ class FileRestorer:
 
     # -- fetching -----------------------------------------------------------------------
 
-    async def _fetch(self, pieces: list[_Piece]) -> dict[bytes, memoryview]:
+    # A fetch returns each piece's sealed bytes by blob id, or the DamagedObject that kept
+    # them from being read (a missing or short pack): that fails the files needing the
+    # blob, not the restore. A location that cannot be reached still fails the restore.
+
+    async def _fetch(self, pieces: list[_Piece]) -> dict[bytes, memoryview | DamagedObject]:
         """Read every piece with one ranged read per run of close blobs in one pack; a whole
         restore reads each pack once into a small cache instead (neighbouring batches use
         the same packs, and each remote request is a round trip)."""
         if not self.include:
             return await self._fetch_packs(pieces)
         ranges = _ranges(pieces, REMOTE_MERGE_GAP)
+        get = self.repo.backend.get
 
-        async def get(pack: bytes, start: int, end: int) -> bytes:
+        async def one(pack: bytes, start: int, end: int, group: list[_Piece]) -> dict:
+            key = pack_key(pack)
             try:
-                return await self.repo.backend.get(pack_key(pack), start, end - start)
-            except StorageError as exc:  # missing or short: the pack is damaged
-                raise DamagedObject(pack_key(pack), str(exc)) from None
+                mv = memoryview(await get(key, start, end - start))
+            except StorageError as exc:
+                if len(group) == 1 or isinstance(exc, ObjectNotFound):
+                    return dict.fromkeys((p.blob_id for p in group), _damage(key, exc))
+                out: dict = {}  # a pack cut short: the pieces before the cut are still good
+                for p in group:
+                    try:
+                        out[p.blob_id] = memoryview(await get(key, p.offset, p.length))
+                    except StorageError as exc2:
+                        out[p.blob_id] = _damage(key, exc2)
+                return out
+            return {p.blob_id: mv[p.offset - start: p.offset - start + p.length] for p in group}
 
-        datas = await asyncio.gather(*(get(pack, s, e) for pack, s, e, _ in ranges))
-        return _slice(ranges, datas)
-
-    async def _fetch_packs(self, pieces: list[_Piece]) -> dict[bytes, memoryview]:
-        packs = list(dict.fromkeys(p.pack for p in pieces))
-        datas = dict(zip(packs, await asyncio.gather(*(self._whole_pack(k) for k in packs))))
-        out: dict[bytes, memoryview] = {}
-        for p in pieces:
-            data = datas[p.pack]
-            if p.offset + p.length > len(data):
-                raise DamagedObject(pack_key(p.pack), f"shorter ({len(data)} bytes) than the index says")
-            out[p.blob_id] = memoryview(data)[p.offset:p.offset + p.length]
+        out: dict[bytes, memoryview | DamagedObject] = {}
+        for part in await asyncio.gather(*(one(pack, s, e, g) for pack, s, e, g in ranges)):
+            out.update(part)
         return out
 
-    async def _whole_pack(self, pack: bytes) -> bytes:
+    async def _fetch_packs(self, pieces: list[_Piece]) -> dict[bytes, memoryview | DamagedObject]:
+        packs = list(dict.fromkeys(p.pack for p in pieces))
+        datas = dict(zip(packs, await asyncio.gather(*(self._whole_pack(k) for k in packs))))
+        out: dict[bytes, memoryview | DamagedObject] = {}
+        for p in pieces:
+            data = datas[p.pack]
+            if isinstance(data, DamagedObject):
+                out[p.blob_id] = data
+            elif p.offset + p.length > len(data):
+                out[p.blob_id] = DamagedObject(pack_key(p.pack), f"shorter ({len(data)} bytes) than the index says")
+            else:
+                out[p.blob_id] = memoryview(data)[p.offset:p.offset + p.length]
+        return out
+
+    async def _whole_pack(self, pack: bytes) -> bytes | DamagedObject:
         try:
             return await self.repo.whole_pack(pack_key(pack))
         except StorageError as exc:  # missing: the pack is damaged
-            raise DamagedObject(pack_key(pack), str(exc)) from None
+            return _damage(pack_key(pack), exc)
 
-    def _fetch_sync(self, pieces: list[_Piece]) -> dict[bytes, memoryview]:
+    def _fetch_sync(self, pieces: list[_Piece]) -> dict[bytes, memoryview | DamagedObject]:
         """The same on a worker thread, for a local backend: no trip through the loop."""
         get_sync = self.repo.backend.get_sync  # type: ignore[attr-defined]
-        ranges = _ranges(pieces)
-        datas = []
-        for pack, s, e, _ in ranges:
+        out: dict[bytes, memoryview | DamagedObject] = {}
+        for pack, s, e, group in _ranges(pieces):
+            key = pack_key(pack)
             try:
-                datas.append(get_sync(pack_key(pack), s, e - s))
+                mv = memoryview(get_sync(key, s, e - s))
             except StorageError as exc:
-                raise DamagedObject(pack_key(pack), str(exc)) from None
-        return _slice(ranges, datas)
+                if len(group) == 1 or isinstance(exc, ObjectNotFound):
+                    out.update(dict.fromkeys((p.blob_id for p in group), _damage(key, exc)))
+                    continue
+                for p in group:  # a pack cut short: the pieces before the cut are still good
+                    try:
+                        out[p.blob_id] = memoryview(get_sync(key, p.offset, p.length))
+                    except StorageError as exc2:
+                        out[p.blob_id] = _damage(key, exc2)
+                continue
+            for p in group:
+                out[p.blob_id] = mv[p.offset - s: p.offset - s + p.length]
+        return out
 
     def _open(self, piece: _Piece, sealed: memoryview) -> bytes:
         return open_blob(self.repo.cipher, BlobType.DATA, piece.blob_id, sealed, piece.raw_length,
@@ -462,7 +597,7 @@ class FileRestorer:
         else:
             await self._run(self._write_small, jobs, await self._fetch(pieces))
 
-    def _write_small(self, jobs: list[_FileJob], blobs: dict[bytes, memoryview]) -> None:
+    def _write_small(self, jobs: list[_FileJob], blobs: dict[bytes, memoryview | DamagedObject]) -> None:
         assert self._cache is not None
         for job in jobs:
             with self._cache.dir(job.parts[:-1], create=True) as dfd:
@@ -470,12 +605,11 @@ class FileRestorer:
                 try:
                     if job.extents is not None:
                         os.ftruncate(fd, job.node.size)
-                    for piece in job.pieces:
-                        data = self._open(piece, blobs[piece.blob_id])
-                        if job.extents is not None:
-                            write_mapped(fd, data, piece.file_offset, job.extents, job.starts or [])
-                        else:
-                            _write_all(fd, data)
+                    self._write_pieces(fd, job, job.pieces, blobs)
+                    if job.lost:
+                        os.ftruncate(fd, job.node.size)  # a range lost at the end is a hole too
+                        self._keep_partial(dfd, fd, temp, job)
+                        continue
                     self._apply_meta(fd, job.parts, job.node, fresh=True)
                     self._place(dfd, temp, job)
                 except BaseException:
@@ -515,8 +649,11 @@ class FileRestorer:
                     # closed number can be reused at once by another file.
                     await asyncio.gather(*pending, return_exceptions=True)
                     raise
-                await self._run(self._apply_meta, fd, job.parts, job.node, True)
-                self._place(dfd, temp, job)
+                if job.lost:
+                    await self._run(self._keep_partial, dfd, fd, temp, job)
+                else:
+                    await self._run(self._apply_meta, fd, job.parts, job.node, True)
+                    self._place(dfd, temp, job)
             except BaseException:
                 _unlink_quiet(dfd, temp)
                 raise
@@ -529,13 +666,62 @@ class FileRestorer:
         else:
             await self._run(self._write_window, fd, job, pieces, await self._fetch(pieces))
 
-    def _write_window(self, fd: int, job: _FileJob, pieces: list[_Piece], blobs: dict[bytes, memoryview]) -> None:
+    def _write_window(self, fd: int, job: _FileJob, pieces: list[_Piece],
+                      blobs: dict[bytes, memoryview | DamagedObject]) -> None:
+        self._write_pieces(fd, job, pieces, blobs)
+
+    def _write_pieces(self, fd: int, job: _FileJob, pieces: list[_Piece],
+                      blobs: dict[bytes, memoryview | DamagedObject]) -> None:
+        """Open and write each piece at its offset; a piece that cannot be read or opened
+        is left unwritten (a hole) and recorded in ``job``."""
         for piece in pieces:
-            data = self._open(piece, blobs[piece.blob_id])
+            got = blobs[piece.blob_id]
+            if not isinstance(got, DamagedObject):
+                try:
+                    data = self._open(piece, got)
+                except DamagedObject as exc:
+                    got = exc
+            if isinstance(got, DamagedObject):
+                job.lost.append((piece.file_offset, piece.raw_length))
+                job.damage.setdefault(got.key, got.reason)
+                job.failed.add(piece.blob_id)
+                continue
             if job.extents is not None:
                 write_mapped(fd, data, piece.file_offset, job.extents, job.starts or [])
             else:
                 pwrite_all(fd, data, piece.file_offset)
+
+    def _keep_partial(self, dfd: int, fd: int, temp: str, job: _FileJob) -> None:
+        """A file with lost ranges: its bytes go to <name>.axisor-partial (replacing an
+        older one), never over its name; it is recorded as partial."""
+        parts = job.parts
+        if _IS_ROOT:
+            uid, gid = self._owners.ids(job.node, lambda m: self.warn(parts, m))
+            try:
+                os.fchown(fd, uid, gid)
+            except OSError:
+                pass
+        # Holes where data belongs: never a program to run, never a privileged one.
+        os.fchmod(fd, wanted_mode(job.node, self.options) & 0o666)
+        name = parts[-1] + PARTIAL_SUFFIX
+        try:
+            os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
+            existing = True
+        except FileNotFoundError:
+            existing = False
+        kept: str | None = self.where(parts[:-1] + (name,))
+        note = ""
+        try:
+            os.replace(temp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except OSError as exc:
+            _unlink_quiet(dfd, temp)
+            kept, note = None, f"its restored part was not kept: {exc.strerror}"
+        ranges = merge_ranges(r for off, length in job.lost for r in job.file_ranges(off, length))
+        pf = PartialFile(self.where(parts), self._dest(parts), parts, job.node.size, tuple(job.node.content),
+                         ranges, sorted(job.damage.items()), frozenset(job.failed), kept, existing, note)
+        with self._stats_lock:
+            self.stats.partial.append(pf)
+            self._partial_by_parts[parts] = pf
 
     def _create_temp(self, dfd: int, parts: Parts) -> tuple[int, str]:
         temp = f"{_TEMP}{uuid.uuid4().hex[:12]}"
@@ -557,6 +743,16 @@ class FileRestorer:
         with self._stats_lock:
             self.stats.files += 1
             self.stats.bytes += job.node.size
+        if self._leftovers and self._dest(job.parts) in self._leftovers:
+            # The file is whole now: an earlier partial restore's bytes of it can go.
+            name = job.parts[-1] + PARTIAL_SUFFIX
+            try:
+                if stat.S_ISREG(os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mode):
+                    os.unlink(name, dir_fd=dfd)
+                    with self._stats_lock:
+                        self.stats.partial_cleared += 1
+            except FileNotFoundError:
+                pass
         if self.options.file_flags and job.node.flags:
             with self._stats_lock:
                 self._flagged.append((job.parts, job.node))
@@ -610,6 +806,12 @@ class FileRestorer:
         for parts, node in self._others:
             self._place_other(parts, node)
         for parts, first, _node in self._links:
+            if first in self._partial_by_parts:  # nothing whole to link to: partial as well
+                pf = self._partial_by_parts[first]
+                self.stats.partial.append(PartialFile(
+                    self.where(parts), self._dest(parts), parts, pf.size, pf.content, pf.missing, pf.damaged,
+                    pf.failed, None, self._exists(parts), f"hard link to {pf.path}, which is partial: not linked"))
+                continue
             with cache.dir(first[:-1]) as sfd, cache.dir(parts[:-1], create=True) as dfd:
                 temp = f"{_TEMP}{uuid.uuid4().hex[:12]}"
                 try:
@@ -658,6 +860,15 @@ class FileRestorer:
                 if self.options.file_flags and node.flags:
                     self._set_flags(fd, parts, node)
             self.stats.dirs += 1
+
+    def _exists(self, parts: Parts) -> bool:
+        assert self._cache is not None
+        try:
+            with self._cache.dir(parts[:-1]) as dfd:
+                os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
+            return True
+        except (OSError, RestoreRefused):
+            return False
 
     def _open_regular(self, dfd: int, parts: Parts) -> int:
         try:
@@ -787,11 +998,14 @@ def _slice(ranges: list[tuple[bytes, int, int, list[_Piece]]], datas: list[bytes
     return out
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
+def _damage(key: str, exc: StorageError) -> DamagedObject:
+    """A read that failed for the object's sake (missing, short) as damage to that object;
+    a location that cannot be reached is no damage: it fails the restore as it is."""
+    if isinstance(exc, (StorageUnavailable, TransientError)):
+        raise exc
+    if isinstance(exc, ObjectNotFound):
+        return DamagedObject(key, "pack is missing")
+    return DamagedObject(key, str(exc))
 
 
 def _unlink_quiet(dfd: int, name: str | bytes) -> None:

@@ -43,7 +43,9 @@ from core.fsmeta import flags as fsflags
 from core.fsmeta.sparse import ExtentReader, data_extents
 from core.fsmeta.xattrs import ACL_NAMES, read_xattrs
 from core.repository.tree import BLOCKDEV, CHARDEV, DEVICES, DIR, FIFO, FILE, SYMLINK, Node
-from core.restore.files import Owners, RestoreOptions, included, manages, path_parts, wanted_mode, wanted_xattrs
+from core.restore.files import (
+    PARTIAL_SUFFIX, Owners, RestoreOptions, included, manages, path_parts, wanted_mode, wanted_xattrs,
+)
 from core.restore.fsops import FILE_FLAGS, DirCache, Parts, open_target
 from core.restore.walk import display, walk
 
@@ -67,6 +69,9 @@ class RestorePlan:
     changes: tuple[Change, ...]
     roots: tuple[Path, ...]  # the snapshot's source paths under the target
     delete: bool
+    # Files to be written that have a <name>.axisor-partial beside them (an earlier partial
+    # restore's, not a name of the snapshot): the restorer removes it once the file is whole.
+    leftovers: frozenset[Path] = frozenset()
 
     def counts(self) -> dict[str, int]:
         c = Counter(ch.action for ch in self.changes)
@@ -353,9 +358,18 @@ async def _plan(repo: Repository, snap: Snapshot, target: Path, cache: DirCache 
         if firsts.get(first) not in ("unchanged", "metadata"):
             changes[i] = Change(changes[i].path, "overwrite", FILE, "hard link")
     roots = tuple(target.joinpath(*Path(os.path.abspath(p)).parts[1:]) for p in snap.paths)
+    leftovers = set()
+    if cache is not None:
+        for c in changes:
+            if c.kind == FILE and c.action in ("create", "overwrite"):
+                parts = path_parts(target, c.path)
+                st = _stat_at(cache, parts[:-1] + (parts[-1] + PARTIAL_SUFFIX,))
+                if st is not None and stat.S_ISREG(st.st_mode) and \
+                        c.path.with_name(c.path.name + PARTIAL_SUFFIX.decode()) not in keep:
+                    leftovers.add(c.path)
     if delete and cache is not None:
         for root in roots:
             if included("/" + str(root.relative_to(target)), include):
                 changes.extend(await loop.run_in_executor(
                     executor, lambda r=root: list(_extras(cache, target, path_parts(target, r), keep))))
-    return RestorePlan(snap.id, target, tuple(changes), roots, delete)
+    return RestorePlan(snap.id, target, tuple(changes), roots, delete, frozenset(leftovers))

@@ -40,6 +40,7 @@ class ValidationResult:
     symlinks: int
     mismatches: tuple[str, ...]
     seconds: float
+    partial: int = 0  # files the restore reported partial: not read back (already listed)
 
     @property
     def ok(self) -> bool:
@@ -47,7 +48,7 @@ class ValidationResult:
 
     def as_dict(self) -> dict:
         return {"ok": self.ok, "files": self.files, "bytes": self.bytes, "symlinks": self.symlinks,
-                "mismatches": list(self.mismatches), "seconds": self.seconds}
+                "mismatches": list(self.mismatches), "seconds": self.seconds, "partial": self.partial}
 
 
 def _check_file(repo: Repository, cache: DirCache | None, parts: Parts, where: str, node: Node) -> str | None:
@@ -84,15 +85,18 @@ def _check_file(repo: Repository, cache: DirCache | None, parts: Parts, where: s
 
 async def validate_restore(repo: Repository, snap: Snapshot, target: Path, *, include: tuple[str, ...] = (),
                            executor: Executor | None = None,
-                           proven: frozenset[Path] = frozenset()) -> ValidationResult:
+                           proven: frozenset[Path] = frozenset(),
+                           partial: frozenset[Path] = frozenset()) -> ValidationResult:
     """``proven``: files the restore's plan has just compared by content and not written
-    (unchanged, or re-stamped only); they count as checked without being read again."""
+    (unchanged, or re-stamped only); they count as checked without being read again.
+    ``partial``: files the restore could not write in full (already reported, with their
+    missing ranges): neither read back nor counted as mismatches a second time."""
     started = time.monotonic()
     target = Path(os.path.abspath(target))
     root_fd = open_target(target, create=False, check_trust=False)
     cache = DirCache(root_fd, target) if root_fd is not None else None
     try:
-        return await _validate(repo, snap, target, cache, include, executor, proven, started)
+        return await _validate(repo, snap, target, cache, include, executor, proven, partial, started)
     finally:
         if cache is not None:
             cache.close()
@@ -101,10 +105,10 @@ async def validate_restore(repo: Repository, snap: Snapshot, target: Path, *, in
 
 async def _validate(repo: Repository, snap: Snapshot, target: Path, cache: DirCache | None,
                     include: tuple[str, ...], executor: Executor | None, proven: frozenset[Path],
-                    started: float) -> ValidationResult:
+                    partial: frozenset[Path], started: float) -> ValidationResult:
     loop = asyncio.get_running_loop()
     bad: list[str] = []
-    files = size = links = 0
+    files = size = links = skipped = 0
     pending: list[asyncio.Future] = []
     async for parts, node in walk(repo, bytes.fromhex(snap.tree)):
         if node.type not in (FILE, SYMLINK) or not included(display(parts), include):
@@ -121,6 +125,9 @@ async def _validate(repo: Repository, snap: Snapshot, target: Path, cache: DirCa
             except (OSError, RestoreRefused):
                 bad.append(f"{where}: not a symlink after the restore")
             continue
+        if partial and target.joinpath(*(os.fsdecode(p) for p in parts)) in partial:
+            skipped += 1
+            continue
         files += 1
         size += node.size
         if proven and target.joinpath(*(os.fsdecode(p) for p in parts)) in proven:
@@ -132,4 +139,4 @@ async def _validate(repo: Repository, snap: Snapshot, target: Path, cache: DirCa
     bad.extend(m for m in await asyncio.gather(*pending) if m)
     if len(bad) > MAX_LISTED:
         bad = bad[:MAX_LISTED] + [f"... and {len(bad) - MAX_LISTED} more"]
-    return ValidationResult(files, size, links, tuple(bad), round(time.monotonic() - started, 3))
+    return ValidationResult(files, size, links, tuple(bad), round(time.monotonic() - started, 3), skipped)
