@@ -44,6 +44,18 @@ def age_text(seconds: float) -> str:
     return f"{seconds // 86400} days"
 
 
+_MIN = datetime.min.replace(tzinfo=timezone.utc)
+_MAX = datetime.max.replace(tzinfo=timezone.utc)
+
+
+def _shift(t: datetime, delta: timedelta) -> datetime:
+    """``t + delta``, clamped at the ends of the calendar (a lock may name year 1 or 9999)."""
+    try:
+        return t + delta
+    except OverflowError:
+        return _MAX if delta > timedelta(0) else _MIN
+
+
 @dataclass(frozen=True, slots=True)
 class LockInfo:
     key: str
@@ -64,11 +76,11 @@ class LockInfo:
     @property
     def written(self) -> datetime:
         """When the lock says this object was written (older locks: ``expires`` - LOCK_TTL)."""
-        return self.refreshed if self.refreshed is not None else self.expires - LOCK_TTL
+        return self.refreshed if self.refreshed is not None else _shift(self.expires, -LOCK_TTL)
 
     def trusted_until(self) -> datetime:
         """``expires``, but never later than LOCK_TTL after the object was written."""
-        return min(self.expires, self.written + LOCK_TTL)
+        return min(self.expires, _shift(self.written, LOCK_TTL))
 
     def age_seconds(self, now: datetime | None = None) -> float:
         return ((now or datetime.now(timezone.utc)) - self.created).total_seconds()
@@ -119,6 +131,8 @@ def _aware(text: str) -> datetime:
 
 def _decode(key: str, raw: bytes) -> LockInfo:
     d = json.loads(raw)
+    if not isinstance(d, dict):
+        raise ValueError("a lock is a JSON object")
     refreshed = d.get("refreshed")
     return LockInfo(
         key=key, exclusive=bool(d["exclusive"]), host=str(d["host"]), pid=int(d["pid"]),
