@@ -96,14 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("snapshots", parents=[common], help="the catalog of snapshots")
     s.add_argument("--source", help="only this source")
+    s.add_argument("--no-lock", action="store_true",
+                   help="take no repository lock: create nothing in the repository (read-only media)")
 
     sh = sub.add_parser("show", parents=[common], help="one snapshot's manifest")
     sh.add_argument("snapshot")
+    sh.add_argument("--no-lock", action="store_true",
+                   help="take no repository lock: create nothing in the repository (read-only media)")
 
     ls = sub.add_parser("ls", parents=[common], help="list a snapshot's files")
     ls.add_argument("snapshot")
     ls.add_argument("path", nargs="?")
     ls.add_argument("-l", "--long", action="store_true")
+    ls.add_argument("--no-lock", action="store_true",
+                   help="take no repository lock: create nothing in the repository (read-only media)")
 
     r = sub.add_parser("restore", parents=[common], help="restore snapshots into a folder, or a database")
     r.add_argument("snapshot", nargs="*", help="ids, id prefixes, latest (the newest backup set) or latest:SOURCE")
@@ -136,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-validate", action="store_true",
                    help="with --target: skip reading every restored file back against the snapshot")
     r.add_argument("--include", action="append", default=[], metavar="GLOB")
+    r.add_argument("--no-lock", action="store_true",
+                   help="take no repository lock: create nothing in the repository (read-only media)")
     r.add_argument("--source", help="with latest: the newest snapshot of this source")
     r.add_argument("--no-xattrs", action="store_true",
                    help="with --target: restore no extended attributes (ACLs and capabilities included)")
@@ -155,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", parents=[common], help="check the repository can restore its snapshots")
     v.add_argument("--full", action="store_true", help="also read and check every pack")
     v.add_argument("snapshot", nargs="*")
+    v.add_argument("--no-lock", action="store_true",
+                   help="take no repository lock: create nothing in the repository (read-only media)")
 
     k = sub.add_parser("key", parents=[common], help="manage passphrases")
     ksub = k.add_subparsers(dest="key_command", required=True)
@@ -736,9 +746,41 @@ async def cmd_key(svc: BackupService, args, out: Output) -> int:
 
 
 async def cmd_unlock(svc: BackupService, args, out: Output) -> int:
+    from datetime import datetime, timezone
+
+    from core.repository.lock import age_text
+
     removed = await svc.unlock(remove_all=args.all)
-    out.emit([{"key": lock.key, "description": lock.describe()} for lock in removed],
-             lambda: "\n".join(f"removed {lock.describe()}" for lock in removed) or "no stale locks")
+    now = datetime.now(timezone.utc)
+    live = [r for r in removed if not r.stale]
+
+    def one(r) -> dict:
+        i = r.info
+        return {"key": i.key, "description": i.describe(), "host": i.host, "pid": i.pid,
+                "operation": i.operation, "exclusive": i.exclusive, "created": i.created.isoformat(),
+                "age_seconds": round(i.age_seconds(now), 3), "stale": r.stale,
+                "reason": r.reason or "live; removed because of --all"}
+
+    def line(r) -> str:
+        i = r.info
+        kind = "exclusive" if i.exclusive else "shared"
+        why = f"stale: {r.reason}" if r.stale else "LIVE, removed because of --all"
+        return (f"removed {kind} lock {i.key} by {i.operation} (host {i.host}, pid {i.pid}, age "
+                f"{age_text(i.age_seconds(now))}): {why}")
+
+    def text() -> str:
+        if not removed:
+            return "no stale locks" + ("" if args.all else " (live locks are kept; --all removes them too)")
+        lines = [line(r) for r in removed]
+        if live:
+            lines.append(f"--all removed {len(live)} live lock{'s' if len(live) != 1 else ''}: if "
+                         f"{'those processes are' if len(live) != 1 else 'that process is'} still running, "
+                         "the repository is no longer protected from them")
+        return "\n".join(lines)
+
+    out.emit([one(r) for r in removed], text)
+    if live and out.json:
+        Output.note(f"warning: --all removed {len(live)} live lock{'s' if len(live) != 1 else ''}")
     return EXIT_OK
 
 
@@ -845,7 +887,7 @@ async def run(args, config: Config, out: Output) -> int:
     def passphrase(confirm: bool) -> str:
         return resolve_passphrase(config.storage, confirm=confirm)
 
-    svc = BackupService(config, passphrase)
+    svc = BackupService(config, passphrase, no_lock=getattr(args, "no_lock", False), on_note=Output.note)
     cli_jobs.survive_hangup()
     try:
         await cli_locations.use_from(svc, args)  # verify/ls/show --from NAME

@@ -206,6 +206,10 @@ def _backup_outcome(job: Job, out: Any) -> int:
     for c in copies:
         if c.get("error"):
             _note(f"warning: not copied to location {c['target']} ({c['error']}); the next backup catches up")
+    if result.get("record_error"):
+        # The snapshots are committed, but the job's record (what `status` and `jobs` read) is not.
+        _note(f"error: the backup's snapshots are committed, but its job record is not: {result['record_error']}")
+        return int(result.get("exit_code") or 1)
     if failed:
         for f in failed:
             _note(f"error: {f['source']}: {f['error']}")

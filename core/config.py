@@ -592,6 +592,26 @@ def _path(value: Any, at: str, ctx: _Ctx) -> Path:
     return _resolve(value, ctx)
 
 
+def _folder(value: Any, at: str, ctx: _Ctx) -> Path:
+    """A path that is a folder, or can be made one: not an existing file, not below one.
+    Nothing is created here, and permissions are not judged (a repository on read-only
+    media is a folder that can be read)."""
+    path = _path(value, at, ctx)
+    try:
+        if path.exists():
+            if not path.is_dir():
+                raise _Invalid(f"{path} exists and is not a folder")
+            return path
+        for parent in path.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise _Invalid(f"{path} cannot be created: {parent} is not a folder")
+                break
+    except OSError:
+        pass  # cannot look (no permission on a folder above): the command says so when it runs
+    return path
+
+
 def _list_of(item: Check, what: str, example: str, *, false_disables: bool = False) -> Check:
     def check(value: Any, at: str, ctx: _Ctx) -> tuple[Any, ...]:
         if false_disables and value is False:
@@ -880,7 +900,7 @@ _REMOTE = _Section(
 _STORAGE = _Section(
     StorageConfig,
     {
-        "local_path": _Field(_path, required=True),
+        "local_path": _Field(_folder, required=True),
         "compression_level": _Field(_integer(1, 22)),
         "compression": _Field(_boolean),
         "encryption": _Field(_must_stay_on),
@@ -985,7 +1005,7 @@ _SCHEDULE = _Section(
 _ENGINE = _Section(
     EngineConfig,
     {
-        "state_dir": _Field(_path),
+        "state_dir": _Field(_folder),
         "shutdown_grace_seconds": _Field(_integer(0, 86400)),
         "metrics_file": _Field(_path),
         "stall_timeout_seconds": _Field(_integer(0, 86400)),

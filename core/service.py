@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,9 +20,9 @@ from core.backup.archiver import ArchiveStats
 from core.backup import watchdog
 from core.backup.run import BackupResult, run_backup
 from core.config import Config, DatabaseConfig
-from core.errors import AxisorError, RestoreRefused, SnapshotNotFound, UsageError
+from core.errors import AxisorError, RestoreRefused, SnapshotNotFound, StorageFull, UsageError
 from core.repository import keys as keyfiles
-from core.repository.lock import Lock, LockInfo, exclusive_holder, remove_stale
+from core.repository.lock import Lock, RemovedLock, exclusive_holder, remove_locks
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
 from core.repository.tree import Node
@@ -29,7 +30,7 @@ from core.restore.files import FileRestorer, RestoreOptions, RestoreStats
 from core.restore.plan import RestorePlan
 from core.restore.validate import ValidationResult
 from core.restore.walk import display, walk
-from core.storage.backend import Backend
+from core.storage.backend import Backend, StorageReadOnly
 from core.storage.local import LocalBackend
 from core.text import shown
 from core.verify import VerifyReport, verify
@@ -93,8 +94,15 @@ def _check_strength(passphrase: str, allow_weak: bool) -> None:
         raise UsageError(why)
 
 class BackupService:
-    def __init__(self, config: Config, passphrase: PassphraseSource, *, workers: int | None = None) -> None:
+    def __init__(self, config: Config, passphrase: PassphraseSource, *, workers: int | None = None,
+                 no_lock: bool = False, on_note: Callable[[str], None] | None = None) -> None:
         self.config = config
+        # Reading without a repository lock: on request (--no-lock), or from the first time
+        # the storage refused to take one (read-only, full); writers never read this.
+        self.no_lock = no_lock
+        self.lockless_reason: str | None = None
+        self._on_note = on_note
+        self._noted = False
         self._passphrase = passphrase
         self.workers = workers or max(2, os.cpu_count() or 2)
         self.executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="axisor-cpu")
@@ -133,10 +141,52 @@ class BackupService:
         if load_index:
             # Under a shared lock: prune (exclusive) deletes index files it has replaced, and a
             # listing taken while it runs would name files that are gone a moment later.
-            async with Lock(self.backend, exclusive=False, operation="read"):
+            async with self.read_lock("read"):
                 self.index_damage.extend(await self._repo.load_index(strict=False))
         assert self._repo is not None
         return self._repo
+
+    @property
+    def lockless(self) -> bool:
+        """Reads go on without a repository lock (--no-lock, or the storage refused one)."""
+        return self.no_lock or self.lockless_reason is not None
+
+    @asynccontextmanager
+    async def read_lock(self, operation: str) -> AsyncIterator[None]:
+        """A shared lock around a read; none with --no-lock, and none (with one note) when the
+        storage refuses to store one: a read-only mount or medium, an immutable locks/
+        folder, a full disk. Reading then creates nothing in the repository."""
+        lock = await self._try_lock(self.backend, operation)
+        try:
+            yield
+        finally:
+            if lock is not None:
+                await lock.release()
+
+    async def _try_lock(self, backend: Backend, operation: str) -> Lock | None:
+        """A shared lock on ``backend``, or None (noted once) when reading goes on without."""
+        if not self.lockless:
+            lock = Lock(backend, exclusive=False, operation=operation)
+            try:
+                return await lock.acquire()
+            except (StorageReadOnly, StorageFull) as exc:
+                why = exc.reason if isinstance(exc, StorageReadOnly) else "no space left"
+                self.lockless_reason = f"{why}: {backend.location}"
+        self._note_lockless()
+        return None
+
+    def _note_lockless(self) -> None:
+        if self._noted:
+            return
+        self._noted = True
+        if self.no_lock:
+            text = ("note: no lock taken (--no-lock): a prune or repair running meanwhile could remove "
+                    "what this reads")
+        else:
+            text = (f"note: no lock taken because the storage refuses writes ({self.lockless_reason}); "
+                    "reading without one, nothing is created in the repository")
+        if self._on_note is not None:
+            self._on_note(text)
 
     def _adopt(self, repo: Repository) -> Repository:
         repo.executor = self.executor
@@ -251,8 +301,27 @@ class BackupService:
         return await self.location_ops().catch_up(targets, on_progress=on_progress)
 
     async def catalog(self):
-        """Every snapshot once across all locations, with each copy's state (Catalog)."""
-        return await self.location_ops().catalog()
+        """Every snapshot once across all locations, with each copy's state (Catalog). Under a
+        shared lock on the primary when one can be had (its index files stay put meanwhile);
+        while a prune holds it, or where there is no repository, read as is."""
+        from core.errors import LockHeld
+
+        ops = self.location_ops()
+        try:
+            here = await self._primary.exists()
+        except (AxisorError, OSError):
+            here = False
+        lock = None
+        if here:
+            try:
+                lock = await self._try_lock(self._primary, "read")
+            except LockHeld:
+                pass  # the catalog tolerates index files that go away
+        try:
+            return await ops.catalog()
+        finally:
+            if lock is not None:
+                await lock.release()
 
     async def locations(self):
         """Per location: reachability, latency, usage, growth, last write (LocationStatus list)."""
@@ -328,7 +397,7 @@ class BackupService:
 
         rid = restore_id or new_restore_id()
         repo = await self.repository(load_index=False)
-        async with Lock(self.backend, exclusive=False, operation="restore"):
+        async with self.read_lock("restore"):
             await repo.load_index()
             plans = [await plan_restore(repo, s, target, include=include, delete=delete, executor=self.executor,
                                         options=options)
@@ -342,6 +411,9 @@ class BackupService:
                                      f"{' ...' if len(conflicts) > 5 else ''}; move them away (or restore "
                                      "with --delete into the folder above) and retry")
             safeties: list[Snapshot | None] = [None] * len(snaps)
+            if safety and any(p.touches_existing for p in plans) and self.lockless:
+                self._refuse_safety_without_lock(f"would change files that exist in {shown(str(target))}",
+                                                 "restore into a new or empty folder")
             if safety and any(p.touches_existing for p in plans):
                 safeties = [await file_safety_snapshot(repo, p, s, rid, workers=self.workers)
                             for s, p in zip(snaps, plans)]
@@ -379,6 +451,15 @@ class BackupService:
                 continue
             await search_location(name, repo, outcome.snapshot, outcome.partial, notes.append)
         return replace(outcome, notes=tuple(notes))
+
+    def _refuse_safety_without_lock(self, change: str, instead: str) -> None:
+        """A restore over existing data first commits a safety snapshot into the repository
+        (what `rollback` puts back): that is a write, and a write needs a lock."""
+        what = f"this restore {change}, and the safety snapshot that lets `rollback` undo that"
+        if self.no_lock:
+            raise UsageError(f"{what} is written into the repository, which needs a lock: drop --no-lock, "
+                             f"or {instead}")
+        raise StorageReadOnly(f"{what} cannot be written: {self.lockless_reason}; {instead}")
 
     async def rollback(self, restore_id: str) -> list[RestoreOutcome | object]:
         """Put back what restore ``restore_id`` changed, from its safety snapshots."""
@@ -439,7 +520,10 @@ class BackupService:
         fallback = PgTarget.from_config(self.config.database)
         target = PgTarget.from_url(target_db, fallback)
         repo = await self.repository(load_index=False)
-        async with Lock(self.backend, exclusive=False, operation="restore"):
+        async with self.read_lock("restore"):
+            if force and self.lockless:  # replacing a database commits its safety snapshot first
+                self._refuse_safety_without_lock("would replace a database's contents (--force)",
+                                                 "restore into a new database")
             await repo.load_index()
             from core.restore.safety import new_restore_id
 
@@ -456,7 +540,7 @@ class BackupService:
         from core.sources.postgres.pitr import restore_pitr
 
         repo = await self.repository(load_index=False)
-        async with Lock(self.backend, exclusive=False, operation="restore"):
+        async with self.read_lock("restore"):
             await repo.load_index()
             return await restore_pitr(repo, self.config, target_time, target_dir, config_path=config_path,
                                       snapshot=snapshot, start=start, port=port, os_user=os_user,
@@ -479,7 +563,7 @@ class BackupService:
                     ids.extend(s.id for s in await self.resolve([ref], load_index=False))
                 else:
                     ids.append(await repo.resolve_id(ref))
-        async with Lock(self.backend, exclusive=False, operation="verify"):
+        async with self.read_lock("verify"):
             return await verify(repo, full=full, snapshot_ids=ids)
 
     async def drill_reports(self):
@@ -592,7 +676,7 @@ class BackupService:
         repo = await self.repository(load_index=False, key_cache_dir=state_dir(self.config))
         if not is_wal_name(name) or await load_manifest(repo, name) is None:
             raise WalNotFound(f"WAL file {name} is not in the repository")  # before the index: a cheap miss
-        async with Lock(self.backend, exclusive=False, operation="wal-fetch"):
+        async with self.read_lock("wal-fetch"):
             await repo.load_index()
             return await fetch(repo, name, dest)
 
@@ -649,9 +733,10 @@ class BackupService:
                 await self.backend.delete(f"keys/{old.id}")
         return info
 
-    async def unlock(self, *, remove_all: bool = False) -> list[LockInfo]:
+    async def unlock(self, *, remove_all: bool = False) -> list[RemovedLock]:
+        """Remove the stale locks (every lock with ``remove_all``), each with why it was stale."""
         await self.repository(load_index=False)  # only someone holding a passphrase may clear locks
-        return await remove_stale(self.backend, all_locks=remove_all)
+        return await remove_locks(self.backend, all_locks=remove_all)
 
 
 def _master_of(repo: Repository):

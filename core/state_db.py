@@ -9,6 +9,7 @@ mode and a busy timeout let the daemon and a CLI write at once.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import sqlite3
 from collections.abc import Callable
@@ -16,9 +17,20 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from core.errors import AxisorError
+from core.errors import AxisorError, StorageFull
 
 T = TypeVar("T")
+
+SQLITE_FULL = 13
+NEARLY_FULL = 128 * 1024  # below this much free space an SQLite I/O error is the full disk's
+
+
+def _free_bytes(directory: Path) -> int | None:
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 class SqliteOnThread:
@@ -40,6 +52,8 @@ class SqliteOnThread:
         try:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
+            if self._full(exc):
+                raise self.failure(exc) from None
             raise AxisorError(f"cannot create the state directory {directory}: {exc.strerror or exc}") from None
         try:
             # Created 0600 before SQLite opens it: SQLite gives the -wal and -shm files the
@@ -57,11 +71,40 @@ class SqliteOnThread:
                 if path.exists():  # a database from before this was 0644 and its companions too
                     os.chmod(path, 0o600)
         except (OSError, sqlite3.Error) as exc:
+            if self._full(exc):
+                raise self.failure(exc) from None
             raise AxisorError(f"cannot open the {self.WHAT} {self.path}: {exc}") from None
         self._db = db
 
+    def _full(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is the state folder's file system being full."""
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(exc, sqlite3.Error):
+            if getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL or "full" in str(exc):
+                return True
+            free = _free_bytes(self.path.parent)
+            # SQLite reports a failed grow of its -shm map or -wal file as a "disk I/O error".
+            return free is not None and free < NEARLY_FULL
+        return False
+
+    def failure(self, exc: BaseException) -> AxisorError:
+        """One line for a failed open or query: StorageFull (exit 10) naming the state folder
+        when its file system is full, else an AxisorError naming the database."""
+        if self._full(exc):
+            return StorageFull(f"the state folder {self.path.parent} is full: cannot write the {self.WHAT} "
+                               f"({exc}); free space there, or point [engine] state_dir (or "
+                               "$AXISOR_BACKUP_STATE_DIR) at another folder")
+        return AxisorError(f"the {self.WHAT} {self.path} failed: {exc}")
+
+    def _guarded(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        try:
+            return fn(*args)
+        except (sqlite3.Error, OSError) as exc:
+            raise self.failure(exc) from None
+
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._guarded, fn, args)
 
     async def close(self) -> None:
         def shut() -> None:

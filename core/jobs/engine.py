@@ -373,16 +373,26 @@ class Engine:
                       error: str | None = None) -> None:
         job = replace(live.job, state=state, finished_at=datetime.now(UTC), result=result, error=error)
         live.job = job
-        store = self._store()
-        if error:
-            await store.append_log(job.id, f"{state.value}: {error}")
-        await store.update(job)
+        try:
+            store = self._store()
+            if error:
+                await store.append_log(job.id, f"{state.value}: {error}")
+            await store.update(job)
+        except Exception as exc:
+            # The record could not be written (a full state folder...): the job still ends here,
+            # and whoever waits for it learns why (the exit code and ``record_error``).
+            code = exit_code_of(exc) if state != JobState.CANCELLED else 130
+            job = replace(job, result={**(result or {}), "exit_code": code, "record_error": str(exc)},
+                          error=error or str(exc))
+            live.job = job
+            log.warning("the job's record could not be written", extra={"job": job.id, "error": str(exc)})
         seconds = (job.finished_at - job.started_at).total_seconds() if job.started_at and job.finished_at else 0
         log.log(logging.INFO if state == JobState.COMPLETED else logging.WARNING, "job finished",
                 extra={"job": job.id, "kind": job.kind, "state": state.value, "seconds": round(seconds, 3),
-                       "error": error})
-        self._emit(JobEvent("finished", job, message=error or ""))
-        del self._live[job.id]
+                       "error": job.error})
+        # Announced and released whatever happened above: a waiter (the CLI, drain()) never hangs.
+        self._emit(JobEvent("finished", job, message=job.error or ""))
+        self._live.pop(job.id, None)
         live.done.set()
         self._after_finish_hooks(job)
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.errors import JobNotFound, UsageError
+from core.proc import process_start
 from core.scrub import scrub
 from core.jobs.api import Job, JobState
 from core.jobs.codec import job_from_dict, progress_from_dict, progress_to_dict
@@ -74,18 +75,6 @@ def state_dir(config: Config | None = None) -> Path:
     from platformdirs import user_state_dir
 
     return Path(user_state_dir("axisor-backup"))
-
-
-def process_start(pid: int) -> str:
-    """The kernel's start time of ``pid`` (clock ticks since boot), "" when unknown or gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            data = fh.read()
-    except OSError:
-        return ""
-    # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
-    fields = data[data.rfind(b")") + 2:].split()
-    return fields[19].decode() if len(fields) > 19 else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,4 +274,4 @@ class JobStore(SqliteOnThread):
         return await self._call(run)
 
 
-__all__ = ["ENV_STATE_DIR", "JobStore", "Owner", "progress_from_dict", "state_dir"]
+__all__ = ["ENV_STATE_DIR", "JobStore", "Owner", "process_start", "progress_from_dict", "state_dir"]

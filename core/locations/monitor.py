@@ -11,6 +11,7 @@ holds: losing it only loses the growth history.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import os
@@ -78,16 +79,29 @@ class MonitorState:
 
     @contextmanager
     def _locked(self) -> Iterator[dict]:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with open(self.path.with_suffix(".lock"), "a") as lock:
+        # A cache: a state folder that cannot be written (full, read-only) costs history,
+        # never the operation that records into it (a backup whose snapshots are committed).
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            lock = open(self.path.with_suffix(".lock"), "a")
+        except OSError:
+            lock = None
+        if lock is None:
+            yield self._read()
+            return
+        with lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             data = self._read()
             before = json.dumps(data, sort_keys=True)
             yield data
             if json.dumps(data, sort_keys=True) != before:
                 tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-                os.replace(tmp, self.path)
+                try:
+                    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+                    os.replace(tmp, self.path)
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        tmp.unlink()
 
     def _read(self) -> dict:
         try:

@@ -1,7 +1,15 @@
 """Lock objects: shared for backups, exclusive for prune and key removal.
 
-A lock is a plaintext JSON object under locks/. It is stale when it has expired
-(holders refresh it well before) or when it names this host and a PID that is gone.
+A lock is a plaintext JSON object under locks/: anyone who can write the storage can
+forge one, so nothing in it is believed longer than it can be checked. It is stale when
+
+- it names this host and a process that is not alive: no such pid, or a pid whose kernel
+  start time differs from the one recorded (the pid was reused), or an impossible pid;
+- it claims a time in the future: ``created`` or ``refreshed`` later than now (beyond
+  CLOCK_SKEW between hosts), or an ``expires`` further than LOCK_TTL past the moment it
+  says it was written (a holder refreshes every REFRESH_EVERY and never claims more);
+- it has expired: a lock of another host is trusted until then and no longer.
+
 Acquisition writes first, then re-lists: two racing exclusive holders both see the other
 and both back off, which is safe (restic does the same).
 """
@@ -15,12 +23,37 @@ import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from core.errors import LockHeld
+from core.errors import LockHeld, StorageFull
+from core.proc import have_proc, process_start
 from core.repository.format import LOCKS
-from core.storage.backend import Backend, ObjectNotFound
+from core.storage.backend import Backend, ObjectNotFound, StorageReadOnly
 
 LOCK_TTL = timedelta(minutes=30)
 REFRESH_EVERY = timedelta(minutes=5)
+CLOCK_SKEW = timedelta(minutes=5)  # how far another host's clock may run ahead of ours
+
+
+def age_text(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 86400} days"
+
+
+_MIN = datetime.min.replace(tzinfo=timezone.utc)
+_MAX = datetime.max.replace(tzinfo=timezone.utc)
+
+
+def _shift(t: datetime, delta: timedelta) -> datetime:
+    """``t + delta``, clamped at the ends of the calendar (a lock may name year 1 or 9999)."""
+    try:
+        return t + delta
+    except OverflowError:
+        return _MAX if delta > timedelta(0) else _MIN
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,28 +63,65 @@ class LockInfo:
     host: str
     pid: int
     operation: str
-    created: datetime
+    created: datetime  # when the holder first took the lock
     expires: datetime
+    start: str = ""  # the holder's kernel start time (clock ticks since boot); "" in older locks
+    refreshed: datetime | None = None  # when this object was written; None in older locks
 
     def describe(self) -> str:
         kind = "exclusive" if self.exclusive else "shared"
         return (f"{kind} lock by {self.operation} (pid {self.pid} on {self.host}, since "
                 f"{self.created.isoformat(timespec='seconds')})")
 
-    def is_stale(self, now: datetime | None = None) -> bool:
+    @property
+    def written(self) -> datetime:
+        """When the lock says this object was written (older locks: ``expires`` - LOCK_TTL)."""
+        return self.refreshed if self.refreshed is not None else _shift(self.expires, -LOCK_TTL)
+
+    def trusted_until(self) -> datetime:
+        """``expires``, but never later than LOCK_TTL after the object was written."""
+        return min(self.expires, _shift(self.written, LOCK_TTL))
+
+    def age_seconds(self, now: datetime | None = None) -> float:
+        return ((now or datetime.now(timezone.utc)) - self.created).total_seconds()
+
+    def stale_reason(self, now: datetime | None = None) -> str | None:
+        """Why this lock is stale, or None when its holder may be alive."""
         now = now or datetime.now(timezone.utc)
-        if now > self.expires:
-            return True
+        ahead = now + CLOCK_SKEW
+        if self.created > ahead:
+            return f"its creation time {self.created.isoformat(timespec='seconds')} is in the future (forged?)"
+        if self.refreshed is not None and self.refreshed > ahead:
+            return f"its refresh time {self.refreshed.isoformat(timespec='seconds')} is in the future (forged?)"
+        if self.refreshed is None and self.written > ahead:
+            return (f"its expiry {self.expires.isoformat(timespec='seconds')} is more than "
+                    f"{int(LOCK_TTL.total_seconds() // 60)} minutes ahead (no holder claims that; forged?)")
+        if now > self.trusted_until():
+            bounded = " (its own expiry claims later: bounded)" if self.expires > self.trusted_until() else ""
+            return f"expired {age_text((now - self.trusted_until()).total_seconds())} ago{bounded}"
         if self.host == socket.gethostname():
-            if self.pid <= 0:
-                return True  # kill(2) reads 0 and negatives as process groups: never a holder
-            try:
-                os.kill(self.pid, 0)
-            except (ProcessLookupError, OverflowError, ValueError):
-                return True  # no such process (or a PID no process can have)
-            except PermissionError:
-                return False
-        return False
+            return _dead_here(self.pid, self.start)
+        return None
+
+    def is_stale(self, now: datetime | None = None) -> bool:
+        return self.stale_reason(now) is not None
+
+
+def _dead_here(pid: int, start: str) -> str | None:
+    """Why process ``pid`` (kernel start time ``start``, "" unknown) is not alive on this host."""
+    if pid <= 0:
+        return f"pid {pid} cannot hold a lock"  # kill(2) reads 0 and negatives as process groups
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError, ValueError):
+        return f"no process {pid} on this host"
+    except PermissionError:
+        pass  # exists, another user's
+    if start and have_proc():
+        now_start = process_start(pid)
+        if now_start and now_start != start:
+            return f"pid {pid} is now another process (started at tick {now_start}, the holder at {start})"
+    return None
 
 
 def _aware(text: str) -> datetime:
@@ -61,10 +131,14 @@ def _aware(text: str) -> datetime:
 
 def _decode(key: str, raw: bytes) -> LockInfo:
     d = json.loads(raw)
+    if not isinstance(d, dict):
+        raise ValueError("a lock is a JSON object")
+    refreshed = d.get("refreshed")
     return LockInfo(
         key=key, exclusive=bool(d["exclusive"]), host=str(d["host"]), pid=int(d["pid"]),
         operation=str(d.get("operation", "?")), created=_aware(d["created"]),
-        expires=_aware(d["expires"]),
+        expires=_aware(d["expires"]), start=str(d.get("start") or ""),
+        refreshed=_aware(refreshed) if isinstance(refreshed, str) else None,
     )
 
 
@@ -102,14 +176,22 @@ class Lock:
         self._created = getattr(self, "_created", None) or now
         return json.dumps({
             "exclusive": self.exclusive, "host": socket.gethostname(), "pid": os.getpid(),
-            "operation": self.operation, "created": self._created.isoformat(),
+            "start": process_start(os.getpid()), "operation": self.operation,
+            "created": self._created.isoformat(), "refreshed": now.isoformat(),
             "expires": (now + LOCK_TTL).isoformat(),
         }).encode()
 
     async def acquire(self) -> Lock:
         await self._check_conflicts()
         self.key = f"{LOCKS}/{os.urandom(16).hex()}"
-        await self.backend.put(self.key, self._body())
+        try:
+            await self.backend.put(self.key, self._body())
+        except (StorageReadOnly, StorageFull) as exc:
+            kind = "an exclusive" if self.exclusive else "a shared"
+            refused = type(exc)(f"{exc}; cannot take {kind} lock for {self.operation} (reading commands: "
+                                "snapshots, ls, show, restore, verify work without one)")
+            refused.__dict__.update(exc.__dict__)  # StorageReadOnly.reason
+            raise refused from None
         try:
             await self._check_conflicts()
         except LockHeld:
@@ -169,13 +251,30 @@ class Lock:
         await self.release()
 
 
-async def remove_stale(backend: Backend, *, all_locks: bool = False) -> list[LockInfo]:
+@dataclass(frozen=True, slots=True)
+class RemovedLock:
+    info: LockInfo
+    reason: str | None  # why it was judged stale; None: it was live (removed by --all)
+
+    @property
+    def stale(self) -> bool:
+        return self.reason is not None
+
+
+async def remove_locks(backend: Backend, *, all_locks: bool = False) -> list[RemovedLock]:
+    """Delete the stale locks (every lock with ``all_locks``), each with why."""
     removed = []
+    now = datetime.now(timezone.utc)
     for info in await list_locks(backend):
-        if all_locks or info.is_stale():
+        reason = info.stale_reason(now)
+        if all_locks or reason is not None:
             try:
                 await backend.delete(info.key)
             except ObjectNotFound:
                 continue
-            removed.append(info)
+            removed.append(RemovedLock(info, reason))
     return removed
+
+
+async def remove_stale(backend: Backend, *, all_locks: bool = False) -> list[LockInfo]:
+    return [r.info for r in await remove_locks(backend, all_locks=all_locks)]

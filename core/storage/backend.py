@@ -18,6 +18,14 @@ class StorageError(AxisorError):
     """A storage operation failed; the message names the location and the key."""
 
 
+class StorageReadOnly(StorageError):
+    """The storage refuses writes: a read-only file system or mount, an immutable folder,
+    no permission to write. Reading commands go on without a lock; writers stop (exit 24)."""
+
+    exit_code = 24
+    reason = "writes refused"  # short: "Read-only file system", "Operation not permitted"
+
+
 class ObjectNotFound(StorageError):
     pass
 

@@ -23,12 +23,27 @@ from core.storage.backend import (
     Payload,
     StorageError,
     StorageFull,
+    StorageReadOnly,
     StorageUsage,
     TempInfo,
     checked_key,
 )
 
 TMP_PREFIX = ".tmp-"
+# A write refused for good, not by chance: a read-only file system or mount, an immutable
+# (chattr +i) folder, no permission.
+REFUSED = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def write_error(location: str, what: str, exc: OSError) -> StorageError | StorageFull:
+    """The error for a failed write of ``what``: full, refused, or anything else."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFull(f"{location}: no space left while writing {what}; free space or move the repository")
+    if exc.errno in REFUSED:
+        refused = StorageReadOnly(f"{location}: the storage refuses writes ({exc.strerror}): cannot write {what}")
+        refused.reason = exc.strerror or "refused"
+        return refused
+    return StorageError(f"{location}: cannot write {what}: {exc.strerror}")
 
 
 class LocalBackend:
@@ -48,9 +63,11 @@ class LocalBackend:
         final = self._path(key)
         folder = final.parent
         tmp = folder / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+        created = False
         try:
             folder.mkdir(parents=True, exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            created = True
             try:
                 _write_parts(fd, [data] if isinstance(data, (bytes, bytearray, memoryview)) else data)
                 os.fsync(fd)
@@ -66,16 +83,13 @@ class LocalBackend:
             finally:
                 os.close(dfd)
         except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StorageFull(
-                    f"{self.location}: no space left while writing {key}; free space or move the repository"
-                ) from None
-            raise StorageError(f"{self.location}: cannot write {key}: {exc.strerror}") from None
+            raise write_error(self.location, key, exc) from None
         finally:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
+            if created:  # never created (a read-only mount says EROFS, not ENOENT, to unlink)
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass  # the storage went away meanwhile: `list` ignores .tmp- files
 
     async def put(self, key: str, data: Payload) -> None:
         await asyncio.to_thread(self._put_sync, key, data)
@@ -148,6 +162,11 @@ class LocalBackend:
             await asyncio.to_thread(os.unlink, self._path(key))
         except FileNotFoundError:
             raise ObjectNotFound(f"{self.location}: object {key} does not exist") from None
+        except OSError as exc:
+            if exc.errno in REFUSED:
+                raise StorageReadOnly(f"{self.location}: the storage refuses writes ({exc.strerror}): "
+                                      f"cannot delete {key}") from None
+            raise StorageError(f"{self.location}: cannot delete {key}: {exc.strerror}") from None
 
     async def exists(self) -> bool:
         return await asyncio.to_thread((self.root / "config").exists)
@@ -163,6 +182,9 @@ class LocalBackend:
         try:
             await asyncio.to_thread(mk)
         except OSError as exc:
+            if exc.errno in REFUSED:
+                raise StorageReadOnly(f"{self.location}: the storage refuses writes ({exc.strerror}): "
+                                      "cannot create the repository folder") from None
             raise StorageError(f"{self.location}: cannot create repository folder: {exc.strerror}") from None
 
     def _list_temporary_sync(self) -> list[TempInfo]:
@@ -190,6 +212,8 @@ class LocalBackend:
             await asyncio.to_thread(os.unlink, self._path(key))
         except FileNotFoundError:
             pass
+        except OSError as exc:
+            raise write_error(self.location, f"(delete) {key}", exc) from None
 
     def _usage_sync(self) -> StorageUsage:
         used = count = 0

@@ -1,7 +1,9 @@
 import dataclasses
+import json
 import os
 import re
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -665,3 +667,22 @@ def test_unencrypted_endpoints_are_refused_unless_allowed(tmp_path: Path) -> Non
     ]
     config = parse_config(minimal(storage={"local_path": "/r", "remote_storage": allowed}), base_dir=tmp_path)
     assert [r.allow_insecure for r in config.storage.remote_storage] == [True, True, True, False, False]
+
+
+def test_local_path_and_state_dir_must_be_folders_or_creatable(tmp_path):
+    """A path that is a file (or lies below one) is reported by key path; a folder that
+    does not exist yet, below a folder, is fine (init and the engine create it)."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    bad = problems_of(minimal(storage={"local_path": str(afile)}, engine={"state_dir": str(afile / "state")}),
+                      tmp_path)
+    assert bad["storage.local_path"] == f"{afile} exists and is not a folder"
+    assert bad["engine.state_dir"] == f"{afile / 'state'} cannot be created: {afile} is not a folder"
+    good = parse_config(minimal(storage={"local_path": str(tmp_path / "new" / "repo")},
+                                engine={"state_dir": str(tmp_path)}), base_dir=tmp_path)
+    assert good.storage.local_path == tmp_path / "new" / "repo" and not (tmp_path / "new").exists()
+    path = write(tmp_path, f'[storage]\nlocal_path = "{afile}"\n', name="c.toml")
+    r = subprocess.run([sys.executable, "-m", "app.cli", "--config", str(path), "--json", "config", "check"],
+                       cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and json.loads(r.stdout)["problems"] == [
+        {"key": "storage.local_path", "message": f"{afile} exists and is not a folder"}], r

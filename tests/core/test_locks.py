@@ -274,3 +274,107 @@ def test_lock_naming_an_impossible_pid_here_is_stale(repo_env, pid):
     r = env.cli("unlock", json_out=True)
     assert r.code == 0, r
     assert [x["key"] for x in r.json] == ["locks/impossible"]
+
+
+# --------------------------------------------------------------------------- forged and reused
+
+
+def _forge(env, name: str, *, host: str = HOST, pid: int | None = None, **fields) -> None:
+    now = datetime.now(timezone.utc)
+    body = {"exclusive": True, "host": host, "pid": os.getpid() if pid is None else pid, "operation": "forged",
+            "created": now.isoformat(), "expires": (now + timedelta(minutes=30)).isoformat()}
+    body.update(fields)
+    (env.repo / "locks" / name).write_text(json.dumps(body))
+
+
+def test_a_real_lock_records_its_holder_start_time_and_refresh():
+    from core.jobs.store import process_start
+
+    raw = Lock(LocalBackend("/nonexistent"), exclusive=False, operation="read")._body()
+    body = json.loads(raw)
+    assert body["pid"] == os.getpid() and body["start"] == process_start(os.getpid()) != ""
+    assert body["refreshed"] and body["created"] <= body["refreshed"] < body["expires"]
+
+
+@pytest.mark.parametrize("host", [HOST, "elsewhere.example"], ids=["this-host", "other-host"])
+def test_locks_dated_ten_years_ahead_are_stale_even_for_a_live_pid(repo_env, host):
+    env, _ = repo_env
+    future = datetime.now(timezone.utc) + timedelta(days=3653)
+    _forge(env, "future-created", host=host, created=future.isoformat(),
+           expires=(future + timedelta(minutes=30)).isoformat())
+    _forge(env, "future-expiry", host=host, expires=future.isoformat())
+    _forge(env, "future-refresh", host=host, refreshed=future.isoformat(), expires=future.isoformat())
+    r = env.cli("backup", "--lock-wait", "0")
+    assert r.code == 0, r  # none of them blocks an exclusive-conflicting writer
+    r = env.cli("unlock", json_out=True)
+    assert r.code == 0, r
+    why = {x["key"]: x["reason"] for x in r.json}
+    assert set(why) == {"locks/future-created", "locks/future-expiry", "locks/future-refresh"}
+    assert "future" in why["locks/future-created"] and "forged" in why["locks/future-created"]
+    assert "30 minutes ahead" in why["locks/future-expiry"]
+    assert "refresh time" in why["locks/future-refresh"]
+    assert all(x["stale"] is True and x["host"] == host for x in r.json)
+
+
+def test_expiry_is_bounded_by_the_refresh_time_whatever_the_file_says(repo_env):
+    env, _ = repo_env
+    now = datetime.now(timezone.utc)
+    far = (now + timedelta(days=3653)).isoformat()
+    _forge(env, "fresh", host="elsewhere.example", refreshed=now.isoformat(), expires=far)
+    r = env.cli("backup", "--lock-wait", "0")
+    assert r.code == 5, r  # written just now by another host: trusted, for now
+    info = [i for i in asyncio.run(list_locks(LocalBackend(env.repo))) if i.key == "locks/fresh"][0]
+    assert info.trusted_until() == now + timedelta(minutes=30)
+    assert not info.is_stale(now + timedelta(minutes=29))
+    assert "bounded" in info.stale_reason(now + timedelta(minutes=31))
+    _forge(env, "fresh", host="elsewhere.example", refreshed=(now - timedelta(minutes=31)).isoformat(),
+           expires=far)
+    assert env.cli("backup", "--lock-wait", "0").code == 0
+
+
+def test_dead_and_reused_pids_of_this_host_are_stale(repo_env):
+    from core.jobs.store import process_start
+
+    env, hold = repo_env
+    live = hold("shared", "backup")
+    me = process_start(os.getpid())
+    _forge(env, "dead", pid=dead_pid(), start="12345")
+    _forge(env, "reused", pid=os.getpid(), start=str(int(me) + 1))  # a live pid, but another process
+    _forge(env, "mine", pid=os.getpid(), start=me)  # this very process: alive, and the same one
+    r = env.cli("backup", "--lock-wait", "0")
+    assert r.code == 5 and "forged" in r.stderr and f"pid {os.getpid()}" in r.stderr, r  # only "mine" holds
+    r = env.cli("unlock", json_out=True)
+    assert r.code == 0, r
+    why = {x["key"]: x["reason"] for x in r.json}
+    assert set(why) == {"locks/dead", "locks/reused"}
+    assert why["locks/dead"].startswith("no process")
+    assert "is now another process" in why["locks/reused"]
+    assert sorted(p.name for p in env.lock_files()) == sorted(["mine", live.key.split("/")[1]])
+
+
+def test_unlock_says_what_it_removed_and_why_and_all_says_it_removed_live_ones(repo_env):
+    env, hold = repo_env
+    live = hold("shared", "backup")
+    pid = dead_pid()
+    past = datetime.now(timezone.utc) - timedelta(hours=3)
+    write_lock(env, "dead", exclusive=True, pid=pid, operation="prune", created=past.isoformat())
+    r = env.cli("unlock")
+    assert r.code == 0, r
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 1, r
+    assert (f"removed exclusive lock locks/dead by prune (host {HOST}, pid {pid}, age 3 h 0 min): "
+            f"stale: no process {pid} on this host") == lines[0], r
+    r = env.cli("unlock")
+    assert r.code == 0 and r.stdout.strip().startswith("no stale locks"), r
+    r = env.cli("unlock", "--all", json_out=True)
+    assert r.code == 0, r
+    assert [(x["key"], x["stale"], x["pid"], x["operation"], x["exclusive"]) for x in r.json] == [
+        (live.key, False, live.pid, "backup", False)]
+    assert "--all" in r.json[0]["reason"] and r.json[0]["age_seconds"] >= 0 and r.json[0]["description"]
+    assert "warning: --all removed 1 live lock" in r.stderr
+    live2 = hold("shared", "verify")
+    r = env.cli("unlock", "--all")
+    assert r.code == 0, r
+    assert f"removed shared lock {live2.key} by verify (host {HOST}, pid {live2.pid}, age " in r.stdout
+    assert "LIVE, removed because of --all" in r.stdout
+    assert "--all removed 1 live lock: if that process is still running" in r.stdout

@@ -54,8 +54,9 @@ class JobsWorkspace:
     def hold_repository_lock(self) -> Path:
         """An exclusive repository lock held by this (live) test process: jobs must wait."""
         now = datetime.now(UTC)
+        # What a live holder writes: a lock claiming more than 30 minutes ahead is judged forged.
         body = {"exclusive": True, "host": socket.gethostname(), "pid": os.getpid(), "operation": "test hold",
-                "created": now.isoformat(), "expires": (now + timedelta(hours=1)).isoformat()}
+                "created": now.isoformat(), "expires": (now + timedelta(minutes=30)).isoformat()}
         path = self.ws.repo / "locks" / os.urandom(16).hex()
         path.parent.mkdir(exist_ok=True)
         path.write_text(json.dumps(body))
