@@ -23,6 +23,7 @@ from core.config import Config, resolve_passphrase
 from core.errors import SourceError
 from core.jobs.api import EngineClient, Job, JobEvent, JobState, connect_engine
 from core.jobs.codec import event_to_dict, job_to_dict
+from core.text import shown
 
 EXIT_INTERRUPTED = 130
 
@@ -183,7 +184,7 @@ def _backup_outcome(job: Job, out: Any) -> int:
     copies: list[dict[str, Any]] = result.get("copies") or []
     data = {"backup_set": result["backup_set"], "snapshots": snaps,
             "failed": [{"source": f["source"], "error": f["error"]} for f in failed], "copies": copies,
-            "job": job.id}
+            "job": job.id, "warnings": list(result.get("warnings") or [])}
 
     def text() -> str:
         lines = [f"backup set {result['backup_set']}"]
@@ -203,6 +204,8 @@ def _backup_outcome(job: Job, out: Any) -> int:
         out.emit(data, text)
     except OSError:
         pass
+    for w in result.get("warnings") or []:
+        _note(f"warning: {shown(w)}")
     for c in copies:
         if c.get("error"):
             _note(f"warning: not copied to location {c['target']} ({c['error']}); the next backup catches up")

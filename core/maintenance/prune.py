@@ -31,7 +31,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone, tzinfo
 
-from core import crypto
 from core.errors import AxisorError, DamagedObject, LockHeld
 from core.maintenance.repack import repack
 from core.maintenance.retention import Decision, Policy, apply, is_base_backup
@@ -216,12 +215,10 @@ async def _adopt(repo: Repository, unindexed: list[bytes], on_storage: dict[byte
     found: list[IndexedPack] = []
     for pid in unindexed:
         try:
-            data = await repo.backend.get(pack_key(pid))
-            if crypto.content_hash(data) != pid:
-                continue  # verify reports it; it is not prune's to judge or delete
-            entries = await repo.read_pack_header(pid, on_storage[pid])
+            # Bounded, header first, hashed over ranged reads: a planted file is never read whole.
+            entries = await repo.check_unindexed_pack(pid, on_storage[pid])
         except (DamagedObject, StorageError):
-            continue
+            continue  # verify reports it; it is not prune's to judge or delete
         found.append((pid, on_storage[pid], entries))
     if found:
         index_files.add(await _store_index(repo, found))

@@ -35,7 +35,7 @@ from core.repository.format import AD_INDEX, DATA, INDEX, PACK_TRAILER, pack_id_
 from core.repository.index import Index, IndexedPack, PackEntry, encode_index
 from core.repository.lock import Lock, list_locks
 from core.repository.packer import Packer, PackFormatError, decode_header, parse_trailer
-from core.repository.repository import Repository
+from core.repository.repository import ForeignPack, Repository
 from core.storage.backend import ObjectExists, ObjectNotFound, StorageError
 
 # Blob entries per index file written by a rebuild (as prune writes them).
@@ -191,6 +191,16 @@ async def _rebuild(repo: Repository, lock: Lock, dry_run: bool, check: set[bytes
     for n, pid in enumerate(sorted(to_read)):
         progress("reading packs", n, len(to_read))
         key = pack_key(pid)
+        if pid not in known:
+            # Named by no index: nothing is known to salvage unless its header opens, so a
+            # file that is not one of our packs is named and never read whole.
+            try:
+                await repo.check_unindexed_pack(pid, on_storage[pid], hash_content=False)
+            except ForeignPack as exc:
+                report.packs_unreadable.append((key, exc.reason))
+                continue
+            except (DamagedObject, StorageError):
+                pass  # read whole below, which says what is wrong with it
         try:
             data = await repo.backend.get(key)
         except (ObjectNotFound, StorageError) as exc:
