@@ -581,6 +581,7 @@ async def cmd_verify(svc: BackupService, args, out: Output) -> int:
         "packs_checked": report.packs_checked, "bytes_read": report.bytes_read,
         "wal_files_checked": report.wal_files_checked,
         "unreferenced_packs": report.unreferenced_packs,
+        "foreign_packs": report.foreign_packs,
         "damage": [asdict(d) for d in report.damage],
     }
 
@@ -593,6 +594,8 @@ async def cmd_verify(svc: BackupService, args, out: Output) -> int:
         if report.unreferenced_packs:
             lines.append(f"note: {len(report.unreferenced_packs)} packs are not referenced by any index "
                          "(left by an interrupted backup; the next backup adopts them)")
+        for key, why in sorted(report.foreign_packs.items()):
+            lines.append(f"warning: {shown(key)}: {shown(why)}")
         if report.ok:
             lines.append("no damage found")
         for d in report.damage:
