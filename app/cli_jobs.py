@@ -23,7 +23,7 @@ from core.config import Config, resolve_passphrase
 from core.errors import SourceError
 from core.jobs.api import EngineClient, Job, JobEvent, JobState, connect_engine
 from core.jobs.codec import event_to_dict, job_to_dict
-from core.text import shown
+from core.text import shown, shown_lines
 
 EXIT_INTERRUPTED = 130
 
@@ -53,9 +53,14 @@ def _human_bytes(n: float) -> str:
     return f"{n} B"
 
 
+def _one_line(text: str) -> str:
+    """A log or progress line as one printable line (names in it are escaped already)."""
+    return shown_lines(text).replace("\n", "\\n")
+
+
 def _note(message: str) -> None:
     try:
-        print(message, file=sys.stderr, flush=True)
+        print(shown_lines(message), file=sys.stderr, flush=True)
     except OSError:
         pass  # the terminal is gone
 
@@ -154,7 +159,7 @@ async def _watch(engine: EngineClient, events: Any, job: Job, interrupted: async
                 _note(event.message)
             if event.type == "progress" and tty:
                 try:
-                    print("\r" + _progress_line(event.job)[:100].ljust(100), end="", file=sys.stderr, flush=True)
+                    print("\r" + _one_line(_progress_line(event.job))[:100].ljust(100), end="", file=sys.stderr, flush=True)
                 except OSError:
                     pass
             if event.type == "finished":
@@ -242,7 +247,7 @@ def _jobs_table(jobs: list[Job]) -> str:
         note = j.error or ""
         if j.state == JobState.RUNNING and j.progress is not None:
             note = _progress_line(j).split(": ", 1)[1]
-        rows.append((j.id, j.kind, j.state.value, j.origin, _when(j), _duration(j), note[:80]))
+        rows.append((j.id, j.kind, j.state.value, j.origin, _when(j), _duration(j), _one_line(note)[:80]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
@@ -287,12 +292,12 @@ def _print_event(event: JobEvent, out: Any) -> None:
     if out.json:
         print(json.dumps(event_to_dict(event), sort_keys=True, default=str), flush=True)
     elif event.type == "progress":
-        print(_progress_line(event.job), flush=True)
+        print(_one_line(_progress_line(event.job)), flush=True)
     elif event.type == "log":
-        print(f"{event.job.kind} {event.job.id}: {event.message}", flush=True)
+        print(f"{event.job.kind} {event.job.id}: {_one_line(event.message)}", flush=True)
     elif event.type == "finished":
-        print(f"{event.job.kind} {event.job.id}: {event.job.state.value}"
-              + (f": {event.job.error}" if event.job.error else ""), flush=True)
+        print(shown_lines(f"{event.job.kind} {event.job.id}: {event.job.state.value}"
+                          + (f": {event.job.error}" if event.job.error else "")), flush=True)
     else:
         print(f"{event.job.kind} {event.job.id}: {event.type}", flush=True)
 
