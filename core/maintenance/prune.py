@@ -195,7 +195,7 @@ async def _load_packs(repo: Repository, packs: dict[bytes, _PackInfo], files: se
         if info.key in files:
             continue
         try:
-            content = await repo.read_index_file(info.key)
+            content = await repo.read_index_file(info.key, info.size)
         except DamagedObject as exc:
             raise PruneRefused(f"prune changed nothing: {exc}. `axisor-backup repair index` rebuilds the "
                                "index without it.") from None

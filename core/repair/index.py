@@ -159,7 +159,7 @@ async def _rebuild(repo: Repository, lock: Lock, dry_run: bool, check: set[bytes
     files: list[str] = []
     async for info in repo.backend.list(f"{INDEX}/"):
         try:
-            content = await repo.read_index_file(info.key)
+            content = await repo.read_index_file(info.key, info.size)
         except DamagedObject as exc:
             report.damaged_index_files.append((info.key, exc.reason))
             continue

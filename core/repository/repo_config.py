@@ -57,9 +57,17 @@ class RepoConfig:
         ).encode()
 
 
+MAX_CONFIG = 64 * 1024  # bytes; a real one is about 400
+
+
 async def read_public(backend: Backend) -> dict:
     """Read and version-check the config before any key is tried."""
     try:
+        # Bounded before it is read: anyone who can write to storage can plant a config.
+        size = (await backend.stat(CONFIG)).size
+        if size > MAX_CONFIG:
+            raise RepositoryNotFound(f"{backend.location}/config is {size} bytes, more than an Axisor Backup "
+                                     f"config ever is (at most {MAX_CONFIG}); not read")
         raw = await backend.get(CONFIG)
     except ObjectNotFound:
         raise RepositoryNotFound(

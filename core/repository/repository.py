@@ -60,6 +60,17 @@ MAX_TREE_BLOB = 128 * 1024 * 1024
 HEADER_READ_WHOLE = 1024 * 1024
 # Ranged reads of an unindexed pack being hashed: memory stays at one piece.
 HASH_PIECE = 4 * 1024 * 1024
+# Sealed index files and snapshot manifests, at most (checked against the listed size before
+# a byte is read). Writers stay far below: an index file names at most 64 packs (a backup)
+# or 100,000 blobs (prune, repair, adoption), about 5 MiB; a manifest is a few KiB, a
+# database's with 100,000 tables a few MiB. Larger ones are damaged objects, never read.
+MAX_INDEX_FILE = 256 * 1024 * 1024
+MAX_SNAPSHOT_FILE = 64 * 1024 * 1024
+# Index files and manifests beyond this are authenticated in pieces before they are read
+# whole: a planted one costs a stream, not its size in memory.
+OBJECT_READ_WHOLE = 16 * 1024 * 1024
+# Blob entries an index file a writer puts holds, at most (a pack's entries are never split).
+INDEX_FILE_ENTRIES = 100_000
 
 
 @dataclass
@@ -98,6 +109,8 @@ class Repository:
         # Objects under data/ the last adoption found not to be packs of this repository:
         # key -> why (named by the backup as warnings; verify names them too).
         self.foreign_packs: dict[str, str] = {}
+        # Sizes of manifests seen in the last listing (snapshot_ids): a read bounded by them needs no stat.
+        self._listed_sizes: dict[str, int] = {}
 
     # -- opening ------------------------------------------------------------------------
 
@@ -138,7 +151,7 @@ class Repository:
             if info.key in self.index.files:
                 continue
             try:
-                for pack_id, size, entries in await self.read_index_file(info.key):
+                for pack_id, size, entries in await self.read_index_file(info.key, info.size):
                     self.index.add_pack(pack_id, size, entries)
                 self.index.files.add(info.key)
             except DamagedObject as exc:
@@ -148,20 +161,34 @@ class Repository:
                 damaged.append(exc)
         return damaged
 
-    async def read_index_file(self, key: str) -> list[IndexedPack]:
-        raw = await self._open_object(key, AD_INDEX)
+    async def read_index_file(self, key: str, size: int | None = None) -> list[IndexedPack]:
+        """``size``: the listed size, when the caller has a listing (saves a stat)."""
+        raw = await self._open_object(key, AD_INDEX, MAX_INDEX_FILE, size)
         try:
             return decode_index(raw)
         except IndexFormatError as exc:
             raise DamagedObject(key, str(exc)) from None
 
-    async def _open_object(self, key: str, ad_prefix: bytes) -> bytes:
-        """Read and decrypt an index or snapshot object and check its name matches its content."""
+    async def _open_object(self, key: str, ad_prefix: bytes, limit: int, size: int | None = None) -> bytes:
+        """Read and decrypt an index or snapshot object and check its name matches its content.
+
+        Bounded before it is read: larger than ``limit`` (by the listed size, or a stat) it
+        is damaged and not read; larger than OBJECT_READ_WHOLE, its tag is checked over
+        ranged reads first, so a planted object never costs its size in memory."""
         try:
             object_id = bytes.fromhex(key.rsplit("/", 1)[-1])
         except ValueError:
             raise DamagedObject(key, "name is not a hex id (a foreign file in the repository?)") from None
         try:
+            if size is None:
+                size = self._listed_sizes.get(key)
+            if size is None:
+                size = (await self.backend.stat(key)).size
+            if size > limit:
+                raise DamagedObject(key, f"{size} bytes, more than this program ever writes there (at most "
+                                         f"{limit}); not read")
+            if size > OBJECT_READ_WHOLE:
+                await self._authenticate_object(key, size, ad_prefix + object_id)
             sealed = await self.backend.get(key)
         except ObjectNotFound:
             raise DamagedObject(key, "missing") from None
@@ -272,6 +299,21 @@ class Repository:
         except PackFormatError as exc:
             raise DamagedObject(key, str(exc)) from None
 
+    async def _authenticate_object(self, key: str, size: int, ad: bytes) -> None:
+        """Check a sealed object's tag over ranged reads (nonce || ciphertext || tag)."""
+        if size < crypto.SEAL_OVERHEAD:
+            raise DamagedObject(key, "shorter than a sealed object")
+        nonce = await self.backend.get(key, 0, crypto.NONCE_SIZE)
+        tag = await self.backend.get(key, size - crypto.TAG_SIZE, crypto.TAG_SIZE)
+        try:
+            check = self.cipher.stream_opener(nonce, tag, ad)
+            end = size - crypto.TAG_SIZE
+            for offset in range(crypto.NONCE_SIZE, end, HASH_PIECE):
+                await self._run(check.update, await self.backend.get(key, offset, min(HASH_PIECE, end - offset)))
+            check.finalize()
+        except crypto.DecryptError as exc:
+            raise DamagedObject(key, f"does not authenticate ({exc}); truncated or tampered") from None
+
     async def _authenticate_streamed(self, key: str, start: int, length: int) -> None:
         """Check a sealed pack header's tag over ranged reads, holding one piece at a time."""
         nonce = await self.backend.get(key, start, crypto.NONCE_SIZE)
@@ -365,8 +407,15 @@ class Repository:
 
     async def _write_index(self) -> None:
         batch, self._unwritten = self._unwritten, []
-        if batch:
-            key = await self._store_object(INDEX, AD_INDEX, encode_index(batch))
+        # At most INDEX_FILE_ENTRIES blobs a file (a pack's entries stay together), so every
+        # index file stays far below MAX_INDEX_FILE however small the blobs.
+        while batch:
+            count, n = 0, 0
+            while n < len(batch) and (n == 0 or count + len(batch[n][2]) <= INDEX_FILE_ENTRIES):
+                count += len(batch[n][2])
+                n += 1
+            part, batch = batch[:n], batch[n:]
+            key = await self._store_object(INDEX, AD_INDEX, encode_index(part))
             self.index.files.add(key)
 
     async def flush(self) -> None:
@@ -462,23 +511,29 @@ class Repository:
         key = await self._store_object(SNAPSHOTS, AD_SNAPSHOT, snap.encode())
         return key.rsplit("/", 1)[-1]
 
-    async def load_snapshot(self, snapshot_id: str) -> Snapshot:
+    async def load_snapshot(self, snapshot_id: str, size: int | None = None) -> Snapshot:
+        """``size``: the listed size, when the caller has a listing (saves a stat)."""
         key = f"{SNAPSHOTS}/{snapshot_id}"
-        raw = await self._open_object(key, AD_SNAPSHOT)
+        raw = await self._open_object(key, AD_SNAPSHOT, MAX_SNAPSHOT_FILE, size)
         try:
             return Snapshot.decode(raw, snapshot_id)
         except (ValueError, TypeError, KeyError, json.JSONDecodeError) as exc:
             raise DamagedObject(key, f"malformed manifest: {exc}") from None
 
     async def snapshot_ids(self) -> list[str]:
-        return [info.key.rsplit("/", 1)[-1] async for info in self.backend.list(f"{SNAPSHOTS}/")]
+        ids = []
+        async for info in self.backend.list(f"{SNAPSHOTS}/"):
+            self._listed_sizes[info.key] = info.size  # bounds the read that may follow, without a stat
+            ids.append(info.key.rsplit("/", 1)[-1])
+        return ids
 
     async def list_snapshots(self) -> tuple[list[Snapshot], list[DamagedObject]]:
         snaps: list[Snapshot] = []
         damaged: list[DamagedObject] = []
-        for sid in await self.snapshot_ids():
+        async for info in self.backend.list(f"{SNAPSHOTS}/"):
+            sid = info.key.rsplit("/", 1)[-1]
             try:
-                snaps.append(await self.load_snapshot(sid))
+                snaps.append(await self.load_snapshot(sid, info.size))
             except DamagedObject as exc:
                 damaged.append(exc)
         snaps.sort(key=lambda s: (s.datetime, s.source))

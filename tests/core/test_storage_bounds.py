@@ -36,9 +36,9 @@ def _plant(env: H.AxEnv, size: int, *, tail: bytes = b"", name: str | None = Non
     return f"data/{name[:2]}/{name}"
 
 
-def _measured(env: H.AxEnv) -> tuple[int, str, str, int]:
-    """Run `backup --json` in a child: (exit code, stdout, stderr, its peak RSS in KiB)."""
-    p = subprocess.Popen(env.argv("backup", json_out=True), cwd=H.ROOT, env=env.env(),
+def _measured(env: H.AxEnv, *args: str) -> tuple[int, str, str, int]:
+    """Run a command (`backup`) with --json in a child: (exit code, stdout, stderr, its peak RSS in KiB)."""
+    p = subprocess.Popen(env.argv(*(args or ("backup",)), json_out=True), cwd=H.ROOT, env=env.env(),
                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out = p.stdout.read()
     err = p.stderr.read()
@@ -122,3 +122,87 @@ def test_a_pack_whose_bytes_changed_is_not_adopted(world):
 
     n, foreign, indexed = env.run(adopt())
     assert big.name not in indexed and not foreign
+
+
+def _plant_at(env: H.AxEnv, folder: str, size: int) -> str:
+    name = os.urandom(32).hex()
+    with open(env.repo / folder / name, "wb") as f:
+        f.truncate(size)
+    return f"{folder}/{name}"
+
+
+def test_index_files_and_manifests_are_bounded_before_they_are_read(world):
+    """A planted manifest or index file larger than any this program writes is damaged and
+    not read; one below the bound but large is authenticated in pieces first. verify names
+    each, and its memory stays flat."""
+    env, baseline = world
+    from core.repository.repository import MAX_INDEX_FILE, MAX_SNAPSHOT_FILE
+
+    huge_snap = _plant_at(env, "snapshots", MAX_SNAPSHOT_FILE + 1)
+    big_snap = _plant_at(env, "snapshots", 60 * MiB)
+    huge_index = _plant_at(env, "index", MAX_INDEX_FILE + 1)
+    big_index = _plant_at(env, "index", 200 * MiB)
+    code, out, err, rss = _measured(env, "verify")
+    assert code == 6, err
+    damage = {d["object"]: d["reason"] for d in json.loads(out)["damage"]}
+    assert "not read" in damage[huge_snap] and "not read" in damage[huge_index], damage
+    assert "does not authenticate" in damage[big_snap] and "does not authenticate" in damage[big_index], damage
+    assert rss < baseline + 48 * 1024, (baseline, rss)
+    # The catalog still lists the real snapshot, and names the planted ones.
+    r = env.cli("snapshots", json_out=True)
+    assert r.code == 0 and len(r.json["snapshots"]) == 1, r
+
+
+def test_a_planted_config_is_bounded(axenv):
+    axenv.init_fast()
+    with open(axenv.repo / "config", "r+b") as f:
+        f.truncate(512 * MiB)
+    r = axenv.cli("snapshots", timeout=60)
+    assert r.code == 3 and "not read" in r.stderr, r
+
+
+def test_counts_in_a_tree_or_an_index_are_bounded_by_their_bytes():
+    """A msgpack array header claiming 2^32 - 1 nodes or packs in a few bytes fails at once
+    (msgpack bounds every length by the buffer): decoding is linear in the bytes."""
+    import time
+
+    import msgpack
+
+    from core.repository.index import IndexFormatError, decode_index
+    from core.repository.tree import Tree, TreeFormatError
+
+    started = time.monotonic()
+    claim = b"\xdd\xff\xff\xff\xff"  # array32 of 2^32 - 1 elements, none present
+    with pytest.raises(TreeFormatError):
+        Tree.decode(b"\x82\xa1v\x01\xa5nodes" + claim)
+    with pytest.raises(IndexFormatError):
+        decode_index(b"\x82\xa1v\x01\xa5packs" + claim)
+    # A real tree of 100,000 nodes decodes in well under a second per 100,000.
+    from restore_craft import fnode
+
+    raw = Tree([fnode(b"f%06d" % i) for i in range(100_000)]).encode()
+    t0 = time.monotonic()
+    assert len(Tree.decode(raw).nodes) == 100_000
+    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - started < 10
+    assert msgpack  # imported for the reader: the bound is msgpack's own (max_*_len = buffer size)
+
+
+def test_writers_split_index_files_at_100000_entries(axenv):
+    from core.repository.index import PackEntry
+    from core.repository.repository import INDEX_FILE_ENTRIES
+
+    axenv.init_fast()
+
+    async def write():
+        repo = await axenv.open_repo()
+        before = set(repo.index.files)
+        for _ in range(3):
+            entries = [PackEntry(0, os.urandom(32), i * 30, 30, 1) for i in range(60_000)]
+            repo._unwritten.append((os.urandom(32), 60_000 * 30 + 100, entries))
+        await repo._write_index()
+        return set(repo.index.files) - before
+
+    written = axenv.run(write())
+    assert len(written) == 3  # 60,000 + 60,000 > 100,000: one pack a file
+    assert INDEX_FILE_ENTRIES == 100_000
