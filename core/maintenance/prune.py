@@ -241,7 +241,10 @@ async def _used_blobs(repo: Repository, snaps: list[Snapshot], wal_blobs: set[by
             queue.append(root)
     loaded = 0
     while queue:
-        batch, queue = queue[:_TREE_LOADS], queue[_TREE_LOADS:]
+        # From the end: taking from the front would copy the rest of the queue every batch
+        # (quadratic in the number of folders); the order does not matter, ``used`` dedups.
+        batch = queue[-_TREE_LOADS:]
+        del queue[-_TREE_LOADS:]
         for tree_id in batch:
             if tree_id not in repo.index:
                 raise PruneRefused(
