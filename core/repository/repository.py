@@ -183,11 +183,11 @@ class Repository:
             if size is None:
                 size = self._listed_sizes.get(key)
             if size is None:
-                size = (await self.backend.stat(key)).size
-            if size > limit:
+                size = await repo_config.listed_size(self.backend, key)
+            if size is not None and size > limit:
                 raise DamagedObject(key, f"{size} bytes, more than this program ever writes there (at most "
                                          f"{limit}); not read")
-            if size > OBJECT_READ_WHOLE:
+            if size is not None and size > OBJECT_READ_WHOLE:
                 await self._authenticate_object(key, size, ad_prefix + object_id)
             sealed = await self.backend.get(key)
         except ObjectNotFound:
