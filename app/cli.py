@@ -39,13 +39,12 @@ from core import __version__
 from core.fsmeta.describe import as_json, attributes, marks
 from core.repository.keys import MIN_PASSPHRASE
 from core import scrub
-from core.text import shown
 from core.errors import (
     AxisorError, PartialRestore, RestoreRefused, RestoreValidationFailed, UsageError, VerificationFailed,
 )
 from core.repository.snapshot import Snapshot
 from core.service import BackupService
-from core.text import shown
+from core.text import shown, shown_lines
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -62,13 +61,16 @@ class Output:
 
     def emit(self, data: object, text: Callable[[], str]) -> None:
         if self.json:
+            # json.dumps escapes every control character (ensure_ascii): nothing raw gets out.
             print(json.dumps(data, indent=2, sort_keys=True, default=str))
         else:
-            print(text())
+            # Names inside went through shown(); this is the last guard for the rest of the
+            # text (foreign messages, anything missed): no escape sequence reaches a terminal.
+            print(shown_lines(text()))
 
     @staticmethod
     def note(message: str) -> None:
-        print(message, file=sys.stderr)
+        print(shown_lines(message), file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -288,10 +290,10 @@ def _show_one(s: Snapshot, out: Output) -> None:
     def text() -> str:
         m = s.summary
         lines = [
-            f"snapshot   {s.id}", f"time       {s.time}", f"source     {s.source}",
-            f"type       {s.type}", f"parent     {s.parent or '-'}", f"backup set {s.backup_set}",
-            f"host       {s.hostname} ({s.username})", f"paths      {', '.join(s.paths)}",
-            f"tags       {', '.join(s.tags) or '-'}",
+            f"snapshot   {s.id}", f"time       {shown(s.time)}", f"source     {shown(s.source)}",
+            f"type       {shown(s.type)}", f"parent     {shown(s.parent or '-')}", f"backup set {shown(s.backup_set)}",
+            f"host       {shown(s.hostname)} ({shown(s.username)})", f"paths      {', '.join(map(shown, s.paths))}",
+            f"tags       {', '.join(map(shown, s.tags)) or '-'}",
             f"files      {m.total_files} in {m.dirs} folders, {human_bytes(m.total_bytes)}",
             f"changes    new {m.files_new}, changed {m.files_changed}, unmodified {m.files_unmodified}, "
             f"removed {m.files_removed}",
@@ -300,14 +302,14 @@ def _show_one(s: Snapshot, out: Output) -> None:
         ]
         md = s.metadata or {}
         if md.get("database_version"):
-            lines.append(f"database   {md.get('dbname')} (PostgreSQL {md['database_version']}, "
+            lines.append(f"database   {shown(str(md.get('dbname')))} (PostgreSQL {shown(str(md['database_version']))}, "
                          f"{human_bytes(md.get('database_size') or 0)}), {md.get('total_tables')} tables, "
                          f"{md.get('total_records')} rows, application {md.get('application_version') or '-'}")
         for link in md.get("root_links") or []:
             if isinstance(link, dict):
-                lines.append(f"root link  {link.get('path')} -> {link.get('target')} "
+                lines.append(f"root link  {shown(str(link.get('path')))} -> {shown(str(link.get('target')))} "
                              f"({'target archived' if link.get('followed') else 'only the link stored'})")
-        lines.extend(f"warning    {w}" for w in s.warnings)
+        lines.extend(f"warning    {shown(w)}" for w in s.warnings)
         return "\n".join(lines)
 
     out.emit(snapshot_json(s), text)
@@ -421,7 +423,7 @@ def _outcome_text(o, args) -> str:
     if st.stripped_count:
         lines.append(f"{st.stripped_count} files had setuid/setgid/capabilities stripped (restore them with "
                      "--preserve-privileges, as root):")
-        lines.extend(f"  {p}" for p in st.stripped_listed())
+        lines.extend(f"  {p}" for p in st.stripped_listed())  # shown already (fsops.display)
     if st.warning_count:
         lines.append(f"{st.warning_count} warnings:")
         lines.extend(f"  WARNING {w}" for w in st.warnings_listed())
@@ -676,6 +678,7 @@ async def cmd_verify(svc: BackupService, args, out: Output) -> int:
         "packs_checked": report.packs_checked, "bytes_read": report.bytes_read,
         "wal_files_checked": report.wal_files_checked,
         "unreferenced_packs": report.unreferenced_packs,
+        "foreign_packs": report.foreign_packs,
         "damage": [asdict(d) for d in report.damage],
     }
 
@@ -688,16 +691,19 @@ async def cmd_verify(svc: BackupService, args, out: Output) -> int:
         if report.unreferenced_packs:
             lines.append(f"note: {len(report.unreferenced_packs)} packs are not referenced by any index "
                          "(left by an interrupted backup; the next backup adopts them)")
+        for key, why in sorted(report.foreign_packs.items()):
+            lines.append(f"warning: {shown(key)}: {shown(why)}")
         if report.ok:
             lines.append("no damage found")
         for d in report.damage:
-            lines.append(f"DAMAGED {d.object}: {d.reason}")
+            # Reasons can quote stored text; files are names from the backed-up host.
+            lines.append(f"DAMAGED {shown(d.object)}: {shown(d.reason)}")
             if d.snapshots:
-                lines.append(f"  snapshots affected: {', '.join(x[:8] for x in d.snapshots)}")
+                lines.append(f"  snapshots affected: {', '.join(shown(x[:8]) for x in d.snapshots)}")
             if d.wal_files:
-                lines.append(f"  WAL files affected: {', '.join(d.wal_files)}")
+                lines.append(f"  WAL files affected: {', '.join(map(shown, d.wal_files))}")
             for f in d.files:
-                lines.append(f"  file: {f}")
+                lines.append(f"  file: {shown(f)}")
         return "\n".join(lines)
 
     out.emit(data, text)

@@ -23,6 +23,7 @@ from core.config import Config, resolve_passphrase
 from core.errors import SourceError
 from core.jobs.api import EngineClient, Job, JobEvent, JobState, connect_engine
 from core.jobs.codec import event_to_dict, job_to_dict
+from core.text import shown, shown_lines
 
 EXIT_INTERRUPTED = 130
 
@@ -52,9 +53,14 @@ def _human_bytes(n: float) -> str:
     return f"{n} B"
 
 
+def _one_line(text: str) -> str:
+    """A log or progress line as one printable line (names in it are escaped already)."""
+    return shown_lines(text).replace("\n", "\\n")
+
+
 def _note(message: str) -> None:
     try:
-        print(message, file=sys.stderr, flush=True)
+        print(shown_lines(message), file=sys.stderr, flush=True)
     except OSError:
         pass  # the terminal is gone
 
@@ -153,7 +159,7 @@ async def _watch(engine: EngineClient, events: Any, job: Job, interrupted: async
                 _note(event.message)
             if event.type == "progress" and tty:
                 try:
-                    print("\r" + _progress_line(event.job)[:100].ljust(100), end="", file=sys.stderr, flush=True)
+                    print("\r" + _one_line(_progress_line(event.job))[:100].ljust(100), end="", file=sys.stderr, flush=True)
                 except OSError:
                     pass
             if event.type == "finished":
@@ -183,7 +189,7 @@ def _backup_outcome(job: Job, out: Any) -> int:
     copies: list[dict[str, Any]] = result.get("copies") or []
     data = {"backup_set": result["backup_set"], "snapshots": snaps,
             "failed": [{"source": f["source"], "error": f["error"]} for f in failed], "copies": copies,
-            "job": job.id}
+            "job": job.id, "warnings": list(result.get("warnings") or [])}
 
     def text() -> str:
         lines = [f"backup set {result['backup_set']}"]
@@ -203,6 +209,8 @@ def _backup_outcome(job: Job, out: Any) -> int:
         out.emit(data, text)
     except OSError:
         pass
+    for w in result.get("warnings") or []:
+        _note(f"warning: {shown(w)}")
     for c in copies:
         if c.get("error"):
             _note(f"warning: not copied to location {c['target']} ({c['error']}); the next backup catches up")
@@ -243,7 +251,7 @@ def _jobs_table(jobs: list[Job]) -> str:
         note = j.error or ""
         if j.state == JobState.RUNNING and j.progress is not None:
             note = _progress_line(j).split(": ", 1)[1]
-        rows.append((j.id, j.kind, j.state.value, j.origin, _when(j), _duration(j), note[:80]))
+        rows.append((j.id, j.kind, j.state.value, j.origin, _when(j), _duration(j), _one_line(note)[:80]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
@@ -288,12 +296,12 @@ def _print_event(event: JobEvent, out: Any) -> None:
     if out.json:
         print(json.dumps(event_to_dict(event), sort_keys=True, default=str), flush=True)
     elif event.type == "progress":
-        print(_progress_line(event.job), flush=True)
+        print(_one_line(_progress_line(event.job)), flush=True)
     elif event.type == "log":
-        print(f"{event.job.kind} {event.job.id}: {event.message}", flush=True)
+        print(f"{event.job.kind} {event.job.id}: {_one_line(event.message)}", flush=True)
     elif event.type == "finished":
-        print(f"{event.job.kind} {event.job.id}: {event.job.state.value}"
-              + (f": {event.job.error}" if event.job.error else ""), flush=True)
+        print(shown_lines(f"{event.job.kind} {event.job.id}: {event.job.state.value}"
+                          + (f": {event.job.error}" if event.job.error else "")), flush=True)
     else:
         print(f"{event.job.kind} {event.job.id}: {event.type}", flush=True)
 

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from core.repository.snapshot import Snapshot
+from core.text import shown, shown_lines
 
 EXIT_OK = 0
 
@@ -48,7 +49,7 @@ async def use_from(svc: Any, args: Any) -> None:
 
 
 def _note(message: str) -> None:
-    print(message, file=sys.stderr)
+    print(shown_lines(message), file=sys.stderr)
 
 
 def _bytes(n: float | None) -> str:
@@ -139,10 +140,10 @@ def catalog_text(entries: list[Any], shrinks: dict[str, Any] | None = None) -> s
         s = e.snapshot
         sh = shrinks.get(s.id)
         rows.append((
-            s.short_id, s.datetime.strftime("%Y-%m-%d %H:%M:%S"), s.source, s.type,
+            s.short_id, s.datetime.strftime("%Y-%m-%d %H:%M:%S"), shown(s.source), shown(s.type),
             _bytes(s.summary.total_bytes), str(s.summary.total_files), _bytes(s.summary.data_added_packed),
             f"{s.summary.compression_ratio:.2f}",
-            " ".join(_MARK[c.state].format(c.location) for c in e.copies), ",".join(s.tags),
+            " ".join(_MARK[c.state].format(c.location) for c in e.copies), ",".join(map(shown, s.tags)),
             f"SUSPICIOUS SHRINK ({sh.previous_files} -> {sh.files} files)" if sh else "",
         ))
     legend = "locations: name = complete copy, name! = incomplete, -name = not copied yet, ?name = unreachable"

@@ -11,6 +11,7 @@ import argparse
 import sys
 from datetime import datetime
 from typing import Any
+from core.text import shown_lines
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -92,7 +93,7 @@ async def cmd_prune(svc, args, out) -> int:
     result = dict(final.result or {})
     code = int(result.pop("exit_code", 0 if final.error is None else 1))
     if "locations" not in result:  # failed before any location was tried
-        print(f"error: {final.error or final.state.value}", file=sys.stderr)
+        print(shown_lines(f"error: {final.error or final.state.value}"), file=sys.stderr)
         return code or 1
     locations = result["locations"]
 
@@ -107,7 +108,7 @@ async def cmd_prune(svc, args, out) -> int:
     out.emit(result, text)
     failures = [f"{loc['location']}: {loc['error']}" for loc in locations if loc["error"]]
     if failures:
-        print(f"error: prune failed at {'; '.join(failures)}", file=sys.stderr)
+        print(shown_lines(f"error: prune failed at {'; '.join(failures)}"), file=sys.stderr)
     return code
 
 

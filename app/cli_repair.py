@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from core.errors import AxisorError
+from core.text import shown_lines
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -132,7 +133,7 @@ async def cmd_repair(svc, args, out) -> int:
     out.emit({"what": what, "dry_run": args.dry_run, "locations": results}, text)
     failures = [f"{loc['location']}: {loc['error']}" for loc in results if loc["error"]]
     if failures:
-        print(f"error: repair {what} failed at {'; '.join(failures)}", file=sys.stderr)
+        print(shown_lines(f"error: repair {what} failed at {'; '.join(failures)}"), file=sys.stderr)
     return first_code
 
 

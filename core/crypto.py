@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import blake3
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher as _Cipher
+from cryptography.hazmat.primitives.ciphers import algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 NONCE_SIZE = 12
@@ -53,11 +55,18 @@ class MasterKey:
 class Cipher:
     """Seals and opens objects under one master key; safe to share across threads."""
 
-    __slots__ = ("_aead", "_ident")
+    __slots__ = ("_aead", "_enc", "_ident")
 
     def __init__(self, key: MasterKey) -> None:
         self._aead = AESGCM(key.enc)
+        self._enc = key.enc
         self._ident = key.ident
+
+    def stream_opener(self, nonce: bytes, tag: bytes, ad: bytes) -> StreamOpener:
+        """Check a sealed object's tag piece by piece (``update`` each piece of the
+        ciphertext, then ``finalize``), holding no more than one piece: for objects too
+        large to trust before they authenticate. The plaintext is never returned."""
+        return StreamOpener(self._enc, nonce, tag, ad)
 
     def blob_id(self, data: bytes | memoryview) -> bytes:
         return blake3.blake3(data, key=self._ident).digest()
@@ -92,6 +101,25 @@ class Cipher:
         mv = memoryview(sealed)
         try:
             return self._aead.decrypt(mv[:NONCE_SIZE], mv[NONCE_SIZE:], ad)
+        except InvalidTag as exc:
+            raise DecryptError("authentication failed") from exc
+
+
+class StreamOpener:
+    __slots__ = ("_dec",)
+
+    def __init__(self, key: bytes, nonce: bytes, tag: bytes, ad: bytes) -> None:
+        if len(nonce) != NONCE_SIZE or len(tag) != TAG_SIZE:
+            raise DecryptError("sealed object is shorter than its nonce and tag")
+        self._dec = _Cipher(algorithms.AES(key), modes.GCM(nonce, tag)).decryptor()
+        self._dec.authenticate_additional_data(ad)
+
+    def update(self, piece: bytes | memoryview) -> None:
+        self._dec.update(piece)
+
+    def finalize(self) -> None:
+        try:
+            self._dec.finalize()
         except InvalidTag as exc:
             raise DecryptError("authentication failed") from exc
 

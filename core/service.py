@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.backup.archiver import ArchiveStats
+from core.text import shown as escaped
 from core.backup import watchdog
 from core.backup.run import BackupResult, run_backup
 from core.config import Config, DatabaseConfig
@@ -365,7 +366,7 @@ class BackupService:
                 if want is None or shown == want or shown.startswith(want + "/"):
                     out.append((shown, node))
         if want is not None and not out:
-            raise SnapshotNotFound(f"{path} is not in snapshot {ref}")
+            raise SnapshotNotFound(f"{escaped(path)} is not in snapshot {escaped(ref)}")
         return out
 
     # -- restore and verify -------------------------------------------------------------

@@ -36,3 +36,26 @@ def shown(value: bytes | str) -> str:
 
 def shown_path(path: bytes | str | os.PathLike) -> str:
     return shown(os.fsencode(path) if not isinstance(path, (bytes, str)) else path)
+
+
+def shown_lines(text: str) -> str:
+    """A message of our own, possibly several lines, made safe for a terminal as a whole:
+    every control character but newline and tab (ESC, CR, backspace, C1 controls, ...)
+    and every byte that was not UTF-8 is shown as an escape; newlines stay, because our
+    multi-line messages use them. Backslashes are left alone, so text that went through
+    ``shown`` already is unchanged. The last guard before stdout and stderr: names inside
+    a message should still go through ``shown`` first, or a newline in one forges a line."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch == "\n" or ch == "\t" or ch.isprintable():
+            out.append(ch)
+        elif 0xDC80 <= ord(ch) <= 0xDCFF:
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif ch == "\r":
+            out.append("\\r")
+        else:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out)

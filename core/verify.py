@@ -19,8 +19,9 @@ from core.errors import DamagedObject
 from core.repository.blobs import open_blob
 from core.repository.format import DATA, BlobType, PACK_TRAILER, pack_id_from_key, pack_key
 from core.repository.packer import PackFormatError, decode_header, parse_trailer
-from core.repository.repository import Repository
+from core.repository.repository import ForeignPack, Repository
 from core.repository.snapshot import Snapshot
+from core.storage.backend import StorageError
 from core.repository.tree import DIR, FILE
 from core.restore.walk import display
 from core.sources.postgres.wal import WalManifest, wal_key
@@ -53,6 +54,9 @@ class VerifyReport:
     wal_files_checked: int = 0
     damage: list[Damage] = field(default_factory=list)
     unreferenced_packs: list[str] = field(default_factory=list)
+    # Objects under data/ named like packs that are not packs of this repository (too large,
+    # or a trailer and header that do not open): key -> why. Not damage; never read whole.
+    foreign_packs: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -95,25 +99,40 @@ async def verify(repo: Repository, *, full: bool = False, snapshot_ids: list[str
             problems[key] = "pack is missing"
         elif size != repo.index.pack_size(pid):
             problems[key] = f"pack is {size} bytes, the index says {repo.index.pack_size(pid)} (truncated?)"
-    report.unreferenced_packs = sorted(pack_key(p) for p in on_storage if not repo.index.has_pack(p))
+    for pid in sorted(p for p in on_storage if not repo.index.has_pack(p)):
+        try:
+            await repo.check_unindexed_pack(pid, on_storage[pid], hash_content=False)
+        except ForeignPack as exc:
+            report.foreign_packs[exc.key] = exc.reason
+            continue
+        except (DamagedObject, StorageError):
+            pass
+        report.unreferenced_packs.append(pack_key(pid))
 
     if full:
         await _read_packs(repo, report, problems, on_storage)
 
+    # One pass over the index whatever the number of damaged packs (storage can delete
+    # every pack: that must cost a pass, not packs times blobs).
+    bad_packs: dict[bytes, str] = {}
     for key, reason in problems.items():
         if key.startswith(f"{DATA}/") and reason != HASH_MISMATCH:
             pid = pack_id_from_key(key)
-            for blob_id, loc in repo.index.blobs():
-                if loc.pack_id == pid:
-                    bad_blobs[blob_id] = key
+            if pid is not None:
+                bad_packs[pid] = key
         elif key.startswith("blob "):
             bad_blobs[bytes.fromhex(key.split()[1])] = key
+    if bad_packs:
+        for blob_id, loc in repo.index.blobs():
+            if loc.pack_id in bad_packs:
+                bad_blobs.setdefault(blob_id, bad_packs[loc.pack_id])
 
     # Walk every snapshot: trees must open; blobs must be indexed; note dependents.
     dependents: dict[str, set[str]] = defaultdict(set)
     files: dict[str, list[str]] = defaultdict(list)
+    walk = _TreeWalk(repo, report, problems, bad_blobs, max_files_listed)
     for snap in snaps:
-        await _walk_snapshot(repo, snap, report, problems, bad_blobs, dependents, files, max_files_listed)
+        await _walk_snapshot(walk, snap, dependents, files, max_files_listed)
 
     # The WAL archive belongs to no snapshot: checked when the whole repository is.
     wal_dependents: dict[str, set[str]] = defaultdict(set)
@@ -186,40 +205,127 @@ async def _check_wal(repo: Repository, report: VerifyReport, problems: dict[str,
     await asyncio.gather(*(read_back(m) for m in readable))
 
 
-async def _walk_snapshot(repo: Repository, snap: Snapshot, report: VerifyReport, problems: dict[str, str],
-                         bad_blobs: dict[bytes, str], dependents: dict[str, set[str]],
-                         files: dict[str, list[str]], cap: int) -> None:
-    stack: list[tuple[tuple[bytes, ...], bytes]] = [((), bytes.fromhex(snap.tree))]
-    while stack:
-        prefix, tree_id = stack.pop()
-        bad = _blob_problem(repo, tree_id, bad_blobs)
+@dataclass(slots=True)
+class _Below:
+    """What is damaged in a tree or beneath it: the damaged objects, and per object the
+    paths (relative to the tree, at most ``cap`` each) of the files and folders they cost."""
+
+    problems: set[str] = field(default_factory=set)
+    paths: dict[str, list[tuple[tuple[bytes, ...], bool]]] = field(default_factory=dict)  # (path, folder)
+
+    def add(self, key: str, path: tuple[bytes, ...], folder: bool, cap: int) -> None:
+        self.problems.add(key)
+        listed = self.paths.setdefault(key, [])
+        if len(listed) < cap:
+            listed.append((path, folder))
+
+
+class _TreeWalk:
+    """Every tree reachable from the checked snapshots, each opened and checked once.
+
+    A snapshot's trees form a DAG (equal folders are one tree), and a key holder can build
+    one with 2^n paths from n trees: the walk remembers what it found beneath each tree
+    (nothing, for almost all of them) and reuses it wherever the tree appears again, in this
+    snapshot or another, so the work is linear in trees, not in paths."""
+
+    def __init__(self, repo: Repository, report: VerifyReport, problems: dict[str, str],
+                 bad_blobs: dict[bytes, str], cap: int) -> None:
+        self.repo, self.report, self.problems, self.bad_blobs, self.cap = repo, report, problems, bad_blobs, cap
+        self.clean: set[bytes] = set()  # trees with nothing damaged beneath them
+        self.dirty: dict[bytes, _Below] = {}
+
+    def _done(self, tree_id: bytes) -> _Below | None:
+        """What was found beneath a finished tree (an empty _Below when clean), or None."""
+        if tree_id in self.clean:
+            return _Below()
+        return self.dirty.get(tree_id)
+
+    def _finish(self, tree_id: bytes, below: _Below) -> None:
+        if below.problems:
+            self.dirty[tree_id] = below
+        else:
+            self.clean.add(tree_id)
+
+    async def below(self, root: bytes) -> _Below:
+        # Iterative post-order: a tree is finished once every subtree is.
+        open_trees: dict[bytes, tuple[_Below, list[tuple[bytes, bytes]]]] = {}
+        stack: list[tuple[bytes, bool]] = [(root, False)]
+        while stack:
+            tree_id, expanded = stack.pop()
+            if not expanded:
+                if self._done(tree_id) is not None or tree_id in open_trees:
+                    continue  # finished already, or an ancestor (a cycle: reported when it finishes)
+                own = await self._open(tree_id)
+                if own is None:
+                    continue  # finished by _open (damaged or missing)
+                open_trees[tree_id] = own
+                stack.append((tree_id, True))
+                stack.extend((sub, False) for _, sub in reversed(own[1]) if self._done(sub) is None)
+                continue
+            below, subdirs = open_trees.pop(tree_id)
+            for name, sub in subdirs:
+                child = self._done(sub)
+                if child is None:  # only a cycle leaves a subtree unfinished here
+                    key = f"tree {sub.hex()}"
+                    self.problems.setdefault(key, "tree contains itself (a cycle)")
+                    below.add(key, (name,), True, self.cap)
+                    continue
+                below.problems |= child.problems
+                for key, listed in child.paths.items():
+                    for path, folder in listed:
+                        below.add(key, (name,) + path, folder, self.cap)
+            self._finish(tree_id, below)
+        done = self._done(root)
+        assert done is not None
+        return done
+
+    async def _open(self, tree_id: bytes) -> tuple[_Below, list[tuple[bytes, bytes]]] | None:
+        """Load and check one tree: its files' blobs now, its subtrees for later. None when
+        the tree itself is lost or damaged (then it is finished here)."""
+        bad = _blob_problem(self.repo, tree_id, self.bad_blobs)
         if bad:
-            problems.setdefault(bad[0], bad[1])
-            dependents[bad[0]].add(snap.id)
-            files[bad[0]].append(f"{snap.short_id}:{display(prefix) if prefix else '/'} (folder)")
-            continue
+            self.problems.setdefault(bad[0], bad[1])
+            below = _Below()
+            below.add(bad[0], (), True, self.cap)
+            self._finish(tree_id, below)
+            return None
         try:
-            tree = await repo.load_tree(tree_id)
+            tree = await self.repo.load_tree(tree_id)
         except DamagedObject as exc:
             key = f"tree {tree_id.hex()}"
-            problems.setdefault(key, exc.reason)
-            dependents[key].add(snap.id)
-            continue
-        report.trees_checked += 1
+            self.problems.setdefault(key, exc.reason)
+            self._finish(tree_id, _Below({key}))
+            return None
+        self.report.trees_checked += 1
+        own = _Below()
+        subdirs: list[tuple[bytes, bytes]] = []
         for node in tree.nodes:
-            path = prefix + (node.name,)
             if node.type == DIR and node.subtree is not None:
-                stack.append((path, node.subtree))
+                subdirs.append((node.name, node.subtree))
             elif node.type == FILE:
                 for blob_id in node.content:
-                    report.blobs_referenced += 1
-                    bad = _blob_problem(repo, blob_id, bad_blobs)
+                    self.report.blobs_referenced += 1
+                    bad = _blob_problem(self.repo, blob_id, self.bad_blobs)
                     if bad:
-                        problems.setdefault(bad[0], bad[1])
-                        dependents[bad[0]].add(snap.id)
-                        if len(files[bad[0]]) < cap:
-                            files[bad[0]].append(f"{snap.short_id}:{display(path)}")
+                        self.problems.setdefault(bad[0], bad[1])
+                        own.add(bad[0], (node.name,), False, self.cap)
                         break
+        return own, subdirs
+
+
+async def _walk_snapshot(walk: _TreeWalk, snap: Snapshot, dependents: dict[str, set[str]],
+                         files: dict[str, list[str]], cap: int) -> None:
+    below = await walk.below(bytes.fromhex(snap.tree))
+    for key in below.problems:
+        dependents[key].add(snap.id)
+    for key, listed in below.paths.items():
+        for path, folder in listed:
+            if len(files[key]) >= cap:
+                break
+            if folder:
+                files[key].append(f"{snap.short_id}:{display(path) if path else '/'} (folder)")
+            else:
+                files[key].append(f"{snap.short_id}:{display(path)}")
 
 
 def _blob_problem(repo: Repository, blob_id: bytes, bad_blobs: dict[bytes, str],

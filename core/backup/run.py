@@ -39,6 +39,9 @@ class BackupResult:
     results: tuple[SourceResult, ...] = field(default_factory=tuple)
     # core.locations.copy.CopyResult per other location, filled by BackupService after the run.
     copies: tuple = ()
+    # About the repository rather than a source: objects under data/ that are not packs of
+    # this repository (planted or foreign), found by the adoption step and left alone.
+    warnings: tuple[str, ...] = ()
 
     @property
     def partial(self) -> bool:
@@ -74,6 +77,7 @@ async def run_backup(repo: Repository, sources: list[SourceSpec], *, kind: str =
     async with Lock(repo.backend, exclusive=False, operation="backup"):
         await repo.load_index()
         await repo.adopt_unindexed_packs()
+        warnings = tuple(f"{key}: {why}" for key, why in sorted(repo.foreign_packs.items()))
         existing, _ = await repo.list_snapshots()
         if database is not None:
             results.append(await _backup_database(repo, database, backup_set, tags, on_progress,
@@ -92,7 +96,7 @@ async def run_backup(repo: Repository, sources: list[SourceSpec], *, kind: str =
             except SourceError as exc:
                 # One missing source must not cost the others their backup.
                 results.append(SourceResult(spec.name, None, str(exc)))
-    return BackupResult(backup_set, tuple(results))
+    return BackupResult(backup_set, tuple(results), warnings=warnings)
 
 
 async def _backup_database(repo: Repository, db: DatabaseConfig, backup_set: str, tags: tuple[str, ...],

@@ -216,6 +216,8 @@ async def backup_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, An
                     f"{m.total_bytes} bytes, {m.data_added_packed} bytes stored")
         else:
             ctx.log(f"{r.source}: FAILED: {r.error}")
+    for w in getattr(result, "warnings", ()):
+        ctx.log(f"warning: {w}")
     snaps = [r.snapshot for r in result.results if r.snapshot]
     previous = {r.snapshot.id: getattr(r, "previous", None) for r in result.results if r.snapshot}
     out = {
@@ -223,6 +225,7 @@ async def backup_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, An
         "snapshots": [_with_previous(snapshot_dict(s), previous.get(s.id)) for s in snaps],
         "failed": [{"source": r.source, "error": r.error, "code": r.code} for r in result.failed_sources],
         "partial": result.partial,
+        "warnings": list(getattr(result, "warnings", ())),
         # Copies to the other locations made right after the backup (core/locations).
         "copies": [_copy_dict(c) for c in getattr(result, "copies", ())],
         "stats": {
@@ -376,7 +379,10 @@ async def verify_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, An
            "packs_checked": report.packs_checked, "bytes_read": report.bytes_read,
            "wal_files_checked": report.wal_files_checked,
            "unreferenced_packs": list(report.unreferenced_packs),
+           "foreign_packs": dict(getattr(report, "foreign_packs", {})),
            "damage": [asdict(d) for d in report.damage]}
+    for key, why in sorted(getattr(report, "foreign_packs", {}).items()):
+        ctx.log(f"warning: {key}: {why}")
     ctx.log(f"{'full' if full else 'quick'} verification: {report.snapshots_checked} snapshots, "
             f"{len(report.damage)} damaged objects")
     if not report.ok:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from core.errors import AxisorError, DamagedObject, RepositoryNotFound
 from core.locations.sites import Sites, is_unavailable
-from core.repository.format import DATA, SNAPSHOTS, pack_id_from_key
+from core.repository.format import DATA, pack_id_from_key
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
 from core.repository.tree import DIR, FILE
@@ -157,7 +157,7 @@ async def _scan(sites: Sites, name: str) -> _Site:
     # lists every snapshot, and copies whose blobs it indexed show as incomplete until
     # `repair index` rebuilds the index from the packs.
     damaged_index = await repo.load_index(strict=False)
-    ids = {info.key.rsplit("/", 1)[-1] async for info in repo.backend.list(f"{SNAPSHOTS}/")}
+    ids = set(await repo.snapshot_ids())  # also notes their sizes: each read is bounded without a stat
     packs = set()
     async for info in repo.backend.list(f"{DATA}/"):
         pid = pack_id_from_key(info.key)

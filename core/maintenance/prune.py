@@ -29,7 +29,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone, tzinfo
 
-from core import crypto
 from core.errors import AxisorError, DamagedObject
 from core.maintenance.repack import repack
 from core.maintenance.retention import Decision, Policy, apply, is_base_backup
@@ -178,7 +177,7 @@ async def _load_packs(repo: Repository, packs: dict[bytes, _PackInfo], files: se
         if info.key in files:
             continue
         try:
-            content = await repo.read_index_file(info.key)
+            content = await repo.read_index_file(info.key, info.size)
         except DamagedObject as exc:
             raise PruneRefused(f"prune changed nothing: {exc}. `axisor-backup repair index` rebuilds the "
                                "index without it.") from None
@@ -198,12 +197,10 @@ async def _adopt(repo: Repository, unindexed: list[bytes], on_storage: dict[byte
     found: list[IndexedPack] = []
     for pid in unindexed:
         try:
-            data = await repo.backend.get(pack_key(pid))
-            if crypto.content_hash(data) != pid:
-                continue  # verify reports it; it is not prune's to judge or delete
-            entries = await repo.read_pack_header(pid, on_storage[pid])
+            # Bounded, header first, hashed over ranged reads: a planted file is never read whole.
+            entries = await repo.check_unindexed_pack(pid, on_storage[pid])
         except (DamagedObject, StorageError):
-            continue
+            continue  # verify reports it; it is not prune's to judge or delete
         found.append((pid, on_storage[pid], entries))
     if found:
         index_files.add(await store_index(repo, found))
@@ -226,7 +223,10 @@ async def _used_blobs(repo: Repository, snaps: list[Snapshot], wal_blobs: set[by
             queue.append(root)
     loaded = 0
     while queue:
-        batch, queue = queue[:_TREE_LOADS], queue[_TREE_LOADS:]
+        # From the end: taking from the front would copy the rest of the queue every batch
+        # (quadratic in the number of folders); the order does not matter, ``used`` dedups.
+        batch = queue[-_TREE_LOADS:]
+        del queue[-_TREE_LOADS:]
         for tree_id in batch:
             if tree_id not in repo.index:
                 raise PruneRefused(

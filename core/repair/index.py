@@ -34,7 +34,7 @@ from core.repository.format import DATA, INDEX, PACK_TRAILER, pack_id_from_key, 
 from core.repository.index import Index, IndexedPack, PackEntry
 from core.repository.lock import Lock
 from core.repository.packer import Packer, PackFormatError, decode_header, parse_trailer
-from core.repository.repository import Repository
+from core.repository.repository import ForeignPack, Repository
 from core.storage.backend import ObjectExists, ObjectNotFound, StorageError
 
 # Blob entries per index file written by a rebuild (as prune writes them).
@@ -142,7 +142,7 @@ async def _rebuild(repo: Repository, lock: Lock, dry_run: bool, check: set[bytes
     files: list[str] = []
     async for info in repo.backend.list(f"{INDEX}/"):
         try:
-            content = await repo.read_index_file(info.key)
+            content = await repo.read_index_file(info.key, info.size)
         except DamagedObject as exc:
             report.damaged_index_files.append((info.key, exc.reason))
             continue
@@ -174,6 +174,16 @@ async def _rebuild(repo: Repository, lock: Lock, dry_run: bool, check: set[bytes
     for n, pid in enumerate(sorted(to_read)):
         progress("reading packs", n, len(to_read))
         key = pack_key(pid)
+        if pid not in known:
+            # Named by no index: nothing is known to salvage unless its header opens, so a
+            # file that is not one of our packs is named and never read whole.
+            try:
+                await repo.check_unindexed_pack(pid, on_storage[pid], hash_content=False)
+            except ForeignPack as exc:
+                report.packs_unreadable.append((key, exc.reason))
+                continue
+            except (DamagedObject, StorageError):
+                pass  # read whole below, which says what is wrong with it
         try:
             data = await repo.backend.get(key)
         except (ObjectNotFound, StorageError) as exc:

@@ -57,9 +57,28 @@ class RepoConfig:
         ).encode()
 
 
+MAX_CONFIG = 64 * 1024  # bytes; a real one is about 400
+
+
+async def listed_size(backend: Backend, key: str) -> int | None:
+    """The size of ``key`` by a stat, to bound a read before it happens; None when the stat
+    fails for any reason but absence (the read that follows reports it as reads do)."""
+    try:
+        return (await backend.stat(key)).size
+    except ObjectNotFound:
+        raise
+    except Exception:  # noqa: BLE001 - an unreachable location: let get() say so in its words
+        return None
+
+
 async def read_public(backend: Backend) -> dict:
     """Read and version-check the config before any key is tried."""
     try:
+        # Bounded before it is read: anyone who can write to storage can plant a config.
+        size = await listed_size(backend, CONFIG)
+        if size is not None and size > MAX_CONFIG:
+            raise RepositoryNotFound(f"{backend.location}/config is {size} bytes, more than an Axisor Backup "
+                                     f"config ever is (at most {MAX_CONFIG}); not read")
         raw = await backend.get(CONFIG)
     except ObjectNotFound:
         raise RepositoryNotFound(

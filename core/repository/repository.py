@@ -22,7 +22,7 @@ from core.repository import keys as keyfiles
 from core.repository import repo_config
 from core.repository.blobs import SealedBlob, open_blob, seal_blob
 from core.repository.format import (
-    AD_INDEX, AD_SNAPSHOT, DATA, INDEX, PACK_TRAILER, SNAPSHOTS, BlobType, pack_id_from_key, pack_key,
+    AD_INDEX, AD_PACK_HEADER, AD_SNAPSHOT, DATA, INDEX, PACK_TRAILER, SNAPSHOTS, BlobType, pack_id_from_key, pack_key,
 )
 from core.repository.index import Index, IndexedPack, IndexFormatError, PackEntry, decode_index, encode_index
 from core.repository.packer import Packer, PackFormatError, decode_header, parse_trailer
@@ -30,11 +30,48 @@ from core.repository.snapshot import Snapshot, is_safety
 from core.repository.tree import Tree, TreeFormatError
 from core.storage.backend import Backend, ObjectExists, ObjectNotFound, StorageError
 
+
+def max_pack_bytes(config: repo_config.RepoConfig) -> int:
+    """The largest pack a writer of this repository can make (docs/FORMAT.md, "Limits")."""
+    blobs = config.pack_size + max(config.chunker.max_size, MAX_TREE_BLOB) + MIN_SEALED_BLOB
+    header = crypto.SEAL_OVERHEAD + (blobs // MIN_SEALED_BLOB + 1) * MAX_HEADER_ENTRY
+    return blobs + header + PACK_TRAILER.size
+
+
+class ForeignPack(DamagedObject):
+    """An object under data/ that is not a pack of this repository (junk, planted, or
+    another repository's): named in warnings, never adopted, never read whole."""
+
 # How many finished packs an index file collects before it is written, so a long backup
 # killed midway loses at most this many packs' worth of index (and adopts them anyway).
 PACKS_PER_INDEX = 64
 MAX_UPLOADS = 2
 PACK_CACHE = 6  # remote storage: whole packs kept while walking trees or restoring (~16 MiB each)
+
+# What storage hands us is bounded before it is trusted (docs/FORMAT.md, "Limits"). A pack
+# this repository writes holds blobs of at most pack_size plus one blob (a chunk is at most
+# chunker.max; a tree is one blob whatever its size, and a folder of a million entries makes
+# a tree of about 100 MiB before compression), then a header of at most MAX_HEADER_ENTRY
+# bytes per blob (each blob is at least MIN_SEALED_BLOB bytes), then the trailer.
+MIN_SEALED_BLOB = 29
+MAX_HEADER_ENTRY = 72  # msgpack of [type, bin(32), three ints < 2^64]
+MAX_TREE_BLOB = 128 * 1024 * 1024
+# A header longer than this is authenticated in pieces before it is read whole, so a planted
+# trailer claiming a huge header costs a stream, never the memory.
+HEADER_READ_WHOLE = 1024 * 1024
+# Ranged reads of an unindexed pack being hashed: memory stays at one piece.
+HASH_PIECE = 4 * 1024 * 1024
+# Sealed index files and snapshot manifests, at most (checked against the listed size before
+# a byte is read). Writers stay far below: an index file names at most 64 packs (a backup)
+# or 100,000 blobs (prune, repair, adoption), about 5 MiB; a manifest is a few KiB, a
+# database's with 100,000 tables a few MiB. Larger ones are damaged objects, never read.
+MAX_INDEX_FILE = 256 * 1024 * 1024
+MAX_SNAPSHOT_FILE = 64 * 1024 * 1024
+# Index files and manifests beyond this are authenticated in pieces before they are read
+# whole: a planted one costs a stream, not its size in memory.
+OBJECT_READ_WHOLE = 16 * 1024 * 1024
+# Blob entries an index file a writer puts holds, at most (a pack's entries are never split).
+INDEX_FILE_ENTRIES = 100_000
 
 
 @dataclass
@@ -70,6 +107,11 @@ class Repository:
         self._packs: OrderedDict[str, asyncio.Future] = OrderedDict()
         # Indexed packs the last listing found missing or of another size (adopt_unindexed_packs).
         self.unusable_packs: set[bytes] = set()
+        # Objects under data/ the last adoption found not to be packs of this repository:
+        # key -> why (named by the backup as warnings; verify names them too).
+        self.foreign_packs: dict[str, str] = {}
+        # Sizes of manifests seen in the last listing (snapshot_ids): a read bounded by them needs no stat.
+        self._listed_sizes: dict[str, int] = {}
 
     # -- opening ------------------------------------------------------------------------
 
@@ -117,7 +159,7 @@ class Repository:
             if info.key in self.index.files:
                 continue
             try:
-                for pack_id, size, entries in await self.read_index_file(info.key):
+                for pack_id, size, entries in await self.read_index_file(info.key, info.size):
                     self.index.add_pack(pack_id, size, entries)
                 self.index.files.add(info.key)
             except DamagedObject as exc:
@@ -127,20 +169,34 @@ class Repository:
                 damaged.append(exc)
         return damaged
 
-    async def read_index_file(self, key: str) -> list[IndexedPack]:
-        raw = await self._open_object(key, AD_INDEX)
+    async def read_index_file(self, key: str, size: int | None = None) -> list[IndexedPack]:
+        """``size``: the listed size, when the caller has a listing (saves a stat)."""
+        raw = await self._open_object(key, AD_INDEX, MAX_INDEX_FILE, size)
         try:
             return decode_index(raw)
         except IndexFormatError as exc:
             raise DamagedObject(key, str(exc)) from None
 
-    async def _open_object(self, key: str, ad_prefix: bytes) -> bytes:
-        """Read and decrypt an index or snapshot object and check its name matches its content."""
+    async def _open_object(self, key: str, ad_prefix: bytes, limit: int, size: int | None = None) -> bytes:
+        """Read and decrypt an index or snapshot object and check its name matches its content.
+
+        Bounded before it is read: larger than ``limit`` (by the listed size, or a stat) it
+        is damaged and not read; larger than OBJECT_READ_WHOLE, its tag is checked over
+        ranged reads first, so a planted object never costs its size in memory."""
         try:
             object_id = bytes.fromhex(key.rsplit("/", 1)[-1])
         except ValueError:
             raise DamagedObject(key, "name is not a hex id (a foreign file in the repository?)") from None
         try:
+            if size is None:
+                size = self._listed_sizes.get(key)
+            if size is None:
+                size = await repo_config.listed_size(self.backend, key)
+            if size is not None and size > limit:
+                raise DamagedObject(key, f"{size} bytes, more than this program ever writes there (at most "
+                                         f"{limit}); not read")
+            if size is not None and size > OBJECT_READ_WHOLE:
+                await self._authenticate_object(key, size, ad_prefix + object_id)
             sealed = await self.backend.get(key)
         except ObjectNotFound:
             raise DamagedObject(key, "missing") from None
@@ -168,10 +224,16 @@ class Repository:
         their index entry (lost, truncated): their blobs are dropped from the index held
         in memory, so this writer stores them again rather than reference data that is not
         there (FORMAT.md, Invariant 4). The index files are left as they are (`repair
-        index` rewrites them)."""
+        index` rewrites them).
+
+        An unindexed object is checked cheaply first (its listed size, then its trailer and
+        header, which a file made without the key fails) and hashed with ranged reads, so
+        a planted file costs neither memory nor a whole read. One that is not a pack of
+        this repository is named in ``foreign_packs`` (the backup warns) and left alone."""
         adopted = 0
         on_storage: dict[bytes, int] = {}
         unindexed = []
+        self.foreign_packs = {}
         async for info in self.backend.list(f"{DATA}/"):
             pack_id = pack_id_from_key(info.key)
             if pack_id is None:
@@ -186,13 +248,12 @@ class Repository:
             pack_id = pack_id_from_key(info.key)
             assert pack_id is not None
             try:
-                data = await self.backend.get(info.key)
-                # Check the whole pack: new backups will deduplicate against it.
-                if crypto.content_hash(data) != pack_id:
-                    continue  # verify reports it; adopting a bad pack would hide data loss
-                entries = await self.read_pack_header(pack_id, info.size)
-            except (DamagedObject, StorageError):
+                entries = await self.check_unindexed_pack(pack_id, info.size)
+            except ForeignPack as exc:
+                self.foreign_packs[exc.key] = exc.reason
                 continue
+            except (DamagedObject, StorageError):
+                continue  # verify reports it; adopting a bad pack would hide data loss
             self.index.add_pack(pack_id, info.size, entries)
             self._unwritten.append((pack_id, info.size, entries))
             adopted += 1
@@ -200,7 +261,36 @@ class Repository:
             await self._write_index()
         return adopted
 
-    async def read_pack_header(self, pack_id: bytes, size: int) -> list[PackEntry]:
+    async def check_unindexed_pack(self, pack_id: bytes, size: int, *, hash_content: bool = True) -> list[PackEntry]:
+        """The header entries of a pack no index names, after checking it is one of ours:
+        its size within what this repository writes, its trailer and header (authenticated
+        before they are read whole), and (``hash_content``) its BLAKE3 against its name,
+        computed over ranged reads. ForeignPack names what is not a pack of this repository;
+        DamagedObject, a pack of ours whose content changed."""
+        key = pack_key(pack_id)
+        limit = max_pack_bytes(self.config)
+        if size > limit:
+            raise ForeignPack(key, f"{size} bytes, larger than any pack of this repository (at most {limit}): "
+                                   "not a pack of this repository; it was not read")
+        try:
+            entries = await self.read_pack_header(pack_id, size, untrusted=True)
+        except DamagedObject as exc:
+            raise ForeignPack(key, f"not a pack of this repository ({exc.reason})") from None
+        if hash_content:
+            h = crypto.content_hasher()
+            for offset in range(0, size, HASH_PIECE):
+                piece = await self.backend.get(key, offset, min(HASH_PIECE, size - offset))
+                if len(piece) != min(HASH_PIECE, size - offset):
+                    raise DamagedObject(key, "shorter than listed (changed while read?)")
+                await self._run(h.update, piece)
+            if h.digest() != pack_id:
+                raise DamagedObject(key, "content does not match its name (bit rot or tampering)")
+        return entries
+
+    async def read_pack_header(self, pack_id: bytes, size: int, *, untrusted: bool = False) -> list[PackEntry]:
+        """A pack's header entries, from its trailer and sealed header (ranged reads).
+        ``untrusted``: the pack is named by no index, so its header length is only what the
+        trailer claims; a long header is authenticated in pieces before it is read whole."""
         key = pack_key(pack_id)
         try:
             tail_len = min(size, PACK_TRAILER.size + 64 * 1024)
@@ -210,10 +300,41 @@ class Repository:
             if header_len + PACK_TRAILER.size <= tail_len:
                 sealed = tail[tail_len - PACK_TRAILER.size - header_len: tail_len - PACK_TRAILER.size]
             else:
+                if untrusted and header_len > HEADER_READ_WHOLE:
+                    await self._authenticate_streamed(key, header_start, header_len)
                 sealed = await self.backend.get(key, header_start, header_len)
             return decode_header(self.cipher, sealed, header_start)
         except PackFormatError as exc:
             raise DamagedObject(key, str(exc)) from None
+
+    async def _authenticate_object(self, key: str, size: int, ad: bytes) -> None:
+        """Check a sealed object's tag over ranged reads (nonce || ciphertext || tag)."""
+        if size < crypto.SEAL_OVERHEAD:
+            raise DamagedObject(key, "shorter than a sealed object")
+        nonce = await self.backend.get(key, 0, crypto.NONCE_SIZE)
+        tag = await self.backend.get(key, size - crypto.TAG_SIZE, crypto.TAG_SIZE)
+        try:
+            check = self.cipher.stream_opener(nonce, tag, ad)
+            end = size - crypto.TAG_SIZE
+            for offset in range(crypto.NONCE_SIZE, end, HASH_PIECE):
+                await self._run(check.update, await self.backend.get(key, offset, min(HASH_PIECE, end - offset)))
+            check.finalize()
+        except crypto.DecryptError as exc:
+            raise DamagedObject(key, f"does not authenticate ({exc}); truncated or tampered") from None
+
+    async def _authenticate_streamed(self, key: str, start: int, length: int) -> None:
+        """Check a sealed pack header's tag over ranged reads, holding one piece at a time."""
+        nonce = await self.backend.get(key, start, crypto.NONCE_SIZE)
+        tag = await self.backend.get(key, start + length - crypto.TAG_SIZE, crypto.TAG_SIZE)
+        check = self.cipher.stream_opener(nonce, tag, AD_PACK_HEADER)
+        end = start + length - crypto.TAG_SIZE
+        for offset in range(start + crypto.NONCE_SIZE, end, HEADER_READ_WHOLE):
+            piece = await self.backend.get(key, offset, min(HEADER_READ_WHOLE, end - offset))
+            await self._run(check.update, piece)  # the plaintext is dropped unread
+        try:
+            check.finalize()
+        except crypto.DecryptError as exc:
+            raise PackFormatError(f"pack header does not authenticate: {exc}") from None
 
     # -- writing blobs ------------------------------------------------------------------
 
@@ -294,8 +415,15 @@ class Repository:
 
     async def _write_index(self) -> None:
         batch, self._unwritten = self._unwritten, []
-        if batch:
-            key = await self._store_object(INDEX, AD_INDEX, encode_index(batch))
+        # At most INDEX_FILE_ENTRIES blobs a file (a pack's entries stay together), so every
+        # index file stays far below MAX_INDEX_FILE however small the blobs.
+        while batch:
+            count, n = 0, 0
+            while n < len(batch) and (n == 0 or count + len(batch[n][2]) <= INDEX_FILE_ENTRIES):
+                count += len(batch[n][2])
+                n += 1
+            part, batch = batch[:n], batch[n:]
+            key = await self._store_object(INDEX, AD_INDEX, encode_index(part))
             self.index.files.add(key)
 
     async def flush(self) -> None:
@@ -391,23 +519,29 @@ class Repository:
         key = await self._store_object(SNAPSHOTS, AD_SNAPSHOT, snap.encode())
         return key.rsplit("/", 1)[-1]
 
-    async def load_snapshot(self, snapshot_id: str) -> Snapshot:
+    async def load_snapshot(self, snapshot_id: str, size: int | None = None) -> Snapshot:
+        """``size``: the listed size, when the caller has a listing (saves a stat)."""
         key = f"{SNAPSHOTS}/{snapshot_id}"
-        raw = await self._open_object(key, AD_SNAPSHOT)
+        raw = await self._open_object(key, AD_SNAPSHOT, MAX_SNAPSHOT_FILE, size)
         try:
             return Snapshot.decode(raw, snapshot_id)
         except (ValueError, TypeError, KeyError, json.JSONDecodeError) as exc:
             raise DamagedObject(key, f"malformed manifest: {exc}") from None
 
     async def snapshot_ids(self) -> list[str]:
-        return [info.key.rsplit("/", 1)[-1] async for info in self.backend.list(f"{SNAPSHOTS}/")]
+        ids = []
+        async for info in self.backend.list(f"{SNAPSHOTS}/"):
+            self._listed_sizes[info.key] = info.size  # bounds the read that may follow, without a stat
+            ids.append(info.key.rsplit("/", 1)[-1])
+        return ids
 
     async def list_snapshots(self) -> tuple[list[Snapshot], list[DamagedObject]]:
         snaps: list[Snapshot] = []
         damaged: list[DamagedObject] = []
-        for sid in await self.snapshot_ids():
+        async for info in self.backend.list(f"{SNAPSHOTS}/"):
+            sid = info.key.rsplit("/", 1)[-1]
             try:
-                snaps.append(await self.load_snapshot(sid))
+                snaps.append(await self.load_snapshot(sid, info.size))
             except DamagedObject as exc:
                 damaged.append(exc)
         snaps.sort(key=lambda s: (s.datetime, s.source))

@@ -29,3 +29,24 @@ def test_different_names_look_different(a, b):
 
 def test_a_c1_control_and_a_stray_byte_differ():
     assert shown("\u0080".encode()) != shown(b"\x80")
+
+
+def test_shown_lines_keeps_our_newlines_and_escapes_the_rest():
+    from core.text import shown_lines
+
+    assert shown_lines("error: one\n  two") == "error: one\n  two"
+    assert shown_lines("a\x1b[2Jb\rc\x08d\x9be\u202ef") == "a\\x1b[2Jb\\rc\\x08d\\u009be\\u202ef"
+    assert shown_lines("tab\tok") == "tab\tok"
+    assert shown_lines(b"bad \xff".decode("utf-8", "surrogateescape")) == "bad \\xff"
+    # Idempotent on what shown() made: names escaped once, never twice.
+    name = shown(b"x\\y\n\x1b")
+    assert shown_lines(f"file {name}") == f"file {name}"
+
+
+@given(st.text(max_size=64))
+def test_shown_lines_leaves_no_control_character_but_newline_and_tab(text):
+    from core.text import shown_lines
+
+    out = shown_lines(text)
+    assert all(ch in "\n\t" or ch.isprintable() for ch in out)
+    assert out.count("\n") == text.count("\n")
