@@ -17,6 +17,7 @@ from typing import Any
 
 from core import crypto
 from core.errors import DamagedObject, SnapshotNotFound, UsageError
+from core.repository.repo_config import bounded_get
 from core.repository.repository import Repository
 from core.storage.backend import ObjectExists, ObjectNotFound
 
@@ -163,12 +164,16 @@ async def store_report(repo: Repository, report: DrillReport) -> str:
     return key
 
 
+# A report is a few KiB of steps and checks; a planted object must not be read whole.
+MAX_REPORT = 16 * 1024 * 1024
+
+
 async def load_report(repo: Repository, drill_id: str) -> DrillReport:
     if not _valid_id(drill_id):
         raise SnapshotNotFound(f"{drill_id!r} is not a drill id (e.g. 20261126T093500Z-1a2b3c4d)")
     key = report_key(drill_id)
     try:
-        sealed = await repo.backend.get(key)
+        sealed = await bounded_get(repo.backend, key, MAX_REPORT, "drill report")
     except ObjectNotFound:
         raise SnapshotNotFound(f"no drill report {drill_id} in {repo.backend.location}") from None
     try:

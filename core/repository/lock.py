@@ -142,9 +142,14 @@ def _decode(key: str, raw: bytes) -> LockInfo:
     )
 
 
+MAX_LOCK = 64 * 1024
+
+
 async def list_locks(backend: Backend) -> list[LockInfo]:
     out = []
     async for info in backend.list(f"{LOCKS}/"):
+        if info.size > MAX_LOCK:
+            continue  # not a lock of ours (about 300 bytes): never read a planted object whole
         try:
             out.append(_decode(info.key, await backend.get(info.key)))
         except ObjectNotFound:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from core import crypto
-from core.errors import RepositoryNotFound, UnsupportedVersion
+from core.errors import DamagedObject, RepositoryNotFound, UnsupportedVersion
 from core.repository.format import AD_CONFIG, CONFIG, REPO_VERSION
 from core.storage.backend import Backend, ObjectNotFound
 
@@ -58,6 +58,17 @@ class RepoConfig:
 
 
 MAX_CONFIG = 64 * 1024  # bytes; a real one is about 400
+
+
+async def bounded_get(backend: Backend, key: str, limit: int, what: str) -> bytes:
+    """``key``'s bytes, refused as damaged (not read) when a stat says it is larger than
+    ``limit``: anyone who can write to storage can plant an object of any size.
+    ObjectNotFound passes through."""
+    size = await listed_size(backend, key)
+    if size is not None and size > limit:
+        raise DamagedObject(key, f"{size} bytes, more than any {what} this program writes (at most {limit}); "
+                                 "not read")
+    return await backend.get(key)
 
 
 async def listed_size(backend: Backend, key: str) -> int | None:

@@ -129,8 +129,12 @@ class AzureBackend:
         max_single_put_size: int = 64 * 1024 * 1024,
         max_block_size: int = 8 * 1024 * 1024,
         api_version: str | None = None,
+        insecure_refused_as: str | None = None,
     ) -> None:
         self.container = container
+        # From a config: the location's name, so a connection string's http:// BlobEndpoint
+        # is refused like an http:// endpoint unless allow_insecure (None: built by code).
+        self.insecure_refused_as = insecure_refused_as
         prefix = prefix.strip("/")
         self.prefix = f"{prefix}/" if prefix else ""
         self.endpoint = endpoint
@@ -151,6 +155,7 @@ class AzureBackend:
             endpoint=loc.endpoint,
             credentials_file=loc.credentials_file,
             timeout=float(loc.timeout_seconds),
+            insecure_refused_as=None if loc.allow_insecure else loc.name,
         )
 
     def __repr__(self) -> str:
@@ -171,6 +176,10 @@ class AzureBackend:
                 creds = load_credentials(self.credentials_file, self.endpoint, self.location)
                 if creds.account_url is None:
                     raise StorageError(f"{self.location}: no endpoint; set endpoint to the account's blob URL")
+                if self.insecure_refused_as is not None and creds.account_url.lower().startswith("http://"):
+                    raise StorageError(f"location {self.insecure_refused_as}: {creds.account_url} (from the "
+                                       "credentials) is not encrypted: use https://, or set allow_insecure = true "
+                                       "on this location")
                 kwargs: dict[str, Any] = dict(
                     retry_total=0,
                     connection_timeout=self.timeout,

@@ -206,3 +206,36 @@ def test_writers_split_index_files_at_100000_entries(axenv):
     written = axenv.run(write())
     assert len(written) == 3  # 60,000 + 60,000 > 100,000: one pack a file
     assert INDEX_FILE_ENTRIES == 100_000
+
+
+def test_locks_wal_manifests_and_drill_reports_are_bounded_before_reading(tmp_path):
+    """Planted oversized objects where locks, WAL manifests and drill reports live are never
+    read whole: a lock of that size is ignored, the others are damaged objects."""
+    import asyncio
+
+    from core.drills.report import MAX_REPORT
+    from core.errors import DamagedObject
+    from core.repository.lock import MAX_LOCK, list_locks
+    from core.repository.repo_config import bounded_get
+    from core.sources.postgres.wal import MAX_WAL_MANIFEST
+    from core.storage.local import LocalBackend
+
+    backend = LocalBackend(tmp_path / "repo")
+    for folder in ("locks", "wal", "drills"):
+        (tmp_path / "repo" / folder).mkdir(parents=True)
+    with open(tmp_path / "repo" / "locks" / ("ab" * 32), "wb") as f:
+        f.truncate(MAX_LOCK + 1)
+    big_manifest = tmp_path / "repo" / "wal" / "000000010000000000000001"
+    with open(big_manifest, "wb") as f:
+        f.truncate(MAX_WAL_MANIFEST + 1)
+    big_report = tmp_path / "repo" / "drills" / "r"
+    with open(big_report, "wb") as f:
+        f.truncate(MAX_REPORT + 1)
+
+    async def run() -> None:
+        assert await list_locks(backend) == []
+        for key, limit in (("wal/000000010000000000000001", MAX_WAL_MANIFEST), ("drills/r", MAX_REPORT)):
+            with pytest.raises(DamagedObject, match="not read"):
+                await bounded_get(backend, key, limit, "object")
+
+    asyncio.run(run())

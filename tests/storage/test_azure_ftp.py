@@ -116,3 +116,18 @@ def test_ftp_password_file_forms(tmp_path):
     assert read_password(b, "ftp://h") == (None, "just-the-password")
     with pytest.raises(StorageError, match="does not exist"):
         read_password(tmp_path / "c", "ftp://h")
+
+
+async def test_an_http_blob_endpoint_in_a_connection_string_is_refused_unless_allowed(tmp_path):
+    from core.config import RemoteStorageConfig
+    from core.storage.azure import AzureBackend
+    from core.storage.backend import StorageError
+
+    creds = tmp_path / "conn"
+    creds.write_text("DefaultEndpointsProtocol=http;AccountName=a;AccountKey=a2V5;"
+                     "BlobEndpoint=http://127.0.0.1:9/a;\n")
+    creds.chmod(0o600)
+    loc = RemoteStorageConfig(provider="azure-blob", name="az", bucket_name="c", credentials_file=creds)
+    backend = AzureBackend.from_config(loc)
+    with pytest.raises(StorageError, match="location az: http://127.0.0.1:9/a .*not encrypted"):
+        await backend._container()

@@ -31,6 +31,7 @@ from pathlib import Path
 from core import crypto
 from core.errors import AxisorError, DamagedObject, UsageError
 from core.repository.format import BlobType
+from core.repository.repo_config import bounded_get
 from core.repository.repository import Repository
 from core.storage.backend import ObjectExists, ObjectNotFound
 
@@ -109,11 +110,16 @@ def _ad(name: str) -> bytes:
     return AD_WAL + name.encode("ascii")
 
 
+# A manifest lists a WAL file's blob ids: a few KiB for a 1 GiB segment (the largest
+# wal_segment_size PostgreSQL allows). Anything larger was not written by us.
+MAX_WAL_MANIFEST = 1024 * 1024
+
+
 async def load_manifest(repo: Repository, name: str) -> WalManifest | None:
     """The manifest of ``name``, None when it is not archived; damaged -> DamagedObject."""
     key = wal_key(name)
     try:
-        sealed = await repo.backend.get(key)
+        sealed = await bounded_get(repo.backend, key, MAX_WAL_MANIFEST, "WAL manifest")
     except ObjectNotFound:
         return None
     try:
