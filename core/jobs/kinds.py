@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from core import scrub
 from core.errors import AxisorError, LockHeld, PartialRestore, UsageError
 from core.jobs.api import JobProgress
+from core.restore.files import RestoreOptions
 
 if TYPE_CHECKING:
     from core.config import Config
@@ -304,13 +305,15 @@ async def restore_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, A
         target = params.get("target")
         if not target:
             raise UsageError("a restore job needs params.target (a folder) or params.target_db")
+        options = _restore_options(params)
         refs = [str(r) for r in params.get("snapshots") or [params.get("snapshot") or "latest"]]
         snaps = await svc.resolve(refs, params.get("source"))
         ctx.check_cancelled()
         # The job id is the restore id: `rollback JOB_ID` finds this restore's safety snapshots.
         outcomes = await retry_when_locked(ctx, lambda: svc.restore_many(
             snaps, Path(target), include=tuple(params.get("include") or ()), delete=bool(params.get("delete")),
-            dry_run=bool(params.get("dry_run")), validate=not params.get("no_validate"), restore_id=ctx.job_id))
+            dry_run=bool(params.get("dry_run")), validate=not params.get("no_validate"), restore_id=ctx.job_id,
+            options=options))
         restored = []
         for o in outcomes:
             row = o.as_dict()
@@ -341,7 +344,25 @@ async def restore_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, A
             out["exit_code"] = PartialRestore.exit_code
             raise JobFailed(f"{partial} files could not be restored in full (damaged or missing data); every "
                             "other file was restored", out, PartialRestore.exit_code)
+        warnings = [w for o in outcomes if o.stats is not None for w in o.stats.warnings]
+        for w in warnings[:200]:
+            ctx.log(f"warning: {w}")
+        if warnings:
+            out["exit_code"] = 7  # finished, with attributes the target refused (docs/CLI.md)
         return out
+
+
+def _restore_options(params: dict[str, Any]) -> RestoreOptions:
+    """What a restore job may ask of the attributes it restores. Keeping setuid bits and
+    capabilities, and restoring into an untrusted tree, are decisions of root at the
+    terminal (`restore --preserve-privileges`, `--allow-untrusted-target`): a job is
+    submitted through the daemon's socket by any user it accepts, so it may not ask."""
+    for refused in ("preserve_privileges", "allow_untrusted_target"):
+        if params.get(refused):
+            raise UsageError(f"params.{refused} is not accepted from a job: run `axisor-backup restore "
+                             f"--{refused.replace('_', '-')}` as root at the terminal instead")
+    return RestoreOptions(xattrs=not params.get("no_xattrs"), acls=not params.get("no_acls"),
+                          file_flags=bool(params.get("file_flags")), numeric_owner=bool(params.get("numeric_owner")))
 
 
 async def _pitr(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
