@@ -161,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--allow-untrusted-target", action="store_true",
                    help="with --target as root: restore even though a user other than root can write to "
                         "the target or a folder above it")
+    r.add_argument("--no-fsync", action="store_true",
+                   help="with --target: do not flush the restored files to disk before reporting success")
 
     v = sub.add_parser("verify", parents=[common], help="check the repository can restore its snapshots")
     v.add_argument("--full", action="store_true", help="also read and check every pack")
@@ -370,7 +372,7 @@ async def cmd_restore(svc: BackupService, args, out: Output) -> int:
 
     options = RestoreOptions(xattrs=not args.no_xattrs, acls=not args.no_acls, file_flags=args.file_flags,
                              numeric_owner=args.numeric_owner, preserve_privileges=args.preserve_privileges,
-                             allow_untrusted_target=args.allow_untrusted_target)
+                             allow_untrusted_target=args.allow_untrusted_target, fsync=not args.no_fsync)
     location = await cli_locations.choose_restore_location(svc, args)
     snaps = await svc.resolve(args.snapshot, args.source)
     from core.restore.safety import new_restore_id

@@ -49,6 +49,7 @@ class RestoreOutcome:
     validation: ValidationResult | None = None
     location: str = "local"  # where the restore read from
     notes: tuple[str, ...] = ()  # locations that could not be searched for intact copies
+    durable: bool = False  # flushed to disk before success was reported (not with --no-fsync)
 
     @property
     def ok(self) -> bool:
@@ -75,7 +76,7 @@ class RestoreOutcome:
                      warnings=st.warnings_listed(), warning_count=st.warning_count,
                      privileges_stripped=st.stripped_listed(), privileges_stripped_count=st.stripped_count,
                      partial=[p.as_dict() for p in st.partial], partial_count=st.partial_count,
-                     partial_cleared=st.partial_cleared, notes=list(self.notes))
+                     partial_cleared=st.partial_cleared, notes=list(self.notes), durable=self.durable)
         return d
 
 
@@ -427,6 +428,14 @@ class BackupService:
                 check = await validate_restore(repo, s, target, include=include, executor=self.executor,
                                                proven=p.content_proven(), partial=partial) if validate else None
                 outcomes.append(RestoreOutcome(rid, s, p, stats, safe, check, self.location))
+            if options is None or options.fsync:
+                from dataclasses import replace as _replace
+
+                from core.restore.durable import flush_filesystem
+
+                # After the last file and before success is reported (as backups are).
+                await asyncio.get_running_loop().run_in_executor(self.executor, flush_filesystem, target)
+                outcomes = [_replace(o, durable=True) for o in outcomes]
         if any(o.partial for o in outcomes):
             outcomes = [await self._find_intact(o) if o.partial else o for o in outcomes]
         return outcomes

@@ -86,6 +86,7 @@ class RestoreOptions:
     numeric_owner: bool = False  # --numeric-owner: ids only, names ignored
     preserve_privileges: bool = False  # --preserve-privileges: keep setuid/setgid and capabilities
     allow_untrusted_target: bool = False  # --allow-untrusted-target
+    fsync: bool = True  # --no-fsync: do not flush the restore to disk before reporting success
 
 
 def has_privileges(node: Node) -> bool:

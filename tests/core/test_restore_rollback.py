@@ -199,3 +199,26 @@ def test_latest_after_a_restore_is_still_the_newest_backup_not_its_safety_snapsh
     shown = ws.cli("show", "latest", "--json").json()
     assert shown["source"] == "application/user_data" and "safety" not in shown.get("tags", [])
     assert ws.cli("show", "latest:application/user_data", "--json").json()["id"] == shown["id"]
+
+
+def test_a_restore_is_flushed_to_disk_before_it_reports_success(ws, tmp_path) -> None:
+    """Issue 15: restores are durable (one syncfs of the target) unless --no-fsync."""
+    (ws.src / "f").write_text("data\n")
+    ws.write_config(user_data=[ws.src])
+    assert ws.cli("init").code == 0
+    assert ws.cli("backup").code == 0
+    durable = ws.cli("restore", "latest", "--target", str(tmp_path / "a"), "--json")
+    assert durable.code == 0 and all(r["durable"] for r in durable.json()["restored"]), durable.out
+    quick = ws.cli("restore", "latest", "--target", str(tmp_path / "b"), "--no-fsync", "--json")
+    assert quick.code == 0 and not any(r["durable"] for r in quick.json()["restored"]), quick.out
+
+
+def test_flush_filesystem_names_a_target_it_cannot_open(tmp_path) -> None:
+    import pytest
+
+    from core.errors import AxisorError
+    from core.restore.durable import flush_filesystem
+
+    flush_filesystem(tmp_path)  # a real syncfs: returns
+    with pytest.raises(AxisorError, match="cannot open .*missing"):
+        flush_filesystem(tmp_path / "missing")
