@@ -44,7 +44,7 @@ from core.errors import (
 )
 from core.repository.snapshot import Snapshot
 from core.service import BackupService
-from core.text import shown, shown_lines
+from core.text import human_bytes, shown, shown_lines
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -224,13 +224,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- formatting helpers ----------------------------------------------------------------
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 def snapshot_json(s: Snapshot) -> dict:

@@ -23,7 +23,7 @@ from core.config import Config, resolve_passphrase
 from core.errors import SourceError
 from core.jobs.api import EngineClient, Job, JobEvent, JobState, connect_engine
 from core.jobs.codec import event_to_dict, job_to_dict
-from core.text import shown, shown_lines
+from core.text import human_bytes, shown, shown_lines
 
 EXIT_INTERRUPTED = 130
 
@@ -44,13 +44,6 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     sub.add_parser("status", parents=[common],
                    help="health for monitoring: exit 0 ok, 1 warning, 2 critical")
 
-
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 def _one_line(text: str) -> str:
@@ -86,9 +79,9 @@ def _progress_line(job: Job) -> str:
     if p.files_done or p.files_total:
         parts.append(f"{p.files_done}{'/' + str(p.files_total) if p.files_total else ''} files")
     if p.bytes_done or p.bytes_total:
-        parts.append(_human_bytes(p.bytes_done) + (f" of {_human_bytes(p.bytes_total)}" if p.bytes_total else ""))
+        parts.append(human_bytes(p.bytes_done) + (f" of {human_bytes(p.bytes_total)}" if p.bytes_total else ""))
     if p.rate:
-        parts.append(f"{_human_bytes(p.rate)}/s")
+        parts.append(f"{human_bytes(p.rate)}/s")
     return ", ".join(parts)
 
 
@@ -197,9 +190,9 @@ def _backup_outcome(job: Job, out: Any) -> int:
             m = s["summary"]
             lines.append(
                 f"  {s['short_id']} {s['source']} ({s['type']}): {m['total_files']} files, "
-                f"{_human_bytes(m['total_bytes'])}; new {m['files_new']}, changed {m['files_changed']}, "
+                f"{human_bytes(m['total_bytes'])}; new {m['files_new']}, changed {m['files_changed']}, "
                 f"unmodified {m['files_unmodified']}, removed {m['files_removed']}; added "
-                f"{_human_bytes(m['data_added'])} ({_human_bytes(m['data_added_packed'])} stored)")
+                f"{human_bytes(m['data_added'])} ({human_bytes(m['data_added_packed'])} stored)")
             lines.extend(f"    warning: {w}" for w in s.get("warnings") or [])
         lines.extend(f"  {f['source']}: FAILED: {f['error']}" for f in failed)
         lines.extend(copy_text(SimpleNamespace(**c)) for c in copies)

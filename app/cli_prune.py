@@ -11,7 +11,7 @@ import argparse
 import sys
 from datetime import datetime
 from typing import Any
-from core.text import shown_lines
+from core.text import human_bytes, shown_lines
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -26,13 +26,6 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                        help="delete snapshot manifests by id (their data goes at the next prune)")
     f.add_argument("snapshot", nargs="+", help="snapshot ids or unique id prefixes")
 
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 def report_text(r: dict) -> str:
@@ -60,13 +53,13 @@ def report_text(r: dict) -> str:
                  + (f" into {p['written']} new" if p["written"] else "")
                  + (f", {p['adopted']} adopted" if p["adopted"] else "")
                  + (f", {p['missing_dropped']} missing ones unindexed" if p["missing_dropped"] else ""))
-    lines.append(f"data: {_human(b['used'])} used, {_human(b['unused'])} unused; "
-                 f"{_human(b['deleted'])} {would}freed, {_human(b['written'])} {would}rewritten")
+    lines.append(f"data: {human_bytes(b['used'])} used, {human_bytes(b['unused'])} unused; "
+                 f"{human_bytes(b['deleted'])} {would}freed, {human_bytes(b['written'])} {would}rewritten")
     lines.append(f"index files: {r['index_files']['before']} -> {r['index_files']['after']}")
     t = r.get("temporary")
     if t and t["removed"]:
         lines.append(f"temporary files: {len(t['removed'])} left by interrupted uploads "
-                     f"{'would be ' if dry else ''}removed ({_human(t['removed_bytes'])})")
+                     f"{'would be ' if dry else ''}removed ({human_bytes(t['removed_bytes'])})")
     if p["unindexed"]:
         lines.append(f"note: {p['unindexed']} packs are in no index "
                      + ("(a prune without --dry-run adopts them)" if dry

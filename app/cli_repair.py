@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from core.errors import AxisorError
-from core.text import shown_lines
+from core.text import human_bytes, shown_lines
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -39,13 +39,6 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     options(q)
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
 
 def rebuild_text(r: dict) -> str:
     dry = r["dry_run"]
@@ -70,14 +63,14 @@ def rebuild_text(r: dict) -> str:
     else:
         lines.append(f"index is sound: {p['indexed']} packs indexed, {p['on_storage']} on storage")
     if p["checked"]:
-        lines.append(f"{p['checked']} packs read ({_human(r['bytes_read'])})")
+        lines.append(f"{p['checked']} packs read ({human_bytes(r['bytes_read'])})")
     if b["lost"]:
         lines.append(f"{b['lost']} blobs {'would be' if dry else 'are'} in no pack any more: the next backup "
                      "stores again whatever is still on disk; `axisor-backup repair snapshots --dry-run` lists "
                      "the snapshots that lost data")
     t = r["temporary"]
     if t and (t["removed"] or t["kept_young"]):
-        lines.append(f"temporary files: {len(t['removed'])} {would}removed ({_human(t['removed_bytes'])})"
+        lines.append(f"temporary files: {len(t['removed'])} {would}removed ({human_bytes(t['removed_bytes'])})"
                      + (f", {t['kept_young']} younger ones kept" if t["kept_young"] else ""))
     return "\n".join(lines)
 

@@ -32,7 +32,7 @@ from datetime import datetime, timezone, tzinfo
 from core.errors import AxisorError, DamagedObject
 from core.maintenance.repack import repack
 from core.maintenance.retention import Decision, Policy, apply, is_base_backup
-from core.maintenance.shared import ensure_sole_holder, store_index
+from core.maintenance.shared import INDEX_ENTRIES_PER_FILE, ensure_sole_holder, store_index, write_index
 from core.repository.format import DATA, INDEX, SNAPSHOTS, pack_id_from_key, pack_key
 from core.repository.index import Index, IndexedPack, PackEntry
 from core.repository.lock import Lock
@@ -44,7 +44,6 @@ from core.storage.backend import ObjectNotFound, StorageError
 # A pack whose unused bytes exceed this share is rewritten with only its used blobs.
 REPACK_UNUSED_FRACTION = 0.5
 # Blob entries per index file written by prune: a few files, each small enough to load fast.
-INDEX_ENTRIES_PER_FILE = 100_000
 # Trees loaded at once while finding the used blobs.
 _TREE_LOADS = 16
 
@@ -424,19 +423,8 @@ async def _prune(repo: Repository, lock: Lock, policy_for: Callable[[str], Polic
 
     # -- 5. the new index, then the old one goes -----------------------------------------------
     progress("writing index", 0, None)
-    new_index = Index()
-    new_files: set[str] = set()
-    batch: list[IndexedPack] = []
-    count = 0
-    for pack in [(pid, packs[pid].size, packs[pid].entries) for pid in stay] + written:
-        batch.append(pack)
-        new_index.add_pack(*pack)
-        count += len(pack[2])
-        if count >= INDEX_ENTRIES_PER_FILE:
-            new_files.add(await store_index(repo, batch))
-            batch, count = [], 0
-    if batch:
-        new_files.add(await store_index(repo, batch))
+    new_index, new_files = await write_index(repo, [(pid, packs[pid].size, packs[pid].entries) for pid in stay]
+                                             + written)
     old_files = sorted(k for k in index_files if k not in new_files)
     await _check_lock(lock, "deleting index files")
     for i, key in enumerate(old_files):

@@ -27,18 +27,17 @@ from dataclasses import dataclass, field
 
 from core import crypto
 from core.errors import DamagedObject, UsageError
-from core.maintenance.shared import ensure_sole_holder, store_index
+from core.maintenance.shared import INDEX_ENTRIES_PER_FILE, ensure_sole_holder, store_index, write_index
 from core.repair.temporary import TEMP_SAFE_AGE, TempCleanup, clean_temporary
 from core.repository.blobs import open_blob
 from core.repository.format import DATA, INDEX, PACK_TRAILER, pack_id_from_key, pack_key
-from core.repository.index import Index, IndexedPack, PackEntry
+from core.repository.index import IndexedPack, PackEntry
 from core.repository.lock import Lock
 from core.repository.packer import Packer, PackFormatError, decode_header, parse_trailer
 from core.repository.repository import ForeignPack, Repository
 from core.storage.backend import ObjectExists, ObjectNotFound, StorageError
 
 # Blob entries per index file written by a rebuild (as prune writes them).
-INDEX_ENTRIES_PER_FILE = 100_000
 _HEAD = 1 + crypto.NONCE_SIZE  # flag | nonce, the packer's "head" of a sealed blob
 
 ProgressFn = Callable[[str, int, int | None], None]  # phase, done, total
@@ -258,19 +257,7 @@ async def _rebuild(repo: Repository, lock: Lock, dry_run: bool, check: set[bytes
     if dry_run:
         return report
     progress("writing index", 0, None)
-    new_index = Index()
-    new_files: set[str] = set()
-    batch: list[IndexedPack] = []
-    count = 0
-    for pack in new_packs:
-        batch.append(pack)
-        new_index.add_pack(*pack)
-        count += len(pack[2])
-        if count >= INDEX_ENTRIES_PER_FILE:
-            new_files.add(await store_index(repo, batch))
-            batch, count = [], 0
-    if batch:
-        new_files.add(await store_index(repo, batch))
+    new_index, new_files = await write_index(repo, new_packs)
     report.index_files_after = len(new_files)
     old = sorted(k for k in files + [k for k, _ in report.damaged_index_files] if k not in new_files)
     await check_no_other_lock(lock, "deleting index files")
