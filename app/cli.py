@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 
 from app import cli_drills, cli_jobs, cli_locations, cli_prune, cli_repair, cli_schedules
@@ -42,6 +43,7 @@ from core import scrub
 from core.errors import (
     AxisorError, PartialRestore, RestoreRefused, RestoreValidationFailed, UsageError, VerificationFailed,
 )
+from core.jobs.api import JobState
 from core.repository.snapshot import Snapshot
 from core.service import BackupService
 from core.text import human_bytes, shown, shown_lines
@@ -666,7 +668,15 @@ async def _restore_database(svc: BackupService, args, out: Output) -> int:
 
 
 async def cmd_verify(svc: BackupService, args, out: Output) -> int:
-    report = await svc.verify(full=args.full, snapshot_refs=args.snapshot)
+    from core.jobs.record import Outcome
+
+    params = {"full": bool(args.full), "snapshots": list(args.snapshot or [])}
+    started = datetime.now(UTC)
+    try:
+        report = await svc.verify(full=args.full, snapshot_refs=args.snapshot)
+    except (Exception, KeyboardInterrupt) as exc:
+        await _record_verify(svc, params, started, Outcome.of_exception(exc))
+        raise
     data = {
         "ok": report.ok, "full": report.full, "snapshots_checked": report.snapshots_checked,
         "trees_checked": report.trees_checked, "blobs_referenced": report.blobs_referenced,
@@ -702,7 +712,23 @@ async def cmd_verify(svc: BackupService, args, out: Output) -> int:
         return "\n".join(lines)
 
     out.emit(data, text)
-    return EXIT_OK if report.ok else VerificationFailed.exit_code
+    code = EXIT_OK if report.ok else VerificationFailed.exit_code
+    await _record_verify(svc, params, started, Outcome(
+        JobState.COMPLETED if report.ok else JobState.FAILED, {**data, "exit_code": code},
+        None if report.ok else f"verification found {len(report.damage)} damaged objects"))
+    return code
+
+
+async def _record_verify(svc: BackupService, params: dict, started, outcome) -> None:
+    """The run goes into the job history that `status` and the dashboard read; a state
+    folder that refuses the record is said, and does not change the verification's verdict."""
+    from core.jobs.record import record_run
+
+    try:
+        await record_run(svc.config, "verify", params, started, outcome)
+    except AxisorError as exc:
+        print(shown_lines(f"warning: the verification is not recorded in the job history ({exc}); "
+                          "`status` and the console do not know of it"), file=sys.stderr)
 
 
 def _new_passphrase(args) -> str:

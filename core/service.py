@@ -561,6 +561,13 @@ class BackupService:
 
         return await recovery_window(await self.repository(load_index=False))
 
+    async def health(self, *, now=None):
+        """The platform's health: the one evaluation behind `status`, the metrics file and
+        the daemon's notifications (core/jobs/status.py)."""
+        from core.jobs.status import health
+
+        return await health(self.config, now=now)
+
     async def verify(self, *, full: bool = False, snapshot_refs: list[str] | None = None) -> VerifyReport:
         # Verify must open a repository whose index is damaged, to report it.
         repo = await self.repository(load_index=False)

@@ -111,6 +111,6 @@ async def _jobs(platform):
 
     engine = await open_engine(platform.config, platform.passphrase)
     try:
-        return await engine.list()
+        return [j for j in await engine.list() if j.origin == "console"]  # not the fixture's backups
     finally:
         await engine.close()
