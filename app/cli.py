@@ -33,7 +33,7 @@ from app import cli_drills, cli_jobs, cli_locations, cli_prune, cli_repair, cli_
 from app.process import tune_process
 from core.backup import watchdog
 from core.config import (
-    Config, ConfigError, PassphraseError, default_config_path, insecure_endpoint, load_config,
+    Config, ConfigError, ConfigProblem, PassphraseError, default_config_path, insecure_endpoint, load_config,
     resolve_passphrase,
 )
 from core import __version__
@@ -902,12 +902,32 @@ def config_check(config_path: Path, out: Output) -> int:
                   "problems": [{"key": p.key, "message": p.message} for p in exc.problems]},
                  lambda: message)
         return EXIT_USAGE
+    missing = _missing_extras(cfg)
+    if missing:
+        message = "\n".join(f"{config_path}: {p}" for p in missing)
+        out.emit({"ok": False, "path": str(config_path),
+                  "problems": [{"key": p.key, "message": p.message} for p in missing]}, lambda: message)
+        return EXIT_USAGE
     # The file sources, and the database when [database] is enabled (a backup takes it too).
     sources = [*(["database"] if cfg.database.enabled else []), *(s.name for s in cfg.sources())]
     out.emit({"ok": True, "path": str(config_path), "sources": sources},
              lambda: f"{config_path}: ok ({len(sources)} source{'' if len(sources) == 1 else 's'}: "
                      f"{', '.join(sources) or 'none'})")
     return EXIT_OK
+
+
+def _missing_extras(cfg: Config) -> list[ConfigProblem]:
+    """Locations whose storage SDK (an optional install) is missing on this host."""
+    from core.storage.extras import install_hint, missing_extra
+
+    problems = []
+    for i, loc in enumerate(cfg.storage.remote_storage):
+        extra = missing_extra(loc.provider)
+        if extra is not None:
+            problems.append(ConfigProblem(f"storage.remote_storage[{i}].provider",
+                                          f"'{loc.provider}' needs the optional {extra!r} support, which is not "
+                                          f"installed: {install_hint(extra)}"))
+    return problems
 
 
 async def run(args, config: Config, out: Output) -> int:

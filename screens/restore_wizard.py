@@ -24,7 +24,7 @@ from textual.widgets.option_list import Option
 from core.jobs.api import Job, JobState
 from core.service import Snapshot
 from core.sources.postgres import names
-from screens.base import PlainTable, ConsoleScreen, bar, human_bytes, human_duration, progress_fraction, short_time
+from screens.base import PlainTable, ConsoleScreen, StopAtEndsOptionList, bar, human_bytes, human_duration, progress_fraction, short_time
 from screens.messages import DataLoaded, LoadFailed
 
 WHAT = (
@@ -109,10 +109,10 @@ class RestoreWizardScreen(ConsoleScreen):
         with ContentSwitcher(initial="what", id="wizard"):
             with Vertical(id="what"):
                 yield Static("What do you want to restore?", classes="question")
-                yield OptionList(*(Option(text, id=key) for key, text in WHAT), id="what-list")
+                yield StopAtEndsOptionList(*(Option(text, id=key) for key, text in WHAT), id="what-list")
             with Vertical(id="source"):
                 yield Static("Which source?", classes="question")
-                yield OptionList(id="source-list")
+                yield StopAtEndsOptionList(id="source-list")
             with Vertical(id="point"):
                 yield Static("Which point in time? Pick a snapshot.", classes="question", id="point-question")
                 yield PlainTable(id="point-table", cursor_type="row", zebra_stripes=True)
@@ -124,7 +124,7 @@ class RestoreWizardScreen(ConsoleScreen):
                 yield PlainTable(id="select-table", cursor_type="row", zebra_stripes=True)
             with Vertical(id="where"):
                 yield Static("Where to?", classes="question")
-                yield OptionList(id="where-list")
+                yield StopAtEndsOptionList(id="where-list")
                 yield Input(placeholder="alternate folder or database name", id="where-input")
             with Vertical(id="preflight"):
                 yield Static("Preflight", classes="question")
@@ -434,15 +434,17 @@ class RestoreWizardScreen(ConsoleScreen):
             return
         if self.plan.is_database:
             db = self.console.config.database.dbname or "the configured database"
-            ol.add_options([Option(f"Original database ({db}): REPLACES its contents", id="original"),
-                            Option("Another database (created when missing)", id="alternate")])
+            # The safe choice first and under the cursor; the destructive one last, behind a
+            # separator, and the list does not wrap: no single key lands on it by accident.
+            ol.add_options([Option("Another database (created when missing)", id="alternate"), None,
+                            Option(f"Original database ({db}): REPLACES its contents", id="original")])
             inp.placeholder = "database name on the configured server, e.g. axisor_restored"
         else:
-            ol.add_options([Option("Original place: OVERWRITES the live files", id="original"),
-                            Option("Another folder (each file lands at FOLDER + its original path)",
-                                   id="alternate")])
+            ol.add_options([Option("Another folder (each file lands at FOLDER + its original path)",
+                                   id="alternate"), None,
+                            Option("Original place: OVERWRITES the live files", id="original")])
             inp.placeholder = "folder, e.g. /var/tmp/restore"
-        ol.highlighted = 1  # the safe choice first under the cursor
+        ol.highlighted = 0
 
     # -- preflight ------------------------------------------------------------------------
 
