@@ -147,3 +147,27 @@ async def test_where_list_starts_safe_and_never_wraps_onto_the_destructive_choic
         await pilot.press("down", "down")
         assert current() == "original"  # stopped at the bottom
         assert app.submitted == []
+
+
+async def test_first_step_says_whether_a_restore_can_start(platform):
+    """Feasibility on the first step, not after six: read-only mode, a held repository."""
+    from core.repository.lock import Lock
+    from core.storage.local import LocalBackend
+
+    def said(app) -> str:
+        return str(app.screen.query_one("#what-feasibility", Static).render())
+
+    app = platform.app()
+    async with console(app, (80, 24)) as pilot:
+        await pilot.press("r")
+        await settle(pilot, app)
+        assert app.screen.step == "what" and said(app).startswith("✔ a restore can start")
+
+    async with Lock(LocalBackend(platform.repo), True, "prune"):
+        app = platform.app(read_only=True)
+        async with console(app, (80, 24)) as pilot:
+            await pilot.press("r")
+            await settle(pilot, app)
+            text = said(app)
+            assert "✘ read-only console (--read-only)" in text
+            assert "✘ the repository is held by an exclusive lock by prune" in text
