@@ -24,13 +24,25 @@ from pathlib import Path
 import pytest
 
 
-def _pg_bin() -> Path:
+def installed_bins() -> dict[int, Path]:
+    """Every PostgreSQL major version installed (Debian layout /usr/lib/postgresql/N/bin), or
+    only $PGBIN when set: {major: bin directory}."""
     if os.environ.get("PGBIN"):
-        return Path(os.environ["PGBIN"])
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(p.split("/")[4]))
+        out = subprocess.run([os.path.join(os.environ["PGBIN"], "pg_ctl"), "--version"], capture_output=True,
+                             text=True, timeout=30).stdout
+        return {int(out.split()[-1].split(".")[0]): Path(os.environ["PGBIN"])}
+    return {int(p.split("/")[4]): Path(p).parent for p in glob.glob("/usr/lib/postgresql/*/bin/pg_ctl")}
+
+
+# The versions the version-matrix fixtures (pg_each_cluster) run over, oldest first.
+PG_MAJORS = sorted(installed_bins())
+
+
+def _pg_bin() -> Path:
+    found = installed_bins()
     if not found:
         raise RuntimeError("no PostgreSQL server binaries: run scripts/bootstrap (apt-get install postgresql)")
-    return Path(found[-1]).parent
+    return found[max(found)]
 
 
 def _free_port() -> int:
@@ -112,16 +124,34 @@ def pg_bin() -> Path:
 
 
 @pytest.fixture(scope="session")
-def pg_cluster(pg_bin: Path):
-    """Factory: ``pg_cluster(*initdb_args)`` -> a new running Cluster (e.g. ``"--wal-segsize=1"``),
-    stopped and removed after the session."""
+def pg_cluster_of():
+    """Factory: ``pg_cluster_of(bin_dir, *initdb_args)`` -> a new running Cluster of that
+    installation, stopped and removed after the session."""
     started: list[Cluster] = []
 
-    def make(*initdb_args: str) -> Cluster:
-        c = _start(pg_bin, initdb_args)
+    def make(bin_dir: Path, *initdb_args: str) -> Cluster:
+        c = _start(bin_dir, initdb_args)
         started.append(c)
         return c
 
     yield make
     for c in started:
         _stop(c)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(pg_bin: Path, pg_cluster_of):
+    """Factory: ``pg_cluster(*initdb_args)`` -> a new running Cluster of the newest installed
+    version (e.g. ``"--wal-segsize=1"``), stopped and removed after the session."""
+    return lambda *initdb_args: pg_cluster_of(pg_bin, *initdb_args)
+
+
+@pytest.fixture(scope="module", params=PG_MAJORS or [None], ids=lambda m: f"pg{m}")
+def pg_each_cluster(request, pg_cluster_of):
+    """Like ``pg_cluster``, once per installed PostgreSQL major version (PG_MAJORS): the tests
+    using it run against every version on the host (scripts/test installs every version the
+    OS package repository offers)."""
+    if request.param is None:
+        raise RuntimeError("no PostgreSQL server binaries: run scripts/bootstrap (apt-get install postgresql)")
+    bin_dir = installed_bins()[request.param]
+    return lambda *initdb_args: pg_cluster_of(bin_dir, *initdb_args)
