@@ -81,16 +81,36 @@ def _as_server_user(argv: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
 
 
-def _start(bin_dir: Path, initdb_args: tuple[str, ...] = ()) -> Cluster:
+def _new_dir() -> Path:
     d = Path(tempfile.mkdtemp(dir="/tmp", prefix="pg."))
     os.chmod(d, 0o755)
     if os.geteuid() == 0:
         pw = pwd.getpwnam("postgres")
         os.chown(d, pw.pw_uid, pw.pw_gid)
+    return d
+
+
+def _start(bin_dir: Path, initdb_args: tuple[str, ...] = ()) -> Cluster:
+    d = _new_dir()
     subprocess.run(_as_server_user([str(bin_dir / "initdb"), "-D", str(d / "data"), "-U", "postgres",
                                     "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync",
                                     *initdb_args]),
                    check=True, capture_output=True, timeout=120)
+    return _launch(d, bin_dir)
+
+
+def _start_standby(primary: Cluster) -> Cluster:
+    """A streaming standby of ``primary``: ``pg_basebackup -R`` (standby.signal, primary_conninfo),
+    then started on its own port."""
+    d = _new_dir()
+    subprocess.run(_as_server_user([str(primary.bin / "pg_basebackup"), "-D", str(d / "data"), "-R", "-X", "stream",
+                                    "-c", "fast", "--no-sync", "-h", primary.host, "-p", str(primary.port),
+                                    "-U", primary.user]),
+                   check=True, capture_output=True, timeout=120)
+    return _launch(d, primary.bin)
+
+
+def _launch(d: Path, bin_dir: Path) -> Cluster:
     last = ""
     for _ in range(3):  # a free port can be taken between bind and start: retry
         port = _free_port()
@@ -131,6 +151,22 @@ def pg_cluster_of():
 
     def make(bin_dir: Path, *initdb_args: str) -> Cluster:
         c = _start(bin_dir, initdb_args)
+        started.append(c)
+        return c
+
+    yield make
+    for c in started:
+        _stop(c)
+
+
+@pytest.fixture(scope="session")
+def pg_standby():
+    """Factory: ``pg_standby(primary)`` -> a running streaming standby of ``primary`` (a
+    Cluster), stopped and removed after the session."""
+    started: list[Cluster] = []
+
+    def make(primary: Cluster) -> Cluster:
+        c = _start_standby(primary)
         started.append(c)
         return c
 
