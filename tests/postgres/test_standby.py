@@ -97,6 +97,10 @@ def test_backup_from_the_standby_restores_the_primarys_data_exactly(env) -> None
     assert lsn(md["start_lsn"]) <= lsn(md["stop_lsn"])
     assert md["start_wal_file"] == c.psql(f"SELECT pg_walfile_name('{md['start_lsn']}')")
 
+    # The archiving that matters is the primary's: `database archiving` checks it there.
+    r = sr.cli("database", "archiving", "--json", as_server=False)
+    assert r.json()["server"].endswith(f":{c.port}"), (r.out, r.err)
+
     # After the backup: the target between two bursts written on the primary.
     time.sleep(0.2)
     target = c.psql("SELECT clock_timestamp()::text")

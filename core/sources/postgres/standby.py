@@ -68,6 +68,12 @@ def primary_target(standby: PgTarget, db: DatabaseConfig) -> PgTarget:
     return replace(standby, params=params)
 
 
+def archiving_target(db: DatabaseConfig) -> PgTarget:
+    """The server whose WAL archiving matters: the primary with backup_standby, else the configured one."""
+    target = PgTarget.from_config(db)
+    return primary_target(target, db) if db.backup_standby else target
+
+
 def check_pair(standby: PgTarget, standby_facts: dict, primary: PgTarget, primary_facts: dict) -> None:
     """The configured server is a standby and ``primary_*`` reaches its primary."""
     if not standby_facts["in_recovery"]:
