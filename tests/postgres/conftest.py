@@ -176,10 +176,20 @@ def pg_standby():
 
 
 @pytest.fixture(scope="session")
-def pg_cluster(pg_bin: Path, pg_cluster_of):
+def pg_cluster(pg_bin: Path):
     """Factory: ``pg_cluster(*initdb_args)`` -> a new running Cluster of the newest installed
-    version (e.g. ``"--wal-segsize=1"``), stopped and removed after the session."""
-    return lambda *initdb_args: pg_cluster_of(pg_bin, *initdb_args)
+    version (e.g. ``"--wal-segsize=1"``), stopped and removed after the session. (Standalone:
+    other directories' conftests import it with pg_bin alone.)"""
+    started: list[Cluster] = []
+
+    def make(*initdb_args: str) -> Cluster:
+        c = _start(pg_bin, initdb_args)
+        started.append(c)
+        return c
+
+    yield make
+    for c in started:
+        _stop(c)
 
 
 @pytest.fixture(scope="module", params=PG_MAJORS or [None], ids=lambda m: f"pg{m}")
