@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -86,8 +87,29 @@ def test_backup_from_the_standby_restores_the_primarys_data_exactly(env) -> None
     c.psql("UPDATE t SET v = 'changed' WHERE id % 1000 = 0")
     want = c.psql(DIGEST)
     sr.write_config(_config(c, s, backup_standby="true", primary_port=str(c.port)))
-    r = sr.cli("backup", "--json", timeout=180)
+    # Writes go on while the standby's files are copied: replay changes pages under the copy.
+    stop = threading.Event()
+
+    def churn() -> None:
+        with psycopg.connect(c.url(), autocommit=True) as conn:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                conn.execute("INSERT INTO churn SELECT %s * 100 + g, md5(g::text) FROM generate_series(1, 100) g", (i,))
+                conn.execute("UPDATE churn SET v = md5(v) WHERE id BETWEEN %s AND %s", (i * 50, i * 50 + 300))
+                time.sleep(0.02)
+
+    c.psql("CREATE TABLE IF NOT EXISTS churn (id int PRIMARY KEY, v text)")
+    writer = threading.Thread(target=churn)
+    writer.start()
+    try:
+        r = sr.cli("backup", "--json", timeout=180)
+    finally:
+        stop.set()
+        writer.join(60)
     assert r.code == 0, (r.out, r.err)
+    churned = c.psql(DIGEST.replace("FROM t", "FROM churn"))
+    assert int(churned.split(":")[0]) > 100  # it did write during the backup
     [snap] = r.json()["snapshots"]
     md = snap["metadata"]
     assert md["backup_from"] == "standby" and f":{s.port}" in md["standby"] and f":{c.port}" in md["primary"]
@@ -123,6 +145,7 @@ def test_backup_from_the_standby_restores_the_primarys_data_exactly(env) -> None
         assert not (out / "standby.signal").exists()
         with psycopg.connect(host=str(out), port=port, user="postgres", dbname="postgres") as conn:
             assert conn.execute(DIGEST).fetchone()[0] == want
+            assert conn.execute(DIGEST.replace("FROM t", "FROM churn")).fetchone()[0] == churned
             counts = dict(conn.execute("SELECT burst, count(*) FROM marks GROUP BY burst").fetchall())
             assert counts == {"A": 40}, counts
             assert not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
