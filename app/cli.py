@@ -634,8 +634,8 @@ async def _restore_database(svc: BackupService, args, out: Output) -> int:
                                                    if v["skipped"] else ""),
                  f"row counts: {sum(1 for t in report.tables if t.actual == t.expected)} of {len(tables)} "
                  f"tables match the snapshot",
-                 "schema fingerprint: " + ("not compared (partial restore)" if report.schema_fingerprint_match
-                                           is None else "matches" if report.schema_fingerprint_match else "differs")]
+                 "schema fingerprint: " + (("not compared (partial restore)" if report.partial else "not compared")
+                                           if report.schema_fingerprint_match is None else "matches" if report.schema_fingerprint_match else "differs")]
         if report.safety_snapshot:
             lines.insert(0, f"safety snapshot {report.safety_snapshot[:8]} holds {report.database} as it was "
                             f"(undo: axisor-backup rollback {report.restore_id})")

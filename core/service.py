@@ -699,17 +699,18 @@ class BackupService:
 
     async def database_archiving(self, config_path: Path):
         from core.sources.postgres.archiving import check_archiving
-        from core.sources.postgres.connection import PgTarget
+        from core.sources.postgres.standby import archiving_target
 
-        return await check_archiving(PgTarget.from_config(self.config.database), config_path)
+        # With backup_standby the primary archives: its settings are the ones to check.
+        return await check_archiving(archiving_target(self.config.database), config_path)
 
     async def database_status(self) -> dict:
         from core.sources.postgres.archiving import archive_status
-        from core.sources.postgres.connection import PgTarget
+        from core.sources.postgres.standby import archiving_target
 
         repo = await self.repository(load_index=False)
         db = self.config.database
-        target = PgTarget.from_config(db) if (db.enabled or db.url or db.host) else None
+        target = archiving_target(db) if (db.enabled or db.url or db.host) else None
         return await archive_status(repo, target)
 
     # -- keys and locks -----------------------------------------------------------------
