@@ -199,7 +199,7 @@ async def _run_now(svc: Any, config: Any, store: ScheduleStore, schedule: Schedu
         f"{job.state} [{engine.mode}]",
         f"  why: {record.detail}" if record.detail else "",
         f"  error: {job.error}" if job.error else "") if x))
-    if str(job.state) == "failed":
+    if str(job.state) in ("failed", "interrupted"):
         code = (job.result or {}).get("exit_code")
         return int(code) if isinstance(code, int) and code else 1
     return 0

@@ -140,7 +140,10 @@ class DashboardScreen(ConsoleScreen):
             "Alerts\n" + "\n".join(alerts[:6]) if alerts else "Alerts: none — every source is within its RPO")
 
     def _last_verify(self) -> str:
-        done = [j for j in self.console.jobs.values() if j.kind == "verify" and j.state.finished]
+        # Only a verification that ran to its end has a verdict: an interrupted or cancelled
+        # one is not damage (nor a pass).
+        done = [j for j in self.console.jobs.values() if j.kind == "verify"
+                and j.state in (JobState.COMPLETED, JobState.FAILED)]
         if not done:
             return "never"
         j = max(done, key=lambda j: j.finished_at or j.created_at)
