@@ -58,11 +58,11 @@ class Decision:
 
 def decide(job: Job) -> Decision:
     """What the next daemon start does with ``job`` if the daemon dies while it runs."""
+    if job.kind.startswith("restore"):  # whoever started it
+        return Decision("none", "a restore is never rerun automatically: check the target, then run it again")
     schedule = job.params.get("schedule")
     if job.origin == "scheduler" and isinstance(schedule, str) and schedule:
         return Decision("schedule", f"its schedule {schedule} catches the run up once when the daemon restarts")
-    if job.kind.startswith("restore"):
-        return Decision("none", "a restore is never rerun automatically: check the target, then run it again")
     if job.params.get(RESUMED_FROM):
         return Decision("none", f"it was already the rerun of interrupted job {job.params[RESUMED_FROM]}; "
                                 "it is not re-queued a second time: run it again by hand")
