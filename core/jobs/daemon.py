@@ -236,23 +236,30 @@ class Daemon:
         if len(os.fsencode(path)) > MAX_SOCKET_PATH:
             raise DaemonError(f"the socket path {path} is longer than {MAX_SOCKET_PATH} bytes; "
                               "set a shorter [engine] state_dir or AXISOR_BACKUP_STATE_DIR")
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if path.exists() or path.is_symlink():
-            other = await DaemonClient.try_connect(path)
-            if other is not None:
-                pid = other.daemon_pid
-                await other.close()
-                raise DaemonError(f"another daemon (pid {pid}) already serves {path}")
-            path.unlink()  # left by a daemon that died
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        # Created owner-only from the first instant: no window where others could connect.
-        old = os.umask(0o177)
         try:
-            sock.bind(str(path))
-        finally:
-            os.umask(old)
-        os.chmod(path, 0o600)
-        sock.listen(64)
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if path.exists() or path.is_symlink():
+                other = await DaemonClient.try_connect(path)
+                if other is not None:
+                    pid = other.daemon_pid
+                    await other.close()
+                    raise DaemonError(f"another daemon (pid {pid}) already serves {path}")
+                path.unlink()  # left by a daemon that died
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            # Created owner-only from the first instant: no window where others could connect.
+            old = os.umask(0o177)
+            try:
+                sock.bind(str(path))
+            except OSError:
+                sock.close()
+                raise
+            finally:
+                os.umask(old)
+            os.chmod(path, 0o600)
+            sock.listen(64)
+        except OSError as exc:  # a read-only or foreign state folder: one line, exit 21
+            raise DaemonError(f"cannot serve the daemon socket {path}: {exc.strerror or exc}; set a writable "
+                              "[engine] state_dir or AXISOR_BACKUP_STATE_DIR") from None
         self._server = await asyncio.start_unix_server(self._accept, sock=sock, limit=LINE_LIMIT)
 
     async def _unbind(self) -> None:

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -149,3 +150,13 @@ def test_kill_9_under_jobs_follow_then_restart_catches_the_schedule_up(jw, big, 
     history = jw.cli("schedules", "history", "backup", "--json").json()["runs"]
     assert [r["outcome"] for r in history[:3]] == ["submitted", "interrupted", "submitted"]
     assert history[1]["job_id"] == job_id
+
+
+def test_a_daemon_that_cannot_make_its_socket_says_so_in_one_line(ws):
+    ws.write_config()
+    # The state folder would be inside a file (a mode would not stop root); short: a socket path.
+    with tempfile.NamedTemporaryFile(dir="/tmp", prefix="axf") as blocker:
+        r = ws.cli("daemon", env={"AXISOR_BACKUP_STATE_DIR": f"{blocker.name}/st"}, timeout=30)
+    assert r.code == 21, r.err
+    assert _one_line(r.err) == (f"error: cannot serve the daemon socket {blocker.name}/st/daemon.sock: Not a "
+                                "directory; set a writable [engine] state_dir or AXISOR_BACKUP_STATE_DIR")
