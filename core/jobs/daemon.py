@@ -160,8 +160,8 @@ class Daemon:
 
         try:
             await recover(self.engine, self.config)
-        except AxisorError as exc:  # the daemon still starts; the next start tries again
-            log.error("recovering interrupted jobs failed", extra={"error": str(exc)})
+        except Exception as exc:  # noqa: BLE001 - the daemon still starts; the next start tries again
+            log.exception("recovering interrupted jobs failed", extra={"error": str(exc)})
 
     def request_stop(self, why: str = "stop requested") -> None:
         if not self._stopping:

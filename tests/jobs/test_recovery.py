@@ -10,6 +10,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from core.config import load_config
@@ -140,3 +141,23 @@ async def test_an_interrupted_scheduled_run_is_owed_again_once(ws, tmp_path):
                            "interrupted once")
     gone = job(origin="scheduler", params={"schedule": "nightly"}, job_id="0000000000c3")
     assert (await owe_interrupted(config, state, gone, now)) == "not caught up: schedule nightly is no longer configured"
+
+
+async def test_an_interrupted_verification_is_neither_damage_nor_a_pass_in_status(ws, tmp_path):
+    from core.jobs.status import history_checks
+
+    ws.write_config()
+    config = load_config(ws.config)
+    store = await JobStore.open(tmp_path)
+    try:
+        now = datetime.now(UTC)
+        passed = job("verify", job_id="0000000000d1", state=JobState.COMPLETED)
+        await store.insert(passed, Owner.me())
+        await store.update(replace(passed, finished_at=now, result={"ok": True, "exit_code": 0}))
+        await store.insert(job("verify", job_id="0000000000d2"), dead_owner(), ROLE_DAEMON)
+        [marked] = await store.mark_orphans(Owner.me())
+        assert marked.state == JobState.INTERRUPTED
+        [verify] = [c for c in await history_checks(config, store) if c.name == "verify"]
+        assert verify.level == "ok" and "0000000000d1" in verify.message
+    finally:
+        await store.close()
