@@ -16,7 +16,7 @@ from typing import Any
 
 from app import cli_jobs
 from core.config import DRILL_SCENARIOS
-from core.errors import DaemonError, DrillFailed, UsageError
+from core.errors import DaemonConnectionLost, DrillFailed, UsageError
 from core.jobs.api import JobState
 
 EXIT_INTERRUPTED = 130
@@ -68,7 +68,7 @@ async def cmd_drill(svc: Any, args: Any, out: Any) -> int:
         try:
             final = await cli_jobs._watch(engine, events, job, interrupted,
                                           tty=sys.stderr.isatty() and not out.json)
-        except DaemonError:
+        except DaemonConnectionLost:
             if engine.mode != "daemon":
                 raise
             return cli_jobs._lost(job.id, job, "running")  # the daemon died: one line, exit 21

@@ -20,7 +20,7 @@ from typing import Any
 from app.cli_locations import copy_text
 
 from core.config import Config, resolve_passphrase
-from core.errors import DaemonError, SourceError
+from core.errors import DaemonConnectionLost, DaemonError, SourceError
 from core.jobs.api import EngineClient, Job, JobEvent, JobState, connect_engine
 from core.jobs.codec import event_to_dict, job_to_dict
 from core.text import human_bytes, shown, shown_lines
@@ -118,7 +118,7 @@ async def cmd_backup(svc: Any, args: Any, out: Any) -> int:
         loop.add_signal_handler(signal.SIGINT, interrupted.set)
         try:
             final = await _watch(engine, events, job, interrupted, tty=sys.stderr.isatty() and not out.json)
-        except DaemonError:
+        except DaemonConnectionLost:
             if engine.mode != "daemon":
                 raise
             return _lost(job.id, job, "running")
@@ -353,7 +353,7 @@ async def _follow(engine: EngineClient, args: Any, out: Any) -> int:
                             _note("the daemon closed the event stream")
                             return 0
                         final = await engine.get(target.id)
-                    except DaemonError:
+                    except DaemonConnectionLost:
                         return _lost(target.id if target else None, target)
                     if final.state.finished:
                         _print_event(JobEvent("finished", final), out)

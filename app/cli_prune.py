@@ -11,7 +11,7 @@ import argparse
 import sys
 from datetime import datetime
 from typing import Any
-from core.errors import DaemonError
+from core.errors import DaemonConnectionLost
 from core.text import human_bytes, shown_lines
 
 
@@ -83,7 +83,7 @@ async def cmd_prune(svc, args, out) -> int:
             print(f"job {job.id} runs in the daemon", file=sys.stderr)
         try:
             final = await engine.wait(job.id)
-        except DaemonError:
+        except DaemonConnectionLost:
             if engine.mode != "daemon":
                 raise
             from app.cli_jobs import _lost

@@ -14,7 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from core.config import resolve_passphrase
-from core.errors import DaemonError, UsageError
+from core.errors import DaemonConnectionLost, UsageError
 from core.schedule.model import Schedule, find_schedule, schedules_from_config
 from core.schedule.plan import next_runs
 from core.schedule.state import RunRecord, ScheduleState, ScheduleStore, store_path
@@ -190,7 +190,7 @@ async def _run_now(svc: Any, config: Any, store: ScheduleStore, schedule: Schedu
         wait = not (args.no_wait and engine.mode == "daemon")
         try:
             job = await engine.wait(record.job_id) if wait else await engine.get(record.job_id)
-        except DaemonError:
+        except DaemonConnectionLost:
             if engine.mode != "daemon":
                 raise
             from app.cli_jobs import _lost

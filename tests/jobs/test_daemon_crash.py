@@ -31,6 +31,8 @@ def _client(jw, *args: str) -> subprocess.Popen:
 def _locks_of(jw, pid: int) -> list:
     out = []
     for path in (jw.ws.repo / "locks").glob("*"):
+        if path.name.startswith(".tmp-"):
+            continue  # a lock still being written (renamed into place when whole)
         try:
             if json.loads(path.read_text())["pid"] == pid:
                 out.append(path)
