@@ -260,12 +260,22 @@ def _duration(job: Job) -> str:
     return f"{(end - job.started_at).total_seconds():.1f}s"
 
 
+def _interrupted_note(job: Job) -> str:
+    """The table's short form: whose death, then what was done (`jobs ID` has it all)."""
+    result = job.result or {}
+    pid = (result.get("interrupted") or {}).get("daemon_pid", "?")
+    summary = (result.get("recovery") or {}).get("summary") or "recovered at the daemon's next start"
+    return f"daemon pid {pid} died; {summary}"
+
+
 def _jobs_table(jobs: list[Job]) -> str:
     if not jobs:
         return "no jobs yet"
     rows = [("ID", "KIND", "STATE", "ORIGIN", "CREATED", "TOOK", "NOTE")]
     for j in jobs:
         note = j.error or ""
+        if j.state == JobState.INTERRUPTED:
+            note = _interrupted_note(j)
         if j.state == JobState.RUNNING and j.progress is not None:
             note = _progress_line(j).split(": ", 1)[1]
         rows.append((j.id, j.kind, j.state.value, j.origin, _when(j), _duration(j), _one_line(note)[:80]))

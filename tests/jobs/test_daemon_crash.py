@@ -113,7 +113,8 @@ def test_kill_9_under_a_backup_client_then_restart_reruns_it_once(jw, big, webho
     again = jw.cli("jobs", "--json", rerun).json()
     assert again["params"]["resumed_from"] == job_id and again["origin"] == "cli"
     listing = jw.cli("jobs").out
-    assert any(job_id in row and "interrupted" in row and "the daemon (pid" in row for row in listing.splitlines())
+    assert any(job_id in row and "interrupted" in row and f"daemon pid {d.proc.pid} died; re-queued once as job "
+               f"{rerun}" in row for row in listing.splitlines()), listing
     v = jw.cli("verify", "--json")
     assert v.code == 0 and v.json()["ok"] is True, v.out + v.err
 
