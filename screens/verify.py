@@ -26,6 +26,8 @@ def report_line(job: Job) -> tuple[str, str, str, str, str]:
 
 def damage_text(job: Job) -> str:
     r = job.result or {}
+    if job.state == JobState.INTERRUPTED:  # its daemon died: says nothing about the repository
+        return f"↯ the verification was interrupted, not finished: {job.error}"
     if job.error and "damage" not in r:
         return f"✘ the verification itself failed: {job.error}"
     if not r:
