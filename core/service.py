@@ -201,7 +201,9 @@ class BackupService:
     async def backup(self, *, kind: str = "incremental", sources: list[str] | None = None,
                      tags: tuple[str, ...] = (),
                      on_progress: Callable[[str, ArchiveStats], None] | None = None,
-                     copy: bool = True) -> BackupResult:
+                     copy: bool = True, totals: dict | None = None) -> BackupResult:
+        """``totals``: when given (an empty dict), filled with each file source's forecast
+        for progress (core/backup/run.py: ``run_backup``)."""
         specs = list(self.config.sources())
         database = self.config.database if self.config.database.enabled else None
         if not specs and database is None:
@@ -245,7 +247,7 @@ class BackupService:
                 await preload
             result = await run_backup(repo, specs, kind=kind, tags=tags, workers=self.workers,
                                       on_progress=on_progress, database=database, started_dump=dump,
-                                      stall_timeout=self.config.engine.stall_timeout_seconds)
+                                      stall_timeout=self.config.engine.stall_timeout_seconds, totals=totals)
         finally:
             if dump is not None:
                 await _stop_dump(dump)

@@ -12,6 +12,7 @@ from textual.widgets import DataTable, Input, OptionList
 from textual.widgets.data_table import ColumnKey, RowKey
 
 from core.jobs.api import Job, JobState
+from core.progress import fraction
 from screens.messages import JobChanged, JobProgressed
 
 if TYPE_CHECKING:
@@ -176,10 +177,11 @@ def progress_fraction(job: Job) -> float | None:
     pr = job.progress
     if pr is None:
         return None
+    final = job.state.finished
     if pr.bytes_total:
-        return min(1.0, pr.bytes_done / pr.bytes_total)
+        return fraction(pr.bytes_done, pr.bytes_total, final=final)
     if pr.files_total:
-        return min(1.0, pr.files_done / pr.files_total)
+        return fraction(pr.files_done, pr.files_total, final=final)
     return None
 
 
