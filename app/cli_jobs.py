@@ -78,7 +78,7 @@ def _progress_line(job: Job) -> str:
     if p.current:
         parts.append(p.current)
     if p.files_done or p.files_total:
-        parts.append(f"{p.files_done}{'/' + str(p.files_total) if p.files_total else ''} files")
+        parts.append(f"{p.files_done}{'/' + str(p.files_total) if p.files_total else ''} {p.unit}")
     if p.bytes_done or p.bytes_total:
         parts.append(human_bytes(p.bytes_done) + (f" of {human_bytes(p.bytes_total)}" if p.bytes_total else ""))
     share = fraction(p.bytes_done, p.bytes_total, final=job.state.finished)

@@ -570,7 +570,8 @@ class BackupService:
 
         return await health(self.config, now=now)
 
-    async def verify(self, *, full: bool = False, snapshot_refs: list[str] | None = None) -> VerifyReport:
+    async def verify(self, *, full: bool = False, snapshot_refs: list[str] | None = None,
+                     on_progress: Callable | None = None) -> VerifyReport:
         # Verify must open a repository whose index is damaged, to report it.
         repo = await self.repository(load_index=False)
         ids: list[str] | None = None
@@ -583,7 +584,7 @@ class BackupService:
                 else:
                     ids.append(await repo.resolve_id(ref))
         async with self.read_lock("verify"):
-            return await verify(repo, full=full, snapshot_ids=ids)
+            return await verify(repo, full=full, snapshot_ids=ids, on_progress=on_progress)
 
     async def drill_reports(self):
         """Stored drill reports (oldest first) and the damaged ones (core.drills.report)."""

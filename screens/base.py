@@ -169,7 +169,7 @@ def progress_text(job: Job) -> str:
         return ""
     done = human_bytes(pr.bytes_done)
     total = f"/{human_bytes(pr.bytes_total)}" if pr.bytes_total else ""
-    files = f" {pr.files_done}{'/' + str(pr.files_total) if pr.files_total else ''} files"
+    files = f" {pr.files_done}{'/' + str(pr.files_total) if pr.files_total else ''} {pr.unit}"
     return f"{pr.phase}: {done}{total}{files}"
 
 

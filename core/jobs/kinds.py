@@ -411,8 +411,24 @@ async def verify_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, An
     refs = [str(r) for r in params.get("snapshots") or []] or None
     ctx.progress(JobProgress(phase="waiting for locks"))
     async with ctx.locks([PRIMARY_LOCATION], exclusive=False):
-        ctx.progress(JobProgress(phase="verify full" if full else "verify quick"))
-        report = await retry_when_locked(ctx, lambda: ctx.service.verify(full=full, snapshot_refs=refs))
+        name = "verify full" if full else "verify quick"
+        ctx.progress(JobProgress(phase=name))
+        meter = RateMeter()
+        meter.update(time.monotonic(), 0)
+
+        def on_progress(p: Any) -> None:
+            if p.bytes_total:  # packs: bytes are the measure of the work
+                rate = meter.update(time.monotonic(), p.bytes_done)
+                ctx.progress(JobProgress(phase=f"{name}: {p.phase}", bytes_done=p.bytes_done,
+                                         bytes_total=p.bytes_total, files_done=p.done, files_total=p.total,
+                                         unit="packs", rate=rate, eta_seconds=eta_seconds(p.bytes_done, p.bytes_total, rate),
+                                         current=p.current))
+            else:
+                ctx.progress(JobProgress(phase=f"{name}: {p.phase}", files_done=p.done, files_total=p.total,
+                                         unit="snapshots", current=shown(p.current)))
+
+        report = await retry_when_locked(ctx, lambda: ctx.service.verify(full=full, snapshot_refs=refs,
+                                                                         on_progress=on_progress))
     out = {"ok": report.ok, "full": report.full, "snapshots_checked": report.snapshots_checked,
            "trees_checked": report.trees_checked, "blobs_referenced": report.blobs_referenced,
            "packs_checked": report.packs_checked, "bytes_read": report.bytes_read,

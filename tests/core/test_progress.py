@@ -114,3 +114,32 @@ def test_a_backup_job_reports_totals_percentage_and_eta(ws):
     assert job.state == JobState.COMPLETED, job.error
     backup_reports = [p for p in seen if p.phase.startswith("backup")]
     assert backup_reports and all(p.bytes_total == total for p in backup_reports if p.bytes_done), seen
+
+
+def test_a_full_verification_reports_packs_and_bytes_of_the_total(ws):
+    """`verify` once showed "0 B" all the way: a full one now counts packs and bytes read
+    against what storage holds, with the pack being read, then the snapshots walked."""
+    from core.config import load_config
+    from core.service import BackupService
+
+    for i in range(12):
+        (ws.src / f"data{i}.bin").write_bytes(os.urandom(200 * 1024))
+    assert ws.cli("init").code == 0 and ws.cli("backup").code == 0 and ws.cli("backup", "--type", "full").code == 0
+    seen = []
+
+    async def run():
+        svc = BackupService(load_config(ws.config), lambda _c: PASSPHRASE)
+        try:
+            return await svc.verify(full=True, on_progress=seen.append)
+        finally:
+            await svc.close()
+
+    report = asyncio.run(run())
+    assert report.ok
+    packs = [p for p in (ws.repo / "data").rglob("*") if p.is_file()]
+    reading = [p for p in seen if p.phase == "reading packs"]
+    assert reading[0].done == 0 and reading[-1].done == reading[-1].total == len(packs)
+    assert reading[-1].bytes_done == reading[-1].bytes_total == sum(p.stat().st_size for p in packs)
+    assert all(p.current.startswith("data/") for p in reading[1:])
+    walking = [p for p in seen if p.phase == "walking snapshots"]
+    assert [p.done for p in walking] == [0, 1] and all(p.total == 2 for p in walking)
