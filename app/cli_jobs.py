@@ -23,6 +23,7 @@ from core.config import Config, resolve_passphrase
 from core.errors import DaemonConnectionLost, DaemonError, SourceError
 from core.jobs.api import EngineClient, Job, JobEvent, JobState, connect_engine
 from core.jobs.codec import event_to_dict, job_to_dict
+from core.progress import fraction
 from core.text import human_bytes, shown, shown_lines
 
 EXIT_INTERRUPTED = 130
@@ -77,12 +78,22 @@ def _progress_line(job: Job) -> str:
     if p.current:
         parts.append(p.current)
     if p.files_done or p.files_total:
-        parts.append(f"{p.files_done}{'/' + str(p.files_total) if p.files_total else ''} files")
+        parts.append(f"{p.files_done}{'/' + str(p.files_total) if p.files_total else ''} {p.unit}")
     if p.bytes_done or p.bytes_total:
         parts.append(human_bytes(p.bytes_done) + (f" of {human_bytes(p.bytes_total)}" if p.bytes_total else ""))
+    share = fraction(p.bytes_done, p.bytes_total, final=job.state.finished)
+    if share is not None:
+        parts.append(f"{share * 100:.0f} %")
     if p.rate:
         parts.append(f"{human_bytes(p.rate)}/s")
+    if p.eta_seconds is not None:
+        parts.append(f"ETA {_clock(p.eta_seconds)}")
     return ", ".join(parts)
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
 def _detach_from_terminal() -> None:

@@ -201,7 +201,9 @@ class BackupService:
     async def backup(self, *, kind: str = "incremental", sources: list[str] | None = None,
                      tags: tuple[str, ...] = (),
                      on_progress: Callable[[str, ArchiveStats], None] | None = None,
-                     copy: bool = True) -> BackupResult:
+                     copy: bool = True, totals: dict | None = None) -> BackupResult:
+        """``totals``: when given (an empty dict), filled with each file source's forecast
+        for progress (core/backup/run.py: ``run_backup``)."""
         specs = list(self.config.sources())
         database = self.config.database if self.config.database.enabled else None
         if not specs and database is None:
@@ -245,7 +247,7 @@ class BackupService:
                 await preload
             result = await run_backup(repo, specs, kind=kind, tags=tags, workers=self.workers,
                                       on_progress=on_progress, database=database, started_dump=dump,
-                                      stall_timeout=self.config.engine.stall_timeout_seconds)
+                                      stall_timeout=self.config.engine.stall_timeout_seconds, totals=totals)
         finally:
             if dump is not None:
                 await _stop_dump(dump)
@@ -568,7 +570,8 @@ class BackupService:
 
         return await health(self.config, now=now)
 
-    async def verify(self, *, full: bool = False, snapshot_refs: list[str] | None = None) -> VerifyReport:
+    async def verify(self, *, full: bool = False, snapshot_refs: list[str] | None = None,
+                     on_progress: Callable | None = None) -> VerifyReport:
         # Verify must open a repository whose index is damaged, to report it.
         repo = await self.repository(load_index=False)
         ids: list[str] | None = None
@@ -581,7 +584,7 @@ class BackupService:
                 else:
                     ids.append(await repo.resolve_id(ref))
         async with self.read_lock("verify"):
-            return await verify(repo, full=full, snapshot_ids=ids)
+            return await verify(repo, full=full, snapshot_ids=ids, on_progress=on_progress)
 
     async def drill_reports(self):
         """Stored drill reports (oldest first) and the damaged ones (core.drills.report)."""

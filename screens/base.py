@@ -12,6 +12,7 @@ from textual.widgets import DataTable, Input, OptionList
 from textual.widgets.data_table import ColumnKey, RowKey
 
 from core.jobs.api import Job, JobState
+from core.progress import fraction
 from screens.messages import JobChanged, JobProgressed
 
 if TYPE_CHECKING:
@@ -168,7 +169,7 @@ def progress_text(job: Job) -> str:
         return ""
     done = human_bytes(pr.bytes_done)
     total = f"/{human_bytes(pr.bytes_total)}" if pr.bytes_total else ""
-    files = f" {pr.files_done}{'/' + str(pr.files_total) if pr.files_total else ''} files"
+    files = f" {pr.files_done}{'/' + str(pr.files_total) if pr.files_total else ''} {pr.unit}"
     return f"{pr.phase}: {done}{total}{files}"
 
 
@@ -176,10 +177,11 @@ def progress_fraction(job: Job) -> float | None:
     pr = job.progress
     if pr is None:
         return None
+    final = job.state.finished
     if pr.bytes_total:
-        return min(1.0, pr.bytes_done / pr.bytes_total)
+        return fraction(pr.bytes_done, pr.bytes_total, final=final)
     if pr.files_total:
-        return min(1.0, pr.files_done / pr.files_total)
+        return fraction(pr.files_done, pr.files_total, final=final)
     return None
 
 

@@ -47,6 +47,7 @@ class JobProgress:
     eta_seconds: float | None = None
     current: str = ""
     warnings: int = 0
+    unit: str = "files"  # what files_done/files_total count ("packs" for a verification)
 
 
 @dataclass(frozen=True, slots=True)
