@@ -516,7 +516,7 @@ class BackupService:
 
     async def restore_database(self, snap: Snapshot, target_db: str, *, force: bool = False,
                                tables: tuple[str, ...] = (), schemas: tuple[str, ...] = (),
-                               restore_id: str | None = None):
+                               restore_id: str | None = None, roles: bool = False):
         """Restore a logical database snapshot (or only ``tables``/``schemas`` of it) into
         ``target_db`` (a URL, conninfo, or a database name on the configured server) and
         validate its row counts and checksums; returns the report. ``force`` replaces a
@@ -539,7 +539,8 @@ class BackupService:
 
             return await restore_logical(repo, snap, target, pg_bin_dir=self.config.database.pg_bin_dir,
                                          force=force, tables=tables, schemas=schemas,
-                                         db=self.config.database, restore_id=restore_id or new_restore_id())
+                                         db=self.config.database, restore_id=restore_id or new_restore_id(),
+                                         roles=roles)
 
     async def restore_database_pitr(self, target_time, target_dir: Path, *, config_path: Path,
                                     snapshot: Snapshot | None = None, start: bool = False,

@@ -62,7 +62,7 @@ def source(pg_cluster):
 def _wrappers(folder: Path, real: Path, log: Path, *, fake_dump: str | None = None) -> Path:
     """A pg_bin_dir whose programs log their argv and whether PGPASSWORD was set, then run the real one."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ("pg_dump", "pg_restore", "psql"):
+    for name in ("pg_dump", "pg_dumpall", "pg_restore", "psql"):
         body = fake_dump if (fake_dump and name == "pg_dump") else ""
         script = folder / name
         script.write_text(
@@ -257,6 +257,7 @@ def test_password_never_in_argv_or_output(ws: Workspace, source, pg_bin) -> None
     outputs += [r.out, r.err]
     text = log.read_text()
     assert "pg_dump" in text and "pg_restore" in text and "PGPASSWORD-in-env" in text
+    assert "pg_dumpall --globals-only --no-password --no-role-passwords -d" in text  # same settings as pg_dump
     assert PASSWORD not in text
     for o in outputs:
         assert PASSWORD not in o
