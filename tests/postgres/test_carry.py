@@ -185,3 +185,25 @@ def test_a_role_that_may_not_give_objects_away_is_named(backed_up: Workspace, so
     assert source.psql(POLICIES, "by_restorer") == source.psql(POLICIES, "app")
     assert source.psql("SELECT relacl::text FROM pg_class WHERE relname = 'docs'", "by_restorer") == \
         "{restorer=arwdDxt/restorer,reporting=r/restorer}"
+
+
+def test_a_snapshot_without_globals_still_restores_and_says_so(ws: Workspace, source, pg_bin) -> None:
+    """pg_dumpall missing at backup: the dump is kept (a warning), and --roles says why it cannot help."""
+    bindir = ws.root / "bin"
+    bindir.mkdir()
+    for name in ("pg_dump", "pg_restore", "psql"):
+        (bindir / name).symlink_to(pg_bin / name)
+    ws.config.write_text(f'[database]\nenabled = true\nurl = "{source.url("app")}"\npg_bin_dir = "{bindir}"\n'
+                         f'[storage]\nlocal_path = "{ws.repo}"\n')
+    assert ws.cli("init").code == 0
+    r = ws.cli("backup", "--json")
+    assert r.code == 7 and "globals (roles, memberships, tablespaces) not recorded: pg_dumpall not found" in r.out
+    r = ws.cli("restore", "latest", "--target-db", source.url("no_globals"), "--roles", "--json")
+    assert r.code == 7, r.out + r.err
+    rep = r.json()
+    assert rep["ok"] and rep["roles_created"] == []
+    assert rep["not_restored"] == [{"what": "roles and memberships (--roles)",
+                                    "why": "the backup could not record the globals: pg_dumpall not found (looked "
+                                           f"in {bindir}); install the PostgreSQL client programs or set "
+                                           "database.pg_bin_dir"}]
+    assert source.psql(OWNERS, "no_globals") == source.psql(OWNERS, "app")  # the roles exist here: carried
