@@ -582,7 +582,7 @@ async def _plan_database(svc: BackupService, args, out: Output) -> int:
         raise UsageError("--target-db restores exactly one database snapshot")
     snap = (await svc.resolve(args.snapshot, args.source or "database"))[0]
     plan = await svc.plan_database_restore(snap, args.target_db, force=args.force, tables=tuple(args.table),
-                                           schemas=tuple(args.schema))
+                                           schemas=tuple(args.schema), roles=args.roles)
 
     def text() -> str:
         lines = [f"{snap.short_id} into {plan['target']} would: "
@@ -591,6 +591,11 @@ async def _plan_database(svc: BackupService, args, out: Output) -> int:
                  + ("; first take a safety snapshot of it" if plan["safety_snapshot"] else "")]
         lines += [f"  {t['action']:<8} table {shown(t['table'])} ({t['rows']} rows)" for t in plan["tables"]]
         lines += [f"  keep     table {shown(t)} (not in the snapshot)" for t in plan["left_in_place"]]
+        c = plan["carry"]
+        if c["roles_to_create"]:
+            lines.append(f"  create   roles {shown(', '.join(c['roles_to_create']))} (--roles)")
+        lines += [f"  carry    {shown(x)}" for x in c["carried"]]
+        lines += [f"  not restored: {shown(n['what'])}: {shown(n['why'])}" for n in c["not_restored"]]
         if plan["refused"]:
             lines.append(f"refused: {plan['refused']}")
         return "\n".join(lines)

@@ -110,6 +110,18 @@ def test_same_cluster_carries_owners_grants_policies_and_database_properties(bac
 def test_missing_roles_are_listed_then_created_by_roles(backed_up: Workspace, source, pg_cluster) -> None:
     ws = backed_up
     other = pg_cluster()  # a fresh cluster: none of the roles exist
+    # --dry-run predicts it, changing nothing; with --roles it names the roles it would create.
+    dry = ws.cli("restore", "latest", "--target-db", other.url("app"), "--dry-run", "--json")
+    assert dry.code == 0, dry.err
+    carry = dry.json()["carry"]
+    assert not carry["owners"] and carry["roles_to_create"] == []
+    assert [n["what"] for n in carry["not_restored"]] == [
+        "ownership of 3 objects (app_owner: 3)", "1 row-level security policy (report_even on app.docs)",
+        "privileges on 3 objects (SCHEMA app, TABLE app.docs, TABLE app.my_docs)"]
+    dry = ws.cli("restore", "latest", "--target-db", other.url("app"), "--dry-run", "--roles")
+    assert dry.code == 0, dry.err
+    assert "  create   roles App User, app_owner, reporting (--roles)" in dry.out
+    assert "  carry    ownership of 3 objects (roles app_owner)" in dry.out and "not restored" not in dry.out
     r = ws.cli("restore", "latest", "--target-db", other.url("app"), "--json")
     assert r.code == 7, r.out + r.err
     rep = r.json()

@@ -960,6 +960,38 @@ async def _carry_before(target: PgTarget, entries: list[dumpsum.TocEntry], globa
     return who, plan
 
 
+async def preview_carry(repo: Repository, snap: Snapshot, target: PgTarget, *, tables: tuple[str, ...] = (),
+                        schemas: tuple[str, ...] = (), roles: bool = False) -> dict:
+    """What ``restore --dry-run`` predicts a restore would carry into ``target`` (carry.plan over
+    the entries it would restore, the roles ``--roles`` would create counted as existing),
+    changing nothing. The database's own properties are known only when applied."""
+    meta = snap.metadata or {}
+    tree = await repo.load_tree(bytes.fromhex(snap.tree))
+    layout = await read_layout(repo, _dump_node(tree, meta))
+    entries = list(layout.entries.values())
+    if tables or schemas:
+        want_tables, want_schemas = _resolve(entries, tables, schemas)
+        ids = set(toc.select(entries, want_tables, want_schemas).ids)
+        entries = [e for e in entries if e.dump_id in ids]
+    text, no_globals = await _globals_text(repo, tree, meta)
+    found = pgglobals.parse(text) if text is not None else None
+    conn = await _maintenance(target)
+    try:
+        who = await carry.target_roles(conn)
+    except psycopg.Error as exc:
+        raise target.failed("reading the roles of", exc) from None
+    finally:
+        await conn.close()
+    created = [r for r in found.roles if r not in who.existing] if roles and found is not None else []
+    if created:
+        who = replace(who, existing=who.existing | frozenset(created))
+    plan = carry.plan(entries, who, globals_available=found is not None)
+    missed = [n.as_dict() for n in plan.not_restored]
+    if roles and found is None:
+        missed.insert(0, pgglobals.NotRestored("roles and memberships (--roles)", no_globals).as_dict())
+    return {"owners": plan.owners, "roles_to_create": created, "carried": list(plan.carried), "not_restored": missed}
+
+
 async def _carry_database(target: PgTarget, name: str, recorded: dict | None, who: carry.TargetRoles,
                           created: bool, report: DbRestoreReport) -> None:
     """The database's owner, settings, grants and comment: applied to a database this restore
