@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+from app.cli import not_restored_lines
 from core.sources.postgres import carry, pgglobals
 from core.sources.postgres.dumpsum import TocEntry
 from core.sources.postgres.logical import _globals_text
@@ -113,3 +114,12 @@ def test_a_snapshot_without_globals_says_why() -> None:
         None, "this snapshot holds no globals (taken by a version that did not record them)")
     assert asyncio.run(_globals_text(None, None, {"globals": {"file": None, "error": "pg_dumpall failed"}}))[1] == \
         "the backup could not record the globals: pg_dumpall failed"
+
+
+def test_the_text_report_ends_with_the_not_restored_list_or_says_nothing_was_left() -> None:
+    assert not_restored_lines(["ownership of 3 objects (roles a)"], []) == [
+        "carried: ownership of 3 objects (roles a)",
+        "not restored: nothing (ownership, privileges, policies and database properties carried)"]
+    missed = [pgglobals.NotRestored("ownership of 3 objects (a: 3)", "role a does not exist\x1b[2J")]
+    assert not_restored_lines([], missed) == [
+        "not restored (1):", "  ownership of 3 objects (a: 3): role a does not exist\\x1b[2J"]
