@@ -674,7 +674,7 @@ async def _restore_database(svc: BackupService, args, out: Output) -> int:
                     f"{': ' + named if named else ''} (exit {RestoreValidationFailed.exit_code})")
         return RestoreValidationFailed.exit_code
     if report.not_restored:
-        Output.note(f"warning: {len(report.not_restored)} things were not restored (listed above) "
+        Output.note(f"warning: {len(report.not_restored)} items were not restored (listed above: what and why) "
                     f"(exit {EXIT_WARNINGS})")
         return EXIT_WARNINGS
     return EXIT_OK

@@ -48,7 +48,8 @@ OWNERS = ("SELECT string_agg(n.nspname || '.' || c.relname || '=' || pg_get_user
           " || coalesce(c.relacl::text, '-'), '; ' ORDER BY n.nspname, c.relname)"
           " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
           " WHERE n.nspname IN ('app', 'public') AND c.relkind IN ('r', 'v')")
-POLICIES = "SELECT string_agg(policyname || ':' || array_to_string(roles, ','), ' ' ORDER BY policyname) FROM pg_policies"
+POLICIES = ("SELECT string_agg(policyname || ':' || array_to_string(roles, ','), ' ' ORDER BY policyname) "
+            "FROM pg_policies")
 
 
 def _db(c, name: str) -> dict[str, str]:
@@ -136,7 +137,7 @@ async def test_missing_roles_are_listed_then_created_by_roles(backed_up: Workspa
                                    "not_restored": []}
     r = ws.cli("restore", ws.snap, "--target-db", other.url("app"), "--json")
     assert r.code == 7, r.out + r.err
-    assert "warning: 9 things were not restored (listed above) (exit 7)" in r.err
+    assert "warning: 9 items were not restored (listed above: what and why) (exit 7)" in r.err
     rep = r.json()
     assert rep["ok"]  # the rows are all there and validated
     items = {n["what"]: n["why"] for n in rep["not_restored"]}

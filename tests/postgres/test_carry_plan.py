@@ -84,7 +84,8 @@ def test_plan_names_missing_and_unsettable_owners_and_leaves_out_only_the_grants
                _e(5, "ACL", "TABLE docs", defn="GRANT SELECT ON TABLE app.docs TO reporting;\n"),
                _e(6, "ACL", "TABLE mine", defn="GRANT SELECT ON TABLE app.mine TO PUBLIC;\n"),
                _e(7, "ACL", "DATABASE app", defn="GRANT CONNECT ON DATABASE app TO reporting;\n", ns="")]
-    everyone = carry.TargetRoles("me", False, frozenset({"me", "app_owner", "reporting"}), frozenset({"me", "app_owner"}))
+    everyone = carry.TargetRoles("me", False, frozenset({"me", "app_owner", "reporting"}),
+                                 frozenset({"me", "app_owner"}))
     p = carry.plan(entries, everyone, globals_available=True)
     assert p.owners and not p.exclude and not p.not_restored
     assert p.carried == ("ownership of 2 objects (roles app_owner)", "privileges on 2 objects")

@@ -44,6 +44,7 @@ _NOT_ROLES = {"PUBLIC", "CURRENT_USER", "SESSION_USER", "CURRENT_ROLE"}
 _LIST_GUCS = {"local_preload_libraries", "search_path", "session_preload_libraries", "shared_preload_libraries",
               "temp_tablespaces", "unix_socket_directories"}
 SHOWN = 5  # objects named per item; the count says how many in all
+_DATABASE_PRIVILEGES = {"CONNECT", "CREATE", "TEMPORARY"}
 
 
 # -- backup ------------------------------------------------------------------------------
@@ -330,19 +331,23 @@ async def apply_database(conn: psycopg.AsyncConnection, dbname: str, recorded: d
     if recorded.get("acl") is not None:
         ok = await run(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db), "database grants")
         absent: dict[str, list[str]] = {}
+        granted = 0
         for grantee, privilege, grantable in _grants(recorded) if ok else ():
+            if privilege not in _DATABASE_PRIVILEGES:  # never SQL text from metadata
+                out.append(NotRestored(f"{privilege!r} on database {dbname} to {grantee}", "not a database privilege"))
+                continue
             if grantee != "PUBLIC" and grantee not in roles.existing:
                 absent.setdefault(grantee, []).append(privilege)
                 continue
             to = sql.SQL("PUBLIC") if grantee == "PUBLIC" else sql.Identifier(grantee)
-            await run(sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
+            granted += await run(sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
                 sql.SQL(privilege), db, to, sql.SQL(" WITH GRANT OPTION" if grantable else "")),
                 f"{privilege} on database {dbname} to {grantee}")
         for grantee, privileges in absent.items():
             out.append(NotRestored(f"{', '.join(privileges)} on database {dbname} to {grantee}",
                                    f"role {grantee} does not exist in the target cluster"))
         if ok:
-            carried.append("database grants")
+            carried.append(f"database grants ({granted} of {len(_grants(recorded))})")
     if recorded.get("comment") is not None:
         if await run(sql.SQL("COMMENT ON DATABASE {} IS {}").format(db, sql.Literal(recorded["comment"])),
                      "comment on the database"):

@@ -93,7 +93,9 @@ def split_statements(text: str) -> list[str]:
             i = n if j < 0 else j + 1
             continue
         if c in "'\"":
-            escapes = c == "'" and bool(buf) and buf[-1] in "Ee" and (len(buf) < 2 or not (buf[-2].isalnum() or buf[-2] == "_"))
+            # E'...' (backslash escapes): an E right before the quote that does not end a word.
+            escapes = (c == "'" and bool(buf) and buf[-1] in "Ee"
+                       and (len(buf) < 2 or not (buf[-2].isalnum() or buf[-2] == "_")))
             j = i + 1
             while j < n:
                 if escapes and text[j] == "\\":
