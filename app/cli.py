@@ -534,9 +534,10 @@ async def _restore_pitr(svc: BackupService, args, out: Output) -> int:
         raise UsageError("point-in-time recovery needs both --to-time TIMESTAMP and --target-dir DIR")
     if args.source not in (None, "database"):
         raise UsageError("--to-time restores the database: use --source database (or leave it out)")
-    if args.target is not None or args.target_db is not None or args.table or args.schema or args.force:
+    if (args.target is not None or args.target_db is not None or args.table or args.schema or args.force
+            or args.roles):
         raise UsageError("--to-time restores a whole cluster into --target-dir: --target, --target-db, "
-                         "--table, --schema and --force do not apply")
+                         "--table, --schema, --force and --roles do not apply")
     if len(args.snapshot) > 1:
         raise UsageError("--to-time takes at most one base backup snapshot (default: the newest that fits)")
     target_time = parse_target_time(args.to_time)
