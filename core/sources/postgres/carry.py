@@ -26,7 +26,7 @@ import psycopg
 from psycopg import sql
 
 from core.sources.postgres.dumpsum import TocEntry
-from core.sources.postgres.pgglobals import NotRestored, _tokens, ident
+from core.sources.postgres.pgglobals import NotRestored, tokens, ident
 
 # Entries pg_restore gives an owner to (pg_backup_archiver.c _printTocEntry).
 OWNED = frozenset({
@@ -114,7 +114,7 @@ def named_roles(e: TocEntry) -> set[str]:
     """The roles an ACL, DEFAULT ACL or POLICY entry's statements name (PUBLIC is none)."""
     found: set[str] = set()
     for stmt in e.defn.split(";\n"):
-        t = _tokens(stmt)
+        t = tokens(stmt)
         up = [x.upper() for x in t]
         if e.desc == "POLICY":
             if "TO" in up:
@@ -163,7 +163,7 @@ def _database_level(e: TocEntry) -> bool:
     return not e.namespace and e.tag.startswith("DATABASE ")
 
 
-def _listed(items: list[str]) -> str:
+def listed(items: list[str]) -> str:
     return ", ".join(items[:SHOWN]) + (f" and {len(items) - SHOWN} more" if len(items) > SHOWN else "")
 
 
@@ -175,10 +175,13 @@ class CarryPlan:
     not_restored: tuple[NotRestored, ...]
 
 
-def plan(entries: list[TocEntry], roles: TargetRoles, *, globals_available: bool) -> CarryPlan:
+def plan(entries: list[TocEntry], roles: TargetRoles, *, globals_available: bool,
+         roles_given: bool = False) -> CarryPlan:
     """Decide, for the entries a restore will apply, whether owners are set and which
-    privilege and policy entries must be left out. Pure: the target is ``roles``."""
-    hint = ("restore with --roles (it creates them from the snapshot's globals), or create them"
+    privilege and policy entries must be left out. Pure: the target is ``roles``
+    (``roles_given``: --roles ran already, so a role still missing could not be created)."""
+    hint = ("--roles could not create them (see the roles items)" if roles_given and globals_available else
+            "restore with --roles (it creates them from the snapshot's globals), or create them"
             if globals_available else "create them first (this snapshot holds no globals for --roles)")
     carried: list[str] = []
     out: list[NotRestored] = []
@@ -227,9 +230,9 @@ def plan(entries: list[TocEntry], roles: TargetRoles, *, globals_available: bool
         if kind == "policy":
             why += "; row-level security stays enabled, so the rows these policies allowed are not visible"
             out.append(NotRestored(f"{len(objs)} row-level security polic{'ies' if len(objs) > 1 else 'y'} "
-                                   f"({_listed(objs)})", why))
+                                   f"({listed(objs)})", why))
         else:
-            out.append(NotRestored(f"privileges on {len(objs)} objects ({_listed(objs)})", why))
+            out.append(NotRestored(f"privileges on {len(objs)} objects ({listed(objs)})", why))
     return CarryPlan(carry_owners, frozenset(exclude), tuple(carried), tuple(out))
 
 
@@ -367,7 +370,7 @@ def compare_database(dbname: str, recorded: dict | None, current: dict) -> list[
     lacking = [f"{item}" + (f" (role {r})" if r else "") for r, item in _settings(recorded)
                if (r, item) not in set(_settings(current))]
     if lacking:
-        out.append(NotRestored(f"database settings {_listed(lacking)}", why))
+        out.append(NotRestored(f"database settings {listed(lacking)}", why))
     if recorded.get("acl") != current.get("acl") and set(_grants(recorded)) != set(_grants(current)):
         out.append(NotRestored("database grants (CONNECT, CREATE, TEMPORARY) as recorded", why))
     if recorded.get("comment") != current.get("comment") and recorded.get("comment") is not None:

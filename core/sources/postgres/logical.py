@@ -4,9 +4,11 @@ Backup: one REPEATABLE READ READ ONLY transaction exports its snapshot; pg_dump
 (``-Fc -Z0 --snapshot=ID``) dumps exactly that state while the same transaction counts
 every table's rows and reads the catalog, so the metadata describes the dump exactly.
 pg_dump's stdout is chunked as it arrives (StreamWriter): no temp file, flat memory.
+Beside it ``pg_dumpall --globals-only`` (pgglobals.py) records the cluster's roles.
 
-Restore: the dump's blobs, in order, are written to ``pg_restore --no-owner
---single-transaction`` on stdin; then each table's rows are counted and checksummed and
+Restore: the dump's blobs, in order, are written to ``pg_restore --single-transaction`` on
+stdin (``--no-owner`` and a ``-L`` list without some grants when the target cannot take
+them: carry.py decides, and the report names what was not restored); then each table's rows are counted and checksummed and
 compared with the snapshot's metadata. ``--table``/``--schema`` (SQL identifier rules,
 names.py) are resolved against the dump's table of contents, read from its header in the
 repository, and the chosen entries restored with ``-L`` (see toc.py). ``--force`` over a non-empty database first backs it up (a snapshot tagged
@@ -992,7 +994,7 @@ async def _carry_before(target: PgTarget, entries: list[dumpsum.TocEntry], globa
                 absent = [r for r in found.roles if r not in existing]
                 if absent:
                     report.not_restored.append(NR(
-                        f"role{'s' if len(absent) > 1 else ''} {carry._listed(absent)} of the backed-up cluster "
+                        f"role{'s' if len(absent) > 1 else ''} {carry.listed(absent)} of the backed-up cluster "
                         f"(with {'their' if len(absent) > 1 else 'its'} memberships)",
                         "not in the target cluster; restore with --roles to create them"))
             lacking = [t for t in found.tablespaces if t not in spaces]
@@ -1006,7 +1008,7 @@ async def _carry_before(target: PgTarget, entries: list[dumpsum.TocEntry], globa
         raise target.failed("reading the roles of", exc) from None
     finally:
         await conn.close()
-    plan = carry.plan(entries, who, globals_available=found is not None)
+    plan = carry.plan(entries, who, globals_available=found is not None, roles_given=roles)
     report.carried += plan.carried
     report.not_restored += plan.not_restored
     return who, plan

@@ -126,7 +126,7 @@ def split_statements(text: str) -> list[str]:
 _TOKEN = re.compile(r'"(?:[^"]|"")*"|[A-Za-z_][A-Za-z0-9_$]*|\S')
 
 
-def _tokens(stmt: str) -> list[str]:
+def tokens(stmt: str) -> list[str]:
     return _TOKEN.findall(stmt[:2000])  # the leading words are enough; a long comment is not tokenised
 
 
@@ -154,7 +154,7 @@ def parse(text: str) -> Globals:
         return g.role_statements[name]
 
     for stmt in split_statements(text):
-        t = _tokens(stmt)
+        t = tokens(stmt)
         up = [x.upper() for x in t[:8]]
         if up[:2] == ["CREATE", "ROLE"] and len(t) > 2:
             role(ident(t[2]))
@@ -218,7 +218,7 @@ async def restore_roles(conn: psycopg.AsyncConnection, target: PgTarget, g: Glob
             try:
                 await conn.execute(stmt)  # type: ignore[arg-type] - pg_dumpall's own text, from the snapshot
             except psycopg.Error as exc:
-                what = " ".join(_tokens(stmt)[:2]).upper()
+                what = " ".join(tokens(stmt)[:2]).upper()
                 out.not_restored.append(NotRestored(f"role {name}: {what} ...", _why(target, exc)))
     created = set(out.created)
     for granted, member, stmt in g.memberships:
