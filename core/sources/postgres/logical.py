@@ -1003,6 +1003,13 @@ async def _carry_before(target: PgTarget, entries: list[dumpsum.TocEntry], globa
                     f"tablespace{'s' if len(lacking) > 1 else ''} {', '.join(lacking)}",
                     "not in the target cluster, and never created by a restore (a folder on the server): "
                     "create it with CREATE TABLESPACE"))
+    except psycopg.Error as exc:
+        raise target.failed("reading the roles of", exc) from None
+    finally:
+        await conn.close()
+    # Asked in the target database itself: membership of pg_database_owner depends on it.
+    conn = await target.connect()
+    try:
         who = await carry.target_roles(conn)
     except psycopg.Error as exc:
         raise target.failed("reading the roles of", exc) from None
