@@ -108,6 +108,14 @@ def test_same_cluster_carries_owners_grants_policies_and_database_properties(bac
     # RLS and the security-invoker view behave as at the source: reporting sees the even rows.
     seen = "SET ROLE reporting; SELECT count(*) FROM app.my_docs"
     assert source.psql(seen, "app copy") == source.psql(seen, "app") == "20"
+    # Over an existing database (--force) its own properties are compared, named, never changed.
+    source.psql('ALTER DATABASE "app copy" RESET work_mem; COMMENT ON DATABASE "app copy" IS NULL')
+    r = ws.cli("restore", ws.snap, "--target-db", source.url("app%20copy"), "--force", "--json")
+    assert r.code == 7, r.out + r.err
+    why = "the target database existed before this restore; its own properties are left as they are"
+    assert r.json()["not_restored"] == [{"what": "database settings work_mem=8MB", "why": why},
+                                        {"what": "comment on the database", "why": why}]
+    assert _db(source, "app copy")["comment"] == ""
 
 
 async def _restore_job(ws: Workspace, url: str):
