@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --target-db: restore only this table and what it needs (repeatable)")
     r.add_argument("--schema", action="append", default=[], metavar="NAME",
                    help="with --target-db: restore only this schema's tables and objects (repeatable)")
+    r.add_argument("--roles", action="store_true",
+                   help="with --target-db: first create the snapshot's roles the target cluster lacks (from the "
+                        "globals stored with the backup; existing roles are never changed), so ownership is carried")
     r.add_argument("--to-time", metavar="TIMESTAMP",
                    help="point-in-time recovery of the database (ISO 8601; local time without an offset) "
                         "into --target-dir, from a physical base backup and the archived WAL")
@@ -358,8 +361,8 @@ async def cmd_restore(svc: BackupService, args, out: Output) -> int:
         raise UsageError("restore needs --target FOLDER (files) or --target-db URL (a database snapshot)")
     if args.force:
         raise UsageError("--force only applies to --target-db")
-    if args.table or args.schema:
-        raise UsageError("--table and --schema only apply to --target-db")
+    if args.table or args.schema or args.roles:
+        raise UsageError("--table, --schema and --roles only apply to --target-db")
     if args.preserve_privileges and os.geteuid() != 0:
         raise UsageError("--preserve-privileges needs root: only root can restore setuid/setgid bits and file "
                          "capabilities (without it they are stripped)")
@@ -533,9 +536,10 @@ async def _restore_pitr(svc: BackupService, args, out: Output) -> int:
         raise UsageError("point-in-time recovery needs both --to-time TIMESTAMP and --target-dir DIR")
     if args.source not in (None, "database"):
         raise UsageError("--to-time restores the database: use --source database (or leave it out)")
-    if args.target is not None or args.target_db is not None or args.table or args.schema or args.force:
+    if (args.target is not None or args.target_db is not None or args.table or args.schema or args.force
+            or args.roles):
         raise UsageError("--to-time restores a whole cluster into --target-dir: --target, --target-db, "
-                         "--table, --schema and --force do not apply")
+                         "--table, --schema, --force and --roles do not apply")
     if len(args.snapshot) > 1:
         raise UsageError("--to-time takes at most one base backup snapshot (default: the newest that fits)")
     target_time = parse_target_time(args.to_time)
@@ -581,7 +585,7 @@ async def _plan_database(svc: BackupService, args, out: Output) -> int:
         raise UsageError("--target-db restores exactly one database snapshot")
     snap = (await svc.resolve(args.snapshot, args.source or "database"))[0]
     plan = await svc.plan_database_restore(snap, args.target_db, force=args.force, tables=tuple(args.table),
-                                           schemas=tuple(args.schema))
+                                           schemas=tuple(args.schema), roles=args.roles)
 
     def text() -> str:
         lines = [f"{snap.short_id} into {plan['target']} would: "
@@ -590,6 +594,11 @@ async def _plan_database(svc: BackupService, args, out: Output) -> int:
                  + ("; first take a safety snapshot of it" if plan["safety_snapshot"] else "")]
         lines += [f"  {t['action']:<8} table {shown(t['table'])} ({t['rows']} rows)" for t in plan["tables"]]
         lines += [f"  keep     table {shown(t)} (not in the snapshot)" for t in plan["left_in_place"]]
+        c = plan["carry"]
+        if c["roles_to_create"]:
+            lines.append(f"  create   roles {shown(', '.join(c['roles_to_create']))} (--roles)")
+        lines += [f"  carry    {shown(x)}" for x in c["carried"]]
+        lines += [f"  not restored: {shown(n['what'])}: {shown(n['why'])}" for n in c["not_restored"]]
         if plan["refused"]:
             lines.append(f"refused: {plan['refused']}")
         return "\n".join(lines)
@@ -611,7 +620,7 @@ async def _restore_database(svc: BackupService, args, out: Output) -> int:
     if len(snaps) != 1 or snaps[0].source != "database":
         raise UsageError(f"snapshot {args.snapshot[0]} is not a database snapshot")
     report = await svc.restore_database(snaps[0], args.target_db, force=args.force,
-                                        tables=tuple(args.table), schemas=tuple(args.schema))
+                                        tables=tuple(args.table), schemas=tuple(args.schema), roles=args.roles)
     tables = [{"table": t.table, "schema": t.schema, "name": t.name, "expected": t.expected, "actual": t.actual,
                "ok": t.ok, "checksum_ok": t.checksum_ok, "note": t.note} for t in report.tables]
     validation = report.validation()
@@ -620,7 +629,9 @@ async def _restore_database(svc: BackupService, args, out: Output) -> int:
             "schema_fingerprint_match": report.schema_fingerprint_match, "tables": tables,
             "mismatches": [t for t in tables if not t["ok"]], "warnings": report.warnings,
             "partial": report.partial, "safety_snapshot": report.safety_snapshot, "restore_id": report.restore_id,
-            "large_objects": report.large_objects, "validation": validation}
+            "large_objects": report.large_objects, "validation": validation,
+            "roles_created": report.roles_created, "carried": report.carried,
+            "not_restored": [n.as_dict() for n in report.not_restored]}
 
     def text() -> str:
         v = validation
@@ -653,6 +664,7 @@ async def _restore_database(svc: BackupService, args, out: Output) -> int:
                          + (f"; {t.note}" if t.note else ""))
         lines.extend(f"  skipped {shown(s['table'])}: {s['reason']}" for s in v["skipped"])
         lines.extend(f"  pg_restore: {w}" for w in report.warnings)
+        lines.extend(not_restored_lines(report.carried, report.not_restored))
         return "\n".join(lines)
 
     out.emit(data, text)
@@ -664,7 +676,22 @@ async def _restore_database(svc: BackupService, args, out: Output) -> int:
                     f"{len(data['mismatches'])} tables{' (and the large objects)' if lo_bad else ''}"
                     f"{': ' + named if named else ''} (exit {RestoreValidationFailed.exit_code})")
         return RestoreValidationFailed.exit_code
+    if report.not_restored:
+        Output.note(f"warning: {len(report.not_restored)} items were not restored (listed above: what and why) "
+                    f"(exit {EXIT_WARNINGS})")
+        return EXIT_WARNINGS
     return EXIT_OK
+
+
+def not_restored_lines(carried: list[str], missed: list) -> list[str]:
+    """The end of a database restore's text: what was carried, then what was not and why."""
+    lines = [f"carried: {shown(c)}" for c in carried]
+    if not missed:
+        lines.append("not restored: nothing (ownership, privileges, policies and database properties carried)")
+        return lines
+    lines.append(f"not restored ({len(missed)}):")
+    lines.extend(f"  {shown(n.what)}: {shown(n.why)}" for n in missed)
+    return lines
 
 
 async def cmd_verify(svc: BackupService, args, out: Output) -> int:

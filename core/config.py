@@ -144,6 +144,9 @@ class DatabaseConfig:
     # WAL after it) that recovery to the window's start begins from. 0: no such guard.
     pitr_window_days: int = 7
     row_checksums: bool = True  # logical backups: a checksum of every table's rows, beside exact counts
+    # Logical backups store pg_dumpall --globals-only beside the dump; role passwords (hashes)
+    # only when asked (then pg_dumpall must run as a superuser).
+    globals_with_passwords: bool = False
     compression: bool = True
     encryption: bool = True
     incremental: bool = False
@@ -834,6 +837,7 @@ _DATABASE = _Section(
         "retention_days": _Field(_integer(1)),
         "pitr_window_days": _Field(_integer(0, 3650)),
         "row_checksums": _Field(_boolean),
+        "globals_with_passwords": _Field(_boolean),
         "compression": _Field(_boolean),
         "encryption": _Field(_boolean),
         "incremental": _Field(_boolean),

@@ -504,21 +504,26 @@ class BackupService:
         return results
 
     async def plan_database_restore(self, snap: Snapshot, target_db: str, *, force: bool = False,
-                                    tables: tuple[str, ...] = (), schemas: tuple[str, ...] = ()) -> dict:
+                                    tables: tuple[str, ...] = (), schemas: tuple[str, ...] = (),
+                                    roles: bool = False) -> dict:
         """``restore --target-db --dry-run``: what the restore would do, changing nothing."""
         from core.sources.postgres.connection import PgTarget
-        from core.sources.postgres.logical import plan_logical_restore, snapshot_layout
+        from core.sources.postgres.logical import plan_logical_restore, preview_carry, snapshot_layout
 
         target = PgTarget.from_url(target_db, PgTarget.from_config(self.config.database))
         layout = None
+        repo = await self.repository()
         if (snap.metadata or {}).get("mode") == "logical" and (tables or schemas):
             # Names are resolved against the dump's own table of contents, as the restore does.
-            layout = await snapshot_layout(await self.repository(), snap)
-        return await plan_logical_restore(snap, target, force=force, tables=tables, schemas=schemas, layout=layout)
+            layout = await snapshot_layout(repo, snap)
+        plan = await plan_logical_restore(snap, target, force=force, tables=tables, schemas=schemas, layout=layout)
+        # Ownership, privileges and policies: what would be carried, and what not (carry.py).
+        plan["carry"] = await preview_carry(repo, snap, target, tables=tables, schemas=schemas, roles=roles)
+        return plan
 
     async def restore_database(self, snap: Snapshot, target_db: str, *, force: bool = False,
                                tables: tuple[str, ...] = (), schemas: tuple[str, ...] = (),
-                               restore_id: str | None = None):
+                               restore_id: str | None = None, roles: bool = False):
         """Restore a logical database snapshot (or only ``tables``/``schemas`` of it) into
         ``target_db`` (a URL, conninfo, or a database name on the configured server) and
         validate its row counts and checksums; returns the report. ``force`` replaces a
@@ -541,7 +546,8 @@ class BackupService:
 
             return await restore_logical(repo, snap, target, pg_bin_dir=self.config.database.pg_bin_dir,
                                          force=force, tables=tables, schemas=schemas,
-                                         db=self.config.database, restore_id=restore_id or new_restore_id())
+                                         db=self.config.database, restore_id=restore_id or new_restore_id(),
+                                         roles=roles)
 
     async def restore_database_pitr(self, target_time, target_dir: Path, *, config_path: Path,
                                     snapshot: Snapshot | None = None, start: bool = False,

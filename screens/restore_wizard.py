@@ -23,6 +23,7 @@ from core.jobs.api import Job, JobState
 from core.restore.preflight import Feasibility, Plan, Preflight, feasibility, preflight
 from core.service import Snapshot
 from core.sources.postgres import names
+from core.text import shown
 from screens.base import PlainTable, ConsoleScreen, StopAtEndsOptionList, bar, human_bytes, human_duration, progress_fraction, short_time
 from screens.messages import DataLoaded, LoadFailed
 
@@ -541,6 +542,12 @@ class RestoreWizardScreen(ConsoleScreen):
                     lines.append(f"   ✘ MISMATCH {t.get('table')}: expected {t.get('expected')}, "
                                  f"found {t.get('actual')}")
                 ok = ok and r.get("ok", True)
+                missed = r.get("not_restored")
+                if missed is not None:  # what the restore could not carry: a warning, named (docs/CLI.md)
+                    lines.append("   not restored: nothing" if not missed else f"   ⚠ not restored ({len(missed)}):")
+                    lines.extend(f"     {shown(str(n.get('what')))}: {shown(str(n.get('why')))}" for n in missed[:8])
+                    if len(missed) > 8:
+                        lines.append(f"     ... and {len(missed) - 8} more (the job's result lists them all)")
             for pf in (r.get("partial") or [])[:8]:  # a partial restore (exit 23): name each file
                 where = "; ".join(f"intact copy: location {c['location']}, snapshot {str(c['snapshot'])[:8]}"
                                   for c in pf.get("intact_copies") or []) or "no intact copy found elsewhere"

@@ -307,18 +307,23 @@ async def restore_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, A
             report = await retry_when_locked(ctx, lambda: svc.restore_database(
                 snaps[0], target_db, force=bool(params.get("force")),
                 tables=tuple(params.get("tables") or ()), schemas=tuple(params.get("schemas") or ()),
-                restore_id=ctx.job_id))
+                restore_id=ctx.job_id, roles=bool(params.get("roles"))))
             out = {"snapshot": report.snapshot, "database": report.database, "target": report.target,
                    "created": report.created, "bytes": report.bytes, "seconds": report.seconds, "ok": report.ok,
                    "safety_snapshot": report.safety_snapshot, "warnings": list(report.warnings),
                    "restore_id": ctx.job_id,
                    "tables": [{"table": t.table, "expected": t.expected, "actual": t.actual, "ok": t.ok}
-                              for t in report.tables]}
+                              for t in report.tables],
+                   "roles_created": report.roles_created, "carried": report.carried,
+                   "not_restored": [n.as_dict() for n in report.not_restored]}
             ctx.log(f"restored {report.snapshot[:8]} into {report.target}: {report.bytes} bytes")
+            for n in report.not_restored:
+                ctx.log(f"not restored: {n.what}: {n.why}")
             if not report.ok:
                 out["exit_code"] = 16
                 raise JobFailed("restored row counts or checksums differ from the snapshot", out, 16)
-            out["exit_code"] = 0
+            # Ownership, privileges or database properties not carried: a warning (docs/CLI.md).
+            out["exit_code"] = 7 if report.not_restored else 0
             return out
         target = params.get("target")
         if not target:

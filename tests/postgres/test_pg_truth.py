@@ -164,7 +164,7 @@ def _tamper_bin(folder: Path, real: Path) -> Path:
     validation reads them. Files, not environment variables: children of axisor-backup get
     an allow-listed environment."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ("pg_dump", "psql"):
+    for name in ("pg_dump", "pg_dumpall", "psql"):
         (folder / name).symlink_to(real / name)
     script = folder / "pg_restore"
     script.write_text("#!/bin/sh\n"
