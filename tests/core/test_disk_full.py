@@ -342,3 +342,85 @@ def test_copy_to_a_full_location_at_each_write_step(tmp_path, tmpfs):
     w.ok("copy", "--to", "offsite")
     w.verified("--from", "offsite")
     assert w.snapshot_ids(offsite) == w.snapshot_ids()
+
+
+# --------------------------------------------------------------------------- restore
+
+
+def restore_world(tmp_path: Path, repo: Path, target: Path) -> tuple[World, dict[str, str], dict[str, str]]:
+    """A repository whose latest snapshot is source version 2, and ``target`` holding version 1
+    of the same files where the restore puts them (so it replaces them: a safety snapshot
+    first), besides a file of its own. Returns the world, the target's files and version 2's."""
+    w = make_world(tmp_path, repo)
+    w.ok("init")
+    for p in w.src.rglob("*"):  # small old versions: the restore needs the space of all of version 2
+        if p.is_file():
+            dest = target / p.relative_to("/")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(b"version 1 " + p.read_bytes()[:1000])
+    (target / "own.txt").write_text("not in any snapshot\n")
+    write_source(w, seed=2)
+    w.ok("backup")
+    return w, digest(target), {(w.src.relative_to("/") / k).as_posix(): v for k, v in digest(w.src).items()}
+
+
+def test_restore_safety_snapshot_on_a_full_repository(tmp_path, tmpfs):
+    """A restore over existing files commits a safety snapshot first: a full repository at
+    any of its writes stops the restore before the target is touched."""
+    disk = tmpfs("repo-disk")
+    target = tmp_path / "target"
+    w, old, new = restore_world(tmp_path, disk.mnt / "repo", target)
+    golden = tmp_path / "golden"
+    shutil.copytree(w.repo, golden)
+    shutil.copytree(target, tmp_path / "target-before")
+    restore = ("restore", "latest", "--target", str(target))
+    steps = probe_steps(golden, w.repo, lambda: w.ok(*restore))
+    shutil.rmtree(target)
+    shutil.copytree(tmp_path / "target-before", target)
+    snapshots = w.snapshot_ids(golden)
+    # No room for the lock: reading goes on without one, but the safety snapshot is a write.
+    reset(golden, w.repo)
+    disk.fill(0)
+    assert_full(w.cli(*restore), "the safety snapshot", f"cannot be written: no space left: {w.repo}")
+    assert digest(target) == old
+    for step in pick(steps, "data/", "index/", "snapshots/"):
+        r = fail_at(disk, steps, step, lambda: reset(golden, w.repo), lambda: w.cli(*restore))
+        assert_full(r, f"{w.repo}: no space left while writing {kind(step.key)}/")
+        disk.free()
+        assert digest(target) == old  # not one file touched
+        assert_nothing_half_written(w.repo)
+        assert w.snapshot_ids() == snapshots
+    w.verified()
+    w.ok(*restore)
+    got = digest(target)
+    assert {k: got[k] for k in new} == new and got["own.txt"] == old["own.txt"]
+
+
+def test_restore_into_a_full_target(tmp_path, tmpfs):
+    """The target's disk fills while files are written: exit 10 naming the target and the
+    file, each file is its old content or its restored one (never a half-written one over
+    its name, no temp file left), and with space freed the restore completes."""
+    disk = tmpfs("target-disk", "16m")
+    target = disk.mnt / "target"
+    w, old, new = restore_world(tmp_path, tmp_path / "repo", target)
+    before = tmp_path / "target-before"
+    shutil.copytree(target, before)
+    restore = ("restore", "latest", "--target", str(target))
+    st = os.statvfs(disk.mnt)
+    room = st.f_bavail * st.f_frsize
+    need = sum(pages(p.stat().st_size) for p in w.src.rglob("*") if p.is_file())  # pages the restore writes
+    for leave in (0, need // 3, 2 * need // 3):
+        reset(before, target)
+        disk.fill(min(leave * PAGE, room))
+        r = w.cli(*restore)
+        assert_full(r, f"the restore target {target} is full: No space left on device while writing {target}/")
+        disk.free()
+        got = digest(target)
+        assert [p for p in target.rglob(".axisor-restore-*")] == []
+        assert set(got) <= set(old) | set(new)
+        mixed = [k for k, v in got.items() if v != old.get(k) and v != new.get(k)]
+        assert mixed == [], "half-written files under their names"
+    w.ok(*restore)
+    got = digest(target)
+    assert {k: got[k] for k in new} == new and got["own.txt"] == old["own.txt"]
+    assert w.cli("verify").returncode == 0
