@@ -89,9 +89,6 @@ class World:
     config: Path
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
-        import time; t0 = time.monotonic(); r = self._cli(*args); print(f"CLI {args[:2]} {time.monotonic()-t0:.2f}", file=sys.stderr); return r
-
-    def _cli(self, *args: str) -> subprocess.CompletedProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AXISOR_BACKUP")}
         env["AXISOR_BACKUP_PASSPHRASE"] = PASSPHRASE
         # A hang is one of the bugs this guards against: the timeout fails the test, not the suite.
