@@ -367,10 +367,12 @@ class FileRestorer:
     def where(self, parts: Parts) -> str:
         return fsops.display(self.target, parts)
 
-    def _full(self, parts: Parts | None, exc: OSError) -> StorageFull:
-        """The error for a target that ran out of space (or quota) while writing ``parts``.
-        The file being written was a temp file, removed again: what was at its name stays."""
-        what = f" while writing {self.where(parts)}" if parts is not None else ""
+    def _full(self, parts: Parts | None, exc: OSError, folder: str | None = None) -> StorageFull:
+        """The error for a target that ran out of space (or quota, or inodes) while writing
+        ``parts`` (or creating ``folder``, a shown path). The file being written was a temp
+        file, removed again: what was at its name stays."""
+        what = (f" while writing {self.where(parts)}" if parts is not None
+                else f" while creating the folder {folder}" if folder else "")
         return StorageFull(f"the restore target {shown(str(self.target))} is full: {exc.strerror}{what}; files "
                            "not restored yet are as they were (free space there and restore again)")
 
@@ -379,14 +381,19 @@ class FileRestorer:
             self.stats.warn(f"{self.where(parts)}: {message}")
 
     async def restore(self, snap: Snapshot) -> RestoreStats:
-        self._prepare_target()
+        try:
+            self._prepare_target()
+        except OSError as exc:
+            if exc.errno in NO_SPACE:  # the target folder itself cannot be created
+                raise self._full(None, exc, shown(str(self.target))) from None
+            raise
         try:
             return await self._restore(snap)
         except OSError as exc:
             # A full target met where no file is being written (a folder, a link): still
             # exit 10 naming the target, never a traceback.
             if exc.errno in NO_SPACE:
-                raise self._full(None, exc) from None
+                raise self._full(None, exc, exc.filename if isinstance(exc.filename, str) else None) from None
             raise
         finally:
             assert self._cache is not None
@@ -750,6 +757,10 @@ class FileRestorer:
         except (FileNotFoundError, FileExistsError) as exc:  # the folder was removed, or a name planted
             raise RestoreRefused(f"cannot create {self.where(parts)}: {exc.strerror} (the folder changed while "
                                  "restoring)") from None
+        except OSError as exc:
+            if exc.errno in NO_SPACE:  # no inode left, or the quota's count of files reached
+                raise self._full(parts, exc) from None
+            raise
         return fd, temp
 
     def _place(self, dfd: int, temp: str, job: _FileJob) -> None:

@@ -436,8 +436,10 @@ def test_restore_safety_snapshot_on_a_full_repository(tmp_path, tmpfs):
 def test_restore_into_a_full_target(tmp_path, tmpfs):
     """The target's disk fills while files are written: exit 10 naming the target and the
     file, each file is its old content or its restored one (never a half-written one over
-    its name, no temp file left), and with space freed the restore completes."""
+    its name, no temp file left), and with space freed the restore completes. A target
+    out of inodes (folders, files) is full too."""
     disk = tmpfs("target-disk", "16m")
+    few = tmpfs("few-inodes", "16m,nr_inodes=12")
     target = disk.mnt / "target"
     w, old, new = restore_world(tmp_path, tmp_path / "repo", target)
     before = tmp_path / "target-before"
@@ -461,3 +463,7 @@ def test_restore_into_a_full_target(tmp_path, tmpfs):
     got = digest(target)
     assert {k: got[k] for k in new} == new and got["own.txt"] == old["own.txt"]
     assert w.cli("verify").returncode == 0
+    # 12 inodes: the folders on the way take most, the files run out.
+    r = w.cli("restore", "latest", "--target", str(few.mnt / "t"))
+    assert_full(r, f"the restore target {few.mnt / 't'} is full: No space left on device while ")
+    assert [p for p in few.mnt.rglob(".axisor-restore-*")] == []
