@@ -120,14 +120,15 @@ def make_world(base: Path, repo: Path, extra: str = "") -> World:
 
 
 def write_source(w: World, seed: int, big: tuple[int, ...] = (0, 1)) -> None:
-    """Two big files (3 and 2 MiB: two 4 MiB packs) and 40 small ones in 4 folders."""
+    """Two big files (3 and 2 MiB: two 4 MiB packs) and 240 small ones in 4 folders (so
+    that an index file spans several pages: a fill can land inside it)."""
     rnd = random.Random(seed)
     for i in big:
         (w.src / f"big{i}").write_bytes(rnd.randbytes((3 - i) * MiB))
-    for i in range(40):
+    for i in range(240):
         d = w.src / f"d{i % 4}"
         d.mkdir(exist_ok=True)
-        (d / f"f{i}").write_bytes(rnd.randbytes(rnd.randint(1, 30_000)) if seed == 1 else rnd.randbytes(200))
+        (d / f"f{i}").write_bytes(rnd.randbytes(rnd.randint(1, 4000)) if seed == 1 else rnd.randbytes(200))
 
 
 def digest(folder: Path, skip: tuple[str, ...] = ("filler",)) -> dict[str, str]:
@@ -149,7 +150,7 @@ class Step:
     leave: int  # bytes left free so that this write is the one that finds the disk full
 
 
-def probe_steps(golden: Path, live: Path, run, *, lock: bool = True) -> list[Step]:
+def probe_steps(golden: Path, live: Path, run) -> list[Step]:
     """Run the command on a roomy copy (``run()``), then list what it wrote in write order,
     each with the free space that makes that write the one to fail: the pages of every
     earlier write (and of the lock, which lives through the run) plus half of this one."""
@@ -164,7 +165,7 @@ def probe_steps(golden: Path, live: Path, run, *, lock: bool = True) -> list[Ste
     used = 0
     steps: list[Step] = []
     for key in new:
-        if lock and ORDER.index(kind(key)) > ORDER.index("locks") and not any(s.key == "locks/" for s in steps):
+        if ORDER.index(kind(key)) > ORDER.index("locks") and not any(s.key == "locks/" for s in steps):
             steps.append(Step("locks/", used * PAGE))
             used += 1
         n = pages(after[key].st_size)
@@ -179,14 +180,14 @@ def kind(key: str) -> str:
 
 def fail_at(disk: Disk, steps: list[Step], step: Step, restart, command) -> subprocess.CompletedProcess:
     """``restart()`` then ``command()`` on a disk full at ``step``: exit 10 naming the kind of
-    object of ``step``. The probe's page count can be a page off (lock refreshes, tree sizes
-    that differ by a byte across a page boundary): a neighbour's kind named moves the fill
-    by a page and tries again."""
+    object of ``step``. The probe's page count can be a page off (blobs go into packs in
+    the order the workers finish them, so each pack's size, rounded up to pages, varies
+    from run to run): a neighbour's kind named moves the fill by a page and tries again."""
     kinds = [kind(s.key) for s in steps]
     want = kind(step.key)
     leave = step.leave
     named = []
-    for _attempt in range(4):
+    for _attempt in range(6):
         restart()
         disk.fill(leave)
         r = command()
