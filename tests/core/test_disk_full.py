@@ -226,14 +226,13 @@ def runbook_blocks(title: str) -> list[list[list[str]]]:
 
 
 def pick(steps: list[Step], *prefixes: str) -> list[Step]:
-    """The first and the last write of each kind asked for (all of them when fewer)."""
-    out: list[Step] = []
+    """The last write of each kind asked for: for packs, one that fails after others were
+    written (what a stopped run leaves behind is the interesting part)."""
+    out = []
     for prefix in prefixes:
-        kind = [s for s in steps if s.key.startswith(prefix)]
-        assert kind, (prefix, steps)
-        for s in (kind[0], kind[-1]):
-            if s not in out:
-                out.append(s)
+        kind_steps = [s for s in steps if s.key.startswith(prefix)]
+        assert kind_steps, (prefix, steps)
+        out.append(kind_steps[-1])
     return out
 
 
@@ -358,7 +357,6 @@ def test_copy_to_a_full_location_at_each_write_step(tmp_path, tmpfs):
         assert_nothing_half_written(offsite)
         assert digest(w.repo, skip=()) == source_repo  # the source location is only read
         w.ok("copy", "--to", "offsite")  # space freed: the copy completes the replica
-    w.verified("--from", "offsite")
     # A backup whose copy finds the location full still succeeds, and says so.
     write_source(w, seed=2)
     disk.fill(0)
