@@ -466,3 +466,39 @@ def test_restore_into_a_full_target(tmp_path, tmpfs):
     r = w.cli("restore", "latest", "--target", str(few.mnt / "t"))
     assert_full(r, f"the restore target {few.mnt / 't'} is full: No space left on device while ")
     assert [p for p in few.mnt.rglob(".axisor-restore-*")] == []
+
+
+async def test_pitr_base_backup_extract_into_a_full_target_dir(tmp_path, tmpfs):
+    """`restore --to-time` extracts the stored base backup (a tar) into --target-dir: a full
+    disk there is exit 10 naming the folder, not "restore refused" (12). The tar is stored
+    and read back through a real repository; the PostgreSQL side is tested in
+    tests/postgres/test_pitr.py."""
+    import io
+    import tarfile
+
+    from core.backup.stream import StreamWriter
+    from core.errors import StorageFull
+    from core.repository.repository import Repository
+    from core.sources.postgres.pitr import _extract
+    from core.storage.local import LocalBackend
+
+    disk = tmpfs("pgdata-disk", "1m")
+    repo = await Repository.create(LocalBackend(tmp_path / "repo"), PASSPHRASE, pack_size=4 * MiB)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name in ("PG_VERSION", "base/1/1259", "base/1/2608"):
+            data = random.Random(name).randbytes(700_000) if name.startswith("base") else b"15\n"
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o600
+            tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    writer = StreamWriter(repo)
+    ids, _size = await writer.store(buf)
+    await writer.drain()
+    await repo.flush()
+    target = disk.mnt / "pgdata"
+    target.mkdir(mode=0o700)
+    with pytest.raises(StorageFull) as info:
+        await _extract(repo, ids, target)
+    assert str(info.value).startswith(f"the restore target {target} is full: No space left on device while "
+                                      "extracting the base backup")
