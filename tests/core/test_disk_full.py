@@ -1,4 +1,5 @@
-"""A full disk at every write step of backup, prune, copy and restore, on real small
+"""A full disk at every write step of init, backup, prune, copy and restore (a restore's
+safety snapshot, its target, a point-in-time restore's data directory), on real small
 tmpfs mounts (root only; a host that refuses the mount skips with the reason).
 
 Each command is first run on a roomy copy of the same repository (the *probe*) to list
@@ -9,7 +10,9 @@ must stop at step k: exit 10, one `error:` line naming the location and the obje
 the restore target and the file), no traceback, no hang. The source, or the files at the
 restore target, are untouched (or whole), nothing is left half-written under a real name
 (no zero-length object, no new snapshot), and once the filler is deleted `verify --full`
-passes and the same command succeeds.
+passes and the same command succeeds. With these data sets each command makes at most
+seven writes, and every one of them is a step that fails here (a new replica's lock,
+packs, index and manifest are those of the second copy).
 """
 
 from __future__ import annotations
