@@ -10,9 +10,10 @@ must stop at step k: exit 10, one `error:` line naming the location and the obje
 the restore target and the file), no traceback, no hang. The source, or the files at the
 restore target, are untouched (or whole), nothing is left half-written under a real name
 (no zero-length object, no new snapshot), and once the filler is deleted `verify --full`
-passes and the same command succeeds. With these data sets each command makes at most
-seven writes, and every one of them is a step that fails here (a new replica's lock,
-packs, index and manifest are those of the second copy).
+passes and the same command succeeds. The steps failed are each kind of write the probe
+lists: the lock, the last pack (others were written before it), the index file and the
+snapshot manifest; at `init` the key file and the config; at a new replica its key file
+and config.
 """
 
 from __future__ import annotations
