@@ -103,6 +103,7 @@ class BackupService:
         # the storage refused to take one (read-only, full); writers never read this.
         self.no_lock = no_lock
         self.lockless_reason: str | None = None
+        self.lockless_full = False  # ... because the storage is full (exit 10), not read-only (24)
         self._on_note = on_note
         self._noted = False
         self._passphrase = passphrase
@@ -174,6 +175,7 @@ class BackupService:
             except (StorageReadOnly, StorageFull) as exc:
                 why = exc.reason if isinstance(exc, StorageReadOnly) else "no space left"
                 self.lockless_reason = f"{why}: {backend.location}"
+                self.lockless_full = isinstance(exc, StorageFull)
         self._note_lockless()
         return None
 
@@ -471,6 +473,8 @@ class BackupService:
         if self.no_lock:
             raise UsageError(f"{what} is written into the repository, which needs a lock: drop --no-lock, "
                              f"or {instead}")
+        if self.lockless_full:  # a full disk is exit 10 wherever it is met, not "read-only" (24)
+            raise StorageFull(f"{what} cannot be written: {self.lockless_reason}; free space there, or {instead}")
         raise StorageReadOnly(f"{what} cannot be written: {self.lockless_reason}; {instead}")
 
     async def rollback(self, restore_id: str) -> list[RestoreOutcome | object]:
