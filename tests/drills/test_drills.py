@@ -191,3 +191,19 @@ def test_misuse_is_refused_before_anything_runs(platform) -> None:
     r = platform.ws.cli("drill", "--scenario", "nonsense")
     assert r.code == 2
     assert platform.left_behind() == []
+
+
+def test_a_schema_check_that_did_not_run_is_reported_as_skipped_with_why():
+    """A partial restore (or an unknown fingerprint method) compares no schema: the drill
+    says so as a skipped check, never drops it from the report."""
+    from types import SimpleNamespace
+
+    from core.drills.run import _Drill
+
+    drill = SimpleNamespace(checks=[], listener=lambda c: None)
+    drill.check = _Drill.check.__get__(drill)
+    report = SimpleNamespace(tables=[], schema_fingerprint_match=None, large_objects=None,
+                             warnings=["schema fingerprint not compared: unknown method 'v9'"])
+    _Drill._database_checks(drill, report)
+    schema = [c for c in drill.checks if c.name == "schema matches"]
+    assert len(schema) == 1 and schema[0].status == "skip" and "unknown method 'v9'" in schema[0].detail
