@@ -40,7 +40,7 @@ def _config(ws: Workspace, c, bin_dir: Path) -> None:
 def _faking(folder: Path, real: Path, name: str, version: str) -> Path:
     """A pg_bin_dir whose ``name`` says it is ``version`` and otherwise runs the real program."""
     folder.mkdir(parents=True, exist_ok=True)
-    for tool in ("pg_dump", "pg_restore", "psql"):
+    for tool in ("pg_dump", "pg_dumpall", "pg_restore", "psql"):
         if tool != name:
             (folder / tool).symlink_to(real / tool)
     w = folder / name
