@@ -28,6 +28,7 @@ from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
 from core.repository.tree import Node
 from core.restore.files import FileRestorer, RestoreOptions, RestoreStats
+from core.restore.progress import RestoreMeter, RestoreProgress
 from core.restore.plan import RestorePlan
 from core.restore.validate import ValidationResult
 from core.restore.walk import display, walk
@@ -387,7 +388,8 @@ class BackupService:
     async def restore_many(self, snaps: list[Snapshot], target: Path, *, include: tuple[str, ...] = (),
                            delete: bool = False, dry_run: bool = False, validate: bool = True,
                            safety: bool = True, restore_id: str | None = None,
-                           options: RestoreOptions | None = None) -> list[RestoreOutcome]:
+                           options: RestoreOptions | None = None,
+                           on_progress: Callable[[RestoreProgress], None] | None = None) -> list[RestoreOutcome]:
         """Plan, safety-backup what would change, restore only what differs, validate.
 
         ``dry_run`` stops after the plans. When any snapshot's restore would overwrite,
@@ -424,10 +426,13 @@ class BackupService:
                 safeties = [await file_safety_snapshot(repo, p, s, rid, workers=self.workers)
                             for s, p in zip(snaps, plans)]
             outcomes = []
+            meter = RestoreMeter(plans, on_progress)
             for s, p, safe in zip(snaps, plans, safeties):
                 stats = await FileRestorer(repo, target, include=include, executor=self.executor,
                                            actions=p.action_for(), removals=[c.path for c in p.of("remove")],
-                                           options=options, leftovers=p.leftovers).restore(s)
+                                           options=options, leftovers=p.leftovers,
+                                           on_written=meter.written(s.source)).restore(s)
+                meter.finished(stats.files, stats.bytes, s.source)
                 partial = frozenset(pf.dest for pf in stats.partial)
                 check = await validate_restore(repo, s, target, include=include, executor=self.executor,
                                                proven=p.content_proven(), partial=partial) if validate else None

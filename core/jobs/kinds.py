@@ -333,10 +333,20 @@ async def restore_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, A
         snaps = await svc.resolve(refs, params.get("source"))
         ctx.check_cancelled()
         # The job id is the restore id: `rollback JOB_ID` finds this restore's safety snapshots.
+        meter = RateMeter()
+        meter.update(time.monotonic(), 0)
+
+        def on_progress(p: Any) -> None:
+            rate = meter.update(time.monotonic(), p.bytes_done)
+            ctx.progress(JobProgress(phase="restore", bytes_done=p.bytes_done, bytes_total=p.bytes_total,
+                                     files_done=p.files_done, files_total=p.files_total, rate=rate,
+                                     eta_seconds=eta_seconds(p.bytes_done, p.bytes_total, rate),
+                                     current=shown(p.current)))
+
         outcomes = await retry_when_locked(ctx, lambda: svc.restore_many(
             snaps, Path(target), include=tuple(params.get("include") or ()), delete=bool(params.get("delete")),
             dry_run=bool(params.get("dry_run")), validate=not params.get("no_validate"), restore_id=ctx.job_id,
-            options=options))
+            options=options, on_progress=on_progress))
         restored = []
         for o in outcomes:
             row = o.as_dict()

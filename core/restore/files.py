@@ -43,6 +43,7 @@ import stat
 import threading
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -337,7 +338,11 @@ class FileRestorer:
     def __init__(self, repo: Repository, target: Path, *, include: tuple[str, ...] = (),
                  executor: Executor | None = None, actions: dict[Path, str] | None = None,
                  removals: list[Path] | None = None, options: RestoreOptions | None = None,
-                 leftovers: frozenset[Path] = frozenset()) -> None:
+                 leftovers: frozenset[Path] = frozenset(),
+                 on_written: Callable[[int, int], None] | None = None) -> None:
+        """``on_written(files, bytes)``: after each file put in place, from the worker
+        thread that wrote it (the caller hands it to its event loop thread-safely)."""
+        self.on_written = on_written
         self.repo = repo
         self.target = Path(os.path.abspath(target))
         self.include = include
@@ -773,6 +778,9 @@ class FileRestorer:
         with self._stats_lock:
             self.stats.files += 1
             self.stats.bytes += job.node.size
+            files, nbytes = self.stats.files, self.stats.bytes
+        if self.on_written is not None:
+            self.on_written(files, nbytes)
         if self._leftovers and self._dest(job.parts) in self._leftovers:
             # The file is whole now: an earlier partial restore's bytes of it can go.
             name = job.parts[-1] + PARTIAL_SUFFIX
