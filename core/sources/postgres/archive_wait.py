@@ -1,0 +1,206 @@
+"""Bounded waits for WAL archiving: a forced segment, and a base backup's last one.
+
+A physical backup (``pg_basebackup -X none``) needs the server to archive the backup's last
+WAL segment: the server waits for that inside the backup's stop, forever and silently when
+``archive_command`` fails. So, like pgBackRest's ``check``, before every base backup a WAL
+switch is forced and the closed segment must arrive in the repository within
+``[database] archive_timeout_seconds``; and while the backup runs, a walsender that sits in
+``waiting for wal archiving to finish`` longer than that is stopped and the backup fails.
+Either failure (ArchivingNotReady, exit 18) quotes ``pg_stat_archiver`` and the server
+log's archive lines when the role may read them, and otherwise says where to look: an
+``archive_command`` that cannot be executed at all (exit 126/127) makes the archiver exit
+before it records the failure in ``pg_stat_archiver``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from datetime import datetime
+from typing import TypeVar
+
+import psycopg
+
+from core.config import DatabaseConfig
+from core.errors import ArchivingNotReady
+from core.repository.repository import Repository
+from core.repository.snapshot import Snapshot
+from core.sources.postgres.connection import PgTarget
+from core.sources.postgres.wal import wal_key
+from core.storage.backend import Backend, ObjectNotFound
+
+T = TypeVar("T")
+POLL = 0.2  # seconds between looks at the repository or at the backup's progress
+WAITING_PHASE = "waiting for wal archiving to finish"  # pg_stat_progress_basebackup.phase
+LOG_TAIL = 64 * 1024
+LOG_HINT = ("the reason is in the server log (where the server's stderr goes: pg_ctl -l FILE, "
+            "journalctl -u postgresql, /var/log/postgresql/; with logging_collector on, "
+            "SELECT pg_current_logfile()), on lines starting 'archive command failed'")
+
+
+async def force_switch(conn: psycopg.AsyncConnection) -> str:
+    """Close the current WAL segment and return its name. A transaction id is taken first
+    (its commit writes WAL), so a quiet server still has a segment to close: pg_switch_wal()
+    on an empty segment switches nothing and would name the last, already closed one."""
+    async with conn.cursor() as cur:
+        await cur.execute("SELECT txid_current()")
+        await cur.execute("SELECT pg_walfile_name(pg_switch_wal())")
+        row = await cur.fetchone()
+    return str(row[0])
+
+
+async def wait_archived(backend: Backend, name: str, timeout: float) -> float | None:
+    """Seconds until WAL file ``name``'s manifest was in the repository, None after ``timeout``."""
+    started = time.monotonic()
+    while True:
+        try:
+            await backend.stat(wal_key(name))
+            return time.monotonic() - started
+        except ObjectNotFound:
+            pass
+        left = timeout - (time.monotonic() - started)
+        if left <= 0:
+            return None
+        await asyncio.sleep(min(POLL, left))
+
+
+def _when(value: object) -> str:
+    return value.isoformat(timespec="seconds") if isinstance(value, datetime) else str(value)
+
+
+async def archiver_report(conn: psycopg.AsyncConnection, target: PgTarget) -> str:
+    """What the server says about its archiver: pg_stat_archiver's last failure (or that it
+    records none), and the log's archive lines when readable, else where to find them."""
+    parts: list[str] = []
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute("SELECT archived_count, last_archived_wal, last_archived_time, failed_count, "
+                              "last_failed_wal, last_failed_time FROM pg_stat_archiver")
+            archived, last_ok, last_ok_time, failed, last_bad, last_bad_time = await cur.fetchone()
+    except psycopg.Error as exc:
+        return f"pg_stat_archiver could not be read: {target.scrub(str(exc).strip())}; {LOG_HINT}"
+    ok_text = f"last archived {last_ok} at {_when(last_ok_time)}" if last_ok else "nothing archived yet"
+    if failed and last_bad:
+        parts.append(f"pg_stat_archiver: last_failed_wal {last_bad}, last_failed_time {_when(last_bad_time)} "
+                     f"({failed} failures; {ok_text})")
+    else:
+        parts.append(f"pg_stat_archiver records no failure ({ok_text}): an archive_command that cannot be "
+                     "executed at all (exit 126/127, e.g. not executable by the server's OS user) stops the "
+                     "archiver before it records one")
+    lines = await _log_lines(conn)
+    parts.append("server log: " + " | ".join(target.scrub(x) for x in lines) if lines else LOG_HINT)
+    return "; ".join(parts)
+
+
+async def _log_lines(conn: psycopg.AsyncConnection) -> list[str]:
+    """The last archive-related lines of the server's log file, when the logging collector
+    writes one and this role may read it (superuser or pg_read_server_files)."""
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute("SELECT pg_current_logfile()")
+            (path,) = await cur.fetchone()
+            if not path:
+                return []
+            await cur.execute("SELECT pg_read_file(%s, greatest((pg_stat_file(%s)).size - %s, 0), %s)",
+                              (path, path, LOG_TAIL, LOG_TAIL))
+            (text,) = await cur.fetchone()
+    except psycopg.Error:
+        return []
+    wanted = [ln.strip() for ln in (text or "").splitlines()
+              if "archive command" in ln or "archive_command" in ln or "failed archive" in ln]
+    return [ln[:300] for ln in wanted[-3:]]
+
+
+async def not_archived(conn: psycopg.AsyncConnection, target: PgTarget, what: str, timeout: float) -> ArchivingNotReady:
+    why = await archiver_report(conn, target)
+    return ArchivingNotReady(
+        f"{what} did not arrive in the repository within {timeout:g} s "
+        f"([database] archive_timeout_seconds) from {target.describe()}: WAL archiving is not working; "
+        f"{why}. `axisor-backup database check` checks it step by step.")
+
+
+async def _server_state(conn: psycopg.AsyncConnection) -> tuple[bool, bool, datetime]:
+    """(archiving configured and this role may force a switch, in recovery, server clock)."""
+    async with conn.cursor() as cur:
+        await cur.execute("SELECT current_setting('archive_mode') <> 'off' AND current_setting('wal_level') <> "
+                          "'minimal' AND current_setting('archive_command') <> '', pg_is_in_recovery(), "
+                          "has_function_privilege('pg_switch_wal()', 'EXECUTE'), clock_timestamp()")
+        archiving, in_recovery, may_switch, now = await cur.fetchone()
+    return bool(archiving and may_switch), bool(in_recovery), now
+
+
+async def backup_physical_bounded(repo: Repository, db: DatabaseConfig, **kwargs) -> Snapshot:
+    """``backup_physical`` with both archive waits bounded by ``db.archive_timeout_seconds``.
+
+    The forced switch needs archiving set up, a primary and EXECUTE on pg_switch_wal(): without
+    them it is skipped (backup_physical refuses a server that does not archive; the watch on
+    the backup's own last segment still applies)."""
+    from core.sources.postgres.physical import backup_physical
+
+    target = PgTarget.from_config(db)
+    timeout = float(db.archive_timeout_seconds)
+    conn = await target.connect()
+    try:
+        try:
+            can_switch, in_recovery, since = await _server_state(conn)
+            if can_switch and not in_recovery:
+                segment = await force_switch(conn)
+                if await wait_archived(repo.backend, segment, timeout) is None:
+                    raise await not_archived(conn, target, f"WAL segment {segment} (switched before the backup)",
+                                             timeout)
+        except psycopg.Error as exc:
+            raise target.failed("checking WAL archiving of", exc) from None
+        return await bounded(backup_physical(repo, db, **kwargs), conn, target, timeout, since)
+    finally:
+        await conn.close()
+
+
+async def bounded(backup: Awaitable[T], conn: psycopg.AsyncConnection, target: PgTarget, timeout: float,
+                  since: datetime) -> T:
+    """Run ``backup`` while watching, on ``conn``, for a base backup (a walsender started
+    after ``since``) waiting for WAL archiving: past ``timeout`` it is stopped on the server
+    (pg_terminate_backend: the server's wait does not notice the client leave), ``backup``
+    cancelled (pg_basebackup killed, open packs aborted) and ArchivingNotReady raised."""
+    task = asyncio.ensure_future(backup)
+    waiting_since: float | None = None
+    try:
+        while not task.done():
+            await asyncio.wait([task], timeout=POLL * 2.5)
+            if task.done():
+                break
+            try:
+                async with conn.cursor() as cur:
+                    await cur.execute("SELECT p.pid FROM pg_stat_progress_basebackup p JOIN pg_stat_activity a "
+                                      "USING (pid) WHERE p.phase = %s AND a.backend_start >= %s",
+                                      (WAITING_PHASE, since))
+                    rows = await cur.fetchall()
+            except psycopg.Error:
+                return await task  # the watch is lost: the backup goes on as it would without it
+            if not rows:
+                waiting_since = None
+                continue
+            waiting_since = waiting_since or time.monotonic()
+            if time.monotonic() - waiting_since < timeout:
+                continue
+            error = await not_archived(conn, target, "the base backup's last WAL segment", timeout)
+            stopped = await _terminate(conn, rows[0][0])
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise ArchivingNotReady(f"{error} {stopped}")
+        return task.result()
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+async def _terminate(conn: psycopg.AsyncConnection, pid: int) -> str:
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            (done,) = await cur.fetchone()
+    except psycopg.Error as exc:
+        return f"The server's backup (walsender pid {pid}) could not be stopped: {str(exc).strip()}."
+    return (f"The server's backup (walsender pid {pid}) was stopped." if done
+            else f"The server's backup (walsender pid {pid}) had already ended.")
