@@ -97,6 +97,10 @@ def test_another_os_user_is_named_and_checked(working) -> None:
         line = [ln for ln in r.out.splitlines() if "repository access:" in ln][0]
         assert line.strip().startswith("FAILED") and str(planted) in line and "owner root" in line
         assert "not readable by postgres" in line and "chown -R postgres" in line
+        # And it is why archiving stalls: wal-push (as postgres) fails on it; the archiver recorded that.
+        wal = [ln for ln in r.out.splitlines() if "WAL archived:" in ln][0]
+        assert wal.strip().startswith("FAILED") and "pg_stat_archiver: last_failed_wal 0000" in wal, wal
+        assert "last_failed_time 20" in wal
     finally:
         planted.unlink()
 
@@ -157,7 +161,8 @@ def test_a_base_backups_own_last_segment_is_waited_for_boundedly(broken) -> None
         return str(err.value), took, left
 
     message, took, left = asyncio.run(run())
-    assert "the base backup's last WAL segment did not arrive in the repository within 2 s" in message
+    assert "is not working: the base backup's last WAL segment did not arrive in the repository within 2 s" \
+        in message
     assert "pg_stat_archiver" in message and "was stopped" in message
     assert took < 15, took
     assert left == []  # the server's backup is not left waiting

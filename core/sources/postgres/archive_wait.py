@@ -115,9 +115,9 @@ async def _log_lines(conn: psycopg.AsyncConnection) -> list[str]:
 async def not_archived(conn: psycopg.AsyncConnection, target: PgTarget, what: str, timeout: float) -> ArchivingNotReady:
     why = await archiver_report(conn, target)
     return ArchivingNotReady(
-        f"{what} did not arrive in the repository within {timeout:g} s "
-        f"([database] archive_timeout_seconds) from {target.describe()}: WAL archiving is not working; "
-        f"{why}. `axisor-backup database check` checks it step by step.")
+        f"WAL archiving of {target.describe()} is not working: {what} did not arrive in the repository "
+        f"within {timeout:g} s ([database] archive_timeout_seconds); {why}. "
+        "`axisor-backup database check` checks it step by step.")
 
 
 async def _server_state(conn: psycopg.AsyncConnection) -> tuple[bool, bool, datetime]:
