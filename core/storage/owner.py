@@ -106,6 +106,7 @@ class AccessReport:
     checked: int  # files and folders looked at
     problems: tuple[str, ...]  # the first few, each naming a path, its owner and mode
     total: int  # every problem found
+    unseen: tuple[str, ...] = ()  # what this process itself could not look into: not judged
 
 
 def repository_access(root: Path, user: OsUser, *, limit: int = 5) -> AccessReport:
@@ -132,15 +133,24 @@ def repository_access(root: Path, user: OsUser, *, limit: int = 5) -> AccessRepo
         checked += 1
         if not _allowed(st, user, groups, 1):
             bad(str(parent), st, "searchable")
-    for dirpath, _dirnames, filenames in os.walk(root):
+    unseen: list[str] = []
+
+    def unreadable(exc: OSError) -> None:
+        if not isinstance(exc, FileNotFoundError):  # gone meanwhile is fine; unreadable is not
+            unseen.append(f"{exc.filename}: {exc.strerror}")
+
+    for dirpath, _dirnames, filenames in os.walk(root, onerror=unreadable):
         for name, is_dir in [(dirpath, True)] + [(os.path.join(dirpath, f), False) for f in filenames]:
             try:
                 st = os.lstat(name)
-            except OSError:
+            except FileNotFoundError:
                 continue  # gone meanwhile (a lock refreshed, a temp file renamed)
+            except OSError as exc:
+                unreadable(exc)
+                continue
             checked += 1
             if is_dir and not _allowed(st, user, groups, 7):
                 bad(name, st, "readable and writable")
             elif not is_dir and stat.S_ISREG(st.st_mode) and not _allowed(st, user, groups, 4):
                 bad(name, st, "readable")
-    return AccessReport(user, checked, tuple(problems), total)
+    return AccessReport(user, checked, tuple(problems), total, tuple(unseen))

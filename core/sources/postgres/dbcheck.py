@@ -225,11 +225,11 @@ def _server_user(facts: dict) -> tuple[owners.OsUser | None, str]:
     that is on this host; else None and why it cannot be told."""
     d = facts["data_directory"]
     if not d:
-        return None, (f"not checked: role {facts['role']} may not read data_directory "
+        return None, (f"role {facts['role']} may not read data_directory "
                       "(superuser or pg_read_all_settings)")
     user = owners.owner_of(Path(d)) if Path(d).is_dir() else None
     if user is None:
-        return None, f"not checked: the data directory {d} is not on this host (the server's OS user is unknown)"
+        return None, f"the data directory {d} is not on this host (the server's OS user is unknown)"
     return user, ""
 
 
@@ -242,7 +242,7 @@ def _program_check(archive_command: str, user: owners.OsUser | None, why: str) -
         return Check("archive program", False, "archive_command is empty")
     program = Path(words[0])
     if not program.is_absolute():
-        return Check("archive program", None, f"not checked: {words[0]!r} is found on the server's PATH")
+        return Check("archive program", None, f"{words[0]!r} is found on the server's PATH")
     if user is None:
         return Check("archive program", None, why)
     if not program.exists():
@@ -272,6 +272,9 @@ def _repository_check(backend: LocalBackend, user: owners.OsUser | None, why: st
         if path is not None and owners.can(Path(path), user, 4) is False:
             problems.append(f"the {label} {path} is not readable by {user.name}")
     report = owners.repository_access(root, user)
+    if report.unseen:
+        return Check(name, None, f"this process (OS user {owners.current_user().name}) cannot look "
+                                 f"into {report.unseen[0]}; run database check as {user.name} or as root")
     problems.extend(report.problems)
     total = report.total + len(problems) - len(report.problems)
     if problems:
@@ -287,9 +290,9 @@ async def _switch_check(conn: psycopg.AsyncConnection, target: PgTarget, backend
                         settings_ok: bool, timeout: float) -> Check:
     name = "WAL archived"
     if not settings_ok:
-        return Check(name, False, "not run: the archiving settings are not ready (see above)")
+        return Check(name, None, "the archiving settings are not ready (see above)")
     if facts["in_recovery"]:
-        return Check(name, None, "not run: the server is a standby; a WAL switch can only be forced on the primary")
+        return Check(name, None, "the server is a standby; a WAL switch can only be forced on the primary")
     if not facts["may_switch"]:
         return Check(name, False, f"role {facts['role']} may not force a WAL switch: GRANT EXECUTE ON FUNCTION "
                                   f"pg_switch_wal() TO {facts['role']} (this check and the one before each "
