@@ -29,6 +29,7 @@ from core.repository.snapshot import Snapshot
 from core.sources.postgres.connection import PgTarget
 from core.sources.postgres.wal import wal_key
 from core.storage.backend import Backend, ObjectNotFound
+from core.text import shown
 
 T = TypeVar("T")
 POLL = 0.2  # seconds between looks at the repository or at the backup's progress
@@ -69,28 +70,41 @@ def _when(value: object) -> str:
     return value.isoformat(timespec="seconds") if isinstance(value, datetime) else str(value)
 
 
-async def archiver_report(conn: psycopg.AsyncConnection, target: PgTarget) -> str:
-    """What the server says about its archiver: pg_stat_archiver's last failure (or that it
-    records none), and the log's archive lines when readable, else where to find them."""
+async def archiver_report(conn: psycopg.AsyncConnection, target: PgTarget, timeout: float) -> tuple[str, str]:
+    """What the server says about its archiver: (state, text). state is "failing", "behind"
+    (it archived something within the last ``timeout`` seconds and failed at nothing since:
+    working through a backlog) or "not working"; text quotes pg_stat_archiver's last failure
+    (or says it records none) and the log's archive lines when readable, else where to look."""
     parts: list[str] = []
     try:
         async with conn.cursor() as cur:
             await cur.execute("SELECT archived_count, last_archived_wal, last_archived_time, failed_count, "
-                              "last_failed_wal, last_failed_time FROM pg_stat_archiver")
-            archived, last_ok, last_ok_time, failed, last_bad, last_bad_time = await cur.fetchone()
+                              "last_failed_wal, last_failed_time, clock_timestamp() FROM pg_stat_archiver")
+            _archived, last_ok, last_ok_time, failed, last_bad, last_bad_time, now = await cur.fetchone()
     except psycopg.Error as exc:
-        return f"pg_stat_archiver could not be read: {target.scrub(str(exc).strip())}; {LOG_HINT}"
+        return "not working", f"pg_stat_archiver could not be read: {target.scrub(str(exc).strip())}; {LOG_HINT}"
     ok_text = f"last archived {last_ok} at {_when(last_ok_time)}" if last_ok else "nothing archived yet"
+    if last_bad_time is not None and (last_ok_time is None or last_bad_time >= last_ok_time):
+        state = "failing"
+    elif last_ok_time is not None and (now - last_ok_time).total_seconds() <= timeout:
+        state = "behind"
+    else:
+        state = "not working"
     if failed and last_bad:
         parts.append(f"pg_stat_archiver: last_failed_wal {last_bad}, last_failed_time {_when(last_bad_time)} "
                      f"({failed} failures; {ok_text})")
     else:
-        parts.append(f"pg_stat_archiver records no failure ({ok_text}): an archive_command that cannot be "
-                     "executed at all (exit 126/127, e.g. not executable by the server's OS user) stops the "
-                     "archiver before it records one")
+        parts.append(f"pg_stat_archiver records no failure ({ok_text})")
+    if state == "behind":
+        parts.insert(0, "the archiver is still archiving older segments (a backlog): wait, or raise "
+                        "[database] archive_timeout_seconds")
+        return state, "; ".join(parts)
+    if state == "not working":
+        parts.append("an archive_command that cannot be executed at all (exit 126/127, e.g. not executable by "
+                     "the server's OS user) stops the archiver before it records a failure")
     lines = await _log_lines(conn)
-    parts.append("server log: " + " | ".join(target.scrub(x) for x in lines) if lines else LOG_HINT)
-    return "; ".join(parts)
+    parts.append("server log: " + " | ".join(shown(target.scrub(x)) for x in lines) if lines else LOG_HINT)
+    return state, "; ".join(parts)
 
 
 async def _log_lines(conn: psycopg.AsyncConnection) -> list[str]:
@@ -113,9 +127,9 @@ async def _log_lines(conn: psycopg.AsyncConnection) -> list[str]:
 
 
 async def not_archived(conn: psycopg.AsyncConnection, target: PgTarget, what: str, timeout: float) -> ArchivingNotReady:
-    why = await archiver_report(conn, target)
+    state, why = await archiver_report(conn, target, timeout)
     return ArchivingNotReady(
-        f"WAL archiving of {target.describe()} is not working: {what} did not arrive in the repository "
+        f"WAL archiving of {target.describe()} is {state}: {what} did not arrive in the repository "
         f"within {timeout:g} s ([database] archive_timeout_seconds); {why}. "
         "`axisor-backup database check` checks it step by step.")
 

@@ -301,9 +301,9 @@ async def _switch_check(conn: psycopg.AsyncConnection, target: PgTarget, backend
         segment = await force_switch(conn)
         took = await wait_archived(backend, segment, timeout)
         if took is None:
-            why = await archiver_report(conn, target)
+            state, why = await archiver_report(conn, target, timeout)
             return Check(name, False, f"WAL segment {segment} did not arrive in the repository within {timeout:g} s "
-                                      f"([database] archive_timeout_seconds): {why}")
+                                      f"([database] archive_timeout_seconds): archiving is {state}; {why}")
     except psycopg.Error as exc:
         return Check(name, False, f"forcing a WAL switch failed: {target.scrub(str(exc).strip())}")
     return Check(name, True, f"WAL segment {segment} switched and arrived in the repository in {took:.1f} s")
