@@ -70,8 +70,8 @@ def other_user_warning(root: Path, doing: str) -> str | None:
         return None
     if me.uid == 0:
         return (f"{doing} runs as OS user {me.name}, but the repository {root} belongs to {owner.name}: "
-                f"the files it creates are handed to {owner.name} (chown), so {owner.name}'s wal-push can "
-                f"still read them; run it as {owner.name} (sudo -u {owner.name}) to keep it that way")
+                f"the files it creates there are handed to {owner.name} (chown), so that commands run as "
+                f"{owner.name} (the server's wal-push) can still read them")
     return (f"{doing} runs as OS user {me.name}, but the repository {root} belongs to {owner.name}: "
             f"the locks and packs it writes are readable by {me.name} only (0600), so commands run as "
             f"{owner.name} (the server's wal-push) fail on them and WAL archiving stalls; "

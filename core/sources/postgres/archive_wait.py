@@ -126,7 +126,8 @@ async def _log_lines(conn: psycopg.AsyncConnection) -> list[str]:
     return [ln[:300] for ln in wanted[-3:]]
 
 
-async def not_archived(conn: psycopg.AsyncConnection, target: PgTarget, what: str, timeout: float) -> ArchivingNotReady:
+async def not_archived(conn: psycopg.AsyncConnection, target: PgTarget, what: str,
+                       timeout: float) -> ArchivingNotReady:
     state, why = await archiver_report(conn, target, timeout)
     return ArchivingNotReady(
         f"WAL archiving of {target.describe()} is {state}: {what} did not arrive in the repository "

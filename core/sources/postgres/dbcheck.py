@@ -181,7 +181,8 @@ async def _read_check(conn: psycopg.AsyncConnection, target: PgTarget, facts: di
     read_all = bool(row and row[0])
     how = "member of pg_read_all_data" if read_all else "grants checked table by table"
     if not tables and not blobs:
-        return Check("read permissions", True, f"role {facts['role']} can read every table and large object ({how})")
+        return Check("read permissions", True,
+                     f"role {facts['role']} can read every table and large object ({how})")
     problems = []
     if tables:
         problems.append(f"{len(tables)} tables pg_dump cannot read: "
