@@ -187,6 +187,11 @@ def test_unreachable_server_exits_14(tmp_path: Path) -> None:
         r = ws.cli(*args)
         assert r.code == 14, (args, r.out, r.err)
         assert f"cannot connect to postgres on 127.0.0.1:{port}" in r.err
+    # The timeout is validated like every key.
+    ws.config.write_text(ws.config.read_text().replace('mode = "physical"', 'mode = "physical"\n'
+                                                                           'archive_timeout_seconds = 0'))
+    r = ws.cli("config", "check")
+    assert r.code == 2 and "database.archive_timeout_seconds" in r.out + r.err, (r.out, r.err)
 
 
 def test_logical_read_permissions(working, tmp_path: Path) -> None:
