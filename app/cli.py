@@ -27,13 +27,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 
 from app import cli_drills, cli_jobs, cli_locations, cli_prune, cli_repair, cli_schedules
 from app.process import tune_process
 from core.backup import watchdog
 from core.config import (
-    Config, ConfigError, PassphraseError, default_config_path, insecure_endpoint, load_config,
+    Config, ConfigError, ConfigProblem, PassphraseError, default_config_path, insecure_endpoint, load_config,
     resolve_passphrase,
 )
 from core import __version__
@@ -43,6 +44,7 @@ from core import scrub
 from core.errors import (
     ArchivingNotReady, AxisorError, PartialRestore, RestoreRefused, RestoreValidationFailed, UsageError, VerificationFailed,
 )
+from core.jobs.api import JobState
 from core.repository.snapshot import Snapshot
 from core.service import BackupService
 from core.text import human_bytes, shown, shown_lines
@@ -639,8 +641,8 @@ async def _restore_database(svc: BackupService, args, out: Output) -> int:
                                                    if v["skipped"] else ""),
                  f"row counts: {sum(1 for t in report.tables if t.actual == t.expected)} of {len(tables)} "
                  f"tables match the snapshot",
-                 "schema fingerprint: " + ("not compared (partial restore)" if report.schema_fingerprint_match
-                                           is None else "matches" if report.schema_fingerprint_match else "differs")]
+                 "schema fingerprint: " + (("not compared (partial restore)" if report.partial else "not compared")
+                                           if report.schema_fingerprint_match is None else "matches" if report.schema_fingerprint_match else "differs")]
         if report.safety_snapshot:
             lines.insert(0, f"safety snapshot {report.safety_snapshot[:8]} holds {report.database} as it was "
                             f"(undo: axisor-backup rollback {report.restore_id})")
@@ -673,7 +675,15 @@ async def _restore_database(svc: BackupService, args, out: Output) -> int:
 
 
 async def cmd_verify(svc: BackupService, args, out: Output) -> int:
-    report = await svc.verify(full=args.full, snapshot_refs=args.snapshot)
+    from core.jobs.record import Outcome
+
+    params = {"full": bool(args.full), "snapshots": list(args.snapshot or [])}
+    started = datetime.now(UTC)
+    try:
+        report = await svc.verify(full=args.full, snapshot_refs=args.snapshot)
+    except (Exception, KeyboardInterrupt) as exc:
+        await _record_verify(svc, params, started, Outcome.of_exception(exc))
+        raise
     data = {
         "ok": report.ok, "full": report.full, "snapshots_checked": report.snapshots_checked,
         "trees_checked": report.trees_checked, "blobs_referenced": report.blobs_referenced,
@@ -709,7 +719,23 @@ async def cmd_verify(svc: BackupService, args, out: Output) -> int:
         return "\n".join(lines)
 
     out.emit(data, text)
-    return EXIT_OK if report.ok else VerificationFailed.exit_code
+    code = EXIT_OK if report.ok else VerificationFailed.exit_code
+    await _record_verify(svc, params, started, Outcome(
+        JobState.COMPLETED if report.ok else JobState.FAILED, {**data, "exit_code": code},
+        None if report.ok else f"verification found {len(report.damage)} damaged objects"))
+    return code
+
+
+async def _record_verify(svc: BackupService, params: dict, started, outcome) -> None:
+    """The run goes into the job history that `status` and the dashboard read; a state
+    folder that refuses the record is said, and does not change the verification's verdict."""
+    from core.jobs.record import record_run
+
+    try:
+        await record_run(svc.config, "verify", params, started, outcome)
+    except AxisorError as exc:
+        print(shown_lines(f"warning: the verification is not recorded in the job history ({exc}); "
+                          "`status` and the console do not know of it"), file=sys.stderr)
 
 
 def _new_passphrase(args) -> str:
@@ -901,6 +927,12 @@ def config_check(config_path: Path, out: Output, connect: bool = False) -> int:
                   "problems": [{"key": p.key, "message": p.message} for p in exc.problems]},
                  lambda: message)
         return EXIT_USAGE
+    missing = _missing_extras(cfg)
+    if missing:
+        message = "\n".join(f"{config_path}: {p}" for p in missing)
+        out.emit({"ok": False, "path": str(config_path),
+                  "problems": [{"key": p.key, "message": p.message} for p in missing]}, lambda: message)
+        return EXIT_USAGE
     # The file sources, and the database when [database] is enabled (a backup takes it too).
     sources = [*(["database"] if cfg.database.enabled else []), *(s.name for s in cfg.sources())]
     line = (f"{config_path}: ok ({len(sources)} source{'' if len(sources) == 1 else 's'}: "
@@ -929,6 +961,20 @@ def _config_check_connect(cfg: Config, config_path: Path, sources: list[str], li
     out.emit({"ok": report.ok, "path": str(config_path), "sources": sources, "database": report.as_dict()},
              lambda: f"{line}\n{checks_text(report)}")
     return EXIT_OK if report.ok else ArchivingNotReady.exit_code
+
+
+def _missing_extras(cfg: Config) -> list[ConfigProblem]:
+    """Locations whose storage SDK (an optional install) is missing on this host."""
+    from core.storage.extras import install_hint, missing_extra
+
+    problems = []
+    for i, loc in enumerate(cfg.storage.remote_storage):
+        extra = missing_extra(loc.provider)
+        if extra is not None:
+            problems.append(ConfigProblem(f"storage.remote_storage[{i}].provider",
+                                          f"'{loc.provider}' needs the optional {extra!r} support, which is not "
+                                          f"installed: {install_hint(extra)}"))
+    return problems
 
 
 async def run(args, config: Config, out: Output) -> int:

@@ -390,10 +390,30 @@ async def cmd_status(svc: Any, args: Any, out: Any) -> int:
 
     h = await health(svc.config)
     data = {"level": h.level, "exit_code": h.exit_code, "daemon_pid": h.daemon_pid,
-            "checks": [{"name": c.name, "level": c.level, "message": c.message} for c in h.checks]}
-    out.emit(data, lambda: "\n".join([f"status: {h.level.upper()}"]
-                                     + [f"  {c.level.upper():8} {c.name}: {c.message}" for c in h.checks]))
+            "checks": [{"name": c.name, "level": c.level, "message": c.full_message, "fix": c.fix,
+                        "fix_command": fix_command(c.fix)} for c in h.checks]}
+
+    def text() -> str:
+        lines = [f"status: {h.level.upper()}"]
+        for c in h.checks:
+            lines.append(f"  {c.level.upper():8} {shown(c.name)}: {shown(c.full_message)}")
+            if c.fix and c.level != "ok":
+                lines.append(f"           fix: {shown(fix_command(c.fix) or '')}")
+        return "\n".join(lines)
+
+    out.emit(data, text)
     return h.exit_code
+
+
+def fix_command(fix: str | None) -> str | None:
+    """The command line that fixes a health finding (its ``fix`` action id)."""
+    if fix is None:
+        return None
+    action, _, arg = fix.partition(" ")
+    return {"backup": f"axisor-backup backup --source {arg}",
+            "verify": "axisor-backup verify",
+            "daemon": "axisor-backup daemon (or start its service: docs/OPERATIONS.md)",
+            "repair": "axisor-backup verify --full, then axisor-backup repair (docs/OPERATIONS.md)"}.get(action, fix)
 
 
 COMMANDS = {"jobs": cmd_jobs, "job": cmd_job, "daemon": cmd_daemon, "status": cmd_status}

@@ -578,6 +578,13 @@ class BackupService:
 
         return await recovery_window(await self.repository(load_index=False))
 
+    async def health(self, *, now=None):
+        """The platform's health: the one evaluation behind `status`, the metrics file and
+        the daemon's notifications (core/jobs/status.py)."""
+        from core.jobs.status import health
+
+        return await health(self.config, now=now)
+
     async def verify(self, *, full: bool = False, snapshot_refs: list[str] | None = None) -> VerifyReport:
         # Verify must open a repository whose index is damaged, to report it.
         repo = await self.repository(load_index=False)
@@ -712,9 +719,10 @@ class BackupService:
 
     async def database_archiving(self, config_path: Path):
         from core.sources.postgres.archiving import check_archiving
-        from core.sources.postgres.connection import PgTarget
+        from core.sources.postgres.standby import archiving_target
 
-        return await check_archiving(PgTarget.from_config(self.config.database), config_path)
+        # With backup_standby the primary archives: its settings are the ones to check.
+        return await check_archiving(archiving_target(self.config.database), config_path)
 
     async def database_check(self, config_path: Path, *, wait: bool = True):
         """`database check`: a CheckReport (core/sources/postgres/dbcheck.py); needs no passphrase."""
@@ -725,11 +733,11 @@ class BackupService:
 
     async def database_status(self) -> dict:
         from core.sources.postgres.archiving import archive_status
-        from core.sources.postgres.connection import PgTarget
+        from core.sources.postgres.standby import archiving_target
 
         repo = await self.repository(load_index=False)
         db = self.config.database
-        target = PgTarget.from_config(db) if (db.enabled or db.url or db.host) else None
+        target = archiving_target(db) if (db.enabled or db.url or db.host) else None
         return await archive_status(repo, target)
 
     # -- keys and locks -----------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from rich.text import Text
 
 from textual.screen import Screen
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable, Input, OptionList
 from textual.widgets.data_table import ColumnKey, RowKey
 
 from core.jobs.api import Job, JobState
@@ -54,6 +54,29 @@ class ConsoleScreen(Screen):
 
     def refresh_data(self) -> None:
         """Reload what the screen shows (a worker); the default has nothing to load."""
+
+
+class StopAtEndsOptionList(OptionList):
+    """An option list whose cursor stops at its first and last option instead of wrapping:
+    one ↑ from the top must not land on the bottom option (in the restore wizard, the one
+    that overwrites live data)."""
+
+    def action_cursor_down(self) -> None:
+        self._step(1)
+
+    def action_cursor_up(self) -> None:
+        self._step(-1)
+
+    def _step(self, direction: int) -> None:
+        if self.highlighted is None:
+            self.action_first() if direction > 0 else self.action_last()
+            return
+        i = self.highlighted + direction
+        while 0 <= i < self.option_count:
+            if not self.get_option_at_index(i).disabled:
+                self.highlighted = i
+                return
+            i += direction
 
 
 class TableFilter:

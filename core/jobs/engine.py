@@ -397,16 +397,22 @@ class Engine:
         self._after_finish_hooks(job)
 
     def _after_finish_hooks(self, job: Job | None) -> None:
-        from core.jobs import metrics, notify
+        from core.jobs import notify
 
         store = self.store
         if store is None:
             return
         config = self.config
         if config.engine.metrics_file is not None:
-            self._spawn(metrics.write_metrics(store, config.engine.metrics_file))
+            self._spawn(self._write_metrics(store, config))
         if job is not None and notify.wanted(config.notifications, job):
             self._spawn(notify.notify(config.notifications, job))
+
+    async def _write_metrics(self, store: Any, config: Any) -> None:
+        from core.jobs import metrics, status
+
+        health = await status.evaluate(config, store)  # the one evaluation `status` makes
+        await metrics.write_metrics(store, config.engine.metrics_file, health)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

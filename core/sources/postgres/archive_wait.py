@@ -5,7 +5,9 @@ WAL segment: the server waits for that inside the backup's stop, forever and sil
 ``archive_command`` fails. So, like pgBackRest's ``check``, before every base backup a WAL
 switch is forced and the closed segment must arrive in the repository within
 ``[database] archive_timeout_seconds``; and while the backup runs, a walsender that sits in
-``waiting for wal archiving to finish`` longer than that is stopped and the backup fails.
+``waiting for wal archiving to finish`` (or, for a backup from a standby, the primary's
+``pg_backup_stop(true)`` in wait event ``BackupWaitWalArchive``) longer than that is stopped
+and the backup fails. With ``backup_standby`` all of it happens on the primary: it archives.
 Either failure (ArchivingNotReady, exit 18) quotes ``pg_stat_archiver`` and the server
 log's archive lines when the role may read them, and otherwise says where to look: an
 ``archive_command`` that cannot be executed at all (exit 126/127) makes the archiver exit
@@ -34,6 +36,7 @@ from core.text import shown
 T = TypeVar("T")
 POLL = 0.2  # seconds between looks at the repository or at the backup's progress
 WAITING_PHASE = "waiting for wal archiving to finish"  # pg_stat_progress_basebackup.phase
+WAIT_EVENT = "BackupWaitWalArchive"  # pg_stat_activity.wait_event of a pg_backup_stop(true) waiting
 LOG_TAIL = 64 * 1024
 LOG_HINT = ("the reason is in the server log (where the server's stderr goes: pg_ctl -l FILE, "
             "journalctl -u postgresql, /var/log/postgresql/; with logging_collector on, "
@@ -153,7 +156,9 @@ async def backup_physical_bounded(repo: Repository, db: DatabaseConfig, **kwargs
     the backup's own last segment still applies)."""
     from core.sources.postgres.physical import backup_physical
 
-    target = PgTarget.from_config(db)
+    from core.sources.postgres.standby import archiving_target
+
+    target = archiving_target(db)  # the primary with backup_standby: it archives, and it stops the backup
     timeout = float(db.archive_timeout_seconds)
     conn = await target.connect()
     try:
@@ -173,12 +178,13 @@ async def backup_physical_bounded(repo: Repository, db: DatabaseConfig, **kwargs
 
 async def bounded(backup: Awaitable[T], conn: psycopg.AsyncConnection, target: PgTarget, timeout: float,
                   since: datetime) -> T:
-    """Run ``backup`` while watching, on ``conn``, for a base backup (a walsender started
-    after ``since``) waiting for WAL archiving: past ``timeout`` it is stopped on the server
+    """Run ``backup`` while watching, on ``conn``, for a base backup's stop (a backend started
+    after ``since``: pg_basebackup's walsender, or the session of a standby backup's
+    pg_backup_stop) waiting for WAL archiving: past ``timeout`` it is stopped on the server
     (pg_terminate_backend: the server's wait does not notice the client leave), ``backup``
     cancelled (pg_basebackup killed, open packs aborted) and ArchivingNotReady raised."""
     task = asyncio.ensure_future(backup)
-    waiting_since: float | None = None
+    first_seen: dict[int, float] = {}  # a backend waits for one stop only: timed from its first sighting
     try:
         while not task.done():
             await asyncio.wait([task], timeout=POLL * 2.5)
@@ -186,20 +192,19 @@ async def bounded(backup: Awaitable[T], conn: psycopg.AsyncConnection, target: P
                 break
             try:
                 async with conn.cursor() as cur:
-                    await cur.execute("SELECT p.pid FROM pg_stat_progress_basebackup p JOIN pg_stat_activity a "
-                                      "USING (pid) WHERE p.phase = %s AND a.backend_start >= %s",
-                                      (WAITING_PHASE, since))
-                    rows = await cur.fetchall()
+                    await cur.execute("SELECT a.pid FROM pg_stat_activity a LEFT JOIN pg_stat_progress_basebackup p "
+                                      "USING (pid) WHERE a.backend_start >= %s AND a.pid <> pg_backend_pid() "
+                                      "AND (p.phase = %s OR a.wait_event = %s)",
+                                      (since, WAITING_PHASE, WAIT_EVENT))
+                    pids = [row[0] for row in await cur.fetchall()]
             except psycopg.Error:
                 return await task  # the watch is lost: the backup goes on as it would without it
-            if not rows:
-                waiting_since = None
-                continue
-            waiting_since = waiting_since or time.monotonic()
-            if time.monotonic() - waiting_since < timeout:
+            now = time.monotonic()
+            late = [pid for pid in pids if now - first_seen.setdefault(pid, now) >= timeout]
+            if not late:
                 continue
             error = await not_archived(conn, target, "the base backup's last WAL segment", timeout)
-            stopped = await _terminate(conn, rows[0][0])
+            stopped = await _terminate(conn, late[0])
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             raise ArchivingNotReady(f"{error} {stopped}")
@@ -216,6 +221,6 @@ async def _terminate(conn: psycopg.AsyncConnection, pid: int) -> str:
             await cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
             (done,) = await cur.fetchone()
     except psycopg.Error as exc:
-        return f"The server's backup (walsender pid {pid}) could not be stopped: {str(exc).strip()}."
-    return (f"The server's backup (walsender pid {pid}) was stopped." if done
-            else f"The server's backup (walsender pid {pid}) had already ended.")
+        return f"The server's backup (pid {pid}) could not be stopped: {str(exc).strip()}."
+    return (f"The server's backup (pid {pid}) was stopped." if done
+            else f"The server's backup (pid {pid}) had already ended.")

@@ -14,6 +14,7 @@ DatabaseError (exit 14) before any check.
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,33 +80,71 @@ async def run_checks(db: DatabaseConfig, config_path: Path, backend: LocalBacken
     target = PgTarget.from_config(db)
     conn = await target.connect()  # unreachable: DatabaseError, exit 14
     checks: list[Check] = []
+    aconn = None  # with backup_standby: the primary, which archives and starts/stops the backup
     try:
-        try:
-            facts = await _facts(conn)
-        except psycopg.Error as exc:
-            raise target.failed("reading the settings of", exc) from None
+        facts = await _read_facts(conn, target)
         checks.append(Check("connection", True, f"connected to {target.describe()} as role {facts['role']}"
                                                  + (" (superuser)" if facts["super"] else "")))
         checks.append(_version_check(facts))
-        checks.append(await _tool_check(db, facts))
-        if db.mode == "physical":
-            checks.append(await _replication_check(target, facts))
-            settings = await check_archiving(target, config_path)
+        if db.mode != "physical":
+            checks.append(await _tool_check(db, facts))
+            checks.append(await _read_check(conn, target, facts))
+        else:
+            atarget, afacts = target, facts
+            if db.backup_standby:
+                from core.sources.postgres.standby import archiving_target
+
+                atarget = archiving_target(db)
+                aconn = await atarget.connect()
+                afacts = await _read_facts(aconn, atarget)
+                checks.append(_standby_check(target, facts, atarget, afacts))
+            else:
+                checks.append(await _tool_check(db, facts))
+                checks.append(await _replication_check(target, facts))
+            settings = await check_archiving(atarget, config_path)
             checks.append(Check("archiving settings", settings.ok,
-                                "wal_level, archive_mode and archive_command are set for this repository"
-                                if settings.ok else "; ".join(settings.problems)
+                                f"wal_level, archive_mode and archive_command of {atarget.describe()} are set for "
+                                "this repository" if settings.ok else "; ".join(settings.problems)
                                 + "; `axisor-backup database archiving` prints what to set"))
-            server_user, why = _server_user(facts)  # runs archive_command, so wal-push
-            checks.append(_program_check(facts["archive_command"], server_user, why))
+            server_user, why = _server_user(afacts)  # runs archive_command, so wal-push
+            checks.append(_program_check(afacts["archive_command"], server_user, why))
             checks.append(_repository_check(backend, server_user, why, config_path, passphrase_file))
             if wait:
-                checks.append(await _switch_check(conn, target, backend, facts, settings.ok,
+                checks.append(await _switch_check(aconn or conn, atarget, backend, afacts, settings.ok,
                                                   float(db.archive_timeout_seconds)))
-        else:
-            checks.append(await _read_check(conn, target, facts))
     finally:
         await conn.close()
+        if aconn is not None:
+            await aconn.close()
     return CheckReport(target.describe(), db.mode, tuple(checks))
+
+
+async def _read_facts(conn: psycopg.AsyncConnection, target: PgTarget) -> dict:
+    try:
+        return await _facts(conn)
+    except psycopg.Error as exc:
+        raise target.failed("reading the settings of", exc) from None
+
+
+def _standby_check(standby: PgTarget, facts: dict, primary: PgTarget, pfacts: dict) -> Check:
+    """backup_standby: the configured server is a standby whose data directory this process
+    reads, and primary_host/primary_port reach a primary where the role may start and stop
+    a backup (core/sources/postgres/standby.py)."""
+    name = "standby and primary"
+    if not facts["in_recovery"]:
+        return Check(name, False, f"{standby.describe()} is not a standby (backup_standby = true)")
+    if pfacts["in_recovery"]:
+        return Check(name, False, f"{primary.describe()} (primary_host/primary_port) is itself a standby")
+    start = "pg_backup_start(text, boolean)" if pfacts["version_num"] >= 150000 else \
+        "pg_start_backup(text, boolean, boolean)"
+    if not (pfacts["super"] or pfacts["may_backup"]):
+        return Check(name, False, f"role {pfacts['role']} may not run {start} on {primary.describe()}")
+    d = facts["data_directory"]
+    if not d or not Path(d).is_dir() or not os.access(d, os.R_OK | os.X_OK):
+        return Check(name, False, f"the standby's data directory {d or '(not readable: data_directory)'} cannot be "
+                                  "read by this process: run the backup on the standby's host as its OS user")
+    return Check(name, True, f"{standby.describe()} is a standby; its data directory {d} is readable here; "
+                             f"{primary.describe()} is its primary and the role may run {start}")
 
 
 async def _facts(conn: psycopg.AsyncConnection) -> dict:
@@ -114,10 +153,13 @@ async def _facts(conn: psycopg.AsyncConnection) -> dict:
             "SELECT current_user, r.rolsuper, r.rolreplication, r.rolbypassrls, "
             "current_setting('server_version'), current_setting('server_version_num')::int, "
             "current_setting('archive_command'), pg_is_in_recovery(), "
-            "has_function_privilege('pg_switch_wal()', 'EXECUTE') "
+            "has_function_privilege('pg_switch_wal()', 'EXECUTE'), "
+            "CASE WHEN current_setting('server_version_num')::int >= 150000 "
+            "THEN has_function_privilege('pg_backup_start(text, boolean)', 'EXECUTE') "
+            "ELSE has_function_privilege('pg_start_backup(text, boolean, boolean)', 'EXECUTE') END "
             "FROM pg_roles r WHERE r.rolname = current_user")
         (role, sup, repl, bypass, version, version_num, archive_command, in_recovery,
-         may_switch) = await cur.fetchone()
+         may_switch, may_backup) = await cur.fetchone()
         try:
             await cur.execute("SELECT current_setting('data_directory')")
             (data_directory,) = await cur.fetchone()
@@ -125,7 +167,7 @@ async def _facts(conn: psycopg.AsyncConnection) -> dict:
             data_directory = None
     return {"role": role, "super": sup, "replication": repl, "bypassrls": bypass, "version": version,
             "version_num": version_num, "archive_command": archive_command, "in_recovery": in_recovery,
-            "may_switch": may_switch, "data_directory": data_directory}
+            "may_switch": may_switch, "may_backup": may_backup, "data_directory": data_directory}
 
 
 def _version_check(facts: dict) -> Check:
