@@ -20,7 +20,7 @@ from typing import Any
 from app.cli_locations import copy_text
 
 from core.config import Config, resolve_passphrase
-from core.errors import SourceError
+from core.errors import DaemonConnectionLost, DaemonError, SourceError
 from core.jobs.api import EngineClient, Job, JobEvent, JobState, connect_engine
 from core.jobs.codec import event_to_dict, job_to_dict
 from core.text import human_bytes, shown, shown_lines
@@ -116,7 +116,12 @@ async def cmd_backup(svc: Any, args: Any, out: Any) -> int:
         if engine.mode == "daemon":
             _note(f"job {job.id} runs in the daemon; Ctrl-C stops watching, not the job")
         loop.add_signal_handler(signal.SIGINT, interrupted.set)
-        final = await _watch(engine, events, job, interrupted, tty=sys.stderr.isatty() and not out.json)
+        try:
+            final = await _watch(engine, events, job, interrupted, tty=sys.stderr.isatty() and not out.json)
+        except DaemonConnectionLost:
+            if engine.mode != "daemon":
+                raise
+            return _lost(job.id, job, "running")
         if final is None:  # interrupted
             if engine.mode == "daemon":
                 _note(f"stopped watching; job {job.id} goes on in the daemon (axisor-backup jobs --follow {job.id})")
@@ -127,7 +132,26 @@ async def cmd_backup(svc: Any, args: Any, out: Any) -> int:
         return _backup_outcome(final, out)
     finally:
         loop.remove_signal_handler(signal.SIGINT)
+        await _close(engine)
+
+
+async def _close(engine: EngineClient) -> None:
+    try:
         await engine.close()
+    except (DaemonError, OSError):
+        pass  # the daemon is gone already: nothing left to close
+
+
+def _lost(job_id: str | None, job: Job | None, doing: str = "following") -> int:
+    """The daemon's connection dropped under us: one line, exit 21 (DaemonError)."""
+    from core.jobs.recovery import lost_connection_message
+
+    if job_id is None:
+        _note("the daemon stopped while following its job events (connection lost); any job it left running "
+              "is recovered at its next start — see `axisor-backup jobs`")
+    else:
+        _note(lost_connection_message(job_id, job, doing))
+    return DaemonError.exit_code
 
 
 async def _watch(engine: EngineClient, events: Any, job: Job, interrupted: asyncio.Event, *,
@@ -236,12 +260,22 @@ def _duration(job: Job) -> str:
     return f"{(end - job.started_at).total_seconds():.1f}s"
 
 
+def _interrupted_note(job: Job) -> str:
+    """The table's short form: whose death, then what was done (`jobs ID` has it all)."""
+    result = job.result or {}
+    pid = (result.get("interrupted") or {}).get("daemon_pid", "?")
+    summary = (result.get("recovery") or {}).get("summary") or "recovered at the daemon's next start"
+    return f"daemon pid {pid} died; {summary}"
+
+
 def _jobs_table(jobs: list[Job]) -> str:
     if not jobs:
         return "no jobs yet"
     rows = [("ID", "KIND", "STATE", "ORIGIN", "CREATED", "TOOK", "NOTE")]
     for j in jobs:
         note = j.error or ""
+        if j.state == JobState.INTERRUPTED:
+            note = _interrupted_note(j)
         if j.state == JobState.RUNNING and j.progress is not None:
             note = _progress_line(j).split(": ", 1)[1]
         rows.append((j.id, j.kind, j.state.value, j.origin, _when(j), _duration(j), _one_line(note)[:80]))
@@ -282,7 +316,7 @@ async def cmd_jobs(svc: Any, args: Any, out: Any) -> int:
         out.emit({"jobs": [job_to_dict(j) for j in jobs], "mode": engine.mode}, lambda: _jobs_table(jobs))
         return 0
     finally:
-        await engine.close()
+        await _close(engine)
 
 
 def _print_event(event: JobEvent, out: Any) -> None:
@@ -322,9 +356,20 @@ async def _follow(engine: EngineClient, args: Any, out: Any) -> int:
                     nxt.cancel()
                     return 0 if target is None else EXIT_INTERRUPTED
                 event = nxt.result()
-                if event is None:
-                    _note("the daemon closed the event stream")
-                    return 0 if target is None else _exit_of(await engine.get(target.id))
+                if event is None:  # the stream ended: the daemon stopped, or only closed the stream
+                    try:
+                        if target is None:
+                            await engine.list(limit=1)
+                            _note("the daemon closed the event stream")
+                            return 0
+                        final = await engine.get(target.id)
+                    except DaemonConnectionLost:
+                        return _lost(target.id if target else None, target)
+                    if final.state.finished:
+                        _print_event(JobEvent("finished", final), out)
+                    else:
+                        _note("the daemon closed the event stream")
+                    return _exit_of(final)
                 if target is not None and event.job.id != target.id:
                     continue
                 _print_event(event, out)

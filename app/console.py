@@ -193,7 +193,11 @@ class ConsoleApp(App):
         return await super().run_action(action, default_namespace, namespaces)
 
     def action_go(self, mode: str) -> None:
+        # A screen key opens that screen itself, never the sub-screen last left open in it
+        # (a snapshot's files, a job's detail): the key grammar of docs/CONSOLE.md.
         self.switch_mode(mode)
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
 
     def action_back(self) -> None:
         if len(self.screen_stack) > 1:

@@ -150,6 +150,7 @@ STATE_MARK = {
     JobState.COMPLETED: "✔ done",
     JobState.FAILED: "✘ FAILED",
     JobState.CANCELLED: "■ cancelled",
+    JobState.INTERRUPTED: "↯ interrupted",  # its daemon died: not damage (core/jobs/recovery.py)
 }
 
 

@@ -19,7 +19,7 @@ from screens.messages import DataLoaded, JobLogLine
 class JobDetailScreen(ConsoleScreen):
     MUTATING = frozenset({"cancel"})
     BINDINGS = [
-        Binding("x", "cancel", "Cancel job", id="job.cancel", tooltip="Cancel this job (asks first)"),
+        Binding("k", "cancel", "Cancel job", id="job.cancel", tooltip="Cancel this job (asks first)"),
         Binding("escape", "app.pop_screen", "Back", id="job.back", tooltip="Back to the list"),
     ]
 

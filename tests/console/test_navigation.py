@@ -77,7 +77,7 @@ async def test_read_only_disables_every_changing_action(platform):
         assert any("read-only console" in m and "Back up now" in m and "--read-only" in m for m in said), said
         await pilot.press("v")
         await settle(pilot, app)
-        await pilot.press("q")  # quick verify
+        await pilot.press("n")  # quick verify
         await settle(pilot, app)
         assert sum("read-only console" in n.message for n in app._notifications) == 2
         states = {a.binding.action: a.enabled for a in app.screen.active_bindings.values()}
