@@ -78,6 +78,22 @@ def test_working_archiving_passes_every_check(working) -> None:
     assert [x["name"] for x in db["checks"]] == names[:-1]
 
 
+def test_archiving_into_another_place_is_named(working) -> None:
+    """An archive_command that succeeds but stores elsewhere: said so, not "wait longer"."""
+    c, sr = working
+    c.psql("ALTER SYSTEM SET archive_command = '/bin/true %p'")
+    c.psql("SELECT pg_reload_conf()")
+    sr.write_config(_config(c, 2))
+    try:
+        r = sr.cli("backup", timeout=120)
+        assert r.code == 18, r.out + r.err
+        assert "is going elsewhere" in r.err and "but not into this repository" in r.err, r.err
+    finally:
+        sr.write_config(_config(c, WORKING))
+        c.psql(f"ALTER SYSTEM SET archive_command = '{sr.archive_command()}'")
+        c.psql("SELECT pg_reload_conf()")
+
+
 @pytest.mark.skipif(not ROOT, reason="needs root: the test runs commands as root against postgres's repository")
 def test_another_os_user_is_named_and_checked(working) -> None:
     c, sr = working
@@ -133,6 +149,7 @@ def test_failing_archive_command_fails_the_check_and_the_backup_in_time(broken) 
     assert f"did not arrive in the repository within {TIMEOUT} s" in r.err and "pg_stat_archiver" in r.err
     assert "database check" in r.err
     assert not list((sr.repo / "snapshots").iterdir())
+
 
 
 def test_a_base_backups_own_last_segment_is_waited_for_boundedly(broken) -> None:

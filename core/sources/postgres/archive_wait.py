@@ -73,7 +73,8 @@ def _when(value: object) -> str:
     return value.isoformat(timespec="seconds") if isinstance(value, datetime) else str(value)
 
 
-async def archiver_report(conn: psycopg.AsyncConnection, target: PgTarget, timeout: float) -> tuple[str, str]:
+async def archiver_report(conn: psycopg.AsyncConnection, target: PgTarget, timeout: float,
+                          segment: str | None = None) -> tuple[str, str]:
     """What the server says about its archiver: (state, text). state is "failing", "behind"
     (it archived something within the last ``timeout`` seconds and failed at nothing since:
     working through a backlog) or "not working"; text quotes pg_stat_archiver's last failure
@@ -87,6 +88,10 @@ async def archiver_report(conn: psycopg.AsyncConnection, target: PgTarget, timeo
     except psycopg.Error as exc:
         return "not working", f"pg_stat_archiver could not be read: {target.scrub(str(exc).strip())}; {LOG_HINT}"
     ok_text = f"last archived {last_ok} at {_when(last_ok_time)}" if last_ok else "nothing archived yet"
+    if segment and last_ok and last_ok[:8] == segment[:8] and last_ok[:24] >= segment:
+        return "going elsewhere", (
+            f"pg_stat_archiver: the server archived it ({ok_text}), but not into this repository: its "
+            "archive_command pushes somewhere else (`axisor-backup database archiving` shows the one to use)")
     if last_bad_time is not None and (last_ok_time is None or last_bad_time >= last_ok_time):
         state = "failing"
     elif last_ok_time is not None and (now - last_ok_time).total_seconds() <= timeout:
@@ -130,8 +135,8 @@ async def _log_lines(conn: psycopg.AsyncConnection) -> list[str]:
 
 
 async def not_archived(conn: psycopg.AsyncConnection, target: PgTarget, what: str,
-                       timeout: float) -> ArchivingNotReady:
-    state, why = await archiver_report(conn, target, timeout)
+                       timeout: float, segment: str | None = None) -> ArchivingNotReady:
+    state, why = await archiver_report(conn, target, timeout, segment)
     return ArchivingNotReady(
         f"WAL archiving of {target.describe()} is {state}: {what} did not arrive in the repository "
         f"within {timeout:g} s ([database] archive_timeout_seconds); {why}. "
@@ -168,7 +173,7 @@ async def backup_physical_bounded(repo: Repository, db: DatabaseConfig, **kwargs
                 segment = await force_switch(conn)
                 if await wait_archived(repo.backend, segment, timeout) is None:
                     raise await not_archived(conn, target, f"WAL segment {segment} (switched before the backup)",
-                                             timeout)
+                                             timeout, segment)
         except psycopg.Error as exc:
             raise target.failed("checking WAL archiving of", exc) from None
         return await bounded(backup_physical(repo, db, **kwargs), conn, target, timeout, since)

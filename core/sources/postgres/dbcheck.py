@@ -344,7 +344,7 @@ async def _switch_check(conn: psycopg.AsyncConnection, target: PgTarget, backend
         segment = await force_switch(conn)
         took = await wait_archived(backend, segment, timeout)
         if took is None:
-            state, why = await archiver_report(conn, target, timeout)
+            state, why = await archiver_report(conn, target, timeout, segment)
             return Check(name, False, f"WAL segment {segment} did not arrive in the repository within {timeout:g} s "
                                       f"([database] archive_timeout_seconds): archiving is {state}; {why}")
     except psycopg.Error as exc:
