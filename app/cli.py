@@ -7,7 +7,8 @@ or restore finished with warnings,
 11 source unreadable, 12 restore refused, 13 snapshot not found, 14 database error (connection,
 pg_dump, pg_restore), 15 PostgreSQL tools missing or too old, 16 restored row counts differ
 from the snapshot, 17 WAL file already archived with different content (wal-push), 18 database
-archiving settings not ready (database archiving), 22 backup stalled (no byte read for [engine]
+not ready: archiving settings (database archiving), a failed `database check`, WAL not archived
+within archive_timeout_seconds (physical backup), 22 backup stalled (no byte read for [engine]
 stall_timeout_seconds), 23 restore finished with some files partial (damaged or missing blobs),
 130 interrupted.
 """
@@ -41,7 +42,7 @@ from core.fsmeta.describe import as_json, attributes, marks
 from core.repository.keys import MIN_PASSPHRASE
 from core import scrub
 from core.errors import (
-    AxisorError, PartialRestore, RestoreRefused, RestoreValidationFailed, UsageError, VerificationFailed,
+    ArchivingNotReady, AxisorError, PartialRestore, RestoreRefused, RestoreValidationFailed, UsageError, VerificationFailed,
 )
 from core.jobs.api import JobState
 from core.repository.snapshot import Snapshot
@@ -193,7 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("config", parents=[common], help="configuration")
     csub = c.add_subparsers(dest="config_command", required=True)
-    csub.add_parser("check", parents=[common], help="validate the config and report every problem")
+    cc = csub.add_parser("check", parents=[common], help="validate the config and report every problem")
+    cc.add_argument("--connect", action="store_true",
+                    help="also connect to [database] and check its version and the permissions its mode needs "
+                         "(exit 18 when a check fails, 14 when it cannot be reached)")
 
     wp = sub.add_parser("wal-push", parents=[common],
                         help="archive_command: store one WAL file (archive_command = '... wal-push %%p')")
@@ -206,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     dbsub = db.add_subparsers(dest="database_command", required=True)
     dbsub.add_parser("archiving", parents=[common],
                      help="check the server's archiving settings and print what to set (exit 18 if wrong)")
+    dbsub.add_parser("check", parents=[common],
+                     help="connect, check version, permissions and (physical) that a forced WAL segment arrives "
+                          "in the repository (exit 18 if not, 14 if unreachable)")
     dbsub.add_parser("status", parents=[common],
                      help="the WAL archive: last segment and its age, gaps, the recovery window")
 
@@ -860,7 +867,25 @@ async def cmd_wal_fetch(svc: BackupService, args, out: Output) -> int:
     return EXIT_OK
 
 
+def checks_text(report) -> str:
+    """A CheckReport (core/sources/postgres/dbcheck.py): a line per check, then the counts."""
+    mark = {True: "ok     ", False: "FAILED ", None: "not run"}
+    lines = [f"database check of {shown(report.server)} ({report.mode} mode)"]
+    lines += [f"  {mark[c.ok]} {c.name}: {shown(c.detail)}" for c in report.checks]
+    n = len(report.checks)
+    if report.passed == n:
+        lines.append(f"ok: all {n} checks passed")
+    else:
+        lines.append(f"{n} checks: {report.passed} passed, {report.failed} failed, {report.not_run} not run"
+                     + (" (exit 18)" if report.failed else ""))
+    return "\n".join(lines)
+
+
 async def cmd_database(svc: BackupService, args, out: Output) -> int:
+    if args.database_command == "check":
+        report = await svc.database_check(args.config_path)
+        out.emit(report.as_dict(), lambda: checks_text(report))
+        return EXIT_OK if report.ok else ArchivingNotReady.exit_code
     if args.database_command == "archiving":
         r = await svc.database_archiving(args.config_path)
         data = {"ok": r.ok, "server": r.server, "settings": r.settings, "problems": r.problems,
@@ -920,7 +945,7 @@ COMMANDS.update(cli_jobs.COMMANDS)
 COMMANDS.update(cli_drills.COMMANDS)
 
 
-def config_check(config_path: Path, out: Output) -> int:
+def config_check(config_path: Path, out: Output, connect: bool = False) -> int:
     try:
         cfg = load_config(config_path)
     except ConfigError as exc:
@@ -937,10 +962,32 @@ def config_check(config_path: Path, out: Output) -> int:
         return EXIT_USAGE
     # The file sources, and the database when [database] is enabled (a backup takes it too).
     sources = [*(["database"] if cfg.database.enabled else []), *(s.name for s in cfg.sources())]
-    out.emit({"ok": True, "path": str(config_path), "sources": sources},
-             lambda: f"{config_path}: ok ({len(sources)} source{'' if len(sources) == 1 else 's'}: "
-                     f"{', '.join(sources) or 'none'})")
-    return EXIT_OK
+    line = (f"{config_path}: ok ({len(sources)} source{'' if len(sources) == 1 else 's'}: "
+            f"{', '.join(sources) or 'none'})")
+    if not connect:
+        out.emit({"ok": True, "path": str(config_path), "sources": sources}, lambda: line)
+        return EXIT_OK
+    return _config_check_connect(cfg, config_path, sources, line, out)
+
+
+def _config_check_connect(cfg: Config, config_path: Path, sources: list[str], line: str, out: Output) -> int:
+    """`config check --connect`: the checks of `database check` that do not wait (no WAL switch)."""
+    from core.sources.postgres.dbcheck import run_checks
+    from core.storage.local import LocalBackend
+
+    if not cfg.database.enabled:
+        out.emit({"ok": True, "path": str(config_path), "sources": sources, "database": None},
+                 lambda: f"{line}\ndatabase: not enabled ([database] enabled = false), nothing to connect to")
+        return EXIT_OK
+    try:
+        report = asyncio.run(run_checks(cfg.database, config_path, LocalBackend(cfg.storage.local_path),
+                                        passphrase_file=cfg.storage.passphrase_file, wait=False))
+    except AxisorError as exc:
+        Output.note(f"error: {exc}")
+        return exc.exit_code
+    out.emit({"ok": report.ok, "path": str(config_path), "sources": sources, "database": report.as_dict()},
+             lambda: f"{line}\n{checks_text(report)}")
+    return EXIT_OK if report.ok else ArchivingNotReady.exit_code
 
 
 def _missing_extras(cfg: Config) -> list[ConfigProblem]:
@@ -1010,7 +1057,7 @@ def _main(argv: list[str] | None) -> int:
     out = Output(args.json)
     config_path = args.config or default_config_path()
     if args.command == "config":
-        return config_check(config_path, out)
+        return config_check(config_path, out, connect=args.connect)
     try:
         config = load_config(config_path)
     except ConfigError as exc:

@@ -143,6 +143,10 @@ class DatabaseConfig:
     # Point-in-time recovery must reach back this far: prune keeps the base backup (and the
     # WAL after it) that recovery to the window's start begins from. 0: no such guard.
     pitr_window_days: int = 7
+    # Physical mode: how long `database check` and the check before each base backup wait
+    # for a forced WAL segment to arrive in the repository, and how long a base backup
+    # waits for its own last segment, before failing with the archiver's last error.
+    archive_timeout_seconds: int = 60
     row_checksums: bool = True  # logical backups: a checksum of every table's rows, beside exact counts
     # Logical backups store pg_dumpall --globals-only beside the dump; role passwords (hashes)
     # only when asked (then pg_dumpall must run as a superuser).
@@ -836,6 +840,7 @@ _DATABASE = _Section(
         "frequency": _Field(_choice("hourly", "daily", "weekly")),
         "retention_days": _Field(_integer(1)),
         "pitr_window_days": _Field(_integer(0, 3650)),
+        "archive_timeout_seconds": _Field(_integer(1, 86400)),
         "row_checksums": _Field(_boolean),
         "globals_with_passwords": _Field(_boolean),
         "compression": _Field(_boolean),

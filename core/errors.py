@@ -90,6 +90,14 @@ class ToolVersionMismatch(DatabaseError):
     exit_code = 15
 
 
+class ArchivingNotReady(DatabaseError):
+    """Physical mode: WAL archiving is not set up, or a WAL segment did not arrive in the
+    repository within [database] archive_timeout_seconds (`database check`, the check
+    before a base backup, a base backup's last segment), or `database check` failed."""
+
+    exit_code = 18
+
+
 class RestoreValidationFailed(AxisorError):
     """A database restore finished, but the restored row counts differ from the snapshot's."""
 

@@ -8,6 +8,7 @@ a pack or a key file themselves.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import os
 from collections.abc import AsyncIterator, Callable
@@ -244,6 +245,7 @@ class BackupService:
         elif database is not None and self._repo is None:
             # psycopg's imports (~0.15 s) run on a thread while the passphrase's scrypt runs.
             preload = asyncio.ensure_future(asyncio.to_thread(importlib.import_module, "psycopg"))
+        other_user = self.other_user_warning("backup")
         try:
             repo = await self.repository(load_index=False)
             if preload is not None:
@@ -251,10 +253,25 @@ class BackupService:
             result = await run_backup(repo, specs, kind=kind, tags=tags, workers=self.workers,
                                       on_progress=on_progress, database=database, started_dump=dump,
                                       stall_timeout=self.config.engine.stall_timeout_seconds, totals=totals)
+        except AxisorError:
+            if other_user and self._on_note is not None:
+                self._on_note(f"warning: {other_user}")  # it may be why this failed
+            raise
         finally:
             if dump is not None:
                 await _stop_dump(dump)
+        if other_user:  # in the result: the job record, its log and --json carry it
+            result = dataclasses.replace(result, warnings=(other_user, *result.warnings))
         return await self._copy_after_backup(result) if copy else result
+
+    def other_user_warning(self, doing: str) -> str | None:
+        """A warning when this process runs as another OS user than the one owning the local
+        repository (core/storage/owner.py); None when they are the same."""
+        if not isinstance(self._primary, LocalBackend):
+            return None
+        from core.storage.owner import other_user_warning
+
+        return other_user_warning(self._primary.root, doing)
 
     async def _exclusively_locked(self) -> bool:
         try:
@@ -689,6 +706,9 @@ class BackupService:
         from core.sources.postgres.wal import PushResult, push
         from core.sources.postgres.wal_ahead import Markers, push_ahead
 
+        other_user = self.other_user_warning("wal-push")
+        if other_user and self._on_note is not None:
+            self._on_note(f"warning: {other_user}")  # into the server's log, beside the archiver's lines
         public = await repo_config.read_public(self.backend)
         markers = await asyncio.to_thread(Markers.open, state_dir(self.config), str(public.get("id", "")))
         if markers is not None:
@@ -721,6 +741,13 @@ class BackupService:
 
         # With backup_standby the primary archives: its settings are the ones to check.
         return await check_archiving(archiving_target(self.config.database), config_path)
+
+    async def database_check(self, config_path: Path, *, wait: bool = True):
+        """`database check`: a CheckReport (core/sources/postgres/dbcheck.py); needs no passphrase."""
+        from core.sources.postgres.dbcheck import run_checks
+
+        return await run_checks(self.config.database, config_path, LocalBackend(self.config.storage.local_path),
+                                passphrase_file=self.config.storage.passphrase_file, wait=wait)
 
     async def database_status(self) -> dict:
         from core.sources.postgres.archiving import archive_status

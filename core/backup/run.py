@@ -130,7 +130,8 @@ async def _backup_database(repo: Repository, db: DatabaseConfig, backup_set: str
     from core.sources.postgres.logical import SOURCE, backup_logical
 
     if db.mode == "physical":
-        from core.sources.postgres.physical import backup_physical as take
+        # backup_physical, with its waits for WAL archiving bounded (archive_wait.py).
+        from core.sources.postgres.archive_wait import backup_physical_bounded as take
     elif db.mode == "logical":
         take = backup_logical
     else:

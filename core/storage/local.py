@@ -4,11 +4,17 @@ Durability order for every put: write a temp file in the destination folder, fsy
 hard-link it to its final name (fails if the name exists: no overwrite, no race), fsync
 the folder, unlink the temp name. A crash leaves either no object or a whole one, plus
 at worst a ``.tmp-*`` file that ``list`` ignores.
+
+Run as root in a repository folder that belongs to another user (the server's
+``postgres``, whose ``wal-push`` writes here), every file and folder created is handed to
+that user (chown), as the repository's own files are: a root-owned 0600 lock or pack would
+be unreadable to ``wal-push`` and stall WAL archiving (core/storage/owner.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import shutil
@@ -16,6 +22,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from core.storage.owner import OsUser, chown_target
 from core.storage.backend import (
     ObjectExists,
     ObjectInfo,
@@ -49,6 +56,32 @@ def write_error(location: str, what: str, exc: OSError) -> StorageError | Storag
 class LocalBackend:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self._owner: OsUser | None = None
+        self._owner_known = False
+
+    def _handover(self) -> OsUser | None:
+        """Who new files and folders are handed to (root in another user's repository), else None."""
+        if self._owner_known:
+            return self._owner
+        owner = chown_target(self.root)
+        if owner is not None or os.geteuid() != 0 or self.root.exists():
+            self._owner, self._owner_known = owner, True
+        return owner
+
+    def _make_folder(self, folder: Path, owner: OsUser | None) -> None:
+        if owner is None:
+            folder.mkdir(parents=True, exist_ok=True)
+            return
+        if folder.is_dir():
+            return
+        if folder != self.root:
+            self._make_folder(folder.parent, owner)
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            return
+        with contextlib.suppress(OSError):  # best effort: other_user_warning has said who runs this
+            os.chown(folder, owner.uid, owner.gid)
 
     @property
     def location(self) -> str:
@@ -64,11 +97,15 @@ class LocalBackend:
         folder = final.parent
         tmp = folder / f"{TMP_PREFIX}{uuid.uuid4().hex}"
         created = False
+        owner = self._handover()
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            self._make_folder(folder, owner)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             created = True
             try:
+                if owner is not None:
+                    with contextlib.suppress(OSError):
+                        os.fchown(fd, owner.uid, owner.gid)
                 _write_parts(fd, [data] if isinstance(data, (bytes, bytearray, memoryview)) else data)
                 os.fsync(fd)
             finally:
@@ -174,10 +211,11 @@ class LocalBackend:
     async def create(self) -> None:
         def mk() -> None:
             self.root.mkdir(parents=True, exist_ok=True)
+            owner = self._handover()
             for sub in ("data", "index", "snapshots", "keys", "locks"):
-                (self.root / sub).mkdir(exist_ok=True)
+                self._make_folder(self.root / sub, owner)
             for i in range(256):
-                (self.root / "data" / f"{i:02x}").mkdir(exist_ok=True)
+                self._make_folder(self.root / "data" / f"{i:02x}", owner)
 
         try:
             await asyncio.to_thread(mk)

@@ -169,3 +169,16 @@ def test_config_rules_for_backup_standby(tmp_path: Path) -> None:
         "mode": "physical", "backup_standby": True, "primary_host": "db1", "primary_port": 5433}}, base_dir=tmp_path)
     assert (cfg.database.backup_standby, cfg.database.primary_host, cfg.database.primary_port,
             cfg.database.standby_timeout_seconds) == (True, "db1", 5433, 60)
+
+
+def test_database_check_checks_the_standby_and_the_archiving_primary(env) -> None:
+    """`database check` with backup_standby: the pair is checked, and the WAL switch is forced on
+    the primary (it archives), whose segment must arrive (tests/postgres/test_dbcheck.py: the rest)."""
+    c, s, sr = env
+    sr.write_config(_config(c, s, backup_standby="true", primary_host='"127.0.0.1"', primary_port=str(c.port)))
+    r = sr.cli("database", "check", timeout=120)
+    assert r.code == 0, (r.out, r.err)
+    lines = r.out.splitlines()
+    assert any(ln.strip().startswith("ok      standby and primary:") and "is a standby" in ln for ln in lines), r.out
+    assert any(ln.strip().startswith("ok      WAL archived:") for ln in lines), r.out
+    assert lines[-1] == "ok: all 7 checks passed", r.out
