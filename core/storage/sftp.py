@@ -34,6 +34,7 @@ from core.storage.backend import (
     ObjectExists,
     ObjectInfo,
     ObjectNotFound,
+    ObjectUnreadable,
     Payload,
     StorageError,
     StorageFull,
@@ -213,6 +214,10 @@ class SFTPBackend:
         if isinstance(exc, (asyncssh.SFTPNoSpaceOnFilesystem, asyncssh.SFTPQuotaExceeded)):
             return StorageFull(f"{where}: no space left on the server")
         if isinstance(exc, asyncssh.SFTPPermissionDenied):
+            if what.startswith("read "):
+                unreadable = ObjectUnreadable(f"{where}: permission denied on the server")
+                unreadable.reason = "cannot be read (permission denied on the server)"
+                return unreadable
             return StorageError(f"{where}: permission denied on the server")
         if isinstance(exc, (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection, asyncssh.DisconnectError,
                             asyncssh.ChannelOpenError, ConnectionError, EOFError, BrokenPipeError)):
