@@ -92,17 +92,17 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("wal", "zero-length"):     "6 0 0 6 0 0 0 9",
 }
 
-# Remote locations: a representative subset (one cell per object kind that lives at a
-# location and can be repaired or refused there). Faults are planted at the remote copy.
-REMOTE_EXPECTED: dict[tuple[str, str], str] = {
-    ("config", "deleted"):      "R 3",
-    ("index", "truncated"):     "6 9 0 0 0 0 0 0",
-    ("snapshot", "zero-length"): "6 9 0 6 0 9",
-    ("tree", "deleted"):        "6 9 0 0 0 0 0 0",
-    ("pack", "deleted"):        "6 23 0 0 0 0 0 0 0",
-    ("pack", "flipped"):        "6 23 0 0 0 0 0 0 0 0",
+# Remote locations: a representative subset, within the time the suite may take (a remote
+# cell costs about 12 s here): on both, the pack of a file only the repository holds
+# (partial restore from the copy naming it, then filled with --from local); on SFTP the
+# config lost at the copy (the backup's copy puts it back), on S3 an index file cut short
+# (repair index --location). Faults are planted at the remote copy; the primary stays whole.
+REMOTE_EXPECTED: dict[tuple[str, str, str], str] = {
+    ("sftp", "pack", "deleted"):    "6 23 0 0 0 0 0 0 0",
+    ("sftp", "config", "deleted"):  "3 3 0 0 0 0",
+    ("s3", "pack", "deleted"):      "6 23 0 0 0 0 0 0 0",
+    ("s3", "index", "truncated"):   "6 9 0 0 0 0 0 0",
 }
-REMOTE_BACKENDS = ("sftp", "s3")
 
 # Cells whose outcome is a limitation, not a pass: shown as such in docs/RELIABILITY.md.
 KNOWN: dict[tuple[str, str, str], str] = {
@@ -151,13 +151,12 @@ def local_results(world) -> dict[tuple[str, str], F.CellResult]:
 def remote_results(world, openssh_sftp, moto_s3) -> dict[tuple[str, str, str], F.CellResult]:  # noqa: F811
     out = {}
     servers = {"sftp": openssh_sftp, "s3": moto_s3}
-    for kind in REMOTE_BACKENDS:
-        for obj, fault in REMOTE_EXPECTED:
-            cell = F.remote_cell(world, world.base.parent / f"{kind}-{obj}-{fault}", obj, fault, kind, servers[kind])
-            out[kind, obj, fault] = F.run_cell(cell, obj, fault, backend=kind)
-            shutil.rmtree(cell.root, ignore_errors=True)
-            if cell.where is not None:
-                shutil.rmtree(cell.where, ignore_errors=True)
+    for kind, obj, fault in REMOTE_EXPECTED:
+        cell = F.remote_cell(world, world.base.parent / f"{kind}-{obj}-{fault}", obj, fault, kind, servers[kind])
+        out[kind, obj, fault] = F.run_cell(cell, obj, fault, backend=kind)
+        shutil.rmtree(cell.root, ignore_errors=True)
+        if cell.where is not None:
+            shutil.rmtree(cell.where, ignore_errors=True)
     return out
 
 
@@ -193,17 +192,22 @@ def test_local_cell(local_results, obj, fault):
     _check(local_results[obj, fault], EXPECTED[obj, fault])
 
 
-@pytest.mark.parametrize("backend", REMOTE_BACKENDS)
 @pytest.mark.parametrize("cell", list(REMOTE_EXPECTED), ids="-".join)
-def test_remote_cell(remote_results, backend, cell):
-    _check(remote_results[(backend, *cell)], REMOTE_EXPECTED[cell])
+def test_remote_cell(remote_results, cell):
+    _check(remote_results[cell], REMOTE_EXPECTED[cell])
 
 
 def test_reliability_doc_is_what_the_suite_measures(local_results, remote_results):
     results = [local_results[obj, fault] for obj in F.OBJECTS for fault in F.FAULTS]
-    results += [remote_results[kind, obj, fault] for kind in REMOTE_BACKENDS for obj, fault in REMOTE_EXPECTED]
+    results += [remote_results[cell] for cell in REMOTE_EXPECTED]
     text = F.render(results, KNOWN, SKIPPED)
     if os.environ.get("AXISOR_WRITE_RELIABILITY") == "1":
         DOC.write_text(text, encoding="utf-8")
-    assert DOC.is_file() and DOC.read_text(encoding="utf-8") == text, (
-        "docs/RELIABILITY.md differs from what the fault matrix measures: run scripts/reliability-matrix")
+    committed = DOC.read_text(encoding="utf-8") if DOC.is_file() else ""
+    if committed != text:
+        import difflib
+
+        diff = "".join(difflib.unified_diff(committed.splitlines(True), text.splitlines(True), "committed",
+                                            "measured", n=0))
+        pytest.fail(f"docs/RELIABILITY.md differs from what the fault matrix measures (run "
+                    f"scripts/reliability-matrix):\n{diff[:6000]}")
