@@ -91,7 +91,9 @@ def _site(tmp_path: Path, loc) -> tuple[Path, Path, Path]:
 
 def _check(tmp_path: Path, src: Path, cfg: Path, state: Path, listing) -> None:
     before = listing()
-    for args in (("snapshots",), ("ls", "latest", "--from", "vault"), ("verify", "--from", "vault"),
+    r = F.cli(cfg, state, "snapshots")
+    assert r.code == 0 and "Traceback" not in r.err and "vault" in r.out and "?vault" not in r.out, r
+    for args in (("ls", "latest", "--from", "vault"), ("verify", "--from", "vault"),
                  ("restore", "latest", "--from", "vault", "--target", str(tmp_path / "out"))):
         r = F.cli(cfg, state, *args)
         assert r.code == 0, r
@@ -131,7 +133,23 @@ def test_s3_read_only_credential(moto_s3, tmp_path):  # noqa: F811
         proxy.server_close()
 
 
-def test_sftp_folder_the_user_may_not_write(openssh_sftp, tmp_path):  # noqa: F811
+@pytest.fixture
+def keys_readable_by_nobody(openssh_sftp):  # noqa: F811
+    """sshd reads AuthorizedKeysFile as the user logging in: for ``nobody`` to log in, the
+    fixture's file and the folders above it are opened to others while the test runs."""
+    keys = openssh_sftp.key_file.parent / "authorized_keys"
+    paths = [keys, *[p for p in keys.parents if str(p).startswith("/tmp/") or str(p) == "/tmp"]]
+    modes = {p: p.stat().st_mode & 0o7777 for p in paths}
+    try:
+        for p in paths:
+            p.chmod(modes[p] | (0o004 if p == keys else 0o001))
+        yield
+    finally:
+        for p, mode in modes.items():
+            p.chmod(mode)
+
+
+def test_sftp_folder_the_user_may_not_write(openssh_sftp, keys_readable_by_nobody, tmp_path):  # noqa: F811
     if os.geteuid() != 0:
         pytest.skip("needs root to hand the folder to another login user")
     share = Path(tempfile.mkdtemp(dir="/tmp", prefix="axro."))
