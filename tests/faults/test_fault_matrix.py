@@ -186,6 +186,23 @@ def _check(r: F.CellResult, expected: str) -> None:
             assert s.note == "filled", detail  # restore --from the primary filled the partial files
 
 
+def test_init_refuses_a_folder_whose_config_was_lost(world, tmp_path):
+    """`init` over a repository that lost its config would write a new config and key beside
+    the old key files: the old data unreadable for good. It refuses, names the runbook,
+    writes nothing."""
+    repo = tmp_path / "repo"
+    shutil.copytree(world.repo, repo, symlinks=True)
+    (repo / "config").unlink()
+    before = sorted(p.relative_to(repo) for p in repo.rglob("*"))
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(F._config_text(repo, world.src))
+    r = F.cli(cfg, tmp_path / "state", "init")
+    assert r.code == 1, r
+    assert "without a config" in r.err and "OPERATIONS.md" in r.err and "Traceback" not in r.err, r
+    assert sorted(p.relative_to(repo) for p in repo.rglob("*")) == before
+    assert not (repo / "config").exists()
+
+
 @pytest.mark.parametrize("obj", F.OBJECTS)
 @pytest.mark.parametrize("fault", F.FAULTS)
 def test_local_cell(local_results, obj, fault):

@@ -25,7 +25,7 @@ import pytest
 
 import fault_support as F
 from locations_support import remote_fields, remote_toml
-from servers import moto_s3, openssh_sftp, remote_config  # noqa: F401  (fixtures)
+from servers import moto_s3, remote_config  # noqa: F401  (fixtures)
 
 NOTE = "note: no lock taken because the storage refuses writes"
 DENIED = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
@@ -134,40 +134,61 @@ def test_s3_read_only_credential(moto_s3, tmp_path):  # noqa: F811
 
 
 @pytest.fixture
-def keys_readable_by_nobody(openssh_sftp):  # noqa: F811
-    """sshd reads AuthorizedKeysFile as the user logging in: for ``nobody`` to log in, the
-    fixture's file and the folders above it are opened to others while the test runs."""
-    keys = openssh_sftp.key_file.parent / "authorized_keys"
-    paths = [keys, *[p for p in keys.parents if str(p).startswith("/tmp/") or str(p) == "/tmp"]]
-    modes = {p: p.stat().st_mode & 0o7777 for p in paths}
-    try:
-        for p in paths:
-            p.chmod(modes[p] | (0o004 if p == keys else 0o001))
-        yield
-    finally:
-        for p, mode in modes.items():
-            p.chmod(mode)
+def sshd_for_nobody():
+    """OpenSSH's sshd (as tests/servers.py starts it) whose keys live in a folder every user
+    can read: sshd reads AuthorizedKeysFile as the user logging in, and the session
+    fixture's is under pytest's 0700 temporary folder. Yields (server, share folder)."""
+    import servers as S
 
-
-def test_sftp_folder_the_user_may_not_write(openssh_sftp, keys_readable_by_nobody, tmp_path):  # noqa: F811
     if os.geteuid() != 0:
         pytest.skip("needs root to hand the folder to another login user")
-    share = Path(tempfile.mkdtemp(dir="/tmp", prefix="axro."))
-    share.chmod(0o755)
+    if not S.SSHD.exists():
+        pytest.fail(f"{S.SSHD} is missing; run scripts/bootstrap (it installs openssh-server)")
+    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="axro."))
+    base.chmod(0o755)
+    share = base / "share"
+    share.mkdir(mode=0o755)
+    host_path, client_path, fingerprint, host_key = S._write_keys(base)
+    keys = base / "authorized_keys"
+    keys.write_text(Path(str(client_path) + ".pub").read_text())
+    keys.chmod(0o644)
+    port = S.free_port()
+    config = base / "sshd_config"
+    config.write_text("\n".join([
+        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {host_path}", f"PidFile {base / 'sshd.pid'}",
+        f"AuthorizedKeysFile {keys}", "PubkeyAuthentication yes", "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password", "UsePAM yes", "StrictModes no",
+        "Subsystem sftp internal-sftp", "LogLevel VERBOSE"]) + "\n")
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    proc = subprocess.Popen([str(S.SSHD), "-D", "-f", str(config), "-E", str(base / "sshd.log")],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        loc = remote_config("sftp", replace(openssh_sftp, root=share, prefix_base=str(share)))
-        src, cfg, state = _site(tmp_path, loc)  # written as root (the test server's login)
-        folder = share / loc.path_prefix.removeprefix(str(share)).strip("/")
-        for p in [folder, *folder.rglob("*")]:
-            os.chown(p, F.NOBODY, F.NOBODY)
-            p.chmod(0o555 if p.is_dir() else 0o444)  # the owner may read, not write
-        nobody = replace(loc, username="nobody")
-        cfg.write_text(F._config_text(tmp_path / "repo", src, remote_toml("vault", **remote_fields(nobody))))
-
-        def listing():
-            return sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*"))
-
-        _check(tmp_path, src, cfg, state, listing)
+        S.wait_for_port(port, proc=proc)
+        known = S._known_hosts(base, port, host_key)
+        yield S.SFTPServer("127.0.0.1", port, "nobody", share, str(share), client_path, known, fingerprint,
+                           lambda: None), share
     finally:
-        subprocess.run(["chmod", "-R", "u+w", str(share)], check=False)
-        shutil.rmtree(share, ignore_errors=True)
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        subprocess.run(["chmod", "-R", "u+w", str(base)], check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_sftp_folder_the_user_may_not_write(sshd_for_nobody, tmp_path):
+    server, share = sshd_for_nobody
+    loc = remote_config("sftp", server)
+    folder = share / loc.path_prefix.removeprefix(str(share)).strip("/")
+    folder.mkdir(mode=0o755)
+    os.chown(folder, F.NOBODY, F.NOBODY)
+    src, cfg, state = _site(tmp_path, loc)  # written as nobody, the folder's owner
+    for p in [folder, *folder.rglob("*")]:
+        p.chmod(0o555 if p.is_dir() else 0o444)  # now the owner may read, not write
+
+    def listing():
+        return sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*"))
+
+    _check(tmp_path, src, cfg, state, listing)
