@@ -480,12 +480,18 @@ def local_cell(world: World, root: Path, obj: str, fault: str) -> Cell:
     root.mkdir(parents=True)
     os.chmod(root, 0o755)
     repo = root / "repo"
-    shutil.copytree(world.repo, repo, symlinks=True)
+    # Root reads a mode-000 file: a removed permission is only seen by another user.
+    user = NOBODY if os.geteuid() == 0 and fault == "unreadable" else None
+    # Hard links: the program never changes an object in place (it writes a new file and
+    # renames it, and deletes by unlinking), so a linked copy is private to the cell; the
+    # victim is copied before its fault, and a cell that changes owners copies everything.
+    shutil.copytree(world.repo, repo, symlinks=True, copy_function=shutil.copy2 if user else os.link)
+    victim = repo / world.victims[obj]
+    victim.unlink()
+    shutil.copy2(world.repo / world.victims[obj], victim)
     cfg, state = root / "config.toml", root / "state"
     cfg.write_text(_config_text(repo, world.src))
     state.mkdir()
-    # Root reads a mode-000 file: a removed permission is only seen by another user.
-    user = NOBODY if os.geteuid() == 0 and fault == "unreadable" else None
     if user is not None:
         chown_tree(root, user)
     cell = Cell(world, root, cfg, state, user, None, repo)
