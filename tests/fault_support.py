@@ -696,7 +696,7 @@ def render(results: list[CellResult], known: dict[tuple[str, str, str], str], sk
     for r in results:
         if r.backend not in backends:
             backends.append(r.backend)
-    total = {"cells": 0, "survived": 0, "collateral": 0, "known": 0}
+    total = {"cells": 0, "survived": 0, "collateral": 0, "known": 0, "unnamed": 0}
     for backend in backends:
         rows = [r for r in results if r.backend == backend]
         lines.append(f"## {backend}\n")
@@ -716,6 +716,7 @@ def render(results: list[CellResult], known: dict[tuple[str, str, str], str], sk
             total["cells"] += 1
             total["collateral"] += len(r.collateral)
             total["known"] += bool(k)
+            total["unnamed"] += len(r.lost) > len(r.named)
             total["survived"] += not (r.tracebacks or r.collateral or (r.refused and not r.untouched))
         lines.append("")
     lines.append("## Totals\n")
@@ -723,6 +724,8 @@ def render(results: list[CellResult], known: dict[tuple[str, str, str], str], sk
     lines.append(f"- survived (no traceback, the documented exit codes, nothing lost that did not depend on "
                  f"the faulted object): {total['survived']}")
     lines.append(f"- files lost that were intact before the fault (collateral): {total['collateral']}")
+    lines.append(f"- cells where something was lost without being named: {total['unnamed']} (each a known "
+                 "limitation: the only trace of what was lost was the object the fault deleted)")
     lines.append(f"- known limitations (marked in the tables): {total['known']}")
     return "\n".join(lines) + "\n"
 
