@@ -108,8 +108,9 @@ REMOTE_EXPECTED: dict[tuple[str, str, str], str] = {
 KNOWN: dict[tuple[str, str, str], str] = {
     ("snapshot", "deleted", "local"): "a deleted manifest leaves no trace; files only it held are lost unnamed",
     ("wal", "deleted", "local"): "a deleted WAL manifest reads as not archived; verify cannot know it existed",
-    ("lock", "unreadable", "local"): "a lock the process cannot read blocks every command until its "
-                                     "permissions are fixed or it is removed",
+    ("lock", "unreadable", "local"): "a lock the process cannot read may be another user's live lock: every "
+                                     "command stops (exit 1, naming it) until its permissions are fixed or it "
+                                     "is removed",
     ("pack", "unreadable", "local"): "repair leaves a pack it cannot read alone; verify names it until its "
                                      "permissions are fixed",
     ("tree", "unreadable", "local"): "repair leaves a pack it cannot read alone; verify names it until its "
@@ -174,8 +175,10 @@ def _check(r: F.CellResult, expected: str) -> None:
     if r.refused:
         assert r.untouched, f"a refusal changed the location: {r.refused}"
         if r.obj in ("config", "key"):
-            assert "OPERATIONS.md" in r.refused or r.obj == "lock", r.refused  # the runbook is named
+            assert "OPERATIONS.md" in r.refused, r.refused  # the runbook is named
             assert "passphrase" not in r.refused, r.refused  # damaged, never "wrong passphrase"
+        if r.obj == "lock":
+            assert "the lock locks/" in r.refused and "same user" in r.refused, r.refused
     else:
         assert r.intact_restored == r.intact_expected, (r.intact_restored, r.intact_expected, detail)
         known = KNOWN.get((r.obj, r.fault, r.backend))
