@@ -26,13 +26,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 
 from app import cli_drills, cli_jobs, cli_locations, cli_prune, cli_repair, cli_schedules
 from app.process import tune_process
 from core.backup import watchdog
 from core.config import (
-    Config, ConfigError, PassphraseError, default_config_path, insecure_endpoint, load_config,
+    Config, ConfigError, ConfigProblem, PassphraseError, default_config_path, insecure_endpoint, load_config,
     resolve_passphrase,
 )
 from core import __version__
@@ -42,6 +43,7 @@ from core import scrub
 from core.errors import (
     AxisorError, PartialRestore, RestoreRefused, RestoreValidationFailed, UsageError, VerificationFailed,
 )
+from core.jobs.api import JobState
 from core.repository.snapshot import Snapshot
 from core.service import BackupService
 from core.text import human_bytes, shown, shown_lines
@@ -125,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --target-db: restore only this table and what it needs (repeatable)")
     r.add_argument("--schema", action="append", default=[], metavar="NAME",
                    help="with --target-db: restore only this schema's tables and objects (repeatable)")
+    r.add_argument("--roles", action="store_true",
+                   help="with --target-db: first create the snapshot's roles the target cluster lacks (from the "
+                        "globals stored with the backup; existing roles are never changed), so ownership is carried")
     r.add_argument("--to-time", metavar="TIMESTAMP",
                    help="point-in-time recovery of the database (ISO 8601; local time without an offset) "
                         "into --target-dir, from a physical base backup and the archived WAL")
@@ -356,8 +361,8 @@ async def cmd_restore(svc: BackupService, args, out: Output) -> int:
         raise UsageError("restore needs --target FOLDER (files) or --target-db URL (a database snapshot)")
     if args.force:
         raise UsageError("--force only applies to --target-db")
-    if args.table or args.schema:
-        raise UsageError("--table and --schema only apply to --target-db")
+    if args.table or args.schema or args.roles:
+        raise UsageError("--table, --schema and --roles only apply to --target-db")
     if args.preserve_privileges and os.geteuid() != 0:
         raise UsageError("--preserve-privileges needs root: only root can restore setuid/setgid bits and file "
                          "capabilities (without it they are stripped)")
@@ -531,9 +536,10 @@ async def _restore_pitr(svc: BackupService, args, out: Output) -> int:
         raise UsageError("point-in-time recovery needs both --to-time TIMESTAMP and --target-dir DIR")
     if args.source not in (None, "database"):
         raise UsageError("--to-time restores the database: use --source database (or leave it out)")
-    if args.target is not None or args.target_db is not None or args.table or args.schema or args.force:
+    if (args.target is not None or args.target_db is not None or args.table or args.schema or args.force
+            or args.roles):
         raise UsageError("--to-time restores a whole cluster into --target-dir: --target, --target-db, "
-                         "--table, --schema and --force do not apply")
+                         "--table, --schema, --force and --roles do not apply")
     if len(args.snapshot) > 1:
         raise UsageError("--to-time takes at most one base backup snapshot (default: the newest that fits)")
     target_time = parse_target_time(args.to_time)
@@ -579,7 +585,7 @@ async def _plan_database(svc: BackupService, args, out: Output) -> int:
         raise UsageError("--target-db restores exactly one database snapshot")
     snap = (await svc.resolve(args.snapshot, args.source or "database"))[0]
     plan = await svc.plan_database_restore(snap, args.target_db, force=args.force, tables=tuple(args.table),
-                                           schemas=tuple(args.schema))
+                                           schemas=tuple(args.schema), roles=args.roles)
 
     def text() -> str:
         lines = [f"{snap.short_id} into {plan['target']} would: "
@@ -588,6 +594,11 @@ async def _plan_database(svc: BackupService, args, out: Output) -> int:
                  + ("; first take a safety snapshot of it" if plan["safety_snapshot"] else "")]
         lines += [f"  {t['action']:<8} table {shown(t['table'])} ({t['rows']} rows)" for t in plan["tables"]]
         lines += [f"  keep     table {shown(t)} (not in the snapshot)" for t in plan["left_in_place"]]
+        c = plan["carry"]
+        if c["roles_to_create"]:
+            lines.append(f"  create   roles {shown(', '.join(c['roles_to_create']))} (--roles)")
+        lines += [f"  carry    {shown(x)}" for x in c["carried"]]
+        lines += [f"  not restored: {shown(n['what'])}: {shown(n['why'])}" for n in c["not_restored"]]
         if plan["refused"]:
             lines.append(f"refused: {plan['refused']}")
         return "\n".join(lines)
@@ -609,7 +620,7 @@ async def _restore_database(svc: BackupService, args, out: Output) -> int:
     if len(snaps) != 1 or snaps[0].source != "database":
         raise UsageError(f"snapshot {args.snapshot[0]} is not a database snapshot")
     report = await svc.restore_database(snaps[0], args.target_db, force=args.force,
-                                        tables=tuple(args.table), schemas=tuple(args.schema))
+                                        tables=tuple(args.table), schemas=tuple(args.schema), roles=args.roles)
     tables = [{"table": t.table, "schema": t.schema, "name": t.name, "expected": t.expected, "actual": t.actual,
                "ok": t.ok, "checksum_ok": t.checksum_ok, "note": t.note} for t in report.tables]
     validation = report.validation()
@@ -618,7 +629,9 @@ async def _restore_database(svc: BackupService, args, out: Output) -> int:
             "schema_fingerprint_match": report.schema_fingerprint_match, "tables": tables,
             "mismatches": [t for t in tables if not t["ok"]], "warnings": report.warnings,
             "partial": report.partial, "safety_snapshot": report.safety_snapshot, "restore_id": report.restore_id,
-            "large_objects": report.large_objects, "validation": validation}
+            "large_objects": report.large_objects, "validation": validation,
+            "roles_created": report.roles_created, "carried": report.carried,
+            "not_restored": [n.as_dict() for n in report.not_restored]}
 
     def text() -> str:
         v = validation
@@ -632,8 +645,8 @@ async def _restore_database(svc: BackupService, args, out: Output) -> int:
                                                    if v["skipped"] else ""),
                  f"row counts: {sum(1 for t in report.tables if t.actual == t.expected)} of {len(tables)} "
                  f"tables match the snapshot",
-                 "schema fingerprint: " + ("not compared (partial restore)" if report.schema_fingerprint_match
-                                           is None else "matches" if report.schema_fingerprint_match else "differs")]
+                 "schema fingerprint: " + (("not compared (partial restore)" if report.partial else "not compared")
+                                           if report.schema_fingerprint_match is None else "matches" if report.schema_fingerprint_match else "differs")]
         if report.safety_snapshot:
             lines.insert(0, f"safety snapshot {report.safety_snapshot[:8]} holds {report.database} as it was "
                             f"(undo: axisor-backup rollback {report.restore_id})")
@@ -651,6 +664,7 @@ async def _restore_database(svc: BackupService, args, out: Output) -> int:
                          + (f"; {t.note}" if t.note else ""))
         lines.extend(f"  skipped {shown(s['table'])}: {s['reason']}" for s in v["skipped"])
         lines.extend(f"  pg_restore: {w}" for w in report.warnings)
+        lines.extend(not_restored_lines(report.carried, report.not_restored))
         return "\n".join(lines)
 
     out.emit(data, text)
@@ -662,11 +676,34 @@ async def _restore_database(svc: BackupService, args, out: Output) -> int:
                     f"{len(data['mismatches'])} tables{' (and the large objects)' if lo_bad else ''}"
                     f"{': ' + named if named else ''} (exit {RestoreValidationFailed.exit_code})")
         return RestoreValidationFailed.exit_code
+    if report.not_restored:
+        Output.note(f"warning: {len(report.not_restored)} items were not restored (listed above: what and why) "
+                    f"(exit {EXIT_WARNINGS})")
+        return EXIT_WARNINGS
     return EXIT_OK
 
 
+def not_restored_lines(carried: list[str], missed: list) -> list[str]:
+    """The end of a database restore's text: what was carried, then what was not and why."""
+    lines = [f"carried: {shown(c)}" for c in carried]
+    if not missed:
+        lines.append("not restored: nothing (ownership, privileges, policies and database properties carried)")
+        return lines
+    lines.append(f"not restored ({len(missed)}):")
+    lines.extend(f"  {shown(n.what)}: {shown(n.why)}" for n in missed)
+    return lines
+
+
 async def cmd_verify(svc: BackupService, args, out: Output) -> int:
-    report = await svc.verify(full=args.full, snapshot_refs=args.snapshot)
+    from core.jobs.record import Outcome
+
+    params = {"full": bool(args.full), "snapshots": list(args.snapshot or [])}
+    started = datetime.now(UTC)
+    try:
+        report = await svc.verify(full=args.full, snapshot_refs=args.snapshot)
+    except (Exception, KeyboardInterrupt) as exc:
+        await _record_verify(svc, params, started, Outcome.of_exception(exc))
+        raise
     data = {
         "ok": report.ok, "full": report.full, "snapshots_checked": report.snapshots_checked,
         "trees_checked": report.trees_checked, "blobs_referenced": report.blobs_referenced,
@@ -702,7 +739,23 @@ async def cmd_verify(svc: BackupService, args, out: Output) -> int:
         return "\n".join(lines)
 
     out.emit(data, text)
-    return EXIT_OK if report.ok else VerificationFailed.exit_code
+    code = EXIT_OK if report.ok else VerificationFailed.exit_code
+    await _record_verify(svc, params, started, Outcome(
+        JobState.COMPLETED if report.ok else JobState.FAILED, {**data, "exit_code": code},
+        None if report.ok else f"verification found {len(report.damage)} damaged objects"))
+    return code
+
+
+async def _record_verify(svc: BackupService, params: dict, started, outcome) -> None:
+    """The run goes into the job history that `status` and the dashboard read; a state
+    folder that refuses the record is said, and does not change the verification's verdict."""
+    from core.jobs.record import record_run
+
+    try:
+        await record_run(svc.config, "verify", params, started, outcome)
+    except AxisorError as exc:
+        print(shown_lines(f"warning: the verification is not recorded in the job history ({exc}); "
+                          "`status` and the console do not know of it"), file=sys.stderr)
 
 
 def _new_passphrase(args) -> str:
@@ -876,12 +929,32 @@ def config_check(config_path: Path, out: Output) -> int:
                   "problems": [{"key": p.key, "message": p.message} for p in exc.problems]},
                  lambda: message)
         return EXIT_USAGE
+    missing = _missing_extras(cfg)
+    if missing:
+        message = "\n".join(f"{config_path}: {p}" for p in missing)
+        out.emit({"ok": False, "path": str(config_path),
+                  "problems": [{"key": p.key, "message": p.message} for p in missing]}, lambda: message)
+        return EXIT_USAGE
     # The file sources, and the database when [database] is enabled (a backup takes it too).
     sources = [*(["database"] if cfg.database.enabled else []), *(s.name for s in cfg.sources())]
     out.emit({"ok": True, "path": str(config_path), "sources": sources},
              lambda: f"{config_path}: ok ({len(sources)} source{'' if len(sources) == 1 else 's'}: "
                      f"{', '.join(sources) or 'none'})")
     return EXIT_OK
+
+
+def _missing_extras(cfg: Config) -> list[ConfigProblem]:
+    """Locations whose storage SDK (an optional install) is missing on this host."""
+    from core.storage.extras import install_hint, missing_extra
+
+    problems = []
+    for i, loc in enumerate(cfg.storage.remote_storage):
+        extra = missing_extra(loc.provider)
+        if extra is not None:
+            problems.append(ConfigProblem(f"storage.remote_storage[{i}].provider",
+                                          f"'{loc.provider}' needs the optional {extra!r} support, which is not "
+                                          f"installed: {install_hint(extra)}"))
+    return problems
 
 
 async def run(args, config: Config, out: Output) -> int:

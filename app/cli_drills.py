@@ -16,7 +16,7 @@ from typing import Any
 
 from app import cli_jobs
 from core.config import DRILL_SCENARIOS
-from core.errors import DrillFailed, UsageError
+from core.errors import DaemonConnectionLost, DrillFailed, UsageError
 from core.jobs.api import JobState
 
 EXIT_INTERRUPTED = 130
@@ -65,7 +65,13 @@ async def cmd_drill(svc: Any, args: Any, out: Any) -> int:
         if engine.mode == "daemon":
             cli_jobs._note(f"job {job.id} runs in the daemon; Ctrl-C stops watching, not the drill")
         loop.add_signal_handler(signal.SIGINT, interrupted.set)
-        final = await cli_jobs._watch(engine, events, job, interrupted, tty=sys.stderr.isatty() and not out.json)
+        try:
+            final = await cli_jobs._watch(engine, events, job, interrupted,
+                                          tty=sys.stderr.isatty() and not out.json)
+        except DaemonConnectionLost:
+            if engine.mode != "daemon":
+                raise
+            return cli_jobs._lost(job.id, job, "running")  # the daemon died: one line, exit 21
         if final is None:
             if engine.mode == "daemon":
                 cli_jobs._note(f"stopped watching; drill job {job.id} goes on in the daemon")

@@ -20,9 +20,10 @@ from typing import Any
 from app.cli_locations import copy_text
 
 from core.config import Config, resolve_passphrase
-from core.errors import SourceError
+from core.errors import DaemonConnectionLost, DaemonError, SourceError
 from core.jobs.api import EngineClient, Job, JobEvent, JobState, connect_engine
 from core.jobs.codec import event_to_dict, job_to_dict
+from core.progress import fraction
 from core.text import human_bytes, shown, shown_lines
 
 EXIT_INTERRUPTED = 130
@@ -77,12 +78,22 @@ def _progress_line(job: Job) -> str:
     if p.current:
         parts.append(p.current)
     if p.files_done or p.files_total:
-        parts.append(f"{p.files_done}{'/' + str(p.files_total) if p.files_total else ''} files")
+        parts.append(f"{p.files_done}{'/' + str(p.files_total) if p.files_total else ''} {p.unit}")
     if p.bytes_done or p.bytes_total:
         parts.append(human_bytes(p.bytes_done) + (f" of {human_bytes(p.bytes_total)}" if p.bytes_total else ""))
+    share = fraction(p.bytes_done, p.bytes_total, final=job.state.finished)
+    if share is not None:
+        parts.append(f"{share * 100:.0f} %")
     if p.rate:
         parts.append(f"{human_bytes(p.rate)}/s")
+    if p.eta_seconds is not None:
+        parts.append(f"ETA {_clock(p.eta_seconds)}")
     return ", ".join(parts)
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
 def _detach_from_terminal() -> None:
@@ -116,7 +127,12 @@ async def cmd_backup(svc: Any, args: Any, out: Any) -> int:
         if engine.mode == "daemon":
             _note(f"job {job.id} runs in the daemon; Ctrl-C stops watching, not the job")
         loop.add_signal_handler(signal.SIGINT, interrupted.set)
-        final = await _watch(engine, events, job, interrupted, tty=sys.stderr.isatty() and not out.json)
+        try:
+            final = await _watch(engine, events, job, interrupted, tty=sys.stderr.isatty() and not out.json)
+        except DaemonConnectionLost:
+            if engine.mode != "daemon":
+                raise
+            return _lost(job.id, job, "running")
         if final is None:  # interrupted
             if engine.mode == "daemon":
                 _note(f"stopped watching; job {job.id} goes on in the daemon (axisor-backup jobs --follow {job.id})")
@@ -127,7 +143,26 @@ async def cmd_backup(svc: Any, args: Any, out: Any) -> int:
         return _backup_outcome(final, out)
     finally:
         loop.remove_signal_handler(signal.SIGINT)
+        await _close(engine)
+
+
+async def _close(engine: EngineClient) -> None:
+    try:
         await engine.close()
+    except (DaemonError, OSError):
+        pass  # the daemon is gone already: nothing left to close
+
+
+def _lost(job_id: str | None, job: Job | None, doing: str = "following") -> int:
+    """The daemon's connection dropped under us: one line, exit 21 (DaemonError)."""
+    from core.jobs.recovery import lost_connection_message
+
+    if job_id is None:
+        _note("the daemon stopped while following its job events (connection lost); any job it left running "
+              "is recovered at its next start — see `axisor-backup jobs`")
+    else:
+        _note(lost_connection_message(job_id, job, doing))
+    return DaemonError.exit_code
 
 
 async def _watch(engine: EngineClient, events: Any, job: Job, interrupted: asyncio.Event, *,
@@ -236,12 +271,22 @@ def _duration(job: Job) -> str:
     return f"{(end - job.started_at).total_seconds():.1f}s"
 
 
+def _interrupted_note(job: Job) -> str:
+    """The table's short form: whose death, then what was done (`jobs ID` has it all)."""
+    result = job.result or {}
+    pid = (result.get("interrupted") or {}).get("daemon_pid", "?")
+    summary = (result.get("recovery") or {}).get("summary") or "recovered at the daemon's next start"
+    return f"daemon pid {pid} died; {summary}"
+
+
 def _jobs_table(jobs: list[Job]) -> str:
     if not jobs:
         return "no jobs yet"
     rows = [("ID", "KIND", "STATE", "ORIGIN", "CREATED", "TOOK", "NOTE")]
     for j in jobs:
         note = j.error or ""
+        if j.state == JobState.INTERRUPTED:
+            note = _interrupted_note(j)
         if j.state == JobState.RUNNING and j.progress is not None:
             note = _progress_line(j).split(": ", 1)[1]
         rows.append((j.id, j.kind, j.state.value, j.origin, _when(j), _duration(j), _one_line(note)[:80]))
@@ -282,7 +327,7 @@ async def cmd_jobs(svc: Any, args: Any, out: Any) -> int:
         out.emit({"jobs": [job_to_dict(j) for j in jobs], "mode": engine.mode}, lambda: _jobs_table(jobs))
         return 0
     finally:
-        await engine.close()
+        await _close(engine)
 
 
 def _print_event(event: JobEvent, out: Any) -> None:
@@ -322,9 +367,20 @@ async def _follow(engine: EngineClient, args: Any, out: Any) -> int:
                     nxt.cancel()
                     return 0 if target is None else EXIT_INTERRUPTED
                 event = nxt.result()
-                if event is None:
-                    _note("the daemon closed the event stream")
-                    return 0 if target is None else _exit_of(await engine.get(target.id))
+                if event is None:  # the stream ended: the daemon stopped, or only closed the stream
+                    try:
+                        if target is None:
+                            await engine.list(limit=1)
+                            _note("the daemon closed the event stream")
+                            return 0
+                        final = await engine.get(target.id)
+                    except DaemonConnectionLost:
+                        return _lost(target.id if target else None, target)
+                    if final.state.finished:
+                        _print_event(JobEvent("finished", final), out)
+                    else:
+                        _note("the daemon closed the event stream")
+                    return _exit_of(final)
                 if target is not None and event.job.id != target.id:
                     continue
                 _print_event(event, out)
@@ -390,10 +446,30 @@ async def cmd_status(svc: Any, args: Any, out: Any) -> int:
 
     h = await health(svc.config)
     data = {"level": h.level, "exit_code": h.exit_code, "daemon_pid": h.daemon_pid,
-            "checks": [{"name": c.name, "level": c.level, "message": c.message} for c in h.checks]}
-    out.emit(data, lambda: "\n".join([f"status: {h.level.upper()}"]
-                                     + [f"  {c.level.upper():8} {c.name}: {c.message}" for c in h.checks]))
+            "checks": [{"name": c.name, "level": c.level, "message": c.full_message, "fix": c.fix,
+                        "fix_command": fix_command(c.fix)} for c in h.checks]}
+
+    def text() -> str:
+        lines = [f"status: {h.level.upper()}"]
+        for c in h.checks:
+            lines.append(f"  {c.level.upper():8} {shown(c.name)}: {shown(c.full_message)}")
+            if c.fix and c.level != "ok":
+                lines.append(f"           fix: {shown(fix_command(c.fix) or '')}")
+        return "\n".join(lines)
+
+    out.emit(data, text)
     return h.exit_code
+
+
+def fix_command(fix: str | None) -> str | None:
+    """The command line that fixes a health finding (its ``fix`` action id)."""
+    if fix is None:
+        return None
+    action, _, arg = fix.partition(" ")
+    return {"backup": f"axisor-backup backup --source {arg}",
+            "verify": "axisor-backup verify",
+            "daemon": "axisor-backup daemon (or start its service: docs/OPERATIONS.md)",
+            "repair": "axisor-backup verify --full, then axisor-backup repair (docs/OPERATIONS.md)"}.get(action, fix)
 
 
 COMMANDS = {"jobs": cmd_jobs, "job": cmd_job, "daemon": cmd_daemon, "status": cmd_status}

@@ -11,6 +11,7 @@ import argparse
 import sys
 from datetime import datetime
 from typing import Any
+from core.errors import DaemonConnectionLost
 from core.text import human_bytes, shown_lines
 
 
@@ -80,7 +81,14 @@ async def cmd_prune(svc, args, out) -> int:
                                             "lock_wait": args.lock_wait}, origin="cli")
         if engine.mode == "daemon":
             print(f"job {job.id} runs in the daemon", file=sys.stderr)
-        final = await engine.wait(job.id)
+        try:
+            final = await engine.wait(job.id)
+        except DaemonConnectionLost:
+            if engine.mode != "daemon":
+                raise
+            from app.cli_jobs import _lost
+
+            return _lost(job.id, job, "running")  # the daemon died: one line, exit 21
     finally:
         await engine.close()
     result = dict(final.result or {})

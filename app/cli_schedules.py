@@ -14,7 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from core.config import resolve_passphrase
-from core.errors import UsageError
+from core.errors import DaemonConnectionLost, UsageError
 from core.schedule.model import Schedule, find_schedule, schedules_from_config
 from core.schedule.plan import next_runs
 from core.schedule.state import RunRecord, ScheduleState, ScheduleStore, store_path
@@ -188,7 +188,14 @@ async def _run_now(svc: Any, config: Any, store: ScheduleStore, schedule: Schedu
         if record.outcome != "submitted" or record.job_id is None:
             raise UsageError(f"schedule {schedule.name}: {record.detail}")
         wait = not (args.no_wait and engine.mode == "daemon")
-        job = await engine.wait(record.job_id) if wait else await engine.get(record.job_id)
+        try:
+            job = await engine.wait(record.job_id) if wait else await engine.get(record.job_id)
+        except DaemonConnectionLost:
+            if engine.mode != "daemon":
+                raise
+            from app.cli_jobs import _lost
+
+            return _lost(record.job_id, None, "running")  # the daemon died: one line, exit 21
     finally:
         await engine.close()
     data = {"schedule": schedule.name, "job_id": job.id, "kind": job.kind, "params": job.params,
@@ -199,7 +206,7 @@ async def _run_now(svc: Any, config: Any, store: ScheduleStore, schedule: Schedu
         f"{job.state} [{engine.mode}]",
         f"  why: {record.detail}" if record.detail else "",
         f"  error: {job.error}" if job.error else "") if x))
-    if str(job.state) == "failed":
+    if str(job.state) in ("failed", "interrupted"):
         code = (job.result or {}).get("exit_code")
         return int(code) if isinstance(code, int) and code else 1
     return 0

@@ -179,8 +179,25 @@ class ConsoleApp(App):
 
     # -- navigation ---------------------------------------------------------------------
 
+    async def run_action(self, action: Any, default_namespace: Any = None, namespaces: Any = None) -> bool:
+        # A key whose action --read-only disables is shown greyed in the footer; pressed, it
+        # says why in one line instead of doing nothing.
+        target, name, _ = self._parse_action(action, self if default_namespace is None else default_namespace,
+                                             namespaces)
+        if self.read_only and name in getattr(target, "MUTATING", ()):
+            what = next((b.description for b in getattr(target, "BINDINGS", ())
+                         if getattr(b, "action", None) == name and b.description), name.replace("_", " "))
+            self.notify(f"read-only console: {what!r} changes something and is disabled "
+                        "(started with --read-only)", severity="warning")
+            return True
+        return await super().run_action(action, default_namespace, namespaces)
+
     def action_go(self, mode: str) -> None:
+        # A screen key opens that screen itself, never the sub-screen last left open in it
+        # (a snapshot's files, a job's detail): the key grammar of docs/CONSOLE.md.
         self.switch_mode(mode)
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
 
     def action_back(self) -> None:
         if len(self.screen_stack) > 1:

@@ -144,11 +144,20 @@ class DatabaseConfig:
     # WAL after it) that recovery to the window's start begins from. 0: no such guard.
     pitr_window_days: int = 7
     row_checksums: bool = True  # logical backups: a checksum of every table's rows, beside exact counts
+    # Logical backups store pg_dumpall --globals-only beside the dump; role passwords (hashes)
+    # only when asked (then pg_dumpall must run as a superuser).
+    globals_with_passwords: bool = False
     compression: bool = True
     encryption: bool = True
     incremental: bool = False
     pg_bin_dir: Path | None = None
     application_version: str | None = None
+    # Physical backups from a standby: files read from the standby (the configured server,
+    # its data directory on this host), pg_backup_start/stop run on the primary.
+    backup_standby: bool = False
+    primary_host: str | None = None  # the primary's host and port; the rest as configured above
+    primary_port: int | None = None
+    standby_timeout_seconds: int = 60  # how long the standby may take to replay past the backup's start
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -798,6 +807,20 @@ def _category(build: Callable[..., Any], names: tuple[str, ...]) -> _Section:
 _APPLICATION = _category(ApplicationConfig, APPLICATION_SOURCES)
 _CONFIGURATION = _category(ConfigurationConfig, CONFIGURATION_SOURCES)
 
+def _verify_database(values: dict[str, Any], table: Mapping[str, Any], prefix: str, ctx: _Ctx) -> None:
+    if values.get("backup_standby"):
+        if values.get("mode", "logical") != "physical":
+            ctx.add(_join(prefix, "backup_standby"), "only applies to mode = \"physical\" (a logical backup "
+                    "reads a standby like any server)")
+        if "primary_host" not in table and "primary_port" not in table:
+            ctx.add(_join(prefix, "primary_host"), "required with backup_standby = true: where the primary "
+                    "runs (primary_host and/or primary_port; user, dbname and password as configured)")
+    else:
+        for key in ("primary_host", "primary_port", "standby_timeout_seconds"):
+            if key in table:
+                ctx.add(_join(prefix, key), "only applies with backup_standby = true")
+
+
 _DATABASE = _Section(
     DatabaseConfig,
     {
@@ -814,13 +837,19 @@ _DATABASE = _Section(
         "retention_days": _Field(_integer(1)),
         "pitr_window_days": _Field(_integer(0, 3650)),
         "row_checksums": _Field(_boolean),
+        "globals_with_passwords": _Field(_boolean),
         "compression": _Field(_boolean),
         "encryption": _Field(_boolean),
         "incremental": _Field(_boolean),
         "pg_bin_dir": _Field(_path),
         "application_version": _Field(_string),
+        "backup_standby": _Field(_boolean),
+        "primary_host": _Field(_string),
+        "primary_port": _Field(_integer(1, 65535)),
+        "standby_timeout_seconds": _Field(_integer(1, 86400)),
     },
     refused={"password": _NO_DB_PASSWORD},
+    verify=_verify_database,
 )
 
 # Which location field each provider cannot work without.

@@ -126,3 +126,7 @@ class DaemonError(AxisorError):
     """The daemon's socket refused us, or answered something that is not the protocol."""
 
     exit_code = 21
+
+
+class DaemonConnectionLost(DaemonError):
+    """The daemon's connection dropped under a request or a stream (it was killed, or crashed)."""

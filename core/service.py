@@ -103,6 +103,7 @@ class BackupService:
         # the storage refused to take one (read-only, full); writers never read this.
         self.no_lock = no_lock
         self.lockless_reason: str | None = None
+        self.lockless_full = False  # ... because the storage is full (exit 10), not read-only (24)
         self._on_note = on_note
         self._noted = False
         self._passphrase = passphrase
@@ -174,6 +175,7 @@ class BackupService:
             except (StorageReadOnly, StorageFull) as exc:
                 why = exc.reason if isinstance(exc, StorageReadOnly) else "no space left"
                 self.lockless_reason = f"{why}: {backend.location}"
+                self.lockless_full = isinstance(exc, StorageFull)
         self._note_lockless()
         return None
 
@@ -201,7 +203,9 @@ class BackupService:
     async def backup(self, *, kind: str = "incremental", sources: list[str] | None = None,
                      tags: tuple[str, ...] = (),
                      on_progress: Callable[[str, ArchiveStats], None] | None = None,
-                     copy: bool = True) -> BackupResult:
+                     copy: bool = True, totals: dict | None = None) -> BackupResult:
+        """``totals``: when given (an empty dict), filled with each file source's forecast
+        for progress (core/backup/run.py: ``run_backup``)."""
         specs = list(self.config.sources())
         database = self.config.database if self.config.database.enabled else None
         if not specs and database is None:
@@ -245,7 +249,7 @@ class BackupService:
                 await preload
             result = await run_backup(repo, specs, kind=kind, tags=tags, workers=self.workers,
                                       on_progress=on_progress, database=database, started_dump=dump,
-                                      stall_timeout=self.config.engine.stall_timeout_seconds)
+                                      stall_timeout=self.config.engine.stall_timeout_seconds, totals=totals)
         finally:
             if dump is not None:
                 await _stop_dump(dump)
@@ -469,6 +473,8 @@ class BackupService:
         if self.no_lock:
             raise UsageError(f"{what} is written into the repository, which needs a lock: drop --no-lock, "
                              f"or {instead}")
+        if self.lockless_full:  # a full disk is exit 10 wherever it is met, not "read-only" (24)
+            raise StorageFull(f"{what} cannot be written: {self.lockless_reason}; free space there, or {instead}")
         raise StorageReadOnly(f"{what} cannot be written: {self.lockless_reason}; {instead}")
 
     async def rollback(self, restore_id: str) -> list[RestoreOutcome | object]:
@@ -502,21 +508,26 @@ class BackupService:
         return results
 
     async def plan_database_restore(self, snap: Snapshot, target_db: str, *, force: bool = False,
-                                    tables: tuple[str, ...] = (), schemas: tuple[str, ...] = ()) -> dict:
+                                    tables: tuple[str, ...] = (), schemas: tuple[str, ...] = (),
+                                    roles: bool = False) -> dict:
         """``restore --target-db --dry-run``: what the restore would do, changing nothing."""
         from core.sources.postgres.connection import PgTarget
-        from core.sources.postgres.logical import plan_logical_restore, snapshot_layout
+        from core.sources.postgres.logical import plan_logical_restore, preview_carry, snapshot_layout
 
         target = PgTarget.from_url(target_db, PgTarget.from_config(self.config.database))
         layout = None
+        repo = await self.repository()
         if (snap.metadata or {}).get("mode") == "logical" and (tables or schemas):
             # Names are resolved against the dump's own table of contents, as the restore does.
-            layout = await snapshot_layout(await self.repository(), snap)
-        return await plan_logical_restore(snap, target, force=force, tables=tables, schemas=schemas, layout=layout)
+            layout = await snapshot_layout(repo, snap)
+        plan = await plan_logical_restore(snap, target, force=force, tables=tables, schemas=schemas, layout=layout)
+        # Ownership, privileges and policies: what would be carried, and what not (carry.py).
+        plan["carry"] = await preview_carry(repo, snap, target, tables=tables, schemas=schemas, roles=roles)
+        return plan
 
     async def restore_database(self, snap: Snapshot, target_db: str, *, force: bool = False,
                                tables: tuple[str, ...] = (), schemas: tuple[str, ...] = (),
-                               restore_id: str | None = None):
+                               restore_id: str | None = None, roles: bool = False):
         """Restore a logical database snapshot (or only ``tables``/``schemas`` of it) into
         ``target_db`` (a URL, conninfo, or a database name on the configured server) and
         validate its row counts and checksums; returns the report. ``force`` replaces a
@@ -539,7 +550,8 @@ class BackupService:
 
             return await restore_logical(repo, snap, target, pg_bin_dir=self.config.database.pg_bin_dir,
                                          force=force, tables=tables, schemas=schemas,
-                                         db=self.config.database, restore_id=restore_id or new_restore_id())
+                                         db=self.config.database, restore_id=restore_id or new_restore_id(),
+                                         roles=roles)
 
     async def restore_database_pitr(self, target_time, target_dir: Path, *, config_path: Path,
                                     snapshot: Snapshot | None = None, start: bool = False,
@@ -561,7 +573,15 @@ class BackupService:
 
         return await recovery_window(await self.repository(load_index=False))
 
-    async def verify(self, *, full: bool = False, snapshot_refs: list[str] | None = None) -> VerifyReport:
+    async def health(self, *, now=None):
+        """The platform's health: the one evaluation behind `status`, the metrics file and
+        the daemon's notifications (core/jobs/status.py)."""
+        from core.jobs.status import health
+
+        return await health(self.config, now=now)
+
+    async def verify(self, *, full: bool = False, snapshot_refs: list[str] | None = None,
+                     on_progress: Callable | None = None) -> VerifyReport:
         # Verify must open a repository whose index is damaged, to report it.
         repo = await self.repository(load_index=False)
         ids: list[str] | None = None
@@ -574,7 +594,7 @@ class BackupService:
                 else:
                     ids.append(await repo.resolve_id(ref))
         async with self.read_lock("verify"):
-            return await verify(repo, full=full, snapshot_ids=ids)
+            return await verify(repo, full=full, snapshot_ids=ids, on_progress=on_progress)
 
     async def drill_reports(self):
         """Stored drill reports (oldest first) and the damaged ones (core.drills.report)."""
@@ -692,17 +712,18 @@ class BackupService:
 
     async def database_archiving(self, config_path: Path):
         from core.sources.postgres.archiving import check_archiving
-        from core.sources.postgres.connection import PgTarget
+        from core.sources.postgres.standby import archiving_target
 
-        return await check_archiving(PgTarget.from_config(self.config.database), config_path)
+        # With backup_standby the primary archives: its settings are the ones to check.
+        return await check_archiving(archiving_target(self.config.database), config_path)
 
     async def database_status(self) -> dict:
         from core.sources.postgres.archiving import archive_status
-        from core.sources.postgres.connection import PgTarget
+        from core.sources.postgres.standby import archiving_target
 
         repo = await self.repository(load_index=False)
         db = self.config.database
-        target = PgTarget.from_config(db) if (db.enabled or db.url or db.host) else None
+        target = archiving_target(db) if (db.enabled or db.url or db.host) else None
         return await archive_status(repo, target)
 
     # -- keys and locks -----------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from core import crypto
@@ -63,9 +64,24 @@ class VerifyReport:
         return not self.damage
 
 
+@dataclass(frozen=True, slots=True)
+class VerifyProgress:
+    """Where a verification is: reading packs (``done``/``total`` packs and their bytes,
+    ``current`` the pack being read), then walking snapshots (``done``/``total``)."""
+
+    phase: str  # "reading packs" | "walking snapshots"
+    done: int
+    total: int
+    bytes_done: int = 0
+    bytes_total: int = 0
+    current: str = ""
+
+
 async def verify(repo: Repository, *, full: bool = False, snapshot_ids: list[str] | None = None,
-                 max_files_listed: int = 1000) -> VerifyReport:
+                 max_files_listed: int = 1000,
+                 on_progress: Callable[[VerifyProgress], None] | None = None) -> VerifyReport:
     report = VerifyReport(full=full)
+    tell = on_progress or (lambda _p: None)
     problems: dict[str, str] = {}  # object -> reason
     bad_blobs: dict[bytes, str] = {}  # blob id -> object key that holds it
 
@@ -110,7 +126,7 @@ async def verify(repo: Repository, *, full: bool = False, snapshot_ids: list[str
         report.unreferenced_packs.append(pack_key(pid))
 
     if full:
-        await _read_packs(repo, report, problems, on_storage)
+        await _read_packs(repo, report, problems, on_storage, tell)
 
     # One pass over the index whatever the number of damaged packs (storage can delete
     # every pack: that must cost a pass, not packs times blobs).
@@ -131,7 +147,8 @@ async def verify(repo: Repository, *, full: bool = False, snapshot_ids: list[str
     dependents: dict[str, set[str]] = defaultdict(set)
     files: dict[str, list[str]] = defaultdict(list)
     walk = _TreeWalk(repo, report, problems, bad_blobs, max_files_listed)
-    for snap in snaps:
+    for i, snap in enumerate(snaps):
+        tell(VerifyProgress("walking snapshots", i, len(snaps), current=f"{snap.short_id} {snap.source}"))
         await _walk_snapshot(walk, snap, dependents, files, max_files_listed)
 
     # The WAL archive belongs to no snapshot: checked when the whole repository is.
@@ -338,7 +355,7 @@ def _blob_problem(repo: Repository, blob_id: bytes, bad_blobs: dict[bytes, str],
 
 
 async def _read_packs(repo: Repository, report: VerifyReport, problems: dict[str, str],
-                      on_storage: dict[bytes, int]) -> None:
+                      on_storage: dict[bytes, int], tell: Callable[[VerifyProgress], None]) -> None:
     expected: dict[bytes, dict[bytes, tuple]] = defaultdict(dict)
     for blob_id, loc in repo.index.blobs():
         expected[loc.pack_id][blob_id] = (loc.type, loc.offset, loc.length, loc.raw_length)
@@ -359,8 +376,13 @@ async def _read_packs(repo: Repository, report: VerifyReport, problems: dict[str
             report.packs_checked += 1
             for obj, why in reason:
                 problems[obj] = why
+            tell(VerifyProgress("reading packs", report.packs_checked, len(wanted), report.bytes_read,
+                                total_bytes, key))
 
-    await asyncio.gather(*(check(pid) for pid in repo.index.pack_ids() if pid in on_storage))
+    wanted = [pid for pid in repo.index.pack_ids() if pid in on_storage]
+    total_bytes = sum(on_storage[pid] for pid in wanted)
+    tell(VerifyProgress("reading packs", 0, len(wanted), 0, total_bytes))
+    await asyncio.gather(*(check(pid) for pid in wanted))
 
 
 def _check_pack(repo: Repository, pid: bytes, data: bytes, expected: dict[bytes, tuple]) -> list[tuple[str, str]]:

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from rich.text import Text
 
 from textual.screen import Screen
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable, Input, OptionList
 from textual.widgets.data_table import ColumnKey, RowKey
 
 from core.jobs.api import Job, JobState
+from core.progress import fraction
 from screens.messages import JobChanged, JobProgressed
 
 if TYPE_CHECKING:
@@ -54,6 +55,29 @@ class ConsoleScreen(Screen):
 
     def refresh_data(self) -> None:
         """Reload what the screen shows (a worker); the default has nothing to load."""
+
+
+class StopAtEndsOptionList(OptionList):
+    """An option list whose cursor stops at its first and last option instead of wrapping:
+    one ↑ from the top must not land on the bottom option (in the restore wizard, the one
+    that overwrites live data)."""
+
+    def action_cursor_down(self) -> None:
+        self._step(1)
+
+    def action_cursor_up(self) -> None:
+        self._step(-1)
+
+    def _step(self, direction: int) -> None:
+        if self.highlighted is None:
+            self.action_first() if direction > 0 else self.action_last()
+            return
+        i = self.highlighted + direction
+        while 0 <= i < self.option_count:
+            if not self.get_option_at_index(i).disabled:
+                self.highlighted = i
+                return
+            i += direction
 
 
 class TableFilter:
@@ -127,6 +151,7 @@ STATE_MARK = {
     JobState.COMPLETED: "✔ done",
     JobState.FAILED: "✘ FAILED",
     JobState.CANCELLED: "■ cancelled",
+    JobState.INTERRUPTED: "↯ interrupted",  # its daemon died: not damage (core/jobs/recovery.py)
 }
 
 
@@ -144,7 +169,7 @@ def progress_text(job: Job) -> str:
         return ""
     done = human_bytes(pr.bytes_done)
     total = f"/{human_bytes(pr.bytes_total)}" if pr.bytes_total else ""
-    files = f" {pr.files_done}{'/' + str(pr.files_total) if pr.files_total else ''} files"
+    files = f" {pr.files_done}{'/' + str(pr.files_total) if pr.files_total else ''} {pr.unit}"
     return f"{pr.phase}: {done}{total}{files}"
 
 
@@ -152,10 +177,11 @@ def progress_fraction(job: Job) -> float | None:
     pr = job.progress
     if pr is None:
         return None
+    final = job.state.finished
     if pr.bytes_total:
-        return min(1.0, pr.bytes_done / pr.bytes_total)
+        return fraction(pr.bytes_done, pr.bytes_total, final=final)
     if pr.files_total:
-        return min(1.0, pr.files_done / pr.files_total)
+        return fraction(pr.files_done, pr.files_total, final=final)
     return None
 
 

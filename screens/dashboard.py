@@ -8,12 +8,12 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Footer, Header, Static
 
-from core.jobs.api import Job, JobState
+from core.jobs.api import Job
 from core.health.shrink import suspicious_shrinks
 from screens.base import (
     plain,
     PlainTable,
-    ConsoleScreen, bar, compact_time, short_source, human_age, human_bytes, human_duration, job_summary, progress_fraction, short_time,
+    ConsoleScreen, bar, compact_time, short_source, human_age, human_bytes, human_duration, job_summary, progress_fraction,
 )
 from core.locations.sites import PRIMARY_NAME
 from screens.messages import DataLoaded, LoadFailed
@@ -75,8 +75,12 @@ class DashboardScreen(ConsoleScreen):
                 pitr = st.get("recovery_window")
             except Exception as exc:
                 pitr = {"error": str(exc)}
+        try:
+            health = await svc.health(now=self.console.now())
+        except Exception as exc:  # a state folder that cannot be read: said, not hidden
+            health = exc
         self.post_message(DataLoaded("dashboard", {"snaps": snaps, "damaged": damaged, "pitr": pitr,
-                                                   "holders": await _holders(svc)}))
+                                                   "holders": await _holders(svc), "health": health}))
 
     def on_load_failed(self, message: LoadFailed) -> None:
         self.query_one("#alerts", Static).update(plain(f"⚠ cannot read the {message.what}: {message.error}"))
@@ -90,7 +94,9 @@ class DashboardScreen(ConsoleScreen):
         newest: dict = {}
         for s in data["snaps"]:
             newest[s.source] = s  # manifests are listed oldest first
-        verified = self._last_verify()
+        health = data["health"]
+        checks = {} if isinstance(health, Exception) else {c.name: c for c in health.checks}
+        verified = _verified(health.verify) if not isinstance(health, Exception) else "unknown"
         alerts: list[str] = []
         table = self.query_one("#sources", DataTable)
         names = source_names(cfg)
@@ -98,17 +104,17 @@ class DashboardScreen(ConsoleScreen):
             for name in names:
                 s = newest.get(name)
                 rpo = rpo_for(cfg, name)
+                check = checks.get(f"source {name}")
                 if s is None:
                     age, newest_text = "✘ NO BACKUP", "-"
-                    alerts.append(f"✘ {name}: never backed up")
                 else:
-                    delta = now - s.datetime
-                    ok = delta <= rpo
-                    age = f"{'✔' if ok else '✘ LATE'} {human_age(delta).removesuffix(' ago')}/" \
+                    # The mark is the health check's verdict (status's), the figure the catalog's.
+                    mark = _MARK[check.level] if check else "?"
+                    if check and check.stale:
+                        mark += " LATE"
+                    age = f"{mark} {human_age(now - s.datetime).removesuffix(' ago')}/" \
                           f"{human_duration(rpo.total_seconds()).removesuffix('00m')}"
                     newest_text = compact_time(s.datetime)
-                    if not ok:
-                        alerts.append(f"✘ {name}: newest backup is older than its RPO")
                 pitr = "-"
                 if name == "database" and data["pitr"]:
                     w = data["pitr"]
@@ -127,25 +133,14 @@ class DashboardScreen(ConsoleScreen):
                 table.remove_row(key)
         shrinks = suspicious_shrinks(data["snaps"], cfg.objectives.suspicious_shrink)
         for name, s in newest.items():
-            if s.id in shrinks:
+            if s.id in shrinks and f"shrink {name}" not in checks:
+                # The catalog knows of a shrink the job history does not (a backup from elsewhere).
                 sh = shrinks[s.id]
                 alerts.append(f"⚠ {name}: suspicious shrink, {sh.previous_files} -> {sh.files} files "
                               f"in snapshot {s.short_id} (a wrong mount or a wipe?)")
         for e in data["damaged"]:
             alerts.append(f"✘ damaged snapshot manifest {e.key}: {e.reason}")
-        for job in self.console.jobs.values():
-            if job.state == JobState.FAILED:
-                alerts.append(f"✘ {job_summary(job)} failed at {short_time(job.finished_at)}: {job.error}")
-        self.query_one("#alerts", Static).update(
-            "Alerts\n" + "\n".join(alerts[:6]) if alerts else "Alerts: none — every source is within its RPO")
-
-    def _last_verify(self) -> str:
-        done = [j for j in self.console.jobs.values() if j.kind == "verify" and j.state.finished]
-        if not done:
-            return "never"
-        j = max(done, key=lambda j: j.finished_at or j.created_at)
-        ok = j.state == JobState.COMPLETED and (j.result or {}).get("ok", False)
-        return f"{'✔' if ok else '✘ DAMAGE'} {compact_time(j.finished_at)}"
+        self.query_one("#alerts", Static).update(_health_text(health, alerts))
 
     def job_updated(self, job: Job) -> None:
         self._render_running()
@@ -190,6 +185,47 @@ class DashboardScreen(ConsoleScreen):
             from screens.job_detail import JobDetailScreen
 
             self.app.push_screen(JobDetailScreen(key))
+
+
+_MARK = {"ok": "✔", "warning": "⚠", "critical": "✘"}
+MAX_FINDINGS = 4
+
+# What fixes a finding, in this console's keys (the CLI words the same ids in `status`).
+_FIX_KEYS = {"backup": "b: back up now", "verify": "v: Verify screen",
+             "repair": "v: Verify screen; then `axisor-backup repair` (docs/OPERATIONS.md)",
+             "daemon": "start the daemon: `axisor-backup daemon`"}
+
+
+def _health_text(health, catalog_alerts: list[str]) -> str:
+    """The health `axisor-backup status` reports, finding by finding with what fixes it,
+    then what only the catalog read saw."""
+    if isinstance(health, Exception):
+        lines = [f"Health: unknown: cannot read the job history: {health}"]
+    else:
+        findings = [c for c in health.checks if c.level != "ok"]
+        lines = [f"Health: {health.level.upper()} ({len(health.checks)} checks, as `axisor-backup status`)"]
+        if not findings:
+            lines[0] += " — every source within its RPO"
+        # The worst first; what does not fit at 80x24 is counted, never dropped silently.
+        findings.sort(key=lambda c: c.level != "critical")
+        for c in findings[:MAX_FINDINGS]:
+            fix = _FIX_KEYS.get((c.fix or "").partition(" ")[0])
+            lines.append(f"{_MARK[c.level]} {c.name}: {c.message}" + (f" [{fix}]" if fix else ""))
+        if len(findings) > MAX_FINDINGS:
+            lines.append(f"… {len(findings) - MAX_FINDINGS} more: `axisor-backup status` lists them")
+    return "\n".join(lines + catalog_alerts)
+
+
+def _verified(v) -> str:
+    """The verification verdict: only a run that reached its end is one; a cancelled or
+    interrupted run, or one that could not run, is named beside it, never taken for damage."""
+    if v.state == "never":
+        text = "never"
+    else:
+        text = f"{'✔' if v.state == 'passed' else '✘ DAMAGE'} {compact_time(v.at)}"
+    if v.newer:
+        text += f" ({'not run' if v.newer == 'could not run' else v.newer})"
+    return text
 
 
 async def _holders(svc) -> dict[str, list[str]]:

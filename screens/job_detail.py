@@ -19,7 +19,7 @@ from screens.messages import DataLoaded, JobLogLine
 class JobDetailScreen(ConsoleScreen):
     MUTATING = frozenset({"cancel"})
     BINDINGS = [
-        Binding("x", "cancel", "Cancel job", id="job.cancel", tooltip="Cancel this job (asks first)"),
+        Binding("k", "cancel", "Cancel job", id="job.cancel", tooltip="Cancel this job (asks first)"),
         Binding("escape", "app.pop_screen", "Back", id="job.back", tooltip="Back to the list"),
     ]
 
@@ -85,7 +85,7 @@ class JobDetailScreen(ConsoleScreen):
         if pr:
             total = f" of {human_bytes(pr.bytes_total)}" if pr.bytes_total else ""
             files = f" of {pr.files_total}" if pr.files_total else ""
-            facts.append(f"phase {pr.phase}: {human_bytes(pr.bytes_done)}{total}, {pr.files_done}{files} files")
+            facts.append(f"phase {pr.phase}: {human_bytes(pr.bytes_done)}{total}, {pr.files_done}{files} {pr.unit}")
             facts.append(f"rate {human_bytes(pr.rate)}/s   ETA {human_duration(pr.eta_seconds)}   "
                          f"warnings {pr.warnings}")
             if pr.current:

@@ -23,7 +23,7 @@ class JobsScreen(TableFilter, ConsoleScreen):
     MUTATING = frozenset({"cancel"})
     BINDINGS = [
         Binding("o", "open", "Detail", id="jobs.open", tooltip="Phase, progress, warnings and log of the job"),
-        Binding("x", "cancel", "Cancel job", id="jobs.cancel", tooltip="Cancel the selected job (asks first)"),
+        Binding("k", "cancel", "Cancel job", id="jobs.cancel", tooltip="Cancel the selected job (asks first)"),
         Binding("escape", "escape", "Back", show=False, id="jobs.escape", tooltip="Clear the filter, else go back"),
         Binding("slash", "filter", "Filter", id="jobs.filter", tooltip="Show only jobs whose row contains a text"),
     ]

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime
-from pathlib import Path
 
 from textual import work
 from textual.app import ComposeResult
@@ -22,9 +20,11 @@ from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Input, O
 from textual.widgets.option_list import Option
 
 from core.jobs.api import Job, JobState
+from core.restore.preflight import Feasibility, Plan, Preflight, feasibility, preflight
 from core.service import Snapshot
 from core.sources.postgres import names
-from screens.base import PlainTable, ConsoleScreen, bar, human_bytes, human_duration, progress_fraction, short_time
+from core.text import shown
+from screens.base import PlainTable, ConsoleScreen, StopAtEndsOptionList, bar, human_bytes, human_duration, progress_fraction, short_time
 from screens.messages import DataLoaded, LoadFailed
 
 WHAT = (
@@ -33,49 +33,6 @@ WHAT = (
     ("files", "Some files or folders of a source"),
     ("tables", "Some tables of the database"),
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """What the operator chose so far; each step returns a new Plan."""
-
-    what: str = ""
-    source: str = ""
-    snapshots: tuple[str, ...] = ()  # ids
-    to_time: str = ""  # a PITR target instead of a snapshot
-    selection: tuple[str, ...] = ()  # file paths or schema.table names
-    where: str = ""  # "original" | "alternate"
-    target: str = ""  # folder for files, database name for the database
-
-    @property
-    def is_database(self) -> bool:
-        return self.source == "database"
-
-
-@dataclass(frozen=True, slots=True)
-class Preflight:
-    lines: tuple[str, ...]
-    overwrites: tuple[str, ...]  # live paths or databases that will be replaced
-    problems: tuple[str, ...]  # blockers: no space, no permission
-    safety: str  # what safety backup is taken first ("" when nothing live is touched)
-    confirm_word: str  # what the operator must type ("" when no confirmation is needed)
-    expected: tuple[tuple[str, int], ...] = ()  # restored path -> size, for validation
-    jobs: tuple[tuple[str, dict], ...] = field(default=())  # (kind, params) to submit, in order
-
-
-def target_root(plan: Plan) -> Path:
-    return Path("/") if plan.where == "original" else Path(plan.target).expanduser().resolve()
-
-
-def landing(root: Path, shown: str) -> Path:
-    """Where a snapshot path lands under a restore target (the CLI's rule: target + original path)."""
-    return root / shown.lstrip("/")
-
-
-def nearest_existing(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
 
 
 class RestoreWizardScreen(ConsoleScreen):
@@ -109,10 +66,11 @@ class RestoreWizardScreen(ConsoleScreen):
         with ContentSwitcher(initial="what", id="wizard"):
             with Vertical(id="what"):
                 yield Static("What do you want to restore?", classes="question")
-                yield OptionList(*(Option(text, id=key) for key, text in WHAT), id="what-list")
+                yield StopAtEndsOptionList(*(Option(text, id=key) for key, text in WHAT), id="what-list")
+                yield Static("checking whether a restore can start…", markup=False, id="what-feasibility")
             with Vertical(id="source"):
                 yield Static("Which source?", classes="question")
-                yield OptionList(id="source-list")
+                yield StopAtEndsOptionList(id="source-list")
             with Vertical(id="point"):
                 yield Static("Which point in time? Pick a snapshot.", classes="question", id="point-question")
                 yield PlainTable(id="point-table", cursor_type="row", zebra_stripes=True)
@@ -124,7 +82,7 @@ class RestoreWizardScreen(ConsoleScreen):
                 yield PlainTable(id="select-table", cursor_type="row", zebra_stripes=True)
             with Vertical(id="where"):
                 yield Static("Where to?", classes="question")
-                yield OptionList(id="where-list")
+                yield StopAtEndsOptionList(id="where-list")
                 yield Input(placeholder="alternate folder or database name", id="where-input")
             with Vertical(id="preflight"):
                 yield Static("Preflight", classes="question")
@@ -152,11 +110,14 @@ class RestoreWizardScreen(ConsoleScreen):
         self.query_one("#point-time", Input).display = False
         self.query_one("#where-input", Input).display = False
         self._load()
+        self._check_feasibility()
         self._show("what")
 
     def refresh_data(self) -> None:
         if self.step in ("what", "source", "point"):
             self._load()
+        if self.step == "what":
+            self._check_feasibility()
 
     @work(exclusive=True, group="wizard-load", exit_on_error=False)
     async def _load(self) -> None:
@@ -174,6 +135,12 @@ class RestoreWizardScreen(ConsoleScreen):
                 window = None
         self.post_message(DataLoaded("wizard-catalog", (snaps, window)))
 
+    @work(exclusive=True, group="wizard-feasibility", exit_on_error=False)
+    async def _check_feasibility(self) -> None:
+        self.post_message(DataLoaded("feasibility", await feasibility(
+            self.console.service, read_only=self.console.read_only,
+            engine_connected=self.console.engine is not None)))
+
     def on_load_failed(self, message: LoadFailed) -> None:
         self.notify(f"cannot read the {message.what}: {message.error}", severity="error")
 
@@ -181,6 +148,8 @@ class RestoreWizardScreen(ConsoleScreen):
         if message.what == "wizard-catalog":
             snaps, self.pitr_window = message.data  # type: ignore[misc]
             self.snapshots = list(reversed(snaps))
+        elif message.what == "feasibility":
+            self._show_feasibility(message.data)  # type: ignore[arg-type]
         elif message.what == "select":
             self._fill_select(message.data)  # type: ignore[arg-type]
         elif message.what == "preflight":
@@ -189,6 +158,14 @@ class RestoreWizardScreen(ConsoleScreen):
             self._show_result(message.data)  # type: ignore[arg-type]
 
     pitr_window: dict | None = None
+    feasible: Feasibility | None = None
+
+    def _show_feasibility(self, f: Feasibility) -> None:
+        """On the first step, not after six: what stops a restore now, and what limits one."""
+        self.feasible = f
+        lines = [f"✘ {b}" for b in f.blockers] + [f"⚠ {n}" for n in f.notes]
+        self.query_one("#what-feasibility", Static).update(
+            "\n".join(lines) if lines else "✔ a restore can start: engine connected, repository free")
 
     # -- step machinery -------------------------------------------------------------------
 
@@ -238,6 +215,7 @@ class RestoreWizardScreen(ConsoleScreen):
         self.plan, self.history, self.preflight, self.job_ids = Plan(), [], None, []
         self.marked, self.result_ok, self.started = set(), None, False
         self._load()
+        self._check_feasibility()
         self._show("what")
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
@@ -434,15 +412,17 @@ class RestoreWizardScreen(ConsoleScreen):
             return
         if self.plan.is_database:
             db = self.console.config.database.dbname or "the configured database"
-            ol.add_options([Option(f"Original database ({db}): REPLACES its contents", id="original"),
-                            Option("Another database (created when missing)", id="alternate")])
+            # The safe choice first and under the cursor; the destructive one last, behind a
+            # separator, and the list does not wrap: no single key lands on it by accident.
+            ol.add_options([Option("Another database (created when missing)", id="alternate"), None,
+                            Option(f"Original database ({db}): REPLACES its contents", id="original")])
             inp.placeholder = "database name on the configured server, e.g. axisor_restored"
         else:
-            ol.add_options([Option("Original place: OVERWRITES the live files", id="original"),
-                            Option("Another folder (each file lands at FOLDER + its original path)",
-                                   id="alternate")])
+            ol.add_options([Option("Another folder (each file lands at FOLDER + its original path)",
+                                   id="alternate"), None,
+                            Option("Original place: OVERWRITES the live files", id="original")])
             inp.placeholder = "folder, e.g. /var/tmp/restore"
-        ol.highlighted = 1  # the safe choice first under the cursor
+        ol.highlighted = 0
 
     # -- preflight ------------------------------------------------------------------------
 
@@ -462,97 +442,7 @@ class RestoreWizardScreen(ConsoleScreen):
         self.post_message(DataLoaded("preflight", pf))
 
     async def _compute_preflight(self, plan: Plan) -> Preflight:
-        svc = self.console.service
-        chosen = [s for s in self.snapshots if s.id in plan.snapshots]
-        lines: list[str] = []
-        overwrites: list[str] = []
-        problems: list[str] = []
-        jobs: list[tuple[str, dict]] = []
-        expected: list[tuple[str, int]] = []
-        safety_sources: list[str] = []
-        db_cfg = self.console.config.database
-        if plan.to_time:
-            data_dir = Path(plan.target).expanduser().resolve()
-            lines.append(f"point-in-time recovery of the database to {plan.to_time}")
-            lines.append(f"into a new cluster in {data_dir}, started on a free port; the live database is untouched")
-            if await asyncio.to_thread(lambda: data_dir.exists() and any(data_dir.iterdir())):
-                problems.append(f"{data_dir} is not empty: PITR needs a new or empty data directory")
-            base = nearest_existing(data_dir)
-            usage = await asyncio.to_thread(shutil.disk_usage, base)
-            physical = [s for s in self.snapshots if s.source == "database" and s.metadata.get("mode") == "physical"]
-            need = max((s.summary.total_bytes for s in physical), default=0)
-            lines.append(f"  space: {human_bytes(usage.free)} free on {base}, the newest base backup is "
-                         f"{human_bytes(need)} {'✔ enough' if usage.free > need else '✘ NOT ENOUGH'}")
-            if usage.free <= need:
-                problems.append(f"not enough space on {base}")
-            jobs.append(("restore", {"source": "database", "to_time": plan.to_time, "target_dir": str(data_dir),
-                                     "start": True}))
-        for snap in chosen:
-            if snap.source == "database":
-                target = (db_cfg.dbname or "") if plan.where == "original" else plan.target
-                if plan.what == "platform" and plan.where == "alternate":
-                    target = "axisor_restored"
-                tables = plan.selection if plan.what == "tables" else ()
-                force = plan.where == "original"
-                if force:
-                    overwrites.append(f"database {target}" + (f" (tables {', '.join(tables)})" if tables else ""))
-                lines.append(f"database snapshot {snap.short_id} ({human_bytes(snap.summary.total_bytes)} dump) "
-                             f"-> database {target}" + (f", tables: {', '.join(tables)}" if tables else ""))
-                params = {"snapshot": snap.id, "target_db": target, "force": force, "tables": list(tables)}
-                jobs.append(("restore", params))
-                continue
-            include = plan.selection if plan.what == "files" else ()
-            root = target_root(plan) if not (plan.what == "platform" and plan.where == "alternate") \
-                else Path(plan.target).expanduser().resolve()
-            items = await svc.ls(snap.id)
-            if include:
-                items = [(p, n) for p, n in items
-                         if any(p == inc or p.startswith(inc.rstrip("/") + "/") for inc in include)]
-            files = [(p, n) for p, n in items if n.type == "file"]
-            need = sum(n.size for _, n in files)
-            hits = await asyncio.to_thread(
-                lambda: [p for p, n in items if n.type != "dir" and os.path.lexists(landing(root, p))])
-            base = nearest_existing(root)
-            usage = await asyncio.to_thread(shutil.disk_usage, base)
-            writable = await asyncio.to_thread(os.access, base, os.W_OK)
-            lines.append(f"{snap.source} {snap.short_id}: {len(files)} files, {human_bytes(need)} -> {root}")
-            lines.append(f"  space: {human_bytes(usage.free)} free on {base} "
-                         f"{'✔ enough' if usage.free > need else '✘ NOT ENOUGH'}; "
-                         f"permission to write: {'✔ yes' if writable else '✘ NO'}")
-            if usage.free <= need:
-                problems.append(f"not enough space on {base}: {human_bytes(need)} needed, {human_bytes(usage.free)} free")
-            if not writable:
-                problems.append(f"cannot write to {base}")
-            if hits:
-                overwrites.extend(str(landing(root, p)) for p in hits)
-                if plan.where == "original":
-                    safety_sources.append(snap.source)
-            expected.extend((str(landing(root, p)), n.size) for p, n in files)
-            params = {"snapshot": snap.id, "target": str(root), "include": list(include)}
-            jobs.append(("restore", params))
-        safety = ""
-        if safety_sources:
-            safety = ("a safety backup of " + ", ".join(safety_sources) +
-                      " is taken first (tag: safety), so this restore can be rolled back")
-            jobs.insert(0, ("backup", {"sources": safety_sources, "type": "incremental", "tags": ["safety"]}))
-        elif any(k == "restore" and p.get("force") for k, p in jobs):
-            safety = "the engine commits a safety snapshot of the database before replacing it"
-        if overwrites:
-            lines.append(f"WILL OVERWRITE {len(overwrites)} live item(s):")
-            lines.extend(f"  {o}" for o in overwrites[:8])
-            if len(overwrites) > 8:
-                lines.append(f"  … and {len(overwrites) - 8} more")
-        else:
-            lines.append("nothing that exists will be overwritten")
-        if safety:
-            lines.append("safety: " + safety)
-        word = ""
-        if overwrites:
-            word = "platform" if plan.what == "platform" else (
-                (db_cfg.dbname or "database") if plan.is_database and plan.where == "original"
-                else plan.target if plan.where == "alternate" else plan.source)
-        return Preflight(tuple(lines), tuple(overwrites), tuple(problems), safety, word, tuple(expected),
-                         tuple(jobs))
+        return await preflight(self.console.service, plan, self.snapshots, self.console.config.database.dbname)
 
     def _preflight_done(self, pf: Preflight) -> None:
         self.preflight = pf
@@ -652,6 +542,12 @@ class RestoreWizardScreen(ConsoleScreen):
                     lines.append(f"   ✘ MISMATCH {t.get('table')}: expected {t.get('expected')}, "
                                  f"found {t.get('actual')}")
                 ok = ok and r.get("ok", True)
+                missed = r.get("not_restored")
+                if missed is not None:  # what the restore could not carry: a warning, named (docs/CLI.md)
+                    lines.append("   not restored: nothing" if not missed else f"   ⚠ not restored ({len(missed)}):")
+                    lines.extend(f"     {shown(str(n.get('what')))}: {shown(str(n.get('why')))}" for n in missed[:8])
+                    if len(missed) > 8:
+                        lines.append(f"     ... and {len(missed) - 8} more (the job's result lists them all)")
             for pf in (r.get("partial") or [])[:8]:  # a partial restore (exit 23): name each file
                 where = "; ".join(f"intact copy: location {c['location']}, snapshot {str(c['snapshot'])[:8]}"
                                   for c in pf.get("intact_copies") or []) or "no intact copy found elsewhere"

@@ -26,6 +26,8 @@ def report_line(job: Job) -> tuple[str, str, str, str, str]:
 
 def damage_text(job: Job) -> str:
     r = job.result or {}
+    if job.state == JobState.INTERRUPTED:  # its daemon died: says nothing about the repository
+        return f"↯ the verification was interrupted, not finished: {job.error}"
     if job.error and "damage" not in r:
         return f"✘ the verification itself failed: {job.error}"
     if not r:
@@ -52,7 +54,7 @@ def damage_text(job: Job) -> str:
 class VerifyScreen(ConsoleScreen):
     MUTATING = frozenset({"start"})
     BINDINGS = [
-        Binding("q", "start(False)", "Quick verify", id="verify.quick",
+        Binding("n", "start(False)", "Quick verify", id="verify.quick",
                 tooltip="Every manifest opens, every blob is indexed, every pack exists"),
         Binding("f", "start(True)", "Full verify", id="verify.full",
                 tooltip="Also read and check every pack (slow, reads everything)"),
@@ -89,7 +91,7 @@ class VerifyScreen(ConsoleScreen):
             t.move_cursor(row=t.get_row_index(keep))
         self._show()
         if not t.row_count:
-            self.query_one("#report", Static).update("No verification yet: press q (quick) or f (full).")
+            self.query_one("#report", Static).update("No verification yet: press n (a new quick one) or f (full).")
 
     def selected(self) -> str | None:
         t = self.query_one("#reports", DataTable)

@@ -76,17 +76,28 @@ state_dir = "{state}"
 
 
 async def _backups(p: Platform) -> None:
+    # Backups are jobs, as `axisor-backup backup` makes them: the job history is what
+    # `status` and the dashboard's health read.
+    from core.jobs.api import JobState, connect_engine
+
     svc = BackupService(p.config, p.passphrase)
     try:
         await svc.init()
-        await svc.backup(kind="full")
+    finally:
+        await svc.close()
+    engine = await connect_engine(p.config, p.passphrase, prefer_daemon=False)
+    try:
+        job = await engine.wait((await engine.submit("backup", {"type": "full"})).id)
+        assert job.state == JobState.COMPLETED, job.error
         (p.users / "carol").mkdir()
         (p.users / "carol" / "profile.json").write_text('{"name": "carol"}')
         (p.users / "alice" / "notes.txt").write_bytes(b"alice's notes, edited\n" * 300)
         (p.users / "bob" / "avatar.bin").unlink()
-        await svc.backup(kind="incremental", tags=("after-edit",))
+        job = await engine.wait((await engine.submit("backup", {"type": "incremental",
+                                                               "tags": ["after-edit"]})).id)
+        assert job.state == JobState.COMPLETED, job.error
     finally:
-        await svc.close()
+        await engine.close()
 
 
 

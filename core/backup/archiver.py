@@ -62,8 +62,15 @@ class ArchiveStats:
     total_files: int = 0
     total_bytes: int = 0
     bytes_read: int = 0
+    bytes_skipped: int = 0  # sizes of unmodified files not read again: done as far as progress goes
     warnings: list[str] = field(default_factory=list)
     unreadable: int = 0
+    current: bytes = b""  # the file being visited, for progress
+
+    @property
+    def bytes_done(self) -> int:
+        """Bytes of files the backup is through with or reading, comparable with a scan's total."""
+        return self.bytes_read + self.bytes_skipped
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,10 +380,7 @@ class Archiver:
         return await self.repo.reference_tree(old.subtree)
 
     def _excluded(self, path: bytes, name: bytes) -> bool:
-        if not self.exclude:
-            return False
-        p, n = os.fsdecode(path), os.fsdecode(name)
-        return any(fnmatch.fnmatch(n, pat) or fnmatch.fnmatch(p, pat) for pat in self.exclude)
+        return bool(self.exclude) and is_excluded(self.exclude, path, name)
 
     async def _walk(self, top: _Frame) -> None:
         """Depth first, in name order, with an explicit stack of open folders."""
@@ -551,9 +555,13 @@ class Archiver:
                     old: Node | None) -> _Child | None:
         self.stats.total_files += 1
         self.stats.total_bytes += st.st_size
+        self.stats.current = path
+        if self.stats.total_files % 512 == 0:
+            self._progress()  # unmodified files are never read: progress must move all the same
         unchanged = _unchanged(old, st)
         if unchanged and not self.reread_all and all(c in self.repo.index for c in old.content):
             self.stats.files_unmodified += 1
+            self.stats.bytes_skipped += st.st_size
             # Attributes too: any change to them would have changed ctime.
             return self._file_node(name, st, _Content(old.content, old.size, old.holes, old.xattrs, old.flags))
         if old is None:
@@ -763,6 +771,12 @@ class Archiver:
     def _progress(self) -> None:
         if self.on_progress:
             self.on_progress(self.stats)
+
+
+def is_excluded(patterns: tuple[str, ...], path: bytes, name: bytes) -> bool:
+    """A pattern matches the entry's name or its full path (the scanner uses the same rule)."""
+    p, n = os.fsdecode(path), os.fsdecode(name)
+    return any(fnmatch.fnmatch(n, pat) or fnmatch.fnmatch(p, pat) for pat in patterns)
 
 
 def _first(pair: tuple) -> bytes:

@@ -13,6 +13,7 @@ from core import __version__
 from core.backup.single_file import current_user
 from core.backup.archiver import Archiver, ArchiveStats
 from core.backup.watchdog import DEFAULT_STALL_SECONDS, Watchdog
+from core.backup.scan import ScanTotals, start_scan, stop_scan
 from core.config import DatabaseConfig, SourceSpec
 from core.errors import SourceError, UsageError
 from core.repository.format import BlobType
@@ -65,11 +66,15 @@ async def run_backup(repo: Repository, sources: list[SourceSpec], *, kind: str =
                      on_progress: Callable[[str, ArchiveStats], None] | None = None,
                      database: DatabaseConfig | None = None,
                      started_dump: Awaitable | None = None,
-                     stall_timeout: float = DEFAULT_STALL_SECONDS) -> BackupResult:
+                     stall_timeout: float = DEFAULT_STALL_SECONDS,
+                     totals: dict[str, ScanTotals] | None = None) -> BackupResult:
     """Back up ``database`` (when given) and then each file source, one snapshot each.
     ``started_dump``: the logical dump of ``database``, already begun (service.backup).
     ``stall_timeout``: a file source that reads no byte and finishes no file for this many
-    seconds fails the run with BackupStalled (core/backup/watchdog.py); 0: never."""
+    seconds fails the run with BackupStalled (core/backup/watchdog.py); 0: never.
+    ``totals``: filled per file source with a forecast of what the run visits, for progress:
+    the previous snapshot's counts where there is one (free, and right unless the source
+    changed a lot), else a scan running ahead on a thread (core/backup/scan.py)."""
     if kind not in SNAPSHOT_TYPES:
         raise UsageError(f"unknown backup type {kind!r}: use one of {', '.join(SNAPSHOT_TYPES)}")
     backup_set = uuid.uuid4().hex[:16]
@@ -79,24 +84,43 @@ async def run_backup(repo: Repository, sources: list[SourceSpec], *, kind: str =
         await repo.adopt_unindexed_packs()
         warnings = tuple(f"{key}: {why}" for key, why in sorted(repo.foreign_packs.items()))
         existing, _ = await repo.list_snapshots()
-        if database is not None:
-            results.append(await _backup_database(repo, database, backup_set, tags, on_progress,
-                                                  started_dump))
-        for spec in sources:
-            ref = _reference(existing, spec.name, kind)
-            if kind != "full" and ref is None:
-                effective = "full"  # nothing to compare with: every file is read anyway
-            else:
-                effective = kind
-            previous = _reference(existing, spec.name, "incremental")
-            try:
-                done = await _backup_source(repo, spec, effective, ref, backup_set, tags, workers, on_progress,
-                                            stall_timeout=stall_timeout)
-                results.append(replace(done, previous=previous))
-            except SourceError as exc:
-                # One missing source must not cost the others their backup.
-                results.append(SourceResult(spec.name, None, str(exc)))
+        if totals is not None:
+            _forecast(sources, existing, totals)
+        try:
+            if database is not None:
+                results.append(await _backup_database(repo, database, backup_set, tags, on_progress,
+                                                      started_dump))
+            for spec in sources:
+                ref = _reference(existing, spec.name, kind)
+                if kind != "full" and ref is None:
+                    effective = "full"  # nothing to compare with: every file is read anyway
+                else:
+                    effective = kind
+                previous = _reference(existing, spec.name, "incremental")
+                try:
+                    done = await _backup_source(repo, spec, effective, ref, backup_set, tags, workers,
+                                                on_progress, stall_timeout=stall_timeout)
+                    results.append(replace(done, previous=previous))
+                except SourceError as exc:
+                    # One missing source must not cost the others their backup.
+                    results.append(SourceResult(spec.name, None, str(exc)))
+        finally:
+            if totals is not None:
+                stop_scan(totals)
     return BackupResult(backup_set, tuple(results), warnings=warnings)
+
+
+def _forecast(sources: list[SourceSpec], existing: list[Snapshot], totals: dict[str, ScanTotals]) -> None:
+    """The previous snapshot's counts where there is one: free, where a scan would double
+    an unchanged run's stat work; a scan ahead of the run only for a first backup."""
+    to_scan = []
+    for spec in sources:
+        previous = _reference(existing, spec.name, "incremental")
+        if previous is not None:
+            totals[spec.name] = ScanTotals(previous.summary.total_files, previous.summary.total_bytes, done=True)
+        else:
+            to_scan.append(spec)
+    start_scan(to_scan, totals)
 
 
 async def _backup_database(repo: Repository, db: DatabaseConfig, backup_set: str, tags: tuple[str, ...],

@@ -23,13 +23,17 @@ class JobState(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # The daemon that ran it died (kill -9, a crash, the host lost power): not damage and
+    # not the job's fault. The next daemon start releases its locks, notifies, and reruns
+    # or catches it up (core/jobs/recovery.py).
+    INTERRUPTED = "interrupted"
 
     @property
     def finished(self) -> bool:
         return self in FINISHED_STATES
 
 
-FINISHED_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+FINISHED_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.INTERRUPTED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +47,7 @@ class JobProgress:
     eta_seconds: float | None = None
     current: str = ""
     warnings: int = 0
+    unit: str = "files"  # what files_done/files_total count ("packs" for a verification)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +94,7 @@ class EngineClient(Protocol):
         ...
 
     async def wait(self, job_id: str) -> Job:
-        """Until the job is finished (completed, failed or cancelled)."""
+        """Until the job is finished (completed, failed, cancelled or interrupted)."""
         ...
 
     async def close(self) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core import errors
-from core.errors import AxisorError, DaemonError
+from core.errors import AxisorError, DaemonConnectionLost, DaemonError
 from core.jobs.api import Job, JobEvent, JobState
 from core.jobs.codec import event_from_dict, job_from_dict
 from core.jobs.store import state_dir
@@ -59,16 +59,23 @@ class _Connection:
         return cls(path, reader, writer)
 
     async def send(self, request: dict[str, Any]) -> None:
-        self.writer.write(json.dumps(request).encode() + b"\n")
-        await self.writer.drain()
+        try:
+            self.writer.write(json.dumps(request).encode() + b"\n")
+            await self.writer.drain()
+        except (ConnectionError, OSError) as exc:  # the daemon died: EPIPE, ECONNRESET
+            raise DaemonConnectionLost(f"the daemon at {self.path} is gone (connection lost: "
+                                       f"{exc.strerror or type(exc).__name__})") from None
 
     async def receive(self) -> dict[str, Any]:
         try:
             line = await self.reader.readline()
-        except (ConnectionError, asyncio.LimitOverrunError, ValueError) as exc:
+        except (ConnectionError, OSError) as exc:
+            raise DaemonConnectionLost(f"the daemon at {self.path} is gone (connection lost: "
+                                       f"{exc.strerror or type(exc).__name__})") from None
+        except (asyncio.LimitOverrunError, ValueError) as exc:
             raise DaemonError(f"the daemon at {self.path} broke the connection: {exc}") from None
         if not line:
-            raise DaemonError(f"the daemon at {self.path} closed the connection")
+            raise DaemonConnectionLost(f"the daemon at {self.path} closed the connection")
         try:
             reply = json.loads(line)
         except ValueError:

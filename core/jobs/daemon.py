@@ -8,6 +8,10 @@ stays usable; only a line over the size limit ends the connection. ``events`` tu
 connection into a stream of ``{"event": ...}`` lines. Peers whose uid differs from the
 daemon's are refused (SO_PEERCRED), on top of the socket's 0600 mode.
 
+At start, the jobs a previous daemon was running when it died (SIGKILL, a crash) are
+recovered before anything else runs: marked ``interrupted``, their repository locks
+released, announced, and rerun or caught up (core/jobs/recovery.py).
+
 Signals: SIGTERM/SIGINT stop taking work and give running jobs ``[engine]
 shutdown_grace_seconds`` to finish before they are cancelled cleanly; SIGHUP reloads the
 config file, and an invalid one is rejected with the old one kept.
@@ -35,6 +39,7 @@ from core.jobs.api import JobState
 from core.jobs.client import LINE_LIMIT, DaemonClient, socket_path
 from core.jobs.codec import event_to_dict, job_to_dict
 from core.jobs.engine import Engine
+from core.jobs.store import ROLE_DAEMON
 from core.scrub import scrub
 
 log = logging.getLogger("axisor.daemon")
@@ -95,7 +100,7 @@ class Daemon:
     def __init__(self, config: Config, config_path: Path | None, *, directory: Path | None = None) -> None:
         self.config = config
         self.config_path = config_path
-        self.engine = Engine(config, self._passphrase, directory=directory)
+        self.engine = Engine(config, self._passphrase, directory=directory, role=ROLE_DAEMON)
         self.socket = (directory / "daemon.sock") if directory else socket_path(config)
         # Called with the new Config after a successful SIGHUP reload (the scheduler re-reads its schedules).
         self.reload_hooks: list[Callable[[Config], None]] = []
@@ -122,6 +127,8 @@ class Daemon:
         await self._bind()
         try:
             await self.engine.start()
+            # Before the scheduler's first tick: it must see the runs owed again.
+            await self._recover()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop, sig.name)
@@ -146,6 +153,15 @@ class Daemon:
             await self._unbind()
         log.info("daemon stopped", extra={"pid": os.getpid()})
         return 0
+
+    async def _recover(self) -> None:
+        """The jobs a previous daemon left behind when it died (core/jobs/recovery.py)."""
+        from core.jobs.recovery import recover
+
+        try:
+            await recover(self.engine, self.config)
+        except Exception as exc:  # noqa: BLE001 - the daemon still starts; the next start tries again
+            log.exception("recovering interrupted jobs failed", extra={"error": str(exc)})
 
     def request_stop(self, why: str = "stop requested") -> None:
         if not self._stopping:
@@ -220,23 +236,30 @@ class Daemon:
         if len(os.fsencode(path)) > MAX_SOCKET_PATH:
             raise DaemonError(f"the socket path {path} is longer than {MAX_SOCKET_PATH} bytes; "
                               "set a shorter [engine] state_dir or AXISOR_BACKUP_STATE_DIR")
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if path.exists() or path.is_symlink():
-            other = await DaemonClient.try_connect(path)
-            if other is not None:
-                pid = other.daemon_pid
-                await other.close()
-                raise DaemonError(f"another daemon (pid {pid}) already serves {path}")
-            path.unlink()  # left by a daemon that died
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        # Created owner-only from the first instant: no window where others could connect.
-        old = os.umask(0o177)
         try:
-            sock.bind(str(path))
-        finally:
-            os.umask(old)
-        os.chmod(path, 0o600)
-        sock.listen(64)
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if path.exists() or path.is_symlink():
+                other = await DaemonClient.try_connect(path)
+                if other is not None:
+                    pid = other.daemon_pid
+                    await other.close()
+                    raise DaemonError(f"another daemon (pid {pid}) already serves {path}")
+                path.unlink()  # left by a daemon that died
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            # Created owner-only from the first instant: no window where others could connect.
+            old = os.umask(0o177)
+            try:
+                sock.bind(str(path))
+            except OSError:
+                sock.close()
+                raise
+            finally:
+                os.umask(old)
+            os.chmod(path, 0o600)
+            sock.listen(64)
+        except OSError as exc:  # a read-only or foreign state folder: one line, exit 21
+            raise DaemonError(f"cannot serve the daemon socket {path}: {exc.strerror or exc}; set a writable "
+                              "[engine] state_dir or AXISOR_BACKUP_STATE_DIR") from None
         self._server = await asyncio.start_unix_server(self._accept, sock=sock, limit=LINE_LIMIT)
 
     async def _unbind(self) -> None:

@@ -24,7 +24,7 @@ from core.config import Config, ConfigError, PassphraseError
 from core.errors import AxisorError, DaemonError, UsageError
 from core.jobs.api import Job, JobEvent, JobProgress, JobState
 from core.jobs.kinds import JobCancelled, JobContext, JobFailed, refuse_secrets, runner_for
-from core.jobs.store import JobStore, Owner, state_dir
+from core.jobs.store import ROLE_CLI, JobStore, Owner, state_dir
 from core.service import BackupService, PassphraseSource
 
 log = logging.getLogger("axisor.jobs")
@@ -146,8 +146,9 @@ class Engine:
     mode = "embedded"
 
     def __init__(self, config: Config, passphrase: PassphraseSource, *, directory: Path | None = None,
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, role: str = ROLE_CLI) -> None:
         self.config = config
+        self.role = role  # recorded with each job: the daemon's jobs are recovered after a crash
         self._passphrase = passphrase
         self.directory = directory or state_dir(config)
         self._workers = workers
@@ -170,8 +171,8 @@ class Engine:
         self.store = await JobStore.open(self.directory)
         self.orphans = await self.store.mark_orphans(self.owner)
         for job in self.orphans:
-            log.warning("job marked failed: its process died", extra={"job": job.id, "kind": job.kind,
-                                                                     "reason": job.error})
+            log.warning(f"job marked {job.state.value}: its process died",
+                        extra={"job": job.id, "kind": job.kind, "reason": job.error})
         if self.orphans:
             self._after_finish_hooks(None)
 
@@ -205,7 +206,7 @@ class Engine:
         job = Job(id=new_job_id(), kind=kind, params=dict(params), state=JobState.PENDING, origin=str(origin),
                   created_at=datetime.now(UTC), started_at=None, finished_at=None, progress=None, result=None,
                   error=None)
-        await self._store().insert(job, self.owner)
+        await self._store().insert(job, self.owner, self.role)
         self._live[job.id] = _Live(job)
         self._queue.append(job.id)
         log.info("job submitted", extra={"job": job.id, "kind": kind, "origin": job.origin})
@@ -397,16 +398,22 @@ class Engine:
         self._after_finish_hooks(job)
 
     def _after_finish_hooks(self, job: Job | None) -> None:
-        from core.jobs import metrics, notify
+        from core.jobs import notify
 
         store = self.store
         if store is None:
             return
         config = self.config
         if config.engine.metrics_file is not None:
-            self._spawn(metrics.write_metrics(store, config.engine.metrics_file))
+            self._spawn(self._write_metrics(store, config))
         if job is not None and notify.wanted(config.notifications, job):
             self._spawn(notify.notify(config.notifications, job))
+
+    async def _write_metrics(self, store: Any, config: Any) -> None:
+        from core.jobs import metrics, status
+
+        health = await status.evaluate(config, store)  # the one evaluation `status` makes
+        await metrics.write_metrics(store, config.engine.metrics_file, health)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

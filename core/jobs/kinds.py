@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
@@ -23,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 from core import scrub
 from core.errors import AxisorError, LockHeld, PartialRestore, UsageError
 from core.jobs.api import JobProgress
+from core.progress import RateMeter, eta_seconds
+from core.text import shown
 from core.restore.files import RestoreOptions
 
 if TYPE_CHECKING:
@@ -195,20 +198,35 @@ async def backup_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, An
     tags = tuple(str(t) for t in params.get("tags") or [])
     started = time.monotonic()
     done: dict[str, tuple[int, int]] = {}
+    totals: dict[str, Any] = {}  # the scanner's forecast per file source (core/backup/scan.py)
+    meter = RateMeter()
 
     def on_progress(source: str, st: Any) -> None:
-        done[source] = (st.total_files, st.bytes_read)
+        done[source] = (st.total_files, getattr(st, "bytes_done", st.bytes_read))
         nbytes = sum(b for _, b in done.values())
-        elapsed = max(time.monotonic() - started, 1e-6)
-        ctx.progress(JobProgress(phase="backup", bytes_done=nbytes, files_done=sum(f for f, _ in done.values()),
-                                 rate=nbytes / elapsed, current=source, warnings=len(st.warnings)))
+        nfiles = sum(f for f, _ in done.values())
+        rate = meter.update(time.monotonic(), nbytes)
+        scanned = bool(totals) and all(t.done for t in totals.values())
+        bytes_total = sum(t.bytes for t in totals.values()) if totals else None
+        files_total = sum(t.files for t in totals.values()) if totals else None
+        if bytes_total is not None:
+            # A forecast: files that appear or grow during the run can pass it.
+            bytes_total, files_total = max(bytes_total, nbytes), max(files_total or 0, nfiles)
+        current = shown(os.fsdecode(st.current)) if getattr(st, "current", b"") else source
+        ctx.progress(JobProgress(
+            phase="backup" if scanned or not totals else "backup (counting)", bytes_done=nbytes,
+            bytes_total=bytes_total, files_done=nfiles, files_total=files_total, rate=rate,
+            eta_seconds=eta_seconds(nbytes, bytes_total, rate) if scanned else None,
+            current=current, warnings=len(st.warnings)))
 
     ctx.progress(JobProgress(phase="waiting for locks"))
     async with ctx.locks([PRIMARY_LOCATION], exclusive=False), \
             ctx.locks(_source_keys(ctx.config, sources), exclusive=True):
         ctx.progress(JobProgress(phase="backup"))
+        meter.update(time.monotonic(), 0)  # the rate counts from here, so the first report has one
         result = await retry_when_locked(
-            ctx, lambda: ctx.service.backup(kind=kind, sources=sources or None, tags=tags, on_progress=on_progress),
+            ctx, lambda: ctx.service.backup(kind=kind, sources=sources or None, tags=tags, on_progress=on_progress,
+                                            totals=totals),
             wait=float(params.get("lock_wait", LOCK_WAIT_SECONDS)))
     for r in result.results:
         if r.snapshot is not None:
@@ -289,18 +307,23 @@ async def restore_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, A
             report = await retry_when_locked(ctx, lambda: svc.restore_database(
                 snaps[0], target_db, force=bool(params.get("force")),
                 tables=tuple(params.get("tables") or ()), schemas=tuple(params.get("schemas") or ()),
-                restore_id=ctx.job_id))
+                restore_id=ctx.job_id, roles=bool(params.get("roles"))))
             out = {"snapshot": report.snapshot, "database": report.database, "target": report.target,
                    "created": report.created, "bytes": report.bytes, "seconds": report.seconds, "ok": report.ok,
                    "safety_snapshot": report.safety_snapshot, "warnings": list(report.warnings),
                    "restore_id": ctx.job_id,
                    "tables": [{"table": t.table, "expected": t.expected, "actual": t.actual, "ok": t.ok}
-                              for t in report.tables]}
+                              for t in report.tables],
+                   "roles_created": report.roles_created, "carried": report.carried,
+                   "not_restored": [n.as_dict() for n in report.not_restored]}
             ctx.log(f"restored {report.snapshot[:8]} into {report.target}: {report.bytes} bytes")
+            for n in report.not_restored:
+                ctx.log(f"not restored: {n.what}: {n.why}")
             if not report.ok:
                 out["exit_code"] = 16
                 raise JobFailed("restored row counts or checksums differ from the snapshot", out, 16)
-            out["exit_code"] = 0
+            # Ownership, privileges or database properties not carried: a warning (docs/CLI.md).
+            out["exit_code"] = 7 if report.not_restored else 0
             return out
         target = params.get("target")
         if not target:
@@ -393,8 +416,24 @@ async def verify_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, An
     refs = [str(r) for r in params.get("snapshots") or []] or None
     ctx.progress(JobProgress(phase="waiting for locks"))
     async with ctx.locks([PRIMARY_LOCATION], exclusive=False):
-        ctx.progress(JobProgress(phase="verify full" if full else "verify quick"))
-        report = await retry_when_locked(ctx, lambda: ctx.service.verify(full=full, snapshot_refs=refs))
+        name = "verify full" if full else "verify quick"
+        ctx.progress(JobProgress(phase=name))
+        meter = RateMeter()
+        meter.update(time.monotonic(), 0)
+
+        def on_progress(p: Any) -> None:
+            if p.bytes_total:  # packs: bytes are the measure of the work
+                rate = meter.update(time.monotonic(), p.bytes_done)
+                ctx.progress(JobProgress(phase=f"{name}: {p.phase}", bytes_done=p.bytes_done,
+                                         bytes_total=p.bytes_total, files_done=p.done, files_total=p.total,
+                                         unit="packs", rate=rate, eta_seconds=eta_seconds(p.bytes_done, p.bytes_total, rate),
+                                         current=p.current))
+            else:
+                ctx.progress(JobProgress(phase=f"{name}: {p.phase}", files_done=p.done, files_total=p.total,
+                                         unit="snapshots", current=shown(p.current)))
+
+        report = await retry_when_locked(ctx, lambda: ctx.service.verify(full=full, snapshot_refs=refs,
+                                                                         on_progress=on_progress))
     out = {"ok": report.ok, "full": report.full, "snapshots_checked": report.snapshots_checked,
            "trees_checked": report.trees_checked, "blobs_referenced": report.blobs_referenced,
            "packs_checked": report.packs_checked, "bytes_read": report.bytes_read,

@@ -12,11 +12,13 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from core.jobs.api import Job, JobState
 from core.jobs.kinds import PRIMARY_LOCATION
 from core.jobs.store import JobStore
 
+LEVELS = ("ok", "warning", "critical")  # as core/jobs/status.py orders them
 HISTORY = 5000  # finished backup jobs looked at; older ones no longer change the figures
 
 
@@ -63,7 +65,9 @@ def per_source(jobs: list[Job]) -> dict[str, _Source]:
     return sources
 
 
-def render(jobs: list[Job], counts: dict[tuple[str, str], int]) -> str:
+def render(jobs: list[Job], counts: dict[tuple[str, str], int], health: Any = None) -> str:
+    """``health``: the evaluation `status` makes (core/jobs/status.py), so the file and
+    `status` never disagree; its families are left out when it is None."""
     loc = _label(PRIMARY_LOCATION)
     lines: list[str] = []
 
@@ -99,12 +103,19 @@ def render(jobs: list[Job], counts: dict[tuple[str, str], int]) -> str:
     family("axisor_backup_jobs_total", "counter", "Jobs by kind and final or current state.")
     for (kind, state), n in sorted(counts.items()):
         lines.append(f'axisor_backup_jobs_total{{kind="{_label(kind)}",state="{_label(state)}"}} {n}')
+    if health is not None:
+        family("axisor_backup_health", "gauge",
+               "The platform's health as `axisor-backup status` evaluates it: 0 ok, 1 warning, 2 critical.")
+        lines.append(f"axisor_backup_health {health.exit_code}")
+        family("axisor_backup_check", "gauge", "Each check of `axisor-backup status`: 0 ok, 1 warning, 2 critical.")
+        for check in health.checks:
+            lines.append(f'axisor_backup_check{{check="{_label(check.name)}"}} {LEVELS.index(check.level)}')
     return "\n".join(lines) + "\n"
 
 
-async def write_metrics(store: JobStore, path: Path) -> None:
+async def write_metrics(store: JobStore, path: Path, health: Any = None) -> None:
     jobs = await store.list(limit=HISTORY, states=(JobState.COMPLETED, JobState.FAILED), kinds=("backup",))
-    text = render(jobs, await store.counts())
+    text = render(jobs, await store.counts(), health)
     await asyncio.to_thread(_write_atomic, path, text)
 
 

@@ -1,5 +1,9 @@
 """Notifications about finished jobs: a webhook (JSON POST) and a command hook.
 
+Events: ``job.completed`` (with ``on_success``), ``job.failed`` and ``job.interrupted``
+(with ``on_failure``; the latter sent by the next daemon start, saying what it did:
+core/jobs/recovery.py), ``source.stale`` and ``source.suspicious_shrink``.
+
 The payload holds the job record, which never holds secrets (params are refused at
 submit time when they would). A failing notification is logged, never fatal.
 """
@@ -25,7 +29,7 @@ log = logging.getLogger("axisor.notify")
 def wanted(config: NotificationsConfig, job: Job) -> bool:
     if config.webhook_url is None and not config.command:
         return False
-    if job.state == JobState.FAILED:
+    if job.state in (JobState.FAILED, JobState.INTERRUPTED):  # interrupted: the daemon died under it
         return config.on_failure
     if job.state == JobState.COMPLETED:
         return config.on_success
@@ -39,8 +43,8 @@ def payload(job: Job) -> dict[str, Any]:
 
 
 def _summary(job: Job) -> str:
-    if job.state == JobState.FAILED:
-        return f"axisor-backup {job.kind} job {job.id} failed: {job.error}"
+    if job.state in (JobState.FAILED, JobState.INTERRUPTED):
+        return f"axisor-backup {job.kind} job {job.id} {job.state.value}: {job.error}"
     return f"axisor-backup {job.kind} job {job.id} {job.state.value}"
 
 

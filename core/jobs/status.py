@@ -7,7 +7,10 @@ backup is older than the RPO times ``critical_factor``, warning past the RPO or 
 backup after the last success failed. A later backup that could not read the source at all
 (missing, or its folder unreadable: exit 11) is critical at once: that source is no longer
 being protected, however fresh its last snapshot. A failed verification is critical (the
-repository has damage).
+repository has damage); one that could not run (a lock, an unreachable
+location) is a warning naming why, and the verdict of the last one that ran still stands; a
+cancelled or interrupted one says nothing about the repository and changes nothing
+(``verify_verdict``).
 A file source whose newest snapshot lost more than ``[objectives] suspicious_shrink`` of the
 previous snapshot's files is a warning (``shrink <source>``; core/health/shrink.py), until its
 next backup.
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from core.config import Config
-from core.errors import DaemonError, SourceError
+from core.errors import DaemonError, SourceError, VerificationFailed
 from core.health.shrink import FileCount, counts_files, shrink_of
 from core.jobs.api import JobState
 from core.jobs.client import DaemonClient, socket_path
@@ -27,6 +30,7 @@ from core.jobs.metrics import HISTORY, per_source
 from core.jobs.store import JobStore, state_dir
 
 LEVELS = ("ok", "warning", "critical")
+VERIFY_HISTORY = 50  # verification jobs looked at for the newest verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +39,32 @@ class Check:
     level: str  # ok | warning | critical
     message: str
     stale: bool = False  # a source whose newest successful backup is older than its RPO
+    # What fixes it, as an action id the CLI and the console each show in their own words
+    # ("backup <source>", "verify", "daemon", "repair"); None when nothing does.
+    fix: str | None = None
+    # Where, when it is long (a socket path): the CLI shows it, the dashboard's line leaves it out.
+    detail: str = ""
+
+    @property
+    def full_message(self) -> str:
+        return f"{self.message} {self.detail}" if self.detail else self.message
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyVerdict:
+    """What the verification history says about the repository.
+
+    ``state`` is "passed" or "damage" from the newest verification that ran to its end, or
+    "never". ``newer`` is the newest verification after it that did not reach a verdict
+    (cancelled, interrupted, or failed to run), with ``newer_error`` saying why."""
+
+    state: str  # passed | damage | never
+    job_id: str | None = None
+    at: datetime | None = None
+    full: bool = False
+    newer: str | None = None  # cancelled | interrupted | could not run
+    newer_job_id: str | None = None
+    newer_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +72,7 @@ class Health:
     level: str
     checks: tuple[Check, ...]
     daemon_pid: int | None
+    verify: VerifyVerdict = VerifyVerdict("never")
 
     @property
     def exit_code(self) -> int:
@@ -53,39 +84,60 @@ def _worst(levels: list[str]) -> str:
 
 
 async def health(config: Config, *, now: datetime | None = None) -> Health:
-    now = now or datetime.now(UTC)
-    checks: list[Check] = []
-    pid: int | None = None
+    """The platform's health: the one evaluation behind `status`, the metrics file, the
+    daemon's notifications and the console's dashboard, so they can never disagree."""
+    store = await JobStore.open(state_dir(config))
+    try:
+        return await evaluate(config, store, now=now)
+    finally:
+        await store.close()
+
+
+async def evaluate(config: Config, store: JobStore, *, now: datetime | None = None,
+                   daemon_pid: int | None = None) -> Health:
+    """``health`` on an open job database. ``daemon_pid``: the caller is that daemon (it does
+    not ask its own socket)."""
+    pid = daemon_pid if daemon_pid is not None else await _daemon_pid(config)
+    checks = [_daemon_check(config, pid)]
+    history, verdict = await _history(config, store, now)
+    checks += history
+    return Health(_worst([c.level for c in checks]), tuple(checks), pid if isinstance(pid, int) else None, verdict)
+
+
+async def _daemon_pid(config: Config) -> int | DaemonError | None:
+    """The answering daemon's pid, None when none answers, or why asking failed."""
     try:
         client = await DaemonClient.try_connect(socket_path(config))
     except DaemonError as exc:
-        client = None
-        checks.append(Check("daemon", "warning", str(exc)))
-    else:
-        if client is not None:
-            pid = client.daemon_pid
-            await client.close()
-            checks.append(Check("daemon", "ok", f"running (pid {pid})"))
-        elif config.schedule.enabled:
-            checks.append(Check("daemon", "warning",
-                                f"scheduling is enabled but no daemon answers at {socket_path(config)}"))
-        else:
-            checks.append(Check("daemon", "ok", "not running (scheduling is disabled)"))
+        return exc
+    if client is None:
+        return None
+    pid = client.daemon_pid
+    await client.close()
+    return pid
 
-    store = await JobStore.open(state_dir(config))
-    try:
-        checks += await history_checks(config, store, now)
-    finally:
-        await store.close()
-    return Health(_worst([c.level for c in checks]), tuple(checks), pid)
+
+def _daemon_check(config: Config, pid: int | DaemonError | None) -> Check:
+    if isinstance(pid, DaemonError):
+        return Check("daemon", "warning", str(pid), fix="daemon")
+    if pid is not None:
+        return Check("daemon", "ok", f"running (pid {pid})")
+    if config.schedule.enabled:
+        return Check("daemon", "warning", "scheduling is enabled but no daemon answers",
+                     fix="daemon", detail=f"at {socket_path(config)}")
+    return Check("daemon", "ok", "not running (scheduling is disabled)")
 
 
 async def history_checks(config: Config, store: JobStore, now: datetime | None = None) -> list[Check]:
     """The checks that come from the job history: one per configured source, and verify."""
+    return (await _history(config, store, now))[0]
+
+
+async def _history(config: Config, store: JobStore, now: datetime | None) -> tuple[list[Check], VerifyVerdict]:
     now = now or datetime.now(UTC)
     checks: list[Check] = []
     backups = await store.list(limit=HISTORY, states=(JobState.COMPLETED, JobState.FAILED), kinds=("backup",))
-    verifies = await store.list(limit=1, states=(JobState.COMPLETED, JobState.FAILED), kinds=("verify",))
+    verifies = await store.list(limit=VERIFY_HISTORY, kinds=("verify",))
     figures = per_source(backups)
     expected = [s.name for s in config.sources()] + (["database"] if config.database.enabled else [])
     for name in expected:
@@ -93,7 +145,8 @@ async def history_checks(config: Config, store: JobStore, now: datetime | None =
         warn_s, crit_s = rpo, rpo * config.objectives.critical_factor
         fig = figures.get(name)
         if fig is None or fig.last_success is None:
-            checks.append(Check(f"source {name}", "critical", "never backed up successfully"))
+            checks.append(Check(f"source {name}", "critical", "never backed up successfully",
+                                fix=f"backup {name}"))
             continue
         age = now.timestamp() - fig.last_success
         level = "critical" if age > crit_s else "warning" if age > warn_s else "ok"
@@ -110,14 +163,57 @@ async def history_checks(config: Config, store: JobStore, now: datetime | None =
             else:
                 level = _worst([level, "warning"])
                 message += f"; a later backup failed (job {newer_failure.id}: {newer_failure.error})"
-        checks.append(Check(f"source {name}", level, message, stale))
+        checks.append(Check(f"source {name}", level, message, stale, fix=f"backup {name}" if level != "ok" else None))
     checks += shrink_checks(config, backups)
-    if verifies and verifies[0].state == JobState.FAILED:
-        checks.append(Check("verify", "critical", f"the newest verification failed (job {verifies[0].id}): "
-                                                  f"{verifies[0].error}"))
-    elif verifies:
-        checks.append(Check("verify", "ok", f"the newest verification passed (job {verifies[0].id})"))
-    return checks
+    verdict = verify_verdict(verifies)
+    verify = verify_check(verdict)
+    if verify is not None:
+        checks.append(verify)
+    return checks, verdict
+
+
+def verify_verdict(jobs: list) -> VerifyVerdict:
+    """Newest first in. Only a verification that ran to its end gives a verdict: passed
+    (completed, no damage) or damage (failed with the damage exit code). A cancelled one,
+    one interrupted by a crash, or one that could not run (lock, passphrase, unreachable
+    storage) says nothing about the repository."""
+    newer: tuple[str, str, str | None] | None = None
+    for job in jobs:
+        if job.state == JobState.COMPLETED:
+            state = "passed" if (job.result or {}).get("ok", True) else "damage"
+        elif job.state == JobState.FAILED and (job.result or {}).get("exit_code") == VerificationFailed.exit_code:
+            state = "damage"
+        else:
+            if job.state.finished and newer is None:
+                why = "cancelled" if job.state == JobState.CANCELLED else \
+                    "interrupted" if job.state.value == "interrupted" else "could not run"
+                newer = (why, job.id, job.error)
+            continue
+        verdict = VerifyVerdict(state, job.id, job.finished_at, bool(job.params.get("full")))
+        break
+    else:
+        verdict = VerifyVerdict("never")
+    if newer is not None:
+        verdict = VerifyVerdict(verdict.state, verdict.job_id, verdict.at, verdict.full, *newer)
+    return verdict
+
+
+def verify_check(v: VerifyVerdict) -> Check | None:
+    """The ``verify`` check of a verdict; None when nothing was ever verified or tried."""
+    kind = "full" if v.full else "quick"
+    if v.state == "damage":
+        return Check("verify", "critical", f"the newest {kind} verification found damage (job {v.job_id})",
+                     fix="repair")
+    last = f"the newest {kind} verification passed (job {v.job_id})" if v.state == "passed" else \
+        "no verification has completed"
+    if v.newer == "could not run":
+        return Check("verify", "warning", f"{last}; a later one could not run (job {v.newer_job_id}: "
+                                          f"{v.newer_error})", fix="verify")
+    if v.newer is not None:
+        last += f"; a later one was {v.newer} (job {v.newer_job_id}), which says nothing about the repository"
+    if v.state == "never" and v.newer is None:
+        return None
+    return Check("verify", "ok", last)
 
 
 def shrink_checks(config: Config, backups: list) -> list[Check]:
@@ -141,7 +237,7 @@ def shrink_checks(config: Config, backups: list) -> list[Check]:
             previous = FileCount.from_dict(snaps[1]) if len(snaps) > 1 else None
         found = shrink_of(FileCount.from_dict(newest), previous, config.objectives.suspicious_shrink)
         if found is not None:
-            checks.append(Check(f"shrink {name}", "warning", found.message()))
+            checks.append(Check(f"shrink {name}", "warning", found.message(), fix=f"backup {name}"))
     return checks
 
 
@@ -165,4 +261,5 @@ def _touches(params: dict, result: dict | None, source: str) -> bool:
     return not wanted or any(w == source or source.endswith("/" + w) or source.startswith(w + "/") for w in wanted)
 
 
-__all__ = ["Check", "Health", "health", "history_checks", "shrink_checks"]
+__all__ = ["Check", "Health", "VerifyVerdict", "evaluate", "health", "history_checks", "shrink_checks",
+           "verify_check", "verify_verdict"]

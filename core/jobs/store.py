@@ -3,8 +3,13 @@
 One file, ``jobs.sqlite3``, shared by the daemon and by embedded engines in CLI processes
 (WAL mode and a busy timeout let several processes write). Each pending or running job
 records the process that owns it (pid and the kernel's start time of that pid, so a
-recycled pid is not mistaken for the owner); the next engine to start marks the jobs of
-a dead owner failed, with the reason.
+recycled pid is not mistaken for the owner) and its role; the next engine to start marks
+the jobs of a dead owner with the reason: ``interrupted`` when the owner was the daemon
+(its next start recovers them: core/jobs/recovery.py, which then fills ``recovery``),
+``failed`` when it was a one-shot CLI process.
+
+Schema changes are additive columns, added at open by ``_migrate`` (a database written by
+an older version keeps working; its rows read as owner role "" = not the daemon).
 
 SQLite calls block, so they run on one dedicated thread, never on the event loop.
 """
@@ -34,6 +39,11 @@ if TYPE_CHECKING:
 
 ENV_STATE_DIR = "AXISOR_BACKUP_STATE_DIR"
 DB_NAME = "jobs.sqlite3"
+# Who owned a job: the daemon (its jobs are recovered at its next start) or a CLI process.
+ROLE_DAEMON = "daemon"
+ROLE_CLI = "cli"
+# Columns added after the first release: name -> its definition for ALTER TABLE.
+_ADDED_COLUMNS = {"owner_role": "TEXT NOT NULL DEFAULT ''", "recovery": "TEXT"}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -51,7 +61,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     owner_host TEXT NOT NULL,
     owner_pid INTEGER NOT NULL,
-    owner_start TEXT NOT NULL
+    owner_start TEXT NOT NULL,
+    owner_role TEXT NOT NULL DEFAULT '',
+    recovery TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_ns);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
@@ -101,6 +113,11 @@ class Owner:
         return True
 
 
+def interrupted_reason(owner: Owner, was: str) -> str:
+    return (f"the daemon (pid {owner.pid} on {owner.host}) stopped while this job was {was} "
+            "(killed or crashed); interrupted, not failed")
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -146,19 +163,38 @@ class JobStore(SqliteOnThread):
         await store._start()
         return store
 
+    def _connect(self) -> None:
+        super()._connect()
+        try:
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise self.failure(exc) from None
+
+    def _migrate(self) -> None:
+        """Add the columns a database from an older version lacks."""
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(jobs)")}
+        for name, definition in _ADDED_COLUMNS.items():
+            if name in have:
+                continue
+            try:
+                self.db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):  # another process migrated it meanwhile
+                    raise
+
     # -- writes ---------------------------------------------------------------------
 
-    async def insert(self, job: Job, owner: Owner) -> None:
+    async def insert(self, job: Job, owner: Owner, role: str = ROLE_CLI) -> None:
         def run() -> None:
             self.db.execute(
                 "INSERT INTO jobs (id, kind, params, state, origin, created_ns, created_at, started_at, finished_at,"
-                " progress, result, error, owner_host, owner_pid, owner_start)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " progress, result, error, owner_host, owner_pid, owner_start, owner_role)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (job.id, job.kind, _json(job.params), job.state.value, job.origin, time.time_ns(),
                  _ts(job.created_at), _ts(job.started_at), _ts(job.finished_at),
                  _json(progress_to_dict(job.progress)) if job.progress else None,
                  _json(job.result) if job.result is not None else None, _text(job.error),
-                 owner.host, owner.pid, owner.start),
+                 owner.host, owner.pid, owner.start, role),
             )
 
         await self._call(run)
@@ -192,7 +228,10 @@ class JobStore(SqliteOnThread):
         await self._call(run)
 
     async def mark_orphans(self, me: Owner) -> list[Job]:
-        """Fail the pending and running jobs whose owning process is gone; returns them."""
+        """Mark the pending and running jobs whose owning process is gone; returns them.
+
+        The daemon's jobs become ``interrupted`` (recovered at its next start); a one-shot
+        CLI process's become ``failed``, as before."""
         def run() -> list[Job]:
             rows = self.db.execute(
                 "SELECT * FROM jobs WHERE state IN (?, ?)", (JobState.PENDING.value, JobState.RUNNING.value)
@@ -203,21 +242,60 @@ class JobStore(SqliteOnThread):
                 if owner == me or owner.alive():
                     continue
                 was = row["state"]
-                reason = (f"the process that ran this job (pid {owner.pid} on {owner.host}) ended while the job was "
-                          f"{was}; marked failed at the next start")
                 finished = _now()
+                result = json.loads(row["result"]) if row["result"] else None
+                if row["owner_role"] == ROLE_DAEMON:
+                    state = JobState.INTERRUPTED
+                    reason = interrupted_reason(owner, was)
+                    from core.errors import DaemonError
+
+                    result = {**(result or {}), "exit_code": DaemonError.exit_code,
+                              "interrupted": {"daemon_pid": owner.pid, "host": owner.host, "was": was}}
+                else:
+                    state = JobState.FAILED
+                    reason = (f"the process that ran this job (pid {owner.pid} on {owner.host}) ended while the job "
+                              f"was {was}; marked failed at the next start")
                 cur = self.db.execute(
-                    "UPDATE jobs SET state = ?, finished_at = ?, error = ? WHERE id = ? AND state = ?",
-                    (JobState.FAILED.value, _ts(finished), reason, row["id"], was),
+                    "UPDATE jobs SET state = ?, finished_at = ?, error = ?, result = ? WHERE id = ? AND state = ?",
+                    (state.value, _ts(finished), reason, _json(result) if result is not None else None,
+                     row["id"], was),
                 )
                 if cur.rowcount:
                     self.db.execute("INSERT INTO job_log (job_id, at, line) VALUES (?, ?, ?)",
-                                    (row["id"], _ts(finished), reason))
-                    marked.append(replace(_row_to_job(row), state=JobState.FAILED, finished_at=finished,
-                                          error=reason))
+                                    (row["id"], _ts(finished), f"{state.value}: {reason}"))
+                    marked.append(replace(_row_to_job(row), state=state, finished_at=finished, error=reason,
+                                          result=result))
             return marked
 
         return await self._call(run)
+
+    async def unrecovered(self) -> list[tuple[Job, Owner]]:
+        """Interrupted jobs of a dead daemon that no daemon start has recovered yet, oldest
+        first, each with the daemon that ran it (whoever marked them: the daemon, or a CLI
+        that opened the job database first)."""
+        def run() -> list[tuple[Job, Owner]]:
+            rows = self.db.execute(
+                "SELECT * FROM jobs WHERE state = ? AND owner_role = ? AND recovery IS NULL ORDER BY created_ns",
+                (JobState.INTERRUPTED.value, ROLE_DAEMON)).fetchall()
+            return [(_row_to_job(r), Owner(r["owner_host"], r["owner_pid"], r["owner_start"])) for r in rows]
+
+        return await self._call(run)
+
+    async def set_recovery(self, job: Job, recovery: dict[str, Any]) -> Job:
+        """Record what the daemon did about an interrupted job: in ``recovery`` (done once),
+        in its result (``result.recovery``), its error text and its log."""
+        summary = str(recovery.get("summary") or "")
+        error = f"{job.error}; {summary}" if job.error and summary else (job.error or summary)
+        result = {**(job.result or {}), "recovery": recovery}
+
+        def run() -> None:
+            self.db.execute("UPDATE jobs SET recovery = ?, result = ?, error = ? WHERE id = ?",
+                            (_json(recovery), _json(result), _text(error), job.id))
+            self.db.execute("INSERT INTO job_log (job_id, at, line) VALUES (?, ?, ?)",
+                            (job.id, _ts(_now()), scrub(f"recovered: {summary}")))
+
+        await self._call(run)
+        return replace(job, result=result, error=error)
 
     # -- reads ----------------------------------------------------------------------
 
@@ -274,4 +352,4 @@ class JobStore(SqliteOnThread):
         return await self._call(run)
 
 
-__all__ = ["ENV_STATE_DIR", "JobStore", "Owner", "process_start", "progress_from_dict", "state_dir"]
+__all__ = ["ENV_STATE_DIR", "JobStore", "Owner", "ROLE_CLI", "ROLE_DAEMON", "interrupted_reason", "process_start", "progress_from_dict", "state_dir"]

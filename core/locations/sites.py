@@ -19,6 +19,7 @@ from core.repository import repo_config
 from core.repository.repository import Repository
 from core.storage.backend import Backend, StorageError
 from core.storage.factory import PRIMARY_NAME, open_backend
+from core.storage.extras import MissingExtra
 
 __all__ = ["LocationInfo", "LocationMismatch", "Sites", "PRIMARY_NAME", "is_unavailable", "open_with_master"]
 
@@ -72,7 +73,11 @@ class Sites:
         if name == PRIMARY_NAME:
             return LocationInfo(name, "local", str(self.config.storage.local_path), True)
         loc = self._remote[name]
-        return LocationInfo(name, loc.provider, self.backend(name).location, False)
+        try:
+            where = self.backend(name).location
+        except MissingExtra:  # this host cannot use it; say where it is all the same
+            where = f"{loc.provider}:{loc.bucket_name or loc.endpoint or loc.path or ''}"
+        return LocationInfo(name, loc.provider, where, False)
 
     def backend(self, name: str) -> Backend:
         self.check(name)
@@ -130,4 +135,4 @@ def is_unavailable(exc: BaseException) -> bool:
     another repository), so another location may be tried; a wrong passphrase or an unknown
     snapshot is an answer about the request instead."""
     return isinstance(exc, (StorageError, RepositoryNotFound, DamagedObject, LocationMismatch,
-                            OSError, TimeoutError))
+                            MissingExtra, OSError, TimeoutError))

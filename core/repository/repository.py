@@ -9,6 +9,7 @@ backup adopts (``adopt_unindexed_packs``) instead of uploading again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections import OrderedDict
 from collections.abc import Callable
@@ -22,7 +23,8 @@ from core.repository import keys as keyfiles
 from core.repository import repo_config
 from core.repository.blobs import SealedBlob, open_blob, seal_blob
 from core.repository.format import (
-    AD_INDEX, AD_PACK_HEADER, AD_SNAPSHOT, DATA, INDEX, PACK_TRAILER, SNAPSHOTS, BlobType, pack_id_from_key, pack_key,
+    AD_INDEX, AD_PACK_HEADER, AD_SNAPSHOT, DATA, INDEX, KEYS, PACK_TRAILER, SNAPSHOTS, BlobType, pack_id_from_key,
+    pack_key,
 )
 from core.repository.index import Index, IndexedPack, IndexFormatError, PackEntry, decode_index, encode_index
 from core.repository.packer import Packer, PackFormatError, decode_header, parse_trailer
@@ -131,7 +133,15 @@ class Repository:
         key = await asyncio.to_thread(keyfiles.wrap, master, passphrase)
         # The key goes first: a config without a key would be a repository nobody can open.
         await keyfiles.store_key(backend, key)
-        await backend.put("config", config.encode(cipher))
+        try:
+            await backend.put("config", config.encode(cipher))
+        except BaseException:
+            # No config, no repository: take the key back (a delete needs no space), or the
+            # next `init` would find the passphrase opening this orphan's master key first
+            # and its own config unreadable (exit 9 on every command).
+            with contextlib.suppress(Exception):
+                await backend.delete(f"{KEYS}/{key.id}")
+            raise
         return cls(backend, master, config, key)
 
     @classmethod

@@ -47,7 +47,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.errors import DamagedObject, RestoreRefused
+from core.errors import DamagedObject, RestoreRefused, StorageFull
 from core.fsmeta import flags as fsflags
 from core.fsmeta.sparse import data_extents
 from core.fsmeta.xattrs import ACL_NAMES, CAPABILITY, is_acl, remove_xattr, write_xattr
@@ -76,6 +76,7 @@ MAX_LISTED = 200  # warnings and stripped files listed; the rest are counted
 PRIVILEGE_BITS = stat.S_ISUID | stat.S_ISGID
 _TEMP = ".axisor-restore-"
 PARTIAL_SUFFIX = b".axisor-partial"  # a partial file's bytes, beside its name (never over it)
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a full target (or quota): exit 10, not a traceback
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,14 +367,34 @@ class FileRestorer:
     def where(self, parts: Parts) -> str:
         return fsops.display(self.target, parts)
 
+    def _full(self, parts: Parts | None, exc: OSError, folder: str | None = None) -> StorageFull:
+        """The error for a target that ran out of space (or quota, or inodes) while writing
+        ``parts`` (or creating ``folder``, a shown path). The file being written was a temp
+        file, removed again: what was at its name stays."""
+        what = (f" while writing {self.where(parts)}" if parts is not None
+                else f" while creating the folder {folder}" if folder else "")
+        return StorageFull(f"the restore target {shown(str(self.target))} is full: {exc.strerror}{what}; files "
+                           "not restored yet are as they were (free space there and restore again)")
+
     def warn(self, parts: Parts, message: str) -> None:
         with self._stats_lock:
             self.stats.warn(f"{self.where(parts)}: {message}")
 
     async def restore(self, snap: Snapshot) -> RestoreStats:
-        self._prepare_target()
+        try:
+            self._prepare_target()
+        except OSError as exc:
+            if exc.errno in NO_SPACE:  # the target folder itself cannot be created
+                raise self._full(None, exc, shown(str(self.target))) from None
+            raise
         try:
             return await self._restore(snap)
+        except OSError as exc:
+            # A full target met where no file is being written (a folder, a link): still
+            # exit 10 naming the target, never a traceback.
+            if exc.errno in NO_SPACE:
+                raise self._full(None, exc, exc.filename if isinstance(exc.filename, str) else None) from None
+            raise
         finally:
             assert self._cache is not None
             self._cache.close()
@@ -613,8 +634,10 @@ class FileRestorer:
                         continue
                     self._apply_meta(fd, job.parts, job.node, fresh=True)
                     self._place(dfd, temp, job)
-                except BaseException:
+                except BaseException as exc:
                     _unlink_quiet(dfd, temp)  # never leave a half file behind, not even a temp one
+                    if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+                        raise self._full(job.parts, exc) from None
                     raise
                 finally:
                     os.close(fd)
@@ -655,8 +678,10 @@ class FileRestorer:
                 else:
                     await self._run(self._apply_meta, fd, job.parts, job.node, True)
                     self._place(dfd, temp, job)
-            except BaseException:
+            except BaseException as exc:
                 _unlink_quiet(dfd, temp)
+                if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+                    raise self._full(job.parts, exc) from None
                 raise
             finally:
                 os.close(fd)
@@ -732,6 +757,10 @@ class FileRestorer:
         except (FileNotFoundError, FileExistsError) as exc:  # the folder was removed, or a name planted
             raise RestoreRefused(f"cannot create {self.where(parts)}: {exc.strerror} (the folder changed while "
                                  "restoring)") from None
+        except OSError as exc:
+            if exc.errno in NO_SPACE:  # no inode left, or the quota's count of files reached
+                raise self._full(parts, exc) from None
+            raise
         return fd, temp
 
     def _place(self, dfd: int, temp: str, job: _FileJob) -> None:

@@ -59,6 +59,10 @@ def open_dir_at(dfd: int, name: bytes, *, create: bool, where: str, mode: int = 
         os.mkdir(name, mode, dir_fd=dfd)
     except FileExistsError:
         pass
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # no inode left: name the whole path
+            raise OSError(exc.errno, exc.strerror, where) from None
+        raise
     try:
         return os.open(name, DIR_FLAGS, dir_fd=dfd)
     except OSError as exc:

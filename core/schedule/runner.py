@@ -227,8 +227,8 @@ class Scheduler:
         store, owner = getattr(self.engine, "store", None), getattr(self.engine, "owner", None)
         if store is not None and owner is not None and hasattr(store, "mark_orphans"):
             for job in await store.mark_orphans(owner):
-                log.warning("job marked failed: its process died", extra={"job": job.id, "kind": job.kind,
-                                                                         "reason": job.error})
+                log.warning(f"job marked {job.state.value}: its process died",
+                            extra={"job": job.id, "kind": job.kind, "reason": job.error})
 
     async def _submit(self, schedule: Schedule, occurrence: datetime, trigger: str, missed: int,
                       now: datetime, *, origin: str = "scheduler") -> RunRecord:
@@ -369,6 +369,49 @@ async def open_scheduler(config: Config, engine: EngineClient, passphrase: Passp
     return scheduler
 
 
+async def owe_interrupted(config: Config, directory: Path, job: Job, now: datetime) -> str:
+    """A scheduled run the dead daemon was running (core/jobs/recovery.py): owe its
+    occurrence again, so that the scheduler's next tick catches it up exactly as it catches
+    up after any downtime (once, folded with occurrences missed since). Returns what was done.
+
+    The last occurrence is moved back to just before the interrupted one and an
+    ``interrupted`` run record names the job; an occurrence already interrupted once is
+    not owed again (a job that kills its daemon must not do so at every start)."""
+    name = str(job.params.get("schedule") or "")
+    schedule = next((s for s in schedules_from_config(config) if s.name == name), None)
+    if schedule is None:
+        return f"not caught up: schedule {name} is no longer configured"
+    if not config.schedule.enabled:
+        return f"not caught up: scheduling is disabled ([schedule] enabled = false); run schedule {name} by hand"
+    if not schedule.enabled:
+        return f"not caught up: schedule {name} is disabled"
+    store = await ScheduleStore.open(directory / DB_NAME)
+    try:
+        runs = await store.runs(name, limit=500)
+        submitted = next((r for r in runs if r.job_id == job.id and r.outcome == "submitted"), None)
+        if submitted is None:
+            return f"not caught up: schedule {name} has no record of submitting job {job.id}"
+        occurrence = submitted.occurrence
+        if any(r.outcome == "interrupted" and r.occurrence == occurrence for r in runs):
+            return (f"not caught up again: the {occurrence.isoformat()} run of schedule {name} was already "
+                    "interrupted once; its next occurrence runs as usual")
+        state = (await store.states()).get(name)
+        if state is not None and state.paused:
+            return f"not caught up: schedule {name} is paused (resuming owes no past run)"
+        if state is None or state.last_occurrence is None or state.last_occurrence >= occurrence:
+            await store.set_last(name, occurrence - timedelta(microseconds=1))
+        await store.record(RunRecord(
+            name, occurrence, now, submitted.trigger, "interrupted", job_id=job.id, type=submitted.type,
+            missed=submitted.missed,
+            detail=f"job {job.id} was interrupted (its daemon died); this occurrence is owed again and caught "
+                   "up once by the missed-run policy"))
+    finally:
+        await store.close()
+    log.info("interrupted scheduled run owed again", extra={"schedule": name, "job": job.id,
+                                                            "occurrence": occurrence.isoformat()})
+    return f"owed again by schedule {name}: the scheduler catches up its {occurrence.isoformat()} run once"
+
+
 def attach_to_daemon(daemon: Any) -> None:
     """Run a scheduler inside ``core.jobs.daemon.Daemon``: started after its engine, stopped
     before it, reloaded with its config on SIGHUP, sharing its state directory."""
@@ -399,4 +442,4 @@ def attach_to_daemon(daemon: Any) -> None:
 
 
 __all__ = ["Catalog", "Clock", "Queued", "Scheduler", "attach_to_daemon", "job_holds", "job_params",
-           "open_scheduler", "service_catalog", "utc_now"]
+           "open_scheduler", "owe_interrupted", "service_catalog", "utc_now"]

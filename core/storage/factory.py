@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from core.config import Config, RemoteStorageConfig
 from core.storage.backend import Backend
+from core.storage.extras import require_extra
 from core.storage.local import LocalBackend
 
 __all__ = ["PRIMARY_NAME", "open_backend", "open_location_backends"]
@@ -23,6 +24,7 @@ def open_backend(loc: RemoteStorageConfig) -> Backend:
     from core.storage.retry import RetryPolicy, RetryingBackend
 
     policy = RetryPolicy(retries=loc.retries, timeout=float(loc.timeout_seconds))
+    require_extra(loc.name, loc.provider)
     inner: Backend
     if loc.provider == "local":
         assert loc.path is not None  # config validation requires it

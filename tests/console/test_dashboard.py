@@ -30,14 +30,22 @@ async def test_dashboard_shows_each_source_against_its_rpo(platform):
         next_run += timedelta(days=1) if next_run <= later else timedelta()
         assert user[3] == next_run.astimezone().strftime("%m-%d %H:%M")
         assert user[4] == "never" and user[5] == "local"
-        assert "none" in str(app.screen.query_one("#alerts", Static).render())
+        # Scheduling is on and no daemon answers: `status` says warning, and so does the
+        # dashboard, with what fixes it (it once said "Alerts: none" here).
+        alerts = str(app.screen.query_one("#alerts", Static).render())
+        health = await app.service.health(now=later)
+        assert health.level == "warning" and f"Health: {health.level.upper()}" in alerts
+        assert "⚠ daemon: scheduling is enabled but no daemon answers" in alerts
+        assert "axisor-backup daemon" in alerts
 
     # Two days on, the same backups are late: the mark and the words say so, not colour alone.
-    much_later = datetime.now(timezone.utc) + timedelta(days=2)
+    much_later = datetime.now(timezone.utc) + timedelta(days=2, hours=5)  # past twice the RPO (52 h): critical
     app = platform.app(now=lambda: much_later)
     async with console(app, (80, 24)) as pilot:
         rows = _rows(app.screen.query_one("#sources", DataTable))
         assert rows["app/user_data"][2].startswith("✘ LATE 2d")
         alerts = str(app.screen.query_one("#alerts", Static).render())
-        assert "app/user_data" not in alerts and "application/user_data: newest backup is older than its RPO" in alerts
+        assert "Health: CRITICAL" in alerts
+        assert "✘ source application/user_data: newest successful backup 53.0 h ago (RPO 26 h)" in alerts
+        assert "[b: back up now]" in alerts
         await settle(pilot, app)

@@ -116,7 +116,8 @@ def test_a_dropped_terminal_closes_the_console_after_its_backup_finishes(tmp_pat
             proc.kill()
             proc.wait()
     assert code == 0
-    [backup] = [j for j in _cli(platform, "jobs")["jobs"] if j["kind"] == "backup"]
+    # The console's own backup (the fixture's backups are jobs too).
+    [backup] = [j for j in _cli(platform, "jobs")["jobs"] if j["kind"] == "backup" and j["origin"] == "console"]
     assert backup["state"] == "completed", backup
     assert datetime.fromisoformat(backup["finished_at"]) > hung_up  # finished after the hang-up
     assert len(_cli(platform, "snapshots")["snapshots"]) > before  # and committed before the process left

@@ -52,13 +52,13 @@ async def test_cancel_asks_and_defaults_to_no(platform):
             await settle(pilot, app)
             table = app.screen.query_one("#jobs", DataTable)
             table.move_cursor(row=table.get_row_index(job.id))
-            await pilot.press("x")
+            await pilot.press("k")
             await settle(pilot, app)
             assert isinstance(app.screen, ConfirmScreen)
             await pilot.press("enter")  # No has the focus
             await settle(pilot, app)
             assert not (await app.engine.get(job.id)).state.finished
-            await pilot.press("x")
+            await pilot.press("k")
             await settle(pilot, app)
             await pilot.press("y")
             await settle(pilot, app)

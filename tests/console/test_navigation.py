@@ -71,14 +71,19 @@ async def test_read_only_disables_every_changing_action(platform):
     async with console(app) as pilot:
         assert "READ-ONLY" in app.sub_title
         await pilot.press("b")  # back up now
+        await settle(pilot, app)
+        # Refused, and said where the eye is: never a key that silently does nothing.
+        said = [n.message for n in app._notifications]
+        assert any("read-only console" in m and "Back up now" in m and "--read-only" in m for m in said), said
         await pilot.press("v")
         await settle(pilot, app)
-        await pilot.press("q")  # quick verify
+        await pilot.press("n")  # quick verify
         await settle(pilot, app)
+        assert sum("read-only console" in n.message for n in app._notifications) == 2
         states = {a.binding.action: a.enabled for a in app.screen.active_bindings.values()}
         assert states["start(False)"] is False and states["start(True)"] is False
         assert app.submitted == []
-        assert await app.engine.list() == []
+        assert [j for j in await app.engine.list() if j.origin == "console"] == []
 
 
 async def test_confirm_defaults_to_no(platform):

@@ -111,6 +111,63 @@ async def _jobs(platform):
 
     engine = await open_engine(platform.config, platform.passphrase)
     try:
-        return await engine.list()
+        return [j for j in await engine.list() if j.origin == "console"]  # not the fixture's backups
     finally:
         await engine.close()
+
+
+async def test_where_list_starts_safe_and_never_wraps_onto_the_destructive_choice(platform):
+    """One ↑ from the safe default once landed on "OVERWRITES the live files" (the list
+    wrapped). The safe choice is first and highlighted, the destructive one last behind a
+    separator, and the cursor stops at both ends."""
+    from textual.widgets import OptionList
+
+    app = platform.app()
+    async with console(app, (80, 24)) as pilot:
+        await pilot.press("r")
+        await settle(pilot, app)
+        wiz = app.screen
+        await _choose(pilot, app, "source")
+        await _choose(pilot, app, "application/user_data")
+        newest = [s for s in wiz.snapshots if s.source == "application/user_data"][0]
+        await _pick_row(pilot, app, "#point-table", newest.id)
+        await pilot.press("enter")
+        await settle(pilot, app)
+        assert wiz.step == "where"
+        ol = wiz.query_one("#where-list", OptionList)
+
+        def current() -> str:
+            return ol.get_option_at_index(ol.highlighted).id
+
+        assert current() == "alternate"
+        await pilot.press("up", "up")
+        assert current() == "alternate"  # stopped at the top, not wrapped to the bottom
+        await pilot.press("down")
+        assert current() == "original"  # reached only by moving down, past the separator
+        await pilot.press("down", "down")
+        assert current() == "original"  # stopped at the bottom
+        assert app.submitted == []
+
+
+async def test_first_step_says_whether_a_restore_can_start(platform):
+    """Feasibility on the first step, not after six: read-only mode, a held repository."""
+    from core.repository.lock import Lock
+    from core.storage.local import LocalBackend
+
+    def said(app) -> str:
+        return str(app.screen.query_one("#what-feasibility", Static).render())
+
+    app = platform.app()
+    async with console(app, (80, 24)) as pilot:
+        await pilot.press("r")
+        await settle(pilot, app)
+        assert app.screen.step == "what" and said(app).startswith("✔ a restore can start")
+
+    async with Lock(LocalBackend(platform.repo), True, "prune"):
+        app = platform.app(read_only=True)
+        async with console(app, (80, 24)) as pilot:
+            await pilot.press("r")
+            await settle(pilot, app)
+            text = said(app)
+            assert "✘ read-only console (--read-only)" in text
+            assert "✘ the repository is held by an exclusive lock by prune" in text

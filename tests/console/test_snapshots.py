@@ -3,6 +3,7 @@ clock frozen (update with: pytest tests/console/test_snapshots.py --snapshot-upd
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,8 +37,23 @@ cron_expression = "0 2 * * *"
 [engine]
 state_dir = "{tmp_path / 'state'}"
 """)
-    return ConsoleApp(load_config(config), lambda _c: PASSPHRASE, config_path=config, read_only=read_only,
+    cfg = load_config(config)
+    asyncio.run(_history(cfg))
+    return ConsoleApp(cfg, lambda _c: PASSPHRASE, config_path=config, read_only=read_only,
                       prefer_daemon=False, now=lambda: FROZEN)
+
+
+async def _history(cfg) -> None:
+    """The job record of the backup that made the stored snapshots: the health the dashboard
+    shows (as `status`) comes from the job history."""
+    from core.jobs.api import JobState
+    from core.jobs.record import Outcome, record_run
+
+    made = datetime(2026, 11, 26, 9, 45, tzinfo=timezone.utc)
+    snaps = [{"source": s, "id": "0" * 64, "time": made.isoformat()}
+             for s in ("application/user_data", "configuration/system_settings")]
+    await record_run(cfg, "backup", {"type": "full"}, made,
+                     Outcome(JobState.COMPLETED, {"snapshots": snaps, "exit_code": 0}), finished=made)
 
 
 def _before(*keys: str):

@@ -23,7 +23,7 @@ async def test_quick_then_full_with_damage_shows_affected_files(platform):
         await pilot.press("v")
         await settle(pilot, app)
         assert "No verification yet" in str(app.screen.query_one("#report", Static).render())
-        job = await _run(app, pilot, "q")
+        job = await _run(app, pilot, "n")
         assert app.submitted[-1] == ("verify", {"full": False})
         assert job.state == JobState.COMPLETED
         table = app.screen.query_one("#reports", DataTable)

@@ -62,6 +62,7 @@ async def test_tables_into_another_database(tmp_path, cluster):
         await _wait_result(pilot, app, wiz)
         assert wiz.result_ok is True, wiz.query_one("#result-text").render()
         assert "row counts: 1 of 1 tables match" in str(wiz.query_one("#result-text").render())
+        assert "not restored: nothing" in str(wiz.query_one("#result-text").render())
     assert app.submitted == [("restore", {"snapshot": snap.id, "target_db": "axisor_restored", "force": False,
                                           "tables": [users]})]
     assert cluster.psql("SELECT count(*) FROM users", dbname="axisor_restored") == "250"

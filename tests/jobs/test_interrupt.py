@@ -133,7 +133,7 @@ def test_ctrl_c_stops_a_foreground_backup_within_2_s_and_leaves_a_valid_reposito
     assert took < STOP_WITHIN, f"stopped {took:.2f} s after SIGINT"
     assert "backup cancelled" in err and "Traceback" not in err
     _assert_clean(jw)
-    job = jw.cli("jobs", "--json").json()["jobs"][0]
+    job = next(j for j in jw.cli("jobs", "--json").json()["jobs"] if j["kind"] == "backup")
     assert job["state"] == "cancelled" and job["result"]["exit_code"] == 130, job
 
 

@@ -119,6 +119,12 @@ def test_metrics_file_holds_last_success_duration_bytes_and_failures(jw):
     assert m['axisor_backup_jobs_total{kind="backup",state="completed"}'] == 1
     assert m['axisor_backup_jobs_total{kind="backup",state="failed"}'] == 1
     assert PASSPHRASE not in text
+    # The file's health is `status`'s: one evaluation, so they cannot disagree.
+    st = jw.cli("status", "--json")
+    assert m["axisor_backup_health"] == st.code == st.json()["exit_code"]
+    for check in st.json()["checks"]:
+        level = ("ok", "warning", "critical").index(check["level"])
+        assert m[f'axisor_backup_check{{check="{check["name"]}"}}'] == level
 
 
 def test_daemon_announces_a_source_older_than_its_rpo(jw, webhook):

@@ -24,13 +24,25 @@ from pathlib import Path
 import pytest
 
 
-def _pg_bin() -> Path:
+def installed_bins() -> dict[int, Path]:
+    """Every PostgreSQL major version installed (Debian layout /usr/lib/postgresql/N/bin), or
+    only $PGBIN when set: {major: bin directory}."""
     if os.environ.get("PGBIN"):
-        return Path(os.environ["PGBIN"])
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(p.split("/")[4]))
+        out = subprocess.run([os.path.join(os.environ["PGBIN"], "pg_ctl"), "--version"], capture_output=True,
+                             text=True, timeout=30).stdout
+        return {int(out.split()[-1].split(".")[0]): Path(os.environ["PGBIN"])}
+    return {int(p.split("/")[4]): Path(p).parent for p in glob.glob("/usr/lib/postgresql/*/bin/pg_ctl")}
+
+
+# The versions the version-matrix fixtures (pg_each_cluster) run over, oldest first.
+PG_MAJORS = sorted(installed_bins())
+
+
+def _pg_bin() -> Path:
+    found = installed_bins()
     if not found:
         raise RuntimeError("no PostgreSQL server binaries: run scripts/bootstrap (apt-get install postgresql)")
-    return Path(found[-1]).parent
+    return found[max(found)]
 
 
 def _free_port() -> int:
@@ -69,16 +81,36 @@ def _as_server_user(argv: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
 
 
-def _start(bin_dir: Path, initdb_args: tuple[str, ...] = ()) -> Cluster:
+def _new_dir() -> Path:
     d = Path(tempfile.mkdtemp(dir="/tmp", prefix="pg."))
     os.chmod(d, 0o755)
     if os.geteuid() == 0:
         pw = pwd.getpwnam("postgres")
         os.chown(d, pw.pw_uid, pw.pw_gid)
+    return d
+
+
+def _start(bin_dir: Path, initdb_args: tuple[str, ...] = ()) -> Cluster:
+    d = _new_dir()
     subprocess.run(_as_server_user([str(bin_dir / "initdb"), "-D", str(d / "data"), "-U", "postgres",
                                     "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync",
                                     *initdb_args]),
                    check=True, capture_output=True, timeout=120)
+    return _launch(d, bin_dir)
+
+
+def _start_standby(primary: Cluster) -> Cluster:
+    """A streaming standby of ``primary``: ``pg_basebackup -R`` (standby.signal, primary_conninfo),
+    then started on its own port."""
+    d = _new_dir()
+    subprocess.run(_as_server_user([str(primary.bin / "pg_basebackup"), "-D", str(d / "data"), "-R", "-X", "stream",
+                                    "-c", "fast", "--no-sync", "-h", primary.host, "-p", str(primary.port),
+                                    "-U", primary.user]),
+                   check=True, capture_output=True, timeout=120)
+    return _launch(d, primary.bin)
+
+
+def _launch(d: Path, bin_dir: Path) -> Cluster:
     last = ""
     for _ in range(3):  # a free port can be taken between bind and start: retry
         port = _free_port()
@@ -112,9 +144,42 @@ def pg_bin() -> Path:
 
 
 @pytest.fixture(scope="session")
+def pg_cluster_of():
+    """Factory: ``pg_cluster_of(bin_dir, *initdb_args)`` -> a new running Cluster of that
+    installation, stopped and removed after the session."""
+    started: list[Cluster] = []
+
+    def make(bin_dir: Path, *initdb_args: str) -> Cluster:
+        c = _start(bin_dir, initdb_args)
+        started.append(c)
+        return c
+
+    yield make
+    for c in started:
+        _stop(c)
+
+
+@pytest.fixture(scope="session")
+def pg_standby():
+    """Factory: ``pg_standby(primary)`` -> a running streaming standby of ``primary`` (a
+    Cluster), stopped and removed after the session."""
+    started: list[Cluster] = []
+
+    def make(primary: Cluster) -> Cluster:
+        c = _start_standby(primary)
+        started.append(c)
+        return c
+
+    yield make
+    for c in started:
+        _stop(c)
+
+
+@pytest.fixture(scope="session")
 def pg_cluster(pg_bin: Path):
-    """Factory: ``pg_cluster(*initdb_args)`` -> a new running Cluster (e.g. ``"--wal-segsize=1"``),
-    stopped and removed after the session."""
+    """Factory: ``pg_cluster(*initdb_args)`` -> a new running Cluster of the newest installed
+    version (e.g. ``"--wal-segsize=1"``), stopped and removed after the session. (Standalone:
+    other directories' conftests import it with pg_bin alone.)"""
     started: list[Cluster] = []
 
     def make(*initdb_args: str) -> Cluster:
@@ -125,3 +190,14 @@ def pg_cluster(pg_bin: Path):
     yield make
     for c in started:
         _stop(c)
+
+
+@pytest.fixture(scope="module", params=PG_MAJORS or [None], ids=lambda m: f"pg{m}")
+def pg_each_cluster(request, pg_cluster_of):
+    """Like ``pg_cluster``, once per installed PostgreSQL major version (PG_MAJORS): the tests
+    using it run against every version on the host (scripts/test installs every version the
+    OS package repository offers)."""
+    if request.param is None:
+        raise RuntimeError("no PostgreSQL server binaries: run scripts/bootstrap (apt-get install postgresql)")
+    bin_dir = installed_bins()[request.param]
+    return lambda *initdb_args: pg_cluster_of(bin_dir, *initdb_args)

@@ -54,6 +54,7 @@ def db_ws(ws: Workspace, cluster) -> tuple[Workspace, object]:
         (bindir / name).write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{ws.root / "runs.log"}"\n'
                                    f'exec "{c.bin / name}" "$@"\n')
         (bindir / name).chmod(0o755)
+    (bindir / "pg_dumpall").symlink_to(c.bin / "pg_dumpall")  # the globals beside each dump (not logged)
     ws.config.write_text(f'[database]\nenabled = true\nurl = "{c.url("early")}"\npg_bin_dir = "{bindir}"\n'
                          f'[storage]\nlocal_path = "{ws.repo}"\n')
     assert ws.cli("init").code == 0

@@ -62,7 +62,7 @@ def source(pg_cluster):
 def _wrappers(folder: Path, real: Path, log: Path, *, fake_dump: str | None = None) -> Path:
     """A pg_bin_dir whose programs log their argv and whether PGPASSWORD was set, then run the real one."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ("pg_dump", "pg_restore", "psql"):
+    for name in ("pg_dump", "pg_dumpall", "pg_restore", "psql"):
         body = fake_dump if (fake_dump and name == "pg_dump") else ""
         script = folder / name
         script.write_text(
@@ -118,9 +118,11 @@ def test_backup_records_exact_metadata(dbws: Workspace, source) -> None:
     assert md["application_version"] == "4.2.0"
     assert len(md["schema_fingerprint"]) == 64
     assert md["pg_dump_major"] >= md["server_version_num"] // 10000
-    # The root tree holds one 0600 file, the whole dump.
+    # The root tree holds two 0600 files: the whole dump, and the cluster's globals beside it.
     ls = dbws.cli("ls", snap["id"], "--json").json()
-    assert [(e["path"], stat.S_IMODE(e["mode"]), e["size"]) for e in ls] == [("/app.dump", 0o600, md["dump_size"])]
+    assert md["globals"] == {"file": "globals.sql", "size": md["globals"]["size"], "role_passwords": False}
+    assert [(e["path"], stat.S_IMODE(e["mode"]), e["size"]) for e in ls] == [
+        ("/app.dump", 0o600, md["dump_size"]), ("/globals.sql", 0o600, md["globals"]["size"])]
     # The dump is a custom-format archive with pg_dump's compression off.
     out = dbws.root / "files"
     assert dbws.cli("restore", snap["id"], "--target", str(out)).code == 0
@@ -153,14 +155,19 @@ def test_restore_into_new_database_and_second_cluster(dbws: Workspace, source, p
 
     other = pg_cluster()
     r = dbws.cli("restore", "latest", "--source", "database", "--target-db", other.url("elsewhere"))
-    assert r.code == 0, r.err
+    # Every row is there; the role app_user is not (exit 7, named: --roles would create it).
+    assert r.code == 7, r.err
     assert "5 of 5 tables match" in r.out
+    assert "  role app_user of the backed-up cluster (with its memberships): not in the target cluster; " \
+           "restore with --roles to create them" in r.out
     assert other.psql(CONTENT, "elsewhere") == want
 
     # An existing empty database is used as it is.
     other.createdb("empty")
     r = dbws.cli("restore", "latest", "--target-db", other.url("empty"), "--json")
-    assert r.code == 0 and r.json()["created"] is False and r.json()["ok"]
+    assert r.code == 7 and r.json()["created"] is False and r.json()["ok"]
+    assert [n["what"] for n in r.json()["not_restored"]] == [
+        "role app_user of the backed-up cluster (with its memberships)"]
 
 
 def test_restore_refuses_a_non_empty_database(dbws: Workspace, source) -> None:
@@ -257,6 +264,7 @@ def test_password_never_in_argv_or_output(ws: Workspace, source, pg_bin) -> None
     outputs += [r.out, r.err]
     text = log.read_text()
     assert "pg_dump" in text and "pg_restore" in text and "PGPASSWORD-in-env" in text
+    assert "pg_dumpall --globals-only --no-password --no-role-passwords -d" in text  # same settings as pg_dump
     assert PASSWORD not in text
     for o in outputs:
         assert PASSWORD not in o

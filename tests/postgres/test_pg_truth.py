@@ -150,8 +150,8 @@ TAMPER = {
 
 
 @pytest.fixture(scope="module")
-def shapes(pg_cluster):
-    c = pg_cluster()
+def shapes(pg_each_cluster):
+    c = pg_each_cluster()  # every installed PostgreSQL major version
     c.psql(ROLE_SETTINGS)
     c.createdb("shapes")
     c.psql(SHAPES, "shapes")
@@ -164,7 +164,7 @@ def _tamper_bin(folder: Path, real: Path) -> Path:
     validation reads them. Files, not environment variables: children of axisor-backup get
     an allow-listed environment."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ("pg_dump", "psql"):
+    for name in ("pg_dump", "pg_dumpall", "psql"):
         (folder / name).symlink_to(real / name)
     script = folder / "pg_restore"
     script.write_text("#!/bin/sh\n"
@@ -214,6 +214,8 @@ def test_whole_restore_validates_every_table_without_false_mismatches(shapesws: 
     assert r.code == 0, (r.out, r.err)
     rep = r.json()
     assert rep["ok"] and rep["mismatches"] == []
+    # Children reordered by pg_restore are the same schema (canonical fingerprint).
+    assert rep["schema_fingerprint_match"] is True
     assert {t["table"]: (t["actual"], t["checksum_ok"]) for t in rep["tables"]} == {
         t: (n, True) for t, n in TABLES.items()}
     assert rep["validation"] == {"tables": len(TABLES), "validated": len(TABLES), "with_checksum": len(TABLES),
@@ -224,6 +226,7 @@ def test_whole_restore_validates_every_table_without_false_mismatches(shapesws: 
     assert rep["large_objects"]["ok"] is True
     text = shapesws.cli("restore", "latest", "--target-db", shapes.url("whole_text"))
     assert text.code == 0, text.err
+    assert "schema fingerprint: matches" in text.out
     assert f"validated {len(TABLES)} of {len(TABLES)} tables ({len(TABLES)} by row count and checksum); 0 skipped" \
         in text.out
 

@@ -81,6 +81,10 @@ class _Reader:
         return self.take(n).decode("utf-8", "surrogateescape")
 
 
+# Entries whose SQL is kept: the encoding, and the statements that name roles (carry.py).
+_KEEP_DEFN = frozenset({"ENCODING", "ACL", "DEFAULT ACL", "POLICY"})
+
+
 @dataclass(frozen=True, slots=True)
 class TocEntry:
     dump_id: int
@@ -91,7 +95,7 @@ class TocEntry:
     owner: str = ""
     deps: tuple[int, ...] = ()
     copy_stmt: str = ""  # TABLE DATA: ``COPY schema.table (columns) FROM stdin;``
-    defn: str = ""  # kept for ENCODING only: ``SET client_encoding = 'UTF8';``
+    defn: str = ""  # kept for _KEEP_DEFN only: ``SET client_encoding = 'UTF8';``, the GRANTs of an ACL
 
     @property
     def key(self) -> str:
@@ -165,7 +169,7 @@ def parse_layout(buf: bytes | bytearray) -> DumpLayout:
                 deps.append(int(dep))
         r.take(1 + off_size)  # data offset: unknown on a pipe
         entries[dump_id] = TocEntry(dump_id, has_data, desc or "", namespace or "", tag or "", owner or "",
-                                    tuple(deps), copy_stmt or "", (defn or "") if desc == "ENCODING" else "")
+                                    tuple(deps), copy_stmt or "", (defn or "") if desc in _KEEP_DEFN else "")
     return DumpLayout((vmaj, vmin, vrev), r.int_size, r.pos, entries)
 
 

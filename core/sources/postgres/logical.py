@@ -4,9 +4,11 @@ Backup: one REPEATABLE READ READ ONLY transaction exports its snapshot; pg_dump
 (``-Fc -Z0 --snapshot=ID``) dumps exactly that state while the same transaction counts
 every table's rows and reads the catalog, so the metadata describes the dump exactly.
 pg_dump's stdout is chunked as it arrives (StreamWriter): no temp file, flat memory.
+Beside it ``pg_dumpall --globals-only`` (pgglobals.py) records the cluster's roles.
 
-Restore: the dump's blobs, in order, are written to ``pg_restore --no-owner
---single-transaction`` on stdin; then each table's rows are counted and checksummed and
+Restore: the dump's blobs, in order, are written to ``pg_restore --single-transaction`` on
+stdin (``--no-owner`` and a ``-L`` list without some grants when the target cannot take
+them: carry.py decides, and the report names what was not restored); then each table's rows are counted and checksummed and
 compared with the snapshot's metadata. ``--table``/``--schema`` (SQL identifier rules,
 names.py) are resolved against the dump's table of contents, read from its header in the
 repository, and the chosen entries restored with ``-L`` (see toc.py). ``--force`` over a non-empty database first backs it up (a snapshot tagged
@@ -27,6 +29,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
+import json
 import os
 import shutil
 import subprocess
@@ -46,7 +50,8 @@ from core.repository.format import BlobType
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
 from core.repository.tree import FILE, Node, Tree
-from core.sources.postgres import dumpsum, names, toc
+from core.backup.stream import StreamWriter
+from core.sources.postgres import carry, dumpsum, names, pgglobals, toc
 from core.restore.stream import iter_content
 from core.sources.postgres.child import Running, StderrReader, last_lines, spawn, start, stop_process, store_output
 from core.sources.postgres.connection import PgTarget
@@ -90,6 +95,20 @@ _FINGERPRINT_QUERIES = (
 )
 
 
+# canonical-v2 columns: the position among the live columns (dropped ones leave no hole, as
+# in a restore) and whether the table inherits (partitions included).
+_FINGERPRINT_COLUMNS = f"""
+SELECT n.nspname, c.relname, c.relkind::text,
+       EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid),
+       row_number() OVER (PARTITION BY c.oid ORDER BY a.attnum),
+       a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+       coalesce(pg_get_expr(ad.adbin, ad.adrelid), ''), a.attgenerated::text
+FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND {_USER_NS}"""
+FINGERPRINT_METHOD = "canonical-v2"
+
+
 # -- helpers -----------------------------------------------------------------------------
 
 
@@ -99,14 +118,44 @@ async def _rows(conn: psycopg.AsyncConnection, query, params=None) -> list[tuple
         return await cur.fetchall()
 
 
-async def schema_fingerprint(conn: psycopg.AsyncConnection) -> str:
+async def schema_fingerprint(conn: psycopg.AsyncConnection, method: str | None = FINGERPRINT_METHOD) -> str:
+    """sha256 over the catalog (columns, types, defaults, constraints, indexes, sequences).
+
+    ``canonical-v2`` (what backups record): rows keyed by (schema, name) and sorted here, not
+    by the server's collation; a table's columns in their order, except for inheritance
+    children and partitions, whose order pg_dump/pg_restore cannot keep (a child comes back
+    with the parent's columns first): there the column set, sorted by name. ``None``: the
+    first method (ordered by attnum everywhere), for snapshots taken before it, which carry
+    no ``schema_fingerprint_method``."""
     h = hashlib.sha256()
-    for q in _FINGERPRINT_QUERIES:
-        for row in await _rows(conn, q):
-            h.update(repr(tuple(str(v) for v in row)).encode())
+    if method is None:
+        for q in _FINGERPRINT_QUERIES:
+            for row in await _rows(conn, q):
+                h.update(repr(tuple(str(v) for v in row)).encode())
+                h.update(b"\n")
+            h.update(b"--\n")
+        return h.hexdigest()
+    if method != FINGERPRINT_METHOD:
+        raise ValueError(f"unknown schema fingerprint method {method!r}")
+    for section in await fingerprint_rows(conn):
+        for row in section:
+            h.update(json.dumps(row, ensure_ascii=False).encode())
             h.update(b"\n")
         h.update(b"--\n")
     return h.hexdigest()
+
+
+async def fingerprint_rows(conn: psycopg.AsyncConnection) -> list[list[list[str]]]:
+    """The canonical-v2 rows, section by section, sorted (see schema_fingerprint)."""
+    sections: list[list[list[str]]] = []
+    columns = [[str(v) for v in row] for row in await _rows(conn, _FINGERPRINT_COLUMNS)]
+    out: list[list[str]] = []
+    for nsp, rel, kind, child, pos, *rest in columns:
+        out.append([nsp, rel, kind, "" if child == "True" else pos, *rest])
+    sections.append(sorted(out))
+    for q in _FINGERPRINT_QUERIES[1:]:
+        sections.append(sorted([str(v) for v in row] for row in await _rows(conn, q)))
+    return sections
 
 
 async def table_counts(conn: psycopg.AsyncConnection) -> dict[str, int]:
@@ -190,8 +239,10 @@ async def _metadata(conn: psycopg.AsyncConnection) -> dict:
         "dbname": dbname, "database_version": version, "server_version_num": version_num,
         "database_size": size, "encoding": encoding, "tables": tables, "table_keys": TABLE_KEYS,
         "total_tables": len(tables), "total_records": sum(tables.values()),
-        "schema_fingerprint": await schema_fingerprint(conn), "extensions": extensions,
+        "schema_fingerprint": await schema_fingerprint(conn), "schema_fingerprint_method": FINGERPRINT_METHOD,
+        "extensions": extensions,
         "large_objects": await large_object_stats(conn),
+        "database_properties": await carry.database_properties(conn),
     }
 
 
@@ -279,12 +330,20 @@ async def backup_logical(repo: Repository, db: DatabaseConfig, *, backup_set: st
     dump = await (started if started is not None else start_dump(db, target))
     target = dump.target
     before = list(repo.stats.by_type.get(BlobType.DATA, [0, 0, 0]))
+    # The cluster's roles and memberships (pgglobals), read beside the dump: small, and not
+    # part of the database's snapshot anyway.
+    globals_read = asyncio.ensure_future(pgglobals.dump_globals(target, dump.pg_dump.path.parent,
+                                                                db.globals_with_passwords))
     try:
         ids, size, metadata, warnings = await _dump(repo, dump, on_bytes, db.row_checksums)
+        extra, globals_meta, globals_warning = await _store_globals(repo, await globals_read)
     except psycopg.Error as exc:
         raise target.failed("reading", exc) from None
     finally:
+        globals_read.cancel()
         await dump.close()
+    if globals_warning:
+        warnings = (*warnings, globals_warning)
 
     dbname, pg_dump = dump.dbname, dump.pg_dump
     dump_file = dbname.replace("/", "_").replace("\0", "_") + ".dump"  # a safe single tree name
@@ -292,14 +351,28 @@ async def backup_logical(repo: Repository, db: DatabaseConfig, *, backup_set: st
         "mode": "logical", "format": "custom", "dump_file": dump_file, "dump_size": size,
         "pg_dump_version": pg_dump.version, "pg_dump_major": pg_dump.major,
         "application_version": db.application_version or os.environ.get("AXISOR_APPLICATION_VERSION"),
-        "duration_seconds": round(time.monotonic() - dump.started, 3),
+        "duration_seconds": round(time.monotonic() - dump.started, 3), "globals": globals_meta,
         **(extra_metadata or {}),
     })
     snap = await single_file_snapshot(
         repo, name=dump_file, ids=ids, size=size, before=before, source=SOURCE, paths=(target.describe(),),
-        backup_set=backup_set, tags=tags, metadata=metadata, warnings=warnings)
+        backup_set=backup_set, tags=tags, metadata=metadata, warnings=warnings, extra=extra)
     snap_id = await repo.save_snapshot(snap)
     return replace(snap, id=snap_id)
+
+
+async def _store_globals(repo: Repository, got: pgglobals.DumpedGlobals
+                         ) -> tuple[tuple[tuple[str, tuple[bytes, ...], int], ...], dict, str | None]:
+    """The globals file's tree entry, its ``globals`` metadata, and a warning when it is missing."""
+    if got.data is None:
+        return (), {"file": None, "role_passwords": got.passwords, "error": got.error}, (
+            f"globals (roles, memberships, tablespaces) not recorded: {got.error}; "
+            f"restore --roles will not be available for this snapshot")
+    writer = StreamWriter(repo)
+    ids, size = await writer.store(io.BytesIO(got.data))
+    await writer.drain()
+    return ((pgglobals.GLOBALS_FILE, ids, size),), {"file": pgglobals.GLOBALS_FILE, "size": size,
+                                                    "role_passwords": got.passwords}, None
 
 
 def dump_env(target: PgTarget) -> dict[str, str]:
@@ -445,6 +518,11 @@ class DbRestoreReport:
     # tables: the backup leaves extension members out of its counts): [{"table", "reason"}].
     skipped: list[dict] = field(default_factory=list)
     count_only_reason: str | None = None  # why row checksums were not compared, when they were not
+    # What the restore did not carry (ownership, privileges, policies, roles, database
+    # properties), each with why (carry.py); empty when everything was carried (``carried``).
+    not_restored: list[pgglobals.NotRestored] = field(default_factory=list)
+    carried: list[str] = field(default_factory=list)
+    roles_created: list[str] = field(default_factory=list)  # by --roles
 
     @property
     def ok(self) -> bool:
@@ -670,7 +748,7 @@ async def plan_logical_restore(snap: Snapshot, target: PgTarget, *, force: bool 
 async def restore_logical(repo: Repository, snap: Snapshot, target: PgTarget, *,
                           pg_bin_dir=None, force: bool = False, tables: tuple[str, ...] = (),
                           schemas: tuple[str, ...] = (), db: DatabaseConfig | None = None,
-                          restore_id: str = "") -> DbRestoreReport:
+                          restore_id: str = "", roles: bool = False) -> DbRestoreReport:
     """Restore a logical database snapshot (or just ``tables``/``schemas`` of it) into
     ``target`` and validate the restored tables' row counts and checksums.
 
@@ -683,7 +761,12 @@ async def restore_logical(repo: Repository, snap: Snapshot, target: PgTarget, *,
     application version for it). A partial restore may go into a non-empty database whose
     chosen tables do not exist yet. The returned report's ``ok`` is False when a restored
     table's count or checksum differs from the snapshot's metadata, or a table the snapshot
-    counted was not validated."""
+    counted was not validated.
+
+    Owners, privileges, policies and (into a database it creates) the database's own
+    properties are carried when the target can take them, else named in the report's
+    ``not_restored`` (carry.py); ``roles`` first creates the snapshot's roles the target
+    cluster lacks (pgglobals.py)."""
     meta = snap.metadata or {}
     if snap.source != SOURCE or meta.get("mode") != "logical":
         raise UsageError(f"snapshot {snap.short_id} ({snap.source}) is not a logical database backup")
@@ -695,7 +778,9 @@ async def restore_logical(repo: Repository, snap: Snapshot, target: PgTarget, *,
     if partial and force:
         raise UsageError("--force restores a whole database; --table/--schema restore into a database "
                          "that does not have those tables yet (a new one, or restore and copy over)")
-    node = _dump_node(await repo.load_tree(bytes.fromhex(snap.tree)), meta)
+    tree = await repo.load_tree(bytes.fromhex(snap.tree))
+    node = _dump_node(tree, meta)
+    globals_text, no_globals = await _globals_text(repo, tree, meta)
     pg_restore = await asyncio.to_thread(find_tool, "pg_restore", pg_bin_dir)
     check_restore_tool(pg_restore, int(meta.get("pg_dump_major") or 0), str(meta.get("pg_dump_version")))
     started = time.monotonic()
@@ -712,6 +797,8 @@ async def restore_logical(repo: Repository, snap: Snapshot, target: PgTarget, *,
     extra: list[str] = []
     list_text: str | None = None
     data_keys = [e.key for e in entries if e.desc == "TABLE DATA"]
+    chosen_ids = [e.dump_id for e in entries]
+    target_roles: carry.TargetRoles | None = None
     try:
         if partial:
             present, _ = await _existing(target, [])
@@ -723,7 +810,7 @@ async def restore_logical(repo: Repository, snap: Snapshot, target: PgTarget, *,
             data_keys = [names.key(*t) for t in chosen.data_tables]
             chosen_keys = {names.key(*t) for t in chosen.tables}
             expected = {t: n for t, n in expected.items() if t in chosen_keys}
-            list_text = chosen.list_text(entries)
+            chosen_ids = chosen.ids
         elif objects:
             if not force:
                 raise RestoreRefused(f"database {name!r} is not empty ({objects} objects); restore into a new or "
@@ -736,9 +823,15 @@ async def restore_logical(repo: Repository, snap: Snapshot, target: PgTarget, *,
                                                "conninfo": target.conninfo()}})
             report.safety_snapshot = safety.id
             extra = ["--clean", "--if-exists"]
+        by_id = layout.entries
+        target_roles, plan = await _carry_before(target, [by_id[i] for i in chosen_ids], globals_text, no_globals,
+                                                 roles, report)
+        if partial or plan.exclude:
+            kept = [i for i in chosen_ids if i not in plan.exclude]
+            list_text = "".join(f"{i}; {by_id[i].desc}\n" for i in kept)
         try:
             report.bytes, report.warnings = await _feed_pg_restore(repo, node, target, pg_restore.path,
-                                                                   extra, list_text)
+                                                                   extra, list_text, owners=plan.owners)
             if partial:
                 report.warnings[:0] = [f"foreign key {fk} left out: it joins a table that is not restored"
                                        for fk in chosen.skipped_fks]
@@ -750,7 +843,11 @@ async def restore_logical(repo: Repository, snap: Snapshot, target: PgTarget, *,
     except BaseException:
         if created:
             await _drop_database(target)
+        if report.roles_created:
+            await _drop_roles(target, report.roles_created)
         raise
+    if not partial and target_roles is not None:
+        await _carry_database(target, name, meta.get("database_properties"), target_roles, created, report)
     # Tables whose rows are in the dump but that the snapshot has no count for: extension
     # configuration tables (extension members are left out of the counts). Reported, not hidden.
     report.skipped = [{"table": k, "reason": "the snapshot records no row count for it (extension member?)"}
@@ -774,7 +871,13 @@ async def restore_logical(repo: Repository, snap: Snapshot, target: PgTarget, *,
         if not checksums and report.count_only_reason is None and expected:
             report.count_only_reason = "the snapshot records no row checksums (row_checksums = false)"
         if not partial:
-            report.schema_fingerprint_match = (await schema_fingerprint(conn)) == meta.get("schema_fingerprint")
+            fp_method = meta.get("schema_fingerprint_method")
+            if fp_method in (None, FINGERPRINT_METHOD):
+                report.schema_fingerprint_match = (await schema_fingerprint(conn, fp_method)) \
+                    == meta.get("schema_fingerprint")
+            else:  # a newer program's method: not compared, and said so
+                report.schema_fingerprint_match = None
+                report.warnings.append(f"schema fingerprint not compared: unknown method {fp_method!r}")
             lo_want = meta.get("large_objects")
             if isinstance(lo_want, dict):
                 lo_got = await large_object_stats(conn)
@@ -847,10 +950,144 @@ async def _dump_stats(conn: psycopg.AsyncConnection, target: PgTarget, pg_bin_di
     return {t: (c, sums.get(t)) for t, (c, _) in counts.items()}, notes, None
 
 
+async def _globals_text(repo: Repository, tree: Tree, meta: dict) -> tuple[str | None, str]:
+    """The snapshot's globals file (pgglobals), or None and why it has none."""
+    info = meta.get("globals")
+    if not isinstance(info, dict):
+        return None, "this snapshot holds no globals (taken by a version that did not record them)"
+    if not info.get("file"):
+        return None, f"the backup could not record the globals: {info.get('error') or 'no reason recorded'}"
+    for n in tree.nodes:
+        if n.type == FILE and n.name == str(info["file"]).encode():
+            data = bytearray()
+            async with contextlib.aclosing(iter_content(repo, n.content, PREFETCH)) as chunks:
+                async for piece in chunks:
+                    data += piece
+            return data.decode("utf-8", "replace"), ""
+    return None, f"the snapshot's tree has no {info['file']} although its metadata names it"
+
+
+async def _carry_before(target: PgTarget, entries: list[dumpsum.TocEntry], globals_text: str | None,
+                        no_globals: str, roles: bool, report: DbRestoreReport
+                        ) -> tuple[carry.TargetRoles, carry.CarryPlan]:
+    """``--roles`` (create the missing roles), then what pg_restore can carry into this target."""
+    NR = pgglobals.NotRestored
+    conn = await _maintenance(target)
+    try:
+        found = pgglobals.parse(globals_text) if globals_text is not None else None
+        if roles and found is None:
+            report.not_restored.append(NR("roles and memberships (--roles)", no_globals))
+        elif roles and found is not None:
+            done = await pgglobals.restore_roles(conn, target, found)
+            report.roles_created = done.created
+            report.not_restored += done.not_restored
+            if done.created:
+                report.carried.append(f"roles created: {', '.join(done.created)}")
+                if not found.has_passwords:
+                    report.not_restored.append(NR(
+                        f"passwords of the roles created ({', '.join(done.created)})",
+                        "the backup leaves role passwords out ([database] globals_with_passwords = false); "
+                        "set them with ALTER ROLE ... PASSWORD"))
+        if found is not None:
+            existing, _, spaces = await pgglobals.current_roles(conn)
+            if not roles:
+                absent = [r for r in found.roles if r not in existing]
+                if absent:
+                    report.not_restored.append(NR(
+                        f"role{'s' if len(absent) > 1 else ''} {carry.listed(absent)} of the backed-up cluster "
+                        f"(with {'their' if len(absent) > 1 else 'its'} memberships)",
+                        "not in the target cluster; restore with --roles to create them"))
+            lacking = [t for t in found.tablespaces if t not in spaces]
+            if lacking:
+                report.not_restored.append(NR(
+                    f"tablespace{'s' if len(lacking) > 1 else ''} {', '.join(lacking)}",
+                    "not in the target cluster, and never created by a restore (a folder on the server): "
+                    "create it with CREATE TABLESPACE"))
+    except psycopg.Error as exc:
+        raise target.failed("reading the roles of", exc) from None
+    finally:
+        await conn.close()
+    # Asked in the target database itself: membership of pg_database_owner depends on it.
+    conn = await target.connect()
+    try:
+        who = await carry.target_roles(conn)
+    except psycopg.Error as exc:
+        raise target.failed("reading the roles of", exc) from None
+    finally:
+        await conn.close()
+    plan = carry.plan(entries, who, globals_available=found is not None, roles_given=roles)
+    report.carried += plan.carried
+    report.not_restored += plan.not_restored
+    return who, plan
+
+
+async def preview_carry(repo: Repository, snap: Snapshot, target: PgTarget, *, tables: tuple[str, ...] = (),
+                        schemas: tuple[str, ...] = (), roles: bool = False) -> dict:
+    """What ``restore --dry-run`` predicts a restore would carry into ``target`` (carry.plan over
+    the entries it would restore, the roles ``--roles`` would create counted as existing),
+    changing nothing. The database's own properties are known only when applied."""
+    meta = snap.metadata or {}
+    tree = await repo.load_tree(bytes.fromhex(snap.tree))
+    layout = await read_layout(repo, _dump_node(tree, meta))
+    entries = list(layout.entries.values())
+    if tables or schemas:
+        want_tables, want_schemas = _resolve(entries, tables, schemas)
+        ids = set(toc.select(entries, want_tables, want_schemas).ids)
+        entries = [e for e in entries if e.dump_id in ids]
+    text, no_globals = await _globals_text(repo, tree, meta)
+    found = pgglobals.parse(text) if text is not None else None
+    conn = await _maintenance(target)
+    try:
+        who = await carry.target_roles(conn)
+    except psycopg.Error as exc:
+        raise target.failed("reading the roles of", exc) from None
+    finally:
+        await conn.close()
+    created = [r for r in found.roles if r not in who.existing] if roles and found is not None else []
+    if created:
+        who = replace(who, existing=who.existing | frozenset(created))
+    plan = carry.plan(entries, who, globals_available=found is not None)
+    missed = [n.as_dict() for n in plan.not_restored]
+    if roles and found is None:
+        missed.insert(0, pgglobals.NotRestored("roles and memberships (--roles)", no_globals).as_dict())
+    return {"owners": plan.owners, "roles_to_create": created, "carried": list(plan.carried), "not_restored": missed}
+
+
+async def _carry_database(target: PgTarget, name: str, recorded: dict | None, who: carry.TargetRoles,
+                          created: bool, report: DbRestoreReport) -> None:
+    """The database's owner, settings, grants and comment: applied to a database this restore
+    created, compared (and the differences named) for one that existed."""
+    conn = await target.connect()
+    try:
+        if created:
+            done, missed = await carry.apply_database(conn, name, recorded, who, target.scrub)
+            report.carried += done
+        else:
+            missed = carry.compare_database(name, recorded, await carry.database_properties(conn))
+            if not recorded:
+                missed = [pgglobals.NotRestored("database owner, settings, grants and comment",
+                                                "this snapshot does not record them (taken by an older version)")]
+    except psycopg.Error as exc:
+        raise target.failed("setting the database properties of", exc) from None
+    finally:
+        await conn.close()
+    report.not_restored += missed
+
+
+async def _drop_roles(target: PgTarget, created: list[str]) -> None:
+    with contextlib.suppress(DatabaseError, psycopg.Error):
+        conn = await _maintenance(target)
+        try:
+            await pgglobals.drop_roles(conn, created)
+        finally:
+            await conn.close()
+
+
 async def _feed_pg_restore(repo: Repository, node: Node, target: PgTarget, pg_restore,
                            extra: list[str] | tuple[str, ...] = (),
-                           list_text: str | None = None) -> tuple[int, list[str]]:
-    argv = [str(pg_restore), "--no-owner", "--single-transaction", "--no-password", *extra]
+                           list_text: str | None = None, *, owners: bool = False) -> tuple[int, list[str]]:
+    argv = [str(pg_restore), *(() if owners else ("--no-owner",)), "--single-transaction", "--no-password",
+            *extra]
     if list_text is None:
         written, text, _ = await _pipe_dump(repo, node, target, [*argv, "-d", target.conninfo()])
     else:

@@ -12,6 +12,10 @@ scanner: pg_basebackup prints no start/end points when writing to stdout), the s
 clock just before the backup and just after it ended (a PITR target must not be earlier
 than ``stop_time``), the system identifier (``pg_control_system()``), the server version
 and the segment size.
+
+A standby is refused unless ``backup_standby = true``: then the standby's files are read from
+its data directory and the backup's start and stop run on the primary (standby.py); the
+metadata's clock, WAL names and archiving checks are the primary's.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
 from core.sources.postgres.connection import PgTarget
 from core.sources.postgres.child import last_lines, store_output
+from core.sources.postgres import standby
 from core.sources.postgres.logical import SOURCE
 from core.sources.postgres.tools import find_tool, server_major
 
@@ -136,12 +141,12 @@ async def _server_facts(conn: psycopg.AsyncConnection) -> dict:
             "(SELECT system_identifier FROM pg_control_system())::text, "
             "current_setting('wal_level'), current_setting('archive_mode'), "
             "current_setting('archive_command'), current_setting('wal_segment_size'), "
-            "pg_is_in_recovery(), clock_timestamp()")
+            "pg_is_in_recovery(), clock_timestamp(), current_setting('full_page_writes')")
         row = await cur.fetchone()
-    version, version_num, sysid, wal_level, archive_mode, archive_command, seg, in_recovery, now = row
+    version, version_num, sysid, wal_level, archive_mode, archive_command, seg, in_recovery, now, fpw = row
     return {"database_version": version, "server_version_num": version_num, "system_identifier": sysid,
             "wal_level": wal_level, "archive_mode": archive_mode, "archive_command": archive_command,
-            "wal_segment_size": seg, "in_recovery": in_recovery, "now": now}
+            "wal_segment_size": seg, "in_recovery": in_recovery, "now": now, "full_page_writes": fpw}
 
 
 async def backup_physical(repo: Repository, db: DatabaseConfig, *, backup_set: str = "",
@@ -149,34 +154,56 @@ async def backup_physical(repo: Repository, db: DatabaseConfig, *, backup_set: s
                           on_bytes: Callable[[int], None] | None = None) -> Snapshot:
     """Take one base backup into the repository and commit its snapshot (type full)."""
     target = PgTarget.from_config(db)
-    tool = await asyncio.to_thread(find_tool, "pg_basebackup", db.pg_bin_dir)
+    tool = await asyncio.to_thread(find_tool, "pg_basebackup", db.pg_bin_dir) if not db.backup_standby else None
     before = list(repo.stats.by_type.get(BlobType.DATA, [0, 0, 0]))
     started = time.monotonic()
     conn = await target.connect()
+    primary, pconn = None, None
+    from_standby: dict = {}
     try:
         facts = await _server_facts(conn)
         major = server_major(facts["server_version_num"])
-        if tool.major < major:
+        if db.backup_standby:
+            # The configured server is the standby; archiving, clock, version and WAL names are the primary's.
+            primary = standby.primary_target(target, db)
+            pconn = await primary.connect()
+            standby_facts, facts = facts, await _server_facts(pconn)
+            standby.check_pair(target, standby_facts, primary, facts)
+        elif facts["in_recovery"]:
+            raise DatabaseError(
+                f"{target.describe()} is a standby: set backup_standby = true in [database] (with primary_host/"
+                "primary_port: where its primary runs) to back it up from here, or take physical backups "
+                "from the primary")
+        if tool is not None and tool.major < major:
             raise ToolVersionMismatch(
                 f"{tool.path} is version {tool.version}, older than the server ({facts['database_version']}); "
                 f"pg_basebackup must be at least major version {major}: install it and set database.pg_bin_dir")
-        if facts["in_recovery"]:
-            raise DatabaseError(f"{target.describe()} is a standby; take physical backups from the primary")
+        where = primary.describe() if primary is not None else target.describe()
         if facts["archive_mode"] == "off" or facts["wal_level"] == "minimal" or not facts["archive_command"]:
             raise DatabaseError(
-                f"WAL archiving is off on {target.describe()} (wal_level={facts['wal_level']}, "
+                f"WAL archiving is off on {where} (wal_level={facts['wal_level']}, "
                 f"archive_mode={facts['archive_mode']}); a physical backup without archived WAL cannot be "
                 "restored. Run `axisor-backup database archiving` for the settings to apply.")
         start_time = facts["now"]
-        argv = [str(tool.path), "-D", "-", "-Ft", "-X", "none", "-c", "fast", "--no-password",
-                "-d", target.conninfo()]
-        ids, size, stderr, files = await _stream(repo, target, argv, on_bytes)
-        points = {**parse_label(files.get("backup_label", b"").decode("utf-8", "replace")),
-                  **parse_manifest_tail(files.get("backup_manifest", b""))}
+        if primary is not None and pconn is not None:
+            copy = await standby.copy_from_standby(repo, db, target, conn, primary, pconn,
+                                                   facts["server_version_num"], on_bytes)
+            ids, size = copy.ids, copy.size
+            points = {**parse_label(copy.label), "stop_lsn": copy.stop_lsn}
+            files, stderr = {"backup_label": copy.label.encode()}, ""
+            from_standby = {"backup_from": "standby", "standby": target.describe(), "primary": primary.describe(),
+                            "standby_files": copy.files, "standby_replay_wait_seconds": copy.replay_wait_seconds}
+        else:
+            assert tool is not None
+            argv = [str(tool.path), "-D", "-", "-Ft", "-X", "none", "-c", "fast", "--no-password",
+                    "-d", target.conninfo()]
+            ids, size, stderr, files = await _stream(repo, target, argv, on_bytes)
+            points = {**parse_label(files.get("backup_label", b"").decode("utf-8", "replace")),
+                      **parse_manifest_tail(files.get("backup_manifest", b""))}
         if "start_lsn" not in points or "stop_lsn" not in points:
             raise DatabaseError("the base backup's tar holds no readable backup_label and backup_manifest "
                                 f"(found: {', '.join(sorted(files)) or 'neither'}); {last_lines(stderr)}")
-        async with conn.cursor() as cur:
+        async with (pconn or conn).cursor() as cur:  # pg_walfile_name() cannot run on a standby
             await cur.execute("SELECT clock_timestamp(), pg_walfile_name(%s::pg_lsn), pg_walfile_name(%s::pg_lsn), "
                               "(SELECT timeline_id FROM pg_control_checkpoint())",
                               (points["start_lsn"], points["stop_lsn"]))
@@ -185,6 +212,8 @@ async def backup_physical(repo: Repository, db: DatabaseConfig, *, backup_set: s
         raise target.failed("reading", exc) from None
     finally:
         await conn.close()
+        if pconn is not None:
+            await pconn.close()
 
     metadata = {
         "mode": "physical", "format": "tar", "base_file": BASE_FILE, "base_size": size,
@@ -195,7 +224,8 @@ async def backup_physical(repo: Repository, db: DatabaseConfig, *, backup_set: s
         "timeline": points.get("timeline") or tli_now,
         "stop_timeline": points.get("stop_timeline") or tli_now,
         "start_wal_file": start_wal, "stop_wal_file": stop_wal,
-        "pg_basebackup_version": tool.version,
+        "pg_basebackup_version": tool.version if tool is not None else None,
+        **from_standby,
         "application_version": db.application_version or os.environ.get("AXISOR_APPLICATION_VERSION"),
         "duration_seconds": round(time.monotonic() - started, 3),
     }

@@ -28,6 +28,7 @@ and is never put into the server's environment.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import pwd
 import re
@@ -43,7 +44,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from core.config import Config
-from core.errors import DatabaseError, RestoreRefused, UsageError
+from core.errors import DatabaseError, RestoreRefused, StorageFull, UsageError
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
 from core.repository.tree import FILE
@@ -281,6 +282,10 @@ async def _extract(repo: Repository, ids: tuple[bytes, ...], dest: Path) -> int:
         await reader
     if failure:
         exc = failure[0]
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageFull(f"the restore target {dest} is full: {exc.strerror} while extracting the base "
+                              "backup; free space there (or choose another --target-dir), empty it and restore "
+                              "again") from None
         if isinstance(exc, (RestoreRefused, OSError)):
             raise RestoreRefused(f"extracting the base backup into {dest} failed: {exc}") from None
         raise DatabaseError(f"the stored base backup is not a readable tar: {exc}") from None
