@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from core import crypto
 from core.errors import DamagedObject, WrongPassphrase
 from core.repository.format import AD_KEY, KEYS
-from core.storage.backend import Backend
+from core.storage.backend import Backend, ObjectUnreadable
 
 if TYPE_CHECKING:
     from core.repository.keycache import KeyCache
@@ -156,6 +156,8 @@ async def scan_keys(backend: Backend) -> tuple[list[KeyFile], list[str]]:
             continue
         try:
             out.append(KeyFile.decode(key_id, await backend.get(info.key)))
+        except ObjectUnreadable as exc:
+            damaged.append(f"{info.key} ({exc.reason})")
         except KeyFileDamaged as exc:
             damaged.append(f"{info.key} ({exc})")  # cannot open the repository; others may
     return out, damaged
@@ -175,8 +177,10 @@ async def unlock(backend: Backend, passphrase: str, cache: KeyCache | None = Non
     derived by an earlier run is used when it still matches (core/repository/keycache.py)."""
     keys, damaged = await scan_keys(backend)
     if not keys:
+        from core.repository.repo_config import LOST_CONFIG
+
         raise DamagedObject(f"{KEYS}/", f"repository at {backend.location} has no usable key file"
-                            + (f"; damaged: {'; '.join(damaged)}" if damaged else ""))
+                            + (f"; damaged: {'; '.join(damaged)}" if damaged else "") + f"; {LOST_CONFIG}")
     # scrypt is the expensive part; run it off the event loop.
     import asyncio
 

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from core import crypto
 from core.errors import DamagedObject, RepositoryNotFound, UnsupportedVersion
 from core.repository.format import AD_CONFIG, CONFIG, REPO_VERSION
-from core.storage.backend import Backend, ObjectNotFound
+from core.storage.backend import Backend, ObjectNotFound, ObjectUnreadable
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +82,24 @@ async def listed_size(backend: Backend, key: str) -> int | None:
         return None
 
 
+# What an operator does when the config or every key file of a location is gone: both are
+# the same bytes at every location of the repository (docs/OPERATIONS.md).
+LOST_CONFIG = ("do not run `init` here (a new repository could not read this one's data); copy `config` and "
+               "`keys/` byte for byte from another location of this repository, or restore from one with "
+               "`--from` (docs/OPERATIONS.md, \"The config or the key files were lost\")")
+
+
+async def holds_objects(backend: Backend) -> bool:
+    """Whether the location holds key files or snapshots: a repository, whatever its config says."""
+    for folder in ("keys/", "snapshots/"):
+        try:
+            async for _info in backend.list(folder):
+                return True
+        except Exception:  # noqa: BLE001 - a listing that fails says nothing either way
+            continue
+    return False
+
+
 async def read_public(backend: Backend) -> dict:
     """Read and version-check the config before any key is tried."""
     try:
@@ -92,13 +110,22 @@ async def read_public(backend: Backend) -> dict:
                                      f"config ever is (at most {MAX_CONFIG}); not read")
         raw = await backend.get(CONFIG)
     except ObjectNotFound:
+        if await holds_objects(backend):
+            raise RepositoryNotFound(f"{backend.location}/config is missing, but the location holds a repository's "
+                                     f"key files and snapshots: {LOST_CONFIG}") from None
         raise RepositoryNotFound(
             f"no repository at {backend.location}: run `axisor-backup init` first"
         ) from None
+    except ObjectUnreadable as exc:
+        raise RepositoryNotFound(f"{backend.location}/config {exc.reason}: {LOST_CONFIG}") from None
     try:
         d = json.loads(raw)
         version = d["version"]
     except (ValueError, KeyError, TypeError):
+        if await holds_objects(backend):
+            raise RepositoryNotFound(f"{backend.location}/config is damaged ({len(raw)} bytes, not an Axisor Backup "
+                                     f"config), but the location holds a repository's key files and snapshots: "
+                                     f"{LOST_CONFIG}") from None
         raise RepositoryNotFound(f"{backend.location}/config is not an Axisor Backup config") from None
     if version != REPO_VERSION:
         raise UnsupportedVersion(

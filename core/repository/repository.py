@@ -30,7 +30,7 @@ from core.repository.index import Index, IndexedPack, IndexFormatError, PackEntr
 from core.repository.packer import Packer, PackFormatError, decode_header, parse_trailer
 from core.repository.snapshot import Snapshot, is_safety
 from core.repository.tree import Tree, TreeFormatError
-from core.storage.backend import Backend, ObjectExists, ObjectNotFound, StorageError
+from core.storage.backend import Backend, ObjectExists, ObjectNotFound, ObjectUnreadable, StorageError
 
 
 def max_pack_bytes(config: repo_config.RepoConfig) -> int:
@@ -121,6 +121,11 @@ class Repository:
     async def create(cls, backend: Backend, passphrase: str, pack_size: int = 16 * 1024 * 1024) -> Repository:
         if await backend.exists():
             raise AxisorError(f"a repository already exists at {backend.location}")
+        if await repo_config.holds_objects(backend):
+            # Its config was lost: a new one beside the old key files would leave two
+            # repositories' objects in one folder, and the old data unreadable for good.
+            raise AxisorError(f"{backend.location} holds a repository's key files or snapshots without a config; "
+                              f"not making another one there: {repo_config.LOST_CONFIG}")
         await backend.create()
         master = crypto.MasterKey.generate()
         cipher = crypto.Cipher(master)
@@ -154,7 +159,9 @@ class Repository:
         try:
             config = repo_config.decode(public, cipher)
         except (crypto.DecryptError, ValueError, KeyError) as exc:
-            raise DamagedObject("config", f"cannot be opened with this key ({exc})") from None
+            raise DamagedObject("config", f"cannot be opened with the master key of keys/{key.id} ({exc}): the "
+                                          "config or that key file is damaged or belongs to another repository; "
+                                          f"{repo_config.LOST_CONFIG}") from None
         return cls(backend, master, config, key)
 
     async def _run(self, fn: Callable, *args):
@@ -210,6 +217,8 @@ class Repository:
             sealed = await self.backend.get(key)
         except ObjectNotFound:
             raise DamagedObject(key, "missing") from None
+        except ObjectUnreadable as exc:
+            raise DamagedObject(key, exc.reason) from None
         try:
             plain = self.cipher.open(sealed, ad_prefix + object_id)
         except crypto.DecryptError as exc:

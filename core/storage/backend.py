@@ -30,6 +30,14 @@ class ObjectNotFound(StorageError):
     pass
 
 
+class ObjectUnreadable(StorageError):
+    """The object is there but the storage refuses to hand it out (no read permission on
+    that one object). Not a storage outage: the repository reports the object as damaged
+    by name and goes on with the others, as for one that does not open."""
+
+    reason = "permission denied"
+
+
 class ObjectExists(StorageError):
     pass
 
@@ -48,6 +56,7 @@ __all__ = [
     "ObjectExists",
     "ObjectInfo",
     "ObjectNotFound",
+    "ObjectUnreadable",
     "Payload",
     "as_bytes",
     "payload_size",

@@ -30,6 +30,7 @@ from core.storage.backend import (
     Payload,
     StorageError,
     StorageFull,
+    ObjectUnreadable,
     StorageReadOnly,
     StorageUsage,
     TempInfo,
@@ -144,6 +145,10 @@ class LocalBackend:
         except FileNotFoundError:
             raise ObjectNotFound(f"{self.location}: object {key} does not exist") from None
         except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                unreadable = ObjectUnreadable(f"{self.location}: cannot read {key}: {exc.strerror}")
+                unreadable.reason = f"cannot be read ({exc.strerror})"
+                raise unreadable from None
             raise StorageError(f"{self.location}: cannot read {key}: {exc.strerror}") from None
         if len(data) != length:
             raise StorageError(

@@ -25,6 +25,7 @@ from core.storage.backend import (
     ObjectNotFound,
     Payload,
     StorageError,
+    StorageReadOnly,
     StorageUsage,
     TempInfo,
     as_bytes,
@@ -61,6 +62,8 @@ _TRANSIENT = {
     "OperationAborted",
 }
 _DENIED = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden"}
+# Operations (the ``what`` of _error) that change the bucket: a denial there is a refused write.
+_WRITES = ("write ", "delete ", "abort upload ")
 
 
 _LOADER: Any = None
@@ -216,6 +219,14 @@ class S3Backend:
             if code == "NoSuchBucket":
                 return StorageError(f"{where}: bucket {self.bucket} does not exist")
             if code in _DENIED or status == 403:
+                if what.startswith(_WRITES):
+                    # Reads work (they came first: the repository opened), writes are denied:
+                    # a read-only credential or a bucket policy. Reading commands go on
+                    # without a lock; writers stop with exit 24 (docs/CLI.md).
+                    refused = StorageReadOnly(f"{self.location}: the storage refuses writes (access denied: "
+                                              f"{message}): cannot {what}")
+                    refused.reason = f"access denied: {message}"
+                    return refused
                 return StorageError(f"{where}: access denied ({message}); check the credentials and bucket policy")
             if code in _TRANSIENT or (isinstance(status, int) and (status >= 500 or status == 429)):
                 return TransientError(f"{where}: {message} (HTTP {status})")

@@ -34,9 +34,11 @@ from core.storage.backend import (
     ObjectExists,
     ObjectInfo,
     ObjectNotFound,
+    ObjectUnreadable,
     Payload,
     StorageError,
     StorageFull,
+    StorageReadOnly,
     StorageUsage,
     TempInfo,
     checked_key,
@@ -213,6 +215,17 @@ class SFTPBackend:
         if isinstance(exc, (asyncssh.SFTPNoSpaceOnFilesystem, asyncssh.SFTPQuotaExceeded)):
             return StorageFull(f"{where}: no space left on the server")
         if isinstance(exc, asyncssh.SFTPPermissionDenied):
+            if what.startswith(("write ", "delete ", "create ")):
+                # The login may read but not write there (a read-only share, a folder of
+                # another user): reading commands go on without a lock, writers exit 24.
+                refused = StorageReadOnly(f"{self.location}: the storage refuses writes (permission denied on "
+                                          f"the server): cannot {what}")
+                refused.reason = "permission denied on the server"
+                return refused
+            if what.startswith("read "):
+                unreadable = ObjectUnreadable(f"{where}: permission denied on the server")
+                unreadable.reason = "cannot be read (permission denied on the server)"
+                return unreadable
             return StorageError(f"{where}: permission denied on the server")
         if isinstance(exc, (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection, asyncssh.DisconnectError,
                             asyncssh.ChannelOpenError, ConnectionError, EOFError, BrokenPipeError)):

@@ -33,7 +33,7 @@ from core.errors import AxisorError, DamagedObject, UsageError
 from core.repository.format import BlobType
 from core.repository.repo_config import bounded_get
 from core.repository.repository import Repository
-from core.storage.backend import ObjectExists, ObjectNotFound
+from core.storage.backend import ObjectExists, ObjectNotFound, ObjectUnreadable
 
 WAL = "wal"
 AD_WAL = b"axisor/wal/v1"
@@ -122,6 +122,8 @@ async def load_manifest(repo: Repository, name: str) -> WalManifest | None:
         sealed = await bounded_get(repo.backend, key, MAX_WAL_MANIFEST, "WAL manifest")
     except ObjectNotFound:
         return None
+    except ObjectUnreadable as exc:
+        raise DamagedObject(key, exc.reason) from None
     try:
         plain = repo.cipher.open(sealed, _ad(name))
     except crypto.DecryptError as exc:
