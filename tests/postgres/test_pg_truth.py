@@ -204,6 +204,10 @@ def test_metadata_keys_are_unambiguous(shapesws: Workspace) -> None:
     md = shapesws.metadata
     assert md["table_keys"] == "sql-quoted-v1" and md["checksum_method"] == METHOD
     assert md["tables"] == TABLES
+    # Counted in the dump stream (no count(*) per table): partitions by leaf, inheritance
+    # parents with ONLY semantics, the empty table, the RLS table all as count(*) FROM ONLY.
+    assert md["row_counts"] == {"dump_stream": len(TABLES), "sql": 0}
+    assert md["total_records"] == sum(TABLES.values())
     assert set(md["checksums"]) == set(TABLES)
     for k in TABLES:
         assert names.key(*names.parse_key(k)) == k
@@ -308,6 +312,36 @@ def test_a_changed_row_in_any_table_fails_the_restore_naming_it(shapesws: Worksp
     # And by --table, through the partial path.
     r = _restore(shapesws, shapes, "tampered_one", "--table", '"dot.t".u', tamper=TAMPER['"dot.t".u'])
     assert r.code == 16 and [t["table"] for t in r.json()["mismatches"]] == ['"dot.t".u'], (r.out, r.err)
+
+
+def test_tables_the_stream_cannot_count_are_counted_with_sql(ws: Workspace, shapes, monkeypatch) -> None:
+    """A table whose block the stream counter gives up on (forced here for every table) is
+    counted with count(*) in the dump's snapshot: the same counts, said in the metadata."""
+    import asyncio
+
+    from conftest import PASSPHRASE
+    from core.config import load_config
+    from core.service import BackupService
+    from core.sources.postgres.dumpsum import RowCounter
+
+    ws.config.write_text(f'[database]\nenabled = true\nurl = "{shapes.url("shapes")}"\npg_bin_dir = "{shapes.bin}"\n'
+                         f'[storage]\nlocal_path = "{ws.repo}"\n')
+    assert ws.cli("init").code == 0
+    monkeypatch.setattr(RowCounter, "WALK_LIMIT", -1)
+    monkeypatch.setattr(RowCounter, "WALK_BYTES", 1 << 60)
+
+    async def run() -> dict:
+        svc = BackupService(load_config(ws.config), lambda confirm: PASSPHRASE)
+        try:
+            [r] = (await svc.backup(sources=["database"])).results
+            assert r.error is None, r.error
+            return r.snapshot.metadata
+        finally:
+            await svc.close()
+
+    md = asyncio.run(run())
+    assert md["tables"] == TABLES and md["row_counts"] == {"dump_stream": 0, "sql": len(TABLES)}
+    assert md["checksum_method"] == METHOD and set(md["checksums"]) == set(TABLES)
 
 
 def test_config_check_counts_the_database(tmp_path: Path) -> None:
