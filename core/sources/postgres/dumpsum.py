@@ -412,8 +412,9 @@ class RowCounter:
     ``re`` search, in C); every newline before that pair ends a row (``bytes.count``); walk
     the pieces around the pair one by one by their lengths, counting the newlines in their
     data; search again from there. Each walked piece is checked (sign byte, newline at its
-    end), and a block must end with its zero length, so a stream that breaks these
-    assumptions gives an ``error``, not a count."""
+    end) and a block must end with its zero length: where that fails, ``error`` says so and
+    the caller counts the table another way. (Damage is the checksum's and pg_dump's exit
+    status's to catch, not this.)"""
 
     __slots__ = ("int_size", "rows", "ended", "error", "_skip", "_carry", "_close", "_walked", "_seen")
 
