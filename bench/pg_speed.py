@@ -121,7 +121,9 @@ def prepare(root: Path, shapes: list[str], big_gb: float, bin_dir: Path) -> tupl
     return c, info
 
 
-def axisor_run(c: Cluster, work: Path, db: str, n: int) -> dict:
+def axisor_run(c: Cluster, work: Path, db: str, n: int, src: Path | None = None) -> dict:
+    """One backup into a fresh repository; ``src``: another checkout's code (``python -m app.cli``
+    there, with this checkout's .venv), for a before/after comparison in the same run."""
     repo = work / f"repo-{db}-{n}"
     shutil.rmtree(repo, ignore_errors=True)
     cfg = work / f"axisor-{db}.toml"
@@ -130,9 +132,13 @@ def axisor_run(c: Cluster, work: Path, db: str, n: int) -> dict:
     env = axisor_env()
     env["XDG_STATE_HOME"] = str(work / "state")
     env["XDG_CACHE_HOME"] = str(work / "cache")
-    subprocess.run([str(EXE), "--config", str(cfg), "init"], env=env, check=True, capture_output=True)
+    exe = [str(EXE)]
+    if src is not None:
+        exe = [str(ROOT / ".venv" / "bin" / "python"), "-m", "app.cli"]
+        env["PYTHONPATH"] = str(src)
+    subprocess.run([*exe, "--config", str(cfg), "init"], env=env, check=True, capture_output=True)
     subprocess.run(["sync"], check=False)
-    res = with_server_cpu(c, lambda: run_timed([str(EXE), "--config", str(cfg), "--json", "backup", "--source",
+    res = with_server_cpu(c, lambda: run_timed([*exe, "--config", str(cfg), "--json", "backup", "--source",
                                                 "database"], env=env, stdout=subprocess.PIPE))
     res["repo_bytes"] = sum(f.stat().st_size for f in repo.rglob("*") if f.is_file())
     shutil.rmtree(repo, ignore_errors=True)
@@ -147,13 +153,19 @@ def pg_dump_run(c: Cluster, db: str, z0: bool) -> dict:
 TOOLS = ("pg_dump", "pg_dump_z0", "axisor")
 
 
-def bench_shape(c: Cluster, work: Path, db: str, runs: int) -> dict:
+def bench_shape(c: Cluster, work: Path, db: str, runs: int, before: Path | None = None) -> dict:
+    tools = (*TOOLS, "axisor_before") if before is not None else TOOLS
     out: dict = {"loadavg_before": os.getloadavg(), "uptime_before": uptime(), "runs": []}
     for n in range(1, runs + 1):
-        order = list(TOOLS) if n % 2 else list(reversed(TOOLS))
+        order = list(tools) if n % 2 else list(reversed(tools))
         r: dict = {}
         for tool in order:
-            r[tool] = axisor_run(c, work, db, n) if tool == "axisor" else pg_dump_run(c, db, tool == "pg_dump_z0")
+            if tool == "axisor":
+                r[tool] = axisor_run(c, work, db, n)
+            elif tool == "axisor_before":
+                r[tool] = axisor_run(c, work, db, n, before)
+            else:
+                r[tool] = pg_dump_run(c, db, tool == "pg_dump_z0")
         r["loadavg"] = os.getloadavg()
         out["runs"].append(r)
         print(f"{db} run {n}: " + ", ".join(f"{k} {r[k]['wall_s']:.2f} s" for k in order)
@@ -162,7 +174,7 @@ def bench_shape(c: Cluster, work: Path, db: str, runs: int) -> dict:
     out["loadavg_after"] = os.getloadavg()
     out["uptime_after"] = uptime()
     summ: dict = {}
-    for t in TOOLS:
+    for t in tools:
         walls = [r[t]["wall_s"] for r in out["runs"]]
         summ[t] = {"wall_s": statistics.median(walls), "wall_min": min(walls), "wall_max": max(walls),
                    **{k: statistics.median(r[t][k] for r in out["runs"])
@@ -174,6 +186,10 @@ def bench_shape(c: Cluster, work: Path, db: str, runs: int) -> dict:
     summ["ratio_range"] = [round(min(ratios), 3), round(max(ratios), 3)]
     summ["ratio_z0_median"] = round(statistics.median(ratios_z0), 3)
     summ["ratio_z0_range"] = [round(min(ratios_z0), 3), round(max(ratios_z0), 3)]
+    if before is not None:
+        rb = [r["axisor_before"]["wall_s"] / r["pg_dump"]["wall_s"] for r in out["runs"]]
+        summ["ratio_before_median"] = round(statistics.median(rb), 3)
+        summ["ratio_before_range"] = [round(min(rb), 3), round(max(rb), 3)]
     out["summary"] = summ
     return out
 
@@ -190,6 +206,7 @@ def main() -> int:
     ap.add_argument("--big-gb", type=float, default=5.0)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--prepare-only", action="store_true")
+    ap.add_argument("--before", type=Path, help="another checkout (e.g. a worktree of main) run as axisor_before")
     ap.add_argument("--drop", action="store_true", help="remove the cluster (and its marker) at the end")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     a = ap.parse_args()
@@ -197,6 +214,7 @@ def main() -> int:
     bin_dir = pg_bin()
     c, info = prepare(a.data, shapes, a.big_gb, bin_dir)
     results: dict = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "git": git_rev(),
+                     "before": str(a.before) if a.before else None,
                      "databases": info, "pg_version": c.psql("SHOW server_version", db="postgres"),
                      "nproc": os.cpu_count(), "shapes": {}}
     try:
@@ -205,7 +223,7 @@ def main() -> int:
             return 0
         a.work.mkdir(parents=True, exist_ok=True)
         for shape in shapes:
-            results["shapes"][shape] = bench_shape(c, a.work, shape, a.runs)
+            results["shapes"][shape] = bench_shape(c, a.work, shape, a.runs, a.before)
     finally:
         c.stop()
         if a.drop:
@@ -221,14 +239,16 @@ def main() -> int:
         print(f"\n{shape}: {d['tables']} tables, pg_database_size {d['database_size'] / 1e9:.2f} GB; "
               f"{a.runs} rounds; load {res['loadavg_before'][0]:.1f} before, {res['loadavg_after'][0]:.1f} after")
         print("| program | wall s median (min-max) | client CPU s | server CPU s | peak RSS MiB |\n|---|---|---|---|---|")
-        for t in TOOLS:
+        for t in [t for t in (*TOOLS, "axisor_before") if t in s]:
             x = s[t]
             print(f"| {t} | {x['wall_s']:.2f} ({x['wall_min']:.2f}-{x['wall_max']:.2f}) | {x['cpu_s']:.2f} | "
                   f"{x['server_cpu_s']:.2f} | {x['peak_rss_mib']:.0f} |")
         print(f"axisor / pg_dump -Fc: {s['ratio_median']:.3f}x median of rounds ({s['ratio_range'][0]:.3f}-"
               f"{s['ratio_range'][1]:.3f}), {s['ratio_of_medians']:.3f}x of medians; target <= 1.15x. "
               f"axisor / pg_dump -Fc -Z0: {s['ratio_z0_median']:.3f}x ({s['ratio_z0_range'][0]:.3f}-"
-              f"{s['ratio_z0_range'][1]:.3f})")
+              f"{s['ratio_z0_range'][1]:.3f})"
+              + (f"; before: {s['ratio_before_median']:.3f}x ({s['ratio_before_range'][0]:.3f}-"
+                 f"{s['ratio_before_range'][1]:.3f})" if "ratio_before_median" in s else ""))
     print(f"raw: {path}")
     return 0
 

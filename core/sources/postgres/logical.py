@@ -572,15 +572,16 @@ async def read_layout(repo: Repository, node: Node) -> dumpsum.DumpLayout:
     """The dump's header and table of contents, read from the start of its blobs (the TOC comes
     first in a custom-format dump; only as many blobs as it spans are read)."""
     head = bytearray()
+    reader = dumpsum.LayoutReader()
     async with contextlib.aclosing(iter_content(repo, node.content, PREFETCH)) as chunks:
         async for data in chunks:
             head += data
             try:
-                return dumpsum.parse_layout(head)
-            except dumpsum._NeedMore:
-                continue
+                layout = reader.parse(head)
             except dumpsum.DumpFormatError as exc:
                 raise UsageError(f"the dump in this snapshot cannot be read: {exc}") from None
+            if layout is not None:
+                return layout
     raise UsageError("the dump in this snapshot ends inside its table of contents")
 
 
