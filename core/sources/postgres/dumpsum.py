@@ -186,24 +186,55 @@ class LayoutReader:
 
 
 def _read_entry(r: _Reader, version: int, off_size: int) -> TocEntry:
-    dump_id = r.int()
-    has_data = r.int() != 0
-    r.str(), r.str()  # table oid, oid
-    tag, desc = r.str(), r.str()
-    r.int()  # section
-    defn, _, copy_stmt = r.str(), r.str(), r.str()  # definition, drop statement, copy statement
-    namespace = r.str()
-    r.str(), r.str()  # tablespace, table access method
-    if version >= 0x011000:
-        r.int()  # relkind
-    owner = r.str()
-    r.str()  # "false" (the long-gone WITH OIDS)
+    """One table-of-contents entry at ``r.pos`` (moved past it). Inlined reads, bounds checked
+    once per entry: through _Reader's methods a 9,000-entry table of contents took 0.3 s."""
+    buf, k, p, end = r.buf, r.int_size, r.pos, len(r.buf)
+    fields: list[str | None] = []
+
+    def need(upto: int) -> None:
+        if upto > end:
+            raise _NeedMore
+
+    # dump id, has data; then 2 strings (table oid, oid), tag, desc; section; definition, drop,
+    # copy statement, namespace, tablespace, table access method; relkind (1.16+); owner, "false".
+    ints = []
+    for _ in range(2):
+        need(p + 1 + k)
+        v = int.from_bytes(buf[p + 1:p + 1 + k], "little")
+        ints.append(-v if buf[p] else v)
+        p += 1 + k
+    layout = ("s", "s", "s", "s", "i", "s", "s", "s", "s", "s", "s", *(("i",) if version >= 0x011000 else ()), "s", "s")
+    for kind in layout:
+        need(p + 1 + k)
+        v = int.from_bytes(buf[p + 1:p + 1 + k], "little")
+        neg = buf[p]
+        p += 1 + k
+        if kind == "i":
+            continue
+        if neg:
+            fields.append(None)
+            continue
+        need(p + v)
+        fields.append(buf[p:p + v].decode("utf-8", "surrogateescape"))
+        p += v
     deps = []
-    while (dep := r.str()) is not None:  # dependencies, ended by a null
+    while True:  # dependencies, ended by a null
+        need(p + 1 + k)
+        v = int.from_bytes(buf[p + 1:p + 1 + k], "little")
+        neg = buf[p]
+        p += 1 + k
+        if neg:
+            break
+        need(p + v)
+        dep = buf[p:p + v]
+        p += v
         if dep.isdigit():
             deps.append(int(dep))
-    r.take(1 + off_size)  # data offset: unknown on a pipe
-    return TocEntry(dump_id, has_data, desc or "", namespace or "", tag or "", owner or "",
+    p += 1 + off_size  # data offset: unknown on a pipe
+    need(p)
+    r.pos = p
+    _, _, tag, desc, defn, _, copy_stmt, namespace, _, _, owner, _ = fields
+    return TocEntry(ints[0], ints[1] != 0, desc or "", namespace or "", tag or "", owner or "",
                     tuple(deps), copy_stmt or "", (defn or "") if desc == "ENCODING" else "")
 
 
