@@ -1,8 +1,10 @@
 """Logical backup and restore: pg_dump streamed into the repository, pg_restore fed from it.
 
 Backup: one REPEATABLE READ READ ONLY transaction exports its snapshot; pg_dump
-(``-Fc -Z0 --snapshot=ID``) dumps exactly that state while the same transaction counts
-every table's rows and reads the catalog, so the metadata describes the dump exactly.
+(``-Fc -Z0 --snapshot=ID``) dumps exactly that state while the same transaction reads the
+catalog; every table's rows are counted in the dump stream itself (dumpsum.RowCounter), and
+the few it cannot count are counted in that transaction, so the metadata describes the dump
+exactly.
 pg_dump's stdout is chunked as it arrives (StreamWriter): no temp file, flat memory.
 
 Restore: the dump's blobs, in order, are written to ``pg_restore --no-owner
