@@ -153,8 +153,9 @@ def pg_dump_run(c: Cluster, db: str, z0: bool) -> dict:
 TOOLS = ("pg_dump", "pg_dump_z0", "axisor")
 
 
-def bench_shape(c: Cluster, work: Path, db: str, runs: int, before: Path | None = None) -> dict:
-    tools = (*TOOLS, "axisor_before") if before is not None else TOOLS
+def bench_shape(c: Cluster, work: Path, db: str, runs: int, before: Path | None = None, z0: bool = True,
+                save=lambda out: None) -> dict:
+    tools = tuple(t for t in TOOLS if z0 or t != "pg_dump_z0") + (("axisor_before",) if before is not None else ())
     out: dict = {"loadavg_before": os.getloadavg(), "uptime_before": uptime(), "runs": []}
     for n in range(1, runs + 1):
         order = list(tools) if n % 2 else list(reversed(tools))
@@ -168,6 +169,7 @@ def bench_shape(c: Cluster, work: Path, db: str, runs: int, before: Path | None 
                 r[tool] = pg_dump_run(c, db, tool == "pg_dump_z0")
         r["loadavg"] = os.getloadavg()
         out["runs"].append(r)
+        save(out)  # every round: an interrupted run keeps what it measured
         print(f"{db} run {n}: " + ", ".join(f"{k} {r[k]['wall_s']:.2f} s" for k in order)
               + f" (ratio {r['axisor']['wall_s'] / r['pg_dump']['wall_s']:.3f}, load {r['loadavg'][0]:.1f})",
               flush=True)
@@ -180,7 +182,7 @@ def bench_shape(c: Cluster, work: Path, db: str, runs: int, before: Path | None 
                    **{k: statistics.median(r[t][k] for r in out["runs"])
                       for k in ("cpu_s", "server_cpu_s", "peak_rss_mib")}}
     ratios = [r["axisor"]["wall_s"] / r["pg_dump"]["wall_s"] for r in out["runs"]]
-    ratios_z0 = [r["axisor"]["wall_s"] / r["pg_dump_z0"]["wall_s"] for r in out["runs"]]
+    ratios_z0 = [r["axisor"]["wall_s"] / r["pg_dump_z0"]["wall_s"] for r in out["runs"] if "pg_dump_z0" in r] or [0.0]
     summ["ratio_of_medians"] = round(summ["axisor"]["wall_s"] / summ["pg_dump"]["wall_s"], 3)
     summ["ratio_median"] = round(statistics.median(ratios), 3)
     summ["ratio_range"] = [round(min(ratios), 3), round(max(ratios), 3)]
@@ -206,6 +208,7 @@ def main() -> int:
     ap.add_argument("--big-gb", type=float, default=5.0)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--prepare-only", action="store_true")
+    ap.add_argument("--no-z0", action="store_true", help="leave out pg_dump -Fc -Z0 (saves a dump per round)")
     ap.add_argument("--before", type=Path, help="another checkout (e.g. a worktree of main) run as axisor_before")
     ap.add_argument("--drop", action="store_true", help="remove the cluster (and its marker) at the end")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -222,16 +225,22 @@ def main() -> int:
             print(json.dumps(info, indent=2))
             return 0
         a.work.mkdir(parents=True, exist_ok=True)
+        a.out.mkdir(parents=True, exist_ok=True)
+        path = a.out / f"pg-speed-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
+
+        def save(shape: str, partial: dict) -> None:
+            results["shapes"][shape] = partial
+            path.write_text(json.dumps(results, indent=2) + "\n")
+
         for shape in shapes:
-            results["shapes"][shape] = bench_shape(c, a.work, shape, a.runs, a.before)
+            results["shapes"][shape] = bench_shape(c, a.work, shape, a.runs, a.before, not a.no_z0,
+                                                   lambda out, shape=shape: save(shape, out))
     finally:
         c.stop()
         if a.drop:
             shutil.rmtree(a.data, ignore_errors=True)
             (a.data.parent / f"{a.data.name}.bench.json").unlink(missing_ok=True)
         shutil.rmtree(a.work, ignore_errors=True)
-    a.out.mkdir(parents=True, exist_ok=True)
-    path = a.out / f"pg-speed-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     for shape, res in results["shapes"].items():
         s = res["summary"]
