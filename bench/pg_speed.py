@@ -145,6 +145,44 @@ def axisor_run(c: Cluster, work: Path, db: str, n: int, src: Path | None = None)
     return res
 
 
+class Daemon:
+    """``axisor-backup daemon`` serving one repository for a shape's rounds: a backup then runs
+    in a process that has already imported everything (scheduled backups run there). Its
+    repository is kept across rounds (a daemon holds it open), so rounds after the first
+    store nothing new; the dump, checksums and counts are done every time."""
+
+    def __init__(self, c: Cluster, work: Path, db: str) -> None:
+        self.dir = work / f"daemon-{db}"
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True)
+        self.cfg = self.dir / "axisor.toml"
+        self.cfg.write_text(f'[database]\nenabled = true\nurl = "{c.url(db)}"\nmode = "logical"\n'
+                            f'pg_bin_dir = "{c.bin}"\n[storage]\nlocal_path = "{self.dir / "repo"}"\n')
+        self.env = axisor_env()
+        self.env["XDG_STATE_HOME"] = str(self.dir / "state")
+        self.env["XDG_CACHE_HOME"] = str(self.dir / "cache")
+        subprocess.run([str(EXE), "--config", str(self.cfg), "init"], env=self.env, check=True, capture_output=True)
+        self.log = open(self.dir / "daemon.log", "wb")
+        self.proc = subprocess.Popen([str(EXE), "--config", str(self.cfg), "daemon"], env=self.env,
+                                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while not list((self.dir / "state").rglob("daemon.sock")):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the daemon did not start: {(self.dir / 'daemon.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+
+    def run(self, c: Cluster) -> dict:
+        subprocess.run(["sync"], check=False)
+        return with_server_cpu(c, lambda: run_timed([str(EXE), "--config", str(self.cfg), "--json", "backup",
+                                                     "--source", "database"], env=self.env,
+                                                    stdout=subprocess.PIPE))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=120)
+        self.log.close()
+
+
 def pg_dump_run(c: Cluster, db: str, z0: bool) -> dict:
     argv = [str(c.bin / "pg_dump"), "-Fc", *(["-Z0"] if z0 else []), "-d", c.url(db)]
     return with_server_cpu(c, lambda: run_timed(argv))
@@ -154,15 +192,29 @@ TOOLS = ("pg_dump", "pg_dump_z0", "axisor")
 
 
 def bench_shape(c: Cluster, work: Path, db: str, runs: int, before: Path | None = None, z0: bool = True,
-                save=lambda out: None) -> dict:
-    tools = tuple(t for t in TOOLS if z0 or t != "pg_dump_z0") + (("axisor_before",) if before is not None else ())
+                save=lambda out: None, daemon: bool = False) -> dict:
+    tools = tuple(t for t in TOOLS if z0 or t != "pg_dump_z0") + (("axisor_before",) if before is not None else ()) \
+        + (("axisor_daemon",) if daemon else ())
     out: dict = {"loadavg_before": os.getloadavg(), "uptime_before": uptime(), "runs": []}
+    d = Daemon(c, work, db) if daemon else None
+    try:
+        return _rounds(c, work, db, runs, before, tools, out, save, d)
+    finally:
+        if d is not None:
+            d.stop()
+
+
+def _rounds(c: Cluster, work: Path, db: str, runs: int, before: Path | None, tools: tuple, out: dict, save,
+            d: Daemon | None) -> dict:
     for n in range(1, runs + 1):
         order = list(tools) if n % 2 else list(reversed(tools))
         r: dict = {}
         for tool in order:
             if tool == "axisor":
                 r[tool] = axisor_run(c, work, db, n)
+            elif tool == "axisor_daemon":
+                assert d is not None
+                r[tool] = d.run(c)
             elif tool == "axisor_before":
                 r[tool] = axisor_run(c, work, db, n, before)
             else:
@@ -188,10 +240,11 @@ def bench_shape(c: Cluster, work: Path, db: str, runs: int, before: Path | None 
     summ["ratio_range"] = [round(min(ratios), 3), round(max(ratios), 3)]
     summ["ratio_z0_median"] = round(statistics.median(ratios_z0), 3)
     summ["ratio_z0_range"] = [round(min(ratios_z0), 3), round(max(ratios_z0), 3)]
-    if before is not None:
-        rb = [r["axisor_before"]["wall_s"] / r["pg_dump"]["wall_s"] for r in out["runs"]]
-        summ["ratio_before_median"] = round(statistics.median(rb), 3)
-        summ["ratio_before_range"] = [round(min(rb), 3), round(max(rb), 3)]
+    for other in ("axisor_before", "axisor_daemon"):
+        if other in tools:
+            rb = [r[other]["wall_s"] / r["pg_dump"]["wall_s"] for r in out["runs"]]
+            summ[f"ratio_{other[7:]}_median"] = round(statistics.median(rb), 3)
+            summ[f"ratio_{other[7:]}_range"] = [round(min(rb), 3), round(max(rb), 3)]
     out["summary"] = summ
     return out
 
@@ -209,6 +262,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--prepare-only", action="store_true")
     ap.add_argument("--no-z0", action="store_true", help="leave out pg_dump -Fc -Z0 (saves a dump per round)")
+    ap.add_argument("--daemon", action="store_true", help="also time backups through a running axisor-backup daemon")
     ap.add_argument("--before", type=Path, help="another checkout (e.g. a worktree of main) run as axisor_before")
     ap.add_argument("--drop", action="store_true", help="remove the cluster (and its marker) at the end")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -234,7 +288,7 @@ def main() -> int:
 
         for shape in shapes:
             results["shapes"][shape] = bench_shape(c, a.work, shape, a.runs, a.before, not a.no_z0,
-                                                   lambda out, shape=shape: save(shape, out))
+                                                   lambda out, shape=shape: save(shape, out), a.daemon)
     finally:
         c.stop()
         if a.drop:
@@ -248,7 +302,7 @@ def main() -> int:
         print(f"\n{shape}: {d['tables']} tables, pg_database_size {d['database_size'] / 1e9:.2f} GB; "
               f"{a.runs} rounds; load {res['loadavg_before'][0]:.1f} before, {res['loadavg_after'][0]:.1f} after")
         print("| program | wall s median (min-max) | client CPU s | server CPU s | peak RSS MiB |\n|---|---|---|---|---|")
-        for t in [t for t in (*TOOLS, "axisor_before") if t in s]:
+        for t in [t for t in (*TOOLS, "axisor_before", "axisor_daemon") if t in s]:
             x = s[t]
             print(f"| {t} | {x['wall_s']:.2f} ({x['wall_min']:.2f}-{x['wall_max']:.2f}) | {x['cpu_s']:.2f} | "
                   f"{x['server_cpu_s']:.2f} | {x['peak_rss_mib']:.0f} |")
@@ -256,8 +310,8 @@ def main() -> int:
               f"{s['ratio_range'][1]:.3f}), {s['ratio_of_medians']:.3f}x of medians; target <= 1.15x. "
               f"axisor / pg_dump -Fc -Z0: {s['ratio_z0_median']:.3f}x ({s['ratio_z0_range'][0]:.3f}-"
               f"{s['ratio_z0_range'][1]:.3f})"
-              + (f"; before: {s['ratio_before_median']:.3f}x ({s['ratio_before_range'][0]:.3f}-"
-                 f"{s['ratio_before_range'][1]:.3f})" if "ratio_before_median" in s else ""))
+              + "".join(f"; {o}: {s[f'ratio_{o}_median']:.3f}x ({s[f'ratio_{o}_range'][0]:.3f}-"
+                        f"{s[f'ratio_{o}_range'][1]:.3f})" for o in ("before", "daemon") if f"ratio_{o}_median" in s))
     print(f"raw: {path}")
     return 0
 
