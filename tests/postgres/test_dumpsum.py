@@ -15,7 +15,7 @@ import pytest
 
 from conftest import Workspace
 from core.sources.postgres.connection import PgTarget
-from core.sources.postgres.dumpsum import METHOD, DumpChecksums, RowCounter, checksum_stream, parse_layout
+from core.sources.postgres.dumpsum import METHOD, DumpChecksums, checksum_stream, parse_layout
 from core.sources.postgres.logical import dump_checksums
 
 SCHEMA = r"""
@@ -81,79 +81,6 @@ def test_every_table_block_is_found_however_the_stream_is_split(odd) -> None:
     # The large objects have a block of their own; the walker steps over it.
     layout = parse_layout(data)
     assert any(e.desc in ("BLOBS", "LARGE OBJECTS") and e.has_data for e in layout.entries.values())
-
-
-def _count_star(c, db: str) -> dict[str, int]:
-    """count(*) FROM ONLY of every user table, by names.key."""
-    from core.sources.postgres import names
-
-    out = {}
-    for line in c.psql("SELECT format('%s|%s', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n "
-                       "ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND n.nspname NOT IN "
-                       "('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'", db).splitlines():
-        schema, rel = line.split("|")
-        ident = '"' + schema.replace('"', '""') + '"."' + rel.replace('"', '""') + '"'
-        out[names.key(schema, rel)] = int(c.psql(f"SELECT count(*) FROM ONLY {ident}", db))
-    return out
-
-
-def test_rows_counted_in_the_stream_equal_count_star_however_split(odd) -> None:
-    """The row counts a backup records come from the dump stream: the same as count(*) FROM
-    ONLY for rows whose lengths put newlines and zeros in their length prefixes, an empty
-    table, a table without columns, large objects between tables; and with checksums off."""
-    data = _dump(odd)
-    want = _count_star(odd, "odd")
-    assert want["public.framing"] == 700 and want["public.no_columns"] == 10 and want["public.empty_first"] == 0
-    whole = checksum_stream(io.BytesIO(data))
-    assert whole.rows == want and not whole.row_errors
-    for seed in range(6):
-        assert _split_feed(data, seed).rows == want, seed
-    counts_only = DumpChecksums(checksums=False)
-    counts_only.feed(bytearray(data), 0, len(data))
-    counts_only.finish()
-    assert counts_only.rows == want and counts_only.tables == {} and counts_only.error is None
-
-
-def _block(lengths: list[int], int_size: int = 4, end_marker: bool = True) -> bytes:
-    """A table's data block as pg_dump writes it: one piece per row, then its \\. piece, then a zero length."""
-    out = bytearray()
-    for i, n in enumerate(lengths):
-        row = (str(i).encode() * n)[:n - 1] + b"\n"
-        out += b"\x00" + n.to_bytes(int_size, "little") + row
-    if end_marker:
-        out += b"\x00" + (5).to_bytes(int_size, "little") + b"\\.\n\n\n"
-    return bytes(out + b"\x00" * (1 + int_size))
-
-
-@pytest.mark.parametrize("int_size", [4, 8])
-def test_row_counter_is_exact_where_lengths_hold_newline_bytes(int_size: int) -> None:
-    rnd = random.Random(int_size)
-    # 1 ("\n" alone), 10 and 266 (0x0A in the length's low byte), 2560-2815 (in its second).
-    pool = [1, 2, 5, 6, 9, 10, 11, 266, 522, 2560, 2570, 2600, 700, 3]
-    for trial in range(300):
-        lengths = [rnd.choice(pool) for _ in range(rnd.choice([0, 1, 2, 7, 40]))]
-        block = _block(lengths, int_size, end_marker=rnd.random() < 0.5)
-        rc = RowCounter(int_size)
-        cuts = sorted(rnd.sample(range(len(block) + 1), min(len(block), rnd.choice([0, 1, 3, 30]))))
-        at = 0
-        for cut in [*cuts, len(block)]:
-            rc.feed(block, at, cut)
-            at = cut
-        assert rc.error is None and rc.ended and rc.rows == len(lengths), (lengths, cuts)
-    # Not counted: a block cut short (no zero length at its end), a walked row without its newline.
-    for bad in (_block([40, 50])[:-12], _block([40])[:30] + b"\x00" * 5, _block([10, 40])[:8] + b"\x00" * 5):
-        rc = RowCounter(4)
-        rc.feed(bad, 0, len(bad))
-        assert rc.error is not None or not rc.ended
-
-
-def test_row_counter_gives_up_where_walking_would_cost_more_than_a_count() -> None:
-    """A table of 10-byte rows has a newline byte in every length: walked one by one it
-    would cost ~1 us a row, so the counter stops and the backup counts it with SQL."""
-    block = _block([10] * (RowCounter.WALK_LIMIT + 100))
-    rc = RowCounter(4)
-    rc.feed(block, 0, len(block))
-    assert rc.error is not None and "too many" in rc.error
 
 
 def test_a_changed_value_changes_only_its_table(odd) -> None:

@@ -204,10 +204,7 @@ def test_metadata_keys_are_unambiguous(shapesws: Workspace) -> None:
     md = shapesws.metadata
     assert md["table_keys"] == "sql-quoted-v1" and md["checksum_method"] == METHOD
     assert md["tables"] == TABLES
-    # Counted in the dump stream (no count(*) per table): partitions by leaf, inheritance
-    # parents with ONLY semantics, the empty table, the RLS table all as count(*) FROM ONLY.
-    assert md["row_counts"] == {"dump_stream": len(TABLES), "sql": 0}
-    assert md["total_records"] == sum(TABLES.values())
+    assert md["total_tables"] == len(TABLES) and md["total_records"] == sum(TABLES.values())
     assert set(md["checksums"]) == set(TABLES)
     for k in TABLES:
         assert names.key(*names.parse_key(k)) == k
@@ -314,21 +311,21 @@ def test_a_changed_row_in_any_table_fails_the_restore_naming_it(shapesws: Worksp
     assert r.code == 16 and [t["table"] for t in r.json()["mismatches"]] == ['"dot.t".u'], (r.out, r.err)
 
 
-def test_tables_the_stream_cannot_count_are_counted_with_sql(ws: Workspace, shapes, monkeypatch) -> None:
-    """A table whose block the stream counter gives up on (forced here for every table) is
-    counted with count(*) in the dump's snapshot: the same counts, said in the metadata."""
+def test_counts_batched_across_statements_are_count_star_only(ws: Workspace, shapes, monkeypatch) -> None:
+    """The backup counts rows COUNT_BATCH tables to a statement: with batches of 3 (seven
+    statements here), every count is still its own table's count(*) FROM ONLY -- leaf
+    partitions, inheritance parents without their children, the empty table, RLS."""
     import asyncio
 
     from conftest import PASSPHRASE
     from core.config import load_config
     from core.service import BackupService
-    from core.sources.postgres.dumpsum import RowCounter
+    from core.sources.postgres import logical
 
     ws.config.write_text(f'[database]\nenabled = true\nurl = "{shapes.url("shapes")}"\npg_bin_dir = "{shapes.bin}"\n'
                          f'[storage]\nlocal_path = "{ws.repo}"\n')
     assert ws.cli("init").code == 0
-    monkeypatch.setattr(RowCounter, "WALK_LIMIT", -1)
-    monkeypatch.setattr(RowCounter, "WALK_BYTES", 1 << 60)
+    monkeypatch.setattr(logical, "COUNT_BATCH", 3)
 
     async def run() -> dict:
         svc = BackupService(load_config(ws.config), lambda confirm: PASSPHRASE)
@@ -340,7 +337,7 @@ def test_tables_the_stream_cannot_count_are_counted_with_sql(ws: Workspace, shap
             await svc.close()
 
     md = asyncio.run(run())
-    assert md["tables"] == TABLES and md["row_counts"] == {"dump_stream": 0, "sql": len(TABLES)}
+    assert md["tables"] == TABLES and md["total_records"] == sum(TABLES.values())
     assert md["checksum_method"] == METHOD and set(md["checksums"]) == set(TABLES)
 
 

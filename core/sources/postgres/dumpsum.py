@@ -248,14 +248,8 @@ class DumpChecksums:
     blocks follow its order) comes right after a zero length. That 12-byte sequence is found
     with memchr on its rarest byte, so the scan costs little beyond the hash itself."""
 
-    def __init__(self, *, checksums: bool = True) -> None:
-        self.checksums = checksums  # False: rows counted, nothing hashed (row_checksums = false)
+    def __init__(self) -> None:
         self.tables: dict[str, str] = {}
-        # Rows in each table's block (RowCounter); a table whose block could not be counted is
-        # in ``row_errors`` instead (its count is then taken another way).
-        self.rows: dict[str, int] = {}
-        self.row_errors: dict[str, str] = {}
-        self._rows: RowCounter | None = None
         # The last bytes hashed of each table's block (its end: the last piece, the end marker),
         # which tell how this pg_dump ends a table's COPY data (``\\.`` or not).
         self.tails: dict[str, bytes] = {}
@@ -366,9 +360,7 @@ class DumpChecksums:
         if kind == _BLK_BLOBS:
             self._blobs = _BlobWalker(self.layout.int_size)
             return s + take
-        self._table = table
-        self._hasher = blake3.blake3() if self.checksums else None
-        self._rows = RowCounter(self.layout.int_size)
+        self._table, self._hasher = table, blake3.blake3()
         if self._blocks:
             nxt_kind, nxt_id, _ = self._blocks[-1]
             nxt = self._header_bytes(nxt_kind, nxt_id)
@@ -385,26 +377,16 @@ class DumpChecksums:
         return s + take
 
     def _close_table(self) -> None:
-        key = self._table or ""
-        if self._hasher is not None:
-            self.tables[key] = self._hasher.hexdigest()[:32]
-        assert self._rows is not None
-        if self._rows.error is None and not self._rows.ended:
-            self._rows.error = "its block does not end with an end marker"
-        if self._rows.error is None:
-            self.rows[key] = self._rows.rows
-        else:
-            self.row_errors[key] = self._rows.error
-        self.tails[key] = self._last
-        self._table, self._hasher, self._rows, self._carry, self._tail, self._last = None, None, None, b"", b"", b""
+        assert self._hasher is not None
+        self.tables[self._table or ""] = self._hasher.hexdigest()[:32]
+        self.tails[self._table or ""] = self._last
+        self._table, self._hasher, self._carry, self._tail, self._last = None, None, b"", b"", b""
 
     def _hash(self, buf: bytes | bytearray, s: int, e: int) -> None:
         if s >= e:
             return
-        if self._hasher is not None:
-            self._hasher.update(memoryview(buf)[s:e])
-        if self._rows is not None:
-            self._rows.feed(buf, s, e)
+        assert self._hasher is not None
+        self._hasher.update(memoryview(buf)[s:e])
         self._last = (self._last + bytes(buf[max(s, e - 32):e]))[-32:]  # per buffer, not per row
 
     def _data(self, buf: bytes | bytearray, s: int, e: int) -> int:
@@ -456,140 +438,6 @@ class DumpChecksums:
         self._hash(buf, s, e - keep)
         self._carry = bytes(buf[e - keep:e])
         return e
-
-
-# A COPY row's text ends with its only newline; pg_dump's copy of a table ends with this piece
-# in the versions that write it (pg_dump.c dumpTableData_copy): not a row.
-_COPY_END = b"\\.\n\n\n"
-_CLOSE_NEWLINES: dict[int, re.Pattern[bytes]] = {}
-
-
-class RowCounter:
-    """Counts the rows of one table's data block as it streams past: the rows pg_dump's
-    ``COPY ... TO STDOUT`` of that table wrote (the table's own rows, ONLY, as count(*) FROM
-    ONLY counts them), without a per-row step in Python for almost all rows.
-
-    The block is pieces ``0, length (int_size bytes, little-endian), data`` ending with a zero
-    length; each piece ends at the end of a row (pg_dump writes one piece per row:
-    PQgetCopyData hands it one row at a time), and every row's text ends with a newline, its
-    only one (COPY escapes the others). So the rows are the newlines, except a length byte
-    that happens to be 0x0A (a row of 10 bytes, of 266...). Such a byte sits within
-    ``int_size + 1`` bytes after the newline that ends the piece before it, and two
-    newlines that end pieces are always further apart than that (a piece is at least
-    ``int_size + 2`` bytes). So: find the first pair of newlines that close together (one
-    ``re`` search, in C); every newline before that pair ends a row (``bytes.count``); walk
-    the pieces around the pair one by one by their lengths, counting the newlines in their
-    data; search again from there. Each walked piece is checked (sign byte, newline at its
-    end) and a block must end with its zero length: where that fails, ``error`` says so and
-    the caller counts the table another way. (Damage is the checksum's and pg_dump's exit
-    status's to catch, not this.)"""
-
-    __slots__ = ("int_size", "rows", "ended", "error", "_skip", "_carry", "_close", "_walked", "_seen")
-
-    # Past this many pieces walked one by one (~1-2 us each), and more than one per KiB (a
-    # table of 10-byte rows: each has a 0x0A length), counting here costs more than a
-    # count(*) on the server: the counter gives up and the caller counts with SQL.
-    WALK_LIMIT = 20_000
-    WALK_BYTES = 1024
-
-    def __init__(self, int_size: int) -> None:
-        self.int_size = int_size
-        self.rows = 0
-        self.ended = False  # the zero length that ends the block was seen
-        self.error: str | None = None
-        self._skip = 0  # bytes of a counted row's data still to come
-        self._carry = b""  # the start of a piece too short to read yet (header, or a 5-byte piece)
-        self._walked = 0
-        self._seen = 0
-        close = _CLOSE_NEWLINES.get(int_size)
-        if close is None:
-            close = _CLOSE_NEWLINES[int_size] = re.compile(b"\n[^\n]{0,%d}\n" % int_size)
-        self._close = close
-
-    def feed(self, buf: bytes | bytearray, s: int, e: int) -> None:
-        if self.error is not None:
-            return
-        self._seen += e - s
-        try:
-            self._feed(buf, s, e)
-        except DumpFormatError as exc:
-            self.error = str(exc)
-
-    def _feed(self, buf: bytes | bytearray, s: int, e: int) -> None:
-        while s < e:
-            if self.ended:
-                raise DumpFormatError("bytes after the end of a table's block")
-            if self._skip:
-                step = min(self._skip, e - s)
-                self.rows += buf.count(b"\n", s, s + step)
-                self._skip -= step
-                s += step
-                if not self._skip and buf[s - 1] != 0x0A:
-                    raise DumpFormatError("a row's data does not end with a newline")
-                continue
-            if self._carry:
-                # A few bytes at most (a header, a 5-byte piece): complete it from the new data.
-                have = len(self._carry)
-                tmp = self._carry + bytes(buf[s:min(e, s + 64)])
-                self._carry = b""
-                pos = self._step(tmp, 0, len(tmp))
-                if self._carry:
-                    if len(tmp) - have < e - s:
-                        raise DumpFormatError("a piece of a table's block is cut short")
-                    return
-                s += pos - have
-                continue
-            s = self._run(buf, s, e)
-
-    def _run(self, buf: bytes | bytearray, pos: int, e: int) -> int:
-        """From a piece boundary to ``e`` (or the end of the block): rows counted in bulk
-        between pairs of close newlines, pieces walked one by one around them."""
-        pos = self._step(buf, pos, e)
-        close, k1 = self._close, self.int_size + 1
-        while pos < e and not (self.ended or self._skip or self._carry):
-            # buf[pos - 1] ends a row: search from it, so a length byte right after it is seen.
-            m = close.search(buf, pos - 1, e)
-            # Without a pair, a newline in the last int_size + 1 bytes may still be one (the
-            # \. piece's), its partner in the next buffer: those bytes are walked.
-            last = buf.rfind(b"\n", pos, m.start() if m is not None else max(pos, e - k1))
-            if last >= 0:
-                self.rows += buf.count(b"\n", pos, last + 1)
-                pos = last + 1
-            stop = m.end() + k1 if m is not None else e
-            while pos < stop and pos < e and not (self.ended or self._skip or self._carry):
-                pos = self._step(buf, pos, e)
-        return pos
-
-    def _step(self, buf: bytes | bytearray, pos: int, e: int) -> int:
-        """The piece at ``pos``, read by its length. Returns where the next one starts (``e``
-        with ``_skip`` or ``_carry`` set when it runs past ``e``)."""
-        k = self.int_size
-        self._walked += 1
-        if self._walked > self.WALK_LIMIT and self._walked * self.WALK_BYTES > self._seen:
-            raise DumpFormatError("too many rows with a newline byte in their length to count them here")
-        if e - pos < 1 + k:
-            self._carry = bytes(buf[pos:e])
-            return e
-        if buf[pos] != 0:
-            raise DumpFormatError("a negative length in a table's block")
-        n = int.from_bytes(buf[pos + 1:pos + 1 + k], "little")
-        body = pos + 1 + k
-        if n == 0:
-            self.ended = True
-            return body
-        if n == len(_COPY_END):
-            if e - body < n:
-                self._carry = bytes(buf[pos:e])
-                return e
-            if buf[body:body + n] == _COPY_END:
-                return body + n
-        self.rows += buf.count(b"\n", body, min(body + n, e))
-        if body + n > e:
-            self._skip = body + n - e
-            return e
-        if buf[body + n - 1] != 0x0A:
-            raise DumpFormatError("a row's data does not end with a newline")
-        return body + n
 
 
 class _BlobWalker:

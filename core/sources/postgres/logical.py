@@ -2,9 +2,8 @@
 
 Backup: one REPEATABLE READ READ ONLY transaction exports its snapshot; pg_dump
 (``-Fc -Z0 --snapshot=ID``) dumps exactly that state while the same transaction reads the
-catalog; every table's rows are counted in the dump stream itself (dumpsum.RowCounter), and
-the few it cannot count are counted in that transaction, so the metadata describes the dump
-exactly.
+catalog and counts every table's rows (a batch of tables per statement), so the metadata
+describes the dump exactly.
 pg_dump's stdout is chunked as it arrives (StreamWriter): no temp file, flat memory.
 
 Restore: the dump's blobs, in order, are written to ``pg_restore --no-owner
@@ -176,24 +175,46 @@ async def large_object_stats(conn: psycopg.AsyncConnection) -> dict | None:
 
 async def _metadata(conn: psycopg.AsyncConnection) -> dict:
     """What the snapshot records about the database, read in the dump's exported snapshot
-    beside pg_dump. The tables are listed here; their row counts and checksums come from the
-    dump stream itself (dumpsum), and ``_dump`` fills in ``tables`` once it has ended."""
-    # Beside pg_dump: these must not take its cores.
+    beside pg_dump. Row counts here (batched); the row checksums come from the dump stream
+    itself (dumpsum)."""
+    # The counts run beside pg_dump and must not take its cores: a parallel count(*) of a
+    # 6.4 M-row table cost 0.56 s of server CPU across three processes, a serial one 0.43 s.
     await conn.execute("SET max_parallel_workers_per_gather = 0")
     await conn.execute("SET jit = off")
     (version, version_num, dbname, size, encoding), = await _rows(
         conn, "SELECT current_setting('server_version'), current_setting('server_version_num')::int, "
               "current_database(), pg_database_size(current_database()), "
               "pg_encoding_to_char(encoding) FROM pg_database WHERE datname = current_database()")
-    table_keys = [names.key(schema, name) for schema, name in await _rows(conn, _TABLES)]
+    tables = await batched_counts(conn, await _rows(conn, _TABLES))
     extensions = {name: ver for name, ver in await _rows(
         conn, "SELECT extname, extversion FROM pg_extension ORDER BY 1")}
     return {
         "dbname": dbname, "database_version": version, "server_version_num": version_num,
-        "database_size": size, "encoding": encoding, "tables": dict.fromkeys(table_keys, 0),
-        "table_keys": TABLE_KEYS, "schema_fingerprint": await schema_fingerprint(conn), "extensions": extensions,
+        "database_size": size, "encoding": encoding, "tables": tables, "table_keys": TABLE_KEYS,
+        "total_tables": len(tables), "total_records": sum(tables.values()),
+        "schema_fingerprint": await schema_fingerprint(conn), "extensions": extensions,
         "large_objects": await large_object_stats(conn),
     }
+
+
+COUNT_BATCH = 200
+
+
+async def batched_counts(conn: psycopg.AsyncConnection, tables: list[tuple[str, str]]) -> dict[str, int]:
+    """``count(*) FROM ONLY`` of every (schema, name) in ``tables``, by names.key, ``COUNT_BATCH``
+    tables to a statement (``UNION ALL``): one round trip per batch, not per table (1,000 tables
+    were 1,000 round trips beside pg_dump). Each branch carries its index: the result order of
+    a UNION ALL is not promised."""
+    out: dict[str, int] = {}
+    for at in range(0, len(tables), COUNT_BATCH):
+        batch = tables[at:at + COUNT_BATCH]
+        q = sql.SQL(" UNION ALL ").join(
+            sql.SQL("SELECT {}::int, count(*) FROM ONLY {}.{}").format(sql.Literal(i), sql.Identifier(schema),
+                                                                       sql.Identifier(name))
+            for i, (schema, name) in enumerate(batch))
+        for i, count in await _rows(conn, q):
+            out[names.key(*batch[i])] = count
+    return {names.key(schema, name): out[names.key(schema, name)] for schema, name in tables}
 
 
 # -- backup ------------------------------------------------------------------------------
@@ -314,29 +335,19 @@ def dump_env(target: PgTarget) -> dict[str, str]:
 async def _dump(repo: Repository, dump: StartedDump, on_bytes: Callable[[int], None] | None,
                 checksums: bool = True) -> tuple[tuple[bytes, ...], int, dict, tuple[str, ...]]:
     """Store pg_dump's output in the repository while its connection (holding the snapshot)
-    reads the metadata; each table's rows are counted, and checksummed, in the dump as it is
-    chunked. A table the stream could not count is counted with SQL in the same snapshot."""
-    sums = dumpsum.DumpChecksums(checksums=checksums)
-    out = await store_output(repo, dump.target, [], program="pg_dump", on_bytes=on_bytes, observe=sums.feed,
+    reads the metadata; the row checksums are taken from the dump as it is chunked."""
+    sums = dumpsum.DumpChecksums() if checksums else None
+    out = await store_output(repo, dump.target, [], program="pg_dump", on_bytes=on_bytes,
+                             observe=sums.feed if sums is not None else None,
                              running=dump.child, during=dump.read_metadata)
     metadata = out.during
     warnings = [ln for ln in out.stderr.splitlines() if ln.strip()]
-    sums.finish()
-    tables: dict[str, int] = metadata["tables"]
-    counted = {t: sums.rows[t] for t in tables if t in sums.rows} if sums.error is None else {}
-    # Tables the stream did not count (no data block, a block it could not read, a stream it
-    # could not parse): count(*) in the dump's snapshot, still held by this connection.
-    missing = set(tables) - set(counted)
-    if missing:
-        counted.update({t: c for t, (c, _) in (await table_stats(dump.conn, missing, "count-only")).items()})
-    tables.update(counted)
-    metadata.update({"total_tables": len(tables), "total_records": sum(tables.values()),
-                     "row_counts": {"dump_stream": len(tables) - len(missing), "sql": len(missing)}})
     metadata["checksum_method"], metadata["checksums"] = "count-only", {}
-    if checksums:
+    if sums is not None:
+        sums.finish()
         if sums.error is None:
             metadata["checksum_method"] = dumpsum.METHOD
-            metadata["checksums"] = {t: sums.tables[t] for t in tables if t in sums.tables}
+            metadata["checksums"] = {t: sums.tables[t] for t in metadata["tables"] if t in sums.tables}
         else:
             warnings.append(f"row checksums not recorded (row counts only): {sums.error}")
     return out.ids, out.size, metadata, tuple(warnings)
