@@ -22,7 +22,11 @@ spawn), client CPU and peak RSS (GNU time) and the server CPU the run cost (the 
 reaped children). Reported: medians and ranges, the ratio axisor / pg_dump -Fc per round and
 of the medians (target <= 1.15x), the load average before and after each shape.
 
-Raw JSON: bench/results/pg-speed-<UTC timestamp>.json. ``--drop`` removes the cluster at the
+``--before DIR`` adds the same backup by another checkout's code (``python -m app.cli``,
+``PYTHONPATH=DIR``), ``--daemon`` a backup through a running daemon, ``--no-z0`` drops the
+-Z0 dump.
+
+Raw JSON (rewritten after every round): bench/results/pg-speed-<UTC timestamp>.json. ``--drop`` removes the cluster at the
 end (about 5.5 GB with ``big``).
 """
 
