@@ -137,7 +137,8 @@ class LayoutReader:
 
     def __init__(self) -> None:
         self._pos = 0
-        self._head: tuple[tuple[int, int, int], int, int, int] | None = None  # version, int size, offset size, version number
+        # (version, int size, offset size, version as one number), once the header is read
+        self._head: tuple[tuple[int, int, int], int, int, int] | None = None
         self._left = 0
         self._entries: dict[int, TocEntry] = {}
 
@@ -185,6 +186,10 @@ class LayoutReader:
         return (vmaj, vmin, vrev), r.int_size, off_size, version
 
 
+_ENTRY = ("s", "s", "s", "s", "i", "s", "s", "s", "s", "s", "s", "s", "s")
+_ENTRY_116 = ("s", "s", "s", "s", "i", "s", "s", "s", "s", "s", "s", "i", "s", "s")  # + relkind
+
+
 def _read_entry(r: _Reader, version: int, off_size: int) -> TocEntry:
     """One table-of-contents entry at ``r.pos`` (moved past it). Inlined reads, bounds checked
     once per entry: through _Reader's methods a 9,000-entry table of contents took 0.3 s."""
@@ -203,8 +208,7 @@ def _read_entry(r: _Reader, version: int, off_size: int) -> TocEntry:
         v = int.from_bytes(buf[p + 1:p + 1 + k], "little")
         ints.append(-v if buf[p] else v)
         p += 1 + k
-    layout = ("s", "s", "s", "s", "i", "s", "s", "s", "s", "s", "s", *(("i",) if version >= 0x011000 else ()), "s", "s")
-    for kind in layout:
+    for kind in _ENTRY_116 if version >= 0x011000 else _ENTRY:
         need(p + 1 + k)
         v = int.from_bytes(buf[p + 1:p + 1 + k], "little")
         neg = buf[p]
