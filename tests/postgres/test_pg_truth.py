@@ -204,6 +204,7 @@ def test_metadata_keys_are_unambiguous(shapesws: Workspace) -> None:
     md = shapesws.metadata
     assert md["table_keys"] == "sql-quoted-v1" and md["checksum_method"] == METHOD
     assert md["tables"] == TABLES
+    assert md["total_tables"] == len(TABLES) and md["total_records"] == sum(TABLES.values())
     assert set(md["checksums"]) == set(TABLES)
     for k in TABLES:
         assert names.key(*names.parse_key(k)) == k
@@ -311,6 +312,36 @@ def test_a_changed_row_in_any_table_fails_the_restore_naming_it(shapesws: Worksp
     # And by --table, through the partial path.
     r = _restore(shapesws, shapes, "tampered_one", "--table", '"dot.t".u', tamper=TAMPER['"dot.t".u'])
     assert r.code == 16 and [t["table"] for t in r.json()["mismatches"]] == ['"dot.t".u'], (r.out, r.err)
+
+
+def test_counts_batched_across_statements_are_count_star_only(ws: Workspace, shapes, monkeypatch) -> None:
+    """The backup counts rows COUNT_BATCH tables to a statement: with batches of 3 (seven
+    statements here), every count is still its own table's count(*) FROM ONLY -- leaf
+    partitions, inheritance parents without their children, the empty table, RLS."""
+    import asyncio
+
+    from conftest import PASSPHRASE
+    from core.config import load_config
+    from core.service import BackupService
+    from core.sources.postgres import logical
+
+    ws.config.write_text(f'[database]\nenabled = true\nurl = "{shapes.url("shapes")}"\npg_bin_dir = "{shapes.bin}"\n'
+                         f'[storage]\nlocal_path = "{ws.repo}"\n')
+    assert ws.cli("init").code == 0
+    monkeypatch.setattr(logical, "COUNT_BATCH", 3)
+
+    async def run() -> dict:
+        svc = BackupService(load_config(ws.config), lambda confirm: PASSPHRASE)
+        try:
+            [r] = (await svc.backup(sources=["database"])).results
+            assert r.error is None, r.error
+            return r.snapshot.metadata
+        finally:
+            await svc.close()
+
+    md = asyncio.run(run())
+    assert md["tables"] == TABLES and md["total_records"] == sum(TABLES.values())
+    assert md["checksum_method"] == METHOD and set(md["checksums"]) == set(TABLES)
 
 
 def test_config_check_counts_the_database(tmp_path: Path) -> None:

@@ -127,50 +127,123 @@ class DumpLayout:
 def parse_layout(buf: bytes | bytearray) -> DumpLayout:
     """The header and table of contents at the start of ``buf``; raises _NeedMore if ``buf``
     ends before the table of contents does."""
-    r = _Reader(buf)
-    if r.take(5) != _MAGIC:
-        raise DumpFormatError("not a pg_dump custom-format archive")
-    vmaj, vmin, vrev = r.byte(), r.byte(), r.byte()
-    version = (vmaj << 16) | (vmin << 8) | vrev
-    if version not in _VERSIONS:
-        raise DumpFormatError(f"archive version {vmaj}.{vmin}.{vrev} is not one this version reads")
-    r.int_size = r.byte()
-    if r.int_size not in _INT_SIZES:
-        raise DumpFormatError(f"integer size {r.int_size} is not one this version reads")
-    off_size = r.byte()
-    if r.byte() != 1:  # archCustom
-        raise DumpFormatError("not a custom-format archive")
-    if version >= 0x010F00:
-        compression = r.byte()  # algorithm: 0 none
-    else:
-        compression = r.int()  # level: 0 none
-    if compression != 0:
-        raise DumpFormatError("the archive is compressed")
-    for _ in range(7):  # creation time
-        r.int()
-    r.str(), r.str(), r.str()  # database name, server version, pg_dump version
-    entries: dict[int, TocEntry] = {}
-    for _ in range(r.int()):
-        dump_id = r.int()
-        has_data = r.int() != 0
-        r.str(), r.str()  # table oid, oid
-        tag, desc = r.str(), r.str()
-        r.int()  # section
-        defn, _, copy_stmt = r.str(), r.str(), r.str()  # definition, drop statement, copy statement
-        namespace = r.str()
-        r.str(), r.str()  # tablespace, table access method
-        if version >= 0x011000:
-            r.int()  # relkind
-        owner = r.str()
-        r.str()  # "false" (the long-gone WITH OIDS)
-        deps = []
-        while (dep := r.str()) is not None:  # dependencies, ended by a null
-            if dep.isdigit():
-                deps.append(int(dep))
-        r.take(1 + off_size)  # data offset: unknown on a pipe
-        entries[dump_id] = TocEntry(dump_id, has_data, desc or "", namespace or "", tag or "", owner or "",
-                                    tuple(deps), copy_stmt or "", (defn or "") if desc in _KEEP_DEFN else "")
-    return DumpLayout((vmaj, vmin, vrev), r.int_size, r.pos, entries)
+    layout = LayoutReader().parse(buf)
+    if layout is None:
+        raise _NeedMore
+    return layout
+
+
+class LayoutReader:
+    """parse_layout, resumable: given the same buffer again, grown, it goes on from the last
+    entry it read whole instead of starting over. (A 1,000-table dump's table of contents is
+    1.5 MB; read again from the start each time more arrived, it cost a second parse, 0.4 s
+    on a loaded host, after pg_dump had ended.)"""
+
+    def __init__(self) -> None:
+        self._pos = 0
+        # (version, int size, offset size, version as one number), once the header is read
+        self._head: tuple[tuple[int, int, int], int, int, int] | None = None
+        self._left = 0
+        self._entries: dict[int, TocEntry] = {}
+
+    def parse(self, buf: bytes | bytearray) -> DumpLayout | None:
+        """The layout once ``buf`` holds the whole table of contents, else None."""
+        r = _Reader(buf)
+        r.pos = self._pos
+        try:
+            if self._head is None:
+                self._head = self._read_head(r)
+                self._pos = r.pos
+            version, r.int_size, off_size, number = self._head
+            while self._left:
+                entry = _read_entry(r, number, off_size)
+                self._entries[entry.dump_id] = entry
+                self._left -= 1
+                self._pos = r.pos
+        except _NeedMore:
+            return None
+        return DumpLayout(version, self._head[1], self._pos, self._entries)
+
+    def _read_head(self, r: _Reader) -> tuple[tuple[int, int, int], int, int, int]:
+        if r.take(5) != _MAGIC:
+            raise DumpFormatError("not a pg_dump custom-format archive")
+        vmaj, vmin, vrev = r.byte(), r.byte(), r.byte()
+        version = (vmaj << 16) | (vmin << 8) | vrev
+        if version not in _VERSIONS:
+            raise DumpFormatError(f"archive version {vmaj}.{vmin}.{vrev} is not one this version reads")
+        r.int_size = r.byte()
+        if r.int_size not in _INT_SIZES:
+            raise DumpFormatError(f"integer size {r.int_size} is not one this version reads")
+        off_size = r.byte()
+        if r.byte() != 1:  # archCustom
+            raise DumpFormatError("not a custom-format archive")
+        if version >= 0x010F00:
+            compression = r.byte()  # algorithm: 0 none
+        else:
+            compression = r.int()  # level: 0 none
+        if compression != 0:
+            raise DumpFormatError("the archive is compressed")
+        for _ in range(7):  # creation time
+            r.int()
+        r.str(), r.str(), r.str()  # database name, server version, pg_dump version
+        self._left = r.int()
+        return (vmaj, vmin, vrev), r.int_size, off_size, version
+
+
+_ENTRY = ("s", "s", "s", "s", "i", "s", "s", "s", "s", "s", "s", "s", "s")
+_ENTRY_116 = ("s", "s", "s", "s", "i", "s", "s", "s", "s", "s", "s", "i", "s", "s")  # + relkind
+
+
+def _read_entry(r: _Reader, version: int, off_size: int) -> TocEntry:
+    """One table-of-contents entry at ``r.pos`` (moved past it). Inlined reads, bounds checked
+    once per entry: through _Reader's methods a 9,000-entry table of contents took 0.3 s."""
+    buf, k, p, end = r.buf, r.int_size, r.pos, len(r.buf)
+    fields: list[str | None] = []
+
+    def need(upto: int) -> None:
+        if upto > end:
+            raise _NeedMore
+
+    # dump id, has data; then 2 strings (table oid, oid), tag, desc; section; definition, drop,
+    # copy statement, namespace, tablespace, table access method; relkind (1.16+); owner, "false".
+    ints = []
+    for _ in range(2):
+        need(p + 1 + k)
+        v = int.from_bytes(buf[p + 1:p + 1 + k], "little")
+        ints.append(-v if buf[p] else v)
+        p += 1 + k
+    for kind in _ENTRY_116 if version >= 0x011000 else _ENTRY:
+        need(p + 1 + k)
+        v = int.from_bytes(buf[p + 1:p + 1 + k], "little")
+        neg = buf[p]
+        p += 1 + k
+        if kind == "i":
+            continue
+        if neg:
+            fields.append(None)
+            continue
+        need(p + v)
+        fields.append(buf[p:p + v].decode("utf-8", "surrogateescape"))
+        p += v
+    deps = []
+    while True:  # dependencies, ended by a null
+        need(p + 1 + k)
+        v = int.from_bytes(buf[p + 1:p + 1 + k], "little")
+        neg = buf[p]
+        p += 1 + k
+        if neg:
+            break
+        need(p + v)
+        dep = buf[p:p + v]
+        p += v
+        if dep.isdigit():
+            deps.append(int(dep))
+    p += 1 + off_size  # data offset: unknown on a pipe
+    need(p)
+    r.pos = p
+    _, _, tag, desc, defn, _, copy_stmt, namespace, _, _, owner, _ = fields
+    return TocEntry(ints[0], ints[1] != 0, desc or "", namespace or "", tag or "", owner or "",
+                    tuple(deps), copy_stmt or "", (defn or "") if desc in _KEEP_DEFN else "")
 
 
 class DumpChecksums:
@@ -192,7 +265,7 @@ class DumpChecksums:
         self.error: str | None = None
         self.layout: DumpLayout | None = None
         self._head = bytearray()
-        self._next_try = 64 * 1024
+        self._layout_reader = LayoutReader()
         self._blocks: list[tuple[int, int, str | None]] = []  # (kind, dump id, table) still to come
         self._header = bytearray()  # a block header being assembled
         self._expect: tuple[int, int, str | None] | None = None
@@ -249,7 +322,7 @@ class DumpChecksums:
     def _process(self, buf: bytes | bytearray, s: int, e: int) -> None:
         if self.layout is None:
             self._head += memoryview(buf)[s:e]
-            if len(self._head) < self._next_try or not self._parse_head(final=False):
+            if not self._parse_head(final=False):
                 return
             rest = bytes(self._head[self.layout.toc_end:])
             self._head = bytearray()
@@ -265,13 +338,12 @@ class DumpChecksums:
                 s = self._block_header(buf, s, e)
 
     def _parse_head(self, final: bool) -> bool:
-        try:
-            self.layout = parse_layout(self._head)
-        except _NeedMore:
+        layout = self._layout_reader.parse(self._head)
+        if layout is None:
             if final:
-                raise DumpFormatError("the dump ended inside its table of contents") from None
-            self._next_try = 2 * len(self._head)  # re-parse on doubling: linear overall
+                raise DumpFormatError("the dump ended inside its table of contents")
             return False
+        self.layout = layout
         for entry in self.layout.entries.values():
             if entry.has_data:
                 kind = _BLK_BLOBS if entry.desc in ("BLOBS", "LARGE OBJECTS") else _BLK_DATA
@@ -318,16 +390,18 @@ class DumpChecksums:
         self.tails[self._table or ""] = self._last
         self._table, self._hasher, self._carry, self._tail, self._last = None, None, b"", b"", b""
 
-    def _hash(self, data) -> None:
+    def _hash(self, buf: bytes | bytearray, s: int, e: int) -> None:
+        if s >= e:
+            return
         assert self._hasher is not None
-        self._hasher.update(data)
-        self._last = (self._last + bytes(data[-32:]))[-32:]  # per buffer, not per row
+        self._hasher.update(memoryview(buf)[s:e])
+        self._last = (self._last + bytes(buf[max(s, e - 32):e]))[-32:]  # per buffer, not per row
 
     def _data(self, buf: bytes | bytearray, s: int, e: int) -> int:
         """Hash table data up to and including its end marker; return where the next block starts."""
         seq = self._seq
         if not seq:  # the last block: it ends where the stream does
-            self._hash(memoryview(buf)[s:e])
+            self._hash(buf, s, e)
             self._tail = (self._tail + bytes(buf[max(s, e - 8):e]))[-8:]
             return e
         ln = len(seq)
@@ -340,7 +414,7 @@ class DumpChecksums:
             at = window.find(seq)
             if at >= 0:
                 cut = at + mlen
-                self._hash(window[1 if fake else 0:cut])
+                self._hash(window, 1 if fake else 0, cut)
                 self._close_table()
                 if cut < len(carry):  # the next header starts in the carry: parse that first
                     rest = carry[cut:]
@@ -348,7 +422,7 @@ class DumpChecksums:
                     return s
                 return s + cut - len(carry)
             if not fake:
-                self._hash(carry)
+                self._hash(carry, 0, len(carry))
             self._carry = b""
         pos = s
         while True:
@@ -359,7 +433,7 @@ class DumpChecksums:
             if start + ln > e:
                 break
             if buf[start:start + ln] == seq:
-                self._hash(memoryview(buf)[s:start + mlen])
+                self._hash(buf, s, start + mlen)
                 self._close_table()
                 return start + mlen
             pos = start + 1
@@ -369,7 +443,7 @@ class DumpChecksums:
             if buf[e - k:e] == seq[:k]:
                 keep = k
                 break
-        self._hash(memoryview(buf)[s:e - keep])
+        self._hash(buf, s, e - keep)
         self._carry = bytes(buf[e - keep:e])
         return e
 

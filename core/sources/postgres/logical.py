@@ -1,8 +1,9 @@
 """Logical backup and restore: pg_dump streamed into the repository, pg_restore fed from it.
 
 Backup: one REPEATABLE READ READ ONLY transaction exports its snapshot; pg_dump
-(``-Fc -Z0 --snapshot=ID``) dumps exactly that state while the same transaction counts
-every table's rows and reads the catalog, so the metadata describes the dump exactly.
+(``-Fc -Z0 --snapshot=ID``) dumps exactly that state while the same transaction reads the
+catalog and counts every table's rows (a batch of tables per statement), so the metadata
+describes the dump exactly.
 pg_dump's stdout is chunked as it arrives (StreamWriter): no temp file, flat memory.
 Beside it ``pg_dumpall --globals-only`` (pgglobals.py) records the cluster's roles.
 
@@ -222,8 +223,9 @@ async def large_object_stats(conn: psycopg.AsyncConnection) -> dict | None:
 
 
 async def _metadata(conn: psycopg.AsyncConnection) -> dict:
-    """What the snapshot records about the database, read in the dump's exported snapshot.
-    Row counts here; the row checksums come from the dump stream itself (dumpsum)."""
+    """What the snapshot records about the database, read in the dump's exported snapshot
+    beside pg_dump. Row counts here (batched); the row checksums come from the dump stream
+    itself (dumpsum)."""
     # The counts run beside pg_dump and must not take its cores: a parallel count(*) of a
     # 6.4 M-row table cost 0.56 s of server CPU across three processes, a serial one 0.43 s.
     await conn.execute("SET max_parallel_workers_per_gather = 0")
@@ -232,7 +234,7 @@ async def _metadata(conn: psycopg.AsyncConnection) -> dict:
         conn, "SELECT current_setting('server_version'), current_setting('server_version_num')::int, "
               "current_database(), pg_database_size(current_database()), "
               "pg_encoding_to_char(encoding) FROM pg_database WHERE datname = current_database()")
-    tables = {k: c for k, (c, _) in (await table_stats(conn, method="count-only")).items()}
+    tables = await batched_counts(conn, await _rows(conn, _TABLES))
     extensions = {name: ver for name, ver in await _rows(
         conn, "SELECT extname, extversion FROM pg_extension ORDER BY 1")}
     return {
@@ -244,6 +246,26 @@ async def _metadata(conn: psycopg.AsyncConnection) -> dict:
         "large_objects": await large_object_stats(conn),
         "database_properties": await carry.database_properties(conn),
     }
+
+
+COUNT_BATCH = 200
+
+
+async def batched_counts(conn: psycopg.AsyncConnection, tables: list[tuple[str, str]]) -> dict[str, int]:
+    """``count(*) FROM ONLY`` of every (schema, name) in ``tables``, by names.key, ``COUNT_BATCH``
+    tables to a statement (``UNION ALL``): one round trip per batch, not per table (1,000 tables
+    were 1,000 round trips beside pg_dump). Each branch carries its index: the result order of
+    a UNION ALL is not promised."""
+    out: dict[str, int] = {}
+    for at in range(0, len(tables), COUNT_BATCH):
+        batch = tables[at:at + COUNT_BATCH]
+        q = sql.SQL(" UNION ALL ").join(
+            sql.SQL("SELECT {}::int, count(*) FROM ONLY {}.{}").format(sql.Literal(i), sql.Identifier(schema),
+                                                                       sql.Identifier(name))
+            for i, (schema, name) in enumerate(batch))
+        for i, count in await _rows(conn, q):
+            out[names.key(*batch[i])] = count
+    return {names.key(schema, name): out[names.key(schema, name)] for schema, name in tables}
 
 
 # -- backup ------------------------------------------------------------------------------
@@ -641,15 +663,16 @@ async def read_layout(repo: Repository, node: Node) -> dumpsum.DumpLayout:
     """The dump's header and table of contents, read from the start of its blobs (the TOC comes
     first in a custom-format dump; only as many blobs as it spans are read)."""
     head = bytearray()
+    reader = dumpsum.LayoutReader()
     async with contextlib.aclosing(iter_content(repo, node.content, PREFETCH)) as chunks:
         async for data in chunks:
             head += data
             try:
-                return dumpsum.parse_layout(head)
-            except dumpsum._NeedMore:
-                continue
+                layout = reader.parse(head)
             except dumpsum.DumpFormatError as exc:
                 raise UsageError(f"the dump in this snapshot cannot be read: {exc}") from None
+            if layout is not None:
+                return layout
     raise UsageError("the dump in this snapshot ends inside its table of contents")
 
 
