@@ -40,7 +40,9 @@ def scan_paths(paths: list[str | os.PathLike], exclude: tuple[str, ...], totals:
         totals.done = not totals.stop
 
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NOATIME as the archiver opens folders (root may use it on any): listing a folder must
+# not change its access time, which the backup records (and users' tools may read).
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_NOATIME if os.geteuid() == 0 else 0)
 
 
 def _scan_root(root: bytes, exclude: tuple[str, ...], totals: ScanTotals, follow: bool) -> None:

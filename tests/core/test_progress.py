@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import PASSPHRASE
 from core.backup.scan import ScanTotals, scan_paths
@@ -15,7 +15,7 @@ from core.progress import RateMeter, eta_seconds, fraction
 from fs_shapes import make_deep
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rate=st.floats(1e3, 1e10), total_s=st.floats(5, 3600), step=st.floats(0.25, 2.0),
        jitter=st.lists(st.floats(-0.3, 0.3), min_size=1, max_size=50))
 def test_eta_at_half_way_is_within_half_of_the_real_remaining_time_on_a_steady_workload(rate, total_s, step, jitter):
