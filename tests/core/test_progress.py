@@ -21,6 +21,7 @@ from fs_shapes import make_deep
 def test_eta_at_half_way_is_within_half_of_the_real_remaining_time_on_a_steady_workload(rate, total_s, step, jitter):
     total = int(rate * total_s)
     meter = RateMeter()
+    meter.update(0.0, 0)  # as the job runners do when the work starts
     t, i = 0.0, 0
     while t < total_s / 2:
         # Samples come irregularly (coalesced progress), the work itself is steady.
