@@ -16,6 +16,7 @@ from screens.base import (
     ConsoleScreen, bar, compact_time, short_source, human_age, human_bytes, human_duration, job_summary, progress_fraction,
 )
 from core.locations.sites import PRIMARY_NAME
+from core.text import shown
 from screens.messages import DataLoaded, LoadFailed
 from screens.plan import next_run, rpo_for, source_names
 
@@ -200,7 +201,7 @@ def _health_text(health, catalog_alerts: list[str]) -> str:
     """The health `axisor-backup status` reports, finding by finding with what fixes it,
     then what only the catalog read saw."""
     if isinstance(health, Exception):
-        lines = [f"Health: unknown: cannot read the job history: {health}"]
+        lines = [f"Health: unknown: cannot read the job history: {shown(str(health))}"]
     else:
         findings = [c for c in health.checks if c.level != "ok"]
         lines = [f"Health: {health.level.upper()} ({len(health.checks)} checks, as `axisor-backup status`)"]
@@ -210,10 +211,11 @@ def _health_text(health, catalog_alerts: list[str]) -> str:
         findings.sort(key=lambda c: c.level != "critical")
         for c in findings[:MAX_FINDINGS]:
             fix = _FIX_KEYS.get((c.fix or "").partition(" ")[0])
-            lines.append(f"{_MARK[c.level]} {c.name}: {c.message}" + (f" [{fix}]" if fix else ""))
+            # Messages quote errors, and errors quote file names: escaped before the terminal.
+            lines.append(f"{_MARK[c.level]} {shown(c.name)}: {shown(c.message)}" + (f" [{fix}]" if fix else ""))
         if len(findings) > MAX_FINDINGS:
             lines.append(f"… {len(findings) - MAX_FINDINGS} more: `axisor-backup status` lists them")
-    return "\n".join(lines + catalog_alerts)
+    return "\n".join(lines + [shown(a) for a in catalog_alerts])
 
 
 def _verified(v) -> str:

@@ -106,3 +106,17 @@ def test_verdict_takes_only_runs_that_reached_their_end():
     v = verify_verdict([job(4, JobState.FAILED, 4), job(2, JobState.COMPLETED, 0)])
     assert (v.state, v.job_id, v.full, v.newer, v.newer_error) == ("passed", "j2", True, "could not run", "error 4")
     assert verify_verdict([]).state == "never"
+
+
+async def test_a_finding_quoting_a_hostile_name_is_shown_escaped(platform):
+    """A failed backup's error quotes a file name from the backed-up host: the dashboard's
+    finding shows it escaped, one line, nothing sent raw to the terminal."""
+    cfg = platform.config
+    await record_run(cfg, "backup", {"sources": ["application/user_data"]}, datetime.now(UTC),
+                     Outcome(JobState.FAILED, {"exit_code": 11, "failed": [
+                         {"source": "application/user_data", "error": "x", "code": 1}]},
+                         "cannot read /srv/evil\x1b[2Jname\nnext"))
+    app = platform.app()
+    async with console(app, (160, 40)):
+        alerts = _alerts(app)
+        assert "evil\\x1b[2Jname\\nnext" in alerts and "\x1b" not in alerts
