@@ -57,7 +57,7 @@ def _scan_root(root: bytes, exclude: tuple[str, ...], totals: ScanTotals, follow
     if not stat.S_ISDIR(st.st_mode):
         return
     try:
-        fd = os.open(root, _DIR_FLAGS & ~(0 if not follow else os.O_NOFOLLOW))
+        fd = os.open(root, _DIR_FLAGS & ~os.O_NOFOLLOW if follow else _DIR_FLAGS)
     except OSError:
         return
     # Depth first through directory descriptors, one per level, as the archiver walks:

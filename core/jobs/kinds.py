@@ -202,7 +202,7 @@ async def backup_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, An
     meter = RateMeter()
 
     def on_progress(source: str, st: Any) -> None:
-        done[source] = (st.total_files, getattr(st, "bytes_done", st.bytes_read))
+        done[source] = (st.total_files, st.bytes_done)
         nbytes = sum(b for _, b in done.values())
         nfiles = sum(f for f, _ in done.values())
         rate = meter.update(time.monotonic(), nbytes)
@@ -212,7 +212,7 @@ async def backup_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, An
         if bytes_total is not None:
             # A forecast: files that appear or grow during the run can pass it.
             bytes_total, files_total = max(bytes_total, nbytes), max(files_total or 0, nfiles)
-        current = shown(os.fsdecode(st.current)) if getattr(st, "current", b"") else source
+        current = shown(os.fsdecode(st.current)) if st.current else source
         ctx.progress(JobProgress(
             phase="backup" if scanned or not totals else "backup (counting)", bytes_done=nbytes,
             bytes_total=bytes_total, files_done=nfiles, files_total=files_total, rate=rate,
@@ -289,6 +289,20 @@ def refuse_secrets(params: Any, where: str = "params") -> None:
                              "put it in PGPASSWORD, a passfile or a credentials file instead")
 
 
+def _rated_progress() -> Callable[..., JobProgress]:
+    """Progress with a smoothed rate and an ETA against an exact total, the rate counted from
+    now (the work starts)."""
+    meter = RateMeter()
+    meter.update(time.monotonic(), 0)
+
+    def rated(phase: str, done: int, total: int, **fields: Any) -> JobProgress:
+        rate = meter.update(time.monotonic(), done)
+        return JobProgress(phase=phase, bytes_done=done, bytes_total=total, rate=rate,
+                           eta_seconds=eta_seconds(done, total, rate), **fields)
+
+    return rated
+
+
 async def restore_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     svc = ctx.service
     ctx.progress(JobProgress(phase="waiting for locks"))
@@ -333,15 +347,11 @@ async def restore_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, A
         snaps = await svc.resolve(refs, params.get("source"))
         ctx.check_cancelled()
         # The job id is the restore id: `rollback JOB_ID` finds this restore's safety snapshots.
-        meter = RateMeter()
-        meter.update(time.monotonic(), 0)
+        rated = _rated_progress()
 
         def on_progress(p: Any) -> None:
-            rate = meter.update(time.monotonic(), p.bytes_done)
-            ctx.progress(JobProgress(phase="restore", bytes_done=p.bytes_done, bytes_total=p.bytes_total,
-                                     files_done=p.files_done, files_total=p.files_total, rate=rate,
-                                     eta_seconds=eta_seconds(p.bytes_done, p.bytes_total, rate),
-                                     current=shown(p.current)))
+            ctx.progress(rated("restore", p.bytes_done, p.bytes_total, files_done=p.files_done,
+                               files_total=p.files_total, current=shown(p.current)))
 
         outcomes = await retry_when_locked(ctx, lambda: svc.restore_many(
             snaps, Path(target), include=tuple(params.get("include") or ()), delete=bool(params.get("delete")),
@@ -428,16 +438,12 @@ async def verify_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, An
     async with ctx.locks([PRIMARY_LOCATION], exclusive=False):
         name = "verify full" if full else "verify quick"
         ctx.progress(JobProgress(phase=name))
-        meter = RateMeter()
-        meter.update(time.monotonic(), 0)
+        rated = _rated_progress()
 
         def on_progress(p: Any) -> None:
             if p.bytes_total:  # packs: bytes are the measure of the work
-                rate = meter.update(time.monotonic(), p.bytes_done)
-                ctx.progress(JobProgress(phase=f"{name}: {p.phase}", bytes_done=p.bytes_done,
-                                         bytes_total=p.bytes_total, files_done=p.done, files_total=p.total,
-                                         unit="packs", rate=rate, eta_seconds=eta_seconds(p.bytes_done, p.bytes_total, rate),
-                                         current=p.current))
+                ctx.progress(rated(f"{name}: {p.phase}", p.bytes_done, p.bytes_total, files_done=p.done,
+                                   files_total=p.total, unit="packs", current=p.current))
             else:
                 ctx.progress(JobProgress(phase=f"{name}: {p.phase}", files_done=p.done, files_total=p.total,
                                          unit="snapshots", current=shown(p.current)))

@@ -18,7 +18,6 @@ from core.jobs.api import Job, JobState
 from core.jobs.kinds import PRIMARY_LOCATION
 from core.jobs.store import JobStore
 
-LEVELS = ("ok", "warning", "critical")  # as core/jobs/status.py orders them
 HISTORY = 5000  # finished backup jobs looked at; older ones no longer change the figures
 
 
@@ -109,7 +108,7 @@ def render(jobs: list[Job], counts: dict[tuple[str, str], int], health: Any = No
         lines.append(f"axisor_backup_health {health.exit_code}")
         family("axisor_backup_check", "gauge", "Each check of `axisor-backup status`: 0 ok, 1 warning, 2 critical.")
         for check in health.checks:
-            lines.append(f'axisor_backup_check{{check="{_label(check.name)}"}} {LEVELS.index(check.level)}')
+            lines.append(f'axisor_backup_check{{check="{_label(check.name)}"}} {check.code}')
     return "\n".join(lines) + "\n"
 
 

@@ -46,6 +46,11 @@ class Check:
     detail: str = ""
 
     @property
+    def code(self) -> int:
+        """0 ok, 1 warning, 2 critical: the scale of `status`'s exit code and the metrics."""
+        return LEVELS.index(self.level)
+
+    @property
     def full_message(self) -> str:
         return f"{self.message} {self.detail}" if self.detail else self.message
 

@@ -147,10 +147,15 @@ def pg_bin() -> Path:
 def pg_cluster_of():
     """Factory: ``pg_cluster_of(bin_dir, *initdb_args)`` -> a new running Cluster of that
     installation, stopped and removed after the session."""
+    yield from _session_factory(lambda bin_dir, *initdb_args: _start(bin_dir, initdb_args))
+
+
+def _session_factory(start):
+    """Yield a factory that starts clusters with ``start``; stop them all when resumed."""
     started: list[Cluster] = []
 
-    def make(bin_dir: Path, *initdb_args: str) -> Cluster:
-        c = _start(bin_dir, initdb_args)
+    def make(*args) -> Cluster:
+        c = start(*args)
         started.append(c)
         return c
 
@@ -163,16 +168,7 @@ def pg_cluster_of():
 def pg_standby():
     """Factory: ``pg_standby(primary)`` -> a running streaming standby of ``primary`` (a
     Cluster), stopped and removed after the session."""
-    started: list[Cluster] = []
-
-    def make(primary: Cluster) -> Cluster:
-        c = _start_standby(primary)
-        started.append(c)
-        return c
-
-    yield make
-    for c in started:
-        _stop(c)
+    yield from _session_factory(_start_standby)
 
 
 @pytest.fixture(scope="session")
@@ -180,16 +176,7 @@ def pg_cluster(pg_bin: Path):
     """Factory: ``pg_cluster(*initdb_args)`` -> a new running Cluster of the newest installed
     version (e.g. ``"--wal-segsize=1"``), stopped and removed after the session. (Standalone:
     other directories' conftests import it with pg_bin alone.)"""
-    started: list[Cluster] = []
-
-    def make(*initdb_args: str) -> Cluster:
-        c = _start(pg_bin, initdb_args)
-        started.append(c)
-        return c
-
-    yield make
-    for c in started:
-        _stop(c)
+    yield from _session_factory(lambda *initdb_args: _start(pg_bin, initdb_args))
 
 
 @pytest.fixture(scope="module", params=PG_MAJORS or [None], ids=lambda m: f"pg{m}")

@@ -1031,17 +1031,22 @@ async def _carry_before(target: PgTarget, entries: list[dumpsum.TocEntry], globa
     finally:
         await conn.close()
     # Asked in the target database itself: membership of pg_database_owner depends on it.
-    conn = await target.connect()
-    try:
-        who = await carry.target_roles(conn)
-    except psycopg.Error as exc:
-        raise target.failed("reading the roles of", exc) from None
-    finally:
-        await conn.close()
+    who = await _roles_at(target.connect(), target)
     plan = carry.plan(entries, who, globals_available=found is not None, roles_given=roles)
     report.carried += plan.carried
     report.not_restored += plan.not_restored
     return who, plan
+
+
+async def _roles_at(connecting: Awaitable[psycopg.AsyncConnection], target: PgTarget) -> carry.TargetRoles:
+    """The target cluster's roles as seen from the connection ``connecting`` gives."""
+    conn = await connecting
+    try:
+        return await carry.target_roles(conn)
+    except psycopg.Error as exc:
+        raise target.failed("reading the roles of", exc) from None
+    finally:
+        await conn.close()
 
 
 async def preview_carry(repo: Repository, snap: Snapshot, target: PgTarget, *, tables: tuple[str, ...] = (),
@@ -1059,13 +1064,7 @@ async def preview_carry(repo: Repository, snap: Snapshot, target: PgTarget, *, t
         entries = [e for e in entries if e.dump_id in ids]
     text, no_globals = await _globals_text(repo, tree, meta)
     found = pgglobals.parse(text) if text is not None else None
-    conn = await _maintenance(target)
-    try:
-        who = await carry.target_roles(conn)
-    except psycopg.Error as exc:
-        raise target.failed("reading the roles of", exc) from None
-    finally:
-        await conn.close()
+    who = await _roles_at(_maintenance(target), target)
     created = [r for r in found.roles if r not in who.existing] if roles and found is not None else []
     if created:
         who = replace(who, existing=who.existing | frozenset(created))
