@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import core.config as config_module
+import core.config.secrets as config_secrets
 from core.config import (
     Config,
     ConfigError,
@@ -626,7 +627,7 @@ def test_empty_passphrase_is_an_error(tmp_path, monkeypatch):
     argv = (sys.executable, "-c", "print()")
     with pytest.raises(PassphraseError, match="empty"):
         resolve_passphrase(storage(passphrase_command=argv), env={})
-    monkeypatch.setattr(config_module.getpass, "getpass", lambda prompt: "")
+    monkeypatch.setattr(config_secrets.getpass, "getpass", lambda prompt: "")
     with pytest.raises(PassphraseError, match="empty"):
         resolve_passphrase(storage(), env={}, interactive=True)
 
@@ -639,7 +640,7 @@ def test_interactive_prompt_and_confirm(monkeypatch):
         prompts.append(prompt)
         return next(answers)
 
-    monkeypatch.setattr(config_module.getpass, "getpass", fake_getpass)
+    monkeypatch.setattr(config_secrets.getpass, "getpass", fake_getpass)
     assert resolve_passphrase(storage(), env={}, interactive=True, confirm=True) == "first-try"
     assert prompts[0] == "Repository passphrase: "
     assert len(prompts) == 2

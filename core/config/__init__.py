@@ -1,0 +1,77 @@
+"""The configuration: config.toml -> frozen dataclasses, validated in one pass.
+
+model.py declares the shape and defaults, validate.py checks a parsed document,
+load.py finds and reads the file, secrets.py resolves the repository passphrase.
+Every name callers used from the former core/config.py is re-exported here.
+"""
+
+from core.config.load import default_config_path, load_config
+from core.config.model import (
+    APPLICATION_SOURCES,
+    BACKUP_TYPE_POLICIES,
+    CONFIGURATION_SOURCES,
+    DRILL_SCENARIOS,
+    ENV_CONFIG,
+    ENV_PASSPHRASE,
+    PROVIDERS,
+    SCHEDULE_TASKS,
+    ApplicationConfig,
+    Config,
+    ConfigError,
+    ConfigProblem,
+    ConfigurationConfig,
+    DatabaseConfig,
+    DrillCheckConfig,
+    DrillsConfig,
+    EngineConfig,
+    NotificationsConfig,
+    Objective,
+    ObjectivesConfig,
+    RemoteStorageConfig,
+    RetentionConfig,
+    RetentionOverride,
+    ScheduleConfig,
+    ScheduleJobConfig,
+    SourceSpec,
+    StorageConfig,
+)
+from core.config.secrets import PASSPHRASE_COMMAND_TIMEOUT, PassphraseError, resolve_passphrase
+from core.config.validate import SECTIONS, insecure_endpoint, parse_config
+
+__all__ = [
+    "APPLICATION_SOURCES",
+    "BACKUP_TYPE_POLICIES",
+    "CONFIGURATION_SOURCES",
+    "DRILL_SCENARIOS",
+    "ENV_CONFIG",
+    "ENV_PASSPHRASE",
+    "PASSPHRASE_COMMAND_TIMEOUT",
+    "PROVIDERS",
+    "SCHEDULE_TASKS",
+    "SECTIONS",
+    "ApplicationConfig",
+    "Config",
+    "ConfigError",
+    "ConfigProblem",
+    "ConfigurationConfig",
+    "DatabaseConfig",
+    "DrillCheckConfig",
+    "DrillsConfig",
+    "EngineConfig",
+    "NotificationsConfig",
+    "Objective",
+    "ObjectivesConfig",
+    "PassphraseError",
+    "RemoteStorageConfig",
+    "RetentionConfig",
+    "RetentionOverride",
+    "ScheduleConfig",
+    "ScheduleJobConfig",
+    "SourceSpec",
+    "StorageConfig",
+    "default_config_path",
+    "insecure_endpoint",
+    "load_config",
+    "parse_config",
+    "resolve_passphrase",
+]
