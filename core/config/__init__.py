@@ -1,7 +1,9 @@
 """The configuration: config.toml -> frozen dataclasses, validated in one pass.
 
-model.py declares the shape and defaults, validate.py checks a parsed document,
-load.py finds and reads the file, secrets.py resolves the repository passphrase.
+model.py declares every key once (type, default, check, a line of documentation; the
+checks are in checks.py), validate.py reads a parsed document against it with pydantic,
+load.py finds and reads the file, secrets.py resolves the repository passphrase, and
+docs.py writes the key table of docs/CONFIG.md from the declaration.
 Every name callers used from the former core/config.py is re-exported here.
 """
 
@@ -36,7 +38,7 @@ from core.config.model import (
     StorageConfig,
 )
 from core.config.secrets import PASSPHRASE_COMMAND_TIMEOUT, PassphraseError, resolve_passphrase
-from core.config.validate import SECTIONS, insecure_endpoint, parse_config
+from core.config.validate import deprecations, insecure_endpoint, parse_config
 
 __all__ = [
     "APPLICATION_SOURCES",
@@ -48,7 +50,6 @@ __all__ = [
     "PASSPHRASE_COMMAND_TIMEOUT",
     "PROVIDERS",
     "SCHEDULE_TASKS",
-    "SECTIONS",
     "ApplicationConfig",
     "Config",
     "ConfigError",
@@ -70,6 +71,7 @@ __all__ = [
     "SourceSpec",
     "StorageConfig",
     "default_config_path",
+    "deprecations",
     "insecure_endpoint",
     "load_config",
     "parse_config",

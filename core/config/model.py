@@ -1,12 +1,50 @@
-"""The configuration's shape: frozen dataclasses and their defaults, the names of the
-sources, and the error types a bad file raises (core/config/validate.py fills them)."""
+"""The configuration, declared once: frozen dataclasses whose fields are the config.toml
+keys, their defaults, and (in ``Annotated``) the check each value passes and a line of
+documentation. validate.py reads a document against this declaration, docs.py writes the
+key table of docs/CONFIG.md from it, and tests/core/test_config.py holds
+config.toml.example to it.
+
+The dataclasses are plain (pydantic-core validates into them; constructing one in code runs
+no check), so callers and tests build them freely.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar
+
+from core.config.checks import (
+    NO_DB_PASSWORD,
+    NO_REMOTE_CREDENTIALS,
+    Argv,
+    Boolean,
+    Choice,
+    Cron,
+    Deprecated,
+    Doc,
+    Duration,
+    Endpoint,
+    ExpectValue,
+    Factor,
+    Folder,
+    Integer,
+    ListOf,
+    Matching,
+    MustStayOn,
+    NotAKey,
+    ObjectiveDuration,
+    PathValue,
+    PgUrl,
+    RelativePath,
+    Share,
+    String,
+    Tables,
+    Timezone,
+    WebhookUrl,
+)
 
 ENV_CONFIG = "AXISOR_BACKUP_CONFIG"
 ENV_PASSPHRASE = "AXISOR_BACKUP_PASSPHRASE"
@@ -16,6 +54,14 @@ PROVIDERS = ("aws-s3", "gcp-storage", "azure-blob", "ftp", "sftp", "local")
 APPLICATION_SOURCES = ("user_data", "automation_configs", "simulation_data", "log_files")
 CONFIGURATION_SOURCES = ("environment_vars", "ssl_certificates", "api_keys", "system_settings")
 
+SCHEDULE_TASKS = ("backup", "verify", "copy", "prune", "drill")
+BACKUP_TYPE_POLICIES = ("auto", "full", "incremental", "differential")
+DRILL_SCENARIOS = ("database-loss", "platform-loss", "location-loss", "corrupted-table")
+
+# What an [objectives.<key>] table may name: a category or one of its sources.
+OBJECTIVE_KEYS = ("database", "application", "configuration",
+                  *(f"application/{n}" for n in APPLICATION_SOURCES),
+                  *(f"configuration/{n}" for n in CONFIGURATION_SOURCES))
 
 # --------------------------------------------------------------------------- errors
 
@@ -42,6 +88,21 @@ class ConfigError(Exception):
         return "\n".join(f"{prefix}{problem}" for problem in self.problems)
 
 
+
+# --------------------------------------------------------------------------- value types
+
+PathKey = Annotated[Path, PathValue()]
+Port = Annotated[int, Integer(1, 65535)]
+Text = Annotated[str, String()]
+Flag = Annotated[bool, Boolean()]
+Sources = Annotated[
+    tuple[PathKey, ...], ListOf("paths", '["/srv/axisor/data"]', false_disables=True),
+    Doc("paths to back up, or false to leave this source out"),
+]
+Globs = Annotated[tuple[Text, ...], ListOf("glob patterns", '["*.tmp", "cache/"]')]
+Keep = Annotated[int, Integer(0, 100000)]
+
+
 # --------------------------------------------------------------------------- dataclasses
 
 
@@ -58,163 +119,267 @@ class SourceSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ApplicationConfig:
-    user_data: tuple[Path, ...] = ()
-    automation_configs: tuple[Path, ...] = ()
-    simulation_data: tuple[Path, ...] = ()
-    log_files: tuple[Path, ...] = ()
-    retention_days: int = 30
-    exclude: tuple[str, ...] = ()
-    follow_root_symlink: bool = True
+    user_data: Sources = ()
+    automation_configs: Sources = ()
+    simulation_data: Sources = ()
+    log_files: Sources = ()
+    retention_days: Annotated[int, Integer(1), Doc("days snapshots are kept before pruning")] = 30
+    exclude: Annotated[Globs, Doc("glob patterns left out of every source of the category")] = ()
+    follow_root_symlink: Annotated[
+        bool, Boolean(), Doc("a listed path that is a symbolic link: archive its target (true) or the link")
+    ] = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConfigurationConfig:
-    environment_vars: tuple[Path, ...] = ()
-    ssl_certificates: tuple[Path, ...] = ()
-    api_keys: tuple[Path, ...] = ()
-    system_settings: tuple[Path, ...] = ()
-    retention_days: int = 90
-    exclude: tuple[str, ...] = ()
-    follow_root_symlink: bool = True
+    environment_vars: Sources = ()
+    ssl_certificates: Sources = ()
+    api_keys: Sources = ()
+    system_settings: Sources = ()
+    retention_days: Annotated[int, Integer(1), Doc("days snapshots are kept before pruning")] = 90
+    exclude: Annotated[Globs, Doc("glob patterns left out of every source of the category")] = ()
+    follow_root_symlink: Annotated[
+        bool, Boolean(), Doc("a listed path that is a symbolic link: archive its target (true) or the link")
+    ] = True
+
+
+_DB_DEPRECATED = "does nothing and is deprecated: {what}; remove this key"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DatabaseConfig:
-    enabled: bool = False
-    url: str | None = None
-    host: str | None = None
-    port: int | None = None
-    dbname: str | None = None
-    user: str | None = None
-    password_file: Path | None = None
-    passfile: Path | None = None
-    mode: str = "logical"
-    frequency: str = "daily"
-    retention_days: int = 30
+    # Keys people plausibly write that get a specific refusal instead of "unknown key".
+    REFUSED: ClassVar[Mapping[str, str]] = {"password": NO_DB_PASSWORD}
+
+    enabled: Annotated[bool, Boolean(), Doc("back up the PostgreSQL database")] = False
+    url: Annotated[str | None, PgUrl(), Doc("libpq connection URL, without a password")] = None
+    host: Annotated[str | None, String(), Doc("server host name or socket folder")] = None
+    port: Annotated[int | None, Integer(1, 65535), Doc("server port")] = None
+    dbname: Annotated[str | None, String(), Doc("database name")] = None
+    user: Annotated[str | None, String(), Doc("role to connect as")] = None
+    password_file: Annotated[Path | None, PathValue(), Doc("file holding only the password (chmod 600)")] = None
+    passfile: Annotated[Path | None, PathValue(), Doc("a libpq .pgpass file instead of ~/.pgpass")] = None
+    mode: Annotated[
+        str, Choice("logical", "physical"),
+        Doc("pg_dump (logical) or base backup + WAL archiving (physical, point-in-time recovery)"),
+    ] = "logical"
+    frequency: Annotated[
+        str, Choice("hourly", "daily", "weekly"),
+        Doc("how often the daemon backs the database up when no [[schedule.jobs]] names it"),
+    ] = "daily"
+    retention_days: Annotated[int, Integer(1), Doc("days database snapshots are kept before pruning")] = 30
     # Point-in-time recovery must reach back this far: prune keeps the base backup (and the
     # WAL after it) that recovery to the window's start begins from. 0: no such guard.
-    pitr_window_days: int = 7
+    pitr_window_days: Annotated[
+        int, Integer(0, 3650), Doc("days point-in-time recovery reaches back (prune keeps what it needs); 0: off")
+    ] = 7
     # Physical mode: how long `database check` and the check before each base backup wait
     # for a forced WAL segment to arrive in the repository, and how long a base backup
     # waits for its own last segment, before failing with the archiver's last error.
-    archive_timeout_seconds: int = 60
-    row_checksums: bool = True  # logical backups: a checksum of every table's rows, beside exact counts
+    archive_timeout_seconds: Annotated[
+        int, Integer(1, 86400), Doc("physical: how long to wait for WAL archiving before failing")
+    ] = 60
+    # Logical backups: a checksum of every table's rows, beside exact counts.
+    row_checksums: Annotated[
+        bool, Boolean(), Doc("logical: a checksum of every table's rows, beside exact counts")
+    ] = True
     # Logical backups store pg_dumpall --globals-only beside the dump; role passwords (hashes)
     # only when asked (then pg_dumpall must run as a superuser).
-    globals_with_passwords: bool = False
-    compression: bool = True
-    encryption: bool = True
-    incremental: bool = False
-    pg_bin_dir: Path | None = None
-    application_version: str | None = None
+    globals_with_passwords: Annotated[
+        bool, Boolean(), Doc("logical: keep role password hashes with the roles (needs a superuser)")
+    ] = False
+    # Read once and never used: kept (None unless set) only so old configs load, with a
+    # warning (Config.warnings).
+    compression: Annotated[bool | None, Boolean(), Deprecated(_DB_DEPRECATED.format(
+        what="database backups are compressed like all data, as storage.compression says"))] = None
+    encryption: Annotated[bool | None, Boolean(), Deprecated(_DB_DEPRECATED.format(
+        what="database backups are always encrypted, like everything in the repository"))] = None
+    incremental: Annotated[bool | None, Boolean(), Deprecated(_DB_DEPRECATED.format(
+        what='for changes since the last backup use mode = "physical" (WAL archiving, '
+             "point-in-time recovery)"))] = None
+    pg_bin_dir: Annotated[
+        Path | None, PathValue(), Doc("folder of pg_dump, pg_basebackup ... matching the server")
+    ] = None
+    application_version: Annotated[
+        str | None, String(), Doc("platform version recorded in each backup's metadata")
+    ] = None
     # Physical backups from a standby: files read from the standby (the configured server,
     # its data directory on this host), pg_backup_start/stop run on the primary.
-    backup_standby: bool = False
-    primary_host: str | None = None  # the primary's host and port; the rest as configured above
-    primary_port: int | None = None
-    standby_timeout_seconds: int = 60  # how long the standby may take to replay past the backup's start
+    backup_standby: Annotated[
+        bool, Boolean(), Doc("physical: back up from the configured standby (start/stop on the primary)")
+    ] = False
+    primary_host: Annotated[  # the primary's host and port; the rest as configured above
+        str | None, String(), Doc("backup_standby: the primary's host")
+    ] = None
+    primary_port: Annotated[int | None, Integer(1, 65535), Doc("backup_standby: the primary's port")] = None
+    standby_timeout_seconds: Annotated[
+        int, Integer(1, 86400), Doc("backup_standby: how long the standby may take to replay past the start")
+    ] = 60
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RemoteStorageConfig:
-    provider: str
-    name: str
-    bucket_name: str | None = None
-    endpoint: str | None = None
-    region: str | None = None
-    path_prefix: str = ""
-    credentials_file: Path | None = None
-    ca_bundle: Path | None = None
-    known_hosts: Path | None = None
-    host_key_fingerprint: str | None = None
-    username: str | None = None
-    key_file: Path | None = None
+    REFUSED: ClassVar[Mapping[str, str]] = {
+        key: NO_REMOTE_CREDENTIALS
+        for key in ("access_key", "secret_key", "password", "account_key", "connection_string", "sas_token")
+    }
+
+    provider: Annotated[str, Choice(*PROVIDERS), Doc("required: the kind of location")]
+    name: Annotated[
+        str,
+        Matching(r"[A-Za-z0-9_-]+", "may only use letters, digits, '_' and '-'",
+                 "letters, digits, _ and -"),
+        Doc("required, unique; \"local\" is the primary's name"),
+    ]
+    bucket_name: Annotated[
+        str | None, String(), Doc("bucket (azure-blob: container); required for aws-s3, gcp-storage, azure-blob")
+    ] = None
+    endpoint: Annotated[
+        str | None, Endpoint(), Doc("host[:port] or URL; required for ftp and sftp")
+    ] = None
+    region: Annotated[str | None, String(), Doc("provider region")] = None
+    path_prefix: Annotated[str, String(empty_ok=True), Doc("folder inside the bucket or server")] = ""
+    credentials_file: Annotated[
+        Path | None, PathValue(), Doc("file with the provider's credentials (else its standard environment)")
+    ] = None
+    ca_bundle: Annotated[Path | None, PathValue(), Doc("PEM file of CAs to trust for TLS")] = None
+    known_hosts: Annotated[Path | None, PathValue(), Doc("sftp: OpenSSH known_hosts file")] = None
+    host_key_fingerprint: Annotated[
+        str | None, String(), Doc('sftp: expected server key, e.g. "SHA256:..."')
+    ] = None
+    username: Annotated[str | None, String(), Doc("ftp, sftp: login name")] = None
+    key_file: Annotated[Path | None, PathValue(), Doc("sftp: private key file")] = None
     # provider "local": a second directory, e.g. a NAS mount, holding its own repository.
-    path: Path | None = None
+    path: Annotated[Path | None, PathValue(), Doc("local: the folder holding the copy; required for local")] = None
     # Requests in flight at once (packs upload concurrently up to this many).
-    concurrency: int = 4
+    concurrency: Annotated[int, Integer(1, 64), Doc("requests in flight at once")] = 4
     # One request (connect, one part, one read) may take this long before it is retried.
-    timeout_seconds: int = 60
+    timeout_seconds: Annotated[int, Integer(1, 3600), Doc("one request's time limit before it is retried")] = 60
     # Attempts after the first for a failure that may pass (reset, throttling, 5xx, timeout).
-    retries: int = 5
+    retries: Annotated[int, Integer(0, 20), Doc("retries of a request that failed in passing")] = 5
     # http:// endpoints and FTP without TLS send data and credentials in the clear: refused
     # unless the operator says so here (a lab's local S3 emulator, say).
-    allow_insecure: bool = False
+    allow_insecure: Annotated[
+        bool, Boolean(), Doc("accept an http:// endpoint or FTP without TLS (warned on every command)")
+    ] = False
+
+
+_NO_KEY_HERE = (
+    "never put the {what} in config.toml; use storage.passphrase_file, "
+    f"storage.passphrase_command or {ENV_PASSPHRASE}"
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StorageConfig:
-    local_path: Path
-    compression_level: int = 3
-    compression: bool = True
-    encryption: bool = True
-    passphrase_file: Path | None = None
-    passphrase_command: tuple[str, ...] | None = None
-    pack_size_mib: int = 16
-    remote_storage: tuple[RemoteStorageConfig, ...] = ()
+    REFUSED: ClassVar[Mapping[str, str]] = {
+        "encryption_key": _NO_KEY_HERE.format(what="key"),
+        "passphrase": _NO_KEY_HERE.format(what="passphrase"),
+    }
 
-
-SCHEDULE_TASKS = ("backup", "verify", "copy", "prune", "drill")
-BACKUP_TYPE_POLICIES = ("auto", "full", "incremental", "differential")
+    local_path: Annotated[Path, Folder(), Doc("required: folder of the primary repository")]
+    compression_level: Annotated[int, Integer(1, 22), Doc("zstd level, 1 (fastest) to 22 (smallest)")] = 3
+    compression: Annotated[bool, Boolean(), Doc("compress data before encrypting it")] = True
+    encryption: Annotated[bool, MustStayOn(), Doc("repositories are always encrypted")] = True
+    passphrase_file: Annotated[
+        Path | None, PathValue(), Doc("file holding only the repository passphrase (chmod 600)")
+    ] = None
+    passphrase_command: Annotated[
+        tuple[Text, ...] | None, Argv(), Doc("program printing the passphrase")
+    ] = None
+    pack_size_mib: Annotated[int, Integer(4, 128), Doc("target pack size, fixed at init")] = 16
+    remote_storage: Annotated[
+        tuple[RemoteStorageConfig, ...], Tables(unique_names=True),
+        Doc("locations that receive a copy of every backup"),
+    ] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ScheduleJobConfig:
     """One ``[[schedule.jobs]]`` entry: a task run on its own cron (core/schedule)."""
 
-    name: str
-    task: str
-    cron: str
-    timezone: str | None = None  # None: [schedule] timezone
-    sources: tuple[str, ...] = ()  # backup: empty = every configured source
-    type: str = "auto"  # backup: auto | full | incremental | differential
-    full: bool = False  # verify: read every pack
-    locations: tuple[str, ...] = ()  # copy: remote_storage names; empty = all
-    jitter_seconds: int = 0
-    enabled: bool = True
+    # Keys that only mean something for one task (validate.py refuses them elsewhere).
+    TASK_ONLY: ClassVar[Mapping[str, str]] = {
+        "sources": "backup", "type": "backup", "full": "verify", "locations": "copy"}
+
+    name: Annotated[
+        str,
+        Matching(r"[A-Za-z0-9_.-]+", "may only use letters, digits, '_', '.' and '-'",
+                 "letters, digits, _ . and -"),
+        Doc("required, unique; used by `schedules pause|resume|run NAME`"),
+    ]
+    task: Annotated[str, Choice(*SCHEDULE_TASKS), Doc("required: what the job runs")]
+    cron: Annotated[str, Cron(), Doc("required: when, read in timezone")]
+    timezone: Annotated[str | None, Timezone(), Doc("default: [schedule] timezone")] = None
+    sources: Annotated[
+        tuple[Text, ...], ListOf("source names", '["database"]'),
+        Doc("backup: the sources to take; default: every configured source"),
+    ] = ()
+    type: Annotated[str, Choice(*BACKUP_TYPE_POLICIES), Doc("backup: the snapshot type policy")] = "auto"
+    full: Annotated[bool, Boolean(), Doc("verify: also read every pack")] = False
+    locations: Annotated[
+        tuple[Text, ...], ListOf("remote_storage names", '["offsite"]'),
+        Doc("copy: [[storage.remote_storage]] names; default: all"),
+    ] = ()
+    jitter_seconds: Annotated[int, Integer(0, 86400), Doc("start up to this many seconds late")] = 0
+    enabled: Annotated[bool, Boolean(), Doc("false keeps the schedule without running it")] = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ScheduleConfig:
-    enabled: bool = False
-    cron_expression: str = "0 2 * * *"
-    timezone: str = "UTC"
-    parallel_backups: bool = False
-    max_concurrent: int = 2
-    full_every_days: int = 7
-    jobs: tuple[ScheduleJobConfig, ...] = ()
+    enabled: Annotated[bool, Boolean(), Doc("run the schedule when running as a daemon")] = False
+    cron_expression: Annotated[str, Cron(), Doc("when backups run (the default backup schedule)")] = "0 2 * * *"
+    timezone: Annotated[str, Timezone(), Doc("the time zone cron expressions are read in")] = "UTC"
+    parallel_backups: Annotated[bool | None, Boolean(), Deprecated(
+        "does nothing and is deprecated: how many jobs run at once is max_concurrent; remove this key"
+    )] = None
+    max_concurrent: Annotated[int, Integer(1, 16), Doc("most jobs the engine runs at once")] = 2
+    full_every_days: Annotated[int, Integer(1), Doc("take a full backup at least this often")] = 7
+    jobs: Annotated[
+        tuple[ScheduleJobConfig, ...], Tables(unique_names=True),
+        Doc("per-source and per-task schedules"),
+    ] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EngineConfig:
-    state_dir: Path | None = None  # None: $AXISOR_BACKUP_STATE_DIR, else the platform's user state dir
-    shutdown_grace_seconds: int = 300
-    metrics_file: Path | None = None
+    state_dir: Annotated[  # None: $AXISOR_BACKUP_STATE_DIR, else the platform's user state dir
+        Path | None, Folder(), Doc("job database and daemon socket; default: the user state folder")
+    ] = None
+    shutdown_grace_seconds: Annotated[
+        int, Integer(0, 86400), Doc("on SIGTERM, how long running jobs may finish")
+    ] = 300
+    metrics_file: Annotated[Path | None, PathValue(), Doc("Prometheus text-format metrics file")] = None
     # A file source that reads no byte and finishes no file this long fails (0: never).
-    stall_timeout_seconds: int = 600
+    stall_timeout_seconds: Annotated[
+        int, Integer(0, 86400), Doc("a backup that reads nothing this long fails; 0: never")
+    ] = 600
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NotificationsConfig:
-    webhook_url: str | None = None
-    command: tuple[str, ...] | None = None
-    on_failure: bool = True
-    on_success: bool = False
-    timeout_seconds: int = 10
+    webhook_url: Annotated[str | None, WebhookUrl(), Doc("POST a JSON document about each job here")] = None
+    command: Annotated[tuple[Text, ...] | None, Argv(), Doc("run this with the job as JSON on stdin")] = None
+    on_failure: Annotated[bool, Boolean(), Doc("notify when a job fails")] = True
+    on_success: Annotated[bool, Boolean(), Doc("notify when a job succeeds")] = False
+    timeout_seconds: Annotated[int, Integer(1, 600), Doc("longest a webhook or command may take")] = 10
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetentionOverride:
     """``[retention.<category>]``: any key set here replaces the ``[retention]`` one."""
 
-    keep_last: int | None = None
-    keep_hourly: int | None = None
-    keep_daily: int | None = None
-    keep_weekly: int | None = None
-    keep_monthly: int | None = None
-    keep_yearly: int | None = None
-    keep_within: timedelta | None = None  # timedelta(0) switches an inherited one off
-    min_keep: int | None = None
+    keep_last: Annotated[int | None, Integer(0, 100000)] = None
+    keep_hourly: Annotated[int | None, Integer(0, 100000)] = None
+    keep_daily: Annotated[int | None, Integer(0, 100000)] = None
+    keep_weekly: Annotated[int | None, Integer(0, 100000)] = None
+    keep_monthly: Annotated[int | None, Integer(0, 100000)] = None
+    keep_yearly: Annotated[int | None, Integer(0, 100000)] = None
+    keep_within: Annotated[timedelta | None, Duration()] = None  # timedelta(0) switches an inherited one off
+    min_keep: Annotated[int | None, Integer(1, 100000)] = None
+
+
+_OVERRIDE = Doc("any [retention] key, for this category only")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -222,20 +387,19 @@ class RetentionConfig:
     """Calendar policies for prune, on top of each category's retention_days
     (core/maintenance/retention.py): a snapshot stays when any rule keeps it."""
 
-    keep_last: int = 0
-    keep_hourly: int = 0
-    keep_daily: int = 0
-    keep_weekly: int = 0
-    keep_monthly: int = 0
-    keep_yearly: int = 0
-    keep_within: timedelta | None = None
-    min_keep: int = 3  # never forget the newest N good snapshots of a source
-    database: RetentionOverride = field(default_factory=RetentionOverride)
-    application: RetentionOverride = field(default_factory=RetentionOverride)
-    configuration: RetentionOverride = field(default_factory=RetentionOverride)
-
-
-DRILL_SCENARIOS = ("database-loss", "platform-loss", "location-loss", "corrupted-table")
+    keep_last: Annotated[Keep, Doc("the newest N snapshots")] = 0
+    keep_hourly: Annotated[Keep, Doc("the newest of each of the last N hours that have one")] = 0
+    keep_daily: Annotated[Keep, Doc("... of the last N days")] = 0
+    keep_weekly: Annotated[Keep, Doc("... of the last N ISO weeks")] = 0
+    keep_monthly: Annotated[Keep, Doc("... of the last N months")] = 0
+    keep_yearly: Annotated[Keep, Doc("... of the last N years")] = 0
+    keep_within: Annotated[timedelta | None, Duration(), Doc("every snapshot younger than this")] = None
+    min_keep: Annotated[  # never forget the newest N good snapshots of a source
+        int, Integer(1, 100000), Doc("never forget the newest N good snapshots of a source")
+    ] = 3
+    database: Annotated[RetentionOverride, _OVERRIDE] = field(default_factory=RetentionOverride)
+    application: Annotated[RetentionOverride, _OVERRIDE] = field(default_factory=RetentionOverride)
+    configuration: Annotated[RetentionOverride, _OVERRIDE] = field(default_factory=RetentionOverride)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -253,14 +417,21 @@ class ObjectivesConfig:
     (a source name like ``"application/user_data"``, or a category) that override them."""
 
     # A day plus the two hours a nightly run may take: a daily backup meets it.
-    rpo: timedelta = timedelta(hours=26)
-    rto: timedelta = timedelta(hours=4)
+    rpo: Annotated[
+        timedelta, ObjectiveDuration(), Doc("how old the newest restorable point of a source may be")
+    ] = timedelta(hours=26)
+    rto: Annotated[timedelta, ObjectiveDuration(), Doc("how long a drill may take")] = timedelta(hours=4)
     # Past this multiple of the RPO the status turns from warning to critical.
-    critical_factor: float = 2.0
+    critical_factor: Annotated[
+        float, Factor(), Doc("past this multiple of the RPO the status turns critical")
+    ] = 2.0
     # A file snapshot that lost more than this share of the previous snapshot's files is
     # flagged "suspicious shrink" (core/health/shrink.py); 1 switches the flag off.
-    suspicious_shrink: float = 0.5
-    sources: tuple[tuple[str, Objective], ...] = ()
+    suspicious_shrink: Annotated[
+        float, Share(), Doc("flag a snapshot that lost more than this share of files; 1: off")
+    ] = 0.5
+    # [objectives.<source>] tables, read by validate.py (their names are open-ended).
+    sources: Annotated[tuple[tuple[str, Objective], ...], NotAKey()] = ()
 
     def for_source(self, source: str) -> Objective:
         """The source's own table, else its category's, else the defaults."""
@@ -276,23 +447,38 @@ class DrillCheckConfig:
     """One ``[[drills.checks]]`` smoke check: ``sql`` whose first value must equal
     ``expect``, or ``path`` that must exist (relative to the restored ``source``)."""
 
-    name: str
-    sql: str | None = None
-    expect: str | int | float | bool | None = None
-    path: str | None = None
-    source: str | None = None
+    name: Annotated[str, String(), Doc("required: what the check is called in reports")]
+    sql: Annotated[str | None, String(), Doc("a query run on the restored database")] = None
+    expect: Annotated[
+        str | int | float | bool | None, ExpectValue(), Doc("with sql: the first value it must return")
+    ] = None
+    path: Annotated[str | None, RelativePath(), Doc("a file that must exist in the restored source")] = None
+    source: Annotated[
+        str | None, Choice("database", *OBJECTIVE_KEYS[3:]), Doc("with path: the source it is in")
+    ] = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DrillsConfig:
-    scenario: str = "database-loss"
+    scenario: Annotated[str, Choice(*DRILL_SCENARIOS), Doc("the scenario when --scenario is not given")] = (
+        "database-loss")
     # "cluster": a throwaway PostgreSQL cluster the drill starts; "database": a scratch
     # database on the configured server.
-    scratch: str = "cluster"
-    table: str | None = None  # corrupted-table: schema.name; None picks the largest
-    work_dir: Path | None = None  # scratch folders go here (default: the system temp dir)
-    os_user: str | None = None  # as root: who runs the throwaway cluster (default postgres)
-    checks: tuple[DrillCheckConfig, ...] = ()
+    scratch: Annotated[str, Choice("cluster", "database"), Doc("where a database is restored")] = "cluster"
+    table: Annotated[  # corrupted-table: schema.name; None picks the largest
+        str | None,
+        Matching(r"[^.\s]+\.[^.\s]+", 'must be schema.table, e.g. "public.orders"', "schema.table"),
+        Doc("corrupted-table: the table; default: the largest"),
+    ] = None
+    work_dir: Annotated[  # scratch folders go here (default: the system temp dir)
+        Path | None, PathValue(), Doc("folder for scratch files; default: the system temp folder")
+    ] = None
+    os_user: Annotated[  # as root: who runs the throwaway cluster (default postgres)
+        str | None, String(), Doc("as root: the OS user of a throwaway cluster; default: postgres")
+    ] = None
+    checks: Annotated[
+        tuple[DrillCheckConfig, ...], Tables(), Doc("smoke checks run against what a drill restored")
+    ] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -307,7 +493,7 @@ class Config:
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     objectives: ObjectivesConfig = field(default_factory=ObjectivesConfig)
     drills: DrillsConfig = field(default_factory=DrillsConfig)
-    path: Path | None = None
+    path: Annotated[Path | None, NotAKey()] = None
 
     def sources(self) -> tuple[SourceSpec, ...]:
         """The enabled file sources, in the fixed order a backup set takes them."""
