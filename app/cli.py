@@ -34,8 +34,8 @@ from app import cli_drills, cli_jobs, cli_locations, cli_prune, cli_repair, cli_
 from app.process import tune_process
 from core.backup import watchdog
 from core.config import (
-    Config, ConfigError, ConfigProblem, PassphraseError, default_config_path, insecure_endpoint, load_config,
-    resolve_passphrase,
+    Config, ConfigError, ConfigProblem, PassphraseError, default_config_path, deprecations, insecure_endpoint,
+    load_config, resolve_passphrase,
 )
 from core import __version__
 from core.fsmeta.describe import as_json, attributes, marks
@@ -964,19 +964,26 @@ def config_check(config_path: Path, out: Output, connect: bool = False) -> int:
     sources = [*(["database"] if cfg.database.enabled else []), *(s.name for s in cfg.sources())]
     line = (f"{config_path}: ok ({len(sources)} source{'' if len(sources) == 1 else 's'}: "
             f"{', '.join(sources) or 'none'})")
+    # Deprecated keys do not fail the check; they are listed above the verdict (and in
+    # JSON as "warnings", present only when there are some).
+    warnings = deprecations(cfg)
+    if warnings:
+        line = "\n".join([*(f"{config_path}: warning: {w}" for w in warnings), line])
+    extra = {"warnings": [{"key": w.key, "message": w.message} for w in warnings]} if warnings else {}
     if not connect:
-        out.emit({"ok": True, "path": str(config_path), "sources": sources}, lambda: line)
+        out.emit({"ok": True, "path": str(config_path), "sources": sources, **extra}, lambda: line)
         return EXIT_OK
-    return _config_check_connect(cfg, config_path, sources, line, out)
+    return _config_check_connect(cfg, config_path, sources, line, out, extra)
 
 
-def _config_check_connect(cfg: Config, config_path: Path, sources: list[str], line: str, out: Output) -> int:
+def _config_check_connect(cfg: Config, config_path: Path, sources: list[str], line: str, out: Output,
+                          extra: dict[str, object]) -> int:
     """`config check --connect`: the checks of `database check` that do not wait (no WAL switch)."""
     from core.sources.postgres.dbcheck import run_checks
     from core.storage.local import LocalBackend
 
     if not cfg.database.enabled:
-        out.emit({"ok": True, "path": str(config_path), "sources": sources, "database": None},
+        out.emit({"ok": True, "path": str(config_path), "sources": sources, **extra, "database": None},
                  lambda: f"{line}\ndatabase: not enabled ([database] enabled = false), nothing to connect to")
         return EXIT_OK
     try:
@@ -985,7 +992,8 @@ def _config_check_connect(cfg: Config, config_path: Path, sources: list[str], li
     except AxisorError as exc:
         Output.note(f"error: {exc}")
         return exc.exit_code
-    out.emit({"ok": report.ok, "path": str(config_path), "sources": sources, "database": report.as_dict()},
+    out.emit({"ok": report.ok, "path": str(config_path), "sources": sources, **extra,
+              "database": report.as_dict()},
              lambda: f"{line}\n{checks_text(report)}")
     return EXIT_OK if report.ok else ArchivingNotReady.exit_code
 
@@ -1064,6 +1072,8 @@ def _main(argv: list[str] | None) -> int:
         Output.note(str(exc))
         return EXIT_USAGE
     args.config_path = config_path
+    for warning in deprecations(config):
+        Output.note(f"warning: {config_path}: {warning}")
     for loc in config.storage.remote_storage:
         if loc.allow_insecure and insecure_endpoint(loc.provider, loc.endpoint or ""):
             # Allowed, but never quietly: every command says it (stderr, not --json's stdout).

@@ -529,6 +529,10 @@ class Deprecated:
 
     advice: str
 
+    @property
+    def warning(self) -> str:
+        return f"deprecated, does nothing: {self.advice}; remove this key"
+
 
 class NotAKey:
     """A field filled by the loader, not written in config.toml (Config.path)."""

@@ -78,23 +78,30 @@ def render() -> str:
         "explains each key at length; a key marked *unset* has no default. Deprecated keys are",
         "still accepted, with a warning on every command saying what to do.",
     ]
+    # Tables of one kind ([retention.database], [retention.application], ...) share a table.
+    groups: dict[type, list[tuple[str, bool]]] = {}
     for where, array, cls in sections():
-        header = f"[[{where}]]" if array else f"[{where}]"
-        lines += ["", f"## `{header}`", "", "| Key | Value | Default | Meaning |", "|---|---|---|---|"]
+        groups.setdefault(cls, []).append((where, array))
+    for cls, names in groups.items():
+        where = names[0][0]
+        header = ", ".join(f"`[[{name}]]`" if array else f"`[{name}]`" for name, array in names)
+        lines += ["", f"## {header}", "", "| Key | Value | Default | Meaning |", "|---|---|---|---|"]
         for key in keys(cls).values():
             check = key.check
             if key.table is not None:
                 value = "array of tables" if key.array else "table"
-                lines.append(f"| `{key.name}` | {value} | | {_cell(key.doc)}; see "
-                             f"`{'[[' if key.array else '['}{where}.{key.name}{']]' if key.array else ']'}` |")
+                see = f"[[{where}.{key.name}]]" if key.array else f"[{where}.{key.name}]"
+                lines.append(f"| `{key.name}` | {value} | | {_cell(key.doc)}; see `{see}` |")
                 continue
             rule = check.rule if check is not None else ""
-            meaning = key.doc if key.deprecated is None else f"**deprecated**: {key.deprecated}"
+            meaning = key.doc
+            if key.deprecated is not None:  # "deprecated, does nothing: ..."
+                meaning = f"**deprecated**{key.deprecated.removeprefix('deprecated')}"
             lines.append(f"| `{key.name}` | {_cell(rule)} | {_cell(_default(key))} | {_cell(meaning)} |")
         if where == "objectives":
-            names = ", ".join(f'`"{name}"`' for name in OBJECTIVE_KEYS)
+            names_ = ", ".join(f'`"{name}"`' for name in OBJECTIVE_KEYS)
             lines += ["", (f"Tables `[objectives.\"<name>\"]` with `rpo` and/or `rto` override the defaults "
-                           f"for one category or source: {names}. A source inherits from its category's table.")]
+                           f"for one category or source: {names_}. A source inherits from its category's table.")]
     return "\n".join(lines) + "\n"
 
 

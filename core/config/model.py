@@ -143,9 +143,6 @@ class ConfigurationConfig:
     ] = True
 
 
-_DB_DEPRECATED = "does nothing and is deprecated: {what}; remove this key"
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DatabaseConfig:
     # Keys people plausibly write that get a specific refusal instead of "unknown key".
@@ -190,13 +187,13 @@ class DatabaseConfig:
     ] = False
     # Read once and never used: kept (None unless set) only so old configs load, with a
     # warning (Config.warnings).
-    compression: Annotated[bool | None, Boolean(), Deprecated(_DB_DEPRECATED.format(
-        what="database backups are compressed like all data, as storage.compression says"))] = None
-    encryption: Annotated[bool | None, Boolean(), Deprecated(_DB_DEPRECATED.format(
-        what="database backups are always encrypted, like everything in the repository"))] = None
-    incremental: Annotated[bool | None, Boolean(), Deprecated(_DB_DEPRECATED.format(
-        what='for changes since the last backup use mode = "physical" (WAL archiving, '
-             "point-in-time recovery)"))] = None
+    compression: Annotated[bool | None, Boolean(), Deprecated(
+        "database backups are compressed like all data, as storage.compression says")] = None
+    encryption: Annotated[bool | None, Boolean(), Deprecated(
+        "database backups are always encrypted, like everything in the repository")] = None
+    incremental: Annotated[bool | None, Boolean(), Deprecated(
+        "a database backup already stores only the data that changed since the last one "
+        '(deduplication); for every change in between use mode = "physical" (WAL archiving)')] = None
     pg_bin_dir: Annotated[
         Path | None, PathValue(), Doc("folder of pg_dump, pg_basebackup ... matching the server")
     ] = None
@@ -224,7 +221,7 @@ class RemoteStorageConfig:
         for key in ("access_key", "secret_key", "password", "account_key", "connection_string", "sas_token")
     }
 
-    provider: Annotated[str, Choice(*PROVIDERS), Doc("required: the kind of location")]
+    provider: Annotated[str, Choice(*PROVIDERS), Doc("the kind of location")]
     name: Annotated[
         str,
         Matching(r"[A-Za-z0-9_-]+", "may only use letters, digits, '_' and '-'",
@@ -277,7 +274,7 @@ class StorageConfig:
         "passphrase": _NO_KEY_HERE.format(what="passphrase"),
     }
 
-    local_path: Annotated[Path, Folder(), Doc("required: folder of the primary repository")]
+    local_path: Annotated[Path, Folder(), Doc("folder of the primary repository")]
     compression_level: Annotated[int, Integer(1, 22), Doc("zstd level, 1 (fastest) to 22 (smallest)")] = 3
     compression: Annotated[bool, Boolean(), Doc("compress data before encrypting it")] = True
     encryption: Annotated[bool, MustStayOn(), Doc("repositories are always encrypted")] = True
@@ -308,8 +305,8 @@ class ScheduleJobConfig:
                  "letters, digits, _ . and -"),
         Doc("required, unique; used by `schedules pause|resume|run NAME`"),
     ]
-    task: Annotated[str, Choice(*SCHEDULE_TASKS), Doc("required: what the job runs")]
-    cron: Annotated[str, Cron(), Doc("required: when, read in timezone")]
+    task: Annotated[str, Choice(*SCHEDULE_TASKS), Doc("what the job runs")]
+    cron: Annotated[str, Cron(), Doc("when, read in timezone")]
     timezone: Annotated[str | None, Timezone(), Doc("default: [schedule] timezone")] = None
     sources: Annotated[
         tuple[Text, ...], ListOf("source names", '["database"]'),
@@ -331,8 +328,7 @@ class ScheduleConfig:
     cron_expression: Annotated[str, Cron(), Doc("when backups run (the default backup schedule)")] = "0 2 * * *"
     timezone: Annotated[str, Timezone(), Doc("the time zone cron expressions are read in")] = "UTC"
     parallel_backups: Annotated[bool | None, Boolean(), Deprecated(
-        "does nothing and is deprecated: how many jobs run at once is max_concurrent; remove this key"
-    )] = None
+        "how many jobs run at once is max_concurrent")] = None
     max_concurrent: Annotated[int, Integer(1, 16), Doc("most jobs the engine runs at once")] = 2
     full_every_days: Annotated[int, Integer(1), Doc("take a full backup at least this often")] = 7
     jobs: Annotated[
@@ -365,18 +361,23 @@ class NotificationsConfig:
     timeout_seconds: Annotated[int, Integer(1, 600), Doc("longest a webhook or command may take")] = 10
 
 
+_INHERITED = Doc("the [retention] key for this category; unset: [retention]'s applies")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetentionOverride:
     """``[retention.<category>]``: any key set here replaces the ``[retention]`` one."""
 
-    keep_last: Annotated[int | None, Integer(0, 100000)] = None
-    keep_hourly: Annotated[int | None, Integer(0, 100000)] = None
-    keep_daily: Annotated[int | None, Integer(0, 100000)] = None
-    keep_weekly: Annotated[int | None, Integer(0, 100000)] = None
-    keep_monthly: Annotated[int | None, Integer(0, 100000)] = None
-    keep_yearly: Annotated[int | None, Integer(0, 100000)] = None
-    keep_within: Annotated[timedelta | None, Duration()] = None  # timedelta(0) switches an inherited one off
-    min_keep: Annotated[int | None, Integer(1, 100000)] = None
+    keep_last: Annotated[int | None, Integer(0, 100000), _INHERITED] = None
+    keep_hourly: Annotated[int | None, Integer(0, 100000), _INHERITED] = None
+    keep_daily: Annotated[int | None, Integer(0, 100000), _INHERITED] = None
+    keep_weekly: Annotated[int | None, Integer(0, 100000), _INHERITED] = None
+    keep_monthly: Annotated[int | None, Integer(0, 100000), _INHERITED] = None
+    keep_yearly: Annotated[int | None, Integer(0, 100000), _INHERITED] = None
+    keep_within: Annotated[  # timedelta(0) switches an inherited one off
+        timedelta | None, Duration(), Doc('the [retention] key for this category; "0h" switches it off')
+    ] = None
+    min_keep: Annotated[int | None, Integer(1, 100000), _INHERITED] = None
 
 
 _OVERRIDE = Doc("any [retention] key, for this category only")
@@ -447,7 +448,7 @@ class DrillCheckConfig:
     """One ``[[drills.checks]]`` smoke check: ``sql`` whose first value must equal
     ``expect``, or ``path`` that must exist (relative to the restored ``source``)."""
 
-    name: Annotated[str, String(), Doc("required: what the check is called in reports")]
+    name: Annotated[str, String(), Doc("what the check is called in reports")]
     sql: Annotated[str | None, String(), Doc("a query run on the restored database")] = None
     expect: Annotated[
         str | int | float | bool | None, ExpectValue(), Doc("with sql: the first value it must return")

@@ -50,7 +50,8 @@ class Key:
 
     @property
     def deprecated(self) -> str | None:
-        return next((m.advice for m in self.markers if isinstance(m, Deprecated)), None)
+        """The warning a config setting this key gets; None for a key in use."""
+        return next((m.warning for m in self.markers if isinstance(m, Deprecated)), None)
 
     @property
     def unique_names(self) -> bool:

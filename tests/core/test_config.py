@@ -5,6 +5,7 @@ import re
 import stat
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ import pytest
 import core.config.docs as config_docs
 import core.config.secrets as config_secrets
 from core.config import (
+    APPLICATION_SOURCES,
+    CONFIGURATION_SOURCES,
     Config,
     ConfigError,
     ConfigProblem,
@@ -20,6 +23,7 @@ from core.config import (
     SourceSpec,
     StorageConfig,
     default_config_path,
+    deprecations,
     load_config,
     parse_config,
     resolve_passphrase,
@@ -95,6 +99,41 @@ def test_example_documents_every_key():
         found = re.search(pattern, regions[section_name.split(".")[0]], re.MULTILINE)
         if key.deprecated is None:
             assert found, f"{section_name}.{key.name} missing"
+        else:  # a key that does nothing is not shown to new configs
+            assert not found, f"{section_name}.{key.name} is deprecated and still in the example"
+
+
+# Keys the example sets to something other than the default, to show what a value looks like.
+EXAMPLE_VALUES = {f"application.{name}" for name in APPLICATION_SOURCES} | {
+    f"configuration.{name}" for name in CONFIGURATION_SOURCES} | {
+    "application.exclude", "storage.local_path"}
+
+
+def test_example_values_are_the_declared_defaults():
+    """Every key the example writes out (not commented) shows model.py's default, so the
+    example cannot drift from the declaration."""
+    data = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
+    checked = 0
+    for where, _, cls in config_docs.sections():
+        table = data
+        for part in where.split("."):
+            table = table.get(part, {}) if isinstance(table, dict) else {}
+        for name, key in config_docs.keys(cls).items():
+            if name not in table or key.table is not None or f"{where}.{name}" in EXAMPLE_VALUES:
+                continue
+            raw = table[name]
+            shown = config_docs.toml_value(tuple(raw) if isinstance(raw, list) else raw)
+            assert shown == config_docs.toml_value(key.default), f"{where}.{name}"
+            checked += 1
+    assert checked >= 40  # the test looked at something
+
+
+def test_docs_key_table_is_generated_from_the_declaration():
+    """docs/CONFIG.md is what scripts/config-docs writes from model.py (run it after a change)."""
+    assert config_docs.DOC.read_text(encoding="utf-8") == config_docs.render()
+    text = config_docs.render()
+    for where, key in config_docs.all_keys():
+        assert f"| `{key.name}` |" in text, f"{where}.{key.name}"
 
 
 def test_example_remote_storage_blocks_are_valid(tmp_path):
@@ -689,3 +728,49 @@ def test_local_path_and_state_dir_must_be_folders_or_creatable(tmp_path):
                        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and json.loads(r.stdout)["problems"] == [
         {"key": "storage.local_path", "message": f"{afile} exists and is not a folder"}], r
+
+
+# --------------------------------------------------------------------------- deprecated keys
+
+DEPRECATED = {"database": {"compression": True, "encryption": False, "incremental": True},
+              "schedule": {"parallel_backups": True}}
+
+
+def test_deprecated_keys_load_with_a_warning_naming_what_to_do(tmp_path):
+    config = parse_config(minimal(**DEPRECATED), base_dir=tmp_path)
+    warnings = {w.key: w.message for w in deprecations(config)}
+    assert set(warnings) == {"database.compression", "database.encryption", "database.incremental",
+                             "schedule.parallel_backups"}
+    assert all(m.startswith("deprecated, does nothing: ") and m.endswith("; remove this key")
+               for m in warnings.values())
+    assert "storage.compression" in warnings["database.compression"]
+    assert "max_concurrent" in warnings["schedule.parallel_backups"]
+    assert deprecations(parse_config(minimal(), base_dir=tmp_path)) == ()
+    # Still type-checked, and not offered for a typo: they do nothing.
+    problems = problems_of(minimal(database={"encryption": "no", "compresion": True}), tmp_path)
+    assert problems["database.encryption"] == "must be true or false (got string)"
+    assert "did you mean" not in problems["database.compresion"]
+
+
+def test_config_check_and_every_command_warn_about_deprecated_keys(tmp_path, capsys):
+    from app.cli import _main
+
+    lines = "\n".join(f"[{section}]\n" + "\n".join(f"{k} = {str(v).lower()}" for k, v in keys.items())
+                      for section, keys in DEPRECATED.items())
+    repo = tmp_path / "repo"
+    path = write(tmp_path, f'{lines}\n[storage]\nlocal_path = "{repo}"\n')
+    assert _main(["--config", str(path), "--json", "config", "check"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is True
+    assert [w["key"] for w in report["warnings"]] == [
+        "database.compression", "database.encryption", "database.incremental", "schedule.parallel_backups"]
+    assert _main(["--config", str(path), "config", "check"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"{path}: warning: database.compression: deprecated, does nothing: ")
+    assert out[3] == (f"{path}: warning: schedule.parallel_backups: deprecated, does nothing: "
+                      "how many jobs run at once is max_concurrent; remove this key")
+    assert len(out) == 5 and out[-1] == f"{path}: ok (0 sources: none)"
+    # Any other command says it on stderr before it runs (here: no repository yet).
+    _main(["--config", str(path), "snapshots"])
+    err = capsys.readouterr().err
+    assert f"warning: {path}: database.incremental: deprecated" in err
