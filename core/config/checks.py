@@ -111,6 +111,8 @@ class MustStayOn(Boolean):
 
 @dataclass(frozen=True)
 class Integer(Check):
+    """An integer from lo to hi (no upper bound when hi is None); never a boolean."""
+
     lo: int
     hi: int | None = None
 
@@ -130,6 +132,8 @@ class Integer(Check):
 
 @dataclass(frozen=True)
 class String(Check):
+    """A string; empty only when empty_ok."""
+
     empty_ok: bool = False
 
     @property
@@ -149,6 +153,8 @@ _STRING = String()
 
 @dataclass(frozen=True)
 class Matching(Check):
+    """A string matching pattern whole; message says what is allowed."""
+
     pattern: str
     message: str
     rule_text: str
@@ -440,6 +446,8 @@ class Wrap:
 
 @dataclass(frozen=True)
 class ListOf(Wrap):
+    """A TOML array of what (e.g. paths); with false_disables, false means an empty list."""
+
     what: str
     example: str
     false_disables: bool = False

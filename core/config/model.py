@@ -8,8 +8,8 @@ The dataclasses are plain (pydantic-core validates into them; constructing one i
 no check), so callers and tests build them freely.
 """
 
-from __future__ import annotations
-
+# No "from __future__ import annotations": schema.py reads these annotations at run time,
+# and evaluating them from strings cost a compile() each on every start.
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -68,6 +68,8 @@ OBJECTIVE_KEYS = ("database", "application", "configuration",
 
 @dataclass(frozen=True, slots=True)
 class ConfigProblem:
+    """One problem (or warning) in a config, at its dotted key path ("" for the file)."""
+
     key: str
     message: str
 
@@ -108,6 +110,8 @@ Keep = Annotated[int, Integer(0, 100000)]
 
 @dataclass(frozen=True, slots=True)
 class SourceSpec:
+    """One file source a backup takes: its paths and the category settings that apply."""
+
     name: str
     category: str
     paths: tuple[Path, ...]
@@ -119,6 +123,8 @@ class SourceSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ApplicationConfig:
+    """``[application]``: the platform's application data sources."""
+
     user_data: Sources = ()
     automation_configs: Sources = ()
     simulation_data: Sources = ()
@@ -132,6 +138,8 @@ class ApplicationConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConfigurationConfig:
+    """``[configuration]``: the platform's configuration sources (secrets among them)."""
+
     environment_vars: Sources = ()
     ssl_certificates: Sources = ()
     api_keys: Sources = ()
@@ -145,6 +153,8 @@ class ConfigurationConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DatabaseConfig:
+    """``[database]``: the PostgreSQL source."""
+
     # Keys people plausibly write that get a specific refusal instead of "unknown key".
     REFUSED: ClassVar[Mapping[str, str]] = {"password": NO_DB_PASSWORD}
 
@@ -216,6 +226,8 @@ class DatabaseConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RemoteStorageConfig:
+    """One ``[[storage.remote_storage]]`` location that receives a copy of every backup."""
+
     REFUSED: ClassVar[Mapping[str, str]] = {
         key: NO_REMOTE_CREDENTIALS
         for key in ("access_key", "secret_key", "password", "account_key", "connection_string", "sas_token")
@@ -269,6 +281,8 @@ _NO_KEY_HERE = (
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StorageConfig:
+    """``[storage]``: the primary repository and how data is written to it."""
+
     REFUSED: ClassVar[Mapping[str, str]] = {
         "encryption_key": _NO_KEY_HERE.format(what="key"),
         "passphrase": _NO_KEY_HERE.format(what="passphrase"),
@@ -324,6 +338,8 @@ class ScheduleJobConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ScheduleConfig:
+    """``[schedule]``: when the daemon runs what."""
+
     enabled: Annotated[bool, Boolean(), Doc("run the schedule when running as a daemon")] = False
     cron_expression: Annotated[str, Cron(), Doc("when backups run (the default backup schedule)")] = "0 2 * * *"
     timezone: Annotated[str, Timezone(), Doc("the time zone cron expressions are read in")] = "UTC"
@@ -339,6 +355,8 @@ class ScheduleConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EngineConfig:
+    """``[engine]``: the job engine and daemon."""
+
     state_dir: Annotated[  # None: $AXISOR_BACKUP_STATE_DIR, else the platform's user state dir
         Path | None, Folder(), Doc("job database and daemon socket; default: the user state folder")
     ] = None
@@ -354,6 +372,8 @@ class EngineConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NotificationsConfig:
+    """``[notifications]``: who hears about finished jobs."""
+
     webhook_url: Annotated[str | None, WebhookUrl(), Doc("POST a JSON document about each job here")] = None
     command: Annotated[tuple[Text, ...] | None, Argv(), Doc("run this with the job as JSON on stdin")] = None
     on_failure: Annotated[bool, Boolean(), Doc("notify when a job fails")] = True
@@ -461,6 +481,8 @@ class DrillCheckConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DrillsConfig:
+    """``[drills]``: disaster-recovery drills."""
+
     scenario: Annotated[str, Choice(*DRILL_SCENARIOS), Doc("the scenario when --scenario is not given")] = (
         "database-loss")
     # "cluster": a throwaway PostgreSQL cluster the drill starts; "database": a scratch
@@ -484,6 +506,8 @@ class DrillsConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
+    """The whole config.toml, validated (``path``: the file it was read from)."""
+
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     application: ApplicationConfig = field(default_factory=ApplicationConfig)
     configuration: ConfigurationConfig = field(default_factory=ConfigurationConfig)

@@ -366,6 +366,9 @@ def parse_config(data: dict[str, Any], *, base_dir: Path, path: Path | None = No
         raw = data.get(name, {})
         if not isinstance(raw, dict) or key.table is None:
             continue
+        if name not in data and not any(k.required for k in keys(key.table).values()):
+            built[name] = key.default  # all defaults: nothing to check (nor a validator to build)
+            continue
         section = (_objectives(raw, report) if key.table is ObjectivesConfig
                    else _section(key.table, raw, (name,), base, report))
         if section is not None:
