@@ -6,12 +6,13 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets import DataTable, Header, Input, Static
 
 from core.health.shrink import suspicious_shrinks
 from core.service import Snapshot
+from screens.footer import KeyFooter
 from screens.base import (
-    ConsoleScreen, PlainTable, TableFilter, compact_time, human_bytes, plain, short_source,
+    ConsoleScreen, FitTable, TableFilter, compact_time, human_bytes, plain, short_source,
 )
 from screens.messages import DataLoaded, LoadFailed
 
@@ -87,9 +88,10 @@ class CatalogScreen(TableFilter, ConsoleScreen):
         yield Input(placeholder="/ filter: words, or source: type: tag: date:  (Enter keeps, Esc clears)",
                     id="filter", classes="filter")
         with Vertical(id="catalog-body"):
-            yield PlainTable(id="snapshots", cursor_type="row", zebra_stripes=True)
+            yield FitTable(id="snapshots", cursor_type="row", zebra_stripes=True, flex="tags",
+                           priorities={"type": 2, "size": 3, "ratio": 4, "tags": 3})
             yield Static("", markup=False, id="detail")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         t = self.query_one("#snapshots", DataTable)
