@@ -82,6 +82,7 @@ class CatalogScreen(TableFilter, ConsoleScreen):
         self.marked: str | None = None
         self.copies: dict[str, tuple] = {}
         self.shrinks: dict = {}  # snapshot id -> core.health.shrink.Shrink
+        self.wanted: str | None = None  # a snapshot to select once the catalog is drawn (`:snapshot`)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -144,9 +145,19 @@ class CatalogScreen(TableFilter, ConsoleScreen):
                       f"{m.total_files} ⚠ SHRINK" if s.id in self.shrinks else str(m.total_files),
                       f"{m.compression_ratio:.2f}", ",".join(s.tags),
                       "◆ marked" if s.id == self.marked else "", key=s.id)
+        if self.wanted and self.wanted in t.rows:
+            keep, self.wanted = self.wanted, None
         if keep and keep in t.rows:
             t.move_cursor(row=t.get_row_index(keep))
         self._show_detail()
+
+    def show_snapshot(self, snapshot_id: str) -> None:
+        """Select a snapshot (`:snapshot ID`), clearing a filter that would hide it."""
+        self.wanted = snapshot_id
+        self.clear_filter()
+        self._draw()
+        if self.wanted:  # not loaded yet: selected when the catalog arrives
+            self._load()
 
     def selected_id(self) -> str | None:
         t = self.query_one("#snapshots", DataTable)

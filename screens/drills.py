@@ -220,6 +220,13 @@ class DrillsScreen(ConsoleScreen):
             return True if self.step == "history" else False
         return True
 
+    def begin(self, scenario: str) -> None:
+        """`:drill SCENARIO`: the wizard at its options step, the scenario chosen; y still
+        starts it after the confirmation."""
+        self.action_new()
+        self.scenario = scenario
+        self.go("options")
+
     def action_new(self) -> None:
         self.scenario, self.location, self.to_time = None, None, None
         self.query_one("#drill-location", Input).value = ""

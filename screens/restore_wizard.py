@@ -212,6 +212,16 @@ class RestoreWizardScreen(ConsoleScreen):
         self.plan = plan
         self._show(step)
 
+    def begin_at(self, snapshot_ids: tuple[str, ...], source: str) -> None:
+        """`:restore latest` or `:restore ID`: the wizard at "where to?", the point chosen
+        (a whole backup set when core resolved several snapshots); Esc goes back to the start."""
+        self.action_new()
+        if len(snapshot_ids) > 1:
+            plan = Plan(what="platform", snapshots=snapshot_ids)
+        else:
+            plan = Plan(what="source", source=source, snapshots=snapshot_ids)
+        self._go("where", plan)
+
     def action_new(self) -> None:
         if self.step == "progress" and self.result_ok is None:
             self.notify("a restore is running; it continues in the engine", severity="warning")
