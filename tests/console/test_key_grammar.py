@@ -20,7 +20,12 @@ SHARED = {"cancel": "k", "open": "o", "filter": "slash", "reload": "f5,ctrl+r"}
 STARTS = {"start", "new", "run_now", "backup_now", "confirm"}
 
 
-_screens = console_screens
+def _screens() -> list[type]:
+    # The modal dialogs with keys of their own follow the grammar too.
+    from screens.command_line import CommandLineScreen
+    from screens.quit import QuitScreen
+
+    return [*console_screens(), CommandLineScreen, QuitScreen]
 
 
 def _bindings(cls: type):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from console_support import choose, console_screens, settle, stored_app
 from pytest_textual_snapshot import SVGImageExtension
-from textual.widgets import OptionList
+from textual.widgets import Input, OptionList
 
 from screens.base import FitTable
 
@@ -77,6 +77,9 @@ class Tour:
                     assert key.value in shown, f"{where}: column {key.value} of #{table.id} hidden"
                     assert str(column.label) in text, f"{where}: {column.label} of #{table.id} not on screen"
         if svg and self.svg is not None:
+            for field in app.screen.query(Input):  # a blinking cursor would make the picture flaky
+                field.cursor_blink = False
+            await self.pilot.pause()
             assert self.svg(name=name) == app.export_screenshot(title=app.title), where
 
 
@@ -106,6 +109,9 @@ async def test_every_screen_and_step_fits(tmp_path: Path, stored, svg, size, the
             await tour.stop("dashboard")
             await tour.press("question_mark")
             await tour.stop("help", modal=True)
+            await tour.press("escape")
+            await tour.press("colon", "d", "r")
+            await tour.stop("command-line", modal=True)
             await tour.press("escape")
 
             await tour.press("j")
@@ -166,7 +172,7 @@ async def test_every_screen_and_step_fits(tmp_path: Path, stored, svg, size, the
             wiz._preflight_done(replace(real, overwrites=("/srv/live",), confirm_word="user_data"))
             await tour.press("enter")
             assert wiz.step == "confirm"
-            await tour.stop("wizard-confirm")
+            await tour.stop("wizard-confirm", svg=False)  # its crumbs name the test's folder
             await tour.press("escape")
             assert wiz.step == "preflight"
             wiz._preflight_done(real)
@@ -180,6 +186,11 @@ async def test_every_screen_and_step_fits(tmp_path: Path, stored, svg, size, the
                 await pilot.pause()
                 assert wiz.step == "progress"
                 await tour.stop("wizard-progress", svg=False)
+                await pilot.press("ctrl+q")  # a job runs: leaving asks, and says what it waits for
+                await pilot.pause()
+                await tour.stop("quit-while-a-job-runs", svg=False, modal=True)
+                await pilot.press("escape")
+                await pilot.pause()
             finally:
                 await hold.__aexit__(None, None, None)
             for _ in range(200):
@@ -188,8 +199,11 @@ async def test_every_screen_and_step_fits(tmp_path: Path, stored, svg, size, the
                     break
             await tour.stop("wizard-result", svg=False)  # job ids
             assert "RESTORE VALIDATED" in "\n".join(rendered(app))
+            await pilot.press("ctrl+q")  # nothing runs now: Ctrl+Q leaves at once
+            await pilot.pause()
+            assert not app.is_running
     finally:
         await app.shutdown()
     # Every screen of screens/ is on the tour: a new screen must join it.
     assert {cls.__name__ for cls in console_screens()} <= tour.classes
-    assert {"HelpScreen", "ConfirmScreen"} <= tour.classes
+    assert {"HelpScreen", "ConfirmScreen", "CommandLineScreen", "QuitScreen"} <= tour.classes
