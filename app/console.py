@@ -77,7 +77,8 @@ class ConsoleApp(App):
         Binding("colon", "command_line", "Command", id="app.command",
                 tooltip="Type a command: jobs, restore latest, drill platform-loss, snapshot ID (Tab completes)"),
         Binding("escape", "back", "Back", show=False, id="app.back", tooltip="Go back one level"),
-        Binding("ctrl+q", "quit", "Quit", id="app.quit", tooltip="Leave the console (jobs keep running)",
+        Binding("ctrl+q", "quit", "Quit", id="app.quit",
+                tooltip="Leave the console (asks first while jobs run: they can go on or be cancelled)",
                 priority=True),
     ]
 
