@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
-
 from console_support import settle, stored_app
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from core.config import DRILL_SCENARIOS
 from screens.catalog import CatalogScreen
 from screens.command_line import VERBS, Command, CommandLineScreen, Refusal, complete, parse

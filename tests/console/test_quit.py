@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from console_support import settle, stored_app
 from textual.widgets import Static
 
-from console_support import settle, stored_app
 from core.jobs.api import JobState
 from screens.confirm import ConfirmScreen
 from screens.dashboard import DashboardScreen
