@@ -27,10 +27,15 @@ from textual.screen import Screen
 from core.config import Config
 from core.jobs.api import EngineClient, Job, JobState, connect_engine
 from core.service import BackupService, PassphraseSource
+from core.errors import AxisorError
+from screens.base import job_summary
 from screens.catalog import CatalogScreen
+from screens.command_line import SCREENS, Command, CommandLineScreen, Resolved
 from screens.dashboard import DashboardScreen
 from screens.help import HelpScreen, key_rows
+from screens.confirm import ConfirmScreen
 from screens.jobs import JobsScreen
+from screens.quit import QuitScreen
 from screens.locations import LocationsScreen
 from screens.messages import EngineFailed, EngineReady, JobChanged, JobLogLine, JobProgressed
 from screens.restore_wizard import RestoreWizardScreen
@@ -69,8 +74,11 @@ class ConsoleApp(App):
         *(Binding(key, f"go('{mode}')", title, id=f"go.{mode}", tooltip=f"Open the {title} screen")
           for key, mode, title in NAVIGATION),
         Binding("question_mark", "help", "Keys", id="app.help", tooltip="List every key of this screen"),
+        Binding("colon", "command_line", "Command", id="app.command",
+                tooltip="Type a command: jobs, restore latest, drill platform-loss, snapshot ID (Tab completes)"),
         Binding("escape", "back", "Back", show=False, id="app.back", tooltip="Go back one level"),
-        Binding("ctrl+q", "quit", "Quit", id="app.quit", tooltip="Leave the console (jobs keep running)",
+        Binding("ctrl+q", "quit", "Quit", id="app.quit",
+                tooltip="Leave the console (asks first while jobs run: they can go on or be cancelled)",
                 priority=True),
     ]
 
@@ -209,6 +217,95 @@ class ConsoleApp(App):
         if isinstance(self.screen, HelpScreen):
             return
         self.push_screen(HelpScreen(self.screen.__class__.__name__.removesuffix("Screen"), key_rows(self.screen)))
+
+    # -- leaving -----------------------------------------------------------------------------
+
+    async def action_quit(self) -> None:
+        """Ctrl+Q: leave at once when nothing runs; otherwise say what leaving waits for and
+        offer to detach (the jobs go on) or cancel them. Ctrl+Q in that dialog detaches."""
+        running = self.running_jobs()
+        if not running or self.engine is None or isinstance(self.screen, QuitScreen):
+            self.exit()
+            return
+        self.push_screen(QuitScreen(running, self.engine.mode, read_only=self.read_only), self._quit_answer)
+
+    def _quit_answer(self, answer: str | None) -> None:
+        if answer == "detach":
+            self.exit()
+        elif answer == "cancel":
+            jobs = self.running_jobs()
+            listing = "\n".join(f"{job_summary(j)} ({j.id})" for j in jobs)
+            self.push_screen(ConfirmScreen(f"Cancel {len(jobs)} job(s) and leave?",
+                                           detail=listing + "\nWhat they have written so far stays valid."),
+                             lambda yes: self._cancel_and_leave([j.id for j in jobs]) if yes else None)
+
+    @work(exclusive=True, group="leaving", exit_on_error=False)
+    async def _cancel_and_leave(self, job_ids: list[str]) -> None:
+        if self.engine is None or self.read_only:
+            return
+        for job_id in job_ids:
+            self.submitted.append(("cancel", {"job_id": job_id}))
+            self.jobs[job_id] = await self.engine.cancel(job_id)
+        self.exit()
+
+    # -- the `:` command line (screens/command_line.py parses; core says what it means) -------
+
+    def action_command_line(self) -> None:
+        if not isinstance(self.screen, CommandLineScreen):
+            self.push_screen(CommandLineScreen(), self._command_done)
+
+    async def resolve_command(self, command: Command) -> Resolved | str:
+        """A parsed command with what core says it means, or one line saying why not."""
+        verb, args = command.verb, command.args
+        if verb == "drill" and self.read_only:
+            return "read-only console: a drill cannot be started (started with --read-only)"
+        if verb == "restore" and args:
+            wizard = self._mode_screen("restore")
+            if wizard is not None and wizard.started and wizard.result_ok is None:
+                return "a restore is running in the wizard; follow it on the Jobs screen (j)"
+        if verb in ("restore", "snapshot") and args:
+            try:
+                # "latest" is the newest backup set without safety snapshots; a prefix must
+                # be unique: core's reading, the one `axisor-backup restore` has.
+                snaps = await self.service.resolve([args[0]])
+            except AxisorError as exc:
+                return str(exc)
+            except Exception as exc:  # noqa: BLE001 - the line says it; the console stays up
+                return f"cannot read the catalog: {type(exc).__name__}: {exc}"
+            if verb == "snapshot":
+                snaps = [max(snaps, key=lambda s: s.datetime)]
+            return Resolved(command, tuple(s.id for s in snaps), snaps[0].source)
+        return Resolved(command)
+
+    def _mode_screen(self, mode: str) -> Any:
+        stack = self._screen_stacks.get(mode)
+        return stack[0] if stack else None
+
+    def _command_done(self, resolved: object) -> None:
+        if isinstance(resolved, Resolved):
+            self._follow(resolved)
+
+    @work(exclusive=True, group="command", exit_on_error=False)
+    async def _follow(self, r: Resolved) -> None:
+        verb = r.command.verb
+        if verb == "help":
+            self.action_help()
+            return
+        if verb == "quit":
+            await self.action_quit()
+            return
+        mode = {"drill": "drills", "snapshot": "catalog"}.get(verb, verb)
+        assert mode in SCREENS
+        await self.switch_mode(mode)  # waits until the screen is mounted
+        while len(self.screen_stack) > 1:
+            await self.pop_screen()
+        screen: Any = self.screen
+        if verb == "restore" and r.snapshots:
+            screen.begin_at(r.snapshots, r.source)
+        elif verb == "drill":
+            screen.begin(r.command.args[0])
+        elif verb == "snapshot":
+            screen.show_snapshot(r.snapshots[0])
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         for _key, mode, title in NAVIGATION:

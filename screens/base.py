@@ -9,7 +9,7 @@ from rich.text import Text
 
 from textual.screen import Screen
 from textual.widgets import DataTable, Input, OptionList
-from textual.widgets.data_table import ColumnKey, RowKey
+from textual.widgets.data_table import Column, ColumnKey, RowKey
 
 from core.jobs.api import Job, JobState
 from core.progress import fraction
@@ -223,3 +223,94 @@ def plain(text: str) -> Text:
     """Text for a Static's update that holds anything from outside (an error, a name):
     shown as it is, never read as markup."""
     return Text(text)
+
+
+class _FitColumn(Column):
+    """A column that FitTable may hide (width 0) or cap (the flexible one)."""
+
+    hidden: bool = False
+    cap: int | None = None
+
+    def get_render_width(self, data_table: DataTable[Any]) -> int:
+        if self.hidden:
+            return 0
+        width = self.content_width if self.auto_width else self.width
+        if self.cap is not None:
+            width = min(width, self.cap)
+        return 2 * data_table.cell_padding + width
+
+
+class FitTable(PlainTable):
+    """A table whose columns fit its width by priority, as k9s does: when the columns do not
+    all fit, the least important hide first (priority 1 never hides, higher numbers hide
+    earlier), and the one ``flex`` column is cut to the room left (down to ``flex_min``) before
+    anything that matters hides. Screens add columns and cells as usual; only what shows changes."""
+
+    def __init__(self, *args: Any, priorities: dict[str, int] | None = None, flex: str | None = None,
+                 flex_min: int = 12, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.priorities = priorities or {}
+        self.flex = flex
+        self.flex_min = flex_min
+        self._fitted: tuple = ()
+
+    def add_column(self, label: Any, *, width: int | None = None, key: str | None = None,
+                   default: Any = None) -> ColumnKey:
+        column_key = super().add_column(label, width=width, key=key, default=default)
+        c = self.columns[column_key]
+        self.columns[column_key] = _FitColumn(c.key, c.label, c.width, c.content_width, c.auto_width)
+        return column_key
+
+    def visible_columns(self) -> list[str]:
+        """The keys of the columns shown now (what a layout test asserts on)."""
+        return [str(c.key.value) for c in self.ordered_columns
+                if not (isinstance(c, _FitColumn) and c.hidden)]
+
+    def _update_dimensions(self, new_rows: Any) -> None:
+        self._fit()
+        super()._update_dimensions(new_rows)
+        if self._fit():
+            super()._update_dimensions(())
+
+    def _on_resize(self, event: Any) -> None:
+        super()._on_resize(event)
+        if self._fit():
+            self._require_update_dimensions = True
+            self.refresh()
+
+    def _fit(self) -> bool:
+        """Choose the shown columns for the current width; True when that changed."""
+        room = self.scrollable_content_region.width
+        cols = [c for c in self.ordered_columns if isinstance(c, _FitColumn)]
+        if room <= 0 or not cols:
+            return False
+        pad = 2 * self.cell_padding
+
+        def natural(c: Column) -> int:
+            return c.content_width if c.auto_width else c.width
+
+        order = sorted(range(len(cols)), key=lambda i: (self.priorities.get(str(cols[i].key.value), 1), i))
+        used, shown, cut = 0, set(), None
+        for i in order:
+            c = cols[i]
+            rank = self.priorities.get(str(c.key.value), 1)
+            if cut is not None and rank > cut:
+                break  # a less important column never shows where a more important one did not fit
+            need = pad + (min(natural(c), self.flex_min) if c.key.value == self.flex else natural(c))
+            if used + need <= room or not shown:
+                shown.add(i)
+                used += need
+            else:
+                cut = rank
+        fitted = []
+        for i, c in enumerate(cols):
+            c.hidden = i not in shown
+            c.cap = None
+            if c.key.value == self.flex and not c.hidden and natural(c) > self.flex_min:
+                c.cap = self.flex_min + max(0, room - used)
+            fitted.append((c.hidden, c.cap))
+        changed = tuple(fitted) != self._fitted
+        if changed:
+            self._fitted = tuple(fitted)
+            self._clear_caches()
+        return changed

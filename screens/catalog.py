@@ -6,12 +6,13 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets import DataTable, Header, Input, Static
 
 from core.health.shrink import suspicious_shrinks
 from core.service import Snapshot
+from screens.footer import KeyFooter
 from screens.base import (
-    ConsoleScreen, PlainTable, TableFilter, compact_time, human_bytes, plain, short_source,
+    ConsoleScreen, FitTable, TableFilter, compact_time, human_bytes, plain, short_source,
 )
 from screens.messages import DataLoaded, LoadFailed
 
@@ -81,15 +82,17 @@ class CatalogScreen(TableFilter, ConsoleScreen):
         self.marked: str | None = None
         self.copies: dict[str, tuple] = {}
         self.shrinks: dict = {}  # snapshot id -> core.health.shrink.Shrink
+        self.wanted: str | None = None  # a snapshot to select once the catalog is drawn (`:snapshot`)
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Input(placeholder="/ filter: words, or source: type: tag: date:  (Enter keeps, Esc clears)",
                     id="filter", classes="filter")
         with Vertical(id="catalog-body"):
-            yield PlainTable(id="snapshots", cursor_type="row", zebra_stripes=True)
+            yield FitTable(id="snapshots", cursor_type="row", zebra_stripes=True, flex="tags",
+                           priorities={"type": 2, "size": 3, "ratio": 4, "tags": 3})
             yield Static("", markup=False, id="detail")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         t = self.query_one("#snapshots", DataTable)
@@ -142,9 +145,19 @@ class CatalogScreen(TableFilter, ConsoleScreen):
                       f"{m.total_files} ⚠ SHRINK" if s.id in self.shrinks else str(m.total_files),
                       f"{m.compression_ratio:.2f}", ",".join(s.tags),
                       "◆ marked" if s.id == self.marked else "", key=s.id)
+        if self.wanted and self.wanted in t.rows:
+            keep, self.wanted = self.wanted, None
         if keep and keep in t.rows:
             t.move_cursor(row=t.get_row_index(keep))
         self._show_detail()
+
+    def show_snapshot(self, snapshot_id: str) -> None:
+        """Select a snapshot (`:snapshot ID`), clearing a filter that would hide it."""
+        self.wanted = snapshot_id
+        self.clear_filter()
+        self._draw()
+        if self.wanted:  # not loaded yet: selected when the catalog arrives
+            self._load()
 
     def selected_id(self) -> str | None:
         t = self.query_one("#snapshots", DataTable)

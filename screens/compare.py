@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from core.service import Snapshot
-from screens.base import PlainTable, ConsoleScreen, human_bytes, plain
+from screens.footer import KeyFooter
+from screens.base import FitTable, ConsoleScreen, human_bytes, plain
 from screens.messages import DataLoaded, LoadFailed
 
 
@@ -47,12 +48,14 @@ class CompareScreen(ConsoleScreen):
         yield Header()
         yield Static(f"{self.old.short_id} ({self.old.source}) -> {self.new.short_id} ({self.new.source}) · "
                      "comparing…", markup=False, id="compare-title")
-        yield PlainTable(id="differences", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield FitTable(id="differences", cursor_type="row", zebra_stripes=True, flex="what", flex_min=24,
+                       priorities={"detail": 2})
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         t = self.query_one(DataTable)
-        t.add_columns("Change", "Path or table", "Detail")
+        for label, key in (("Change", "change"), ("Path or table", "what"), ("Detail", "detail")):
+            t.add_column(label, key=key)
         t.focus()
         self._load()
 

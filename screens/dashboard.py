@@ -6,13 +6,14 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from core.jobs.api import Job
 from core.health.shrink import suspicious_shrinks
+from screens.footer import KeyFooter
 from screens.base import (
     plain,
-    PlainTable,
+    FitTable,
     ConsoleScreen, bar, compact_time, short_source, human_age, human_bytes, human_duration, job_summary, progress_fraction,
 )
 from core.locations.sites import PRIMARY_NAME
@@ -35,11 +36,12 @@ class DashboardScreen(ConsoleScreen):
         yield Header()
         with Vertical(id="dash"):
             yield Static("Sources", classes="section-title")
-            yield PlainTable(id="sources", cursor_type="row", zebra_stripes=True)
+            yield FitTable(id="sources", cursor_type="row", zebra_stripes=True, flex="locations",
+                           priorities={"pitr": 2, "next": 3, "locations": 3, "newest": 4})
             yield Static("Running jobs", classes="section-title")
-            yield PlainTable(id="running", cursor_type="row")
+            yield FitTable(id="running", cursor_type="row", flex="phase", priorities={"rate": 2, "phase": 3})
             yield Static("", markup=False, id="alerts")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         src = self.query_one("#sources", DataTable)

@@ -18,13 +18,14 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
-from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Input, Markdown, OptionList, Static
+from textual.widgets import ContentSwitcher, DataTable, Header, Input, Markdown, OptionList, Static
 from textual.widgets.option_list import Option
 
 from core.config import DRILL_SCENARIOS
 from core.drills.report import DrillReport, history
 from core.jobs.api import Job
-from screens.base import ConsoleScreen, PlainTable, compact_time, human_duration, plain
+from screens.footer import KeyFooter
+from screens.base import ConsoleScreen, FitTable, compact_time, human_duration, plain
 from screens.messages import DataLoaded, JobLogLine, LoadFailed
 
 SCENARIO_HELP = {
@@ -121,7 +122,8 @@ class DrillsScreen(ConsoleScreen):
         with ContentSwitcher(initial="history", id="drills"):
             with Vertical(id="history"):
                 yield Static("Drills: n starts the wizard, o shows a report", classes="question")
-                yield PlainTable(id="drill-history", cursor_type="row", zebra_stripes=True)
+                yield FitTable(id="drill-history", cursor_type="row", zebra_stripes=True,
+                               priorities={"rpo": 2, "trend": 3})
                 yield Static("", markup=False, id="history-note")
             with Vertical(id="scenario"):
                 yield Static("Which disaster do you rehearse? (Enter chooses, Esc goes back)", classes="question")
@@ -140,7 +142,7 @@ class DrillsScreen(ConsoleScreen):
                 yield Static("", markup=False, id="checklist")
             with VerticalScroll(id="report"):
                 yield Markdown("", id="drill-report")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         t = self.query_one("#drill-history", DataTable)
@@ -217,6 +219,13 @@ class DrillsScreen(ConsoleScreen):
         if action in ("new", "open"):
             return True if self.step == "history" else False
         return True
+
+    def begin(self, scenario: str) -> None:
+        """`:drill SCENARIO`: the wizard at its options step, the scenario chosen; y still
+        starts it after the confirmation."""
+        self.action_new()
+        self.scenario = scenario
+        self.go("options")
 
     def action_new(self) -> None:
         self.scenario, self.location, self.to_time = None, None, None

@@ -8,9 +8,10 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.widgets import Footer, Header, Log, ProgressBar, Static
+from textual.widgets import Header, Log, ProgressBar, Static
 
 from core.jobs.api import Job
+from screens.footer import KeyFooter
 from screens.base import STATE_MARK, ConsoleScreen, human_bytes, human_duration, job_summary, progress_fraction, short_time
 from screens.confirm import ConfirmScreen
 from screens.messages import DataLoaded, JobLogLine
@@ -35,7 +36,7 @@ class JobDetailScreen(ConsoleScreen):
             yield Static("", markup=False, id="job-facts")
             yield Static("Log", classes="section-title")
             yield Log(id="job-log", highlight=False)
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.refresh_data()

@@ -5,11 +5,12 @@ from __future__ import annotations
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Header, Input
+from textual.widgets import DataTable, Header, Input
 
 from core.jobs.api import Job
+from screens.footer import KeyFooter
 from screens.base import (
-    STATE_MARK, ConsoleScreen, PlainTable, TableFilter, bar, human_bytes, human_duration, job_summary,
+    STATE_MARK, ConsoleScreen, FitTable, TableFilter, bar, human_bytes, human_duration, job_summary,
     progress_fraction, short_time,
 )
 from screens.confirm import ConfirmScreen
@@ -32,8 +33,9 @@ class JobsScreen(TableFilter, ConsoleScreen):
         yield Header()
         yield Input(placeholder="filter: kind, state, origin… (Enter keeps, Esc clears)", id="filter",
                     classes="filter")
-        yield PlainTable(id="jobs", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield FitTable(id="jobs", cursor_type="row", zebra_stripes=True, flex="job", flex_min=14,
+                       priorities={"origin": 4, "started": 3, "rate": 3, "eta": 2, "id": 2})
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         t = self.query_one("#jobs", DataTable)

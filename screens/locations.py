@@ -5,9 +5,10 @@ from __future__ import annotations
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
-from screens.base import PlainTable, ConsoleScreen, human_bytes, plain
+from screens.footer import KeyFooter
+from screens.base import FitTable, ConsoleScreen, human_bytes, plain
 from screens.messages import DataLoaded, LoadFailed
 
 COLUMNS = (("Location", "name"), ("Health", "health"), ("Latency", "latency"), ("Used", "used"),
@@ -26,8 +27,9 @@ class LocationsScreen(ConsoleScreen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("probing locations…", markup=False, id="locations-note")
-        yield PlainTable(id="locations", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield FitTable(id="locations", cursor_type="row", zebra_stripes=True, flex="where",
+                       priorities={"latency": 3, "used": 2, "objects": 4, "free": 2, "growth": 3, "where": 3})
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         t = self.query_one(DataTable)

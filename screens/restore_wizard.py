@@ -16,7 +16,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Input, OptionList, ProgressBar, Static
+from textual.widgets import ContentSwitcher, DataTable, Header, Input, OptionList, ProgressBar, Static
 from textual.widgets.option_list import Option
 
 from core.jobs.api import Job, JobState
@@ -24,7 +24,8 @@ from core.restore.preflight import Feasibility, Plan, Preflight, feasibility, pr
 from core.service import Snapshot
 from core.sources.postgres import names
 from core.text import shown
-from screens.base import PlainTable, ConsoleScreen, StopAtEndsOptionList, bar, human_bytes, human_duration, progress_fraction, short_time
+from screens.footer import KeyFooter
+from screens.base import FitTable, ConsoleScreen, StopAtEndsOptionList, bar, human_bytes, human_duration, progress_fraction, short_time
 from screens.messages import DataLoaded, LoadFailed
 
 WHAT = (
@@ -73,13 +74,15 @@ class RestoreWizardScreen(ConsoleScreen):
                 yield StopAtEndsOptionList(id="source-list")
             with Vertical(id="point"):
                 yield Static("Which point in time? Pick a snapshot.", classes="question", id="point-question")
-                yield PlainTable(id="point-table", cursor_type="row", zebra_stripes=True)
+                yield FitTable(id="point-table", cursor_type="row", zebra_stripes=True,
+                               priorities={"source": 2, "type": 3, "size": 2, "files": 3})
                 yield Input(placeholder="or a time inside the PITR window: YYYY-MM-DD HH:MM:SS+00:00",
                             id="point-time")
             with Vertical(id="select"):
                 yield Static("Select with Space, then Enter. Nothing selected: the highlighted one.",
                              classes="question", id="select-question")
-                yield PlainTable(id="select-table", cursor_type="row", zebra_stripes=True)
+                yield FitTable(id="select-table", cursor_type="row", zebra_stripes=True, flex="name",
+                               priorities={"size": 2})
             with Vertical(id="where"):
                 yield Static("Where to?", classes="question")
                 yield StopAtEndsOptionList(id="where-list")
@@ -97,7 +100,7 @@ class RestoreWizardScreen(ConsoleScreen):
                 yield Static("", markup=False, id="progress-text")
             with Vertical(id="result"):
                 yield Static("", markup=False, id="result-text")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         pt = self.query_one("#point-table", DataTable)
@@ -208,6 +211,16 @@ class RestoreWizardScreen(ConsoleScreen):
         step, plan = self.history.pop()
         self.plan = plan
         self._show(step)
+
+    def begin_at(self, snapshot_ids: tuple[str, ...], source: str) -> None:
+        """`:restore latest` or `:restore ID`: the wizard at "where to?", the point chosen
+        (a whole backup set when core resolved several snapshots); Esc goes back to the start."""
+        self.action_new()
+        if len(snapshot_ids) > 1:
+            plan = Plan(what="platform", snapshots=snapshot_ids)
+        else:
+            plan = Plan(what="source", source=source, snapshots=snapshot_ids)
+        self._go("where", plan)
 
     def action_new(self) -> None:
         if self.step == "progress" and self.result_ok is None:

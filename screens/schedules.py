@@ -5,13 +5,14 @@ from __future__ import annotations
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from core.schedule.model import Schedule
 from core.schedule.plan import next_runs
 from core.schedule.runner import job_params
 from core.schedule.state import ScheduleState, ScheduleStore, store_path
-from screens.base import PlainTable, ConsoleScreen, short_time
+from screens.footer import KeyFooter
+from screens.base import ConsoleScreen, FitTable, short_time
 from screens.confirm import ConfirmScreen
 from screens.messages import DataLoaded, LoadFailed
 from screens.plan import schedules
@@ -34,8 +35,9 @@ class SchedulesScreen(ConsoleScreen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("", markup=False, id="schedules-note")
-        yield PlainTable(id="schedules", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield FitTable(id="schedules", cursor_type="row", zebra_stripes=True,
+                       priorities={"what": 2, "cron": 3}, flex="what", flex_min=14)
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         t = self.query_one(DataTable)

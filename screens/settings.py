@@ -19,9 +19,10 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import Footer, Header, Input, Label, Static
+from textual.widgets import Header, Input, Label, Static
 
 from core.config import Config, ConfigError, parse_config
+from screens.footer import KeyFooter
 from screens.base import ConsoleScreen
 from screens.confirm import ConfirmScreen
 from screens.messages import DataLoaded
@@ -161,7 +162,7 @@ class SettingsScreen(ConsoleScreen):
                                 disabled=self.console.read_only)
             yield Static("Effective configuration (secrets masked)", classes="section-title")
             yield Static("", markup=False, id="settings-effective")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.refresh_data()

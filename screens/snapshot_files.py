@@ -7,12 +7,13 @@ from datetime import datetime
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets import DataTable, Header, Input, Static
 
 from core.fsmeta.describe import attributes, marks
 from core.service import Snapshot
 from core.text import shown
-from screens.base import ConsoleScreen, PlainTable, TableFilter, human_bytes, plain
+from screens.footer import KeyFooter
+from screens.base import ConsoleScreen, FitTable, TableFilter, human_bytes, plain
 from screens.messages import DataLoaded, LoadFailed
 
 LIMIT = 5000  # rows drawn at once; the filter narrows larger trees
@@ -36,10 +37,11 @@ class SnapshotFilesScreen(TableFilter, ConsoleScreen):
         yield Static(f"{self.snapshot.short_id} {self.snapshot.source} · {self.snapshot.datetime:%Y-%m-%d %H:%M}"
                      " · loading…", markup=False, id="files-title")
         yield Input(placeholder="filter paths (Esc clears)", id="filter", classes="filter")
-        yield PlainTable(id="files", cursor_type="row", zebra_stripes=True)
+        yield FitTable(id="files", cursor_type="row", zebra_stripes=True, flex="path", flex_min=24,
+                       priorities={"type": 2, "size": 2, "mtime": 3, "attrs": 3})
         # What the highlighted entry keeps beyond its bytes (ACLs, xattrs, flags, holes).
         yield Static("", markup=False, id="files-detail")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         t = self.query_one("#files", DataTable)

@@ -6,10 +6,11 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from core.jobs.api import Job, JobState
-from screens.base import PlainTable, STATE_MARK, ConsoleScreen, human_bytes, short_time
+from screens.footer import KeyFooter
+from screens.base import FitTable, STATE_MARK, ConsoleScreen, human_bytes, short_time
 
 
 def report_line(job: Job) -> tuple[str, str, str, str, str]:
@@ -65,9 +66,9 @@ class VerifyScreen(ConsoleScreen):
         yield Header()
         with Vertical(id="verify-body"):
             yield Static("Verification reports", classes="section-title")
-            yield PlainTable(id="reports", cursor_type="row", zebra_stripes=True)
+            yield FitTable(id="reports", cursor_type="row", zebra_stripes=True, priorities={"checked": 2, "read": 3})
             yield Static("", markup=False, id="report")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         t = self.query_one("#reports", DataTable)

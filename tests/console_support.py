@@ -19,6 +19,7 @@ from core.service import BackupService
 
 PASSPHRASE = "console test passphrase"
 FROZEN = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+STORED_REPO = Path(__file__).resolve().parent / "console" / "data" / "repo"
 
 
 @dataclass
@@ -197,3 +198,61 @@ async def wait_result(pilot, app, wiz) -> None:
         if wiz.step == "result":
             return
     raise AssertionError(f"wizard stuck at {wiz.step}")
+
+
+# -- a console on the stored repository ------------------------------------------------
+
+def stored_app(tmp_path: Path, *, read_only: bool = False):
+    """A console on the stored repository of tests/console/data with the clock frozen two and a
+    quarter hours after its backups: what the snapshot and layout tests draw."""
+    from app.console import ConsoleApp
+
+    shutil.copytree(STORED_REPO, tmp_path / "repo")
+    (tmp_path / "src").mkdir()
+    config = tmp_path / "config.toml"
+    config.write_text(f"""[application]
+user_data = ["{tmp_path / 'src'}"]
+[configuration]
+system_settings = ["{tmp_path / 'src'}"]
+[storage]
+local_path = "{tmp_path / 'repo'}"
+[schedule]
+enabled = true
+cron_expression = "0 2 * * *"
+[engine]
+state_dir = "{tmp_path / 'state'}"
+""")
+    cfg = load_config(config)
+    asyncio.run(_history(cfg))
+    return ConsoleApp(cfg, lambda _c: PASSPHRASE, config_path=config, read_only=read_only,
+                      prefer_daemon=False, now=lambda: FROZEN)
+
+
+async def _history(cfg) -> None:
+    """The job record of the backup that made the stored snapshots: the health the dashboard
+    shows (as `status`) comes from the job history."""
+    from core.jobs.api import JobState
+    from core.jobs.record import Outcome, record_run
+
+    made = datetime(2026, 11, 26, 9, 45, tzinfo=timezone.utc)
+    snaps = [{"source": s, "id": "0" * 64, "time": made.isoformat()}
+             for s in ("application/user_data", "configuration/system_settings")]
+    await record_run(cfg, "backup", {"type": "full"}, made,
+                     Outcome(JobState.COMPLETED, {"snapshots": snaps, "exit_code": 0}), finished=made)
+
+
+def console_screens() -> list[type]:
+    """Every ConsoleScreen class of screens/."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import screens
+    from screens.base import ConsoleScreen
+
+    found = []
+    for mod in pkgutil.iter_modules(screens.__path__):
+        module = importlib.import_module(f"screens.{mod.name}")
+        found += [c for _, c in inspect.getmembers(module, inspect.isclass)
+                  if issubclass(c, ConsoleScreen) and c is not ConsoleScreen and c.__module__ == module.__name__]
+    return found

@@ -10,14 +10,9 @@ change that breaks it fails here.
 
 from __future__ import annotations
 
-import importlib
-import inspect
-import pkgutil
+from console_support import console, console_screens, settle
 
-import screens
 from app.console import NAVIGATION, ConsoleApp
-from console_support import console, settle
-from screens.base import ConsoleScreen
 
 SCREEN_KEYS = {key for key, _, _ in NAVIGATION} | {"question_mark", "colon"}
 # The action -> key table of docs/CONSOLE.md, for actions that exist on more than one screen.
@@ -26,12 +21,11 @@ STARTS = {"start", "new", "run_now", "backup_now", "confirm"}
 
 
 def _screens() -> list[type]:
-    found = []
-    for mod in pkgutil.iter_modules(screens.__path__):
-        module = importlib.import_module(f"screens.{mod.name}")
-        found += [c for _, c in inspect.getmembers(module, inspect.isclass)
-                  if issubclass(c, ConsoleScreen) and c is not ConsoleScreen and c.__module__ == module.__name__]
-    return found
+    # The modal dialogs with keys of their own follow the grammar too.
+    from screens.command_line import CommandLineScreen
+    from screens.quit import QuitScreen
+
+    return [*console_screens(), CommandLineScreen, QuitScreen]
 
 
 def _bindings(cls: type):
