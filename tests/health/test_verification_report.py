@@ -4,7 +4,7 @@ reports, so built here from those records directly."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -17,7 +17,7 @@ from core.jobs.status import verify_verdict
 from core.locations.catalog import CatalogEntry, CopyState
 from core.repository.snapshot import Snapshot
 
-T = datetime(2026, 11, 20, 2, 0, tzinfo=timezone.utc)
+T = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
 FILES = "application/user_data"
 
 
@@ -171,7 +171,7 @@ def test_calendar_marks_count_snapshots_per_day_in_the_time_zone_given():
     late_evening = Snapshot(time=(T + timedelta(hours=21, minutes=30)).isoformat(), source=FILES, paths=(),
                             tree="0" * 64, id="ff" + "b" * 62)  # 23:30 UTC on the 20th
     entries = [*ENTRIES, entry(late_evening)]
-    utc = days_with_snapshots(entries, FILES, timezone.utc)
+    utc = days_with_snapshots(entries, FILES, UTC)
     assert utc == {T.date(): 2, (T + timedelta(days=1)).date(): 1, (T + timedelta(days=2)).date(): 1}
     east = days_with_snapshots(entries, FILES, timezone(timedelta(hours=3)))  # 02:30 on the 21st there
     assert east[T.date()] == 1 and east[(T + timedelta(days=1)).date()] == 2
