@@ -41,9 +41,9 @@ NO_VERDICT = ("cancelled", "interrupted", "could not run", "running")
 # The copy's state, then the evidence, folded into one word per (snapshot, location).
 STATE_WORDS = {
     "damage": "✘ DAMAGE",
-    "incomplete": "✘ incomplete copy",
+    "incomplete": "✘ incomplete",
     "not held": "— not held",
-    "unreadable": "? location unreadable",
+    "unreadable": "? unreadable",
     "drill failed": "⚠ drill failed",
     "restore-tested": "✔ restore-tested",
     "full": "✔ full verify",
