@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import random
 import shutil
@@ -269,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     timing.mark("demo started")
     root = args.folder.resolve()
     if root.exists():
+        step(f"removing the previous demo in {root}")
         shutil.rmtree(root)
     root.mkdir(parents=True)
     os.environ.pop("AXISOR_BACKUP_PASSPHRASE", None)
@@ -363,6 +365,17 @@ def console_demo(root: Path, config: Path, run, dirs: dict[str, Path], timing: T
                  quit_after_backup: bool) -> int:
     """On a terminal: a database, new data to watch being backed up, a schedule and its
     daemon join the platform, then the console opens with that backup running."""
+    # The data to watch is written by another process meanwhile: PostgreSQL's start and the
+    # database backup wait on other programs, so the two overlap instead of adding up.
+    size = watch_size(root, watch)
+    maker = None
+    if size:
+        step(f"new simulation output to back up while you watch: {size // 2**20} MiB into {dirs['simulations']} "
+             "(written in the background)")
+        maker = multiprocessing.get_context("fork").Process(target=make_watch_data, args=(dirs["simulations"], size))
+        maker.start()
+    elif watch:
+        print("not enough free disk for data to watch being backed up: the console's backup is a small one")
     step("a throwaway PostgreSQL for the database source")
     db = None
     try:
@@ -398,13 +411,12 @@ dbname = "axisor"
         if db is not None:
             step("axisor-backup backup --source database")
             run("backup", "--source", "database")
-        size = watch_size(root, watch)
-        if size:
-            step(f"new simulation output to back up while you watch: {size // 2**20} MiB in "
-                 f"{dirs['simulations']}")
-            make_watch_data(dirs["simulations"], size)
-        elif watch:
-            print("not enough free disk for data to watch being backed up: the console's backup is a small one")
+        if maker is not None:
+            if maker.is_alive():
+                step("waiting for the simulation output to be written")
+            maker.join()
+            if maker.exitcode != 0:
+                print(f"writing the simulation output failed (exit {maker.exitcode}); the backup is a smaller one")
         step("axisor-backup daemon   (in the background: it runs the schedule and the console's jobs; "
              f"log: {root / 'daemon.log'})")
         daemon = start_daemon(root, config)
@@ -426,6 +438,9 @@ dbname = "axisor"
 
         asyncio.run(console())
     finally:
+        if maker is not None and maker.is_alive():
+            maker.terminate()
+            maker.join()
         if daemon is not None:
             print("stopping the demo's daemon", flush=True)
             stop_daemon(daemon)
