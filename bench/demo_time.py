@@ -53,6 +53,7 @@ def run_once(clone: Path, work: Path, watch_mib: int, timeout: float) -> dict:
                             cwd=clone, env=env, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
     os.close(slave)
     steps: list[tuple[float, str]] = []
+    log = open(work / "pty.log", "wb")  # everything the demo wrote, for when it fails
     buf = b""
     deadline = time.monotonic() + timeout
     try:
@@ -62,8 +63,10 @@ def run_once(clone: Path, work: Path, watch_mib: int, timeout: float) -> dict:
                 continue
             try:
                 data = os.read(master, 65536)
-            except OSError:
+            except OSError:  # EIO: nothing holds the terminal any more; the process is ending
+                proc.wait(timeout=max(1.0, deadline - time.monotonic()))
                 break
+            log.write(data)
             buf += data
             while b"\n" in buf:
                 line, buf = buf.split(b"\n", 1)
@@ -73,7 +76,8 @@ def run_once(clone: Path, work: Path, watch_mib: int, timeout: float) -> dict:
             buf = buf[-4096:]  # the console's frames have no newline: keep the buffer small
         if proc.poll() is None:
             proc.kill()
-            raise SystemExit(f"the demo did not finish within {timeout:.0f} s")
+            tail = (work / "pty.log").read_bytes()[-3000:].decode(errors="replace")
+            raise SystemExit(f"the demo did not finish within {timeout:.0f} s; its last output:\n{tail}")
         # Drain what is left (the demo's last lines) so the child is not blocked on the pty.
         while select.select([master], [], [], 0.1)[0]:
             try:
@@ -83,8 +87,10 @@ def run_once(clone: Path, work: Path, watch_mib: int, timeout: float) -> dict:
                 break
     finally:
         os.close(master)
+        log.close()
     if proc.wait() != 0:
-        raise SystemExit(f"scripts/demo exited {proc.returncode}")
+        tail = (work / "pty.log").read_bytes()[-3000:].decode(errors="replace")
+        raise SystemExit(f"scripts/demo exited {proc.returncode}; its last output:\n{tail}")
     marks = [json.loads(line) for line in timing.read_text().splitlines()]
     at = {m["event"]: m for m in marks}
     frame = at["console first frame"]["at"]
