@@ -127,14 +127,19 @@ def make_watch_data(folder: Path, size: int) -> list[Path]:
     stream = Cipher(algorithms.AES(os.urandom(32)), modes.CTR(os.urandom(16))).encryptor()
     zeros = bytes(8 * 1024 * 1024)
     made = []
+    # Each file is written beside the source and moved in whole: a scheduled backup meanwhile
+    # sees complete files or none, never one growing.
+    partial = folder.parent.parent / "watch-partial"
+    partial.mkdir(exist_ok=True)
     for i in range((size + WATCH_FILE - 1) // WATCH_FILE):
         path = folder / f"ensemble-{i:02}.dat"
-        with open(path, "wb") as fh:
+        with open(partial / path.name, "wb") as fh:
             left = min(WATCH_FILE, size - i * WATCH_FILE)
             while left > 0:
                 chunk = stream.update(zeros[: left // 2 + 1]).hex().encode()[:left]
                 fh.write(chunk)
                 left -= len(chunk)
+        os.rename(partial / path.name, path)
         made.append(path)
     return made
 
@@ -270,8 +275,13 @@ def main(argv: list[str] | None = None) -> int:
     timing.mark("demo started")
     root = args.folder.resolve()
     if root.exists():
-        step(f"removing the previous demo in {root}")
-        shutil.rmtree(root)
+        # Moved aside and deleted by a background process: gigabytes of the last demo's data
+        # must not stand between you and this one.
+        old = root.with_name(f"{root.name}.old-{os.getpid()}")
+        step(f"removing the previous demo in {root} (in the background)")
+        root.rename(old)
+        subprocess.Popen(["rm", "-rf", "--", str(old)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
     root.mkdir(parents=True)
     os.environ.pop("AXISOR_BACKUP_PASSPHRASE", None)
 
@@ -411,24 +421,18 @@ dbname = "axisor"
         if db is not None:
             step("axisor-backup backup --source database")
             run("backup", "--source", "database")
-        if maker is not None:
-            if maker.is_alive():
-                step("waiting for the simulation output to be written")
-            maker.join()
-            if maker.exitcode != 0:
-                print(f"writing the simulation output failed (exit {maker.exitcode}); the backup is a smaller one")
         step("axisor-backup daemon   (in the background: it runs the schedule and the console's jobs; "
              f"log: {root / 'daemon.log'})")
         daemon = start_daemon(root, config)
-        step("opening the console: a full backup is running; press ? for every key, ctrl+q to leave")
+        step("opening the console: a full backup starts " + ("once the simulation output is written"
+             if maker is not None and maker.is_alive() else "now") + "; press ? for every key, ctrl+q to leave")
         timing.mark("console starting")
         from core.config import load_config, resolve_passphrase
 
         cfg = load_config(config)
         secret = resolve_passphrase(cfg.storage)
-        app = _demo_console()(cfg, lambda _confirm: secret, config_path=config, prefer_daemon=True,
-                              start_job=("backup", {"type": "full"}))
-        app.timing, app.quit_after_backup = timing, quit_after_backup
+        app = _demo_console()(cfg, lambda _confirm: secret, config_path=config, prefer_daemon=True)
+        app.timing, app.quit_after_backup, app.maker, app.watch = timing, quit_after_backup, maker, size
 
         async def console() -> None:
             try:
@@ -454,6 +458,8 @@ dbname = "axisor"
 def _demo_console():
     """The console, noting for bench/demo_time.py when its first frame is up and when the
     demo's backup ends (and, with --quit-after-backup, leaving then)."""
+    from textual import work
+
     from app.console import ConsoleApp
     from core.jobs.api import JobState
     from screens.messages import JobChanged
@@ -461,14 +467,35 @@ def _demo_console():
     class DemoConsole(ConsoleApp):
         timing: Timing = Timing(None)
         quit_after_backup = False
+        maker = None  # the process writing the data to watch
+        watch = 0
         _demo_job: str | None = None
 
         def on_ready(self) -> None:
             self.timing.mark("console first frame")
 
+        def on_engine_ready(self, message) -> None:
+            super().on_engine_ready(message)
+            if self._demo_job is None:
+                self._demo_job = ""  # asked for once, whatever reconnects
+                self._demo_backup()
+
+        @work(group="demo", exit_on_error=False)
+        async def _demo_backup(self) -> None:
+            """The demo's full backup, as soon as the data to watch is written."""
+            if self.maker is not None and self.maker.is_alive():
+                self.notify(f"writing {self.watch // 2**20} MiB of new simulation output; a full backup of "
+                            "everything starts when it is written", timeout=8)
+                while self.maker.is_alive():  # polled: leaving the console must not wait for it
+                    await asyncio.sleep(0.2)
+            if self.maker is not None and self.maker.exitcode != 0:
+                self.notify(f"writing the simulation output failed (exit {self.maker.exitcode}); "
+                            "the backup is a smaller one", severity="warning")
+            await self.submit("backup", {"type": "full"})
+
         async def submit(self, kind: str, params: dict):
             job = await super().submit(kind, params)
-            if job is not None and self._demo_job is None:
+            if job is not None and not self._demo_job:
                 self._demo_job = job.id
             return job
 

@@ -35,7 +35,7 @@ def test_demo_on_a_terminal_opens_the_console_with_a_running_backup(tmp_path: Pa
     tmux = Tmux(sock)
     try:
         tmux.run("new-session", "-d", "-s", "console", "-x", "80", "-y", "24", "-c", str(ROOT),
-                 sys.executable, "-m", "app.demo", "--watch-mib", "0", str(tmp_path / "demo"))
+                 sys.executable, "-m", "app.demo", "--watch-mib", "1", str(tmp_path / "demo"))
         # Keep the pane (and its last words) after the demo exits, to read them.
         tmux.run("set-option", "-t", "console", "remain-on-exit", "on")
         screen = tmux.wait_for("Axisor Backup", timeout=240)
