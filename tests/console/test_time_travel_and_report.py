@@ -104,6 +104,8 @@ async def test_the_verification_report_never_calls_a_cancelled_verification_veri
         assert {str(t.get_row_at(i)[4]) for i in range(t.row_count)} == {"✔ quick verify"}
         detail = text_of(app, "#checks-detail")
         assert "quick verify  ✔ passed" in detail and "cancelled" in detail  # the attempt is still listed
+        quick = next(e for e in app.screen.rows[-1].copies[0].evidence if e.how == "quick")
+        assert not quick.by_time  # the job's result names the snapshots it opened
         await pilot.press("slash")
         await pilot.press(*"system")
         await settle(pilot, app)
