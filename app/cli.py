@@ -705,6 +705,10 @@ async def cmd_verify(svc: BackupService, args, out: Output) -> int:
     from core.jobs.record import Outcome
 
     params = {"full": bool(args.full), "snapshots": list(args.snapshot or [])}
+    if getattr(args, "from_location", None):
+        # `verify --from NAME` read that location, not the primary: the record says which
+        # (the verification report attributes the checks per location).
+        params["location"] = args.from_location
     started = datetime.now(UTC)
     try:
         report = await svc.verify(full=args.full, snapshot_refs=args.snapshot)
@@ -715,7 +719,7 @@ async def cmd_verify(svc: BackupService, args, out: Output) -> int:
         "ok": report.ok, "full": report.full, "snapshots_checked": report.snapshots_checked,
         "trees_checked": report.trees_checked, "blobs_referenced": report.blobs_referenced,
         "packs_checked": report.packs_checked, "bytes_read": report.bytes_read,
-        "wal_files_checked": report.wal_files_checked,
+        "wal_files_checked": report.wal_files_checked, "snapshot_ids": report.snapshot_ids,
         "unreferenced_packs": report.unreferenced_packs,
         "foreign_packs": report.foreign_packs,
         "damage": [asdict(d) for d in report.damage],

@@ -43,6 +43,7 @@ from screens.schedules import SchedulesScreen
 from screens.settings import SettingsScreen
 from screens.verify import VerifyScreen
 from screens.drills import DrillsScreen
+from screens.time_travel import TimeTravelScreen
 
 SCREENS_DIR = Path(__file__).resolve().parent.parent / "screens"
 
@@ -57,6 +58,7 @@ NAVIGATION = (
     ("l", "locations", "Locations"),
     ("e", "settings", "Settings"),
     ("x", "drills", "Drills"),
+    ("t", "timetravel", "Time travel"),
 )
 
 
@@ -67,7 +69,7 @@ class ConsoleApp(App):
         "dashboard": DashboardScreen, "jobs": JobsScreen, "catalog": CatalogScreen,
         "verify": VerifyScreen, "restore": RestoreWizardScreen, "schedules": SchedulesScreen,
         "locations": LocationsScreen, "settings": SettingsScreen,
-        "drills": DrillsScreen,
+        "drills": DrillsScreen, "timetravel": TimeTravelScreen,
     }
     DEFAULT_MODE = "dashboard"
     BINDINGS = [

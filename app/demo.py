@@ -13,13 +13,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,8 +105,50 @@ system_settings = {q(dirs['settings'] / 'system.toml')}
 [storage]
 local_path = "{root / 'repository'}"
 passphrase_file = "{passfile}"
+
+# The demo's job history (what `status` and the dashboard read) stays in the demo's
+# folder, not in your user state folder.
+[engine]
+state_dir = "{root / 'state'}"
 """)
     return config
+
+
+WATCH_FILE = 256 * 1024 * 1024  # bytes of text per file of the watchable backup
+
+
+def make_watch_data(folder: Path, size: int) -> list[Path]:
+    """New simulation output for the console's backup to chew on: ``size`` bytes of hex text
+    in files of 256 MiB, every byte new (nothing to deduplicate; it compresses about 2:1, as
+    real simulation output does). AES-CTR makes it at memory speed: the demo must reach the
+    console quickly however much it then backs up."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    stream = Cipher(algorithms.AES(os.urandom(32)), modes.CTR(os.urandom(16))).encryptor()
+    zeros = bytes(8 * 1024 * 1024)
+    made = []
+    # Each file is written beside the source and moved in whole: a scheduled backup meanwhile
+    # sees complete files or none, never one growing.
+    partial = folder.parent.parent / "watch-partial"
+    partial.mkdir(exist_ok=True)
+    for i in range((size + WATCH_FILE - 1) // WATCH_FILE):
+        path = folder / f"ensemble-{i:02}.dat"
+        with open(partial / path.name, "wb") as fh:
+            left = min(WATCH_FILE, size - i * WATCH_FILE)
+            while left > 0:
+                chunk = stream.update(zeros[: left // 2 + 1]).hex().encode()[:left]
+                fh.write(chunk)
+                left -= len(chunk)
+        os.rename(partial / path.name, path)
+        made.append(path)
+    return made
+
+
+def watch_size(root: Path, wanted: int) -> int:
+    """``wanted``, or less when the disk has not room for it three times over (the data, its
+    copy in the repository, and margin)."""
+    free = shutil.disk_usage(root).free
+    return max(0, min(wanted, free // 3 // WATCH_FILE * WATCH_FILE))
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,17 +240,54 @@ def backdate_newest_set(config: Path, days: float) -> None:
     asyncio.run(go())
 
 
+_T0 = time.monotonic()
+
+
 def step(title: str) -> None:
-    print(f"\n== {title}", flush=True)
+    # Each step with the seconds since the demo started: where the time to the console goes.
+    print(f"\n== [{time.monotonic() - _T0:5.1f}s] {title}", flush=True)
+
+
+class Timing:
+    """``--timing FILE``: one JSON line per milestone, with wall-clock times, for
+    bench/demo_time.py (which started the clock before scripts/bootstrap)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+
+    def mark(self, what: str, **extra: object) -> None:
+        if self.path is not None:
+            import resource
+
+            # CPU seconds so far, this process and the programs it waited for (initdb, pg_ctl,
+            # pg_dump...): on a busy host the wall clock says more about the neighbours.
+            kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = time.process_time() + kids.ru_utime + kids.ru_stime
+            with open(self.path, "a") as fh:
+                fh.write(json.dumps({"event": what, "at": time.time(), "cpu": round(cpu, 2), **extra}) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="demo", description=__doc__)
     p.add_argument("folder", nargs="?", type=Path, default=Path("demo-run"))
+    p.add_argument("--watch-mib", type=int, default=2048, metavar="MiB",
+                   help="size of the new data the console's backup reads, so there is something to watch "
+                        "(default 2048; less when the disk is short; 0: none)")
+    p.add_argument("--timing", type=Path, metavar="FILE", help="append milestones as JSON lines (bench/demo_time.py)")
+    p.add_argument("--quit-after-backup", action="store_true",
+                   help="leave the console when its backup ends (bench/demo_time.py)")
     args = p.parse_args(argv)
+    timing = Timing(args.timing)
+    timing.mark("demo started")
     root = args.folder.resolve()
     if root.exists():
-        shutil.rmtree(root)
+        # Moved aside and deleted by a background process: gigabytes of the last demo's data
+        # must not stand between you and this one.
+        old = root.with_name(f"{root.name}.old-{os.getpid()}")
+        step(f"removing the previous demo in {root} (in the background)")
+        root.rename(old)
+        subprocess.Popen(["rm", "-rf", "--", str(old)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
     root.mkdir(parents=True)
     os.environ.pop("AXISOR_BACKUP_PASSPHRASE", None)
 
@@ -249,11 +331,67 @@ def main(argv: list[str] | None = None) -> int:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         print(f"\nDone. Try: .venv/bin/axisor-backup --config {config} ls latest:application/user_data")
         return 0
-    return console_demo(root, config, run)
+    return console_demo(root, config, run, dirs, timing, watch=args.watch_mib * 1024 * 1024,
+                        quit_after_backup=args.quit_after_backup)
 
 
-def console_demo(root: Path, config: Path, run) -> int:
-    """On a terminal: a database and a schedule join the platform, then the console opens."""
+def start_daemon(root: Path, config: Path) -> subprocess.Popen:
+    """``axisor-backup daemon`` in the background (its log: daemon.log), once its socket
+    answers: the schedule really runs, and `status` and the dashboard see a daemon."""
+    from core.config import load_config
+    from core.jobs.client import DaemonClient, socket_path
+
+    log = open(root / "daemon.log", "wb")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AXISOR_BACKUP")}
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "--config", str(config), "daemon"],
+                            cwd=Path(__file__).resolve().parent.parent, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+    log.close()
+    sock = socket_path(load_config(config))
+
+    async def answers() -> bool:
+        client = await DaemonClient.try_connect(sock)
+        if client is None:
+            return False
+        await client.close()
+        return True
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the daemon exited {proc.returncode}; its log: {root / 'daemon.log'}")
+        if asyncio.run(answers()):
+            return proc
+        time.sleep(0.1)
+    stop_daemon(proc)
+    raise RuntimeError(f"the daemon did not answer within 30 s; its log: {root / 'daemon.log'}")
+
+
+def stop_daemon(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)  # running jobs get [engine] shutdown_grace_seconds
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def console_demo(root: Path, config: Path, run, dirs: dict[str, Path], timing: Timing, *, watch: int,
+                 quit_after_backup: bool) -> int:
+    """On a terminal: a database, new data to watch being backed up, a schedule and its
+    daemon join the platform, then the console opens with that backup running."""
+    # The data to watch is written by another process meanwhile: PostgreSQL's start and the
+    # database backup wait on other programs, so the two overlap instead of adding up.
+    size = watch_size(root, watch)
+    maker = None
+    if size:
+        step(f"new simulation output to back up while you watch: {size // 2**20} MiB into {dirs['simulations']} "
+             "(written in the background)")
+        maker = multiprocessing.get_context("fork").Process(target=make_watch_data, args=(dirs["simulations"], size))
+        maker.start()
+    elif watch:
+        print("not enough free disk for data to watch being backed up: the console's backup is a small one")
     step("a throwaway PostgreSQL for the database source")
     db = None
     try:
@@ -263,14 +401,13 @@ def console_demo(root: Path, config: Path, run) -> int:
                   "install them with: apt-get install postgresql")
     except (OSError, subprocess.SubprocessError) as exc:
         print(f"PostgreSQL did not start ({exc}); the demo goes on without a database")
-    extra = f"""
+    # Every five minutes: the daemon's schedule runs while you watch (`status` and the
+    # dashboard show its next run).
+    extra = """
 [schedule]
 enabled = true
-cron_expression = "0 2 * * *"
+cron_expression = "*/5 * * * *"
 timezone = "UTC"
-
-[engine]
-state_dir = "{root / 'state'}"
 """
     if db is not None:
         extra += f"""
@@ -285,18 +422,23 @@ dbname = "axisor"
               "events)")
     with open(config, "a") as fh:
         fh.write(extra)
+    daemon = None
     try:
         if db is not None:
             step("axisor-backup backup --source database")
             run("backup", "--source", "database")
-        step("opening the console: one full backup is running; press ? for every key, ctrl+q to leave")
-        from app.console import ConsoleApp
+        step("axisor-backup daemon   (in the background: it runs the schedule and the console's jobs; "
+             f"log: {root / 'daemon.log'})")
+        daemon = start_daemon(root, config)
+        step("opening the console: a full backup starts " + ("once the simulation output is written"
+             if maker is not None and maker.is_alive() else "now") + "; press ? for every key, ctrl+q to leave")
+        timing.mark("console starting")
         from core.config import load_config, resolve_passphrase
 
         cfg = load_config(config)
         secret = resolve_passphrase(cfg.storage)
-        app = ConsoleApp(cfg, lambda _confirm: secret, config_path=config, prefer_daemon=False,
-                         start_job=("backup", {"type": "full"}))
+        app = _demo_console()(cfg, lambda _confirm: secret, config_path=config, prefer_daemon=True)
+        app.timing, app.quit_after_backup, app.maker, app.watch = timing, quit_after_backup, maker, size
 
         async def console() -> None:
             try:
@@ -306,10 +448,76 @@ dbname = "axisor"
 
         asyncio.run(console())
     finally:
+        if maker is not None and maker.is_alive():
+            maker.terminate()
+            maker.join()
+        if daemon is not None:
+            print("stopping the demo's daemon", flush=True)
+            stop_daemon(daemon)
         if db is not None:
             stop_database(db)
-    print(f"\nThe demo is in {root}. Open the console again: .venv/bin/axisor-backup --config {config}")
+    print(f"\nThe demo is in {root}. Open the console again: .venv/bin/axisor-backup --config {config}\n"
+          f"(start its daemon first for the schedule: .venv/bin/axisor-backup --config {config} daemon)")
     return 0
+
+
+def _demo_console():
+    """The console, noting for bench/demo_time.py when its first frame is up and when the
+    demo's backup ends (and, with --quit-after-backup, leaving then)."""
+    from textual import work
+
+    from app.console import ConsoleApp
+    from core.jobs.api import JobState
+    from screens.messages import JobChanged
+
+    class DemoConsole(ConsoleApp):
+        timing: Timing = Timing(None)
+        quit_after_backup = False
+        maker = None  # the process writing the data to watch
+        watch = 0
+        _demo_job: str | None = None
+
+        def on_ready(self) -> None:
+            self.timing.mark("console first frame")
+
+        def on_engine_ready(self, message) -> None:
+            super().on_engine_ready(message)
+            if self._demo_job is None:
+                self._demo_job = ""  # asked for once, whatever reconnects
+                self._demo_backup()
+
+        @work(group="demo", exit_on_error=False)
+        async def _demo_backup(self) -> None:
+            """The demo's full backup, as soon as the data to watch is written."""
+            if self.maker is not None and self.maker.is_alive():
+                self.notify(f"writing {self.watch // 2**20} MiB of new simulation output; a full backup of "
+                            "everything starts when it is written", timeout=8)
+                while self.maker.is_alive():  # polled: leaving the console must not wait for it
+                    await asyncio.sleep(0.2)
+            if self.maker is not None and self.maker.exitcode != 0:
+                self.notify(f"writing the simulation output failed (exit {self.maker.exitcode}); "
+                            "the backup is a smaller one", severity="warning")
+            await self.submit("backup", {"type": "full"})
+
+        async def submit(self, kind: str, params: dict):
+            job = await super().submit(kind, params)
+            if job is not None and not self._demo_job:
+                self._demo_job = job.id
+            return job
+
+        def _broadcast(self, message) -> None:
+            super()._broadcast(message)
+            job = getattr(message, "job", None)
+            if isinstance(message, JobChanged) and job is not None and job.id == self._demo_job \
+                    and job.state.finished:
+                self.timing.mark("backup finished", state=job.state.value,
+                                 started=job.started_at.timestamp() if job.started_at else None,
+                                 finished=job.finished_at.timestamp() if job.finished_at else None,
+                                 bytes=((job.result or {}).get("stats") or {}).get("bytes"))
+                if self.quit_after_backup:
+                    self.exit(0 if job.state == JobState.COMPLETED else 1)
+
+    return DemoConsole
 
 
 if __name__ == "__main__":

@@ -58,6 +58,9 @@ class VerifyReport:
     # Objects under data/ named like packs that are not packs of this repository (too large,
     # or a trailer and header that do not open): key -> why. Not damage; never read whole.
     foreign_packs: dict[str, str] = field(default_factory=dict)
+    # The snapshots it opened: the verification report (core/health/verification.py) says
+    # per snapshot what was checked, so the record must name them.
+    snapshot_ids: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -101,6 +104,7 @@ async def verify(repo: Repository, *, full: bool = False, snapshot_ids: list[str
             except DamagedObject as exc:
                 problems[exc.key] = exc.reason
     report.snapshots_checked = len(snaps)
+    report.snapshot_ids = [s.id for s in snaps]
 
     # Indexed packs against what storage holds.
     on_storage: dict[bytes, int] = {}

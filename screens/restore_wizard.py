@@ -58,6 +58,7 @@ class RestoreWizardScreen(ConsoleScreen):
         self.marked: set[str] = set()
         self.result_ok: bool | None = None
         self.started = False
+        self._prefill: tuple[str, str] | None = None  # (source, snapshot id) from time travel
 
     # -- layout ---------------------------------------------------------------------------
 
@@ -151,6 +152,8 @@ class RestoreWizardScreen(ConsoleScreen):
         if message.what == "wizard-catalog":
             snaps, self.pitr_window = message.data  # type: ignore[misc]
             self.snapshots = list(reversed(snaps))
+            if self._prefill is not None:
+                self._apply_prefill(*self._prefill)
         elif message.what == "feasibility":
             self._show_feasibility(message.data)  # type: ignore[arg-type]
         elif message.what == "select":
@@ -230,6 +233,32 @@ class RestoreWizardScreen(ConsoleScreen):
         self._load()
         self._check_feasibility()
         self._show("what")
+
+    def start_from(self, source: str, snapshot_id: str) -> str | None:
+        """Time travel's "restore from here": start over with one source, whole, at that
+        snapshot, and stop at "Where to?" (every earlier step filled in, Esc goes back
+        through them). Returns why not, or None."""
+        if self.started and self.result_ok is None:
+            return "a restore is running in the wizard (it goes on in the engine); Ctrl+N there starts another"
+        self._prefill = (source, snapshot_id)
+        if self.is_mounted:
+            self.action_new()  # reloads the catalog; the prefill applies when it arrives
+        return None
+
+    def _apply_prefill(self, source: str, snapshot_id: str) -> None:
+        self._prefill = None
+        self.plan, self.history = Plan(), []
+        self._go("source", Plan(what="source"))
+        self._go("point", Plan(what="source", source=source))
+        t = self.query_one("#point-table", DataTable)
+        if snapshot_id not in t.rows:
+            # The catalog shows every location; the wizard restores from the primary.
+            self.notify(f"snapshot {snapshot_id[:8]} is not in the primary location; pick another point, or "
+                        f"restore it with `axisor-backup restore {snapshot_id[:8]} --from LOCATION`",
+                        severity="warning")
+            return
+        t.move_cursor(row=t.get_row_index(snapshot_id))
+        self._choose_point()
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()

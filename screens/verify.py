@@ -60,6 +60,8 @@ class VerifyScreen(ConsoleScreen):
         Binding("f", "start(True)", "Full verify", id="verify.full",
                 tooltip="Also read and check every pack (slow, reads everything)"),
         Binding("o", "open", "Job", id="verify.open", tooltip="Open the verification job"),
+        Binding("a", "by_snapshot", "By snapshot", id="verify.by_snapshot",
+                tooltip="Per snapshot and location: what was checked, when, how (quick, full, drill)"),
     ]
 
     def compose(self) -> ComposeResult:
@@ -134,3 +136,8 @@ class VerifyScreen(ConsoleScreen):
             from screens.job_detail import JobDetailScreen
 
             self.app.push_screen(JobDetailScreen(job_id))
+
+    def action_by_snapshot(self) -> None:
+        from screens.verification_report import VerificationReportScreen
+
+        self.app.push_screen(VerificationReportScreen())

@@ -453,7 +453,7 @@ async def verify_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, An
     out = {"ok": report.ok, "full": report.full, "snapshots_checked": report.snapshots_checked,
            "trees_checked": report.trees_checked, "blobs_referenced": report.blobs_referenced,
            "packs_checked": report.packs_checked, "bytes_read": report.bytes_read,
-           "wal_files_checked": report.wal_files_checked,
+           "wal_files_checked": report.wal_files_checked, "snapshot_ids": list(report.snapshot_ids),
            "unreferenced_packs": list(report.unreferenced_packs),
            "foreign_packs": dict(getattr(report, "foreign_packs", {})),
            "damage": [asdict(d) for d in report.damage]}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import json
 from datetime import datetime, timedelta, timezone
 
@@ -108,3 +110,20 @@ def test_verify_ls_and_show_read_a_replica_with_from(sites, tmp_path):
     r = sites.cli("verify", "--from", "offsite", "--json")
     assert r.code == 6 and any(pack.name in d["object"] for d in r.json()["damage"])
     assert sites.cli("verify", "--from", "nowhere").code == 2
+    # The job history says which location each verification read and which snapshots it
+    # opened: the console's verification report tells the replica's damage from the
+    # primary's clean bill (it used to record both as the primary's).
+    from core.health.verification import outcome_of
+    from core.jobs.store import JobStore
+
+    async def verifies():
+        store = await JobStore.open(sites.state)
+        try:
+            return await store.list(limit=10, kinds=("verify",))
+        finally:
+            await store.close()
+
+    replica, primary = asyncio.run(verifies())[:2]
+    assert replica.params["location"] == "offsite" and "location" not in primary.params
+    assert snap in replica.result["snapshot_ids"] and snap in primary.result["snapshot_ids"]
+    assert outcome_of(replica, snap) == "damage" and outcome_of(primary, snap) == "passed"
