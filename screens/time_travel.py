@@ -14,12 +14,13 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.events import Resize
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 
 from core.health.timetravel import PointInTime, days_with_snapshots, point_in_time, sources_of
 from core.health.verification import SnapshotChecks, verification_report
 from core.jobs.api import Job
 from screens.base import ConsoleScreen, compact_time, human_age, human_bytes, plain, short_source
+from screens.footer import KeyFooter
 from screens.messages import DataLoaded, LoadFailed
 
 CELL = 10  # columns per day on the strip: "Mon 23" and its mark, with a gap
@@ -102,7 +103,7 @@ class TimeTravelScreen(ConsoleScreen):
         yield Static("", markup=False, id="tt-source")
         yield Static("", id="tt-strip")
         yield Static("Time travel: reading the catalog…", markup=False, id="tt-detail")
-        yield Footer()
+        yield KeyFooter()
 
     @property
     def tz(self) -> tzinfo:

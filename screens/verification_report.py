@@ -11,12 +11,13 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets import DataTable, Header, Input, Static
 
 from core.health.verification import CopyChecks, Evidence, SnapshotChecks, verification_report
 from core.jobs.api import Job
 from core.jobs.status import verify_check, verify_verdict
 from screens.base import ConsoleScreen, PlainTable, TableFilter, compact_time, plain, short_source
+from screens.footer import KeyFooter
 from screens.messages import DataLoaded, LoadFailed
 
 OUTCOME_WORDS = {
@@ -80,7 +81,7 @@ class VerificationReportScreen(TableFilter, ConsoleScreen):
             yield Static("Verification report: reading the catalog…", markup=False, id="checks-head")
             yield PlainTable(id="checks", cursor_type="row", zebra_stripes=True)
             yield Static("", markup=False, id="checks-detail")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         t = self.query_one("#checks", DataTable)

@@ -128,6 +128,11 @@ async def test_every_screen_and_step_fits(tmp_path: Path, stored, svg, size, the
 
             await tour.press("v")
             await tour.stop("verify")
+            await tour.press("a")
+            await tour.stop("verification-report", svg=False)  # the times of this run's checks
+            await tour.press("escape")
+            await tour.press("t")
+            await tour.stop("time-travel", svg=False)  # the calendar strip starts at today
 
             await tour.press("s")
             await tour.stop("schedules")
