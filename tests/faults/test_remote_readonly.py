@@ -172,7 +172,7 @@ def test_azure_read_only_sas(azurite, tmp_path):  # noqa: F811
     src, cfg, state = _site(tmp_path, loc)
     sas = generate_container_sas(AZURITE_ACCOUNT, loc.bucket_name, account_key=AZURITE_KEY,
                                  permission=ContainerSasPermissions(read=True, list=True),
-                                 expiry=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1))
+                                 expiry=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
     creds = tmp_path / "read-only-sas"
     creds.write_text(f"BlobEndpoint={azurite.endpoint};SharedAccessSignature={sas}\n")
     creds.chmod(0o600)
