@@ -29,6 +29,21 @@ class LockHeld(AxisorError):
     exit_code = 5
 
 
+class LockUnreadable(LockHeld):
+    """A lock this process may not read (exit 5, as a held lock): it may be a live lock of
+    another user (a prune) or a leftover. Writers stop, naming it; reading commands go on
+    without a lock, with a note naming it (core/service.py)."""
+
+    def __init__(self, location: str, key: str, reason: str) -> None:
+        super().__init__(f"{location}: the lock {key} {reason}: a lock another user wrote? Every command that "
+                         "writes into this repository must run as the same user; fix its owner or mode, or "
+                         "delete it once no other process uses the repository (reading commands: snapshots, "
+                         "ls, show, restore, verify go on without a lock)")
+        self.location = location
+        self.key = key
+        self.reason = reason
+
+
 class VerificationFailed(AxisorError):
     exit_code = 6
 

@@ -22,7 +22,7 @@ from core.text import shown as escaped
 from core.backup import watchdog
 from core.backup.run import BackupResult, run_backup
 from core.config import Config, DatabaseConfig
-from core.errors import AxisorError, RestoreRefused, SnapshotNotFound, StorageFull, UsageError
+from core.errors import AxisorError, LockUnreadable, RestoreRefused, SnapshotNotFound, StorageFull, UsageError
 from core.repository import keys as keyfiles
 from core.repository.lock import Lock, RemovedLock, exclusive_holder, remove_locks
 from core.repository.repository import Repository
@@ -106,6 +106,7 @@ class BackupService:
         self.no_lock = no_lock
         self.lockless_reason: str | None = None
         self.lockless_full = False  # ... because the storage is full (exit 10), not read-only (24)
+        self.lockless_lock: LockUnreadable | None = None  # ... because a lock cannot be read (exit 5)
         self._on_note = on_note
         self._noted = False
         self._passphrase = passphrase
@@ -178,6 +179,11 @@ class BackupService:
                 why = exc.reason if isinstance(exc, StorageReadOnly) else "no space left"
                 self.lockless_reason = f"{why}: {backend.location}"
                 self.lockless_full = isinstance(exc, StorageFull)
+            except LockUnreadable as exc:
+                # Perhaps another user's live lock, perhaps a leftover: a reader cannot tell
+                # whether it conflicts, and reads on without a lock rather than stop.
+                self.lockless_reason = f"the lock {exc.key} at {exc.location} {exc.reason}"
+                self.lockless_lock = exc
         self._note_lockless()
         return None
 
@@ -188,6 +194,10 @@ class BackupService:
         if self.no_lock:
             text = ("note: no lock taken (--no-lock): a prune or repair running meanwhile could remove "
                     "what this reads")
+        elif self.lockless_lock is not None:
+            text = (f"note: no lock taken: {self.lockless_reason} (another user's lock?); reading without "
+                    "one, nothing is created in the repository; a prune or repair running meanwhile could "
+                    "remove what this reads")
         else:
             text = (f"note: no lock taken because the storage refuses writes ({self.lockless_reason}); "
                     "reading without one, nothing is created in the repository")
@@ -495,6 +505,8 @@ class BackupService:
         if self.no_lock:
             raise UsageError(f"{what} is written into the repository, which needs a lock: drop --no-lock, "
                              f"or {instead}")
+        if self.lockless_lock is not None:  # a writer stops at a lock it cannot read (exit 5)
+            raise LockUnreadable(self.lockless_lock.location, self.lockless_lock.key, self.lockless_lock.reason)
         if self.lockless_full:  # a full disk is exit 10 wherever it is met, not "read-only" (24)
             raise StorageFull(f"{what} cannot be written: {self.lockless_reason}; free space there, or {instead}")
         raise StorageReadOnly(f"{what} cannot be written: {self.lockless_reason}; {instead}")

@@ -274,7 +274,6 @@ def build_world(base: Path) -> World:
 
 
 async def _find_victims(path: Path, s0: str, s1: str):
-    from core.repository.format import BlobType
     from core.repository.repository import Repository
     from core.restore.walk import display, walk
     from core.storage.local import LocalBackend
@@ -421,6 +420,12 @@ def _restored(target: Path, src: Path, rel: str) -> Path:
     return target / str(src).lstrip("/") / rel
 
 
+def _same(target: Path, src: Path, rel: str) -> bool:
+    """``rel`` restored under ``target`` bit-exact."""
+    p = _restored(target, src, rel)
+    return p.is_file() and p.read_bytes() == FILES[rel]
+
+
 def _partial_paths(run: Run) -> set[str]:
     try:
         data = run.json
@@ -474,6 +479,7 @@ class Cell:
     user: int | None
     location: str | None = None  # a remote location's name: the faults are planted there
     where: Path | None = None  # the faulted repository's folder (local or the SFTP server's)
+    bucket: str | None = None  # an S3 location's bucket
 
     def run(self, *args: str) -> Run:
         return cli(self.cfg, self.state, *args, as_user=self.user)
@@ -521,7 +527,13 @@ def run_cell(cell: Cell, obj: str, fault: str, backend: str = "local") -> CellRe
 
     step("verify", "--json", "verify", "--full", *at)
     # --no-fsync: durability is not what a cell measures, and a flush of a shared disk is slow.
-    before = step("restore", "--json", "restore", w.s1, "--no-fsync", "--target", str(cell.root / "before"), *at)
+    # A remote cell restores before any repair only for a deleted pack (a partial restore there
+    # is then filled from the primary); elsewhere it runs verify -> repair -> backup -> verify
+    # -> restore alone: a remote command costs 0.2-0.5 s of CPU, and the suite's time is bounded.
+    before = None
+    if not cell.location or (obj, fault) == ("pack", "deleted"):
+        before = step("restore", "--json", "restore", w.s1, "--no-fsync", "--target", str(cell.root / "before"),
+                      *at)
     for what in repair_steps(obj, fault):
         step(f"repair {what}", "--json", "repair", what, *loc)
     if obj == "snapshot" and fault != "deleted" and not cell.location:
@@ -538,17 +550,32 @@ def run_cell(cell: Cell, obj: str, fault: str, backend: str = "local") -> CellRe
                     if f["id"] == w.s1:
                         repaired_s1 = f["new_id"]
     step("verify after", "--json", "verify", "--full", *at)
-    step("restore latest", "--json", "restore", "latest", "--no-fsync", "--target", str(cell.root / "latest"), *at)
-    final = step("restore S1", "--json", "restore", repaired_s1, "--no-fsync", "--target", str(cell.root / "s1"), *at)
-    if cell.location and before.code == 23:
-        # The partial restore named an intact copy at the primary: fill the same target from it.
-        step("fill --from local", "--json", "restore", w.s1, "--from", "local", "--no-fsync", "--target",
-             str(cell.root / "before"))
-        whole = all(_restored(cell.root / "before", w.src, rel).read_bytes() == FILES[rel] for rel in FILES
-                    if _restored(cell.root / "before", w.src, rel).is_file())
-        gone = _restored(cell.root / "before", w.src, GONE)
-        res.steps[-1].note = ("filled" if whole and gone.is_file() and gone.read_bytes() == FILES[GONE]
-                              else "not filled")
+    on_disk = {rel for rel in FILES if rel != GONE}
+    if cell.location:
+        # S1 first; the newest snapshot only when S1's restore did not bring back every file
+        # still on disk (a remote command is dear; S1 holds the same content).
+        final = step("restore S1", "--json", "restore", repaired_s1, "--no-fsync", "--target", str(cell.root / "s1"),
+                     *at)
+        if not all(_same(cell.root / "s1", w.src, rel) for rel in on_disk):
+            step("restore latest", "--json", "restore", "latest", "--no-fsync", "--target",
+                 str(cell.root / "latest"), *at)
+    else:
+        step("restore latest", "--json", "restore", "latest", "--no-fsync", "--target", str(cell.root / "latest"),
+             *at)
+        final = step("restore S1", "--json", "restore", repaired_s1, "--no-fsync", "--target", str(cell.root / "s1"),
+                     *at)
+    latest_run = res.code("restore latest") is not None
+    got_fill: set[str] = set()
+    fill = None
+    if cell.location and before is not None and before.code == 23:
+        fill = cell.root / "before"  # the partial restore named an intact copy at the primary
+    elif cell.location and not all(_same(cell.root / "s1", w.src, rel) for rel in FILES):
+        fill = cell.root / "filled"  # S1 did not come back whole from the location
+    if fill is not None:
+        # What the location could not give back, from the primary (`restore --from local`).
+        step("fill --from local", "--json", "restore", w.s1, "--from", "local", "--no-fsync", "--target", str(fill))
+        got_fill = {rel for rel in FILES if _same(fill, w.src, rel)}
+        res.steps[-1].note = "filled" if got_fill == set(FILES) else "not filled"
     if obj == "wal":
         for name in (WAL_KEEP, WAL_VICTIM):
             dest = cell.root / f"fetched-{name}"
@@ -557,35 +584,30 @@ def run_cell(cell: Cell, obj: str, fault: str, backend: str = "local") -> CellRe
             res.steps[-1].note = "bit-exact" if ok else "not fetched"
 
     # What came back: the new snapshot holds every file still on disk; S1 every file it had.
-    on_disk = {rel for rel in FILES if rel != GONE}
     deps = w.depends[obj]
-    got_latest = {rel for rel in on_disk
-                  if _restored(cell.root / "latest", w.src, rel).is_file()
-                  and _restored(cell.root / "latest", w.src, rel).read_bytes() == FILES[rel]}
-    got_s1 = {rel for rel in FILES
-              if _restored(cell.root / "s1", w.src, rel).is_file()
-              and _restored(cell.root / "s1", w.src, rel).read_bytes() == FILES[rel]}
+    got_latest = {rel for rel in on_disk if _same(cell.root / "latest", w.src, rel)}
+    got_s1 = {rel for rel in FILES if _same(cell.root / "s1", w.src, rel)}
     # A file is lost when S1's restore lacks it and no snapshot made after the fault has it.
     lost = sorted(rel for rel in FILES if rel not in got_s1 and rel not in got_latest)
     everything_said = "\n".join(r.out + r.err for r in res.runs)
-    named = sorted(rel for rel in lost if rel in (_partial_paths(before) | _partial_paths(final)
+    named = sorted(rel for rel in lost if rel in ((_partial_paths(before) if before else set()) | _partial_paths(final)
                                                   | (_repair_lost(snap_run) if snap_run else set()))
                    or _named_in(everything_said, rel))
-    res.intact_expected = len(on_disk) + len([rel for rel in FILES if rel not in deps])
+    # Without a restore of the newest snapshot (a remote cell whose S1 came back whole) only
+    # S1's files are counted: nothing is claimed that was not restored.
+    res.intact_expected = (len(on_disk) if latest_run else 0) + len([rel for rel in FILES if rel not in deps])
     res.intact_restored = len(got_latest) + len([rel for rel in got_s1 if rel not in deps])
     res.lost = lost
     res.named = named
-    res.collateral = sorted(rel for rel in lost if rel not in deps)
-    filled = any(s.name.startswith("fill") and s.note == "filled" for s in res.steps)
-    if filled:
-        # Another location held it, and `restore --from` brought it back: not lost.
-        res.lost = [rel for rel in res.lost if rel != GONE]
-        res.named = [rel for rel in res.named if rel != GONE]
+    # Another location held it, and `restore --from` brought it back: not lost.
+    res.lost = [rel for rel in res.lost if rel not in got_fill]
+    res.named = [rel for rel in res.named if rel not in got_fill]
+    res.collateral = sorted(rel for rel in res.lost if rel not in deps)
     if obj == "snapshot":
         # A manifest that does not open cannot list its files: naming the manifest is all
         # anyone can do (verify does); a deleted one leaves no trace to name.
         victim = w.victims["snapshot"]
-        res.named = sorted(rel for rel in lost if victim in everything_said)
+        res.named = sorted(rel for rel in res.lost if victim in everything_said)
     if obj == "wal":
         fetched = {s.name: s.note for s in res.steps if s.name.startswith("wal-fetch")}
         if fetched[f"wal-fetch {WAL_KEEP[-1]}"] != "bit-exact":
@@ -597,6 +619,10 @@ def run_cell(cell: Cell, obj: str, fault: str, backend: str = "local") -> CellRe
     # Refused at every step (nothing could open the location): nothing was restored, and
     # nothing was lost either if the location is as it was.
     codes = [s.code for s in res.steps]
+    if cell.location:
+        # The backup writes the primary (its copy to the location is reported, not its exit
+        # code): refused is every step that reads the location stopping alike.
+        codes = [s.code for s in res.steps if s.name != "backup" and not s.name.startswith("fill")]
     if all(isinstance(c, int) and c not in (0, 23) for c in codes) and len(set(codes)) == 1:
         res.refused = f"exit {codes[0]}: {_scrub(_first_error(res.runs[0]), cell.root)}"
         res.untouched = _same_tree(cell.where, w.repo, w.victims[obj]) if cell.where else None
@@ -609,6 +635,9 @@ def _scrub(text: str, root: Path) -> str:
     import re
 
     text = text.replace(str(root), "<cell>")
+    # A remote location's name: the server's port, the cell's folder or bucket.
+    text = re.sub(r"sftp://[^\s/]+(?:/[^\s/]+)*?/sftp-[0-9a-f]{12}", "<location>", text)
+    text = re.sub(r"s3://s3-[0-9a-f]{12}/repo/ at http://127\.0\.0\.1:\d+", "<location>", text)
     return re.sub(r"\b[0-9a-f]{16,}\b", lambda m: m.group(0)[:0] + "<id>", text)
 
 
@@ -652,8 +681,7 @@ real CLI: `verify --full`, `restore S1` (before any repair), the repair steps of
 runbook (docs/OPERATIONS.md) where one applies, `backup` (the healing one), `repair
 snapshots` (index, tree, pack), `verify --full`, then `restore latest` and `restore` of S1
 (or of what `repair snapshots` made of it); the WAL row also runs `wal-fetch` for both WAL
-files. Remote cells fault the copy at the remote location (`--from`/`--location` it); a
-partial restore there is then filled with `restore --from local`.
+files.
 
 Columns: the exit code of each step in that order (docs/CLI.md, "Exit codes"); *intact*:
 files that did not depend on the faulted object (in S1, plus every file of the newest
@@ -662,10 +690,15 @@ back, and whether an output named them; *collateral*: files lost that did not de
 the faulted object (must be 0). *refused*: every step stopped with the same clear error
 naming the object and the runbook, and the location was left as it was.
 
-Remote locations run a representative subset (a remote cell costs about 12 s; the suite's
-time is bounded): the faults whose handling differs at a remote location (a lost pack
-restored partially and filled from the primary, a lost config put back by the backup's
-copy, an index file repaired with `repair index --location`).
+**Remote cells** (sections *sftp* and *s3*) plant the same faults in a copy of the same
+repository kept as a remote location of a whole primary: an OpenSSH server's folder, an S3
+bucket (moto). Every step reads or repairs that location (`--from`, `--location`); the
+`backup` writes the primary and copies to the location, so its exit code is the primary's.
+A remote cell restores before any repair only for a deleted pack. It restores S1 first, and
+the newest snapshot only when S1 did not come back whole (*intact* then counts S1's files
+alone); whatever the location could not give back is then restored from the primary
+(`fill --from local`), and is lost only if that fails too. *refused* there: every step
+reading the location stopped alike and the location was left as it was.
 """
 
 
@@ -688,6 +721,8 @@ def outcome_text(r: CellResult, known: str | None) -> str:
         text = "lost, **not named**"
     elif r.lost:
         text = "lost, named"
+    elif r.code("backup") not in (0, None):
+        text = f"backup refused (exit {r.code('backup')}), nothing lost"
     else:
         text = "healed" if any(s.code not in (0,) for s in r.steps) else "no effect"
     return text + (f" — *known limitation: {known}*" if known else "")
@@ -749,19 +784,27 @@ def faulted_bytes(world: World, obj: str, fault: str) -> bytes | None:
     raise ValueError(fault)
 
 
-def remote_cell(world: World, root: Path, obj: str, fault: str, kind: str, server) -> Cell:
-    """The primary is a copy of the world's repository, and so is a remote location on
-    ``server`` (a verbatim copy is a valid location); the fault goes to the remote one."""
-    from locations_support import remote_fields, remote_toml
-    from servers import remote_config
+# --------------------------------------------------------------------------- remote cells
+#
+# A remote cell's primary is a copy of the world's repository, and so is its remote
+# location (a verbatim copy is a valid location); the fault goes to the remote one. The
+# remote copy comes from one template per backend, built once: on SFTP a folder under the
+# server's root copied on disk, on S3 a bucket whose objects are copied server-side.
+# Cells run in a few worker processes at once: most of a remote command is waiting for the
+# server, and the suite's time is bounded.
 
-    root.mkdir(parents=True)
-    repo = root / "repo"
-    shutil.copytree(world.repo, repo, symlinks=True)
-    loc = remote_config(kind, server)
-    where = None
+
+def _s3_client(server):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1",
+                        aws_access_key_id="AKIATESTKEY", aws_secret_access_key="test-secret-key")
+
+
+def remote_template(world: World, kind: str, server) -> str:
+    """The world's repository at ``server``, once: the SFTP folder's path, or the S3 bucket."""
     if kind == "sftp":
-        where = server.root / loc.path_prefix.removeprefix(server.prefix_base).strip("/")
+        where = Path(server.root) / f"template-{os.urandom(6).hex()}"
         # Only the folders that hold something, as an SFTP location has them (folders are made
         # on first write): 256 empty data/XX folders would cost a round trip each per listing.
         for p in world.repo.rglob("*"):
@@ -770,17 +813,37 @@ def remote_cell(world: World, root: Path, obj: str, fault: str, kind: str, serve
                 q.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                 shutil.copyfile(p, q)
                 q.chmod(0o600)
+        return str(where)
+    bucket = f"template-{os.urandom(6).hex()}"
+    s3 = _s3_client(server)
+    s3.create_bucket(Bucket=bucket)
+    for p in world.repo.rglob("*"):
+        if p.is_file():
+            s3.put_object(Bucket=bucket, Key=f"repo/{p.relative_to(world.repo).as_posix()}", Body=p.read_bytes())
+    return bucket
+
+
+def remote_cell(world: World, root: Path, obj: str, fault: str, kind: str, server, template: str) -> Cell:
+    from locations_support import remote_fields, remote_toml
+    from servers import remote_config
+
+    root.mkdir(parents=True)
+    repo = root / "repo"
+    shutil.copytree(world.repo, repo, symlinks=True, copy_function=os.link)  # see local_cell
+    loc = remote_config(kind, server)
+    where = None
+    if kind == "sftp":
+        where = Path(server.root) / loc.path_prefix.removeprefix(server.prefix_base).strip("/")
+        shutil.copytree(template, where)
+        if server.username == "nobody":
+            chown_tree(where, NOBODY)  # the login's files, its modes count
         plant(where, world, obj, fault)
     else:
-        import boto3
-
-        s3 = boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1",
-                          aws_access_key_id="AKIATESTKEY", aws_secret_access_key="test-secret-key")
+        s3 = _s3_client(server)
         s3.create_bucket(Bucket=loc.bucket_name)
-        for p in world.repo.rglob("*"):
-            if p.is_file():
-                s3.put_object(Bucket=loc.bucket_name, Key=f"repo/{p.relative_to(world.repo).as_posix()}",
-                              Body=p.read_bytes())
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=template)
+        for o in (o for page in pages for o in page.get("Contents", [])):
+            s3.copy_object(Bucket=loc.bucket_name, Key=o["Key"], CopySource={"Bucket": template, "Key": o["Key"]})
         new = faulted_bytes(world, obj, fault)
         key = f"repo/{world.victims[obj]}"
         if new is None:
@@ -790,4 +853,53 @@ def remote_cell(world: World, root: Path, obj: str, fault: str, kind: str, serve
     cfg, state = root / "config.toml", root / "state"
     cfg.write_text(_config_text(repo, world.src, remote_toml("vault", **remote_fields(loc))))
     state.mkdir()
-    return Cell(world, root, cfg, state, None, "vault", where)
+    return Cell(world, root, cfg, state, None, "vault", where, loc.bucket_name if kind == "s3" else None)
+
+
+def _s3_untouched(server, bucket: str, template: str, victim: str) -> bool:
+    """Every object of the template but the victim is in ``bucket``, the same bytes (locks aside)."""
+    s3 = _s3_client(server)
+
+    def objects(b: str) -> dict[str, str]:
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=b)
+        return {o["Key"]: o["ETag"] for page in pages for o in page.get("Contents", [])}
+
+    mine, pristine = objects(bucket), objects(template)
+    return all(mine.get(k) == etag for k, etag in pristine.items()
+               if k != f"repo/{victim}" and not k.startswith("repo/locks/"))
+
+
+def run_remote(world: World, base: Path, obj: str, fault: str, kind: str, server, template: str) -> CellResult:
+    """One remote cell from start to end (a worker process runs it); its folder removed."""
+    started, cpu = time.monotonic(), time.process_time()
+    root = base / f"{kind}-{obj}-{fault}"
+    cell = remote_cell(world, root, obj, fault, kind, server, template)
+    try:
+        res = run_cell(cell, obj, fault, backend=kind)
+        res.seconds["cell"] = round(time.monotonic() - started, 2)
+        res.seconds["cell cpu"] = round(time.process_time() - cpu, 2)
+        if res.refused and cell.bucket:
+            res.untouched = _s3_untouched(server, cell.bucket, template, world.victims[obj])
+        return res
+    finally:
+        shutil.rmtree(cell.root, ignore_errors=True)
+        if cell.where is not None:
+            shutil.rmtree(cell.where, ignore_errors=True)
+
+
+def run_remote_cells(world: World, base: Path, cells: list[tuple[str, str, str]], servers: dict,
+                     templates: dict[str, str], workers: int) -> dict[tuple[str, str, str], CellResult]:
+    """Every (backend, object, fault) of ``cells`` in ``workers`` processes; their results."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from dataclasses import replace
+
+    # A server value crosses into the workers without its callables (they stay here).
+    plain = {k: replace(v, drop_connections=None) if hasattr(v, "drop_connections") else v
+             for k, v in servers.items()}
+    # spawn, not fork: this process runs server threads (moto, event loops) whose locks a fork
+    # would copy held.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {c: pool.submit(run_remote, world, base, c[1], c[2], c[0], plain[c[0]], templates[c[0]])
+                   for c in cells}
+        return {c: f.result() for c, f in futures.items()}

@@ -53,6 +53,7 @@ __all__ = [
     "ftps_server",
     "moto_s3",
     "openssh_sftp",
+    "openssh_sftp_nobody",
     "remote_config",
 ]
 
@@ -276,6 +277,63 @@ def openssh_sftp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SFTPServe
             proc.wait()
 
 
+@pytest.fixture(scope="session")
+def openssh_sftp_nobody() -> Iterator[SFTPServer]:
+    """OpenSSH's sshd logged into as ``nobody`` (root runs only): the login's file modes
+    count, as for any user but root (who reads a mode-000 file). Its keys live in a folder
+    every user can read: sshd reads AuthorizedKeysFile as the user logging in, and pytest's
+    temporary root is 0700. ``root`` is a folder owned by root, mode 0755: a test makes its
+    location below it and hands it to nobody (uid 65534)."""
+    import tempfile
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to log in as another user")
+    if not SSHD.exists():
+        pytest.fail(f"{SSHD} is missing; run scripts/bootstrap (it installs openssh-server)")
+    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="axsftp-nobody."))
+    base.chmod(0o755)
+    share = base / "share"
+    share.mkdir(mode=0o755)
+    host_path, client_path, fingerprint, host_key = _write_keys(base)
+    keys = base / "authorized_keys"
+    keys.write_text(Path(str(client_path) + ".pub").read_text())
+    keys.chmod(0o644)
+    port = free_port()
+    config = base / "sshd_config"
+    config.write_text("\n".join([
+        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {host_path}", f"PidFile {base / 'sshd.pid'}",
+        f"AuthorizedKeysFile {keys}", "PubkeyAuthentication yes", "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password", "UsePAM yes", "StrictModes no",
+        "Subsystem sftp internal-sftp", "LogLevel VERBOSE",
+        # AES-GCM, not the client's first choice ChaCha20: asyncssh makes a new ChaCha20
+        # context per packet, about a tenth of the client's CPU in the fault matrix's cells.
+        "Ciphers aes128-gcm@openssh.com"]) + "\n")
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    proc = subprocess.Popen([str(SSHD), "-D", "-f", str(config), "-E", str(base / "sshd.log")],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, proc=proc)
+        known = _known_hosts(base, port, host_key)
+
+        def drop() -> None:
+            for pid in _descendants(proc.pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+        yield SFTPServer("127.0.0.1", port, "nobody", share, str(share), client_path, known, fingerprint, drop)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        # A test may leave folders of mode 0555 or files of mode 000 behind: root removes them anyway.
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def _descendants(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
@@ -357,6 +415,9 @@ class FTPServer:
     credentials_file: Path
     root: Path
     ca_bundle: Path | None = None  # FTPS: the server's self-signed certificate
+    # Another login, same password and root, that may list and read but not write, make
+    # folders, rename or delete (pyftpdlib answers those "550 Not enough privileges.").
+    read_only_username: str = "axisor-ro"
 
 
 def _self_signed(base: Path) -> tuple[Path, Path]:
@@ -410,6 +471,7 @@ def _ftp(tmp_path_factory: pytest.TempPathFactory, *, tls: bool) -> Iterator[FTP
     password = uuid.uuid4().hex
     authorizer = DummyAuthorizer()
     authorizer.add_user("axisor", password, str(root), perm="elradfmwMT")
+    authorizer.add_user("axisor-ro", password, str(root), perm="elr")
 
     cert = None
     if tls:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 
 from core import scrub
-from core.errors import AxisorError, LockHeld, PartialRestore, UsageError
+from core.errors import AxisorError, LockHeld, LockUnreadable, PartialRestore, UsageError
 from core.jobs.api import JobProgress
 from core.progress import RateMeter, eta_seconds
 from core.text import shown
@@ -152,7 +152,9 @@ async def retry_when_locked(ctx: JobContext, call: Callable[[], Awaitable[Any]],
         try:
             return await call()
         except LockHeld as exc:
-            if time.monotonic() + delay > deadline:
+            # A lock this process may not read is not waited out: nothing here can tell whether
+            # it is live or a leftover, and it will not become readable by itself.
+            if isinstance(exc, LockUnreadable) or time.monotonic() + delay > deadline:
                 raise
             ctx.log(f"waiting: {exc}")
             ctx.progress(JobProgress(phase="waiting for the repository lock", current=str(exc)))

@@ -23,10 +23,10 @@ import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from core.errors import LockHeld, StorageFull
+from core.errors import LockHeld, LockUnreadable, StorageFull
 from core.proc import have_proc, process_start
 from core.repository.format import LOCKS
-from core.storage.backend import Backend, ObjectNotFound, ObjectUnreadable, StorageError, StorageReadOnly
+from core.storage.backend import Backend, ObjectNotFound, ObjectUnreadable, StorageReadOnly
 
 LOCK_TTL = timedelta(minutes=30)
 REFRESH_EVERY = timedelta(minutes=5)
@@ -156,11 +156,8 @@ async def list_locks(backend: Backend) -> list[LockInfo]:
             continue  # released while we listed
         except ObjectUnreadable as exc:
             # Not ignored like one that does not parse: it may be a live lock of another
-            # user (a prune). Said as such, with what to do.
-            raise StorageError(f"{backend.location}: the lock {info.key} {exc.reason}: a lock another user "
-                               "wrote? Every command that writes into this repository must run as the same "
-                               "user; fix its owner or mode, or delete it once no other process uses the "
-                               "repository") from None
+            # user (a prune). Said as such, with what to do; readers go on without a lock.
+            raise LockUnreadable(backend.location, info.key, exc.reason) from None
         except (ValueError, KeyError, TypeError):
             continue  # unreadable: ignored rather than blocking every operation forever
     return out

@@ -25,6 +25,7 @@ from core.storage.backend import (
     ObjectNotFound,
     Payload,
     StorageError,
+    StorageReadOnly,
     StorageUsage,
     as_bytes,
     checked_key,
@@ -218,6 +219,15 @@ class AzureBackend:
             if status is not None and (status >= 500 or status in (408, 429)):
                 return TransientError(f"{where}: {code} (HTTP {status})")
             if status == 403:
+                if what.startswith(("write ", "delete ", "create ")):
+                    # Reads work (they came first: the repository opened), writes are denied: a
+                    # read-only SAS (no w/d/c permission: AuthorizationPermissionMismatch) or a
+                    # role that may only read. Reading commands go on without a lock; writers
+                    # stop with exit 24 (docs/CLI.md).
+                    refused = StorageReadOnly(f"{self.location}: the storage refuses writes (access denied: "
+                                              f"{code}): cannot {what}")
+                    refused.reason = f"access denied: {code}"
+                    return refused
                 return StorageError(f"{where}: access denied ({code}); check the credentials")
             return StorageError(f"{where}: {code} (HTTP {status})")
         if isinstance(exc, (ax.ServiceRequestError, ax.ServiceResponseError, ax.IncompleteReadError,
@@ -281,8 +291,9 @@ class AzureBackend:
     async def exists(self) -> bool:
         client = await self._container()
         try:
-            if not await client.exists():
-                return False
+            # The config blob alone (False too when the container is missing): a container
+            # SAS may read its blobs but not the container's properties (403
+            # AuthorizationPermissionMismatch), and a read-only SAS is a valid way to read.
             return await client.get_blob_client(self._name("config")).exists()
         except Exception as exc:  # noqa: BLE001
             raise self._error(exc, "check the repository") from None

@@ -27,8 +27,10 @@ from core.storage.backend import (
     ObjectExists,
     ObjectInfo,
     ObjectNotFound,
+    ObjectUnreadable,
     Payload,
     StorageError,
+    StorageReadOnly,
     StorageUsage,
     TempInfo,
     checked_key,
@@ -168,6 +170,8 @@ class FTPBackend:
                 raise
             except aioftp.StatusCodeError as exc:
                 healthy = True
+                if what.startswith(_WRITES) and _permission_refused(exc):
+                    raise self._read_only(exc, what) from None
                 if any(code.matches("550") for code in exc.received_codes):
                     raise ObjectNotFound(f"{self.location}: {what}: does not exist") from None
                 if any(code.matches("452") or code.matches("552") for code in exc.received_codes):
@@ -189,6 +193,14 @@ class FTPBackend:
 
     def _path(self, key: str) -> str:
         return posixpath.join(self.root, checked_key(key))
+
+    def _read_only(self, exc: aioftp.StatusCodeError, what: str) -> StorageReadOnly:
+        """A write the server refused for want of permission (a read-only login or folder):
+        reading commands go on without a lock, writers stop with exit 24 (docs/CLI.md)."""
+        refused = StorageReadOnly(f"{self.location}: the storage refuses writes (permission denied on the "
+                                  f"server: {_codes(exc)}): cannot {what}")
+        refused.reason = "permission denied on the server"
+        return refused
 
     async def _stat_size(self, client: aioftp.Client, path: str) -> int | None:
         try:
@@ -226,6 +238,8 @@ class FTPBackend:
             except aioftp.StatusCodeError as exc:
                 if any(code.matches("4xx") for code in exc.received_codes):
                     raise TransientError(f"{self.location}: {what}: {_codes(exc)}") from None
+                if _permission_refused(exc):
+                    raise self._read_only(exc, what) from None
                 # A 550 here is a refusal (permissions, a name in the way, a folder removed
                 # behind our cache of made folders), not a missing object.
                 self._made_dirs.discard(folder)
@@ -250,6 +264,8 @@ class FTPBackend:
                 await client.make_directory(name, parents=False)
             except aioftp.StatusCodeError as exc:
                 if not await self._is_dir(client, name):
+                    if _permission_refused(exc):
+                        raise self._read_only(exc, what) from None
                     raise StorageError(f"{self.location}: {what}: cannot make folder {name} ({_codes(exc)})") from None
             self._made_dirs.add(name)
 
@@ -284,6 +300,12 @@ class FTPBackend:
                     raise
             except aioftp.StatusCodeError as exc:
                 reusable = True
+                if _permission_refused(exc):
+                    # There, but not handed out to this login: a damaged object by name, as on
+                    # the other backends, not a missing one.
+                    unreadable = ObjectUnreadable(f"{self.location}: {what}: permission denied on the server")
+                    unreadable.reason = "cannot be read (permission denied on the server)"
+                    raise unreadable from None
                 if any(code.matches("550") for code in exc.received_codes):
                     raise ObjectNotFound(f"{self.location}: {what}: does not exist") from None
                 raise StorageError(f"{self.location}: {what}: {_codes(exc)}") from None
@@ -403,6 +425,22 @@ def _mlsd_time(value: object) -> float:
         return datetime.strptime(text, "%Y%m%d%H%M%S").replace(tzinfo=timezone.utc).timestamp()
     except (TypeError, ValueError):
         return time.time()
+
+
+_WRITES = ("write ", "delete ")
+# What servers say with a 550 (or 553, 532) that refuses for want of permission, not for a
+# missing file: pyftpdlib "Not enough privileges.", vsftpd "Permission denied.", ProFTPD
+# "...: Permission denied", IIS "Access is denied.".
+_PERMISSION_WORDS = ("privilege", "permission", "denied", "not allowed", "read-only", "read only")
+
+
+def _permission_refused(exc: aioftp.StatusCodeError) -> bool:
+    if any(code.matches("532") for code in exc.received_codes):
+        return True  # "Need account for storing files"
+    if not any(code.matches("550") or code.matches("553") for code in exc.received_codes):
+        return False
+    text = " ".join(str(i) for i in exc.info).lower() if exc.info else ""
+    return any(word in text for word in _PERMISSION_WORDS)
 
 
 def _codes(exc: aioftp.StatusCodeError) -> str:

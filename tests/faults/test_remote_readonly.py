@@ -13,19 +13,14 @@ from __future__ import annotations
 
 import http.client
 import os
-import shutil
-import subprocess
-import tempfile
 import threading
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import pytest
-
 import fault_support as F
 from locations_support import remote_fields, remote_toml
-from servers import moto_s3, remote_config  # noqa: F401  (fixtures)
+from servers import azurite, ftp_server, moto_s3, openssh_sftp_nobody, remote_config  # noqa: F401  (fixtures)
 
 NOTE = "note: no lock taken because the storage refuses writes"
 DENIED = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
@@ -133,53 +128,8 @@ def test_s3_read_only_credential(moto_s3, tmp_path):  # noqa: F811
         proxy.server_close()
 
 
-@pytest.fixture
-def sshd_for_nobody():
-    """OpenSSH's sshd (as tests/servers.py starts it) whose keys live in a folder every user
-    can read: sshd reads AuthorizedKeysFile as the user logging in, and the session
-    fixture's is under pytest's 0700 temporary folder. Yields (server, share folder)."""
-    import servers as S
-
-    if os.geteuid() != 0:
-        pytest.skip("needs root to hand the folder to another login user")
-    if not S.SSHD.exists():
-        pytest.fail(f"{S.SSHD} is missing; run scripts/bootstrap (it installs openssh-server)")
-    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="axro."))
-    base.chmod(0o755)
-    share = base / "share"
-    share.mkdir(mode=0o755)
-    host_path, client_path, fingerprint, host_key = S._write_keys(base)
-    keys = base / "authorized_keys"
-    keys.write_text(Path(str(client_path) + ".pub").read_text())
-    keys.chmod(0o644)
-    port = S.free_port()
-    config = base / "sshd_config"
-    config.write_text("\n".join([
-        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {host_path}", f"PidFile {base / 'sshd.pid'}",
-        f"AuthorizedKeysFile {keys}", "PubkeyAuthentication yes", "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password", "UsePAM yes", "StrictModes no",
-        "Subsystem sftp internal-sftp", "LogLevel VERBOSE"]) + "\n")
-    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    proc = subprocess.Popen([str(S.SSHD), "-D", "-f", str(config), "-E", str(base / "sshd.log")],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        S.wait_for_port(port, proc=proc)
-        known = S._known_hosts(base, port, host_key)
-        yield S.SFTPServer("127.0.0.1", port, "nobody", share, str(share), client_path, known, fingerprint,
-                           lambda: None), share
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        subprocess.run(["chmod", "-R", "u+w", str(base)], check=False)
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def test_sftp_folder_the_user_may_not_write(sshd_for_nobody, tmp_path):
-    server, share = sshd_for_nobody
+def test_sftp_folder_the_user_may_not_write(openssh_sftp_nobody, tmp_path):  # noqa: F811
+    server, share = openssh_sftp_nobody, openssh_sftp_nobody.root
     loc = remote_config("sftp", server)
     folder = share / loc.path_prefix.removeprefix(str(share)).strip("/")
     folder.mkdir(mode=0o755)
@@ -190,5 +140,48 @@ def test_sftp_folder_the_user_may_not_write(sshd_for_nobody, tmp_path):
 
     def listing():
         return sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*"))
+
+    _check(tmp_path, src, cfg, state, listing)
+
+
+def test_ftp_read_only_login(ftp_server, tmp_path):  # noqa: F811
+    """pyftpdlib's read-only login (list and read only): STOR, MKD, RNTO and DELE are
+    answered "550 Not enough privileges.", which is a refusal of writes, not a missing file."""
+    loc = remote_config("ftp", ftp_server)
+    src, cfg, state = _site(tmp_path, loc)  # written by the login that may write
+    reader = replace(loc, username=ftp_server.read_only_username)
+    cfg.write_text(F._config_text(tmp_path / "repo", src, remote_toml("vault", **remote_fields(reader))))
+    folder = ftp_server.root / loc.path_prefix.strip("/")
+
+    def listing():
+        return sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*"))
+
+    _check(tmp_path, src, cfg, state, listing)
+
+
+def test_azure_read_only_sas(azurite, tmp_path):  # noqa: F811
+    """Azurite with a container SAS that may read and list only: every write is answered
+    403 AuthorizationPermissionMismatch."""
+    import datetime as dt
+
+    from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
+
+    from servers import AZURITE_ACCOUNT, AZURITE_KEY
+
+    loc = remote_config("azure", azurite)
+    src, cfg, state = _site(tmp_path, loc)
+    sas = generate_container_sas(AZURITE_ACCOUNT, loc.bucket_name, account_key=AZURITE_KEY,
+                                 permission=ContainerSasPermissions(read=True, list=True),
+                                 expiry=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
+    creds = tmp_path / "read-only-sas"
+    creds.write_text(f"BlobEndpoint={azurite.endpoint};SharedAccessSignature={sas}\n")
+    creds.chmod(0o600)
+    reader = replace(loc, credentials_file=creds)
+    cfg.write_text(F._config_text(tmp_path / "repo", src, remote_toml("vault", **remote_fields(reader))))
+    container = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client(
+        loc.bucket_name)
+
+    def listing():
+        return sorted((b.name, b.size) for b in container.list_blobs())
 
     _check(tmp_path, src, cfg, state, listing)
