@@ -155,7 +155,7 @@ async def _close(engine: EngineClient) -> None:
 
 def _lost(job_id: str | None, job: Job | None, doing: str = "following") -> int:
     """The daemon's connection dropped under us: one line, exit 21 (DaemonError)."""
-    from core.jobs.recovery import lost_connection_message
+    from core.daemon.recovery import lost_connection_message
 
     if job_id is None:
         _note("the daemon stopped while following its job events (connection lost); any job it left running "
@@ -435,7 +435,7 @@ async def cmd_job(svc: Any, args: Any, out: Any) -> int:
 # -- daemon and status ---------------------------------------------------------------------
 
 async def cmd_daemon(svc: Any, args: Any, out: Any) -> int:
-    from core.jobs.daemon import Daemon, setup_json_logging
+    from core.daemon.server import Daemon, setup_json_logging
 
     setup_json_logging()
     return await Daemon(svc.config, getattr(args, "config_path", None)).run()

@@ -15,8 +15,7 @@ from typing import Any
 from core.drills.report import CheckResult, Step
 from core.drills.run import DrillRequest, run_drill
 from core.errors import DrillFailed
-from core.jobs.api import JobProgress
-from core.jobs.kinds import PRIMARY_LOCATION, JobContext, JobFailed, register
+from core.runner import JobProgress, PRIMARY_LOCATION, JobContext, JobFailed
 
 __all__ = ["drill_runner", "report_result"]
 
@@ -55,5 +54,3 @@ async def drill_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any
         raise JobFailed(f"drill {report.id} failed: {why}", out, DrillFailed.exit_code)
     return out
 
-
-register("drill", drill_runner)

@@ -334,7 +334,7 @@ class Engine:
         config = self.config
         job = replace(live.job, state=JobState.RUNNING, started_at=datetime.now(UTC))
         live.job = job
-        ctx = JobContext(job.id, config, lambda: BackupService(config, self._passphrase, workers=self._workers),
+        ctx = JobContext(job.id, config, lambda: BackupService(config, self._passphrase, workers=self._workers, state_dir=self.directory),
                          lambda p: self._progress(live, p), lambda line: self._log(live, line),
                          self._locks.hold)
         live.ctx = ctx
