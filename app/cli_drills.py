@@ -16,10 +16,10 @@ from typing import Any
 
 from app import cli_jobs
 from core.config import DRILL_SCENARIOS
-from core.errors import DaemonConnectionLost, DrillFailed, UsageError
+from core.errors import DaemonConnectionLost, DrillFailed, Exit, UsageError
 from core.jobs.api import JobState
 
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = Exit.INTERRUPTED
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:

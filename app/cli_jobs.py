@@ -20,13 +20,13 @@ from typing import Any
 from app.cli_locations import copy_text
 
 from core.config import Config, resolve_passphrase
-from core.errors import DaemonConnectionLost, DaemonError, SourceError
+from core.errors import DaemonConnectionLost, DaemonError, Exit, SourceError
 from core.jobs.api import EngineClient, Job, JobEvent, JobState, connect_engine
 from core.jobs.codec import event_to_dict, job_to_dict
 from core.progress import fraction
 from core.text import human_bytes, shown, shown_lines
 
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = Exit.INTERRUPTED
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -251,9 +251,9 @@ def _backup_outcome(job: Job, out: Any) -> int:
             _note(f"error: {f['source']}: {f['error']}")
         return int(failed[0].get("code") or SourceError.exit_code)
     if result.get("partial"):
-        _note("backup finished with warnings: some files were not read completely (exit 7)")
-        return 7
-    return 0
+        _note(f"backup finished with warnings: some files were not read completely (exit {Exit.WARNINGS:d})")
+        return Exit.WARNINGS
+    return Exit.OK
 
 
 # -- jobs ---------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from core.errors import AxisorError, LockHeld
+from core.errors import AxisorError, Exit, LockHeld
 from core.progress import RateMeter, eta_seconds
 
 if TYPE_CHECKING:
@@ -49,13 +49,13 @@ class JobProgress:
 
 
 class JobCancelled(AxisorError):
-    exit_code = 130
+    exit_code = Exit.INTERRUPTED
 
 
 class JobFailed(AxisorError):
     """The job failed, but has a result worth keeping (and the exit code the CLI returns)."""
 
-    def __init__(self, message: str, result: dict[str, Any], exit_code: int = 1) -> None:
+    def __init__(self, message: str, result: dict[str, Any], exit_code: int = Exit.ERROR) -> None:
         super().__init__(message)
         self.result = result
         self.exit_code = exit_code

@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from core.errors import UsageError
+from core.errors import Exit, UsageError
 from core.progress import RateMeter, eta_seconds
 from core.runner import (LOCK_WAIT_SECONDS, PRIMARY_LOCATION, JobContext, JobFailed, JobProgress, retry_when_locked,
                          snapshot_dict)
@@ -113,11 +113,11 @@ async def backup_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, An
     }
     if result.failed_sources:
         first = result.failed_sources[0]
-        out["exit_code"] = first.code or 11
+        out["exit_code"] = first.code or Exit.SOURCE_UNREADABLE
         names = ", ".join(f"{r.source}: {r.error}" for r in result.failed_sources)
         raise JobFailed(f"backup failed for {len(result.failed_sources)} source(s): {names}", out,
                         out["exit_code"])
-    out["exit_code"] = 7 if result.partial else 0
+    out["exit_code"] = Exit.WARNINGS if result.partial else Exit.OK
     return out
 
 

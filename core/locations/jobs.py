@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from core.errors import AxisorError
+from core.errors import AxisorError, Exit
 from core.runner import JobProgress, PRIMARY_LOCATION, JobContext, JobFailed, retry_when_locked
 from core.locations.copy import CopyProgress, CopyResult
 from core.locations.sites import PRIMARY_NAME
@@ -56,7 +56,7 @@ async def copy_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]
     out = {"copies": [result_dict(r) for r in results]}
     failed = [r for r in results if r.error]
     if failed:
-        out["exit_code"] = 1
-        raise JobFailed("copy failed to " + ", ".join(f"{r.target} ({r.error})" for r in failed), out, 1)
-    out["exit_code"] = 0
+        out["exit_code"] = Exit.ERROR
+        raise JobFailed("copy failed to " + ", ".join(f"{r.target} ({r.error})" for r in failed), out, Exit.ERROR)
+    out["exit_code"] = Exit.OK
     return out

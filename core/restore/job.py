@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from core.errors import PartialRestore, UsageError
+from core.errors import Exit, PartialRestore, UsageError
 from core.restore.files import RestoreOptions
 from core.runner import JobContext, JobFailed, JobProgress, rated_progress, retry_when_locked, PRIMARY_LOCATION
 from core.text import parse_target_time, shown
@@ -43,10 +43,10 @@ async def restore_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, A
             for n in report.not_restored:
                 ctx.log(f"not restored: {n.what}: {n.why}")
             if not report.ok:
-                out["exit_code"] = 16
-                raise JobFailed("restored row counts or checksums differ from the snapshot", out, 16)
+                out["exit_code"] = Exit.VALIDATION_FAILED
+                raise JobFailed("restored row counts or checksums differ from the snapshot", out, Exit.VALIDATION_FAILED)
             # Ownership, privileges or database properties not carried: a warning (docs/CLI.md).
-            out["exit_code"] = 7 if report.not_restored else 0
+            out["exit_code"] = Exit.WARNINGS if report.not_restored else Exit.OK
             return out
         target = params.get("target")
         if not target:
@@ -87,11 +87,11 @@ async def restore_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, A
             restored.append(row)
         partial = sum(len(o.partial) for o in outcomes)
         out = {"target": str(Path(target).resolve()), "restored": restored, "restore_id": ctx.job_id,
-               "dry_run": bool(params.get("dry_run")), "exit_code": 0, "partial_count": partial,
+               "dry_run": bool(params.get("dry_run")), "exit_code": Exit.OK, "partial_count": partial,
                "partial": [{"snapshot": o.snapshot.id, **pf.as_dict()} for o in outcomes for pf in o.partial]}
         if not all(o.ok for o in outcomes):
-            out["exit_code"] = 16
-            raise JobFailed("restored files differ from the snapshot", out, 16)
+            out["exit_code"] = Exit.VALIDATION_FAILED
+            raise JobFailed("restored files differ from the snapshot", out, Exit.VALIDATION_FAILED)
         if partial:
             out["exit_code"] = PartialRestore.exit_code
             raise JobFailed(f"{partial} files could not be restored in full (damaged or missing data); every "
@@ -100,7 +100,7 @@ async def restore_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, A
         for w in warnings[:200]:
             ctx.log(f"warning: {w}")
         if warnings:
-            out["exit_code"] = 7  # finished, with attributes the target refused (docs/CLI.md)
+            out["exit_code"] = Exit.WARNINGS  # finished, with attributes the target refused (docs/CLI.md)
         return out
 
 
@@ -135,7 +135,7 @@ async def _pitr(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         on_phase=lambda phase: ctx.progress(JobProgress(phase=f"point-in-time recovery: {phase}"))))
     ctx.log(f"restored base backup {report.base_snapshot[:8]} into {report.target_dir}"
             + (f"; promoted: {report.stopped_at}" if report.started else "; not started"))
-    return {**_asdict(report), "exit_code": 0}
+    return {**_asdict(report), "exit_code": Exit.OK}
 
 
 async def choose_restore_location(ctx: JobContext, params: dict[str, Any]) -> str | None:

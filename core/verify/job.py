@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from core.errors import Exit
 from core.runner import PRIMARY_LOCATION, JobContext, JobFailed, JobProgress, rated_progress, retry_when_locked
 from core.text import shown
 
@@ -44,9 +45,9 @@ async def verify_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, An
     ctx.log(f"{'full' if full else 'quick'} verification: {report.snapshots_checked} snapshots, "
             f"{len(report.damage)} damaged objects")
     if not report.ok:
-        out["exit_code"] = 6
-        raise JobFailed(f"verification found {len(report.damage)} damaged objects", out, 6)
-    out["exit_code"] = 0
+        out["exit_code"] = Exit.DAMAGE_FOUND
+        raise JobFailed(f"verification found {len(report.damage)} damaged objects", out, Exit.DAMAGE_FOUND)
+    out["exit_code"] = Exit.OK
     return out
 
 
