@@ -42,18 +42,19 @@ from core.fsmeta.describe import as_json, attributes, marks
 from core.repository.keys import MIN_PASSPHRASE
 from core import scrub
 from core.errors import (
-    ArchivingNotReady, AxisorError, PartialRestore, RestoreRefused, RestoreValidationFailed, UsageError, VerificationFailed,
+    ArchivingNotReady, AxisorError, Exit, PartialRestore, RestoreRefused, RestoreValidationFailed, UsageError, VerificationFailed,
 )
 from core.jobs.api import JobState
 from core.repository.snapshot import Snapshot
 from core.service import BackupService
 from core.text import human_bytes, shown, shown_lines
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_WARNINGS = 7  # a partial backup; a restore that finished with warnings
-EXIT_INTERRUPTED = 130
+# Short names for the codes this module returns most (core/errors.py Exit is the table).
+EXIT_OK = Exit.OK
+EXIT_ERROR = Exit.ERROR
+EXIT_USAGE = Exit.USAGE
+EXIT_WARNINGS = Exit.WARNINGS  # a partial backup; a restore that finished with warnings
+EXIT_INTERRUPTED = Exit.INTERRUPTED
 
 
 class Output:
@@ -907,7 +908,7 @@ async def cmd_database(svc: BackupService, args, out: Output) -> int:
             return "\n".join(lines)
 
         out.emit(data, text)
-        return EXIT_OK if r.ok else 18
+        return EXIT_OK if r.ok else Exit.ARCHIVING_NOT_READY
     st = await svc.database_status()
 
     def status_text() -> str:

@@ -16,10 +16,10 @@ from typing import Any
 
 from app import cli_jobs
 from core.config import DRILL_SCENARIOS
-from core.errors import DaemonConnectionLost, DrillFailed, UsageError
+from core.errors import DaemonConnectionLost, DrillFailed, Exit, UsageError
 from core.jobs.api import JobState
 
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = Exit.INTERRUPTED
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -105,9 +105,9 @@ async def cmd_drill(svc: Any, args: Any, out: Any) -> int:
 
 async def cmd_drills(svc: Any, args: Any, out: Any) -> int:
     # Imported here: the drill modules cost every other command ~0.1 s of start-up.
-    from core.drills.report import history, load_report
+    from core.drills.report import history, load_report, stored_reports
 
-    reports, damaged = await svc.drill_reports()
+    reports, damaged = await stored_reports(svc)
     if args.drill_id:
         matches = [r for r in reports if r.id.startswith(args.drill_id)]
         if len(matches) > 1:

@@ -20,13 +20,13 @@ from typing import Any
 from app.cli_locations import copy_text
 
 from core.config import Config, resolve_passphrase
-from core.errors import DaemonConnectionLost, DaemonError, SourceError
+from core.errors import DaemonConnectionLost, DaemonError, Exit, SourceError
 from core.jobs.api import EngineClient, Job, JobEvent, JobState, connect_engine
 from core.jobs.codec import event_to_dict, job_to_dict
 from core.progress import fraction
 from core.text import human_bytes, shown, shown_lines
 
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = Exit.INTERRUPTED
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -155,7 +155,7 @@ async def _close(engine: EngineClient) -> None:
 
 def _lost(job_id: str | None, job: Job | None, doing: str = "following") -> int:
     """The daemon's connection dropped under us: one line, exit 21 (DaemonError)."""
-    from core.jobs.recovery import lost_connection_message
+    from core.daemon.recovery import lost_connection_message
 
     if job_id is None:
         _note("the daemon stopped while following its job events (connection lost); any job it left running "
@@ -251,9 +251,9 @@ def _backup_outcome(job: Job, out: Any) -> int:
             _note(f"error: {f['source']}: {f['error']}")
         return int(failed[0].get("code") or SourceError.exit_code)
     if result.get("partial"):
-        _note("backup finished with warnings: some files were not read completely (exit 7)")
-        return 7
-    return 0
+        _note(f"backup finished with warnings: some files were not read completely (exit {Exit.WARNINGS:d})")
+        return Exit.WARNINGS
+    return Exit.OK
 
 
 # -- jobs ---------------------------------------------------------------------------------
@@ -435,7 +435,7 @@ async def cmd_job(svc: Any, args: Any, out: Any) -> int:
 # -- daemon and status ---------------------------------------------------------------------
 
 async def cmd_daemon(svc: Any, args: Any, out: Any) -> int:
-    from core.jobs.daemon import Daemon, setup_json_logging
+    from core.daemon.server import Daemon, setup_json_logging
 
     setup_json_logging()
     return await Daemon(svc.config, getattr(args, "config_path", None)).run()

@@ -9,10 +9,11 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
+from core.errors import Exit
 from core.repository.snapshot import Snapshot
 from core.text import shown, shown_lines
 
-EXIT_OK = 0
+EXIT_OK = Exit.OK
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:

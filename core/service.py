@@ -35,6 +35,7 @@ from core.restore.validate import ValidationResult
 from core.restore.walk import display, walk
 from core.storage.backend import Backend, StorageReadOnly
 from core.storage.local import LocalBackend
+from core.statedir import resolve_state_dir
 from core.text import shown
 from core.verify import VerifyReport, verify
 
@@ -99,8 +100,12 @@ def _check_strength(passphrase: str, allow_weak: bool) -> None:
 
 class BackupService:
     def __init__(self, config: Config, passphrase: PassphraseSource, *, workers: int | None = None,
-                 no_lock: bool = False, on_note: Callable[[str], None] | None = None) -> None:
+                 no_lock: bool = False, on_note: Callable[[str], None] | None = None,
+                 state_dir: Path | None = None) -> None:
         self.config = config
+        # The host's state folder (markers, cached key, monitor samples): passed in by the
+        # engine or the front end; the one rule when not (core/statedir.py).
+        self.state_dir = state_dir if state_dir is not None else resolve_state_dir(config)
         # Reading without a repository lock: on request (--no-lock), or from the first time
         # the storage refused to take one (read-only, full); writers never read this.
         self.no_lock = no_lock
@@ -260,8 +265,14 @@ class BackupService:
             repo = await self.repository(load_index=False)
             if preload is not None:
                 await preload
+            take = None
+            if database is not None:
+                # Imported only for a database run (psycopg, ~0.1 s, has been loaded by now).
+                from core.sources.postgres.take import database_take
+
+                take = database_take(database, dump)
             result = await run_backup(repo, specs, kind=kind, tags=tags, workers=self.workers,
-                                      on_progress=on_progress, database=database, started_dump=dump,
+                                      on_progress=on_progress, database=take,
                                       stall_timeout=self.config.engine.stall_timeout_seconds, totals=totals)
         except AxisorError:
             if other_user and self._on_note is not None:
@@ -304,7 +315,7 @@ class BackupService:
                                           if self.config.storage.compression else 0)
 
             self._location_ops = LocationOps(Sites(self.config, self._primary, self._passphrase, prepare),
-                                             MonitorState(state_file(self.config)))
+                                             MonitorState(state_file(self.state_dir)))
         if self._repo is not None and self.backend is self._primary:
             self._location_ops.sites.adopt(PRIMARY_NAME, self._repo)  # one scrypt per process
         return self._location_ops
@@ -607,13 +618,6 @@ class BackupService:
 
         return await recovery_window(await self.repository(load_index=False))
 
-    async def health(self, *, now=None):
-        """The platform's health: the one evaluation behind `status`, the metrics file and
-        the daemon's notifications (core/jobs/status.py)."""
-        from core.jobs.status import health
-
-        return await health(self.config, now=now)
-
     async def verify(self, *, full: bool = False, snapshot_refs: list[str] | None = None,
                      on_progress: Callable | None = None) -> VerifyReport:
         # Verify must open a repository whose index is damaged, to report it.
@@ -629,12 +633,6 @@ class BackupService:
                     ids.append(await repo.resolve_id(ref))
         async with self.read_lock("verify"):
             return await verify(repo, full=full, snapshot_ids=ids, on_progress=on_progress)
-
-    async def drill_reports(self):
-        """Stored drill reports (oldest first) and the damaged ones (core.drills.report)."""
-        from core.drills.report import list_reports
-
-        return await list_reports(await self.repository(load_index=False))
 
     # -- retention and prune ----------------------------------------------------------
 
@@ -713,7 +711,6 @@ class BackupService:
         opening the repository (core/sources/postgres/wal_ahead.py)."""
         from dataclasses import replace
 
-        from core.jobs.store import state_dir
         from core.repository import repo_config
         from core.sources.postgres.wal import PushResult, push
         from core.sources.postgres.wal_ahead import Markers, push_ahead
@@ -722,13 +719,13 @@ class BackupService:
         if other_user and self._on_note is not None:
             self._on_note(f"warning: {other_user}")  # into the server's log, beside the archiver's lines
         public = await repo_config.read_public(self.backend)
-        markers = await asyncio.to_thread(Markers.open, state_dir(self.config), str(public.get("id", "")))
+        markers = await asyncio.to_thread(Markers.open, self.state_dir, str(public.get("id", "")))
         if markers is not None:
             hit = await asyncio.to_thread(markers.take, path)
             if hit is not None:
                 return PushResult(hit.name, hit.size, True, hit.sha256, from_marker=True)
         # One scrypt per host, not per segment: the server's user keeps the derived key.
-        repo = await self.repository(load_index=False, key_cache_dir=state_dir(self.config))
+        repo = await self.repository(load_index=False, key_cache_dir=self.state_dir)
         async with Lock(self.backend, exclusive=False, operation="wal-push"):
             result = await push(repo, path)
             if markers is not None:
@@ -737,10 +734,9 @@ class BackupService:
 
     async def wal_fetch(self, name: str, dest: Path) -> int:
         """restore_command: write WAL file ``name`` to ``dest``; WalNotFound when it is not archived."""
-        from core.jobs.store import state_dir
         from core.sources.postgres.wal import WalNotFound, fetch, is_wal_name, load_manifest
 
-        repo = await self.repository(load_index=False, key_cache_dir=state_dir(self.config))
+        repo = await self.repository(load_index=False, key_cache_dir=self.state_dir)
         if not is_wal_name(name) or await load_manifest(repo, name) is None:
             raise WalNotFound(f"WAL file {name} is not in the repository")  # before the index: a cheap miss
         async with self.read_lock("wal-fetch"):
@@ -760,6 +756,12 @@ class BackupService:
 
         return await run_checks(self.config.database, config_path, LocalBackend(self.config.storage.local_path),
                                 passphrase_file=self.config.storage.passphrase_file, wait=wait)
+
+    async def database_restore_problems(self) -> list[str]:
+        """What stops a database restore before it starts (the restore wizard's first step)."""
+        from core.sources.postgres.dbcheck import restore_problems
+
+        return await restore_problems(self.config.database)
 
     async def database_status(self) -> dict:
         from core.sources.postgres.archiving import archive_status

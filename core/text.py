@@ -10,6 +10,9 @@ a warning. The result is one line, printable, and says exactly which bytes were 
 from __future__ import annotations
 
 import os
+from datetime import datetime
+
+from core.errors import UsageError
 
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
 
@@ -68,3 +71,13 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} B"
+
+
+def parse_target_time(text: str) -> datetime:
+    """A recovery target as typed (`--to-time`): ISO 8601; without an offset the local time
+    zone of this machine is meant."""
+    try:
+        t = datetime.fromisoformat(text.strip().replace(" UTC", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--to-time {text!r} is not a date and time (e.g. 2026-11-26T09:30:00+00:00)") from None
+    return t if t.tzinfo else t.astimezone()

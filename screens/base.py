@@ -16,7 +16,7 @@ from core.progress import fraction
 from screens.messages import JobChanged, JobProgressed
 
 if TYPE_CHECKING:
-    from app.console import ConsoleApp
+    from screens.host import ConsoleHost
 
 
 class ConsoleScreen(Screen):
@@ -26,7 +26,8 @@ class ConsoleScreen(Screen):
     MUTATING: ClassVar[frozenset[str]] = frozenset()
 
     @property
-    def console(self) -> ConsoleApp:
+    def console(self) -> ConsoleHost:
+        # The app is a ConsoleHost (app/console.py); screens never import the app itself.
         return self.app  # type: ignore[return-value]
 
     def notify(self, message: str, *, title: str = "", severity: Any = "information",
@@ -151,7 +152,7 @@ STATE_MARK = {
     JobState.COMPLETED: "✔ done",
     JobState.FAILED: "✘ FAILED",
     JobState.CANCELLED: "■ cancelled",
-    JobState.INTERRUPTED: "↯ interrupted",  # its daemon died: not damage (core/jobs/recovery.py)
+    JobState.INTERRUPTED: "↯ interrupted",  # its daemon died: not damage (core/daemon/recovery.py)
 }
 
 

@@ -10,6 +10,7 @@ from textual.widgets import DataTable, Header, Static
 
 from core.jobs.api import Job
 from core.health.shrink import suspicious_shrinks
+from core.jobs.status import health as evaluate_health
 from screens.footer import KeyFooter
 from screens.base import (
     plain,
@@ -79,7 +80,7 @@ class DashboardScreen(ConsoleScreen):
             except Exception as exc:
                 pitr = {"error": str(exc)}
         try:
-            health = await svc.health(now=self.console.now())
+            health = await evaluate_health(self.console.config, now=self.console.now())
         except Exception as exc:  # a state folder that cannot be read: said, not hidden
             health = exc
         self.post_message(DataLoaded("dashboard", {"snaps": snaps, "damaged": damaged, "pitr": pitr,

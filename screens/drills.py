@@ -4,7 +4,7 @@
 The wizard submits one ``drill`` job through the engine like any job; the checklist is
 built from the job's log lines (one per finished step and check, see core/drills/jobs.py)
 and the report is the job's result. History comes from the reports stored in the
-repository (``BackupService.drill_reports``), so drills run by the CLI or the scheduler
+repository (``core.drills.report.stored_reports``), so drills run by the CLI or the scheduler
 show too.
 """
 
@@ -22,7 +22,7 @@ from textual.widgets import ContentSwitcher, DataTable, Header, Input, Markdown,
 from textual.widgets.option_list import Option
 
 from core.config import DRILL_SCENARIOS
-from core.drills.report import DrillReport, history
+from core.drills.report import DrillReport, history, stored_reports
 from core.jobs.api import Job
 from screens.footer import KeyFooter
 from screens.base import ConsoleScreen, FitTable, compact_time, human_duration, plain
@@ -160,7 +160,7 @@ class DrillsScreen(ConsoleScreen):
     @work(exclusive=True, group="drills-history", exit_on_error=False)
     async def _load_history(self) -> None:
         try:
-            reports, damaged = await self.console.service.drill_reports()
+            reports, damaged = await stored_reports(self.console.service)
         except Exception as exc:  # the screen stays usable: the note says what failed
             self.post_message(LoadFailed("drills", f"{type(exc).__name__}: {exc}"))
             return

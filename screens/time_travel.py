@@ -2,8 +2,8 @@
 current then, how it was checked and where it is held; Enter restores from it (the restore
 wizard, filled in up to "Where to?").
 
-The screen only renders core.health.timetravel.point_in_time over the catalog and the
-verification report (core/health/verification.py)."""
+The screen only renders core.jobs.timetravel.point_in_time over the catalog and the
+verification report (core/jobs/verification.py)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from textual.binding import Binding
 from textual.events import Resize
 from textual.widgets import Header, Static
 
-from core.health.timetravel import PointInTime, days_with_snapshots, point_in_time, sources_of
-from core.health.verification import SnapshotChecks, verification_report
+from core.jobs.timetravel import PointInTime, days_with_snapshots, point_in_time, sources_of
+from core.jobs.verification import SnapshotChecks, verification_report
 from core.jobs.api import Job
 from screens.base import ConsoleScreen, compact_time, human_age, human_bytes, plain, short_source
 from screens.footer import KeyFooter

@@ -1,7 +1,7 @@
 """Verification report: per snapshot and per location, what was checked, when, and how
 (quick, full, restore-tested by a drill). Opened from the Verify screen (`a`).
 
-The screen only renders core.health.verification.verification_report over the catalog,
+The screen only renders core.jobs.verification.verification_report over the catalog,
 the job history the console holds and the stored drill reports; the headline is the
 repository verdict of core/jobs/status.py, the one the dashboard and `status` show."""
 
@@ -13,7 +13,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Header, Input, Static
 
-from core.health.verification import CopyChecks, Evidence, SnapshotChecks, verification_report
+from core.jobs.verification import CopyChecks, Evidence, SnapshotChecks, verification_report
 from core.jobs.api import Job
 from core.jobs.status import verify_check, verify_verdict
 from screens.base import ConsoleScreen, PlainTable, TableFilter, compact_time, plain, short_source

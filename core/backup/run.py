@@ -14,7 +14,7 @@ from core.backup.single_file import current_user
 from core.backup.archiver import Archiver, ArchiveStats
 from core.backup.watchdog import DEFAULT_STALL_SECONDS, Watchdog
 from core.backup.scan import ScanTotals, start_scan, stop_scan
-from core.config import DatabaseConfig, SourceSpec
+from core.config import SourceSpec
 from core.errors import SourceError, UsageError
 from core.repository.format import BlobType
 from core.repository.lock import Lock
@@ -64,12 +64,10 @@ def _reference(snaps: list[Snapshot], source: str, kind: str) -> Snapshot | None
 async def run_backup(repo: Repository, sources: list[SourceSpec], *, kind: str = "incremental",
                      tags: tuple[str, ...] = (), workers: int = 2,
                      on_progress: Callable[[str, ArchiveStats], None] | None = None,
-                     database: DatabaseConfig | None = None,
-                     started_dump: Awaitable | None = None,
+                     database: DatabaseTake | None = None,
                      stall_timeout: float = DEFAULT_STALL_SECONDS,
                      totals: dict[str, ScanTotals] | None = None) -> BackupResult:
     """Back up ``database`` (when given) and then each file source, one snapshot each.
-    ``started_dump``: the logical dump of ``database``, already begun (service.backup).
     ``stall_timeout``: a file source that reads no byte and finishes no file for this many
     seconds fails the run with BackupStalled (core/backup/watchdog.py); 0: never.
     ``totals``: filled per file source with a forecast of what the run visits, for progress:
@@ -88,8 +86,7 @@ async def run_backup(repo: Repository, sources: list[SourceSpec], *, kind: str =
             _forecast(sources, existing, totals)
         try:
             if database is not None:
-                results.append(await _backup_database(repo, database, backup_set, tags, on_progress,
-                                                      started_dump))
+                results.append(await _backup_database(repo, database, backup_set, tags, on_progress))
             for spec in sources:
                 ref = _reference(existing, spec.name, kind)
                 if kind != "full" and ref is None:
@@ -123,36 +120,29 @@ def _forecast(sources: list[SourceSpec], existing: list[Snapshot], totals: dict[
     start_scan(to_scan, totals)
 
 
-async def _backup_database(repo: Repository, db: DatabaseConfig, backup_set: str, tags: tuple[str, ...],
-                           on_progress: Callable[[str, ArchiveStats], None] | None,
-                           started_dump: Awaitable | None = None) -> SourceResult:
-    """A database snapshot is always a full dump; its failure costs the file sources nothing."""
-    from core.sources.postgres.logical import SOURCE, backup_logical
+@dataclass(frozen=True, slots=True)
+class DatabaseTake:
+    """How this run takes the database snapshot. Built above this layer, where the sources
+    live (core/sources/postgres/take.py): the backup layer never imports a source."""
+    source: str
+    take: Callable[[Repository, str, tuple[str, ...], Callable[[int], None]], Awaitable[Snapshot]]
 
-    if db.mode == "physical":
-        # backup_physical, with its waits for WAL archiving bounded (archive_wait.py).
-        from core.sources.postgres.archive_wait import backup_physical_bounded as take
-    elif db.mode == "logical":
-        take = backup_logical
-    else:
-        return SourceResult(SOURCE, None, f"database.mode = {db.mode!r} is not supported; use \"logical\" "
-                            "or \"physical\"", UsageError.exit_code)
+
+async def _backup_database(repo: Repository, db: DatabaseTake, backup_set: str, tags: tuple[str, ...],
+                           on_progress: Callable[[str, ArchiveStats], None] | None) -> SourceResult:
+    """A database snapshot is always a full dump; its failure costs the file sources nothing."""
     stats = ArchiveStats(total_files=1)
 
     def on_bytes(n: int) -> None:
         stats.bytes_read += n
         if on_progress:
-            on_progress(SOURCE, stats)
+            on_progress(db.source, stats)
 
     try:
-        if started_dump is not None:
-            snap = await backup_logical(repo, db, backup_set=backup_set, tags=tags, on_bytes=on_bytes,
-                                        started=started_dump)
-        else:
-            snap = await take(repo, db, backup_set=backup_set, tags=tags, on_bytes=on_bytes)
+        snap = await db.take(repo, backup_set, tags, on_bytes)
     except (SourceError, UsageError) as exc:
-        return SourceResult(SOURCE, None, str(exc), exc.exit_code)
-    return SourceResult(SOURCE, snap)
+        return SourceResult(db.source, None, str(exc), exc.exit_code)
+    return SourceResult(db.source, snap)
 
 
 async def backup_paths(repo: Repository, name: str, paths: list[Path], *, tags: tuple[str, ...] = (),

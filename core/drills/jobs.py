@@ -14,9 +14,8 @@ from typing import Any
 
 from core.drills.report import CheckResult, Step
 from core.drills.run import DrillRequest, run_drill
-from core.errors import DrillFailed
-from core.jobs.api import JobProgress
-from core.jobs.kinds import PRIMARY_LOCATION, JobContext, JobFailed, register
+from core.errors import DrillFailed, Exit
+from core.runner import JobProgress, PRIMARY_LOCATION, JobContext, JobFailed
 
 __all__ = ["drill_runner", "report_result"]
 
@@ -24,7 +23,7 @@ __all__ = ["drill_runner", "report_result"]
 def report_result(report) -> dict[str, Any]:
     out = report.to_dict()
     out["markdown"] = report.markdown()
-    out["exit_code"] = 0 if report.passed else DrillFailed.exit_code
+    out["exit_code"] = Exit.OK if report.passed else DrillFailed.exit_code
     return out
 
 
@@ -55,5 +54,3 @@ async def drill_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any
         raise JobFailed(f"drill {report.id} failed: {why}", out, DrillFailed.exit_code)
     return out
 
-
-register("drill", drill_runner)

@@ -189,6 +189,12 @@ async def load_report(repo: Repository, drill_id: str) -> DrillReport:
     return report
 
 
+async def stored_reports(service: Any) -> tuple[list[DrillReport], list[DamagedObject]]:
+    """The reports in the service's repository (``list_reports``): drills run by the CLI,
+    the console or the scheduler all land there."""
+    return await list_reports(await service.repository(load_index=False))
+
+
 async def list_reports(repo: Repository) -> tuple[list[DrillReport], list[DamagedObject]]:
     """Every stored report, oldest first, and the ones that would not open."""
     ids = sorted([info.key.rsplit("/", 1)[-1] async for info in repo.backend.list(f"{PREFIX}/")])

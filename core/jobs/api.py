@@ -12,6 +12,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
+from core.runner import JobProgress  # the runners' contract (core/runner.py); re-exported here
+
 if TYPE_CHECKING:
     from core.config import Config
     from core.service import PassphraseSource
@@ -25,7 +27,7 @@ class JobState(StrEnum):
     CANCELLED = "cancelled"
     # The daemon that ran it died (kill -9, a crash, the host lost power): not damage and
     # not the job's fault. The next daemon start releases its locks, notifies, and reruns
-    # or catches it up (core/jobs/recovery.py).
+    # or catches it up (core/daemon/recovery.py).
     INTERRUPTED = "interrupted"
 
     @property
@@ -34,20 +36,6 @@ class JobState(StrEnum):
 
 
 FINISHED_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.INTERRUPTED})
-
-
-@dataclass(frozen=True, slots=True)
-class JobProgress:
-    phase: str
-    bytes_done: int = 0
-    bytes_total: int | None = None
-    files_done: int = 0
-    files_total: int | None = None
-    rate: float = 0.0  # bytes per second
-    eta_seconds: float | None = None
-    current: str = ""
-    warnings: int = 0
-    unit: str = "files"  # what files_done/files_total count ("packs" for a verification)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import Config, ConfigError, PassphraseError
-from core.errors import AxisorError, DaemonError, UsageError
+from core.errors import AxisorError, DaemonError, Exit, UsageError
 from core.jobs.api import Job, JobEvent, JobProgress, JobState
 from core.jobs.kinds import JobCancelled, JobContext, JobFailed, refuse_secrets, runner_for
 from core.jobs.store import ROLE_CLI, JobStore, Owner, state_dir
@@ -42,8 +42,8 @@ def exit_code_of(exc: BaseException) -> int:
     if isinstance(exc, AxisorError):
         return exc.exit_code
     if isinstance(exc, (PassphraseError, ConfigError)):
-        return UsageError.exit_code
-    return 1
+        return Exit.USAGE
+    return Exit.ERROR
 
 
 class _RWLock:
@@ -223,7 +223,7 @@ class Engine:
             raise DaemonError(f"job {job.id} runs in another process ({job.state}); cancel it where it runs")
         if job.id in self._queue:
             self._queue.remove(job.id)
-            await self._finish(live, JobState.CANCELLED, result={"exit_code": 130},
+            await self._finish(live, JobState.CANCELLED, result={"exit_code": Exit.INTERRUPTED},
                                error="cancelled before it started")
             return live.job
         live.cancel_reason = live.cancel_reason or "cancelled on request"
@@ -287,7 +287,7 @@ class Engine:
         self._accepting = False
         while self._queue:
             live = self._live[self._queue.popleft()]
-            await self._finish(live, JobState.CANCELLED, result={"exit_code": 130}, error=f"not started: {reason}")
+            await self._finish(live, JobState.CANCELLED, result={"exit_code": Exit.INTERRUPTED}, error=f"not started: {reason}")
         running = [lv for lv in self._live.values() if lv.task is not None]
         if running and grace > 0:
             log.info("waiting for running jobs", extra={"jobs": [lv.job.id for lv in running], "grace": grace})
@@ -327,14 +327,14 @@ class Engine:
     async def _run(self, live: _Live) -> None:
         if live.stopping:
             self._running -= 1
-            await self._finish(live, JobState.CANCELLED, result={"exit_code": 130},
+            await self._finish(live, JobState.CANCELLED, result={"exit_code": Exit.INTERRUPTED},
                                error=live.cancel_reason or "cancelled before it started")
             self._kick()
             return
         config = self.config
         job = replace(live.job, state=JobState.RUNNING, started_at=datetime.now(UTC))
         live.job = job
-        ctx = JobContext(job.id, config, lambda: BackupService(config, self._passphrase, workers=self._workers),
+        ctx = JobContext(job.id, config, lambda: BackupService(config, self._passphrase, workers=self._workers, state_dir=self.directory),
                          lambda p: self._progress(live, p), lambda line: self._log(live, line),
                          self._locks.hold)
         live.ctx = ctx
@@ -366,7 +366,7 @@ class Engine:
                 log.warning("closing the job's service failed", extra={"job": job.id, "error": str(exc)})
             self._running -= 1
         if state == JobState.CANCELLED:
-            result = {**(result or {}), "exit_code": 130}
+            result = {**(result or {}), "exit_code": Exit.INTERRUPTED}
         await self._finish(live, state, result=result, error=error)
         self._kick()
 

@@ -2,7 +2,7 @@
 
 Events: ``job.completed`` (with ``on_success``), ``job.failed`` and ``job.interrupted``
 (with ``on_failure``; the latter sent by the next daemon start, saying what it did:
-core/jobs/recovery.py), ``source.stale`` and ``source.suspicious_shrink``.
+core/daemon/recovery.py), ``source.stale`` and ``source.suspicious_shrink``.
 
 The payload holds the job record, which never holds secrets (params are refused at
 submit time when they would). A failing notification is logged, never fatal.
@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import socket
 from typing import Any
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from core.config import Config
+from core.errors import Exit
 from core.jobs.api import Job, JobState
 from core.jobs.engine import exit_code_of, new_job_id
 from core.jobs.store import JobStore, Owner, state_dir
@@ -25,7 +26,7 @@ class Outcome:
     @classmethod
     def of_exception(cls, exc: BaseException) -> Outcome:
         if isinstance(exc, KeyboardInterrupt):
-            return cls(JobState.CANCELLED, {"exit_code": 130}, "interrupted (Ctrl-C)")
+            return cls(JobState.CANCELLED, {"exit_code": Exit.INTERRUPTED}, "interrupted (Ctrl-C)")
         return cls(JobState.FAILED, {"exit_code": exit_code_of(exc)}, str(exc) or type(exc).__name__)
 
 

@@ -5,7 +5,7 @@ One file, ``jobs.sqlite3``, shared by the daemon and by embedded engines in CLI 
 records the process that owns it (pid and the kernel's start time of that pid, so a
 recycled pid is not mistaken for the owner) and its role; the next engine to start marks
 the jobs of a dead owner with the reason: ``interrupted`` when the owner was the daemon
-(its next start recovers them: core/jobs/recovery.py, which then fills ``recovery``),
+(its next start recovers them: core/daemon/recovery.py, which then fills ``recovery``),
 ``failed`` when it was a one-shot CLI process.
 
 Schema changes are additive columns, added at open by ``_migrate`` (a database written by
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.errors import JobNotFound, UsageError
+from core.statedir import ENV_STATE_DIR, resolve_state_dir
 from core.proc import process_start
 from core.scrub import scrub
 from core.jobs.api import Job, JobState
@@ -37,7 +38,6 @@ from core.state_db import SqliteOnThread
 if TYPE_CHECKING:
     from core.config import Config
 
-ENV_STATE_DIR = "AXISOR_BACKUP_STATE_DIR"
 DB_NAME = "jobs.sqlite3"
 # Who owned a job: the daemon (its jobs are recovered at its next start) or a CLI process.
 ROLE_DAEMON = "daemon"
@@ -78,15 +78,8 @@ CREATE INDEX IF NOT EXISTS job_log_job ON job_log (job_id, seq);
 
 
 def state_dir(config: Config | None = None) -> Path:
-    """$AXISOR_BACKUP_STATE_DIR, else ``[engine] state_dir``, else the platform's user state dir."""
-    env = os.environ.get(ENV_STATE_DIR)
-    if env:
-        return Path(env).expanduser().absolute()
-    if config is not None and config.engine.state_dir is not None:
-        return config.engine.state_dir
-    from platformdirs import user_state_dir
-
-    return Path(user_state_dir("axisor-backup"))
+    """The state folder (core/statedir.py has the one rule)."""
+    return resolve_state_dir(config)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,13 +11,12 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from core.errors import AxisorError
-from core.jobs.api import JobProgress
-from core.jobs.kinds import PRIMARY_LOCATION, JobContext, JobFailed, register, retry_when_locked
+from core.errors import AxisorError, Exit
+from core.runner import JobProgress, PRIMARY_LOCATION, JobContext, JobFailed, retry_when_locked
 from core.locations.copy import CopyProgress, CopyResult
 from core.locations.sites import PRIMARY_NAME
 
-__all__ = ["choose_restore_location", "copy_runner", "result_dict"]
+__all__ = ["copy_runner", "result_dict"]
 
 
 def result_dict(r: CopyResult) -> dict[str, Any]:
@@ -57,31 +56,7 @@ async def copy_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]
     out = {"copies": [result_dict(r) for r in results]}
     failed = [r for r in results if r.error]
     if failed:
-        out["exit_code"] = 1
-        raise JobFailed("copy failed to " + ", ".join(f"{r.target} ({r.error})" for r in failed), out, 1)
-    out["exit_code"] = 0
+        out["exit_code"] = Exit.ERROR
+        raise JobFailed("copy failed to " + ", ".join(f"{r.target} ({r.error})" for r in failed), out, Exit.ERROR)
+    out["exit_code"] = Exit.OK
     return out
-
-
-register("copy", copy_runner)
-
-
-async def choose_restore_location(ctx: JobContext, params: dict[str, Any]) -> str | None:
-    """For the restore job: serve it from ``params["from"]``, or, with other locations
-    configured, from the first that can (logging each one passed over). None: the primary
-    alone is configured and nothing was chosen."""
-    svc = ctx.service
-    prefer = params.get("from")
-    if prefer is None and not svc.config.storage.remote_storage:
-        return None
-    if params.get("target_db"):
-        refs, source = [str(params["snapshot"])], params.get("source") or "database"
-    else:
-        refs = [str(r) for r in params.get("snapshots") or [params.get("snapshot") or "latest"]]
-        source = params.get("source")
-    choice = await svc.choose_location(refs, source, prefer=str(prefer) if prefer else None)
-    for name, why in choice.skipped:
-        ctx.log(f"location {name} cannot serve this restore ({why})")
-    if choice.skipped:
-        ctx.log(f"restoring from location {choice.location}")
-    return choice.location

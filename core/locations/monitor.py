@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from core.config import Config
 from core.errors import AxisorError
 from core.locations.sites import Sites
 from core.repository import repo_config
@@ -61,10 +60,9 @@ class LocationStatus:
     last_error_at: str | None
 
 
-def state_file(config: Config) -> Path:
-    from core.jobs.store import state_dir  # one rule for the state directory, shared with the job store
-
-    return state_dir(config) / STATE_NAME
+def state_file(state_dir: Path) -> Path:
+    """The monitor's samples in the host's state folder (passed in: core/statedir.py)."""
+    return state_dir / STATE_NAME
 
 
 def _now() -> datetime:

@@ -14,8 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.errors import AxisorError
-from core.jobs.api import JobProgress
-from core.jobs.kinds import LOCK_WAIT_SECONDS, PRIMARY_LOCATION, JobContext, JobFailed, register, retry_when_locked
+from core.runner import JobProgress, LOCK_WAIT_SECONDS, PRIMARY_LOCATION, JobContext, JobFailed, retry_when_locked
 from core.storage.factory import PRIMARY_NAME
 
 __all__ = ["prune_runner"]
@@ -61,5 +60,3 @@ async def prune_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any
                         first_code)
     return out
 
-
-register("prune", prune_runner)

@@ -32,7 +32,7 @@ from datetime import datetime, timezone, tzinfo
 from core.errors import AxisorError, DamagedObject
 from core.maintenance.repack import repack
 from core.maintenance.retention import Decision, Policy, apply, is_base_backup
-from core.maintenance.shared import INDEX_ENTRIES_PER_FILE, ensure_sole_holder, store_index, write_index
+from core.repository.rewrite import INDEX_ENTRIES_PER_FILE, ensure_sole_holder, store_index, write_index
 from core.repository.format import DATA, INDEX, SNAPSHOTS, pack_id_from_key, pack_key
 from core.repository.index import Index, IndexedPack, PackEntry
 from core.repository.lock import Lock

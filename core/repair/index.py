@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from core import crypto
 from core.errors import DamagedObject, UsageError
-from core.maintenance.shared import INDEX_ENTRIES_PER_FILE, ensure_sole_holder, store_index, write_index
+from core.repository.rewrite import INDEX_ENTRIES_PER_FILE, ensure_sole_holder, store_index, write_index
 from core.repair.temporary import TEMP_SAFE_AGE, TempCleanup, clean_temporary
 from core.repository.blobs import open_blob
 from core.repository.format import DATA, INDEX, PACK_TRAILER, pack_id_from_key, pack_key

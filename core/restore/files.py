@@ -56,7 +56,7 @@ from core.repository.blobs import open_blob
 from core.repository.format import BlobType, pack_key
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
-from core.repository.tree import BLOCKDEV, CHARDEV, DEVICES, DIR, FIFO, FILE, SYMLINK, Node
+from core.repository.tree import CHARDEV, DEVICES, DIR, FIFO, FILE, SYMLINK, Node
 from core.restore import fsops
 from core.restore.fsops import DIR_FLAGS, FILE_FLAGS, DirCache, Parts
 from core.restore.walk import display, walk

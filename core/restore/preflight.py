@@ -215,23 +215,9 @@ async def feasibility(svc: Any, *, read_only: bool, engine_connected: bool) -> F
     else:
         if holder is not None:
             blockers.append(f"the repository is held by an {holder.describe()}: a restore waits until it ends")
-    database = svc.config.database
-    if database.enabled:
-        from core.sources.postgres.tools import find_tools
-
-        try:
-            await asyncio.to_thread(find_tools, database.pg_bin_dir)
-        except Exception as exc:  # noqa: BLE001
-            notes.append(f"database restores cannot run: {exc}")
-        from core.sources.postgres.connection import PgTarget
-
-        target = PgTarget.from_config(database)
-        try:
-            conn = await asyncio.wait_for(target.connect(), 10)
-        except Exception as exc:  # noqa: BLE001
-            notes.append(f"the database server cannot be reached: {target.scrub(str(exc)) or type(exc).__name__}")
-        else:
-            await conn.close()
+    if svc.config.database.enabled:
+        # Asked of the service: restore sits below the sources (the import-linter layers).
+        notes.extend(await svc.database_restore_problems())
     return Feasibility(tuple(blockers), tuple(notes))
 
 

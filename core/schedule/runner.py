@@ -370,7 +370,7 @@ async def open_scheduler(config: Config, engine: EngineClient, passphrase: Passp
 
 
 async def owe_interrupted(config: Config, directory: Path, job: Job, now: datetime) -> str:
-    """A scheduled run the dead daemon was running (core/jobs/recovery.py): owe its
+    """A scheduled run the dead daemon was running (core/daemon/recovery.py): owe its
     occurrence again, so that the scheduler's next tick catches it up exactly as it catches
     up after any downtime (once, folded with occurrences missed since). Returns what was done.
 
@@ -413,7 +413,7 @@ async def owe_interrupted(config: Config, directory: Path, job: Job, now: dateti
 
 
 def attach_to_daemon(daemon: Any) -> None:
-    """Run a scheduler inside ``core.jobs.daemon.Daemon``: started after its engine, stopped
+    """Run a scheduler inside ``core.daemon.server.Daemon``: started after its engine, stopped
     before it, reloaded with its config on SIGHUP, sharing its state directory."""
     running: list[Scheduler] = []
 

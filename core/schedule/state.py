@@ -55,7 +55,7 @@ class RunRecord:
     occurrence: datetime
     decided_at: datetime
     trigger: str  # cron | catch-up | manual
-    outcome: str  # submitted | deferred | skipped | failed | interrupted (core/jobs/recovery.py)
+    outcome: str  # submitted | deferred | skipped | failed | interrupted (core/daemon/recovery.py)
     job_id: str | None = None
     type: str | None = None  # backup type chosen by the policy
     missed: int = 0  # earlier occurrences folded into this run

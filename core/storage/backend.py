@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from core.errors import AxisorError, StorageFull
+from core.errors import AxisorError, Exit, StorageFull
 
 
 class StorageError(AxisorError):
@@ -22,7 +22,7 @@ class StorageReadOnly(StorageError):
     """The storage refuses writes: a read-only file system or mount, an immutable folder,
     no permission to write. Reading commands go on without a lock; writers stop (exit 24)."""
 
-    exit_code = 24
+    exit_code = Exit.READ_ONLY
     reason = "writes refused"  # short: "Read-only file system", "Operation not permitted"
 
 

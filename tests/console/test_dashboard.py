@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 from textual.widgets import DataTable, Static
 
 from console_support import console, settle
+from core.jobs.status import health as evaluate_health
 from screens.dashboard import DashboardScreen
 
 
@@ -33,7 +34,7 @@ async def test_dashboard_shows_each_source_against_its_rpo(platform):
         # Scheduling is on and no daemon answers: `status` says warning, and so does the
         # dashboard, with what fixes it (it once said "Alerts: none" here).
         alerts = str(app.screen.query_one("#alerts", Static).render())
-        health = await app.service.health(now=later)
+        health = await evaluate_health(app.config, now=later)
         assert health.level == "warning" and f"Health: {health.level.upper()}" in alerts
         assert "⚠ daemon: scheduling is enabled but no daemon answers" in alerts
         assert "axisor-backup daemon" in alerts

@@ -1,5 +1,5 @@
 """Time travel (`t`) and the verification report (Verify, `a`) at 80x24, on a real platform:
-the screens show what core/health/timetravel.py and core/health/verification.py say."""
+the screens show what core/jobs/timetravel.py and core/jobs/verification.py say."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import PASSPHRASE
 from core.config import parse_config
-from core.drills.report import (CheckResult, DrillReport, RpoResult, Step, history, load_report,
+from core.drills.report import (stored_reports, CheckResult, DrillReport, RpoResult, Step, history, load_report,
                                 new_drill_id, store_report)
 from core.errors import DamagedObject, SnapshotNotFound, UsageError
 from core.service import BackupService
@@ -54,7 +54,7 @@ async def test_stored_sealed_once_and_bound_to_its_id(service, tmp_path) -> None
         await load_report(repo, forged)
     with pytest.raises(SnapshotNotFound):
         await load_report(repo, "not-an-id")
-    reports, damaged = await service.drill_reports()
+    reports, damaged = await stored_reports(service)
     assert {r.id for r in reports} == {first.id, second.id} and [d.key for d in damaged] == [f"drills/{forged}"]
 
 

@@ -1,5 +1,5 @@
-"""The verification report (core/health/verification.py) and time travel
-(core/health/timetravel.py): pure functions over catalog entries, job records and drill
+"""The verification report (core/jobs/verification.py) and time travel
+(core/jobs/timetravel.py): pure functions over catalog entries, job records and drill
 reports, so built here from those records directly."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 
 from core.drills.report import DrillReport
 from core.errors import VerificationFailed
-from core.health.timetravel import days_with_snapshots, point_in_time, sources_of
-from core.health.verification import outcome_of, verification_report
+from core.jobs.timetravel import days_with_snapshots, point_in_time, sources_of
+from core.jobs.verification import outcome_of, verification_report
 from core.jobs.api import Job, JobState
 from core.jobs.status import verify_verdict
 from core.locations.catalog import CatalogEntry, CopyState

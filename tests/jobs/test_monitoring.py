@@ -5,12 +5,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
-import threading
 import time
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
-import pytest
 
 from conftest import PASSPHRASE
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from core.config import load_config
 from core.jobs.api import Job, JobState
-from core.jobs.recovery import decide, lost_connection_message, release_locks
+from core.daemon.recovery import decide, lost_connection_message, release_locks
 from core.jobs.store import ROLE_CLI, ROLE_DAEMON, JobStore, Owner, process_start
 from core.schedule.runner import owe_interrupted
 from core.schedule.state import RunRecord, ScheduleStore

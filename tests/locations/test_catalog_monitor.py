@@ -113,7 +113,7 @@ def test_verify_ls_and_show_read_a_replica_with_from(sites, tmp_path):
     # The job history says which location each verification read and which snapshots it
     # opened: the console's verification report tells the replica's damage from the
     # primary's clean bill (it used to record both as the primary's).
-    from core.health.verification import outcome_of
+    from core.jobs.verification import outcome_of
     from core.jobs.store import JobStore
 
     async def verifies():

@@ -10,7 +10,6 @@ naming the table)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest

@@ -350,3 +350,23 @@ async def _switch_check(conn: psycopg.AsyncConnection, target: PgTarget, backend
     except psycopg.Error as exc:
         return Check(name, False, f"forcing a WAL switch failed: {target.scrub(str(exc).strip())}")
     return Check(name, True, f"WAL segment {segment} switched and arrived in the repository in {took:.1f} s")
+
+
+async def restore_problems(database: DatabaseConfig) -> list[str]:
+    """What stops a database restore before it starts, one line each: the client tools
+    missing or unusable, the server unreachable (its message scrubbed of secrets)."""
+    from core.sources.postgres.tools import find_tools
+
+    problems: list[str] = []
+    try:
+        await asyncio.to_thread(find_tools, database.pg_bin_dir)
+    except Exception as exc:  # noqa: BLE001 - whatever the tools say, said as it is
+        problems.append(f"database restores cannot run: {exc}")
+    target = PgTarget.from_config(database)
+    try:
+        conn = await asyncio.wait_for(target.connect(), 10)
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"the database server cannot be reached: {target.scrub(str(exc)) or type(exc).__name__}")
+    else:
+        await conn.close()
+    return problems

@@ -51,6 +51,7 @@ from core.repository.tree import FILE
 from core.restore.stream import iter_content
 from core.sources.postgres.child import last_lines, run_as, server_env
 from core.sources.postgres.tools import find_tool, server_major
+from core.text import parse_target_time  # noqa: F401 - its home was here; callers still import it
 from core.sources.postgres.wal import list_names, load_manifest, segment_name, segment_number
 
 SOURCE = "database"
@@ -187,15 +188,6 @@ async def recovery_window(repo: Repository, snaps: list[Snapshot] | None = None)
         bases.append(BaseBackup(s, stop_time, start_wal, stop_wal, int(md.get("timeline") or 1), last, until,
                                 problem))
     return RecoveryWindow(tuple(bases))
-
-
-def parse_target_time(text: str) -> datetime:
-    """ISO 8601; without an offset the local time zone of this machine is meant."""
-    try:
-        t = datetime.fromisoformat(text.strip().replace(" UTC", "+00:00"))
-    except ValueError:
-        raise UsageError(f"--to-time {text!r} is not a date and time (e.g. 2026-11-26T09:30:00+00:00)") from None
-    return t if t.tzinfo else t.astimezone()
 
 
 # -- the restore --------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from core import crypto
-from core.errors import AxisorError, DamagedObject, UsageError
+from core.errors import AxisorError, DamagedObject, Exit, UsageError
 from core.repository.format import BlobType
 from core.repository.repo_config import bounded_get
 from core.repository.repository import Repository
@@ -45,13 +45,13 @@ _NAME = re.compile(r"[0-9A-F]{24}(\.partial|\.[0-9A-F]{8}\.backup)?|[0-9A-F]{8}\
 class WalConflict(AxisorError):
     """A WAL file with this name is archived already, with different content."""
 
-    exit_code = 17
+    exit_code = Exit.WAL_CONFLICT
 
 
 class WalNotFound(AxisorError):
     """wal-fetch: the repository has no such WAL file (recovery ends here)."""
 
-    exit_code = 1
+    exit_code = Exit.ERROR
 
 
 def is_wal_name(name: str) -> bool:

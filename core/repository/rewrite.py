@@ -1,5 +1,5 @@
-"""What prune and repair share: the check before each destructive step that nobody else
-holds a live lock, and writing a new index.
+"""What every rewriter of the repository shares (prune, repair): the check before each
+destructive step that nobody else holds a live lock, and writing a new index.
 
 Both delete what other processes may rely on (index files, packs, snapshots). The
 exclusive lock they hold is checked again before each deletion, because a lock file

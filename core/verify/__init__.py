@@ -58,7 +58,7 @@ class VerifyReport:
     # Objects under data/ named like packs that are not packs of this repository (too large,
     # or a trailer and header that do not open): key -> why. Not damage; never read whole.
     foreign_packs: dict[str, str] = field(default_factory=dict)
-    # The snapshots it opened: the verification report (core/health/verification.py) says
+    # The snapshots it opened: the verification report (core/jobs/verification.py) says
     # per snapshot what was checked, so the record must name them.
     snapshot_ids: list[str] = field(default_factory=list)
 

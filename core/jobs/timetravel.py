@@ -5,7 +5,7 @@ where it is held.
 catalog still holds (retention may have removed a nearer one). Before the source's first
 snapshot nothing was current, and the answer says when protection began; after its newest
 snapshot, the newest one is current. Pure functions over the catalog's entries
-(core/locations/catalog.py) and the verification report (core/health/verification.py).
+(core/locations/catalog.py) and the verification report (core/jobs/verification.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
 
-from core.health.verification import SnapshotChecks
+from core.jobs.verification import SnapshotChecks
 
 __all__ = ["PointInTime", "days_with_snapshots", "point_in_time", "sources_of"]
 

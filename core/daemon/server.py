@@ -10,7 +10,7 @@ daemon's are refused (SO_PEERCRED), on top of the socket's 0600 mode.
 
 At start, the jobs a previous daemon was running when it died (SIGKILL, a crash) are
 recovered before anything else runs: marked ``interrupted``, their repository locks
-released, announced, and rerun or caught up (core/jobs/recovery.py).
+released, announced, and rerun or caught up (core/daemon/recovery.py).
 
 Signals: SIGTERM/SIGINT stop taking work and give running jobs ``[engine]
 shutdown_grace_seconds`` to finish before they are cancelled cleanly; SIGHUP reloads the
@@ -155,8 +155,8 @@ class Daemon:
         return 0
 
     async def _recover(self) -> None:
-        """The jobs a previous daemon left behind when it died (core/jobs/recovery.py)."""
-        from core.jobs.recovery import recover
+        """The jobs a previous daemon left behind when it died (core/daemon/recovery.py)."""
+        from core.daemon.recovery import recover
 
         try:
             await recover(self.engine, self.config)
