@@ -186,6 +186,12 @@ class Repository:
                 damaged.append(exc)
         return damaged
 
+    def replace_index(self, index: Index) -> None:
+        """Hold ``index`` (its ``files`` set) instead of the loaded one. For prune and repair,
+        once they have replaced the index files on storage: the old in-memory index names
+        packs they delete next, and a writer deduplicating against it would lose data."""
+        self.index = index
+
     async def read_index_file(self, key: str, size: int | None = None) -> list[IndexedPack]:
         """``size``: the listed size, when the caller has a listing (saves a stat)."""
         raw = await self._open_object(key, AD_INDEX, MAX_INDEX_FILE, size)
@@ -464,8 +470,10 @@ class Repository:
 
     # -- reading blobs ------------------------------------------------------------------
 
-    async def load_blob(self, blob_type: int, blob_id: bytes) -> bytes:
-        loc = self.index.lookup(blob_id)
+    async def load_blob(self, blob_type: int, blob_id: bytes, *, index: Index | None = None) -> bytes:
+        """``index``: where to look the blob up instead of the repository's own (prune plans
+        with an index of its own)."""
+        loc = (self.index if index is None else index).lookup(blob_id)
         if loc is None:
             raise DamagedObject(f"blob {blob_id.hex()}", "not in any index")
         key = pack_key(loc.pack_id)
@@ -513,8 +521,8 @@ class Repository:
             raise DamagedObject(key, str(exc)) from None
         return open_blob(self.cipher, blob_type, blob_id, sealed, loc.raw_length, key)
 
-    async def load_tree(self, tree_id: bytes) -> Tree:
-        raw = await self.load_blob(BlobType.TREE, tree_id)
+    async def load_tree(self, tree_id: bytes, *, index: Index | None = None) -> Tree:
+        raw = await self.load_blob(BlobType.TREE, tree_id, index=index)
         try:
             return Tree.decode(raw)
         except TreeFormatError as exc:
