@@ -322,6 +322,64 @@ _LAST = re.compile(r"last completed transaction was at log time ([^\n]+)")
 _NOT_REACHED = "recovery ended before configured recovery target was reached"
 
 
+def _server_user(os_user: str | None) -> str | None:
+    """The OS user the restored cluster belongs to: as root, ``os_user`` (default postgres),
+    which must exist; otherwise None (this user), and ``os_user`` may only name this user."""
+    if os.geteuid() == 0:
+        os_user = os_user or "postgres"
+        try:
+            pwd.getpwnam(os_user)
+        except KeyError:
+            raise UsageError(f"running as root: the restored cluster must belong to an OS user, and {os_user!r} "
+                             "does not exist (give --os-user)") from None
+        return os_user
+    if os_user and os_user != pwd.getpwuid(os.geteuid()).pw_name:
+        raise UsageError("--os-user needs root; run as that user instead")
+    return None
+
+
+def _choose_base(window: RecoveryWindow, snapshot: Snapshot | None, target_time: datetime) -> BaseBackup:
+    """The base backup to recover from: ``snapshot`` when given (refused when it cannot
+    reach ``target_time``), else the window's choice."""
+    if snapshot is None:
+        return window.choose(target_time)
+    wanted = [b for b in window.bases if b.snapshot.id == snapshot.id]
+    if not wanted:
+        raise UsageError(f"snapshot {snapshot.short_id} is not a physical base backup")
+    base = wanted[0]
+    if not base.usable or not (base.stop_time <= target_time < base.usable_until):
+        covers = base.problem or (f"it covers {_fmt(base.stop_time)} to {_fmt(base.usable_until)}"
+                                  if base.usable_until else "no WAL is archived after it")
+        raise RestoreRefused(f"{_fmt(target_time)} cannot be reached from base backup "
+                             f"{snapshot.short_id}: {covers}; {window.describe()}")
+    return base
+
+
+def _configure_recovery(target_dir: Path, target_time: datetime, base_id: str, restore_command: str,
+                        port: int | None, os_user: str | None) -> None:
+    """The recovery settings appended to postgresql.auto.conf, recovery.signal, and the
+    files handed to ``os_user``."""
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    lines = [f"{_MARK} at {stamp}: recovery to {_fmt(target_time)} from base backup {base_id}",
+             f"restore_command = {_conf_quote(restore_command)}",
+             f"recovery_target_time = {_conf_quote(target_time.isoformat())}",
+             "recovery_target_action = 'promote'",
+             "recovery_target_timeline = 'latest'",
+             "archive_mode = 'off'  # never archive into the source's archive; re-enable deliberately"]
+    if port is not None:
+        lines += [f"port = {port}", f"unix_socket_directories = {_conf_quote(str(target_dir.resolve()))}",
+                  "listen_addresses = 'localhost'  # widen deliberately once the copy is checked"]
+    auto = target_dir / "postgresql.auto.conf"
+    with open(auto, "a", encoding="utf-8") as f:
+        f.write("\n" + "\n".join(lines) + "\n")
+    (target_dir / "recovery.signal").touch()
+    if os_user:
+        pw = pwd.getpwnam(os_user)
+        for dirpath, dirnames, filenames in os.walk(target_dir):
+            for n in [dirpath, *(os.path.join(dirpath, x) for x in dirnames + filenames)]:
+                os.lchown(n, pw.pw_uid, pw.pw_gid)
+
+
 async def restore_pitr(repo: Repository, config: Config, target_time: datetime, target_dir: Path, *,
                        config_path: Path, snapshot: Snapshot | None = None, start: bool = False,
                        port: int | None = None, os_user: str | None = None, timeout: float = 900,
@@ -336,34 +394,13 @@ async def restore_pitr(repo: Repository, config: Config, target_time: datetime, 
         raise UsageError("point-in-time recovery runs `axisor-backup wal-fetch` as the server's restore_command, "
                          "which cannot ask for a passphrase: set storage.passphrase_file (readable by the server's "
                          "OS user) or storage.passphrase_command")
-    if os.geteuid() == 0:
-        os_user = os_user or "postgres"
-        try:
-            pwd.getpwnam(os_user)
-        except KeyError:
-            raise UsageError(f"running as root: the restored cluster must belong to an OS user, and {os_user!r} "
-                             "does not exist (give --os-user)") from None
-    elif os_user and os_user != pwd.getpwuid(os.geteuid()).pw_name:
-        raise UsageError("--os-user needs root; run as that user instead")
-    else:
-        os_user = None
+    os_user = _server_user(os_user)
     if start and port is None:
         raise UsageError("--start needs --port (a free port for the restored server)")
 
     phase("window")
     window = await recovery_window(repo)
-    if snapshot is not None:
-        wanted = [b for b in window.bases if b.snapshot.id == snapshot.id]
-        if not wanted:
-            raise UsageError(f"snapshot {snapshot.short_id} is not a physical base backup")
-        base = wanted[0]
-        if not base.usable or not (base.stop_time <= target_time < base.usable_until):
-            covers = base.problem or (f"it covers {_fmt(base.stop_time)} to {_fmt(base.usable_until)}"
-                                      if base.usable_until else "no WAL is archived after it")
-            raise RestoreRefused(f"{_fmt(target_time)} cannot be reached from base backup "
-                                 f"{snapshot.short_id}: {covers}; {window.describe()}")
-    else:
-        base = window.choose(target_time)
+    base = _choose_base(window, snapshot, target_time)
     md = base.snapshot.metadata
     major = server_major(int(md.get("server_version_num") or 0))
     pg_ctl = await asyncio.to_thread(find_tool, "pg_ctl", config.database.pg_bin_dir)
@@ -390,25 +427,7 @@ async def restore_pitr(repo: Repository, config: Config, target_time: datetime, 
     seconds["extract"] = round(time.monotonic() - t1, 3)
 
     phase("configure")
-    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    lines = [f"{_MARK} at {stamp}: recovery to {_fmt(target_time)} from base backup {base.snapshot.id}",
-             f"restore_command = {_conf_quote(restore_command)}",
-             f"recovery_target_time = {_conf_quote(target_time.isoformat())}",
-             "recovery_target_action = 'promote'",
-             "recovery_target_timeline = 'latest'",
-             "archive_mode = 'off'  # never archive into the source's archive; re-enable deliberately"]
-    if port is not None:
-        lines += [f"port = {port}", f"unix_socket_directories = {_conf_quote(str(target_dir.resolve()))}",
-                  "listen_addresses = 'localhost'  # widen deliberately once the copy is checked"]
-    auto = target_dir / "postgresql.auto.conf"
-    with open(auto, "a", encoding="utf-8") as f:
-        f.write("\n" + "\n".join(lines) + "\n")
-    (target_dir / "recovery.signal").touch()
-    if os_user:
-        pw = pwd.getpwnam(os_user)
-        for dirpath, dirnames, filenames in os.walk(target_dir):
-            for n in [dirpath, *(os.path.join(dirpath, x) for x in dirnames + filenames)]:
-                os.lchown(n, pw.pw_uid, pw.pw_gid)
+    _configure_recovery(target_dir, target_time, base.snapshot.id, restore_command, port, os_user)
     log = target_dir / RECOVERY_LOG
     start_argv = [str(pg_ctl.path), "-D", str(target_dir.resolve()), "-l", str(log.resolve()), "-w", "-t",
                   str(int(timeout)), "start"]
