@@ -83,26 +83,61 @@ async def verify(repo: Repository, *, full: bool = False, snapshot_ids: list[str
     report = VerifyReport(full=full)
     tell = on_progress or (lambda _p: None)
     problems: dict[str, str] = {}  # object -> reason
-    bad_blobs: dict[bytes, str] = {}  # blob id -> object key that holds it
 
     for exc in await repo.load_index(strict=False):
         problems[exc.key] = exc.reason
 
+    snaps = await _load_snapshots(repo, snapshot_ids, problems)
+    report.snapshots_checked = len(snaps)
+
+    # Indexed packs against what storage holds.
+    on_storage = await _check_packs(repo, report, problems)
+
+    if full:
+        await _read_packs(repo, report, problems, on_storage, tell)
+
+    bad_blobs = _bad_blobs(repo, problems)
+
+    # Walk every snapshot: trees must open; blobs must be indexed; note dependents.
+    dependents: dict[str, set[str]] = defaultdict(set)
+    files: dict[str, list[str]] = defaultdict(list)
+    walk = _TreeWalk(repo, report, problems, bad_blobs, max_files_listed)
+    for i, snap in enumerate(snaps):
+        tell(VerifyProgress("walking snapshots", i, len(snaps), current=f"{snap.short_id} {snap.source}"))
+        await _walk_snapshot(walk, snap, dependents, files, max_files_listed)
+
+    # The WAL archive belongs to no snapshot: checked when the whole repository is.
+    wal_dependents: dict[str, set[str]] = defaultdict(set)
+    if snapshot_ids is None:
+        await _check_wal(repo, report, problems, bad_blobs, wal_dependents, full)
+
+    for obj, reason in sorted(problems.items()):
+        report.damage.append(Damage(obj, reason, tuple(sorted(dependents.get(obj, ()))),
+                                    tuple(files.get(obj, ())), tuple(sorted(wal_dependents.get(obj, ())))))
+    return report
+
+
+async def _load_snapshots(repo: Repository, snapshot_ids: list[str] | None,
+                          problems: dict[str, str]) -> list[Snapshot]:
+    """The snapshots to check (all, or ``snapshot_ids``); the damaged ones go to ``problems``."""
     snaps: list[Snapshot] = []
     if snapshot_ids is None:
         loaded, damaged = await repo.list_snapshots()
         snaps.extend(loaded)
         for exc in damaged:
             problems[exc.key] = exc.reason
-    else:
-        for sid in snapshot_ids:
-            try:
-                snaps.append(await repo.load_snapshot(sid))
-            except DamagedObject as exc:
-                problems[exc.key] = exc.reason
-    report.snapshots_checked = len(snaps)
+        return snaps
+    for sid in snapshot_ids:
+        try:
+            snaps.append(await repo.load_snapshot(sid))
+        except DamagedObject as exc:
+            problems[exc.key] = exc.reason
+    return snaps
 
-    # Indexed packs against what storage holds.
+
+async def _check_packs(repo: Repository, report: VerifyReport, problems: dict[str, str]) -> dict[bytes, int]:
+    """Indexed packs missing or of another size go to ``problems``; packs no index names are
+    reported as unreferenced (ours) or foreign. The listing: pack id -> size."""
     on_storage: dict[bytes, int] = {}
     async for info in repo.backend.list(f"{DATA}/"):
         pid = pack_id_from_key(info.key)
@@ -124,12 +159,14 @@ async def verify(repo: Repository, *, full: bool = False, snapshot_ids: list[str
         except (DamagedObject, StorageError):
             pass
         report.unreferenced_packs.append(pack_key(pid))
+    return on_storage
 
-    if full:
-        await _read_packs(repo, report, problems, on_storage, tell)
 
-    # One pass over the index whatever the number of damaged packs (storage can delete
-    # every pack: that must cost a pass, not packs times blobs).
+def _bad_blobs(repo: Repository, problems: dict[str, str]) -> dict[bytes, str]:
+    """Blob id -> the damaged object (pack or blob) that holds it. One pass over the index
+    whatever the number of damaged packs (storage can delete every pack: that must cost a
+    pass, not packs times blobs)."""
+    bad_blobs: dict[bytes, str] = {}
     bad_packs: dict[bytes, str] = {}
     for key, reason in problems.items():
         if key.startswith(f"{DATA}/") and reason != HASH_MISMATCH:
@@ -142,24 +179,7 @@ async def verify(repo: Repository, *, full: bool = False, snapshot_ids: list[str
         for blob_id, loc in repo.index.blobs():
             if loc.pack_id in bad_packs:
                 bad_blobs.setdefault(blob_id, bad_packs[loc.pack_id])
-
-    # Walk every snapshot: trees must open; blobs must be indexed; note dependents.
-    dependents: dict[str, set[str]] = defaultdict(set)
-    files: dict[str, list[str]] = defaultdict(list)
-    walk = _TreeWalk(repo, report, problems, bad_blobs, max_files_listed)
-    for i, snap in enumerate(snaps):
-        tell(VerifyProgress("walking snapshots", i, len(snaps), current=f"{snap.short_id} {snap.source}"))
-        await _walk_snapshot(walk, snap, dependents, files, max_files_listed)
-
-    # The WAL archive belongs to no snapshot: checked when the whole repository is.
-    wal_dependents: dict[str, set[str]] = defaultdict(set)
-    if snapshot_ids is None:
-        await _check_wal(repo, report, problems, bad_blobs, wal_dependents, full)
-
-    for obj, reason in sorted(problems.items()):
-        report.damage.append(Damage(obj, reason, tuple(sorted(dependents.get(obj, ()))),
-                                    tuple(files.get(obj, ())), tuple(sorted(wal_dependents.get(obj, ())))))
-    return report
+    return bad_blobs
 
 
 async def _check_wal(repo: Repository, report: VerifyReport, problems: dict[str, str],

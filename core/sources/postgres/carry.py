@@ -20,7 +20,9 @@ compared and what differs is named, never changed.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -292,6 +294,31 @@ def _grants(props: dict) -> list[tuple[str, str, bool]]:
     return list(dict.fromkeys((a["grantee"], a["privilege"], bool(a["grantable"])) for a in props.get("acl") or []))
 
 
+async def _apply_grants(run: Callable[[Any, str], Awaitable[bool]], dbname: str, recorded: dict,
+                        roles: TargetRoles, out: list[NotRestored]) -> str | None:
+    """The recorded database grants, after revoking PUBLIC's defaults; what was carried
+    (None when the revoke itself was refused). Grants to missing roles go to ``out``."""
+    db = sql.Identifier(dbname)
+    ok = await run(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db), "database grants")
+    absent: dict[str, list[str]] = {}
+    granted = 0
+    for grantee, privilege, grantable in _grants(recorded) if ok else ():
+        if privilege not in _DATABASE_PRIVILEGES:  # never SQL text from metadata
+            out.append(NotRestored(f"{privilege!r} on database {dbname} to {grantee}", "not a database privilege"))
+            continue
+        if grantee != "PUBLIC" and grantee not in roles.existing:
+            absent.setdefault(grantee, []).append(privilege)
+            continue
+        to = sql.SQL("PUBLIC") if grantee == "PUBLIC" else sql.Identifier(grantee)
+        granted += await run(sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
+            sql.SQL(privilege), db, to, sql.SQL(" WITH GRANT OPTION" if grantable else "")),
+            f"{privilege} on database {dbname} to {grantee}")
+    for grantee, privileges in absent.items():
+        out.append(NotRestored(f"{', '.join(privileges)} on database {dbname} to {grantee}",
+                               f"role {grantee} does not exist in the target cluster"))
+    return f"database grants ({granted} of {len(_grants(recorded))})" if ok else None
+
+
 async def apply_database(conn: psycopg.AsyncConnection, dbname: str, recorded: dict | None, roles: TargetRoles,
                          scrub) -> tuple[list[str], list[NotRestored]]:
     """Give the database this restore created the recorded owner, settings, grants and comment;
@@ -332,25 +359,9 @@ async def apply_database(conn: psycopg.AsyncConnection, dbname: str, recorded: d
     if done:
         carried.append(f"{done} database settings")
     if recorded.get("acl") is not None:
-        ok = await run(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db), "database grants")
-        absent: dict[str, list[str]] = {}
-        granted = 0
-        for grantee, privilege, grantable in _grants(recorded) if ok else ():
-            if privilege not in _DATABASE_PRIVILEGES:  # never SQL text from metadata
-                out.append(NotRestored(f"{privilege!r} on database {dbname} to {grantee}", "not a database privilege"))
-                continue
-            if grantee != "PUBLIC" and grantee not in roles.existing:
-                absent.setdefault(grantee, []).append(privilege)
-                continue
-            to = sql.SQL("PUBLIC") if grantee == "PUBLIC" else sql.Identifier(grantee)
-            granted += await run(sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
-                sql.SQL(privilege), db, to, sql.SQL(" WITH GRANT OPTION" if grantable else "")),
-                f"{privilege} on database {dbname} to {grantee}")
-        for grantee, privileges in absent.items():
-            out.append(NotRestored(f"{', '.join(privileges)} on database {dbname} to {grantee}",
-                                   f"role {grantee} does not exist in the target cluster"))
-        if ok:
-            carried.append(f"database grants ({granted} of {len(_grants(recorded))})")
+        grants = await _apply_grants(run, dbname, recorded, roles, out)
+        if grants is not None:
+            carried.append(grants)
     if recorded.get("comment") is not None:
         if await run(sql.SQL("COMMENT ON DATABASE {} IS {}").format(db, sql.Literal(recorded["comment"])),
                      "comment on the database"):
