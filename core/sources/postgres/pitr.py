@@ -32,10 +32,7 @@ import errno
 import os
 import pwd
 import re
-import shlex
-import shutil
 import subprocess
-import sys
 import tarfile
 import time
 from collections.abc import Callable
@@ -49,6 +46,7 @@ from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
 from core.repository.tree import FILE
 from core.restore.stream import iter_content
+from core.sources.postgres.archiving import wanted_restore_command
 from core.sources.postgres.child import last_lines, run_as, server_env
 from core.sources.postgres.tools import find_tool, server_major
 from core.sources.postgres.wal import list_names, load_manifest, segment_name, segment_number
@@ -217,21 +215,6 @@ class PitrReport:
     window: dict
     seconds: dict = field(default_factory=dict)  # per phase
     warnings: tuple[str, ...] = ()
-
-
-def _program() -> str:
-    """How the server should run us for restore_command (an absolute path)."""
-    env = os.environ.get("AXISOR_BACKUP_PROGRAM")
-    if env:
-        return env
-    argv0 = Path(sys.argv[0])
-    if argv0.name.startswith("axisor-backup") and os.access(argv0, os.X_OK):
-        return str(argv0.resolve())
-    found = shutil.which("axisor-backup")
-    if found:
-        return str(Path(found).resolve())
-    raise UsageError("cannot tell the server how to run axisor-backup for restore_command: put axisor-backup "
-                     "on PATH or set AXISOR_BACKUP_PROGRAM to its absolute path")
 
 
 def _conf_quote(value: str) -> str:
@@ -409,9 +392,7 @@ async def restore_pitr(repo: Repository, config: Config, target_time: datetime, 
                             f"{pg_ctl.version}: recovery needs the same major version ({major}); set "
                             "database.pg_bin_dir")
     # From a secondary location (the primary is lost): the server fetches WAL from there too.
-    where = f" --from {shlex.quote(wal_from)}" if wal_from else ""
-    restore_command = (f"{shlex.quote(_program())} --config {shlex.quote(str(config_path.resolve()))} "
-                       f"wal-fetch{where} %f %p")
+    restore_command = wanted_restore_command(config_path, wal_from)
     seconds["plan"] = round(time.monotonic() - t0, 3)
 
     phase("extract")
