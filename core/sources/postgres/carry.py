@@ -28,6 +28,7 @@ import psycopg
 from psycopg import sql
 
 from core.sources.postgres.dumpsum import TocEntry
+from core.sources.postgres.names import quoted_at
 from core.sources.postgres.pgglobals import NotRestored, tokens, ident
 
 # Entries pg_restore gives an owner to (pg_backup_archiver.c _printTocEntry).
@@ -250,18 +251,12 @@ def split_guc_list(value: str) -> list[str]:
         if i >= n:
             break
         if value[i] == '"':
-            j, buf = i + 1, []
-            while j < n:
-                if value[j] == '"':
-                    if j + 1 < n and value[j + 1] == '"':
-                        buf.append('"')
-                        j += 2
-                        continue
-                    break
-                buf.append(value[j])
-                j += 1
-            out.append("".join(buf))
-            i = j + 1
+            got = quoted_at(value, i)
+            if got is None:  # not closed: the rest is the element (as PostgreSQL reads it here)
+                out.append(value[i + 1:].replace('""', '"'))
+                break
+            out.append(got[0])
+            i = got[1]
         else:
             j = i
             while j < n and value[j] != "," and not value[j].isspace():
