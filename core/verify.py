@@ -138,11 +138,7 @@ async def _load_snapshots(repo: Repository, snapshot_ids: list[str] | None,
 async def _check_packs(repo: Repository, report: VerifyReport, problems: dict[str, str]) -> dict[bytes, int]:
     """Indexed packs missing or of another size go to ``problems``; packs no index names are
     reported as unreferenced (ours) or foreign. The listing: pack id -> size."""
-    on_storage: dict[bytes, int] = {}
-    async for info in repo.backend.list(f"{DATA}/"):
-        pid = pack_id_from_key(info.key)
-        if pid is not None:
-            on_storage[pid] = info.size
+    on_storage = await repo.pack_sizes()
     for pid in repo.index.pack_ids():
         key = pack_key(pid)
         size = on_storage.get(pid)

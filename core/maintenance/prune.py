@@ -41,7 +41,7 @@ from core.maintenance.prune_plan import _segno  # noqa: F401  (tests of the WAL 
 from core.maintenance.repack import repack
 from core.maintenance.retention import Decision, Policy, apply
 from core.maintenance.shared import ensure_sole_holder, store_index, write_index
-from core.repository.format import DATA, INDEX, SNAPSHOTS, pack_id_from_key, pack_key
+from core.repository.format import INDEX, SNAPSHOTS, pack_key
 from core.repository.index import Index, IndexedPack
 from core.repository.lock import Lock
 from core.repository.repository import Repository
@@ -145,15 +145,6 @@ async def _load_packs(repo: Repository) -> tuple[dict[bytes, PackInfo], set[str]
     return packs, files
 
 
-async def _list_packs(repo: Repository) -> dict[bytes, int]:
-    on_storage: dict[bytes, int] = {}
-    async for info in repo.backend.list(f"{DATA}/"):
-        pid = pack_id_from_key(info.key)
-        if pid is not None:
-            on_storage[pid] = info.size
-    return on_storage
-
-
 async def _adopt(repo: Repository, unindexed: list[bytes], on_storage: dict[bytes, int],
                  packs: dict[bytes, PackInfo], index_files: set[str]) -> int:
     """Index the packs an interrupted writer left unindexed, as a backup would (FORMAT.md,
@@ -203,7 +194,7 @@ async def _survey(repo: Repository, dry_run: bool, progress: ProgressFn) -> tupl
     packs were adopted, and the snapshots."""
     progress("loading index", 0, None)
     packs, index_files = await _load_packs(repo)
-    on_storage = await _list_packs(repo)
+    on_storage = await repo.pack_sizes()
     unindexed = [pid for pid in on_storage if pid not in packs]
     adopted = 0
     if unindexed and not dry_run:

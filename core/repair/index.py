@@ -30,7 +30,7 @@ from core.errors import DamagedObject, UsageError
 from core.maintenance.shared import INDEX_ENTRIES_PER_FILE, ensure_sole_holder, store_index, write_index
 from core.repair.temporary import TEMP_SAFE_AGE, TempCleanup, clean_temporary
 from core.repository.blobs import open_blob
-from core.repository.format import DATA, INDEX, PACK_TRAILER, pack_id_from_key, pack_key
+from core.repository.format import INDEX, PACK_TRAILER, pack_key
 from core.repository.index import IndexedPack, PackEntry
 from core.repository.lock import Lock
 from core.repository.packer import Packer, PackFormatError, decode_header, parse_trailer
@@ -143,7 +143,7 @@ async def _rebuild(repo: Repository, lock: Lock, dry_run: bool, check: set[bytes
     known, files = await _read_index_files(repo, report)
     old_blobs = {e.id for _, entries in known.values() for e in entries}
     # -- 2. what is on storage -------------------------------------------------------------
-    on_storage = await _list_packs(repo)
+    on_storage = await repo.pack_sizes()
     report.packs_on_storage = len(on_storage)
     report.packs_missing = sorted(pack_key(p) for p in known if p not in on_storage)
     to_read = _packs_to_read(repo, known, on_storage, check)
@@ -190,15 +190,6 @@ async def _read_index_files(repo: Repository, report: RebuildReport) -> tuple[Kn
             known.setdefault(pid, (size, list(entries)))
     report.index_files_before = len(files) + len(report.damaged_index_files)
     return known, files
-
-
-async def _list_packs(repo: Repository) -> dict[bytes, int]:
-    on_storage: dict[bytes, int] = {}
-    async for info in repo.backend.list(f"{DATA}/"):
-        pid = pack_id_from_key(info.key)
-        if pid is not None:
-            on_storage[pid] = info.size
-    return on_storage
 
 
 def _packs_to_read(repo: Repository, known: Known, on_storage: dict[bytes, int],

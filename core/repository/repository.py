@@ -242,6 +242,15 @@ class Repository:
             pass  # same content, same name: already durable
         return key
 
+    async def pack_sizes(self) -> dict[bytes, int]:
+        """Pack id -> listed size of every object under data/ named like a pack (one listing)."""
+        sizes: dict[bytes, int] = {}
+        async for info in self.backend.list(f"{DATA}/"):
+            pack_id = pack_id_from_key(info.key)
+            if pack_id is not None:
+                sizes[pack_id] = info.size
+        return sizes
+
     async def adopt_unindexed_packs(self) -> int:
         """Index packs a killed backup uploaded but never indexed, so nothing is sent twice.
 
