@@ -273,21 +273,11 @@ def copy_columns(stmt: str) -> tuple[str, str, list[str]] | None:
     idents: list[str] = []
     while True:
         if i < n and stmt[i] == '"':
-            j = i + 1
-            lit: list[str] = []
-            while j < n:
-                if stmt[j] == '"':
-                    if j + 1 < n and stmt[j + 1] == '"':
-                        lit.append('"')
-                        j += 2
-                        continue
-                    break
-                lit.append(stmt[j])
-                j += 1
-            else:
+            got = quoted_at(stmt, i)
+            if got is None:
                 return None
-            idents.append("".join(lit))
-            i = j + 1
+            idents.append(got[0])
+            i = got[1]
         else:
             j = i
             while j < n and stmt[j] not in '. ("':
