@@ -223,24 +223,3 @@ async def _open_tree(tree_id: bytes, sites: list[_Site]) -> _OpenTree:
             subtrees.append(node.subtree)
     subtrees.reverse()  # popped from the end: asked in name order
     return _OpenTree(tree_id, names, subtrees)
-    ok = [s for s in sites if s.has(tree_id)]
-    tree = None
-    for site in ok:
-        try:
-            tree = await site.repo.load_tree(tree_id)
-            break
-        except AxisorError:
-            continue  # damaged or unreadable there: another copy may open
-    names = {s.name for s in ok} if tree is not None else set()
-    for node in tree.nodes if tree is not None else ():
-        if not names:
-            break
-        if node.type == FILE:
-            for blob_id in node.content:
-                names = {s.name for s in ok if s.name in names and s.has(blob_id)}
-                if not names:
-                    break
-        elif node.type == DIR and node.subtree is not None:
-            names &= await _complete_at(node.subtree, sites, memo)
-    memo[tree_id] = frozenset(names)
-    return memo[tree_id]
