@@ -11,7 +11,7 @@ from typing import Any
 
 from core.errors import Exit
 from core.repository.snapshot import Snapshot
-from core.text import shown, shown_lines
+from core.text import human_bytes, shown, shown_lines
 
 EXIT_OK = Exit.OK
 
@@ -54,15 +54,7 @@ def _note(message: str) -> None:
 
 
 def _bytes(n: float | None) -> str:
-    if n is None:
-        return "-"
-    sign = "-" if n < 0 else ""
-    n = abs(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{sign}{n:.0f} {unit}" if unit == "B" else f"{sign}{n:.1f} {unit}"
-        n /= 1024
-    return f"{sign}{n} B"
+    return human_bytes(n, unknown="-")  # a table cell: "-" where a size is not known
 
 
 def _table(rows: list[tuple[str, ...]]) -> str:

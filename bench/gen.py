@@ -422,9 +422,9 @@ class SqlRows:
             k = nb[i]
             bio = " ".join(words[wi:wi + k]) if k else "\\N"
             wi += k
-            f, l = fi[i], la[i]
+            first, last = fi[i], la[i]
             out.append(
-                f"{ids[i]}\t{uu[i]}\t{f}.{l}{num[i]}@{dom[i]}\t{f[0]}{l}{num[i]}\t{f.title()} {l.title()}\t{cc[i]}\t"
+                f"{ids[i]}\t{uu[i]}\t{first}.{last}{num[i]}@{dom[i]}\t{first[0]}{last}{num[i]}\t{first.title()} {last.title()}\t{cc[i]}\t"
                 f"{ts_sql(ts[i])}+00\t{ts_sql(ts[i] + ll[i])}+00\t{act[i]}\t{bio}\t"
                 f'{{"lang": "{lang[i]}", "theme": "{theme[i]}", "newsletter": {notif[i]}, "notifications": {{"email": true, "push": {notif[i]}}}}}\n')
         return out

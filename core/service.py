@@ -265,14 +265,8 @@ class BackupService:
             repo = await self.repository(load_index=False)
             if preload is not None:
                 await preload
-            take = None
-            if database is not None:
-                # Imported only for a database run (psycopg, ~0.1 s, has been loaded by now).
-                from core.sources.postgres.take import database_take
-
-                take = database_take(database, dump)
             result = await run_backup(repo, specs, kind=kind, tags=tags, workers=self.workers,
-                                      on_progress=on_progress, database=take,
+                                      on_progress=on_progress, database=_database_take(database, dump),
                                       stall_timeout=self.config.engine.stall_timeout_seconds, totals=totals)
         except AxisorError:
             if other_user and self._on_note is not None:
@@ -820,6 +814,16 @@ def _master_of(repo: Repository):
     if repo.key is None:
         raise AxisorError("repository was opened without a key file")
     return repo.master
+
+
+def _database_take(database: DatabaseConfig | None, dump: asyncio.Future | None):
+    """The database's part of the run, or None; its module is imported only for a database
+    run (psycopg, ~0.1 s, has been loaded by then)."""
+    if database is None:
+        return None
+    from core.sources.postgres.take import database_take
+
+    return database_take(database, dump)
 
 
 async def _start_dump(database: DatabaseConfig):

@@ -64,8 +64,11 @@ def shown_lines(text: str) -> str:
     return "".join(out)
 
 
-def human_bytes(n: float) -> str:
-    """A size for people: '512 B', '1.5 MiB' (binary units, one decimal)."""
+def human_bytes(n: float | None, unknown: str = "?") -> str:
+    """A size for people: '512 B', '1.5 MiB', '-2.0 KiB' (binary units, one decimal);
+    ``unknown`` for None. The one formatter of sizes: CLI, console and reports alike."""
+    if n is None:
+        return unknown
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

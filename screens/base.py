@@ -13,6 +13,7 @@ from textual.widgets.data_table import Column, ColumnKey, RowKey
 
 from core.jobs.api import Job, JobState
 from core.progress import fraction
+from core.text import human_bytes as human_bytes  # re-exported: the screens take it from here
 from screens.messages import JobChanged, JobProgressed
 
 if TYPE_CHECKING:
@@ -105,16 +106,6 @@ class TableFilter:
         f.display = False
         self.query_one(self.FILTERED_TABLE, DataTable).focus()  # type: ignore[attr-defined]
         return True
-
-
-def human_bytes(n: float | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 def human_age(delta: timedelta) -> str:

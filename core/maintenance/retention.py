@@ -154,6 +154,15 @@ def _decide_group(snaps: list[Snapshot], policy: Policy, now: datetime,
             reasons[s.id].append(f"keep_within {format_duration(policy.keep_within)}")
     for s in snaps[:policy.keep_last]:
         reasons[s.id].append(f"keep_last {policy.keep_last}")
+    _add_calendar(reasons, snaps, policy, tz)
+    # The guards come last so the reasons show them only when they change the outcome
+    # or coincide with it; they never forget anything.
+    _add_guards(reasons, snaps, policy, now)
+    return reasons
+
+
+def _add_calendar(reasons: dict[str, list[str]], snaps: list[Snapshot], policy: Policy, tz: tzinfo | None) -> None:
+    """keep_hourly .. keep_yearly: the newest snapshot of each of the newest N buckets."""
     for kind in CALENDAR:
         left = getattr(policy, f"keep_{kind}")
         last: tuple[int, ...] | None = None
@@ -166,8 +175,10 @@ def _decide_group(snaps: list[Snapshot], policy: Policy, now: datetime,
                 reasons[s.id].append(f"keep_{kind} {label}")
                 last = key
                 left -= 1
-    # The guards come last so the reasons show them only when they change the outcome
-    # or coincide with it; they never forget anything.
+
+
+def _add_guards(reasons: dict[str, list[str]], snaps: list[Snapshot], policy: Policy, now: datetime) -> None:
+    """min_keep, and the point-in-time guard (pitr_window)."""
     good = [s for s in snaps if not s.warnings]
     guarded = good[:policy.min_keep]
     if len(guarded) < policy.min_keep:
@@ -186,7 +197,6 @@ def _decide_group(snaps: list[Snapshot], policy: Policy, now: datetime,
             else:
                 reasons[bases[0].id].append(f"pitr_window {window}: oldest base backup (none is older "
                                             "than the window yet)")
-    return reasons
 
 
 def _forget_reason(s: Snapshot, policy: Policy, now: datetime) -> str:

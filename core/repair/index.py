@@ -30,7 +30,7 @@ from core.errors import DamagedObject, UsageError
 from core.repository.rewrite import INDEX_ENTRIES_PER_FILE, ensure_sole_holder, store_index, write_index
 from core.repair.temporary import TEMP_SAFE_AGE, TempCleanup, clean_temporary
 from core.repository.blobs import open_blob
-from core.repository.format import DATA, INDEX, PACK_TRAILER, pack_id_from_key, pack_key
+from core.repository.format import INDEX, PACK_TRAILER, pack_key
 from core.repository.index import IndexedPack, PackEntry
 from core.repository.lock import Lock
 from core.repository.packer import Packer, PackFormatError, decode_header, parse_trailer
@@ -132,12 +132,52 @@ async def rebuild(repo: Repository, *, dry_run: bool = False, check: set[bytes] 
     return report
 
 
+Known = dict[bytes, tuple[int, list[PackEntry]]]  # pack id -> (size, entries), by the index files
+
+
 async def _rebuild(repo: Repository, lock: Lock, dry_run: bool, check: set[bytes] | str | None,
                    progress: ProgressFn) -> RebuildReport:
     report = RebuildReport(dry_run=dry_run)
     # -- 1. what the index files say ------------------------------------------------------
     progress("loading index", 0, None)
-    known: dict[bytes, tuple[int, list[PackEntry]]] = {}
+    known, files = await _read_index_files(repo, report)
+    old_blobs = {e.id for _, entries in known.values() for e in entries}
+    # -- 2. what is on storage -------------------------------------------------------------
+    on_storage = await repo.pack_sizes()
+    report.packs_on_storage = len(on_storage)
+    report.packs_missing = sorted(pack_key(p) for p in known if p not in on_storage)
+    to_read = _packs_to_read(repo, known, on_storage, check)
+    keep: Known = {p: known[p] for p in known if p in on_storage and p not in to_read}
+    damaged: list[tuple[bytes, list[PackEntry]]] = []
+    for n, pid in enumerate(sorted(to_read)):
+        progress("reading packs", n, len(to_read))
+        found = await _read_pack(repo, report, pid, known, on_storage, keep)
+        if found is not None:
+            damaged.append((pid, found))
+    # -- 3. salvage ------------------------------------------------------------------------
+    have = {e.id for _, entries in keep.values() for e in entries}
+    written = await _salvage_packs(repo, report, damaged, have, dry_run, progress)
+    report.packs_written = len(written)
+    # -- 4. the new index, then the old index files and the damaged packs go ---------------
+    new_packs: list[IndexedPack] = [(p, size, entries) for p, (size, entries) in sorted(keep.items())] + written
+    report.packs_indexed = len(new_packs)
+    report.blobs_lost = sorted(b.hex() for b in old_blobs - have)
+    report.changed = bool(report.damaged_index_files or report.packs_missing or report.packs_reindexed
+                          or damaged)
+    if not report.changed:
+        report.index_files_after = report.index_files_before
+        return report
+    entries_after = sum(len(e) for _, _, e in new_packs)
+    report.index_files_after = max(1, -(-entries_after // INDEX_ENTRIES_PER_FILE)) if new_packs else 0
+    if not dry_run:
+        await _replace(repo, lock, report, files, new_packs, [pid for pid, _ in damaged], progress)
+    return report
+
+
+async def _read_index_files(repo: Repository, report: RebuildReport) -> tuple[Known, list[str]]:
+    """Every pack the readable index files name (the first naming wins), and those files;
+    the damaged ones go to the report."""
+    known: Known = {}
     files: list[str] = []
     async for info in repo.backend.list(f"{INDEX}/"):
         try:
@@ -149,68 +189,69 @@ async def _rebuild(repo: Repository, lock: Lock, dry_run: bool, check: set[bytes
         for pid, size, entries in content:
             known.setdefault(pid, (size, list(entries)))
     report.index_files_before = len(files) + len(report.damaged_index_files)
-    old_blobs = {e.id for _, entries in known.values() for e in entries}
+    return known, files
 
-    # -- 2. what is on storage -------------------------------------------------------------
-    on_storage: dict[bytes, int] = {}
-    async for info in repo.backend.list(f"{DATA}/"):
-        pid = pack_id_from_key(info.key)
-        if pid is not None:
-            on_storage[pid] = info.size
-    report.packs_on_storage = len(on_storage)
-    report.packs_missing = sorted(pack_key(p) for p in known if p not in on_storage)
+
+def _packs_to_read(repo: Repository, known: Known, on_storage: dict[bytes, int],
+                   check: set[bytes] | str | None) -> set[bytes]:
+    """Packs read whole: unindexed or of another size than indexed, and those ``check`` names."""
     to_read = {p for p, size in on_storage.items() if p not in known or known[p][0] != size}
     if check == "all":
-        to_read |= set(on_storage)
-    elif check:
+        return to_read | set(on_storage)
+    if check:
         absent = [p for p in check if p not in on_storage and p not in known]  # type: ignore[union-attr]
         if absent:
             raise UsageError(f"no pack {pack_key(absent[0])} in {repo.backend.location}")
         to_read |= {p for p in check if p in on_storage}  # type: ignore[union-attr]
-    keep: dict[bytes, tuple[int, list[PackEntry]]] = {
-        p: known[p] for p in known if p in on_storage and p not in to_read}
-    damaged: list[tuple[bytes, list[PackEntry]]] = []
-    for n, pid in enumerate(sorted(to_read)):
-        progress("reading packs", n, len(to_read))
-        key = pack_key(pid)
-        if pid not in known:
-            # Named by no index: nothing is known to salvage unless its header opens, so a
-            # file that is not one of our packs is named and never read whole.
-            try:
-                await repo.check_unindexed_pack(pid, on_storage[pid], hash_content=False)
-            except ForeignPack as exc:
-                report.packs_unreadable.append((key, exc.reason))
-                continue
-            except (DamagedObject, StorageError):
-                pass  # read whole below, which says what is wrong with it
-        try:
-            data = await repo.backend.get(key)
-        except (ObjectNotFound, StorageError) as exc:
-            report.packs_unreadable.append((key, str(exc)))
-            if pid in known:
-                keep[pid] = known[pid]  # not ours to judge from a failed read: left as it was
-            continue
-        report.packs_checked += 1
-        report.bytes_read += len(data)
-        sound, header, reason = await repo._run(_inspect, repo, pid, data)
-        if sound:
-            assert header is not None
-            keep[pid] = (len(data), header)
-            if pid not in known or known[pid][0] != len(data):
-                report.packs_reindexed.append(key)
-            continue
-        entries = {e.id: e for e in (header or [])}
-        for e in known.get(pid, (0, []))[1]:
-            entries.setdefault(e.id, e)
-        if not entries:
-            report.packs_unreadable.append((key, reason))  # no index entry, no header: left alone
-            continue
-        report.packs_damaged.append((key, reason))
-        damaged.append((pid, list(entries.values())))
-        # The bytes are re-read at salvage time: at most one pack is held in memory.
+    return to_read
 
-    # -- 3. salvage ------------------------------------------------------------------------
-    have = {e.id for _, entries in keep.values() for e in entries}
+
+async def _read_pack(repo: Repository, report: RebuildReport, pid: bytes, known: Known,
+                     on_storage: dict[bytes, int], keep: Known) -> list[PackEntry] | None:
+    """Read one pack whole and judge it: a sound one goes into ``keep``; a damaged one's
+    entries (header and index together) are returned for salvage; the rest is reported."""
+    key = pack_key(pid)
+    if pid not in known:
+        # Named by no index: nothing is known to salvage unless its header opens, so a
+        # file that is not one of our packs is named and never read whole.
+        try:
+            await repo.check_unindexed_pack(pid, on_storage[pid], hash_content=False)
+        except ForeignPack as exc:
+            report.packs_unreadable.append((key, exc.reason))
+            return None
+        except (DamagedObject, StorageError):
+            pass  # read whole below, which says what is wrong with it
+    try:
+        data = await repo.backend.get(key)
+    except (ObjectNotFound, StorageError) as exc:
+        report.packs_unreadable.append((key, str(exc)))
+        if pid in known:
+            keep[pid] = known[pid]  # not ours to judge from a failed read: left as it was
+        return None
+    report.packs_checked += 1
+    report.bytes_read += len(data)
+    sound, header, reason = await repo._run(_inspect, repo, pid, data)
+    if sound:
+        assert header is not None
+        keep[pid] = (len(data), header)
+        if pid not in known or known[pid][0] != len(data):
+            report.packs_reindexed.append(key)
+        return None
+    entries = {e.id: e for e in (header or [])}
+    for e in known.get(pid, (0, []))[1]:
+        entries.setdefault(e.id, e)
+    if not entries:
+        report.packs_unreadable.append((key, reason))  # no index entry, no header: left alone
+        return None
+    report.packs_damaged.append((key, reason))
+    # The bytes are re-read at salvage time: at most one pack is held in memory.
+    return list(entries.values())
+
+
+async def _salvage_packs(repo: Repository, report: RebuildReport, damaged: list[tuple[bytes, list[PackEntry]]],
+                         have: set[bytes], dry_run: bool, progress: ProgressFn) -> list[IndexedPack]:
+    """Copy the blobs of damaged packs that still open and are in no sound pack (``have``,
+    updated) into new packs (stored unless a dry run); the new packs."""
     written: list[IndexedPack] = []
     packer = Packer()
 
@@ -241,41 +282,31 @@ async def _rebuild(repo: Repository, lock: Lock, dry_run: bool, check: set[bytes
             if packer.size >= repo.config.pack_size:
                 await ship()
     await ship()
-    report.packs_written = len(written)
+    return written
 
-    # -- 4. the new index, then the old index files and the damaged packs go ---------------
-    new_packs: list[IndexedPack] = [(p, size, entries) for p, (size, entries) in sorted(keep.items())] + written
-    report.packs_indexed = len(new_packs)
-    report.blobs_lost = sorted(b.hex() for b in old_blobs - have)
-    report.changed = bool(report.damaged_index_files or report.packs_missing or report.packs_reindexed
-                          or damaged)
-    if not report.changed:
-        report.index_files_after = report.index_files_before
-        return report
-    entries_after = sum(len(e) for _, _, e in new_packs)
-    report.index_files_after = max(1, -(-entries_after // INDEX_ENTRIES_PER_FILE)) if new_packs else 0
-    if dry_run:
-        return report
+
+async def _delete_all(repo: Repository, keys: list[str]) -> None:
+    for key in keys:
+        try:
+            await repo.backend.delete(key)
+        except ObjectNotFound:
+            pass
+
+
+async def _replace(repo: Repository, lock: Lock, report: RebuildReport, files: list[str],
+                   new_packs: list[IndexedPack], damaged: list[bytes], progress: ProgressFn) -> None:
+    """Write the new index; only then delete the old index files, then the damaged packs."""
     progress("writing index", 0, None)
     new_index, new_files = await write_index(repo, new_packs)
     report.index_files_after = len(new_files)
     old = sorted(k for k in files + [k for k, _ in report.damaged_index_files] if k not in new_files)
     await check_no_other_lock(lock, "deleting index files")
-    for key in old:
-        try:
-            await repo.backend.delete(key)
-        except ObjectNotFound:
-            pass
+    await _delete_all(repo, old)
     new_index.files = set(new_files)
-    repo.index = new_index
+    repo.replace_index(new_index)
     if damaged:
         await check_no_other_lock(lock, "deleting damaged packs")
-    for pid, _ in damaged:
-        try:
-            await repo.backend.delete(pack_key(pid))
-        except ObjectNotFound:
-            pass
-    return report
+    await _delete_all(repo, [pack_key(pid) for pid in damaged])
 
 
 __all__ = ["RebuildReport", "check_no_other_lock", "rebuild", "store_index"]

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 
 from core.errors import DamagedObject
 from core.repair.index import check_no_other_lock
-from core.repository.format import DATA, SNAPSHOTS, BlobType, pack_id_from_key
+from core.repository.format import SNAPSHOTS, BlobType
 from core.repository.lock import Lock
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
@@ -164,11 +164,7 @@ class _Rewriter:
 
 async def _drop_unusable_packs(repo: Repository) -> None:
     """Blobs in packs that are gone or cut short count as lost, whatever the index says."""
-    on_storage: dict[bytes, int] = {}
-    async for info in repo.backend.list(f"{DATA}/"):
-        pid = pack_id_from_key(info.key)
-        if pid is not None:
-            on_storage[pid] = info.size
+    on_storage = await repo.pack_sizes()
     repo.index.drop_packs({p for p in repo.index.pack_ids() if on_storage.get(p) != repo.index.pack_size(p)})
 
 

@@ -186,6 +186,12 @@ class Repository:
                 damaged.append(exc)
         return damaged
 
+    def replace_index(self, index: Index) -> None:
+        """Hold ``index`` (its ``files`` set) instead of the loaded one. For prune and repair,
+        once they have replaced the index files on storage: the old in-memory index names
+        packs they delete next, and a writer deduplicating against it would lose data."""
+        self.index = index
+
     async def read_index_file(self, key: str, size: int | None = None) -> list[IndexedPack]:
         """``size``: the listed size, when the caller has a listing (saves a stat)."""
         raw = await self._open_object(key, AD_INDEX, MAX_INDEX_FILE, size)
@@ -235,6 +241,15 @@ class Repository:
         except ObjectExists:
             pass  # same content, same name: already durable
         return key
+
+    async def pack_sizes(self) -> dict[bytes, int]:
+        """Pack id -> listed size of every object under data/ named like a pack (one listing)."""
+        sizes: dict[bytes, int] = {}
+        async for info in self.backend.list(f"{DATA}/"):
+            pack_id = pack_id_from_key(info.key)
+            if pack_id is not None:
+                sizes[pack_id] = info.size
+        return sizes
 
     async def adopt_unindexed_packs(self) -> int:
         """Index packs a killed backup uploaded but never indexed, so nothing is sent twice.
@@ -464,8 +479,10 @@ class Repository:
 
     # -- reading blobs ------------------------------------------------------------------
 
-    async def load_blob(self, blob_type: int, blob_id: bytes) -> bytes:
-        loc = self.index.lookup(blob_id)
+    async def load_blob(self, blob_type: int, blob_id: bytes, *, index: Index | None = None) -> bytes:
+        """``index``: where to look the blob up instead of the repository's own (prune plans
+        with an index of its own)."""
+        loc = (self.index if index is None else index).lookup(blob_id)
         if loc is None:
             raise DamagedObject(f"blob {blob_id.hex()}", "not in any index")
         key = pack_key(loc.pack_id)
@@ -513,8 +530,8 @@ class Repository:
             raise DamagedObject(key, str(exc)) from None
         return open_blob(self.cipher, blob_type, blob_id, sealed, loc.raw_length, key)
 
-    async def load_tree(self, tree_id: bytes) -> Tree:
-        raw = await self.load_blob(BlobType.TREE, tree_id)
+    async def load_tree(self, tree_id: bytes, *, index: Index | None = None) -> Tree:
+        raw = await self.load_blob(BlobType.TREE, tree_id, index=index)
         try:
             return Tree.decode(raw)
         except TreeFormatError as exc:

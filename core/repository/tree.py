@@ -124,6 +124,10 @@ class Node:
             raise TreeFormatError("size or link count out of range")
         if not (0 <= self.rdev < 2**64 and 0 <= self.flags < 2**32):
             raise TreeFormatError("device number or flags out of range")
+        self._check_xattrs()
+        self._check_holes()
+
+    def _check_xattrs(self) -> None:
         if len(self.xattrs) > MAX_XATTRS:
             raise TreeFormatError(f"more than {MAX_XATTRS} extended attributes")
         last = None
@@ -136,6 +140,8 @@ class Node:
             if last is not None and name <= last:
                 raise TreeFormatError("extended attributes not sorted or repeated")
             last = name
+
+    def _check_holes(self) -> None:
         if len(self.holes) > MAX_HOLES:
             raise TreeFormatError(f"more than {MAX_HOLES} holes")
         end = 0

@@ -416,39 +416,9 @@ class FileRestorer:
                 continue
             if not included(shown_path, self.include):
                 continue
-            action = self._actions.get(self._dest(parts)) if self._actions else None
-            if action == "conflict":
-                raise RestoreRefused(f"{self.where(parts)}: the restore would have to replace a folder or put one "
-                                     "over a file")
-            if node.type == FILE and has_privileges(node) and not self.options.preserve_privileges:
-                self.stats.strip(self.where(parts))
-            if node.type == FILE and node.nlink > 1 and action in ("unchanged", "metadata"):
-                # A first path left in place is still what later hard links to it link to.
-                self._first_by_inode.setdefault((node.dev, node.inode), parts)
-            if action == "unchanged":
-                self.stats.unchanged += 1
+            if self._set_aside(parts, node):
                 continue
-            if action == "metadata" and node.type == FILE:
-                self._meta_only.append((parts, node))
-                continue
-            if node.type != FILE:
-                self._others.append((parts, node))
-                continue
-            key = (node.dev, node.inode)
-            if node.nlink > 1 and key in self._first_by_inode:
-                self._links.append((parts, self._first_by_inode[key], node))
-                continue
-            if node.nlink > 1:
-                self._first_by_inode[key] = parts
-            job = _FileJob(parts, node, [])
-            if node.holes:
-                job.extents = data_extents(node.size, node.holes)
-                job.starts = []
-                pos = 0
-                for _off, length in job.extents:
-                    job.starts.append(pos)
-                    pos += length
-            job.pieces = self._plan(node, shown_path, job)
+            job = self._file_job(parts, node, shown_path)
             if node.size > BATCH_BYTES:
                 await self._submit(self._large_file(job))
                 continue
@@ -464,6 +434,48 @@ class FileRestorer:
         return self.stats
 
     # -- planning -----------------------------------------------------------------------
+
+    def _set_aside(self, parts: Parts, node: Node) -> bool:
+        """Deal with an entry whose content is not written now: unchanged, metadata only, not
+        a file (created at the end), a later hard link. False: the file's content is written."""
+        action = self._actions.get(self._dest(parts)) if self._actions else None
+        if action == "conflict":
+            raise RestoreRefused(f"{self.where(parts)}: the restore would have to replace a folder or put one "
+                                 "over a file")
+        if node.type == FILE and has_privileges(node) and not self.options.preserve_privileges:
+            self.stats.strip(self.where(parts))
+        if node.type == FILE and node.nlink > 1 and action in ("unchanged", "metadata"):
+            # A first path left in place is still what later hard links to it link to.
+            self._first_by_inode.setdefault((node.dev, node.inode), parts)
+        if action == "unchanged":
+            self.stats.unchanged += 1
+            return True
+        if action == "metadata" and node.type == FILE:
+            self._meta_only.append((parts, node))
+            return True
+        if node.type != FILE:
+            self._others.append((parts, node))
+            return True
+        key = (node.dev, node.inode)
+        if node.nlink > 1 and key in self._first_by_inode:
+            self._links.append((parts, self._first_by_inode[key], node))
+            return True
+        if node.nlink > 1:
+            self._first_by_inode[key] = parts
+        return False
+
+    def _file_job(self, parts: Parts, node: Node, shown_path: str) -> _FileJob:
+        """A file to write: its data extents (a sparse file's) and the pieces to fetch."""
+        job = _FileJob(parts, node, [])
+        if node.holes:
+            job.extents = data_extents(node.size, node.holes)
+            job.starts = []
+            pos = 0
+            for _off, length in job.extents:
+                job.starts.append(pos)
+                pos += length
+        job.pieces = self._plan(node, shown_path, job)
+        return job
 
     def _dest(self, parts: Parts) -> Path:
         return self.target.joinpath(*(os.fsdecode(p) for p in parts))

@@ -312,6 +312,29 @@ async def plan_restore(repo: Repository, snap: Snapshot, target: Path, *, includ
             os.close(cache.root_fd)
 
 
+def _hard_link_change(cache: DirCache | None, parts: Parts, first_parts: Parts, dest: Path) -> Change:
+    """A later path of a hard-linked file: unchanged when it already shares the first
+    path's inode in the target (and is no symlink), else written."""
+    a, b = _stat_at(cache, parts), _stat_at(cache, first_parts)
+    linked = (a is not None and b is not None and not stat.S_ISLNK(a.st_mode)
+              and (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino))
+    return Change(dest, "unchanged" if linked else ("overwrite" if a is not None else "create"), FILE, "hard link")
+
+
+def _leftovers(cache: DirCache, target: Path, changes: list[Change], keep: set[Path]) -> set[Path]:
+    """Files to be written whose partial file an interrupted restore left beside them (and
+    that the snapshot does not hold under that name itself)."""
+    leftovers = set()
+    for c in changes:
+        if c.kind == FILE and c.action in ("create", "overwrite"):
+            parts = path_parts(target, c.path)
+            st = _stat_at(cache, parts[:-1] + (parts[-1] + PARTIAL_SUFFIX,))
+            if st is not None and stat.S_ISREG(st.st_mode) and \
+                    c.path.with_name(c.path.name + PARTIAL_SUFFIX.decode()) not in keep:
+                leftovers.add(c.path)
+    return leftovers
+
+
 async def _plan(repo: Repository, snap: Snapshot, target: Path, cache: DirCache | None, include: tuple[str, ...],
                 delete: bool, executor: Executor | None, opts: RestoreOptions) -> RestorePlan:
     loop = asyncio.get_running_loop()
@@ -330,13 +353,10 @@ async def _plan(repo: Repository, snap: Snapshot, target: Path, cache: DirCache 
             key = (node.dev, node.inode)
             if node.nlink > 1 and key in first_by_inode:
                 first_parts, first = first_by_inode[key]
-                a, b = _stat_at(cache, parts), _stat_at(cache, first_parts)
-                linked = (a is not None and b is not None and not stat.S_ISLNK(a.st_mode)
-                          and (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino))
-                if linked:
+                change = _hard_link_change(cache, parts, first_parts, dest)
+                if change.action == "unchanged":
                     followers.append((len(changes), first))
-                changes.append(Change(dest, "unchanged" if linked else ("overwrite" if a is not None else "create"),
-                                      FILE, "hard link"))
+                changes.append(change)
                 continue
             if node.nlink > 1:
                 first_by_inode[key] = (parts, dest)
@@ -358,15 +378,7 @@ async def _plan(repo: Repository, snap: Snapshot, target: Path, cache: DirCache 
         if firsts.get(first) not in ("unchanged", "metadata"):
             changes[i] = Change(changes[i].path, "overwrite", FILE, "hard link")
     roots = tuple(target.joinpath(*Path(os.path.abspath(p)).parts[1:]) for p in snap.paths)
-    leftovers = set()
-    if cache is not None:
-        for c in changes:
-            if c.kind == FILE and c.action in ("create", "overwrite"):
-                parts = path_parts(target, c.path)
-                st = _stat_at(cache, parts[:-1] + (parts[-1] + PARTIAL_SUFFIX,))
-                if st is not None and stat.S_ISREG(st.st_mode) and \
-                        c.path.with_name(c.path.name + PARTIAL_SUFFIX.decode()) not in keep:
-                    leftovers.add(c.path)
+    leftovers = _leftovers(cache, target, changes, keep) if cache is not None else set()
     if delete and cache is not None:
         for root in roots:
             if included("/" + str(root.relative_to(target)), include):

@@ -86,66 +86,21 @@ async def verify(repo: Repository, *, full: bool = False, snapshot_ids: list[str
     report = VerifyReport(full=full)
     tell = on_progress or (lambda _p: None)
     problems: dict[str, str] = {}  # object -> reason
-    bad_blobs: dict[bytes, str] = {}  # blob id -> object key that holds it
 
     for exc in await repo.load_index(strict=False):
         problems[exc.key] = exc.reason
 
-    snaps: list[Snapshot] = []
-    if snapshot_ids is None:
-        loaded, damaged = await repo.list_snapshots()
-        snaps.extend(loaded)
-        for exc in damaged:
-            problems[exc.key] = exc.reason
-    else:
-        for sid in snapshot_ids:
-            try:
-                snaps.append(await repo.load_snapshot(sid))
-            except DamagedObject as exc:
-                problems[exc.key] = exc.reason
+    snaps = await _load_snapshots(repo, snapshot_ids, problems)
     report.snapshots_checked = len(snaps)
     report.snapshot_ids = [s.id for s in snaps]
 
     # Indexed packs against what storage holds.
-    on_storage: dict[bytes, int] = {}
-    async for info in repo.backend.list(f"{DATA}/"):
-        pid = pack_id_from_key(info.key)
-        if pid is not None:
-            on_storage[pid] = info.size
-    for pid in repo.index.pack_ids():
-        key = pack_key(pid)
-        size = on_storage.get(pid)
-        if size is None:
-            problems[key] = "pack is missing"
-        elif size != repo.index.pack_size(pid):
-            problems[key] = f"pack is {size} bytes, the index says {repo.index.pack_size(pid)} (truncated?)"
-    for pid in sorted(p for p in on_storage if not repo.index.has_pack(p)):
-        try:
-            await repo.check_unindexed_pack(pid, on_storage[pid], hash_content=False)
-        except ForeignPack as exc:
-            report.foreign_packs[exc.key] = exc.reason
-            continue
-        except (DamagedObject, StorageError):
-            pass
-        report.unreferenced_packs.append(pack_key(pid))
+    on_storage = await _check_packs(repo, report, problems)
 
     if full:
         await _read_packs(repo, report, problems, on_storage, tell)
 
-    # One pass over the index whatever the number of damaged packs (storage can delete
-    # every pack: that must cost a pass, not packs times blobs).
-    bad_packs: dict[bytes, str] = {}
-    for key, reason in problems.items():
-        if key.startswith(f"{DATA}/") and reason != HASH_MISMATCH:
-            pid = pack_id_from_key(key)
-            if pid is not None:
-                bad_packs[pid] = key
-        elif key.startswith("blob "):
-            bad_blobs[bytes.fromhex(key.split()[1])] = key
-    if bad_packs:
-        for blob_id, loc in repo.index.blobs():
-            if loc.pack_id in bad_packs:
-                bad_blobs.setdefault(blob_id, bad_packs[loc.pack_id])
+    bad_blobs = _bad_blobs(repo, problems)
 
     # Walk every snapshot: trees must open; blobs must be indexed; note dependents.
     dependents: dict[str, set[str]] = defaultdict(set)
@@ -164,6 +119,67 @@ async def verify(repo: Repository, *, full: bool = False, snapshot_ids: list[str
         report.damage.append(Damage(obj, reason, tuple(sorted(dependents.get(obj, ()))),
                                     tuple(files.get(obj, ())), tuple(sorted(wal_dependents.get(obj, ())))))
     return report
+
+
+async def _load_snapshots(repo: Repository, snapshot_ids: list[str] | None,
+                          problems: dict[str, str]) -> list[Snapshot]:
+    """The snapshots to check (all, or ``snapshot_ids``); the damaged ones go to ``problems``."""
+    snaps: list[Snapshot] = []
+    if snapshot_ids is None:
+        loaded, damaged = await repo.list_snapshots()
+        snaps.extend(loaded)
+        for exc in damaged:
+            problems[exc.key] = exc.reason
+        return snaps
+    for sid in snapshot_ids:
+        try:
+            snaps.append(await repo.load_snapshot(sid))
+        except DamagedObject as exc:
+            problems[exc.key] = exc.reason
+    return snaps
+
+
+async def _check_packs(repo: Repository, report: VerifyReport, problems: dict[str, str]) -> dict[bytes, int]:
+    """Indexed packs missing or of another size go to ``problems``; packs no index names are
+    reported as unreferenced (ours) or foreign. The listing: pack id -> size."""
+    on_storage = await repo.pack_sizes()
+    for pid in repo.index.pack_ids():
+        key = pack_key(pid)
+        size = on_storage.get(pid)
+        if size is None:
+            problems[key] = "pack is missing"
+        elif size != repo.index.pack_size(pid):
+            problems[key] = f"pack is {size} bytes, the index says {repo.index.pack_size(pid)} (truncated?)"
+    for pid in sorted(p for p in on_storage if not repo.index.has_pack(p)):
+        try:
+            await repo.check_unindexed_pack(pid, on_storage[pid], hash_content=False)
+        except ForeignPack as exc:
+            report.foreign_packs[exc.key] = exc.reason
+            continue
+        except (DamagedObject, StorageError):
+            pass
+        report.unreferenced_packs.append(pack_key(pid))
+    return on_storage
+
+
+def _bad_blobs(repo: Repository, problems: dict[str, str]) -> dict[bytes, str]:
+    """Blob id -> the damaged object (pack or blob) that holds it. One pass over the index
+    whatever the number of damaged packs (storage can delete every pack: that must cost a
+    pass, not packs times blobs)."""
+    bad_blobs: dict[bytes, str] = {}
+    bad_packs: dict[bytes, str] = {}
+    for key, reason in problems.items():
+        if key.startswith(f"{DATA}/") and reason != HASH_MISMATCH:
+            pid = pack_id_from_key(key)
+            if pid is not None:
+                bad_packs[pid] = key
+        elif key.startswith("blob "):
+            bad_blobs[bytes.fromhex(key.split()[1])] = key
+    if bad_packs:
+        for blob_id, loc in repo.index.blobs():
+            if loc.pack_id in bad_packs:
+                bad_blobs.setdefault(blob_id, bad_packs[loc.pack_id])
+    return bad_blobs
 
 
 async def _check_wal(repo: Repository, report: VerifyReport, problems: dict[str, str],

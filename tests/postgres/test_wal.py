@@ -186,3 +186,25 @@ def test_archiving_check(archived, pg_cluster, tmp_path) -> None:
     assert ws.cli("init").code == 0
     r = ws.cli("backup")
     assert r.code == 14 and "database archiving" in r.err
+
+
+def test_the_server_commands_come_from_one_builder(tmp_path, monkeypatch) -> None:
+    """archive_command (suggested by `database archiving`) and restore_command (written by a
+    point-in-time recovery) name the program the same way; only recovery insists on finding it."""
+    import pytest
+
+    from core.errors import UsageError
+    from core.sources.postgres.archiving import wanted_archive_command, wanted_restore_command
+
+    cfg = tmp_path / "my config.toml"
+    monkeypatch.setenv("AXISOR_BACKUP_PROGRAM", "/opt/axisor backup/bin/axisor-backup")
+    quoted = f"'/opt/axisor backup/bin/axisor-backup' --config '{cfg.resolve()}'"
+    assert wanted_archive_command(cfg) == f"{quoted} wal-push %p"
+    assert wanted_restore_command(cfg) == f"{quoted} wal-fetch %f %p"
+    assert wanted_restore_command(cfg, "off site") == f"{quoted} wal-fetch --from 'off site' %f %p"
+    monkeypatch.delenv("AXISOR_BACKUP_PROGRAM")
+    monkeypatch.setattr("sys.argv", ["python"])
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert wanted_archive_command(cfg).startswith("axisor-backup --config")
+    with pytest.raises(UsageError, match="AXISOR_BACKUP_PROGRAM"):
+        wanted_restore_command(cfg)

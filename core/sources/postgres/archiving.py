@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import psycopg
 
-from core.errors import DatabaseError
+from core.errors import DatabaseError, UsageError
 from core.repository.repository import Repository
 from core.sources.postgres.connection import PgTarget
 from core.sources.postgres.wal import find_gaps, is_segment, list_names, load_manifest
@@ -19,20 +20,39 @@ from core.sources.postgres.wal import find_gaps, is_segment, list_names, load_ma
 RECOMMENDED_ARCHIVE_TIMEOUT = 60  # seconds: bounds how much a quiet server can lose
 
 
-def program_path() -> str:
-    """The absolute path of this program, for the archive_command line."""
+def program_path(*, required: bool = False) -> str:
+    """The absolute path the server runs this program by (archive_command, restore_command):
+    AXISOR_BACKUP_PROGRAM when set, else this program's own path, else the one on PATH.
+    Not found: the bare name for a suggestion, or with ``required`` (a recovery cannot
+    start without it) a usage error."""
+    env = os.environ.get("AXISOR_BACKUP_PROGRAM")
+    if env:
+        return env
     argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
-    if argv0 is not None and argv0.name == "axisor-backup" and argv0.exists():
+    if argv0 is not None and argv0.name.startswith("axisor-backup") and os.access(argv0, os.X_OK):
         return str(argv0.resolve())
-    return shutil.which("axisor-backup") or "axisor-backup"
+    found = shutil.which("axisor-backup")
+    if found:
+        return str(Path(found).resolve())
+    if required:
+        raise UsageError("cannot tell the server how to run axisor-backup for restore_command: put axisor-backup "
+                         "on PATH or set AXISOR_BACKUP_PROGRAM to its absolute path")
+    return "axisor-backup"
+
+
+def _server_command(program: str, config_path: Path, verb: str) -> str:
+    """A command line the server runs (its shell reads it): this program with this config."""
+    return f"{shlex.quote(program)} --config {shlex.quote(str(Path(config_path).resolve()))} {verb}"
 
 
 def wanted_archive_command(config_path: Path) -> str:
-    return f"{shlex.quote(program_path())} --config {shlex.quote(str(Path(config_path).resolve()))} wal-push %p"
+    return _server_command(program_path(), config_path, "wal-push %p")
 
 
-def wanted_restore_command(config_path: Path) -> str:
-    return f"{shlex.quote(program_path())} --config {shlex.quote(str(Path(config_path).resolve()))} wal-fetch %f %p"
+def wanted_restore_command(config_path: Path, wal_from: str | None = None) -> str:
+    """restore_command for a recovery; ``wal_from``: fetch from that location (the primary is lost)."""
+    where = f" --from {shlex.quote(wal_from)}" if wal_from else ""
+    return _server_command(program_path(required=True), config_path, f"wal-fetch{where} %f %p")
 
 
 @dataclass

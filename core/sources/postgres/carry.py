@@ -20,12 +20,15 @@ compared and what differs is named, never changed.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from core.sources.postgres.dumpsum import TocEntry
+from core.sources.postgres.names import quoted_at
 from core.sources.postgres.pgglobals import NotRestored, tokens, ident
 
 # Entries pg_restore gives an owner to (pg_backup_archiver.c _printTocEntry).
@@ -248,18 +251,12 @@ def split_guc_list(value: str) -> list[str]:
         if i >= n:
             break
         if value[i] == '"':
-            j, buf = i + 1, []
-            while j < n:
-                if value[j] == '"':
-                    if j + 1 < n and value[j + 1] == '"':
-                        buf.append('"')
-                        j += 2
-                        continue
-                    break
-                buf.append(value[j])
-                j += 1
-            out.append("".join(buf))
-            i = j + 1
+            got = quoted_at(value, i)
+            if got is None:  # not closed: the rest is the element (as PostgreSQL reads it here)
+                out.append(value[i + 1:].replace('""', '"'))
+                break
+            out.append(got[0])
+            i = got[1]
         else:
             j = i
             while j < n and value[j] != "," and not value[j].isspace():
@@ -290,6 +287,31 @@ def _settings(props: dict) -> list[tuple[str | None, str]]:
 def _grants(props: dict) -> list[tuple[str, str, bool]]:
     """The recorded grants in the catalog's own order (granting them in it gives the same datacl)."""
     return list(dict.fromkeys((a["grantee"], a["privilege"], bool(a["grantable"])) for a in props.get("acl") or []))
+
+
+async def _apply_grants(run: Callable[[Any, str], Awaitable[bool]], dbname: str, recorded: dict,
+                        roles: TargetRoles, out: list[NotRestored]) -> str | None:
+    """The recorded database grants, after revoking PUBLIC's defaults; what was carried
+    (None when the revoke itself was refused). Grants to missing roles go to ``out``."""
+    db = sql.Identifier(dbname)
+    ok = await run(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db), "database grants")
+    absent: dict[str, list[str]] = {}
+    granted = 0
+    for grantee, privilege, grantable in _grants(recorded) if ok else ():
+        if privilege not in _DATABASE_PRIVILEGES:  # never SQL text from metadata
+            out.append(NotRestored(f"{privilege!r} on database {dbname} to {grantee}", "not a database privilege"))
+            continue
+        if grantee != "PUBLIC" and grantee not in roles.existing:
+            absent.setdefault(grantee, []).append(privilege)
+            continue
+        to = sql.SQL("PUBLIC") if grantee == "PUBLIC" else sql.Identifier(grantee)
+        granted += await run(sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
+            sql.SQL(privilege), db, to, sql.SQL(" WITH GRANT OPTION" if grantable else "")),
+            f"{privilege} on database {dbname} to {grantee}")
+    for grantee, privileges in absent.items():
+        out.append(NotRestored(f"{', '.join(privileges)} on database {dbname} to {grantee}",
+                               f"role {grantee} does not exist in the target cluster"))
+    return f"database grants ({granted} of {len(_grants(recorded))})" if ok else None
 
 
 async def apply_database(conn: psycopg.AsyncConnection, dbname: str, recorded: dict | None, roles: TargetRoles,
@@ -332,25 +354,9 @@ async def apply_database(conn: psycopg.AsyncConnection, dbname: str, recorded: d
     if done:
         carried.append(f"{done} database settings")
     if recorded.get("acl") is not None:
-        ok = await run(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db), "database grants")
-        absent: dict[str, list[str]] = {}
-        granted = 0
-        for grantee, privilege, grantable in _grants(recorded) if ok else ():
-            if privilege not in _DATABASE_PRIVILEGES:  # never SQL text from metadata
-                out.append(NotRestored(f"{privilege!r} on database {dbname} to {grantee}", "not a database privilege"))
-                continue
-            if grantee != "PUBLIC" and grantee not in roles.existing:
-                absent.setdefault(grantee, []).append(privilege)
-                continue
-            to = sql.SQL("PUBLIC") if grantee == "PUBLIC" else sql.Identifier(grantee)
-            granted += await run(sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
-                sql.SQL(privilege), db, to, sql.SQL(" WITH GRANT OPTION" if grantable else "")),
-                f"{privilege} on database {dbname} to {grantee}")
-        for grantee, privileges in absent.items():
-            out.append(NotRestored(f"{', '.join(privileges)} on database {dbname} to {grantee}",
-                                   f"role {grantee} does not exist in the target cluster"))
-        if ok:
-            carried.append(f"database grants ({granted} of {len(_grants(recorded))})")
+        grants = await _apply_grants(run, dbname, recorded, roles, out)
+        if grants is not None:
+            carried.append(grants)
     if recorded.get("comment") is not None:
         if await run(sql.SQL("COMMENT ON DATABASE {} IS {}").format(db, sql.Literal(recorded["comment"])),
                      "comment on the database"):

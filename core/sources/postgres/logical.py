@@ -790,12 +790,7 @@ async def restore_logical(repo: Repository, snap: Snapshot, target: PgTarget, *,
     properties are carried when the target can take them, else named in the report's
     ``not_restored`` (carry.py); ``roles`` first creates the snapshot's roles the target
     cluster lacks (pgglobals.py)."""
-    meta = snap.metadata or {}
-    if snap.source != SOURCE or meta.get("mode") != "logical":
-        raise UsageError(f"snapshot {snap.short_id} ({snap.source}) is not a logical database backup")
-    raw = meta.get("tables")
-    if not isinstance(raw, dict) or not all(isinstance(v, int) for v in raw.values()):
-        raise UsageError(f"snapshot {snap.short_id} has no table row counts to validate against")
+    meta = _restorable_meta(snap)
     method = meta.get("checksum_method", "md5-rowsum-v1")
     partial = bool(tables or schemas)
     if partial and force:
@@ -824,12 +819,7 @@ async def restore_logical(repo: Repository, snap: Snapshot, target: PgTarget, *,
     target_roles: carry.TargetRoles | None = None
     try:
         if partial:
-            present, _ = await _existing(target, [])
-            chosen = toc.select(entries, want_tables, want_schemas, present)
-            _, clash = await _existing(target, chosen.tables)
-            if clash:
-                raise RestoreRefused(f"database {name!r} already has {', '.join(names.shown(*t) for t in clash)}; "
-                                     f"drop or rename it first, or restore into another database")
+            chosen = await _partial_selection(target, name, entries, want_tables, want_schemas)
             data_keys = [names.key(*t) for t in chosen.data_tables]
             chosen_keys = {names.key(*t) for t in chosen.tables}
             expected = {t: n for t, n in expected.items() if t in chosen_keys}
@@ -839,12 +829,7 @@ async def restore_logical(repo: Repository, snap: Snapshot, target: PgTarget, *,
                 raise RestoreRefused(f"database {name!r} is not empty ({objects} objects); restore into a new or "
                                      f"empty database, or give --force to replace its contents (a safety "
                                      f"backup of it is taken first)")
-            safety = await backup_logical(
-                repo, db or DatabaseConfig(), tags=("safety",), target=target,
-                extra_metadata={"safety_for": {"snapshot": snap.id, "target": target.describe(),
-                                               "database": name, "restore": restore_id,
-                                               "conninfo": target.conninfo()}})
-            report.safety_snapshot = safety.id
+            report.safety_snapshot = await _safety_backup(repo, snap, target, db, restore_id)
             extra = ["--clean", "--if-exists"]
         by_id = layout.entries
         target_roles, plan = await _carry_before(target, [by_id[i] for i in chosen_ids], globals_text, no_globals,
@@ -852,22 +837,10 @@ async def restore_logical(repo: Repository, snap: Snapshot, target: PgTarget, *,
         if partial or plan.exclude:
             kept = [i for i in chosen_ids if i not in plan.exclude]
             list_text = "".join(f"{i}; {by_id[i].desc}\n" for i in kept)
-        try:
-            report.bytes, report.warnings = await _feed_pg_restore(repo, node, target, pg_restore.path,
-                                                                   extra, list_text, owners=plan.owners)
-            if partial:
-                report.warnings[:0] = [f"foreign key {fk} left out: it joins a table that is not restored"
-                                       for fk in chosen.skipped_fks]
-        except DatabaseError as exc:
-            if report.safety_snapshot:
-                raise DatabaseError(f"{exc} (the database is unchanged; safety snapshot "
-                                    f"{report.safety_snapshot[:8]} holds its state before this restore)") from None
-            raise
+        await _run_pg_restore(repo, node, target, pg_restore.path, extra, list_text, plan.owners,
+                              chosen.skipped_fks if partial else [], report)
     except BaseException:
-        if created:
-            await _drop_database(target)
-        if report.roles_created:
-            await _drop_roles(target, report.roles_created)
+        await _undo(target, created, report)
         raise
     if not partial and target_roles is not None:
         await _carry_database(target, name, meta.get("database_properties"), target_roles, created, report)
@@ -877,51 +850,133 @@ async def restore_logical(repo: Repository, snap: Snapshot, target: PgTarget, *,
                       for k in dict.fromkeys(data_keys) if k not in expected]
     conn = await target.connect()
     try:
-        if method == dumpsum.METHOD:
-            actual, notes, note = await _dump_stats(conn, target, pg_bin_dir, expected, checksums, meta,
-                                                    layout, partial)
-            if note:
-                checksums = {}
-                report.count_only_reason = note
-                report.warnings.append(note)
-        else:
-            notes = {}
-            probe = meta.get("checksum_probe")
-            if probe is not None and probe != (await _rows(conn, _PROBE))[0][0]:
-                checksums = {}  # a server of the other byte order: counts only (checksum_ok is null)
-                report.count_only_reason = "restored on a server of the other byte order than the backup's"
-            actual = await table_stats(conn, set(expected), method)
+        actual, notes, checksums = await _restored_stats(conn, target, pg_bin_dir, expected, checksums, meta,
+                                                         layout, partial, method, report)
         if not checksums and report.count_only_reason is None and expected:
             report.count_only_reason = "the snapshot records no row checksums (row_checksums = false)"
-        if not partial:
-            fp_method = meta.get("schema_fingerprint_method")
-            if fp_method in (None, FINGERPRINT_METHOD):
-                report.schema_fingerprint_match = (await schema_fingerprint(conn, fp_method)) \
-                    == meta.get("schema_fingerprint")
-            else:  # a newer program's method: not compared, and said so
-                report.schema_fingerprint_match = None
-                report.warnings.append(f"schema fingerprint not compared: unknown method {fp_method!r}")
-            lo_want = meta.get("large_objects")
-            if isinstance(lo_want, dict):
-                lo_got = await large_object_stats(conn)
-                if lo_got is not None:
-                    report.large_objects = {"expected": lo_want, "actual": lo_got, "ok": lo_got == lo_want}
-        else:
+        if partial:
             report.schema_fingerprint_match = None
+        else:
+            await _check_whole_database(conn, meta, report)
     except psycopg.Error as exc:
         raise target.failed("validating", exc) from None
     finally:
         await conn.close()
-    report.tables = []
+    report.tables = _table_checks(expected, actual, checksums, notes)
+    report.seconds = round(time.monotonic() - started, 3)
+    return report
+
+
+async def _partial_selection(target: PgTarget, name: str, entries: list[dumpsum.TocEntry],
+                             want_tables: list[tuple[str, str]], want_schemas: list[str]) -> toc.Selection:
+    """What a table- or schema-level restore takes from the dump, given what the target has;
+    refused when a chosen table exists there already."""
+    present, _ = await _existing(target, [])
+    chosen = toc.select(entries, want_tables, want_schemas, present)
+    _, clash = await _existing(target, chosen.tables)
+    if clash:
+        raise RestoreRefused(f"database {name!r} already has {', '.join(names.shown(*t) for t in clash)}; "
+                             f"drop or rename it first, or restore into another database")
+    return chosen
+
+
+async def _safety_backup(repo: Repository, snap: Snapshot, target: PgTarget, db: DatabaseConfig | None,
+                         restore_id: str) -> str:
+    """A snapshot of the target as it is, before --force replaces it; its id."""
+    safety = await backup_logical(
+        repo, db or DatabaseConfig(), tags=("safety",), target=target,
+        extra_metadata={"safety_for": {"snapshot": snap.id, "target": target.describe(),
+                                       "database": target.params["dbname"], "restore": restore_id,
+                                       "conninfo": target.conninfo()}})
+    return safety.id
+
+
+async def _run_pg_restore(repo: Repository, node: Node, target: PgTarget, pg_restore, extra: list[str],
+                          list_text: str | None, owners: bool, skipped_fks: list[str], report: DbRestoreReport) -> None:
+    """Feed the dump to pg_restore; its warnings, and the foreign keys left out, go into
+    ``report``. A failure after a safety snapshot names it."""
+    try:
+        report.bytes, report.warnings = await _feed_pg_restore(repo, node, target, pg_restore,
+                                                               extra, list_text, owners=owners)
+        report.warnings[:0] = [f"foreign key {fk} left out: it joins a table that is not restored"
+                               for fk in skipped_fks]
+    except DatabaseError as exc:
+        if report.safety_snapshot:
+            raise DatabaseError(f"{exc} (the database is unchanged; safety snapshot "
+                                f"{report.safety_snapshot[:8]} holds its state before this restore)") from None
+        raise
+
+
+async def _undo(target: PgTarget, created: bool, report: DbRestoreReport) -> None:
+    """After a failed restore: drop the database and the roles it created."""
+    if created:
+        await _drop_database(target)
+    if report.roles_created:
+        await _drop_roles(target, report.roles_created)
+
+
+def _restorable_meta(snap: Snapshot) -> dict:
+    """The metadata of a logical database snapshot that has the row counts a restore is
+    validated against; a usage error for any other snapshot."""
+    meta = snap.metadata or {}
+    if snap.source != SOURCE or meta.get("mode") != "logical":
+        raise UsageError(f"snapshot {snap.short_id} ({snap.source}) is not a logical database backup")
+    raw = meta.get("tables")
+    if not isinstance(raw, dict) or not all(isinstance(v, int) for v in raw.values()):
+        raise UsageError(f"snapshot {snap.short_id} has no table row counts to validate against")
+    return meta
+
+
+async def _restored_stats(conn: psycopg.AsyncConnection, target: PgTarget, pg_bin_dir, expected: dict[str, int],
+                          checksums: dict[str, str], meta: dict, layout: dumpsum.DumpLayout, partial: bool,
+                          method: str, report: DbRestoreReport
+                          ) -> tuple[dict[str, tuple[int, str | None]], dict[str, str], dict[str, str]]:
+    """The restored tables' counts and checksums by the snapshot's method, notes per table,
+    and the checksums still to compare (none when they cannot be: the reason goes into
+    ``report``)."""
+    if method == dumpsum.METHOD:
+        actual, notes, note = await _dump_stats(conn, target, pg_bin_dir, expected, checksums, meta,
+                                                layout, partial)
+        if note:
+            checksums = {}
+            report.count_only_reason = note
+            report.warnings.append(note)
+        return actual, notes, checksums
+    probe = meta.get("checksum_probe")
+    if probe is not None and probe != (await _rows(conn, _PROBE))[0][0]:
+        checksums = {}  # a server of the other byte order: counts only (checksum_ok is null)
+        report.count_only_reason = "restored on a server of the other byte order than the backup's"
+    return await table_stats(conn, set(expected), method), {}, checksums
+
+
+async def _check_whole_database(conn: psycopg.AsyncConnection, meta: dict, report: DbRestoreReport) -> None:
+    """After a whole-database restore: the schema fingerprint and the large objects against
+    the snapshot's."""
+    fp_method = meta.get("schema_fingerprint_method")
+    if fp_method in (None, FINGERPRINT_METHOD):
+        report.schema_fingerprint_match = (await schema_fingerprint(conn, fp_method)) \
+            == meta.get("schema_fingerprint")
+    else:  # a newer program's method: not compared, and said so
+        report.schema_fingerprint_match = None
+        report.warnings.append(f"schema fingerprint not compared: unknown method {fp_method!r}")
+    lo_want = meta.get("large_objects")
+    if isinstance(lo_want, dict):
+        lo_got = await large_object_stats(conn)
+        if lo_got is not None:
+            report.large_objects = {"expected": lo_want, "actual": lo_got, "ok": lo_got == lo_want}
+
+
+def _table_checks(expected: dict[str, int], actual: dict[str, tuple[int, str | None]],
+                  checksums: dict[str, str], notes: dict[str, str]) -> list[TableCheck]:
+    checks = []
     for t, count in sorted(expected.items()):
         try:
             schema, rel = names.parse_key(t)
         except ValueError:
             schema, rel = "", t
-        report.tables.append(TableCheck(t, count, actual[t][0] if t in actual else None, checksums.get(t),
-                                        actual[t][1] if t in actual else None, schema, rel, notes.get(t)))
-    report.seconds = round(time.monotonic() - started, 3)
-    return report
+        checks.append(TableCheck(t, count, actual[t][0] if t in actual else None, checksums.get(t),
+                                 actual[t][1] if t in actual else None, schema, rel, notes.get(t)))
+    return checks
 
 
 async def _dump_stats(conn: psycopg.AsyncConnection, target: PgTarget, pg_bin_dir, expected: dict[str, int],

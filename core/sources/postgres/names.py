@@ -103,26 +103,16 @@ def split(text: str, *, what: str = "name", wildcards: bool = True) -> list[Part
     while i < n:
         ch = text[i]
         if ch == '"':
-            j = i + 1
-            lit: list[str] = []
-            while True:
-                if j >= n:
-                    raise UsageError(f"{what} {text!r}: a quote is not closed")
-                if text[j] == '"':
-                    if j + 1 < n and text[j + 1] == '"':
-                        lit.append('"')
-                        j += 2
-                        continue
-                    break
-                lit.append(text[j])
-                j += 1
-            s = "".join(lit)
+            got = quoted_at(text, i)
+            if got is None:
+                raise UsageError(f"{what} {text!r}: a quote is not closed")
+            s, after = got
             if not s:
                 raise UsageError(f"{what} {text!r}: a zero-length quoted name (\"\")")
             cur.append(s)
             pat.append("".join("[" + c + "]" if c in "*?[]" else c for c in s))
             started = True
-            i = j + 1
+            i = after
         elif ch == ".":
             close()
             i += 1
@@ -226,6 +216,23 @@ def _case_hint(parts: list[Part], tables: list[tuple[str, str]]) -> str:
     return ""
 
 
+def quoted_at(text: str, start: int) -> tuple[str, int] | None:
+    """The double-quoted identifier opening at ``text[start]`` (``""`` inside stands for one
+    quote): its text and the index just past its closing quote; None when it is not closed."""
+    lit: list[str] = []
+    j, n = start + 1, len(text)
+    while j < n:
+        if text[j] == '"':
+            if j + 1 < n and text[j + 1] == '"':
+                lit.append('"')
+                j += 2
+                continue
+            return "".join(lit), j + 1
+        lit.append(text[j])
+        j += 1
+    return None
+
+
 def split_list(text: str) -> list[str]:
     """A comma-separated list of identifiers as pg_dump writes them (``a, "B c", "d""e"``) to its
     names; unquoted ones are taken as written (pg_dump quotes every name that needs it)."""
@@ -237,21 +244,11 @@ def split_list(text: str) -> list[str]:
         if i >= n:
             break
         if text[i] == '"':
-            j = i + 1
-            lit: list[str] = []
-            while True:
-                if j >= n:
-                    raise ValueError(f"unclosed quote in {text!r}")
-                if text[j] == '"':
-                    if j + 1 < n and text[j + 1] == '"':
-                        lit.append('"')
-                        j += 2
-                        continue
-                    break
-                lit.append(text[j])
-                j += 1
-            out.append("".join(lit))
-            i = j + 1
+            got = quoted_at(text, i)
+            if got is None:
+                raise ValueError(f"unclosed quote in {text!r}")
+            out.append(got[0])
+            i = got[1]
         else:
             j = i
             while j < n and text[j] != ",":
@@ -276,21 +273,11 @@ def copy_columns(stmt: str) -> tuple[str, str, list[str]] | None:
     idents: list[str] = []
     while True:
         if i < n and stmt[i] == '"':
-            j = i + 1
-            lit: list[str] = []
-            while j < n:
-                if stmt[j] == '"':
-                    if j + 1 < n and stmt[j + 1] == '"':
-                        lit.append('"')
-                        j += 2
-                        continue
-                    break
-                lit.append(stmt[j])
-                j += 1
-            else:
+            got = quoted_at(stmt, i)
+            if got is None:
                 return None
-            idents.append("".join(lit))
-            i = j + 1
+            idents.append(got[0])
+            i = got[1]
         else:
             j = i
             while j < n and stmt[j] not in '. ("':

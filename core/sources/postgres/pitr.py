@@ -32,10 +32,7 @@ import errno
 import os
 import pwd
 import re
-import shlex
-import shutil
 import subprocess
-import sys
 import tarfile
 import time
 from collections.abc import Callable
@@ -49,6 +46,7 @@ from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
 from core.repository.tree import FILE
 from core.restore.stream import iter_content
+from core.sources.postgres.archiving import wanted_restore_command
 from core.sources.postgres.child import last_lines, run_as, server_env
 from core.sources.postgres.tools import find_tool, server_major
 from core.text import parse_target_time  # noqa: F401 - its home was here; callers still import it
@@ -211,21 +209,6 @@ class PitrReport:
     warnings: tuple[str, ...] = ()
 
 
-def _program() -> str:
-    """How the server should run us for restore_command (an absolute path)."""
-    env = os.environ.get("AXISOR_BACKUP_PROGRAM")
-    if env:
-        return env
-    argv0 = Path(sys.argv[0])
-    if argv0.name.startswith("axisor-backup") and os.access(argv0, os.X_OK):
-        return str(argv0.resolve())
-    found = shutil.which("axisor-backup")
-    if found:
-        return str(Path(found).resolve())
-    raise UsageError("cannot tell the server how to run axisor-backup for restore_command: put axisor-backup "
-                     "on PATH or set AXISOR_BACKUP_PROGRAM to its absolute path")
-
-
 def _conf_quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
@@ -314,20 +297,9 @@ _LAST = re.compile(r"last completed transaction was at log time ([^\n]+)")
 _NOT_REACHED = "recovery ended before configured recovery target was reached"
 
 
-async def restore_pitr(repo: Repository, config: Config, target_time: datetime, target_dir: Path, *,
-                       config_path: Path, snapshot: Snapshot | None = None, start: bool = False,
-                       port: int | None = None, os_user: str | None = None, timeout: float = 900,
-                       wal_from: str | None = None,
-                       on_phase: Callable[[str], None] | None = None) -> PitrReport:
-    """Restore the database as it was at ``target_time`` into ``target_dir`` (see module doc)."""
-    phase = on_phase or (lambda _p: None)
-    seconds: dict[str, float] = {}
-    t0 = time.monotonic()
-    storage = config.storage
-    if storage.passphrase_file is None and not storage.passphrase_command:
-        raise UsageError("point-in-time recovery runs `axisor-backup wal-fetch` as the server's restore_command, "
-                         "which cannot ask for a passphrase: set storage.passphrase_file (readable by the server's "
-                         "OS user) or storage.passphrase_command")
+def _server_user(os_user: str | None) -> str | None:
+    """The OS user the restored cluster belongs to: as root, ``os_user`` (default postgres),
+    which must exist; otherwise None (this user), and ``os_user`` may only name this user."""
     if os.geteuid() == 0:
         os_user = os_user or "postgres"
         try:
@@ -335,55 +307,35 @@ async def restore_pitr(repo: Repository, config: Config, target_time: datetime, 
         except KeyError:
             raise UsageError(f"running as root: the restored cluster must belong to an OS user, and {os_user!r} "
                              "does not exist (give --os-user)") from None
-    elif os_user and os_user != pwd.getpwuid(os.geteuid()).pw_name:
+        return os_user
+    if os_user and os_user != pwd.getpwuid(os.geteuid()).pw_name:
         raise UsageError("--os-user needs root; run as that user instead")
-    else:
-        os_user = None
-    if start and port is None:
-        raise UsageError("--start needs --port (a free port for the restored server)")
+    return None
 
-    phase("window")
-    window = await recovery_window(repo)
-    if snapshot is not None:
-        wanted = [b for b in window.bases if b.snapshot.id == snapshot.id]
-        if not wanted:
-            raise UsageError(f"snapshot {snapshot.short_id} is not a physical base backup")
-        base = wanted[0]
-        if not base.usable or not (base.stop_time <= target_time < base.usable_until):
-            covers = base.problem or (f"it covers {_fmt(base.stop_time)} to {_fmt(base.usable_until)}"
-                                      if base.usable_until else "no WAL is archived after it")
-            raise RestoreRefused(f"{_fmt(target_time)} cannot be reached from base backup "
-                                 f"{snapshot.short_id}: {covers}; {window.describe()}")
-    else:
-        base = window.choose(target_time)
-    md = base.snapshot.metadata
-    major = server_major(int(md.get("server_version_num") or 0))
-    pg_ctl = await asyncio.to_thread(find_tool, "pg_ctl", config.database.pg_bin_dir)
-    if pg_ctl.major != major:
-        raise DatabaseError(f"the base backup is PostgreSQL {md.get('database_version')}; {pg_ctl.path} is "
-                            f"{pg_ctl.version}: recovery needs the same major version ({major}); set "
-                            "database.pg_bin_dir")
-    # From a secondary location (the primary is lost): the server fetches WAL from there too.
-    where = f" --from {shlex.quote(wal_from)}" if wal_from else ""
-    restore_command = (f"{shlex.quote(_program())} --config {shlex.quote(str(config_path.resolve()))} "
-                       f"wal-fetch{where} %f %p")
-    seconds["plan"] = round(time.monotonic() - t0, 3)
 
-    phase("extract")
-    t1 = time.monotonic()
-    _prepare_target(target_dir)
-    tree = await repo.load_tree(bytes.fromhex(base.snapshot.tree))
-    nodes = [n for n in tree.nodes if n.type == FILE]
-    if len(nodes) != 1:
-        raise DatabaseError(f"base backup {base.snapshot.short_id} holds {len(nodes)} files, not one tar")
-    size = await _extract(repo, tuple(nodes[0].content), target_dir)
-    for d in _EMPTY_DIRS:
-        (target_dir / d).mkdir(mode=0o700, exist_ok=True)
-    seconds["extract"] = round(time.monotonic() - t1, 3)
+def _choose_base(window: RecoveryWindow, snapshot: Snapshot | None, target_time: datetime) -> BaseBackup:
+    """The base backup to recover from: ``snapshot`` when given (refused when it cannot
+    reach ``target_time``), else the window's choice."""
+    if snapshot is None:
+        return window.choose(target_time)
+    wanted = [b for b in window.bases if b.snapshot.id == snapshot.id]
+    if not wanted:
+        raise UsageError(f"snapshot {snapshot.short_id} is not a physical base backup")
+    base = wanted[0]
+    if not base.usable or not (base.stop_time <= target_time < base.usable_until):
+        covers = base.problem or (f"it covers {_fmt(base.stop_time)} to {_fmt(base.usable_until)}"
+                                  if base.usable_until else "no WAL is archived after it")
+        raise RestoreRefused(f"{_fmt(target_time)} cannot be reached from base backup "
+                             f"{snapshot.short_id}: {covers}; {window.describe()}")
+    return base
 
-    phase("configure")
+
+def _configure_recovery(target_dir: Path, target_time: datetime, base_id: str, restore_command: str,
+                        port: int | None, os_user: str | None) -> None:
+    """The recovery settings appended to postgresql.auto.conf, recovery.signal, and the
+    files handed to ``os_user``."""
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    lines = [f"{_MARK} at {stamp}: recovery to {_fmt(target_time)} from base backup {base.snapshot.id}",
+    lines = [f"{_MARK} at {stamp}: recovery to {_fmt(target_time)} from base backup {base_id}",
              f"restore_command = {_conf_quote(restore_command)}",
              f"recovery_target_time = {_conf_quote(target_time.isoformat())}",
              "recovery_target_action = 'promote'",
@@ -401,6 +353,54 @@ async def restore_pitr(repo: Repository, config: Config, target_time: datetime, 
         for dirpath, dirnames, filenames in os.walk(target_dir):
             for n in [dirpath, *(os.path.join(dirpath, x) for x in dirnames + filenames)]:
                 os.lchown(n, pw.pw_uid, pw.pw_gid)
+
+
+async def restore_pitr(repo: Repository, config: Config, target_time: datetime, target_dir: Path, *,
+                       config_path: Path, snapshot: Snapshot | None = None, start: bool = False,
+                       port: int | None = None, os_user: str | None = None, timeout: float = 900,
+                       wal_from: str | None = None,
+                       on_phase: Callable[[str], None] | None = None) -> PitrReport:
+    """Restore the database as it was at ``target_time`` into ``target_dir`` (see module doc)."""
+    phase = on_phase or (lambda _p: None)
+    seconds: dict[str, float] = {}
+    t0 = time.monotonic()
+    storage = config.storage
+    if storage.passphrase_file is None and not storage.passphrase_command:
+        raise UsageError("point-in-time recovery runs `axisor-backup wal-fetch` as the server's restore_command, "
+                         "which cannot ask for a passphrase: set storage.passphrase_file (readable by the server's "
+                         "OS user) or storage.passphrase_command")
+    os_user = _server_user(os_user)
+    if start and port is None:
+        raise UsageError("--start needs --port (a free port for the restored server)")
+
+    phase("window")
+    window = await recovery_window(repo)
+    base = _choose_base(window, snapshot, target_time)
+    md = base.snapshot.metadata
+    major = server_major(int(md.get("server_version_num") or 0))
+    pg_ctl = await asyncio.to_thread(find_tool, "pg_ctl", config.database.pg_bin_dir)
+    if pg_ctl.major != major:
+        raise DatabaseError(f"the base backup is PostgreSQL {md.get('database_version')}; {pg_ctl.path} is "
+                            f"{pg_ctl.version}: recovery needs the same major version ({major}); set "
+                            "database.pg_bin_dir")
+    # From a secondary location (the primary is lost): the server fetches WAL from there too.
+    restore_command = wanted_restore_command(config_path, wal_from)
+    seconds["plan"] = round(time.monotonic() - t0, 3)
+
+    phase("extract")
+    t1 = time.monotonic()
+    _prepare_target(target_dir)
+    tree = await repo.load_tree(bytes.fromhex(base.snapshot.tree))
+    nodes = [n for n in tree.nodes if n.type == FILE]
+    if len(nodes) != 1:
+        raise DatabaseError(f"base backup {base.snapshot.short_id} holds {len(nodes)} files, not one tar")
+    size = await _extract(repo, tuple(nodes[0].content), target_dir)
+    for d in _EMPTY_DIRS:
+        (target_dir / d).mkdir(mode=0o700, exist_ok=True)
+    seconds["extract"] = round(time.monotonic() - t1, 3)
+
+    phase("configure")
+    _configure_recovery(target_dir, target_time, base.snapshot.id, restore_command, port, os_user)
     log = target_dir / RECOVERY_LOG
     start_argv = [str(pg_ctl.path), "-D", str(target_dir.resolve()), "-l", str(log.resolve()), "-w", "-t",
                   str(int(timeout)), "start"]

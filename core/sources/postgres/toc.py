@@ -94,31 +94,60 @@ def select(entries: list[TocEntry], tables: list[tuple[str, str]] = (), schemas:
     Supporting objects (schemas, types, domains, functions, extensions) the chosen ones
     depend on are chosen only when ``present`` (see presence_key) says the target lacks them."""
     by_id = {e.dump_id: e for e in entries}
+    schema_entries = {e.tag: e for e in entries if e.desc == "SCHEMA"}
+    chosen = _chosen_by_name(entries, tables, schemas, schema_entries)
+    _add_partitions(entries, by_id, chosen)
+    _add_sequences(entries, by_id, chosen)
+    _add_dependents(entries, by_id, chosen, present)
+    _drop_present_schemas(entries, schema_entries, chosen, present)
+    chosen_tables = [(e.namespace, e.tag) for e in entries if e.dump_id in chosen and e.desc == "TABLE"]
+    data = [(e.namespace, e.tag) for e in entries if e.dump_id in chosen and e.desc == "TABLE DATA"]
+    return Selection([e.dump_id for e in entries if e.dump_id in chosen], chosen_tables,
+                     list(dict.fromkeys([*(t[0] for t in chosen_tables), *schemas])),
+                     _skipped_fks(entries, by_id, chosen), data)
+
+
+def _chosen_by_name(entries: list[TocEntry], tables: list[tuple[str, str]], schemas: list[str],
+                    schema_entries: dict[str, TocEntry]) -> set[int]:
+    """The named tables, and every object of the named schemas (the schema entry included)."""
     want = set(tables)
     chosen: set[int] = {e.dump_id for e in entries if e.desc == "TABLE" and (e.namespace, e.tag) in want}
-    schema_entries = {e.tag: e for e in entries if e.desc == "SCHEMA"}
     for s in schemas:
         chosen.update(e.dump_id for e in entries
                       if e.namespace == s and e.desc not in DEPENDENT and e.desc not in ("SCHEMA", "EXTENSION"))
         if s in schema_entries:
             chosen.add(schema_entries[s].dump_id)
-    # Partitions of a chosen partitioned table come along (TABLE ATTACH: child, parent).
-    attach = [e for e in entries if e.desc == "TABLE ATTACH" and len(e.deps) >= 2]
+    return chosen
+
+
+def _partition_of(a: TocEntry, by_id: dict[int, TocEntry]) -> tuple[int, int] | None:
+    """(child, parent) of a TABLE ATTACH entry; None when it does not join two tables."""
+    tabs = [d for d in a.deps if d in by_id and by_id[d].desc == "TABLE"]
+    if len(tabs) < 2:
+        return None
+    child, parent = tabs[0], tabs[1]
+    # pg_dump lists the partition first, then its parent; be sure by the tag (the child's name).
+    if by_id[parent].tag == a.tag and by_id[child].tag != a.tag:
+        child, parent = parent, child
+    return child, parent
+
+
+def _add_partitions(entries: list[TocEntry], by_id: dict[int, TocEntry], chosen: set[int]) -> None:
+    """Partitions of a chosen partitioned table come along (TABLE ATTACH: child, parent),
+    down every level."""
+    pairs = [p for a in entries if a.desc == "TABLE ATTACH" and len(a.deps) >= 2
+             if (p := _partition_of(a, by_id)) is not None]
     changed = True
     while changed:
         changed = False
-        for a in attach:
-            tabs = [d for d in a.deps if d in by_id and by_id[d].desc == "TABLE"]
-            if len(tabs) < 2:
-                continue
-            child, parent = tabs[0], tabs[1]
-            # pg_dump lists the partition first, then its parent; be sure by the tag (the child's name).
-            if by_id[parent].tag == a.tag and by_id[child].tag != a.tag:
-                child, parent = parent, child
+        for child, parent in pairs:
             if parent in chosen and child not in chosen:
                 chosen.add(child)
                 changed = True
-    # Sequences a chosen table owns (serial, identity) or uses (nextval in a default).
+
+
+def _add_sequences(entries: list[TocEntry], by_id: dict[int, TocEntry], chosen: set[int]) -> None:
+    """Sequences a chosen table owns (serial, identity) or uses (nextval in a default)."""
     for e in entries:
         if e.desc == "SEQUENCE" and any(d in chosen and by_id[d].desc == "TABLE" for d in e.deps if d in by_id):
             chosen.add(e.dump_id)
@@ -126,53 +155,76 @@ def select(entries: list[TocEntry], tables: list[tuple[str, str]] = (), schemas:
         if e.desc in ("TABLE", "DEFAULT") and (e.dump_id in chosen or (
                 e.desc == "DEFAULT" and any(d in chosen for d in e.deps))):
             chosen.update(d for d in e.deps if d in by_id and by_id[d].desc == "SEQUENCE")
-    # Everything hanging on the chosen relations, and what they need that the target lacks,
-    # until nothing changes.
+
+
+def _missing_support(e: TocEntry, by_id: dict[int, TocEntry], chosen: set[int], present) -> list[int]:
+    """What chosen ``e`` depends on among SUPPORT objects that is neither chosen nor in the target."""
+    return [d for d in e.deps if d not in chosen and (dep := by_id.get(d)) is not None
+            and dep.desc in SUPPORT and presence_key(dep) not in present]
+
+
+def _owned_by_chosen(e: TocEntry, by_id: dict[int, TocEntry], chosen: set[int]) -> bool:
+    """A SEQUENCE OWNED BY is restored with its sequence only when its owning table is chosen too."""
+    seq = by_id.get(e.deps[0]) if e.deps else None
+    if seq is None or seq.dump_id not in chosen:
+        return False
+    owners = [d for d in seq.deps if d in by_id and by_id[d].desc == "TABLE"]
+    return bool(owners) and all(d in chosen for d in owners)
+
+
+def _hangs_on_chosen(e: TocEntry, by_id: dict[int, TocEntry], chosen: set[int], present) -> bool:
+    """A dependent entry (not chosen yet) comes along: it hangs on something chosen, and every
+    relation it joins is chosen (a foreign key: or in the target already)."""
+    if e.desc not in DEPENDENT:
+        return False
+    if e.desc == "SEQUENCE OWNED BY":
+        return _owned_by_chosen(e, by_id, chosen)
+    if not any(d in chosen for d in e.deps):
+        return False
+    joined = [d for d in e.deps if d in by_id and by_id[d].desc in _RELATIONAL]
+    if e.desc == "FK CONSTRAINT":
+        return all(d in chosen or _in_target(by_id, d, present) for d in joined)
+    return all(d in chosen for d in joined)
+
+
+def _add_dependents(entries: list[TocEntry], by_id: dict[int, TocEntry], chosen: set[int], present) -> None:
+    """Everything hanging on the chosen relations, and what they need that the target
+    lacks, until nothing changes."""
     changed = True
     while changed:
         changed = False
         for e in entries:
             if e.dump_id in chosen:
-                for d in e.deps:
-                    dep = by_id.get(d)
-                    if dep is not None and d not in chosen and dep.desc in SUPPORT \
-                            and presence_key(dep) not in present:
-                        chosen.add(d)
-                        changed = True
-                continue
-            if e.desc not in DEPENDENT:
-                continue
-            if e.desc == "SEQUENCE OWNED BY":
-                seq = by_id.get(e.deps[0]) if e.deps else None
-                owners = [d for d in seq.deps if d in by_id and by_id[d].desc == "TABLE"] if seq else []
-                if seq is not None and seq.dump_id in chosen and owners and all(d in chosen for d in owners):
-                    chosen.add(e.dump_id)
+                support = _missing_support(e, by_id, chosen, present)
+                if support:
+                    chosen.update(support)
                     changed = True
-                continue
-            if not any(d in chosen for d in e.deps):
-                continue
-            if e.desc == "FK CONSTRAINT":
-                ok = all(d in chosen or _in_target(by_id, d, present)
-                         for d in e.deps if d in by_id and by_id[d].desc in _RELATIONAL)
-            else:
-                ok = all(d in chosen for d in e.deps if d in by_id and by_id[d].desc in _RELATIONAL)
-            if ok:
+            elif _hangs_on_chosen(e, by_id, chosen, present):
                 chosen.add(e.dump_id)
                 changed = True
-    # A chosen schema the target already has is not created again (its comment and
-    # privileges are left as the target has them).
+
+
+def _drop_present_schemas(entries: list[TocEntry], schema_entries: dict[str, TocEntry], chosen: set[int],
+                          present) -> None:
+    """A chosen schema the target already has is not created again (its comment and
+    privileges are left as the target has them)."""
     for name, e in schema_entries.items():
         if e.dump_id in chosen and ("SCHEMA", "", name) in present:
             chosen.discard(e.dump_id)
             chosen.difference_update(c.dump_id for c in entries
                                      if c.desc in ("COMMENT", "ACL") and e.dump_id in c.deps)
-    chosen_tables = [(e.namespace, e.tag) for e in entries if e.dump_id in chosen and e.desc == "TABLE"]
-    data = [(e.namespace, e.tag) for e in entries if e.dump_id in chosen and e.desc == "TABLE DATA"]
-    # Foreign keys of a chosen table that were left out (the table they point at is missing).
-    skipped = [f"{names.shown(e.namespace, by_id[d].tag)} {e.tag[len(by_id[d].tag) + 1:]}" for e in entries
-               if e.desc == "FK CONSTRAINT" and e.dump_id not in chosen
-               for d in [next((d for d in e.deps if d in chosen and d in by_id and by_id[d].desc == "TABLE"
-                               and by_id[d].namespace == e.namespace and e.tag.startswith(by_id[d].tag + " ")),
-                              None)] if d is not None]
-    return Selection([e.dump_id for e in entries if e.dump_id in chosen], chosen_tables,
-                     list(dict.fromkeys([*(t[0] for t in chosen_tables), *schemas])), skipped, data)
+
+
+def _skipped_fks(entries: list[TocEntry], by_id: dict[int, TocEntry], chosen: set[int]) -> list[str]:
+    """Foreign keys of a chosen table that were left out (the table they point at is
+    missing), as "schema.table constraint"."""
+    skipped = []
+    for e in entries:
+        if e.desc != "FK CONSTRAINT" or e.dump_id in chosen:
+            continue
+        # The table the constraint is on: chosen, in its schema, its name the tag's first word(s).
+        d = next((d for d in e.deps if d in chosen and d in by_id and by_id[d].desc == "TABLE"
+                  and by_id[d].namespace == e.namespace and e.tag.startswith(by_id[d].tag + " ")), None)
+        if d is not None:
+            skipped.append(f"{names.shown(e.namespace, by_id[d].tag)} {e.tag[len(by_id[d].tag) + 1:]}")
+    return skipped
