@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -249,18 +250,36 @@ def _read_entry(r: _Reader, version: int, off_size: int) -> TocEntry:
                     tuple(deps), kept[_COPY] or "", kept[_DEFN] or "")
 
 
+# A table's rows are counted in the stream when its data block is at most this long (its
+# pieces walked in Python, ~2,000 rows at most); a longer block's table is counted with
+# count(*) in SQL instead, told through ``on_uncounted`` as soon as the block passes it.
+COUNT_LIMIT = 64 * 1024
+_TRAILER = b"\\.\n\n\n"  # a backslash, a dot, three newlines: ends a COPY block in some pg_dump versions
+
+
 class DumpChecksums:
     """Fed the dump's bytes in order (``feed(buf, start, end)``, the chunker's own buffer, no
     copy); after ``finish`` ``tables`` maps each table's key (names.key: ``schema.name``, each part
     quoted when it is not a plain lower-case identifier) to the BLAKE3 of its data block,
     or ``error`` says why the stream could not be read.
 
+    ``counts`` maps the key of each table whose block is at most ``count_limit`` bytes to its
+    row count: the newlines of its COPY text (a row's text has no other), read from its
+    pieces, so a backup of many small tables runs no count(*) of its own. For every other
+    table ``on_uncounted(key)`` is called once, from the feeding thread, as soon as that is
+    known; ``on_uncounted(None)`` once when the stream cannot be read (no count after that).
+
     A table's block ends where the next block's header (known from the table of contents:
     blocks follow its order) comes right after a zero length. That 12-byte sequence is found
     with memchr on its rarest byte, so the scan costs little beyond the hash itself."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, count_limit: int | None = None,
+                 on_uncounted: Callable[[str | None], None] | None = None) -> None:
         self.tables: dict[str, str] = {}
+        self.counts: dict[str, int] = {}
+        self._count_limit = COUNT_LIMIT if count_limit is None else count_limit
+        self._on_uncounted = on_uncounted
+        self._rows: bytearray | None = None  # the open table's block so far, while it may be counted
         # The last bytes hashed of each table's block (its end: the last piece, the end marker),
         # which tell how this pg_dump ends a table's COPY data (``\\.`` or not).
         self.tails: dict[str, bytes] = {}
@@ -288,7 +307,17 @@ class DumpChecksums:
         try:
             self._process(buf, start, end)
         except DumpFormatError as exc:
-            self.error = str(exc)
+            self._fail(str(exc))
+
+    def _fail(self, error: str) -> None:
+        self.error = error
+        if self._on_uncounted is not None:
+            self._on_uncounted(None)
+
+    def _uncounted(self, table: str | None) -> None:
+        self._rows = None
+        if self._on_uncounted is not None:
+            self._on_uncounted(table or "")
 
     def finish(self) -> None:
         """End of stream: a block left open or missing is an error."""
@@ -310,7 +339,7 @@ class DumpChecksums:
             if self._blocks:
                 raise DumpFormatError(f"the dump ended before {len(self._blocks)} of its data blocks")
         except DumpFormatError as exc:
-            self.error = str(exc)
+            self._fail(str(exc))
 
     # -- internals ------------------------------------------------------------------------
 
@@ -372,6 +401,7 @@ class DumpChecksums:
             self._blobs = _BlobWalker(self.layout.int_size)
             return s + take
         self._table, self._hasher = table, blake3.blake3()
+        self._rows = bytearray()
         if self._blocks:
             nxt_kind, nxt_id, _ = self._blocks[-1]
             nxt = self._header_bytes(nxt_kind, nxt_id)
@@ -388,9 +418,16 @@ class DumpChecksums:
         return s + take
 
     def _close_table(self) -> None:
-        assert self._hasher is not None
+        assert self._hasher is not None and self.layout is not None
         self.tables[self._table or ""] = self._hasher.hexdigest()[:32]
         self.tails[self._table or ""] = self._last
+        if self._rows is not None:
+            count = count_rows(self._rows, self.layout.int_size)
+            if count is None:
+                self._uncounted(self._table)
+            else:
+                self.counts[self._table or ""] = count
+                self._rows = None
         self._table, self._hasher, self._carry, self._tail, self._last = None, None, b"", b"", b""
 
     def _hash(self, buf: bytes | bytearray, s: int, e: int) -> None:
@@ -398,6 +435,11 @@ class DumpChecksums:
             return
         assert self._hasher is not None
         self._hasher.update(memoryview(buf)[s:e])
+        if self._rows is not None:
+            if len(self._rows) + e - s > self._count_limit:
+                self._uncounted(self._table)
+            else:
+                self._rows += memoryview(buf)[s:e]
         self._last = (self._last + bytes(buf[max(s, e - 32):e]))[-32:]  # per buffer, not per row
 
     def _data(self, buf: bytes | bytearray, s: int, e: int) -> int:
@@ -449,6 +491,28 @@ class DumpChecksums:
         self._hash(buf, s, e - keep)
         self._carry = bytes(buf[e - keep:e])
         return e
+
+
+def count_rows(block: bytes | bytearray, int_size: int) -> int | None:
+    """The rows in a table's data block (its pieces and the zero length that ends them): the
+    newlines of its COPY text, pg_dump's ``\\.`` trailer aside. None when the block is not
+    pieces ending with a zero length (then the table is counted in SQL)."""
+    unpack = _INTS[int_size].unpack_from
+    step = 1 + int_size
+    p, rows, end = 0, 0, len(block)
+    try:
+        while True:
+            neg, v = unpack(block, p)
+            p += step
+            if neg or p + v > end:
+                return None
+            if not v:
+                return rows if p == end else None
+            if v != len(_TRAILER) or block[p:p + v] != _TRAILER:
+                rows += block.count(b"\n", p, p + v)
+            p += v
+    except struct.error:
+        return None
 
 
 class _BlobWalker:
