@@ -314,13 +314,14 @@ def test_a_changed_row_in_any_table_fails_the_restore_naming_it(shapesws: Worksp
     assert r.code == 16 and [t["table"] for t in r.json()["mismatches"]] == ['"dot.t".u'], (r.out, r.err)
 
 
-@pytest.mark.parametrize("where", ["stream", "sql", "no_checksums"])
+@pytest.mark.parametrize("where", ["stream", "sql", "pages", "no_checksums"])
 def test_counts_batched_across_statements_are_count_star_only(ws: Workspace, shapes, monkeypatch, where) -> None:
     """Row counts are count(*) FROM ONLY in the dump's snapshot -- leaf partitions, inheritance
     parents without their children, the empty table, RLS -- whether read from the dump stream
     (tables whose data is small: no count(*) runs at all), in SQL one table at a time as the
-    stream finds its block longer than dumpsum.COUNT_LIMIT, or with row_checksums = false
-    (the stream not read) all in SQL, COUNT_BATCH tables to a statement (3: seven statements)."""
+    stream finds its block longer than dumpsum.COUNT_LIMIT, at the start for tables of
+    SQL_COUNT_PAGES or more, or with row_checksums = false (the stream not read) all in SQL,
+    COUNT_BATCH tables to a statement (3: seven statements)."""
     import asyncio
 
     from conftest import PASSPHRASE
@@ -343,6 +344,8 @@ def test_counts_batched_across_statements_are_count_star_only(ws: Workspace, sha
     monkeypatch.setattr(logical, "batched_counts", counting)
     if where == "sql":
         monkeypatch.setattr(dumpsum, "COUNT_LIMIT", 0)
+    if where == "pages":
+        monkeypatch.setattr(logical, "SQL_COUNT_PAGES", 0)
 
     async def run() -> dict:
         svc = BackupService(load_config(ws.config), lambda confirm: PASSPHRASE)
@@ -357,6 +360,9 @@ def test_counts_batched_across_statements_are_count_star_only(ws: Workspace, sha
     assert md["tables"] == TABLES and md["total_records"] == sum(TABLES.values())
     if where == "no_checksums":
         assert md["checksum_method"] == "count-only" and md["checksums"] == {}
+        assert batches == [len(TABLES)]
+        return
+    if where == "pages":  # all at once at the start; none again when the stream passes them
         assert batches == [len(TABLES)]
         return
     assert md["checksum_method"] == METHOD and set(md["checksums"]) == set(TABLES)
