@@ -453,8 +453,12 @@ async def _dump(repo: Repository, dump: StartedDump, on_bytes: Callable[[int], N
     pg_dump's own 0.53 s, most of it opening each table and its indexes once more.)"""
     loop = asyncio.get_running_loop()
     uncounted: asyncio.Queue = asyncio.Queue()
-    sums = dumpsum.DumpChecksums(on_uncounted=lambda key: loop.call_soon_threadsafe(uncounted.put_nowait, key)) \
-        if checksums else None
+
+    def tell(key: str | None) -> None:  # on the chunker's thread
+        with contextlib.suppress(RuntimeError):  # the loop closed under a failed backup
+            loop.call_soon_threadsafe(uncounted.put_nowait, key)
+
+    sums = dumpsum.DumpChecksums(on_uncounted=tell) if checksums else None
     if sums is None:
         uncounted.put_nowait(None)  # row_checksums = false: the stream is not read, every table counted in SQL
     metadata_read = dump.read_metadata(uncounted)
