@@ -22,9 +22,9 @@ spawn), client CPU and peak RSS (GNU time) and the server CPU the run cost (the 
 reaped children). Reported: medians and ranges, the ratio axisor / pg_dump -Fc per round and
 of the medians (target <= 1.15x), the load average before and after each shape.
 
-``--before DIR`` adds the same backup by another checkout's code (``python -m app.cli``,
-``PYTHONPATH=DIR``), ``--daemon`` a backup through a running daemon, ``--no-z0`` drops the
--Z0 dump.
+``--before DIR`` adds the same backup by another checkout's code (``PYTHONPATH=DIR``; the
+others run this checkout's, also through PYTHONPATH), ``--daemon`` a backup through a
+running daemon, ``--no-z0`` drops the -Z0 dump.
 
 Raw JSON (rewritten after every round): bench/results/pg-speed-<UTC timestamp>.json. ``--drop`` removes the cluster at the
 end (about 5.5 GB with ``big``).
@@ -126,8 +126,8 @@ def prepare(root: Path, shapes: list[str], big_gb: float, bin_dir: Path) -> tupl
 
 
 def axisor_run(c: Cluster, work: Path, db: str, n: int, src: Path | None = None) -> dict:
-    """One backup into a fresh repository; ``src``: another checkout's code (``python -m app.cli``
-    there, with this checkout's .venv), for a before/after comparison in the same run."""
+    """One backup into a fresh repository; ``src``: another checkout's code (on PYTHONPATH, with
+    this checkout's .venv), for a before/after comparison in the same run."""
     repo = work / f"repo-{db}-{n}"
     shutil.rmtree(repo, ignore_errors=True)
     cfg = work / f"axisor-{db}.toml"
@@ -137,9 +137,9 @@ def axisor_run(c: Cluster, work: Path, db: str, n: int, src: Path | None = None)
     env["XDG_STATE_HOME"] = str(work / "state")
     env["XDG_CACHE_HOME"] = str(work / "cache")
     exe = [str(EXE)]
-    if src is not None:
-        exe = [str(ROOT / ".venv" / "bin" / "python"), "-m", "app.cli"]
-        env["PYTHONPATH"] = str(src)
+    # This checkout's code, or ``src``'s: the venv's console script alone would import the
+    # checkout the venv was installed from (an editable install of the main checkout).
+    env["PYTHONPATH"] = str(src or ROOT)
     subprocess.run([*exe, "--config", str(cfg), "init"], env=env, check=True, capture_output=True)
     subprocess.run(["sync"], check=False)
     res = with_server_cpu(c, lambda: run_timed([*exe, "--config", str(cfg), "--json", "backup", "--source",
@@ -165,6 +165,7 @@ class Daemon:
         self.env = axisor_env()
         self.env["XDG_STATE_HOME"] = str(self.dir / "state")
         self.env["XDG_CACHE_HOME"] = str(self.dir / "cache")
+        self.env["PYTHONPATH"] = str(ROOT)  # this checkout's code (see axisor_run)
         subprocess.run([str(EXE), "--config", str(self.cfg), "init"], env=self.env, check=True, capture_output=True)
         self.log = open(self.dir / "daemon.log", "wb")
         self.proc = subprocess.Popen([str(EXE), "--config", str(self.cfg), "daemon"], env=self.env,

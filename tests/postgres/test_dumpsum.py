@@ -48,9 +48,9 @@ def _dump(c, db: str = "odd", *extra: str) -> bytes:
                           check=True, timeout=120, env={"PGOPTIONS": "-c TimeZone=UTC -c bytea_output=hex"}).stdout
 
 
-def _split_feed(data: bytes, seed: int) -> DumpChecksums:
+def _split_feed(data: bytes, seed: int, **kwargs) -> DumpChecksums:
     rnd = random.Random(seed)
-    sums = DumpChecksums()
+    sums = DumpChecksums(**kwargs)
     at = 0
     while at < len(data):
         n = rnd.choice([1, 2, 5, 6, 7, 11, 12, 13, 64, 4096, 100_000])
@@ -81,6 +81,29 @@ def test_every_table_block_is_found_however_the_stream_is_split(odd) -> None:
     # The large objects have a block of their own; the walker steps over it.
     layout = parse_layout(data)
     assert any(e.desc in ("BLOBS", "LARGE OBJECTS") and e.has_data for e in layout.entries.values())
+
+
+def test_rows_are_counted_in_the_stream_up_to_the_limit(odd) -> None:
+    """Row counts read from the dump: exact for rows with newlines, tabs and backslashes,
+    rows whose lengths put newlines and zeros into the length prefixes, no columns, empty
+    tables first and last, however the stream is split. A table whose block is longer than
+    the limit is not counted there but named at once (its count(*) runs in SQL), and an
+    unreadable stream says so with None."""
+    real = {'"Odd Schema"."we""ird.name"': 300, "public.empty_first": 0, "public.no_columns": 10,
+            "public.blobs_ref": 2, "public.framing": 700, "public.empty_last": 0}
+    for d in (_dump(odd), _dump(odd, "odd", "--no-blobs")):
+        whole = checksum_stream(io.BytesIO(d))  # the default limit: ~500 KB of hex is over it
+        assert whole.counts == {k: v for k, v in real.items() if k != "public.framing"}
+        for seed in range(6):
+            assert _split_feed(d, seed, count_limit=1 << 30).counts == real, seed
+            told: list[str | None] = []
+            split = _split_feed(d, seed, count_limit=0, on_uncounted=told.append)
+            assert sorted(told) == sorted(real) and split.counts == {}, seed
+            assert split.tables == whole.tables
+    told = []
+    sums = DumpChecksums(on_uncounted=told.append)
+    sums.feed(b"PGDMX" + _dump(odd)[5:])
+    assert sums.error is not None and told == [None] and sums.counts == {}
 
 
 def test_a_changed_value_changes_only_its_table(odd) -> None:

@@ -313,21 +313,38 @@ def test_a_changed_row_in_any_table_fails_the_restore_naming_it(shapesws: Worksp
     assert r.code == 16 and [t["table"] for t in r.json()["mismatches"]] == ['"dot.t".u'], (r.out, r.err)
 
 
-def test_counts_batched_across_statements_are_count_star_only(ws: Workspace, shapes, monkeypatch) -> None:
-    """The backup counts rows COUNT_BATCH tables to a statement: with batches of 3 (seven
-    statements here), every count is still its own table's count(*) FROM ONLY -- leaf
-    partitions, inheritance parents without their children, the empty table, RLS."""
+@pytest.mark.parametrize("where", ["stream", "sql", "pages", "no_checksums"])
+def test_counts_batched_across_statements_are_count_star_only(ws: Workspace, shapes, monkeypatch, where) -> None:
+    """Row counts are count(*) FROM ONLY in the dump's snapshot -- leaf partitions, inheritance
+    parents without their children, the empty table, RLS -- whether read from the dump stream
+    (tables whose data is small: no count(*) runs at all), in SQL one table at a time as the
+    stream finds its block longer than dumpsum.COUNT_LIMIT, at the start for tables of
+    SQL_COUNT_PAGES or more, or with row_checksums = false (the stream not read) all in SQL,
+    COUNT_BATCH tables to a statement (3: seven statements)."""
     import asyncio
 
     from conftest import PASSPHRASE
     from core.config import load_config
     from core.service import BackupService
-    from core.sources.postgres import logical
+    from core.sources.postgres import dumpsum, logical
 
+    off = "row_checksums = false\n" if where == "no_checksums" else ""
     ws.config.write_text(f'[database]\nenabled = true\nurl = "{shapes.url("shapes")}"\npg_bin_dir = "{shapes.bin}"\n'
-                         f'[storage]\nlocal_path = "{ws.repo}"\n')
+                         f'{off}[storage]\nlocal_path = "{ws.repo}"\n')
     assert ws.cli("init").code == 0
     monkeypatch.setattr(logical, "COUNT_BATCH", 3)
+    batches: list[int] = []
+    real_counts = logical.batched_counts
+
+    async def counting(conn, tables):
+        batches.append(len(tables))
+        return await real_counts(conn, tables)
+
+    monkeypatch.setattr(logical, "batched_counts", counting)
+    if where == "sql":
+        monkeypatch.setattr(dumpsum, "COUNT_LIMIT", 0)
+    if where == "pages":
+        monkeypatch.setattr(logical, "SQL_COUNT_PAGES", 0)
 
     async def run() -> dict:
         svc = BackupService(load_config(ws.config), lambda confirm: PASSPHRASE)
@@ -340,7 +357,16 @@ def test_counts_batched_across_statements_are_count_star_only(ws: Workspace, sha
 
     md = asyncio.run(run())
     assert md["tables"] == TABLES and md["total_records"] == sum(TABLES.values())
+    if where == "no_checksums":
+        assert md["checksum_method"] == "count-only" and md["checksums"] == {}
+        assert batches == [len(TABLES)]
+        return
+    if where == "pages":  # all at once at the start; none again when the stream passes them
+        assert batches == [len(TABLES)]
+        return
     assert md["checksum_method"] == METHOD and set(md["checksums"]) == set(TABLES)
+    # In SQL: one call per table as the stream names it (its block passed the limit).
+    assert batches == ([] if where == "stream" else [1] * len(TABLES)), batches
 
 
 def test_config_check_counts_the_database(tmp_path: Path) -> None:
