@@ -282,12 +282,17 @@ async def _find_victims(path: Path, s0: str, s1: str):
     await repo.load_index()
     snap = await repo.load_snapshot(s1)
     files: dict[str, tuple[bytes, ...]] = {}
+    folders: dict[str, bytes] = {}  # folder (relative; "" is src itself) -> its tree's id
     sub_tree = None
     async for parts, node in walk(repo, bytes.fromhex(snap.tree)):
         shown = display(parts)
+        if shown.endswith("/src") and node.type == "dir" and node.subtree is not None:
+            folders[""] = node.subtree
         if "/src/" not in shown:
             continue
         rel = shown.split("/src/", 1)[1]
+        if node.type == "dir" and node.subtree is not None:
+            folders[rel] = node.subtree
         if node.type == "dir" and rel == "sub":
             sub_tree = node.subtree
         if node.content:
@@ -327,7 +332,11 @@ async def _find_victims(path: Path, s0: str, s1: str):
         # An index file loses nothing by itself: the packs still carry their headers.
         "index": frozenset(rel for rel, blobs in files.items()
                            if any(repo.index.lookup(b).pack_id in in_victim_index for b in blobs)),
-        "tree": frozenset(rel for rel in files if rel.startswith("sub/")),
+        # Every file below a folder whose tree is in the victim pack (the archiver may pack
+        # sub's tree with its siblings'; which ones share a pack is the packer's business).
+        "tree": frozenset(rel for rel in files if any(
+            key_of(tree) == tree_pack and (folder == "" or rel.startswith(folder + "/"))
+            for folder, tree in folders.items())),
         "pack": frozenset({GONE}),
         "wal": frozenset(),
     }

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from core import __version__
 from core.backup.single_file import current_user
@@ -126,6 +127,7 @@ class DatabaseTake:
     live (core/sources/postgres/take.py): the backup layer never imports a source."""
     source: str
     take: Callable[[Repository, str, tuple[str, ...], Callable[[int], None]], Awaitable[Snapshot]]
+    started: Awaitable[Any] | None = None  # the dump, already begun before the repository opened
 
 
 async def _backup_database(repo: Repository, db: DatabaseTake, backup_set: str, tags: tuple[str, ...],

@@ -83,11 +83,11 @@ def test_a_backup_job_reports_totals_percentage_and_eta(ws, monkeypatch):
     import types
 
     from core.config import load_config
-    from core.jobs import kinds
+    from core.backup import job as backup_job
     from core.jobs.api import JobState, connect_engine
 
     ticks = itertools.count()
-    monkeypatch.setattr(kinds, "time", types.SimpleNamespace(monotonic=lambda: float(next(ticks))))
+    monkeypatch.setattr(backup_job, "time", types.SimpleNamespace(monotonic=lambda: float(next(ticks))))
 
     for i in range(40):
         (ws.src / f"data{i}.bin").write_bytes(os.urandom(256 * 1024))

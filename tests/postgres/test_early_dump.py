@@ -71,8 +71,8 @@ async def _none(backend) -> None:
 
 
 def _refusing(ws: Workspace):
-    async def refused(repo, specs, *, started_dump=None, **kwargs):
-        await started_dump
+    async def refused(repo, specs, *, database=None, **kwargs):
+        await database.started
         for _ in range(100):  # until the wrapper has handed over to the real pg_dump
             if "--snapshot" in _runs(ws):
                 break

@@ -33,7 +33,7 @@ def database_take(db: DatabaseConfig, started_dump: Awaitable[StartedDump] | Non
             return await backup_logical(repo, db, backup_set=backup_set, tags=tags, on_bytes=on_bytes)
         raise UsageError(f"database.mode = {db.mode!r} is not supported; use \"logical\" or \"physical\"")
 
-    return DatabaseTake(SOURCE, take)
+    return DatabaseTake(SOURCE, take, started_dump)
 
 
 __all__ = ["database_take"]
