@@ -271,7 +271,7 @@ class Cron(Check):
                 raise Invalid(
                     f"{name} field {part!r} may only use digits, * / , - and names like MON or JAN"
                 )
-        from croniter import CroniterBadDateError, croniter  # type: ignore[import-untyped]
+        from croniter import CroniterBadDateError, croniter
 
         for index, (name, part) in enumerate(zip(_CRON_FIELDS, parts)):
             alone = ["*"] * len(_CRON_FIELDS)
