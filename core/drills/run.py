@@ -45,7 +45,7 @@ from core.drills.scratch import Scratch, free_port, server_user
 from core.errors import AxisorError, DatabaseError, UsageError
 from core.repository.lock import Lock
 from core.repository.snapshot import Snapshot
-from core.sources.postgres.connection import PgTarget
+from core.sources.postgres.connection import PgTarget, one_row
 
 if TYPE_CHECKING:
     from core.service import BackupService
@@ -311,7 +311,7 @@ class _Drill:
             conn = await target.connect()
             try:
                 cur = await conn.execute("SELECT pg_is_in_recovery()")
-                (in_recovery,) = await cur.fetchone()
+                (in_recovery,) = one_row(await cur.fetchone())
             finally:
                 await conn.close()
             return in_recovery, "connected"

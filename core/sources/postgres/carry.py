@@ -27,6 +27,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from core.sources.postgres.connection import one_row
 from core.sources.postgres.dumpsum import TocEntry
 from core.sources.postgres.names import quoted_at
 from core.sources.postgres.pgglobals import NotRestored, tokens, ident
@@ -74,7 +75,7 @@ async def database_properties(conn: psycopg.AsyncConnection) -> dict:
     try:
         async with conn.cursor() as cur:
             await cur.execute(_PROPERTIES)
-            owner, comment, default_acl, acl, settings = await cur.fetchone()
+            owner, comment, default_acl, acl, settings = one_row(await cur.fetchone())
     except psycopg.Error as exc:
         if inside:
             await conn.execute("ROLLBACK TO SAVEPOINT axisor_database_properties")
@@ -103,7 +104,7 @@ async def target_roles(conn: psycopg.AsyncConnection) -> TargetRoles:
     async with conn.cursor() as cur:
         await cur.execute("SELECT current_user, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user), "
                           "current_setting('server_version_num')::int")
-        current, superuser, version = await cur.fetchone()
+        current, superuser, version = one_row(await cur.fetchone())
         how = "SET" if version >= 160000 else "MEMBER"  # 16: giving an object needs SET on the role
         await cur.execute(f"SELECT rolname, pg_has_role(current_user, oid, '{how}') FROM pg_roles")
         rows = await cur.fetchall()

@@ -55,7 +55,7 @@ from core.backup.stream import StreamWriter
 from core.sources.postgres import carry, dumpsum, names, pgglobals, toc
 from core.restore.stream import iter_content
 from core.sources.postgres.child import Running, StderrReader, last_lines, spawn, start, stop_process, store_output
-from core.sources.postgres.connection import PgTarget
+from core.sources.postgres.connection import PgTarget, one_row
 from core.sources.postgres.tools import Tool, check_dump_tool, check_restore_tool, find_tool
 
 SOURCE = "database"
@@ -362,7 +362,7 @@ async def start_dump(db: DatabaseConfig, target: PgTarget | None = None) -> Star
             await cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             await cur.execute("SELECT pg_export_snapshot(), current_setting('server_version_num')::int, "
                               "current_setting('server_version'), current_database()")
-            snapshot_id, version_num, version, dbname = await cur.fetchone()
+            snapshot_id, version_num, version, dbname = one_row(await cur.fetchone())
         check_dump_tool(pg_dump, version_num, version)
         argv = [str(pg_dump.path), "--format=custom", "--compress=0", f"--snapshot={snapshot_id}",
                 "--no-password", "-d", target.with_dbname(dbname).conninfo()]
