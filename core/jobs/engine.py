@@ -8,6 +8,7 @@ state change is written before it is announced, so history survives a crash.
 
 from __future__ import annotations
 
+import builtins
 import asyncio
 import logging
 import secrets
@@ -246,7 +247,7 @@ class Engine:
         jobs = await self._store().list(limit=limit, states=states)
         return [self._live[j.id].job if j.id in self._live else j for j in jobs]
 
-    async def log(self, job_id: str) -> list[str]:
+    async def log(self, job_id: str) -> builtins.list[str]:
         return await self._store().log(job_id)
 
     def events(self) -> AsyncIterator[JobEvent]:
