@@ -226,17 +226,17 @@ def plan(entries: list[TocEntry], roles: TargetRoles, *, globals_available: bool
         carried.append(f"privileges on {kept} objects")
     for (kind, absent), objs in sorted(left.items()):
         if absent == ("*",):
-            why = (f"they were granted by another role than the owner, which only a superuser can replay "
-                   f"(the restoring role {roles.current} is not one)")
+            reason = (f"they were granted by another role than the owner, which only a superuser can replay "
+                      f"(the restoring role {roles.current} is not one)")
         else:
-            why = (f"{'they name' if len(objs) > 1 else 'it names'} role{'s' if len(absent) > 1 else ''} "
-                   f"{', '.join(absent)}, not in the target cluster; {hint}")
+            reason = (f"{'they name' if len(objs) > 1 else 'it names'} role{'s' if len(absent) > 1 else ''} "
+                      f"{', '.join(absent)}, not in the target cluster; {hint}")
         if kind == "policy":
-            why += "; row-level security stays enabled, so the rows these policies allowed are not visible"
+            reason += "; row-level security stays enabled, so the rows these policies allowed are not visible"
             out.append(NotRestored(f"{len(objs)} row-level security polic{'ies' if len(objs) > 1 else 'y'} "
-                                   f"({listed(objs)})", why))
+                                   f"({listed(objs)})", reason))
         else:
-            out.append(NotRestored(f"privileges on {len(objs)} objects ({listed(objs)})", why))
+            out.append(NotRestored(f"privileges on {len(objs)} objects ({listed(objs)})", reason))
     return CarryPlan(carry_owners, frozenset(exclude), tuple(carried), tuple(out))
 
 
