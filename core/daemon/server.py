@@ -384,6 +384,7 @@ class Daemon:
             for task in (gone, pumping):
                 task.cancel()
             await asyncio.gather(gone, pumping, return_exceptions=True)
+            # Engine.events is an async generator; the JobsAPI protocol types it AsyncIterator.
             await events.aclose()  # type: ignore[attr-defined]
 
 

@@ -249,9 +249,9 @@ class RetryingBackend:
         return await self._call("list temporary files", lambda n: list_temporary(self.inner))
 
     async def delete_temporary(self, key: str) -> None:
-        # Optional on a backend, like list_temporary: only keys that one listed come here.
-        delete: Callable[[str], Awaitable[None]] = getattr(self.inner, "delete_temporary")
-        await self._call(f"delete {key}", lambda n: delete(key))
+        from core.storage.backend import delete_temporary
+
+        await self._call(f"delete {key}", lambda n: delete_temporary(self.inner, key))
 
     async def usage(self) -> StorageUsage | None:
         return await self._call("measure usage", lambda n: backend_usage(self.inner))

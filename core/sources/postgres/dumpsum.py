@@ -452,7 +452,8 @@ class DumpChecksums:
             self._tail = (self._tail + bytes(buf[max(s, e - 8):e]))[-8:]
             return e
         ln = len(seq)
-        mlen = ln - 2 - self.layout.int_size  # type: ignore[union-attr]
+        assert self.layout is not None  # data blocks come after the table of contents
+        mlen = ln - 2 - self.layout.int_size
         if self._carry:
             fake = self._empty_start  # the leading newline of an empty table is not data
             self._empty_start = False
