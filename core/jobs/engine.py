@@ -250,7 +250,8 @@ class Engine:
     async def log(self, job_id: str) -> builtins.list[str]:
         return await self._store().log(job_id)
 
-    def events(self) -> AsyncIterator[JobEvent]:
+    def events(self) -> _Subscription:
+        """An AsyncIterator[JobEvent] (JobsAPI) that the caller closes with ``aclose``."""
         return _Subscription(self)
 
     async def subscribe(self) -> AsyncIterator[JobEvent]:
