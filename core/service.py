@@ -16,12 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from core.backup.archiver import ArchiveStats
 from core.text import shown as escaped
 from core.backup import watchdog
 from core.backup.run import BackupResult, run_backup
-from core.config import Config, DatabaseConfig
+from core.config import Config, DatabaseConfig, SourceSpec
 from core.errors import AxisorError, LockUnreadable, RestoreRefused, SnapshotNotFound, StorageFull, UsageError
 from core.repository import keys as keyfiles
 from core.repository.lock import Lock, RemovedLock, exclusive_holder, remove_locks
@@ -38,6 +39,9 @@ from core.storage.local import LocalBackend
 from core.statedir import resolve_state_dir
 from core.text import shown
 from core.verify import VerifyReport, verify
+
+if TYPE_CHECKING:  # built lazily (location_ops): the import is for the annotation only
+    from core.locations.ops import LocationOps
 
 PassphraseSource = Callable[[bool], str]  # confirm -> passphrase
 
@@ -120,7 +124,7 @@ class BackupService:
         self.backend: Backend = LocalBackend(config.storage.local_path)
         self._repo: Repository | None = None
         self._primary = self.backend  # `backend` may be switched to another location (restore --from)
-        self._location_ops = None  # core.locations.ops.LocationOps, built on first use
+        self._location_ops: LocationOps | None = None  # built on first use
         self.index_damage: list[AxisorError] = []  # damaged index files skipped by repository()
         self.location = "local"  # the location `backend` reads (core.locations.sites.PRIMARY_NAME)
 
@@ -231,7 +235,7 @@ class BackupService:
         if sources:
             known = {s.name: s for s in specs}
             short = {s.name.split("/", 1)[1]: s for s in specs}
-            chosen = []
+            chosen: list[SourceSpec] = []
             want_database = False
             for name in sources:
                 if name == "database":
@@ -404,6 +408,7 @@ class BackupService:
                 if want is None or shown == want or shown.startswith(want + "/"):
                     out.append((shown, node))
         if want is not None and not out:
+            assert path is not None  # want is made from it
             raise SnapshotNotFound(f"{escaped(path)} is not in snapshot {escaped(ref)}")
         return out
 
@@ -665,7 +670,7 @@ class BackupService:
         from core.repository.format import DATA, pack_id_from_key
 
         repo = await self._location_repo(location)
-        check: set[bytes] | str | None = "all" if read_all else None
+        check: set[bytes] | Literal["all"] | None = "all" if read_all else None
         if packs:
             names = [info.key.rsplit("/", 1)[-1] async for info in repo.backend.list(f"{DATA}/")
                      if pack_id_from_key(info.key) is not None]

@@ -193,8 +193,8 @@ class _Frame:
 
 
 # What a folder's entry becomes while the walk goes on: done, waiting for its batch or tree,
-# or a large file's upload.
-_Child = Node | _DirPlace | _SmallFile | Awaitable[Node]
+# or a large file's upload (None: it vanished or could not be read).
+_Child = Node | _DirPlace | _SmallFile | Awaitable[Node | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,9 +431,11 @@ class Archiver:
             st = entry.stat(follow_symlinks=False) if entry is not None else \
                 os.stat(fs_name, dir_fd=fr.dir.fd, follow_symlinks=False)
         except FileNotFoundError:
-            return self._lost(fr, path, "vanished before it was read")
+            self._lost(fr, path, "vanished before it was read")
+            return None
         except OSError as exc:
-            return self._lost(fr, path, f"not read: {exc.strerror}", unreadable=True)
+            self._lost(fr, path, f"not read: {exc.strerror}", unreadable=True)
+            return None
         mode = st.st_mode
         if stat.S_ISREG(mode):
             return await self._file(fr, fs_name, name, path, st, old)
@@ -443,9 +445,11 @@ class Archiver:
             try:
                 target = os.readlink(fs_name, dir_fd=fr.dir.fd)
             except FileNotFoundError:
-                return self._lost(fr, path, "vanished before it was read")
+                self._lost(fr, path, "vanished before it was read")
+                return None
             except OSError as exc:
-                return self._lost(fr, path, f"not read: {exc.strerror}", unreadable=True)
+                self._lost(fr, path, f"not read: {exc.strerror}", unreadable=True)
+                return None
             return self._node(name, SYMLINK, st, target=target, xattrs=self._xattrs_at(fr, fs_name, path))
         if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
             kind = CHARDEV if stat.S_ISCHR(mode) else BLOCKDEV
@@ -462,7 +466,6 @@ class Archiver:
         if unreadable:
             self.stats.unreadable += 1
         self._warn(f"{shown(path)}: {why}")
-        return None
 
     async def _enter(self, fr: _Frame, fs_name: bytes, name: bytes, path: bytes,
                      old: Node | None) -> _Frame | None:
@@ -470,13 +473,17 @@ class Archiver:
         try:
             fd = os.open(fs_name, _DIR_FLAGS | (os.O_NOATIME if _EUID == 0 else 0), dir_fd=fr.dir.fd)
         except FileNotFoundError:
-            return self._lost(fr, path, "vanished before it was read")
+            self._lost(fr, path, "vanished before it was read")
+            return None
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                return self._lost(fr, path, "changed type while the backup ran; not read")
+                self._lost(fr, path, "changed type while the backup ran; not read")
+                return None
             if exc.errno in (errno.EMFILE, errno.ENFILE):
-                return self._lost(fr, path, f"not read: too many open folders ({exc.strerror})", unreadable=True)
-            return self._lost(fr, path, f"not read: {exc.strerror}", unreadable=True)
+                self._lost(fr, path, f"not read: too many open folders ({exc.strerror})", unreadable=True)
+                return None
+            self._lost(fr, path, f"not read: {exc.strerror}", unreadable=True)
+            return None
         try:
             st = os.fstat(fd)
             xattrs, fl, problems = _fd_attributes(fd)
@@ -484,7 +491,8 @@ class Archiver:
                 listed = [(os.fsencode(e.name), e) for e in it]
         except OSError as exc:
             os.close(fd)
-            return self._lost(fr, path, f"not read: {exc.strerror}", unreadable=True)
+            self._lost(fr, path, f"not read: {exc.strerror}", unreadable=True)
+            return None
         for p in problems:
             self._warn(f"{shown(path)}: {p}")
         listed.sort(key=_first)
@@ -559,7 +567,7 @@ class Archiver:
         if self.stats.total_files % 512 == 0:
             self._progress()  # unmodified files are never read: progress must move all the same
         unchanged = _unchanged(old, st)
-        if unchanged and not self.reread_all and all(c in self.repo.index for c in old.content):
+        if unchanged and old is not None and not self.reread_all and all(c in self.repo.index for c in old.content):
             self.stats.files_unmodified += 1
             self.stats.bytes_skipped += st.st_size
             # Attributes too: any change to them would have changed ctime.
@@ -588,8 +596,10 @@ class Archiver:
         except OSError as exc:
             self._stream_slots.release()
             if isinstance(exc, FileNotFoundError):
-                return self._lost(fr, path, "vanished before it was read")
-            return self._lost(fr, path, f"not read: {exc.strerror}", unreadable=True)
+                self._lost(fr, path, "vanished before it was read")
+                return None
+            self._lost(fr, path, f"not read: {exc.strerror}", unreadable=True)
+            return None
         task = self._spawn(self._stream(f, path, st))
         return self._after(task, name, st)
 
@@ -637,7 +647,7 @@ class Archiver:
         if not batch.start():
             return []
         repo = self.repo
-        out = []
+        out: list[tuple[_Content | None, SealedBlob | None, list[str]]] = []
         try:
             for p in batch.files:
                 warnings: list[str] = []

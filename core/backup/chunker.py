@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import Any, Protocol
 
 from pyfastcdc import FastCDC
 
@@ -54,10 +54,17 @@ def _cdc(params: ChunkerParams) -> FastCDC:
     return cache[1]
 
 
+class ReadIntoStream(Protocol):
+    """What the chunker reads from: a raw stream's ``readinto`` (a file, a pipe reader, the
+    data runs of a sparse file, a generated tar); 0 or None at the end."""
+
+    def readinto(self, buffer: Any, /) -> int | None: ...
+
+
 class Chunker:
     """One file's chunk stream. Not thread-safe; advance it from one thread at a time."""
 
-    def __init__(self, params: ChunkerParams, stream: BinaryIO,
+    def __init__(self, params: ChunkerParams, stream: ReadIntoStream,
                  observe: Callable[[bytearray, int, int], None] | None = None, *,
                  window: int = WINDOW) -> None:
         # ``window`` is a parameter so tests can drive every refill edge with inputs of a

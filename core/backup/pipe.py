@@ -23,7 +23,7 @@ import io
 import os
 import threading
 import time
-from typing import BinaryIO
+from typing import IO
 
 # Linux fcntl commands (not every Python exports them).
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
@@ -54,7 +54,7 @@ class PipeReader(io.RawIOBase):
     The caller owns ``pipe``. Close this reader before closing the pipe, and only once the
     writer has exited or been killed: the thread's last read must have returned."""
 
-    def __init__(self, pipe: BinaryIO) -> None:
+    def __init__(self, pipe: IO[bytes]) -> None:
         self._fd = pipe.fileno()
         capacity = pipe_capacity(self._fd)
         self._short = capacity // 4  # not a pipe (a file, in tests): never nap

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from typing import Any, BinaryIO
+from typing import Any
 
-from core.backup.chunker import Chunker
+from core.backup.chunker import Chunker, ReadIntoStream
 from core.repository.blobs import SealedBlob
 from core.repository.format import BlobType
 from core.repository.repository import Repository
@@ -28,7 +28,7 @@ class StreamWriter:
         self._own: set[asyncio.Future] = set()
         self._spawn = spawn or self._track
 
-    async def store(self, stream: BinaryIO, on_bytes: Callable[[int], None] | None = None,
+    async def store(self, stream: ReadIntoStream, on_bytes: Callable[[int], None] | None = None,
                     observe: Callable[[bytearray, int, int], None] | None = None,
                     ) -> tuple[tuple[bytes, ...], int]:
         """Read ``stream`` to its end; return its chunk ids and length. Sealing may still be

@@ -23,7 +23,7 @@ import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from core.errors import BackupStalled
 
@@ -39,13 +39,23 @@ def abandoned() -> bool:
     return _abandoned.is_set()
 
 
+class FileStream(Protocol):
+    """A file being read for the archive: a raw ``readinto`` with the descriptor under it."""
+
+    def readinto(self, buffer: Any, /) -> int | None: ...
+
+    def fileno(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
 class _Watched:
     """A file being read: every read is progress. Once the archive is over early (stalled,
     cancelled: Ctrl-C, job cancel), the next read fails, so the worker thread gives up the
     file within one read instead of filling the rest of a 16 MiB window from a slow source
     (the service's close waits for it)."""
 
-    def __init__(self, dog: Watchdog, path: bytes, stream: BinaryIO) -> None:
+    def __init__(self, dog: Watchdog, path: bytes, stream: FileStream) -> None:
         self._dog = dog
         self._path = path
         self._stream = stream
@@ -97,9 +107,9 @@ class Watchdog:
     def progress(self) -> None:
         self._last = self._clock()  # one float store: no lock needed
 
-    def reading(self, path: bytes, stream: BinaryIO) -> BinaryIO:
+    def reading(self, path: bytes, stream: FileStream) -> FileStream:
         """``stream`` (opened on ``path``) wrapped so each read counts; closing it ends the file."""
-        return _Watched(self, path, stream)  # type: ignore[return-value]
+        return _Watched(self, path, stream)
 
     def small_file(self, path: bytes | None) -> None:
         """The calling worker thread now reads ``path`` (None: it finished its batch)."""
@@ -190,7 +200,7 @@ class NoWatchdog(Watchdog):
     def __init__(self) -> None:
         super().__init__(0)
 
-    def reading(self, path: bytes, stream: BinaryIO) -> BinaryIO:
+    def reading(self, path: bytes, stream: FileStream) -> FileStream:
         return stream
 
     def small_file(self, path: bytes | None) -> None:

@@ -117,7 +117,7 @@ class Integer(Check):
     hi: int | None = None
 
     @property
-    def rule(self) -> str:  # type: ignore[override]
+    def rule(self) -> str:  # type: ignore[override]  # computed here; a plain class attribute on Check
         return f"integer {self.lo}-{self.hi}" if self.hi is not None else f"integer >= {self.lo}"
 
     def check(self, value: Any, info: ValidationInfo | None) -> int:
@@ -137,7 +137,7 @@ class String(Check):
     empty_ok: bool = False
 
     @property
-    def rule(self) -> str:  # type: ignore[override]
+    def rule(self) -> str:  # type: ignore[override]  # computed here; a plain class attribute on Check
         return "string" if self.empty_ok else "non-empty string"
 
     def check(self, value: Any, info: ValidationInfo | None) -> str:
@@ -160,7 +160,7 @@ class Matching(Check):
     rule_text: str
 
     @property
-    def rule(self) -> str:  # type: ignore[override]
+    def rule(self) -> str:  # type: ignore[override]  # computed here; a plain class attribute on Check
         return self.rule_text
 
     def check(self, value: Any, info: ValidationInfo | None) -> str:
@@ -175,7 +175,7 @@ class Choice(Check):
         self.options = options
 
     @property
-    def rule(self) -> str:  # type: ignore[override]
+    def rule(self) -> str:  # type: ignore[override]  # computed here; a plain class attribute on Check
         return " | ".join(f'"{o}"' for o in self.options)
 
     def check(self, value: Any, info: ValidationInfo | None) -> str:
@@ -271,7 +271,7 @@ class Cron(Check):
                 raise Invalid(
                     f"{name} field {part!r} may only use digits, * / , - and names like MON or JAN"
                 )
-        from croniter import CroniterBadDateError, croniter  # type: ignore[import-untyped]
+        from croniter import CroniterBadDateError, croniter
 
         for index, (name, part) in enumerate(zip(_CRON_FIELDS, parts)):
             alone = ["*"] * len(_CRON_FIELDS)
@@ -453,7 +453,7 @@ class ListOf(Wrap):
     false_disables: bool = False
 
     @property
-    def rule(self) -> str:  # type: ignore[override]
+    def rule(self) -> str:  # type: ignore[override]  # computed here; a plain class attribute on Check
         return f"list of {self.what}" + (", or false" if self.false_disables else "")
 
     def before(self, value: Any) -> Any:
@@ -480,7 +480,7 @@ class Argv(ListOf):
         super().__init__("strings", _ARGV_EXAMPLE)
 
     @property
-    def rule(self) -> str:  # type: ignore[override]
+    def rule(self) -> str:  # type: ignore[override]  # computed here; a plain class attribute on Check
         return "list of strings: program, then arguments (no shell)"
 
     def before(self, value: Any) -> Any:
@@ -511,7 +511,7 @@ class Tables(Wrap):
     unique_names: bool = False
 
     @property
-    def rule(self) -> str:  # type: ignore[override]
+    def rule(self) -> str:  # type: ignore[override]  # computed here; a plain class attribute on Check
         return "array of tables" + (" (unique names)" if self.unique_names else "")
 
     def before(self, value: Any) -> Any:

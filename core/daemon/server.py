@@ -384,7 +384,7 @@ class Daemon:
             for task in (gone, pumping):
                 task.cancel()
             await asyncio.gather(gone, pumping, return_exceptions=True)
-            await events.aclose()  # type: ignore[attr-defined]
+            await events.aclose()
 
 
 async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

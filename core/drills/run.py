@@ -29,7 +29,7 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,7 +45,7 @@ from core.drills.scratch import Scratch, free_port, server_user
 from core.errors import AxisorError, DatabaseError, UsageError
 from core.repository.lock import Lock
 from core.repository.snapshot import Snapshot
-from core.sources.postgres.connection import PgTarget
+from core.sources.postgres.connection import PgTarget, one_row
 
 if TYPE_CHECKING:
     from core.service import BackupService
@@ -284,7 +284,8 @@ class _Drill:
         from core.sources.postgres.tools import find_tool
         from core.storage.factory import PRIMARY_NAME
 
-        if self.config.path is None:
+        config_path = self.config.path
+        if config_path is None:
             raise UsageError("a point-in-time drill needs the config file's path (for the server's restore_command)")
         target_time = self.request.to_time
         assert target_time is not None
@@ -297,7 +298,7 @@ class _Drill:
 
         async def restore():
             rep = await self.svc.restore_database_pitr(
-                target_time, data, config_path=self.config.path, start=True, port=port, os_user=self.scratch.os_user,
+                target_time, data, config_path=config_path, start=True, port=port, os_user=self.scratch.os_user,
                 wal_from=None if self.location == PRIMARY_NAME else self.location)
             return rep, (f"base backup {rep.base_snapshot[:8]} into {data}, port {port}: "
                          f"{rep.stopped_at or 'recovery finished'}")
@@ -311,7 +312,7 @@ class _Drill:
             conn = await target.connect()
             try:
                 cur = await conn.execute("SELECT pg_is_in_recovery()")
-                (in_recovery,) = await cur.fetchone()
+                (in_recovery,) = one_row(await cur.fetchone())
             finally:
                 await conn.close()
             return in_recovery, "connected"
@@ -369,6 +370,7 @@ class _Drill:
             conn = await live_target.connect()
             try:
                 method = (snap.metadata or {}).get("checksum_method") or "md5-rowsum-v1"
+                live: Mapping[str, tuple[int, str | None]]
                 if method == DUMP_METHOD:
                     counts = await table_stats(conn, {table}, "count-only")
                     sums = await dump_checksums(live_target, self.config.database.pg_bin_dir, {table})
@@ -435,12 +437,12 @@ class _Drill:
         for spec in self.config.drills.checks:
             self.check_cancelled()
             if spec.sql is not None:
-                await self._sql_check(spec)
+                await self._sql_check(spec, spec.sql)
             else:
                 self._path_check(spec)
         return None, f"{len(self.config.drills.checks)} configured"
 
-    async def _sql_check(self, spec: DrillCheckConfig) -> None:
+    async def _sql_check(self, spec: DrillCheckConfig, query: str) -> None:
         if self.db_target is None:
             self.check(spec.name, "sql", None, "no database is restored in this scenario")
             return
@@ -450,7 +452,7 @@ class _Drill:
         try:
             conn = await self.db_target.connect()
             try:
-                cur = await conn.execute(spec.sql)  # the operator's own query, from the config file
+                cur = await conn.execute(query)  # the operator's own query, from the config file
                 row = await cur.fetchone() if cur.description else None
             finally:
                 await conn.close()

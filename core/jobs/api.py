@@ -6,6 +6,7 @@ process (``mode == "embedded"``) or a client of the daemon's socket (``"daemon"`
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -75,7 +76,7 @@ class EngineClient(Protocol):
         """Newest first."""
         ...
 
-    async def log(self, job_id: str) -> list[str]: ...
+    async def log(self, job_id: str) -> builtins.list[str]: ...
 
     def events(self) -> AsyncIterator[JobEvent]:
         """Live stream from now on; progress at most ~4/s per job."""

@@ -6,6 +6,7 @@ line, one reply per request; ``events`` and ``wait`` hold their own connection.
 
 from __future__ import annotations
 
+import builtins
 import asyncio
 import itertools
 import json
@@ -182,7 +183,7 @@ class DaemonClient:
             args["states"] = sorted(s.value for s in states)
         return [job_from_dict(j) for j in (await self._call("list", **args))["jobs"]]
 
-    async def log(self, job_id: str) -> list[str]:
+    async def log(self, job_id: str) -> builtins.list[str]:
         return list((await self._call("log", job=job_id))["lines"])
 
     def events(self) -> AsyncIterator[JobEvent]:

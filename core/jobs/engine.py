@@ -8,6 +8,7 @@ state change is written before it is announced, so history survives a crash.
 
 from __future__ import annotations
 
+import builtins
 import asyncio
 import logging
 import secrets
@@ -246,10 +247,11 @@ class Engine:
         jobs = await self._store().list(limit=limit, states=states)
         return [self._live[j.id].job if j.id in self._live else j for j in jobs]
 
-    async def log(self, job_id: str) -> list[str]:
+    async def log(self, job_id: str) -> builtins.list[str]:
         return await self._store().log(job_id)
 
-    def events(self) -> AsyncIterator[JobEvent]:
+    def events(self) -> _Subscription:
+        """An AsyncIterator[JobEvent] (JobsAPI) that the caller closes with ``aclose``."""
         return _Subscription(self)
 
     async def subscribe(self) -> AsyncIterator[JobEvent]:

@@ -236,6 +236,7 @@ def shrink_checks(config: Config, backups: list) -> list[Check]:
         if not counts_files(name, newest.get("tags") or ()):
             continue
         prev = newest.get("previous")
+        previous: FileCount | None
         if isinstance(prev, dict):
             previous = FileCount(str(prev.get("id") or ""), name, _time(prev), int(prev.get("total_files") or 0))
         else:

@@ -16,6 +16,7 @@ SQLite calls block, so they run on one dedicated thread, never on the event loop
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import socket
@@ -335,7 +336,7 @@ class JobStore(SqliteOnThread):
 
         return await self._call(run)
 
-    async def log(self, job_id: str) -> list[str]:
+    async def log(self, job_id: str) -> builtins.list[str]:
         job = await self.get(job_id)
 
         def run() -> list[str]:

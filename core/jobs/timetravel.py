@@ -14,8 +14,12 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
+from typing import TYPE_CHECKING
 
 from core.jobs.verification import SnapshotChecks
+
+if TYPE_CHECKING:  # the catalog is built by the caller; only its type is named here
+    from core.locations.catalog import CatalogEntry
 
 __all__ = ["PointInTime", "days_with_snapshots", "point_in_time", "sources_of"]
 
@@ -24,7 +28,7 @@ __all__ = ["PointInTime", "days_with_snapshots", "point_in_time", "sources_of"]
 class PointInTime:
     source: str
     at: datetime
-    entry: object | None  # the CatalogEntry current at ``at``; None before the first snapshot
+    entry: CatalogEntry | None  # current at ``at``; None before the first snapshot
     first: object | None  # the source's first snapshot (a Snapshot), None when it has none
     following: object | None  # the snapshot that replaced it, None when it is the newest
     checks: SnapshotChecks | None  # the verification report's row for ``entry``
@@ -44,14 +48,14 @@ class PointInTime:
 
     @property
     def snapshot(self):
-        return None if self.entry is None else self.entry.snapshot  # type: ignore[attr-defined]
+        return None if self.entry is None else self.entry.snapshot
 
     @property
     def locations(self) -> tuple[str, ...]:
         """Where a copy is held (completely or in part), the catalog's order."""
         if self.entry is None:
             return ()
-        return tuple(c.location for c in self.entry.copies if c.held)  # type: ignore[attr-defined]
+        return tuple(c.location for c in self.entry.copies if c.held)
 
 
 def sources_of(entries: Iterable) -> list[str]:

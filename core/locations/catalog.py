@@ -139,10 +139,10 @@ async def build_catalog(sites: Sites, names: list[str] | None = None) -> Catalog
         whole = await _complete_at(bytes.fromhex(snap.tree), open_sites, memo)
         copies = []
         for name in names:
-            site = next((s for s in open_sites if s.name == name), None)
-            if site is None:
+            holder = next((s for s in open_sites if s.name == name), None)
+            if holder is None:
                 state = MISSING if name in empty else UNKNOWN
-            elif snap.id not in site.ids:
+            elif snap.id not in holder.ids:
                 state = MISSING
             else:
                 state = COMPLETE if name in whole else INCOMPLETE

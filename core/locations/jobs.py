@@ -8,6 +8,7 @@ the job fails (exit 1) when any did, with every target's outcome in its result.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict
 from typing import Any
 
@@ -46,14 +47,14 @@ async def copy_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]
         for target in targets:
             ctx.check_cancelled()
             try:
-                r = await retry_when_locked(ctx, lambda t=target: svc.copy(
-                    t, refs or None, source=source, on_progress=lambda p, t=t: progress(t, p)))
+                r = await retry_when_locked(ctx, lambda: svc.copy(
+                    target, refs or None, source=source, on_progress=functools.partial(progress, target)))
             except AxisorError as exc:
                 r = CopyResult(source, target, error=str(exc))
             results.append(r)
             ctx.log(f"{target}: FAILED: {r.error}" if r.error else
                     f"{target}: copied {len(r.copied)} snapshots, {r.packs_copied} packs, {r.bytes_copied} bytes")
-    out = {"copies": [result_dict(r) for r in results]}
+    out: dict[str, Any] = {"copies": [result_dict(r) for r in results]}
     failed = [r for r in results if r.error]
     if failed:
         out["exit_code"] = Exit.ERROR

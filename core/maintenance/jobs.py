@@ -42,7 +42,7 @@ async def prune_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any
 
             try:
                 # Safe to repeat: a prune stopped by a lock resumes where it stopped.
-                report = await retry_when_locked(ctx, lambda name=name: svc.prune(
+                report = await retry_when_locked(ctx, lambda: svc.prune(
                     dry_run=dry_run, on_progress=progress, location=name), wait=lock_wait)
             except AxisorError as exc:
                 ctx.log(f"{name}: FAILED: {exc}")

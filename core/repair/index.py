@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from core import crypto
 from core.errors import DamagedObject, UsageError
@@ -120,7 +121,7 @@ def _salvage(repo: Repository, key: str, data: bytes, entries: list[PackEntry]) 
     return good
 
 
-async def rebuild(repo: Repository, *, dry_run: bool = False, check: set[bytes] | str | None = None,
+async def rebuild(repo: Repository, *, dry_run: bool = False, check: set[bytes] | Literal["all"] | None = None,
                   on_progress: ProgressFn | None = None, temp_age: float = TEMP_SAFE_AGE) -> RebuildReport:
     """Rebuild the index (see module doc). ``check``: packs to read whole even when their
     index entry looks right (a set of pack ids, or ``"all"``); None for `repair index`."""
@@ -135,7 +136,7 @@ async def rebuild(repo: Repository, *, dry_run: bool = False, check: set[bytes] 
 Known = dict[bytes, tuple[int, list[PackEntry]]]  # pack id -> (size, entries), by the index files
 
 
-async def _rebuild(repo: Repository, lock: Lock, dry_run: bool, check: set[bytes] | str | None,
+async def _rebuild(repo: Repository, lock: Lock, dry_run: bool, check: set[bytes] | Literal["all"] | None,
                    progress: ProgressFn) -> RebuildReport:
     report = RebuildReport(dry_run=dry_run)
     # -- 1. what the index files say ------------------------------------------------------
@@ -193,16 +194,16 @@ async def _read_index_files(repo: Repository, report: RebuildReport) -> tuple[Kn
 
 
 def _packs_to_read(repo: Repository, known: Known, on_storage: dict[bytes, int],
-                   check: set[bytes] | str | None) -> set[bytes]:
+                   check: set[bytes] | Literal["all"] | None) -> set[bytes]:
     """Packs read whole: unindexed or of another size than indexed, and those ``check`` names."""
     to_read = {p for p, size in on_storage.items() if p not in known or known[p][0] != size}
     if check == "all":
         return to_read | set(on_storage)
     if check:
-        absent = [p for p in check if p not in on_storage and p not in known]  # type: ignore[union-attr]
+        absent = [p for p in check if p not in on_storage and p not in known]
         if absent:
             raise UsageError(f"no pack {pack_key(absent[0])} in {repo.backend.location}")
-        to_read |= {p for p in check if p in on_storage}  # type: ignore[union-attr]
+        to_read |= {p for p in check if p in on_storage}
     return to_read
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from core.storage.backend import Backend, TempInfo, list_temporary
+from core.storage.backend import Backend, TempInfo, delete_temporary, list_temporary
 
 # A writer rewrites its temporary file (or adds parts) continuously until it renames or
 # completes it, and holds a lock refreshed every 5 minutes: one untouched for 6 hours
@@ -40,6 +40,6 @@ async def clean_temporary(backend: Backend, *, older_than: float = TEMP_SAFE_AGE
             out.kept.append(t)
             continue
         if not dry_run:
-            await backend.delete_temporary(t.key)  # type: ignore[attr-defined]
+            await delete_temporary(backend, t.key)
         out.removed.append(t)
     return out

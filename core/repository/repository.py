@@ -495,7 +495,7 @@ class Repository:
                 pack = await self.whole_pack(key)
                 if loc.offset + loc.length > len(pack):
                     raise DamagedObject(key, f"shorter ({len(pack)} bytes) than the index says")
-                sealed = memoryview(pack)[loc.offset:loc.offset + loc.length]
+                sealed: bytes | memoryview = memoryview(pack)[loc.offset:loc.offset + loc.length]
             else:
                 sealed = await self.backend.get(key, loc.offset, loc.length)
         except ObjectNotFound:

@@ -578,7 +578,8 @@ class FileRestorer:
 
     def _fetch_sync(self, pieces: list[_Piece]) -> dict[bytes, memoryview | DamagedObject]:
         """The same on a worker thread, for a local backend: no trip through the loop."""
-        get_sync = self.repo.backend.get_sync  # type: ignore[attr-defined]
+        # Only for a local backend (self._local): get_sync is not part of the Backend protocol.
+        get_sync: Callable[[str, int, int], bytes] = getattr(self.repo.backend, "get_sync")
         out: dict[bytes, memoryview | DamagedObject] = {}
         for pack, s, e, group in _ranges(pieces):
             key = pack_key(pack)

@@ -23,7 +23,7 @@ from core.repository.format import BlobType, pack_key
 from core.repository.lock import Lock
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
-from core.repository.tree import FILE
+from core.repository.tree import FILE, Tree
 from core.restore.files import PartialFile
 from core.storage.backend import StorageError
 
@@ -31,7 +31,7 @@ MAX_CANDIDATES = 30  # snapshots per location looked into for each partial file
 
 
 async def _node_content(repo: Repository, snap: Snapshot, inner: tuple[bytes, ...],
-                        trees: dict[bytes, object]) -> tuple[bytes, ...] | None:
+                        trees: dict[bytes, Tree]) -> tuple[bytes, ...] | None:
     """The content blob ids of the file at ``inner`` in ``snap``, or None."""
     tree_id = bytes.fromhex(snap.tree)
     for i, name in enumerate(inner):
@@ -41,7 +41,7 @@ async def _node_content(repo: Repository, snap: Snapshot, inner: tuple[bytes, ..
             if len(trees) > 512:
                 trees.clear()
             trees[tree_id] = tree
-        node = tree.find(name)  # type: ignore[attr-defined]
+        node = tree.find(name)
         if node is None:
             return None
         if i == len(inner) - 1:
@@ -90,7 +90,7 @@ async def search_location(name: str, repo: Repository, snap: Snapshot, partial: 
             others = sorted((s for s in snaps if s.source == snap.source and s.id != snap.id),
                             key=lambda s: s.time, reverse=True)[:MAX_CANDIDATES]
             sizes: dict[bytes, int | None] = {}
-            trees: dict[bytes, object] = {}
+            trees: dict[bytes, Tree] = {}
             for pf in partial:
                 for cand in same + others:
                     if cand.id == snap.id:

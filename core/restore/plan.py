@@ -35,7 +35,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.backup.chunker import WINDOW, Chunker
+from core.backup.chunker import WINDOW, Chunker, ReadIntoStream
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
 from core.errors import RestoreRefused
@@ -100,10 +100,11 @@ def file_blob_ids_fd(repo: Repository, fd: int, size: int, holes: tuple[tuple[in
     """The data blob ids a backup of the open file would record (same chunker, same keyed
     ids); with ``holes``, only the bytes outside them, as a backup of a sparse file reads."""
     ids: list[bytes] = []
-    stream = ExtentReader(fd, data_extents(size, holes)) if holes else os.fdopen(os.dup(fd), "rb", buffering=0)
+    raw = None if holes else os.fdopen(os.dup(fd), "rb", buffering=0)
+    stream: ReadIntoStream = ExtentReader(fd, data_extents(size, holes)) if raw is None else raw
     try:
-        if not holes:
-            stream.seek(0)
+        if raw is not None:
+            raw.seek(0)
         chunker = Chunker(repo.config.chunker, stream)
         try:
             while chunks := chunker.take(WINDOW):
@@ -111,8 +112,8 @@ def file_blob_ids_fd(repo: Repository, fd: int, size: int, holes: tuple[tuple[in
         finally:
             chunker.close()
     finally:
-        if not holes:
-            stream.close()
+        if raw is not None:
+            raw.close()
     return tuple(ids)
 
 
@@ -383,5 +384,5 @@ async def _plan(repo: Repository, snap: Snapshot, target: Path, cache: DirCache 
         for root in roots:
             if included("/" + str(root.relative_to(target)), include):
                 changes.extend(await loop.run_in_executor(
-                    executor, lambda r=root: list(_extras(cache, target, path_parts(target, r), keep))))
+                    executor, lambda: list(_extras(cache, target, path_parts(target, root), keep))))
     return RestorePlan(snap.id, target, tuple(changes), roots, delete, frozenset(leftovers))

@@ -39,7 +39,8 @@ class RestoreMeter:
         self.last = 0.0
 
     def written(self, source: str) -> Callable[[int, int], None] | None:
-        if self.on_progress is None:
+        on_progress = self.on_progress
+        if on_progress is None:
             return None
 
         def tell(files: int, nbytes: int) -> None:
@@ -47,7 +48,7 @@ class RestoreMeter:
             if now - self.last < 0.1:
                 return
             self.last = now
-            self.loop.call_soon_threadsafe(self.on_progress, RestoreProgress(
+            self.loop.call_soon_threadsafe(on_progress, RestoreProgress(
                 self.base_files + files, self.files_total, self.base_bytes + nbytes, self.bytes_total, source))
 
         return tell

@@ -7,7 +7,7 @@ stays at ``prefetch`` chunks whatever the file's size.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 from core.repository.format import BlobType
 from core.repository.repository import Repository
@@ -15,7 +15,7 @@ from core.repository.repository import Repository
 PREFETCH = 8
 
 
-async def iter_content(repo: Repository, ids: Sequence[bytes], prefetch: int = PREFETCH) -> AsyncIterator[bytes]:
+async def iter_content(repo: Repository, ids: Sequence[bytes], prefetch: int = PREFETCH) -> AsyncGenerator[bytes, None]:
     """Yield each data blob of ``ids`` in order; the index must be loaded."""
     pending: list[asyncio.Future] = []
     nxt = 0

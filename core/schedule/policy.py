@@ -48,12 +48,12 @@ def choose_type(policy: str, sources: Iterable[str], catalog: Iterable[Snapshot]
     per_source: dict[str, str] = {}
     due: list[str] = []
     for source in sources:
-        when = newest_full.get(source)
-        if when is None:
+        newest = newest_full.get(source)
+        if newest is None:
             per_source[source] = "no full backup yet"
             due.append(source)
             continue
-        age = now - when
+        age = now - newest
         days = age.total_seconds() / 86400
         if age >= limit:
             per_source[source] = f"last full {days:.1f} days ago (full_every_days = {full_every_days})"

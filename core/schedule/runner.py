@@ -82,7 +82,7 @@ def job_holds(job: Job, all_sources: Sequence[str]) -> frozenset[str]:
         named = job.params.get("sources") or []
         if not named:
             return frozenset(f"source:{s}" for s in all_sources)
-        out = set()
+        out: set[str] = set()
         for name in named:
             name = str(name)
             hits = [s for s in all_sources if s == name or s.split("/", 1)[-1] == name

@@ -7,7 +7,7 @@ damage what another reader relies on.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -65,6 +65,7 @@ __all__ = [
     "StorageUsage",
     "TempInfo",
     "backend_usage",
+    "delete_temporary",
     "list_temporary",
     "checked_key",
 ]
@@ -107,6 +108,13 @@ async def list_temporary(backend: "Backend") -> list[TempInfo]:
     optional: Azure keeps uncommitted blocks out of sight and drops them after 7 days)."""
     fn = getattr(backend, "list_temporary", None)
     return [] if fn is None else await fn()
+
+
+async def delete_temporary(backend: "Backend", key: str) -> None:
+    """``backend.delete_temporary(key)`` for a key its ``list_temporary`` gave (optional too:
+    a backend without leftovers of its own kind lists none, so is never asked)."""
+    delete: Callable[[str], Awaitable[None]] = getattr(backend, "delete_temporary")
+    await delete(key)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ of logged-in connections; a connection that failed is closed, never reused.
 
 from __future__ import annotations
 
+import builtins
 import asyncio
 import contextlib
 import posixpath
@@ -370,7 +371,7 @@ class FTPBackend:
         async with self._client(f"delete {key}") as client:
             await client.remove_file(self._path(key))
 
-    async def list_temporary(self) -> list[TempInfo]:
+    async def list_temporary(self) -> builtins.list[TempInfo]:
         """Every ``.tmp-*`` file under the root (MLSD's ``modify`` fact gives its age; on a
         server without it every such file counts as new, so none is ever judged old)."""
         out: list[TempInfo] = []

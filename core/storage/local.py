@@ -13,6 +13,7 @@ be unreadable to ``wal-push`` and stall WAL archiving (core/storage/owner.py).
 
 from __future__ import annotations
 
+import builtins
 import asyncio
 import contextlib
 import errno
@@ -230,7 +231,7 @@ class LocalBackend:
                                       "cannot create the repository folder") from None
             raise StorageError(f"{self.location}: cannot create repository folder: {exc.strerror}") from None
 
-    def _list_temporary_sync(self) -> list[TempInfo]:
+    def _list_temporary_sync(self) -> builtins.list[TempInfo]:
         out = []
         for dirpath, _dirs, files in os.walk(self.root):
             for name in files:
@@ -244,7 +245,7 @@ class LocalBackend:
                                         st.st_mtime))
         return sorted(out, key=lambda t: t.key)
 
-    async def list_temporary(self) -> list[TempInfo]:
+    async def list_temporary(self) -> builtins.list[TempInfo]:
         """Every ``.tmp-*`` file under the root: uploads in progress or left by a crash."""
         return await asyncio.to_thread(self._list_temporary_sync)
 

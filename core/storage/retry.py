@@ -13,6 +13,7 @@ the earlier attempt landed, anything else is a real conflict.
 
 from __future__ import annotations
 
+import builtins
 import asyncio
 import errno
 import random
@@ -29,6 +30,7 @@ from core.storage.backend import (
     Payload,
     StorageError,
     StorageUsage,
+    TempInfo,
     as_bytes,
     backend_usage,
     payload_size,
@@ -239,7 +241,7 @@ class RetryingBackend:
     async def create(self) -> None:
         await self._call("create the repository location", lambda n: self.inner.create())
 
-    async def list_temporary(self) -> list:
+    async def list_temporary(self) -> builtins.list[TempInfo]:
         """Leftovers of unfinished uploads (core.storage.backend.TempInfo); [] when the
         provider has none of its own kind."""
         from core.storage.backend import list_temporary
@@ -247,7 +249,9 @@ class RetryingBackend:
         return await self._call("list temporary files", lambda n: list_temporary(self.inner))
 
     async def delete_temporary(self, key: str) -> None:
-        await self._call(f"delete {key}", lambda n: self.inner.delete_temporary(key))
+        from core.storage.backend import delete_temporary
+
+        await self._call(f"delete {key}", lambda n: delete_temporary(self.inner, key))
 
     async def usage(self) -> StorageUsage | None:
         return await self._call("measure usage", lambda n: backend_usage(self.inner))

@@ -12,6 +12,7 @@ so one policy (and one count of attempts in messages) covers every provider.
 
 from __future__ import annotations
 
+import builtins
 import asyncio
 import configparser
 import contextlib
@@ -357,7 +358,7 @@ class S3Backend:
         await self.stat(key)
         await self._call(f"delete {key}", "delete_object", Bucket=self.bucket, Key=self._key(key))
 
-    async def list_temporary(self) -> list[TempInfo]:
+    async def list_temporary(self) -> builtins.list[TempInfo]:
         """Multipart uploads under the prefix that were begun and never completed or aborted
         (a process killed mid-upload): their parts are billed until aborted."""
         client = await self._get_client()

@@ -18,6 +18,7 @@ request opens a new one, and the retry layer re-runs the request that failed.
 
 from __future__ import annotations
 
+import builtins
 import asyncio
 import contextlib
 import getpass
@@ -25,7 +26,7 @@ import posixpath
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import asyncssh
@@ -298,7 +299,8 @@ class SFTPBackend:
             async with sftp.open(path, "rb") as f:
                 if length is None:
                     return await f.read(-1, offset)
-                data = await f.read(length, offset) if length else b""
+                # Opened "rb": bytes, though asyncssh types read() as str | bytes.
+                data = cast(bytes, await f.read(length, offset)) if length else b""
         except Exception as exc:  # noqa: BLE001
             raise self._error(exc, what) from None
         if len(data) != length:
@@ -359,7 +361,7 @@ class SFTPBackend:
         except Exception as exc:  # noqa: BLE001
             raise self._error(exc, f"delete {key}") from None
 
-    async def list_temporary(self) -> list[TempInfo]:
+    async def list_temporary(self) -> builtins.list[TempInfo]:
         """Every ``.tmp-*`` file under the root: uploads in progress or left by a crash."""
         sftp = await self._client()
         out: list[TempInfo] = []

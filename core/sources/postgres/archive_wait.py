@@ -28,7 +28,7 @@ from core.config import DatabaseConfig
 from core.errors import ArchivingNotReady
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
-from core.sources.postgres.connection import PgTarget
+from core.sources.postgres.connection import PgTarget, one_row
 from core.sources.postgres.wal import wal_key
 from core.storage.backend import Backend, ObjectNotFound
 from core.text import shown
@@ -50,7 +50,7 @@ async def force_switch(conn: psycopg.AsyncConnection) -> str:
     async with conn.cursor() as cur:
         await cur.execute("SELECT txid_current()")
         await cur.execute("SELECT pg_walfile_name(pg_switch_wal())")
-        row = await cur.fetchone()
+        row = one_row(await cur.fetchone())
     return str(row[0])
 
 
@@ -84,7 +84,7 @@ async def archiver_report(conn: psycopg.AsyncConnection, target: PgTarget, timeo
         async with conn.cursor() as cur:
             await cur.execute("SELECT archived_count, last_archived_wal, last_archived_time, failed_count, "
                               "last_failed_wal, last_failed_time, clock_timestamp() FROM pg_stat_archiver")
-            _archived, last_ok, last_ok_time, failed, last_bad, last_bad_time, now = await cur.fetchone()
+            _archived, last_ok, last_ok_time, failed, last_bad, last_bad_time, now = one_row(await cur.fetchone())
     except psycopg.Error as exc:
         return "not working", f"pg_stat_archiver could not be read: {target.scrub(str(exc).strip())}; {LOG_HINT}"
     ok_text = f"last archived {last_ok} at {_when(last_ok_time)}" if last_ok else "nothing archived yet"
@@ -121,12 +121,12 @@ async def _log_lines(conn: psycopg.AsyncConnection) -> list[str]:
     try:
         async with conn.cursor() as cur:
             await cur.execute("SELECT pg_current_logfile()")
-            (path,) = await cur.fetchone()
+            (path,) = one_row(await cur.fetchone())
             if not path:
                 return []
             await cur.execute("SELECT pg_read_file(%s, greatest((pg_stat_file(%s)).size - %s, 0), %s)",
                               (path, path, LOG_TAIL, LOG_TAIL))
-            (text,) = await cur.fetchone()
+            (text,) = one_row(await cur.fetchone())
     except psycopg.Error:
         return []
     wanted = [ln.strip() for ln in (text or "").splitlines()
@@ -149,7 +149,7 @@ async def _server_state(conn: psycopg.AsyncConnection) -> tuple[bool, bool, date
         await cur.execute("SELECT current_setting('archive_mode') <> 'off' AND current_setting('wal_level') <> "
                           "'minimal' AND current_setting('archive_command') <> '', pg_is_in_recovery(), "
                           "has_function_privilege('pg_switch_wal()', 'EXECUTE'), clock_timestamp()")
-        archiving, in_recovery, may_switch, now = await cur.fetchone()
+        archiving, in_recovery, may_switch, now = one_row(await cur.fetchone())
     return bool(archiving and may_switch), bool(in_recovery), now
 
 
@@ -224,7 +224,7 @@ async def _terminate(conn: psycopg.AsyncConnection, pid: int) -> str:
     try:
         async with conn.cursor() as cur:
             await cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
-            (done,) = await cur.fetchone()
+            (done,) = one_row(await cur.fetchone())
     except psycopg.Error as exc:
         return f"The server's backup (pid {pid}) could not be stopped: {str(exc).strip()}."
     return (f"The server's backup (pid {pid}) was stopped." if done

@@ -14,7 +14,7 @@ import psycopg
 
 from core.errors import DatabaseError, UsageError
 from core.repository.repository import Repository
-from core.sources.postgres.connection import PgTarget
+from core.sources.postgres.connection import PgTarget, one_row
 from core.sources.postgres.wal import find_gaps, is_segment, list_names, load_manifest
 
 RECOMMENDED_ARCHIVE_TIMEOUT = 60  # seconds: bounds how much a quiet server can lose
@@ -164,7 +164,7 @@ async def archive_status(repo: Repository, target: PgTarget | None) -> dict:
                 async with conn.cursor() as cur:
                     await cur.execute("SELECT archived_count, last_archived_wal, last_archived_time, failed_count, "
                                       "last_failed_wal, last_failed_time FROM pg_stat_archiver")
-                    row = await cur.fetchone()
+                    row = one_row(await cur.fetchone())
                 keys = ("archived_count", "last_archived_wal", "last_archived_time", "failed_count",
                         "last_failed_wal", "last_failed_time")
                 out["server"] = {"reachable": True, **{k: (v.isoformat() if isinstance(v, datetime) else v)

@@ -27,6 +27,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from core.sources.postgres.connection import one_row
 from core.sources.postgres.dumpsum import TocEntry
 from core.sources.postgres.names import quoted_at
 from core.sources.postgres.pgglobals import NotRestored, tokens, ident
@@ -74,7 +75,7 @@ async def database_properties(conn: psycopg.AsyncConnection) -> dict:
     try:
         async with conn.cursor() as cur:
             await cur.execute(_PROPERTIES)
-            owner, comment, default_acl, acl, settings = await cur.fetchone()
+            owner, comment, default_acl, acl, settings = one_row(await cur.fetchone())
     except psycopg.Error as exc:
         if inside:
             await conn.execute("ROLLBACK TO SAVEPOINT axisor_database_properties")
@@ -103,7 +104,7 @@ async def target_roles(conn: psycopg.AsyncConnection) -> TargetRoles:
     async with conn.cursor() as cur:
         await cur.execute("SELECT current_user, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user), "
                           "current_setting('server_version_num')::int")
-        current, superuser, version = await cur.fetchone()
+        current, superuser, version = one_row(await cur.fetchone())
         how = "SET" if version >= 160000 else "MEMBER"  # 16: giving an object needs SET on the role
         await cur.execute(f"SELECT rolname, pg_has_role(current_user, oid, '{how}') FROM pg_roles")
         rows = await cur.fetchall()
@@ -225,17 +226,17 @@ def plan(entries: list[TocEntry], roles: TargetRoles, *, globals_available: bool
         carried.append(f"privileges on {kept} objects")
     for (kind, absent), objs in sorted(left.items()):
         if absent == ("*",):
-            why = (f"they were granted by another role than the owner, which only a superuser can replay "
-                   f"(the restoring role {roles.current} is not one)")
+            reason = (f"they were granted by another role than the owner, which only a superuser can replay "
+                      f"(the restoring role {roles.current} is not one)")
         else:
-            why = (f"{'they name' if len(objs) > 1 else 'it names'} role{'s' if len(absent) > 1 else ''} "
-                   f"{', '.join(absent)}, not in the target cluster; {hint}")
+            reason = (f"{'they name' if len(objs) > 1 else 'it names'} role{'s' if len(absent) > 1 else ''} "
+                      f"{', '.join(absent)}, not in the target cluster; {hint}")
         if kind == "policy":
-            why += "; row-level security stays enabled, so the rows these policies allowed are not visible"
+            reason += "; row-level security stays enabled, so the rows these policies allowed are not visible"
             out.append(NotRestored(f"{len(objs)} row-level security polic{'ies' if len(objs) > 1 else 'y'} "
-                                   f"({listed(objs)})", why))
+                                   f"({listed(objs)})", reason))
         else:
-            out.append(NotRestored(f"privileges on {len(objs)} objects ({listed(objs)})", why))
+            out.append(NotRestored(f"privileges on {len(objs)} objects ({listed(objs)})", reason))
     return CarryPlan(carry_owners, frozenset(exclude), tuple(carried), tuple(out))
 
 

@@ -92,11 +92,13 @@ class Running:
         """Kill it if still running and release the reader (safe to call twice)."""
         await stop_process(self.proc)
         await asyncio.to_thread(self.stdout.close)  # its last read has returned: the writer is gone
-        self.proc.stdout.close()
+        if self.proc.stdout is not None:  # always (start spawns with stdout=PIPE)
+            self.proc.stdout.close()
 
 
 def start(argv: list[str], env: dict[str, str]) -> Running:
     proc, errors = spawn(argv, env)
+    assert proc.stdout is not None  # spawned with stdout=PIPE
     return Running(proc, errors, PipeReader(proc.stdout))
 
 

@@ -14,6 +14,7 @@ import os
 import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -112,6 +113,15 @@ class PgTarget:
         if self.password:
             text = text.replace(self.password, "***")
         return text
+
+
+def one_row(row: tuple[Any, ...] | None) -> tuple[Any, ...]:
+    """``fetchone()``'s row for a query that always returns exactly one (a SELECT of functions,
+    an aggregate, pg_stat_archiver, the current database's pg_database row): psycopg types
+    it as optional, and a missing row is the server's fault, said as such."""
+    if row is None:
+        raise DatabaseError("PostgreSQL returned no row for a query that always returns one")
+    return row
 
 
 def _parse(url: str) -> dict[str, str]:

@@ -25,7 +25,7 @@ from core.config import DatabaseConfig
 from core.errors import ToolVersionMismatch
 from core.sources.postgres.archive_wait import archiver_report, force_switch, wait_archived
 from core.sources.postgres.archiving import check_archiving
-from core.sources.postgres.connection import PgTarget
+from core.sources.postgres.connection import PgTarget, one_row
 from core.sources.postgres.tools import find_tool, server_major
 from core.storage import owner as owners
 from core.storage.local import LocalBackend
@@ -159,10 +159,10 @@ async def _facts(conn: psycopg.AsyncConnection) -> dict:
             "ELSE has_function_privilege('pg_start_backup(text, boolean, boolean)', 'EXECUTE') END "
             "FROM pg_roles r WHERE r.rolname = current_user")
         (role, sup, repl, bypass, version, version_num, archive_command, in_recovery,
-         may_switch, may_backup) = await cur.fetchone()
+         may_switch, may_backup) = one_row(await cur.fetchone())
         try:
             await cur.execute("SELECT current_setting('data_directory')")
-            (data_directory,) = await cur.fetchone()
+            (data_directory,) = one_row(await cur.fetchone())
         except psycopg.Error:  # superuser or pg_read_all_settings only
             data_directory = None
     return {"role": role, "super": sup, "replication": repl, "bypassrls": bypass, "version": version,
@@ -214,7 +214,7 @@ async def _read_check(conn: psycopg.AsyncConnection, target: PgTarget, facts: di
                 "AND NOT pg_has_role(m.lomowner, 'USAGE') AND NOT EXISTS (SELECT 1 FROM "
                 "aclexplode(coalesce(m.lomacl, acldefault('L', m.lomowner))) a WHERE a.privilege_type = 'SELECT' "
                 "AND (a.grantee = 0 OR pg_has_role(a.grantee, 'USAGE')))")
-            (blobs,) = await cur.fetchone()
+            (blobs,) = one_row(await cur.fetchone())
             await cur.execute("SELECT pg_has_role('pg_read_all_data', 'USAGE') FROM pg_roles "
                               "WHERE rolname = 'pg_read_all_data'")
             row = await cur.fetchone()

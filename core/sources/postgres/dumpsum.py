@@ -28,10 +28,9 @@ import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
-
 import blake3
 
+from core.backup.chunker import ReadIntoStream
 from core.sources.postgres import names
 
 METHOD = "dump-blake3-v1"
@@ -325,8 +324,9 @@ class DumpChecksums:
             return
         try:
             if self.layout is None:
-                self._parse_head(final=True)
-                rest = bytes(self._head[self.layout.toc_end:])  # type: ignore[union-attr]
+                layout = self._parse_head(final=True)
+                assert layout is not None  # final=True raises rather than wait for more
+                rest = bytes(self._head[layout.toc_end:])
                 self._head = bytearray()
                 self._process(rest, 0, len(rest))
             if self._table is not None and not self._seq:
@@ -354,9 +354,10 @@ class DumpChecksums:
     def _process(self, buf: bytes | bytearray, s: int, e: int) -> None:
         if self.layout is None:
             self._head += memoryview(buf)[s:e]
-            if not self._parse_head(final=False):
+            layout = self._parse_head(final=False)
+            if layout is None:
                 return
-            rest = bytes(self._head[self.layout.toc_end:])
+            rest = bytes(self._head[layout.toc_end:])
             self._head = bytearray()
             buf, s, e = rest, 0, len(rest)
         while s < e:
@@ -369,12 +370,13 @@ class DumpChecksums:
             else:
                 s = self._block_header(buf, s, e)
 
-    def _parse_head(self, final: bool) -> bool:
+    def _parse_head(self, final: bool) -> DumpLayout | None:
+        """The layout once the head holds the whole table of contents; None until then."""
         layout = self._layout_reader.parse(self._head)
         if layout is None:
             if final:
                 raise DumpFormatError("the dump ended inside its table of contents")
-            return False
+            return None
         self.layout = layout
         for entry in self.layout.entries.values():
             if entry.has_data:
@@ -382,7 +384,7 @@ class DumpChecksums:
                 table = entry.key if kind == _BLK_DATA else None
                 self._blocks.append((kind, entry.dump_id, table))
         self._blocks.reverse()  # popped from the end, in table-of-contents order
-        return True
+        return layout
 
     def _block_header(self, buf: bytes | bytearray, s: int, e: int) -> int:
         assert self.layout is not None
@@ -450,7 +452,8 @@ class DumpChecksums:
             self._tail = (self._tail + bytes(buf[max(s, e - 8):e]))[-8:]
             return e
         ln = len(seq)
-        mlen = ln - 2 - self.layout.int_size  # type: ignore[union-attr]
+        assert self.layout is not None  # data blocks come after the table of contents
+        mlen = ln - 2 - self.layout.int_size
         if self._carry:
             fake = self._empty_start  # the leading newline of an empty table is not data
             self._empty_start = False
@@ -553,7 +556,7 @@ class _BlobWalker:
         return s
 
 
-def checksum_stream(stream: BinaryIO, bufsize: int = 1024 * 1024) -> DumpChecksums:
+def checksum_stream(stream: ReadIntoStream, bufsize: int = 1024 * 1024) -> DumpChecksums:
     """Read ``stream`` (a dump) to its end and return its per-table checksums."""
     sums = DumpChecksums()
     buf = bytearray(bufsize)

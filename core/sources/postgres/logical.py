@@ -37,8 +37,9 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import blake3
 import psycopg
@@ -55,7 +56,7 @@ from core.backup.stream import StreamWriter
 from core.sources.postgres import carry, dumpsum, names, pgglobals, toc
 from core.restore.stream import iter_content
 from core.sources.postgres.child import Running, StderrReader, last_lines, spawn, start, stop_process, store_output
-from core.sources.postgres.connection import PgTarget
+from core.sources.postgres.connection import PgTarget, one_row
 from core.sources.postgres.tools import Tool, check_dump_tool, check_restore_tool, find_tool
 
 SOURCE = "database"
@@ -362,7 +363,7 @@ async def start_dump(db: DatabaseConfig, target: PgTarget | None = None) -> Star
             await cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             await cur.execute("SELECT pg_export_snapshot(), current_setting('server_version_num')::int, "
                               "current_setting('server_version'), current_database()")
-            snapshot_id, version_num, version, dbname = await cur.fetchone()
+            snapshot_id, version_num, version, dbname = one_row(await cur.fetchone())
         check_dump_tool(pg_dump, version_num, version)
         argv = [str(pg_dump.path), "--format=custom", "--compress=0", f"--snapshot={snapshot_id}",
                 "--no-password", "-d", target.with_dbname(dbname).conninfo()]
@@ -749,8 +750,9 @@ def snapshot_tables(meta: dict, layout: dumpsum.DumpLayout | None = None) -> tup
     """The snapshot's row counts and checksums keyed by names.key. Snapshots before
     ``table_keys`` wrote ``schema.name`` unquoted (two tables could share a key): those keys
     are read back through the dump's table of contents (``layout``), else split at the first dot."""
-    counts = meta.get("tables") if isinstance(meta.get("tables"), dict) else {}
-    sums = meta.get("checksums") if isinstance(meta.get("checksums"), dict) else {}
+    tables, checksums = meta.get("tables"), meta.get("checksums")
+    counts: dict[str, int] = tables if isinstance(tables, dict) else {}
+    sums: dict[str, str] = checksums if isinstance(checksums, dict) else {}
     if meta.get("table_keys") == TABLE_KEYS:
         return dict(counts), dict(sums)
     old: dict[str, str] = {}
@@ -795,7 +797,9 @@ async def plan_logical_restore(snap: Snapshot, target: PgTarget, *, force: bool 
         want_tables = names.resolve_tables(tables, pairs) if tables else []
         want_schemas = names.resolve_schemas(schemas, [p[0] for p in pairs]) if schemas else []
         chosen_pairs = [p for p in pairs if p in set(want_tables) or p[0] in want_schemas] if partial else None
-    chosen = {names.key(*p): expected.get(names.key(*p)) for p in chosen_pairs} if partial else dict(expected)
+    # chosen_pairs is None exactly when not partial.
+    chosen = dict(expected) if chosen_pairs is None else {names.key(*p): expected.get(names.key(*p))
+                                                          for p in chosen_pairs}
     conn = await _maintenance(target)
     try:
         exists = bool(await _rows(conn, "SELECT 1 FROM pg_database WHERE datname = %s", (name,)))
@@ -811,7 +815,7 @@ async def plan_logical_restore(snap: Snapshot, target: PgTarget, *, force: bool 
                       f"WHERE c.relkind IN ('r', 'p') AND {_USER_NS}")}
         finally:
             await conn.close()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for t, n in sorted(chosen.items()):
         if t not in present:
             action = "create"
@@ -994,7 +998,7 @@ def _restorable_meta(snap: Snapshot) -> dict:
 async def _restored_stats(conn: psycopg.AsyncConnection, target: PgTarget, pg_bin_dir, expected: dict[str, int],
                           checksums: dict[str, str], meta: dict, layout: dumpsum.DumpLayout, partial: bool,
                           method: str, report: DbRestoreReport
-                          ) -> tuple[dict[str, tuple[int, str | None]], dict[str, str], dict[str, str]]:
+                          ) -> tuple[Mapping[str, tuple[int, str | None]], dict[str, str], dict[str, str]]:
     """The restored tables' counts and checksums by the snapshot's method, notes per table,
     and the checksums still to compare (none when they cannot be: the reason goes into
     ``report``)."""
@@ -1030,7 +1034,7 @@ async def _check_whole_database(conn: psycopg.AsyncConnection, meta: dict, repor
             report.large_objects = {"expected": lo_want, "actual": lo_got, "ok": lo_got == lo_want}
 
 
-def _table_checks(expected: dict[str, int], actual: dict[str, tuple[int, str | None]],
+def _table_checks(expected: dict[str, int], actual: Mapping[str, tuple[int, str | None]],
                   checksums: dict[str, str], notes: dict[str, str]) -> list[TableCheck]:
     checks = []
     for t, count in sorted(expected.items()):
@@ -1255,27 +1259,29 @@ async def _pipe_dump(repo: Repository, node: Node, target: PgTarget, argv: list[
     proc, errors = spawn(argv, target.child_env(), stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE if capture else subprocess.DEVNULL)
     output = StderrReader(proc.stdout, 256 * 1024 * 1024) if capture else None
+    stdin = proc.stdin
+    assert stdin is not None  # spawned with stdin=PIPE
     written = 0
     broken = False
     try:
         async with contextlib.aclosing(iter_content(repo, node.content, PREFETCH)) as chunks:
             async for data in chunks:
                 try:
-                    await asyncio.to_thread(_write_all, proc.stdin, data)
+                    await asyncio.to_thread(_write_all, stdin, data)
                 except (BrokenPipeError, ConnectionResetError):
                     broken = True  # pg_restore stopped reading: its exit status says why
                     break
                 written += len(data)
         if not broken:
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                await asyncio.to_thread(proc.stdin.close)
+                await asyncio.to_thread(stdin.close)
         code = await asyncio.to_thread(proc.wait)
     except BaseException:
         await stop_process(proc)
         raise
     finally:
         with contextlib.suppress(OSError):
-            proc.stdin.close()
+            stdin.close()
     text = target.scrub(errors.text())
     stdout = output.text(60) if output is not None else ""
     if code != 0 or (broken and not early_exit):

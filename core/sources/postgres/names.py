@@ -62,7 +62,8 @@ def legacy_key(old: str) -> str:
 
 def metadata_tables(meta: dict) -> dict[str, int]:
     """A database snapshot's ``tables`` (row counts) by ``key``, whichever version wrote it."""
-    tables = meta.get("tables") if isinstance(meta.get("tables"), dict) else {}
+    found = meta.get("tables")
+    tables: dict[str, int] = found if isinstance(found, dict) else {}
     if meta.get("table_keys") == TABLE_KEYS:
         return dict(tables)
     return {legacy_key(k): v for k, v in tables.items()}

@@ -216,7 +216,7 @@ async def restore_roles(conn: psycopg.AsyncConnection, target: PgTarget, g: Glob
         out.created.append(name)
         for stmt in g.role_statements[name]:
             try:
-                await conn.execute(stmt)  # type: ignore[arg-type] - pg_dumpall's own text, from the snapshot
+                await conn.execute(stmt)  # pg_dumpall's own text, from the snapshot
             except psycopg.Error as exc:
                 what = " ".join(tokens(stmt)[:2]).upper()
                 out.not_restored.append(NotRestored(f"role {name}: {what} ...", _why(target, exc)))
@@ -231,7 +231,7 @@ async def restore_roles(conn: psycopg.AsyncConnection, target: PgTarget, g: Glob
                 if member in existing else f"role {member} was not created"))
             continue
         try:
-            await conn.execute(stmt)  # type: ignore[arg-type]
+            await conn.execute(stmt)
         except psycopg.Error as exc:
             out.not_restored.append(NotRestored(f"membership of role {member} in {granted}", _why(target, exc)))
     return out

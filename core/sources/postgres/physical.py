@@ -35,7 +35,7 @@ from core.errors import DatabaseError, ToolVersionMismatch
 from core.repository.format import BlobType
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
-from core.sources.postgres.connection import PgTarget
+from core.sources.postgres.connection import PgTarget, one_row
 from core.sources.postgres.child import last_lines, store_output
 from core.sources.postgres import standby
 from core.sources.postgres.logical import SOURCE
@@ -142,7 +142,7 @@ async def _server_facts(conn: psycopg.AsyncConnection) -> dict:
             "current_setting('wal_level'), current_setting('archive_mode'), "
             "current_setting('archive_command'), current_setting('wal_segment_size'), "
             "pg_is_in_recovery(), clock_timestamp(), current_setting('full_page_writes')")
-        row = await cur.fetchone()
+        row = one_row(await cur.fetchone())
     version, version_num, sysid, wal_level, archive_mode, archive_command, seg, in_recovery, now, fpw = row
     return {"database_version": version, "server_version_num": version_num, "system_identifier": sysid,
             "wal_level": wal_level, "archive_mode": archive_mode, "archive_command": archive_command,
@@ -207,7 +207,7 @@ async def backup_physical(repo: Repository, db: DatabaseConfig, *, backup_set: s
             await cur.execute("SELECT clock_timestamp(), pg_walfile_name(%s::pg_lsn), pg_walfile_name(%s::pg_lsn), "
                               "(SELECT timeline_id FROM pg_control_checkpoint())",
                               (points["start_lsn"], points["stop_lsn"]))
-            stop_time, start_wal, stop_wal, tli_now = await cur.fetchone()
+            stop_time, start_wal, stop_wal, tli_now = one_row(await cur.fetchone())
     except psycopg.Error as exc:
         raise target.failed("reading", exc) from None
     finally:

@@ -39,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from core.config import Config
 from core.errors import DatabaseError, RestoreRefused, StorageFull, UsageError
@@ -322,7 +323,7 @@ def _choose_base(window: RecoveryWindow, snapshot: Snapshot | None, target_time:
     if not wanted:
         raise UsageError(f"snapshot {snapshot.short_id} is not a physical base backup")
     base = wanted[0]
-    if not base.usable or not (base.stop_time <= target_time < base.usable_until):
+    if base.usable_until is None or not base.usable or not (base.stop_time <= target_time < base.usable_until):
         covers = base.problem or (f"it covers {_fmt(base.stop_time)} to {_fmt(base.usable_until)}"
                                   if base.usable_until else "no WAL is archived after it")
         raise RestoreRefused(f"{_fmt(target_time)} cannot be reached from base backup "
@@ -404,7 +405,7 @@ async def restore_pitr(repo: Repository, config: Config, target_time: datetime, 
     log = target_dir / RECOVERY_LOG
     start_argv = [str(pg_ctl.path), "-D", str(target_dir.resolve()), "-l", str(log.resolve()), "-w", "-t",
                   str(int(timeout)), "start"]
-    report_base = dict(target_time=target_time.isoformat(), base_snapshot=base.snapshot.id,
+    report_base: dict[str, Any] = dict(target_time=target_time.isoformat(), base_snapshot=base.snapshot.id,
                        base_stop_time=base.stop_time.isoformat(), target_dir=str(target_dir.resolve()), bytes=size,
                        port=port, start_command=run_as(start_argv, os_user), window=window.as_dict())
     if not start:

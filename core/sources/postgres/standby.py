@@ -43,7 +43,7 @@ from core.backup.stream import StreamWriter
 from core.config import DatabaseConfig
 from core.errors import DatabaseError
 from core.repository.repository import Repository
-from core.sources.postgres.connection import PgTarget
+from core.sources.postgres.connection import PgTarget, one_row
 
 READ_BYTES = 1 << 20
 # Top-level directories whose contents a base backup leaves out (the directory itself stays).
@@ -247,7 +247,7 @@ class StandbyCopy:
 async def _one(conn: psycopg.AsyncConnection, query: str, params=None) -> tuple:
     async with conn.cursor() as cur:
         await cur.execute(query, params)
-        return await cur.fetchone()
+        return one_row(await cur.fetchone())
 
 
 async def wait_for_replay(sconn: psycopg.AsyncConnection, start_lsn: str, timeout: float, standby: PgTarget) -> float:

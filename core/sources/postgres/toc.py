@@ -22,6 +22,7 @@ the target lacks them, and left alone when it has them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from core.sources.postgres import names
@@ -86,7 +87,7 @@ def schema_names(entries: list[TocEntry]) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def select(entries: list[TocEntry], tables: list[tuple[str, str]] = (), schemas: list[str] = (),
+def select(entries: list[TocEntry], tables: Sequence[tuple[str, str]] = (), schemas: Sequence[str] = (),
            present: frozenset | set = frozenset()) -> Selection:
     """The TOC entries a restore of ``tables`` (exact (schema, name) pairs) and ``schemas``
     (exact names) needs.
@@ -107,7 +108,7 @@ def select(entries: list[TocEntry], tables: list[tuple[str, str]] = (), schemas:
                      _skipped_fks(entries, by_id, chosen), data)
 
 
-def _chosen_by_name(entries: list[TocEntry], tables: list[tuple[str, str]], schemas: list[str],
+def _chosen_by_name(entries: list[TocEntry], tables: Sequence[tuple[str, str]], schemas: Sequence[str],
                     schema_entries: dict[str, TocEntry]) -> set[int]:
     """The named tables, and every object of the named schemas (the schema entry included)."""
     want = set(tables)
