@@ -63,7 +63,9 @@ async def backup_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, An
         nfiles = sum(f for f, _ in done.values())
         rate = meter.update(time.monotonic(), nbytes)
         scanned = bool(totals) and all(t.done for t in totals.values())
-        bytes_total = sum(t.bytes for t in totals.values()) if totals else None
+        # None while nothing is counted yet (a database whose catalog has not answered): a
+        # total of 0 would show as the bytes done, "4 MiB of 4 MiB".
+        bytes_total = (sum(t.bytes for t in totals.values()) or None) if totals else None
         files_total = sum(t.files for t in totals.values()) if totals else None
         if bytes_total is not None:
             # A forecast: files that appear or grow during the run can pass it.

@@ -7,6 +7,7 @@ clock ticks a second per reading, so a rate exists however fast this host dumps)
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import types
 
@@ -16,6 +17,7 @@ import pytest
 
 from app.cli_jobs import _progress_line
 from conftest import PASSPHRASE, Workspace
+from core.backup.chunker import Chunker
 from core.config import load_config
 from core.jobs.api import JobState, connect_engine
 from core.text import human_bytes
@@ -32,7 +34,7 @@ def cluster(pg_cluster):
     c.psql(f'CREATE SCHEMA sales; CREATE TABLE sales."{ODD}" AS '
            "SELECT g AS id, repeat(md5(g::text), 3) AS pad FROM generate_series(1, 110000) g; "
            "CREATE TABLE public.small AS SELECT g AS id FROM generate_series(1, 50) g; "
-           "CREATE TABLE public.empty (id int)", "progress")
+           "CREATE TABLE public.empty (id int); ANALYZE", "progress")
     return c
 
 
@@ -45,8 +47,10 @@ def _run_job(ws: Workspace, monkeypatch) -> tuple:
     monkeypatch.setattr(backup_job, "time", types.SimpleNamespace(monotonic=lambda: float(next(ticks))))
     monkeypatch.setattr(engine_module, "PROGRESS_EVENT_INTERVAL", 0.0)  # every report becomes an event
     # A report per MiB stored, not per 4 MiB: on a loaded host the catalog's sizes may come
-    # after the first takes of a 12 MB dump.
+    # after the first takes of a 12 MB dump. And a 2 MiB window, not 16: the stream is read
+    # not much ahead of what is stored, so the forecast, not the bytes read, makes the total.
     monkeypatch.setattr(stream_module, "TAKE_BYTES", 1024 * 1024)
+    monkeypatch.setattr(stream_module, "Chunker", functools.partial(Chunker, window=2 * 1024 * 1024))
     config = load_config(ws.config)
 
     async def run():
@@ -91,8 +95,9 @@ def test_a_logical_backup_job_names_the_table_passing_with_its_size_and_a_total(
     assert with_total, dumping
     assert all(p.bytes_done <= p.bytes_total for p in with_total)
     assert all(p.phase == "backup" for p in with_total)  # no longer counting: the catalog has answered
-    # A forecast (heap pages are not COPY text), but of the right size: within a factor 2.
-    assert all(dump_size / 2 <= p.bytes_total <= dump_size * 2 for p in with_total), (dump_size, with_total)
+    # A forecast (heap pages are not COPY text: less the row headers the catalog's row
+    # estimate accounts for), close: pg_table_size alone is 24 % over here.
+    assert all(abs(p.bytes_total - dump_size) <= 0.1 * dump_size for p in with_total), (dump_size, with_total)
     assert any(p.eta_seconds is not None for p in with_total), "no ETA was ever shown"
     # Before the sizes are read there is no total, and so no ETA: never a made-up figure.
     assert all(p.eta_seconds is None for p in dumping if not p.bytes_total)
@@ -116,9 +121,9 @@ def test_a_logical_backup_job_names_the_table_passing_with_its_size_and_a_total(
 
 def test_the_forecast_scales_the_sizes_to_come_by_what_passed_tables_took() -> None:
     """Heap pages are not COPY text: once a table has passed, the sizes still to come are
-    scaled by its stream-to-size ratio. The position read is the stream's (dumpsum's fed),
-    ahead of what is stored."""
-    from core.sources.postgres.logical import DumpForecast
+    scaled by its stream-to-size ratio (here without row estimates: the sizes as they are).
+    The position read is the stream's (dumpsum's fed), ahead of what is stored."""
+    from core.sources.postgres.logical import DumpForecast, expected_text
 
     told = []
     sums = types.SimpleNamespace(error=None, passing=None, passing_bytes=0, passed=[], fed=0)
@@ -128,7 +133,8 @@ def test_the_forecast_scales_the_sizes_to_come_by_what_passed_tables_took() -> N
         forecast = DumpForecast(sums, listed, lambda n, where: told.append(where))  # type: ignore[arg-type]
         sums.fed, sums.passing, sums.passing_bytes = 600_000, "public.a", 500_000
         forecast(400_000)  # the sizes are not read yet: the table, no total
-        listed.set_result([("public", "a", 0, 2_000_000), ("public", "b", 0, 4_000_000), ("x", "ext", 0, None)])
+        listed.set_result([("public", "a", 0, 2_000_000, -1), ("public", "b", 0, 4_000_000, 0),
+                           ("x", "ext", 0, None, -1)])
         forecast(100_000)  # ratio 1 until a table has passed: a's 2 MB, less the 0.5 MB passed, and b's 4 MB
         sums.passed, sums.passing, sums.passing_bytes = [("public.a", 1_000_000)], "public.b", 1_000_000
         sums.fed = 2_100_000
@@ -146,3 +152,5 @@ def test_the_forecast_scales_the_sizes_to_come_by_what_passed_tables_took() -> N
         ("public.b", 4_000_000, 4_100_000),
         ("", None, 6_000_000),
     ]
+    assert expected_text(1_000_000, 10_000) == 720_000 and expected_text(1_000_000, -1) == 1_000_000
+    assert expected_text(1_000_000, 1e6) == 250_000  # wide rows TOASTed: never less than a quarter

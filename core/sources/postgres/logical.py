@@ -78,9 +78,10 @@ WHERE c.relkind = 'r' AND {_USER_NS}
                   AND d.objid = c.oid AND d.deptype = 'e')
 ORDER BY 1, 2"""
 # The same, with each table's size in pages as of its last VACUUM or ANALYZE (0: never),
-# and its size on disk now (heap and TOAST: what its COPY text comes from), for progress.
+# and for progress its size on disk now (heap and TOAST: what its COPY text comes from) and
+# its estimated rows (reltuples, as of the same; -1 or 0: never counted).
 _TABLES_PAGES = _TABLES.replace("SELECT n.nspname, c.relname FROM",
-                                "SELECT n.nspname, c.relname, c.relpages, pg_table_size(c.oid) FROM")
+                                "SELECT n.nspname, c.relname, c.relpages, pg_table_size(c.oid), c.reltuples FROM")
 # A table this large (by relpages) is counted in SQL from the start, as every table was
 # before counts came from the stream: its data would pass dumpsum.COUNT_LIMIT anyway, and
 # its count(*) then overlaps pg_dump's catalog reads, not only its COPY of the same table.
@@ -237,7 +238,7 @@ async def large_object_stats(conn: psycopg.AsyncConnection) -> dict | None:
 async def _metadata(conn: psycopg.AsyncConnection, listed: asyncio.Future) -> dict:
     """What the snapshot records about the database, read in the dump's exported snapshot
     beside pg_dump, but the row counts: the tables to count are handed to ``listed``
-    ((schema, name, relpages, size) each) and counted by the stream and _sql_counts; the row
+    ((schema, name, relpages, size, reltuples) each) and counted by the stream and _sql_counts; the row
     checksums come from the dump stream itself (dumpsum)."""
     # The counts run beside pg_dump and must not take its cores: a parallel count(*) of a
     # 6.4 M-row table cost 0.56 s of server CPU across three processes, a serial one 0.43 s.
@@ -271,8 +272,8 @@ async def _sql_counts(conn: psycopg.AsyncConnection, listed: asyncio.Future, unc
     long to count there; None: every table, the stream cannot be read), beside pg_dump as
     before; until _END."""
     rows = await listed
-    tables = {names.key(schema, name): (schema, name) for schema, name, _, _ in rows}
-    large = [(schema, name) for schema, name, pages, _ in rows if pages >= SQL_COUNT_PAGES]
+    tables = {names.key(schema, name): (schema, name) for schema, name, *_ in rows}
+    large = [(schema, name) for schema, name, pages, *_ in rows if pages >= SQL_COUNT_PAGES]
     counts: dict[str, int] = await batched_counts(conn, large) if large else {}
     while (item := await uncounted.get()) is not _END:
         todo = [t for k, t in tables.items() if k not in counts] if item is None else \
@@ -326,7 +327,7 @@ class StartedDump:
     # retried for minutes, must not rescan them.
     metadata: asyncio.Future | None = None
     counting: asyncio.Future | None = None  # _sql_counts
-    listed: asyncio.Future | None = None  # the tables the metadata counts, (schema, name, relpages, size) each
+    listed: asyncio.Future | None = None  # the tables the metadata counts, (schema, name, relpages, size, reltuples) each
 
     def read_metadata(self, uncounted: asyncio.Queue) -> asyncio.Future:
         """Start reading the metadata, and counting in SQL what ``uncounted`` names (_sql_counts)."""
@@ -446,24 +447,35 @@ def dump_env(target: PgTarget) -> dict[str, str]:
     return env
 
 
+# Bytes a heap row takes beyond its data: its header (23 bytes, aligned to 24) and its line
+# pointer. What a table's COPY text is expected to take: its size less that per row, where
+# the catalog has a row estimate (a quarter of the size at least: wide values are TOASTed).
+ROW_OVERHEAD = 28
+
+
+def expected_text(size: int, rows: float) -> int:
+    return max(size - int(ROW_OVERHEAD * rows), size // 4) if rows > 0 else size
+
+
 class DumpForecast:
     """The progress a logical dump tells with each take of its stream: the table whose data
     is passing (dumpsum reads it from the stream) with its size, and the stream's length
-    forecast from the catalog's table sizes (pg_table_size of the tables listed in the
-    dump's snapshot) once they are read. Heap pages are not COPY text (row headers, free
-    space, TOAST compression): the sizes still to come are scaled by the ratio of stream
-    to size over the tables that have passed (1 until CALIBRATE bytes of them have).
-    Work per take, not per row: each passed table is looked at once."""
+    forecast from the catalog (the tables listed in the dump's snapshot, their sizes and
+    row estimates: expected_text) once it has been read. The expectations still to come
+    are scaled by the ratio of stream to expectation over the tables that have passed (1
+    until CALIBRATE bytes of them have). Work per take, not per row: each passed table is
+    looked at once."""
 
     CALIBRATE = 256 * 1024
 
     def __init__(self, sums: dumpsum.DumpChecksums | None, listed: asyncio.Future, on_bytes: DumpProgress) -> None:
         self._sums, self._listed, self._on_bytes = sums, listed, on_bytes
-        self._sizes: dict[str, int] | None = None  # every listed table's size, by names.key
-        self._all = 0  # their sum
-        self._left = 0  # the sizes of the listed tables whose data has not passed yet
+        self._sizes: dict[str, int] | None = None  # every listed table's size on disk, by names.key
+        self._expect: dict[str, int] = {}  # and its expected length in the stream
+        self._all = 0  # the sum of the expectations
+        self._left = 0  # the expectations of the listed tables whose data has not passed yet
         self._seen = 0  # how many of sums.passed are accounted for
-        self._stream = self._disk = 0  # stream bytes and sizes of the passed tables: the ratio
+        self._stream = self._expected = 0  # stream bytes and expectations of the passed tables: the ratio
         self.done = 0
 
     def __call__(self, n: int) -> None:
@@ -477,20 +489,19 @@ class DumpForecast:
         sizes = self._sizes if self._sizes is not None else self._read_sizes()
         if sizes is None:
             return DumpPosition(table)
-        if sums is None:  # no position in the stream: the sizes as they are
+        if sums is None:  # no position in the stream: the expectations as they are
             return DumpPosition(table, None, max(self.done, self._all))
+        expect = self._expect
         for key, length in sums.passed[self._seen:]:
-            size = sizes.get(key)  # None: a table not listed (an extension's)
-            if size is not None:
-                self._left -= size
+            if key in expect:  # else a table not listed (an extension's)
+                self._left -= expect[key]
                 self._stream += length
-                self._disk += size
+                self._expected += expect[key]
         self._seen = len(sums.passed)
-        ratio = self._stream / self._disk if self._disk >= self.CALIBRATE else 1.0
+        ratio = self._stream / self._expected if self._expected >= self.CALIBRATE else 1.0
         ahead = self._left * ratio
-        if sums.passing is not None and sums.passing in sizes:  # of the table passing, what is left
-            whole = sizes[sums.passing] * ratio
-            ahead -= min(whole, sums.passing_bytes)
+        if sums.passing is not None and sums.passing in expect:  # of the table passing, what is left
+            ahead -= min(expect[sums.passing] * ratio, sums.passing_bytes)
         # From where the stream has been read to, which is ahead of what is stored (the
         # chunker's window): the length read so far and what is still to come.
         return DumpPosition(table, sizes.get(table), max(self.done, sums.fed + int(max(0.0, ahead))))
@@ -499,8 +510,11 @@ class DumpForecast:
         listed = self._listed
         if not listed.done() or listed.cancelled() or listed.exception() is not None:
             return None
-        self._sizes = {names.key(schema, name): size or 0 for schema, name, _, size in listed.result()}
-        self._all = self._left = sum(self._sizes.values())
+        rows = listed.result()
+        self._sizes = {names.key(schema, name): size or 0 for schema, name, _, size, _ in rows}
+        self._expect = {names.key(schema, name): expected_text(size or 0, tuples or 0)
+                        for schema, name, _, size, tuples in rows}
+        self._all = self._left = sum(self._expect.values())
         return self._sizes
 
 
@@ -536,7 +550,7 @@ async def _dump(repo: Repository, dump: StartedDump, on_bytes: DumpProgress | No
     counted = await dump.counting
     in_stream = sums.counts if sums is not None and sums.error is None else {}
     # A key the stream named after the end (or a stream that failed at its very end): counted now.
-    listed = [(schema, name) for schema, name, _, _ in dump.listed.result()]
+    listed = [(schema, name) for schema, name, *_ in dump.listed.result()]
     missing = [t for t in listed if names.key(*t) not in counted and names.key(*t) not in in_stream]
     if missing:
         counted.update(await batched_counts(dump.conn, missing))
