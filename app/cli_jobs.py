@@ -70,13 +70,21 @@ async def _engine(svc: Any, *, prefer_daemon: bool = True) -> EngineClient:
     return await connect_engine(svc.config, _passphrase_source(svc.config), prefer_daemon=prefer_daemon)
 
 
-def _progress_line(job: Job) -> str:
+PROGRESS_WIDTH = 100  # the progress line drawn on a terminal whose width is unknown
+MIN_CURRENT = 24  # columns the current item gets before the line drops its job name
+
+
+def _progress_line(job: Job, width: int | None = None) -> str:
+    """One line: the figures first, then what is being worked on (a file, a pack, a database
+    table with its size). With ``width`` (a line redrawn on a terminal) it fits: the job's
+    name goes first when the item would get fewer than MIN_CURRENT columns, then the item is
+    shortened in its middle; a long path or table name never pushes the percentage and the
+    ETA off the line."""
     p = job.progress
+    name = f"{job.kind} {job.id}: "
     if p is None:
-        return f"{job.kind} {job.id}: {job.state.value}"
-    parts = [f"{job.kind} {job.id}: {p.phase}"]
-    if p.current:
-        parts.append(p.current)
+        return f"{name}{job.state.value}"
+    parts = [p.phase]
     if p.files_done or p.files_total:
         parts.append(f"{p.files_done}{'/' + str(p.files_total) if p.files_total else ''} {p.unit}")
     if p.bytes_done or p.bytes_total:
@@ -88,7 +96,27 @@ def _progress_line(job: Job) -> str:
         parts.append(f"{human_bytes(p.rate)}/s")
     if p.eta_seconds is not None:
         parts.append(f"ETA {_clock(p.eta_seconds)}")
-    return ", ".join(parts)
+    figures = ", ".join(parts)
+    current = _one_line(p.current)
+    if width is None or not current:
+        return f"{name}{figures}, {current}" if current else f"{name}{figures}"
+    line = f"{name}{figures}"
+    if width - len(line) - 2 < min(MIN_CURRENT, len(current)):
+        line = figures
+    room = width - len(line) - 2
+    if len(current) > room:
+        half = (room - 1) // 2
+        current = current[:half] + "…" + current[len(current) - half:] if room > 8 else ""
+    return f"{line}, {current}"[:width] if current else line[:width]
+
+
+def _terminal_width() -> int:
+    """The columns of the terminal the progress line is redrawn on (one left free, so the
+    cursor never wraps), else PROGRESS_WIDTH."""
+    try:
+        return max(20, os.get_terminal_size(sys.stderr.fileno()).columns - 1)
+    except (OSError, ValueError):
+        return PROGRESS_WIDTH
 
 
 def _clock(seconds: float) -> str:
@@ -186,14 +214,15 @@ async def _watch(engine: EngineClient, events: Any, job: Job, interrupted: async
                 waited = True  # once: a log file should say why the run paused, not fill up
                 _note(event.message)
             if event.type == "progress" and tty:
+                width = _terminal_width()
                 try:
-                    print("\r" + _one_line(_progress_line(event.job))[:100].ljust(100), end="", file=sys.stderr, flush=True)
+                    print("\r" + _progress_line(event.job, width).ljust(width), end="", file=sys.stderr, flush=True)
                 except OSError:
                     pass
             if event.type == "finished":
                 if tty:
                     try:
-                        print("\r" + " " * 100 + "\r", end="", file=sys.stderr, flush=True)
+                        print("\r" + " " * _terminal_width() + "\r", end="", file=sys.stderr, flush=True)
                     except OSError:
                         pass
                 return event.job

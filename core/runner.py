@@ -46,6 +46,9 @@ class JobProgress:
     current: str = ""
     warnings: int = 0
     unit: str = "files"  # what files_done/files_total count ("packs" for a verification)
+    # The size of ``current`` in bytes where known: a database table's on disk, while its
+    # data passes in a logical dump (``current`` then names it with the size, for people).
+    current_size: int | None = None
 
 
 class JobCancelled(AxisorError):

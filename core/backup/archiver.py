@@ -66,6 +66,7 @@ class ArchiveStats:
     warnings: list[str] = field(default_factory=list)
     unreadable: int = 0
     current: bytes = b""  # the file being visited, for progress
+    current_size: int | None = None  # its size, where known (a database table's, for a dump)
 
     @property
     def bytes_done(self) -> int:

@@ -16,7 +16,7 @@ from core.errors import Exit, UsageError
 from core.progress import RateMeter, eta_seconds
 from core.runner import (LOCK_WAIT_SECONDS, PRIMARY_LOCATION, JobContext, JobFailed, JobProgress, retry_when_locked,
                          snapshot_dict)
-from core.text import shown
+from core.text import human_bytes, shown
 
 if TYPE_CHECKING:
     from core.config import Config
@@ -63,17 +63,22 @@ async def backup_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, An
         nfiles = sum(f for f, _ in done.values())
         rate = meter.update(time.monotonic(), nbytes)
         scanned = bool(totals) and all(t.done for t in totals.values())
-        bytes_total = sum(t.bytes for t in totals.values()) if totals else None
+        # None while nothing is counted yet (a database whose catalog has not answered): a
+        # total of 0 would show as the bytes done, "4 MiB of 4 MiB".
+        bytes_total = (sum(t.bytes for t in totals.values()) or None) if totals else None
         files_total = sum(t.files for t in totals.values()) if totals else None
         if bytes_total is not None:
             # A forecast: files that appear or grow during the run can pass it.
             bytes_total, files_total = max(bytes_total, nbytes), max(files_total or 0, nfiles)
         current = shown(os.fsdecode(st.current)) if st.current else source
+        size = st.current_size if st.current else None
+        if size is not None:  # a database table, with its size on disk (core/backup/run.py)
+            current = f"{current} ({human_bytes(size)})"
         ctx.progress(JobProgress(
             phase="backup" if scanned or not totals else "backup (counting)", bytes_done=nbytes,
             bytes_total=bytes_total, files_done=nfiles, files_total=files_total, rate=rate,
             eta_seconds=eta_seconds(nbytes, bytes_total, rate) if scanned else None,
-            current=current, warnings=len(st.warnings)))
+            current=current, warnings=len(st.warnings), current_size=size))
 
     ctx.progress(JobProgress(phase="waiting for locks"))
     async with ctx.locks([PRIMARY_LOCATION], exclusive=False), \

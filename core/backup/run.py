@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from core import __version__
 from core.backup.single_file import current_user
@@ -87,7 +87,7 @@ async def run_backup(repo: Repository, sources: list[SourceSpec], *, kind: str =
             _forecast(sources, existing, totals)
         try:
             if database is not None:
-                results.append(await _backup_database(repo, database, backup_set, tags, on_progress))
+                results.append(await _backup_database(repo, database, backup_set, tags, on_progress, totals))
             for spec in sources:
                 ref = _reference(existing, spec.name, kind)
                 if kind != "full" and ref is None:
@@ -122,21 +122,52 @@ def _forecast(sources: list[SourceSpec], existing: list[Snapshot], totals: dict[
 
 
 @dataclass(frozen=True, slots=True)
+class DumpPosition:
+    """Where a database dump's stream is, told by the source with the bytes that passed
+    (a logical dump knows from its table of contents which table's data is passing)."""
+    table: str = ""  # the table whose data is passing, schema-qualified (names.key), raw: escape to show
+    table_size: int | None = None  # its size on disk (heap and TOAST) in the dump's snapshot
+    # The whole stream's length, forecast from the catalog's table sizes; None until known.
+    total: int | None = None
+
+
+class DumpProgress(Protocol):
+    """A database take's progress callback: ``n`` more bytes stored, and where the stream is
+    (None from a take that cannot tell: a base backup). Called at most once per stored
+    take of the stream (megabytes), never per row."""
+
+    def __call__(self, n: int, where: DumpPosition | None = None, /) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
 class DatabaseTake:
     """How this run takes the database snapshot. Built above this layer, where the sources
     live (core/sources/postgres/take.py): the backup layer never imports a source."""
     source: str
-    take: Callable[[Repository, str, tuple[str, ...], Callable[[int], None]], Awaitable[Snapshot]]
+    take: Callable[[Repository, str, tuple[str, ...], DumpProgress], Awaitable[Snapshot]]
     started: Awaitable[Any] | None = None  # the dump, already begun before the repository opened
 
 
 async def _backup_database(repo: Repository, db: DatabaseTake, backup_set: str, tags: tuple[str, ...],
-                           on_progress: Callable[[str, ArchiveStats], None] | None) -> SourceResult:
-    """A database snapshot is always a full dump; its failure costs the file sources nothing."""
+                           on_progress: Callable[[str, ArchiveStats], None] | None,
+                           totals: dict[str, ScanTotals] | None = None) -> SourceResult:
+    """A database snapshot is always a full dump; its failure costs the file sources nothing.
+    ``totals``: given the database's forecast beside the file sources', so that the run's
+    total and ETA cover the dump too: from the first position the take tells (``done`` once
+    it tells a total); a take that tells none (a base backup) is left out, as before."""
     stats = ArchiveStats(total_files=1)
+    forecast = ScanTotals(files=1)
 
-    def on_bytes(n: int) -> None:
+    def on_bytes(n: int, where: DumpPosition | None = None) -> None:
         stats.bytes_read += n
+        if where is not None:
+            if totals is not None and db.source not in totals:
+                totals[db.source] = forecast
+            if where.table:
+                stats.current = where.table.encode("utf-8", "surrogateescape")
+                stats.current_size = where.table_size
+            if where.total is not None:
+                forecast.bytes, forecast.done = max(where.total, stats.bytes_read), True
         if on_progress:
             on_progress(db.source, stats)
 
@@ -144,6 +175,9 @@ async def _backup_database(repo: Repository, db: DatabaseTake, backup_set: str, 
         snap = await db.take(repo, backup_set, tags, on_bytes)
     except (SourceError, UsageError) as exc:
         return SourceResult(db.source, None, str(exc), exc.exit_code)
+    finally:
+        # What was read is what there was: the run's total goes on exact for the dump.
+        forecast.bytes, forecast.done = stats.bytes_read, True
     return SourceResult(db.source, snap)
 
 

@@ -81,3 +81,26 @@ async def test_dashboard_shows_running_jobs_with_progress(platform):
         done = await app.engine.wait(job.id)
         await settle(pilot, app)
         assert done.state == JobState.COMPLETED and job.id not in table.rows
+
+
+async def test_job_detail_shows_the_database_table_passing_with_its_size(platform):
+    """A logical backup's progress (tests/postgres/test_dump_progress.py gets it from a real
+    dump) as the job view shows it: bytes of the total, rate, ETA and the table, escaped."""
+    from datetime import datetime, timezone
+
+    from core.jobs.api import Job, JobProgress
+
+    app = platform.app()
+    async with console(app, (80, 24)) as pilot:
+        progress = JobProgress(phase="backup", bytes_done=6 * 2**20, bytes_total=12 * 2**20, files_done=1,
+                               files_total=1, rate=2 * 2**20, eta_seconds=3.0, current_size=14_786_560,
+                               current='sales."Big\\tTable[1]" (14.1 MiB)')
+        now = datetime.now(timezone.utc)
+        job = Job("0123456789ab", "backup", {"sources": ["database"]}, JobState.RUNNING, "console", now, now, None,
+                  progress, None, None)
+        app.jobs[job.id] = job
+        app.push_screen(JobDetailScreen(job.id))
+        await pilot.pause()
+        facts = str(app.screen.query_one("#job-facts", Static).render())
+        assert "6.0 MiB of 12.0 MiB" in facts and "rate 2.0 MiB/s" in facts and "ETA 3s" in facts, facts
+        assert 'now: sales."Big\\tTable[1]" (14.1 MiB)' in facts, facts

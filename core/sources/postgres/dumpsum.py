@@ -270,7 +270,13 @@ class DumpChecksums:
 
     A table's block ends where the next block's header (known from the table of contents:
     blocks follow its order) comes right after a zero length. That 12-byte sequence is found
-    with memchr on its rarest byte, so the scan costs little beyond the hash itself."""
+    with memchr on its rarest byte, so the scan costs little beyond the hash itself.
+
+    For progress (read between feeds, never called back): ``fed`` counts the bytes fed,
+    ``passing`` is the key of the table whose block is open (None between blocks),
+    ``passing_bytes`` how much of it has passed, and ``passed`` lists (key, block length)
+    of each table's block once it ends.
+    Kept per buffer and per block, never per row."""
 
     def __init__(self, *, count_limit: int | None = None,
                  on_uncounted: Callable[[str | None], None] | None = None) -> None:
@@ -298,11 +304,16 @@ class DumpChecksums:
         self._tail = b""  # the last block's final bytes (its end marker is the stream's end)
         self._empty_start = False
         self._blobs: _BlobWalker | None = None
+        self.fed = 0  # bytes of the stream fed so far
+        self.passing: str | None = None
+        self.passing_bytes = 0
+        self.passed: list[tuple[str, int]] = []
 
     def feed(self, buf: bytes | bytearray, start: int = 0, end: int | None = None) -> None:
         if self.error is not None:
             return
         end = len(buf) if end is None else end
+        self.fed += end - start
         try:
             self._process(buf, start, end)
         except DumpFormatError as exc:
@@ -403,6 +414,7 @@ class DumpChecksums:
             self._blobs = _BlobWalker(self.layout.int_size)
             return s + take
         self._table, self._hasher = table, blake3.blake3()
+        self.passing, self.passing_bytes = table, 0
         self._rows = bytearray()
         if self._blocks:
             nxt_kind, nxt_id, _ = self._blocks[-1]
@@ -423,6 +435,8 @@ class DumpChecksums:
         assert self._hasher is not None and self.layout is not None
         self.tables[self._table or ""] = self._hasher.hexdigest()[:32]
         self.tails[self._table or ""] = self._last
+        self.passed.append((self._table or "", self.passing_bytes))
+        self.passing = None
         if self._rows is not None:
             count = count_rows(self._rows, self.layout.int_size)
             if count is None:
@@ -437,6 +451,7 @@ class DumpChecksums:
             return
         assert self._hasher is not None
         self._hasher.update(memoryview(buf)[s:e])
+        self.passing_bytes += e - s
         if self._rows is not None:
             if len(self._rows) + e - s > self._count_limit:
                 self._uncounted(self._table)

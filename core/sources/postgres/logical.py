@@ -37,7 +37,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -45,6 +45,7 @@ import blake3
 import psycopg
 from psycopg import sql
 
+from core.backup.run import DumpPosition, DumpProgress
 from core.backup.single_file import single_file_snapshot
 from core.config import DatabaseConfig
 from core.errors import AxisorError, DatabaseError, RestoreRefused, UsageError
@@ -77,8 +78,11 @@ WHERE c.relkind = 'r' AND {_USER_NS}
   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
                   AND d.objid = c.oid AND d.deptype = 'e')
 ORDER BY 1, 2"""
-# The same, with each table's size in pages as of its last VACUUM or ANALYZE (0: never).
-_TABLES_PAGES = _TABLES.replace("SELECT n.nspname, c.relname FROM", "SELECT n.nspname, c.relname, c.relpages FROM")
+# The same, with each table's size in pages as of its last VACUUM or ANALYZE (0: never),
+# and for progress its size on disk now (heap and TOAST: what its COPY text comes from) and
+# its estimated rows (reltuples, as of the same; -1 or 0: never counted).
+_TABLES_PAGES = _TABLES.replace("SELECT n.nspname, c.relname FROM",
+                                "SELECT n.nspname, c.relname, c.relpages, pg_table_size(c.oid), c.reltuples FROM")
 # A table this large (by relpages) is counted in SQL from the start, as every table was
 # before counts came from the stream: its data would pass dumpsum.COUNT_LIMIT anyway, and
 # its count(*) then overlaps pg_dump's catalog reads, not only its COPY of the same table.
@@ -235,7 +239,7 @@ async def large_object_stats(conn: psycopg.AsyncConnection) -> dict | None:
 async def _metadata(conn: psycopg.AsyncConnection, listed: asyncio.Future) -> dict:
     """What the snapshot records about the database, read in the dump's exported snapshot
     beside pg_dump, but the row counts: the tables to count are handed to ``listed``
-    ((schema, name, relpages) each) and counted by the stream and _sql_counts; the row
+    ((schema, name, relpages, size, reltuples) each) and counted by the stream and _sql_counts; the row
     checksums come from the dump stream itself (dumpsum)."""
     # The counts run beside pg_dump and must not take its cores: a parallel count(*) of a
     # 6.4 M-row table cost 0.56 s of server CPU across three processes, a serial one 0.43 s.
@@ -269,8 +273,8 @@ async def _sql_counts(conn: psycopg.AsyncConnection, listed: asyncio.Future, unc
     long to count there; None: every table, the stream cannot be read), beside pg_dump as
     before; until _END."""
     rows = await listed
-    tables = {names.key(schema, name): (schema, name) for schema, name, _ in rows}
-    large = [(schema, name) for schema, name, pages in rows if pages >= SQL_COUNT_PAGES]
+    tables = {names.key(schema, name): (schema, name) for schema, name, *_ in rows}
+    large = [(schema, name) for schema, name, pages, *_ in rows if pages >= SQL_COUNT_PAGES]
     counts: dict[str, int] = await batched_counts(conn, large) if large else {}
     while (item := await uncounted.get()) is not _END:
         todo = [t for k, t in tables.items() if k not in counts] if item is None else \
@@ -324,7 +328,7 @@ class StartedDump:
     # retried for minutes, must not rescan them.
     metadata: asyncio.Future | None = None
     counting: asyncio.Future | None = None  # _sql_counts
-    listed: asyncio.Future | None = None  # the tables the metadata counts, (schema, name, relpages) each
+    listed: asyncio.Future | None = None  # the tables the metadata counts, (schema, name, relpages, size, reltuples) each
 
     def read_metadata(self, uncounted: asyncio.Queue) -> asyncio.Future:
         """Start reading the metadata, and counting in SQL what ``uncounted`` names (_sql_counts)."""
@@ -379,7 +383,7 @@ async def start_dump(db: DatabaseConfig, target: PgTarget | None = None) -> Star
 
 async def backup_logical(repo: Repository, db: DatabaseConfig, *, backup_set: str = "",
                          tags: tuple[str, ...] = (),
-                         on_bytes: Callable[[int], None] | None = None,
+                         on_bytes: DumpProgress | None = None,
                          target: PgTarget | None = None, extra_metadata: dict | None = None,
                          started: Awaitable[StartedDump] | None = None) -> Snapshot:
     """Dump the configured database (or ``target``) into the repository and commit one snapshot.
@@ -444,7 +448,78 @@ def dump_env(target: PgTarget) -> dict[str, str]:
     return env
 
 
-async def _dump(repo: Repository, dump: StartedDump, on_bytes: Callable[[int], None] | None,
+# Bytes a heap row takes beyond its data: its header (23 bytes, aligned to 24) and its line
+# pointer. What a table's COPY text is expected to take: its size less that per row, where
+# the catalog has a row estimate (a quarter of the size at least: wide values are TOASTed).
+ROW_OVERHEAD = 28
+
+
+def expected_text(size: int, rows: float) -> int:
+    return max(size - int(ROW_OVERHEAD * rows), size // 4) if rows > 0 else size
+
+
+class DumpForecast:
+    """The progress a logical dump tells with each take of its stream: the table whose data
+    is passing (dumpsum reads it from the stream) with its size, and the stream's length
+    forecast from the catalog (the tables listed in the dump's snapshot, their sizes and
+    row estimates: expected_text) once it has been read. The expectations still to come
+    are scaled by the ratio of stream to expectation over the tables that have passed (1
+    until CALIBRATE bytes of them have). Work per take, not per row: each passed table is
+    looked at once."""
+
+    CALIBRATE = 256 * 1024
+
+    def __init__(self, sums: dumpsum.DumpChecksums | None, listed: asyncio.Future, on_bytes: DumpProgress) -> None:
+        self._sums, self._listed, self._on_bytes = sums, listed, on_bytes
+        self._sizes: dict[str, int] | None = None  # every listed table's size on disk, by names.key
+        self._expect: dict[str, int] = {}  # and its expected length in the stream
+        self._all = 0  # the sum of the expectations
+        self._left = 0  # the expectations of the listed tables whose data has not passed yet
+        self._seen = 0  # how many of sums.passed are accounted for
+        self._stream = self._expected = 0  # stream bytes and expectations of the passed tables: the ratio
+        self.done = 0
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        self._on_bytes(n, self.position())
+
+    def position(self) -> DumpPosition:
+        sums = self._sums if self._sums is not None and self._sums.error is None else None
+        # The table passing, else the last one that passed (a take can end between blocks).
+        table = "" if sums is None else sums.passing or (sums.passed[-1][0] if sums.passed else "")
+        sizes = self._sizes if self._sizes is not None else self._read_sizes()
+        if sizes is None:
+            return DumpPosition(table)
+        if sums is None:  # no position in the stream: the expectations as they are
+            return DumpPosition(table, None, max(self.done, self._all))
+        expect = self._expect
+        for key, length in sums.passed[self._seen:]:
+            if key in expect:  # else a table not listed (an extension's)
+                self._left -= expect[key]
+                self._stream += length
+                self._expected += expect[key]
+        self._seen = len(sums.passed)
+        ratio = self._stream / self._expected if self._expected >= self.CALIBRATE else 1.0
+        ahead = self._left * ratio
+        if sums.passing is not None and sums.passing in expect:  # of the table passing, what is left
+            ahead -= min(expect[sums.passing] * ratio, sums.passing_bytes)
+        # From where the stream has been read to, which is ahead of what is stored (the
+        # chunker's window): the length read so far and what is still to come.
+        return DumpPosition(table, sizes.get(table), max(self.done, sums.fed + int(max(0.0, ahead))))
+
+    def _read_sizes(self) -> dict[str, int] | None:
+        listed = self._listed
+        if not listed.done() or listed.cancelled() or listed.exception() is not None:
+            return None
+        rows = listed.result()
+        self._sizes = {names.key(schema, name): size or 0 for schema, name, _, size, _ in rows}
+        self._expect = {names.key(schema, name): expected_text(size or 0, tuples or 0)
+                        for schema, name, _, size, tuples in rows}
+        self._all = self._left = sum(self._expect.values())
+        return self._sizes
+
+
+async def _dump(repo: Repository, dump: StartedDump, on_bytes: DumpProgress | None,
                 checksums: bool = True) -> tuple[tuple[bytes, ...], int, dict, tuple[str, ...]]:
     """Store pg_dump's output in the repository while its connection (holding the snapshot)
     reads the metadata; the row checksums, and the row counts of the tables whose data is
@@ -463,7 +538,9 @@ async def _dump(repo: Repository, dump: StartedDump, on_bytes: Callable[[int], N
     if sums is None:
         uncounted.put_nowait(None)  # row_checksums = false: the stream is not read, every table counted in SQL
     metadata_read = dump.read_metadata(uncounted)
-    out = await store_output(repo, dump.target, [], program="pg_dump", on_bytes=on_bytes,
+    assert dump.listed is not None
+    told = DumpForecast(sums, dump.listed, on_bytes) if on_bytes is not None else None
+    out = await store_output(repo, dump.target, [], program="pg_dump", on_bytes=told,
                              observe=sums.feed if sums is not None else None,
                              running=dump.child, during=lambda: metadata_read)
     metadata = out.during
@@ -474,7 +551,7 @@ async def _dump(repo: Repository, dump: StartedDump, on_bytes: Callable[[int], N
     counted = await dump.counting
     in_stream = sums.counts if sums is not None and sums.error is None else {}
     # A key the stream named after the end (or a stream that failed at its very end): counted now.
-    listed = [(schema, name) for schema, name, _ in dump.listed.result()]
+    listed = [(schema, name) for schema, name, *_ in dump.listed.result()]
     missing = [t for t in listed if names.key(*t) not in counted and names.key(*t) not in in_stream]
     if missing:
         counted.update(await batched_counts(dump.conn, missing))

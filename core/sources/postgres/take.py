@@ -6,9 +6,9 @@ The choice lives here, with the sources, so that the backup layer below never im
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 
-from core.backup.run import DatabaseTake
+from core.backup.run import DatabaseTake, DumpProgress
 from core.config import DatabaseConfig
 from core.errors import UsageError
 from core.repository.repository import Repository
@@ -20,7 +20,7 @@ def database_take(db: DatabaseConfig, started_dump: Awaitable[StartedDump] | Non
     """``started_dump``: the logical dump of ``db``, already begun (BackupService.backup)."""
 
     async def take(repo: Repository, backup_set: str, tags: tuple[str, ...],
-                   on_bytes: Callable[[int], None]) -> Snapshot:
+                   on_bytes: DumpProgress) -> Snapshot:
         if started_dump is not None:
             return await backup_logical(repo, db, backup_set=backup_set, tags=tags, on_bytes=on_bytes,
                                         started=started_dump)
