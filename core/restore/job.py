@@ -15,7 +15,6 @@ from core.text import parse_target_time, shown
 
 
 async def restore_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
-    svc = ctx.service
     ctx.progress(JobProgress(phase="waiting for locks"))
     async with ctx.locks([PRIMARY_LOCATION], exclusive=False):
         ctx.progress(JobProgress(phase="restore"))
@@ -23,85 +22,97 @@ async def restore_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, A
         if params.get("to_time") or params.get("target_dir"):
             return await _pitr(ctx, params)
         if params.get("target_db"):
-            target_db = str(params["target_db"])
-            snaps = await svc.resolve([str(params["snapshot"])], params.get("source") or "database")
-            if len(snaps) != 1 or snaps[0].source != "database":
-                raise UsageError(f"snapshot {params['snapshot']} is not a database snapshot")
-            report = await retry_when_locked(ctx, lambda: svc.restore_database(
-                snaps[0], target_db, force=bool(params.get("force")),
-                tables=tuple(params.get("tables") or ()), schemas=tuple(params.get("schemas") or ()),
-                restore_id=ctx.job_id, roles=bool(params.get("roles"))))
-            out = {"snapshot": report.snapshot, "database": report.database, "target": report.target,
-                   "created": report.created, "bytes": report.bytes, "seconds": report.seconds, "ok": report.ok,
-                   "safety_snapshot": report.safety_snapshot, "warnings": list(report.warnings),
-                   "restore_id": ctx.job_id,
-                   "tables": [{"table": t.table, "expected": t.expected, "actual": t.actual, "ok": t.ok}
-                              for t in report.tables],
-                   "roles_created": report.roles_created, "carried": report.carried,
-                   "not_restored": [n.as_dict() for n in report.not_restored]}
-            ctx.log(f"restored {report.snapshot[:8]} into {report.target}: {report.bytes} bytes")
-            for n in report.not_restored:
-                ctx.log(f"not restored: {n.what}: {n.why}")
-            if not report.ok:
-                out["exit_code"] = Exit.VALIDATION_FAILED
-                raise JobFailed("restored row counts or checksums differ from the snapshot", out, Exit.VALIDATION_FAILED)
-            # Ownership, privileges or database properties not carried: a warning (docs/CLI.md).
-            out["exit_code"] = Exit.WARNINGS if report.not_restored else Exit.OK
-            return out
-        target = params.get("target")
-        if not target:
-            raise UsageError("a restore job needs params.target (a folder) or params.target_db")
-        options = _restore_options(params)
-        refs = [str(r) for r in params.get("snapshots") or [params.get("snapshot") or "latest"]]
-        snaps = await svc.resolve(refs, params.get("source"))
-        ctx.check_cancelled()
-        # The job id is the restore id: `rollback JOB_ID` finds this restore's safety snapshots.
-        rated = rated_progress()
+            return await _database(ctx, params)
+        return await _files(ctx, params)
 
-        def on_progress(p: Any) -> None:
-            ctx.progress(rated("restore", p.bytes_done, p.bytes_total, files_done=p.files_done,
-                               files_total=p.files_total, current=shown(p.current)))
 
-        outcomes = await retry_when_locked(ctx, lambda: svc.restore_many(
-            snaps, Path(target), include=tuple(params.get("include") or ()), delete=bool(params.get("delete")),
-            dry_run=bool(params.get("dry_run")), validate=not params.get("no_validate"), restore_id=ctx.job_id,
-            options=options, on_progress=on_progress))
-        restored = []
-        for o in outcomes:
-            row = o.as_dict()
-            if o.stats is not None:
-                st = o.stats
-                ctx.log(f"restored {o.snapshot.short_id} {o.snapshot.source}: {st.files} files written, "
-                        f"{st.unchanged} already right, {st.removed} removed, {st.bytes} bytes into {target}")
-            if o.safety_snapshot:
-                ctx.log(f"safety snapshot {o.safety_snapshot.short_id} holds what was there before "
-                        f"(undo: axisor-backup rollback {ctx.job_id})")
-            if o.validation is not None:
-                ctx.log(f"validated {o.validation.files} files: "
-                        + ("match" if o.validation.ok else f"{len(o.validation.mismatches)} DIFFER"))
-            for pf in o.partial:
-                ranges = ", ".join(f"{off}-{off + n - 1}" for off, n in pf.missing[:8])
-                ctx.log(f"PARTIAL {pf.path}: bytes {ranges}{' ...' if len(pf.missing) > 8 else ''} missing ("
-                        + "; ".join(f"{obj}: {why}" for obj, why in pf.damaged[:2]) + ")"
-                        + "".join(f"; intact copy: location {loc}, snapshot {sid[:8]}" for loc, sid in pf.intact))
-            restored.append(row)
-        partial = sum(len(o.partial) for o in outcomes)
-        out = {"target": str(Path(target).resolve()), "restored": restored, "restore_id": ctx.job_id,
-               "dry_run": bool(params.get("dry_run")), "exit_code": Exit.OK, "partial_count": partial,
-               "partial": [{"snapshot": o.snapshot.id, **pf.as_dict()} for o in outcomes for pf in o.partial]}
-        if not all(o.ok for o in outcomes):
-            out["exit_code"] = Exit.VALIDATION_FAILED
-            raise JobFailed("restored files differ from the snapshot", out, Exit.VALIDATION_FAILED)
-        if partial:
-            out["exit_code"] = PartialRestore.exit_code
-            raise JobFailed(f"{partial} files could not be restored in full (damaged or missing data); every "
-                            "other file was restored", out, PartialRestore.exit_code)
-        warnings = [w for o in outcomes if o.stats is not None for w in o.stats.warnings]
-        for w in warnings[:200]:
-            ctx.log(f"warning: {w}")
-        if warnings:
-            out["exit_code"] = Exit.WARNINGS  # finished, with attributes the target refused (docs/CLI.md)
-        return out
+async def _database(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+    """A database snapshot into a database (params.target_db), validated."""
+    svc = ctx.service
+    target_db = str(params["target_db"])
+    snaps = await svc.resolve([str(params["snapshot"])], params.get("source") or "database")
+    if len(snaps) != 1 or snaps[0].source != "database":
+        raise UsageError(f"snapshot {params['snapshot']} is not a database snapshot")
+    report = await retry_when_locked(ctx, lambda: svc.restore_database(
+        snaps[0], target_db, force=bool(params.get("force")),
+        tables=tuple(params.get("tables") or ()), schemas=tuple(params.get("schemas") or ()),
+        restore_id=ctx.job_id, roles=bool(params.get("roles"))))
+    out = {"snapshot": report.snapshot, "database": report.database, "target": report.target,
+           "created": report.created, "bytes": report.bytes, "seconds": report.seconds, "ok": report.ok,
+           "safety_snapshot": report.safety_snapshot, "warnings": list(report.warnings),
+           "restore_id": ctx.job_id,
+           "tables": [{"table": t.table, "expected": t.expected, "actual": t.actual, "ok": t.ok}
+                      for t in report.tables],
+           "roles_created": report.roles_created, "carried": report.carried,
+           "not_restored": [n.as_dict() for n in report.not_restored]}
+    ctx.log(f"restored {report.snapshot[:8]} into {report.target}: {report.bytes} bytes")
+    for n in report.not_restored:
+        ctx.log(f"not restored: {n.what}: {n.why}")
+    if not report.ok:
+        out["exit_code"] = Exit.VALIDATION_FAILED
+        raise JobFailed("restored row counts or checksums differ from the snapshot", out, Exit.VALIDATION_FAILED)
+    # Ownership, privileges or database properties not carried: a warning (docs/CLI.md).
+    out["exit_code"] = Exit.WARNINGS if report.not_restored else Exit.OK
+    return out
+
+
+async def _files(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+    """Snapshots of file sources into a folder (params.target), validated."""
+    svc = ctx.service
+    target = params.get("target")
+    if not target:
+        raise UsageError("a restore job needs params.target (a folder) or params.target_db")
+    options = _restore_options(params)
+    refs = [str(r) for r in params.get("snapshots") or [params.get("snapshot") or "latest"]]
+    snaps = await svc.resolve(refs, params.get("source"))
+    ctx.check_cancelled()
+    # The job id is the restore id: `rollback JOB_ID` finds this restore's safety snapshots.
+    rated = rated_progress()
+
+    def on_progress(p: Any) -> None:
+        ctx.progress(rated("restore", p.bytes_done, p.bytes_total, files_done=p.files_done,
+                           files_total=p.files_total, current=shown(p.current)))
+
+    outcomes = await retry_when_locked(ctx, lambda: svc.restore_many(
+        snaps, Path(target), include=tuple(params.get("include") or ()), delete=bool(params.get("delete")),
+        dry_run=bool(params.get("dry_run")), validate=not params.get("no_validate"), restore_id=ctx.job_id,
+        options=options, on_progress=on_progress))
+    restored = []
+    for o in outcomes:
+        row = o.as_dict()
+        if o.stats is not None:
+            st = o.stats
+            ctx.log(f"restored {o.snapshot.short_id} {o.snapshot.source}: {st.files} files written, "
+                    f"{st.unchanged} already right, {st.removed} removed, {st.bytes} bytes into {target}")
+        if o.safety_snapshot:
+            ctx.log(f"safety snapshot {o.safety_snapshot.short_id} holds what was there before "
+                    f"(undo: axisor-backup rollback {ctx.job_id})")
+        if o.validation is not None:
+            ctx.log(f"validated {o.validation.files} files: "
+                    + ("match" if o.validation.ok else f"{len(o.validation.mismatches)} DIFFER"))
+        for pf in o.partial:
+            ranges = ", ".join(f"{off}-{off + n - 1}" for off, n in pf.missing[:8])
+            ctx.log(f"PARTIAL {pf.path}: bytes {ranges}{' ...' if len(pf.missing) > 8 else ''} missing ("
+                    + "; ".join(f"{obj}: {why}" for obj, why in pf.damaged[:2]) + ")"
+                    + "".join(f"; intact copy: location {loc}, snapshot {sid[:8]}" for loc, sid in pf.intact))
+        restored.append(row)
+    partial = sum(len(o.partial) for o in outcomes)
+    out = {"target": str(Path(target).resolve()), "restored": restored, "restore_id": ctx.job_id,
+           "dry_run": bool(params.get("dry_run")), "exit_code": Exit.OK, "partial_count": partial,
+           "partial": [{"snapshot": o.snapshot.id, **pf.as_dict()} for o in outcomes for pf in o.partial]}
+    if not all(o.ok for o in outcomes):
+        out["exit_code"] = Exit.VALIDATION_FAILED
+        raise JobFailed("restored files differ from the snapshot", out, Exit.VALIDATION_FAILED)
+    if partial:
+        out["exit_code"] = PartialRestore.exit_code
+        raise JobFailed(f"{partial} files could not be restored in full (damaged or missing data); every "
+                        "other file was restored", out, PartialRestore.exit_code)
+    warnings = [w for o in outcomes if o.stats is not None for w in o.stats.warnings]
+    for w in warnings[:200]:
+        ctx.log(f"warning: {w}")
+    if warnings:
+        out["exit_code"] = Exit.WARNINGS  # finished, with attributes the target refused (docs/CLI.md)
+    return out
 
 
 def _restore_options(params: dict[str, Any]) -> RestoreOptions:
