@@ -149,7 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--delete", action="store_true",
                    help="with --target: remove files under the snapshot's folders that the snapshot does not have")
     r.add_argument("--no-validate", action="store_true",
-                   help="with --target: skip reading every restored file back against the snapshot")
+                   help="with --target: skip validating the restored files against the snapshot")
+    r.add_argument("--read-back", action="store_true",
+                   help="with --target: validate by re-reading and re-chunking every restored file from disk "
+                        "(slower; also catches another process changing a file after it was restored)")
     r.add_argument("--include", action="append", default=[], metavar="GLOB")
     r.add_argument("--no-lock", action="store_true",
                    help="take no repository lock: create nothing in the repository (read-only media)")
@@ -378,7 +381,8 @@ async def cmd_restore(svc: BackupService, args, out: Output) -> int:
 
     options = RestoreOptions(xattrs=not args.no_xattrs, acls=not args.no_acls, file_flags=args.file_flags,
                              numeric_owner=args.numeric_owner, preserve_privileges=args.preserve_privileges,
-                             allow_untrusted_target=args.allow_untrusted_target, fsync=not args.no_fsync)
+                             allow_untrusted_target=args.allow_untrusted_target, fsync=not args.no_fsync,
+                             read_back=args.read_back)
     location = await cli_locations.choose_restore_location(svc, args)
     snaps = await svc.resolve(args.snapshot, args.source)
     from core.restore.safety import new_restore_id
@@ -445,7 +449,9 @@ def _outcome_text(o, args) -> str:
                      f"(undo: axisor-backup rollback {o.restore_id})")
     if o.validation:
         v = o.validation
-        lines.append(f"validated: {v.files} files ({human_bytes(v.bytes)}) and {v.symlinks} symlinks read back "
+        how = (f"{v.files - v.read_back} checked as written, {v.read_back} read back" if v.method == "written"
+               else "read back")
+        lines.append(f"validated: {v.files} files ({human_bytes(v.bytes)}) and {v.symlinks} symlinks ({how}) "
                      + ("match the snapshot" if v.ok else f"— {len(v.mismatches)} DIFFER:")
                      + (f" ({v.partial} partial files not read back: listed above)" if v.partial else ""))
         lines.extend(f"  {m}" for m in v.mismatches)
@@ -616,8 +622,8 @@ async def _plan_database(svc: BackupService, args, out: Output) -> int:
 
 
 async def _restore_database(svc: BackupService, args, out: Output) -> int:
-    if args.delete or args.no_validate:
-        raise UsageError("--delete and --no-validate apply to file restores (--target); a database restore "
+    if args.delete or args.no_validate or args.read_back:
+        raise UsageError("--delete, --no-validate and --read-back apply to file restores (--target); a database restore "
                          "always validates row counts, and --force takes a safety backup first")
     if args.dry_run:
         return await _plan_database(svc, args, out)

@@ -472,7 +472,8 @@ class BackupService:
                 meter.finished(stats.files, stats.bytes, s.source)
                 partial = frozenset(pf.dest for pf in stats.partial)
                 check = await validate_restore(repo, s, target, include=include, executor=self.executor,
-                                               proven=p.content_proven(), partial=partial) if validate else None
+                                               proven=p.content_proven(), partial=partial, placed=stats.placed,
+                                               read_back=bool(options and options.read_back)) if validate else None
                 outcomes.append(RestoreOutcome(rid, s, p, stats, safe, check, self.location))
             if options is None or options.fsync:
                 from dataclasses import replace as _replace

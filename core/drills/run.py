@@ -45,6 +45,7 @@ from core.drills.scratch import Scratch, free_port, server_user
 from core.errors import AxisorError, DatabaseError, UsageError
 from core.repository.lock import Lock
 from core.repository.snapshot import Snapshot
+from core.restore.files import RestoreOptions
 from core.sources.postgres.connection import PgTarget, one_row
 
 if TYPE_CHECKING:
@@ -415,7 +416,10 @@ class _Drill:
         target = self.scratch.new_dir("axd-files.")
 
         async def restore():
-            outcomes = await self.svc.restore_many(snaps, target, safety=False, validate=True)
+            # A drill proves the files on disk: each is re-read and re-chunked (read-back), not
+            # only checked as written, and the time it takes is part of the measured restore.
+            outcomes = await self.svc.restore_many(snaps, target, safety=False, validate=True,
+                                                   options=RestoreOptions(read_back=True))
             return outcomes, f"{len(outcomes)} sources into {target}"
 
         outcomes, _ = await self.timed("restore files", restore)

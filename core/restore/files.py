@@ -32,6 +32,7 @@ restore that writes the file in full removes that leftover.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import bisect
 import errno
@@ -89,6 +90,9 @@ class RestoreOptions:
     preserve_privileges: bool = False  # --preserve-privileges: keep setuid/setgid and capabilities
     allow_untrusted_target: bool = False  # --allow-untrusted-target
     fsync: bool = True  # --no-fsync: do not flush the restore to disk before reporting success
+    # --read-back: validation re-reads and re-chunks every restored file from disk, instead of
+    # trusting the ids checked as each blob was written (core/restore/validate.py says what each proves).
+    read_back: bool = False
 
 
 def has_privileges(node: Node) -> bool:
@@ -208,6 +212,41 @@ class PartialFile:
                 "intact_copies": [{"location": loc, "snapshot": sid} for loc, sid in self.intact]}
 
 
+class Placed:
+    """The files a restore wrote whole and checked while writing: every blob's id verified
+    after decryption, one piece per blob of the snapshot's list, their bytes adding up to
+    the data, the file as long as the snapshot says. For each, the (st_dev, st_ino) it was
+    put in place as, kept by its ordinal in the snapshot's walk (pre-order: the same for the
+    restore and its validation), in two arrays: 16 bytes a node however long its path, so a
+    million files cost 16 MB, not a dict of paths."""
+
+    def __init__(self) -> None:
+        self._dev = array.array("Q")
+        self._ino = array.array("Q")
+
+    def __len__(self) -> int:
+        return sum(1 for ino in self._ino if ino)
+
+    def extend_to(self, count: int) -> None:
+        """Make room for ordinals below ``count`` (from the walking thread; a worker's
+        ``record`` of a smaller ordinal may run meanwhile: each array call holds the GIL)."""
+        missing = count - len(self._ino)
+        if missing > 0:
+            self._dev.extend([0] * missing)
+            self._ino.extend([0] * missing)
+
+    def record(self, ordinal: int, dev: int, ino: int) -> None:
+        self._dev[ordinal] = dev
+        self._ino[ordinal] = ino
+
+    def get(self, ordinal: int) -> tuple[int, int] | None:
+        """(st_dev, st_ino), or None when the file was not proven while writing (inode 0
+        is never a file's on Linux: it stands for "not recorded")."""
+        if ordinal >= len(self._ino) or not self._ino[ordinal]:
+            return None
+        return self._dev[ordinal], self._ino[ordinal]
+
+
 @dataclass
 class RestoreStats:
     files: int = 0
@@ -229,6 +268,9 @@ class RestoreStats:
     # Files not restored in full (damaged or missing blobs): every one is listed.
     partial: list[PartialFile] = field(default_factory=list)
     partial_cleared: int = 0  # <name>.axisor-partial leftovers removed once the file was whole
+    # Files written whole and checked while writing: validation needs only to see the same
+    # inode still at their names (core/restore/validate.py).
+    placed: "Placed" = field(default_factory=lambda: Placed(), repr=False)
 
     @property
     def partial_count(self) -> int:
@@ -278,6 +320,10 @@ class _FileJob:
     lost: list[tuple[int, int]] = field(default_factory=list)
     damage: dict[str, str] = field(default_factory=dict)
     failed: set[bytes] = field(default_factory=set)
+    # Bytes of each piece written, its blob's id verified (windows of a large file append
+    # from several threads: list.append is atomic where `+=` on an int is not).
+    written: list[int] = field(default_factory=list)
+    ordinal: int = -1  # in the snapshot's walk (Placed)
 
     def file_ranges(self, stream_off: int, length: int) -> list[tuple[int, int]]:
         """A range of the data stream as ranges of the file (a sparse file's runs)."""
@@ -353,9 +399,10 @@ class FileRestorer:
         self._cache: DirCache | None = None
         self._dirs: list[tuple[Parts, Node]] = []
         self._others: list[tuple[Parts, Node]] = []  # symlinks, devices, FIFOs
-        self._links: list[tuple[Parts, Parts, Node]] = []
+        # Later hard links: (path, first path, their walk ordinals).
+        self._links: list[tuple[Parts, Parts, int, int]] = []
         self._flagged: list[tuple[Parts, Node]] = []  # files whose flags are set last
-        self._first_by_inode: dict[tuple[int, int], Parts] = {}
+        self._first_by_inode: dict[tuple[int, int], tuple[Parts, int]] = {}
         self._slots = asyncio.Semaphore(IN_FLIGHT)
         self._tasks: set[asyncio.Task] = set()
         self._failure: BaseException | None = None
@@ -408,7 +455,12 @@ class FileRestorer:
     async def _restore(self, snap: Snapshot) -> RestoreStats:
         batch: list[_FileJob] = []
         batch_bytes = 0
+        placed = self.stats.placed
+        ordinal = -1
         async for parts, node in walk(self.repo, bytes.fromhex(snap.tree)):
+            ordinal += 1
+            if ordinal % 4096 == 0:
+                placed.extend_to(ordinal + 4096)
             shown_path = display(parts)
             if node.type == DIR:
                 if included(shown_path, self.include):
@@ -416,9 +468,10 @@ class FileRestorer:
                 continue
             if not included(shown_path, self.include):
                 continue
-            if self._set_aside(parts, node):
+            if self._set_aside(parts, node, ordinal):
                 continue
             job = self._file_job(parts, node, shown_path)
+            job.ordinal = ordinal
             if node.size > BATCH_BYTES:
                 await self._submit(self._large_file(job))
                 continue
@@ -435,7 +488,7 @@ class FileRestorer:
 
     # -- planning -----------------------------------------------------------------------
 
-    def _set_aside(self, parts: Parts, node: Node) -> bool:
+    def _set_aside(self, parts: Parts, node: Node, ordinal: int) -> bool:
         """Deal with an entry whose content is not written now: unchanged, metadata only, not
         a file (created at the end), a later hard link. False: the file's content is written."""
         action = self._actions.get(self._dest(parts)) if self._actions else None
@@ -446,7 +499,7 @@ class FileRestorer:
             self.stats.strip(self.where(parts))
         if node.type == FILE and node.nlink > 1 and action in ("unchanged", "metadata"):
             # A first path left in place is still what later hard links to it link to.
-            self._first_by_inode.setdefault((node.dev, node.inode), parts)
+            self._first_by_inode.setdefault((node.dev, node.inode), (parts, ordinal))
         if action == "unchanged":
             self.stats.unchanged += 1
             return True
@@ -458,10 +511,11 @@ class FileRestorer:
             return True
         key = (node.dev, node.inode)
         if node.nlink > 1 and key in self._first_by_inode:
-            self._links.append((parts, self._first_by_inode[key], node))
+            first, first_ordinal = self._first_by_inode[key]
+            self._links.append((parts, first, ordinal, first_ordinal))
             return True
         if node.nlink > 1:
-            self._first_by_inode[key] = parts
+            self._first_by_inode[key] = (parts, ordinal)
         return False
 
     def _file_job(self, parts: Parts, node: Node, shown_path: str) -> _FileJob:
@@ -651,7 +705,7 @@ class FileRestorer:
                         self._keep_partial(dfd, fd, temp, job)
                         continue
                     self._apply_meta(fd, job.parts, job.node, fresh=True)
-                    self._place(dfd, temp, job)
+                    self._place(dfd, fd, temp, job)
                 except BaseException as exc:
                     _unlink_quiet(dfd, temp)  # never leave a half file behind, not even a temp one
                     if isinstance(exc, OSError) and exc.errno in NO_SPACE:
@@ -695,7 +749,7 @@ class FileRestorer:
                     await self._run(self._keep_partial, dfd, fd, temp, job)
                 else:
                     await self._run(self._apply_meta, fd, job.parts, job.node, True)
-                    self._place(dfd, temp, job)
+                    self._place(dfd, fd, temp, job)
             except BaseException as exc:
                 _unlink_quiet(dfd, temp)
                 if isinstance(exc, OSError) and exc.errno in NO_SPACE:
@@ -734,6 +788,7 @@ class FileRestorer:
                 write_mapped(fd, data, piece.file_offset, job.extents, job.starts or [])
             else:
                 pwrite_all(fd, data, piece.file_offset)
+            job.written.append(len(data))
 
     def _keep_partial(self, dfd: int, fd: int, temp: str, job: _FileJob) -> None:
         """A file with lost ranges: its bytes go to <name>.axisor-partial (replacing an
@@ -781,14 +836,23 @@ class FileRestorer:
             raise
         return fd, temp
 
-    def _place(self, dfd: int, temp: str, job: _FileJob) -> None:
+    def _place(self, dfd: int, fd: int, temp: str, job: _FileJob) -> None:
         """Rename the written temp file over the final name (same folder descriptor)."""
+        st = os.fstat(fd)
+        node = job.node
+        # The write-time proof validation relies on: one verified piece per blob of the
+        # snapshot's list, their bytes adding up to the data, the file as long as the
+        # snapshot says. A file that falls short is not recorded: validation reads it back.
+        whole = (len(job.written) == len(node.content) and sum(job.written) == node.data_size
+                 and st.st_size == node.size)
         try:
             os.replace(temp, job.parts[-1], src_dir_fd=dfd, dst_dir_fd=dfd)
         except OSError as exc:
             _unlink_quiet(dfd, temp)
             raise RestoreRefused(f"cannot put {self.where(job.parts)} in place: {exc.strerror}") from None
         with self._stats_lock:
+            if whole:
+                self.stats.placed.record(job.ordinal, st.st_dev, st.st_ino)
             self.stats.files += 1
             self.stats.bytes += job.node.size
             files, nbytes = self.stats.files, self.stats.bytes
@@ -856,26 +920,7 @@ class FileRestorer:
                 pass
         for parts, node in self._others:
             self._place_other(parts, node)
-        for parts, first, _node in self._links:
-            if first in self._partial_by_parts:  # nothing whole to link to: partial as well
-                pf = self._partial_by_parts[first]
-                self.stats.partial.append(PartialFile(
-                    self.where(parts), self._dest(parts), parts, pf.size, pf.content, pf.missing, pf.damaged,
-                    pf.failed, None, self._exists(parts), f"hard link to {pf.path}, which is partial: not linked"))
-                continue
-            with cache.dir(first[:-1]) as sfd, cache.dir(parts[:-1], create=True) as dfd:
-                temp = f"{_TEMP}{uuid.uuid4().hex[:12]}"
-                try:
-                    os.link(first[-1], temp, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
-                except OSError as exc:
-                    raise RestoreRefused(f"cannot link {self.where(parts)} to {self.where(first)}: "
-                                         f"{exc.strerror}") from None
-                try:
-                    os.replace(temp, parts[-1], src_dir_fd=dfd, dst_dir_fd=dfd)
-                except OSError as exc:
-                    _unlink_quiet(dfd, temp)
-                    raise RestoreRefused(f"cannot put {self.where(parts)} in place: {exc.strerror}") from None
-            self.stats.hardlinks += 1
+        self._make_links()
         for parts, node in self._meta_only:
             with cache.dir(parts[:-1]) as dfd:
                 fd = self._open_regular(dfd, parts)
@@ -911,6 +956,33 @@ class FileRestorer:
                 if self.options.file_flags and node.flags:
                     self._set_flags(fd, parts, node)
             self.stats.dirs += 1
+
+    def _make_links(self) -> None:
+        """Later hard links, linked to their first path's restored file (never to a partial one)."""
+        assert self._cache is not None
+        cache = self._cache
+        for parts, first, ordinal, first_ordinal in self._links:
+            if first in self._partial_by_parts:  # nothing whole to link to: partial as well
+                pf = self._partial_by_parts[first]
+                self.stats.partial.append(PartialFile(
+                    self.where(parts), self._dest(parts), parts, pf.size, pf.content, pf.missing, pf.damaged,
+                    pf.failed, None, self._exists(parts), f"hard link to {pf.path}, which is partial: not linked"))
+                continue
+            with cache.dir(first[:-1]) as sfd, cache.dir(parts[:-1], create=True) as dfd:
+                temp = f"{_TEMP}{uuid.uuid4().hex[:12]}"
+                try:
+                    os.link(first[-1], temp, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
+                except OSError as exc:
+                    raise RestoreRefused(f"cannot link {self.where(parts)} to {self.where(first)}: "
+                                         f"{exc.strerror}") from None
+                try:
+                    os.replace(temp, parts[-1], src_dir_fd=dfd, dst_dir_fd=dfd)
+                except OSError as exc:
+                    _unlink_quiet(dfd, temp)
+                    raise RestoreRefused(f"cannot put {self.where(parts)} in place: {exc.strerror}") from None
+            if (proven := self.stats.placed.get(first_ordinal)) is not None:
+                self.stats.placed.record(ordinal, *proven)  # the same inode: proven as its first path was
+            self.stats.hardlinks += 1
 
     def _exists(self, parts: Parts) -> bool:
         assert self._cache is not None

@@ -125,7 +125,8 @@ def _restore_options(params: dict[str, Any]) -> RestoreOptions:
             raise UsageError(f"params.{refused} is not accepted from a job: run `axisor-backup restore "
                              f"--{refused.replace('_', '-')}` as root at the terminal instead")
     return RestoreOptions(xattrs=not params.get("no_xattrs"), acls=not params.get("no_acls"),
-                          file_flags=bool(params.get("file_flags")), numeric_owner=bool(params.get("numeric_owner")))
+                          file_flags=bool(params.get("file_flags")), numeric_owner=bool(params.get("numeric_owner")),
+                          read_back=bool(params.get("read_back")))
 
 
 async def _pitr(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
