@@ -25,10 +25,11 @@ import shlex
 import stat as stat_mod
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from app import cli_drills, cli_jobs, cli_locations, cli_prune, cli_repair, cli_schedules
 from app.process import tune_process
@@ -46,8 +47,11 @@ from core.errors import (
 )
 from core.jobs.api import JobState
 from core.repository.snapshot import Snapshot
-from core.service import BackupService
+from core.service import BackupService, RestoreOutcome
 from core.text import human_bytes, shown, shown_lines
+
+if TYPE_CHECKING:  # psycopg's module: imported where a database restore runs, named here only
+    from core.sources.postgres.logical import DbRestoreReport
 
 # Short names for the codes this module returns most (core/errors.py Exit is the table).
 EXIT_OK = Exit.OK
@@ -398,7 +402,7 @@ async def cmd_restore(svc: BackupService, args, out: Output) -> int:
     out.emit(data, lambda: "\n".join(_outcome_text(o, args) for o in outcomes))
     bad = [o for o in outcomes if not o.ok]
     if bad:
-        Output.note(f"error: {sum(len(o.validation.mismatches) for o in bad)} restored files differ from the "
+        Output.note(f"error: {sum(len(o.validation.mismatches) for o in bad if o.validation)} restored files differ from the "
                     f"snapshot (exit {RestoreValidationFailed.exit_code})"
                     + (f"; {partial} files are partial" if partial else ""))
         return RestoreValidationFailed.exit_code
@@ -530,11 +534,12 @@ async def cmd_rollback(svc: BackupService, args, out: Output) -> int:
     results = await svc.rollback(args.restore_id)
     rows = []
     for r in results:
-        if hasattr(r, "plan"):
+        if isinstance(r, RestoreOutcome):
             rows.append({"kind": "files", **r.as_dict(changes=True)})
         else:
-            rows.append({"kind": "database", "snapshot": r.snapshot, "target": r.target, "ok": r.ok,
-                         "mismatches": [t.table for t in r.mismatches]})
+            db = cast("DbRestoreReport", r)  # rollback's other kind: restore_database's report
+            rows.append({"kind": "database", "snapshot": db.snapshot, "target": db.target, "ok": db.ok,
+                         "mismatches": [t.table for t in db.mismatches]})
     ok = all(row.get("ok", True) and (row.get("validation") or {}).get("ok", True) for row in rows)
     out.emit({"restore_id": args.restore_id, "ok": ok, "rolled_back": rows}, lambda: "\n".join(
         f"rolled back {row['snapshot'][:8]} ({row['kind']}): "
@@ -988,7 +993,7 @@ def config_check(config_path: Path, out: Output, connect: bool = False) -> int:
 
 
 def _config_check_connect(cfg: Config, config_path: Path, sources: list[str], line: str, out: Output,
-                          extra: dict[str, object]) -> int:
+                          extra: Mapping[str, object]) -> int:
     """`config check --connect`: the checks of `database check` that do not wait (no WAL switch)."""
     from core.sources.postgres.dbcheck import run_checks
     from core.storage.local import LocalBackend

@@ -209,7 +209,12 @@ class ConsoleApp(App):
         while len(self.screen_stack) > 1:
             self.pop_screen()
 
-    def action_back(self) -> None:
+    async def action_back(self) -> None:
+        self.back()
+
+    def back(self) -> None:
+        """Escape's last resort: pop a sub-screen, else return to the dashboard. Plain (not
+        async, unlike Textual's action_back) so a screen can call it from a key handler."""
         if len(self.screen_stack) > 1:
             self.pop_screen()
         elif self.current_mode != "dashboard":
@@ -237,9 +242,14 @@ class ConsoleApp(App):
         elif answer == "cancel":
             jobs = self.running_jobs()
             listing = "\n".join(f"{job_summary(j)} ({j.id})" for j in jobs)
+
+            def answered(yes: bool | None) -> None:
+                if yes:
+                    self._cancel_and_leave([j.id for j in jobs])
+
             self.push_screen(ConfirmScreen(f"Cancel {len(jobs)} job(s) and leave?",
                                            detail=listing + "\nWhat they have written so far stays valid."),
-                             lambda yes: self._cancel_and_leave([j.id for j in jobs]) if yes else None)
+                             answered)
 
     @work(exclusive=True, group="leaving", exit_on_error=False)
     async def _cancel_and_leave(self, job_ids: list[str]) -> None:

@@ -438,7 +438,7 @@ dbname = "axisor"
         cfg = load_config(config)
         secret = resolve_passphrase(cfg.storage)
         app = _demo_console()(cfg, lambda _confirm: secret, config_path=config, prefer_daemon=True)
-        app.timing, app.quit_after_backup, app.maker, app.watch = timing, quit_after_backup, maker, size
+        app.timing, app.quit_after_backup, app.maker, app.data_size = timing, quit_after_backup, maker, size
 
         async def console() -> None:
             try:
@@ -474,7 +474,7 @@ def _demo_console():
         timing: Timing = Timing(None)
         quit_after_backup = False
         maker = None  # the process writing the data to watch
-        watch = 0
+        data_size = 0  # bytes the maker writes (not `watch`: that would hide DOMNode.watch)
         _demo_job: str | None = None
 
         def on_ready(self) -> None:
@@ -490,7 +490,7 @@ def _demo_console():
         async def _demo_backup(self) -> None:
             """The demo's full backup, as soon as the data to watch is written."""
             if self.maker is not None and self.maker.is_alive():
-                self.notify(f"writing {self.watch // 2**20} MiB of new simulation output; a full backup of "
+                self.notify(f"writing {self.data_size // 2**20} MiB of new simulation output; a full backup of "
                             "everything starts when it is written", timeout=8)
                 while self.maker.is_alive():  # polled: leaving the console must not wait for it
                     await asyncio.sleep(0.2)

@@ -282,7 +282,8 @@ class FitTable(PlainTable):
             return c.content_width if c.auto_width else c.width
 
         order = sorted(range(len(cols)), key=lambda i: (self.priorities.get(str(cols[i].key.value), 1), i))
-        used, shown, cut = 0, set(), None
+        used, cut = 0, None
+        shown: set[int] = set()
         for i in order:
             c = cols[i]
             rank = self.priorities.get(str(c.key.value), 1)

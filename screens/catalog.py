@@ -186,7 +186,7 @@ class CatalogScreen(TableFilter, ConsoleScreen):
     def action_escape(self) -> None:
         """Esc clears an active filter first, and only then goes back."""
         if not self.clear_filter():
-            self.app.action_back()
+            self.console.back()
 
     def action_reload(self) -> None:
         self._load()

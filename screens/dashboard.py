@@ -10,6 +10,7 @@ from textual.widgets import DataTable, Header, Static
 
 from core.jobs.api import Job
 from core.health.shrink import suspicious_shrinks
+from core.jobs.status import Health
 from core.jobs.status import health as evaluate_health
 from screens.footer import KeyFooter
 from screens.base import (
@@ -79,6 +80,7 @@ class DashboardScreen(ConsoleScreen):
                 pitr = st.get("recovery_window")
             except Exception as exc:
                 pitr = {"error": str(exc)}
+        health: Health | Exception  # an exception is shown as the health being unknown
         try:
             health = await evaluate_health(self.console.config, now=self.console.now())
         except Exception as exc:  # a state folder that cannot be read: said, not hidden
@@ -133,7 +135,7 @@ class DashboardScreen(ConsoleScreen):
                         table.update_cell(name, col, value)
                 else:
                     table.add_row(*row, key=name)
-            for key in [k.value for k in table.rows if k.value not in names]:
+            for key in [k for k in table.rows if k.value not in names]:
                 table.remove_row(key)
         shrinks = suspicious_shrinks(data["snaps"], cfg.objectives.suspicious_shrink)
         for name, s in newest.items():
@@ -155,7 +157,7 @@ class DashboardScreen(ConsoleScreen):
         table = self.query_one("#running", DataTable)
         running = {j.id: j for j in self.console.running_jobs()}
         with self.app.batch_update():
-            for key in [k.value for k in table.rows if k.value not in running]:
+            for key in [k for k in table.rows if k.value not in running]:
                 table.remove_row(key)
             for j in running.values():
                 pr = j.progress
@@ -186,6 +188,8 @@ class DashboardScreen(ConsoleScreen):
         table = self.query_one("#running", DataTable)
         if table.row_count:
             key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+            if key is None:  # never: each row is added under its job's id
+                return
             from screens.job_detail import JobDetailScreen
 
             self.app.push_screen(JobDetailScreen(key))
@@ -200,7 +204,7 @@ _FIX_KEYS = {"backup": "b: back up now", "verify": "v: Verify screen",
              "daemon": "start the daemon: `axisor-backup daemon`"}
 
 
-def _health_text(health, catalog_alerts: list[str]) -> str:
+def _health_text(health: Health | Exception, catalog_alerts: list[str]) -> str:
     """The health `axisor-backup status` reports, finding by finding with what fixes it,
     then what only the catalog read saw."""
     if isinstance(health, Exception):

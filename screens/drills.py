@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -169,7 +169,7 @@ class DrillsScreen(ConsoleScreen):
     def on_data_loaded(self, message: DataLoaded) -> None:
         if message.what != "drills":
             return
-        reports, damaged = message.data  # type: ignore[misc]
+        reports, damaged = cast("tuple[list[DrillReport], list[str]]", message.data)  # as _load_history posts it
         self.reports = {r.id: r for r in reports}
         self.rows = list(reversed(history(reports)))  # newest first
         t = self.query_one("#drill-history", DataTable)
@@ -236,7 +236,7 @@ class DrillsScreen(ConsoleScreen):
     def action_step_back(self) -> None:
         back = {"scenario": "history", "options": "scenario", "confirm": "options", "report": "history"}
         if self.step == "history":
-            self.app.action_back()  # type: ignore[attr-defined]
+            self.console.back()
         elif self.step == "running":
             # The drill is the engine's job and goes on; the checklist can be reopened.
             self.go("history")

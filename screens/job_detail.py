@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import cast
 
 from textual import work
 from textual.app import ComposeResult
@@ -56,7 +57,7 @@ class JobDetailScreen(ConsoleScreen):
         self.post_message(DataLoaded("log", (job, lines)))
 
     def on_data_loaded(self, message: DataLoaded) -> None:
-        job, lines = message.data  # type: ignore[misc]
+        job, lines = cast("tuple[Job, list[str]]", message.data)  # as _load_log posts it
         self.console.jobs[job.id] = job
         self.job_updated(job)
         log = self.query_one(Log)
@@ -102,8 +103,11 @@ class JobDetailScreen(ConsoleScreen):
         if job is None or job.state.finished:
             self.notify("this job has finished", severity="warning")
             return
-        self.app.push_screen(ConfirmScreen(f"Cancel {job_summary(job)} ({job.id})?"),
-                             lambda yes: self._cancel() if yes else None)
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._cancel()
+
+        self.app.push_screen(ConfirmScreen(f"Cancel {job_summary(job)} ({job.id})?"), answered)
 
     @work(group="cancel", exit_on_error=False)
     async def _cancel(self) -> None:

@@ -97,9 +97,13 @@ class JobsScreen(TableFilter, ConsoleScreen):
         if job is None or job.state.finished:
             self.notify("select a pending or running job to cancel", severity="warning")
             return
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._cancel(job.id)
+
         self.app.push_screen(ConfirmScreen(f"Cancel {job_summary(job)} ({job.id})?",
                                            detail="What it has written so far stays valid."),
-                             lambda yes: self._cancel(job.id) if yes else None)
+                             answered)
 
     @work(group="cancel", exit_on_error=False)
     async def _cancel(self, job_id: str) -> None:
@@ -117,4 +121,4 @@ class JobsScreen(TableFilter, ConsoleScreen):
     def action_escape(self) -> None:
         """Esc clears an active filter first, and only then goes back."""
         if not self.clear_filter():
-            self.app.action_back()
+            self.console.back()

@@ -12,6 +12,7 @@ import os
 from dataclasses import replace
 from datetime import datetime
 
+from typing import cast
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -42,7 +43,7 @@ class RestoreWizardScreen(ConsoleScreen):
     BINDINGS = [
         Binding("escape", "step_back", "Back", id="wizard.back", tooltip="Back one step"),
         Binding("enter", "next", "Next", show=False, id="wizard.next", tooltip="Take the highlighted choice"),
-        Binding("space", "toggle", "Select", show=False, id="wizard.toggle",
+        Binding("space", "toggle_mark", "Select", show=False, id="wizard.toggle",
                 tooltip="Select or unselect the highlighted file or table"),
         Binding("ctrl+n", "new", "New restore", id="wizard.new", tooltip="Start over"),
     ]
@@ -150,7 +151,7 @@ class RestoreWizardScreen(ConsoleScreen):
 
     def on_data_loaded(self, message: DataLoaded) -> None:
         if message.what == "wizard-catalog":
-            snaps, self.pitr_window = message.data  # type: ignore[misc]
+            snaps, self.pitr_window = cast("tuple[list[Snapshot], dict | None]", message.data)  # as _load posts it
             self.snapshots = list(reversed(snaps))
             if self._prefill is not None:
                 self._apply_prefill(*self._prefill)
@@ -281,7 +282,7 @@ class RestoreWizardScreen(ConsoleScreen):
         self.action_next()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "toggle":
+        if action == "toggle_mark":
             return self.step == "select"
         return super().check_action(action, parameters)
 
@@ -419,7 +420,7 @@ class RestoreWizardScreen(ConsoleScreen):
         for name, size in rows:
             t.add_row("[ ]", name, size, key=name)
 
-    def action_toggle(self) -> None:
+    def action_toggle_mark(self) -> None:
         t = self.query_one("#select-table", DataTable)
         if not t.row_count:
             return

@@ -112,9 +112,13 @@ class SchedulesScreen(ConsoleScreen):
     def action_pause(self) -> None:
         s = self.selected()
         if s:
+            def answered(yes: bool | None) -> None:
+                if yes:
+                    self._set_paused(s.name, True)
+
             self.app.push_screen(ConfirmScreen(f"Pause schedule {s.name}?",
                                                detail="Runs it would make while paused are not made later."),
-                                 lambda yes: self._set_paused(s.name, True) if yes else None)
+                                 answered)
 
     def action_resume(self) -> None:
         s = self.selected()

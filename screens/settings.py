@@ -11,7 +11,7 @@ import shutil
 import tomllib
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import tomli_w
@@ -186,7 +186,7 @@ class SettingsScreen(ConsoleScreen):
         self.post_message(DataLoaded("settings", (config, problems)))
 
     def on_data_loaded(self, message: DataLoaded) -> None:
-        config, problems = message.data  # type: ignore[misc]
+        config, problems = cast("tuple[Config, list[str]]", message.data)  # as _load posts it
         self.problems = problems
         if not problems:
             self.console.config = config

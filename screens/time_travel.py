@@ -16,6 +16,7 @@ from textual.binding import Binding
 from textual.events import Resize
 from textual.widgets import Header, Static
 
+from core.drills.report import stored_reports
 from core.jobs.timetravel import PointInTime, days_with_snapshots, point_in_time, sources_of
 from core.jobs.verification import SnapshotChecks, verification_report
 from core.jobs.api import Job
@@ -132,7 +133,7 @@ class TimeTravelScreen(ConsoleScreen):
             self.post_message(LoadFailed("catalog", str(exc)))
             return
         try:
-            drills, _ = await svc.drill_reports()
+            drills, _ = await stored_reports(svc)
         except Exception:
             drills = []  # the verifications still tell their part; the report screen says why
         rows = verification_report(catalog.entries, list(self.console.jobs.values()), drills,

@@ -7,12 +7,15 @@ repository verdict of core/jobs/status.py, the one the dashboard and `status` sh
 
 from __future__ import annotations
 
+from typing import cast
+
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Header, Input, Static
 
+from core.drills.report import stored_reports
 from core.jobs.verification import CopyChecks, Evidence, SnapshotChecks, verification_report
 from core.jobs.api import Job
 from core.jobs.status import verify_check, verify_verdict
@@ -107,7 +110,7 @@ class VerificationReportScreen(TableFilter, ConsoleScreen):
             self.post_message(LoadFailed("catalog", str(exc)))
             return
         try:
-            drills, _damaged = await svc.drill_reports()
+            drills, _damaged = await stored_reports(svc)
             drill_note = ""
         except Exception as exc:  # the verifications still tell their part
             drills, drill_note = [], f"drill reports unreadable ({exc}): drills are not shown"
@@ -121,7 +124,7 @@ class VerificationReportScreen(TableFilter, ConsoleScreen):
     def on_data_loaded(self, message: DataLoaded) -> None:
         if message.what != "verification-report":
             return
-        self.rows, drill_note = message.data  # type: ignore[misc]
+        self.rows, drill_note = cast("tuple[tuple[SnapshotChecks, ...], str]", message.data)  # as _load posts it
         self._head(drill_note)
         self._draw()
 
@@ -173,7 +176,7 @@ class VerificationReportScreen(TableFilter, ConsoleScreen):
 
     def action_escape(self) -> None:
         if not self.clear_filter():
-            self.app.action_back()
+            self.console.back()
 
     def job_updated(self, job: Job) -> None:
         # A verification finished: what it checked changes the report.

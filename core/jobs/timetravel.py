@@ -20,6 +20,7 @@ from core.jobs.verification import SnapshotChecks
 
 if TYPE_CHECKING:  # the catalog is built by the caller; only its type is named here
     from core.locations.catalog import CatalogEntry
+    from core.repository.snapshot import Snapshot
 
 __all__ = ["PointInTime", "days_with_snapshots", "point_in_time", "sources_of"]
 
@@ -29,8 +30,8 @@ class PointInTime:
     source: str
     at: datetime
     entry: CatalogEntry | None  # current at ``at``; None before the first snapshot
-    first: object | None  # the source's first snapshot (a Snapshot), None when it has none
-    following: object | None  # the snapshot that replaced it, None when it is the newest
+    first: Snapshot | None  # the source's first snapshot, None when it has none
+    following: Snapshot | None  # the snapshot that replaced it, None when it is the newest
     checks: SnapshotChecks | None  # the verification report's row for ``entry``
 
     @property

@@ -90,6 +90,8 @@ async def test_the_verification_report_never_calls_a_cancelled_verification_veri
         assert {str(t.get_row_at(i)[4]) for i in range(t.row_count)} == {"· not verified"}
         assert "■ cancelled: says nothing" in text_of(app, "#checks-detail")
         assert "no verification has completed" in text_of(app, "#checks-head")
+        # The stored drill reports are read (core.drills.report.stored_reports), not skipped with a note.
+        assert "drill reports unreadable" not in text_of(app, "#checks-head")
 
         await pilot.press("escape")  # back to Verify; a quick verification that runs to its end
         await settle(pilot, app)
