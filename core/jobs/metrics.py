@@ -1,8 +1,10 @@
 """Prometheus text-format metrics, written to a file for node_exporter's textfile collector.
 
 Everything is computed from the job database, so the figures survive restarts and any
-engine (daemon or CLI) can rewrite the file. Written to a temporary file and renamed, so
-a scraper never reads half a file.
+engine (daemon or CLI) can rewrite the file. prometheus_client renders the text; the file is
+written here, not by its ``write_to_textfile``: that one creates the file with the process's
+umask (0077 under contrib/axisor-backup.service, so node_exporter's user could not read it),
+ours sets 0644. Both write a temporary file and rename it, so a scraper never reads half a file.
 """
 
 from __future__ import annotations
@@ -11,8 +13,12 @@ import asyncio
 import os
 import tempfile
 from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from core.jobs.api import Job, JobState
 from core.jobs.kinds import PRIMARY_LOCATION
@@ -28,10 +34,6 @@ class _Source:
     bytes_total: int | None = None
     bytes_stored: int | None = None
     failures: int = 0
-
-
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _seconds(job: Job) -> float:
@@ -64,52 +66,72 @@ def per_source(jobs: list[Job]) -> dict[str, _Source]:
     return sources
 
 
+class _Figures:
+    """The collector of one write: the job history's and the health evaluation's figures
+    as metric families, registered in a registry of its own (no process-wide state)."""
+
+    def __init__(self, jobs: list[Job], counts: dict[tuple[str, str], int], health: Any) -> None:
+        self.jobs, self.counts, self.health = jobs, counts, health
+
+    def collect(self) -> Iterator[Metric]:
+        ordered = sorted(per_source(self.jobs).items())
+        labels = ["source", "location"]
+
+        def per_src(family: GaugeMetricFamily | CounterMetricFamily,
+                    value: Callable[[_Source], float | None]) -> Metric:
+            """One sample a source, for the sources that have the figure."""
+            for name, s in ordered:
+                v = value(s)
+                if v is not None:
+                    family.add_metric([name, PRIMARY_LOCATION], v)
+            return family
+
+        # Times to the millisecond, as the file has always had them.
+        yield per_src(GaugeMetricFamily(
+            "axisor_backup_last_success_timestamp_seconds",
+            "When the newest successful backup of the source finished (Unix time).", labels=labels),
+            lambda s: _ms(s.last_success))
+        yield per_src(GaugeMetricFamily(
+            "axisor_backup_last_duration_seconds", "How long the newest successful backup job took.",
+            labels=labels), lambda s: _ms(s.duration))
+        yield per_src(GaugeMetricFamily(
+            "axisor_backup_last_bytes", "Bytes in the newest successful snapshot of the source.", labels=labels),
+            lambda s: s.bytes_total)
+        yield per_src(GaugeMetricFamily(
+            "axisor_backup_last_stored_bytes", "Bytes the newest successful snapshot added to storage.",
+            labels=labels), lambda s: s.bytes_stored)
+        yield per_src(CounterMetricFamily(
+            "axisor_backup_failures_total", "Failed backups of the source.", labels=labels),
+            lambda s: s.failures)
+        by_state = CounterMetricFamily("axisor_backup_jobs_total", "Jobs by kind and final or current state.",
+                                       labels=["kind", "state"])
+        for (kind, state), n in sorted(self.counts.items()):
+            by_state.add_metric([kind, state], n)
+        yield by_state
+        if self.health is not None:
+            yield GaugeMetricFamily(
+                "axisor_backup_health",
+                "The platform's health as `axisor-backup status` evaluates it: 0 ok, 1 warning, 2 critical.",
+                value=self.health.exit_code)
+            checks = GaugeMetricFamily(
+                "axisor_backup_check", "Each check of `axisor-backup status`: 0 ok, 1 warning, 2 critical.",
+                labels=["check"])
+            for check in self.health.checks:
+                checks.add_metric([check.name], check.code)
+            yield checks
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
+
+
 def render(jobs: list[Job], counts: dict[tuple[str, str], int], health: Any = None) -> str:
-    """``health``: the evaluation `status` makes (core/jobs/status.py), so the file and
-    `status` never disagree; its families are left out when it is None."""
-    loc = _label(PRIMARY_LOCATION)
-    lines: list[str] = []
-
-    def family(name: str, kind: str, text: str) -> None:
-        lines.append(f"# HELP {name} {text}")
-        lines.append(f"# TYPE {name} {kind}")
-
-    sources = per_source(jobs)
-    ordered = sorted(sources.items())
-    family("axisor_backup_last_success_timestamp_seconds", "gauge",
-           "When the newest successful backup of the source finished (Unix time).")
-    for name, s in ordered:
-        if s.last_success is not None:
-            lines.append(f'axisor_backup_last_success_timestamp_seconds{{source="{_label(name)}",location="{loc}"}}'
-                         f" {s.last_success:.3f}")
-    family("axisor_backup_last_duration_seconds", "gauge", "How long the newest successful backup job took.")
-    for name, s in ordered:
-        if s.duration is not None:
-            lines.append(f'axisor_backup_last_duration_seconds{{source="{_label(name)}",location="{loc}"}}'
-                         f" {s.duration:.3f}")
-    family("axisor_backup_last_bytes", "gauge", "Bytes in the newest successful snapshot of the source.")
-    for name, s in ordered:
-        if s.bytes_total is not None:
-            lines.append(f'axisor_backup_last_bytes{{source="{_label(name)}",location="{loc}"}} {s.bytes_total}')
-    family("axisor_backup_last_stored_bytes", "gauge", "Bytes the newest successful snapshot added to storage.")
-    for name, s in ordered:
-        if s.bytes_stored is not None:
-            lines.append(f'axisor_backup_last_stored_bytes{{source="{_label(name)}",location="{loc}"}} '
-                         f"{s.bytes_stored}")
-    family("axisor_backup_failures_total", "counter", "Failed backups of the source.")
-    for name, s in ordered:
-        lines.append(f'axisor_backup_failures_total{{source="{_label(name)}",location="{loc}"}} {s.failures}')
-    family("axisor_backup_jobs_total", "counter", "Jobs by kind and final or current state.")
-    for (kind, state), n in sorted(counts.items()):
-        lines.append(f'axisor_backup_jobs_total{{kind="{_label(kind)}",state="{_label(state)}"}} {n}')
-    if health is not None:
-        family("axisor_backup_health", "gauge",
-               "The platform's health as `axisor-backup status` evaluates it: 0 ok, 1 warning, 2 critical.")
-        lines.append(f"axisor_backup_health {health.exit_code}")
-        family("axisor_backup_check", "gauge", "Each check of `axisor-backup status`: 0 ok, 1 warning, 2 critical.")
-        for check in health.checks:
-            lines.append(f'axisor_backup_check{{check="{_label(check.name)}"}} {check.code}')
-    return "\n".join(lines) + "\n"
+    """The file's text, by prometheus_client (which escapes label values: source names come
+    from the config). ``health``: the evaluation `status` makes (core/jobs/status.py), so the
+    file and `status` never disagree; its families are left out when it is None."""
+    registry = CollectorRegistry()  # a fresh one per write: no process-wide state
+    registry.register(_Figures(jobs, counts, health))
+    return generate_latest(registry).decode("utf-8")
 
 
 async def write_metrics(store: JobStore, path: Path, health: Any = None) -> None:
@@ -122,7 +144,7 @@ def _write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".axisor-metrics-", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as fh:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:  # the text format is UTF-8
             fh.write(text)
         os.chmod(tmp, 0o644)  # read by the metrics collector, holds no secrets
         os.replace(tmp, path)

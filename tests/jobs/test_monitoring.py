@@ -8,6 +8,7 @@ import sys
 import time
 from datetime import datetime, timedelta
 
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import PASSPHRASE
 
@@ -89,11 +90,13 @@ def test_webhook_and_command_hook_on_failure_and_on_success(jw, webhook):
 
 
 def _metrics(path) -> dict[str, float]:
+    """Each sample as `name{label="value",...}` (labels in name order) -> its value, read
+    by prometheus_client's parser, so the file is checked to be valid text format too."""
     out = {}
-    for line in path.read_text().splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
+    for family in text_string_to_metric_families(path.read_text()):
+        for s in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
     return out
 
 
@@ -107,12 +110,12 @@ def test_metrics_file_holds_last_success_duration_bytes_and_failures(jw):
     assert "# TYPE axisor_backup_last_success_timestamp_seconds gauge" in text
     assert "# TYPE axisor_backup_failures_total counter" in text
     m = _metrics(path)
-    labels = '{source="application/user_data",location="primary"}'
+    labels = '{location="primary",source="application/user_data"}'
     assert before - 1 <= m[f"axisor_backup_last_success_timestamp_seconds{labels}"] <= time.time()
     assert m[f"axisor_backup_last_bytes{labels}"] == 6 + 300_000
     assert m[f"axisor_backup_last_duration_seconds{labels}"] > 0
     assert m[f"axisor_backup_failures_total{labels}"] == 0
-    assert m['axisor_backup_failures_total{source="all",location="primary"}'] == 1
+    assert m['axisor_backup_failures_total{location="primary",source="all"}'] == 1
     assert m['axisor_backup_jobs_total{kind="backup",state="completed"}'] == 1
     assert m['axisor_backup_jobs_total{kind="backup",state="failed"}'] == 1
     assert PASSPHRASE not in text
