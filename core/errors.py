@@ -66,7 +66,7 @@ class LockHeld(AxisorError):
 class LockUnreadable(LockHeld):
     """A lock this process may not read (exit 5, as a held lock): it may be a live lock of
     another user (a prune) or a leftover. Writers stop, naming it; reading commands go on
-    without a lock, with a note naming it (core/service.py)."""
+    without a lock, with a note naming it (core/service/session.py)."""
 
     def __init__(self, location: str, key: str, reason: str) -> None:
         super().__init__(f"{location}: the lock {key} {reason}: a lock another user wrote? Every command that "

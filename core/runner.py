@@ -67,7 +67,7 @@ class JobFailed(AxisorError):
 class JobContext:
     """What a runner gets from the engine for one job.
 
-    ``service`` is the engine's BackupService (core/service.py), built on first use. It is
+    ``service`` is the engine's BackupService (core/service/), built on first use. It is
     typed ``Any`` here on purpose: the service sits above some of the domains whose runners
     use it, and this contract must not import upwards."""
 

@@ -12,6 +12,7 @@ import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from core.config.sources import select_sources
 from core.errors import Exit, UsageError
 from core.progress import RateMeter, eta_seconds
 from core.runner import (LOCK_WAIT_SECONDS, PRIMARY_LOCATION, JobContext, JobFailed, JobProgress, retry_when_locked,
@@ -31,19 +32,10 @@ def _with_previous(data: dict[str, Any], previous: Any) -> dict[str, Any]:
 
 
 def _source_keys(config: Config, names: list[str]) -> list[str]:
-    """Lock names for the sources a backup reads: two runs of one source never overlap."""
-    specs = list(config.sources())
-    every = [s.name for s in specs] + (["database"] if config.database.enabled else [])
-    if not names:
-        return [f"source:{n}" for n in every]
-    chosen: set[str] = set()
-    for name in names:
-        for spec in specs:
-            if name in (spec.name, spec.name.split("/", 1)[1], spec.category):
-                chosen.add(spec.name)
-        if name == "database":
-            chosen.add("database")
-    return [f"source:{n}" for n in sorted(chosen)]
+    """Lock names for the sources a backup reads: two runs of one source never overlap.
+    A name that stands for no source (a disabled database among them) takes no lock: the
+    run refuses it (core/config/sources.py)."""
+    return [f"source:{n}" for n in select_sources(config, names, order="configured", unknown="skip")]
 
 
 async def backup_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:

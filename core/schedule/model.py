@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.config import APPLICATION_SOURCES, CONFIGURATION_SOURCES, Config, ScheduleJobConfig
+from core.config import Config, ScheduleJobConfig
+from core.config.sources import configured_sources, select_sources
 from core.errors import UsageError
 
 DEFAULT_BACKUP = "backup"
@@ -72,31 +73,10 @@ class Schedule:
         return self.task
 
 
-def configured_sources(config: Config) -> tuple[str, ...]:
-    """Every source a backup can name, in the order a backup set takes them."""
-    names = ["database"] if config.database.enabled else []
-    names.extend(spec.name for spec in config.sources())
-    return tuple(names)
-
-
 def expand_sources(config: Config, names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """Short names and categories -> full source names, in configured order; empty = all."""
-    available = configured_sources(config)
-    if not names:
-        return available
-    wanted: set[str] = set()
-    for name in names:
-        if name in available:
-            wanted.add(name)
-        elif name in ("application", "configuration"):
-            wanted.update(s for s in available if s.startswith(name + "/"))
-        elif name in APPLICATION_SOURCES and f"application/{name}" in available:
-            wanted.add(f"application/{name}")
-        elif name in CONFIGURATION_SOURCES and f"configuration/{name}" in available:
-            wanted.add(f"configuration/{name}")
-        else:
-            raise UsageError(f"unknown source {name!r}; configured: {', '.join(available) or 'none'}")
-    return tuple(s for s in available if s in wanted)
+    """Short names and categories -> full source names, in configured order; empty = all
+    (core/config/sources.py; an unknown name is a UsageError, UnknownSource)."""
+    return select_sources(config, names, order="configured", unknown="raise")
 
 
 def _from_job(config: Config, job: ScheduleJobConfig) -> Schedule:

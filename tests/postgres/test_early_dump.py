@@ -15,7 +15,7 @@ from conftest import PASSPHRASE, Workspace
 from core.config import load_config
 from core.errors import LockHeld, WrongPassphrase
 from core.repository.lock import Lock
-import core.service as service_module
+import core.service.backup as service_module  # where the run and its lock check live
 from core.service import BackupService
 from core.storage.local import LocalBackend
 

@@ -1,0 +1,88 @@
+"""PostgreSQL: WAL archiving (archive_command, restore_command) and the database checks
+and status the front ends show."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+
+from core.repository.lock import Lock
+from core.service.session import Session
+from core.storage.local import LocalBackend
+
+
+async def wal_push(session: Session, path: Path):
+    """archive_command: store one WAL file; durable when this returns (PushResult). Also
+    stores the files the server has ready next, so their own pushes are answered without
+    opening the repository (core/sources/postgres/wal_ahead.py)."""
+    from core.repository import repo_config
+    from core.sources.postgres.wal import PushResult, push
+    from core.sources.postgres.wal_ahead import Markers, push_ahead
+
+    other_user = session.other_user_warning("wal-push")
+    if other_user:
+        session.note(f"warning: {other_user}")  # into the server's log, beside the archiver's lines
+    public = await repo_config.read_public(session.backend)
+    markers = await asyncio.to_thread(Markers.open, session.state_dir, str(public.get("id", "")))
+    if markers is not None:
+        hit = await asyncio.to_thread(markers.take, path)
+        if hit is not None:
+            return PushResult(hit.name, hit.size, True, hit.sha256, from_marker=True)
+    # One scrypt per host, not per segment: the server's user keeps the derived key.
+    repo = await session.repository(load_index=False, key_cache_dir=session.state_dir)
+    async with Lock(session.backend, exclusive=False, operation="wal-push"):
+        result = await push(repo, path)
+        if markers is not None:
+            result = replace(result, pushed_ahead=await push_ahead(repo, path, markers))
+    return result
+
+
+async def wal_fetch(session: Session, name: str, dest: Path) -> int:
+    """restore_command: write WAL file ``name`` to ``dest``; WalNotFound when it is not archived."""
+    from core.sources.postgres.wal import WalNotFound, fetch, is_wal_name, load_manifest
+
+    repo = await session.repository(load_index=False, key_cache_dir=session.state_dir)
+    if not is_wal_name(name) or await load_manifest(repo, name) is None:
+        raise WalNotFound(f"WAL file {name} is not in the repository")  # before the index: a cheap miss
+    async with session.read_lock("wal-fetch"):
+        await repo.load_index()
+        return await fetch(repo, name, dest)
+
+
+async def database_archiving(session: Session, config_path: Path):
+    from core.sources.postgres.archiving import check_archiving
+    from core.sources.postgres.standby import archiving_target
+
+    # With backup_standby the primary archives: its settings are the ones to check.
+    return await check_archiving(archiving_target(session.config.database), config_path)
+
+
+async def database_check(session: Session, config_path: Path, *, wait: bool = True):
+    """`database check`: a CheckReport (core/sources/postgres/dbcheck.py); needs no passphrase."""
+    from core.sources.postgres.dbcheck import run_checks
+
+    config = session.config
+    return await run_checks(config.database, config_path, LocalBackend(config.storage.local_path),
+                            passphrase_file=config.storage.passphrase_file, wait=wait)
+
+
+async def database_restore_problems(session: Session) -> list[str]:
+    """What stops a database restore before it starts (the restore wizard's first step)."""
+    from core.sources.postgres.dbcheck import restore_problems
+
+    return await restore_problems(session.config.database)
+
+
+async def database_status(session: Session) -> dict:
+    from core.sources.postgres.archiving import archive_status
+    from core.sources.postgres.standby import archiving_target
+
+    repo = await session.repository(load_index=False)
+    db = session.config.database
+    target = archiving_target(db) if (db.enabled or db.url or db.host) else None
+    return await archive_status(repo, target)
+
+
+__all__ = ["database_archiving", "database_check", "database_restore_problems", "database_status", "wal_fetch",
+           "wal_push"]
