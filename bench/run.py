@@ -225,6 +225,8 @@ def warm(data: str) -> float:
     buf = bytearray(1 << 20)
     for dp, _, fns in os.walk(data):
         for fn in fns:
+            if os.path.islink(os.path.join(dp, fn)):  # a dangling or outside link: nothing of the set
+                continue
             with open(os.path.join(dp, fn), "rb", buffering=0) as f:
                 while f.readinto(buf):
                     pass

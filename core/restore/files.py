@@ -35,16 +35,18 @@ from __future__ import annotations
 import array
 import asyncio
 import bisect
+import contextlib
 import errno
 import fnmatch
 import grp
+import itertools
 import os
 import pwd
 import stat
 import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -918,8 +920,7 @@ class FileRestorer:
         for parts, _node in self._dirs:
             with cache.dir(parts, create=True):
                 pass
-        for parts, node in self._others:
-            self._place_other(parts, node)
+        self._place_others()
         self._make_links()
         for parts, node in self._meta_only:
             with cache.dir(parts[:-1]) as dfd:
@@ -1022,41 +1023,60 @@ class FileRestorer:
         self._cache.forget(parts)
         self.stats.removed += 1
 
-    def _place_other(self, parts: Parts, node: Node) -> None:
-        """A symlink, device or FIFO: made in a private folder (0700, ours) beside its final
-        place, where no other user can swap it before its owner, mode and times are set;
-        then renamed into place."""
+    def _place_others(self) -> None:
+        """Symlinks, devices and FIFOs: each made in a private folder (0700, ours) beside its
+        final place, where no other user can swap it before its owner, mode and times are
+        set; then renamed into place. One private folder per parent folder, not per entry
+        (a folder made and removed per symlink was a tenth of a restore of system folders)."""
         assert self._cache is not None
-        if node.type in DEVICES and not _IS_ROOT:
-            self.warn(parts, f"{'character' if node.type == CHARDEV else 'block'} device not restored: only "
-                             "root can create devices")
-            return
-        with self._cache.dir(parts[:-1], create=True) as dfd:
-            stage = f".axisor-stage-{uuid.uuid4().hex[:12]}"
-            os.mkdir(stage, 0o700, dir_fd=dfd)
+        for parent, group in itertools.groupby(self._others, key=lambda other: other[0][:-1]):
+            todo = []
+            for parts, node in group:
+                if node.type in DEVICES and not _IS_ROOT:
+                    self.warn(parts, f"{'character' if node.type == CHARDEV else 'block'} device not restored: "
+                                     "only root can create devices")
+                else:
+                    todo.append((parts, node))
+            if not todo:
+                continue
+            with self._cache.dir(parent, create=True) as dfd, self._stage(dfd, parent) as sfd:
+                for parts, node in todo:
+                    self._place_other(dfd, sfd, parts, node)
+
+    @contextlib.contextmanager
+    def _stage(self, dfd: int, parent: Parts) -> Iterator[int]:
+        """A private folder in ``dfd``, checked to be ours and closed to others; removed after."""
+        stage = f".axisor-stage-{uuid.uuid4().hex[:12]}"
+        os.mkdir(stage, 0o700, dir_fd=dfd)
+        try:
+            sfd = os.open(stage, DIR_FLAGS, dir_fd=dfd)
             try:
-                sfd = os.open(stage, DIR_FLAGS, dir_fd=dfd)
-                try:
-                    st = os.fstat(sfd)
-                    if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o077:
-                        raise RestoreRefused(f"{self.where(parts[:-1])} changed while restoring (a private folder "
-                                             "was replaced)")
-                    self._make_other(sfd, parts, node)
-                    try:
-                        os.replace(b"n", parts[-1], src_dir_fd=sfd, dst_dir_fd=dfd)
-                    except OSError as exc:
-                        raise RestoreRefused(f"cannot put {self.where(parts)} in place: {exc.strerror}") from None
-                finally:
-                    try:
-                        os.unlink(b"n", dir_fd=sfd)
-                    except OSError:
-                        pass
-                    os.close(sfd)
+                st = os.fstat(sfd)
+                if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o077:
+                    raise RestoreRefused(f"{self.where(parent)} changed while restoring (a private folder "
+                                         "was replaced)")
+                yield sfd
             finally:
-                try:
-                    os.rmdir(stage, dir_fd=dfd)
-                except OSError:
-                    pass
+                os.close(sfd)
+        finally:
+            try:
+                os.rmdir(stage, dir_fd=dfd)
+            except OSError:
+                pass
+
+    def _place_other(self, dfd: int, sfd: int, parts: Parts, node: Node) -> None:
+        try:
+            self._make_other(sfd, parts, node)
+            try:
+                os.replace(b"n", parts[-1], src_dir_fd=sfd, dst_dir_fd=dfd)
+            except OSError as exc:
+                raise RestoreRefused(f"cannot put {self.where(parts)} in place: {exc.strerror}") from None
+        except BaseException:
+            try:  # the private folder must be empty for the next entry and for its removal
+                os.unlink(b"n", dir_fd=sfd)
+            except OSError:
+                pass
+            raise
         if node.type == SYMLINK:
             self.stats.symlinks += 1
         else:

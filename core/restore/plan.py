@@ -92,7 +92,9 @@ class RestorePlan:
                          and c.reason != "hard link")
 
     def action_for(self) -> dict[Path, str]:
-        return {c.path: c.action for c in self.changes if c.action != "remove"}
+        """The paths the restorer treats otherwise than by writing them: a restore into an
+        empty folder has none, so it looks up no path per file."""
+        return {c.path: c.action for c in self.changes if c.action in ("unchanged", "metadata", "conflict")}
 
 
 def file_blob_ids_fd(repo: Repository, fd: int, size: int, holes: tuple[tuple[int, int], ...] = ()
@@ -304,6 +306,12 @@ async def plan_restore(repo: Repository, snap: Snapshot, target: Path, *, includ
     opts = options or RestoreOptions()
     target = Path(os.path.abspath(target))
     root_fd = open_target(target, create=False, check_trust=_IS_ROOT and not opts.allow_untrusted_target)
+    if root_fd is not None and _empty(root_fd):
+        # An empty target plans like a missing one: every path is a create, known without
+        # a stat or a trip to the worker pool per path. (Something written into it meanwhile
+        # is replaced by the restore, as it would be a moment after any plan.)
+        os.close(root_fd)
+        root_fd = None
     cache = DirCache(root_fd, target) if root_fd is not None else None
     try:
         return await _plan(repo, snap, target, cache, include, delete, executor, opts)
@@ -311,6 +319,26 @@ async def plan_restore(repo: Repository, snap: Snapshot, target: Path, *, includ
         if cache is not None:
             cache.close()
             os.close(cache.root_fd)
+
+
+def _empty(dir_fd: int) -> bool:
+    fd = os.dup(dir_fd)  # scandir leaves a descriptor it is given open
+    try:
+        with os.scandir(fd) as entries:
+            return next(entries, None) is None
+    finally:
+        os.close(fd)
+
+
+def _follow_firsts(changes: list[Change], followers: list[tuple[int, Path]]) -> None:
+    """A link that shares the first path's inode is only unchanged if the first path is: an
+    overwrite puts a new file (a new inode) there, and the link must follow it."""
+    if not followers:
+        return
+    firsts = {c.path: c.action for c in changes if c.reason != "hard link"}
+    for i, first in followers:
+        if firsts.get(first) not in ("unchanged", "metadata"):
+            changes[i] = Change(changes[i].path, "overwrite", FILE, "hard link")
 
 
 def _hard_link_change(cache: DirCache | None, parts: Parts, first_parts: Parts, dest: Path) -> Change:
@@ -361,6 +389,9 @@ async def _plan(repo: Repository, snap: Snapshot, target: Path, cache: DirCache 
                 continue
             if node.nlink > 1:
                 first_by_inode[key] = (parts, dest)
+            if cache is None:  # nothing there to compare: a create, decided here
+                changes.append(Change(dest, "create", FILE, size=node.size))
+                continue
             pending.append(loop.run_in_executor(executor, _compare_file, repo, cache, parts, dest, node, opts,
                                                 owners))
             if len(pending) >= 64:
@@ -372,12 +403,7 @@ async def _plan(repo: Repository, snap: Snapshot, target: Path, cache: DirCache 
         else:
             changes.append(_compare_other(cache, parts, dest, node, opts, owners))
     changes.extend(await asyncio.gather(*pending))
-    # A link that shares the first path's inode is only unchanged if the first path is: an
-    # overwrite puts a new file (a new inode) there, and the link must follow it.
-    firsts = {c.path: c.action for c in changes if c.reason != "hard link"}
-    for i, first in followers:
-        if firsts.get(first) not in ("unchanged", "metadata"):
-            changes[i] = Change(changes[i].path, "overwrite", FILE, "hard link")
+    _follow_firsts(changes, followers)
     roots = tuple(target.joinpath(*Path(os.path.abspath(p)).parts[1:]) for p in snap.paths)
     leftovers = _leftovers(cache, target, changes, keep) if cache is not None else set()
     if delete and cache is not None:

@@ -6,11 +6,12 @@ in constant stack space; only the trees on the current path are held in memory.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from core.errors import RestoreRefused
 from core.repository.repository import Repository
-from core.repository.tree import DIR, Node
+from core.repository.tree import DIR, Node, Tree
 from core.text import shown
 
 
@@ -22,10 +23,52 @@ def check_name(name: bytes, where: bytes) -> None:
         )
 
 
+# Subtrees loaded ahead of the walk (decrypted and decoded on the worker pool while the
+# walk's consumer works): a bound on how many wait, so memory does not grow with the tree.
+PREFETCH = 32
+
+
+class _Ahead:
+    """Loads of the subtrees the walk will descend into next, started early."""
+
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+        self.tasks: dict[bytes, asyncio.Task] = {}
+
+    def start(self, nodes: list[Node]) -> None:
+        for node in nodes:
+            if len(self.tasks) >= PREFETCH:
+                return
+            if node.type == DIR and node.subtree is not None and node.subtree not in self.tasks:
+                self.tasks[node.subtree] = asyncio.ensure_future(self.repo.load_tree(node.subtree))
+
+    async def take(self, tree_id: bytes) -> Tree:
+        task = self.tasks.pop(tree_id, None)
+        return await task if task is not None else await self.repo.load_tree(tree_id)
+
+    def close(self) -> None:
+        for task in self.tasks.values():
+            task.cancel()
+            # A cancelled or failed load nobody waits for must not be logged as unretrieved.
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        self.tasks.clear()
+
+
 async def walk(repo: Repository, tree_id: bytes, prefix: tuple[bytes, ...] = ()
                ) -> AsyncIterator[tuple[tuple[bytes, ...], Node]]:
     """Pre-order: every node with its path components, each directory before its content."""
+    ahead = _Ahead(repo)
+    try:
+        async for item in _walk(repo, ahead, tree_id, prefix):
+            yield item
+    finally:
+        ahead.close()
+
+
+async def _walk(repo: Repository, ahead: _Ahead, tree_id: bytes, prefix: tuple[bytes, ...]
+                ) -> AsyncIterator[tuple[tuple[bytes, ...], Node]]:
     tree = await repo.load_tree(tree_id)
+    ahead.start(tree.nodes)
     # (path of the folder, its nodes, index of the next one, names seen)
     stack: list[tuple[tuple[bytes, ...], list[Node], list[int], set[bytes]]] = [(prefix, tree.nodes, [0], set())]
     while stack:
@@ -46,7 +89,8 @@ async def walk(repo: Repository, tree_id: bytes, prefix: tuple[bytes, ...] = ()
         path = where + (node.name,)
         yield path, node
         if node.type == DIR and node.subtree is not None:
-            sub = await repo.load_tree(node.subtree)
+            sub = await ahead.take(node.subtree)
+            ahead.start(sub.nodes)
             stack.append((path, sub.nodes, [0], set()))
 
 
