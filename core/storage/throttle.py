@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -39,7 +40,8 @@ from core.storage.backend import (
     payload_size,
 )
 
-__all__ = ["KIB", "ThrottledBackend", "ThrottledLocalBackend", "TokenBucket", "slice_size", "throttled"]
+__all__ = ["KIB", "ThrottledBackend", "ThrottledLocalBackend", "TokenBucket", "slice_size", "throttled",
+           "ticking"]
 
 KIB = 1024
 
@@ -80,6 +82,8 @@ class TokenBucket:
         self._lock = threading.Lock()  # restore's worker threads and the event loop share it
         self._tokens = self.burst
         self._last = clock()
+        # Called after each slice granted (``ticking``): a transfer waiting its turn moves.
+        self.ticks: list[Callable[[], None]] = []
 
     def reserve(self, n: int) -> float:
         """Take ``n`` bytes' worth now; the seconds to wait before they may go."""
@@ -102,6 +106,8 @@ class TokenBucket:
             delay = self.reserve(part)
             if delay > 0:
                 await self._sleep(delay)
+            for tick in self.ticks:
+                tick()
 
     def take_sync(self, n: int) -> None:
         """``take`` for a worker thread: sleeps the calling thread."""
@@ -109,6 +115,8 @@ class TokenBucket:
             delay = self.reserve(part)
             if delay > 0:
                 self._sleep_sync(delay)
+            for tick in self.ticks:
+                tick()
 
 
 class ThrottledBackend:
@@ -192,6 +200,23 @@ class ThrottledLocalBackend(ThrottledBackend):
         if self.download is not None:
             self.download.take_sync(len(data))
         return data
+
+
+@contextlib.contextmanager
+def ticking(backend: object, tick: Callable[[], None]) -> Iterator[None]:
+    """Within the block, ``tick()`` after every slice a transfer through ``backend`` is
+    granted (nothing when it has no limit). The backup watchdog counts it as progress: a
+    reader held back by uploads waiting for their bandwidth is not a stalled read, and at
+    a low limit two 16 MiB packs can take longer than stall_timeout_seconds to go."""
+    buckets = [b for b in (getattr(backend, "upload", None), getattr(backend, "download", None))
+               if isinstance(b, TokenBucket)]
+    for bucket in buckets:
+        bucket.ticks.append(tick)
+    try:
+        yield
+    finally:
+        for bucket in buckets:
+            bucket.ticks.remove(tick)
 
 
 def throttled(inner: Backend, limit_upload: int, limit_download: int) -> Backend:

@@ -40,6 +40,19 @@ def test_backup_and_restore_hold_the_limits(ws, tmp_path):
     assert restored.read_bytes() == (ws.src / "blob.bin").read_bytes()
 
 
+def test_uploads_held_back_by_the_limit_do_not_trip_the_stall_watchdog(ws):
+    """Two 4 MiB packs at 2 MiB/s keep the reader waiting ~4 s for an upload slot: longer
+    than this stall timeout, yet the backup moves (engine stall_timeout_seconds counts the
+    granted slices as progress) and must not fail as stalled (exit 22)."""
+    rnd = random.Random(22)
+    for i in range(3):
+        (ws.src / f"part{i}.bin").write_bytes(rnd.randbytes(4_000_000))
+    ws.write_config("pack_size_mib = 4\n[engine]\nstall_timeout_seconds = 2")
+    assert ws.cli("init").code == 0
+    r = ws.cli("--limit-upload", str(LIMIT_KIB), "backup", timeout=300)
+    assert r.code == 0, r.err
+
+
 def test_limits_are_also_accepted_after_the_command(ws):
     assert ws.cli("init").code == 0
     r = ws.cli("snapshots", "--limit-upload", "100", "--limit-download", "0", "--json")

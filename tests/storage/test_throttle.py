@@ -18,7 +18,15 @@ from core.storage.backend import Backend
 from core.storage.factory import as_local, open_location_backends, open_primary
 from core.storage.local import LocalBackend
 from core.storage.retry import RetryingBackend
-from core.storage.throttle import KIB, ThrottledBackend, ThrottledLocalBackend, TokenBucket, slice_size, throttled
+from core.storage.throttle import (
+    KIB,
+    ThrottledBackend,
+    ThrottledLocalBackend,
+    TokenBucket,
+    slice_size,
+    throttled,
+    ticking,
+)
 
 EPS = 1e-6
 
@@ -134,6 +142,19 @@ def test_a_rested_bucket_lets_one_slice_through_at_once():
     clock.now += 60  # an idle minute saves up no more than the burst
     assert bucket.reserve(bucket.slice) == 0.0
     assert bucket.reserve(1) > 0
+
+
+def test_ticking_reports_every_granted_slice_within_the_block(tmp_path):
+    b = throttled(LocalBackend(tmp_path), 0, 1024)
+    assert isinstance(b, ThrottledLocalBackend) and b.download is not None
+    b.download._sleep_sync = lambda s: None  # no real waiting in this test
+    ticks: list[int] = []
+    with ticking(b, lambda: ticks.append(1)):
+        b.download.take_sync(10 * b.download.slice)
+    b.download.take_sync(b.download.slice)  # after the block: no longer reported
+    assert len(ticks) == 10
+    with ticking(LocalBackend(tmp_path), lambda: ticks.append(1)):
+        pass  # an unlimited backend has nothing to report
 
 
 def test_slices_scale_with_the_rate_within_bounds():
