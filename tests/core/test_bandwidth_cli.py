@@ -91,3 +91,15 @@ def test_config_check_accepts_limits(ws):
                     'provider = "local"\nname = "nas"\npath = "nas"\nlimit_upload = 1024\n')
     r = ws.cli("config", "check")
     assert r.code == 0, r.out + r.err
+
+
+def test_a_job_given_limits_runs_here_not_in_a_daemon():
+    """A daemon would run the backup under its own config's limits: the options keep the
+    job in this process (app/cli_jobs.py)."""
+    from app.cli import build_parser
+    from app.cli_jobs import limited_here
+
+    parse = build_parser().parse_args
+    assert not limited_here(parse(["backup"]))
+    assert limited_here(parse(["--limit-upload", "0", "backup"]))  # 0 lifts the config's limit: also here
+    assert limited_here(parse(["backup", "--limit-download", "512"]))
