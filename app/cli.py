@@ -81,16 +81,35 @@ class Output:
         print(shown_lines(message), file=sys.stderr)
 
 
+def _kib_per_second(text: str) -> int:
+    """A --limit-upload/--limit-download value, checked as the config keys are."""
+    from core.config.checks import Invalid, KibPerSecond
+
+    try:
+        return KibPerSecond().check(int(text.strip()), None)
+    except (ValueError, Invalid):
+        raise argparse.ArgumentTypeError(
+            f"must be a rate in KiB/s, an integer >= 0 (0: unlimited), e.g. 2048 for 2 MiB/s (got {text!r})"
+        ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="axisor-backup", description="Back up and restore the Axisor platform.")
     p.add_argument("--config", type=Path, help="config file (default: $AXISOR_BACKUP_CONFIG, ./config.toml, "
                                                  "or the user config folder)")
     p.add_argument("--json", action="store_true", help="machine-readable output (docs/CLI.md)")
     p.add_argument("--version", action="version", version=f"axisor-backup {__version__}")
+    for direction, to_from in (("upload", "to"), ("download", "from")):
+        p.add_argument(f"--limit-{direction}", type=_kib_per_second, metavar="KiB/s",
+                       help=f"{direction}s {to_from} every location at most this many KiB/s, overriding "
+                            f"limit_{direction} of config.toml for this run (0: unlimited)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    # --json is accepted after the command too; SUPPRESS keeps a top-level --json.
+    # --json and the limits are accepted after the command too; SUPPRESS keeps top-level ones.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    for direction in ("upload", "download"):
+        common.add_argument(f"--limit-{direction}", type=_kib_per_second, default=argparse.SUPPRESS,
+                            help=argparse.SUPPRESS)
 
     i = sub.add_parser("init", parents=[common], help="create the repository at storage.local_path")
     i.add_argument("--weak-passphrase", action="store_true",
@@ -1088,6 +1107,7 @@ def _main(argv: list[str] | None) -> int:
         Output.note(str(exc))
         return EXIT_USAGE
     args.config_path = config_path
+    config = config.with_limits(args.limit_upload, args.limit_download)
     for warning in deprecations(config):
         Output.note(f"warning: {config_path}: {warning}")
     for loc in config.storage.remote_storage:

@@ -56,7 +56,7 @@ async def cmd_drill(svc: Any, args: Any, out: Any) -> int:
     if args.from_location and args.from_location not in names:
         raise UsageError(f"no location {args.from_location!r}; configured: {', '.join(names)}")
     request = DrillRequest(scenario, args.from_location, to_time)
-    engine = await cli_jobs._engine(svc)
+    engine = await cli_jobs._engine(svc, prefer_daemon=not cli_jobs.limited_here(args))
     loop = asyncio.get_running_loop()
     interrupted = asyncio.Event()
     try:

@@ -70,6 +70,12 @@ async def _engine(svc: Any, *, prefer_daemon: bool = True) -> EngineClient:
     return await connect_engine(svc.config, _passphrase_source(svc.config), prefer_daemon=prefer_daemon)
 
 
+def limited_here(args: Any) -> bool:
+    """--limit-upload or --limit-download was given: a job must then run in this process,
+    since a daemon would run it under the limits of its own config."""
+    return getattr(args, "limit_upload", None) is not None or getattr(args, "limit_download", None) is not None
+
+
 PROGRESS_WIDTH = 100  # the progress line drawn on a terminal whose width is unknown
 MIN_CURRENT = 24  # columns the current item gets before the line drops its job name
 
@@ -146,7 +152,7 @@ def survive_hangup() -> None:
 async def cmd_backup(svc: Any, args: Any, out: Any) -> int:
     params = {"type": args.kind, "sources": list(args.source), "tags": list(args.tag),
               "lock_wait": args.lock_wait}
-    engine = await _engine(svc)
+    engine = await _engine(svc, prefer_daemon=not limited_here(args))
     loop = asyncio.get_running_loop()
     interrupted = asyncio.Event()
     try:

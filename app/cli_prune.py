@@ -74,8 +74,11 @@ async def cmd_prune(svc, args, out) -> int:
     from core.config import resolve_passphrase
     from core.jobs.api import connect_engine
 
+    from app.cli_jobs import limited_here
+
     engine = await connect_engine(svc.config, lambda confirm: resolve_passphrase(svc.config.storage,
-                                                                                  confirm=confirm))
+                                                                                  confirm=confirm),
+                                  prefer_daemon=not limited_here(args))
     try:
         job = await engine.submit("prune", {"dry_run": args.dry_run, "locations": list(args.location),
                                             "lock_wait": args.lock_wait}, origin="cli")

@@ -20,6 +20,7 @@ from core.errors import SourceError, UsageError
 from core.repository.format import BlobType
 from core.repository.lock import Lock
 from core.repository.repository import Repository
+from core.storage.throttle import ticking
 from core.repository.snapshot import SNAPSHOT_TYPES, Snapshot, Summary
 from core.repository.tree import Tree
 
@@ -207,8 +208,10 @@ async def _backup_source(repo: Repository, spec: SourceSpec, kind: str, ref: Sna
     )
     watchdog = archiver.watch = Watchdog(stall_timeout)
     try:
-        # Only the archive is watched: the final flush reads nothing (uploads only).
-        root = await watchdog.guard(archiver.archive(list(spec.paths), ref_tree))
+        # Only the archive is watched: the final flush reads nothing (uploads only). Uploads
+        # paced by a bandwidth limit count as progress (core/storage/throttle.py).
+        with ticking(repo.backend, watchdog.progress):
+            root = await watchdog.guard(archiver.archive(list(spec.paths), ref_tree))
         await repo.flush()
     except BaseException:
         # Stop what the archive spawned (reads, seals) before the lock is released: a

@@ -376,6 +376,19 @@ class ObjectiveDuration(Check):
         return span
 
 
+class KibPerSecond(Check):
+    """A bandwidth limit as restic takes it: KiB/s, a whole number; 0 means no limit."""
+
+    rule = "integer >= 0, in KiB/s"
+
+    def check(self, value: Any, info: ValidationInfo | None) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            got = value if isinstance(value, int) and not isinstance(value, bool) else type_name(value)
+            raise Invalid(f"must be a rate in KiB/s, an integer >= 0 (0: unlimited), e.g. 2048 for 2 MiB/s "
+                          f"(got {got})")
+        return value
+
+
 class Factor(Check):
     rule = "number 1-100"
 

@@ -11,7 +11,7 @@ no check), so callers and tests build them freely.
 # No "from __future__ import annotations": schema.py reads these annotations at run time,
 # and evaluating them from strings cost a compile() each on every start.
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
@@ -31,6 +31,7 @@ from core.config.checks import (
     Factor,
     Folder,
     Integer,
+    KibPerSecond,
     ListOf,
     Matching,
     MustStayOn,
@@ -103,6 +104,9 @@ Sources = Annotated[
 ]
 Globs = Annotated[tuple[Text, ...], ListOf("glob patterns", '["*.tmp", "cache/"]')]
 Keep = Annotated[int, Integer(0, 100000)]
+# Bandwidth limits of a location (core/storage/throttle.py), as restic's --limit-upload/-download.
+LimitUpload = Annotated[int, KibPerSecond()]
+LimitDownload = Annotated[int, KibPerSecond()]
 
 
 # --------------------------------------------------------------------------- dataclasses
@@ -271,6 +275,8 @@ class RemoteStorageConfig:
     allow_insecure: Annotated[
         bool, Boolean(), Doc("accept an http:// endpoint or FTP without TLS (warned on every command)")
     ] = False
+    limit_upload: Annotated[LimitUpload, Doc("uploads to this location at most this fast; 0: unlimited")] = 0
+    limit_download: Annotated[LimitDownload, Doc("downloads from this location at most this fast; 0: unlimited")] = 0
 
 
 _NO_KEY_HERE = (
@@ -299,6 +305,12 @@ class StorageConfig:
         tuple[Text, ...] | None, Argv(), Doc("program printing the passphrase")
     ] = None
     pack_size_mib: Annotated[int, Integer(4, 128), Doc("target pack size, fixed at init")] = 16
+    limit_upload: Annotated[
+        LimitUpload, Doc("writes to the primary at most this fast (as restic's --limit-upload); 0: unlimited")
+    ] = 0
+    limit_download: Annotated[
+        LimitDownload, Doc("reads from the primary at most this fast (restore, copy, verify); 0: unlimited")
+    ] = 0
     remote_storage: Annotated[
         tuple[RemoteStorageConfig, ...], Tables(unique_names=True),
         Doc("locations that receive a copy of every backup"),
@@ -519,6 +531,21 @@ class Config:
     objectives: ObjectivesConfig = field(default_factory=ObjectivesConfig)
     drills: DrillsConfig = field(default_factory=DrillsConfig)
     path: Annotated[Path | None, NotAKey()] = None
+
+    def with_limits(self, upload: int | None, download: int | None) -> "Config":
+        """This config with every location's limit_upload / limit_download (KiB/s) set to
+        ``upload`` / ``download`` where given: --limit-upload and --limit-download override
+        the file for one run."""
+        if upload is None and download is None:
+            return self
+
+        def limited(loc: Any) -> Any:
+            return replace(loc, limit_upload=loc.limit_upload if upload is None else upload,
+                           limit_download=loc.limit_download if download is None else download)
+
+        storage = replace(limited(self.storage),
+                          remote_storage=tuple(limited(loc) for loc in self.storage.remote_storage))
+        return replace(self, storage=storage)
 
     def sources(self) -> tuple[SourceSpec, ...]:
         """The enabled file sources, in the fixed order a backup set takes them."""

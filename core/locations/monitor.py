@@ -27,7 +27,7 @@ from core.locations.sites import Sites
 from core.repository import repo_config
 from core.repository.format import CONFIG, DATA, INDEX, KEYS, LOCKS, SNAPSHOTS
 from core.storage.backend import Backend, StorageUsage, backend_usage
-from core.storage.local import LocalBackend
+from core.storage.factory import as_local
 
 __all__ = ["LocationStatus", "MonitorState", "probe_all", "state_file"]
 
@@ -197,9 +197,10 @@ async def _probe(sites: Sites, name: str, state: MonitorState) -> LocationStatus
 
     try:
         backend = sites.backend(name)
-        if isinstance(backend, LocalBackend) and not backend.root.is_dir():
+        local = as_local(backend)
+        if local is not None and not local.root.is_dir():
             # A local location is a mount or a folder: its absence is an outage, not an empty bucket.
-            return down(f"folder {backend.root} does not exist (disk not mounted, or the location was lost)")
+            return down(f"folder {local.root} does not exist (disk not mounted, or the location was lost)")
         # The first request pays for imports, connecting and TLS; the second is the round trip.
         await backend.exists()
         started = time.perf_counter()

@@ -22,7 +22,7 @@ from core.repository.lock import Lock
 from core.repository.repository import Repository
 from core.statedir import resolve_state_dir
 from core.storage.backend import Backend, StorageReadOnly
-from core.storage.local import LocalBackend
+from core.storage.factory import as_local, open_primary
 
 if TYPE_CHECKING:  # built lazily (location_ops): the import is for the annotation only
     from core.locations.ops import LocationOps
@@ -49,7 +49,7 @@ class Session:
         self._passphrase = passphrase
         self.workers = workers or max(2, os.cpu_count() or 2)
         self.executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="axisor-cpu")
-        self.backend: Backend = LocalBackend(config.storage.local_path)
+        self.backend: Backend = open_primary(config.storage)
         self._repo: Repository | None = None
         self._primary = self.backend  # `backend` may be switched to another location (restore --from)
         self._location_ops: LocationOps | None = None  # built on first use
@@ -168,11 +168,12 @@ class Session:
     def other_user_warning(self, doing: str) -> str | None:
         """A warning when this process runs as another OS user than the one owning the local
         repository (core/storage/owner.py); None when they are the same."""
-        if not isinstance(self._primary, LocalBackend):
+        local = as_local(self._primary)
+        if local is None:
             return None
         from core.storage.owner import other_user_warning
 
-        return other_user_warning(self._primary.root, doing)
+        return other_user_warning(local.root, doing)
 
     def location_ops(self) -> LocationOps:
         """The locations of this config (core.locations.ops.LocationOps), built on first use."""

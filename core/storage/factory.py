@@ -1,26 +1,44 @@
 """Build a Backend from a location's config.
 
 Every remote backend comes back wrapped in ``RetryingBackend`` so callers get retries,
-timeouts and bounded concurrency without knowing which provider they hold. Provider
+timeouts and bounded concurrency without knowing which provider they hold; a location
+with a bandwidth limit (limit_upload, limit_download) in ``ThrottledBackend`` on top. Provider
 modules are imported only when used: a host without, say, the Azure SDK can still run
 S3 and SFTP locations.
 """
 
 from __future__ import annotations
 
-from core.config import Config, RemoteStorageConfig
+from core.config import Config, RemoteStorageConfig, StorageConfig
 from core.storage.backend import Backend
 from core.storage.extras import require_extra
 from core.storage.local import LocalBackend
+from core.storage.throttle import throttled
 
-__all__ = ["PRIMARY_NAME", "open_backend", "open_location_backends"]
+__all__ = ["PRIMARY_NAME", "as_local", "open_backend", "open_location_backends", "open_primary"]
 
 # The name the primary location (storage.local_path) goes by in copies, catalogs and the UI.
 PRIMARY_NAME = "local"
 
 
+def open_primary(storage: StorageConfig) -> Backend:
+    """The backend of the primary repository (storage.local_path), with its limits."""
+    return throttled(LocalBackend(storage.local_path), storage.limit_upload, storage.limit_download)
+
+
+def as_local(backend: Backend) -> LocalBackend | None:
+    """The LocalBackend under ``backend`` (itself, or under a bandwidth limit); None for
+    any other kind of location."""
+    inner = getattr(backend, "inner", None) if not isinstance(backend, LocalBackend) else backend
+    return inner if isinstance(inner, LocalBackend) else None
+
+
 def open_backend(loc: RemoteStorageConfig) -> Backend:
     """The backend for one ``[[storage.remote_storage]]`` entry (nothing connects yet)."""
+    return throttled(_open_unlimited(loc), loc.limit_upload, loc.limit_download)
+
+
+def _open_unlimited(loc: RemoteStorageConfig) -> Backend:
     from core.storage.retry import RetryPolicy, RetryingBackend
 
     policy = RetryPolicy(retries=loc.retries, timeout=float(loc.timeout_seconds))
@@ -55,7 +73,7 @@ def open_backend(loc: RemoteStorageConfig) -> Backend:
 def open_location_backends(config: Config) -> list[tuple[str, Backend]]:
     """Every location by name: the primary (storage.local_path) first, then each remote
     in config order."""
-    out: list[tuple[str, Backend]] = [(PRIMARY_NAME, LocalBackend(config.storage.local_path))]
+    out: list[tuple[str, Backend]] = [(PRIMARY_NAME, open_primary(config.storage))]
     for loc in config.storage.remote_storage:
         out.append((loc.name, open_backend(loc)))
     return out

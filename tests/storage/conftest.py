@@ -28,11 +28,18 @@ KINDS = {
     "azure": ("azure", "azurite"),
     "ftp": ("ftp", "ftp_server"),
     "ftps": ("ftps", "ftps_server"),
+    # Under a bandwidth limit (core/storage/throttle.py), high enough not to slow the tests:
+    # the wrapper must keep every promise of the contract, direct reads included.
+    "local-limited": ("local", None),
+    "sftp-limited": ("sftp", "asyncssh_sftp"),
 }
+LIMITED_KIB = 256 * 1024  # 256 MiB/s
 
 
 def config_for(kind: str, request: pytest.FixtureRequest, tmp_path, **extra) -> RemoteStorageConfig:
     conf_kind, fixture = KINDS[kind]
+    if kind.endswith("-limited"):
+        extra = {"limit_upload": LIMITED_KIB, "limit_download": LIMITED_KIB, **extra}
     if fixture is None:
         return RemoteStorageConfig(provider="local", name=f"nas-{uuid.uuid4().hex[:8]}", path=tmp_path / "nas", **extra)
     return remote_config(conf_kind, request.getfixturevalue(fixture), **extra)
