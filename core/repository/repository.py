@@ -164,6 +164,15 @@ class Repository:
                                           f"{repo_config.LOST_CONFIG}") from None
         return cls(backend, master, config, key)
 
+    def sibling(self) -> Repository:
+        """The same repository (storage, key, config, worker pool) with its own packer,
+        pending set and empty index: for writers that run at the same time and each flush
+        alone (parallel WAL pushes). Sharing one packer would let one writer's flush or
+        abort take the other's half-sealed blobs with it."""
+        twin = Repository(self.backend, self.master, self.config, self.key, self.executor)
+        twin.compression_level = self.compression_level
+        return twin
+
     async def _run(self, fn: Callable, *args):
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 

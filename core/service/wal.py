@@ -4,7 +4,6 @@ and status the front ends show."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 from pathlib import Path
 
 from core.repository.lock import Lock
@@ -17,8 +16,8 @@ async def wal_push(session: Session, path: Path):
     stores the files the server has ready next, so their own pushes are answered without
     opening the repository (core/sources/postgres/wal_ahead.py)."""
     from core.repository import repo_config
-    from core.sources.postgres.wal import PushResult, push
-    from core.sources.postgres.wal_ahead import Markers, push_ahead
+    from core.sources.postgres.wal import PushResult
+    from core.sources.postgres.wal_ahead import Markers, push_with_ahead
 
     other_user = session.other_user_warning("wal-push")
     if other_user:
@@ -32,10 +31,7 @@ async def wal_push(session: Session, path: Path):
     # One scrypt per host, not per segment: the server's user keeps the derived key.
     repo = await session.repository(load_index=False, key_cache_dir=session.state_dir)
     async with Lock(session.backend, exclusive=False, operation="wal-push"):
-        result = await push(repo, path)
-        if markers is not None:
-            result = replace(result, pushed_ahead=await push_ahead(repo, path, markers))
-    return result
+        return await push_with_ahead(repo, path, markers)
 
 
 async def wal_fetch(session: Session, name: str, dest: Path) -> int:

@@ -18,6 +18,7 @@ This module is on the archive_command path: it imports nothing heavy (no psycopg
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -148,6 +149,12 @@ def _conflict(name: str, m: WalManifest, size: int, digest: str) -> WalConflict:
         f"sha256 {digest[:16]}...). Is a second cluster archiving into this repository?")
 
 
+def _read_and_hash(path: Path) -> tuple[bytes, str]:
+    with open(path, "rb") as f:
+        data = f.read()
+    return data, hashlib.sha256(data).hexdigest()
+
+
 async def push(repo: Repository, path: Path) -> PushResult:
     """Archive one WAL file; durable when this returns. The caller holds a shared lock.
 
@@ -159,11 +166,10 @@ async def push(repo: Repository, path: Path) -> PushResult:
     if not is_wal_name(name):
         raise UsageError(f"wal-push: {name!r} is not a WAL file name (expected e.g. 000000010000000000000001)")
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        # Read and hash on a worker: parallel pushes (wal_ahead) keep the event loop free.
+        data, digest = await asyncio.get_running_loop().run_in_executor(repo.executor, _read_and_hash, path)
     except OSError as exc:
         raise UsageError(f"wal-push: cannot read {path}: {exc.strerror}") from None
-    digest = hashlib.sha256(data).hexdigest()
     existing = await load_manifest(repo, name)
     if existing is not None:
         if _same(existing, len(data), digest):

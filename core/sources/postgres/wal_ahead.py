@@ -23,14 +23,15 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from core.errors import AxisorError
 from core.repository.repository import Repository
-from core.sources.postgres.wal import is_wal_name, push
+from core.sources.postgres.wal import PushResult, is_wal_name, push
 
 AHEAD_FILES = 16
+AHEAD_PARALLEL = 4  # pushes at a time, the server's own included
 AHEAD_SECONDS = 3.0
 MARKER_TTL = 24 * 3600.0
 DIR_NAME = "wal-ahead"
@@ -131,19 +132,62 @@ def ready_files(path: Path) -> list[Path]:
     return [path.parent / n for n in names if n != path.name and is_wal_name(n)]
 
 
-async def push_ahead(repo: Repository, path: Path, markers: Markers) -> tuple[str, ...]:
-    """Store the files ready beside ``path`` (the caller holds the shared lock) and leave a
-    marker for each; stop at the first that fails: the server's own push of it reports why."""
-    done: list[str] = []
+async def push_ahead(repo: Repository, path: Path, markers: Markers, *,
+                     parallel: int = AHEAD_PARALLEL - 1) -> tuple[str, ...]:
+    """Store the files ready beside ``path`` (the caller holds the shared lock), ``parallel``
+    at a time, and leave a marker for each as soon as its own manifest is durable. After a
+    failure no further push starts (the server's own push of that file reports why); the
+    ones under way finish and keep their markers, which name only what they stored.
+
+    Each push writes through its own sibling of ``repo`` (own packer and index): a push
+    flushes and, on failure, aborts only what it added itself."""
+    ready = (await asyncio.to_thread(ready_files, path))[:AHEAD_FILES]
     deadline = time.monotonic() + AHEAD_SECONDS
-    for ready in (await asyncio.to_thread(ready_files, path))[:AHEAD_FILES]:
-        if time.monotonic() > deadline:
-            break
+    slots = asyncio.Semaphore(max(1, parallel))
+    done: list[str] = []
+    failed = False
+
+    async def one(file: Path) -> None:
+        nonlocal failed
         try:
-            r = await push(repo, ready)
+            r = await push(repo.sibling(), file)
+            await asyncio.to_thread(markers.record, r.name, r.size, r.sha256)
+            done.append(r.name)
         except (AxisorError, OSError):
-            break
-        await asyncio.to_thread(markers.record, r.name, r.size, r.sha256)
-        done.append(r.name)
+            failed = True
+        finally:
+            slots.release()
+
+    tasks: list[asyncio.Task] = []
+    try:
+        for file in ready:
+            await slots.acquire()
+            if failed or time.monotonic() > deadline:
+                slots.release()
+                break
+            tasks.append(asyncio.create_task(one(file)))
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     await asyncio.to_thread(markers.expire)
-    return tuple(done)
+    return tuple(sorted(done))
+
+
+async def push_with_ahead(repo: Repository, path: Path, markers: Markers | None) -> PushResult:
+    """The server's own push of ``path`` with the ready files beside it pushed ahead at the
+    same time (``AHEAD_PARALLEL`` pushes in all). Returns once every push has ended: the
+    server's file is durable when this returns, and its failure is raised (the ahead
+    pushes are then cancelled: an unfinished one leaves no marker)."""
+    if markers is None:
+        return await push(repo, path)
+    ahead = asyncio.ensure_future(push_ahead(repo, path, markers))
+    try:
+        result = await push(repo, path)
+    except BaseException:
+        ahead.cancel()
+        await asyncio.gather(ahead, return_exceptions=True)
+        raise
+    return replace(result, pushed_ahead=await ahead)
