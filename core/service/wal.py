@@ -36,14 +36,34 @@ async def wal_push(session: Session, path: Path):
 
 async def wal_fetch(session: Session, name: str, dest: Path) -> int:
     """restore_command: write WAL file ``name`` to ``dest``; WalNotFound when it is not archived."""
-    from core.sources.postgres.wal import WalNotFound, fetch, is_wal_name, load_manifest
+    from core.sources.postgres import wal_prefetch
+    from core.sources.postgres.wal import WalNotFound, fetch, is_segment, is_wal_name, load_manifest
 
     repo = await session.repository(load_index=False, key_cache_dir=session.state_dir)
-    if not is_wal_name(name) or await load_manifest(repo, name) is None:
+    m = await load_manifest(repo, name) if is_wal_name(name) else None
+    if m is None:
         raise WalNotFound(f"WAL file {name} is not in the repository")  # before the index: a cheap miss
-    async with session.read_lock("wal-fetch"):
-        await repo.load_index()
-        return await fetch(repo, name, dest)
+    # The segments after this one are fetched ahead into a spool beside ``dest``, and
+    # a later run answered from it once checked against the manifest (wal_prefetch.py).
+    spool = await asyncio.to_thread(wal_prefetch.Spool.open, dest) if is_segment(name) else None
+    try:
+        if spool is not None:
+            await asyncio.to_thread(spool.sweep, name, m.size)
+            if await asyncio.to_thread(spool.take, m, dest):
+                if await asyncio.to_thread(wal_prefetch.needs_topping_up, spool, name, m.size):
+                    async with session.read_lock("wal-fetch"):
+                        await repo.load_index()
+                        await wal_prefetch.prefetch(repo, name, m.size, spool)
+                return m.size
+        async with session.read_lock("wal-fetch"):
+            await repo.load_index()
+            size = await fetch(repo, name, dest)
+            if spool is not None:
+                await wal_prefetch.prefetch(repo, name, m.size, spool)
+            return size
+    finally:
+        if spool is not None:
+            await asyncio.to_thread(spool.tidy)
 
 
 async def database_archiving(session: Session, config_path: Path):

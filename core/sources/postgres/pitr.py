@@ -52,6 +52,7 @@ from core.sources.postgres.child import last_lines, run_as, server_env
 from core.sources.postgres.tools import find_tool, server_major
 from core.text import parse_target_time  # noqa: F401 - its home was here; callers still import it
 from core.sources.postgres.wal import list_names, load_manifest, segment_name, segment_number
+from core.sources.postgres.wal_prefetch import remove_spool
 
 SOURCE = "database"
 RECOVERY_LOG = "axisor-recovery.log"
@@ -441,6 +442,8 @@ async def restore_pitr(repo: Repository, config: Config, target_time: datetime, 
         raise DatabaseError(f"the restored server did not finish recovery within {timeout:.0f} s "
                             f"(cluster state: {state or 'unknown'}); it is still running. Log: {log}")
     seconds["recover"] = round(time.monotonic() - t2, 3)
+    # Recovery is over: what wal-fetch spooled ahead is of no further use.
+    await asyncio.to_thread(remove_spool, target_dir / "pg_wal")
     text = log.read_text(errors="replace") if log.exists() else ""
     stopped = _STOPPED.findall(text)
     last = _LAST.findall(text)
