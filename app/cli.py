@@ -15,6 +15,13 @@ stall_timeout_seconds), 23 restore finished with some files partial (damaged or 
 
 from __future__ import annotations
 
+if __name__ == "__main__":
+    # `python -m app.cli wal-push`: answered from its marker before the imports below, which
+    # cost more than the answer (app/wal_quick.py; the installed command starts there).
+    from app.wal_quick import exit_if_answered
+
+    exit_if_answered()
+
 import argparse
 import contextlib
 import asyncio
@@ -883,6 +890,10 @@ async def cmd_unlock(svc: BackupService, args, out: Output) -> int:
 async def cmd_wal_push(svc: BackupService, args, out: Output) -> int:
     started = time.monotonic()
     r = await svc.wal_push(args.wal_path)
+    if r.pushed_ahead:  # the next runs can be answered before the imports (app/wal_quick.py)
+        from app.wal_quick import remember
+
+        await asyncio.to_thread(remember, Path(args.config_path), svc.state_dir, svc.config.storage.local_path)
     if out.json:  # quiet otherwise: the server logs whatever an archive_command prints
         out.emit({"name": r.name, "size": r.size, "already_archived": r.already,
                   "from_marker": r.from_marker, "pushed_ahead": list(r.pushed_ahead),

@@ -28,7 +28,7 @@ from pathlib import Path
 from core.errors import AxisorError
 from core.repository.repository import Repository
 from core.sources.postgres.wal import WalManifest, fetch, is_segment, load_manifest, segment_name, segment_number
-from core.sources.postgres.wal_ahead import file_digest
+from core.sources.postgres.wal_markers import file_digest
 
 DIR_NAME = ".axisor-prefetch"
 PREFETCH_FILES = 8  # the window: segments after the one asked for

@@ -1,0 +1,160 @@
+"""The program's entry point: a `wal-push` answered from its marker before the CLI's imports.
+
+archive_command runs `axisor-backup wal-push %p` once per WAL file, one at a time, waiting for
+each. After a push ahead (core/sources/postgres/wal_ahead.py) most runs are answered from a
+marker in ~0.02 s, but importing the CLI, the engine and the config's validation costs ~0.35 s
+of CPU before that: most of each run, so it, not storing, set the archive's throughput. This
+module imports the standard library and the marker module only, and answers when it can be
+sure; in every other case the full program runs, exactly as before.
+
+It answers only when all of these hold:
+- the command is exactly ``--config PATH wal-push FILE [--json]`` (archive_command's shape);
+- the state folder is known without validating the config: $AXISOR_BACKUP_STATE_DIR, or the
+  platform's default when the config sets no ``[engine] state_dir``;
+- a *route* was recorded for this config file, byte for byte: the full wal-push, after
+  pushing ahead, writes ``<state>/wal-ahead/routes/<sha256 of the config's path and
+  bytes>.json`` naming the repository folder, its id and the marker folder;
+- the repository folder's config still has that id (a re-initialised repository has another);
+- the marker matches the file's size and SHA-256 (core/sources/postgres/wal_markers.py).
+A marker used up here and not matching leaves the full push to store the file or find it
+stored. What this path skips: the note about running as another OS user than the
+repository's owner, which every full push still prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from core.sources.postgres.wal_markers import DIR_NAME, Markers
+
+ROUTES = "routes"
+ENV_STATE_DIR = "AXISOR_BACKUP_STATE_DIR"  # core/statedir.py's rule, read without importing the config
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+def route_key(config_path: Path, config_bytes: bytes) -> str:
+    return hashlib.sha256(str(config_path.resolve()).encode() + b"\0" + config_bytes).hexdigest()
+
+
+def quick_state_dir(config_bytes: bytes) -> Path | None:
+    """The state folder the full program would use, when that is certain without its config
+    validation; None otherwise."""
+    env = os.environ.get(ENV_STATE_DIR)
+    if env:
+        return Path(env).expanduser().absolute()
+    import tomllib
+
+    try:
+        doc = tomllib.loads(config_bytes.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    engine = doc.get("engine", {})
+    if not isinstance(engine, dict) or "state_dir" in engine:
+        return None  # the config's own rules decide (relative paths, ~): the full program
+    return _default_state_dir()
+
+
+def _default_state_dir() -> Path:
+    from platformdirs import user_state_dir
+
+    return Path(user_state_dir("axisor-backup"))
+
+
+def _repository_id(repository: Path) -> str | None:
+    try:
+        with open(repository / "config", "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES)
+        value = json.loads(raw).get("id")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) and value.isalnum() else None
+
+
+def remember(config_path: Path, state_dir: Path, repository: Path) -> None:
+    """Record the route for this config (after a push ahead); best effort."""
+    try:
+        config_bytes = config_path.read_bytes()
+    except OSError:
+        return
+    if quick_state_dir(config_bytes) != state_dir.absolute():
+        return
+    repo_id = _repository_id(repository)
+    if repo_id is None:
+        return
+    folder = state_dir / DIR_NAME / ROUTES
+    path = folder / f"{route_key(config_path, config_bytes)}.json"
+    tmp = folder / f".{path.name}.{os.getpid()}.tmp"
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp.write_text(json.dumps({"repository": str(repository.absolute()), "id": repo_id,
+                                   "markers": str(state_dir / DIR_NAME / repo_id)}))
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def _parse(argv: list[str]) -> tuple[Path, Path, bool] | None:
+    """(config, file, json) for exactly ``--config PATH wal-push FILE [--json]``."""
+    if len(argv) not in (4, 5) or argv[0] != "--config" or argv[2] != "wal-push":
+        return None
+    rest = argv[4:]
+    if rest not in ([], ["--json"]) or argv[3].startswith("-"):
+        return None
+    return Path(argv[1]), Path(argv[3]), bool(rest)
+
+
+def try_answer(argv: list[str]) -> int | None:
+    """0 when the push is answered from its marker (printed like the full program's
+    ``--json``); None when the full program must run."""
+    started = time.monotonic()
+    parsed = _parse(argv)
+    if parsed is None:
+        return None
+    config_path, wal_file, as_json = parsed
+    try:
+        config_bytes = config_path.read_bytes()
+    except OSError:
+        return None
+    state_dir = quick_state_dir(config_bytes)
+    if state_dir is None:
+        return None
+    try:
+        route = json.loads((state_dir / DIR_NAME / ROUTES / f"{route_key(config_path, config_bytes)}.json")
+                           .read_text())
+        repository, repo_id, folder = Path(route["repository"]), str(route["id"]), Path(route["markers"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if _repository_id(repository) != repo_id or folder != state_dir / DIR_NAME / repo_id:
+        return None
+    hit = Markers(folder).take(wal_file)
+    if hit is None:
+        return None
+    if as_json:
+        print(json.dumps({"already_archived": True, "from_marker": True, "name": hit.name, "pushed_ahead": [],
+                          "seconds": round(time.monotonic() - started, 3), "size": hit.size},
+                         indent=2, sort_keys=True))
+    return 0
+
+
+def exit_if_answered() -> None:
+    code = try_answer(sys.argv[1:])
+    if code is not None:
+        sys.stdout.flush()
+        sys.exit(code)
+
+
+def main() -> int:
+    """The `axisor-backup` command."""
+    code = try_answer(sys.argv[1:])
+    if code is not None:
+        return code
+    from app.cli import main as full
+
+    return full()
