@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from core.backup.chunker import Chunker, ReadIntoStream
+from core.backup.chunker import WINDOW, Chunker, ReadIntoStream
 from core.repository.blobs import SealedBlob
 from core.repository.format import BlobType
 from core.repository.repository import Repository
@@ -22,8 +22,10 @@ Spawn = Callable[[Coroutine[Any, Any, Any]], asyncio.Future]
 
 
 class StreamWriter:
-    def __init__(self, repo: Repository, *, slots: int = 3, spawn: Spawn | None = None) -> None:
+    def __init__(self, repo: Repository, *, slots: int = 3, spawn: Spawn | None = None,
+                 window: int = WINDOW) -> None:
         self.repo = repo
+        self._window = window  # the chunker's read window (memory per stream; boundaries never depend on it)
         self._slots = asyncio.Semaphore(slots)
         self._own: set[asyncio.Future] = set()
         self._spawn = spawn or self._track
@@ -37,7 +39,7 @@ class StreamWriter:
         loop = asyncio.get_running_loop()
         ids: list[bytes] = []
         size = 0
-        chunker = Chunker(self.repo.config.chunker, stream, observe)
+        chunker = Chunker(self.repo.config.chunker, stream, observe, window=self._window)
         try:
             while chunks := await loop.run_in_executor(self.repo.executor, _take_and_id, chunker,
                                                        self.repo, TAKE_BYTES):

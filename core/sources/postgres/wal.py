@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import json
 import os
 import re
@@ -114,6 +113,7 @@ def _ad(name: str) -> bytes:
 # A manifest lists a WAL file's blob ids: a few KiB for a 1 GiB segment (the largest
 # wal_segment_size PostgreSQL allows). Anything larger was not written by us.
 MAX_WAL_MANIFEST = 1024 * 1024
+WAL_WINDOW = 4 * 1024 * 1024  # the chunker's read window for a push
 
 
 async def load_manifest(repo: Repository, name: str) -> WalManifest | None:
@@ -149,41 +149,60 @@ def _conflict(name: str, m: WalManifest, size: int, digest: str) -> WalConflict:
         f"sha256 {digest[:16]}...). Is a second cluster archiving into this repository?")
 
 
-def _read_and_hash(path: Path) -> tuple[bytes, str]:
-    with open(path, "rb") as f:
-        data = f.read()
-    return data, hashlib.sha256(data).hexdigest()
+def _file_digest(f) -> tuple[int, str]:
+    h = hashlib.sha256()
+    size = 0
+    while piece := f.read(1024 * 1024):
+        h.update(piece)
+        size += len(piece)
+    return size, h.hexdigest()
 
 
 async def push(repo: Repository, path: Path) -> PushResult:
     """Archive one WAL file; durable when this returns. The caller holds a shared lock.
 
     The index is not loaded: WAL content rarely deduplicates, and a push must not slow down
-    as the repository grows. A repeated push is answered from the existing manifest."""
+    as the repository grows. A repeated push is answered from the existing manifest. The
+    file is read once, straight into the chunker, and hashed as it is read (no copy of it
+    in memory: parallel pushes stay within a few windows' memory)."""
     from core.backup.stream import StreamWriter
 
     name = path.name
     if not is_wal_name(name):
         raise UsageError(f"wal-push: {name!r} is not a WAL file name (expected e.g. 000000010000000000000001)")
     try:
-        # Read and hash on a worker: parallel pushes (wal_ahead) keep the event loop free.
-        data, digest = await asyncio.get_running_loop().run_in_executor(repo.executor, _read_and_hash, path)
+        f = open(path, "rb", buffering=0)
     except OSError as exc:
         raise UsageError(f"wal-push: cannot read {path}: {exc.strerror}") from None
-    existing = await load_manifest(repo, name)
-    if existing is not None:
-        if _same(existing, len(data), digest):
-            return PushResult(name, len(data), True, digest)
-        raise _conflict(name, existing, len(data), digest)
-    writer = StreamWriter(repo)
-    try:
-        ids, size = await writer.store(io.BytesIO(data))
-        await writer.drain()
-        await repo.flush()  # packs, then the index naming them: durable before the manifest
-    except BaseException:
-        await repo.abort()
-        raise
-    assert size == len(data)
+    with f:
+        existing = await load_manifest(repo, name)
+        if existing is not None:
+            try:
+                size, digest = await asyncio.get_running_loop().run_in_executor(repo.executor, _file_digest, f)
+            except OSError as exc:
+                raise UsageError(f"wal-push: cannot read {path}: {exc.strerror}") from None
+            if _same(existing, size, digest):
+                return PushResult(name, size, True, digest)
+            raise _conflict(name, existing, size, digest)
+        h = hashlib.sha256()
+
+        def observe(buf: bytearray, start: int, end: int) -> None:  # every byte, in order, on the chunker's thread
+            h.update(memoryview(buf)[start:end])
+
+        # A small window and one seal at a time: the parallel pushes (wal_ahead) keep the
+        # workers busy, and four of them stay within ~100 MiB.
+        writer = StreamWriter(repo, slots=1, window=WAL_WINDOW)
+        try:
+            try:
+                ids, size = await writer.store(f, observe=observe)
+            except OSError as exc:
+                raise UsageError(f"wal-push: cannot read {path}: {exc.strerror}") from None
+            await writer.drain()
+            await repo.flush()  # packs, then the index naming them: durable before the manifest
+        except BaseException:
+            await repo.abort()
+            raise
+    digest = h.hexdigest()
     m = WalManifest(name=name, size=size, sha256=digest, blobs=tuple(i.hex() for i in ids),
                     pushed=datetime.now(timezone.utc).astimezone().isoformat(timespec="microseconds"),
                     host=socket.gethostname())
