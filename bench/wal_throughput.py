@@ -121,6 +121,12 @@ def run_axisor(label: str, code: Path, base: Path, source: Path, names: list[str
     res["code"] = str(code)
     res["from_marker"] = sum(bool(o.get("from_marker")) for o in outs)
     res["full_pushes"] = len(outs) - res["from_marker"]
+    if len(outs) == len(each):
+        full = [t for t, o in zip(each, outs) if not o.get("from_marker")]
+        marker = [t for t, o in zip(each, outs) if o.get("from_marker")]
+        res["full_push_seconds"] = [round(t, 3) for t in full]
+        res["marker_push_median_s"] = round(statistics.median(marker), 4) if marker else None
+        res["in_command_seconds_full"] = [o.get("seconds") for o in outs if not o.get("from_marker")]
     # Bit-exact through wal-fetch (untimed).
     for n in {names[0], names[len(names) // 2], names[-1]}:
         out = work / f"fetched-{n}"
@@ -194,6 +200,9 @@ def main() -> int:
         split = f"{r['full_pushes']}/{r['from_marker']}" if "full_pushes" in r else ""
         print(f"{r['tool']:24} {r['wall_s']:8.2f} {r['mb_per_s']:7.1f} {r['segments_per_s']:6.2f} "
               f"{r['median_push_s']:14.3f} {split:>12}")
+        if r.get("full_push_seconds"):
+            print(f"{'':24} full pushes {', '.join(f'{t:.2f}' for t in r['full_push_seconds'])} s; "
+                  f"answered from a marker: median {r['marker_push_median_s']} s")
     if walg is None:
         print("wal-g not installed: target is WAL-G's ~110 MB/s (daemon mode, concurrency 4; issue 19)")
     print(f"load average {', '.join(f'{x:.1f}' for x in load)}; {out.relative_to(ROOT)}")

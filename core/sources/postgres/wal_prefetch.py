@@ -46,13 +46,24 @@ class Spool:
 
     @classmethod
     def open(cls, dest: Path) -> Spool | None:
-        """None when the folder cannot be made or written: wal-fetch works as without."""
+        """None when the folder cannot be written: wal-fetch works as without. The folder
+        itself is made when there is something to spool, and removed once empty."""
         folder = dest.parent / DIR_NAME
+        if folder.is_dir():
+            return cls(folder) if os.access(folder, os.W_OK) else None
+        return cls(folder) if os.access(dest.parent, os.W_OK) else None
+
+    def make(self) -> bool:
         try:
-            folder.mkdir(mode=0o700, exist_ok=True)
+            self.folder.mkdir(mode=0o700, exist_ok=True)
         except OSError:
-            return None
-        return cls(folder) if os.access(folder, os.W_OK) else None
+            return False
+        return os.access(self.folder, os.W_OK)
+
+    def tidy(self) -> None:
+        """Remove the folder when it holds nothing (nothing left behind in pg_wal)."""
+        with contextlib.suppress(OSError):
+            self.folder.rmdir()
 
     def take(self, m: WalManifest, dest: Path) -> bool:
         """Hand the spooled copy of ``m.name`` over to ``dest`` if it is exactly what the
@@ -132,6 +143,8 @@ async def prefetch(repo: Repository, name: str, segment_size: int, spool: Spool)
             break
         room -= m.size
         todo.append(n)
+    if not todo or not await asyncio.to_thread(spool.make):
+        return ()
     slots = asyncio.Semaphore(PREFETCH_PARALLEL)
     done: list[str] = []
 
