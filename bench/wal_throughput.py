@@ -17,8 +17,10 @@ already-compressed columns) and half repetitive 64-byte records with a running c
 (row inserts: zstd-3 shrinks them about 30x; no two segments share a chunk). The backlog
 is all ready at the start: the case where the server writes WAL faster than it is archived.
 
-Prints MB/s (10^6 bytes) and segments/s per tool, checks the first, middle and last
-segments come back bit-exact through `wal-fetch`, and writes
+Then, for each source tree, recovery's side: `wal-fetch` of every segment in order into
+pg_wal/RECOVERYXLOG, one at a time as restore_command runs (each checked bit-exact, untimed).
+
+Prints MB/s (10^6 bytes) and segments/s per tool and writes
 bench/results/wal-throughput-<time>.json.
 """
 
@@ -127,14 +129,27 @@ def run_axisor(label: str, code: Path, base: Path, source: Path, names: list[str
         res["full_push_seconds"] = [round(t, 3) for t in full]
         res["marker_push_median_s"] = round(statistics.median(marker), 4) if marker else None
         res["in_command_seconds_full"] = [o.get("seconds") for o in outs if not o.get("from_marker")]
-    # Bit-exact through wal-fetch (untimed).
-    for n in {names[0], names[len(names) // 2], names[-1]}:
-        out = work / f"fetched-{n}"
-        subprocess.run([*axisor, "wal-fetch", n, str(out)], cwd=code, env=env, check=True, capture_output=True)
-        if hashlib.sha256(out.read_bytes()).digest() != hashlib.sha256((source / n).read_bytes()).digest():
-            raise SystemExit(f"{label}: {n} came back different")
-        out.unlink()
     shutil.rmtree(wal)
+    # Recovery's side: restore_command for each segment in order, into pg_wal/RECOVERYXLOG
+    # (PostgreSQL replays it before asking for the next; replay itself is not simulated).
+    # Every segment is checked bit-exact, untimed.
+    restore = work / "restore" / "pg_wal"
+    restore.mkdir(parents=True)
+    dest = restore / "RECOVERYXLOG"
+    fetch_times = []
+    started = time.perf_counter()
+    for n in names:
+        t = time.perf_counter()
+        subprocess.run([*axisor, "wal-fetch", n, str(dest)], cwd=code, env=env, check=True, capture_output=True)
+        fetch_times.append(time.perf_counter() - t)
+        if hashlib.sha256(dest.read_bytes()).digest() != hashlib.sha256((source / n).read_bytes()).digest():
+            raise SystemExit(f"{label}: {n} came back different")
+    fetch_wall = sum(fetch_times)
+    res["fetch"] = {"wall_s": round(fetch_wall, 3), "mb_per_s": round(len(names) * SEG / 1e6 / fetch_wall, 1),
+                    "median_fetch_s": round(statistics.median(fetch_times), 4),
+                    "max_fetch_s": round(max(fetch_times), 4),
+                    "elapsed_with_checks_s": round(time.perf_counter() - started, 3)}
+    shutil.rmtree(work / "restore")
     return res
 
 
@@ -203,6 +218,11 @@ def main() -> int:
         if r.get("full_push_seconds"):
             print(f"{'':24} full pushes {', '.join(f'{t:.2f}' for t in r['full_push_seconds'])} s; "
                   f"answered from a marker: median {r['marker_push_median_s']} s")
+    for r in rows:
+        if "fetch" in r:
+            f = r["fetch"]
+            print(f"{r['tool'] + ' wal-fetch':24} {f['wall_s']:8.2f} {f['mb_per_s']:7.1f} "
+                  f"{len(names) / f['wall_s']:6.2f} {f['median_fetch_s']:14.3f}")
     if walg is None:
         print("wal-g not installed: target is WAL-G's ~110 MB/s (daemon mode, concurrency 4; issue 19)")
     print(f"load average {', '.join(f'{x:.1f}' for x in load)}; {out.relative_to(ROOT)}")
