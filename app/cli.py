@@ -896,7 +896,7 @@ async def cmd_wal_push(svc: BackupService, args, out: Output) -> int:
         await asyncio.to_thread(remember, Path(args.config_path), svc.state_dir, svc.config.storage.local_path)
     if out.json:  # quiet otherwise: the server logs whatever an archive_command prints
         out.emit({"name": r.name, "size": r.size, "already_archived": r.already,
-                  "from_marker": r.from_marker, "pushed_ahead": list(r.pushed_ahead),
+                  "from_marker": r.from_marker, "pushed_ahead": list(r.pushed_ahead), "through_daemon": False,
                   "seconds": round(time.monotonic() - started, 3)}, str)
     return EXIT_OK
 

@@ -36,6 +36,8 @@ from core.sources.postgres.wal_markers import DIR_NAME, Markers
 ROUTES = "routes"
 ENV_STATE_DIR = "AXISOR_BACKUP_STATE_DIR"  # core/statedir.py's rule, read without importing the config
 MAX_CONFIG_BYTES = 1024 * 1024
+SOCKET_NAME = "daemon.sock"  # core/jobs/client.py's, in the same state folder
+DAEMON_TIMEOUT = 600.0  # a daemon that does not answer by then: the full program pushes
 
 
 def route_key(config_path: Path, config_bytes: bytes) -> str:
@@ -135,12 +137,55 @@ def try_answer(argv: list[str]) -> int | None:
         return None
     hit = Markers(folder).take(wal_file)
     if hit is None:
-        return None
+        return _through_daemon(state_dir / SOCKET_NAME, wal_file, repo_id, as_json, started)
     if as_json:
-        print(json.dumps({"already_archived": True, "from_marker": True, "name": hit.name, "pushed_ahead": [],
-                          "seconds": round(time.monotonic() - started, 3), "size": hit.size},
-                         indent=2, sort_keys=True))
+        _print({"already_archived": True, "from_marker": True, "name": hit.name, "size": hit.size}, started)
     return 0
+
+
+def _print(doc: dict, started: float) -> None:
+    doc = {"pushed_ahead": [], "through_daemon": False, **doc, "seconds": round(time.monotonic() - started, 3)}
+    print(json.dumps(doc, indent=2, sort_keys=True))
+
+
+def _through_daemon(sock_path: Path, wal_file: Path, repo_id: str, as_json: bool, started: float) -> int | None:
+    """Hand the file to the running daemon (core/sources/postgres/wal_daemon.py), which
+    answers once it is durable. None (the full program pushes) when no daemon answers, it
+    serves another repository or user, or it fails for any reason but a conflict."""
+    if not sock_path.exists():
+        return None
+    import socket
+
+    request = {"op": "wal_push", "path": os.path.abspath(wal_file), "repository": repo_id}
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(DAEMON_TIMEOUT)
+            s.connect(str(sock_path))
+            s.sendall(json.dumps(request).encode() + b"\n")
+            reply = b""
+            while not reply.endswith(b"\n"):
+                piece = s.recv(65536)
+                if not piece:
+                    return None
+                reply += piece
+        doc = json.loads(reply)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    if doc.get("ok") is True and isinstance(doc.get("result"), dict):
+        r = doc["result"]
+        if as_json:
+            _print({"already_archived": bool(r.get("already_archived")), "from_marker": False,
+                    "name": r.get("name"), "size": r.get("size"), "through_daemon": True}, started)
+        return 0
+    error = doc.get("error")
+    if not isinstance(error, dict):
+        return None
+    if error.get("type") == "WalConflict":  # the full push would refuse it the same way
+        print(f"error: {error.get('message', 'already archived with different content')}", file=sys.stderr)
+        return int(error.get("exit_code", 17))
+    return None
 
 
 def exit_if_answered() -> None:

@@ -3,11 +3,12 @@ archiver does it, one `archive_command` at a time, in name order, each `.ready` 
 to `.done` only after the command exited 0.
 
     python3 bench/wal_throughput.py [--segments 64] [--dir /work/bench-data/walthr]
-        [--code before=/work/main --code after=.]
+        [--code before=/work/main --code after=.] [--daemon after+daemon=.]
 
 Each ``--code NAME=PATH`` is a source tree whose `axisor-backup wal-push` is timed (run as
 ``python -m app.cli`` with PYTHONPATH=PATH, a fresh repository and state directory each),
-so a before/after comparison is one run on the same data. Then, as the floor, the
+so a before/after comparison is one run on the same data; ``--daemon NAME=PATH`` the same with
+`axisor-backup daemon` running (wal-push hands its file to it). Then, as the floor, the
 `test ! -f ARCH/%f && cp %p ARCH/%f && sync ARCH/%f` archive_command of PostgreSQL's
 manual, and WAL-G (`wal-g wal-push`, WALG_UPLOAD_CONCURRENCY=4, file storage) when
 `wal-g` is on PATH.
@@ -104,7 +105,20 @@ def summary(label: str, wall: float, each: list[float], count: int) -> dict:
             "max_push_s": round(max(each), 4)}
 
 
-def run_axisor(label: str, code: Path, base: Path, source: Path, names: list[str]) -> dict:
+def start_daemon(axisor: list[str], env: dict[str, str], code: Path, work: Path) -> subprocess.Popen:
+    """`axisor-backup daemon` on this config and state folder; returns once its socket answers."""
+    log = open(work / "daemon.log", "w")
+    proc = subprocess.Popen([*axisor, "daemon"], cwd=code, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while "daemon started" not in (work / "daemon.log").read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"daemon did not start: {(work / 'daemon.log').read_text()[-500:]}")
+        time.sleep(0.1)
+    return proc
+
+
+def run_axisor(label: str, code: Path, base: Path, source: Path, names: list[str], daemon: bool = False) -> dict:
     work = base / label
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -118,10 +132,17 @@ def run_axisor(label: str, code: Path, base: Path, source: Path, names: list[str
     axisor = [sys.executable, "-m", "app.cli", "--config", str(cfg)]
     subprocess.run([*axisor, "init"], cwd=code, env=env, check=True, capture_output=True)
     wal = fresh_pg_wal(work, source, names)
-    wall, each, outs = archiver(wal, [*axisor, "wal-push", "%p", "--json"], env, code)
+    proc = start_daemon(axisor, env, code, work) if daemon else None
+    try:
+        wall, each, outs = archiver(wal, [*axisor, "wal-push", "%p", "--json"], env, code)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=120)
     res = summary(label, wall, each, len(names))
     res["code"] = str(code)
     res["from_marker"] = sum(bool(o.get("from_marker")) for o in outs)
+    res["through_daemon"] = sum(bool(o.get("through_daemon")) for o in outs)
     res["full_pushes"] = len(outs) - res["from_marker"]
     if len(outs) == len(each):
         full = [t for t, o in zip(each, outs) if not o.get("from_marker")]
@@ -186,16 +207,20 @@ def main() -> int:
     ap.add_argument("--dir", type=Path, default=Path("/work/bench-data/walthr"))
     ap.add_argument("--code", action="append", default=[],
                     help="NAME=PATH of a source tree to time (default: this one, as 'axisor')")
+    ap.add_argument("--daemon", action="append", default=[],
+                    help="NAME=PATH of a source tree to time with `axisor-backup daemon` running")
     args = ap.parse_args()
-    codes = [(c.split("=", 1)[0], Path(c.split("=", 1)[1]).resolve()) for c in args.code] or [("axisor", ROOT)]
+    codes = [(c.split("=", 1)[0], Path(c.split("=", 1)[1]).resolve(), False) for c in args.code]
+    codes += [(c.split("=", 1)[0], Path(c.split("=", 1)[1]).resolve(), True) for c in args.daemon]
+    codes = codes or [("axisor", ROOT, False)]
     base = args.dir
     base.mkdir(parents=True, exist_ok=True)
     source = base / "segments"
     names = make_segments(source, args.segments)
     load = [os.getloadavg()[0]]
     rows = []
-    for label, code in codes:
-        rows.append(run_axisor(label, code, base, source, names))
+    for label, code, daemon in codes:
+        rows.append(run_axisor(label, code, base, source, names, daemon))
         load.append(os.getloadavg()[0])
     rows.append(run_cp(base, source, names))
     walg = run_walg(base, source, names)
@@ -213,6 +238,8 @@ def main() -> int:
     print(f"{'tool':24} {'wall s':>8} {'MB/s':>7} {'seg/s':>6} {'median push s':>14} {'full/marker':>12}")
     for r in rows:
         split = f"{r['full_pushes']}/{r['from_marker']}" if "full_pushes" in r else ""
+        if r.get("through_daemon"):
+            split = f"{split} ({r['through_daemon']} daemon)"
         print(f"{r['tool']:24} {r['wall_s']:8.2f} {r['mb_per_s']:7.1f} {r['segments_per_s']:6.2f} "
               f"{r['median_push_s']:14.3f} {split:>12}")
         if r.get("full_push_seconds"):

@@ -115,6 +115,7 @@ class Daemon:
         from core.schedule.runner import attach_to_daemon
 
         attach_to_daemon(self)  # the scheduler: a service and a reload hook
+        self._wal: Any = None  # the WalPusher, made at the first wal_push (core/sources/postgres/wal_daemon.py)
 
     def _passphrase(self, confirm: bool) -> str:
         # Read again for every job from the current config: a rotated passphrase file just works.
@@ -147,6 +148,8 @@ class Daemon:
             for _, stop in reversed(self.services):
                 await stop()
             await self.engine.shutdown(grace=grace, reason="the daemon stopped")
+            if self._wal is not None:
+                await self._wal.close()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 asyncio.get_running_loop().remove_signal_handler(sig)
@@ -365,7 +368,30 @@ class Daemon:
             except ValueError:
                 raise BadRequest(f"states must be among {', '.join(s.value for s in JobState)}") from None
             return {"jobs": [job_to_dict(j) for j in await engine.list(limit=limit, states=states)]}
-        raise BadRequest(f"unknown op {str(op)[:40]!r}; known: ping, submit, cancel, get, wait, list, log, events")
+        if op == "wal_push":
+            from core.sources.postgres.wal_daemon import push_reply
+
+            result = await self._wal_pusher().push(Path(_arg(request, "path", str)), _arg(request, "repository", str))
+            return push_reply(result)
+        raise BadRequest(f"unknown op {str(op)[:40]!r}; known: ping, submit, cancel, get, wait, list, log, events, "
+                         "wal_push")
+
+    def _wal_pusher(self) -> Any:
+        """WAL pushes from the server's archive_command (app/wal_quick.py), with the repository
+        kept open and the next ready files stored ahead (core/sources/postgres/wal_daemon.py)."""
+        if self._wal is None:
+            from core.repository.repository import Repository
+            from core.sources.postgres.wal_daemon import WalPusher
+            from core.storage.local import LocalBackend
+
+            directory = self.engine.directory
+
+            async def open_repository() -> Repository:
+                return await Repository.open(LocalBackend(self.config.storage.local_path), self._passphrase(False),
+                                             key_cache_dir=directory)
+
+            self._wal = WalPusher(open_repository, directory)
+        return self._wal
 
     async def _stream_events(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rid: Any) -> None:
         events = self.engine.events()
