@@ -5,8 +5,9 @@ Without a daemon, a wal-push that stores the files ready beside it (wal_ahead.py
 archiver wait until all of them are durable, and stores nothing while the archiver then
 works through their markers. With one, the wal-push client (app/wal_quick.py) hands its file
 to the daemon (op ``wal_push`` on its socket) and returns as soon as *that* file is durable;
-the daemon goes on storing the next ready files, ``AHEAD_PARALLEL`` at a time, and leaves a
-marker for each once durable, so storing overlaps the archiver's next runs.
+the daemon goes on storing the next ready files, ``AHEAD_PARALLEL`` at a time and up to
+``AHEAD_FILES`` beyond the oldest one not archived yet, topping up after each, and leaves a
+marker for each once durable: storing overlaps the archiver's next runs.
 
 A file asked for while its push ahead is under way waits for that push, not for another.
 The pushes hold one shared repository lock while any runs, and each writes through its own
@@ -22,6 +23,7 @@ import asyncio
 import functools
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from core.sources.postgres.wal_ahead import AHEAD_FILES, AHEAD_PARALLEL, ready_f
 from core.sources.postgres.wal_markers import Markers
 
 log = logging.getLogger("axisor.wal")
+STORED_KEPT = 4096
 
 
 class WalElsewhere(UsageError):
@@ -50,6 +53,11 @@ class WalPusher:
         self._guard = asyncio.Lock()
         self._holders = 0
         self._lock: Lock | None = None
+        # Stored by this daemon (not pushed ahead again), and failed ahead (left to the
+        # server's own request, which reports why): bounded, most recent kept.
+        self._stored: OrderedDict[str, None] = OrderedDict()
+        self._failed: set[str] = set()
+        self._closed = False
 
     async def _repository(self, repository_id: str) -> Repository:
         if self._repo is None:
@@ -66,14 +74,24 @@ class WalPusher:
             raise UsageError(f"wal-push through the daemon: {str(path)!r} is not an absolute WAL file path")
         repo = await self._repository(repository_id)
         markers = await asyncio.to_thread(Markers.open, self._state_dir, repository_id)
+        self._failed.discard(path.name)
         own = self._start(repo, path, markers)
         self._asked.add(path.name)
-        for file in (await asyncio.to_thread(ready_files, path))[:AHEAD_FILES]:
-            self._start(repo, file, markers)
+        await self._ahead(repo, path, markers)
         try:
             return await asyncio.shield(own)
         finally:
             self._asked.discard(path.name)
+
+    async def _ahead(self, repo: Repository, near: Path, markers: Markers | None) -> None:
+        """Start pushes of the first ``AHEAD_FILES`` ready files not stored yet. Called on each
+        request and after each push ahead, so storing goes on while the archiver works
+        through the markers, as far as the server has files ready."""
+        for file in (await asyncio.to_thread(ready_files, near))[:AHEAD_FILES]:
+            if self._closed:
+                return
+            if file.name not in self._stored and file.name not in self._failed:
+                self._start(repo, file, markers)
 
     def _start(self, repo: Repository, file: Path, markers: Markers | None) -> asyncio.Task[PushResult]:
         task = self._running.get(file.name)
@@ -86,9 +104,11 @@ class WalPusher:
     def _done(self, name: str, task: asyncio.Task[PushResult]) -> None:
         if self._running.get(name) is task:
             del self._running[name]
-        if not task.cancelled() and task.exception() is not None and name not in self._asked:
-            # A push ahead that failed: the server's own request for the file reports why.
-            log.info("push ahead failed", extra={"wal": name, "error": str(task.exception())})
+        if not task.cancelled() and task.exception() is not None:
+            self._failed.add(name)
+            if name not in self._asked:
+                # A push ahead that failed: the server's own request for the file reports why.
+                log.info("push ahead failed", extra={"wal": name, "error": str(task.exception())})
 
     async def _one(self, repo: Repository, file: Path, markers: Markers | None) -> PushResult:
         async with self._slots:
@@ -99,7 +119,11 @@ class WalPusher:
                 await self._let_go()
             if markers is not None and file.name not in self._asked:
                 await asyncio.to_thread(markers.record, result.name, result.size, result.sha256)
-            return result
+        self._stored[file.name] = None
+        while len(self._stored) > STORED_KEPT:
+            self._stored.popitem(last=False)
+        await self._ahead(repo, file, markers)
+        return result
 
     async def _hold(self, repo: Repository) -> None:
         """One shared lock while any push runs (not one per push: taking and releasing
@@ -119,6 +143,7 @@ class WalPusher:
 
     async def close(self) -> None:
         """Cancel the pushes under way (an unfinished one leaves no marker and no manifest)."""
+        self._closed = True
         tasks = list(self._running.values())
         for t in tasks:
             t.cancel()
