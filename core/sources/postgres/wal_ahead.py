@@ -4,15 +4,17 @@ PostgreSQL runs archive_command once per WAL file, one at a time, and each run o
 the process start and the passphrase's scrypt (~0.35 s of a ~0.4 s push). A server writing
 WAL faster than that falls behind, and pg_wal grows until its disk is full. So a push also
 stores the other files the server has already marked ready (``archive_status/<name>.ready``
-beside ``%p``), up to ``AHEAD_FILES`` or ``AHEAD_SECONDS``, with the repository already open,
-and leaves a marker for each in the state directory. When the server then asks for one of
-them, the marker answers without opening the repository: the file's size and SHA-256 must
-equal what was stored, else the push runs in full.
+beside ``%p``), up to ``AHEAD_FILES`` and none started after ``AHEAD_SECONDS``, with the
+repository already open, ``AHEAD_PARALLEL`` at a time, and leaves a marker for each in the
+state directory (wal_markers.py). When the server then asks for one of them, the marker
+answers without opening the repository (usually app/wal_quick.py, before the program's
+imports): the file's size and SHA-256 must equal what was stored, else the push runs in
+full. With a daemon running, the storing goes on there (wal_daemon.py).
 
 A marker is written only after its file's WAL manifest is durable (``wal.push`` returned),
 so it never claims what the repository does not hold. Markers are kept per repository id
 (a re-initialised repository at the same path has another), used once, and ignored after
-``MARKER_TTL``. Losing one only costs a normal push; so does a state directory that cannot
+``MARKER_TTL`` (wal_markers.py). Losing one only costs a normal push; so does a state directory that cannot
 be written (wal-push then works as before).
 """
 
