@@ -9,7 +9,10 @@ Each ``--code NAME=PATH`` is a source tree whose `axisor-backup wal-push` is tim
 ``python -m app.cli`` with PYTHONPATH=PATH, its bytecode compiled first, a fresh repository
 and state directory each; for the code before a change: ``git archive main | tar -x -C DIR``),
 so a before/after comparison is one run on the same data; ``--daemon NAME=PATH`` the same with
-`axisor-backup daemon` running (wal-push hands its file to it). Then, as the floor, the
+`axisor-backup daemon` running (wal-push hands its file to it). ``--warm``: two segments of
+another timeline are archived first, so the state folder holds what a running server's has
+(the route to the markers, app/wal_quick.py); without it the first push stores its backlog
+itself. Then, as the floor, the
 `test ! -f ARCH/%f && cp %p ARCH/%f && sync ARCH/%f` archive_command of PostgreSQL's
 manual, and WAL-G (`wal-g wal-push`, WALG_UPLOAD_CONCURRENCY=4, file storage) when
 `wal-g` is on PATH.
@@ -119,7 +122,21 @@ def start_daemon(axisor: list[str], env: dict[str, str], code: Path, work: Path)
     return proc
 
 
-def run_axisor(label: str, code: Path, base: Path, source: Path, names: list[str], daemon: bool = False) -> dict:
+def warm_up(axisor: list[str], env: dict[str, str], code: Path, work: Path, source: Path) -> None:
+    """Two segments of another timeline archived first, the way any server's first push ahead
+    does it: the route to the markers is recorded (app/wal_quick.py), as on a running server."""
+    wal = work / "warm" / "pg_wal"
+    (wal / "archive_status").mkdir(parents=True)
+    names = [f"0000000900000001{i:08X}" for i in (1, 2)]
+    for i, n in enumerate(names):
+        shutil.copyfile(source / sorted(os.listdir(source))[i], wal / n)
+        (wal / "archive_status" / f"{n}.ready").touch()
+    archiver(wal, [*axisor, "wal-push", "%p"], env, code)
+    shutil.rmtree(work / "warm")
+
+
+def run_axisor(label: str, code: Path, base: Path, source: Path, names: list[str], daemon: bool = False,
+               warm: bool = False) -> dict:
     work = base / label
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -132,6 +149,8 @@ def run_axisor(label: str, code: Path, base: Path, source: Path, names: list[str
     env.update(PYTHONPATH=str(code), AXISOR_BACKUP_STATE_DIR=str(work / "state"))
     axisor = [sys.executable, "-m", "app.cli", "--config", str(cfg)]
     subprocess.run([*axisor, "init"], cwd=code, env=env, check=True, capture_output=True)
+    if warm:
+        warm_up(axisor, env, code, work, source)
     wal = fresh_pg_wal(work, source, names)
     proc = start_daemon(axisor, env, code, work) if daemon else None
     try:
@@ -210,6 +229,8 @@ def main() -> int:
                     help="NAME=PATH of a source tree to time (default: this one, as 'axisor')")
     ap.add_argument("--daemon", action="append", default=[],
                     help="NAME=PATH of a source tree to time with `axisor-backup daemon` running")
+    ap.add_argument("--warm", action="store_true",
+                    help="archive two other segments first (a running server's state: the route recorded)")
     args = ap.parse_args()
     codes = [(c.split("=", 1)[0], Path(c.split("=", 1)[1]).resolve(), False) for c in args.code]
     codes += [(c.split("=", 1)[0], Path(c.split("=", 1)[1]).resolve(), True) for c in args.daemon]
@@ -226,7 +247,7 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "compileall", "-q", "app", "core"], cwd=code, check=True,
                        env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"})
     for label, code, daemon in codes:
-        rows.append(run_axisor(label, code, base, source, names, daemon))
+        rows.append(run_axisor(label, code, base, source, names, daemon, args.warm))
         load.append(os.getloadavg()[0])
     rows.append(run_cp(base, source, names))
     walg = run_walg(base, source, names)
@@ -235,7 +256,7 @@ def main() -> int:
     load.append(os.getloadavg()[0])
     res = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "segments": args.segments,
            "segment_bytes": SEG, "content": "half random, half repetitive 64-byte records",
-           "load_average_1m": load, "walg_installed": walg is not None, "rows": rows,
+           "load_average_1m": load, "walg_installed": walg is not None, "warm": args.warm, "rows": rows,
            "target": "WAL-G daemon mode, concurrency 4: about 110 MB/s (issue 19)"}
     out = ROOT / "bench" / "results" / f"wal-throughput-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
     out.parent.mkdir(exist_ok=True)
