@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/smoke.py [--scale 0.1] [--runs 1]
 
-Runs bench/run.py on a small copy of the mixed data set (scale 0.1: about 140 MB in
-about 2,200 files, generated once under /work/bench-data) with axisor and restic, and
+Runs bench/run.py on a small copy of the mixed data set (scale 0.3: about 420 MB in
+about 6,600 files, generated once under /work/bench-data) with axisor and restic, and
 prints the three headline figures of issue 19 next to their goals: first backup and
 restore as restic's wall time over ours (> 1: we are faster) and our peak RSS. It is a
 smoke test of direction, not a measurement: small data exaggerates start-up costs and the
@@ -30,7 +30,7 @@ RSS_GOAL_MIB = 150
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--scale", type=float, default=0.1)
+    ap.add_argument("--scale", type=float, default=0.3)
     ap.add_argument("--runs", type=int, default=1)
     a = ap.parse_args()
     started = time.monotonic()
