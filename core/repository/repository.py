@@ -30,6 +30,7 @@ from core.repository.index import Index, IndexedPack, IndexFormatError, PackEntr
 from core.repository.packer import Packer, PackFormatError, decode_header, parse_trailer
 from core.repository.snapshot import Snapshot, is_safety
 from core.repository.tree import Tree, TreeFormatError
+from core.repository.treecache import TreeCache
 from core.storage.backend import Backend, ObjectExists, ObjectNotFound, ObjectUnreadable, StorageError
 
 
@@ -107,6 +108,7 @@ class Repository:
         # Remote storage: tree packs read whole, once (a walk loads trees one by one, and a
         # ranged GET per tree is a round trip each); a few kept, least recently used out.
         self._packs: OrderedDict[str, asyncio.Future] = OrderedDict()
+        self.trees = TreeCache()  # plaintext of recently opened trees: a second walk decrypts none
         # Indexed packs the last listing found missing or of another size (adopt_unindexed_packs).
         self.unusable_packs: set[bytes] = set()
         # Objects under data/ the last adoption found not to be packs of this repository:
@@ -540,7 +542,12 @@ class Repository:
         return open_blob(self.cipher, blob_type, blob_id, sealed, loc.raw_length, key)
 
     async def load_tree(self, tree_id: bytes, *, index: Index | None = None) -> Tree:
-        raw = await self.load_blob(BlobType.TREE, tree_id, index=index)
+        raw = self.trees.get(tree_id)
+        # Kept bytes are that tree's for good, but whether it is still stored is the index's
+        # to say (a pack dropped by repair, pruned meanwhile): a tree not indexed is not loaded.
+        if raw is None or tree_id not in (self.index if index is None else index):
+            raw = await self.load_blob(BlobType.TREE, tree_id, index=index)
+            self.trees.put(tree_id, raw)
         try:
             return Tree.decode(raw)
         except TreeFormatError as exc:
