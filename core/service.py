@@ -215,6 +215,7 @@ class BackupService:
 
     def _adopt(self, repo: Repository) -> Repository:
         repo.executor = self.executor
+        repo.index_cache_dir = self.state_dir / "index-cache"  # a large repository's index table
         repo.compression_level = self.config.storage.compression_level if self.config.storage.compression else 0
         self._repo = repo
         return repo
