@@ -81,6 +81,7 @@ class Index:
         self._dropped: set[int] = set()  # table packs whose blobs (in the table) are forgotten
         self._dropped_blobs = 0
         self._spill: indextable.Spill | None = None
+        self._pack_spill: indextable.PackSpill | None = None  # packs moved with the spill
         self._built = False  # a table was built since opened (save_table has something to save)
 
     def __del__(self) -> None:
@@ -94,6 +95,9 @@ class Index:
         spill, self._spill = getattr(self, "_spill", None), None
         if spill is not None:
             spill.close()
+        packs, self._pack_spill = getattr(self, "_pack_spill", None), None
+        if packs is not None:
+            packs.close()
 
     @property
     def on_disk(self) -> bool:
@@ -114,14 +118,17 @@ class Index:
         return count
 
     def has_pack(self, pack_id: bytes) -> bool:
+        self._settle()
         return self._number(pack_id) is not None
 
     def pack_ids(self) -> list[bytes]:
+        self._settle()
         if self._table is None:
             return list(self._packs)
-        return [p[0] for p in self._table.packs()] + self._packs
+        return [p[0] for p in self._table.packs() if p[1] != indextable.ALIAS] + self._packs
 
     def pack_size(self, pack_id: bytes) -> int:
+        self._settle()
         no = self._number(pack_id)
         if no is None:
             raise KeyError(pack_id)
@@ -131,6 +138,8 @@ class Index:
         return self._table.pack(no)[1]
 
     def add_pack(self, pack_id: bytes, size: int, entries: list[PackEntry]) -> None:
+        # With a spill pending, a pack moved there is not found: it gets another number,
+        # which settling maps back to its first (indextable.build).
         no = self._number(pack_id)
         if no is None:
             no = self._base + len(self._packs)
@@ -148,7 +157,7 @@ class Index:
             for e in entries:
                 if e.id not in blobs and self._table_value(e.id) is None:
                     blobs[e.id] = (no, e.type, e.offset, e.length, e.raw_length)
-        if len(blobs) > self.threshold:
+        if len(blobs) > self.threshold or len(self._packs) > self.threshold:
             self._spill_overlay()
 
     def drop_packs(self, pack_ids: set[bytes]) -> int:
@@ -225,9 +234,15 @@ class Index:
         return self.spill_dir if self.spill_dir is not None else Path(tempfile.gettempdir())
 
     def _spill_overlay(self) -> None:
-        """Move the overlay's blobs to the spill; sorting them waits for a question."""
+        """Move the overlay's blobs and packs to the spill; sorting waits for a question."""
         if self._spill is None:
             self._spill = indextable.Spill(self._dir(), indextable.RECORD.size)
+            self._pack_spill = indextable.PackSpill(self._dir())
+        assert self._pack_spill is not None
+        for i, (pack_id, size) in enumerate(zip(self._packs, self._pack_sizes)):
+            self._pack_spill.add(pack_id, size, self._base + i)
+        self._base += len(self._packs)
+        self._packs, self._pack_sizes, self._pack_no = [], [], {}
         pack = indextable.RECORD.pack
         add = self._spill.add
         odd: dict[bytes, _Value] = {}
@@ -243,17 +258,20 @@ class Index:
             return
         self._spill_overlay()
         spill, self._spill = self._spill, None
+        packs, self._pack_spill = self._pack_spill, None
+        assert packs is not None
         try:
             spill.flush()
-            table = indextable.build(self._dir(), self.cache_tag, self._table, self._dropped, spill,
-                                     list(zip(self._packs, self._pack_sizes)), sorted(self.files))
+            packs.flush()
+            table = indextable.build(self._dir(), self.cache_tag, self._table, self._dropped, spill, packs,
+                                     sorted(self.files))
         finally:
             spill.close()
+            packs.close()
         if self._table is not None:
             self._table.close()
         self._table = table
-        self._base = table.pack_count
-        self._packs, self._pack_sizes, self._pack_no = [], [], {}
+        assert table.pack_count == self._base
         self._dropped, self._dropped_blobs = set(), 0
         self._built = True
 

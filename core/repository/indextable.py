@@ -36,8 +36,10 @@ RECORD = struct.Struct("<32sIBQQQ")
 PACK = struct.Struct("<32sQQ")
 # Sorted by pack id: pack id, pack number.
 PACK_KEY = struct.Struct("<32sI")
-# magic, tag, blob count, pack count, blob bits, pack bits, files bytes, file size, body hash
-HEADER = struct.Struct("<8s32sQQBBQQ32s")
+ALIAS = 2**64 - 1  # the size of a repeated pack's later numbers (no record names them)
+# magic, tag, blob count, pack numbers, distinct packs, blob bits, pack bits, files bytes,
+# file size, body hash
+HEADER = struct.Struct("<8s32sQQQBBQQ32s")
 HEADER_SIZE = HEADER.size + 32  # then the header's own hash
 ID_SIZE = 32
 SPILL_BITS = 10
@@ -64,10 +66,7 @@ class Spill:
     into an unlinked temp file; read back a bucket at a time in the order they came."""
 
     def __init__(self, directory: Path, size: int) -> None:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path = directory / f"spill-{os.getpid()}-{secrets.token_hex(6)}"
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        os.unlink(path)  # gone with the process, whatever happens
+        self._fd = _temp(directory)
         self.size = size
         self.count = 0
         self._end = 0
@@ -131,21 +130,22 @@ class Table:
     """An open table file, read with pread; its two bucket directories in memory."""
 
     def __init__(self, fd: int, path: Path, owned: bool, tag: bytes, blob_count: int, pack_count: int,
-                 blob_bits: int, pack_bits: int, files_len: int) -> None:
+                 key_count: int, blob_bits: int, pack_bits: int, files_len: int) -> None:
         self._fd = fd
         self.path = path
         self.owned = owned  # a temp file of this process: removed when closed
         self.tag = tag
         self.blob_count = blob_count
-        self.pack_count = pack_count
+        self.pack_count = pack_count  # pack numbers, a repeated pack's later ones included
+        self.key_count = key_count  # distinct packs
         self.blob_bits = blob_bits
         self.pack_bits = pack_bits
-        self._records = HEADER_SIZE
+        self._pack_keys = HEADER_SIZE
+        self._pack_dir_at = self._pack_keys + key_count * PACK_KEY.size
+        self._records = self._pack_dir_at + ((1 << pack_bits) + 1) * 8
         self._blob_dir_at = self._records + blob_count * RECORD.size
         self._packs = self._blob_dir_at + ((1 << blob_bits) + 1) * 8
-        self._pack_keys = self._packs + pack_count * PACK.size
-        self._pack_dir_at = self._pack_keys + pack_count * PACK_KEY.size
-        self._files = self._pack_dir_at + ((1 << pack_bits) + 1) * 8
+        self._files = self._packs + pack_count * PACK.size
         self.size = self._files + files_len
         self.blob_dir = array("Q")
         self.pack_dir = array("Q")
@@ -153,7 +153,7 @@ class Table:
     def _load_dirs(self) -> None:
         self.blob_dir = array("Q", _pread(self._fd, ((1 << self.blob_bits) + 1) * 8, self._blob_dir_at))
         self.pack_dir = array("Q", _pread(self._fd, ((1 << self.pack_bits) + 1) * 8, self._pack_dir_at))
-        for d, n in ((self.blob_dir, self.blob_count), (self.pack_dir, self.pack_count)):
+        for d, n in ((self.blob_dir, self.blob_count), (self.pack_dir, self.key_count)):
             if d[0] != 0 or d[-1] != n or any(d[i] > d[i + 1] for i in range(len(d) - 1)):
                 raise TableDamaged("bucket directory out of order")
 
@@ -171,12 +171,12 @@ class Table:
             head = os.pread(fd, HEADER_SIZE, 0)
             if len(head) != HEADER_SIZE or blake3.blake3(head[:HEADER.size]).digest() != head[HEADER.size:]:
                 raise TableDamaged("header does not match its hash")
-            magic, ftag, blobs, packs, bbits, pbits, files_len, size, body = HEADER.unpack(head[:HEADER.size])
+            magic, ftag, blobs, packs, keys, bbits, pbits, files_len, size, body = HEADER.unpack(head[:HEADER.size])
             if magic != MAGIC or ftag != tag:
                 raise TableDamaged("another table's header")
-            if not (SPILL_BITS <= bbits <= 32 and SPILL_BITS <= pbits <= 32):
-                raise TableDamaged("bucket bits out of range")
-            table = cls(fd, path, owned, tag, blobs, packs, bbits, pbits, files_len)
+            if not (SPILL_BITS <= bbits <= 32 and SPILL_BITS <= pbits <= 32) or keys > packs:
+                raise TableDamaged("header out of range")
+            table = cls(fd, path, owned, tag, blobs, packs, keys, bbits, pbits, files_len)
             if table.size != size or st.st_size != size:
                 raise TableDamaged(f"{st.st_size} bytes, its header says {size}")
             if verify:
@@ -220,6 +220,7 @@ class Table:
         return no, t, o, n, r
 
     def pack_no(self, pack_id: bytes) -> int | None:
+        """The number of a pack (its first, if it was added again), or None."""
         if len(pack_id) != ID_SIZE:
             return None
         b = _top(pack_id, self.pack_bits)
@@ -236,6 +237,7 @@ class Table:
         return PACK.unpack(_pread(self._fd, PACK.size, self._packs + no * PACK.size))
 
     def packs(self) -> Iterator[tuple[bytes, int, int]]:
+        """Every pack by number; a repeated pack's later numbers have size ALIAS."""
         yield from self._walk(self._packs, self.pack_count, PACK)
 
     def pack_ids_blob(self) -> bytes:
@@ -292,51 +294,48 @@ def _id(record: bytes) -> bytes:
     return record[:ID_SIZE]
 
 
-def build(directory: Path, tag: bytes, old: Table | None, dropped: set[int], spill: Spill | None,
-          new_packs: list[tuple[bytes, int]], files: list[str]) -> Table:
-    """A new table: ``old``'s records but those of ``dropped`` packs, then ``spill``'s, the
-    first of equal ids kept; ``old``'s packs then ``new_packs`` (numbered on from them).
-    Written to a temp file of this process in ``directory`` (``Table.owned``)."""
+def build(directory: Path, tag: bytes, old: Table | None, dropped: set[int], blobs: Spill | None,
+          packs: PackSpill | None, files: list[str]) -> Table:
+    """A new table: ``old``'s records but those of ``dropped`` packs, then ``blobs``', the
+    first of equal ids kept; ``old``'s packs then ``packs``' (numbered on from them; a
+    pack seen again keeps its first number, and records naming a later one are moved to
+    it). Written to a temp file of this process in ``directory`` (``Table.owned``)."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = directory / f"tmp-{os.getpid()}-{secrets.token_hex(6)}.axidx"
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         out = _Out(fd)
         old_packs = old.pack_count if old is not None else 0
-        pack_count = old_packs + len(new_packs)
+        pack_count = old_packs + (packs.count if packs is not None else 0)
+        pbits = _bits(pack_count, PACKS_PER_BUCKET)
+        alias: dict[int, int] = {}
+        key_count, pack_dir = _merge_keys(out, pbits, old, packs, alias)
+        out.write(pack_dir.tobytes())
         live = array("Q", bytes(8 * pack_count))
-        estimate = (old.blob_count if old is not None else 0) + (spill.count if spill is not None else 0)
+        estimate = (old.blob_count if old is not None else 0) + (blobs.count if blobs is not None else 0)
         bbits = _bits(estimate, BLOBS_PER_BUCKET)
-        blob_count, blob_dir = _merge(out, RECORD.size, bbits, old.blob_bucket if old is not None else None,
-                                      spill, dropped, live)
+        blob_count, blob_dir = _merge_records(out, bbits, old, blobs, dropped, alias, live)
         out.write(blob_dir.tobytes())
         # Packs by number: the old table's in order, then the new ones.
-        if old is not None:
-            piece = bytearray()
-            for no, (pid, size, _) in enumerate(old.packs()):
-                piece += PACK.pack(pid, size, live[no])
-                if len(piece) >= READ_PIECE:
-                    out.write(piece)
-                    piece.clear()
-            out.write(piece)
-        keys = Spill(directory, PACK_KEY.size)
-        try:
-            piece = bytearray()
-            for i, (pid, size) in enumerate(new_packs):
-                piece += PACK.pack(pid, size, live[old_packs + i])
-                keys.add(PACK_KEY.pack(pid, old_packs + i))
-            out.write(piece)
-            keys.flush()
-            pbits = _bits(pack_count, PACKS_PER_BUCKET)
-            count, pack_dir = _merge(out, PACK_KEY.size, pbits, old.pack_key_bucket if old is not None else None,
-                                     keys, set(), None)
-            assert count == pack_count
-        finally:
-            keys.close()
-        out.write(pack_dir.tobytes())
+        piece = bytearray()
+        no = 0
+        for pid, size, _ in (old.packs() if old is not None else ()):
+            piece += PACK.pack(pid, size, live[no])
+            no += 1
+            if len(piece) >= READ_PIECE:
+                out.write(piece)
+                piece.clear()
+        for pid, size in (packs.records() if packs is not None else ()):
+            piece += PACK.pack(pid, ALIAS if no in alias else size, live[no])
+            no += 1
+            if len(piece) >= READ_PIECE:
+                out.write(piece)
+                piece.clear()
+        out.write(piece)
+        assert no == pack_count
         files_raw = msgpack.packb(sorted(files), use_bin_type=True)
         out.write(files_raw)
-        header = HEADER.pack(MAGIC, tag, blob_count, pack_count, bbits, pbits, len(files_raw), out.pos,
+        header = HEADER.pack(MAGIC, tag, blob_count, pack_count, key_count, bbits, pbits, len(files_raw), out.pos,
                              out.hash.digest())
         os.pwrite(fd, header + blake3.blake3(header).digest(), 0)
     except BaseException:
@@ -351,21 +350,58 @@ def build(directory: Path, tag: bytes, old: Table | None, dropped: set[int], spi
         raise
 
 
-def _merge(out: _Out, size: int, bits: int, old_bucket, spill: Spill | None, dropped: set[int],
-           live: array | None) -> tuple[int, array]:
-    """Write one sorted section bucket by bucket; its count and bucket directory."""
+def _records(data: bytes, size: int) -> list[bytes]:
+    return [data[i:i + size] for i in range(0, len(data), size)]
+
+
+def _merge_keys(out: _Out, bits: int, old: Table | None, packs: PackSpill | None,
+                alias: dict[int, int]) -> tuple[int, array]:
+    """Write the pack keys sorted by id; a pack id seen again goes into ``alias``."""
     directory = array("Q", bytes(8 * ((1 << bits) + 1)))
     count = 0
     shift = 32 - bits
     for j in range(1 << SPILL_BITS):
-        data = old_bucket(j) if old_bucket is not None else b""
-        recs = [data[i:i + size] for i in range(0, len(data), size)]
+        recs = _records(old.pack_key_bucket(j), PACK_KEY.size) if old is not None else []
+        if packs is not None:
+            more = packs.keys.bucket(j)
+            if more:
+                recs += _records(more, PACK_KEY.size)
+                recs.sort(key=_id)  # stable: the first number stays first
+        kept = []
+        prev, first = b"", 0
+        for r in recs:
+            k = r[:ID_SIZE]
+            no = int.from_bytes(r[32:36], "little")
+            if k == prev:
+                alias[no] = first
+                continue
+            prev, first = k, no
+            kept.append(r)
+            directory[(int.from_bytes(k[:4], "big") >> shift) + 1] += 1
+        count += len(kept)
+        out.write(b"".join(kept))
+    for i in range(1, len(directory)):
+        directory[i] += directory[i - 1]
+    return count, directory
+
+
+def _merge_records(out: _Out, bits: int, old: Table | None, blobs: Spill | None, dropped: set[int],
+                   alias: dict[int, int], live: array) -> tuple[int, array]:
+    """Write the blob records sorted by id, the first of equal ids kept."""
+    directory = array("Q", bytes(8 * ((1 << bits) + 1)))
+    count = 0
+    shift = 32 - bits
+    for j in range(1 << SPILL_BITS):
+        recs = _records(old.blob_bucket(j), RECORD.size) if old is not None else []
         if dropped and recs:
             recs = [r for r in recs if int.from_bytes(r[32:36], "little") not in dropped]
-        if spill is not None:
-            more = spill.bucket(j)
+        if blobs is not None:
+            more = blobs.bucket(j)
             if more:
-                recs += [more[i:i + size] for i in range(0, len(more), size)]
+                new = _records(more, RECORD.size)
+                if alias:
+                    new = [_renumber(r, alias) for r in new]
+                recs += new
                 recs.sort(key=_id)  # stable: of equal ids, the first added stays first
         kept = []
         prev = b""
@@ -376,13 +412,63 @@ def _merge(out: _Out, size: int, bits: int, old_bucket, spill: Spill | None, dro
             prev = k
             kept.append(r)
             directory[(int.from_bytes(k[:4], "big") >> shift) + 1] += 1
-            if live is not None:
-                live[int.from_bytes(r[32:36], "little")] += 1
+            live[int.from_bytes(r[32:36], "little")] += 1
         count += len(kept)
         out.write(b"".join(kept))
     for i in range(1, len(directory)):
         directory[i] += directory[i - 1]
     return count, directory
+
+
+def _renumber(record: bytes, alias: dict[int, int]) -> bytes:
+    no = alias.get(int.from_bytes(record[32:36], "little"))
+    return record if no is None else record[:32] + no.to_bytes(4, "little") + record[36:]
+
+
+class PackSpill:
+    """Packs numbered on from a table's, not sorted yet: by number in one unlinked file,
+    and their keys in a Spill."""
+
+    def __init__(self, directory: Path) -> None:
+        self.keys = Spill(directory, PACK_KEY.size)
+        self._seq = _temp(directory)
+        self._buf = bytearray()
+        self._end = 0
+        self.count = 0
+
+    def add(self, pack_id: bytes, size: int, no: int) -> None:
+        self._buf += _PACK_SEQ.pack(pack_id, size)
+        self.keys.add(PACK_KEY.pack(pack_id, no))
+        self.count += 1
+        if len(self._buf) >= SPILL_FLUSH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buf:
+            os.pwrite(self._seq, self._buf, self._end)
+            self._end += len(self._buf)
+            self._buf.clear()
+        self.keys.flush()
+
+    def records(self) -> Iterator[tuple[bytes, int]]:
+        per = READ_PIECE // _PACK_SEQ.size
+        for first in range(0, self._end, per * _PACK_SEQ.size):
+            yield from _PACK_SEQ.iter_unpack(_pread(self._seq, min(per * _PACK_SEQ.size, self._end - first), first))
+
+    def close(self) -> None:
+        os.close(self._seq)
+        self.keys.close()
+
+
+_PACK_SEQ = struct.Struct("<32sQ")
+
+
+def _temp(directory: Path) -> int:
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = directory / f"spill-{os.getpid()}-{secrets.token_hex(6)}"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    os.unlink(path)  # gone with the process, whatever happens
+    return fd
 
 
 def sweep(directory: Path) -> None:

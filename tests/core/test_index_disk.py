@@ -171,8 +171,12 @@ def test_table_refuses_another_tag_and_foreign_files(tmp_path: Path) -> None:
     spill = indextable.Spill(tmp_path, indextable.RECORD.size)
     spill.add(indextable.RECORD.pack(b"a" * 32, 0, 0, 1, 2, 3))
     spill.flush()
-    table = indextable.build(tmp_path, b"t" * 32, None, set(), spill, [(b"p" * 32, 9)], ["index/x"])
+    packs = indextable.PackSpill(tmp_path)
+    packs.add(b"p" * 32, 9, 0)
+    packs.flush()
+    table = indextable.build(tmp_path, b"t" * 32, None, set(), spill, packs, ["index/x"])
     spill.close()
+    packs.close()
     assert table.find(b"a" * 32) == (0, 0, 1, 2, 3) and table.pack_no(b"p" * 32) == 0
     with pytest.raises(indextable.TableDamaged):
         indextable.Table.open(table.path, b"u" * 32)
