@@ -44,6 +44,7 @@ class IndexFormatError(ValueError):
 # costs about 270 bytes a blob: 200,000 blobs are about 55 MB). Tests force it low.
 THRESHOLD_ENV = "AXISOR_INDEX_DISK_THRESHOLD"
 DEFAULT_THRESHOLD = 200_000
+SPILL_BUFFER = 50_000
 
 _Value = tuple[int, int, int, int, int]  # pack number, type, offset, length, raw length
 
@@ -157,7 +158,9 @@ class Index:
             for e in entries:
                 if e.id not in blobs and self._table_value(e.id) is None:
                     blobs[e.id] = (no, e.type, e.offset, e.length, e.raw_length)
-        if len(blobs) > self.threshold or len(self._packs) > self.threshold:
+        # While a spill is pending the overlay is only its write buffer: kept small.
+        limit = self.threshold if self._spill is None else min(self.threshold, SPILL_BUFFER)
+        if len(blobs) > limit or len(self._packs) > limit:
             self._spill_overlay()
 
     def drop_packs(self, pack_ids: set[bytes]) -> int:

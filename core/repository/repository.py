@@ -174,19 +174,22 @@ class Repository:
 
     # -- index --------------------------------------------------------------------------
 
-    async def load_index(self, *, strict: bool = True) -> list[DamagedObject]:
+    async def load_index(self, *, strict: bool = True, use_cache: bool = True) -> list[DamagedObject]:
         """Load every index file not loaded yet. Damaged ones are returned, or raised if strict.
 
         With ``index_cache_dir``, a large index is kept there between runs (an on-disk table,
         core/repository/indextable.py): reused when every index file it was built from is
         still listed (index files never change: their names are their content's hash), the
-        files listed since loaded on top of it."""
+        files listed since loaded on top of it. Not ``use_cache`` (verify): every index file
+        is read, so one damaged since the table was built is found."""
         damaged: list[DamagedObject] = []
         listing = [info async for info in self.backend.list(f"{INDEX}/")]
         cache = self._index_cache() if self._index_is_empty() else None
         if cache is not None:
             path, tag = cache
-            cached = await asyncio.to_thread(Index.from_cache, path, tag, spill_dir=path.parent)
+            cached = None
+            if use_cache:
+                cached = await asyncio.to_thread(Index.from_cache, path, tag, spill_dir=path.parent)
             if cached is not None and cached.files <= {info.key for info in listing}:
                 self.index = cached
             elif cached is not None:

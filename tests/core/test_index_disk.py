@@ -185,3 +185,24 @@ def test_table_refuses_another_tag_and_foreign_files(tmp_path: Path) -> None:
         indextable.Table.open(table.path, b"t" * 32)
     table.close()
     assert not table.path.exists()
+
+
+def test_verify_reads_every_index_file_despite_the_cache(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("AXISOR_INDEX_DISK_THRESHOLD", "50")
+    path = asyncio.run(_repo(tmp_path))
+    cache = tmp_path / "cache"
+    asyncio.run(_load(path, cache))
+    victim = sorted((path / "index").iterdir())[0]
+    victim.write_bytes(victim.read_bytes()[:-1])
+
+    async def load(use_cache: bool) -> tuple[int, list]:
+        repo = await Repository.open(LocalBackend(path), "pw")
+        repo.index_cache_dir = cache
+        damaged = await repo.load_index(strict=False, use_cache=use_cache)
+        return len(repo.index), [d.key for d in damaged]
+
+    assert asyncio.run(load(False)) == (200, [f"index/{victim.name}"])
+    # The table saved by that load has the five good files; the sixth is tried again.
+    assert asyncio.run(load(True)) == (200, [f"index/{victim.name}"])
+    victim.unlink()  # gone (as prune or repair removes files): the table is built again
+    assert asyncio.run(load(True)) == (200, [])
