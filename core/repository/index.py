@@ -128,6 +128,15 @@ class Index:
             return list(self._packs)
         return [p[0] for p in self._table.packs() if p[1] != indextable.ALIAS] + self._packs
 
+    def packs(self) -> Iterator[tuple[bytes, int]]:
+        """(pack id, size) of every pack: one pass over the table rather than a read a pack."""
+        self._settle()
+        if self._table is not None:
+            for pack_id, size, _ in self._table.packs():
+                if size != indextable.ALIAS:
+                    yield pack_id, size
+        yield from zip(self._packs, self._pack_sizes)
+
     def pack_size(self, pack_id: bytes) -> int:
         self._settle()
         no = self._number(pack_id)

@@ -320,8 +320,7 @@ class Repository:
             on_storage[pack_id] = info.size
             if not self.index.has_pack(pack_id):
                 unindexed.append(info)
-        self.unusable_packs = {p for p in self.index.pack_ids()
-                               if on_storage.get(p) != self.index.pack_size(p)}
+        self.unusable_packs = {p for p, size in self.index.packs() if on_storage.get(p) != size}
         self.index.drop_packs(self.unusable_packs)
         for info in unindexed:
             pack_id = pack_id_from_key(info.key)

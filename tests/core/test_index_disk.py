@@ -31,6 +31,7 @@ ops = st.lists(st.one_of(add, add, drop, ask), max_size=40)
 
 
 def state(index: Index) -> tuple:
+    assert sorted(index.packs()) == sorted((p, index.pack_size(p)) for p in index.pack_ids())
     return (len(index), sorted(index.pack_ids()), {p: index.pack_size(p) for p in index.pack_ids()},
             sorted(index.blobs()), [index.has_pack(p) for p in PACKS])
 
