@@ -7,11 +7,14 @@ a hundred bytes per blob in memory rather than an object each.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import msgpack
 
@@ -56,6 +59,17 @@ def _threshold() -> int:
         return DEFAULT_THRESHOLD
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _locked(method: _F) -> _F:
+    @functools.wraps(method)
+    def wrapper(self: Index, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return cast(_F, wrapper)
+
+
 class Index:
     """Blob id -> location. Small, a dict (``_blobs``); past ``threshold`` blobs, an
     on-disk table (core/repository/indextable.py) plus that dict as an overlay of the
@@ -63,12 +77,15 @@ class Index:
     way: the first location added wins, and a dropped pack's blobs are forgotten.
 
     Packs are numbered in the order they are first seen: the table's first (0 ..
-    ``_base``-1), then those added since (``_packs``). While ``_spill`` is pending (the
+    ``_base``-1), then those added since (``_packs``). Worker threads ask ``in`` while
+    the event loop adds packs, so everything past the dict is done under ``_lock``.
+    While ``_spill`` is pending (the
     overlay was moved there, not yet sorted), the next question settles it into a new
     table first: loading index files asks nothing, so it costs one sort however many
     files there are."""
 
     def __init__(self, *, spill_dir: Path | None = None, threshold: int | None = None) -> None:
+        self._lock = threading.RLock()
         self._packs: list[bytes] = []
         self._pack_sizes: list[int] = []
         self._pack_no: dict[bytes, int] = {}
@@ -105,12 +122,15 @@ class Index:
         return self._table is not None or self._spill is not None
 
     def __contains__(self, blob_id: bytes) -> bool:
+        # Without the lock, as fast as the dict: a spill sets ``_spill`` before it empties
+        # the dict, so a miss here that races one is asked again below, under the lock.
         if blob_id in self._blobs:
             return True
         if self._table is None and self._spill is None:
             return False
         return self._table_value(blob_id) is not None
 
+    @_locked
     def __len__(self) -> int:
         self._settle()
         count = len(self._blobs)
@@ -118,10 +138,12 @@ class Index:
             count += self._table.blob_count - self._dropped_blobs
         return count
 
+    @_locked
     def has_pack(self, pack_id: bytes) -> bool:
         self._settle()
         return self._number(pack_id) is not None
 
+    @_locked
     def pack_ids(self) -> list[bytes]:
         self._settle()
         if self._table is None:
@@ -130,13 +152,15 @@ class Index:
 
     def packs(self) -> Iterator[tuple[bytes, int]]:
         """(pack id, size) of every pack: one pass over the table rather than a read a pack."""
-        self._settle()
+        with self._lock:
+            self._settle()
         if self._table is not None:
             for pack_id, size, _ in self._table.packs():
                 if size != indextable.ALIAS:
                     yield pack_id, size
         yield from zip(self._packs, self._pack_sizes)
 
+    @_locked
     def pack_size(self, pack_id: bytes) -> int:
         self._settle()
         no = self._number(pack_id)
@@ -147,6 +171,7 @@ class Index:
         assert self._table is not None
         return self._table.pack(no)[1]
 
+    @_locked
     def add_pack(self, pack_id: bytes, size: int, entries: list[PackEntry]) -> None:
         # With a spill pending, a pack moved there is not found: it gets another number,
         # which settling maps back to its first (indextable.build).
@@ -172,6 +197,7 @@ class Index:
         if len(blobs) > limit or len(self._packs) > limit:
             self._spill_overlay()
 
+    @_locked
     def drop_packs(self, pack_ids: set[bytes]) -> int:
         """Forget every blob located in ``pack_ids`` (packs found missing or truncated), so
         a writer stores those blobs again instead of referencing them. A copy of such a
@@ -194,6 +220,7 @@ class Index:
                     count += forgotten
         return count
 
+    @_locked
     def lookup(self, blob_id: bytes) -> BlobLocation | None:
         v = self._blobs.get(blob_id)
         if v is None or self._spill is not None:
@@ -205,7 +232,9 @@ class Index:
         return BlobLocation(self._pack_id(v[0]), v[1], v[2], v[3], v[4])
 
     def blobs(self) -> Iterator[tuple[bytes, BlobLocation]]:
-        self._settle()
+        """Not while blobs are added (a table replaced meanwhile would be closed under it)."""
+        with self._lock:
+            self._settle()
         if self._table is not None:
             ids = self._table.pack_ids_blob()
             dropped = self._dropped
@@ -229,6 +258,7 @@ class Index:
         assert self._table is not None
         return self._table.pack(no)[0]
 
+    @_locked
     def _table_value(self, blob_id: bytes) -> _Value | None:
         """A blob's location when it is not in the overlay (the spill settled first)."""
         self._settle()
@@ -269,20 +299,23 @@ class Index:
         if self._spill is None:
             return
         self._spill_overlay()
-        spill, self._spill = self._spill, None
-        packs, self._pack_spill = self._pack_spill, None
+        spill, packs = self._spill, self._pack_spill
         assert packs is not None
         try:
             spill.flush()
             packs.flush()
             table = indextable.build(self._dir(), self.cache_tag, self._table, self._dropped, spill, packs,
                                      sorted(self.files))
-        finally:
-            spill.close()
-            packs.close()
-        if self._table is not None:
-            self._table.close()
-        self._table = table
+        except BaseException:
+            self.close()  # what was spilled is lost: an index that cannot be asked any more
+            raise
+        old, self._table = self._table, table
+        # Only now: a lock-free `in` that finds neither a table nor a spill answers no.
+        self._spill = self._pack_spill = None
+        spill.close()
+        packs.close()
+        if old is not None:
+            old.close()
         assert table.pack_count == self._base
         self._dropped, self._dropped_blobs = set(), 0
         self._built = True
@@ -310,6 +343,7 @@ class Index:
         index.files = set(files)
         return index
 
+    @_locked
     def save_table(self, path: Path) -> bool:
         """Keep this index's table at ``path`` for the next run, when everything it holds
         came from ``files`` (the caller's promise: nothing added or dropped since loading).

@@ -148,7 +148,8 @@ def _reader(path: str, cache: str, rounds: int, out) -> None:
         for i in range(rounds):
             if i % 2:
                 for p in Path(cache).glob("*.axidx"):
-                    p.unlink(missing_ok=True)  # the other process may be building meanwhile
+                    if not p.name.startswith("tmp-"):  # the other process may be building meanwhile
+                        p.unlink(missing_ok=True)
             out.put(asyncio.run(_load(Path(path), Path(cache)))[0])
     except BaseException as exc:  # noqa: BLE001 - reported to the test
         out.put(repr(exc))
