@@ -128,7 +128,15 @@ class Index:
             return True
         if self._table is None and self._spill is None:
             return False
-        return self._table_value(blob_id) is not None
+        with self._lock:
+            self._settle()
+            if blob_id in self._blobs:
+                return True
+            table = self._table
+            if table is None:
+                return False
+            v = table.find(blob_id)
+            return v is not None and v[0] not in self._dropped
 
     @_locked
     def __len__(self) -> int:
