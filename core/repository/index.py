@@ -44,7 +44,7 @@ class IndexFormatError(ValueError):
 
 
 # Above this many blobs held in memory an index moves them to an on-disk table (a dict
-# costs about 270 bytes a blob: 200,000 blobs are about 55 MB). Tests force it low.
+# costs about 290 bytes a blob: 200,000 blobs are about 58 MB). Tests force it low.
 THRESHOLD_ENV = "AXISOR_INDEX_DISK_THRESHOLD"
 DEFAULT_THRESHOLD = 200_000
 SPILL_BUFFER = 50_000
