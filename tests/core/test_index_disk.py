@@ -208,3 +208,34 @@ def test_verify_reads_every_index_file_despite_the_cache(tmp_path: Path, monkeyp
     assert asyncio.run(load(True)) == (200, [f"index/{victim.name}"])
     victim.unlink()  # gone (as prune or repair removes files): the table is built again
     assert asyncio.run(load(True)) == (200, [])
+
+
+def test_in_from_a_thread_while_packs_are_added(tmp_path: Path) -> None:
+    """Backup workers ask `in` while the event loop adds packs that spill and settle."""
+    import threading
+
+    index = Index(spill_dir=tmp_path, threshold=300)
+    added: list[bytes] = []
+    wrong: list[bytes] = []
+    stop = threading.Event()
+
+    def ask() -> None:
+        while not stop.is_set():
+            for blob_id in list(added[-200:]):
+                if blob_id not in index:
+                    wrong.append(blob_id)
+
+    worker = threading.Thread(target=ask)
+    worker.start()
+    try:
+        for i in range(60):
+            entries = _entries(40, 1000 + i)
+            index.add_pack(os.urandom(32), 4000, entries)
+            added.extend(e.id for e in entries)
+            if i % 7 == 0:
+                assert entries[0].id in index
+    finally:
+        stop.set()
+        worker.join()
+    assert wrong == [] and len(index) == 2400
+    index.close()
