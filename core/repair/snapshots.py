@@ -165,7 +165,7 @@ class _Rewriter:
 async def _drop_unusable_packs(repo: Repository) -> None:
     """Blobs in packs that are gone or cut short count as lost, whatever the index says."""
     on_storage = await repo.pack_sizes()
-    repo.index.drop_packs({p for p in repo.index.pack_ids() if on_storage.get(p) != repo.index.pack_size(p)})
+    repo.index.drop_packs({p for p, size in repo.index.packs() if on_storage.get(p) != size})
 
 
 async def repair_snapshots(repo: Repository, *, snapshot_ids: list[str] | None = None, dry_run: bool = False,

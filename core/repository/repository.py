@@ -19,6 +19,7 @@ from pathlib import Path
 
 from core import crypto
 from core.errors import AxisorError, DamagedObject, SnapshotNotFound
+from core.repository import indextable
 from core.repository import keys as keyfiles
 from core.repository import repo_config
 from core.repository.blobs import SealedBlob, open_blob, seal_blob
@@ -96,6 +97,10 @@ class Repository:
         self.key = key
         self.executor = executor
         self.index = Index()
+        # Local folder for the on-disk index table of a large repository (Service sets it
+        # to the state folder's index-cache/); None: such a table is built in the system's
+        # temp folder and not kept.
+        self.index_cache_dir: Path | None = None
         self.compression_level = 3
         self._packer = Packer()
         self._pending: set[bytes] = set()  # ids in the packer or uploading
@@ -180,10 +185,28 @@ class Repository:
 
     # -- index --------------------------------------------------------------------------
 
-    async def load_index(self, *, strict: bool = True) -> list[DamagedObject]:
-        """Load every index file not loaded yet. Damaged ones are returned, or raised if strict."""
+    async def load_index(self, *, strict: bool = True, use_cache: bool = True) -> list[DamagedObject]:
+        """Load every index file not loaded yet. Damaged ones are returned, or raised if strict.
+
+        With ``index_cache_dir``, a large index is kept there between runs (an on-disk table,
+        core/repository/indextable.py): reused when every index file it was built from is
+        still listed (index files never change: their names are their content's hash), the
+        files listed since loaded on top of it. Not ``use_cache`` (verify): every index file
+        is read, so one damaged since the table was built is found."""
         damaged: list[DamagedObject] = []
-        async for info in self.backend.list(f"{INDEX}/"):
+        listing = [info async for info in self.backend.list(f"{INDEX}/")]
+        cache = self._index_cache() if self._index_is_empty() else None
+        if cache is not None:
+            path, tag = cache
+            cached = None
+            if use_cache:
+                cached = await asyncio.to_thread(Index.from_cache, path, tag, spill_dir=path.parent)
+            if cached is not None and cached.files <= {info.key for info in listing}:
+                self.index = cached
+            elif cached is not None:
+                cached.close()  # index files gone (prune, repair): built again below
+            self.index.spill_dir, self.index.cache_tag = path.parent, tag
+        for info in listing:
             if info.key in self.index.files:
                 continue
             try:
@@ -195,12 +218,34 @@ class Repository:
                     raise DamagedObject(exc.key, f"{exc.reason}; `axisor-backup repair index` rebuilds the "
                                                  "index from the packs") from None
                 damaged.append(exc)
+        if cache is not None and self.index.on_disk:
+            # Everything in it came from the files just loaded: worth keeping. The sort a
+            # large index waits for happens here, off the event loop.
+            await asyncio.to_thread(self.index.save_table, cache[0])
         return damaged
+
+    def _index_is_empty(self) -> bool:
+        return not self.index.files and not self.index.on_disk and not self.index.pack_ids()
+
+    def _index_cache(self) -> tuple[Path, bytes] | None:
+        """Where this repository's index table is kept at this location, and its tag."""
+        if self.index_cache_dir is None:
+            return None
+        tag = crypto.content_hash(b"axisor/index-cache/v1\0" + self.config.id.encode() + b"\0" +
+                                  str(self.backend.location).encode())
+        try:
+            self.index_cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError:
+            return None  # no cache: the index is built in the temp folder instead
+        indextable.sweep(self.index_cache_dir)
+        return self.index_cache_dir / f"{self.config.id}-{tag.hex()[:16]}.axidx", tag
 
     def replace_index(self, index: Index) -> None:
         """Hold ``index`` (its ``files`` set) instead of the loaded one. For prune and repair,
         once they have replaced the index files on storage: the old in-memory index names
         packs they delete next, and a writer deduplicating against it would lose data."""
+        if index.spill_dir is None:
+            index.spill_dir = self.index_cache_dir
         self.index = index
 
     async def read_index_file(self, key: str, size: int | None = None) -> list[IndexedPack]:
@@ -286,8 +331,7 @@ class Repository:
             on_storage[pack_id] = info.size
             if not self.index.has_pack(pack_id):
                 unindexed.append(info)
-        self.unusable_packs = {p for p in self.index.pack_ids()
-                               if on_storage.get(p) != self.index.pack_size(p)}
+        self.unusable_packs = {p for p, size in self.index.packs() if on_storage.get(p) != size}
         self.index.drop_packs(self.unusable_packs)
         for info in unindexed:
             pack_id = pack_id_from_key(info.key)

@@ -100,6 +100,7 @@ class Session:
     def adopt(self, repo: Repository) -> Repository:
         """Make ``repo`` the one this session reads and writes, with its pool and compression."""
         self.prepare(repo)
+        repo.index_cache_dir = self.state_dir / "index-cache"  # a large repository's index table
         self._repo = repo
         return repo
 

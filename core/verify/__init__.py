@@ -87,7 +87,7 @@ async def verify(repo: Repository, *, full: bool = False, snapshot_ids: list[str
     tell = on_progress or (lambda _p: None)
     problems: dict[str, str] = {}  # object -> reason
 
-    for exc in await repo.load_index(strict=False):
+    for exc in await repo.load_index(strict=False, use_cache=False):  # every index file read: damage found
         problems[exc.key] = exc.reason
 
     snaps = await _load_snapshots(repo, snapshot_ids, problems)
@@ -143,13 +143,13 @@ async def _check_packs(repo: Repository, report: VerifyReport, problems: dict[st
     """Indexed packs missing or of another size go to ``problems``; packs no index names are
     reported as unreferenced (ours) or foreign. The listing: pack id -> size."""
     on_storage = await repo.pack_sizes()
-    for pid in repo.index.pack_ids():
+    for pid, indexed in repo.index.packs():
         key = pack_key(pid)
         size = on_storage.get(pid)
         if size is None:
             problems[key] = "pack is missing"
-        elif size != repo.index.pack_size(pid):
-            problems[key] = f"pack is {size} bytes, the index says {repo.index.pack_size(pid)} (truncated?)"
+        elif size != indexed:
+            problems[key] = f"pack is {size} bytes, the index says {indexed} (truncated?)"
     for pid in sorted(p for p in on_storage if not repo.index.has_pack(p)):
         try:
             await repo.check_unindexed_pack(pid, on_storage[pid], hash_content=False)
