@@ -23,14 +23,21 @@ EXIT_INTERRUPTED = Exit.INTERRUPTED
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
-    d = sub.add_parser("drill", parents=[common],
-                       help="rehearse a disaster: restore into scratch targets, validate, measure RTO/RPO")
-    d.add_argument("--scenario", choices=DRILL_SCENARIOS,
-                   help="default: [drills] scenario (database-loss)")
-    d.add_argument("--from", dest="from_location", metavar="LOCATION",
-                   help="read from this location (location-loss: default the first secondary)")
-    d.add_argument("--to-time", metavar="TIMESTAMP",
-                   help="database by point-in-time recovery to this time (physical backups and WAL)")
+    d = sub.add_parser(
+        "drill", parents=[common], help="rehearse a disaster: restore into scratch targets, validate, measure RTO/RPO"
+    )
+    d.add_argument("--scenario", choices=DRILL_SCENARIOS, help="default: [drills] scenario (database-loss)")
+    d.add_argument(
+        "--from",
+        dest="from_location",
+        metavar="LOCATION",
+        help="read from this location (location-loss: default the first secondary)",
+    )
+    d.add_argument(
+        "--to-time",
+        metavar="TIMESTAMP",
+        help="database by point-in-time recovery to this time (physical backups and WAL)",
+    )
     ds = sub.add_parser("drills", parents=[common], help="past drills with their RTO/RPO trend, or one report")
     ds.add_argument("drill_id", nargs="?", metavar="ID", help="show this drill's report (an id or unique prefix)")
     ds.add_argument("--limit", type=int, default=20)
@@ -66,8 +73,7 @@ async def cmd_drill(svc: Any, args: Any, out: Any) -> int:
             cli_jobs._note(f"job {job.id} runs in the daemon; Ctrl-C stops watching, not the drill")
         loop.add_signal_handler(signal.SIGINT, interrupted.set)
         try:
-            final = await cli_jobs._watch(engine, events, job, interrupted,
-                                          tty=sys.stderr.isatty() and not out.json)
+            final = await cli_jobs._watch(engine, events, job, interrupted, tty=sys.stderr.isatty() and not out.json)
         except DaemonConnectionLost:
             if engine.mode != "daemon":
                 raise
@@ -98,7 +104,9 @@ async def cmd_drill(svc: Any, args: Any, out: Any) -> int:
         cli_jobs._note(f"drill cancelled (job {final.id}); scratch targets were removed")
         return EXIT_INTERRUPTED
     if not result.get("passed"):
-        cli_jobs._note(f"drill {result['id']} FAILED: " + "; ".join(result.get("failures") or [result.get("error") or ""]))
+        cli_jobs._note(
+            f"drill {result['id']} FAILED: " + "; ".join(result.get("failures") or [result.get("error") or ""])
+        )
         return DrillFailed.exit_code
     return 0
 
@@ -119,7 +127,7 @@ async def cmd_drills(svc: Any, args: Any, out: Any) -> int:
     for d in damaged:
         cli_jobs._note(f"warning: {d}")
     rows = history(reports)
-    rows = rows[-args.limit:] if args.limit > 0 else rows
+    rows = rows[-args.limit :] if args.limit > 0 else rows
 
     def text() -> str:
         if not rows:
@@ -128,8 +136,18 @@ async def cmd_drills(svc: Any, args: Any, out: Any) -> int:
         for x in rows:
             change = x["rto_change_seconds"]
             trend = "-" if change is None else ("+" if change >= 0 else "-") + _secs(abs(change))
-            table.append((x["id"], x["scenario"], "pass" if x["passed"] else "FAIL", _secs(x["rto_seconds"]),
-                          _secs(x["rto_objective_seconds"]), trend, _secs(x["worst_rpo_seconds"]), x["location"]))
+            table.append(
+                (
+                    x["id"],
+                    x["scenario"],
+                    "pass" if x["passed"] else "FAIL",
+                    _secs(x["rto_seconds"]),
+                    _secs(x["rto_objective_seconds"]),
+                    trend,
+                    _secs(x["worst_rpo_seconds"]),
+                    x["location"],
+                )
+            )
         widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
         return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table)
 

@@ -30,21 +30,21 @@ EXIT_INTERRUPTED = Exit.INTERRUPTED
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
-    sub.add_parser("daemon", parents=[common],
-                       help="run the engine (and scheduler) in the foreground, serving a local socket")
+    sub.add_parser(
+        "daemon", parents=[common], help="run the engine (and scheduler) in the foreground, serving a local socket"
+    )
     j = sub.add_parser("jobs", parents=[common], help="the job history, one job with its log, or live events")
     j.add_argument("job_id", nargs="?", metavar="ID", help="one job (an id or a unique prefix)")
-    j.add_argument("--follow", "-f", action="store_true",
-                   help="stream events until the job ends (with ID) or until interrupted")
+    j.add_argument(
+        "--follow", "-f", action="store_true", help="stream events until the job ends (with ID) or until interrupted"
+    )
     j.add_argument("--limit", type=int, default=50)
     j.add_argument("--state", action="append", default=[], choices=[s.value for s in JobState])
     jc = sub.add_parser("job", parents=[common], help="act on one job")
     jsub = jc.add_subparsers(dest="job_command", required=True)
     cancel = jsub.add_parser("cancel", parents=[common], help="cancel a pending or running job")
     cancel.add_argument("job_id", metavar="ID")
-    sub.add_parser("status", parents=[common],
-                   help="health for monitoring: exit 0 ok, 1 warning, 2 critical")
-
+    sub.add_parser("status", parents=[common], help="health for monitoring: exit 0 ok, 1 warning, 2 critical")
 
 
 def _one_line(text: str) -> str:
@@ -112,7 +112,7 @@ def _progress_line(job: Job, width: int | None = None) -> str:
     room = width - len(line) - 2
     if len(current) > room:
         half = (room - 1) // 2
-        current = current[:half] + "…" + current[len(current) - half:] if room > 8 else ""
+        current = current[:half] + "…" + current[len(current) - half :] if room > 8 else ""
     return f"{line}, {current}"[:width] if current else line[:width]
 
 
@@ -143,6 +143,7 @@ def _detach_from_terminal() -> None:
 
 # -- backup ------------------------------------------------------------------------------
 
+
 def survive_hangup() -> None:
     """Every command but the daemon: a hang-up (the SSH session dropped) silences the
     output and lets the command, and the job it runs, finish before the process exits."""
@@ -150,8 +151,7 @@ def survive_hangup() -> None:
 
 
 async def cmd_backup(svc: Any, args: Any, out: Any) -> int:
-    params = {"type": args.kind, "sources": list(args.source), "tags": list(args.tag),
-              "lock_wait": args.lock_wait}
+    params = {"type": args.kind, "sources": list(args.source), "tags": list(args.tag), "lock_wait": args.lock_wait}
     engine = await _engine(svc, prefer_daemon=not limited_here(args))
     loop = asyncio.get_running_loop()
     interrupted = asyncio.Event()
@@ -192,15 +192,16 @@ def _lost(job_id: str | None, job: Job | None, doing: str = "following") -> int:
     from core.daemon.recovery import lost_connection_message
 
     if job_id is None:
-        _note("the daemon stopped while following its job events (connection lost); any job it left running "
-              "is recovered at its next start — see `axisor-backup jobs`")
+        _note(
+            "the daemon stopped while following its job events (connection lost); any job it left running "
+            "is recovered at its next start — see `axisor-backup jobs`"
+        )
     else:
         _note(lost_connection_message(job_id, job, doing))
     return DaemonError.exit_code
 
 
-async def _watch(engine: EngineClient, events: Any, job: Job, interrupted: asyncio.Event, *,
-                 tty: bool) -> Job | None:
+async def _watch(engine: EngineClient, events: Any, job: Job, interrupted: asyncio.Event, *, tty: bool) -> Job | None:
     """Show the job's progress until it finishes (its final record) or the user interrupts (None)."""
     stop = asyncio.ensure_future(interrupted.wait())
     waited = False
@@ -250,9 +251,14 @@ def _backup_outcome(job: Job, out: Any) -> int:
     snaps: list[dict[str, Any]] = result["snapshots"]
     failed: list[dict[str, Any]] = result.get("failed") or []
     copies: list[dict[str, Any]] = result.get("copies") or []
-    data = {"backup_set": result["backup_set"], "snapshots": snaps,
-            "failed": [{"source": f["source"], "error": f["error"]} for f in failed], "copies": copies,
-            "job": job.id, "warnings": list(result.get("warnings") or [])}
+    data = {
+        "backup_set": result["backup_set"],
+        "snapshots": snaps,
+        "failed": [{"source": f["source"], "error": f["error"]} for f in failed],
+        "copies": copies,
+        "job": job.id,
+        "warnings": list(result.get("warnings") or []),
+    }
 
     def text() -> str:
         lines = [f"backup set {result['backup_set']}"]
@@ -262,7 +268,8 @@ def _backup_outcome(job: Job, out: Any) -> int:
                 f"  {s['short_id']} {s['source']} ({s['type']}): {m['total_files']} files, "
                 f"{human_bytes(m['total_bytes'])}; new {m['files_new']}, changed {m['files_changed']}, "
                 f"unmodified {m['files_unmodified']}, removed {m['files_removed']}; added "
-                f"{human_bytes(m['data_added'])} ({human_bytes(m['data_added_packed'])} stored)")
+                f"{human_bytes(m['data_added'])} ({human_bytes(m['data_added_packed'])} stored)"
+            )
             lines.extend(f"    warning: {w}" for w in s.get("warnings") or [])
         lines.extend(f"  {f['source']}: FAILED: {f['error']}" for f in failed)
         lines.extend(copy_text(SimpleNamespace(**c)) for c in copies)
@@ -292,6 +299,7 @@ def _backup_outcome(job: Job, out: Any) -> int:
 
 
 # -- jobs ---------------------------------------------------------------------------------
+
 
 def _when(job: Job) -> str:
     return job.created_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
@@ -330,11 +338,17 @@ def _jobs_table(jobs: list[Job]) -> str:
 
 
 def _job_text(job: Job, lines: list[str]) -> str:
-    out = [f"job       {job.id}", f"kind      {job.kind}", f"state     {job.state.value}",
-           f"origin    {job.origin}", f"params    {json.dumps(job.params, sort_keys=True)}",
-           f"created   {job.created_at.isoformat()}",
-           f"started   {job.started_at.isoformat() if job.started_at else '-'}",
-           f"finished  {job.finished_at.isoformat() if job.finished_at else '-'}", f"took      {_duration(job)}"]
+    out = [
+        f"job       {job.id}",
+        f"kind      {job.kind}",
+        f"state     {job.state.value}",
+        f"origin    {job.origin}",
+        f"params    {json.dumps(job.params, sort_keys=True)}",
+        f"created   {job.created_at.isoformat()}",
+        f"started   {job.started_at.isoformat() if job.started_at else '-'}",
+        f"finished  {job.finished_at.isoformat() if job.finished_at else '-'}",
+        f"took      {_duration(job)}",
+    ]
     if job.progress is not None:
         out.append(f"progress  {_progress_line(job).split(': ', 1)[1]}")
     if job.error:
@@ -373,8 +387,13 @@ def _print_event(event: JobEvent, out: Any) -> None:
     elif event.type == "log":
         print(f"{event.job.kind} {event.job.id}: {_one_line(event.message)}", flush=True)
     elif event.type == "finished":
-        print(shown_lines(f"{event.job.kind} {event.job.id}: {event.job.state.value}"
-                          + (f": {event.job.error}" if event.job.error else "")), flush=True)
+        print(
+            shown_lines(
+                f"{event.job.kind} {event.job.id}: {event.job.state.value}"
+                + (f": {event.job.error}" if event.job.error else "")
+            ),
+            flush=True,
+        )
     else:
         print(f"{event.job.kind} {event.job.id}: {event.type}", flush=True)
 
@@ -460,14 +479,16 @@ async def cmd_job(svc: Any, args: Any, out: Any) -> int:
     engine = await _engine(svc)
     try:
         job = await engine.cancel(args.job_id)
-        out.emit(job_to_dict(job), lambda: f"job {job.id}: {job.state.value}"
-                 + (f" ({job.error})" if job.error else ""))
+        out.emit(
+            job_to_dict(job), lambda: f"job {job.id}: {job.state.value}" + (f" ({job.error})" if job.error else "")
+        )
         return 0
     finally:
         await engine.close()
 
 
 # -- daemon and status ---------------------------------------------------------------------
+
 
 async def cmd_daemon(svc: Any, args: Any, out: Any) -> int:
     from core.daemon.server import Daemon, setup_json_logging
@@ -480,9 +501,21 @@ async def cmd_status(svc: Any, args: Any, out: Any) -> int:
     from core.jobs.status import health
 
     h = await health(svc.config)
-    data = {"level": h.level, "exit_code": h.exit_code, "daemon_pid": h.daemon_pid,
-            "checks": [{"name": c.name, "level": c.level, "message": c.full_message, "fix": c.fix,
-                        "fix_command": fix_command(c.fix)} for c in h.checks]}
+    data = {
+        "level": h.level,
+        "exit_code": h.exit_code,
+        "daemon_pid": h.daemon_pid,
+        "checks": [
+            {
+                "name": c.name,
+                "level": c.level,
+                "message": c.full_message,
+                "fix": c.fix,
+                "fix_command": fix_command(c.fix),
+            }
+            for c in h.checks
+        ],
+    }
 
     def text() -> str:
         lines = [f"status: {h.level.upper()}"]
@@ -501,10 +534,12 @@ def fix_command(fix: str | None) -> str | None:
     if fix is None:
         return None
     action, _, arg = fix.partition(" ")
-    return {"backup": f"axisor-backup backup --source {arg}",
-            "verify": "axisor-backup verify",
-            "daemon": "axisor-backup daemon (or start its service: docs/OPERATIONS.md)",
-            "repair": "axisor-backup verify --full, then axisor-backup repair (docs/OPERATIONS.md)"}.get(action, fix)
+    return {
+        "backup": f"axisor-backup backup --source {arg}",
+        "verify": "axisor-backup verify",
+        "daemon": "axisor-backup daemon (or start its service: docs/OPERATIONS.md)",
+        "repair": "axisor-backup verify --full, then axisor-backup repair (docs/OPERATIONS.md)",
+    }.get(action, fix)
 
 
 COMMANDS = {"jobs": cmd_jobs, "job": cmd_job, "daemon": cmd_daemon, "status": cmd_status}

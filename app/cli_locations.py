@@ -20,23 +20,44 @@ EXIT_OK = Exit.OK
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     """Register ``copy`` and ``locations``, and ``--from`` on ``restore``."""
     c = sub.add_parser("copy", parents=[common], help="copy snapshots to another location")
-    c.add_argument("snapshot", nargs="*",
-                   help="ids, id prefixes, latest or latest:SOURCE (default: every snapshot the target lacks)")
+    c.add_argument(
+        "snapshot",
+        nargs="*",
+        help="ids, id prefixes, latest or latest:SOURCE (default: every snapshot the target lacks)",
+    )
     c.add_argument("--to", required=True, metavar="NAME", help="the location to copy to")
-    c.add_argument("--from", dest="from_location", metavar="NAME", default=None,
-                   help="the location to copy from (default: the primary, local)")
-    sub.add_parser("locations", parents=[common],
-                   help="every location: reachable, latency, space used and free, growth, last write")
+    c.add_argument(
+        "--from",
+        dest="from_location",
+        metavar="NAME",
+        default=None,
+        help="the location to copy from (default: the primary, local)",
+    )
+    sub.add_parser(
+        "locations",
+        parents=[common],
+        help="every location: reachable, latency, space used and free, growth, last write",
+    )
     restore = sub.choices.get("restore")
     if restore is not None:
-        restore.add_argument("--from", dest="from_location", metavar="NAME", default=None,
-                             help="restore from this location (default: the primary, or the first other "
-                                  "location holding the snapshots when it cannot serve)")
+        restore.add_argument(
+            "--from",
+            dest="from_location",
+            metavar="NAME",
+            default=None,
+            help="restore from this location (default: the primary, or the first other "
+            "location holding the snapshots when it cannot serve)",
+        )
     for name in READS_FROM:
         parser = sub.choices.get(name)
         if parser is not None:
-            parser.add_argument("--from", dest="from_location", metavar="NAME", default=None,
-                                help="read this location's repository instead of the primary's")
+            parser.add_argument(
+                "--from",
+                dest="from_location",
+                metavar="NAME",
+                default=None,
+                help="read this location's repository instead of the primary's",
+            )
 
 
 # Commands that read one repository and serve it from `--from NAME` as they are.
@@ -65,6 +86,7 @@ def _table(rows: Sequence[tuple[str, ...]]) -> str:
 
 # -- copy ------------------------------------------------------------------------------
 
+
 def copy_json(r: Any) -> dict:
     d = asdict(r)
     for key in ("copied", "present", "pending"):
@@ -74,13 +96,18 @@ def copy_json(r: Any) -> dict:
 
 def copy_text(r: Any) -> str:
     if r.error:
-        return (f"NOT copied to {r.target}: {r.error}\n  {len(r.pending)} snapshots pending there; the next "
-                f"backup or `axisor-backup copy --to {r.target}` catches up")
+        return (
+            f"NOT copied to {r.target}: {r.error}\n  {len(r.pending)} snapshots pending there; the next "
+            f"backup or `axisor-backup copy --to {r.target}` catches up"
+        )
     made = f" (created a replica at {r.target})" if r.created else ""
-    return (f"copied {len(r.copied)} snapshots from {r.source} to {r.target}{made}: {r.packs_copied} packs, "
-            f"{_bytes(r.bytes_copied)}" + (f"; {len(r.present)} were already there" if r.present else "")
-            + (f"; indexed {r.packs_indexed} packs left by an interrupted copy" if r.packs_indexed else "")
-            + (f"; {len(r.wal_copied)} WAL files" if r.wal_copied else ""))
+    return (
+        f"copied {len(r.copied)} snapshots from {r.source} to {r.target}{made}: {r.packs_copied} packs, "
+        f"{_bytes(r.bytes_copied)}"
+        + (f"; {len(r.present)} were already there" if r.present else "")
+        + (f"; indexed {r.packs_indexed} packs left by an interrupted copy" if r.packs_indexed else "")
+        + (f"; {len(r.wal_copied)} WAL files" if r.wal_copied else "")
+    )
 
 
 async def cmd_copy(svc: Any, args: Any, out: Any) -> int:
@@ -88,8 +115,13 @@ async def cmd_copy(svc: Any, args: Any, out: Any) -> int:
 
     def progress(p: Any) -> None:
         if tty:
-            print(f"\r{p.snapshot[:8]} ({p.snapshots_done + 1}/{p.snapshots_total}): {p.packs_done}/"
-                  f"{p.packs_total} packs, {_bytes(p.bytes_copied)}   ", end="", file=sys.stderr, flush=True)
+            print(
+                f"\r{p.snapshot[:8]} ({p.snapshots_done + 1}/{p.snapshots_total}): {p.packs_done}/"
+                f"{p.packs_total} packs, {_bytes(p.bytes_copied)}   ",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
 
     result = await svc.copy(args.to, args.snapshot or None, source=args.from_location, on_progress=progress)
     if tty:
@@ -133,13 +165,21 @@ def catalog_text(entries: list[Any], shrinks: dict[str, Any] | None = None) -> s
     for e in entries:
         s = e.snapshot
         sh = shrinks.get(s.id)
-        rows.append((
-            s.short_id, s.datetime.strftime("%Y-%m-%d %H:%M:%S"), shown(s.source), shown(s.type),
-            _bytes(s.summary.total_bytes), str(s.summary.total_files), _bytes(s.summary.data_added_packed),
-            f"{s.summary.compression_ratio:.2f}",
-            " ".join(_MARK[c.state].format(c.location) for c in e.copies), ",".join(map(shown, s.tags)),
-            f"SUSPICIOUS SHRINK ({sh.previous_files} -> {sh.files} files)" if sh else "",
-        ))
+        rows.append(
+            (
+                s.short_id,
+                s.datetime.strftime("%Y-%m-%d %H:%M:%S"),
+                shown(s.source),
+                shown(s.type),
+                _bytes(s.summary.total_bytes),
+                str(s.summary.total_files),
+                _bytes(s.summary.data_added_packed),
+                f"{s.summary.compression_ratio:.2f}",
+                " ".join(_MARK[c.state].format(c.location) for c in e.copies),
+                ",".join(map(shown, s.tags)),
+                f"SUSPICIOUS SHRINK ({sh.previous_files} -> {sh.files} files)" if sh else "",
+            )
+        )
     legend = "locations: name = complete copy, name! = incomplete, -name = not copied yet, ?name = unreachable"
     return _table(rows) + ("\n" + legend if len(entries[0].copies) > 1 else "")
 
@@ -152,10 +192,14 @@ async def cmd_snapshots(svc: Any, args: Any, out: Any) -> int:
     shrinks = suspicious_shrinks([e.snapshot for e in cat.entries], svc.config.objectives.suspicious_shrink)
     entries = [e for e in cat.entries if not args.source or e.snapshot.source == args.source]
     where = {scan.name: scan.where for scan in cat.locations}
-    out.emit({"snapshots": [catalog_entry_json(e, where, shrinks.get(e.snapshot.id)) for e in entries],
-              "damaged": [{"object": e.key, "reason": e.reason, "location": loc} for loc, e in cat.damaged],
-              "locations": [asdict(scan) for scan in cat.locations]},
-             lambda: catalog_text(entries, shrinks))
+    out.emit(
+        {
+            "snapshots": [catalog_entry_json(e, where, shrinks.get(e.snapshot.id)) for e in entries],
+            "damaged": [{"object": e.key, "reason": e.reason, "location": loc} for loc, e in cat.damaged],
+            "locations": [asdict(scan) for scan in cat.locations],
+        },
+        lambda: catalog_text(entries, shrinks),
+    )
     for loc, e in cat.damaged:
         _note(f"warning: {loc}: {e}")
     for scan in cat.locations:
@@ -165,6 +209,7 @@ async def cmd_snapshots(svc: Any, args: Any, out: Any) -> int:
 
 
 # -- monitoring ------------------------------------------------------------------------
+
 
 def _age(iso: str | None) -> str:
     if not iso:
@@ -178,23 +223,31 @@ async def cmd_locations(svc: Any, args: Any, out: Any) -> int:
     data = []
     for s in statuses:
         d = asdict(s)
-        d["same_repository"] = (None if s.repository_id is None or primary_id is None
-                                else s.repository_id == primary_id)
+        d["same_repository"] = None if s.repository_id is None or primary_id is None else s.repository_id == primary_id
         data.append(d)
 
     def text() -> str:
-        rows = [("NAME", "PROVIDER", "STATE", "LATENCY", "USED", "OBJECTS", "FREE", "GROWTH 7D", "LAST WRITE",
-                 "WHERE")]
+        rows = [("NAME", "PROVIDER", "STATE", "LATENCY", "USED", "OBJECTS", "FREE", "GROWTH 7D", "LAST WRITE", "WHERE")]
         notes = []
         for s, d in zip(statuses, data):
-            state = ("down" if not s.reachable else "ok" if s.initialized else "empty")
+            state = "down" if not s.reachable else "ok" if s.initialized else "empty"
             if d["same_repository"] is False:
                 state = "OTHER REPO"
             growth = "-" if s.growth_bytes is None else ("+" if s.growth_bytes >= 0 else "") + _bytes(s.growth_bytes)
-            rows.append((s.name + (" (primary)" if s.primary else ""), s.provider, state,
-                         "-" if s.latency_ms is None else f"{s.latency_ms:.1f} ms", _bytes(s.bytes_used),
-                         "-" if s.objects is None else str(s.objects), _bytes(s.free_bytes), growth,
-                         _age(s.last_write), s.where))
+            rows.append(
+                (
+                    s.name + (" (primary)" if s.primary else ""),
+                    s.provider,
+                    state,
+                    "-" if s.latency_ms is None else f"{s.latency_ms:.1f} ms",
+                    _bytes(s.bytes_used),
+                    "-" if s.objects is None else str(s.objects),
+                    _bytes(s.free_bytes),
+                    growth,
+                    _age(s.last_write),
+                    s.where,
+                )
+            )
             if s.error:
                 notes.append(f"{s.name}: {s.error}")
             if s.last_error:
@@ -206,6 +259,7 @@ async def cmd_locations(svc: Any, args: Any, out: Any) -> int:
 
 
 # -- restore ---------------------------------------------------------------------------
+
 
 async def choose_restore_location(svc: Any, args: Any) -> str | None:
     """With ``--from`` or several locations: switch ``svc`` to the location the restore

@@ -16,17 +16,28 @@ from core.text import human_bytes, shown_lines
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("prune", parents=[common],
-                       help="apply [retention]: forget snapshots, remove old WAL and unused data")
+    p = sub.add_parser(
+        "prune", parents=[common], help="apply [retention]: forget snapshots, remove old WAL and unused data"
+    )
     p.add_argument("--dry-run", action="store_true", help="show what would go and why; change nothing")
-    p.add_argument("--location", action="append", default=[], metavar="NAME",
-                   help="only this location (repeatable; default: every configured location)")
-    p.add_argument("--lock-wait", type=float, default=600, metavar="SECONDS",
-                   help="how long to wait for another process's repository lock (default 600; 0: fail at once)")
-    f = sub.add_parser("forget", parents=[common],
-                       help="delete snapshot manifests by id (their data goes at the next prune)")
+    p.add_argument(
+        "--location",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only this location (repeatable; default: every configured location)",
+    )
+    p.add_argument(
+        "--lock-wait",
+        type=float,
+        default=600,
+        metavar="SECONDS",
+        help="how long to wait for another process's repository lock (default 600; 0: fail at once)",
+    )
+    f = sub.add_parser(
+        "forget", parents=[common], help="delete snapshot manifests by id (their data goes at the next prune)"
+    )
     f.add_argument("snapshot", nargs="+", help="snapshot ids or unique id prefixes")
-
 
 
 def report_text(r: dict) -> str:
@@ -36,35 +47,50 @@ def report_text(r: dict) -> str:
     lines = []
     for s in r["snapshots"]:
         when = datetime.fromisoformat(s["time"])
-        lines.append(f"{verb[1] if s['keep'] else verb[0]:<12} {s['short_id']}  {when:%Y-%m-%d %H:%M}  "
-                     f"{s['source']:<28} {'; '.join(s['reasons'])}")
+        lines.append(
+            f"{verb[1] if s['keep'] else verb[0]:<12} {s['short_id']}  {when:%Y-%m-%d %H:%M}  "
+            f"{s['source']:<28} {'; '.join(s['reasons'])}"
+        )
     if not r["snapshots"]:
         lines.append("no snapshots")
     lines.append("")
     lines.append(f"snapshots: {r['kept']} kept, {r['forgotten']} {'to forget' if dry else 'forgotten'}")
     wal = r["wal"]
     if wal["removed"]:
-        lines.append(f"WAL: {len(wal['removed'])} files {'to remove' if dry else 'removed'} "
-                     f"({wal['removed'][0]} .. {wal['removed'][-1]}), {wal['kept']} kept: {wal['reason']}")
+        lines.append(
+            f"WAL: {len(wal['removed'])} files {'to remove' if dry else 'removed'} "
+            f"({wal['removed'][0]} .. {wal['removed'][-1]}), {wal['kept']} kept: {wal['reason']}"
+        )
     elif wal["kept"]:
         lines.append(f"WAL: {wal['kept']} files kept ({wal['reason']})")
     p, b = r["packs"], r["bytes"]
     would = "would be " if dry else ""
-    lines.append(f"packs: {p['total']} indexed, {p['deleted']} {would}deleted, {p['repacked']} {would}repacked"
-                 + (f" into {p['written']} new" if p["written"] else "")
-                 + (f", {p['adopted']} adopted" if p["adopted"] else "")
-                 + (f", {p['missing_dropped']} missing ones unindexed" if p["missing_dropped"] else ""))
-    lines.append(f"data: {human_bytes(b['used'])} used, {human_bytes(b['unused'])} unused; "
-                 f"{human_bytes(b['deleted'])} {would}freed, {human_bytes(b['written'])} {would}rewritten")
+    lines.append(
+        f"packs: {p['total']} indexed, {p['deleted']} {would}deleted, {p['repacked']} {would}repacked"
+        + (f" into {p['written']} new" if p["written"] else "")
+        + (f", {p['adopted']} adopted" if p["adopted"] else "")
+        + (f", {p['missing_dropped']} missing ones unindexed" if p["missing_dropped"] else "")
+    )
+    lines.append(
+        f"data: {human_bytes(b['used'])} used, {human_bytes(b['unused'])} unused; "
+        f"{human_bytes(b['deleted'])} {would}freed, {human_bytes(b['written'])} {would}rewritten"
+    )
     lines.append(f"index files: {r['index_files']['before']} -> {r['index_files']['after']}")
     t = r.get("temporary")
     if t and t["removed"]:
-        lines.append(f"temporary files: {len(t['removed'])} left by interrupted uploads "
-                     f"{'would be ' if dry else ''}removed ({human_bytes(t['removed_bytes'])})")
+        lines.append(
+            f"temporary files: {len(t['removed'])} left by interrupted uploads "
+            f"{'would be ' if dry else ''}removed ({human_bytes(t['removed_bytes'])})"
+        )
     if p["unindexed"]:
-        lines.append(f"note: {p['unindexed']} packs are in no index "
-                     + ("(a prune without --dry-run adopts them)" if dry
-                        else "and could not be adopted (see `axisor-backup verify`); left alone"))
+        lines.append(
+            f"note: {p['unindexed']} packs are in no index "
+            + (
+                "(a prune without --dry-run adopts them)"
+                if dry
+                else "and could not be adopted (see `axisor-backup verify`); left alone"
+            )
+        )
     return "\n".join(lines)
 
 
@@ -76,12 +102,17 @@ async def cmd_prune(svc, args, out) -> int:
 
     from app.cli_jobs import limited_here
 
-    engine = await connect_engine(svc.config, lambda confirm: resolve_passphrase(svc.config.storage,
-                                                                                  confirm=confirm),
-                                  prefer_daemon=not limited_here(args))
+    engine = await connect_engine(
+        svc.config,
+        lambda confirm: resolve_passphrase(svc.config.storage, confirm=confirm),
+        prefer_daemon=not limited_here(args),
+    )
     try:
-        job = await engine.submit("prune", {"dry_run": args.dry_run, "locations": list(args.location),
-                                            "lock_wait": args.lock_wait}, origin="cli")
+        job = await engine.submit(
+            "prune",
+            {"dry_run": args.dry_run, "locations": list(args.location), "lock_wait": args.lock_wait},
+            origin="cli",
+        )
         if engine.mode == "daemon":
             print(f"job {job.id} runs in the daemon", file=sys.stderr)
         try:
@@ -118,8 +149,10 @@ async def cmd_prune(svc, args, out) -> int:
 
 async def cmd_forget(svc, args, out) -> int:
     ids = await svc.forget(args.snapshot)
-    out.emit({"forgotten": ids}, lambda: "\n".join(f"forgot {i[:8]}" for i in ids)
-             + "\nrun `axisor-backup prune` to free their data")
+    out.emit(
+        {"forgotten": ids},
+        lambda: "\n".join(f"forgot {i[:8]}" for i in ids) + "\nrun `axisor-backup prune` to free their data",
+    )
     return 0
 
 

@@ -66,34 +66,67 @@ class ConsoleApp(App):
     TITLE = "Axisor Backup"
     CSS_PATH = [SCREENS_DIR / "console.tcss", SCREENS_DIR / "wizard.tcss"]
     MODES = {
-        "dashboard": DashboardScreen, "jobs": JobsScreen, "catalog": CatalogScreen,
-        "verify": VerifyScreen, "restore": RestoreWizardScreen, "schedules": SchedulesScreen,
-        "locations": LocationsScreen, "settings": SettingsScreen,
-        "drills": DrillsScreen, "timetravel": TimeTravelScreen,
+        "dashboard": DashboardScreen,
+        "jobs": JobsScreen,
+        "catalog": CatalogScreen,
+        "verify": VerifyScreen,
+        "restore": RestoreWizardScreen,
+        "schedules": SchedulesScreen,
+        "locations": LocationsScreen,
+        "settings": SettingsScreen,
+        "drills": DrillsScreen,
+        "timetravel": TimeTravelScreen,
     }
     DEFAULT_MODE = "dashboard"
     BINDINGS = [
-        *(Binding(key, f"go('{mode}')", title, id=f"go.{mode}", tooltip=f"Open the {title} screen")
-          for key, mode, title in NAVIGATION),
+        *(
+            Binding(key, f"go('{mode}')", title, id=f"go.{mode}", tooltip=f"Open the {title} screen")
+            for key, mode, title in NAVIGATION
+        ),
         Binding("question_mark", "help", "Keys", id="app.help", tooltip="List every key of this screen"),
-        Binding("colon", "command_line", "Command", id="app.command",
-                tooltip="Type a command: jobs, restore latest, drill platform-loss, snapshot ID (Tab completes)"),
+        Binding(
+            "colon",
+            "command_line",
+            "Command",
+            id="app.command",
+            tooltip="Type a command: jobs, restore latest, drill platform-loss, snapshot ID (Tab completes)",
+        ),
         Binding("escape", "back", "Back", show=False, id="app.back", tooltip="Go back one level"),
-        Binding("ctrl+q", "quit", "Quit", id="app.quit",
-                tooltip="Leave the console (asks first while jobs run: they can go on or be cancelled)",
-                priority=True),
+        Binding(
+            "ctrl+q",
+            "quit",
+            "Quit",
+            id="app.quit",
+            tooltip="Leave the console (asks first while jobs run: they can go on or be cancelled)",
+            priority=True,
+        ),
     ]
 
-
-    def notify(self, message: str, *, title: str = "", severity: Any = "information",
-               timeout: float | None = None, markup: bool = False) -> None:
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: Any = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
         # Plain by default, as on every screen (screens/base.py): foreign text is not markup.
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 
-    def __init__(self, config: Config, passphrase: PassphraseSource, *, config_path: Path | None = None,
-                 read_only: bool = False, prefer_daemon: bool = True, engine: EngineClient | None = None,
-                 service: BackupService | None = None, now: Callable[[], datetime] | None = None,
-                 start_job: tuple[str, dict] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        passphrase: PassphraseSource,
+        *,
+        config_path: Path | None = None,
+        read_only: bool = False,
+        prefer_daemon: bool = True,
+        engine: EngineClient | None = None,
+        service: BackupService | None = None,
+        now: Callable[[], datetime] | None = None,
+        start_job: tuple[str, dict] | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
         self.config_path = config_path or config.path
@@ -192,13 +225,22 @@ class ConsoleApp(App):
     async def run_action(self, action: Any, default_namespace: Any = None, namespaces: Any = None) -> bool:
         # A key whose action --read-only disables is shown greyed in the footer; pressed, it
         # says why in one line instead of doing nothing.
-        target, name, _ = self._parse_action(action, self if default_namespace is None else default_namespace,
-                                             namespaces)
+        target, name, _ = self._parse_action(
+            action, self if default_namespace is None else default_namespace, namespaces
+        )
         if self.read_only and name in getattr(target, "MUTATING", ()):
-            what = next((b.description for b in getattr(target, "BINDINGS", ())
-                         if getattr(b, "action", None) == name and b.description), name.replace("_", " "))
-            self.notify(f"read-only console: {what!r} changes something and is disabled "
-                        "(started with --read-only)", severity="warning")
+            what = next(
+                (
+                    b.description
+                    for b in getattr(target, "BINDINGS", ())
+                    if getattr(b, "action", None) == name and b.description
+                ),
+                name.replace("_", " "),
+            )
+            self.notify(
+                f"read-only console: {what!r} changes something and is disabled (started with --read-only)",
+                severity="warning",
+            )
             return True
         return await super().run_action(action, default_namespace, namespaces)
 
@@ -247,9 +289,13 @@ class ConsoleApp(App):
                 if yes:
                     self._cancel_and_leave([j.id for j in jobs])
 
-            self.push_screen(ConfirmScreen(f"Cancel {len(jobs)} job(s) and leave?",
-                                           detail=listing + "\nWhat they have written so far stays valid."),
-                             answered)
+            self.push_screen(
+                ConfirmScreen(
+                    f"Cancel {len(jobs)} job(s) and leave?",
+                    detail=listing + "\nWhat they have written so far stays valid.",
+                ),
+                answered,
+            )
 
     @work(exclusive=True, group="leaving", exit_on_error=False)
     async def _cancel_and_leave(self, job_ids: list[str]) -> None:
@@ -329,8 +375,11 @@ class ConsoleApp(App):
             if not b.description or not active.enabled or b.action.startswith("go(") or b.action in seen:
                 continue
             seen.add(b.action)
-            yield SystemCommand(f"{b.description}", b.tooltip or b.description,
-                                lambda node=active.node, action=b.action: self.run_action(action, node))
+            yield SystemCommand(
+                f"{b.description}",
+                b.tooltip or b.description,
+                lambda node=active.node, action=b.action: self.run_action(action, node),
+            )
         yield SystemCommand("Quit", "Leave the console (jobs keep running)", self.action_quit)
 
 
@@ -341,10 +390,15 @@ def _note(text: str) -> None:
         pass  # the terminal is gone; the job still finishes
 
 
-async def run_console(config: Config, passphrase: PassphraseSource, *, config_path: Path | None,
-                      read_only: bool = False, prefer_daemon: bool = True) -> int:
-    app = ConsoleApp(config, passphrase, config_path=config_path, read_only=read_only,
-                     prefer_daemon=prefer_daemon)
+async def run_console(
+    config: Config,
+    passphrase: PassphraseSource,
+    *,
+    config_path: Path | None,
+    read_only: bool = False,
+    prefer_daemon: bool = True,
+) -> int:
+    app = ConsoleApp(config, passphrase, config_path=config_path, read_only=read_only, prefer_daemon=prefer_daemon)
 
     def hangup() -> None:
         # The SSH session dropped: close the UI (nothing left to draw on) and let shutdown()

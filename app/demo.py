@@ -40,19 +40,29 @@ def _certificate(path: Path) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "axisor.example")])
     now = datetime.now(timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now)
-            .not_valid_after(now + timedelta(days=365)).sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=365))
+        .sign(key, hashes.SHA256())
+    )
     (path / "server.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (path / "server.key").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (path / "server.key").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     os.chmod(path / "server.key", 0o600)
 
 
 def make_sample_platform(root: Path) -> dict[str, Path]:
     rnd = random.Random(2026)
-    dirs = {name: root / "platform" / name for name in
-            ("users", "automations", "simulations", "logs", "etc", "tls", "settings")}
+    dirs = {
+        name: root / "platform" / name
+        for name in ("users", "automations", "simulations", "logs", "etc", "tls", "settings")
+    }
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
     for i in range(40):
@@ -62,14 +72,18 @@ def make_sample_platform(root: Path) -> dict[str, Path]:
         (u / "avatar.png").write_bytes(rnd.randbytes(rnd.randint(2_000, 20_000)))
     for i in range(15):
         (dirs["automations"] / f"flow-{i:02}.yaml").write_text(
-            f"name: flow-{i}\ntrigger: cron('*/{i + 5} * * * *')\nsteps:\n  - run: sync\n  - notify: ops\n")
+            f"name: flow-{i}\ntrigger: cron('*/{i + 5} * * * *')\nsteps:\n  - run: sync\n  - notify: ops\n"
+        )
     for i in range(4):
         rows = "".join(f"{t},{rnd.random():.6f},{rnd.random():.6f}\n" for t in range(20_000))
         (dirs["simulations"] / f"run-{i}.csv").write_text("t,x,y\n" + rows)
     (dirs["simulations"] / "model.bin").write_bytes(rnd.randbytes(3_000_000))
     for day in range(7):
-        lines = "".join(f"2026-11-{19 + day:02}T{h:02}:00:00Z INFO request id={rnd.randrange(10**9)} status=200\n"
-                        for h in range(24) for _ in range(200))
+        lines = "".join(
+            f"2026-11-{19 + day:02}T{h:02}:00:00Z INFO request id={rnd.randrange(10**9)} status=200\n"
+            for h in range(24)
+            for _ in range(200)
+        )
         (dirs["logs"] / f"app-2026-11-{19 + day:02}.log").write_text(lines)
     env = dirs["etc"] / ".env"
     env.write_text("DATABASE_URL=postgresql://axisor@localhost/axisor\nSECRET_KEY=demo-not-a-secret\n")
@@ -78,7 +92,7 @@ def make_sample_platform(root: Path) -> dict[str, Path]:
     keys = dirs["settings"] / "api-keys.json"
     keys.write_text(json.dumps({"stripe": "sk_demo_0000", "maps": "demo-maps-key"}, indent=1))
     os.chmod(keys, 0o600)
-    (dirs["settings"] / "system.toml").write_text('[features]\nsimulations = true\nmax_users = 500\n')
+    (dirs["settings"] / "system.toml").write_text("[features]\nsimulations = true\nmax_users = 500\n")
     os.symlink("app-2026-11-25.log", dirs["logs"] / "current.log")
     return dirs
 
@@ -91,25 +105,25 @@ def write_config(root: Path, dirs: dict[str, Path]) -> Path:
     q = lambda p: json.dumps([str(p)])  # noqa: E731
     config.write_text(f"""# Written by the Axisor Backup demo.
 [application]
-user_data = {q(dirs['users'])}
-automation_configs = {q(dirs['automations'])}
-simulation_data = {q(dirs['simulations'])}
-log_files = {q(dirs['logs'])}
+user_data = {q(dirs["users"])}
+automation_configs = {q(dirs["automations"])}
+simulation_data = {q(dirs["simulations"])}
+log_files = {q(dirs["logs"])}
 
 [configuration]
-environment_vars = {q(dirs['etc'] / '.env')}
-ssl_certificates = {q(dirs['tls'])}
-api_keys = {q(dirs['settings'] / 'api-keys.json')}
-system_settings = {q(dirs['settings'] / 'system.toml')}
+environment_vars = {q(dirs["etc"] / ".env")}
+ssl_certificates = {q(dirs["tls"])}
+api_keys = {q(dirs["settings"] / "api-keys.json")}
+system_settings = {q(dirs["settings"] / "system.toml")}
 
 [storage]
-local_path = "{root / 'repository'}"
+local_path = "{root / "repository"}"
 passphrase_file = "{passfile}"
 
 # The demo's job history (what `status` and the dashboard read) stays in the demo's
 # folder, not in your user state folder.
 [engine]
-state_dir = "{root / 'state'}"
+state_dir = "{root / "state"}"
 """)
     return config
 
@@ -178,20 +192,70 @@ def start_database(root: Path) -> DemoDatabase | None:
 
         pw = pwd.getpwnam("postgres")
         os.chown(home, pw.pw_uid, pw.pw_gid)
-    subprocess.run(_as_server_user([str(bin_dir / "initdb"), "-D", str(home / "data"), "-U", "postgres",
-                                    "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"]),
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        _as_server_user(
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(home / "data"),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    subprocess.run(_as_server_user([str(bin_dir / "pg_ctl"), "-D", str(home / "data"), "-l",
-                                    str(home / "server.log"), "-w", "-t", "60", "-o",
-                                    f"-p {port} -k {home} -c listen_addresses=127.0.0.1", "start"]),
-                   check=True, capture_output=True, timeout=120)
-    psql = [str(bin_dir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(port),
-            "-U", "postgres"]
+    subprocess.run(
+        _as_server_user(
+            [
+                str(bin_dir / "pg_ctl"),
+                "-D",
+                str(home / "data"),
+                "-l",
+                str(home / "server.log"),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                f"-p {port} -k {home} -c listen_addresses=127.0.0.1",
+                "start",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    psql = [
+        str(bin_dir / "psql"),
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-U",
+        "postgres",
+    ]
     subprocess.run([*psql, "-d", "postgres", "-c", "CREATE DATABASE axisor"], check=True, capture_output=True)
-    subprocess.run([*psql, "-d", "axisor", "-c", """
+    subprocess.run(
+        [
+            *psql,
+            "-d",
+            "axisor",
+            "-c",
+            """
         CREATE TABLE users (id int PRIMARY KEY, name text NOT NULL, plan text NOT NULL);
         INSERT INTO users SELECT g, 'user' || g, CASE WHEN g % 3 = 0 THEN 'pro' ELSE 'free' END
           FROM generate_series(1, 500) g;
@@ -200,13 +264,20 @@ def start_database(root: Path) -> DemoDatabase | None:
           FROM generate_series(1, 2000) g;
         CREATE TABLE events (id bigserial PRIMARY KEY, at timestamptz NOT NULL, kind text, payload text);
         INSERT INTO events (at, kind, payload) SELECT now() - g * interval '1 minute', 'request', md5(g::text)
-          FROM generate_series(1, 20000) g;"""], check=True, capture_output=True)
+          FROM generate_series(1, 20000) g;""",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return DemoDatabase(bin_dir, home, port)
 
 
 def stop_database(db: DemoDatabase) -> None:
-    subprocess.run(_as_server_user([str(db.bin_dir / "pg_ctl"), "-D", str(db.data / "data"), "-m", "fast",
-                                    "-w", "stop"]), capture_output=True, timeout=60)
+    subprocess.run(
+        _as_server_user([str(db.bin_dir / "pg_ctl"), "-D", str(db.data / "data"), "-m", "fast", "-w", "stop"]),
+        capture_output=True,
+        timeout=60,
+    )
     shutil.rmtree(db.data, ignore_errors=True)
 
 
@@ -270,12 +341,18 @@ class Timing:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="demo", description=__doc__)
     p.add_argument("folder", nargs="?", type=Path, default=Path("demo-run"))
-    p.add_argument("--watch-mib", type=int, default=2048, metavar="MiB",
-                   help="size of the new data the console's backup reads, so there is something to watch "
-                        "(default 2048; less when the disk is short; 0: none)")
+    p.add_argument(
+        "--watch-mib",
+        type=int,
+        default=2048,
+        metavar="MiB",
+        help="size of the new data the console's backup reads, so there is something to watch "
+        "(default 2048; less when the disk is short; 0: none)",
+    )
     p.add_argument("--timing", type=Path, metavar="FILE", help="append milestones as JSON lines (bench/demo_time.py)")
-    p.add_argument("--quit-after-backup", action="store_true",
-                   help="leave the console when its backup ends (bench/demo_time.py)")
+    p.add_argument(
+        "--quit-after-backup", action="store_true", help="leave the console when its backup ends (bench/demo_time.py)"
+    )
     args = p.parse_args(argv)
     timing = Timing(args.timing)
     timing.mark("demo started")
@@ -286,8 +363,13 @@ def main(argv: list[str] | None = None) -> int:
         old = root.with_name(f"{root.name}.old-{os.getpid()}")
         step(f"removing the previous demo in {root} (in the background)")
         root.rename(old)
-        subprocess.Popen(["rm", "-rf", "--", str(old)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True)
+        subprocess.Popen(
+            ["rm", "-rf", "--", str(old)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     root.mkdir(parents=True)
     os.environ.pop("AXISOR_BACKUP_PASSPHRASE", None)
 
@@ -331,8 +413,9 @@ def main(argv: list[str] | None = None) -> int:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         print(f"\nDone. Try: .venv/bin/axisor-backup --config {config} ls latest:application/user_data")
         return 0
-    return console_demo(root, config, run, dirs, timing, watch=args.watch_mib * 1024 * 1024,
-                        quit_after_backup=args.quit_after_backup)
+    return console_demo(
+        root, config, run, dirs, timing, watch=args.watch_mib * 1024 * 1024, quit_after_backup=args.quit_after_backup
+    )
 
 
 def start_daemon(root: Path, config: Path) -> subprocess.Popen:
@@ -343,9 +426,15 @@ def start_daemon(root: Path, config: Path) -> subprocess.Popen:
 
     log = open(root / "daemon.log", "wb")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AXISOR_BACKUP")}
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "--config", str(config), "daemon"],
-                            cwd=Path(__file__).resolve().parent.parent, env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "--config", str(config), "daemon"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        start_new_session=True,
+    )
     log.close()
     sock = socket_path(load_config(config))
 
@@ -377,8 +466,9 @@ def stop_daemon(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def console_demo(root: Path, config: Path, run, dirs: dict[str, Path], timing: Timing, *, watch: int,
-                 quit_after_backup: bool) -> int:
+def console_demo(
+    root: Path, config: Path, run, dirs: dict[str, Path], timing: Timing, *, watch: int, quit_after_backup: bool
+) -> int:
     """On a terminal: a database, new data to watch being backed up, a schedule and its
     daemon join the platform, then the console opens with that backup running."""
     # The data to watch is written by another process meanwhile: PostgreSQL's start and the
@@ -386,8 +476,10 @@ def console_demo(root: Path, config: Path, run, dirs: dict[str, Path], timing: T
     size = watch_size(root, watch)
     maker = None
     if size:
-        step(f"new simulation output to back up while you watch: {size // 2**20} MiB into {dirs['simulations']} "
-             "(written in the background)")
+        step(
+            f"new simulation output to back up while you watch: {size // 2**20} MiB into {dirs['simulations']} "
+            "(written in the background)"
+        )
         maker = multiprocessing.get_context("fork").Process(target=make_watch_data, args=(dirs["simulations"], size))
         maker.start()
     elif watch:
@@ -397,8 +489,10 @@ def console_demo(root: Path, config: Path, run, dirs: dict[str, Path], timing: T
     try:
         db = start_database(root)
         if db is None:
-            print("no PostgreSQL server programs (/usr/lib/postgresql/*/bin): the demo goes on without a database; "
-                  "install them with: apt-get install postgresql")
+            print(
+                "no PostgreSQL server programs (/usr/lib/postgresql/*/bin): the demo goes on without a database; "
+                "install them with: apt-get install postgresql"
+            )
     except (OSError, subprocess.SubprocessError) as exc:
         print(f"PostgreSQL did not start ({exc}); the demo goes on without a database")
     # Every five minutes: the daemon's schedule runs while you watch (`status` and the
@@ -418,8 +512,9 @@ port = {db.port}
 user = "postgres"
 dbname = "axisor"
 """
-        print(f"PostgreSQL {db.bin_dir.parent.name} on 127.0.0.1:{db.port}, database axisor (users, automations, "
-              "events)")
+        print(
+            f"PostgreSQL {db.bin_dir.parent.name} on 127.0.0.1:{db.port}, database axisor (users, automations, events)"
+        )
     with open(config, "a") as fh:
         fh.write(extra)
     daemon = None
@@ -427,11 +522,16 @@ dbname = "axisor"
         if db is not None:
             step("axisor-backup backup --source database")
             run("backup", "--source", "database")
-        step("axisor-backup daemon   (in the background: it runs the schedule and the console's jobs; "
-             f"log: {root / 'daemon.log'})")
+        step(
+            "axisor-backup daemon   (in the background: it runs the schedule and the console's jobs; "
+            f"log: {root / 'daemon.log'})"
+        )
         daemon = start_daemon(root, config)
-        step("opening the console: a full backup starts " + ("once the simulation output is written"
-             if maker is not None and maker.is_alive() else "now") + "; press ? for every key, ctrl+q to leave")
+        step(
+            "opening the console: a full backup starts "
+            + ("once the simulation output is written" if maker is not None and maker.is_alive() else "now")
+            + "; press ? for every key, ctrl+q to leave"
+        )
         timing.mark("console starting")
         from core.config import load_config, resolve_passphrase
 
@@ -456,8 +556,10 @@ dbname = "axisor"
             stop_daemon(daemon)
         if db is not None:
             stop_database(db)
-    print(f"\nThe demo is in {root}. Open the console again: .venv/bin/axisor-backup --config {config}\n"
-          f"(start its daemon first for the schedule: .venv/bin/axisor-backup --config {config} daemon)")
+    print(
+        f"\nThe demo is in {root}. Open the console again: .venv/bin/axisor-backup --config {config}\n"
+        f"(start its daemon first for the schedule: .venv/bin/axisor-backup --config {config} daemon)"
+    )
     return 0
 
 
@@ -490,13 +592,18 @@ def _demo_console():
         async def _demo_backup(self) -> None:
             """The demo's full backup, as soon as the data to watch is written."""
             if self.maker is not None and self.maker.is_alive():
-                self.notify(f"writing {self.data_size // 2**20} MiB of new simulation output; a full backup of "
-                            "everything starts when it is written", timeout=8)
+                self.notify(
+                    f"writing {self.data_size // 2**20} MiB of new simulation output; a full backup of "
+                    "everything starts when it is written",
+                    timeout=8,
+                )
                 while self.maker.is_alive():  # polled: leaving the console must not wait for it
                     await asyncio.sleep(0.2)
             if self.maker is not None and self.maker.exitcode != 0:
-                self.notify(f"writing the simulation output failed (exit {self.maker.exitcode}); "
-                            "the backup is a smaller one", severity="warning")
+                self.notify(
+                    f"writing the simulation output failed (exit {self.maker.exitcode}); the backup is a smaller one",
+                    severity="warning",
+                )
             await self.submit("backup", {"type": "full"})
 
         async def submit(self, kind: str, params: dict):
@@ -508,12 +615,14 @@ def _demo_console():
         def _broadcast(self, message) -> None:
             super()._broadcast(message)
             job = getattr(message, "job", None)
-            if isinstance(message, JobChanged) and job is not None and job.id == self._demo_job \
-                    and job.state.finished:
-                self.timing.mark("backup finished", state=job.state.value,
-                                 started=job.started_at.timestamp() if job.started_at else None,
-                                 finished=job.finished_at.timestamp() if job.finished_at else None,
-                                 bytes=((job.result or {}).get("stats") or {}).get("bytes"))
+            if isinstance(message, JobChanged) and job is not None and job.id == self._demo_job and job.state.finished:
+                self.timing.mark(
+                    "backup finished",
+                    state=job.state.value,
+                    started=job.started_at.timestamp() if job.started_at else None,
+                    finished=job.finished_at.timestamp() if job.finished_at else None,
+                    bytes=((job.result or {}).get("stats") or {}).get("bytes"),
+                )
                 if self.quit_after_backup:
                     self.exit(0 if job.state == JobState.COMPLETED else 1)
 

@@ -94,8 +94,15 @@ def remember(config_path: Path, state_dir: Path, repository: Path) -> None:
     tmp = folder / f".{path.name}.{os.getpid()}.tmp"
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp.write_text(json.dumps({"repository": str(repository.absolute()), "id": repo_id,
-                                   "markers": str(state_dir / DIR_NAME / repo_id)}))
+        tmp.write_text(
+            json.dumps(
+                {
+                    "repository": str(repository.absolute()),
+                    "id": repo_id,
+                    "markers": str(state_dir / DIR_NAME / repo_id),
+                }
+            )
+        )
         os.replace(tmp, path)
     except OSError:
         with contextlib.suppress(OSError):
@@ -128,8 +135,7 @@ def try_answer(argv: list[str]) -> int | None:
     if state_dir is None:
         return None
     try:
-        route = json.loads((state_dir / DIR_NAME / ROUTES / f"{route_key(config_path, config_bytes)}.json")
-                           .read_text())
+        route = json.loads((state_dir / DIR_NAME / ROUTES / f"{route_key(config_path, config_bytes)}.json").read_text())
         repository, repo_id, folder = Path(route["repository"]), str(route["id"]), Path(route["markers"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -176,8 +182,16 @@ def _through_daemon(sock_path: Path, wal_file: Path, repo_id: str, as_json: bool
     if doc.get("ok") is True and isinstance(doc.get("result"), dict):
         r = doc["result"]
         if as_json:
-            _print({"already_archived": bool(r.get("already_archived")), "from_marker": False,
-                    "name": r.get("name"), "size": r.get("size"), "through_daemon": True}, started)
+            _print(
+                {
+                    "already_archived": bool(r.get("already_archived")),
+                    "from_marker": False,
+                    "name": r.get("name"),
+                    "size": r.get("size"),
+                    "through_daemon": True,
+                },
+                started,
+            )
         return 0
     error = doc.get("error")
     if not isinstance(error, dict):

@@ -143,9 +143,13 @@ class Axisor:
         self.repo = work / "axisor-repo"
         self.config = work / "axisor.toml"
         self.config.write_text(f'[application]\nuser_data = ["{src}"]\n[storage]\nlocal_path = "{self.repo}"\n')
-        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("AXISOR_BACKUP")},
-                    "AXISOR_BACKUP_PASSPHRASE": PASSWORD, "AXISOR_BACKUP_STATE_DIR": str(work / "axisor-state"),
-                    "PYTHONPATH": str(ROOT), "BW_STATS": str(work / "axisor-stats.json")}
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("AXISOR_BACKUP")},
+            "AXISOR_BACKUP_PASSPHRASE": PASSWORD,
+            "AXISOR_BACKUP_STATE_DIR": str(work / "axisor-state"),
+            "PYTHONPATH": str(ROOT),
+            "BW_STATS": str(work / "axisor-stats.json"),
+        }
         self.stats = work / "axisor-stats.json"
 
     def cmd(self, *args: str) -> list[str]:
@@ -162,8 +166,9 @@ class Axisor:
         return run(self.cmd("--limit-upload", str(kib), "backup"), self.env)
 
     def restore(self, kib: int, target: Path) -> float:
-        return run(self.cmd("--limit-download", str(kib), "restore", "latest", "--target", str(target),
-                            "--no-fsync"), self.env)
+        return run(
+            self.cmd("--limit-download", str(kib), "restore", "latest", "--target", str(target), "--no-fsync"), self.env
+        )
 
     def startup(self) -> float:
         return run(self.cmd("snapshots"), self.env)
@@ -185,8 +190,10 @@ class Restic:
         return run(["restic", "--no-cache", "--limit-upload", str(kib), "backup", str(self.src)], self.env)
 
     def restore(self, kib: int, target: Path) -> float:
-        return run(["restic", "--no-cache", "--limit-download", str(kib), "restore", "latest",
-                    "--target", str(target)], self.env)
+        return run(
+            ["restic", "--no-cache", "--limit-download", str(kib), "restore", "latest", "--target", str(target)],
+            self.env,
+        )
 
     def startup(self) -> float:
         return run(["restic", "--no-cache", "snapshots"], self.env)
@@ -207,18 +214,23 @@ def measure(tool: Axisor | Restic, kib: int, work: Path) -> list[Measure]:
     down_counted = tool.counted()
     shutil.rmtree(target, ignore_errors=True)
     startup = tool.startup()
-    return [Measure(tool.name, "upload", kib, stored - before, up, startup, up_counted),
-            Measure(tool.name, "download", kib, stored, down, startup, down_counted)]
+    return [
+        Measure(tool.name, "upload", kib, stored - before, up, startup, up_counted),
+        Measure(tool.name, "download", kib, stored, down, startup, down_counted),
+    ]
 
 
 def table(results: list[Measure]) -> str:
-    lines = ["| set KiB/s | direction | tool | MiB moved | wall s | start-up s | wall / set | net / set | "
-             "counted / set |",
-             "|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| set KiB/s | direction | tool | MiB moved | wall s | start-up s | wall / set | net / set | counted / set |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for m in results:
         counted = "" if m.counted_kib is None else f"{m.counted_kib / m.set_kib:.3f}"
-        lines.append(f"| {m.set_kib} | {m.direction} | {m.tool} | {m.bytes / 1048576:.1f} | {m.seconds:.2f} | "
-                     f"{m.startup:.2f} | {m.ratio:.3f} | {m.net_ratio:.3f} | {counted} |")
+        lines.append(
+            f"| {m.set_kib} | {m.direction} | {m.tool} | {m.bytes / 1048576:.1f} | {m.seconds:.2f} | "
+            f"{m.startup:.2f} | {m.ratio:.3f} | {m.net_ratio:.3f} | {counted} |"
+        )
     return "\n".join(lines)
 
 
@@ -238,21 +250,41 @@ def main() -> int:
     for kib in (int(r) for r in a.rates.split(",")):
         for name in a.tools.split(","):  # the tools alternate within each rate
             for m in measure(tools[name], kib, a.work):
-                print(f"{m.tool:7} {m.direction:8} set {m.set_kib:6} KiB/s: {m.bytes / 1048576:6.1f} MiB in "
-                      f"{m.seconds:6.2f} s wall = {m.achieved_kib:7.0f} KiB/s ({m.ratio:.3f}); net of "
-                      f"{m.startup:.2f} s start-up {m.net_kib:7.0f} KiB/s ({m.net_ratio:.3f})"
-                      + ("" if m.counted_kib is None else
-                         f"; counted {m.counted_kib:7.0f} KiB/s ({m.counted_kib / m.set_kib:.3f})"), flush=True)
+                print(
+                    f"{m.tool:7} {m.direction:8} set {m.set_kib:6} KiB/s: {m.bytes / 1048576:6.1f} MiB in "
+                    f"{m.seconds:6.2f} s wall = {m.achieved_kib:7.0f} KiB/s ({m.ratio:.3f}); net of "
+                    f"{m.startup:.2f} s start-up {m.net_kib:7.0f} KiB/s ({m.net_ratio:.3f})"
+                    + (
+                        ""
+                        if m.counted_kib is None
+                        else f"; counted {m.counted_kib:7.0f} KiB/s ({m.counted_kib / m.set_kib:.3f})"
+                    ),
+                    flush=True,
+                )
                 results.append(m)
     print()
     print(table(results))
     if a.out:
-        a.out.write_text(json.dumps({"when": datetime.now(UTC).isoformat(timespec="seconds"), "mib": a.mib,
-                                     "results": [{**asdict(m), "achieved_kib": round(m.achieved_kib, 1),
-                                                  "ratio": round(m.ratio, 4),
-                                                  "net_kib": round(m.net_kib, 1),
-                                                  "net_ratio": round(m.net_ratio, 4)}
-                                                 for m in results]}, indent=2) + "\n")
+        a.out.write_text(
+            json.dumps(
+                {
+                    "when": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "mib": a.mib,
+                    "results": [
+                        {
+                            **asdict(m),
+                            "achieved_kib": round(m.achieved_kib, 1),
+                            "ratio": round(m.ratio, 4),
+                            "net_kib": round(m.net_kib, 1),
+                            "net_ratio": round(m.net_ratio, 4),
+                        }
+                        for m in results
+                    ],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     return 0
 
 

@@ -35,8 +35,13 @@ def data_sets() -> dict[str, bytes]:
     n = 0
     while n < SIZE:
         row = b"%d\t%s@example.com\t2026-11-%02d 12:%02d:%02d\t%s\n" % (
-            n, rnd.choice(words), rnd.randint(1, 28), rnd.randint(0, 59), rnd.randint(0, 59),
-            b" ".join(rnd.choice(words) for _ in range(8)))
+            n,
+            rnd.choice(words),
+            rnd.randint(1, 28),
+            rnd.randint(0, 59),
+            rnd.randint(0, 59),
+            b" ".join(rnd.choice(words) for _ in range(8)),
+        )
         rows.append(row)
         n += len(row)
     return {"sql": b"".join(rows)[:SIZE], "random": rnd.randbytes(SIZE)}
@@ -71,6 +76,7 @@ def rate(fn, buf: bytes, threads: int) -> tuple[float, int]:
         while time.perf_counter() - t0 < 1.0:
             counts[i] += fn(bufs[i])
             done[i] += len(bufs[i])
+
     ts = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
     t0 = time.perf_counter()
     for t in ts:
@@ -88,9 +94,16 @@ def measure() -> None:
         for kind, buf in sets.items():
             one, chunks = rate(fn, buf, 1)
             two, _ = rate(fn, buf, 2)
-            results.append({"chunker": name, "data": kind, "mb_s_1_thread": round(one),
-                            "mb_s_2_threads": round(two), "scaling": round(two / one, 2),
-                            "mean_chunk_kib": round(SIZE / max(1, chunks / max(1, one * 1e6 / SIZE)) / 1024)})
+            results.append(
+                {
+                    "chunker": name,
+                    "data": kind,
+                    "mb_s_1_thread": round(one),
+                    "mb_s_2_threads": round(two),
+                    "scaling": round(two / one, 2),
+                    "mean_chunk_kib": round(SIZE / max(1, chunks / max(1, one * 1e6 / SIZE)) / 1024),
+                }
+            )
     print("| chunker | data | 1 thread MB/s | 2 threads MB/s | scaling |")
     print("|---|---|---|---|---|")
     for r in results:

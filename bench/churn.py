@@ -21,6 +21,7 @@ the touched logs and directories, and the list of added files.  `revert`
 restores the data set byte-for-byte (and the mtimes) and removes the side
 directory.  Pure stdlib.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,9 +38,9 @@ import gen  # noqa: E402
 SQL_REL = "db/pg_dump.sql"
 RANGES = 4
 RANGE_FRACTION = 1_750_000 / gen.SQL_BYTES  # ~1.75 MB at scale 1
-LOG_FRACTION = 0.10                          # 200 of 2,000 logs
+LOG_FRACTION = 0.10  # 200 of 2,000 logs
 LOG_APPEND = 30_000
-NEW_FRACTION = 0.005                         # 100 of 20,000 conf files
+NEW_FRACTION = 0.005  # 100 of 20,000 conf files
 COPY_BUF = 8 << 20
 
 
@@ -104,7 +105,7 @@ def _sql_ranges(r: random.Random, f, size: int) -> list[tuple[int, int]]:
         lo = size * (0.30 + 0.10 * k)
         start = int(lo + r.random() * size * 0.06)
         f.seek(start)
-        f.readline()                      # move to the next line start
+        f.readline()  # move to the next line start
         s = f.tell()
         f.seek(s + want)
         f.readline()
@@ -150,9 +151,12 @@ def churn_sql(data: str, r: random.Random, side: str, st: dict) -> int:
 
 
 def churn_logs(data: str, r: random.Random, st: dict, round_no: int) -> int:
-    logs = sorted(os.path.relpath(os.path.join(dp, fn), data)
-                  for dp, _, fns in os.walk(os.path.join(data, "logs")) for fn in fns
-                  if fn.endswith(".log"))
+    logs = sorted(
+        os.path.relpath(os.path.join(dp, fn), data)
+        for dp, _, fns in os.walk(os.path.join(data, "logs"))
+        for fn in fns
+        if fn.endswith(".log")
+    )
     if not logs:
         return 0
     pick = r.sample(logs, max(1, round(len(logs) * LOG_FRACTION)))
@@ -216,12 +220,21 @@ def apply_round(data: str, round_no: int, seed: int = 1, quiet: bool = False) ->
     new = churn_new_files(data, r, st, round_no)
     st["rounds"].append(round_no)
     _save_state(data, st)
-    res = {"round": round_no, "sql_rewritten": sql, "log_appended": logs, "new_files": new,
-           "changed_bytes": sql + logs + new, "seconds": round(time.perf_counter() - t0, 2)}
+    res = {
+        "round": round_no,
+        "sql_rewritten": sql,
+        "log_appended": logs,
+        "new_files": new,
+        "changed_bytes": sql + logs + new,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
     if not quiet:
-        print(f"churn round {round_no}: {res['changed_bytes'] / 1e6:.1f} MB changed "
-              f"(sql {sql / 1e6:.2f} MB rewritten, logs +{logs / 1e6:.2f} MB, new files {new / 1e6:.2f} MB) "
-              f"in {res['seconds']:.1f} s", file=sys.stderr)
+        print(
+            f"churn round {round_no}: {res['changed_bytes'] / 1e6:.1f} MB changed "
+            f"(sql {sql / 1e6:.2f} MB rewritten, logs +{logs / 1e6:.2f} MB, new files {new / 1e6:.2f} MB) "
+            f"in {res['seconds']:.1f} s",
+            file=sys.stderr,
+        )
     return res
 
 

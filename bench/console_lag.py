@@ -50,9 +50,9 @@ async def measure(work: Path, data: Path, *, daemon: bool = False) -> dict:
     config_path.write_text(f"""[application]
 user_data = ["{data}"]
 [storage]
-local_path = "{work / 'repo'}"
+local_path = "{work / "repo"}"
 [engine]
-state_dir = "{work / 'state'}"
+state_dir = "{work / "state"}"
 """)
     config = load_config(config_path)
     svc = BackupService(config, lambda _c: PASSPHRASE)
@@ -72,9 +72,14 @@ state_dir = "{work / 'state'}"
         from core.jobs.client import DaemonClient, socket_path
 
         env = {**os.environ, "AXISOR_BACKUP_PASSPHRASE": PASSPHRASE}
-        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "--config", str(config_path), "daemon"],
-                                cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "--config", str(config_path), "daemon"],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         while (client := await DaemonClient.try_connect(socket_path(config))) is None:
             if proc.poll() is not None:
                 raise SystemExit("the daemon did not start")
@@ -139,15 +144,27 @@ state_dir = "{work / 'state'}"
         raise SystemExit(f"the backup failed: {job.error}")
     total = job.result["stats"]["bytes"]
     return {
-        "bytes": total, "files": job.result["stats"]["files"], "seconds": round(seconds, 2),
-        "rate_mb_s": round(total / seconds / 1e6, 1), "samples": len(lags),
-        "lag_ms": {k: round(v * 1000, 2) for k, v in (
-            ("p50", statistics.median(lags)), ("p95", percentile(lags, 0.95)), ("p99", percentile(lags, 0.99)),
-            ("max", max(lags)))},
-        "idle_lag_ms": {"p50": round(statistics.median(idle) * 1000, 2),
-                        "p99": round(percentile(idle, 0.99) * 1000, 2)},
+        "bytes": total,
+        "files": job.result["stats"]["files"],
+        "seconds": round(seconds, 2),
+        "rate_mb_s": round(total / seconds / 1e6, 1),
+        "samples": len(lags),
+        "lag_ms": {
+            k: round(v * 1000, 2)
+            for k, v in (
+                ("p50", statistics.median(lags)),
+                ("p95", percentile(lags, 0.95)),
+                ("p99", percentile(lags, 0.99)),
+                ("max", max(lags)),
+            )
+        },
+        "idle_lag_ms": {
+            "p50": round(statistics.median(idle) * 1000, 2),
+            "p99": round(percentile(idle, 0.99) * 1000, 2),
+        },
         "engine": "daemon" if daemon else "embedded",
-        "progress_events": events, "progress_messages_handled": handled,
+        "progress_events": events,
+        "progress_messages_handled": handled,
     }
 
 
@@ -156,16 +173,18 @@ def main() -> int:
     p.add_argument("--data", type=Path, help="data set to back up (default: generate one)")
     p.add_argument("--scale", type=float, default=0.05)
     p.add_argument("--keep", action="store_true", help="keep the work folder")
-    p.add_argument("--daemon", action="store_true",
-                   help="run the backup in `axisor-backup daemon` (the console attaches to it)")
+    p.add_argument(
+        "--daemon", action="store_true", help="run the backup in `axisor-backup daemon` (the console attaches to it)"
+    )
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="axisor-console-lag-", dir=os.environ.get("TMPDIR", "/tmp")))
     try:
         data = args.data
         if data is None:
             data = work / "data"
-            subprocess.run([sys.executable, str(ROOT / "bench" / "gen.py"), str(data), "--scale", str(args.scale)],
-                           check=True)
+            subprocess.run(
+                [sys.executable, str(ROOT / "bench" / "gen.py"), str(data), "--scale", str(args.scale)], check=True
+            )
         result = asyncio.run(measure(work, data.resolve(), daemon=args.daemon))
         result["load_average"] = os.getloadavg()
         result["cpus"] = os.cpu_count()

@@ -44,13 +44,26 @@ def run_once(clone: Path, work: Path, watch_mib: int, timeout: float) -> dict:
     timing.unlink(missing_ok=True)
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AXISOR_BACKUP", "VIRTUAL_ENV", "TMUX", "UV_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AXISOR_BACKUP", "VIRTUAL_ENV", "TMUX", "UV_"))}
     env["TERM"] = "xterm-256color"
     started = time.time()
-    proc = subprocess.Popen(["scripts/demo", "--timing", str(timing), "--quit-after-backup",
-                             "--watch-mib", str(watch_mib), str(work / "demo")],
-                            cwd=clone, env=env, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            "scripts/demo",
+            "--timing",
+            str(timing),
+            "--quit-after-backup",
+            "--watch-mib",
+            str(watch_mib),
+            str(work / "demo"),
+        ],
+        cwd=clone,
+        env=env,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
     os.close(slave)
     steps: list[tuple[float, str]] = []
     log = open(work / "pty.log", "wb")  # everything the demo wrote, for when it fails
@@ -120,8 +133,9 @@ def main() -> int:
     scratch = Path(tempfile.mkdtemp(prefix="axisor-demo-bench."))
     clone = scratch / "axisor"
     subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(clone)], check=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone, capture_output=True, text=True,
-                            check=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=clone, capture_output=True, text=True, check=True
+    ).stdout.strip()
     results = []
     try:
         for i in range(args.runs):
@@ -137,12 +151,16 @@ def main() -> int:
     print("| run | to console | of which bootstrap | demo steps | demo CPU to console | watchable backup | bytes |")
     print("|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['run']} | {r['to_console_seconds']} s | {r['bootstrap_seconds']} s | {r['demo_steps_seconds']} s | "
-              f"{r['demo_cpu_to_console_seconds']} s | {r['watchable_backup_seconds']} s ({r['backup_state']}) | "
-              f"{r['backup_bytes']} |")
+        print(
+            f"| {r['run']} | {r['to_console_seconds']} s | {r['bootstrap_seconds']} s | {r['demo_steps_seconds']} s | "
+            f"{r['demo_cpu_to_console_seconds']} s | {r['watchable_backup_seconds']} s ({r['backup_state']}) | "
+            f"{r['backup_bytes']} |"
+        )
     out = ROOT / "bench" / "results" / f"demo-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    out.write_text(json.dumps({"commit": commit, "load_average": load, "watch_mib": args.watch_mib,
-                               "runs": results}, indent=1) + "\n")
+    out.write_text(
+        json.dumps({"commit": commit, "load_average": load, "watch_mib": args.watch_mib, "runs": results}, indent=1)
+        + "\n"
+    )
     print(f"\n{out}")
     return 0
 

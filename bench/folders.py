@@ -70,14 +70,19 @@ def main() -> int:
             for step in ("init", "first", "unchanged"):
                 argv = bench.fill(spec["init" if step == "init" else "backup"], ctxs[tool])
                 os.sync()
-                m = bench.run_timed(argv, envs[tool], None,
-                                    os.path.join(work, "logs", f"{tool}-{step}-{run_no}.log"), a.timeout)
+                m = bench.run_timed(
+                    argv, envs[tool], None, os.path.join(work, "logs", f"{tool}-{step}-{run_no}.log"), a.timeout
+                )
                 if m["rc"] != 0:
                     raise SystemExit(f"{tool} {step} failed: see {work}/logs/{tool}-{step}-{run_no}.log")
                 if step != "init":
                     backups[f"{tool} {step}"].append(m)
-                print(f"  run {run_no} {tool:7} {step:9} {m['wall']:7.2f} s wall {m['cpu']:7.2f} s cpu "
-                      f"{m['rss_mib']:6.1f} MiB", file=sys.stderr, flush=True)
+                print(
+                    f"  run {run_no} {tool:7} {step:9} {m['wall']:7.2f} s wall {m['cpu']:7.2f} s cpu "
+                    f"{m['rss_mib']:6.1f} MiB",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     files, size = bench.tree_stats(data)
     results: dict[str, list[dict]] = {v: [] for v in VARIANTS}
@@ -91,16 +96,25 @@ def main() -> int:
             argv = bench.fill(bench.TOOLS[tool]["restore"], dict(ctxs[tool], target=target)) + extra
             os.sync()
             load = os.getloadavg()[0]
-            m = bench.run_timed(argv, envs[tool], None,
-                                os.path.join(work, "logs", f"{variant.replace(' ', '')}-{run_no}.log"), a.timeout)
+            m = bench.run_timed(
+                argv,
+                envs[tool],
+                None,
+                os.path.join(work, "logs", f"{variant.replace(' ', '')}-{run_no}.log"),
+                a.timeout,
+            )
             if m["rc"] != 0:
                 raise SystemExit(f"{variant} restore failed (exit {m['rc']}): see {work}/logs")
             m["loadavg1_before"] = load
             if run_no == 1 and variant == "axisor":
                 m["verify"] = bench.verify_restore(data, target)
             results[variant].append(m)
-            print(f"  run {run_no} {variant:22} {m['wall']:7.2f} s wall {m['cpu']:7.2f} s cpu "
-                  f"{m['rss_mib']:6.1f} MiB  load {load:.1f}", file=sys.stderr, flush=True)
+            print(
+                f"  run {run_no} {variant:22} {m['wall']:7.2f} s wall {m['cpu']:7.2f} s cpu "
+                f"{m['rss_mib']:6.1f} MiB  load {load:.1f}",
+                file=sys.stderr,
+                flush=True,
+            )
     bench.rm(os.path.join(work, "target"))
     med = {v: statistics.median(m["wall"] for m in ms) for v, ms in results.items()}
     print(f"\nData: {data}: {files:,} files, {size / 1e9:.2f} GB; medians of {a.runs} runs\n")
@@ -108,9 +122,11 @@ def main() -> int:
     print("|---|---|---|---|---|")
     for v, ms in results.items():
         walls = [m["wall"] for m in ms]
-        print(f"| {v} | {med[v]:.2f} ({min(walls):.2f}–{max(walls):.2f}) | "
-              f"{statistics.median(m['cpu'] for m in ms):.2f} | {max(m['rss_mib'] for m in ms):.0f} | "
-              f"{med['restic'] / med[v]:.2f}x |")
+        print(
+            f"| {v} | {med[v]:.2f} ({min(walls):.2f}–{max(walls):.2f}) | "
+            f"{statistics.median(m['cpu'] for m in ms):.2f} | {max(m['rss_mib'] for m in ms):.0f} | "
+            f"{med['restic'] / med[v]:.2f}x |"
+        )
     cost = med["axisor"] / med["axisor --no-validate"] - 1
     cost_rb = med["axisor --read-back"] / med["axisor --no-validate"] - 1
     print("\n| backup | wall s (min–max) | CPU s | peak RSS MiB | restic wall / axisor wall |")
@@ -119,16 +135,32 @@ def main() -> int:
     for k, ms in backups.items():
         walls = [m["wall"] for m in ms]
         tool, step = k.split()
-        print(f"| {k} | {bmed[k]:.2f} ({min(walls):.2f}–{max(walls):.2f}) | "
-              f"{statistics.median(m['cpu'] for m in ms):.2f} | {max(m['rss_mib'] for m in ms):.0f} | "
-              f"{bmed['restic ' + step] / bmed['axisor ' + step]:.2f}x |")
+        print(
+            f"| {k} | {bmed[k]:.2f} ({min(walls):.2f}–{max(walls):.2f}) | "
+            f"{statistics.median(m['cpu'] for m in ms):.2f} | {max(m['rss_mib'] for m in ms):.0f} | "
+            f"{bmed['restic ' + step] / bmed['axisor ' + step]:.2f}x |"
+        )
     print(f"\nvalidation cost: as written {cost:+.1%}, read back {cost_rb:+.1%} (vs --no-validate)")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = os.path.join(bench.HERE, "results", f"folders-{stamp}.json")
     with open(out, "w") as f:
-        json.dump({"when": stamp, "data": data, "files": files, "bytes": size, "git": bench.git_rev(),
-                   "runs": results, "backups": backups, "median_wall": med, "median_backup_wall": bmed, "validation_cost": cost,
-                   "read_back_cost": cost_rb}, f, indent=1)
+        json.dump(
+            {
+                "when": stamp,
+                "data": data,
+                "files": files,
+                "bytes": size,
+                "git": bench.git_rev(),
+                "runs": results,
+                "backups": backups,
+                "median_wall": med,
+                "median_backup_wall": bmed,
+                "validation_cost": cost,
+                "read_back_cost": cost_rb,
+            },
+            f,
+            indent=1,
+        )
     print(f"raw: {out}")
     return 0
 

@@ -19,6 +19,7 @@ no file is held in memory whole.  Pure stdlib.
 
 The generator functions are also used by churn.py (same directory).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,128 +52,690 @@ CONF_BYTES = 54_909_612
 # table shares of the SQL dump (by bytes)
 SQL_SHARES = (("users", 0.15), ("orders", 0.25), ("events", 0.60))
 
-LOG_SERVICES = ("api", "auth", "billing", "search", "worker", "scheduler",
-                "gateway", "notifications", "nginx", "nginx-edge")
+LOG_SERVICES = (
+    "api",
+    "auth",
+    "billing",
+    "search",
+    "worker",
+    "scheduler",
+    "gateway",
+    "notifications",
+    "nginx",
+    "nginx-edge",
+)
 
 BLOCK = 1 << 20  # target bytes of text generated per block
 
 # ---------------------------------------------------------------------------
 # Shared vocabularies (deterministic, built once per process)
 
-_SYL = ("ka", "lo", "mi", "ne", "ra", "to", "su", "vi", "an", "el", "or", "in",
-        "da", "pe", "ti", "ko", "ma", "ul", "es", "ba", "ri", "go", "sh", "th",
-        "er", "al", "on", "ze", "qu", "wy", "fo", "ch")
-_COMMON = ("the", "of", "and", "to", "in", "is", "for", "on", "with", "as",
-           "order", "user", "payment", "account", "shipping", "item", "product",
-           "service", "request", "error", "update", "customer", "delivery",
-           "refund", "invoice", "cart", "session", "price", "status", "new",
-           "please", "thanks", "great", "quality", "fast", "good", "box",
-           "size", "color", "return", "received", "week", "day", "support")
-FIRST = ("james", "mary", "john", "patricia", "robert", "jennifer", "michael",
-         "linda", "william", "elizabeth", "david", "barbara", "richard", "susan",
-         "joseph", "jessica", "thomas", "sarah", "charles", "karen", "chris",
-         "nancy", "daniel", "lisa", "matthew", "betty", "anthony", "margaret",
-         "mark", "sandra", "donald", "ashley", "steven", "kimberly", "paul",
-         "emily", "andrew", "donna", "joshua", "michelle", "kenneth", "carol",
-         "kevin", "amanda", "brian", "melissa", "george", "deborah", "timothy",
-         "stephanie", "ronald", "rebecca", "edward", "sharon", "jason", "laura",
-         "jeffrey", "cynthia", "ryan", "kathleen", "jacob", "amy", "gary",
-         "angela", "nicholas", "shirley", "eric", "anna", "jonathan", "brenda",
-         "stephen", "pamela", "larry", "emma", "justin", "nicole", "scott",
-         "helen", "brandon", "samantha", "benjamin", "katherine", "samuel",
-         "christine", "gregory", "debra", "alexander", "rachel", "frank",
-         "carolyn", "patrick", "janet", "raymond", "catherine", "jack", "maria",
-         "dennis", "heather", "jerry", "diane", "tyler", "ruth", "aaron", "julie",
-         "jose", "olivia", "adam", "joyce", "nathan", "virginia", "henry",
-         "victoria", "douglas", "kelly", "zachary", "lauren", "peter", "christina",
-         "kyle", "joan", "ethan", "evelyn", "walter", "judith", "noah", "megan",
-         "jeremy", "andrea", "christian", "cheryl", "keith", "hannah", "roger",
-         "jacqueline", "terry", "martha", "gerald", "gloria", "harold", "teresa",
-         "sean", "ann", "austin", "sara", "carl", "madison", "arthur", "frances",
-         "lawrence", "kathryn", "dylan", "janice", "jesse", "jean", "jordan",
-         "abigail", "bryan", "alice", "billy", "judy", "joe", "sophia", "bruce",
-         "grace", "gabriel", "denise", "logan", "amber", "albert", "doris",
-         "willie", "marilyn", "alan", "danielle", "juan", "beverly", "wayne",
-         "isabella", "elijah", "theresa", "randy", "diana", "roy", "natalie",
-         "vincent", "brittany", "ralph", "charlotte", "eugene", "marie", "russell",
-         "kayla", "bobby", "alexis", "mason", "lori", "philip", "louis")
-LAST = ("smith", "johnson", "williams", "brown", "jones", "garcia", "miller",
-        "davis", "rodriguez", "martinez", "hernandez", "lopez", "gonzalez",
-        "wilson", "anderson", "thomas", "taylor", "moore", "jackson", "martin",
-        "lee", "perez", "thompson", "white", "harris", "sanchez", "clark",
-        "ramirez", "lewis", "robinson", "walker", "young", "allen", "king",
-        "wright", "scott", "torres", "nguyen", "hill", "flores", "green", "adams",
-        "nelson", "baker", "hall", "rivera", "campbell", "mitchell", "carter",
-        "roberts", "gomez", "phillips", "evans", "turner", "diaz", "parker",
-        "cruz", "edwards", "collins", "reyes", "stewart", "morris", "morales",
-        "murphy", "cook", "rogers", "gutierrez", "ortiz", "morgan", "cooper",
-        "peterson", "bailey", "reed", "kelly", "howard", "ramos", "kim", "cox",
-        "ward", "richardson", "watson", "brooks", "chavez", "wood", "james",
-        "bennett", "gray", "mendoza", "ruiz", "hughes", "price", "alvarez",
-        "castillo", "sanders", "patel", "myers", "long", "ross", "foster",
-        "jimenez", "powell", "jenkins", "perry", "russell", "sullivan", "bell",
-        "coleman", "butler", "henderson", "barnes", "gonzales", "fisher",
-        "vasquez", "simmons", "romero", "jordan", "patterson", "alexander",
-        "hamilton", "graham", "reynolds", "griffin", "wallace", "moreno", "west",
-        "cole", "hayes", "bryant", "herrera", "gibson", "ellis", "tran",
-        "medina", "aguilar", "stevens", "murray", "ford", "castro", "marshall",
-        "owens", "harrison", "fernandez", "mcdonald", "woods", "washington",
-        "kennedy", "wells", "vargas", "henry", "chen", "freeman", "webb",
-        "tucker", "guzman", "burns", "crawford", "olson", "simpson", "porter",
-        "hunter", "gordon", "mendez", "silva", "shaw", "snyder", "mason",
-        "dixon", "munoz", "hunt", "hicks", "holmes", "palmer", "wagner", "black",
-        "robertson", "boyd", "rose", "stone", "salazar", "fox", "warren", "mills",
-        "meyer", "rice", "schmidt", "garza", "daniels", "ferguson", "nichols",
-        "stephens", "soto", "weaver", "ryan", "gardner", "payne", "grant",
-        "dunn", "kelley", "spencer", "hawkins", "arnold", "pierce", "vazquez",
-        "hansen", "peters", "santos", "hart", "bradley", "knight", "elliott")
-DOMAINS = ("gmail.com", "yahoo.com", "hotmail.com", "outlook.com", "icloud.com",
-           "proton.me", "aol.com", "gmx.de", "web.de", "mail.ru", "yandex.ru",
-           "example.com", "example.org", "acme.io", "contoso.com", "fabrikam.net",
-           "initech.com", "globex.com", "umbrella.co", "hooli.xyz", "orange.fr",
-           "free.fr", "libero.it", "t-online.de", "qq.com", "163.com",
-           "naver.com", "rediffmail.com", "btinternet.com", "comcast.net")
-COUNTRIES = ("US", "DE", "FR", "GB", "IT", "ES", "NL", "PL", "SE", "BR", "CA",
-             "MX", "IN", "JP", "CN", "KR", "AU", "NZ", "ZA", "AR", "CH", "AT",
-             "BE", "DK", "NO", "FI", "IE", "PT", "CZ", "RO", "HU", "GR", "TR",
-             "RU", "UA", "IL", "AE", "SG", "HK", "TW")
+_SYL = (
+    "ka",
+    "lo",
+    "mi",
+    "ne",
+    "ra",
+    "to",
+    "su",
+    "vi",
+    "an",
+    "el",
+    "or",
+    "in",
+    "da",
+    "pe",
+    "ti",
+    "ko",
+    "ma",
+    "ul",
+    "es",
+    "ba",
+    "ri",
+    "go",
+    "sh",
+    "th",
+    "er",
+    "al",
+    "on",
+    "ze",
+    "qu",
+    "wy",
+    "fo",
+    "ch",
+)
+_COMMON = (
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "for",
+    "on",
+    "with",
+    "as",
+    "order",
+    "user",
+    "payment",
+    "account",
+    "shipping",
+    "item",
+    "product",
+    "service",
+    "request",
+    "error",
+    "update",
+    "customer",
+    "delivery",
+    "refund",
+    "invoice",
+    "cart",
+    "session",
+    "price",
+    "status",
+    "new",
+    "please",
+    "thanks",
+    "great",
+    "quality",
+    "fast",
+    "good",
+    "box",
+    "size",
+    "color",
+    "return",
+    "received",
+    "week",
+    "day",
+    "support",
+)
+FIRST = (
+    "james",
+    "mary",
+    "john",
+    "patricia",
+    "robert",
+    "jennifer",
+    "michael",
+    "linda",
+    "william",
+    "elizabeth",
+    "david",
+    "barbara",
+    "richard",
+    "susan",
+    "joseph",
+    "jessica",
+    "thomas",
+    "sarah",
+    "charles",
+    "karen",
+    "chris",
+    "nancy",
+    "daniel",
+    "lisa",
+    "matthew",
+    "betty",
+    "anthony",
+    "margaret",
+    "mark",
+    "sandra",
+    "donald",
+    "ashley",
+    "steven",
+    "kimberly",
+    "paul",
+    "emily",
+    "andrew",
+    "donna",
+    "joshua",
+    "michelle",
+    "kenneth",
+    "carol",
+    "kevin",
+    "amanda",
+    "brian",
+    "melissa",
+    "george",
+    "deborah",
+    "timothy",
+    "stephanie",
+    "ronald",
+    "rebecca",
+    "edward",
+    "sharon",
+    "jason",
+    "laura",
+    "jeffrey",
+    "cynthia",
+    "ryan",
+    "kathleen",
+    "jacob",
+    "amy",
+    "gary",
+    "angela",
+    "nicholas",
+    "shirley",
+    "eric",
+    "anna",
+    "jonathan",
+    "brenda",
+    "stephen",
+    "pamela",
+    "larry",
+    "emma",
+    "justin",
+    "nicole",
+    "scott",
+    "helen",
+    "brandon",
+    "samantha",
+    "benjamin",
+    "katherine",
+    "samuel",
+    "christine",
+    "gregory",
+    "debra",
+    "alexander",
+    "rachel",
+    "frank",
+    "carolyn",
+    "patrick",
+    "janet",
+    "raymond",
+    "catherine",
+    "jack",
+    "maria",
+    "dennis",
+    "heather",
+    "jerry",
+    "diane",
+    "tyler",
+    "ruth",
+    "aaron",
+    "julie",
+    "jose",
+    "olivia",
+    "adam",
+    "joyce",
+    "nathan",
+    "virginia",
+    "henry",
+    "victoria",
+    "douglas",
+    "kelly",
+    "zachary",
+    "lauren",
+    "peter",
+    "christina",
+    "kyle",
+    "joan",
+    "ethan",
+    "evelyn",
+    "walter",
+    "judith",
+    "noah",
+    "megan",
+    "jeremy",
+    "andrea",
+    "christian",
+    "cheryl",
+    "keith",
+    "hannah",
+    "roger",
+    "jacqueline",
+    "terry",
+    "martha",
+    "gerald",
+    "gloria",
+    "harold",
+    "teresa",
+    "sean",
+    "ann",
+    "austin",
+    "sara",
+    "carl",
+    "madison",
+    "arthur",
+    "frances",
+    "lawrence",
+    "kathryn",
+    "dylan",
+    "janice",
+    "jesse",
+    "jean",
+    "jordan",
+    "abigail",
+    "bryan",
+    "alice",
+    "billy",
+    "judy",
+    "joe",
+    "sophia",
+    "bruce",
+    "grace",
+    "gabriel",
+    "denise",
+    "logan",
+    "amber",
+    "albert",
+    "doris",
+    "willie",
+    "marilyn",
+    "alan",
+    "danielle",
+    "juan",
+    "beverly",
+    "wayne",
+    "isabella",
+    "elijah",
+    "theresa",
+    "randy",
+    "diana",
+    "roy",
+    "natalie",
+    "vincent",
+    "brittany",
+    "ralph",
+    "charlotte",
+    "eugene",
+    "marie",
+    "russell",
+    "kayla",
+    "bobby",
+    "alexis",
+    "mason",
+    "lori",
+    "philip",
+    "louis",
+)
+LAST = (
+    "smith",
+    "johnson",
+    "williams",
+    "brown",
+    "jones",
+    "garcia",
+    "miller",
+    "davis",
+    "rodriguez",
+    "martinez",
+    "hernandez",
+    "lopez",
+    "gonzalez",
+    "wilson",
+    "anderson",
+    "thomas",
+    "taylor",
+    "moore",
+    "jackson",
+    "martin",
+    "lee",
+    "perez",
+    "thompson",
+    "white",
+    "harris",
+    "sanchez",
+    "clark",
+    "ramirez",
+    "lewis",
+    "robinson",
+    "walker",
+    "young",
+    "allen",
+    "king",
+    "wright",
+    "scott",
+    "torres",
+    "nguyen",
+    "hill",
+    "flores",
+    "green",
+    "adams",
+    "nelson",
+    "baker",
+    "hall",
+    "rivera",
+    "campbell",
+    "mitchell",
+    "carter",
+    "roberts",
+    "gomez",
+    "phillips",
+    "evans",
+    "turner",
+    "diaz",
+    "parker",
+    "cruz",
+    "edwards",
+    "collins",
+    "reyes",
+    "stewart",
+    "morris",
+    "morales",
+    "murphy",
+    "cook",
+    "rogers",
+    "gutierrez",
+    "ortiz",
+    "morgan",
+    "cooper",
+    "peterson",
+    "bailey",
+    "reed",
+    "kelly",
+    "howard",
+    "ramos",
+    "kim",
+    "cox",
+    "ward",
+    "richardson",
+    "watson",
+    "brooks",
+    "chavez",
+    "wood",
+    "james",
+    "bennett",
+    "gray",
+    "mendoza",
+    "ruiz",
+    "hughes",
+    "price",
+    "alvarez",
+    "castillo",
+    "sanders",
+    "patel",
+    "myers",
+    "long",
+    "ross",
+    "foster",
+    "jimenez",
+    "powell",
+    "jenkins",
+    "perry",
+    "russell",
+    "sullivan",
+    "bell",
+    "coleman",
+    "butler",
+    "henderson",
+    "barnes",
+    "gonzales",
+    "fisher",
+    "vasquez",
+    "simmons",
+    "romero",
+    "jordan",
+    "patterson",
+    "alexander",
+    "hamilton",
+    "graham",
+    "reynolds",
+    "griffin",
+    "wallace",
+    "moreno",
+    "west",
+    "cole",
+    "hayes",
+    "bryant",
+    "herrera",
+    "gibson",
+    "ellis",
+    "tran",
+    "medina",
+    "aguilar",
+    "stevens",
+    "murray",
+    "ford",
+    "castro",
+    "marshall",
+    "owens",
+    "harrison",
+    "fernandez",
+    "mcdonald",
+    "woods",
+    "washington",
+    "kennedy",
+    "wells",
+    "vargas",
+    "henry",
+    "chen",
+    "freeman",
+    "webb",
+    "tucker",
+    "guzman",
+    "burns",
+    "crawford",
+    "olson",
+    "simpson",
+    "porter",
+    "hunter",
+    "gordon",
+    "mendez",
+    "silva",
+    "shaw",
+    "snyder",
+    "mason",
+    "dixon",
+    "munoz",
+    "hunt",
+    "hicks",
+    "holmes",
+    "palmer",
+    "wagner",
+    "black",
+    "robertson",
+    "boyd",
+    "rose",
+    "stone",
+    "salazar",
+    "fox",
+    "warren",
+    "mills",
+    "meyer",
+    "rice",
+    "schmidt",
+    "garza",
+    "daniels",
+    "ferguson",
+    "nichols",
+    "stephens",
+    "soto",
+    "weaver",
+    "ryan",
+    "gardner",
+    "payne",
+    "grant",
+    "dunn",
+    "kelley",
+    "spencer",
+    "hawkins",
+    "arnold",
+    "pierce",
+    "vazquez",
+    "hansen",
+    "peters",
+    "santos",
+    "hart",
+    "bradley",
+    "knight",
+    "elliott",
+)
+DOMAINS = (
+    "gmail.com",
+    "yahoo.com",
+    "hotmail.com",
+    "outlook.com",
+    "icloud.com",
+    "proton.me",
+    "aol.com",
+    "gmx.de",
+    "web.de",
+    "mail.ru",
+    "yandex.ru",
+    "example.com",
+    "example.org",
+    "acme.io",
+    "contoso.com",
+    "fabrikam.net",
+    "initech.com",
+    "globex.com",
+    "umbrella.co",
+    "hooli.xyz",
+    "orange.fr",
+    "free.fr",
+    "libero.it",
+    "t-online.de",
+    "qq.com",
+    "163.com",
+    "naver.com",
+    "rediffmail.com",
+    "btinternet.com",
+    "comcast.net",
+)
+COUNTRIES = (
+    "US",
+    "DE",
+    "FR",
+    "GB",
+    "IT",
+    "ES",
+    "NL",
+    "PL",
+    "SE",
+    "BR",
+    "CA",
+    "MX",
+    "IN",
+    "JP",
+    "CN",
+    "KR",
+    "AU",
+    "NZ",
+    "ZA",
+    "AR",
+    "CH",
+    "AT",
+    "BE",
+    "DK",
+    "NO",
+    "FI",
+    "IE",
+    "PT",
+    "CZ",
+    "RO",
+    "HU",
+    "GR",
+    "TR",
+    "RU",
+    "UA",
+    "IL",
+    "AE",
+    "SG",
+    "HK",
+    "TW",
+)
 CURRENCIES = ("USD", "EUR", "GBP", "JPY", "CAD", "AUD", "CHF", "SEK", "PLN", "BRL")
-ORDER_STATUS = ("pending", "paid", "shipped", "delivered", "cancelled",
-                "refunded", "processing", "on_hold")
-EVENT_TYPES = ("page_view", "click", "add_to_cart", "remove_from_cart",
-               "checkout_started", "checkout_completed", "login", "logout",
-               "search", "product_view", "signup", "password_reset",
-               "payment_failed", "payment_succeeded", "review_posted",
-               "wishlist_add", "coupon_applied", "session_start", "session_end",
-               "api_call", "email_opened", "email_clicked", "push_received",
-               "settings_changed", "address_added", "shipment_tracked")
+ORDER_STATUS = ("pending", "paid", "shipped", "delivered", "cancelled", "refunded", "processing", "on_hold")
+EVENT_TYPES = (
+    "page_view",
+    "click",
+    "add_to_cart",
+    "remove_from_cart",
+    "checkout_started",
+    "checkout_completed",
+    "login",
+    "logout",
+    "search",
+    "product_view",
+    "signup",
+    "password_reset",
+    "payment_failed",
+    "payment_succeeded",
+    "review_posted",
+    "wishlist_add",
+    "coupon_applied",
+    "session_start",
+    "session_end",
+    "api_call",
+    "email_opened",
+    "email_clicked",
+    "push_received",
+    "settings_changed",
+    "address_added",
+    "shipment_tracked",
+)
 PLATFORMS = ("web", "ios", "android", "api", "desktop")
-BROWSERS = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0.0.0 Safari/537.36",
-            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Safari/605.1.15",
-            "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0",
-            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1",
-            "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0.6045.163 Mobile Safari/537.36",
-            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0.0.0 Safari/537.36 Edg/119.0.2151.72",
-            "curl/8.4.0", "python-requests/2.31.0", "Go-http-client/2.0",
-            "okhttp/4.12.0", "PostmanRuntime/7.35.0",
-            "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)")
+BROWSERS = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Safari/605.1.15",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0.6045.163 Mobile Safari/537.36",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0.0.0 Safari/537.36 Edg/119.0.2151.72",
+    "curl/8.4.0",
+    "python-requests/2.31.0",
+    "Go-http-client/2.0",
+    "okhttp/4.12.0",
+    "PostmanRuntime/7.35.0",
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+)
 HTTP_METHODS = ("GET", "GET", "GET", "GET", "POST", "POST", "PUT", "DELETE", "PATCH", "HEAD")
 HTTP_STATUS = (200, 200, 200, 200, 200, 200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 404, 409, 429, 500, 502, 503)
-API_PATHS = ("/api/v1/orders", "/api/v1/users", "/api/v1/products", "/api/v1/cart",
-             "/api/v1/checkout", "/api/v1/search", "/api/v2/events", "/api/v1/auth/login",
-             "/api/v1/auth/refresh", "/api/v1/payments", "/api/v1/shipments",
-             "/api/v1/reviews", "/api/v1/coupons", "/api/v1/wishlist", "/healthz",
-             "/metrics", "/static/js/app.js", "/static/css/main.css", "/favicon.ico",
-             "/images/products", "/api/v1/notifications", "/api/v1/settings")
+API_PATHS = (
+    "/api/v1/orders",
+    "/api/v1/users",
+    "/api/v1/products",
+    "/api/v1/cart",
+    "/api/v1/checkout",
+    "/api/v1/search",
+    "/api/v2/events",
+    "/api/v1/auth/login",
+    "/api/v1/auth/refresh",
+    "/api/v1/payments",
+    "/api/v1/shipments",
+    "/api/v1/reviews",
+    "/api/v1/coupons",
+    "/api/v1/wishlist",
+    "/healthz",
+    "/metrics",
+    "/static/js/app.js",
+    "/static/css/main.css",
+    "/favicon.ico",
+    "/images/products",
+    "/api/v1/notifications",
+    "/api/v1/settings",
+)
 LOG_LEVELS = ("INFO",) * 14 + ("DEBUG",) * 8 + ("WARN",) * 3 + ("ERROR",)
-LOG_MESSAGES = ("request completed", "request started", "cache miss", "cache hit",
-                "db query executed", "job enqueued", "job finished", "retrying request",
-                "connection pool exhausted", "token refreshed", "user authenticated",
-                "payment authorized", "payment declined", "webhook delivered",
-                "rate limit exceeded", "slow query detected", "message published",
-                "message consumed", "scheduled task triggered", "config reloaded",
-                "upstream timeout", "validation failed", "order state changed",
-                "email sent", "session expired", "invalid signature")
+LOG_MESSAGES = (
+    "request completed",
+    "request started",
+    "cache miss",
+    "cache hit",
+    "db query executed",
+    "job enqueued",
+    "job finished",
+    "retrying request",
+    "connection pool exhausted",
+    "token refreshed",
+    "user authenticated",
+    "payment authorized",
+    "payment declined",
+    "webhook delivered",
+    "rate limit exceeded",
+    "slow query detected",
+    "message published",
+    "message consumed",
+    "scheduled task triggered",
+    "config reloaded",
+    "upstream timeout",
+    "validation failed",
+    "order state changed",
+    "email sent",
+    "session expired",
+    "invalid signature",
+)
 
 
 def _words(n: int, seed: str) -> list[str]:
@@ -188,7 +751,7 @@ def _words(n: int, seed: str) -> list[str]:
 
 
 VOCAB = _words(30_000, "vocab")
-_zw = [1.0 / (k ** 0.85) for k in range(1, len(VOCAB) + 1)]
+_zw = [1.0 / (k**0.85) for k in range(1, len(VOCAB) + 1)]
 VOCAB_CW = list(itertools.accumulate(_zw))
 del _zw
 
@@ -200,6 +763,7 @@ _MON = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "N
 
 def _build_dates() -> None:
     import datetime
+
     d0 = datetime.date(2021, 1, 1)
     for i in range(2200):
         d = d0 + datetime.timedelta(days=i)
@@ -222,12 +786,15 @@ def zipf_words(r: random.Random, k: int) -> list[str]:
 
 def uuids(r: random.Random, n: int) -> list[str]:
     h = r.randbytes(16 * n).hex()
-    return [f"{h[i:i + 8]}-{h[i + 8:i + 12]}-4{h[i + 13:i + 16]}-a{h[i + 17:i + 20]}-{h[i + 20:i + 32]}"
-            for i in range(0, 32 * n, 32)]
+    return [
+        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-4{h[i + 13 : i + 16]}-a{h[i + 17 : i + 20]}-{h[i + 20 : i + 32]}"
+        for i in range(0, 32 * n, 32)
+    ]
 
 
-def lognormal_sizes(r: random.Random, n: int, median: float, mean: float,
-                    lo: int, hi: int, total: int | None = None) -> list[int]:
+def lognormal_sizes(
+    r: random.Random, n: int, median: float, mean: float, lo: int, hi: int, total: int | None = None
+) -> list[int]:
     """n lognormal sizes with the given median, clipped to [lo, hi].
 
     With `total`, sigma is fitted (median kept) so that the clipped sizes sum
@@ -420,13 +987,14 @@ class SqlRows:
         wi = 0
         for i in range(n):
             k = nb[i]
-            bio = " ".join(words[wi:wi + k]) if k else "\\N"
+            bio = " ".join(words[wi : wi + k]) if k else "\\N"
             wi += k
             first, last = fi[i], la[i]
             out.append(
                 f"{ids[i]}\t{uu[i]}\t{first}.{last}{num[i]}@{dom[i]}\t{first[0]}{last}{num[i]}\t{first.title()} {last.title()}\t{cc[i]}\t"
                 f"{ts_sql(ts[i])}+00\t{ts_sql(ts[i] + ll[i])}+00\t{act[i]}\t{bio}\t"
-                f'{{"lang": "{lang[i]}", "theme": "{theme[i]}", "newsletter": {notif[i]}, "notifications": {{"email": true, "push": {notif[i]}}}}}\n')
+                f'{{"lang": "{lang[i]}", "theme": "{theme[i]}", "newsletter": {notif[i]}, "notifications": {{"email": true, "push": {notif[i]}}}}}\n'
+            )
         return out
 
     def orders(self, n: int) -> list[str]:
@@ -455,11 +1023,12 @@ class SqlRows:
                 items.append(f'{{"sku": "SKU-{sku[j]}", "qty": {qty[j]}, "price_cents": {price[j]}}}')
             ii += ni[i]
             k = nn[i]
-            note = " ".join(words[wi:wi + k]) if k else "\\N"
+            note = " ".join(words[wi : wi + k]) if k else "\\N"
             wi += k
             out.append(
                 f"{ids[i]}\t{uid[i]}\t{uu[i]}\t{st[i]}\t{total}\t{cur[i]}\t[{', '.join(items)}]\t"
-                f"{ts_sql(ts[i])}+00\t{ts_sql(ts[i] + upd[i])}+00\t{note}\n")
+                f"{ts_sql(ts[i])}+00\t{ts_sql(ts[i] + upd[i])}+00\t{note}\n"
+            )
         return out
 
     def events(self, n: int) -> list[str]:
@@ -468,7 +1037,11 @@ class SqlRows:
         # sessions: runs of consecutive events share user, session id, ip and agent
         out = []
         ts = self._clock("events", n, 6)
-        et = r.choices(EVENT_TYPES, cum_weights=list(itertools.accumulate(1 / (k + 1) ** 0.8 for k in range(len(EVENT_TYPES)))), k=n)
+        et = r.choices(
+            EVENT_TYPES,
+            cum_weights=list(itertools.accumulate(1 / (k + 1) ** 0.8 for k in range(len(EVENT_TYPES)))),
+            k=n,
+        )
         ms = r.choices(range(1, 5000), k=n)
         frac = r.choices(range(1000), k=n)
         nw = r.choices((0, 10, 18, 26, 38, 52), k=n)
@@ -489,17 +1062,20 @@ class SqlRows:
             if r.random() < 0.5:
                 ua = r.choice(BROWSERS)
             else:
-                ua = (f"ShopApp/{r.randrange(1, 6)}.{r.randrange(30)}.{r.randrange(10)} "
-                      f"({r.choice(('iPhone', 'iPad', 'Pixel 8', 'SM-S918B', 'Mi 11'))}; "
-                      f"{r.choice(('iOS', 'Android'))} {r.randrange(10, 18)}.{r.randrange(8)}) build/{r.randrange(10000, 99999)}")
+                ua = (
+                    f"ShopApp/{r.randrange(1, 6)}.{r.randrange(30)}.{r.randrange(10)} "
+                    f"({r.choice(('iPhone', 'iPad', 'Pixel 8', 'SM-S918B', 'Mi 11'))}; "
+                    f"{r.choice(('iOS', 'Android'))} {r.randrange(10, 18)}.{r.randrange(8)}) build/{r.randrange(10000, 99999)}"
+                )
             for j in range(i, i + run):
                 k = nw[j]
-                msg = " ".join(words[wi:wi + k]) if k else "\\N"
+                msg = " ".join(words[wi : wi + k]) if k else "\\N"
                 wi += k
                 out.append(
                     f"{ids[j]}\t{uid}\t{sess}\t{et[j]}\t{ts_sql(ts[j])}.{frac[j]:03d}+00\t{ip}\t{ua}\t"
                     f'{{"path": "{path[j]}", "product_id": {prod[j]}, "platform": "{plat[j]}", "duration_ms": {ms[j]}, '
-                    f'"request_id": "{rid[16 * j:16 * j + 16]}", "trace_id": "{trace[32 * j:32 * j + 32]}", "client_ts": {cts[j]}}}\t{msg}\n')
+                    f'"request_id": "{rid[16 * j : 16 * j + 16]}", "trace_id": "{trace[32 * j : 32 * j + 32]}", "client_ts": {cts[j]}}}\t{msg}\n'
+                )
             i += run
         return out
 
@@ -509,11 +1085,13 @@ def gen_sql(path: str, total: int, seed: int) -> int:
     g = SqlRows(r)
     written = 0
     with open(path, "wb", buffering=0) as f:
+
         def put(s: str) -> None:
             nonlocal written
             b = s.encode("ascii")
             f.write(b)
             written += len(b)
+
         put(SQL_HEADER)
         budget = total - len(SQL_HEADER) - len(SQL_FOOTER)
         for table, share in SQL_SHARES:
@@ -530,7 +1108,7 @@ def gen_sql(path: str, total: int, seed: int) -> int:
                     for k, row in enumerate(rows):
                         acc += len(row)
                         if acc >= need:
-                            block = "".join(rows[:k + 1])
+                            block = "".join(rows[: k + 1])
                             break
                 put(block)
             put("\\.\n\n\n")
@@ -540,6 +1118,7 @@ def gen_sql(path: str, total: int, seed: int) -> int:
 
 # ---------------------------------------------------------------------------
 # Logs
+
 
 def log_lines(r: random.Random, kind: str, svc: str, t: int, n: int) -> tuple[list[str], int]:
     """n log lines starting at time t (seconds since 2021-01-01); returns (lines, new t)."""
@@ -560,18 +1139,31 @@ def log_lines(r: random.Random, kind: str, svc: str, t: int, n: int) -> tuple[li
         ipd = r.choices(range(1, 255), k=n)
         reqid = r.randbytes(16 * n).hex()
         ut = r.choices(range(1, 2000), k=n)
-        ref = r.choices(("-", "-", "-", "https://shop.example.com/", "https://www.google.com/",
-                         "https://shop.example.com/cart", "https://shop.example.com/p/"), k=n)
+        ref = r.choices(
+            (
+                "-",
+                "-",
+                "-",
+                "https://shop.example.com/",
+                "https://www.google.com/",
+                "https://shop.example.com/cart",
+                "https://shop.example.com/p/",
+            ),
+            k=n,
+        )
         for i in range(n):
             tt = ts[i + 1]
             q = f"/{pid[i]}" if path[i].startswith("/api") else ""
             out.append(
-                f'{ipa[i]}.{ipb[i]}.{ipc[i]}.{ipd[i]} - - [{_NGINX_DATES[tt // 86400]}:{TIMES[tt % 86400]} +0000] '
+                f"{ipa[i]}.{ipb[i]}.{ipc[i]}.{ipd[i]} - - [{_NGINX_DATES[tt // 86400]}:{TIMES[tt % 86400]} +0000] "
                 f'"{meth[i]} {path[i]}{q} HTTP/1.1" {stat[i]} {size[i]} "{ref[i]}" "{ua[i]}" {dur[i] / 1000:.3f} '
-                f'{reqid[32 * i:32 * i + 32]} upstream=10.0.{ipc[i]}.{ipb[i]}:8080 ut={ut[i] / 1000:.3f}\n')
+                f"{reqid[32 * i : 32 * i + 32]} upstream=10.0.{ipc[i]}.{ipb[i]}:8080 ut={ut[i] / 1000:.3f}\n"
+            )
     else:
         lvl = r.choices(LOG_LEVELS, k=n)
-        msg = r.choices(LOG_MESSAGES, cum_weights=list(itertools.accumulate(1 / (k + 1) for k in range(len(LOG_MESSAGES)))), k=n)
+        msg = r.choices(
+            LOG_MESSAGES, cum_weights=list(itertools.accumulate(1 / (k + 1) for k in range(len(LOG_MESSAGES)))), k=n
+        )
         wrk = r.choices(range(1, 9), k=n)
         rid = r.randbytes(8 * n).hex()
         uid = r.choices(range(1, 400000), k=n)
@@ -581,12 +1173,13 @@ def log_lines(r: random.Random, kind: str, svc: str, t: int, n: int) -> tuple[li
         for i in range(n):
             tt = ts[i + 1]
             k = nw[i]
-            extra = (' detail="' + " ".join(words[wi:wi + k]) + '"') if k else ""
+            extra = (' detail="' + " ".join(words[wi : wi + k]) + '"') if k else ""
             wi += k
             out.append(
                 f"{_DATES[tt // 86400]}T{TIMES[tt % 86400]}.{ms[i]:03d}Z {lvl[i]:<5} [worker-{wrk[i]}] {svc}: {msg[i]} "
                 f"method={meth[i]} path={path[i]} status={stat[i]} duration_ms={dur[i] / 10:.1f} "
-                f"request_id={rid[16 * i:16 * i + 16]} user_id={uid[i]}{extra}\n")
+                f"request_id={rid[16 * i : 16 * i + 16]} user_id={uid[i]}{extra}\n"
+            )
     return out, ts[-1]
 
 
@@ -638,7 +1231,7 @@ def gen_logs(out: str, plan: list[tuple[str, int]], idx: list[int], seed: int) -
                 chunk, t = log_text(r, rel, t, min(BLOCK, size - written))
                 if written + len(chunk) > size:  # cut at the line after the target
                     cut = chunk.find(b"\n", size - written - 1)
-                    chunk = chunk[:cut + 1] if cut >= 0 else chunk
+                    chunk = chunk[: cut + 1] if cut >= 0 else chunk
                 f.write(chunk)
                 written += len(chunk)
         total += written
@@ -647,6 +1240,7 @@ def gen_logs(out: str, plan: list[tuple[str, int]], idx: list[int], seed: int) -
 
 # ---------------------------------------------------------------------------
 # Binaries
+
 
 def bin_plan(scale: float) -> list[tuple[str, int]]:
     n = max(1, round(BIN_COUNT * scale))
@@ -673,19 +1267,84 @@ def gen_bins(out: str, plan: list[tuple[str, int]], idx: list[int], seed: int) -
 # ---------------------------------------------------------------------------
 # Config files
 
-CONF_SECTIONS = ("server", "database", "cache", "logging", "auth", "metrics",
-                 "queue", "storage", "mail", "features", "limits", "tracing",
-                 "payments", "search", "cors", "tls")
-CONF_KEYS = ("host", "port", "enabled", "timeout_ms", "max_connections", "pool_size",
-             "level", "format", "path", "url", "user", "region", "bucket", "retries",
-             "backoff_ms", "ttl_seconds", "endpoint", "api_key", "secret", "name",
-             "replicas", "workers", "buffer_size", "interval", "threshold", "mode",
-             "compression", "ca_file", "cert_file", "key_file", "allowed_origins",
-             "sample_rate", "namespace", "topic", "group_id", "driver", "dsn",
-             "token", "ca_bundle", "signing_key", "id", "instance_id",
-             "password", "webhook_secret")
-CONF_STEMS = ("app", "service", "settings", "values", "deployment", "config",
-              "override", "defaults", "secrets", "routing", "feature-flags", "tenant")
+CONF_SECTIONS = (
+    "server",
+    "database",
+    "cache",
+    "logging",
+    "auth",
+    "metrics",
+    "queue",
+    "storage",
+    "mail",
+    "features",
+    "limits",
+    "tracing",
+    "payments",
+    "search",
+    "cors",
+    "tls",
+)
+CONF_KEYS = (
+    "host",
+    "port",
+    "enabled",
+    "timeout_ms",
+    "max_connections",
+    "pool_size",
+    "level",
+    "format",
+    "path",
+    "url",
+    "user",
+    "region",
+    "bucket",
+    "retries",
+    "backoff_ms",
+    "ttl_seconds",
+    "endpoint",
+    "api_key",
+    "secret",
+    "name",
+    "replicas",
+    "workers",
+    "buffer_size",
+    "interval",
+    "threshold",
+    "mode",
+    "compression",
+    "ca_file",
+    "cert_file",
+    "key_file",
+    "allowed_origins",
+    "sample_rate",
+    "namespace",
+    "topic",
+    "group_id",
+    "driver",
+    "dsn",
+    "token",
+    "ca_bundle",
+    "signing_key",
+    "id",
+    "instance_id",
+    "password",
+    "webhook_secret",
+)
+CONF_STEMS = (
+    "app",
+    "service",
+    "settings",
+    "values",
+    "deployment",
+    "config",
+    "override",
+    "defaults",
+    "secrets",
+    "routing",
+    "feature-flags",
+    "tenant",
+)
 
 
 CONF_POOL = 200000
@@ -704,9 +1363,9 @@ def _conf_value(r: random.Random, key: str, svc: str) -> str:
     # secrets and ids come from a shared pool: the same credentials appear in
     # many files (cross-file redundancy, as in real config trees)
     if key in ("api_key", "secret", "password", "webhook_secret"):
-        return _pooled(r, key)[:r.choice((32, 48, 64))]
+        return _pooled(r, key)[: r.choice((32, 48, 64))]
     if key in ("token", "ca_bundle", "signing_key"):
-        return base64.b64encode(bytes.fromhex(_pooled(r, key))[:r.randrange(16, 48)]).decode()
+        return base64.b64encode(bytes.fromhex(_pooled(r, key))[: r.randrange(16, 48)]).decode()
     if key in ("id", "instance_id"):
         h = _pooled(r, key)
         return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:32]}"
@@ -781,8 +1440,7 @@ def conf_plan(scale: float, seed: int) -> list[tuple[str, int]]:
     dirs = [f"conf/{gnames[i % groups]}/{r.choice(VOCAB[:5000])}-{i:04d}" for i in range(leaves)]
     # uneven fill: Zipf-ish weights over directories
     cw = list(itertools.accumulate(1 / (k + 1) ** 0.6 for k in range(leaves)))
-    sizes = lognormal_sizes(r, n, CONF_MEDIAN, CONF_MEAN, CONF_MIN, CONF_MAX,
-                            total=round(CONF_BYTES * n / CONF_COUNT))
+    sizes = lognormal_sizes(r, n, CONF_MEDIAN, CONF_MEAN, CONF_MIN, CONF_MAX, total=round(CONF_BYTES * n / CONF_COUNT))
     plan = []
     for i in range(n):
         d = r.choices(dirs, cum_weights=cw)[0]
@@ -810,6 +1468,7 @@ def gen_conf(out: str, plan: list[tuple[str, int]], idx: list[int], seed: int) -
 
 
 # ---------------------------------------------------------------------------
+
 
 def _task(args):
     kind, out, scale, seed, idx = args
@@ -850,8 +1509,10 @@ def generate(out: str, scale: float = 1.0, seed: int = 1, jobs: int = 2, quiet: 
     tasks += [("logs", out, scale, seed, c) for c in chunks if c]
     tasks.append(("bin", out, scale, seed, list(range(len(bins)))))
     half = len(confs) // 2
-    tasks += [("conf", out, scale, seed, list(range(0, half))),
-              ("conf", out, scale, seed, list(range(half, len(confs))))]
+    tasks += [
+        ("conf", out, scale, seed, list(range(0, half))),
+        ("conf", out, scale, seed, list(range(half, len(confs)))),
+    ]
     totals: dict[str, int] = {}
     secs: dict[str, float] = {}
     if jobs <= 1:
@@ -865,8 +1526,11 @@ def generate(out: str, scale: float = 1.0, seed: int = 1, jobs: int = 2, quiet: 
     if jobs > 1:
         ex.shutdown()
     info = {
-        "out": os.path.abspath(out), "scale": scale, "seed": seed,
-        "bytes": totals, "total_bytes": sum(totals.values()),
+        "out": os.path.abspath(out),
+        "scale": scale,
+        "seed": seed,
+        "bytes": totals,
+        "total_bytes": sum(totals.values()),
         "files": {"sql": 1, "logs": len(logs), "bin": len(bins), "conf": len(confs)},
         "task_seconds": {k: round(v, 2) for k, v in secs.items()},
         "seconds": round(time.perf_counter() - t0, 2),
@@ -875,11 +1539,16 @@ def generate(out: str, scale: float = 1.0, seed: int = 1, jobs: int = 2, quiet: 
     with open(marker_path(out), "w") as f:
         json.dump(info, f, indent=1)
     if not quiet:
-        print(f"generated {info['total_bytes']:,} bytes in {sum(info['files'].values()):,} files "
-              f"under {out} in {info['seconds']:.1f} s", file=sys.stderr)
+        print(
+            f"generated {info['total_bytes']:,} bytes in {sum(info['files'].values()):,} files "
+            f"under {out} in {info['seconds']:.1f} s",
+            file=sys.stderr,
+        )
         for k in ("sql", "logs", "bin", "conf"):
-            print(f"  {k:5} {info['files'][k]:>6,} files {totals.get(k, 0):>14,} B "
-                  f"({secs.get(k, 0):.1f} s in workers)", file=sys.stderr)
+            print(
+                f"  {k:5} {info['files'][k]:>6,} files {totals.get(k, 0):>14,} B ({secs.get(k, 0):.1f} s in workers)",
+                file=sys.stderr,
+            )
     return info
 
 
@@ -888,8 +1557,9 @@ def main(argv=None) -> int:
     ap.add_argument("out", help="output directory (replaced if it exists)")
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
-                    help="worker processes (does not change the output)")
+    ap.add_argument(
+        "--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes (does not change the output)"
+    )
     a = ap.parse_args(argv)
     if a.scale <= 0:
         ap.error("--scale must be > 0")

@@ -44,7 +44,7 @@ def _ids(seed: int):
     while True:
         chunk = r.randbytes(32 * 4096)
         for i in range(0, len(chunk), 32):
-            yield chunk[i:i + 32]
+            yield chunk[i : i + 32]
 
 
 async def make_repo(path: Path, blobs: int) -> None:
@@ -81,6 +81,7 @@ async def make_repo(path: Path, blobs: int) -> None:
 
 def child(args: argparse.Namespace) -> None:
     """One measurement; prints one JSON line."""
+
     async def main() -> dict:
         from core import crypto
         from core.repository.repository import Repository
@@ -111,10 +112,16 @@ def child(args: argparse.Namespace) -> None:
         found = sum(1 for b in present if index.lookup(b) is not None)
         lookups = len(present) / (time.perf_counter() - t)
         assert hits == found == len(present) and misses == 0, (hits, found, misses)
-        return {"blobs": n, "load_s": round(load, 2), "rss_open_mib": rss0 // 1024,
-                "rss_load_mib": rss_load // 1024,
-                "rss_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
-                "in_hit_per_s": int(in_hit), "in_miss_per_s": int(in_miss), "lookup_per_s": int(lookups)}
+        return {
+            "blobs": n,
+            "load_s": round(load, 2),
+            "rss_open_mib": rss0 // 1024,
+            "rss_load_mib": rss_load // 1024,
+            "rss_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+            "in_hit_per_s": int(in_hit),
+            "in_miss_per_s": int(in_miss),
+            "lookup_per_s": int(lookups),
+        }
 
     print(json.dumps(asyncio.run(main())), flush=True)
 
@@ -161,8 +168,11 @@ def main() -> None:
         runs += [("after, cold cache", Path(args.after), cache), ("after, warm cache", Path(args.after), cache)]
         for label, code, c in runs:
             r = run_child(code, repo, blobs, c)
-            print(f"| {r['blobs']:,} | {label} | {r['load_s']} | {r['rss_load_mib']} | {r['rss_peak_mib']} | "
-                  f"{r['in_hit_per_s']:,} | {r['in_miss_per_s']:,} | {r['lookup_per_s']:,} |", flush=True)
+            print(
+                f"| {r['blobs']:,} | {label} | {r['load_s']} | {r['rss_load_mib']} | {r['rss_peak_mib']} | "
+                f"{r['in_hit_per_s']:,} | {r['in_miss_per_s']:,} | {r['lookup_per_s']:,} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -47,8 +47,15 @@ def make_files(src: Path, n: int) -> None:
 def timed(cmd: list[str], cwd: Path, env: dict) -> tuple[float, int, float]:
     """Wall s, peak RSS KiB, CPU s of the command (GNU time: the child's own figure)."""
     t = time.monotonic()
-    p = subprocess.run(["/usr/bin/time", "-f", "%M %U %S", *cmd], cwd=cwd, env=env,
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    p = subprocess.run(
+        ["/usr/bin/time", "-f", "%M %U %S", *cmd],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     if p.returncode not in (0, 7):
         raise SystemExit(f"{cmd} in {cwd} exited {p.returncode}: {p.stdout[-800:]} {p.stderr[-800:]}")
     rss, user, sys_ = p.stderr.strip().splitlines()[-1].split()
@@ -69,8 +76,13 @@ def main() -> int:
     py = sys.executable
     results: list[dict] = []
     for label, tree in (("old", args.old), ("new", args.new)):
-        p = subprocess.run([py, "-c", "import app.cli; print(app.cli.__file__)"], cwd=tree.resolve(),
-                           capture_output=True, text=True, check=True)
+        p = subprocess.run(
+            [py, "-c", "import app.cli; print(app.cli.__file__)"],
+            cwd=tree.resolve(),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         print(f"# {label}: {p.stdout.strip()}", flush=True)
     for rnd in range(args.rounds):
         order = [("old", args.old), ("new", args.new)]
@@ -81,18 +93,27 @@ def main() -> int:
             shutil.rmtree(run, ignore_errors=True)
             (run / "state").mkdir(parents=True)
             cfg = run / "config.toml"
-            cfg.write_text(f"[application]\nuser_data = [{json.dumps(str(src))}]\n"
-                           f"[storage]\nlocal_path = {json.dumps(str(run / 'repo'))}\n")
+            cfg.write_text(
+                f"[application]\nuser_data = [{json.dumps(str(src))}]\n"
+                f"[storage]\nlocal_path = {json.dumps(str(run / 'repo'))}\n"
+            )
             env = {k: v for k, v in os.environ.items() if not k.startswith("AXISOR_BACKUP")}
-            env.update(AXISOR_BACKUP_PASSPHRASE=PASS, AXISOR_BACKUP_STATE_DIR=str(run / "state"),
-                       PYTHONDONTWRITEBYTECODE="1")
+            env.update(
+                AXISOR_BACKUP_PASSPHRASE=PASS, AXISOR_BACKUP_STATE_DIR=str(run / "state"), PYTHONDONTWRITEBYTECODE="1"
+            )
             cli = [py, "-m", "app.cli", "--config", str(cfg)]
             cwd = tree.resolve()
             timed([*cli, "init"], cwd, env)
             for step, extra in (("backup", []), ("restore", ["latest", "--target", str(run / "target")])):
                 wall, rss, cpu = timed([*cli, step, *extra], cwd, env)
-                row = {"round": rnd + 1, "code": label, "step": step, "wall_s": round(wall, 1),
-                       "cpu_s": round(cpu, 1), "peak_rss_mib": round(rss / 1024, 1)}
+                row = {
+                    "round": rnd + 1,
+                    "code": label,
+                    "step": step,
+                    "wall_s": round(wall, 1),
+                    "cpu_s": round(cpu, 1),
+                    "peak_rss_mib": round(rss / 1024, 1),
+                }
                 results.append(row)
                 print(json.dumps(row), flush=True)
             shutil.rmtree(run, ignore_errors=True)
@@ -102,8 +123,10 @@ def main() -> int:
         for label in ("old", "new"):
             rows = [r for r in results if r["step"] == step and r["code"] == label]
             rss = [r["peak_rss_mib"] for r in rows]
-            print(f"| {step} | {label} | {', '.join(map(str, rss))} | {statistics.median(rss)} | "
-                  f"{statistics.median(r['cpu_s'] for r in rows)} |")
+            print(
+                f"| {step} | {label} | {', '.join(map(str, rss))} | {statistics.median(rss)} | "
+                f"{statistics.median(r['cpu_s'] for r in rows)} |"
+            )
     return 0
 
 

@@ -36,8 +36,9 @@ def run(cmd: list[str], env: dict) -> tuple[float, int, float]:
     Measured by /usr/bin/time, not os.wait4: a child's ru_maxrss includes the pages it
     shared with this (large) harness before exec, which would hide the tool's own figure."""
     t = time.monotonic()
-    p = subprocess.run(["/usr/bin/time", "-f", "%M %U %S", *cmd], env=env, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.PIPE, text=True)
+    p = subprocess.run(
+        ["/usr/bin/time", "-f", "%M %U %S", *cmd], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     if p.returncode != 0:
         raise SystemExit(f"{cmd} failed: {p.stderr[-500:]}")
     rss, user, sys_ = p.stderr.strip().splitlines()[-1].split()
@@ -61,14 +62,23 @@ def main() -> int:
         cfg.write_text(f'[application]\nuser_data = ["{work / "src"}"]\n[storage]\nlocal_path = "{work / "repo"}"\n')
         run([exe, "--config", str(cfg), "init"], env)
         wall, rss, cpu = run([exe, "--config", str(cfg), "backup"], env)
-        results.append({"size_gb": gb, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
-                        "peak_rss_mib": round(rss / 1024, 1), "mb_per_s": round(gb * 1e3 / wall, 1)})
+        results.append(
+            {
+                "size_gb": gb,
+                "wall_s": round(wall, 2),
+                "cpu_s": round(cpu, 2),
+                "peak_rss_mib": round(rss / 1024, 1),
+                "mb_per_s": round(gb * 1e3 / wall, 1),
+            }
+        )
         print(json.dumps(results[-1]), flush=True)
         shutil.rmtree(work, ignore_errors=True)
     if len(results) >= 2:
         lo, hi = results[0]["peak_rss_mib"], results[-1]["peak_rss_mib"]
-        print(f"peak RSS {lo} MiB at {results[0]['size_gb']} GB vs {hi} MiB at {results[-1]['size_gb']} GB: "
-              f"{(hi / lo - 1) * 100:+.1f} %")
+        print(
+            f"peak RSS {lo} MiB at {results[0]['size_gb']} GB vs {hi} MiB at {results[-1]['size_gb']} GB: "
+            f"{(hi / lo - 1) * 100:+.1f} %"
+        )
     return 0
 
 

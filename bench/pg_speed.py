@@ -60,12 +60,16 @@ def many_sql() -> str:
         for t in range(per):
             name = f"app{s}.t{t:03d}"
             fk = f", prev_id int REFERENCES app{s}.t{t - 1:03d}(id)" if t % 10 == 9 else ""
-            out.append(f"CREATE TABLE {name} (id serial PRIMARY KEY, code text NOT NULL UNIQUE, "
-                       f"qty int CHECK (qty >= 0), price numeric(10,2), at timestamptz DEFAULT now(){fk});")
+            out.append(
+                f"CREATE TABLE {name} (id serial PRIMARY KEY, code text NOT NULL UNIQUE, "
+                f"qty int CHECK (qty >= 0), price numeric(10,2), at timestamptz DEFAULT now(){fk});"
+            )
             out.append(f"CREATE INDEX ON {name} (qty, at);")
             rows = 3 + (s * per + t) % 3
-            out.append(f"INSERT INTO {name} (code, qty, price) SELECT 'c' || g || '-{s}-{t}', g * 7, g * 1.25 "
-                       f"FROM generate_series(1::bigint, {rows}) g;")
+            out.append(
+                f"INSERT INTO {name} (code, qty, price) SELECT 'c' || g || '-{s}-{t}', g * 7, g * 1.25 "
+                f"FROM generate_series(1::bigint, {rows}) g;"
+            )
     out.append("COMMIT;")
     return "\n".join(out)
 
@@ -91,9 +95,24 @@ def prepare(root: Path, shapes: list[str], big_gb: float, bin_dir: Path) -> tupl
         root.mkdir(parents=True, exist_ok=True)
         root.chmod(0o755)
         chown_server(root)
-        subprocess.run(["runuser", "-u", "postgres", "--"] * (os.geteuid() == 0)
-                       + [str(bin_dir / "initdb"), "-D", str(c.data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
-                          "--locale=C.UTF-8"], check=True, capture_output=True, timeout=300)
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--"] * (os.geteuid() == 0)
+            + [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(c.data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
         # WAL skipped for tables created and filled in one transaction: generation writes 5 GB once.
         with open(c.data / "postgresql.conf", "a") as f:
             f.write("wal_level = minimal\nmax_wal_senders = 0\nmax_wal_size = 4GB\n")
@@ -106,21 +125,46 @@ def prepare(root: Path, shapes: list[str], big_gb: float, bin_dir: Path) -> tupl
         c.psql(f"CREATE DATABASE {shape}", db="postgres")
         t = time.monotonic()
         text = many_sql() if shape == "many" else big_sql(big_gb)
-        p = subprocess.run([str(bin_dir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p",
-                            str(c.port), "-U", "postgres", "-d", shape], input=text, text=True, capture_output=True,
-                           timeout=7200)
+        p = subprocess.run(
+            [
+                str(bin_dir / "psql"),
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(c.port),
+                "-U",
+                "postgres",
+                "-d",
+                shape,
+            ],
+            input=text,
+            text=True,
+            capture_output=True,
+            timeout=7200,
+        )
         if p.returncode:
             raise SystemExit(f"generating {shape} failed: {p.stderr[-2000:]}")
         c.psql("VACUUM ANALYZE", db=shape)
-        info[shape] = {"params": want, "generated_seconds": round(time.monotonic() - t, 1),
-                       "database_size": int(c.psql(f"SELECT pg_database_size('{shape}')", db=shape)),
-                       "tables": int(c.psql("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = "
-                                            "c.relnamespace WHERE relkind = 'r' AND nspname NOT IN "
-                                            "('pg_catalog', 'information_schema')", db=shape))}
+        info[shape] = {
+            "params": want,
+            "generated_seconds": round(time.monotonic() - t, 1),
+            "database_size": int(c.psql(f"SELECT pg_database_size('{shape}')", db=shape)),
+            "tables": int(
+                c.psql(
+                    "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = "
+                    "c.relnamespace WHERE relkind = 'r' AND nspname NOT IN "
+                    "('pg_catalog', 'information_schema')",
+                    db=shape,
+                )
+            ),
+        }
         if shape == "big":
             info[shape]["table_bytes"] = int(c.psql("SELECT pg_relation_size('big')", db=shape))
-            info[shape]["rows"] = int(c.psql("SELECT reltuples::bigint FROM pg_class WHERE relname = 'big'",
-                                             db=shape))
+            info[shape]["rows"] = int(c.psql("SELECT reltuples::bigint FROM pg_class WHERE relname = 'big'", db=shape))
         marker.write_text(json.dumps(info, indent=2) + "\n")
     return c, info
 
@@ -131,8 +175,10 @@ def axisor_run(c: Cluster, work: Path, db: str, n: int, src: Path | None = None)
     repo = work / f"repo-{db}-{n}"
     shutil.rmtree(repo, ignore_errors=True)
     cfg = work / f"axisor-{db}.toml"
-    cfg.write_text(f'[database]\nenabled = true\nurl = "{c.url(db)}"\nmode = "logical"\npg_bin_dir = "{c.bin}"\n'
-                   f'[storage]\nlocal_path = "{repo}"\n')
+    cfg.write_text(
+        f'[database]\nenabled = true\nurl = "{c.url(db)}"\nmode = "logical"\npg_bin_dir = "{c.bin}"\n'
+        f'[storage]\nlocal_path = "{repo}"\n'
+    )
     env = axisor_env()
     env["XDG_STATE_HOME"] = str(work / "state")
     env["XDG_CACHE_HOME"] = str(work / "cache")
@@ -142,8 +188,12 @@ def axisor_run(c: Cluster, work: Path, db: str, n: int, src: Path | None = None)
     env["PYTHONPATH"] = str(src or ROOT)
     subprocess.run([*exe, "--config", str(cfg), "init"], env=env, check=True, capture_output=True)
     subprocess.run(["sync"], check=False)
-    res = with_server_cpu(c, lambda: run_timed([*exe, "--config", str(cfg), "--json", "backup", "--source",
-                                                "database"], env=env, stdout=subprocess.PIPE))
+    res = with_server_cpu(
+        c,
+        lambda: run_timed(
+            [*exe, "--config", str(cfg), "--json", "backup", "--source", "database"], env=env, stdout=subprocess.PIPE
+        ),
+    )
     res["repo_bytes"] = sum(f.stat().st_size for f in repo.rglob("*") if f.is_file())
     shutil.rmtree(repo, ignore_errors=True)
     return res
@@ -160,16 +210,23 @@ class Daemon:
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True)
         self.cfg = self.dir / "axisor.toml"
-        self.cfg.write_text(f'[database]\nenabled = true\nurl = "{c.url(db)}"\nmode = "logical"\n'
-                            f'pg_bin_dir = "{c.bin}"\n[storage]\nlocal_path = "{self.dir / "repo"}"\n')
+        self.cfg.write_text(
+            f'[database]\nenabled = true\nurl = "{c.url(db)}"\nmode = "logical"\n'
+            f'pg_bin_dir = "{c.bin}"\n[storage]\nlocal_path = "{self.dir / "repo"}"\n'
+        )
         self.env = axisor_env()
         self.env["XDG_STATE_HOME"] = str(self.dir / "state")
         self.env["XDG_CACHE_HOME"] = str(self.dir / "cache")
         self.env["PYTHONPATH"] = str(ROOT)  # this checkout's code (see axisor_run)
         subprocess.run([str(EXE), "--config", str(self.cfg), "init"], env=self.env, check=True, capture_output=True)
         self.log = open(self.dir / "daemon.log", "wb")
-        self.proc = subprocess.Popen([str(EXE), "--config", str(self.cfg), "daemon"], env=self.env,
-                                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [str(EXE), "--config", str(self.cfg), "daemon"],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 60
         while not list((self.dir / "state").rglob("daemon.sock")):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -178,9 +235,14 @@ class Daemon:
 
     def run(self, c: Cluster) -> dict:
         subprocess.run(["sync"], check=False)
-        return with_server_cpu(c, lambda: run_timed([str(EXE), "--config", str(self.cfg), "--json", "backup",
-                                                     "--source", "database"], env=self.env,
-                                                    stdout=subprocess.PIPE))
+        return with_server_cpu(
+            c,
+            lambda: run_timed(
+                [str(EXE), "--config", str(self.cfg), "--json", "backup", "--source", "database"],
+                env=self.env,
+                stdout=subprocess.PIPE,
+            ),
+        )
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -196,10 +258,21 @@ def pg_dump_run(c: Cluster, db: str, z0: bool) -> dict:
 TOOLS = ("pg_dump", "pg_dump_z0", "axisor")
 
 
-def bench_shape(c: Cluster, work: Path, db: str, runs: int, before: Path | None = None, z0: bool = True,
-                save=lambda out: None, daemon: bool = False) -> dict:
-    tools = tuple(t for t in TOOLS if z0 or t != "pg_dump_z0") + (("axisor_before",) if before is not None else ()) \
+def bench_shape(
+    c: Cluster,
+    work: Path,
+    db: str,
+    runs: int,
+    before: Path | None = None,
+    z0: bool = True,
+    save=lambda out: None,
+    daemon: bool = False,
+) -> dict:
+    tools = (
+        tuple(t for t in TOOLS if z0 or t != "pg_dump_z0")
+        + (("axisor_before",) if before is not None else ())
         + (("axisor_daemon",) if daemon else ())
+    )
     out: dict = {"loadavg_before": os.getloadavg(), "uptime_before": uptime(), "runs": []}
     d = Daemon(c, work, db) if daemon else None
     try:
@@ -209,8 +282,9 @@ def bench_shape(c: Cluster, work: Path, db: str, runs: int, before: Path | None 
             d.stop()
 
 
-def _rounds(c: Cluster, work: Path, db: str, runs: int, before: Path | None, tools: tuple, out: dict, save,
-            d: Daemon | None) -> dict:
+def _rounds(
+    c: Cluster, work: Path, db: str, runs: int, before: Path | None, tools: tuple, out: dict, save, d: Daemon | None
+) -> dict:
     for n in range(1, runs + 1):
         order = list(tools) if n % 2 else list(reversed(tools))
         r: dict = {}
@@ -227,17 +301,23 @@ def _rounds(c: Cluster, work: Path, db: str, runs: int, before: Path | None, too
         r["loadavg"] = os.getloadavg()
         out["runs"].append(r)
         save(out)  # every round: an interrupted run keeps what it measured
-        print(f"{db} run {n}: " + ", ".join(f"{k} {r[k]['wall_s']:.2f} s" for k in order)
-              + f" (ratio {r['axisor']['wall_s'] / r['pg_dump']['wall_s']:.3f}, load {r['loadavg'][0]:.1f})",
-              flush=True)
+        print(
+            f"{db} run {n}: "
+            + ", ".join(f"{k} {r[k]['wall_s']:.2f} s" for k in order)
+            + f" (ratio {r['axisor']['wall_s'] / r['pg_dump']['wall_s']:.3f}, load {r['loadavg'][0]:.1f})",
+            flush=True,
+        )
     out["loadavg_after"] = os.getloadavg()
     out["uptime_after"] = uptime()
     summ: dict = {}
     for t in tools:
         walls = [r[t]["wall_s"] for r in out["runs"]]
-        summ[t] = {"wall_s": statistics.median(walls), "wall_min": min(walls), "wall_max": max(walls),
-                   **{k: statistics.median(r[t][k] for r in out["runs"])
-                      for k in ("cpu_s", "server_cpu_s", "peak_rss_mib")}}
+        summ[t] = {
+            "wall_s": statistics.median(walls),
+            "wall_min": min(walls),
+            "wall_max": max(walls),
+            **{k: statistics.median(r[t][k] for r in out["runs"]) for k in ("cpu_s", "server_cpu_s", "peak_rss_mib")},
+        }
     ratios = [r["axisor"]["wall_s"] / r["pg_dump"]["wall_s"] for r in out["runs"]]
     ratios_z0 = [r["axisor"]["wall_s"] / r["pg_dump_z0"]["wall_s"] for r in out["runs"] if "pg_dump_z0" in r] or [0.0]
     summ["ratio_of_medians"] = round(summ["axisor"]["wall_s"] / summ["pg_dump"]["wall_s"], 3)
@@ -275,10 +355,15 @@ def main() -> int:
     shapes = [s for s in a.shapes.split(",") if s]
     bin_dir = pg_bin()
     c, info = prepare(a.data, shapes, a.big_gb, bin_dir)
-    results: dict = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "git": git_rev(),
-                     "before": str(a.before) if a.before else None,
-                     "databases": info, "pg_version": c.psql("SHOW server_version", db="postgres"),
-                     "nproc": os.cpu_count(), "shapes": {}}
+    results: dict = {
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git": git_rev(),
+        "before": str(a.before) if a.before else None,
+        "databases": info,
+        "pg_version": c.psql("SHOW server_version", db="postgres"),
+        "nproc": os.cpu_count(),
+        "shapes": {},
+    }
     try:
         if a.prepare_only:
             print(json.dumps(info, indent=2))
@@ -292,8 +377,9 @@ def main() -> int:
             path.write_text(json.dumps(results, indent=2) + "\n")
 
         for shape in shapes:
-            results["shapes"][shape] = bench_shape(c, a.work, shape, a.runs, a.before, not a.no_z0,
-                                                   lambda out, shape=shape: save(shape, out), a.daemon)
+            results["shapes"][shape] = bench_shape(
+                c, a.work, shape, a.runs, a.before, not a.no_z0, lambda out, shape=shape: save(shape, out), a.daemon
+            )
     finally:
         c.stop()
         if a.drop:
@@ -304,19 +390,30 @@ def main() -> int:
     for shape, res in results["shapes"].items():
         s = res["summary"]
         d = info[shape]
-        print(f"\n{shape}: {d['tables']} tables, pg_database_size {d['database_size'] / 1e9:.2f} GB; "
-              f"{a.runs} rounds; load {res['loadavg_before'][0]:.1f} before, {res['loadavg_after'][0]:.1f} after")
-        print("| program | wall s median (min-max) | client CPU s | server CPU s | peak RSS MiB |\n|---|---|---|---|---|")
+        print(
+            f"\n{shape}: {d['tables']} tables, pg_database_size {d['database_size'] / 1e9:.2f} GB; "
+            f"{a.runs} rounds; load {res['loadavg_before'][0]:.1f} before, {res['loadavg_after'][0]:.1f} after"
+        )
+        print(
+            "| program | wall s median (min-max) | client CPU s | server CPU s | peak RSS MiB |\n|---|---|---|---|---|"
+        )
         for t in [t for t in (*TOOLS, "axisor_before", "axisor_daemon") if t in s]:
             x = s[t]
-            print(f"| {t} | {x['wall_s']:.2f} ({x['wall_min']:.2f}-{x['wall_max']:.2f}) | {x['cpu_s']:.2f} | "
-                  f"{x['server_cpu_s']:.2f} | {x['peak_rss_mib']:.0f} |")
-        print(f"axisor / pg_dump -Fc: {s['ratio_median']:.3f}x median of rounds ({s['ratio_range'][0]:.3f}-"
-              f"{s['ratio_range'][1]:.3f}), {s['ratio_of_medians']:.3f}x of medians; target <= 1.15x. "
-              f"axisor / pg_dump -Fc -Z0: {s['ratio_z0_median']:.3f}x ({s['ratio_z0_range'][0]:.3f}-"
-              f"{s['ratio_z0_range'][1]:.3f})"
-              + "".join(f"; {o}: {s[f'ratio_{o}_median']:.3f}x ({s[f'ratio_{o}_range'][0]:.3f}-"
-                        f"{s[f'ratio_{o}_range'][1]:.3f})" for o in ("before", "daemon") if f"ratio_{o}_median" in s))
+            print(
+                f"| {t} | {x['wall_s']:.2f} ({x['wall_min']:.2f}-{x['wall_max']:.2f}) | {x['cpu_s']:.2f} | "
+                f"{x['server_cpu_s']:.2f} | {x['peak_rss_mib']:.0f} |"
+            )
+        print(
+            f"axisor / pg_dump -Fc: {s['ratio_median']:.3f}x median of rounds ({s['ratio_range'][0]:.3f}-"
+            f"{s['ratio_range'][1]:.3f}), {s['ratio_of_medians']:.3f}x of medians; target <= 1.15x. "
+            f"axisor / pg_dump -Fc -Z0: {s['ratio_z0_median']:.3f}x ({s['ratio_z0_range'][0]:.3f}-"
+            f"{s['ratio_z0_range'][1]:.3f})"
+            + "".join(
+                f"; {o}: {s[f'ratio_{o}_median']:.3f}x ({s[f'ratio_{o}_range'][0]:.3f}-{s[f'ratio_{o}_range'][1]:.3f})"
+                for o in ("before", "daemon")
+                if f"ratio_{o}_median" in s
+            )
+        )
     print(f"raw: {path}")
     return 0
 

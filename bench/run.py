@@ -26,6 +26,7 @@ environment only.
 The commands per tool are a data table (TOOLS below); {data}, {repo},
 {target}, {snap}, {config}, {work}, {axisor} are filled in per step.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,14 +75,12 @@ TOOLS: dict[str, dict] = {
             "XDG_STATE_HOME": "{work}/axisor-home/state",
         },
         "files": {
-            "axisor.toml": ('[application]\nuser_data = ["{data}"]\n'
-                            '[storage]\nlocal_path = "{work}/axisor-repo"\n'),
+            "axisor.toml": ('[application]\nuser_data = ["{data}"]\n[storage]\nlocal_path = "{work}/axisor-repo"\n'),
         },
         "repo": "{work}/axisor-repo",
         "init": ["{axisor}", "--config", "{work}/axisor.toml", "init"],
         "backup": ["{axisor}", "--config", "{work}/axisor.toml", "backup"],
-        "restore": ["{axisor}", "--config", "{work}/axisor.toml", "restore", "latest",
-                    "--target", "{target}"],
+        "restore": ["{axisor}", "--config", "{work}/axisor.toml", "restore", "latest", "--target", "{target}"],
         "restore_cwd": None,
         "version": ["{axisor}", "--version"],
         "cleanup": ["axisor-repo", "axisor-home"],
@@ -123,6 +122,7 @@ class VerifyFailed(Exception):
 
 # ---------------------------------------------------------------------------
 # helpers
+
 
 def fill(t, ctx: dict):
     if isinstance(t, str):
@@ -178,8 +178,15 @@ def run_timed(argv: list[str], env: dict, cwd: str | None, log: str, timeout: fl
         lf.flush()
         t0 = time.perf_counter()
         try:
-            p = subprocess.Popen(full, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
-                                 stdout=lf, stderr=subprocess.STDOUT, start_new_session=True)
+            p = subprocess.Popen(
+                full,
+                env=env,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=lf,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         except OSError as e:
             return {"rc": 127, "error": str(e), "wall": 0.0, "cpu": 0.0, "user": 0.0, "sys": 0.0, "rss_mib": 0.0}
 
@@ -188,6 +195,7 @@ def run_timed(argv: list[str], env: dict, cwd: str | None, log: str, timeout: fl
                 os.killpg(p.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
         timer = threading.Timer(timeout, kill)
         timer.start()
         try:
@@ -214,8 +222,9 @@ def run_timed(argv: list[str], env: dict, cwd: str | None, log: str, timeout: fl
             m["rss_note"] = "wait4 maxrss includes the harness's RSS at spawn; install GNU time"
     m["cpu"] = m["user"] + m["sys"]
     if p.returncode < 0 or (use_time and p.returncode == 128 + signal.SIGKILL and wall >= timeout):
-        m["error"] = (f"timed out after {timeout:.0f} s (killed)" if wall >= timeout
-                      else f"killed by signal {-p.returncode}")
+        m["error"] = (
+            f"timed out after {timeout:.0f} s (killed)" if wall >= timeout else f"killed by signal {-p.returncode}"
+        )
     return m
 
 
@@ -262,8 +271,7 @@ def verify_restore(data: str, target: str) -> dict:
     restored = os.path.join(target, data.lstrip("/"))
     if not os.path.isdir(restored):
         found = [dp for dp, dns, _ in os.walk(target) if os.path.basename(dp) == os.path.basename(data)]
-        raise VerifyFailed(f"restored tree not found at {restored}"
-                           + (f" (candidates: {found[:3]})" if found else ""))
+        raise VerifyFailed(f"restored tree not found at {restored}" + (f" (candidates: {found[:3]})" if found else ""))
     t0 = time.perf_counter()
     src = tree_hashes(data)
     dst = tree_hashes(restored)
@@ -271,9 +279,11 @@ def verify_restore(data: str, target: str) -> dict:
     extra = sorted(set(dst) - set(src))
     differ = sorted(k for k in set(src) & set(dst) if src[k] != dst[k])
     if missing or extra or differ:
-        raise VerifyFailed(f"restore mismatch: {len(missing)} missing, {len(extra)} extra, "
-                           f"{len(differ)} differing of {len(src)} files; "
-                           f"e.g. missing {missing[:3]} extra {extra[:3]} differ {differ[:3]}")
+        raise VerifyFailed(
+            f"restore mismatch: {len(missing)} missing, {len(extra)} extra, "
+            f"{len(differ)} differing of {len(src)} files; "
+            f"e.g. missing {missing[:3]} extra {extra[:3]} differ {differ[:3]}"
+        )
     return {"files": len(src), "seconds": round(time.perf_counter() - t0, 2)}
 
 
@@ -296,6 +306,7 @@ def rm(path: str) -> None:
 # ---------------------------------------------------------------------------
 # one run of one tool
 
+
 def run_tool(name: str, run_no: int, a, data: str, work: str, passphrase: str) -> dict:
     spec = TOOLS[name]
     ctx = {"data": data, "work": work, "axisor": a.axisor_bin, "snap": "", "target": ""}
@@ -310,8 +321,14 @@ def run_tool(name: str, run_no: int, a, data: str, work: str, passphrase: str) -
     env = dict(os.environ)
     env.update(fill(spec["env"], ctx))
     env[spec["pass_env"]] = passphrase
-    for k in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME",
-              "RESTIC_CACHE_DIR", "BORG_BASE_DIR"):
+    for k in (
+        "XDG_CACHE_HOME",
+        "XDG_CONFIG_HOME",
+        "XDG_DATA_HOME",
+        "XDG_STATE_HOME",
+        "RESTIC_CACHE_DIR",
+        "BORG_BASE_DIR",
+    ):
         if k in spec["env"]:
             os.makedirs(env[k], exist_ok=True)
     res: dict = {"tool": name, "run": run_no, "steps": {}}
@@ -329,15 +346,18 @@ def run_tool(name: str, run_no: int, a, data: str, work: str, passphrase: str) -
         m = run_timed(argv, env, cwd, log, a.timeout)
         m["loadavg1_before"] = load
         after = dir_bytes(ctx["repo"])
-        m.update({"repo_bytes": after, "added_bytes": after - before, "log": log,
-                  "argv": argv})
+        m.update({"repo_bytes": after, "added_bytes": after - before, "log": log, "argv": argv})
         if m["rc"] != 0:
-            raise ToolFailed(f"{name} {label} failed (exit {m['rc']}): {' '.join(argv)}\n"
-                             f"  log: {log}\n{tail(log)}"
-                             + (f"\n  {m['error']}" if "error" in m else ""))
-        print(f"  {name:7} run {run_no} {label:9} {m['wall']:7.2f} s wall {m['cpu']:7.2f} s cpu "
-              f"{m['rss_mib']:7.1f} MiB rss  repo {after / 1e6:9.1f} MB (+{m['added_bytes'] / 1e6:.1f})",
-              file=sys.stderr, flush=True)
+            raise ToolFailed(
+                f"{name} {label} failed (exit {m['rc']}): {' '.join(argv)}\n"
+                f"  log: {log}\n{tail(log)}" + (f"\n  {m['error']}" if "error" in m else "")
+            )
+        print(
+            f"  {name:7} run {run_no} {label:9} {m['wall']:7.2f} s wall {m['cpu']:7.2f} s cpu "
+            f"{m['rss_mib']:7.1f} MiB rss  repo {after / 1e6:9.1f} MB (+{m['added_bytes'] / 1e6:.1f})",
+            file=sys.stderr,
+            flush=True,
+        )
         return m
 
     res["warm_s"] = round(warm(data), 2)
@@ -351,11 +371,15 @@ def run_tool(name: str, run_no: int, a, data: str, work: str, passphrase: str) -
         target = os.path.join(work, f"restore-{name}")
         rm(target)
         os.makedirs(target)
-        res["steps"]["restore"] = step("restore", spec["restore"], snap="churn", target=target,
-                                       cwd_t=spec["restore_cwd"])
+        res["steps"]["restore"] = step(
+            "restore", spec["restore"], snap="churn", target=target, cwd_t=spec["restore_cwd"]
+        )
         res["verify"] = verify_restore(data, target)
-        print(f"  {name:7} run {run_no} restore verified: {res['verify']['files']} files match "
-              f"(SHA-256)", file=sys.stderr, flush=True)
+        print(
+            f"  {name:7} run {run_no} restore verified: {res['verify']['files']} files match (SHA-256)",
+            file=sys.stderr,
+            flush=True,
+        )
     finally:
         churn.revert(data, quiet=True)
         rm(os.path.join(work, f"restore-{name}"))
@@ -367,6 +391,7 @@ def run_tool(name: str, run_no: int, a, data: str, work: str, passphrase: str) -
 
 # ---------------------------------------------------------------------------
 # report
+
 
 def med(xs):
     return statistics.median(xs) if xs else None
@@ -383,7 +408,9 @@ def summarize(results: list[dict], tools: list[str], data_bytes: int) -> dict:
             ms = [r["steps"][st] for r in rs]
             walls = [m["wall"] for m in ms]
             s[st] = {
-                "wall": med(walls), "wall_min": min(walls), "wall_max": max(walls),
+                "wall": med(walls),
+                "wall_min": min(walls),
+                "wall_max": max(walls),
                 "cpu": med([m["cpu"] for m in ms]),
                 "rss_mib": med([m["rss_mib"] for m in ms]),
                 "added_bytes": med([m["added_bytes"] for m in ms]),
@@ -404,15 +431,19 @@ def fmt_table(summ: dict, data_bytes: int) -> str:
             m = s[st]
             mbs = f"{m['mb_s']:.0f}" if st in ("first", "restore") else ""
             added = f"{m['added_bytes'] / 1e6:+.1f}" if st != "restore" else ""
-            out.append(f"| {t} | {st} | {m['wall']:.2f} ({m['wall_min']:.2f}–{m['wall_max']:.2f}) | {mbs} | "
-                       f"{m['cpu']:.2f} | {m['rss_mib']:.0f} | {added} | {m['repo_bytes'] / 1e6:.1f} |")
+            out.append(
+                f"| {t} | {st} | {m['wall']:.2f} ({m['wall_min']:.2f}–{m['wall_max']:.2f}) | {mbs} | "
+                f"{m['cpu']:.2f} | {m['rss_mib']:.0f} | {added} | {m['repo_bytes'] / 1e6:.1f} |"
+            )
     base = "restic"
     others = [t for t in summ if t != base]
     if base in summ and others:
         out.append("")
-        out.append(f"Ratios vs {base} (throughput = {base} wall / tool wall, >1 is faster than {base}; "
-                   f"bytes = tool / {base}: repo size for first, bytes added for unchanged/churn; "
-                   f"CPU and RSS = tool / {base}; <1 is better):")
+        out.append(
+            f"Ratios vs {base} (throughput = {base} wall / tool wall, >1 is faster than {base}; "
+            f"bytes = tool / {base}: repo size for first, bytes added for unchanged/churn; "
+            f"CPU and RSS = tool / {base}; <1 is better):"
+        )
         out.append("")
         out.append("| tool | step | throughput | bytes | CPU | RSS |")
         out.append("|---|---|---|---|---|---|")
@@ -429,12 +460,15 @@ def fmt_table(summ: dict, data_bytes: int) -> str:
                     by = f"{m['added_bytes'] / r['added_bytes']:.2f}x"
                 else:  # tiny denominators (unchanged run): show both sizes instead
                     by = f"{m['added_bytes']:,} B vs {r['added_bytes']:,} B"
-                out.append(f"| {t} | {st} | {thr:.2f}x | {by} | "
-                           f"{m['cpu'] / r['cpu']:.2f}x | {m['rss_mib'] / r['rss_mib']:.2f}x |")
+                out.append(
+                    f"| {t} | {st} | {thr:.2f}x | {by} | "
+                    f"{m['cpu'] / r['cpu']:.2f}x | {m['rss_mib'] / r['rss_mib']:.2f}x |"
+                )
     return "\n".join(out)
 
 
 # ---------------------------------------------------------------------------
+
 
 def versions(tools: list[str], a) -> dict:
     v = {}
@@ -451,10 +485,15 @@ def versions(tools: list[str], a) -> dict:
 def git_rev() -> str:
     """Commit (and dirty flag) of the checkout whose axisor is measured."""
     try:
-        rev = subprocess.run(["git", "-C", REPO_ROOT, "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, timeout=30).stdout.strip()
-        dirty = subprocess.run(["git", "-C", REPO_ROOT, "status", "--porcelain", "--", "app", "core"],
-                               capture_output=True, text=True, timeout=30).stdout.strip()
+        rev = subprocess.run(
+            ["git", "-C", REPO_ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=30
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", REPO_ROOT, "status", "--porcelain", "--", "app", "core"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
         return (rev or "(no commit)") + (" +uncommitted changes in app/ or core/" if dirty else "")
     except (OSError, subprocess.TimeoutExpired):
         return "(unknown)"
@@ -472,12 +511,15 @@ def prepare_data(a) -> str:
                 info = json.load(f)
             if (info.get("scale"), info.get("seed")) != (a.scale, a.seed):
                 if a.regen:
-                    print(f"data set has scale={info.get('scale')} seed={info.get('seed')}; regenerating",
-                          file=sys.stderr)
+                    print(
+                        f"data set has scale={info.get('scale')} seed={info.get('seed')}; regenerating", file=sys.stderr
+                    )
                     gen.generate(data, a.scale, a.seed)
                 else:
-                    raise SystemExit(f"{data} was generated with scale={info.get('scale')} seed={info.get('seed')}, "
-                                     f"not scale={a.scale} seed={a.seed}; pass --regen or another --data")
+                    raise SystemExit(
+                        f"{data} was generated with scale={info.get('scale')} seed={info.get('seed')}, "
+                        f"not scale={a.scale} seed={a.seed}; pass --regen or another --data"
+                    )
         else:
             print(f"note: {data} has no gen.py marker; using it as is", file=sys.stderr)
     else:
@@ -487,8 +529,9 @@ def prepare_data(a) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", help="data set dir (default /work/bench-data/scale-<scale>; generated if missing)")
     ap.add_argument("--work", default="/work/bench-work", help="repos, restores, logs (default /work/bench-work)")
     ap.add_argument("--runs", type=int, default=3)
@@ -496,7 +539,9 @@ def main(argv=None) -> int:
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--regen", action="store_true", help="regenerate --data if its scale/seed differ")
-    ap.add_argument("--axisor-bin", default=os.environ.get("AXISOR_BIN", os.path.join(REPO_ROOT, ".venv/bin/axisor-backup")))
+    ap.add_argument(
+        "--axisor-bin", default=os.environ.get("AXISOR_BIN", os.path.join(REPO_ROOT, ".venv/bin/axisor-backup"))
+    )
     ap.add_argument("--timeout", type=float, default=900, help="seconds per tool step (default 900)")
     ap.add_argument("--keep", action="store_true", help="keep the repositories after each run")
     ap.add_argument("--out", default=HERE, help="directory for results-<timestamp>.json")
@@ -515,14 +560,27 @@ def main(argv=None) -> int:
     passphrase = secrets.token_urlsafe(24)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     meta = {
-        "timestamp": stamp, "host": platform.node(), "cpus": os.cpu_count(),
-        "python": platform.python_version(), "kernel": platform.release(),
-        "data": data, "data_files": nfiles, "data_bytes": data_bytes,
-        "scale": a.scale, "seed": a.seed, "runs": a.runs, "tools": tools,
-        "versions": versions(tools, a), "work": work, "git": git_rev(),
+        "timestamp": stamp,
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "data": data,
+        "data_files": nfiles,
+        "data_bytes": data_bytes,
+        "scale": a.scale,
+        "seed": a.seed,
+        "runs": a.runs,
+        "tools": tools,
+        "versions": versions(tools, a),
+        "work": work,
+        "git": git_rev(),
     }
-    print(f"data: {data} ({nfiles:,} files, {data_bytes / 1e6:,.1f} MB); tools: {meta['versions']}",
-          file=sys.stderr, flush=True)
+    print(
+        f"data: {data} ({nfiles:,} files, {data_bytes / 1e6:,.1f} MB); tools: {meta['versions']}",
+        file=sys.stderr,
+        flush=True,
+    )
     results: list[dict] = []
     failures: dict[str, str] = {}
     for run_no in range(1, a.runs + 1):
@@ -536,21 +594,28 @@ def main(argv=None) -> int:
                 print(f"\n*** {t}: FAILED in run {run_no}:\n{e}\n", file=sys.stderr, flush=True)
             except VerifyFailed as e:
                 failures[t] = f"RESTORE VERIFICATION FAILED: {e}"
-                print(f"\n!!!!!!!! {t}: RESTORE VERIFICATION FAILED in run {run_no} !!!!!!!!\n{e}\n",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"\n!!!!!!!! {t}: RESTORE VERIFICATION FAILED in run {run_no} !!!!!!!!\n{e}\n",
+                    file=sys.stderr,
+                    flush=True,
+                )
     summ = summarize(results, tools, data_bytes)
     out = {"meta": meta, "summary": summ, "failures": failures, "results": results}
     os.makedirs(a.out, exist_ok=True)
     path = os.path.join(a.out, f"results-{stamp}.json")
     with open(path, "w") as f:
         json.dump(out, f, indent=1)
-    print(f"\n## Benchmark {stamp}: {nfiles:,} files, {data_bytes / 1e6:,.1f} MB (scale {a.scale:g}), "
-          f"median of {a.runs} run(s)\n")
+    print(
+        f"\n## Benchmark {stamp}: {nfiles:,} files, {data_bytes / 1e6:,.1f} MB (scale {a.scale:g}), "
+        f"median of {a.runs} run(s)\n"
+    )
     print(fmt_table(summ, data_bytes))
     churned = [r["churn"]["changed_bytes"] for r in results]
     if churned:
-        print(f"\nChurn: {statistics.median(churned) / 1e6:.1f} MB changed per round (median). "
-              f"Versions: " + "; ".join(f"{k}: {v}" for k, v in meta["versions"].items()))
+        print(
+            f"\nChurn: {statistics.median(churned) / 1e6:.1f} MB changed per round (median). "
+            f"Versions: " + "; ".join(f"{k}: {v}" for k, v in meta["versions"].items())
+        )
     for t, msg in failures.items():
         print(f"\n**{t} FAILED**: {msg.splitlines()[0]}")
     print(f"\nraw results: {path}", file=sys.stderr)

@@ -51,8 +51,12 @@ class Moto:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.log = log.open("ab")
-        self.proc = subprocess.Popen([PY, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                                     stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [PY, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -85,9 +89,11 @@ class Moto:
 
 def axisor_config(work: Path, data: str, endpoint: str, bucket: str) -> Path:
     cfg = work / "axisor.toml"
-    cfg.write_text(f'[application]\nuser_data = ["{data}"]\n[storage]\nlocal_path = "{work}/axisor-repo"\n'
-                   f'[[storage.remote_storage]]\nprovider = "aws-s3"\nname = "s3"\nbucket_name = "{bucket}"\n'
-                   f'endpoint = "{endpoint}"\nregion = "us-east-1"\n')
+    cfg.write_text(
+        f'[application]\nuser_data = ["{data}"]\n[storage]\nlocal_path = "{work}/axisor-repo"\n'
+        f'[[storage.remote_storage]]\nprovider = "aws-s3"\nname = "s3"\nbucket_name = "{bucket}"\n'
+        f'endpoint = "{endpoint}"\nregion = "us-east-1"\n'
+    )
     return cfg
 
 
@@ -119,11 +125,15 @@ def run_tool(tool: str, rnd: int, data: str, work_root: Path) -> dict:
             cfg = str(axisor_config(work, data, moto.endpoint, bucket))
             step([AXISOR, "--config", cfg, "init"], env, log)
             backup = step([AXISOR, "--config", cfg, "backup"], env, log, moto)
-            restore = step([AXISOR, "--config", cfg, "restore", "latest", "--from", "s3", "--target", str(target)],
-                           env, log, moto)
+            restore = step(
+                [AXISOR, "--config", cfg, "restore", "latest", "--from", "s3", "--target", str(target)], env, log, moto
+            )
         else:
-            env.update(RESTIC_PASSWORD=PASSPHRASE, RESTIC_CACHE_DIR=str(work / "restic-cache"),
-                       RESTIC_REPOSITORY=f"s3:{moto.endpoint}/{bucket}")
+            env.update(
+                RESTIC_PASSWORD=PASSPHRASE,
+                RESTIC_CACHE_DIR=str(work / "restic-cache"),
+                RESTIC_REPOSITORY=f"s3:{moto.endpoint}/{bucket}",
+            )
             step(["restic", "init"], env, log)
             backup = step(["restic", "backup", data], env, log, moto)
             restore = step(["restic", "restore", "latest", "--target", str(target)], env, log, moto)
@@ -174,23 +184,35 @@ def summarize(runs: list[dict], tools: list[str], data_bytes: int) -> tuple[dict
     summ: dict = {}
     for tool in tools:
         mine = [r for r in runs if r["tool"] == tool]
-        summ[tool] = {s: {k: med([r[s][k] for r in mine]) for k in ("wall", "cpu", "rss_mib", "server_cpu")}
-                      for s in ("backup", "restore")}
-    lines = ["| tool | step | wall s (median) | MB/s | CPU s | peak RSS MiB | moto CPU s |",
-             "|---|---|---|---|---|---|---|"]
+        summ[tool] = {
+            s: {k: med([r[s][k] for r in mine]) for k in ("wall", "cpu", "rss_mib", "server_cpu")}
+            for s in ("backup", "restore")
+        }
+    lines = [
+        "| tool | step | wall s (median) | MB/s | CPU s | peak RSS MiB | moto CPU s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for tool in tools:
         for s in ("backup", "restore"):
             v = summ[tool][s]
-            lines.append(f"| {tool} | {s} | {v['wall']} | {data_bytes / 1e6 / v['wall']:.1f} | {v['cpu']} | "
-                         f"{v['rss_mib']:.0f} | {v['server_cpu']} |")
+            lines.append(
+                f"| {tool} | {s} | {v['wall']} | {data_bytes / 1e6 / v['wall']:.1f} | {v['cpu']} | "
+                f"{v['rss_mib']:.0f} | {v['server_cpu']} |"
+            )
     if "axisor" in summ and "restic" in summ:
-        lines += ["", "| step | throughput (restic wall / axisor wall) | CPU axisor/restic | RSS axisor/restic |",
-                  "|---|---|---|---|"]
+        lines += [
+            "",
+            "| step | throughput (restic wall / axisor wall) | CPU axisor/restic | RSS axisor/restic |",
+            "|---|---|---|---|",
+        ]
         summ["ratios"] = {}
         for s in ("backup", "restore"):
             a, r = summ["axisor"][s], summ["restic"][s]
-            ratio = {"throughput": round(r["wall"] / a["wall"], 2), "cpu": round(a["cpu"] / r["cpu"], 2),
-                     "rss": round(a["rss_mib"] / r["rss_mib"], 2)}
+            ratio = {
+                "throughput": round(r["wall"] / a["wall"], 2),
+                "cpu": round(a["cpu"] / r["cpu"], 2),
+                "rss": round(a["rss_mib"] / r["rss_mib"], 2),
+            }
             summ["ratios"][s] = ratio
             lines.append(f"| {s} | {ratio['throughput']} | {ratio['cpu']} | {ratio['rss']} |")
     return summ, "\n".join(lines)
@@ -216,8 +238,9 @@ def main() -> int:
     tools = a.tools.split(",")
     if "restic" in tools and shutil.which("restic") is None:
         raise SystemExit("restic not found: run bench/setup.sh")
-    data = a.data or ("/work/bench-data/scale-1" if os.path.isdir("/work/bench-data/scale-1")
-                      else "/work/bench-data/scale-0.05")
+    data = a.data or (
+        "/work/bench-data/scale-1" if os.path.isdir("/work/bench-data/scale-1") else "/work/bench-data/scale-0.05"
+    )
     if not os.path.isdir(data):
         gen.generate(data, 0.05, 1)
     files, data_bytes = tree_stats(data)
@@ -232,8 +255,21 @@ def main() -> int:
     summ, table = summarize(runs, tools, data_bytes)
     version = subprocess.run(["restic", "version"], capture_output=True, text=True).stdout.strip()
     path = a.out / f"s3-{stamp}.json"
-    path.write_text(json.dumps({"kind": "s3", "data": data, "files": files, "bytes": data_bytes,
-                                "restic": version, "runs": runs, "summary": summ}, indent=1) + "\n")
+    path.write_text(
+        json.dumps(
+            {
+                "kind": "s3",
+                "data": data,
+                "files": files,
+                "bytes": data_bytes,
+                "restic": version,
+                "runs": runs,
+                "summary": summ,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     print(f"\ndata: {data} ({files} files, {data_bytes / 1e6:.1f} MB); rounds: {a.rounds}\n")
     print(table)
     print(f"\nraw results: {path}")

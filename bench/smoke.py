@@ -35,8 +35,20 @@ def main() -> int:
     a = ap.parse_args()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="axisor-smoke.") as out:
-        rc = bench.main(["--scale", str(a.scale), "--runs", str(a.runs), "--tools", "axisor,restic",
-                         "--work", "/work/bench-work/smoke", "--out", out])
+        rc = bench.main(
+            [
+                "--scale",
+                str(a.scale),
+                "--runs",
+                str(a.runs),
+                "--tools",
+                "axisor,restic",
+                "--work",
+                "/work/bench-work/smoke",
+                "--out",
+                out,
+            ]
+        )
         if rc:
             return rc
         [path] = glob.glob(os.path.join(out, "results-*.json"))
@@ -48,7 +60,9 @@ def main() -> int:
         ratio = theirs[step]["wall"] / ours[step]["wall"]
         print(f"  {step:8} {ratio:5.2f}x restic   (goal >= {goal}x: {'met' if ratio >= goal else 'NOT met'})")
     rss = max(ours[st]["rss_mib"] for st in bench.STEPS)
-    print(f"  peak RSS {rss:5.0f} MiB       (goal <= {RSS_GOAL_MIB} MiB: {'met' if rss <= RSS_GOAL_MIB else 'NOT met'})")
+    print(
+        f"  peak RSS {rss:5.0f} MiB       (goal <= {RSS_GOAL_MIB} MiB: {'met' if rss <= RSS_GOAL_MIB else 'NOT met'})"
+    )
     return 0
 
 

@@ -43,8 +43,7 @@ async def run(work: Path, src: Path, rounds: int) -> list[float]:
     crypto.SCRYPT_N = 2**10
     repo_dir = work / "repo"
     await Repository.create(LocalBackend(repo_dir), "pw")
-    spec = SourceSpec(name="application/user_data", category="application", paths=(src,), exclude=(),
-                      retention_days=30)
+    spec = SourceSpec(name="application/user_data", category="application", paths=(src,), exclude=(), retention_days=30)
     times: list[float] = []
     cpu: list[float] = []
     for i in range(rounds + 1):
@@ -54,7 +53,10 @@ async def run(work: Path, src: Path, rounds: int) -> list[float]:
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
         s = result.results[0].snapshot.summary
-        print(f"round {i}: {times[-1]:.2f} s wall, {cpu[-1]:.2f} s CPU; files {s.total_files}, unmodified {s.files_unmodified}", flush=True)
+        print(
+            f"round {i}: {times[-1]:.2f} s wall, {cpu[-1]:.2f} s CPU; files {s.total_files}, unmodified {s.files_unmodified}",
+            flush=True,
+        )
     return times[1:], cpu[1:]
 
 
@@ -70,8 +72,10 @@ def main() -> int:
         generate(src, a.files, a.per_dir)
     shutil.rmtree(a.work / "repo", ignore_errors=True)
     wall, cpu = asyncio.run(run(a.work, src, a.rounds))
-    print(f"unchanged re-run, median of {len(wall)}: {statistics.median(wall):.2f} s wall, "
-          f"{statistics.median(cpu):.2f} s CPU (the CPU figure holds up better on a busy machine)")
+    print(
+        f"unchanged re-run, median of {len(wall)}: {statistics.median(wall):.2f} s wall, "
+        f"{statistics.median(cpu):.2f} s CPU (the CPU figure holds up better on a busy machine)"
+    )
     return 0
 
 

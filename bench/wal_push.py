@@ -52,18 +52,32 @@ def main() -> int:
         subprocess.run([*axisor, "wal-push", str(seg)], cwd=ROOT, env=env, check=True, capture_output=True)
         ours.append(time.perf_counter() - t)
         t = time.perf_counter()
-        subprocess.run(["sh", "-c", f'test ! -f "{base}/arch/{name}" && cp "{seg}" "{base}/arch/{name}" '
-                                    f'&& sync "{base}/arch/{name}"'], check=True)
+        subprocess.run(
+            [
+                "sh",
+                "-c",
+                f'test ! -f "{base}/arch/{name}" && cp "{seg}" "{base}/arch/{name}" && sync "{base}/arch/{name}"',
+            ],
+            check=True,
+        )
         cps.append(time.perf_counter() - t)
-    res = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "runs": args.runs,
-           "segment_bytes": SEG, "load_average": os.getloadavg(),
-           "axisor_seconds": ours, "cp_sync_seconds": cps,
-           "axisor_median": statistics.median(ours), "cp_sync_median": statistics.median(cps)}
+    res = {
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "runs": args.runs,
+        "segment_bytes": SEG,
+        "load_average": os.getloadavg(),
+        "axisor_seconds": ours,
+        "cp_sync_seconds": cps,
+        "axisor_median": statistics.median(ours),
+        "cp_sync_median": statistics.median(cps),
+    }
     out = ROOT / "bench" / "results" / f"wal-push-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(res, indent=2))
-    print(f"wal-push 16 MiB (whole command): median {res['axisor_median']:.3f} s, "
-          f"min {min(ours):.3f} s, max {max(ours):.3f} s")
+    print(
+        f"wal-push 16 MiB (whole command): median {res['axisor_median']:.3f} s, "
+        f"min {min(ours):.3f} s, max {max(ours):.3f} s"
+    )
     print(f"cp + sync:                       median {res['cp_sync_median']:.3f} s")
     print(f"load average {res['load_average'][0]:.1f}; {out.relative_to(ROOT)}")
     return 0

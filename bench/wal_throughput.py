@@ -49,8 +49,11 @@ HALF = SEG // 2
 
 
 def segment_bytes(no: int) -> bytes:
-    records = b"".join((b"INSERT rel=16384 blk=%08d off=%04d xid=%012d" % (no * 131072 + i, i % 291, no * 1_000_003 + i))
-                       .ljust(63) + b"\n" for i in range(HALF // 64))
+    records = b"".join(
+        (b"INSERT rel=16384 blk=%08d off=%04d xid=%012d" % (no * 131072 + i, i % 291, no * 1_000_003 + i)).ljust(63)
+        + b"\n"
+        for i in range(HALF // 64)
+    )
     return os.urandom(HALF) + records
 
 
@@ -76,7 +79,9 @@ def fresh_pg_wal(base: Path, source: Path, names: list[str]) -> Path:
     return wal
 
 
-def archiver(wal: Path, command: list[str] | str, env: dict[str, str], cwd: Path) -> tuple[float, list[float], list[dict]]:
+def archiver(
+    wal: Path, command: list[str] | str, env: dict[str, str], cwd: Path
+) -> tuple[float, list[float], list[dict]]:
     """Run ``command`` (``%p`` replaced) for the oldest .ready file until none is left, as
     PostgreSQL's archiver does; a failure stops the run (the real one would retry)."""
     status = wal / "archive_status"
@@ -84,15 +89,21 @@ def archiver(wal: Path, command: list[str] | str, env: dict[str, str], cwd: Path
     outputs: list[dict] = []
     started = time.perf_counter()
     while ready := sorted(e.name for e in os.scandir(status) if e.name.endswith(".ready")):
-        name = ready[0][:-len(".ready")]
+        name = ready[0][: -len(".ready")]
         path = str(wal / name)
         t = time.perf_counter()
         if isinstance(command, str):
-            r = subprocess.run(["sh", "-c", command.replace("%p", path).replace("%f", name)],
-                               capture_output=True, text=True, env=env, cwd=cwd)
+            r = subprocess.run(
+                ["sh", "-c", command.replace("%p", path).replace("%f", name)],
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=cwd,
+            )
         else:
-            r = subprocess.run([a.replace("%p", path) for a in command], capture_output=True, text=True,
-                               env=env, cwd=cwd)
+            r = subprocess.run(
+                [a.replace("%p", path) for a in command], capture_output=True, text=True, env=env, cwd=cwd
+            )
         each.append(time.perf_counter() - t)
         if r.returncode != 0:
             raise SystemExit(f"archive command failed for {name} ({r.returncode}): {r.stderr.strip()[-500:]}")
@@ -104,16 +115,22 @@ def archiver(wal: Path, command: list[str] | str, env: dict[str, str], cwd: Path
 
 def summary(label: str, wall: float, each: list[float], count: int) -> dict:
     mbs = count * SEG / 1e6 / wall
-    return {"tool": label, "wall_s": round(wall, 3), "mb_per_s": round(mbs, 1),
-            "segments_per_s": round(count / wall, 2), "median_push_s": round(statistics.median(each), 4),
-            "max_push_s": round(max(each), 4)}
+    return {
+        "tool": label,
+        "wall_s": round(wall, 3),
+        "mb_per_s": round(mbs, 1),
+        "segments_per_s": round(count / wall, 2),
+        "median_push_s": round(statistics.median(each), 4),
+        "max_push_s": round(max(each), 4),
+    }
 
 
 def start_daemon(axisor: list[str], env: dict[str, str], code: Path, work: Path) -> subprocess.Popen:
     """`axisor-backup daemon` on this config and state folder; returns once its socket answers."""
     log = open(work / "daemon.log", "w")
-    proc = subprocess.Popen([*axisor, "daemon"], cwd=code, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*axisor, "daemon"], cwd=code, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 60
     while "daemon started" not in (work / "daemon.log").read_text():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -135,8 +152,9 @@ def warm_up(axisor: list[str], env: dict[str, str], code: Path, work: Path, sour
     shutil.rmtree(work / "warm")
 
 
-def run_axisor(label: str, code: Path, base: Path, source: Path, names: list[str], daemon: bool = False,
-               warm: bool = False) -> dict:
+def run_axisor(
+    label: str, code: Path, base: Path, source: Path, names: list[str], daemon: bool = False, warm: bool = False
+) -> dict:
     work = base / label
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -186,10 +204,13 @@ def run_axisor(label: str, code: Path, base: Path, source: Path, names: list[str
         if hashlib.sha256(dest.read_bytes()).digest() != hashlib.sha256((source / n).read_bytes()).digest():
             raise SystemExit(f"{label}: {n} came back different")
     fetch_wall = sum(fetch_times)
-    res["fetch"] = {"wall_s": round(fetch_wall, 3), "mb_per_s": round(len(names) * SEG / 1e6 / fetch_wall, 1),
-                    "median_fetch_s": round(statistics.median(fetch_times), 4),
-                    "max_fetch_s": round(max(fetch_times), 4),
-                    "elapsed_with_checks_s": round(time.perf_counter() - started, 3)}
+    res["fetch"] = {
+        "wall_s": round(fetch_wall, 3),
+        "mb_per_s": round(len(names) * SEG / 1e6 / fetch_wall, 1),
+        "median_fetch_s": round(statistics.median(fetch_times), 4),
+        "max_fetch_s": round(max(fetch_times), 4),
+        "elapsed_with_checks_s": round(time.perf_counter() - started, 3),
+    }
     shutil.rmtree(work / "restore")
     return res
 
@@ -200,8 +221,9 @@ def run_cp(base: Path, source: Path, names: list[str]) -> dict:
     (work / "arch").mkdir(parents=True)
     wal = fresh_pg_wal(work, source, names)
     arch = work / "arch"
-    wall, each, _ = archiver(wal, f'test ! -f "{arch}/%f" && cp "%p" "{arch}/%f" && sync "{arch}/%f"',
-                             dict(os.environ), ROOT)
+    wall, each, _ = archiver(
+        wal, f'test ! -f "{arch}/%f" && cp "%p" "{arch}/%f" && sync "{arch}/%f"', dict(os.environ), ROOT
+    )
     shutil.rmtree(wal)
     return summary("cp + sync", wall, each, len(names))
 
@@ -214,8 +236,13 @@ def run_walg(base: Path, source: Path, names: list[str]) -> dict | None:
     shutil.rmtree(work, ignore_errors=True)
     (work / "store").mkdir(parents=True)
     wal = fresh_pg_wal(work, source, names)
-    env = dict(os.environ, WALG_FILE_PREFIX=str(work / "store"), WALG_UPLOAD_CONCURRENCY="4",
-               WALG_COMPRESSION_METHOD="zstd", PGDATA=str(work))
+    env = dict(
+        os.environ,
+        WALG_FILE_PREFIX=str(work / "store"),
+        WALG_UPLOAD_CONCURRENCY="4",
+        WALG_COMPRESSION_METHOD="zstd",
+        PGDATA=str(work),
+    )
     wall, each, _ = archiver(wal, [walg, "wal-push", "%p"], env, ROOT)
     shutil.rmtree(wal)
     return summary("wal-g (concurrency 4)", wall, each, len(names))
@@ -225,12 +252,23 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--segments", type=int, default=64)
     ap.add_argument("--dir", type=Path, default=Path("/work/bench-data/walthr"))
-    ap.add_argument("--code", action="append", default=[],
-                    help="NAME=PATH of a source tree to time (default: this one, as 'axisor')")
-    ap.add_argument("--daemon", action="append", default=[],
-                    help="NAME=PATH of a source tree to time with `axisor-backup daemon` running")
-    ap.add_argument("--warm", action="store_true",
-                    help="archive two other segments first (a running server's state: the route recorded)")
+    ap.add_argument(
+        "--code",
+        action="append",
+        default=[],
+        help="NAME=PATH of a source tree to time (default: this one, as 'axisor')",
+    )
+    ap.add_argument(
+        "--daemon",
+        action="append",
+        default=[],
+        help="NAME=PATH of a source tree to time with `axisor-backup daemon` running",
+    )
+    ap.add_argument(
+        "--warm",
+        action="store_true",
+        help="archive two other segments first (a running server's state: the route recorded)",
+    )
     args = ap.parse_args()
     codes = [(c.split("=", 1)[0], Path(c.split("=", 1)[1]).resolve(), False) for c in args.code]
     codes += [(c.split("=", 1)[0], Path(c.split("=", 1)[1]).resolve(), True) for c in args.daemon]
@@ -244,8 +282,12 @@ def main() -> int:
     for _, code, _ in codes:
         # Bytecode compiled, as an installed package has it: without it (PYTHONDONTWRITEBYTECODE
         # in a shell, a fresh checkout) every run compiles its imports again, ~0.1-0.2 s each.
-        subprocess.run([sys.executable, "-m", "compileall", "-q", "app", "core"], cwd=code, check=True,
-                       env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"})
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", "app", "core"],
+            cwd=code,
+            check=True,
+            env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+        )
     for label, code, daemon in codes:
         rows.append(run_axisor(label, code, base, source, names, daemon, args.warm))
         load.append(os.getloadavg()[0])
@@ -254,10 +296,17 @@ def main() -> int:
     if walg:
         rows.append(walg)
     load.append(os.getloadavg()[0])
-    res = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "segments": args.segments,
-           "segment_bytes": SEG, "content": "half random, half repetitive 64-byte records",
-           "load_average_1m": load, "walg_installed": walg is not None, "warm": args.warm, "rows": rows,
-           "target": "WAL-G daemon mode, concurrency 4: about 110 MB/s (issue 19)"}
+    res = {
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "segments": args.segments,
+        "segment_bytes": SEG,
+        "content": "half random, half repetitive 64-byte records",
+        "load_average_1m": load,
+        "walg_installed": walg is not None,
+        "warm": args.warm,
+        "rows": rows,
+        "target": "WAL-G daemon mode, concurrency 4: about 110 MB/s (issue 19)",
+    }
     out = ROOT / "bench" / "results" / f"wal-throughput-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(res, indent=2))
@@ -267,16 +316,22 @@ def main() -> int:
         split = f"{r['full_pushes']}/{r['from_marker']}" if "full_pushes" in r else ""
         if r.get("through_daemon"):
             split = f"{split} ({r['through_daemon']} daemon)"
-        print(f"{r['tool']:24} {r['wall_s']:8.2f} {r['mb_per_s']:7.1f} {r['segments_per_s']:6.2f} "
-              f"{r['median_push_s']:14.3f} {split:>12}")
+        print(
+            f"{r['tool']:24} {r['wall_s']:8.2f} {r['mb_per_s']:7.1f} {r['segments_per_s']:6.2f} "
+            f"{r['median_push_s']:14.3f} {split:>12}"
+        )
         if r.get("full_push_seconds"):
-            print(f"{'':24} full pushes {', '.join(f'{t:.2f}' for t in r['full_push_seconds'])} s; "
-                  f"answered from a marker: median {r['marker_push_median_s']} s")
+            print(
+                f"{'':24} full pushes {', '.join(f'{t:.2f}' for t in r['full_push_seconds'])} s; "
+                f"answered from a marker: median {r['marker_push_median_s']} s"
+            )
     for r in rows:
         if "fetch" in r:
             f = r["fetch"]
-            print(f"{r['tool'] + ' wal-fetch':24} {f['wall_s']:8.2f} {f['mb_per_s']:7.1f} "
-                  f"{len(names) / f['wall_s']:6.2f} {f['median_fetch_s']:14.3f}")
+            print(
+                f"{r['tool'] + ' wal-fetch':24} {f['wall_s']:8.2f} {f['mb_per_s']:7.1f} "
+                f"{len(names) / f['wall_s']:6.2f} {f['median_fetch_s']:14.3f}"
+            )
     if walg is None:
         print("wal-g not installed: target is WAL-G's ~110 MB/s (daemon mode, concurrency 4; issue 19)")
     print(f"load average {', '.join(f'{x:.1f}' for x in load)}; {out.relative_to(ROOT)}")

@@ -16,20 +16,58 @@ BASE = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR")
 BASE_PREFIXES = ("LC_",)
 # libpq's environment (the PostgreSQL manual, "Environment Variables"); PGPASSWORD only for
 # clients, and only when the operator set it or the config gave a password.
-LIBPQ = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSFILE", "PGSERVICE",
-         "PGSERVICEFILE", "PGOPTIONS", "PGAPPNAME", "PGSSLMODE", "PGSSLNEGOTIATION", "PGSSLCOMPRESSION",
-         "PGSSLCERT", "PGSSLKEY", "PGSSLCERTMODE", "PGSSLROOTCERT", "PGSSLCRL", "PGSSLCRLDIR", "PGSSLSNI",
-         "PGREQUIREPEER", "PGSSLMINPROTOCOLVERSION", "PGSSLMAXPROTOCOLVERSION", "PGGSSENCMODE",
-         "PGKRBSRVNAME", "PGGSSLIB", "PGCONNECT_TIMEOUT", "PGCLIENTENCODING", "PGTARGETSESSIONATTRS",
-         "PGLOADBALANCEHOSTS", "PGREQUIREAUTH", "PGCHANNELBINDING", "PGDATESTYLE", "PGTZ", "PGGEQO",
-         "PGSYSCONFDIR", "PGLOCALEDIR")
+LIBPQ = (
+    "PGHOST",
+    "PGHOSTADDR",
+    "PGPORT",
+    "PGDATABASE",
+    "PGUSER",
+    "PGPASSFILE",
+    "PGSERVICE",
+    "PGSERVICEFILE",
+    "PGOPTIONS",
+    "PGAPPNAME",
+    "PGSSLMODE",
+    "PGSSLNEGOTIATION",
+    "PGSSLCOMPRESSION",
+    "PGSSLCERT",
+    "PGSSLKEY",
+    "PGSSLCERTMODE",
+    "PGSSLROOTCERT",
+    "PGSSLCRL",
+    "PGSSLCRLDIR",
+    "PGSSLSNI",
+    "PGREQUIREPEER",
+    "PGSSLMINPROTOCOLVERSION",
+    "PGSSLMAXPROTOCOLVERSION",
+    "PGGSSENCMODE",
+    "PGKRBSRVNAME",
+    "PGGSSLIB",
+    "PGCONNECT_TIMEOUT",
+    "PGCLIENTENCODING",
+    "PGTARGETSESSIONATTRS",
+    "PGLOADBALANCEHOSTS",
+    "PGREQUIREAUTH",
+    "PGCHANNELBINDING",
+    "PGDATESTYLE",
+    "PGTZ",
+    "PGGEQO",
+    "PGSYSCONFDIR",
+    "PGLOCALEDIR",
+)
 # Where our own programs find their config and state: a server we start runs
 # `axisor-backup wal-fetch` as its restore_command. Never the passphrase variables.
 OURS = ("AXISOR_BACKUP_CONFIG", "AXISOR_BACKUP_STATE_DIR", "AXISOR_BACKUP_PROGRAM")
 
 
-def child_env(extra: Mapping[str, str] | None = None, *, libpq: bool = False, password: bool = False,
-              ours: bool = False, source: Mapping[str, str] | None = None) -> dict[str, str]:
+def child_env(
+    extra: Mapping[str, str] | None = None,
+    *,
+    libpq: bool = False,
+    password: bool = False,
+    ours: bool = False,
+    source: Mapping[str, str] | None = None,
+) -> dict[str, str]:
     """The allowed part of ``source`` (default: our environment), then ``extra`` on top."""
     env = os.environ if source is None else source
     allowed = set(BASE) | (set(LIBPQ) if libpq else set()) | (set(OURS) if ours else set())

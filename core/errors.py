@@ -69,10 +69,12 @@ class LockUnreadable(LockHeld):
     without a lock, with a note naming it (core/service/session.py)."""
 
     def __init__(self, location: str, key: str, reason: str) -> None:
-        super().__init__(f"{location}: the lock {key} {reason}: a lock another user wrote? Every command that "
-                         "writes into this repository must run as the same user; fix its owner or mode, or "
-                         "delete it once no other process uses the repository (reading commands: snapshots, "
-                         "ls, show, restore, verify go on without a lock)")
+        super().__init__(
+            f"{location}: the lock {key} {reason}: a lock another user wrote? Every command that "
+            "writes into this repository must run as the same user; fix its owner or mode, or "
+            "delete it once no other process uses the repository (reading commands: snapshots, "
+            "ls, show, restore, verify go on without a lock)"
+        )
         self.location = location
         self.key = key
         self.reason = reason

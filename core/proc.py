@@ -16,7 +16,7 @@ def process_start(pid: int) -> str:
     except (OSError, ValueError, OverflowError):
         return ""
     # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
-    fields = data[data.rfind(b")") + 2:].split()
+    fields = data[data.rfind(b")") + 2 :].split()
     return fields[19].decode() if len(fields) > 19 else ""
 
 

@@ -71,9 +71,15 @@ class JobContext:
     typed ``Any`` here on purpose: the service sits above some of the domains whose runners
     use it, and this contract must not import upwards."""
 
-    def __init__(self, job_id: str, config: Config, service_factory: Callable[[], Any],
-                 progress: Callable[[JobProgress], None], log: Callable[[str], None],
-                 locks: Callable[[Iterable[str], bool], AbstractAsyncContextManager[None]]) -> None:
+    def __init__(
+        self,
+        job_id: str,
+        config: Config,
+        service_factory: Callable[[], Any],
+        progress: Callable[[JobProgress], None],
+        log: Callable[[str], None],
+        locks: Callable[[Iterable[str], bool], AbstractAsyncContextManager[None]],
+    ) -> None:
         self.job_id = job_id
         self.config = config
         self._service_factory = service_factory
@@ -119,8 +125,9 @@ class JobContext:
 Runner = Callable[[JobContext, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
-async def retry_when_locked(ctx: JobContext, call: Callable[[], Awaitable[Any]],
-                            wait: float = LOCK_WAIT_SECONDS) -> Any:
+async def retry_when_locked(
+    ctx: JobContext, call: Callable[[], Awaitable[Any]], wait: float = LOCK_WAIT_SECONDS
+) -> Any:
     """Run ``call``; while another process holds the repository lock, wait and try again.
 
     The repository lock is taken before anything is written, so a refused attempt did
@@ -149,8 +156,14 @@ def rated_progress() -> Callable[..., JobProgress]:
 
     def rated(phase: str, done: int, total: int, **fields: Any) -> JobProgress:
         rate = meter.update(time.monotonic(), done)
-        return JobProgress(phase=phase, bytes_done=done, bytes_total=total, rate=rate,
-                           eta_seconds=eta_seconds(done, total, rate), **fields)
+        return JobProgress(
+            phase=phase,
+            bytes_done=done,
+            bytes_total=total,
+            rate=rate,
+            eta_seconds=eta_seconds(done, total, rate),
+            **fields,
+        )
 
     return rated
 
@@ -161,5 +174,15 @@ def snapshot_dict(snapshot: Any) -> dict[str, Any]:
     return data
 
 
-__all__ = ["JobCancelled", "JobContext", "JobFailed", "JobProgress", "LOCK_WAIT_SECONDS", "PRIMARY_LOCATION",
-           "Runner", "rated_progress", "retry_when_locked", "snapshot_dict"]
+__all__ = [
+    "JobCancelled",
+    "JobContext",
+    "JobFailed",
+    "JobProgress",
+    "LOCK_WAIT_SECONDS",
+    "PRIMARY_LOCATION",
+    "Runner",
+    "rated_progress",
+    "retry_when_locked",
+    "snapshot_dict",
+]

@@ -20,9 +20,13 @@ _URL_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/ \t\r\n:@]*:)
 _QUERY = re.compile(r"(?P<head>[?&](?:ssl)?pass(?:word)?=)(?P<secret>[^& \t\r\n#]*)", re.IGNORECASE)
 # password=value or password = 'quoted \' value' in a key=value conninfo.
 _CONNINFO = re.compile(
-    r"(?P<head>(?<![\w?&])(?:ssl)?password\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|[^ \t\r\n']+)", re.IGNORECASE)
-_FORMS = (("a URL with a password", _URL_USERINFO), ("a URL query with a password", _QUERY),
-          ("a connection string with a password", _CONNINFO))
+    r"(?P<head>(?<![\w?&])(?:ssl)?password\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|[^ \t\r\n']+)", re.IGNORECASE
+)
+_FORMS = (
+    ("a URL with a password", _URL_USERINFO),
+    ("a URL query with a password", _QUERY),
+    ("a connection string with a password", _CONNINFO),
+)
 
 
 def find(text: str) -> str | None:

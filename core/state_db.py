@@ -66,8 +66,11 @@ class SqliteOnThread:
             for pragma in self.PRAGMAS:
                 db.execute(pragma)
             db.executescript(self.SCHEMA)
-            for path in (self.path, self.path.with_name(self.path.name + "-wal"),
-                         self.path.with_name(self.path.name + "-shm")):
+            for path in (
+                self.path,
+                self.path.with_name(self.path.name + "-wal"),
+                self.path.with_name(self.path.name + "-shm"),
+            ):
                 if path.exists():  # a database from before this was 0644 and its companions too
                     os.chmod(path, 0o600)
         except (OSError, sqlite3.Error) as exc:
@@ -92,9 +95,11 @@ class SqliteOnThread:
         """One line for a failed open or query: StorageFull (exit 10) naming the state folder
         when its file system is full, else an AxisorError naming the database."""
         if self._full(exc):
-            return StorageFull(f"the state folder {self.path.parent} is full: cannot write the {self.WHAT} "
-                               f"({exc}); free space there, or point [engine] state_dir (or "
-                               "$AXISOR_BACKUP_STATE_DIR) at another folder")
+            return StorageFull(
+                f"the state folder {self.path.parent} is full: cannot write the {self.WHAT} "
+                f"({exc}); free space there, or point [engine] state_dir (or "
+                "$AXISOR_BACKUP_STATE_DIR) at another folder"
+            )
         return AxisorError(f"the {self.WHAT} {self.path} failed: {exc}")
 
     def _guarded(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:

@@ -31,8 +31,15 @@ class ConsoleScreen(Screen):
         # The app is a ConsoleHost (app/console.py); screens never import the app itself.
         return self.app  # type: ignore[return-value]
 
-    def notify(self, message: str, *, title: str = "", severity: Any = "information",
-               timeout: float | None = None, markup: bool = False) -> None:
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: Any = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
         # Plain text by default: our messages carry file names, server messages and
         # errors from outside, and a "[/]" in one must show as it is, not crash the screen.
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
@@ -189,12 +196,12 @@ class PlainTable(DataTable):
     """A DataTable whose string cells are text, never markup: paths and names with
     brackets (``[x]``, ``/srv/[old]``) show as they are."""
 
-    def add_row(self, *cells: Any, height: int | None = 1, key: str | None = None,
-                label: Any = None) -> RowKey:
+    def add_row(self, *cells: Any, height: int | None = 1, key: str | None = None, label: Any = None) -> RowKey:
         return super().add_row(*(_plain(c) for c in cells), height=height, key=key, label=label)
 
-    def update_cell(self, row_key: RowKey | str, column_key: ColumnKey | str, value: Any, *,
-                    update_width: bool = True) -> None:
+    def update_cell(
+        self, row_key: RowKey | str, column_key: ColumnKey | str, value: Any, *, update_width: bool = True
+    ) -> None:
         super().update_cell(row_key, column_key, _plain(value), update_width=update_width)
 
 
@@ -238,16 +245,23 @@ class FitTable(PlainTable):
     earlier), and the one ``flex`` column is cut to the room left (down to ``flex_min``) before
     anything that matters hides. Screens add columns and cells as usual; only what shows changes."""
 
-    def __init__(self, *args: Any, priorities: dict[str, int] | None = None, flex: str | None = None,
-                 flex_min: int = 12, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        priorities: dict[str, int] | None = None,
+        flex: str | None = None,
+        flex_min: int = 12,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.priorities = priorities or {}
         self.flex = flex
         self.flex_min = flex_min
         self._fitted: tuple = ()
 
-    def add_column(self, label: Any, *, width: int | None = None, key: str | None = None,
-                   default: Any = None) -> ColumnKey:
+    def add_column(
+        self, label: Any, *, width: int | None = None, key: str | None = None, default: Any = None
+    ) -> ColumnKey:
         column_key = super().add_column(label, width=width, key=key, default=default)
         c = self.columns[column_key]
         self.columns[column_key] = _FitColumn(c.key, c.label, c.width, c.content_width, c.auto_width)
@@ -255,8 +269,7 @@ class FitTable(PlainTable):
 
     def visible_columns(self) -> list[str]:
         """The keys of the columns shown now (what a layout test asserts on)."""
-        return [str(c.key.value) for c in self.ordered_columns
-                if not (isinstance(c, _FitColumn) and c.hidden)]
+        return [str(c.key.value) for c in self.ordered_columns if not (isinstance(c, _FitColumn) and c.hidden)]
 
     def _update_dimensions(self, new_rows: Any) -> None:
         self._fit()

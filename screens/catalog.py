@@ -12,12 +12,27 @@ from core.health.shrink import suspicious_shrinks
 from core.service import Snapshot
 from screens.footer import KeyFooter
 from screens.base import (
-    ConsoleScreen, FitTable, TableFilter, compact_time, human_bytes, plain, short_source,
+    ConsoleScreen,
+    FitTable,
+    TableFilter,
+    compact_time,
+    human_bytes,
+    plain,
+    short_source,
 )
 from screens.messages import DataLoaded, LoadFailed
 
-COLUMNS = (("Id", "id"), ("Time", "time"), ("Source", "source"), ("Type", "type"), ("Size", "size"),
-           ("Files", "files"), ("Ratio", "ratio"), ("Tags", "tags"), ("Mark", "mark"))
+COLUMNS = (
+    ("Id", "id"),
+    ("Time", "time"),
+    ("Source", "source"),
+    ("Type", "type"),
+    ("Size", "size"),
+    ("Files", "files"),
+    ("Ratio", "ratio"),
+    ("Tags", "tags"),
+    ("Mark", "mark"),
+)
 
 
 def matches(snap: Snapshot, query: str) -> bool:
@@ -28,8 +43,11 @@ def matches(snap: Snapshot, query: str) -> bool:
         if not value:
             key, value = "", word
         fields = {
-            "source": snap.source.lower(), "type": snap.type, "tag": " ".join(snap.tags).lower(),
-            "date": snap.datetime.astimezone().strftime("%Y-%m-%d %H:%M"), "id": snap.id,
+            "source": snap.source.lower(),
+            "type": snap.type,
+            "tag": " ".join(snap.tags).lower(),
+            "date": snap.datetime.astimezone().strftime("%Y-%m-%d %H:%M"),
+            "id": snap.id,
         }
         if key in fields:
             if value not in fields[key]:
@@ -53,8 +71,10 @@ def detail_text(s: Snapshot, copies: tuple = (), shrink=None) -> str:
     ]
     md = s.metadata or {}
     if "database_version" in md:
-        lines.append(f"PostgreSQL {md['database_version']} · database {md.get('dbname')} · "
-                     f"{md.get('total_tables', 0)} tables, {md.get('total_records', 0)} records")
+        lines.append(
+            f"PostgreSQL {md['database_version']} · database {md.get('dbname')} · "
+            f"{md.get('total_tables', 0)} tables, {md.get('total_records', 0)} records"
+        )
     if md.get("mode") == "physical":
         lines.append(f"physical base backup {md.get('start_lsn', '')}..{md.get('stop_lsn', '')}")
     if s.tags:
@@ -67,12 +87,16 @@ class CatalogScreen(TableFilter, ConsoleScreen):
     FILTERED_TABLE = "#snapshots"
     BINDINGS = [
         Binding("escape", "escape", "Back", show=False, id="catalog.escape", tooltip="Clear the filter, else go back"),
-        Binding("slash", "filter", "Filter", id="catalog.filter",
-                tooltip="Filter: words, or source: type: tag: date:"),
+        Binding("slash", "filter", "Filter", id="catalog.filter", tooltip="Filter: words, or source: type: tag: date:"),
         Binding("f", "browse", "Files", id="catalog.browse", tooltip="Browse the selected snapshot's files"),
         Binding("m", "mark", "Mark", id="catalog.mark", tooltip="Mark a snapshot to compare (two at most)"),
-        Binding("equals_sign", "compare", "Compare", id="catalog.compare",
-                tooltip="Compare the marked snapshot with the selected one"),
+        Binding(
+            "equals_sign",
+            "compare",
+            "Compare",
+            id="catalog.compare",
+            tooltip="Compare the marked snapshot with the selected one",
+        ),
         Binding("f5,ctrl+r", "reload", "Refresh", id="catalog.refresh", tooltip="Reload the catalog"),
     ]
 
@@ -86,11 +110,19 @@ class CatalogScreen(TableFilter, ConsoleScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Input(placeholder="/ filter: words, or source: type: tag: date:  (Enter keeps, Esc clears)",
-                    id="filter", classes="filter")
+        yield Input(
+            placeholder="/ filter: words, or source: type: tag: date:  (Enter keeps, Esc clears)",
+            id="filter",
+            classes="filter",
+        )
         with Vertical(id="catalog-body"):
-            yield FitTable(id="snapshots", cursor_type="row", zebra_stripes=True, flex="tags",
-                           priorities={"type": 2, "size": 3, "ratio": 4, "tags": 3})
+            yield FitTable(
+                id="snapshots",
+                cursor_type="row",
+                zebra_stripes=True,
+                flex="tags",
+                priorities={"type": 2, "size": 3, "ratio": 4, "tags": 3},
+            )
             yield Static("", markup=False, id="detail")
         yield KeyFooter()
 
@@ -141,10 +173,18 @@ class CatalogScreen(TableFilter, ConsoleScreen):
         t.clear()
         for s in self.shown():
             m = s.summary
-            t.add_row(s.short_id, compact_time(s.datetime), short_source(s.source), s.type, human_bytes(m.total_bytes),
-                      f"{m.total_files} ⚠ SHRINK" if s.id in self.shrinks else str(m.total_files),
-                      f"{m.compression_ratio:.2f}", ",".join(s.tags),
-                      "◆ marked" if s.id == self.marked else "", key=s.id)
+            t.add_row(
+                s.short_id,
+                compact_time(s.datetime),
+                short_source(s.source),
+                s.type,
+                human_bytes(m.total_bytes),
+                f"{m.total_files} ⚠ SHRINK" if s.id in self.shrinks else str(m.total_files),
+                f"{m.compression_ratio:.2f}",
+                ",".join(s.tags),
+                "◆ marked" if s.id == self.marked else "",
+                key=s.id,
+            )
         if self.wanted and self.wanted in t.rows:
             keep, self.wanted = self.wanted, None
         if keep and keep in t.rows:
@@ -172,7 +212,10 @@ class CatalogScreen(TableFilter, ConsoleScreen):
     def _show_detail(self) -> None:
         s = self.selected()
         self.query_one("#detail", Static).update(
-            detail_text(s, self.copies.get(s.id, ()), self.shrinks.get(s.id)) if s else ("no snapshots match the filter" if self.snapshots else "no snapshots yet"))
+            detail_text(s, self.copies.get(s.id, ()), self.shrinks.get(s.id))
+            if s
+            else ("no snapshots match the filter" if self.snapshots else "no snapshots yet")
+        )
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self._show_detail()

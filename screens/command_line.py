@@ -83,8 +83,10 @@ def parse(text: str) -> Command | Refusal:
     if verb not in VERBS:
         near = _closest(verb, [*VERBS, *ALIASES])
         near = ALIASES.get(near, near) if near else None
-        return Refusal(f"unknown command {_echo(words[0])}" +
-                       (f": did you mean {near!r}?" if near else f"; commands: {', '.join(VERBS)}"))
+        return Refusal(
+            f"unknown command {_echo(words[0])}"
+            + (f": did you mean {near!r}?" if near else f"; commands: {', '.join(VERBS)}")
+        )
     if verb == "restore":
         if not args:
             return Command("restore")
@@ -96,13 +98,17 @@ def parse(text: str) -> Command | Refusal:
             return Refusal(f"drill takes one scenario: {', '.join(DRILL_SCENARIOS)}")
         if args[0] not in DRILL_SCENARIOS:
             near = _closest(args[0], DRILL_SCENARIOS)
-            return Refusal(f"no drill scenario {_echo(args[0])}" +
-                           (f": did you mean {near!r}?" if near else f"; scenarios: {', '.join(DRILL_SCENARIOS)}"))
+            return Refusal(
+                f"no drill scenario {_echo(args[0])}"
+                + (f": did you mean {near!r}?" if near else f"; scenarios: {', '.join(DRILL_SCENARIOS)}")
+            )
         return Command("drill", args)
     if verb == "snapshot":
         if len(args) != 1 or not _REF.fullmatch(args[0]):
-            return Refusal("snapshot takes one id (4 hex digits or more) or latest[:SOURCE]"
-                           + (f" (got {_echo(' '.join(args))})" if args else ""))
+            return Refusal(
+                "snapshot takes one id (4 hex digits or more) or latest[:SOURCE]"
+                + (f" (got {_echo(' '.join(args))})" if args else "")
+            )
         return Command("snapshot", args)
     if args:
         return Refusal(f"{verb} takes nothing after it (got {_echo(' '.join(args))})")
@@ -155,8 +161,9 @@ class CommandLineScreen(ModalScreen[object]):
     """
     BINDINGS = [
         Binding("escape", "close", "Close", id="cmdline.close", tooltip="Close the command line"),
-        Binding("tab", "complete", "Complete", id="cmdline.complete", priority=True,
-                tooltip="Take the suggested completion"),
+        Binding(
+            "tab", "complete", "Complete", id="cmdline.complete", priority=True, tooltip="Take the suggested completion"
+        ),
     ]
 
     def __init__(self, snapshot_ids: list[str] | None = None) -> None:

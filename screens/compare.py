@@ -22,12 +22,16 @@ class Difference:
     detail: str
 
 
-def diff_snapshots(old: dict[str, tuple], new: dict[str, tuple], old_tables: dict, new_tables: dict
-                   ) -> list[Difference]:
+def diff_snapshots(
+    old: dict[str, tuple], new: dict[str, tuple], old_tables: dict, new_tables: dict
+) -> list[Difference]:
     """``old``/``new``: path -> (type, size, content ids); tables: name -> row count."""
     out = [Difference("added", p, f"{new[p][0]} {human_bytes(new[p][1])}") for p in sorted(new.keys() - old.keys())]
-    out += [Difference("changed", p, f"{human_bytes(old[p][1])} -> {human_bytes(new[p][1])}")
-            for p in sorted(new.keys() & old.keys()) if old[p] != new[p] and new[p][0] != "dir"]
+    out += [
+        Difference("changed", p, f"{human_bytes(old[p][1])} -> {human_bytes(new[p][1])}")
+        for p in sorted(new.keys() & old.keys())
+        if old[p] != new[p] and new[p][0] != "dir"
+    ]
     out += [Difference("removed", p, old[p][0]) for p in sorted(old.keys() - new.keys())]
     for t in sorted(old_tables.keys() | new_tables.keys()):
         a, b = old_tables.get(t), new_tables.get(t)
@@ -46,10 +50,14 @@ class CompareScreen(ConsoleScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(f"{self.old.short_id} ({self.old.source}) -> {self.new.short_id} ({self.new.source}) · "
-                     "comparing…", markup=False, id="compare-title")
-        yield FitTable(id="differences", cursor_type="row", zebra_stripes=True, flex="what", flex_min=24,
-                       priorities={"detail": 2})
+        yield Static(
+            f"{self.old.short_id} ({self.old.source}) -> {self.new.short_id} ({self.new.source}) · comparing…",
+            markup=False,
+            id="compare-title",
+        )
+        yield FitTable(
+            id="differences", cursor_type="row", zebra_stripes=True, flex="what", flex_min=24, priorities={"detail": 2}
+        )
         yield KeyFooter()
 
     def on_mount(self) -> None:
@@ -69,8 +77,9 @@ class CompareScreen(ConsoleScreen):
         except Exception as exc:
             self.post_message(LoadFailed("compare", str(exc)))
             return
-        diffs = diff_snapshots(sides[0], sides[1], (self.old.metadata or {}).get("tables", {}),
-                               (self.new.metadata or {}).get("tables", {}))
+        diffs = diff_snapshots(
+            sides[0], sides[1], (self.old.metadata or {}).get("tables", {}), (self.new.metadata or {}).get("tables", {})
+        )
         self.post_message(DataLoaded("compare", diffs))
 
     def on_load_failed(self, message: LoadFailed) -> None:
@@ -86,4 +95,5 @@ class CompareScreen(ConsoleScreen):
         counts = {k: sum(1 for d in self.differences if d.change == k) for k in marks}
         self.query_one("#compare-title", Static).update(
             f"{self.old.short_id} -> {self.new.short_id}: {counts['added']} added, {counts['changed']} changed, "
-            f"{counts['removed']} removed files; {counts['rows']} tables changed row counts")
+            f"{counts['removed']} removed files; {counts['rows']} tables changed row counts"
+        )

@@ -16,7 +16,15 @@ from screens.footer import KeyFooter
 from screens.base import (
     plain,
     FitTable,
-    ConsoleScreen, bar, compact_time, short_source, human_age, human_bytes, human_duration, job_summary, progress_fraction,
+    ConsoleScreen,
+    bar,
+    compact_time,
+    short_source,
+    human_age,
+    human_bytes,
+    human_duration,
+    job_summary,
+    progress_fraction,
 )
 from core.locations.sites import PRIMARY_NAME
 from core.text import shown
@@ -27,19 +35,28 @@ from screens.plan import next_run, rpo_for, source_names
 class DashboardScreen(ConsoleScreen):
     MUTATING = frozenset({"backup_now"})
     BINDINGS = [
-        Binding("b", "backup_now", "Back up now", id="dashboard.backup",
-                tooltip="Start an incremental backup of every source"),
+        Binding(
+            "b",
+            "backup_now",
+            "Back up now",
+            id="dashboard.backup",
+            tooltip="Start an incremental backup of every source",
+        ),
         Binding("f5,ctrl+r", "reload", "Refresh", id="dashboard.refresh", tooltip="Reload the catalog"),
-        Binding("o", "open_job", "Job detail", id="dashboard.job",
-                tooltip="Open the selected running job"),
+        Binding("o", "open_job", "Job detail", id="dashboard.job", tooltip="Open the selected running job"),
     ]
 
     def compose(self) -> ComposeResult:
         yield Header()
         with Vertical(id="dash"):
             yield Static("Sources", classes="section-title")
-            yield FitTable(id="sources", cursor_type="row", zebra_stripes=True, flex="locations",
-                           priorities={"pitr": 2, "next": 3, "locations": 3, "newest": 4})
+            yield FitTable(
+                id="sources",
+                cursor_type="row",
+                zebra_stripes=True,
+                flex="locations",
+                priorities={"pitr": 2, "next": 3, "locations": 3, "newest": 4},
+            )
             yield Static("Running jobs", classes="section-title")
             yield FitTable(id="running", cursor_type="row", flex="phase", priorities={"rate": 2, "phase": 3})
             yield Static("", markup=False, id="alerts")
@@ -47,16 +64,28 @@ class DashboardScreen(ConsoleScreen):
 
     def on_mount(self) -> None:
         src = self.query_one("#sources", DataTable)
-        columns = [("Source", "source"), ("Newest", "newest"), ("Age/RPO", "age"), ("PITR", "pitr"),
-                   ("Next run", "next"), ("Verified", "verified"), ("Held by", "locations")]
+        columns = [
+            ("Source", "source"),
+            ("Newest", "newest"),
+            ("Age/RPO", "age"),
+            ("PITR", "pitr"),
+            ("Next run", "next"),
+            ("Verified", "verified"),
+            ("Held by", "locations"),
+        ]
         if not self.console.config.database.enabled:
             columns.remove(("PITR", "pitr"))
         self.columns = [key for _, key in columns]
         for label, key in columns:
             src.add_column(label, key=key)
         run = self.query_one("#running", DataTable)
-        for label, key in (("Job", "job"), ("Progress", "progress"), ("Rate", "rate"), ("ETA", "eta"),
-                           ("Phase", "phase")):
+        for label, key in (
+            ("Job", "job"),
+            ("Progress", "progress"),
+            ("Rate", "rate"),
+            ("ETA", "eta"),
+            ("Phase", "phase"),
+        ):
             run.add_column(label, key=key)
         self.refresh_data()
         self.set_interval(30, self.refresh_data)  # ages move even when nothing happens
@@ -85,8 +114,12 @@ class DashboardScreen(ConsoleScreen):
             health = await evaluate_health(self.console.config, now=self.console.now())
         except Exception as exc:  # a state folder that cannot be read: said, not hidden
             health = exc
-        self.post_message(DataLoaded("dashboard", {"snaps": snaps, "damaged": damaged, "pitr": pitr,
-                                                   "holders": await _holders(svc), "health": health}))
+        self.post_message(
+            DataLoaded(
+                "dashboard",
+                {"snaps": snaps, "damaged": damaged, "pitr": pitr, "holders": await _holders(svc), "health": health},
+            )
+        )
 
     def on_load_failed(self, message: LoadFailed) -> None:
         self.query_one("#alerts", Static).update(plain(f"⚠ cannot read the {message.what}: {message.error}"))
@@ -118,17 +151,25 @@ class DashboardScreen(ConsoleScreen):
                     mark = _MARK[check.level] if check else "?"
                     if check and check.stale:
                         mark += " LATE"
-                    age = f"{mark} {human_age(now - s.datetime).removesuffix(' ago')}/" \
-                          f"{human_duration(rpo.total_seconds()).removesuffix('00m')}"
+                    age = (
+                        f"{mark} {human_age(now - s.datetime).removesuffix(' ago')}/"
+                        f"{human_duration(rpo.total_seconds()).removesuffix('00m')}"
+                    )
                     newest_text = compact_time(s.datetime)
                 pitr = "-"
                 if name == "database" and data["pitr"]:
                     w = data["pitr"]
                     pitr = f"{w['from'][:16]}..{w['to'][11:16]}" if "from" in w else "unknown"
                 nxt = next_run(cfg, now, name)
-                values = {"source": short_source(name), "newest": newest_text, "age": age, "pitr": pitr,
-                          "next": compact_time(nxt) if nxt else "off", "verified": verified,
-                          "locations": ", ".join(holders.get(s.id, [PRIMARY_NAME])) if s else "-"}
+                values = {
+                    "source": short_source(name),
+                    "newest": newest_text,
+                    "age": age,
+                    "pitr": pitr,
+                    "next": compact_time(nxt) if nxt else "off",
+                    "verified": verified,
+                    "locations": ", ".join(holders.get(s.id, [PRIMARY_NAME])) if s else "-",
+                }
                 row = [values[c] for c in self.columns]
                 if name in table.rows:
                     for col, value in zip(self.columns, row):
@@ -142,8 +183,10 @@ class DashboardScreen(ConsoleScreen):
             if s.id in shrinks and f"shrink {name}" not in checks:
                 # The catalog knows of a shrink the job history does not (a backup from elsewhere).
                 sh = shrinks[s.id]
-                alerts.append(f"⚠ {name}: suspicious shrink, {sh.previous_files} -> {sh.files} files "
-                              f"in snapshot {s.short_id} (a wrong mount or a wipe?)")
+                alerts.append(
+                    f"⚠ {name}: suspicious shrink, {sh.previous_files} -> {sh.files} files "
+                    f"in snapshot {s.short_id} (a wrong mount or a wipe?)"
+                )
         for e in data["damaged"]:
             alerts.append(f"✘ damaged snapshot manifest {e.key}: {e.reason}")
         self.query_one("#alerts", Static).update(_health_text(health, alerts))
@@ -161,9 +204,13 @@ class DashboardScreen(ConsoleScreen):
                 table.remove_row(key)
             for j in running.values():
                 pr = j.progress
-                row = (f"{job_summary(j)} ({j.origin})", bar(progress_fraction(j)),
-                       f"{human_bytes(pr.rate)}/s" if pr else "-",
-                       human_duration(pr.eta_seconds) if pr else "-", pr.phase if pr else j.state.value)
+                row = (
+                    f"{job_summary(j)} ({j.origin})",
+                    bar(progress_fraction(j)),
+                    f"{human_bytes(pr.rate)}/s" if pr else "-",
+                    human_duration(pr.eta_seconds) if pr else "-",
+                    pr.phase if pr else j.state.value,
+                )
                 if j.id in table.rows:
                     for col, value in zip(("job", "progress", "rate", "eta", "phase"), row):
                         table.update_cell(j.id, col, value)
@@ -199,9 +246,12 @@ _MARK = {"ok": "✔", "warning": "⚠", "critical": "✘"}
 MAX_FINDINGS = 4
 
 # What fixes a finding, in this console's keys (the CLI words the same ids in `status`).
-_FIX_KEYS = {"backup": "b: back up now", "verify": "v: Verify screen",
-             "repair": "v: Verify screen; then `axisor-backup repair` (docs/OPERATIONS.md)",
-             "daemon": "start the daemon: `axisor-backup daemon`"}
+_FIX_KEYS = {
+    "backup": "b: back up now",
+    "verify": "v: Verify screen",
+    "repair": "v: Verify screen; then `axisor-backup repair` (docs/OPERATIONS.md)",
+    "daemon": "start the daemon: `axisor-backup daemon`",
+}
 
 
 def _health_text(health: Health | Exception, catalog_alerts: list[str]) -> str:

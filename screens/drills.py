@@ -62,7 +62,7 @@ def parse_log_line(line: str) -> ChecklistItem | None:
     status = tail.split(" ", 1)[0].split(":", 1)[0]
     if status not in MARKS:
         return None
-    return ChecklistItem(kind, name, status, tail[len(status):])
+    return ChecklistItem(kind, name, status, tail[len(status) :])
 
 
 def history_cells(row: dict) -> tuple[str, str, str, str, str, str]:
@@ -75,13 +75,18 @@ def history_cells(row: dict) -> tuple[str, str, str, str, str, str]:
     rpos = [r for r in row.get("rpo", []) if r.get("achieved_seconds") is not None]
     if rpos:
         worst = max(rpos, key=lambda r: r["achieved_seconds"])
-        rpo_text = f"{human_duration(worst['achieved_seconds'])}/{human_duration(worst['objective_seconds'])} " \
-                   f"{worst['status'] if worst['status'] == 'ok' else worst['status'].upper()}"
+        rpo_text = (
+            f"{human_duration(worst['achieved_seconds'])}/{human_duration(worst['objective_seconds'])} "
+            f"{worst['status'] if worst['status'] == 'ok' else worst['status'].upper()}"
+        )
     else:
         rpo_text = "-"
     change = row.get("rto_change_seconds")
-    trend = "first" if change is None else ("same" if abs(change) < 0.05 else
-                                            f"{'slower' if change > 0 else 'faster'} {abs(change):.1f}s")
+    trend = (
+        "first"
+        if change is None
+        else ("same" if abs(change) < 0.05 else f"{'slower' if change > 0 else 'faster'} {abs(change):.1f}s")
+    )
     return compact_time(started), row["scenario"], verdict, rto_text, rpo_text, trend
 
 
@@ -122,13 +127,15 @@ class DrillsScreen(ConsoleScreen):
         with ContentSwitcher(initial="history", id="drills"):
             with Vertical(id="history"):
                 yield Static("Drills: n starts the wizard, o shows a report", classes="question")
-                yield FitTable(id="drill-history", cursor_type="row", zebra_stripes=True,
-                               priorities={"rpo": 2, "trend": 3})
+                yield FitTable(
+                    id="drill-history", cursor_type="row", zebra_stripes=True, priorities={"rpo": 2, "trend": 3}
+                )
                 yield Static("", markup=False, id="history-note")
             with Vertical(id="scenario"):
                 yield Static("Which disaster do you rehearse? (Enter chooses, Esc goes back)", classes="question")
-                yield OptionList(*(Option(f"{name}: {SCENARIO_HELP[name]}", id=name) for name in DRILL_SCENARIOS),
-                                 id="scenario-list")
+                yield OptionList(
+                    *(Option(f"{name}: {SCENARIO_HELP[name]}", id=name) for name in DRILL_SCENARIOS), id="scenario-list"
+                )
             with Vertical(id="options"):
                 yield Static("Read from which location? (empty: the primary)", classes="question")
                 yield Input(placeholder="location name", id="drill-location")
@@ -146,8 +153,14 @@ class DrillsScreen(ConsoleScreen):
 
     def on_mount(self) -> None:
         t = self.query_one("#drill-history", DataTable)
-        for label, key in (("When", "when"), ("Scenario", "scenario"), ("Result", "result"),
-                           ("RTO/goal", "rto"), ("RPO/goal", "rpo"), ("RTO trend", "trend")):
+        for label, key in (
+            ("When", "when"),
+            ("Scenario", "scenario"),
+            ("Result", "result"),
+            ("RTO/goal", "rto"),
+            ("RPO/goal", "rpo"),
+            ("RTO trend", "trend"),
+        ):
             t.add_column(label, key=key)
         t.focus()
         self.refresh_data()
@@ -272,17 +285,28 @@ class DrillsScreen(ConsoleScreen):
         self.go("confirm")
 
     def params(self) -> dict[str, Any]:
-        return {"scenario": self.scenario, "from": self.location,
-                "to_time": self.to_time.isoformat() if self.to_time else None}
+        return {
+            "scenario": self.scenario,
+            "from": self.location,
+            "to_time": self.to_time.isoformat() if self.to_time else None,
+        }
 
     def confirm_text(self) -> str:
-        lines = [f"Start a {self.scenario} drill?", "",
-                 f"  scenario:      {self.scenario} ({SCENARIO_HELP.get(self.scenario or '', '')})",
-                 f"  location:      {self.location or 'the primary'}",
-                 f"  point in time: {self.to_time.isoformat() if self.to_time else 'the newest backup'}", "",
-                 "Live data is never touched: the drill restores into scratch targets and removes them.", ""]
-        lines.append("Read-only console: a drill cannot be started here (Esc goes back)." if self.console.read_only
-                     else "y starts the drill, Esc goes back")
+        lines = [
+            f"Start a {self.scenario} drill?",
+            "",
+            f"  scenario:      {self.scenario} ({SCENARIO_HELP.get(self.scenario or '', '')})",
+            f"  location:      {self.location or 'the primary'}",
+            f"  point in time: {self.to_time.isoformat() if self.to_time else 'the newest backup'}",
+            "",
+            "Live data is never touched: the drill restores into scratch targets and removes them.",
+            "",
+        ]
+        lines.append(
+            "Read-only console: a drill cannot be started here (Esc goes back)."
+            if self.console.read_only
+            else "y starts the drill, Esc goes back"
+        )
         return "\n".join(lines)
 
     def action_confirm(self) -> None:

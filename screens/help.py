@@ -42,9 +42,13 @@ class HelpScreen(ModalScreen[None]):
         with Vertical(id="help-box"):
             yield Static(f"Keys: {self.title_text}", id="help-title")
             yield PlainTable(id="help-table", cursor_type="row", zebra_stripes=True)
-            yield Static("Esc or ? closes. Ctrl+P: the command palette (every action and screen). "
-                         ": the command line (:jobs, :restore latest, :drill SCENARIO, :snapshot ID; "
-                         "Tab completes).", markup=False, id="help-foot")
+            yield Static(
+                "Esc or ? closes. Ctrl+P: the command palette (every action and screen). "
+                ": the command line (:jobs, :restore latest, :drill SCENARIO, :snapshot ID; "
+                "Tab completes).",
+                markup=False,
+                id="help-foot",
+            )
 
     def on_mount(self) -> None:
         t = self.query_one(DataTable)

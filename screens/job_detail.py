@@ -13,7 +13,15 @@ from textual.widgets import Header, Log, ProgressBar, Static
 
 from core.jobs.api import Job
 from screens.footer import KeyFooter
-from screens.base import STATE_MARK, ConsoleScreen, human_bytes, human_duration, job_summary, progress_fraction, short_time
+from screens.base import (
+    STATE_MARK,
+    ConsoleScreen,
+    human_bytes,
+    human_duration,
+    job_summary,
+    progress_fraction,
+    short_time,
+)
 from screens.confirm import ConfirmScreen
 from screens.messages import DataLoaded, JobLogLine
 
@@ -72,7 +80,8 @@ class JobDetailScreen(ConsoleScreen):
         if job.id != self.job_id:
             return
         self.query_one("#job-head", Static).update(
-            f"{STATE_MARK[job.state]}  {job_summary(job)}  ·  job {job.id}  ·  from {job.origin}")
+            f"{STATE_MARK[job.state]}  {job_summary(job)}  ·  job {job.id}  ·  from {job.origin}"
+        )
         frac = progress_fraction(job)
         pbar = self.query_one(ProgressBar)
         if job.state.finished and job.error is None:
@@ -82,14 +91,17 @@ class JobDetailScreen(ConsoleScreen):
         else:
             pbar.update(total=None)
         pr = job.progress
-        facts = [f"created {short_time(job.created_at)}   started {short_time(job.started_at)}   "
-                 f"finished {short_time(job.finished_at)}"]
+        facts = [
+            f"created {short_time(job.created_at)}   started {short_time(job.started_at)}   "
+            f"finished {short_time(job.finished_at)}"
+        ]
         if pr:
             total = f" of {human_bytes(pr.bytes_total)}" if pr.bytes_total else ""
             files = f" of {pr.files_total}" if pr.files_total else ""
             facts.append(f"phase {pr.phase}: {human_bytes(pr.bytes_done)}{total}, {pr.files_done}{files} {pr.unit}")
-            facts.append(f"rate {human_bytes(pr.rate)}/s   ETA {human_duration(pr.eta_seconds)}   "
-                         f"warnings {pr.warnings}")
+            facts.append(
+                f"rate {human_bytes(pr.rate)}/s   ETA {human_duration(pr.eta_seconds)}   warnings {pr.warnings}"
+            )
             if pr.current:
                 facts.append(f"now: {pr.current}")
         if job.error:
@@ -103,6 +115,7 @@ class JobDetailScreen(ConsoleScreen):
         if job is None or job.state.finished:
             self.notify("this job has finished", severity="warning")
             return
+
         def answered(yes: bool | None) -> None:
             if yes:
                 self._cancel()

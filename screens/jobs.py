@@ -10,13 +10,29 @@ from textual.widgets import DataTable, Header, Input
 from core.jobs.api import Job
 from screens.footer import KeyFooter
 from screens.base import (
-    STATE_MARK, ConsoleScreen, FitTable, TableFilter, bar, human_bytes, human_duration, job_summary,
-    progress_fraction, short_time,
+    STATE_MARK,
+    ConsoleScreen,
+    FitTable,
+    TableFilter,
+    bar,
+    human_bytes,
+    human_duration,
+    job_summary,
+    progress_fraction,
+    short_time,
 )
 from screens.confirm import ConfirmScreen
 
-COLUMNS = (("State", "state"), ("Job", "job"), ("Origin", "origin"), ("Started", "started"),
-           ("Progress", "progress"), ("Rate", "rate"), ("ETA", "eta"), ("Id", "id"))
+COLUMNS = (
+    ("State", "state"),
+    ("Job", "job"),
+    ("Origin", "origin"),
+    ("Started", "started"),
+    ("Progress", "progress"),
+    ("Rate", "rate"),
+    ("ETA", "eta"),
+    ("Id", "id"),
+)
 
 
 class JobsScreen(TableFilter, ConsoleScreen):
@@ -31,10 +47,15 @@ class JobsScreen(TableFilter, ConsoleScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Input(placeholder="filter: kind, state, origin… (Enter keeps, Esc clears)", id="filter",
-                    classes="filter")
-        yield FitTable(id="jobs", cursor_type="row", zebra_stripes=True, flex="job", flex_min=14,
-                       priorities={"origin": 4, "started": 3, "rate": 3, "eta": 2, "id": 2})
+        yield Input(placeholder="filter: kind, state, origin… (Enter keeps, Esc clears)", id="filter", classes="filter")
+        yield FitTable(
+            id="jobs",
+            cursor_type="row",
+            zebra_stripes=True,
+            flex="job",
+            flex_min=14,
+            priorities={"origin": 4, "started": 3, "rate": 3, "eta": 2, "id": 2},
+        )
         yield KeyFooter()
 
     def on_mount(self) -> None:
@@ -50,10 +71,16 @@ class JobsScreen(TableFilter, ConsoleScreen):
 
     def _row(self, j: Job) -> tuple[str, ...]:
         pr = j.progress
-        return (STATE_MARK[j.state], job_summary(j), j.origin, short_time(j.started_at or j.created_at),
-                bar(progress_fraction(j), 10) if not j.state.finished else "",
-                f"{human_bytes(pr.rate)}/s" if pr and not j.state.finished else "",
-                human_duration(pr.eta_seconds) if pr and not j.state.finished else "", j.id)
+        return (
+            STATE_MARK[j.state],
+            job_summary(j),
+            j.origin,
+            short_time(j.started_at or j.created_at),
+            bar(progress_fraction(j), 10) if not j.state.finished else "",
+            f"{human_bytes(pr.rate)}/s" if pr and not j.state.finished else "",
+            human_duration(pr.eta_seconds) if pr and not j.state.finished else "",
+            j.id,
+        )
 
     def _visible(self, j: Job) -> bool:
         text = self.query_one("#filter", Input).value.strip().lower()
@@ -97,13 +124,15 @@ class JobsScreen(TableFilter, ConsoleScreen):
         if job is None or job.state.finished:
             self.notify("select a pending or running job to cancel", severity="warning")
             return
+
         def answered(yes: bool | None) -> None:
             if yes:
                 self._cancel(job.id)
 
-        self.app.push_screen(ConfirmScreen(f"Cancel {job_summary(job)} ({job.id})?",
-                                           detail="What it has written so far stays valid."),
-                             answered)
+        self.app.push_screen(
+            ConfirmScreen(f"Cancel {job_summary(job)} ({job.id})?", detail="What it has written so far stays valid."),
+            answered,
+        )
 
     @work(group="cancel", exit_on_error=False)
     async def _cancel(self, job_id: str) -> None:

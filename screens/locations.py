@@ -11,8 +11,16 @@ from screens.footer import KeyFooter
 from screens.base import FitTable, ConsoleScreen, human_bytes, plain
 from screens.messages import DataLoaded, LoadFailed
 
-COLUMNS = (("Location", "name"), ("Health", "health"), ("Latency", "latency"), ("Used", "used"),
-           ("Objects", "objects"), ("Free", "free"), ("Growth", "growth"), ("Where", "where"))
+COLUMNS = (
+    ("Location", "name"),
+    ("Health", "health"),
+    ("Latency", "latency"),
+    ("Used", "used"),
+    ("Objects", "objects"),
+    ("Free", "free"),
+    ("Growth", "growth"),
+    ("Where", "where"),
+)
 
 
 async def location_statuses(console) -> list:
@@ -21,14 +29,20 @@ async def location_statuses(console) -> list:
 
 
 class LocationsScreen(ConsoleScreen):
-    BINDINGS = [Binding("f5,ctrl+r", "reload", "Probe again", id="locations.refresh",
-                        tooltip="Probe every location now")]
+    BINDINGS = [
+        Binding("f5,ctrl+r", "reload", "Probe again", id="locations.refresh", tooltip="Probe every location now")
+    ]
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("probing locations…", markup=False, id="locations-note")
-        yield FitTable(id="locations", cursor_type="row", zebra_stripes=True, flex="where",
-                       priorities={"latency": 3, "used": 2, "objects": 4, "free": 2, "growth": 3, "where": 3})
+        yield FitTable(
+            id="locations",
+            cursor_type="row",
+            zebra_stripes=True,
+            flex="where",
+            priorities={"latency": 3, "used": 2, "objects": 4, "free": 2, "growth": 3, "where": 3},
+        )
         yield KeyFooter()
 
     def on_mount(self) -> None:
@@ -69,19 +83,29 @@ class LocationsScreen(ConsoleScreen):
                     health = "⚠ empty"
                 else:
                     health = "✔ ok"
-                growth = "-" if st.growth_bytes is None else (
-                    f"{'+' if st.growth_bytes >= 0 else ''}{human_bytes(st.growth_bytes)} since "
-                    f"{(st.growth_since or '')[:10]}")
-                row = (st.name + (" (primary)" if st.primary else ""), health,
-                       "-" if st.latency_ms is None else f"{st.latency_ms:.0f} ms",
-                       human_bytes(st.bytes_used) if st.bytes_used is not None else "-",
-                       "-" if st.objects is None else str(st.objects),
-                       human_bytes(st.free_bytes) if st.free_bytes is not None else "-", growth,
-                       f"{st.provider}: {st.where}")
+                growth = (
+                    "-"
+                    if st.growth_bytes is None
+                    else (
+                        f"{'+' if st.growth_bytes >= 0 else ''}{human_bytes(st.growth_bytes)} since "
+                        f"{(st.growth_since or '')[:10]}"
+                    )
+                )
+                row = (
+                    st.name + (" (primary)" if st.primary else ""),
+                    health,
+                    "-" if st.latency_ms is None else f"{st.latency_ms:.0f} ms",
+                    human_bytes(st.bytes_used) if st.bytes_used is not None else "-",
+                    "-" if st.objects is None else str(st.objects),
+                    human_bytes(st.free_bytes) if st.free_bytes is not None else "-",
+                    growth,
+                    f"{st.provider}: {st.where}",
+                )
                 if st.name in t.rows:
                     for (_, col), value in zip(COLUMNS, row):
                         t.update_cell(st.name, col, value)
                 else:
                     t.add_row(*row, key=st.name)
         self.query_one("#locations-note", Static).update(
-            f"{t.row_count} location(s); " + (f"✘ {down} down" if down else "all reachable"))
+            f"{t.row_count} location(s); " + (f"✘ {down} down" if down else "all reachable")
+        )

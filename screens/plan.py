@@ -28,8 +28,12 @@ def next_run(config: Config, now: datetime, source: str | None = None) -> dateti
     (the scheduler is off, or no enabled backup schedule covers it)."""
     if not config.schedule.enabled:
         return None
-    runs = [r for s in schedules(config) if s.enabled and s.task == "backup"
-            and (source is None or source in s.sources) for r in next_runs(s, now, 1)]
+    runs = [
+        r
+        for s in schedules(config)
+        if s.enabled and s.task == "backup" and (source is None or source in s.sources)
+        for r in next_runs(s, now, 1)
+    ]
     return min(runs) if runs else None
 
 

@@ -40,8 +40,10 @@ def leaving_text(jobs: list[Job], mode: str) -> str:
     if mode == "daemon":
         head = f"{what} in the daemon; leaving does not stop {'it' if n == 1 else 'them'}."
     else:
-        head = (f"{what} in this console's own engine (no daemon): leaving closes the screen, "
-                f"and the process stays until {'it finishes' if n == 1 else 'they finish'}.")
+        head = (
+            f"{what} in this console's own engine (no daemon): leaving closes the screen, "
+            f"and the process stays until {'it finishes' if n == 1 else 'they finish'}."
+        )
     return head + "\n\n" + "\n".join("• " + waiting_line(j) for j in jobs)
 
 
@@ -50,9 +52,16 @@ class QuitScreen(ModalScreen[str | None]):
 
     MUTATING: ClassVar[frozenset[str]] = frozenset({"cancel"})
     BINDINGS = [
-        Binding("enter", "answer('detach')", "Leave, jobs go on", id="quit.detach",
-                tooltip="Leave the console; the jobs keep running"),
-        Binding("k", "cancel", "Cancel jobs", id="quit.cancel", tooltip="Cancel the running jobs, then leave (asks first)"),
+        Binding(
+            "enter",
+            "answer('detach')",
+            "Leave, jobs go on",
+            id="quit.detach",
+            tooltip="Leave the console; the jobs keep running",
+        ),
+        Binding(
+            "k", "cancel", "Cancel jobs", id="quit.cancel", tooltip="Cancel the running jobs, then leave (asks first)"
+        ),
         Binding("escape", "answer(None)", "Stay", id="quit.stay", tooltip="Back to the console"),
     ]
     DEFAULT_CSS = """

@@ -26,7 +26,16 @@ from core.service import Snapshot
 from core.sources.postgres import names
 from core.text import shown
 from screens.footer import KeyFooter
-from screens.base import FitTable, ConsoleScreen, StopAtEndsOptionList, bar, human_bytes, human_duration, progress_fraction, short_time
+from screens.base import (
+    FitTable,
+    ConsoleScreen,
+    StopAtEndsOptionList,
+    bar,
+    human_bytes,
+    human_duration,
+    progress_fraction,
+    short_time,
+)
 from screens.messages import DataLoaded, LoadFailed
 
 WHAT = (
@@ -43,8 +52,14 @@ class RestoreWizardScreen(ConsoleScreen):
     BINDINGS = [
         Binding("escape", "step_back", "Back", id="wizard.back", tooltip="Back one step"),
         Binding("enter", "next", "Next", show=False, id="wizard.next", tooltip="Take the highlighted choice"),
-        Binding("space", "toggle_mark", "Select", show=False, id="wizard.toggle",
-                tooltip="Select or unselect the highlighted file or table"),
+        Binding(
+            "space",
+            "toggle_mark",
+            "Select",
+            show=False,
+            id="wizard.toggle",
+            tooltip="Select or unselect the highlighted file or table",
+        ),
         Binding("ctrl+n", "new", "New restore", id="wizard.new", tooltip="Start over"),
     ]
 
@@ -76,15 +91,22 @@ class RestoreWizardScreen(ConsoleScreen):
                 yield StopAtEndsOptionList(id="source-list")
             with Vertical(id="point"):
                 yield Static("Which point in time? Pick a snapshot.", classes="question", id="point-question")
-                yield FitTable(id="point-table", cursor_type="row", zebra_stripes=True,
-                               priorities={"source": 2, "type": 3, "size": 2, "files": 3})
-                yield Input(placeholder="or a time inside the PITR window: YYYY-MM-DD HH:MM:SS+00:00",
-                            id="point-time")
+                yield FitTable(
+                    id="point-table",
+                    cursor_type="row",
+                    zebra_stripes=True,
+                    priorities={"source": 2, "type": 3, "size": 2, "files": 3},
+                )
+                yield Input(placeholder="or a time inside the PITR window: YYYY-MM-DD HH:MM:SS+00:00", id="point-time")
             with Vertical(id="select"):
-                yield Static("Select with Space, then Enter. Nothing selected: the highlighted one.",
-                             classes="question", id="select-question")
-                yield FitTable(id="select-table", cursor_type="row", zebra_stripes=True, flex="name",
-                               priorities={"size": 2})
+                yield Static(
+                    "Select with Space, then Enter. Nothing selected: the highlighted one.",
+                    classes="question",
+                    id="select-question",
+                )
+                yield FitTable(
+                    id="select-table", cursor_type="row", zebra_stripes=True, flex="name", priorities={"size": 2}
+                )
             with Vertical(id="where"):
                 yield Static("Where to?", classes="question")
                 yield StopAtEndsOptionList(id="where-list")
@@ -106,8 +128,14 @@ class RestoreWizardScreen(ConsoleScreen):
 
     def on_mount(self) -> None:
         pt = self.query_one("#point-table", DataTable)
-        for label, key in (("Id", "id"), ("Time", "time"), ("Source", "source"), ("Type", "type"),
-                           ("Size", "size"), ("Files", "files")):
+        for label, key in (
+            ("Id", "id"),
+            ("Time", "time"),
+            ("Source", "source"),
+            ("Type", "type"),
+            ("Size", "size"),
+            ("Files", "files"),
+        ):
             pt.add_column(label, key=key)
         st = self.query_one("#select-table", DataTable)
         for label, key in (("", "mark"), ("Path or table", "name"), ("Size or rows", "size")):
@@ -142,9 +170,16 @@ class RestoreWizardScreen(ConsoleScreen):
 
     @work(exclusive=True, group="wizard-feasibility", exit_on_error=False)
     async def _check_feasibility(self) -> None:
-        self.post_message(DataLoaded("feasibility", await feasibility(
-            self.console.service, read_only=self.console.read_only,
-            engine_connected=self.console.engine is not None)))
+        self.post_message(
+            DataLoaded(
+                "feasibility",
+                await feasibility(
+                    self.console.service,
+                    read_only=self.console.read_only,
+                    engine_connected=self.console.engine is not None,
+                ),
+            )
+        )
 
     def on_load_failed(self, message: LoadFailed) -> None:
         self.notify(f"cannot read the {message.what}: {message.error}", severity="error")
@@ -172,7 +207,8 @@ class RestoreWizardScreen(ConsoleScreen):
         self.feasible = f
         lines = [f"✘ {b}" for b in f.blockers] + [f"⚠ {n}" for n in f.notes]
         self.query_one("#what-feasibility", Static).update(
-            "\n".join(lines) if lines else "✔ a restore can start: engine connected, repository free")
+            "\n".join(lines) if lines else "✔ a restore can start: engine connected, repository free"
+        )
 
     # -- step machinery -------------------------------------------------------------------
 
@@ -190,8 +226,14 @@ class RestoreWizardScreen(ConsoleScreen):
         if p.where:
             crumbs.append("Where: " + ("original place" if p.where == "original" else p.target))
         self.query_one("#wizard-crumbs", Static).update(f"Restore wizard — step: {step}   " + " › ".join(crumbs))
-        focus = {"what": "#what-list", "source": "#source-list", "point": "#point-table", "select": "#select-table",
-                 "where": "#where-list", "confirm": "#confirm-input"}.get(step)
+        focus = {
+            "what": "#what-list",
+            "source": "#source-list",
+            "point": "#point-table",
+            "select": "#select-table",
+            "where": "#where-list",
+            "confirm": "#confirm-input",
+        }.get(step)
         if focus:
             self.query_one(focus).focus()
         else:
@@ -207,7 +249,8 @@ class RestoreWizardScreen(ConsoleScreen):
     def action_step_back(self) -> None:
         if self.step in ("progress", "result") or self.started:
             self.app.switch_mode("dashboard") if self.step == "result" else self.notify(
-                "the restore is running in the engine; follow it on the Jobs screen (j)")
+                "the restore is running in the engine; follow it on the Jobs screen (j)"
+            )
             return
         if not self.history:
             self.app.switch_mode("dashboard")
@@ -254,9 +297,11 @@ class RestoreWizardScreen(ConsoleScreen):
         t = self.query_one("#point-table", DataTable)
         if snapshot_id not in t.rows:
             # The catalog shows every location; the wizard restores from the primary.
-            self.notify(f"snapshot {snapshot_id[:8]} is not in the primary location; pick another point, or "
-                        f"restore it with `axisor-backup restore {snapshot_id[:8]} --from LOCATION`",
-                        severity="warning")
+            self.notify(
+                f"snapshot {snapshot_id[:8]} is not in the primary location; pick another point, or "
+                f"restore it with `axisor-backup restore {snapshot_id[:8]} --from LOCATION`",
+                severity="warning",
+            )
             return
         t.move_cursor(row=t.get_row_index(snapshot_id))
         self._choose_point()
@@ -327,8 +372,11 @@ class RestoreWizardScreen(ConsoleScreen):
                     seen.add(s.backup_set)
                     out.append(s)
             return out
-        return [s for s in self.snapshots if s.source == p.source
-                and (p.what != "tables" or s.metadata.get("mode") == "logical")]
+        return [
+            s
+            for s in self.snapshots
+            if s.source == p.source and (p.what != "tables" or s.metadata.get("mode") == "logical")
+        ]
 
     def _enter_point(self) -> None:
         t = self.query_one("#point-table", DataTable)
@@ -336,12 +384,25 @@ class RestoreWizardScreen(ConsoleScreen):
         for s in self._candidates():
             if self.plan.what == "platform":
                 members = [x for x in self.snapshots if x.backup_set == s.backup_set]
-                t.add_row(s.backup_set[:8], short_time(s.datetime), f"{len(members)} sources", "set",
-                          human_bytes(sum(x.summary.total_bytes for x in members)),
-                          str(sum(x.summary.total_files for x in members)), key=s.id)
+                t.add_row(
+                    s.backup_set[:8],
+                    short_time(s.datetime),
+                    f"{len(members)} sources",
+                    "set",
+                    human_bytes(sum(x.summary.total_bytes for x in members)),
+                    str(sum(x.summary.total_files for x in members)),
+                    key=s.id,
+                )
             else:
-                t.add_row(s.short_id, short_time(s.datetime), s.source, s.type, human_bytes(s.summary.total_bytes),
-                          str(s.summary.total_files), key=s.id)
+                t.add_row(
+                    s.short_id,
+                    short_time(s.datetime),
+                    s.source,
+                    s.type,
+                    human_bytes(s.summary.total_bytes),
+                    str(s.summary.total_files),
+                    key=s.id,
+                )
         pitr = self.plan.what == "source" and self.plan.is_database and bool(self.pitr_window)
         inp = self.query_one("#point-time", Input)
         inp.display = pitr
@@ -448,8 +509,9 @@ class RestoreWizardScreen(ConsoleScreen):
         inp.value = ""
         if self.plan.to_time:
             # Point-in-time recovery builds a new cluster; it never replaces the live one.
-            ol.add_options([Option("A new data directory (a separate PostgreSQL cluster, started on a free port)",
-                                   id="alternate")])
+            ol.add_options(
+                [Option("A new data directory (a separate PostgreSQL cluster, started on a free port)", id="alternate")]
+            )
             inp.placeholder = "new data directory, e.g. /var/tmp/pitr"
             ol.highlighted = 0
             return
@@ -457,13 +519,22 @@ class RestoreWizardScreen(ConsoleScreen):
             db = self.console.config.database.dbname or "the configured database"
             # The safe choice first and under the cursor; the destructive one last, behind a
             # separator, and the list does not wrap: no single key lands on it by accident.
-            ol.add_options([Option("Another database (created when missing)", id="alternate"), None,
-                            Option(f"Original database ({db}): REPLACES its contents", id="original")])
+            ol.add_options(
+                [
+                    Option("Another database (created when missing)", id="alternate"),
+                    None,
+                    Option(f"Original database ({db}): REPLACES its contents", id="original"),
+                ]
+            )
             inp.placeholder = "database name on the configured server, e.g. axisor_restored"
         else:
-            ol.add_options([Option("Another folder (each file lands at FOLDER + its original path)",
-                                   id="alternate"), None,
-                            Option("Original place: OVERWRITES the live files", id="original")])
+            ol.add_options(
+                [
+                    Option("Another folder (each file lands at FOLDER + its original path)", id="alternate"),
+                    None,
+                    Option("Original place: OVERWRITES the live files", id="original"),
+                ]
+            )
             inp.placeholder = "folder, e.g. /var/tmp/restore"
         ol.highlighted = 0
 
@@ -480,8 +551,7 @@ class RestoreWizardScreen(ConsoleScreen):
         try:
             pf = await self._compute_preflight(plan)
         except Exception as exc:
-            pf = Preflight(lines=(), overwrites=(), problems=(f"preflight failed: {exc}",), safety="",
-                           confirm_word="")
+            pf = Preflight(lines=(), overwrites=(), problems=(f"preflight failed: {exc}",), safety="", confirm_word="")
         self.post_message(DataLoaded("preflight", pf))
 
     async def _compute_preflight(self, plan: Plan) -> Preflight:
@@ -494,9 +564,14 @@ class RestoreWizardScreen(ConsoleScreen):
             text += "\n\n✘ cannot start:\n" + "\n".join(f"  {p}" for p in pf.problems)
         self.query_one("#preflight-text", Static).update(text)
         self.query_one("#preflight-hint", Static).update(
-            "Esc goes back." if pf.problems else
-            ("Enter continues to the confirmation; Esc goes back." if pf.confirm_word
-             else "Enter starts the restore; Esc goes back."))
+            "Esc goes back."
+            if pf.problems
+            else (
+                "Enter continues to the confirmation; Esc goes back."
+                if pf.confirm_word
+                else "Enter starts the restore; Esc goes back."
+            )
+        )
 
     def _after_preflight(self) -> None:
         pf = self.preflight
@@ -508,7 +583,8 @@ class RestoreWizardScreen(ConsoleScreen):
         if pf.confirm_word:
             self.query_one("#confirm-question", Static).update(
                 f"This overwrites live data ({len(pf.overwrites)} item(s)).\n"
-                f"Type  {pf.confirm_word}  and press Enter to restore. Esc goes back.")
+                f"Type  {pf.confirm_word}  and press Enter to restore. Esc goes back."
+            )
             self.query_one("#confirm-input", Input).value = ""
             self._go("confirm", self.plan)
         else:
@@ -548,8 +624,11 @@ class RestoreWizardScreen(ConsoleScreen):
             finished.append(done)
             if done.state != JobState.COMPLETED:
                 break
-        checks = await asyncio.to_thread(_validate_files, pf.expected) if all(
-            j.state == JobState.COMPLETED for j in finished) and finished else []
+        checks = (
+            await asyncio.to_thread(_validate_files, pf.expected)
+            if all(j.state == JobState.COMPLETED for j in finished) and finished
+            else []
+        )
         self.post_message(DataLoaded("validation", (finished, checks, len(pf.jobs))))
 
     def job_updated(self, job: Job) -> None:
@@ -564,10 +643,12 @@ class RestoreWizardScreen(ConsoleScreen):
         total = len(self.preflight.jobs) if self.preflight else n
         text = f"job {n} of {total}: {job.kind} {job.id} — {job.state.value}"
         if pr:
-            text += (f"\n{pr.phase}: {human_bytes(pr.bytes_done)}"
-                     + (f" of {human_bytes(pr.bytes_total)}" if pr.bytes_total else "")
-                     + f", {pr.files_done} files · {human_bytes(pr.rate)}/s · ETA {human_duration(pr.eta_seconds)}"
-                     + f"\n{bar(frac, 30)}")
+            text += (
+                f"\n{pr.phase}: {human_bytes(pr.bytes_done)}"
+                + (f" of {human_bytes(pr.bytes_total)}" if pr.bytes_total else "")
+                + f", {pr.files_done} files · {human_bytes(pr.rate)}/s · ETA {human_duration(pr.eta_seconds)}"
+                + f"\n{bar(frac, 30)}"
+            )
         self.query_one("#progress-text", Static).update(text)
 
     def _show_result(self, data: tuple[list[Job], list[str], int]) -> None:
@@ -582,8 +663,9 @@ class RestoreWizardScreen(ConsoleScreen):
                 bad = [t for t in r["tables"] if not t.get("ok")]
                 lines.append(f"   row counts: {len(r['tables']) - len(bad)} of {len(r['tables'])} tables match")
                 for t in bad[:8]:
-                    lines.append(f"   ✘ MISMATCH {t.get('table')}: expected {t.get('expected')}, "
-                                 f"found {t.get('actual')}")
+                    lines.append(
+                        f"   ✘ MISMATCH {t.get('table')}: expected {t.get('expected')}, found {t.get('actual')}"
+                    )
                 ok = ok and r.get("ok", True)
                 missed = r.get("not_restored")
                 if missed is not None:  # what the restore could not carry: a warning, named (docs/CLI.md)
@@ -592,8 +674,13 @@ class RestoreWizardScreen(ConsoleScreen):
                     if len(missed) > 8:
                         lines.append(f"     ... and {len(missed) - 8} more (the job's result lists them all)")
             for pf in (r.get("partial") or [])[:8]:  # a partial restore (exit 23): name each file
-                where = "; ".join(f"intact copy: location {c['location']}, snapshot {str(c['snapshot'])[:8]}"
-                                  for c in pf.get("intact_copies") or []) or "no intact copy found elsewhere"
+                where = (
+                    "; ".join(
+                        f"intact copy: location {c['location']}, snapshot {str(c['snapshot'])[:8]}"
+                        for c in pf.get("intact_copies") or []
+                    )
+                    or "no intact copy found elsewhere"
+                )
                 lines.append(f"   ✘ PARTIAL {pf.get('path')}: {pf.get('missing_bytes')} bytes missing ({where})")
             if r.get("partial_count", 0) > 8:
                 lines.append(f"   ... and {r['partial_count'] - 8} more partial files")
@@ -608,8 +695,8 @@ class RestoreWizardScreen(ConsoleScreen):
         head = "✔ RESTORE VALIDATED" if ok else "✘ RESTORE FAILED VALIDATION"
         self._go("result", self.plan)
         self.query_one("#result-text", Static).update(
-            head + "\n\n" + "\n".join(lines) + "\n\nCtrl+N starts another restore; Esc returns to the dashboard.")
-
+            head + "\n\n" + "\n".join(lines) + "\n\nCtrl+N starts another restore; Esc returns to the dashboard."
+        )
 
 
 def _validate_files(expected: tuple[tuple[str, int], ...]) -> list[str]:

@@ -35,8 +35,14 @@ class SchedulesScreen(ConsoleScreen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("", markup=False, id="schedules-note")
-        yield FitTable(id="schedules", cursor_type="row", zebra_stripes=True,
-                       priorities={"what": 2, "cron": 3}, flex="what", flex_min=14)
+        yield FitTable(
+            id="schedules",
+            cursor_type="row",
+            zebra_stripes=True,
+            priorities={"what": 2, "cron": 3},
+            flex="what",
+            flex_min=14,
+        )
         yield KeyFooter()
 
     def on_mount(self) -> None:
@@ -76,7 +82,7 @@ class SchedulesScreen(ConsoleScreen):
         with self.app.batch_update():
             for s in schedules(cfg):
                 st = self.states.get(s.name)
-                state = ("⏸ paused" if st and st.paused else "✔ active" if s.enabled else "off (disabled)")
+                state = "⏸ paused" if st and st.paused else "✔ active" if s.enabled else "off (disabled)"
                 runs = ", ".join(short_time(r)[5:] for r in next_runs(s, now, 3)) if s.enabled else "-"
                 row = (s.name, s.describe(), f"{s.cron} {s.timezone}", state, runs)
                 if s.name in t.rows:
@@ -85,8 +91,10 @@ class SchedulesScreen(ConsoleScreen):
                 else:
                     t.add_row(*row, key=s.name)
         self.query_one("#schedules-note", Static).update(
-            "The scheduler runs in the daemon (axisor-backup daemon)." if cfg.schedule.enabled else
-            "⚠ [schedule] enabled = false: nothing runs on its own. Enable it on the Settings screen (e).")
+            "The scheduler runs in the daemon (axisor-backup daemon)."
+            if cfg.schedule.enabled
+            else "⚠ [schedule] enabled = false: nothing runs on its own. Enable it on the Settings screen (e)."
+        )
 
     def selected(self) -> Schedule | None:
         t = self.query_one(DataTable)
@@ -112,13 +120,17 @@ class SchedulesScreen(ConsoleScreen):
     def action_pause(self) -> None:
         s = self.selected()
         if s:
+
             def answered(yes: bool | None) -> None:
                 if yes:
                     self._set_paused(s.name, True)
 
-            self.app.push_screen(ConfirmScreen(f"Pause schedule {s.name}?",
-                                               detail="Runs it would make while paused are not made later."),
-                                 answered)
+            self.app.push_screen(
+                ConfirmScreen(
+                    f"Pause schedule {s.name}?", detail="Runs it would make while paused are not made later."
+                ),
+                answered,
+            )
 
     def action_resume(self) -> None:
         s = self.selected()

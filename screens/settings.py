@@ -141,8 +141,13 @@ def write_config(path: Path, doc: dict) -> None:
 class SettingsScreen(ConsoleScreen):
     MUTATING = frozenset({"save"})
     BINDINGS = [
-        Binding("ctrl+s", "save", "Save", id="settings.save",
-                tooltip="Validate the edits and write them to config.toml (asks first)"),
+        Binding(
+            "ctrl+s",
+            "save",
+            "Save",
+            id="settings.save",
+            tooltip="Validate the edits and write them to config.toml (asks first)",
+        ),
         Binding("f5,ctrl+r", "reload", "Reload", id="settings.reload", tooltip="Read config.toml again"),
     ]
 
@@ -158,8 +163,9 @@ class SettingsScreen(ConsoleScreen):
             for dotted, label, _ in EDITABLE:
                 with Horizontal(classes="setting-row"):
                     yield Label(label, classes="setting-label")
-                    yield Input(id="edit-" + dotted.replace(".", "-"), classes="setting-input",
-                                disabled=self.console.read_only)
+                    yield Input(
+                        id="edit-" + dotted.replace(".", "-"), classes="setting-input", disabled=self.console.read_only
+                    )
             yield Static("Effective configuration (secrets masked)", classes="section-title")
             yield Static("", markup=False, id="settings-effective")
         yield KeyFooter()
@@ -195,8 +201,13 @@ class SettingsScreen(ConsoleScreen):
     def _draw(self, config: Config) -> None:
         where = self.console.config_path or "(no file)"
         self.query_one("#settings-problems", Static).update(
-            f"{where}: " + ("✔ valid" if not self.problems else
-                            f"✘ {len(self.problems)} problem(s):\n" + "\n".join(f"  {p}" for p in self.problems)))
+            f"{where}: "
+            + (
+                "✔ valid"
+                if not self.problems
+                else f"✘ {len(self.problems)} problem(s):\n" + "\n".join(f"  {p}" for p in self.problems)
+            )
+        )
         for dotted, _, _ in EDITABLE:
             self.query_one("#edit-" + dotted.replace(".", "-"), Input).value = _show(current_value(config, dotted))
         self.query_one("#settings-effective", Static).update("\n".join(effective_lines(config)))
@@ -230,14 +241,17 @@ class SettingsScreen(ConsoleScreen):
         except ConfigError as exc:
             self.problems = [f"{p.key}: {p.message}" for p in exc.problems] or [str(exc)]
             self.query_one("#settings-problems", Static).update(
-                "✘ not saved, the edits do not validate:\n" + "\n".join(f"  {p}" for p in self.problems))
+                "✘ not saved, the edits do not validate:\n" + "\n".join(f"  {p}" for p in self.problems)
+            )
             return
         listing = "\n".join(f"  {k} = {_show(v)}" for k, v in edits.items())
         self.app.push_screen(
-            ConfirmScreen(f"Write {len(edits)} change(s) to {path}?",
-                          detail=listing + f"\nThe previous file is kept as {path.name}.bak; "
-                                           "comments in the file are not kept."),
-            lambda yes: self._write(path, doc) if yes else None)
+            ConfirmScreen(
+                f"Write {len(edits)} change(s) to {path}?",
+                detail=listing + f"\nThe previous file is kept as {path.name}.bak; comments in the file are not kept.",
+            ),
+            lambda yes: self._write(path, doc) if yes else None,
+        )
 
     def _write(self, path: Path, doc: dict) -> None:
         if self.console.read_only:

@@ -34,11 +34,20 @@ class SnapshotFilesScreen(TableFilter, ConsoleScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(f"{self.snapshot.short_id} {self.snapshot.source} · {self.snapshot.datetime:%Y-%m-%d %H:%M}"
-                     " · loading…", markup=False, id="files-title")
+        yield Static(
+            f"{self.snapshot.short_id} {self.snapshot.source} · {self.snapshot.datetime:%Y-%m-%d %H:%M} · loading…",
+            markup=False,
+            id="files-title",
+        )
         yield Input(placeholder="filter paths (Esc clears)", id="filter", classes="filter")
-        yield FitTable(id="files", cursor_type="row", zebra_stripes=True, flex="path", flex_min=24,
-                       priorities={"type": 2, "size": 2, "mtime": 3, "attrs": 3})
+        yield FitTable(
+            id="files",
+            cursor_type="row",
+            zebra_stripes=True,
+            flex="path",
+            flex_min=24,
+            priorities={"type": 2, "size": 2, "mtime": 3, "attrs": 3},
+        )
         # What the highlighted entry keeps beyond its bytes (ACLs, xattrs, flags, holes).
         yield Static("", markup=False, id="files-detail")
         yield KeyFooter()
@@ -63,9 +72,18 @@ class SnapshotFilesScreen(TableFilter, ConsoleScreen):
             return
         # Names come from the backed-up host: shown escaped (a newline or an escape sequence
         # in a name must not break the table), and never read as markup (PlainTable).
-        rows = [(shown(p), n.type, n.size, n.mtime_ns, shown(n.target) if n.type == "symlink" else "",
-                 marks(n), "; ".join(f"{a.kind}: {a.text}" for a in attributes(n)))
-                for p, n in items]
+        rows = [
+            (
+                shown(p),
+                n.type,
+                n.size,
+                n.mtime_ns,
+                shown(n.target) if n.type == "symlink" else "",
+                marks(n),
+                "; ".join(f"{a.kind}: {a.text}" for a in attributes(n)),
+            )
+            for p, n in items
+        ]
         self.post_message(DataLoaded("files", rows))
 
     def on_load_failed(self, message: LoadFailed) -> None:
@@ -82,12 +100,19 @@ class SnapshotFilesScreen(TableFilter, ConsoleScreen):
         t.clear()
         self.details = {}
         for path, typ, size, mtime, target, mark, detail in rows[:LIMIT]:
-            t.add_row(path + (f" -> {target}" if target else ""), typ, human_bytes(size) if typ == "file" else "",
-                      datetime.fromtimestamp(mtime / 1e9).strftime("%Y-%m-%d %H:%M"), mark, key=path)
+            t.add_row(
+                path + (f" -> {target}" if target else ""),
+                typ,
+                human_bytes(size) if typ == "file" else "",
+                datetime.fromtimestamp(mtime / 1e9).strftime("%Y-%m-%d %H:%M"),
+                mark,
+                key=path,
+            )
             self.details[path] = detail
         more = f" (first {LIMIT} shown)" if len(rows) > LIMIT else ""
         self.query_one("#files-title", Static).update(
-            f"{self.snapshot.short_id} {self.snapshot.source} · {len(rows)} of {len(self.entries)} entries{more}")
+            f"{self.snapshot.short_id} {self.snapshot.source} · {len(rows)} of {len(self.entries)} entries{more}"
+        )
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         key = event.row_key.value if event.row_key is not None else None

@@ -34,14 +34,20 @@ def point_text(pit: PointInTime, day: date, today: date) -> str:
         return f"{pit.source} has no snapshot in any location: nothing to go back to."
     if pit.before_first:
         first = pit.first
-        return (f"At {when} nothing of {pit.source} was backed up yet.\n"
-                f"Its first snapshot, {first.short_id}, was taken {compact_time(first.datetime)} "  # type: ignore[union-attr]
-                "(Home jumps there).")
+        return (
+            f"At {when} nothing of {pit.source} was backed up yet.\n"
+            f"Its first snapshot, {first.short_id}, was taken {compact_time(first.datetime)} "  # type: ignore[union-attr]
+            "(Home jumps there)."
+        )
     s = pit.snapshot
     m = s.summary
-    lines = [f"At {when}: snapshot {s.short_id} of {pit.source}",
-             (f"  taken {compact_time(s.datetime)} ({human_age(pit.at - s.datetime).replace(' ago', ' before')}) · "
-              f"{s.type} · {m.total_files} files, {human_bytes(m.total_bytes)}")]
+    lines = [
+        f"At {when}: snapshot {s.short_id} of {pit.source}",
+        (
+            f"  taken {compact_time(s.datetime)} ({human_age(pit.at - s.datetime).replace(' ago', ' before')}) · "
+            f"{s.type} · {m.total_files} files, {human_bytes(m.total_bytes)}"
+        ),
+    ]
     if pit.following is not None:
         lines.append(f"  replaced by {pit.following.short_id} at {compact_time(pit.following.datetime)}")
     else:
@@ -66,25 +72,54 @@ class TimeTravelScreen(ConsoleScreen):
     BINDINGS = [
         Binding("left", "day(-1)", "Earlier", id="timetravel.earlier", tooltip="The day before"),
         Binding("right", "day(1)", "Later", id="timetravel.later", tooltip="The day after"),
-        Binding("pageup", "day(-7)", "Week earlier", show=False, id="timetravel.week_earlier",
-                tooltip="Seven days before"),
-        Binding("pagedown", "day(7)", "Week later", show=False, id="timetravel.week_later",
-                tooltip="Seven days after"),
-        Binding("shift+left", "snapshot(-1)", "Previous snapshot", show=False, id="timetravel.previous",
-                tooltip="The day of the snapshot before the current one"),
-        Binding("shift+right", "snapshot(1)", "Next snapshot", show=False, id="timetravel.next",
-                tooltip="The day of the snapshot after the current one"),
-        Binding("home", "first", "First", show=False, id="timetravel.first",
-                tooltip="The day of this source's first snapshot"),
+        Binding(
+            "pageup", "day(-7)", "Week earlier", show=False, id="timetravel.week_earlier", tooltip="Seven days before"
+        ),
+        Binding("pagedown", "day(7)", "Week later", show=False, id="timetravel.week_later", tooltip="Seven days after"),
+        Binding(
+            "shift+left",
+            "snapshot(-1)",
+            "Previous snapshot",
+            show=False,
+            id="timetravel.previous",
+            tooltip="The day of the snapshot before the current one",
+        ),
+        Binding(
+            "shift+right",
+            "snapshot(1)",
+            "Next snapshot",
+            show=False,
+            id="timetravel.next",
+            tooltip="The day of the snapshot after the current one",
+        ),
+        Binding(
+            "home",
+            "first",
+            "First",
+            show=False,
+            id="timetravel.first",
+            tooltip="The day of this source's first snapshot",
+        ),
         Binding("end", "today", "Today", show=False, id="timetravel.today", tooltip="Back to today"),
-        Binding("right_square_bracket", "source(1)", "Source", id="timetravel.next_source",
-                tooltip="The next source"),
-        Binding("left_square_bracket", "source(-1)", "Previous source", show=False,
-                id="timetravel.previous_source", tooltip="The previous source"),
-        Binding("enter", "restore", "Restore from here", id="timetravel.restore",
-                tooltip="Open the restore wizard with this source and snapshot filled in"),
-        Binding("f5,ctrl+r", "reload", "Refresh", show=False, id="timetravel.refresh",
-                tooltip="Read the catalog again"),
+        Binding("right_square_bracket", "source(1)", "Source", id="timetravel.next_source", tooltip="The next source"),
+        Binding(
+            "left_square_bracket",
+            "source(-1)",
+            "Previous source",
+            show=False,
+            id="timetravel.previous_source",
+            tooltip="The previous source",
+        ),
+        Binding(
+            "enter",
+            "restore",
+            "Restore from here",
+            id="timetravel.restore",
+            tooltip="Open the restore wizard with this source and snapshot filled in",
+        ),
+        Binding(
+            "f5,ctrl+r", "reload", "Refresh", show=False, id="timetravel.refresh", tooltip="Read the catalog again"
+        ),
     ]
 
     def __init__(self) -> None:
@@ -136,8 +171,9 @@ class TimeTravelScreen(ConsoleScreen):
             drills, _ = await stored_reports(svc)
         except Exception:
             drills = []  # the verifications still tell their part; the report screen says why
-        rows = verification_report(catalog.entries, list(self.console.jobs.values()), drills,
-                                   primary=svc.location_names()[0])
+        rows = verification_report(
+            catalog.entries, list(self.console.jobs.values()), drills, primary=svc.location_names()[0]
+        )
         self.post_message(DataLoaded("timetravel", (catalog.entries, rows)))
 
     def on_load_failed(self, message: LoadFailed) -> None:
@@ -185,7 +221,8 @@ class TimeTravelScreen(ConsoleScreen):
             return
         n = len(self.sources)
         self.query_one("#tt-source", Static).update(
-            f"Source {self.source_index + 1}/{n}: {short_source(source)}   ([ ] other source · ← → day)")
+            f"Source {self.source_index + 1}/{n}: {short_source(source)}   ([ ] other source · ← → day)"
+        )
         marks = days_with_snapshots(self.entries, source, self.tz)
         self.query_one("#tt-strip", Static).update(self._strip(marks))
         self.point = point_in_time(self.entries, source, self.moment(self.day), self.checks)
@@ -202,8 +239,9 @@ class TimeTravelScreen(ConsoleScreen):
             start = self.today - timedelta(days=count - 1)
         days = [start + timedelta(days=i) for i in range(count)]
         head, top, bottom = Text(), Text(), Text()
-        head.append(f"{days[0]:%b %Y}" + (f" – {days[-1]:%b %Y}" if days[-1].month != days[0].month else ""),
-                    style="bold")
+        head.append(
+            f"{days[0]:%b %Y}" + (f" – {days[-1]:%b %Y}" if days[-1].month != days[0].month else ""), style="bold"
+        )
         for d in days:
             selected = d == self.day
             style = "reverse bold" if selected else ("dim" if d > self.today else "")

@@ -46,8 +46,10 @@ def evidence_line(e: Evidence) -> str:
 
 
 def copy_text(row: SnapshotChecks, copy: CopyChecks) -> str:
-    head = (f"snapshot {row.snapshot_id[:8]} · {row.source} · taken {compact_time(row.time)} · "
-            f"at {copy.location}: {copy.state_word} (copy {copy.copy})")
+    head = (
+        f"snapshot {row.snapshot_id[:8]} · {row.source} · taken {compact_time(row.time)} · "
+        f"at {copy.location}: {copy.state_word} (copy {copy.copy})"
+    )
     if not copy.evidence:
         return head + "\nnothing checked this copy yet: Verify (v) n or f, or a drill (x)"
     return "\n".join([head, *(evidence_line(e) for e in copy.evidence)])
@@ -67,8 +69,13 @@ class VerificationReportScreen(TableFilter, ConsoleScreen):
     """
     BINDINGS = [
         Binding("escape", "escape", "Back", show=False, id="report.escape", tooltip="Clear the filter, else go back"),
-        Binding("slash", "filter", "Filter", id="report.filter",
-                tooltip="Filter: words of the id, source, location or state (damage, full, drill…)"),
+        Binding(
+            "slash",
+            "filter",
+            "Filter",
+            id="report.filter",
+            tooltip="Filter: words of the id, source, location or state (damage, full, drill…)",
+        ),
         Binding("f5,ctrl+r", "reload", "Refresh", id="report.refresh", tooltip="Read the catalog and drills again"),
     ]
 
@@ -78,8 +85,9 @@ class VerificationReportScreen(TableFilter, ConsoleScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Input(placeholder="/ filter: id, source, location, state (Enter keeps, Esc clears)", id="filter",
-                    classes="filter")
+        yield Input(
+            placeholder="/ filter: id, source, location, state (Enter keeps, Esc clears)", id="filter", classes="filter"
+        )
         with Vertical():
             yield Static("Verification report: reading the catalog…", markup=False, id="checks-head")
             yield PlainTable(id="checks", cursor_type="row", zebra_stripes=True)
@@ -88,8 +96,13 @@ class VerificationReportScreen(TableFilter, ConsoleScreen):
 
     def on_mount(self) -> None:
         t = self.query_one("#checks", DataTable)
-        for label, key in (("Id", "id"), ("Taken", "time"), ("Source", "source"), ("Location", "location"),
-                           ("Checked", "state")):
+        for label, key in (
+            ("Id", "id"),
+            ("Taken", "time"),
+            ("Source", "source"),
+            ("Location", "location"),
+            ("Checked", "state"),
+        ):
             t.add_column(label, key=key)
         self.query_one("#filter", Input).display = False
         t.focus()
@@ -129,8 +142,9 @@ class VerificationReportScreen(TableFilter, ConsoleScreen):
         self._draw()
 
     def _head(self, note: str = "") -> None:
-        verifies = sorted((j for j in self.console.jobs.values() if j.kind == "verify"),
-                          key=lambda j: j.created_at, reverse=True)
+        verifies = sorted(
+            (j for j in self.console.jobs.values() if j.kind == "verify"), key=lambda j: j.created_at, reverse=True
+        )
         check = verify_check(verify_verdict(verifies))
         line = "Repository: " + (check.message if check else "no verification has run")
         self.query_one("#checks-head", Static).update(plain(line + (f"\n⚠ {note}" if note else "")))
@@ -144,9 +158,14 @@ class VerificationReportScreen(TableFilter, ConsoleScreen):
             for copy in row.copies:
                 if query and not matches(row, copy, query):
                     continue
-                t.add_row(row.snapshot_id[:8], compact_time(row.time), short_source(row.source), copy.location,
-                          copy.state_word,
-                          key=f"{row.snapshot_id}@{copy.location}")
+                t.add_row(
+                    row.snapshot_id[:8],
+                    compact_time(row.time),
+                    short_source(row.source),
+                    copy.location,
+                    copy.state_word,
+                    key=f"{row.snapshot_id}@{copy.location}",
+                )
         if keep and keep in t.rows:
             t.move_cursor(row=t.get_row_index(keep))
         self._detail()

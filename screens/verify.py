@@ -33,9 +33,11 @@ def damage_text(job: Job) -> str:
         return f"✘ the verification itself failed: {job.error}"
     if not r:
         return "running…" if not job.state.finished else "no report"
-    lines = [f"{'full' if r.get('full') else 'quick'} verification: {r.get('snapshots_checked', 0)} snapshots, "
-             f"{r.get('trees_checked', 0)} trees, {r.get('blobs_referenced', 0)} blob references, "
-             f"{r.get('packs_checked', 0)} packs read"]
+    lines = [
+        f"{'full' if r.get('full') else 'quick'} verification: {r.get('snapshots_checked', 0)} snapshots, "
+        f"{r.get('trees_checked', 0)} trees, {r.get('blobs_referenced', 0)} blob references, "
+        f"{r.get('packs_checked', 0)} packs read"
+    ]
     if r.get("unreferenced_packs"):
         lines.append(f"note: {len(r['unreferenced_packs'])} packs no index references (the next backup adopts them)")
     damage = r.get("damage", [])
@@ -55,13 +57,28 @@ def damage_text(job: Job) -> str:
 class VerifyScreen(ConsoleScreen):
     MUTATING = frozenset({"start"})
     BINDINGS = [
-        Binding("n", "start(False)", "Quick verify", id="verify.quick",
-                tooltip="Every manifest opens, every blob is indexed, every pack exists"),
-        Binding("f", "start(True)", "Full verify", id="verify.full",
-                tooltip="Also read and check every pack (slow, reads everything)"),
+        Binding(
+            "n",
+            "start(False)",
+            "Quick verify",
+            id="verify.quick",
+            tooltip="Every manifest opens, every blob is indexed, every pack exists",
+        ),
+        Binding(
+            "f",
+            "start(True)",
+            "Full verify",
+            id="verify.full",
+            tooltip="Also read and check every pack (slow, reads everything)",
+        ),
         Binding("o", "open", "Job", id="verify.open", tooltip="Open the verification job"),
-        Binding("a", "by_snapshot", "By snapshot", id="verify.by_snapshot",
-                tooltip="Per snapshot and location: what was checked, when, how (quick, full, drill)"),
+        Binding(
+            "a",
+            "by_snapshot",
+            "By snapshot",
+            id="verify.by_snapshot",
+            tooltip="Per snapshot and location: what was checked, when, how (quick, full, drill)",
+        ),
     ]
 
     def compose(self) -> ComposeResult:
@@ -74,15 +91,21 @@ class VerifyScreen(ConsoleScreen):
 
     def on_mount(self) -> None:
         t = self.query_one("#reports", DataTable)
-        for label, key in (("When", "when"), ("Kind", "kind"), ("Result", "result"), ("Checked", "checked"),
-                           ("Read", "read")):
+        for label, key in (
+            ("When", "when"),
+            ("Kind", "kind"),
+            ("Result", "result"),
+            ("Checked", "checked"),
+            ("Read", "read"),
+        ):
             t.add_column(label, key=key)
         t.focus()
         self.refresh_data()
 
     def reports(self) -> list[Job]:
-        return sorted((j for j in self.console.jobs.values() if j.kind == "verify"),
-                      key=lambda j: j.created_at, reverse=True)
+        return sorted(
+            (j for j in self.console.jobs.values() if j.kind == "verify"), key=lambda j: j.created_at, reverse=True
+        )
 
     def refresh_data(self) -> None:
         t = self.query_one("#reports", DataTable)

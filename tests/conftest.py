@@ -47,15 +47,21 @@ class Workspace:
         self.config.write_text("\n".join(lines) + "\n")
         return self.config
 
-    def cli(self, *args: str, passphrase: str | None = PASSPHRASE, env: dict | None = None,
-            timeout: float = 120) -> CliResult:
+    def cli(
+        self, *args: str, passphrase: str | None = PASSPHRASE, env: dict | None = None, timeout: float = 120
+    ) -> CliResult:
         e = {k: v for k, v in os.environ.items() if not k.startswith("AXISOR_BACKUP")}
         if passphrase is not None:
             e["AXISOR_BACKUP_PASSPHRASE"] = passphrase
         e.update(env or {})
         p = subprocess.run(
             [sys.executable, "-m", "app.cli", "--config", str(self.config), *args],
-            cwd=ROOT, env=e, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+            cwd=ROOT,
+            env=e,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
         )
         return CliResult(p.returncode, p.stdout, p.stderr)
 

@@ -63,10 +63,10 @@ user_data = {json.dumps([str(users)])}
 system_settings = {json.dumps([str(etc)])}
 
 [storage]
-local_path = "{root / 'repo'}"
+local_path = "{root / "repo"}"
 
 [schedule]
-enabled = {'true' if schedule else 'false'}
+enabled = {"true" if schedule else "false"}
 cron_expression = "0 2 * * *"
 timezone = "UTC"
 
@@ -94,12 +94,10 @@ async def _backups(p: Platform) -> None:
         (p.users / "carol" / "profile.json").write_text('{"name": "carol"}')
         (p.users / "alice" / "notes.txt").write_bytes(b"alice's notes, edited\n" * 300)
         (p.users / "bob" / "avatar.bin").unlink()
-        job = await engine.wait((await engine.submit("backup", {"type": "incremental",
-                                                               "tags": ["after-edit"]})).id)
+        job = await engine.wait((await engine.submit("backup", {"type": "incremental", "tags": ["after-edit"]})).id)
         assert job.state == JobState.COMPLETED, job.error
     finally:
         await engine.close()
-
 
 
 def build_platform(root: Path, *, schedule: bool = True) -> Platform:
@@ -142,13 +140,17 @@ class Tmux:
     def __init__(self, tmp: Path) -> None:
         if TMUX is None:
             raise RuntimeError("tmux is missing: scripts/bootstrap installs it (apt-get install tmux)")
-        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith(("AXISOR_BACKUP", "TMUX"))},
-                    "TMUX_TMPDIR": str(tmp), "TERM": "xterm-256color"}
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("AXISOR_BACKUP", "TMUX"))},
+            "TMUX_TMPDIR": str(tmp),
+            "TERM": "xterm-256color",
+        }
         self.base = [TMUX, "-L", "axisor-e2e"]
 
     def run(self, *args: str) -> str:
-        return subprocess.run([*self.base, *args], env=self.env, capture_output=True, text=True,
-                              check=True, timeout=30).stdout
+        return subprocess.run(
+            [*self.base, *args], env=self.env, capture_output=True, text=True, check=True, timeout=30
+        ).stdout
 
     def screen(self) -> str:
         return self.run("capture-pane", "-p", "-t", "console")
@@ -171,9 +173,8 @@ class Tmux:
         self.run("send-keys", "-t", "console", "-l", text)
 
 
-
-
 # -- restore wizard steps --------------------------------------------------------------
+
 
 async def choose(pilot, app, option_id: str) -> None:
     from textual.widgets import OptionList
@@ -202,6 +203,7 @@ async def wait_result(pilot, app, wiz) -> None:
 
 # -- a console on the stored repository ------------------------------------------------
 
+
 def stored_app(tmp_path: Path, *, read_only: bool = False):
     """A console on the stored repository of tests/console/data with the clock frozen two and a
     quarter hours after its backups: what the snapshot and layout tests draw."""
@@ -211,21 +213,22 @@ def stored_app(tmp_path: Path, *, read_only: bool = False):
     (tmp_path / "src").mkdir()
     config = tmp_path / "config.toml"
     config.write_text(f"""[application]
-user_data = ["{tmp_path / 'src'}"]
+user_data = ["{tmp_path / "src"}"]
 [configuration]
-system_settings = ["{tmp_path / 'src'}"]
+system_settings = ["{tmp_path / "src"}"]
 [storage]
-local_path = "{tmp_path / 'repo'}"
+local_path = "{tmp_path / "repo"}"
 [schedule]
 enabled = true
 cron_expression = "0 2 * * *"
 [engine]
-state_dir = "{tmp_path / 'state'}"
+state_dir = "{tmp_path / "state"}"
 """)
     cfg = load_config(config)
     asyncio.run(_history(cfg))
-    return ConsoleApp(cfg, lambda _c: PASSPHRASE, config_path=config, read_only=read_only,
-                      prefer_daemon=False, now=lambda: FROZEN)
+    return ConsoleApp(
+        cfg, lambda _c: PASSPHRASE, config_path=config, read_only=read_only, prefer_daemon=False, now=lambda: FROZEN
+    )
 
 
 async def _history(cfg) -> None:
@@ -235,10 +238,18 @@ async def _history(cfg) -> None:
     from core.jobs.record import Outcome, record_run
 
     made = datetime(2026, 11, 26, 9, 45, tzinfo=timezone.utc)
-    snaps = [{"source": s, "id": "0" * 64, "time": made.isoformat()}
-             for s in ("application/user_data", "configuration/system_settings")]
-    await record_run(cfg, "backup", {"type": "full"}, made,
-                     Outcome(JobState.COMPLETED, {"snapshots": snaps, "exit_code": 0}), finished=made)
+    snaps = [
+        {"source": s, "id": "0" * 64, "time": made.isoformat()}
+        for s in ("application/user_data", "configuration/system_settings")
+    ]
+    await record_run(
+        cfg,
+        "backup",
+        {"type": "full"},
+        made,
+        Outcome(JobState.COMPLETED, {"snapshots": snaps, "exit_code": 0}),
+        finished=made,
+    )
 
 
 def console_screens() -> list[type]:
@@ -253,6 +264,9 @@ def console_screens() -> list[type]:
     found = []
     for mod in pkgutil.iter_modules(screens.__path__):
         module = importlib.import_module(f"screens.{mod.name}")
-        found += [c for _, c in inspect.getmembers(module, inspect.isclass)
-                  if issubclass(c, ConsoleScreen) and c is not ConsoleScreen and c.__module__ == module.__name__]
+        found += [
+            c
+            for _, c in inspect.getmembers(module, inspect.isclass)
+            if issubclass(c, ConsoleScreen) and c is not ConsoleScreen and c.__module__ == module.__name__
+        ]
     return found

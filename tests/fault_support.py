@@ -93,8 +93,9 @@ def cli(cfg: Path, state: Path, *args: str, as_user: int | None = None) -> Run:
     uid/gid (root bypasses file modes, so a removed permission only shows as another user)."""
     from app import cli as app_cli
 
-    saved = {k: os.environ.get(k) for k in ("AXISOR_BACKUP_PASSPHRASE", "AXISOR_BACKUP_STATE_DIR",
-                                            "AXISOR_BACKUP_CONFIG")}
+    saved = {
+        k: os.environ.get(k) for k in ("AXISOR_BACKUP_PASSPHRASE", "AXISOR_BACKUP_STATE_DIR", "AXISOR_BACKUP_CONFIG")
+    }
     os.environ["AXISOR_BACKUP_PASSPHRASE"] = PASSPHRASE
     os.environ["AXISOR_BACKUP_STATE_DIR"] = str(state)
     out, err = io.StringIO(), io.StringIO()
@@ -175,8 +176,10 @@ class World:
 
 
 def _config_text(repo: Path, src: Path, remote: str = "") -> str:
-    return (f"[application]\nuser_data = [{json.dumps(str(src))}]\n"
-            f"[storage]\nlocal_path = {json.dumps(str(repo))}\n{remote}")
+    return (
+        f"[application]\nuser_data = [{json.dumps(str(src))}]\n"
+        f"[storage]\nlocal_path = {json.dumps(str(repo))}\n{remote}"
+    )
 
 
 def _create_repo(path: Path) -> None:
@@ -196,10 +199,18 @@ def _create_repo(path: Path) -> None:
 def _lock_body(pid: int, operation: str) -> bytes:
     import socket
 
-    return json.dumps({"exclusive": False, "host": socket.gethostname(), "pid": pid, "start": "1",
-                       "operation": operation, "created": "2026-01-01T00:00:00+00:00",
-                       "refreshed": "2026-01-01T00:00:00+00:00",
-                       "expires": "2026-01-01T00:30:00+00:00"}).encode()
+    return json.dumps(
+        {
+            "exclusive": False,
+            "host": socket.gethostname(),
+            "pid": pid,
+            "start": "1",
+            "operation": operation,
+            "created": "2026-01-01T00:00:00+00:00",
+            "refreshed": "2026-01-01T00:00:00+00:00",
+            "expires": "2026-01-01T00:30:00+00:00",
+        }
+    ).encode()
 
 
 def _dead_pid() -> int:
@@ -252,9 +263,15 @@ def build_world(base: Path) -> World:
     (repo / lock_key).write_bytes(_lock_body(_dead_pid(), "backup"))
     # Every command of a cell once as root: a cell run as another user cannot import a
     # module from the interpreter's 0700 home later.
-    for args in (("verify", "--full"), ("restore", "latest", "--target", str(base / "warm")),
-                 ("wal-fetch", WAL_KEEP, str(base / "warm-wal")), ("repair", "packs", "--dry-run"),
-                 ("repair", "snapshots", "--dry-run"), ("snapshots",), ("ls", "latest")):
+    for args in (
+        ("verify", "--full"),
+        ("restore", "latest", "--target", str(base / "warm")),
+        ("wal-fetch", WAL_KEEP, str(base / "warm-wal")),
+        ("repair", "packs", "--dry-run"),
+        ("repair", "snapshots", "--dry-run"),
+        ("snapshots",),
+        ("ls", "latest"),
+    ):
         r = cli(cfg, state, *args)
         assert r.code == 0, r
     (src / GONE).unlink()
@@ -316,8 +333,13 @@ async def _find_victims(path: Path, s0: str, s1: str):
     other_index = min(sizes, key=sizes.get)
     in_victim_index = {p for p, _size, _e in await repo.read_index_file(index_key)}
     victims = {
-        "config": "config", "key": f"keys/{key_id}", "index": index_key, "snapshot": f"snapshots/{s1}",
-        "tree": tree_pack, "pack": gone_pack, "wal": f"wal/{WAL_VICTIM}",
+        "config": "config",
+        "key": f"keys/{key_id}",
+        "index": index_key,
+        "snapshot": f"snapshots/{s1}",
+        "tree": tree_pack,
+        "pack": gone_pack,
+        "wal": f"wal/{WAL_VICTIM}",
     }
     substitutes = {
         "index": (path / other_index).read_bytes(),
@@ -328,15 +350,23 @@ async def _find_victims(path: Path, s0: str, s1: str):
     }
     everything = frozenset(FILES)
     depends = {
-        "config": everything, "key": everything, "snapshot": everything,
+        "config": everything,
+        "key": everything,
+        "snapshot": everything,
         # An index file loses nothing by itself: the packs still carry their headers.
-        "index": frozenset(rel for rel, blobs in files.items()
-                           if any(repo.index.lookup(b).pack_id in in_victim_index for b in blobs)),
+        "index": frozenset(
+            rel for rel, blobs in files.items() if any(repo.index.lookup(b).pack_id in in_victim_index for b in blobs)
+        ),
         # Every file below a folder whose tree is in the victim pack (the archiver may pack
         # sub's tree with its siblings'; which ones share a pack is the packer's business).
-        "tree": frozenset(rel for rel in files if any(
-            key_of(tree) == tree_pack and (folder == "" or rel.startswith(folder + "/"))
-            for folder, tree in folders.items())),
+        "tree": frozenset(
+            rel
+            for rel in files
+            if any(
+                key_of(tree) == tree_pack and (folder == "" or rel.startswith(folder + "/"))
+                for folder, tree in folders.items()
+            )
+        ),
         "pack": frozenset({GONE}),
         "wal": frozenset(),
     }
@@ -376,7 +406,7 @@ def _flipped(obj: str, data: bytes) -> bytes:
         new = ord("B") if data[at] == ord("A") else ord("A")
     else:
         new = data[at] ^ 0x01
-    return data[:at] + bytes([new]) + data[at + 1:]
+    return data[:at] + bytes([new]) + data[at + 1 :]
 
 
 def _flip_offset(obj: str, data: bytes) -> int:
@@ -541,8 +571,7 @@ def run_cell(cell: Cell, obj: str, fault: str, backend: str = "local") -> CellRe
     # -> restore alone: a remote command costs 0.2-0.5 s of CPU, and the suite's time is bounded.
     before = None
     if not cell.location or (obj, fault) == ("pack", "deleted"):
-        before = step("restore", "--json", "restore", w.s1, "--no-fsync", "--target", str(cell.root / "before"),
-                      *at)
+        before = step("restore", "--json", "restore", w.s1, "--no-fsync", "--target", str(cell.root / "before"), *at)
     for what in repair_steps(obj, fault):
         step(f"repair {what}", "--json", "repair", what, *loc)
     if obj == "snapshot" and fault != "deleted" and not cell.location:
@@ -563,16 +592,25 @@ def run_cell(cell: Cell, obj: str, fault: str, backend: str = "local") -> CellRe
     if cell.location:
         # S1 first; the newest snapshot only when S1's restore did not bring back every file
         # still on disk (a remote command is dear; S1 holds the same content).
-        final = step("restore S1", "--json", "restore", repaired_s1, "--no-fsync", "--target", str(cell.root / "s1"),
-                     *at)
+        final = step(
+            "restore S1", "--json", "restore", repaired_s1, "--no-fsync", "--target", str(cell.root / "s1"), *at
+        )
         if not all(_same(cell.root / "s1", w.src, rel) for rel in on_disk):
-            step("restore latest", "--json", "restore", "latest", "--no-fsync", "--target",
-                 str(cell.root / "latest"), *at)
+            step(
+                "restore latest",
+                "--json",
+                "restore",
+                "latest",
+                "--no-fsync",
+                "--target",
+                str(cell.root / "latest"),
+                *at,
+            )
     else:
-        step("restore latest", "--json", "restore", "latest", "--no-fsync", "--target", str(cell.root / "latest"),
-             *at)
-        final = step("restore S1", "--json", "restore", repaired_s1, "--no-fsync", "--target", str(cell.root / "s1"),
-                     *at)
+        step("restore latest", "--json", "restore", "latest", "--no-fsync", "--target", str(cell.root / "latest"), *at)
+        final = step(
+            "restore S1", "--json", "restore", repaired_s1, "--no-fsync", "--target", str(cell.root / "s1"), *at
+        )
     latest_run = res.code("restore latest") is not None
     got_fill: set[str] = set()
     fill = None
@@ -599,9 +637,17 @@ def run_cell(cell: Cell, obj: str, fault: str, backend: str = "local") -> CellRe
     # A file is lost when S1's restore lacks it and no snapshot made after the fault has it.
     lost = sorted(rel for rel in FILES if rel not in got_s1 and rel not in got_latest)
     everything_said = "\n".join(r.out + r.err for r in res.runs)
-    named = sorted(rel for rel in lost if rel in ((_partial_paths(before) if before else set()) | _partial_paths(final)
-                                                  | (_repair_lost(snap_run) if snap_run else set()))
-                   or _named_in(everything_said, rel))
+    named = sorted(
+        rel
+        for rel in lost
+        if rel
+        in (
+            (_partial_paths(before) if before else set())
+            | _partial_paths(final)
+            | (_repair_lost(snap_run) if snap_run else set())
+        )
+        or _named_in(everything_said, rel)
+    )
     # Without a restore of the newest snapshot (a remote cell whose S1 came back whole) only
     # S1's files are counted: nothing is claimed that was not restored.
     res.intact_expected = (len(on_disk) if latest_run else 0) + len([rel for rel in FILES if rel not in deps])
@@ -753,13 +799,15 @@ def render(results: list[CellResult], known: dict[tuple[str, str, str], str], sk
         lines.append("|---|---|---|---|---|---|---|")
         for r in rows:
             k = known.get((r.obj, r.fault, r.backend))
-            lost = (", ".join(f"`{x}`" + ("" if x in r.named else " (**unnamed**)") for x in r.lost) or "none")
+            lost = ", ".join(f"`{x}`" + ("" if x in r.named else " (**unnamed**)") for x in r.lost) or "none"
             intact = "—" if r.refused else f"{r.intact_restored}/{r.intact_expected}"
             outcome = outcome_text(r, k)
             if r.refused:
                 outcome += ": " + r.refused.replace("`", "'").replace("|", "/")
-            lines.append(f"| {r.obj} | {FAULT_TEXT[r.fault]} | {steps_text(r)} | {outcome} | {intact} | {lost} | "
-                         f"{len(r.collateral)} |")
+            lines.append(
+                f"| {r.obj} | {FAULT_TEXT[r.fault]} | {steps_text(r)} | {outcome} | {intact} | {lost} | "
+                f"{len(r.collateral)} |"
+            )
             total["cells"] += 1
             total["collateral"] += len(r.collateral)
             total["known"] += bool(k)
@@ -768,11 +816,15 @@ def render(results: list[CellResult], known: dict[tuple[str, str, str], str], sk
         lines.append("")
     lines.append("## Totals\n")
     lines.append(f"- cells tried: {total['cells']}")
-    lines.append(f"- survived (no traceback, the documented exit codes, nothing lost that did not depend on "
-                 f"the faulted object): {total['survived']}")
+    lines.append(
+        f"- survived (no traceback, the documented exit codes, nothing lost that did not depend on "
+        f"the faulted object): {total['survived']}"
+    )
     lines.append(f"- files lost that were intact before the fault (collateral): {total['collateral']}")
-    lines.append(f"- cells where something was lost without being named: {total['unnamed']} (each a known "
-                 "limitation: the only trace of what was lost was the object the fault deleted)")
+    lines.append(
+        f"- cells where something was lost without being named: {total['unnamed']} (each a known "
+        "limitation: the only trace of what was lost was the object the fault deleted)"
+    )
     lines.append(f"- known limitations (marked in the tables): {total['known']}")
     return "\n".join(lines) + "\n"
 
@@ -806,8 +858,13 @@ def faulted_bytes(world: World, obj: str, fault: str) -> bytes | None:
 def _s3_client(server):
     import boto3
 
-    return boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1",
-                        aws_access_key_id="AKIATESTKEY", aws_secret_access_key="test-secret-key")
+    return boto3.client(
+        "s3",
+        endpoint_url=server.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="AKIATESTKEY",
+        aws_secret_access_key="test-secret-key",
+    )
 
 
 def remote_template(world: World, kind: str, server) -> str:
@@ -874,8 +931,9 @@ def _s3_untouched(server, bucket: str, template: str, victim: str) -> bool:
         return {o["Key"]: o["ETag"] for page in pages for o in page.get("Contents", [])}
 
     mine, pristine = objects(bucket), objects(template)
-    return all(mine.get(k) == etag for k, etag in pristine.items()
-               if k != f"repo/{victim}" and not k.startswith("repo/locks/"))
+    return all(
+        mine.get(k) == etag for k, etag in pristine.items() if k != f"repo/{victim}" and not k.startswith("repo/locks/")
+    )
 
 
 def run_remote(world: World, base: Path, obj: str, fault: str, kind: str, server, template: str) -> CellResult:
@@ -896,19 +954,20 @@ def run_remote(world: World, base: Path, obj: str, fault: str, kind: str, server
             shutil.rmtree(cell.where, ignore_errors=True)
 
 
-def run_remote_cells(world: World, base: Path, cells: list[tuple[str, str, str]], servers: dict,
-                     templates: dict[str, str], workers: int) -> dict[tuple[str, str, str], CellResult]:
+def run_remote_cells(
+    world: World, base: Path, cells: list[tuple[str, str, str]], servers: dict, templates: dict[str, str], workers: int
+) -> dict[tuple[str, str, str], CellResult]:
     """Every (backend, object, fault) of ``cells`` in ``workers`` processes; their results."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     from dataclasses import replace
 
     # A server value crosses into the workers without its callables (they stay here).
-    plain = {k: replace(v, drop_connections=None) if hasattr(v, "drop_connections") else v
-             for k, v in servers.items()}
+    plain = {k: replace(v, drop_connections=None) if hasattr(v, "drop_connections") else v for k, v in servers.items()}
     # spawn, not fork: this process runs server threads (moto, event loops) whose locks a fork
     # would copy held.
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {c: pool.submit(run_remote, world, base, c[1], c[2], c[0], plain[c[0]], templates[c[0]])
-                   for c in cells}
+        futures = {
+            c: pool.submit(run_remote, world, base, c[1], c[2], c[0], plain[c[0]], templates[c[0]]) for c in cells
+        }
         return {c: f.result() for c, f in futures.items()}

@@ -61,11 +61,13 @@ NO_USER_UID = 54321  # a uid with no passwd entry (checked at build time)
 # (bit 10) permitted.
 CAPABILITY = struct.pack("<IIIII", 0x02000001, 1 << 10, 0, 0, 0)
 # user::rw-, user:nobody:r--, group::r--, mask::r--, other::---
-ACCESS_ACL = acl.build([(0x01, 6, 0xFFFFFFFF), (0x02, 4, 65534), (0x04, 4, 0xFFFFFFFF),
-                        (0x10, 4, 0xFFFFFFFF), (0x20, 0, 0xFFFFFFFF)])
+ACCESS_ACL = acl.build(
+    [(0x01, 6, 0xFFFFFFFF), (0x02, 4, 65534), (0x04, 4, 0xFFFFFFFF), (0x10, 4, 0xFFFFFFFF), (0x20, 0, 0xFFFFFFFF)]
+)
 # default: user::rwx, group::r-x, group:nogroup:r-x, mask::r-x, other::---
-DEFAULT_ACL = acl.build([(0x01, 7, 0xFFFFFFFF), (0x04, 5, 0xFFFFFFFF), (0x08, 5, 65534),
-                         (0x10, 5, 0xFFFFFFFF), (0x20, 0, 0xFFFFFFFF)])
+DEFAULT_ACL = acl.build(
+    [(0x01, 7, 0xFFFFFFFF), (0x04, 5, 0xFFFFFFFF), (0x08, 5, 65534), (0x10, 5, 0xFFFFFFFF), (0x20, 0, 0xFFFFFFFF)]
+)
 SPARSE_SIZE = 64 * MIB
 # (offset, length) of the data islands of sparse.img; the rest, including the end, is holes.
 SPARSE_ISLANDS = ((1 * MIB, 1 * MIB), (30 * MIB, 512 * 1024), (60 * MIB, 2 * MIB))
@@ -121,8 +123,19 @@ def build(root: Path) -> Shapes:
         s.skipped[shape] = why
 
     # -- plain content, xattrs ---------------------------------------------------------
-    for d in (b"files", b"acl", b"links", b"links/other", b"special", b"owners", b"modes", b"names",
-              b"sparse", b"flags", b"empty-dir"):
+    for d in (
+        b"files",
+        b"acl",
+        b"links",
+        b"links/other",
+        b"special",
+        b"owners",
+        b"modes",
+        b"names",
+        b"sparse",
+        b"flags",
+        b"empty-dir",
+    ):
         os.mkdir(j(d))
     _write(j(b"files/plain.txt"), b"plain text\n" * 100)
     made(b"files/plain.txt", "file")
@@ -221,8 +234,12 @@ def build(root: Path) -> Shapes:
     os.chmod(j(b"modes/setgid-dir"), 0o2775)
     os.chmod(j(b"modes/sticky-dir"), 0o1777)
     os.chmod(j(b"owners/by-no-user"), 0o600)
-    for rel, what in ((b"modes/setuid", "setuid 4755"), (b"modes/setgid", "setgid 2750"),
-                      (b"modes/setgid-dir", "setgid folder"), (b"modes/sticky-dir", "sticky folder")):
+    for rel, what in (
+        (b"modes/setuid", "setuid 4755"),
+        (b"modes/setgid", "setgid 2750"),
+        (b"modes/setgid-dir", "setgid folder"),
+        (b"modes/sticky-dir", "sticky folder"),
+    ):
         made(rel, what)
     if IS_ROOT:
         _write(j(b"modes/cap-bin"), b"\x7fELF not really\n")
@@ -336,8 +353,15 @@ class Entry:
     nlink: int
 
 
-_TYPES = ((stat.S_ISREG, "file"), (stat.S_ISDIR, "dir"), (stat.S_ISLNK, "symlink"), (stat.S_ISCHR, "chardev"),
-          (stat.S_ISBLK, "blockdev"), (stat.S_ISFIFO, "fifo"), (stat.S_ISSOCK, "socket"))
+_TYPES = (
+    (stat.S_ISREG, "file"),
+    (stat.S_ISDIR, "dir"),
+    (stat.S_ISLNK, "symlink"),
+    (stat.S_ISCHR, "chardev"),
+    (stat.S_ISBLK, "blockdev"),
+    (stat.S_ISFIFO, "fifo"),
+    (stat.S_ISSOCK, "socket"),
+)
 
 
 def entry(path: bytes | str | Path) -> Entry:
@@ -359,13 +383,22 @@ def entry(path: bytes | str | Path) -> Entry:
             os.close(fd)
     got = read_xattrs(p, follow=False)
     return Entry(
-        type=kind, mode=st.st_mode, uid=st.st_uid, gid=st.st_gid,
+        type=kind,
+        mode=st.st_mode,
+        uid=st.st_uid,
+        gid=st.st_gid,
         size=st.st_size if kind in ("file", "symlink") else 0,
-        mtime_ns=st.st_mtime_ns, atime_ns=st.st_atime_ns, sha256=digest, xattrs=got.pairs, flags=fl,
+        mtime_ns=st.st_mtime_ns,
+        atime_ns=st.st_atime_ns,
+        sha256=digest,
+        xattrs=got.pairs,
+        flags=fl,
         target=os.readlink(p) if kind == "symlink" else None,
         rdev=st.st_rdev if kind in ("chardev", "blockdev") else 0,
-        blocks=st.st_blocks, sparse=kind == "file" and st.st_size > 0 and st.st_blocks * 512 < st.st_size,
-        inode=(st.st_dev, st.st_ino), nlink=st.st_nlink,
+        blocks=st.st_blocks,
+        sparse=kind == "file" and st.st_size > 0 and st.st_blocks * 512 < st.st_size,
+        inode=(st.st_dev, st.st_ino),
+        nlink=st.st_nlink,
     )
 
 
@@ -389,9 +422,17 @@ def _link_groups(st: dict[bytes, Entry]) -> dict[bytes, frozenset[bytes]]:
     return {rel: frozenset(group) for group in by_inode.values() for rel in group}
 
 
-def compare_trees(expected: Path | bytes | str, actual: Path | bytes | str, *, owner: bool = True,
-                  atime: bool = False, sockets: bool = False, root_meta: bool = True,
-                  symlink_times: bool = True, block_tolerance: float = 0.10) -> list[str]:
+def compare_trees(
+    expected: Path | bytes | str,
+    actual: Path | bytes | str,
+    *,
+    owner: bool = True,
+    atime: bool = False,
+    sockets: bool = False,
+    root_meta: bool = True,
+    symlink_times: bool = True,
+    block_tolerance: float = 0.10,
+) -> list[str]:
     """Every difference between two trees, one line each; [] when they match."""
     a, b = state(expected, sockets=sockets), state(actual, sockets=sockets)
     diffs: list[str] = []
@@ -420,8 +461,10 @@ def compare_trees(expected: Path | bytes | str, actual: Path | bytes | str, *, o
                 if f == "xattrs":
                     da, db = dict(va), dict(vb)
                     names = sorted(n for n in da.keys() | db.keys() if da.get(n) != db.get(n))
-                    diffs.append(f"{where}: xattrs differ: " + ", ".join(
-                        f"{shown(n)} {da.get(n)!r} != {db.get(n)!r}" for n in names))
+                    diffs.append(
+                        f"{where}: xattrs differ: "
+                        + ", ".join(f"{shown(n)} {da.get(n)!r} != {db.get(n)!r}" for n in names)
+                    )
                 elif f == "mode":
                     diffs.append(f"{where}: mode {va:o} != {vb:o}")
                 elif f == "flags":
@@ -435,8 +478,10 @@ def compare_trees(expected: Path | bytes | str, actual: Path | bytes | str, *, o
     ga, gb = _link_groups(a), _link_groups(b)
     for rel in sorted(ga.keys() | gb.keys()):
         if ga.get(rel, frozenset([rel])) != gb.get(rel, frozenset([rel])):
-            diffs.append(f"{shown(rel)}: hard links {sorted(map(shown, ga.get(rel, [rel])))} != "
-                         f"{sorted(map(shown, gb.get(rel, [rel])))}")
+            diffs.append(
+                f"{shown(rel)}: hard links {sorted(map(shown, ga.get(rel, [rel])))} != "
+                f"{sorted(map(shown, gb.get(rel, [rel])))}"
+            )
     return diffs
 
 
@@ -494,5 +539,17 @@ def remove_deep(root: Path | bytes) -> None:
         os.close(top)
 
 
-__all__ = ["CAPABILITY", "Entry", "HOSTILE_NAMES", "IS_ROOT", "Shapes", "build", "compare_trees", "entry",
-           "make_deep", "remove_deep", "state", "unfreeze"]
+__all__ = [
+    "CAPABILITY",
+    "Entry",
+    "HOSTILE_NAMES",
+    "IS_ROOT",
+    "Shapes",
+    "build",
+    "compare_trees",
+    "entry",
+    "make_deep",
+    "remove_deep",
+    "state",
+    "unfreeze",
+]

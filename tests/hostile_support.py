@@ -40,8 +40,10 @@ class CliResult:
         return json.loads(self.stdout)
 
     def __repr__(self) -> str:  # shown by pytest when an assertion fails
-        return (f"axisor-backup {' '.join(self.args)} -> exit {self.code}\n"
-                f"--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}")
+        return (
+            f"axisor-backup {' '.join(self.args)} -> exit {self.code}\n"
+            f"--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}"
+        )
 
 
 @dataclass
@@ -78,19 +80,44 @@ class AxEnv:
         return env
 
     def argv(self, *args: str, json_out: bool = False, cfg: Path | None = None) -> list[str]:
-        return [sys.executable, "-m", "app.cli", "--config", str(cfg or self.cfg),
-                *(["--json"] if json_out else []), *args]
+        return [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "--config",
+            str(cfg or self.cfg),
+            *(["--json"] if json_out else []),
+            *args,
+        ]
 
-    def cli(self, *args: str, json_out: bool = False, passphrase: str | None = None,
-            cfg: Path | None = None, timeout: float = 120) -> CliResult:
-        p = subprocess.run(self.argv(*args, json_out=json_out, cfg=cfg), cwd=ROOT,
-                           env=self.env(passphrase), capture_output=True, text=True, timeout=timeout,
-                           stdin=subprocess.DEVNULL)
+    def cli(
+        self,
+        *args: str,
+        json_out: bool = False,
+        passphrase: str | None = None,
+        cfg: Path | None = None,
+        timeout: float = 120,
+    ) -> CliResult:
+        p = subprocess.run(
+            self.argv(*args, json_out=json_out, cfg=cfg),
+            cwd=ROOT,
+            env=self.env(passphrase),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
         return CliResult(tuple(args), p.returncode, p.stdout, p.stderr)
 
     def popen(self, *args: str, json_out: bool = False) -> subprocess.Popen:
-        return subprocess.Popen(self.argv(*args, json_out=json_out), cwd=ROOT, env=self.env(),
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return subprocess.Popen(
+            self.argv(*args, json_out=json_out),
+            cwd=ROOT,
+            env=self.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
 
     def init(self) -> CliResult:
         r = self.cli("init")
@@ -109,8 +136,9 @@ class AxEnv:
         saved = crypto.SCRYPT_N
         crypto.SCRYPT_N = 2**10
         try:
-            asyncio.run(Repository.create(LocalBackend(self.repo), self.passphrase,
-                                          pack_size=pack_size_mib * 1024 * 1024))
+            asyncio.run(
+                Repository.create(LocalBackend(self.repo), self.passphrase, pack_size=pack_size_mib * 1024 * 1024)
+            )
         finally:
             crypto.SCRYPT_N = saved
 
@@ -159,8 +187,9 @@ async def file_blobs(repo, snapshot_id: str) -> dict[str, tuple[bytes, ...]]:
     from core.restore.walk import display, walk
 
     snap = await repo.load_snapshot(snapshot_id)
-    return {display(parts): node.content async for parts, node in walk(repo, bytes.fromhex(snap.tree))
-            if node.type == FILE}
+    return {
+        display(parts): node.content async for parts, node in walk(repo, bytes.fromhex(snap.tree)) if node.type == FILE
+    }
 
 
 def tree_packs(repo) -> set[bytes]:
@@ -176,8 +205,9 @@ def make_env(base: Path, src: Path | None = None, extra_storage: str = "") -> Ax
     if src is None:
         src = base / "src"
         src.mkdir()
-    env = AxEnv(base=base, src=src, repo=base / "repo", cfg=base / "config.toml", sources=[src],
-                extra_storage=extra_storage)
+    env = AxEnv(
+        base=base, src=src, repo=base / "repo", cfg=base / "config.toml", sources=[src], extra_storage=extra_storage
+    )
     env.write_config()
     return env
 
@@ -194,4 +224,3 @@ def flip_byte(path: Path, offset: int, mask: int = 0x20) -> None:
 @pytest.fixture
 def axenv(tmp_path: Path) -> AxEnv:
     return make_env(tmp_path)
-

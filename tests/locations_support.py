@@ -77,7 +77,6 @@ def fill(src: Path, seed: int = 1, big: int = 2_500_000) -> None:
         os.symlink("users/bob.json", src / "link")
 
 
-
 def remote_fields(loc: Any) -> dict:
     """A RemoteStorageConfig (tests/servers.remote_config) as the keys of its TOML table."""
     from dataclasses import fields

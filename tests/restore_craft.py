@@ -31,8 +31,9 @@ def fnode(name: bytes, **kw) -> Node:
 
 
 def dnode(name: bytes, subtree: bytes, **kw) -> Node:
-    base = dict(name=name, type=DIR, mode=stat.S_IFDIR | 0o755, uid=os.getuid(), gid=os.getgid(), mtime_ns=NOW,
-                subtree=subtree)
+    base = dict(
+        name=name, type=DIR, mode=stat.S_IFDIR | 0o755, uid=os.getuid(), gid=os.getgid(), mtime_ns=NOW, subtree=subtree
+    )
     base.update(kw)
     return Node(**base)
 
@@ -52,8 +53,14 @@ class Craft:
     def data(self, payload: bytes, piece: int = 0) -> tuple[bytes, ...]:
         """Blob ids of ``payload`` cut into pieces of ``piece`` bytes (one blob if 0)."""
         piece = piece or max(1, len(payload))
-        return tuple(self.run(self.repo.save_blob(BlobType.DATA, payload[i:i + piece]))
-                     for i in range(0, len(payload), piece)) if payload else ()
+        return (
+            tuple(
+                self.run(self.repo.save_blob(BlobType.DATA, payload[i : i + piece]))
+                for i in range(0, len(payload), piece)
+            )
+            if payload
+            else ()
+        )
 
     def chunked(self, payload: bytes) -> tuple[bytes, ...]:
         """Blob ids of ``payload`` cut by the repository's chunker, as a backup cuts it."""
@@ -82,8 +89,14 @@ class Craft:
         for name in reversed(Path(str(self.env.src)).parts[1:]):
             sub = self.tree([dnode(os.fsencode(name), sub)])
         self.run(self.repo.flush())
-        snap = Snapshot(time=datetime.now(timezone.utc).isoformat(), source="application/user_data",
-                        paths=(str(self.env.src),), tree=sub.hex(), type="full", backup_set=f"c{time.time_ns()}")
+        snap = Snapshot(
+            time=datetime.now(timezone.utc).isoformat(),
+            source="application/user_data",
+            paths=(str(self.env.src),),
+            tree=sub.hex(),
+            type="full",
+            backup_set=f"c{time.time_ns()}",
+        )
         return self.run(self.repo.save_snapshot(snap))
 
     def close(self) -> None:
@@ -109,10 +122,21 @@ def give_to_nobody(base: Path) -> None:
 
 def cli_as_nobody(env: H.AxEnv, base: Path, *args: str, json_out: bool = False) -> H.CliResult:
     e = env.env()
-    e.update(HOME=str(base / "home"), XDG_STATE_HOME=str(base / "home"), XDG_CACHE_HOME=str(base / "home"),
-             XDG_CONFIG_HOME=str(base / "home"))
-    p = subprocess.run([*NOBODY, *env.argv(*args, json_out=json_out)], cwd=H.ROOT, env=e, capture_output=True,
-                       text=True, timeout=120, stdin=subprocess.DEVNULL)
+    e.update(
+        HOME=str(base / "home"),
+        XDG_STATE_HOME=str(base / "home"),
+        XDG_CACHE_HOME=str(base / "home"),
+        XDG_CONFIG_HOME=str(base / "home"),
+    )
+    p = subprocess.run(
+        [*NOBODY, *env.argv(*args, json_out=json_out)],
+        cwd=H.ROOT,
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     return H.CliResult(tuple(args), p.returncode, p.stdout, p.stderr)
 
 

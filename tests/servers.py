@@ -300,17 +300,36 @@ def openssh_sftp_nobody() -> Iterator[SFTPServer]:
     keys.chmod(0o644)
     port = free_port()
     config = base / "sshd_config"
-    config.write_text("\n".join([
-        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {host_path}", f"PidFile {base / 'sshd.pid'}",
-        f"AuthorizedKeysFile {keys}", "PubkeyAuthentication yes", "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password", "UsePAM yes", "StrictModes no",
-        "Subsystem sftp internal-sftp", "LogLevel VERBOSE",
-        # AES-GCM, not the client's first choice ChaCha20: asyncssh makes a new ChaCha20
-        # context per packet, about a tenth of the client's CPU in the fault matrix's cells.
-        "Ciphers aes128-gcm@openssh.com"]) + "\n")
+    config.write_text(
+        "\n".join(
+            [
+                f"Port {port}",
+                "ListenAddress 127.0.0.1",
+                f"HostKey {host_path}",
+                f"PidFile {base / 'sshd.pid'}",
+                f"AuthorizedKeysFile {keys}",
+                "PubkeyAuthentication yes",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "PermitRootLogin prohibit-password",
+                "UsePAM yes",
+                "StrictModes no",
+                "Subsystem sftp internal-sftp",
+                "LogLevel VERBOSE",
+                # AES-GCM, not the client's first choice ChaCha20: asyncssh makes a new ChaCha20
+                # context per packet, about a tenth of the client's CPU in the fault matrix's cells.
+                "Ciphers aes128-gcm@openssh.com",
+            ]
+        )
+        + "\n"
+    )
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    proc = subprocess.Popen([str(SSHD), "-D", "-f", str(config), "-E", str(base / "sshd.log")],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(SSHD), "-D", "-f", str(config), "-E", str(base / "sshd.log")],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_port(port, proc=proc)
         known = _known_hosts(base, port, host_key)
@@ -375,9 +394,16 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteServer]
     port = free_port()
     proc = subprocess.Popen(
         [
-            node, str(script),
-            "--blobHost", "127.0.0.1", "--blobPort", str(port),
-            "--silent", "--disableTelemetry", "--skipApiVersionCheck", "--inMemoryPersistence",
+            node,
+            str(script),
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
+            "--silent",
+            "--disableTelemetry",
+            "--skipApiVersionCheck",
+            "--inMemoryPersistence",
         ],
         cwd=base,
         stdin=subprocess.DEVNULL,
@@ -433,17 +459,23 @@ def _self_signed(base: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     cert_path, key_path = base / "ftps-cert.pem", base / "ftps-key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     key_path.chmod(0o600)
     return cert_path, key_path
 
@@ -485,6 +517,7 @@ def _ftp(tmp_path_factory: pytest.TempPathFactory, *, tls: bool) -> Iterator[FTP
         Handler.tls_control_required = True
         Handler.tls_data_required = True
     else:
+
         class Handler(FTPHandler):  # type: ignore[no-redef]
             pass
 

@@ -33,8 +33,7 @@ def _server_python() -> str:
     for cand in (f"/usr/bin/{want}", f"/usr/local/bin/{want}", shutil.which(want) or ""):
         if cand and os.access(cand, os.X_OK) and not cand.startswith(str(Path.home())):
             return cand
-    raise RuntimeError(f"no system {want} for the postgres user to run axisor-backup with "
-                       f"(apt-get install {want})")
+    raise RuntimeError(f"no system {want} for the postgres user to run axisor-backup with (apt-get install {want})")
 
 
 @dataclass
@@ -61,8 +60,10 @@ class ServerRepo:
         os.chmod(d, 0o755)
         site = sysconfig.get_paths()["purelib"]
         wrapper = d / "axisor-backup"
-        wrapper.write_text(f"#!/bin/sh\nAXISOR_BACKUP_PROGRAM='{wrapper}' PYTHONPATH='{ROOT}:{site}' "
-                           f"exec {_server_python()} -m app.cli \"$@\"\n")
+        wrapper.write_text(
+            f"#!/bin/sh\nAXISOR_BACKUP_PROGRAM='{wrapper}' PYTHONPATH='{ROOT}:{site}' "
+            f'exec {_server_python()} -m app.cli "$@"\n'
+        )
         wrapper.chmod(0o755)
         pf = d / "passphrase"
         pf.write_text(PASSPHRASE + "\n")
@@ -100,8 +101,9 @@ class ServerRepo:
                 argv = ["runuser", "-u", "postgres", "--", *argv]
         else:
             argv = [sys.executable, "-m", "app.cli", "--config", str(self.config), *args]
-        p = subprocess.run(argv, cwd="/tmp", env=env, capture_output=True, text=True, timeout=timeout,
-                           stdin=subprocess.DEVNULL)
+        p = subprocess.run(
+            argv, cwd="/tmp", env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
         return Run(p.returncode, p.stdout, p.stderr)
 
     def remove(self) -> None:
@@ -112,12 +114,24 @@ def enable_archiving(cluster, command: str) -> None:
     """archive_mode needs a restart: ALTER SYSTEM, then pg_ctl restart with the same options."""
     cluster.psql("ALTER SYSTEM SET archive_mode = 'on'")
     cluster.psql(f"ALTER SYSTEM SET archive_command = '{command}'")
-    argv = [str(cluster.bin / "pg_ctl"), "-D", str(cluster.dir / "data"), "-l", str(cluster.dir / "server.log"),
-            "-m", "fast", "-w", "-t", "60", "restart"]
+    argv = [
+        str(cluster.bin / "pg_ctl"),
+        "-D",
+        str(cluster.dir / "data"),
+        "-l",
+        str(cluster.dir / "server.log"),
+        "-m",
+        "fast",
+        "-w",
+        "-t",
+        "60",
+        "restart",
+    ]
     if os.geteuid() == 0:
         argv = ["runuser", "-u", "postgres", "--", *argv]
-    subprocess.run(argv, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, timeout=120)
+    subprocess.run(
+        argv, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120
+    )
     assert cluster.psql("SHOW archive_mode") == "on"
 
 
@@ -132,6 +146,8 @@ def switch_and_wait(cluster, timeout: float = 60) -> str:
         if last and last[:24] >= seg:
             return seg
         time.sleep(0.05)
-    raise AssertionError(f"segment {seg} was not archived: "
-                         f"{cluster.psql('SELECT * FROM pg_stat_archiver')}\n"
-                         f"{(cluster.dir / 'server.log').read_text(errors='replace')[-3000:]}")
+    raise AssertionError(
+        f"segment {seg} was not archived: "
+        f"{cluster.psql('SELECT * FROM pg_stat_archiver')}\n"
+        f"{(cluster.dir / 'server.log').read_text(errors='replace')[-3000:]}"
+    )

@@ -233,8 +233,11 @@ def _unchanged(old: Node | None, st: os.stat_result) -> bool:
     # Changing an xattr, an ACL or a chattr flag changes ctime: equal ctime means the old
     # node's attributes are still the file's.
     return (
-        old is not None and old.type == FILE and old.size == st.st_size
-        and old.mtime_ns == st.st_mtime_ns and old.ctime_ns == st.st_ctime_ns
+        old is not None
+        and old.type == FILE
+        and old.size == st.st_size
+        and old.mtime_ns == st.st_mtime_ns
+        and old.ctime_ns == st.st_ctime_ns
         and old.inode == st.st_ino
     )
 
@@ -252,9 +255,16 @@ def raise_open_file_limit() -> None:
 
 
 class Archiver:
-    def __init__(self, repo: Repository, *, workers: int, reread_all: bool,
-                 exclude: tuple[str, ...] = (), follow_root_symlink: bool = True,
-                 on_progress: Callable[[ArchiveStats], None] | None = None) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        *,
+        workers: int,
+        reread_all: bool,
+        exclude: tuple[str, ...] = (),
+        follow_root_symlink: bool = True,
+        on_progress: Callable[[ArchiveStats], None] | None = None,
+    ) -> None:
         self.repo = repo
         self.reread_all = reread_all
         self.exclude = exclude
@@ -313,7 +323,9 @@ class Archiver:
         except FileNotFoundError:
             raise SourceError(f"source path {shown(configured)} does not exist") from None
         except OSError as exc:
-            raise SourceError(f"source path {shown(configured)} cannot be read: {(exc.strerror or str(exc)).lower()}") from None
+            raise SourceError(
+                f"source path {shown(configured)} cannot be read: {(exc.strerror or str(exc)).lower()}"
+            ) from None
         real = configured
         if stat.S_ISLNK(st.st_mode):
             target = os.path.realpath(configured)
@@ -322,11 +334,14 @@ class Archiver:
                 try:
                     st = os.stat(target)
                 except FileNotFoundError:
-                    raise SourceError(f"source path {shown(configured)} is a symbolic link to "
-                                      f"{shown(target)}, which does not exist") from None
+                    raise SourceError(
+                        f"source path {shown(configured)} is a symbolic link to {shown(target)}, which does not exist"
+                    ) from None
                 except OSError as exc:
-                    raise SourceError(f"source path {shown(configured)} (a symbolic link to {shown(target)}) "
-                                      f"cannot be read: {(exc.strerror or str(exc)).lower()}") from None
+                    raise SourceError(
+                        f"source path {shown(configured)} (a symbolic link to {shown(target)}) "
+                        f"cannot be read: {(exc.strerror or str(exc)).lower()}"
+                    ) from None
                 real = target
         if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
             # Can it be read at all? A folder must open and list; a file must open.
@@ -340,8 +355,9 @@ class Archiver:
                 finally:
                     os.close(fd)
             except OSError as exc:
-                raise SourceError(f"source path {shown(configured)} cannot be read: "
-                                  f"{(exc.strerror or 'error').lower()}") from None
+                raise SourceError(
+                    f"source path {shown(configured)} cannot be read: {(exc.strerror or 'error').lower()}"
+                ) from None
         return _Root(configured, real, st)
 
     # -- walking ------------------------------------------------------------------------
@@ -367,12 +383,22 @@ class Archiver:
             # O_PATH: the parent need not be readable, only searchable, as for a path lookup.
             pfd = os.open(parent or b"/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
-            raise SourceError(f"source path {shown(root.configured)} cannot be read: "
-                              f"{(exc.strerror or 'error').lower()}") from None
+            raise SourceError(
+                f"source path {shown(root.configured)} cannot be read: {(exc.strerror or 'error').lower()}"
+            ) from None
         # Shown and matched as configured: a followed link's children appear below the
         # configured path, as they are stored (metadata.root_links says where they were).
-        frame = _Frame(_DirFd(pfd), os.path.dirname(root.configured), [(base, name, None)],
-                       {name: old} if old else {}, None, {}, children, None, root=True)
+        frame = _Frame(
+            _DirFd(pfd),
+            os.path.dirname(root.configured),
+            [(base, name, None)],
+            {name: old} if old else {},
+            None,
+            {},
+            children,
+            None,
+            root=True,
+        )
         await self._walk(frame)
 
     async def _load_subtree(self, old: Node | None) -> Tree | None:
@@ -418,8 +444,9 @@ class Archiver:
             fut = self._spawn(self._finish_dir(fr.children, fr.reference))
             parent_children.append(_DirPlace(name, st, fut, xattrs, flags))
 
-    async def _visit(self, fr: _Frame, fs_name: bytes, name: bytes,
-                     entry: os.DirEntry | None) -> _Child | _Frame | None:
+    async def _visit(
+        self, fr: _Frame, fs_name: bytes, name: bytes, entry: os.DirEntry | None
+    ) -> _Child | _Frame | None:
         """One entry of an open folder: its node, something that will give it, a folder to
         enter, or None (skipped, with a warning when something was lost)."""
         path = fr.path + b"/" + name if fr.path != b"/" else b"/" + name
@@ -429,8 +456,11 @@ class Archiver:
         try:
             if entry is not None and entry.is_dir(follow_symlinks=False):
                 return await self._enter(fr, fs_name, name, path, old)
-            st = entry.stat(follow_symlinks=False) if entry is not None else \
-                os.stat(fs_name, dir_fd=fr.dir.fd, follow_symlinks=False)
+            st = (
+                entry.stat(follow_symlinks=False)
+                if entry is not None
+                else os.stat(fs_name, dir_fd=fr.dir.fd, follow_symlinks=False)
+            )
         except FileNotFoundError:
             self._lost(fr, path, "vanished before it was read")
             return None
@@ -468,8 +498,7 @@ class Archiver:
             self.stats.unreadable += 1
         self._warn(f"{shown(path)}: {why}")
 
-    async def _enter(self, fr: _Frame, fs_name: bytes, name: bytes, path: bytes,
-                     old: Node | None) -> _Frame | None:
+    async def _enter(self, fr: _Frame, fs_name: bytes, name: bytes, path: bytes, old: Node | None) -> _Frame | None:
         """Open a folder below ``fr`` and list it: the frame the walk continues with."""
         try:
             fd = os.open(fs_name, _DIR_FLAGS | (os.O_NOATIME if _EUID == 0 else 0), dir_fd=fr.dir.fd)
@@ -514,8 +543,7 @@ class Archiver:
                 if o is not None and o.type == DIR and o.subtree is not None and e.is_dir(follow_symlinks=False):
                     prefetched[n] = self._spawn(self.repo.reference_tree(o.subtree))
         entries = [(n, n, e) for n, e in listed]
-        return _Frame(_DirFd(fd), path, entries, old_nodes, reference, prefetched, [],
-                      (name, st, xattrs, fl))
+        return _Frame(_DirFd(fd), path, entries, old_nodes, reference, prefetched, [], (name, st, xattrs, fl))
 
     def _xattrs_at(self, fr: _Frame, fs_name: bytes, path: bytes) -> tuple[tuple[bytes, bytes], ...]:
         """A symlink's, device's or FIFO's attributes, without opening it and without a long path."""
@@ -534,8 +562,7 @@ class Archiver:
                 if c.content is not None:  # None: it vanished or could not be read
                     nodes.append(self._file_node(c.name, c.st, c.content))
             elif isinstance(c, _DirPlace):
-                nodes.append(self._node(c.name, DIR, c.st, subtree=await c.subtree, xattrs=c.xattrs,
-                                        flags=c.flags))
+                nodes.append(self._node(c.name, DIR, c.st, subtree=await c.subtree, xattrs=c.xattrs, flags=c.flags))
             else:
                 node = await c
                 if node is not None:
@@ -547,21 +574,41 @@ class Archiver:
 
     def _node(self, name: bytes, kind: str, st: os.stat_result, **extra) -> Node:
         return Node(
-            name=name, type=kind, mode=st.st_mode, uid=st.st_uid, gid=st.st_gid,
-            mtime_ns=st.st_mtime_ns, atime_ns=st.st_atime_ns, ctime_ns=st.st_ctime_ns,
-            user=self.names.user(st.st_uid), group=self.names.group(st.st_gid), **extra,
+            name=name,
+            type=kind,
+            mode=st.st_mode,
+            uid=st.st_uid,
+            gid=st.st_gid,
+            mtime_ns=st.st_mtime_ns,
+            atime_ns=st.st_atime_ns,
+            ctime_ns=st.st_ctime_ns,
+            user=self.names.user(st.st_uid),
+            group=self.names.group(st.st_gid),
+            **extra,
         )
 
     def _file_node(self, name: bytes, st: os.stat_result, c: _Content) -> Node:
         # c.size is what was actually stored (plus holes), which differs from st when the
         # file changed while it was read; the restore checks against the stored length.
-        return self._node(name, FILE, st, size=c.size, inode=st.st_ino, dev=st.st_dev, nlink=st.st_nlink,
-                          content=c.ids, holes=c.holes, xattrs=c.xattrs, flags=c.flags)
+        return self._node(
+            name,
+            FILE,
+            st,
+            size=c.size,
+            inode=st.st_ino,
+            dev=st.st_dev,
+            nlink=st.st_nlink,
+            content=c.ids,
+            holes=c.holes,
+            xattrs=c.xattrs,
+            flags=c.flags,
+        )
 
     # -- files --------------------------------------------------------------------------
 
-    async def _file(self, fr: _Frame, fs_name: bytes, name: bytes, path: bytes, st: os.stat_result,
-                    old: Node | None) -> _Child | None:
+    async def _file(
+        self, fr: _Frame, fs_name: bytes, name: bytes, path: bytes, st: os.stat_result, old: Node | None
+    ) -> _Child | None:
         self.stats.total_files += 1
         self.stats.total_bytes += st.st_size
         self.stats.current = path
@@ -683,8 +730,7 @@ class Archiver:
             if sparse.maybe_sparse(p.st):
                 holes = sparse.holes(fd, p.st.st_size)
             if holes:
-                data = b"".join(os.pread(fd, length, off)
-                                for off, length in sparse.data_extents(p.st.st_size, holes))
+                data = b"".join(os.pread(fd, length, off) for off, length in sparse.data_extents(p.st.st_size, holes))
             else:
                 data = os.read(fd, p.st.st_size)
             after = os.fstat(fd)
@@ -712,7 +758,8 @@ class Archiver:
                 fd = f.fileno()
                 try:
                     now, holes, (xattrs, fl, problems) = await self._loop.run_in_executor(
-                        self.repo.executor, _large_file_meta, fd, st)
+                        self.repo.executor, _large_file_meta, fd, st
+                    )
                 except OSError as exc:
                     self._unreadable(path, exc.strerror or "unreadable")
                     return None
@@ -822,8 +869,7 @@ def _large_file_meta(fd: int, st: os.stat_result):
     return now, holes, _fd_attributes(fd)
 
 
-def _stored_extent(size: int, holes: tuple[tuple[int, int], ...],
-                   read: int) -> tuple[int, tuple[tuple[int, int], ...]]:
+def _stored_extent(size: int, holes: tuple[tuple[int, int], ...], read: int) -> tuple[int, tuple[tuple[int, int], ...]]:
     """The logical size and holes that match ``read`` bytes of data stored.
 
     When everything expected was read, (size, holes). A sparse file that shrank while it

@@ -49,8 +49,10 @@ def _cdc(params: ChunkerParams) -> FastCDC:
     """One FastCDC per thread and parameters: building one per file cost 3 % of a backup."""
     cache = getattr(_local, "cdc", None)
     if cache is None or cache[0] != params:
-        cache = _local.cdc = (params, FastCDC(params.avg_size, min_size=params.min_size,
-                                              max_size=params.max_size, seed=params.seed))
+        cache = _local.cdc = (
+            params,
+            FastCDC(params.avg_size, min_size=params.min_size, max_size=params.max_size, seed=params.seed),
+        )
     return cache[1]
 
 
@@ -64,9 +66,14 @@ class ReadIntoStream(Protocol):
 class Chunker:
     """One file's chunk stream. Not thread-safe; advance it from one thread at a time."""
 
-    def __init__(self, params: ChunkerParams, stream: ReadIntoStream,
-                 observe: Callable[[bytearray, int, int], None] | None = None, *,
-                 window: int = WINDOW) -> None:
+    def __init__(
+        self,
+        params: ChunkerParams,
+        stream: ReadIntoStream,
+        observe: Callable[[bytearray, int, int], None] | None = None,
+        *,
+        window: int = WINDOW,
+    ) -> None:
         # ``window`` is a parameter so tests can drive every refill edge with inputs of a
         # few KiB (tests/core/test_chunker_property.py); the boundaries never depend on it.
         if window < 0:
@@ -88,12 +95,12 @@ class Chunker:
         if self._start:
             # Slide the uncut tail to the front; it is at most one chunk long.
             tail = self._end - self._start
-            self._buf[:tail] = self._buf[self._start:self._end]
+            self._buf[:tail] = self._buf[self._start : self._end]
             self._start, self._end = 0, tail
         view = memoryview(self._buf)
         seen = self._end
         while self._end < self._cap and not self._eof:
-            n = self._stream.readinto(view[self._end:self._cap])
+            n = self._stream.readinto(view[self._end : self._cap])
             if not n:
                 self._eof = True
             else:
@@ -119,7 +126,7 @@ class Chunker:
             if self._start == self._end:
                 self.close()
                 break
-            window = memoryview(self._buf)[self._start:self._end]
+            window = memoryview(self._buf)[self._start : self._end]
             before = self._start
             for chunk in _cdc(self._params).cut_buf(window):
                 # A cut that ends where the window ends may only be where the data ran out:
@@ -132,8 +139,7 @@ class Chunker:
                 # back forever. Refilling at <= max_size would also have ended the loop, but
                 # this rule is the true one: it is what makes every accepted cut the one
                 # FastCDC makes on the whole input (tests/core/test_chunker_property.py).
-                if chunk.offset + chunk.length == len(window) and not self._eof \
-                        and chunk.length < self._max:
+                if chunk.offset + chunk.length == len(window) and not self._eof and chunk.length < self._max:
                     break
                 out.append(bytes(chunk.data))
                 total += chunk.length
@@ -145,8 +151,10 @@ class Chunker:
                 # Cannot happen: a window below max_size is refilled first, and one of at
                 # least max_size yields a final cut. Should a change break that, fail loudly
                 # rather than spin with the repository locked.
-                raise RuntimeError(f"chunker made no progress at {self._end - self._start} uncut bytes "
-                                   f"(eof={self._eof}); this is a bug")
+                raise RuntimeError(
+                    f"chunker made no progress at {self._end - self._start} uncut bytes "
+                    f"(eof={self._eof}); this is a bug"
+                )
         return out
 
     def close(self) -> None:

@@ -15,8 +15,15 @@ from typing import TYPE_CHECKING, Any
 from core.config.sources import select_sources
 from core.errors import Exit, UsageError
 from core.progress import RateMeter, eta_seconds
-from core.runner import (LOCK_WAIT_SECONDS, PRIMARY_LOCATION, JobContext, JobFailed, JobProgress, retry_when_locked,
-                         snapshot_dict)
+from core.runner import (
+    LOCK_WAIT_SECONDS,
+    PRIMARY_LOCATION,
+    JobContext,
+    JobFailed,
+    JobProgress,
+    retry_when_locked,
+    snapshot_dict,
+)
 from core.text import human_bytes, shown
 
 if TYPE_CHECKING:
@@ -26,8 +33,11 @@ if TYPE_CHECKING:
 def _with_previous(data: dict[str, Any], previous: Any) -> dict[str, Any]:
     """The newest snapshot of the source before the run, as far as `status` needs it (its
     suspicious-shrink check, core/health/shrink.py, runs on the job history alone)."""
-    data["previous"] = ({"id": previous.id, "time": previous.time, "total_files": previous.summary.total_files}
-                        if previous is not None else None)
+    data["previous"] = (
+        {"id": previous.id, "time": previous.time, "total_files": previous.summary.total_files}
+        if previous is not None
+        else None
+    )
     return data
 
 
@@ -66,26 +76,42 @@ async def backup_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, An
         size = st.current_size if st.current else None
         if size is not None:  # a database table, with its size on disk (core/backup/run.py)
             current = f"{current} ({human_bytes(size)})"
-        ctx.progress(JobProgress(
-            phase="backup" if scanned or not totals else "backup (counting)", bytes_done=nbytes,
-            bytes_total=bytes_total, files_done=nfiles, files_total=files_total, rate=rate,
-            eta_seconds=eta_seconds(nbytes, bytes_total, rate) if scanned else None,
-            current=current, warnings=len(st.warnings), current_size=size))
+        ctx.progress(
+            JobProgress(
+                phase="backup" if scanned or not totals else "backup (counting)",
+                bytes_done=nbytes,
+                bytes_total=bytes_total,
+                files_done=nfiles,
+                files_total=files_total,
+                rate=rate,
+                eta_seconds=eta_seconds(nbytes, bytes_total, rate) if scanned else None,
+                current=current,
+                warnings=len(st.warnings),
+                current_size=size,
+            )
+        )
 
     ctx.progress(JobProgress(phase="waiting for locks"))
-    async with ctx.locks([PRIMARY_LOCATION], exclusive=False), \
-            ctx.locks(_source_keys(ctx.config, sources), exclusive=True):
+    async with (
+        ctx.locks([PRIMARY_LOCATION], exclusive=False),
+        ctx.locks(_source_keys(ctx.config, sources), exclusive=True),
+    ):
         ctx.progress(JobProgress(phase="backup"))
         meter.update(time.monotonic(), 0)  # the rate counts from here, so the first report has one
         result = await retry_when_locked(
-            ctx, lambda: ctx.service.backup(kind=kind, sources=sources or None, tags=tags, on_progress=on_progress,
-                                            totals=totals),
-            wait=float(params.get("lock_wait", LOCK_WAIT_SECONDS)))
+            ctx,
+            lambda: ctx.service.backup(
+                kind=kind, sources=sources or None, tags=tags, on_progress=on_progress, totals=totals
+            ),
+            wait=float(params.get("lock_wait", LOCK_WAIT_SECONDS)),
+        )
     for r in result.results:
         if r.snapshot is not None:
             m = r.snapshot.summary
-            ctx.log(f"{r.source}: snapshot {r.snapshot.short_id} ({r.snapshot.type}), {m.total_files} files, "
-                    f"{m.total_bytes} bytes, {m.data_added_packed} bytes stored")
+            ctx.log(
+                f"{r.source}: snapshot {r.snapshot.short_id} ({r.snapshot.type}), {m.total_files} files, "
+                f"{m.total_bytes} bytes, {m.data_added_packed} bytes stored"
+            )
         else:
             ctx.log(f"{r.source}: FAILED: {r.error}")
     for w in getattr(result, "warnings", ()):
@@ -93,7 +119,8 @@ async def backup_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, An
     snaps = [r.snapshot for r in result.results if r.snapshot]
     previous = {r.snapshot.id: getattr(r, "previous", None) for r in result.results if r.snapshot}
     out = {
-        "backup_set": result.backup_set, "type": kind,
+        "backup_set": result.backup_set,
+        "type": kind,
         "snapshots": [_with_previous(snapshot_dict(s), previous.get(s.id)) for s in snaps],
         "failed": [{"source": r.source, "error": r.error, "code": r.code} for r in result.failed_sources],
         "partial": result.partial,
@@ -112,8 +139,7 @@ async def backup_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, An
         first = result.failed_sources[0]
         out["exit_code"] = first.code or Exit.SOURCE_UNREADABLE
         names = ", ".join(f"{r.source}: {r.error}" for r in result.failed_sources)
-        raise JobFailed(f"backup failed for {len(result.failed_sources)} source(s): {names}", out,
-                        out["exit_code"])
+        raise JobFailed(f"backup failed for {len(result.failed_sources)} source(s): {names}", out, out["exit_code"])
     out["exit_code"] = Exit.WARNINGS if result.partial else Exit.OK
     return out
 

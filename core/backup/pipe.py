@@ -112,7 +112,7 @@ class PipeReader(io.RawIOBase):
             while self._pieces and n < len(out):
                 piece = self._pieces[0]
                 take = min(len(piece), len(out) - n)
-                out[n:n + take] = piece[:take]
+                out[n : n + take] = piece[:take]
                 n += take
                 if take < len(piece):
                     self._pieces[0] = piece[take:]

@@ -63,12 +63,18 @@ def _reference(snaps: list[Snapshot], source: str, kind: str) -> Snapshot | None
     return mine[-1] if mine else None
 
 
-async def run_backup(repo: Repository, sources: list[SourceSpec], *, kind: str = "incremental",
-                     tags: tuple[str, ...] = (), workers: int = 2,
-                     on_progress: Callable[[str, ArchiveStats], None] | None = None,
-                     database: DatabaseTake | None = None,
-                     stall_timeout: float = DEFAULT_STALL_SECONDS,
-                     totals: dict[str, ScanTotals] | None = None) -> BackupResult:
+async def run_backup(
+    repo: Repository,
+    sources: list[SourceSpec],
+    *,
+    kind: str = "incremental",
+    tags: tuple[str, ...] = (),
+    workers: int = 2,
+    on_progress: Callable[[str, ArchiveStats], None] | None = None,
+    database: DatabaseTake | None = None,
+    stall_timeout: float = DEFAULT_STALL_SECONDS,
+    totals: dict[str, ScanTotals] | None = None,
+) -> BackupResult:
     """Back up ``database`` (when given) and then each file source, one snapshot each.
     ``stall_timeout``: a file source that reads no byte and finishes no file for this many
     seconds fails the run with BackupStalled (core/backup/watchdog.py); 0: never.
@@ -97,8 +103,9 @@ async def run_backup(repo: Repository, sources: list[SourceSpec], *, kind: str =
                     effective = kind
                 previous = _reference(existing, spec.name, "incremental")
                 try:
-                    done = await _backup_source(repo, spec, effective, ref, backup_set, tags, workers,
-                                                on_progress, stall_timeout=stall_timeout)
+                    done = await _backup_source(
+                        repo, spec, effective, ref, backup_set, tags, workers, on_progress, stall_timeout=stall_timeout
+                    )
                     results.append(replace(done, previous=previous))
                 except SourceError as exc:
                     # One missing source must not cost the others their backup.
@@ -126,6 +133,7 @@ def _forecast(sources: list[SourceSpec], existing: list[Snapshot], totals: dict[
 class DumpPosition:
     """Where a database dump's stream is, told by the source with the bytes that passed
     (a logical dump knows from its table of contents which table's data is passing)."""
+
     table: str = ""  # the table whose data is passing, schema-qualified (names.key), raw: escape to show
     table_size: int | None = None  # its size on disk (heap and TOAST) in the dump's snapshot
     # The whole stream's length, forecast from the catalog's table sizes; None until known.
@@ -144,14 +152,20 @@ class DumpProgress(Protocol):
 class DatabaseTake:
     """How this run takes the database snapshot. Built above this layer, where the sources
     live (core/sources/postgres/take.py): the backup layer never imports a source."""
+
     source: str
     take: Callable[[Repository, str, tuple[str, ...], DumpProgress], Awaitable[Snapshot]]
     started: Awaitable[Any] | None = None  # the dump, already begun before the repository opened
 
 
-async def _backup_database(repo: Repository, db: DatabaseTake, backup_set: str, tags: tuple[str, ...],
-                           on_progress: Callable[[str, ArchiveStats], None] | None,
-                           totals: dict[str, ScanTotals] | None = None) -> SourceResult:
+async def _backup_database(
+    repo: Repository,
+    db: DatabaseTake,
+    backup_set: str,
+    tags: tuple[str, ...],
+    on_progress: Callable[[str, ArchiveStats], None] | None,
+    totals: dict[str, ScanTotals] | None = None,
+) -> SourceResult:
     """A database snapshot is always a full dump; its failure costs the file sources nothing.
     ``totals``: given the database's forecast beside the file sources', so that the run's
     total and ETA cover the dump too: from the first position the take tells (``done`` once
@@ -182,27 +196,44 @@ async def _backup_database(repo: Repository, db: DatabaseTake, backup_set: str, 
     return SourceResult(db.source, snap)
 
 
-async def backup_paths(repo: Repository, name: str, paths: list[Path], *, tags: tuple[str, ...] = (),
-                       metadata: dict | None = None, workers: int = 2) -> Snapshot:
+async def backup_paths(
+    repo: Repository,
+    name: str,
+    paths: list[Path],
+    *,
+    tags: tuple[str, ...] = (),
+    metadata: dict | None = None,
+    workers: int = 2,
+) -> Snapshot:
     """One full snapshot of ``paths`` under source ``name`` (a safety backup before a restore).
     The caller holds a lock and has loaded the index."""
-    spec = SourceSpec(name=name, category=name.split("/", 1)[0], paths=tuple(paths), exclude=(),
-                      retention_days=0)
-    result = await _backup_source(repo, spec, "full", None, uuid.uuid4().hex[:16], tags, workers, None,
-                                  metadata=metadata)
+    spec = SourceSpec(name=name, category=name.split("/", 1)[0], paths=tuple(paths), exclude=(), retention_days=0)
+    result = await _backup_source(
+        repo, spec, "full", None, uuid.uuid4().hex[:16], tags, workers, None, metadata=metadata
+    )
     assert result.snapshot is not None
     return result.snapshot
 
 
-async def _backup_source(repo: Repository, spec: SourceSpec, kind: str, ref: Snapshot | None,
-                         backup_set: str, tags: tuple[str, ...], workers: int,
-                         on_progress: Callable[[str, ArchiveStats], None] | None,
-                         metadata: dict | None = None,
-                         stall_timeout: float = DEFAULT_STALL_SECONDS) -> SourceResult:
+async def _backup_source(
+    repo: Repository,
+    spec: SourceSpec,
+    kind: str,
+    ref: Snapshot | None,
+    backup_set: str,
+    tags: tuple[str, ...],
+    workers: int,
+    on_progress: Callable[[str, ArchiveStats], None] | None,
+    metadata: dict | None = None,
+    stall_timeout: float = DEFAULT_STALL_SECONDS,
+) -> SourceResult:
     before = list(repo.stats.by_type.get(BlobType.DATA, [0, 0, 0]))
     ref_tree: Tree | None = await repo.reference_tree(bytes.fromhex(ref.tree)) if ref else None
     archiver = Archiver(
-        repo, workers=workers, reread_all=(kind == "full"), exclude=spec.exclude,
+        repo,
+        workers=workers,
+        reread_all=(kind == "full"),
+        exclude=spec.exclude,
         follow_root_symlink=spec.follow_root_symlink,
         on_progress=(lambda st: on_progress(spec.name, st)) if on_progress else None,
     )
@@ -223,10 +254,17 @@ async def _backup_source(repo: Repository, spec: SourceSpec, kind: str, ref: Sna
     added, packed = after[1] - before[1], after[2] - before[2]
     st = archiver.stats
     summary = Summary(
-        files_new=st.files_new, files_changed=st.files_changed, files_unmodified=st.files_unmodified,
-        files_removed=st.files_removed, dirs=st.dirs, total_files=st.total_files,
-        total_bytes=st.total_bytes, bytes_read=st.bytes_read, data_blobs_new=after[0] - before[0],
-        data_added=added, data_added_packed=packed,
+        files_new=st.files_new,
+        files_changed=st.files_changed,
+        files_unmodified=st.files_unmodified,
+        files_removed=st.files_removed,
+        dirs=st.dirs,
+        total_files=st.total_files,
+        total_bytes=st.total_bytes,
+        bytes_read=st.bytes_read,
+        data_blobs_new=after[0] - before[0],
+        data_added=added,
+        data_added_packed=packed,
         compression_ratio=round(added / packed, 3) if packed else 1.0,
     )
     user = current_user()
@@ -234,14 +272,24 @@ async def _backup_source(repo: Repository, spec: SourceSpec, kind: str, ref: Sna
     if archiver.root_links:
         # A source path that is a symbolic link: where it pointed, and whether the target
         # was archived (under the configured name) or only the link.
-        metadata["root_links"] = [{"path": r.path, "target": r.target, "followed": r.followed}
-                                  for r in archiver.root_links]
+        metadata["root_links"] = [
+            {"path": r.path, "target": r.target, "followed": r.followed} for r in archiver.root_links
+        ]
     snap = Snapshot(
         time=datetime.now(timezone.utc).astimezone().isoformat(timespec="microseconds"),
-        source=spec.name, paths=tuple(str(p) for p in spec.paths), tree=root.hex(), type=kind,
-        parent=ref.id if ref else None, backup_set=backup_set, hostname=socket.gethostname(),
-        username=user, tags=tuple(tags), warnings=tuple(st.warnings), summary=summary,
-        program_version=__version__, metadata=metadata,
+        source=spec.name,
+        paths=tuple(str(p) for p in spec.paths),
+        tree=root.hex(),
+        type=kind,
+        parent=ref.id if ref else None,
+        backup_set=backup_set,
+        hostname=socket.gethostname(),
+        username=user,
+        tags=tuple(tags),
+        warnings=tuple(st.warnings),
+        summary=summary,
+        program_version=__version__,
+        metadata=metadata,
     )
     snap_id = await repo.save_snapshot(snap)
     return SourceResult(spec.name, replace(snap, id=snap_id))

@@ -28,8 +28,9 @@ class ScanTotals:
     stop: bool = False
 
 
-def scan_paths(paths: list[str | os.PathLike], exclude: tuple[str, ...], totals: ScanTotals,
-               *, follow_root_symlink: bool = True) -> None:
+def scan_paths(
+    paths: list[str | os.PathLike], exclude: tuple[str, ...], totals: ScanTotals, *, follow_root_symlink: bool = True
+) -> None:
     """Walk ``paths`` (blocking: run it on a thread), adding to ``totals``."""
     try:
         for root in paths:

@@ -23,18 +23,40 @@ def current_user() -> str:
         return str(os.getuid())
 
 
-async def single_file_snapshot(repo: Repository, *, name: str, ids: tuple[bytes, ...], size: int,
-                               before: list[int], source: str, paths: tuple[str, ...], backup_set: str,
-                               tags: tuple[str, ...], metadata: dict,
-                               warnings: tuple[str, ...] = (),
-                               extra: tuple[tuple[str, tuple[bytes, ...], int], ...] = ()) -> Snapshot:
+async def single_file_snapshot(
+    repo: Repository,
+    *,
+    name: str,
+    ids: tuple[bytes, ...],
+    size: int,
+    before: list[int],
+    source: str,
+    paths: tuple[str, ...],
+    backup_set: str,
+    tags: tuple[str, ...],
+    metadata: dict,
+    warnings: tuple[str, ...] = (),
+    extra: tuple[tuple[str, tuple[bytes, ...], int], ...] = (),
+) -> Snapshot:
     """Store the tree, make everything durable (flush), and build the manifest to save.
     ``before`` is repo.stats.by_type[DATA] copied when the stream started. ``extra``: small
     files stored beside the main one, (name, blob ids, size) each (a dump's globals)."""
     now_ns = time.time_ns()
-    nodes = [Node(name=n.encode(), type=FILE, mode=stat.S_IFREG | 0o600, uid=os.getuid(), gid=os.getgid(),
-                  mtime_ns=now_ns, atime_ns=now_ns, ctime_ns=now_ns, size=sz, content=c)
-             for n, c, sz in ((name, ids, size), *extra)]
+    nodes = [
+        Node(
+            name=n.encode(),
+            type=FILE,
+            mode=stat.S_IFREG | 0o600,
+            uid=os.getuid(),
+            gid=os.getgid(),
+            mtime_ns=now_ns,
+            atime_ns=now_ns,
+            ctime_ns=now_ns,
+            size=sz,
+            content=c,
+        )
+        for n, c, sz in ((name, ids, size), *extra)
+    ]
     try:
         root = await repo.save_tree(Tree(sorted(nodes, key=lambda n: n.name)))
         await repo.flush()
@@ -45,12 +67,28 @@ async def single_file_snapshot(repo: Repository, *, name: str, ids: tuple[bytes,
     added, packed = after[1] - before[1], after[2] - before[2]
     metadata["compression_ratio"] = round(added / packed, 3) if packed else 1.0
     total = size + sum(sz for _, _, sz in extra)
-    summary = Summary(files_new=len(nodes), total_files=len(nodes), total_bytes=total, bytes_read=total,
-                      data_blobs_new=after[0] - before[0], data_added=added, data_added_packed=packed,
-                      compression_ratio=metadata["compression_ratio"])
+    summary = Summary(
+        files_new=len(nodes),
+        total_files=len(nodes),
+        total_bytes=total,
+        bytes_read=total,
+        data_blobs_new=after[0] - before[0],
+        data_added=added,
+        data_added_packed=packed,
+        compression_ratio=metadata["compression_ratio"],
+    )
     return Snapshot(
         time=datetime.now(timezone.utc).astimezone().isoformat(timespec="microseconds"),
-        source=source, paths=paths, tree=root.hex(), type="full", backup_set=backup_set,
-        hostname=socket.gethostname(), username=current_user(), tags=tuple(tags), warnings=tuple(warnings),
-        summary=summary, program_version=__version__, metadata=metadata,
+        source=source,
+        paths=paths,
+        tree=root.hex(),
+        type="full",
+        backup_set=backup_set,
+        hostname=socket.gethostname(),
+        username=current_user(),
+        tags=tuple(tags),
+        warnings=tuple(warnings),
+        summary=summary,
+        program_version=__version__,
+        metadata=metadata,
     )

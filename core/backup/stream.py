@@ -22,17 +22,19 @@ Spawn = Callable[[Coroutine[Any, Any, Any]], asyncio.Future]
 
 
 class StreamWriter:
-    def __init__(self, repo: Repository, *, slots: int = 3, spawn: Spawn | None = None,
-                 window: int = WINDOW) -> None:
+    def __init__(self, repo: Repository, *, slots: int = 3, spawn: Spawn | None = None, window: int = WINDOW) -> None:
         self.repo = repo
         self._window = window  # the chunker's read window (memory per stream; boundaries never depend on it)
         self._slots = asyncio.Semaphore(slots)
         self._own: set[asyncio.Future] = set()
         self._spawn = spawn or self._track
 
-    async def store(self, stream: ReadIntoStream, on_bytes: Callable[[int], None] | None = None,
-                    observe: Callable[[bytearray, int, int], None] | None = None,
-                    ) -> tuple[tuple[bytes, ...], int]:
+    async def store(
+        self,
+        stream: ReadIntoStream,
+        on_bytes: Callable[[int], None] | None = None,
+        observe: Callable[[bytearray, int, int], None] | None = None,
+    ) -> tuple[tuple[bytes, ...], int]:
         """Read ``stream`` to its end; return its chunk ids and length. Sealing may still be
         running when this returns: the caller drains (``drain`` or its own spawner) and then
         flushes the repository before a snapshot may name these ids."""
@@ -41,8 +43,9 @@ class StreamWriter:
         size = 0
         chunker = Chunker(self.repo.config.chunker, stream, observe, window=self._window)
         try:
-            while chunks := await loop.run_in_executor(self.repo.executor, _take_and_id, chunker,
-                                                       self.repo, TAKE_BYTES):
+            while chunks := await loop.run_in_executor(
+                self.repo.executor, _take_and_id, chunker, self.repo, TAKE_BYTES
+            ):
                 new = []
                 took = 0
                 for blob_id, data in chunks:
@@ -64,8 +67,7 @@ class StreamWriter:
 
     async def _seal(self, chunks: list[tuple[bytes, bytes]]) -> None:
         try:
-            sealed = await asyncio.get_running_loop().run_in_executor(
-                self.repo.executor, _seal_all, self.repo, chunks)
+            sealed = await asyncio.get_running_loop().run_in_executor(self.repo.executor, _seal_all, self.repo, chunks)
             for blob in sealed:
                 await self.repo.add_sealed(blob)
         finally:

@@ -186,12 +186,19 @@ class Watchdog:
         files = self.reading_now()
         seconds = f"{self.timeout:g} s"
         if not files:
-            return BackupStalled(f"backup stalled: no byte read and no file finished for {seconds} "
-                                 f"([engine] stall_timeout_seconds), while no file was being read")
-        more = f" (and {len(files) - 1} more: {', '.join(files[1:4])}{'...' if len(files) > 4 else ''})" \
-            if len(files) > 1 else ""
-        return BackupStalled(f"backup stalled: no byte read from {files[0]}{more} and no file finished for "
-                             f"{seconds} ([engine] stall_timeout_seconds); the read was abandoned")
+            return BackupStalled(
+                f"backup stalled: no byte read and no file finished for {seconds} "
+                f"([engine] stall_timeout_seconds), while no file was being read"
+            )
+        more = (
+            f" (and {len(files) - 1} more: {', '.join(files[1:4])}{'...' if len(files) > 4 else ''})"
+            if len(files) > 1
+            else ""
+        )
+        return BackupStalled(
+            f"backup stalled: no byte read from {files[0]}{more} and no file finished for "
+            f"{seconds} ([engine] stall_timeout_seconds); the read was abandoned"
+        )
 
 
 class NoWatchdog(Watchdog):

@@ -103,8 +103,7 @@ class MustStayOn(Boolean):
     def check(self, value: Any, info: ValidationInfo | None) -> bool:
         if super().check(value, info) is False:
             raise Invalid(
-                "encryption cannot be disabled: every repository is encrypted "
-                "(remove this key or set it to true)"
+                "encryption cannot be disabled: every repository is encrypted (remove this key or set it to true)"
             )
         return True
 
@@ -121,8 +120,7 @@ class Integer(Check):
         return f"integer {self.lo}-{self.hi}" if self.hi is not None else f"integer >= {self.lo}"
 
     def check(self, value: Any, info: ValidationInfo | None) -> int:
-        wanted = (f"an integer from {self.lo} to {self.hi}" if self.hi is not None
-                  else f"an integer >= {self.lo}")
+        wanted = f"an integer from {self.lo} to {self.hi}" if self.hi is not None else f"an integer >= {self.lo}"
         if isinstance(value, bool) or not isinstance(value, int):
             raise Invalid(f"must be {wanted} (got {type_name(value)})")
         if value < self.lo or (self.hi is not None and value > self.hi):
@@ -240,8 +238,29 @@ class Timezone(Check):
             raise Invalid(f"unknown time zone {name!r}{hint(name, available_timezones())}") from None
 
 
-_CRON_NAMES = frozenset(("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN", "JAN", "FEB", "MAR",
-                         "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"))
+_CRON_NAMES = frozenset(
+    (
+        "MON",
+        "TUE",
+        "WED",
+        "THU",
+        "FRI",
+        "SAT",
+        "SUN",
+        "JAN",
+        "FEB",
+        "MAR",
+        "APR",
+        "MAY",
+        "JUN",
+        "JUL",
+        "AUG",
+        "SEP",
+        "OCT",
+        "NOV",
+        "DEC",
+    )
+)
 _CRON_FIELDS = ("minute", "hour", "day-of-month", "month", "day-of-week")
 _CRON_RANGES = {
     "minute": "0-59",
@@ -261,16 +280,12 @@ class Cron(Check):
         text = _STRING.check(value, info)
         parts = text.split()
         if len(parts) != len(_CRON_FIELDS):
-            raise Invalid(
-                f'must have 5 fields ({" ".join(_CRON_FIELDS)}), e.g. "0 2 * * *" (got {len(parts)})'
-            )
+            raise Invalid(f'must have 5 fields ({" ".join(_CRON_FIELDS)}), e.g. "0 2 * * *" (got {len(parts)})')
         for name, part in zip(_CRON_FIELDS, parts):
             words = re.findall(r"[A-Za-z]+", part)
             shape_ok = re.fullmatch(r"[0-9A-Za-z*/,\-]+", part) is not None
             if not shape_ok or any(word.upper() not in _CRON_NAMES for word in words):
-                raise Invalid(
-                    f"{name} field {part!r} may only use digits, * / , - and names like MON or JAN"
-                )
+                raise Invalid(f"{name} field {part!r} may only use digits, * / , - and names like MON or JAN")
         from croniter import CroniterBadDateError, croniter
 
         for index, (name, part) in enumerate(zip(_CRON_FIELDS, parts)):
@@ -286,9 +301,7 @@ class Cron(Check):
 
 
 NO_DB_PASSWORD = "put the password in password_file or PGPASSWORD, never in config.toml"
-NO_REMOTE_CREDENTIALS = (
-    "credentials go in credentials_file or the provider's standard environment, never config.toml"
-)
+NO_REMOTE_CREDENTIALS = "credentials go in credentials_file or the provider's standard environment, never config.toml"
 
 
 def _url_has_password(text: str) -> bool:
@@ -384,8 +397,7 @@ class KibPerSecond(Check):
     def check(self, value: Any, info: ValidationInfo | None) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             got = value if isinstance(value, int) and not isinstance(value, bool) else type_name(value)
-            raise Invalid(f"must be a rate in KiB/s, an integer >= 0 (0: unlimited), e.g. 2048 for 2 MiB/s "
-                          f"(got {got})")
+            raise Invalid(f"must be a rate in KiB/s, an integer >= 0 (0: unlimited), e.g. 2048 for 2 MiB/s (got {got})")
         return value
 
 
@@ -457,6 +469,7 @@ class Wrap:
     def schema(self, array: CoreSchema) -> CoreSchema:
         return core_schema.with_info_wrap_validator_function(self._validate, array)
 
+
 @dataclass(frozen=True)
 class ListOf(Wrap):
     """A TOML array of what (e.g. paths); with false_disables, false means an empty list."""
@@ -476,9 +489,7 @@ class ListOf(Wrap):
             raise Invalid(f"give a list of {self.what}, e.g. {self.example}, or false to disable")
         if not isinstance(value, list):
             off = " or false" if self.false_disables else ""
-            raise Invalid(
-                f"must be a list of {self.what}{off}, e.g. {self.example} (got {type_name(value)})"
-            )
+            raise Invalid(f"must be a list of {self.what}{off}, e.g. {self.example} (got {type_name(value)})")
         return value
 
 
@@ -498,10 +509,7 @@ class Argv(ListOf):
 
     def before(self, value: Any) -> Any:
         if isinstance(value, str):
-            raise Invalid(
-                "must be a list of strings (program, then arguments), "
-                f"e.g. {_ARGV_EXAMPLE} (got string)"
-            )
+            raise Invalid(f"must be a list of strings (program, then arguments), e.g. {_ARGV_EXAMPLE} (got string)")
         return super().before(value)
 
     def after(self, value: Any, info: ValidationInfo) -> Any:

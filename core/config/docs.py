@@ -100,8 +100,13 @@ def render() -> str:
             lines.append(f"| `{key.name}` | {_cell(rule)} | {_cell(_default(key))} | {_cell(meaning)} |")
         if where == "objectives":
             names_ = ", ".join(f'`"{name}"`' for name in OBJECTIVE_KEYS)
-            lines += ["", (f"Tables `[objectives.\"<name>\"]` with `rpo` and/or `rto` override the defaults "
-                           f"for one category or source: {names_}. A source inherits from its category's table.")]
+            lines += [
+                "",
+                (
+                    f'Tables `[objectives."<name>"]` with `rpo` and/or `rto` override the defaults '
+                    f"for one category or source: {names_}. A source inherits from its category's table."
+                ),
+            ]
     return "\n".join(lines) + "\n"
 
 

@@ -19,9 +19,7 @@ def load_config(path: str | Path) -> Config:
         with path.open("rb") as handle:
             data = tomllib.load(handle)
     except FileNotFoundError:
-        problem = (
-            f"file not found; copy config.toml.example there, or point {ENV_CONFIG} at your config"
-        )
+        problem = f"file not found; copy config.toml.example there, or point {ENV_CONFIG} at your config"
     except IsADirectoryError:
         problem = "is a directory, not a config file"
     except OSError as exc:

@@ -60,9 +60,13 @@ BACKUP_TYPE_POLICIES = ("auto", "full", "incremental", "differential")
 DRILL_SCENARIOS = ("database-loss", "platform-loss", "location-loss", "corrupted-table")
 
 # What an [objectives.<key>] table may name: a category or one of its sources.
-OBJECTIVE_KEYS = ("database", "application", "configuration",
-                  *(f"application/{n}" for n in APPLICATION_SOURCES),
-                  *(f"configuration/{n}" for n in CONFIGURATION_SOURCES))
+OBJECTIVE_KEYS = (
+    "database",
+    "application",
+    "configuration",
+    *(f"application/{n}" for n in APPLICATION_SOURCES),
+    *(f"configuration/{n}" for n in CONFIGURATION_SOURCES),
+)
 
 # --------------------------------------------------------------------------- errors
 
@@ -91,7 +95,6 @@ class ConfigError(Exception):
         return "\n".join(f"{prefix}{problem}" for problem in self.problems)
 
 
-
 # --------------------------------------------------------------------------- value types
 
 PathKey = Annotated[Path, PathValue()]
@@ -99,7 +102,8 @@ Port = Annotated[int, Integer(1, 65535)]
 Text = Annotated[str, String()]
 Flag = Annotated[bool, Boolean()]
 Sources = Annotated[
-    tuple[PathKey, ...], ListOf("paths", '["/srv/axisor/data"]', false_disables=True),
+    tuple[PathKey, ...],
+    ListOf("paths", '["/srv/axisor/data"]', false_disables=True),
     Doc("paths to back up, or false to leave this source out"),
 ]
 Globs = Annotated[tuple[Text, ...], ListOf("glob patterns", '["*.tmp", "cache/"]')]
@@ -171,11 +175,13 @@ class DatabaseConfig:
     password_file: Annotated[Path | None, PathValue(), Doc("file holding only the password (chmod 600)")] = None
     passfile: Annotated[Path | None, PathValue(), Doc("a libpq .pgpass file instead of ~/.pgpass")] = None
     mode: Annotated[
-        str, Choice("logical", "physical"),
+        str,
+        Choice("logical", "physical"),
         Doc("pg_dump (logical) or base backup + WAL archiving (physical, point-in-time recovery)"),
     ] = "logical"
     frequency: Annotated[
-        str, Choice("hourly", "daily", "weekly"),
+        str,
+        Choice("hourly", "daily", "weekly"),
         Doc("how often the daemon backs the database up when no [[schedule.jobs]] names it"),
     ] = "daily"
     retention_days: Annotated[int, Integer(1), Doc("days database snapshots are kept before pruning")] = 30
@@ -191,9 +197,9 @@ class DatabaseConfig:
         int, Integer(1, 86400), Doc("physical: how long to wait for WAL archiving before failing")
     ] = 60
     # Logical backups: a checksum of every table's rows, beside exact counts.
-    row_checksums: Annotated[
-        bool, Boolean(), Doc("logical: a checksum of every table's rows, beside exact counts")
-    ] = True
+    row_checksums: Annotated[bool, Boolean(), Doc("logical: a checksum of every table's rows, beside exact counts")] = (
+        True
+    )
     # Logical backups store pg_dumpall --globals-only beside the dump; role passwords (hashes)
     # only when asked (then pg_dumpall must run as a superuser).
     globals_with_passwords: Annotated[
@@ -201,19 +207,26 @@ class DatabaseConfig:
     ] = False
     # Read once and never used: kept (None unless set) only so old configs load, with a
     # warning (Config.warnings).
-    compression: Annotated[bool | None, Boolean(), Deprecated(
-        "database backups are compressed like all data, as storage.compression says")] = None
-    encryption: Annotated[bool | None, Boolean(), Deprecated(
-        "database backups are always encrypted, like everything in the repository")] = None
-    incremental: Annotated[bool | None, Boolean(), Deprecated(
-        "a database backup already stores only the data that changed since the last one "
-        '(deduplication); for every change in between use mode = "physical" (WAL archiving)')] = None
-    pg_bin_dir: Annotated[
-        Path | None, PathValue(), Doc("folder of pg_dump, pg_basebackup ... matching the server")
+    compression: Annotated[
+        bool | None, Boolean(), Deprecated("database backups are compressed like all data, as storage.compression says")
     ] = None
-    application_version: Annotated[
-        str | None, String(), Doc("platform version recorded in each backup's metadata")
+    encryption: Annotated[
+        bool | None, Boolean(), Deprecated("database backups are always encrypted, like everything in the repository")
     ] = None
+    incremental: Annotated[
+        bool | None,
+        Boolean(),
+        Deprecated(
+            "a database backup already stores only the data that changed since the last one "
+            '(deduplication); for every change in between use mode = "physical" (WAL archiving)'
+        ),
+    ] = None
+    pg_bin_dir: Annotated[Path | None, PathValue(), Doc("folder of pg_dump, pg_basebackup ... matching the server")] = (
+        None
+    )
+    application_version: Annotated[str | None, String(), Doc("platform version recorded in each backup's metadata")] = (
+        None
+    )
     # Physical backups from a standby: files read from the standby (the configured server,
     # its data directory on this host), pg_backup_start/stop run on the primary.
     backup_standby: Annotated[
@@ -240,16 +253,13 @@ class RemoteStorageConfig:
     provider: Annotated[str, Choice(*PROVIDERS), Doc("the kind of location")]
     name: Annotated[
         str,
-        Matching(r"[A-Za-z0-9_-]+", "may only use letters, digits, '_' and '-'",
-                 "letters, digits, _ and -"),
-        Doc("required, unique; \"local\" is the primary's name"),
+        Matching(r"[A-Za-z0-9_-]+", "may only use letters, digits, '_' and '-'", "letters, digits, _ and -"),
+        Doc('required, unique; "local" is the primary\'s name'),
     ]
     bucket_name: Annotated[
         str | None, String(), Doc("bucket (azure-blob: container); required for aws-s3, gcp-storage, azure-blob")
     ] = None
-    endpoint: Annotated[
-        str | None, Endpoint(), Doc("host[:port] or URL; required for ftp and sftp")
-    ] = None
+    endpoint: Annotated[str | None, Endpoint(), Doc("host[:port] or URL; required for ftp and sftp")] = None
     region: Annotated[str | None, String(), Doc("provider region")] = None
     path_prefix: Annotated[str, String(empty_ok=True), Doc("folder inside the bucket or server")] = ""
     credentials_file: Annotated[
@@ -257,9 +267,7 @@ class RemoteStorageConfig:
     ] = None
     ca_bundle: Annotated[Path | None, PathValue(), Doc("PEM file of CAs to trust for TLS")] = None
     known_hosts: Annotated[Path | None, PathValue(), Doc("sftp: OpenSSH known_hosts file")] = None
-    host_key_fingerprint: Annotated[
-        str | None, String(), Doc('sftp: expected server key, e.g. "SHA256:..."')
-    ] = None
+    host_key_fingerprint: Annotated[str | None, String(), Doc('sftp: expected server key, e.g. "SHA256:..."')] = None
     username: Annotated[str | None, String(), Doc("ftp, sftp: login name")] = None
     key_file: Annotated[Path | None, PathValue(), Doc("sftp: private key file")] = None
     # provider "local": a second directory, e.g. a NAS mount, holding its own repository.
@@ -301,9 +309,7 @@ class StorageConfig:
     passphrase_file: Annotated[
         Path | None, PathValue(), Doc("file holding only the repository passphrase (chmod 600)")
     ] = None
-    passphrase_command: Annotated[
-        tuple[Text, ...] | None, Argv(), Doc("program printing the passphrase")
-    ] = None
+    passphrase_command: Annotated[tuple[Text, ...] | None, Argv(), Doc("program printing the passphrase")] = None
     pack_size_mib: Annotated[int, Integer(4, 128), Doc("target pack size, fixed at init")] = 16
     limit_upload: Annotated[
         LimitUpload, Doc("writes to the primary at most this fast (as restic's --limit-upload); 0: unlimited")
@@ -312,7 +318,8 @@ class StorageConfig:
         LimitDownload, Doc("reads from the primary at most this fast (restore, copy, verify); 0: unlimited")
     ] = 0
     remote_storage: Annotated[
-        tuple[RemoteStorageConfig, ...], Tables(unique_names=True),
+        tuple[RemoteStorageConfig, ...],
+        Tables(unique_names=True),
         Doc("locations that receive a copy of every backup"),
     ] = ()
 
@@ -323,25 +330,30 @@ class ScheduleJobConfig:
 
     # Keys that only mean something for one task (validate.py refuses them elsewhere).
     TASK_ONLY: ClassVar[Mapping[str, str]] = {
-        "sources": "backup", "type": "backup", "full": "verify", "locations": "copy"}
+        "sources": "backup",
+        "type": "backup",
+        "full": "verify",
+        "locations": "copy",
+    }
 
     name: Annotated[
         str,
-        Matching(r"[A-Za-z0-9_.-]+", "may only use letters, digits, '_', '.' and '-'",
-                 "letters, digits, _ . and -"),
+        Matching(r"[A-Za-z0-9_.-]+", "may only use letters, digits, '_', '.' and '-'", "letters, digits, _ . and -"),
         Doc("required, unique; used by `schedules pause|resume|run NAME`"),
     ]
     task: Annotated[str, Choice(*SCHEDULE_TASKS), Doc("what the job runs")]
     cron: Annotated[str, Cron(), Doc("when, read in timezone")]
     timezone: Annotated[str | None, Timezone(), Doc("default: [schedule] timezone")] = None
     sources: Annotated[
-        tuple[Text, ...], ListOf("source names", '["database"]'),
+        tuple[Text, ...],
+        ListOf("source names", '["database"]'),
         Doc("backup: the sources to take; default: every configured source"),
     ] = ()
     type: Annotated[str, Choice(*BACKUP_TYPE_POLICIES), Doc("backup: the snapshot type policy")] = "auto"
     full: Annotated[bool, Boolean(), Doc("verify: also read every pack")] = False
     locations: Annotated[
-        tuple[Text, ...], ListOf("remote_storage names", '["offsite"]'),
+        tuple[Text, ...],
+        ListOf("remote_storage names", '["offsite"]'),
         Doc("copy: [[storage.remote_storage]] names; default: all"),
     ] = ()
     jitter_seconds: Annotated[int, Integer(0, 86400), Doc("start up to this many seconds late")] = 0
@@ -355,12 +367,14 @@ class ScheduleConfig:
     enabled: Annotated[bool, Boolean(), Doc("run the schedule when running as a daemon")] = False
     cron_expression: Annotated[str, Cron(), Doc("when backups run (the default backup schedule)")] = "0 2 * * *"
     timezone: Annotated[str, Timezone(), Doc("the time zone cron expressions are read in")] = "UTC"
-    parallel_backups: Annotated[bool | None, Boolean(), Deprecated(
-        "how many jobs run at once is max_concurrent")] = None
+    parallel_backups: Annotated[bool | None, Boolean(), Deprecated("how many jobs run at once is max_concurrent")] = (
+        None
+    )
     max_concurrent: Annotated[int, Integer(1, 16), Doc("most jobs the engine runs at once")] = 2
     full_every_days: Annotated[int, Integer(1), Doc("take a full backup at least this often")] = 7
     jobs: Annotated[
-        tuple[ScheduleJobConfig, ...], Tables(unique_names=True),
+        tuple[ScheduleJobConfig, ...],
+        Tables(unique_names=True),
         Doc("per-source and per-task schedules"),
     ] = ()
 
@@ -372,9 +386,7 @@ class EngineConfig:
     state_dir: Annotated[  # None: $AXISOR_BACKUP_STATE_DIR, else the platform's user state dir
         Path | None, Folder(), Doc("job database and daemon socket; default: the user state folder")
     ] = None
-    shutdown_grace_seconds: Annotated[
-        int, Integer(0, 86400), Doc("on SIGTERM, how long running jobs may finish")
-    ] = 300
+    shutdown_grace_seconds: Annotated[int, Integer(0, 86400), Doc("on SIGTERM, how long running jobs may finish")] = 300
     metrics_file: Annotated[Path | None, PathValue(), Doc("Prometheus text-format metrics file")] = None
     # A file source that reads no byte and finishes no file this long fails (0: never).
     stall_timeout_seconds: Annotated[
@@ -450,14 +462,12 @@ class ObjectivesConfig:
     (a source name like ``"application/user_data"``, or a category) that override them."""
 
     # A day plus the two hours a nightly run may take: a daily backup meets it.
-    rpo: Annotated[
-        timedelta, ObjectiveDuration(), Doc("how old the newest restorable point of a source may be")
-    ] = timedelta(hours=26)
+    rpo: Annotated[timedelta, ObjectiveDuration(), Doc("how old the newest restorable point of a source may be")] = (
+        timedelta(hours=26)
+    )
     rto: Annotated[timedelta, ObjectiveDuration(), Doc("how long a drill may take")] = timedelta(hours=4)
     # Past this multiple of the RPO the status turns from warning to critical.
-    critical_factor: Annotated[
-        float, Factor(), Doc("past this multiple of the RPO the status turns critical")
-    ] = 2.0
+    critical_factor: Annotated[float, Factor(), Doc("past this multiple of the RPO the status turns critical")] = 2.0
     # A file snapshot that lost more than this share of the previous snapshot's files is
     # flagged "suspicious shrink" (core/health/shrink.py); 1 switches the flag off.
     suspicious_shrink: Annotated[
@@ -486,9 +496,7 @@ class DrillCheckConfig:
         str | int | float | bool | None, ExpectValue(), Doc("with sql: the first value it must return")
     ] = None
     path: Annotated[str | None, RelativePath(), Doc("a file that must exist in the restored source")] = None
-    source: Annotated[
-        str | None, Choice("database", *OBJECTIVE_KEYS[3:]), Doc("with path: the source it is in")
-    ] = None
+    source: Annotated[str | None, Choice("database", *OBJECTIVE_KEYS[3:]), Doc("with path: the source it is in")] = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -496,7 +504,8 @@ class DrillsConfig:
     """``[drills]``: disaster-recovery drills."""
 
     scenario: Annotated[str, Choice(*DRILL_SCENARIOS), Doc("the scenario when --scenario is not given")] = (
-        "database-loss")
+        "database-loss"
+    )
     # "cluster": a throwaway PostgreSQL cluster the drill starts; "database": a scratch
     # database on the configured server.
     scratch: Annotated[str, Choice("cluster", "database"), Doc("where a database is restored")] = "cluster"
@@ -540,11 +549,15 @@ class Config:
             return self
 
         def limited(loc: Any) -> Any:
-            return replace(loc, limit_upload=loc.limit_upload if upload is None else upload,
-                           limit_download=loc.limit_download if download is None else download)
+            return replace(
+                loc,
+                limit_upload=loc.limit_upload if upload is None else upload,
+                limit_download=loc.limit_download if download is None else download,
+            )
 
-        storage = replace(limited(self.storage),
-                          remote_storage=tuple(limited(loc) for loc in self.storage.remote_storage))
+        storage = replace(
+            limited(self.storage), remote_storage=tuple(limited(loc) for loc in self.storage.remote_storage)
+        )
         return replace(self, storage=storage)
 
     def sources(self) -> tuple[SourceSpec, ...]:

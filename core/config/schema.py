@@ -157,8 +157,7 @@ def _dataclass_schema(cls: type) -> CoreSchema:
         fields.append(core_schema.dataclass_field(f.name, schema, kw_only=True))
     # Unknown keys are errors, so a typo never silently turns a setting off.
     args = core_schema.dataclass_args_schema(cls.__name__, fields, extra_behavior="forbid")
-    return core_schema.dataclass_schema(cls, args, [f.name for f in dataclasses.fields(cls)],
-                                        frozen=True, slots=True)
+    return core_schema.dataclass_schema(cls, args, [f.name for f in dataclasses.fields(cls)], frozen=True, slots=True)
 
 
 @functools.cache

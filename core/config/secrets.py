@@ -47,10 +47,7 @@ def resolve_passphrase(
         interactive = _stdin_is_terminal()
     if interactive:
         return _passphrase_from_prompt(confirm)
-    raise PassphraseError(
-        f"no passphrase: set {ENV_PASSPHRASE}, storage.passphrase_file or "
-        "storage.passphrase_command"
-    )
+    raise PassphraseError(f"no passphrase: set {ENV_PASSPHRASE}, storage.passphrase_file or storage.passphrase_command")
 
 
 def _stdin_is_terminal() -> bool:
@@ -129,9 +126,7 @@ def _passphrase_from_command(argv: tuple[str, ...]) -> str:
     if result.returncode < 0:
         raise PassphraseError(f"{where} was killed by signal {-result.returncode}")
     if result.returncode != 0:
-        raise PassphraseError(
-            f"{where} exited with status {result.returncode}; run it by hand to see why"
-        )
+        raise PassphraseError(f"{where} exited with status {result.returncode}; run it by hand to see why")
     try:
         text = result.stdout.decode("utf-8")
     except UnicodeDecodeError:

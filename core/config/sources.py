@@ -60,9 +60,13 @@ def source_matches(available: Sequence[str], name: str) -> tuple[str, ...] | Non
     return tuple(full) if full else None
 
 
-def select_sources(config: Config, names: Sequence[str], *,
-                   order: Literal["configured", "named"] = "configured",
-                   unknown: Literal["raise", "skip"] = "raise") -> tuple[str, ...]:
+def select_sources(
+    config: Config,
+    names: Sequence[str],
+    *,
+    order: Literal["configured", "named"] = "configured",
+    unknown: Literal["raise", "skip"] = "raise",
+) -> tuple[str, ...]:
     """User-given source names -> full source names (``database`` among them); no names:
     every configured source, in configured order. ``order`` and ``unknown``: see above.
     Names are checked in the order given, so the first bad one is the one reported."""

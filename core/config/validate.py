@@ -96,7 +96,8 @@ def _unknown(cls: type, key: str, *, section: bool = False) -> str:
         return refused[key]
     known = _known(cls)
     return ("unknown section" if section else "unknown key") + (
-        hint(key, known) or f"; expected one of: {', '.join(known)}")
+        hint(key, known) or f"; expected one of: {', '.join(known)}"
+    )
 
 
 def _word(root: type, error: Any, at: Loc) -> str:
@@ -144,12 +145,18 @@ Rule = Callable[[dict[str, Any], Mapping[str, Any], Loc, _Report], None]
 def _database(values: dict[str, Any], table: Mapping[str, Any], at: Loc, report: _Report) -> None:
     if values.get("backup_standby"):
         if values.get("mode", "logical") != "physical":
-            report.add(at + ("backup_standby",), "only applies to mode = \"physical\" (a logical backup "
-                       "reads a standby like any server)", rule_of=at)
+            report.add(
+                at + ("backup_standby",),
+                'only applies to mode = "physical" (a logical backup reads a standby like any server)',
+                rule_of=at,
+            )
         if "primary_host" not in table and "primary_port" not in table:
-            report.add(at + ("primary_host",), "required with backup_standby = true: where the primary "
-                       "runs (primary_host and/or primary_port; user, dbname and password as configured)",
-                       rule_of=at)
+            report.add(
+                at + ("primary_host",),
+                "required with backup_standby = true: where the primary "
+                "runs (primary_host and/or primary_port; user, dbname and password as configured)",
+                rule_of=at,
+            )
     else:
         for key in ("primary_host", "primary_port", "standby_timeout_seconds"):
             if key in table:
@@ -182,9 +189,13 @@ def _remote(values: dict[str, Any], table: Mapping[str, Any], at: Loc, report: _
         report.add(at + (needed,), f"required for provider '{provider}'", rule_of=at)
     endpoint = str(values.get("endpoint") or "")
     if insecure_endpoint(provider or "", endpoint) and not values.get("allow_insecure"):
-        report.add(at + ("endpoint",), f"{endpoint} is not encrypted (credentials and data would cross the "
-                   "network in the clear): use https:// or ftps://, or set allow_insecure = true on this "
-                   "location", rule_of=at)
+        report.add(
+            at + ("endpoint",),
+            f"{endpoint} is not encrypted (credentials and data would cross the "
+            "network in the clear): use https:// or ftps://, or set allow_insecure = true on this "
+            "location",
+            rule_of=at,
+        )
     # "local" names the primary location (storage.local_path) in copies and the catalog.
     if values.get("name") == "local":
         report.add(at + ("name",), "'local' is the primary location's name; choose another", rule_of=at)
@@ -196,23 +207,20 @@ def _schedule_job(values: dict[str, Any], table: Mapping[str, Any], at: Loc, rep
         return
     for key, owner in ScheduleJobConfig.TASK_ONLY.items():
         if key in table and task != owner:
-            report.add(at + (key,), f"only applies to task '{owner}' (this job's task is '{task}')",
-                       rule_of=at)
+            report.add(at + (key,), f"only applies to task '{owner}' (this job's task is '{task}')", rule_of=at)
 
 
 def _drill_check(values: dict[str, Any], table: Mapping[str, Any], at: Loc, report: _Report) -> None:
     has_sql, has_path = "sql" in table, "path" in table
     if has_sql == has_path:
-        report.add(at, "give either sql (with expect) or path (with source), not both and not neither",
-                   rule_of=at)
+        report.add(at, "give either sql (with expect) or path (with source), not both and not neither", rule_of=at)
     elif has_sql and "expect" not in table:
         report.add(at + ("expect",), "required with sql", rule_of=at)
     elif has_path and "source" not in table:
         report.add(at + ("source",), 'required with path (e.g. "application/user_data")', rule_of=at)
     for key in ("expect",) if has_path else ("source",) if has_sql else ():
         if key in table:
-            report.add(at + (key,), f"only applies to {'sql' if key == 'expect' else 'path'} checks",
-                       rule_of=at)
+            report.add(at + (key,), f"only applies to {'sql' if key == 'expect' else 'path'} checks", rule_of=at)
 
 
 _RULES: dict[type, Rule] = {
@@ -253,8 +261,9 @@ def _rules(cls: type, table: Mapping[str, Any], at: Loc, bad: set[Loc], report: 
             # Names key copies, pause state and run history, and commands pick entries by them.
             if key.unique_names and isinstance(entry_name, str) and entry_name:
                 if entry_name in first_use:
-                    report.add(where + ("name",), f"duplicate name {entry_name!r} "
-                               f"(already used by {first_use[entry_name]})")
+                    report.add(
+                        where + ("name",), f"duplicate name {entry_name!r} (already used by {first_use[entry_name]})"
+                    )
                 else:
                     first_use[entry_name] = _dotted(where)
             _rules(key.table, entry, where, bad, report)
@@ -283,13 +292,19 @@ def _schedule_references(built: Mapping[str, Any], report: _Report) -> None:
         at: Loc = ("schedule", "jobs", index)
         for position, name in enumerate(job.sources):
             if name not in sources:
-                why = ("the database source is not enabled ([database] enabled = true)"
-                       if name == "database" else "no such configured source")
+                why = (
+                    "the database source is not enabled ([database] enabled = true)"
+                    if name == "database"
+                    else "no such configured source"
+                )
                 report.add(at + ("sources", position), f"{why}: {name!r}{hint(name, sources)}", rule_of=())
         for position, name in enumerate(job.locations):
             if locations is not None and name not in locations:
-                report.add(at + ("locations", position),
-                           f"no [[storage.remote_storage]] named {name!r}{hint(name, locations)}", rule_of=())
+                report.add(
+                    at + ("locations", position),
+                    f"no [[storage.remote_storage]] named {name!r}{hint(name, locations)}",
+                    rule_of=(),
+                )
 
 
 # --------------------------------------------------------------------------- objectives
@@ -317,7 +332,7 @@ def _objectives(value: dict[str, Any], report: _Report) -> ObjectivesConfig | No
             read(top, key, declared[key], raw, at + (key,))
         elif key in OBJECTIVE_KEYS:
             if not isinstance(raw, dict):
-                report.add(at + (key,), f"must be a table, written [objectives.\"{key}\"] with rpo and/or rto")
+                report.add(at + (key,), f'must be a table, written [objectives."{key}"] with rpo and/or rto')
                 continue
             got: dict[str, Any] = {}
             for sub, sub_raw in raw.items():
@@ -328,9 +343,12 @@ def _objectives(value: dict[str, Any], report: _Report) -> ObjectivesConfig | No
             per_source.append((key, got))
         else:
             known = (*declared, *OBJECTIVE_KEYS)
-            report.add(at + (key,), f"unknown key{hint(key, known)}; "
-                       "expected rpo, rto, critical_factor, suspicious_shrink or a source table such as "
-                       "[objectives.database] or [objectives.\"application/user_data\"]")
+            report.add(
+                at + (key,),
+                f"unknown key{hint(key, known)}; "
+                "expected rpo, rto, critical_factor, suspicious_shrink or a source table such as "
+                '[objectives.database] or [objectives."application/user_data"]',
+            )
     if len(report.found) > before:
         return None
     base = ObjectivesConfig(**top)
@@ -339,8 +357,15 @@ def _objectives(value: dict[str, Any], report: _Report) -> ObjectivesConfig | No
     built = []
     for key, got in per_source:
         parent = categories.get(key.split("/", 1)[0], {}) if "/" in key else {}
-        built.append((key, Objective(rpo=got.get("rpo") or parent.get("rpo") or base.rpo,
-                                     rto=got.get("rto") or parent.get("rto") or base.rto)))
+        built.append(
+            (
+                key,
+                Objective(
+                    rpo=got.get("rpo") or parent.get("rpo") or base.rpo,
+                    rto=got.get("rto") or parent.get("rto") or base.rto,
+                ),
+            )
+        )
     return dataclasses.replace(base, sources=tuple(built))
 
 
@@ -369,8 +394,11 @@ def parse_config(data: dict[str, Any], *, base_dir: Path, path: Path | None = No
         if name not in data and not any(k.required for k in keys(key.table).values()):
             built[name] = key.default  # all defaults: nothing to check (nor a validator to build)
             continue
-        section = (_objectives(raw, report) if key.table is ObjectivesConfig
-                   else _section(key.table, raw, (name,), base, report))
+        section = (
+            _objectives(raw, report)
+            if key.table is ObjectivesConfig
+            else _section(key.table, raw, (name,), base, report)
+        )
         if section is not None:
             built[name] = section
     _schedule_references(built, report)

@@ -64,8 +64,11 @@ def decide(job: Job) -> Decision:
     if job.origin == "scheduler" and isinstance(schedule, str) and schedule:
         return Decision("schedule", f"its schedule {schedule} catches the run up once when the daemon restarts")
     if job.params.get(RESUMED_FROM):
-        return Decision("none", f"it was already the rerun of interrupted job {job.params[RESUMED_FROM]}; "
-                                "it is not re-queued a second time: run it again by hand")
+        return Decision(
+            "none",
+            f"it was already the rerun of interrupted job {job.params[RESUMED_FROM]}; "
+            "it is not re-queued a second time: run it again by hand",
+        )
     if job.kind in RERUN_KINDS:
         return Decision("requeue", "the daemon re-queues it once when it restarts")
     return Decision("none", f"a {job.kind} job started by hand is not rerun automatically: run it again by hand")
@@ -74,13 +77,17 @@ def decide(job: Job) -> Decision:
 def lost_connection_message(job_id: str, job: Job | None, doing: str = "following") -> str:
     """The one line a client prints when the daemon's connection drops under it."""
     what = decide(job).reason if job is not None else "the daemon's next start recovers it"
-    return (f"the daemon stopped while {doing} job {job_id} (connection lost); {what} — "
-            f"see `axisor-backup jobs {job_id}`")
+    return (
+        f"the daemon stopped while {doing} job {job_id} (connection lost); {what} — see `axisor-backup jobs {job_id}`"
+    )
 
 
 def _is_owned_by(info: Any, owner: Owner) -> bool:
-    return (info.host == owner.host and info.pid == owner.pid
-            and (not info.start or not owner.start or info.start == owner.start))
+    return (
+        info.host == owner.host
+        and info.pid == owner.pid
+        and (not info.start or not owner.start or info.start == owner.start)
+    )
 
 
 async def release_locks(config: Config, owners: list[Owner]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -112,8 +119,16 @@ async def release_locks(config: Config, owners: list[Owner]) -> tuple[list[dict[
                     await backend.delete(info.key)
                 except ObjectNotFound:
                     continue
-                removed.append({"location": name, "key": info.key, "lock": info.describe(), "why": reason,
-                                "pid": info.pid, "host": info.host})
+                removed.append(
+                    {
+                        "location": name,
+                        "key": info.key,
+                        "lock": info.describe(),
+                        "why": reason,
+                        "pid": info.pid,
+                        "host": info.host,
+                    }
+                )
         except (AxisorError, OSError, TimeoutError) as exc:
             problems.append(f"location {name}: locks not checked ({exc or type(exc).__name__})")
         finally:
@@ -144,9 +159,13 @@ async def recover(engine: Engine, config: Config) -> list[Job]:
     now = datetime.now(UTC)
     for job, owner in pending:
         decision = decide(job)
-        recovery: dict[str, Any] = {"action": decision.action, "at": now.isoformat(), "daemon_pid": owner.pid,
-                                    "locks_released": [lk for lk in removed if (lk["host"], lk["pid"]) == (owner.host, owner.pid)],
-                                    "lock_problems": problems}
+        recovery: dict[str, Any] = {
+            "action": decision.action,
+            "at": now.isoformat(),
+            "daemon_pid": owner.pid,
+            "locks_released": [lk for lk in removed if (lk["host"], lk["pid"]) == (owner.host, owner.pid)],
+            "lock_problems": problems,
+        }
         if decision.action == "requeue":
             try:
                 new = await engine.submit(job.kind, {**job.params, RESUMED_FROM: job.id}, origin=job.origin)
@@ -164,18 +183,22 @@ async def recover(engine: Engine, config: Config) -> list[Job]:
         else:
             recovery["summary"] = f"not rerun: {decision.reason}"
         released = len(recovery["locks_released"])
-        recovery["summary"] += (f"; {released} repository lock{'' if released == 1 else 's'} of the dead daemon "
-                                "released" if released else "; no repository lock of the dead daemon was left")
+        recovery["summary"] += (
+            f"; {released} repository lock{'' if released == 1 else 's'} of the dead daemon released"
+            if released
+            else "; no repository lock of the dead daemon was left"
+        )
         if problems:
             recovery["summary"] += "; " + "; ".join(problems)
         job = await store.set_recovery(job, recovery)
-        log.warning("interrupted job recovered", extra={"job": job.id, "kind": job.kind, "action": recovery["action"],
-                                                        "summary": recovery["summary"]})
+        log.warning(
+            "interrupted job recovered",
+            extra={"job": job.id, "kind": job.kind, "action": recovery["action"], "summary": recovery["summary"]},
+        )
         if notify.wanted(config.notifications, job):
             await notify.notify(config.notifications, job)
         recovered.append(job)
     return recovered
 
 
-__all__ = ["Decision", "RERUN_KINDS", "RESUMED_FROM", "decide", "lost_connection_message", "recover",
-           "release_locks"]
+__all__ = ["Decision", "RERUN_KINDS", "RESUMED_FROM", "decide", "lost_connection_message", "recover", "release_locks"]

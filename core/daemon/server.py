@@ -55,7 +55,9 @@ class JsonLines(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
         }
         for key, value in vars(record).items():
             if key not in _RECORD_FIELDS and not key.startswith("_"):
@@ -136,9 +138,16 @@ class Daemon:
             loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
             for start, _ in self.services:
                 await start()
-            log.info("daemon started", extra={"pid": os.getpid(), "socket": str(self.socket),
-                                              "state_dir": str(self.engine.directory), "version": __version__,
-                                              "max_concurrent": self.engine.max_concurrent})
+            log.info(
+                "daemon started",
+                extra={
+                    "pid": os.getpid(),
+                    "socket": str(self.socket),
+                    "state_dir": str(self.engine.directory),
+                    "version": __version__,
+                    "max_concurrent": self.engine.max_concurrent,
+                },
+            )
             watcher = asyncio.create_task(self._watch_rpo())
             await self._stop.wait()
             watcher.cancel()
@@ -195,8 +204,10 @@ class Daemon:
                     source = check.name.removeprefix("source ")
                     if check.stale and source not in self._stale:
                         self._stale.add(source)
-                        log.warning("source older than its RPO", extra={"source": source, "level": check.level,
-                                                                       "detail": check.message})
+                        log.warning(
+                            "source older than its RPO",
+                            extra={"source": source, "level": check.level, "detail": check.message},
+                        )
                         await notify_stale(notifications, source, check.level, check.message)
                     elif not check.stale and check.level != "critical":
                         self._stale.discard(source)
@@ -213,8 +224,9 @@ class Daemon:
             if self._shrunk.get(source) != check.message:
                 self._shrunk[source] = check.message
                 log.warning("suspicious shrink", extra={"source": source, "detail": check.message})
-                await notify_stale(self.config.notifications, source, check.level, check.message,
-                                   event="source.suspicious_shrink")
+                await notify_stale(
+                    self.config.notifications, source, check.level, check.message, event="source.suspicious_shrink"
+                )
 
     async def reload(self) -> bool:
         if self.config_path is None:
@@ -223,22 +235,27 @@ class Daemon:
         try:
             config = await asyncio.to_thread(load_config, self.config_path)
         except ConfigError as exc:
-            log.error("config reload rejected; the previous config stays in force",
-                      extra={"path": str(self.config_path), "problems": [str(p) for p in exc.problems]})
+            log.error(
+                "config reload rejected; the previous config stays in force",
+                extra={"path": str(self.config_path), "problems": [str(p) for p in exc.problems]},
+            )
             return False
         self.config = config
         self.engine.reload(config)
         for hook in self.reload_hooks:
             hook(config)
-        log.info("config reloaded", extra={"path": str(self.config_path),
-                                           "max_concurrent": config.schedule.max_concurrent})
+        log.info(
+            "config reloaded", extra={"path": str(self.config_path), "max_concurrent": config.schedule.max_concurrent}
+        )
         return True
 
     async def _bind(self) -> None:
         path = self.socket
         if len(os.fsencode(path)) > MAX_SOCKET_PATH:
-            raise DaemonError(f"the socket path {path} is longer than {MAX_SOCKET_PATH} bytes; "
-                              "set a shorter [engine] state_dir or AXISOR_BACKUP_STATE_DIR")
+            raise DaemonError(
+                f"the socket path {path} is longer than {MAX_SOCKET_PATH} bytes; "
+                "set a shorter [engine] state_dir or AXISOR_BACKUP_STATE_DIR"
+            )
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             if path.exists() or path.is_symlink():
@@ -261,8 +278,10 @@ class Daemon:
             os.chmod(path, 0o600)
             sock.listen(64)
         except OSError as exc:  # a read-only or foreign state folder: one line, exit 21
-            raise DaemonError(f"cannot serve the daemon socket {path}: {exc.strerror or exc}; set a writable "
-                              "[engine] state_dir or AXISOR_BACKUP_STATE_DIR") from None
+            raise DaemonError(
+                f"cannot serve the daemon socket {path}: {exc.strerror or exc}; set a writable "
+                "[engine] state_dir or AXISOR_BACKUP_STATE_DIR"
+            ) from None
         self._server = await asyncio.start_unix_server(self._accept, sock=sock, limit=LINE_LIMIT)
 
     async def _unbind(self) -> None:
@@ -297,8 +316,11 @@ class Daemon:
         uid = peer_uid(writer.get_extra_info("socket"))
         if uid != os.getuid():
             log.warning("connection refused: another user", extra={"peer_uid": uid, "owner_uid": os.getuid()})
-            await self._reply(writer, None, error=DaemonError(
-                f"refused: this daemon serves only uid {os.getuid()} (you are uid {uid})"))
+            await self._reply(
+                writer,
+                None,
+                error=DaemonError(f"refused: this daemon serves only uid {os.getuid()} (you are uid {uid})"),
+            )
             await _linger(reader, writer)
             return
         while True:
@@ -333,11 +355,15 @@ class Daemon:
                 continue
             await self._reply(writer, rid, result=result)
 
-    async def _reply(self, writer: asyncio.StreamWriter, rid: Any, *, result: Any = None,
-                     error: AxisorError | None = None) -> None:
+    async def _reply(
+        self, writer: asyncio.StreamWriter, rid: Any, *, result: Any = None, error: AxisorError | None = None
+    ) -> None:
         if error is not None:
-            body = {"id": rid, "ok": False, "error": {"type": type(error).__name__, "message": str(error),
-                                                      "exit_code": error.exit_code}}
+            body = {
+                "id": rid,
+                "ok": False,
+                "error": {"type": type(error).__name__, "message": str(error), "exit_code": error.exit_code},
+            }
         else:
             body = {"id": rid, "ok": True, "result": result}
         writer.write(json.dumps(body, default=str).encode() + b"\n")
@@ -346,11 +372,19 @@ class Daemon:
     async def _dispatch(self, op: Any, request: dict[str, Any]) -> dict[str, Any]:
         engine = self.engine
         if op == "ping":
-            return {"pid": os.getpid(), "version": __version__, "mode": "daemon", "stopping": self._stopping,
-                    "running": len(engine.running)}
+            return {
+                "pid": os.getpid(),
+                "version": __version__,
+                "mode": "daemon",
+                "stopping": self._stopping,
+                "running": len(engine.running),
+            }
         if op == "submit":
-            job = await engine.submit(_arg(request, "kind", str), _arg(request, "params", dict, {}),
-                                      origin=_arg(request, "origin", str, "api"))
+            job = await engine.submit(
+                _arg(request, "kind", str),
+                _arg(request, "params", dict, {}),
+                origin=_arg(request, "origin", str, "api"),
+            )
             return {"job": job_to_dict(job)}
         if op == "cancel":
             return {"job": job_to_dict(await engine.cancel(_arg(request, "job", str)))}
@@ -373,8 +407,9 @@ class Daemon:
 
             result = await self._wal_pusher().push(Path(_arg(request, "path", str)), _arg(request, "repository", str))
             return push_reply(result)
-        raise BadRequest(f"unknown op {str(op)[:40]!r}; known: ping, submit, cancel, get, wait, list, log, events, "
-                         "wal_push")
+        raise BadRequest(
+            f"unknown op {str(op)[:40]!r}; known: ping, submit, cancel, get, wait, list, log, events, wal_push"
+        )
 
     def _wal_pusher(self) -> Any:
         """WAL pushes from the server's archive_command (app/wal_quick.py), with the repository
@@ -387,8 +422,9 @@ class Daemon:
             directory = self.engine.directory
 
             async def open_repository() -> Repository:
-                return await Repository.open(LocalBackend(self.config.storage.local_path), self._passphrase(False),
-                                             key_cache_dir=directory)
+                return await Repository.open(
+                    LocalBackend(self.config.storage.local_path), self._passphrase(False), key_cache_dir=directory
+                )
 
             self._wal = WalPusher(open_repository, directory)
         return self._wal
@@ -430,4 +466,3 @@ async def run_daemon(config: Config, config_path: Path | None) -> int:
 
 
 __all__ = ["BadRequest", "Daemon", "JsonLines", "peer_uid", "run_daemon", "setup_json_logging"]
-

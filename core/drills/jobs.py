@@ -35,7 +35,9 @@ async def drill_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any
         nonlocal done
         done += 1
         if isinstance(item, Step):
-            ctx.log(f"step {item.name}: {item.status} ({item.seconds:.2f} s){': ' + item.detail if item.detail else ''}")
+            ctx.log(
+                f"step {item.name}: {item.status} ({item.seconds:.2f} s){': ' + item.detail if item.detail else ''}"
+            )
             ctx.progress(JobProgress(phase=f"drill: {item.name}", files_done=done, current=item.status))
         else:
             ctx.log(f"check {item.name}: {item.status}{': ' + item.detail if item.detail else ''}")
@@ -45,12 +47,12 @@ async def drill_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any
     held = [PRIMARY_LOCATION] + ([request.location] if request.location and request.location != "local" else [])
     async with ctx.locks(held, exclusive=False):
         ctx.progress(JobProgress(phase="drill"))
-        report = await run_drill(ctx.service, request, listener=listener, check_cancelled=ctx.check_cancelled,
-                                 job_id=ctx.job_id)
+        report = await run_drill(
+            ctx.service, request, listener=listener, check_cancelled=ctx.check_cancelled, job_id=ctx.job_id
+        )
     out = report_result(report)
     ctx.log(f"drill {report.id} {'passed' if report.passed else 'FAILED'}: RTO {report.rto_seconds:.1f} s")
     if not report.passed:
         why = "; ".join(report.failures[:5]) or report.error or "see the report"
         raise JobFailed(f"drill {report.id} failed: {why}", out, DrillFailed.exit_code)
     return out
-

@@ -45,12 +45,17 @@ class ObjectiveStatus:
     message: str
 
     def to_dict(self) -> dict:
-        return {"source": self.source, "rpo_seconds": self.rpo.total_seconds(),
-                "rto_seconds": self.rto.total_seconds(),
-                "newest": self.newest.isoformat() if self.newest else None,
-                "achieved_rpo_seconds": None if self.achieved_rpo is None else round(
-                    self.achieved_rpo.total_seconds(), 3),
-                "status": self.status, "via": self.via, "snapshot": self.snapshot, "message": self.message}
+        return {
+            "source": self.source,
+            "rpo_seconds": self.rpo.total_seconds(),
+            "rto_seconds": self.rto.total_seconds(),
+            "newest": self.newest.isoformat() if self.newest else None,
+            "achieved_rpo_seconds": None if self.achieved_rpo is None else round(self.achieved_rpo.total_seconds(), 3),
+            "status": self.status,
+            "via": self.via,
+            "snapshot": self.snapshot,
+            "message": self.message,
+        }
 
 
 def configured_sources(config: Config) -> list[str]:
@@ -91,8 +96,9 @@ def newest_points(snapshots: Iterable[Snapshot]) -> dict[str, Snapshot]:
     return newest
 
 
-def evaluate_objectives(config: Config, snapshots: Iterable[Snapshot], now: datetime,
-                        window: _Window | None = None) -> list[ObjectiveStatus]:
+def evaluate_objectives(
+    config: Config, snapshots: Iterable[Snapshot], now: datetime, window: _Window | None = None
+) -> list[ObjectiveStatus]:
     """One status per configured source (see module doc). ``now`` must be timezone-aware."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
@@ -112,12 +118,25 @@ def evaluate_objectives(config: Config, snapshots: Iterable[Snapshot], now: date
         if age is None:
             message = f"no restorable point (objective {human_duration(goal.rpo)})"
         else:
-            what = (f"snapshot {snap.short_id}" if via == "snapshot" and snap else "end of the PITR window")
+            what = f"snapshot {snap.short_id}" if via == "snapshot" and snap else "end of the PITR window"
             relation = "within" if status == "ok" else "over"
-            message = (f"newest restorable point {human_duration(age)} old ({what}), "
-                       f"{relation} the {human_duration(goal.rpo)} objective")
-        out.append(ObjectiveStatus(source, goal.rpo, goal.rto, point, age, status, via,
-                                   snap.short_id if via == "snapshot" and snap else None, message))
+            message = (
+                f"newest restorable point {human_duration(age)} old ({what}), "
+                f"{relation} the {human_duration(goal.rpo)} objective"
+            )
+        out.append(
+            ObjectiveStatus(
+                source,
+                goal.rpo,
+                goal.rto,
+                point,
+                age,
+                status,
+                via,
+                snap.short_id if via == "snapshot" and snap else None,
+                message,
+            )
+        )
     return out
 
 
@@ -125,5 +144,13 @@ def worst(statuses: Iterable[ObjectiveStatus]) -> str:
     return max((s.status for s in statuses), key=LEVELS.index, default="ok")
 
 
-__all__ = ["LEVELS", "ObjectiveStatus", "configured_sources", "evaluate_objectives", "human_duration",
-           "level_for", "newest_points", "worst"]
+__all__ = [
+    "LEVELS",
+    "ObjectiveStatus",
+    "configured_sources",
+    "evaluate_objectives",
+    "human_duration",
+    "level_for",
+    "newest_points",
+    "worst",
+]

@@ -32,8 +32,12 @@ def new_drill_id(now: datetime | None = None) -> str:
 
 
 def _valid_id(drill_id: str) -> bool:
-    return len(drill_id) == 25 and drill_id[8] == "T" and drill_id[15:17] == "Z-" and all(
-        c in "0123456789abcdefTZ-" for c in drill_id)
+    return (
+        len(drill_id) == 25
+        and drill_id[8] == "T"
+        and drill_id[15:17] == "Z-"
+        and all(c in "0123456789abcdefTZ-" for c in drill_id)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,10 +118,14 @@ class DrillReport:
 
     def markdown(self) -> str:
         verdict = "PASSED" if self.passed else "FAILED"
-        lines = [f"# Drill {self.id}: {self.scenario} — {verdict}", "",
-                 f"- Location: {self.location}",
-                 f"- Started: {self.started}", f"- Finished: {self.finished}",
-                 f"- RTO: {self.rto_seconds:.1f} s (objective {self.rto_objective_seconds:.0f} s)"]
+        lines = [
+            f"# Drill {self.id}: {self.scenario} — {verdict}",
+            "",
+            f"- Location: {self.location}",
+            f"- Started: {self.started}",
+            f"- Finished: {self.finished}",
+            f"- RTO: {self.rto_seconds:.1f} s (objective {self.rto_objective_seconds:.0f} s)",
+        ]
         if self.to_time:
             lines.append(f"- Point in time: {self.to_time}")
         if self.host:
@@ -128,15 +136,22 @@ class DrillReport:
         lines += [f"| {s.name} | {s.status} | {s.seconds:.2f} | {_cell(s.detail)} |" for s in self.steps]
         lines += ["", "## Checks", "", "| Check | Kind | Result | Detail |", "|---|---|---|---|"]
         lines += [f"| {_cell(c.name)} | {c.kind} | {c.status} | {_cell(c.detail)} |" for c in self.checks]
-        lines += ["", "## Recovery point", "", "| Source | Restored point | Age | Objective | Status |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Recovery point",
+            "",
+            "| Source | Restored point | Age | Objective | Status |",
+            "|---|---|---|---|---|",
+        ]
         for r in self.rpo:
             age = "-" if r.achieved_seconds is None else f"{r.achieved_seconds:.0f} s"
             lines.append(f"| {r.source} | {r.point or '-'} | {age} | {r.objective_seconds:.0f} s | {r.status} |")
         if self.restored:
             lines += ["", "## Restored", ""]
-            lines += [f"- {r.get('source')}: snapshot {str(r.get('snapshot'))[:8]} into {r.get('target')}"
-                      for r in self.restored]
+            lines += [
+                f"- {r.get('source')}: snapshot {str(r.get('snapshot'))[:8]} into {r.get('target')}"
+                for r in self.restored
+            ]
         lines += ["", "## Cleanup", ""]
         lines += [f"- removed {c}" for c in self.cleanup] or ["- nothing to remove"]
         return "\n".join(lines) + "\n"
@@ -218,17 +233,44 @@ def history(reports: list[DrillReport]) -> list[dict]:
     for r in reports:
         previous = last.get(r.scenario)
         ages = [x.achieved_seconds for x in r.rpo if x.achieved_seconds is not None]
-        rows.append({"id": r.id, "scenario": r.scenario, "location": r.location, "started": r.started,
-                     "passed": r.passed, "rto_seconds": r.rto_seconds,
-                     "rto_objective_seconds": r.rto_objective_seconds,
-                     "rto_change_seconds": None if previous is None else round(r.rto_seconds - previous.rto_seconds, 3),
-                     "worst_rpo_seconds": max(ages) if ages else None,
-                     "rpo": [{"source": x.source, "achieved_seconds": x.achieved_seconds,
-                              "objective_seconds": x.objective_seconds, "status": x.status} for x in r.rpo],
-                     "failures": r.failures, "error": r.error})
+        rows.append(
+            {
+                "id": r.id,
+                "scenario": r.scenario,
+                "location": r.location,
+                "started": r.started,
+                "passed": r.passed,
+                "rto_seconds": r.rto_seconds,
+                "rto_objective_seconds": r.rto_objective_seconds,
+                "rto_change_seconds": None if previous is None else round(r.rto_seconds - previous.rto_seconds, 3),
+                "worst_rpo_seconds": max(ages) if ages else None,
+                "rpo": [
+                    {
+                        "source": x.source,
+                        "achieved_seconds": x.achieved_seconds,
+                        "objective_seconds": x.objective_seconds,
+                        "status": x.status,
+                    }
+                    for x in r.rpo
+                ],
+                "failures": r.failures,
+                "error": r.error,
+            }
+        )
         last[r.scenario] = r
     return rows
 
 
-__all__ = ["AD_DRILL", "CheckResult", "DrillReport", "RpoResult", "Step", "history", "list_reports", "load_report",
-           "new_drill_id", "report_key", "store_report"]
+__all__ = [
+    "AD_DRILL",
+    "CheckResult",
+    "DrillReport",
+    "RpoResult",
+    "Step",
+    "history",
+    "list_reports",
+    "load_report",
+    "new_drill_id",
+    "report_key",
+    "store_report",
+]

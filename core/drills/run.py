@@ -62,8 +62,11 @@ class DrillRequest:
     to_time: datetime | None = None  # PITR target (aware)
 
     def as_params(self) -> dict:
-        return {"scenario": self.scenario, "from": self.location,
-                "to_time": self.to_time.isoformat() if self.to_time else None}
+        return {
+            "scenario": self.scenario,
+            "from": self.location,
+            "to_time": self.to_time.isoformat() if self.to_time else None,
+        }
 
     @classmethod
     def from_params(cls, params: dict) -> DrillRequest:
@@ -75,8 +78,14 @@ class DrillRequest:
 
 
 class _Drill:
-    def __init__(self, svc: BackupService, request: DrillRequest, listener: Listener | None,
-                 check_cancelled: Callable[[], None] | None, job_id: str | None) -> None:
+    def __init__(
+        self,
+        svc: BackupService,
+        request: DrillRequest,
+        listener: Listener | None,
+        check_cancelled: Callable[[], None] | None,
+        job_id: str | None,
+    ) -> None:
         self.svc = svc
         self.config = svc.config
         self.scenario = request.scenario or self.config.drills.scenario
@@ -111,12 +120,16 @@ class _Drill:
         if self.scenario == "location-loss":
             secondaries = names[1:]
             if not secondaries:
-                raise UsageError("the location-loss drill reads from a secondary location, and none is configured "
-                                 "([[storage.remote_storage]])")
+                raise UsageError(
+                    "the location-loss drill reads from a secondary location, and none is configured "
+                    "([[storage.remote_storage]])"
+                )
             wanted = wanted or secondaries[0]
             if wanted == PRIMARY_NAME:
-                raise UsageError("the location-loss drill rehearses losing the primary: --from must name a "
-                                 f"secondary location ({', '.join(secondaries)})")
+                raise UsageError(
+                    "the location-loss drill rehearses losing the primary: --from must name a "
+                    f"secondary location ({', '.join(secondaries)})"
+                )
         if wanted and wanted not in names:
             raise UsageError(f"no location {wanted!r}; configured: {', '.join(names)}")
         if self.request.to_time is not None and self.scenario == "corrupted-table":
@@ -131,10 +144,19 @@ class _Drill:
         self.listener(s)
         return s
 
-    def check(self, name: str, kind: str, ok: bool | None, detail: str = "", expected: Any = None,
-              actual: Any = None, status: str | None = None) -> CheckResult:
-        c = CheckResult(name, kind, status or ("skip" if ok is None else "pass" if ok else "fail"), detail,
-                        expected, actual)
+    def check(
+        self,
+        name: str,
+        kind: str,
+        ok: bool | None,
+        detail: str = "",
+        expected: Any = None,
+        actual: Any = None,
+        status: str | None = None,
+    ) -> CheckResult:
+        c = CheckResult(
+            name, kind, status or ("skip" if ok is None else "pass" if ok else "fail"), detail, expected, actual
+        )
         self.checks.append(c)
         self.listener(c)
         return c
@@ -181,10 +203,18 @@ class _Drill:
         finally:
             started = time.monotonic()
             await asyncio.shield(self.scratch.cleanup())
-            self.step("cleanup", "failed" if self.scratch.problems else "ok", started,
-                      "; ".join(self.scratch.problems) or f"{len(self.scratch.removed)} scratch targets removed")
-            self.check("nothing left behind", "cleanup", not self.scratch.problems,
-                       "; ".join(self.scratch.problems) or "every scratch cluster, database and folder removed")
+            self.step(
+                "cleanup",
+                "failed" if self.scratch.problems else "ok",
+                started,
+                "; ".join(self.scratch.problems) or f"{len(self.scratch.removed)} scratch targets removed",
+            )
+            self.check(
+                "nothing left behind",
+                "cleanup",
+                not self.scratch.problems,
+                "; ".join(self.scratch.problems) or "every scratch cluster, database and folder removed",
+            )
         if rto is None:
             rto = time.monotonic() - self.t0
         report = self._report(rto, error)
@@ -202,8 +232,13 @@ class _Drill:
         return None, f"{self.location}: {len(self.snaps)} snapshots"
 
     def _newest(self, source: str, *, logical: bool = False) -> Snapshot | None:
-        found = [s for s in self.snaps if s.source == source and "safety" not in s.tags
-                 and (not logical or (s.metadata or {}).get("mode") == "logical")]
+        found = [
+            s
+            for s in self.snaps
+            if s.source == source
+            and "safety" not in s.tags
+            and (not logical or (s.metadata or {}).get("mode") == "logical")
+        ]
         return max(found, key=lambda s: s.datetime) if found else None
 
     # -- database ---------------------------------------------------------------------------
@@ -214,16 +249,19 @@ class _Drill:
     async def _database(self) -> None:
         if not self._wants_database():
             if self.scenario == "database-loss":
-                raise UsageError("the database-loss drill needs a database: set [database] enabled = true "
-                                 "and take a backup first")
+                raise UsageError(
+                    "the database-loss drill needs a database: set [database] enabled = true and take a backup first"
+                )
             return
         if self.request.to_time is not None:
             await self._database_pitr()
             return
         snap = self._newest("database", logical=True)
         if snap is None:
-            raise UsageError(f"location {self.location} holds no logical database snapshot to rehearse with "
-                             "(with physical backups give --to-time for point-in-time recovery)")
+            raise UsageError(
+                f"location {self.location} holds no logical database snapshot to rehearse with "
+                "(with physical backups give --to-time for point-in-time recovery)"
+            )
         target = await self._scratch_target(snap)
         report = await self.timed("restore database", lambda: self._restore_logical(snap, target))
         self._database_checks(report[0])
@@ -252,31 +290,50 @@ class _Drill:
     async def _restore_logical(self, snap: Snapshot, target: PgTarget, tables: tuple[str, ...] = ()):
         report = await self.svc.restore_database(snap, target.conninfo(), tables=tables)
         mismatched = len(report.mismatches)
-        return report, (f"snapshot {snap.short_id} into {target.describe()}: {len(report.tables)} tables, "
-                        f"{report.bytes} bytes" + (f", {mismatched} differ" if mismatched else ""))
+        return report, (
+            f"snapshot {snap.short_id} into {target.describe()}: {len(report.tables)} tables, "
+            f"{report.bytes} bytes" + (f", {mismatched} differ" if mismatched else "")
+        )
 
     def _database_checks(self, report) -> None:
         counts_bad = [t for t in report.tables if t.actual != t.expected]
-        self.check("row counts exact", "rows", not counts_bad,
-                   f"{len(report.tables)} tables, {sum(t.expected for t in report.tables)} rows" if not counts_bad
-                   else "; ".join(f"{t.table}: {t.actual} rows, snapshot has {t.expected}" for t in counts_bad[:10]),
-                   expected=sum(t.expected for t in report.tables),
-                   actual=sum(t.actual or 0 for t in report.tables))
+        self.check(
+            "row counts exact",
+            "rows",
+            not counts_bad,
+            f"{len(report.tables)} tables, {sum(t.expected for t in report.tables)} rows"
+            if not counts_bad
+            else "; ".join(f"{t.table}: {t.actual} rows, snapshot has {t.expected}" for t in counts_bad[:10]),
+            expected=sum(t.expected for t in report.tables),
+            actual=sum(t.actual or 0 for t in report.tables),
+        )
         with_sums = [t for t in report.tables if t.checksum_ok is not None]
         sums_bad = [t for t in with_sums if not t.checksum_ok]
         if with_sums:
-            self.check("row checksums match", "checksum", not sums_bad,
-                       f"{len(with_sums)} tables" if not sums_bad
-                       else "; ".join(f"{t.table}: checksum differs" for t in sums_bad[:10]))
+            self.check(
+                "row checksums match",
+                "checksum",
+                not sums_bad,
+                f"{len(with_sums)} tables"
+                if not sums_bad
+                else "; ".join(f"{t.table}: checksum differs" for t in sums_bad[:10]),
+            )
         else:
             self.check("row checksums match", "checksum", None, "the snapshot records no row checksums")
         if report.schema_fingerprint_match is not None:
-            self.check("schema matches", "schema", bool(report.schema_fingerprint_match),
-                       "the restored schema's fingerprint equals the snapshot's"
-                       if report.schema_fingerprint_match else "the restored schema differs from the snapshot's")
+            self.check(
+                "schema matches",
+                "schema",
+                bool(report.schema_fingerprint_match),
+                "the restored schema's fingerprint equals the snapshot's"
+                if report.schema_fingerprint_match
+                else "the restored schema differs from the snapshot's",
+            )
         else:  # a check that did not run is said, never dropped from the report
-            why = next((w for w in report.warnings if w.startswith("schema fingerprint not compared")),
-                       "schema fingerprint not compared: a partial (table or schema) restore")
+            why = next(
+                (w for w in report.warnings if w.startswith("schema fingerprint not compared")),
+                "schema fingerprint not compared: a partial (table or schema) restore",
+            )
             self.check("schema matches", "schema", None, why)
         if report.large_objects is not None:
             self.check("large objects match", "checksum", bool(report.large_objects.get("ok")))
@@ -299,10 +356,17 @@ class _Drill:
 
         async def restore():
             rep = await self.svc.restore_database_pitr(
-                target_time, data, config_path=config_path, start=True, port=port, os_user=self.scratch.os_user,
-                wal_from=None if self.location == PRIMARY_NAME else self.location)
-            return rep, (f"base backup {rep.base_snapshot[:8]} into {data}, port {port}: "
-                         f"{rep.stopped_at or 'recovery finished'}")
+                target_time,
+                data,
+                config_path=config_path,
+                start=True,
+                port=port,
+                os_user=self.scratch.os_user,
+                wal_from=None if self.location == PRIMARY_NAME else self.location,
+            )
+            return rep, (
+                f"base backup {rep.base_snapshot[:8]} into {data}, port {port}: {rep.stopped_at or 'recovery finished'}"
+            )
 
         pitr, _ = await self.timed("point-in-time recovery", restore)
         self.window = await self.svc.recovery_window()
@@ -319,12 +383,22 @@ class _Drill:
             return in_recovery, "connected"
 
         in_recovery, _ = await self.timed("connect to the recovered server", probe)
-        self.check("recovered server promoted", "rows", not in_recovery,
-                   pitr.stopped_at or "the server finished recovery and accepts writes")
+        self.check(
+            "recovered server promoted",
+            "rows",
+            not in_recovery,
+            pitr.stopped_at or "the server finished recovery and accepts writes",
+        )
         self.db_target = target
         self.restored_sources.append("database")
-        self.restored.append({"source": "database", "snapshot": pitr.base_snapshot,
-                              "target": f"{data} (port {port})", "to_time": target_time.isoformat()})
+        self.restored.append(
+            {
+                "source": "database",
+                "snapshot": pitr.base_snapshot,
+                "target": f"{data} (port {port})",
+                "to_time": target_time.isoformat(),
+            }
+        )
 
     # -- corrupted table --------------------------------------------------------------------
 
@@ -337,25 +411,38 @@ class _Drill:
             raise UsageError(f"snapshot {snap.short_id} lists no tables")
         table = self.config.drills.table or max(sorted(tables), key=lambda t: tables[t])
         if table not in tables:
-            raise UsageError(f"drills.table {table!r} is not in snapshot {snap.short_id}; it has "
-                             f"{', '.join(sorted(tables)[:20])}")
+            raise UsageError(
+                f"drills.table {table!r} is not in snapshot {snap.short_id}; it has {', '.join(sorted(tables)[:20])}"
+            )
         target = await self._scratch_target(snap)
-        report, _ = await self.timed(f"restore table {table}",
-                                     lambda: self._restore_logical(snap, target, (table,)))
+        report, _ = await self.timed(f"restore table {table}", lambda: self._restore_logical(snap, target, (table,)))
         self.db_target, self.db_partial = target, True
         self.restored_sources.append("database")
-        self.restored.append({"source": "database", "snapshot": snap.id, "target": target.describe(),
-                              "table": table})
+        self.restored.append({"source": "database", "snapshot": snap.id, "target": target.describe(), "table": table})
         row = next((t for t in report.tables if t.table == table), None)
         if row is None:
             self.check(f"{table} restored", "rows", False, "the table is missing after the restore")
         else:
-            self.check(f"{table} row count", "rows", row.actual == row.expected,
-                       f"{row.actual} rows restored, snapshot has {row.expected}", row.expected, row.actual)
-            self.check(f"{table} checksum", "checksum", row.checksum_ok,
-                       "equals the snapshot's" if row.checksum_ok else
-                       "the snapshot records no checksum" if row.checksum_ok is None else "differs from the snapshot's",
-                       row.expected_checksum, row.actual_checksum)
+            self.check(
+                f"{table} row count",
+                "rows",
+                row.actual == row.expected,
+                f"{row.actual} rows restored, snapshot has {row.expected}",
+                row.expected,
+                row.actual,
+            )
+            self.check(
+                f"{table} checksum",
+                "checksum",
+                row.checksum_ok,
+                "equals the snapshot's"
+                if row.checksum_ok
+                else "the snapshot records no checksum"
+                if row.checksum_ok is None
+                else "differs from the snapshot's",
+                row.expected_checksum,
+                row.actual_checksum,
+            )
         await self._compare_live(snap, table, row)
         await self.timed("smoke checks", self._smoke_checks)
 
@@ -385,16 +472,25 @@ class _Drill:
             return
         self.step("read the live table", "ok", started, "read only")
         if table not in live:
-            self.check(f"live {table}", "rows", None, "the live database has no such table (dropped?)",
-                       status="info")
+            self.check(f"live {table}", "rows", None, "the live database has no such table (dropped?)", status="info")
             return
         count, digest = live[table]
         same = row is not None and count == row.expected and digest == row.expected_checksum
-        self.check(f"live {table}", "rows", None,
-                   f"live has {count} rows; " + ("identical to the snapshot" if same else
-                                                 "differs from the snapshot (changed since, or its rows rewritten "
-                                                 "in another order): the restored copy is the snapshot's"),
-                   expected=row.expected if row else None, actual=count, status="info")
+        self.check(
+            f"live {table}",
+            "rows",
+            None,
+            f"live has {count} rows; "
+            + (
+                "identical to the snapshot"
+                if same
+                else "differs from the snapshot (changed since, or its rows rewritten "
+                "in another order): the restored copy is the snapshot's"
+            ),
+            expected=row.expected if row else None,
+            actual=count,
+            status="info",
+        )
 
     # -- files ------------------------------------------------------------------------------
 
@@ -407,8 +503,12 @@ class _Drill:
         for spec in specs:
             s = self._newest(spec.name)
             if s is None:
-                self.check(f"{spec.name} restorable", "files", False,
-                           f"location {self.location} holds no snapshot of {spec.name}")
+                self.check(
+                    f"{spec.name} restorable",
+                    "files",
+                    False,
+                    f"location {self.location} holds no snapshot of {spec.name}",
+                )
             else:
                 snaps.append(s)
         if not snaps:
@@ -418,8 +518,9 @@ class _Drill:
         async def restore():
             # A drill proves the files on disk: each is re-read and re-chunked (read-back), not
             # only checked as written, and the time it takes is part of the measured restore.
-            outcomes = await self.svc.restore_many(snaps, target, safety=False, validate=True,
-                                                   options=RestoreOptions(read_back=True))
+            outcomes = await self.svc.restore_many(
+                snaps, target, safety=False, validate=True, options=RestoreOptions(read_back=True)
+            )
             return outcomes, f"{len(outcomes)} sources into {target}"
 
         outcomes, _ = await self.timed("restore files", restore)
@@ -427,9 +528,12 @@ class _Drill:
             v = o.validation
             stats = o.stats
             ok = v is not None and v.ok and not (stats and stats.errors)
-            detail = (f"{v.files} files, {v.bytes} bytes read back against the snapshot" if v and v.ok else
-                      "; ".join([*(v.mismatches[:5] if v else ()), *((stats.errors[:5]) if stats else ())])
-                      or "not validated")
+            detail = (
+                f"{v.files} files, {v.bytes} bytes read back against the snapshot"
+                if v and v.ok
+                else "; ".join([*(v.mismatches[:5] if v else ()), *((stats.errors[:5]) if stats else ())])
+                or "not validated"
+            )
             self.check(f"{o.snapshot.source} files", "files", ok, detail)
             self.file_roots[o.snapshot.source] = list(o.plan.roots)
             self.restored_sources.append(o.snapshot.source)
@@ -465,8 +569,14 @@ class _Drill:
             return
         actual = row[0] if row else None
         ok = _matches(actual, spec.expect)
-        self.check(spec.name, "sql", ok, f"returned {_show(actual)}" + ("" if ok else f", expected {_show(spec.expect)}"),
-                   spec.expect, _jsonable(actual))
+        self.check(
+            spec.name,
+            "sql",
+            ok,
+            f"returned {_show(actual)}" + ("" if ok else f", expected {_show(spec.expect)}"),
+            spec.expect,
+            _jsonable(actual),
+        )
 
     def _path_check(self, spec: DrillCheckConfig) -> None:
         assert spec.path is not None and spec.source is not None
@@ -475,9 +585,15 @@ class _Drill:
             self.check(spec.name, "path", None, f"{spec.source} is not restored in this scenario")
             return
         found = [r / spec.path for r in roots if os.path.lexists(r / spec.path)]
-        self.check(spec.name, "path", bool(found),
-                   f"{spec.path} exists in the restored {spec.source}" if found else
-                   f"{spec.path} is missing from the restored {spec.source}", spec.path)
+        self.check(
+            spec.name,
+            "path",
+            bool(found),
+            f"{spec.path} exists in the restored {spec.source}"
+            if found
+            else f"{spec.path} is missing from the restored {spec.source}",
+            spec.path,
+        )
 
     # -- objectives -------------------------------------------------------------------------
 
@@ -487,34 +603,67 @@ class _Drill:
         goals = [objectives.for_source(s) for s in sources] or [objectives.for_source("database")]
         rto_goal = min(g.rto for g in goals)
         self.rto_goal = rto_goal
-        self.check("RTO within objective", "rto", rto <= rto_goal.total_seconds(),
-                   f"restored and validated in {rto:.1f} s; objective {human_duration(rto_goal)}",
-                   rto_goal.total_seconds(), round(rto, 3))
+        self.check(
+            "RTO within objective",
+            "rto",
+            rto <= rto_goal.total_seconds(),
+            f"restored and validated in {rto:.1f} s; objective {human_duration(rto_goal)}",
+            rto_goal.total_seconds(),
+            round(rto, 3),
+        )
         statuses = {s.source: s for s in evaluate_objectives(self.config, self.snaps, self.started, self.window)}
         self.rpo = []
         for source in sources:
             st = statuses.get(source)
             if st is None:  # restored, but no longer configured: measured all the same
                 continue
-            self.rpo.append(RpoResult(source, st.newest.isoformat() if st.newest else None,
-                                      None if st.achieved_rpo is None else round(st.achieved_rpo.total_seconds(), 3),
-                                      st.rpo.total_seconds(), st.status))
-            self.check(f"RPO {source}", "rpo", st.status == "ok", st.message, st.rpo.total_seconds(),
-                       None if st.achieved_rpo is None else round(st.achieved_rpo.total_seconds(), 3))
+            self.rpo.append(
+                RpoResult(
+                    source,
+                    st.newest.isoformat() if st.newest else None,
+                    None if st.achieved_rpo is None else round(st.achieved_rpo.total_seconds(), 3),
+                    st.rpo.total_seconds(),
+                    st.status,
+                )
+            )
+            self.check(
+                f"RPO {source}",
+                "rpo",
+                st.status == "ok",
+                st.message,
+                st.rpo.total_seconds(),
+                None if st.achieved_rpo is None else round(st.achieved_rpo.total_seconds(), 3),
+            )
 
     # -- the report -------------------------------------------------------------------------
 
     def _report(self, rto: float, error: str | None) -> DrillReport:
         rto_goal = getattr(self, "rto_goal", None) or self.config.objectives.for_source("database").rto
-        failed = error is not None or any(c.status == "fail" for c in self.checks) or any(
-            s.status == "failed" for s in self.steps)
+        failed = (
+            error is not None
+            or any(c.status == "fail" for c in self.checks)
+            or any(s.status == "failed" for s in self.steps)
+        )
         return DrillReport(
-            id=self.id, scenario=self.scenario, location=self.location, started=self.started.isoformat(),
-            finished=datetime.now(UTC).isoformat(), passed=not failed, rto_seconds=round(rto, 3),
-            rto_objective_seconds=rto_goal.total_seconds(), steps=tuple(self.steps), checks=tuple(self.checks),
-            rpo=tuple(getattr(self, "rpo", ())), restored=tuple(self.restored), cleanup=tuple(self.scratch.removed),
-            error=error, to_time=self.request.to_time.isoformat() if self.request.to_time else None,
-            host=socket.gethostname(), program_version=__version__, job=self.job_id)
+            id=self.id,
+            scenario=self.scenario,
+            location=self.location,
+            started=self.started.isoformat(),
+            finished=datetime.now(UTC).isoformat(),
+            passed=not failed,
+            rto_seconds=round(rto, 3),
+            rto_objective_seconds=rto_goal.total_seconds(),
+            steps=tuple(self.steps),
+            checks=tuple(self.checks),
+            rpo=tuple(getattr(self, "rpo", ())),
+            restored=tuple(self.restored),
+            cleanup=tuple(self.scratch.removed),
+            error=error,
+            to_time=self.request.to_time.isoformat() if self.request.to_time else None,
+            host=socket.gethostname(),
+            program_version=__version__,
+            job=self.job_id,
+        )
 
     async def _store(self, report: DrillReport) -> DrillReport:
         """Into the primary's repository (the drill history lives there); when it cannot be
@@ -527,8 +676,11 @@ class _Drill:
         problems: list[str] = []
         for name in dict.fromkeys([PRIMARY_NAME, self.location]):
             try:
-                repo = (await self.svc.repository(load_index=False) if name == self.location == PRIMARY_NAME
-                        else await self.svc.location_ops().sites.repository(name))
+                repo = (
+                    await self.svc.repository(load_index=False)
+                    if name == self.location == PRIMARY_NAME
+                    else await self.svc.location_ops().sites.repository(name)
+                )
                 async with Lock(repo.backend, exclusive=False, operation="drill"):
                     key = await store_report(repo, report)
                 return replace(report, extra={**report.extra, "stored": f"{name}:{key}"})
@@ -539,8 +691,9 @@ class _Drill:
 
 def _matches(actual: Any, expect: Any) -> bool:
     if isinstance(expect, bool):
-        return actual is expect or (isinstance(actual, str) and actual.lower() in (("t", "true") if expect
-                                                                                     else ("f", "false")))
+        return actual is expect or (
+            isinstance(actual, str) and actual.lower() in (("t", "true") if expect else ("f", "false"))
+        )
     if isinstance(expect, int | float):
         try:
             return actual is not None and not isinstance(actual, bool) and float(actual) == float(expect)
@@ -559,8 +712,14 @@ def _jsonable(value: Any) -> Any:
     return value if value is None or isinstance(value, bool | int | float | str) else str(value)
 
 
-async def run_drill(svc: BackupService, request: DrillRequest, *, listener: Listener | None = None,
-                    check_cancelled: Callable[[], None] | None = None, job_id: str | None = None) -> DrillReport:
+async def run_drill(
+    svc: BackupService,
+    request: DrillRequest,
+    *,
+    listener: Listener | None = None,
+    check_cancelled: Callable[[], None] | None = None,
+    job_id: str | None = None,
+) -> DrillReport:
     """Run one drill and return its report (also stored in the repository). A failed step or
     check makes ``report.passed`` False; it does not raise. Misuse (an unknown scenario or
     location) raises UsageError before anything is touched."""

@@ -56,14 +56,17 @@ def server_user(configured: str | None) -> str | None:
     try:
         pwd.getpwnam(user)
     except KeyError:
-        raise UsageError(f"running as root, the drill's throwaway cluster must run as an OS user, and {user!r} "
-                         "does not exist: set drills.os_user") from None
+        raise UsageError(
+            f"running as root, the drill's throwaway cluster must run as an OS user, and {user!r} "
+            "does not exist: set drills.os_user"
+        ) from None
     return user
 
 
 def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, env=server_env(), stdin=subprocess.DEVNULL,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        argv, capture_output=True, text=True, env=server_env(), stdin=subprocess.DEVNULL, timeout=timeout, check=False
+    )
 
 
 def make_private_dir(work_dir: Path | None, prefix: str, os_user: str | None) -> Path:
@@ -109,27 +112,57 @@ class ThrowawayCluster:
         initdb = await asyncio.to_thread(find_tool, "initdb", pg_bin_dir)
         pg_ctl = await asyncio.to_thread(find_tool, "pg_ctl", initdb.path.parent)
         cluster = cls(root, free_port(), initdb.path.parent, os_user, initdb.major)
-        p = await asyncio.to_thread(_run, run_as([str(initdb.path), "-D", str(cluster.data), "-U", SUPERUSER,
-                                               "--auth-local=trust", "--auth-host=reject", "-E", "UTF8",
-                                               "--locale=C.UTF-8", "--no-sync"], os_user), START_TIMEOUT)
+        p = await asyncio.to_thread(
+            _run,
+            run_as(
+                [
+                    str(initdb.path),
+                    "-D",
+                    str(cluster.data),
+                    "-U",
+                    SUPERUSER,
+                    "--auth-local=trust",
+                    "--auth-host=reject",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                    "--no-sync",
+                ],
+                os_user,
+            ),
+            START_TIMEOUT,
+        )
         if p.returncode != 0:
-            raise DatabaseError(f"initdb for the drill's throwaway cluster failed in {root}: "
-                                f"{(p.stderr or p.stdout).strip()[-500:]}")
+            raise DatabaseError(
+                f"initdb for the drill's throwaway cluster failed in {root}: {(p.stderr or p.stdout).strip()[-500:]}"
+            )
         # Settings go into the config file, not pg_ctl -o (which a shell would parse).
         with open(cluster.data / "postgresql.auto.conf", "a", encoding="utf-8") as f:
-            f.write("\n# axisor-backup drill: private, throwaway\n"
-                    f"port = {cluster.port}\n"
-                    f"unix_socket_directories = '{_quote(str(root))}'\n"
-                    "unix_socket_permissions = 0700\n"
-                    "listen_addresses = ''\n"
-                    "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n")
-        argv = [str(pg_ctl.path), "-D", str(cluster.data), "-l", str(cluster.log), "-w", "-t",
-                str(START_TIMEOUT), "start"]
+            f.write(
+                "\n# axisor-backup drill: private, throwaway\n"
+                f"port = {cluster.port}\n"
+                f"unix_socket_directories = '{_quote(str(root))}'\n"
+                "unix_socket_permissions = 0700\n"
+                "listen_addresses = ''\n"
+                "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+            )
+        argv = [
+            str(pg_ctl.path),
+            "-D",
+            str(cluster.data),
+            "-l",
+            str(cluster.log),
+            "-w",
+            "-t",
+            str(START_TIMEOUT),
+            "start",
+        ]
         p = await asyncio.to_thread(_run, run_as(argv, os_user), START_TIMEOUT + 30)
         if p.returncode != 0:
             log = cluster.log.read_text(errors="replace")[-800:] if cluster.log.exists() else ""
-            raise DatabaseError(f"the drill's throwaway cluster did not start (pg_ctl exit {p.returncode}): "
-                                f"{(log or p.stderr).strip()}")
+            raise DatabaseError(
+                f"the drill's throwaway cluster did not start (pg_ctl exit {p.returncode}): {(log or p.stderr).strip()}"
+            )
         cluster.running = True
         return cluster
 
@@ -166,8 +199,11 @@ async def stop_cluster(data: Path, bin_dir: Path | None, os_user: str | None) ->
         return
     if bin_dir is not None:
         for mode in ("fast", "immediate"):
-            await asyncio.to_thread(_run, run_as([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", mode, "-w", "-t",
-                                               "30", "stop"], os_user), 60)
+            await asyncio.to_thread(
+                _run,
+                run_as([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", mode, "-w", "-t", "30", "stop"], os_user),
+                60,
+            )
             if not _alive(pid):
                 return
     for sig in (signal.SIGQUIT, signal.SIGKILL):
@@ -270,5 +306,15 @@ async def database_exists(server: PgTarget, name: str) -> bool:
         await conn.close()
 
 
-__all__ = ["SCRATCH_PREFIX", "Scratch", "ThrowawayCluster", "database_exists", "drop_database", "free_port",
-           "make_private_dir", "postmaster_pid", "server_user", "stop_cluster"]
+__all__ = [
+    "SCRATCH_PREFIX",
+    "Scratch",
+    "ThrowawayCluster",
+    "database_exists",
+    "drop_database",
+    "free_port",
+    "make_private_dir",
+    "postmaster_pid",
+    "server_user",
+    "stop_cluster",
+]

@@ -37,8 +37,11 @@ def _value(value: bytes) -> str:
 
 def attributes(node: Node) -> list[Attribute]:
     out: list[Attribute] = []
-    privileges = [w for bit, w in ((stat.S_ISUID, "setuid"), (stat.S_ISGID, "setgid")) if node.mode & bit
-                  and not (w == "setgid" and node.type == "dir")]  # a setgid folder is not a privilege
+    privileges = [
+        w
+        for bit, w in ((stat.S_ISUID, "setuid"), (stat.S_ISGID, "setgid"))
+        if node.mode & bit and not (w == "setgid" and node.type == "dir")
+    ]  # a setgid folder is not a privilege
     for name, value in node.xattrs:
         if name == ACL_ACCESS:
             out.append(Attribute("acl", acl.to_text(value)))

@@ -38,8 +38,12 @@ class FileCount:
     @classmethod
     def from_dict(cls, d: dict) -> FileCount:
         """From a snapshot as JSON (``snapshot_dict``: a backup job's result, ``snapshots --json``)."""
-        return cls(d["id"], d["source"], datetime.fromisoformat(d["time"]),
-                   int((d.get("summary") or {}).get("total_files") or 0))
+        return cls(
+            d["id"],
+            d["source"],
+            datetime.fromisoformat(d["time"]),
+            int((d.get("summary") or {}).get("total_files") or 0),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,15 +60,22 @@ class Shrink:
         return (self.previous_files - self.files) / self.previous_files
 
     def to_dict(self) -> dict:
-        return {"previous": self.previous or None, "previous_files": self.previous_files, "files": self.files,
-                "lost_share": round(self.lost_share, 4), "threshold": self.threshold}
+        return {
+            "previous": self.previous or None,
+            "previous_files": self.previous_files,
+            "files": self.files,
+            "lost_share": round(self.lost_share, 4),
+            "threshold": self.threshold,
+        }
 
     def message(self) -> str:
         before = f" ({self.previous[:8]})" if self.previous else ""
-        return (f"suspicious shrink: snapshot {self.snapshot[:8]} has {self.files} files, the previous one"
-                f"{before} had {self.previous_files} ({self.lost_share:.0%} gone, more than the "
-                f"{self.threshold:.0%} allowed by [objectives] suspicious_shrink): a wrongly mounted disk "
-                "or a wipe looks like this; the snapshot is kept")
+        return (
+            f"suspicious shrink: snapshot {self.snapshot[:8]} has {self.files} files, the previous one"
+            f"{before} had {self.previous_files} ({self.lost_share:.0%} gone, more than the "
+            f"{self.threshold:.0%} allowed by [objectives] suspicious_shrink): a wrongly mounted disk "
+            "or a wipe looks like this; the snapshot is kept"
+        )
 
 
 def counts_files(source: str, tags: Iterable[str] = ()) -> bool:

@@ -91,8 +91,7 @@ class EngineClient(Protocol):
         ...
 
 
-async def connect_engine(config: Config, passphrase: PassphraseSource, *,
-                         prefer_daemon: bool = True) -> EngineClient:
+async def connect_engine(config: Config, passphrase: PassphraseSource, *, prefer_daemon: bool = True) -> EngineClient:
     """The daemon's socket if one answers, else an embedded Engine in this process."""
     from core.jobs.client import DaemonClient, socket_path
     from core.jobs.engine import Engine

@@ -64,15 +64,17 @@ class _Connection:
             self.writer.write(json.dumps(request).encode() + b"\n")
             await self.writer.drain()
         except (ConnectionError, OSError) as exc:  # the daemon died: EPIPE, ECONNRESET
-            raise DaemonConnectionLost(f"the daemon at {self.path} is gone (connection lost: "
-                                       f"{exc.strerror or type(exc).__name__})") from None
+            raise DaemonConnectionLost(
+                f"the daemon at {self.path} is gone (connection lost: {exc.strerror or type(exc).__name__})"
+            ) from None
 
     async def receive(self) -> dict[str, Any]:
         try:
             line = await self.reader.readline()
         except (ConnectionError, OSError) as exc:
-            raise DaemonConnectionLost(f"the daemon at {self.path} is gone (connection lost: "
-                                       f"{exc.strerror or type(exc).__name__})") from None
+            raise DaemonConnectionLost(
+                f"the daemon at {self.path} is gone (connection lost: {exc.strerror or type(exc).__name__})"
+            ) from None
         except (asyncio.LimitOverrunError, ValueError) as exc:
             raise DaemonError(f"the daemon at {self.path} broke the connection: {exc}") from None
         if not line:

@@ -30,10 +30,17 @@ def progress_from_dict(data: dict[str, Any] | None) -> JobProgress | None:
 
 def job_to_dict(job: Job) -> dict[str, Any]:
     return {
-        "id": job.id, "kind": job.kind, "params": job.params, "state": job.state.value,
-        "origin": job.origin, "created_at": _ts(job.created_at), "started_at": _ts(job.started_at),
-        "finished_at": _ts(job.finished_at), "progress": progress_to_dict(job.progress),
-        "result": job.result, "error": job.error,
+        "id": job.id,
+        "kind": job.kind,
+        "params": job.params,
+        "state": job.state.value,
+        "origin": job.origin,
+        "created_at": _ts(job.created_at),
+        "started_at": _ts(job.started_at),
+        "finished_at": _ts(job.finished_at),
+        "progress": progress_to_dict(job.progress),
+        "result": job.result,
+        "error": job.error,
     }
 
 
@@ -41,10 +48,17 @@ def job_from_dict(data: dict[str, Any]) -> Job:
     created = _dt(data["created_at"])
     assert created is not None
     return Job(
-        id=str(data["id"]), kind=str(data["kind"]), params=dict(data.get("params") or {}),
-        state=JobState(data["state"]), origin=str(data.get("origin") or "api"), created_at=created,
-        started_at=_dt(data.get("started_at")), finished_at=_dt(data.get("finished_at")),
-        progress=progress_from_dict(data.get("progress")), result=data.get("result"), error=data.get("error"),
+        id=str(data["id"]),
+        kind=str(data["kind"]),
+        params=dict(data.get("params") or {}),
+        state=JobState(data["state"]),
+        origin=str(data.get("origin") or "api"),
+        created_at=created,
+        started_at=_dt(data.get("started_at")),
+        finished_at=_dt(data.get("finished_at")),
+        progress=progress_from_dict(data.get("progress")),
+        result=data.get("result"),
+        error=data.get("error"),
     )
 
 

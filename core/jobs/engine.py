@@ -146,8 +146,15 @@ class Engine:
 
     mode = "embedded"
 
-    def __init__(self, config: Config, passphrase: PassphraseSource, *, directory: Path | None = None,
-                 workers: int | None = None, role: str = ROLE_CLI) -> None:
+    def __init__(
+        self,
+        config: Config,
+        passphrase: PassphraseSource,
+        *,
+        directory: Path | None = None,
+        workers: int | None = None,
+        role: str = ROLE_CLI,
+    ) -> None:
         self.config = config
         self.role = role  # recorded with each job: the daemon's jobs are recovered after a crash
         self._passphrase = passphrase
@@ -172,8 +179,10 @@ class Engine:
         self.store = await JobStore.open(self.directory)
         self.orphans = await self.store.mark_orphans(self.owner)
         for job in self.orphans:
-            log.warning(f"job marked {job.state.value}: its process died",
-                        extra={"job": job.id, "kind": job.kind, "reason": job.error})
+            log.warning(
+                f"job marked {job.state.value}: its process died",
+                extra={"job": job.id, "kind": job.kind, "reason": job.error},
+            )
         if self.orphans:
             self._after_finish_hooks(None)
 
@@ -204,9 +213,19 @@ class Engine:
         if not isinstance(params, dict):
             raise UsageError("job params must be a JSON object")
         refuse_secrets(params)
-        job = Job(id=new_job_id(), kind=kind, params=dict(params), state=JobState.PENDING, origin=str(origin),
-                  created_at=datetime.now(UTC), started_at=None, finished_at=None, progress=None, result=None,
-                  error=None)
+        job = Job(
+            id=new_job_id(),
+            kind=kind,
+            params=dict(params),
+            state=JobState.PENDING,
+            origin=str(origin),
+            created_at=datetime.now(UTC),
+            started_at=None,
+            finished_at=None,
+            progress=None,
+            result=None,
+            error=None,
+        )
         await self._store().insert(job, self.owner, self.role)
         self._live[job.id] = _Live(job)
         self._queue.append(job.id)
@@ -224,8 +243,9 @@ class Engine:
             raise DaemonError(f"job {job.id} runs in another process ({job.state}); cancel it where it runs")
         if job.id in self._queue:
             self._queue.remove(job.id)
-            await self._finish(live, JobState.CANCELLED, result={"exit_code": Exit.INTERRUPTED},
-                               error="cancelled before it started")
+            await self._finish(
+                live, JobState.CANCELLED, result={"exit_code": Exit.INTERRUPTED}, error="cancelled before it started"
+            )
             return live.job
         live.cancel_reason = live.cancel_reason or "cancelled on request"
         self._stop(live)
@@ -289,7 +309,9 @@ class Engine:
         self._accepting = False
         while self._queue:
             live = self._live[self._queue.popleft()]
-            await self._finish(live, JobState.CANCELLED, result={"exit_code": Exit.INTERRUPTED}, error=f"not started: {reason}")
+            await self._finish(
+                live, JobState.CANCELLED, result={"exit_code": Exit.INTERRUPTED}, error=f"not started: {reason}"
+            )
         running = [lv for lv in self._live.values() if lv.task is not None]
         if running and grace > 0:
             log.info("waiting for running jobs", extra={"jobs": [lv.job.id for lv in running], "grace": grace})
@@ -329,16 +351,25 @@ class Engine:
     async def _run(self, live: _Live) -> None:
         if live.stopping:
             self._running -= 1
-            await self._finish(live, JobState.CANCELLED, result={"exit_code": Exit.INTERRUPTED},
-                               error=live.cancel_reason or "cancelled before it started")
+            await self._finish(
+                live,
+                JobState.CANCELLED,
+                result={"exit_code": Exit.INTERRUPTED},
+                error=live.cancel_reason or "cancelled before it started",
+            )
             self._kick()
             return
         config = self.config
         job = replace(live.job, state=JobState.RUNNING, started_at=datetime.now(UTC))
         live.job = job
-        ctx = JobContext(job.id, config, lambda: BackupService(config, self._passphrase, workers=self._workers, state_dir=self.directory),
-                         lambda p: self._progress(live, p), lambda line: self._log(live, line),
-                         self._locks.hold)
+        ctx = JobContext(
+            job.id,
+            config,
+            lambda: BackupService(config, self._passphrase, workers=self._workers, state_dir=self.directory),
+            lambda p: self._progress(live, p),
+            lambda line: self._log(live, line),
+            self._locks.hold,
+        )
         live.ctx = ctx
         state, result, error = JobState.FAILED, None, None
         try:
@@ -372,8 +403,9 @@ class Engine:
         await self._finish(live, state, result=result, error=error)
         self._kick()
 
-    async def _finish(self, live: _Live, state: JobState, *, result: dict[str, Any] | None = None,
-                      error: str | None = None) -> None:
+    async def _finish(
+        self, live: _Live, state: JobState, *, result: dict[str, Any] | None = None, error: str | None = None
+    ) -> None:
         job = replace(live.job, state=state, finished_at=datetime.now(UTC), result=result, error=error)
         live.job = job
         try:
@@ -385,14 +417,23 @@ class Engine:
             # The record could not be written (a full state folder...): the job still ends here,
             # and whoever waits for it learns why (the exit code and ``record_error``).
             code = exit_code_of(exc) if state != JobState.CANCELLED else 130
-            job = replace(job, result={**(result or {}), "exit_code": code, "record_error": str(exc)},
-                          error=error or str(exc))
+            job = replace(
+                job, result={**(result or {}), "exit_code": code, "record_error": str(exc)}, error=error or str(exc)
+            )
             live.job = job
             log.warning("the job's record could not be written", extra={"job": job.id, "error": str(exc)})
         seconds = (job.finished_at - job.started_at).total_seconds() if job.started_at and job.finished_at else 0
-        log.log(logging.INFO if state == JobState.COMPLETED else logging.WARNING, "job finished",
-                extra={"job": job.id, "kind": job.kind, "state": state.value, "seconds": round(seconds, 3),
-                       "error": job.error})
+        log.log(
+            logging.INFO if state == JobState.COMPLETED else logging.WARNING,
+            "job finished",
+            extra={
+                "job": job.id,
+                "kind": job.kind,
+                "state": state.value,
+                "seconds": round(seconds, 3),
+                "error": job.error,
+            },
+        )
         # Announced and released whatever happened above: a waiter (the CLI, drain()) never hangs.
         self._emit(JobEvent("finished", job, message=job.error or ""))
         self._live.pop(job.id, None)
@@ -432,8 +473,9 @@ class Engine:
             self._flush_progress(live)
         elif not live.flush_pending:
             live.flush_pending = True
-            asyncio.get_running_loop().call_later(PROGRESS_EVENT_INTERVAL - (now - live.last_event),
-                                                  self._flush_progress, live)
+            asyncio.get_running_loop().call_later(
+                PROGRESS_EVENT_INTERVAL - (now - live.last_event), self._flush_progress, live
+            )
 
     def _flush_progress(self, live: _Live) -> None:
         live.flush_pending = False

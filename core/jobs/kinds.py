@@ -16,8 +16,16 @@ from core import scrub
 from core.errors import UsageError
 
 # The runners' contract, re-exported: the engine and older callers import it from here.
-from core.runner import (LOCK_WAIT_SECONDS, PRIMARY_LOCATION, JobCancelled, JobContext, JobFailed, Runner,
-                         retry_when_locked, snapshot_dict)
+from core.runner import (
+    LOCK_WAIT_SECONDS,
+    PRIMARY_LOCATION,
+    JobCancelled,
+    JobContext,
+    JobFailed,
+    Runner,
+    retry_when_locked,
+    snapshot_dict,
+)
 
 # kind -> (module, runner function).
 KINDS: dict[str, tuple[str, str]] = {
@@ -42,8 +50,9 @@ def runner_for(kind: str) -> Runner:
         try:
             _RUNNERS[kind] = getattr(importlib.import_module(module), name)
         except ImportError as exc:  # one broken optional module must not stop backups
-            logging.getLogger("axisor.jobs").error("job kind not loaded",
-                                                   extra={"kind": kind, "module": module, "error": str(exc)})
+            logging.getLogger("axisor.jobs").error(
+                "job kind not loaded", extra={"kind": kind, "module": module, "error": str(exc)}
+            )
             raise UsageError(f"job kind {kind!r} cannot be loaded: {exc}") from exc
     try:
         return _RUNNERS[kind]
@@ -67,9 +76,24 @@ def refuse_secrets(params: Any, where: str = "params") -> None:
     elif isinstance(params, str):
         form = scrub.find(params)
         if form:
-            raise UsageError(f"{where} holds {form}; job records never hold secrets: "
-                             "put it in PGPASSWORD, a passfile or a credentials file instead")
+            raise UsageError(
+                f"{where} holds {form}; job records never hold secrets: "
+                "put it in PGPASSWORD, a passfile or a credentials file instead"
+            )
 
 
-__all__ = ["JobCancelled", "JobContext", "JobFailed", "KINDS", "LOCK_WAIT_SECONDS", "PRIMARY_LOCATION", "Runner",
-           "refuse_secrets", "register", "registered", "retry_when_locked", "runner_for", "snapshot_dict"]
+__all__ = [
+    "JobCancelled",
+    "JobContext",
+    "JobFailed",
+    "KINDS",
+    "LOCK_WAIT_SECONDS",
+    "PRIMARY_LOCATION",
+    "Runner",
+    "refuse_secrets",
+    "register",
+    "registered",
+    "retry_when_locked",
+    "runner_for",
+    "snapshot_dict",
+]

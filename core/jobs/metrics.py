@@ -77,8 +77,9 @@ class _Figures:
         ordered = sorted(per_source(self.jobs).items())
         labels = ["source", "location"]
 
-        def per_src(family: GaugeMetricFamily | CounterMetricFamily,
-                    value: Callable[[_Source], float | None]) -> Metric:
+        def per_src(
+            family: GaugeMetricFamily | CounterMetricFamily, value: Callable[[_Source], float | None]
+        ) -> Metric:
             """One sample a source, for the sources that have the figure."""
             for name, s in ordered:
                 v = value(s)
@@ -87,24 +88,41 @@ class _Figures:
             return family
 
         # Times to the millisecond, as the file has always had them.
-        yield per_src(GaugeMetricFamily(
-            "axisor_backup_last_success_timestamp_seconds",
-            "When the newest successful backup of the source finished (Unix time).", labels=labels),
-            lambda s: _ms(s.last_success))
-        yield per_src(GaugeMetricFamily(
-            "axisor_backup_last_duration_seconds", "How long the newest successful backup job took.",
-            labels=labels), lambda s: _ms(s.duration))
-        yield per_src(GaugeMetricFamily(
-            "axisor_backup_last_bytes", "Bytes in the newest successful snapshot of the source.", labels=labels),
-            lambda s: s.bytes_total)
-        yield per_src(GaugeMetricFamily(
-            "axisor_backup_last_stored_bytes", "Bytes the newest successful snapshot added to storage.",
-            labels=labels), lambda s: s.bytes_stored)
-        yield per_src(CounterMetricFamily(
-            "axisor_backup_failures_total", "Failed backups of the source.", labels=labels),
-            lambda s: s.failures)
-        by_state = CounterMetricFamily("axisor_backup_jobs_total", "Jobs by kind and final or current state.",
-                                       labels=["kind", "state"])
+        yield per_src(
+            GaugeMetricFamily(
+                "axisor_backup_last_success_timestamp_seconds",
+                "When the newest successful backup of the source finished (Unix time).",
+                labels=labels,
+            ),
+            lambda s: _ms(s.last_success),
+        )
+        yield per_src(
+            GaugeMetricFamily(
+                "axisor_backup_last_duration_seconds", "How long the newest successful backup job took.", labels=labels
+            ),
+            lambda s: _ms(s.duration),
+        )
+        yield per_src(
+            GaugeMetricFamily(
+                "axisor_backup_last_bytes", "Bytes in the newest successful snapshot of the source.", labels=labels
+            ),
+            lambda s: s.bytes_total,
+        )
+        yield per_src(
+            GaugeMetricFamily(
+                "axisor_backup_last_stored_bytes",
+                "Bytes the newest successful snapshot added to storage.",
+                labels=labels,
+            ),
+            lambda s: s.bytes_stored,
+        )
+        yield per_src(
+            CounterMetricFamily("axisor_backup_failures_total", "Failed backups of the source.", labels=labels),
+            lambda s: s.failures,
+        )
+        by_state = CounterMetricFamily(
+            "axisor_backup_jobs_total", "Jobs by kind and final or current state.", labels=["kind", "state"]
+        )
         for (kind, state), n in sorted(self.counts.items()):
             by_state.add_metric([kind, state], n)
         yield by_state
@@ -112,10 +130,13 @@ class _Figures:
             yield GaugeMetricFamily(
                 "axisor_backup_health",
                 "The platform's health as `axisor-backup status` evaluates it: 0 ok, 1 warning, 2 critical.",
-                value=self.health.exit_code)
+                value=self.health.exit_code,
+            )
             checks = GaugeMetricFamily(
-                "axisor_backup_check", "Each check of `axisor-backup status`: 0 ok, 1 warning, 2 critical.",
-                labels=["check"])
+                "axisor_backup_check",
+                "Each check of `axisor-backup status`: 0 ok, 1 warning, 2 critical.",
+                labels=["check"],
+            )
             for check in self.health.checks:
                 checks.add_metric([check.name], check.code)
             yield checks

@@ -37,8 +37,14 @@ def wanted(config: NotificationsConfig, job: Job) -> bool:
 
 def payload(job: Job) -> dict[str, Any]:
     # Scrubbed again on the way out: a webhook receiver is outside our trust.
-    return scrub_value({"event": f"job.{job.state.value}", "host": socket.gethostname(),
-                        "job": job_to_dict(job), "summary": _summary(job)})
+    return scrub_value(
+        {
+            "event": f"job.{job.state.value}",
+            "host": socket.gethostname(),
+            "job": job_to_dict(job),
+            "summary": _summary(job),
+        }
+    )
 
 
 def _summary(job: Job) -> str:
@@ -57,18 +63,30 @@ async def notify(config: NotificationsConfig, job: Job) -> None:
     await asyncio.gather(*tasks)
 
 
-async def notify_stale(config: NotificationsConfig, source: str, level: str, message: str,
-                       event: str = "source.stale") -> None:
+async def notify_stale(
+    config: NotificationsConfig, source: str, level: str, message: str, event: str = "source.stale"
+) -> None:
     """A source's newest successful backup is older than its RPO (``[objectives]``), or
     (``event="source.suspicious_shrink"``) its newest snapshot lost too many files."""
-    body = {"event": event, "host": socket.gethostname(), "source": source, "level": level,
-            "summary": f"axisor-backup source {source}: {message}"}
+    body = {
+        "event": event,
+        "host": socket.gethostname(),
+        "source": source,
+        "level": level,
+        "summary": f"axisor-backup source {source}: {message}",
+    }
     tasks = []
     if config.webhook_url:
         tasks.append(_webhook(config.webhook_url, body, config.timeout_seconds))
     if config.command:
-        tasks.append(_run_hook(config.command, body, {"AXISOR_EVENT": event, "AXISOR_SOURCE": source,
-                                                      "AXISOR_LEVEL": level}, config.timeout_seconds))
+        tasks.append(
+            _run_hook(
+                config.command,
+                body,
+                {"AXISOR_EVENT": event, "AXISOR_SOURCE": source, "AXISOR_LEVEL": level},
+                config.timeout_seconds,
+            )
+        )
     await asyncio.gather(*tasks)
 
 
@@ -79,30 +97,48 @@ async def _webhook(url: str, body: dict[str, Any], timeout: float) -> None:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
             async with session.post(url, json=body, headers={"User-Agent": "axisor-backup"}) as response:
                 if response.status >= 300:
-                    log.warning("webhook refused the notification",
-                                extra={"event": body["event"], "status": response.status})
+                    log.warning(
+                        "webhook refused the notification", extra={"event": body["event"], "status": response.status}
+                    )
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         # The URL may carry a token in its query: name the host only.
         from urllib.parse import urlsplit
 
-        log.warning("webhook notification failed", extra={"event": body["event"],
-                                                           "host": urlsplit(url).hostname, "error": str(exc)})
+        log.warning(
+            "webhook notification failed",
+            extra={"event": body["event"], "host": urlsplit(url).hostname, "error": str(exc)},
+        )
 
 
 async def _command(argv: tuple[str, ...], job: Job, body: dict[str, Any], timeout: float) -> None:
-    await _run_hook(argv, body, {"AXISOR_EVENT": body["event"], "AXISOR_JOB_ID": job.id,
-                                 "AXISOR_JOB_KIND": job.kind, "AXISOR_JOB_STATE": job.state.value}, timeout)
+    await _run_hook(
+        argv,
+        body,
+        {
+            "AXISOR_EVENT": body["event"],
+            "AXISOR_JOB_ID": job.id,
+            "AXISOR_JOB_KIND": job.kind,
+            "AXISOR_JOB_STATE": job.state.value,
+        },
+        timeout,
+    )
 
 
 async def _run_hook(argv: tuple[str, ...], body: dict[str, Any], extra_env: dict[str, str], timeout: float) -> None:
     env = child_env(extra_env)  # never the passphrase, PGPASSWORD or cloud keys
     try:
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE, env=env)
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
     except OSError as exc:
-        log.warning("notification command could not start", extra={"event": body["event"], "command": argv[0],
-                                                                   "error": exc.strerror or str(exc)})
+        log.warning(
+            "notification command could not start",
+            extra={"event": body["event"], "command": argv[0], "error": exc.strerror or str(exc)},
+        )
         return
     try:
         _, err = await asyncio.wait_for(proc.communicate(json.dumps(body).encode()), timeout)
@@ -112,9 +148,15 @@ async def _run_hook(argv: tuple[str, ...], body: dict[str, Any], extra_env: dict
         log.warning("notification command timed out", extra={"event": body["event"], "command": argv[0]})
         return
     if proc.returncode:
-        log.warning("notification command failed", extra={"event": body["event"], "command": argv[0],
-                                                          "exit": proc.returncode,
-                                                          "stderr": err.decode(errors="replace")[-500:]})
+        log.warning(
+            "notification command failed",
+            extra={
+                "event": body["event"],
+                "command": argv[0],
+                "exit": proc.returncode,
+                "stderr": err.decode(errors="replace")[-500:],
+            },
+        )
 
 
 __all__ = ["notify", "notify_stale", "payload", "wanted"]

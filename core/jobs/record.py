@@ -30,13 +30,31 @@ class Outcome:
         return cls(JobState.FAILED, {"exit_code": exit_code_of(exc)}, str(exc) or type(exc).__name__)
 
 
-async def record_run(config: Config, kind: str, params: dict[str, Any], started: datetime,
-                     outcome: Outcome, *, finished: datetime | None = None) -> str:
+async def record_run(
+    config: Config,
+    kind: str,
+    params: dict[str, Any],
+    started: datetime,
+    outcome: Outcome,
+    *,
+    finished: datetime | None = None,
+) -> str:
     """Store the finished run; returns its job id. Raises what the job database raises
     (a full or unwritable state folder: StorageFull), for the caller to report."""
     now = finished or datetime.now(UTC)
-    job = Job(id=new_job_id(), kind=kind, params=params, state=outcome.state, origin="cli", created_at=started,
-              started_at=started, finished_at=now, progress=None, result=outcome.result, error=outcome.error)
+    job = Job(
+        id=new_job_id(),
+        kind=kind,
+        params=params,
+        state=outcome.state,
+        origin="cli",
+        created_at=started,
+        started_at=started,
+        finished_at=now,
+        progress=None,
+        result=outcome.result,
+        error=outcome.error,
+    )
     store = await JobStore.open(state_dir(config))
     try:
         await store.insert(job, Owner.me())

@@ -98,8 +98,9 @@ async def health(config: Config, *, now: datetime | None = None) -> Health:
         await store.close()
 
 
-async def evaluate(config: Config, store: JobStore, *, now: datetime | None = None,
-                   daemon_pid: int | None = None) -> Health:
+async def evaluate(
+    config: Config, store: JobStore, *, now: datetime | None = None, daemon_pid: int | None = None
+) -> Health:
     """``health`` on an open job database. ``daemon_pid``: the caller is that daemon (it does
     not ask its own socket)."""
     pid = daemon_pid if daemon_pid is not None else await _daemon_pid(config)
@@ -128,8 +129,13 @@ def _daemon_check(config: Config, pid: int | DaemonError | None) -> Check:
     if pid is not None:
         return Check("daemon", "ok", f"running (pid {pid})")
     if config.schedule.enabled:
-        return Check("daemon", "warning", "scheduling is enabled but no daemon answers",
-                     fix="daemon", detail=f"at {socket_path(config)}")
+        return Check(
+            "daemon",
+            "warning",
+            "scheduling is enabled but no daemon answers",
+            fix="daemon",
+            detail=f"at {socket_path(config)}",
+        )
     return Check("daemon", "ok", "not running (scheduling is disabled)")
 
 
@@ -150,21 +156,27 @@ async def _history(config: Config, store: JobStore, now: datetime | None) -> tup
         warn_s, crit_s = rpo, rpo * config.objectives.critical_factor
         fig = figures.get(name)
         if fig is None or fig.last_success is None:
-            checks.append(Check(f"source {name}", "critical", "never backed up successfully",
-                                fix=f"backup {name}"))
+            checks.append(Check(f"source {name}", "critical", "never backed up successfully", fix=f"backup {name}"))
             continue
         age = now.timestamp() - fig.last_success
         level = "critical" if age > crit_s else "warning" if age > warn_s else "ok"
         message = f"newest successful backup {age / 3600:.1f} h ago (RPO {rpo / 3600:g} h)"
-        newer_failure = next((j for j in backups if j.state == JobState.FAILED and j.finished_at is not None
-                              and j.finished_at.timestamp() > fig.last_success
-                              and _touches(j.params, j.result, name)), None)
+        newer_failure = next(
+            (
+                j
+                for j in backups
+                if j.state == JobState.FAILED
+                and j.finished_at is not None
+                and j.finished_at.timestamp() > fig.last_success
+                and _touches(j.params, j.result, name)
+            ),
+            None,
+        )
         stale = level != "ok"
         if newer_failure is not None:
             if _source_unreadable(newer_failure.result, name):
                 level = "critical"
-                message += (f"; a later backup could not read the source (job {newer_failure.id}: "
-                            f"{newer_failure.error})")
+                message += f"; a later backup could not read the source (job {newer_failure.id}: {newer_failure.error})"
             else:
                 level = _worst([level, "warning"])
                 message += f"; a later backup failed (job {newer_failure.id}: {newer_failure.error})"
@@ -190,8 +202,13 @@ def verify_verdict(jobs: list) -> VerifyVerdict:
             state = "damage"
         else:
             if job.state.finished and newer is None:
-                why = "cancelled" if job.state == JobState.CANCELLED else \
-                    "interrupted" if job.state.value == "interrupted" else "could not run"
+                why = (
+                    "cancelled"
+                    if job.state == JobState.CANCELLED
+                    else "interrupted"
+                    if job.state.value == "interrupted"
+                    else "could not run"
+                )
                 newer = (why, job.id, job.error)
             continue
         verdict = VerifyVerdict(state, job.id, job.finished_at, bool(job.params.get("full")))
@@ -207,13 +224,21 @@ def verify_check(v: VerifyVerdict) -> Check | None:
     """The ``verify`` check of a verdict; None when nothing was ever verified or tried."""
     kind = "full" if v.full else "quick"
     if v.state == "damage":
-        return Check("verify", "critical", f"the newest {kind} verification found damage (job {v.job_id})",
-                     fix="repair")
-    last = f"the newest {kind} verification passed (job {v.job_id})" if v.state == "passed" else \
-        "no verification has completed"
+        return Check(
+            "verify", "critical", f"the newest {kind} verification found damage (job {v.job_id})", fix="repair"
+        )
+    last = (
+        f"the newest {kind} verification passed (job {v.job_id})"
+        if v.state == "passed"
+        else "no verification has completed"
+    )
     if v.newer == "could not run":
-        return Check("verify", "warning", f"{last}; a later one could not run (job {v.newer_job_id}: "
-                                          f"{v.newer_error})", fix="verify")
+        return Check(
+            "verify",
+            "warning",
+            f"{last}; a later one could not run (job {v.newer_job_id}: {v.newer_error})",
+            fix="verify",
+        )
     if v.newer is not None:
         last += f"; a later one was {v.newer} (job {v.newer_job_id}), which says nothing about the repository"
     if v.state == "never" and v.newer is None:
@@ -255,8 +280,9 @@ def _time(d: dict) -> datetime:
 
 
 def _source_unreadable(result: dict | None, source: str) -> bool:
-    return any(f.get("source") == source and f.get("code") == SourceError.exit_code
-               for f in (result or {}).get("failed") or [])
+    return any(
+        f.get("source") == source and f.get("code") == SourceError.exit_code for f in (result or {}).get("failed") or []
+    )
 
 
 def _touches(params: dict, result: dict | None, source: str) -> bool:
@@ -267,5 +293,14 @@ def _touches(params: dict, result: dict | None, source: str) -> bool:
     return not wanted or any(w == source or source.endswith("/" + w) or source.startswith(w + "/") for w in wanted)
 
 
-__all__ = ["Check", "Health", "VerifyVerdict", "evaluate", "health", "history_checks", "shrink_checks",
-           "verify_check", "verify_verdict"]
+__all__ = [
+    "Check",
+    "Health",
+    "VerifyVerdict",
+    "evaluate",
+    "health",
+    "history_checks",
+    "shrink_checks",
+    "verify_check",
+    "verify_verdict",
+]

@@ -108,8 +108,10 @@ class Owner:
 
 
 def interrupted_reason(owner: Owner, was: str) -> str:
-    return (f"the daemon (pid {owner.pid} on {owner.host}) stopped while this job was {was} "
-            "(killed or crashed); interrupted, not failed")
+    return (
+        f"the daemon (pid {owner.pid} on {owner.host}) stopped while this job was {was} "
+        "(killed or crashed); interrupted, not failed"
+    )
 
 
 def _now() -> datetime:
@@ -131,13 +133,21 @@ def _text(value: str | None) -> str | None:
 
 
 def _row_to_job(row: sqlite3.Row) -> Job:
-    return job_from_dict({
-        "id": row["id"], "kind": row["kind"], "params": json.loads(row["params"]), "state": row["state"],
-        "origin": row["origin"], "created_at": row["created_at"], "started_at": row["started_at"],
-        "finished_at": row["finished_at"],
-        "progress": json.loads(row["progress"]) if row["progress"] else None,
-        "result": json.loads(row["result"]) if row["result"] else None, "error": row["error"],
-    })
+    return job_from_dict(
+        {
+            "id": row["id"],
+            "kind": row["kind"],
+            "params": json.loads(row["params"]),
+            "state": row["state"],
+            "origin": row["origin"],
+            "created_at": row["created_at"],
+            "started_at": row["started_at"],
+            "finished_at": row["finished_at"],
+            "progress": json.loads(row["progress"]) if row["progress"] else None,
+            "result": json.loads(row["result"]) if row["result"] else None,
+            "error": row["error"],
+        }
+    )
 
 
 class JobStore(SqliteOnThread):
@@ -184,11 +194,24 @@ class JobStore(SqliteOnThread):
                 "INSERT INTO jobs (id, kind, params, state, origin, created_ns, created_at, started_at, finished_at,"
                 " progress, result, error, owner_host, owner_pid, owner_start, owner_role)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (job.id, job.kind, _json(job.params), job.state.value, job.origin, time.time_ns(),
-                 _ts(job.created_at), _ts(job.started_at), _ts(job.finished_at),
-                 _json(progress_to_dict(job.progress)) if job.progress else None,
-                 _json(job.result) if job.result is not None else None, _text(job.error),
-                 owner.host, owner.pid, owner.start, role),
+                (
+                    job.id,
+                    job.kind,
+                    _json(job.params),
+                    job.state.value,
+                    job.origin,
+                    time.time_ns(),
+                    _ts(job.created_at),
+                    _ts(job.started_at),
+                    _ts(job.finished_at),
+                    _json(progress_to_dict(job.progress)) if job.progress else None,
+                    _json(job.result) if job.result is not None else None,
+                    _text(job.error),
+                    owner.host,
+                    owner.pid,
+                    owner.start,
+                    role,
+                ),
             )
 
         await self._call(run)
@@ -198,9 +221,15 @@ class JobStore(SqliteOnThread):
             self.db.execute(
                 "UPDATE jobs SET state = ?, started_at = ?, finished_at = ?, progress = ?, result = ?, error = ?"
                 " WHERE id = ?",
-                (job.state.value, _ts(job.started_at), _ts(job.finished_at),
-                 _json(progress_to_dict(job.progress)) if job.progress else None,
-                 _json(job.result) if job.result is not None else None, _text(job.error), job.id),
+                (
+                    job.state.value,
+                    _ts(job.started_at),
+                    _ts(job.finished_at),
+                    _json(progress_to_dict(job.progress)) if job.progress else None,
+                    _json(job.result) if job.result is not None else None,
+                    _text(job.error),
+                    job.id,
+                ),
             )
 
         await self._call(run)
@@ -208,16 +237,18 @@ class JobStore(SqliteOnThread):
     async def update_progress(self, job: Job) -> None:
         def run() -> None:
             # Only while running: a late progress write must never overwrite a finished record.
-            self.db.execute("UPDATE jobs SET progress = ? WHERE id = ? AND state = ?",
-                            (_json(progress_to_dict(job.progress)) if job.progress else None, job.id,
-                             JobState.RUNNING.value))
+            self.db.execute(
+                "UPDATE jobs SET progress = ? WHERE id = ? AND state = ?",
+                (_json(progress_to_dict(job.progress)) if job.progress else None, job.id, JobState.RUNNING.value),
+            )
 
         await self._call(run)
 
     async def append_log(self, job_id: str, line: str) -> None:
         def run() -> None:
-            self.db.execute("INSERT INTO job_log (job_id, at, line) VALUES (?, ?, ?)",
-                            (job_id, _ts(_now()), scrub(line)))
+            self.db.execute(
+                "INSERT INTO job_log (job_id, at, line) VALUES (?, ?, ?)", (job_id, _ts(_now()), scrub(line))
+            )
 
         await self._call(run)
 
@@ -226,6 +257,7 @@ class JobStore(SqliteOnThread):
 
         The daemon's jobs become ``interrupted`` (recovered at its next start); a one-shot
         CLI process's become ``failed``, as before."""
+
         def run() -> list[Job]:
             rows = self.db.execute(
                 "SELECT * FROM jobs WHERE state IN (?, ?)", (JobState.PENDING.value, JobState.RUNNING.value)
@@ -243,22 +275,29 @@ class JobStore(SqliteOnThread):
                     reason = interrupted_reason(owner, was)
                     from core.errors import DaemonError
 
-                    result = {**(result or {}), "exit_code": DaemonError.exit_code,
-                              "interrupted": {"daemon_pid": owner.pid, "host": owner.host, "was": was}}
+                    result = {
+                        **(result or {}),
+                        "exit_code": DaemonError.exit_code,
+                        "interrupted": {"daemon_pid": owner.pid, "host": owner.host, "was": was},
+                    }
                 else:
                     state = JobState.FAILED
-                    reason = (f"the process that ran this job (pid {owner.pid} on {owner.host}) ended while the job "
-                              f"was {was}; marked failed at the next start")
+                    reason = (
+                        f"the process that ran this job (pid {owner.pid} on {owner.host}) ended while the job "
+                        f"was {was}; marked failed at the next start"
+                    )
                 cur = self.db.execute(
                     "UPDATE jobs SET state = ?, finished_at = ?, error = ?, result = ? WHERE id = ? AND state = ?",
-                    (state.value, _ts(finished), reason, _json(result) if result is not None else None,
-                     row["id"], was),
+                    (state.value, _ts(finished), reason, _json(result) if result is not None else None, row["id"], was),
                 )
                 if cur.rowcount:
-                    self.db.execute("INSERT INTO job_log (job_id, at, line) VALUES (?, ?, ?)",
-                                    (row["id"], _ts(finished), f"{state.value}: {reason}"))
-                    marked.append(replace(_row_to_job(row), state=state, finished_at=finished, error=reason,
-                                          result=result))
+                    self.db.execute(
+                        "INSERT INTO job_log (job_id, at, line) VALUES (?, ?, ?)",
+                        (row["id"], _ts(finished), f"{state.value}: {reason}"),
+                    )
+                    marked.append(
+                        replace(_row_to_job(row), state=state, finished_at=finished, error=reason, result=result)
+                    )
             return marked
 
         return await self._call(run)
@@ -267,10 +306,12 @@ class JobStore(SqliteOnThread):
         """Interrupted jobs of a dead daemon that no daemon start has recovered yet, oldest
         first, each with the daemon that ran it (whoever marked them: the daemon, or a CLI
         that opened the job database first)."""
+
         def run() -> list[tuple[Job, Owner]]:
             rows = self.db.execute(
                 "SELECT * FROM jobs WHERE state = ? AND owner_role = ? AND recovery IS NULL ORDER BY created_ns",
-                (JobState.INTERRUPTED.value, ROLE_DAEMON)).fetchall()
+                (JobState.INTERRUPTED.value, ROLE_DAEMON),
+            ).fetchall()
             return [(_row_to_job(r), Owner(r["owner_host"], r["owner_pid"], r["owner_start"])) for r in rows]
 
         return await self._call(run)
@@ -283,10 +324,14 @@ class JobStore(SqliteOnThread):
         result = {**(job.result or {}), "recovery": recovery}
 
         def run() -> None:
-            self.db.execute("UPDATE jobs SET recovery = ?, result = ?, error = ? WHERE id = ?",
-                            (_json(recovery), _json(result), _text(error), job.id))
-            self.db.execute("INSERT INTO job_log (job_id, at, line) VALUES (?, ?, ?)",
-                            (job.id, _ts(_now()), scrub(f"recovered: {summary}")))
+            self.db.execute(
+                "UPDATE jobs SET recovery = ?, result = ?, error = ? WHERE id = ?",
+                (_json(recovery), _json(result), _text(error), job.id),
+            )
+            self.db.execute(
+                "INSERT INTO job_log (job_id, at, line) VALUES (?, ?, ?)",
+                (job.id, _ts(_now()), scrub(f"recovered: {summary}")),
+            )
 
         await self._call(run)
         return replace(job, result=result, error=error)
@@ -295,6 +340,7 @@ class JobStore(SqliteOnThread):
 
     async def get(self, job_id: str) -> Job:
         """The job with this id, or the only one whose id starts with it."""
+
         def run() -> Job:
             row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is not None:
@@ -309,9 +355,11 @@ class JobStore(SqliteOnThread):
 
         return await self._call(run)
 
-    async def list(self, *, limit: int = 100, states: Iterable[JobState] | None = None,
-                   kinds: Iterable[str] | None = None) -> list[Job]:
+    async def list(
+        self, *, limit: int = 100, states: Iterable[JobState] | None = None, kinds: Iterable[str] | None = None
+    ) -> list[Job]:
         """Newest first."""
+
         def run() -> list[Job]:
             where, args = [], []
             if states is not None:
@@ -330,6 +378,7 @@ class JobStore(SqliteOnThread):
 
     async def counts(self) -> dict[tuple[str, str], int]:
         """(kind, state) -> number of jobs."""
+
         def run() -> dict[tuple[str, str], int]:
             rows = self.db.execute("SELECT kind, state, COUNT(*) AS n FROM jobs GROUP BY kind, state")
             return {(r["kind"], r["state"]): r["n"] for r in rows}
@@ -340,10 +389,21 @@ class JobStore(SqliteOnThread):
         job = await self.get(job_id)
 
         def run() -> list[str]:
-            return [r["line"] for r in
-                    self.db.execute("SELECT line FROM job_log WHERE job_id = ? ORDER BY seq", (job.id,))]
+            return [
+                r["line"] for r in self.db.execute("SELECT line FROM job_log WHERE job_id = ? ORDER BY seq", (job.id,))
+            ]
 
         return await self._call(run)
 
 
-__all__ = ["ENV_STATE_DIR", "JobStore", "Owner", "ROLE_CLI", "ROLE_DAEMON", "interrupted_reason", "process_start", "progress_from_dict", "state_dir"]
+__all__ = [
+    "ENV_STATE_DIR",
+    "JobStore",
+    "Owner",
+    "ROLE_CLI",
+    "ROLE_DAEMON",
+    "interrupted_reason",
+    "process_start",
+    "progress_from_dict",
+    "state_dir",
+]

@@ -63,8 +63,7 @@ def sources_of(entries: Iterable) -> list[str]:
     return sorted({e.snapshot.source for e in entries})
 
 
-def point_in_time(entries: Sequence, source: str, at: datetime,
-                  checks: Iterable[SnapshotChecks] = ()) -> PointInTime:
+def point_in_time(entries: Sequence, source: str, at: datetime, checks: Iterable[SnapshotChecks] = ()) -> PointInTime:
     """``entries``: the catalog's (any order); ``at`` must carry its time zone (a naive time
     is ambiguous by hours: refused)."""
     if at.tzinfo is None:

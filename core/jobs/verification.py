@@ -29,8 +29,18 @@ from datetime import datetime
 from core.errors import VerificationFailed
 from core.jobs.api import Job, JobState
 
-__all__ = ["DAMAGE", "DRILL", "FULL", "PASSED", "QUICK", "CopyChecks", "Evidence", "SnapshotChecks",
-           "outcome_of", "verification_report"]
+__all__ = [
+    "DAMAGE",
+    "DRILL",
+    "FULL",
+    "PASSED",
+    "QUICK",
+    "CopyChecks",
+    "Evidence",
+    "SnapshotChecks",
+    "outcome_of",
+    "verification_report",
+]
 
 QUICK, FULL, DRILL = "quick", "full", "drill"
 PASSED, DAMAGE = "passed", "damage"
@@ -176,8 +186,12 @@ def _job_evidence(job: Job, snapshot_id: str, by_time: bool) -> Evidence:
     outcome = outcome_of(job, snapshot_id)
     r = job.result or {}
     if outcome == DAMAGE:
-        hits = [d for d in r.get("damage") or [] if isinstance(d, dict) and (
-            snapshot_id in (d.get("snapshots") or ()) or str(d.get("object", "")).endswith("/" + snapshot_id))]
+        hits = [
+            d
+            for d in r.get("damage") or []
+            if isinstance(d, dict)
+            and (snapshot_id in (d.get("snapshots") or ()) or str(d.get("object", "")).endswith("/" + snapshot_id))
+        ]
         detail = "; ".join(f"{d.get('object')}: {d.get('reason')}" for d in hits[:3])
     elif outcome in NO_VERDICT:
         detail = job.error or ""
@@ -200,16 +214,18 @@ def _drill_time(report) -> datetime | None:
     return None
 
 
-def verification_report(entries: Sequence, jobs: Iterable[Job], drills: Iterable = (), *,
-                         primary: str = "local") -> tuple[SnapshotChecks, ...]:
+def verification_report(
+    entries: Sequence, jobs: Iterable[Job], drills: Iterable = (), *, primary: str = "local"
+) -> tuple[SnapshotChecks, ...]:
     """One SnapshotChecks per catalog entry (``core.locations.catalog.CatalogEntry``, the
     catalog's order), each with every location's copy state and evidence, newest first.
     ``jobs``: any jobs (only verifications are read); ``drills``: ``DrillReport``s."""
     verifies = [j for j in jobs if j.kind == "verify"]
     drill_evidence: dict[tuple[str, str], list[Evidence]] = {}
     for report in drills:
-        detail = report.scenario + ("" if report.passed else ": " + "; ".join(report.failures[:2] or
-                                                                               [report.error or "failed"]))
+        detail = report.scenario + (
+            "" if report.passed else ": " + "; ".join(report.failures[:2] or [report.error or "failed"])
+        )
         for restored in report.restored:
             sid = str(restored.get("snapshot") or "")
             ev = Evidence(DRILL, PASSED if report.passed else DRILL_FAILED, _drill_time(report), report.id, detail)

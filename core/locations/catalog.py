@@ -20,8 +20,17 @@ from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
 from core.repository.tree import DIR, FILE
 
-__all__ = ["COMPLETE", "INCOMPLETE", "MISSING", "UNKNOWN", "Catalog", "CatalogEntry", "CopyState",
-           "LocationScan", "build_catalog"]
+__all__ = [
+    "COMPLETE",
+    "INCOMPLETE",
+    "MISSING",
+    "UNKNOWN",
+    "Catalog",
+    "CatalogEntry",
+    "CopyState",
+    "LocationScan",
+    "build_catalog",
+]
 
 COMPLETE = "complete"
 INCOMPLETE = "incomplete"  # the manifest is there but some pack or index entry is not

@@ -19,7 +19,13 @@ from core import crypto
 from core.errors import DamagedObject
 from core.repository import repo_config
 from core.repository.format import (
-    AD_INDEX, CONFIG, INDEX, KEYS, PACK_TRAILER, SNAPSHOTS, pack_key,
+    AD_INDEX,
+    CONFIG,
+    INDEX,
+    KEYS,
+    PACK_TRAILER,
+    SNAPSHOTS,
+    pack_key,
 )
 from core.repository.index import IndexedPack, PackEntry, encode_index
 from core.repository.lock import Lock
@@ -93,7 +99,8 @@ async def ensure_replica(source: Backend, target: Backend, target_name: str) -> 
         if theirs != ours:
             raise LocationMismatch(
                 f"location {target_name!r} ({target.location}) holds another repository (id "
-                f"{str(theirs)[:8]}, not {str(ours)[:8]}); point it at an empty place or at a replica")
+                f"{str(theirs)[:8]}, not {str(ours)[:8]}); point it at an empty place or at a replica"
+            )
     else:
         await target.create()
         created = True
@@ -130,9 +137,16 @@ async def missing_snapshots(source: Repository, target: Backend) -> list[str]:
     return [s.id for s in snaps if s.id not in have]
 
 
-async def copy_snapshots(source: Repository, target: Repository, snapshots: list[Snapshot], *,
-                         source_name: str, target_name: str, wal: list[str] | None = None,
-                         on_progress: Callable[[CopyProgress], None] | None = None) -> CopyResult:
+async def copy_snapshots(
+    source: Repository,
+    target: Repository,
+    snapshots: list[Snapshot],
+    *,
+    source_name: str,
+    target_name: str,
+    wal: list[str] | None = None,
+    on_progress: Callable[[CopyProgress], None] | None = None,
+) -> CopyResult:
     """Copy ``snapshots`` (oldest first is best), then the archived WAL files ``wal``
     (names; None: every one the target lacks), from ``source`` to ``target``.
 
@@ -142,8 +156,10 @@ async def copy_snapshots(source: Repository, target: Repository, snapshots: list
     run = _Run(source, target, on_progress)
     copied: list[str] = []
     present: list[str] = []
-    async with Lock(source.backend, exclusive=False, operation="copy"), \
-            Lock(target.backend, exclusive=False, operation="copy"):
+    async with (
+        Lock(source.backend, exclusive=False, operation="copy"),
+        Lock(target.backend, exclusive=False, operation="copy"),
+    ):
         await source.load_index()
         await target.load_index()
         have = {info.key.rsplit("/", 1)[-1] async for info in target.backend.list(f"{SNAPSHOTS}/")}
@@ -154,8 +170,16 @@ async def copy_snapshots(source: Repository, target: Repository, snapshots: list
             else:
                 copied.append(snap.id)
         wal_copied = await _copy_wal(run, wal)
-    return CopyResult(source_name, target_name, tuple(copied), tuple(present), run.packs_copied,
-                      run.packs_indexed, run.bytes_copied, wal_copied=tuple(wal_copied))
+    return CopyResult(
+        source_name,
+        target_name,
+        tuple(copied),
+        tuple(present),
+        run.packs_copied,
+        run.packs_indexed,
+        run.bytes_copied,
+        wal_copied=tuple(wal_copied),
+    )
 
 
 async def _copy_one(run: _Run, snap: Snapshot, n: int, total: int) -> None:
@@ -188,8 +212,9 @@ async def _copy_wal(run: _Run, names: list[str] | None) -> list[str]:
                 continue
             loc = run.source.index.lookup(blob_id)
             if loc is None:
-                raise DamagedObject(f"blob {blob}", f"WAL file {name} needs it but no index at "
-                                                    f"{run.source.backend.location} names it")
+                raise DamagedObject(
+                    f"blob {blob}", f"WAL file {name} needs it but no index at {run.source.backend.location} names it"
+                )
             packs.add(loc.pack_id)
     await _ensure_packs(run, packs, "wal", 0, 1)
     await _write_index(run)
@@ -257,9 +282,11 @@ async def _packs_needed(run: _Run, snap: Snapshot) -> tuple[set[bytes], set[byte
             return
         loc = run.source.index.lookup(blob_id)
         if loc is None:
-            raise DamagedObject(f"{what} {blob_id.hex()}",
-                                f"snapshot {snap.short_id} needs it but no index at "
-                                f"{run.source.backend.location} names it; cannot copy this snapshot")
+            raise DamagedObject(
+                f"{what} {blob_id.hex()}",
+                f"snapshot {snap.short_id} needs it but no index at "
+                f"{run.source.backend.location} names it; cannot copy this snapshot",
+            )
         packs.add(loc.pack_id)
 
     stack = [bytes.fromhex(snap.tree)]
@@ -292,8 +319,9 @@ async def _transfer_pack(run: _Run, pack_id: bytes) -> tuple[list[PackEntry], in
             return await run.target.read_pack_header(pack_id, info.size), info.size, False
         except DamagedObject as exc:
             # Objects are never overwritten, so a damaged one cannot be repaired by a put.
-            raise DamagedObject(key, f"at {run.target.backend.location}: {exc.reason}; remove that "
-                                     "object there and copy again") from None
+            raise DamagedObject(
+                key, f"at {run.target.backend.location}: {exc.reason}; remove that object there and copy again"
+            ) from None
     try:
         data = await run.source.backend.get(key)
     except ObjectNotFound:
@@ -313,9 +341,9 @@ def _check_pack(cipher: crypto.Cipher, pack_id: bytes, data: bytes, key: str) ->
     if crypto.content_hash(data) != pack_id:
         raise DamagedObject(key, "content does not match its name at the source; not copied")
     try:
-        header_len = parse_trailer(data[-PACK_TRAILER.size:], len(data))
+        header_len = parse_trailer(data[-PACK_TRAILER.size :], len(data))
         start = len(data) - PACK_TRAILER.size - header_len
-        return decode_header(cipher, data[start:len(data) - PACK_TRAILER.size], start)
+        return decode_header(cipher, data[start : len(data) - PACK_TRAILER.size], start)
     except PackFormatError as exc:
         raise DamagedObject(key, f"{exc}; not copied") from None
 
@@ -333,4 +361,3 @@ async def _write_index(run: _Run) -> None:
     except ObjectExists:
         pass  # the same packs indexed by an earlier run
     run.target.index.files.add(key)
-

@@ -36,8 +36,15 @@ async def copy_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]
     refs = [str(r) for r in params.get("snapshots") or []]
 
     def progress(target: str, p: CopyProgress) -> None:
-        ctx.progress(JobProgress(phase=f"copy to {target}", bytes_done=p.bytes_copied, files_done=p.packs_done,
-                                 files_total=p.packs_total, current=p.snapshot[:8]))
+        ctx.progress(
+            JobProgress(
+                phase=f"copy to {target}",
+                bytes_done=p.bytes_copied,
+                files_done=p.packs_done,
+                files_total=p.packs_total,
+                current=p.snapshot[:8],
+            )
+        )
 
     results: list[CopyResult] = []
     # The engine's location locks are named after the primary as "primary"; others by name.
@@ -47,13 +54,20 @@ async def copy_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]
         for target in targets:
             ctx.check_cancelled()
             try:
-                r = await retry_when_locked(ctx, lambda: svc.copy(
-                    target, refs or None, source=source, on_progress=functools.partial(progress, target)))
+                r = await retry_when_locked(
+                    ctx,
+                    lambda: svc.copy(
+                        target, refs or None, source=source, on_progress=functools.partial(progress, target)
+                    ),
+                )
             except AxisorError as exc:
                 r = CopyResult(source, target, error=str(exc))
             results.append(r)
-            ctx.log(f"{target}: FAILED: {r.error}" if r.error else
-                    f"{target}: copied {len(r.copied)} snapshots, {r.packs_copied} packs, {r.bytes_copied} bytes")
+            ctx.log(
+                f"{target}: FAILED: {r.error}"
+                if r.error
+                else f"{target}: copied {len(r.copied)} snapshots, {r.packs_copied} packs, {r.bytes_copied} bytes"
+            )
     out: dict[str, Any] = {"copies": [result_dict(r) for r in results]}
     failed = [r for r in results if r.error]
     if failed:

@@ -186,14 +186,30 @@ async def usage_of(backend: Backend) -> StorageUsage:
 async def _probe(sites: Sites, name: str, state: MonitorState) -> LocationStatus:
     info = sites.info(name)
     saved = (await asyncio.to_thread(state.read))["locations"].get(name, {})
-    base = dict(name=name, provider=info.provider, where=info.where, primary=info.primary,
-                last_write=saved.get("last_write"), last_error=saved.get("last_error"),
-                last_error_at=saved.get("last_error_at"))
+    base = dict(
+        name=name,
+        provider=info.provider,
+        where=info.where,
+        primary=info.primary,
+        last_write=saved.get("last_write"),
+        last_error=saved.get("last_error"),
+        last_error_at=saved.get("last_error_at"),
+    )
 
     def down(error: str, latency: float | None = None) -> LocationStatus:
-        return LocationStatus(**base, reachable=False, error=error, latency_ms=latency, initialized=False,
-                              repository_id=None, bytes_used=None, objects=None, free_bytes=None,
-                              growth_bytes=None, growth_since=None)
+        return LocationStatus(
+            **base,
+            reachable=False,
+            error=error,
+            latency_ms=latency,
+            initialized=False,
+            repository_id=None,
+            bytes_used=None,
+            objects=None,
+            free_bytes=None,
+            growth_bytes=None,
+            growth_since=None,
+        )
 
     try:
         backend = sites.backend(name)
@@ -217,11 +233,19 @@ async def _probe(sites: Sites, name: str, state: MonitorState) -> LocationStatus
     if usage.bytes_used is not None:
         saved = (await asyncio.to_thread(state.read))["locations"].get(name, {})
         growth, since = MonitorState.growth(saved, usage.bytes_used)
-    return LocationStatus(**base, reachable=True,
-                          error=None if initialized else "no repository here yet (the next copy creates it)",
-                          latency_ms=latency, initialized=initialized, repository_id=repo_id,
-                          bytes_used=usage.bytes_used, objects=usage.objects, free_bytes=usage.free_bytes,
-                          growth_bytes=growth, growth_since=since)
+    return LocationStatus(
+        **base,
+        reachable=True,
+        error=None if initialized else "no repository here yet (the next copy creates it)",
+        latency_ms=latency,
+        initialized=initialized,
+        repository_id=repo_id,
+        bytes_used=usage.bytes_used,
+        objects=usage.objects,
+        free_bytes=usage.free_bytes,
+        growth_bytes=growth,
+        growth_since=since,
+    )
 
 
 async def probe_all(sites: Sites, state: MonitorState, timeout: float = PROBE_TIMEOUT) -> list[LocationStatus]:
@@ -233,11 +257,24 @@ async def probe_all(sites: Sites, state: MonitorState, timeout: float = PROBE_TI
         except TimeoutError:
             info = sites.info(name)
             saved = state.read()["locations"].get(name, {})
-            return LocationStatus(name=name, provider=info.provider, where=info.where, primary=info.primary,
-                                  reachable=False, error=f"no answer within {timeout:.0f} s", latency_ms=None,
-                                  initialized=False, repository_id=None, bytes_used=None, objects=None,
-                                  free_bytes=None, growth_bytes=None, growth_since=None,
-                                  last_write=saved.get("last_write"), last_error=saved.get("last_error"),
-                                  last_error_at=saved.get("last_error_at"))
+            return LocationStatus(
+                name=name,
+                provider=info.provider,
+                where=info.where,
+                primary=info.primary,
+                reachable=False,
+                error=f"no answer within {timeout:.0f} s",
+                latency_ms=None,
+                initialized=False,
+                repository_id=None,
+                bytes_used=None,
+                objects=None,
+                free_bytes=None,
+                growth_bytes=None,
+                growth_since=None,
+                last_write=saved.get("last_write"),
+                last_error=saved.get("last_error"),
+                last_error_at=saved.get("last_error_at"),
+            )
 
     return list(await asyncio.gather(*(bounded(n) for n in sites.names)))

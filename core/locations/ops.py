@@ -31,8 +31,14 @@ class LocationOps:
 
     # -- copy ---------------------------------------------------------------------------
 
-    async def copy(self, to: str, refs: list[str] | None = None, *, source: str = PRIMARY_NAME,
-                   on_progress: Callable[[CopyProgress], None] | None = None) -> CopyResult:
+    async def copy(
+        self,
+        to: str,
+        refs: list[str] | None = None,
+        *,
+        source: str = PRIMARY_NAME,
+        on_progress: Callable[[CopyProgress], None] | None = None,
+    ) -> CopyResult:
         """Copy the snapshots ``refs`` names (default: every one ``to`` lacks) from ``source``."""
         self.sites.check(to)
         self.sites.check(source)
@@ -48,14 +54,16 @@ class LocationOps:
             if dst.config.id != src.config.id:
                 raise LocationMismatch(
                     f"location {to!r} ({target.location}) holds repository {dst.config.id[:8]}, not "
-                    f"{src.config.id[:8]} as {source!r} does; copies need replicas of one repository")
+                    f"{src.config.id[:8]} as {source!r} does; copies need replicas of one repository"
+                )
             if refs:
                 snaps = await src.resolve_refs(refs)
             else:
                 snaps = [await src.load_snapshot(sid) for sid in await missing_snapshots(src, target)]
             # Named snapshots copy just those; a catch-up also brings the WAL archive along.
-            result = await copy_snapshots(src, dst, snaps, source_name=source, target_name=to,
-                                          wal=[] if refs else None, on_progress=on_progress)
+            result = await copy_snapshots(
+                src, dst, snaps, source_name=source, target_name=to, wal=[] if refs else None, on_progress=on_progress
+            )
         except (AxisorError, OSError) as exc:
             await asyncio.to_thread(self.state.record_error, to, str(exc))
             raise
@@ -65,9 +73,14 @@ class LocationOps:
         await self._sample(to)
         return result
 
-    async def catch_up(self, targets: list[str] | None = None, *, new: tuple[str, ...] = (),
-                       source: str = PRIMARY_NAME,
-                       on_progress: Callable[[str, CopyProgress], None] | None = None) -> list[CopyResult]:
+    async def catch_up(
+        self,
+        targets: list[str] | None = None,
+        *,
+        new: tuple[str, ...] = (),
+        source: str = PRIMARY_NAME,
+        on_progress: Callable[[str, CopyProgress], None] | None = None,
+    ) -> list[CopyResult]:
         """Copy to each target everything it lacks. A target that fails does not stop the
         others and raises nothing: its result names the error and what is still pending
         (at least ``new``, the snapshots a backup just made); the next run catches up."""
@@ -78,8 +91,7 @@ class LocationOps:
                 results.append(await self.copy(name, source=source, on_progress=progress))
             except (AxisorError, OSError) as exc:
                 pending = await self._pending(source, name, new)
-                results.append(CopyResult(source, name, error=str(exc) or type(exc).__name__,
-                                          pending=pending))
+                results.append(CopyResult(source, name, error=str(exc) or type(exc).__name__, pending=pending))
         return results
 
     async def _pending(self, source: str, target: str, new: tuple[str, ...]) -> tuple[str, ...]:
@@ -114,8 +126,7 @@ class LocationOps:
 
     # -- restore ------------------------------------------------------------------------
 
-    async def choose(self, refs: list[str], source: str | None = None, *,
-                     prefer: str | None = None) -> RestoreChoice:
+    async def choose(self, refs: list[str], source: str | None = None, *, prefer: str | None = None) -> RestoreChoice:
         """The first location, primary first, that can be opened and holds every snapshot
         ``refs`` names. With ``prefer`` only that one is tried."""
         names = [self.sites.check(prefer)] if prefer else self.sites.names
@@ -137,5 +148,6 @@ class LocationOps:
         assert first is not None
         if len(names) == 1 or all(isinstance(e, SnapshotNotFound) for e in errors):
             raise first
-        raise NoLocationAvailable("no location can serve this restore: "
-                                  + "; ".join(f"{n}: {why}" for n, why in skipped))
+        raise NoLocationAvailable(
+            "no location can serve this restore: " + "; ".join(f"{n}: {why}" for n, why in skipped)
+        )

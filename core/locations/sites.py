@@ -41,15 +41,18 @@ class LocationInfo:
 class Sites:
     """The locations of one config. Backends connect on first use; ``close`` closes them."""
 
-    def __init__(self, config: Config, primary: Backend, passphrase: PassphraseSource,
-                 prepare: Callable[[Repository], None]) -> None:
+    def __init__(
+        self, config: Config, primary: Backend, passphrase: PassphraseSource, prepare: Callable[[Repository], None]
+    ) -> None:
         self.config = config
         self._passphrase = passphrase
         self._prepare = prepare  # gives each opened repository the service's workers and settings
         self._remote = {loc.name: loc for loc in config.storage.remote_storage}
         if PRIMARY_NAME in self._remote:
-            raise UsageError(f"storage.remote_storage: the name {PRIMARY_NAME!r} is reserved for the primary "
-                             "location (storage.local_path); choose another name")
+            raise UsageError(
+                f"storage.remote_storage: the name {PRIMARY_NAME!r} is reserved for the primary "
+                "location (storage.local_path); choose another name"
+            )
         self._backends: dict[str, Backend] = {PRIMARY_NAME: primary}
         self._repos: dict[str, Repository] = {}
         self._master: crypto.MasterKey | None = None
@@ -134,5 +137,6 @@ def is_unavailable(exc: BaseException) -> bool:
     """Whether a failure means the location cannot serve now (down, lost, emptied, damaged,
     another repository), so another location may be tried; a wrong passphrase or an unknown
     snapshot is an answer about the request instead."""
-    return isinstance(exc, (StorageError, RepositoryNotFound, DamagedObject, LocationMismatch,
-                            MissingExtra, OSError, TimeoutError))
+    return isinstance(
+        exc, (StorageError, RepositoryNotFound, DamagedObject, LocationMismatch, MissingExtra, OSError, TimeoutError)
+    )

@@ -35,15 +35,22 @@ async def prune_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any
 
             def progress(phase: str, done: int, total: int | None, name: str = name) -> None:
                 bytes_phase = phase == "repacking"
-                ctx.progress(JobProgress(
-                    phase=f"{name}: {phase}", current=name,
-                    bytes_done=done if bytes_phase else 0, bytes_total=total if bytes_phase else None,
-                    files_done=0 if bytes_phase else done, files_total=None if bytes_phase else total))
+                ctx.progress(
+                    JobProgress(
+                        phase=f"{name}: {phase}",
+                        current=name,
+                        bytes_done=done if bytes_phase else 0,
+                        bytes_total=total if bytes_phase else None,
+                        files_done=0 if bytes_phase else done,
+                        files_total=None if bytes_phase else total,
+                    )
+                )
 
             try:
                 # Safe to repeat: a prune stopped by a lock resumes where it stopped.
-                report = await retry_when_locked(ctx, lambda: svc.prune(
-                    dry_run=dry_run, on_progress=progress, location=name), wait=lock_wait)
+                report = await retry_when_locked(
+                    ctx, lambda: svc.prune(dry_run=dry_run, on_progress=progress, location=name), wait=lock_wait
+                )
             except AxisorError as exc:
                 ctx.log(f"{name}: FAILED: {exc}")
                 results.append({"location": name, "error": str(exc)})
@@ -51,12 +58,12 @@ async def prune_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any
                 continue
             results.append({"location": name, "error": None, **report.to_dict()})
             verb = "would forget" if dry_run else "forgot"
-            ctx.log(f"{name}: {verb} {len(report.forgotten)} snapshots, kept {len(report.kept)}; "
-                    f"{len(report.wal.remove)} WAL files, {report.packs_deleted} packs deleted, "
-                    f"{report.packs_repacked} repacked, {report.bytes_deleted} bytes freed")
+            ctx.log(
+                f"{name}: {verb} {len(report.forgotten)} snapshots, kept {len(report.kept)}; "
+                f"{len(report.wal.remove)} WAL files, {report.packs_deleted} packs deleted, "
+                f"{report.packs_repacked} repacked, {report.bytes_deleted} bytes freed"
+            )
     out: dict[str, Any] = {"dry_run": dry_run, "locations": results, "exit_code": first_code}
     if first_code:
-        raise JobFailed(f"prune failed at {', '.join(r['location'] for r in results if r['error'])}", out,
-                        first_code)
+        raise JobFailed(f"prune failed at {', '.join(r['location'] for r in results if r['error'])}", out, first_code)
     return out
-

@@ -35,8 +35,19 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone, tzinfo
 
 from core.errors import DamagedObject
-from core.maintenance.prune_plan import (REPACK_UNUSED_FRACTION, REPAIR_HINT, Holdings, PackInfo, PrunePlan,
-                                         PruneRefused, TreeRefs, WalPlan, kept_roots, plan_prune, plan_wal)
+from core.maintenance.prune_plan import (
+    REPACK_UNUSED_FRACTION,
+    REPAIR_HINT,
+    Holdings,
+    PackInfo,
+    PrunePlan,
+    PruneRefused,
+    TreeRefs,
+    WalPlan,
+    kept_roots,
+    plan_prune,
+    plan_wal,
+)
 from core.maintenance.prune_plan import _segno  # noqa: F401  (tests of the WAL arithmetic import it from here)
 from core.maintenance.repack import repack
 from core.maintenance.retention import Decision, Policy, apply
@@ -89,36 +100,72 @@ class PruneReport:
         """The JSON shape of `prune --json` (one location) and of the prune job's result."""
         return {
             "dry_run": self.dry_run,
-            "snapshots": [{"id": d.snapshot.id, "short_id": d.snapshot.short_id, "time": d.snapshot.time,
-                           "source": d.snapshot.source, "hostname": d.snapshot.hostname,
-                           "type": d.snapshot.type, "keep": d.keep, "reasons": list(d.reasons)}
-                          for d in self.decisions],
-            "kept": len(self.kept), "forgotten": len(self.forgotten),
-            "wal": {"removed": list(self.wal.remove), "kept": self.wal.kept, "keep_from": self.wal.keep_from,
-                    "reason": self.wal.reason},
-            "packs": {"total": self.packs_total, "deleted": self.packs_deleted, "repacked": self.packs_repacked,
-                      "written": self.packs_written, "missing_dropped": self.packs_missing_dropped,
-                      "adopted": self.packs_adopted, "unindexed": self.unindexed_packs},
+            "snapshots": [
+                {
+                    "id": d.snapshot.id,
+                    "short_id": d.snapshot.short_id,
+                    "time": d.snapshot.time,
+                    "source": d.snapshot.source,
+                    "hostname": d.snapshot.hostname,
+                    "type": d.snapshot.type,
+                    "keep": d.keep,
+                    "reasons": list(d.reasons),
+                }
+                for d in self.decisions
+            ],
+            "kept": len(self.kept),
+            "forgotten": len(self.forgotten),
+            "wal": {
+                "removed": list(self.wal.remove),
+                "kept": self.wal.kept,
+                "keep_from": self.wal.keep_from,
+                "reason": self.wal.reason,
+            },
+            "packs": {
+                "total": self.packs_total,
+                "deleted": self.packs_deleted,
+                "repacked": self.packs_repacked,
+                "written": self.packs_written,
+                "missing_dropped": self.packs_missing_dropped,
+                "adopted": self.packs_adopted,
+                "unindexed": self.unindexed_packs,
+            },
             "blobs_used": self.blobs_used,
-            "bytes": {"used": self.bytes_used, "unused": self.bytes_unused, "deleted": self.bytes_deleted,
-                      "written": self.bytes_written},
+            "bytes": {
+                "used": self.bytes_used,
+                "unused": self.bytes_unused,
+                "deleted": self.bytes_deleted,
+                "written": self.bytes_written,
+            },
             "index_files": {"before": self.index_files_before, "after": self.index_files_after},
             "temporary": self.temporary,
         }
 
 
-def _report(plan: PrunePlan, holdings: Holdings, adopted: int, dry_run: bool, written: list[IndexedPack],
-            index_files_after: int) -> PruneReport:
+def _report(
+    plan: PrunePlan, holdings: Holdings, adopted: int, dry_run: bool, written: list[IndexedPack], index_files_after: int
+) -> PruneReport:
     return PruneReport(
-        dry_run=dry_run, decisions=plan.decisions, wal=plan.wal, packs_total=len(holdings.packs),
-        packs_deleted=len(plan.delete), packs_repacked=len(plan.repack), packs_written=len(written),
-        packs_missing_dropped=len(plan.missing), packs_adopted=adopted, unindexed_packs=holdings.unindexed,
-        blobs_used=len(plan.used), bytes_used=plan.bytes_used, bytes_unused=plan.bytes_unused,
+        dry_run=dry_run,
+        decisions=plan.decisions,
+        wal=plan.wal,
+        packs_total=len(holdings.packs),
+        packs_deleted=len(plan.delete),
+        packs_repacked=len(plan.repack),
+        packs_written=len(written),
+        packs_missing_dropped=len(plan.missing),
+        packs_adopted=adopted,
+        unindexed_packs=holdings.unindexed,
+        blobs_used=len(plan.used),
+        bytes_used=plan.bytes_used,
+        bytes_unused=plan.bytes_unused,
         bytes_deleted=sum(holdings.on_storage[p] for p in plan.gone),
-        bytes_written=sum(size for _, size, _ in written), index_files_before=len(holdings.index_files),
+        bytes_written=sum(size for _, size, _ in written),
+        index_files_before=len(holdings.index_files),
         index_files_after=index_files_after,
         delete_packs=tuple(pack_key(p) for p in plan.delete),
-        repack_packs=tuple(pack_key(p) for p, _ in plan.repack))
+        repack_packs=tuple(pack_key(p) for p, _ in plan.repack),
+    )
 
 
 async def _check_lock(lock: Lock, step: str) -> None:
@@ -126,6 +173,7 @@ async def _check_lock(lock: Lock, step: str) -> None:
 
 
 # -- 1. what is there ----------------------------------------------------------------------
+
 
 async def _load_packs(repo: Repository) -> tuple[dict[bytes, PackInfo], set[str]]:
     """Every indexed pack with its full entry list (the first index file naming it wins)."""
@@ -137,16 +185,22 @@ async def _load_packs(repo: Repository) -> tuple[dict[bytes, PackInfo], set[str]
         try:
             content = await repo.read_index_file(info.key, info.size)
         except DamagedObject as exc:
-            raise PruneRefused(f"prune changed nothing: {exc}. `axisor-backup repair index` rebuilds the "
-                               "index without it.") from None
+            raise PruneRefused(
+                f"prune changed nothing: {exc}. `axisor-backup repair index` rebuilds the index without it."
+            ) from None
         for pack_id, size, entries in content:
             packs.setdefault(pack_id, PackInfo(size, tuple(entries)))
         files.add(info.key)
     return packs, files
 
 
-async def _adopt(repo: Repository, unindexed: list[bytes], on_storage: dict[bytes, int],
-                 packs: dict[bytes, PackInfo], index_files: set[str]) -> int:
+async def _adopt(
+    repo: Repository,
+    unindexed: list[bytes],
+    on_storage: dict[bytes, int],
+    packs: dict[bytes, PackInfo],
+    index_files: set[str],
+) -> int:
     """Index the packs an interrupted writer left unindexed, as a backup would (FORMAT.md,
     Invariant 7), but only those in prune's own listing: a pack that appears later is
     another writer's, and prune never touches it."""
@@ -185,7 +239,8 @@ async def _snapshots(repo: Repository) -> list[Snapshot]:
         more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
         raise PruneRefused(
             f"prune changed nothing: {damaged[0]}{more}. "
-            "Run `axisor-backup verify`; `axisor-backup forget ID` removes a manifest that cannot be repaired.")
+            "Run `axisor-backup verify`; `axisor-backup forget ID` removes a manifest that cannot be repaired."
+        )
     return snaps
 
 
@@ -202,13 +257,15 @@ async def _survey(repo: Repository, dry_run: bool, progress: ProgressFn) -> tupl
         adopted = await _adopt(repo, unindexed, on_storage, packs, index_files)
     progress("reading snapshots", 0, None)
     snaps = await _snapshots(repo)
-    holdings = Holdings(packs=packs, on_storage=on_storage, index_files=frozenset(index_files),
-                        wal=await _wal_manifests(repo))
+    holdings = Holdings(
+        packs=packs, on_storage=on_storage, index_files=frozenset(index_files), wal=await _wal_manifests(repo)
+    )
     return holdings, adopted, snaps
 
 
-async def _load_trees(repo: Repository, index: Index, roots: Iterable[bytes],
-                      progress: ProgressFn) -> dict[bytes, TreeRefs]:
+async def _load_trees(
+    repo: Repository, index: Index, roots: Iterable[bytes], progress: ProgressFn
+) -> dict[bytes, TreeRefs]:
     """Every indexed tree reachable from ``roots``. An unindexed one is skipped: the plan
     refuses, naming the snapshot that needs it."""
     trees: dict[bytes, TreeRefs] = {}
@@ -236,6 +293,7 @@ async def _load_trees(repo: Repository, index: Index, roots: Iterable[bytes],
 
 # -- 3. to 6. carrying the plan out ------------------------------------------------------------
 
+
 async def _delete_each(repo: Repository, keys: list[str], phase: str, progress: ProgressFn) -> None:
     for i, key in enumerate(keys):
         progress(phase, i, len(keys))
@@ -254,22 +312,29 @@ async def _forget(repo: Repository, lock: Lock, plan: PrunePlan, progress: Progr
     await _delete_each(repo, [wal_key(n) for n in plan.wal.remove], "deleting WAL", progress)
 
 
-async def _repack(repo: Repository, plan: PrunePlan, holdings: Holdings, pack_size: int,
-                  progress: ProgressFn) -> list[IndexedPack]:
+async def _repack(
+    repo: Repository, plan: PrunePlan, holdings: Holdings, pack_size: int, progress: ProgressFn
+) -> list[IndexedPack]:
     if not plan.repack:
         return []
     total = sum(holdings.on_storage[pid] for pid, _ in plan.repack)
     progress("repacking", 0, total)
-    return await repack(repo, [(pid, list(keep)) for pid, keep in plan.repack], pack_size,
-                        lambda done: progress("repacking", done, total))
+    return await repack(
+        repo,
+        [(pid, list(keep)) for pid, keep in plan.repack],
+        pack_size,
+        lambda done: progress("repacking", done, total),
+    )
 
 
-async def _replace_index(repo: Repository, lock: Lock, plan: PrunePlan, holdings: Holdings,
-                         written: list[IndexedPack], progress: ProgressFn) -> int:
+async def _replace_index(
+    repo: Repository, lock: Lock, plan: PrunePlan, holdings: Holdings, written: list[IndexedPack], progress: ProgressFn
+) -> int:
     """Step 5: the new index files, then the old ones go; the number of new files."""
     progress("writing index", 0, None)
     new_index, new_files = await write_index(
-        repo, [(pid, holdings.packs[pid].size, list(holdings.packs[pid].entries)) for pid in plan.stay] + written)
+        repo, [(pid, holdings.packs[pid].size, list(holdings.packs[pid].entries)) for pid in plan.stay] + written
+    )
     old_files = sorted(k for k in holdings.index_files if k not in new_files)
     await _check_lock(lock, "deleting index files")
     await _delete_each(repo, old_files, "deleting index files", progress)
@@ -284,8 +349,9 @@ async def _delete_packs(repo: Repository, lock: Lock, plan: PrunePlan, progress:
     await _delete_each(repo, [pack_key(pid) for pid in plan.gone], "deleting packs", progress)
 
 
-async def execute(repo: Repository, lock: Lock, plan: PrunePlan, holdings: Holdings, pack_size: int,
-                  progress: ProgressFn) -> tuple[list[IndexedPack], int]:
+async def execute(
+    repo: Repository, lock: Lock, plan: PrunePlan, holdings: Holdings, pack_size: int, progress: ProgressFn
+) -> tuple[list[IndexedPack], int]:
     """Steps 3 to 6 of ``plan``; the packs written and how many index files there are now."""
     await _forget(repo, lock, plan, progress)
     written = await _repack(repo, plan, holdings, pack_size, progress)
@@ -298,9 +364,17 @@ async def execute(repo: Repository, lock: Lock, plan: PrunePlan, holdings: Holdi
 
 # -- the whole ---------------------------------------------------------------------------------
 
-async def prune(repo: Repository, policy_for: Callable[[str], Policy], *, now: datetime | None = None,
-                tz: tzinfo | None = None, dry_run: bool = False, pack_size: int | None = None,
-                on_progress: ProgressFn | None = None) -> PruneReport:
+
+async def prune(
+    repo: Repository,
+    policy_for: Callable[[str], Policy],
+    *,
+    now: datetime | None = None,
+    tz: tzinfo | None = None,
+    dry_run: bool = False,
+    pack_size: int | None = None,
+    on_progress: ProgressFn | None = None,
+) -> PruneReport:
     """Apply retention and remove what no kept snapshot or WAL file needs (see module doc)."""
     now = now or datetime.now(timezone.utc)
     progress = on_progress or (lambda phase, done, total: None)
@@ -313,8 +387,9 @@ async def prune(repo: Repository, policy_for: Callable[[str], Policy], *, now: d
         if dry_run:
             report = _report(plan, holdings, adopted, True, [], plan.index_files_after)
         else:
-            written, files_after = await execute(repo, lock, plan, holdings, pack_size or repo.config.pack_size,
-                                                 progress)
+            written, files_after = await execute(
+                repo, lock, plan, holdings, pack_size or repo.config.pack_size, progress
+            )
             report = _report(plan, holdings, adopted, False, written, files_after)
         # Leftovers of interrupted uploads, old enough that no live writer is filling them.
         from core.repair.temporary import clean_temporary
@@ -335,5 +410,15 @@ async def forget(repo: Repository, snapshot_ids: list[str]) -> list[str]:
     return snapshot_ids
 
 
-__all__ = ["REPACK_UNUSED_FRACTION", "PrunePlan", "PruneRefused", "PruneReport", "WalPlan", "execute", "forget",
-           "plan_prune", "plan_wal", "prune"]
+__all__ = [
+    "REPACK_UNUSED_FRACTION",
+    "PrunePlan",
+    "PruneRefused",
+    "PruneReport",
+    "WalPlan",
+    "execute",
+    "forget",
+    "plan_prune",
+    "plan_wal",
+    "prune",
+]

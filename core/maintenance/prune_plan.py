@@ -27,9 +27,11 @@ from core.repository.tree import DIR, FILE, Tree
 # A pack whose unused bytes exceed this share is rewritten with only its used blobs.
 REPACK_UNUSED_FRACTION = 0.5
 
-REPAIR_HINT = ("Data is lost: `axisor-backup repair index` drops the lost packs from the index (the next "
-               "backup stores again what is still on disk), then `axisor-backup repair snapshots` rewrites "
-               "the snapshots that lost data; docs/OPERATIONS.md, \"A pack was lost\".")
+REPAIR_HINT = (
+    "Data is lost: `axisor-backup repair index` drops the lost packs from the index (the next "
+    "backup stores again what is still on disk), then `axisor-backup repair snapshots` rewrites "
+    'the snapshots that lost data; docs/OPERATIONS.md, "A pack was lost".'
+)
 
 
 class PruneRefused(AxisorError):
@@ -137,15 +139,18 @@ def plan_wal(names: Iterable[str], kept: list[Snapshot]) -> WalPlan:
         start = s.metadata.get("start_wal_file")
         size = s.metadata.get("wal_segment_size") or 16 * 1024 * 1024
         if not isinstance(start, str) or len(start) != 24 or not isinstance(size, int) or size <= 0:
-            return WalPlan((), len(names), None, f"base backup {s.short_id} records no start WAL file: "
-                                                 "all WAL kept")
+            return WalPlan((), len(names), None, f"base backup {s.short_id} records no start WAL file: all WAL kept")
         starts.append((_segno(start, size)[1], start, size))
     if not starts:
         return WalPlan((), len(names), None, "no base backup is kept: all WAL kept")
     first_no, first_name, size = min(starts)
     remove = [n for n in names if (seg := _segment_of(n)) is not None and _segno(seg, size)[1] < first_no]
-    return WalPlan(tuple(sorted(remove)), len(names) - len(remove), first_name,
-                   f"older than {first_name}, the start of the oldest kept base backup")
+    return WalPlan(
+        tuple(sorted(remove)),
+        len(names) - len(remove),
+        first_name,
+        f"older than {first_name}, the start of the oldest kept base backup",
+    )
 
 
 def kept_roots(retention: RetentionPlan) -> list[bytes]:
@@ -166,14 +171,17 @@ def _wal_blobs(holdings: Holdings, wal: WalPlan, indexed: set[bytes]) -> set[byt
         for hex_id in hex_ids:
             blob_id = bytes.fromhex(hex_id)
             if blob_id not in indexed:
-                raise PruneRefused(f"prune changed nothing: WAL file {name} names blob {hex_id[:16]}, which "
-                                   "is in no index. Run `axisor-backup verify`.")
+                raise PruneRefused(
+                    f"prune changed nothing: WAL file {name} names blob {hex_id[:16]}, which "
+                    "is in no index. Run `axisor-backup verify`."
+                )
             blobs.add(blob_id)
     return blobs
 
 
-def _used_blobs(kept: list[Snapshot], wal_blobs: set[bytes], trees: Mapping[bytes, TreeRefs],
-                indexed: set[bytes]) -> frozenset[bytes]:
+def _used_blobs(
+    kept: list[Snapshot], wal_blobs: set[bytes], trees: Mapping[bytes, TreeRefs], indexed: set[bytes]
+) -> frozenset[bytes]:
     """Every blob the kept snapshots reach through ``trees``, plus ``wal_blobs``."""
     used = set(wal_blobs)
     owner: dict[bytes, str] = {}  # tree id -> a snapshot that reaches it (named when it is lost)
@@ -187,8 +195,10 @@ def _used_blobs(kept: list[Snapshot], wal_blobs: set[bytes], trees: Mapping[byte
     while stack:
         tree_id = stack.pop()
         if tree_id not in indexed:
-            raise PruneRefused(f"prune changed nothing: tree {tree_id.hex()[:16]} of snapshot "
-                               f"{owner[tree_id][:8]} is in no index. {REPAIR_HINT}")
+            raise PruneRefused(
+                f"prune changed nothing: tree {tree_id.hex()[:16]} of snapshot "
+                f"{owner[tree_id][:8]} is in no index. {REPAIR_HINT}"
+            )
         refs = trees.get(tree_id)
         if refs is None:
             raise ValueError(f"tree {tree_id.hex()} was not loaded before planning")
@@ -200,8 +210,10 @@ def _used_blobs(kept: list[Snapshot], wal_blobs: set[bytes], trees: Mapping[byte
         for blob_id in refs.blobs:
             if blob_id not in used:
                 if blob_id not in indexed:
-                    raise PruneRefused(f"prune changed nothing: data blob {blob_id.hex()[:16]} of snapshot "
-                                       f"{owner[tree_id][:8]} is in no index. {REPAIR_HINT}")
+                    raise PruneRefused(
+                        f"prune changed nothing: data blob {blob_id.hex()[:16]} of snapshot "
+                        f"{owner[tree_id][:8]} is in no index. {REPAIR_HINT}"
+                    )
                 used.add(blob_id)
     return frozenset(used)
 
@@ -232,8 +244,10 @@ def _refuse_unreadable(holdings: Holdings, used: frozenset[bytes], chosen: dict[
         return
     pid = next((pid for pid, p in holdings.packs.items() if any(e.id == missing[0] for e in p.entries)), None)
     key = pack_key(pid) if pid is not None else "?"
-    raise PruneRefused(f"prune changed nothing: {len(missing)} needed blobs are only in missing or "
-                       f"truncated packs (e.g. {key}). {REPAIR_HINT}")
+    raise PruneRefused(
+        f"prune changed nothing: {len(missing)} needed blobs are only in missing or "
+        f"truncated packs (e.g. {key}). {REPAIR_HINT}"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,14 +299,31 @@ def plan_prune(retention: RetentionPlan, holdings: Holdings, trees: Mapping[byte
     fates = _pack_fates(holdings, chosen)
     entries_after = sum(len(holdings.packs[pid].entries) for pid in fates.stay)
     files_needed = max(1, -(-entries_after // INDEX_ENTRIES_PER_FILE)) if fates.stay or fates.repack else 0
-    rewrite_index = bool(fates.delete or fates.repack or fates.missing
-                         or len(holdings.index_files) > files_needed)
+    rewrite_index = bool(fates.delete or fates.repack or fates.missing or len(holdings.index_files) > files_needed)
     return PrunePlan(
-        decisions=retention.decisions, forget=tuple(retention.forget), wal=wal, used=used,
-        stay=fates.stay, delete=fates.delete, repack=fates.repack, missing=fates.missing,
-        bytes_used=fates.bytes_used, bytes_unused=fates.bytes_unused, rewrite_index=rewrite_index,
-        index_files_after=files_needed if rewrite_index else len(holdings.index_files))
+        decisions=retention.decisions,
+        forget=tuple(retention.forget),
+        wal=wal,
+        used=used,
+        stay=fates.stay,
+        delete=fates.delete,
+        repack=fates.repack,
+        missing=fates.missing,
+        bytes_used=fates.bytes_used,
+        bytes_unused=fates.bytes_unused,
+        rewrite_index=rewrite_index,
+        index_files_after=files_needed if rewrite_index else len(holdings.index_files),
+    )
 
 
-__all__ = ["Holdings", "PackInfo", "PrunePlan", "PruneRefused", "TreeRefs", "WalPlan", "kept_roots",
-           "plan_prune", "plan_wal"]
+__all__ = [
+    "Holdings",
+    "PackInfo",
+    "PrunePlan",
+    "PruneRefused",
+    "TreeRefs",
+    "WalPlan",
+    "kept_roots",
+    "plan_prune",
+    "plan_wal",
+]

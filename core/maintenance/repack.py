@@ -43,14 +43,15 @@ def _check(repo: Repository, key: str, data: bytes, start: int, run: list[PackEn
     """Open every blob of one read (worker thread); return (entry, sealed bytes)."""
     out = []
     for e in run:
-        sealed = data[e.offset - start: e.offset - start + e.length]
+        sealed = data[e.offset - start : e.offset - start + e.length]
         open_blob(repo.cipher, e.type, e.id, sealed, e.raw_length, key)
         out.append((e, sealed))
     return out
 
 
-async def repack(repo: Repository, packs: list[tuple[bytes, list[PackEntry]]], pack_size: int,
-                 on_progress: Progress | None = None) -> list[IndexedPack]:
+async def repack(
+    repo: Repository, packs: list[tuple[bytes, list[PackEntry]]], pack_size: int, on_progress: Progress | None = None
+) -> list[IndexedPack]:
     """Write the given blobs (pack id -> the entries to keep) into new packs; return the new
     packs with their entries, put and durable, not yet indexed."""
     loop = asyncio.get_running_loop()

@@ -49,9 +49,16 @@ class Policy:
     @property
     def empty(self) -> bool:
         """No rule decides anything: such a group keeps every snapshot."""
-        return not (self.keep_last or self.keep_hourly or self.keep_daily or self.keep_weekly
-                    or self.keep_monthly or self.keep_yearly or self.keep_within
-                    or self.retention_days)
+        return not (
+            self.keep_last
+            or self.keep_hourly
+            or self.keep_daily
+            or self.keep_weekly
+            or self.keep_monthly
+            or self.keep_yearly
+            or self.keep_within
+            or self.retention_days
+        )
 
     def describe(self) -> str:
         parts = []
@@ -137,8 +144,7 @@ def is_base_backup(s: Snapshot) -> bool:
     return isinstance(s.metadata, dict) and s.metadata.get("mode") == "physical"
 
 
-def _decide_group(snaps: list[Snapshot], policy: Policy, now: datetime,
-                  tz: tzinfo | None) -> dict[str, list[str]]:
+def _decide_group(snaps: list[Snapshot], policy: Policy, now: datetime, tz: tzinfo | None) -> dict[str, list[str]]:
     """Snapshot id -> reasons it is kept (empty list: forgotten). ``snaps`` newest first."""
     reasons: dict[str, list[str]] = {s.id: [] for s in snaps}
     if policy.empty:
@@ -152,7 +158,7 @@ def _decide_group(snaps: list[Snapshot], policy: Policy, now: datetime,
             reasons[s.id].append(f"retention_days {policy.retention_days}{where}")
         if policy.keep_within and age <= policy.keep_within:
             reasons[s.id].append(f"keep_within {format_duration(policy.keep_within)}")
-    for s in snaps[:policy.keep_last]:
+    for s in snaps[: policy.keep_last]:
         reasons[s.id].append(f"keep_last {policy.keep_last}")
     _add_calendar(reasons, snaps, policy, tz)
     # The guards come last so the reasons show them only when they change the outcome
@@ -180,9 +186,9 @@ def _add_calendar(reasons: dict[str, list[str]], snaps: list[Snapshot], policy: 
 def _add_guards(reasons: dict[str, list[str]], snaps: list[Snapshot], policy: Policy, now: datetime) -> None:
     """min_keep, and the point-in-time guard (pitr_window)."""
     good = [s for s in snaps if not s.warnings]
-    guarded = good[:policy.min_keep]
+    guarded = good[: policy.min_keep]
     if len(guarded) < policy.min_keep:
-        guarded += [s for s in snaps if s.warnings][:policy.min_keep - len(guarded)]
+        guarded += [s for s in snaps if s.warnings][: policy.min_keep - len(guarded)]
     for s in guarded:
         reasons[s.id].append(f"min_keep {policy.min_keep}" + ("" if not s.warnings else " (has warnings)"))
     if policy.pitr_window:
@@ -192,11 +198,13 @@ def _add_guards(reasons: dict[str, list[str]], snaps: list[Snapshot], policy: Po
             before = [s for s in bases if _physical_stop(s) <= start]
             window = format_duration(policy.pitr_window)
             if before:
-                reasons[before[-1].id].append(f"pitr_window {window}: base backup recovery to the window "
-                                              "start begins from")
+                reasons[before[-1].id].append(
+                    f"pitr_window {window}: base backup recovery to the window start begins from"
+                )
             else:
-                reasons[bases[0].id].append(f"pitr_window {window}: oldest base backup (none is older "
-                                            "than the window yet)")
+                reasons[bases[0].id].append(
+                    f"pitr_window {window}: oldest base backup (none is older than the window yet)"
+                )
 
 
 def _forget_reason(s: Snapshot, policy: Policy, now: datetime) -> str:
@@ -205,8 +213,9 @@ def _forget_reason(s: Snapshot, policy: Policy, now: datetime) -> str:
     return f"no rule keeps it (age {days:.1f} days; policy: {policy.describe()})"
 
 
-def apply(snapshots: Iterable[Snapshot], policy_for: Callable[[str], Policy], now: datetime,
-          tz: tzinfo | None = None) -> RetentionPlan:
+def apply(
+    snapshots: Iterable[Snapshot], policy_for: Callable[[str], Policy], now: datetime, tz: tzinfo | None = None
+) -> RetentionPlan:
     """Decide every snapshot. ``policy_for(source)`` gives the policy of a source; ``tz``
     is the zone calendar buckets are cut in (None: each snapshot's own recorded offset)."""
     if now.tzinfo is None:
@@ -231,14 +240,23 @@ def policies_from_config(config) -> Callable[[str], Policy]:
     """The policy of each source from ``[retention]`` (with its per-category tables) and the
     categories' ``retention_days``; the database also gets ``pitr_window_days``."""
     r = config.retention
-    sections = {"application": config.application, "configuration": config.configuration,
-                "database": config.database}
+    sections = {"application": config.application, "configuration": config.configuration, "database": config.database}
 
     def policy_for(source: str) -> Policy:
         category = category_of(source)
-        values = {name: getattr(r, name) for name in
-                  ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly",
-                   "keep_within", "min_keep")}
+        values = {
+            name: getattr(r, name)
+            for name in (
+                "keep_last",
+                "keep_hourly",
+                "keep_daily",
+                "keep_weekly",
+                "keep_monthly",
+                "keep_yearly",
+                "keep_within",
+                "min_keep",
+            )
+        }
         override = getattr(r, category, None) if category in sections else None
         if override is not None:
             for name in values:
@@ -251,7 +269,11 @@ def policies_from_config(config) -> Callable[[str], Policy]:
         pitr = None
         if category == "database" and config.database.pitr_window_days:
             pitr = timedelta(days=config.database.pitr_window_days)
-        return Policy(**values, retention_days=section.retention_days if section else None,
-                      pitr_window=pitr, category=category if section else "")
+        return Policy(
+            **values,
+            retention_days=section.retention_days if section else None,
+            pitr_window=pitr,
+            category=category if section else "",
+        )
 
     return policy_for

@@ -19,5 +19,12 @@ from core.repair.index import RebuildReport, rebuild
 from core.repair.snapshots import SnapshotRepairReport, repair_snapshots
 from core.repair.temporary import TEMP_SAFE_AGE, TempCleanup, clean_temporary
 
-__all__ = ["RebuildReport", "SnapshotRepairReport", "TEMP_SAFE_AGE", "TempCleanup", "clean_temporary", "rebuild",
-           "repair_snapshots"]
+__all__ = [
+    "RebuildReport",
+    "SnapshotRepairReport",
+    "TEMP_SAFE_AGE",
+    "TempCleanup",
+    "clean_temporary",
+    "rebuild",
+    "repair_snapshots",
+]

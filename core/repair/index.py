@@ -66,18 +66,29 @@ class RebuildReport:
 
     def to_dict(self) -> dict:
         return {
-            "dry_run": self.dry_run, "changed": self.changed,
-            "index_files": {"before": self.index_files_before, "after": self.index_files_after,
-                            "damaged": [{"object": k, "reason": r} for k, r in self.damaged_index_files]},
-            "packs": {"on_storage": self.packs_on_storage, "indexed": self.packs_indexed,
-                      "checked": self.packs_checked, "missing": self.packs_missing,
-                      "reindexed": self.packs_reindexed,
-                      "damaged": [{"object": k, "reason": r} for k, r in self.packs_damaged],
-                      "unreadable": [{"object": k, "reason": r} for k, r in self.packs_unreadable],
-                      "written": self.packs_written},
+            "dry_run": self.dry_run,
+            "changed": self.changed,
+            "index_files": {
+                "before": self.index_files_before,
+                "after": self.index_files_after,
+                "damaged": [{"object": k, "reason": r} for k, r in self.damaged_index_files],
+            },
+            "packs": {
+                "on_storage": self.packs_on_storage,
+                "indexed": self.packs_indexed,
+                "checked": self.packs_checked,
+                "missing": self.packs_missing,
+                "reindexed": self.packs_reindexed,
+                "damaged": [{"object": k, "reason": r} for k, r in self.packs_damaged],
+                "unreadable": [{"object": k, "reason": r} for k, r in self.packs_unreadable],
+                "written": self.packs_written,
+            },
             "bytes_read": self.bytes_read,
-            "blobs": {"salvaged": self.blobs_salvaged, "lost": len(self.blobs_lost),
-                      "lost_ids": self.blobs_lost[:1000]},
+            "blobs": {
+                "salvaged": self.blobs_salvaged,
+                "lost": len(self.blobs_lost),
+                "lost_ids": self.blobs_lost[:1000],
+            },
             "temporary": self.temporary.to_dict() if self.temporary else None,
         }
 
@@ -89,9 +100,9 @@ async def check_no_other_lock(lock: Lock, step: str) -> None:
 
 def _header_of(repo: Repository, data: bytes) -> list[PackEntry]:
     """The entries of a whole pack's header; PackFormatError when it does not open."""
-    header_len = parse_trailer(data[-PACK_TRAILER.size:], len(data))
+    header_len = parse_trailer(data[-PACK_TRAILER.size :], len(data))
     start = len(data) - PACK_TRAILER.size - header_len
-    return decode_header(repo.cipher, data[start:start + header_len], start)
+    return decode_header(repo.cipher, data[start : start + header_len], start)
 
 
 def _inspect(repo: Repository, pid: bytes, data: bytes) -> tuple[bool, list[PackEntry] | None, str]:
@@ -112,7 +123,7 @@ def _salvage(repo: Repository, key: str, data: bytes, entries: list[PackEntry]) 
     for e in entries:
         if e.offset < 0 or e.offset + e.length > len(data):
             continue  # cut off
-        sealed = data[e.offset:e.offset + e.length]
+        sealed = data[e.offset : e.offset + e.length]
         try:
             open_blob(repo.cipher, e.type, e.id, sealed, e.raw_length, key)
         except DamagedObject:
@@ -121,8 +132,14 @@ def _salvage(repo: Repository, key: str, data: bytes, entries: list[PackEntry]) 
     return good
 
 
-async def rebuild(repo: Repository, *, dry_run: bool = False, check: set[bytes] | Literal["all"] | None = None,
-                  on_progress: ProgressFn | None = None, temp_age: float = TEMP_SAFE_AGE) -> RebuildReport:
+async def rebuild(
+    repo: Repository,
+    *,
+    dry_run: bool = False,
+    check: set[bytes] | Literal["all"] | None = None,
+    on_progress: ProgressFn | None = None,
+    temp_age: float = TEMP_SAFE_AGE,
+) -> RebuildReport:
     """Rebuild the index (see module doc). ``check``: packs to read whole even when their
     index entry looks right (a set of pack ids, or ``"all"``); None for `repair index`."""
     progress = on_progress or (lambda phase, done, total: None)
@@ -136,8 +153,9 @@ async def rebuild(repo: Repository, *, dry_run: bool = False, check: set[bytes] 
 Known = dict[bytes, tuple[int, list[PackEntry]]]  # pack id -> (size, entries), by the index files
 
 
-async def _rebuild(repo: Repository, lock: Lock, dry_run: bool, check: set[bytes] | Literal["all"] | None,
-                   progress: ProgressFn) -> RebuildReport:
+async def _rebuild(
+    repo: Repository, lock: Lock, dry_run: bool, check: set[bytes] | Literal["all"] | None, progress: ProgressFn
+) -> RebuildReport:
     report = RebuildReport(dry_run=dry_run)
     # -- 1. what the index files say ------------------------------------------------------
     progress("loading index", 0, None)
@@ -163,8 +181,7 @@ async def _rebuild(repo: Repository, lock: Lock, dry_run: bool, check: set[bytes
     new_packs: list[IndexedPack] = [(p, size, entries) for p, (size, entries) in sorted(keep.items())] + written
     report.packs_indexed = len(new_packs)
     report.blobs_lost = sorted(b.hex() for b in old_blobs - have)
-    report.changed = bool(report.damaged_index_files or report.packs_missing or report.packs_reindexed
-                          or damaged)
+    report.changed = bool(report.damaged_index_files or report.packs_missing or report.packs_reindexed or damaged)
     if not report.changed:
         report.index_files_after = report.index_files_before
         return report
@@ -193,8 +210,9 @@ async def _read_index_files(repo: Repository, report: RebuildReport) -> tuple[Kn
     return known, files
 
 
-def _packs_to_read(repo: Repository, known: Known, on_storage: dict[bytes, int],
-                   check: set[bytes] | Literal["all"] | None) -> set[bytes]:
+def _packs_to_read(
+    repo: Repository, known: Known, on_storage: dict[bytes, int], check: set[bytes] | Literal["all"] | None
+) -> set[bytes]:
     """Packs read whole: unindexed or of another size than indexed, and those ``check`` names."""
     to_read = {p for p, size in on_storage.items() if p not in known or known[p][0] != size}
     if check == "all":
@@ -207,8 +225,9 @@ def _packs_to_read(repo: Repository, known: Known, on_storage: dict[bytes, int],
     return to_read
 
 
-async def _read_pack(repo: Repository, report: RebuildReport, pid: bytes, known: Known,
-                     on_storage: dict[bytes, int], keep: Known) -> list[PackEntry] | None:
+async def _read_pack(
+    repo: Repository, report: RebuildReport, pid: bytes, known: Known, on_storage: dict[bytes, int], keep: Known
+) -> list[PackEntry] | None:
     """Read one pack whole and judge it: a sound one goes into ``keep``; a damaged one's
     entries (header and index together) are returned for salvage; the rest is reported."""
     key = pack_key(pid)
@@ -249,8 +268,14 @@ async def _read_pack(repo: Repository, report: RebuildReport, pid: bytes, known:
     return list(entries.values())
 
 
-async def _salvage_packs(repo: Repository, report: RebuildReport, damaged: list[tuple[bytes, list[PackEntry]]],
-                         have: set[bytes], dry_run: bool, progress: ProgressFn) -> list[IndexedPack]:
+async def _salvage_packs(
+    repo: Repository,
+    report: RebuildReport,
+    damaged: list[tuple[bytes, list[PackEntry]]],
+    have: set[bytes],
+    dry_run: bool,
+    progress: ProgressFn,
+) -> list[IndexedPack]:
     """Copy the blobs of damaged packs that still open and are in no sound pack (``have``,
     updated) into new packs (stored unless a dry run); the new packs."""
     written: list[IndexedPack] = []
@@ -294,8 +319,15 @@ async def _delete_all(repo: Repository, keys: list[str]) -> None:
             pass
 
 
-async def _replace(repo: Repository, lock: Lock, report: RebuildReport, files: list[str],
-                   new_packs: list[IndexedPack], damaged: list[bytes], progress: ProgressFn) -> None:
+async def _replace(
+    repo: Repository,
+    lock: Lock,
+    report: RebuildReport,
+    files: list[str],
+    new_packs: list[IndexedPack],
+    damaged: list[bytes],
+    progress: ProgressFn,
+) -> None:
     """Write the new index; only then delete the old index files, then the damaged packs."""
     progress("writing index", 0, None)
     new_index, new_files = await write_index(repo, new_packs)

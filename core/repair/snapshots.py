@@ -52,9 +52,15 @@ class SnapshotFix:
     unrecoverable: str | None = None  # why the whole snapshot goes (root tree lost)
 
     def to_dict(self) -> dict:
-        return {"id": self.snapshot.id, "short_id": self.snapshot.short_id, "source": self.snapshot.source,
-                "time": self.snapshot.time, "new_id": self.new_id, "unrecoverable": self.unrecoverable,
-                "lost": [{"path": x.path, "what": x.what, "detail": x.detail} for x in self.losses]}
+        return {
+            "id": self.snapshot.id,
+            "short_id": self.snapshot.short_id,
+            "source": self.snapshot.source,
+            "time": self.snapshot.time,
+            "new_id": self.new_id,
+            "unrecoverable": self.unrecoverable,
+            "lost": [{"path": x.path, "what": x.what, "detail": x.detail} for x in self.losses],
+        }
 
 
 @dataclass
@@ -65,10 +71,13 @@ class SnapshotRepairReport:
     damaged_manifests: list[tuple[str, str]] = field(default_factory=list)  # left alone: `forget ID`
 
     def to_dict(self) -> dict:
-        return {"dry_run": self.dry_run, "checked": self.checked,
-                "repaired": [f.to_dict() for f in self.fixes if not f.unrecoverable],
-                "forgotten": [f.to_dict() for f in self.fixes if f.unrecoverable],
-                "damaged_manifests": [{"object": k, "reason": r} for k, r in self.damaged_manifests]}
+        return {
+            "dry_run": self.dry_run,
+            "checked": self.checked,
+            "repaired": [f.to_dict() for f in self.fixes if not f.unrecoverable],
+            "forgotten": [f.to_dict() for f in self.fixes if f.unrecoverable],
+            "damaged_manifests": [{"object": k, "reason": r} for k, r in self.damaged_manifests],
+        }
 
 
 def _shown(parts: tuple[bytes, ...]) -> str:
@@ -127,14 +136,23 @@ class _Rewriter:
                         assert loc is not None
                         size += loc.raw_length
                     nodes.append(replace(node, content=keep, size=size))
-                    losses.append(((node.name,), "truncated",
-                                   f"truncated to {size} of {node.size} bytes "
-                                   f"({len(missing)} of {len(node.content)} data blobs lost)"))
+                    losses.append(
+                        (
+                            (node.name,),
+                            "truncated",
+                            f"truncated to {size} of {node.size} bytes "
+                            f"({len(missing)} of {len(node.content)} data blobs lost)",
+                        )
+                    )
                     bytes_lost += node.size - size
                 else:
-                    losses.append(((node.name,), "dropped",
-                                   f"file dropped: {len(missing)} of {len(node.content)} data blobs lost "
-                                   f"({node.size} bytes)"))
+                    losses.append(
+                        (
+                            (node.name,),
+                            "dropped",
+                            f"file dropped: {len(missing)} of {len(node.content)} data blobs lost ({node.size} bytes)",
+                        )
+                    )
                     files_lost += 1
                     bytes_lost += node.size
             elif node.type == DIR and node.subtree is not None:
@@ -143,8 +161,9 @@ class _Rewriter:
                     changed = True
                     empty = await self._save(Tree([]))
                     nodes.append(replace(node, subtree=empty))
-                    losses.append(((node.name,), "folder", "folder contents lost (its tree is gone); "
-                                                             "restored as an empty folder"))
+                    losses.append(
+                        ((node.name,), "folder", "folder contents lost (its tree is gone); restored as an empty folder")
+                    )
                     continue
                 new_id, sub_losses, f, b = await self.tree(node.subtree)
                 if new_id != node.subtree:
@@ -168,9 +187,15 @@ async def _drop_unusable_packs(repo: Repository) -> None:
     repo.index.drop_packs({p for p, size in repo.index.packs() if on_storage.get(p) != size})
 
 
-async def repair_snapshots(repo: Repository, *, snapshot_ids: list[str] | None = None, dry_run: bool = False,
-                           truncate: bool = False, on_progress: ProgressFn | None = None,
-                           now: datetime | None = None) -> SnapshotRepairReport:
+async def repair_snapshots(
+    repo: Repository,
+    *,
+    snapshot_ids: list[str] | None = None,
+    dry_run: bool = False,
+    truncate: bool = False,
+    on_progress: ProgressFn | None = None,
+    now: datetime | None = None,
+) -> SnapshotRepairReport:
     """Rewrite the snapshots (all, or ``snapshot_ids``) that reference lost blobs (module doc)."""
     progress = on_progress or (lambda phase, done, total: None)
     lock = Lock(repo.backend, exclusive=not dry_run, operation="repair --dry-run" if dry_run else "repair")
@@ -194,22 +219,39 @@ async def repair_snapshots(repo: Repository, *, snapshot_ids: list[str] | None =
             report.checked += 1
             root = bytes.fromhex(snap.tree)
             if await rw.load(root) is None:
-                report.fixes.append(SnapshotFix(snap, [Loss("/", "folder", "root tree lost")],
-                                                unrecoverable="its root tree is lost: nothing is left to keep"))
+                report.fixes.append(
+                    SnapshotFix(
+                        snap,
+                        [Loss("/", "folder", "root tree lost")],
+                        unrecoverable="its root tree is lost: nothing is left to keep",
+                    )
+                )
                 continue
             new_root, losses, files_lost, bytes_lost = await rw.tree(root)
             if new_root == root:
                 continue
             fix = SnapshotFix(snap, [Loss(_shown(p), what, detail) for p, what, detail in losses])
             s = snap.summary
-            summary = replace(s, total_files=max(0, s.total_files - files_lost),
-                              total_bytes=max(0, s.total_bytes - bytes_lost))
+            summary = replace(
+                s, total_files=max(0, s.total_files - files_lost), total_bytes=max(0, s.total_bytes - bytes_lost)
+            )
             metadata = dict(snap.metadata)
-            metadata["repaired"] = {"original": snap.id, "time": when, "files_dropped": files_lost,
-                                    "bytes_lost": bytes_lost, "losses": len(fix.losses)}
-            new = replace(snap, tree=new_root.hex(), summary=summary, metadata=metadata, id="",
-                          tags=snap.tags + (() if REPAIRED_TAG in snap.tags else (REPAIRED_TAG,)),
-                          warnings=snap.warnings + tuple(x.line() for x in fix.losses))
+            metadata["repaired"] = {
+                "original": snap.id,
+                "time": when,
+                "files_dropped": files_lost,
+                "bytes_lost": bytes_lost,
+                "losses": len(fix.losses),
+            }
+            new = replace(
+                snap,
+                tree=new_root.hex(),
+                summary=summary,
+                metadata=metadata,
+                id="",
+                tags=snap.tags + (() if REPAIRED_TAG in snap.tags else (REPAIRED_TAG,)),
+                warnings=snap.warnings + tuple(x.line() for x in fix.losses),
+            )
             report.fixes.append(fix)
             pending.append((fix, new))
         if dry_run:

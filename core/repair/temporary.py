@@ -26,12 +26,16 @@ class TempCleanup:
         return sum(t.size or 0 for t in self.removed)
 
     def to_dict(self) -> dict:
-        return {"removed": [t.key for t in self.removed], "removed_bytes": self.removed_bytes,
-                "kept_young": len(self.kept)}
+        return {
+            "removed": [t.key for t in self.removed],
+            "removed_bytes": self.removed_bytes,
+            "kept_young": len(self.kept),
+        }
 
 
-async def clean_temporary(backend: Backend, *, older_than: float = TEMP_SAFE_AGE, dry_run: bool = False,
-                          now: float | None = None) -> TempCleanup:
+async def clean_temporary(
+    backend: Backend, *, older_than: float = TEMP_SAFE_AGE, dry_run: bool = False, now: float | None = None
+) -> TempCleanup:
     """Delete (or with ``dry_run`` only list) the leftovers older than ``older_than`` seconds."""
     now = time.time() if now is None else now
     out = TempCleanup()

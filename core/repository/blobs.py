@@ -58,8 +58,9 @@ class SealedBlob:
         return len(self.head) + len(self.body)
 
 
-def seal_blob(cipher: crypto.Cipher, level: int, blob_type: int, blob_id: bytes,
-              data: bytes | memoryview) -> SealedBlob:
+def seal_blob(
+    cipher: crypto.Cipher, level: int, blob_type: int, blob_id: bytes, data: bytes | memoryview
+) -> SealedBlob:
     raw_length = len(data)
     payload: bytes | memoryview = data
     flag = COMPRESSION_NONE
@@ -72,8 +73,9 @@ def seal_blob(cipher: crypto.Cipher, level: int, blob_type: int, blob_id: bytes,
     return SealedBlob(blob_type, blob_id, bytes((flag,)) + nonce, body, raw_length)
 
 
-def open_blob(cipher: crypto.Cipher, blob_type: int, blob_id: bytes, sealed: bytes | memoryview,
-              raw_length: int, where: str) -> bytes:
+def open_blob(
+    cipher: crypto.Cipher, blob_type: int, blob_id: bytes, sealed: bytes | memoryview, raw_length: int, where: str
+) -> bytes:
     """Decrypt, decompress and check the id; raise DamagedObject naming ``where``."""
     short = blob_id.hex()[:16]
     if len(sealed) < BLOB_OVERHEAD:
@@ -81,8 +83,9 @@ def open_blob(cipher: crypto.Cipher, blob_type: int, blob_id: bytes, sealed: byt
     mv = memoryview(sealed)
     flag = mv[0]
     try:
-        payload = cipher.decrypt(mv[1:1 + crypto.NONCE_SIZE], mv[1 + crypto.NONCE_SIZE:],
-                                 blob_ad(blob_type, blob_id, flag))
+        payload = cipher.decrypt(
+            mv[1 : 1 + crypto.NONCE_SIZE], mv[1 + crypto.NONCE_SIZE :], blob_ad(blob_type, blob_id, flag)
+        )
     except crypto.DecryptError as exc:
         raise DamagedObject(where, f"blob {short} does not authenticate ({exc})") from None
     if flag == COMPRESSION_ZSTD:

@@ -67,6 +67,7 @@ def _locked(method: _F) -> _F:
     def wrapper(self: Index, *args: Any, **kwargs: Any) -> Any:
         with self._lock:
             return method(self, *args, **kwargs)
+
     return cast(_F, wrapper)
 
 
@@ -248,7 +249,7 @@ class Index:
             dropped = self._dropped
             for blob_id, no, t, o, n, r in self._table.records():
                 if no not in dropped:
-                    yield blob_id, BlobLocation(ids[no * 32:no * 32 + 32], t, o, n, r)
+                    yield blob_id, BlobLocation(ids[no * 32 : no * 32 + 32], t, o, n, r)
         for blob_id, v in self._blobs.items():
             yield blob_id, BlobLocation(self._pack_id(v[0]), v[1], v[2], v[3], v[4])
 
@@ -312,8 +313,9 @@ class Index:
         try:
             spill.flush()
             packs.flush()
-            table = indextable.build(self._dir(), self.cache_tag, self._table, self._dropped, spill, packs,
-                                     sorted(self.files))
+            table = indextable.build(
+                self._dir(), self.cache_tag, self._table, self._dropped, spill, packs, sorted(self.files)
+            )
         except BaseException:
             self.close()  # what was spilled is lost: an index that cannot be asked any more
             raise
@@ -331,8 +333,9 @@ class Index:
     # -- kept between runs (Repository.load_index) --------------------------------------
 
     @classmethod
-    def from_cache(cls, path: Path, tag: bytes, *, spill_dir: Path | None = None,
-                   threshold: int | None = None) -> Index | None:
+    def from_cache(
+        cls, path: Path, tag: bytes, *, spill_dir: Path | None = None, threshold: int | None = None
+    ) -> Index | None:
         """The index a cached table holds (its ``files`` the index files it was built from),
         or None when there is none or it does not check out (a damaged one is removed)."""
         try:
@@ -377,8 +380,13 @@ IndexedPack = tuple[bytes, int, list[PackEntry]]  # pack id, pack size, blobs
 
 def encode_index(packs: list[IndexedPack]) -> bytes:
     return msgpack.packb(
-        {"v": 1, "packs": [[pid, size, [[e.type, e.id, e.offset, e.length, e.raw_length] for e in entries]]
-                           for pid, size, entries in packs]},
+        {
+            "v": 1,
+            "packs": [
+                [pid, size, [[e.type, e.id, e.offset, e.length, e.raw_length] for e in entries]]
+                for pid, size, entries in packs
+            ],
+        },
         use_bin_type=True,
     )
 
@@ -388,9 +396,10 @@ def decode_index(raw: bytes) -> list[IndexedPack]:
         d = msgpack.unpackb(raw, raw=False)
         if d.get("v") != 1:
             raise IndexFormatError("index is not version 1")
-        return [(bytes(pid), int(size),
-                 [PackEntry(int(t), bytes(i), int(o), int(n), int(r)) for t, i, o, n, r in entries])
-                for pid, size, entries in d["packs"]]
+        return [
+            (bytes(pid), int(size), [PackEntry(int(t), bytes(i), int(o), int(n), int(r)) for t, i, o, n, r in entries])
+            for pid, size, entries in d["packs"]
+        ]
     except IndexFormatError:
         raise
     except Exception as exc:  # msgpack and shape errors alike mean a malformed index

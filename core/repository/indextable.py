@@ -129,8 +129,19 @@ class _Out:
 class Table:
     """An open table file, read with pread; its two bucket directories in memory."""
 
-    def __init__(self, fd: int, path: Path, owned: bool, tag: bytes, blob_count: int, pack_count: int,
-                 key_count: int, blob_bits: int, pack_bits: int, files_len: int) -> None:
+    def __init__(
+        self,
+        fd: int,
+        path: Path,
+        owned: bool,
+        tag: bytes,
+        blob_count: int,
+        pack_count: int,
+        key_count: int,
+        blob_bits: int,
+        pack_bits: int,
+        files_len: int,
+    ) -> None:
         self._fd = fd
         self.path = path
         self.owned = owned  # a temp file of this process: removed when closed
@@ -169,9 +180,9 @@ class Table:
             if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
                 raise TableDamaged("not a private regular file of this user")
             head = os.pread(fd, HEADER_SIZE, 0)
-            if len(head) != HEADER_SIZE or blake3.blake3(head[:HEADER.size]).digest() != head[HEADER.size:]:
+            if len(head) != HEADER_SIZE or blake3.blake3(head[: HEADER.size]).digest() != head[HEADER.size :]:
                 raise TableDamaged("header does not match its hash")
-            magic, ftag, blobs, packs, keys, bbits, pbits, files_len, size, body = HEADER.unpack(head[:HEADER.size])
+            magic, ftag, blobs, packs, keys, bbits, pbits, files_len, size, body = HEADER.unpack(head[: HEADER.size])
             if magic != MAGIC or ftag != tag:
                 raise TableDamaged("another table's header")
             if not (SPILL_BITS <= bbits <= 32 and SPILL_BITS <= pbits <= 32) or keys > packs:
@@ -290,8 +301,15 @@ def _id(record: bytes) -> bytes:
     return record[:ID_SIZE]
 
 
-def build(directory: Path, tag: bytes, old: Table | None, dropped: set[int], blobs: Spill | None,
-          packs: PackSpill | None, files: list[str]) -> Table:
+def build(
+    directory: Path,
+    tag: bytes,
+    old: Table | None,
+    dropped: set[int],
+    blobs: Spill | None,
+    packs: PackSpill | None,
+    files: list[str],
+) -> Table:
     """A new table: ``old``'s records but those of ``dropped`` packs, then ``blobs``', the
     first of equal ids kept; ``old``'s packs then ``packs``' (numbered on from them; a
     pack seen again keeps its first number, and records naming a later one are moved to
@@ -315,13 +333,13 @@ def build(directory: Path, tag: bytes, old: Table | None, dropped: set[int], blo
         # Packs by number: the old table's in order, then the new ones.
         piece = bytearray()
         no = 0
-        for pid, size, _ in (old.packs() if old is not None else ()):
+        for pid, size, _ in old.packs() if old is not None else ():
             piece += PACK.pack(pid, size, live[no])
             no += 1
             if len(piece) >= READ_PIECE:
                 out.write(piece)
                 piece.clear()
-        for pid, size in (packs.records() if packs is not None else ()):
+        for pid, size in packs.records() if packs is not None else ():
             piece += PACK.pack(pid, ALIAS if no in alias else size, live[no])
             no += 1
             if len(piece) >= READ_PIECE:
@@ -331,8 +349,9 @@ def build(directory: Path, tag: bytes, old: Table | None, dropped: set[int], blo
         assert no == pack_count
         files_raw = msgpack.packb(sorted(files), use_bin_type=True)
         out.write(files_raw)
-        header = HEADER.pack(MAGIC, tag, blob_count, pack_count, key_count, bbits, pbits, len(files_raw), out.pos,
-                             out.hash.digest())
+        header = HEADER.pack(
+            MAGIC, tag, blob_count, pack_count, key_count, bbits, pbits, len(files_raw), out.pos, out.hash.digest()
+        )
         os.pwrite(fd, header + blake3.blake3(header).digest(), 0)
     except BaseException:
         os.close(fd)
@@ -347,11 +366,12 @@ def build(directory: Path, tag: bytes, old: Table | None, dropped: set[int], blo
 
 
 def _records(data: bytes, size: int) -> list[bytes]:
-    return [data[i:i + size] for i in range(0, len(data), size)]
+    return [data[i : i + size] for i in range(0, len(data), size)]
 
 
-def _merge_keys(out: _Out, bits: int, old: Table | None, packs: PackSpill | None,
-                alias: dict[int, int]) -> tuple[int, array]:
+def _merge_keys(
+    out: _Out, bits: int, old: Table | None, packs: PackSpill | None, alias: dict[int, int]
+) -> tuple[int, array]:
     """Write the pack keys sorted by id; a pack id seen again goes into ``alias``."""
     directory = array("Q", bytes(8 * ((1 << bits) + 1)))
     count = 0
@@ -381,8 +401,9 @@ def _merge_keys(out: _Out, bits: int, old: Table | None, packs: PackSpill | None
     return count, directory
 
 
-def _merge_records(out: _Out, bits: int, old: Table | None, blobs: Spill | None, dropped: set[int],
-                   alias: dict[int, int], live: array) -> tuple[int, array]:
+def _merge_records(
+    out: _Out, bits: int, old: Table | None, blobs: Spill | None, dropped: set[int], alias: dict[int, int], live: array
+) -> tuple[int, array]:
     """Write the blob records sorted by id, the first of equal ids kept."""
     directory = array("Q", bytes(8 * ((1 << bits) + 1)))
     count = 0

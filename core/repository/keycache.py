@@ -63,8 +63,9 @@ class KeyCache:
 
     def store(self, passphrase: str, key: KeyFile, kek: bytes) -> None:
         """Best effort: a cache that cannot be written costs the next push a derivation."""
-        text = json.dumps({"v": 1, "key_id": key.id, "kek": base64.b64encode(kek).decode(),
-                           "check": _check(kek, passphrase, key)})
+        text = json.dumps(
+            {"v": 1, "key_id": key.id, "kek": base64.b64encode(kek).decode(), "check": _check(kek, passphrase, key)}
+        )
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             temp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
@@ -92,8 +93,12 @@ class KeyCache:
         try:
             st = os.fstat(fd)
             # Only a file of ours that nobody else can read or write is trusted.
-            if st.st_uid != os.geteuid() or st.st_mode & (stat.S_IRWXG | stat.S_IRWXO) or \
-                    not stat.S_ISREG(st.st_mode) or st.st_size > MAX_CACHE:
+            if (
+                st.st_uid != os.geteuid()
+                or st.st_mode & (stat.S_IRWXG | stat.S_IRWXO)
+                or not stat.S_ISREG(st.st_mode)
+                or st.st_size > MAX_CACHE
+            ):
                 return None
             return os.read(fd, MAX_CACHE)
         finally:

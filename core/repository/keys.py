@@ -47,8 +47,10 @@ MIN_PASSPHRASE = 12
 def weak_passphrase(passphrase: str) -> str | None:
     """Why ``passphrase`` is too weak to protect a repository, or None."""
     if len(passphrase) < MIN_PASSPHRASE:
-        return (f"the passphrase has {len(passphrase)} characters; use at least {MIN_PASSPHRASE} "
-                "(a few random words), or give --weak-passphrase to insist")
+        return (
+            f"the passphrase has {len(passphrase)} characters; use at least {MIN_PASSPHRASE} "
+            "(a few random words), or give --weak-passphrase to insist"
+        )
     return None
 
 
@@ -77,8 +79,14 @@ class KeyFile:
     def encode(self) -> bytes:
         return json.dumps(
             {
-                "v": 1, "created": self.created, "host": self.host, "user": self.user,
-                "kdf": "scrypt", "n": self.n, "r": self.r, "p": self.p,
+                "v": 1,
+                "created": self.created,
+                "host": self.host,
+                "user": self.user,
+                "kdf": "scrypt",
+                "n": self.n,
+                "r": self.r,
+                "p": self.p,
                 "salt": base64.b64encode(self.salt).decode(),
                 "data": base64.b64encode(self.data).decode(),
                 "sum": _checksum(self.n, self.r, self.p, self.salt, self.data),
@@ -101,8 +109,14 @@ class KeyFile:
             if not all(type(v) is int for v in (n, r, p)):
                 raise KeyFileDamaged("scrypt parameters are not integers")
             key = cls(
-                id=key_id, created=str(d["created"]), host=str(d["host"]), user=str(d["user"]),
-                n=n, r=r, p=p, salt=base64.b64decode(d["salt"], validate=True),
+                id=key_id,
+                created=str(d["created"]),
+                host=str(d["host"]),
+                user=str(d["user"]),
+                n=n,
+                r=r,
+                p=p,
+                salt=base64.b64decode(d["salt"], validate=True),
                 data=base64.b64decode(d["data"], validate=True),
             )
             expected = d.get("sum")  # absent in key files written before it existed
@@ -111,8 +125,10 @@ class KeyFile:
                 raise
             raise KeyFileDamaged(f"does not parse ({exc.__class__.__name__}: {exc})") from None
         if not (2 <= n <= MAX_N and n & (n - 1) == 0 and 1 <= r <= MAX_R and 1 <= p <= MAX_P):
-            raise KeyFileDamaged(f"scrypt parameters N={n}, r={r}, p={p} are outside the accepted "
-                                 f"N <= 2^18 (a power of two), r <= {MAX_R}, p <= {MAX_P}")
+            raise KeyFileDamaged(
+                f"scrypt parameters N={n}, r={r}, p={p} are outside the accepted "
+                f"N <= 2^18 (a power of two), r <= {MAX_R}, p <= {MAX_P}"
+            )
         if len(key.salt) != SALT_SIZE or len(key.data) != WRAPPED_SIZE:
             raise KeyFileDamaged("salt or wrapped key has the wrong length")
         if expected is not None and expected != _checksum(n, r, p, key.salt, key.data):
@@ -140,8 +156,14 @@ def wrap(master: crypto.MasterKey, passphrase: str) -> KeyFile:
     except (KeyError, OSError):
         user = str(os.getuid())
     return KeyFile(
-        id=os.urandom(16).hex(), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        host=socket.gethostname(), user=user, n=n, r=r, p=p, salt=salt,
+        id=os.urandom(16).hex(),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        host=socket.gethostname(),
+        user=user,
+        n=n,
+        r=r,
+        p=p,
+        salt=salt,
         data=crypto.seal_with(wrapping, master.to_bytes(), AD_KEY),
     )
 
@@ -171,16 +193,19 @@ async def store_key(backend: Backend, key: KeyFile) -> None:
     await backend.put(f"{KEYS}/{key.id}", key.encode())
 
 
-async def unlock(backend: Backend, passphrase: str, cache: KeyCache | None = None
-                 ) -> tuple[crypto.MasterKey, KeyFile]:
+async def unlock(backend: Backend, passphrase: str, cache: KeyCache | None = None) -> tuple[crypto.MasterKey, KeyFile]:
     """The master key the passphrase opens. With ``cache`` (the WAL path), a wrapping key
     derived by an earlier run is used when it still matches (core/repository/keycache.py)."""
     keys, damaged = await scan_keys(backend)
     if not keys:
         from core.repository.repo_config import LOST_CONFIG
 
-        raise DamagedObject(f"{KEYS}/", f"repository at {backend.location} has no usable key file"
-                            + (f"; damaged: {'; '.join(damaged)}" if damaged else "") + f"; {LOST_CONFIG}")
+        raise DamagedObject(
+            f"{KEYS}/",
+            f"repository at {backend.location} has no usable key file"
+            + (f"; damaged: {'; '.join(damaged)}" if damaged else "")
+            + f"; {LOST_CONFIG}",
+        )
     # scrypt is the expensive part; run it off the event loop.
     import asyncio
 
@@ -200,6 +225,8 @@ async def unlock(backend: Backend, passphrase: str, cache: KeyCache | None = Non
             return master, key
     if damaged:
         # The passphrase may be right for a key that is damaged: say both, never just "wrong".
-        raise WrongPassphrase(f"no usable key file at {backend.location} opens with this passphrase; "
-                              f"damaged key files: {'; '.join(damaged)}")
+        raise WrongPassphrase(
+            f"no usable key file at {backend.location} opens with this passphrase; "
+            f"damaged key files: {'; '.join(damaged)}"
+        )
     raise WrongPassphrase(f"wrong passphrase for the repository at {backend.location}")

@@ -70,8 +70,10 @@ class LockInfo:
 
     def describe(self) -> str:
         kind = "exclusive" if self.exclusive else "shared"
-        return (f"{kind} lock by {self.operation} (pid {self.pid} on {self.host}, since "
-                f"{self.created.isoformat(timespec='seconds')})")
+        return (
+            f"{kind} lock by {self.operation} (pid {self.pid} on {self.host}, since "
+            f"{self.created.isoformat(timespec='seconds')})"
+        )
 
     @property
     def written(self) -> datetime:
@@ -94,8 +96,10 @@ class LockInfo:
         if self.refreshed is not None and self.refreshed > ahead:
             return f"its refresh time {self.refreshed.isoformat(timespec='seconds')} is in the future (forged?)"
         if self.refreshed is None and self.written > ahead:
-            return (f"its expiry {self.expires.isoformat(timespec='seconds')} is more than "
-                    f"{int(LOCK_TTL.total_seconds() // 60)} minutes ahead (no holder claims that; forged?)")
+            return (
+                f"its expiry {self.expires.isoformat(timespec='seconds')} is more than "
+                f"{int(LOCK_TTL.total_seconds() // 60)} minutes ahead (no holder claims that; forged?)"
+            )
         if now > self.trusted_until():
             bounded = " (its own expiry claims later: bounded)" if self.expires > self.trusted_until() else ""
             return f"expired {age_text((now - self.trusted_until()).total_seconds())} ago{bounded}"
@@ -135,9 +139,14 @@ def _decode(key: str, raw: bytes) -> LockInfo:
         raise ValueError("a lock is a JSON object")
     refreshed = d.get("refreshed")
     return LockInfo(
-        key=key, exclusive=bool(d["exclusive"]), host=str(d["host"]), pid=int(d["pid"]),
-        operation=str(d.get("operation", "?")), created=_aware(d["created"]),
-        expires=_aware(d["expires"]), start=str(d.get("start") or ""),
+        key=key,
+        exclusive=bool(d["exclusive"]),
+        host=str(d["host"]),
+        pid=int(d["pid"]),
+        operation=str(d.get("operation", "?")),
+        created=_aware(d["created"]),
+        expires=_aware(d["expires"]),
+        start=str(d.get("start") or ""),
         refreshed=_aware(refreshed) if isinstance(refreshed, str) else None,
     )
 
@@ -183,12 +192,18 @@ class Lock:
     def _body(self) -> bytes:
         now = datetime.now(timezone.utc)
         self._created = getattr(self, "_created", None) or now
-        return json.dumps({
-            "exclusive": self.exclusive, "host": socket.gethostname(), "pid": os.getpid(),
-            "start": process_start(os.getpid()), "operation": self.operation,
-            "created": self._created.isoformat(), "refreshed": now.isoformat(),
-            "expires": (now + LOCK_TTL).isoformat(),
-        }).encode()
+        return json.dumps(
+            {
+                "exclusive": self.exclusive,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "start": process_start(os.getpid()),
+                "operation": self.operation,
+                "created": self._created.isoformat(),
+                "refreshed": now.isoformat(),
+                "expires": (now + LOCK_TTL).isoformat(),
+            }
+        ).encode()
 
     async def acquire(self) -> Lock:
         await self._check_conflicts()
@@ -197,8 +212,10 @@ class Lock:
             await self.backend.put(self.key, self._body())
         except (StorageReadOnly, StorageFull) as exc:
             kind = "an exclusive" if self.exclusive else "a shared"
-            refused = type(exc)(f"{exc}; cannot take {kind} lock for {self.operation} (reading commands: "
-                                "snapshots, ls, show, restore, verify work without one)")
+            refused = type(exc)(
+                f"{exc}; cannot take {kind} lock for {self.operation} (reading commands: "
+                "snapshots, ls, show, restore, verify work without one)"
+            )
             refused.__dict__.update(exc.__dict__)  # StorageReadOnly.reason
             raise refused from None
         try:

@@ -38,21 +38,33 @@ class RepoConfig:
     def new(cls, pack_size: int) -> RepoConfig:
         seed = int.from_bytes(os.urandom(8), "little") & ((1 << 63) - 1) or 1
         return cls(
-            version=REPO_VERSION, id=os.urandom(16).hex(),
+            version=REPO_VERSION,
+            id=os.urandom(16).hex(),
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            chunker=ChunkerParams(seed=seed), pack_size=pack_size,
+            chunker=ChunkerParams(seed=seed),
+            pack_size=pack_size,
         )
 
     def encode(self, cipher: crypto.Cipher) -> bytes:
-        secret = json.dumps({
-            "chunker": {"min": self.chunker.min_size, "avg": self.chunker.avg_size,
-                        "max": self.chunker.max_size, "seed": self.chunker.seed},
-            "pack_size": self.pack_size,
-        }).encode()
+        secret = json.dumps(
+            {
+                "chunker": {
+                    "min": self.chunker.min_size,
+                    "avg": self.chunker.avg_size,
+                    "max": self.chunker.max_size,
+                    "seed": self.chunker.seed,
+                },
+                "pack_size": self.pack_size,
+            }
+        ).encode()
         sealed = cipher.seal(secret, AD_CONFIG + self.id.encode())
         return json.dumps(
-            {"version": self.version, "id": self.id, "created": self.created,
-             "sealed": base64.b64encode(sealed).decode()},
+            {
+                "version": self.version,
+                "id": self.id,
+                "created": self.created,
+                "sealed": base64.b64encode(sealed).decode(),
+            },
             indent=1,
         ).encode()
 
@@ -66,8 +78,7 @@ async def bounded_get(backend: Backend, key: str, limit: int, what: str) -> byte
     ObjectNotFound passes through."""
     size = await listed_size(backend, key)
     if size is not None and size > limit:
-        raise DamagedObject(key, f"{size} bytes, more than any {what} this program writes (at most {limit}); "
-                                 "not read")
+        raise DamagedObject(key, f"{size} bytes, more than any {what} this program writes (at most {limit}); not read")
     return await backend.get(key)
 
 
@@ -84,9 +95,11 @@ async def listed_size(backend: Backend, key: str) -> int | None:
 
 # What an operator does when the config or every key file of a location is gone: both are
 # the same bytes at every location of the repository (docs/OPERATIONS.md).
-LOST_CONFIG = ("do not run `init` here (a new repository could not read this one's data); copy `config` and "
-               "`keys/` byte for byte from another location of this repository, or restore from one with "
-               "`--from` (docs/OPERATIONS.md, \"The config or the key files were lost\")")
+LOST_CONFIG = (
+    "do not run `init` here (a new repository could not read this one's data); copy `config` and "
+    "`keys/` byte for byte from another location of this repository, or restore from one with "
+    '`--from` (docs/OPERATIONS.md, "The config or the key files were lost")'
+)
 
 
 async def holds_objects(backend: Backend) -> bool:
@@ -106,16 +119,18 @@ async def read_public(backend: Backend) -> dict:
         # Bounded before it is read: anyone who can write to storage can plant a config.
         size = await listed_size(backend, CONFIG)
         if size is not None and size > MAX_CONFIG:
-            raise RepositoryNotFound(f"{backend.location}/config is {size} bytes, more than an Axisor Backup "
-                                     f"config ever is (at most {MAX_CONFIG}); not read")
+            raise RepositoryNotFound(
+                f"{backend.location}/config is {size} bytes, more than an Axisor Backup "
+                f"config ever is (at most {MAX_CONFIG}); not read"
+            )
         raw = await backend.get(CONFIG)
     except ObjectNotFound:
         if await holds_objects(backend):
-            raise RepositoryNotFound(f"{backend.location}/config is missing, but the location holds a repository's "
-                                     f"key files and snapshots: {LOST_CONFIG}") from None
-        raise RepositoryNotFound(
-            f"no repository at {backend.location}: run `axisor-backup init` first"
-        ) from None
+            raise RepositoryNotFound(
+                f"{backend.location}/config is missing, but the location holds a repository's "
+                f"key files and snapshots: {LOST_CONFIG}"
+            ) from None
+        raise RepositoryNotFound(f"no repository at {backend.location}: run `axisor-backup init` first") from None
     except ObjectUnreadable as exc:
         raise RepositoryNotFound(f"{backend.location}/config {exc.reason}: {LOST_CONFIG}") from None
     try:
@@ -123,9 +138,11 @@ async def read_public(backend: Backend) -> dict:
         version = d["version"]
     except (ValueError, KeyError, TypeError):
         if await holds_objects(backend):
-            raise RepositoryNotFound(f"{backend.location}/config is damaged ({len(raw)} bytes, not an Axisor Backup "
-                                     f"config), but the location holds a repository's key files and snapshots: "
-                                     f"{LOST_CONFIG}") from None
+            raise RepositoryNotFound(
+                f"{backend.location}/config is damaged ({len(raw)} bytes, not an Axisor Backup "
+                f"config), but the location holds a repository's key files and snapshots: "
+                f"{LOST_CONFIG}"
+            ) from None
         raise RepositoryNotFound(f"{backend.location}/config is not an Axisor Backup config") from None
     if version != REPO_VERSION:
         raise UnsupportedVersion(
@@ -153,11 +170,18 @@ def decode(public: dict, cipher: crypto.Cipher) -> RepoConfig:
     if not all(type(v) is int for v in sizes):
         raise ValueError("chunker sizes, seed or pack size are not integers")
     lo, avg, hi, seed, pack_size = sizes
-    if not (64 <= lo <= avg <= hi <= MAX_CHUNK and avg >= 256 and hi >= 1024 and 0 <= seed < 2**64
-            and 0 < pack_size <= MAX_PACK_SIZE):
+    if not (
+        64 <= lo <= avg <= hi <= MAX_CHUNK
+        and avg >= 256
+        and hi >= 1024
+        and 0 <= seed < 2**64
+        and 0 < pack_size <= MAX_PACK_SIZE
+    ):
         raise ValueError(f"chunker sizes {lo}/{avg}/{hi} or pack size {pack_size} out of bounds")
     return RepoConfig(
-        version=public["version"], id=public["id"], created=public["created"],
+        version=public["version"],
+        id=public["id"],
+        created=public["created"],
         chunker=ChunkerParams(min_size=lo, avg_size=avg, max_size=hi, seed=seed),
         pack_size=pack_size,
     )

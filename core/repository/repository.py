@@ -24,7 +24,16 @@ from core.repository import keys as keyfiles
 from core.repository import repo_config
 from core.repository.blobs import SealedBlob, open_blob, seal_blob
 from core.repository.format import (
-    AD_INDEX, AD_PACK_HEADER, AD_SNAPSHOT, DATA, INDEX, KEYS, PACK_TRAILER, SNAPSHOTS, BlobType, pack_id_from_key,
+    AD_INDEX,
+    AD_PACK_HEADER,
+    AD_SNAPSHOT,
+    DATA,
+    INDEX,
+    KEYS,
+    PACK_TRAILER,
+    SNAPSHOTS,
+    BlobType,
+    pack_id_from_key,
     pack_key,
 )
 from core.repository.index import Index, IndexedPack, IndexFormatError, PackEntry, decode_index, encode_index
@@ -45,6 +54,7 @@ def max_pack_bytes(config: repo_config.RepoConfig) -> int:
 class ForeignPack(DamagedObject):
     """An object under data/ that is not a pack of this repository (junk, planted, or
     another repository's): named in warnings, never adopted, never read whole."""
+
 
 # How many finished packs an index file collects before it is written, so a long backup
 # killed midway loses at most this many packs' worth of index (and adopts them anyway).
@@ -88,8 +98,14 @@ class WriteStats:
 
 
 class Repository:
-    def __init__(self, backend: Backend, master: crypto.MasterKey, config: repo_config.RepoConfig,
-                 key: keyfiles.KeyFile | None = None, executor: Executor | None = None) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        master: crypto.MasterKey,
+        config: repo_config.RepoConfig,
+        key: keyfiles.KeyFile | None = None,
+        executor: Executor | None = None,
+    ) -> None:
         self.backend = backend
         self.master = master  # kept to wrap new key files (key add / passwd)
         self.cipher = crypto.Cipher(master)
@@ -131,8 +147,10 @@ class Repository:
         if await repo_config.holds_objects(backend):
             # Its config was lost: a new one beside the old key files would leave two
             # repositories' objects in one folder, and the old data unreadable for good.
-            raise AxisorError(f"{backend.location} holds a repository's key files or snapshots without a config; "
-                              f"not making another one there: {repo_config.LOST_CONFIG}")
+            raise AxisorError(
+                f"{backend.location} holds a repository's key files or snapshots without a config; "
+                f"not making another one there: {repo_config.LOST_CONFIG}"
+            )
         await backend.create()
         master = crypto.MasterKey.generate()
         cipher = crypto.Cipher(master)
@@ -166,9 +184,12 @@ class Repository:
         try:
             config = repo_config.decode(public, cipher)
         except (crypto.DecryptError, ValueError, KeyError) as exc:
-            raise DamagedObject("config", f"cannot be opened with the master key of keys/{key.id} ({exc}): the "
-                                          "config or that key file is damaged or belongs to another repository; "
-                                          f"{repo_config.LOST_CONFIG}") from None
+            raise DamagedObject(
+                "config",
+                f"cannot be opened with the master key of keys/{key.id} ({exc}): the "
+                "config or that key file is damaged or belongs to another repository; "
+                f"{repo_config.LOST_CONFIG}",
+            ) from None
         return cls(backend, master, config, key)
 
     def sibling(self) -> Repository:
@@ -215,8 +236,9 @@ class Repository:
                 self.index.files.add(info.key)
             except DamagedObject as exc:
                 if strict:
-                    raise DamagedObject(exc.key, f"{exc.reason}; `axisor-backup repair index` rebuilds the "
-                                                 "index from the packs") from None
+                    raise DamagedObject(
+                        exc.key, f"{exc.reason}; `axisor-backup repair index` rebuilds the index from the packs"
+                    ) from None
                 damaged.append(exc)
         if cache is not None and self.index.on_disk:
             # Everything in it came from the files just loaded: worth keeping. The sort a
@@ -231,8 +253,9 @@ class Repository:
         """Where this repository's index table is kept at this location, and its tag."""
         if self.index_cache_dir is None:
             return None
-        tag = crypto.content_hash(b"axisor/index-cache/v1\0" + self.config.id.encode() + b"\0" +
-                                  str(self.backend.location).encode())
+        tag = crypto.content_hash(
+            b"axisor/index-cache/v1\0" + self.config.id.encode() + b"\0" + str(self.backend.location).encode()
+        )
         try:
             self.index_cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError:
@@ -272,8 +295,9 @@ class Repository:
             if size is None:
                 size = await repo_config.listed_size(self.backend, key)
             if size is not None and size > limit:
-                raise DamagedObject(key, f"{size} bytes, more than this program ever writes there (at most "
-                                         f"{limit}); not read")
+                raise DamagedObject(
+                    key, f"{size} bytes, more than this program ever writes there (at most {limit}); not read"
+                )
             if size is not None and size > OBJECT_READ_WHOLE:
                 await self._authenticate_object(key, size, ad_prefix + object_id)
             sealed = await self.backend.get(key)
@@ -359,8 +383,11 @@ class Repository:
         key = pack_key(pack_id)
         limit = max_pack_bytes(self.config)
         if size > limit:
-            raise ForeignPack(key, f"{size} bytes, larger than any pack of this repository (at most {limit}): "
-                                   "not a pack of this repository; it was not read")
+            raise ForeignPack(
+                key,
+                f"{size} bytes, larger than any pack of this repository (at most {limit}): "
+                "not a pack of this repository; it was not read",
+            )
         try:
             entries = await self.read_pack_header(pack_id, size, untrusted=True)
         except DamagedObject as exc:
@@ -384,10 +411,10 @@ class Repository:
         try:
             tail_len = min(size, PACK_TRAILER.size + 64 * 1024)
             tail = await self.backend.get(key, size - tail_len, tail_len)
-            header_len = parse_trailer(tail[-PACK_TRAILER.size:], size)
+            header_len = parse_trailer(tail[-PACK_TRAILER.size :], size)
             header_start = size - PACK_TRAILER.size - header_len
             if header_len + PACK_TRAILER.size <= tail_len:
-                sealed = tail[tail_len - PACK_TRAILER.size - header_len: tail_len - PACK_TRAILER.size]
+                sealed = tail[tail_len - PACK_TRAILER.size - header_len : tail_len - PACK_TRAILER.size]
             else:
                 if untrusted and header_len > HEADER_READ_WHOLE:
                     await self._authenticate_streamed(key, header_start, header_len)
@@ -550,7 +577,7 @@ class Repository:
                 pack = await self.whole_pack(key)
                 if loc.offset + loc.length > len(pack):
                     raise DamagedObject(key, f"shorter ({len(pack)} bytes) than the index says")
-                sealed: bytes | memoryview = memoryview(pack)[loc.offset:loc.offset + loc.length]
+                sealed: bytes | memoryview = memoryview(pack)[loc.offset : loc.offset + loc.length]
             else:
                 sealed = await self.backend.get(key, loc.offset, loc.length)
         except ObjectNotFound:

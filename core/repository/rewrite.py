@@ -29,8 +29,10 @@ async def ensure_sole_holder(lock: Lock, operation: str, step: str, nothing_lost
     for other in await list_locks(lock.backend):
         if other.key == lock.key or (other.host, other.pid) == me or other.is_stale():
             continue
-        raise LockHeld(f"{operation} stopped before {step}: {lock.backend.location} is also locked by "
-                       f"{other.describe()}; {nothing_lost}. Run {operation} again later.")
+        raise LockHeld(
+            f"{operation} stopped before {step}: {lock.backend.location} is also locked by "
+            f"{other.describe()}; {nothing_lost}. Run {operation} again later."
+        )
 
 
 async def store_index(repo: Repository, packs: list[IndexedPack]) -> str:

@@ -85,8 +85,14 @@ class Node:
 
     def to_wire(self) -> dict:
         d: dict = {
-            "n": self.name, "t": self.type, "m": self.mode, "u": self.uid, "g": self.gid,
-            "mt": self.mtime_ns, "at": self.atime_ns, "ct": self.ctime_ns,
+            "n": self.name,
+            "t": self.type,
+            "m": self.mode,
+            "u": self.uid,
+            "g": self.gid,
+            "mt": self.mtime_ns,
+            "at": self.atime_ns,
+            "ct": self.ctime_ns,
         }
         if self.user:
             d["un"] = self.user
@@ -163,12 +169,25 @@ class Node:
             if not isinstance(name, bytes):
                 raise TreeFormatError("node name is not bytes")
             node = cls(
-                name=name, type=node_type, mode=int(d["m"]), uid=int(d["u"]), gid=int(d["g"]),
-                mtime_ns=int(d["mt"]), atime_ns=int(d.get("at", 0)), ctime_ns=int(d.get("ct", 0)),
-                size=int(d.get("s", 0)), inode=int(d.get("i", 0)), dev=int(d.get("dv", 0)),
-                nlink=int(d.get("l", 1)), content=tuple(d.get("c", ())), subtree=d.get("st"),
-                target=d.get("tg", b""), user=d.get("un", ""), group=d.get("gn", ""),
-                rdev=int(d.get("rd", 0)), flags=int(d.get("fl", 0)),
+                name=name,
+                type=node_type,
+                mode=int(d["m"]),
+                uid=int(d["u"]),
+                gid=int(d["g"]),
+                mtime_ns=int(d["mt"]),
+                atime_ns=int(d.get("at", 0)),
+                ctime_ns=int(d.get("ct", 0)),
+                size=int(d.get("s", 0)),
+                inode=int(d.get("i", 0)),
+                dev=int(d.get("dv", 0)),
+                nlink=int(d.get("l", 1)),
+                content=tuple(d.get("c", ())),
+                subtree=d.get("st"),
+                target=d.get("tg", b""),
+                user=d.get("un", ""),
+                group=d.get("gn", ""),
+                rdev=int(d.get("rd", 0)),
+                flags=int(d.get("fl", 0)),
                 xattrs=tuple(_pair(x) for x in _list(d.get("x", ()), "x")),
                 holes=tuple(_pair(h) for h in _list(d.get("hz", ()), "hz")),
             )
@@ -211,7 +230,8 @@ class Tree:
         if version not in TREE_VERSIONS:
             raise TreeFormatError(
                 f"tree version {version!r} is not one this program reads ({', '.join(map(str, TREE_VERSIONS))}): "
-                "it was written by a newer axisor-backup; upgrade to restore it")
+                "it was written by a newer axisor-backup; upgrade to restore it"
+            )
         nodes = [Node.from_wire(n) for n in d["nodes"]]
         if version == 1 and any(n.needs_v2 for n in nodes):
             raise TreeFormatError("version-1 tree holds a node that needs version 2")

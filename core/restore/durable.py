@@ -33,7 +33,9 @@ def flush_filesystem(target: Path) -> None:
             return
         if _syncfs(fd) != 0:
             err = ctypes.get_errno()
-            raise AxisorError(f"the restore into {shown(str(target))} could not be flushed to disk: "
-                              f"{os.strerror(err)}; its files may not survive a power loss")
+            raise AxisorError(
+                f"the restore into {shown(str(target))} could not be flushed to disk: "
+                f"{os.strerror(err)}; its files may not survive a power loss"
+            )
     finally:
         os.close(fd)

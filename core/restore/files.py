@@ -207,11 +207,17 @@ class PartialFile:
         return sum(length for _off, length in self.missing)
 
     def as_dict(self) -> dict:
-        return {"path": self.path, "size": self.size, "missing": [[o, n] for o, n in self.missing],
-                "missing_bytes": self.missing_bytes,
-                "damaged": [{"object": o, "reason": r} for o, r in self.damaged],
-                "kept_as": self.kept_as, "existing_left": self.existing, "note": self.note,
-                "intact_copies": [{"location": loc, "snapshot": sid} for loc, sid in self.intact]}
+        return {
+            "path": self.path,
+            "size": self.size,
+            "missing": [[o, n] for o, n in self.missing],
+            "missing_bytes": self.missing_bytes,
+            "damaged": [{"object": o, "reason": r} for o, r in self.damaged],
+            "kept_as": self.kept_as,
+            "existing_left": self.existing,
+            "note": self.note,
+            "intact_copies": [{"location": loc, "snapshot": sid} for loc, sid in self.intact],
+        }
 
 
 class Placed:
@@ -383,11 +389,19 @@ def write_mapped(fd: int, data, stream_off: int, extents: list[tuple[int, int]],
 
 
 class FileRestorer:
-    def __init__(self, repo: Repository, target: Path, *, include: tuple[str, ...] = (),
-                 executor: Executor | None = None, actions: dict[Path, str] | None = None,
-                 removals: list[Path] | None = None, options: RestoreOptions | None = None,
-                 leftovers: frozenset[Path] = frozenset(),
-                 on_written: Callable[[int, int], None] | None = None) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        target: Path,
+        *,
+        include: tuple[str, ...] = (),
+        executor: Executor | None = None,
+        actions: dict[Path, str] | None = None,
+        removals: list[Path] | None = None,
+        options: RestoreOptions | None = None,
+        leftovers: frozenset[Path] = frozenset(),
+        on_written: Callable[[int, int], None] | None = None,
+    ) -> None:
         """``on_written(files, bytes)``: after each file put in place, from the worker
         thread that wrote it (the caller hands it to its event loop thread-safely)."""
         self.on_written = on_written
@@ -425,10 +439,17 @@ class FileRestorer:
         """The error for a target that ran out of space (or quota, or inodes) while writing
         ``parts`` (or creating ``folder``, a shown path). The file being written was a temp
         file, removed again: what was at its name stays."""
-        what = (f" while writing {self.where(parts)}" if parts is not None
-                else f" while creating the folder {folder}" if folder else "")
-        return StorageFull(f"the restore target {shown(str(self.target))} is full: {exc.strerror}{what}; files "
-                           "not restored yet are as they were (free space there and restore again)")
+        what = (
+            f" while writing {self.where(parts)}"
+            if parts is not None
+            else f" while creating the folder {folder}"
+            if folder
+            else ""
+        )
+        return StorageFull(
+            f"the restore target {shown(str(self.target))} is full: {exc.strerror}{what}; files "
+            "not restored yet are as they were (free space there and restore again)"
+        )
 
     def warn(self, parts: Parts, message: str) -> None:
         with self._stats_lock:
@@ -495,8 +516,9 @@ class FileRestorer:
         a file (created at the end), a later hard link. False: the file's content is written."""
         action = self._actions.get(self._dest(parts)) if self._actions else None
         if action == "conflict":
-            raise RestoreRefused(f"{self.where(parts)}: the restore would have to replace a folder or put one "
-                                 "over a file")
+            raise RestoreRefused(
+                f"{self.where(parts)}: the restore would have to replace a folder or put one over a file"
+            )
         if node.type == FILE and has_privileges(node) and not self.options.preserve_privileges:
             self.stats.strip(self.where(parts))
         if node.type == FILE and node.nlink > 1 and action in ("unchanged", "metadata"):
@@ -544,8 +566,9 @@ class FileRestorer:
         known = sum(loc.raw_length for loc in locs if loc is not None)
         unknown = [i for i, loc in enumerate(locs) if loc is None]
         if (known != node.data_size) if not unknown else (known >= node.data_size):
-            raise RestoreRefused(f"{shown(shown_path)}: stored content is {known} bytes but the tree says "
-                                 f"{node.data_size}")
+            raise RestoreRefused(
+                f"{shown(shown_path)}: stored content is {known} bytes but the tree says {node.data_size}"
+            )
         pieces = []
         pos = 0
         first, last = (unknown[0], unknown[-1]) if unknown else (len(locs), len(locs))
@@ -556,11 +579,12 @@ class FileRestorer:
             pos += loc.raw_length
         if not unknown:
             return pieces
-        end = node.data_size - sum(loc.raw_length for loc in locs[last + 1:] if loc is not None)
+        end = node.data_size - sum(loc.raw_length for loc in locs[last + 1 :] if loc is not None)
         job.lost.append((pos, end - pos))
         for i in unknown:
-            job.damage.setdefault(f"blob {node.content[i].hex()}", "in no index (its pack was lost, or the index "
-                                                                   "was rebuilt without it)")
+            job.damage.setdefault(
+                f"blob {node.content[i].hex()}", "in no index (its pack was lost, or the index was rebuilt without it)"
+            )
             job.failed.add(node.content[i])
         pos = end
         for i in range(last + 1, len(locs)):
@@ -605,7 +629,7 @@ class FileRestorer:
                     except StorageError as exc2:
                         out[p.blob_id] = _damage(key, exc2)
                 return out
-            return {p.blob_id: mv[p.offset - start: p.offset - start + p.length] for p in group}
+            return {p.blob_id: mv[p.offset - start : p.offset - start + p.length] for p in group}
 
         out: dict[bytes, memoryview | DamagedObject] = {}
         for part in await asyncio.gather(*(one(pack, s, e, g) for pack, s, e, g in ranges)):
@@ -623,7 +647,7 @@ class FileRestorer:
             elif p.offset + p.length > len(data):
                 out[p.blob_id] = DamagedObject(pack_key(p.pack), f"shorter ({len(data)} bytes) than the index says")
             else:
-                out[p.blob_id] = memoryview(data)[p.offset:p.offset + p.length]
+                out[p.blob_id] = memoryview(data)[p.offset : p.offset + p.length]
         return out
 
     async def _whole_pack(self, pack: bytes) -> bytes | DamagedObject:
@@ -652,12 +676,11 @@ class FileRestorer:
                         out[p.blob_id] = _damage(key, exc2)
                 continue
             for p in group:
-                out[p.blob_id] = mv[p.offset - s: p.offset - s + p.length]
+                out[p.blob_id] = mv[p.offset - s : p.offset - s + p.length]
         return out
 
     def _open(self, piece: _Piece, sealed: memoryview) -> bytes:
-        return open_blob(self.repo.cipher, BlobType.DATA, piece.blob_id, sealed, piece.raw_length,
-                         pack_key(piece.pack))
+        return open_blob(self.repo.cipher, BlobType.DATA, piece.blob_id, sealed, piece.raw_length, pack_key(piece.pack))
 
     # -- writing ------------------------------------------------------------------------
 
@@ -766,12 +789,14 @@ class FileRestorer:
         else:
             await self._run(self._write_window, fd, job, pieces, await self._fetch(pieces))
 
-    def _write_window(self, fd: int, job: _FileJob, pieces: list[_Piece],
-                      blobs: dict[bytes, memoryview | DamagedObject]) -> None:
+    def _write_window(
+        self, fd: int, job: _FileJob, pieces: list[_Piece], blobs: dict[bytes, memoryview | DamagedObject]
+    ) -> None:
         self._write_pieces(fd, job, pieces, blobs)
 
-    def _write_pieces(self, fd: int, job: _FileJob, pieces: list[_Piece],
-                      blobs: dict[bytes, memoryview | DamagedObject]) -> None:
+    def _write_pieces(
+        self, fd: int, job: _FileJob, pieces: list[_Piece], blobs: dict[bytes, memoryview | DamagedObject]
+    ) -> None:
         """Open and write each piece at its offset; a piece that cannot be read or opened
         is left unwritten (a hole) and recorded in ``job``."""
         for piece in pieces:
@@ -818,8 +843,19 @@ class FileRestorer:
             _unlink_quiet(dfd, temp)
             kept, note = None, f"its restored part was not kept: {exc.strerror}"
         ranges = merge_ranges(r for off, length in job.lost for r in job.file_ranges(off, length))
-        pf = PartialFile(self.where(parts), self._dest(parts), parts, job.node.size, tuple(job.node.content),
-                         ranges, sorted(job.damage.items()), frozenset(job.failed), kept, existing, note)
+        pf = PartialFile(
+            self.where(parts),
+            self._dest(parts),
+            parts,
+            job.node.size,
+            tuple(job.node.content),
+            ranges,
+            sorted(job.damage.items()),
+            frozenset(job.failed),
+            kept,
+            existing,
+            note,
+        )
         with self._stats_lock:
             self.stats.partial.append(pf)
             self._partial_by_parts[parts] = pf
@@ -827,11 +863,11 @@ class FileRestorer:
     def _create_temp(self, dfd: int, parts: Parts) -> tuple[int, str]:
         temp = f"{_TEMP}{uuid.uuid4().hex[:12]}"
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                         dir_fd=dfd)
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
         except (FileNotFoundError, FileExistsError) as exc:  # the folder was removed, or a name planted
-            raise RestoreRefused(f"cannot create {self.where(parts)}: {exc.strerror} (the folder changed while "
-                                 "restoring)") from None
+            raise RestoreRefused(
+                f"cannot create {self.where(parts)}: {exc.strerror} (the folder changed while restoring)"
+            ) from None
         except OSError as exc:
             if exc.errno in NO_SPACE:  # no inode left, or the quota's count of files reached
                 raise self._full(parts, exc) from None
@@ -845,8 +881,7 @@ class FileRestorer:
         # The write-time proof validation relies on: one verified piece per blob of the
         # snapshot's list, their bytes adding up to the data, the file as long as the
         # snapshot says. A file that falls short is not recorded: validation reads it back.
-        whole = (len(job.written) == len(node.content) and sum(job.written) == node.data_size
-                 and st.st_size == node.size)
+        whole = len(job.written) == len(node.content) and sum(job.written) == node.data_size and st.st_size == node.size
         try:
             os.replace(temp, job.parts[-1], src_dir_fd=dfd, dst_dir_fd=dfd)
         except OSError as exc:
@@ -965,17 +1000,30 @@ class FileRestorer:
         for parts, first, ordinal, first_ordinal in self._links:
             if first in self._partial_by_parts:  # nothing whole to link to: partial as well
                 pf = self._partial_by_parts[first]
-                self.stats.partial.append(PartialFile(
-                    self.where(parts), self._dest(parts), parts, pf.size, pf.content, pf.missing, pf.damaged,
-                    pf.failed, None, self._exists(parts), f"hard link to {pf.path}, which is partial: not linked"))
+                self.stats.partial.append(
+                    PartialFile(
+                        self.where(parts),
+                        self._dest(parts),
+                        parts,
+                        pf.size,
+                        pf.content,
+                        pf.missing,
+                        pf.damaged,
+                        pf.failed,
+                        None,
+                        self._exists(parts),
+                        f"hard link to {pf.path}, which is partial: not linked",
+                    )
+                )
                 continue
             with cache.dir(first[:-1]) as sfd, cache.dir(parts[:-1], create=True) as dfd:
                 temp = f"{_TEMP}{uuid.uuid4().hex[:12]}"
                 try:
                     os.link(first[-1], temp, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
                 except OSError as exc:
-                    raise RestoreRefused(f"cannot link {self.where(parts)} to {self.where(first)}: "
-                                         f"{exc.strerror}") from None
+                    raise RestoreRefused(
+                        f"cannot link {self.where(parts)} to {self.where(first)}: {exc.strerror}"
+                    ) from None
                 try:
                     os.replace(temp, parts[-1], src_dir_fd=dfd, dst_dir_fd=dfd)
                 except OSError as exc:
@@ -1033,8 +1081,11 @@ class FileRestorer:
             todo = []
             for parts, node in group:
                 if node.type in DEVICES and not _IS_ROOT:
-                    self.warn(parts, f"{'character' if node.type == CHARDEV else 'block'} device not restored: "
-                                     "only root can create devices")
+                    self.warn(
+                        parts,
+                        f"{'character' if node.type == CHARDEV else 'block'} device not restored: "
+                        "only root can create devices",
+                    )
                 else:
                     todo.append((parts, node))
             if not todo:
@@ -1053,8 +1104,9 @@ class FileRestorer:
             try:
                 st = os.fstat(sfd)
                 if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o077:
-                    raise RestoreRefused(f"{self.where(parent)} changed while restoring (a private folder "
-                                         "was replaced)")
+                    raise RestoreRefused(
+                        f"{self.where(parent)} changed while restoring (a private folder was replaced)"
+                    )
                 yield sfd
             finally:
                 os.close(sfd)
@@ -1137,7 +1189,7 @@ def _slice(ranges: list[tuple[bytes, int, int, list[_Piece]]], datas: list[bytes
     for (_pack, s, _e, group), data in zip(ranges, datas):
         mv = memoryview(data)
         for p in group:
-            out[p.blob_id] = mv[p.offset - s: p.offset - s + p.length]
+            out[p.blob_id] = mv[p.offset - s : p.offset - s + p.length]
     return out
 
 

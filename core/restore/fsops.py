@@ -138,7 +138,8 @@ def _check_trusted(fd: int, where: str) -> None:
         raise RestoreRefused(
             f"refusing to restore as root into {shown(where)}: it is {why}, so another user could swap "
             "folders for symlinks while the restore runs; restore elsewhere and move the result, or "
-            "pass --allow-untrusted-target if you trust every user who can write there")
+            "pass --allow-untrusted-target if you trust every user who can write there"
+        )
 
 
 class _Entry:
@@ -182,7 +183,7 @@ class DirCache:
             try:
                 while i < len(parts):
                     dfd = base.fd if base is not None else self.root_fd
-                    fd = open_dir_at(dfd, parts[i], create=create, where=self.where(parts[:i + 1]))
+                    fd = open_dir_at(dfd, parts[i], create=create, where=self.where(parts[: i + 1]))
                     i += 1
                     e = _Entry(fd)
                     e.pins = 1

@@ -30,8 +30,9 @@ from core.storage.backend import StorageError
 MAX_CANDIDATES = 30  # snapshots per location looked into for each partial file
 
 
-async def _node_content(repo: Repository, snap: Snapshot, inner: tuple[bytes, ...],
-                        trees: dict[bytes, Tree]) -> tuple[bytes, ...] | None:
+async def _node_content(
+    repo: Repository, snap: Snapshot, inner: tuple[bytes, ...], trees: dict[bytes, Tree]
+) -> tuple[bytes, ...] | None:
     """The content blob ids of the file at ``inner`` in ``snap``, or None."""
     tree_id = bytes.fromhex(snap.tree)
     for i, name in enumerate(inner):
@@ -79,16 +80,18 @@ async def _readable(repo: Repository, pf: PartialFile, sizes: dict[bytes, int | 
     return True
 
 
-async def search_location(name: str, repo: Repository, snap: Snapshot, partial: list[PartialFile],
-                          note: Callable[[str], None]) -> None:
+async def search_location(
+    name: str, repo: Repository, snap: Snapshot, partial: list[PartialFile], note: Callable[[str], None]
+) -> None:
     """Add ``(name, snapshot id)`` to each partial file of ``snap`` that ``name`` holds intact."""
     try:
         async with Lock(repo.backend, exclusive=False, operation="read"):
             await repo.load_index(strict=False)
             snaps, _damaged = await repo.list_snapshots()
             same = [s for s in snaps if s.id == snap.id]
-            others = sorted((s for s in snaps if s.source == snap.source and s.id != snap.id),
-                            key=lambda s: s.time, reverse=True)[:MAX_CANDIDATES]
+            others = sorted(
+                (s for s in snaps if s.source == snap.source and s.id != snap.id), key=lambda s: s.time, reverse=True
+            )[:MAX_CANDIDATES]
             sizes: dict[bytes, int | None] = {}
             trees: dict[bytes, Tree] = {}
             for pf in partial:

@@ -33,18 +33,34 @@ async def _database(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     snaps = await svc.resolve([str(params["snapshot"])], params.get("source") or "database")
     if len(snaps) != 1 or snaps[0].source != "database":
         raise UsageError(f"snapshot {params['snapshot']} is not a database snapshot")
-    report = await retry_when_locked(ctx, lambda: svc.restore_database(
-        snaps[0], target_db, force=bool(params.get("force")),
-        tables=tuple(params.get("tables") or ()), schemas=tuple(params.get("schemas") or ()),
-        restore_id=ctx.job_id, roles=bool(params.get("roles"))))
-    out = {"snapshot": report.snapshot, "database": report.database, "target": report.target,
-           "created": report.created, "bytes": report.bytes, "seconds": report.seconds, "ok": report.ok,
-           "safety_snapshot": report.safety_snapshot, "warnings": list(report.warnings),
-           "restore_id": ctx.job_id,
-           "tables": [{"table": t.table, "expected": t.expected, "actual": t.actual, "ok": t.ok}
-                      for t in report.tables],
-           "roles_created": report.roles_created, "carried": report.carried,
-           "not_restored": [n.as_dict() for n in report.not_restored]}
+    report = await retry_when_locked(
+        ctx,
+        lambda: svc.restore_database(
+            snaps[0],
+            target_db,
+            force=bool(params.get("force")),
+            tables=tuple(params.get("tables") or ()),
+            schemas=tuple(params.get("schemas") or ()),
+            restore_id=ctx.job_id,
+            roles=bool(params.get("roles")),
+        ),
+    )
+    out = {
+        "snapshot": report.snapshot,
+        "database": report.database,
+        "target": report.target,
+        "created": report.created,
+        "bytes": report.bytes,
+        "seconds": report.seconds,
+        "ok": report.ok,
+        "safety_snapshot": report.safety_snapshot,
+        "warnings": list(report.warnings),
+        "restore_id": ctx.job_id,
+        "tables": [{"table": t.table, "expected": t.expected, "actual": t.actual, "ok": t.ok} for t in report.tables],
+        "roles_created": report.roles_created,
+        "carried": report.carried,
+        "not_restored": [n.as_dict() for n in report.not_restored],
+    }
     ctx.log(f"restored {report.snapshot[:8]} into {report.target}: {report.bytes} bytes")
     for n in report.not_restored:
         ctx.log(f"not restored: {n.what}: {n.why}")
@@ -70,43 +86,79 @@ async def _files(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     rated = rated_progress()
 
     def on_progress(p: Any) -> None:
-        ctx.progress(rated("restore", p.bytes_done, p.bytes_total, files_done=p.files_done,
-                           files_total=p.files_total, current=shown(p.current)))
+        ctx.progress(
+            rated(
+                "restore",
+                p.bytes_done,
+                p.bytes_total,
+                files_done=p.files_done,
+                files_total=p.files_total,
+                current=shown(p.current),
+            )
+        )
 
-    outcomes = await retry_when_locked(ctx, lambda: svc.restore_many(
-        snaps, Path(target), include=tuple(params.get("include") or ()), delete=bool(params.get("delete")),
-        dry_run=bool(params.get("dry_run")), validate=not params.get("no_validate"), restore_id=ctx.job_id,
-        options=options, on_progress=on_progress))
+    outcomes = await retry_when_locked(
+        ctx,
+        lambda: svc.restore_many(
+            snaps,
+            Path(target),
+            include=tuple(params.get("include") or ()),
+            delete=bool(params.get("delete")),
+            dry_run=bool(params.get("dry_run")),
+            validate=not params.get("no_validate"),
+            restore_id=ctx.job_id,
+            options=options,
+            on_progress=on_progress,
+        ),
+    )
     restored = []
     for o in outcomes:
         row = o.as_dict()
         if o.stats is not None:
             st = o.stats
-            ctx.log(f"restored {o.snapshot.short_id} {o.snapshot.source}: {st.files} files written, "
-                    f"{st.unchanged} already right, {st.removed} removed, {st.bytes} bytes into {target}")
+            ctx.log(
+                f"restored {o.snapshot.short_id} {o.snapshot.source}: {st.files} files written, "
+                f"{st.unchanged} already right, {st.removed} removed, {st.bytes} bytes into {target}"
+            )
         if o.safety_snapshot:
-            ctx.log(f"safety snapshot {o.safety_snapshot.short_id} holds what was there before "
-                    f"(undo: axisor-backup rollback {ctx.job_id})")
+            ctx.log(
+                f"safety snapshot {o.safety_snapshot.short_id} holds what was there before "
+                f"(undo: axisor-backup rollback {ctx.job_id})"
+            )
         if o.validation is not None:
-            ctx.log(f"validated {o.validation.files} files: "
-                    + ("match" if o.validation.ok else f"{len(o.validation.mismatches)} DIFFER"))
+            ctx.log(
+                f"validated {o.validation.files} files: "
+                + ("match" if o.validation.ok else f"{len(o.validation.mismatches)} DIFFER")
+            )
         for pf in o.partial:
             ranges = ", ".join(f"{off}-{off + n - 1}" for off, n in pf.missing[:8])
-            ctx.log(f"PARTIAL {pf.path}: bytes {ranges}{' ...' if len(pf.missing) > 8 else ''} missing ("
-                    + "; ".join(f"{obj}: {why}" for obj, why in pf.damaged[:2]) + ")"
-                    + "".join(f"; intact copy: location {loc}, snapshot {sid[:8]}" for loc, sid in pf.intact))
+            ctx.log(
+                f"PARTIAL {pf.path}: bytes {ranges}{' ...' if len(pf.missing) > 8 else ''} missing ("
+                + "; ".join(f"{obj}: {why}" for obj, why in pf.damaged[:2])
+                + ")"
+                + "".join(f"; intact copy: location {loc}, snapshot {sid[:8]}" for loc, sid in pf.intact)
+            )
         restored.append(row)
     partial = sum(len(o.partial) for o in outcomes)
-    out = {"target": str(Path(target).resolve()), "restored": restored, "restore_id": ctx.job_id,
-           "dry_run": bool(params.get("dry_run")), "exit_code": Exit.OK, "partial_count": partial,
-           "partial": [{"snapshot": o.snapshot.id, **pf.as_dict()} for o in outcomes for pf in o.partial]}
+    out = {
+        "target": str(Path(target).resolve()),
+        "restored": restored,
+        "restore_id": ctx.job_id,
+        "dry_run": bool(params.get("dry_run")),
+        "exit_code": Exit.OK,
+        "partial_count": partial,
+        "partial": [{"snapshot": o.snapshot.id, **pf.as_dict()} for o in outcomes for pf in o.partial],
+    }
     if not all(o.ok for o in outcomes):
         out["exit_code"] = Exit.VALIDATION_FAILED
         raise JobFailed("restored files differ from the snapshot", out, Exit.VALIDATION_FAILED)
     if partial:
         out["exit_code"] = PartialRestore.exit_code
-        raise JobFailed(f"{partial} files could not be restored in full (damaged or missing data); every "
-                        "other file was restored", out, PartialRestore.exit_code)
+        raise JobFailed(
+            f"{partial} files could not be restored in full (damaged or missing data); every other file was restored",
+            out,
+            PartialRestore.exit_code,
+        )
     warnings = [w for o in outcomes if o.stats is not None for w in o.stats.warnings]
     for w in warnings[:200]:
         ctx.log(f"warning: {w}")
@@ -122,11 +174,17 @@ def _restore_options(params: dict[str, Any]) -> RestoreOptions:
     submitted through the daemon's socket by any user it accepts, so it may not ask."""
     for refused in ("preserve_privileges", "allow_untrusted_target"):
         if params.get(refused):
-            raise UsageError(f"params.{refused} is not accepted from a job: run `axisor-backup restore "
-                             f"--{refused.replace('_', '-')}` as root at the terminal instead")
-    return RestoreOptions(xattrs=not params.get("no_xattrs"), acls=not params.get("no_acls"),
-                          file_flags=bool(params.get("file_flags")), numeric_owner=bool(params.get("numeric_owner")),
-                          read_back=bool(params.get("read_back")))
+            raise UsageError(
+                f"params.{refused} is not accepted from a job: run `axisor-backup restore "
+                f"--{refused.replace('_', '-')}` as root at the terminal instead"
+            )
+    return RestoreOptions(
+        xattrs=not params.get("no_xattrs"),
+        acls=not params.get("no_acls"),
+        file_flags=bool(params.get("file_flags")),
+        numeric_owner=bool(params.get("numeric_owner")),
+        read_back=bool(params.get("read_back")),
+    )
 
 
 async def _pitr(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
@@ -140,13 +198,24 @@ async def _pitr(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     snap = None
     if params.get("snapshot"):
         snap = (await ctx.service.resolve([str(params["snapshot"])], "database"))[0]
-    report = await retry_when_locked(ctx, lambda: ctx.service.restore_database_pitr(
-        parse_target_time(str(params["to_time"])), Path(str(params["target_dir"])), config_path=ctx.config.path,
-        snapshot=snap, start=bool(params.get("start")), port=params.get("port"), os_user=params.get("os_user"),
-        timeout=float(params.get("timeout") or 900),
-        on_phase=lambda phase: ctx.progress(JobProgress(phase=f"point-in-time recovery: {phase}"))))
-    ctx.log(f"restored base backup {report.base_snapshot[:8]} into {report.target_dir}"
-            + (f"; promoted: {report.stopped_at}" if report.started else "; not started"))
+    report = await retry_when_locked(
+        ctx,
+        lambda: ctx.service.restore_database_pitr(
+            parse_target_time(str(params["to_time"])),
+            Path(str(params["target_dir"])),
+            config_path=ctx.config.path,
+            snapshot=snap,
+            start=bool(params.get("start")),
+            port=params.get("port"),
+            os_user=params.get("os_user"),
+            timeout=float(params.get("timeout") or 900),
+            on_phase=lambda phase: ctx.progress(JobProgress(phase=f"point-in-time recovery: {phase}")),
+        ),
+    )
+    ctx.log(
+        f"restored base backup {report.base_snapshot[:8]} into {report.target_dir}"
+        + (f"; promoted: {report.stopped_at}" if report.started else "; not started")
+    )
     return {**_asdict(report), "exit_code": Exit.OK}
 
 

@@ -44,7 +44,14 @@ from core.fsmeta.sparse import ExtentReader, data_extents
 from core.fsmeta.xattrs import ACL_NAMES, read_xattrs
 from core.repository.tree import BLOCKDEV, CHARDEV, DEVICES, DIR, FIFO, FILE, SYMLINK, Node
 from core.restore.files import (
-    PARTIAL_SUFFIX, Owners, RestoreOptions, included, manages, path_parts, wanted_mode, wanted_xattrs,
+    PARTIAL_SUFFIX,
+    Owners,
+    RestoreOptions,
+    included,
+    manages,
+    path_parts,
+    wanted_mode,
+    wanted_xattrs,
 )
 from core.restore.fsops import FILE_FLAGS, DirCache, Parts, open_target
 from core.restore.walk import display, walk
@@ -88,8 +95,11 @@ class RestorePlan:
     def content_proven(self) -> frozenset[Path]:
         """Regular files whose content the plan found equal to the snapshot's (not rewritten)."""
         # A hard link's "unchanged" says only that it still shares the first path's inode.
-        return frozenset(c.path for c in self.changes if c.kind == FILE and c.action in ("unchanged", "metadata")
-                         and c.reason != "hard link")
+        return frozenset(
+            c.path
+            for c in self.changes
+            if c.kind == FILE and c.action in ("unchanged", "metadata") and c.reason != "hard link"
+        )
 
     def action_for(self) -> dict[Path, str]:
         """The paths the restorer treats otherwise than by writing them: a restore into an
@@ -97,8 +107,9 @@ class RestorePlan:
         return {c.path: c.action for c in self.changes if c.action in ("unchanged", "metadata", "conflict")}
 
 
-def file_blob_ids_fd(repo: Repository, fd: int, size: int, holes: tuple[tuple[int, int], ...] = ()
-                     ) -> tuple[bytes, ...]:
+def file_blob_ids_fd(
+    repo: Repository, fd: int, size: int, holes: tuple[tuple[int, int], ...] = ()
+) -> tuple[bytes, ...]:
     """The data blob ids a backup of the open file would record (same chunker, same keyed
     ids); with ``holes``, only the bytes outside them, as a backup of a sparse file reads."""
     ids: list[bytes] = []
@@ -148,7 +159,7 @@ def holes_read_zero(fd: int, holes: tuple[tuple[int, int], ...]) -> bool:
             except OSError:
                 stop = end
             while data < stop:
-                n = os.preadv(fd, [memoryview(buf)[:min(len(buf), stop - data)]], data)
+                n = os.preadv(fd, [memoryview(buf)[: min(len(buf), stop - data)]], data)
                 if n <= 0:
                     return True  # shorter than expected: the size check catches it
                 if buf[:n].count(0) != n:
@@ -191,8 +202,9 @@ def _meta_differs(st: os.stat_result, node: Node, opts: RestoreOptions, owners: 
     return ", ".join(why)
 
 
-def _compare_file(repo: Repository, cache: DirCache | None, parts: Parts, dest: Path, node: Node,
-                  opts: RestoreOptions, owners: Owners) -> Change:
+def _compare_file(
+    repo: Repository, cache: DirCache | None, parts: Parts, dest: Path, node: Node, opts: RestoreOptions, owners: Owners
+) -> Change:
     st = _stat_at(cache, parts)
     if st is None:
         return Change(dest, "create", FILE, size=node.size)
@@ -225,8 +237,9 @@ def _compare_file(repo: Repository, cache: DirCache | None, parts: Parts, dest: 
     return Change(dest, "metadata", FILE, meta, 0) if meta else Change(dest, "unchanged", FILE)
 
 
-def _compare_other(cache: DirCache | None, parts: Parts, dest: Path, node: Node, opts: RestoreOptions,
-                   owners: Owners) -> Change:
+def _compare_other(
+    cache: DirCache | None, parts: Parts, dest: Path, node: Node, opts: RestoreOptions, owners: Owners
+) -> Change:
     st = _stat_at(cache, parts)
     if st is None:  # a parent in the way is reported as a conflict there
         return Change(dest, "create", node.type)
@@ -264,6 +277,7 @@ def _compare_other(cache: DirCache | None, parts: Parts, dest: Path, node: Node,
 def _extras(cache: DirCache, target: Path, root: Parts, keep: set[Path]) -> Iterator[Change]:
     """Everything under ``root`` (not following links) that the snapshot does not have;
     a removed folder is reported after its content. Iterative, through descriptors."""
+
     def dest(parts: Parts) -> Path:
         return target.joinpath(*(os.fsdecode(p) for p in parts))
 
@@ -298,9 +312,16 @@ def _extras(cache: DirCache, target: Path, root: Parts, keep: set[Path]) -> Iter
             yield Change(dest(parts), "remove", DIR, "not in the snapshot")
 
 
-async def plan_restore(repo: Repository, snap: Snapshot, target: Path, *, include: tuple[str, ...] = (),
-                       delete: bool = False, executor: Executor | None = None,
-                       options: RestoreOptions | None = None) -> RestorePlan:
+async def plan_restore(
+    repo: Repository,
+    snap: Snapshot,
+    target: Path,
+    *,
+    include: tuple[str, ...] = (),
+    delete: bool = False,
+    executor: Executor | None = None,
+    options: RestoreOptions | None = None,
+) -> RestorePlan:
     """Compare the snapshot with ``target`` (see module doc). The index must be loaded.
     As root, a target other users can change is refused unless the options allow it."""
     opts = options or RestoreOptions()
@@ -345,8 +366,9 @@ def _hard_link_change(cache: DirCache | None, parts: Parts, first_parts: Parts, 
     """A later path of a hard-linked file: unchanged when it already shares the first
     path's inode in the target (and is no symlink), else written."""
     a, b = _stat_at(cache, parts), _stat_at(cache, first_parts)
-    linked = (a is not None and b is not None and not stat.S_ISLNK(a.st_mode)
-              and (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino))
+    linked = (
+        a is not None and b is not None and not stat.S_ISLNK(a.st_mode) and (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+    )
     return Change(dest, "unchanged" if linked else ("overwrite" if a is not None else "create"), FILE, "hard link")
 
 
@@ -358,14 +380,25 @@ def _leftovers(cache: DirCache, target: Path, changes: list[Change], keep: set[P
         if c.kind == FILE and c.action in ("create", "overwrite"):
             parts = path_parts(target, c.path)
             st = _stat_at(cache, parts[:-1] + (parts[-1] + PARTIAL_SUFFIX,))
-            if st is not None and stat.S_ISREG(st.st_mode) and \
-                    c.path.with_name(c.path.name + PARTIAL_SUFFIX.decode()) not in keep:
+            if (
+                st is not None
+                and stat.S_ISREG(st.st_mode)
+                and c.path.with_name(c.path.name + PARTIAL_SUFFIX.decode()) not in keep
+            ):
                 leftovers.add(c.path)
     return leftovers
 
 
-async def _plan(repo: Repository, snap: Snapshot, target: Path, cache: DirCache | None, include: tuple[str, ...],
-                delete: bool, executor: Executor | None, opts: RestoreOptions) -> RestorePlan:
+async def _plan(
+    repo: Repository,
+    snap: Snapshot,
+    target: Path,
+    cache: DirCache | None,
+    include: tuple[str, ...],
+    delete: bool,
+    executor: Executor | None,
+    opts: RestoreOptions,
+) -> RestorePlan:
     loop = asyncio.get_running_loop()
     owners = Owners(opts.numeric_owner)
     changes: list[Change] = []
@@ -392,8 +425,7 @@ async def _plan(repo: Repository, snap: Snapshot, target: Path, cache: DirCache 
             if cache is None:  # nothing there to compare: a create, decided here
                 changes.append(Change(dest, "create", FILE, size=node.size))
                 continue
-            pending.append(loop.run_in_executor(executor, _compare_file, repo, cache, parts, dest, node, opts,
-                                                owners))
+            pending.append(loop.run_in_executor(executor, _compare_file, repo, cache, parts, dest, node, opts, owners))
             if len(pending) >= 64:
                 changes.extend(await asyncio.gather(*pending))
                 pending = []
@@ -409,6 +441,9 @@ async def _plan(repo: Repository, snap: Snapshot, target: Path, cache: DirCache 
     if delete and cache is not None:
         for root in roots:
             if included("/" + str(root.relative_to(target)), include):
-                changes.extend(await loop.run_in_executor(
-                    executor, lambda: list(_extras(cache, target, path_parts(target, root), keep))))
+                changes.extend(
+                    await loop.run_in_executor(
+                        executor, lambda: list(_extras(cache, target, path_parts(target, root), keep))
+                    )
+                )
     return RestorePlan(snap.id, target, tuple(changes), roots, delete, frozenset(leftovers))

@@ -100,12 +100,15 @@ async def _pitr(d: _Draft, plan: Plan, snapshots: list) -> None:
     usage = await asyncio.to_thread(shutil.disk_usage, base)
     physical = [s for s in snapshots if s.source == "database" and s.metadata.get("mode") == "physical"]
     need = max((s.summary.total_bytes for s in physical), default=0)
-    d.lines.append(f"  space: {human_bytes(usage.free)} free on {base}, the newest base backup is "
-                   f"{human_bytes(need)} {'✔ enough' if usage.free > need else '✘ NOT ENOUGH'}")
+    d.lines.append(
+        f"  space: {human_bytes(usage.free)} free on {base}, the newest base backup is "
+        f"{human_bytes(need)} {'✔ enough' if usage.free > need else '✘ NOT ENOUGH'}"
+    )
     if usage.free <= need:
         d.problems.append(f"not enough space on {base}")
-    d.jobs.append(("restore", {"source": "database", "to_time": plan.to_time, "target_dir": str(data_dir),
-                               "start": True}))
+    d.jobs.append(
+        ("restore", {"source": "database", "to_time": plan.to_time, "target_dir": str(data_dir), "start": True})
+    )
 
 
 def _database(d: _Draft, plan: Plan, snap: Any, dbname: str | None) -> None:
@@ -116,29 +119,37 @@ def _database(d: _Draft, plan: Plan, snap: Any, dbname: str | None) -> None:
     force = plan.where == "original"
     if force:
         d.overwrites.append(f"database {target}" + (f" (tables {', '.join(tables)})" if tables else ""))
-    d.lines.append(f"database snapshot {snap.short_id} ({human_bytes(snap.summary.total_bytes)} dump) "
-                   f"-> database {target}" + (f", tables: {', '.join(tables)}" if tables else ""))
+    d.lines.append(
+        f"database snapshot {snap.short_id} ({human_bytes(snap.summary.total_bytes)} dump) "
+        f"-> database {target}" + (f", tables: {', '.join(tables)}" if tables else "")
+    )
     d.jobs.append(("restore", {"snapshot": snap.id, "target_db": target, "force": force, "tables": list(tables)}))
 
 
 async def _files(d: _Draft, svc: Any, plan: Plan, snap: Any) -> None:
     include = plan.selection if plan.what == "files" else ()
-    root = target_root(plan) if not (plan.what == "platform" and plan.where == "alternate") \
+    root = (
+        target_root(plan)
+        if not (plan.what == "platform" and plan.where == "alternate")
         else Path(plan.target).expanduser().resolve()
+    )
     items = await svc.ls(snap.id)
     if include:
         items = [(p, n) for p, n in items if any(p == inc or p.startswith(inc.rstrip("/") + "/") for inc in include)]
     files = [(p, n) for p, n in items if n.type == "file"]
     need = sum(n.size for _, n in files)
     hits = await asyncio.to_thread(
-        lambda: [p for p, n in items if n.type != "dir" and os.path.lexists(landing(root, p))])
+        lambda: [p for p, n in items if n.type != "dir" and os.path.lexists(landing(root, p))]
+    )
     base = nearest_existing(root)
     usage = await asyncio.to_thread(shutil.disk_usage, base)
     writable = await asyncio.to_thread(os.access, base, os.W_OK)
     d.lines.append(f"{snap.source} {snap.short_id}: {len(files)} files, {human_bytes(need)} -> {root}")
-    d.lines.append(f"  space: {human_bytes(usage.free)} free on {base} "
-                   f"{'✔ enough' if usage.free > need else '✘ NOT ENOUGH'}; "
-                   f"permission to write: {'✔ yes' if writable else '✘ NO'}")
+    d.lines.append(
+        f"  space: {human_bytes(usage.free)} free on {base} "
+        f"{'✔ enough' if usage.free > need else '✘ NOT ENOUGH'}; "
+        f"permission to write: {'✔ yes' if writable else '✘ NO'}"
+    )
     if usage.free <= need:
         d.problems.append(f"not enough space on {base}: {human_bytes(need)} needed, {human_bytes(usage.free)} free")
     if not writable:
@@ -157,8 +168,11 @@ def _finish(d: _Draft, plan: Plan, dbname: str | None) -> Preflight:
     live overwritten needs a typed word."""
     safety = ""
     if d.safety_sources:
-        safety = ("a safety backup of " + ", ".join(d.safety_sources) +
-                  " is taken first (tag: safety), so this restore can be rolled back")
+        safety = (
+            "a safety backup of "
+            + ", ".join(d.safety_sources)
+            + " is taken first (tag: safety), so this restore can be rolled back"
+        )
         d.jobs.insert(0, ("backup", {"sources": d.safety_sources, "type": "incremental", "tags": ["safety"]}))
     elif any(k == "restore" and p.get("force") for k, p in d.jobs):
         safety = "the engine commits a safety snapshot of the database before replacing it"
@@ -171,8 +185,15 @@ def _finish(d: _Draft, plan: Plan, dbname: str | None) -> Preflight:
         d.lines.append("nothing that exists will be overwritten")
     if safety:
         d.lines.append("safety: " + safety)
-    return Preflight(tuple(d.lines), tuple(d.overwrites), tuple(d.problems), safety, _confirm_word(d, plan, dbname),
-                     tuple(d.expected), tuple(d.jobs))
+    return Preflight(
+        tuple(d.lines),
+        tuple(d.overwrites),
+        tuple(d.problems),
+        safety,
+        _confirm_word(d, plan, dbname),
+        tuple(d.expected),
+        tuple(d.jobs),
+    )
 
 
 def _confirm_word(d: _Draft, plan: Plan, dbname: str | None) -> str:
@@ -221,4 +242,14 @@ async def feasibility(svc: Any, *, read_only: bool, engine_connected: bool) -> F
     return Feasibility(tuple(blockers), tuple(notes))
 
 
-__all__ = ["Feasibility", "feasibility", "PLATFORM_ALTERNATE_DB", "Plan", "Preflight", "landing", "nearest_existing", "preflight", "target_root"]
+__all__ = [
+    "Feasibility",
+    "feasibility",
+    "PLATFORM_ALTERNATE_DB",
+    "Plan",
+    "Preflight",
+    "landing",
+    "nearest_existing",
+    "preflight",
+    "target_root",
+]

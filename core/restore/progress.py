@@ -48,8 +48,12 @@ class RestoreMeter:
             if now - self.last < 0.1:
                 return
             self.last = now
-            self.loop.call_soon_threadsafe(on_progress, RestoreProgress(
-                self.base_files + files, self.files_total, self.base_bytes + nbytes, self.bytes_total, source))
+            self.loop.call_soon_threadsafe(
+                on_progress,
+                RestoreProgress(
+                    self.base_files + files, self.files_total, self.base_bytes + nbytes, self.bytes_total, source
+                ),
+            )
 
         return tell
 
@@ -59,8 +63,9 @@ class RestoreMeter:
         self.base_files += files
         self.base_bytes += nbytes
         if self.on_progress is not None:
-            self.on_progress(RestoreProgress(self.base_files, self.files_total, self.base_bytes, self.bytes_total,
-                                             source))
+            self.on_progress(
+                RestoreProgress(self.base_files, self.files_total, self.base_bytes, self.bytes_total, source)
+            )
 
 
 __all__ = ["RestoreMeter", "RestoreProgress"]

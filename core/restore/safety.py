@@ -43,15 +43,24 @@ def safety_source(source: str) -> str:
     return source if source.startswith("safety/") else f"safety/{source}"
 
 
-async def file_safety_snapshot(repo: Repository, plan: RestorePlan, snap: Snapshot, restore_id: str, *,
-                               workers: int = 2) -> Snapshot:
+async def file_safety_snapshot(
+    repo: Repository, plan: RestorePlan, snap: Snapshot, restore_id: str, *, workers: int = 2
+) -> Snapshot:
     """Commit what is now at the plan's roots (see module doc). The caller holds a lock."""
     existing = [r for r in plan.roots if os.path.lexists(r)]
-    metadata = {"safety_for": {"restore": restore_id, "snapshot": snap.id, "source": snap.source,
-                               "target": str(plan.target), "roots": [str(r) for r in plan.roots],
-                               "absent": [str(r) for r in plan.roots if r not in existing]}}
-    return await backup_paths(repo, safety_source(snap.source), existing, tags=(SAFETY_TAG,), metadata=metadata,
-                              workers=workers)
+    metadata = {
+        "safety_for": {
+            "restore": restore_id,
+            "snapshot": snap.id,
+            "source": snap.source,
+            "target": str(plan.target),
+            "roots": [str(r) for r in plan.roots],
+            "absent": [str(r) for r in plan.roots if r not in existing],
+        }
+    }
+    return await backup_paths(
+        repo, safety_source(snap.source), existing, tags=(SAFETY_TAG,), metadata=metadata, workers=workers
+    )
 
 
 def safety_for(snap: Snapshot) -> dict | None:

@@ -66,9 +66,17 @@ class ValidationResult:
         return not self.mismatches
 
     def as_dict(self) -> dict:
-        return {"ok": self.ok, "files": self.files, "bytes": self.bytes, "symlinks": self.symlinks,
-                "mismatches": list(self.mismatches), "seconds": self.seconds, "partial": self.partial,
-                "read_back": self.read_back, "method": self.method}
+        return {
+            "ok": self.ok,
+            "files": self.files,
+            "bytes": self.bytes,
+            "symlinks": self.symlinks,
+            "mismatches": list(self.mismatches),
+            "seconds": self.seconds,
+            "partial": self.partial,
+            "read_back": self.read_back,
+            "method": self.method,
+        }
 
 
 def _check_placed(cache: DirCache | None, parts: Parts, where: str, node: Node, placed: tuple[int, int]) -> str | None:
@@ -131,11 +139,18 @@ BATCH_FILES = 256
 BATCH_READ_BYTES = 8 << 20
 
 
-async def validate_restore(repo: Repository, snap: Snapshot, target: Path, *, include: tuple[str, ...] = (),
-                           executor: Executor | None = None,
-                           proven: frozenset[Path] = frozenset(),
-                           partial: frozenset[Path] = frozenset(),
-                           placed: Placed | None = None, read_back: bool = False) -> ValidationResult:
+async def validate_restore(
+    repo: Repository,
+    snap: Snapshot,
+    target: Path,
+    *,
+    include: tuple[str, ...] = (),
+    executor: Executor | None = None,
+    proven: frozenset[Path] = frozenset(),
+    partial: frozenset[Path] = frozenset(),
+    placed: Placed | None = None,
+    read_back: bool = False,
+) -> ValidationResult:
     """``proven``: files the restore's plan has just compared by content and not written
     (unchanged, or re-stamped only); they count as checked without being read again.
     ``partial``: files the restore could not write in full (already reported, with their
@@ -148,8 +163,18 @@ async def validate_restore(repo: Repository, snap: Snapshot, target: Path, *, in
     cache = DirCache(root_fd, target) if root_fd is not None else None
     checks = _Checks(repo, cache, executor, None if read_back else placed)
     try:
-        return await _validate(repo, snap, target, cache, include, checks, proven, partial, started,
-                               "read-back" if read_back else "written")
+        return await _validate(
+            repo,
+            snap,
+            target,
+            cache,
+            include,
+            checks,
+            proven,
+            partial,
+            started,
+            "read-back" if read_back else "written",
+        )
     finally:
         if cache is not None:
             cache.close()
@@ -159,8 +184,9 @@ async def validate_restore(repo: Repository, snap: Snapshot, target: Path, *, in
 class _Checks:
     """File checks gathered into batches for the worker pool, a few batches in flight."""
 
-    def __init__(self, repo: Repository, cache: DirCache | None, executor: Executor | None,
-                 placed: Placed | None) -> None:
+    def __init__(
+        self, repo: Repository, cache: DirCache | None, executor: Executor | None, placed: Placed | None
+    ) -> None:
         self.repo, self.cache, self.executor, self.placed = repo, cache, executor, placed
         self.bad: list[str] = []
         self.read_back = 0
@@ -190,8 +216,11 @@ class _Checks:
     def _run(self, batch: list[tuple[Parts, str, Node, tuple[int, int] | None]]) -> list[str]:
         found = []
         for parts, where, node, proof in batch:
-            why = (_check_placed(self.cache, parts, where, node, proof) if proof is not None
-                   else _check_file(self.repo, self.cache, parts, where, node))
+            why = (
+                _check_placed(self.cache, parts, where, node, proof)
+                if proof is not None
+                else _check_file(self.repo, self.cache, parts, where, node)
+            )
             if why:
                 found.append(why)
         return found
@@ -204,9 +233,18 @@ class _Checks:
         return self.bad
 
 
-async def _validate(repo: Repository, snap: Snapshot, target: Path, cache: DirCache | None,
-                    include: tuple[str, ...], checks: _Checks, proven: frozenset[Path],
-                    partial: frozenset[Path], started: float, method: str) -> ValidationResult:
+async def _validate(
+    repo: Repository,
+    snap: Snapshot,
+    target: Path,
+    cache: DirCache | None,
+    include: tuple[str, ...],
+    checks: _Checks,
+    proven: frozenset[Path],
+    partial: frozenset[Path],
+    started: float,
+    method: str,
+) -> ValidationResult:
     links_bad: list[str] = []
     files = size = links = skipped = 0
     ordinal = -1
@@ -237,5 +275,6 @@ async def _validate(repo: Repository, snap: Snapshot, target: Path, cache: DirCa
     bad = links_bad + await checks.done()
     if len(bad) > MAX_LISTED:
         bad = bad[:MAX_LISTED] + [f"... and {len(bad) - MAX_LISTED} more"]
-    return ValidationResult(files, size, links, tuple(bad), round(time.monotonic() - started, 3), skipped,
-                            checks.read_back, method)
+    return ValidationResult(
+        files, size, links, tuple(bad), round(time.monotonic() - started, 3), skipped, checks.read_back, method
+    )

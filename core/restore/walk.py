@@ -54,8 +54,9 @@ class _Ahead:
         self.tasks.clear()
 
 
-async def walk(repo: Repository, tree_id: bytes, prefix: tuple[bytes, ...] = ()
-               ) -> AsyncIterator[tuple[tuple[bytes, ...], Node]]:
+async def walk(
+    repo: Repository, tree_id: bytes, prefix: tuple[bytes, ...] = ()
+) -> AsyncIterator[tuple[tuple[bytes, ...], Node]]:
     """Pre-order: every node with its path components, each directory before its content."""
     ahead = _Ahead(repo)
     try:
@@ -65,8 +66,9 @@ async def walk(repo: Repository, tree_id: bytes, prefix: tuple[bytes, ...] = ()
         ahead.close()
 
 
-async def _walk(repo: Repository, ahead: _Ahead, tree_id: bytes, prefix: tuple[bytes, ...]
-                ) -> AsyncIterator[tuple[tuple[bytes, ...], Node]]:
+async def _walk(
+    repo: Repository, ahead: _Ahead, tree_id: bytes, prefix: tuple[bytes, ...]
+) -> AsyncIterator[tuple[tuple[bytes, ...], Node]]:
     tree = await repo.load_tree(tree_id)
     ahead.start(tree.nodes)
     # (path of the folder, its nodes, index of the next one, names seen)

@@ -124,27 +124,52 @@ def schedules_from_config(config: Config) -> tuple[Schedule, ...]:
     database_cron = _database_cron(config)
     if "database" in rest and database_cron is not None:
         rest = tuple(src for src in rest if src != "database")
-        defaults.append(Schedule(
-            name=_free_name(DEFAULT_DATABASE, taken), task="backup", cron=database_cron,
-            timezone=section.timezone, sources=("database",), origin="default",
-        ))
+        defaults.append(
+            Schedule(
+                name=_free_name(DEFAULT_DATABASE, taken),
+                task="backup",
+                cron=database_cron,
+                timezone=section.timezone,
+                sources=("database",),
+                origin="default",
+            )
+        )
     if rest:
-        defaults.append(Schedule(
-            name=_free_name(DEFAULT_BACKUP, taken), task="backup", cron=section.cron_expression,
-            timezone=section.timezone, sources=rest, origin="default",
-        ))
+        defaults.append(
+            Schedule(
+                name=_free_name(DEFAULT_BACKUP, taken),
+                task="backup",
+                cron=section.cron_expression,
+                timezone=section.timezone,
+                sources=rest,
+                origin="default",
+            )
+        )
     if not any(s.task == "verify" for s in explicit):
-        for name, cron, full in ((DEFAULT_VERIFY_QUICK, DEFAULT_VERIFY_QUICK_CRON, False),
-                                 (DEFAULT_VERIFY_FULL, DEFAULT_VERIFY_FULL_CRON, True)):
-            defaults.append(Schedule(
-                name=_free_name(name, taken), task="verify", cron=cron, timezone=section.timezone,
-                full=full, origin="default",
-            ))
-    for task, name, cron in (("prune", DEFAULT_PRUNE, DEFAULT_PRUNE_CRON),
-                             ("drill", DEFAULT_DRILL, DEFAULT_DRILL_CRON)):
+        for name, cron, full in (
+            (DEFAULT_VERIFY_QUICK, DEFAULT_VERIFY_QUICK_CRON, False),
+            (DEFAULT_VERIFY_FULL, DEFAULT_VERIFY_FULL_CRON, True),
+        ):
+            defaults.append(
+                Schedule(
+                    name=_free_name(name, taken),
+                    task="verify",
+                    cron=cron,
+                    timezone=section.timezone,
+                    full=full,
+                    origin="default",
+                )
+            )
+    for task, name, cron in (
+        ("prune", DEFAULT_PRUNE, DEFAULT_PRUNE_CRON),
+        ("drill", DEFAULT_DRILL, DEFAULT_DRILL_CRON),
+    ):
         if not any(s.task == task for s in explicit):
-            defaults.append(Schedule(name=_free_name(name, taken), task=task, cron=cron,
-                                     timezone=section.timezone, origin="default"))
+            defaults.append(
+                Schedule(
+                    name=_free_name(name, taken), task=task, cron=cron, timezone=section.timezone, origin="default"
+                )
+            )
     return tuple(explicit + defaults)
 
 

@@ -177,8 +177,7 @@ def _latest_at_or_before(schedule: Schedule, now: datetime) -> datetime | None:
     return found
 
 
-def due_runs(schedules: tuple[Schedule, ...], last: Mapping[str, datetime | None],
-             now: datetime) -> list[DueRun]:
+def due_runs(schedules: tuple[Schedule, ...], last: Mapping[str, datetime | None], now: datetime) -> list[DueRun]:
     """Every schedule's owed run at ``now``, earliest occurrence first."""
     runs = [run for s in schedules if (run := due_run(s, last.get(s.name), now)) is not None]
     return sorted(runs, key=lambda r: (r.occurrence, r.schedule))

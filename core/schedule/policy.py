@@ -27,8 +27,9 @@ class TypeDecision:
     per_source: dict[str, str] = field(default_factory=dict)
 
 
-def choose_type(policy: str, sources: Iterable[str], catalog: Iterable[Snapshot], *,
-                now: datetime, full_every_days: int) -> TypeDecision:
+def choose_type(
+    policy: str, sources: Iterable[str], catalog: Iterable[Snapshot], *, now: datetime, full_every_days: int
+) -> TypeDecision:
     """The type for a run of ``sources`` under ``policy`` (auto|full|incremental|differential)."""
     sources = tuple(sources)
     if policy == "full":
@@ -61,7 +62,5 @@ def choose_type(policy: str, sources: Iterable[str], catalog: Iterable[Snapshot]
         else:
             per_source[source] = f"last full {days:.1f} days ago"
     if due:
-        return TypeDecision("full", "full due: " + "; ".join(f"{src} ({per_source[src]})" for src in due),
-                            per_source)
-    return TypeDecision(otherwise, f"every source has a full backup younger than {full_every_days} days",
-                        per_source)
+        return TypeDecision("full", "full due: " + "; ".join(f"{src} ({per_source[src]})" for src in due), per_source)
+    return TypeDecision(otherwise, f"every source has a full backup younger than {full_every_days} days", per_source)

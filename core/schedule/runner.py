@@ -67,8 +67,11 @@ def job_params(schedule: Schedule, decision: TypeDecision | None = None) -> dict
     """The engine job a schedule's run becomes (core/jobs/kinds.py reads these keys)."""
     params: dict[str, Any] = {"schedule": schedule.name}
     if schedule.task == "backup":
-        params.update(type=decision.type if decision else "incremental", sources=list(schedule.sources),
-                      tags=["scheduled", f"schedule:{schedule.name}"])
+        params.update(
+            type=decision.type if decision else "incremental",
+            sources=list(schedule.sources),
+            tags=["scheduled", f"schedule:{schedule.name}"],
+        )
     elif schedule.task == "verify":
         params["full"] = schedule.full
     elif schedule.task == "copy" and schedule.locations:
@@ -85,16 +88,22 @@ def job_holds(job: Job, all_sources: Sequence[str]) -> frozenset[str]:
         out: set[str] = set()
         for name in named:
             name = str(name)
-            hits = [s for s in all_sources if s == name or s.split("/", 1)[-1] == name
-                    or s.split("/", 1)[0] == name]
+            hits = [s for s in all_sources if s == name or s.split("/", 1)[-1] == name or s.split("/", 1)[0] == name]
             out.update(f"source:{s}" for s in (hits or [name]))
         return frozenset(out)
     return frozenset({f"task:{job.kind}"})
 
 
 class Scheduler:
-    def __init__(self, config: Config, engine: EngineClient, store: ScheduleStore, *,
-                 catalog: Catalog | None = None, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        config: Config,
+        engine: EngineClient,
+        store: ScheduleStore,
+        *,
+        catalog: Catalog | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
         self.engine = engine
         self.store = store
         self.clock = clock
@@ -154,18 +163,29 @@ class Scheduler:
         if due.occurrence <= queued.occurrence:
             return []
         # Still waiting when the next occurrence arrives: one run stands for both.
-        log.info("scheduled run skipped", extra={"schedule": schedule.name,
-                                                 "occurrence": queued.occurrence.isoformat(),
-                                                 "superseded_by": due.occurrence.isoformat()})
-        skipped = await self.store.record(RunRecord(
-            schedule.name, queued.occurrence, now, queued.trigger, "skipped", missed=queued.missed,
-            detail=f"superseded by the {due.occurrence.isoformat()} run while waiting"
-                   + (f" ({queued.deferred})" if queued.deferred else ""),
-        ))
+        log.info(
+            "scheduled run skipped",
+            extra={
+                "schedule": schedule.name,
+                "occurrence": queued.occurrence.isoformat(),
+                "superseded_by": due.occurrence.isoformat(),
+            },
+        )
+        skipped = await self.store.record(
+            RunRecord(
+                schedule.name,
+                queued.occurrence,
+                now,
+                queued.trigger,
+                "skipped",
+                missed=queued.missed,
+                detail=f"superseded by the {due.occurrence.isoformat()} run while waiting"
+                + (f" ({queued.deferred})" if queued.deferred else ""),
+            )
+        )
         # due.missed counts from the last submitted occurrence, so it already includes
         # the superseded one.
-        self._queue[schedule.name] = replace(
-            queued, occurrence=due.occurrence, missed=due.missed, trigger="catch-up")
+        self._queue[schedule.name] = replace(queued, occurrence=due.occurrence, missed=due.missed, trigger="catch-up")
         return [skipped]
 
     async def _submit_queued(self, now: datetime) -> list[RunRecord]:
@@ -196,17 +216,29 @@ class Scheduler:
             if why:
                 if queued.deferred != why:
                     log.info("scheduled run deferred", extra={"schedule": schedule.name, "reason": why})
-                    records.append(await self.store.record(RunRecord(
-                        schedule.name, queued.occurrence, now, queued.trigger, "deferred",
-                        missed=queued.missed, detail=why)))
+                    records.append(
+                        await self.store.record(
+                            RunRecord(
+                                schedule.name,
+                                queued.occurrence,
+                                now,
+                                queued.trigger,
+                                "deferred",
+                                missed=queued.missed,
+                                detail=why,
+                            )
+                        )
+                    )
                     self._queue[schedule.name] = replace(queued, deferred=why)
                 continue
             try:
                 record = await self._submit(schedule, queued.occurrence, queued.trigger, queued.missed, now)
             except DaemonError as exc:
                 # The engine is stopping or not started: the run stays owed (and queued).
-                log.warning("scheduled run kept for later: the engine takes no jobs",
-                            extra={"schedule": schedule.name, "error": str(exc)})
+                log.warning(
+                    "scheduled run kept for later: the engine takes no jobs",
+                    extra={"schedule": schedule.name, "error": str(exc)},
+                )
                 break
             records.append(record)
             del self._queue[schedule.name]
@@ -227,11 +259,21 @@ class Scheduler:
         store, owner = getattr(self.engine, "store", None), getattr(self.engine, "owner", None)
         if store is not None and owner is not None and hasattr(store, "mark_orphans"):
             for job in await store.mark_orphans(owner):
-                log.warning(f"job marked {job.state.value}: its process died",
-                            extra={"job": job.id, "kind": job.kind, "reason": job.error})
+                log.warning(
+                    f"job marked {job.state.value}: its process died",
+                    extra={"job": job.id, "kind": job.kind, "reason": job.error},
+                )
 
-    async def _submit(self, schedule: Schedule, occurrence: datetime, trigger: str, missed: int,
-                      now: datetime, *, origin: str = "scheduler") -> RunRecord:
+    async def _submit(
+        self,
+        schedule: Schedule,
+        occurrence: datetime,
+        trigger: str,
+        missed: int,
+        now: datetime,
+        *,
+        origin: str = "scheduler",
+    ) -> RunRecord:
         decision: TypeDecision | None = None
         try:
             if schedule.task == "backup":
@@ -241,18 +283,46 @@ class Scheduler:
             raise
         except AxisorError as exc:
             log.error("scheduled run not submitted", extra={"schedule": schedule.name, "error": str(exc)})
-            return await self.store.record(RunRecord(
-                schedule.name, occurrence, now, trigger, "failed", missed=missed,
-                type=decision.type if decision else None, detail=f"not submitted: {exc}"))
+            return await self.store.record(
+                RunRecord(
+                    schedule.name,
+                    occurrence,
+                    now,
+                    trigger,
+                    "failed",
+                    missed=missed,
+                    type=decision.type if decision else None,
+                    detail=f"not submitted: {exc}",
+                )
+            )
         detail = decision.reason if decision else schedule.describe()
         if missed:
             detail += f"; {missed} earlier occurrence(s) missed, caught up once"
-        log.info("scheduled job submitted", extra={
-            "schedule": schedule.name, "job": job.id, "kind": job.kind, "trigger": trigger, "missed": missed,
-            "type": decision.type if decision else None, "occurrence": occurrence.isoformat()})
-        return await self.store.record(RunRecord(
-            schedule.name, occurrence, now, trigger, "submitted", job_id=job.id,
-            type=decision.type if decision else None, missed=missed, detail=detail))
+        log.info(
+            "scheduled job submitted",
+            extra={
+                "schedule": schedule.name,
+                "job": job.id,
+                "kind": job.kind,
+                "trigger": trigger,
+                "missed": missed,
+                "type": decision.type if decision else None,
+                "occurrence": occurrence.isoformat(),
+            },
+        )
+        return await self.store.record(
+            RunRecord(
+                schedule.name,
+                occurrence,
+                now,
+                trigger,
+                "submitted",
+                job_id=job.id,
+                type=decision.type if decision else None,
+                missed=missed,
+                detail=detail,
+            )
+        )
 
     async def decide_type(self, schedule: Schedule, now: datetime) -> TypeDecision:
         catalog: Sequence[Snapshot] = ()
@@ -262,8 +332,9 @@ class Scheduler:
             except AxisorError as exc:
                 # Unreadable catalog: full is the type that cannot be wrong.
                 return TypeDecision("full", f"catalog unreadable ({exc}); full is always safe")
-        return choose_type(schedule.type, schedule.sources, catalog, now=now,
-                           full_every_days=self.config.schedule.full_every_days)
+        return choose_type(
+            schedule.type, schedule.sources, catalog, now=now, full_every_days=self.config.schedule.full_every_days
+        )
 
     # -- operator actions -------------------------------------------------------------
 
@@ -339,6 +410,7 @@ class Scheduler:
 
 def service_catalog(scheduler_config: Callable[[], Config], passphrase: PassphraseSource) -> Catalog:
     """A catalog read through a short-lived BackupService with the current config."""
+
     async def read() -> Sequence[Snapshot]:
         from core.service import BackupService
 
@@ -352,8 +424,14 @@ def service_catalog(scheduler_config: Callable[[], Config], passphrase: Passphra
     return read
 
 
-async def open_scheduler(config: Config, engine: EngineClient, passphrase: PassphraseSource, *,
-                         directory: Path | None = None, clock: Clock = utc_now) -> Scheduler:
+async def open_scheduler(
+    config: Config,
+    engine: EngineClient,
+    passphrase: PassphraseSource,
+    *,
+    directory: Path | None = None,
+    clock: Clock = utc_now,
+) -> Scheduler:
     """A Scheduler on the state database (in ``directory``, else the config's state dir),
     reading the catalog of the config's repository.
 
@@ -363,8 +441,9 @@ async def open_scheduler(config: Config, engine: EngineClient, passphrase: Passp
     path = directory / DB_NAME if directory is not None else store_path(config)
     store = await ScheduleStore.open(path)
     holder: list[Scheduler] = []
-    scheduler = Scheduler(config, engine, store, clock=clock,
-                          catalog=service_catalog(lambda: holder[0].config, passphrase))
+    scheduler = Scheduler(
+        config, engine, store, clock=clock, catalog=service_catalog(lambda: holder[0].config, passphrase)
+    )
     holder.append(scheduler)
     return scheduler
 
@@ -393,22 +472,35 @@ async def owe_interrupted(config: Config, directory: Path, job: Job, now: dateti
             return f"not caught up: schedule {name} has no record of submitting job {job.id}"
         occurrence = submitted.occurrence
         if any(r.outcome == "interrupted" and r.occurrence == occurrence for r in runs):
-            return (f"not caught up again: the {occurrence.isoformat()} run of schedule {name} was already "
-                    "interrupted once; its next occurrence runs as usual")
+            return (
+                f"not caught up again: the {occurrence.isoformat()} run of schedule {name} was already "
+                "interrupted once; its next occurrence runs as usual"
+            )
         state = (await store.states()).get(name)
         if state is not None and state.paused:
             return f"not caught up: schedule {name} is paused (resuming owes no past run)"
         if state is None or state.last_occurrence is None or state.last_occurrence >= occurrence:
             await store.set_last(name, occurrence - timedelta(microseconds=1))
-        await store.record(RunRecord(
-            name, occurrence, now, submitted.trigger, "interrupted", job_id=job.id, type=submitted.type,
-            missed=submitted.missed,
-            detail=f"job {job.id} was interrupted (its daemon died); this occurrence is owed again and caught "
-                   "up once by the missed-run policy"))
+        await store.record(
+            RunRecord(
+                name,
+                occurrence,
+                now,
+                submitted.trigger,
+                "interrupted",
+                job_id=job.id,
+                type=submitted.type,
+                missed=submitted.missed,
+                detail=f"job {job.id} was interrupted (its daemon died); this occurrence is owed again and caught "
+                "up once by the missed-run policy",
+            )
+        )
     finally:
         await store.close()
-    log.info("interrupted scheduled run owed again", extra={"schedule": name, "job": job.id,
-                                                            "occurrence": occurrence.isoformat()})
+    log.info(
+        "interrupted scheduled run owed again",
+        extra={"schedule": name, "job": job.id, "occurrence": occurrence.isoformat()},
+    )
     return f"owed again by schedule {name}: the scheduler catches up its {occurrence.isoformat()} run once"
 
 
@@ -422,12 +514,12 @@ def attach_to_daemon(daemon: Any) -> None:
         return resolve_passphrase(daemon.config.storage, interactive=False)
 
     async def start() -> None:
-        scheduler = await open_scheduler(daemon.config, daemon.engine, passphrase,
-                                         directory=daemon.engine.directory)
+        scheduler = await open_scheduler(daemon.config, daemon.engine, passphrase, directory=daemon.engine.directory)
         running.append(scheduler)
         scheduler.start()
-        log.info("scheduler started", extra={"enabled": scheduler.active,
-                                             "schedules": [s.name for s in scheduler.schedules]})
+        log.info(
+            "scheduler started", extra={"enabled": scheduler.active, "schedules": [s.name for s in scheduler.schedules]}
+        )
 
     async def stop() -> None:
         while running:
@@ -441,5 +533,16 @@ def attach_to_daemon(daemon: Any) -> None:
     daemon.reload_hooks.append(reload)
 
 
-__all__ = ["Catalog", "Clock", "Queued", "Scheduler", "attach_to_daemon", "job_holds", "job_params",
-           "open_scheduler", "owe_interrupted", "service_catalog", "utc_now"]
+__all__ = [
+    "Catalog",
+    "Clock",
+    "Queued",
+    "Scheduler",
+    "attach_to_daemon",
+    "job_holds",
+    "job_params",
+    "open_scheduler",
+    "owe_interrupted",
+    "service_catalog",
+    "utc_now",
+]

@@ -83,8 +83,7 @@ class ScheduleStore(SqliteOnThread):
     async def states(self) -> dict[str, ScheduleState]:
         def run() -> dict[str, ScheduleState]:
             rows = self.db.execute("SELECT name, paused, paused_at, last_occurrence FROM schedule_state")
-            return {name: ScheduleState(name, bool(paused), _dt(at), _dt(last))
-                    for name, paused, at, last in rows}
+            return {name: ScheduleState(name, bool(paused), _dt(at), _dt(last)) for name, paused, at, last in rows}
 
         return await self._call(run)
 
@@ -104,6 +103,7 @@ class ScheduleStore(SqliteOnThread):
         Resuming also moves the last occurrence to ``at``: the runs a pause held back are
         not owed afterwards (that is what pausing means), so resume never causes a burst.
         """
+
         def run() -> bool:
             row = self.db.execute("SELECT paused FROM schedule_state WHERE name = ?", (name,)).fetchone()
             was = bool(row[0]) if row else False
@@ -130,16 +130,27 @@ class ScheduleStore(SqliteOnThread):
             cur = self.db.execute(
                 "INSERT INTO schedule_runs (schedule, occurrence, decided_at, trigger, outcome, job_id, type,"
                 " missed, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (rec.schedule, rec.occurrence.isoformat(), rec.decided_at.isoformat(), rec.trigger, rec.outcome,
-                 rec.job_id, rec.type, rec.missed, rec.detail),
+                (
+                    rec.schedule,
+                    rec.occurrence.isoformat(),
+                    rec.decided_at.isoformat(),
+                    rec.trigger,
+                    rec.outcome,
+                    rec.job_id,
+                    rec.type,
+                    rec.missed,
+                    rec.detail,
+                ),
             )
             return replace(rec, seq=int(cur.lastrowid or 0))
 
         return await self._call(run)
 
-    async def runs(self, name: str | None = None, *, limit: int = 100,
-                   outcomes: tuple[str, ...] | None = None) -> list[RunRecord]:
+    async def runs(
+        self, name: str | None = None, *, limit: int = 100, outcomes: tuple[str, ...] | None = None
+    ) -> list[RunRecord]:
         """Newest first."""
+
         def run() -> list[RunRecord]:
             where, args = [], []
             if name is not None:
@@ -148,14 +159,30 @@ class ScheduleStore(SqliteOnThread):
             if outcomes:
                 where.append(f"outcome IN ({', '.join('?' * len(outcomes))})")
                 args.extend(outcomes)
-            sql = ("SELECT seq, schedule, occurrence, decided_at, trigger, outcome, job_id, type, missed, detail"
-                   " FROM schedule_runs" + (f" WHERE {' AND '.join(where)}" if where else "")
-                   + " ORDER BY seq DESC LIMIT ?")
+            sql = (
+                "SELECT seq, schedule, occurrence, decided_at, trigger, outcome, job_id, type, missed, detail"
+                " FROM schedule_runs"
+                + (f" WHERE {' AND '.join(where)}" if where else "")
+                + " ORDER BY seq DESC LIMIT ?"
+            )
             out = []
             for seq, sched, occ, decided, trig, outcome, job, typ, missed, detail in self.db.execute(
-                    sql, (*args, limit)):
-                out.append(RunRecord(sched, datetime.fromisoformat(occ), datetime.fromisoformat(decided), trig,
-                                     outcome, job, typ, missed, detail, seq))
+                sql, (*args, limit)
+            ):
+                out.append(
+                    RunRecord(
+                        sched,
+                        datetime.fromisoformat(occ),
+                        datetime.fromisoformat(decided),
+                        trig,
+                        outcome,
+                        job,
+                        typ,
+                        missed,
+                        detail,
+                        seq,
+                    )
+                )
             return out
 
         return await self._call(run)

@@ -45,14 +45,21 @@ class BackupService(Session):
 
     # -- backup -------------------------------------------------------------------------
 
-    async def backup(self, *, kind: str = "incremental", sources: list[str] | None = None,
-                     tags: tuple[str, ...] = (),
-                     on_progress: Callable[[str, ArchiveStats], None] | None = None,
-                     copy: bool = True, totals: dict | None = None) -> BackupResult:
+    async def backup(
+        self,
+        *,
+        kind: str = "incremental",
+        sources: list[str] | None = None,
+        tags: tuple[str, ...] = (),
+        on_progress: Callable[[str, ArchiveStats], None] | None = None,
+        copy: bool = True,
+        totals: dict | None = None,
+    ) -> BackupResult:
         """``totals``: when given (an empty dict), filled with each file source's forecast
         for progress (core/backup/run.py: ``run_backup``)."""
-        return await _backup.backup(self, kind=kind, sources=sources, tags=tags, on_progress=on_progress,
-                                    copy=copy, totals=totals)
+        return await _backup.backup(
+            self, kind=kind, sources=sources, tags=tags, on_progress=on_progress, copy=copy, totals=totals
+        )
 
     # -- locations: copies, one catalog, monitoring (core/locations) -------------------
 
@@ -65,8 +72,9 @@ class BackupService(Session):
         to it, and return the choice (core.locations.ops.RestoreChoice) with skipped locations."""
         return await _locations.choose_location(self, refs, source, prefer=prefer)
 
-    async def copy(self, to: str, refs: list[str] | None = None, *, source: str | None = None,
-                   on_progress: Callable | None = None):
+    async def copy(
+        self, to: str, refs: list[str] | None = None, *, source: str | None = None, on_progress: Callable | None = None
+    ):
         """Copy snapshots (default: all that ``to`` lacks) to location ``to`` (CopyResult)."""
         return await _locations.copy(self, to, refs, source=source, on_progress=on_progress)
 
@@ -91,8 +99,7 @@ class BackupService(Session):
     async def snapshots(self) -> tuple[list[Snapshot], list[AxisorError]]:
         return await _catalog.snapshots(self)
 
-    async def resolve(self, refs: list[str], source: str | None = None, *,
-                      load_index: bool = True) -> list[Snapshot]:
+    async def resolve(self, refs: list[str], source: str | None = None, *, load_index: bool = True) -> list[Snapshot]:
         """Snapshot references -> snapshots. Bare ``latest`` means the newest backup set."""
         return await _catalog.resolve(self, refs, source, load_index=load_index)
 
@@ -110,51 +117,107 @@ class BackupService(Session):
     async def restore_files(self, snap: Snapshot, target: Path, **options) -> RestoreOutcome:
         return await _restore.restore_files(self, snap, target, **options)
 
-    async def restore_many(self, snaps: list[Snapshot], target: Path, *, include: tuple[str, ...] = (),
-                           delete: bool = False, dry_run: bool = False, validate: bool = True,
-                           safety: bool = True, restore_id: str | None = None,
-                           options: RestoreOptions | None = None,
-                           on_progress: Callable[[RestoreProgress], None] | None = None) -> list[RestoreOutcome]:
+    async def restore_many(
+        self,
+        snaps: list[Snapshot],
+        target: Path,
+        *,
+        include: tuple[str, ...] = (),
+        delete: bool = False,
+        dry_run: bool = False,
+        validate: bool = True,
+        safety: bool = True,
+        restore_id: str | None = None,
+        options: RestoreOptions | None = None,
+        on_progress: Callable[[RestoreProgress], None] | None = None,
+    ) -> list[RestoreOutcome]:
         """Plan, safety-backup what would change, restore only what differs, validate
         (core/service/restore.py)."""
-        return await _restore.restore_many(self, snaps, target, include=include, delete=delete, dry_run=dry_run,
-                                           validate=validate, safety=safety, restore_id=restore_id,
-                                           options=options, on_progress=on_progress)
+        return await _restore.restore_many(
+            self,
+            snaps,
+            target,
+            include=include,
+            delete=delete,
+            dry_run=dry_run,
+            validate=validate,
+            safety=safety,
+            restore_id=restore_id,
+            options=options,
+            on_progress=on_progress,
+        )
 
     async def rollback(self, restore_id: str) -> list[RestoreOutcome | object]:
         """Put back what restore ``restore_id`` changed, from its safety snapshots."""
         return await _restore.rollback(self, restore_id)
 
-    async def plan_database_restore(self, snap: Snapshot, target_db: str, *, force: bool = False,
-                                    tables: tuple[str, ...] = (), schemas: tuple[str, ...] = (),
-                                    roles: bool = False) -> dict:
+    async def plan_database_restore(
+        self,
+        snap: Snapshot,
+        target_db: str,
+        *,
+        force: bool = False,
+        tables: tuple[str, ...] = (),
+        schemas: tuple[str, ...] = (),
+        roles: bool = False,
+    ) -> dict:
         """``restore --target-db --dry-run``: what the restore would do, changing nothing."""
-        return await _restore.plan_database_restore(self, snap, target_db, force=force, tables=tables,
-                                                    schemas=schemas, roles=roles)
+        return await _restore.plan_database_restore(
+            self, snap, target_db, force=force, tables=tables, schemas=schemas, roles=roles
+        )
 
-    async def restore_database(self, snap: Snapshot, target_db: str, *, force: bool = False,
-                               tables: tuple[str, ...] = (), schemas: tuple[str, ...] = (),
-                               restore_id: str | None = None, roles: bool = False):
+    async def restore_database(
+        self,
+        snap: Snapshot,
+        target_db: str,
+        *,
+        force: bool = False,
+        tables: tuple[str, ...] = (),
+        schemas: tuple[str, ...] = (),
+        restore_id: str | None = None,
+        roles: bool = False,
+    ):
         """Restore a logical database snapshot into ``target_db``, validated; ``force``
         replaces a non-empty database after a safety snapshot (core/service/restore.py)."""
-        return await _restore.restore_database(self, snap, target_db, force=force, tables=tables, schemas=schemas,
-                                               restore_id=restore_id, roles=roles)
+        return await _restore.restore_database(
+            self, snap, target_db, force=force, tables=tables, schemas=schemas, restore_id=restore_id, roles=roles
+        )
 
-    async def restore_database_pitr(self, target_time, target_dir: Path, *, config_path: Path,
-                                    snapshot: Snapshot | None = None, start: bool = False,
-                                    port: int | None = None, os_user: str | None = None,
-                                    timeout: float = 900, on_phase: Callable[[str], None] | None = None,
-                                    wal_from: str | None = None):
+    async def restore_database_pitr(
+        self,
+        target_time,
+        target_dir: Path,
+        *,
+        config_path: Path,
+        snapshot: Snapshot | None = None,
+        start: bool = False,
+        port: int | None = None,
+        os_user: str | None = None,
+        timeout: float = 900,
+        on_phase: Callable[[str], None] | None = None,
+        wal_from: str | None = None,
+    ):
         """Point-in-time recovery into a new data directory (core.sources.postgres.pitr)."""
-        return await _restore.restore_database_pitr(self, target_time, target_dir, config_path=config_path,
-                                                    snapshot=snapshot, start=start, port=port, os_user=os_user,
-                                                    timeout=timeout, on_phase=on_phase, wal_from=wal_from)
+        return await _restore.restore_database_pitr(
+            self,
+            target_time,
+            target_dir,
+            config_path=config_path,
+            snapshot=snapshot,
+            start=start,
+            port=port,
+            os_user=os_user,
+            timeout=timeout,
+            on_phase=on_phase,
+            wal_from=wal_from,
+        )
 
     async def recovery_window(self):
         return await _restore.recovery_window(self)
 
-    async def verify(self, *, full: bool = False, snapshot_refs: list[str] | None = None,
-                     on_progress: Callable | None = None) -> VerifyReport:
+    async def verify(
+        self, *, full: bool = False, snapshot_refs: list[str] | None = None, on_progress: Callable | None = None
+    ) -> VerifyReport:
         return await _maintenance.verify(self, full=full, snapshot_refs=snapshot_refs, on_progress=on_progress)
 
     # -- retention and prune ----------------------------------------------------------
@@ -165,18 +228,34 @@ class BackupService(Session):
         ``now`` (an aware datetime) is for tests and planning."""
         return await _maintenance.prune(self, dry_run=dry_run, now=now, on_progress=on_progress, location=location)
 
-    async def repair_index(self, *, location: str | None = None, dry_run: bool = False,
-                           packs: list[str] | None = None, read_all: bool = False, on_progress=None):
+    async def repair_index(
+        self,
+        *,
+        location: str | None = None,
+        dry_run: bool = False,
+        packs: list[str] | None = None,
+        read_all: bool = False,
+        on_progress=None,
+    ):
         """`repair index` (``packs`` None, ``read_all`` False) or `repair packs` at one
         location: core.repair.index.rebuild (RebuildReport)."""
-        return await _maintenance.repair_index(self, location=location, dry_run=dry_run, packs=packs,
-                                               read_all=read_all, on_progress=on_progress)
+        return await _maintenance.repair_index(
+            self, location=location, dry_run=dry_run, packs=packs, read_all=read_all, on_progress=on_progress
+        )
 
-    async def repair_snapshots(self, refs: list[str] | None = None, *, location: str | None = None,
-                               dry_run: bool = False, truncate: bool = False, on_progress=None):
+    async def repair_snapshots(
+        self,
+        refs: list[str] | None = None,
+        *,
+        location: str | None = None,
+        dry_run: bool = False,
+        truncate: bool = False,
+        on_progress=None,
+    ):
         """`repair snapshots` at one location (core.repair.snapshots.SnapshotRepairReport)."""
-        return await _maintenance.repair_snapshots(self, refs, location=location, dry_run=dry_run,
-                                                   truncate=truncate, on_progress=on_progress)
+        return await _maintenance.repair_snapshots(
+            self, refs, location=location, dry_run=dry_run, truncate=truncate, on_progress=on_progress
+        )
 
     async def forget(self, refs: list[str]) -> list[str]:
         """Delete the named snapshot manifests (ids or unique prefixes); prune frees their data."""

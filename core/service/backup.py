@@ -17,10 +17,16 @@ from core.service.locations import copy_after_backup
 from core.service.session import Session
 
 
-async def backup(session: Session, *, kind: str = "incremental", sources: list[str] | None = None,
-                 tags: tuple[str, ...] = (),
-                 on_progress: Callable[[str, ArchiveStats], None] | None = None,
-                 copy: bool = True, totals: dict | None = None) -> BackupResult:
+async def backup(
+    session: Session,
+    *,
+    kind: str = "incremental",
+    sources: list[str] | None = None,
+    tags: tuple[str, ...] = (),
+    on_progress: Callable[[str, ArchiveStats], None] | None = None,
+    copy: bool = True,
+    totals: dict | None = None,
+) -> BackupResult:
     """``totals``: when given (an empty dict), filled with each file source's forecast
     for progress (core/backup/run.py: ``run_backup``)."""
     config = session.config
@@ -40,9 +46,17 @@ async def backup(session: Session, *, kind: str = "incremental", sources: list[s
         repo = await session.repository(load_index=False)
         if preload is not None:
             await preload
-        result = await run_backup(repo, specs, kind=kind, tags=tags, workers=session.workers,
-                                  on_progress=on_progress, database=_database_take(database, dump),
-                                  stall_timeout=config.engine.stall_timeout_seconds, totals=totals)
+        result = await run_backup(
+            repo,
+            specs,
+            kind=kind,
+            tags=tags,
+            workers=session.workers,
+            on_progress=on_progress,
+            database=_database_take(database, dump),
+            stall_timeout=config.engine.stall_timeout_seconds,
+            totals=totals,
+        )
     except AxisorError:
         if other_user:
             session.note(f"warning: {other_user}")  # it may be why this failed
@@ -61,8 +75,10 @@ def chosen_sources(config: Config, sources: list[str] | None) -> tuple[list[Sour
     specs = list(config.sources())
     database = config.database if config.database.enabled else None
     if not specs and database is None:
-        raise UsageError("no sources are configured: list paths under [application] or [configuration], "
-                         "or set [database] enabled = true")
+        raise UsageError(
+            "no sources are configured: list paths under [application] or [configuration], "
+            "or set [database] enabled = true"
+        )
     if not sources:
         return specs, database
     try:

@@ -16,8 +16,9 @@ async def snapshots(session: Session) -> tuple[list[Snapshot], list[AxisorError]
     return snaps, list(damaged)
 
 
-async def resolve(session: Session, refs: list[str], source: str | None = None, *,
-                  load_index: bool = True) -> list[Snapshot]:
+async def resolve(
+    session: Session, refs: list[str], source: str | None = None, *, load_index: bool = True
+) -> list[Snapshot]:
     """Snapshot references -> snapshots. Bare ``latest`` means the newest backup set."""
     repo = await session.repository(load_index=load_index)
     return await repo.resolve_refs(refs, source)

@@ -39,8 +39,9 @@ async def init(session: Session, *, allow_weak: bool = False) -> Repository:
 async def keys(session: Session) -> list[KeyInfo]:
     repo = await session.repository(load_index=False)
     current = repo.key.id if repo.key else ""
-    return [KeyInfo(k.id, k.created, k.host, k.user, k.id == current)
-            for k in await keyfiles.list_keys(session.backend)]
+    return [
+        KeyInfo(k.id, k.created, k.host, k.user, k.id == current) for k in await keyfiles.list_keys(session.backend)
+    ]
 
 
 async def add_key(session: Session, new_passphrase: str, *, allow_weak: bool = False) -> KeyInfo:

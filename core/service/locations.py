@@ -24,8 +24,7 @@ async def use_location(session: Session, name: str) -> None:
     session.use(await sites.repository(name), sites.backend(name), name)
 
 
-async def choose_location(session: Session, refs: list[str], source: str | None = None, *,
-                          prefer: str | None = None):
+async def choose_location(session: Session, refs: list[str], source: str | None = None, *, prefer: str | None = None):
     """Pick where a restore reads from (primary first; ``prefer`` alone when given), switch
     to it, and return the choice (core.locations.ops.RestoreChoice) with skipped locations."""
     choice = await session.location_ops().choose(refs, source, prefer=prefer)
@@ -33,8 +32,14 @@ async def choose_location(session: Session, refs: list[str], source: str | None 
     return choice
 
 
-async def copy(session: Session, to: str, refs: list[str] | None = None, *, source: str | None = None,
-               on_progress: Callable | None = None):
+async def copy(
+    session: Session,
+    to: str,
+    refs: list[str] | None = None,
+    *,
+    source: str | None = None,
+    on_progress: Callable | None = None,
+):
     """Copy snapshots (default: all that ``to`` lacks) to location ``to`` (CopyResult)."""
     from core.locations.sites import PRIMARY_NAME
 
@@ -90,5 +95,13 @@ async def copy_after_backup(session: Session, result: BackupResult) -> BackupRes
     return replace(result, copies=tuple(await ops.catch_up(new=new)))
 
 
-__all__ = ["catalog", "catch_up", "choose_location", "copy", "copy_after_backup", "location_names", "locations",
-           "use_location"]
+__all__ = [
+    "catalog",
+    "catch_up",
+    "choose_location",
+    "copy",
+    "copy_after_backup",
+    "location_names",
+    "locations",
+    "use_location",
+]

@@ -11,8 +11,9 @@ from core.service.session import Session
 from core.verify import VerifyReport, verify as verify_repository
 
 
-async def verify(session: Session, *, full: bool = False, snapshot_refs: list[str] | None = None,
-                 on_progress: Callable | None = None) -> VerifyReport:
+async def verify(
+    session: Session, *, full: bool = False, snapshot_refs: list[str] | None = None, on_progress: Callable | None = None
+) -> VerifyReport:
     # Verify must open a repository whose index is damaged, to report it.
     repo = await session.repository(load_index=False)
     ids: list[str] | None = None
@@ -28,8 +29,7 @@ async def verify(session: Session, *, full: bool = False, snapshot_refs: list[st
         return await verify_repository(repo, full=full, snapshot_ids=ids, on_progress=on_progress)
 
 
-async def prune(session: Session, *, dry_run: bool = False, now=None, on_progress=None,
-                location: str | None = None):
+async def prune(session: Session, *, dry_run: bool = False, now=None, on_progress=None, location: str | None = None):
     """Apply [retention] to one location (default: the primary) and remove its unused
     data (core.maintenance.prune.PruneReport). ``on_progress(phase, done, total)``;
     ``now`` (an aware datetime) is for tests and planning."""
@@ -39,13 +39,25 @@ async def prune(session: Session, *, dry_run: bool = False, now=None, on_progres
     from core.maintenance.retention import policies_from_config
 
     repo = await session.location_repo(location)
-    return await prune_repository(repo, policies_from_config(session.config), now=now,
-                                  tz=ZoneInfo(session.config.schedule.timezone), dry_run=dry_run,
-                                  on_progress=on_progress)
+    return await prune_repository(
+        repo,
+        policies_from_config(session.config),
+        now=now,
+        tz=ZoneInfo(session.config.schedule.timezone),
+        dry_run=dry_run,
+        on_progress=on_progress,
+    )
 
 
-async def repair_index(session: Session, *, location: str | None = None, dry_run: bool = False,
-                       packs: list[str] | None = None, read_all: bool = False, on_progress=None):
+async def repair_index(
+    session: Session,
+    *,
+    location: str | None = None,
+    dry_run: bool = False,
+    packs: list[str] | None = None,
+    read_all: bool = False,
+    on_progress=None,
+):
     """`repair index` (``packs`` None, ``read_all`` False) or `repair packs` at one
     location: core.repair.index.rebuild (RebuildReport)."""
     from core.repair import rebuild
@@ -54,22 +66,34 @@ async def repair_index(session: Session, *, location: str | None = None, dry_run
     repo = await session.location_repo(location)
     check: set[bytes] | Literal["all"] | None = "all" if read_all else None
     if packs:
-        names = [info.key.rsplit("/", 1)[-1] async for info in repo.backend.list(f"{DATA}/")
-                 if pack_id_from_key(info.key) is not None]
+        names = [
+            info.key.rsplit("/", 1)[-1]
+            async for info in repo.backend.list(f"{DATA}/")
+            if pack_id_from_key(info.key) is not None
+        ]
         chosen: set[bytes] = set()
         for ref in packs:
             ref = ref.rsplit("/", 1)[-1].lower()
             matches = [n for n in names if n.startswith(ref)]
             if len(matches) != 1:
-                raise UsageError(f"pack {ref!r} matches {len(matches)} packs in {repo.backend.location}; "
-                                 "give more of its name (`axisor-backup verify --full` names damaged packs)")
+                raise UsageError(
+                    f"pack {ref!r} matches {len(matches)} packs in {repo.backend.location}; "
+                    "give more of its name (`axisor-backup verify --full` names damaged packs)"
+                )
             chosen.add(bytes.fromhex(matches[0]))
         check = chosen
     return await rebuild(repo, dry_run=dry_run, check=check, on_progress=on_progress)
 
 
-async def repair_snapshots(session: Session, refs: list[str] | None = None, *, location: str | None = None,
-                           dry_run: bool = False, truncate: bool = False, on_progress=None):
+async def repair_snapshots(
+    session: Session,
+    refs: list[str] | None = None,
+    *,
+    location: str | None = None,
+    dry_run: bool = False,
+    truncate: bool = False,
+    on_progress=None,
+):
     """`repair snapshots` at one location (core.repair.snapshots.SnapshotRepairReport)."""
     from core.repair import repair_snapshots as repair
 

@@ -45,20 +45,41 @@ class RestoreOutcome:
     def as_dict(self, *, changes: bool = False) -> dict:
         """The outcome for --json and job records; ``changes``: every path the plan would
         touch (all but the unchanged ones)."""
-        d: dict = {"snapshot": self.snapshot.id, "source": self.snapshot.source, "plan": self.plan.counts(),
-                   "safety_snapshot": self.safety_snapshot.id if self.safety_snapshot else None,
-                   "validation": self.validation.as_dict() if self.validation else None}
+        d: dict = {
+            "snapshot": self.snapshot.id,
+            "source": self.snapshot.source,
+            "plan": self.plan.counts(),
+            "safety_snapshot": self.safety_snapshot.id if self.safety_snapshot else None,
+            "validation": self.validation.as_dict() if self.validation else None,
+        }
         if changes:
-            d["changes"] = [{"path": str(c.path), "action": c.action, "kind": c.kind, "reason": c.reason}
-                            for c in self.plan.changes if c.action != "unchanged"]
+            d["changes"] = [
+                {"path": str(c.path), "action": c.action, "kind": c.kind, "reason": c.reason}
+                for c in self.plan.changes
+                if c.action != "unchanged"
+            ]
         if self.stats is not None:
             st = self.stats
-            d.update(files=st.files, dirs=st.dirs, symlinks=st.symlinks, hardlinks=st.hardlinks, special=st.special,
-                     bytes=st.bytes, unchanged=st.unchanged, metadata=st.metadata, removed=st.removed,
-                     warnings=st.warnings_listed(), warning_count=st.warning_count,
-                     privileges_stripped=st.stripped_listed(), privileges_stripped_count=st.stripped_count,
-                     partial=[p.as_dict() for p in st.partial], partial_count=st.partial_count,
-                     partial_cleared=st.partial_cleared, notes=list(self.notes), durable=self.durable)
+            d.update(
+                files=st.files,
+                dirs=st.dirs,
+                symlinks=st.symlinks,
+                hardlinks=st.hardlinks,
+                special=st.special,
+                bytes=st.bytes,
+                unchanged=st.unchanged,
+                metadata=st.metadata,
+                removed=st.removed,
+                warnings=st.warnings_listed(),
+                warning_count=st.warning_count,
+                privileges_stripped=st.stripped_listed(),
+                privileges_stripped_count=st.stripped_count,
+                partial=[p.as_dict() for p in st.partial],
+                partial_count=st.partial_count,
+                partial_cleared=st.partial_cleared,
+                notes=list(self.notes),
+                durable=self.durable,
+            )
         return d
 
 
@@ -75,11 +96,20 @@ async def restore_files(session: Session, snap: Snapshot, target: Path, **option
     return (await restore_many(session, [snap], target, **options))[0]
 
 
-async def restore_many(session: Session, snaps: list[Snapshot], target: Path, *, include: tuple[str, ...] = (),
-                       delete: bool = False, dry_run: bool = False, validate: bool = True,
-                       safety: bool = True, restore_id: str | None = None,
-                       options: RestoreOptions | None = None,
-                       on_progress: Callable[[RestoreProgress], None] | None = None) -> list[RestoreOutcome]:
+async def restore_many(
+    session: Session,
+    snaps: list[Snapshot],
+    target: Path,
+    *,
+    include: tuple[str, ...] = (),
+    delete: bool = False,
+    dry_run: bool = False,
+    validate: bool = True,
+    safety: bool = True,
+    restore_id: str | None = None,
+    options: RestoreOptions | None = None,
+    on_progress: Callable[[RestoreProgress], None] | None = None,
+) -> list[RestoreOutcome]:
     """Plan, safety-backup what would change, restore only what differs, validate.
 
     ``dry_run`` stops after the plans. When any snapshot's restore would overwrite,
@@ -97,36 +127,62 @@ async def restore_many(session: Session, snaps: list[Snapshot], target: Path, *,
     repo = await session.repository(load_index=False)
     async with session.read_lock("restore"):
         await repo.load_index()
-        plans = [await plan_restore(repo, s, target, include=include, delete=delete, executor=session.executor,
-                                    options=options)
-                 for s in snaps]
+        plans = [
+            await plan_restore(
+                repo, s, target, include=include, delete=delete, executor=session.executor, options=options
+            )
+            for s in snaps
+        ]
         if dry_run:
             return [RestoreOutcome(rid, s, p) for s, p in zip(snaps, plans)]
         conflicts = [c for p in plans for c in p.of("conflict")]
         if conflicts:
             listed = "; ".join(f"{shown(str(c.path))} ({c.reason})" for c in conflicts[:5])
-            raise RestoreRefused(f"{len(conflicts)} paths in {plans[0].target} are in the way: {listed}"
-                                 f"{' ...' if len(conflicts) > 5 else ''}; move them away (or restore "
-                                 "with --delete into the folder above) and retry")
+            raise RestoreRefused(
+                f"{len(conflicts)} paths in {plans[0].target} are in the way: {listed}"
+                f"{' ...' if len(conflicts) > 5 else ''}; move them away (or restore "
+                "with --delete into the folder above) and retry"
+            )
         safeties: list[Snapshot | None] = [None] * len(snaps)
         if safety and any(p.touches_existing for p in plans) and session.lockless:
-            refuse_safety_without_lock(session, f"would change files that exist in {shown(str(target))}",
-                                       "restore into a new or empty folder")
+            refuse_safety_without_lock(
+                session, f"would change files that exist in {shown(str(target))}", "restore into a new or empty folder"
+            )
         if safety and any(p.touches_existing for p in plans):
-            safeties = [await file_safety_snapshot(repo, p, s, rid, workers=session.workers)
-                        for s, p in zip(snaps, plans)]
+            safeties = [
+                await file_safety_snapshot(repo, p, s, rid, workers=session.workers) for s, p in zip(snaps, plans)
+            ]
         outcomes = []
         meter = RestoreMeter(plans, on_progress)
         for s, p, safe in zip(snaps, plans, safeties):
-            stats = await FileRestorer(repo, target, include=include, executor=session.executor,
-                                       actions=p.action_for(), removals=[c.path for c in p.of("remove")],
-                                       options=options, leftovers=p.leftovers,
-                                       on_written=meter.written(s.source)).restore(s)
+            stats = await FileRestorer(
+                repo,
+                target,
+                include=include,
+                executor=session.executor,
+                actions=p.action_for(),
+                removals=[c.path for c in p.of("remove")],
+                options=options,
+                leftovers=p.leftovers,
+                on_written=meter.written(s.source),
+            ).restore(s)
             meter.finished(stats.files, stats.bytes, s.source)
             partial = frozenset(pf.dest for pf in stats.partial)
-            check = await validate_restore(repo, s, target, include=include, executor=session.executor,
-                                           proven=p.content_proven(), partial=partial, placed=stats.placed,
-                                           read_back=bool(options and options.read_back)) if validate else None
+            check = (
+                await validate_restore(
+                    repo,
+                    s,
+                    target,
+                    include=include,
+                    executor=session.executor,
+                    proven=p.content_proven(),
+                    partial=partial,
+                    placed=stats.placed,
+                    read_back=bool(options and options.read_back),
+                )
+                if validate
+                else None
+            )
             outcomes.append(RestoreOutcome(rid, s, p, stats, safe, check, session.location))
         if options is None or options.fsync:
             from core.restore.durable import flush_filesystem
@@ -165,11 +221,9 @@ def refuse_safety_without_lock(session: Session, change: str, instead: str) -> N
     (what `rollback` puts back): that is a write, and a write needs a lock."""
     what = f"this restore {change}, and the safety snapshot that lets `rollback` undo that"
     if session.no_lock:
-        raise UsageError(f"{what} is written into the repository, which needs a lock: drop --no-lock, "
-                         f"or {instead}")
+        raise UsageError(f"{what} is written into the repository, which needs a lock: drop --no-lock, or {instead}")
     if session.lockless_lock is not None:  # a writer stops at a lock it cannot read (exit 5)
-        raise LockUnreadable(session.lockless_lock.location, session.lockless_lock.key,
-                             session.lockless_lock.reason)
+        raise LockUnreadable(session.lockless_lock.location, session.lockless_lock.key, session.lockless_lock.reason)
     if session.lockless_full:  # a full disk is exit 10 wherever it is met, not "read-only" (24)
         raise StorageFull(f"{what} cannot be written: {session.lockless_reason}; free space there, or {instead}")
     raise StorageReadOnly(f"{what} cannot be written: {session.lockless_reason}; {instead}")
@@ -182,9 +236,11 @@ async def rollback(session: Session, restore_id: str) -> list[RestoreOutcome | o
     snaps, _ = await snapshots(session)
     found = find_safety(snaps, restore_id)
     if not found:
-        raise SnapshotNotFound(f"no safety snapshot belongs to a restore {restore_id!r}: the restore overwrote "
-                               "nothing (so there is nothing to roll back), or the id is wrong (it is printed "
-                               "by restore, and kept in the job record)")
+        raise SnapshotNotFound(
+            f"no safety snapshot belongs to a restore {restore_id!r}: the restore overwrote "
+            "nothing (so there is nothing to roll back), or the id is wrong (it is printed "
+            "by restore, and kept in the job record)"
+        )
     ids = {str((safety_for(s) or {}).get("restore")) for s in found}
     if len(ids) > 1:
         raise UsageError(f"{restore_id!r} matches several restores: {', '.join(sorted(ids))}")
@@ -198,17 +254,25 @@ async def rollback(session: Session, restore_id: str) -> list[RestoreOutcome | o
             results.append(await restore_database(session, s, target, force=True))
             continue
         # Put back exactly what was there, privileges too (as root: only root can set them).
-        outcome = await restore_files(session, s, Path("/"), delete=True, options=RestoreOptions(
-            preserve_privileges=os.geteuid() == 0))
+        outcome = await restore_files(
+            session, s, Path("/"), delete=True, options=RestoreOptions(preserve_privileges=os.geteuid() == 0)
+        )
         for root in absent_roots(s):
             remove_root(root)
         results.append(outcome)
     return results
 
 
-async def plan_database_restore(session: Session, snap: Snapshot, target_db: str, *, force: bool = False,
-                                tables: tuple[str, ...] = (), schemas: tuple[str, ...] = (),
-                                roles: bool = False) -> dict:
+async def plan_database_restore(
+    session: Session,
+    snap: Snapshot,
+    target_db: str,
+    *,
+    force: bool = False,
+    tables: tuple[str, ...] = (),
+    schemas: tuple[str, ...] = (),
+    roles: bool = False,
+) -> dict:
     """``restore --target-db --dry-run``: what the restore would do, changing nothing."""
     from core.sources.postgres.connection import PgTarget
     from core.sources.postgres.logical import plan_logical_restore, preview_carry, snapshot_layout
@@ -225,9 +289,17 @@ async def plan_database_restore(session: Session, snap: Snapshot, target_db: str
     return plan
 
 
-async def restore_database(session: Session, snap: Snapshot, target_db: str, *, force: bool = False,
-                           tables: tuple[str, ...] = (), schemas: tuple[str, ...] = (),
-                           restore_id: str | None = None, roles: bool = False):
+async def restore_database(
+    session: Session,
+    snap: Snapshot,
+    target_db: str,
+    *,
+    force: bool = False,
+    tables: tuple[str, ...] = (),
+    schemas: tuple[str, ...] = (),
+    restore_id: str | None = None,
+    roles: bool = False,
+):
     """Restore a logical database snapshot (or only ``tables``/``schemas`` of it) into
     ``target_db`` (a URL, conninfo, or a database name on the configured server) and
     validate its row counts and checksums; returns the report. ``force`` replaces a
@@ -236,38 +308,69 @@ async def restore_database(session: Session, snap: Snapshot, target_db: str, *, 
     from core.sources.postgres.logical import restore_logical
 
     if (snap.metadata or {}).get("mode") == "physical":
-        raise UsageError(f"snapshot {snap.short_id} is a physical base backup: restore it with "
-                         "--to-time TIMESTAMP --target-dir DIR (point-in-time recovery), not --target-db")
+        raise UsageError(
+            f"snapshot {snap.short_id} is a physical base backup: restore it with "
+            "--to-time TIMESTAMP --target-dir DIR (point-in-time recovery), not --target-db"
+        )
     fallback = PgTarget.from_config(session.config.database)
     target = PgTarget.from_url(target_db, fallback)
     repo = await session.repository(load_index=False)
     async with session.read_lock("restore"):
         if force and session.lockless:  # replacing a database commits its safety snapshot first
-            refuse_safety_without_lock(session, "would replace a database's contents (--force)",
-                                       "restore into a new database")
+            refuse_safety_without_lock(
+                session, "would replace a database's contents (--force)", "restore into a new database"
+            )
         await repo.load_index()
         from core.restore.safety import new_restore_id
 
-        return await restore_logical(repo, snap, target, pg_bin_dir=session.config.database.pg_bin_dir,
-                                     force=force, tables=tables, schemas=schemas,
-                                     db=session.config.database, restore_id=restore_id or new_restore_id(),
-                                     roles=roles)
+        return await restore_logical(
+            repo,
+            snap,
+            target,
+            pg_bin_dir=session.config.database.pg_bin_dir,
+            force=force,
+            tables=tables,
+            schemas=schemas,
+            db=session.config.database,
+            restore_id=restore_id or new_restore_id(),
+            roles=roles,
+        )
 
 
-async def restore_database_pitr(session: Session, target_time, target_dir: Path, *, config_path: Path,
-                                snapshot: Snapshot | None = None, start: bool = False,
-                                port: int | None = None, os_user: str | None = None,
-                                timeout: float = 900, on_phase: Callable[[str], None] | None = None,
-                                wal_from: str | None = None):
+async def restore_database_pitr(
+    session: Session,
+    target_time,
+    target_dir: Path,
+    *,
+    config_path: Path,
+    snapshot: Snapshot | None = None,
+    start: bool = False,
+    port: int | None = None,
+    os_user: str | None = None,
+    timeout: float = 900,
+    on_phase: Callable[[str], None] | None = None,
+    wal_from: str | None = None,
+):
     """Point-in-time recovery into a new data directory (core.sources.postgres.pitr)."""
     from core.sources.postgres.pitr import restore_pitr
 
     repo = await session.repository(load_index=False)
     async with session.read_lock("restore"):
         await repo.load_index()
-        return await restore_pitr(repo, session.config, target_time, target_dir, config_path=config_path,
-                                  snapshot=snapshot, start=start, port=port, os_user=os_user,
-                                  timeout=timeout, on_phase=on_phase, wal_from=wal_from)
+        return await restore_pitr(
+            repo,
+            session.config,
+            target_time,
+            target_dir,
+            config_path=config_path,
+            snapshot=snapshot,
+            start=start,
+            port=port,
+            os_user=os_user,
+            timeout=timeout,
+            on_phase=on_phase,
+            wal_from=wal_from,
+        )
 
 
 async def recovery_window(session: Session):
@@ -276,5 +379,15 @@ async def recovery_window(session: Session):
     return await window(await session.repository(load_index=False))
 
 
-__all__ = ["RestoreOutcome", "find_intact", "plan_database_restore", "recovery_window", "refuse_safety_without_lock",
-           "restore_database", "restore_database_pitr", "restore_files", "restore_many", "rollback"]
+__all__ = [
+    "RestoreOutcome",
+    "find_intact",
+    "plan_database_restore",
+    "recovery_window",
+    "refuse_safety_without_lock",
+    "restore_database",
+    "restore_database_pitr",
+    "restore_files",
+    "restore_many",
+    "rollback",
+]

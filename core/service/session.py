@@ -31,9 +31,16 @@ PassphraseSource = Callable[[bool], str]  # confirm -> passphrase
 
 
 class Session:
-    def __init__(self, config: Config, passphrase: PassphraseSource, *, workers: int | None = None,
-                 no_lock: bool = False, on_note: Callable[[str], None] | None = None,
-                 state_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        passphrase: PassphraseSource,
+        *,
+        workers: int | None = None,
+        no_lock: bool = False,
+        on_note: Callable[[str], None] | None = None,
+        state_dir: Path | None = None,
+    ) -> None:
         self.config = config
         # The host's state folder (markers, cached key, monitor samples): passed in by the
         # engine or the front end; the one rule when not (core/statedir.py).
@@ -155,15 +162,18 @@ class Session:
             return
         self._noted = True
         if self.no_lock:
-            text = ("note: no lock taken (--no-lock): a prune or repair running meanwhile could remove "
-                    "what this reads")
+            text = "note: no lock taken (--no-lock): a prune or repair running meanwhile could remove what this reads"
         elif self.lockless_lock is not None:
-            text = (f"note: no lock taken: {self.lockless_reason} (another user's lock?); reading without "
-                    "one, nothing is created in the repository; a prune or repair running meanwhile could "
-                    "remove what this reads")
+            text = (
+                f"note: no lock taken: {self.lockless_reason} (another user's lock?); reading without "
+                "one, nothing is created in the repository; a prune or repair running meanwhile could "
+                "remove what this reads"
+            )
         else:
-            text = (f"note: no lock taken because the storage refuses writes ({self.lockless_reason}); "
-                    "reading without one, nothing is created in the repository")
+            text = (
+                f"note: no lock taken because the storage refuses writes ({self.lockless_reason}); "
+                "reading without one, nothing is created in the repository"
+            )
         self.note(text)
 
     def other_user_warning(self, doing: str) -> str | None:
@@ -183,8 +193,10 @@ class Session:
         from core.locations.sites import PRIMARY_NAME, Sites
 
         if self._location_ops is None:
-            self._location_ops = LocationOps(Sites(self.config, self._primary, self._passphrase, self.prepare),
-                                             MonitorState(state_file(self.state_dir)))
+            self._location_ops = LocationOps(
+                Sites(self.config, self._primary, self._passphrase, self.prepare),
+                MonitorState(state_file(self.state_dir)),
+            )
         if self._repo is not None and self.backend is self._primary:
             self._location_ops.sites.adopt(PRIMARY_NAME, self._repo)  # one scrypt per process
         return self._location_ops

@@ -79,8 +79,13 @@ async def database_check(session: Session, config_path: Path, *, wait: bool = Tr
     from core.sources.postgres.dbcheck import run_checks
 
     config = session.config
-    return await run_checks(config.database, config_path, LocalBackend(config.storage.local_path),
-                            passphrase_file=config.storage.passphrase_file, wait=wait)
+    return await run_checks(
+        config.database,
+        config_path,
+        LocalBackend(config.storage.local_path),
+        passphrase_file=config.storage.passphrase_file,
+        wait=wait,
+    )
 
 
 async def database_restore_problems(session: Session) -> list[str]:
@@ -100,5 +105,11 @@ async def database_status(session: Session) -> dict:
     return await archive_status(repo, target)
 
 
-__all__ = ["database_archiving", "database_check", "database_restore_problems", "database_status", "wal_fetch",
-           "wal_push"]
+__all__ = [
+    "database_archiving",
+    "database_check",
+    "database_restore_problems",
+    "database_status",
+    "wal_fetch",
+    "wal_push",
+]

@@ -178,9 +178,11 @@ class AzureBackend:
                 if creds.account_url is None:
                     raise StorageError(f"{self.location}: no endpoint; set endpoint to the account's blob URL")
                 if self.insecure_refused_as is not None and creds.account_url.lower().startswith("http://"):
-                    raise StorageError(f"location {self.insecure_refused_as}: {creds.account_url} (from the "
-                                       "credentials) is not encrypted: use https://, or set allow_insecure = true "
-                                       "on this location")
+                    raise StorageError(
+                        f"location {self.insecure_refused_as}: {creds.account_url} (from the "
+                        "credentials) is not encrypted: use https://, or set allow_insecure = true "
+                        "on this location"
+                    )
                 kwargs: dict[str, Any] = dict(
                     retry_total=0,
                     connection_timeout=self.timeout,
@@ -224,14 +226,23 @@ class AzureBackend:
                     # read-only SAS (no w/d/c permission: AuthorizationPermissionMismatch) or a
                     # role that may only read. Reading commands go on without a lock; writers
                     # stop with exit 24 (docs/CLI.md).
-                    refused = StorageReadOnly(f"{self.location}: the storage refuses writes (access denied: "
-                                              f"{code}): cannot {what}")
+                    refused = StorageReadOnly(
+                        f"{self.location}: the storage refuses writes (access denied: {code}): cannot {what}"
+                    )
                     refused.reason = f"access denied: {code}"
                     return refused
                 return StorageError(f"{where}: access denied ({code}); check the credentials")
             return StorageError(f"{where}: {code} (HTTP {status})")
-        if isinstance(exc, (ax.ServiceRequestError, ax.ServiceResponseError, ax.IncompleteReadError,
-                            ConnectionError, asyncio.TimeoutError)):
+        if isinstance(
+            exc,
+            (
+                ax.ServiceRequestError,
+                ax.ServiceResponseError,
+                ax.IncompleteReadError,
+                ConnectionError,
+                asyncio.TimeoutError,
+            ),
+        ):
             return TransientError(f"{where}: connection failed ({type(exc).__name__})")
         if isinstance(exc, ax.AzureError):
             return StorageError(f"{where}: {type(exc).__name__}")

@@ -25,8 +25,10 @@ def read_credentials_file(path: Path, where: str) -> str:
         mode = os.fstat(fd).st_mode
         if mode & (stat.S_IROTH | stat.S_IWOTH):
             # Like ssh with a private key: a secret every local user can read is no secret.
-            raise StorageError(f"{where}: credentials_file {path} is readable or writable by every user "
-                               f"(mode {stat.S_IMODE(mode):04o}); chmod o-rwx {path}")
+            raise StorageError(
+                f"{where}: credentials_file {path} is readable or writable by every user "
+                f"(mode {stat.S_IMODE(mode):04o}); chmod o-rwx {path}"
+            )
         with os.fdopen(fd, encoding="utf-8", closefd=False) as f:
             return f.read()
     except UnicodeDecodeError as exc:
@@ -40,8 +42,10 @@ def refuse_insecure(loc: Any, endpoint: str) -> None:
     (config validation says the same first; this holds for every way a backend is built
     from a config)."""
     if insecure_endpoint(loc.provider, endpoint) and not getattr(loc, "allow_insecure", False):
-        raise StorageError(f"location {loc.name}: {endpoint} is not encrypted: use https:// or ftps://, "
-                           "or set allow_insecure = true on this location")
+        raise StorageError(
+            f"location {loc.name}: {endpoint} is not encrypted: use https:// or ftps://, "
+            "or set allow_insecure = true on this location"
+        )
 
 
 def key_values(text: str, keys: Iterable[str]) -> dict[str, str]:

@@ -45,8 +45,10 @@ def install_hint(extra: str) -> str:
 def require_extra(name: str, provider: str) -> None:
     extra = missing_extra(provider)
     if extra is not None:
-        raise MissingExtra(f"location {name!r} (provider {provider}) needs the optional {extra!r} support, "
-                           f"which is not installed: {install_hint(extra)}")
+        raise MissingExtra(
+            f"location {name!r} (provider {provider}) needs the optional {extra!r} support, "
+            f"which is not installed: {install_hint(extra)}"
+        )
 
 
 __all__ = ["EXTRAS", "MissingExtra", "install_hint", "missing_extra", "require_extra"]

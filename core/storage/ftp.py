@@ -135,8 +135,7 @@ class FTPBackend:
             password = secret
         if not username:
             username = "anonymous"
-        client = aioftp.Client(socket_timeout=self.timeout, connection_timeout=self.timeout,
-                               path_timeout=self.timeout)
+        client = aioftp.Client(socket_timeout=self.timeout, connection_timeout=self.timeout, path_timeout=self.timeout)
         try:
             await client.connect(self.host, self.port)
             if self.tls:
@@ -152,7 +151,9 @@ class FTPBackend:
             raise StorageError(f"{self.location}: cannot log in ({_codes(exc)})") from None
         except ssl.SSLCertVerificationError as exc:
             client.close()
-            raise StorageError(f"{self.location}: TLS certificate not trusted ({exc.verify_message}); check ca_bundle") from None
+            raise StorageError(
+                f"{self.location}: TLS certificate not trusted ({exc.verify_message}); check ca_bundle"
+            ) from None
         except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
             client.close()
             raise TransientError(f"{self.location}: cannot connect ({_reason(exc)})") from None
@@ -198,8 +199,10 @@ class FTPBackend:
     def _read_only(self, exc: aioftp.StatusCodeError, what: str) -> StorageReadOnly:
         """A write the server refused for want of permission (a read-only login or folder):
         reading commands go on without a lock, writers stop with exit 24 (docs/CLI.md)."""
-        refused = StorageReadOnly(f"{self.location}: the storage refuses writes (permission denied on the "
-                                  f"server: {_codes(exc)}): cannot {what}")
+        refused = StorageReadOnly(
+            f"{self.location}: the storage refuses writes (permission denied on the "
+            f"server: {_codes(exc)}): cannot {what}"
+        )
         refused.reason = "permission denied on the server"
         return refused
 

@@ -207,8 +207,9 @@ class LocalBackend:
             raise ObjectNotFound(f"{self.location}: object {key} does not exist") from None
         except OSError as exc:
             if exc.errno in REFUSED:
-                raise StorageReadOnly(f"{self.location}: the storage refuses writes ({exc.strerror}): "
-                                      f"cannot delete {key}") from None
+                raise StorageReadOnly(
+                    f"{self.location}: the storage refuses writes ({exc.strerror}): cannot delete {key}"
+                ) from None
             raise StorageError(f"{self.location}: cannot delete {key}: {exc.strerror}") from None
 
     async def exists(self) -> bool:
@@ -227,8 +228,9 @@ class LocalBackend:
             await asyncio.to_thread(mk)
         except OSError as exc:
             if exc.errno in REFUSED:
-                raise StorageReadOnly(f"{self.location}: the storage refuses writes ({exc.strerror}): "
-                                      "cannot create the repository folder") from None
+                raise StorageReadOnly(
+                    f"{self.location}: the storage refuses writes ({exc.strerror}): cannot create the repository folder"
+                ) from None
             raise StorageError(f"{self.location}: cannot create repository folder: {exc.strerror}") from None
 
     def _list_temporary_sync(self) -> builtins.list[TempInfo]:
@@ -241,8 +243,7 @@ class LocalBackend:
                         st = os.lstat(path)
                     except FileNotFoundError:  # its writer finished meanwhile
                         continue
-                    out.append(TempInfo(os.path.relpath(path, self.root).replace(os.sep, "/"), st.st_size,
-                                        st.st_mtime))
+                    out.append(TempInfo(os.path.relpath(path, self.root).replace(os.sep, "/"), st.st_size, st.st_mtime))
         return sorted(out, key=lambda t: t.key)
 
     async def list_temporary(self) -> builtins.list[TempInfo]:
@@ -290,7 +291,7 @@ def _write_parts(fd: int, parts) -> None:
     pending = [p for p in parts if len(p)]
     i = 0
     while i < len(pending):
-        written = os.writev(fd, pending[i:i + 512])  # stay under IOV_MAX
+        written = os.writev(fd, pending[i : i + 512])  # stay under IOV_MAX
         while written and i < len(pending):
             n = len(pending[i])
             if written >= n:

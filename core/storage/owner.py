@@ -69,13 +69,17 @@ def other_user_warning(root: Path, doing: str) -> str | None:
     if owner is None or owner.uid == me.uid:
         return None
     if me.uid == 0:
-        return (f"{doing} runs as OS user {me.name}, but the repository {root} belongs to {owner.name}: "
-                f"the files it creates there are handed to {owner.name} (chown), so that commands run as "
-                f"{owner.name} (the server's wal-push) can still read them")
-    return (f"{doing} runs as OS user {me.name}, but the repository {root} belongs to {owner.name}: "
-            f"the locks and packs it writes are readable by {me.name} only (0600), so commands run as "
-            f"{owner.name} (the server's wal-push) fail on them and WAL archiving stalls; "
-            f"run it as {owner.name} (sudo -u {owner.name})")
+        return (
+            f"{doing} runs as OS user {me.name}, but the repository {root} belongs to {owner.name}: "
+            f"the files it creates there are handed to {owner.name} (chown), so that commands run as "
+            f"{owner.name} (the server's wal-push) can still read them"
+        )
+    return (
+        f"{doing} runs as OS user {me.name}, but the repository {root} belongs to {owner.name}: "
+        f"the locks and packs it writes are readable by {me.name} only (0600), so commands run as "
+        f"{owner.name} (the server's wal-push) fail on them and WAL archiving stalls; "
+        f"run it as {owner.name} (sudo -u {owner.name})"
+    )
 
 
 def _allowed(st: os.stat_result, user: OsUser, groups: frozenset[int], want: int) -> bool:

@@ -171,8 +171,7 @@ class RetryingBackend:
                     await asyncio.sleep(self.policy.delay(attempt))
         assert last is not None
         raise StorageUnavailable(
-            f"{self.location}: {what} failed after {attempts} attempt{'s' if attempts > 1 else ''}: "
-            f"{_describe(last)}"
+            f"{self.location}: {what} failed after {attempts} attempt{'s' if attempts > 1 else ''}: {_describe(last)}"
         ) from None
 
     # -- the protocol ---------------------------------------------------------------------

@@ -224,8 +224,9 @@ class S3Backend:
                     # Reads work (they came first: the repository opened), writes are denied:
                     # a read-only credential or a bucket policy. Reading commands go on
                     # without a lock; writers stop with exit 24 (docs/CLI.md).
-                    refused = StorageReadOnly(f"{self.location}: the storage refuses writes (access denied: "
-                                              f"{message}): cannot {what}")
+                    refused = StorageReadOnly(
+                        f"{self.location}: the storage refuses writes (access denied: {message}): cannot {what}"
+                    )
                     refused.reason = f"access denied: {message}"
                     return refused
                 return StorageError(f"{where}: access denied ({message}); check the credentials and bucket policy")
@@ -233,9 +234,7 @@ class S3Backend:
                 return TransientError(f"{where}: {message} (HTTP {status})")
             return StorageError(f"{where}: {message} (HTTP {status})")
         if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError)):
-            return StorageError(
-                f"{where}: no usable credentials; name a credentials_file or set the AWS_* environment"
-            )
+            return StorageError(f"{where}: no usable credentials; name a credentials_file or set the AWS_* environment")
         if isinstance(exc, bx.SSLError):
             return StorageError(f"{where}: TLS failed ({exc}); check ca_bundle")
         if isinstance(
@@ -273,7 +272,11 @@ class S3Backend:
         size = payload_size(data)
         if size < self.multipart_threshold:
             await self._call(
-                f"write {key}", "put_object", Bucket=self.bucket, Key=full, Body=bytes(as_bytes(data)),
+                f"write {key}",
+                "put_object",
+                Bucket=self.bucket,
+                Key=full,
+                Body=bytes(as_bytes(data)),
                 IfNoneMatch="*",
             )
             return
@@ -293,15 +296,25 @@ class S3Backend:
             view = memoryview(data)
             parts = []
             for number, start in enumerate(range(0, len(view), self.part_size), start=1):
-                chunk = bytes(view[start:start + self.part_size])
+                chunk = bytes(view[start : start + self.part_size])
                 resp = await self._call(
-                    f"{what} (part {number})", "upload_part", Bucket=self.bucket, Key=full,
-                    UploadId=upload_id, PartNumber=number, Body=chunk,
+                    f"{what} (part {number})",
+                    "upload_part",
+                    Bucket=self.bucket,
+                    Key=full,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=chunk,
                 )
                 parts.append({"PartNumber": number, "ETag": resp["ETag"]})
             await self._call(
-                what, "complete_multipart_upload", Bucket=self.bucket, Key=full, UploadId=upload_id,
-                MultipartUpload={"Parts": parts}, IfNoneMatch="*",
+                what,
+                "complete_multipart_upload",
+                Bucket=self.bucket,
+                Key=full,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+                IfNoneMatch="*",
             )
             done = True
         finally:
@@ -379,8 +392,13 @@ class S3Backend:
         name, sep, upload_id = key.partition("?uploadId=")
         if not sep or not upload_id:
             raise StorageError(f"{self.location}: {key} is not an incomplete upload")
-        await self._call(f"abort upload of {name}", "abort_multipart_upload", Bucket=self.bucket,
-                         Key=self._key(name), UploadId=upload_id)
+        await self._call(
+            f"abort upload of {name}",
+            "abort_multipart_upload",
+            Bucket=self.bucket,
+            Key=self._key(name),
+            UploadId=upload_id,
+        )
 
     # -- the location -----------------------------------------------------------------------
 

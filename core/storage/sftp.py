@@ -168,14 +168,12 @@ class SFTPBackend:
             options["agent_path"] = None
         client = _Client(self.host_key_fingerprint)
         try:
-            conn, _ = await asyncssh.create_connection(
-                lambda: client, self.host, self.port, **options
-            )
+            conn, _ = await asyncssh.create_connection(lambda: client, self.host, self.port, **options)
         except asyncssh.HostKeyNotVerifiable:
             seen = client.seen or "unknown"
             raise HostKeyRefused(
                 f"{self.location}: host key {seen} is not trusted; if it is the server's "
-                f"(check out of band), add it to known_hosts or set host_key_fingerprint = \"{seen}\""
+                f'(check out of band), add it to known_hosts or set host_key_fingerprint = "{seen}"'
             ) from None
         except asyncssh.PermissionDenied:
             raise StorageError(
@@ -219,8 +217,9 @@ class SFTPBackend:
             if what.startswith(("write ", "delete ", "create ")):
                 # The login may read but not write there (a read-only share, a folder of
                 # another user): reading commands go on without a lock, writers exit 24.
-                refused = StorageReadOnly(f"{self.location}: the storage refuses writes (permission denied on "
-                                          f"the server): cannot {what}")
+                refused = StorageReadOnly(
+                    f"{self.location}: the storage refuses writes (permission denied on the server): cannot {what}"
+                )
                 refused.reason = "permission denied on the server"
                 return refused
             if what.startswith("read "):
@@ -228,8 +227,18 @@ class SFTPBackend:
                 unreadable.reason = "cannot be read (permission denied on the server)"
                 return unreadable
             return StorageError(f"{where}: permission denied on the server")
-        if isinstance(exc, (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection, asyncssh.DisconnectError,
-                            asyncssh.ChannelOpenError, ConnectionError, EOFError, BrokenPipeError)):
+        if isinstance(
+            exc,
+            (
+                asyncssh.SFTPConnectionLost,
+                asyncssh.SFTPNoConnection,
+                asyncssh.DisconnectError,
+                asyncssh.ChannelOpenError,
+                ConnectionError,
+                EOFError,
+                BrokenPipeError,
+            ),
+        ):
             self._drop()
             return TransientError(f"{where}: connection lost ({_reason(exc)})")
         if isinstance(exc, asyncssh.SFTPError):

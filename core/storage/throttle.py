@@ -40,8 +40,7 @@ from core.storage.backend import (
     payload_size,
 )
 
-__all__ = ["KIB", "ThrottledBackend", "ThrottledLocalBackend", "TokenBucket", "slice_size", "throttled",
-           "ticking"]
+__all__ = ["KIB", "ThrottledBackend", "ThrottledLocalBackend", "TokenBucket", "slice_size", "throttled", "ticking"]
 
 KIB = 1024
 
@@ -67,10 +66,15 @@ class TokenBucket:
     ones reserved before it. ``reserve`` only computes under a lock; the waiting is the
     caller's (``take`` awaits, ``take_sync`` sleeps its worker thread)."""
 
-    def __init__(self, rate: float, burst: float | None = None, *,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-                 sleep_sync: Callable[[float], object] = time.sleep) -> None:
+    def __init__(
+        self,
+        rate: float,
+        burst: float | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        sleep_sync: Callable[[float], object] = time.sleep,
+    ) -> None:
         if rate <= 0:
             raise ValueError(f"rate must be above zero (got {rate})")
         self.rate = float(rate)
@@ -208,8 +212,9 @@ def ticking(backend: object, tick: Callable[[], None]) -> Iterator[None]:
     granted (nothing when it has no limit). The backup watchdog counts it as progress: a
     reader held back by uploads waiting for their bandwidth is not a stalled read, and at
     a low limit two 16 MiB packs can take longer than stall_timeout_seconds to go."""
-    buckets = [b for b in (getattr(backend, "upload", None), getattr(backend, "download", None))
-               if isinstance(b, TokenBucket)]
+    buckets = [
+        b for b in (getattr(backend, "upload", None), getattr(backend, "download", None)) if isinstance(b, TokenBucket)
+    ]
     for bucket in buckets:
         bucket.ticks.append(tick)
     try:

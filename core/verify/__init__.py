@@ -80,9 +80,14 @@ class VerifyProgress:
     current: str = ""
 
 
-async def verify(repo: Repository, *, full: bool = False, snapshot_ids: list[str] | None = None,
-                 max_files_listed: int = 1000,
-                 on_progress: Callable[[VerifyProgress], None] | None = None) -> VerifyReport:
+async def verify(
+    repo: Repository,
+    *,
+    full: bool = False,
+    snapshot_ids: list[str] | None = None,
+    max_files_listed: int = 1000,
+    on_progress: Callable[[VerifyProgress], None] | None = None,
+) -> VerifyReport:
     report = VerifyReport(full=full)
     tell = on_progress or (lambda _p: None)
     problems: dict[str, str] = {}  # object -> reason
@@ -116,13 +121,19 @@ async def verify(repo: Repository, *, full: bool = False, snapshot_ids: list[str
         await _check_wal(repo, report, problems, bad_blobs, wal_dependents, full)
 
     for obj, reason in sorted(problems.items()):
-        report.damage.append(Damage(obj, reason, tuple(sorted(dependents.get(obj, ()))),
-                                    tuple(files.get(obj, ())), tuple(sorted(wal_dependents.get(obj, ())))))
+        report.damage.append(
+            Damage(
+                obj,
+                reason,
+                tuple(sorted(dependents.get(obj, ()))),
+                tuple(files.get(obj, ())),
+                tuple(sorted(wal_dependents.get(obj, ()))),
+            )
+        )
     return report
 
 
-async def _load_snapshots(repo: Repository, snapshot_ids: list[str] | None,
-                          problems: dict[str, str]) -> list[Snapshot]:
+async def _load_snapshots(repo: Repository, snapshot_ids: list[str] | None, problems: dict[str, str]) -> list[Snapshot]:
     """The snapshots to check (all, or ``snapshot_ids``); the damaged ones go to ``problems``."""
     snaps: list[Snapshot] = []
     if snapshot_ids is None:
@@ -182,8 +193,14 @@ def _bad_blobs(repo: Repository, problems: dict[str, str]) -> dict[bytes, str]:
     return bad_blobs
 
 
-async def _check_wal(repo: Repository, report: VerifyReport, problems: dict[str, str],
-                     bad_blobs: dict[bytes, str], dependents: dict[str, set[str]], full: bool) -> None:
+async def _check_wal(
+    repo: Repository,
+    report: VerifyReport,
+    problems: dict[str, str],
+    bad_blobs: dict[bytes, str],
+    dependents: dict[str, set[str]],
+    full: bool,
+) -> None:
     """Every WAL manifest opens and names indexed blobs; with ``full``, every WAL file reads
     back to its manifest's size and SHA-256 (what wal-fetch would hand to recovery)."""
     readable: list[WalManifest] = []
@@ -235,8 +252,11 @@ async def _check_wal(repo: Repository, report: VerifyReport, problems: dict[str,
                 return
         report.bytes_read += size
         if size != m.size or h.hexdigest() != m.sha256:
-            problems.setdefault(key, f"content does not match its manifest ({size} bytes read back, "
-                                     f"{m.size} expected, or a different SHA-256)")
+            problems.setdefault(
+                key,
+                f"content does not match its manifest ({size} bytes read back, "
+                f"{m.size} expected, or a different SHA-256)",
+            )
             dependents[key].add(m.name)
 
     await asyncio.gather(*(read_back(m) for m in readable))
@@ -265,8 +285,9 @@ class _TreeWalk:
     (nothing, for almost all of them) and reuses it wherever the tree appears again, in this
     snapshot or another, so the work is linear in trees, not in paths."""
 
-    def __init__(self, repo: Repository, report: VerifyReport, problems: dict[str, str],
-                 bad_blobs: dict[bytes, str], cap: int) -> None:
+    def __init__(
+        self, repo: Repository, report: VerifyReport, problems: dict[str, str], bad_blobs: dict[bytes, str], cap: int
+    ) -> None:
         self.repo, self.report, self.problems, self.bad_blobs, self.cap = repo, report, problems, bad_blobs, cap
         self.clean: set[bytes] = set()  # trees with nothing damaged beneath them
         self.dirty: dict[bytes, _Below] = {}
@@ -350,8 +371,9 @@ class _TreeWalk:
         return own, subdirs
 
 
-async def _walk_snapshot(walk: _TreeWalk, snap: Snapshot, dependents: dict[str, set[str]],
-                         files: dict[str, list[str]], cap: int) -> None:
+async def _walk_snapshot(
+    walk: _TreeWalk, snap: Snapshot, dependents: dict[str, set[str]], files: dict[str, list[str]], cap: int
+) -> None:
     below = await walk.below(bytes.fromhex(snap.tree))
     for key in below.problems:
         dependents[key].add(snap.id)
@@ -365,8 +387,12 @@ async def _walk_snapshot(walk: _TreeWalk, snap: Snapshot, dependents: dict[str, 
                 files[key].append(f"{snap.short_id}:{display(path)}")
 
 
-def _blob_problem(repo: Repository, blob_id: bytes, bad_blobs: dict[bytes, str],
-                  missing: str = "referenced by a snapshot but in no index (missing)") -> tuple[str, str] | None:
+def _blob_problem(
+    repo: Repository,
+    blob_id: bytes,
+    bad_blobs: dict[bytes, str],
+    missing: str = "referenced by a snapshot but in no index (missing)",
+) -> tuple[str, str] | None:
     if blob_id in bad_blobs:
         return bad_blobs[blob_id], ""
     if blob_id not in repo.index:
@@ -374,8 +400,13 @@ def _blob_problem(repo: Repository, blob_id: bytes, bad_blobs: dict[bytes, str],
     return None
 
 
-async def _read_packs(repo: Repository, report: VerifyReport, problems: dict[str, str],
-                      on_storage: dict[bytes, int], tell: Callable[[VerifyProgress], None]) -> None:
+async def _read_packs(
+    repo: Repository,
+    report: VerifyReport,
+    problems: dict[str, str],
+    on_storage: dict[bytes, int],
+    tell: Callable[[VerifyProgress], None],
+) -> None:
     expected: dict[bytes, dict[bytes, tuple]] = defaultdict(dict)
     for blob_id, loc in repo.index.blobs():
         expected[loc.pack_id][blob_id] = (loc.type, loc.offset, loc.length, loc.raw_length)
@@ -391,13 +422,13 @@ async def _read_packs(repo: Repository, report: VerifyReport, problems: dict[str
                 problems[key] = f"cannot be read: {exc}"
                 return
             report.bytes_read += len(data)
-            reason = await loop.run_in_executor(repo.executor, _check_pack, repo, pid, data,
-                                                expected.get(pid, {}))
+            reason = await loop.run_in_executor(repo.executor, _check_pack, repo, pid, data, expected.get(pid, {}))
             report.packs_checked += 1
             for obj, why in reason:
                 problems[obj] = why
-            tell(VerifyProgress("reading packs", report.packs_checked, len(wanted), report.bytes_read,
-                                total_bytes, key))
+            tell(
+                VerifyProgress("reading packs", report.packs_checked, len(wanted), report.bytes_read, total_bytes, key)
+            )
 
     wanted = [pid for pid in repo.index.pack_ids() if pid in on_storage]
     total_bytes = sum(on_storage[pid] for pid in wanted)
@@ -412,9 +443,9 @@ def _check_pack(repo: Repository, pid: bytes, data: bytes, expected: dict[bytes,
     else:
         out = []
     try:
-        header_len = parse_trailer(data[-PACK_TRAILER.size:], len(data))
+        header_len = parse_trailer(data[-PACK_TRAILER.size :], len(data))
         start = len(data) - PACK_TRAILER.size - header_len
-        entries = decode_header(repo.cipher, data[start:start + header_len], start)
+        entries = decode_header(repo.cipher, data[start : start + header_len], start)
     except PackFormatError as exc:
         return [(key, str(exc))]
     in_header = {e.id: e for e in entries}
@@ -424,7 +455,7 @@ def _check_pack(repo: Repository, pid: bytes, data: bytes, expected: dict[bytes,
             out.append((f"blob {blob_id.hex()}", f"index places it in {key} but the pack header does not"))
             continue
         try:
-            open_blob(repo.cipher, btype, blob_id, memoryview(data)[off:off + length], raw, key)
+            open_blob(repo.cipher, btype, blob_id, memoryview(data)[off : off + length], raw, key)
         except DamagedObject as exc:
             out.append((f"blob {blob_id.hex()}", f"in {key}: {exc.reason}"))
     return out

@@ -25,25 +25,51 @@ async def verify_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, An
 
         def on_progress(p: Any) -> None:
             if p.bytes_total:  # packs: bytes are the measure of the work
-                ctx.progress(rated(f"{name}: {p.phase}", p.bytes_done, p.bytes_total, files_done=p.done,
-                                   files_total=p.total, unit="packs", current=p.current))
+                ctx.progress(
+                    rated(
+                        f"{name}: {p.phase}",
+                        p.bytes_done,
+                        p.bytes_total,
+                        files_done=p.done,
+                        files_total=p.total,
+                        unit="packs",
+                        current=p.current,
+                    )
+                )
             else:
-                ctx.progress(JobProgress(phase=f"{name}: {p.phase}", files_done=p.done, files_total=p.total,
-                                         unit="snapshots", current=shown(p.current)))
+                ctx.progress(
+                    JobProgress(
+                        phase=f"{name}: {p.phase}",
+                        files_done=p.done,
+                        files_total=p.total,
+                        unit="snapshots",
+                        current=shown(p.current),
+                    )
+                )
 
-        report = await retry_when_locked(ctx, lambda: ctx.service.verify(full=full, snapshot_refs=refs,
-                                                                         on_progress=on_progress))
-    out = {"ok": report.ok, "full": report.full, "snapshots_checked": report.snapshots_checked,
-           "trees_checked": report.trees_checked, "blobs_referenced": report.blobs_referenced,
-           "packs_checked": report.packs_checked, "bytes_read": report.bytes_read,
-           "wal_files_checked": report.wal_files_checked, "snapshot_ids": list(report.snapshot_ids),
-           "unreferenced_packs": list(report.unreferenced_packs),
-           "foreign_packs": dict(getattr(report, "foreign_packs", {})),
-           "damage": [asdict(d) for d in report.damage]}
+        report = await retry_when_locked(
+            ctx, lambda: ctx.service.verify(full=full, snapshot_refs=refs, on_progress=on_progress)
+        )
+    out = {
+        "ok": report.ok,
+        "full": report.full,
+        "snapshots_checked": report.snapshots_checked,
+        "trees_checked": report.trees_checked,
+        "blobs_referenced": report.blobs_referenced,
+        "packs_checked": report.packs_checked,
+        "bytes_read": report.bytes_read,
+        "wal_files_checked": report.wal_files_checked,
+        "snapshot_ids": list(report.snapshot_ids),
+        "unreferenced_packs": list(report.unreferenced_packs),
+        "foreign_packs": dict(getattr(report, "foreign_packs", {})),
+        "damage": [asdict(d) for d in report.damage],
+    }
     for key, why in sorted(getattr(report, "foreign_packs", {}).items()):
         ctx.log(f"warning: {key}: {why}")
-    ctx.log(f"{'full' if full else 'quick'} verification: {report.snapshots_checked} snapshots, "
-            f"{len(report.damage)} damaged objects")
+    ctx.log(
+        f"{'full' if full else 'quick'} verification: {report.snapshots_checked} snapshots, "
+        f"{len(report.damage)} damaged objects"
+    )
     if not report.ok:
         out["exit_code"] = Exit.DAMAGE_FOUND
         raise JobFailed(f"verification found {len(report.damage)} damaged objects", out, Exit.DAMAGE_FOUND)

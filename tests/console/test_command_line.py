@@ -19,7 +19,9 @@ from screens.restore_wizard import RestoreWizardScreen
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.text(max_size=120) | st.builds(lambda v, a: f":{v} {a}", st.sampled_from(sorted(VERBS)), st.text(max_size=40)))
+@given(
+    st.text(max_size=120) | st.builds(lambda v, a: f":{v} {a}", st.sampled_from(sorted(VERBS)), st.text(max_size=40))
+)
 def test_any_text_parses_to_a_command_or_a_one_line_refusal(text):
     parsed = parse(text)
     assert isinstance(parsed, (Command, Refusal))
@@ -30,28 +32,34 @@ def test_any_text_parses_to_a_command_or_a_one_line_refusal(text):
     complete(text, ["4f2a" + "0" * 60])  # never raises either
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    (":jobs", Command("jobs")),
-    ("restore latest", Command("restore", ("latest",))),
-    ("restore latest:database", Command("restore", ("latest:database",))),
-    ("drill platform-loss", Command("drill", ("platform-loss",))),
-    ("snapshot 4f2a", Command("snapshot", ("4f2a",))),
-    ("  Catalog ", Command("catalog")),
-    ("q", Command("quit")),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (":jobs", Command("jobs")),
+        ("restore latest", Command("restore", ("latest",))),
+        ("restore latest:database", Command("restore", ("latest:database",))),
+        ("drill platform-loss", Command("drill", ("platform-loss",))),
+        ("snapshot 4f2a", Command("snapshot", ("4f2a",))),
+        ("  Catalog ", Command("catalog")),
+        ("q", Command("quit")),
+    ],
+)
 def test_commands(text, expected):
     assert parse(text) == expected
 
 
-@pytest.mark.parametrize(("text", "said"), [
-    ("jbos", "unknown command 'jbos': did you mean 'jobs'?"),
-    ("drill platfrm-loss", "did you mean 'platform-loss'?"),
-    ("drill", ", ".join(DRILL_SCENARIOS)),
-    ("snapshot 4f", "4 hex digits or more"),
-    ("jobs now", "jobs takes nothing after it"),
-    ("restore ../etc", "restore takes one point"),
-    ("\x1b[2J", "unknown command '\\\\x1b[2J'"),
-])
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("jbos", "unknown command 'jbos': did you mean 'jobs'?"),
+        ("drill platfrm-loss", "did you mean 'platform-loss'?"),
+        ("drill", ", ".join(DRILL_SCENARIOS)),
+        ("snapshot 4f", "4 hex digits or more"),
+        ("jobs now", "jobs takes nothing after it"),
+        ("restore ../etc", "restore takes one point"),
+        ("\x1b[2J", "unknown command '\\\\x1b[2J'"),
+    ],
+)
 def test_refusals_say_why_in_one_line(text, said):
     parsed = parse(text)
     assert isinstance(parsed, Refusal) and said in parsed.message, parsed

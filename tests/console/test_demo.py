@@ -14,8 +14,15 @@ from console_support import ROOT, Tmux
 
 def test_demo_without_a_terminal_stops_after_the_cli_steps(tmp_path: Path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("AXISOR_BACKUP")}
-    p = subprocess.run([sys.executable, "-m", "app.demo", str(tmp_path / "demo")], cwd=ROOT, env=env,
-                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-m", "app.demo", str(tmp_path / "demo")],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr
     assert "Done. Try:" in p.stdout and "opening the console" not in p.stdout
     # The history of its runs is the demo's own, not in the user's state folder.
@@ -34,8 +41,24 @@ def test_demo_on_a_terminal_opens_the_console_with_a_running_backup(tmp_path: Pa
     sock.mkdir()
     tmux = Tmux(sock)
     try:
-        tmux.run("new-session", "-d", "-s", "console", "-x", "80", "-y", "24", "-c", str(ROOT),
-                 sys.executable, "-m", "app.demo", "--watch-mib", "1", str(tmp_path / "demo"))
+        tmux.run(
+            "new-session",
+            "-d",
+            "-s",
+            "console",
+            "-x",
+            "80",
+            "-y",
+            "24",
+            "-c",
+            str(ROOT),
+            sys.executable,
+            "-m",
+            "app.demo",
+            "--watch-mib",
+            "1",
+            str(tmp_path / "demo"),
+        )
         # Keep the pane (and its last words) after the demo exits, to read them.
         tmux.run("set-option", "-t", "console", "remain-on-exit", "on")
         screen = tmux.wait_for("Axisor Backup", timeout=240)

@@ -118,8 +118,7 @@ async def test_escape_goes_back_at_every_step_and_bad_input_is_named(platform):
         await pilot.press("enter")
         await settle(pilot, app)
         assert screen.step == "confirm"
-        assert screen.params() == {"scenario": "database-loss", "from": "local",
-                                   "to_time": "2026-11-26T09:30:00+00:00"}
+        assert screen.params() == {"scenario": "database-loss", "from": "local", "to_time": "2026-11-26T09:30:00+00:00"}
         for expected in ("options", "scenario", "history"):
             await pilot.press("escape")
             await settle(pilot, app)
@@ -165,14 +164,15 @@ def test_snapshot_drills_80x24(snap_compare, tmp_path):
     (tmp_path / "src").mkdir()
     config = tmp_path / "config.toml"
     config.write_text(f"""[application]
-user_data = ["{tmp_path / 'src'}"]
+user_data = ["{tmp_path / "src"}"]
 [storage]
-local_path = "{tmp_path / 'repo'}"
+local_path = "{tmp_path / "repo"}"
 [engine]
-state_dir = "{tmp_path / 'state'}"
+state_dir = "{tmp_path / "state"}"
 """)
-    app = ConsoleApp(load_config(config), lambda _c: PASSPHRASE, config_path=config, prefer_daemon=False,
-                     now=lambda: FROZEN)
+    app = ConsoleApp(
+        load_config(config), lambda _c: PASSPHRASE, config_path=config, prefer_daemon=False, now=lambda: FROZEN
+    )
 
     async def run_before(pilot) -> None:
         await settle(pilot, pilot.app)

@@ -65,8 +65,14 @@ class _Screen:
 
 def _cli(platform, *args: str) -> dict:
     env = {**os.environ, "AXISOR_BACKUP_PASSPHRASE": PASSPHRASE}
-    p = subprocess.run([sys.executable, "-m", "app.cli", "--config", str(platform.config_path), *args, "--json"],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "app.cli", "--config", str(platform.config_path), *args, "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout)
 
@@ -87,7 +93,13 @@ def test_a_dropped_terminal_closes_the_console_after_its_backup_finishes(tmp_pat
     env = {**os.environ, "AXISOR_BACKUP_PASSPHRASE": PASSPHRASE, "TERM": "xterm-256color"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "--config", str(platform.config_path), "console", "--no-daemon"],
-        cwd=ROOT, env=env, stdin=slave, stdout=slave, stderr=slave, preexec_fn=_make_controlling_tty)
+        cwd=ROOT,
+        env=env,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        preexec_fn=_make_controlling_tty,
+    )
     os.close(slave)
     screen = _Screen(master)
     try:

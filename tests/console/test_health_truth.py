@@ -36,23 +36,35 @@ def _alerts(app) -> str:
 def _cli(platform, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AXISOR_BACKUP")}
     env["AXISOR_BACKUP_PASSPHRASE"] = PASSPHRASE
-    return subprocess.run([sys.executable, "-m", "app.cli", "--config", str(platform.config_path), *args],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", "--config", str(platform.config_path), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 async def test_cancelled_and_unrun_verifications_are_not_damage_and_a_cli_verify_counts(platform):
     cfg = platform.config
     now = datetime.now(UTC)
-    await record_run(cfg, "verify", {"full": True}, now,
-                     Outcome(JobState.CANCELLED, {"exit_code": 130}, "cancelled by the user"))
+    await record_run(
+        cfg, "verify", {"full": True}, now, Outcome(JobState.CANCELLED, {"exit_code": 130}, "cancelled by the user")
+    )
     app = platform.app()
     async with console(app, (120, 40)):
         assert _verified(app) == {"never (cancelled)"}
         assert "DAMAGE" not in _alerts(app)
 
     # One that could not run (the repository was locked) is a warning naming why, never damage.
-    await record_run(cfg, "verify", {"full": False}, now,
-                     Outcome(JobState.FAILED, {"exit_code": 5}, "the repository is locked by prune"))
+    await record_run(
+        cfg,
+        "verify",
+        {"full": False},
+        now,
+        Outcome(JobState.FAILED, {"exit_code": 5}, "the repository is locked by prune"),
+    )
     app = platform.app()
     async with console(app, (120, 40)):
         assert _verified(app) == {"never (not run)"}
@@ -96,12 +108,29 @@ def test_verdict_takes_only_runs_that_reached_their_end():
 
     def job(i: int, state: JobState, code: int | None = None, ok: bool = True) -> Job:
         t = datetime(2026, 12, 1, 10, i, tzinfo=UTC)
-        return Job(f"j{i}", "verify", {"full": i % 2 == 0}, state, "cli", t, t, t, None,
-                   {"exit_code": code, "ok": ok} if code is not None else None, f"error {i}")
+        return Job(
+            f"j{i}",
+            "verify",
+            {"full": i % 2 == 0},
+            state,
+            "cli",
+            t,
+            t,
+            t,
+            None,
+            {"exit_code": code, "ok": ok} if code is not None else None,
+            f"error {i}",
+        )
 
     # newest first
-    v = verify_verdict([job(5, JobState.CANCELLED), job(4, JobState.FAILED, 5), job(3, JobState.FAILED, 6, False),
-                        job(2, JobState.COMPLETED, 0)])
+    v = verify_verdict(
+        [
+            job(5, JobState.CANCELLED),
+            job(4, JobState.FAILED, 5),
+            job(3, JobState.FAILED, 6, False),
+            job(2, JobState.COMPLETED, 0),
+        ]
+    )
     assert (v.state, v.job_id, v.newer, v.newer_job_id) == ("damage", "j3", "cancelled", "j5")
     v = verify_verdict([job(4, JobState.FAILED, 4), job(2, JobState.COMPLETED, 0)])
     assert (v.state, v.job_id, v.full, v.newer, v.newer_error) == ("passed", "j2", True, "could not run", "error 4")
@@ -112,10 +141,17 @@ async def test_a_finding_quoting_a_hostile_name_is_shown_escaped(platform):
     """A failed backup's error quotes a file name from the backed-up host: the dashboard's
     finding shows it escaped, one line, nothing sent raw to the terminal."""
     cfg = platform.config
-    await record_run(cfg, "backup", {"sources": ["application/user_data"]}, datetime.now(UTC),
-                     Outcome(JobState.FAILED, {"exit_code": 11, "failed": [
-                         {"source": "application/user_data", "error": "x", "code": 1}]},
-                         "cannot read /srv/evil\x1b[2Jname\nnext"))
+    await record_run(
+        cfg,
+        "backup",
+        {"sources": ["application/user_data"]},
+        datetime.now(UTC),
+        Outcome(
+            JobState.FAILED,
+            {"exit_code": 11, "failed": [{"source": "application/user_data", "error": "x", "code": 1}]},
+            "cannot read /srv/evil\x1b[2Jname\nnext",
+        ),
+    )
     app = platform.app()
     async with console(app, (160, 40)):
         alerts = _alerts(app)

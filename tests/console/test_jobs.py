@@ -92,12 +92,31 @@ async def test_job_detail_shows_the_database_table_passing_with_its_size(platfor
 
     app = platform.app()
     async with console(app, (80, 24)) as pilot:
-        progress = JobProgress(phase="backup", bytes_done=6 * 2**20, bytes_total=12 * 2**20, files_done=1,
-                               files_total=1, rate=2 * 2**20, eta_seconds=3.0, current_size=14_786_560,
-                               current='sales."Big\\tTable[1]" (14.1 MiB)')
+        progress = JobProgress(
+            phase="backup",
+            bytes_done=6 * 2**20,
+            bytes_total=12 * 2**20,
+            files_done=1,
+            files_total=1,
+            rate=2 * 2**20,
+            eta_seconds=3.0,
+            current_size=14_786_560,
+            current='sales."Big\\tTable[1]" (14.1 MiB)',
+        )
         now = datetime.now(timezone.utc)
-        job = Job("0123456789ab", "backup", {"sources": ["database"]}, JobState.RUNNING, "console", now, now, None,
-                  progress, None, None)
+        job = Job(
+            "0123456789ab",
+            "backup",
+            {"sources": ["database"]},
+            JobState.RUNNING,
+            "console",
+            now,
+            now,
+            None,
+            progress,
+            None,
+            None,
+        )
         app.jobs[job.id] = job
         app.push_screen(JobDetailScreen(job.id))
         await pilot.pause()

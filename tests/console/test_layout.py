@@ -95,8 +95,9 @@ def stored(tmp_path: Path):
 
 # Both sizes and both themes, in two tours: a theme changes colours, never the layout, so
 # the other two pairings would only repeat these checks (each tour costs 10-30 s of CPU).
-@pytest.mark.parametrize(("size", "theme"), [(SIZES[0], THEMES[0]), (SIZES[1], THEMES[1])],
-                         ids=["80x24-dark", "160x48-light"])
+@pytest.mark.parametrize(
+    ("size", "theme"), [(SIZES[0], THEMES[0]), (SIZES[1], THEMES[1])], ids=["80x24-dark", "160x48-light"]
+)
 async def test_every_screen_and_step_fits(tmp_path: Path, stored, svg, size, theme):
     app = stored
     target = tmp_path / "restored"

@@ -20,9 +20,16 @@ from screens.verify import VerifyScreen
 async def test_single_keys_reach_every_screen_and_escape_goes_back(platform):
     app = platform.app()
     async with console(app) as pilot:
-        for key, screen in (("j", JobsScreen), ("c", CatalogScreen), ("v", VerifyScreen),
-                            ("r", RestoreWizardScreen), ("s", SchedulesScreen), ("l", LocationsScreen),
-                            ("e", SettingsScreen), ("d", DashboardScreen)):
+        for key, screen in (
+            ("j", JobsScreen),
+            ("c", CatalogScreen),
+            ("v", VerifyScreen),
+            ("r", RestoreWizardScreen),
+            ("s", SchedulesScreen),
+            ("l", LocationsScreen),
+            ("e", SettingsScreen),
+            ("d", DashboardScreen),
+        ):
             await pilot.press(key)
             await settle(pilot, app)
             assert isinstance(app.screen, screen), key
@@ -43,9 +50,14 @@ async def test_help_lists_every_key_of_the_screen(platform):
         assert isinstance(app.screen, HelpScreen)
         table = app.screen.query_one(DataTable)
         actions = " | ".join(str(table.get_row(k)[1]) for k in table.rows)
-        for expected in ("Filter: words", "Browse the selected", "Mark a snapshot", "Compare the marked",
-                         "Open the Dashboard screen",
-                         "List every key"):
+        for expected in (
+            "Filter: words",
+            "Browse the selected",
+            "Mark a snapshot",
+            "Compare the marked",
+            "Open the Dashboard screen",
+            "List every key",
+        ):
             assert expected in actions, expected
         await pilot.press("escape")
         await settle(pilot, app)

@@ -62,8 +62,9 @@ async def test_some_files_into_another_folder_with_back_steps(platform, tmp_path
         await _wait_result(pilot, app, wiz)
         assert wiz.result_ok is True
         assert "RESTORE VALIDATED" in str(wiz.query_one("#result-text", Static).render())
-    assert app.submitted == [("restore", {"snapshot": old.id, "target": str(target.resolve()),
-                                          "include": sorted([notes, avatar])})]
+    assert app.submitted == [
+        ("restore", {"snapshot": old.id, "target": str(target.resolve()), "include": sorted([notes, avatar])})
+    ]
     # the bytes of the first backup, not of today's files
     assert (target / notes.lstrip("/")).read_bytes() == b"alice's notes\n" * 300
     assert (target / avatar.lstrip("/")).stat().st_size == 50_000

@@ -64,7 +64,8 @@ async def test_locations_show_health_and_usage(platform):
 
 async def test_settings_masks_validates_and_writes_back(platform):
     text = platform.config_path.read_text().replace(
-        "[engine]", '[notifications]\nwebhook_url = "https://hooks.example/T0KEN-SECRET"\n\n[engine]')
+        "[engine]", '[notifications]\nwebhook_url = "https://hooks.example/T0KEN-SECRET"\n\n[engine]'
+    )
     platform.config_path.write_text(text)
     app = platform.app()
     async with console(app, (120, 40)) as pilot:

@@ -45,7 +45,8 @@ async def test_time_travel_shows_the_point_and_restores_from_it_in_one_step(shar
         await pilot.press("left")  # the day before the first snapshot: nothing was current
         await settle(pilot, app)
         assert tt.point.before_first and "nothing of application/user_data was backed up yet" in text_of(
-            app, "#tt-detail")
+            app, "#tt-detail"
+        )
         await pilot.press("enter")  # refused, in one line, and nothing opens
         await settle(pilot, app)
         assert app.screen is tt
@@ -76,8 +77,13 @@ async def test_the_verification_report_never_calls_a_cancelled_verification_veri
     from screens.verification_report import VerificationReportScreen
 
     # A full verification cancelled after the backups (as `verify --full` stopped by Ctrl-C records it).
-    await record_run(platform.config, "verify", {"full": True, "snapshots": []}, datetime.now(UTC),
-                     Outcome(JobState.CANCELLED, {"exit_code": 130}, "interrupted (Ctrl-C)"))
+    await record_run(
+        platform.config,
+        "verify",
+        {"full": True, "snapshots": []},
+        datetime.now(UTC),
+        Outcome(JobState.CANCELLED, {"exit_code": 130}, "interrupted (Ctrl-C)"),
+    )
     app = platform.app()
     async with console(app, (80, 24)) as pilot:
         await pilot.press("v")

@@ -12,6 +12,7 @@ import pytest
 
 from console_support import PASSPHRASE, ROOT, Tmux
 
+
 @pytest.fixture
 def tmux(tmp_path: Path):
     sock = tmp_path / "tmux"
@@ -27,10 +28,24 @@ def test_restore_a_source_through_the_wizard_in_tmux(platform, tmux, tmp_path: P
     program = [sys.executable, "-m", "app.cli", "--config", str(platform.config_path), "console", "--no-daemon"]
     tmux.env["AXISOR_BACKUP_PASSPHRASE"] = PASSPHRASE
     status = tmp_path / "exit-status"
-    record = ("import subprocess, sys; code = subprocess.call(sys.argv[2:]); "
-              "open(sys.argv[1], 'w').write(str(code))")
-    tmux.run("new-session", "-d", "-s", "console", "-x", "80", "-y", "24", "-c", str(ROOT),
-             sys.executable, "-c", record, str(status), *program)
+    record = "import subprocess, sys; code = subprocess.call(sys.argv[2:]); open(sys.argv[1], 'w').write(str(code))"
+    tmux.run(
+        "new-session",
+        "-d",
+        "-s",
+        "console",
+        "-x",
+        "80",
+        "-y",
+        "24",
+        "-c",
+        str(ROOT),
+        sys.executable,
+        "-c",
+        record,
+        str(status),
+        *program,
+    )
     screen = tmux.wait_for("app/user_data")
     assert "embedded engine" in screen
     tmux.keys("r")
@@ -73,8 +88,9 @@ def test_sixteen_colours_only_basic_colours_and_states_in_words(platform, tmux):
     styled = tmux.run("capture-pane", "-p", "-e", "-t", "console")
     params = [p for seq in re.findall(r"\x1b\[([0-9;:]*)m", styled) for p in [seq]]
     assert params, "no styling at all"
-    assert not any(re.search(r"(^|;)(38|48)[;:](5|2)", p) for p in params), \
+    assert not any(re.search(r"(^|;)(38|48)[;:](5|2)", p) for p in params), (
         "256-colour or true-colour codes at 16 colours"
+    )
     # States are spelled out, not only coloured.
     assert re.search(r"✔|✘|NO BACKUP|LATE|never|ok", screen)
     tmux.keys("C-q")

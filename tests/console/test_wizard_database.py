@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from console_support import _backups, write_platform, choose as _choose, console, pick_row as _pick_row, settle, wait_result as _wait_result
+from console_support import (
+    _backups,
+    write_platform,
+    choose as _choose,
+    console,
+    pick_row as _pick_row,
+    settle,
+    wait_result as _wait_result,
+)
 from core.service import BackupService
 from postgres.conftest import _pg_bin, _start, _stop
 
@@ -19,15 +27,20 @@ def cluster():
 
 async def test_tables_into_another_database(tmp_path, cluster):
     cluster.createdb("axisor")
-    cluster.psql("CREATE TABLE users (id int PRIMARY KEY, name text); "
-                 "INSERT INTO users SELECT g, 'u' || g FROM generate_series(1, 250) g; "
-                 "CREATE TABLE events (id int PRIMARY KEY, what text); "
-                 "INSERT INTO events SELECT g, 'e' FROM generate_series(1, 40) g;", dbname="axisor")
+    cluster.psql(
+        "CREATE TABLE users (id int PRIMARY KEY, name text); "
+        "INSERT INTO users SELECT g, 'u' || g FROM generate_series(1, 250) g; "
+        "CREATE TABLE events (id int PRIMARY KEY, what text); "
+        "INSERT INTO events SELECT g, 'e' FROM generate_series(1, 40) g;",
+        dbname="axisor",
+    )
     p = write_platform(tmp_path)
     await _backups(p)
     with open(p.config_path, "a") as fh:
-        fh.write(f'\n[database]\nenabled = true\nhost = "127.0.0.1"\nport = {cluster.port}\n'
-                 f'user = "postgres"\ndbname = "axisor"\n')
+        fh.write(
+            f'\n[database]\nenabled = true\nhost = "127.0.0.1"\nport = {cluster.port}\n'
+            f'user = "postgres"\ndbname = "axisor"\n'
+        )
 
     async def dump() -> None:
         svc = BackupService(p.config, p.passphrase)
@@ -63,7 +76,8 @@ async def test_tables_into_another_database(tmp_path, cluster):
         assert wiz.result_ok is True, wiz.query_one("#result-text").render()
         assert "row counts: 1 of 1 tables match" in str(wiz.query_one("#result-text").render())
         assert "not restored: nothing" in str(wiz.query_one("#result-text").render())
-    assert app.submitted == [("restore", {"snapshot": snap.id, "target_db": "axisor_restored", "force": False,
-                                          "tables": [users]})]
+    assert app.submitted == [
+        ("restore", {"snapshot": snap.id, "target_db": "axisor_restored", "force": False, "tables": [users]})
+    ]
     assert cluster.psql("SELECT count(*) FROM users", dbname="axisor_restored") == "250"
     assert cluster.psql("SELECT to_regclass('public.events') IS NULL", dbname="axisor_restored") == "t"

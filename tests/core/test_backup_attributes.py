@@ -37,6 +37,7 @@ needs_root = pytest.mark.skipif(not S.IS_ROOT, reason="devices, capabilities, ch
 
 # -- reading a snapshot back --------------------------------------------------------------
 
+
 async def _nodes(env: H.AxEnv, below: Path, snapshot: str = "latest") -> tuple[dict[bytes, Node], object]:
     """Every node under ``below`` in the snapshot: relative path (bytes, b"" = below) -> node.
     Iterative, so a tree of any depth loads."""
@@ -69,7 +70,7 @@ async def _content(repo, node: Node) -> tuple[bytes, int]:
     pos = 0
     for off, length in sparse.data_extents(node.size, node.holes):
         logical += bytes(off - len(logical))
-        logical += data[pos:pos + length]
+        logical += data[pos : pos + length]
         pos += length
     logical += bytes(node.size - len(logical))
     return hashlib.sha256(bytes(logical)).hexdigest(), len(data)
@@ -94,8 +95,16 @@ def _mismatches(nodes: dict[bytes, Node], state: dict[bytes, S.Entry], file_atim
         if n is None:
             bad.append(f"{where}: not in the snapshot")
             continue
-        want = {"type": e.type, "mode": e.mode, "uid": e.uid, "gid": e.gid, "mtime_ns": e.mtime_ns,
-                "xattrs": e.xattrs, "flags": e.flags, "rdev": e.rdev}
+        want = {
+            "type": e.type,
+            "mode": e.mode,
+            "uid": e.uid,
+            "gid": e.gid,
+            "mtime_ns": e.mtime_ns,
+            "xattrs": e.xattrs,
+            "flags": e.flags,
+            "rdev": e.rdev,
+        }
         if e.type == "symlink":
             want["target"] = e.target
         if e.type == "file":
@@ -122,6 +131,7 @@ def shapes(axenv):
 
 # -- every attribute ------------------------------------------------------------------------
 
+
 def test_every_shape_is_stored_exactly(axenv, shapes):
     src = shapes.root
     # Access times first (listing folders changes only folders' atimes); the backup reads
@@ -136,7 +146,8 @@ def test_every_shape_is_stored_exactly(axenv, shapes):
     assert r.code == 7, r  # the socket
     snap = r.json["snapshots"][0]
     assert [w for w in snap["warnings"] if "control.sock" in w] == [
-        f"{src}/special/control.sock: skipped: a socket cannot be backed up"], snap["warnings"]
+        f"{src}/special/control.sock: skipped: a socket cannot be backed up"
+    ], snap["warnings"]
     assert len(snap["warnings"]) == 1, snap["warnings"]
 
     state = S.state(src)
@@ -195,8 +206,9 @@ def test_unchanged_files_carry_their_attributes_and_changed_ones_are_read_again(
     second, _ = asyncio.run(_nodes(axenv, shapes.root))
 
     def same(nodes):  # reading a symlink updates its atime, and so its folder's tree id
-        return {rel: replace(n, atime_ns=0 if n.type == "symlink" else n.atime_ns, subtree=None)
-                for rel, n in nodes.items()}
+        return {
+            rel: replace(n, atime_ns=0 if n.type == "symlink" else n.atime_ns, subtree=None) for rel, n in nodes.items()
+        }
 
     assert same(second) == same(first)  # xattrs, flags, holes: carried over, not lost
 
@@ -206,11 +218,14 @@ def test_unchanged_files_carry_their_attributes_and_changed_ones_are_read_again(
     r = axenv.cli("backup", json_out=True)
     assert r.json["snapshots"][0]["summary"]["files_changed"] == 1
     third, _ = asyncio.run(_nodes(axenv, shapes.root))
-    assert third[b"files/xattrs.txt"].xattrs == ((b"user.binary", b"\x00\xff\x01 not utf-8"),
-                                                  (b"user.comment", b"changed"))
+    assert third[b"files/xattrs.txt"].xattrs == (
+        (b"user.binary", b"\x00\xff\x01 not utf-8"),
+        (b"user.comment", b"changed"),
+    )
 
 
 # -- deep and hostile trees -----------------------------------------------------------------
+
 
 def test_a_tree_3000_levels_deep_is_stored_whole(axenv):
     deep = axenv.src / "deep"
@@ -225,9 +240,16 @@ def test_a_tree_3000_levels_deep_is_stored_whole(axenv):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     low = min(soft, 1024)
     try:
-        p = subprocess.run(axenv.argv("backup", json_out=True), cwd=H.ROOT, env=axenv.env(), capture_output=True,
-                           text=True, timeout=600, stdin=subprocess.DEVNULL,
-                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard)))
+        p = subprocess.run(
+            axenv.argv("backup", json_out=True),
+            cwd=H.ROOT,
+            env=axenv.env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard)),
+        )
         assert p.returncode == 0, p.stderr
         nodes, _ = asyncio.run(_nodes(axenv, axenv.src))
         leaf = nodes[b"deep/" + rel]
@@ -235,8 +257,15 @@ def test_a_tree_3000_levels_deep_is_stored_whole(axenv):
         assert sum(1 for k in nodes if k.startswith(b"deep/")) == 3001
         assert nodes[b"deep"].xattrs == ((b"user.top", b"1"),)
         # Unchanged: the re-run carries all of it over.
-        p = subprocess.run(axenv.argv("backup", json_out=True), cwd=H.ROOT, env=axenv.env(), capture_output=True,
-                           text=True, timeout=600, stdin=subprocess.DEVNULL)
+        p = subprocess.run(
+            axenv.argv("backup", json_out=True),
+            cwd=H.ROOT,
+            env=axenv.env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+            stdin=subprocess.DEVNULL,
+        )
         assert p.returncode == 0, p.stderr
         assert json.loads(p.stdout)["snapshots"][0]["summary"]["files_unmodified"] == 1
         # The catalog walks every tree of every snapshot (is it complete at each location?).
@@ -324,6 +353,7 @@ async def test_files_that_change_vanish_or_turn_into_folders_mid_backup(ws, monk
 
 # -- source roots ---------------------------------------------------------------------------
 
+
 def _as_nobody(env: H.AxEnv, *args: str) -> H.CliResult:
     cmd = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *env.argv(*args, json_out=True)]
     e = env.env()
@@ -351,8 +381,9 @@ def test_an_unreadable_source_root_fails_with_exit_11_keeps_the_last_snapshot_an
         r = _as_nobody(env, "backup")
         assert r.code == 11, r
         assert r.json["snapshots"] == []
-        assert r.json["failed"] == [{"source": "application/user_data",
-                                     "error": f"source path {env.src} cannot be read: permission denied"}]
+        assert r.json["failed"] == [
+            {"source": "application/user_data", "error": f"source path {env.src} cannot be read: permission denied"}
+        ]
         assert "application/user_data" in r.stderr and str(env.src) in r.stderr
         snaps = _as_nobody(env, "snapshots").json["snapshots"]
         assert [s["id"] for s in snaps] == [first.json["snapshots"][0]["id"]]  # still the newest good one
@@ -405,6 +436,7 @@ def test_a_symlinked_source_root_is_followed_and_recorded(axenv):
 
 # -- attributes that cannot be read -----------------------------------------------------------
 
+
 async def test_an_attribute_that_cannot_be_read_is_a_warning_naming_the_file(ws, monkeypatch):
     from core.config import load_config
     from core.service import BackupService
@@ -432,8 +464,9 @@ async def test_an_attribute_that_cannot_be_read_is_a_warning_naming_the_file(ws,
         await svc.close()
     snap = result.results[0].snapshot
     assert result.partial and snap is not None
-    assert list(snap.warnings) == [f"{ws.src}/odd\\x1bname.txt: extended attribute user.secret not read: "
-                                   "Permission denied"]
+    assert list(snap.warnings) == [
+        f"{ws.src}/odd\\x1bname.txt: extended attribute user.secret not read: Permission denied"
+    ]
 
 
 def test_stored_extent_of_a_sparse_file_that_shrank_while_read():
@@ -466,8 +499,10 @@ def test_as_another_user_unreadable_entries_below_the_root_are_warnings_and_the_
         r = _as_nobody(env, "backup")
         assert r.code == 7, r
         warnings = sorted(r.json["snapshots"][0]["warnings"])
-        assert warnings == [f"{env.src}/private: not read: Permission denied",
-                            f"{env.src}/secret.txt: not read: Permission denied"]
+        assert warnings == [
+            f"{env.src}/private: not read: Permission denied",
+            f"{env.src}/secret.txt: not read: Permission denied",
+        ]
         nodes, _ = asyncio.run(_nodes(env, env.src))
         assert set(nodes) == {b"", b"ok.txt"}
         assert nodes[b"ok.txt"].xattrs == ((b"user.tag", b"mine"),) and nodes[b"ok.txt"].uid == 65534
@@ -538,19 +573,34 @@ def test_as_another_user_every_shape_it_can_make_is_stored_exactly():
             os.chown(p, 65534, 65534)
         src = base / "shapes"
         made = subprocess.run(
-            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c",
-             "import sys, json; sys.path[:0] = ['tests', '.']; import fs_shapes as S; from pathlib import Path; "
-             f"s = S.build(Path({str(src)!r})); print(json.dumps(sorted(s.skipped)))"],
-            cwd=REPO, capture_output=True, text=True, timeout=120)
+            [
+                "setpriv",
+                "--reuid=nobody",
+                "--regid=nogroup",
+                "--clear-groups",
+                sys.executable,
+                "-c",
+                "import sys, json; sys.path[:0] = ['tests', '.']; import fs_shapes as S; from pathlib import Path; "
+                f"s = S.build(Path({str(src)!r})); print(json.dumps(sorted(s.skipped)))",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert made.returncode == 0, made.stderr
         assert json.loads(made.stdout) == ["capability", "chattr +i/+a", "devices", "foreign owners", "symlink xattr"]
         env.write_config([src])
-        file_atimes = {rel: os.lstat(os.path.join(os.fsencode(src), rel)).st_atime_ns
-                       for rel in S._all(os.fsencode(src))
-                       if not stat.S_ISDIR(os.lstat(os.path.join(os.fsencode(src), rel)).st_mode)}
+        file_atimes = {
+            rel: os.lstat(os.path.join(os.fsencode(src), rel)).st_atime_ns
+            for rel in S._all(os.fsencode(src))
+            if not stat.S_ISDIR(os.lstat(os.path.join(os.fsencode(src), rel)).st_mode)
+        }
         r = _as_nobody(env, "backup")
         assert r.code == 7, r
-        assert r.json["snapshots"][0]["warnings"] == [f"{src}/special/control.sock: skipped: a socket cannot be backed up"]
+        assert r.json["snapshots"][0]["warnings"] == [
+            f"{src}/special/control.sock: skipped: a socket cannot be backed up"
+        ]
         nodes, _ = asyncio.run(_nodes(env, src))
         assert _mismatches(nodes, S.state(src), file_atimes) == []
         assert nodes[b"sparse/sparse.img"].holes == _expected_holes(S.SPARSE_SIZE, S.SPARSE_ISLANDS)

@@ -85,7 +85,10 @@ def test_each_category_is_its_own_snapshot_in_one_backup_set(ws):
     ws.cli("init")
     snaps = ws.cli("backup", "--json").json()["snapshots"]
     assert [s["source"] for s in snaps] == [
-        "application/user_data", "application/log_files", "configuration/environment_vars"]
+        "application/user_data",
+        "application/log_files",
+        "configuration/environment_vars",
+    ]
     assert len({s["backup_set"] for s in snaps}) == 1
     only = ws.cli("backup", "--source", "log_files", "--json").json()["snapshots"]
     assert [s["source"] for s in only] == ["application/log_files"]

@@ -28,7 +28,7 @@ from core.errors import BackupStalled
 
 pytestmark = pytest.mark.timeout(180)
 
-STALL_SITECUSTOMIZE = '''
+STALL_SITECUSTOMIZE = """
 import os, threading
 
 _fdopen, _read, _never = os.fdopen, os.read, threading.Event()
@@ -73,7 +73,7 @@ def read(fd, n):
 
 
 os.fdopen, os.read = fdopen, read
-'''
+"""
 
 
 # -- the Watchdog on its own --------------------------------------------------------------
@@ -163,7 +163,8 @@ async def test_zero_disables_it_and_the_default_hooks_cost_nothing() -> None:
 
 @pytest.mark.parametrize("name,size", [("STALL-big.bin", 3 * 1024 * 1024), ("STALL-small.txt", 1000)])
 def test_a_stalled_read_fails_the_backup_naming_the_file_and_leaves_the_repository_valid(
-        ws, tmp_path: Path, name: str, size: int) -> None:
+    ws, tmp_path: Path, name: str, size: int
+) -> None:
     (ws.src / "before.txt").write_text("read first\n")
     (ws.src / name).write_bytes(os.urandom(size))
     (ws.src / "zz-after.bin").write_bytes(os.urandom(1024 * 1024))
@@ -204,11 +205,22 @@ def test_ctrl_c_stops_a_backup_whose_read_never_returns_within_2_s(ws, tmp_path:
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(STALL_SITECUSTOMIZE)
     e = {k: v for k, v in os.environ.items() if not k.startswith("AXISOR_BACKUP")}
-    e.update({"AXISOR_BACKUP_PASSPHRASE": PASSPHRASE, "PYTHONPATH": str(hook),
-              "AXISOR_BACKUP_STATE_DIR": str(tmp_path / "state")})
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "--config", str(ws.config), "backup"],
-                            cwd=ROOT, env=e, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    e.update(
+        {
+            "AXISOR_BACKUP_PASSPHRASE": PASSPHRASE,
+            "PYTHONPATH": str(hook),
+            "AXISOR_BACKUP_STATE_DIR": str(tmp_path / "state"),
+        }
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "--config", str(ws.config), "backup"],
+        cwd=ROOT,
+        env=e,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         locks = ws.repo / "locks"
         deadline = time.monotonic() + 60

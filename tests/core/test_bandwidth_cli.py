@@ -68,13 +68,19 @@ def test_a_bad_option_value_is_a_usage_error(ws):
 
 
 def test_config_check_rejects_bad_limits_naming_the_key(ws):
-    ws.write_config('limit_upload = -1\nlimit_download = "2 MiB"\n\n[[storage.remote_storage]]\n'
-                    'provider = "local"\nname = "nas"\npath = "nas"\nlimit_upload = true\nlimit_download = 1.5\n')
+    ws.write_config(
+        'limit_upload = -1\nlimit_download = "2 MiB"\n\n[[storage.remote_storage]]\n'
+        'provider = "local"\nname = "nas"\npath = "nas"\nlimit_upload = true\nlimit_download = 1.5\n'
+    )
     r = ws.cli("config", "check", "--json")
     assert r.code == 2
     problems = {p["key"]: p["message"] for p in r.json()["problems"]}
-    assert problems.keys() == {"storage.limit_upload", "storage.limit_download",
-                               "storage.remote_storage[0].limit_upload", "storage.remote_storage[0].limit_download"}
+    assert problems.keys() == {
+        "storage.limit_upload",
+        "storage.limit_download",
+        "storage.remote_storage[0].limit_upload",
+        "storage.remote_storage[0].limit_download",
+    }
     for message in problems.values():
         assert message.startswith("must be a rate in KiB/s, an integer >= 0")
     assert problems["storage.limit_upload"].endswith("(got -1)")
@@ -87,8 +93,10 @@ def test_config_check_rejects_bad_limits_naming_the_key(ws):
 
 
 def test_config_check_accepts_limits(ws):
-    ws.write_config('limit_upload = 0\nlimit_download = 4096\n\n[[storage.remote_storage]]\n'
-                    'provider = "local"\nname = "nas"\npath = "nas"\nlimit_upload = 1024\n')
+    ws.write_config(
+        "limit_upload = 0\nlimit_download = 4096\n\n[[storage.remote_storage]]\n"
+        'provider = "local"\nname = "nas"\npath = "nas"\nlimit_upload = 1024\n'
+    )
     r = ws.cli("config", "check")
     assert r.code == 0, r.out + r.err
 

@@ -2,16 +2,25 @@
 
 from core.childenv import child_env
 
-OURS = {"PATH": "/usr/bin", "HOME": "/root", "LC_ALL": "C.UTF-8", "TZ": "UTC",
-        "AXISOR_BACKUP_PASSPHRASE": "repo-secret", "AXISOR_BACKUP_PASSPHRASE_FILE": "/x",
-        "PGPASSWORD": "db-secret", "PGHOST": "db", "AWS_SECRET_ACCESS_KEY": "cloud-secret",
-        "AWS_ACCESS_KEY_ID": "AKIA", "AZURE_STORAGE_KEY": "az", "AXISOR_BACKUP_CONFIG": "/etc/a.toml"}
+OURS = {
+    "PATH": "/usr/bin",
+    "HOME": "/root",
+    "LC_ALL": "C.UTF-8",
+    "TZ": "UTC",
+    "AXISOR_BACKUP_PASSPHRASE": "repo-secret",
+    "AXISOR_BACKUP_PASSPHRASE_FILE": "/x",
+    "PGPASSWORD": "db-secret",
+    "PGHOST": "db",
+    "AWS_SECRET_ACCESS_KEY": "cloud-secret",
+    "AWS_ACCESS_KEY_ID": "AKIA",
+    "AZURE_STORAGE_KEY": "az",
+    "AXISOR_BACKUP_CONFIG": "/etc/a.toml",
+}
 
 
 def test_notification_command_gets_no_secret():
     env = child_env({"AXISOR_EVENT": "job.failed"}, source=OURS)
-    assert env == {"PATH": "/usr/bin", "HOME": "/root", "LC_ALL": "C.UTF-8", "TZ": "UTC",
-                   "AXISOR_EVENT": "job.failed"}
+    assert env == {"PATH": "/usr/bin", "HOME": "/root", "LC_ALL": "C.UTF-8", "TZ": "UTC", "AXISOR_EVENT": "job.failed"}
 
 
 def test_postgres_clients_get_libpq_settings_and_a_password_only():

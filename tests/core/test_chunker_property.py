@@ -59,6 +59,7 @@ class ChunkerStuck(Exception):
 @contextlib.contextmanager
 def time_limit(seconds: float) -> Iterator[None]:
     """Raise ExampleTimedOut in the main thread after ``seconds``: a hang becomes a failure."""
+
     def expire(signum: int, frame: object) -> None:
         raise ExampleTimedOut(f"example still running after {seconds} s: the chunker hangs")
 
@@ -126,7 +127,7 @@ class ShortReads(io.RawIOBase):
     def readinto(self, b) -> int:  # noqa: ANN001
         n = min(len(b), len(self._data) - self._pos, self._sizes[self._turn % len(self._sizes)])
         self._turn += 1
-        b[:n] = self._data[self._pos:self._pos + n]
+        b[:n] = self._data[self._pos : self._pos + n]
         self._pos += n
         return n
 
@@ -152,7 +153,7 @@ def open_stream(data: bytes, reading: Reading) -> Iterator[io.RawIOBase]:
             pos, turn = 0, 0
             while pos < len(data):
                 n = reading.write_sizes[turn % len(reading.write_sizes)]
-                pos += os.write(w, data[pos:pos + n])
+                pos += os.write(w, data[pos : pos + n])
                 turn += 1
         except OSError:
             pass  # the reader gave up (a failing example): nothing more to do
@@ -172,8 +173,9 @@ def open_stream(data: bytes, reading: Reading) -> Iterator[io.RawIOBase]:
 # -- running the chunker ----------------------------------------------------------------
 
 
-def chunk_stream(params: ChunkerParams, data: bytes, reading: Reading, *, window: int,
-                 take_bytes: int) -> tuple[list[bytes], bytes]:
+def chunk_stream(
+    params: ChunkerParams, data: bytes, reading: Reading, *, window: int, take_bytes: int
+) -> tuple[list[bytes], bytes]:
     """All chunks of ``data`` read through ``reading``, and every byte the observer saw."""
     seen = bytearray()
     takes = 0
@@ -182,8 +184,11 @@ def chunk_stream(params: ChunkerParams, data: bytes, reading: Reading, *, window
         seen.extend(buf[start:end])
 
     chunks: list[bytes] = []
-    with time_limit(TIME_LIMIT), open_stream(data, reading) as stream, \
-            counted_cuts(params, lambda: len(data) + takes + 1):
+    with (
+        time_limit(TIME_LIMIT),
+        open_stream(data, reading) as stream,
+        counted_cuts(params, lambda: len(data) + takes + 1),
+    ):
         chunker = Chunker(params, stream, observe, window=window)  # type: ignore[arg-type]
         try:
             while True:
@@ -220,10 +225,13 @@ def check(params: ChunkerParams, data: bytes, reading: Reading, *, window: int, 
 @st.composite
 def chunker_params(draw: st.DrawFn) -> ChunkerParams:
     max_size = draw(st.sampled_from([1024, 1025, 2048, 3000, 4096]) | st.integers(1024, 8192))
-    avg_size = draw(st.sampled_from([256, max_size // 4, max_size // 2, max_size]).filter(lambda a: a >= 256)
-                    | st.integers(256, max_size))
-    min_size = draw(st.sampled_from([64, avg_size // 4, avg_size]).filter(lambda m: m >= 64)
-                    | st.integers(64, avg_size))
+    avg_size = draw(
+        st.sampled_from([256, max_size // 4, max_size // 2, max_size]).filter(lambda a: a >= 256)
+        | st.integers(256, max_size)
+    )
+    min_size = draw(
+        st.sampled_from([64, avg_size // 4, avg_size]).filter(lambda m: m >= 64) | st.integers(64, avg_size)
+    )
     seed = draw(st.sampled_from([0, 1, (1 << 63) - 1]) | st.integers(0, (1 << 63) - 1))
     return ChunkerParams(min_size=min_size, avg_size=avg_size, max_size=max_size, seed=seed)
 
@@ -231,15 +239,27 @@ def chunker_params(draw: st.DrawFn) -> ChunkerParams:
 def windows(p: ChunkerParams) -> st.SearchStrategy[int]:
     # Multiples of max_size are the shape of the production window (16 MiB over 4 MiB)
     # that made the zero-run hang.
-    edges = [0, 1, 2, p.min_size, p.avg_size, p.max_size - 1, p.max_size, p.max_size + 1,
-             2 * p.max_size, 3 * p.max_size, 2 * p.max_size + p.avg_size]
+    edges = [
+        0,
+        1,
+        2,
+        p.min_size,
+        p.avg_size,
+        p.max_size - 1,
+        p.max_size,
+        p.max_size + 1,
+        2 * p.max_size,
+        3 * p.max_size,
+        2 * p.max_size + p.avg_size,
+    ]
     return st.sampled_from(edges) | st.integers(0, 4 * p.max_size)
 
 
 def lengths(p: ChunkerParams, window: int) -> st.SearchStrategy[int]:
     sizes = [p.min_size, p.avg_size, p.max_size, max(window, 1), window + p.max_size]
-    near = st.builds(lambda size, k, d: max(0, size * k + d),
-                     st.sampled_from(sizes), st.integers(0, 6), st.integers(-3, 3))
+    near = st.builds(
+        lambda size, k, d: max(0, size * k + d), st.sampled_from(sizes), st.integers(0, 6), st.integers(-3, 3)
+    )
     return near | st.integers(0, 8 * p.max_size + window)
 
 
@@ -266,7 +286,7 @@ class Data(bytes):
                 j += 1
             if j - i >= 8:
                 flush()
-                parts.append(f"{bytes(self[i:i + 1])!r} * {j - i}")
+                parts.append(f"{bytes(self[i : i + 1])!r} * {j - i}")
             else:
                 literal.extend(self[i:j])
             i = j
@@ -281,8 +301,7 @@ def segment(draw: st.DrawFn, p: ChunkerParams, n: int) -> bytes:
     if kind == "run":
         return bytes([draw(st.sampled_from([0, 0xFF]) | st.integers(0, 255))]) * n
     if kind == "periodic":
-        period = max(1, draw(st.sampled_from([1, 2, 3, p.min_size, p.avg_size, p.max_size]))
-                     + draw(st.integers(-2, 2)))
+        period = max(1, draw(st.sampled_from([1, 2, 3, p.min_size, p.avg_size, p.max_size])) + draw(st.integers(-2, 2)))
         pattern = _bytes(rng, period)
         return (pattern * (n // period + 1))[:n]
     return _bytes(rng, n)
@@ -326,17 +345,21 @@ SMALL = ChunkerParams(min_size=64, avg_size=256, max_size=1024, seed=7)
 @example((SMALL, 4096, bytes(20 * 1024)), Reading(), TAKE_SIZES[1])
 @example((SMALL, 4096, b"\x5a" * (4096 + 1024)), Reading((1,)), TAKE_SIZES[1])
 @example((SMALL, 0, bytes(3000)), Reading(), 1)
-def test_any_stream_is_cut_like_the_whole_input(case: tuple[ChunkerParams, int, bytes], reading: Reading,
-                                                take_bytes: int) -> None:
+def test_any_stream_is_cut_like_the_whole_input(
+    case: tuple[ChunkerParams, int, bytes], reading: Reading, take_bytes: int
+) -> None:
     params, window, data = case
     check(params, data, reading, window=window, take_bytes=take_bytes)
 
 
-@pytest.mark.parametrize("size", [
-    WINDOW + ChunkerParams().max_size,  # exactly one buffer: the first hang
-    WINDOW + ChunkerParams().max_size + 1,
-    24 * 1024 * 1024 + 12345,
-])
+@pytest.mark.parametrize(
+    "size",
+    [
+        WINDOW + ChunkerParams().max_size,  # exactly one buffer: the first hang
+        WINDOW + ChunkerParams().max_size + 1,
+        24 * 1024 * 1024 + 12345,
+    ],
+)
 @pytest.mark.parametrize("byte", [0, 0xA5])
 def test_production_sizes_cut_long_runs_of_one_byte(size: int, byte: int) -> None:
     """The real window and sizes on a run of one byte, like the 20 MiB file of zeros."""

@@ -104,9 +104,11 @@ def test_example_documents_every_key():
 
 
 # Keys the example sets to something other than the default, to show what a value looks like.
-EXAMPLE_VALUES = {f"application.{name}" for name in APPLICATION_SOURCES} | {
-    f"configuration.{name}" for name in CONFIGURATION_SOURCES} | {
-    "application.exclude", "storage.local_path"}
+EXAMPLE_VALUES = (
+    {f"application.{name}" for name in APPLICATION_SOURCES}
+    | {f"configuration.{name}" for name in CONFIGURATION_SOURCES}
+    | {"application.exclude", "storage.local_path"}
+)
 
 
 def test_example_values_are_the_declared_defaults():
@@ -246,17 +248,13 @@ mode = "snapshot"
         "database.mode",
     ]
     assert error.path == path
-    assert str(error.problems[0]) == (
-        "storage.compression_level: must be an integer from 1 to 22 (got 40)"
-    )
+    assert str(error.problems[0]) == ("storage.compression_level: must be an integer from 1 to 22 (got 40)")
     assert "encryption cannot be disabled" in error.problems[2].message
     assert error.problems[3].message == "required"
     lines = str(error).splitlines()
     assert len(lines) == 7
     assert all(line.startswith(f"{path}: ") for line in lines)
-    assert (
-        lines[0] == f"{path}: storage.compression_level: must be an integer from 1 to 22 (got 40)"
-    )
+    assert lines[0] == f"{path}: storage.compression_level: must be an integer from 1 to 22 (got 40)"
 
 
 def test_missing_storage_section_names_local_path(tmp_path):
@@ -310,9 +308,7 @@ def test_passphrase_command_must_be_a_list(tmp_path):
     assert '["pass", "show"' in problems["storage.passphrase_command"]
     problems = problems_of(minimal(storage={"passphrase_command": []}), tmp_path)
     assert "storage.passphrase_command" in problems
-    config = parse_config(
-        minimal(storage={"passphrase_command": ["pass", "show", "x"]}), base_dir=tmp_path
-    )
+    config = parse_config(minimal(storage={"passphrase_command": ["pass", "show", "x"]}), base_dir=tmp_path)
     assert config.storage.passphrase_command == ("pass", "show", "x")
 
 
@@ -330,9 +326,7 @@ def test_secrets_in_storage_are_refused_without_echo(tmp_path):
 
 def test_database_password_refused_without_echo(tmp_path):
     secret = "pg-secret-9731"
-    data = minimal(
-        database={"password": secret, "url": f"postgresql://axisor:{secret}@db.internal/axisor"}
-    )
+    data = minimal(database={"password": secret, "url": f"postgresql://axisor:{secret}@db.internal/axisor"})
     with pytest.raises(ConfigError) as info:
         parse_config(data, base_dir=tmp_path)
     problems = {p.key: p.message for p in info.value.problems}
@@ -493,9 +487,7 @@ def test_timezone_validation(tmp_path):
     assert "unknown time zone" in problems["schedule.timezone"]
 
 
-@pytest.mark.parametrize(
-    "expression", ["0 2 * * *", "*/15 0-6 1,15 JAN-MAR mon-fri", "30 4 * * SUN", "0 0 1 */2 *"]
-)
+@pytest.mark.parametrize("expression", ["0 2 * * *", "*/15 0-6 1,15 JAN-MAR mon-fri", "30 4 * * SUN", "0 0 1 */2 *"])
 def test_cron_accepts(expression, tmp_path):
     config = parse_config(minimal(schedule={"cron_expression": expression}), base_dir=tmp_path)
     assert config.schedule.cron_expression == expression
@@ -630,10 +622,7 @@ def test_passphrase_command_is_not_run_through_a_shell(tmp_path):
 
 
 def test_failing_command_hides_output(tmp_path):
-    script = (
-        "import sys; print('leaked-stdout-42'); "
-        "print('leaked-stderr-42', file=sys.stderr); sys.exit(3)"
-    )
+    script = "import sys; print('leaked-stdout-42'); print('leaked-stderr-42', file=sys.stderr); sys.exit(3)"
     argv = (sys.executable, "-c", script)
     with pytest.raises(PassphraseError) as info:
         resolve_passphrase(storage(passphrase_command=argv), env={})
@@ -656,8 +645,7 @@ def test_no_passphrase_non_interactive():
     with pytest.raises(PassphraseError) as info:
         resolve_passphrase(storage(), env={}, interactive=False)
     assert str(info.value) == (
-        "no passphrase: set AXISOR_BACKUP_PASSPHRASE, storage.passphrase_file "
-        "or storage.passphrase_command"
+        "no passphrase: set AXISOR_BACKUP_PASSPHRASE, storage.passphrase_file or storage.passphrase_command"
     )
 
 
@@ -716,33 +704,47 @@ def test_local_path_and_state_dir_must_be_folders_or_creatable(tmp_path):
     does not exist yet, below a folder, is fine (init and the engine create it)."""
     afile = tmp_path / "afile"
     afile.write_text("x")
-    bad = problems_of(minimal(storage={"local_path": str(afile)}, engine={"state_dir": str(afile / "state")}),
-                      tmp_path)
+    bad = problems_of(minimal(storage={"local_path": str(afile)}, engine={"state_dir": str(afile / "state")}), tmp_path)
     assert bad["storage.local_path"] == f"{afile} exists and is not a folder"
     assert bad["engine.state_dir"] == f"{afile / 'state'} cannot be created: {afile} is not a folder"
-    good = parse_config(minimal(storage={"local_path": str(tmp_path / "new" / "repo")},
-                                engine={"state_dir": str(tmp_path)}), base_dir=tmp_path)
+    good = parse_config(
+        minimal(storage={"local_path": str(tmp_path / "new" / "repo")}, engine={"state_dir": str(tmp_path)}),
+        base_dir=tmp_path,
+    )
     assert good.storage.local_path == tmp_path / "new" / "repo" and not (tmp_path / "new").exists()
     path = write(tmp_path, f'[storage]\nlocal_path = "{afile}"\n', name="c.toml")
-    r = subprocess.run([sys.executable, "-m", "app.cli", "--config", str(path), "--json", "config", "check"],
-                       cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "app.cli", "--config", str(path), "--json", "config", "check"],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and json.loads(r.stdout)["problems"] == [
-        {"key": "storage.local_path", "message": f"{afile} exists and is not a folder"}], r
+        {"key": "storage.local_path", "message": f"{afile} exists and is not a folder"}
+    ], r
 
 
 # --------------------------------------------------------------------------- deprecated keys
 
-DEPRECATED = {"database": {"compression": True, "encryption": False, "incremental": True},
-              "schedule": {"parallel_backups": True}}
+DEPRECATED = {
+    "database": {"compression": True, "encryption": False, "incremental": True},
+    "schedule": {"parallel_backups": True},
+}
 
 
 def test_deprecated_keys_load_with_a_warning_naming_what_to_do(tmp_path):
     config = parse_config(minimal(**DEPRECATED), base_dir=tmp_path)
     warnings = {w.key: w.message for w in deprecations(config)}
-    assert set(warnings) == {"database.compression", "database.encryption", "database.incremental",
-                             "schedule.parallel_backups"}
-    assert all(m.startswith("deprecated, does nothing: ") and m.endswith("; remove this key")
-               for m in warnings.values())
+    assert set(warnings) == {
+        "database.compression",
+        "database.encryption",
+        "database.incremental",
+        "schedule.parallel_backups",
+    }
+    assert all(
+        m.startswith("deprecated, does nothing: ") and m.endswith("; remove this key") for m in warnings.values()
+    )
     assert "storage.compression" in warnings["database.compression"]
     assert "max_concurrent" in warnings["schedule.parallel_backups"]
     assert deprecations(parse_config(minimal(), base_dir=tmp_path)) == ()
@@ -755,20 +757,28 @@ def test_deprecated_keys_load_with_a_warning_naming_what_to_do(tmp_path):
 def test_config_check_and_every_command_warn_about_deprecated_keys(tmp_path, capsys):
     from app.cli import _main
 
-    lines = "\n".join(f"[{section}]\n" + "\n".join(f"{k} = {str(v).lower()}" for k, v in keys.items())
-                      for section, keys in DEPRECATED.items())
+    lines = "\n".join(
+        f"[{section}]\n" + "\n".join(f"{k} = {str(v).lower()}" for k, v in keys.items())
+        for section, keys in DEPRECATED.items()
+    )
     repo = tmp_path / "repo"
     path = write(tmp_path, f'{lines}\n[storage]\nlocal_path = "{repo}"\n')
     assert _main(["--config", str(path), "--json", "config", "check"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] is True
     assert [w["key"] for w in report["warnings"]] == [
-        "database.compression", "database.encryption", "database.incremental", "schedule.parallel_backups"]
+        "database.compression",
+        "database.encryption",
+        "database.incremental",
+        "schedule.parallel_backups",
+    ]
     assert _main(["--config", str(path), "config", "check"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith(f"{path}: warning: database.compression: deprecated, does nothing: ")
-    assert out[3] == (f"{path}: warning: schedule.parallel_backups: deprecated, does nothing: "
-                      "how many jobs run at once is max_concurrent; remove this key")
+    assert out[3] == (
+        f"{path}: warning: schedule.parallel_backups: deprecated, does nothing: "
+        "how many jobs run at once is max_concurrent; remove this key"
+    )
     assert len(out) == 5 and out[-1] == f"{path}: ok (0 sources: none)"
     # Any other command says it on stderr before it runs (here: no repository yet).
     _main(["--config", str(path), "snapshots"])

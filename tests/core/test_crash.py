@@ -35,7 +35,8 @@ def dataset(tmp_path_factory):
         (src / "text" / f"b{i}.txt").write_bytes(base64.encodebytes(os.urandom(8 * MB)))
     for i in range(2):  # repetitive: compresses to almost nothing, still several chunks
         (src / "text" / f"rep{i}.log").write_bytes(
-            b"".join(os.urandom(16).hex().encode() * 2048 + b"\n" for _ in range(200)))
+            b"".join(os.urandom(16).hex().encode() * 2048 + b"\n" for _ in range(200))
+        )
     total = sum(p.stat().st_size for p in src.rglob("*") if p.is_file())
     assert total > 200 * MB
     yield src, total
@@ -74,7 +75,8 @@ def _kill_at(env, moment: tuple[str, float]) -> int:
         while True:
             assert proc.poll() is None, (
                 f"backup finished before the kill point {moment}: make the data set bigger\n"
-                f"{proc.stderr.read().decode()}")
+                f"{proc.stderr.read().decode()}"
+            )
             if kind == "seconds" and time.monotonic() - start >= value:
                 break
             if kind == "new-packs" and len(env.packs()) - before >= value:
@@ -88,8 +90,7 @@ def _kill_at(env, moment: tuple[str, float]) -> int:
     return proc.pid
 
 
-def test_backups_killed_again_and_again_leave_a_sound_repository_and_nothing_is_sent_twice(
-        dataset, tmp_path):
+def test_backups_killed_again_and_again_leave_a_sound_repository_and_nothing_is_sent_twice(dataset, tmp_path):
     src, total = dataset
     env = H.make_env(tmp_path, src=src)
     env.init()

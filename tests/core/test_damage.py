@@ -19,6 +19,7 @@ import pytest
 
 
 import hostile_support as H  # noqa: E402  (tests/ is on pytest's pythonpath)
+
 axenv = H.axenv
 
 PACK_4MIB = "pack_size_mib = 4\n"
@@ -52,8 +53,14 @@ def pristine(tmp_path_factory):
 def world(pristine, tmp_path):
     """A private copy of the pristine repository (the source folder is shared, read-only)."""
     src_env, snaps = pristine
-    env = H.AxEnv(base=tmp_path, src=src_env.src, repo=tmp_path / "repo", cfg=tmp_path / "config.toml",
-                  sources=[src_env.src], extra_storage=PACK_4MIB)
+    env = H.AxEnv(
+        base=tmp_path,
+        src=src_env.src,
+        repo=tmp_path / "repo",
+        cfg=tmp_path / "config.toml",
+        sources=[src_env.src],
+        extra_storage=PACK_4MIB,
+    )
     shutil.copytree(src_env.repo, env.repo, symlinks=True)
     env.write_config()
     return env, snaps
@@ -279,8 +286,13 @@ def test_malformed_manifest_is_reported_as_damaged_not_a_crash(world, case):
 
         repo = await env.open_repo()
         good = await repo.load_snapshot(s2)
-        fields = {"time": good.time, "source": good.source, "paths": good.paths, "tree": good.tree,
-                  "backup_set": "crafted"}
+        fields = {
+            "time": good.time,
+            "source": good.source,
+            "paths": good.paths,
+            "tree": good.tree,
+            "backup_set": "crafted",
+        }
         fields.update(MALFORMED_MANIFESTS[case])
         return await repo.save_snapshot(Snapshot(**fields))
 
@@ -324,12 +336,15 @@ def _restore_damaged(env, snap: str, kind: str, damage: str) -> tuple[str, str]:
     raise AssertionError(f"no blob of {names} sits in a data-only pack")
 
 
-@pytest.mark.parametrize("kind,damage", [
-    ("small", "flip"),
-    ("large", "flip"),
-    ("small", "truncate"),
-    ("large", "truncate"),
-])
+@pytest.mark.parametrize(
+    "kind,damage",
+    [
+        ("small", "flip"),
+        ("large", "flip"),
+        ("small", "truncate"),
+        ("large", "truncate"),
+    ],
+)
 def test_restore_of_damaged_pack_exits_23_naming_it_and_writes_no_half_file(world, kind, damage):
     """Damaged file content no longer stops the restore (tests/core/test_restore_partial.py
     covers the rest): the file is reported partial, exit 23, and never put over its name."""
@@ -409,8 +424,9 @@ def test_one_damaged_key_file_does_not_lock_out_the_others(world):
     (old_key,) = (env.repo / "keys").iterdir()
     e = env.env()
     e["AXISOR_BACKUP_NEW_PASSPHRASE"] = "second passphrase"
-    p = subprocess.run(env.argv("key", "add"), cwd=H.ROOT, env=e, capture_output=True, text=True,
-                       stdin=subprocess.DEVNULL)
+    p = subprocess.run(
+        env.argv("key", "add"), cwd=H.ROOT, env=e, capture_output=True, text=True, stdin=subprocess.DEVNULL
+    )
     assert p.returncode == 0, p.stderr
     H.flip_byte(old_key, 20)  # breaks the JSON of the first key file
     r = env.cli("snapshots", json_out=True, passphrase="second passphrase")
@@ -466,16 +482,18 @@ def test_wrong_passphrase_exits_4_and_does_not_echo_it(world):
 
 
 def test_malformed_config_exits_2_naming_each_key_path(axenv):
-    axenv.cfg.write_text('[application]\nuser_data = "not-a-list"\n[storage]\nlocal_path = 5\n'
-                         'pack_size_mib = 1\n')
+    axenv.cfg.write_text('[application]\nuser_data = "not-a-list"\n[storage]\nlocal_path = 5\npack_size_mib = 1\n')
     r = axenv.cli("snapshots")
     assert r.code == 2, r
     for key in ("application.user_data", "storage.local_path", "storage.pack_size_mib"):
         assert key in r.stderr, key
     r = axenv.cli("config", "check", json_out=True)
     assert r.code == 2, r
-    assert {p["key"] for p in r.json["problems"]} >= {"application.user_data", "storage.local_path",
-                                                      "storage.pack_size_mib"}
+    assert {p["key"] for p in r.json["problems"]} >= {
+        "application.user_data",
+        "storage.local_path",
+        "storage.pack_size_mib",
+    }
 
 
 def test_toml_syntax_error_exits_2_naming_the_file(axenv):

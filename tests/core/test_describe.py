@@ -22,9 +22,13 @@ def _node(**kw) -> Node:
 
 
 def test_every_attribute_is_described():
-    node = _node(mode=stat.S_IFREG | stat.S_ISUID | 0o755, size=100, holes=((0, 60),), flags=0x30,
-                 xattrs=((b"security.capability", b"\x01" * 20), (b"system.posix_acl_access", ACL),
-                         (b"user.note", b"hello")))
+    node = _node(
+        mode=stat.S_IFREG | stat.S_ISUID | 0o755,
+        size=100,
+        holes=((0, 60),),
+        flags=0x30,
+        xattrs=((b"security.capability", b"\x01" * 20), (b"system.posix_acl_access", ACL), (b"user.note", b"hello")),
+    )
     described = {a.kind: a.text for a in attributes(node)}
     assert described["acl"] == "user::rw-,user:root:r--,group::r--,mask::r--,other::---"
     assert described["xattr"] == 'user.note = "hello"'
@@ -38,8 +42,12 @@ def test_every_attribute_is_described():
 
 
 def test_default_acl_device_and_plain():
-    d = _node(type=DIR, mode=stat.S_IFDIR | stat.S_ISGID | 0o2775, subtree=bytes(32),
-              xattrs=((b"system.posix_acl_default", ACL),))
+    d = _node(
+        type=DIR,
+        mode=stat.S_IFDIR | stat.S_ISGID | 0o2775,
+        subtree=bytes(32),
+        xattrs=((b"system.posix_acl_default", ACL),),
+    )
     assert [a.kind for a in attributes(d)] == ["default acl"]  # a setgid folder is no privilege
     dev = _node(type=CHARDEV, mode=stat.S_IFCHR | 0o600, rdev=os.makedev(1, 3))
     assert as_json(dev)["rdev"] == [1, 3]

@@ -33,8 +33,9 @@ import pytest
 
 from conftest import PASSPHRASE, ROOT
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("mount") is None,
-                                reason="needs root to mount a small tmpfs")
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("mount") is None, reason="needs root to mount a small tmpfs"
+)
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 MiB = 1024 * 1024
@@ -69,8 +70,9 @@ def tmpfs(tmp_path):
     def mount(name: str, size: str = "48m") -> Disk:
         mnt = tmp_path / name
         mnt.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(mnt)],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(mnt)], capture_output=True, text=True
+        )
         if done.returncode:  # root in a container without CAP_SYS_ADMIN: say so, do not error
             pytest.skip(f"mounting a tmpfs is not permitted here: {done.stderr.strip()}")
         mounted.append(mnt)
@@ -96,8 +98,15 @@ class World:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AXISOR_BACKUP")}
         env["AXISOR_BACKUP_PASSPHRASE"] = PASSPHRASE
         # A hang is one of the bugs this guards against: the timeout fails the test, not the suite.
-        return subprocess.run([sys.executable, "-m", "app.cli", "--config", str(self.config), *args], cwd=ROOT,
-                              env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            [sys.executable, "-m", "app.cli", "--config", str(self.config), *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
 
     def ok(self, *args: str) -> subprocess.CompletedProcess:
         r = self.cli(*args)
@@ -116,8 +125,10 @@ def make_world(base: Path, repo: Path, extra: str = "") -> World:
     src = base / "src"
     src.mkdir()
     config = base / "config.toml"
-    config.write_text(f'[application]\nuser_data = ["{src}"]\n[storage]\nlocal_path = "{repo}"\npack_size_mib = 4\n'
-                      f'{extra}\n[engine]\nstate_dir = "{base / "state"}"\n')
+    config.write_text(
+        f'[application]\nuser_data = ["{src}"]\n[storage]\nlocal_path = "{repo}"\npack_size_mib = 4\n'
+        f'{extra}\n[engine]\nstate_dir = "{base / "state"}"\n'
+    )
     w = World(base, src, repo, config)
     write_source(w, seed=1)
     return w
@@ -136,8 +147,11 @@ def write_source(w: World, seed: int, big: tuple[int, ...] = (0, 1)) -> None:
 
 
 def digest(folder: Path, skip: tuple[str, ...] = ("filler",)) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name not in skip}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name not in skip
+    }
 
 
 def files_of(repo: Path) -> dict[str, os.stat_result]:
@@ -164,8 +178,10 @@ def probe_steps(golden: Path, live: Path, run) -> list[Step]:
     after = files_of(live)
     # The documented write order (tmpfs times are coarse: two writes may share one): a new
     # replica's keys and config, the lock, packs, index, snapshot manifests.
-    new = sorted((k for k in after if k not in before or after[k].st_ino != before[k].st_ino),
-                 key=lambda k: (ORDER.index(kind(k)), after[k].st_mtime_ns))
+    new = sorted(
+        (k for k in after if k not in before or after[k].st_ino != before[k].st_ino),
+        key=lambda k: (ORDER.index(kind(k)), after[k].st_mtime_ns),
+    )
     used = 0
     steps: list[Step] = []
     for key in new:
@@ -228,7 +244,7 @@ def runbook_blocks(title: str) -> list[list[list[str]]]:
     start = text.index(f"\n## {title}\n")
     end = text.find("\n## ", start + 1)
     out = []
-    for block in re.findall(r"```sh\n(.*?)```", text[start:end if end != -1 else None], re.S):
+    for block in re.findall(r"```sh\n(.*?)```", text[start : end if end != -1 else None], re.S):
         lines = [shlex.split(ln, comments=True) for ln in block.strip().splitlines() if ln.strip()]
         assert all(argv[0] == "axisor-backup" for argv in lines), lines
         out.append([argv[1:] for argv in lines])
@@ -351,8 +367,11 @@ def test_prune_disk_full_at_each_write_step(tmp_path, tmpfs):
 def test_copy_to_a_full_location_at_each_write_step(tmp_path, tmpfs):
     disk = tmpfs("offsite-disk")
     offsite = disk.mnt / "offsite"
-    w = make_world(tmp_path, tmp_path / "repo",
-                   f'[[storage.remote_storage]]\nprovider = "local"\nname = "offsite"\npath = "{offsite}"\n')
+    w = make_world(
+        tmp_path,
+        tmp_path / "repo",
+        f'[[storage.remote_storage]]\nprovider = "local"\nname = "offsite"\npath = "{offsite}"\n',
+    )
     w.ok("init")
     w.ok("backup")
     source_repo = digest(w.repo, skip=())
@@ -510,5 +529,6 @@ async def test_pitr_base_backup_extract_into_a_full_target_dir(tmp_path, tmpfs):
     target.mkdir(mode=0o700)
     with pytest.raises(StorageFull) as info:
         await _extract(repo, ids, target)
-    assert str(info.value).startswith(f"the restore target {target} is full: No space left on device while "
-                                      "extracting the base backup")
+    assert str(info.value).startswith(
+        f"the restore target {target} is full: No space left on device while extracting the base backup"
+    )

@@ -39,7 +39,9 @@ def test_every_error_names_a_code_of_the_table():
 
 
 # A result's or a failure's exit code written as a bare number.
-_BARE = re.compile(r'"exit_code": \d|exit_code"\]\s*=\s*\d|exit_code\s*=\s*\d|JobFailed\([^)]*,\s*\d+\)|^\s*return (?:[2-9]|1\d|2\d|130)$')
+_BARE = re.compile(
+    r'"exit_code": \d|exit_code"\]\s*=\s*\d|exit_code\s*=\s*\d|JobFailed\([^)]*,\s*\d+\)|^\s*return (?:[2-9]|1\d|2\d|130)$'
+)
 
 
 def test_no_module_writes_a_bare_exit_code():

@@ -15,8 +15,9 @@ import hostile_support as H
 
 axenv = H.axenv
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="every shape needs root; "
-                                "tests/core/test_backup_attributes.py covers the non-root user")
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0, reason="every shape needs root; tests/core/test_backup_attributes.py covers the non-root user"
+)
 
 
 def _chain(root) -> tuple[list[tuple[int, int, int, int]], bytes]:
@@ -60,8 +61,9 @@ def test_every_shape_round_trips_field_by_field(axenv, tmp_path):
         warnings = [w for s in backup.json["snapshots"] for w in s["warnings"]]
         assert warnings and all("socket" in w for w in warnings), warnings
 
-        restore = axenv.cli("restore", "latest", "--target", str(target), "--preserve-privileges",
-                            "--file-flags", "--json")
+        restore = axenv.cli(
+            "restore", "latest", "--target", str(target), "--preserve-privileges", "--file-flags", "--json"
+        )
         assert restore.code == 0, restore
         restored = target / str(src).lstrip("/")
         assert S.compare_trees(src, restored) == []

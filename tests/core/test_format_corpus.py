@@ -43,8 +43,10 @@ IS_ROOT = os.geteuid() == 0
 # host's business), and those only root can restore.
 XATTR_PREFIXES = ("user.", "trusted.", "system.posix_acl_", "security.capability")
 ROOT_ONLY_XATTRS = ("trusted.", "security.capability")
-ROOT_ONLY_NOTE = ("(not root: devices, chattr flags, security.capability/trusted.* attributes and "
-                  "setuid/setgid bits were allowed to be missing; nothing else was)")
+ROOT_ONLY_NOTE = (
+    "(not root: devices, chattr flags, security.capability/trusted.* attributes and "
+    "setuid/setgid bits were allowed to be missing; nothing else was)"
+)
 
 
 def test_there_is_a_corpus_for_every_format_version_up_to_this_one():
@@ -52,8 +54,10 @@ def test_there_is_a_corpus_for_every_format_version_up_to_this_one():
 
     versions = {p.parent.name for p in FOLDERS}
     missing = [f"v{v}" for v in range(1, REPO_VERSION + 1) if f"v{v}" not in versions]
-    assert not missing, (f"no corpus folder for format version(s) {', '.join(missing)}: run "
-                         "tests/format_corpus/make_corpus.py (docs/FORMAT.md, 'Versioning policy')")
+    assert not missing, (
+        f"no corpus folder for format version(s) {', '.join(missing)}: run "
+        "tests/format_corpus/make_corpus.py (docs/FORMAT.md, 'Versioning policy')"
+    )
 
 
 class World:
@@ -68,23 +72,37 @@ class World:
         (tmp / "state").mkdir()
         (tmp / "unused-source").mkdir()
         self.cfg = tmp / "config.toml"
-        self.cfg.write_text(f"[application]\nuser_data = [{json.dumps(str(tmp / 'unused-source'))}]\n"
-                            f"[storage]\nlocal_path = {json.dumps(str(self.repo))}\n", encoding="utf-8")
+        self.cfg.write_text(
+            f"[application]\nuser_data = [{json.dumps(str(tmp / 'unused-source'))}]\n"
+            f"[storage]\nlocal_path = {json.dumps(str(self.repo))}\n",
+            encoding="utf-8",
+        )
         self.passphrase = (folder / "passphrase").read_text(encoding="utf-8").rstrip("\n")
 
     def cli(self, *args: str) -> tuple[int, str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AXISOR_BACKUP")}
-        env.update(AXISOR_BACKUP_PASSPHRASE=self.passphrase, AXISOR_BACKUP_STATE_DIR=str(self.tmp / "state"),
-                   PYTHONDONTWRITEBYTECODE="1")
-        p = subprocess.run([sys.executable, "-m", "app.cli", "--config", str(self.cfg), "--json", *args],
-                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-                           stdin=subprocess.DEVNULL)
+        env.update(
+            AXISOR_BACKUP_PASSPHRASE=self.passphrase,
+            AXISOR_BACKUP_STATE_DIR=str(self.tmp / "state"),
+            PYTHONDONTWRITEBYTECODE="1",
+        )
+        p = subprocess.run(
+            [sys.executable, "-m", "app.cli", "--config", str(self.cfg), "--json", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+        )
         return p.returncode, p.stdout, p.stderr
 
     def must(self, *args: str) -> dict:
         code, out, err = self.cli(*args)
-        assert code == 0, (f"corpus {self.name}: `axisor-backup {' '.join(args)}` exited {code}\n"
-                           f"--- stdout ---\n{out}\n--- stderr ---\n{err}")
+        assert code == 0, (
+            f"corpus {self.name}: `axisor-backup {' '.join(args)}` exited {code}\n"
+            f"--- stdout ---\n{out}\n--- stderr ---\n{err}"
+        )
         return json.loads(out)
 
     @property
@@ -109,8 +127,10 @@ def test_snapshots_lists_every_snapshot_of_the_corpus(world: World):
             if got[key] != want[key]:
                 problems.append(f"snapshot {want['id'][:8]}: {key} {got[key]!r}, expected {want[key]!r}")
         if got["summary"]["total_files"] != want["total_files"]:
-            problems.append(f"snapshot {want['id'][:8]}: summary.total_files {got['summary']['total_files']}, "
-                            f"expected {want['total_files']}")
+            problems.append(
+                f"snapshot {want['id'][:8]}: summary.total_files {got['summary']['total_files']}, "
+                f"expected {want['total_files']}"
+            )
     problems += [f"snapshot {i[:8]}: listed but not in manifest.json" for i in listed]
     assert not problems, f"corpus {world.name}:\n" + "\n".join(problems)
 
@@ -142,8 +162,11 @@ def test_every_snapshot_restores_exactly(world: World):
     finally:
         for target in targets:
             fs_shapes.unfreeze(target)  # a restored chattr +a file cannot be removed otherwise
-    assert not problems, (f"corpus {world.name}: restored trees differ from manifest.json:\n" + "\n".join(problems)
-                          + ("" if IS_ROOT else "\n" + ROOT_ONLY_NOTE))
+    assert not problems, (
+        f"corpus {world.name}: restored trees differ from manifest.json:\n"
+        + "\n".join(problems)
+        + ("" if IS_ROOT else "\n" + ROOT_ONLY_NOTE)
+    )
 
 
 def restore_as_user(world: World, args: tuple[str, ...], want: dict) -> list[str]:
@@ -155,13 +178,20 @@ def restore_as_user(world: World, args: tuple[str, ...], want: dict) -> list[str
     if code == 0:
         return []
     root_only = [rel for rel, e in want["entries"].items() if needs_root(e)]
-    return [f"warning about a path that needs no root: {w}" for w in json.loads(out).get("warnings", [])
-            if not any(rel in w for rel in root_only)]
+    return [
+        f"warning about a path that needs no root: {w}"
+        for w in json.loads(out).get("warnings", [])
+        if not any(rel in w for rel in root_only)
+    ]
 
 
 def needs_root(e: dict) -> bool:
-    return (e["type"] in ("chardev", "blockdev") or bool(e.get("flags")) or bool(e.get("mode", 0) & 0o6000)
-            or any(n.startswith(ROOT_ONLY_XATTRS) for n in e.get("xattrs", {})))
+    return (
+        e["type"] in ("chardev", "blockdev")
+        or bool(e.get("flags"))
+        or bool(e.get("mode", 0) & 0o6000)
+        or any(n.startswith(ROOT_ONLY_XATTRS) for n in e.get("xattrs", {}))
+    )
 
 
 def test_tree_versions_are_the_manifests(world: World):
@@ -169,8 +199,9 @@ def test_tree_versions_are_the_manifests(world: World):
     carry only optional keys (x): a writer uses the lowest version that can represent a tree."""
     want = world.manifest.get("tree_versions", [1])
     got = asyncio.run(tree_versions(world.repo, world.passphrase))
-    assert sorted(got) == sorted(want), (f"corpus {world.name}: trees of versions {dict(sorted(got.items()))} "
-                                         f"(version: count), manifest says {want}")
+    assert sorted(got) == sorted(want), (
+        f"corpus {world.name}: trees of versions {dict(sorted(got.items()))} (version: count), manifest says {want}"
+    )
 
 
 async def tree_versions(repo_path: Path, passphrase: str) -> dict[int, int]:
@@ -213,10 +244,21 @@ def compare(root: Path, expected: dict[str, dict], *, skip_root: bool = False) -
         if p is None:
             continue
         st = os.lstat(p)
-        kind = ("symlink" if stat.S_ISLNK(st.st_mode) else "dir" if stat.S_ISDIR(st.st_mode)
-                else "file" if stat.S_ISREG(st.st_mode) else "chardev" if stat.S_ISCHR(st.st_mode)
-                else "blockdev" if stat.S_ISBLK(st.st_mode) else "fifo" if stat.S_ISFIFO(st.st_mode)
-                else oct(stat.S_IFMT(st.st_mode)))
+        kind = (
+            "symlink"
+            if stat.S_ISLNK(st.st_mode)
+            else "dir"
+            if stat.S_ISDIR(st.st_mode)
+            else "file"
+            if stat.S_ISREG(st.st_mode)
+            else "chardev"
+            if stat.S_ISCHR(st.st_mode)
+            else "blockdev"
+            if stat.S_ISBLK(st.st_mode)
+            else "fifo"
+            if stat.S_ISFIFO(st.st_mode)
+            else oct(stat.S_IFMT(st.st_mode))
+        )
         got: dict = {"type": kind, "mtime_ns": st.st_mtime_ns}
         if kind != "symlink":  # a symlink's own mode is 0777 on Linux, whatever was stored
             got["mode"] = stat.S_IMODE(st.st_mode)
@@ -247,8 +289,9 @@ def compare(root: Path, expected: dict[str, dict], *, skip_root: bool = False) -
                     g, w = (oct(g) if g is not None else g), (oct(w) if w is not None else w)
                 problems.append(f"{rel}: {field} {g!r}, expected {w!r}")
     if not IS_ROOT:
-        problems = [p for p in problems if not any(p == f"{rel}: missing" and needs_root(expected[rel])
-                                                   for rel in expected)]
+        problems = [
+            p for p in problems if not any(p == f"{rel}: missing" and needs_root(expected[rel]) for rel in expected)
+        ]
     return problems
 
 
@@ -260,8 +303,11 @@ def extended(p: bytes, st: os.stat_result, want: dict, *, probe_in: bytes) -> di
 
     got: dict = {}
     if "xattrs" in want:
-        got["xattrs"] = {n: os.getxattr(p, n, follow_symlinks=False).hex()
-                         for n in sorted(os.listxattr(p, follow_symlinks=False)) if n.startswith(XATTR_PREFIXES)}
+        got["xattrs"] = {
+            n: os.getxattr(p, n, follow_symlinks=False).hex()
+            for n in sorted(os.listxattr(p, follow_symlinks=False))
+            if n.startswith(XATTR_PREFIXES)
+        }
     if "flags" in want and (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
         fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)
         try:

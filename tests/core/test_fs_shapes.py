@@ -21,8 +21,9 @@ def test_compare_trees_sees_what_cp_a_keeps_and_what_it_loses(tmp_path):
         diffs = S.compare_trees(shapes.root, copy)
         # cp -a keeps xattrs, ACLs, capabilities, owners, modes, times, links, devices,
         # FIFOs and holes; it does not copy inode flags.
-        expected = [f"flags/{n}: flags {f} != -" for n, f in (("append-only", "ad"), ("immutable", "id"))] \
-            if S.IS_ROOT else []
+        expected = (
+            [f"flags/{n}: flags {f} != -" for n, f in (("append-only", "ad"), ("immutable", "id"))] if S.IS_ROOT else []
+        )
         assert sorted(diffs) == expected
 
         os.setxattr(copy / "files" / "xattrs.txt", b"user.comment", b"other")
@@ -35,10 +36,15 @@ def test_compare_trees_sees_what_cp_a_keeps_and_what_it_loses(tmp_path):
         with open(copy / "sparse" / "all-hole.img", "r+b") as f:
             f.write(b"\0" * (4 * S.MIB))  # same bytes, no longer sparse
         diffs = "\n".join(S.compare_trees(shapes.root, copy))
-        for needle in ("files/xattrs.txt: xattrs differ: user.comment b'hello' != b'other'",
-                       "modes/setgid: mode 102750 != 100750", "files/plain.txt: size 1100 != 10",
-                       "links/b: hard links", "files/empty: mtime_ns", "sparse/all-hole.img: allocated blocks",
-                       "files/plain.txt: sha256"):
+        for needle in (
+            "files/xattrs.txt: xattrs differ: user.comment b'hello' != b'other'",
+            "modes/setgid: mode 102750 != 100750",
+            "files/plain.txt: size 1100 != 10",
+            "links/b: hard links",
+            "files/empty: mtime_ns",
+            "sparse/all-hole.img: allocated blocks",
+            "files/plain.txt: sha256",
+        ):
             assert needle in diffs, diffs
     finally:
         shapes.close()

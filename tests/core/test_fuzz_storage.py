@@ -29,22 +29,89 @@ from core.repository.snapshot import Snapshot
 from core.repository.tree import Tree, TreeFormatError
 
 EXAMPLES = int(os.environ.get("AXISOR_FUZZ_EXAMPLES", "400"))  # CI: a fixed budget (~20 s)
-fuzz = settings(max_examples=EXAMPLES, deadline=timedelta(seconds=2),
-                suppress_health_check=[HealthCheck.too_slow])
+fuzz = settings(max_examples=EXAMPLES, deadline=timedelta(seconds=2), suppress_health_check=[HealthCheck.too_slow])
 
 # JSON-like and msgpack-like values of every shape, shallow and nested.
-scalars = st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.floats(allow_nan=True) | \
-    st.text(max_size=40) | st.binary(max_size=40)
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=6) | st.dictionaries(
-    st.text(max_size=8) | st.sampled_from(["v", "nodes", "packs", "n", "t", "m", "u", "g", "mt", "c", "st",
-                                           "x", "hz", "rd", "fl", "s", "time", "tree", "summary"]),
-    inner, max_size=6), max_leaves=30)
-json_values = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.text(max_size=30),
-                           lambda inner: st.lists(inner, max_size=5) | st.dictionaries(
-                               st.text(max_size=10) | st.sampled_from(
-                                   ["v", "time", "source", "tree", "summary", "paths", "tags", "metadata",
-                                    "exclusive", "host", "pid", "created", "expires", "kdf", "n", "r", "p",
-                                    "salt", "data", "sum", "user"]), inner, max_size=8), max_leaves=25)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=40)
+    | st.binary(max_size=40)
+)
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=6)
+        | st.dictionaries(
+            st.text(max_size=8)
+            | st.sampled_from(
+                [
+                    "v",
+                    "nodes",
+                    "packs",
+                    "n",
+                    "t",
+                    "m",
+                    "u",
+                    "g",
+                    "mt",
+                    "c",
+                    "st",
+                    "x",
+                    "hz",
+                    "rd",
+                    "fl",
+                    "s",
+                    "time",
+                    "tree",
+                    "summary",
+                ]
+            ),
+            inner,
+            max_size=6,
+        )
+    ),
+    max_leaves=30,
+)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=30),
+    lambda inner: (
+        st.lists(inner, max_size=5)
+        | st.dictionaries(
+            st.text(max_size=10)
+            | st.sampled_from(
+                [
+                    "v",
+                    "time",
+                    "source",
+                    "tree",
+                    "summary",
+                    "paths",
+                    "tags",
+                    "metadata",
+                    "exclusive",
+                    "host",
+                    "pid",
+                    "created",
+                    "expires",
+                    "kdf",
+                    "n",
+                    "r",
+                    "p",
+                    "salt",
+                    "data",
+                    "sum",
+                    "user",
+                ]
+            ),
+            inner,
+            max_size=8,
+        )
+    ),
+    max_leaves=25,
+)
 
 
 def _packb(value) -> bytes:
@@ -67,8 +134,10 @@ def test_tree(raw):
 
 
 @fuzz
-@given(st.lists(values, max_size=4).map(lambda nodes: _packb({"v": 1, "nodes": nodes})) |
-       st.lists(values, max_size=4).map(lambda nodes: _packb({"v": 2, "nodes": nodes})))
+@given(
+    st.lists(values, max_size=4).map(lambda nodes: _packb({"v": 1, "nodes": nodes}))
+    | st.lists(values, max_size=4).map(lambda nodes: _packb({"v": 2, "nodes": nodes}))
+)
 def test_tree_nodes(raw):
     try:
         Tree.decode(raw)
@@ -77,8 +146,11 @@ def test_tree_nodes(raw):
 
 
 @fuzz
-@given(st.binary(max_size=2000) | values.map(_packb) |
-       st.lists(values, max_size=3).map(lambda packs: _packb({"v": 1, "packs": packs})))
+@given(
+    st.binary(max_size=2000)
+    | values.map(_packb)
+    | st.lists(values, max_size=3).map(lambda packs: _packb({"v": 1, "packs": packs}))
+)
 def test_index(raw):
     try:
         decode_index(raw)
@@ -139,8 +211,11 @@ def test_pack_header(plain, offset):
 @given(json_values)
 def test_repository_config(secret):
     public = {"version": 1, "id": "0" * 32, "created": "2026-01-01T00:00:00+00:00"}
-    public["sealed"] = __import__("base64").b64encode(
-        CIPHER.seal(json.dumps(secret).encode(), b"axisor/config/v1" + public["id"].encode())).decode()
+    public["sealed"] = (
+        __import__("base64")
+        .b64encode(CIPHER.seal(json.dumps(secret).encode(), b"axisor/config/v1" + public["id"].encode()))
+        .decode()
+    )
     try:
         config = repo_config.decode(public, CIPHER)
     except (crypto.DecryptError, ValueError, KeyError):  # Repository.open's DamagedObject

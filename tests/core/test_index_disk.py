@@ -22,8 +22,14 @@ from core.storage.local import LocalBackend
 IDS = [bytes([i * 37 % 256, i]) + bytes(30) for i in range(24)] + [os.urandom(32) for _ in range(8)]
 PACKS = [bytes([p]) * 32 for p in range(6)]
 
-entry = st.builds(PackEntry, st.integers(0, 1), st.sampled_from(IDS), st.integers(0, 2**40),
-                  st.integers(0, 2**33), st.integers(0, 2**33))
+entry = st.builds(
+    PackEntry,
+    st.integers(0, 1),
+    st.sampled_from(IDS),
+    st.integers(0, 2**40),
+    st.integers(0, 2**33),
+    st.integers(0, 2**33),
+)
 add = st.tuples(st.just("add"), st.sampled_from(PACKS), st.integers(0, 2**40), st.lists(entry, max_size=6))
 drop = st.tuples(st.just("drop"), st.sets(st.sampled_from(PACKS + [b"\xff" * 32]), max_size=3))
 ask = st.tuples(st.just("ask"), st.sampled_from(IDS))
@@ -32,8 +38,13 @@ ops = st.lists(st.one_of(add, add, drop, ask), max_size=40)
 
 def state(index: Index) -> tuple:
     assert sorted(index.packs()) == sorted((p, index.pack_size(p)) for p in index.pack_ids())
-    return (len(index), sorted(index.pack_ids()), {p: index.pack_size(p) for p in index.pack_ids()},
-            sorted(index.blobs()), [index.has_pack(p) for p in PACKS])
+    return (
+        len(index),
+        sorted(index.pack_ids()),
+        {p: index.pack_size(p) for p in index.pack_ids()},
+        sorted(index.blobs()),
+        [index.has_pack(p) for p in PACKS],
+    )
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -114,8 +125,13 @@ def test_cached_table_is_reused_and_damage_rebuilds_it(tmp_path: Path, monkeypat
     assert asyncio.run(_load(path, cache)) == (count, True, blobs)
     assert table.stat().st_mtime_ns == stamp  # reused, not rebuilt
     good = table.read_bytes()
-    for damage in (good[:-1], good[:100], b"garbage" * 10, good[:5000] + bytes([good[5000] ^ 1]) + good[5001:],
-                   bytes([good[0] ^ 1]) + good[1:]):
+    for damage in (
+        good[:-1],
+        good[:100],
+        b"garbage" * 10,
+        good[:5000] + bytes([good[5000] ^ 1]) + good[5001:],
+        bytes([good[0] ^ 1]) + good[1:],
+    ):
         table.write_bytes(damage)
         assert asyncio.run(_load(path, cache)) == (count, True, blobs)
         assert table.read_bytes() == good  # rebuilt the same

@@ -34,14 +34,17 @@ def test_costly_scrypt_parameters_are_refused_before_deriving(axenv):
     assert "N=32768, r=8, p=60 are outside" in res.stderr and _key_path(axenv).name in res.stderr
 
 
-@pytest.mark.parametrize("damage, why", [
-    (lambda p: p.write_bytes(b"{not json"), "does not parse"),
-    (lambda p: p.write_bytes(b""), "does not parse"),
-    (lambda p: _edit(p, salt="AAAA"), "wrong length"),
-    (lambda p: _edit(p, sum="0" * 64), "fails its checksum"),
-    (lambda p: _edit(p, n=1000), "outside"),
-    (lambda p: p.write_bytes(b"x" * 10000), "more than a key file"),
-])
+@pytest.mark.parametrize(
+    "damage, why",
+    [
+        (lambda p: p.write_bytes(b"{not json"), "does not parse"),
+        (lambda p: p.write_bytes(b""), "does not parse"),
+        (lambda p: _edit(p, salt="AAAA"), "wrong length"),
+        (lambda p: _edit(p, sum="0" * 64), "fails its checksum"),
+        (lambda p: _edit(p, n=1000), "outside"),
+        (lambda p: p.write_bytes(b"x" * 10000), "more than a key file"),
+    ],
+)
 def test_a_damaged_only_key_is_damage_not_a_wrong_passphrase(axenv, damage, why):
     axenv.init()
     damage(_key_path(axenv))
@@ -78,8 +81,23 @@ def test_key_files_without_a_checksum_still_open(axenv):
 
 def test_decode_rejects_non_integer_parameters():
     with pytest.raises(KeyFileDamaged):
-        KeyFile.decode("k", json.dumps({"v": 1, "kdf": "scrypt", "n": 2.5, "r": 8, "p": 1, "created": "",
-                                        "host": "", "user": "", "salt": "", "data": ""}).encode())
+        KeyFile.decode(
+            "k",
+            json.dumps(
+                {
+                    "v": 1,
+                    "kdf": "scrypt",
+                    "n": 2.5,
+                    "r": 8,
+                    "p": 1,
+                    "created": "",
+                    "host": "",
+                    "user": "",
+                    "salt": "",
+                    "data": "",
+                }
+            ).encode(),
+        )
 
 
 def test_short_passphrases_are_refused_unless_insisted(axenv, tmp_path):
@@ -92,8 +110,7 @@ def test_short_passphrases_are_refused_unless_insisted(axenv, tmp_path):
     new.chmod(0o600)
     res = axenv.cli("key", "add", "--new-passphrase-file", str(new), passphrase="short")
     assert res.code == 2 and "at least 12" in res.stderr, res
-    assert axenv.cli("key", "add", "--new-passphrase-file", str(new), "--weak-passphrase",
-                     passphrase="short").code == 0
+    assert axenv.cli("key", "add", "--new-passphrase-file", str(new), "--weak-passphrase", passphrase="short").code == 0
 
 
 def test_key_passwd_says_the_master_key_stays(axenv, tmp_path):

@@ -23,6 +23,7 @@ from core.storage.local import LocalBackend
 
 
 import hostile_support as H  # noqa: E402  (tests/ is on pytest's pythonpath)
+
 axenv = H.axenv
 
 HOST = socket.gethostname()
@@ -46,8 +47,13 @@ asyncio.run(main())
 
 class Holder:
     def __init__(self, repo: Path, kind: str, operation: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(repo), kind, operation], cwd=H.ROOT,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(repo), kind, operation],
+            cwd=H.ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         line = self.proc.stdout.readline().decode().strip()
         assert line.startswith("locks/"), self.proc.stderr.read().decode()
         self.key = line
@@ -85,15 +91,31 @@ def repo_env(axenv):
         h.close()
 
 
-def write_lock(env, name: str, *, exclusive: bool, pid: int, host: str = HOST,
-               created: str | None = None, expires: str | None = None, operation: str = "handmade") -> Path:
+def write_lock(
+    env,
+    name: str,
+    *,
+    exclusive: bool,
+    pid: int,
+    host: str = HOST,
+    created: str | None = None,
+    expires: str | None = None,
+    operation: str = "handmade",
+) -> Path:
     now = datetime.now(timezone.utc)
     path = env.repo / "locks" / name
-    path.write_text(json.dumps({
-        "exclusive": exclusive, "host": host, "pid": pid, "operation": operation,
-        "created": created or now.isoformat(),
-        "expires": expires or (now + timedelta(minutes=30)).isoformat(),
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "exclusive": exclusive,
+                "host": host,
+                "pid": pid,
+                "operation": operation,
+                "created": created or now.isoformat(),
+                "expires": expires or (now + timedelta(minutes=30)).isoformat(),
+            }
+        )
+    )
     return path
 
 
@@ -184,8 +206,14 @@ def test_live_shared_lock_lets_a_backup_run_but_blocks_an_exclusive_lock(repo_en
 def test_expired_lock_of_a_live_process_is_stale(repo_env):
     env, _ = repo_env
     past = datetime.now(timezone.utc) - timedelta(hours=2)
-    write_lock(env, "expired", exclusive=True, pid=os.getpid(),  # this very process: alive
-               created=past.isoformat(), expires=(past + timedelta(minutes=30)).isoformat())
+    write_lock(
+        env,
+        "expired",
+        exclusive=True,
+        pid=os.getpid(),  # this very process: alive
+        created=past.isoformat(),
+        expires=(past + timedelta(minutes=30)).isoformat(),
+    )
     r = env.cli("backup")
     assert r.code == 0, r
     r = env.cli("unlock", json_out=True)
@@ -214,8 +242,7 @@ def test_unlock_keeps_live_and_removes_dead_and_expired(repo_env):
     live = hold("shared", "backup")
     write_lock(env, "dead", exclusive=False, pid=dead_pid())
     past = datetime.now(timezone.utc) - timedelta(days=1)
-    write_lock(env, "expired", exclusive=False, pid=os.getpid(), created=past.isoformat(),
-               expires=past.isoformat())
+    write_lock(env, "expired", exclusive=False, pid=os.getpid(), created=past.isoformat(), expires=past.isoformat())
     r = env.cli("unlock", json_out=True)
     assert r.code == 0, r
     assert sorted(x["key"] for x in r.json) == ["locks/dead", "locks/expired"]
@@ -250,8 +277,9 @@ def test_unreadable_lock_file_blocks_nothing(repo_env):
 def test_lock_with_naive_timestamps_does_not_crash_commands(repo_env):
     """A lock written without a UTC offset (by hand, or by another tool) is read as UTC."""
     env, _ = repo_env
-    write_lock(env, "naive", exclusive=False, pid=dead_pid(), created="2026-01-01T00:00:00",
-               expires="2099-01-01T00:00:00")
+    write_lock(
+        env, "naive", exclusive=False, pid=dead_pid(), created="2026-01-01T00:00:00", expires="2099-01-01T00:00:00"
+    )
     r = env.cli("verify")
     assert r.code == 0, r
     assert "Traceback" not in r.stderr
@@ -281,8 +309,14 @@ def test_lock_naming_an_impossible_pid_here_is_stale(repo_env, pid):
 
 def _forge(env, name: str, *, host: str = HOST, pid: int | None = None, **fields) -> None:
     now = datetime.now(timezone.utc)
-    body = {"exclusive": True, "host": host, "pid": os.getpid() if pid is None else pid, "operation": "forged",
-            "created": now.isoformat(), "expires": (now + timedelta(minutes=30)).isoformat()}
+    body = {
+        "exclusive": True,
+        "host": host,
+        "pid": os.getpid() if pid is None else pid,
+        "operation": "forged",
+        "created": now.isoformat(),
+        "expires": (now + timedelta(minutes=30)).isoformat(),
+    }
     body.update(fields)
     (env.repo / "locks" / name).write_text(json.dumps(body))
 
@@ -300,8 +334,13 @@ def test_a_real_lock_records_its_holder_start_time_and_refresh():
 def test_locks_dated_ten_years_ahead_are_stale_even_for_a_live_pid(repo_env, host):
     env, _ = repo_env
     future = datetime.now(timezone.utc) + timedelta(days=3653)
-    _forge(env, "future-created", host=host, created=future.isoformat(),
-           expires=(future + timedelta(minutes=30)).isoformat())
+    _forge(
+        env,
+        "future-created",
+        host=host,
+        created=future.isoformat(),
+        expires=(future + timedelta(minutes=30)).isoformat(),
+    )
     _forge(env, "future-expiry", host=host, expires=future.isoformat())
     _forge(env, "future-refresh", host=host, refreshed=future.isoformat(), expires=future.isoformat())
     r = env.cli("backup", "--lock-wait", "0")
@@ -327,8 +366,7 @@ def test_expiry_is_bounded_by_the_refresh_time_whatever_the_file_says(repo_env):
     assert info.trusted_until() == now + timedelta(minutes=30)
     assert not info.is_stale(now + timedelta(minutes=29))
     assert "bounded" in info.stale_reason(now + timedelta(minutes=31))
-    _forge(env, "fresh", host="elsewhere.example", refreshed=(now - timedelta(minutes=31)).isoformat(),
-           expires=far)
+    _forge(env, "fresh", host="elsewhere.example", refreshed=(now - timedelta(minutes=31)).isoformat(), expires=far)
     assert env.cli("backup", "--lock-wait", "0").code == 0
 
 
@@ -362,14 +400,17 @@ def test_unlock_says_what_it_removed_and_why_and_all_says_it_removed_live_ones(r
     assert r.code == 0, r
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 1, r
-    assert (f"removed exclusive lock locks/dead by prune (host {HOST}, pid {pid}, age 3 h 0 min): "
-            f"stale: no process {pid} on this host") == lines[0], r
+    assert (
+        f"removed exclusive lock locks/dead by prune (host {HOST}, pid {pid}, age 3 h 0 min): "
+        f"stale: no process {pid} on this host"
+    ) == lines[0], r
     r = env.cli("unlock")
     assert r.code == 0 and r.stdout.strip().startswith("no stale locks"), r
     r = env.cli("unlock", "--all", json_out=True)
     assert r.code == 0, r
     assert [(x["key"], x["stale"], x["pid"], x["operation"], x["exclusive"]) for x in r.json] == [
-        (live.key, False, live.pid, "backup", False)]
+        (live.key, False, live.pid, "backup", False)
+    ]
     assert "--all" in r.json[0]["reason"] and r.json[0]["age_seconds"] >= 0 and r.json[0]["description"]
     assert "warning: --all removed 1 live lock" in r.stderr
     live2 = hold("shared", "verify")

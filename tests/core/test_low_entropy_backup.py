@@ -23,7 +23,7 @@ def _write_run(path: Path, byte: int, size: int) -> str:
     with open(path, "wb") as fh:
         left = size
         while left:
-            piece = block[:min(left, MIB)]
+            piece = block[: min(left, MIB)]
             fh.write(piece)
             digest.update(piece)
             left -= len(piece)

@@ -83,8 +83,9 @@ def test_read_ahead_is_bounded_while_the_consumer_is_busy() -> None:
 
 
 def test_close_after_the_writer_is_killed_mid_stream() -> None:
-    proc = subprocess.Popen([sys.executable, "-c", "import os\nwhile True: os.write(1, b'x' * 4096)"],
-                            stdout=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import os\nwhile True: os.write(1, b'x' * 4096)"], stdout=subprocess.PIPE
+    )
     reader = PipeReader(proc.stdout)
     assert reader.readinto(bytearray(1 << 20)) > 0
     proc.kill()

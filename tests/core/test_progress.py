@@ -16,8 +16,12 @@ from fs_shapes import make_deep
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rate=st.floats(1e3, 1e10), total_s=st.floats(5, 3600), step=st.floats(0.25, 2.0),
-       jitter=st.lists(st.floats(-0.3, 0.3), min_size=1, max_size=50))
+@given(
+    rate=st.floats(1e3, 1e10),
+    total_s=st.floats(5, 3600),
+    step=st.floats(0.25, 2.0),
+    jitter=st.lists(st.floats(-0.3, 0.3), min_size=1, max_size=50),
+)
 def test_eta_at_half_way_is_within_half_of_the_real_remaining_time_on_a_steady_workload(rate, total_s, step, jitter):
     total = int(rate * total_s)
     meter = RateMeter()

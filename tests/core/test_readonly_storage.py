@@ -16,8 +16,9 @@ import pytest
 
 import hostile_support as H  # noqa: E402  (tests/ is on pytest's pythonpath)
 
-root_only = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("mount") is None,
-                               reason="needs root to mount a tmpfs and remount it read-only")
+root_only = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("mount") is None, reason="needs root to mount a tmpfs and remount it read-only"
+)
 
 READERS = ("snapshots", "ls", "show", "verify", "restore")
 NOTE_REFUSED = "note: no lock taken because the storage refuses writes"
@@ -30,10 +31,13 @@ def _tree(path: Path) -> list[tuple[str, int]]:
 
 
 def _reader_args(env, name: str) -> tuple[str, ...]:
-    return {"snapshots": ("snapshots",), "ls": ("ls", "latest"), "show": ("show", "latest"),
-            "verify": ("verify",),
-            "restore": ("restore", "latest", "--target", str(env.base / f"out-{len(list(env.base.glob('out-*')))}"))
-            }[name]
+    return {
+        "snapshots": ("snapshots",),
+        "ls": ("ls", "latest"),
+        "show": ("show", "latest"),
+        "verify": ("verify",),
+        "restore": ("restore", "latest", "--target", str(env.base / f"out-{len(list(env.base.glob('out-*')))}")),
+    }[name]
 
 
 def _check_readers(env, *, extra: tuple[str, ...] = (), note: str) -> None:
@@ -78,8 +82,13 @@ def mounted(tmp_path):
 
 def _check_writers_refused(env, snap: str) -> None:
     before = _tree(env.repo)
-    for args in (("backup", "--lock-wait", "0"), ("prune",), ("forget", snap), ("repair", "index"),
-                 ("repair", "snapshots")):
+    for args in (
+        ("backup", "--lock-wait", "0"),
+        ("prune",),
+        ("forget", snap),
+        ("repair", "index"),
+        ("repair", "snapshots"),
+    ):
         r = env.cli(*args)
         assert r.code == 24, r
         assert "Traceback" not in r.stderr, r

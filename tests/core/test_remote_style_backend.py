@@ -58,7 +58,7 @@ async def test_roundtrip_through_async_only_backend(tmp_path):
         before = list(backend.whole_reads)
         stats = await FileRestorer(repo2, tmp_path / "out", executor=pool).restore(snap)
         # A whole restore from remote storage reads each pack it needs once, whole.
-        packs = [k for k in backend.whole_reads[len(before):] if k.startswith("data/")]
+        packs = [k for k in backend.whole_reads[len(before) :] if k.startswith("data/")]
         assert packs and len(packs) == len(set(packs))
         # A restore of some files reads only ranges of the packs.
         ranged = backend.ranged_reads

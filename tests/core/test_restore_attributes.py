@@ -74,12 +74,27 @@ def clear_flags(path) -> None:
 
 
 def _xattr_snapshot(craft) -> str:
-    f = craft.file(b"f", b"hello\n", mode=stat.S_IFREG | 0o750,
-                   xattrs=tuple(sorted([(b"user.note", b"kept"), (b"trusted.t", b"root only"),
-                                        (b"security.capability", CAP), (b"system.posix_acl_access", ACCESS)])))
-    d = C.dnode(b"d", craft.tree([craft.file(b"in", b"x")]), mode=stat.S_IFDIR | 0o750,
-                xattrs=((b"system.posix_acl_access", ACCESS), (b"system.posix_acl_default", DEFAULT),
-                        (b"user.dir", b"1")))
+    f = craft.file(
+        b"f",
+        b"hello\n",
+        mode=stat.S_IFREG | 0o750,
+        xattrs=tuple(
+            sorted(
+                [
+                    (b"user.note", b"kept"),
+                    (b"trusted.t", b"root only"),
+                    (b"security.capability", CAP),
+                    (b"system.posix_acl_access", ACCESS),
+                ]
+            )
+        ),
+    )
+    d = C.dnode(
+        b"d",
+        craft.tree([craft.file(b"in", b"x")]),
+        mode=stat.S_IFDIR | 0o750,
+        xattrs=((b"system.posix_acl_access", ACCESS), (b"system.posix_acl_default", DEFAULT), (b"user.dir", b"1")),
+    )
     return craft.commit([f, d])
 
 
@@ -118,10 +133,14 @@ def test_xattrs_acls_and_default_acl_are_applied_capability_stripped(env, craft,
 
 
 def test_preserve_privileges_keeps_capability_and_setuid(env, craft, tmp_path):
-    sid = craft.commit([craft.file(b"suid", b"#!/bin/true\n", mode=stat.S_IFREG | 0o4755),
-                        craft.file(b"sgid", b"x", mode=stat.S_IFREG | 0o2755),
-                        craft.file(b"cap", b"y", xattrs=((b"security.capability", CAP),)),
-                        craft.file(b"plain", b"z", mode=stat.S_IFREG | 0o755)])
+    sid = craft.commit(
+        [
+            craft.file(b"suid", b"#!/bin/true\n", mode=stat.S_IFREG | 0o4755),
+            craft.file(b"sgid", b"x", mode=stat.S_IFREG | 0o2755),
+            craft.file(b"cap", b"y", xattrs=((b"security.capability", CAP),)),
+            craft.file(b"plain", b"z", mode=stat.S_IFREG | 0o755),
+        ]
+    )
     target = tmp_path / "t"
     r = env.cli("restore", sid, "--target", str(target))
     assert r.code == 0, r
@@ -159,10 +178,14 @@ def test_refused_attributes_warn_per_file_and_exit_7_as_non_root():
     try:
         env.init_fast()
         craft = C.Craft(env)
-        sid = craft.commit([craft.file(b"f", b"data\n", xattrs=((b"trusted.t", b"v"), (b"user.ok", b"1"))),
-                            craft.file(b"suid", b"s", mode=stat.S_IFREG | 0o4755),
-                            C.fnode(b"null", type=CHARDEV, mode=stat.S_IFCHR | 0o666, rdev=os.makedev(1, 3)),
-                            C.fnode(b"pipe", type=FIFO, mode=stat.S_IFIFO | 0o640)])
+        sid = craft.commit(
+            [
+                craft.file(b"f", b"data\n", xattrs=((b"trusted.t", b"v"), (b"user.ok", b"1"))),
+                craft.file(b"suid", b"s", mode=stat.S_IFREG | 0o4755),
+                C.fnode(b"null", type=CHARDEV, mode=stat.S_IFCHR | 0o666, rdev=os.makedev(1, 3)),
+                C.fnode(b"pipe", type=FIFO, mode=stat.S_IFIFO | 0o640),
+            ]
+        )
         craft.close()
         C.give_to_nobody(base)
         target = env.base / "t"
@@ -208,15 +231,18 @@ def _sparse_layout(size: int, runs: list[tuple[int, int]]):
             holes.append((pos, off - pos))
         chunk = rnd.randbytes(length)
         stream += chunk
-        full[off:off + length] = chunk
+        full[off : off + length] = chunk
         pos = off + length
     if pos < size:
         holes.append((pos, size - pos))
     return tuple(holes), bytes(stream), bytes(full)
 
 
-@pytest.mark.parametrize("size,piece", [(4 << 20, 33_333), (4 << 20, 0), (40 << 20, 33_333), (40 << 20, 0)],
-                         ids=["small-pieces", "small-chunked", "large-pieces", "large-chunked"])
+@pytest.mark.parametrize(
+    "size,piece",
+    [(4 << 20, 33_333), (4 << 20, 0), (40 << 20, 33_333), (40 << 20, 0)],
+    ids=["small-pieces", "small-chunked", "large-pieces", "large-chunked"],
+)
 def test_sparse_file_is_restored_sparse(env, craft, tmp_path, size, piece):
     runs = [(0, 5000), (1 << 20, 70_001), (3 << 20, 123_457), (size - 4096, 4096)]
     if size > 8 << 20:
@@ -257,12 +283,19 @@ def test_sparse_file_is_restored_sparse(env, craft, tmp_path, size, piece):
 
 
 def test_devices_and_fifos_as_root(env, craft, tmp_path):
-    sid = craft.commit([
-        C.fnode(b"null", type=CHARDEV, mode=stat.S_IFCHR | 0o620, rdev=os.makedev(1, 3), uid=12, gid=34),
-        C.fnode(b"loop", type="blockdev", mode=stat.S_IFBLK | 0o600, rdev=os.makedev(7, 200)),
-        C.fnode(b"pipe", type=FIFO, mode=stat.S_IFIFO | 0o604, mtime_ns=1_500_000_000_123_456_789,
-                xattrs=((b"trusted.p", b"1"),)),
-    ])
+    sid = craft.commit(
+        [
+            C.fnode(b"null", type=CHARDEV, mode=stat.S_IFCHR | 0o620, rdev=os.makedev(1, 3), uid=12, gid=34),
+            C.fnode(b"loop", type="blockdev", mode=stat.S_IFBLK | 0o600, rdev=os.makedev(7, 200)),
+            C.fnode(
+                b"pipe",
+                type=FIFO,
+                mode=stat.S_IFIFO | 0o604,
+                mtime_ns=1_500_000_000_123_456_789,
+                xattrs=((b"trusted.p", b"1"),),
+            ),
+        ]
+    )
     target = tmp_path / "t"
     r = env.cli("restore", sid, "--target", str(target), json_out=True)
     assert r.code == 0, r
@@ -286,14 +319,24 @@ def test_devices_and_fifos_as_root(env, craft, tmp_path):
 
 
 def test_file_flags_only_with_the_option_and_set_last(env, craft, tmp_path):
-    sid = craft.commit([
-        craft.file(b"frozen", b"immutable\n", flags=fsflags.IMMUTABLE, mode=stat.S_IFREG | 0o600,
-                   nlink=2, inode=77, dev=1),
-        craft.file(b"frozen-link", b"immutable\n", flags=fsflags.IMMUTABLE, mode=stat.S_IFREG | 0o600,
-                   nlink=2, inode=77, dev=1),
-        craft.file(b"log", b"append\n", flags=fsflags.APPEND | 0x40),
-        C.dnode(b"d", craft.tree([craft.file(b"in", b"x")]), flags=0x40),
-    ])
+    sid = craft.commit(
+        [
+            craft.file(
+                b"frozen", b"immutable\n", flags=fsflags.IMMUTABLE, mode=stat.S_IFREG | 0o600, nlink=2, inode=77, dev=1
+            ),
+            craft.file(
+                b"frozen-link",
+                b"immutable\n",
+                flags=fsflags.IMMUTABLE,
+                mode=stat.S_IFREG | 0o600,
+                nlink=2,
+                inode=77,
+                dev=1,
+            ),
+            craft.file(b"log", b"append\n", flags=fsflags.APPEND | 0x40),
+            C.dnode(b"d", craft.tree([craft.file(b"in", b"x")]), flags=0x40),
+        ]
+    )
     plain = tmp_path / "plain"
     r = env.cli("restore", sid, "--target", str(plain))
     assert r.code == 0, r
@@ -323,11 +366,13 @@ def test_file_flags_only_with_the_option_and_set_last(env, craft, tmp_path):
 
 
 def test_owner_by_name_then_by_number_with_a_warning(env, craft, tmp_path):
-    sid = craft.commit([
-        craft.file(b"by-name", b"1", uid=4242, gid=4343, user="root", group="root"),
-        craft.file(b"unknown", b"2", uid=4244, gid=4245, user="no-such-user-axisor", group="no-such-group-axisor"),
-        craft.file(b"unknown2", b"3", uid=4244, gid=0, user="no-such-user-axisor"),
-    ])
+    sid = craft.commit(
+        [
+            craft.file(b"by-name", b"1", uid=4242, gid=4343, user="root", group="root"),
+            craft.file(b"unknown", b"2", uid=4244, gid=4245, user="no-such-user-axisor", group="no-such-group-axisor"),
+            craft.file(b"unknown2", b"3", uid=4244, gid=0, user="no-such-user-axisor"),
+        ]
+    )
     target = tmp_path / "t"
     r = env.cli("restore", sid, "--target", str(target), json_out=True)
     assert r.code == 7, r
@@ -358,8 +403,9 @@ def test_flags_refused_is_a_warning(env, craft, tmp_path, monkeypatch):
     async def go():
         repo = await env.open_repo()
         snap = await repo.load_snapshot(sid)
-        return await files.FileRestorer(repo, tmp_path / "t", options=files.RestoreOptions(file_flags=True)
-                                        ).restore(snap)
+        return await files.FileRestorer(repo, tmp_path / "t", options=files.RestoreOptions(file_flags=True)).restore(
+            snap
+        )
 
     stats = asyncio.run(go())
     assert stats.files == 1 and stats.warning_count == 1

@@ -40,8 +40,11 @@ def test_a_link_follows_its_first_path_when_that_is_rewritten(ws: Workspace, tmp
         f.write("VERSION ONE\n")
     assert (base / "b.txt").read_text() == "VERSION ONE\n"
     dry = ws.cli("restore", "latest", "--target", str(target), "--dry-run", "--json")
-    actions = {Path(c["path"]).name: c["action"] for c in dry.json()["restored"][0]["changes"]
-               if Path(c["path"]).name in ("a.txt", "b.txt")}
+    actions = {
+        Path(c["path"]).name: c["action"]
+        for c in dry.json()["restored"][0]["changes"]
+        if Path(c["path"]).name in ("a.txt", "b.txt")
+    }
     assert actions == {"a.txt": "overwrite", "b.txt": "overwrite"}, dry.out
     _restore(ws, target)
     assert (base / "a.txt").read_text() == (base / "b.txt").read_text() == "version one\n"

@@ -45,8 +45,9 @@ def pristine(tmp_path_factory):
 def _storage(base: Path, offsite: Path | None) -> str:
     extra = PACK_4MIB + f"[engine]\nstate_dir = {json.dumps(str(base / 'state'))}\n"
     if offsite is not None:
-        extra += ("[[storage.remote_storage]]\nname = \"offsite\"\nprovider = \"local\"\n"
-                  f"path = {json.dumps(str(offsite))}\n")
+        extra += (
+            f'[[storage.remote_storage]]\nname = "offsite"\nprovider = "local"\npath = {json.dumps(str(offsite))}\n'
+        )
     return extra
 
 
@@ -54,8 +55,14 @@ def _storage(base: Path, offsite: Path | None) -> str:
 def world(pristine, tmp_path):
     """A private copy of the pristine repository (the source folder is shared, read-only)."""
     src_env, snaps = pristine
-    env = H.AxEnv(base=tmp_path, src=src_env.src, repo=tmp_path / "repo", cfg=tmp_path / "config.toml",
-                  sources=[src_env.src], extra_storage=_storage(tmp_path, None))
+    env = H.AxEnv(
+        base=tmp_path,
+        src=src_env.src,
+        repo=tmp_path / "repo",
+        cfg=tmp_path / "config.toml",
+        sources=[src_env.src],
+        extra_storage=_storage(tmp_path, None),
+    )
     shutil.copytree(src_env.repo, env.repo, symlinks=True)
     env.write_config()
     return env, snaps
@@ -106,8 +113,9 @@ def lose_a_pack(env, snap: str) -> tuple[str, dict[str, list[list[int]]]]:
     for pack in repo.index.pack_ids():
         if pack in with_trees:
             continue
-        hit = {path: missing_ranges(repo, blobs, lambda b, loc: loc.pack_id == pack)
-               for path, blobs in files[snap].items()}
+        hit = {
+            path: missing_ranges(repo, blobs, lambda b, loc: loc.pack_id == pack) for path, blobs in files[snap].items()
+        }
         hit = {p: r for p, r in hit.items() if r}
         if hit:
             pack_path(env.repo, pack).unlink()
@@ -150,7 +158,7 @@ def check_restored(env, target: Path, partial: dict[str, list[list[int]]], befor
         assert len(kept) == len(data)
         expect = bytearray(data)
         for off, length in partial[path]:
-            expect[off:off + length] = bytes(length)
+            expect[off : off + length] = bytes(length)
         assert kept == bytes(expect), f"{path}: the kept copy differs outside its missing ranges"
         assert not os.access(final.with_name(final.name + ".axisor-partial"), os.X_OK)
     assert not list(target.rglob(".axisor-restore-*")), "temp files left behind"
@@ -355,7 +363,7 @@ def test_with_include_ranged_reads_make_the_same_partial_file(world):
     kept = (target / path.lstrip("/")).with_name(Path(path).name + ".axisor-partial").read_bytes()
     expect = bytearray(Path(path).read_bytes())
     for off, n in hit[path]:
-        expect[off:off + n] = bytes(n)
+        expect[off : off + n] = bytes(n)
     assert kept == bytes(expect)
 
 
@@ -370,9 +378,10 @@ def cut_a_pack(env, snap: str) -> tuple[str, dict[str, list[list[int]]]]:
         if len(offsets) < 4:
             continue
         cut = offsets[len(offsets) // 2] + 10
-        hit = {path: missing_ranges(repo, blobs, lambda b, loc: loc.pack_id == pack and
-                                    loc.offset + loc.length > cut)
-               for path, blobs in files[snap].items()}
+        hit = {
+            path: missing_ranges(repo, blobs, lambda b, loc: loc.pack_id == pack and loc.offset + loc.length > cut)
+            for path, blobs in files[snap].items()
+        }
         hit = {p: r for p, r in hit.items() if r}
         if hit:
             os.truncate(pack_path(env.repo, pack), cut)

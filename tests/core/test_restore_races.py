@@ -53,8 +53,9 @@ def outside(tmp_path):
 def snapshot_with_sub(env) -> str:
     c = C.Craft(env)
     try:
-        sub = c.tree([c.file(b"f", b"payload\n", mode=stat.S_IFREG | 0o777),
-                      c.file(b"extra", b"x\n", mode=stat.S_IFREG | 0o666)])
+        sub = c.tree(
+            [c.file(b"f", b"payload\n", mode=stat.S_IFREG | 0o777), c.file(b"extra", b"x\n", mode=stat.S_IFREG | 0o666)]
+        )
         return c.commit([C.dnode(b"sub", sub, mode=stat.S_IFDIR | 0o777), c.file(b"top", b"t")])
     finally:
         c.close()
@@ -254,11 +255,16 @@ DEPTH = 3000
 def deep_snapshot(env) -> str:
     c = C.Craft(env)
     try:
-        sub = c.tree([c.file(b"leaf", b"at the bottom\n"), C.fnode(b"link", type="symlink",
-                                                                   mode=stat.S_IFLNK | 0o777, target=b"leaf")])
+        sub = c.tree(
+            [
+                c.file(b"leaf", b"at the bottom\n"),
+                C.fnode(b"link", type="symlink", mode=stat.S_IFLNK | 0o777, target=b"leaf"),
+            ]
+        )
         for i in range(DEPTH):
-            sub = c.tree([C.dnode(b"d", sub, mode=stat.S_IFDIR | 0o750)] + ([c.file(b"f", b"%d" % i)]
-                                                                           if i % 500 == 0 else []))
+            sub = c.tree(
+                [C.dnode(b"d", sub, mode=stat.S_IFDIR | 0o750)] + ([c.file(b"f", b"%d" % i)] if i % 500 == 0 else [])
+            )
         return c.commit([C.dnode(b"deep", sub)])
     finally:
         c.close()

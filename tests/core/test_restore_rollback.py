@@ -169,8 +169,9 @@ def test_validation_names_a_file_that_differs_after_writing(live, tmp_path) -> N
             await svc.close()
 
     result = asyncio.run(run())
-    assert not result.ok and result.mismatches == (f"{target / str(ws.src).lstrip('/') / 'big.bin'}: "
-                                                   "content differs from the snapshot",)
+    assert not result.ok and result.mismatches == (
+        f"{target / str(ws.src).lstrip('/') / 'big.bin'}: content differs from the snapshot",
+    )
 
 
 def test_a_folder_in_the_way_refuses_before_writing_anything(live, tmp_path) -> None:

@@ -34,18 +34,35 @@ NOW = time.time_ns()
 
 
 def file_node(name: bytes, blob: bytes) -> Node:
-    return Node(name=name, type=FILE, mode=stat.S_IFREG | 0o644, uid=os.getuid(), gid=os.getgid(),
-                mtime_ns=NOW, size=len(PAYLOAD), content=(blob,), nlink=1)
+    return Node(
+        name=name,
+        type=FILE,
+        mode=stat.S_IFREG | 0o644,
+        uid=os.getuid(),
+        gid=os.getgid(),
+        mtime_ns=NOW,
+        size=len(PAYLOAD),
+        content=(blob,),
+        nlink=1,
+    )
 
 
 def dir_node(name: bytes, subtree: bytes) -> Node:
-    return Node(name=name, type=DIR, mode=stat.S_IFDIR | 0o755, uid=os.getuid(), gid=os.getgid(),
-                mtime_ns=NOW, subtree=subtree)
+    return Node(
+        name=name, type=DIR, mode=stat.S_IFDIR | 0o755, uid=os.getuid(), gid=os.getgid(), mtime_ns=NOW, subtree=subtree
+    )
 
 
 def link_node(name: bytes, target: bytes) -> Node:
-    return Node(name=name, type=SYMLINK, mode=stat.S_IFLNK | 0o777, uid=os.getuid(), gid=os.getgid(),
-                mtime_ns=NOW, target=target)
+    return Node(
+        name=name,
+        type=SYMLINK,
+        mode=stat.S_IFLNK | 0o777,
+        uid=os.getuid(),
+        gid=os.getgid(),
+        mtime_ns=NOW,
+        target=target,
+    )
 
 
 class Crafter:
@@ -83,9 +100,15 @@ async def _craft(env, specs: list[list]) -> list[str]:
     await repo.flush()
     ids = []
     for i, root in enumerate(roots):
-        snap = Snapshot(time=datetime.now(timezone.utc).isoformat(), source="application/user_data",
-                        paths=(str(env.src),), tree=root.hex(), type="full", backup_set=f"crafted{i}",
-                        tags=(f"crafted-{i}",))
+        snap = Snapshot(
+            time=datetime.now(timezone.utc).isoformat(),
+            source="application/user_data",
+            paths=(str(env.src),),
+            tree=root.hex(),
+            type="full",
+            backup_set=f"crafted{i}",
+            tags=(f"crafted-{i}",),
+        )
         ids.append(await repo.save_snapshot(snap))
     return ids
 

@@ -76,8 +76,9 @@ def _restore_then(ws, sid, target: Path, damage, *, read_back: bool = False, pat
             damage(target / str(ws.src).lstrip("/"))
             repo = await svc.repository()
             assert outcome.stats is not None
-            return await validate_restore(repo, snap, target, executor=svc.executor, placed=outcome.stats.placed,
-                                          read_back=read_back)
+            return await validate_restore(
+                repo, snap, target, executor=svc.executor, placed=outcome.stats.placed, read_back=read_back
+            )
         finally:
             await svc.close()
 

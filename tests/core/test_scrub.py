@@ -26,8 +26,13 @@ def test_forms():
 
 
 def test_harmless_text_is_left_alone():
-    for text in ("postgresql://app@db/axisor", "host=db user=app dbname=axisor", "backup of /srv/password",
-                 "passwords are not in argv", "https://example.com/a:b"):
+    for text in (
+        "postgresql://app@db/axisor",
+        "host=db user=app dbname=axisor",
+        "backup of /srv/password",
+        "passwords are not in argv",
+        "https://example.com/a:b",
+    ):
         assert find(text) is None and scrub(text) == text
 
 
@@ -36,8 +41,13 @@ def test_nested_values():
     assert SECRET not in repr(out) and out["n"] == 3
 
 
-@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters=" '\\@/&#?\n\t\r"),
-               min_size=4, max_size=30))
+@given(
+    st.text(
+        alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters=" '\\@/&#?\n\t\r"),
+        min_size=4,
+        max_size=30,
+    )
+)
 def test_any_password_value_is_masked(pw):
     for text in (f"postgresql://u:{pw}@h/db", f"postgresql://h/db?password={pw}", f"host=h password={pw}"):
         assert pw not in scrub(text).split("***", 1)[-1] or pw in "***"

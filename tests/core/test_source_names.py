@@ -20,8 +20,9 @@ from core.service.backup import chosen_sources
 
 ROOT = Path("/nonexistent")
 SHORT = APPLICATION_SOURCES + CONFIGURATION_SOURCES
-FULL = tuple(f"application/{n}" for n in APPLICATION_SOURCES) + tuple(f"configuration/{n}"
-                                                                     for n in CONFIGURATION_SOURCES)
+FULL = tuple(f"application/{n}" for n in APPLICATION_SOURCES) + tuple(
+    f"configuration/{n}" for n in CONFIGURATION_SOURCES
+)
 NAMES = st.sampled_from(("database", "application", "configuration", "nope", "application/nope", "") + SHORT + FULL)
 
 
@@ -35,12 +36,15 @@ def make_config(files: set[str], database: bool) -> Config:
 
 # -- the former copies, verbatim but for their names --------------------------------------
 
+
 def old_service(config: Config, sources: list[str] | None):  # BackupService.backup
     specs = list(config.sources())
     database = config.database if config.database.enabled else None
     if not specs and database is None:
-        raise UsageError("no sources are configured: list paths under [application] or [configuration], "
-                         "or set [database] enabled = true")
+        raise UsageError(
+            "no sources are configured: list paths under [application] or [configuration], "
+            "or set [database] enabled = true"
+        )
     if sources:
         known = {s.name: s for s in specs}
         short = {s.name.split("/", 1)[1]: s for s in specs}
@@ -118,15 +122,21 @@ def test_each_caller_resolves_as_before(files: set[str], database: bool, names: 
     assert set(_source_keys(config, names)) == old
 
 
-@pytest.mark.parametrize(("names", "order", "expected"), [
-    ([], "configured", ("database", "application/user_data", "application/log_files", "configuration/api_keys")),
-    (["log_files", "database"], "configured", ("database", "application/log_files")),
-    (["log_files", "database"], "named", ("application/log_files", "database")),
-    (["application", "log_files"], "named", ("application/user_data", "application/log_files",
-                                             "application/log_files")),
-    (["application", "log_files"], "configured", ("application/user_data", "application/log_files")),
-    (["configuration/api_keys", "api_keys"], "configured", ("configuration/api_keys",)),
-])
+@pytest.mark.parametrize(
+    ("names", "order", "expected"),
+    [
+        ([], "configured", ("database", "application/user_data", "application/log_files", "configuration/api_keys")),
+        (["log_files", "database"], "configured", ("database", "application/log_files")),
+        (["log_files", "database"], "named", ("application/log_files", "database")),
+        (
+            ["application", "log_files"],
+            "named",
+            ("application/user_data", "application/log_files", "application/log_files"),
+        ),
+        (["application", "log_files"], "configured", ("application/user_data", "application/log_files")),
+        (["configuration/api_keys", "api_keys"], "configured", ("configuration/api_keys",)),
+    ],
+)
 def test_names_resolve(names: list[str], order, expected) -> None:
     config = make_config({"application/user_data", "application/log_files", "configuration/api_keys"}, True)
     assert select_sources(config, names, order=order) == expected

@@ -38,8 +38,14 @@ def _plant(env: H.AxEnv, size: int, *, tail: bytes = b"", name: str | None = Non
 
 def _measured(env: H.AxEnv, *args: str) -> tuple[int, str, str, int]:
     """Run a command (`backup`) with --json in a child: (exit code, stdout, stderr, its peak RSS in KiB)."""
-    p = subprocess.Popen(env.argv(*(args or ("backup",)), json_out=True), cwd=H.ROOT, env=env.env(),
-                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        env.argv(*(args or ("backup",)), json_out=True),
+        cwd=H.ROOT,
+        env=env.env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     out = p.stdout.read()
     err = p.stderr.read()
     _, status, usage = os.wait4(p.pid, 0)

@@ -22,6 +22,7 @@ from core.storage.local import TMP_PREFIX, LocalBackend
 
 
 import hostile_support as H  # noqa: E402  (tests/ is on pytest's pythonpath)
+
 axenv = H.axenv
 
 
@@ -113,8 +114,12 @@ async def test_ranged_reads(backend):
 
 
 async def test_missing_objects_are_named(backend):
-    for op in (lambda: backend.get("snapshots/nope"), lambda: backend.get("snapshots/nope", 3, 4),
-               lambda: backend.stat("snapshots/nope"), lambda: backend.delete("snapshots/nope")):
+    for op in (
+        lambda: backend.get("snapshots/nope"),
+        lambda: backend.get("snapshots/nope", 3, 4),
+        lambda: backend.stat("snapshots/nope"),
+        lambda: backend.delete("snapshots/nope"),
+    ):
         with pytest.raises(ObjectNotFound) as info:
             await op()
         assert "snapshots/nope" in str(info.value)
@@ -132,8 +137,9 @@ async def test_stat_and_delete(backend):
     assert await backend.get("locks/l1") == b"again"
 
 
-@pytest.mark.parametrize("key", ["../escape", "/etc/passwd", "data//x", "data/./x", "data/../../x", "",
-                                 "data/x/..", "."])
+@pytest.mark.parametrize(
+    "key", ["../escape", "/etc/passwd", "data//x", "data/./x", "data/../../x", "", "data/x/..", "."]
+)
 async def test_keys_that_could_escape_the_root_are_refused(backend, key):
     before = all_files(backend.root.parent)
     with pytest.raises(StorageError) as info:
@@ -148,8 +154,7 @@ async def test_keys_that_could_escape_the_root_are_refused(backend, key):
 
 
 async def test_list_by_prefix_is_sorted_recursive_and_ignores_temp_files(backend):
-    for key in ("data/ab/ab01", "data/ab/ab02", "data/cd/cd01", "snapshots/ab12", "snapshots/cd34",
-                "index/ff"):
+    for key in ("data/ab/ab01", "data/ab/ab02", "data/cd/cd01", "snapshots/ab12", "snapshots/cd34", "index/ff"):
         await backend.put(key, key.encode())
     # Leftovers of a crash mid-put, at every level.
     (backend.root / "data" / "ab" / f"{TMP_PREFIX}{uuid.uuid4().hex}").write_bytes(b"partial")
@@ -193,8 +198,9 @@ async def test_exists_and_create(tmp_path):
 
 def _mount_tmpfs(path: Path, size: str) -> bool:
     path.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
-                       capture_output=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)], capture_output=True
+    )
     return r.returncode == 0
 
 
@@ -247,13 +253,16 @@ async def test_full_disk_raises_storage_full_and_leaves_nothing_partial(tiny_dis
     assert await b.get("data/ab/small") == b"fits"
 
 
-@pytest.mark.parametrize("where,err,expected", [
-    ("fsync", errno.ENOSPC, StorageFull),
-    ("fsync", errno.EDQUOT, StorageFull),
-    ("writev", errno.EDQUOT, StorageFull),
-    ("fsync", errno.EIO, StorageError),
-    ("link", errno.EIO, StorageError),
-])
+@pytest.mark.parametrize(
+    "where,err,expected",
+    [
+        ("fsync", errno.ENOSPC, StorageFull),
+        ("fsync", errno.EDQUOT, StorageFull),
+        ("writev", errno.EDQUOT, StorageFull),
+        ("fsync", errno.EIO, StorageError),
+        ("link", errno.EIO, StorageError),
+    ],
+)
 async def test_write_errors_leave_no_object_and_no_temp(backend, monkeypatch, where, err, expected):
     real = getattr(os, where)
 
@@ -306,9 +315,15 @@ def test_backup_on_full_disk_exits_10_with_one_message_and_repository_still_veri
         if real_disk:
             r = env.cli("backup")
         else:
-            p = subprocess.run([sys.executable, "-c", _ENOSPC_WRAPPER, str(6 * 1024 * 1024),
-                                "--config", str(env.cfg), "backup"], cwd=H.ROOT, env=env.env(),
-                               capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+            p = subprocess.run(
+                [sys.executable, "-c", _ENOSPC_WRAPPER, str(6 * 1024 * 1024), "--config", str(env.cfg), "backup"],
+                cwd=H.ROOT,
+                env=env.env(),
+                capture_output=True,
+                text=True,
+                timeout=120,
+                stdin=subprocess.DEVNULL,
+            )
             r = H.CliResult(("backup",), p.returncode, p.stdout, p.stderr)
         assert r.code == 10, r
         lines = [line for line in r.stderr.splitlines() if line.strip()]

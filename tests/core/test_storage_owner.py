@@ -60,13 +60,21 @@ def test_what_the_caller_cannot_see_is_not_judged(base: Path) -> None:
     """A check run by a user who cannot look into the repository must not pass it."""
     repo = _repo(base)
     repo.chmod(0o700)  # root's: nobody cannot list it
-    code = ("import sys; from pathlib import Path; from core.storage.owner import OsUser, repository_access; "
-            "r = repository_access(Path(sys.argv[1]), OsUser.of_uid(0)); print(r.total, len(r.unseen))")
+    code = (
+        "import sys; from pathlib import Path; from core.storage.owner import OsUser, repository_access; "
+        "r = repository_access(Path(sys.argv[1]), OsUser.of_uid(0)); print(r.total, len(r.unseen))"
+    )
     from wal_support import ROOT, _server_python
 
     env = {"PYTHONPATH": f"{ROOT}:{sysconfig.get_paths()['purelib']}", "PATH": "/usr/bin:/bin"}
-    p = subprocess.run([shutil.which("runuser") or "runuser", "-u", "nobody", "--", _server_python(), "-c", code, str(repo)],
-                       capture_output=True, text=True, env=env, cwd="/", timeout=60)
+    p = subprocess.run(
+        [shutil.which("runuser") or "runuser", "-u", "nobody", "--", _server_python(), "-c", code, str(repo)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd="/",
+        timeout=60,
+    )
     assert p.returncode == 0, p.stderr
     total, unseen = map(int, p.stdout.split())
     assert total == 0 and unseen >= 1

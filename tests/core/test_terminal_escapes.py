@@ -41,12 +41,19 @@ def hostile(axenv):
         for name in reversed(axenv.src.parts[1:]):
             sub = c.tree([dnode(os.fsencode(name), sub)])
         c.run(c.repo.flush())
-        snap = Snapshot(time=datetime.now(timezone.utc).isoformat(), source="application/user_data",
-                        paths=(str(axenv.src), "/p" + EVIL_TEXT), tree=sub.hex(), type="full",
-                        backup_set=f"c{time.time_ns()}", hostname="host" + EVIL_TEXT, username="u" + EVIL_TEXT,
-                        tags=("tag" + EVIL_TEXT,), warnings=("warn " + EVIL_TEXT,),
-                        metadata={"root_links": [{"path": "/l" + EVIL_TEXT, "target": "/t" + EVIL_TEXT,
-                                                  "followed": True}]})
+        snap = Snapshot(
+            time=datetime.now(timezone.utc).isoformat(),
+            source="application/user_data",
+            paths=(str(axenv.src), "/p" + EVIL_TEXT),
+            tree=sub.hex(),
+            type="full",
+            backup_set=f"c{time.time_ns()}",
+            hostname="host" + EVIL_TEXT,
+            username="u" + EVIL_TEXT,
+            tags=("tag" + EVIL_TEXT,),
+            warnings=("warn " + EVIL_TEXT,),
+            metadata={"root_links": [{"path": "/l" + EVIL_TEXT, "target": "/t" + EVIL_TEXT, "followed": True}]},
+        )
         sid = c.run(c.repo.save_snapshot(snap))
     finally:
         c.close()

@@ -55,7 +55,12 @@ def test_shown_lines_leaves_no_control_character_but_newline_and_tab(text):
 def test_human_bytes_is_the_one_size_formatter():
     from core.text import human_bytes
 
-    assert [human_bytes(n) for n in (0, 512, 1536, 5 * 2**20, -2048)] == ["0 B", "512 B", "1.5 KiB", "5.0 MiB",
-                                                                          "-2.0 KiB"]
+    assert [human_bytes(n) for n in (0, 512, 1536, 5 * 2**20, -2048)] == [
+        "0 B",
+        "512 B",
+        "1.5 KiB",
+        "5.0 MiB",
+        "-2.0 KiB",
+    ]
     assert human_bytes(3 * 2**50) == "3072.0 TiB"
     assert human_bytes(None) == "?" and human_bytes(None, unknown="-") == "-"

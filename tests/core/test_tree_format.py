@@ -9,13 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.repository.tree import (BLOCKDEV, CHARDEV, DIR, FIFO, FILE, MAX_XATTRS, SYMLINK, Node, Tree,
-                                  TreeFormatError)
+from core.repository.tree import BLOCKDEV, CHARDEV, DIR, FIFO, FILE, MAX_XATTRS, SYMLINK, Node, Tree, TreeFormatError
 
 ID = bytes(32)
 names = st.binary(min_size=1, max_size=255).filter(lambda b: b"/" not in b and b"\0" not in b)
 xattr_lists = st.dictionaries(
-    st.binary(min_size=1, max_size=40).filter(lambda b: b"\0" not in b), st.binary(max_size=300), max_size=5,
+    st.binary(min_size=1, max_size=40).filter(lambda b: b"\0" not in b),
+    st.binary(max_size=300),
+    max_size=5,
 ).map(lambda d: tuple(sorted(d.items())))
 
 
@@ -31,15 +32,29 @@ def holes_and_size(draw):
 @st.composite
 def nodes(draw):
     kind = draw(st.sampled_from((FILE, DIR, SYMLINK, CHARDEV, BLOCKDEV, FIFO)))
-    common = dict(name=draw(names), type=kind, mode=draw(st.integers(0, 2**32 - 1)),
-                  uid=draw(st.integers(0, 2**32 - 1)), gid=draw(st.integers(0, 2**32 - 1)),
-                  mtime_ns=draw(st.integers(-2**62, 2**62)), atime_ns=draw(st.integers(0, 2**62)),
-                  user=draw(st.text(max_size=8)), group=draw(st.text(max_size=8)),
-                  xattrs=draw(xattr_lists), flags=draw(st.integers(0, 2**32 - 1)))
+    common = dict(
+        name=draw(names),
+        type=kind,
+        mode=draw(st.integers(0, 2**32 - 1)),
+        uid=draw(st.integers(0, 2**32 - 1)),
+        gid=draw(st.integers(0, 2**32 - 1)),
+        mtime_ns=draw(st.integers(-(2**62), 2**62)),
+        atime_ns=draw(st.integers(0, 2**62)),
+        user=draw(st.text(max_size=8)),
+        group=draw(st.text(max_size=8)),
+        xattrs=draw(xattr_lists),
+        flags=draw(st.integers(0, 2**32 - 1)),
+    )
     if kind == FILE:
         holes, size = draw(holes_and_size())
-        common.update(size=size, holes=holes, inode=draw(st.integers(0, 2**63)), dev=draw(st.integers(0, 2**63)),
-                      nlink=draw(st.integers(1, 2**32 - 1)), content=tuple(draw(st.lists(st.just(ID), max_size=3))))
+        common.update(
+            size=size,
+            holes=holes,
+            inode=draw(st.integers(0, 2**63)),
+            dev=draw(st.integers(0, 2**63)),
+            nlink=draw(st.integers(1, 2**32 - 1)),
+            content=tuple(draw(st.lists(st.just(ID), max_size=3))),
+        )
     elif kind == DIR:
         common["subtree"] = ID
     elif kind == SYMLINK:
@@ -68,32 +83,58 @@ def _file(**kw) -> Node:
 
 def test_plain_tree_stays_version_1_and_old_bytes_still_read():
     # Bytes as format version 1 wrote them before xattrs, flags and holes existed.
-    old = msgpack.packb({"v": 1, "nodes": [{"n": b"f", "t": "file", "m": 0o100644, "u": 0, "g": 0, "mt": 5,
-                                            "at": 0, "ct": 0, "s": 0, "i": 1, "dv": 2, "l": 1, "c": []}]},
-                        use_bin_type=True)
+    old = msgpack.packb(
+        {
+            "v": 1,
+            "nodes": [
+                {
+                    "n": b"f",
+                    "t": "file",
+                    "m": 0o100644,
+                    "u": 0,
+                    "g": 0,
+                    "mt": 5,
+                    "at": 0,
+                    "ct": 0,
+                    "s": 0,
+                    "i": 1,
+                    "dv": 2,
+                    "l": 1,
+                    "c": [],
+                }
+            ],
+        },
+        use_bin_type=True,
+    )
     node = Tree.decode(old).nodes[0]
     assert node.xattrs == () and node.flags == 0 and node.holes == ()
     assert Tree([node]).encode() == old  # nothing new: the same bytes, the same id, dedup holds
 
 
-@pytest.mark.parametrize("wire, why", [
-    ({"v": 3, "nodes": []}, "newer"),
-    ({"v": 1, "nodes": [{"n": b"p", "t": "fifo", "m": 0o10644, "u": 0, "g": 0, "mt": 0}]}, "needs version 2"),
-])
+@pytest.mark.parametrize(
+    "wire, why",
+    [
+        ({"v": 3, "nodes": []}, "newer"),
+        ({"v": 1, "nodes": [{"n": b"p", "t": "fifo", "m": 0o10644, "u": 0, "g": 0, "mt": 0}]}, "needs version 2"),
+    ],
+)
 def test_versions_are_checked(wire, why):
     with pytest.raises(TreeFormatError, match=why):
         Tree.decode(msgpack.packb(wire, use_bin_type=True))
 
 
-@pytest.mark.parametrize("node", [
-    _file(holes=((50, 60),)),  # past the end
-    _file(holes=((10, 20), (20, 5))),  # overlapping
-    _file(holes=((10, 0),)),  # empty
-    _file(xattrs=((b"user.b", b""), (b"user.a", b""))),  # unsorted
-    _file(xattrs=((b"user.a", b""), (b"user.a", b""))),  # repeated
-    _file(xattrs=((b"user.a", bytes(65 * 1024)),)),  # too large
-    _file(xattrs=tuple((b"user.%06d" % i, b"") for i in range(MAX_XATTRS + 1))),
-])
+@pytest.mark.parametrize(
+    "node",
+    [
+        _file(holes=((50, 60),)),  # past the end
+        _file(holes=((10, 20), (20, 5))),  # overlapping
+        _file(holes=((10, 0),)),  # empty
+        _file(xattrs=((b"user.b", b""), (b"user.a", b""))),  # unsorted
+        _file(xattrs=((b"user.a", b""), (b"user.a", b""))),  # repeated
+        _file(xattrs=((b"user.a", bytes(65 * 1024)),)),  # too large
+        _file(xattrs=tuple((b"user.%06d" % i, b"") for i in range(MAX_XATTRS + 1))),
+    ],
+)
 def test_bounds_are_enforced_on_read(node):
     raw = msgpack.packb({"v": 2, "nodes": [node.to_wire()]}, use_bin_type=True)
     with pytest.raises(TreeFormatError):

@@ -45,11 +45,19 @@ class Platform:
     scratch: Path  # drills.work_dir
 
     def config(self, drills: str = "", extra: str = "", db: bool = True, repo: Path | None = None) -> Path:
-        lines = ["[application]", f'user_data = ["{self.app}"]', "[configuration]",
-                 f'environment_vars = ["{self.conf}"]']
+        lines = [
+            "[application]",
+            f'user_data = ["{self.app}"]',
+            "[configuration]",
+            f'environment_vars = ["{self.conf}"]',
+        ]
         if db:
-            lines += ["[database]", "enabled = true", f'url = "{self.cluster.url("shop")}"',
-                      f'pg_bin_dir = "{self.cluster.bin}"']
+            lines += [
+                "[database]",
+                "enabled = true",
+                f'url = "{self.cluster.url("shop")}"',
+                f'pg_bin_dir = "{self.cluster.bin}"',
+            ]
         # A job store of its own: never a daemon or job history of anything else on this machine.
         lines += ["[engine]", f'state_dir = "{self.ws.root / "state"}"']
         lines += ["[storage]", f'local_path = "{repo or self.ws.repo}"', extra]

@@ -84,21 +84,25 @@ def test_platform_loss_into_a_scratch_database_and_folder(platform) -> None:
     assert [s["name"] for s in rep["steps"]][1] == "create scratch database"
     assert rep["restored"][0]["target"].startswith("axisor_drill_")
     assert {x["source"] for x in rep["restored"]} == {
-        "database", "application/user_data", "configuration/environment_vars"}
+        "database",
+        "application/user_data",
+        "configuration/environment_vars",
+    }
     assert _check(rep, "application/user_data files")["status"] == "pass"
     assert "read back" in _check(rep, "configuration/environment_vars files")["detail"]
     assert _check(rep, "uploads restored")["status"] == "pass"
     assert _check(rep, "environment restored")["status"] == "pass"
-    assert {x["source"] for x in rep["rpo"]} == {"database", "application/user_data",
-                                                 "configuration/environment_vars"}
+    assert {x["source"] for x in rep["rpo"]} == {"database", "application/user_data", "configuration/environment_vars"}
     assert any(c.startswith("database axisor_drill_") for c in rep["cleanup"])
     assert platform.left_behind() == []
 
 
 def test_a_smoke_check_that_does_not_hold_fails_the_drill(platform) -> None:
-    platform.config('[[drills.checks]]\nname = "a thousand orders"\nsql = "SELECT count(*) FROM orders"\n'
-                    'expect = 1000\n[[drills.checks]]\nname = "the invoices folder"\npath = "invoices"\n'
-                    'source = "application/user_data"\n')
+    platform.config(
+        '[[drills.checks]]\nname = "a thousand orders"\nsql = "SELECT count(*) FROM orders"\n'
+        'expect = 1000\n[[drills.checks]]\nname = "the invoices folder"\npath = "invoices"\n'
+        'source = "application/user_data"\n'
+    )
     r = platform.ws.cli("drill", "--scenario", "platform-loss", "--json", timeout=300)
     assert r.code == 19, r.out + r.err
     rep = run_json(r)
@@ -157,10 +161,12 @@ def test_corrupted_table_restores_the_largest_table_beside_the_live_one(platform
 
 def test_location_loss_reads_only_the_secondary(platform, moto_s3) -> None:  # noqa: F811
     # The secondary is an S3 bucket on a server speaking the real protocol.
-    extra = ('[[storage.remote_storage]]\nprovider = "aws-s3"\nname = "offsite"\n'
-             f'bucket_name = "axisor-drill-{uuid.uuid4().hex[:10]}"\nendpoint = "{moto_s3.endpoint}"\n'
-             f'region = "us-east-1"\npath_prefix = "repo"\ncredentials_file = "{moto_s3.credentials_file}"\n'
-             'allow_insecure = true\n')  # the test server speaks http://
+    extra = (
+        '[[storage.remote_storage]]\nprovider = "aws-s3"\nname = "offsite"\n'
+        f'bucket_name = "axisor-drill-{uuid.uuid4().hex[:10]}"\nendpoint = "{moto_s3.endpoint}"\n'
+        f'region = "us-east-1"\npath_prefix = "repo"\ncredentials_file = "{moto_s3.credentials_file}"\n'
+        "allow_insecure = true\n"
+    )  # the test server speaks http://
     platform.config(CHECKS, extra=extra)
     r = platform.ws.cli("copy", "--to", "offsite", timeout=300)
     assert r.code == 0, r.out + r.err
@@ -202,8 +208,12 @@ def test_a_schema_check_that_did_not_run_is_reported_as_skipped_with_why():
 
     drill = SimpleNamespace(checks=[], listener=lambda c: None)
     drill.check = _Drill.check.__get__(drill)
-    report = SimpleNamespace(tables=[], schema_fingerprint_match=None, large_objects=None,
-                             warnings=["schema fingerprint not compared: unknown method 'v9'"])
+    report = SimpleNamespace(
+        tables=[],
+        schema_fingerprint_match=None,
+        large_objects=None,
+        warnings=["schema fingerprint not compared: unknown method 'v9'"],
+    )
     _Drill._database_checks(drill, report)
     schema = [c for c in drill.checks if c.name == "schema matches"]
     assert len(schema) == 1 and schema[0].status == "skip" and "unknown method 'v9'" in schema[0].detail

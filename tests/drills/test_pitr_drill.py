@@ -36,8 +36,9 @@ def test_drill_to_a_point_in_time(pg_cluster) -> None:
         assert r.code == 0, r.out + r.err
         _burst(c, "A", 30)
         time.sleep(0.3)
-        target = datetime.fromisoformat(c.psql("SELECT clock_timestamp()::text").replace(" ", "T")
-                                        .replace("+00", "+00:00"))
+        target = datetime.fromisoformat(
+            c.psql("SELECT clock_timestamp()::text").replace(" ", "T").replace("+00", "+00:00")
+        )
         time.sleep(0.3)
         _burst(c, "B", 20)
         switch_and_wait(c)
@@ -46,8 +47,9 @@ def test_drill_to_a_point_in_time(pg_cluster) -> None:
         text = sr.config.read_text() + (
             f'[drills]\nwork_dir = "{scratch}"\n'
             '[[drills.checks]]\nname = "only the first burst"\n'
-            "sql = \"SELECT string_agg(DISTINCT burst, ',') FROM marks\"\nexpect = \"A\"\n"
-            '[[drills.checks]]\nname = "thirty marks"\nsql = "SELECT count(*) FROM marks"\nexpect = 30\n')
+            'sql = "SELECT string_agg(DISTINCT burst, \',\') FROM marks"\nexpect = "A"\n'
+            '[[drills.checks]]\nname = "thirty marks"\nsql = "SELECT count(*) FROM marks"\nexpect = 30\n'
+        )
         sr.config.write_text(text)
         sr.chown()
         r = sr.cli("drill", "--to-time", target.isoformat(), "--json", timeout=300)
@@ -60,8 +62,11 @@ def test_drill_to_a_point_in_time(pg_cluster) -> None:
         assert names["only the first burst"]["status"] == "pass"
         assert names["thirty marks"]["actual"] == 30
         assert [x["source"] for x in rep["rpo"]] == ["database"]
-        assert [s["name"] for s in rep["steps"]][:3] == ["open location", "point-in-time recovery",
-                                                         "connect to the recovered server"]
+        assert [s["name"] for s in rep["steps"]][:3] == [
+            "open location",
+            "point-in-time recovery",
+            "connect to the recovered server",
+        ]
         assert any(x.startswith("cluster ") for x in rep["cleanup"])
         assert list(scratch.iterdir()) == []
         port = int(rep["restored"][0]["target"].rsplit("port ", 1)[1].rstrip(")"))

@@ -11,27 +11,44 @@ import pytest
 
 from conftest import PASSPHRASE
 from core.config import parse_config
-from core.drills.report import (stored_reports, CheckResult, DrillReport, RpoResult, Step, history, load_report,
-                                new_drill_id, store_report)
+from core.drills.report import (
+    stored_reports,
+    CheckResult,
+    DrillReport,
+    RpoResult,
+    Step,
+    history,
+    load_report,
+    new_drill_id,
+    store_report,
+)
 from core.errors import DamagedObject, SnapshotNotFound, UsageError
 from core.service import BackupService
 
 
 def report(scenario: str = "database-loss", rto: float = 12.5, passed: bool = True) -> DrillReport:
     return DrillReport(
-        id=new_drill_id(), scenario=scenario, location="local", started="2026-11-26T09:00:00+00:00",
-        finished="2026-11-26T09:00:13+00:00", passed=passed, rto_seconds=rto, rto_objective_seconds=14400.0,
+        id=new_drill_id(),
+        scenario=scenario,
+        location="local",
+        started="2026-11-26T09:00:00+00:00",
+        finished="2026-11-26T09:00:13+00:00",
+        passed=passed,
+        rto_seconds=rto,
+        rto_objective_seconds=14400.0,
         steps=(Step("restore database", "ok", 3.25, "snapshot 1a2b3c4d"),),
         checks=(CheckResult("row counts exact", "rows", "pass" if passed else "fail", "2 | tables", 10, 10),),
         rpo=(RpoResult("database", "2026-11-26T08:00:00+00:00", 3600.0, 93600.0, "ok"),),
         restored=({"source": "database", "snapshot": "ab" * 32, "target": "axisor on /tmp/x:5432"},),
-        cleanup=("folder /tmp/axd.x",))
+        cleanup=("folder /tmp/axd.x",),
+    )
 
 
 @pytest.fixture
 async def service(tmp_path: Path):
-    svc = BackupService(parse_config({"storage": {"local_path": str(tmp_path / "repo")}}, base_dir=tmp_path),
-                        lambda _c: PASSPHRASE)
+    svc = BackupService(
+        parse_config({"storage": {"local_path": str(tmp_path / "repo")}}, base_dir=tmp_path), lambda _c: PASSPHRASE
+    )
     await svc.init()
     yield svc
     await svc.close()

@@ -35,65 +35,65 @@ DOC = ROOT / "docs" / "RELIABILITY.md"
 # "R n": refused, every step exit n, the location as it was.
 EXPECTED: dict[tuple[str, str], str] = {
     # config: no key opens nothing without it; the message names config and the runbook
-    ("config", "deleted"):      "R 3",
-    ("config", "truncated"):    "R 3",
-    ("config", "flipped"):      "R 9",
-    ("config", "replaced"):     "R 9",
-    ("config", "unreadable"):   "R 3",
-    ("config", "zero-length"):  "R 3",
+    ("config", "deleted"): "R 3",
+    ("config", "truncated"): "R 3",
+    ("config", "flipped"): "R 9",
+    ("config", "replaced"): "R 9",
+    ("config", "unreadable"): "R 3",
+    ("config", "zero-length"): "R 3",
     # the only key file: "damaged" (9), never "wrong passphrase" (4)
-    ("key", "deleted"):         "R 9",
-    ("key", "truncated"):       "R 9",
-    ("key", "flipped"):         "R 9",
-    ("key", "replaced"):        "R 9",
-    ("key", "unreadable"):      "R 9",
-    ("key", "zero-length"):     "R 9",
+    ("key", "deleted"): "R 9",
+    ("key", "truncated"): "R 9",
+    ("key", "flipped"): "R 9",
+    ("key", "replaced"): "R 9",
+    ("key", "unreadable"): "R 9",
+    ("key", "zero-length"): "R 9",
     # index: packs carry their headers; repair index rebuilds, nothing is lost
-    ("index", "deleted"):       "6 9 0 0 0 0 0 0",
-    ("index", "truncated"):     "6 9 0 0 0 0 0 0",
-    ("index", "flipped"):       "6 9 0 0 0 0 0 0",
-    ("index", "replaced"):      "6 9 0 0 0 0 0 0",
-    ("index", "unreadable"):    "6 9 0 0 0 0 0 0",
-    ("index", "zero-length"):   "6 9 0 0 0 0 0 0",
+    ("index", "deleted"): "6 9 0 0 0 0 0 0",
+    ("index", "truncated"): "6 9 0 0 0 0 0 0",
+    ("index", "flipped"): "6 9 0 0 0 0 0 0",
+    ("index", "replaced"): "6 9 0 0 0 0 0 0",
+    ("index", "unreadable"): "6 9 0 0 0 0 0 0",
+    ("index", "zero-length"): "6 9 0 0 0 0 0 0",
     # S1's manifest: verify names it, forget removes it; its only-there file is lost
-    ("snapshot", "deleted"):    "0 13 0 0 0 13",
-    ("snapshot", "truncated"):  "6 9 0 0 0 0 13",
-    ("snapshot", "flipped"):    "6 9 0 0 0 0 13",
-    ("snapshot", "replaced"):   "6 9 0 0 0 0 13",
+    ("snapshot", "deleted"): "0 13 0 0 0 13",
+    ("snapshot", "truncated"): "6 9 0 0 0 0 13",
+    ("snapshot", "flipped"): "6 9 0 0 0 0 13",
+    ("snapshot", "replaced"): "6 9 0 0 0 0 13",
     ("snapshot", "unreadable"): "6 9 0 0 0 0 13",
     ("snapshot", "zero-length"): "6 9 0 0 0 0 13",
     # the tree of sub/ (its files still on disk): a lost tree stops a restore (9), the
     # healing backup stores it again, S1 is whole again
-    ("tree", "deleted"):        "6 9 0 0 0 0 0 0",
-    ("tree", "truncated"):      "6 9 0 0 0 0 0 0",
-    ("tree", "flipped"):        "6 9 0 0 0 0 0 0 0",
-    ("tree", "replaced"):       "6 9 0 0 0 0 0 0 0",
-    ("tree", "unreadable"):     "6 9 0 0 0 6 0 0",
-    ("tree", "zero-length"):    "6 9 0 0 0 0 0 0",
+    ("tree", "deleted"): "6 9 0 0 0 0 0 0",
+    ("tree", "truncated"): "6 9 0 0 0 0 0 0",
+    ("tree", "flipped"): "6 9 0 0 0 0 0 0 0",
+    ("tree", "replaced"): "6 9 0 0 0 0 0 0 0",
+    ("tree", "unreadable"): "6 9 0 0 0 6 0 0",
+    ("tree", "zero-length"): "6 9 0 0 0 0 0 0",
     # the pack of vol/gone.txt (deleted from the source): partial restore (23) naming it,
     # repair snapshots drops it from S1 with a record
-    ("pack", "deleted"):        "6 23 0 0 0 0 0 0",
-    ("pack", "truncated"):      "6 23 0 0 0 0 0 0",
-    ("pack", "flipped"):        "6 23 0 0 0 0 0 0 0",
-    ("pack", "replaced"):       "6 23 0 0 0 0 0 0 0",
-    ("pack", "unreadable"):     "6 23 0 0 0 6 0 23",
-    ("pack", "zero-length"):    "6 23 0 0 0 0 0 0",
+    ("pack", "deleted"): "6 23 0 0 0 0 0 0",
+    ("pack", "truncated"): "6 23 0 0 0 0 0 0",
+    ("pack", "flipped"): "6 23 0 0 0 0 0 0 0",
+    ("pack", "replaced"): "6 23 0 0 0 0 0 0 0",
+    ("pack", "unreadable"): "6 23 0 0 0 6 0 23",
+    ("pack", "zero-length"): "6 23 0 0 0 0 0 0",
     # a stale lock: ignored when it does not parse; one the process cannot read (it may be
     # another user's live lock) stops writers (5, naming it), reads go on without a lock
-    ("lock", "deleted"):        "0 0 0 0 0 0",
-    ("lock", "truncated"):      "0 0 0 0 0 0",
-    ("lock", "flipped"):        "0 0 0 0 0 0",
-    ("lock", "replaced"):       "0 0 0 0 0 0",
-    ("lock", "unreadable"):     "0 0 5 0 0 0",
-    ("lock", "zero-length"):    "0 0 0 0 0 0",
+    ("lock", "deleted"): "0 0 0 0 0 0",
+    ("lock", "truncated"): "0 0 0 0 0 0",
+    ("lock", "flipped"): "0 0 0 0 0 0",
+    ("lock", "replaced"): "0 0 0 0 0 0",
+    ("lock", "unreadable"): "0 0 5 0 0 0",
+    ("lock", "zero-length"): "0 0 0 0 0 0",
     # the second WAL file's manifest: verify names it, wal-fetch of it fails (9), the
     # other one is fetched bit-exact; a deleted one reads as "not archived" (1)
-    ("wal", "deleted"):         "0 0 0 0 0 0 0 1",
-    ("wal", "truncated"):       "6 0 0 6 0 0 0 9",
-    ("wal", "flipped"):         "6 0 0 6 0 0 0 9",
-    ("wal", "replaced"):        "6 0 0 6 0 0 0 9",
-    ("wal", "unreadable"):      "6 0 0 6 0 0 0 9",
-    ("wal", "zero-length"):     "6 0 0 6 0 0 0 9",
+    ("wal", "deleted"): "0 0 0 0 0 0 0 1",
+    ("wal", "truncated"): "6 0 0 6 0 0 0 9",
+    ("wal", "flipped"): "6 0 0 6 0 0 0 9",
+    ("wal", "replaced"): "6 0 0 6 0 0 0 9",
+    ("wal", "unreadable"): "6 0 0 6 0 0 0 9",
+    ("wal", "zero-length"): "6 0 0 6 0 0 0 9",
 }
 
 # Remote locations: every object x fault at an SFTP and an S3 location, the faults planted at
@@ -105,99 +105,104 @@ EXPECTED: dict[tuple[str, str], str] = {
 # `forget --location`): its restore 9, filled from the primary.
 REMOTE_EXPECTED: dict[tuple[str, str, str], str] = {
     # a lost config or key file is put back by the backup's copy
-    ("sftp", "config", "deleted"):           "3 0 0 0",
-    ("sftp", "config", "truncated"):         "R 3",
-    ("sftp", "config", "flipped"):           "R 9",
-    ("sftp", "config", "replaced"):          "R 9",
-    ("sftp", "config", "unreadable"):        "R 3",
-    ("sftp", "config", "zero-length"):       "R 3",
-    ("sftp", "key", "deleted"):              "9 0 0 0",
-    ("sftp", "key", "truncated"):            "R 9",
-    ("sftp", "key", "flipped"):              "R 9",
-    ("sftp", "key", "replaced"):             "R 9",
-    ("sftp", "key", "unreadable"):           "R 9",
-    ("sftp", "key", "zero-length"):          "R 9",
-    ("sftp", "index", "deleted"):            "6 0 0 0 0 0",
-    ("sftp", "index", "truncated"):          "6 0 0 0 0 0",
-    ("sftp", "index", "flipped"):            "6 0 0 0 0 0",
-    ("sftp", "index", "replaced"):           "6 0 0 0 0 0",
-    ("sftp", "index", "unreadable"):         "6 0 0 0 0 0",
-    ("sftp", "index", "zero-length"):        "6 0 0 0 0 0",
-    ("sftp", "snapshot", "deleted"):         "0 0 0 0",
-    ("sftp", "snapshot", "truncated"):       "6 0 6 9 0 0",
-    ("sftp", "snapshot", "flipped"):         "6 0 6 9 0 0",
-    ("sftp", "snapshot", "replaced"):        "6 0 6 9 0 0",
-    ("sftp", "snapshot", "unreadable"):      "6 0 6 9 0 0",
-    ("sftp", "snapshot", "zero-length"):     "6 0 6 9 0 0",
-    ("sftp", "tree", "deleted"):             "6 0 0 0 0 0 0 0",
-    ("sftp", "tree", "truncated"):           "6 0 0 0 0 0 0 0",
-    ("sftp", "tree", "flipped"):             "6 0 0 0 0 0 0 0 0",
-    ("sftp", "tree", "replaced"):            "6 0 0 0 0 0 0 0 0",
-    ("sftp", "tree", "unreadable"):          "6 0 0 0 6 0 0 0",
-    ("sftp", "tree", "zero-length"):         "6 0 0 0 0 0 0 0",
-    ("sftp", "pack", "deleted"):             "6 23 0 0 0 0 0 0",
-    ("sftp", "pack", "truncated"):           "6 0 0 0 0 0 0",
-    ("sftp", "pack", "flipped"):             "6 0 0 0 0 0 0 0",
-    ("sftp", "pack", "replaced"):            "6 0 0 0 0 0 0 0",
-    ("sftp", "pack", "unreadable"):          "6 0 0 0 6 23 0",
-    ("sftp", "pack", "zero-length"):         "6 0 0 0 0 0 0",
-    ("sftp", "lock", "deleted"):             "0 0 0 0",
-    ("sftp", "lock", "truncated"):           "0 0 0 0",
-    ("sftp", "lock", "flipped"):             "0 0 0 0",
-    ("sftp", "lock", "replaced"):            "0 0 0 0",
-    ("sftp", "lock", "unreadable"):          "0 0 0 0",
-    ("sftp", "lock", "zero-length"):         "0 0 0 0",
-    ("sftp", "wal", "deleted"):              "0 0 0 0 0 0",
-    ("sftp", "wal", "truncated"):            "6 0 6 0 0 9",
-    ("sftp", "wal", "flipped"):              "6 0 6 0 0 9",
-    ("sftp", "wal", "replaced"):             "6 0 6 0 0 9",
-    ("sftp", "wal", "unreadable"):           "6 0 6 0 0 9",
-    ("sftp", "wal", "zero-length"):          "6 0 6 0 0 9",
-    ("s3", "config", "deleted"):             "3 0 0 0",
-    ("s3", "config", "truncated"):           "R 3",
-    ("s3", "config", "flipped"):             "R 9",
-    ("s3", "config", "replaced"):            "R 9",
-    ("s3", "config", "zero-length"):         "R 3",
-    ("s3", "key", "deleted"):                "9 0 0 0",
-    ("s3", "key", "truncated"):              "R 9",
-    ("s3", "key", "flipped"):                "R 9",
-    ("s3", "key", "replaced"):               "R 9",
-    ("s3", "key", "zero-length"):            "R 9",
-    ("s3", "index", "deleted"):              "6 0 0 0 0 0",
-    ("s3", "index", "truncated"):            "6 0 0 0 0 0",
-    ("s3", "index", "flipped"):              "6 0 0 0 0 0",
-    ("s3", "index", "replaced"):             "6 0 0 0 0 0",
-    ("s3", "index", "zero-length"):          "6 0 0 0 0 0",
-    ("s3", "snapshot", "deleted"):           "0 0 0 0",
-    ("s3", "snapshot", "truncated"):         "6 0 6 9 0 0",
-    ("s3", "snapshot", "flipped"):           "6 0 6 9 0 0",
-    ("s3", "snapshot", "replaced"):          "6 0 6 9 0 0",
-    ("s3", "snapshot", "zero-length"):       "6 0 6 9 0 0",
-    ("s3", "tree", "deleted"):               "6 0 0 0 0 0 0 0",
-    ("s3", "tree", "truncated"):             "6 0 0 0 0 0 0 0",
-    ("s3", "tree", "flipped"):               "6 0 0 0 0 0 0 0 0",
-    ("s3", "tree", "replaced"):              "6 0 0 0 0 0 0 0 0",
-    ("s3", "tree", "zero-length"):           "6 0 0 0 0 0 0 0",
-    ("s3", "pack", "deleted"):               "6 23 0 0 0 0 0 0",
-    ("s3", "pack", "truncated"):             "6 0 0 0 0 0 0",
-    ("s3", "pack", "flipped"):               "6 0 0 0 0 0 0 0",
-    ("s3", "pack", "replaced"):              "6 0 0 0 0 0 0 0",
-    ("s3", "pack", "zero-length"):           "6 0 0 0 0 0 0",
-    ("s3", "lock", "deleted"):               "0 0 0 0",
-    ("s3", "lock", "truncated"):             "0 0 0 0",
-    ("s3", "lock", "flipped"):               "0 0 0 0",
-    ("s3", "lock", "replaced"):              "0 0 0 0",
-    ("s3", "lock", "zero-length"):           "0 0 0 0",
-    ("s3", "wal", "deleted"):                "0 0 0 0 0 0",
-    ("s3", "wal", "truncated"):              "6 0 6 0 0 9",
-    ("s3", "wal", "flipped"):                "6 0 6 0 0 9",
-    ("s3", "wal", "replaced"):               "6 0 6 0 0 9",
-    ("s3", "wal", "zero-length"):            "6 0 6 0 0 9",
+    ("sftp", "config", "deleted"): "3 0 0 0",
+    ("sftp", "config", "truncated"): "R 3",
+    ("sftp", "config", "flipped"): "R 9",
+    ("sftp", "config", "replaced"): "R 9",
+    ("sftp", "config", "unreadable"): "R 3",
+    ("sftp", "config", "zero-length"): "R 3",
+    ("sftp", "key", "deleted"): "9 0 0 0",
+    ("sftp", "key", "truncated"): "R 9",
+    ("sftp", "key", "flipped"): "R 9",
+    ("sftp", "key", "replaced"): "R 9",
+    ("sftp", "key", "unreadable"): "R 9",
+    ("sftp", "key", "zero-length"): "R 9",
+    ("sftp", "index", "deleted"): "6 0 0 0 0 0",
+    ("sftp", "index", "truncated"): "6 0 0 0 0 0",
+    ("sftp", "index", "flipped"): "6 0 0 0 0 0",
+    ("sftp", "index", "replaced"): "6 0 0 0 0 0",
+    ("sftp", "index", "unreadable"): "6 0 0 0 0 0",
+    ("sftp", "index", "zero-length"): "6 0 0 0 0 0",
+    ("sftp", "snapshot", "deleted"): "0 0 0 0",
+    ("sftp", "snapshot", "truncated"): "6 0 6 9 0 0",
+    ("sftp", "snapshot", "flipped"): "6 0 6 9 0 0",
+    ("sftp", "snapshot", "replaced"): "6 0 6 9 0 0",
+    ("sftp", "snapshot", "unreadable"): "6 0 6 9 0 0",
+    ("sftp", "snapshot", "zero-length"): "6 0 6 9 0 0",
+    ("sftp", "tree", "deleted"): "6 0 0 0 0 0 0 0",
+    ("sftp", "tree", "truncated"): "6 0 0 0 0 0 0 0",
+    ("sftp", "tree", "flipped"): "6 0 0 0 0 0 0 0 0",
+    ("sftp", "tree", "replaced"): "6 0 0 0 0 0 0 0 0",
+    ("sftp", "tree", "unreadable"): "6 0 0 0 6 0 0 0",
+    ("sftp", "tree", "zero-length"): "6 0 0 0 0 0 0 0",
+    ("sftp", "pack", "deleted"): "6 23 0 0 0 0 0 0",
+    ("sftp", "pack", "truncated"): "6 0 0 0 0 0 0",
+    ("sftp", "pack", "flipped"): "6 0 0 0 0 0 0 0",
+    ("sftp", "pack", "replaced"): "6 0 0 0 0 0 0 0",
+    ("sftp", "pack", "unreadable"): "6 0 0 0 6 23 0",
+    ("sftp", "pack", "zero-length"): "6 0 0 0 0 0 0",
+    ("sftp", "lock", "deleted"): "0 0 0 0",
+    ("sftp", "lock", "truncated"): "0 0 0 0",
+    ("sftp", "lock", "flipped"): "0 0 0 0",
+    ("sftp", "lock", "replaced"): "0 0 0 0",
+    ("sftp", "lock", "unreadable"): "0 0 0 0",
+    ("sftp", "lock", "zero-length"): "0 0 0 0",
+    ("sftp", "wal", "deleted"): "0 0 0 0 0 0",
+    ("sftp", "wal", "truncated"): "6 0 6 0 0 9",
+    ("sftp", "wal", "flipped"): "6 0 6 0 0 9",
+    ("sftp", "wal", "replaced"): "6 0 6 0 0 9",
+    ("sftp", "wal", "unreadable"): "6 0 6 0 0 9",
+    ("sftp", "wal", "zero-length"): "6 0 6 0 0 9",
+    ("s3", "config", "deleted"): "3 0 0 0",
+    ("s3", "config", "truncated"): "R 3",
+    ("s3", "config", "flipped"): "R 9",
+    ("s3", "config", "replaced"): "R 9",
+    ("s3", "config", "zero-length"): "R 3",
+    ("s3", "key", "deleted"): "9 0 0 0",
+    ("s3", "key", "truncated"): "R 9",
+    ("s3", "key", "flipped"): "R 9",
+    ("s3", "key", "replaced"): "R 9",
+    ("s3", "key", "zero-length"): "R 9",
+    ("s3", "index", "deleted"): "6 0 0 0 0 0",
+    ("s3", "index", "truncated"): "6 0 0 0 0 0",
+    ("s3", "index", "flipped"): "6 0 0 0 0 0",
+    ("s3", "index", "replaced"): "6 0 0 0 0 0",
+    ("s3", "index", "zero-length"): "6 0 0 0 0 0",
+    ("s3", "snapshot", "deleted"): "0 0 0 0",
+    ("s3", "snapshot", "truncated"): "6 0 6 9 0 0",
+    ("s3", "snapshot", "flipped"): "6 0 6 9 0 0",
+    ("s3", "snapshot", "replaced"): "6 0 6 9 0 0",
+    ("s3", "snapshot", "zero-length"): "6 0 6 9 0 0",
+    ("s3", "tree", "deleted"): "6 0 0 0 0 0 0 0",
+    ("s3", "tree", "truncated"): "6 0 0 0 0 0 0 0",
+    ("s3", "tree", "flipped"): "6 0 0 0 0 0 0 0 0",
+    ("s3", "tree", "replaced"): "6 0 0 0 0 0 0 0 0",
+    ("s3", "tree", "zero-length"): "6 0 0 0 0 0 0 0",
+    ("s3", "pack", "deleted"): "6 23 0 0 0 0 0 0",
+    ("s3", "pack", "truncated"): "6 0 0 0 0 0 0",
+    ("s3", "pack", "flipped"): "6 0 0 0 0 0 0 0",
+    ("s3", "pack", "replaced"): "6 0 0 0 0 0 0 0",
+    ("s3", "pack", "zero-length"): "6 0 0 0 0 0 0",
+    ("s3", "lock", "deleted"): "0 0 0 0",
+    ("s3", "lock", "truncated"): "0 0 0 0",
+    ("s3", "lock", "flipped"): "0 0 0 0",
+    ("s3", "lock", "replaced"): "0 0 0 0",
+    ("s3", "lock", "zero-length"): "0 0 0 0",
+    ("s3", "wal", "deleted"): "0 0 0 0 0 0",
+    ("s3", "wal", "truncated"): "6 0 6 0 0 9",
+    ("s3", "wal", "flipped"): "6 0 6 0 0 9",
+    ("s3", "wal", "replaced"): "6 0 6 0 0 9",
+    ("s3", "wal", "zero-length"): "6 0 6 0 0 9",
 }
 # The faults a remote location cannot express.
 REMOTE_UNEXPRESSED = {"s3": {"unreadable"}}
-REMOTE_CELLS = [(kind, obj, fault) for kind in ("sftp", "s3") for obj in F.OBJECTS for fault in F.FAULTS
-                if fault not in REMOTE_UNEXPRESSED.get(kind, ())]
+REMOTE_CELLS = [
+    (kind, obj, fault)
+    for kind in ("sftp", "s3")
+    for obj in F.OBJECTS
+    for fault in F.FAULTS
+    if fault not in REMOTE_UNEXPRESSED.get(kind, ())
+]
 # Worker processes the remote cells run in (a remote command waits for its server much of
 # the time); more where CI has more cores.
 REMOTE_WORKERS = int(os.environ.get("AXISOR_FAULT_WORKERS", "3"))
@@ -207,27 +212,31 @@ KNOWN: dict[tuple[str, str, str], str] = {
     ("snapshot", "deleted", "local"): "a deleted manifest leaves no trace; files only it held are lost unnamed",
     ("wal", "deleted", "local"): "a deleted WAL manifest reads as not archived; verify cannot know it existed",
     ("lock", "unreadable", "local"): "a lock the process cannot read may be another user's live lock: "
-                                     "writers stop (exit 5, naming it) until its owner or mode is fixed or it "
-                                     "is removed; reads go on without a lock, with a note naming it",
+    "writers stop (exit 5, naming it) until its owner or mode is fixed or it "
+    "is removed; reads go on without a lock, with a note naming it",
     ("pack", "unreadable", "local"): "repair leaves a pack it cannot read alone; verify names it until its "
-                                     "permissions are fixed",
+    "permissions are fixed",
     ("tree", "unreadable", "local"): "repair leaves a pack it cannot read alone; verify names it until its "
-                                     "permissions are fixed",
+    "permissions are fixed",
 }
 for _kind in ("sftp", "s3"):
     for _fault in ("truncated", "flipped", "replaced", "unreadable", "zero-length"):
-        KNOWN["snapshot", _fault, _kind] = ("a damaged manifest at a remote location stays so: `forget` has no "
-                                            "`--location` and the backup's copy does not replace an object that "
-                                            "exists; S1 comes back from the primary")
+        KNOWN["snapshot", _fault, _kind] = (
+            "a damaged manifest at a remote location stays so: `forget` has no "
+            "`--location` and the backup's copy does not replace an object that "
+            "exists; S1 comes back from the primary"
+        )
 KNOWN["pack", "unreadable", "sftp"] = KNOWN["pack", "unreadable", "local"]
 KNOWN["tree", "unreadable", "sftp"] = KNOWN["tree", "unreadable", "local"]
-KNOWN["lock", "unreadable", "sftp"] = ("reads go on without a lock, with a note naming it; the backup's copy to "
-                                       "the location stops at the lock (reported in the backup's copies)")
+KNOWN["lock", "unreadable", "sftp"] = (
+    "reads go on without a lock, with a note naming it; the backup's copy to "
+    "the location stops at the lock (reported in the backup's copies)"
+)
 SKIPPED = {
     "sftp": "The SFTP location is OpenSSH's sshd logged into as `nobody`, so a file of mode 000 is one the "
-            "login cannot read.",
+    "login cannot read.",
     "s3": "Permissions are not faulted at the S3 location: the test server (moto) enforces no per-object "
-          "permission, so an object the credential may list but not read cannot be set up there.",
+    "permission, so an object the credential may list but not read cannot be set up there.",
 }
 
 
@@ -371,7 +380,10 @@ def test_reliability_doc_is_what_the_suite_measures(local_results, remote_result
     if committed != text:
         import difflib
 
-        diff = "".join(difflib.unified_diff(committed.splitlines(True), text.splitlines(True), "committed",
-                                            "measured", n=0))
-        pytest.fail(f"docs/RELIABILITY.md differs from what the fault matrix measures (run "
-                    f"scripts/reliability-matrix):\n{diff[:6000]}")
+        diff = "".join(
+            difflib.unified_diff(committed.splitlines(True), text.splitlines(True), "committed", "measured", n=0)
+        )
+        pytest.fail(
+            f"docs/RELIABILITY.md differs from what the fault matrix measures (run "
+            f"scripts/reliability-matrix):\n{diff[:6000]}"
+        )

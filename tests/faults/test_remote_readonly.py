@@ -23,8 +23,9 @@ from locations_support import remote_fields, remote_toml
 from servers import azurite, ftp_server, moto_s3, openssh_sftp_nobody, remote_config  # noqa: F401  (fixtures)
 
 NOTE = "note: no lock taken because the storage refuses writes"
-DENIED = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
-          b"<Message>Access Denied</Message></Error>")
+DENIED = (
+    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>'
+)
 
 
 def _read_only_proxy(upstream: str):
@@ -88,8 +89,11 @@ def _check(tmp_path: Path, src: Path, cfg: Path, state: Path, listing) -> None:
     before = listing()
     r = F.cli(cfg, state, "snapshots")
     assert r.code == 0 and "Traceback" not in r.err and "vault" in r.out and "?vault" not in r.out, r
-    for args in (("ls", "latest", "--from", "vault"), ("verify", "--from", "vault"),
-                 ("restore", "latest", "--from", "vault", "--target", str(tmp_path / "out"))):
+    for args in (
+        ("ls", "latest", "--from", "vault"),
+        ("verify", "--from", "vault"),
+        ("restore", "latest", "--from", "vault", "--target", str(tmp_path / "out")),
+    ):
         r = F.cli(cfg, state, *args)
         assert r.code == 0, r
         notes = [line for line in r.err.splitlines() if line.startswith("note: no lock taken")]
@@ -98,8 +102,11 @@ def _check(tmp_path: Path, src: Path, cfg: Path, state: Path, listing) -> None:
     out = tmp_path / "out" / str(src).lstrip("/")
     assert (out / "docs" / "a.txt").read_text() == "alpha\n" * 100
     assert (out / "b.bin").read_bytes() == bytes(range(256)) * 64
-    for args in (("repair", "index", "--location", "vault"), ("repair", "snapshots", "--location", "vault"),
-                 ("copy", "--from", "local", "--to", "vault")):
+    for args in (
+        ("repair", "index", "--location", "vault"),
+        ("repair", "snapshots", "--location", "vault"),
+        ("copy", "--from", "local", "--to", "vault"),
+    ):
         r = F.cli(cfg, state, *args)
         assert r.code == 24, r
         assert "refuses writes" in r.err and "Traceback" not in r.err, r
@@ -111,12 +118,20 @@ def test_s3_read_only_credential(moto_s3, tmp_path):  # noqa: F811
     src, cfg, state = _site(tmp_path, loc)
     proxy, endpoint = _read_only_proxy(moto_s3.endpoint)
     try:
-        cfg.write_text(F._config_text(tmp_path / "repo", src,
-                                      remote_toml("vault", **remote_fields(replace(loc, endpoint=endpoint)))))
+        cfg.write_text(
+            F._config_text(
+                tmp_path / "repo", src, remote_toml("vault", **remote_fields(replace(loc, endpoint=endpoint)))
+            )
+        )
         import boto3
 
-        s3 = boto3.client("s3", endpoint_url=moto_s3.endpoint, region_name="us-east-1",
-                          aws_access_key_id="AKIATESTKEY", aws_secret_access_key="test-secret-key")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=moto_s3.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="AKIATESTKEY",
+            aws_secret_access_key="test-secret-key",
+        )
 
         def listing():
             pages = s3.get_paginator("list_objects_v2").paginate(Bucket=loc.bucket_name)
@@ -170,16 +185,21 @@ def test_azure_read_only_sas(azurite, tmp_path):  # noqa: F811
 
     loc = remote_config("azure", azurite)
     src, cfg, state = _site(tmp_path, loc)
-    sas = generate_container_sas(AZURITE_ACCOUNT, loc.bucket_name, account_key=AZURITE_KEY,
-                                 permission=ContainerSasPermissions(read=True, list=True),
-                                 expiry=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
+    sas = generate_container_sas(
+        AZURITE_ACCOUNT,
+        loc.bucket_name,
+        account_key=AZURITE_KEY,
+        permission=ContainerSasPermissions(read=True, list=True),
+        expiry=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1),
+    )
     creds = tmp_path / "read-only-sas"
     creds.write_text(f"BlobEndpoint={azurite.endpoint};SharedAccessSignature={sas}\n")
     creds.chmod(0o600)
     reader = replace(loc, credentials_file=creds)
     cfg.write_text(F._config_text(tmp_path / "repo", src, remote_toml("vault", **remote_fields(reader))))
     container = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client(
-        loc.bucket_name)
+        loc.bucket_name
+    )
 
     def listing():
         return sorted((b.name, b.size) for b in container.list_blobs())

@@ -117,12 +117,24 @@ def make_tree(src: Path) -> None:
     os.link(src / "private" / "secret.key", src / "private" / "secret-link.key")
     os.symlink("docs/readme.md", src / "readme-link")
     os.symlink("../nowhere/at/all", src / "docs" / "dangling-link")
-    for path, mode in [("empty.txt", 0o644), ("hello.txt", 0o644), ("docs/readme.md", 0o644),
-                       ("docs/nested/deeper/leaf.bin", 0o600), ("docs/to-remove.txt", 0o644),
-                       ("docs/to-change.txt", 0o644), ("private/secret.key", 0o600), ("big.bin", 0o644),
-                       ("tool.sh", 0o755), ("setuid-tool", 0o4755), ("private", 0o700),
-                       ("docs", 0o755), ("docs/nested", 0o750), ("docs/nested/deeper", 0o755),
-                       ("empty-dir", 0o755), (".", 0o755)]:
+    for path, mode in [
+        ("empty.txt", 0o644),
+        ("hello.txt", 0o644),
+        ("docs/readme.md", 0o644),
+        ("docs/nested/deeper/leaf.bin", 0o600),
+        ("docs/to-remove.txt", 0o644),
+        ("docs/to-change.txt", 0o644),
+        ("private/secret.key", 0o600),
+        ("big.bin", 0o644),
+        ("tool.sh", 0o755),
+        ("setuid-tool", 0o4755),
+        ("private", 0o700),
+        ("docs", 0o755),
+        ("docs/nested", 0o750),
+        ("docs/nested/deeper", 0o755),
+        ("empty-dir", 0o755),
+        (".", 0o755),
+    ]:
         os.chmod(src / path, mode)
     os.chmod(os.fsencode(str(src)) + b"/caf\xe9-\xff.txt", 0o644)
     stamp(src, T0)
@@ -181,8 +193,9 @@ def extended(p: bytes, st: os.stat_result) -> dict:
     out: dict = {}
     if stat.S_ISLNK(st.st_mode):
         return out
-    out["xattrs"] = {n: os.getxattr(p, n, follow_symlinks=False).hex()
-                     for n in sorted(os.listxattr(p, follow_symlinks=False))}
+    out["xattrs"] = {
+        n: os.getxattr(p, n, follow_symlinks=False).hex() for n in sorted(os.listxattr(p, follow_symlinks=False))
+    }
     if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
         fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)
         try:
@@ -243,9 +256,16 @@ def make_attribute_tree(src: Path) -> None:
     (src / "text" / "changed.txt").write_bytes(b"first version\n")
     (src / "text" / "acl.txt").write_bytes(b"a file with an access ACL\n")
     (src / APPEND_ONLY).write_bytes(b"line 1\nline 2\n")
-    for path, mode in [("text", 0o755), ("shared", 0o750), ("special", 0o755), (".", 0o755),
-                       ("text/notes.txt", 0o644), ("text/changed.txt", 0o644), ("text/acl.txt", 0o640),
-                       (APPEND_ONLY, 0o644)]:
+    for path, mode in [
+        ("text", 0o755),
+        ("shared", 0o750),
+        ("special", 0o755),
+        (".", 0o755),
+        ("text/notes.txt", 0o644),
+        ("text/changed.txt", 0o644),
+        ("text/acl.txt", 0o640),
+        (APPEND_ONLY, 0o644),
+    ]:
         os.chmod(src / path, mode)  # before the ACLs: a chmod rewrites an ACL's mask
     for name, value in USER_XATTRS.items():
         os.setxattr(src / "text" / "notes.txt", name, value)
@@ -322,9 +342,14 @@ def tree_versions(repo_path: Path) -> list[int]:
 
 
 def snapshot_record(result: dict, src: Path, *, attributes: bool = False) -> dict:
-    return {"id": result["id"], "source": result["source"], "type": result["type"],
-            "total_files": result["summary"]["total_files"],
-            "restore_root": result["paths"][0].lstrip("/"), "entries": entries(src, attributes=attributes)}
+    return {
+        "id": result["id"],
+        "source": result["source"],
+        "type": result["type"],
+        "total_files": result["summary"]["total_files"],
+        "restore_root": result["paths"][0].lstrip("/"),
+        "entries": entries(src, attributes=attributes),
+    }
 
 
 def scene_attributes(work: Path, src: Path) -> tuple[list[dict], dict]:
@@ -351,10 +376,18 @@ def scene_attributes(work: Path, src: Path) -> tuple[list[dict], dict]:
 
 def cli(work: Path, *args: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AXISOR_BACKUP")}
-    env.update(AXISOR_BACKUP_PASSPHRASE=PASSPHRASE, AXISOR_BACKUP_STATE_DIR=str(work / "state"),
-               PYTHONDONTWRITEBYTECODE="1")
-    p = subprocess.run([sys.executable, "-m", "app.cli", "--config", str(work / "config.toml"), "--json", *args],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    env.update(
+        AXISOR_BACKUP_PASSPHRASE=PASSPHRASE, AXISOR_BACKUP_STATE_DIR=str(work / "state"), PYTHONDONTWRITEBYTECODE="1"
+    )
+    p = subprocess.run(
+        [sys.executable, "-m", "app.cli", "--config", str(work / "config.toml"), "--json", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
     if p.returncode != 0:
         raise SystemExit(f"axisor-backup {' '.join(args)} -> exit {p.returncode}\n{p.stdout}\n{p.stderr}")
     return json.loads(p.stdout)
@@ -383,8 +416,9 @@ async def database_like_snapshot(repo_path: Path) -> tuple[dict, dict]:
     from core.repository.repository import Repository
     from core.storage.local import LocalBackend
 
-    dump = b"PGDMP" + b"".join(b"COPY corpus.t%d FROM stdin;\n%s\n\\.\n" % (i, b"row\t%d\n" % i * 50)
-                               for i in range(40))
+    dump = b"PGDMP" + b"".join(
+        b"COPY corpus.t%d FROM stdin;\n%s\n\\.\n" % (i, b"row\t%d\n" % i * 50) for i in range(40)
+    )
     repo = await Repository.open(LocalBackend(repo_path), PASSPHRASE)
     async with Lock(repo.backend, exclusive=False, operation="backup"):
         await repo.load_index()
@@ -392,21 +426,54 @@ async def database_like_snapshot(repo_path: Path) -> tuple[dict, dict]:
         writer = StreamWriter(repo)
         ids, size = await writer.store(io.BytesIO(dump))
         await writer.drain()
-        metadata = {"mode": "logical", "format": "custom", "dump_file": "corpus.dump", "dump_size": size,
-                    "dbname": "corpus", "tables": {}, "total_tables": 0, "total_records": 0,
-                    "checksum_method": "count-only", "checksums": {}, "large_objects": None,
-                    "application_version": None, "duration_seconds": 0.0}
-        snap = await single_file_snapshot(repo, name="corpus.dump", ids=ids, size=size, before=before,
-                                          source="database", paths=("corpus on /run/postgresql:5432",),
-                                          backup_set="c0ffee0000000001", tags=("corpus",),
-                                          metadata=metadata)
+        metadata = {
+            "mode": "logical",
+            "format": "custom",
+            "dump_file": "corpus.dump",
+            "dump_size": size,
+            "dbname": "corpus",
+            "tables": {},
+            "total_tables": 0,
+            "total_records": 0,
+            "checksum_method": "count-only",
+            "checksums": {},
+            "large_objects": None,
+            "application_version": None,
+            "duration_seconds": 0.0,
+        }
+        snap = await single_file_snapshot(
+            repo,
+            name="corpus.dump",
+            ids=ids,
+            size=size,
+            before=before,
+            source="database",
+            paths=("corpus on /run/postgresql:5432",),
+            backup_set="c0ffee0000000001",
+            tags=("corpus",),
+            metadata=metadata,
+        )
         snap_id = await repo.save_snapshot(snap)
         tree = await repo.load_tree(bytes.fromhex(snap.tree))
     node = tree.nodes[0]
-    entry = {"type": "file", "mode": stat.S_IMODE(node.mode), "mtime_ns": node.mtime_ns, "size": len(dump),
-             "sha256": hashlib.sha256(dump).hexdigest()}
-    return ({"id": snap_id, "source": "database", "type": "full", "total_files": 1, "restore_root": "",
-             "entries": {"corpus.dump": entry}}, metadata)
+    entry = {
+        "type": "file",
+        "mode": stat.S_IMODE(node.mode),
+        "mtime_ns": node.mtime_ns,
+        "size": len(dump),
+        "sha256": hashlib.sha256(dump).hexdigest(),
+    }
+    return (
+        {
+            "id": snap_id,
+            "source": "database",
+            "type": "full",
+            "total_files": 1,
+            "restore_root": "",
+            "entries": {"corpus.dump": entry},
+        },
+        metadata,
+    )
 
 
 def chunks_of(work: Path, snap_id: str, path: str) -> int:
@@ -432,9 +499,16 @@ def scene_basic(work: Path, src: Path) -> tuple[list[dict], dict]:
     make_tree(src)
     snapshots = []
     first = cli(work, "backup")["snapshots"][0]
-    snapshots.append({"id": first["id"], "source": first["source"], "type": first["type"],
-                      "total_files": first["summary"]["total_files"],
-                      "restore_root": first["paths"][0].lstrip("/"), "entries": entries(src)})
+    snapshots.append(
+        {
+            "id": first["id"],
+            "source": first["source"],
+            "type": first["type"],
+            "total_files": first["summary"]["total_files"],
+            "restore_root": first["paths"][0].lstrip("/"),
+            "entries": entries(src),
+        }
+    )
     if (n := chunks_of(work, first["id"], "big.bin")) < 2:
         raise SystemExit(f"big.bin is {n} chunk(s) with this repository's gear seed: run again")
 
@@ -444,9 +518,16 @@ def scene_basic(work: Path, src: Path) -> tuple[list[dict], dict]:
     second = cli(work, "backup")["snapshots"][0]
     assert second["type"] == "incremental" and second["summary"]["files_changed"] >= 1, second
     assert second["summary"]["files_removed"] == 1, second
-    snapshots.append({"id": second["id"], "source": second["source"], "type": second["type"],
-                      "total_files": second["summary"]["total_files"],
-                      "restore_root": second["paths"][0].lstrip("/"), "entries": entries(src)})
+    snapshots.append(
+        {
+            "id": second["id"],
+            "source": second["source"],
+            "type": second["type"],
+            "total_files": second["summary"]["total_files"],
+            "restore_root": second["paths"][0].lstrip("/"),
+            "entries": entries(src),
+        }
+    )
 
     db, _ = asyncio.run(database_like_snapshot(work / "repo"))
     snapshots.append(db)
@@ -477,20 +558,32 @@ def main() -> None:
         (work / "state").mkdir()
         (work / "config.toml").write_text(
             f"[application]\nuser_data = [{json.dumps(str(src))}]\n"
-            f"[storage]\nlocal_path = {json.dumps(str(work / 'repo'))}\npack_size_mib = 4\n")
+            f"[storage]\nlocal_path = {json.dumps(str(work / 'repo'))}\npack_size_mib = 4\n"
+        )
         asyncio.run(create_repo(work / "repo"))
         snapshots, extra = SCENES[name](work, src)
 
         for lock in (work / "repo" / "locks").iterdir():
             lock.unlink()
         dest.mkdir(parents=True)
-        shutil.copytree(work / "repo", dest / "repo",
-                        ignore=lambda d, names: [n for n in names if n.startswith(".tmp-")])
+        shutil.copytree(
+            work / "repo", dest / "repo", ignore=lambda d, names: [n for n in names if n.startswith(".tmp-")]
+        )
         (dest / "passphrase").write_text(PASSPHRASE + "\n")
-        (dest / "manifest.json").write_text(json.dumps(
-            {"format_version": REPO_VERSION, "program_version": __version__,
-             "created_by": "tests/format_corpus/make_corpus.py", "snapshots": snapshots, **extra},
-            indent=1, sort_keys=True) + "\n")
+        (dest / "manifest.json").write_text(
+            json.dumps(
+                {
+                    "format_version": REPO_VERSION,
+                    "program_version": __version__,
+                    "created_by": "tests/format_corpus/make_corpus.py",
+                    "snapshots": snapshots,
+                    **extra,
+                },
+                indent=1,
+                sort_keys=True,
+            )
+            + "\n"
+        )
     size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
     print(f"wrote {dest} ({size} bytes, {len(snapshots)} snapshots)")
 

@@ -15,27 +15,38 @@ from core.repository.snapshot import Snapshot, Summary
 T = datetime(2026, 11, 26, 2, 0, tzinfo=timezone.utc)
 
 
-def snap(i: int, files: int, source: str = "application/user_data", hours: int | None = None,
-         tags: tuple[str, ...] = ()) -> Snapshot:
+def snap(
+    i: int, files: int, source: str = "application/user_data", hours: int | None = None, tags: tuple[str, ...] = ()
+) -> Snapshot:
     when = T + timedelta(hours=i if hours is None else hours)
-    return Snapshot(time=when.isoformat(), source=source, paths=("/srv",), tree="0" * 64, tags=tags,
-                    summary=Summary(total_files=files), id=f"{i:02d}" + "a" * 62)
+    return Snapshot(
+        time=when.isoformat(),
+        source=source,
+        paths=("/srv",),
+        tree="0" * 64,
+        tags=tags,
+        summary=Summary(total_files=files),
+        id=f"{i:02d}" + "a" * 62,
+    )
 
 
 def count(files: int, i: int = 0) -> FileCount:
     return FileCount(f"{i:064d}", "application/user_data", T + timedelta(hours=i), files)
 
 
-@pytest.mark.parametrize("before, after, threshold, flagged", [
-    (10, 4, 0.5, True),    # 60 % gone
-    (10, 5, 0.5, False),   # exactly half: not more than the share
-    (10, 6, 0.5, False),   # 40 % gone
-    (10, 0, 0.5, True),    # wiped
-    (10, 12, 0.5, False),  # grew
-    (10, 7, 0.25, True),   # 30 % gone, stricter threshold
-    (10, 0, 1.0, False),   # 1 switches it off
-    (0, 0, 0.5, False),    # nothing to lose
-])
+@pytest.mark.parametrize(
+    "before, after, threshold, flagged",
+    [
+        (10, 4, 0.5, True),  # 60 % gone
+        (10, 5, 0.5, False),  # exactly half: not more than the share
+        (10, 6, 0.5, False),  # 40 % gone
+        (10, 0, 0.5, True),  # wiped
+        (10, 12, 0.5, False),  # grew
+        (10, 7, 0.25, True),  # 30 % gone, stricter threshold
+        (10, 0, 1.0, False),  # 1 switches it off
+        (0, 0, 0.5, False),  # nothing to lose
+    ],
+)
 def test_the_rule(before, after, threshold, flagged):
     got = shrink_of(count(after, 1), count(before, 0), threshold)
     assert (got is not None) == flagged
@@ -50,8 +61,14 @@ def test_no_previous_snapshot_is_no_shrink():
 
 
 def test_each_snapshot_is_compared_with_the_one_before_it_of_its_own_source():
-    snaps = [snap(0, 100), snap(1, 30), snap(2, 30), snap(3, 100, "application/log_files"),
-             snap(4, 1, "application/log_files"), snap(5, 20)]
+    snaps = [
+        snap(0, 100),
+        snap(1, 30),
+        snap(2, 30),
+        snap(3, 100, "application/log_files"),
+        snap(4, 1, "application/log_files"),
+        snap(5, 20),
+    ]
     found = suspicious_shrinks(reversed(snaps), 0.5)  # order of input does not matter
     assert set(found) == {snaps[1].id, snaps[4].id}
     assert found[snaps[1].id].previous == snaps[0].id
@@ -62,8 +79,12 @@ def test_database_and_safety_snapshots_are_never_flagged():
     assert not counts_files("database")
     assert not counts_files("safety/application/user_data")
     assert not counts_files("application/user_data", ("safety",))
-    snaps = [snap(0, 50, "safety/application/user_data"), snap(1, 1, "safety/application/user_data"),
-             snap(2, 50), snap(3, 1, tags=("safety",))]
+    snaps = [
+        snap(0, 50, "safety/application/user_data"),
+        snap(1, 1, "safety/application/user_data"),
+        snap(2, 50),
+        snap(3, 1, tags=("safety",)),
+    ]
     assert suspicious_shrinks(snaps, 0.5) == {}
 
 

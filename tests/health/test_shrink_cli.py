@@ -35,7 +35,12 @@ def test_losing_60_percent_of_the_files_is_kept_and_flagged(ws):
     assert by_id[first["id"]]["flags"] == [] and by_id[first["id"]]["suspicious_shrink"] is None
     assert by_id[second["id"]]["flags"] == ["suspicious_shrink"]
     assert by_id[second["id"]]["suspicious_shrink"] == {
-        "previous": first["id"], "previous_files": 10, "files": 4, "lost_share": 0.6, "threshold": 0.5}
+        "previous": first["id"],
+        "previous_files": 10,
+        "files": 4,
+        "lost_share": 0.6,
+        "threshold": 0.5,
+    }
 
     text = run(ws, "snapshots").out
     line = next(ln for ln in text.splitlines() if ln.startswith(second["id"][:8]))

@@ -23,8 +23,9 @@ FILES = "application/user_data"
 
 def snap(i: int, source: str = FILES, day: int | None = None) -> Snapshot:
     when = T + timedelta(days=i if day is None else day)
-    return Snapshot(time=when.isoformat(), source=source, paths=("/srv",), tree="0" * 64,
-                    id=f"{i:02d}{source[:2]}" + "a" * 60)
+    return Snapshot(
+        time=when.isoformat(), source=source, paths=("/srv",), tree="0" * 64, id=f"{i:02d}{source[:2]}" + "a" * 60
+    )
 
 
 def entry(s: Snapshot, **states: str) -> CatalogEntry:
@@ -32,23 +33,54 @@ def entry(s: Snapshot, **states: str) -> CatalogEntry:
     return CatalogEntry(s, tuple(CopyState(name, st) for name, st in states.items()))
 
 
-def job(n: int, state: JobState, *, hours: float, full: bool = False, ids: list[str] | None = None,
-        result: dict | None = None, params: dict | None = None, error: str | None = None) -> Job:
+def job(
+    n: int,
+    state: JobState,
+    *,
+    hours: float,
+    full: bool = False,
+    ids: list[str] | None = None,
+    result: dict | None = None,
+    params: dict | None = None,
+    error: str | None = None,
+) -> Job:
     at = T + timedelta(hours=hours)
     r = result if result is not None else ({"ok": True, "exit_code": 0} if state == JobState.COMPLETED else None)
     if r is not None and ids is not None:
         r = {**r, "snapshot_ids": ids}
-    return Job(f"job{n}", "verify", {"full": full, "snapshots": [], **(params or {})}, state, "cli", at, at,
-               at + timedelta(minutes=1) if state.finished else None, None, r, error)
+    return Job(
+        f"job{n}",
+        "verify",
+        {"full": full, "snapshots": [], **(params or {})},
+        state,
+        "cli",
+        at,
+        at,
+        at + timedelta(minutes=1) if state.finished else None,
+        None,
+        r,
+        error,
+    )
 
 
 def drill(restored: list[str], passed: bool, *, hours: float, location: str = "local") -> DrillReport:
     at = (T + timedelta(hours=hours)).isoformat()
-    return DrillReport(id=f"20261120T000000Z-{len(restored):08x}", scenario="platform-loss", location=location,
-                       started=at, finished=at, passed=passed, rto_seconds=1.0, rto_objective_seconds=60.0,
-                       steps=(), checks=(), rpo=(), restored=tuple({"source": FILES, "snapshot": s}
-                                                                   for s in restored), cleanup=(),
-                       error=None if passed else "the row counts differ")
+    return DrillReport(
+        id=f"20261120T000000Z-{len(restored):08x}",
+        scenario="platform-loss",
+        location=location,
+        started=at,
+        finished=at,
+        passed=passed,
+        rto_seconds=1.0,
+        rto_objective_seconds=60.0,
+        steps=(),
+        checks=(),
+        rpo=(),
+        restored=tuple({"source": FILES, "snapshot": s} for s in restored),
+        cleanup=(),
+        error=None if passed else "the row counts differ",
+    )
 
 
 A, B, C = snap(0), snap(1), snap(2)
@@ -67,21 +99,28 @@ def test_nothing_checked_is_not_verified_and_a_missing_copy_is_not_held():
 
 
 def test_quick_full_and_drill_are_told_apart_per_snapshot_and_location():
-    jobs = [job(1, JobState.COMPLETED, hours=30, ids=[A.id]),               # quick: A only
-            job(2, JobState.COMPLETED, hours=31, full=True, ids=[A.id, B.id]),  # full: A and B
-            job(3, JobState.COMPLETED, hours=32, ids=[A.id], params={"location": "offsite"})]
+    jobs = [
+        job(1, JobState.COMPLETED, hours=30, ids=[A.id]),  # quick: A only
+        job(2, JobState.COMPLETED, hours=31, full=True, ids=[A.id, B.id]),  # full: A and B
+        job(3, JobState.COMPLETED, hours=32, ids=[A.id], params={"location": "offsite"}),
+    ]
     report = verification_report(ENTRIES, jobs, [drill([A.id], True, hours=33)])
     assert states(report, A.id) == {"local": "restore-tested", "offsite": "quick"}
     assert states(report, B.id) == {"local": "full", "offsite": "not held"}
     assert states(report, C.id) == {"local": "unverified", "offsite": "unverified"}
     a_local = report[0].at("local")
     assert [(e.how, e.outcome, e.ref) for e in a_local.evidence] == [
-        ("drill", "passed", drill([A.id], True, hours=33).id), ("full", "passed", "job2"), ("quick", "passed", "job1")]
+        ("drill", "passed", drill([A.id], True, hours=33).id),
+        ("full", "passed", "job2"),
+        ("quick", "passed", "job1"),
+    ]
     assert not any(e.by_time for e in a_local.evidence)
 
 
-@pytest.mark.parametrize("state, error", [(JobState.CANCELLED, None), (JobState.INTERRUPTED, "daemon died"),
-                                          (JobState.FAILED, "the repository is locked")])
+@pytest.mark.parametrize(
+    "state, error",
+    [(JobState.CANCELLED, None), (JobState.INTERRUPTED, "daemon died"), (JobState.FAILED, "the repository is locked")],
+)
 def test_a_verification_that_did_not_run_to_its_end_never_verifies(state, error):
     """Cancelled, interrupted, could not run: listed as an attempt, never a verdict; an earlier
     verdict still stands (status.verify_verdict's rule)."""
@@ -99,9 +138,19 @@ def test_a_verification_that_did_not_run_to_its_end_never_verifies(state, error)
 
 
 def test_damage_is_told_per_snapshot_and_stands_until_a_later_full_verification_passes():
-    damaged = job(4, JobState.FAILED, hours=30, full=True, ids=[A.id, B.id, C.id], error="found damage", result={
-        "ok": False, "exit_code": VerificationFailed.exit_code,
-        "damage": [{"object": "data/ab/ab12", "reason": "pack is missing", "snapshots": [B.id]}]})
+    damaged = job(
+        4,
+        JobState.FAILED,
+        hours=30,
+        full=True,
+        ids=[A.id, B.id, C.id],
+        error="found damage",
+        result={
+            "ok": False,
+            "exit_code": VerificationFailed.exit_code,
+            "damage": [{"object": "data/ab/ab12", "reason": "pack is missing", "snapshots": [B.id]}],
+        },
+    )
     report = verification_report(ENTRIES, [damaged], [])
     assert states(report, B.id)["local"] == "damage"
     assert states(report, A.id)["local"] == "full"  # read whole and not hit by the damage
@@ -113,8 +162,13 @@ def test_damage_is_told_per_snapshot_and_stands_until_a_later_full_verification_
     full = job(6, JobState.COMPLETED, hours=32, full=True, ids=[B.id])
     assert states(verification_report(ENTRIES, [damaged, quick, full], []), B.id)["local"] == "full"
     # A damaged manifest is the object snapshots/<id> itself.
-    manifest = job(7, JobState.FAILED, hours=33, ids=[A.id], result={
-        "ok": False, "exit_code": 6, "damage": [{"object": f"snapshots/{C.id}", "reason": "does not open"}]})
+    manifest = job(
+        7,
+        JobState.FAILED,
+        hours=33,
+        ids=[A.id],
+        result={"ok": False, "exit_code": 6, "damage": [{"object": f"snapshots/{C.id}", "reason": "does not open"}]},
+    )
     assert outcome_of(manifest, C.id) == "damage" and outcome_of(manifest, A.id) == "passed"
 
 
@@ -138,6 +192,7 @@ def test_old_records_are_attributed_by_time_or_by_the_ids_they_were_given():
 
 
 # -- time travel -----------------------------------------------------------------------
+
 
 def test_time_travel_before_the_first_between_and_after_the_last_snapshot():
     db = snap(5, source="database", day=1)
@@ -168,8 +223,13 @@ def test_time_travel_before_the_first_between_and_after_the_last_snapshot():
 
 
 def test_calendar_marks_count_snapshots_per_day_in_the_time_zone_given():
-    late_evening = Snapshot(time=(T + timedelta(hours=21, minutes=30)).isoformat(), source=FILES, paths=(),
-                            tree="0" * 64, id="ff" + "b" * 62)  # 23:30 UTC on the 20th
+    late_evening = Snapshot(
+        time=(T + timedelta(hours=21, minutes=30)).isoformat(),
+        source=FILES,
+        paths=(),
+        tree="0" * 64,
+        id="ff" + "b" * 62,
+    )  # 23:30 UTC on the 20th
     entries = [*ENTRIES, entry(late_evening)]
     utc = days_with_snapshots(entries, FILES, UTC)
     assert utc == {T.date(): 2, (T + timedelta(days=1)).date(): 1, (T + timedelta(days=2)).date(): 1}

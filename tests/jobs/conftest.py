@@ -55,8 +55,14 @@ class JobsWorkspace:
         """An exclusive repository lock held by this (live) test process: jobs must wait."""
         now = datetime.now(UTC)
         # What a live holder writes: a lock claiming more than 30 minutes ahead is judged forged.
-        body = {"exclusive": True, "host": socket.gethostname(), "pid": os.getpid(), "operation": "test hold",
-                "created": now.isoformat(), "expires": (now + timedelta(minutes=30)).isoformat()}
+        body = {
+            "exclusive": True,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "operation": "test hold",
+            "created": now.isoformat(),
+            "expires": (now + timedelta(minutes=30)).isoformat(),
+        }
         path = self.ws.repo / "locks" / os.urandom(16).hex()
         path.parent.mkdir(exist_ok=True)
         path.write_text(json.dumps(body))
@@ -76,7 +82,12 @@ class Daemon:
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "--config", str(self.jw.ws.config), "daemon"],
-            cwd=ROOT, env=e, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log)
+            cwd=ROOT,
+            env=e,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+        )
         deadline = time.monotonic() + 30
         while not any(r.get("message") == "daemon started" for r in self.records()):
             if self.proc.poll() is not None:

@@ -66,18 +66,20 @@ def test_backup_uses_the_daemon_when_it_runs_and_an_embedded_engine_otherwise(jw
 
 def test_malformed_requests_get_error_replies_and_the_daemon_lives_on(jw):
     jw.daemon()
-    replies = ask(jw.socket,
-                  b"this is not json\n",
-                  b"[1, 2]\n",
-                  b'{"op": "explode"}\n',
-                  b'{"id": 7, "op": "get"}\n',
-                  b'{"op": "list", "limit": "ten"}\n',
-                  b'{"op": "list", "states": ["sleeping"]}\n',
-                  b'{"op": "submit", "kind": "format-disk", "params": {}}\n',
-                  b'{"op": "submit", "kind": "backup", "params": [1]}\n',
-                  b'{"op": "get", "job": "abcdef123456"}\n',
-                  b"[" * 100_000 + b"\n",
-                  b'{"id": "p", "op": "ping"}\n')
+    replies = ask(
+        jw.socket,
+        b"this is not json\n",
+        b"[1, 2]\n",
+        b'{"op": "explode"}\n',
+        b'{"id": 7, "op": "get"}\n',
+        b'{"op": "list", "limit": "ten"}\n',
+        b'{"op": "list", "states": ["sleeping"]}\n',
+        b'{"op": "submit", "kind": "format-disk", "params": {}}\n',
+        b'{"op": "submit", "kind": "backup", "params": [1]}\n',
+        b'{"op": "get", "job": "abcdef123456"}\n',
+        b"[" * 100_000 + b"\n",
+        b'{"id": "p", "op": "ping"}\n',
+    )
     assert [r["ok"] for r in replies] == [False] * 10 + [True]
     types = [r["error"]["type"] for r in replies[:10]]
     assert types == ["BadRequest"] * 6 + ["UsageError", "BadRequest", "JobNotFound", "BadRequest"]
@@ -101,7 +103,7 @@ def test_the_socket_refuses_other_users(jw):
         "except PermissionError:\n"
         "    print('EACCES'); sys.exit(0)\n"
         "try:\n"
-        "    s.sendall(b'{\"op\": \"list\"}\\n')\n"
+        '    s.sendall(b\'{"op": "list"}\\n\')\n'
         "except BrokenPipeError:\n"
         "    pass  # refused already; the refusal is waiting to be read\n"
         "print(s.makefile().readline())\n"
@@ -180,9 +182,14 @@ def test_jobs_follow_and_job_cancel_against_the_daemon(jw):
     job_id = r["result"]["job"]["id"]
     d.wait_for("job started", job=job_id)
     e = {k: v for k, v in os.environ.items() if not k.startswith("AXISOR_BACKUP")}
-    follow = subprocess.Popen([sys.executable, "-m", "app.cli", "--config", str(jw.ws.config), "jobs", "--follow",
-                               "--json", job_id], cwd=ROOT, env={**e, **jw.env}, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "--config", str(jw.ws.config), "jobs", "--follow", "--json", job_id],
+        cwd=ROOT,
+        env={**e, **jw.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     first = json.loads(follow.stdout.readline())
     assert first["job"]["id"] == job_id and first["job"]["state"] == "running"
     c = jw.cli("job", "cancel", job_id, "--json")
@@ -199,8 +206,14 @@ def test_embedded_backup_finishes_after_the_terminal_hangs_up(jw):
     lock = jw.hold_repository_lock()  # keeps the job running (waiting) until the test lets go
     e = {k: v for k, v in os.environ.items() if not k.startswith("AXISOR_BACKUP")}
     e.update({**jw.env, "AXISOR_BACKUP_PASSPHRASE": "correct horse battery staple"})
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "--config", str(jw.ws.config), "backup"], cwd=ROOT,
-                            env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "--config", str(jw.ws.config), "backup"],
+        cwd=ROOT,
+        env=e,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
     import sqlite3
 
     deadline = time.monotonic() + 60

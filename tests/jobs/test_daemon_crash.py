@@ -23,9 +23,15 @@ from core.schedule.state import ScheduleStore
 def _client(jw, *args: str) -> subprocess.Popen:
     e = {k: v for k, v in os.environ.items() if not k.startswith("AXISOR_BACKUP")}
     e.update({**jw.env, "AXISOR_BACKUP_PASSPHRASE": PASSPHRASE})
-    return subprocess.Popen([sys.executable, "-m", "app.cli", "--config", str(jw.ws.config), *args], cwd=ROOT,
-                            env=e, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "--config", str(jw.ws.config), *args],
+        cwd=ROOT,
+        env=e,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _locks_of(jw, pid: int) -> list:
@@ -55,9 +61,15 @@ def _kill_while_locked(jw, d) -> list:
 def _foreign_lock(jw):
     """A live-looking shared lock of another host: the recovery must leave it alone."""
     now = datetime.now(UTC)
-    body = {"exclusive": False, "host": "elsewhere.example", "pid": 4242, "operation": "backup",
-            "created": now.isoformat(), "refreshed": now.isoformat(),
-            "expires": (now + timedelta(minutes=30)).isoformat()}
+    body = {
+        "exclusive": False,
+        "host": "elsewhere.example",
+        "pid": 4242,
+        "operation": "backup",
+        "created": now.isoformat(),
+        "refreshed": now.isoformat(),
+        "expires": (now + timedelta(minutes=30)).isoformat(),
+    }
     path = jw.ws.repo / "locks" / ("f" * 32)
     path.parent.mkdir(exist_ok=True)
     path.write_text(json.dumps(body))
@@ -92,8 +104,10 @@ def test_kill_9_under_a_backup_client_then_restart_reruns_it_once(jw, big, webho
     assert client.returncode == 21, err
     line = _one_line(err)
     job_id = d.wait_for("job submitted")["job"]
-    assert line == (f"the daemon stopped while running job {job_id} (connection lost); the daemon re-queues it "
-                    f"once when it restarts — see `axisor-backup jobs {job_id}`")
+    assert line == (
+        f"the daemon stopped while running job {job_id} (connection lost); the daemon re-queues it "
+        f"once when it restarts — see `axisor-backup jobs {job_id}`"
+    )
     assert held.exists()  # the dead daemon's lock stays until someone acts on it
 
     d2 = jw.daemon()
@@ -105,24 +119,27 @@ def test_kill_9_under_a_backup_client_then_restart_reruns_it_once(jw, big, webho
     rerun = recovery["rerun_job"]
     assert [lk["key"] for lk in recovery["locks_released"]] == [f"locks/{held.name}"]
     assert not held.exists() and foreign.exists()  # only the dead daemon's own lock
-    assert f"the daemon (pid {d.proc.pid} on {socket.gethostname()}) stopped while this job was running" \
-        in shown["error"] and f"re-queued once as job {rerun}" in shown["error"]
+    assert (
+        f"the daemon (pid {d.proc.pid} on {socket.gethostname()}) stopped while this job was running" in shown["error"]
+        and f"re-queued once as job {rerun}" in shown["error"]
+    )
     hook = _wait_hook(received, "job.interrupted")
     assert hook["job"]["id"] == job_id and f"re-queued once as job {rerun}" in hook["summary"]
     assert d2.wait_for("job finished", job=rerun, timeout=60)["state"] == "completed"
     again = jw.cli("jobs", "--json", rerun).json()
     assert again["params"]["resumed_from"] == job_id and again["origin"] == "cli"
     listing = jw.cli("jobs").out
-    assert any(job_id in row and "interrupted" in row and f"daemon pid {d.proc.pid} died; re-queued once as job "
-               f"{rerun}" in row for row in listing.splitlines()), listing
+    assert any(
+        job_id in row and "interrupted" in row and f"daemon pid {d.proc.pid} died; re-queued once as job {rerun}" in row
+        for row in listing.splitlines()
+    ), listing
     v = jw.cli("verify", "--json")
     assert v.code == 0 and v.json()["ok"] is True, v.out + v.err
 
 
 def test_kill_9_under_jobs_follow_then_restart_catches_the_schedule_up(jw, big, webhook):
     url, received = webhook
-    jw.config(f'[schedule]\nenabled = true\ncron_expression = "0 3 * * *"\n'
-              f'[notifications]\nwebhook_url = "{url}"\n')
+    jw.config(f'[schedule]\nenabled = true\ncron_expression = "0 3 * * *"\n[notifications]\nwebhook_url = "{url}"\n')
 
     async def owe_a_run():  # the daemon was down for three days: one catch-up run is owed
         store = await ScheduleStore.open(jw.state / "jobs.sqlite3")
@@ -137,9 +154,11 @@ def test_kill_9_under_jobs_follow_then_restart_catches_the_schedule_up(jw, big, 
     [held] = _kill_while_locked(jw, d)
     out, err = follow.communicate(timeout=30)
     assert follow.returncode == 21, err
-    assert _one_line(err) == (f"the daemon stopped while following job {job_id} (connection lost); its schedule "
-                              f"backup catches the run up once when the daemon restarts — see "
-                              f"`axisor-backup jobs {job_id}`")
+    assert _one_line(err) == (
+        f"the daemon stopped while following job {job_id} (connection lost); its schedule "
+        f"backup catches the run up once when the daemon restarts — see "
+        f"`axisor-backup jobs {job_id}`"
+    )
 
     d2 = jw.daemon()
     assert d2.wait_for("interrupted job recovered", job=job_id)["action"] == "schedule"
@@ -161,5 +180,7 @@ def test_a_daemon_that_cannot_make_its_socket_says_so_in_one_line(ws):
     with tempfile.NamedTemporaryFile(dir="/tmp", prefix="axf") as blocker:
         r = ws.cli("daemon", env={"AXISOR_BACKUP_STATE_DIR": f"{blocker.name}/st"}, timeout=30)
     assert r.code == 21, r.err
-    assert _one_line(r.err) == (f"error: cannot serve the daemon socket {blocker.name}/st/daemon.sock: Not a "
-                                "directory; set a writable [engine] state_dir or AXISOR_BACKUP_STATE_DIR")
+    assert _one_line(r.err) == (
+        f"error: cannot serve the daemon socket {blocker.name}/st/daemon.sock: Not a "
+        "directory; set a writable [engine] state_dir or AXISOR_BACKUP_STATE_DIR"
+    )

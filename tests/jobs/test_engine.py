@@ -235,15 +235,26 @@ async def test_jobs_of_a_dead_process_are_marked_failed_at_the_next_start(jw):
         from core.jobs.api import Job
 
         def record(job_id, state):
-            return Job(id=job_id, kind="backup", params={}, state=state, origin="cli",
-                       created_at=datetime.now(UTC), started_at=datetime.now(UTC), finished_at=None,
-                       progress=None, result=None, error=None)
+            return Job(
+                id=job_id,
+                kind="backup",
+                params={},
+                state=state,
+                origin="cli",
+                created_at=datetime.now(UTC),
+                started_at=datetime.now(UTC),
+                finished_at=None,
+                progress=None,
+                result=None,
+                error=None,
+            )
 
         me = Owner.me()
         await store.insert(record("0000000000a1", JobState.RUNNING), Owner(me.host, dead_pid, "1"))
         await store.insert(record("0000000000a2", JobState.PENDING), Owner(me.host, dead_pid, "1"))
-        await store.insert(record("0000000000a3", JobState.RUNNING),
-                           Owner(me.host, alive.pid, process_start(alive.pid)))
+        await store.insert(
+            record("0000000000a3", JobState.RUNNING), Owner(me.host, alive.pid, process_start(alive.pid))
+        )
         # A live pid that was recycled (different start time) is not the owner.
         await store.insert(record("0000000000a4", JobState.RUNNING), Owner(me.host, alive.pid, "42"))
         await store.close()
@@ -267,8 +278,7 @@ async def test_restore_and_verify_jobs_and_a_failed_verification(jw):
     backup = await engine.wait((await engine.submit("backup", {})).id)
     assert backup.state == JobState.COMPLETED
     target = jw.ws.root / "restored"
-    restore = await engine.wait((await engine.submit("restore", {"snapshots": ["latest"],
-                                                                 "target": str(target)})).id)
+    restore = await engine.wait((await engine.submit("restore", {"snapshots": ["latest"], "target": str(target)})).id)
     assert restore.state == JobState.COMPLETED, restore.error
     [done] = restore.result["restored"]
     assert done["files"] == 2 and done["bytes"] == 6 + 300_000
@@ -312,8 +322,9 @@ async def test_a_restore_job_over_live_files_is_rolled_back_by_its_job_id(jw):
     live = jw.ws.src / "a.txt"
     live.write_text("edited after the backup\n")
     (jw.ws.src / "new.txt").write_text("not in the snapshot\n")
-    job = await engine.wait((await engine.submit("restore", {"snapshots": ["latest"], "target": "/",
-                                                             "delete": True})).id)
+    job = await engine.wait(
+        (await engine.submit("restore", {"snapshots": ["latest"], "target": "/", "delete": True})).id
+    )
     assert job.state == JobState.COMPLETED, job.error
     [done] = job.result["restored"]
     assert job.result["restore_id"] == job.id and done["safety_snapshot"] and done["validation"]["ok"]

@@ -29,7 +29,7 @@ from core.jobs.client import DaemonClient
 
 pytestmark = pytest.mark.timeout(240)
 
-SLOW_SITECUSTOMIZE = '''
+SLOW_SITECUSTOMIZE = """
 import os, time
 
 _fdopen = os.fdopen
@@ -69,7 +69,7 @@ def fdopen(fd, *args, **kwargs):
 
 
 os.fdopen = fdopen
-'''
+"""
 
 STOP_WITHIN = 2.0  # seconds, from the signal (or the cancel request) to the end
 
@@ -107,9 +107,15 @@ def _assert_clean(jw) -> None:
 def _start_cli(jw, *args: str, env: dict[str, str]) -> subprocess.Popen:
     e = {k: v for k, v in os.environ.items() if not k.startswith("AXISOR_BACKUP")}
     e.update({"AXISOR_BACKUP_PASSPHRASE": PASSPHRASE, **jw.env, **env})
-    return subprocess.Popen([sys.executable, "-m", "app.cli", "--config", str(jw.ws.config), *args],
-                            cwd=ROOT, env=e, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "--config", str(jw.ws.config), *args],
+        cwd=ROOT,
+        env=e,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_ctrl_c_stops_a_foreground_backup_within_2_s_and_leaves_a_valid_repository(jw) -> None:

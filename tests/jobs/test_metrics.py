@@ -19,14 +19,27 @@ T0 = datetime(2026, 12, 1, 3, 0, 0, 123456, tzinfo=UTC)
 
 
 def _job(n: int, state: JobState, result: dict, params: dict | None = None) -> Job:
-    return Job(id=f"j{n}", kind="backup", params=params or {}, state=state, origin="cli", created_at=T0,
-               started_at=T0 + timedelta(seconds=n), finished_at=T0 + timedelta(seconds=2 * n, milliseconds=1),
-               progress=None, result=result, error=None)
+    return Job(
+        id=f"j{n}",
+        kind="backup",
+        params=params or {},
+        state=state,
+        origin="cli",
+        created_at=T0,
+        started_at=T0 + timedelta(seconds=n),
+        finished_at=T0 + timedelta(seconds=2 * n, milliseconds=1),
+        progress=None,
+        result=result,
+        error=None,
+    )
 
 
 JOBS = [  # newest first, as the store lists them
-    _job(3, JobState.COMPLETED, {"snapshots": [
-        {"source": WEIRD, "summary": {"total_bytes": 300_006, "data_added_packed": 12}}]}),
+    _job(
+        3,
+        JobState.COMPLETED,
+        {"snapshots": [{"source": WEIRD, "summary": {"total_bytes": 300_006, "data_added_packed": 12}}]},
+    ),
     _job(2, JobState.FAILED, {"failed": [{"source": WEIRD}]}),
     _job(1, JobState.FAILED, {}),  # failed before any source: counts as source "all"
 ]
@@ -36,8 +49,10 @@ HEALTH = Health("critical", (Check("daemon", "ok", "running"), Check(f"backup {W
 
 def _families(text: str) -> dict[str, tuple[str, str, dict]]:
     """name -> (type, help, {labels as sorted tuple: value})."""
-    return {f.name: (f.type, f.documentation, {tuple(sorted(s.labels.items())): s.value for s in f.samples})
-            for f in text_string_to_metric_families(text)}
+    return {
+        f.name: (f.type, f.documentation, {tuple(sorted(s.labels.items())): s.value for s in f.samples})
+        for f in text_string_to_metric_families(text)
+    }
 
 
 def test_every_family_keeps_its_name_type_help_and_values():
@@ -46,15 +61,19 @@ def test_every_family_keeps_its_name_type_help_and_values():
     everything = (("location", "primary"), ("source", "all"))
     # The parser names counters without `_total`; the file says `axisor_backup_failures_total`.
     assert {name: (kind, text) for name, (kind, text, _) in fams.items()} == {
-        "axisor_backup_last_success_timestamp_seconds":
-            ("gauge", "When the newest successful backup of the source finished (Unix time)."),
+        "axisor_backup_last_success_timestamp_seconds": (
+            "gauge",
+            "When the newest successful backup of the source finished (Unix time).",
+        ),
         "axisor_backup_last_duration_seconds": ("gauge", "How long the newest successful backup job took."),
         "axisor_backup_last_bytes": ("gauge", "Bytes in the newest successful snapshot of the source."),
         "axisor_backup_last_stored_bytes": ("gauge", "Bytes the newest successful snapshot added to storage."),
         "axisor_backup_failures": ("counter", "Failed backups of the source."),
         "axisor_backup_jobs": ("counter", "Jobs by kind and final or current state."),
-        "axisor_backup_health": ("gauge", "The platform's health as `axisor-backup status` evaluates it: "
-                                          "0 ok, 1 warning, 2 critical."),
+        "axisor_backup_health": (
+            "gauge",
+            "The platform's health as `axisor-backup status` evaluates it: 0 ok, 1 warning, 2 critical.",
+        ),
         "axisor_backup_check": ("gauge", "Each check of `axisor-backup status`: 0 ok, 1 warning, 2 critical."),
     }
     finished = (T0 + timedelta(seconds=6, milliseconds=1)).timestamp()
@@ -63,8 +82,10 @@ def test_every_family_keeps_its_name_type_help_and_values():
     assert fams["axisor_backup_last_bytes"][2] == {weird: 300_006}
     assert fams["axisor_backup_last_stored_bytes"][2] == {weird: 12}
     assert fams["axisor_backup_failures"][2] == {weird: 1, everything: 1}
-    assert fams["axisor_backup_jobs"][2] == {(("kind", "backup"), ("state", "completed")): 1,
-                                             (("kind", "backup"), ("state", "failed")): 2}
+    assert fams["axisor_backup_jobs"][2] == {
+        (("kind", "backup"), ("state", "completed")): 1,
+        (("kind", "backup"), ("state", "failed")): 2,
+    }
     assert fams["axisor_backup_health"][2] == {(): 2}
     assert fams["axisor_backup_check"][2] == {(("check", "daemon"),): 0, (("check", f"backup {WEIRD}"),): 2}
 
@@ -73,8 +94,9 @@ def test_label_values_with_quote_backslash_and_newline_round_trip():
     text = render(JOBS, COUNTS, HEALTH)
     assert "\nsecond line" not in text  # the newline is escaped: each sample stays on one line
     assert 'source="db \\"main\\"\\\\prod\\nsecond line"' in text
-    sources = {s.labels["source"] for f in text_string_to_metric_families(text) for s in f.samples
-               if "source" in s.labels}
+    sources = {
+        s.labels["source"] for f in text_string_to_metric_families(text) for s in f.samples if "source" in s.labels
+    }
     assert sources == {WEIRD, "all"}
 
 

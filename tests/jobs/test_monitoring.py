@@ -18,9 +18,14 @@ def _age_last_success(jw, hours: float) -> None:
     db = sqlite3.connect(jw.state / "jobs.sqlite3")
     for job_id, started, finished in db.execute("SELECT id, started_at, finished_at FROM jobs").fetchall():
         shift = timedelta(hours=hours)
-        db.execute("UPDATE jobs SET started_at = ?, finished_at = ? WHERE id = ?",
-                   ((datetime.fromisoformat(started) - shift).isoformat(),
-                    (datetime.fromisoformat(finished) - shift).isoformat(), job_id))
+        db.execute(
+            "UPDATE jobs SET started_at = ?, finished_at = ? WHERE id = ?",
+            (
+                (datetime.fromisoformat(started) - shift).isoformat(),
+                (datetime.fromisoformat(finished) - shift).isoformat(),
+                job_id,
+            ),
+        )
     db.commit()
     db.close()
 
@@ -48,8 +53,9 @@ def test_status_exit_codes_follow_the_age_of_the_newest_backup(jw):
     assert jw.cli("backup", env={"AXISOR_BACKUP_PASSPHRASE": "not the passphrase"}).code == 4
     r = jw.cli("status", "--json")
     assert r.code == 1
-    assert "a later backup failed" in {c["name"]: c for c in r.json()["checks"]}[
-        "source application/user_data"]["message"]
+    assert (
+        "a later backup failed" in {c["name"]: c for c in r.json()["checks"]}["source application/user_data"]["message"]
+    )
 
     # Scheduling enabled but no daemon: warning; with the daemon: that check is ok.
     jw.config('[objectives]\nrpo = "100h"\n[schedule]\nenabled = true\n')
@@ -64,9 +70,11 @@ def test_status_exit_codes_follow_the_age_of_the_newest_backup(jw):
 def test_webhook_and_command_hook_on_failure_and_on_success(jw, webhook):
     url, received = webhook
     out = jw.ws.root / "hook.jsonl"
-    script = ("import json, os, sys; job = json.load(sys.stdin); "
-              f"open({str(out)!r}, 'a').write(json.dumps({{'stdin': job, 'env': {{k: v for k, v in os.environ.items()"
-              " if k.startswith('AXISOR')}}) + '\\n')")
+    script = (
+        "import json, os, sys; job = json.load(sys.stdin); "
+        f"open({str(out)!r}, 'a').write(json.dumps({{'stdin': job, 'env': {{k: v for k, v in os.environ.items()"
+        " if k.startswith('AXISOR')}}) + '\\n')"
+    )
     jw.config(f'[notifications]\nwebhook_url = "{url}"\ncommand = {json.dumps([sys.executable, "-c", script])}\n')
     assert jw.cli("backup").code == 0  # success is not announced unless asked
     assert received == [] and not out.exists()

@@ -50,9 +50,19 @@ def test_secrets_on_the_command_line_are_refused_and_kept_nowhere(jw, webhook, t
 
 
 def test_job_records_and_webhooks_scrub_what_a_job_carried(tmp_path):
-    job = Job(id="j1", kind="restore", params={"target_db": FORMS[2]}, state=JobState.FAILED, origin="cli",
-              created_at=datetime.now(UTC), started_at=None, finished_at=None, progress=None,
-              result={"echo": FORMS[0]}, error=f"server said: {FORMS[1]}")
+    job = Job(
+        id="j1",
+        kind="restore",
+        params={"target_db": FORMS[2]},
+        state=JobState.FAILED,
+        origin="cli",
+        created_at=datetime.now(UTC),
+        started_at=None,
+        finished_at=None,
+        progress=None,
+        result={"echo": FORMS[0]},
+        error=f"server said: {FORMS[1]}",
+    )
     assert SECRET not in repr(payload(job))
 
     async def store_it() -> None:

@@ -21,11 +21,28 @@ from core.schedule.runner import owe_interrupted
 from core.schedule.state import RunRecord, ScheduleStore
 
 
-def job(kind: str = "backup", *, origin: str = "cli", params: dict | None = None, job_id: str = "0000000000b1",
-        state: JobState = JobState.RUNNING) -> Job:
+def job(
+    kind: str = "backup",
+    *,
+    origin: str = "cli",
+    params: dict | None = None,
+    job_id: str = "0000000000b1",
+    state: JobState = JobState.RUNNING,
+) -> Job:
     now = datetime.now(UTC)
-    return Job(id=job_id, kind=kind, params=params or {}, state=state, origin=origin, created_at=now,
-               started_at=now, finished_at=None, progress=None, result=None, error=None)
+    return Job(
+        id=job_id,
+        kind=kind,
+        params=params or {},
+        state=state,
+        origin=origin,
+        created_at=now,
+        started_at=now,
+        finished_at=None,
+        progress=None,
+        result=None,
+        error=None,
+    )
 
 
 def dead_owner() -> Owner:
@@ -48,18 +65,24 @@ def test_what_each_interrupted_job_becomes():
     assert scheduled.action == "schedule" and "schedule prune" in scheduled.reason
     assert lost_connection_message("0000000000b1", job("restore")) == (
         "the daemon stopped while following job 0000000000b1 (connection lost); a restore is never rerun "
-        "automatically: check the target, then run it again — see `axisor-backup jobs 0000000000b1`")
+        "automatically: check the target, then run it again — see `axisor-backup jobs 0000000000b1`"
+    )
 
 
 async def test_an_older_job_database_is_migrated_and_daemon_jobs_become_interrupted(tmp_path):
     db = sqlite3.connect(tmp_path / "jobs.sqlite3")  # the schema before owner_role and recovery
-    db.execute("CREATE TABLE jobs (id TEXT PRIMARY KEY, kind TEXT NOT NULL, params TEXT NOT NULL, state TEXT NOT NULL,"
-               " origin TEXT NOT NULL, created_ns INTEGER NOT NULL, created_at TEXT NOT NULL, started_at TEXT,"
-               " finished_at TEXT, progress TEXT, result TEXT, error TEXT, owner_host TEXT NOT NULL,"
-               " owner_pid INTEGER NOT NULL, owner_start TEXT NOT NULL)")
+    db.execute(
+        "CREATE TABLE jobs (id TEXT PRIMARY KEY, kind TEXT NOT NULL, params TEXT NOT NULL, state TEXT NOT NULL,"
+        " origin TEXT NOT NULL, created_ns INTEGER NOT NULL, created_at TEXT NOT NULL, started_at TEXT,"
+        " finished_at TEXT, progress TEXT, result TEXT, error TEXT, owner_host TEXT NOT NULL,"
+        " owner_pid INTEGER NOT NULL, owner_start TEXT NOT NULL)"
+    )
     dead = dead_owner()
-    db.execute("INSERT INTO jobs VALUES ('0000000000a0', 'backup', '{}', 'running', 'cli', 1, ?, NULL, NULL, NULL,"
-               " NULL, NULL, ?, ?, ?)", (datetime.now(UTC).isoformat(), dead.host, dead.pid, dead.start))
+    db.execute(
+        "INSERT INTO jobs VALUES ('0000000000a0', 'backup', '{}', 'running', 'cli', 1, ?, NULL, NULL, NULL,"
+        " NULL, NULL, ?, ?, ?)",
+        (datetime.now(UTC).isoformat(), dead.host, dead.pid, dead.start),
+    )
     db.commit()
     db.close()
     store = await JobStore.open(tmp_path)
@@ -93,9 +116,20 @@ async def test_an_older_job_database_is_migrated_and_daemon_jobs_become_interrup
 def _lock(path, pid: int, start: str, host: str | None = None) -> None:
     now = datetime.now(UTC)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"exclusive": False, "host": host or socket.gethostname(), "pid": pid,
-                                "start": start, "operation": "backup", "created": now.isoformat(),
-                                "refreshed": now.isoformat(), "expires": (now + timedelta(minutes=30)).isoformat()}))
+    path.write_text(
+        json.dumps(
+            {
+                "exclusive": False,
+                "host": host or socket.gethostname(),
+                "pid": pid,
+                "start": start,
+                "operation": "backup",
+                "created": now.isoformat(),
+                "refreshed": now.isoformat(),
+                "expires": (now + timedelta(minutes=30)).isoformat(),
+            }
+        )
+    )
 
 
 async def test_only_the_dead_daemons_locks_are_released(ws):
@@ -137,10 +171,13 @@ async def test_an_interrupted_scheduled_run_is_owed_again_once(ws, tmp_path):
     await store.close()
     second = job(origin="scheduler", params={"schedule": "backup"}, job_id="0000000000c2")
     said = await owe_interrupted(config, state, second, now)
-    assert said.startswith("not caught up again: the 2026-01-05T03:00:00+00:00 run of schedule backup was already "
-                           "interrupted once")
+    assert said.startswith(
+        "not caught up again: the 2026-01-05T03:00:00+00:00 run of schedule backup was already interrupted once"
+    )
     gone = job(origin="scheduler", params={"schedule": "nightly"}, job_id="0000000000c3")
-    assert (await owe_interrupted(config, state, gone, now)) == "not caught up: schedule nightly is no longer configured"
+    assert (
+        await owe_interrupted(config, state, gone, now)
+    ) == "not caught up: schedule nightly is no longer configured"
 
 
 async def test_an_interrupted_verification_is_neither_damage_nor_a_pass_in_status(ws, tmp_path):

@@ -33,8 +33,9 @@ async def test_restore_job_options(jw):
         assert "user.note" not in os.listxattr(dest(bare))
 
         for refused in ("preserve_privileges", "allow_untrusted_target"):
-            job = await engine.wait((await engine.submit("restore", {"target": str(jw.ws.root / refused),
-                                                                     refused: True})).id)
+            job = await engine.wait(
+                (await engine.submit("restore", {"target": str(jw.ws.root / refused), refused: True})).id
+            )
             assert job.state == JobState.FAILED and f"params.{refused} is not accepted" in job.error
             assert not (jw.ws.root / refused).exists()
     finally:

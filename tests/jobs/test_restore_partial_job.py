@@ -42,8 +42,7 @@ async def test_a_restore_job_with_a_damaged_blob_fails_23_and_names_the_partial_
         assert backup.state == JobState.COMPLETED
         key, ranges = await _flip_a_blob_of(jw.ws.repo, b"b.bin")
         target = jw.ws.root / "restored"
-        job = await engine.wait((await engine.submit("restore", {"snapshots": ["latest"],
-                                                                 "target": str(target)})).id)
+        job = await engine.wait((await engine.submit("restore", {"snapshots": ["latest"], "target": str(target)})).id)
         assert job.state == JobState.FAILED
         assert job.result["exit_code"] == 23 and job.result["partial_count"] == 1
         [pf] = job.result["partial"]

@@ -22,8 +22,9 @@ from core.jobs.api import JobState
 from core.jobs.engine import Engine
 from core.jobs.kinds import JobContext, register
 
-root_only = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("mount") is None,
-                               reason="needs root to mount a small tmpfs")
+root_only = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("mount") is None, reason="needs root to mount a small tmpfs"
+)
 
 
 async def _quick(ctx: JobContext, params: dict) -> dict:
@@ -52,8 +53,15 @@ def _backup(jw) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AXISOR_BACKUP")}
     env["AXISOR_BACKUP_PASSPHRASE"] = PASSPHRASE
     # A hang is the bug this guards against: the timeout fails the test instead of the suite.
-    return subprocess.run([sys.executable, "-m", "app.cli", "--config", str(jw.ws.config), "backup"], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", "--config", str(jw.ws.config), "backup"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def _fill(folder, leave: int) -> None:

@@ -63,8 +63,9 @@ def test_locations_reports_reachability_usage_growth_and_last_write(sites, tmp_p
     sites.ok("init")
     week_ago = (datetime.now(timezone.utc) - timedelta(days=8)).isoformat(timespec="seconds")
     sites.state.mkdir(parents=True)
-    (sites.state / "locations.json").write_text(json.dumps(
-        {"v": 1, "locations": {"local": {"samples": [[week_ago, 1000, 3]]}}}))
+    (sites.state / "locations.json").write_text(
+        json.dumps({"v": 1, "locations": {"local": {"samples": [[week_ago, 1000, 3]]}}})
+    )
     before = datetime.now(timezone.utc).replace(microsecond=0)
     sites.ok("backup")
 

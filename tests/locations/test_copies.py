@@ -23,7 +23,8 @@ def test_backup_copies_to_secondary_and_restore_after_primary_is_deleted(sites, 
     # A replica: the same config object and key files, byte for byte.
     assert (offsite / "config").read_bytes() == (sites.ws.repo / "config").read_bytes()
     assert sorted(p.name for p in (offsite / "keys").iterdir()) == sorted(
-        p.name for p in (sites.ws.repo / "keys").iterdir())
+        p.name for p in (sites.ws.repo / "keys").iterdir()
+    )
     # Packs are copied as they are (same names, same bytes): no re-chunking, no re-encryption.
     packs = sorted(p.relative_to(sites.ws.repo) for p in (sites.ws.repo / "data").rglob("*") if p.is_file())
     assert packs and all((offsite / p).read_bytes() == (sites.ws.repo / p).read_bytes() for p in packs)
@@ -41,8 +42,9 @@ def test_backup_copies_to_secondary_and_restore_after_primary_is_deleted(sites, 
     assert tree_digest(_restored(tmp_path / "out", sites.ws.src)) == expected
 
     # Chosen by hand; and the lost primary, chosen by hand, fails as a lost repository does.
-    r = sites.cli("restore", first["snapshots"][0]["id"][:10], "--from", "offsite",
-                  "--target", str(tmp_path / "old"), "--json")
+    r = sites.cli(
+        "restore", first["snapshots"][0]["id"][:10], "--from", "offsite", "--target", str(tmp_path / "old"), "--json"
+    )
     assert r.code == 0, r.err
     assert not (_restored(tmp_path / "old", sites.ws.src) / "users" / "carol.txt").exists()
     assert sites.cli("restore", "latest", "--from", "local", "--target", str(tmp_path / "x")).code == 3
@@ -154,7 +156,9 @@ def test_key_changes_reach_replicas(sites, tmp_path):
     assert sites.cli("snapshots", "--json").code == 4  # the old passphrase opens neither location
     r = sites.cli("restore", "latest", "--from", "offsite", "--target", str(tmp_path / "o"))
     assert r.code == 4, r
-    r = sites.cli("restore", "latest", "--from", "offsite", "--target", str(tmp_path / "o"), passphrase="new secret phrase")
+    r = sites.cli(
+        "restore", "latest", "--from", "offsite", "--target", str(tmp_path / "o"), passphrase="new secret phrase"
+    )
     assert r.code == 0, r.err
 
 
@@ -172,7 +176,6 @@ def test_a_damaged_pack_is_not_spread(sites, tmp_path):
     assert pack.name in r.err
     assert not (offsite / "data" / pack.parent.name / pack.name).exists()
     assert not list((offsite / "snapshots").iterdir())
-
 
 
 def test_catch_up_brings_the_wal_archive_so_a_reseeded_primary_serves_wal_fetch(sites, tmp_path):

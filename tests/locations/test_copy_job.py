@@ -10,8 +10,7 @@ from core.config import load_config
 from core.jobs.api import JobState, connect_engine
 
 
-async def test_copy_job_copies_and_a_failing_target_fails_the_job_with_every_outcome(sites, tmp_path,
-                                                                                     monkeypatch):
+async def test_copy_job_copies_and_a_failing_target_fails_the_job_with_every_outcome(sites, tmp_path, monkeypatch):
     sites.ok("init")
     snap = sites.ok("backup", "--json").json()["snapshots"][0]["id"]
     offsite = sites.add_local("offsite", tmp_path / "offsite")
@@ -36,8 +35,7 @@ async def test_copy_job_copies_and_a_failing_target_fails_the_job_with_every_out
         # A restore job falls back the same way when the primary is lost.
         shutil.rmtree(sites.ws.repo)
         target = tmp_path / "restored"
-        job = await engine.wait((await engine.submit("restore", {"snapshots": ["latest"],
-                                                                 "target": str(target)})).id)
+        job = await engine.wait((await engine.submit("restore", {"snapshots": ["latest"], "target": str(target)})).id)
         assert job.state is JobState.COMPLETED, job.error
         assert any("restoring from location offsite" in line for line in await engine.log(job.id))
         assert tree_digest(target / str(sites.ws.src).lstrip("/")) == tree_digest(sites.ws.src)

@@ -14,8 +14,16 @@ from servers import free_port, moto_s3, openssh_sftp, remote_config  # noqa: F40
 
 def _s3(server_endpoint: str, creds, **extra) -> dict:
     bucket = f"axisor-{uuid.uuid4().hex[:12]}"
-    return {"provider": "aws-s3", "bucket_name": bucket, "endpoint": server_endpoint, "region": "us-east-1",
-            "allow_insecure": True, "path_prefix": "repo", "credentials_file": creds, **extra}
+    return {
+        "provider": "aws-s3",
+        "bucket_name": bucket,
+        "endpoint": server_endpoint,
+        "region": "us-east-1",
+        "allow_insecure": True,
+        "path_prefix": "repo",
+        "credentials_file": creds,
+        **extra,
+    }
 
 
 def test_backup_copies_to_s3_and_restore_from_s3_after_the_primary_is_lost(sites, moto_s3, tmp_path):  # noqa: F811

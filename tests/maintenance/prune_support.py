@@ -97,7 +97,7 @@ class World:
     repo: Path
     cfg: Path
     retention: str = ""
-    application: str = 'retention_days = 1'
+    application: str = "retention_days = 1"
 
     def write_config(self, retention: str | None = None, application: str | None = None) -> Path:
         if retention is not None:
@@ -107,7 +107,9 @@ class World:
         self.cfg.write_text(
             f"[application]\nuser_data = [{json.dumps(str(self.src))}]\n{self.application}\n"
             f"[storage]\nlocal_path = {json.dumps(str(self.repo))}\n"
-            f"[retention]\n{self.retention}\n", encoding="utf-8")
+            f"[retention]\n{self.retention}\n",
+            encoding="utf-8",
+        )
         return self.cfg
 
     @property
@@ -155,12 +157,25 @@ class World:
         return [sys.executable, "-m", "app.cli", "--config", str(cfg or self.cfg), *args]
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run(self.argv(*args), cwd=ROOT, env=self.env(), capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            self.argv(*args),
+            cwd=ROOT,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
 
     def popen(self, *args: str, cfg: Path | None = None) -> subprocess.Popen:
-        return subprocess.Popen(self.argv(*args, cfg=cfg), cwd=ROOT, env=self.env(), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return subprocess.Popen(
+            self.argv(*args, cfg=cfg),
+            cwd=ROOT,
+            env=self.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
 
     # -- looking at storage ---------------------------------------------------------------------
 

@@ -126,17 +126,33 @@ async def _commit_base(svc, data: bytes, start_wal: str, age_days: float) -> str
         await writer.drain()
         stop = now_plus(-age_days)
         snap = await single_file_snapshot(
-            repo, name="base.tar", ids=ids, size=size, before=[0, 0, 0], source="database",
-            paths=("postgresql://db01/app",), backup_set=os.urandom(8).hex(), tags=(),
-            metadata={"mode": "physical", "start_wal_file": start_wal, "wal_segment_size": 16 * 1024 * 1024,
-                      "timeline": 1, "stop_time": stop.isoformat(), "start_time": stop.isoformat()})
+            repo,
+            name="base.tar",
+            ids=ids,
+            size=size,
+            before=[0, 0, 0],
+            source="database",
+            paths=("postgresql://db01/app",),
+            backup_set=os.urandom(8).hex(),
+            tags=(),
+            metadata={
+                "mode": "physical",
+                "start_wal_file": start_wal,
+                "wal_segment_size": 16 * 1024 * 1024,
+                "timeline": 1,
+                "stop_time": stop.isoformat(),
+                "start_time": stop.isoformat(),
+            },
+        )
         return await repo.save_snapshot(snap)
 
 
 def test_wal_older_than_the_oldest_kept_base_backup_goes_history_files_stay(world, tmp_path):
     w = world
-    w.write_config(retention="min_keep = 1", application="retention_days = 30\n[database]\n"
-                   "retention_days = 5\npitr_window_days = 7")
+    w.write_config(
+        retention="min_keep = 1",
+        application="retention_days = 30\n[database]\nretention_days = 5\npitr_window_days = 7",
+    )
     wal_dir = tmp_path / "pg_wal"
     wal_dir.mkdir()
     names = [f"0000000100000000000000{n:02X}" for n in range(0x0E, 0x25)]
@@ -150,8 +166,11 @@ def test_wal_older_than_the_oldest_kept_base_backup_goes_history_files_stay(worl
         for n in names:
             await svc.wal_push(wal_dir / n)
         ids = {}
-        for label, start, age in (("b1", "000000010000000000000010", 20), ("b2", "000000010000000000000018", 10),
-                                  ("b3", "000000010000000000000020", 1)):
+        for label, start, age in (
+            ("b1", "000000010000000000000010", 20),
+            ("b2", "000000010000000000000018", 10),
+            ("b3", "000000010000000000000020", 1),
+        ):
             ids[label] = (await _commit_base(svc, os.urandom(200_000), start, age), age)
         moved = await age_snapshots(svc, {sid: age for sid, age in ids.values()})
         return {label: moved[sid] for label, (sid, _) in ids.items()}
@@ -234,9 +253,12 @@ def test_prune_covers_every_location(world, tmp_path):
     w = world
     nas = tmp_path / "nas"
     w.write_config(retention="min_keep = 1")
-    w.cfg.write_text(w.cfg.read_text().replace(
-        "[retention]", f'[[storage.remote_storage]]\nprovider = "local"\nname = "nas"\npath = {json.dumps(str(nas))}\n'
-        "[retention]"))
+    w.cfg.write_text(
+        w.cfg.read_text().replace(
+            "[retention]",
+            f'[[storage.remote_storage]]\nprovider = "local"\nname = "nas"\npath = {json.dumps(str(nas))}\n[retention]',
+        )
+    )
     write_files(w.src, ["a"], size=200_000)
     write_files(w.src, ["b", "c"], size=5_000)
     first = backup(w)

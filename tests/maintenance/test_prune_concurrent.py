@@ -50,8 +50,11 @@ def test_backups_in_other_processes_while_prune_runs_lose_nothing(tmp_path):
     w.write_config(retention="min_keep = 1")
     w.init(pack_size=128 * 1024)
     for (src, cfg), key in zip(others, ("log_files", "simulation_data")):
-        cfg.write_text(w.cfg.read_text().replace("[application]\n", f"[application]\n{key} = [{json.dumps(str(src))}]\n"
-                                                 ).replace(f"user_data = [{json.dumps(str(w.src))}]\n", ""))
+        cfg.write_text(
+            w.cfg.read_text()
+            .replace("[application]\n", f"[application]\n{key} = [{json.dumps(str(src))}]\n")
+            .replace(f"user_data = [{json.dumps(str(w.src))}]\n", "")
+        )
     committed: dict[str, dict[str, bytes]] = {}
     codes = []
     for round_ in range(3):
@@ -140,8 +143,14 @@ def test_a_lock_taken_while_prune_runs_stops_it_before_any_delete(tmp_path):
     async def foreign_lock():
         # Another host's backup that got its lock in (a lock race, a skewed clock).
         now = datetime.now(timezone.utc)
-        body = {"exclusive": False, "host": "other-host-" + socket.gethostname(), "pid": 4242,
-                "operation": "backup", "created": now.isoformat(), "expires": (now + timedelta(minutes=30)).isoformat()}
+        body = {
+            "exclusive": False,
+            "host": "other-host-" + socket.gethostname(),
+            "pid": 4242,
+            "operation": "backup",
+            "created": now.isoformat(),
+            "expires": (now + timedelta(minutes=30)).isoformat(),
+        }
         await raw.put("locks/" + os.urandom(16).hex(), json.dumps(body).encode())
 
     async def run():

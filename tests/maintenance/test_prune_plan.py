@@ -39,15 +39,22 @@ def worlds(draw):
     # Tree i points only at trees after it: a DAG, shared subtrees included.
     trees = {}
     for i, t in enumerate(trees_ids):
-        subs = draw(st.lists(st.sampled_from(trees_ids[i + 1:]), max_size=3)) if i + 1 < n_trees else []
+        subs = draw(st.lists(st.sampled_from(trees_ids[i + 1 :]), max_size=3)) if i + 1 < n_trees else []
         blobs = draw(st.lists(st.sampled_from(data_ids), max_size=4)) if data_ids else []
         trees[t] = TreeRefs(tuple(subs), tuple(blobs))
     snaps = []
     for i in range(draw(st.integers(0, 6))):
         root = draw(st.sampled_from(trees_ids))
         age = draw(st.integers(0, 30))
-        snaps.append(Snapshot(time=(NOW - timedelta(days=age, minutes=i)).isoformat(), source="application/x",
-                              paths=("/x",), tree=root.hex(), id=hashlib.sha256(b"s%d" % i).hexdigest()))
+        snaps.append(
+            Snapshot(
+                time=(NOW - timedelta(days=age, minutes=i)).isoformat(),
+                source="application/x",
+                paths=("/x",),
+                tree=root.hex(),
+                id=hashlib.sha256(b"s%d" % i).hexdigest(),
+            )
+        )
     # Every blob (and a few strays no one uses) in one to two packs; a blob may also be in no pack.
     n_packs = draw(st.integers(1, 5))
     pack_ids = [_id("p", i) for i in range(n_packs)]
@@ -70,11 +77,17 @@ def worlds(draw):
             on_storage[p] = size if fate == "whole" else size - 1
     wal = {}
     for i in range(draw(st.integers(0, 2))):
-        wal[f"00000001000000000000000{i}"] = tuple(b.hex() for b in draw(st.lists(st.sampled_from(data_ids + strays),
-                                                                                max_size=2))) if data_ids + strays else ()
+        wal[f"00000001000000000000000{i}"] = (
+            tuple(b.hex() for b in draw(st.lists(st.sampled_from(data_ids + strays), max_size=2)))
+            if data_ids + strays
+            else ()
+        )
     holdings = Holdings(packs=packs, on_storage=on_storage, index_files=frozenset({"index/a", "index/b"}), wal=wal)
-    policy = Policy(keep_last=draw(st.integers(0, 3)), min_keep=draw(st.integers(0, 2)),
-                    retention_days=draw(st.sampled_from([None, 3, 10])))
+    policy = Policy(
+        keep_last=draw(st.integers(0, 3)),
+        min_keep=draw(st.integers(0, 2)),
+        retention_days=draw(st.sampled_from([None, 3, 10])),
+    )
     return snaps, policy, holdings, trees
 
 

@@ -29,8 +29,10 @@ def test_prune_keeps_what_pitr_from_the_kept_base_backup_needs(pg_cluster):
     c = pg_cluster()
     sr = ServerRepo.create()
     try:
-        sr.write_config(f'url = "{c.url()}"\nmode = "physical"\npg_bin_dir = "{c.bin}"\n'
-                        "retention_days = 1\npitr_window_days = 0\n[retention]\nmin_keep = 1")
+        sr.write_config(
+            f'url = "{c.url()}"\nmode = "physical"\npg_bin_dir = "{c.bin}"\n'
+            "retention_days = 1\npitr_window_days = 0\n[retention]\nmin_keep = 1"
+        )
         assert sr.cli("init").code == 0
         enable_archiving(c, sr.archive_command())
         c.psql("CREATE TABLE marks (id serial PRIMARY KEY, phase text NOT NULL)")
@@ -79,8 +81,20 @@ def test_prune_keeps_what_pitr_from_the_kept_base_backup_needs(pg_cluster):
         # Recovery from the kept base backup with the kept WAL reaches the target exactly.
         port = _free_port()
         out = sr.dir / "pitr"
-        rr = sr.cli("restore", "--source", "database", "--to-time", target, "--target-dir", str(out),
-                    "--start", "--port", str(port), "--json", timeout=300)
+        rr = sr.cli(
+            "restore",
+            "--source",
+            "database",
+            "--to-time",
+            target,
+            "--target-dir",
+            str(out),
+            "--start",
+            "--port",
+            str(port),
+            "--json",
+            timeout=300,
+        )
         try:
             assert rr.code == 0, rr.out + rr.err
             assert rr.json()["base_snapshot"] == base2["id"]

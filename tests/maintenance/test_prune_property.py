@@ -93,8 +93,9 @@ class PruneMachine(RuleBasedStateMachine):
         plan = self.w.run(lambda svc: svc.prune(dry_run=True, now=now_plus(self.days)))
         may_go = {s.id for s in plan.forgotten}
         self.probes += 1
-        total = count_mutations(self.w, lambda svc: svc.prune(now=now_plus(self.days)),
-                                self.base / f"probe-{self.probes}")
+        total = count_mutations(
+            self.w, lambda svc: svc.prune(now=now_plus(self.days)), self.base / f"probe-{self.probes}"
+        )
         crash_after = int(at * total)
         crashed = False
         try:
@@ -141,7 +142,10 @@ TestPruneStateMachine = PruneMachine.TestCase
 TestPruneStateMachine.settings = settings(
     # No shrinking: replaying steps against real storage is slow, and the failing step
     # sequence is printed as it is.
-    max_examples=6, stateful_step_count=10, deadline=None, database=None,
+    max_examples=6,
+    stateful_step_count=10,
+    deadline=None,
+    database=None,
     phases=(Phase.explicit, Phase.reuse, Phase.generate),
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

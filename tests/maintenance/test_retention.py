@@ -16,11 +16,24 @@ UTC = timezone.utc
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
 
-def snap(t: datetime, source: str = "application/user_data", host: str = "app01", warnings: tuple = (),
-         metadata: dict | None = None) -> Snapshot:
+def snap(
+    t: datetime,
+    source: str = "application/user_data",
+    host: str = "app01",
+    warnings: tuple = (),
+    metadata: dict | None = None,
+) -> Snapshot:
     sid = hashlib.sha256(f"{t.isoformat()}|{source}|{host}".encode()).hexdigest()
-    return Snapshot(time=t.isoformat(), source=source, paths=("/srv",), tree="0" * 64, hostname=host,
-                    warnings=warnings, metadata=metadata or {}, id=sid)
+    return Snapshot(
+        time=t.isoformat(),
+        source=source,
+        paths=("/srv",),
+        tree="0" * 64,
+        hostname=host,
+        warnings=warnings,
+        metadata=metadata or {},
+        id=sid,
+    )
 
 
 def kept(plan) -> list[datetime]:
@@ -56,8 +69,7 @@ def test_keep_daily_keeps_the_newest_of_each_day_across_a_month_boundary():
 def test_calendar_rules_add_up_and_empty_buckets_do_not_count():
     # One snapshot a week for two years, plus a gap: monthly counts months that have one.
     snaps = [snap(NOW - timedelta(weeks=w)) for w in range(104) if not 20 <= w < 30]
-    plan = apply(snaps, only(Policy(keep_weekly=4, keep_monthly=6, keep_yearly=3, keep_last=2, min_keep=1)),
-                 NOW)
+    plan = apply(snaps, only(Policy(keep_weekly=4, keep_monthly=6, keep_yearly=3, keep_last=2, min_keep=1)), NOW)
     r = reasons(plan)
     months = {(t.year, t.month) for t, why in r.items() if any(x.startswith("keep_monthly") for x in why)}
     assert len(months) == 6
@@ -87,17 +99,22 @@ def test_keep_within_and_retention_days():
     assert "keep_within 1w" in reasons(plan)[NOW - timedelta(days=1)]
 
     conf = [snap(s.datetime, source="configuration/api_keys") for s in snaps]
-    cfg = parse_config({"storage": {"local_path": "/r"}, "application": {"retention_days": 30},
-                        "configuration": {"retention_days": 90}, "retention": {"min_keep": 1}},
-                       base_dir=Path("/"))
+    cfg = parse_config(
+        {
+            "storage": {"local_path": "/r"},
+            "application": {"retention_days": 30},
+            "configuration": {"retention_days": 90},
+            "retention": {"min_keep": 1},
+        },
+        base_dir=Path("/"),
+    )
     plan = apply(snaps + conf, policies_from_config(cfg), NOW)
     app = [d.snapshot.datetime for d in plan.decisions if d.keep and d.snapshot.source.startswith("application")]
     cf = [d.snapshot.datetime for d in plan.decisions if d.keep and d.snapshot.source.startswith("configuration")]
     assert app == sorted(NOW - timedelta(days=d) for d in (0, 1, 6.9, 7.1, 20, 29.9))
     assert cf == sorted(NOW - timedelta(days=d) for d in (0, 1, 6.9, 7.1, 20, 29.9, 31, 89))
     assert any("retention_days 90 (configuration)" in d.reasons for d in plan.decisions)
-    old = next(d for d in reversed(plan.decisions)
-               if d.snapshot.source.startswith("application") and not d.keep)
+    old = next(d for d in reversed(plan.decisions) if d.snapshot.source.startswith("application") and not d.keep)
     assert "retention_days 30" in old.reasons[0] and "age 31.0 days" in old.reasons[0]
 
 
@@ -125,7 +142,10 @@ def test_groups_by_host_and_source():
     plan = apply(a + b + c, only(Policy(retention_days=30, min_keep=2)), NOW)
     assert len(plan.keep) == 6
     assert {(s.hostname, s.source) for s in plan.keep} == {
-        ("app01", "application/user_data"), ("app02", "application/user_data"), ("app01", "application/log_files")}
+        ("app01", "application/user_data"),
+        ("app02", "application/user_data"),
+        ("app01", "application/log_files"),
+    }
 
 
 def test_an_empty_policy_keeps_everything():
@@ -136,15 +156,24 @@ def test_an_empty_policy_keeps_everything():
 
 
 def _base(t: datetime, start_wal: str) -> Snapshot:
-    return snap(t, source="database", host="db01", metadata={
-        "mode": "physical", "start_wal_file": start_wal, "wal_segment_size": 16 * 1024 * 1024,
-        "stop_time": (t - timedelta(minutes=1)).isoformat()})
+    return snap(
+        t,
+        source="database",
+        host="db01",
+        metadata={
+            "mode": "physical",
+            "start_wal_file": start_wal,
+            "wal_segment_size": 16 * 1024 * 1024,
+            "stop_time": (t - timedelta(minutes=1)).isoformat(),
+        },
+    )
 
 
 def test_base_backup_needed_for_the_pitr_window_is_kept():
     bases = [_base(NOW - timedelta(days=d), f"0000000100000000000000{40 - d:02X}") for d in (1, 3, 5, 8, 12, 20)]
-    logical = [snap(NOW - timedelta(hours=h), source="database", host="db01",
-                    metadata={"mode": "logical"}) for h in (2, 4, 6)]
+    logical = [
+        snap(NOW - timedelta(hours=h), source="database", host="db01", metadata={"mode": "logical"}) for h in (2, 4, 6)
+    ]
     policy = Policy(retention_days=2, min_keep=3, pitr_window=timedelta(days=7))
     plan = apply(bases + logical, only(policy), NOW)
     r = reasons(plan)
@@ -161,27 +190,54 @@ def test_base_backup_needed_for_the_pitr_window_is_kept():
     assert any("oldest base backup" in x for x in reasons(plan3)[NOW - timedelta(days=5)])
 
     # The WAL boundary follows the oldest kept base backup: segments before 0x20 go.
-    wal = plan_wal(["000000010000000000000010", "00000001000000000000001F", "000000010000000000000020",
-                    "000000010000000000000021", "00000002.history", "00000001000000000000001E.00000028.backup",
-                    "00000001000000000000001F.partial", "000000020000000000000025"], plan.keep)
+    wal = plan_wal(
+        [
+            "000000010000000000000010",
+            "00000001000000000000001F",
+            "000000010000000000000020",
+            "000000010000000000000021",
+            "00000002.history",
+            "00000001000000000000001E.00000028.backup",
+            "00000001000000000000001F.partial",
+            "000000020000000000000025",
+        ],
+        plan.keep,
+    )
     assert wal.keep_from == "000000010000000000000020"
-    assert set(wal.remove) == {"000000010000000000000010", "00000001000000000000001F",
-                               "00000001000000000000001E.00000028.backup", "00000001000000000000001F.partial"}
+    assert set(wal.remove) == {
+        "000000010000000000000010",
+        "00000001000000000000001F",
+        "00000001000000000000001E.00000028.backup",
+        "00000001000000000000001F.partial",
+    }
     assert wal.kept == 4
     # Only logical snapshots kept: WAL is left alone.
     assert plan_wal(["000000010000000000000010"], logical).remove == ()
 
 
 def test_config_overrides_per_category():
-    cfg = parse_config({"storage": {"local_path": "/r"},
-                        "database": {"retention_days": 10, "pitr_window_days": 3},
-                        "retention": {"keep_daily": 7, "keep_within": "2w", "min_keep": 4,
-                                      "database": {"keep_hourly": 48, "keep_within": "0h", "min_keep": 2}}},
-                       base_dir=Path("/"))
+    cfg = parse_config(
+        {
+            "storage": {"local_path": "/r"},
+            "database": {"retention_days": 10, "pitr_window_days": 3},
+            "retention": {
+                "keep_daily": 7,
+                "keep_within": "2w",
+                "min_keep": 4,
+                "database": {"keep_hourly": 48, "keep_within": "0h", "min_keep": 2},
+            },
+        },
+        base_dir=Path("/"),
+    )
     f = policies_from_config(cfg)
     db = f("database")
     assert (db.keep_hourly, db.keep_daily, db.keep_within, db.min_keep, db.retention_days) == (48, 7, None, 2, 10)
     assert db.pitr_window == timedelta(days=3)
     app = f("application/user_data")
     assert (app.keep_hourly, app.keep_within, app.min_keep, app.retention_days, app.pitr_window) == (
-        0, timedelta(weeks=2), 4, 30, None)
+        0,
+        timedelta(weeks=2),
+        4,
+        30,
+        None,
+    )

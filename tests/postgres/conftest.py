@@ -28,8 +28,9 @@ def installed_bins() -> dict[int, Path]:
     """Every PostgreSQL major version installed (Debian layout /usr/lib/postgresql/N/bin), or
     only $PGBIN when set: {major: bin directory}."""
     if os.environ.get("PGBIN"):
-        out = subprocess.run([os.path.join(os.environ["PGBIN"], "pg_ctl"), "--version"], capture_output=True,
-                             text=True, timeout=30).stdout
+        out = subprocess.run(
+            [os.path.join(os.environ["PGBIN"], "pg_ctl"), "--version"], capture_output=True, text=True, timeout=30
+        ).stdout
         return {int(out.split()[-1].split(".")[0]): Path(os.environ["PGBIN"])}
     return {int(p.split("/")[4]): Path(p).parent for p in glob.glob("/usr/lib/postgresql/*/bin/pg_ctl")}
 
@@ -66,9 +67,31 @@ class Cluster:
         return f"postgresql://{user or self.user}@127.0.0.1:{self.port}/{dbname}"
 
     def psql(self, sql: str, dbname: str = "postgres") -> str:
-        p = subprocess.run([str(self.bin / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-                            "-h", self.host, "-p", str(self.port), "-U", self.user, "-d", dbname, "-c", sql],
-                           capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        p = subprocess.run(
+            [
+                str(self.bin / "psql"),
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                self.host,
+                "-p",
+                str(self.port),
+                "-U",
+                self.user,
+                "-d",
+                dbname,
+                "-c",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
         if p.returncode != 0:
             raise RuntimeError(f"psql failed: {p.stderr}")
         return p.stdout.strip()
@@ -92,10 +115,27 @@ def _new_dir() -> Path:
 
 def _start(bin_dir: Path, initdb_args: tuple[str, ...] = ()) -> Cluster:
     d = _new_dir()
-    subprocess.run(_as_server_user([str(bin_dir / "initdb"), "-D", str(d / "data"), "-U", "postgres",
-                                    "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync",
-                                    *initdb_args]),
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        _as_server_user(
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(d / "data"),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+                *initdb_args,
+            ]
+        ),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     return _launch(d, bin_dir)
 
 
@@ -103,10 +143,30 @@ def _start_standby(primary: Cluster) -> Cluster:
     """A streaming standby of ``primary``: ``pg_basebackup -R`` (standby.signal, primary_conninfo),
     then started on its own port."""
     d = _new_dir()
-    subprocess.run(_as_server_user([str(primary.bin / "pg_basebackup"), "-D", str(d / "data"), "-R", "-X", "stream",
-                                    "-c", "fast", "--no-sync", "-h", primary.host, "-p", str(primary.port),
-                                    "-U", primary.user]),
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        _as_server_user(
+            [
+                str(primary.bin / "pg_basebackup"),
+                "-D",
+                str(d / "data"),
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-sync",
+                "-h",
+                primary.host,
+                "-p",
+                str(primary.port),
+                "-U",
+                primary.user,
+            ]
+        ),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     return _launch(d, primary.bin)
 
 
@@ -114,10 +174,26 @@ def _launch(d: Path, bin_dir: Path) -> Cluster:
     last = ""
     for _ in range(3):  # a free port can be taken between bind and start: retry
         port = _free_port()
-        p = subprocess.run(_as_server_user([
-            str(bin_dir / "pg_ctl"), "-D", str(d / "data"), "-l", str(d / "server.log"), "-w", "-t", "60",
-            "-o", f"-p {port} -k {d} -c listen_addresses=127.0.0.1 -c fsync=off", "start"]),
-            capture_output=True, text=True, timeout=120)
+        p = subprocess.run(
+            _as_server_user(
+                [
+                    str(bin_dir / "pg_ctl"),
+                    "-D",
+                    str(d / "data"),
+                    "-l",
+                    str(d / "server.log"),
+                    "-w",
+                    "-t",
+                    "60",
+                    "-o",
+                    f"-p {port} -k {d} -c listen_addresses=127.0.0.1 -c fsync=off",
+                    "start",
+                ]
+            ),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if p.returncode == 0:
             return Cluster(d, port, bin_dir)
         last = p.stdout + p.stderr + (d / "server.log").read_text(errors="replace")
@@ -126,8 +202,11 @@ def _launch(d: Path, bin_dir: Path) -> Cluster:
 
 
 def _stop(c: Cluster) -> None:
-    p = subprocess.run(_as_server_user([str(c.bin / "pg_ctl"), "-D", str(c.dir / "data"), "-m", "fast",
-                                        "-w", "stop"]), capture_output=True, timeout=60)
+    p = subprocess.run(
+        _as_server_user([str(c.bin / "pg_ctl"), "-D", str(c.dir / "data"), "-m", "fast", "-w", "stop"]),
+        capture_output=True,
+        timeout=60,
+    )
     if p.returncode != 0:
         try:
             pid = int((c.dir / "data" / "postmaster.pid").read_text().split()[0])

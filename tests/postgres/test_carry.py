@@ -44,12 +44,15 @@ CREATE TABLE public.plain (id int);
 INSERT INTO public.plain VALUES (1), (2);
 """
 
-OWNERS = ("SELECT string_agg(n.nspname || '.' || c.relname || '=' || pg_get_userbyid(c.relowner) || ' '"
-          " || coalesce(c.relacl::text, '-'), '; ' ORDER BY n.nspname, c.relname)"
-          " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-          " WHERE n.nspname IN ('app', 'public') AND c.relkind IN ('r', 'v')")
-POLICIES = ("SELECT string_agg(policyname || ':' || array_to_string(roles, ','), ' ' ORDER BY policyname) "
-            "FROM pg_policies")
+OWNERS = (
+    "SELECT string_agg(n.nspname || '.' || c.relname || '=' || pg_get_userbyid(c.relowner) || ' '"
+    " || coalesce(c.relacl::text, '-'), '; ' ORDER BY n.nspname, c.relname)"
+    " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE n.nspname IN ('app', 'public') AND c.relkind IN ('r', 'v')"
+)
+POLICIES = (
+    "SELECT string_agg(policyname || ':' || array_to_string(roles, ','), ' ' ORDER BY policyname) FROM pg_policies"
+)
 
 
 def _db(c, name: str) -> dict[str, str]:
@@ -59,9 +62,11 @@ def _db(c, name: str) -> dict[str, str]:
         "owner": q("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'DB'"),
         "comment": q("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = 'DB'"),
         "acl": q("SELECT datacl::text FROM pg_database WHERE datname = 'DB'"),
-        "settings": q("SELECT string_agg(coalesce(pg_get_userbyid(nullif(s.setrole, 0)), '-') || ':'"
-                      " || array_to_string(s.setconfig, '|'), ' ' ORDER BY s.setrole) FROM pg_db_role_setting s"
-                      " JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = 'DB'"),
+        "settings": q(
+            "SELECT string_agg(coalesce(pg_get_userbyid(nullif(s.setrole, 0)), '-') || ':'"
+            " || array_to_string(s.setconfig, '|'), ' ' ORDER BY s.setrole) FROM pg_db_role_setting s"
+            " JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = 'DB'"
+        ),
     }
 
 
@@ -82,8 +87,9 @@ def backed_up(tmp_path_factory, source) -> Workspace:
     root = tmp_path_factory.mktemp("carry")
     (root / "src").mkdir()
     ws = Workspace(root, root / "src", root / "repo", root / "config.toml")
-    ws.config.write_text(f'[database]\nenabled = true\nurl = "{source.url("app")}"\n'
-                         f'[storage]\nlocal_path = "{ws.repo}"\n')
+    ws.config.write_text(
+        f'[database]\nenabled = true\nurl = "{source.url("app")}"\n[storage]\nlocal_path = "{ws.repo}"\n'
+    )
     assert ws.cli("init").code == 0
     r = ws.cli("backup", "--json")
     assert r.code == 0, r.err
@@ -113,8 +119,10 @@ def test_same_cluster_carries_owners_grants_policies_and_database_properties(bac
     r = ws.cli("restore", ws.snap, "--target-db", source.url("app%20copy"), "--force", "--json")
     assert r.code == 7, r.out + r.err
     why = "the target database existed before this restore; its own properties are left as they are"
-    assert r.json()["not_restored"] == [{"what": "database settings work_mem=8MB", "why": why},
-                                        {"what": "comment on the database", "why": why}]
+    assert r.json()["not_restored"] == [
+        {"what": "database settings work_mem=8MB", "why": why},
+        {"what": "comment on the database", "why": why},
+    ]
     assert _db(source, "app copy")["comment"] == ""
 
 
@@ -140,9 +148,12 @@ async def test_missing_roles_are_listed_then_created_by_roles(backed_up: Workspa
     # that everything would be carried.
     dry = ws.cli("restore", ws.snap, "--target-db", other.url("app"), "--dry-run", "--roles", "--json")
     assert dry.code == 0, dry.err
-    assert dry.json()["carry"] == {"owners": True, "roles_to_create": ["App User", "app_owner", "reporting"],
-                                   "carried": ["ownership of 3 objects (roles app_owner)", "privileges on 3 objects"],
-                                   "not_restored": []}
+    assert dry.json()["carry"] == {
+        "owners": True,
+        "roles_to_create": ["App User", "app_owner", "reporting"],
+        "carried": ["ownership of 3 objects (roles app_owner)", "privileges on 3 objects"],
+        "not_restored": [],
+    }
     r = ws.cli("restore", ws.snap, "--target-db", other.url("app"), "--json")
     assert r.code == 7, r.out + r.err
     assert "warning: 9 items were not restored (listed above: what and why) (exit 7)" in r.err
@@ -153,7 +164,8 @@ async def test_missing_roles_are_listed_then_created_by_roles(backed_up: Workspa
     assert "app_owner" in owner_item and "app_owner" in items[owner_item] and "--roles" in items[owner_item]
     assert "they are owned by postgres instead" in items[owner_item]
     assert items["privileges on 3 objects (SCHEMA app, TABLE app.docs, TABLE app.my_docs)"].startswith(
-        "they name role reporting, not in the target cluster")
+        "they name role reporting, not in the target cluster"
+    )
     assert any("report_even" in w for w in items)  # the policy naming a missing role
     assert any(w.startswith("owner of database app") for w in items)
     assert any("statement_timeout" in w and "reporting" in items[w] for w in items)
@@ -161,7 +173,7 @@ async def test_missing_roles_are_listed_then_created_by_roles(backed_up: Workspa
     # What could be carried was: the database settings and comment.
     facts = _db(other, "app")
     assert facts["comment"] == "the app's data"
-    assert "-:search_path=app, \"$user\", public|work_mem=8MB" == facts["settings"]
+    assert '-:search_path=app, "$user", public|work_mem=8MB' == facts["settings"]
     assert other.psql("SELECT count(*) FROM pg_roles WHERE rolname IN ('app_owner', 'reporting')") == "0"
 
     # --roles: the roles are created (without passwords), and then everything is carried.
@@ -170,13 +182,16 @@ async def test_missing_roles_are_listed_then_created_by_roles(backed_up: Workspa
     rep = r.json()
     assert sorted(rep["roles_created"]) == ["App User", "app_owner", "reporting"]
     assert [n["what"] for n in rep["not_restored"]] == [
-        "passwords of the roles created (App User, app_owner, reporting)"]
+        "passwords of the roles created (App User, app_owner, reporting)"
+    ]
     assert other.psql(OWNERS, "app2") == source.psql(OWNERS, "app")
     assert other.psql(POLICIES, "app2") == source.psql(POLICIES, "app")
     assert _db(other, "app2") == {**_db(source, "app"), "settings": _db(source, "app")["settings"]}
     assert other.psql("SELECT rolpassword IS NULL FROM pg_authid WHERE rolname = 'App User'") == "t"
-    assert other.psql("SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = 'reporting'") \
+    assert (
+        other.psql("SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = 'reporting'")
         == "reads; never writes"
+    )
     assert other.psql("SELECT pg_has_role('App User', 'reporting', 'MEMBER')") == "t"
     assert "pw-never-shown-42" not in r.out + r.err
     # Existing roles are never changed: a second --roles creates nothing.
@@ -195,14 +210,17 @@ def test_a_role_that_may_not_give_objects_away_is_named(backed_up: Workspace, so
     items = {n["what"]: n["why"] for n in rep["not_restored"]}
     assert items["ownership of 4 objects (app_owner: 3, postgres: 1)"] == (
         "the restoring role restorer is neither a superuser nor a member of app_owner, postgres; "
-        "they are owned by restorer instead")
+        "they are owned by restorer instead"
+    )
     assert "owner of database by_restorer (app_owner)" in items
     assert items["setting statement_timeout=5s of role reporting in this database"] == "permission denied"
     assert len(items) == 3  # the database's settings, grants and comment: it owns the database
     # What it could carry was: the grants (it owns the objects now) and the policies.
     assert source.psql(POLICIES, "by_restorer") == source.psql(POLICIES, "app")
-    assert source.psql("SELECT relacl::text FROM pg_class WHERE relname = 'docs'", "by_restorer") == \
-        "{restorer=arwdDxt/restorer,reporting=r/restorer}"
+    assert (
+        source.psql("SELECT relacl::text FROM pg_class WHERE relname = 'docs'", "by_restorer")
+        == "{restorer=arwdDxt/restorer,reporting=r/restorer}"
+    )
 
 
 def test_a_snapshot_without_globals_still_restores_and_says_so(backed_up: Workspace, source, pg_bin) -> None:
@@ -222,8 +240,12 @@ def test_a_snapshot_without_globals_still_restores_and_says_so(backed_up: Worksp
     assert r.code == 7, r.out + r.err
     rep = r.json()
     assert rep["ok"] and rep["roles_created"] == []
-    assert rep["not_restored"] == [{"what": "roles and memberships (--roles)",
-                                    "why": "the backup could not record the globals: pg_dumpall not found (looked "
-                                           f"in {bindir}); install the PostgreSQL client programs or set "
-                                           "database.pg_bin_dir"}]
+    assert rep["not_restored"] == [
+        {
+            "what": "roles and memberships (--roles)",
+            "why": "the backup could not record the globals: pg_dumpall not found (looked "
+            f"in {bindir}); install the PostgreSQL client programs or set "
+            "database.pg_bin_dir",
+        }
+    ]
     assert source.psql(OWNERS, "no_globals") == source.psql(OWNERS, "app")  # the roles exist here: carried

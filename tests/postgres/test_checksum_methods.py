@@ -37,8 +37,9 @@ def src(pg_cluster):
 
 
 async def _stats(c, method: str) -> dict:
-    async with await psycopg.AsyncConnection.connect(host=c.host, port=c.port, user="postgres",
-                                                     dbname="src", autocommit=True) as conn:
+    async with await psycopg.AsyncConnection.connect(
+        host=c.host, port=c.port, user="postgres", dbname="src", autocommit=True
+    ) as conn:
         return {k: d for k, (_, d) in (await table_stats(conn, method=method)).items()}
 
 
@@ -58,8 +59,7 @@ def _restore(ws: Workspace, c, ref: str, db: str):
 
 
 def test_checksum_methods(ws: Workspace, src) -> None:
-    ws.config.write_text(f'[database]\nenabled = true\nurl = "{src.url("src")}"\n[storage]\n'
-                         f'local_path = "{ws.repo}"\n')
+    ws.config.write_text(f'[database]\nenabled = true\nurl = "{src.url("src")}"\n[storage]\nlocal_path = "{ws.repo}"\n')
     assert ws.cli("init").code == 0
     r = ws.cli("backup", "--json")
     assert r.code == 0, r.err
@@ -83,6 +83,7 @@ def test_checksum_methods(ws: Workspace, src) -> None:
             meta.update(checksum_method=name, checksums=sums)
             if probe:
                 meta["checksum_probe"] = probe_value
+
         return change
 
     for db, name, sums, probe in (("copy_v2", "hash64x2-rowsum-v2", v2, True), ("copy_v1", "md5-rowsum-v1", v1, False)):
@@ -90,8 +91,7 @@ def test_checksum_methods(ws: Workspace, src) -> None:
         assert r.code == 0, (db, r.err)
         assert [t["checksum_ok"] for t in r.json()["tables"]] == [True, True], db
     # The method is honoured, not guessed: v2 digests labelled v1 fail validation (exit 16).
-    r = _restore(ws, src, asyncio.run(_forge(ws, original, as_method("md5-rowsum-v1", v2, False))),
-                 "copy_mislabelled")
+    r = _restore(ws, src, asyncio.run(_forge(ws, original, as_method("md5-rowsum-v1", v2, False))), "copy_mislabelled")
     assert r.code == 16, (r.out, r.err)
     assert {m["table"] for m in r.json()["mismatches"]} == {"public.a", "public.b"}
 
@@ -100,23 +100,28 @@ def test_checksum_methods(ws: Workspace, src) -> None:
         as_method("hash64x2-rowsum-v2", v2, False)(meta)
         meta["checksum_probe"] = "1"
 
-    for db, change in (("copy_probe", other_order),
-                       ("copy_unknown", lambda m: m.update(checksum_method="sha3-rowsum-v9"))):
+    for db, change in (
+        ("copy_probe", other_order),
+        ("copy_unknown", lambda m: m.update(checksum_method="sha3-rowsum-v9")),
+    ):
         r = _restore(ws, src, asyncio.run(_forge(ws, original, change)), db)
         assert r.code == 0, r.err
         assert [(t["actual"], t["checksum_ok"]) for t in r.json()["tables"]] == [(3000, None), (500, None)]
 
 
 async def _probe(c) -> str:
-    async with await psycopg.AsyncConnection.connect(host=c.host, port=c.port, user="postgres",
-                                                     dbname="src", autocommit=True) as conn:
+    async with await psycopg.AsyncConnection.connect(
+        host=c.host, port=c.port, user="postgres", dbname="src", autocommit=True
+    ) as conn:
         cur = await conn.execute("SELECT hashtextextended('axisor checksum probe', 0)::text")
         return (await cur.fetchone())[0]
 
 
 def test_row_checksums_off_records_counts_only_and_restore_checks_counts(ws: Workspace, src) -> None:
-    ws.config.write_text(f'[database]\nenabled = true\nurl = "{src.url("src")}"\nrow_checksums = false\n'
-                         f'[storage]\nlocal_path = "{ws.repo}"\n')
+    ws.config.write_text(
+        f'[database]\nenabled = true\nurl = "{src.url("src")}"\nrow_checksums = false\n'
+        f'[storage]\nlocal_path = "{ws.repo}"\n'
+    )
     assert ws.cli("init").code == 0
     r = ws.cli("backup", "--json")
     assert r.code == 0, r.err
@@ -127,4 +132,6 @@ def test_row_checksums_off_records_counts_only_and_restore_checks_counts(ws: Wor
     assert r.code == 0, r.err
     rep = r.json()
     assert rep["ok"] and {t["table"]: (t["actual"], t["checksum_ok"]) for t in rep["tables"]} == {
-        "public.a": (3000, None), "public.b": (500, None)}
+        "public.a": (3000, None),
+        "public.b": (500, None),
+    }

@@ -59,8 +59,16 @@ def test_working_archiving_passes_every_check(working) -> None:
     assert r.code == 0, r.out + r.err
     assert took < 10, took
     lines = r.out.splitlines()
-    names = ["connection", "server version", "pg_basebackup", "replication", "archiving settings",
-             "archive program", "repository access", "WAL archived"]
+    names = [
+        "connection",
+        "server version",
+        "pg_basebackup",
+        "replication",
+        "archiving settings",
+        "archive program",
+        "repository access",
+        "WAL archived",
+    ]
     for name in names:
         assert any(ln.strip().startswith(f"ok      {name}:") for ln in lines), (name, r.out)
     assert lines[-1] == f"ok: all {len(names)} checks passed"
@@ -151,7 +159,6 @@ def test_failing_archive_command_fails_the_check_and_the_backup_in_time(broken) 
     assert not list((sr.repo / "snapshots").iterdir())
 
 
-
 def test_a_base_backups_own_last_segment_is_waited_for_boundedly(broken) -> None:
     """The server waits for the backup's last segment inside pg_basebackup's stop: past the
     timeout the walsender is stopped, pg_basebackup killed, and ArchivingNotReady raised."""
@@ -184,8 +191,7 @@ def test_a_base_backups_own_last_segment_is_waited_for_boundedly(broken) -> None
         return str(err.value), took, left
 
     message, took, left = asyncio.run(run())
-    assert "is not working: the base backup's last WAL segment did not arrive in the repository within 2 s" \
-        in message
+    assert "is not working: the base backup's last WAL segment did not arrive in the repository within 2 s" in message
     assert "pg_stat_archiver" in message and "was stopped" in message
     assert took < 15, took
     assert left == []  # the server's backup is not left waiting
@@ -198,15 +204,18 @@ def test_unreachable_server_exits_14(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
     ws = Workspace(tmp_path, tmp_path, tmp_path / "repo", tmp_path / "config.toml")
-    ws.config.write_text(f'[database]\nenabled = true\nurl = "postgresql://postgres@127.0.0.1:{port}/postgres"\n'
-                         f'mode = "physical"\n[storage]\nlocal_path = "{ws.repo}"\n')
+    ws.config.write_text(
+        f'[database]\nenabled = true\nurl = "postgresql://postgres@127.0.0.1:{port}/postgres"\n'
+        f'mode = "physical"\n[storage]\nlocal_path = "{ws.repo}"\n'
+    )
     for args in (("database", "check"), ("config", "check", "--connect")):
         r = ws.cli(*args)
         assert r.code == 14, (args, r.out, r.err)
         assert f"cannot connect to postgres on 127.0.0.1:{port}" in r.err
     # The timeout is validated like every key.
-    ws.config.write_text(ws.config.read_text().replace('mode = "physical"', 'mode = "physical"\n'
-                                                                           'archive_timeout_seconds = 0'))
+    ws.config.write_text(
+        ws.config.read_text().replace('mode = "physical"', 'mode = "physical"\narchive_timeout_seconds = 0')
+    )
     r = ws.cli("config", "check")
     assert r.code == 2 and "database.archive_timeout_seconds" in r.out + r.err, (r.out, r.err)
 
@@ -216,8 +225,9 @@ def test_logical_read_permissions(working, tmp_path: Path) -> None:
     c.psql("CREATE ROLE dbcheck_reader LOGIN")
     c.psql('CREATE SCHEMA "Sales Dept"; CREATE TABLE "Sales Dept".orders (id int); CREATE TABLE public.t2 (x int)')
     ws = Workspace(tmp_path, tmp_path, tmp_path / "repo", tmp_path / "config.toml")
-    ws.config.write_text(f'[database]\nenabled = true\nurl = "{c.url(user="dbcheck_reader")}"\n'
-                         f'[storage]\nlocal_path = "{ws.repo}"\n')
+    ws.config.write_text(
+        f'[database]\nenabled = true\nurl = "{c.url(user="dbcheck_reader")}"\n[storage]\nlocal_path = "{ws.repo}"\n'
+    )
     r = ws.cli("config", "check", "--connect")
     assert r.code == 18, r.out + r.err
     line = [ln for ln in r.out.splitlines() if "read permissions:" in ln][0]

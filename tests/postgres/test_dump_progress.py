@@ -23,7 +23,7 @@ from core.jobs.api import JobState, connect_engine
 from core.text import human_bytes
 
 # A table name with a tab and a bracket: shown escaped, never raw (core.text.shown).
-ODD = 'Big\tTable[1]'
+ODD = "Big\tTable[1]"
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +31,13 @@ def cluster(pg_cluster):
     c = pg_cluster()
     c.createdb("progress")
     # ~12 MB of COPY text in one table (three stream takes of 4 MiB), a few small ones.
-    c.psql(f'CREATE SCHEMA sales; CREATE TABLE sales."{ODD}" AS '
-           "SELECT g AS id, repeat(md5(g::text), 3) AS pad FROM generate_series(1, 110000) g; "
-           "CREATE TABLE public.small AS SELECT g AS id FROM generate_series(1, 50) g; "
-           "CREATE TABLE public.empty (id int); ANALYZE", "progress")
+    c.psql(
+        f'CREATE SCHEMA sales; CREATE TABLE sales."{ODD}" AS '
+        "SELECT g AS id, repeat(md5(g::text), 3) AS pad FROM generate_series(1, 110000) g; "
+        "CREATE TABLE public.small AS SELECT g AS id FROM generate_series(1, 50) g; "
+        "CREATE TABLE public.empty (id int); ANALYZE",
+        "progress",
+    )
     return c
 
 
@@ -71,11 +74,14 @@ def _run_job(ws: Workspace, monkeypatch) -> tuple:
     return job, seen
 
 
-def test_a_logical_backup_job_names_the_table_passing_with_its_size_and_a_total(ws: Workspace, cluster,
-                                                                                   monkeypatch) -> None:
+def test_a_logical_backup_job_names_the_table_passing_with_its_size_and_a_total(
+    ws: Workspace, cluster, monkeypatch
+) -> None:
     c = cluster
-    ws.config.write_text(f'[database]\nenabled = true\nurl = "{c.url("progress")}"\npg_bin_dir = "{c.bin}"\n'
-                         f'[storage]\nlocal_path = "{ws.repo}"\n')
+    ws.config.write_text(
+        f'[database]\nenabled = true\nurl = "{c.url("progress")}"\npg_bin_dir = "{c.bin}"\n'
+        f'[storage]\nlocal_path = "{ws.repo}"\n'
+    )
     assert ws.cli("init").code == 0
     job, seen = _run_job(ws, monkeypatch)
     assert job.state == JobState.COMPLETED, job.error
@@ -133,8 +139,9 @@ def test_the_forecast_scales_the_sizes_to_come_by_what_passed_tables_took() -> N
         forecast = DumpForecast(sums, listed, lambda n, where: told.append(where))  # type: ignore[arg-type]
         sums.fed, sums.passing, sums.passing_bytes = 600_000, "public.a", 500_000
         forecast(400_000)  # the sizes are not read yet: the table, no total
-        listed.set_result([("public", "a", 0, 2_000_000, -1), ("public", "b", 0, 4_000_000, 0),
-                           ("x", "ext", 0, None, -1)])
+        listed.set_result(
+            [("public", "a", 0, 2_000_000, -1), ("public", "b", 0, 4_000_000, 0), ("x", "ext", 0, None, -1)]
+        )
         forecast(100_000)  # ratio 1 until a table has passed: a's 2 MB, less the 0.5 MB passed, and b's 4 MB
         sums.passed, sums.passing, sums.passing_bytes = [("public.a", 1_000_000)], "public.b", 1_000_000
         sums.fed = 2_100_000

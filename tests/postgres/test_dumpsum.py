@@ -44,8 +44,13 @@ def odd(pg_cluster):
 
 
 def _dump(c, db: str = "odd", *extra: str) -> bytes:
-    return subprocess.run([str(c.bin / "pg_dump"), "-Fc", "-Z0", *extra, "-d", c.url(db)], capture_output=True,
-                          check=True, timeout=120, env={"PGOPTIONS": "-c TimeZone=UTC -c bytea_output=hex"}).stdout
+    return subprocess.run(
+        [str(c.bin / "pg_dump"), "-Fc", "-Z0", *extra, "-d", c.url(db)],
+        capture_output=True,
+        check=True,
+        timeout=120,
+        env={"PGOPTIONS": "-c TimeZone=UTC -c bytea_output=hex"},
+    ).stdout
 
 
 def _split_feed(data: bytes, seed: int, **kwargs) -> DumpChecksums:
@@ -54,7 +59,7 @@ def _split_feed(data: bytes, seed: int, **kwargs) -> DumpChecksums:
     at = 0
     while at < len(data):
         n = rnd.choice([1, 2, 5, 6, 7, 11, 12, 13, 64, 4096, 100_000])
-        piece = data[at:at + n]
+        piece = data[at : at + n]
         buf = bytearray(b"??") + piece + b"!!"  # the parser must respect start and end
         sums.feed(buf, 2, 2 + len(piece))
         at += n
@@ -66,8 +71,14 @@ def test_every_table_block_is_found_however_the_stream_is_split(odd) -> None:
     data = _dump(odd)
     whole = checksum_stream(io.BytesIO(data))
     assert whole.error is None, whole.error
-    assert set(whole.tables) == {'"Odd Schema"."we""ird.name"', "public.empty_first", "public.no_columns",
-                                 "public.blobs_ref", "public.framing", "public.empty_last"}
+    assert set(whole.tables) == {
+        '"Odd Schema"."we""ird.name"',
+        "public.empty_first",
+        "public.no_columns",
+        "public.blobs_ref",
+        "public.framing",
+        "public.empty_last",
+    }
     # Two empty tables have the same (empty) content; every other table its own.
     assert whole.tables["public.empty_first"] == whole.tables["public.empty_last"]
     assert len(set(whole.tables.values())) == 5
@@ -89,8 +100,14 @@ def test_rows_are_counted_in_the_stream_up_to_the_limit(odd) -> None:
     tables first and last, however the stream is split. A table whose block is longer than
     the limit is not counted there but named at once (its count(*) runs in SQL), and an
     unreadable stream says so with None."""
-    real = {'"Odd Schema"."we""ird.name"': 300, "public.empty_first": 0, "public.no_columns": 10,
-            "public.blobs_ref": 2, "public.framing": 700, "public.empty_last": 0}
+    real = {
+        '"Odd Schema"."we""ird.name"': 300,
+        "public.empty_first": 0,
+        "public.no_columns": 10,
+        "public.blobs_ref": 2,
+        "public.framing": 700,
+        "public.empty_last": 0,
+    }
     for d in (_dump(odd), _dump(odd, "odd", "--no-blobs")):
         whole = checksum_stream(io.BytesIO(d))  # the default limit: ~500 KB of hex is over it
         assert whole.counts == {k: v for k, v in real.items() if k != "public.framing"}
@@ -117,26 +134,34 @@ def test_a_changed_value_changes_only_its_table(odd) -> None:
 
 def test_damage_is_an_error_not_a_checksum(odd) -> None:
     data = _dump(odd)
-    for bad, why in ((data[:len(data) // 2], "ended"), (b"PGDMX" + data[5:], "not a pg_dump"),
-                     (data[:200], "table of contents"), (data + b"\x01", "")):
+    for bad, why in (
+        (data[: len(data) // 2], "ended"),
+        (b"PGDMX" + data[5:], "not a pg_dump"),
+        (data[:200], "table of contents"),
+        (data + b"\x01", ""),
+    ):
         sums = checksum_stream(io.BytesIO(bad))
         assert sums.error is not None and why in sums.error, (why, sums.error)
     # A compressed dump is not read (its blocks are zlib streams), so never hashed wrongly.
-    gz = subprocess.run([str(odd.bin / "pg_dump"), "-Fc", "-Z1", "-d", odd.url("odd")], capture_output=True,
-                        check=True, timeout=120).stdout
+    gz = subprocess.run(
+        [str(odd.bin / "pg_dump"), "-Fc", "-Z1", "-d", odd.url("odd")], capture_output=True, check=True, timeout=120
+    ).stdout
     assert "compressed" in (checksum_stream(io.BytesIO(gz)).error or "")
 
 
 def test_restore_validates_with_dump_checksums_and_catches_a_changed_row(ws: Workspace, odd) -> None:
-    ws.config.write_text(f'[database]\nenabled = true\nurl = "{odd.url("odd")}"\npg_bin_dir = "{odd.bin}"\n'
-                         f'[storage]\nlocal_path = "{ws.repo}"\n')
+    ws.config.write_text(
+        f'[database]\nenabled = true\nurl = "{odd.url("odd")}"\npg_bin_dir = "{odd.bin}"\n'
+        f'[storage]\nlocal_path = "{ws.repo}"\n'
+    )
     assert ws.cli("init").code == 0
     r = ws.cli("backup", "--json")
     assert r.code == 0, r.err
     md = r.json()["snapshots"][0]["metadata"]
     assert md["checksum_method"] == METHOD
-    assert md["checksums"] == {t: h for t, h in checksum_stream(io.BytesIO(_dump(odd))).tables.items()
-                               if t in md["tables"]}
+    assert md["checksums"] == {
+        t: h for t, h in checksum_stream(io.BytesIO(_dump(odd))).tables.items() if t in md["tables"]
+    }
 
     r = ws.cli("restore", "latest", "--target-db", odd.url("odd_copy"), "--json")
     assert r.code == 0, r.err
@@ -148,6 +173,8 @@ def test_restore_validates_with_dump_checksums_and_catches_a_changed_row(ws: Wor
     assert got.error is None and got.tables["public.framing"] != md["checksums"]["public.framing"]
 
     # A table restore into another database: only that table is dumped back and compared.
-    r = ws.cli("restore", "latest", "--target-db", odd.url("odd_one"), "--table", '"Odd Schema"."we""ird.name"', "--json")
+    r = ws.cli(
+        "restore", "latest", "--target-db", odd.url("odd_one"), "--table", '"Odd Schema"."we""ird.name"', "--json"
+    )
     assert r.code == 0, r.err
     assert [(t["table"], t["checksum_ok"]) for t in r.json()["tables"]] == [('"Odd Schema"."we""ird.name"', True)]

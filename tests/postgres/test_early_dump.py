@@ -28,8 +28,8 @@ def _children(name: str) -> list[int]:
             text = stat.read_text()
         except OSError:
             continue
-        comm = text[text.index("(") + 1:text.rindex(")")]
-        ppid = int(text[text.rindex(")") + 2:].split()[1])
+        comm = text[text.index("(") + 1 : text.rindex(")")]
+        ppid = int(text[text.rindex(")") + 2 :].split()[1])
         if ppid == os.getpid() and comm == name:
             found.append(int(stat.parent.name))
     return found
@@ -39,8 +39,7 @@ def _children(name: str) -> list[int]:
 def cluster(pg_cluster):
     c = pg_cluster()
     c.createdb("early")
-    c.psql("CREATE TABLE t AS SELECT g AS id, repeat('x', 200) AS pad FROM generate_series(1, 200000) g",
-           "early")
+    c.psql("CREATE TABLE t AS SELECT g AS id, repeat('x', 200) AS pad FROM generate_series(1, 200000) g", "early")
     return c
 
 
@@ -51,12 +50,15 @@ def db_ws(ws: Workspace, cluster) -> tuple[Workspace, object]:
     bindir = ws.root / "bin"
     bindir.mkdir()
     for name in ("pg_dump", "pg_restore"):
-        (bindir / name).write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{ws.root / "runs.log"}"\n'
-                                   f'exec "{c.bin / name}" "$@"\n')
+        (bindir / name).write_text(
+            f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{ws.root / "runs.log"}"\nexec "{c.bin / name}" "$@"\n'
+        )
         (bindir / name).chmod(0o755)
     (bindir / "pg_dumpall").symlink_to(c.bin / "pg_dumpall")  # the globals beside each dump (not logged)
-    ws.config.write_text(f'[database]\nenabled = true\nurl = "{c.url("early")}"\npg_bin_dir = "{bindir}"\n'
-                         f'[storage]\nlocal_path = "{ws.repo}"\n')
+    ws.config.write_text(
+        f'[database]\nenabled = true\nurl = "{c.url("early")}"\npg_bin_dir = "{bindir}"\n'
+        f'[storage]\nlocal_path = "{ws.repo}"\n'
+    )
     assert ws.cli("init").code == 0
     return ws, c
 
@@ -78,12 +80,17 @@ def _refusing(ws: Workspace):
                 break
             await asyncio.sleep(0.05)
         raise LockHeld("repository is locked: exclusive lock by prune (taken after the check)")
+
     return refused
 
 
 def _sessions(c) -> int:
-    return int(c.psql("SELECT count(*) FROM pg_stat_activity WHERE datname = 'early' "
-                      "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"))
+    return int(
+        c.psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'early' "
+            "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        )
+    )
 
 
 def _settled(c) -> int:

@@ -39,12 +39,19 @@ CREATE TABLE public.events (id int PRIMARY KEY, payload text);
 INSERT INTO public.events SELECT g, repeat(md5(g::text), 2) FROM generate_series(1, 40000) g;
 """
 
-EXPECTED = {"public.customers": 50, "sales.orders": 4321, 'public."Mixed Case"': 3, "public.empty_table": 0,
-            "public.events": 40000}
+EXPECTED = {
+    "public.customers": 50,
+    "sales.orders": 4321,
+    'public."Mixed Case"': 3,
+    "public.empty_table": 0,
+    "public.events": 40000,
+}
 
 # A digest of every row, to compare content and not only counts.
-CONTENT = ("SELECT md5(string_agg(o::text, ',' ORDER BY o.id)) || '/' || "
-           "(SELECT md5(string_agg(c::text, ',' ORDER BY c.id)) FROM public.customers c) FROM sales.orders o")
+CONTENT = (
+    "SELECT md5(string_agg(o::text, ',' ORDER BY o.id)) || '/' || "
+    "(SELECT md5(string_agg(c::text, ',' ORDER BY c.id)) FROM public.customers c) FROM sales.orders o"
+)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +77,8 @@ def _wrappers(folder: Path, real: Path, log: Path, *, fake_dump: str | None = No
             f'printf "%s\\n" "$0 $*" >> "{log}"\n'
             f'[ -n "$PGPASSWORD" ] && echo "PGPASSWORD-in-env" >> "{log}"\n'
             f"{body}\n"
-            f'exec "{real}/{name}" "$@"\n')
+            f'exec "{real}/{name}" "$@"\n'
+        )
         script.chmod(0o755)
     return folder
 
@@ -122,7 +130,9 @@ def test_backup_records_exact_metadata(dbws: Workspace, source) -> None:
     ls = dbws.cli("ls", snap["id"], "--json").json()
     assert md["globals"] == {"file": "globals.sql", "size": md["globals"]["size"], "role_passwords": False}
     assert [(e["path"], stat.S_IMODE(e["mode"]), e["size"]) for e in ls] == [
-        ("/app.dump", 0o600, md["dump_size"]), ("/globals.sql", 0o600, md["globals"]["size"])]
+        ("/app.dump", 0o600, md["dump_size"]),
+        ("/globals.sql", 0o600, md["globals"]["size"]),
+    ]
     # The dump is a custom-format archive with pg_dump's compression off.
     out = dbws.root / "files"
     assert dbws.cli("restore", snap["id"], "--target", str(out)).code == 0
@@ -148,7 +158,8 @@ def test_restore_into_new_database_and_second_cluster(dbws: Workspace, source, p
     assert source.psql(CONTENT, "copy1") == want
     # What a table needs came along: sequence position, index, foreign key, defaults.
     assert source.psql("SELECT last_value FROM invoice_no", "copy1") == source.psql(
-        "SELECT last_value FROM invoice_no", "app")
+        "SELECT last_value FROM invoice_no", "app"
+    )
     assert source.psql("SELECT count(*) FROM pg_indexes WHERE indexname = 'orders_customer_idx'", "copy1") == "1"
     assert source.psql("SELECT count(*) FROM pg_constraint WHERE contype = 'f'", "copy1") == "1"
     source.psql("INSERT INTO sales.orders (customer_id, amount) VALUES (1, 1)", "copy1")
@@ -158,8 +169,10 @@ def test_restore_into_new_database_and_second_cluster(dbws: Workspace, source, p
     # Every row is there; the role app_user is not (exit 7, named: --roles would create it).
     assert r.code == 7, r.err
     assert "5 of 5 tables match" in r.out
-    assert "  role app_user of the backed-up cluster (with its memberships): not in the target cluster; " \
-           "restore with --roles to create them" in r.out
+    assert (
+        "  role app_user of the backed-up cluster (with its memberships): not in the target cluster; "
+        "restore with --roles to create them" in r.out
+    )
     assert other.psql(CONTENT, "elsewhere") == want
 
     # An existing empty database is used as it is.
@@ -167,7 +180,8 @@ def test_restore_into_new_database_and_second_cluster(dbws: Workspace, source, p
     r = dbws.cli("restore", "latest", "--target-db", other.url("empty"), "--json")
     assert r.code == 7 and r.json()["created"] is False and r.json()["ok"]
     assert [n["what"] for n in r.json()["not_restored"]] == [
-        "role app_user of the backed-up cluster (with its memberships)"]
+        "role app_user of the backed-up cluster (with its memberships)"
+    ]
 
 
 def test_restore_refuses_a_non_empty_database(dbws: Workspace, source) -> None:
@@ -196,8 +210,18 @@ def test_tampered_row_count_fails_the_restore(dbws: Workspace, source) -> None:
     assert r.code == 16, (r.out, r.err)
     rep = r.json()
     assert rep["ok"] is False
-    assert rep["mismatches"] == [{"table": "sales.orders", "schema": "sales", "name": "orders", "expected": 4322,
-                                  "actual": 4321, "ok": False, "checksum_ok": True, "note": None}]
+    assert rep["mismatches"] == [
+        {
+            "table": "sales.orders",
+            "schema": "sales",
+            "name": "orders",
+            "expected": 4322,
+            "actual": 4321,
+            "ok": False,
+            "checksum_ok": True,
+            "note": None,
+        }
+    ]
     assert "differ" in r.err
 
 
@@ -214,8 +238,10 @@ def test_failed_dump_leaves_no_snapshot(ws: Workspace, source, pg_bin) -> None:
 
     # pg_dump writes part of a dump, then fails: its stderr is reported, nothing is committed.
     log = ws.root / "argv.log"
-    fake = ('[ "$1" = "--version" ] || { head -c 300000 /dev/urandom; '
-            'echo "pg_dump: error: simulated failure" >&2; exit 1; }')
+    fake = (
+        '[ "$1" = "--version" ] || { head -c 300000 /dev/urandom; '
+        'echo "pg_dump: error: simulated failure" >&2; exit 1; }'
+    )
     bindir = _wrappers(ws.root / "bin", pg_bin, log, fake_dump=fake)
     _config(ws, f'url = "{source.url("app", "app_user")}"\npassword_file = "{pw}"\npg_bin_dir = "{bindir}"')
     r = ws.cli("backup", "--source", "database")
@@ -226,8 +252,12 @@ def test_failed_dump_leaves_no_snapshot(ws: Workspace, source, pg_bin) -> None:
 
 def test_old_pg_dump_is_refused_before_anything_runs(ws: Workspace, source, pg_bin) -> None:
     log = ws.root / "argv.log"
-    bindir = _wrappers(ws.root / "bin", pg_bin, log,
-                       fake_dump='[ "$1" = "--version" ] && { echo "pg_dump (PostgreSQL) 9.6.24"; exit 0; }')
+    bindir = _wrappers(
+        ws.root / "bin",
+        pg_bin,
+        log,
+        fake_dump='[ "$1" = "--version" ] && { echo "pg_dump (PostgreSQL) 9.6.24"; exit 0; }',
+    )
     _config(ws, f'url = "{source.url("app")}"\npg_bin_dir = "{bindir}"')
     assert ws.cli("init").code == 0
     r = ws.cli("backup")
@@ -240,8 +270,11 @@ def test_password_never_in_argv_or_output(ws: Workspace, source, pg_bin) -> None
     log = ws.root / "argv.log"
     bindir = _wrappers(ws.root / "bin", pg_bin, log)
     pw = _password_file(ws)
-    _config(ws, f'host = "127.0.0.1"\nport = {source.port}\ndbname = "app"\nuser = "app_user"\n'
-                f'password_file = "{pw}"\npg_bin_dir = "{bindir}"')
+    _config(
+        ws,
+        f'host = "127.0.0.1"\nport = {source.port}\ndbname = "app"\nuser = "app_user"\n'
+        f'password_file = "{pw}"\npg_bin_dir = "{bindir}"',
+    )
     state = ws.root / "state"  # the job records: a backup runs as a job, kept in jobs.sqlite3
     ws.config.write_text(ws.config.read_text() + f'[engine]\nstate_dir = "{state}"\n')
     assert ws.cli("init").code == 0
@@ -310,9 +343,25 @@ def test_counts_and_dump_come_from_one_snapshot_under_concurrent_writes(ws: Work
 
     def writer() -> None:
         # One psql session committing a row at a time until told to stop.
-        p = subprocess.Popen([str(source.bin / "psql"), "-X", "-q", "-h", source.host, "-p", str(source.port),
-                              "-U", "postgres", "-d", "ticks"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, text=True)
+        p = subprocess.Popen(
+            [
+                str(source.bin / "psql"),
+                "-X",
+                "-q",
+                "-h",
+                source.host,
+                "-p",
+                str(source.port),
+                "-U",
+                "postgres",
+                "-d",
+                "ticks",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         try:
             while not stop.is_set():
                 p.stdin.write("INSERT INTO public.ticks DEFAULT VALUES;\n" * 20)
@@ -344,14 +393,14 @@ def test_counts_and_dump_come_from_one_snapshot_under_concurrent_writes(ws: Work
 def test_pg_restore_failure_and_old_pg_restore(dbws: Workspace, source, pg_bin) -> None:
     assert dbws.cli("backup").code == 0
     log = dbws.root / "argv.log"
-    text = dbws.config.read_text().replace("[storage]", "pg_bin_dir = \"{}\"\n[storage]")
+    text = dbws.config.read_text().replace("[storage]", 'pg_bin_dir = "{}"\n[storage]')
 
     # pg_restore fails part-way: its stderr is reported, the database it was given is dropped.
     failing = _wrappers(dbws.root / "bin1", pg_bin, log, fake_dump=None)
     (failing / "pg_restore").write_text(
         '#!/bin/sh\n[ "$1" = "--version" ] && exec "{0}/pg_restore" --version\n'
-        'head -c 1000 >/dev/null; echo "pg_restore: error: simulated restore failure" >&2; exit 1\n'
-        .format(pg_bin))
+        'head -c 1000 >/dev/null; echo "pg_restore: error: simulated restore failure" >&2; exit 1\n'.format(pg_bin)
+    )
     dbws.config.write_text(text.format(failing))
     r = dbws.cli("restore", "latest", "--target-db", source.url("never_kept"))
     assert r.code == 14 and "simulated restore failure" in r.err, r.err

@@ -12,8 +12,11 @@ from core.sources.postgres import names
 
 # Any identifier PostgreSQL accepts: no NUL, not empty; dots, quotes, spaces, newlines, capitals,
 # wildcards and non-ASCII included.
-ident = st.text(st.one_of(st.sampled_from('."* ?\n\tAaZz_$0-[]é'), st.characters(exclude_characters="\x00")),
-                min_size=1, max_size=12)
+ident = st.text(
+    st.one_of(st.sampled_from('."* ?\n\tAaZz_$0-[]é'), st.characters(exclude_characters="\x00")),
+    min_size=1,
+    max_size=12,
+)
 
 
 @settings(max_examples=400, deadline=None)
@@ -35,8 +38,11 @@ def test_a_quoted_part_is_literal(s: str) -> None:
 
 @given(st.lists(ident, min_size=0, max_size=5))
 def test_copy_column_lists(cols: list[str]) -> None:
-    stmt = f"COPY {names.key('s c', 'T.u')} ({', '.join(names.quote(c) for c in cols)}) FROM stdin;\n" if cols \
+    stmt = (
+        f"COPY {names.key('s c', 'T.u')} ({', '.join(names.quote(c) for c in cols)}) FROM stdin;\n"
+        if cols
         else f"COPY {names.key('s c', 'T.u')}  FROM stdin;\n"
+    )
     assert names.copy_columns(stmt) == ("s c", "T.u", cols)
 
 
@@ -46,8 +52,17 @@ def test_folding_quoting_and_wildcards() -> None:
     assert names.key("Sales Dept", "orders") == '"Sales Dept".orders'
     assert names.key("dot", "t.u") == 'dot."t.u"' and names.key("dot.t", "u") == '"dot.t".u'
     assert names.key("a", 'we"ird') == 'a."we""ird"'
-    tables = [("Sales", "orders"), ("Sales Dept", "orders"), ("sales", "Orders"), ("sales", "items"),
-              ("public", "line break"), ("public", "line\nbreak"), ("dot", "t.u"), ("dot.t", "u"), ("public", "x")]
+    tables = [
+        ("Sales", "orders"),
+        ("Sales Dept", "orders"),
+        ("sales", "Orders"),
+        ("sales", "items"),
+        ("public", "line break"),
+        ("public", "line\nbreak"),
+        ("dot", "t.u"),
+        ("dot.t", "u"),
+        ("public", "x"),
+    ]
     r = names.resolve_tables
     assert r(['"Sales Dept".orders'], tables) == [("Sales Dept", "orders")]
     assert r(['public."line break"'], tables) == [("public", "line break")]

@@ -109,16 +109,33 @@ ALTER TABLE types_child INHERIT typ_parent;
 """
 
 # Session defaults far from pg_dump's: validation must not depend on them.
-ROLE_SETTINGS = ("ALTER ROLE postgres SET TimeZone = 'America/New_York'; ALTER ROLE postgres SET DateStyle = 'SQL, DMY'; "
-                 "ALTER ROLE postgres SET IntervalStyle = 'sql_standard'; ALTER ROLE postgres SET extra_float_digits = 0; "
-                 "ALTER ROLE postgres SET bytea_output = 'escape'")
+ROLE_SETTINGS = (
+    "ALTER ROLE postgres SET TimeZone = 'America/New_York'; ALTER ROLE postgres SET DateStyle = 'SQL, DMY'; "
+    "ALTER ROLE postgres SET IntervalStyle = 'sql_standard'; ALTER ROLE postgres SET extra_float_digits = 0; "
+    "ALTER ROLE postgres SET bytea_output = 'escape'"
+)
 
 TABLES = {
-    "public.inh_parent": 1, "public.inh_child1": 200, "public.inh_child2": 150,
-    'dot."t.u"': 30, '"dot.t".u': 40, '"Sales".orders': 11, '"Sales Dept".orders': 12, 'sales."Orders"': 13,
-    'public."line break"': 5, 'public."line\nbreak"': 6, 'public."we""ird"': 7,
-    '"part s"."Measure 2023"': 365, '"part s".m2024': 236, "public.gen": 20, "public.docs": 2,
-    "public.secret": 9, "public.contrib": 25, "public.types": 4, "public.types_child": 50, "public.typ_parent": 0,
+    "public.inh_parent": 1,
+    "public.inh_child1": 200,
+    "public.inh_child2": 150,
+    'dot."t.u"': 30,
+    '"dot.t".u': 40,
+    '"Sales".orders': 11,
+    '"Sales Dept".orders': 12,
+    'sales."Orders"': 13,
+    'public."line break"': 5,
+    'public."line\nbreak"': 6,
+    'public."we""ird"': 7,
+    '"part s"."Measure 2023"': 365,
+    '"part s".m2024': 236,
+    "public.gen": 20,
+    "public.docs": 2,
+    "public.secret": 9,
+    "public.contrib": 25,
+    "public.types": 4,
+    "public.types_child": 50,
+    "public.typ_parent": 0,
 }
 # Tables pg_restore gives another column order than the original's (inheritance).
 REORDERED = {"public.inh_child1", "public.inh_child2", "public.types_child"}
@@ -130,14 +147,14 @@ TAMPER = {
     "public.inh_child2": "UPDATE inh_child2 SET own = -1 WHERE id = 5",
     'dot."t.u"': "UPDATE dot.\"t.u\" SET v = 'x' WHERE id = 3",
     '"dot.t".u': "UPDATE \"dot.t\".u SET v = 'x' WHERE id = 3",
-    '"Sales".orders': "UPDATE \"Sales\".orders SET amount = -1 WHERE id = 2",
-    '"Sales Dept".orders': "UPDATE \"Sales Dept\".orders SET amount = -1 WHERE id = 2",
+    '"Sales".orders': 'UPDATE "Sales".orders SET amount = -1 WHERE id = 2',
+    '"Sales Dept".orders': 'UPDATE "Sales Dept".orders SET amount = -1 WHERE id = 2',
     'sales."Orders"': "UPDATE sales.\"Orders\" SET note = 'm' WHERE id = 2",
     'public."line break"': "UPDATE \"line break\" SET t = 'changed' WHERE id = 2",
     'public."line\nbreak"': "UPDATE \"line\nbreak\" SET t = 'changed' WHERE id = 2",
-    'public."we""ird"': "UPDATE \"we\"\"ird\" SET \"Col\"\"q\" = 'z' WHERE id = 2",
-    '"part s"."Measure 2023"': "UPDATE \"part s\".\"Measure 2023\" SET v = -1 WHERE id = 3",
-    '"part s".m2024': "UPDATE \"part s\".m2024 SET v = -1 WHERE id = 400",
+    'public."we""ird"': 'UPDATE "we""ird" SET "Col""q" = \'z\' WHERE id = 2',
+    '"part s"."Measure 2023"': 'UPDATE "part s"."Measure 2023" SET v = -1 WHERE id = 3',
+    '"part s".m2024': 'UPDATE "part s".m2024 SET v = -1 WHERE id = 400',
     "public.gen": "UPDATE gen SET a = -5 WHERE id = 3",
     "public.docs": "UPDATE docs SET id = 9 WHERE id = 2",
     "public.secret": "UPDATE secret SET v = 'changed' WHERE id = 1",
@@ -166,13 +183,15 @@ def _tamper_bin(folder: Path, real: Path) -> Path:
     for name in ("pg_dump", "pg_dumpall", "psql"):
         (folder / name).symlink_to(real / name)
     script = folder / "pg_restore"
-    script.write_text("#!/bin/sh\n"
-                      f'[ "$1" = --version ] && exec "{real}/pg_restore" "$@"\n'
-                      f'"{real}/pg_restore" "$@" || exit $?\n'
-                      f'if [ -s "{folder}/tamper.sql" ]; then\n'
-                      f'  "{real}/psql" -X -q -v ON_ERROR_STOP=1 -d "$(cat "{folder}/tamper.url")" '
-                      f'-f "{folder}/tamper.sql" >/dev/null || exit 3\n'
-                      "fi\n")
+    script.write_text(
+        "#!/bin/sh\n"
+        f'[ "$1" = --version ] && exec "{real}/pg_restore" "$@"\n'
+        f'"{real}/pg_restore" "$@" || exit $?\n'
+        f'if [ -s "{folder}/tamper.sql" ]; then\n'
+        f'  "{real}/psql" -X -q -v ON_ERROR_STOP=1 -d "$(cat "{folder}/tamper.url")" '
+        f'-f "{folder}/tamper.sql" >/dev/null || exit 3\n'
+        "fi\n"
+    )
     script.chmod(0o755)
     return folder
 
@@ -183,8 +202,10 @@ def shapesws(tmp_path_factory, shapes) -> Workspace:
     (root / "src").mkdir()
     ws = Workspace(root, root / "src", root / "repo", root / "config.toml")
     bindir = _tamper_bin(root / "bin", shapes.bin)
-    ws.config.write_text(f'[database]\nenabled = true\nurl = "{shapes.url("shapes")}"\npg_bin_dir = "{bindir}"\n'
-                         f'[storage]\nlocal_path = "{ws.repo}"\n')
+    ws.config.write_text(
+        f'[database]\nenabled = true\nurl = "{shapes.url("shapes")}"\npg_bin_dir = "{bindir}"\n'
+        f'[storage]\nlocal_path = "{ws.repo}"\n'
+    )
     assert ws.cli("init").code == 0
     r = ws.cli("backup", "--json")
     assert r.code == 0, r.err
@@ -217,18 +238,28 @@ def test_whole_restore_validates_every_table_without_false_mismatches(shapesws: 
     # Children reordered by pg_restore are the same schema (canonical fingerprint).
     assert rep["schema_fingerprint_match"] is True
     assert {t["table"]: (t["actual"], t["checksum_ok"]) for t in rep["tables"]} == {
-        t: (n, True) for t, n in TABLES.items()}
-    assert rep["validation"] == {"tables": len(TABLES), "validated": len(TABLES), "with_checksum": len(TABLES),
-                                 "count_only": 0, "count_only_reason": None, "skipped": [], "missing": 0,
-                                 "failed": 0}
+        t: (n, True) for t, n in TABLES.items()
+    }
+    assert rep["validation"] == {
+        "tables": len(TABLES),
+        "validated": len(TABLES),
+        "with_checksum": len(TABLES),
+        "count_only": 0,
+        "count_only_reason": None,
+        "skipped": [],
+        "missing": 0,
+        "failed": 0,
+    }
     # The inheritance children were read back in the dump's column order (and only they).
     assert {t["table"] for t in rep["tables"] if t["note"]} == REORDERED
     assert rep["large_objects"]["ok"] is True
     text = shapesws.cli("restore", "latest", "--target-db", shapes.url("whole_text"))
     assert text.code == 0, text.err
     assert "schema fingerprint: matches" in text.out
-    assert f"validated {len(TABLES)} of {len(TABLES)} tables ({len(TABLES)} by row count and checksum); 0 skipped" \
+    assert (
+        f"validated {len(TABLES)} of {len(TABLES)} tables ({len(TABLES)} by row count and checksum); 0 skipped"
         in text.out
+    )
 
 
 def test_every_table_restores_alone_by_its_key(shapesws: Workspace, shapes) -> None:
@@ -242,19 +273,22 @@ def test_every_table_restores_alone_by_its_key(shapesws: Workspace, shapes) -> N
         assert rep["validation"]["validated"] == rep["validation"]["tables"] == 1
 
 
-@pytest.mark.parametrize("args, tables", [
-    (("--schema", "Sales"), ['sales."Orders"']),  # folds to sales: not "Sales", not "Sales Dept"
-    (("--schema", '"Sales"'), ['"Sales".orders']),
-    (("--schema", '"Sales Dept"'), ['"Sales Dept".orders']),
-    (("--table", 'public."line break"'), ['public."line break"']),
-    (("--table", 'public."line\nbreak"'), ['public."line\nbreak"']),
-    (("--table", 'dot."t.u"'), ['dot."t.u"']),
-    (("--schema", '"dot.t"'), ['"dot.t".u']),
-    (("--schema", '"part s"'), ['"part s"."Measure 2023"', '"part s".m2024']),
-    (("--table", '"part s"."Measure"'), ['"part s"."Measure 2023"', '"part s".m2024']),
-    (("--table", '"Sales Dept".*', "--table", "sales.Orders*"), ['"Sales Dept".orders']),
-    (("--table", '"Sales Dept".*', "--table", 'sales."Orders"'), ['"Sales Dept".orders', 'sales."Orders"']),
-])
+@pytest.mark.parametrize(
+    "args, tables",
+    [
+        (("--schema", "Sales"), ['sales."Orders"']),  # folds to sales: not "Sales", not "Sales Dept"
+        (("--schema", '"Sales"'), ['"Sales".orders']),
+        (("--schema", '"Sales Dept"'), ['"Sales Dept".orders']),
+        (("--table", 'public."line break"'), ['public."line break"']),
+        (("--table", 'public."line\nbreak"'), ['public."line\nbreak"']),
+        (("--table", 'dot."t.u"'), ['dot."t.u"']),
+        (("--schema", '"dot.t"'), ['"dot.t".u']),
+        (("--schema", '"part s"'), ['"part s"."Measure 2023"', '"part s".m2024']),
+        (("--table", '"part s"."Measure"'), ['"part s"."Measure 2023"', '"part s".m2024']),
+        (("--table", '"Sales Dept".*', "--table", "sales.Orders*"), ['"Sales Dept".orders']),
+        (("--table", '"Sales Dept".*', "--table", 'sales."Orders"'), ['"Sales Dept".orders', 'sales."Orders"']),
+    ],
+)
 def test_selection_follows_sql_identifier_rules(shapesws: Workspace, shapes, args, tables) -> None:
     db = "sel_" + str(abs(hash(args)) % 10**8)
     r = _restore(shapesws, shapes, db, *args)
@@ -268,20 +302,26 @@ def test_selection_follows_sql_identifier_rules(shapesws: Workspace, shapes, arg
     v = rep["validation"]
     assert v["validated"] == v["tables"] == len(tables) and v["skipped"] == []
     # Only the chosen tables are there.
-    got = shapes.psql("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                      "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-                      "AND n.nspname NOT LIKE 'pg_toast%'", db)
+    got = shapes.psql(
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+        "AND n.nspname NOT LIKE 'pg_toast%'",
+        db,
+    )
     assert int(got) == len(tables)
 
 
-@pytest.mark.parametrize("args, message", [
-    (("--table", "dot.t.u"), ['dot."t.u"', '"dot.t".u']),
-    (("--schema", "dot.t"), ['"dot.t"']),
-    (("--table", "orders"), ['"Sales".orders', '"Sales Dept".orders']),
-    (("--table", "public.line break"), ["space outside double quotes"]),
-    (("--schema", "Sales Dept"), ["space outside double quotes"]),
-    (("--table", "Sales.orders"), ["no such table", '"Sales".orders']),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--table", "dot.t.u"), ['dot."t.u"', '"dot.t".u']),
+        (("--schema", "dot.t"), ['"dot.t"']),
+        (("--table", "orders"), ['"Sales".orders', '"Sales Dept".orders']),
+        (("--table", "public.line break"), ["space outside double quotes"]),
+        (("--schema", "Sales Dept"), ["space outside double quotes"]),
+        (("--table", "Sales.orders"), ["no such table", '"Sales".orders']),
+    ],
+)
 def test_ambiguous_or_unquoted_names_are_refused_with_candidates(shapesws: Workspace, shapes, args, message) -> None:
     r = _restore(shapesws, shapes, "refused", *args)
     assert r.code == 2, (r.out, r.err)
@@ -329,8 +369,10 @@ def test_counts_batched_across_statements_are_count_star_only(ws: Workspace, sha
     from core.sources.postgres import dumpsum, logical
 
     off = "row_checksums = false\n" if where == "no_checksums" else ""
-    ws.config.write_text(f'[database]\nenabled = true\nurl = "{shapes.url("shapes")}"\npg_bin_dir = "{shapes.bin}"\n'
-                         f'{off}[storage]\nlocal_path = "{ws.repo}"\n')
+    ws.config.write_text(
+        f'[database]\nenabled = true\nurl = "{shapes.url("shapes")}"\npg_bin_dir = "{shapes.bin}"\n'
+        f'{off}[storage]\nlocal_path = "{ws.repo}"\n'
+    )
     assert ws.cli("init").code == 0
     monkeypatch.setattr(logical, "COUNT_BATCH", 3)
     batches: list[int] = []
@@ -371,8 +413,9 @@ def test_counts_batched_across_statements_are_count_star_only(ws: Workspace, sha
 
 def test_config_check_counts_the_database(tmp_path: Path) -> None:
     ws = Workspace(tmp_path, tmp_path, tmp_path / "repo", tmp_path / "config.toml")
-    ws.config.write_text(f'[database]\nenabled = true\nurl = "postgresql://x@127.0.0.1/db"\n'
-                         f'[storage]\nlocal_path = "{ws.repo}"\n')
+    ws.config.write_text(
+        f'[database]\nenabled = true\nurl = "postgresql://x@127.0.0.1/db"\n[storage]\nlocal_path = "{ws.repo}"\n'
+    )
     r = ws.cli("config", "check")
     assert r.code == 0 and "ok (1 source: database)" in r.out, (r.out, r.err)
     assert ws.cli("config", "check", "--json").json()["sources"] == ["database"]

@@ -19,8 +19,10 @@ def setup(pg_cluster):
     c = pg_cluster()
     c.psql(f"CREATE ROLE backup_user LOGIN SUPERUSER REPLICATION PASSWORD '{PASSWORD}'")
     hba = c.dir / "data" / "pg_hba.conf"
-    hba.write_text("host all backup_user 127.0.0.1/32 scram-sha-256\n"
-                   "host replication backup_user 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+    hba.write_text(
+        "host all backup_user 127.0.0.1/32 scram-sha-256\n"
+        "host replication backup_user 127.0.0.1/32 scram-sha-256\n" + hba.read_text()
+    )
     c.psql("SELECT pg_reload_conf()")
     c.psql("CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 50000) g")
 
@@ -34,13 +36,17 @@ def setup(pg_cluster):
     log = sr.dir / "argv.log"
     for name in ("pg_basebackup", "pg_dump", "pg_restore", "psql"):
         w = bin_dir / name
-        w.write_text("#!/bin/sh\n"
-                     f'printf "%s\\n" "$0 $*" >> "{log}"\n'
-                     f'[ -n "$PGPASSWORD" ] && echo "PGPASSWORD-in-env" >> "{log}"\n'
-                     f'exec "{c.bin}/{name}" "$@"\n')
+        w.write_text(
+            "#!/bin/sh\n"
+            f'printf "%s\\n" "$0 $*" >> "{log}"\n'
+            f'[ -n "$PGPASSWORD" ] && echo "PGPASSWORD-in-env" >> "{log}"\n'
+            f'exec "{c.bin}/{name}" "$@"\n'
+        )
         w.chmod(0o755)
-    sr.write_config(f'url = "{c.url("postgres", "backup_user")}"\npassword_file = "{pw}"\n'
-                    f'mode = "physical"\npg_bin_dir = "{bin_dir}"')
+    sr.write_config(
+        f'url = "{c.url("postgres", "backup_user")}"\npassword_file = "{pw}"\n'
+        f'mode = "physical"\npg_bin_dir = "{bin_dir}"'
+    )
     assert sr.cli("init").code == 0
     enable_archiving(c, sr.archive_command())
     switch_and_wait(c)
@@ -80,8 +86,10 @@ def test_base_backup_metadata_and_content(setup) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         wal = sorted(p.name for p in (sr.repo / "wal").iterdir())
-        if any(re.fullmatch(md["start_wal_file"] + r"\.[0-9A-F]{8}\.backup", n) for n in wal) \
-                and md["stop_wal_file"] in wal:
+        if (
+            any(re.fullmatch(md["start_wal_file"] + r"\.[0-9A-F]{8}\.backup", n) for n in wal)
+            and md["stop_wal_file"] in wal
+        ):
             break
         time.sleep(0.1)
     else:
@@ -124,12 +132,19 @@ def test_tar_tap_reads_label_and_manifest_at_any_read_size(tmp_path) -> None:
     from core.sources.postgres.physical import TarTap, parse_label, parse_manifest_tail
 
     label = b"START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nSTART TIMELINE: 1\n"
-    manifest = (b'{"Files": [' + b'{"Path": "x"},' * 40000 + b'{}],\n"WAL-Ranges": [\n'
-                b'{ "Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/2000138" }\n], "Manifest-Checksum": "ab"}\n')
+    manifest = (
+        b'{"Files": [' + b'{"Path": "x"},' * 40000 + b'{}],\n"WAL-Ranges": [\n'
+        b'{ "Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/2000138" }\n], "Manifest-Checksum": "ab"}\n'
+    )
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for name, data in (("PG_VERSION", b"15\n"), ("backup_label", label), ("base/1/1259", bytes(70000)),
-                           ("empty", b""), ("backup_manifest", manifest)):
+        for name, data in (
+            ("PG_VERSION", b"15\n"),
+            ("backup_label", label),
+            ("base/1/1259", bytes(70000)),
+            ("empty", b""),
+            ("backup_manifest", manifest),
+        ):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -144,6 +159,9 @@ def test_tar_tap_reads_label_and_manifest_at_any_read_size(tmp_path) -> None:
         assert bytes(got) == raw
         assert tap.files["backup_label"] == label
         assert manifest.endswith(tap.files["backup_manifest"])
-        assert parse_label(label.decode()) == {"start_lsn": "0/2000028", "start_wal_file": "000000010000000000000002",
-                                               "timeline": 1}
+        assert parse_label(label.decode()) == {
+            "start_lsn": "0/2000028",
+            "start_wal_file": "000000010000000000000002",
+            "timeline": 1,
+        }
         assert parse_manifest_tail(tap.files["backup_manifest"]) == {"stop_lsn": "0/2000138", "stop_timeline": 1}

@@ -34,10 +34,13 @@ def env(pg_cluster):
     sr.write_config(f'url = "{c.url()}"\nmode = "physical"\npg_bin_dir = "{c.bin}"')
     assert sr.cli("init").code == 0
     enable_archiving(c, sr.archive_command())
-    c.psql("CREATE TABLE marks (id serial PRIMARY KEY, burst text NOT NULL, at timestamptz "
-           "DEFAULT clock_timestamp())")
-    subprocess.run([str(c.bin / "pgbench"), "-i", "-q", "-s", "2", "-h", c.host, "-p", str(c.port), "-U",
-                    "postgres", "postgres"], check=True, capture_output=True, timeout=120)
+    c.psql("CREATE TABLE marks (id serial PRIMARY KEY, burst text NOT NULL, at timestamptz DEFAULT clock_timestamp())")
+    subprocess.run(
+        [str(c.bin / "pgbench"), "-i", "-q", "-s", "2", "-h", c.host, "-p", str(c.port), "-U", "postgres", "postgres"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     r = sr.cli("backup", "--json", timeout=180)
     assert r.code == 0, r.out + r.err
     base = r.json()["snapshots"][0]
@@ -52,20 +55,41 @@ def _burst(c, name: str, n: int) -> None:
 
 
 def _stop(data: Path, bin_dir: Path) -> None:
-    subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
-                   capture_output=True, timeout=60)
+    subprocess.run(
+        _as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
+        capture_output=True,
+        timeout=60,
+    )
 
 
 def test_pitr_to_a_time_between_bursts_under_pgbench(env) -> None:
     c, sr, base = env
-    bench = subprocess.Popen([str(c.bin / "pgbench"), "-n", "-c", "2", "-T", "6", "-h", c.host, "-p", str(c.port),
-                              "-U", "postgres", "postgres"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    bench = subprocess.Popen(
+        [
+            str(c.bin / "pgbench"),
+            "-n",
+            "-c",
+            "2",
+            "-T",
+            "6",
+            "-h",
+            c.host,
+            "-p",
+            str(c.port),
+            "-U",
+            "postgres",
+            "postgres",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         time.sleep(1)
         _burst(c, "A", 40)
         time.sleep(0.3)
-        target = datetime.fromisoformat(c.psql("SELECT clock_timestamp()::text").replace(" ", "T")
-                                        .replace("+00", "+00:00"))
+        target = datetime.fromisoformat(
+            c.psql("SELECT clock_timestamp()::text").replace(" ", "T").replace("+00", "+00:00")
+        )
         time.sleep(0.3)
         _burst(c, "B", 40)
     finally:
@@ -79,8 +103,20 @@ def test_pitr_to_a_time_between_bursts_under_pgbench(env) -> None:
 
     port = _free_port()
     out = sr.dir / "pitr"
-    r = sr.cli("restore", "--source", "database", "--to-time", target.isoformat(), "--target-dir", str(out),
-               "--start", "--port", str(port), "--json", timeout=300)
+    r = sr.cli(
+        "restore",
+        "--source",
+        "database",
+        "--to-time",
+        target.isoformat(),
+        "--target-dir",
+        str(out),
+        "--start",
+        "--port",
+        str(port),
+        "--json",
+        timeout=300,
+    )
     try:
         assert r.code == 0, r.out + r.err
         rep = r.json()
@@ -91,10 +127,11 @@ def test_pitr_to_a_time_between_bursts_under_pgbench(env) -> None:
             assert counts == {"A": 40}, counts
             assert not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
             # pgbench's own transactions: everything well before the target is there, nothing after it.
-            assert conn.execute("SELECT count(*) FROM pgbench_history WHERE mtime < %s",
-                                (early,)).fetchone()[0] == history_before
-            assert conn.execute("SELECT count(*) FROM pgbench_history WHERE mtime > %s",
-                                (target,)).fetchone()[0] == 0
+            assert (
+                conn.execute("SELECT count(*) FROM pgbench_history WHERE mtime < %s", (early,)).fetchone()[0]
+                == history_before
+            )
+            assert conn.execute("SELECT count(*) FROM pgbench_history WHERE mtime > %s", (target,)).fetchone()[0] == 0
             # The copy never archives into the source's archive.
             assert conn.execute("SHOW archive_mode").fetchone()[0] == "off"
         assert (out / "postgresql.auto.conf").read_text().count("wal-fetch %f %p") == 1
@@ -178,8 +215,11 @@ def test_pitr_as_an_engine_job(env, monkeypatch, tmp_path) -> None:
         engine = Engine(load_config(sr.config), lambda confirm: PASSPHRASE, directory=state, workers=2)
         await engine.start()
         try:
-            job = await engine.submit("restore", {"source": "database", "to_time": target.isoformat(),
-                                                  "target_dir": str(out)}, origin="console")
+            job = await engine.submit(
+                "restore",
+                {"source": "database", "to_time": target.isoformat(), "target_dir": str(out)},
+                origin="console",
+            )
             return await engine.wait(job.id)
         finally:
             await engine.close()
@@ -203,22 +243,38 @@ def test_pitr_from_a_secondary_location_when_the_primary_is_lost(env) -> None:
     try:
         _burst(c, "D", 7)
         time.sleep(0.3)
-        target = datetime.fromisoformat(c.psql("SELECT clock_timestamp()::text").replace(" ", "T")
-                                        .replace("+00", "+00:00"))
+        target = datetime.fromisoformat(
+            c.psql("SELECT clock_timestamp()::text").replace(" ", "T").replace("+00", "+00:00")
+        )
         time.sleep(0.3)
         _burst(c, "E", 3)
         switch_and_wait(c)
         r = sr.cli("copy", "--to", "nas", "--json", timeout=300)  # snapshots and the WAL archive
         assert r.code == 0, r.out + r.err
-        expected = dict(ln.split("=") for ln in c.psql(
-            f"SELECT burst || '=' || count(*) FROM marks WHERE at < '{target.isoformat()}' GROUP BY burst"
-        ).splitlines())
+        expected = dict(
+            ln.split("=")
+            for ln in c.psql(
+                f"SELECT burst || '=' || count(*) FROM marks WHERE at < '{target.isoformat()}' GROUP BY burst"
+            ).splitlines()
+        )
         lost = sr.dir / "primary-lost"
         sr.repo.rename(lost)  # the primary is gone
         port = _free_port()
         out = sr.dir / "pitr-nas"
-        r = sr.cli("restore", "--from", "nas", "--to-time", target.isoformat(), "--target-dir", str(out),
-                   "--start", "--port", str(port), "--json", timeout=300)
+        r = sr.cli(
+            "restore",
+            "--from",
+            "nas",
+            "--to-time",
+            target.isoformat(),
+            "--target-dir",
+            str(out),
+            "--start",
+            "--port",
+            str(port),
+            "--json",
+            timeout=300,
+        )
         try:
             assert r.code == 0, r.out + r.err
             assert "--from nas" in (out / "postgresql.auto.conf").read_text()

@@ -38,8 +38,10 @@ INSERT INTO public.notes (customer_id, body) SELECT 1 + g % 30, 'note ' || g FRO
 """
 
 ORDERS_DIGEST = "SELECT md5(string_agg(o::text, ',' ORDER BY o.id)) FROM sales.orders o"
-ALL_ROWS = ("SELECT md5(string_agg(t, ',' ORDER BY t)) FROM (SELECT 'o' || o::text AS t FROM sales.orders o "
-            "UNION ALL SELECT 'n' || n::text FROM public.notes n UNION ALL SELECT 'c' || c::text FROM public.customers c) x")
+ALL_ROWS = (
+    "SELECT md5(string_agg(t, ',' ORDER BY t)) FROM (SELECT 'o' || o::text AS t FROM sales.orders o "
+    "UNION ALL SELECT 'n' || n::text FROM public.notes n UNION ALL SELECT 'c' || c::text FROM public.customers c) x"
+)
 
 
 def _config(ws: Workspace, url: str) -> None:
@@ -65,13 +67,24 @@ def shopws(ws: Workspace, shop) -> Workspace:
 
 def test_table_restore_brings_sequences_defaults_indexes_and_constraints(shopws: Workspace, shop) -> None:
     ws = shopws
-    r = ws.cli("restore", "latest", "--target-db", shop.url("pick1"), "--table", "sales.orders",
-               "--table", "customers", "--json")
+    r = ws.cli(
+        "restore",
+        "latest",
+        "--target-db",
+        shop.url("pick1"),
+        "--table",
+        "sales.orders",
+        "--table",
+        "customers",
+        "--json",
+    )
     assert r.code == 0, r.err
     rep = r.json()
     assert rep["ok"] and rep["partial"] and rep["created"] and rep["schema_fingerprint_match"] is None
     assert [(t["table"], t["actual"], t["checksum_ok"]) for t in rep["tables"]] == [
-        ("public.customers", 30, True), ("sales.orders", 500, True)]
+        ("public.customers", 30, True),
+        ("sales.orders", 500, True),
+    ]
     q = lambda s: shop.psql(s, "pick1")  # noqa: E731
     assert q(ORDERS_DIGEST) == shop.psql(ORDERS_DIGEST, "shop")
     # Only what was asked for: no other table, no view, no function.
@@ -86,8 +99,9 @@ def test_table_restore_brings_sequences_defaults_indexes_and_constraints(shopws:
     with pytest.raises(RuntimeError, match="foreign key"):
         q("INSERT INTO sales.orders (customer_id) VALUES (999)")
     # The sequences continue after the restored ids; the defaults fill the columns.
-    new_id, amount, status = q("INSERT INTO sales.orders (customer_id) VALUES (2) "
-                               "RETURNING id, amount, status").split("|")
+    new_id, amount, status = q("INSERT INTO sales.orders (customer_id) VALUES (2) RETURNING id, amount, status").split(
+        "|"
+    )
     assert int(new_id) > 500 and (amount, status) == ("0.00", "new")  # 501, 502: the failed inserts
     assert int(q("INSERT INTO public.customers (name) VALUES ('x') RETURNING id")) == 31
     assert q("SELECT mood FROM public.customers WHERE name = 'x'") == "ok"
@@ -141,9 +155,11 @@ def test_force_over_a_live_database_takes_a_safety_snapshot(shopws: Workspace, s
     [snap] = _snapshots(ws)
     assert ws.cli("restore", snap["id"], "--target-db", shop.url("live")).code == 0
     # The live database moves on.
-    shop.psql("UPDATE sales.orders SET status = 'paid' WHERE id % 2 = 0; DELETE FROM public.notes WHERE id > 30;"
-              "INSERT INTO sales.orders (customer_id, amount) VALUES (3, 9.5); CREATE TABLE public.extra (x int);",
-              "live")
+    shop.psql(
+        "UPDATE sales.orders SET status = 'paid' WHERE id % 2 = 0; DELETE FROM public.notes WHERE id > 30;"
+        "INSERT INTO sales.orders (customer_id, amount) VALUES (3, 9.5); CREATE TABLE public.extra (x int);",
+        "live",
+    )
     modified = shop.psql(ORDERS_DIGEST, "live")
     modified_all = shop.psql(ALL_ROWS, "live")
     assert modified != shop.psql(ORDERS_DIGEST, "shop")
@@ -243,8 +259,11 @@ def test_types_round_trip_with_identical_checksums(ws: Workspace, typed) -> None
     # Checksums read from the dump stream, through the large objects' block and every table's.
     assert md["checksum_method"] == "dump-blake3-v1"
     assert not [w for w in r.json()["snapshots"][0]["warnings"] if "checksum" in w]
-    assert set(md["checksums"]) == set(md["tables"]) == {
-        "public.kinds", "public.measurements_2023", "public.measurements_2024", "public.docs"}
+    assert (
+        set(md["checksums"])
+        == set(md["tables"])
+        == {"public.kinds", "public.measurements_2023", "public.measurements_2024", "public.docs"}
+    )
     assert md["large_objects"]["count"] == 2 and {"hstore", "pgcrypto"} <= set(md["extensions"])
 
     r = ws.cli("restore", "latest", "--target-db", typed.url("typed_copy"), "--json")
@@ -254,10 +273,14 @@ def test_types_round_trip_with_identical_checksums(ws: Workspace, typed) -> None
     assert [t["checksum_ok"] for t in rep["tables"]] == [True] * 4
     assert rep["large_objects"]["ok"] and rep["large_objects"]["actual"]["count"] == 2
     q = lambda s, db="typed_copy": typed.psql(s, db)  # noqa: E731
-    for check in ("SELECT sum(v) FROM measurements", "SELECT * FROM kinds_summary ORDER BY c",
-                  "SELECT add_tax(10)", "SELECT nextval('ticket_no')",
-                  "SELECT md5(lo_get(content)) FROM docs ORDER BY id",
-                  "SELECT pgp_sym_decrypt(secret, 'k') FROM kinds WHERE id = 5"):
+    for check in (
+        "SELECT sum(v) FROM measurements",
+        "SELECT * FROM kinds_summary ORDER BY c",
+        "SELECT add_tax(10)",
+        "SELECT nextval('ticket_no')",
+        "SELECT md5(lo_get(content)) FROM docs ORDER BY id",
+        "SELECT pgp_sym_decrypt(secret, 'k') FROM kinds WHERE id = 5",
+    ):
         assert q(check) == q(check, "typed"), check
     assert q("SELECT nextval('ticket_no')") == "9014"
 
@@ -277,7 +300,8 @@ def test_types_round_trip_with_identical_checksums(ws: Workspace, typed) -> None
     assert r.code == 16, (r.out, r.err)
     rep = r.json()
     assert [(m["table"], m["expected"] == m["actual"], m["checksum_ok"]) for m in rep["mismatches"]] == [
-        ("public.kinds", True, False)]
+        ("public.kinds", True, False)
+    ]
     assert "checksum" in r.err
 
 
@@ -285,12 +309,24 @@ def test_table_restore_of_a_partitioned_table_and_its_types(ws: Workspace, typed
     _config(ws, typed.url("typed"))
     assert ws.cli("init").code == 0
     assert ws.cli("backup").code == 0
-    r = ws.cli("restore", "latest", "--target-db", typed.url("typed_part"), "--table", "public.measurements",
-               "--table", "public.kinds", "--json")
+    r = ws.cli(
+        "restore",
+        "latest",
+        "--target-db",
+        typed.url("typed_part"),
+        "--table",
+        "public.measurements",
+        "--table",
+        "public.kinds",
+        "--json",
+    )
     assert r.code == 0, r.err
     rep = r.json()
     assert [(t["table"], t["checksum_ok"]) for t in rep["tables"]] == [
-        ("public.kinds", True), ("public.measurements_2023", True), ("public.measurements_2024", True)]
+        ("public.kinds", True),
+        ("public.measurements_2023", True),
+        ("public.measurements_2024", True),
+    ]
     # The enum, the extension types and the shared sequence were created in the new database.
     after = int(typed.psql("SELECT last_value FROM ticket_no", "typed")) + 7
     assert typed.psql("SELECT nextval('ticket_no')", "typed_part") == str(after)
@@ -352,7 +388,10 @@ def test_dry_run_of_a_database_restore_lists_what_it_would_do_and_changes_nothin
     plan = r.json()
     assert plan["dry_run"] and plan["create_database"] and not plan["safety_snapshot"]
     assert {t["table"]: (t["action"], t["rows"]) for t in plan["tables"]} == {
-        "public.customers": ("create", 30), "public.notes": ("create", 40), "sales.orders": ("create", 500)}
+        "public.customers": ("create", 30),
+        "public.notes": ("create", 40),
+        "sales.orders": ("create", 500),
+    }
     assert shop.psql("SELECT count(*) FROM pg_database WHERE datname = 'dry_new'") == "0"
     # Over a live database: refused without --force; with it, replaced after a safety backup.
     assert ws.cli("restore", snap["id"], "--target-db", shop.url("dry_live")).code == 0
@@ -366,7 +405,8 @@ def test_dry_run_of_a_database_restore_lists_what_it_would_do_and_changes_nothin
     assert plan["safety_snapshot"] and not plan["create_database"] and plan["left_in_place"] == ["public.extra"]
     assert {t["action"] for t in plan["tables"]} == {"replace"}
     # One table into a database that has it already: in the way.
-    r = ws.cli("restore", snap["id"], "--target-db", shop.url("dry_live"), "--table", "sales.orders",
-               "--dry-run", "--json")
+    r = ws.cli(
+        "restore", snap["id"], "--target-db", shop.url("dry_live"), "--table", "sales.orders", "--dry-run", "--json"
+    )
     assert r.code == 12 and r.json()["tables"] == [{"table": "sales.orders", "rows": 500, "action": "conflict"}]
     assert shop.psql(ORDERS_DIGEST, "dry_live") == before and len(_snapshots(ws)) == 1  # nothing changed

@@ -20,10 +20,16 @@ def restored(pg_each_cluster):
     c.createdb("fp_src")
     c.psql(SHAPES, "fp_src")
     c.createdb("fp_dst")
-    dump = subprocess.run([str(c.bin / "pg_dump"), "-Fc", "-d", c.url("fp_src")], capture_output=True,
-                          check=True, timeout=120).stdout
-    subprocess.run([str(c.bin / "pg_restore"), "--no-owner", "--exit-on-error", "-d", c.url("fp_dst")],
-                   input=dump, capture_output=True, check=True, timeout=120)
+    dump = subprocess.run(
+        [str(c.bin / "pg_dump"), "-Fc", "-d", c.url("fp_src")], capture_output=True, check=True, timeout=120
+    ).stdout
+    subprocess.run(
+        [str(c.bin / "pg_restore"), "--no-owner", "--exit-on-error", "-d", c.url("fp_dst")],
+        input=dump,
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
     return c
 
 
@@ -35,26 +41,31 @@ async def _fingerprint(url: str, method: str | None = FINGERPRINT_METHOD) -> str
 async def test_a_correct_restore_matches_though_children_come_back_reordered(restored) -> None:
     c = restored
     # The inheritance children really did come back in another column order.
-    order = ("SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute "
-             "WHERE attrelid = 'inh_child2'::regclass AND attnum > 0 AND NOT attisdropped")
+    order = (
+        "SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute "
+        "WHERE attrelid = 'inh_child2'::regclass AND attnum > 0 AND NOT attisdropped"
+    )
     assert c.psql(order, "fp_src") != c.psql(order, "fp_dst")
     assert await _fingerprint(c.url("fp_src")) == await _fingerprint(c.url("fp_dst"))
     # The first method (attnum order) said "differs" here: why snapshots now record canonical-v2.
     assert await _fingerprint(c.url("fp_src"), None) != await _fingerprint(c.url("fp_dst"), None)
 
 
-@pytest.mark.parametrize("change", [
-    "ALTER TABLE inh_child1 ADD COLUMN added int",
-    "ALTER TABLE inh_child2 DROP COLUMN own",
-    "ALTER TABLE types_child ALTER COLUMN extra TYPE bigint",
-    "ALTER TABLE gen ALTER COLUMN c TYPE varchar(10)",
-    "ALTER TABLE dot.\"t.u\" RENAME COLUMN v TO w",
-    "ALTER TABLE \"part s\".\"Measure\" DETACH PARTITION \"part s\".m2024",
-    "DROP TABLE \"dot.t\".u",
-    "DROP TABLE public.\"line\nbreak\"",
-    "ALTER TABLE \"Sales Dept\".orders ALTER COLUMN amount SET NOT NULL",
-    "CREATE INDEX extra_idx ON sales.\"Orders\" (note)",
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        "ALTER TABLE inh_child1 ADD COLUMN added int",
+        "ALTER TABLE inh_child2 DROP COLUMN own",
+        "ALTER TABLE types_child ALTER COLUMN extra TYPE bigint",
+        "ALTER TABLE gen ALTER COLUMN c TYPE varchar(10)",
+        'ALTER TABLE dot."t.u" RENAME COLUMN v TO w',
+        'ALTER TABLE "part s"."Measure" DETACH PARTITION "part s".m2024',
+        'DROP TABLE "dot.t".u',
+        'DROP TABLE public."line\nbreak"',
+        'ALTER TABLE "Sales Dept".orders ALTER COLUMN amount SET NOT NULL',
+        'CREATE INDEX extra_idx ON sales."Orders" (note)',
+    ],
+)
 async def test_a_real_schema_change_differs(restored, change: str) -> None:
     c = restored
     want = await _fingerprint(c.url("fp_src"))

@@ -66,8 +66,16 @@ def test_a_standby_is_refused_without_backup_standby_naming_the_option(env) -> N
 
 def test_replay_that_does_not_reach_the_start_is_a_bounded_wait_with_a_clear_message(env) -> None:
     c, s, sr = env
-    sr.write_config(_config(c, s, backup_standby="true", primary_host='"127.0.0.1"', primary_port=str(c.port),
-                            standby_timeout_seconds="2"))
+    sr.write_config(
+        _config(
+            c,
+            s,
+            backup_standby="true",
+            primary_host='"127.0.0.1"',
+            primary_port=str(c.port),
+            standby_timeout_seconds="2",
+        )
+    )
     snaps = sorted((sr.repo / "snapshots").iterdir())
     s.psql("SELECT pg_wal_replay_pause()")
     try:
@@ -134,8 +142,20 @@ def test_backup_from_the_standby_restores_the_primarys_data_exactly(env) -> None
     port = _free_port()
     out = sr.dir / "pitr"
     when = datetime.fromisoformat(target.replace(" ", "T").replace("+00", "+00:00")).isoformat()
-    r = sr.cli("restore", "--source", "database", "--to-time", when, "--target-dir", str(out),
-               "--start", "--port", str(port), "--json", timeout=300)
+    r = sr.cli(
+        "restore",
+        "--source",
+        "database",
+        "--to-time",
+        when,
+        "--target-dir",
+        str(out),
+        "--start",
+        "--port",
+        str(port),
+        "--json",
+        timeout=300,
+    )
     try:
         assert r.code == 0, (r.out, r.err)
         rep = r.json()
@@ -150,8 +170,11 @@ def test_backup_from_the_standby_restores_the_primarys_data_exactly(env) -> None
             assert counts == {"A": 40}, counts
             assert not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
     finally:
-        subprocess.run(_as_postgres([str(c.bin / "pg_ctl"), "-D", str(out), "-m", "immediate", "-w", "stop"]),
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            _as_postgres([str(c.bin / "pg_ctl"), "-D", str(out), "-m", "immediate", "-w", "stop"]),
+            capture_output=True,
+            timeout=60,
+        )
 
 
 def test_config_rules_for_backup_standby(tmp_path: Path) -> None:
@@ -160,15 +183,28 @@ def test_config_rules_for_backup_standby(tmp_path: Path) -> None:
             parse_config({"storage": {"local_path": "/x"}, "database": db}, base_dir=tmp_path)
         return {p.key: p.message for p in info.value.problems}
 
-    assert "required with backup_standby" in problems({"mode": "physical", "backup_standby": True})[
-        "database.primary_host"]
-    assert "mode = \"physical\"" in problems({"backup_standby": True, "primary_port": 5432})["database.backup_standby"]
-    assert "only applies with backup_standby" in problems({"mode": "physical", "primary_host": "db1"})[
-        "database.primary_host"]
-    cfg = parse_config({"storage": {"local_path": "/x"}, "database": {
-        "mode": "physical", "backup_standby": True, "primary_host": "db1", "primary_port": 5433}}, base_dir=tmp_path)
-    assert (cfg.database.backup_standby, cfg.database.primary_host, cfg.database.primary_port,
-            cfg.database.standby_timeout_seconds) == (True, "db1", 5433, 60)
+    assert (
+        "required with backup_standby"
+        in problems({"mode": "physical", "backup_standby": True})["database.primary_host"]
+    )
+    assert 'mode = "physical"' in problems({"backup_standby": True, "primary_port": 5432})["database.backup_standby"]
+    assert (
+        "only applies with backup_standby"
+        in problems({"mode": "physical", "primary_host": "db1"})["database.primary_host"]
+    )
+    cfg = parse_config(
+        {
+            "storage": {"local_path": "/x"},
+            "database": {"mode": "physical", "backup_standby": True, "primary_host": "db1", "primary_port": 5433},
+        },
+        base_dir=tmp_path,
+    )
+    assert (
+        cfg.database.backup_standby,
+        cfg.database.primary_host,
+        cfg.database.primary_port,
+        cfg.database.standby_timeout_seconds,
+    ) == (True, "db1", 5433, 60)
 
 
 def test_database_check_checks_the_standby_and_the_archiving_primary(env) -> None:

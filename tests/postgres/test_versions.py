@@ -19,8 +19,11 @@ DIGEST = "SELECT count(*) || ':' || md5(string_agg(id::text || v, ',' ORDER BY i
 def versioned(pg_each_cluster, tmp_path_factory):
     c = pg_each_cluster()
     c.createdb("vsrc")
-    c.psql("CREATE TABLE items (id int PRIMARY KEY, v text); "
-           "INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 2000) g", "vsrc")
+    c.psql(
+        "CREATE TABLE items (id int PRIMARY KEY, v text); "
+        "INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 2000) g",
+        "vsrc",
+    )
     root = tmp_path_factory.mktemp("versions")
     (root / "src").mkdir()
     ws = Workspace(root, root / "src", root / "repo", root / "config.toml")
@@ -33,8 +36,10 @@ def versioned(pg_each_cluster, tmp_path_factory):
 
 
 def _config(ws: Workspace, c, bin_dir: Path) -> None:
-    ws.config.write_text(f'[database]\nenabled = true\nurl = "{c.url("vsrc")}"\npg_bin_dir = "{bin_dir}"\n'
-                         f'[storage]\nlocal_path = "{ws.repo}"\n')
+    ws.config.write_text(
+        f'[database]\nenabled = true\nurl = "{c.url("vsrc")}"\npg_bin_dir = "{bin_dir}"\n'
+        f'[storage]\nlocal_path = "{ws.repo}"\n'
+    )
 
 
 def _faking(folder: Path, real: Path, name: str, version: str) -> Path:
@@ -44,9 +49,11 @@ def _faking(folder: Path, real: Path, name: str, version: str) -> Path:
         if tool != name:
             (folder / tool).symlink_to(real / tool)
     w = folder / name
-    w.write_text("#!/bin/sh\n"
-                 f'[ "$1" = --version ] && {{ echo "{name} (PostgreSQL) {version}"; exit 0; }}\n'
-                 f'exec "{real}/{name}" "$@"\n')
+    w.write_text(
+        "#!/bin/sh\n"
+        f'[ "$1" = --version ] && {{ echo "{name} (PostgreSQL) {version}"; exit 0; }}\n'
+        f'exec "{real}/{name}" "$@"\n'
+    )
     w.chmod(0o755)
     return folder
 

@@ -47,8 +47,12 @@ def test_push_is_idempotent_and_refuses_different_content(ws: Workspace) -> None
 
 def test_fetch_round_trip_missing_and_history_files(ws: Workspace) -> None:
     assert ws.cli("init").code == 0
-    names = ["000000010000000000000001", "000000010000000000000002", "00000002.history",
-             "000000010000000000000002.00000028.backup"]
+    names = [
+        "000000010000000000000001",
+        "000000010000000000000002",
+        "00000002.history",
+        "000000010000000000000002.00000028.backup",
+    ]
     files = []
     for i, n in enumerate(names):
         if n.endswith((".history", ".backup")):
@@ -105,15 +109,22 @@ def test_damaged_archive_is_never_handed_to_recovery(ws: Workspace) -> None:
 
 def test_status_reports_gaps(ws: Workspace) -> None:
     assert ws.cli("init").code == 0
-    for n in ("000000010000000000000001", "000000010000000000000002", "000000010000000000000005",
-              "0000000100000001000000FF", "000000010000000200000000"):
+    for n in (
+        "000000010000000000000001",
+        "000000010000000000000002",
+        "000000010000000000000005",
+        "0000000100000001000000FF",
+        "000000010000000200000000",
+    ):
         assert ws.cli("wal-push", str(_segment(ws.root / "g", n, 1, random_bytes=64))).code == 0
     r = ws.cli("database", "status", "--json")
     assert r.code == 0, r.err
     st = r.json()
     assert st["segments"] == 5 and st["last_segment"] == "000000010000000200000000"
-    assert st["gaps"] == [{"from": "000000010000000000000003", "to": "000000010000000000000004"},
-                          {"from": "000000010000000000000006", "to": "0000000100000001000000FE"}]
+    assert st["gaps"] == [
+        {"from": "000000010000000000000003", "to": "000000010000000000000004"},
+        {"from": "000000010000000000000006", "to": "0000000100000001000000FE"},
+    ]
     assert 0 <= st["age_seconds"] < 120 and st["recovery_window"] is None
 
 

@@ -33,8 +33,14 @@ def _env(state: Path) -> dict[str, str]:
 
 def _daemon(ws: Workspace, state: Path, log: Path) -> subprocess.Popen:
     out = open(log, "w")
-    p = subprocess.Popen([sys.executable, "-m", "app.cli", "--config", str(ws.config), "daemon"], cwd=ROOT,
-                         env=_env(state), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "--config", str(ws.config), "daemon"],
+        cwd=ROOT,
+        env=_env(state),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while "daemon started" not in log.read_text():
         assert p.poll() is None and time.monotonic() < deadline, log.read_text()
@@ -53,7 +59,7 @@ def _archive(ws: Workspace, wal: Path, env: dict) -> list[dict]:
     docs = []
     status = wal / "archive_status"
     while ready := sorted(p.name for p in status.iterdir() if p.name.endswith(".ready")):
-        name = ready[0][:-len(".ready")]
+        name = ready[0][: -len(".ready")]
         r = ws.cli("wal-push", str(wal / name), "--json", env=env)
         assert r.code == 0, r.err
         docs.append(r.json())
@@ -65,12 +71,18 @@ def _manifests(repo_path: Path) -> dict:
     async def go() -> dict:
         repo = await Repository.open(LocalBackend(repo_path), PASSPHRASE)
         return {n: await load_manifest(repo, n) for n in await list_names(repo)}
+
     return asyncio.run(go())
 
 
 def _markers(state: Path) -> list[Path]:
-    return [m for d in (state / "wal-ahead").iterdir() if d.name != "routes"
-            for m in d.iterdir() if not m.name.startswith(".")]
+    return [
+        m
+        for d in (state / "wal-ahead").iterdir()
+        if d.name != "routes"
+        for m in d.iterdir()
+        if not m.name.startswith(".")
+    ]
 
 
 def test_pushes_through_the_daemon(ws: Workspace, tmp_path: Path) -> None:

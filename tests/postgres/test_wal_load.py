@@ -36,8 +36,13 @@ def _segno(name: str, seg_size: int) -> tuple[int, int]:
 
 
 def _pgbench(c, *args: str, timeout: float = 180) -> str:
-    p = subprocess.run([str(c.bin / "pgbench"), "-h", c.host, "-p", str(c.port), "-U", c.user, *args, "postgres"],
-                       capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    p = subprocess.run(
+        [str(c.bin / "pgbench"), "-h", c.host, "-p", str(c.port), "-U", c.user, *args, "postgres"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
     assert p.returncode == 0, p.stdout + p.stderr
     return p.stdout + p.stderr
 
@@ -49,8 +54,10 @@ def _wait_archived(c, seg: str, timeout: float = 240) -> None:
         if last and last[:24] >= seg:
             return
         time.sleep(0.2)
-    raise AssertionError(f"{seg} not archived: {c.psql('SELECT * FROM pg_stat_archiver')}\n"
-                         f"{(c.dir / 'server.log').read_text(errors='replace')[-3000:]}")
+    raise AssertionError(
+        f"{seg} not archived: {c.psql('SELECT * FROM pg_stat_archiver')}\n"
+        f"{(c.dir / 'server.log').read_text(errors='replace')[-3000:]}"
+    )
 
 
 async def _fetch_all(repo_dir: Path, passphrase: str, names: list[str], dest: Path) -> dict[str, bytes]:
@@ -176,8 +183,9 @@ def test_sigkill_during_wal_push_never_leaves_a_damaged_segment(ws: Workspace) -
         with the seconds that took."""
         held = set(os.listdir(locks))
         t = time.monotonic()
-        p = subprocess.Popen(_push_argv(ws, path), env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+        p = subprocess.Popen(
+            _push_argv(ws, path), env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         while p.poll() is None and not set(os.listdir(locks)) - held:
             time.sleep(0.001)
         return p, time.monotonic() - t
@@ -199,8 +207,9 @@ def test_sigkill_during_wal_push_never_leaves_a_damaged_segment(ws: Workspace) -
         # Every other kill lands anywhere in the run; the rest inside the push proper (read,
         # seal, pack, index, manifest), where a crash could do harm.
         if i % 2:
-            p = subprocess.Popen(_push_argv(ws, seg), env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
+            p = subprocess.Popen(
+                _push_argv(ws, seg), env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             delay = rnd.uniform(0, 1.1) * (startup + work)
         else:
             p, _ = start(seg)
@@ -232,10 +241,18 @@ def test_sigkill_during_wal_push_never_leaves_a_damaged_segment(ws: Workspace) -
         assert r.code == 0, (seed, i, r.err)
         assert r.json()["already_archived"] is archived
 
-    print(f"seed {seed}: push {startup:.2f} s start-up + {work:.2f} s work; {attempts} kills: {killed_before_commit} before the commit "
-          f"({killed_mid_write} after writing packs or index), {finished} finished first")
-    assert killed_before_commit >= 3 and killed_mid_write >= 1, \
-        (seed, startup, work, killed_before_commit, killed_mid_write, finished)
+    print(
+        f"seed {seed}: push {startup:.2f} s start-up + {work:.2f} s work; {attempts} kills: {killed_before_commit} before the commit "
+        f"({killed_mid_write} after writing packs or index), {finished} finished first"
+    )
+    assert killed_before_commit >= 3 and killed_mid_write >= 1, (
+        seed,
+        startup,
+        work,
+        killed_before_commit,
+        killed_mid_write,
+        finished,
+    )
     # What the kills left is debris, not damage: the whole repository verifies, WAL included.
     r = ws.cli("verify", "--full", "--json")
     assert r.code == 0, (seed, r.out, r.err)

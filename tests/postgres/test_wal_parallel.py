@@ -41,7 +41,7 @@ def _archive(ws: Workspace, wal: Path, env: dict) -> list[dict]:
     docs = []
     status = wal / "archive_status"
     while ready := sorted(p.name for p in status.iterdir() if p.name.endswith(".ready")):
-        name = ready[0][:-len(".ready")]
+        name = ready[0][: -len(".ready")]
         r = ws.cli("wal-push", str(wal / name), "--json", env=env)
         assert r.code == 0, r.err
         docs.append(r.json())
@@ -53,6 +53,7 @@ def _manifests(repo_path: Path) -> dict:
     async def go() -> dict:
         repo = await Repository.open(LocalBackend(repo_path), PASSPHRASE)
         return {n: await load_manifest(repo, n) for n in await list_names(repo)}
+
     return asyncio.run(go())
 
 
@@ -88,15 +89,22 @@ def test_a_push_killed_midway_leaves_no_marker_claiming_what_is_not_stored(ws: W
     # Killed at several moments of its pushes ahead: a marker may exist only for a segment
     # whose manifest is in the repository.
     for delay in (0.6, 1.2):
-        p = subprocess.Popen([sys.executable, "-m", "app.cli", "--config", str(ws.config), "wal-push",
-                              str(wal / NAMES[0])], cwd=Path(__file__).resolve().parents[2], env=e,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        p = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "--config", str(ws.config), "wal-push", str(wal / NAMES[0])],
+            cwd=Path(__file__).resolve().parents[2],
+            env=e,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(delay)
         p.send_signal(signal.SIGKILL)
         p.wait()
         manifests = _manifests(ws.repo)
-        markers = [m for d in (state / "wal-ahead").glob("*") for m in d.iterdir() if not m.name.startswith(".")] \
-            if (state / "wal-ahead").exists() else []
+        markers = (
+            [m for d in (state / "wal-ahead").glob("*") for m in d.iterdir() if not m.name.startswith(".")]
+            if (state / "wal-ahead").exists()
+            else []
+        )
         for m in markers:
             assert m.name in manifests, (m.name, sorted(manifests))
             rec = json.loads(m.read_text())
@@ -129,7 +137,7 @@ def test_wal_fetch_prefetches_into_a_bounded_spool_and_never_uses_a_bad_copy(ws:
     fetch(NAMES[0])
     spooled = sorted(p.name for p in spool.iterdir())
     window = min(wal_prefetch.PREFETCH_FILES, wal_prefetch.PREFETCH_BYTES // SEG)
-    assert spooled == NAMES[1:1 + window]  # the next ones, bounded
+    assert spooled == NAMES[1 : 1 + window]  # the next ones, bounded
     assert sum(p.stat().st_size for p in spool.iterdir()) <= wal_prefetch.PREFETCH_BYTES
 
     # A spooled copy that does not match its manifest is not handed over: fetched again.

@@ -40,8 +40,9 @@ def _argv(ws: Workspace, file: Path, *extra: str) -> list[str]:
     return ["--config", str(ws.config), "wal-push", str(file), *extra]
 
 
-def test_answered_only_while_the_route_holds(ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_answered_only_while_the_route_holds(
+    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     wal, env = _pushed_ahead(ws, tmp_path, monkeypatch)
     # Not archive_command's shape: the full program decides.
     assert wal_quick.try_answer(["wal-push", str(wal / NAMES[1])]) is None
@@ -81,9 +82,25 @@ def test_the_cli_answers_before_its_imports(ws: Workspace, tmp_path: Path, monke
     wal, env = _pushed_ahead(ws, tmp_path, monkeypatch)
     e = {k: v for k, v in os.environ.items() if not k.startswith("AXISOR_BACKUP")}
     e.update(env, AXISOR_BACKUP_PASSPHRASE=PASSPHRASE)
-    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "app.cli", "--config", str(ws.config),
-                        "wal-push", str(wal / NAMES[1]), "--json"], cwd=Path(__file__).resolve().parents[2],
-                       env=e, capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "app.cli",
+            "--config",
+            str(ws.config),
+            "wal-push",
+            str(wal / NAMES[1]),
+            "--json",
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["from_marker"] is True
     imported = p.stderr

@@ -50,8 +50,9 @@ def archive(ws: Workspace, real_segments: list[Path]) -> list[Pushed]:
         packs0, index0 = _files(ws.repo / "data"), _files(ws.repo / "index")
         r = ws.cli("wal-push", str(seg))
         assert r.code == 0, r.err
-        pushed.append(Pushed(seg.name, sorted(_files(ws.repo / "data") - packs0),
-                             sorted(_files(ws.repo / "index") - index0)))
+        pushed.append(
+            Pushed(seg.name, sorted(_files(ws.repo / "data") - packs0), sorted(_files(ws.repo / "index") - index0))
+        )
         assert pushed[-1].packs and len(pushed[-1].index) == 1
     return pushed
 

@@ -45,8 +45,14 @@ def pristine(tmp_path_factory):
 def world(pristine, tmp_path):
     """A private copy of the repository (the source folder is shared, read-only)."""
     src_env, snap = pristine
-    env = H.AxEnv(base=tmp_path, src=src_env.src, repo=tmp_path / "repo", cfg=tmp_path / "config.toml",
-                  sources=[src_env.src], extra_storage=PACK_4MIB)
+    env = H.AxEnv(
+        base=tmp_path,
+        src=src_env.src,
+        repo=tmp_path / "repo",
+        cfg=tmp_path / "config.toml",
+        sources=[src_env.src],
+        extra_storage=PACK_4MIB,
+    )
     shutil.copytree(src_env.repo, env.repo, symlinks=True)
     env.write_config()
     return env, snap, src_env.src
@@ -81,8 +87,11 @@ def data_pack(repo, files, with_trees) -> tuple[bytes, set[str]]:
 
 def snapshot_of_repo(root: Path) -> dict[str, bytes]:
     """Every file of the repository (name -> bytes), to prove a dry run changed nothing."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and not p.relative_to(root).parts[0] == "locks"}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.relative_to(root).parts[0] == "locks"
+    }
 
 
 def digest(path: Path) -> str:
@@ -255,8 +264,9 @@ def test_flipped_byte_repair_packs_salvages_the_other_blobs(world, tmp_path):
     H.flip_byte(pack_path(env, victim), loc.offset + loc.length // 2)
     assert env.cli("verify", "--full").code == 6
 
-    assert env.cli("repair", "index", json_out=True).json["locations"][0]["changed"] is False, \
+    assert env.cli("repair", "index", json_out=True).json["locations"][0]["changed"] is False, (
         "repair index reads no pack whose size is right"
+    )
     before = snapshot_of_repo(env.repo)
     dry = env.cli("repair", "packs", "--dry-run", json_out=True)
     assert dry.code == 0, dry
@@ -353,8 +363,7 @@ def test_old_temporary_files_go_young_ones_stay_in_prune_and_repair(world):
     for p in old:
         os.utime(p, (past, past))
     r = env.cli("repair", "index", "--dry-run", json_out=True)
-    assert sorted(r.json["locations"][0]["temporary"]["removed"]) == sorted(
-        str(p.relative_to(env.repo)) for p in old)
+    assert sorted(r.json["locations"][0]["temporary"]["removed"]) == sorted(str(p.relative_to(env.repo)) for p in old)
     assert all(p.exists() for p in old)
     pr = env.cli("prune", json_out=True)
     assert pr.code == 0, pr
@@ -403,7 +412,7 @@ def test_runbook_a_pack_was_lost(world, tmp_path):
     text = (Path(__file__).resolve().parents[2] / "docs" / "OPERATIONS.md").read_text()
     start = text.index("\n## A pack was lost\n")
     end = text.find("\n## ", start + 1)
-    (block,) = re.findall(r"```sh\n(.*?)```", text[start:end if end != -1 else None], re.S)
+    (block,) = re.findall(r"```sh\n(.*?)```", text[start : end if end != -1 else None], re.S)
     lines = [ln for ln in block.strip().splitlines() if ln.strip()]
     for n, line in enumerate(lines):
         argv = shlex.split(line, comments=True)

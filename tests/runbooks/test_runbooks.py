@@ -32,9 +32,8 @@ def blocks(title: str) -> list[list[str]]:
     text = OPERATIONS.read_text()
     start = text.index(f"\n## {title}\n")
     end = text.find("\n## ", start + 1)
-    section = text[start:end if end != -1 else None]
-    return [[ln for ln in b.strip().splitlines() if ln.strip()]
-            for b in re.findall(r"```sh\n(.*?)```", section, re.S)]
+    section = text[start : end if end != -1 else None]
+    return [[ln for ln in b.strip().splitlines() if ln.strip()] for b in re.findall(r"```sh\n(.*?)```", section, re.S)]
 
 
 @dataclass
@@ -53,7 +52,7 @@ class Host:
             return self.values[token]
         for prod, test in sorted(self.paths.items(), key=lambda kv: -len(kv[0])):
             if token == prod or token.startswith(prod.rstrip("/") + "/"):
-                return test + token[len(prod):]
+                return test + token[len(prod) :]
         return token
 
     def run(self, line: str, *, expect: int = 0) -> subprocess.CompletedProcess[str]:
@@ -69,8 +68,9 @@ class Host:
                 env["AXISOR_BACKUP_PASSPHRASE"] = self.passphrase
         elif argv[0] in ("psql", "pg_dump", "pg_restore"):
             argv = [str(self.cluster.bin / argv[0]), *argv[1:]]
-        p = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-                           stdin=subprocess.DEVNULL)
+        p = subprocess.run(
+            argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL
+        )
         assert p.returncode == expect, f"{line}\n-> exit {p.returncode}\n{p.stdout}\n{p.stderr}"
         return p
 
@@ -82,8 +82,9 @@ def figures(cluster, db: str = "axisor") -> dict[str, str]:
     """Per table: row count and a checksum of its rows in key order."""
     out = {}
     for table in ("customers", "orders"):
-        out[table] = cluster.psql(f"SELECT count(*) || ' ' || md5(coalesce(string_agg(t::text, ',' ORDER BY id), '')) "
-                                  f"FROM {table} t", db)
+        out[table] = cluster.psql(
+            f"SELECT count(*) || ' ' || md5(coalesce(string_agg(t::text, ',' ORDER BY id), '')) FROM {table} t", db
+        )
     return out
 
 
@@ -106,10 +107,18 @@ def _config(root: Path, cluster, *, files: dict[str, Path], repo: Path, extra: s
     lines += [f'{k} = ["{v}"]' for k, v in files.items() if k == "user_data"]
     lines += ["[configuration]"]
     lines += [f'{k} = ["{v}"]' for k, v in files.items() if k == "environment_vars"]
-    lines += ["[database]", "enabled = true", f'url = "{cluster.url("axisor")}"', f'pg_bin_dir = "{cluster.bin}"',
-              # A job store of its own: never a daemon or job history of anything else on this machine.
-              "[engine]", f'state_dir = "{root / "state"}"',
-              "[storage]", f'local_path = "{repo}"', extra]
+    lines += [
+        "[database]",
+        "enabled = true",
+        f'url = "{cluster.url("axisor")}"',
+        f'pg_bin_dir = "{cluster.bin}"',
+        # A job store of its own: never a daemon or job history of anything else on this machine.
+        "[engine]",
+        f'state_dir = "{root / "state"}"',
+        "[storage]",
+        f'local_path = "{repo}"',
+        extra,
+    ]
     path = root / "config.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -123,8 +132,9 @@ def _host(tmp_path: Path, cluster, **kw) -> Host:
     env_dir = tmp_path / "etc-app"
     env_dir.mkdir()
     (env_dir / "app.env").write_text("MODE=production\n")
-    config = _config(tmp_path, cluster, files={"user_data": app, "environment_vars": env_dir},
-                     repo=tmp_path / "repo", **kw)
+    config = _config(
+        tmp_path, cluster, files={"user_data": app, "environment_vars": env_dir}, repo=tmp_path / "repo", **kw
+    )
     h = Host(tmp_path, cluster, config)
     assert h.run("axisor-backup init").returncode == 0
     h.run("axisor-backup backup")
@@ -188,8 +198,10 @@ def test_lost_host(tmp_path, shop) -> None:
     safe = tmp_path / "safe-storage"
     safe.mkdir()
     pf_prod = "/etc/axisor/passphrase"
-    extra = (f'passphrase_file = "{pf_prod}"\n'
-             f'[[storage.remote_storage]]\nprovider = "local"\nname = "offsite"\npath = "{offsite}"\n')
+    extra = (
+        f'passphrase_file = "{pf_prod}"\n'
+        f'[[storage.remote_storage]]\nprovider = "local"\nname = "offsite"\npath = "{offsite}"\n'
+    )
     etc = tmp_path / "new-host" / "etc-axisor"
     repo_path = tmp_path / "new-host" / "var-backups-axisor"
     h = _host(tmp_path, shop, extra=extra.replace(pf_prod, str(etc / "passphrase")))
@@ -206,9 +218,18 @@ def test_lost_host(tmp_path, shop) -> None:
     shutil.rmtree(env_dir)
     shutil.rmtree(tmp_path / "repo")
     shop.psql("DROP DATABASE axisor WITH (FORCE)")
-    new = Host(tmp_path, shop, etc / "config.toml", passphrase=None,
-               paths={"/etc/axisor": str(etc), "/var/backups/axisor": str(repo_path),
-                      "config.toml": str(safe / "config.toml"), "passphrase": str(safe / "passphrase")})
+    new = Host(
+        tmp_path,
+        shop,
+        etc / "config.toml",
+        passphrase=None,
+        paths={
+            "/etc/axisor": str(etc),
+            "/var/backups/axisor": str(repo_path),
+            "config.toml": str(safe / "config.toml"),
+            "passphrase": str(safe / "passphrase"),
+        },
+    )
     (block,) = blocks("Lost host")
     out = new.run_block(block)
     assert "ok (3 sources" in out[3].stdout  # the database counts as a source
@@ -226,8 +247,12 @@ def test_compromised_passphrase(tmp_path, shop) -> None:
     (etc / "passphrase").write_text(PASSPHRASE + "\n")
     os.chmod(etc / "passphrase", 0o600)
     offsite = tmp_path / "offsite"
-    h = _host(tmp_path, shop, extra=f'passphrase_file = "{etc / "passphrase"}"\n[[storage.remote_storage]]\n'
-                                     f'provider = "local"\nname = "offsite"\npath = "{offsite}"\n')
+    h = _host(
+        tmp_path,
+        shop,
+        extra=f'passphrase_file = "{etc / "passphrase"}"\n[[storage.remote_storage]]\n'
+        f'provider = "local"\nname = "offsite"\npath = "{offsite}"\n',
+    )
     h.passphrase = None
     new_pf = tmp_path / "root" / "new-passphrase"
     new_pf.parent.mkdir()

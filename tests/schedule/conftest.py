@@ -51,8 +51,9 @@ class Rig:
         """A new scheduler on the same state database, as after a daemon restart."""
         store = await ScheduleStore.open(store_path(self.config))
         self.stores.append(store)
-        return Scheduler(self.config, self.engine, store, clock=self.clock,
-                         catalog=service_catalog(lambda: self.config, passphrase))
+        return Scheduler(
+            self.config, self.engine, store, clock=self.clock, catalog=service_catalog(lambda: self.config, passphrase)
+        )
 
     async def restart_engine(self) -> None:
         """A new engine on the same state directory, as after a daemon restart."""
@@ -76,17 +77,19 @@ def write_config(root: Path, schedule: str) -> Config:
     for name in ("db_dump", "logs", "data"):
         (root / "src" / name).mkdir(parents=True, exist_ok=True)
         (root / "src" / name / f"{name}.txt").write_text(f"{name} contents\n" * 50)
-    text = "\n".join([
-        "[application]",
-        f"user_data = {json.dumps([str(root / 'src' / 'data')])}",
-        f"log_files = {json.dumps([str(root / 'src' / 'logs')])}",
-        f"simulation_data = {json.dumps([str(root / 'src' / 'db_dump')])}",
-        "[storage]",
-        f'local_path = "{root / "repo"}"',
-        "[engine]",
-        f'state_dir = "{root / "state"}"',
-        schedule.replace("{nas}", str(root / "nas")),
-    ])
+    text = "\n".join(
+        [
+            "[application]",
+            f"user_data = {json.dumps([str(root / 'src' / 'data')])}",
+            f"log_files = {json.dumps([str(root / 'src' / 'logs')])}",
+            f"simulation_data = {json.dumps([str(root / 'src' / 'db_dump')])}",
+            "[storage]",
+            f'local_path = "{root / "repo"}"',
+            "[engine]",
+            f'state_dir = "{root / "state"}"',
+            schedule.replace("{nas}", str(root / "nas")),
+        ]
+    )
     (root / "config.toml").write_text(text + "\n")
     return load_config(root / "config.toml")
 

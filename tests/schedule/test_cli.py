@@ -35,14 +35,26 @@ def test_schedules_lists_next_runs_across_spring_forward(ws):
     data = r.json()
     assert data["enabled"] is True and data["max_concurrent"] == 2
     by_name = {s["name"]: s for s in data["schedules"]}
-    assert list(by_name) == ["nightly", "weekly-check", "prune", "drill"]  # backup and verify configured; prune and drill defaults
+    assert list(by_name) == [
+        "nightly",
+        "weekly-check",
+        "prune",
+        "drill",
+    ]  # backup and verify configured; prune and drill defaults
     nightly = by_name["nightly"]
     assert (nightly["task"], nightly["type"], nightly["timezone"], nightly["paused"]) == (
-        "backup", "auto", "Europe/Berlin", False)
+        "backup",
+        "auto",
+        "Europe/Berlin",
+        False,
+    )
     assert nightly["sources"] == ["application/user_data"]
     # 02:30 does not exist on 2027-03-28 in Berlin: it runs once, when the clocks jump.
-    assert nightly["next_runs"] == ["2027-03-28T01:00:00+00:00", "2027-03-29T00:30:00+00:00",
-                                    "2027-03-30T00:30:00+00:00"]
+    assert nightly["next_runs"] == [
+        "2027-03-28T01:00:00+00:00",
+        "2027-03-29T00:30:00+00:00",
+        "2027-03-30T00:30:00+00:00",
+    ]
     assert by_name["weekly-check"]["full"] is True
     assert nightly["runnable"] is True and by_name["weekly-check"]["runnable"] is True
     assert by_name["weekly-check"]["next_runs"][0] == "2027-03-28T04:00:00+00:00"
@@ -109,7 +121,9 @@ def test_run_now_backs_up_with_the_policy_and_records_it(ws):
     assert [(s["type"], "schedule:nightly" in s["tags"]) for s in snaps] == [("full", True), ("incremental", True)]
     history = ws.cli("schedules", "history", "nightly", "--json").json()["runs"]
     assert [(h["outcome"], h["trigger"], h["type"], h["job_id"]) for h in history] == [
-        ("submitted", "manual", "incremental", second["job_id"]), ("submitted", "manual", "full", data["job_id"])]
+        ("submitted", "manual", "incremental", second["job_id"]),
+        ("submitted", "manual", "full", data["job_id"]),
+    ]
     listed = {s["name"]: s for s in ws.cli("schedules", "--json").json()["schedules"]}
     assert listed["nightly"]["last_run"]["job_id"] == second["job_id"]
 
@@ -119,7 +133,9 @@ def test_run_now_backs_up_with_the_policy_and_records_it(ws):
 
 
 def test_config_check_names_bad_schedule_jobs(ws):
-    setup(ws, """
+    setup(
+        ws,
+        """
 [schedule]
 enabled = true
 timezone = "Europe/Berln"
@@ -139,7 +155,8 @@ name = "check"
 task = "copy"
 locations = ["offsite"]
 cron = "0 3 * * *"
-""")
+""",
+    )
     r = ws.cli("config", "check", "--json")
     assert r.code == 2
     problems = {p["key"]: p["message"] for p in r.json()["problems"]}
@@ -152,7 +169,9 @@ cron = "0 3 * * *"
 
 
 def test_config_check_names_unknown_sources_and_locations(ws):
-    setup(ws, """
+    setup(
+        ws,
+        """
 [schedule]
 [[schedule.jobs]]
 name = "db"
@@ -164,7 +183,8 @@ name = "offsite"
 task = "copy"
 locations = ["offsite"]
 cron = "0 3 * * *"
-""")
+""",
+    )
     r = ws.cli("config", "check", "--json")
     assert r.code == 2
     problems = {p["key"]: p["message"] for p in r.json()["problems"]}

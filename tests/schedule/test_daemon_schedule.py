@@ -46,11 +46,13 @@ def test_daemon_catches_up_an_owed_run_once_and_backs_up(ws):
         ws.write_config(extra=SCHEDULE)
         env = {"AXISOR_BACKUP_STATE_DIR": str(state)}
         assert ws.cli("init", env=env).code == 0
+
         # The daemon last handled this schedule three minutes ago, then was down.
         async def seed() -> None:
             store = await ScheduleStore.open(state / "jobs.sqlite3")
-            await store.set_last("every-minute", datetime.now(UTC).replace(second=0, microsecond=0)
-                                 - timedelta(minutes=3))
+            await store.set_last(
+                "every-minute", datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=3)
+            )
             await store.close()
 
         asyncio.run(seed())
@@ -58,9 +60,14 @@ def test_daemon_catches_up_an_owed_run_once_and_backs_up(ws):
         e = {k: v for k, v in os.environ.items() if not k.startswith("AXISOR_BACKUP")}
         e.update({"AXISOR_BACKUP_PASSPHRASE": PASSPHRASE, **env})
         with open(log, "wb") as err:
-            proc = subprocess.Popen([sys.executable, "-m", "app.cli", "--config", str(ws.config), "daemon"],
-                                    cwd=ROOT, env=e, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=err)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "--config", str(ws.config), "daemon"],
+                cwd=ROOT,
+                env=e,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
             try:
                 deadline = time.monotonic() + 60
                 snaps: list = []
@@ -77,13 +84,19 @@ def test_daemon_catches_up_an_owed_run_once_and_backs_up(ws):
                 history = ws.cli("schedules", "history", "--json", env=env).json()["runs"]
                 first = history[-1]
                 assert (first["schedule"], first["outcome"], first["trigger"]) == (
-                    "every-minute", "submitted", "catch-up")
+                    "every-minute",
+                    "submitted",
+                    "catch-up",
+                )
                 assert first["missed"] >= 2  # three owed minutes, one run
                 started = [r for r in records(log) if r.get("message") == "scheduler started"]
                 assert started and started[0]["enabled"] is True
                 submitted = [r for r in records(log) if r.get("message") == "scheduled job submitted"]
                 assert (submitted[0]["schedule"], submitted[0]["trigger"], submitted[0]["job"]) == (
-                    "every-minute", "catch-up", first["job_id"])
+                    "every-minute",
+                    "catch-up",
+                    first["job_id"],
+                )
             finally:
                 proc.send_signal(signal.SIGTERM)
                 assert proc.wait(timeout=60) == 0, log.read_text()

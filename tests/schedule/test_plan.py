@@ -63,7 +63,11 @@ def test_daily_job_keeps_its_wall_clock_time_across_both_changes():
     start = datetime(2026, 3, 27, tzinfo=UTC)
     runs = list(islice(occurrences("15 1 * * *", "Europe/Berlin", start), 4))
     assert [local(r) for r in runs] == [
-        "2026-03-27 01:15 CET", "2026-03-28 01:15 CET", "2026-03-29 01:15 CET", "2026-03-30 01:15 CEST"]
+        "2026-03-27 01:15 CET",
+        "2026-03-28 01:15 CET",
+        "2026-03-29 01:15 CET",
+        "2026-03-30 01:15 CEST",
+    ]
     gaps = {b - a for a, b in zip(runs, runs[1:])}
     assert gaps == {timedelta(hours=24), timedelta(hours=23)}
     runs = list(islice(occurrences("15 3 * * *", "Europe/Berlin", datetime(2026, 10, 24, tzinfo=UTC)), 3))
@@ -74,10 +78,12 @@ def test_daily_job_keeps_its_wall_clock_time_across_both_changes():
 def test_new_york_spring_forward_and_fall_back():
     start, end = day(NEW_YORK, 2026, 3, 8)
     assert [local(r, NEW_YORK) for r in runs_between("30 2 * * *", "America/New_York", start, end)] == [
-        "2026-03-08 03:00 EDT"]
+        "2026-03-08 03:00 EDT"
+    ]
     start, end = day(NEW_YORK, 2026, 11, 1)
     assert [local(r, NEW_YORK) for r in runs_between("30 1 * * *", "America/New_York", start, end)] == [
-        "2026-11-01 01:30 EDT"]
+        "2026-11-01 01:30 EDT"
+    ]
 
 
 # -- DST: interval jobs follow the real clock -----------------------------------------------
@@ -119,8 +125,14 @@ def test_occurrences_need_an_aware_clock():
 
 
 def sched(name: str = "nightly", cron: str = "0 2 * * *", tz: str = "Europe/Berlin", **kw) -> Schedule:
-    return Schedule(name=name, task=kw.pop("task", "backup"), cron=cron, timezone=tz,
-                    sources=kw.pop("sources", ("application/user_data",)), **kw)
+    return Schedule(
+        name=name,
+        task=kw.pop("task", "backup"),
+        cron=cron,
+        timezone=tz,
+        sources=kw.pop("sources", ("application/user_data",)),
+        **kw,
+    )
 
 
 def test_nothing_due_before_the_occurrence_and_one_run_after():
@@ -166,7 +178,9 @@ def test_due_runs_sorted_by_occurrence():
     last = datetime(2026, 6, 1, 0, 0, tzinfo=UTC)
     runs = due_runs((a, b), {"db": last, "logs": last}, datetime(2026, 6, 1, 1, 45, tzinfo=UTC))
     assert [(r.schedule, r.occurrence.strftime("%H:%M"), r.missed) for r in runs] == [
-        ("db", "01:00", 0), ("logs", "01:30", 0)]
+        ("db", "01:00", 0),
+        ("logs", "01:30", 0),
+    ]
 
 
 def test_due_run_across_spring_forward_downtime_is_one_run():
@@ -214,13 +228,26 @@ def test_jittered_run_is_not_due_before_its_delay():
 
 # Zones with 1-hour shifts, 30-minute shifts (Lord Howe), shifts at midnight (Havana,
 # Santiago), backward-then-forward Ramadan shifts (Casablanca) and none (Tehran since 2022).
-ZONES = ["Europe/Berlin", "America/New_York", "Australia/Sydney", "Australia/Lord_Howe",
-         "America/Santiago", "America/Havana", "Pacific/Chatham", "Africa/Casablanca", "Asia/Tehran"]
+ZONES = [
+    "Europe/Berlin",
+    "America/New_York",
+    "Australia/Sydney",
+    "Australia/Lord_Howe",
+    "America/Santiago",
+    "America/Havana",
+    "Pacific/Chatham",
+    "Africa/Casablanca",
+    "Asia/Tehran",
+]
 
 
 @settings(max_examples=60, deadline=None)
-@given(zone=st.sampled_from(ZONES), hour=st.integers(0, 23), minute=st.sampled_from([0, 15, 30, 45]),
-       start=st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2028, 12, 1)))
+@given(
+    zone=st.sampled_from(ZONES),
+    hour=st.integers(0, 23),
+    minute=st.sampled_from([0, 15, 30, 45]),
+    start=st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2028, 12, 1)),
+)
 def test_fixed_hour_daily_job_runs_exactly_once_every_local_day(zone, hour, minute, start):
     tz = ZoneInfo(zone)
     after = start.replace(tzinfo=UTC)
@@ -237,8 +264,11 @@ def test_fixed_hour_daily_job_runs_exactly_once_every_local_day(zone, hour, minu
 
 
 @settings(max_examples=60, deadline=None)
-@given(zone=st.sampled_from(ZONES), minute=st.sampled_from([0, 10, 30, 59]),
-       start=st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2028, 12, 1)))
+@given(
+    zone=st.sampled_from(ZONES),
+    minute=st.sampled_from([0, 10, 30, 59]),
+    start=st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2028, 12, 1)),
+)
 def test_hourly_job_follows_the_real_clock(zone, minute, start):
     tz = ZoneInfo(zone)
     runs = list(islice(occurrences(f"{minute} * * * *", zone, start.replace(tzinfo=UTC)), 24 * 10))

@@ -27,8 +27,12 @@ def test_full_is_due_at_exactly_full_every_days():
 
 
 def test_incrementals_do_not_reset_the_full_clock_and_one_stale_source_makes_the_run_full():
-    catalog = [snap("a", "full", timedelta(days=2)), snap("b", "full", timedelta(days=9)),
-               snap("b", "incremental", timedelta(days=1)), snap("b", "differential", timedelta(hours=2))]
+    catalog = [
+        snap("a", "full", timedelta(days=2)),
+        snap("b", "full", timedelta(days=9)),
+        snap("b", "incremental", timedelta(days=1)),
+        snap("b", "differential", timedelta(hours=2)),
+    ]
     decision = choose_type("differential", ["a", "b"], catalog, now=NOW, full_every_days=7)
     assert decision.type == "full"
     assert decision.reason == "full due: b (last full 9.0 days ago (full_every_days = 7))"
@@ -38,8 +42,9 @@ def test_incrementals_do_not_reset_the_full_clock_and_one_stale_source_makes_the
 
 
 def test_pinned_types_ignore_the_catalog_and_unknown_policies_are_refused():
-    assert choose_type("full", ["a"], [snap("a", "full", timedelta(hours=1))], now=NOW,
-                       full_every_days=7).type == "full"
+    assert (
+        choose_type("full", ["a"], [snap("a", "full", timedelta(hours=1))], now=NOW, full_every_days=7).type == "full"
+    )
     assert choose_type("incremental", ["a"], [], now=NOW, full_every_days=7).type == "incremental"
     with pytest.raises(ValueError):
         choose_type("weekly", ["a"], [], now=NOW, full_every_days=7)

@@ -58,7 +58,8 @@ def now_utc() -> datetime:
 
 
 async def test_type_policy_follows_the_real_catalog(make_rig):
-    rig = await make_rig("""
+    rig = await make_rig(
+        """
 [schedule]
 enabled = true
 full_every_days = 7
@@ -67,7 +68,10 @@ name = "nightly"
 task = "backup"
 cron = "0 2 * * *"
 timezone = "UTC"
-""" + NO_DEFAULTS, start=now_utc())
+"""
+        + NO_DEFAULTS,
+        start=now_utc(),
+    )
     s = await rig.scheduler()
     assert await s.tick() == []  # first sight: nothing owed for the past
     first = next_at(rig.clock.now, hour=2)
@@ -98,12 +102,15 @@ timezone = "UTC"
     for snap in snaps:
         assert "schedule:nightly" in snap.tags
         by_source.setdefault(snap.source, []).append(snap.type)
-    assert by_source == {src: ["full", "incremental", "full"] for src in (
-        "application/user_data", "application/simulation_data", "application/log_files")}
+    assert by_source == {
+        src: ["full", "incremental", "full"]
+        for src in ("application/user_data", "application/simulation_data", "application/log_files")
+    }
 
 
 async def test_differential_policy_and_pinned_types(make_rig):
-    rig = await make_rig("""
+    rig = await make_rig(
+        """
 [schedule]
 enabled = true
 [[schedule.jobs]]
@@ -120,7 +127,10 @@ sources = ["logs"]
 type = "full"
 cron = "0 1 * * *"
 timezone = "UTC"
-""".replace('"logs"', '"log_files"') + NO_DEFAULTS, start=now_utc())
+""".replace('"logs"', '"log_files"')
+        + NO_DEFAULTS,
+        start=now_utc(),
+    )
     s = await rig.scheduler()
     await s.tick()
     first = next_at(rig.clock.now, hour=1)
@@ -131,12 +141,17 @@ timezone = "UTC"
         assert records["always-full"].type == "full"
         assert records["diff"].type == ("full" if day == 0 else "differential")
     types = sorted((snap.source, snap.type) for snap in await rig.snapshots())
-    assert types == [("application/log_files", "full"), ("application/log_files", "full"),
-                     ("application/user_data", "differential"), ("application/user_data", "full")]
+    assert types == [
+        ("application/log_files", "full"),
+        ("application/log_files", "full"),
+        ("application/user_data", "differential"),
+        ("application/user_data", "full"),
+    ]
 
 
 async def test_never_two_runs_of_one_source_a_long_job_defers_then_skips(make_rig):
-    rig = await make_rig("""
+    rig = await make_rig(
+        """
 [schedule]
 enabled = true
 [[schedule.jobs]]
@@ -145,7 +160,10 @@ task = "backup"
 sources = ["log_files"]
 cron = "0 * * * *"
 timezone = "UTC"
-""" + NO_DEFAULTS, start=now_utc())
+"""
+        + NO_DEFAULTS,
+        start=now_utc(),
+    )
     s = await rig.scheduler()
     await s.tick()
     h1 = next_at(rig.clock.now)
@@ -185,7 +203,8 @@ timezone = "UTC"
 
 
 async def test_overlapping_schedules_respect_max_concurrent(make_rig):
-    rig = await make_rig("""
+    rig = await make_rig(
+        """
 [schedule]
 enabled = true
 max_concurrent = 1
@@ -201,7 +220,10 @@ task = "backup"
 sources = ["log_files"]
 cron = "0 3 * * *"
 timezone = "UTC"
-""" + NO_DEFAULTS, start=now_utc())
+"""
+        + NO_DEFAULTS,
+        start=now_utc(),
+    )
     s = await rig.scheduler()
     await s.tick()
     rig.clock.set(next_at(rig.clock.now, hour=3) + timedelta(seconds=30))
@@ -217,7 +239,8 @@ timezone = "UTC"
 
 
 async def test_downtime_restart_catches_up_once(make_rig):
-    rig = await make_rig("""
+    rig = await make_rig(
+        """
 [schedule]
 enabled = true
 [[schedule.jobs]]
@@ -226,7 +249,10 @@ task = "backup"
 sources = ["user_data"]
 cron = "0 */6 * * *"
 timezone = "UTC"
-""" + NO_DEFAULTS, start=now_utc())
+"""
+        + NO_DEFAULTS,
+        start=now_utc(),
+    )
     before = await rig.scheduler()
     await before.tick()
     baseline = rig.clock.now
@@ -234,8 +260,9 @@ timezone = "UTC"
     rig.clock.advance(days=3)
     after = await rig.scheduler()
     (rec,) = await after.tick()
-    owed = [t for t in (next_at(baseline) + timedelta(hours=h) for h in range(80))
-            if t.hour % 6 == 0 and t <= rig.clock.now]
+    owed = [
+        t for t in (next_at(baseline) + timedelta(hours=h) for h in range(80)) if t.hour % 6 == 0 and t <= rig.clock.now
+    ]
     assert (rec.outcome, rec.trigger, rec.missed) == ("submitted", "catch-up", len(owed) - 1)
     assert rec.occurrence == owed[-1]
     assert "caught up once" in rec.detail
@@ -249,7 +276,8 @@ timezone = "UTC"
 
 
 async def test_pause_is_persisted_and_resume_does_not_catch_up(make_rig):
-    rig = await make_rig("""
+    rig = await make_rig(
+        """
 [schedule]
 enabled = true
 [[schedule.jobs]]
@@ -258,7 +286,10 @@ task = "backup"
 sources = ["user_data"]
 cron = "0 * * * *"
 timezone = "UTC"
-""" + NO_DEFAULTS, start=now_utc())
+"""
+        + NO_DEFAULTS,
+        start=now_utc(),
+    )
     first = await rig.scheduler()
     await first.tick()
     assert await first.pause("hourly") is True
@@ -290,7 +321,8 @@ async def _runs_over(rig, scheduler, start: datetime, hours: int) -> list:
 
 
 async def test_dst_days_run_a_0230_job_exactly_once(make_rig):
-    rig = await make_rig("""
+    rig = await make_rig(
+        """
 [schedule]
 enabled = true
 timezone = "Europe/Berlin"
@@ -298,7 +330,10 @@ timezone = "Europe/Berlin"
 name = "verify-0230"
 task = "verify"
 cron = "30 2 * * *"
-""" + NO_DEFAULTS, start=datetime(2027, 3, 27, 12, 0, tzinfo=UTC))
+"""
+        + NO_DEFAULTS,
+        start=datetime(2027, 3, 27, 12, 0, tzinfo=UTC),
+    )
     s = await rig.scheduler()
     await s.tick()
     # 2027-03-28: 02:00 CET jumps to 03:00 CEST; 02:30 does not exist.
@@ -313,7 +348,8 @@ cron = "30 2 * * *"
 
 
 async def test_jitter_delays_submission_within_bounds(make_rig):
-    rig = await make_rig("""
+    rig = await make_rig(
+        """
 [schedule]
 enabled = true
 [[schedule.jobs]]
@@ -323,7 +359,10 @@ sources = ["user_data"]
 cron = "0 4 * * *"
 timezone = "UTC"
 jitter_seconds = 900
-""" + NO_DEFAULTS, start=now_utc())
+"""
+        + NO_DEFAULTS,
+        start=now_utc(),
+    )
     s = await rig.scheduler()
     await s.tick()
     occurrence = next_at(rig.clock.now, hour=4)
@@ -339,7 +378,8 @@ jitter_seconds = 900
 
 
 async def test_defaults_and_disabled_scheduler(make_rig):
-    rig = await make_rig("""
+    rig = await make_rig(
+        """
 [schedule]
 enabled = false
 cron_expression = "0 2 * * *"
@@ -348,15 +388,19 @@ name = "logs"
 task = "backup"
 sources = ["log_files"]
 cron = "*/10 * * * *"
-""", start=now_utc())
+""",
+        start=now_utc(),
+    )
     s = await rig.scheduler()
     names = [(x.name, x.task, x.full, x.origin, x.cron) for x in s.schedules]
-    assert names == [("logs", "backup", False, "config", "*/10 * * * *"),
-                     ("backup", "backup", False, "default", "0 2 * * *"),
-                     ("verify-quick", "verify", False, "default", "30 5 * * 1-6"),
-                     ("verify-full", "verify", True, "default", "30 5 * * 0"),
-                     ("prune", "prune", False, "default", "30 4 * * 6"),
-                     ("drill", "drill", False, "default", "0 7 1 * *")]
+    assert names == [
+        ("logs", "backup", False, "config", "*/10 * * * *"),
+        ("backup", "backup", False, "default", "0 2 * * *"),
+        ("verify-quick", "verify", False, "default", "30 5 * * 1-6"),
+        ("verify-full", "verify", True, "default", "30 5 * * 0"),
+        ("prune", "prune", False, "default", "30 4 * * 6"),
+        ("drill", "drill", False, "default", "0 7 1 * *"),
+    ]
     # The default backup keeps every source that no configured backup job names.
     assert s.schedules[1].sources == ("application/user_data", "application/simulation_data")
     await s.tick()
@@ -366,7 +410,8 @@ cron = "*/10 * * * *"
 
 
 async def test_manual_run_and_unreadable_catalog_falls_back_to_full(make_rig):
-    rig = await make_rig("""
+    rig = await make_rig(
+        """
 [schedule]
 enabled = true
 [[schedule.jobs]]
@@ -374,7 +419,11 @@ name = "db"
 task = "backup"
 sources = ["simulation_data"]
 cron = "0 * * * *"
-""" + NO_DEFAULTS, start=now_utc(), init=False)
+"""
+        + NO_DEFAULTS,
+        start=now_utc(),
+        init=False,
+    )
     s = await rig.scheduler()
     rec = await s.run_now("db")
     # No repository yet: the catalog cannot be read, so the policy picks full, and the
@@ -383,12 +432,17 @@ cron = "0 * * * *"
     assert "catalog unreadable" in rec.detail
     job = await rig.engine.wait(rec.job_id)
     assert job.state == JobState.FAILED and "repo" in (job.error or "")
-    assert job.params == {"schedule": "db", "type": "full", "sources": ["application/simulation_data"],
-                          "tags": ["scheduled", "schedule:db"]}
+    assert job.params == {
+        "schedule": "db",
+        "type": "full",
+        "sources": ["application/simulation_data"],
+        "tags": ["scheduled", "schedule:db"],
+    }
 
 
 async def test_scheduled_copy_runs_through_the_engine(make_rig):
-    rig = await make_rig("""
+    rig = await make_rig(
+        """
 [[storage.remote_storage]]
 provider = "local"
 name = "nas"
@@ -406,7 +460,10 @@ task = "copy"
 locations = ["nas"]
 cron = "0 3 * * *"
 timezone = "UTC"
-""" + NO_DEFAULTS, start=now_utc())
+"""
+        + NO_DEFAULTS,
+        start=now_utc(),
+    )
     s = await rig.scheduler()
     await s.tick()
     one = next_at(rig.clock.now, hour=1)
@@ -428,7 +485,8 @@ timezone = "UTC"
 
 
 async def test_a_run_owed_while_the_engine_stops_is_kept_for_the_next_start(make_rig):
-    rig = await make_rig("""
+    rig = await make_rig(
+        """
 [schedule]
 enabled = true
 [[schedule.jobs]]
@@ -436,7 +494,10 @@ name = "nightly"
 task = "backup"
 cron = "0 2 * * *"
 timezone = "UTC"
-""" + NO_DEFAULTS, start=now_utc())
+"""
+        + NO_DEFAULTS,
+        start=now_utc(),
+    )
     s = await rig.scheduler()
     await s.tick()
     baseline = (await s.store.states())["nightly"].last_occurrence
@@ -455,7 +516,8 @@ timezone = "UTC"
 
 
 async def test_the_loop_wakes_for_the_next_occurrence_including_jitter(make_rig):
-    rig = await make_rig("""
+    rig = await make_rig(
+        """
 [schedule]
 enabled = true
 [[schedule.jobs]]
@@ -464,7 +526,10 @@ task = "backup"
 cron = "0 2 * * *"
 timezone = "UTC"
 jitter_seconds = 40
-""" + NO_DEFAULTS, start=datetime(2027, 5, 1, 1, 59, 30, tzinfo=UTC))
+"""
+        + NO_DEFAULTS,
+        start=datetime(2027, 5, 1, 1, 59, 30, tzinfo=UTC),
+    )
     s = await rig.scheduler()
     occurrence = datetime(2027, 5, 1, 2, 0, tzinfo=UTC)
     delay = jitter(s.schedules[0], occurrence).total_seconds()
@@ -477,7 +542,8 @@ jitter_seconds = 40
 
 
 async def test_two_schedules_of_one_source_due_together_run_one_after_the_other(make_rig):
-    rig = await make_rig("""
+    rig = await make_rig(
+        """
 [schedule]
 enabled = true
 [[schedule.jobs]]
@@ -493,7 +559,10 @@ sources = ["user_data", "log_files"]
 type = "full"
 cron = "0 2 * * *"
 timezone = "UTC"
-""" + NO_DEFAULTS, start=now_utc())
+"""
+        + NO_DEFAULTS,
+        start=now_utc(),
+    )
     s = await rig.scheduler()
     await s.tick()
     rig.clock.set(next_at(rig.clock.now, hour=2) + timedelta(seconds=1))
@@ -511,7 +580,8 @@ timezone = "UTC"
 async def test_reload_takes_new_schedules_and_drops_queued_runs_of_removed_ones(make_rig):
     from core.config import load_config
 
-    rig = await make_rig("""
+    rig = await make_rig(
+        """
 [schedule]
 enabled = true
 max_concurrent = 1
@@ -527,7 +597,10 @@ task = "backup"
 sources = ["log_files"]
 cron = "0 3 * * *"
 timezone = "UTC"
-""" + NO_DEFAULTS, start=now_utc())
+"""
+        + NO_DEFAULTS,
+        start=now_utc(),
+    )
     s = await rig.scheduler()
     await s.tick()
     rig.clock.set(next_at(rig.clock.now, hour=3) + timedelta(seconds=1))
@@ -548,7 +621,8 @@ async def test_a_backup_left_running_by_a_killed_process_does_not_hold_the_sourc
     from core.jobs.api import Job
     from core.jobs.store import Owner, process_start
 
-    rig = await make_rig("""
+    rig = await make_rig(
+        """
 [schedule]
 enabled = true
 [[schedule.jobs]]
@@ -557,15 +631,28 @@ task = "backup"
 sources = ["log_files"]
 cron = "0 * * * *"
 timezone = "UTC"
-""" + NO_DEFAULTS, start=now_utc())
+"""
+        + NO_DEFAULTS,
+        start=now_utc(),
+    )
     # A CLI backup of the same source whose process was killed -9: its record says running.
     proc = subprocess.Popen(["sleep", "30"])
     owner = Owner(socket.gethostname(), proc.pid, process_start(proc.pid))
     proc.kill()
     proc.wait()
-    ghost = Job(id="ghost0000001", kind="backup", params={"sources": ["log_files"]}, state=JobState.RUNNING,
-                origin="cli", created_at=rig.clock.now, started_at=rig.clock.now, finished_at=None,
-                progress=None, result=None, error=None)
+    ghost = Job(
+        id="ghost0000001",
+        kind="backup",
+        params={"sources": ["log_files"]},
+        state=JobState.RUNNING,
+        origin="cli",
+        created_at=rig.clock.now,
+        started_at=rig.clock.now,
+        finished_at=None,
+        progress=None,
+        result=None,
+        error=None,
+    )
     await rig.engine.store.insert(ghost, owner)
     s = await rig.scheduler()
     await s.tick()
@@ -580,7 +667,8 @@ timezone = "UTC"
 async def test_scheduled_prune_is_submitted_or_recorded_as_not_submittable(make_rig):
     from core.jobs.kinds import registered
 
-    rig = await make_rig("""
+    rig = await make_rig(
+        """
 [schedule]
 enabled = true
 [[schedule.jobs]]
@@ -588,7 +676,10 @@ name = "weekly-prune"
 task = "prune"
 cron = "0 4 * * SUN"
 timezone = "UTC"
-""" + NO_DEFAULTS, start=now_utc())
+"""
+        + NO_DEFAULTS,
+        start=now_utc(),
+    )
     s = await rig.scheduler()
     await s.tick()
     sunday = next_at(rig.clock.now, hour=4)

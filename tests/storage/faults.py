@@ -30,8 +30,14 @@ FAULTS = ("reset", "reset-after", "500", "stall", "stall-after", "short")
 
 
 class FaultyBackend:
-    def __init__(self, inner: Backend, *, rate: float = 0.0, seed: int = 0,
-                 kinds: tuple[str, ...] = ("reset", "reset-after", "500", "stall", "stall-after", "short")) -> None:
+    def __init__(
+        self,
+        inner: Backend,
+        *,
+        rate: float = 0.0,
+        seed: int = 0,
+        kinds: tuple[str, ...] = ("reset", "reset-after", "500", "stall", "stall-after", "short"),
+    ) -> None:
         self.inner = inner
         self.script: deque[str] = deque()  # faults for the next calls, in order
         self.always: str | None = None  # a fault for every call
@@ -175,7 +181,8 @@ class FaultProxy:
                 body = b"<Error><Code>InternalError</Code><Message>injected</Message></Error>"
                 writer.write(
                     b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\n"
-                    + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
+                    + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                    + body
                 )
                 await writer.drain()
                 writer.close()
@@ -199,8 +206,7 @@ class FaultProxy:
                     if cap is None:
                         dst.close()
 
-            await asyncio.gather(pump(reader, up_writer, None), pump(up_reader, writer, limit),
-                                 return_exceptions=True)
+            await asyncio.gather(pump(reader, up_writer, None), pump(up_reader, writer, limit), return_exceptions=True)
             up_writer.close()
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass  # a cancelled handler ends quietly: asyncio would log it as an error
@@ -226,7 +232,9 @@ def self_signed_tls(folder) -> tuple[object, Path]:
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
@@ -237,8 +245,9 @@ def self_signed_tls(folder) -> tuple[object, Path]:
     folder = Path(folder)
     cert_file, key_file = folder / "cert.pem", folder / "key.pem"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert_file, key_file)
     return context, cert_file

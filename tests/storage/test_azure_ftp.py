@@ -18,9 +18,13 @@ MiB = 1024 * 1024
 
 
 async def test_azure_block_upload_is_create_only(azurite):
-    b = AzureBackend(f"blocks-{os.urandom(4).hex()}", endpoint=azurite.endpoint,
-                     credentials_file=azurite.credentials_file, max_single_put_size=1 * MiB,
-                     max_block_size=1 * MiB)
+    b = AzureBackend(
+        f"blocks-{os.urandom(4).hex()}",
+        endpoint=azurite.endpoint,
+        credentials_file=azurite.credentials_file,
+        max_single_put_size=1 * MiB,
+        max_block_size=1 * MiB,
+    )
     data = os.urandom(3 * MiB + 5)
     try:
         await b.create()
@@ -124,8 +128,7 @@ async def test_an_http_blob_endpoint_in_a_connection_string_is_refused_unless_al
     from core.storage.backend import StorageError
 
     creds = tmp_path / "conn"
-    creds.write_text("DefaultEndpointsProtocol=http;AccountName=a;AccountKey=a2V5;"
-                     "BlobEndpoint=http://127.0.0.1:9/a;\n")
+    creds.write_text("DefaultEndpointsProtocol=http;AccountName=a;AccountKey=a2V5;BlobEndpoint=http://127.0.0.1:9/a;\n")
     creds.chmod(0o600)
     loc = RemoteStorageConfig(provider="azure-blob", name="az", bucket_name="c", credentials_file=creds)
     backend = AzureBackend.from_config(loc)

@@ -16,17 +16,25 @@ SDKS = ("aiobotocore", "botocore", "azure", "aioftp")
 
 def _cli(config: Path, *args: str) -> subprocess.CompletedProcess:
     # The SDKs are made unimportable in the child, as on a base install.
-    code = ("import sys\n"
-            f"for m in {SDKS!r}: sys.modules[m] = None\n"
-            "from app.cli import main\n"
-            "code = main()\n"
-            f"loaded = [m for m in sys.modules if m.split('.')[0] in {SDKS!r} and sys.modules[m] is not None]\n"
-            "assert not loaded, loaded\n"
-            "sys.exit(code)\n")
+    code = (
+        "import sys\n"
+        f"for m in {SDKS!r}: sys.modules[m] = None\n"
+        "from app.cli import main\n"
+        "code = main()\n"
+        f"loaded = [m for m in sys.modules if m.split('.')[0] in {SDKS!r} and sys.modules[m] is not None]\n"
+        "assert not loaded, loaded\n"
+        "sys.exit(code)\n"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("AXISOR_BACKUP")}
     env["AXISOR_BACKUP_PASSPHRASE"] = PASSPHRASE
-    return subprocess.run([sys.executable, "-c", code, "--config", str(config), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code, "--config", str(config), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_base_install_backs_up_locally_and_names_the_missing_extra(tmp_path):
@@ -37,7 +45,7 @@ def test_base_install_backs_up_locally_and_names_the_missing_extra(tmp_path):
     config.write_text(f"""[application]
 user_data = ["{src}"]
 [storage]
-local_path = "{tmp_path / 'repo'}"
+local_path = "{tmp_path / "repo"}"
 [[storage.remote_storage]]
 name = "offsite"
 provider = "aws-s3"
@@ -47,7 +55,7 @@ name = "ftpbox"
 provider = "ftp"
 endpoint = "ftps://ftp.example.org"
 [engine]
-state_dir = "{tmp_path / 'state'}"
+state_dir = "{tmp_path / "state"}"
 """)
     r = _cli(config, "config", "check")
     assert r.returncode == 2, r.stderr

@@ -18,8 +18,9 @@ from core.storage.sftp import SFTPBackend
 
 
 def config(tmp_path: Path, *remotes: dict):
-    return parse_config({"storage": {"local_path": str(tmp_path / "primary"), "remote_storage": list(remotes)}},
-                        base_dir=tmp_path)
+    return parse_config(
+        {"storage": {"local_path": str(tmp_path / "primary"), "remote_storage": list(remotes)}}, base_dir=tmp_path
+    )
 
 
 def test_every_provider_in_order_primary_first(tmp_path):

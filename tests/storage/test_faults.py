@@ -36,8 +36,12 @@ async def faulty(request, tmp_path):
         inner = LocalBackend(tmp_path / "repo")
     else:
         server = request.getfixturevalue("moto_s3")
-        inner = S3Backend(f"faults-{os.urandom(4).hex()}", endpoint=server.endpoint,
-                          credentials_file=server.credentials_file, prefix="r")
+        inner = S3Backend(
+            f"faults-{os.urandom(4).hex()}",
+            endpoint=server.endpoint,
+            credentials_file=server.credentials_file,
+            prefix="r",
+        )
     await inner.create()
     fb = FaultyBackend(inner)
     rb = RetryingBackend(fb, FAST, concurrency=4)
@@ -143,8 +147,9 @@ async def test_backup_and_restore_through_random_faults(tmp_path, moto_s3):
     src.mkdir()
     (src / "a.bin").write_bytes(os.urandom(5_000_000))
     (src / "b.txt").write_text("faults pass\n" * 20_000)
-    inner = S3Backend(f"rand-{os.urandom(4).hex()}", endpoint=moto_s3.endpoint,
-                      credentials_file=moto_s3.credentials_file)
+    inner = S3Backend(
+        f"rand-{os.urandom(4).hex()}", endpoint=moto_s3.endpoint, credentials_file=moto_s3.credentials_file
+    )
     # Stalls are left to the tests above: each costs a whole timeout.
     fb = FaultyBackend(inner, rate=0.2, seed=7, kinds=("reset", "reset-after", "500", "short"))
     rb = RetryingBackend(fb, RetryPolicy(retries=6, timeout=10.0, base_delay=0.01, max_delay=0.05))
@@ -175,8 +180,12 @@ async def proxied_s3(moto_s3):
     host, port = moto_s3.endpoint.removeprefix("http://").split(":")
     proxy = FaultProxy(host, int(port))
     await proxy.start()
-    inner = S3Backend(f"proxy-{os.urandom(4).hex()}", endpoint=f"http://127.0.0.1:{proxy.port}",
-                      credentials_file=moto_s3.credentials_file, timeout=1.0)
+    inner = S3Backend(
+        f"proxy-{os.urandom(4).hex()}",
+        endpoint=f"http://127.0.0.1:{proxy.port}",
+        credentials_file=moto_s3.credentials_file,
+        timeout=1.0,
+    )
     rb = RetryingBackend(inner, RetryPolicy(retries=3, timeout=2.0, base_delay=0.01, max_delay=0.05))
     await rb.create()
     try:

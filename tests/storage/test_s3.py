@@ -20,8 +20,15 @@ MiB = 1024 * 1024
 
 
 def small_parts(server, **kw) -> S3Backend:
-    return S3Backend(f"mp-{os.urandom(4).hex()}", endpoint=server.endpoint, prefix="p",
-                     credentials_file=server.credentials_file, multipart_threshold=6 * MiB, part_size=5 * MiB, **kw)
+    return S3Backend(
+        f"mp-{os.urandom(4).hex()}",
+        endpoint=server.endpoint,
+        prefix="p",
+        credentials_file=server.credentials_file,
+        multipart_threshold=6 * MiB,
+        part_size=5 * MiB,
+        **kw,
+    )
 
 
 def headers_of(request) -> dict[str, str]:
@@ -38,12 +45,12 @@ async def test_multipart_roundtrip_and_no_overwrite(moto_s3):
     await b.create()
     data = os.urandom(12 * MiB + 123)
     try:
-        await b.put("data/aa/big", [data[: 3 * MiB], data[3 * MiB:]])
+        await b.put("data/aa/big", [data[: 3 * MiB], data[3 * MiB :]])
         client = await b._get_client()
         head = await client.head_object(Bucket=b.bucket, Key="p/data/aa/big")
         assert head["ETag"].strip('"').endswith("-3")  # three parts: it really was multipart
         assert await b.get("data/aa/big") == data
-        assert await b.get("data/aa/big", 5 * MiB - 10, 20) == data[5 * MiB - 10: 5 * MiB + 10]
+        assert await b.get("data/aa/big", 5 * MiB - 10, 20) == data[5 * MiB - 10 : 5 * MiB + 10]
         with pytest.raises(ObjectExists):
             await b.put("data/aa/big", os.urandom(7 * MiB))
         assert await b.get("data/aa/big") == data
@@ -59,8 +66,9 @@ async def test_multipart_race_stores_one_whole_object_and_leaves_no_parts(moto_s
     completes: list[dict] = []
     try:
         client = await b._get_client()
-        client.meta.events.register("before-send.s3.CompleteMultipartUpload",
-                                    lambda request, **_: completes.append(headers_of(request)))
+        client.meta.events.register(
+            "before-send.s3.CompleteMultipartUpload", lambda request, **_: completes.append(headers_of(request))
+        )
         results = await asyncio.gather(*(b.put("index/race", p) for p in payloads), return_exceptions=True)
         assert all(r is None or isinstance(r, ObjectExists) for r in results)
         assert await b.get("index/race") in payloads
@@ -82,8 +90,13 @@ class FailingPart(S3Backend):
 
 
 async def test_failed_multipart_is_aborted_and_invisible(moto_s3):
-    b = FailingPart(f"mp-{os.urandom(4).hex()}", endpoint=moto_s3.endpoint,
-                    credentials_file=moto_s3.credentials_file, multipart_threshold=6 * MiB, part_size=5 * MiB)
+    b = FailingPart(
+        f"mp-{os.urandom(4).hex()}",
+        endpoint=moto_s3.endpoint,
+        credentials_file=moto_s3.credentials_file,
+        multipart_threshold=6 * MiB,
+        part_size=5 * MiB,
+    )
     await b.create()
     try:
         with pytest.raises(StorageError, match="injected failure"):
@@ -97,9 +110,15 @@ async def test_failed_multipart_is_aborted_and_invisible(moto_s3):
 
 
 async def test_gcs_sends_its_create_only_condition(moto_s3):
-    loc = RemoteStorageConfig(provider="gcp-storage", name="gcs", bucket_name=f"g-{os.urandom(4).hex()}",
-                              endpoint=moto_s3.endpoint, region="us-east-1", allow_insecure=True,
-                              credentials_file=moto_s3.credentials_file)
+    loc = RemoteStorageConfig(
+        provider="gcp-storage",
+        name="gcs",
+        bucket_name=f"g-{os.urandom(4).hex()}",
+        endpoint=moto_s3.endpoint,
+        region="us-east-1",
+        allow_insecure=True,
+        credentials_file=moto_s3.credentials_file,
+    )
     b = open_backend(loc)
     assert isinstance(b, RetryingBackend) and b.location.startswith("gs://")
     seen: list[dict] = []
@@ -144,8 +163,15 @@ async def test_tls_needs_the_named_ca(tmp_path, moto_s3):
     await proxy.start(context)
     endpoint = f"https://127.0.0.1:{proxy.port}"
     bucket = f"tls-{os.urandom(4).hex()}"
-    base = dict(provider="aws-s3", name="tls", bucket_name=bucket, endpoint=endpoint,
-                credentials_file=moto_s3.credentials_file, retries=2, timeout_seconds=5)
+    base = dict(
+        provider="aws-s3",
+        name="tls",
+        bucket_name=bucket,
+        endpoint=endpoint,
+        credentials_file=moto_s3.credentials_file,
+        retries=2,
+        timeout_seconds=5,
+    )
     untrusted = open_backend(RemoteStorageConfig(**base))
     trusted = open_backend(RemoteStorageConfig(**base, ca_bundle=ca))
     try:
@@ -165,8 +191,16 @@ async def test_tls_needs_the_named_ca(tmp_path, moto_s3):
 async def test_standard_aws_chain_without_a_credentials_file(moto_s3, monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAFROMENV")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-from-env")
-    b = open_backend(RemoteStorageConfig(provider="aws-s3", name="env", bucket_name=f"env-{os.urandom(4).hex()}",
-                                         endpoint=moto_s3.endpoint, region="us-east-1", allow_insecure=True))
+    b = open_backend(
+        RemoteStorageConfig(
+            provider="aws-s3",
+            name="env",
+            bucket_name=f"env-{os.urandom(4).hex()}",
+            endpoint=moto_s3.endpoint,
+            region="us-east-1",
+            allow_insecure=True,
+        )
+    )
     try:
         await b.create()
         await b.put("config", b"chain")
@@ -189,9 +223,17 @@ async def test_a_refused_request_leaves_no_cycle_holding_the_callers_frame(moto_
     class Pack:
         pass
 
-    b = open_backend(RemoteStorageConfig(provider="aws-s3", name="cyc", bucket_name=f"cyc-{os.urandom(4).hex()}",
-                                         endpoint=moto_s3.endpoint, region="us-east-1", allow_insecure=True,
-                                         credentials_file=moto_s3.credentials_file))
+    b = open_backend(
+        RemoteStorageConfig(
+            provider="aws-s3",
+            name="cyc",
+            bucket_name=f"cyc-{os.urandom(4).hex()}",
+            endpoint=moto_s3.endpoint,
+            region="us-east-1",
+            allow_insecure=True,
+            credentials_file=moto_s3.credentials_file,
+        )
+    )
     assert isinstance(b, RetryingBackend) and b.policy.timeout is not None
 
     async def transfer() -> weakref.ref:
@@ -230,8 +272,15 @@ async def test_aws_endpoint_url_in_the_environment_is_ignored(moto_s3, monkeypat
     is the only one used."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
-    b = open_backend(RemoteStorageConfig(provider="aws-s3", name="aws", bucket_name="b", region="us-east-1",
-                                         credentials_file=moto_s3.credentials_file))
+    b = open_backend(
+        RemoteStorageConfig(
+            provider="aws-s3",
+            name="aws",
+            bucket_name="b",
+            region="us-east-1",
+            credentials_file=moto_s3.credentials_file,
+        )
+    )
     try:
         client = await b.inner._get_client()
         assert "127.0.0.1" not in client.meta.endpoint_url

@@ -37,8 +37,7 @@ async def test_pinned_fingerprint_instead_of_known_hosts(server, tmp_path):
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     good = open_backend(remote_config("sftp", server, known_hosts=empty, host_key_fingerprint=server.fingerprint))
-    wrong = open_backend(remote_config("sftp", server, known_hosts=empty,
-                                       host_key_fingerprint="SHA256:" + "A" * 43))
+    wrong = open_backend(remote_config("sftp", server, known_hosts=empty, host_key_fingerprint="SHA256:" + "A" * 43))
     try:
         await good.create()
         await good.put("config", b"pinned")

@@ -81,8 +81,11 @@ takes = st.lists(
 
 
 @settings(max_examples=300, deadline=None)
-@given(rate=st.integers(min_value=1, max_value=50_000_000), burst=st.one_of(st.none(), st.integers(1, 4_000_000)),
-       sequence=takes)
+@given(
+    rate=st.integers(min_value=1, max_value=50_000_000),
+    burst=st.one_of(st.none(), st.integers(1, 4_000_000)),
+    sequence=takes,
+)
 def test_reserved_bytes_never_exceed_rate_times_t_plus_burst(rate, burst, sequence):
     clock = FakeClock()
     bucket = TokenBucket(rate, burst, clock=clock)
@@ -95,8 +98,10 @@ def test_reserved_bytes_never_exceed_rate_times_t_plus_burst(rate, burst, sequen
 
 
 @settings(max_examples=100, deadline=None)
-@given(rate=st.integers(min_value=1000, max_value=20_000_000),
-       sizes=st.lists(st.integers(min_value=0, max_value=5_000_000), min_size=1, max_size=8))
+@given(
+    rate=st.integers(min_value=1000, max_value=20_000_000),
+    sizes=st.lists(st.integers(min_value=0, max_value=5_000_000), min_size=1, max_size=8),
+)
 def test_concurrent_takes_share_one_rate(rate, sizes):
     """Any number of transfers taking at once: the bucket's grants (slice by slice) stay
     under the bound, every slice is at most one slice size, and the last transfer ends about
@@ -191,11 +196,20 @@ def test_local_backend_keeps_its_direct_read_and_counts_payload(tmp_path):
 
 def test_a_remote_is_throttled_outside_its_retries(tmp_path):
     """Waiting for the bucket must not eat into a request's timeout: the wrapper is on top."""
-    c = parse_config({"storage": {"local_path": str(tmp_path / "p"), "limit_upload": 100, "remote_storage": [
-        {"provider": "sftp", "name": "box", "endpoint": "backup.example:22", "limit_download": 50},
-        {"provider": "sftp", "name": "free", "endpoint": "backup.example:22"},
-        {"provider": "local", "name": "nas", "path": str(tmp_path / "nas"), "limit_upload": 7},
-    ]}}, base_dir=tmp_path)
+    c = parse_config(
+        {
+            "storage": {
+                "local_path": str(tmp_path / "p"),
+                "limit_upload": 100,
+                "remote_storage": [
+                    {"provider": "sftp", "name": "box", "endpoint": "backup.example:22", "limit_download": 50},
+                    {"provider": "sftp", "name": "free", "endpoint": "backup.example:22"},
+                    {"provider": "local", "name": "nas", "path": str(tmp_path / "nas"), "limit_upload": 7},
+                ],
+            }
+        },
+        base_dir=tmp_path,
+    )
     found = dict(open_location_backends(c))
     primary, box, free, nas = found["local"], found["box"], found["free"], found["nas"]
     assert isinstance(primary, ThrottledLocalBackend) and primary.upload is not None
@@ -209,9 +223,17 @@ def test_a_remote_is_throttled_outside_its_retries(tmp_path):
 
 
 def test_cli_limits_override_every_location(tmp_path):
-    c = parse_config({"storage": {"local_path": str(tmp_path / "p"), "limit_upload": 100, "limit_download": 9,
-                                  "remote_storage": [{"provider": "local", "name": "nas", "path": "n",
-                                                      "limit_upload": 5}]}}, base_dir=tmp_path)
+    c = parse_config(
+        {
+            "storage": {
+                "local_path": str(tmp_path / "p"),
+                "limit_upload": 100,
+                "limit_download": 9,
+                "remote_storage": [{"provider": "local", "name": "nas", "path": "n", "limit_upload": 5}],
+            }
+        },
+        base_dir=tmp_path,
+    )
     assert c.with_limits(None, None) is c
     up = c.with_limits(2048, None)
     assert (up.storage.limit_upload, up.storage.limit_download) == (2048, 9)

@@ -38,9 +38,11 @@ POLL = 0.2  # seconds between looks at the repository or at the backup's progres
 WAITING_PHASE = "waiting for wal archiving to finish"  # pg_stat_progress_basebackup.phase
 WAIT_EVENT = "BackupWaitWalArchive"  # pg_stat_activity.wait_event of a pg_backup_stop(true) waiting
 LOG_TAIL = 64 * 1024
-LOG_HINT = ("the reason is in the server log (where the server's stderr goes: pg_ctl -l FILE, "
-            "journalctl -u postgresql, /var/log/postgresql/; with logging_collector on, "
-            "SELECT pg_current_logfile()), on lines starting 'archive command failed'")
+LOG_HINT = (
+    "the reason is in the server log (where the server's stderr goes: pg_ctl -l FILE, "
+    "journalctl -u postgresql, /var/log/postgresql/; with logging_collector on, "
+    "SELECT pg_current_logfile()), on lines starting 'archive command failed'"
+)
 
 
 async def force_switch(conn: psycopg.AsyncConnection) -> str:
@@ -73,8 +75,9 @@ def _when(value: object) -> str:
     return value.isoformat(timespec="seconds") if isinstance(value, datetime) else str(value)
 
 
-async def archiver_report(conn: psycopg.AsyncConnection, target: PgTarget, timeout: float,
-                          segment: str | None = None) -> tuple[str, str]:
+async def archiver_report(
+    conn: psycopg.AsyncConnection, target: PgTarget, timeout: float, segment: str | None = None
+) -> tuple[str, str]:
     """What the server says about its archiver: (state, text). state is "failing", "behind"
     (it archived something within the last ``timeout`` seconds and failed at nothing since:
     working through a backlog) or "not working"; text quotes pg_stat_archiver's last failure
@@ -82,8 +85,10 @@ async def archiver_report(conn: psycopg.AsyncConnection, target: PgTarget, timeo
     parts: list[str] = []
     try:
         async with conn.cursor() as cur:
-            await cur.execute("SELECT archived_count, last_archived_wal, last_archived_time, failed_count, "
-                              "last_failed_wal, last_failed_time, clock_timestamp() FROM pg_stat_archiver")
+            await cur.execute(
+                "SELECT archived_count, last_archived_wal, last_archived_time, failed_count, "
+                "last_failed_wal, last_failed_time, clock_timestamp() FROM pg_stat_archiver"
+            )
             _archived, last_ok, last_ok_time, failed, last_bad, last_bad_time, now = one_row(await cur.fetchone())
     except psycopg.Error as exc:
         return "not working", f"pg_stat_archiver could not be read: {target.scrub(str(exc).strip())}; {LOG_HINT}"
@@ -91,7 +96,8 @@ async def archiver_report(conn: psycopg.AsyncConnection, target: PgTarget, timeo
     if segment and last_ok and last_ok[:8] == segment[:8] and last_ok[:24] >= segment:
         return "going elsewhere", (
             f"pg_stat_archiver: the server archived it ({ok_text}), but not into this repository: its "
-            "archive_command pushes somewhere else (`axisor-backup database archiving` shows the one to use)")
+            "archive_command pushes somewhere else (`axisor-backup database archiving` shows the one to use)"
+        )
     if last_bad_time is not None and (last_ok_time is None or last_bad_time >= last_ok_time):
         state = "failing"
     elif last_ok_time is not None and (now - last_ok_time).total_seconds() <= timeout:
@@ -99,17 +105,24 @@ async def archiver_report(conn: psycopg.AsyncConnection, target: PgTarget, timeo
     else:
         state = "not working"
     if failed and last_bad:
-        parts.append(f"pg_stat_archiver: last_failed_wal {last_bad}, last_failed_time {_when(last_bad_time)} "
-                     f"({failed} failures; {ok_text})")
+        parts.append(
+            f"pg_stat_archiver: last_failed_wal {last_bad}, last_failed_time {_when(last_bad_time)} "
+            f"({failed} failures; {ok_text})"
+        )
     else:
         parts.append(f"pg_stat_archiver records no failure ({ok_text})")
     if state == "behind":
-        parts.insert(0, "the archiver is still archiving older segments (a backlog): wait, or raise "
-                        "[database] archive_timeout_seconds")
+        parts.insert(
+            0,
+            "the archiver is still archiving older segments (a backlog): wait, or raise "
+            "[database] archive_timeout_seconds",
+        )
         return state, "; ".join(parts)
     if state == "not working":
-        parts.append("an archive_command that cannot be executed at all (exit 126/127, e.g. not executable by "
-                     "the server's OS user) stops the archiver before it records a failure")
+        parts.append(
+            "an archive_command that cannot be executed at all (exit 126/127, e.g. not executable by "
+            "the server's OS user) stops the archiver before it records a failure"
+        )
     lines = await _log_lines(conn)
     parts.append("server log: " + " | ".join(shown(target.scrub(x)) for x in lines) if lines else LOG_HINT)
     return state, "; ".join(parts)
@@ -124,31 +137,40 @@ async def _log_lines(conn: psycopg.AsyncConnection) -> list[str]:
             (path,) = one_row(await cur.fetchone())
             if not path:
                 return []
-            await cur.execute("SELECT pg_read_file(%s, greatest((pg_stat_file(%s)).size - %s, 0), %s)",
-                              (path, path, LOG_TAIL, LOG_TAIL))
+            await cur.execute(
+                "SELECT pg_read_file(%s, greatest((pg_stat_file(%s)).size - %s, 0), %s)",
+                (path, path, LOG_TAIL, LOG_TAIL),
+            )
             (text,) = one_row(await cur.fetchone())
     except psycopg.Error:
         return []
-    wanted = [ln.strip() for ln in (text or "").splitlines()
-              if "archive command" in ln or "archive_command" in ln or "failed archive" in ln]
+    wanted = [
+        ln.strip()
+        for ln in (text or "").splitlines()
+        if "archive command" in ln or "archive_command" in ln or "failed archive" in ln
+    ]
     return [ln[:300] for ln in wanted[-3:]]
 
 
-async def not_archived(conn: psycopg.AsyncConnection, target: PgTarget, what: str,
-                       timeout: float, segment: str | None = None) -> ArchivingNotReady:
+async def not_archived(
+    conn: psycopg.AsyncConnection, target: PgTarget, what: str, timeout: float, segment: str | None = None
+) -> ArchivingNotReady:
     state, why = await archiver_report(conn, target, timeout, segment)
     return ArchivingNotReady(
         f"WAL archiving of {target.describe()} is {state}: {what} did not arrive in the repository "
         f"within {timeout:g} s ([database] archive_timeout_seconds); {why}. "
-        "`axisor-backup database check` checks it step by step.")
+        "`axisor-backup database check` checks it step by step."
+    )
 
 
 async def _server_state(conn: psycopg.AsyncConnection) -> tuple[bool, bool, datetime]:
     """(archiving configured and this role may force a switch, in recovery, server clock)."""
     async with conn.cursor() as cur:
-        await cur.execute("SELECT current_setting('archive_mode') <> 'off' AND current_setting('wal_level') <> "
-                          "'minimal' AND current_setting('archive_command') <> '', pg_is_in_recovery(), "
-                          "has_function_privilege('pg_switch_wal()', 'EXECUTE'), clock_timestamp()")
+        await cur.execute(
+            "SELECT current_setting('archive_mode') <> 'off' AND current_setting('wal_level') <> "
+            "'minimal' AND current_setting('archive_command') <> '', pg_is_in_recovery(), "
+            "has_function_privilege('pg_switch_wal()', 'EXECUTE'), clock_timestamp()"
+        )
         archiving, in_recovery, may_switch, now = one_row(await cur.fetchone())
     return bool(archiving and may_switch), bool(in_recovery), now
 
@@ -172,8 +194,9 @@ async def backup_physical_bounded(repo: Repository, db: DatabaseConfig, **kwargs
             if can_switch and not in_recovery:
                 segment = await force_switch(conn)
                 if await wait_archived(repo.backend, segment, timeout) is None:
-                    raise await not_archived(conn, target, f"WAL segment {segment} (switched before the backup)",
-                                             timeout, segment)
+                    raise await not_archived(
+                        conn, target, f"WAL segment {segment} (switched before the backup)", timeout, segment
+                    )
         except psycopg.Error as exc:
             raise target.failed("checking WAL archiving of", exc) from None
         return await bounded(backup_physical(repo, db, **kwargs), conn, target, timeout, since)
@@ -181,8 +204,9 @@ async def backup_physical_bounded(repo: Repository, db: DatabaseConfig, **kwargs
         await conn.close()
 
 
-async def bounded(backup: Awaitable[T], conn: psycopg.AsyncConnection, target: PgTarget, timeout: float,
-                  since: datetime) -> T:
+async def bounded(
+    backup: Awaitable[T], conn: psycopg.AsyncConnection, target: PgTarget, timeout: float, since: datetime
+) -> T:
     """Run ``backup`` while watching, on ``conn``, for a base backup's stop (a backend started
     after ``since``: pg_basebackup's walsender, or the session of a standby backup's
     pg_backup_stop) waiting for WAL archiving: past ``timeout`` it is stopped on the server
@@ -197,10 +221,12 @@ async def bounded(backup: Awaitable[T], conn: psycopg.AsyncConnection, target: P
                 break
             try:
                 async with conn.cursor() as cur:
-                    await cur.execute("SELECT a.pid FROM pg_stat_activity a LEFT JOIN pg_stat_progress_basebackup p "
-                                      "USING (pid) WHERE a.backend_start >= %s AND a.pid <> pg_backend_pid() "
-                                      "AND (p.phase = %s OR a.wait_event = %s)",
-                                      (since, WAITING_PHASE, WAIT_EVENT))
+                    await cur.execute(
+                        "SELECT a.pid FROM pg_stat_activity a LEFT JOIN pg_stat_progress_basebackup p "
+                        "USING (pid) WHERE a.backend_start >= %s AND a.pid <> pg_backend_pid() "
+                        "AND (p.phase = %s OR a.wait_event = %s)",
+                        (since, WAITING_PHASE, WAIT_EVENT),
+                    )
                     pids = [row[0] for row in await cur.fetchall()]
             except psycopg.Error:
                 return await task  # the watch is lost: the backup goes on as it would without it
@@ -227,5 +253,8 @@ async def _terminate(conn: psycopg.AsyncConnection, pid: int) -> str:
             (done,) = one_row(await cur.fetchone())
     except psycopg.Error as exc:
         return f"The server's backup (pid {pid}) could not be stopped: {str(exc).strip()}."
-    return (f"The server's backup (pid {pid}) was stopped." if done
-            else f"The server's backup (pid {pid}) had already ended.")
+    return (
+        f"The server's backup (pid {pid}) was stopped."
+        if done
+        else f"The server's backup (pid {pid}) had already ended."
+    )

@@ -35,8 +35,10 @@ def program_path(*, required: bool = False) -> str:
     if found:
         return str(Path(found).resolve())
     if required:
-        raise UsageError("cannot tell the server how to run axisor-backup for restore_command: put axisor-backup "
-                         "on PATH or set AXISOR_BACKUP_PROGRAM to its absolute path")
+        raise UsageError(
+            "cannot tell the server how to run axisor-backup for restore_command: put axisor-backup "
+            "on PATH or set AXISOR_BACKUP_PROGRAM to its absolute path"
+        )
     return "axisor-backup"
 
 
@@ -76,9 +78,11 @@ async def check_archiving(target: PgTarget, config_path: Path) -> ArchivingRepor
     conn = await target.connect()
     try:
         async with conn.cursor() as cur:
-            await cur.execute("SELECT name, setting, unit FROM pg_settings WHERE name IN "
-                              "('wal_level', 'archive_mode', 'archive_command', 'archive_timeout', "
-                              "'archive_library')")
+            await cur.execute(
+                "SELECT name, setting, unit FROM pg_settings WHERE name IN "
+                "('wal_level', 'archive_mode', 'archive_command', 'archive_timeout', "
+                "'archive_library')"
+            )
             rows = await cur.fetchall()
     except psycopg.Error as exc:
         raise target.failed("reading settings of", exc) from None
@@ -107,8 +111,10 @@ async def check_archiving(target: PgTarget, config_path: Path) -> ArchivingRepor
     except ValueError:
         timeout = 0
     if timeout == 0 or timeout > 3600:
-        r.advice.append(f"archive_timeout is {timeout} s: a quiet server may keep its last changes unarchived "
-                        f"for that long (0 = forever); {RECOMMENDED_ARCHIVE_TIMEOUT} s is a good value")
+        r.advice.append(
+            f"archive_timeout is {timeout} s: a quiet server may keep its last changes unarchived "
+            f"for that long (0 = forever); {RECOMMENDED_ARCHIVE_TIMEOUT} s is a good value"
+        )
         advice_set = ("archive_timeout", str(RECOMMENDED_ARCHIVE_TIMEOUT), False)
     else:
         advice_set = None
@@ -118,8 +124,9 @@ async def check_archiving(target: PgTarget, config_path: Path) -> ArchivingRepor
         r.alter_system.append(f"ALTER SYSTEM SET {name} = {_sql_literal(value)};")
         r.conf_lines.append(f"{name} = {_sql_literal(value)}")
     if r.alter_system:
-        r.alter_system.append("-- then restart the server (wal_level/archive_mode)" if r.restart_needed
-                              else "SELECT pg_reload_conf();")
+        r.alter_system.append(
+            "-- then restart the server (wal_level/archive_mode)" if r.restart_needed else "SELECT pg_reload_conf();"
+        )
     return r
 
 
@@ -127,18 +134,30 @@ async def archive_status(repo: Repository, target: PgTarget | None) -> dict:
     """The WAL archive in the repository (and the server's archiver, when reachable)."""
     names = sorted(await list_names(repo))
     segments = [n for n in names if is_segment(n)]
-    out: dict = {"wal_files": len(names), "segments": len(segments), "history_files":
-                 sum(n.endswith(".history") for n in names), "last_segment": None, "last_pushed": None,
-                 "age_seconds": None, "first_segment": segments[0] if segments else None, "gaps": [],
-                 "base_backups": 0, "recovery_window": None, "server": None}
+    out: dict = {
+        "wal_files": len(names),
+        "segments": len(segments),
+        "history_files": sum(n.endswith(".history") for n in names),
+        "last_segment": None,
+        "last_pushed": None,
+        "age_seconds": None,
+        "first_segment": segments[0] if segments else None,
+        "gaps": [],
+        "base_backups": 0,
+        "recovery_window": None,
+        "server": None,
+    }
     seg_size = 16 * 1024 * 1024
     now = datetime.now(timezone.utc)
     if segments:
         newest = await load_manifest(repo, segments[-1])
         if newest is not None:
             seg_size = newest.size or seg_size
-            out.update(last_segment=newest.name, last_pushed=newest.pushed,
-                       age_seconds=round((now - newest.pushed_at).total_seconds(), 1))
+            out.update(
+                last_segment=newest.name,
+                last_pushed=newest.pushed,
+                age_seconds=round((now - newest.pushed_at).total_seconds(), 1),
+            )
         out["gaps"] = [{"from": a, "to": b} for a, b in find_gaps(segments, seg_size)]
     from core.sources.postgres.pitr import recovery_window
 
@@ -146,14 +165,22 @@ async def archive_status(repo: Repository, target: PgTarget | None) -> dict:
     out["base_backups"] = len(window.bases)
     if window.start is not None and window.end is not None:
         oldest = min((b for b in window.bases if b.usable), key=lambda b: b.stop_time)
-        out["recovery_window"] = {"from": window.start.isoformat(), "to": window.end.isoformat(),
-                                  "oldest_base_backup": oldest.snapshot.id,
-                                  "needs_from_segment": oldest.start_wal_file}
-    out["base_backup_problems"] = [{"snapshot": b.snapshot.id, "problem": b.problem}
-                                   for b in window.bases if b.problem]
+        out["recovery_window"] = {
+            "from": window.start.isoformat(),
+            "to": window.end.isoformat(),
+            "oldest_base_backup": oldest.snapshot.id,
+            "needs_from_segment": oldest.start_wal_file,
+        }
+    out["base_backup_problems"] = [{"snapshot": b.snapshot.id, "problem": b.problem} for b in window.bases if b.problem]
     if window.bases and segments and window.bases[0].start_wal_file not in segments:
-        out["gaps"].insert(0, {"from": window.bases[0].start_wal_file, "to": window.bases[0].start_wal_file,
-                               "note": "the oldest base backup's first WAL file is not archived"})
+        out["gaps"].insert(
+            0,
+            {
+                "from": window.bases[0].start_wal_file,
+                "to": window.bases[0].start_wal_file,
+                "note": "the oldest base backup's first WAL file is not archived",
+            },
+        )
     if target is not None:
         try:
             conn = await target.connect()
@@ -162,13 +189,23 @@ async def archive_status(repo: Repository, target: PgTarget | None) -> dict:
         else:
             try:
                 async with conn.cursor() as cur:
-                    await cur.execute("SELECT archived_count, last_archived_wal, last_archived_time, failed_count, "
-                                      "last_failed_wal, last_failed_time FROM pg_stat_archiver")
+                    await cur.execute(
+                        "SELECT archived_count, last_archived_wal, last_archived_time, failed_count, "
+                        "last_failed_wal, last_failed_time FROM pg_stat_archiver"
+                    )
                     row = one_row(await cur.fetchone())
-                keys = ("archived_count", "last_archived_wal", "last_archived_time", "failed_count",
-                        "last_failed_wal", "last_failed_time")
-                out["server"] = {"reachable": True, **{k: (v.isoformat() if isinstance(v, datetime) else v)
-                                                       for k, v in zip(keys, row)}}
+                keys = (
+                    "archived_count",
+                    "last_archived_wal",
+                    "last_archived_time",
+                    "failed_count",
+                    "last_failed_wal",
+                    "last_failed_time",
+                )
+                out["server"] = {
+                    "reachable": True,
+                    **{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in zip(keys, row)},
+                }
             except psycopg.Error as exc:
                 out["server"] = {"reachable": False, "error": target.scrub(str(exc).strip())}
             finally:

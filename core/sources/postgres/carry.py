@@ -33,20 +33,51 @@ from core.sources.postgres.names import quoted_at
 from core.sources.postgres.pgglobals import NotRestored, tokens, ident
 
 # Entries pg_restore gives an owner to (pg_backup_archiver.c _printTocEntry).
-OWNED = frozenset({
-    "AGGREGATE", "BLOB", "LARGE OBJECT", "COLLATION", "CONVERSION", "DOMAIN", "FUNCTION", "OPERATOR",
-    "OPERATOR CLASS", "OPERATOR FAMILY", "PROCEDURE", "PROCEDURAL LANGUAGE", "SCHEMA", "EVENT TRIGGER",
-    "FOREIGN DATA WRAPPER", "SERVER", "STATISTICS", "TABLE", "TYPE", "VIEW", "MATERIALIZED VIEW", "SEQUENCE",
-    "FOREIGN TABLE", "TEXT SEARCH DICTIONARY", "TEXT SEARCH CONFIGURATION", "PUBLICATION", "SUBSCRIPTION",
-})
+OWNED = frozenset(
+    {
+        "AGGREGATE",
+        "BLOB",
+        "LARGE OBJECT",
+        "COLLATION",
+        "CONVERSION",
+        "DOMAIN",
+        "FUNCTION",
+        "OPERATOR",
+        "OPERATOR CLASS",
+        "OPERATOR FAMILY",
+        "PROCEDURE",
+        "PROCEDURAL LANGUAGE",
+        "SCHEMA",
+        "EVENT TRIGGER",
+        "FOREIGN DATA WRAPPER",
+        "SERVER",
+        "STATISTICS",
+        "TABLE",
+        "TYPE",
+        "VIEW",
+        "MATERIALIZED VIEW",
+        "SEQUENCE",
+        "FOREIGN TABLE",
+        "TEXT SEARCH DICTIONARY",
+        "TEXT SEARCH CONFIGURATION",
+        "PUBLICATION",
+        "SUBSCRIPTION",
+    }
+)
 PRIVILEGES = frozenset({"ACL", "DEFAULT ACL"})
 # Entries whose definition names roles (kept by dumpsum.parse_layout).
 ROLE_NAMING = PRIVILEGES | {"POLICY"}
 _NOT_ROLES = {"PUBLIC", "CURRENT_USER", "SESSION_USER", "CURRENT_ROLE"}
 # Settings whose value is a list pg_dump splits and quotes element by element (pg_dump's
 # variable_is_guc_list_quote): one quoted string would set a single odd element.
-_LIST_GUCS = {"local_preload_libraries", "search_path", "session_preload_libraries", "shared_preload_libraries",
-              "temp_tablespaces", "unix_socket_directories"}
+_LIST_GUCS = {
+    "local_preload_libraries",
+    "search_path",
+    "session_preload_libraries",
+    "shared_preload_libraries",
+    "temp_tablespaces",
+    "unix_socket_directories",
+}
 SHOWN = 5  # objects named per item; the count says how many in all
 _DATABASE_PRIVILEGES = {"CONNECT", "CREATE", "TEMPORARY"}
 
@@ -82,8 +113,12 @@ async def database_properties(conn: psycopg.AsyncConnection) -> dict:
         return {"error": str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}
     if inside:
         await conn.execute("RELEASE SAVEPOINT axisor_database_properties")
-    return {"owner": owner, "comment": comment, "acl": None if default_acl else acl,
-            "settings": [{"role": s["role"], "settings": list(s["settings"] or [])} for s in settings]}
+    return {
+        "owner": owner,
+        "comment": comment,
+        "acl": None if default_acl else acl,
+        "settings": [{"role": s["role"], "settings": list(s["settings"] or [])} for s in settings],
+    }
 
 
 # -- the target --------------------------------------------------------------------------
@@ -102,8 +137,10 @@ class TargetRoles:
 
 async def target_roles(conn: psycopg.AsyncConnection) -> TargetRoles:
     async with conn.cursor() as cur:
-        await cur.execute("SELECT current_user, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user), "
-                          "current_setting('server_version_num')::int")
+        await cur.execute(
+            "SELECT current_user, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user), "
+            "current_setting('server_version_num')::int"
+        )
         current, superuser, version = one_row(await cur.fetchone())
         how = "SET" if version >= 160000 else "MEMBER"  # 16: giving an object needs SET on the role
         await cur.execute(f"SELECT rolname, pg_has_role(current_user, oid, '{how}') FROM pg_roles")
@@ -179,14 +216,19 @@ class CarryPlan:
     not_restored: tuple[NotRestored, ...]
 
 
-def plan(entries: list[TocEntry], roles: TargetRoles, *, globals_available: bool,
-         roles_given: bool = False) -> CarryPlan:
+def plan(
+    entries: list[TocEntry], roles: TargetRoles, *, globals_available: bool, roles_given: bool = False
+) -> CarryPlan:
     """Decide, for the entries a restore will apply, whether owners are set and which
     privilege and policy entries must be left out. Pure: the target is ``roles``
     (``roles_given``: --roles ran already, so a role still missing could not be created)."""
-    hint = ("--roles could not create them (see the roles items)" if roles_given and globals_available else
-            "restore with --roles (it creates them from the snapshot's globals), or create them"
-            if globals_available else "create them first (this snapshot holds no globals for --roles)")
+    hint = (
+        "--roles could not create them (see the roles items)"
+        if roles_given and globals_available
+        else "restore with --roles (it creates them from the snapshot's globals), or create them"
+        if globals_available
+        else "create them first (this snapshot holds no globals for --roles)"
+    )
     carried: list[str] = []
     out: list[NotRestored] = []
     owned = [e for e in entries if e.desc in OWNED and e.owner]
@@ -200,14 +242,21 @@ def plan(entries: list[TocEntry], roles: TargetRoles, *, globals_available: bool
     elif moving:
         why = []
         if missing:
-            why.append(f"role{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
-                       f"{'do' if len(missing) > 1 else 'does'} not exist in the target cluster; {hint}")
+            why.append(
+                f"role{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                f"{'do' if len(missing) > 1 else 'does'} not exist in the target cluster; {hint}"
+            )
         if refused:
-            why.append(f"the restoring role {roles.current} is neither a superuser nor a member of "
-                       f"{', '.join(refused)}")
+            why.append(
+                f"the restoring role {roles.current} is neither a superuser nor a member of {', '.join(refused)}"
+            )
         by_role = ", ".join(f"{r}: {n}" for r, n in sorted(owners.items()))
-        out.append(NotRestored(f"ownership of {len(moving)} objects ({by_role})",
-                               "; ".join(why) + f"; they are owned by {roles.current} instead"))
+        out.append(
+            NotRestored(
+                f"ownership of {len(moving)} objects ({by_role})",
+                "; ".join(why) + f"; they are owned by {roles.current} instead",
+            )
+        )
     exclude: set[int] = set()
     kept = 0
     left: dict[tuple[str, tuple[str, ...]], list[str]] = {}
@@ -226,15 +275,22 @@ def plan(entries: list[TocEntry], roles: TargetRoles, *, globals_available: bool
         carried.append(f"privileges on {kept} objects")
     for (kind, absent), objs in sorted(left.items()):
         if absent == ("*",):
-            reason = (f"they were granted by another role than the owner, which only a superuser can replay "
-                      f"(the restoring role {roles.current} is not one)")
+            reason = (
+                f"they were granted by another role than the owner, which only a superuser can replay "
+                f"(the restoring role {roles.current} is not one)"
+            )
         else:
-            reason = (f"{'they name' if len(objs) > 1 else 'it names'} role{'s' if len(absent) > 1 else ''} "
-                      f"{', '.join(absent)}, not in the target cluster; {hint}")
+            reason = (
+                f"{'they name' if len(objs) > 1 else 'it names'} role{'s' if len(absent) > 1 else ''} "
+                f"{', '.join(absent)}, not in the target cluster; {hint}"
+            )
         if kind == "policy":
             reason += "; row-level security stays enabled, so the rows these policies allowed are not visible"
-            out.append(NotRestored(f"{len(objs)} row-level security polic{'ies' if len(objs) > 1 else 'y'} "
-                                   f"({listed(objs)})", reason))
+            out.append(
+                NotRestored(
+                    f"{len(objs)} row-level security polic{'ies' if len(objs) > 1 else 'y'} ({listed(objs)})", reason
+                )
+            )
         else:
             out.append(NotRestored(f"privileges on {len(objs)} objects ({listed(objs)})", reason))
     return CarryPlan(carry_owners, frozenset(exclude), tuple(carried), tuple(out))
@@ -254,7 +310,7 @@ def split_guc_list(value: str) -> list[str]:
         if value[i] == '"':
             got = quoted_at(value, i)
             if got is None:  # not closed: the rest is the element (as PostgreSQL reads it here)
-                out.append(value[i + 1:].replace('""', '"'))
+                out.append(value[i + 1 :].replace('""', '"'))
                 break
             out.append(got[0])
             i = got[1]
@@ -275,10 +331,14 @@ def set_statement(dbname: str, role: str | None, setting: str) -> sql.Composed:
     """``ALTER DATABASE d SET k TO v`` (or ``ALTER ROLE r IN DATABASE d``) for a ``k=v`` setconfig item."""
     name, _, value = setting.partition("=")
     values = split_guc_list(value) if name.lower() in _LIST_GUCS else [value]
-    head = (sql.SQL("ALTER DATABASE {}").format(sql.Identifier(dbname)) if role is None else
-            sql.SQL("ALTER ROLE {} IN DATABASE {}").format(sql.Identifier(role), sql.Identifier(dbname)))
-    return sql.SQL("{} SET {} TO {}").format(head, sql.Identifier(name),
-                                             sql.SQL(", ").join(sql.Literal(v) for v in values))
+    head = (
+        sql.SQL("ALTER DATABASE {}").format(sql.Identifier(dbname))
+        if role is None
+        else sql.SQL("ALTER ROLE {} IN DATABASE {}").format(sql.Identifier(role), sql.Identifier(dbname))
+    )
+    return sql.SQL("{} SET {} TO {}").format(
+        head, sql.Identifier(name), sql.SQL(", ").join(sql.Literal(v) for v in values)
+    )
 
 
 def _settings(props: dict) -> list[tuple[str | None, str]]:
@@ -290,8 +350,9 @@ def _grants(props: dict) -> list[tuple[str, str, bool]]:
     return list(dict.fromkeys((a["grantee"], a["privilege"], bool(a["grantable"])) for a in props.get("acl") or []))
 
 
-async def _apply_grants(run: Callable[[Any, str], Awaitable[bool]], dbname: str, recorded: dict,
-                        roles: TargetRoles, out: list[NotRestored]) -> str | None:
+async def _apply_grants(
+    run: Callable[[Any, str], Awaitable[bool]], dbname: str, recorded: dict, roles: TargetRoles, out: list[NotRestored]
+) -> str | None:
     """The recorded database grants, after revoking PUBLIC's defaults; what was carried
     (None when the revoke itself was refused). Grants to missing roles go to ``out``."""
     db = sql.Identifier(dbname)
@@ -306,22 +367,33 @@ async def _apply_grants(run: Callable[[Any, str], Awaitable[bool]], dbname: str,
             absent.setdefault(grantee, []).append(privilege)
             continue
         to = sql.SQL("PUBLIC") if grantee == "PUBLIC" else sql.Identifier(grantee)
-        granted += await run(sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
-            sql.SQL(privilege), db, to, sql.SQL(" WITH GRANT OPTION" if grantable else "")),
-            f"{privilege} on database {dbname} to {grantee}")
+        granted += await run(
+            sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
+                sql.SQL(privilege), db, to, sql.SQL(" WITH GRANT OPTION" if grantable else "")
+            ),
+            f"{privilege} on database {dbname} to {grantee}",
+        )
     for grantee, privileges in absent.items():
-        out.append(NotRestored(f"{', '.join(privileges)} on database {dbname} to {grantee}",
-                               f"role {grantee} does not exist in the target cluster"))
+        out.append(
+            NotRestored(
+                f"{', '.join(privileges)} on database {dbname} to {grantee}",
+                f"role {grantee} does not exist in the target cluster",
+            )
+        )
     return f"database grants ({granted} of {len(_grants(recorded))})" if ok else None
 
 
-async def apply_database(conn: psycopg.AsyncConnection, dbname: str, recorded: dict | None, roles: TargetRoles,
-                         scrub) -> tuple[list[str], list[NotRestored]]:
+async def apply_database(
+    conn: psycopg.AsyncConnection, dbname: str, recorded: dict | None, roles: TargetRoles, scrub
+) -> tuple[list[str], list[NotRestored]]:
     """Give the database this restore created the recorded owner, settings, grants and comment;
     each statement on its own, a refused one named. Returns (carried, not restored)."""
     if not recorded or "error" in recorded:
-        why = (f"the backup could not read them: {recorded['error']}" if recorded else
-               "this snapshot does not record them (taken by an older version)")
+        why = (
+            f"the backup could not read them: {recorded['error']}"
+            if recorded
+            else "this snapshot does not record them (taken by an older version)"
+        )
         return [], [NotRestored("database owner, settings, grants and comment", why)]
     carried: list[str] = []
     out: list[NotRestored] = []
@@ -338,16 +410,22 @@ async def apply_database(conn: psycopg.AsyncConnection, dbname: str, recorded: d
     owner = recorded.get("owner")
     if owner and owner != roles.current:
         if not roles.can_own(owner):
-            out.append(NotRestored(f"owner of database {dbname} ({owner})",
-                                   f"role {owner} does not exist in the target cluster" if owner not in roles.existing
-                                   else f"the restoring role {roles.current} is neither a superuser nor a member "
-                                        f"of {owner}"))
-        elif await run(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(db, sql.Identifier(owner)),
-                       f"owner of database {dbname} ({owner})"):
+            out.append(
+                NotRestored(
+                    f"owner of database {dbname} ({owner})",
+                    f"role {owner} does not exist in the target cluster"
+                    if owner not in roles.existing
+                    else f"the restoring role {roles.current} is neither a superuser nor a member of {owner}",
+                )
+            )
+        elif await run(
+            sql.SQL("ALTER DATABASE {} OWNER TO {}").format(db, sql.Identifier(owner)),
+            f"owner of database {dbname} ({owner})",
+        ):
             carried.append(f"database owner {owner}")
     done = 0
     for role, item in _settings(recorded):
-        what = (f"database setting {item}" if role is None else f"setting {item} of role {role} in this database")
+        what = f"database setting {item}" if role is None else f"setting {item} of role {role} in this database"
         if role is not None and role not in roles.existing:
             out.append(NotRestored(what, f"role {role} does not exist in the target cluster"))
         elif await run(set_statement(dbname, role, item), what):
@@ -359,8 +437,10 @@ async def apply_database(conn: psycopg.AsyncConnection, dbname: str, recorded: d
         if grants is not None:
             carried.append(grants)
     if recorded.get("comment") is not None:
-        if await run(sql.SQL("COMMENT ON DATABASE {} IS {}").format(db, sql.Literal(recorded["comment"])),
-                     "comment on the database"):
+        if await run(
+            sql.SQL("COMMENT ON DATABASE {} IS {}").format(db, sql.Literal(recorded["comment"])),
+            "comment on the database",
+        ):
             carried.append("database comment")
     return carried, out
 
@@ -372,10 +452,14 @@ def compare_database(dbname: str, recorded: dict | None, current: dict) -> list[
     why = "the target database existed before this restore; its own properties are left as they are"
     out: list[NotRestored] = []
     if recorded.get("owner") != current.get("owner"):
-        out.append(NotRestored(f"owner of database {dbname} ({recorded.get('owner')}; it is {current.get('owner')})",
-                               why))
-    lacking = [f"{item}" + (f" (role {r})" if r else "") for r, item in _settings(recorded)
-               if (r, item) not in set(_settings(current))]
+        out.append(
+            NotRestored(f"owner of database {dbname} ({recorded.get('owner')}; it is {current.get('owner')})", why)
+        )
+    lacking = [
+        f"{item}" + (f" (role {r})" if r else "")
+        for r, item in _settings(recorded)
+        if (r, item) not in set(_settings(current))
+    ]
     if lacking:
         out.append(NotRestored(f"database settings {listed(lacking)}", why))
     if recorded.get("acl") != current.get("acl") and set(_grants(recorded)) != set(_grants(current)):
@@ -383,4 +467,3 @@ def compare_database(dbname: str, recorded: dict | None, current: dict) -> list[
     if recorded.get("comment") != current.get("comment") and recorded.get("comment") is not None:
         out.append(NotRestored("comment on the database", why))
     return out
-

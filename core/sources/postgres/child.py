@@ -61,8 +61,9 @@ def server_env() -> dict[str, str]:
     return env
 
 
-def spawn(argv: list[str], env: dict[str, str], *, stdin=subprocess.DEVNULL,
-          stdout=subprocess.PIPE) -> tuple[subprocess.Popen, StderrReader]:
+def spawn(
+    argv: list[str], env: dict[str, str], *, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
+) -> tuple[subprocess.Popen, StderrReader]:
     """Start a PostgreSQL program (an argument list, never a shell) with its stderr collected
     on a thread; a program that cannot start is a DatabaseError naming it."""
     try:
@@ -115,13 +116,19 @@ class StoredOutput:
     during: Any  # what ``during`` returned
 
 
-async def store_output(repo: Repository, target: PgTarget, argv: list[str], *, program: str,
-                       on_bytes: Callable[[int], None] | None = None,
-                       wrap: Callable[[Any], Any] | None = None,
-                       observe: Callable[[bytearray, int, int], None] | None = None,
-                       env: dict[str, str] | None = None,
-                       during: Callable[[], Awaitable[Any]] | None = None,
-                       running: Running | None = None) -> StoredOutput:
+async def store_output(
+    repo: Repository,
+    target: PgTarget,
+    argv: list[str],
+    *,
+    program: str,
+    on_bytes: Callable[[int], None] | None = None,
+    wrap: Callable[[Any], Any] | None = None,
+    observe: Callable[[bytearray, int, int], None] | None = None,
+    env: dict[str, str] | None = None,
+    during: Callable[[], Awaitable[Any]] | None = None,
+    running: Running | None = None,
+) -> StoredOutput:
     """Run ``argv`` (or take over ``running``, already started) and store its stdout (through
     ``wrap``, a read-through tap, if given; ``observe`` sees the bytes in place as they are
     chunked) while ``during`` runs (pg_dump's metadata queries in the same exported snapshot).

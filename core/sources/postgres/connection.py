@@ -57,8 +57,11 @@ class PgTarget:
         password = params.pop("password", None)
         if not params.get("dbname"):
             raise UsageError("--target-db must name a database (postgresql://HOST/DBNAME)")
-        if password is None and fallback is not None and all(
-                params.get(k) == fallback.params.get(k) for k in ("host", "port")):
+        if (
+            password is None
+            and fallback is not None
+            and all(params.get(k) == fallback.params.get(k) for k in ("host", "port"))
+        ):
             # Same server as [database]: its password source applies.
             return cls(params, fallback.password, fallback.passfile)
         return cls(params, password, None)
@@ -70,8 +73,13 @@ class PgTarget:
 
     @property
     def dbname(self) -> str:
-        return self.params.get("dbname") or self.params.get("user") or os.environ.get("PGDATABASE") \
-            or os.environ.get("PGUSER") or "postgres"
+        return (
+            self.params.get("dbname")
+            or self.params.get("user")
+            or os.environ.get("PGDATABASE")
+            or os.environ.get("PGUSER")
+            or "postgres"
+        )
 
     def conninfo(self) -> str:
         """The connection string for a child's ``-d``: no password, ever."""
@@ -100,7 +108,8 @@ class PgTarget:
             kwargs["passfile"] = str(self.passfile)
         try:
             return await psycopg.AsyncConnection.connect(
-                self.conninfo(), autocommit=autocommit, application_name="axisor-backup", **kwargs)
+                self.conninfo(), autocommit=autocommit, application_name="axisor-backup", **kwargs
+            )
         except psycopg.Error as exc:
             raise DatabaseError(f"cannot connect to {self.describe()}: {self.scrub(str(exc).strip())}") from None
 

@@ -62,7 +62,7 @@ class _Reader:
         end = self.pos + n
         if end > len(self.buf):
             raise _NeedMore
-        out = bytes(self.buf[self.pos:end])
+        out = bytes(self.buf[self.pos : end])
         self.pos = end
         return out
 
@@ -224,7 +224,7 @@ def _read_entry(r: _Reader, version: int, off_size: int) -> TocEntry:
                 raise _NeedMore
             if slot and (slot != _DEFN or kept[_DESC] in _KEEP_DEFN):
                 # Names are in the dump's encoding; surrogateescape keeps any bytes distinct.
-                kept[slot] = buf[p:p + v].decode("utf-8", "surrogateescape")
+                kept[slot] = buf[p : p + v].decode("utf-8", "surrogateescape")
             p += v
         deps = []
         while True:  # dependencies, ended by a null
@@ -234,7 +234,7 @@ def _read_entry(r: _Reader, version: int, off_size: int) -> TocEntry:
                 break
             if p + v > end:
                 raise _NeedMore
-            dep = buf[p:p + v]
+            dep = buf[p : p + v]
             p += v
             if dep.isdigit():
                 deps.append(int(dep))
@@ -245,8 +245,17 @@ def _read_entry(r: _Reader, version: int, off_size: int) -> TocEntry:
         raise _NeedMore
     r.pos = p
     desc = kept[_DESC] or ""
-    return TocEntry(dump_id, has_data, desc, kept[_NAMESPACE] or "", kept[_TAG] or "", kept[_OWNER] or "",
-                    tuple(deps), kept[_COPY] or "", kept[_DEFN] or "")
+    return TocEntry(
+        dump_id,
+        has_data,
+        desc,
+        kept[_NAMESPACE] or "",
+        kept[_TAG] or "",
+        kept[_OWNER] or "",
+        tuple(deps),
+        kept[_COPY] or "",
+        kept[_DEFN] or "",
+    )
 
 
 # A table's rows are counted in the stream when its data block is at most this long (its
@@ -278,8 +287,9 @@ class DumpChecksums:
     of each table's block once it ends.
     Kept per buffer and per block, never per row."""
 
-    def __init__(self, *, count_limit: int | None = None,
-                 on_uncounted: Callable[[str | None], None] | None = None) -> None:
+    def __init__(
+        self, *, count_limit: int | None = None, on_uncounted: Callable[[str | None], None] | None = None
+    ) -> None:
         self.tables: dict[str, str] = {}
         self.counts: dict[str, int] = {}
         self._count_limit = COUNT_LIMIT if count_limit is None else count_limit
@@ -337,7 +347,7 @@ class DumpChecksums:
             if self.layout is None:
                 layout = self._parse_head(final=True)
                 assert layout is not None  # final=True raises rather than wait for more
-                rest = bytes(self._head[layout.toc_end:])
+                rest = bytes(self._head[layout.toc_end :])
                 self._head = bytearray()
                 self._process(rest, 0, len(rest))
             if self._table is not None and not self._seq:
@@ -368,7 +378,7 @@ class DumpChecksums:
             layout = self._parse_head(final=False)
             if layout is None:
                 return
-            rest = bytes(self._head[layout.toc_end:])
+            rest = bytes(self._head[layout.toc_end :])
             self._head = bytearray()
             buf, s, e = rest, 0, len(rest)
         while s < e:
@@ -401,7 +411,7 @@ class DumpChecksums:
         assert self.layout is not None
         need = 2 + self.layout.int_size
         take = min(need - len(self._header), e - s)
-        self._header += memoryview(buf)[s:s + take]
+        self._header += memoryview(buf)[s : s + take]
         if len(self._header) < need:
             return s + take
         if not self._blocks:
@@ -457,14 +467,14 @@ class DumpChecksums:
                 self._uncounted(self._table)
             else:
                 self._rows += memoryview(buf)[s:e]
-        self._last = (self._last + bytes(buf[max(s, e - 32):e]))[-32:]  # per buffer, not per row
+        self._last = (self._last + bytes(buf[max(s, e - 32) : e]))[-32:]  # per buffer, not per row
 
     def _data(self, buf: bytes | bytearray, s: int, e: int) -> int:
         """Hash table data up to and including its end marker; return where the next block starts."""
         seq = self._seq
         if not seq:  # the last block: it ends where the stream does
             self._hash(buf, s, e)
-            self._tail = (self._tail + bytes(buf[max(s, e - 8):e]))[-8:]
+            self._tail = (self._tail + bytes(buf[max(s, e - 8) : e]))[-8:]
             return e
         ln = len(seq)
         assert self.layout is not None  # data blocks come after the table of contents
@@ -473,7 +483,7 @@ class DumpChecksums:
             fake = self._empty_start  # the leading newline of an empty table is not data
             self._empty_start = False
             carry = self._carry
-            window = carry + bytes(buf[s:s + ln])
+            window = carry + bytes(buf[s : s + ln])
             at = window.find(seq)
             if at >= 0:
                 cut = at + mlen
@@ -495,7 +505,7 @@ class DumpChecksums:
             start = p - self._pivot
             if start + ln > e:
                 break
-            if buf[start:start + ln] == seq:
+            if buf[start : start + ln] == seq:
                 self._hash(buf, s, start + mlen)
                 self._close_table()
                 return start + mlen
@@ -503,11 +513,11 @@ class DumpChecksums:
         # Hold back a tail that may be the start of the sequence.
         keep = 0
         for k in range(min(ln - 1, e - s), 0, -1):
-            if buf[e - k:e] == seq[:k]:
+            if buf[e - k : e] == seq[:k]:
                 keep = k
                 break
         self._hash(buf, s, e - keep)
-        self._carry = bytes(buf[e - keep:e])
+        self._carry = bytes(buf[e - keep : e])
         return e
 
 
@@ -526,7 +536,7 @@ def count_rows(block: bytes | bytearray, int_size: int) -> int | None:
                 return None
             if not v:
                 return rows if p == end else None
-            if v != len(_TRAILER) or block[p:p + v] != _TRAILER:
+            if v != len(_TRAILER) or block[p : p + v] != _TRAILER:
                 rows += block.count(b"\n", p, p + v)
             p += v
     except struct.error:
@@ -553,7 +563,7 @@ class _BlobWalker:
                 s += step
                 continue
             step = min(n - len(self._int), e - s)
-            self._int += memoryview(buf)[s:s + step]
+            self._int += memoryview(buf)[s : s + step]
             s += step
             if len(self._int) < n:
                 break

@@ -66,8 +66,9 @@ SOURCE = "database"
 # it wrote ``f"{schema}.{name}"`` unquoted: read through the dump's table of contents.
 TABLE_KEYS = names.TABLE_KEYS
 _SYSTEM_SCHEMAS = "('pg_catalog', 'information_schema')"
-_USER_NS = (f"n.nspname NOT IN {_SYSTEM_SCHEMAS} AND n.nspname NOT LIKE 'pg\\_toast%%' "
-            f"AND n.nspname NOT LIKE 'pg\\_temp\\_%%'")
+_USER_NS = (
+    f"n.nspname NOT IN {_SYSTEM_SCHEMAS} AND n.nspname NOT LIKE 'pg\\_toast%%' AND n.nspname NOT LIKE 'pg\\_temp\\_%%'"
+)
 PREFETCH = 4
 
 # Ordinary tables and leaf partitions (the rows live there), not extension members (pg_dump
@@ -81,8 +82,10 @@ ORDER BY 1, 2"""
 # The same, with each table's size in pages as of its last VACUUM or ANALYZE (0: never),
 # and for progress its size on disk now (heap and TOAST: what its COPY text comes from) and
 # its estimated rows (reltuples, as of the same; -1 or 0: never counted).
-_TABLES_PAGES = _TABLES.replace("SELECT n.nspname, c.relname FROM",
-                                "SELECT n.nspname, c.relname, c.relpages, pg_table_size(c.oid), c.reltuples FROM")
+_TABLES_PAGES = _TABLES.replace(
+    "SELECT n.nspname, c.relname FROM",
+    "SELECT n.nspname, c.relname, c.relpages, pg_table_size(c.oid), c.reltuples FROM",
+)
 # A table this large (by relpages) is counted in SQL from the start, as every table was
 # before counts came from the stream: its data would pass dumpsum.COUNT_LIMIT anyway, and
 # its count(*) then overlaps pg_dump's catalog reads, not only its COPY of the same table.
@@ -178,8 +181,14 @@ async def table_counts(conn: psycopg.AsyncConnection) -> dict[str, int]:
 
 
 # Output settings that make row::text the same on every server and session.
-_CANONICAL = ("SET TimeZone = 'UTC'", "SET DateStyle = 'ISO, YMD'", "SET IntervalStyle = 'postgres'",
-              "SET extra_float_digits = 3", "SET bytea_output = 'hex'", "SET lc_monetary = 'C'")
+_CANONICAL = (
+    "SET TimeZone = 'UTC'",
+    "SET DateStyle = 'ISO, YMD'",
+    "SET IntervalStyle = 'postgres'",
+    "SET extra_float_digits = 3",
+    "SET bytea_output = 'hex'",
+    "SET lc_monetary = 'C'",
+)
 # Server-side methods: snapshots taken before dump-blake3-v1 are validated with their own.
 _ROW_DIGESTS = {
     # Two seeded 64-bit hashes of each row's text, summed exactly (int128 sums). md5 plus the
@@ -188,14 +197,16 @@ _ROW_DIGESTS = {
     "hash64x2-rowsum-v2": (
         "SELECT count(*), coalesce(sum(hashtextextended(t, 0)), 0)::text, "
         "coalesce(sum(hashtextextended(t, 1)), 0)::text "
-        "FROM (SELECT __axisor_row::text AS t FROM ONLY {}.{} AS __axisor_row OFFSET 0) AS rows"),
+        "FROM (SELECT __axisor_row::text AS t FROM ONLY {}.{} AS __axisor_row OFFSET 0) AS rows"
+    ),
     # [database] row_checksums = false: exact counts only, one cheap scan per table.
     "count-only": "SELECT count(*), '0', '0' FROM ONLY {}.{}",
     # Snapshots taken before v2 are still validated with their own method.
     "md5-rowsum-v1": (
         "SELECT count(*), coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint::numeric), 0)::text, "
         "coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint::numeric), 0)::text "
-        "FROM (SELECT md5(__axisor_row::text) AS h FROM ONLY {}.{} AS __axisor_row) AS rows"),
+        "FROM (SELECT md5(__axisor_row::text) AS h FROM ONLY {}.{} AS __axisor_row) AS rows"
+    ),
 }
 # hashtextextended reads words in native byte order: a server of the other endianness gives
 # other sums. The hash of a fixed string, recorded with the checksums, tells them apart.
@@ -206,8 +217,9 @@ def _digest(count: int, a: str, b: str) -> str:
     return hashlib.sha256(f"{count}:{a}:{b}".encode()).hexdigest()[:32]
 
 
-async def table_stats(conn: psycopg.AsyncConnection, only: set[str] | None = None,
-                      method: str = "count-only") -> dict[str, tuple[int, str]]:
+async def table_stats(
+    conn: psycopg.AsyncConnection, only: set[str] | None = None, method: str = "count-only"
+) -> dict[str, tuple[int, str]]:
     """Table key (names.key) -> (row count, checksum of its rows) for every user table (or ``only``)."""
     for stmt in _CANONICAL:
         await conn.execute(stmt)
@@ -217,7 +229,7 @@ async def table_stats(conn: psycopg.AsyncConnection, only: set[str] | None = Non
         if only is not None and key not in only:
             continue
         q = sql.SQL(_ROW_DIGESTS[method]).format(sql.Identifier(schema), sql.Identifier(name))
-        (count, a, b), = await _rows(conn, q)
+        ((count, a, b),) = await _rows(conn, q)
         stats[key] = (count, _digest(count, a, b))
     return stats
 
@@ -225,14 +237,21 @@ async def table_stats(conn: psycopg.AsyncConnection, only: set[str] | None = Non
 async def large_object_stats(conn: psycopg.AsyncConnection) -> dict | None:
     """Count and checksum of the large objects (their oids and contents); None when this
     role may not read them all (not a superuser, lo_compat_privileges off)."""
-    (allowed,), = await _rows(conn, "SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) "
-                                    "OR current_setting('lo_compat_privileges')::bool")
+    ((allowed,),) = await _rows(
+        conn,
+        "SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) "
+        "OR current_setting('lo_compat_privileges')::bool",
+    )
     if not allowed:
         return None
-    (count, a, b), = await _rows(conn, (
-        "SELECT count(*), coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint::numeric), 0)::text, "
-        "coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint::numeric), 0)::text FROM "
-        "(SELECT md5(oid::text || ':' || md5(lo_get(oid))) AS h FROM pg_largeobject_metadata) AS los"))
+    ((count, a, b),) = await _rows(
+        conn,
+        (
+            "SELECT count(*), coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint::numeric), 0)::text, "
+            "coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint::numeric), 0)::text FROM "
+            "(SELECT md5(oid::text || ':' || md5(lo_get(oid))) AS h FROM pg_largeobject_metadata) AS los"
+        ),
+    )
     return {"count": count, "checksum": _digest(count, a, b)}
 
 
@@ -245,17 +264,25 @@ async def _metadata(conn: psycopg.AsyncConnection, listed: asyncio.Future) -> di
     # 6.4 M-row table cost 0.56 s of server CPU across three processes, a serial one 0.43 s.
     await conn.execute("SET max_parallel_workers_per_gather = 0")
     await conn.execute("SET jit = off")
-    (version, version_num, dbname, size, encoding), = await _rows(
-        conn, "SELECT current_setting('server_version'), current_setting('server_version_num')::int, "
-              "current_database(), pg_database_size(current_database()), "
-              "pg_encoding_to_char(encoding) FROM pg_database WHERE datname = current_database()")
+    ((version, version_num, dbname, size, encoding),) = await _rows(
+        conn,
+        "SELECT current_setting('server_version'), current_setting('server_version_num')::int, "
+        "current_database(), pg_database_size(current_database()), "
+        "pg_encoding_to_char(encoding) FROM pg_database WHERE datname = current_database()",
+    )
     listed.set_result(await _rows(conn, _TABLES_PAGES))
-    extensions = {name: ver for name, ver in await _rows(
-        conn, "SELECT extname, extversion FROM pg_extension ORDER BY 1")}
+    extensions = {
+        name: ver for name, ver in await _rows(conn, "SELECT extname, extversion FROM pg_extension ORDER BY 1")
+    }
     return {
-        "dbname": dbname, "database_version": version, "server_version_num": version_num,
-        "database_size": size, "encoding": encoding, "table_keys": TABLE_KEYS,
-        "schema_fingerprint": await schema_fingerprint(conn), "schema_fingerprint_method": FINGERPRINT_METHOD,
+        "dbname": dbname,
+        "database_version": version,
+        "server_version_num": version_num,
+        "database_size": size,
+        "encoding": encoding,
+        "table_keys": TABLE_KEYS,
+        "schema_fingerprint": await schema_fingerprint(conn),
+        "schema_fingerprint_method": FINGERPRINT_METHOD,
         "extensions": extensions,
         "large_objects": await large_object_stats(conn),
         "database_properties": await carry.database_properties(conn),
@@ -265,8 +292,9 @@ async def _metadata(conn: psycopg.AsyncConnection, listed: asyncio.Future) -> di
 _END = object()  # the stream has ended: _sql_counts stops
 
 
-async def _sql_counts(conn: psycopg.AsyncConnection, listed: asyncio.Future, uncounted: asyncio.Queue
-                      ) -> dict[str, int]:
+async def _sql_counts(
+    conn: psycopg.AsyncConnection, listed: asyncio.Future, uncounted: asyncio.Queue
+) -> dict[str, int]:
     """``count(*) FROM ONLY``, in the dump's snapshot, of the tables the dump stream does not
     count (dumpsum.DumpChecksums.counts): at once those of SQL_COUNT_PAGES or more, then each
     as soon as the stream says so (``uncounted``: a table's key once its data block is too
@@ -277,8 +305,13 @@ async def _sql_counts(conn: psycopg.AsyncConnection, listed: asyncio.Future, unc
     large = [(schema, name) for schema, name, pages, *_ in rows if pages >= SQL_COUNT_PAGES]
     counts: dict[str, int] = await batched_counts(conn, large) if large else {}
     while (item := await uncounted.get()) is not _END:
-        todo = [t for k, t in tables.items() if k not in counts] if item is None else \
-            [tables[item]] if item in tables and item not in counts else []  # not listed: an extension's
+        todo = (
+            [t for k, t in tables.items() if k not in counts]
+            if item is None
+            else [tables[item]]
+            if item in tables and item not in counts
+            else []
+        )  # not listed: an extension's
         if todo:
             counts.update(await batched_counts(conn, todo))
     return counts
@@ -294,11 +327,13 @@ async def batched_counts(conn: psycopg.AsyncConnection, tables: list[tuple[str, 
     a UNION ALL is not promised."""
     out: dict[str, int] = {}
     for at in range(0, len(tables), COUNT_BATCH):
-        batch = tables[at:at + COUNT_BATCH]
+        batch = tables[at : at + COUNT_BATCH]
         q = sql.SQL(" UNION ALL ").join(
-            sql.SQL("SELECT {}::int, count(*) FROM ONLY {}.{}").format(sql.Literal(i), sql.Identifier(schema),
-                                                                       sql.Identifier(name))
-            for i, (schema, name) in enumerate(batch))
+            sql.SQL("SELECT {}::int, count(*) FROM ONLY {}.{}").format(
+                sql.Literal(i), sql.Identifier(schema), sql.Identifier(name)
+            )
+            for i, (schema, name) in enumerate(batch)
+        )
         for i, count in await _rows(conn, q):
             out[names.key(*batch[i])] = count
     return {names.key(schema, name): out[names.key(schema, name)] for schema, name in tables}
@@ -328,7 +363,9 @@ class StartedDump:
     # retried for minutes, must not rescan them.
     metadata: asyncio.Future | None = None
     counting: asyncio.Future | None = None  # _sql_counts
-    listed: asyncio.Future | None = None  # the tables the metadata counts, (schema, name, relpages, size, reltuples) each
+    listed: asyncio.Future | None = (
+        None  # the tables the metadata counts, (schema, name, relpages, size, reltuples) each
+    )
 
     def read_metadata(self, uncounted: asyncio.Queue) -> asyncio.Future:
         """Start reading the metadata, and counting in SQL what ``uncounted`` names (_sql_counts)."""
@@ -357,7 +394,7 @@ async def start_dump(db: DatabaseConfig, target: PgTarget | None = None) -> Star
     try:
         conn = await target.connect()
     except BaseException:
-        tool, = await asyncio.gather(found, return_exceptions=True)
+        (tool,) = await asyncio.gather(found, return_exceptions=True)
         if isinstance(tool, AxisorError):
             raise tool from None  # no pg_dump at all says more than the connection failing
         raise
@@ -365,12 +402,21 @@ async def start_dump(db: DatabaseConfig, target: PgTarget | None = None) -> Star
         pg_dump = await found
         async with conn.cursor() as cur:
             await cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            await cur.execute("SELECT pg_export_snapshot(), current_setting('server_version_num')::int, "
-                              "current_setting('server_version'), current_database()")
+            await cur.execute(
+                "SELECT pg_export_snapshot(), current_setting('server_version_num')::int, "
+                "current_setting('server_version'), current_database()"
+            )
             snapshot_id, version_num, version, dbname = one_row(await cur.fetchone())
         check_dump_tool(pg_dump, version_num, version)
-        argv = [str(pg_dump.path), "--format=custom", "--compress=0", f"--snapshot={snapshot_id}",
-                "--no-password", "-d", target.with_dbname(dbname).conninfo()]
+        argv = [
+            str(pg_dump.path),
+            "--format=custom",
+            "--compress=0",
+            f"--snapshot={snapshot_id}",
+            "--no-password",
+            "-d",
+            target.with_dbname(dbname).conninfo(),
+        ]
         child = start(argv, dump_env(target))
     except psycopg.Error as exc:
         await conn.close()
@@ -381,11 +427,17 @@ async def start_dump(db: DatabaseConfig, target: PgTarget | None = None) -> Star
     return StartedDump(target, pg_dump, conn, dbname, child, started)
 
 
-async def backup_logical(repo: Repository, db: DatabaseConfig, *, backup_set: str = "",
-                         tags: tuple[str, ...] = (),
-                         on_bytes: DumpProgress | None = None,
-                         target: PgTarget | None = None, extra_metadata: dict | None = None,
-                         started: Awaitable[StartedDump] | None = None) -> Snapshot:
+async def backup_logical(
+    repo: Repository,
+    db: DatabaseConfig,
+    *,
+    backup_set: str = "",
+    tags: tuple[str, ...] = (),
+    on_bytes: DumpProgress | None = None,
+    target: PgTarget | None = None,
+    extra_metadata: dict | None = None,
+    started: Awaitable[StartedDump] | None = None,
+) -> Snapshot:
     """Dump the configured database (or ``target``) into the repository and commit one snapshot.
     ``started``: the dump, already begun by ``start_dump`` (the caller closes it if this is
     never called).
@@ -397,8 +449,9 @@ async def backup_logical(repo: Repository, db: DatabaseConfig, *, backup_set: st
     before = list(repo.stats.by_type.get(BlobType.DATA, [0, 0, 0]))
     # The cluster's roles and memberships (pgglobals), read beside the dump: small, and not
     # part of the database's snapshot anyway.
-    globals_read = asyncio.ensure_future(pgglobals.dump_globals(target, dump.pg_dump.path.parent,
-                                                                db.globals_with_passwords))
+    globals_read = asyncio.ensure_future(
+        pgglobals.dump_globals(target, dump.pg_dump.path.parent, db.globals_with_passwords)
+    )
     try:
         ids, size, metadata, warnings = await _dump(repo, dump, on_bytes, db.row_checksums)
         extra, globals_meta, globals_warning = await _store_globals(repo, await globals_read)
@@ -412,32 +465,59 @@ async def backup_logical(repo: Repository, db: DatabaseConfig, *, backup_set: st
 
     dbname, pg_dump = dump.dbname, dump.pg_dump
     dump_file = dbname.replace("/", "_").replace("\0", "_") + ".dump"  # a safe single tree name
-    metadata.update({
-        "mode": "logical", "format": "custom", "dump_file": dump_file, "dump_size": size,
-        "pg_dump_version": pg_dump.version, "pg_dump_major": pg_dump.major,
-        "application_version": db.application_version or os.environ.get("AXISOR_APPLICATION_VERSION"),
-        "duration_seconds": round(time.monotonic() - dump.started, 3), "globals": globals_meta,
-        **(extra_metadata or {}),
-    })
+    metadata.update(
+        {
+            "mode": "logical",
+            "format": "custom",
+            "dump_file": dump_file,
+            "dump_size": size,
+            "pg_dump_version": pg_dump.version,
+            "pg_dump_major": pg_dump.major,
+            "application_version": db.application_version or os.environ.get("AXISOR_APPLICATION_VERSION"),
+            "duration_seconds": round(time.monotonic() - dump.started, 3),
+            "globals": globals_meta,
+            **(extra_metadata or {}),
+        }
+    )
     snap = await single_file_snapshot(
-        repo, name=dump_file, ids=ids, size=size, before=before, source=SOURCE, paths=(target.describe(),),
-        backup_set=backup_set, tags=tags, metadata=metadata, warnings=warnings, extra=extra)
+        repo,
+        name=dump_file,
+        ids=ids,
+        size=size,
+        before=before,
+        source=SOURCE,
+        paths=(target.describe(),),
+        backup_set=backup_set,
+        tags=tags,
+        metadata=metadata,
+        warnings=warnings,
+        extra=extra,
+    )
     snap_id = await repo.save_snapshot(snap)
     return replace(snap, id=snap_id)
 
 
-async def _store_globals(repo: Repository, got: pgglobals.DumpedGlobals
-                         ) -> tuple[tuple[tuple[str, tuple[bytes, ...], int], ...], dict, str | None]:
+async def _store_globals(
+    repo: Repository, got: pgglobals.DumpedGlobals
+) -> tuple[tuple[tuple[str, tuple[bytes, ...], int], ...], dict, str | None]:
     """The globals file's tree entry, its ``globals`` metadata, and a warning when it is missing."""
     if got.data is None:
-        return (), {"file": None, "role_passwords": got.passwords, "error": got.error}, (
-            f"globals (roles, memberships, tablespaces) not recorded: {got.error}; "
-            f"restore --roles will not be available for this snapshot")
+        return (
+            (),
+            {"file": None, "role_passwords": got.passwords, "error": got.error},
+            (
+                f"globals (roles, memberships, tablespaces) not recorded: {got.error}; "
+                f"restore --roles will not be available for this snapshot"
+            ),
+        )
     writer = StreamWriter(repo)
     ids, size = await writer.store(io.BytesIO(got.data))
     await writer.drain()
-    return ((pgglobals.GLOBALS_FILE, ids, size),), {"file": pgglobals.GLOBALS_FILE, "size": size,
-                                                    "role_passwords": got.passwords}, None
+    return (
+        ((pgglobals.GLOBALS_FILE, ids, size),),
+        {"file": pgglobals.GLOBALS_FILE, "size": size, "role_passwords": got.passwords},
+        None,
+    )
 
 
 def dump_env(target: PgTarget) -> dict[str, str]:
@@ -493,7 +573,7 @@ class DumpForecast:
         if sums is None:  # no position in the stream: the expectations as they are
             return DumpPosition(table, None, max(self.done, self._all))
         expect = self._expect
-        for key, length in sums.passed[self._seen:]:
+        for key, length in sums.passed[self._seen :]:
             if key in expect:  # else a table not listed (an extension's)
                 self._left -= expect[key]
                 self._stream += length
@@ -513,14 +593,16 @@ class DumpForecast:
             return None
         rows = listed.result()
         self._sizes = {names.key(schema, name): size or 0 for schema, name, _, size, _ in rows}
-        self._expect = {names.key(schema, name): expected_text(size or 0, tuples or 0)
-                        for schema, name, _, size, tuples in rows}
+        self._expect = {
+            names.key(schema, name): expected_text(size or 0, tuples or 0) for schema, name, _, size, tuples in rows
+        }
         self._all = self._left = sum(self._expect.values())
         return self._sizes
 
 
-async def _dump(repo: Repository, dump: StartedDump, on_bytes: DumpProgress | None,
-                checksums: bool = True) -> tuple[tuple[bytes, ...], int, dict, tuple[str, ...]]:
+async def _dump(
+    repo: Repository, dump: StartedDump, on_bytes: DumpProgress | None, checksums: bool = True
+) -> tuple[tuple[bytes, ...], int, dict, tuple[str, ...]]:
     """Store pg_dump's output in the repository while its connection (holding the snapshot)
     reads the metadata; the row checksums, and the row counts of the tables whose data is
     small, are taken from the dump as it is chunked, the other counts in SQL beside it.
@@ -540,9 +622,16 @@ async def _dump(repo: Repository, dump: StartedDump, on_bytes: DumpProgress | No
     metadata_read = dump.read_metadata(uncounted)
     assert dump.listed is not None
     told = DumpForecast(sums, dump.listed, on_bytes) if on_bytes is not None else None
-    out = await store_output(repo, dump.target, [], program="pg_dump", on_bytes=told,
-                             observe=sums.feed if sums is not None else None,
-                             running=dump.child, during=lambda: metadata_read)
+    out = await store_output(
+        repo,
+        dump.target,
+        [],
+        program="pg_dump",
+        on_bytes=told,
+        observe=sums.feed if sums is not None else None,
+        running=dump.child,
+        during=lambda: metadata_read,
+    )
     metadata = out.during
     if sums is not None:
         sums.finish()
@@ -568,8 +657,9 @@ async def _dump(repo: Repository, dump: StartedDump, on_bytes: DumpProgress | No
     return out.ids, out.size, metadata, tuple(warnings)
 
 
-async def dump_checksums(target: PgTarget, pg_bin_dir=None, tables: set[str] | None = None,
-                         encoding: str | None = None) -> dumpsum.DumpChecksums:
+async def dump_checksums(
+    target: PgTarget, pg_bin_dir=None, tables: set[str] | None = None, encoding: str | None = None
+) -> dumpsum.DumpChecksums:
     """The row checksums of ``target``'s tables (or just ``tables``, names.key keys), taken the
     way a backup takes them: ``pg_dump --data-only`` through the same parser, its output
     discarded (its table of contents, with each table's COPY column list, is kept in
@@ -596,9 +686,16 @@ async def dump_checksums(target: PgTarget, pg_bin_dir=None, tables: set[str] | N
 
 # pg_dump's own session settings for its COPY (pg_backup_db.c, pg_dump.c setup_connection) plus
 # dumpsum.PGOPTIONS: a COPY through psycopg with these prints every value as pg_dump does.
-_PG_DUMP_SESSION = ("SET DateStyle = ISO", "SET IntervalStyle = postgres", "SET extra_float_digits = 3",
-                    "SET TimeZone = 'UTC'", "SET bytea_output = hex", "SET row_security = off",
-                    "SET synchronize_seqscans = off", "RESET lc_monetary")
+_PG_DUMP_SESSION = (
+    "SET DateStyle = ISO",
+    "SET IntervalStyle = postgres",
+    "SET extra_float_digits = 3",
+    "SET TimeZone = 'UTC'",
+    "SET bytea_output = hex",
+    "SET row_security = off",
+    "SET synchronize_seqscans = off",
+    "RESET lc_monetary",
+)
 
 
 def copy_trailer(tail: bytes, int_size: int) -> bytes:
@@ -610,8 +707,15 @@ def copy_trailer(tail: bytes, int_size: int) -> bytes:
     return piece if tail.endswith(piece + b"\x00" * (1 + int_size)) else b""
 
 
-async def copy_checksum(conn: psycopg.AsyncConnection, schema: str, name: str, columns: list[str],
-                        int_size: int, encoding: str | None, trailer: bytes = b"") -> str:
+async def copy_checksum(
+    conn: psycopg.AsyncConnection,
+    schema: str,
+    name: str,
+    columns: list[str],
+    int_size: int,
+    encoding: str | None,
+    trailer: bytes = b"",
+) -> str:
     """The dump-blake3-v1 checksum of a table read with ``COPY schema.name (columns) TO STDOUT``
     in pg_dump's session settings: the bytes pg_dump would have written for it with that
     column list (one length-prefixed piece per row, then the zero length that ends a block).
@@ -701,11 +805,16 @@ class DbRestoreReport:
         """What was validated, counted: every table of the snapshot that was restored is in
         ``tables`` (a missing one fails), ``skipped`` are the others restored."""
         checked = [t for t in self.tables if t.actual is not None]
-        return {"tables": len(self.tables) + len(self.skipped), "validated": len(self.tables),
-                "with_checksum": sum(1 for t in self.tables if t.checksum_ok is not None),
-                "count_only": sum(1 for t in self.tables if t.checksum_ok is None),
-                "count_only_reason": self.count_only_reason, "skipped": list(self.skipped),
-                "missing": len(self.tables) - len(checked), "failed": len(self.mismatches)}
+        return {
+            "tables": len(self.tables) + len(self.skipped),
+            "validated": len(self.tables),
+            "with_checksum": sum(1 for t in self.tables if t.checksum_ok is not None),
+            "count_only": sum(1 for t in self.tables if t.checksum_ok is None),
+            "count_only_reason": self.count_only_reason,
+            "skipped": list(self.skipped),
+            "missing": len(self.tables) - len(checked),
+            "failed": len(self.mismatches),
+        }
 
 
 def _dump_node(tree: Tree, metadata: dict) -> Node:
@@ -754,7 +863,7 @@ async def _prepare_database(target: PgTarget) -> tuple[bool, int]:
         await conn.close()
     conn = await target.connect()
     try:
-        (objects,), = await _rows(conn, _USER_OBJECTS)
+        ((objects,),) = await _rows(conn, _USER_OBJECTS)
     finally:
         await conn.close()
     return False, objects
@@ -764,8 +873,7 @@ async def _drop_database(target: PgTarget) -> None:
     with contextlib.suppress(DatabaseError, psycopg.Error):
         conn = await _maintenance(target)
         try:
-            await conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(
-                sql.Identifier(target.params["dbname"])))
+            await conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(target.params["dbname"])))
         finally:
             await conn.close()
 
@@ -793,9 +901,14 @@ async def _existing(target: PgTarget, tables: list[tuple[str, str]]) -> tuple[se
     conn = await target.connect()
     try:
         present = {tuple(r) for r in await _rows(conn, _PRESENT)}
-        relations = {tuple(r) for r in await _rows(
-            conn, "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                  "WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')")}
+        relations = {
+            tuple(r)
+            for r in await _rows(
+                conn,
+                "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')",
+            )
+        }
     finally:
         await conn.close()
     return present, [t for t in tables if t in relations]
@@ -833,7 +946,7 @@ def snapshot_tables(meta: dict, layout: dumpsum.DumpLayout | None = None) -> tup
     if meta.get("table_keys") == TABLE_KEYS:
         return dict(counts), dict(sums)
     old: dict[str, str] = {}
-    for e in (layout.entries.values() if layout is not None else ()):
+    for e in layout.entries.values() if layout is not None else ():
         if e.desc == "TABLE":
             old.setdefault(f"{e.namespace}.{e.tag}", e.key)
 
@@ -843,16 +956,25 @@ def snapshot_tables(meta: dict, layout: dumpsum.DumpLayout | None = None) -> tup
     return {conv(k): v for k, v in counts.items()}, {conv(k): v for k, v in sums.items()}
 
 
-def _resolve(entries: list[dumpsum.TocEntry], tables: tuple[str, ...], schemas: tuple[str, ...]
-             ) -> tuple[list[tuple[str, str]], list[str]]:
+def _resolve(
+    entries: list[dumpsum.TocEntry], tables: tuple[str, ...], schemas: tuple[str, ...]
+) -> tuple[list[tuple[str, str]], list[str]]:
     """--table/--schema values to exact (schema, name) pairs and schema names (names.py rules)."""
-    return (names.resolve_tables(tables, toc.table_names(entries)) if tables else [],
-            names.resolve_schemas(schemas, toc.schema_names(entries)) if schemas else [])
+    return (
+        names.resolve_tables(tables, toc.table_names(entries)) if tables else [],
+        names.resolve_schemas(schemas, toc.schema_names(entries)) if schemas else [],
+    )
 
 
-async def plan_logical_restore(snap: Snapshot, target: PgTarget, *, force: bool = False,
-                               tables: tuple[str, ...] = (), schemas: tuple[str, ...] = (),
-                               layout: dumpsum.DumpLayout | None = None) -> dict:
+async def plan_logical_restore(
+    snap: Snapshot,
+    target: PgTarget,
+    *,
+    force: bool = False,
+    tables: tuple[str, ...] = (),
+    schemas: tuple[str, ...] = (),
+    layout: dumpsum.DumpLayout | None = None,
+) -> dict:
     """What ``restore --target-db`` would do, changing nothing: the database created or not,
     each table created, replaced (``--force``) or in the way, what is left in place, and
     whether a safety snapshot would be taken first. (``restore --dry-run``.) ``layout``: the
@@ -875,8 +997,9 @@ async def plan_logical_restore(snap: Snapshot, target: PgTarget, *, force: bool 
         want_schemas = names.resolve_schemas(schemas, [p[0] for p in pairs]) if schemas else []
         chosen_pairs = [p for p in pairs if p in set(want_tables) or p[0] in want_schemas] if partial else None
     # chosen_pairs is None exactly when not partial.
-    chosen = dict(expected) if chosen_pairs is None else {names.key(*p): expected.get(names.key(*p))
-                                                          for p in chosen_pairs}
+    chosen = (
+        dict(expected) if chosen_pairs is None else {names.key(*p): expected.get(names.key(*p)) for p in chosen_pairs}
+    )
     conn = await _maintenance(target)
     try:
         exists = bool(await _rows(conn, "SELECT 1 FROM pg_database WHERE datname = %s", (name,)))
@@ -886,10 +1009,15 @@ async def plan_logical_restore(snap: Snapshot, target: PgTarget, *, force: bool 
     if exists:
         conn = await target.connect()
         try:
-            (objects,), = await _rows(conn, _USER_OBJECTS)
-            present = {names.key(a, b) for a, b in await _rows(
-                conn, f"SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                      f"WHERE c.relkind IN ('r', 'p') AND {_USER_NS}")}
+            ((objects,),) = await _rows(conn, _USER_OBJECTS)
+            present = {
+                names.key(a, b)
+                for a, b in await _rows(
+                    conn,
+                    f"SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    f"WHERE c.relkind IN ('r', 'p') AND {_USER_NS}",
+                )
+            }
         finally:
             await conn.close()
     rows: list[dict[str, Any]] = []
@@ -906,17 +1034,34 @@ async def plan_logical_restore(snap: Snapshot, target: PgTarget, *, force: bool 
         refused = "the target already has " + ", ".join(r["table"] for r in rows if r["action"] == "conflict")
     elif not partial and objects and not force:
         refused = f"database {name!r} is not empty ({objects} objects): --force replaces it after a safety backup"
-    return {"snapshot": snap.id, "target": target.describe(), "database": name, "exists": exists,
-            "create_database": not exists, "objects": objects, "partial": partial, "tables": rows,
-            "left_in_place": sorted(present - set(chosen)) if exists else [],
-            "safety_snapshot": bool(exists and objects and force and not partial and not refused),
-            "refused": refused}
+    return {
+        "snapshot": snap.id,
+        "target": target.describe(),
+        "database": name,
+        "exists": exists,
+        "create_database": not exists,
+        "objects": objects,
+        "partial": partial,
+        "tables": rows,
+        "left_in_place": sorted(present - set(chosen)) if exists else [],
+        "safety_snapshot": bool(exists and objects and force and not partial and not refused),
+        "refused": refused,
+    }
 
 
-async def restore_logical(repo: Repository, snap: Snapshot, target: PgTarget, *,
-                          pg_bin_dir=None, force: bool = False, tables: tuple[str, ...] = (),
-                          schemas: tuple[str, ...] = (), db: DatabaseConfig | None = None,
-                          restore_id: str = "", roles: bool = False) -> DbRestoreReport:
+async def restore_logical(
+    repo: Repository,
+    snap: Snapshot,
+    target: PgTarget,
+    *,
+    pg_bin_dir=None,
+    force: bool = False,
+    tables: tuple[str, ...] = (),
+    schemas: tuple[str, ...] = (),
+    db: DatabaseConfig | None = None,
+    restore_id: str = "",
+    roles: bool = False,
+) -> DbRestoreReport:
     """Restore a logical database snapshot (or just ``tables``/``schemas`` of it) into
     ``target`` and validate the restored tables' row counts and checksums.
 
@@ -939,8 +1084,10 @@ async def restore_logical(repo: Repository, snap: Snapshot, target: PgTarget, *,
     method = meta.get("checksum_method", "md5-rowsum-v1")
     partial = bool(tables or schemas)
     if partial and force:
-        raise UsageError("--force restores a whole database; --table/--schema restore into a database "
-                         "that does not have those tables yet (a new one, or restore and copy over)")
+        raise UsageError(
+            "--force restores a whole database; --table/--schema restore into a database "
+            "that does not have those tables yet (a new one, or restore and copy over)"
+        )
     tree = await repo.load_tree(bytes.fromhex(snap.tree))
     node = _dump_node(tree, meta)
     globals_text, no_globals = await _globals_text(repo, tree, meta)
@@ -971,19 +1118,31 @@ async def restore_logical(repo: Repository, snap: Snapshot, target: PgTarget, *,
             chosen_ids = chosen.ids
         elif objects:
             if not force:
-                raise RestoreRefused(f"database {name!r} is not empty ({objects} objects); restore into a new or "
-                                     f"empty database, or give --force to replace its contents (a safety "
-                                     f"backup of it is taken first)")
+                raise RestoreRefused(
+                    f"database {name!r} is not empty ({objects} objects); restore into a new or "
+                    f"empty database, or give --force to replace its contents (a safety "
+                    f"backup of it is taken first)"
+                )
             report.safety_snapshot = await _safety_backup(repo, snap, target, db, restore_id)
             extra = ["--clean", "--if-exists"]
         by_id = layout.entries
-        target_roles, plan = await _carry_before(target, [by_id[i] for i in chosen_ids], globals_text, no_globals,
-                                                 roles, report)
+        target_roles, plan = await _carry_before(
+            target, [by_id[i] for i in chosen_ids], globals_text, no_globals, roles, report
+        )
         if partial or plan.exclude:
             kept = [i for i in chosen_ids if i not in plan.exclude]
             list_text = "".join(f"{i}; {by_id[i].desc}\n" for i in kept)
-        await _run_pg_restore(repo, node, target, pg_restore.path, extra, list_text, plan.owners,
-                              chosen.skipped_fks if partial else [], report)
+        await _run_pg_restore(
+            repo,
+            node,
+            target,
+            pg_restore.path,
+            extra,
+            list_text,
+            plan.owners,
+            chosen.skipped_fks if partial else [],
+            report,
+        )
     except BaseException:
         await _undo(target, created, report)
         raise
@@ -991,12 +1150,16 @@ async def restore_logical(repo: Repository, snap: Snapshot, target: PgTarget, *,
         await _carry_database(target, name, meta.get("database_properties"), target_roles, created, report)
     # Tables whose rows are in the dump but that the snapshot has no count for: extension
     # configuration tables (extension members are left out of the counts). Reported, not hidden.
-    report.skipped = [{"table": k, "reason": "the snapshot records no row count for it (extension member?)"}
-                      for k in dict.fromkeys(data_keys) if k not in expected]
+    report.skipped = [
+        {"table": k, "reason": "the snapshot records no row count for it (extension member?)"}
+        for k in dict.fromkeys(data_keys)
+        if k not in expected
+    ]
     conn = await target.connect()
     try:
-        actual, notes, checksums = await _restored_stats(conn, target, pg_bin_dir, expected, checksums, meta,
-                                                         layout, partial, method, report)
+        actual, notes, checksums = await _restored_stats(
+            conn, target, pg_bin_dir, expected, checksums, meta, layout, partial, method, report
+        )
         if not checksums and report.count_only_reason is None and expected:
             report.count_only_reason = "the snapshot records no row checksums (row_checksums = false)"
         if partial:
@@ -1012,43 +1175,74 @@ async def restore_logical(repo: Repository, snap: Snapshot, target: PgTarget, *,
     return report
 
 
-async def _partial_selection(target: PgTarget, name: str, entries: list[dumpsum.TocEntry],
-                             want_tables: list[tuple[str, str]], want_schemas: list[str]) -> toc.Selection:
+async def _partial_selection(
+    target: PgTarget,
+    name: str,
+    entries: list[dumpsum.TocEntry],
+    want_tables: list[tuple[str, str]],
+    want_schemas: list[str],
+) -> toc.Selection:
     """What a table- or schema-level restore takes from the dump, given what the target has;
     refused when a chosen table exists there already."""
     present, _ = await _existing(target, [])
     chosen = toc.select(entries, want_tables, want_schemas, present)
     _, clash = await _existing(target, chosen.tables)
     if clash:
-        raise RestoreRefused(f"database {name!r} already has {', '.join(names.shown(*t) for t in clash)}; "
-                             f"drop or rename it first, or restore into another database")
+        raise RestoreRefused(
+            f"database {name!r} already has {', '.join(names.shown(*t) for t in clash)}; "
+            f"drop or rename it first, or restore into another database"
+        )
     return chosen
 
 
-async def _safety_backup(repo: Repository, snap: Snapshot, target: PgTarget, db: DatabaseConfig | None,
-                         restore_id: str) -> str:
+async def _safety_backup(
+    repo: Repository, snap: Snapshot, target: PgTarget, db: DatabaseConfig | None, restore_id: str
+) -> str:
     """A snapshot of the target as it is, before --force replaces it; its id."""
     safety = await backup_logical(
-        repo, db or DatabaseConfig(), tags=("safety",), target=target,
-        extra_metadata={"safety_for": {"snapshot": snap.id, "target": target.describe(),
-                                       "database": target.params["dbname"], "restore": restore_id,
-                                       "conninfo": target.conninfo()}})
+        repo,
+        db or DatabaseConfig(),
+        tags=("safety",),
+        target=target,
+        extra_metadata={
+            "safety_for": {
+                "snapshot": snap.id,
+                "target": target.describe(),
+                "database": target.params["dbname"],
+                "restore": restore_id,
+                "conninfo": target.conninfo(),
+            }
+        },
+    )
     return safety.id
 
 
-async def _run_pg_restore(repo: Repository, node: Node, target: PgTarget, pg_restore, extra: list[str],
-                          list_text: str | None, owners: bool, skipped_fks: list[str], report: DbRestoreReport) -> None:
+async def _run_pg_restore(
+    repo: Repository,
+    node: Node,
+    target: PgTarget,
+    pg_restore,
+    extra: list[str],
+    list_text: str | None,
+    owners: bool,
+    skipped_fks: list[str],
+    report: DbRestoreReport,
+) -> None:
     """Feed the dump to pg_restore; its warnings, and the foreign keys left out, go into
     ``report``. A failure after a safety snapshot names it."""
     try:
-        report.bytes, report.warnings = await _feed_pg_restore(repo, node, target, pg_restore,
-                                                               extra, list_text, owners=owners)
-        report.warnings[:0] = [f"foreign key {fk} left out: it joins a table that is not restored"
-                               for fk in skipped_fks]
+        report.bytes, report.warnings = await _feed_pg_restore(
+            repo, node, target, pg_restore, extra, list_text, owners=owners
+        )
+        report.warnings[:0] = [
+            f"foreign key {fk} left out: it joins a table that is not restored" for fk in skipped_fks
+        ]
     except DatabaseError as exc:
         if report.safety_snapshot:
-            raise DatabaseError(f"{exc} (the database is unchanged; safety snapshot "
-                                f"{report.safety_snapshot[:8]} holds its state before this restore)") from None
+            raise DatabaseError(
+                f"{exc} (the database is unchanged; safety snapshot "
+                f"{report.safety_snapshot[:8]} holds its state before this restore)"
+            ) from None
         raise
 
 
@@ -1072,16 +1266,23 @@ def _restorable_meta(snap: Snapshot) -> dict:
     return meta
 
 
-async def _restored_stats(conn: psycopg.AsyncConnection, target: PgTarget, pg_bin_dir, expected: dict[str, int],
-                          checksums: dict[str, str], meta: dict, layout: dumpsum.DumpLayout, partial: bool,
-                          method: str, report: DbRestoreReport
-                          ) -> tuple[Mapping[str, tuple[int, str | None]], dict[str, str], dict[str, str]]:
+async def _restored_stats(
+    conn: psycopg.AsyncConnection,
+    target: PgTarget,
+    pg_bin_dir,
+    expected: dict[str, int],
+    checksums: dict[str, str],
+    meta: dict,
+    layout: dumpsum.DumpLayout,
+    partial: bool,
+    method: str,
+    report: DbRestoreReport,
+) -> tuple[Mapping[str, tuple[int, str | None]], dict[str, str], dict[str, str]]:
     """The restored tables' counts and checksums by the snapshot's method, notes per table,
     and the checksums still to compare (none when they cannot be: the reason goes into
     ``report``)."""
     if method == dumpsum.METHOD:
-        actual, notes, note = await _dump_stats(conn, target, pg_bin_dir, expected, checksums, meta,
-                                                layout, partial)
+        actual, notes, note = await _dump_stats(conn, target, pg_bin_dir, expected, checksums, meta, layout, partial)
         if note:
             checksums = {}
             report.count_only_reason = note
@@ -1099,8 +1300,7 @@ async def _check_whole_database(conn: psycopg.AsyncConnection, meta: dict, repor
     the snapshot's."""
     fp_method = meta.get("schema_fingerprint_method")
     if fp_method in (None, FINGERPRINT_METHOD):
-        report.schema_fingerprint_match = (await schema_fingerprint(conn, fp_method)) \
-            == meta.get("schema_fingerprint")
+        report.schema_fingerprint_match = (await schema_fingerprint(conn, fp_method)) == meta.get("schema_fingerprint")
     else:  # a newer program's method: not compared, and said so
         report.schema_fingerprint_match = None
         report.warnings.append(f"schema fingerprint not compared: unknown method {fp_method!r}")
@@ -1111,22 +1311,43 @@ async def _check_whole_database(conn: psycopg.AsyncConnection, meta: dict, repor
             report.large_objects = {"expected": lo_want, "actual": lo_got, "ok": lo_got == lo_want}
 
 
-def _table_checks(expected: dict[str, int], actual: Mapping[str, tuple[int, str | None]],
-                  checksums: dict[str, str], notes: dict[str, str]) -> list[TableCheck]:
+def _table_checks(
+    expected: dict[str, int],
+    actual: Mapping[str, tuple[int, str | None]],
+    checksums: dict[str, str],
+    notes: dict[str, str],
+) -> list[TableCheck]:
     checks = []
     for t, count in sorted(expected.items()):
         try:
             schema, rel = names.parse_key(t)
         except ValueError:
             schema, rel = "", t
-        checks.append(TableCheck(t, count, actual[t][0] if t in actual else None, checksums.get(t),
-                                 actual[t][1] if t in actual else None, schema, rel, notes.get(t)))
+        checks.append(
+            TableCheck(
+                t,
+                count,
+                actual[t][0] if t in actual else None,
+                checksums.get(t),
+                actual[t][1] if t in actual else None,
+                schema,
+                rel,
+                notes.get(t),
+            )
+        )
     return checks
 
 
-async def _dump_stats(conn: psycopg.AsyncConnection, target: PgTarget, pg_bin_dir, expected: dict[str, int],
-                      checksums: dict[str, str], meta: dict, layout: dumpsum.DumpLayout, partial: bool
-                      ) -> tuple[dict[str, tuple[int, str | None]], dict[str, str], str | None]:
+async def _dump_stats(
+    conn: psycopg.AsyncConnection,
+    target: PgTarget,
+    pg_bin_dir,
+    expected: dict[str, int],
+    checksums: dict[str, str],
+    meta: dict,
+    layout: dumpsum.DumpLayout,
+    partial: bool,
+) -> tuple[dict[str, tuple[int, str | None]], dict[str, str], str | None]:
     """Row counts (SQL) and dump-stream checksums of the restored tables (``expected``'s keys).
     Returns them, a note per table whose checksum was taken another way (or could not be), and
     a note saying why no checksum was compared (then only counts are).
@@ -1136,21 +1357,26 @@ async def _dump_stats(conn: psycopg.AsyncConnection, target: PgTarget, pg_bin_di
     inheritance children), it is read again with the dump's column list (copy_checksum)."""
     tables = set(expected)
     counts = await table_stats(conn, tables, "count-only")
-    (version_num,), = await _rows(conn, "SELECT current_setting('server_version_num')::int")
+    ((version_num,),) = await _rows(conn, "SELECT current_setting('server_version_num')::int")
     dumped = meta.get("server_version_num")
     notes: dict[str, str] = {}
     sums: dict[str, str | None] = {}
     if isinstance(dumped, int) and dumped // 10000 != version_num // 10000:
         # Another major version may print some types differently: the checksums would
         # differ for rows that are the same.
-        note = (f"row checksums not compared: restored into PostgreSQL {version_num // 10000}, "
-                f"dumped from {dumped // 10000}; row counts compared")
+        note = (
+            f"row checksums not compared: restored into PostgreSQL {version_num // 10000}, "
+            f"dumped from {dumped // 10000}; row counts compared"
+        )
         return {t: (c, None) for t, (c, _) in counts.items()}, notes, note
     encoding = layout.encoding
     got = await dump_checksums(target, pg_bin_dir, tables if partial else None, encoding)
     if got.error:
-        return ({t: (c, None) for t, (c, _) in counts.items()}, notes,
-                f"row checksums not compared ({got.error}); row counts compared")
+        return (
+            {t: (c, None) for t, (c, _) in counts.items()},
+            notes,
+            f"row checksums not compared ({got.error}); row counts compared",
+        )
     sums.update(got.tables)
     original = layout.data_entries()
     restored = got.layout.data_entries() if got.layout is not None else {}
@@ -1190,9 +1416,14 @@ async def _globals_text(repo: Repository, tree: Tree, meta: dict) -> tuple[str |
     return None, f"the snapshot's tree has no {info['file']} although its metadata names it"
 
 
-async def _carry_before(target: PgTarget, entries: list[dumpsum.TocEntry], globals_text: str | None,
-                        no_globals: str, roles: bool, report: DbRestoreReport
-                        ) -> tuple[carry.TargetRoles, carry.CarryPlan]:
+async def _carry_before(
+    target: PgTarget,
+    entries: list[dumpsum.TocEntry],
+    globals_text: str | None,
+    no_globals: str,
+    roles: bool,
+    report: DbRestoreReport,
+) -> tuple[carry.TargetRoles, carry.CarryPlan]:
     """``--roles`` (create the missing roles), then what pg_restore can carry into this target."""
     NR = pgglobals.NotRestored
     conn = await _maintenance(target)
@@ -1207,25 +1438,34 @@ async def _carry_before(target: PgTarget, entries: list[dumpsum.TocEntry], globa
             if done.created:
                 report.carried.append(f"roles created: {', '.join(done.created)}")
                 if not found.has_passwords:
-                    report.not_restored.append(NR(
-                        f"passwords of the roles created ({', '.join(done.created)})",
-                        "the backup leaves role passwords out ([database] globals_with_passwords = false); "
-                        "set them with ALTER ROLE ... PASSWORD"))
+                    report.not_restored.append(
+                        NR(
+                            f"passwords of the roles created ({', '.join(done.created)})",
+                            "the backup leaves role passwords out ([database] globals_with_passwords = false); "
+                            "set them with ALTER ROLE ... PASSWORD",
+                        )
+                    )
         if found is not None:
             existing, _, spaces = await pgglobals.current_roles(conn)
             if not roles:
                 absent = [r for r in found.roles if r not in existing]
                 if absent:
-                    report.not_restored.append(NR(
-                        f"role{'s' if len(absent) > 1 else ''} {carry.listed(absent)} of the backed-up cluster "
-                        f"(with {'their' if len(absent) > 1 else 'its'} memberships)",
-                        "not in the target cluster; restore with --roles to create them"))
+                    report.not_restored.append(
+                        NR(
+                            f"role{'s' if len(absent) > 1 else ''} {carry.listed(absent)} of the backed-up cluster "
+                            f"(with {'their' if len(absent) > 1 else 'its'} memberships)",
+                            "not in the target cluster; restore with --roles to create them",
+                        )
+                    )
             lacking = [t for t in found.tablespaces if t not in spaces]
             if lacking:
-                report.not_restored.append(NR(
-                    f"tablespace{'s' if len(lacking) > 1 else ''} {', '.join(lacking)}",
-                    "not in the target cluster, and never created by a restore (a folder on the server): "
-                    "create it with CREATE TABLESPACE"))
+                report.not_restored.append(
+                    NR(
+                        f"tablespace{'s' if len(lacking) > 1 else ''} {', '.join(lacking)}",
+                        "not in the target cluster, and never created by a restore (a folder on the server): "
+                        "create it with CREATE TABLESPACE",
+                    )
+                )
     except psycopg.Error as exc:
         raise target.failed("reading the roles of", exc) from None
     finally:
@@ -1249,8 +1489,15 @@ async def _roles_at(connecting: Awaitable[psycopg.AsyncConnection], target: PgTa
         await conn.close()
 
 
-async def preview_carry(repo: Repository, snap: Snapshot, target: PgTarget, *, tables: tuple[str, ...] = (),
-                        schemas: tuple[str, ...] = (), roles: bool = False) -> dict:
+async def preview_carry(
+    repo: Repository,
+    snap: Snapshot,
+    target: PgTarget,
+    *,
+    tables: tuple[str, ...] = (),
+    schemas: tuple[str, ...] = (),
+    roles: bool = False,
+) -> dict:
     """What ``restore --dry-run`` predicts a restore would carry into ``target`` (carry.plan over
     the entries it would restore, the roles ``--roles`` would create counted as existing),
     changing nothing. The database's own properties are known only when applied."""
@@ -1275,8 +1522,9 @@ async def preview_carry(repo: Repository, snap: Snapshot, target: PgTarget, *, t
     return {"owners": plan.owners, "roles_to_create": created, "carried": list(plan.carried), "not_restored": missed}
 
 
-async def _carry_database(target: PgTarget, name: str, recorded: dict | None, who: carry.TargetRoles,
-                          created: bool, report: DbRestoreReport) -> None:
+async def _carry_database(
+    target: PgTarget, name: str, recorded: dict | None, who: carry.TargetRoles, created: bool, report: DbRestoreReport
+) -> None:
     """The database's owner, settings, grants and comment: applied to a database this restore
     created, compared (and the differences named) for one that existed."""
     conn = await target.connect()
@@ -1287,8 +1535,12 @@ async def _carry_database(target: PgTarget, name: str, recorded: dict | None, wh
         else:
             missed = carry.compare_database(name, recorded, await carry.database_properties(conn))
             if not recorded:
-                missed = [pgglobals.NotRestored("database owner, settings, grants and comment",
-                                                "this snapshot does not record them (taken by an older version)")]
+                missed = [
+                    pgglobals.NotRestored(
+                        "database owner, settings, grants and comment",
+                        "this snapshot does not record them (taken by an older version)",
+                    )
+                ]
     except psycopg.Error as exc:
         raise target.failed("setting the database properties of", exc) from None
     finally:
@@ -1305,11 +1557,17 @@ async def _drop_roles(target: PgTarget, created: list[str]) -> None:
             await conn.close()
 
 
-async def _feed_pg_restore(repo: Repository, node: Node, target: PgTarget, pg_restore,
-                           extra: list[str] | tuple[str, ...] = (),
-                           list_text: str | None = None, *, owners: bool = False) -> tuple[int, list[str]]:
-    argv = [str(pg_restore), *(() if owners else ("--no-owner",)), "--single-transaction", "--no-password",
-            *extra]
+async def _feed_pg_restore(
+    repo: Repository,
+    node: Node,
+    target: PgTarget,
+    pg_restore,
+    extra: list[str] | tuple[str, ...] = (),
+    list_text: str | None = None,
+    *,
+    owners: bool = False,
+) -> tuple[int, list[str]]:
+    argv = [str(pg_restore), *(() if owners else ("--no-owner",)), "--single-transaction", "--no-password", *extra]
     if list_text is None:
         written, text, _ = await _pipe_dump(repo, node, target, [*argv, "-d", target.conninfo()])
     else:
@@ -1321,20 +1579,23 @@ async def _feed_pg_restore(repo: Repository, node: Node, target: PgTarget, pg_re
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(list_text)
             # pg_restore stops reading once the last chosen entry is restored: not an error.
-            written, text, _ = await _pipe_dump(repo, node, target, [*argv, "-L", path, "-d", target.conninfo()],
-                                                early_exit=True)
+            written, text, _ = await _pipe_dump(
+                repo, node, target, [*argv, "-L", path, "-d", target.conninfo()], early_exit=True
+            )
         finally:
             shutil.rmtree(folder, ignore_errors=True)
     return written, [ln for ln in text.splitlines() if ln.strip()]
 
 
-async def _pipe_dump(repo: Repository, node: Node, target: PgTarget, argv: list[str], *,
-                     capture: bool = False, early_exit: bool = False) -> tuple[int, str, str]:
+async def _pipe_dump(
+    repo: Repository, node: Node, target: PgTarget, argv: list[str], *, capture: bool = False, early_exit: bool = False
+) -> tuple[int, str, str]:
     """Write the dump's blobs, in order, to ``argv``'s stdin. Returns (bytes written, stderr,
     stdout when ``capture``). With ``early_exit`` the program may stop reading before the end
     (-l, -L) as long as it exits 0."""
-    proc, errors = spawn(argv, target.child_env(), stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE if capture else subprocess.DEVNULL)
+    proc, errors = spawn(
+        argv, target.child_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE if capture else subprocess.DEVNULL
+    )
     output = StderrReader(proc.stdout, 256 * 1024 * 1024) if capture else None
     stdin = proc.stdin
     assert stdin is not None  # spawned with stdin=PIPE

@@ -96,8 +96,10 @@ def split(text: str, *, what: str = "name", wildcards: bool = True) -> list[Part
     def close() -> None:
         nonlocal cur, pat, wild, started
         if not started:
-            raise UsageError(f"{what} {text!r}: an empty part (a dot at the start, the end, or next to "
-                             f"another); quote names that contain dots: \"a.b\"")
+            raise UsageError(
+                f"{what} {text!r}: an empty part (a dot at the start, the end, or next to "
+                f'another); quote names that contain dots: "a.b"'
+            )
         parts.append(Part("".join(cur), "".join(pat) if wild else None))
         cur, pat, wild, started = [], [], False, False
 
@@ -109,7 +111,7 @@ def split(text: str, *, what: str = "name", wildcards: bool = True) -> list[Part
                 raise UsageError(f"{what} {text!r}: a quote is not closed")
             s, after = got
             if not s:
-                raise UsageError(f"{what} {text!r}: a zero-length quoted name (\"\")")
+                raise UsageError(f'{what} {text!r}: a zero-length quoted name ("")')
             cur.append(s)
             pat.append("".join("[" + c + "]" if c in "*?[]" else c for c in s))
             started = True
@@ -120,8 +122,10 @@ def split(text: str, *, what: str = "name", wildcards: bool = True) -> list[Part
         else:
             if not _UNQUOTED_OK.match(ch) or (ch in "*?" and not wildcards):
                 hint = "a space" if ch == " " else "a newline" if ch == "\n" else repr(ch)
-                raise UsageError(f"{what} {text!r}: {hint} outside double quotes; quote the part that has it "
-                                 f"(e.g. '\"Sales Dept\".orders')")
+                raise UsageError(
+                    f"{what} {text!r}: {hint} outside double quotes; quote the part that has it "
+                    f"(e.g. '\"Sales Dept\".orders')"
+                )
             if ch in "*?":
                 wild = True
                 cur.append(ch)
@@ -160,21 +164,30 @@ def resolve_tables(specs: Iterable[str], tables: Iterable[tuple[str, str]]) -> l
         if len(parts) == 1:
             hits = [t for t in tables if parts[0].matches(t[1])]
             if len(hits) > 1 and parts[0].pattern is None:
-                problems.append(f"--table {spec!r} is in more than one schema: give one of "
-                                + ", ".join(shown(*t) for t in hits))
+                problems.append(
+                    f"--table {spec!r} is in more than one schema: give one of " + ", ".join(shown(*t) for t in hits)
+                )
                 continue
         elif len(parts) == 2:
             hits = [t for t in tables if parts[0].matches(t[0]) and parts[1].matches(t[1])]
         else:
             flat = ".".join(p.text for p in parts)
             cands = [t for t in tables if f"{t[0]}.{t[1]}" == flat]
-            problems.append(f"--table {spec!r} has {len(parts)} dot-separated parts; "
-                            + (f"quote the dotted part, one of: {', '.join(shown(*t) for t in cands)}" if cands
-                               else "quote a part that contains a dot (\"a.b\".c)"))
+            problems.append(
+                f"--table {spec!r} has {len(parts)} dot-separated parts; "
+                + (
+                    f"quote the dotted part, one of: {', '.join(shown(*t) for t in cands)}"
+                    if cands
+                    else 'quote a part that contains a dot ("a.b".c)'
+                )
+            )
             continue
         if not hits:
-            problems.append(f"--table {spec!r}: " + ("no table matches" if any(p.pattern for p in parts)
-                                                      else "no such table") + _case_hint(parts, tables))
+            problems.append(
+                f"--table {spec!r}: "
+                + ("no table matches" if any(p.pattern for p in parts) else "no such table")
+                + _case_hint(parts, tables)
+            )
             continue
         chosen.update(hits)
     if problems:
@@ -191,14 +204,18 @@ def resolve_schemas(specs: Iterable[str], schemas: Iterable[str]) -> list[str]:
         parts = split(spec, what="--schema")
         if len(parts) != 1:
             cands = [s for s in schemas if s == ".".join(p.text for p in parts)]
-            problems.append(f"--schema {spec!r} has {len(parts)} dot-separated parts; a schema name with a "
-                            f"dot is quoted: " + (", ".join(quote(s) for s in cands) or '"a.b"'))
+            problems.append(
+                f"--schema {spec!r} has {len(parts)} dot-separated parts; a schema name with a "
+                f"dot is quoted: " + (", ".join(quote(s) for s in cands) or '"a.b"')
+            )
             continue
         hits = [s for s in schemas if parts[0].matches(s)]
         if not hits:
             low = [s for s in schemas if s.lower() == parts[0].text.lower() and parts[0].pattern is None]
-            problems.append(f"--schema {spec!r}: no such schema"
-                            + (f" (unquoted names fold to lower case: did you mean {quote(low[0])}?)" if low else ""))
+            problems.append(
+                f"--schema {spec!r}: no such schema"
+                + (f" (unquoted names fold to lower case: did you mean {quote(low[0])}?)" if low else "")
+            )
             continue
         chosen.update(hits)
     if problems:
@@ -212,8 +229,7 @@ def _case_hint(parts: list[Part], tables: list[tuple[str, str]]) -> str:
     want = tuple(p.text.lower() for p in parts)
     near = [t for t in tables if (t[1].lower(),) == want or (t[0].lower(), t[1].lower()) == want]
     if near:
-        return (" (unquoted names fold to lower case; quoted: "
-                + ", ".join(shown(*t) for t in near[:5]) + ")")
+        return " (unquoted names fold to lower case; quoted: " + ", ".join(shown(*t) for t in near[:5]) + ")"
     return ""
 
 
@@ -298,7 +314,7 @@ def copy_columns(stmt: str) -> tuple[str, str, list[str]] | None:
     body = rest.rstrip("\n")
     if not body.endswith(tail):
         return None
-    body = body[:-len(tail)].strip()
+    body = body[: -len(tail)].strip()
     if not body:
         return idents[0], idents[1], []
     if not (body.startswith("(") and body.endswith(")")):

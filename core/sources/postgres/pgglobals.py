@@ -63,8 +63,14 @@ async def dump_globals(target: PgTarget, bin_dir: Path | None, passwords: bool) 
     records it as a warning): the database dump is still worth keeping without the globals."""
     try:
         tool = await asyncio.to_thread(find_tool, "pg_dumpall", bin_dir)
-        argv = [str(tool.path), "--globals-only", "--no-password", *(() if passwords else ("--no-role-passwords",)),
-                "-d", target.conninfo()]  # never a password in argv: the environment carries it
+        argv = [
+            str(tool.path),
+            "--globals-only",
+            "--no-password",
+            *(() if passwords else ("--no-role-passwords",)),
+            "-d",
+            target.conninfo(),
+        ]  # never a password in argv: the environment carries it
         done = await asyncio.to_thread(_run_dumpall, argv, target.child_env())
     except subprocess.TimeoutExpired:
         return DumpedGlobals(None, passwords, f"pg_dumpall took longer than {TIMEOUT} s")
@@ -94,8 +100,12 @@ def split_statements(text: str) -> list[str]:
             continue
         if c in "'\"":
             # E'...' (backslash escapes): an E right before the quote that does not end a word.
-            escapes = (c == "'" and bool(buf) and buf[-1] in "Ee"
-                       and (len(buf) < 2 or not (buf[-2].isalnum() or buf[-2] == "_")))
+            escapes = (
+                c == "'"
+                and bool(buf)
+                and buf[-1] in "Ee"
+                and (len(buf) < 2 or not (buf[-2].isalnum() or buf[-2] == "_"))
+            )
             j = i + 1
             while j < n:
                 if escapes and text[j] == "\\":
@@ -107,7 +117,7 @@ def split_statements(text: str) -> list[str]:
                         continue
                     break
                 j += 1
-            buf.append(text[i:j + 1])
+            buf.append(text[i : j + 1])
             i = j + 1
             continue
         if c == ";":
@@ -191,12 +201,14 @@ async def current_roles(conn: psycopg.AsyncConnection) -> tuple[set[str], set[tu
     """The target cluster's roles, memberships (role, member) and tablespaces."""
     async with conn.cursor() as cur:
         await cur.execute("SELECT rolname FROM pg_roles")
-        roles = {r for r, in await cur.fetchall()}
-        await cur.execute("SELECT r.rolname, m.rolname FROM pg_auth_members a JOIN pg_roles r ON r.oid = a.roleid "
-                          "JOIN pg_roles m ON m.oid = a.member")
+        roles = {r for (r,) in await cur.fetchall()}
+        await cur.execute(
+            "SELECT r.rolname, m.rolname FROM pg_auth_members a JOIN pg_roles r ON r.oid = a.roleid "
+            "JOIN pg_roles m ON m.oid = a.member"
+        )
         members = {(a, b) for a, b in await cur.fetchall()}
         await cur.execute("SELECT spcname FROM pg_tablespace")
-        spaces = {s for s, in await cur.fetchall()}
+        spaces = {s for (s,) in await cur.fetchall()}
     return roles, members, spaces
 
 
@@ -225,10 +237,14 @@ async def restore_roles(conn: psycopg.AsyncConnection, target: PgTarget, g: Glob
         if (granted, member) in members:
             continue
         if member not in created:
-            out.not_restored.append(NotRestored(
-                f"membership of role {member} in {granted}",
-                f"role {member} already existed in the target cluster and --roles never changes an existing role"
-                if member in existing else f"role {member} was not created"))
+            out.not_restored.append(
+                NotRestored(
+                    f"membership of role {member} in {granted}",
+                    f"role {member} already existed in the target cluster and --roles never changes an existing role"
+                    if member in existing
+                    else f"role {member} was not created",
+                )
+            )
             continue
         try:
             await conn.execute(stmt)

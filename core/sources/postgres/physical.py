@@ -71,7 +71,7 @@ class TarTap:
             if self._remaining:
                 take = min(self._remaining, len(data) - i)
                 if self._want:
-                    self._buf += data[i:i + take]
+                    self._buf += data[i : i + take]
                     if self._want == "backup_manifest" and len(self._buf) > 2 * _MANIFEST_TAIL:
                         del self._buf[:-_MANIFEST_TAIL]
                 i += take
@@ -85,7 +85,7 @@ class TarTap:
                 self._padding -= take
             else:
                 take = min(512 - len(self._header), len(data) - i)
-                self._header += data[i:i + take]
+                self._header += data[i : i + take]
                 i += take
                 if len(self._header) == 512:
                     self._member(bytes(self._header))
@@ -141,17 +141,32 @@ async def _server_facts(conn: psycopg.AsyncConnection) -> dict:
             "(SELECT system_identifier FROM pg_control_system())::text, "
             "current_setting('wal_level'), current_setting('archive_mode'), "
             "current_setting('archive_command'), current_setting('wal_segment_size'), "
-            "pg_is_in_recovery(), clock_timestamp(), current_setting('full_page_writes')")
+            "pg_is_in_recovery(), clock_timestamp(), current_setting('full_page_writes')"
+        )
         row = one_row(await cur.fetchone())
     version, version_num, sysid, wal_level, archive_mode, archive_command, seg, in_recovery, now, fpw = row
-    return {"database_version": version, "server_version_num": version_num, "system_identifier": sysid,
-            "wal_level": wal_level, "archive_mode": archive_mode, "archive_command": archive_command,
-            "wal_segment_size": seg, "in_recovery": in_recovery, "now": now, "full_page_writes": fpw}
+    return {
+        "database_version": version,
+        "server_version_num": version_num,
+        "system_identifier": sysid,
+        "wal_level": wal_level,
+        "archive_mode": archive_mode,
+        "archive_command": archive_command,
+        "wal_segment_size": seg,
+        "in_recovery": in_recovery,
+        "now": now,
+        "full_page_writes": fpw,
+    }
 
 
-async def backup_physical(repo: Repository, db: DatabaseConfig, *, backup_set: str = "",
-                          tags: tuple[str, ...] = (),
-                          on_bytes: Callable[[int], None] | None = None) -> Snapshot:
+async def backup_physical(
+    repo: Repository,
+    db: DatabaseConfig,
+    *,
+    backup_set: str = "",
+    tags: tuple[str, ...] = (),
+    on_bytes: Callable[[int], None] | None = None,
+) -> Snapshot:
     """Take one base backup into the repository and commit its snapshot (type full)."""
     target = PgTarget.from_config(db)
     tool = await asyncio.to_thread(find_tool, "pg_basebackup", db.pg_bin_dir) if not db.backup_standby else None
@@ -173,40 +188,66 @@ async def backup_physical(repo: Repository, db: DatabaseConfig, *, backup_set: s
             raise DatabaseError(
                 f"{target.describe()} is a standby: set backup_standby = true in [database] (with primary_host/"
                 "primary_port: where its primary runs) to back it up from here, or take physical backups "
-                "from the primary")
+                "from the primary"
+            )
         if tool is not None and tool.major < major:
             raise ToolVersionMismatch(
                 f"{tool.path} is version {tool.version}, older than the server ({facts['database_version']}); "
-                f"pg_basebackup must be at least major version {major}: install it and set database.pg_bin_dir")
+                f"pg_basebackup must be at least major version {major}: install it and set database.pg_bin_dir"
+            )
         where = primary.describe() if primary is not None else target.describe()
         if facts["archive_mode"] == "off" or facts["wal_level"] == "minimal" or not facts["archive_command"]:
             raise DatabaseError(
                 f"WAL archiving is off on {where} (wal_level={facts['wal_level']}, "
                 f"archive_mode={facts['archive_mode']}); a physical backup without archived WAL cannot be "
-                "restored. Run `axisor-backup database archiving` for the settings to apply.")
+                "restored. Run `axisor-backup database archiving` for the settings to apply."
+            )
         start_time = facts["now"]
         if primary is not None and pconn is not None:
-            copy = await standby.copy_from_standby(repo, db, target, conn, primary, pconn,
-                                                   facts["server_version_num"], on_bytes)
+            copy = await standby.copy_from_standby(
+                repo, db, target, conn, primary, pconn, facts["server_version_num"], on_bytes
+            )
             ids, size = copy.ids, copy.size
             points = {**parse_label(copy.label), "stop_lsn": copy.stop_lsn}
             files, stderr = {"backup_label": copy.label.encode()}, ""
-            from_standby = {"backup_from": "standby", "standby": target.describe(), "primary": primary.describe(),
-                            "standby_files": copy.files, "standby_replay_wait_seconds": copy.replay_wait_seconds}
+            from_standby = {
+                "backup_from": "standby",
+                "standby": target.describe(),
+                "primary": primary.describe(),
+                "standby_files": copy.files,
+                "standby_replay_wait_seconds": copy.replay_wait_seconds,
+            }
         else:
             assert tool is not None
-            argv = [str(tool.path), "-D", "-", "-Ft", "-X", "none", "-c", "fast", "--no-password",
-                    "-d", target.conninfo()]
+            argv = [
+                str(tool.path),
+                "-D",
+                "-",
+                "-Ft",
+                "-X",
+                "none",
+                "-c",
+                "fast",
+                "--no-password",
+                "-d",
+                target.conninfo(),
+            ]
             ids, size, stderr, files = await _stream(repo, target, argv, on_bytes)
-            points = {**parse_label(files.get("backup_label", b"").decode("utf-8", "replace")),
-                      **parse_manifest_tail(files.get("backup_manifest", b""))}
+            points = {
+                **parse_label(files.get("backup_label", b"").decode("utf-8", "replace")),
+                **parse_manifest_tail(files.get("backup_manifest", b"")),
+            }
         if "start_lsn" not in points or "stop_lsn" not in points:
-            raise DatabaseError("the base backup's tar holds no readable backup_label and backup_manifest "
-                                f"(found: {', '.join(sorted(files)) or 'neither'}); {last_lines(stderr)}")
+            raise DatabaseError(
+                "the base backup's tar holds no readable backup_label and backup_manifest "
+                f"(found: {', '.join(sorted(files)) or 'neither'}); {last_lines(stderr)}"
+            )
         async with (pconn or conn).cursor() as cur:  # pg_walfile_name() cannot run on a standby
-            await cur.execute("SELECT clock_timestamp(), pg_walfile_name(%s::pg_lsn), pg_walfile_name(%s::pg_lsn), "
-                              "(SELECT timeline_id FROM pg_control_checkpoint())",
-                              (points["start_lsn"], points["stop_lsn"]))
+            await cur.execute(
+                "SELECT clock_timestamp(), pg_walfile_name(%s::pg_lsn), pg_walfile_name(%s::pg_lsn), "
+                "(SELECT timeline_id FROM pg_control_checkpoint())",
+                (points["start_lsn"], points["stop_lsn"]),
+            )
             stop_time, start_wal, stop_wal, tli_now = one_row(await cur.fetchone())
     except psycopg.Error as exc:
         raise target.failed("reading", exc) from None
@@ -216,22 +257,39 @@ async def backup_physical(repo: Repository, db: DatabaseConfig, *, backup_set: s
             await pconn.close()
 
     metadata = {
-        "mode": "physical", "format": "tar", "base_file": BASE_FILE, "base_size": size,
-        "database_version": facts["database_version"], "server_version_num": facts["server_version_num"],
-        "system_identifier": facts["system_identifier"], "wal_segment_size": _size_bytes(facts["wal_segment_size"]),
-        "start_time": start_time.isoformat(), "stop_time": stop_time.isoformat(),
-        "start_lsn": points["start_lsn"], "stop_lsn": points["stop_lsn"],
+        "mode": "physical",
+        "format": "tar",
+        "base_file": BASE_FILE,
+        "base_size": size,
+        "database_version": facts["database_version"],
+        "server_version_num": facts["server_version_num"],
+        "system_identifier": facts["system_identifier"],
+        "wal_segment_size": _size_bytes(facts["wal_segment_size"]),
+        "start_time": start_time.isoformat(),
+        "stop_time": stop_time.isoformat(),
+        "start_lsn": points["start_lsn"],
+        "stop_lsn": points["stop_lsn"],
         "timeline": points.get("timeline") or tli_now,
         "stop_timeline": points.get("stop_timeline") or tli_now,
-        "start_wal_file": start_wal, "stop_wal_file": stop_wal,
+        "start_wal_file": start_wal,
+        "stop_wal_file": stop_wal,
         "pg_basebackup_version": tool.version if tool is not None else None,
         **from_standby,
         "application_version": db.application_version or os.environ.get("AXISOR_APPLICATION_VERSION"),
         "duration_seconds": round(time.monotonic() - started, 3),
     }
     snap = await single_file_snapshot(
-        repo, name=BASE_FILE, ids=ids, size=size, before=before, source=SOURCE, paths=(target.describe(),),
-        backup_set=backup_set, tags=tags, metadata=metadata)
+        repo,
+        name=BASE_FILE,
+        ids=ids,
+        size=size,
+        before=before,
+        source=SOURCE,
+        paths=(target.describe(),),
+        backup_set=backup_set,
+        tags=tags,
+        metadata=metadata,
+    )
     snap_id = await repo.save_snapshot(snap)
     return replace(snap, id=snap_id)
 
@@ -244,8 +302,9 @@ def _size_bytes(setting: str) -> int:
     return int(m.group(1)) * {"B": 1, None: 1, "kB": 1024, "MB": 1 << 20, "GB": 1 << 30}[m.group(2)]
 
 
-async def _stream(repo: Repository, target: PgTarget, argv: list[str],
-                  on_bytes: Callable[[int], None] | None) -> tuple[tuple[bytes, ...], int, str, dict[str, bytes]]:
+async def _stream(
+    repo: Repository, target: PgTarget, argv: list[str], on_bytes: Callable[[int], None] | None
+) -> tuple[tuple[bytes, ...], int, str, dict[str, bytes]]:
     taps: list[TarTap] = []
 
     def tap(stdout) -> TarTap:

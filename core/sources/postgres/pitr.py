@@ -57,9 +57,23 @@ from core.sources.postgres.wal_prefetch import remove_spool
 SOURCE = "database"
 RECOVERY_LOG = "axisor-recovery.log"
 _MARK = "# --- added by axisor-backup for point-in-time recovery"
-_EMPTY_DIRS = ("pg_wal", "pg_wal/archive_status", "pg_replslot", "pg_stat_tmp", "pg_snapshots", "pg_dynshmem",
-               "pg_notify", "pg_serial", "pg_subtrans", "pg_commit_ts", "pg_twophase", "pg_logical",
-               "pg_logical/snapshots", "pg_logical/mappings", "pg_tblspc")
+_EMPTY_DIRS = (
+    "pg_wal",
+    "pg_wal/archive_status",
+    "pg_replslot",
+    "pg_stat_tmp",
+    "pg_snapshots",
+    "pg_dynshmem",
+    "pg_notify",
+    "pg_serial",
+    "pg_subtrans",
+    "pg_commit_ts",
+    "pg_twophase",
+    "pg_logical",
+    "pg_logical/snapshots",
+    "pg_logical/mappings",
+    "pg_tblspc",
+)
 
 
 # -- the recovery window ------------------------------------------------------------------
@@ -100,7 +114,7 @@ class RecoveryWindow:
     def describe(self) -> str:
         if self.start is None or self.end is None:
             if not self.bases:
-                return "the repository holds no physical base backup (mode = \"physical\")"
+                return 'the repository holds no physical base backup (mode = "physical")'
             problems = "; ".join(f"{b.snapshot.short_id}: {b.problem}" for b in self.bases if b.problem)
             return f"no base backup is usable: {problems or 'no WAL archived after them'}"
         return f"the recovery window is {_fmt(self.start)} to {_fmt(self.end)}"
@@ -110,24 +124,35 @@ class RecoveryWindow:
         reaches past it; RestoreRefused naming the window otherwise."""
         fits = [b for b in self.bases if b.usable and b.stop_time <= target]
         if not fits:
-            raise RestoreRefused(f"{_fmt(target)} is before the earliest point this repository can restore: "
-                                 f"{self.describe()}")
+            raise RestoreRefused(
+                f"{_fmt(target)} is before the earliest point this repository can restore: {self.describe()}"
+            )
         best = max(fits, key=lambda b: b.stop_time)
         assert best.usable_until is not None
         if target >= best.usable_until:
             raise RestoreRefused(
                 f"{_fmt(target)} is after the newest archived WAL (segment {best.last_segment}, archived "
                 f"{_fmt(best.usable_until)}): {self.describe()}. Later changes are not archived yet; "
-                "check `axisor-backup database status`")
+                "check `axisor-backup database status`"
+            )
         return best
 
     def as_dict(self) -> dict:
-        return {"from": self.start.isoformat() if self.start else None,
-                "to": self.end.isoformat() if self.end else None,
-                "base_backups": [{"snapshot": b.snapshot.id, "stop_time": b.stop_time.isoformat(),
-                                  "start_wal_file": b.start_wal_file, "last_segment": b.last_segment,
-                                  "usable_until": b.usable_until.isoformat() if b.usable_until else None,
-                                  "problem": b.problem} for b in self.bases]}
+        return {
+            "from": self.start.isoformat() if self.start else None,
+            "to": self.end.isoformat() if self.end else None,
+            "base_backups": [
+                {
+                    "snapshot": b.snapshot.id,
+                    "stop_time": b.stop_time.isoformat(),
+                    "start_wal_file": b.start_wal_file,
+                    "last_segment": b.last_segment,
+                    "usable_until": b.usable_until.isoformat() if b.usable_until else None,
+                    "problem": b.problem,
+                }
+                for b in self.bases
+            ],
+        }
 
 
 def _fmt(t: datetime) -> str:
@@ -178,15 +203,16 @@ async def recovery_window(repo: Repository, snaps: list[Snapshot] | None = None)
         if last is None:
             problem = f"its first WAL file {start_wal} is not archived"
         elif segment_number(last, seg_size)[1] < segment_number(stop_wal, seg_size)[1]:
-            problem = (f"WAL file {segment_name(segment_number(last, seg_size)[0], segment_number(last, seg_size)[1] + 1, seg_size)} "
-                       f"needed to make it consistent is not archived")
+            problem = (
+                f"WAL file {segment_name(segment_number(last, seg_size)[0], segment_number(last, seg_size)[1] + 1, seg_size)} "
+                f"needed to make it consistent is not archived"
+            )
         else:
             if last not in pushed:
                 m = await load_manifest(repo, last)
                 pushed[last] = m.pushed_at if m else None
             until = pushed[last]
-        bases.append(BaseBackup(s, stop_time, start_wal, stop_wal, int(md.get("timeline") or 1), last, until,
-                                problem))
+        bases.append(BaseBackup(s, stop_time, start_wal, stop_wal, int(md.get("timeline") or 1), last, until, problem))
     return RecoveryWindow(tuple(bases))
 
 
@@ -221,8 +247,10 @@ def _check_member(m: tarfile.TarInfo) -> str:
     if name.startswith("/") or ".." in parts or not parts:
         raise RestoreRefused(f"the base backup holds {name!r}, a path that would escape the target directory")
     if m.issym() or m.islnk():
-        raise RestoreRefused(f"the base backup holds the link {name!r} (a tablespace or a linked pg_wal): "
-                             "base backups with tablespaces are not supported by this version")
+        raise RestoreRefused(
+            f"the base backup holds the link {name!r} (a tablespace or a linked pg_wal): "
+            "base backups with tablespaces are not supported by this version"
+        )
     if not (m.isreg() or m.isdir()):
         raise RestoreRefused(f"the base backup holds {name!r}, which is neither a file nor a directory")
     return name
@@ -260,9 +288,11 @@ async def _extract(repo: Repository, ids: tuple[bytes, ...], dest: Path) -> int:
     if failure:
         exc = failure[0]
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise StorageFull(f"the restore target {dest} is full: {exc.strerror} while extracting the base "
-                              "backup; free space there (or choose another --target-dir), empty it and restore "
-                              "again") from None
+            raise StorageFull(
+                f"the restore target {dest} is full: {exc.strerror} while extracting the base "
+                "backup; free space there (or choose another --target-dir), empty it and restore "
+                "again"
+            ) from None
         if isinstance(exc, (RestoreRefused, OSError)):
             raise RestoreRefused(f"extracting the base backup into {dest} failed: {exc}") from None
         raise DatabaseError(f"the stored base backup is not a readable tar: {exc}") from None
@@ -272,7 +302,7 @@ async def _extract(repo: Repository, ids: tuple[bytes, ...], dest: Path) -> int:
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _prepare_target(target: Path) -> None:
@@ -280,16 +310,24 @@ def _prepare_target(target: Path) -> None:
         if not target.is_dir():
             raise RestoreRefused(f"{target} exists and is not a directory")
         if any(target.iterdir()):
-            raise RestoreRefused(f"{target} is not empty: point-in-time recovery needs a new or empty directory "
-                                 "(it never overwrites a data directory)")
+            raise RestoreRefused(
+                f"{target} is not empty: point-in-time recovery needs a new or empty directory "
+                "(it never overwrites a data directory)"
+            )
     target.mkdir(parents=True, exist_ok=True)
     os.chmod(target, 0o700)
 
 
 async def _controldata_state(pg_controldata: Path, data: Path, os_user: str | None) -> str:
-    p = await asyncio.to_thread(subprocess.run, run_as([str(pg_controldata), "-D", str(data)], os_user),
-                                capture_output=True, text=True, env=server_env(), stdin=subprocess.DEVNULL,
-                                timeout=60)
+    p = await asyncio.to_thread(
+        subprocess.run,
+        run_as([str(pg_controldata), "-D", str(data)], os_user),
+        capture_output=True,
+        text=True,
+        env=server_env(),
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
     m = re.search(r"^Database cluster state:\s+(.+)$", p.stdout, re.M)
     return m.group(1).strip() if m else ""
 
@@ -307,8 +345,10 @@ def _server_user(os_user: str | None) -> str | None:
         try:
             pwd.getpwnam(os_user)
         except KeyError:
-            raise UsageError(f"running as root: the restored cluster must belong to an OS user, and {os_user!r} "
-                             "does not exist (give --os-user)") from None
+            raise UsageError(
+                f"running as root: the restored cluster must belong to an OS user, and {os_user!r} "
+                "does not exist (give --os-user)"
+            ) from None
         return os_user
     if os_user and os_user != pwd.getpwuid(os.geteuid()).pw_name:
         raise UsageError("--os-user needs root; run as that user instead")
@@ -325,27 +365,37 @@ def _choose_base(window: RecoveryWindow, snapshot: Snapshot | None, target_time:
         raise UsageError(f"snapshot {snapshot.short_id} is not a physical base backup")
     base = wanted[0]
     if base.usable_until is None or not base.usable or not (base.stop_time <= target_time < base.usable_until):
-        covers = base.problem or (f"it covers {_fmt(base.stop_time)} to {_fmt(base.usable_until)}"
-                                  if base.usable_until else "no WAL is archived after it")
-        raise RestoreRefused(f"{_fmt(target_time)} cannot be reached from base backup "
-                             f"{snapshot.short_id}: {covers}; {window.describe()}")
+        covers = base.problem or (
+            f"it covers {_fmt(base.stop_time)} to {_fmt(base.usable_until)}"
+            if base.usable_until
+            else "no WAL is archived after it"
+        )
+        raise RestoreRefused(
+            f"{_fmt(target_time)} cannot be reached from base backup {snapshot.short_id}: {covers}; {window.describe()}"
+        )
     return base
 
 
-def _configure_recovery(target_dir: Path, target_time: datetime, base_id: str, restore_command: str,
-                        port: int | None, os_user: str | None) -> None:
+def _configure_recovery(
+    target_dir: Path, target_time: datetime, base_id: str, restore_command: str, port: int | None, os_user: str | None
+) -> None:
     """The recovery settings appended to postgresql.auto.conf, recovery.signal, and the
     files handed to ``os_user``."""
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    lines = [f"{_MARK} at {stamp}: recovery to {_fmt(target_time)} from base backup {base_id}",
-             f"restore_command = {_conf_quote(restore_command)}",
-             f"recovery_target_time = {_conf_quote(target_time.isoformat())}",
-             "recovery_target_action = 'promote'",
-             "recovery_target_timeline = 'latest'",
-             "archive_mode = 'off'  # never archive into the source's archive; re-enable deliberately"]
+    lines = [
+        f"{_MARK} at {stamp}: recovery to {_fmt(target_time)} from base backup {base_id}",
+        f"restore_command = {_conf_quote(restore_command)}",
+        f"recovery_target_time = {_conf_quote(target_time.isoformat())}",
+        "recovery_target_action = 'promote'",
+        "recovery_target_timeline = 'latest'",
+        "archive_mode = 'off'  # never archive into the source's archive; re-enable deliberately",
+    ]
     if port is not None:
-        lines += [f"port = {port}", f"unix_socket_directories = {_conf_quote(str(target_dir.resolve()))}",
-                  "listen_addresses = 'localhost'  # widen deliberately once the copy is checked"]
+        lines += [
+            f"port = {port}",
+            f"unix_socket_directories = {_conf_quote(str(target_dir.resolve()))}",
+            "listen_addresses = 'localhost'  # widen deliberately once the copy is checked",
+        ]
     auto = target_dir / "postgresql.auto.conf"
     with open(auto, "a", encoding="utf-8") as f:
         f.write("\n" + "\n".join(lines) + "\n")
@@ -357,20 +407,32 @@ def _configure_recovery(target_dir: Path, target_time: datetime, base_id: str, r
                 os.lchown(n, pw.pw_uid, pw.pw_gid)
 
 
-async def restore_pitr(repo: Repository, config: Config, target_time: datetime, target_dir: Path, *,
-                       config_path: Path, snapshot: Snapshot | None = None, start: bool = False,
-                       port: int | None = None, os_user: str | None = None, timeout: float = 900,
-                       wal_from: str | None = None,
-                       on_phase: Callable[[str], None] | None = None) -> PitrReport:
+async def restore_pitr(
+    repo: Repository,
+    config: Config,
+    target_time: datetime,
+    target_dir: Path,
+    *,
+    config_path: Path,
+    snapshot: Snapshot | None = None,
+    start: bool = False,
+    port: int | None = None,
+    os_user: str | None = None,
+    timeout: float = 900,
+    wal_from: str | None = None,
+    on_phase: Callable[[str], None] | None = None,
+) -> PitrReport:
     """Restore the database as it was at ``target_time`` into ``target_dir`` (see module doc)."""
     phase = on_phase or (lambda _p: None)
     seconds: dict[str, float] = {}
     t0 = time.monotonic()
     storage = config.storage
     if storage.passphrase_file is None and not storage.passphrase_command:
-        raise UsageError("point-in-time recovery runs `axisor-backup wal-fetch` as the server's restore_command, "
-                         "which cannot ask for a passphrase: set storage.passphrase_file (readable by the server's "
-                         "OS user) or storage.passphrase_command")
+        raise UsageError(
+            "point-in-time recovery runs `axisor-backup wal-fetch` as the server's restore_command, "
+            "which cannot ask for a passphrase: set storage.passphrase_file (readable by the server's "
+            "OS user) or storage.passphrase_command"
+        )
     os_user = _server_user(os_user)
     if start and port is None:
         raise UsageError("--start needs --port (a free port for the restored server)")
@@ -382,9 +444,11 @@ async def restore_pitr(repo: Repository, config: Config, target_time: datetime, 
     major = server_major(int(md.get("server_version_num") or 0))
     pg_ctl = await asyncio.to_thread(find_tool, "pg_ctl", config.database.pg_bin_dir)
     if pg_ctl.major != major:
-        raise DatabaseError(f"the base backup is PostgreSQL {md.get('database_version')}; {pg_ctl.path} is "
-                            f"{pg_ctl.version}: recovery needs the same major version ({major}); set "
-                            "database.pg_bin_dir")
+        raise DatabaseError(
+            f"the base backup is PostgreSQL {md.get('database_version')}; {pg_ctl.path} is "
+            f"{pg_ctl.version}: recovery needs the same major version ({major}); set "
+            "database.pg_bin_dir"
+        )
     # From a secondary location (the primary is lost): the server fetches WAL from there too.
     restore_command = wanted_restore_command(config_path, wal_from)
     seconds["plan"] = round(time.monotonic() - t0, 3)
@@ -404,29 +468,56 @@ async def restore_pitr(repo: Repository, config: Config, target_time: datetime, 
     phase("configure")
     _configure_recovery(target_dir, target_time, base.snapshot.id, restore_command, port, os_user)
     log = target_dir / RECOVERY_LOG
-    start_argv = [str(pg_ctl.path), "-D", str(target_dir.resolve()), "-l", str(log.resolve()), "-w", "-t",
-                  str(int(timeout)), "start"]
-    report_base: dict[str, Any] = dict(target_time=target_time.isoformat(), base_snapshot=base.snapshot.id,
-                       base_stop_time=base.stop_time.isoformat(), target_dir=str(target_dir.resolve()), bytes=size,
-                       port=port, start_command=run_as(start_argv, os_user), window=window.as_dict())
+    start_argv = [
+        str(pg_ctl.path),
+        "-D",
+        str(target_dir.resolve()),
+        "-l",
+        str(log.resolve()),
+        "-w",
+        "-t",
+        str(int(timeout)),
+        "start",
+    ]
+    report_base: dict[str, Any] = dict(
+        target_time=target_time.isoformat(),
+        base_snapshot=base.snapshot.id,
+        base_stop_time=base.stop_time.isoformat(),
+        target_dir=str(target_dir.resolve()),
+        bytes=size,
+        port=port,
+        start_command=run_as(start_argv, os_user),
+        window=window.as_dict(),
+    )
     if not start:
         seconds["total"] = round(time.monotonic() - t0, 3)
-        return PitrReport(**report_base, started=False, promoted=False, stopped_at=None, last_transaction=None,
-                          seconds=seconds)
+        return PitrReport(
+            **report_base, started=False, promoted=False, stopped_at=None, last_transaction=None, seconds=seconds
+        )
 
     phase("recover")
     t2 = time.monotonic()
-    proc = await asyncio.to_thread(subprocess.run, run_as(start_argv, os_user), capture_output=True, text=True,
-                                   env=server_env(), stdin=subprocess.DEVNULL, timeout=timeout + 30)
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        run_as(start_argv, os_user),
+        capture_output=True,
+        text=True,
+        env=server_env(),
+        stdin=subprocess.DEVNULL,
+        timeout=timeout + 30,
+    )
     text = log.read_text(errors="replace") if log.exists() else ""
     if proc.returncode != 0:
         if _NOT_REACHED in text:
             raise DatabaseError(
                 f"recovery ended before reaching {_fmt(target_time)}: the archive holds no commit after it "
                 f"(the newest archived WAL is from {_fmt(base.usable_until) if base.usable_until else '?'}; "
-                f"choose an earlier time). {window.describe()}. Server log: {log}")
-        raise DatabaseError(f"the restored server did not start (pg_ctl exit {proc.returncode}): "
-                            f"{_tail(text or proc.stderr)}. Log: {log}")
+                f"choose an earlier time). {window.describe()}. Server log: {log}"
+            )
+        raise DatabaseError(
+            f"the restored server did not start (pg_ctl exit {proc.returncode}): "
+            f"{_tail(text or proc.stderr)}. Log: {log}"
+        )
     pg_controldata = await asyncio.to_thread(find_tool, "pg_controldata", config.database.pg_bin_dir)
     deadline = time.monotonic() + timeout
     state = ""
@@ -439,8 +530,10 @@ async def restore_pitr(repo: Repository, config: Config, target_time: datetime, 
             raise DatabaseError(f"recovery stopped without reaching {_fmt(target_time)}: {_tail(text)}. Log: {log}")
         await asyncio.sleep(0.2)
     else:
-        raise DatabaseError(f"the restored server did not finish recovery within {timeout:.0f} s "
-                            f"(cluster state: {state or 'unknown'}); it is still running. Log: {log}")
+        raise DatabaseError(
+            f"the restored server did not finish recovery within {timeout:.0f} s "
+            f"(cluster state: {state or 'unknown'}); it is still running. Log: {log}"
+        )
     seconds["recover"] = round(time.monotonic() - t2, 3)
     # Recovery is over: what wal-fetch spooled ahead is of no further use.
     await asyncio.to_thread(remove_spool, target_dir / "pg_wal")
@@ -451,8 +544,15 @@ async def restore_pitr(repo: Repository, config: Config, target_time: datetime, 
     if not stopped:
         warnings = ("the server log does not say where recovery stopped; check the restored data",)
     seconds["total"] = round(time.monotonic() - t0, 3)
-    return PitrReport(**report_base, started=True, promoted=True, stopped_at=stopped[-1] if stopped else None,
-                      last_transaction=last[-1].strip() if last else None, seconds=seconds, warnings=warnings)
+    return PitrReport(
+        **report_base,
+        started=True,
+        promoted=True,
+        stopped_at=stopped[-1] if stopped else None,
+        last_transaction=last[-1].strip() if last else None,
+        seconds=seconds,
+        warnings=warnings,
+    )
 
 
 def _tail(text: str, n: int = 6) -> str:

@@ -47,12 +47,33 @@ from core.sources.postgres.connection import PgTarget, one_row
 
 READ_BYTES = 1 << 20
 # Top-level directories whose contents a base backup leaves out (the directory itself stays).
-EMPTIED = ("pg_wal", "pg_dynshmem", "pg_notify", "pg_replslot", "pg_serial", "pg_snapshots", "pg_stat_tmp",
-           "pg_subtrans")
+EMPTIED = (
+    "pg_wal",
+    "pg_dynshmem",
+    "pg_notify",
+    "pg_replslot",
+    "pg_serial",
+    "pg_snapshots",
+    "pg_stat_tmp",
+    "pg_subtrans",
+)
 # Files a base backup leaves out wherever they are (backup_label: the primary's goes in instead).
-LEFT_OUT = frozenset(("postmaster.pid", "postmaster.opts", "backup_label", "backup_label.old", "tablespace_map",
-                      "tablespace_map.old", "standby.signal", "recovery.signal", "recovery.conf",
-                      "current_logfiles", "backup_manifest", "pg_internal.init"))
+LEFT_OUT = frozenset(
+    (
+        "postmaster.pid",
+        "postmaster.opts",
+        "backup_label",
+        "backup_label.old",
+        "tablespace_map",
+        "tablespace_map.old",
+        "standby.signal",
+        "recovery.signal",
+        "recovery.conf",
+        "current_logfiles",
+        "backup_manifest",
+        "pg_internal.init",
+    )
+)
 PG_CONTROL = "global/pg_control"
 
 
@@ -79,35 +100,47 @@ def check_pair(standby: PgTarget, standby_facts: dict, primary: PgTarget, primar
     if not standby_facts["in_recovery"]:
         raise DatabaseError(
             f"backup_standby = true, but {standby.describe()} is not a standby (it is not in recovery): point "
-            "[database] at the standby, or set backup_standby = false to back up this server")
+            "[database] at the standby, or set backup_standby = false to back up this server"
+        )
     if primary_facts["in_recovery"]:
-        raise DatabaseError(f"the primary given by primary_host/primary_port, {primary.describe()}, is itself a "
-                            "standby: the backup's start and stop must run on the primary")
+        raise DatabaseError(
+            f"the primary given by primary_host/primary_port, {primary.describe()}, is itself a "
+            "standby: the backup's start and stop must run on the primary"
+        )
     if primary_facts["system_identifier"] != standby_facts["system_identifier"]:
         raise DatabaseError(
             f"{primary.describe()} is not the primary of {standby.describe()}: their system identifiers differ "
-            f"({primary_facts['system_identifier']} and {standby_facts['system_identifier']})")
+            f"({primary_facts['system_identifier']} and {standby_facts['system_identifier']})"
+        )
     if primary_facts.get("full_page_writes") == "off":
-        raise DatabaseError(f"full_page_writes is off on {primary.describe()}: a backup read from a standby "
-                            "needs it on (a page torn by the copy is restored from the WAL's full-page image)")
+        raise DatabaseError(
+            f"full_page_writes is off on {primary.describe()}: a backup read from a standby "
+            "needs it on (a page torn by the copy is restored from the WAL's full-page image)"
+        )
 
 
 def check_data_directory(data_dir: Path, system_identifier: str, standby: PgTarget) -> None:
     """The standby's data directory is readable here and is that server's (pg_control's
     system identifier), and it has no tablespaces (one tar holds one directory)."""
-    where = (f"backup_standby reads the standby's files from its data directory {data_dir}: run the backup "
-             "on the standby's host as the server's OS user")
+    where = (
+        f"backup_standby reads the standby's files from its data directory {data_dir}: run the backup "
+        "on the standby's host as the server's OS user"
+    )
     try:
         head = (data_dir / PG_CONTROL).read_bytes()[:8]
         tablespaces = os.listdir(data_dir / "pg_tblspc")
     except OSError as exc:
         raise DatabaseError(f"{where} ({exc.strerror}: {exc.filename})") from None
     if len(head) < 8 or str(int.from_bytes(head, sys.byteorder)) != system_identifier:
-        raise DatabaseError(f"{where}; {data_dir} on this host is another cluster than {standby.describe()} "
-                            "(its pg_control has another system identifier)")
+        raise DatabaseError(
+            f"{where}; {data_dir} on this host is another cluster than {standby.describe()} "
+            "(its pg_control has another system identifier)"
+        )
     if tablespaces:
-        raise DatabaseError(f"{standby.describe()} has tablespaces ({len(tablespaces)} in pg_tblspc): a backup "
-                            "from a standby covers the data directory only; take it from the primary")
+        raise DatabaseError(
+            f"{standby.describe()} has tablespaces ({len(tablespaces)} in pg_tblspc): a backup "
+            "from a standby covers the data directory only; take it from the primary"
+        )
 
 
 class DataDirTar:
@@ -148,8 +181,9 @@ class DataDirTar:
         while stack:
             rel_dir = stack.pop()
             try:
-                entries = sorted(os.scandir(self.root / rel_dir) if rel_dir else os.scandir(self.root),
-                                 key=lambda e: e.name)
+                entries = sorted(
+                    os.scandir(self.root / rel_dir) if rel_dir else os.scandir(self.root), key=lambda e: e.name
+                )
             except FileNotFoundError:
                 continue  # a database dropped during the copy
             except OSError as exc:
@@ -255,11 +289,15 @@ async def wait_for_replay(sconn: psycopg.AsyncConnection, start_lsn: str, timeou
     the seconds it took. A DatabaseError after ``timeout`` seconds, with how far it got."""
     started = time.monotonic()
     while True:
-        replayed, at = await _one(sconn, "SELECT coalesce(pg_last_wal_replay_lsn() >= %s::pg_lsn, false), "
-                                         "coalesce(pg_last_wal_replay_lsn()::text, 'nothing')", (start_lsn,))
+        replayed, at = await _one(
+            sconn,
+            "SELECT coalesce(pg_last_wal_replay_lsn() >= %s::pg_lsn, false), "
+            "coalesce(pg_last_wal_replay_lsn()::text, 'nothing')",
+            (start_lsn,),
+        )
         if replayed:
             await sconn.execute("CHECKPOINT")  # a restartpoint: what replay wrote reaches the files
-            flushed, = await _one(sconn, "SELECT redo_lsn >= %s::pg_lsn FROM pg_control_checkpoint()", (start_lsn,))
+            (flushed,) = await _one(sconn, "SELECT redo_lsn >= %s::pg_lsn FROM pg_control_checkpoint()", (start_lsn,))
             if flushed:
                 return round(time.monotonic() - started, 3)
         if time.monotonic() - started >= timeout:
@@ -267,24 +305,32 @@ async def wait_for_replay(sconn: psycopg.AsyncConnection, start_lsn: str, timeou
                 f"the standby {standby.describe()} has not replayed past the backup's start {start_lsn} within "
                 f"{timeout:g} s (standby_timeout_seconds; replayed up to {at}): is its replay paused "
                 "(pg_is_wal_replay_paused()) or is it cut off from the primary (pg_stat_wal_receiver)? "
-                "The backup was abandoned on the primary")
+                "The backup was abandoned on the primary"
+            )
         await asyncio.sleep(0.2)
 
 
-async def copy_from_standby(repo: Repository, db: DatabaseConfig, standby: PgTarget, sconn: psycopg.AsyncConnection,
-                            primary: PgTarget, pconn: psycopg.AsyncConnection, server_version_num: int,
-                            on_bytes: Callable[[int], None] | None = None) -> StandbyCopy:
+async def copy_from_standby(
+    repo: Repository,
+    db: DatabaseConfig,
+    standby: PgTarget,
+    sconn: psycopg.AsyncConnection,
+    primary: PgTarget,
+    pconn: psycopg.AsyncConnection,
+    server_version_num: int,
+    on_bytes: Callable[[int], None] | None = None,
+) -> StandbyCopy:
     """Steps 1-4 of the module's docstring; the repository's open packs are aborted on failure
     (the primary abandons the backup when its session closes)."""
     data_dir = Path((await _one(sconn, "SELECT current_setting('data_directory')"))[0])
-    sysid, = await _one(sconn, "SELECT system_identifier::text FROM pg_control_system()")
+    (sysid,) = await _one(sconn, "SELECT system_identifier::text FROM pg_control_system()")
     await asyncio.to_thread(check_data_directory, data_dir, sysid, standby)
     label_name = f"axisor-backup from standby {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"
     try:
         if server_version_num >= 150000:
-            start_lsn, = await _one(pconn, "SELECT pg_backup_start(%s, true)::text", (label_name,))
+            (start_lsn,) = await _one(pconn, "SELECT pg_backup_start(%s, true)::text", (label_name,))
         else:
-            start_lsn, = await _one(pconn, "SELECT pg_start_backup(%s, true, false)::text", (label_name,))
+            (start_lsn,) = await _one(pconn, "SELECT pg_start_backup(%s, true, false)::text", (label_name,))
     except psycopg.Error as exc:
         raise primary.failed("starting the backup on", exc) from None
     waited = await wait_for_replay(sconn, start_lsn, db.standby_timeout_seconds, standby)
@@ -309,4 +355,3 @@ async def copy_from_standby(repo: Repository, db: DatabaseConfig, standby: PgTar
         await repo.abort()
         raise
     return StandbyCopy(ids + more, size + more_size, label, stop_lsn, tar.files, str(data_dir), waited)
-

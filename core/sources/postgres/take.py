@@ -19,11 +19,11 @@ from core.sources.postgres.logical import SOURCE, StartedDump, backup_logical
 def database_take(db: DatabaseConfig, started_dump: Awaitable[StartedDump] | None = None) -> DatabaseTake:
     """``started_dump``: the logical dump of ``db``, already begun (BackupService.backup)."""
 
-    async def take(repo: Repository, backup_set: str, tags: tuple[str, ...],
-                   on_bytes: DumpProgress) -> Snapshot:
+    async def take(repo: Repository, backup_set: str, tags: tuple[str, ...], on_bytes: DumpProgress) -> Snapshot:
         if started_dump is not None:
-            return await backup_logical(repo, db, backup_set=backup_set, tags=tags, on_bytes=on_bytes,
-                                        started=started_dump)
+            return await backup_logical(
+                repo, db, backup_set=backup_set, tags=tags, on_bytes=on_bytes, started=started_dump
+            )
         if db.mode == "physical":
             # backup_physical, with its waits for WAL archiving bounded (archive_wait.py).
             from core.sources.postgres.archive_wait import backup_physical_bounded
@@ -31,7 +31,7 @@ def database_take(db: DatabaseConfig, started_dump: Awaitable[StartedDump] | Non
             return await backup_physical_bounded(repo, db, backup_set=backup_set, tags=tags, on_bytes=on_bytes)
         if db.mode == "logical":
             return await backup_logical(repo, db, backup_set=backup_set, tags=tags, on_bytes=on_bytes)
-        raise UsageError(f"database.mode = {db.mode!r} is not supported; use \"logical\" or \"physical\"")
+        raise UsageError(f'database.mode = {db.mode!r} is not supported; use "logical" or "physical"')
 
     return DatabaseTake(SOURCE, take, started_dump)
 

@@ -29,11 +29,30 @@ from core.sources.postgres import names
 from core.sources.postgres.dumpsum import TocEntry
 
 # Entries that belong to a relation: pulled in when what they hang on is chosen.
-DEPENDENT = frozenset({
-    "TABLE DATA", "DEFAULT", "CONSTRAINT", "INDEX", "FK CONSTRAINT", "CHECK CONSTRAINT", "TRIGGER", "RULE",
-    "POLICY", "ROW SECURITY", "ACL", "COMMENT", "SECURITY LABEL", "SEQUENCE OWNED BY", "SEQUENCE SET",
-    "TABLE ATTACH", "INDEX ATTACH", "STATISTICS", "STATISTICS DATA", "MATERIALIZED VIEW DATA",
-})
+DEPENDENT = frozenset(
+    {
+        "TABLE DATA",
+        "DEFAULT",
+        "CONSTRAINT",
+        "INDEX",
+        "FK CONSTRAINT",
+        "CHECK CONSTRAINT",
+        "TRIGGER",
+        "RULE",
+        "POLICY",
+        "ROW SECURITY",
+        "ACL",
+        "COMMENT",
+        "SECURITY LABEL",
+        "SEQUENCE OWNED BY",
+        "SEQUENCE SET",
+        "TABLE ATTACH",
+        "INDEX ATTACH",
+        "STATISTICS",
+        "STATISTICS DATA",
+        "MATERIALIZED VIEW DATA",
+    }
+)
 # Kinds a dependent entry may only depend on when they are chosen too (else it is left out:
 # a foreign key to a table that is not restored). Other kinds (schemas, types, functions,
 # extensions) are expected to exist in the target.
@@ -87,8 +106,12 @@ def schema_names(entries: list[TocEntry]) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def select(entries: list[TocEntry], tables: Sequence[tuple[str, str]] = (), schemas: Sequence[str] = (),
-           present: frozenset | set = frozenset()) -> Selection:
+def select(
+    entries: list[TocEntry],
+    tables: Sequence[tuple[str, str]] = (),
+    schemas: Sequence[str] = (),
+    present: frozenset | set = frozenset(),
+) -> Selection:
     """The TOC entries a restore of ``tables`` (exact (schema, name) pairs) and ``schemas``
     (exact names) needs.
 
@@ -103,19 +126,30 @@ def select(entries: list[TocEntry], tables: Sequence[tuple[str, str]] = (), sche
     _drop_present_schemas(entries, schema_entries, chosen, present)
     chosen_tables = [(e.namespace, e.tag) for e in entries if e.dump_id in chosen and e.desc == "TABLE"]
     data = [(e.namespace, e.tag) for e in entries if e.dump_id in chosen and e.desc == "TABLE DATA"]
-    return Selection([e.dump_id for e in entries if e.dump_id in chosen], chosen_tables,
-                     list(dict.fromkeys([*(t[0] for t in chosen_tables), *schemas])),
-                     _skipped_fks(entries, by_id, chosen), data)
+    return Selection(
+        [e.dump_id for e in entries if e.dump_id in chosen],
+        chosen_tables,
+        list(dict.fromkeys([*(t[0] for t in chosen_tables), *schemas])),
+        _skipped_fks(entries, by_id, chosen),
+        data,
+    )
 
 
-def _chosen_by_name(entries: list[TocEntry], tables: Sequence[tuple[str, str]], schemas: Sequence[str],
-                    schema_entries: dict[str, TocEntry]) -> set[int]:
+def _chosen_by_name(
+    entries: list[TocEntry],
+    tables: Sequence[tuple[str, str]],
+    schemas: Sequence[str],
+    schema_entries: dict[str, TocEntry],
+) -> set[int]:
     """The named tables, and every object of the named schemas (the schema entry included)."""
     want = set(tables)
     chosen: set[int] = {e.dump_id for e in entries if e.desc == "TABLE" and (e.namespace, e.tag) in want}
     for s in schemas:
-        chosen.update(e.dump_id for e in entries
-                      if e.namespace == s and e.desc not in DEPENDENT and e.desc not in ("SCHEMA", "EXTENSION"))
+        chosen.update(
+            e.dump_id
+            for e in entries
+            if e.namespace == s and e.desc not in DEPENDENT and e.desc not in ("SCHEMA", "EXTENSION")
+        )
         if s in schema_entries:
             chosen.add(schema_entries[s].dump_id)
     return chosen
@@ -136,8 +170,12 @@ def _partition_of(a: TocEntry, by_id: dict[int, TocEntry]) -> tuple[int, int] | 
 def _add_partitions(entries: list[TocEntry], by_id: dict[int, TocEntry], chosen: set[int]) -> None:
     """Partitions of a chosen partitioned table come along (TABLE ATTACH: child, parent),
     down every level."""
-    pairs = [p for a in entries if a.desc == "TABLE ATTACH" and len(a.deps) >= 2
-             if (p := _partition_of(a, by_id)) is not None]
+    pairs = [
+        p
+        for a in entries
+        if a.desc == "TABLE ATTACH" and len(a.deps) >= 2
+        if (p := _partition_of(a, by_id)) is not None
+    ]
     changed = True
     while changed:
         changed = False
@@ -153,15 +191,22 @@ def _add_sequences(entries: list[TocEntry], by_id: dict[int, TocEntry], chosen: 
         if e.desc == "SEQUENCE" and any(d in chosen and by_id[d].desc == "TABLE" for d in e.deps if d in by_id):
             chosen.add(e.dump_id)
     for e in entries:
-        if e.desc in ("TABLE", "DEFAULT") and (e.dump_id in chosen or (
-                e.desc == "DEFAULT" and any(d in chosen for d in e.deps))):
+        if e.desc in ("TABLE", "DEFAULT") and (
+            e.dump_id in chosen or (e.desc == "DEFAULT" and any(d in chosen for d in e.deps))
+        ):
             chosen.update(d for d in e.deps if d in by_id and by_id[d].desc == "SEQUENCE")
 
 
 def _missing_support(e: TocEntry, by_id: dict[int, TocEntry], chosen: set[int], present) -> list[int]:
     """What chosen ``e`` depends on among SUPPORT objects that is neither chosen nor in the target."""
-    return [d for d in e.deps if d not in chosen and (dep := by_id.get(d)) is not None
-            and dep.desc in SUPPORT and presence_key(dep) not in present]
+    return [
+        d
+        for d in e.deps
+        if d not in chosen
+        and (dep := by_id.get(d)) is not None
+        and dep.desc in SUPPORT
+        and presence_key(dep) not in present
+    ]
 
 
 def _owned_by_chosen(e: TocEntry, by_id: dict[int, TocEntry], chosen: set[int]) -> bool:
@@ -205,15 +250,15 @@ def _add_dependents(entries: list[TocEntry], by_id: dict[int, TocEntry], chosen:
                 changed = True
 
 
-def _drop_present_schemas(entries: list[TocEntry], schema_entries: dict[str, TocEntry], chosen: set[int],
-                          present) -> None:
+def _drop_present_schemas(
+    entries: list[TocEntry], schema_entries: dict[str, TocEntry], chosen: set[int], present
+) -> None:
     """A chosen schema the target already has is not created again (its comment and
     privileges are left as the target has them)."""
     for name, e in schema_entries.items():
         if e.dump_id in chosen and ("SCHEMA", "", name) in present:
             chosen.discard(e.dump_id)
-            chosen.difference_update(c.dump_id for c in entries
-                                     if c.desc in ("COMMENT", "ACL") and e.dump_id in c.deps)
+            chosen.difference_update(c.dump_id for c in entries if c.desc in ("COMMENT", "ACL") and e.dump_id in c.deps)
 
 
 def _skipped_fks(entries: list[TocEntry], by_id: dict[int, TocEntry], chosen: set[int]) -> list[str]:
@@ -224,8 +269,18 @@ def _skipped_fks(entries: list[TocEntry], by_id: dict[int, TocEntry], chosen: se
         if e.desc != "FK CONSTRAINT" or e.dump_id in chosen:
             continue
         # The table the constraint is on: chosen, in its schema, its name the tag's first word(s).
-        d = next((d for d in e.deps if d in chosen and d in by_id and by_id[d].desc == "TABLE"
-                  and by_id[d].namespace == e.namespace and e.tag.startswith(by_id[d].tag + " ")), None)
+        d = next(
+            (
+                d
+                for d in e.deps
+                if d in chosen
+                and d in by_id
+                and by_id[d].desc == "TABLE"
+                and by_id[d].namespace == e.namespace
+                and e.tag.startswith(by_id[d].tag + " ")
+            ),
+            None,
+        )
         if d is not None:
-            skipped.append(f"{names.shown(e.namespace, by_id[d].tag)} {e.tag[len(by_id[d].tag) + 1:]}")
+            skipped.append(f"{names.shown(e.namespace, by_id[d].tag)} {e.tag[len(by_id[d].tag) + 1 :]}")
     return skipped

@@ -42,8 +42,9 @@ def _candidate_dirs(pg_bin_dir: Path | None) -> list[Path | None]:
     pg_config = shutil.which("pg_config")
     if pg_config:
         try:
-            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, timeout=10,
-                                 stdin=subprocess.DEVNULL)
+            out = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL
+            )
             if out.returncode == 0 and out.stdout.strip():
                 dirs.append(Path(out.stdout.strip()))
         except (OSError, subprocess.TimeoutExpired):
@@ -57,14 +58,16 @@ def _candidate_dirs(pg_bin_dir: Path | None) -> list[Path | None]:
 
 def _version_of(path: Path) -> tuple[str, int]:
     try:
-        out = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=30,
-                             stdin=subprocess.DEVNULL)
+        out = subprocess.run(
+            [str(path), "--version"], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ToolVersionMismatch(f"cannot run {path}: {exc}") from None
     m = _VERSION.search(out.stdout)
     if out.returncode != 0 or not m:
-        raise ToolVersionMismatch(f"{path} --version did not report a PostgreSQL version: "
-                                  f"{(out.stdout + out.stderr).strip()[:200]!r}")
+        raise ToolVersionMismatch(
+            f"{path} --version did not report a PostgreSQL version: {(out.stdout + out.stderr).strip()[:200]!r}"
+        )
     return f"{m.group(1)}.{m.group(2) or 0}", int(m.group(1))
 
 
@@ -86,7 +89,8 @@ def find_tool(name: str, pg_bin_dir: Path | None = None) -> Tool:
     else:
         raise ToolVersionMismatch(
             f"{name} not found (looked in {', '.join(tried)}); install the PostgreSQL client "
-            f"programs or set database.pg_bin_dir")
+            f"programs or set database.pg_bin_dir"
+        )
     version, major = _version_of(path)
     return Tool(name, path, version, major)
 
@@ -105,7 +109,8 @@ def check_dump_tool(tool: Tool, server_version_num: int, server_version: str) ->
     if tool.major < major:
         raise ToolVersionMismatch(
             f"{tool.path} is version {tool.version}, older than the server ({server_version}); "
-            f"pg_dump must be at least major version {major}: install it and set database.pg_bin_dir")
+            f"pg_dump must be at least major version {major}: install it and set database.pg_bin_dir"
+        )
 
 
 def check_restore_tool(tool: Tool, dump_major: int, dump_version: str) -> None:
@@ -114,4 +119,5 @@ def check_restore_tool(tool: Tool, dump_major: int, dump_version: str) -> None:
         raise ToolVersionMismatch(
             f"{tool.path} is version {tool.version}, older than the pg_dump that wrote this snapshot "
             f"({dump_version}); pg_restore must be at least major version {dump_major}: install it "
-            f"and set database.pg_bin_dir")
+            f"and set database.pg_bin_dir"
+        )

@@ -86,8 +86,14 @@ class WalManifest:
         d = json.loads(raw)
         if d.pop("v", None) != 1:
             raise ValueError("WAL manifest is not version 1")
-        m = cls(name=str(d["name"]), size=int(d["size"]), sha256=str(d["sha256"]),
-                blobs=tuple(str(b) for b in d["blobs"]), pushed=str(d["pushed"]), host=str(d.get("host", "")))
+        m = cls(
+            name=str(d["name"]),
+            size=int(d["size"]),
+            sha256=str(d["sha256"]),
+            blobs=tuple(str(b) for b in d["blobs"]),
+            pushed=str(d["pushed"]),
+            host=str(d.get("host", "")),
+        )
         datetime.fromisoformat(m.pushed)
         return m
 
@@ -146,7 +152,8 @@ def _conflict(name: str, m: WalManifest, size: int, digest: str) -> WalConflict:
     return WalConflict(
         f"WAL file {name} is already archived with different content (archived: {m.size} bytes, "
         f"sha256 {m.sha256[:16]}..., pushed {m.pushed} from {m.host or '?'}; this one: {size} bytes, "
-        f"sha256 {digest[:16]}...). Is a second cluster archiving into this repository?")
+        f"sha256 {digest[:16]}...). Is a second cluster archiving into this repository?"
+    )
 
 
 def _file_digest(f) -> tuple[int, str]:
@@ -203,9 +210,14 @@ async def push(repo: Repository, path: Path) -> PushResult:
             await repo.abort()
             raise
     digest = h.hexdigest()
-    m = WalManifest(name=name, size=size, sha256=digest, blobs=tuple(i.hex() for i in ids),
-                    pushed=datetime.now(timezone.utc).astimezone().isoformat(timespec="microseconds"),
-                    host=socket.gethostname())
+    m = WalManifest(
+        name=name,
+        size=size,
+        sha256=digest,
+        blobs=tuple(i.hex() for i in ids),
+        pushed=datetime.now(timezone.utc).astimezone().isoformat(timespec="microseconds"),
+        host=socket.gethostname(),
+    )
     plain = m.encode()
     try:
         await repo.backend.put(wal_key(name), repo.cipher.seal(plain, _ad(name)))
@@ -238,8 +250,9 @@ async def fetch(repo: Repository, name: str, dest: Path) -> int:
                 f.write(chunk)
                 written += len(chunk)
         if written != m.size or h.hexdigest() != m.sha256:
-            raise DamagedObject(wal_key(name), f"content does not match its manifest "
-                                               f"({written} bytes restored, {m.size} expected)")
+            raise DamagedObject(
+                wal_key(name), f"content does not match its manifest ({written} bytes restored, {m.size} expected)"
+            )
         os.replace(tmp, dest)
     except BaseException:
         try:
@@ -251,8 +264,11 @@ async def fetch(repo: Repository, name: str, dest: Path) -> int:
 
 
 async def list_names(repo: Repository) -> list[str]:
-    return [info.key.rsplit("/", 1)[-1] async for info in repo.backend.list(f"{WAL}/")
-            if is_wal_name(info.key.rsplit("/", 1)[-1])]
+    return [
+        info.key.rsplit("/", 1)[-1]
+        async for info in repo.backend.list(f"{WAL}/")
+        if is_wal_name(info.key.rsplit("/", 1)[-1])
+    ]
 
 
 # -- the archive's shape: segments, timelines, gaps ---------------------------------------

@@ -31,8 +31,16 @@ from core.repository.repository import Repository
 from core.sources.postgres.wal import PushResult, is_wal_name, push
 from core.sources.postgres.wal_markers import Markers, file_digest
 
-__all__ = ["AHEAD_FILES", "AHEAD_PARALLEL", "AHEAD_SECONDS", "Markers", "file_digest", "push_ahead",
-           "push_with_ahead", "ready_files"]
+__all__ = [
+    "AHEAD_FILES",
+    "AHEAD_PARALLEL",
+    "AHEAD_SECONDS",
+    "Markers",
+    "file_digest",
+    "push_ahead",
+    "push_with_ahead",
+    "ready_files",
+]
 
 AHEAD_FILES = 16
 AHEAD_PARALLEL = 4  # pushes at a time, the server's own included
@@ -44,14 +52,15 @@ def ready_files(path: Path) -> list[Path]:
     ``archive_status/*.ready``), in name order, without ``path`` itself."""
     status = path.parent / "archive_status"
     try:
-        names = sorted(e.name[:-len(".ready")] for e in os.scandir(status) if e.name.endswith(".ready"))
+        names = sorted(e.name[: -len(".ready")] for e in os.scandir(status) if e.name.endswith(".ready"))
     except OSError:
         return []
     return [path.parent / n for n in names if n != path.name and is_wal_name(n)]
 
 
-async def push_ahead(repo: Repository, path: Path, markers: Markers, *,
-                     parallel: int = AHEAD_PARALLEL - 1) -> tuple[str, ...]:
+async def push_ahead(
+    repo: Repository, path: Path, markers: Markers, *, parallel: int = AHEAD_PARALLEL - 1
+) -> tuple[str, ...]:
     """Store the files ready beside ``path`` (the caller holds the shared lock), ``parallel``
     at a time, and leave a marker for each as soon as its own manifest is durable. After a
     failure no further push starts (the server's own push of that file reports why); the

@@ -63,8 +63,9 @@ class WalPusher:
         if self._repo is None:
             self._repo = await self._open()
         if self._repo.config.id != repository_id:
-            raise WalElsewhere(f"this daemon archives into repository {self._repo.config.id[:12]}, "
-                               f"not {repository_id[:12]}")
+            raise WalElsewhere(
+                f"this daemon archives into repository {self._repo.config.id[:12]}, not {repository_id[:12]}"
+            )
         return self._repo
 
     async def push(self, path: Path, repository_id: str) -> PushResult:

@@ -103,8 +103,7 @@ class Spool:
                     stale = now - e.stat().st_mtime > SPOOL_TTL
                 except OSError:
                     continue
-                passed = (number is not None and is_segment(e.name)
-                          and segment_number(e.name, segment_size)[1] < number)
+                passed = number is not None and is_segment(e.name) and segment_number(e.name, segment_size)[1] < number
                 if stale or passed:
                     _drop(Path(e.path))
 
