@@ -16,9 +16,8 @@ from textual.binding import Binding
 from textual.events import Resize
 from textual.widgets import Header, Static
 
-from core.drills.report import stored_reports
 from core.jobs.timetravel import PointInTime, days_with_snapshots, point_in_time, sources_of
-from core.jobs.verification import SnapshotChecks, verification_report
+from core.jobs.verification import SnapshotChecks, drills_for_report, verification_report
 from core.jobs.api import Job
 from screens.base import ConsoleScreen, compact_time, human_age, human_bytes, plain, short_source
 from screens.footer import KeyFooter
@@ -167,10 +166,7 @@ class TimeTravelScreen(ConsoleScreen):
         except Exception as exc:
             self.post_message(LoadFailed("catalog", str(exc)))
             return
-        try:
-            drills, _ = await stored_reports(svc)
-        except Exception:
-            drills = []  # the verifications still tell their part; the report screen says why
+        drills, _note = await drills_for_report(svc)  # the report screen shows the note
         rows = verification_report(
             catalog.entries, list(self.console.jobs.values()), drills, primary=svc.location_names()[0]
         )

@@ -15,8 +15,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Header, Input, Static
 
-from core.drills.report import stored_reports
-from core.jobs.verification import CopyChecks, Evidence, SnapshotChecks, verification_report
+from core.jobs.verification import CopyChecks, Evidence, SnapshotChecks, drills_for_report, verification_report
 from core.jobs.api import Job
 from core.jobs.status import verify_check, verify_verdict
 from screens.base import ConsoleScreen, PlainTable, TableFilter, compact_time, plain, short_source
@@ -122,11 +121,7 @@ class VerificationReportScreen(TableFilter, ConsoleScreen):
         except Exception as exc:
             self.post_message(LoadFailed("catalog", str(exc)))
             return
-        try:
-            drills, _damaged = await stored_reports(svc)
-            drill_note = ""
-        except Exception as exc:  # the verifications still tell their part
-            drills, drill_note = [], f"drill reports unreadable ({exc}): drills are not shown"
+        drills, drill_note = await drills_for_report(svc)
         jobs = list(self.console.jobs.values())
         rows = verification_report(catalog.entries, jobs, drills, primary=svc.location_names()[0])
         self.post_message(DataLoaded("verification-report", (rows, drill_note)))

@@ -25,7 +25,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+from core.drills.report import DrillReport, stored_reports
 from core.errors import VerificationFailed
 from core.jobs.api import Job, JobState
 
@@ -247,3 +249,13 @@ def verification_report(
             copies.append(CopyChecks(copy.location, copy.state, tuple(evidence)))
         out.append(SnapshotChecks(snap.id, snap.source, snap.datetime, tuple(copies)))
     return tuple(out)
+
+
+async def drills_for_report(svc: Any) -> tuple[list[DrillReport], str]:
+    """The stored drill reports a verification report counts, and a note naming why there
+    are none when they cannot be read (the verifications still tell their part)."""
+    try:
+        drills, _damaged = await stored_reports(svc)
+    except Exception as exc:  # noqa: BLE001 - named in the note, never a failure of the report
+        return [], f"drill reports unreadable ({exc}): drills are not shown"
+    return drills, ""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import builtins
 import asyncio
+import logging
 import errno
 import random
 import ssl
@@ -46,6 +47,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+log = logging.getLogger("axisor.storage")
 
 
 class TransientError(StorageError):
@@ -81,8 +84,8 @@ async def cleanup(coro: Awaitable[object], timeout: float = 10.0) -> None:
     task.add_done_callback(lambda t: t.cancelled() or t.exception())
     try:
         await asyncio.shield(task)
-    except Exception:  # noqa: BLE001 - best effort by design
-        pass
+    except Exception as exc:  # noqa: BLE001 - best effort by design, but said, not hidden
+        log.debug("cleanup after a failed or cancelled write did not finish: %s", exc)
 
 
 def is_retryable(exc: BaseException) -> bool:
