@@ -45,28 +45,14 @@ def main() -> int:
     bench.rm(work)
     os.makedirs(os.path.join(work, "logs"))
     passphrase = "bench passphrase for restore validation"
-    envs, ctxs = {}, {}
-    for tool in ("restic", "axisor"):
-        spec = bench.TOOLS[tool]
-        ctx = {"data": data, "work": work, "axisor": a.axisor_bin, "snap": "", "target": ""}
-        ctx["repo"] = bench.fill(spec["repo"], ctx)
-        for rel, body in spec["files"].items():
-            with open(os.path.join(work, rel), "w") as f:
-                f.write(bench.fill(body, ctx))
-        env = dict(os.environ)
-        env.update(bench.fill(spec["env"], ctx))
-        env[spec["pass_env"]] = passphrase
-        envs[tool], ctxs[tool] = env, ctx
+    envs: dict[str, dict] = {}
+    ctxs: dict[str, dict] = {}
     backups: dict[str, list[dict]] = {f"{t} {s}": [] for s in ("first", "unchanged") for t in ("restic", "axisor")}
 
     def backup(run_no: int) -> None:
         for tool in ("restic", "axisor"):
             spec = bench.TOOLS[tool]
-            for rel in spec["cleanup"]:
-                bench.rm(os.path.join(work, rel))
-            for k in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "RESTIC_CACHE_DIR"):
-                if k in spec["env"]:
-                    os.makedirs(envs[tool][k], exist_ok=True)
+            ctxs[tool], envs[tool] = bench.prepare_tool(tool, a.axisor_bin, data, work, passphrase)
             for step in ("init", "first", "unchanged"):
                 argv = bench.fill(spec["init" if step == "init" else "backup"], ctxs[tool])
                 os.sync()

@@ -307,12 +307,13 @@ def rm(path: str) -> None:
 # one run of one tool
 
 
-def run_tool(name: str, run_no: int, a, data: str, work: str, passphrase: str) -> dict:
+def prepare_tool(name: str, axisor_bin: str, data: str, work: str, passphrase: str) -> tuple[dict, dict]:
+    """A fresh start for one tool under WORK (its repository and state removed, its files
+    written, its folders made): the template context and the environment to run it in."""
     spec = TOOLS[name]
-    ctx = {"data": data, "work": work, "axisor": a.axisor_bin, "snap": "", "target": ""}
+    ctx = {"data": data, "work": work, "axisor": axisor_bin, "snap": "", "target": ""}
     ctx["repo"] = fill(spec["repo"], ctx)
-    logdir = os.path.join(work, "logs")
-    os.makedirs(logdir, exist_ok=True)
+    os.makedirs(os.path.join(work, "logs"), exist_ok=True)
     for rel in spec["cleanup"]:
         rm(os.path.join(work, rel))
     for rel, body in spec["files"].items():
@@ -331,6 +332,13 @@ def run_tool(name: str, run_no: int, a, data: str, work: str, passphrase: str) -
     ):
         if k in spec["env"]:
             os.makedirs(env[k], exist_ok=True)
+    return ctx, env
+
+
+def run_tool(name: str, run_no: int, a, data: str, work: str, passphrase: str) -> dict:
+    spec = TOOLS[name]
+    ctx, env = prepare_tool(name, a.axisor_bin, data, work, passphrase)
+    logdir = os.path.join(work, "logs")
     res: dict = {"tool": name, "run": run_no, "steps": {}}
 
     def step(label: str, argv_t, snap: str = "", target: str = "", cwd_t=None) -> dict:

@@ -232,9 +232,6 @@ class Placed:
         self._dev = array.array("Q")
         self._ino = array.array("Q")
 
-    def __len__(self) -> int:
-        return sum(1 for ino in self._ino if ino)
-
     def extend_to(self, count: int) -> None:
         """Make room for ordinals below ``count`` (from the walking thread; a worker's
         ``record`` of a smaller ordinal may run meanwhile: each array call holds the GIL)."""
