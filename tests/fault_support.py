@@ -242,6 +242,29 @@ def build_world(base: Path) -> World:
     _create_repo(other)
     cfg, state = base / "config.toml", base / "state"
     cfg.write_text(_config_text(repo, src))
+    with _one_blob_per_pack():
+        s0, s1 = _two_backups(cfg, state, src)
+    return _finish_world(base, src, repo, other, cfg, state, s0, s1)
+
+
+@contextlib.contextmanager
+def _one_blob_per_pack():
+    """pack_size 1 ships each blob alone only while an upload slot is free when it is
+    added: with both slots busy (a loaded host), the blobs added meanwhile join the waiting
+    pack, so sub/'s tree could share its pack with vol/'s one run and not the next, and the
+    tree row's outcome with it. Enough slots that none is ever waited for: the same packs
+    on every run."""
+    from core.repository import repository
+
+    saved = repository.MAX_UPLOADS
+    repository.MAX_UPLOADS = 1 << 20
+    try:
+        yield
+    finally:
+        repository.MAX_UPLOADS = saved
+
+
+def _two_backups(cfg: Path, state: Path, src: Path) -> tuple[str, str]:
     r = cli(cfg, state, "--json", "backup")
     assert r.code == 0, r
     s0 = r.json["snapshots"][0]["id"]
@@ -249,6 +272,10 @@ def build_world(base: Path) -> World:
     r = cli(cfg, state, "--json", "backup")
     assert r.code == 0, r
     s1 = r.json["snapshots"][0]["id"]
+    return s0, s1
+
+
+def _finish_world(base: Path, src: Path, repo: Path, other: Path, cfg: Path, state: Path, s0: str, s1: str) -> World:
     wal_dir = base / "pg_wal"
     wal_dir.mkdir()
     for name, data in WAL_CONTENT.items():
@@ -324,6 +351,8 @@ async def _find_victims(path: Path, s0: str, s1: str):
     gone_pack = key_of(files[GONE][0])
     assert len(files[GONE]) == 1
     tree_pack = key_of(sub_tree)
+    in_tree_pack = [b for b in (*folders.values(), *(x for c in files.values() for x in c)) if key_of(b) == tree_pack]
+    assert set(in_tree_pack) == {sub_tree}, "sub/'s tree shares its pack: the tree row would differ between runs"
     other_pack = key_of(files["keep/a.txt"][0])
     # The index file naming the most packs: the backups' (the WAL pushes write small ones).
     sizes = {}
