@@ -48,6 +48,10 @@ SMALL_BATCH_FILES = 256
 # than hold more than this many.
 BATCH_DIRS = 64
 
+# Subfolders' reference trees loaded per trip to the worker pool (core/repository's
+# reference_trees): enough to make the hand-off cheap, few enough that the first
+# subfolder's tree is not kept waiting for a huge folder's last.
+PREFETCH_BATCH = 32
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _EUID = os.geteuid()
 
@@ -59,6 +63,7 @@ class ArchiveStats:
     files_unmodified: int = 0
     files_removed: int = 0
     dirs: int = 0
+    trees_reused: int = 0  # folders whose previous tree id was kept: nothing in them changed
     total_files: int = 0
     total_bytes: int = 0
     bytes_read: int = 0
@@ -127,6 +132,7 @@ class _DirPlace:
     subtree: Awaitable[bytes]
     xattrs: tuple[tuple[bytes, bytes], ...] = ()
     flags: int = 0
+    old: Node | None = None  # the reference snapshot's node for this folder
 
 
 class _Batch:
@@ -184,10 +190,10 @@ class _Frame:
     entries: list  # (fs_name, name, DirEntry | None), in name order; consumed as walked
     old: dict[bytes, Node]
     reference: Tree | None
-    prefetched: dict[bytes, asyncio.Task]
+    prefetched: dict[bytes, tuple[asyncio.Task, int]]  # subfolder -> its reference tree's batch, place
     children: list
-    # (name, st, xattrs, flags) of this folder in its parent; None for a source root's
-    # pseudo-folder (its children go straight into the layout's folder).
+    # (name, st, xattrs, flags, old node) of this folder in its parent; None for a source
+    # root's pseudo-folder (its children go straight into the layout's folder).
     place: tuple | None
     root: bool = False  # the entries are source roots: a failure is a SourceError
     i: int = 0
@@ -240,6 +246,31 @@ def _unchanged(old: Node | None, st: os.stat_result) -> bool:
         and old.ctime_ns == st.st_ctime_ns
         and old.inode == st.st_ino
     )
+
+
+def _reusable(old: Node, st: os.stat_result, user: str, group: str) -> bool:
+    """``old`` is, field for field, the node an unchanged file would get now (size, times,
+    inode and, through ctime, content and attributes already compared by _unchanged): it
+    can stand for it, and a folder of such nodes keeps its tree id."""
+    return (
+        old.mode == st.st_mode
+        and old.uid == st.st_uid
+        and old.gid == st.st_gid
+        and old.atime_ns == st.st_atime_ns
+        and old.dev == st.st_dev
+        and old.nlink == st.st_nlink
+        and old.user == user
+        and old.group == group
+        and old.subtree is None
+        and not old.target
+        and old.rdev == 0
+    )
+
+
+def _same_or(old: Node | None, new: Node) -> Node:
+    """The reference node when it equals the one built now: a folder whose nodes all are
+    the reference's keeps its tree id (see Archiver._finish_dir)."""
+    return old if old is not None and old == new else new
 
 
 def raise_open_file_limit() -> None:
@@ -375,7 +406,7 @@ class Archiver:
                 st = os.lstat(path)
                 fut = await self._virtual_dir(path, spec, sub)
                 children.append(_DirPlace(name, st, fut))
-        return self._spawn(self._finish_dir(children, reference))
+        return self._spawn(self._finish_dir(children, reference, None))
 
     async def _walk_root(self, root: _Root, name: bytes, old: Node | None, children: list) -> None:
         parent, base = os.path.split(root.real)
@@ -436,13 +467,14 @@ class Archiver:
 
     def _leave(self, fr: _Frame, parent_children: list | None) -> None:
         fr.dir.release()
-        for task in fr.prefetched.values():  # folders that vanished before they were entered
-            task.cancel()
+        for task, _ in fr.prefetched.values():  # folders that vanished before they were entered
+            task.cancel()  # (a batch shared with entered ones is done by now)
         if fr.place is not None:
             assert parent_children is not None
-            name, st, xattrs, flags = fr.place
-            fut = self._spawn(self._finish_dir(fr.children, fr.reference))
-            parent_children.append(_DirPlace(name, st, fut, xattrs, flags))
+            name, st, xattrs, flags, old = fr.place
+            reference_id = old.subtree if old is not None and fr.reference is not None else None
+            fut = self._spawn(self._finish_dir(fr.children, fr.reference, reference_id))
+            parent_children.append(_DirPlace(name, st, fut, xattrs, flags, old))
 
     async def _visit(
         self, fr: _Frame, fs_name: bytes, name: bytes, entry: os.DirEntry | None
@@ -481,12 +513,14 @@ class Archiver:
             except OSError as exc:
                 self._lost(fr, path, f"not read: {exc.strerror}", unreadable=True)
                 return None
-            return self._node(name, SYMLINK, st, target=target, xattrs=self._xattrs_at(fr, fs_name, path))
+            return _same_or(
+                old, self._node(name, SYMLINK, st, target=target, xattrs=self._xattrs_at(fr, fs_name, path))
+            )
         if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
             kind = CHARDEV if stat.S_ISCHR(mode) else BLOCKDEV
-            return self._node(name, kind, st, rdev=st.st_rdev, xattrs=self._xattrs_at(fr, fs_name, path))
+            return _same_or(old, self._node(name, kind, st, rdev=st.st_rdev, xattrs=self._xattrs_at(fr, fs_name, path)))
         if stat.S_ISFIFO(mode):  # never opened: an open would wait for a writer
-            return self._node(name, FIFO, st, xattrs=self._xattrs_at(fr, fs_name, path))
+            return _same_or(old, self._node(name, FIFO, st, xattrs=self._xattrs_at(fr, fs_name, path)))
         what = "socket" if stat.S_ISSOCK(mode) else "special file"
         self._warn(f"{shown(path)}: skipped: a {what} cannot be backed up")
         return None
@@ -527,23 +561,29 @@ class Archiver:
             self._warn(f"{shown(path)}: {p}")
         listed.sort(key=_first)
         self.stats.dirs += 1
-        task = fr.prefetched.pop(name, None)
+        ahead = fr.prefetched.pop(name, None)
         try:
-            reference = await task if task is not None else await self._load_subtree(old)
+            reference = (await ahead[0])[ahead[1]] if ahead is not None else await self._load_subtree(old)
         except BaseException:
             os.close(fd)
             raise
         old_nodes = {n.name: n for n in reference.nodes} if reference else {}
         # Start loading every subfolder's old tree now, so the walk does not wait for
-        # one storage round trip per folder.
-        prefetched: dict[bytes, asyncio.Task] = {}
+        # one storage round trip per folder; a batch of them per trip to the worker pool.
+        prefetched: dict[bytes, tuple[asyncio.Task, int]] = {}
         if old_nodes:
+            wanted = []
             for n, e in listed:
                 o = old_nodes.get(n)
                 if o is not None and o.type == DIR and o.subtree is not None and e.is_dir(follow_symlinks=False):
-                    prefetched[n] = self._spawn(self.repo.reference_tree(o.subtree))
+                    wanted.append((n, o.subtree))
+            for start in range(0, len(wanted), PREFETCH_BATCH):
+                part = wanted[start : start + PREFETCH_BATCH]
+                task = self._spawn(self.repo.reference_trees([tree_id for _, tree_id in part]))
+                for k, (n, _) in enumerate(part):
+                    prefetched[n] = (task, k)
         entries = [(n, n, e) for n, e in listed]
-        return _Frame(_DirFd(fd), path, entries, old_nodes, reference, prefetched, [], (name, st, xattrs, fl))
+        return _Frame(_DirFd(fd), path, entries, old_nodes, reference, prefetched, [], (name, st, xattrs, fl, old))
 
     def _xattrs_at(self, fr: _Frame, fs_name: bytes, path: bytes) -> tuple[tuple[bytes, bytes], ...]:
         """A symlink's, device's or FIFO's attributes, without opening it and without a long path."""
@@ -552,7 +592,9 @@ class Archiver:
             self._warn(f"{shown(path)}: {p}")
         return got.pairs
 
-    async def _finish_dir(self, children: list, reference: Tree | None) -> bytes:
+    async def _finish_dir(self, children: list, reference: Tree | None, reference_id: bytes | None) -> bytes:
+        """Save a folder's tree and return its id. ``reference``: the previous snapshot's
+        tree of this folder, stored as ``reference_id``."""
         nodes: list[Node] = []
         for c in children:
             if isinstance(c, Node):
@@ -562,12 +604,24 @@ class Archiver:
                 if c.content is not None:  # None: it vanished or could not be read
                     nodes.append(self._file_node(c.name, c.st, c.content))
             elif isinstance(c, _DirPlace):
-                nodes.append(self._node(c.name, DIR, c.st, subtree=await c.subtree, xattrs=c.xattrs, flags=c.flags))
+                node = self._node(c.name, DIR, c.st, subtree=await c.subtree, xattrs=c.xattrs, flags=c.flags)
+                nodes.append(_same_or(c.old, node))
             else:
                 node = await c
                 if node is not None:
                     nodes.append(node)
         if reference is not None:
+            if (
+                reference_id is not None
+                and len(nodes) == len(reference.nodes)
+                and all(a is b for a, b in zip(nodes, reference.nodes))
+                and reference_id in self.repo.index
+            ):
+                # Every node is the reference's own, in its order: the tree would encode to
+                # the same bytes, so its id is the stored one (indexed here, checked above).
+                # Most folders of an unchanged re-run end here, with nothing encoded.
+                self.stats.trees_reused += 1
+                return reference_id
             present = {n.name for n in nodes}
             self.stats.files_removed += sum(1 for n in reference.nodes if n.name not in present)
         return await self.repo.save_tree(Tree(nodes))
@@ -618,6 +672,8 @@ class Archiver:
         if unchanged and old is not None and not self.reread_all and all(c in self.repo.index for c in old.content):
             self.stats.files_unmodified += 1
             self.stats.bytes_skipped += st.st_size
+            if _reusable(old, st, self.names.user(st.st_uid), self.names.group(st.st_gid)):
+                return old
             # Attributes too: any change to them would have changed ctime.
             return self._file_node(name, st, _Content(old.content, old.size, old.holes, old.xattrs, old.flags))
         if old is None:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -632,6 +632,43 @@ class Repository:
             return await self.load_tree(tree_id)
         except DamagedObject:
             return None
+
+    async def reference_trees(self, tree_ids: Sequence[bytes]) -> list[Tree | None]:
+        """Several reference trees (as reference_tree: None for one lost or damaged), from
+        local storage in one trip to the worker pool: a walk prefetches every subfolder's
+        tree of a folder, and on a re-run of many small folders the trips themselves (one
+        thread hand-off each) cost more than reading and opening the trees."""
+        get_sync = getattr(self.backend, "get_sync", None)
+        if get_sync is None:
+            return list(await asyncio.gather(*(self.reference_tree(t) for t in tree_ids)))
+        # The tree cache and the index are the event loop's: looked up here, filled after.
+        kept = [self.trees.get(t) if t in self.index else None for t in tree_ids]
+        wanted = [(t, self.index.lookup(t)) for t, raw in zip(tree_ids, kept) if raw is None]
+        loaded = await self._run(self._open_trees_sync, get_sync, wanted) if wanted else {}
+        out: list[Tree | None] = []
+        for t, raw in zip(tree_ids, kept):
+            if raw is None:
+                raw = loaded.get(t)
+                if raw is None:
+                    out.append(None)
+                    continue
+                self.trees.put(t, raw)
+            try:
+                out.append(Tree.decode(raw))
+            except TreeFormatError:
+                out.append(None)
+        return out
+
+    def _open_trees_sync(self, get_sync: Callable, wanted: list) -> dict[bytes, bytes]:
+        opened: dict[bytes, bytes] = {}
+        for tree_id, loc in wanted:
+            if loc is None:
+                continue
+            try:
+                opened[tree_id] = self._load_blob_sync(get_sync, pack_key(loc.pack_id), BlobType.TREE, tree_id, loc)
+            except DamagedObject:
+                pass  # the caller reads that folder again
+        return opened
 
     async def save_tree(self, tree: Tree) -> bytes:
         return await self.save_blob(BlobType.TREE, tree.encode())
