@@ -642,8 +642,10 @@ class Repository:
         if get_sync is None:
             return list(await asyncio.gather(*(self.reference_tree(t) for t in tree_ids)))
         # The tree cache and the index are the event loop's: looked up here, filled after.
-        kept = [self.trees.get(t) if t in self.index else None for t in tree_ids]
-        wanted = [(t, self.index.lookup(t)) for t, raw in zip(tree_ids, kept) if raw is None]
+        # One index lookup a tree (a large index answers from disk): where it is, or None.
+        locs = [self.index.lookup(t) for t in tree_ids]
+        kept = [self.trees.get(t) if loc is not None else None for t, loc in zip(tree_ids, locs)]
+        wanted = [(t, loc) for t, loc, raw in zip(tree_ids, locs, kept) if raw is None and loc is not None]
         loaded = await self._run(self._open_trees_sync, get_sync, wanted) if wanted else {}
         out: list[Tree | None] = []
         for t, raw in zip(tree_ids, kept):
@@ -662,8 +664,6 @@ class Repository:
     def _open_trees_sync(self, get_sync: Callable, wanted: list) -> dict[bytes, bytes]:
         opened: dict[bytes, bytes] = {}
         for tree_id, loc in wanted:
-            if loc is None:
-                continue
             try:
                 opened[tree_id] = self._load_blob_sync(get_sync, pack_key(loc.pack_id), BlobType.TREE, tree_id, loc)
             except DamagedObject:
