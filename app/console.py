@@ -210,6 +210,14 @@ class ConsoleApp(App):
 
     async def shutdown(self) -> None:
         """After the UI is gone: an embedded engine finishes what runs, then everything closes."""
+        # The UI's own workers were cancelled as it closed, but not awaited: one cancelled
+        # inside a repository read is still releasing its lock. Closing the service under it
+        # would leave the lock to refuse a prune for as long as this process lives.
+        waits = asyncio.gather(*(w.wait() for w in list(self.workers)), return_exceptions=True)
+        try:
+            await asyncio.wait_for(waits, timeout=30)  # bounded: closing never hangs on one
+        except asyncio.TimeoutError:
+            pass
         engine = self.engine
         if engine is not None and self._own_engine:
             if engine.mode == "embedded":

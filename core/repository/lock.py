@@ -22,6 +22,7 @@ import os
 import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Awaitable, TypeVar
 
 from core.errors import LockHeld, LockUnreadable, StorageFull
 from core.proc import have_proc, process_start
@@ -153,6 +154,34 @@ def _decode(key: str, raw: bytes) -> LockInfo:
 
 MAX_LOCK = 64 * 1024
 
+T = TypeVar("T")
+
+
+async def _to_the_end(aw: Awaitable[T]) -> T:
+    """Await ``aw`` to its end even if the caller is cancelled meanwhile, then pass the
+    cancellation on. A lock's writes and deletes must finish: a write whose thread goes on
+    after its awaiter was cancelled leaves a lock nobody releases."""
+    task = asyncio.ensure_future(aw)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+            break
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
+
+
+async def _delete(backend: Backend, key: str) -> None:
+    try:
+        await backend.delete(key)
+    except ObjectNotFound:
+        pass
+
 
 async def list_locks(backend: Backend) -> list[LockInfo]:
     out = []
@@ -209,7 +238,7 @@ class Lock:
         await self._check_conflicts()
         self.key = f"{LOCKS}/{os.urandom(16).hex()}"
         try:
-            await self.backend.put(self.key, self._body())
+            await _to_the_end(self.backend.put(self.key, self._body()))
         except (StorageReadOnly, StorageFull) as exc:
             kind = "an exclusive" if self.exclusive else "a shared"
             refused = type(exc)(
@@ -218,10 +247,15 @@ class Lock:
             )
             refused.__dict__.update(exc.__dict__)  # StorageReadOnly.reason
             raise refused from None
+        except BaseException:
+            # Cancelled once the lock was written (a console closed mid-read), or a storage
+            # error that may have written it anyway: nobody will release it, so undo it now.
+            await self._undo()
+            raise
         try:
             await self._check_conflicts()
-        except LockHeld:
-            await self._delete()
+        except BaseException:  # a conflicting lock, a cancellation, a storage error
+            await self._undo()
             raise
         self._refresher = asyncio.create_task(self._refresh_loop())
         return self
@@ -237,38 +271,56 @@ class Lock:
                 )
 
     async def _refresh_loop(self) -> None:
-        # Write a fresh lock before deleting the old one so there is never a gap.
+        # Write a fresh lock before deleting the old one so there is never a gap. Each write
+        # and delete runs to its end even when release() cancels the loop meanwhile, so the
+        # key release() deletes is always the last one written.
         delay = REFRESH_EVERY.total_seconds()
         while True:
             await asyncio.sleep(delay)
             new_key = f"{LOCKS}/{os.urandom(16).hex()}"
             try:
-                await self.backend.put(new_key, self._body())
+                await _to_the_end(self.backend.put(new_key, self._body()))
+            except asyncio.CancelledError:
+                await _to_the_end(_delete(self.backend, new_key))
+                raise
             except Exception:  # storage hiccup: the old lock is valid for ~25 more minutes
                 delay = 30
                 continue
             delay = REFRESH_EVERY.total_seconds()
             old, self.key = self.key, new_key
-            try:
-                await self.backend.delete(old)
-            except ObjectNotFound:
-                pass
+            await _to_the_end(_delete(self.backend, old))
 
     async def _delete(self) -> None:
+        await _delete(self.backend, self.key)
+
+    async def _undo(self) -> None:
+        """Delete a lock that may or may not have been written, whatever happens meanwhile."""
         try:
-            await self.backend.delete(self.key)
-        except ObjectNotFound:
-            pass
+            await _to_the_end(self._delete())
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            pass  # it expires on its own (LOCK_TTL); the caller's error is the one to report
 
     async def release(self) -> None:
+        # Runs to its end when cancelled (a console's worker stopped as it closes): a lock
+        # left behind by a live process is never stale, and would refuse every prune until
+        # that process exits. The cancellation is passed on once the lock is gone.
+        cancelled = False
         if self._refresher:
             self._refresher.cancel()
             try:
-                await self._refresher
+                await _to_the_end(asyncio.wait([self._refresher]))
             except asyncio.CancelledError:
-                pass
+                cancelled = True
+            self._refresher = None
         if self.key:
-            await self._delete()
+            try:
+                await _to_the_end(self._delete())
+            except asyncio.CancelledError:
+                cancelled = True
+        if cancelled:
+            raise asyncio.CancelledError
 
     async def __aenter__(self) -> Lock:
         return await self.acquire()

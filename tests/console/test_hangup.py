@@ -104,7 +104,8 @@ def test_a_dropped_terminal_closes_the_console_after_its_backup_finishes(tmp_pat
     screen = _Screen(master)
     try:
         screen.wait_for("app/user_data")
-        prune = asyncio.run(Lock(LocalBackend(platform.repo), exclusive=True, operation="prune").acquire())
+        # Held as a stopped prune's lock file would be (a Lock lives in one event loop).
+        prune = asyncio.run(Lock(LocalBackend(platform.repo), exclusive=True, operation="prune").acquire()).key
         os.write(master, b"b")  # back up now: it starts, and waits for the prune's lock
         deadline = time.monotonic() + 60
         while not any(j["kind"] == "backup" and j["state"] == "running" for j in _cli(platform, "jobs")["jobs"]):
@@ -116,12 +117,12 @@ def test_a_dropped_terminal_closes_the_console_after_its_backup_finishes(tmp_pat
         hung_up = datetime.now(timezone.utc)
         time.sleep(1.0)
         assert proc.poll() is None  # the job is still running: the console waits for it
-        asyncio.run(prune.release())
+        asyncio.run(LocalBackend(platform.repo).delete(prune))
         prune = None
         code = proc.wait(timeout=120)
     finally:
         if prune is not None:
-            asyncio.run(prune.release())
+            asyncio.run(LocalBackend(platform.repo).delete(prune))
         if master >= 0:
             os.close(master)
         if proc.poll() is None:

@@ -419,3 +419,64 @@ def test_unlock_says_what_it_removed_and_why_and_all_says_it_removed_live_ones(r
     assert f"removed shared lock {live2.key} by verify (host {HOST}, pid {live2.pid}, age " in r.stdout
     assert "LIVE, removed because of --all" in r.stdout
     assert "--all removed 1 live lock: if that process is still running" in r.stdout
+
+
+class _SlowLocal(LocalBackend):
+    """A real local backend whose writes and deletes take a while in their thread, so a
+    cancellation lands while the thread still works (as a console's worker stopped on exit)."""
+
+    async def put(self, key, data):
+        def slow():
+            time.sleep(0.05)
+            self._put_sync(key, data)
+
+        await asyncio.to_thread(slow)
+
+    async def delete(self, key):
+        await asyncio.sleep(0)
+        await asyncio.to_thread(lambda: (time.sleep(0.05), os.unlink(self._path(key))))
+
+
+@pytest.mark.parametrize("at", [0.0, 0.01, 0.03, 0.06, 0.08, 0.12])
+def test_a_cancelled_locker_leaves_no_lock_behind(tmp_path, at):
+    """The console's restore wizard read under a shared lock; closing the console cancelled
+    that read as the lock was written or deleted, and the lock stayed: never stale (its
+    process lives), it refused the next prune until the console's process exited (CI failed
+    on it). Cancelled anywhere in acquire, the held section or release, no lock remains, and
+    the cancellation still reaches the caller."""
+    backend = _SlowLocal(tmp_path / "repo")
+    (tmp_path / "repo" / "locks").mkdir(parents=True)
+
+    async def read():
+        async with Lock(backend, exclusive=False, operation="read"):
+            await asyncio.sleep(0.04)
+
+    async def main():
+        task = asyncio.create_task(read())
+        await asyncio.sleep(at)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await list_locks(backend) == []
+        await Lock(backend, exclusive=True, operation="prune").acquire()  # not refused
+
+    asyncio.run(main())
+
+
+def test_a_lock_cancelled_while_refreshing_leaves_no_lock_behind(tmp_path, monkeypatch):
+    """The refresher writes a new lock before deleting the old; cancelled between the two
+    (release() while a refresh is under way), both are gone afterwards."""
+    import core.repository.lock as lockmod
+
+    monkeypatch.setattr(lockmod, "REFRESH_EVERY", timedelta(seconds=0.01))
+    backend = _SlowLocal(tmp_path / "repo")
+    (tmp_path / "repo" / "locks").mkdir(parents=True)
+
+    async def main():
+        for wait in (0.02, 0.04, 0.07, 0.1):
+            lock = await Lock(backend, exclusive=False, operation="read").acquire()
+            await asyncio.sleep(wait)
+            await lock.release()
+            assert await list_locks(backend) == [], wait
+
+    asyncio.run(main())
