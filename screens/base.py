@@ -11,7 +11,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Input, OptionList
 from textual.widgets.data_table import Column, ColumnKey, RowKey
 
-from core.jobs.api import Job, JobState
+from core.jobs.api import Job, JobProgress, JobState
 from core.progress import fraction
 from core.text import human_bytes as human_bytes  # re-exported: the screens take it from here
 from screens.messages import JobChanged, JobProgressed
@@ -166,10 +166,15 @@ def progress_text(job: Job) -> str:
     pr = job.progress
     if pr is None:
         return ""
+    return f"{pr.phase}: {done_text(pr)}"
+
+
+def done_text(pr: JobProgress) -> str:
+    """Bytes and items done, each of its total where one is known: "1.2 GiB/8.0 GiB 310/5,000 files"."""
     done = human_bytes(pr.bytes_done)
     total = f"/{human_bytes(pr.bytes_total)}" if pr.bytes_total else ""
-    files = f" {pr.files_done}{'/' + str(pr.files_total) if pr.files_total else ''} {pr.unit}"
-    return f"{pr.phase}: {done}{total}{files}"
+    files = f" {pr.files_done:,}{'/' + format(pr.files_total, ',') if pr.files_total else ''} {pr.unit}"
+    return f"{done}{total}{files}"
 
 
 def progress_fraction(job: Job) -> float | None:

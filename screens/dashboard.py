@@ -19,6 +19,7 @@ from screens.base import (
     ConsoleScreen,
     bar,
     compact_time,
+    done_text,
     short_source,
     human_age,
     human_bytes,
@@ -58,7 +59,9 @@ class DashboardScreen(ConsoleScreen):
                 priorities={"pitr": 2, "next": 3, "locations": 3, "newest": 4},
             )
             yield Static("Running jobs", classes="section-title")
-            yield FitTable(id="running", cursor_type="row", flex="phase", priorities={"rate": 2, "phase": 3})
+            yield FitTable(
+                id="running", cursor_type="row", flex="phase", priorities={"done": 2, "rate": 2, "eta": 2, "phase": 3}
+            )
             yield Static("", markup=False, id="alerts")
         yield KeyFooter()
 
@@ -82,9 +85,10 @@ class DashboardScreen(ConsoleScreen):
         for label, key in (
             ("Job", "job"),
             ("Progress", "progress"),
+            ("Done", "done"),
             ("Rate", "rate"),
             ("ETA", "eta"),
-            ("Phase", "phase"),
+            ("Now", "phase"),
         ):
             run.add_column(label, key=key)
         self.refresh_data()
@@ -207,17 +211,17 @@ class DashboardScreen(ConsoleScreen):
                 row = (
                     f"{job_summary(j)} ({j.origin})",
                     bar(progress_fraction(j)),
+                    done_text(pr) if pr else "-",
                     f"{human_bytes(pr.rate)}/s" if pr else "-",
                     human_duration(pr.eta_seconds) if pr else "-",
-                    pr.phase if pr else j.state.value,
+                    # The file or table passing: a name from outside, shown as is (PlainTable).
+                    (f"{pr.phase}: {pr.current}" if pr.current else pr.phase) if pr else j.state.value,
                 )
                 if j.id in table.rows:
-                    for col, value in zip(("job", "progress", "rate", "eta", "phase"), row):
+                    for col, value in zip(("job", "progress", "done", "rate", "eta", "phase"), row):
                         table.update_cell(j.id, col, value)
                 else:
                     table.add_row(*row, key=j.id)
-        if not running:
-            table.display = True
 
     def action_reload(self) -> None:
         self.refresh_data()

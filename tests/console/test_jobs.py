@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from textual.widgets import DataTable, Log, Static
 
+import pytest
 from console_support import console, settle
 from core.jobs.api import JobState
 from screens.confirm import ConfirmScreen
@@ -77,7 +78,7 @@ async def test_dashboard_shows_running_jobs_with_progress(platform):
             await settle(pilot, app)
             table = app.screen.query_one("#running", DataTable)
             row = [str(c) for c in table.get_row(job.id)]
-            assert row[0] == "backup (console)" and row[1].startswith("[") and row[4] == "waiting for locks"
+            assert row[0] == "backup (console)" and row[1].startswith("[") and row[5] == "waiting for locks"
         done = await app.engine.wait(job.id)
         await settle(pilot, app)
         assert done.state == JobState.COMPLETED and job.id not in table.rows
@@ -123,3 +124,53 @@ async def test_job_detail_shows_the_database_table_passing_with_its_size(platfor
         facts = str(app.screen.query_one("#job-facts", Static).render())
         assert "6.0 MiB of 12.0 MiB" in facts and "rate 2.0 MiB/s" in facts and "ETA 3s" in facts, facts
         assert 'now: sales."Big\\tTable[1]" (14.1 MiB)' in facts, facts
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+async def test_dashboard_running_row_shows_done_of_total_rate_eta_and_the_file(platform, size):
+    """The dashboard's row of a running job showed a bar, a rate and an ETA but neither how
+    much of how much nor what passes. It shows bytes and files done of their totals and the
+    current file (a name from outside, shown as is, never as markup); at 80x24 the bar, its
+    percentage and the ETA stay when the rest must hide."""
+    from datetime import datetime, timezone
+
+    from core.jobs.api import Job, JobProgress
+
+    app = platform.app()
+    async with console(app, size) as pilot:
+        progress = JobProgress(
+            phase="backup",
+            bytes_done=3 * 2**30,
+            bytes_total=8 * 2**30,
+            files_done=1_234,
+            files_total=50_000,
+            rate=150 * 2**20,
+            eta_seconds=34.0,
+            current="app/user_data/[b]report[/b].pdf",
+        )
+        now = datetime.now(timezone.utc)
+        job = Job(
+            "0123456789ab",
+            "backup",
+            {"sources": ["app/user_data"]},
+            JobState.RUNNING,
+            "console",
+            now,
+            now,
+            None,
+            progress,
+            None,
+            None,
+        )
+        app.jobs[job.id] = job
+        app.screen._render_running()
+        await pilot.pause()
+        table = app.screen.query_one("#running", DataTable)
+        row = dict(zip([str(c.key.value) for c in table.ordered_columns], [str(c) for c in table.get_row(job.id)]))
+        assert row["progress"].endswith(" 38%") and row["eta"] == "34s", row
+        assert row["done"] == "3.0 GiB/8.0 GiB 1,234/50,000 files", row
+        assert row["phase"] == "backup: app/user_data/[b]report[/b].pdf", row
+        shown = table.visible_columns()
+        assert {"job", "progress", "eta"} <= set(shown), shown
+        if size == (160, 48):
+            assert shown == ["job", "progress", "done", "rate", "eta", "phase"], shown
