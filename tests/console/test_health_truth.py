@@ -23,8 +23,16 @@ from core.jobs.status import verify_verdict
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _verified(app) -> set[str]:
+async def _verified(pilot, app) -> set[str]:
     table = app.screen.query_one("#sources", DataTable)
+    # The catalog's rows come from a worker that an engine connection or a job of another
+    # process restarts; on a loaded host they may land after the console settled. Waited for
+    # (bounded), and an empty table says what the dashboard said instead.
+    for _ in range(200):
+        if table.row_count:
+            break
+        await pilot.pause(0.05)
+    assert table.row_count, f"the dashboard listed no source; it said: {_alerts(app)!r}"
     col = list(table.columns).index("verified")
     return {str(table.get_row(k)[col]) for k in table.rows}
 
@@ -53,8 +61,8 @@ async def test_cancelled_and_unrun_verifications_are_not_damage_and_a_cli_verify
         cfg, "verify", {"full": True}, now, Outcome(JobState.CANCELLED, {"exit_code": 130}, "cancelled by the user")
     )
     app = platform.app()
-    async with console(app, (120, 40)):
-        assert _verified(app) == {"never (cancelled)"}
+    async with console(app, (120, 40)) as pilot:
+        assert await _verified(pilot, app) == {"never (cancelled)"}
         assert "DAMAGE" not in _alerts(app)
 
     # One that could not run (the repository was locked) is a warning naming why, never damage.
@@ -66,8 +74,8 @@ async def test_cancelled_and_unrun_verifications_are_not_damage_and_a_cli_verify
         Outcome(JobState.FAILED, {"exit_code": 5}, "the repository is locked by prune"),
     )
     app = platform.app()
-    async with console(app, (120, 40)):
-        assert _verified(app) == {"never (not run)"}
+    async with console(app, (120, 40)) as pilot:
+        assert await _verified(pilot, app) == {"never (not run)"}
         alerts = _alerts(app)
         assert "⚠ verify: no verification has completed; a later one could not run" in alerts
         assert "locked by prune" in alerts and "DAMAGE" not in alerts
@@ -76,8 +84,8 @@ async def test_cancelled_and_unrun_verifications_are_not_damage_and_a_cli_verify
     r = _cli(platform, "verify", "--full")
     assert r.returncode == 0, r.stderr
     app = platform.app()
-    async with console(app, (120, 40)):
-        (shown,) = _verified(app)
+    async with console(app, (120, 40)) as pilot:
+        (shown,) = await _verified(pilot, app)
         assert shown.startswith("✔ ") and "(" not in shown, shown
         assert "verify:" not in _alerts(app)
     r = _cli(platform, "status", "--json")
@@ -94,8 +102,8 @@ async def test_cancelled_and_unrun_verifications_are_not_damage_and_a_cli_verify
     r = _cli(platform, "verify", "--full")
     assert r.returncode == 6, r.stderr
     app = platform.app()
-    async with console(app, (120, 40)):
-        (shown,) = _verified(app)
+    async with console(app, (120, 40)) as pilot:
+        (shown,) = await _verified(pilot, app)
         assert shown.startswith("✘ DAMAGE")
         assert "✘ verify: the newest full verification found damage" in _alerts(app)
     r = _cli(platform, "status")
