@@ -9,7 +9,7 @@ run, then PostgreSQL, the data to watch, the daemon and the console. The demo is
 end of the console's backup, and leaves when that backup ends. Each run after the first
 reuses the clone (its .venv exists): the time of a second `scripts/demo`.
 
-    .venv/bin/python bench/demo_time.py [--runs 2] [--watch-mib 2048] [--keep]
+    .venv/bin/python bench/demo_time.py [--runs 2] [--watch-mib 3584] [--keep]
 
 Prints one JSON object per run and a Markdown table; writes bench/results/demo-<time>.json.
 Targets (issue 18): the console's first frame under 30 s from `scripts/demo`, and a
@@ -126,7 +126,7 @@ def run_once(clone: Path, work: Path, watch_mib: int, timeout: float) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=2)
-    p.add_argument("--watch-mib", type=int, default=2048)
+    p.add_argument("--watch-mib", type=int, default=3584)
     p.add_argument("--timeout", type=float, default=900)
     p.add_argument("--keep", action="store_true", help="keep the scratch folder")
     args = p.parse_args()
