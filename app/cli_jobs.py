@@ -539,6 +539,8 @@ def fix_command(fix: str | None) -> str | None:
         "verify": "axisor-backup verify",
         "daemon": "axisor-backup daemon (or start its service: docs/OPERATIONS.md)",
         "repair": "axisor-backup verify --full, then axisor-backup repair (docs/OPERATIONS.md)",
+        "acknowledge": "look at the snapshot (axisor-backup show, ls), then axisor-backup acknowledge "
+        "(docs/OPERATIONS.md: the backed-up host was compromised)",
     }.get(action, fix)
 
 

@@ -255,6 +255,7 @@ _FIX_KEYS = {
     "verify": "v: Verify screen",
     "repair": "v: Verify screen; then `axisor-backup repair` (docs/OPERATIONS.md)",
     "daemon": "start the daemon: `axisor-backup daemon`",
+    "acknowledge": "look at the snapshot, then `axisor-backup acknowledge`",
 }
 
 

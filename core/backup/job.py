@@ -41,6 +41,14 @@ def _with_previous(data: dict[str, Any], previous: Any) -> dict[str, Any]:
     return data
 
 
+def _with_trip(data: dict[str, Any], trip: Any) -> dict[str, Any]:
+    """The tripwire's findings and pin (core/backup/tripwire.py), when it tripped: `status`
+    reads them from the job history (core/jobs/status.py ``tripwire_checks``)."""
+    if trip is not None:
+        data["tripwire"] = trip.to_dict()
+    return data
+
+
 def _source_keys(config: Config, names: list[str]) -> list[str]:
     """Lock names for the sources a backup reads: two runs of one source never overlap.
     A name that stands for no source (a disabled database among them) takes no lock: the
@@ -118,13 +126,19 @@ async def backup_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, An
         ctx.log(f"warning: {w}")
     snaps = [r.snapshot for r in result.results if r.snapshot]
     previous = {r.snapshot.id: getattr(r, "previous", None) for r in result.results if r.snapshot}
+    trips = {r.snapshot.id: r.trip for r in result.results if r.snapshot and getattr(r, "trip", None)}
+    for sid, trip in trips.items():
+        for f in trip.findings:
+            ctx.log(f"TRIPWIRE {shown(f.message)}")
+        if trip.pinned:
+            ctx.log(f"TRIPWIRE: snapshot {trip.pinned[:8]} is pinned against prune until `axisor-backup acknowledge`")
     out = {
         "backup_set": result.backup_set,
         "type": kind,
-        "snapshots": [_with_previous(snapshot_dict(s), previous.get(s.id)) for s in snaps],
+        "snapshots": [_with_trip(_with_previous(snapshot_dict(s), previous.get(s.id)), trips.get(s.id)) for s in snaps],
         "failed": [{"source": r.source, "error": r.error, "code": r.code} for r in result.failed_sources],
         "partial": result.partial,
-        "warnings": list(getattr(result, "warnings", ())),
+        "warnings": list(getattr(result, "warnings", ())) + [t.warning for t in trips.values() if t.warning],
         # Copies to the other locations made right after the backup (core/locations).
         "copies": [_copy_dict(c) for c in getattr(result, "copies", ())],
         "stats": {

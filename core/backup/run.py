@@ -13,10 +13,12 @@ from typing import Any, Protocol
 from core import __version__
 from core.backup.single_file import current_user
 from core.backup.archiver import Archiver, ArchiveStats
+from core.backup.tripwire import Trip, check as tripwire_check
 from core.backup.watchdog import DEFAULT_STALL_SECONDS, Watchdog
 from core.backup.scan import ScanTotals, start_scan, stop_scan
 from core.config import SourceSpec
 from core.errors import SourceError, UsageError
+from core.health.tripwire import Thresholds
 from core.repository.format import BlobType
 from core.repository.lock import Lock
 from core.repository.repository import Repository
@@ -34,6 +36,8 @@ class SourceResult:
     # The newest snapshot of the source before this run (whatever the type compared with):
     # what core/health/shrink.py compares the new snapshot's file count with.
     previous: Snapshot | None = None
+    # The tripwire's findings for this snapshot and the pin it wrote (core/backup/tripwire.py).
+    trip: Trip | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,13 +78,16 @@ async def run_backup(
     database: DatabaseTake | None = None,
     stall_timeout: float = DEFAULT_STALL_SECONDS,
     totals: dict[str, ScanTotals] | None = None,
+    tripwire: Thresholds | None = None,
 ) -> BackupResult:
     """Back up ``database`` (when given) and then each file source, one snapshot each.
     ``stall_timeout``: a file source that reads no byte and finishes no file for this many
     seconds fails the run with BackupStalled (core/backup/watchdog.py); 0: never.
     ``totals``: filled per file source with a forecast of what the run visits, for progress:
     the previous snapshot's counts where there is one (free, and right unless the source
-    changed a lot), else a scan running ahead on a thread (core/backup/scan.py)."""
+    changed a lot), else a scan running ahead on a thread (core/backup/scan.py).
+    ``tripwire``: inspect each file snapshot against its source's earlier ones and pin the
+    one before when it looks like an attack (core/backup/tripwire.py); None: off."""
     if kind not in SNAPSHOT_TYPES:
         raise UsageError(f"unknown backup type {kind!r}: use one of {', '.join(SNAPSHOT_TYPES)}")
     backup_set = uuid.uuid4().hex[:16]
@@ -106,7 +113,11 @@ async def run_backup(
                     done = await _backup_source(
                         repo, spec, effective, ref, backup_set, tags, workers, on_progress, stall_timeout=stall_timeout
                     )
-                    results.append(replace(done, previous=previous))
+                    trip = None
+                    if tripwire is not None and done.snapshot is not None:
+                        earlier = [s for s in existing if s.source == spec.name]
+                        trip = await tripwire_check(repo, done.snapshot, earlier, tripwire)
+                    results.append(replace(done, previous=previous, trip=trip))
                 except SourceError as exc:
                     # One missing source must not cost the others their backup.
                     results.append(SourceResult(spec.name, None, str(exc)))

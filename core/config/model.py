@@ -486,6 +486,27 @@ class ObjectivesConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ProtectionConfig:
+    """``[protection]``: the tripwire (core/health/tripwire.py). A backup that looks like
+    ransomware at work (most files changed, new data suddenly incompressible, or a sudden
+    shrink by ``[objectives] suspicious_shrink``) makes `status` critical, notifies, and pins
+    the snapshot before it against prune until `axisor-backup acknowledge`."""
+
+    tripwire: Annotated[bool, Boolean(), Doc("watch every file backup for the marks of mass encryption or a wipe")] = (
+        True
+    )
+    # A nightly run changes a few percent of a platform's files; an encryption run, all.
+    changed_share: Annotated[
+        float, Share(), Doc("trip when more than this share of the previous snapshot's files changed or vanished")
+    ] = 0.5
+    # Below this many changed files the share means nothing (ten config files, one deploy).
+    min_files: Annotated[int, Integer(1, 10**9), Doc("fewer changed or vanished files than this never trip")] = 50
+    incompressible_mib: Annotated[
+        int, Integer(1, 10**7), Doc("new data under this many MiB never trips the compressibility rule")
+    ] = 8
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DrillCheckConfig:
     """One ``[[drills.checks]]`` smoke check: ``sql`` whose first value must equal
     ``expect``, or ``path`` that must exist (relative to the restored ``source``)."""
@@ -538,6 +559,7 @@ class Config:
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     objectives: ObjectivesConfig = field(default_factory=ObjectivesConfig)
+    protection: ProtectionConfig = field(default_factory=ProtectionConfig)
     drills: DrillsConfig = field(default_factory=DrillsConfig)
     path: Annotated[Path | None, NotAKey()] = None
 

@@ -451,6 +451,8 @@ class Engine:
             self._spawn(self._write_metrics(store, config))
         if job is not None and notify.wanted(config.notifications, job):
             self._spawn(notify.notify(config.notifications, job))
+        if job is not None and notify.tripped(job):
+            self._spawn(notify.notify_tripwire(config.notifications, job))
 
     async def _write_metrics(self, store: Any, config: Any) -> None:
         from core.jobs import metrics, status

@@ -2,7 +2,9 @@
 
 Events: ``job.completed`` (with ``on_success``), ``job.failed`` and ``job.interrupted``
 (with ``on_failure``; the latter sent by the next daemon start, saying what it did:
-core/daemon/recovery.py), ``source.stale`` and ``source.suspicious_shrink``.
+core/daemon/recovery.py), ``source.stale``, ``source.suspicious_shrink`` and
+``source.tripwire`` (a backup that looks like mass encryption or a wipe, sent as its job
+ends whatever ``on_success`` says: core/health/tripwire.py).
 
 The payload holds the job record, which never holds secrets (params are refused at
 submit time when they would). A failing notification is logged, never fatal.
@@ -90,6 +92,27 @@ async def notify_stale(
     await asyncio.gather(*tasks)
 
 
+def tripped(job: Job) -> list[tuple[str, str]]:
+    """(source, message) per snapshot of a backup job that tripped the wire."""
+    if job.kind != "backup":
+        return []
+    out = []
+    for snap in (job.result or {}).get("snapshots") or []:
+        trip = snap.get("tripwire") if isinstance(snap, dict) else None
+        if isinstance(trip, dict):
+            said = "; ".join(str(f.get("message")) for f in trip.get("findings") or [] if isinstance(f, dict))
+            pinned = trip.get("pinned")
+            keep = f"; snapshot {str(pinned)[:8]} is pinned against prune" if pinned else ""
+            out.append((str(snap.get("source")), f"TRIPWIRE in snapshot {str(snap.get('id'))[:8]}: {said}{keep}"))
+    return out
+
+
+async def notify_tripwire(config: NotificationsConfig, job: Job) -> None:
+    for source, message in tripped(job):
+        log.warning("tripwire", extra={"source": source, "detail": message})
+        await notify_stale(config, source, "critical", message, event="source.tripwire")
+
+
 async def _webhook(url: str, body: dict[str, Any], timeout: float) -> None:
     import aiohttp
 
@@ -159,4 +182,4 @@ async def _run_hook(argv: tuple[str, ...], body: dict[str, Any], extra_env: dict
         )
 
 
-__all__ = ["notify", "notify_stale", "payload", "wanted"]
+__all__ = ["notify", "notify_stale", "notify_tripwire", "payload", "tripped", "wanted"]

@@ -13,7 +13,9 @@ cancelled or interrupted one says nothing about the repository and changes nothi
 (``verify_verdict``).
 A file source whose newest snapshot lost more than ``[objectives] suspicious_shrink`` of the
 previous snapshot's files is a warning (``shrink <source>``; core/health/shrink.py), until its
-next backup.
+next backup. A backup that tripped the wire (core/health/tripwire.py: mass change, new data
+that stopped compressing, a shrink) is critical (``tripwire <source>``) until
+`axisor-backup acknowledge` answers it.
 """
 
 from __future__ import annotations
@@ -181,7 +183,12 @@ async def _history(config: Config, store: JobStore, now: datetime | None) -> tup
                 level = _worst([level, "warning"])
                 message += f"; a later backup failed (job {newer_failure.id}: {newer_failure.error})"
         checks.append(Check(f"source {name}", level, message, stale, fix=f"backup {name}" if level != "ok" else None))
-    checks += shrink_checks(config, backups)
+    acks = await store.list(limit=VERIFY_HISTORY, states=(JobState.COMPLETED,), kinds=("acknowledge",))
+    trips = tripwire_checks(backups, acks)
+    tripped = {c.name.removeprefix("tripwire ") for c in trips}
+    # A shrink that tripped the wire is said once, as the tripwire's critical finding.
+    checks += [c for c in shrink_checks(config, backups) if c.name.removeprefix("shrink ") not in tripped]
+    checks += trips
     verdict = verify_verdict(verifies)
     verify = verify_check(verdict)
     if verify is not None:
@@ -272,6 +279,43 @@ def shrink_checks(config: Config, backups: list) -> list[Check]:
     return checks
 
 
+def tripwire_checks(backups: list, acknowledgements: list) -> list[Check]:
+    """Critical per source whose newest tripped backup (core/backup/tripwire.py: its
+    snapshot's ``tripwire`` in the job result) no `acknowledge` has answered since. A later
+    ordinary backup does not answer it: a person must look (the pinned snapshot waits)."""
+    checks: list[Check] = []
+    seen: set[str] = set()
+    for job in backups:  # newest first
+        for snap in (job.result or {}).get("snapshots") or []:
+            if not isinstance(snap, dict) or not isinstance(snap.get("tripwire"), dict):
+                continue
+            source = str(snap.get("source"))
+            if source in seen:
+                continue
+            seen.add(source)
+            if any(_answers(a, job, source) for a in acknowledgements):
+                continue
+            trip = snap["tripwire"]
+            rules = [str(f.get("rule")) for f in trip.get("findings") or [] if isinstance(f, dict)]
+            first = next((f for f in trip.get("findings") or [] if isinstance(f, dict)), {})
+            pinned = trip.get("pinned")
+            message = (
+                f"snapshot {str(snap.get('id'))[:8]} ({', '.join(rules)}) looks like mass encryption or a wipe: "
+                f"{first.get('message', '')}; "
+                + (f"snapshot {str(pinned)[:8]} is pinned against prune" if pinned else "NOTHING could be pinned")
+            )
+            checks.append(Check(f"tripwire {source}", "critical", message, fix="acknowledge"))
+    return checks
+
+
+def _answers(ack, job, source: str) -> bool:
+    """An acknowledgement finished after the tripped backup, for its source (or for all)."""
+    if ack.finished_at is None or job.finished_at is None or ack.finished_at < job.finished_at:
+        return False
+    sources = (ack.params or {}).get("sources") or []
+    return not sources or source in sources
+
+
 def _time(d: dict) -> datetime:
     try:
         return datetime.fromisoformat(str(d.get("time")))
@@ -301,6 +345,7 @@ __all__ = [
     "health",
     "history_checks",
     "shrink_checks",
+    "tripwire_checks",
     "verify_check",
     "verify_verdict",
 ]

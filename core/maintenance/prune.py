@@ -30,7 +30,7 @@ the new index (``Repository.replace_index``), since the old one names packs step
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone, tzinfo
 
@@ -55,6 +55,7 @@ from core.repository.rewrite import ensure_sole_holder, store_index, write_index
 from core.repository.format import INDEX, SNAPSHOTS, pack_key
 from core.repository.index import Index, IndexedPack
 from core.repository.lock import Lock
+from core.repository.pins import load_pins, pinned_ids
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
 from core.storage.backend import ObjectNotFound, StorageError
@@ -374,14 +375,18 @@ async def prune(
     dry_run: bool = False,
     pack_size: int | None = None,
     on_progress: ProgressFn | None = None,
+    pinned: Mapping[str, str] | None = None,
 ) -> PruneReport:
-    """Apply retention and remove what no kept snapshot or WAL file needs (see module doc)."""
+    """Apply retention and remove what no kept snapshot or WAL file needs (see module doc).
+    ``pinned``: snapshot id -> why, pins read elsewhere (the primary's, when pruning a
+    copy); this location's own pins are read here, under the lock."""
     now = now or datetime.now(timezone.utc)
     progress = on_progress or (lambda phase, done, total: None)
     lock = Lock(repo.backend, exclusive=not dry_run, operation="prune --dry-run" if dry_run else "prune")
     async with lock:
         holdings, adopted, snaps = await _survey(repo, dry_run, progress)
-        retention = apply(snaps, policy_for, now, tz)
+        pins, damaged_pins = await load_pins(repo)
+        retention = apply(snaps, policy_for, now, tz, {**(pinned or {}), **pinned_ids(pins, damaged_pins)})
         trees = await _load_trees(repo, holdings.index(), kept_roots(retention), progress)
         plan = plan_prune(retention, holdings, trees)
         if dry_run:

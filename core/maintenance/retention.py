@@ -12,6 +12,7 @@ Within a group a snapshot stays when *any* rule keeps it (the rules add up, as i
   does not use up a count);
 - the minimum-redundancy guard ``min_keep``: the newest N good snapshots (no warnings),
   topped up with the newest others when fewer than N are good;
+- a pin (core/repository/pins.py: the tripwire's, until `acknowledge`): kept, whatever else;
 - the point-in-time guard (database, ``pitr_window``): the physical base backup that
   recovery to the start of the window starts from (the newest one that finished before
   it), or the oldest base backup while none is that old.
@@ -23,7 +24,7 @@ deleting on an empty policy is how backups get lost.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 
@@ -214,10 +215,17 @@ def _forget_reason(s: Snapshot, policy: Policy, now: datetime) -> str:
 
 
 def apply(
-    snapshots: Iterable[Snapshot], policy_for: Callable[[str], Policy], now: datetime, tz: tzinfo | None = None
+    snapshots: Iterable[Snapshot],
+    policy_for: Callable[[str], Policy],
+    now: datetime,
+    tz: tzinfo | None = None,
+    pinned: Mapping[str, str] | None = None,
 ) -> RetentionPlan:
     """Decide every snapshot. ``policy_for(source)`` gives the policy of a source; ``tz``
-    is the zone calendar buckets are cut in (None: each snapshot's own recorded offset)."""
+    is the zone calendar buckets are cut in (None: each snapshot's own recorded offset).
+    ``pinned``: snapshot id -> why it is pinned (core/repository/pins.py): kept whatever
+    the rules say, the pin named first among its reasons."""
+    pinned = pinned or {}
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     groups: dict[tuple[str, str], list[Snapshot]] = defaultdict(list)
@@ -231,6 +239,8 @@ def apply(
         kept = _decide_group(snaps, policy, now, tz)
         for s in snaps:
             why = kept[s.id]
+            if s.id in pinned:
+                why = [pinned[s.id], *why]
             decisions.append(Decision(s, bool(why), tuple(why) if why else (_forget_reason(s, policy, now),)))
     decisions.sort(key=lambda d: (d.snapshot.datetime, d.snapshot.source, d.snapshot.id))
     return RetentionPlan(tuple(decisions), policies)

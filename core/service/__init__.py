@@ -220,6 +220,20 @@ class BackupService(Session):
     ) -> VerifyReport:
         return await _maintenance.verify(self, full=full, snapshot_refs=snapshot_refs, on_progress=on_progress)
 
+    # -- the tripwire's pins (core/service/protection.py) -------------------------------
+
+    async def pins(self):
+        """The primary's pins and the ones that would not open (core.repository.pins)."""
+        from core.service import protection
+
+        return await protection.pins(self)
+
+    async def acknowledge(self, refs: list[str], *, everything: bool = False):
+        """Delete the named pins (or all): their snapshots go back to retention's rules."""
+        from core.service import protection
+
+        return await protection.acknowledge(self, refs, everything=everything)
+
     # -- retention and prune ----------------------------------------------------------
 
     async def prune(self, *, dry_run: bool = False, now=None, on_progress=None, location: str | None = None):

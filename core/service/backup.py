@@ -12,6 +12,7 @@ from core.backup.run import BackupResult, run_backup
 from core.config import Config, DatabaseConfig, SourceSpec
 from core.config.sources import DATABASE, UnknownSource, select_sources
 from core.errors import AxisorError, UsageError
+from core.health.tripwire import Thresholds
 from core.repository.lock import exclusive_holder
 from core.service.locations import copy_after_backup
 from core.service.session import Session
@@ -56,6 +57,7 @@ async def backup(
             database=_database_take(database, dump),
             stall_timeout=config.engine.stall_timeout_seconds,
             totals=totals,
+            tripwire=Thresholds.of(config) if config.protection.tripwire else None,
         )
     except AxisorError:
         if other_user:

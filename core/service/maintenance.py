@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
-from core.errors import UsageError
+from core.errors import AxisorError, UsageError
 from core.service.catalog import resolve
 from core.service.session import Session
 from core.verify import VerifyReport, verify as verify_repository
@@ -46,7 +46,25 @@ async def prune(session: Session, *, dry_run: bool = False, now=None, on_progres
         tz=ZoneInfo(session.config.schedule.timezone),
         dry_run=dry_run,
         on_progress=on_progress,
+        pinned=await _primary_pins(session, location),
     )
+
+
+async def _primary_pins(session: Session, location: str | None) -> dict[str, str]:
+    """Pruning a copy: the primary's pins too (the tripwire writes them there; a snapshot
+    has the same id everywhere). An unreadable primary refuses the prune: a copy's prune
+    must not forget what the primary's pins keep just because the primary is away."""
+    from core.repository.pins import load_pins, pinned_ids
+    from core.storage.factory import PRIMARY_NAME
+
+    if location in (None, PRIMARY_NAME):
+        return {}
+    try:
+        return pinned_ids(*await load_pins(await session.location_repo(None)))
+    except AxisorError as exc:
+        raise UsageError(
+            f"cannot read the primary location's pins ({exc}); prune {location} when the primary is reachable"
+        ) from exc
 
 
 async def repair_index(

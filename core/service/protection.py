@@ -1,0 +1,60 @@
+"""The tripwire's pins, as a person sees them: list what is pinned and why, and acknowledge
+(core/repository/pins.py; the wire itself: core/health/tripwire.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.errors import DamagedObject, SnapshotNotFound, UsageError
+from core.repository.lock import Lock
+from core.repository.pins import Pin, delete_pin, load_pins
+from core.service.session import Session
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledged:
+    removed: tuple[Pin, ...]  # the pins deleted: their snapshots go back to retention's rules
+    damaged: tuple[str, ...]  # keys of pins that would not open, deleted when named by id or --all
+
+
+async def pins(session: Session) -> tuple[list[Pin], list[DamagedObject]]:
+    """The primary location's pins (where the tripwire writes them)."""
+    repo = await session.location_repo(None)
+    async with session.read_lock("pins"):
+        return await load_pins(repo)
+
+
+async def acknowledge(session: Session, refs: list[str], *, everything: bool = False) -> Acknowledged:
+    """Delete the pins naming ``refs`` (snapshot ids or unique prefixes, of the pinned
+    snapshot or of the one that tripped), or every pin with ``everything``. A ref that
+    matches no pin, or more than one, is refused before anything is deleted."""
+    if not refs and not everything:
+        raise UsageError("name the pinned snapshots to acknowledge (axisor-backup acknowledge lists them), or --all")
+    repo = await session.location_repo(None)
+    # Shared, as a backup's: a pin is written under a backup's shared lock, and deleting one
+    # changes no data; prune (exclusive) never runs at the same time as this.
+    async with Lock(repo.backend, exclusive=False, operation="acknowledge"):
+        found, damaged = await load_pins(repo)
+        chosen: dict[str, Pin] = {}
+        broken: list[str] = []
+        if everything:
+            chosen = {p.snapshot: p for p in found}
+            broken = [d.key.rsplit("/", 1)[-1] for d in damaged]
+        for ref in refs:
+            ref = ref.lower()
+            hits = [p for p in found if p.snapshot.startswith(ref) or (p.by and p.by.startswith(ref))]
+            bad = [d.key.rsplit("/", 1)[-1] for d in damaged if d.key.rsplit("/", 1)[-1].startswith(ref)]
+            if len(hits) + len(bad) != 1:
+                what = "no pin" if not hits and not bad else f"{len(hits) + len(bad)} pins"
+                raise SnapshotNotFound(f"{ref!r} matches {what} in {repo.backend.location}; `acknowledge` lists them")
+            if hits:
+                chosen[hits[0].snapshot] = hits[0]
+            else:
+                broken.append(bad[0])
+        removed = [p for sid, p in chosen.items() if await delete_pin(repo, sid)]
+        for sid in broken:
+            await delete_pin(repo, sid)
+    return Acknowledged(tuple(removed), tuple(broken))
+
+
+__all__ = ["Acknowledged", "acknowledge", "pins"]
