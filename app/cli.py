@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from app import cli_drills, cli_jobs, cli_locations, cli_prune, cli_repair, cli_schedules
+from app import cli_drills, cli_jobs, cli_locations, cli_protection, cli_prune, cli_repair, cli_schedules
 from app.process import tune_process
 from core.backup import watchdog
 from core.config import (
@@ -393,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_schedules.add_parser(sub, common)
     cli_prune.add_parser(sub, common)
     cli_repair.add_parser(sub, common)
+    cli_protection.add_parser(sub, common)
     cli_locations.add_parsers(sub, common)
     cli_jobs.add_parsers(sub, common)
     cli_drills.add_parsers(sub, common)
@@ -1390,6 +1391,7 @@ COMMANDS.update({"wal-push": cmd_wal_push, "wal-fetch": cmd_wal_fetch, "database
 COMMANDS["schedules"] = cli_schedules.cmd_schedules
 COMMANDS.update(cli_prune.COMMANDS)
 COMMANDS.update(cli_repair.COMMANDS)
+COMMANDS.update(cli_protection.COMMANDS)
 COMMANDS.update(cli_locations.COMMANDS)
 COMMANDS.update(cli_jobs.COMMANDS)
 COMMANDS.update(cli_drills.COMMANDS)

@@ -6,7 +6,9 @@ seen in a snapshot's summary against the snapshot before it of the same source:
 - ``changed``: an unusual share of the previous snapshot's files changed or disappeared
   (encrypted in place, or renamed to ``*.locked``) — more than ``[protection]
   changed_share`` of them, and at least ``min_files`` files (a source of ten config files
-  that all change on a deploy is not an attack);
+  that all change on a deploy is not an attack) — with new content: at least half of what
+  the run read was new to the repository (a restore of older files, a ``chmod -R`` or a
+  ``touch`` changes every file and adds almost nothing);
 - ``incompressible``: the run's new data does not compress (added/stored under
   ``INCOMPRESSIBLE``: what encrypted bytes look like) while the source's new data did
   compress before (the newest earlier snapshot that added as much: at least ``COMPRESSIBLE``)
@@ -85,7 +87,10 @@ def inspect(snapshot: Any, earlier: Sequence[Any], limits: Thresholds) -> list[F
     found: list[Finding] = []
     touched = m.files_changed + m.files_removed
     before = prev.summary.total_files
-    if before and touched >= limits.min_files and touched > limits.changed_share * before:
+    # New content, not just new stat data: a restore of older files (their blobs are stored
+    # already), a chmod -R or a touch changes every file and adds almost nothing.
+    rewritten = m.data_added * 2 >= m.bytes_read
+    if before and touched >= limits.min_files and touched > limits.changed_share * before and rewritten:
         found.append(
             Finding(
                 "changed",

@@ -187,13 +187,16 @@ def test_a_wipe_trips_on_shrink_and_the_wire_can_be_switched_off(ws):
 # -- the rules on their own numbers ------------------------------------------------------------
 
 
-def _snap(files: int, changed: int = 0, removed: int = 0, added: int = 0, stored: int = 0, sid: str = "b" * 64):
+def _snap(
+    files: int, changed: int = 0, removed: int = 0, added: int = 0, stored: int = 0, sid: str = "b" * 64, read: int = 0
+):
     summary = SimpleNamespace(
         total_files=files,
         files_changed=changed,
         files_removed=removed,
         data_added=added,
         data_added_packed=stored,
+        bytes_read=read,
     )
     return SimpleNamespace(id=sid, source="application/user_data", tags=(), summary=summary, datetime=datetime.now(UTC))
 
@@ -207,6 +210,11 @@ def test_each_rule_at_its_edge():
     assert inspect(_snap(200, changed=100), [prev], limits) == []  # exactly half: not more than
     assert [f.rule for f in inspect(_snap(200, changed=101), [prev], limits)] == ["changed"]
     assert inspect(_snap(60, changed=40), [_snap(60)], limits) == []  # 67 %, but under min_files
+    # Every file changed but nothing new stored (a restore of older files, a chmod -R): quiet.
+    assert inspect(_snap(200, changed=200, read=50 * MIB, added=MIB, stored=MIB // 4), [prev], limits) == []
+    assert [
+        f.rule for f in inspect(_snap(200, changed=200, read=50 * MIB, added=26 * MIB, stored=6 * MIB), [prev], limits)
+    ] == ["changed"]
     # Incompressible new data after compressible: trips; after incompressible: does not.
     assert [f.rule for f in inspect(_snap(200, added=9 * MIB, stored=9 * MIB), [prev], limits)] == ["incompressible"]
     noisy = _snap(200, added=20 * MIB, stored=20 * MIB, sid="c" * 64)
@@ -242,3 +250,53 @@ def test_never_trips_below_its_minimums(before, changed, removed, added, stored,
         assert "shrink" not in rules
     for f in inspect(now, [prev], limits):
         assert f.message and json.dumps(f.to_dict())  # every finding says itself and serialises
+
+
+def test_runbook_the_tripwire_fired(ws, tmp_path):
+    """docs/OPERATIONS.md, "The tripwire fired", run as written after a mass encryption:
+    PINNED_ID and TRIPPED_ID as `acknowledge` lists them, /srv/restore-check a scratch folder."""
+    import re
+    import shlex
+
+    from conftest import ROOT
+
+    rnd = random.Random(3)
+    platform_tree(ws.src, rnd)
+    write_config(ws)
+    assert cli(ws, "init").code == 0
+    backup(ws)
+    ordinary_day(ws.src, rnd, 1)
+    good = backup(ws)
+    wanted = {p.relative_to(ws.src): p.read_bytes() for p in ws.src.rglob("*") if p.is_file()}
+    encrypt_everything(ws.src)
+    tripped = backup(ws)
+    assert tripped["tripwire"]["pinned"] == good["id"]
+
+    text = (ROOT / "docs" / "OPERATIONS.md").read_text()
+    start = text.index("\n## The tripwire fired\n")
+    (block,) = re.findall(r"```sh\n(.*?)```", text[start : text.find("\n## ", start + 1)], re.S)
+    values = {
+        "PINNED_ID": good["id"][:12],
+        "TRIPPED_ID": tripped["id"][:12],
+        "/srv/restore-check": str(tmp_path / "check"),
+    }
+    expect = [2, 0, 0, 0, 0, 0, 0, 0]  # status is critical until the acknowledgement
+    lines = [ln for ln in block.strip().splitlines() if ln.strip()]
+    assert len(lines) == len(expect)
+    outs = []
+    for line, code in zip(lines, expect):
+        argv = shlex.split(line)
+        assert argv[0] == "axisor-backup"
+        r = cli(ws, *[values.get(a, a) for a in argv[1:]])
+        assert r.code == code, (line, r.out, r.err)
+        outs.append(r.out)
+    assert "CRITICAL tripwire application/user_data" in outs[0]
+    assert good["id"][:8] in outs[1] and tripped["id"][:8] in outs[1]
+    assert "README_RESTORE_FILES.txt" in outs[2]
+    checked = tmp_path / "check" / str(ws.src).lstrip("/")
+    assert {p.relative_to(checked): p.read_bytes() for p in checked.rglob("*") if p.is_file()} == wanted
+    # The live source holds the pinned snapshot's files again, and nothing the attack left.
+    assert {p.relative_to(ws.src): p.read_bytes() for p in ws.src.rglob("*") if p.is_file()} == wanted
+    assert "tripwire" not in outs[-1] and "OK" in outs[-1].upper()
+    # The backup of the restored files added nothing new: it tripped nothing, pinned nothing.
+    assert "no pins" in cli(ws, "acknowledge").out
