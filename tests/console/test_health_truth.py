@@ -164,3 +164,33 @@ async def test_a_finding_quoting_a_hostile_name_is_shown_escaped(platform):
     async with console(app, (160, 40)):
         alerts = _alerts(app)
         assert "evil\\x1b[2Jname\\nnext" in alerts and "\x1b" not in alerts
+
+
+async def test_a_tripped_backup_is_the_dashboards_first_finding_until_acknowledged(platform):
+    """The tripwire (core/health/tripwire.py) reaches the dashboard through the one
+    evaluation: a critical finding, first, with what to do; `status` says the same; an
+    acknowledgement clears both."""
+    cfg = platform.config
+    now = datetime.now(UTC)
+    trip = {
+        "findings": [{"rule": "changed", "message": "405 of the previous snapshot's 405 files changed", "figures": {}}],
+        "pinned": "a" * 64,
+    }
+    snap = {"id": "b" * 64, "source": "application/user_data", "time": now.isoformat(), "tripwire": trip}
+    await record_run(cfg, "backup", {}, now, Outcome(JobState.COMPLETED, {"exit_code": 0, "snapshots": [snap]}))
+    app = platform.app()
+    async with console(app, (80, 24)) as pilot:
+        await _verified(pilot, app)  # loaded
+        lines = _alerts(app).splitlines()
+        assert lines[0].startswith("Health: CRITICAL")
+        assert lines[1].startswith("✘ tripwire application/user_data: snapshot bbbbbbbb (changed)")
+        assert "aaaaaaaa is pinned against prune" in lines[1] and "`axisor-backup acknowledge`" in lines[1]
+    r = _cli(platform, "status")
+    assert r.returncode == 2 and "CRITICAL tripwire application/user_data" in r.stdout, r.stdout
+    r = _cli(platform, "acknowledge", "--all")
+    assert r.returncode == 0, r.stderr
+    app = platform.app()
+    async with console(app, (80, 24)) as pilot:
+        await _verified(pilot, app)
+        assert "tripwire" not in _alerts(app)
+    assert "tripwire" not in _cli(platform, "status").stdout

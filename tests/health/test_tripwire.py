@@ -300,3 +300,54 @@ def test_runbook_the_tripwire_fired(ws, tmp_path):
     assert "tripwire" not in outs[-1] and "OK" in outs[-1].upper()
     # The backup of the restored files added nothing new: it tripped nothing, pinned nothing.
     assert "no pins" in cli(ws, "acknowledge").out
+
+
+def test_the_bench_data_set_churns_and_reverts_without_a_trip(ws, tmp_path):
+    """The suite's own shape of a platform (bench/gen.py: a SQL dump, logs, binaries,
+    configs) through three rounds of its ~1 % churn (bench/churn.py) and a revert to the
+    original bytes: four ordinary days, zero trips at the default thresholds."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    import churn
+    import gen
+
+    data = tmp_path / "data"
+    gen.generate(str(data), scale=0.03, seed=4, jobs=1, quiet=True)
+    ws.config.write_text(f'[application]\nuser_data = ["{data}"]\n[storage]\nlocal_path = "{ws.repo}"\n')
+    assert cli(ws, "init").code == 0
+    snaps = [backup(ws)]
+    for n in (1, 2, 3):
+        churn.apply_round(str(data), n, quiet=True)
+        snaps.append(backup(ws))
+    churn.revert(str(data), quiet=True)
+    snaps.append(backup(ws))
+    assert snaps[0]["summary"]["total_files"] > 300
+    assert [s.get("tripwire") for s in snaps] == [None] * 5
+    assert cli(ws, "status").code == 0
+
+
+def test_a_trip_is_notified_as_the_backup_ends_even_without_on_success(ws, tmp_path):
+    import sys
+
+    heard = tmp_path / "heard.jsonl"
+    hook = (
+        f"import os, sys; open({str(heard)!r}, 'a').write(os.environ['AXISOR_EVENT'] + ' ' + sys.stdin.read() + '\\n')"
+    )
+    rnd = random.Random(8)
+    platform_tree(ws.src, rnd)
+    write_config(ws, f"[notifications]\ncommand = {json.dumps([sys.executable, '-c', hook])}\non_success = false")
+    assert cli(ws, "init").code == 0
+    backup(ws)
+    ordinary_day(ws.src, rnd, 1)
+    backup(ws)
+    assert not heard.exists()  # ordinary days: on_success is off, nothing tripped
+    encrypt_everything(ws.src)
+    tripped = backup(ws)
+    (line,) = heard.read_text().splitlines()
+    event, _, body = line.partition(" ")
+    doc = json.loads(body)
+    assert event == "source.tripwire" and doc["event"] == "source.tripwire" and doc["level"] == "critical"
+    assert doc["source"] == "application/user_data"
+    assert f"TRIPWIRE in snapshot {tripped['id'][:8]}" in doc["summary"]
+    assert f"snapshot {tripped['tripwire']['pinned'][:8]} is pinned against prune" in doc["summary"]
