@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from app import cli_drills, cli_jobs, cli_locations, cli_protection, cli_prune, cli_repair, cli_schedules
+from app import cli_drills, cli_jobs, cli_locations, cli_protection, cli_prune, cli_repair, cli_schedules, cli_serve
 from app.process import tune_process
 from core.backup import watchdog
 from core.config import (
@@ -394,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_prune.add_parser(sub, common)
     cli_repair.add_parser(sub, common)
     cli_protection.add_parser(sub, common)
+    cli_serve.add_parser(sub, common)
     cli_locations.add_parsers(sub, common)
     cli_jobs.add_parsers(sub, common)
     cli_drills.add_parsers(sub, common)
@@ -1552,6 +1553,8 @@ def _main(argv: list[str] | None) -> int:
         argv.append("console")
     args = build_parser().parse_args(argv)
     out = Output(args.json)
+    if args.command == "serve":  # no config, no passphrase: it only moves bytes (app/cli_serve.py)
+        return cli_serve.serve_main(args)
     config_path = args.config or default_config_path()
     if args.command == "config":
         return config_check(config_path, out, connect=args.connect)

@@ -16,10 +16,10 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from core.errors import AxisorError
+from core.errors import AxisorError, Exit
 from core.text import shown, shown_lines
 
-EXIT_OK = 0
+EXIT_OK = Exit.OK
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -86,7 +86,9 @@ async def _record(svc: Any, params: dict, started: datetime) -> int:
     from core.jobs.record import Outcome, record_run
 
     try:
-        await record_run(svc.config, "acknowledge", params, started, Outcome(JobState.COMPLETED, {"exit_code": 0}))
+        await record_run(
+            svc.config, "acknowledge", params, started, Outcome(JobState.COMPLETED, {"exit_code": Exit.OK})
+        )
     except AxisorError as exc:
         print(
             shown_lines(

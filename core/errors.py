@@ -38,6 +38,7 @@ class Exit(IntEnum):
     STALLED = 22
     PARTIAL_RESTORE = 23
     READ_ONLY = 24  # the storage refuses writes
+    REFUSED = 25  # the location refuses this operation (append-only: no deletes, no overwrites)
     INTERRUPTED = 130  # Ctrl-C, a cancelled job
 
 

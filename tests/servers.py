@@ -22,10 +22,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +56,8 @@ __all__ = [
     "moto_s3",
     "openssh_sftp",
     "openssh_sftp_nobody",
+    "openssh_serve",
+    "ServeServer",
     "remote_config",
 ]
 
@@ -211,15 +215,13 @@ def asyncssh_sftp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SFTPServ
         lt.stop()
 
 
-@pytest.fixture(scope="session")
-def openssh_sftp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SFTPServer]:
+@contextmanager
+def _sshd(base: Path, authorized: str) -> Iterator[tuple[int, Callable[[], None]]]:
+    """OpenSSH's sshd on a free port of 127.0.0.1 with ``authorized`` as its authorized_keys;
+    yields (port, drop every open connection)."""
     if not SSHD.exists():
         pytest.fail(f"{SSHD} is missing; run scripts/bootstrap (it installs openssh-server)")
-    base = tmp_path_factory.mktemp("openssh")
-    root = base / "root"
-    root.mkdir()
-    host_path, client_path, fingerprint, host_key = _write_keys(base)
-    (base / "authorized_keys").write_text(Path(str(client_path) + ".pub").read_text())
+    (base / "authorized_keys").write_text(authorized)
     port = free_port()
     config = base / "sshd_config"
     config.write_text(
@@ -227,7 +229,7 @@ def openssh_sftp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SFTPServe
             [
                 f"Port {port}",
                 "ListenAddress 127.0.0.1",
-                f"HostKey {host_path}",
+                f"HostKey {base / 'host_key'}",
                 f"PidFile {base / 'sshd.pid'}",
                 f"AuthorizedKeysFile {base / 'authorized_keys'}",
                 "PubkeyAuthentication yes",
@@ -257,7 +259,6 @@ def openssh_sftp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SFTPServe
         except RuntimeError as exc:
             log = (base / "sshd.log").read_text() if (base / "sshd.log").exists() else ""
             raise RuntimeError(f"{exc}; sshd.log: {log[-2000:]}") from None
-        known = _known_hosts(base, port, host_key)
 
         def drop() -> None:
             # sshd forks a process (pair) per connection; killing them is a cut connection.
@@ -267,7 +268,7 @@ def openssh_sftp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SFTPServe
                 except ProcessLookupError:
                     pass
 
-        yield SFTPServer("127.0.0.1", port, getpass.getuser(), root, str(root), client_path, known, fingerprint, drop)
+        yield port, drop
     finally:
         proc.terminate()
         try:
@@ -275,6 +276,55 @@ def openssh_sftp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SFTPServe
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def openssh_sftp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SFTPServer]:
+    base = tmp_path_factory.mktemp("openssh")
+    root = base / "root"
+    root.mkdir()
+    host_path, client_path, fingerprint, host_key = _write_keys(base)
+    with _sshd(base, Path(str(client_path) + ".pub").read_text()) as (port, drop):
+        known = _known_hosts(base, port, host_key)
+        yield SFTPServer("127.0.0.1", port, getpass.getuser(), root, str(root), client_path, known, fingerprint, drop)
+
+
+@dataclass(frozen=True)
+class ServeServer:
+    """OpenSSH whose keys reach only `axisor-backup serve` (forced commands) on ``root``: a
+    trusted host's key (full access) and a backed-up host's key (``--append-only``)."""
+
+    host: str
+    port: int
+    username: str
+    root: Path
+    key_file: Path  # the trusted host's: serve --path root
+    append_key_file: Path  # the backed-up host's: serve --append-only --path root
+    known_hosts: Path
+    drop_connections: Callable[[], None]
+
+
+@pytest.fixture(scope="session")
+def openssh_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeServer]:
+    import asyncssh
+
+    base = tmp_path_factory.mktemp("openssh-serve")
+    root = base / "root"
+    root.mkdir()
+    _, client_path, _, host_key = _write_keys(base)
+    append_key = asyncssh.generate_private_key("ssh-ed25519")
+    append_path = base / "append_key"
+    append_key.write_private_key(str(append_path))
+    append_path.chmod(0o600)
+    program = Path(sys.executable).parent / "axisor-backup"
+    forced = f"{program} serve --stdio --path {root}"
+    authorized = (
+        f'command="{forced}",restrict {Path(str(client_path) + ".pub").read_text().strip()}\n'
+        f'command="{forced} --append-only",restrict {append_key.export_public_key().decode().strip()}\n'
+    )
+    with _sshd(base, authorized) as (port, drop):
+        known = _known_hosts(base, port, host_key)
+        yield ServeServer("127.0.0.1", port, getpass.getuser(), root, client_path, append_path, known, drop)
 
 
 @pytest.fixture(scope="session")
@@ -577,6 +627,17 @@ def remote_config(kind: str, server, **extra) -> RemoteStorageConfig:
             path_prefix="repo",
             credentials_file=server.credentials_file,
             allow_insecure=extra.pop("allow_insecure", True),  # Azurite speaks http://
+            **extra,
+        )
+    if kind in ("ssh", "ssh-append"):
+        return RemoteStorageConfig(
+            provider="ssh",
+            name=name,
+            endpoint=f"{server.host}:{server.port}",
+            username=server.username,
+            key_file=server.append_key_file if kind == "ssh-append" else server.key_file,
+            known_hosts=server.known_hosts,
+            path_prefix=extra.pop("path_prefix", name),
             **extra,
         )
     if kind in ("ftp", "ftps"):

@@ -49,7 +49,7 @@ from core.config.checks import (
 
 ENV_CONFIG = "AXISOR_BACKUP_CONFIG"
 ENV_PASSPHRASE = "AXISOR_BACKUP_PASSPHRASE"
-PROVIDERS = ("aws-s3", "gcp-storage", "azure-blob", "ftp", "sftp", "local")
+PROVIDERS = ("aws-s3", "gcp-storage", "azure-blob", "ftp", "sftp", "ssh", "local")
 
 # Order matters: it is the order sources() reports, and so the order a backup set is taken.
 APPLICATION_SOURCES = ("user_data", "automation_configs", "simulation_data", "log_files")
@@ -259,17 +259,19 @@ class RemoteStorageConfig:
     bucket_name: Annotated[
         str | None, String(), Doc("bucket (azure-blob: container); required for aws-s3, gcp-storage, azure-blob")
     ] = None
-    endpoint: Annotated[str | None, Endpoint(), Doc("host[:port] or URL; required for ftp and sftp")] = None
+    endpoint: Annotated[str | None, Endpoint(), Doc("host[:port] or URL; required for ftp, sftp and ssh")] = None
     region: Annotated[str | None, String(), Doc("provider region")] = None
     path_prefix: Annotated[str, String(empty_ok=True), Doc("folder inside the bucket or server")] = ""
     credentials_file: Annotated[
         Path | None, PathValue(), Doc("file with the provider's credentials (else its standard environment)")
     ] = None
     ca_bundle: Annotated[Path | None, PathValue(), Doc("PEM file of CAs to trust for TLS")] = None
-    known_hosts: Annotated[Path | None, PathValue(), Doc("sftp: OpenSSH known_hosts file")] = None
-    host_key_fingerprint: Annotated[str | None, String(), Doc('sftp: expected server key, e.g. "SHA256:..."')] = None
-    username: Annotated[str | None, String(), Doc("ftp, sftp: login name")] = None
-    key_file: Annotated[Path | None, PathValue(), Doc("sftp: private key file")] = None
+    known_hosts: Annotated[Path | None, PathValue(), Doc("sftp, ssh: OpenSSH known_hosts file")] = None
+    host_key_fingerprint: Annotated[str | None, String(), Doc('sftp, ssh: expected server key, e.g. "SHA256:..."')] = (
+        None
+    )
+    username: Annotated[str | None, String(), Doc("ftp, sftp, ssh: login name")] = None
+    key_file: Annotated[Path | None, PathValue(), Doc("sftp, ssh: private key file")] = None
     # provider "local": a second directory, e.g. a NAS mount, holding its own repository.
     path: Annotated[Path | None, PathValue(), Doc("local: the folder holding the copy; required for local")] = None
     # Requests in flight at once (packs upload concurrently up to this many).

@@ -170,6 +170,7 @@ _PROVIDER_NEEDS = {
     "azure-blob": "bucket_name",
     "ftp": "endpoint",
     "sftp": "endpoint",
+    "ssh": "endpoint",
     "local": "path",
 }
 

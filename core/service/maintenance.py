@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
-from core.errors import AxisorError, UsageError
+from core.errors import AxisorError, RepositoryNotFound, UsageError
 from core.service.catalog import resolve
 from core.service.session import Session
 from core.verify import VerifyReport, verify as verify_repository
@@ -52,8 +52,9 @@ async def prune(session: Session, *, dry_run: bool = False, now=None, on_progres
 
 async def _primary_pins(session: Session, location: str | None) -> dict[str, str]:
     """Pruning a copy: the primary's pins too (the tripwire writes them there; a snapshot
-    has the same id everywhere). An unreadable primary refuses the prune: a copy's prune
-    must not forget what the primary's pins keep just because the primary is away."""
+    has the same id everywhere). A primary that is there but cannot be read refuses the
+    prune: a copy's prune must not forget what the primary's pins keep just because the
+    primary is away. No repository at the primary's path: nothing to honour (noted)."""
     from core.repository.pins import load_pins, pinned_ids
     from core.storage.factory import PRIMARY_NAME
 
@@ -61,6 +62,11 @@ async def _primary_pins(session: Session, location: str | None) -> dict[str, str
         return {}
     try:
         return pinned_ids(*await load_pins(await session.location_repo(None)))
+    except RepositoryNotFound:
+        # No repository there at all (a trusted host that only keeps the copies, or a lost
+        # primary): no pins to honour. Said, not silent.
+        session.note(f"note: no primary repository at {session.config.storage.local_path}: no pins to honour")
+        return {}
     except AxisorError as exc:
         raise UsageError(
             f"cannot read the primary location's pins ({exc}); prune {location} when the primary is reachable"

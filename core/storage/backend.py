@@ -26,6 +26,13 @@ class StorageReadOnly(StorageError):
     reason = "writes refused"  # short: "Read-only file system", "Operation not permitted"
 
 
+class LocationRefused(StorageError):
+    """The location refuses this operation by policy: an append-only location (core/storage/
+    serve.py) accepts new objects but no delete or replacement outside ``locks/`` (exit 25)."""
+
+    exit_code = Exit.REFUSED
+
+
 class ObjectNotFound(StorageError):
     pass
 
@@ -53,6 +60,7 @@ def checked_key(key: str) -> str:
 
 __all__ = [
     "Backend",
+    "LocationRefused",
     "ObjectExists",
     "ObjectInfo",
     "ObjectNotFound",

@@ -57,6 +57,10 @@ def _open_unlimited(loc: RemoteStorageConfig) -> Backend:
         from core.storage.sftp import SFTPBackend
 
         inner = SFTPBackend.from_config(loc)
+    elif loc.provider == "ssh":
+        from core.storage.ssh import SSHBackend
+
+        inner = SSHBackend.from_config(loc)
     elif loc.provider == "azure-blob":
         from core.storage.azure import AzureBackend
 

@@ -1,10 +1,6 @@
 """SFTP storage through asyncssh.
 
-Trust: the server's host key must be in known_hosts (the configured file, else
-~/.ssh/known_hosts) or match the pinned ``host_key_fingerprint``; otherwise the
-connection is refused and the message carries the key's fingerprint, so an operator can
-check it out of band and pin it. Authentication is by the configured key file, else the
-SSH agent and the user's default keys.
+Trust and authentication: core/storage/ssh_connect.py.
 
 Writes go to a ``.tmp-*`` name beside the object, are fsynced where the server offers
 it, then renamed with the SFTPv3 ``rename``, which refuses an existing target (OpenSSH
@@ -27,7 +23,6 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import urlsplit
 
 import asyncssh
 
@@ -45,40 +40,11 @@ from core.storage.backend import (
     checked_key,
 )
 from core.storage.retry import TransientError, cleanup
+from core.storage.ssh_connect import HostKeyRefused, parse_endpoint, reason, ssh_connect
 
 __all__ = ["SFTPBackend", "HostKeyRefused", "parse_endpoint"]
 
 TMP_PREFIX = ".tmp-"
-
-
-class HostKeyRefused(StorageError):
-    """The server's host key is neither in known_hosts nor the pinned fingerprint."""
-
-
-def parse_endpoint(endpoint: str, default_port: int) -> tuple[str, int, str | None, str]:
-    """``host``, ``host:port``, ``[v6]:port`` or ``scheme://user@host:port/path`` ->
-    (host, port, user, path)."""
-    text = endpoint if "://" in endpoint else f"x://{endpoint}"
-    parts = urlsplit(text)
-    try:
-        port = parts.port or default_port
-    except ValueError:
-        raise StorageError(f"endpoint {endpoint!r} has an invalid port") from None
-    if not parts.hostname:
-        raise StorageError(f"endpoint {endpoint!r} names no host")
-    return parts.hostname, port, parts.username, parts.path
-
-
-class _Client(asyncssh.SSHClient):
-    def __init__(self, pinned: str | None) -> None:
-        self.pinned = pinned
-        self.seen: str | None = None
-
-    def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
-        # Called only for a key known_hosts does not vouch for.
-        fingerprint = key.get_fingerprint("sha256")
-        self.seen = fingerprint
-        return self.pinned is not None and fingerprint == self.pinned
 
 
 class SFTPBackend:
@@ -143,49 +109,16 @@ class SFTPBackend:
             return self._sftp
 
     async def _connect(self) -> None:
-        if self.known_hosts is not None:
-            if not self.known_hosts.is_file():
-                raise StorageError(f"{self.location}: known_hosts file {self.known_hosts} does not exist")
-            known: Any = str(self.known_hosts)
-        elif self.host_key_fingerprint is not None:
-            known = asyncssh.import_known_hosts("")  # trust only the pinned key
-        else:
-            default = Path.home() / ".ssh" / "known_hosts"
-            known = str(default) if default.is_file() else asyncssh.import_known_hosts("")
-        options: dict[str, Any] = dict(
-            username=self.username,
-            known_hosts=known,
-            connect_timeout=self.timeout,
-            keepalive_interval=max(5.0, self.timeout / 3),
-            keepalive_count_max=3,
-            # Config files could add hosts or keys behind the operator's back.
-            config=None,
+        conn = await ssh_connect(
+            self.location,
+            self.host,
+            self.port,
+            self.username,
+            known_hosts=self.known_hosts,
+            host_key_fingerprint=self.host_key_fingerprint,
+            key_file=self.key_file,
+            timeout=self.timeout,
         )
-        if self.key_file is not None:
-            if not self.key_file.is_file():
-                raise StorageError(f"{self.location}: key_file {self.key_file} does not exist")
-            options["client_keys"] = [str(self.key_file)]
-            options["agent_path"] = None
-        client = _Client(self.host_key_fingerprint)
-        try:
-            conn, _ = await asyncssh.create_connection(lambda: client, self.host, self.port, **options)
-        except asyncssh.HostKeyNotVerifiable:
-            seen = client.seen or "unknown"
-            raise HostKeyRefused(
-                f"{self.location}: host key {seen} is not trusted; if it is the server's "
-                f'(check out of band), add it to known_hosts or set host_key_fingerprint = "{seen}"'
-            ) from None
-        except asyncssh.PermissionDenied:
-            raise StorageError(
-                f"{self.location}: login refused for {self.username}; check key_file or the SSH agent"
-            ) from None
-        except asyncssh.KeyImportError:
-            raise StorageError(
-                f"{self.location}: key_file {self.key_file} cannot be read as a private key "
-                "(encrypted keys need the SSH agent)"
-            ) from None
-        except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
-            raise TransientError(f"{self.location}: cannot connect ({_reason(exc)})") from None
         try:
             self._sftp = await conn.start_sftp_client()
         except (OSError, asyncssh.Error) as exc:
@@ -446,11 +379,4 @@ class SFTPBackend:
                 await conn.wait_closed()
 
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, asyncio.TimeoutError):
-        return "timed out"
-    if isinstance(exc, asyncssh.Error):
-        return exc.reason or type(exc).__name__
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return type(exc).__name__
+_reason = reason

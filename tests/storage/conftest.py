@@ -14,6 +14,7 @@ from servers import (  # noqa: F401 - fixtures
     ftp_server,
     ftps_server,
     moto_s3,
+    openssh_serve,
     openssh_sftp,
     remote_config,
 )
@@ -25,6 +26,8 @@ KINDS = {
     "gcs": ("gcs", "moto_s3"),
     "sftp-asyncssh": ("sftp", "asyncssh_sftp"),
     "sftp-openssh": ("sftp", "openssh_sftp"),
+    # `axisor-backup serve` behind OpenSSH forced commands (core/storage/ssh.py, serve.py).
+    "ssh": ("ssh", "openssh_serve"),
     "azure": ("azure", "azurite"),
     "ftp": ("ftp", "ftp_server"),
     "ftps": ("ftps", "ftps_server"),

@@ -1,0 +1,108 @@
+"""An append-only location (issue 17, item 2): `axisor-backup serve --append-only` as an
+OpenSSH forced command. The backed-up host's key reaches only that command, so the host
+(or whoever owns it) adds backups there but deletes and replaces nothing; a trusted host's
+key to the same folder prunes. Real sshd, real CLI, real repository."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+import pytest
+
+from core.storage.backend import LocationRefused, ObjectExists
+from core.storage.factory import open_backend
+from locations_support import remote_fields, tree_digest
+from servers import openssh_serve, remote_config  # noqa: F401, F811 - fixture
+
+
+def test_the_host_adds_backups_but_cannot_destroy_them_and_a_trusted_host_prunes(sites, openssh_serve, tmp_path):  # noqa: F811
+    vault = remote_config("ssh-append", openssh_serve)
+    sites.add("vault", **remote_fields(vault))
+    sites.ok("init")
+    first = sites.ok("backup", "--json").json()
+    assert [c["target"] for c in first["copies"]] == ["vault"] and not first["copies"][0]["error"]
+    (sites.ws.src / "users" / "carol.json").write_text('{"carol": 1}\n')
+    sites.ok("backup")
+    on_vault = sites.ok("snapshots", "--json").json()["snapshots"]
+    held = [{c["name"]: c["state"] for c in s["locations"]} for s in on_vault]
+    assert held == [{"local": "complete", "vault": "complete"}] * 2, held
+
+    # The attacker on the host: prune everything, forget, remove keys -- the vault refuses each.
+    sites.ws.write_config("[retention]\nkeep_last = 1\nmin_keep = 1\n" + "\n".join(_remote_toml(sites)))
+    r = sites.cli("prune", "--location", "vault")
+    assert r.code == 25, (r.code, r.err)
+    assert "append-only" in r.err and "vault" in r.err and "trusted host" in r.err
+    vault_snaps = _vault_snapshots(openssh_serve, vault.path_prefix)
+    assert len(vault_snaps) == 2  # nothing forgotten there
+
+    # Below the CLI: every delete or replacement is refused, locks come and go, reads work.
+    async def direct() -> None:
+        b = open_backend(vault)
+        try:
+            with pytest.raises(LocationRefused, match="append-only"):
+                await b.delete(f"snapshots/{vault_snaps[0]}")
+            keys = [i.key async for i in b.list("data/")]
+            with pytest.raises(LocationRefused):
+                await b.delete(keys[0])
+            with pytest.raises(ObjectExists):
+                await b.put(keys[0], b"garbage over a pack")
+            await b.put("locks/" + "0" * 32, b"{}")
+            await b.delete("locks/" + "0" * 32)
+            assert await b.get("config")
+        finally:
+            await b.close()
+
+    asyncio.run(direct())
+
+    # The host's primary is destroyed too: the vault still restores everything.
+    shutil.rmtree(sites.ws.repo)
+    target = tmp_path / "restored"
+    sites.ok("restore", "latest", "--from", "vault", "--target", str(target))
+    assert tree_digest(target / str(sites.ws.src).lstrip("/")) == tree_digest(sites.ws.src)
+
+    # A trusted host (its key reaches serve without --append-only) prunes the vault.
+    trusted = remote_config("ssh", openssh_serve, path_prefix=vault.path_prefix)
+    sites.remotes["vault"] = remote_fields(trusted)
+    sites.ws.write_config("[retention]\nkeep_last = 1\nmin_keep = 1\n" + "\n".join(_remote_toml(sites)))
+    r = sites.cli("prune", "--location", "vault")
+    assert r.code == 0, r.err  # the same prune the host was refused (retention_days keeps both)
+
+    async def trusted_forgets() -> None:
+        b = open_backend(trusted)
+        try:
+            await b.delete(f"snapshots/{vault_snaps[0]}")
+        finally:
+            await b.close()
+
+    asyncio.run(trusted_forgets())
+    assert _vault_snapshots(openssh_serve, vault.path_prefix) == vault_snaps[1:]
+
+
+@pytest.mark.parametrize("asked", ["../outside", "/etc"])
+def test_a_client_cannot_leave_the_forced_folder(openssh_serve, asked):  # noqa: F811
+    """The forced command's --path is a ceiling: a client asking for a folder outside it is
+    refused by the server, at once (no retries), and the server's reason reaches the client."""
+    from core.storage.backend import StorageError
+
+    async def attempt() -> str:
+        b = open_backend(remote_config("ssh-append", openssh_serve, path_prefix=asked, retries=0))
+        try:
+            with pytest.raises(StorageError) as info:
+                await b.exists()
+            return str(info.value)
+        finally:
+            await b.close()
+
+    said = asyncio.run(attempt())
+    assert "refused the session" in said and "only a relative path below the forced --path" in said, said
+
+
+def _remote_toml(sites) -> list[str]:
+    from locations_support import remote_toml
+
+    return [remote_toml(n, **f) for n, f in sites.remotes.items()]
+
+
+def _vault_snapshots(server, prefix: str) -> list[str]:
+    return sorted(p.name for p in (server.root / prefix / "snapshots").iterdir())
