@@ -106,3 +106,37 @@ def _remote_toml(sites) -> list[str]:
 
 def _vault_snapshots(server, prefix: str) -> list[str]:
     return sorted(p.name for p in (server.root / prefix / "snapshots").iterdir())
+
+
+def test_runbook_append_only_locations(sites, openssh_serve, tmp_path):  # noqa: F811
+    """docs/OPERATIONS.md, "Append-only locations", its command block run as written with
+    the vault of its config (mapped onto the test server's forced append-only key)."""
+    import re
+    import shlex
+
+    from conftest import ROOT
+
+    text = (ROOT / "docs" / "OPERATIONS.md").read_text()
+    start = text.index("\n## Append-only locations\n")
+    section = text[start : text.find("\n## ", start + 1)]
+    (toml,) = [b for b in re.findall(r"```\n(.*?)```", section, re.S) if "remote_storage" in b]
+    assert 'provider = "ssh"' in toml and 'name = "vault"' in toml
+    vault = remote_config("ssh-append", openssh_serve, path_prefix="app01")
+    sites.add("vault", **remote_fields(vault))
+    sites.ok("init")
+    sites.ok("backup", "--json")
+    (block,) = re.findall(r"```sh\n(.*?)```", section, re.S)
+    outs = [sites.ok(*shlex.split(line)[1:]).out for line in block.strip().splitlines()]
+    assert re.search(r"^vault\s+ssh\s+ok\s", outs[2], re.M), outs[2]
+    assert "vault" in outs[3]
+    # A day later, then the attacker on the host.
+    (sites.ws.src / "users" / "dave.json").write_text('{"dave": 1}\n')
+    sites.ok("backup")
+    sites.ws.write_config("[retention]\nkeep_last = 1\nmin_keep = 1\n" + "\n".join(_remote_toml(sites)))
+    before = _vault_snapshots(openssh_serve, "app01")
+    assert sites.cli("prune").code == 25
+    assert _vault_snapshots(openssh_serve, "app01") == before
+    shutil.rmtree(sites.ws.repo)
+    target = tmp_path / "back"
+    sites.ok("restore", "latest", "--from", "vault", "--target", str(target))
+    assert tree_digest(target / str(sites.ws.src).lstrip("/")) == tree_digest(sites.ws.src)
