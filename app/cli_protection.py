@@ -30,6 +30,11 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("snapshot", nargs="*", help="pinned (or tripped) snapshot ids or unique prefixes; none: list")
     p.add_argument("--all", action="store_true", help="acknowledge every pin, and every tripwire finding")
+    p.add_argument(
+        "--rollback",
+        action="store_true",
+        help="accept the repository as it is after backups were refused for vanished snapshots (exit 26)",
+    )
 
 
 def _pin_lines(pin: Any) -> list[str]:
@@ -40,6 +45,18 @@ def _pin_lines(pin: Any) -> list[str]:
 
 
 async def cmd_acknowledge(svc: Any, args: Any, out: Any) -> int:
+    if args.rollback:
+        started = datetime.now(UTC)
+        count, path = await svc.accept_rollback()
+        code = await _record(svc, {"rollback": True, "sources": [], "snapshots": []}, started)
+        out.emit(
+            {"rollback": True, "snapshots": count, "seen_file": path},
+            lambda: (
+                f"accepted: this host now remembers the {count} snapshots the repository holds ({path}); "
+                "backups run again"
+            ),
+        )
+        return code
     if not args.snapshot and not args.all:
         pins, damaged = await svc.pins()
 

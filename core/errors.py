@@ -39,6 +39,7 @@ class Exit(IntEnum):
     PARTIAL_RESTORE = 23
     READ_ONLY = 24  # the storage refuses writes
     REFUSED = 25  # the location refuses this operation (append-only: no deletes, no overwrites)
+    ROLLBACK = 26  # snapshots this host saw vanished without a tombstone: rollback or deletion
     INTERRUPTED = 130  # Ctrl-C, a cancelled job
 
 

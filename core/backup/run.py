@@ -22,6 +22,7 @@ from core.health.tripwire import Thresholds
 from core.repository.format import BlobType
 from core.repository.lock import Lock
 from core.repository.repository import Repository
+from core.repository.rollback import SeenSnapshots, rollback_error, unexplained
 from core.storage.throttle import ticking
 from core.repository.snapshot import SNAPSHOT_TYPES, Snapshot, Summary
 from core.repository.tree import Tree
@@ -79,6 +80,7 @@ async def run_backup(
     stall_timeout: float = DEFAULT_STALL_SECONDS,
     totals: dict[str, ScanTotals] | None = None,
     tripwire: Thresholds | None = None,
+    seen: SeenSnapshots | None = None,
 ) -> BackupResult:
     """Back up ``database`` (when given) and then each file source, one snapshot each.
     ``stall_timeout``: a file source that reads no byte and finishes no file for this many
@@ -87,16 +89,25 @@ async def run_backup(
     the previous snapshot's counts where there is one (free, and right unless the source
     changed a lot), else a scan running ahead on a thread (core/backup/scan.py).
     ``tripwire``: inspect each file snapshot against its source's earlier ones and pin the
-    one before when it looks like an attack (core/backup/tripwire.py); None: off."""
+    one before when it looks like an attack (core/backup/tripwire.py); None: off.
+    ``seen``: this host's memory of the snapshots it saw (core/repository/rollback.py): a
+    run refuses to write when one vanished unexplained, and records what it saw after."""
     if kind not in SNAPSHOT_TYPES:
         raise UsageError(f"unknown backup type {kind!r}: use one of {', '.join(SNAPSHOT_TYPES)}")
     backup_set = uuid.uuid4().hex[:16]
     results: list[SourceResult] = []
     async with Lock(repo.backend, exclusive=False, operation="backup"):
         await repo.load_index()
+        existing, damaged = await repo.list_snapshots()
+        listed = {s.id for s in existing} | {d.key.rsplit("/", 1)[-1] for d in damaged}
+        if seen is not None:
+            # Before anything is written: snapshots this host saw must not have vanished
+            # unexplained (core/repository/rollback.py).
+            missing = await unexplained(repo, seen.load(), listed)
+            if missing:
+                raise rollback_error(repo.backend.location, missing, seen.path)
         await repo.adopt_unindexed_packs()
         warnings = tuple(f"{key}: {why}" for key, why in sorted(repo.foreign_packs.items()))
-        existing, _ = await repo.list_snapshots()
         if totals is not None:
             _forecast(sources, existing, totals)
         try:
@@ -124,6 +135,8 @@ async def run_backup(
         finally:
             if totals is not None:
                 stop_scan(totals)
+            if seen is not None:
+                seen.save(listed | {r.snapshot.id for r in results if r.snapshot is not None})
     return BackupResult(backup_set, tuple(results), warnings=warnings)
 
 

@@ -20,11 +20,12 @@ that stopped compressing, a shrink) is critical (``tripwire <source>``) until
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from core.config import Config
-from core.errors import DaemonError, SourceError, VerificationFailed
+from core.errors import DaemonError, Exit, SourceError, VerificationFailed
 from core.health.shrink import FileCount, counts_files, shrink_of
 from core.jobs.api import JobState
 from core.jobs.client import DaemonClient, socket_path
@@ -189,6 +190,9 @@ async def _history(config: Config, store: JobStore, now: datetime | None) -> tup
     # A shrink that tripped the wire is said once, as the tripwire's critical finding.
     checks += [c for c in shrink_checks(config, backups) if c.name.removeprefix("shrink ") not in tripped]
     checks += trips
+    rolled = rollback_check(backups, acks)
+    if rolled is not None:
+        checks.append(rolled)
     verdict = verify_verdict(verifies)
     verify = verify_check(verdict)
     if verify is not None:
@@ -308,10 +312,29 @@ def tripwire_checks(backups: list, acknowledgements: list) -> list[Check]:
     return checks
 
 
+def rollback_check(backups: list, acknowledgements: Sequence = ()) -> Check | None:
+    """Critical while the newest backup was refused because snapshots this host saw had
+    vanished without a tombstone (core/repository/rollback.py, exit 26); a later backup
+    that ran, or `acknowledge --rollback` after it, clears it."""
+    newest = next((j for j in backups if j.finished_at is not None), None)
+    if newest is None or newest.state != JobState.FAILED:
+        return None
+    if (newest.result or {}).get("exit_code") != Exit.ROLLBACK:
+        return None
+    if any(
+        (a.params or {}).get("rollback") and a.finished_at is not None and a.finished_at >= newest.finished_at
+        for a in acknowledgements
+    ):
+        return None
+    return Check("rollback", "critical", f"backups refused (job {newest.id}): {newest.error}", fix="acknowledge")
+
+
 def _answers(ack, job, source: str) -> bool:
     """An acknowledgement finished after the tripped backup, for its source (or for all)."""
     if ack.finished_at is None or job.finished_at is None or ack.finished_at < job.finished_at:
         return False
+    if (ack.params or {}).get("rollback"):
+        return False  # `acknowledge --rollback` answers a refused backup, not a tripwire
     sources = (ack.params or {}).get("sources") or []
     return not sources or source in sources
 
@@ -346,6 +369,7 @@ __all__ = [
     "history_checks",
     "shrink_checks",
     "tripwire_checks",
+    "rollback_check",
     "verify_check",
     "verify_verdict",
 ]

@@ -56,6 +56,7 @@ from core.repository.format import INDEX, SNAPSHOTS, pack_key
 from core.repository.index import Index, IndexedPack
 from core.repository.lock import Lock
 from core.repository.pins import load_pins, pinned_ids
+from core.repository.rollback import bury
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
 from core.storage.backend import ObjectNotFound, StorageError
@@ -309,6 +310,8 @@ async def _forget(repo: Repository, lock: Lock, plan: PrunePlan, progress: Progr
 
     if plan.forget or plan.wal.remove:
         await _check_lock(lock, "deleting snapshots")
+    for s in plan.forget:  # each disappearance explained first (core/repository/rollback.py)
+        await bury(repo, s.id, "prune")
     await _delete_each(repo, [f"{SNAPSHOTS}/{s.id}" for s in plan.forget], "deleting snapshots", progress)
     await _delete_each(repo, [wal_key(n) for n in plan.wal.remove], "deleting WAL", progress)
 
@@ -408,6 +411,7 @@ async def forget(repo: Repository, snapshot_ids: list[str]) -> list[str]:
     damaged manifest can be removed). Their data goes at the next prune."""
     async with Lock(repo.backend, exclusive=True, operation="forget"):
         for sid in snapshot_ids:
+            await bury(repo, sid, "forget")
             try:
                 await repo.backend.delete(f"{SNAPSHOTS}/{sid}")
             except ObjectNotFound:

@@ -26,6 +26,7 @@ from core.repair.index import check_no_other_lock
 from core.repository.format import SNAPSHOTS, BlobType
 from core.repository.lock import Lock
 from core.repository.repository import Repository
+from core.repository.rollback import bury
 from core.repository.snapshot import Snapshot
 from core.repository.tree import DIR, FILE, Tree
 from core.storage.backend import ObjectNotFound
@@ -263,7 +264,9 @@ async def repair_snapshots(
         gone = [f.snapshot.id for f in report.fixes]
         if gone:
             await check_no_other_lock(lock, "deleting the original snapshots")
+        replaced = {f.snapshot.id: f.new_id or "" for f in report.fixes}
         for sid in gone:
+            await bury(repo, sid, "repair", replaced.get(sid, ""))
             try:
                 await repo.backend.delete(f"{SNAPSHOTS}/{sid}")
             except ObjectNotFound:

@@ -234,6 +234,12 @@ class BackupService(Session):
 
         return await protection.acknowledge(self, refs, everything=everything)
 
+    async def accept_rollback(self):
+        """`acknowledge --rollback`: remember the primary's snapshots as they are now."""
+        from core.service import protection
+
+        return await protection.accept_rollback(self)
+
     # -- retention and prune ----------------------------------------------------------
 
     async def prune(self, *, dry_run: bool = False, now=None, on_progress=None, location: str | None = None):

@@ -13,6 +13,7 @@ from core.config import Config, DatabaseConfig, SourceSpec
 from core.config.sources import DATABASE, UnknownSource, select_sources
 from core.errors import AxisorError, UsageError
 from core.health.tripwire import Thresholds
+from core.repository.rollback import SeenSnapshots
 from core.repository.lock import exclusive_holder
 from core.service.locations import copy_after_backup
 from core.service.session import Session
@@ -58,6 +59,7 @@ async def backup(
             stall_timeout=config.engine.stall_timeout_seconds,
             totals=totals,
             tripwire=Thresholds.of(config) if config.protection.tripwire else None,
+            seen=SeenSnapshots.of(session.state_dir, repo.config.id, repo.backend.location),
         )
     except AxisorError:
         if other_user:

@@ -57,4 +57,18 @@ async def acknowledge(session: Session, refs: list[str], *, everything: bool = F
     return Acknowledged(tuple(removed), tuple(broken))
 
 
-__all__ = ["Acknowledged", "acknowledge", "pins"]
+async def accept_rollback(session: Session) -> tuple[int, str]:
+    """`acknowledge --rollback`: this host now remembers the primary's snapshots as they are
+    (core/repository/rollback.py), so backups run again. (snapshots remembered, the file)."""
+    from core.repository.rollback import SeenSnapshots
+
+    repo = await session.location_repo(None)
+    async with session.read_lock("acknowledge"):
+        snaps, damaged = await repo.list_snapshots()
+    ids = {s.id for s in snaps} | {d.key.rsplit("/", 1)[-1] for d in damaged}
+    seen = SeenSnapshots.of(session.state_dir, repo.config.id, repo.backend.location)
+    seen.save(ids)
+    return len(ids), str(seen.path)
+
+
+__all__ = ["Acknowledged", "accept_rollback", "acknowledge", "pins"]

@@ -245,12 +245,17 @@ async def age_snapshots(svc: BackupService, days: dict[str, float], location: st
     """Move snapshots back in time (id -> days): save each manifest again with an earlier
     ``time`` and delete the original. Test setup only: manifests are otherwise immutable.
     Returns old id -> new id."""
+    from core.repository.rollback import bury
+
     repo = await (svc.location_ops().sites.repository(location) if location else svc.repository())
     moved = {}
     for sid, d in days.items():
         snap = await repo.load_snapshot(sid)
         older = replace(snap, time=(snap.datetime - timedelta(days=d)).isoformat(timespec="microseconds"), id="")
         moved[sid] = await repo.save_snapshot(older)
+        # Explained as every rewrite is (core/repository/rollback.py): a bare delete would
+        # rightly stop this host's next backup as a rollback.
+        await bury(repo, sid, "repair", moved[sid])
         await repo.backend.delete(f"snapshots/{sid}")
     return moved
 
