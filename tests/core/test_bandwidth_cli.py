@@ -104,7 +104,7 @@ def test_config_check_accepts_limits(ws):
 def test_a_job_given_limits_runs_here_not_in_a_daemon():
     """A daemon would run the backup under its own config's limits: the options keep the
     job in this process (app/cli_jobs.py)."""
-    from app.cli import build_parser
+    from app.cli_parser import build_parser
     from app.cli_jobs import limited_here
 
     parse = build_parser().parse_args

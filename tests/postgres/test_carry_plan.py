@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from app.cli import not_restored_lines
+from app.cli_restore_db import not_restored_lines
 from core.sources.postgres import carry, pgglobals
 from core.sources.postgres.dumpsum import TocEntry
 from core.sources.postgres.logical import _globals_text

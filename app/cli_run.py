@@ -1,0 +1,113 @@
+"""From argv to a command's exit code: parse, check (`config check`) or load the config, say its
+warnings, then run the command in a BackupService or open the console. The command table and
+core.service are imported only once the arguments parsed, so `--help` and usage errors never
+load them. The exceptions a command raises are mapped to exit codes in app/cli.py."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from app import cli_jobs, cli_locations
+from app.cli_config import config_check
+from app.cli_output import Output
+from app.cli_parser import build_parser
+from core.config import (
+    Config,
+    ConfigError,
+    default_config_path,
+    deprecations,
+    insecure_endpoint,
+    load_config,
+    resolve_passphrase,
+)
+from core.errors import Exit
+
+EXIT_USAGE = Exit.USAGE
+
+
+async def run(args, config: Config, out: Output) -> int:
+    # Only now, the arguments parsed: the handlers and the service they run in.
+    from app.cli_commands import COMMANDS
+    from core.service import BackupService
+
+    def passphrase(confirm: bool) -> str:
+        return resolve_passphrase(config.storage, confirm=confirm)
+
+    svc = BackupService(config, passphrase, no_lock=getattr(args, "no_lock", False), on_note=Output.note)
+    cli_jobs.survive_hangup()
+    try:
+        await cli_locations.use_from(svc, args)  # verify/ls/show --from NAME
+        return await COMMANDS[args.command](svc, args, out)
+    finally:
+        for exc in svc.index_damage:
+            Output.note(f"warning: {exc} (skipped; `axisor-backup repair index` rebuilds the index)")
+        await svc.close()
+
+
+def _bare_on_terminal(argv: list[str]) -> bool:
+    """No command given (only --config/--json) and a person at a terminal: open the console."""
+    rest = [
+        a
+        for i, a in enumerate(argv)
+        if a != "--json" and not a.startswith("--config=") and a != "--config" and not (i and argv[i - 1] == "--config")
+    ]
+    return not rest and sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def console_main(args, config: Config, config_path: Path) -> int:
+    from app.console import run_console
+
+    # Ask for the passphrase on the plain terminal, before the console takes the screen.
+    secret = resolve_passphrase(config.storage)
+    return asyncio.run(
+        run_console(
+            config,
+            lambda _confirm: secret,
+            config_path=config_path,
+            read_only=args.read_only,
+            prefer_daemon=not args.no_daemon,
+        )
+    )
+
+
+def prepare(argv: list[str] | None) -> int | Callable[[], int]:
+    """Parse argv, then check (`config check`) or load the config: the exit code when that ends
+    the run, else the command to run (app/cli.py maps what it raises to exit codes)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if _bare_on_terminal(argv):
+        argv.append("console")
+    args = build_parser().parse_args(argv)
+    out = Output(args.json)
+    if args.command == "serve":  # no config, no passphrase: it only moves bytes (app/cli_serve.py)
+        from app import cli_serve
+
+        return lambda: cli_serve.serve_main(args)
+    config_path = args.config or default_config_path()
+    if args.command == "config":
+        return config_check(config_path, out, connect=args.connect)
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        Output.note(str(exc))
+        return EXIT_USAGE
+    args.config_path = config_path
+    config = config.with_limits(args.limit_upload, args.limit_download)
+    for warning in deprecations(config):
+        Output.note(f"warning: {config_path}: {warning}")
+    for loc in config.storage.remote_storage:
+        if loc.allow_insecure and insecure_endpoint(loc.provider, loc.endpoint or ""):
+            # Allowed, but never quietly: every command says it (stderr, not --json's stdout).
+            Output.note(
+                f"warning: location {loc.name} sends data and credentials unencrypted to "
+                f"{loc.endpoint} (allow_insecure = true)"
+            )
+
+    def command() -> int:
+        if args.command == "console":
+            return console_main(args, config, config_path)
+        return asyncio.run(run(args, config, out))
+
+    return command
