@@ -282,6 +282,8 @@ def _backup_outcome(job: Job, out: Any) -> int:
     for w in result.get("warnings") or []:
         _note(f"warning: {shown(w)}")
     for c in copies:
+        for w in c.get("warnings") or []:
+            _note(f"warning: {shown(w)}")
         if c.get("error"):
             _note(f"warning: not copied to location {c['target']} ({c['error']}); the next backup catches up")
     if result.get("record_error"):

@@ -127,6 +127,8 @@ async def cmd_copy(svc: Any, args: Any, out: Any) -> int:
     if tty:
         print("\r" + " " * 70 + "\r", end="", file=sys.stderr)
     out.emit(copy_json(result), lambda: copy_text(result))
+    for w in result.warnings:
+        out.note(f"warning: {w}")
     return EXIT_OK
 
 

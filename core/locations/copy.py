@@ -33,7 +33,7 @@ from core.repository.packer import PackFormatError, decode_header, parse_trailer
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
 from core.repository.tree import DIR, FILE
-from core.storage.backend import Backend, ObjectExists, ObjectNotFound
+from core.storage.backend import Backend, LocationRefused, ObjectExists, ObjectNotFound
 
 __all__ = ["CopyProgress", "CopyResult", "copy_snapshots", "ensure_replica", "missing_snapshots"]
 
@@ -66,6 +66,9 @@ class CopyResult:
     error: str | None = None  # the target failed midway; ``pending`` were not copied
     pending: tuple[str, ...] = ()
     wal_copied: tuple[str, ...] = ()  # archived WAL files whose manifest this run wrote
+    # What the target would not do and the copy went on without (an append-only location
+    # keeps a key file removed at the source: the old passphrase still opens it).
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass
@@ -80,8 +83,8 @@ class _Run:
     bytes_copied: int = 0
 
 
-async def ensure_replica(source: Backend, target: Backend, target_name: str) -> bool:
-    """Make ``target`` a replica of ``source``'s repository; True when it was created now.
+async def ensure_replica(source: Backend, target: Backend, target_name: str) -> tuple[bool, list[str]]:
+    """Make ``target`` a replica of ``source``'s repository: (created now, warnings).
 
     A new replica gets the key files first and the config last (as ``init`` does), so a
     config is never visible without a key that opens it. Key files are mirrored on every
@@ -104,30 +107,40 @@ async def ensure_replica(source: Backend, target: Backend, target_name: str) -> 
     else:
         await target.create()
         created = True
-    await _mirror_keys(source, target)
+    warnings = await _mirror_keys(source, target)
     if created:
         try:
             await target.put(CONFIG, config)
         except ObjectExists:
             pass  # a concurrent copy initialised it; the caller checks the id on open
-    return created
+    return created, warnings
 
 
-async def _mirror_keys(source: Backend, target: Backend) -> None:
+async def _mirror_keys(source: Backend, target: Backend) -> list[str]:
+    """Make the target's key files the source's; the warnings for removals it refused."""
     have = {info.key async for info in target.list(f"{KEYS}/")}
     want = {info.key async for info in source.list(f"{KEYS}/")}
     if not want:
-        return  # never strip a replica of every key because one listing came back empty
+        return []  # never strip a replica of every key because one listing came back empty
     for key in sorted(want - have):
         try:
             await target.put(key, await source.get(key))
         except ObjectExists:
             pass
+    refused = []
     for key in sorted(have - want):
         try:
             await target.delete(key)
         except ObjectNotFound:
             pass
+        except LocationRefused:
+            # Append-only: copies must go on (the backups matter more), but the removed
+            # key's passphrase still opens this location: said on every copy until fixed.
+            refused.append(
+                f"{target.location} keeps {key}, removed at the source: its passphrase still opens this "
+                "append-only location; remove it from a trusted host (`axisor-backup key remove` there)"
+            )
+    return refused
 
 
 async def missing_snapshots(source: Repository, target: Backend) -> list[str]:

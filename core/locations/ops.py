@@ -47,7 +47,7 @@ class LocationOps:
         src = await self.sites.repository(source)
         target = self.sites.backend(to)
         try:
-            created = await ensure_replica(src.backend, target, to)
+            created, warnings = await ensure_replica(src.backend, target, to)
             if created:
                 self.sites.forget(to)
             dst = await self.sites.repository(to)
@@ -67,8 +67,8 @@ class LocationOps:
         except (AxisorError, OSError) as exc:
             await asyncio.to_thread(self.state.record_error, to, str(exc))
             raise
-        if created:
-            result = replace(result, created=True)
+        if created or warnings:
+            result = replace(result, created=created, warnings=tuple(warnings))
         await asyncio.to_thread(self.state.record_write, to)
         await self._sample(to)
         return result

@@ -140,3 +140,28 @@ def test_runbook_append_only_locations(sites, openssh_serve, tmp_path):  # noqa:
     target = tmp_path / "back"
     sites.ok("restore", "latest", "--from", "vault", "--target", str(target))
     assert tree_digest(target / str(sites.ws.src).lstrip("/")) == tree_digest(sites.ws.src)
+
+
+def test_a_key_removed_at_the_source_stays_at_the_vault_and_every_copy_says_so(sites, openssh_serve, tmp_path):  # noqa: F811
+    """`key remove` cannot reach an append-only location: copies go on (the backups matter
+    more), and each one warns that the old passphrase still opens the vault."""
+    vault = remote_config("ssh-append", openssh_serve)
+    sites.add("vault", **remote_fields(vault))
+    sites.ok("init")
+    sites.ok("backup")
+    new_pf = tmp_path / "new-passphrase"
+    new_pf.write_text("a second passphrase\n")
+    new_pf.chmod(0o600)
+    sites.ok("key", "add", "--new-passphrase-file", str(new_pf))
+    old_key = next(k["id"] for k in sites.ok("key", "list", "--json").json() if k["current"])
+    sites.ok("copy", "--to", "vault")
+    r = sites.cli("key", "remove", old_key[:12], env={"AXISOR_BACKUP_PASSPHRASE": "a second passphrase"})
+    assert r.code == 0, r.err
+    (sites.ws.src / "users" / "erin.json").write_text('{"erin": 1}\n')
+    r = sites.cli("backup", "--json", env={"AXISOR_BACKUP_PASSPHRASE": "a second passphrase"})
+    assert r.code == 0, r.err
+    (copy,) = r.json()["copies"]
+    assert copy["error"] is None and len(copy["copied"]) == 1
+    assert f"keeps keys/{old_key}" in copy["warnings"][0] and "append-only" in copy["warnings"][0]
+    assert f"keeps keys/{old_key}" in r.err
+    assert (openssh_serve.root / vault.path_prefix / "keys" / old_key).exists()
