@@ -252,6 +252,11 @@ async def cmd_locations(svc: Any, args: Any, out: Any) -> int:
             )
             if s.error:
                 notes.append(f"{s.name}: {s.error}")
+            if s.immutability == "append-only":
+                notes.append(
+                    f"{s.name}: append-only (axisor-backup serve --append-only): it refuses deletes; "
+                    "prune it and remove keys there from a trusted host"
+                )
             if s.last_error:
                 notes.append(f"{s.name}: last copy failed at {_age(s.last_error_at)}: {s.last_error}")
         return _table(rows) + "".join(f"\n{n}" for n in notes)

@@ -58,6 +58,9 @@ class LocationStatus:
     last_write: str | None  # last successful write by this program (backup or copy)
     last_error: str | None  # last failed copy to it, cleared by the next successful one
     last_error_at: str | None
+    # What the location refuses by its own policy, as it said: "append-only" (an `axisor-backup
+    # serve --append-only` behind the ssh provider); None where nothing is refused.
+    immutability: str | None = None
 
 
 def state_file(state_dir: Path) -> Path:
@@ -228,6 +231,10 @@ async def _probe(sites: Sites, name: str, state: MonitorState) -> LocationStatus
         usage = await usage_of(backend)
     except (AxisorError, OSError, TimeoutError) as exc:
         return down(str(exc) or type(exc).__name__)
+    inner = backend
+    while hasattr(inner, "inner"):  # under the retrying and bandwidth wrappers
+        inner = inner.inner
+    immutability = "append-only" if getattr(inner, "append_only", None) else None
     await asyncio.to_thread(state.add_sample, name, usage)
     growth, since = (None, None)
     if usage.bytes_used is not None:
@@ -245,6 +252,7 @@ async def _probe(sites: Sites, name: str, state: MonitorState) -> LocationStatus
         free_bytes=usage.free_bytes,
         growth_bytes=growth,
         growth_since=since,
+        immutability=immutability,
     )
 
 

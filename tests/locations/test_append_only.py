@@ -128,6 +128,7 @@ def test_runbook_append_only_locations(sites, openssh_serve, tmp_path):  # noqa:
     (block,) = re.findall(r"```sh\n(.*?)```", section, re.S)
     outs = [sites.ok(*shlex.split(line)[1:]).out for line in block.strip().splitlines()]
     assert re.search(r"^vault\s+ssh\s+ok\s", outs[2], re.M), outs[2]
+    assert "vault: append-only (axisor-backup serve --append-only)" in outs[2]
     assert "vault" in outs[3]
     # A day later, then the attacker on the host.
     (sites.ws.src / "users" / "dave.json").write_text('{"dave": 1}\n')
