@@ -166,3 +166,44 @@ def test_a_key_removed_at_the_source_stays_at_the_vault_and_every_copy_says_so(s
     assert f"keeps keys/{old_key}" in copy["warnings"][0] and "append-only" in copy["warnings"][0]
     assert f"keeps keys/{old_key}" in r.err
     assert (openssh_serve.root / vault.path_prefix / "keys" / old_key).exists()
+
+
+def test_runbook_the_backed_up_host_was_compromised(sites, openssh_serve, tmp_path):  # noqa: F811
+    """docs/OPERATIONS.md, "The backed-up host was compromised", run as written from a clean
+    host after the compromised one wiped its primary and tried to prune the vault."""
+    import re
+    import shlex
+
+    from conftest import ROOT, Workspace
+
+    vault = remote_config("ssh-append", openssh_serve)
+    sites.add("vault", **remote_fields(vault))
+    sites.ok("init")
+    sites.ok("backup")
+    (sites.ws.src / "users" / "frank.json").write_text('{"frank": 1}\n')
+    sites.ok("backup")
+    wanted = tree_digest(sites.ws.src)
+    # The attacker: the primary wiped, the vault's prune refused.
+    sites.ws.write_config("[retention]\nkeep_last = 1\nmin_keep = 1\n" + "\n".join(_remote_toml(sites)))
+    shutil.rmtree(sites.ws.repo)
+    assert sites.cli("prune", "--location", "vault").code == 25
+    # The clean host: its own (empty) primary, the trusted key to the vault.
+    clean = Workspace(tmp_path / "clean", sites.ws.src, tmp_path / "clean" / "repo", tmp_path / "clean" / "config.toml")
+    clean.root.mkdir()
+    trusted = remote_config("ssh", openssh_serve, path_prefix=vault.path_prefix)
+    from locations_support import remote_toml
+
+    clean.write_config(remote_toml("vault", **remote_fields(trusted)))
+    text = (ROOT / "docs" / "OPERATIONS.md").read_text()
+    start = text.index("\n## The backed-up host was compromised\n")
+    (block,) = re.findall(r"```sh\n(.*?)```", text[start : text.find("\n## ", start + 1)], re.S)
+    rebuild = tmp_path / "rebuild"
+    outs = []
+    for line in block.strip().splitlines():
+        argv = [str(rebuild) if a == "/srv/rebuild" else a for a in shlex.split(line)[1:]]
+        r = clean.cli(*argv, env={"AXISOR_BACKUP_STATE_DIR": str(tmp_path / "clean-state")})
+        assert r.code == 0, (line, r.code, r.err)
+        outs.append(r.out)
+    assert re.search(r"^vault\s+ssh\s+ok\s", outs[0], re.M), outs[0]
+    assert tree_digest(rebuild / str(sites.ws.src).lstrip("/")) == wanted
+    assert len(list((clean.repo / "snapshots").iterdir())) == 2  # the new primary holds both
