@@ -72,7 +72,7 @@ from core.service import BackupService, RestoreOutcome
 from core.text import human_bytes, shown, shown_lines
 
 if TYPE_CHECKING:  # psycopg's module: imported where a database restore runs, named here only
-    from core.sources.postgres.logical import DbRestoreReport
+    from core.sources.postgres.restore_report import DbRestoreReport
 
 # Short names for the codes this module returns most (core/errors.py Exit is the table).
 EXIT_OK = Exit.OK
