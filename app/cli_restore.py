@@ -17,7 +17,7 @@ from core.errors import Exit, PartialRestore, RestoreValidationFailed, UsageErro
 from core.service import BackupService, RestoreOutcome
 
 if TYPE_CHECKING:  # psycopg's module: imported where a database restore runs, named here only
-    from core.sources.postgres.logical import DbRestoreReport
+    from core.sources.postgres.restore_report import DbRestoreReport
 
 EXIT_OK = Exit.OK
 EXIT_WARNINGS = Exit.WARNINGS  # a restore that finished with warnings

@@ -448,7 +448,8 @@ class _Drill:
 
     async def _compare_live(self, snap: Snapshot, table: str, row) -> None:
         from core.sources.postgres.dumpsum import METHOD as DUMP_METHOD
-        from core.sources.postgres.logical import dump_checksums, table_stats
+        from core.sources.postgres.row_stats import table_stats
+        from core.sources.postgres.table_checksums import dump_checksums
 
         if not self.config.database.enabled:
             return

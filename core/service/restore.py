@@ -275,7 +275,9 @@ async def plan_database_restore(
 ) -> dict:
     """``restore --target-db --dry-run``: what the restore would do, changing nothing."""
     from core.sources.postgres.connection import PgTarget
-    from core.sources.postgres.logical import plan_logical_restore, preview_carry, snapshot_layout
+    from core.sources.postgres.carry_run import preview_carry
+    from core.sources.postgres.logical_snapshot import snapshot_layout
+    from core.sources.postgres.restore_plan import plan_logical_restore
 
     target = PgTarget.from_url(target_db, PgTarget.from_config(session.config.database))
     layout = None
@@ -305,7 +307,7 @@ async def restore_database(
     validate its row counts and checksums; returns the report. ``force`` replaces a
     non-empty database after committing a safety snapshot of it."""
     from core.sources.postgres.connection import PgTarget
-    from core.sources.postgres.logical import restore_logical
+    from core.sources.postgres.logical_restore import restore_logical
 
     if (snap.metadata or {}).get("mode") == "physical":
         raise UsageError(

@@ -8,7 +8,7 @@ import asyncio
 from app.cli_restore_db import not_restored_lines
 from core.sources.postgres import carry, pgglobals
 from core.sources.postgres.dumpsum import TocEntry
-from core.sources.postgres.logical import _globals_text
+from core.sources.postgres.logical_snapshot import _globals_text
 
 GLOBALS = """--
 -- PostgreSQL database cluster dump

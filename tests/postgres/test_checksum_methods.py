@@ -14,7 +14,7 @@ import pytest
 
 from conftest import PASSPHRASE, Workspace
 from core.repository.repository import Repository
-from core.sources.postgres.logical import table_stats
+from core.sources.postgres.row_stats import table_stats
 from core.storage.local import LocalBackend
 
 DATA = """

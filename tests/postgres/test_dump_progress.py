@@ -129,7 +129,7 @@ def test_the_forecast_scales_the_sizes_to_come_by_what_passed_tables_took() -> N
     """Heap pages are not COPY text: once a table has passed, the sizes still to come are
     scaled by its stream-to-size ratio (here without row estimates: the sizes as they are).
     The position read is the stream's (dumpsum's fed), ahead of what is stored."""
-    from core.sources.postgres.logical import DumpForecast, expected_text
+    from core.sources.postgres.dump_forecast import DumpForecast, expected_text
 
     told = []
     sums = types.SimpleNamespace(error=None, passing=None, passing_bytes=0, passed=[], fed=0)

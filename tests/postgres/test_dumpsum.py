@@ -16,7 +16,7 @@ import pytest
 from conftest import Workspace
 from core.sources.postgres.connection import PgTarget
 from core.sources.postgres.dumpsum import METHOD, DumpChecksums, checksum_stream, parse_layout
-from core.sources.postgres.logical import dump_checksums
+from core.sources.postgres.table_checksums import dump_checksums
 
 SCHEMA = r"""
 CREATE SCHEMA "Odd Schema";

@@ -366,7 +366,7 @@ def test_counts_batched_across_statements_are_count_star_only(ws: Workspace, sha
     from conftest import PASSPHRASE
     from core.config import load_config
     from core.service import BackupService
-    from core.sources.postgres import dumpsum, logical
+    from core.sources.postgres import dump_metadata, dumpsum, logical_backup, row_stats
 
     off = "row_checksums = false\n" if where == "no_checksums" else ""
     ws.config.write_text(
@@ -374,19 +374,21 @@ def test_counts_batched_across_statements_are_count_star_only(ws: Workspace, sha
         f'{off}[storage]\nlocal_path = "{ws.repo}"\n'
     )
     assert ws.cli("init").code == 0
-    monkeypatch.setattr(logical, "COUNT_BATCH", 3)
+    monkeypatch.setattr(row_stats, "COUNT_BATCH", 3)
     batches: list[int] = []
-    real_counts = logical.batched_counts
+    real_counts = row_stats.batched_counts
 
     async def counting(conn, tables):
         batches.append(len(tables))
         return await real_counts(conn, tables)
 
-    monkeypatch.setattr(logical, "batched_counts", counting)
+    # Called from two modules, each through its own global: _sql_counts and _dump.
+    monkeypatch.setattr(dump_metadata, "batched_counts", counting)
+    monkeypatch.setattr(logical_backup, "batched_counts", counting)
     if where == "sql":
         monkeypatch.setattr(dumpsum, "COUNT_LIMIT", 0)
     if where == "pages":
-        monkeypatch.setattr(logical, "SQL_COUNT_PAGES", 0)
+        monkeypatch.setattr(dump_metadata, "SQL_COUNT_PAGES", 0)
 
     async def run() -> dict:
         svc = BackupService(load_config(ws.config), lambda confirm: PASSPHRASE)

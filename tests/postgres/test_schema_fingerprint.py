@@ -10,7 +10,7 @@ import subprocess
 import psycopg
 import pytest
 
-from core.sources.postgres.logical import FINGERPRINT_METHOD, schema_fingerprint
+from core.sources.postgres.fingerprint import FINGERPRINT_METHOD, schema_fingerprint
 from postgres.test_pg_truth import SHAPES
 
 

@@ -48,14 +48,14 @@ def key(schema: str, name: str) -> str:
     return f"{quote(schema)}.{quote(name)}"
 
 
-# The marker of snapshot metadata whose table keys are ``key``s (see logical.TABLE_KEYS).
+# The marker of snapshot metadata whose table keys are ``key``s (see logical_snapshot.TABLE_KEYS).
 TABLE_KEYS = "sql-quoted-v1"
 
 
 def legacy_key(old: str) -> str:
     """A key of a snapshot taken before TABLE_KEYS (``f"{schema}.{name}"``, unquoted) as a
     ``key``, split at the first dot (what those versions did; the dump's table of contents
-    tells better, see logical.snapshot_tables)."""
+    tells better, see logical_snapshot.snapshot_tables)."""
     schema, _, name = old.partition(".")
     return key(schema, name)
 

@@ -38,7 +38,7 @@ from core.repository.snapshot import Snapshot
 from core.sources.postgres.connection import PgTarget, one_row
 from core.sources.postgres.child import last_lines, store_output
 from core.sources.postgres import standby
-from core.sources.postgres.logical import SOURCE
+from core.sources.postgres.logical_snapshot import SOURCE
 from core.sources.postgres.tools import find_tool, server_major
 
 BASE_FILE = "base.tar"
