@@ -17,11 +17,9 @@ from __future__ import annotations
 import builtins
 import asyncio
 import contextlib
-import getpass
 import posixpath
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any, cast
 
 import asyncssh
@@ -40,61 +38,29 @@ from core.storage.backend import (
     checked_key,
 )
 from core.storage.retry import TransientError, cleanup
-from core.storage.ssh_connect import HostKeyRefused, parse_endpoint, reason, ssh_connect
+from core.storage.ssh_connect import HostKeyRefused, SSHEndpoint, parse_endpoint, reason
 
 __all__ = ["SFTPBackend", "HostKeyRefused", "parse_endpoint"]
 
 TMP_PREFIX = ".tmp-"
 
 
-class SFTPBackend:
-    def __init__(
-        self,
-        host: str,
-        *,
-        port: int = 22,
-        username: str | None = None,
-        root: str = "",
-        known_hosts: Path | None = None,
-        host_key_fingerprint: str | None = None,
-        key_file: Path | None = None,
-        timeout: float = 60.0,
-    ) -> None:
-        self.host = host
-        self.port = port
-        self.username = username or getpass.getuser()
-        self.root = root.rstrip("/") or "."
-        self.known_hosts = known_hosts
-        self.host_key_fingerprint = host_key_fingerprint
-        self.key_file = key_file
-        self.timeout = timeout
+class SFTPBackend(SSHEndpoint):
+    def __init__(self, host: str, **endpoint: Any) -> None:
+        super().__init__(host, **endpoint)
+        self.root = self.root.rstrip("/") or "."
         self._conn: asyncssh.SSHClientConnection | None = None
         self._sftp: asyncssh.SFTPClient | None = None
         self._lock = asyncio.Lock()
         self._made_dirs: set[str] = set()
-
-    @classmethod
-    def from_config(cls, loc: Any) -> SFTPBackend:
-        host, port, user, path = parse_endpoint(loc.endpoint, 22)
-        return cls(
-            host,
-            port=port,
-            username=loc.username or user,
-            root=loc.path_prefix or path or "",
-            known_hosts=loc.known_hosts,
-            host_key_fingerprint=loc.host_key_fingerprint,
-            key_file=loc.key_file,
-            timeout=float(loc.timeout_seconds),
-        )
 
     def __repr__(self) -> str:
         return f"SFTPBackend({self.location!r})"
 
     @property
     def location(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
         root = self.root if self.root.startswith("/") else f"/~/{self.root}"
-        return f"sftp://{self.username}@{host}:{self.port}{root}"
+        return f"sftp://{self.username}@{self._host_text}:{self.port}{root}"
 
     # -- the connection ---------------------------------------------------------------------
 
@@ -109,16 +75,7 @@ class SFTPBackend:
             return self._sftp
 
     async def _connect(self) -> None:
-        conn = await ssh_connect(
-            self.location,
-            self.host,
-            self.port,
-            self.username,
-            known_hosts=self.known_hosts,
-            host_key_fingerprint=self.host_key_fingerprint,
-            key_file=self.key_file,
-            timeout=self.timeout,
-        )
+        conn = await self._ssh()
         try:
             self._sftp = await conn.start_sftp_client()
         except (OSError, asyncssh.Error) as exc:

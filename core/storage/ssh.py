@@ -19,11 +19,9 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import getpass
 import itertools
 import shlex
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import asyncssh
@@ -40,7 +38,7 @@ from core.storage.backend import (
 )
 from core.storage.retry import TransientError
 from core.storage.serve_wire import ERRORS, VERSION, WireError, encode, read_frame
-from core.storage.ssh_connect import parse_endpoint, reason, ssh_connect
+from core.storage.ssh_connect import SSHEndpoint, reason
 
 __all__ = ["SSHBackend"]
 
@@ -144,53 +142,19 @@ class _Session:
         self.conn.close()
 
 
-class SSHBackend:
-    def __init__(
-        self,
-        host: str,
-        *,
-        port: int = 22,
-        username: str | None = None,
-        root: str = "",
-        known_hosts: Path | None = None,
-        host_key_fingerprint: str | None = None,
-        key_file: Path | None = None,
-        timeout: float = 60.0,
-        command: str = DEFAULT_COMMAND,
-    ) -> None:
-        self.host = host
-        self.port = port
-        self.username = username or getpass.getuser()
-        self.root = root
-        self.known_hosts = known_hosts
-        self.host_key_fingerprint = host_key_fingerprint
-        self.key_file = key_file
-        self.timeout = timeout
+class SSHBackend(SSHEndpoint):
+    def __init__(self, host: str, *, command: str = DEFAULT_COMMAND, **endpoint: Any) -> None:
+        super().__init__(host, **endpoint)
         self.command = command
         self._session: _Session | None = None
         self._lock = asyncio.Lock()
-
-    @classmethod
-    def from_config(cls, loc: Any) -> SSHBackend:
-        host, port, user, path = parse_endpoint(loc.endpoint, 22)
-        return cls(
-            host,
-            port=port,
-            username=loc.username or user,
-            root=loc.path_prefix or path or "",
-            known_hosts=loc.known_hosts,
-            host_key_fingerprint=loc.host_key_fingerprint,
-            key_file=loc.key_file,
-            timeout=float(loc.timeout_seconds),
-        )
 
     def __repr__(self) -> str:
         return f"SSHBackend({self.location!r})"
 
     @property
     def location(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"ssh://{self.username}@{host}:{self.port}/{self.root.lstrip('/')}"
+        return f"ssh://{self.username}@{self._host_text}:{self.port}/{self.root.lstrip('/')}"
 
     @property
     def append_only(self) -> bool | None:
@@ -209,16 +173,7 @@ class SSHBackend:
             if self._session is not None:
                 self._session.close()
                 self._session = None
-            conn = await ssh_connect(
-                self.location,
-                self.host,
-                self.port,
-                self.username,
-                known_hosts=self.known_hosts,
-                host_key_fingerprint=self.host_key_fingerprint,
-                key_file=self.key_file,
-                timeout=self.timeout,
-            )
+            conn = await self._ssh()
             argv = [self.command, "serve", "--stdio"] + (["--path", self.root] if self.root else [])
             try:
                 process = await conn.create_process(shlex.join(argv), encoding=None)

@@ -117,4 +117,67 @@ async def ssh_connect(
     return conn
 
 
-__all__ = ["HostKeyRefused", "parse_endpoint", "reason", "ssh_connect"]
+class SSHEndpoint:
+    """Where and as whom an SSH-borne location connects, shared by SFTPBackend and
+    SSHBackend: the config's fields, and the connection made from them."""
+
+    def __init__(
+        self,
+        host: str,
+        *,
+        port: int = 22,
+        username: str | None = None,
+        root: str = "",
+        known_hosts: Path | None = None,
+        host_key_fingerprint: str | None = None,
+        key_file: Path | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        import getpass
+
+        self.host = host
+        self.port = port
+        self.username = username or getpass.getuser()
+        self.root = root
+        self.known_hosts = known_hosts
+        self.host_key_fingerprint = host_key_fingerprint
+        self.key_file = key_file
+        self.timeout = timeout
+
+    @classmethod
+    def from_config(cls, loc: Any) -> Any:
+        """From a ``[[storage.remote_storage]]`` entry (sftp or ssh)."""
+        host, port, user, path = parse_endpoint(loc.endpoint, 22)
+        return cls(
+            host,
+            port=port,
+            username=loc.username or user,
+            root=loc.path_prefix or path or "",
+            known_hosts=loc.known_hosts,
+            host_key_fingerprint=loc.host_key_fingerprint,
+            key_file=loc.key_file,
+            timeout=float(loc.timeout_seconds),
+        )
+
+    @property
+    def location(self) -> str:  # each backend names itself
+        raise NotImplementedError
+
+    @property
+    def _host_text(self) -> str:
+        return f"[{self.host}]" if ":" in self.host else self.host
+
+    async def _ssh(self) -> asyncssh.SSHClientConnection:
+        return await ssh_connect(
+            self.location,
+            self.host,
+            self.port,
+            self.username,
+            known_hosts=self.known_hosts,
+            host_key_fingerprint=self.host_key_fingerprint,
+            key_file=self.key_file,
+            timeout=self.timeout,
+        )
+
+
+__all__ = ["HostKeyRefused", "SSHEndpoint", "parse_endpoint", "reason", "ssh_connect"]
