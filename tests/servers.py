@@ -216,12 +216,14 @@ def asyncssh_sftp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SFTPServ
 
 
 @contextmanager
-def _sshd(base: Path, authorized: str) -> Iterator[tuple[int, Callable[[], None]]]:
-    """OpenSSH's sshd on a free port of 127.0.0.1 with ``authorized`` as its authorized_keys;
-    yields (port, drop every open connection)."""
+def _sshd(base: Path, authorized: str, extra: tuple[str, ...] = ()) -> Iterator[tuple[int, Callable[[], None]]]:
+    """OpenSSH's sshd on a free port of 127.0.0.1 with ``authorized`` as its authorized_keys
+    (0644: sshd reads it as the user logging in) and ``extra`` config lines; yields (port,
+    drop every open connection)."""
     if not SSHD.exists():
         pytest.fail(f"{SSHD} is missing; run scripts/bootstrap (it installs openssh-server)")
     (base / "authorized_keys").write_text(authorized)
+    (base / "authorized_keys").chmod(0o644)
     port = free_port()
     config = base / "sshd_config"
     config.write_text(
@@ -241,6 +243,7 @@ def _sshd(base: Path, authorized: str) -> Iterator[tuple[int, Callable[[], None]
                 "StrictModes no",
                 "Subsystem sftp internal-sftp",
                 "LogLevel VERBOSE",
+                *extra,
             ]
         )
         + "\n"
@@ -344,61 +347,17 @@ def openssh_sftp_nobody() -> Iterator[SFTPServer]:
     base.chmod(0o755)
     share = base / "share"
     share.mkdir(mode=0o755)
-    host_path, client_path, fingerprint, host_key = _write_keys(base)
-    keys = base / "authorized_keys"
-    keys.write_text(Path(str(client_path) + ".pub").read_text())
-    keys.chmod(0o644)
-    port = free_port()
-    config = base / "sshd_config"
-    config.write_text(
-        "\n".join(
-            [
-                f"Port {port}",
-                "ListenAddress 127.0.0.1",
-                f"HostKey {host_path}",
-                f"PidFile {base / 'sshd.pid'}",
-                f"AuthorizedKeysFile {keys}",
-                "PubkeyAuthentication yes",
-                "PasswordAuthentication no",
-                "KbdInteractiveAuthentication no",
-                "PermitRootLogin prohibit-password",
-                "UsePAM yes",
-                "StrictModes no",
-                "Subsystem sftp internal-sftp",
-                "LogLevel VERBOSE",
-                # AES-GCM, not the client's first choice ChaCha20: asyncssh makes a new ChaCha20
-                # context per packet, about a tenth of the client's CPU in the fault matrix's cells.
-                "Ciphers aes128-gcm@openssh.com",
-            ]
-        )
-        + "\n"
-    )
-    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    proc = subprocess.Popen(
-        [str(SSHD), "-D", "-f", str(config), "-E", str(base / "sshd.log")],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    _, client_path, fingerprint, host_key = _write_keys(base)
+    # AES-GCM, not the client's first choice ChaCha20: asyncssh makes a new ChaCha20 context
+    # per packet, about a tenth of the client's CPU in the fault matrix's cells.
     try:
-        wait_for_port(port, proc=proc)
-        known = _known_hosts(base, port, host_key)
-
-        def drop() -> None:
-            for pid in _descendants(proc.pid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-
-        yield SFTPServer("127.0.0.1", port, "nobody", share, str(share), client_path, known, fingerprint, drop)
+        with _sshd(base, Path(str(client_path) + ".pub").read_text(), ("Ciphers aes128-gcm@openssh.com",)) as (
+            port,
+            drop,
+        ):
+            known = _known_hosts(base, port, host_key)
+            yield SFTPServer("127.0.0.1", port, "nobody", share, str(share), client_path, known, fingerprint, drop)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
         # A test may leave folders of mode 0555 or files of mode 000 behind: root removes them anyway.
         shutil.rmtree(base, ignore_errors=True)
 
