@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from app.cli_output import Output
 from core.config import PassphraseError, resolve_passphrase
-from core.errors import Exit
+from core.errors import Exit, UsageError
 
 if TYPE_CHECKING:
     from core.service import BackupService
@@ -73,4 +73,38 @@ async def cmd_key(svc: BackupService, args, out: Output) -> int:
                 "old key file and knows the old passphrase can still read them)"
             ),
         )
+    elif args.key_command == "escrow":
+        return await _escrow(svc, args, out)
+    elif args.key_command == "recover":
+        texts = [p.read_text() for p in args.share]
+        new = None if args.check else _new_passphrase(args)
+        k = await svc.recover(texts, new, allow_weak=args.weak_passphrase)
+        if k is None:
+            out.emit({"checked": True}, lambda: f"the {len(texts)} shares rebuild the master key: the repository opens")
+        else:
+            out.emit(asdict(k), lambda: f"recovered: added key {k.id[:12]} for the new passphrase")
+    return EXIT_OK
+
+
+async def _escrow(svc: BackupService, args, out: Output) -> int:
+    """Share files, 0600, in a new or empty folder: shares are secrets, never printed."""
+    folder: Path = args.out
+    if folder.exists() and any(folder.iterdir()):
+        raise UsageError(f"{folder} is not empty: escrow shares go into a new or empty folder")
+    shares = await svc.escrow(args.threshold, args.shares)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    paths = []
+    for share in shares:
+        path = folder / f"share-{share.x}-of-{len(shares)}.txt"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(share.text() + "\n")
+        paths.append(str(path))
+    out.emit(
+        {"threshold": args.threshold, "shares": paths},
+        lambda: (
+            f"{len(paths)} shares written to {folder} (any {args.threshold} rebuild the master key); "
+            "give each to a different keeper and delete this folder; prove them with `axisor-backup key recover --check`"
+        ),
+    )
     return EXIT_OK

@@ -256,6 +256,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--weak-passphrase", action="store_true", help=f"accept a passphrase shorter than {MIN_PASSPHRASE} characters"
     )
 
+    ke = ksub.add_parser(
+        "escrow",
+        parents=[common],
+        help="split the master key into N shares, any K of which rebuild it (written to --out, one file each)",
+    )
+    ke.add_argument("--shares", type=int, required=True, metavar="N")
+    ke.add_argument("--threshold", type=int, required=True, metavar="K")
+    ke.add_argument("--out", type=Path, required=True, metavar="DIR", help="a new or empty folder for the share files")
+    kv = ksub.add_parser(
+        "recover",
+        parents=[common],
+        help="rebuild the master key from escrow shares and add a key for a new passphrase (no passphrase needed)",
+    )
+    kv.add_argument("share", nargs="+", type=Path, help="share files (one share each)")
+    kv.add_argument("--new-passphrase-file", type=Path)
+    kv.add_argument("--check", action="store_true", help="only prove the shares open this repository (the drill)")
+    kv.add_argument(
+        "--weak-passphrase", action="store_true", help=f"accept a passphrase shorter than {MIN_PASSPHRASE} characters"
+    )
+
     c = sub.add_parser("config", parents=[common], help="configuration")
     csub = c.add_subparsers(dest="config_command", required=True)
     cc = csub.add_parser("check", parents=[common], help="validate the config and report every problem")

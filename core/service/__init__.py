@@ -316,6 +316,14 @@ class BackupService(Session):
     async def remove_key(self, key_id: str) -> None:
         await _keys.remove_key(self, key_id)
 
+    async def escrow(self, threshold: int, shares: int) -> list:
+        """Shamir shares of the master key (core/repository/escrow.py)."""
+        return await _keys.escrow(self, threshold, shares)
+
+    async def recover(self, share_texts: list[str], new_passphrase: str | None, *, allow_weak: bool = False):
+        """From escrow shares: proved against the config; a key file for ``new_passphrase``."""
+        return await _keys.recover(self, share_texts, new_passphrase, allow_weak=allow_weak)
+
     async def change_passphrase(self, new_passphrase: str, *, allow_weak: bool = False) -> KeyInfo:
         """Add a key for the new passphrase, then remove the one in use. The master key stays
         the same (rotating it re-encrypts everything; a different operation)."""

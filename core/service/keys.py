@@ -83,10 +83,60 @@ async def unlock(session: Session, *, remove_all: bool = False) -> list[RemovedL
     return await remove_locks(session.backend, all_locks=remove_all)
 
 
+async def escrow(session: Session, threshold: int, shares: int) -> list:
+    """``shares`` escrow shares of the master key, any ``threshold`` of which rebuild it
+    (core/repository/escrow.py). Needs a passphrase that opens the repository now."""
+    from core.repository.escrow import make_shares
+
+    repo = await session.repository(load_index=False)
+    master = _master_of(repo)
+    return await asyncio.to_thread(make_shares, repo.config.id, master.to_bytes(), threshold, shares)
+
+
+async def recover(
+    session: Session, share_texts: list[str], new_passphrase: str | None, *, allow_weak: bool = False
+) -> KeyInfo | None:
+    """Rebuild the master key from escrow shares, prove it opens this repository's config,
+    and (with ``new_passphrase``) add a key file for it; no passphrase is asked for. None
+    when only checked."""
+    from core import crypto
+    from core.repository import repo_config
+    from core.repository.escrow import Share, rebuild
+
+    if new_passphrase is not None:
+        check_strength(new_passphrase, allow_weak)
+    public = await repo_config.read_public(session.backend)
+    shares = [Share.parse(t) for t in share_texts]
+    master = crypto.MasterKey.from_bytes(rebuild(shares, str(public.get("id"))))
+    try:
+        repo_config.decode(public, crypto.Cipher(master))
+    except (crypto.DecryptError, ValueError, KeyError):
+        raise UsageError(
+            "the shares rebuild a key that does not open this repository's config: a share is from "
+            "another split, or mistyped in a way its check digits missed"
+        ) from None
+    if new_passphrase is None:
+        return None
+    key = await asyncio.to_thread(keyfiles.wrap, master, new_passphrase)
+    await keyfiles.store_key(session.backend, key)
+    return KeyInfo(key.id, key.created, key.host, key.user, False)
+
+
 def _master_of(repo: Repository):
     if repo.key is None:
         raise AxisorError("repository was opened without a key file")
     return repo.master
 
 
-__all__ = ["KeyInfo", "add_key", "change_passphrase", "check_strength", "init", "keys", "remove_key", "unlock"]
+__all__ = [
+    "KeyInfo",
+    "add_key",
+    "change_passphrase",
+    "check_strength",
+    "escrow",
+    "init",
+    "keys",
+    "recover",
+    "remove_key",
+    "unlock",
+]
