@@ -292,6 +292,7 @@ def backdate_newest_set(config: Path, days: float) -> None:
 
     from core.config import load_config, resolve_passphrase
     from core.repository.format import SNAPSHOTS
+    from core.repository.rollback import bury
     from core.service import BackupService
 
     async def go() -> None:
@@ -303,7 +304,10 @@ def backdate_newest_set(config: Path, days: float) -> None:
             newest = snaps[-1].backup_set
             for snap in (s for s in snaps if s.backup_set == newest):
                 earlier = datetime.fromisoformat(snap.time) - timedelta(days=days)
-                await repo.save_snapshot(replace(snap, time=earlier.isoformat(timespec="microseconds"), id=""))
+                new_id = await repo.save_snapshot(replace(snap, time=earlier.isoformat(timespec="microseconds"), id=""))
+                # A rewrite explains itself, as repair's do: else the next backup would rightly
+                # stop as a rollback (core/repository/rollback.py).
+                await bury(repo, snap.id, "repair", new_id)
                 await repo.backend.delete(f"{SNAPSHOTS}/{snap.id}")
         finally:
             await svc.close()
