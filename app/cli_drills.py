@@ -31,7 +31,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         "--from",
         dest="from_location",
         metavar="LOCATION",
-        help="read from this location (location-loss: default the first secondary)",
+        help="read from this location (location-loss, compromised-host: default the first secondary)",
     )
     d.add_argument(
         "--to-time",

@@ -33,6 +33,7 @@ SCENARIO_HELP = {
     "platform-loss": "database, application data and configuration into scratch targets",
     "location-loss": "the platform, read from a secondary location only",
     "corrupted-table": "restore one table beside the live one and compare",
+    "compromised-host": "the platform from the append-only location, as if the host's keys were lost",
 }
 STEPS = ("history", "scenario", "options", "confirm", "running", "report")
 # Status words stay in every line; the mark only repeats them.

@@ -57,7 +57,7 @@ CONFIGURATION_SOURCES = ("environment_vars", "ssl_certificates", "api_keys", "sy
 
 SCHEDULE_TASKS = ("backup", "verify", "copy", "prune", "drill")
 BACKUP_TYPE_POLICIES = ("auto", "full", "incremental", "differential")
-DRILL_SCENARIOS = ("database-loss", "platform-loss", "location-loss", "corrupted-table")
+DRILL_SCENARIOS = ("database-loss", "platform-loss", "location-loss", "corrupted-table", "compromised-host")
 
 # What an [objectives.<key>] table may name: a category or one of its sources.
 OBJECTIVE_KEYS = (

@@ -10,6 +10,10 @@ Scenarios (``[drills] scenario`` or ``drill --scenario``):
   (application data and configuration) into a scratch folder, each file read back.
 - ``location-loss``: platform-loss read from one secondary location only (``--from``, or
   the first ``[[storage.remote_storage]]``); the primary is never opened for reading.
+- ``compromised-host``: location-loss from the location a compromised host could not
+  destroy (``--from``, else the first secondary): the host's keys are treated as lost, so
+  the drill first checks that this location refuses deletes (append-only: core/storage/
+  serve.py) and fails when it does not; the report states what survived there, per source.
 - ``corrupted-table``: one table (``[drills] table``, else the snapshot's largest) restored
   on its own into a scratch target, its row count and checksum compared with the
   snapshot's; the live table's figures are reported beside them.
@@ -52,7 +56,9 @@ if TYPE_CHECKING:
     from core.service import BackupService
 
 Listener = Callable[[Step | CheckResult], None]
-FILE_SCENARIOS = ("platform-loss", "location-loss")
+FILE_SCENARIOS = ("platform-loss", "location-loss", "compromised-host")
+# Read from a secondary only: the primary is lost, or in an attacker's hands.
+SECONDARY_SCENARIOS = ("location-loss", "compromised-host")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,17 +123,17 @@ class _Drill:
 
         names = self.svc.location_names()
         wanted = self.request.location
-        if self.scenario == "location-loss":
+        if self.scenario in SECONDARY_SCENARIOS:
             secondaries = names[1:]
             if not secondaries:
                 raise UsageError(
-                    "the location-loss drill reads from a secondary location, and none is configured "
+                    f"the {self.scenario} drill reads from a secondary location, and none is configured "
                     "([[storage.remote_storage]])"
                 )
             wanted = wanted or secondaries[0]
             if wanted == PRIMARY_NAME:
                 raise UsageError(
-                    "the location-loss drill rehearses losing the primary: --from must name a "
+                    f"the {self.scenario} drill rehearses losing the primary: --from must name a "
                     f"secondary location ({', '.join(secondaries)})"
                 )
         if wanted and wanted not in names:
@@ -187,6 +193,8 @@ class _Drill:
         cancelled: BaseException | None = None
         try:
             await self.timed("open location", self._open_location)
+            if self.scenario == "compromised-host":
+                self._what_survived()
             if self.scenario == "corrupted-table":
                 await self._corrupted_table()
             else:
@@ -230,6 +238,40 @@ class _Drill:
             await self.svc.use_location(self.location)
         self.snaps, _ = await self.svc.snapshots()
         return None, f"{self.location}: {len(self.snaps)} snapshots"
+
+    def _what_survived(self) -> None:
+        """compromised-host: the location must refuse deletes (what the host's keys could do
+        to it), and the report says what is there to restore, per source."""
+        backend = self.svc.backend
+        while hasattr(backend, "inner"):  # under the retrying and bandwidth wrappers
+            backend = backend.inner
+        refuses = bool(getattr(backend, "append_only", False))
+        self.check(
+            "location refuses deletes",
+            "immutable",
+            refuses,
+            f"{self.location} is append-only: the host's keys cannot delete what it holds"
+            if refuses
+            else f"{self.location} accepts deletes: whoever holds the host's keys can prune or delete it "
+            "(docs/OPERATIONS.md, Append-only locations)",
+            expected="append-only",
+            actual="append-only" if refuses else "deletes accepted",
+        )
+        newest: dict[str, Snapshot] = {}
+        for s in self.snaps:
+            if "safety" not in s.tags and (s.source not in newest or s.datetime > newest[s.source].datetime):
+                newest[s.source] = s
+        self.check(
+            "what survived",
+            "info",
+            None,
+            f"{len(self.snaps)} snapshots at {self.location}; newest: "
+            + (
+                ", ".join(f"{src} {s.datetime:%Y-%m-%d %H:%M} ({s.short_id})" for src, s in sorted(newest.items()))
+                or "none"
+            ),
+            status="info",
+        )
 
     def _newest(self, source: str, *, logical: bool = False) -> Snapshot | None:
         found = [
