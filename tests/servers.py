@@ -57,6 +57,7 @@ __all__ = [
     "openssh_sftp",
     "openssh_sftp_nobody",
     "openssh_serve",
+    "listen_serve",
     "ServeServer",
     "remote_config",
 ]
@@ -331,6 +332,64 @@ def openssh_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeSer
 
 
 @pytest.fixture(scope="session")
+def listen_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeServer]:
+    """`axisor-backup serve --listen` (its own asyncssh server) on ``root``: the trusted key
+    in --trusted-keys, the backed-up host's in --authorized-keys (append-only)."""
+    import asyncssh
+
+    base = tmp_path_factory.mktemp("listen-serve")
+    root = base / "root"
+    root.mkdir()
+    host_path, client_path, _, host_key = _write_keys(base)
+    append_key = asyncssh.generate_private_key("ssh-ed25519")
+    append_path = base / "append_key"
+    append_key.write_private_key(str(append_path))
+    append_path.chmod(0o600)
+    (base / "append.pub").write_text(append_key.export_public_key().decode())
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "serve",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--path",
+            str(root),
+            "--host-key",
+            str(host_path),
+            "--authorized-keys",
+            str(base / "append.pub"),
+            "--trusted-keys",
+            str(client_path) + ".pub",
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=open(base / "serve.log", "wb"),  # noqa: SIM115 - the child holds it
+    )
+    try:
+        try:
+            wait_for_port(port, proc=proc)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}; serve.log: {(base / 'serve.log').read_text()[-2000:]}") from None
+        known = _known_hosts(base, port, host_key)
+
+        def drop() -> None:
+            proc.send_signal(signal.SIGKILL)
+
+        yield ServeServer("127.0.0.1", port, getpass.getuser(), root, client_path, append_path, known, drop)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
 def openssh_sftp_nobody() -> Iterator[SFTPServer]:
     """OpenSSH's sshd logged into as ``nobody`` (root runs only): the login's file modes
     count, as for any user but root (who reads a mode-000 file). Its keys live in a folder
@@ -594,7 +653,7 @@ def remote_config(kind: str, server, **extra) -> RemoteStorageConfig:
             name=name,
             endpoint=f"{server.host}:{server.port}",
             username=server.username,
-            key_file=server.append_key_file if kind == "ssh-append" else server.key_file,
+            key_file=extra.pop("key_file", server.append_key_file if kind == "ssh-append" else server.key_file),
             known_hosts=server.known_hosts,
             path_prefix=extra.pop("path_prefix", name),
             **extra,

@@ -55,7 +55,7 @@ class Server:
             "prune, forget, repair and key removal run from a trusted host with direct access to the storage"
         )
 
-    async def _answer(self, writer: asyncio.StreamWriter, frames: list[Frame]) -> None:
+    async def _answer(self, writer: Any, frames: list[Frame]) -> None:
         async with self._write_lock:
             for parts in frames:
                 writer.writelines(parts)
@@ -133,7 +133,8 @@ class Server:
         u = await self.backend.usage()
         return [encode({"id": rid, "ok": True, "usage": [u.bytes_used, u.objects, u.free_bytes]})]
 
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def serve(self, reader: Any, writer: Any) -> None:
+        """``reader``: readexactly (an asyncio or asyncssh stream); ``writer``: writelines, drain."""
         tasks: set[asyncio.Task] = set()
 
         async def one(header: dict[str, Any], payload: bytes) -> None:

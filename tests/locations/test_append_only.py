@@ -13,7 +13,7 @@ import pytest
 from core.storage.backend import LocationRefused, ObjectExists
 from core.storage.factory import open_backend
 from locations_support import remote_fields, tree_digest
-from servers import openssh_serve, remote_config  # noqa: F401, F811 - fixture
+from servers import listen_serve, openssh_serve, remote_config  # noqa: F401, F811 - fixtures
 
 
 def test_the_host_adds_backups_but_cannot_destroy_them_and_a_trusted_host_prunes(sites, openssh_serve, tmp_path):  # noqa: F811
@@ -207,3 +207,47 @@ def test_runbook_the_backed_up_host_was_compromised(sites, openssh_serve, tmp_pa
     assert re.search(r"^vault\s+ssh\s+ok\s", outs[0], re.M), outs[0]
     assert tree_digest(rebuild / str(sites.ws.src).lstrip("/")) == wanted
     assert len(list((clean.repo / "snapshots").iterdir())) == 2  # the new primary holds both
+
+
+def test_serve_listen_gives_each_key_its_policy(listen_serve, tmp_path):  # noqa: F811
+    """`serve --listen` (its own SSH server): a key from --authorized-keys gets an
+    append-only session, one from --trusted-keys a full one, any other key no login, and no
+    client leaves --path."""
+    import asyncssh
+
+    from core.storage.backend import StorageError
+
+    host = remote_config("ssh-append", listen_serve, retries=0)
+    trusted = remote_config("ssh", listen_serve, path_prefix=host.path_prefix, retries=0)
+    stranger_key = tmp_path / "stranger"
+    asyncssh.generate_private_key("ssh-ed25519").write_private_key(str(stranger_key))
+    stranger_key.chmod(0o600)
+
+    async def run() -> None:
+        b, t = open_backend(host), open_backend(trusted)
+        try:
+            await b.create()
+            await b.put("snapshots/" + "a" * 64, b"manifest")
+            with pytest.raises(LocationRefused, match="append-only"):
+                await b.delete("snapshots/" + "a" * 64)
+            with pytest.raises(ObjectExists):
+                await b.put("snapshots/" + "a" * 64, b"other")
+            await b.put("locks/" + "1" * 32, b"{}")
+            await b.delete("locks/" + "1" * 32)
+            await t.delete("snapshots/" + "a" * 64)  # the trusted key may
+            assert [i.key async for i in t.list("snapshots/")] == []
+        finally:
+            await b.close()
+            await t.close()
+        for cfg, said in (
+            (remote_config("ssh", listen_serve, key_file=stranger_key, retries=0), "login refused"),
+            (remote_config("ssh-append", listen_serve, path_prefix="../outside", retries=0), "refused the session"),
+        ):
+            s = open_backend(cfg)
+            try:
+                with pytest.raises(StorageError, match=said):
+                    await s.exists()
+            finally:
+                await s.close()
+
+    asyncio.run(run())

@@ -14,6 +14,7 @@ from servers import (  # noqa: F401 - fixtures
     ftp_server,
     ftps_server,
     moto_s3,
+    listen_serve,
     openssh_serve,
     openssh_sftp,
     remote_config,
@@ -28,6 +29,8 @@ KINDS = {
     "sftp-openssh": ("sftp", "openssh_sftp"),
     # `axisor-backup serve` behind OpenSSH forced commands (core/storage/ssh.py, serve.py).
     "ssh": ("ssh", "openssh_serve"),
+    # `axisor-backup serve --listen`: the same protocol behind its own asyncssh server.
+    "ssh-listen": ("ssh", "listen_serve"),
     "azure": ("azure", "azurite"),
     "ftp": ("ftp", "ftp_server"),
     "ftps": ("ftps", "ftps_server"),
