@@ -257,6 +257,11 @@ async def cmd_locations(svc: Any, args: Any, out: Any) -> int:
                     f"{s.name}: append-only (axisor-backup serve --append-only): it refuses deletes; "
                     "prune it and remove keys there from a trusted host"
                 )
+            elif s.immutability:
+                notes.append(
+                    f"{s.name}: {s.immutability}: each object stays undeletable that long after its write; "
+                    "prune keeps what is still locked"
+                )
             if s.last_error:
                 notes.append(f"{s.name}: last copy failed at {_age(s.last_error_at)}: {s.last_error}")
         return _table(rows) + "".join(f"\n{n}" for n in notes)

@@ -287,6 +287,18 @@ class RemoteStorageConfig:
     ] = False
     limit_upload: Annotated[LimitUpload, Doc("uploads to this location at most this fast; 0: unlimited")] = 0
     limit_download: Annotated[LimitDownload, Doc("downloads from this location at most this fast; 0: unlimited")] = 0
+    # S3 Object Lock (aws-s3 only): every object but locks is written with a retention date,
+    # so no credentials can delete it before then (core/storage/s3.py).
+    object_lock: Annotated[
+        str | None,
+        Choice("governance", "compliance"),
+        Doc("aws-s3: write every object under S3 Object Lock in this mode (the bucket is made with Object Lock on)"),
+    ] = None
+    object_lock_days: Annotated[
+        int | None,
+        Integer(1, 36500),
+        Doc("with object_lock: days each object stays locked; unset: the longest retention_days of the categories"),
+    ] = None
 
 
 _NO_KEY_HERE = (

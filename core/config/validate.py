@@ -270,6 +270,31 @@ def _rules(cls: type, table: Mapping[str, Any], at: Loc, bad: set[Loc], report: 
             _rules(key.table, entry, where, bad, report)
 
 
+def _object_locks(built: dict[str, Any], report: _Report) -> None:
+    """S3 Object Lock: aws-s3 only, and a lock period derived from the retention policy when
+    none is given (the longest retention_days of the categories: a snapshot its category
+    keeps stays undeletable as long)."""
+    storage = built.get("storage")
+    if storage is None:
+        return
+    days = max(
+        (getattr(built.get(c), "retention_days", 0) or 0 for c in ("application", "configuration", "database")),
+        default=30,
+    )
+    remotes = []
+    for index, loc in enumerate(storage.remote_storage):
+        if loc.object_lock is not None and loc.provider != "aws-s3":
+            report.add(
+                ("storage", "remote_storage", index, "object_lock"),
+                f"S3 Object Lock is for provider aws-s3 (this is {loc.provider}); for an immutable "
+                "location elsewhere use provider ssh behind `axisor-backup serve --append-only`",
+            )
+        if loc.object_lock is not None and loc.object_lock_days is None:
+            loc = dataclasses.replace(loc, object_lock_days=days or 30)
+        remotes.append(loc)
+    built["storage"] = dataclasses.replace(storage, remote_storage=tuple(remotes))
+
+
 def _schedule_references(built: Mapping[str, Any], report: _Report) -> None:
     # Cross-section: a scheduled job may only name sources and locations that exist, or
     # the daemon would find out at 02:00 instead of `config check` now.
@@ -403,6 +428,7 @@ def parse_config(data: dict[str, Any], *, base_dir: Path, path: Path | None = No
         if section is not None:
             built[name] = section
     _schedule_references(built, report)
+    _object_locks(built, report)
     if report.found:
         raise ConfigError(report.problems(), path)
     return Config(**built, path=path)

@@ -58,8 +58,9 @@ class LocationStatus:
     last_write: str | None  # last successful write by this program (backup or copy)
     last_error: str | None  # last failed copy to it, cleared by the next successful one
     last_error_at: str | None
-    # What the location refuses by its own policy, as it said: "append-only" (an `axisor-backup
-    # serve --append-only` behind the ssh provider); None where nothing is refused.
+    # What the location refuses by its own policy: "append-only" (an `axisor-backup serve
+    # --append-only` behind the ssh provider, as it said), "object-lock MODE Nd" (S3 Object
+    # Lock, as configured); None where nothing is refused.
     immutability: str | None = None
 
 
@@ -235,6 +236,9 @@ async def _probe(sites: Sites, name: str, state: MonitorState) -> LocationStatus
     while hasattr(inner, "inner"):  # under the retrying and bandwidth wrappers
         inner = inner.inner
     immutability = "append-only" if getattr(inner, "append_only", None) else None
+    lock_state = getattr(inner, "lock_state", None)
+    if immutability is None and lock_state is not None:
+        immutability = await lock_state()  # "object-lock governance 30d" (core/storage/s3.py)
     await asyncio.to_thread(state.add_sample, name, usage)
     growth, since = (None, None)
     if usage.bytes_used is not None:

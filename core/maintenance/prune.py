@@ -30,6 +30,8 @@ the new index (``Repository.replace_index``), since the old one names packs step
 from __future__ import annotations
 
 import asyncio
+import logging
+from typing import Any
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone, tzinfo
@@ -59,7 +61,9 @@ from core.repository.pins import load_pins, pinned_ids
 from core.repository.rollback import bury
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
-from core.storage.backend import ObjectNotFound, StorageError
+from core.storage.backend import ObjectLocked, ObjectNotFound, StorageError
+
+log = logging.getLogger(__name__)
 
 # Trees loaded at once while finding the used blobs.
 _TREE_LOADS = 16
@@ -296,13 +300,36 @@ async def _load_trees(
 # -- 3. to 6. carrying the plan out ------------------------------------------------------------
 
 
-async def _delete_each(repo: Repository, keys: list[str], phase: str, progress: ProgressFn) -> None:
+async def _delete_each(repo: Repository, keys: list[str], phase: str, progress: ProgressFn) -> list[str]:
+    """Delete ``keys``; the ones S3 Object Lock still holds are skipped and returned (only
+    packs get here locked: snapshots still locked are kept by the plan, ``_locked``)."""
+    locked = []
     for i, key in enumerate(keys):
         progress(phase, i, len(keys))
         try:
             await repo.backend.delete(key)
         except ObjectNotFound:
             pass
+        except ObjectLocked:
+            locked.append(key)
+    return locked
+
+
+async def _locked(repo: Repository, snaps: list[Snapshot]) -> dict[str, str]:
+    """Snapshot id -> why it stays: its manifest is still under S3 Object Lock (a location
+    without a lock answers nothing, and nothing is asked of it)."""
+    backend: Any = repo.backend
+    while hasattr(backend, "inner"):  # under the retrying and bandwidth wrappers
+        backend = backend.inner
+    locked_until = getattr(backend, "locked_until", None)
+    if locked_until is None:
+        return {}
+    out = {}
+    for s in snaps:
+        until = await locked_until(f"{SNAPSHOTS}/{s.id}")
+        if until is not None:
+            out[s.id] = f"locked by S3 Object Lock until {until:%Y-%m-%d %H:%M} UTC"
+    return out
 
 
 async def _forget(repo: Repository, lock: Lock, plan: PrunePlan, progress: ProgressFn) -> None:
@@ -347,10 +374,12 @@ async def _replace_index(
     return len(new_files)
 
 
-async def _delete_packs(repo: Repository, lock: Lock, plan: PrunePlan, progress: ProgressFn) -> None:
+async def _delete_packs(repo: Repository, lock: Lock, plan: PrunePlan, progress: ProgressFn) -> list[str]:
+    """The packs S3 Object Lock still holds stay, unindexed: a later prune adopts and
+    deletes them once the lock has passed."""
     if plan.gone:
         await _check_lock(lock, "deleting packs")
-    await _delete_each(repo, [pack_key(pid) for pid in plan.gone], "deleting packs", progress)
+    return await _delete_each(repo, [pack_key(pid) for pid in plan.gone], "deleting packs", progress)
 
 
 async def execute(
@@ -362,7 +391,9 @@ async def execute(
     if not plan.rewrite_index:
         return written, len(holdings.index_files)
     files_after = await _replace_index(repo, lock, plan, holdings, written, progress)
-    await _delete_packs(repo, lock, plan, progress)
+    still_locked = await _delete_packs(repo, lock, plan, progress)
+    if still_locked:
+        log.info("prune: %d packs still under S3 Object Lock stay until a later prune", len(still_locked))
     return written, files_after
 
 
@@ -389,7 +420,11 @@ async def prune(
     async with lock:
         holdings, adopted, snaps = await _survey(repo, dry_run, progress)
         pins, damaged_pins = await load_pins(repo)
-        retention = apply(snaps, policy_for, now, tz, {**(pinned or {}), **pinned_ids(pins, damaged_pins)})
+        keep = {**(pinned or {}), **pinned_ids(pins, damaged_pins)}
+        retention = apply(snaps, policy_for, now, tz, keep)
+        locked = await _locked(repo, retention.forget)
+        if locked:  # kept, and said why: deleting them would only be refused
+            retention = apply(snaps, policy_for, now, tz, {**keep, **locked})
         trees = await _load_trees(repo, holdings.index(), kept_roots(retention), progress)
         plan = plan_prune(retention, holdings, trees)
         if dry_run:

@@ -33,6 +33,11 @@ class LocationRefused(StorageError):
     exit_code = Exit.REFUSED
 
 
+class ObjectLocked(LocationRefused):
+    """This object may not be deleted yet: S3 Object Lock holds it until a date (exit 25).
+    Prune keeps what is locked and removes it at a later run (core/maintenance/prune.py)."""
+
+
 class ObjectNotFound(StorageError):
     pass
 
@@ -61,6 +66,7 @@ def checked_key(key: str) -> str:
 __all__ = [
     "Backend",
     "LocationRefused",
+    "ObjectLocked",
     "ObjectExists",
     "ObjectInfo",
     "ObjectNotFound",

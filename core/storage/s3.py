@@ -16,11 +16,13 @@ import builtins
 import asyncio
 import configparser
 import contextlib
+from datetime import datetime, timedelta, timezone
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from core.storage.backend import (
+    ObjectLocked,
     ObjectExists,
     ObjectInfo,
     ObjectNotFound,
@@ -90,8 +92,14 @@ class S3Backend:
         gcs: bool = False,
         multipart_threshold: int = MULTIPART_THRESHOLD,
         part_size: int = PART_SIZE,
+        object_lock: str | None = None,
+        object_lock_days: int = 30,
     ) -> None:
         self.bucket = bucket
+        # S3 Object Lock: "governance" or "compliance", each object locked this many days
+        # from its write (locks/ excepted: they come and go with every operation).
+        self.object_lock = object_lock
+        self.object_lock_days = object_lock_days
         self.prefix = _normalize_prefix(prefix)
         self.endpoint = endpoint
         self.region = region
@@ -121,6 +129,8 @@ class S3Backend:
             timeout=float(loc.timeout_seconds),
             max_connections=max(2, loc.concurrency * 2),
             gcs=gcs,
+            object_lock=getattr(loc, "object_lock", None),
+            object_lock_days=getattr(loc, "object_lock_days", None) or 30,
         )
 
     def __repr__(self) -> str:
@@ -267,17 +277,37 @@ class S3Backend:
 
     # -- writes -----------------------------------------------------------------------------
 
+    def _md5(self, body: bytes) -> dict[str, Any]:
+        """S3 refuses a locked write without an integrity header: Content-MD5 (per part for a
+        multipart upload, so completing needs no checksums)."""
+        if self.object_lock is None:
+            return {}
+        import base64
+        import hashlib
+
+        return {"ContentMD5": base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()}
+
+    def _lock_args(self, key: str) -> dict[str, Any]:
+        """The Object Lock parameters of a write of ``key`` (none for locks/, or without a lock)."""
+        if self.object_lock is None or key.startswith("locks/"):
+            return {}
+        until = datetime.now(timezone.utc) + timedelta(days=self.object_lock_days)
+        return {"ObjectLockMode": self.object_lock.upper(), "ObjectLockRetainUntilDate": until}
+
     async def put(self, key: str, data: Payload) -> None:
         full = self._key(key)
         size = payload_size(data)
         if size < self.multipart_threshold:
+            body = bytes(as_bytes(data))
             await self._call(
                 f"write {key}",
                 "put_object",
                 Bucket=self.bucket,
                 Key=full,
-                Body=bytes(as_bytes(data)),
+                Body=body,
                 IfNoneMatch="*",
+                **self._lock_args(key),
+                **(self._md5(body) if self._lock_args(key) else {}),
             )
             return
         await self._put_multipart(key, full, as_bytes(data))
@@ -289,7 +319,9 @@ class S3Backend:
         with contextlib.suppress(ObjectNotFound):
             await self.stat(key)
             raise ObjectExists(f"{self.location}: write {key}: already exists")
-        created = await self._call(what, "create_multipart_upload", Bucket=self.bucket, Key=full)
+        created = await self._call(
+            what, "create_multipart_upload", Bucket=self.bucket, Key=full, **self._lock_args(key)
+        )
         upload_id = created["UploadId"]
         done = False
         try:
@@ -305,6 +337,7 @@ class S3Backend:
                     UploadId=upload_id,
                     PartNumber=number,
                     Body=chunk,
+                    **self._md5(chunk),
                 )
                 parts.append({"PartNumber": number, "ETag": resp["ETag"]})
             await self._call(
@@ -348,8 +381,11 @@ class S3Backend:
         except Exception as exc:  # noqa: BLE001
             raise self._error(exc, what) from None
 
+    async def _head(self, key: str) -> dict:
+        return await self._call(f"stat {key}", "head_object", Bucket=self.bucket, Key=self._key(key))
+
     async def stat(self, key: str) -> ObjectInfo:
-        resp = await self._call(f"stat {key}", "head_object", Bucket=self.bucket, Key=self._key(key))
+        resp = await self._head(key)
         return ObjectInfo(key, int(resp["ContentLength"]))
 
     async def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
@@ -368,7 +404,16 @@ class S3Backend:
 
     async def delete(self, key: str) -> None:
         # S3 deletes a missing key without complaint; the protocol says ObjectNotFound.
-        await self.stat(key)
+        head = await self._head(key)
+        until = head.get("ObjectLockRetainUntilDate")
+        if until is not None and until > datetime.now(timezone.utc):
+            # In a versioned bucket a plain delete would only hide the locked version behind a
+            # delete marker: the object would look gone while it is kept and billed. Refused
+            # instead, so prune skips it and tries again once the lock has passed.
+            raise ObjectLocked(
+                f"{self.location}: delete {key}: locked by S3 Object Lock "
+                f"({head.get('ObjectLockMode', '?').lower()}) until {until:%Y-%m-%d %H:%M} UTC"
+            )
         await self._call(f"delete {key}", "delete_object", Bucket=self.bucket, Key=self._key(key))
 
     async def list_temporary(self) -> builtins.list[TempInfo]:
@@ -416,10 +461,13 @@ class S3Backend:
     async def create(self) -> None:
         try:
             await self._call("check the bucket", "head_bucket", Bucket=self.bucket)
+            await self._check_lock_enabled()
             return
         except ObjectNotFound:
             pass  # 404: no such bucket; make it
         kwargs: dict[str, Any] = {"Bucket": self.bucket}
+        if self.object_lock is not None:
+            kwargs["ObjectLockEnabledForBucket"] = True  # versioning comes with it
         if self.region and self.region not in ("us-east-1", "auto"):
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
         try:
@@ -427,6 +475,36 @@ class S3Backend:
         except StorageError as exc:
             if "BucketAlreadyOwnedByYou" not in str(exc):
                 raise
+
+    async def _check_lock_enabled(self) -> None:
+        """With ``object_lock``, an existing bucket must have Object Lock on (it can only be
+        chosen when a bucket is made): else every write would go unlocked, silently."""
+        if self.object_lock is None:
+            return
+        try:
+            conf = await self._call(
+                "read the Object Lock configuration", "get_object_lock_configuration", Bucket=self.bucket
+            )
+        except StorageError:
+            conf = {}
+        if (conf.get("ObjectLockConfiguration") or {}).get("ObjectLockEnabled") != "Enabled":
+            raise StorageError(
+                f"{self.location}: bucket {self.bucket} has no S3 Object Lock, and it can only be turned on when "
+                "a bucket is made: name a new bucket (the first copy makes it with Object Lock on)"
+            )
+
+    async def locked_until(self, key: str) -> datetime | None:
+        """When S3 Object Lock lets ``key`` go (None: not locked, or no longer)."""
+        if self.object_lock is None:
+            return None
+        until = (await self._head(key)).get("ObjectLockRetainUntilDate")
+        return until if until is not None and until > datetime.now(timezone.utc) else None
+
+    async def lock_state(self) -> str | None:
+        """What `locations` shows: "object-lock MODE Nd", or None without a lock."""
+        if self.object_lock is None:
+            return None
+        return f"object-lock {self.object_lock} {self.object_lock_days}d"
 
     async def usage(self) -> StorageUsage:
         used = count = 0

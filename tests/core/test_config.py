@@ -141,7 +141,7 @@ def test_docs_key_table_is_generated_from_the_declaration():
 def test_example_remote_storage_blocks_are_valid(tmp_path):
     text = EXAMPLE.read_text(encoding="utf-8")
     blocks = re.findall(r"^# \[\[storage\.remote_storage\]\]\n(?:^# .*\n)+", text, re.MULTILINE)
-    assert len(blocks) == 6
+    assert len(blocks) == 7
     uncommented = []
     for block in blocks:
         lines = [line[2:] for line in block.splitlines()]
@@ -151,8 +151,12 @@ def test_example_remote_storage_blocks_are_valid(tmp_path):
     path = write(tmp_path, text + "\n" + "\n\n".join(uncommented) + "\n")
     config = load_config(path)
     providers = [r.provider for r in config.storage.remote_storage]
-    assert providers == ["aws-s3", "gcp-storage", "azure-blob", "sftp", "ftp", "local"]
+    assert providers == ["aws-s3", "gcp-storage", "azure-blob", "sftp", "ssh", "ftp", "local"]
     assert config.storage.remote_storage[0].credentials_file == Path("/etc/axisor/aws-credentials")
+    assert (config.storage.remote_storage[0].object_lock, config.storage.remote_storage[0].object_lock_days) == (
+        "governance",
+        30,
+    )
 
 
 # --------------------------------------------------------------------------- parsing
