@@ -147,6 +147,26 @@ class _LoopThread:
         self.loop.close()
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _append_key(folder: Path) -> tuple[Path, str]:
+    """A second client key (the backed-up host's): its private key file and public line."""
+    import asyncssh
+
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    path = folder / "append_key"
+    key.write_private_key(str(path))
+    path.chmod(0o600)
+    return path, key.export_public_key().decode().strip()
+
+
 def _write_keys(folder: Path) -> tuple[Path, Path, str, object]:
     import asyncssh
 
@@ -274,12 +294,7 @@ def _sshd(base: Path, authorized: str, extra: tuple[str, ...] = ()) -> Iterator[
 
         yield port, drop
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
 
 
 @pytest.fixture(scope="session")
@@ -310,21 +325,17 @@ class ServeServer:
 
 @pytest.fixture(scope="session")
 def openssh_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeServer]:
-    import asyncssh
 
     base = tmp_path_factory.mktemp("openssh-serve")
     root = base / "root"
     root.mkdir()
     _, client_path, _, host_key = _write_keys(base)
-    append_key = asyncssh.generate_private_key("ssh-ed25519")
-    append_path = base / "append_key"
-    append_key.write_private_key(str(append_path))
-    append_path.chmod(0o600)
+    append_path, append_pub = _append_key(base)
     program = Path(sys.executable).parent / "axisor-backup"
     forced = f"{program} serve --stdio --path {root}"
     authorized = (
         f'command="{forced}",restrict {Path(str(client_path) + ".pub").read_text().strip()}\n'
-        f'command="{forced} --append-only",restrict {append_key.export_public_key().decode().strip()}\n'
+        f'command="{forced} --append-only",restrict {append_pub}\n'
     )
     with _sshd(base, authorized) as (port, drop):
         known = _known_hosts(base, port, host_key)
@@ -335,17 +346,13 @@ def openssh_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeSer
 def listen_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeServer]:
     """`axisor-backup serve --listen` (its own asyncssh server) on ``root``: the trusted key
     in --trusted-keys, the backed-up host's in --authorized-keys (append-only)."""
-    import asyncssh
 
     base = tmp_path_factory.mktemp("listen-serve")
     root = base / "root"
     root.mkdir()
     host_path, client_path, _, host_key = _write_keys(base)
-    append_key = asyncssh.generate_private_key("ssh-ed25519")
-    append_path = base / "append_key"
-    append_key.write_private_key(str(append_path))
-    append_path.chmod(0o600)
-    (base / "append.pub").write_text(append_key.export_public_key().decode())
+    append_path, append_pub = _append_key(base)
+    (base / "append.pub").write_text(append_pub + "\n")
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -381,12 +388,7 @@ def listen_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeServ
 
         yield ServeServer("127.0.0.1", port, getpass.getuser(), root, client_path, append_path, known, drop)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
 
 
 @pytest.fixture(scope="session")
@@ -490,12 +492,7 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteServer]
         creds.chmod(0o600)
         yield AzuriteServer(endpoint, creds, conn)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
 
 
 # --------------------------------------------------------------------------- FTP

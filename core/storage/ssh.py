@@ -130,6 +130,12 @@ class _Session:
                 if not head.get("more"):
                     return frames
         except (OSError, asyncssh.Error) as exc:
+            # A server that refused the session (exit 2 with its reason) closes the channel
+            # while the request is written: the reader then has the real story. Asked first.
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(self._reader), 3)
+            if self.dead is not None:
+                raise self.dead from None
             self._fail(TransientError(f"{self.where}: connection lost ({reason(exc)})"))
             raise TransientError(f"{self.where}: connection lost ({reason(exc)})") from None
         finally:
