@@ -92,7 +92,16 @@ async def cmd_acknowledge(svc: Any, args: Any, out: Any) -> int:
             lines.append("no pins to remove; the tripwire findings are answered")
         return "\n".join(lines)
 
-    out.emit({"removed": [asdict(p) for p in done.removed], "damaged": list(done.damaged)}, text)
+    out.emit(
+        {
+            "removed": [asdict(p) for p in done.removed],
+            "damaged": list(done.damaged),
+            "elsewhere": list(done.elsewhere),
+        },
+        text,
+    )
+    for note in done.elsewhere:
+        out.note(f"warning: {note}")
     return code
 
 

@@ -183,6 +183,7 @@ async def copy_snapshots(
             else:
                 copied.append(snap.id)
         wal_copied = await _copy_wal(run, wal)
+        await _copy_pins(run)
     return CopyResult(
         source_name,
         target_name,
@@ -234,6 +235,18 @@ async def _copy_wal(run: _Run, names: list[str] | None) -> list[str]:
     for name in sorted(names):
         await _copy_object(run, f"{WAL}/{name}")
     return sorted(names)
+
+
+async def _copy_pins(run: _Run) -> None:
+    """The tripwire's pins the target lacks (core/repository/pins.py), as they are: a pinned
+    snapshot stays at every location holding it, so a prune there keeps it too. Sealed
+    with the snapshot id, not the place: a replica opens them with the same key."""
+    from core.repository.pins import PINS
+
+    have = {info.key async for info in run.target.backend.list(f"{PINS}/")}
+    async for info in run.source.backend.list(f"{PINS}/"):
+        if info.key not in have:
+            await _copy_object(run, info.key)
 
 
 async def _copy_object(run: _Run, key: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.errors import DamagedObject, SnapshotNotFound, UsageError
+from core.errors import AxisorError, DamagedObject, SnapshotNotFound, UsageError
 from core.repository.lock import Lock
 from core.repository.pins import Pin, delete_pin, load_pins
 from core.service.session import Session
@@ -15,6 +15,9 @@ from core.service.session import Session
 class Acknowledged:
     removed: tuple[Pin, ...]  # the pins deleted: their snapshots go back to retention's rules
     damaged: tuple[str, ...]  # keys of pins that would not open, deleted when named by id or --all
+    # Other locations that kept a copy of a removed pin (copies carry pins): unreachable,
+    # or append-only. Said, because a prune there still keeps the snapshot.
+    elsewhere: tuple[str, ...] = ()
 
 
 async def pins(session: Session) -> tuple[list[Pin], list[DamagedObject]]:
@@ -54,7 +57,29 @@ async def acknowledge(session: Session, refs: list[str], *, everything: bool = F
         removed = [p for sid, p in chosen.items() if await delete_pin(repo, sid)]
         for sid in broken:
             await delete_pin(repo, sid)
-    return Acknowledged(tuple(removed), tuple(broken))
+    elsewhere = await _unpin_elsewhere(session, [p.snapshot for p in removed] + broken)
+    return Acknowledged(tuple(removed), tuple(broken), tuple(elsewhere))
+
+
+async def _unpin_elsewhere(session: Session, ids: list[str]) -> list[str]:
+    """The copies of these pins at every other location; what could not be removed, said."""
+    from core.storage.backend import LocationRefused
+
+    notes: list[str] = []
+    if not ids:
+        return notes
+    from core.service.locations import location_names
+
+    for name in location_names(session)[1:]:
+        try:
+            repo = await session.location_repo(name)
+            for sid in ids:
+                await delete_pin(repo, sid)
+        except LocationRefused:
+            notes.append(f"{name} is append-only: its copies of these pins stay; acknowledge there from a trusted host")
+        except AxisorError as exc:
+            notes.append(f"{name}: its copies of these pins stay ({exc}); acknowledge again when it is reachable")
+    return notes
 
 
 async def accept_rollback(session: Session) -> tuple[int, str]:

@@ -351,3 +351,24 @@ def test_a_trip_is_notified_as_the_backup_ends_even_without_on_success(ws, tmp_p
     assert doc["source"] == "application/user_data"
     assert f"TRIPWIRE in snapshot {tripped['id'][:8]}" in doc["summary"]
     assert f"snapshot {tripped['tripwire']['pinned'][:8]} is pinned against prune" in doc["summary"]
+
+
+def test_a_pin_travels_with_the_copies_and_acknowledge_removes_it_everywhere(ws, tmp_path):
+    """Each backup's copy carries the pins, so a prune of the copy keeps the snapshot too;
+    `acknowledge` removes every copy of the pin."""
+    nas = tmp_path / "nas"
+    rnd = random.Random(11)
+    platform_tree(ws.src, rnd)
+    write_config(ws, f'[[storage.remote_storage]]\nprovider = "local"\nname = "nas"\npath = "{nas}"')
+    assert cli(ws, "init").code == 0
+    backup(ws)
+    ordinary_day(ws.src, rnd, 1)
+    good = backup(ws)
+    encrypt_everything(ws.src)
+    tripped = backup(ws)
+    assert tripped["tripwire"]["pinned"] == good["id"]
+    assert (ws.repo / "pins" / good["id"]).exists() and (nas / "pins" / good["id"]).exists()
+    done = cli(ws, "acknowledge", "--all", "--json")
+    assert done.code == 0, done.err
+    assert done.json()["elsewhere"] == []
+    assert not (ws.repo / "pins" / good["id"]).exists() and not (nas / "pins" / good["id"]).exists()
