@@ -51,6 +51,7 @@ from core.repository.lock import Lock
 from core.repository.snapshot import Snapshot
 from core.restore.files import RestoreOptions
 from core.sources.postgres.connection import PgTarget, one_row
+from core.storage.backend import innermost
 
 if TYPE_CHECKING:
     from core.service import BackupService
@@ -242,10 +243,7 @@ class _Drill:
     def _what_survived(self) -> None:
         """compromised-host: the location must refuse deletes (what the host's keys could do
         to it), and the report says what is there to restore, per source."""
-        backend = self.svc.backend
-        while hasattr(backend, "inner"):  # under the retrying and bandwidth wrappers
-            backend = backend.inner
-        refuses = bool(getattr(backend, "append_only", False))
+        refuses = bool(getattr(innermost(self.svc.backend), "append_only", False))
         self.check(
             "location refuses deletes",
             "immutable",

@@ -70,6 +70,35 @@ class Finding:
         return cls(str(d.get("rule", "")), str(d.get("message", "")), dict(d.get("figures") or {}))
 
 
+@dataclass(frozen=True, slots=True)
+class RecordedTrip:
+    """A tripped snapshot as its backup job's result records it (core/backup/job.py): what
+    `status` and the notification read back."""
+
+    source: str
+    snapshot: str
+    findings: tuple[Finding, ...]
+    pinned: str | None
+
+    @property
+    def rules(self) -> list[str]:
+        return [f.rule for f in self.findings]
+
+
+def recorded_trips(result: dict | None) -> list[RecordedTrip]:
+    """Every snapshot of a backup job's result that carries a ``tripwire`` record."""
+    out = []
+    for snap in (result or {}).get("snapshots") or []:
+        trip = snap.get("tripwire") if isinstance(snap, dict) else None
+        if isinstance(trip, dict):
+            findings = tuple(Finding.from_dict(f) for f in trip.get("findings") or [] if isinstance(f, dict))
+            pinned = trip.get("pinned")
+            out.append(
+                RecordedTrip(str(snap.get("source")), str(snap.get("id")), findings, str(pinned) if pinned else None)
+            )
+    return out
+
+
 def _ratio(summary: Any) -> float | None:
     """Plaintext added per byte stored, or None when nothing was stored."""
     if not summary.data_added_packed:
@@ -124,4 +153,4 @@ def inspect(snapshot: Any, earlier: Sequence[Any], limits: Thresholds) -> list[F
     return found
 
 
-__all__ = ["COMPRESSIBLE", "INCOMPRESSIBLE", "Finding", "Thresholds", "inspect"]
+__all__ = ["COMPRESSIBLE", "INCOMPRESSIBLE", "Finding", "RecordedTrip", "Thresholds", "inspect", "recorded_trips"]

@@ -19,6 +19,7 @@ import socket
 from typing import Any
 
 from core.config import NotificationsConfig
+from core.health.tripwire import recorded_trips
 from core.jobs.api import Job, JobState
 from core.jobs.codec import job_to_dict
 from core.childenv import child_env
@@ -97,13 +98,10 @@ def tripped(job: Job) -> list[tuple[str, str]]:
     if job.kind != "backup":
         return []
     out = []
-    for snap in (job.result or {}).get("snapshots") or []:
-        trip = snap.get("tripwire") if isinstance(snap, dict) else None
-        if isinstance(trip, dict):
-            said = "; ".join(str(f.get("message")) for f in trip.get("findings") or [] if isinstance(f, dict))
-            pinned = trip.get("pinned")
-            keep = f"; snapshot {str(pinned)[:8]} is pinned against prune" if pinned else ""
-            out.append((str(snap.get("source")), f"TRIPWIRE in snapshot {str(snap.get('id'))[:8]}: {said}{keep}"))
+    for trip in recorded_trips(job.result):
+        said = "; ".join(f.message for f in trip.findings)
+        keep = f"; snapshot {trip.pinned[:8]} is pinned against prune" if trip.pinned else ""
+        out.append((trip.source, f"TRIPWIRE in snapshot {trip.snapshot[:8]}: {said}{keep}"))
     return out
 
 

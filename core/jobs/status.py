@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from core.config import Config
 from core.errors import DaemonError, Exit, SourceError, VerificationFailed
 from core.health.shrink import FileCount, counts_files, shrink_of
+from core.health.tripwire import recorded_trips
 from core.jobs.api import JobState
 from core.jobs.client import DaemonClient, socket_path
 from core.jobs.metrics import HISTORY, per_source
@@ -290,25 +291,19 @@ def tripwire_checks(backups: list, acknowledgements: list) -> list[Check]:
     checks: list[Check] = []
     seen: set[str] = set()
     for job in backups:  # newest first
-        for snap in (job.result or {}).get("snapshots") or []:
-            if not isinstance(snap, dict) or not isinstance(snap.get("tripwire"), dict):
+        for trip in recorded_trips(job.result):
+            if trip.source in seen:
                 continue
-            source = str(snap.get("source"))
-            if source in seen:
+            seen.add(trip.source)
+            if any(_answers(a, job, trip.source) for a in acknowledgements):
                 continue
-            seen.add(source)
-            if any(_answers(a, job, source) for a in acknowledgements):
-                continue
-            trip = snap["tripwire"]
-            rules = [str(f.get("rule")) for f in trip.get("findings") or [] if isinstance(f, dict)]
-            first = next((f for f in trip.get("findings") or [] if isinstance(f, dict)), {})
-            pinned = trip.get("pinned")
+            first = trip.findings[0].message if trip.findings else ""
             message = (
-                f"snapshot {str(snap.get('id'))[:8]} ({', '.join(rules)}) looks like mass encryption or a wipe: "
-                f"{first.get('message', '')}; "
-                + (f"snapshot {str(pinned)[:8]} is pinned against prune" if pinned else "NOTHING could be pinned")
+                f"snapshot {trip.snapshot[:8]} ({', '.join(trip.rules)}) looks like mass encryption or a wipe: "
+                f"{first}; "
+                + (f"snapshot {trip.pinned[:8]} is pinned against prune" if trip.pinned else "NOTHING could be pinned")
             )
-            checks.append(Check(f"tripwire {source}", "critical", message, fix="acknowledge"))
+            checks.append(Check(f"tripwire {trip.source}", "critical", message, fix="acknowledge"))
     return checks
 
 

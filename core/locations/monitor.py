@@ -28,6 +28,7 @@ from core.repository import repo_config
 from core.repository.format import CONFIG, DATA, INDEX, KEYS, LOCKS, SNAPSHOTS
 from core.storage.backend import Backend, StorageUsage, backend_usage
 from core.storage.factory import as_local
+from core.storage.backend import innermost
 
 __all__ = ["LocationStatus", "MonitorState", "probe_all", "state_file"]
 
@@ -232,9 +233,7 @@ async def _probe(sites: Sites, name: str, state: MonitorState) -> LocationStatus
         usage = await usage_of(backend)
     except (AxisorError, OSError, TimeoutError) as exc:
         return down(str(exc) or type(exc).__name__)
-    inner = backend
-    while hasattr(inner, "inner"):  # under the retrying and bandwidth wrappers
-        inner = inner.inner
+    inner = innermost(backend)
     immutability = "append-only" if getattr(inner, "append_only", None) else None
     lock_state = getattr(inner, "lock_state", None)
     if immutability is None and lock_state is not None:

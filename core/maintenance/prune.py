@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone, tzinfo
@@ -61,7 +60,7 @@ from core.repository.pins import load_pins, pinned_ids
 from core.repository.rollback import bury
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
-from core.storage.backend import ObjectLocked, ObjectNotFound, StorageError
+from core.storage.backend import ObjectLocked, ObjectNotFound, StorageError, innermost
 
 log = logging.getLogger(__name__)
 
@@ -318,10 +317,7 @@ async def _delete_each(repo: Repository, keys: list[str], phase: str, progress: 
 async def _locked(repo: Repository, snaps: list[Snapshot]) -> dict[str, str]:
     """Snapshot id -> why it stays: its manifest is still under S3 Object Lock (a location
     without a lock answers nothing, and nothing is asked of it)."""
-    backend: Any = repo.backend
-    while hasattr(backend, "inner"):  # under the retrying and bandwidth wrappers
-        backend = backend.inner
-    locked_until = getattr(backend, "locked_until", None)
+    locked_until = getattr(innermost(repo.backend), "locked_until", None)
     if locked_until is None:
         return {}
     out = {}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import socket
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from core.errors import LockHeld, LockUnreadable, StorageFull
 from core.proc import have_proc, process_start
 from core.repository.format import LOCKS
 from core.storage.backend import Backend, ObjectNotFound, ObjectUnreadable, StorageReadOnly
+
+log = logging.getLogger(__name__)
 
 LOCK_TTL = timedelta(minutes=30)
 REFRESH_EVERY = timedelta(minutes=5)
@@ -299,8 +302,9 @@ class Lock:
             await _to_the_end(self._delete())
         except asyncio.CancelledError:
             raise
-        except Exception:
-            pass  # it expires on its own (LOCK_TTL); the caller's error is the one to report
+        except Exception as exc:
+            # The caller's error is the one to report; this one is said beside it, by name.
+            log.warning("could not remove lock %s (%s); it expires on its own (LOCK_TTL)", self.key, exc)
 
     async def release(self) -> None:
         # Runs to its end when cancelled (a console's worker stopped as it closes): a lock

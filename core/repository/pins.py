@@ -13,19 +13,16 @@ sorted keys, ``version`` 1.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, field
 
-from core import crypto
 from core.errors import DamagedObject
-from core.repository.repo_config import bounded_get
-from core.storage.backend import ObjectExists, ObjectNotFound
+from core.repository.sealed_by_id import SNAPSHOT_ID, open_sealed, put_once
+from core.storage.backend import ObjectNotFound
 
 PINS = "pins"
 AD_PIN = b"axisor/pin/v1"
 # A pin is a few hundred bytes of findings; a planted object must not be read whole.
 MAX_PIN = 256 * 1024
-_ID = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,20 +61,10 @@ def pin_key(snapshot_id: str) -> str:
     return f"{PINS}/{snapshot_id}"
 
 
-def _ad(snapshot_id: str) -> bytes:
-    return AD_PIN + snapshot_id.encode("ascii")
-
-
 async def store_pin(repo, pin: Pin) -> bool:
     """Write ``pins/<snapshot id>`` once: False when the snapshot is pinned already (a
     second trip before anyone acknowledged the first keeps the first pin's story)."""
-    if not _ID.fullmatch(pin.snapshot):
-        raise ValueError(f"{pin.snapshot!r} is not a snapshot id")
-    try:
-        await repo.backend.put(pin_key(pin.snapshot), repo.cipher.seal(pin.encode(), _ad(pin.snapshot)))
-    except ObjectExists:
-        return False
-    return True
+    return await put_once(repo, PINS, AD_PIN, pin.snapshot, pin.encode())
 
 
 async def load_pins(repo) -> tuple[list[Pin], list[DamagedObject]]:
@@ -87,18 +74,14 @@ async def load_pins(repo) -> tuple[list[Pin], list[DamagedObject]]:
     damaged: list[DamagedObject] = []
     async for info in repo.backend.list(f"{PINS}/"):
         sid = info.key.rsplit("/", 1)[-1]
-        if not _ID.fullmatch(sid):
+        if not SNAPSHOT_ID.fullmatch(sid):
             continue  # a temporary file of an interrupted write on some backends
         try:
-            sealed = await bounded_get(repo.backend, info.key, MAX_PIN, "pin")
-            pin = Pin.decode(repo.cipher.open(sealed, _ad(sid)))
+            pin = Pin.decode(await open_sealed(repo, PINS, AD_PIN, sid, MAX_PIN, "pin"))
         except ObjectNotFound:
             continue  # acknowledged meanwhile
         except DamagedObject as exc:
             damaged.append(exc)
-            continue
-        except crypto.DecryptError as exc:
-            damaged.append(DamagedObject(info.key, f"does not authenticate ({exc}); truncated, tampered or renamed"))
             continue
         except (ValueError, TypeError, KeyError) as exc:
             damaged.append(DamagedObject(info.key, f"malformed pin: {exc}"))

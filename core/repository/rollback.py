@@ -20,22 +20,24 @@ owner decides (`axisor-backup acknowledge --rollback` accepts the repository as 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
-import re
+import socket
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from core import crypto
-from core.errors import AxisorError, Exit
-from core.repository.repo_config import bounded_get
-from core.storage.backend import ObjectExists, ObjectNotFound
+from core.errors import AxisorError, DamagedObject, Exit
+from core.repository.sealed_by_id import SNAPSHOT_ID, open_sealed, put_once
+from core.storage.backend import ObjectNotFound
+
+log = logging.getLogger(__name__)
 
 TOMBSTONES = "forgotten"
 AD_TOMBSTONE = b"axisor/forgotten/v1"
 MAX_TOMBSTONE = 64 * 1024
-_ID = re.compile(r"[0-9a-f]{64}")
 
 
 class RollbackDetected(AxisorError):
@@ -57,33 +59,23 @@ class Tombstone:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
 
 
-def _ad(snapshot_id: str) -> bytes:
-    return AD_TOMBSTONE + snapshot_id.encode("ascii")
-
-
 async def bury(repo, snapshot_id: str, why: str, replaced_by: str = "") -> None:
     """Write ``forgotten/<id>`` before the manifest is deleted (write once: a second
     deletion of the same id keeps the first tombstone)."""
-    import socket
-
     stone = Tombstone(
         snapshot_id, why, datetime.now(timezone.utc).isoformat(timespec="seconds"), socket.gethostname(), replaced_by
     )
-    try:
-        await repo.backend.put(f"{TOMBSTONES}/{snapshot_id}", repo.cipher.seal(stone.encode(), _ad(snapshot_id)))
-    except ObjectExists:
-        pass
+    await put_once(repo, TOMBSTONES, AD_TOMBSTONE, snapshot_id, stone.encode())
 
 
 async def explained(repo, snapshot_id: str) -> bool:
     """Whether a tombstone for ``snapshot_id`` exists and opens with the key (a file of that
-    name planted by someone without the key explains nothing)."""
-    key = f"{TOMBSTONES}/{snapshot_id}"
+    name planted by someone without the key explains nothing). A storage that cannot be read
+    is not an answer: its error passes on, rather than a rollback reported that is not one."""
     try:
-        sealed = await bounded_get(repo.backend, key, MAX_TOMBSTONE, "tombstone")
-        plain = repo.cipher.open(sealed, _ad(snapshot_id))
+        plain = await open_sealed(repo, TOMBSTONES, AD_TOMBSTONE, snapshot_id, MAX_TOMBSTONE, "tombstone")
         return json.loads(plain).get("snapshot") == snapshot_id
-    except (ObjectNotFound, crypto.DecryptError, ValueError, AxisorError):
+    except (ObjectNotFound, DamagedObject, ValueError, AttributeError):
         return False
 
 
@@ -98,8 +90,6 @@ class SeenSnapshots:
     def of(cls, state_dir: Path, repository_id: str, location: str) -> SeenSnapshots:
         """One file per repository *and* place: two copies of one repository (same id) at
         two paths are two memories; an old copy put back at the same path is caught."""
-        import hashlib
-
         where = hashlib.blake2b(location.encode(), digest_size=8).hexdigest()
         return cls(state_dir / "seen" / f"{repository_id}-{where}.json")
 
@@ -107,11 +97,14 @@ class SeenSnapshots:
         """None when this host never recorded this repository (nothing to compare with)."""
         try:
             data = json.loads(self.path.read_text())
+            ids = data.get("snapshots", [])
         except FileNotFoundError:
             return None
-        except (OSError, ValueError):
-            return None  # unreadable: start again rather than refuse every backup
-        return {s for s in data.get("snapshots", []) if isinstance(s, str) and _ID.fullmatch(s)}
+        except (OSError, ValueError, AttributeError) as exc:
+            # Start again rather than refuse every backup; said, since this run checks nothing.
+            log.warning("%s cannot be read (%s): this backup cannot check for vanished snapshots", self.path, exc)
+            return None
+        return {s for s in ids if isinstance(s, str) and SNAPSHOT_ID.fullmatch(s)}
 
     def save(self, ids: set[str]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -54,6 +54,15 @@ class ObjectExists(StorageError):
     pass
 
 
+def innermost(backend: object) -> object:
+    """The provider's backend under the retrying and bandwidth wrappers (each keeps the one
+    it wraps as ``inner``): where a provider's own answers live (``append_only``,
+    ``locked_until``, ``lock_state``)."""
+    while hasattr(backend, "inner"):
+        backend = backend.inner
+    return backend
+
+
 def checked_key(key: str) -> str:
     """``key`` if it is a safe relative object key (``data/ab/abcd...``); StorageError
     otherwise. Every backend maps keys onto paths or names with it, so none can escape
@@ -82,6 +91,7 @@ __all__ = [
     "delete_temporary",
     "list_temporary",
     "checked_key",
+    "innermost",
 ]
 
 

@@ -299,6 +299,7 @@ class S3Backend:
         size = payload_size(data)
         if size < self.multipart_threshold:
             body = bytes(as_bytes(data))
+            lock = self._lock_args(key)
             await self._call(
                 f"write {key}",
                 "put_object",
@@ -306,8 +307,8 @@ class S3Backend:
                 Key=full,
                 Body=body,
                 IfNoneMatch="*",
-                **self._lock_args(key),
-                **(self._md5(body) if self._lock_args(key) else {}),
+                **lock,
+                **(self._md5(body) if lock else {}),
             )
             return
         await self._put_multipart(key, full, as_bytes(data))
