@@ -132,7 +132,9 @@ async def cmd_drills(svc: Any, args: Any, out: Any) -> int:
     def text() -> str:
         if not rows:
             return "no drills yet (run: axisor-backup drill)"
-        table = [("ID", "SCENARIO", "RESULT", "RTO", "OBJECTIVE", "TREND", "WORST RPO", "LOCATION")]
+        table = [
+            ("ID", "SCENARIO", "RESULT", "RTO", "OBJECTIVE", "TREND", "FORECAST", "OFF BY", "WORST RPO", "LOCATION")
+        ]
         for x in rows:
             change = x["rto_change_seconds"]
             trend = "-" if change is None else ("+" if change >= 0 else "-") + _secs(abs(change))
@@ -144,6 +146,8 @@ async def cmd_drills(svc: Any, args: Any, out: Any) -> int:
                     _secs(x["rto_seconds"]),
                     _secs(x["rto_objective_seconds"]),
                     trend,
+                    _secs(x["forecast_seconds"]),
+                    "-" if x["forecast_error"] is None else f"{x['forecast_error']:+.0%}",
                     _secs(x["worst_rpo_seconds"]),
                     x["location"],
                 )

@@ -500,6 +500,7 @@ async def cmd_daemon(svc: Any, args: Any, out: Any) -> int:
 
 
 async def cmd_status(svc: Any, args: Any, out: Any) -> int:
+    from core.jobs.rto import describe, forecast_level
     from core.jobs.status import health
 
     h = await health(svc.config)
@@ -517,6 +518,10 @@ async def cmd_status(svc: Any, args: Any, out: Any) -> int:
             }
             for c in h.checks
         ],
+        "rto_forecasts": [
+            {**f.to_dict(), "level": forecast_level(f, svc.config.objectives.critical_factor), "message": describe(f)}
+            for f in h.forecasts
+        ],
     }
 
     def text() -> str:
@@ -525,6 +530,10 @@ async def cmd_status(svc: Any, args: Any, out: Any) -> int:
             lines.append(f"  {c.level.upper():8} {shown(c.name)}: {shown(c.full_message)}")
             if c.fix and c.level != "ok":
                 lines.append(f"           fix: {shown(fix_command(c.fix) or '')}")
+        if h.forecasts:
+            lines.append("RTO forecast (a full recovery now, from the drills measured so far):")
+            for f in h.forecasts:
+                lines.append(f"  {f.scenario} from {shown(f.location)}: {shown(describe(f))}")
         return "\n".join(lines)
 
     out.emit(data, text)
@@ -536,6 +545,12 @@ def fix_command(fix: str | None) -> str | None:
     if fix is None:
         return None
     action, _, arg = fix.partition(" ")
+    if action == "drill":  # "drill <scenario> <location>": an RTO forecast over its objective
+        scenario, _, location = arg.partition(" ")
+        return (
+            f"axisor-backup drill --scenario {scenario} --from {location} (measures again); "
+            "if it holds: a faster location, or a larger [objectives] rto"
+        )
     return {
         "backup": f"axisor-backup backup --source {arg}",
         "verify": "axisor-backup verify",

@@ -10,6 +10,7 @@ from textual.widgets import DataTable, Header, Static
 
 from core.jobs.api import Job
 from core.health.shrink import suspicious_shrinks
+from core.jobs.rto import describe
 from core.jobs.status import Health
 from core.jobs.status import health as evaluate_health
 from screens.footer import KeyFooter
@@ -256,6 +257,7 @@ _FIX_KEYS = {
     "repair": "v: Verify screen; then `axisor-backup repair` (docs/OPERATIONS.md)",
     "daemon": "start the daemon: `axisor-backup daemon`",
     "acknowledge": "look at the snapshot, then `axisor-backup acknowledge`",
+    "drill": "x: Drills screen, n: run one",
 }
 
 
@@ -277,7 +279,20 @@ def _health_text(health: Health | Exception, catalog_alerts: list[str]) -> str:
             lines.append(f"{_MARK[c.level]} {shown(c.name)}: {shown(c.message)}" + (f" [{fix}]" if fix else ""))
         if len(findings) > MAX_FINDINGS:
             lines.append(f"… {len(findings) - MAX_FINDINGS} more: `axisor-backup status` lists them")
+        lines += _forecast_lines(health)
     return "\n".join(lines + [shown(a) for a in catalog_alerts])
+
+
+def _forecast_lines(health: Health) -> list[str]:
+    """The RTO forecasts `status` shows, the measured ones; said only once a drill has
+    measured something (`status` lists the scenarios with no measurement yet)."""
+    measured = [f for f in health.forecasts if f.measured]
+    if not measured:
+        return []
+    parts = [f"{f.scenario} from {shown(f.location)} {describe(f).removeprefix('forecast ')}" for f in measured]
+    unmeasured = len(health.forecasts) - len(measured)
+    more = f"; {unmeasured} with no measurement yet" if unmeasured else ""
+    return ["RTO forecast: " + "; ".join(parts[:3]) + (f"; … {len(parts) - 3} more" if len(parts) > 3 else "") + more]
 
 
 def _verified(v) -> str:

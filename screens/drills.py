@@ -66,9 +66,10 @@ def parse_log_line(line: str) -> ChecklistItem | None:
     return ChecklistItem(kind, name, status, tail[len(status) :])
 
 
-def history_cells(row: dict) -> tuple[str, str, str, str, str, str]:
+def history_cells(row: dict) -> tuple[str, str, str, str, str, str, str]:
     """One history row: when, scenario, result in words, RTO vs objective, worst RPO vs its
-    objective, RTO change since the previous drill of that scenario."""
+    objective, RTO change since the previous drill of that scenario, and the RTO forecast
+    made before it ran with how far off it was."""
     started = datetime.fromisoformat(row["started"]) if row.get("started") else None
     verdict = "✔ passed" if row["passed"] else "✘ FAILED"
     rto, goal = row["rto_seconds"], row["rto_objective_seconds"]
@@ -88,7 +89,15 @@ def history_cells(row: dict) -> tuple[str, str, str, str, str, str]:
         if change is None
         else ("same" if abs(change) < 0.05 else f"{'slower' if change > 0 else 'faster'} {abs(change):.1f}s")
     )
-    return compact_time(started), row["scenario"], verdict, rto_text, rpo_text, trend
+    forecast, error = row.get("forecast_seconds"), row.get("forecast_error")
+    forecast_text = (
+        "-"
+        if row.get("forecast_note") == "no forecast recorded"
+        else "none yet"
+        if forecast is None
+        else f"{human_duration(forecast)}" + ("" if error is None else f" {error:+.0%}")
+    )
+    return compact_time(started), row["scenario"], verdict, rto_text, rpo_text, trend, forecast_text
 
 
 class DrillsScreen(ConsoleScreen):
@@ -161,6 +170,7 @@ class DrillsScreen(ConsoleScreen):
             ("RTO/goal", "rto"),
             ("RPO/goal", "rpo"),
             ("RTO trend", "trend"),
+            ("Forecast", "forecast"),
         ):
             t.add_column(label, key=key)
         t.focus()

@@ -140,6 +140,14 @@ def evaluate_objectives(
     return out
 
 
+def scenario_rto(config: Config, scenario: str) -> timedelta:
+    """The RTO objective of a drill scenario: the strictest of the sources it restores, as
+    the drill itself measures it (core/drills/run.py)."""
+    objectives = config.objectives
+    sources = ["database"] if scenario in ("database-loss", "corrupted-table") else configured_sources(config)
+    return min((objectives.for_source(s).rto for s in sources), default=objectives.for_source("database").rto)
+
+
 def worst(statuses: Iterable[ObjectiveStatus]) -> str:
     return max((s.status for s in statuses), key=LEVELS.index, default="ok")
 
@@ -152,5 +160,6 @@ __all__ = [
     "human_duration",
     "level_for",
     "newest_points",
+    "scenario_rto",
     "worst",
 ]

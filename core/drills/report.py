@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from core import crypto
+from core.drills.forecast import RtoForecast
 from core.errors import DamagedObject, SnapshotNotFound, UsageError
 from core.repository.repo_config import bounded_get
 from core.repository.repository import Repository
@@ -89,6 +90,9 @@ class DrillReport:
     version: int = REPORT_VERSION
     job: str | None = None
     extra: dict = field(default_factory=dict)
+    # The RTO forecast made before the drill ran (core/drills/forecast.py RtoForecast.to_dict());
+    # None in reports written before forecasts, or when it could not be made.
+    forecast: dict | None = None
 
     @property
     def failures(self) -> list[str]:
@@ -126,6 +130,9 @@ class DrillReport:
             f"- Finished: {self.finished}",
             f"- RTO: {self.rto_seconds:.1f} s (objective {self.rto_objective_seconds:.0f} s)",
         ]
+        forecast = _forecast_line(self.forecast, self.rto_seconds)
+        if forecast:
+            lines.append(f"- Forecast before it ran: {forecast}")
         if self.to_time:
             lines.append(f"- Point in time: {self.to_time}")
         if self.host:
@@ -155,6 +162,20 @@ class DrillReport:
         lines += ["", "## Cleanup", ""]
         lines += [f"- removed {c}" for c in self.cleanup] or ["- nothing to remove"]
         return "\n".join(lines) + "\n"
+
+
+def _forecast_line(data: dict | None, measured: float) -> str:
+    if not isinstance(data, dict):
+        return ""
+    f = RtoForecast.from_dict(data)
+    if not f.measured or f.expected_seconds is None:
+        return f.missing or "none"
+    error = f.error(measured)
+    return (
+        f"{f.expected_seconds:.1f} s ({f.low_seconds:.1f}-{f.high_seconds:.1f} s); "
+        + ("" if error is None else f"measured {error:+.0%} off; ")
+        + f"based on {f.basis}"
+    )
 
 
 def _cell(text: str) -> str:
@@ -213,6 +234,10 @@ async def stored_reports(service: Any) -> tuple[list[DrillReport], list[DamagedO
 async def list_reports(repo: Repository) -> tuple[list[DrillReport], list[DamagedObject]]:
     """Every stored report, oldest first, and the ones that would not open."""
     ids = sorted([info.key.rsplit("/", 1)[-1] async for info in repo.backend.list(f"{PREFIX}/")])
+    return await _load_all(repo, ids)
+
+
+async def _load_all(repo: Repository, ids: list[str]) -> tuple[list[DrillReport], list[DamagedObject]]:
     reports: list[DrillReport] = []
     damaged: list[DamagedObject] = []
     for drill_id in ids:
@@ -223,6 +248,13 @@ async def list_reports(repo: Repository) -> tuple[list[DrillReport], list[Damage
         except DamagedObject as exc:
             damaged.append(exc)
     return reports, damaged
+
+
+async def recent_reports(repo: Repository, limit: int) -> tuple[list[DrillReport], list[DamagedObject]]:
+    """The newest ``limit`` stored reports, oldest first (what a forecast needs, without
+    reading the whole history)."""
+    ids = sorted([info.key.rsplit("/", 1)[-1] async for info in repo.backend.list(f"{PREFIX}/")])
+    return await _load_all(repo, [i for i in ids if _valid_id(i)][-limit:] if limit > 0 else [])
 
 
 def history(reports: list[DrillReport]) -> list[dict]:
@@ -255,10 +287,24 @@ def history(reports: list[DrillReport]) -> list[dict]:
                 ],
                 "failures": r.failures,
                 "error": r.error,
+                **_forecast_row(r),
             }
         )
         last[r.scenario] = r
     return rows
+
+
+def _forecast_row(r: DrillReport) -> dict:
+    """The forecast the drill recorded before it ran, and how far off it was."""
+    f = RtoForecast.from_dict(r.forecast) if isinstance(r.forecast, dict) else None
+    error = f.error(r.rto_seconds) if f is not None else None
+    return {
+        "forecast_seconds": f.expected_seconds if f else None,
+        "forecast_low_seconds": f.low_seconds if f else None,
+        "forecast_high_seconds": f.high_seconds if f else None,
+        "forecast_error": None if error is None else round(error, 4),
+        "forecast_note": (f.basis if f.measured else f.missing) if f else "no forecast recorded",
+    }
 
 
 __all__ = [
@@ -270,6 +316,7 @@ __all__ = [
     "history",
     "list_reports",
     "load_report",
+    "recent_reports",
     "new_drill_id",
     "report_key",
     "store_report",

@@ -43,8 +43,17 @@ import psycopg
 
 from core import __version__
 from core.config import DRILL_SCENARIOS, DrillCheckConfig
-from core.drills.objectives import evaluate_objectives, human_duration
-from core.drills.report import CheckResult, DrillReport, RpoResult, Step, new_drill_id, store_report
+from core.drills.forecast import RtoForecast, forecast_rto, measurements, scenario_sizes
+from core.drills.objectives import evaluate_objectives, human_duration, scenario_rto
+from core.drills.report import (
+    CheckResult,
+    DrillReport,
+    RpoResult,
+    Step,
+    new_drill_id,
+    recent_reports,
+    store_report,
+)
 from core.drills.scratch import Scratch, free_port, server_user
 from core.errors import AxisorError, DatabaseError, UsageError
 from core.repository.lock import Lock
@@ -60,6 +69,7 @@ Listener = Callable[[Step | CheckResult], None]
 FILE_SCENARIOS = ("platform-loss", "location-loss", "compromised-host")
 # Read from a secondary only: the primary is lost, or in an attacker's hands.
 SECONDARY_SCENARIOS = ("location-loss", "compromised-host")
+FORECAST_HISTORY = 30  # newest stored reports a drill reads for its forecast
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +124,7 @@ class _Drill:
         self.file_roots: dict[str, list[Path]] = {}
         self.window = None
         self.snaps: list[Snapshot] = []
+        self.forecast: RtoForecast | None = None
         drills = self.config.drills
         self.scratch = Scratch(self.id, drills.work_dir, None)
         self.location = self._choose_location()
@@ -194,6 +205,7 @@ class _Drill:
         cancelled: BaseException | None = None
         try:
             await self.timed("open location", self._open_location)
+            self.forecast = await self._forecast()
             if self.scenario == "compromised-host":
                 self._what_survived()
             if self.scenario == "corrupted-table":
@@ -239,6 +251,67 @@ class _Drill:
             await self.svc.use_location(self.location)
         self.snaps, _ = await self.svc.snapshots()
         return None, f"{self.location}: {len(self.snaps)} snapshots"
+
+    async def _forecast(self) -> RtoForecast | None:
+        """What this drill should take, from the drills before it (core/drills/forecast.py):
+        made once the snapshots it will restore are known, recorded in its report so every
+        drill checks the forecast (``_history``)."""
+        if self.request.to_time is not None:
+            return None  # WAL replay: sizes do not predict it (see the module doc)
+        objective = scenario_rto(self.config, self.scenario).total_seconds()
+        try:
+            reports = await self._history(self.location)
+        except (AxisorError, OSError) as exc:
+            return RtoForecast(
+                self.scenario,
+                self.location,
+                None,
+                None,
+                None,
+                objective,
+                (),
+                (),
+                "",
+                f"no forecast: the drill history could not be read ({exc})",
+            )
+        database = self._wants_database()
+        db_snap = self._newest("database", logical=True) if database else None
+        files = (
+            {
+                spec.name: (s.summary.total_bytes if (s := self._newest(spec.name)) else None)
+                for spec in self.config.sources()
+            }
+            if self.scenario in FILE_SCENARIOS
+            else {}
+        )
+        sizes, lacking = scenario_sizes(
+            self.scenario, db_snap.summary.total_bytes if db_snap else None, files, database=database
+        )
+        history = measurements(r.to_dict() for r in reports)
+        return forecast_rto(self.scenario, self.location, sizes, history, objective, lacking)
+
+    async def _history(self, location: str) -> list[DrillReport]:
+        """The newest stored reports: where the drill reads from, and for location-loss also
+        the primary, where its reports are normally stored (best effort: the primary may be
+        the very thing that is gone). Never the primary of a compromised-host drill: whoever
+        holds the host's keys can write reports there."""
+        from core.storage.factory import PRIMARY_NAME
+
+        async def read(name: str) -> list[DrillReport]:
+            repo = (
+                await self.svc.repository(load_index=False)
+                if name == self.location == PRIMARY_NAME
+                else await self.svc.location_ops().sites.repository(name)
+            )
+            return (await recent_reports(repo, FORECAST_HISTORY))[0]
+
+        found = {r.id: r for r in await read(location)}
+        if self.scenario == "location-loss" and location != PRIMARY_NAME:
+            try:
+                found.update((r.id, r) for r in await read(PRIMARY_NAME))
+            except (AxisorError, OSError):
+                pass  # the primary is unreachable: the secondary's own reports are the history
+        return [found[k] for k in sorted(found)]
 
     def _what_survived(self) -> None:
         """compromised-host: the location must refuse deletes (what the host's keys could do
@@ -307,7 +380,9 @@ class _Drill:
         self._database_checks(report[0])
         self.db_target = target
         self.restored_sources.append("database")
-        self.restored.append({"source": "database", "snapshot": snap.id, "target": target.describe()})
+        self.restored.append(
+            {"source": "database", "snapshot": snap.id, "target": target.describe(), "bytes": snap.summary.total_bytes}
+        )
 
     async def _scratch_target(self, snap: Snapshot) -> PgTarget:
         dbname = str((snap.metadata or {}).get("dbname") or "axisor")
@@ -458,7 +533,15 @@ class _Drill:
         report, _ = await self.timed(f"restore table {table}", lambda: self._restore_logical(snap, target, (table,)))
         self.db_target, self.db_partial = target, True
         self.restored_sources.append("database")
-        self.restored.append({"source": "database", "snapshot": snap.id, "target": target.describe(), "table": table})
+        self.restored.append(
+            {
+                "source": "database",
+                "snapshot": snap.id,
+                "target": target.describe(),
+                "table": table,
+                "bytes": snap.summary.total_bytes,  # the whole dump is read to find the table
+            }
+        )
         row = next((t for t in report.tables if t.table == table), None)
         if row is None:
             self.check(f"{table} restored", "rows", False, "the table is missing after the restore")
@@ -578,7 +661,14 @@ class _Drill:
             self.check(f"{o.snapshot.source} files", "files", ok, detail)
             self.file_roots[o.snapshot.source] = list(o.plan.roots)
             self.restored_sources.append(o.snapshot.source)
-            self.restored.append({"source": o.snapshot.source, "snapshot": o.snapshot.id, "target": str(target)})
+            self.restored.append(
+                {
+                    "source": o.snapshot.source,
+                    "snapshot": o.snapshot.id,
+                    "target": str(target),
+                    "bytes": o.snapshot.summary.total_bytes,
+                }
+            )
 
     # -- smoke checks -----------------------------------------------------------------------
 
@@ -704,6 +794,7 @@ class _Drill:
             host=socket.gethostname(),
             program_version=__version__,
             job=self.job_id,
+            forecast=self.forecast.to_dict() if self.forecast is not None else None,
         )
 
     async def _store(self, report: DrillReport) -> DrillReport:

@@ -140,6 +140,37 @@ class _Figures:
             for check in self.health.checks:
                 checks.add_metric([check.name], check.code)
             yield checks
+            yield from _forecast_families(getattr(self.health, "forecasts", ()))
+
+
+def _forecast_families(forecasts: Any) -> Iterator[Metric]:
+    """The RTO forecasts (core/jobs/rto.py): a scenario and location with no measurement
+    yet has no sample at all, never a made-up 0."""
+    labels = ["scenario", "location"]
+    seconds = GaugeMetricFamily(
+        "axisor_backup_rto_forecast_seconds",
+        "Forecast RTO of a drill scenario from a location: bound low, expected or high.",
+        labels=[*labels, "bound"],
+    )
+    objective = GaugeMetricFamily(
+        "axisor_backup_rto_objective_seconds", "The RTO objective of a drill scenario.", labels=labels
+    )
+    measured = GaugeMetricFamily(
+        "axisor_backup_rto_forecast_measured",
+        "1 when drills have measured what the forecast needs, 0 when there is no forecast yet.",
+        labels=labels,
+    )
+    for f in forecasts:
+        key = [f.scenario, f.location]
+        measured.add_metric(key, 1 if f.measured else 0)
+        for bound, value in (("low", f.low_seconds), ("expected", f.expected_seconds), ("high", f.high_seconds)):
+            if value is not None:
+                seconds.add_metric([*key, bound], value)
+        if f.objective_seconds is not None:
+            objective.add_metric(key, f.objective_seconds)
+    yield seconds
+    yield objective
+    yield measured
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -28,9 +28,11 @@ from core.config import Config
 from core.errors import DaemonError, Exit, SourceError, VerificationFailed
 from core.health.shrink import FileCount, counts_files, shrink_of
 from core.health.tripwire import recorded_trips
-from core.jobs.api import JobState
+from core.jobs.api import Job, JobState
 from core.jobs.client import DaemonClient, socket_path
+from core.drills.forecast import RtoForecast
 from core.jobs.metrics import HISTORY, per_source
+from core.jobs.rto import describe, forecast_level, rto_forecasts
 from core.jobs.store import JobStore, state_dir
 
 LEVELS = ("ok", "warning", "critical")
@@ -82,6 +84,9 @@ class Health:
     checks: tuple[Check, ...]
     daemon_pid: int | None
     verify: VerifyVerdict = VerifyVerdict("never")
+    # The RTO forecast of each drill scenario per location (core/jobs/rto.py); one over its
+    # objective is also a check.
+    forecasts: tuple[RtoForecast, ...] = ()
 
     @property
     def exit_code(self) -> int:
@@ -109,9 +114,30 @@ async def evaluate(
     not ask its own socket)."""
     pid = daemon_pid if daemon_pid is not None else await _daemon_pid(config)
     checks = [_daemon_check(config, pid)]
-    history, verdict = await _history(config, store, now)
+    history, verdict, backups = await _history(config, store, now)
     checks += history
-    return Health(_worst([c.level for c in checks]), tuple(checks), pid if isinstance(pid, int) else None, verdict)
+    forecasts = await rto_forecasts(config, store, backups)
+    checks += forecast_checks(config, forecasts)
+    return Health(
+        _worst([c.level for c in checks]),
+        tuple(checks),
+        pid if isinstance(pid, int) else None,
+        verdict,
+        forecasts,
+    )
+
+
+def forecast_checks(config: Config, forecasts: Sequence[RtoForecast]) -> list[Check]:
+    """A finding per forecast over its scenario's RTO objective (a forecast within it, or
+    none yet, is shown with the forecasts, not as a check)."""
+    checks = []
+    for f in forecasts:
+        level = forecast_level(f, config.objectives.critical_factor)
+        if level != "ok":
+            checks.append(
+                Check(f"rto {f.scenario} from {f.location}", level, describe(f), fix=f"drill {f.scenario} {f.location}")
+            )
+    return checks
 
 
 async def _daemon_pid(config: Config) -> int | DaemonError | None:
@@ -148,7 +174,10 @@ async def history_checks(config: Config, store: JobStore, now: datetime | None =
     return (await _history(config, store, now))[0]
 
 
-async def _history(config: Config, store: JobStore, now: datetime | None) -> tuple[list[Check], VerifyVerdict]:
+async def _history(
+    config: Config, store: JobStore, now: datetime | None
+) -> tuple[list[Check], VerifyVerdict, list[Job]]:
+    """The history's checks, the verification verdict, and the backup jobs read (newest first)."""
     now = now or datetime.now(UTC)
     checks: list[Check] = []
     backups = await store.list(limit=HISTORY, states=(JobState.COMPLETED, JobState.FAILED), kinds=("backup",))
@@ -198,7 +227,7 @@ async def _history(config: Config, store: JobStore, now: datetime | None) -> tup
     verify = verify_check(verdict)
     if verify is not None:
         checks.append(verify)
-    return checks, verdict
+    return checks, verdict, backups
 
 
 def verify_verdict(jobs: list) -> VerifyVerdict:
@@ -360,6 +389,7 @@ __all__ = [
     "Health",
     "VerifyVerdict",
     "evaluate",
+    "forecast_checks",
     "health",
     "history_checks",
     "shrink_checks",

@@ -75,6 +75,16 @@ def test_every_family_keeps_its_name_type_help_and_values():
             "The platform's health as `axisor-backup status` evaluates it: 0 ok, 1 warning, 2 critical.",
         ),
         "axisor_backup_check": ("gauge", "Each check of `axisor-backup status`: 0 ok, 1 warning, 2 critical."),
+        # The RTO forecasts (tests/jobs/test_rto_forecast.py has their samples).
+        "axisor_backup_rto_forecast_seconds": (
+            "gauge",
+            "Forecast RTO of a drill scenario from a location: bound low, expected or high.",
+        ),
+        "axisor_backup_rto_objective_seconds": ("gauge", "The RTO objective of a drill scenario."),
+        "axisor_backup_rto_forecast_measured": (
+            "gauge",
+            "1 when drills have measured what the forecast needs, 0 when there is no forecast yet.",
+        ),
     }
     finished = (T0 + timedelta(seconds=6, milliseconds=1)).timestamp()
     assert fams["axisor_backup_last_success_timestamp_seconds"][2] == {weird: round(finished, 3)}

@@ -1,0 +1,126 @@
+"""RTO forecasts from the job history, for the one health evaluation (core/jobs/status.py).
+
+Needs no passphrase, like the rest of `status`: the measurements are the drill jobs'
+results (each is its drill report), the sizes the newest snapshots the backup jobs
+recorded (``summary.total_bytes``; the database's newest *logical* one). A copy holds the
+same snapshots, so the primary's sizes stand for every location. The forecast itself is
+core/drills/forecast.py's pure ``forecast_rto``.
+
+Forecast per location: from the primary the database-loss, platform-loss and
+corrupted-table drills, from each secondary the location-loss and compromised-host ones,
+and any other pair a drill has measured. A forecast over the scenario's RTO objective is a
+finding (``rto <scenario> from <location>``): a warning, critical past ``critical_factor``
+times the objective.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+from core.config import Config
+from core.drills.forecast import RtoForecast, forecast_rto, measurements, scenario_sizes
+from core.drills.objectives import human_duration, scenario_rto
+from core.jobs.api import Job, JobState
+from core.locations.sites import PRIMARY_NAME as PRIMARY_LOCATION
+from core.jobs.store import JobStore
+
+DRILL_HISTORY = 200  # drill jobs looked at; the forecast uses the newest few of each location
+PRIMARY_SCENARIOS = ("database-loss", "platform-loss", "corrupted-table")
+SECONDARY_SCENARIOS = ("location-loss", "compromised-host")
+DATABASE_ONLY = ("database-loss", "corrupted-table")
+
+
+def newest_sizes(backups: Iterable[Job]) -> tuple[int | None, dict[str, int]]:
+    """Newest first in: the newest logical database snapshot's bytes (None: none) and
+    the newest snapshot's bytes of every other source, from the backup jobs' results."""
+    database: int | None = None
+    files: dict[str, int] = {}
+    for job in backups:
+        for snap in (job.result or {}).get("snapshots") or []:
+            if not isinstance(snap, dict) or "safety" in (snap.get("tags") or ()):
+                continue
+            source = str(snap.get("source") or "")
+            size = (snap.get("summary") or {}).get("total_bytes")
+            if not isinstance(size, int) or source.startswith("safety/"):
+                continue
+            if source == "database":
+                if database is None and (snap.get("metadata") or {}).get("mode") == "logical":
+                    database = size
+            elif source not in files:
+                files[source] = size
+    return database, files
+
+
+def pairs(config: Config, measured: Iterable[tuple[str, str]] = ()) -> list[tuple[str, str]]:
+    """(scenario, location) to forecast, in a stable order."""
+    database = config.database.enabled
+    wanted = [(s, PRIMARY_LOCATION) for s in PRIMARY_SCENARIOS if database or s not in DATABASE_ONLY] + [
+        (s, loc.name) for loc in config.storage.remote_storage for s in SECONDARY_SCENARIOS
+    ]
+    locations = [PRIMARY_LOCATION, *(loc.name for loc in config.storage.remote_storage)]
+    for pair in measured:
+        if pair not in wanted and pair[1] in locations:
+            wanted.append(pair)
+    return wanted
+
+
+def forecasts_from(config: Config, drills: Iterable[Job], backups: Iterable[Job]) -> tuple[RtoForecast, ...]:
+    reports: list[dict[str, Any]] = [
+        j.result for j in drills if isinstance(j.result, dict) and "scenario" in j.result and "steps" in j.result
+    ]
+    history = measurements(reports)
+    database_bytes, files = newest_sizes(backups)
+    file_bytes: dict[str, int | None] = {s.name: files.get(s.name) for s in config.sources()}
+    out: list[RtoForecast] = []
+    for scenario, location in pairs(config, ((m.scenario, m.location) for m in history)):
+        sizes, lacking = scenario_sizes(
+            scenario,
+            database_bytes,
+            file_bytes if scenario not in DATABASE_ONLY else {},
+            database=config.database.enabled,
+        )
+        objective = scenario_rto(config, scenario).total_seconds()
+        out.append(forecast_rto(scenario, location, sizes, history, objective, lacking))
+    return tuple(out)
+
+
+async def rto_forecasts(config: Config, store: JobStore, backups: list[Job]) -> tuple[RtoForecast, ...]:
+    """``backups``: the finished backup jobs the health evaluation already read, newest first."""
+    drills = await store.list(limit=DRILL_HISTORY, states=(JobState.COMPLETED, JobState.FAILED), kinds=("drill",))
+    return forecasts_from(config, drills, backups)
+
+
+def forecast_level(f: RtoForecast, critical_factor: float) -> str:
+    if f.expected_seconds is None or f.objective_seconds is None or f.expected_seconds <= f.objective_seconds:
+        return "ok"
+    return "warning" if f.expected_seconds <= f.objective_seconds * critical_factor else "critical"
+
+
+def describe(f: RtoForecast) -> str:
+    """One line: the forecast with its range and objective, or why there is none."""
+    if f.expected_seconds is None or f.low_seconds is None or f.high_seconds is None:
+        return f.missing
+    text = (
+        f"forecast {_secs(f.expected_seconds)} ({_secs(f.low_seconds)}-{_secs(f.high_seconds)})"
+        if f.high_seconds - f.low_seconds >= 1
+        else f"forecast {_secs(f.expected_seconds)}"
+    )
+    if f.objective_seconds is not None:
+        relation = "over" if f.over_objective else "within"
+        text += f", {relation} the {human_duration(_td(f.objective_seconds))} objective"
+    return text
+
+
+def _td(seconds: float) -> timedelta:
+    return timedelta(seconds=seconds)
+
+
+def _secs(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return human_duration(_td(seconds))
+
+
+__all__ = ["describe", "forecast_level", "forecasts_from", "newest_sizes", "pairs", "rto_forecasts"]
