@@ -114,6 +114,7 @@ class Daemon:
         self._connections: set[asyncio.Task[Any]] = set()
         self._stale: set[str] = set()  # sources already announced as older than their RPO
         self._shrunk: dict[str, str] = {}  # source -> the suspicious-shrink finding already announced
+        self._slow: dict[str, str] = {}  # "rto <scenario> from <location>" -> the level already announced
         from core.schedule.runner import attach_to_daemon
 
         attach_to_daemon(self)  # the scheduler: a service and a reload hook
@@ -198,6 +199,7 @@ class Daemon:
                     checks = []
                 else:
                     await self._announce_shrinks(checks)
+                    await self._announce_forecasts(store)
                 for check in checks:
                     if not check.name.startswith("source "):
                         continue
@@ -212,6 +214,33 @@ class Daemon:
                     elif not check.stale and check.level != "critical":
                         self._stale.discard(source)
             await asyncio.sleep(RPO_CHECK_SECONDS)
+
+    async def _announce_forecasts(self, store: Any) -> None:
+        """Once per level reached: an RTO forecast over its objective (core/jobs/rto.py, the
+        status's ``rto <scenario> from <location>`` findings). Keyed by level, not message:
+        the figure moves with every drill and backup, and that is not news."""
+        from core.jobs.api import JobState
+        from core.jobs.metrics import HISTORY
+        from core.jobs.notify import notify_stale
+        from core.jobs.rto import rto_forecasts
+        from core.jobs.status import forecast_checks
+
+        backups = await store.list(limit=HISTORY, states=(JobState.COMPLETED, JobState.FAILED), kinds=("backup",))
+        current = {c.name: c for c in forecast_checks(self.config, await rto_forecasts(self.config, store, backups))}
+        for name in [n for n in self._slow if n not in current]:
+            del self._slow[name]
+        for name, check in current.items():
+            if self._slow.get(name) != check.level:
+                self._slow[name] = check.level
+                log.warning("RTO forecast over its objective", extra={"check": name, "detail": check.message})
+                await notify_stale(
+                    self.config.notifications,
+                    name.removeprefix("rto "),
+                    check.level,
+                    check.message,
+                    event="rto.forecast_over_objective",
+                    subject="RTO of",
+                )
 
     async def _announce_shrinks(self, checks: list) -> None:
         """Once per flagged snapshot: the status's ``shrink <source>`` warnings (core/health/shrink.py)."""

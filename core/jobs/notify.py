@@ -67,16 +67,23 @@ async def notify(config: NotificationsConfig, job: Job) -> None:
 
 
 async def notify_stale(
-    config: NotificationsConfig, source: str, level: str, message: str, event: str = "source.stale"
+    config: NotificationsConfig,
+    source: str,
+    level: str,
+    message: str,
+    event: str = "source.stale",
+    subject: str = "source",
 ) -> None:
     """A source's newest successful backup is older than its RPO (``[objectives]``), or
-    (``event="source.suspicious_shrink"``) its newest snapshot lost too many files."""
+    (``event="source.suspicious_shrink"``) its newest snapshot lost too many files, or
+    (``event="rto.forecast_over_objective"``, ``source`` "<scenario> from <location>") an
+    RTO forecast is over its objective."""
     body = {
         "event": event,
         "host": socket.gethostname(),
         "source": source,
         "level": level,
-        "summary": f"axisor-backup source {source}: {message}",
+        "summary": f"axisor-backup {subject} {source}: {message}",
     }
     tasks = []
     if config.webhook_url:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import sys
 import time
@@ -177,3 +178,54 @@ def test_daemon_announces_a_suspicious_shrink_once(jw, webhook):
     [post] = received
     assert post["body"]["event"] == "source.suspicious_shrink" and post["body"]["level"] == "warning"
     assert "had 4" in post["body"]["summary"]
+
+
+async def _record_drill(state, rto: float) -> None:
+    """A drill that measured the platform (files only here) in ``rto`` seconds, 1 MB/s files."""
+    from datetime import UTC
+
+    from core.jobs.api import Job, JobState
+    from core.jobs.store import ROLE_CLI, JobStore, Owner
+
+    now = datetime.now(UTC)
+    result = {
+        "id": "20261201T000000Z-0000beef",
+        "scenario": "platform-loss",
+        "location": "local",
+        "started": now.isoformat(),
+        "passed": True,
+        "rto_seconds": rto,
+        "steps": [{"name": "restore files", "status": "ok", "seconds": 1.0}],
+        "restored": [{"source": "application/user_data", "snapshot": "a" * 64, "target": "/x", "bytes": 1_000_000}],
+    }
+    job = Job("0000000000d1", "drill", {}, JobState.COMPLETED, "cli", now, now, now, None, result, None)
+    store = await JobStore.open(state)
+    try:
+        await store.insert(job, Owner.me(), ROLE_CLI)
+    finally:
+        await store.close()
+
+
+def test_an_rto_forecast_over_its_objective_is_a_finding_and_announced_once(jw, webhook):
+    import asyncio
+
+    url, received = webhook
+    assert jw.cli("backup").code == 0
+    r = jw.cli("status")
+    assert r.code == 0 and "platform-loss from local: no forecast: no measurement yet" in r.out, r.out
+    asyncio.run(_record_drill(jw.state, 90.0))  # a fixed part of 89 s: over a 1 min objective
+    jw.config(f'[notifications]\nwebhook_url = "{url}"\n[objectives]\nrto = "1m"\n')
+    r = jw.cli("status")
+    assert r.code == 1 and re.search(r"WARNING  rto platform-loss from local: forecast 89\.\d s", r.out), r.out
+    assert (
+        "over the 60s objective" in r.out and "fix: axisor-backup drill --scenario platform-loss --from local" in r.out
+    )
+    d = jw.daemon()
+    record = d.wait_for("RTO forecast over its objective")
+    assert record["check"] == "rto platform-loss from local"
+    deadline = time.monotonic() + 10
+    while not received and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [post] = received
+    assert post["body"]["event"] == "rto.forecast_over_objective" and post["body"]["level"] == "warning"
+    assert post["body"]["summary"].startswith("axisor-backup RTO of platform-loss from local: forecast 89.")
