@@ -75,8 +75,9 @@ async def test_wizard_runs_a_platform_loss_drill_to_its_report_and_history(platf
         table = screen.query_one("#drill-history", DataTable)
         assert table.row_count == 1
         report_id = job.result["id"]
-        when, scenario, verdict, rto, rpo, trend = (str(c) for c in table.get_row(report_id))
+        when, scenario, verdict, rto, rpo, trend, forecast = (str(c) for c in table.get_row(report_id))
         assert (scenario, verdict, trend) == ("platform-loss", "✔ passed", "first")
+        assert forecast == "none yet"  # no drill measured before it: no number
         assert rto.endswith(" ok") and "/" in rto
         assert rpo.endswith(" ok")
         assert "No drill yet" not in _text(app, "#history-note")
