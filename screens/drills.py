@@ -138,7 +138,10 @@ class DrillsScreen(ConsoleScreen):
             with Vertical(id="history"):
                 yield Static("Drills: n starts the wizard, o shows a report", classes="question")
                 yield FitTable(
-                    id="drill-history", cursor_type="row", zebra_stripes=True, priorities={"rpo": 2, "trend": 3}
+                    id="drill-history",
+                    cursor_type="row",
+                    zebra_stripes=True,
+                    priorities={"rpo": 2, "trend": 3, "forecast": 2},
                 )
                 yield Static("", markup=False, id="history-note")
             with Vertical(id="scenario"):

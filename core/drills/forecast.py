@@ -13,8 +13,10 @@ file source read back), the bytes to restore divided by the throughput that phas
 at that location. Each past drill gives one throughput per phase and one fixed part; the
 expected forecast uses their medians, the range their fastest and slowest. Few samples
 cannot show the real spread, so the range is never narrower than ±30 % / sqrt(samples).
-With no drill of a phase at the location there is no forecast: "no measurement yet",
-never a number made up. Point-in-time drills (``--to-time``) replay WAL, which sizes do
+A phase no drill measured at the location takes its throughput from recent restores
+there (``RestoreSample``: a files restore into an empty target, whole job time, so a
+conservative figure); with neither there is no forecast: "no measurement yet", never a
+number made up. The fixed part needs a drill at the location. Point-in-time drills (``--to-time``) replay WAL, which sizes do
 not predict: they are neither measured nor forecast here.
 """
 
@@ -46,6 +48,17 @@ class PhaseTime:
 
 
 @dataclass(frozen=True, slots=True)
+class RestoreSample:
+    """One restore job outside drills: ``bytes`` written into an empty target in ``seconds``."""
+
+    job: str
+    location: str
+    phase: str  # files
+    bytes: int
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class DrillMeasurement:
     """What one passed drill measured."""
 
@@ -71,7 +84,7 @@ class RtoForecast:
     high_seconds: float | None
     objective_seconds: float | None
     sizes: tuple[tuple[str, int], ...]  # (phase, bytes) the scenario would restore
-    drills: tuple[str, ...]  # the drill ids whose figures were used
+    drills: tuple[str, ...]  # the drill ids whose figures were used, and "job <id>" of restores
     basis: str  # what it was based on, in words
     missing: str = ""  # why there is no forecast
 
@@ -217,10 +230,12 @@ def forecast_rto(
     history: Sequence[DrillMeasurement],
     objective_seconds: float | None = None,
     lacking: Sequence[str] = (),
+    restores: Sequence[RestoreSample] = (),
 ) -> RtoForecast:
     """The forecast for ``scenario`` from ``location`` (see the module doc). ``history``:
     ``measurements(...)``, newest first; only the location's own drills count, since
-    another location's throughput says nothing about this one's."""
+    another location's throughput says nothing about this one's. ``restores``: newest
+    first, used for a phase no drill at the location measured."""
     size_items = tuple(sorted(sizes.items()))
 
     def none(why: str, used: Sequence[str] = ()) -> RtoForecast:
@@ -246,13 +261,21 @@ def forecast_rto(
             for p in m.phases
             if p.phase == phase and p.seconds > 0 and p.bytes > 0
         ][:RECENT]
+        what = "drill"
+        if not rates:
+            rates = [
+                (r.bytes / r.seconds, f"job {r.job}")
+                for r in restores
+                if r.location == location and r.phase == phase and r.seconds > 0 and r.bytes > 0
+            ][:RECENT]
+            what = "restore"
         if not rates:
             return none(f"no measurement yet of a {phase} restore from {location}")
         lo, mid, hi = _spread([r for r, _ in rates])
         low, expected, high = low + size / hi, expected + size / mid, high + size / lo
         counts.append(len(rates))
         used.update((d, None) for _, d in rates)
-        words.append(f"{phase} {_rate(mid)} ({len(rates)} drill{'s' if len(rates) != 1 else ''})")
+        words.append(f"{phase} {_rate(mid)} ({len(rates)} {what}{'s' if len(rates) != 1 else ''})")
     same = [m for m in here if m.scenario == scenario][:RECENT]
     fixed_from = same or here[:RECENT]
     lo, mid, hi = _spread([m.fixed_seconds for m in fixed_from])
@@ -265,7 +288,7 @@ def forecast_rto(
     )
     margin = MIN_MARGIN / math.sqrt(min(counts))
     low, high = min(low, expected * (1 - margin)), max(high, expected * (1 + margin))
-    newest = max(used)  # ids sort by time
+    newest = max(m.drill for m in fixed_from)  # ids sort by time
     basis = f"{', '.join(words)} at {location}; newest drill {newest}"
     return RtoForecast(
         scenario,
@@ -299,6 +322,7 @@ def forecast_error(report: Mapping[str, Any]) -> float | None:
 __all__ = [
     "DrillMeasurement",
     "PhaseTime",
+    "RestoreSample",
     "RtoForecast",
     "SCENARIO_PHASES",
     "forecast_error",

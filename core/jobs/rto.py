@@ -1,7 +1,9 @@
 """RTO forecasts from the job history, for the one health evaluation (core/jobs/status.py).
 
 Needs no passphrase, like the rest of `status`: the measurements are the drill jobs'
-results (each is its drill report), the sizes the newest snapshots the backup jobs
+results (each is its drill report) and, for a phase no drill measured, the files restore
+jobs into an empty target (no file there before, no safety snapshot: a restore over live
+files measures its comparisons, not a recovery), the sizes the newest snapshots the backup jobs
 recorded (``summary.total_bytes``; the database's newest *logical* one). A copy holds the
 same snapshots, so the primary's sizes stand for every location. The forecast itself is
 core/drills/forecast.py's pure ``forecast_rto``.
@@ -20,12 +22,13 @@ from datetime import timedelta
 from typing import Any
 
 from core.config import Config
-from core.drills.forecast import RtoForecast, forecast_rto, measurements, scenario_sizes
+from core.drills.forecast import RestoreSample, RtoForecast, forecast_rto, measurements, scenario_sizes
 from core.drills.objectives import human_duration, scenario_rto
 from core.jobs.api import Job, JobState
 from core.locations.sites import PRIMARY_NAME as PRIMARY_LOCATION
 from core.jobs.store import JobStore
 
+RESTORE_HISTORY = 50  # restore jobs looked at
 DRILL_HISTORY = 200  # drill jobs looked at; the forecast uses the newest few of each location
 PRIMARY_SCENARIOS = ("database-loss", "platform-loss", "corrupted-table")
 SECONDARY_SCENARIOS = ("location-loss", "compromised-host")
@@ -53,6 +56,27 @@ def newest_sizes(backups: Iterable[Job]) -> tuple[int | None, dict[str, int]]:
     return database, files
 
 
+def restore_samples(restores: Iterable[Job]) -> tuple[RestoreSample, ...]:
+    """Newest first in and out: one sample per completed files restore job into an empty
+    target (its whole time: planning and validation are part of a recovery too)."""
+    out: list[RestoreSample] = []
+    for job in restores:
+        result = job.result or {}
+        rows = [r for r in result.get("restored") or () if isinstance(r, dict)]
+        if job.state != JobState.COMPLETED or result.get("dry_run") or not rows or job.started_at is None:
+            continue
+        if job.finished_at is None or any(
+            r.get("safety_snapshot") or r.get("unchanged") or not isinstance(r.get("bytes"), int) for r in rows
+        ):
+            continue
+        locations = {str(r.get("location") or "") for r in rows}
+        if len(locations) != 1 or "" in locations:
+            continue  # written before restores named their location
+        seconds = (job.finished_at - job.started_at).total_seconds()
+        out.append(RestoreSample(job.id, locations.pop(), "files", sum(int(r["bytes"]) for r in rows), seconds))
+    return tuple(out)
+
+
 def pairs(config: Config, measured: Iterable[tuple[str, str]] = ()) -> list[tuple[str, str]]:
     """(scenario, location) to forecast, in a stable order."""
     database = config.database.enabled
@@ -66,11 +90,14 @@ def pairs(config: Config, measured: Iterable[tuple[str, str]] = ()) -> list[tupl
     return wanted
 
 
-def forecasts_from(config: Config, drills: Iterable[Job], backups: Iterable[Job]) -> tuple[RtoForecast, ...]:
+def forecasts_from(
+    config: Config, drills: Iterable[Job], backups: Iterable[Job], restores: Iterable[Job] = ()
+) -> tuple[RtoForecast, ...]:
     reports: list[dict[str, Any]] = [
         j.result for j in drills if isinstance(j.result, dict) and "scenario" in j.result and "steps" in j.result
     ]
     history = measurements(reports)
+    samples = restore_samples(restores)
     database_bytes, files = newest_sizes(backups)
     file_bytes: dict[str, int | None] = {s.name: files.get(s.name) for s in config.sources()}
     out: list[RtoForecast] = []
@@ -82,14 +109,15 @@ def forecasts_from(config: Config, drills: Iterable[Job], backups: Iterable[Job]
             database=config.database.enabled,
         )
         objective = scenario_rto(config, scenario).total_seconds()
-        out.append(forecast_rto(scenario, location, sizes, history, objective, lacking))
+        out.append(forecast_rto(scenario, location, sizes, history, objective, lacking, samples))
     return tuple(out)
 
 
 async def rto_forecasts(config: Config, store: JobStore, backups: list[Job]) -> tuple[RtoForecast, ...]:
     """``backups``: the finished backup jobs the health evaluation already read, newest first."""
     drills = await store.list(limit=DRILL_HISTORY, states=(JobState.COMPLETED, JobState.FAILED), kinds=("drill",))
-    return forecasts_from(config, drills, backups)
+    restores = await store.list(limit=RESTORE_HISTORY, states=(JobState.COMPLETED,), kinds=("restore",))
+    return forecasts_from(config, drills, backups, restores)
 
 
 def forecast_level(f: RtoForecast, critical_factor: float) -> str:
@@ -123,4 +151,4 @@ def _secs(seconds: float) -> str:
     return human_duration(_td(seconds))
 
 
-__all__ = ["describe", "forecast_level", "forecasts_from", "newest_sizes", "pairs", "rto_forecasts"]
+__all__ = ["describe", "forecast_level", "forecasts_from", "newest_sizes", "pairs", "restore_samples", "rto_forecasts"]

@@ -51,6 +51,7 @@ class RestoreOutcome:
             "plan": self.plan.counts(),
             "safety_snapshot": self.safety_snapshot.id if self.safety_snapshot else None,
             "validation": self.validation.as_dict() if self.validation else None,
+            "location": self.location,
         }
         if changes:
             d["changes"] = [

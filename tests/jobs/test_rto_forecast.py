@@ -3,6 +3,7 @@ history (drill results, backup sizes), a finding when over the objective, the me
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -126,3 +127,28 @@ def test_a_forecast_over_the_objective_is_a_finding_and_a_metric(tmp_path):
     assert fams["axisor_backup_rto_forecast_seconds"][(("bound", "expected"), *key)] == 16.0
     assert fams["axisor_backup_rto_objective_seconds"][key] == 10.0
     assert fams["axisor_backup_check"][(("check", "rto platform-loss from local"),)] == 1
+
+
+def _restore(n: int, seconds: float, **row) -> Job:
+    job = _job(n, "restore", {"restored": [{"bytes": 2_000_000, "unchanged": 0, "location": "local", **row}]})
+    return replace(job, finished_at=job.started_at + timedelta(seconds=seconds))
+
+
+def test_a_phase_no_drill_measured_takes_recent_restores_into_an_empty_target(tmp_path):
+    config = _config(tmp_path)
+    database_only = _drill("20261201T000000Z-00000001", 10.0, 4.0, 2.0)
+    database_only["steps"] = database_only["steps"][:2]
+    database_only["restored"] = database_only["restored"][:1]
+    drills = [_job(3, "drill", {**database_only, "scenario": "database-loss", "rto_seconds": 6.0})]
+    restores = [
+        _restore(9, 1.0, safety_snapshot="s" * 64),  # over live files: measures comparisons, not a recovery
+        _restore(8, 1.0, unchanged=3),
+        _restore(7, 4.0),  # 2 MB in 4 s
+    ]
+    forecasts = {(f.scenario, f.location): f for f in forecasts_from(config, drills, BACKUPS, restores)}
+    platform = forecasts[("platform-loss", "local")]
+    # fixed 2 s (the database-loss drill's); database 2 MB at 250 kB/s = 8 s; files 4 MB at 500 kB/s = 8 s
+    assert platform.expected_seconds == 18.0
+    assert "files 500.0 kB/s (1 restore)" in platform.basis and "job j7" in platform.drills
+    # Without the restore, no number.
+    assert not {f.scenario: f for f in forecasts_from(config, drills, BACKUPS)}["platform-loss"].measured
