@@ -241,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     ka = ksub.add_parser("add", parents=[common], help="add a passphrase ($AXISOR_BACKUP_NEW_PASSPHRASE or prompt)")
     ka.add_argument("--new-passphrase-file", type=Path)
     ka.add_argument(
+        "--write-only",
+        action="store_true",
+        help="a key that backs up and pushes WAL but cannot read, restore, prune or forget (docs/SECURITY.md)",
+    )
+    ka.add_argument(
         "--weak-passphrase", action="store_true", help=f"accept a passphrase shorter than {MIN_PASSPHRASE} characters"
     )
     kr = ksub.add_parser("remove", parents=[common])
@@ -290,6 +295,13 @@ def build_parser() -> argparse.ArgumentParser:
         "wal-push", parents=[common], help="archive_command: store one WAL file (archive_command = '... wal-push %%p')"
     )
     wp.add_argument("wal_path", type=Path, metavar="PATH", help="the WAL file (%%p)")
+    wp.add_argument(
+        "--key-file",
+        type=Path,
+        metavar="FILE",
+        help="read the passphrase from FILE instead of the config (the server's write-only key: "
+        "database archiving --setup)",
+    )
     wf = sub.add_parser(
         "wal-fetch",
         parents=[common],
@@ -299,11 +311,23 @@ def build_parser() -> argparse.ArgumentParser:
     wf.add_argument("wal_dest", type=Path, metavar="PATH", help="where to write it (%%p)")
     db = sub.add_parser("database", parents=[common], help="PostgreSQL WAL archiving")
     dbsub = db.add_subparsers(dest="database_command", required=True)
-    dbsub.add_parser(
+    dba = dbsub.add_parser(
         "archiving",
         parents=[common],
         help="check the server's archiving settings and print what to set (exit 18 if wrong)",
     )
+    dba.add_argument(
+        "--setup",
+        action="store_true",
+        help="also give the server a write-only key of its own (written to --key-file) for archive_command",
+    )
+    dba.add_argument(
+        "--key-file",
+        type=Path,
+        metavar="FILE",
+        help="where --setup writes the server's key passphrase (default: wal-writer.key beside the config)",
+    )
+    dba.add_argument("--owner", metavar="USER", help="--setup: give the key file to this OS user (as root)")
     dbsub.add_parser(
         "check",
         parents=[common],

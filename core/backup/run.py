@@ -98,8 +98,8 @@ async def run_backup(
     results: list[SourceResult] = []
     async with Lock(repo.backend, exclusive=False, operation="backup"):
         await repo.load_index()
-        existing, damaged = await repo.list_snapshots()
-        listed = {s.id for s in existing} | {d.key.rsplit("/", 1)[-1] for d in damaged}
+        # A write-only key compares with the snapshots this host wrote (its own cache).
+        existing, damaged, listed = await repo.writer_snapshots()
         if seen is not None:
             # Before anything is written: snapshots this host saw must not have vanished
             # unexplained (core/repository/rollback.py).

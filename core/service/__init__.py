@@ -291,8 +291,10 @@ class BackupService(Session):
         """restore_command: write WAL file ``name`` to ``dest``; WalNotFound when it is not archived."""
         return await _wal.wal_fetch(self, name, dest)
 
-    async def database_archiving(self, config_path: Path):
-        return await _wal.database_archiving(self, config_path)
+    async def database_archiving(
+        self, config_path: Path, *, setup: bool = False, key_file: Path | None = None, owner: str | None = None
+    ):
+        return await _wal.database_archiving(self, config_path, setup=setup, key_file=key_file, owner=owner)
 
     async def database_check(self, config_path: Path, *, wait: bool = True):
         """`database check`: a CheckReport (core/sources/postgres/dbcheck.py); needs no passphrase."""
@@ -310,8 +312,8 @@ class BackupService(Session):
     async def keys(self) -> list[KeyInfo]:
         return await _keys.keys(self)
 
-    async def add_key(self, new_passphrase: str, *, allow_weak: bool = False) -> KeyInfo:
-        return await _keys.add_key(self, new_passphrase, allow_weak=allow_weak)
+    async def add_key(self, new_passphrase: str, *, allow_weak: bool = False, write_only: bool = False) -> KeyInfo:
+        return await _keys.add_key(self, new_passphrase, allow_weak=allow_weak, write_only=write_only)
 
     async def remove_key(self, key_id: str) -> None:
         await _keys.remove_key(self, key_id)

@@ -45,7 +45,7 @@ async def backup(
         preload = asyncio.ensure_future(asyncio.to_thread(importlib.import_module, "psycopg"))
     other_user = session.other_user_warning("backup")
     try:
-        repo = await session.repository(load_index=False)
+        repo = await session.repository(load_index=False, writer=True)
         if preload is not None:
             await preload
         result = await run_backup(
