@@ -140,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
         "into --target-dir, from a physical base backup and the archived WAL",
     )
     r.add_argument(
+        "--platform",
+        action="store_true",
+        help="with --to-time: the whole platform at that instant: the database recovered to it (into "
+        "--target-dir) and every files source from the snapshot that belongs with it (into --target), "
+        "with the skew of each; --dry-run shows the plan",
+    )
+    r.add_argument(
         "--target-dir",
         type=Path,
         metavar="DIR",
@@ -297,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     wp.add_argument("wal_path", type=Path, metavar="PATH", help="the WAL file (%%p)")
     wp.add_argument(
         "--key-file",
+        dest="wal_key_file",
         type=Path,
         metavar="FILE",
         help="read the passphrase from FILE instead of the config (the server's write-only key: "

@@ -35,7 +35,7 @@ async def run(args, config: Config, out: Output) -> int:
     from app.cli_commands import COMMANDS
     from core.service import BackupService
 
-    key_file = getattr(args, "key_file", None)
+    key_file = getattr(args, "wal_key_file", None)
 
     def passphrase(confirm: bool) -> str:
         if key_file is not None:

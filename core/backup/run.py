@@ -81,6 +81,7 @@ async def run_backup(
     totals: dict[str, ScanTotals] | None = None,
     tripwire: Thresholds | None = None,
     seen: SeenSnapshots | None = None,
+    db_position: Callable[[], Awaitable[dict[str, str]]] | None = None,
 ) -> BackupResult:
     """Back up ``database`` (when given) and then each file source, one snapshot each.
     ``stall_timeout``: a file source that reads no byte and finishes no file for this many
@@ -91,7 +92,10 @@ async def run_backup(
     ``tripwire``: inspect each file snapshot against its source's earlier ones and pin the
     one before when it looks like an attack (core/backup/tripwire.py); None: off.
     ``seen``: this host's memory of the snapshots it saw (core/repository/rollback.py): a
-    run refuses to write when one vanished unexplained, and records what it saw after."""
+    run refuses to write when one vanished unexplained, and records what it saw after.
+    ``db_position``: the database's WAL position and clock (or why not), read just before and
+    just after each file source's scan and recorded in its snapshot (``metadata["db_position"]``:
+    which database state the files belong with, core/restore/platform.py)."""
     if kind not in SNAPSHOT_TYPES:
         raise UsageError(f"unknown backup type {kind!r}: use one of {', '.join(SNAPSHOT_TYPES)}")
     backup_set = uuid.uuid4().hex[:16]
@@ -121,8 +125,19 @@ async def run_backup(
                     effective = kind
                 previous = _reference(existing, spec.name, "incremental")
                 try:
+                    start = await db_position() if db_position is not None else None
                     done = await _backup_source(
-                        repo, spec, effective, ref, backup_set, tags, workers, on_progress, stall_timeout=stall_timeout
+                        repo,
+                        spec,
+                        effective,
+                        ref,
+                        backup_set,
+                        tags,
+                        workers,
+                        on_progress,
+                        stall_timeout=stall_timeout,
+                        metadata=None if start is None else {"db_position": {"start": start}},
+                        finish=None if db_position is None else _end_position(db_position),
                     )
                     trip = None
                     if tripwire is not None and done.snapshot is not None:
@@ -138,6 +153,16 @@ async def run_backup(
             if seen is not None:
                 seen.save(listed | {r.snapshot.id for r in results if r.snapshot is not None})
     return BackupResult(backup_set, tuple(results), warnings=warnings)
+
+
+def _end_position(read: Callable[[], Awaitable[dict[str, str]]]) -> Callable[[dict], Awaitable[None]]:
+    """Adds the position at the end of the scan (after the last file was read, before the
+    manifest is sealed) to the metadata the start was recorded in."""
+
+    async def finish(metadata: dict) -> None:
+        metadata["db_position"] = {**metadata.get("db_position", {}), "end": await read()}
+
+    return finish
 
 
 def _forecast(sources: list[SourceSpec], existing: list[Snapshot], totals: dict[str, ScanTotals]) -> None:
@@ -250,7 +275,10 @@ async def _backup_source(
     on_progress: Callable[[str, ArchiveStats], None] | None,
     metadata: dict | None = None,
     stall_timeout: float = DEFAULT_STALL_SECONDS,
+    finish: Callable[[dict], Awaitable[None]] | None = None,
 ) -> SourceResult:
+    """``finish``: called with the snapshot's metadata once the scan has ended (the database's
+    position at the end, ``_end_position``)."""
     before = list(repo.stats.by_type.get(BlobType.DATA, [0, 0, 0]))
     ref_tree: Tree | None = await repo.reference_tree(bytes.fromhex(ref.tree)) if ref else None
     archiver = Archiver(
@@ -293,6 +321,8 @@ async def _backup_source(
     )
     user = current_user()
     metadata = dict(metadata or {})
+    if finish is not None:
+        await finish(metadata)
     if archiver.root_links:
         # A source path that is a symbolic link: where it pointed, and whether the target
         # was archived (under the configured name) or only the link.

@@ -103,7 +103,7 @@ class Sites:
             repo = await open_with_master(backend, self._master, name)
         else:
             repo = await Repository.open(backend, self._passphrase(False))
-            self._master = repo.require_full("use other locations")
+            self._master = repo.require_full("read the repository or its other locations")
         self._prepare(repo)
         self._repos[name] = repo
         return repo

@@ -212,6 +212,10 @@ class BackupService(Session):
             wal_from=wal_from,
         )
 
+    async def platform_plan(self, at):
+        """(PlatformPlan, RecoveryWindow | None) for ``restore --platform`` (core/service/restore.py)."""
+        return await _restore.platform_plan(self, at)
+
     async def recovery_window(self):
         return await _restore.recovery_window(self)
 
