@@ -523,7 +523,9 @@ class ProtectionConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DrillCheckConfig:
     """One ``[[drills.checks]]`` smoke check: ``sql`` whose first value must equal
-    ``expect``, or ``path`` that must exist (relative to the restored ``source``)."""
+    ``expect``, ``path`` that must exist (relative to the restored ``source``), or the
+    cross-check ``paths_sql``: a query whose rows name files (relative to the source, or
+    absolute below one of its configured paths) that must all exist in the restored ``source``."""
 
     name: Annotated[str, String(), Doc("what the check is called in reports")]
     sql: Annotated[str | None, String(), Doc("a query run on the restored database")] = None
@@ -531,7 +533,14 @@ class DrillCheckConfig:
         str | int | float | bool | None, ExpectValue(), Doc("with sql: the first value it must return")
     ] = None
     path: Annotated[str | None, RelativePath(), Doc("a file that must exist in the restored source")] = None
-    source: Annotated[str | None, Choice("database", *OBJECTIVE_KEYS[3:]), Doc("with path: the source it is in")] = None
+    paths_sql: Annotated[
+        str | None,
+        String(),
+        Doc("a query on the restored database whose first column lists files that must exist in the restored source"),
+    ] = None
+    source: Annotated[
+        str | None, Choice("database", *OBJECTIVE_KEYS[3:]), Doc("with path or paths_sql: the source it is in")
+    ] = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -40,11 +40,18 @@ def platform(pg_cluster):
     app.mkdir()
     (app / "attachment.txt").write_text("version 1\n")
     sr.write_config(f'url = "{c.url()}"\nmode = "physical"\npg_bin_dir = "{c.bin}"')
-    sr.config.write_text(sr.config.read_text() + f'[application]\nuser_data = ["{app}"]\n')
+    sr.config.write_text(
+        sr.config.read_text()
+        + f'[engine]\nstate_dir = "{sr.dir / "state"}"\n'
+        + f'[application]\nuser_data = ["{app}"]\n'
+    )
     sr.chown()
     assert sr.cli("init").code == 0
     enable_archiving(c, sr.archive_command())
     c.psql("CREATE TABLE marks (id serial PRIMARY KEY, burst text NOT NULL)")
+    # What the application keeps in the database about its files: the drill's cross-check.
+    c.psql("CREATE TABLE attachments (path text NOT NULL)")
+    c.psql(f"INSERT INTO attachments VALUES ('attachment.txt'), ('{app}/attachment.txt'), ('lost/invoice.pdf')")
     before_all = _db_now(c)
     r = sr.cli("backup", "--json", timeout=180)  # the base backup and the first files snapshot
     assert r.code == 0, r.out + r.err
@@ -112,3 +119,38 @@ def test_the_platform_comes_back_to_t(platform) -> None:
             argv = ["runuser", "-u", "postgres", "--", *argv]
         subprocess.run(argv, capture_output=True, timeout=60)
     assert Path(data).exists()
+
+
+def _drill(sr: ServerRepo, at: datetime, query: str) -> dict:
+    scratch = sr.dir / "scratch"
+    scratch.mkdir(exist_ok=True)
+    base = sr.config.read_text().split("[drills]")[0]
+    sr.config.write_text(
+        base + f'[drills]\nwork_dir = "{scratch}"\n'
+        '[[drills.checks]]\nname = "attachments exist"\nsource = "application/user_data"\n'
+        f'paths_sql = "{query}"\n'
+    )
+    sr.chown()
+    r = sr.cli("drill", "--scenario", "platform-loss", "--to-time", at.isoformat(), "--json", timeout=300)
+    assert r.code in (0, 19), r.out + r.err
+    return {"code": r.code, **r.json()}
+
+
+def test_the_platform_loss_drill_reports_the_skew_and_cross_checks_the_files(platform) -> None:
+    c, sr, first, second, at, _ = platform
+    rep = _drill(sr, at, "SELECT path FROM attachments WHERE path NOT LIKE 'lost/%'")
+    checks = {x["name"]: x for x in rep["checks"]}
+    assert rep["code"] == 0 and rep["passed"], checks
+    skew = checks["application/user_data skew"]
+    assert skew["status"] == "info" and "database clock" in skew["detail"] and 0 <= skew["actual"] < 60
+    assert checks["attachments exist"]["status"] == "pass"
+    assert "all 2 paths" in checks["attachments exist"]["detail"]
+    assert [r["snapshot"] for r in rep["restored"] if r.get("source") == "application/user_data"] == [second["id"]]
+
+    # A file the database names that the restored files lack fails the drill, named.
+    rep = _drill(sr, at, "SELECT path FROM attachments")
+    checks = {x["name"]: x for x in rep["checks"]}
+    assert rep["code"] == 19 and not rep["passed"]
+    assert checks["attachments exist"]["status"] == "fail"
+    assert "1 of 3 paths" in checks["attachments exist"]["detail"]
+    assert "lost/invoice.pdf" in checks["attachments exist"]["detail"]
