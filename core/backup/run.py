@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
@@ -12,6 +14,7 @@ from typing import Any, Protocol
 
 from core import __version__
 from core.backup.single_file import current_user
+from core.backup.hooks import run_hook
 from core.backup.archiver import Archiver, ArchiveStats
 from core.backup.tripwire import Trip, check as tripwire_check
 from core.backup.watchdog import DEFAULT_STALL_SECONDS, Watchdog
@@ -125,8 +128,7 @@ async def run_backup(
                     effective = kind
                 previous = _reference(existing, spec.name, "incremental")
                 try:
-                    start = await db_position() if db_position is not None else None
-                    done = await _backup_source(
+                    done = await _hooked_source(
                         repo,
                         spec,
                         effective,
@@ -136,8 +138,7 @@ async def run_backup(
                         workers,
                         on_progress,
                         stall_timeout=stall_timeout,
-                        metadata=None if start is None else {"db_position": {"start": start}},
-                        finish=None if db_position is None else _end_position(db_position),
+                        db_position=db_position,
                     )
                     trip = None
                     if tripwire is not None and done.snapshot is not None:
@@ -155,14 +156,65 @@ async def run_backup(
     return BackupResult(backup_set, tuple(results), warnings=warnings)
 
 
-def _end_position(read: Callable[[], Awaitable[dict[str, str]]]) -> Callable[[dict], Awaitable[None]]:
-    """Adds the position at the end of the scan (after the last file was read, before the
-    manifest is sealed) to the metadata the start was recorded in."""
+async def _hooked_source(
+    repo: Repository,
+    spec: SourceSpec,
+    kind: str,
+    ref: Snapshot | None,
+    backup_set: str,
+    tags: tuple[str, ...],
+    workers: int,
+    on_progress: Callable[[str, ArchiveStats], None] | None,
+    *,
+    stall_timeout: float,
+    db_position: Callable[[], Awaitable[dict[str, str]]] | None,
+) -> SourceResult:
+    """One file source between its pre_command and post_command (core/backup/hooks.py),
+    with the database's position read just after the first and just before the second, so
+    the recorded span is the one the files were frozen for. The post_command runs whatever
+    happens once the pre_command was run; its failure is a warning on the snapshot."""
+    post_ran = False
 
-    async def finish(metadata: dict) -> None:
-        metadata["db_position"] = {**metadata.get("db_position", {}), "end": await read()}
+    async def post() -> str | None:
+        nonlocal post_ran
+        post_ran = True
+        run = await run_hook("post", spec.post_command or "", spec.name, spec.hook_timeout)
+        return None if run.ok else run.describe(spec.name)
 
-    return finish
+    if spec.pre_command:
+        pre = await run_hook("pre", spec.pre_command, spec.name, spec.hook_timeout)
+        if not pre.ok:
+            undone = await post() if spec.post_command else None
+            raise SourceError(
+                f"{pre.describe(spec.name)}; the source was not backed up" + (f"; also {undone}" if undone else "")
+            )
+
+    async def finish(metadata: dict, warnings: list[str]) -> None:
+        if db_position is not None:
+            metadata["db_position"] = {**metadata.get("db_position", {}), "end": await db_position()}
+        if spec.post_command:
+            failed = await post()
+            if failed:
+                warnings.append(failed)
+
+    try:
+        start = await db_position() if db_position is not None else None
+        return await _backup_source(
+            repo,
+            spec,
+            kind,
+            ref,
+            backup_set,
+            tags,
+            workers,
+            on_progress,
+            stall_timeout=stall_timeout,
+            metadata=None if start is None else {"db_position": {"start": start}},
+            finish=finish,
+        )
+    finally:
+        if spec.post_command and not post_ran:
+            await asyncio.shield(post())  # the scan failed or was cancelled: undo what pre set up
 
 
 def _forecast(sources: list[SourceSpec], existing: list[Snapshot], totals: dict[str, ScanTotals]) -> None:
@@ -275,10 +327,10 @@ async def _backup_source(
     on_progress: Callable[[str, ArchiveStats], None] | None,
     metadata: dict | None = None,
     stall_timeout: float = DEFAULT_STALL_SECONDS,
-    finish: Callable[[dict], Awaitable[None]] | None = None,
+    finish: Callable[[dict, list[str]], Awaitable[None]] | None = None,
 ) -> SourceResult:
-    """``finish``: called with the snapshot's metadata once the scan has ended (the database's
-    position at the end, ``_end_position``)."""
+    """``finish``: called with the snapshot's metadata and warnings once the scan has ended
+    (the database's position at the end, the post_command: ``_hooked_source``)."""
     before = list(repo.stats.by_type.get(BlobType.DATA, [0, 0, 0]))
     ref_tree: Tree | None = await repo.reference_tree(bytes.fromhex(ref.tree)) if ref else None
     archiver = Archiver(
@@ -322,7 +374,7 @@ async def _backup_source(
     user = current_user()
     metadata = dict(metadata or {})
     if finish is not None:
-        await finish(metadata)
+        await finish(metadata, st.warnings)
     if archiver.root_links:
         # A source path that is a symbolic link: where it pointed, and whether the target
         # was archived (under the configured name) or only the link.

@@ -127,6 +127,30 @@ class SourceSpec:
     retention_days: int
     # A configured path that is a symbolic link: archive its target (True) or the link only.
     follow_root_symlink: bool = True
+    # Commands run around the source's scan (core/backup/hooks.py): quiesce, snapshot a volume.
+    pre_command: str | None = None
+    post_command: str | None = None
+    hook_timeout: int = 300
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HookConfig:
+    """One ``[[application.hooks]]`` or ``[[configuration.hooks]]``: commands run just before
+    and just after one source's scan (to quiesce the application, or to take and release a
+    filesystem snapshot), so the files match the database's instant."""
+
+    source: Annotated[
+        str,
+        Choice(*APPLICATION_SOURCES, *CONFIGURATION_SOURCES),
+        Doc("the source of this category, e.g. user_data"),
+    ]
+    pre_command: Annotated[
+        str | None, String(), Doc("run before the scan; a failure fails the source (the post_command still runs)")
+    ] = None
+    post_command: Annotated[
+        str | None, String(), Doc("run after the scan, whatever its outcome; a failure is a warning")
+    ] = None
+    timeout_seconds: Annotated[int, Integer(1), Doc("each command is stopped after this many seconds")] = 300
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,6 +166,7 @@ class ApplicationConfig:
     follow_root_symlink: Annotated[
         bool, Boolean(), Doc("a listed path that is a symbolic link: archive its target (true) or the link")
     ] = True
+    hooks: Annotated[tuple[HookConfig, ...], Tables(), Doc("commands run around one source's scan")] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,6 +182,7 @@ class ConfigurationConfig:
     follow_root_symlink: Annotated[
         bool, Boolean(), Doc("a listed path that is a symbolic link: archive its target (true) or the link")
     ] = True
+    hooks: Annotated[tuple[HookConfig, ...], Tables(), Doc("commands run around one source's scan")] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -615,6 +641,7 @@ class Config:
         for category, section, names in groups:
             for name in names:
                 paths = getattr(section, name)
+                hook = next((h for h in section.hooks if h.source == name), None)
                 if paths:
                     found.append(
                         SourceSpec(
@@ -624,6 +651,9 @@ class Config:
                             exclude=section.exclude,
                             retention_days=section.retention_days,
                             follow_root_symlink=section.follow_root_symlink,
+                            pre_command=hook.pre_command if hook else None,
+                            post_command=hook.post_command if hook else None,
+                            hook_timeout=hook.timeout_seconds if hook else 300,
                         )
                     )
         return tuple(found)

@@ -14,6 +14,8 @@ come out in the document's order.
 
 from __future__ import annotations
 
+import shlex
+
 import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -31,6 +33,7 @@ from core.config.model import (
     ConfigProblem,
     DatabaseConfig,
     DrillCheckConfig,
+    HookConfig,
     Objective,
     ObjectivesConfig,
     RemoteStorageConfig,
@@ -231,11 +234,29 @@ def _drill_check(values: dict[str, Any], table: Mapping[str, Any], at: Loc, repo
             report.add(at + (key,), f"only applies to {which} checks", rule_of=at)
 
 
+def _hook(values: dict[str, Any], table: Mapping[str, Any], at: Loc, report: _Report) -> None:
+    if "pre_command" not in table and "post_command" not in table:
+        report.add(at, "give pre_command, post_command or both", rule_of=at)
+    source, category = values.get("source"), at[0] if at else None
+    names = APPLICATION_SOURCES if category == "application" else CONFIGURATION_SOURCES
+    if source is not None and source not in names:
+        report.add(at + ("source",), f"must be a source of [{category}]: one of {', '.join(names)}", rule_of=at)
+    for key in ("pre_command", "post_command"):
+        command = table.get(key)
+        if isinstance(command, str):
+            try:
+                if not shlex.split(command):
+                    report.add(at + (key,), "is empty", rule_of=at)
+            except ValueError as exc:
+                report.add(at + (key,), f"does not split into words ({exc}): check its quotes", rule_of=at)
+
+
 _RULES: dict[type, Rule] = {
     DatabaseConfig: _database,
     RemoteStorageConfig: _remote,
     ScheduleJobConfig: _schedule_job,
     DrillCheckConfig: _drill_check,
+    HookConfig: _hook,
 }
 
 
