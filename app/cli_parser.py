@@ -140,6 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
         "into --target-dir, from a physical base backup and the archived WAL",
     )
     r.add_argument(
+        "--as",
+        dest="as_names",
+        action="append",
+        default=[],
+        metavar="SCHEMA.NAME",
+        help="with --to-time --table --target-db: the name of the copy beside the live table (one per --table; "
+        "default NAME_at_HHMM)",
+    )
+    r.add_argument(
         "--platform",
         action="store_true",
         help="with --to-time: the whole platform at that instant: the database recovered to it (into "

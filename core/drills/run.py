@@ -45,7 +45,7 @@ from core import __version__
 from core.config import DRILL_SCENARIOS, DrillCheckConfig
 from core.drills.objectives import evaluate_objectives, human_duration
 from core.drills.report import CheckResult, DrillReport, RpoResult, Step, new_drill_id, store_report
-from core.drills.scratch import Scratch, free_port, server_user
+from core.sources.postgres.scratch import Scratch, free_port, server_user
 from core.text import shown
 from core.errors import AxisorError, DatabaseError, UsageError
 from core.repository.lock import Lock

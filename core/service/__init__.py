@@ -183,6 +183,13 @@ class BackupService(Session):
             self, snap, target_db, force=force, tables=tables, schemas=schemas, restore_id=restore_id, roles=roles
         )
 
+    async def restore_table_at_time(self, at, tables: list[str], target_db: str, as_names: list[str], **kw):
+        """A table as it was at ``at``, copied into ``target_db`` beside the live one
+        (core/service/table_at_time.py)."""
+        from core.service.table_at_time import restore_table_at_time
+
+        return await restore_table_at_time(self, at, tables, target_db, as_names, **kw)
+
     async def restore_database_pitr(
         self,
         target_time,
