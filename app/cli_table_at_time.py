@@ -56,9 +56,15 @@ async def restore_table_at_time(svc: BackupService, args, out: Output) -> int:
         for t in report.tables:
             lines += [f"  renamed {shown(r)}" for r in t.renamed]
             lines += [f"  not copied: {shown(n)}" for n in t.not_copied]
-        lines.append(
-            f"recovered from base backup {report.base_snapshot[:8]}: {report.stopped_at or 'recovery finished'}"
-        )
+        if report.from_logical:
+            lines.append(
+                f"from logical snapshot {report.base_snapshot[:8]}, taken {report.before_seconds:.0f} s before the time "
+                "asked (no base backups: the newest logical snapshot at or before it)"
+            )
+        else:
+            lines.append(
+                f"recovered from base backup {report.base_snapshot[:8]}: {report.stopped_at or 'recovery finished'}"
+            )
         s = report.seconds
         lines.append(
             f"took {s.get('total', 0):.1f} s: recovery {s.get('recover', 0):.1f} s, copy {s.get('copy', 0):.1f} s, "

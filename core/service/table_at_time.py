@@ -33,6 +33,8 @@ class TableAtTimeReport:
     seconds: dict[str, float] = field(default_factory=dict)  # recover, copy, validate, cleanup, total
     cleanup: tuple[str, ...] = ()
     cleanup_problems: tuple[str, ...] = ()
+    from_logical: bool = False  # no base backups: the newest logical snapshot before the time
+    before_seconds: float = 0.0  # ... taken this long before it
 
     @property
     def ok(self) -> bool:
@@ -48,6 +50,8 @@ class TableAtTimeReport:
             "seconds": self.seconds,
             "cleanup": list(self.cleanup),
             "cleanup_problems": list(self.cleanup_problems),
+            "from_logical_snapshot": self.from_logical,
+            "before_seconds": self.before_seconds,
             "ok": self.ok,
         }
 
@@ -87,15 +91,16 @@ async def restore_table_at_time(
     timeout: float = 900,
     on_phase: Callable[[str], None] | None = None,
 ) -> TableAtTimeReport:
-    from core.service.restore import restore_database_pitr
+    """Physical mode: recovered to ``at`` exactly. Logical mode (no base backups): from the
+    newest logical snapshot taken at or before ``at``, restored into a scratch database on
+    the configured server, and the report says how far before ``at`` it is."""
     from core.sources.postgres import names, table_copy
     from core.sources.postgres.connection import PgTarget
-    from core.sources.postgres.scratch import Scratch, free_port, server_user
-    from core.sources.postgres.tools import find_tool
+    from core.sources.postgres.scratch import Scratch, server_user
 
     db = session.config.database
-    if not db.enabled or db.mode != "physical":
-        raise UsageError('a table as of a time needs [database] mode = "physical" (base backups and archived WAL)')
+    if not db.enabled:
+        raise UsageError("a table as of a time needs the database source: [database] enabled = true")
     live = PgTarget.from_url(target_db, PgTarget.from_config(db))
     if as_names and len(as_names) != len(table_specs):
         raise UsageError(f"give one --as per --table ({len(table_specs)} --table, {len(as_names)} --as)")
@@ -109,19 +114,12 @@ async def restore_table_at_time(
     scratch = Scratch(f"table-{int(time.time())}", session.config.drills.work_dir, server_user(os_user))
     copied = []
     try:
-        root = scratch.new_dir("axt.", for_server=True)
-        data = root / "data"
-        pg_ctl = await asyncio.to_thread(find_tool, "pg_ctl", db.pg_bin_dir)
-        scratch.add_cluster(data, pg_ctl.path.parent)  # stopped and removed by cleanup, whatever happens
-        port = free_port()
         phase("recover")
-        pitr = await restore_database_pitr(
-            session, at, data, config_path=config_path, start=True, port=port, os_user=scratch.os_user,
-            timeout=timeout, on_phase=on_phase,
-        )  # fmt: skip
+        if db.mode == "physical":
+            source, recovered, root = await _recovered_cluster(session, scratch, at, config_path, timeout, on_phase)
+        else:
+            source, recovered, root = await _from_logical(session, scratch, at, table_specs)
         seconds["recover"] = round(time.monotonic() - t0, 3)
-        base = PgTarget.from_config(db)
-        recovered = PgTarget({**base.params, "host": str(data), "port": str(port)}, base.password, base.passfile)
         chosen = names.resolve_tables(table_specs, await table_copy.list_tables(recovered))
         copies = copy_names(chosen, as_names, at)
         for schema, name in copies:
@@ -160,13 +158,15 @@ async def restore_table_at_time(
     seconds["total"] = round(time.monotonic() - t0, 3)
     report = TableAtTimeReport(
         at=at.isoformat(),
-        base_snapshot=pitr.base_snapshot,
-        stopped_at=pitr.stopped_at,
+        base_snapshot=source.snapshot,
+        stopped_at=source.stopped_at,
         target=live.describe(),
         tables=tuple(copied),
         seconds=seconds,
         cleanup=tuple(scratch.removed),
         cleanup_problems=tuple(scratch.problems),
+        from_logical=source.from_logical,
+        before_seconds=source.before_seconds,
     )
     bad = [t for t in copied if not t.validated]
     if bad:
@@ -174,6 +174,59 @@ async def restore_table_at_time(
             "; ".join(f"{t.copy}: {t.problem}" for t in bad) + " (the copies stay for inspection; drop them when done)"
         )
     return report
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    snapshot: str  # the base backup, or the logical snapshot
+    stopped_at: str | None
+    from_logical: bool = False
+    before_seconds: float = 0.0  # logical: how long before the asked time the snapshot was taken
+
+
+async def _recovered_cluster(session: Session, scratch, at: datetime, config_path: Path, timeout: float, on_phase):
+    """A throwaway cluster recovered to ``at`` (registered with ``scratch`` before it starts)."""
+    from core.service.restore import restore_database_pitr
+    from core.sources.postgres.connection import PgTarget
+    from core.sources.postgres.scratch import free_port
+    from core.sources.postgres.tools import find_tool
+
+    db = session.config.database
+    root = scratch.new_dir("axt.", for_server=True)
+    data = root / "data"
+    pg_ctl = await asyncio.to_thread(find_tool, "pg_ctl", db.pg_bin_dir)
+    scratch.add_cluster(data, pg_ctl.path.parent)  # stopped and removed by cleanup, whatever happens
+    port = free_port()
+    pitr = await restore_database_pitr(
+        session, at, data, config_path=config_path, start=True, port=port, os_user=scratch.os_user,
+        timeout=timeout, on_phase=on_phase,
+    )  # fmt: skip
+    base = PgTarget.from_config(db)
+    recovered = PgTarget({**base.params, "host": str(data), "port": str(port)}, base.password, base.passfile)
+    return _Source(pitr.base_snapshot, pitr.stopped_at), recovered, root
+
+
+async def _from_logical(session: Session, scratch, at: datetime, table_specs: list[str]):
+    """Logical mode: the newest logical snapshot at or before ``at``, its tables restored
+    (and validated) into a scratch database on the configured server."""
+    from core.errors import SnapshotNotFound
+    from core.repository.snapshot import is_safety
+    from core.service.restore import restore_database
+    from core.sources.postgres.connection import PgTarget
+
+    repo = await session.repository(load_index=False)
+    snaps, _ = await repo.list_snapshots()
+    logical = [
+        s for s in snaps
+        if s.source == "database" and not is_safety(s) and (s.metadata or {}).get("mode") != "physical" and s.datetime <= at
+    ]  # fmt: skip
+    if not logical:
+        raise SnapshotNotFound(f"no logical database snapshot was taken at or before {at.isoformat()}")
+    snap = max(logical, key=lambda s: s.datetime)
+    target = scratch.scratch_database(PgTarget.from_config(session.config.database))
+    await restore_database(session, snap, target.params["dbname"], tables=tuple(table_specs))
+    root = scratch.new_dir("axt.")
+    return _Source(snap.id, None, True, round((at - snap.datetime).total_seconds(), 3)), target, root
 
 
 __all__ = ["TableAtTimeReport", "copy_names", "restore_table_at_time"]

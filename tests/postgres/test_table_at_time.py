@@ -13,6 +13,7 @@ from datetime import datetime
 import psycopg
 import pytest
 
+from conftest import Workspace  # noqa: F401 - the ws fixture
 from wal_support import ServerRepo, enable_archiving, switch_and_wait
 
 
@@ -124,3 +125,29 @@ def test_misuse_is_refused_before_any_work(orders) -> None:
     assert r.code == 2 and "--force" in r.err
     r = sr.cli("restore", "--as", "x", "--to-time", at.isoformat(), "--target-dir", "/tmp/nope")
     assert r.code == 2
+
+
+def test_with_logical_snapshots_only_the_nearest_before_the_time_is_used_and_said(pg_cluster, ws) -> None:
+    c = pg_cluster()
+    c.createdb("shop")
+    c.psql(SCHEMA, "shop")
+    ws.config.write_text(
+        f'[database]\nenabled = true\nurl = "{c.url("shop")}"\npg_bin_dir = "{c.bin}"\n[storage]\nlocal_path = "{ws.repo}"\n'
+    )
+    assert ws.cli("init").code == 0
+    r = ws.cli("backup", "--json", timeout=180)
+    assert r.code == 0, r.out + r.err
+    expected = c.psql(FINGERPRINT.format("sales.orders"), "shop")
+    time.sleep(1.1)
+    at = _db_now(c)
+    c.psql("UPDATE sales.orders SET amount = 0", "shop")
+    r = ws.cli(
+        "restore", "--to-time", at.isoformat(), "--table", "sales.orders", "--target-db", "shop",
+        "--as", "orders_then", "--json", timeout=300,
+    )  # fmt: skip
+    assert r.code == 0, r.out + r.err
+    rep = r.json()
+    assert rep["from_logical_snapshot"] and rep["before_seconds"] >= 1
+    assert rep["tables"][0]["copy"] == "sales.orders_then" and rep["tables"][0]["validated"]
+    assert c.psql(FINGERPRINT.format("sales.orders_then"), "shop") == expected
+    assert c.psql("SELECT count(*) FROM pg_database WHERE datname LIKE 'axisor_drill_%'") == "0"  # scratch dropped
