@@ -149,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
         "default NAME_at_HHMM)",
     )
     r.add_argument(
+        "--with-references",
+        action="store_true",
+        help="with --to-time --table --target-db: also copy the tables they reference (foreign keys, transitively), "
+        "each as NAME_at_HHMM, keeping the keys between the copies",
+    )
+    r.add_argument(
         "--platform",
         action="store_true",
         help="with --to-time: the whole platform at that instant: the database recovered to it (into "

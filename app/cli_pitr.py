@@ -24,8 +24,8 @@ async def _restore_pitr(svc: BackupService, args, out: Output) -> int:
         from app.cli_table_at_time import restore_table_at_time
 
         return await restore_table_at_time(svc, args, out)
-    if args.as_names:
-        raise UsageError("--as names the copy of a table as of a time: --to-time, --table and --target-db")
+    if args.as_names or args.with_references:
+        raise UsageError("--as and --with-references are for a table as of a time: --to-time, --table and --target-db")
 
     if args.to_time is None or args.target_dir is None:
         raise UsageError("point-in-time recovery needs both --to-time TIMESTAMP and --target-dir DIR")

@@ -45,6 +45,7 @@ async def restore_table_at_time(svc: BackupService, args, out: Output) -> int:
         os_user=args.os_user,
         timeout=args.timeout,
         on_phase=(lambda name: Output.note(PHASES.get(name) or name)) if tty else None,
+        with_references=args.with_references,
     )
 
     def text() -> str:

@@ -90,8 +90,10 @@ async def restore_table_at_time(
     os_user: str | None = None,
     timeout: float = 900,
     on_phase: Callable[[str], None] | None = None,
+    with_references: bool = False,
 ) -> TableAtTimeReport:
-    """Physical mode: recovered to ``at`` exactly. Logical mode (no base backups): from the
+    """``with_references``: also the tables they reference through foreign keys, transitively,
+    each as ``<name>_at_<HHMM>``, the keys between the copies kept. Physical mode: recovered to ``at`` exactly. Logical mode (no base backups): from the
     newest logical snapshot taken at or before ``at``, restored into a scratch database on
     the configured server, and the report says how far before ``at`` it is."""
     from core.sources.postgres import names, table_copy
@@ -122,16 +124,20 @@ async def restore_table_at_time(
         seconds["recover"] = round(time.monotonic() - t0, 3)
         chosen = names.resolve_tables(table_specs, await table_copy.list_tables(recovered))
         copies = copy_names(chosen, as_names, at)
+        if with_references:
+            extra = await table_copy.references(recovered, chosen)
+            chosen, copies = chosen + extra, copies + copy_names(extra, [], at)
         for schema, name in copies:
             if await table_copy.exists(live, schema, name):
                 raise table_copy.refuse_existing(names.key(schema, name), live)
         phase("copy")
         t_copy = time.monotonic()
         prepared = []
+        keep = frozenset(chosen) if with_references else frozenset()
         for table, copy in zip(chosen, copies):
-            renamed, left_out = await table_copy.prepare(recovered, table, copy)
-            await table_copy.copy(recovered, live, copy, root, db.pg_bin_dir)
+            renamed, left_out = await table_copy.prepare(recovered, table, copy, keep)
             prepared.append((table, copy, renamed, left_out))
+        await table_copy.copy(recovered, live, copies, root, db.pg_bin_dir)
         seconds["copy"] = round(time.monotonic() - t_copy, 3)
         phase("validate")
         t_val = time.monotonic()

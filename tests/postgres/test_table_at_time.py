@@ -151,3 +151,23 @@ def test_with_logical_snapshots_only_the_nearest_before_the_time_is_used_and_sai
     assert rep["tables"][0]["copy"] == "sales.orders_then" and rep["tables"][0]["validated"]
     assert c.psql(FINGERPRINT.format("sales.orders_then"), "shop") == expected
     assert c.psql("SELECT count(*) FROM pg_database WHERE datname LIKE 'axisor_drill_%'") == "0"  # scratch dropped
+
+
+def test_with_references_the_referenced_tables_come_too_and_the_keys_point_at_the_copies(orders) -> None:
+    c, sr, at, _ = orders
+    r = sr.cli(
+        "restore", "--to-time", at.isoformat(), "--table", "sales.orders", "--target-db", "postgres",
+        "--as", "sales.orders_ref", "--with-references", "--json", timeout=300,
+    )  # fmt: skip
+    assert r.code == 0, r.out + r.err
+    rep = r.json()
+    copies = {t["table"]: t["copy"] for t in rep["tables"]}
+    hhmm = datetime.fromisoformat(rep["at"]).strftime("%H%M")
+    assert copies == {"sales.orders": "sales.orders_ref", "sales.customers": f"sales.customers_at_{hhmm}"}
+    assert all(t["validated"] for t in rep["tables"])
+    fk = c.psql(
+        "SELECT confrelid::regclass::text FROM pg_constraint WHERE conrelid = 'sales.orders_ref'::regclass AND contype = 'f'"
+    )
+    assert fk == f"sales.customers_at_{hhmm}"
+    orders_ref = next(t for t in rep["tables"] if t["copy"] == "sales.orders_ref")
+    assert not any("foreign key" in n for n in orders_ref["not_copied"])

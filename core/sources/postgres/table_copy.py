@@ -48,8 +48,9 @@ JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
 WHERE d.refobjid = %s::regclass AND d.deptype IN ('a', 'i') ORDER BY a.attnum
 """
 SQL_FOREIGN_KEYS = """
-SELECT conname, confrelid::regclass::text FROM pg_constraint
-WHERE conrelid = %s::regclass AND contype = 'f' ORDER BY conname
+SELECT c.conname, n.nspname, r.relname FROM pg_constraint c
+JOIN pg_class r ON r.oid = c.confrelid JOIN pg_namespace n ON n.oid = r.relnamespace
+WHERE c.conrelid = %s::regclass AND c.contype = 'f' ORDER BY c.conname
 """
 SQL_TRIGGERS = "SELECT tgname FROM pg_trigger WHERE tgrelid = %s::regclass AND NOT tgisinternal ORDER BY tgname"
 
@@ -110,9 +111,32 @@ async def exists(target: PgTarget, schema: str, name: str) -> bool:
         await conn.close()
 
 
-async def prepare(recovered: PgTarget, table: tuple[str, str], copy: tuple[str, str]) -> tuple[list[str], list[str]]:
+async def references(recovered: PgTarget, tables: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The tables ``tables`` reference through foreign keys, transitively (their closure),
+    not counting ``tables`` themselves; in the order found."""
+    found: list[tuple[str, str]] = []
+    seen = set(tables)
+    queue = list(tables)
+    conn = await recovered.connect()
+    try:
+        while queue:
+            schema, name = queue.pop(0)
+            for _conname, rs, rn in await (await conn.execute(SQL_FOREIGN_KEYS, (_regclass(schema, name),))).fetchall():
+                if (rs, rn) not in seen:
+                    seen.add((rs, rn))
+                    found.append((rs, rn))
+                    queue.append((rs, rn))
+    finally:
+        await conn.close()
+    return found
+
+
+async def prepare(
+    recovered: PgTarget, table: tuple[str, str], copy: tuple[str, str], keep: frozenset[tuple[str, str]] = frozenset()
+) -> tuple[list[str], list[str]]:
     """Rename ``table`` to ``copy`` in the recovered cluster with its indexes and owned
-    sequences, drop its foreign keys and triggers: (renamed, not copied)."""
+    sequences, drop its triggers and its foreign keys except those to ``keep`` (tables
+    copied with it, whose copies the kept keys then reference): (renamed, not copied)."""
     (schema, name), (new_schema, new_name) = table, copy
     renamed: list[str] = []
     left_out: list[str] = []
@@ -120,7 +144,10 @@ async def prepare(recovered: PgTarget, table: tuple[str, str], copy: tuple[str, 
     try:
         async with conn.transaction():
             rel = _regclass(schema, name)
-            for conname, ref in await (await conn.execute(SQL_FOREIGN_KEYS, (rel,))).fetchall():
+            for conname, rs, rn in await (await conn.execute(SQL_FOREIGN_KEYS, (rel,))).fetchall():
+                if (rs, rn) in keep:
+                    continue  # copied too: the key follows it (constraints refer by oid, not name)
+                ref = names.key(rs, rn)
                 await conn.execute(
                     sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
                         sql.Identifier(schema, name), sql.Identifier(conname)
@@ -173,14 +200,15 @@ async def prepare(recovered: PgTarget, table: tuple[str, str], copy: tuple[str, 
 
 
 async def copy(
-    recovered: PgTarget, live: PgTarget, copy_name: tuple[str, str], work: Path, pg_bin_dir: Path | None
+    recovered: PgTarget, live: PgTarget, copy_names: list[tuple[str, str]], work: Path, pg_bin_dir: Path | None
 ) -> None:
-    """pg_dump the renamed table from the recovered cluster, pg_restore it into ``live``."""
+    """pg_dump the renamed tables from the recovered cluster in one dump (so the foreign keys
+    between them are restored after their rows), pg_restore it into ``live``."""
     pg_dump = await asyncio.to_thread(find_tool, "pg_dump", pg_bin_dir)
     pg_restore = await asyncio.to_thread(find_tool, "pg_restore", pg_bin_dir)
     dump = work / "table.dump"
-    table_arg = "--table=" + ".".join('"' + p.replace('"', '""') + '"' for p in copy_name)
-    argv = [str(pg_dump.path), "--format=custom", "--no-owner", "--no-privileges", "--no-password", table_arg]
+    table_args = ["--table=" + ".".join('"' + p.replace('"', '""') + '"' for p in name) for name in copy_names]
+    argv = [str(pg_dump.path), "--format=custom", "--no-owner", "--no-privileges", "--no-password", *table_args]
     argv += ["--file", str(dump), "-d", recovered.conninfo()]
     await _run(argv, recovered, "pg_dump of the recovered table")
     argv = [str(pg_restore.path), "--no-owner", "--no-privileges", "--exit-on-error", "--no-password"]
@@ -234,4 +262,14 @@ def refuse_existing(key: str, live: PgTarget) -> RestoreRefused:
     )
 
 
-__all__ = ["CopiedTable", "copy", "count", "exists", "list_tables", "prepare", "refuse_existing", "validate"]
+__all__ = [
+    "CopiedTable",
+    "copy",
+    "count",
+    "exists",
+    "list_tables",
+    "prepare",
+    "references",
+    "refuse_existing",
+    "validate",
+]
