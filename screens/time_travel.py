@@ -18,6 +18,7 @@ from textual.widgets import Header, Static
 
 from core.jobs.timetravel import PointInTime, days_with_snapshots, point_in_time, sources_of
 from core.jobs.verification import (
+    RESTORE_TEST,
     SnapshotChecks,
     drills_for_report,
     restore_tests_for_report,
@@ -61,7 +62,9 @@ def point_text(pit: PointInTime, day: date, today: date) -> str:
         checks = pit.checks.at(copy.location) if pit.checks else None
         state = checks.state_word if checks else "· not verified"
         newest = next((e for e in checks.evidence if e.verdict), None) if checks else None
-        how = f" ({compact_time(newest.at)}, {newest.ref})" if newest else ""
+        # A restore-test says what share of the snapshot it restored and validated.
+        share = f", {newest.detail}" if newest and newest.how == RESTORE_TEST else ""
+        how = f" ({compact_time(newest.at)}, {newest.ref}{share})" if newest else ""
         lines.append(f"  {copy.location:<10} {copy.state:<10} {state}{how}")
     lines.append("Enter: restore from this snapshot (the restore wizard, filled in)")
     return "\n".join(lines)
