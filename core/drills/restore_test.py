@@ -103,12 +103,14 @@ class RestoreTestRequest:
 
 
 def is_candidate(snap: Snapshot) -> bool:
-    """Files snapshots, and logical database snapshots with row counts to validate against;
-    never a safety snapshot (it is a restore's undo, not a backup)."""
+    """Files snapshots that hold a file, and logical database snapshots with row counts to
+    validate against; never a safety snapshot (it is a restore's undo, not a backup). An
+    empty snapshot is left out: nothing in it can be restored, and, never tested, it would
+    be drawn first again and again."""
     if "safety" in snap.tags:
         return False
     if snap.source != "database":
-        return True
+        return snap.summary.total_files > 0
     meta = snap.metadata or {}
     return meta.get("mode") == "logical" and isinstance(meta.get("tables"), dict) and bool(meta["tables"])
 

@@ -213,3 +213,13 @@ def test_database_tables_are_sampled_restored_and_checked(platform) -> None:
     assert rec["items"][0] in ("public.orders", "public.customers", "orders", "customers")
     assert "row checksums" in rec["method"]
     assert platform.left_behind() == []
+
+
+def test_nothing_to_draw_from_is_said(tmp_path: Path) -> None:
+    env = H.make_env(tmp_path, extra_storage=f"[engine]\nstate_dir = {json.dumps(str(tmp_path / 'state'))}\n")
+    env.init_fast()
+    r = env.cli("restore-test", "--dry-run")
+    assert r.code == 2 and "no snapshot can be restore-tested: take a backup first" in r.stderr, r
+    env.backup()  # of an empty folder: nothing in it to restore, so not a candidate
+    r = env.cli("restore-test")
+    assert r.code == 2 and "take a backup first" in r.stderr, r

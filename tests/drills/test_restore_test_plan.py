@@ -124,3 +124,37 @@ def test_sizes_stay_within_bounds(total: int, share: float, files: int) -> None:
         n = sampling.count(total)
         assert 0 <= n <= total
         assert (n == 0) == (total == 0)
+
+
+def _included_by_fnmatch(path: str, patterns: tuple[str, ...]) -> bool:
+    import fnmatch
+
+    if not patterns:
+        return True
+    parts = path.split("/")
+    return any(
+        fnmatch.fnmatchcase(prefix, p) or fnmatch.fnmatchcase(prefix[1:], p)
+        for prefix in ("/".join(parts[:i]) for i in range(2, len(parts) + 1))
+        for p in patterns
+    )
+
+
+NAMES = st.text(alphabet="ab*?[]!-. \\", min_size=1, max_size=4)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    path=st.lists(NAMES, min_size=1, max_size=4).map(lambda xs: "/" + "/".join(xs)),
+    patterns=st.lists(st.one_of(NAMES, st.lists(NAMES, min_size=1, max_size=3).map("/".join)), max_size=4),
+    escape=st.booleans(),
+)
+def test_the_include_fast_path_matches_exactly_as_fnmatch(path: str, patterns: list[str], escape: bool) -> None:
+    """A restore-test restores its sample through include patterns (each path escaped); the
+    set lookup for patterns without wildcards (core/restore/files.py) must match as fnmatch."""
+    import glob
+
+    from core.restore.files import included
+
+    pats = tuple(glob.escape(p) if escape else p for p in patterns)
+    assert included(path, pats) == _included_by_fnmatch(path, pats)
+    assert included(path, (glob.escape(path),))  # an escaped path always matches itself
