@@ -109,3 +109,22 @@ timezone = "UTC"
     finally:
         await svc.close()
     assert damaged == [] and [(r.id, r.job, r.outcome) for r in records] == [(result["id"], job.id, "passed")]
+
+
+def test_an_interrupted_restore_test_is_not_taken_for_a_restore() -> None:
+    """The daemon's recovery never reruns a restore (its target may have changed); a
+    restore-test writes only into its own scratch, so a scheduled one is caught up."""
+    from datetime import UTC, datetime
+
+    from core.daemon.recovery import decide
+    from core.jobs.api import Job
+
+    def job(origin: str, params: dict) -> Job:
+        now = datetime.now(UTC)
+        return Job(
+            "0000000000c1", "restore-test", params, JobState.INTERRUPTED, origin, now, now, None, None, None, None
+        )
+
+    assert decide(job("scheduler", {"schedule": "proof", "sample_files": 20})).action == "schedule"
+    by_hand = decide(job("cli", {"sample_files": 20}))
+    assert by_hand.action == "none" and "restore-test job started by hand" in by_hand.reason
