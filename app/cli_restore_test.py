@@ -51,6 +51,9 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         help="restore a random sample of a snapshot (weighted to the untested) into scratch and validate it",
     )
     r.add_argument("--snapshot", metavar="ID", help="test this snapshot (an id or prefix) instead of drawing one")
+    r.add_argument(
+        "--from", dest="from_location", metavar="LOCATION", help="read from this location (default the primary)"
+    )
     size = r.add_mutually_exclusive_group()
     size.add_argument("--sample-files", type=_positive, metavar="N", help="restore N files or tables (default 20)")
     size.add_argument("--share", type=_percent, metavar="PCT", help="restore this percent of its files or tables")
@@ -66,7 +69,7 @@ def request_of(args: Any):
     from core.drills.restore_test_plan import DEFAULT_SAMPLE_FILES, Sampling
 
     sampling = Sampling(files=args.sample_files or DEFAULT_SAMPLE_FILES, share=args.share)
-    return RestoreTestRequest(args.snapshot, sampling, args.seed)
+    return RestoreTestRequest(args.snapshot, sampling, args.seed, args.from_location)
 
 
 def plan_text(the_plan: Any, notes: list[str]) -> str:

@@ -78,6 +78,7 @@ class RestoreTestRequest:
     snapshot: str | None = None  # an id or prefix; None: draw one
     sampling: Sampling = Sampling()
     seed: int | None = None  # None: a fresh one, recorded so the run can be replayed
+    location: str | None = None  # --from: read this location (default the primary)
 
     def as_params(self) -> dict[str, Any]:
         return {
@@ -85,6 +86,7 @@ class RestoreTestRequest:
             "sample_files": self.sampling.files,
             "share": self.sampling.share,
             "seed": self.seed,
+            "from": self.location,
         }
 
     @classmethod
@@ -99,6 +101,7 @@ class RestoreTestRequest:
                 share=float(share) if share is not None else None,
             ),
             int(seed) if seed is not None else None,
+            str(params["from"]) if params.get("from") else None,
         )
 
 
@@ -172,9 +175,17 @@ def _table_items(snap: Snapshot, sampling: Sampling, rng: random.Random) -> tupl
 
 async def plan(svc: BackupService, request: RestoreTestRequest) -> tuple[RestoreTestPlan, list[str]]:
     """Draw the snapshot and the sample; reads, changes nothing. Returns the plan and notes."""
+    from core.storage.factory import PRIMARY_NAME
+
     seed = request.seed if request.seed is not None else secrets.randbits(63)
     rng = random.Random(seed)
+    names = svc.location_names()
+    if request.location and request.location not in names:
+        raise UsageError(f"no location {request.location!r}; configured: {', '.join(names)}")
+    # The history first, from the primary, where every record is kept (``_Run._store``).
     counts, notes = await times_tested(svc)
+    if request.location and request.location != PRIMARY_NAME:
+        await svc.use_location(request.location)
     if request.snapshot:
         (snap,) = await svc.resolve([request.snapshot])
         if not is_candidate(snap):
@@ -354,15 +365,25 @@ class _Run:
         )
 
     async def _store(self, record: RestoreTestRecord) -> RestoreTestRecord:
-        """Into the repository read from; a record that cannot be stored is still returned
-        (and kept with the job), with why."""
-        try:
-            repo = await self.svc.repository(load_index=False)
-            async with Lock(repo.backend, exclusive=False, operation="restore-test"):
-                key = await store_record(repo, record)
-            return replace(record, stored=f"{self.svc.location}:{key}")
-        except (AxisorError, OSError) as exc:
-            return replace(record, store_error=str(exc))
+        """Into the primary's repository, where the history is read from (as drill reports);
+        when it cannot be written, into the location read from. A record that cannot be
+        stored anywhere is still returned (and kept with the job), with why."""
+        from core.storage.factory import PRIMARY_NAME
+
+        problems: list[str] = []
+        for name in dict.fromkeys([PRIMARY_NAME, self.svc.location]):
+            try:
+                repo = (
+                    await self.svc.repository(load_index=False)
+                    if name == self.svc.location
+                    else await self.svc.location_ops().sites.repository(name)
+                )
+                async with Lock(repo.backend, exclusive=False, operation="restore-test"):
+                    key = await store_record(repo, record)
+                return replace(record, stored=f"{name}:{key}")
+            except (AxisorError, OSError) as exc:
+                problems.append(f"{name}: {exc}")
+        return replace(record, store_error="; ".join(problems))
 
 
 async def run_restore_test(

@@ -2,7 +2,7 @@
 ``task = "restore-test"``, or ``axisor-backup restore-test``).
 
 Params (all optional): ``snapshot`` (an id or prefix; default: drawn, weighted towards the
-never restore-tested), ``sample_files`` (how many items, default 20) or ``share`` (percent
+never restore-tested), ``from`` (a location name; default the primary), ``sample_files`` (how many items, default 20) or ``share`` (percent
 of the snapshot's items), ``seed`` (replays a draw). The result is the record
 (``RestoreTestRecord.to_dict()``) plus ``plan`` (the draw), ``notes`` and ``exit_code``.
 Only a pass completes the job: a validation that failed fails it with exit 16 (restored
@@ -26,7 +26,8 @@ async def restore_test_runner(ctx: JobContext, params: dict[str, Any]) -> dict[s
     request = RestoreTestRequest.from_params(params)
     ctx.progress(JobProgress(phase="waiting for locks"))
     # Shared: a restore-test only reads the repository (and writes its own record object).
-    async with ctx.locks([PRIMARY_LOCATION], exclusive=False):
+    held = [PRIMARY_LOCATION] + ([request.location] if request.location and request.location != "local" else [])
+    async with ctx.locks(held, exclusive=False):
         ctx.progress(JobProgress(phase="restore-test: drawing"))
         the_plan, notes = await plan(ctx.service, request)
         for note in notes:

@@ -1,4 +1,5 @@
-"""The record of one restore-test, stored in the repository beside the snapshot it tested.
+"""The record of one restore-test, stored in the primary's repository (its ``location``
+names the copy it tested; core/drills/restore_test.py ``_Run._store``).
 
 The object ``restore-tests/<id>``: the record's JSON (UTF-8, sorted keys) sealed with the
 repository's AEAD and the associated data ``axisor/restore-test/v1`` || id, written once
@@ -7,7 +8,8 @@ and never rewritten, like drill reports (core/drills/report.py). Ids sort by tim
 
 Kept in the repository, not only in the job database, because the run that picks the next
 snapshot must know which ones were tested, whichever host or process ran the earlier ones,
-and because the evidence belongs with the data it speaks for.
+and because the evidence belongs with the data it speaks for (and survives the loss of the
+state folder, as drill reports do).
 
 Outcomes: ``passed`` (every sampled item restored and validated; ``checked`` says how many),
 ``failed`` (something restored differs, or is missing), ``cancelled`` and ``could not

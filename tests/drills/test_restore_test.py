@@ -223,3 +223,32 @@ def test_nothing_to_draw_from_is_said(tmp_path: Path) -> None:
     env.backup()  # of an empty folder: nothing in it to restore, so not a candidate
     r = env.cli("restore-test")
     assert r.code == 2 and "take a backup first" in r.stderr, r
+
+
+def test_a_secondary_location_is_restore_tested_on_its_own_copy(tmp_path: Path) -> None:
+    env = make_world(tmp_path)
+    offsite = tmp_path / "offsite"
+    env.write_config(
+        extra_storage=env.extra_storage
+        + f'[[storage.remote_storage]]\nname = "offsite"\nprovider = "local"\npath = {json.dumps(str(offsite))}\n'
+    )
+    assert env.cli("copy", "--to", "offsite").code == 0
+    r = env.cli("restore-test", "--from", "offsite", "--sample-files", "4", json_out=True)
+    assert r.code == 0, r
+    rec = r.json
+    assert rec["location"] == "offsite" and rec["outcome"] == "passed" and rec["checked"] == 4
+    assert rec["stored"].startswith("local:restore-tests/")  # the history lives in the primary
+
+    async def report():
+        svc = service(env)
+        try:
+            catalog = await svc.catalog()
+            records, _ = await stored_records(svc)
+            return verification_report(catalog.entries, [], [], primary="local", restore_tests=records)
+        finally:
+            await svc.close()
+
+    (row,) = asyncio.run(report())
+    assert {c.location: c.state for c in row.copies} == {"local": "unverified", "offsite": "restore-tested"}
+    bad = env.cli("restore-test", "--from", "nowhere")
+    assert bad.code == 2 and "no location 'nowhere'" in bad.stderr, bad
