@@ -110,6 +110,10 @@ class RestoreTestRecord:
         record = cls(**d)
         if record.outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {record.outcome!r}")
+        for name in ("checked", "sampled", "total", "seed"):
+            value = getattr(record, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} is {value!r}, not a count")
         return record
 
 
