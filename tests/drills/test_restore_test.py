@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from core.runner import JobCancelled
 from core.service import BackupService
 from conftest import ROOT
 from drills.conftest import run_json
+from servers import moto_s3  # noqa: F401  (fixture: an S3 server)
 
 
 @pytest.fixture(autouse=True)
@@ -225,12 +227,22 @@ def test_nothing_to_draw_from_is_said(tmp_path: Path) -> None:
     assert r.code == 2 and "take a backup first" in r.stderr, r
 
 
-def test_a_secondary_location_is_restore_tested_on_its_own_copy(tmp_path: Path) -> None:
+@pytest.mark.parametrize("provider", ["local", "aws-s3"])
+def test_a_secondary_location_is_restore_tested_on_its_own_copy(
+    tmp_path: Path, provider: str, request: pytest.FixtureRequest
+) -> None:
     env = make_world(tmp_path)
-    offsite = tmp_path / "offsite"
+    if provider == "local":
+        where = f"path = {json.dumps(str(tmp_path / 'offsite'))}\n"
+    else:  # a bucket on a server speaking the real S3 protocol (plain http: allow_insecure)
+        s3 = request.getfixturevalue("moto_s3")
+        where = (
+            f'bucket_name = "axisor-rt-{uuid.uuid4().hex[:10]}"\nendpoint = "{s3.endpoint}"\nregion = "us-east-1"\n'
+            f'path_prefix = "repo"\ncredentials_file = "{s3.credentials_file}"\nallow_insecure = true\n'
+        )
     env.write_config(
         extra_storage=env.extra_storage
-        + f'[[storage.remote_storage]]\nname = "offsite"\nprovider = "local"\npath = {json.dumps(str(offsite))}\n'
+        + f'[[storage.remote_storage]]\nname = "offsite"\nprovider = "{provider}"\n{where}'
     )
     assert env.cli("copy", "--to", "offsite").code == 0
     r = env.cli("restore-test", "--from", "offsite", "--sample-files", "4", json_out=True)
