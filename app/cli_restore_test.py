@@ -22,6 +22,7 @@ from core.jobs.api import JobState
 from core.text import human_bytes, shown
 
 EXIT_INTERRUPTED = Exit.INTERRUPTED
+SHOWN_ITEMS = 20  # items listed in the text output
 
 
 def _percent(text: str) -> float:
@@ -91,10 +92,15 @@ def record_text(result: dict) -> str:
         f"restore-test {result.get('id')}: {verdict}",
         f"snapshot {str(result.get('snapshot'))[:8]} ({result.get('source')}) at {result.get('location')}",
         f"checked {result.get('checked')} of {result.get('sampled')} sampled, "
-        f"{result.get('total')} {result.get('kind')} in the snapshot ({result.get('share')}%), seed {result.get('seed')}",
+        f"{result.get('total')} {result.get('kind')} in the snapshot ({float(result.get('share') or 0):.3g}%), "
+        f"seed {result.get('seed')}",
     ]
     if result.get("method"):
         lines.append(f"validated: {result['method']}")
+    items = [str(i) for i in result.get("items") or []]
+    lines += [f"  {shown(i)}" for i in items[:SHOWN_ITEMS]]
+    if len(items) > SHOWN_ITEMS:
+        lines.append(f"  ... and {len(items) - SHOWN_ITEMS} more (--json lists them all)")
     lines += [f"  ✘ {shown(str(f))}" for f in result.get("failures") or []]
     if result.get("error"):
         lines.append(f"error: {result['error']}")

@@ -302,7 +302,8 @@ class _Run:
             self.failures += [f"{p.dest}: restored in part" for p in stats.partial]
         # Files proven against the snapshot: the validated ones (partial files are not among
         # them) less each mismatch, counted in full where the list was cut short.
-        self.checked = max(0, v.files - _mismatch_count(v.mismatches))
+        # Never more than were sampled: only the sample is claimed, whatever else matched.
+        self.checked = min(len(self.plan.items), max(0, v.files - _mismatch_count(v.mismatches)))
         self.progress(f"validated {v.files} files, {v.bytes} bytes ({v.method})")
 
     async def _tables(self) -> None:
