@@ -7,7 +7,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from app import cli_drills, cli_jobs, cli_locations, cli_protection, cli_prune, cli_repair, cli_schedules, cli_serve
+from app import (
+    cli_drills,
+    cli_jobs,
+    cli_locations,
+    cli_protection,
+    cli_prune,
+    cli_repair,
+    cli_restore_test,
+    cli_schedules,
+    cli_serve,
+)
 from core import __version__
 from core.repository.keys import MIN_PASSPHRASE
 
@@ -375,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_locations.add_parsers(sub, common)
     cli_jobs.add_parsers(sub, common)
     cli_drills.add_parsers(sub, common)
+    cli_restore_test.add_parsers(sub, common)
 
     con = sub.add_parser("console", help="the interactive console (also: bare axisor-backup on a terminal)")
     con.add_argument("--read-only", action="store_true", help="disable every action that changes anything")

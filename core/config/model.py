@@ -55,7 +55,7 @@ PROVIDERS = ("aws-s3", "gcp-storage", "azure-blob", "ftp", "sftp", "ssh", "local
 APPLICATION_SOURCES = ("user_data", "automation_configs", "simulation_data", "log_files")
 CONFIGURATION_SOURCES = ("environment_vars", "ssl_certificates", "api_keys", "system_settings")
 
-SCHEDULE_TASKS = ("backup", "verify", "copy", "prune", "drill")
+SCHEDULE_TASKS = ("backup", "verify", "copy", "prune", "drill", "restore-test")
 BACKUP_TYPE_POLICIES = ("auto", "full", "incremental", "differential")
 DRILL_SCENARIOS = ("database-loss", "platform-loss", "location-loss", "corrupted-table", "compromised-host")
 
@@ -374,6 +374,8 @@ class ScheduleJobConfig:
         "type": "backup",
         "full": "verify",
         "locations": "copy",
+        "sample_files": "restore-test",
+        "sample_percent": "restore-test",
     }
 
     name: Annotated[
@@ -396,6 +398,12 @@ class ScheduleJobConfig:
         ListOf("remote_storage names", '["offsite"]'),
         Doc("copy: [[storage.remote_storage]] names; default: all"),
     ] = ()
+    sample_files: Annotated[
+        int, Integer(1, 10000), Doc("restore-test: how many files (or tables) of the drawn snapshot to restore")
+    ] = 20
+    sample_percent: Annotated[
+        int | None, Integer(1, 100), Doc("restore-test: restore this percent of the items instead (at least one)")
+    ] = None
     jitter_seconds: Annotated[int, Integer(0, 86400), Doc("start up to this many seconds late")] = 0
     enabled: Annotated[bool, Boolean(), Doc("false keeps the schedule without running it")] = True
 

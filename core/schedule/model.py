@@ -41,13 +41,15 @@ DEFAULT_DRILL_CRON = "0 7 1 * *"  # monthly: a restore nobody rehearses is not k
 @dataclass(frozen=True, slots=True)
 class Schedule:
     name: str
-    task: str  # backup | verify | copy | prune | drill
+    task: str  # backup | verify | copy | prune | drill | restore-test
     cron: str
     timezone: str
     sources: tuple[str, ...] = ()  # backup: full source names ("database", "application/log_files")
     type: str = "auto"  # backup: auto | full | incremental | differential
     full: bool = False  # verify: read every pack
     locations: tuple[str, ...] = ()  # copy: remote_storage names, empty = all
+    sample_files: int = 20  # restore-test: items of the drawn snapshot to restore
+    sample_percent: int | None = None  # restore-test: a percent of its items instead
     jitter_seconds: int = 0
     enabled: bool = True
     origin: str = "config"  # "config" ([[schedule.jobs]]) or "default" (filled in)
@@ -70,6 +72,9 @@ class Schedule:
             return "full verification" if self.full else "quick verification"
         if self.task == "copy":
             return f"copy to {', '.join(self.locations) or 'every remote location'}"
+        if self.task == "restore-test":
+            sample = f"{self.sample_percent}%" if self.sample_percent is not None else f"{self.sample_files} items"
+            return f"restore-test of {sample} of a random snapshot"
         return self.task
 
 
@@ -89,6 +94,8 @@ def _from_job(config: Config, job: ScheduleJobConfig) -> Schedule:
         type=job.type,
         full=job.full,
         locations=job.locations,
+        sample_files=job.sample_files,
+        sample_percent=job.sample_percent,
         jitter_seconds=job.jitter_seconds,
         enabled=job.enabled,
     )
