@@ -45,8 +45,9 @@ def test_a_restore_test_job_and_the_params_of_its_runs(tmp_path: Path) -> None:
     assert job_params(default) == {"schedule": "proof", "sample_files": 20}
     assert job_params(share) == {"schedule": "proof-share", "sample_files": 20, "share": 5}
     assert job_params(few) == {"schedule": "proof-few", "sample_files": 3}
-    # No default restore-test is added: it runs when configured.
-    assert [s.name for s in schedules_from_config(config(tmp_path)) if s.task == "restore-test"] == []
+    # Without one configured, a weekly default runs: restores are proved without anyone asking.
+    (default_test,) = [s for s in schedules_from_config(config(tmp_path)) if s.task == "restore-test"]
+    assert (default_test.name, default_test.cron, default_test.origin) == ("restore-test", "30 6 * * 3", "default")
 
 
 @pytest.mark.parametrize(
