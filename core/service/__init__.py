@@ -183,6 +183,14 @@ class BackupService(Session):
             self, snap, target_db, force=force, tables=tables, schemas=schemas, restore_id=restore_id, roles=roles
         )
 
+    async def database_tables(self) -> list[str]:
+        """The live database's user tables, as names.key strings (the wizard's table list for
+        a table as of a time, when no logical snapshot lists them)."""
+        from core.sources.postgres import names, table_copy
+        from core.sources.postgres.connection import PgTarget
+
+        return [names.key(s, n) for s, n in await table_copy.list_tables(PgTarget.from_config(self.config.database))]
+
     async def restore_table_at_time(self, at, tables: list[str], target_db: str, as_names: list[str], **kw):
         """A table as it was at ``at``, copied into ``target_db`` beside the live one
         (core/service/table_at_time.py)."""

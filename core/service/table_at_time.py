@@ -103,7 +103,8 @@ async def restore_table_at_time(
     db = session.config.database
     if not db.enabled:
         raise UsageError("a table as of a time needs the database source: [database] enabled = true")
-    live = PgTarget.from_url(target_db, PgTarget.from_config(db))
+    # "" (the console's "beside the live tables"): the configured database itself.
+    live = PgTarget.from_url(target_db, PgTarget.from_config(db)) if target_db else PgTarget.from_config(db)
     if as_names and len(as_names) != len(table_specs):
         raise UsageError(f"give one --as per --table ({len(table_specs)} --table, {len(as_names)} --as)")
     for given in as_names:  # a qualified name taken already: refused before minutes of recovery

@@ -171,3 +171,26 @@ def test_with_references_the_referenced_tables_come_too_and_the_keys_point_at_th
     assert fk == f"sales.customers_at_{hhmm}"
     orders_ref = next(t for t in rep["tables"] if t["copy"] == "sales.orders_ref")
     assert not any("foreign key" in n for n in orders_ref["not_copied"])
+
+
+async def test_the_console_s_job_copies_a_table_as_of_a_time(orders, tmp_path, monkeypatch) -> None:
+    """What the restore wizard submits (core/restore/preflight.py): a restore job with to_time,
+    tables and target_db, run by the engine."""
+    from core.config import load_config
+    from core.jobs.api import JobState
+    from core.jobs.engine import Engine
+    from wal_support import PASSPHRASE
+
+    c, sr, at, expected = orders
+    monkeypatch.setenv("AXISOR_BACKUP_PROGRAM", str(sr.wrapper))  # what the server runs wal-fetch by
+    engine = Engine(load_config(sr.config), lambda confirm: PASSPHRASE, directory=tmp_path / "state", workers=2)
+    await engine.start()
+    try:
+        params = {"source": "database", "to_time": at.isoformat(), "tables": ["sales.orders"], "target_db": "postgres",
+                  "as": ["sales.orders_job"]}  # fmt: skip
+        job = await engine.wait((await engine.submit("restore", params)).id)
+        assert job.state == JobState.COMPLETED, job.error
+        assert job.result["tables"][0]["validated"] and job.result["tables"][0]["copy"] == "sales.orders_job"
+    finally:
+        await engine.close()
+    assert c.psql(FINGERPRINT.format("sales.orders_job")) == expected
