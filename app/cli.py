@@ -15,7 +15,8 @@ not ready: archiving settings (database archiving), a failed `database check`, W
 within archive_timeout_seconds (physical backup), 22 backup stalled (no byte read for [engine]
 stall_timeout_seconds), 23 restore finished with some files partial (damaged or missing blobs),
 24 storage refuses writes, 25 the location refuses (append-only), 26 snapshots vanished
-without a tombstone (rollback), 130 interrupted.
+without a tombstone (rollback), 27 this key may not do that (a write-only key), 130
+interrupted.
 """
 
 from __future__ import annotations

@@ -7,7 +7,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from app import cli_drills, cli_jobs, cli_locations, cli_protection, cli_prune, cli_repair, cli_schedules
+from app import (
+    cli_drills,
+    cli_jobs,
+    cli_locations,
+    cli_protection,
+    cli_prune,
+    cli_repair,
+    cli_restore_test,
+    cli_schedules,
+)
 from app.cli_catalog import cmd_ls, cmd_show, cmd_snapshots
 from app.cli_database import cmd_database
 from app.cli_keys import cmd_init, cmd_key
@@ -46,3 +55,4 @@ COMMANDS.update(cli_protection.COMMANDS)
 COMMANDS.update(cli_locations.COMMANDS)
 COMMANDS.update(cli_jobs.COMMANDS)
 COMMANDS.update(cli_drills.COMMANDS)
+COMMANDS.update(cli_restore_test.COMMANDS)

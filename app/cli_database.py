@@ -37,8 +37,15 @@ async def cmd_database(svc: BackupService, args, out: Output) -> int:
         out.emit(report.as_dict(), lambda: checks_text(report))
         return EXIT_OK if report.ok else ArchivingNotReady.exit_code
     if args.database_command == "archiving":
-        r = await svc.database_archiving(args.config_path)
+        r, made = await svc.database_archiving(
+            args.config_path, setup=args.setup, key_file=args.key_file, owner=args.owner
+        )
         data = {
+            "write_only_key": (
+                {"id": made.id, "key_file": str(args.key_file or args.config_path.resolve().parent / "wal-writer.key")}
+                if made
+                else None
+            ),
             "ok": r.ok,
             "server": r.server,
             "settings": r.settings,
@@ -51,7 +58,16 @@ async def cmd_database(svc: BackupService, args, out: Output) -> int:
         }
 
         def text() -> str:
-            lines = [f"archiving on {r.server}: {'ok' if r.ok else 'NOT ready'}"]
+            lines = []
+            if made is not None:
+                where = data["write_only_key"]["key_file"]
+                lines += [
+                    f"added write-only key {made.id[:12]} for the server; its passphrase is in {where}",
+                    "  the server's OS user pushes WAL with it and can read, restore, prune and forget nothing;",
+                    "  keep that file readable by the server's OS user only (--owner gives it to that user)",
+                    "",
+                ]
+            lines += [f"archiving on {r.server}: {'ok' if r.ok else 'NOT ready'}"]
             lines += [f"  problem: {p}" for p in r.problems] + [f"  advice: {a}" for a in r.advice]
             if r.alter_system:
                 lines += ["", "Run as a superuser:"] + [f"  {x}" for x in r.alter_system]

@@ -55,11 +55,23 @@ async def cmd_key(svc: BackupService, args, out: Output) -> int:
         keys = await svc.keys()
         out.emit(
             [asdict(k) for k in keys],
-            lambda: "\n".join(f"{'*' if k.current else ' '} {k.id[:12]}  {k.created}  {k.user}@{k.host}" for k in keys),
+            lambda: "\n".join(
+                f"{'*' if k.current else ' '} {k.id[:12]}  {k.created}  {k.user}@{k.host}"
+                + ("  write-only" if k.kind == "write-only" else "")
+                for k in keys
+            ),
         )
     elif args.key_command == "add":
-        k = await svc.add_key(_new_passphrase(args), allow_weak=args.weak_passphrase)
-        out.emit(asdict(k), lambda: f"added key {k.id[:12]}")
+        k = await svc.add_key(_new_passphrase(args), allow_weak=args.weak_passphrase, write_only=args.write_only)
+        out.emit(
+            asdict(k),
+            lambda: (
+                f"added write-only key {k.id[:12]}: it backs up and pushes WAL, and reads, restores, "
+                "prunes and forgets nothing"
+                if k.kind == "write-only"
+                else f"added key {k.id[:12]}"
+            ),
+        )
     elif args.key_command == "remove":
         await svc.remove_key(args.key_id)
         out.emit({"removed": args.key_id}, lambda: f"removed key {args.key_id}")

@@ -7,7 +7,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from app import cli_drills, cli_jobs, cli_locations, cli_protection, cli_prune, cli_repair, cli_schedules, cli_serve
+from app import (
+    cli_drills,
+    cli_jobs,
+    cli_locations,
+    cli_protection,
+    cli_prune,
+    cli_repair,
+    cli_restore_test,
+    cli_schedules,
+    cli_serve,
+)
 from core import __version__
 from core.repository.keys import MIN_PASSPHRASE
 
@@ -140,6 +150,28 @@ def build_parser() -> argparse.ArgumentParser:
         "into --target-dir, from a physical base backup and the archived WAL",
     )
     r.add_argument(
+        "--as",
+        dest="as_names",
+        action="append",
+        default=[],
+        metavar="SCHEMA.NAME",
+        help="with --to-time --table --target-db: the name of the copy beside the live table (one per --table; "
+        "default NAME_at_HHMM)",
+    )
+    r.add_argument(
+        "--with-references",
+        action="store_true",
+        help="with --to-time --table --target-db: also copy the tables they reference (foreign keys, transitively), "
+        "each as NAME_at_HHMM, keeping the keys between the copies",
+    )
+    r.add_argument(
+        "--platform",
+        action="store_true",
+        help="with --to-time: the whole platform at that instant: the database recovered to it (into "
+        "--target-dir) and every files source from the snapshot that belongs with it (into --target), "
+        "with the skew of each; --dry-run shows the plan",
+    )
+    r.add_argument(
         "--target-dir",
         type=Path,
         metavar="DIR",
@@ -241,6 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
     ka = ksub.add_parser("add", parents=[common], help="add a passphrase ($AXISOR_BACKUP_NEW_PASSPHRASE or prompt)")
     ka.add_argument("--new-passphrase-file", type=Path)
     ka.add_argument(
+        "--write-only",
+        action="store_true",
+        help="a key that backs up and pushes WAL but cannot read, restore, prune or forget (docs/SECURITY.md)",
+    )
+    ka.add_argument(
         "--weak-passphrase", action="store_true", help=f"accept a passphrase shorter than {MIN_PASSPHRASE} characters"
     )
     kr = ksub.add_parser("remove", parents=[common])
@@ -290,6 +327,14 @@ def build_parser() -> argparse.ArgumentParser:
         "wal-push", parents=[common], help="archive_command: store one WAL file (archive_command = '... wal-push %%p')"
     )
     wp.add_argument("wal_path", type=Path, metavar="PATH", help="the WAL file (%%p)")
+    wp.add_argument(
+        "--key-file",
+        dest="wal_key_file",
+        type=Path,
+        metavar="FILE",
+        help="read the passphrase from FILE instead of the config (the server's write-only key: "
+        "database archiving --setup)",
+    )
     wf = sub.add_parser(
         "wal-fetch",
         parents=[common],
@@ -299,11 +344,23 @@ def build_parser() -> argparse.ArgumentParser:
     wf.add_argument("wal_dest", type=Path, metavar="PATH", help="where to write it (%%p)")
     db = sub.add_parser("database", parents=[common], help="PostgreSQL WAL archiving")
     dbsub = db.add_subparsers(dest="database_command", required=True)
-    dbsub.add_parser(
+    dba = dbsub.add_parser(
         "archiving",
         parents=[common],
         help="check the server's archiving settings and print what to set (exit 18 if wrong)",
     )
+    dba.add_argument(
+        "--setup",
+        action="store_true",
+        help="also give the server a write-only key of its own (written to --key-file) for archive_command",
+    )
+    dba.add_argument(
+        "--key-file",
+        type=Path,
+        metavar="FILE",
+        help="where --setup writes the server's key passphrase (default: wal-writer.key beside the config)",
+    )
+    dba.add_argument("--owner", metavar="USER", help="--setup: give the key file to this OS user (as root)")
     dbsub.add_parser(
         "check",
         parents=[common],
@@ -328,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_locations.add_parsers(sub, common)
     cli_jobs.add_parsers(sub, common)
     cli_drills.add_parsers(sub, common)
+    cli_restore_test.add_parsers(sub, common)
 
     con = sub.add_parser("console", help="the interactive console (also: bare axisor-backup on a terminal)")
     con.add_argument("--read-only", action="store_true", help="disable every action that changes anything")

@@ -20,6 +20,13 @@ EXIT_OK = Exit.OK
 async def _restore_pitr(svc: BackupService, args, out: Output) -> int:
     from core.sources.postgres.pitr import parse_target_time
 
+    if args.to_time is not None and args.table and args.target_db is not None:
+        from app.cli_table_at_time import restore_table_at_time
+
+        return await restore_table_at_time(svc, args, out)
+    if args.as_names or args.with_references:
+        raise UsageError("--as and --with-references are for a table as of a time: --to-time, --table and --target-db")
+
     if args.to_time is None or args.target_dir is None:
         raise UsageError("point-in-time recovery needs both --to-time TIMESTAMP and --target-dir DIR")
     if args.source not in (None, "database"):

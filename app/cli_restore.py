@@ -24,6 +24,10 @@ EXIT_WARNINGS = Exit.WARNINGS  # a restore that finished with warnings
 
 
 async def cmd_restore(svc: BackupService, args, out: Output) -> int:
+    if args.platform:
+        from app.cli_platform import restore_platform
+
+        return await restore_platform(svc, args, out)
     if args.to_time is not None or args.target_dir is not None:
         return await _restore_pitr(svc, args, out)
     if args.start or args.port is not None or args.os_user:

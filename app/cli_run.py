@@ -5,6 +5,8 @@ load them. The exceptions a command raises are mapped to exit codes in app/cli.p
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import asyncio
 import sys
 from collections.abc import Callable
@@ -33,7 +35,12 @@ async def run(args, config: Config, out: Output) -> int:
     from app.cli_commands import COMMANDS
     from core.service import BackupService
 
+    key_file = getattr(args, "wal_key_file", None)
+
     def passphrase(confirm: bool) -> str:
+        if key_file is not None:
+            # wal-push --key-file: the server's own (write-only) key, read like passphrase_file.
+            return resolve_passphrase(replace(config.storage, passphrase_file=key_file), env={}, interactive=False)
         return resolve_passphrase(config.storage, confirm=confirm)
 
     svc = BackupService(config, passphrase, no_lock=getattr(args, "no_lock", False), on_note=Output.note)

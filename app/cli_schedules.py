@@ -102,6 +102,8 @@ def _schedule_json(
         "type": s.type if s.task == "backup" else None,
         "full": s.full if s.task == "verify" else None,
         "locations": list(s.locations),
+        "sample_files": s.sample_files if s.task == "restore-test" and s.sample_percent is None else None,
+        "sample_percent": s.sample_percent if s.task == "restore-test" else None,
         "jitter_seconds": s.jitter_seconds,
         "enabled": s.enabled,
         "paused": bool(state and state.paused),

@@ -3,10 +3,19 @@
 One master key per repository: `enc` seals every object with AES-256-GCM, `ident`
 keys the BLAKE3 hash that names blobs, so ids reveal nothing about content to anyone
 without the key. Byte layouts are in docs/FORMAT.md.
+
+Two more keys are derived from `enc`, so every repository has them without a format
+change to its key files: the *writers' key* (`shared`), which seals index files so that
+a write-only host can deduplicate against them, and an X25519 key pair. A write-only
+key (``WriterKey``) holds `ident`, `shared` and the public half only: it seals what it
+writes under a fresh session key agreed with the public key, which only a holder of the
+master key can derive again (``Cipher.open`` and the blob reader do, by the session's
+public key stored in front of each sealed object).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
@@ -15,7 +24,11 @@ import blake3
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher as _Cipher
 from cryptography.hazmat.primitives.ciphers import algorithms, modes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from core.errors import KeyRefused
 
 NONCE_SIZE = 12
 TAG_SIZE = 16
@@ -29,8 +42,28 @@ SCRYPT_R = 8
 SCRYPT_P = 1
 
 
+# A session's public key, in front of everything a write-only writer seals.
+SESSION_SIZE = 32
+# Derivation labels (BLAKE3 keyed with `enc`): one per derived key, never reused.
+_SHARED_LABEL = b"axisor/derive/writers-key/v1"
+_BOX_LABEL = b"axisor/derive/x25519/v1"
+_SESSION_LABEL = b"axisor/session/v1"
+MAX_SESSIONS = 4096
+
+
 class DecryptError(Exception):
     """Authentication failed: wrong key, tampered bytes or wrong associated data."""
+
+
+class WriteOnly(KeyRefused):
+    """A write-only key was asked to open something only the master key opens. Not a
+    DecryptError: nothing is damaged, the key may not do it (exit 27)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"this repository was opened with a write-only key: {what}. It may back up and push WAL; "
+            "reading, restoring, verifying, pruning and forgetting need a full key (docs/SECURITY.md)"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,22 +84,86 @@ class MasterKey:
             raise DecryptError("master key has the wrong length")
         return cls(enc=raw[:KEY_SIZE], ident=raw[KEY_SIZE:])
 
+    def shared(self) -> bytes:
+        """The writers' key: seals index files (readable by write-only keys)."""
+        return blake3.blake3(_SHARED_LABEL, key=self.enc).digest()
+
+    def box_private(self) -> X25519PrivateKey:
+        return X25519PrivateKey.from_private_bytes(blake3.blake3(_BOX_LABEL, key=self.enc).digest())
+
+    def writer(self) -> WriterKey:
+        """What a write-only key holds of this master key."""
+        public = self.box_private().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        return WriterKey(ident=self.ident, shared=self.shared(), public=public)
+
+
+@dataclass(frozen=True, slots=True)
+class WriterKey:
+    """A write-only key: names blobs (`ident`), reads and writes index files (`shared`),
+    seals to the repository's public key (`public`); opens nothing else."""
+
+    ident: bytes
+    shared: bytes
+    public: bytes
+    config: bytes = b""  # the sealed config's plaintext (chunker, pack size): a writer needs it
+
+
+def _session_key(shared_secret: bytes, session: bytes, public: bytes) -> bytes:
+    return blake3.blake3(_SESSION_LABEL + session + public, key=blake3.blake3(shared_secret).digest()).digest()
+
 
 class Cipher:
-    """Seals and opens objects under one master key; safe to share across threads."""
+    """Seals and opens objects under one master key; safe to share across threads.
 
-    __slots__ = ("_aead", "_enc", "_ident")
+    Opens what write-only writers sealed too: their session key is derived again from the
+    session's public key in front of the object (kept per session: one X25519 each)."""
+
+    __slots__ = ("_aead", "_box", "_enc", "_ident", "_public", "_sessions", "_shared", "_shared_key")
+
+    readable = True
+    session = b""  # a full key seals under `enc`: no session in front
 
     def __init__(self, key: MasterKey) -> None:
         self._aead = AESGCM(key.enc)
         self._enc = key.enc
         self._ident = key.ident
+        self._shared_key = key.shared()
+        self._shared = AESGCM(self._shared_key)
+        self._box = key.box_private()
+        self._public = key.writer().public
+        self._sessions: dict[bytes, AESGCM] = {}
 
-    def stream_opener(self, nonce: bytes, tag: bytes, ad: bytes) -> StreamOpener:
+    def session_aead(self, session: bytes | memoryview) -> AESGCM:
+        """The AEAD of a write-only writer's session, by its public key."""
+        session = bytes(session)
+        aead = self._sessions.get(session)
+        if aead is None:
+            try:
+                secret = self._box.exchange(X25519PublicKey.from_public_bytes(session))
+            except ValueError as exc:  # a low-order point: planted, never written by us
+                raise DecryptError(f"bad session key ({exc})") from None
+            if len(self._sessions) >= MAX_SESSIONS:
+                self._sessions.clear()  # one a backup run or WAL push: a bound, not a cache policy
+            aead = self._sessions[session] = AESGCM(_session_key(secret, session, self._public))
+        return aead
+
+    def stream_opener(self, nonce: bytes, tag: bytes, ad: bytes, *, key: bytes | None = None) -> StreamOpener:
         """Check a sealed object's tag piece by piece (``update`` each piece of the
         ciphertext, then ``finalize``), holding no more than one piece: for objects too
-        large to trust before they authenticate. The plaintext is never returned."""
-        return StreamOpener(self._enc, nonce, tag, ad)
+        large to trust before they authenticate. The plaintext is never returned.
+        ``key``: another key than `enc` (``stream_keys``)."""
+        return StreamOpener(key or self._enc, nonce, tag, ad)
+
+    def stream_keys(self, head: bytes, *, shared: bool = False) -> list[tuple[bytes, int]]:
+        """The (key, nonce offset) pairs an object starting with ``head`` (at least
+        SESSION_SIZE bytes) may be sealed under, for ``stream_opener``."""
+        keys = [(self._enc, 0)]
+        if shared:
+            keys.insert(0, (self._shared_key, 0))
+        with contextlib.suppress(ValueError):
+            secret = self._box.exchange(X25519PublicKey.from_public_bytes(head[:SESSION_SIZE]))
+            keys.append((_session_key(secret, head[:SESSION_SIZE], self._public), SESSION_SIZE))
+        return keys
 
     def blob_id(self, data: bytes | memoryview) -> bytes:
         return blake3.blake3(data, key=self._ident).digest()
@@ -75,34 +172,122 @@ class Cipher:
         """Data blobs: keyed BLAKE3 of the bytes. Other types hash a type prefix first, so a
         file whose bytes equal a tree's can never share the tree's id (the index is keyed by
         id alone)."""
-        if blob_type == 0:
-            return blake3.blake3(data, key=self._ident).digest()
-        h = blake3.blake3(b"axisor-blob-type:%d\0" % blob_type, key=self._ident)
-        h.update(data)
-        return h.digest()
+        return typed_id(self._ident, blob_type, data)
 
     def encrypt(self, nonce: bytes, plaintext: bytes | memoryview, ad: bytes) -> bytes:
         """Ciphertext and tag, without the nonce (the caller stores it)."""
         return self._aead.encrypt(nonce, plaintext, ad)
 
-    def decrypt(self, nonce: bytes | memoryview, sealed: bytes | memoryview, ad: bytes) -> bytes:
+    def decrypt(
+        self, nonce: bytes | memoryview, sealed: bytes | memoryview, ad: bytes, session: bytes | memoryview = b""
+    ) -> bytes:
+        aead = self.session_aead(session) if session else self._aead
         try:
-            return self._aead.decrypt(nonce, sealed, ad)
+            return aead.decrypt(nonce, sealed, ad)
         except InvalidTag as exc:
             raise DecryptError("authentication failed") from exc
 
-    def seal(self, plaintext: bytes | memoryview, ad: bytes) -> bytes:
+    def seal(self, plaintext: bytes | memoryview, ad: bytes, *, shared: bool = False) -> bytes:
+        """``shared``: under the writers' key (index files), else under `enc`."""
         nonce = os.urandom(NONCE_SIZE)
-        return nonce + self._aead.encrypt(nonce, plaintext, ad)
+        return nonce + (self._shared if shared else self._aead).encrypt(nonce, plaintext, ad)
 
-    def open(self, sealed: bytes | memoryview, ad: bytes) -> bytes:
+    def opens_shared(self, sealed: bytes | memoryview, ad: bytes) -> bool:
+        """Whether ``sealed`` is sealed under the writers' key (not `enc`, as before it existed)."""
+        mv = memoryview(sealed)
+        try:
+            self._shared.decrypt(mv[:NONCE_SIZE], mv[NONCE_SIZE:], ad)
+            return True
+        except (InvalidTag, ValueError):
+            return False
+
+    def open(self, sealed: bytes | memoryview, ad: bytes, *, shared: bool = False) -> bytes:
+        """Opens what any writer of the repository sealed: ``shared`` objects under the
+        writers' key (or `enc`, as before that key existed), the others under `enc` or, from
+        a write-only writer, under its session key."""
+        if len(sealed) < SEAL_OVERHEAD:
+            raise DecryptError("sealed object is shorter than its nonce and tag")
+        mv = memoryview(sealed)
+        for aead in (self._shared, self._aead) if shared else (self._aead,):
+            try:
+                return aead.decrypt(mv[:NONCE_SIZE], mv[NONCE_SIZE:], ad)
+            except InvalidTag:
+                pass
+        if not shared and len(mv) >= SESSION_SIZE + SEAL_OVERHEAD:
+            with contextlib.suppress(InvalidTag, DecryptError):
+                aead = self.session_aead(mv[:SESSION_SIZE])
+                return aead.decrypt(mv[SESSION_SIZE : SESSION_SIZE + NONCE_SIZE], mv[SESSION_SIZE + NONCE_SIZE :], ad)
+        raise DecryptError("authentication failed")
+
+
+class WriteOnlyCipher:
+    """The cipher of a write-only key: seals under a session key only the master key can
+    derive again, opens index files (the writers' key) and nothing else. One session per
+    instance: a fresh X25519 key pair, its public half written in front of every object."""
+
+    __slots__ = ("_aead", "_ident", "_shared", "_shared_key", "session")
+
+    readable = False
+
+    def __init__(self, key: WriterKey) -> None:
+        ephemeral = X25519PrivateKey.generate()
+        self.session = ephemeral.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        secret = ephemeral.exchange(X25519PublicKey.from_public_bytes(key.public))
+        self._aead = AESGCM(_session_key(secret, self.session, key.public))
+        self._ident = key.ident
+        self._shared_key = key.shared
+        self._shared = AESGCM(key.shared)
+
+    def blob_id(self, data: bytes | memoryview) -> bytes:
+        return blake3.blake3(data, key=self._ident).digest()
+
+    def typed_id(self, blob_type: int, data: bytes | memoryview) -> bytes:
+        return typed_id(self._ident, blob_type, data)
+
+    def encrypt(self, nonce: bytes, plaintext: bytes | memoryview, ad: bytes) -> bytes:
+        """Under the session key; the caller stores ``session`` and the nonce in front."""
+        return self._aead.encrypt(nonce, plaintext, ad)
+
+    def seal(self, plaintext: bytes | memoryview, ad: bytes, *, shared: bool = False) -> bytes:
+        nonce = os.urandom(NONCE_SIZE)
+        if shared:
+            return nonce + self._shared.encrypt(nonce, plaintext, ad)
+        return self.session + nonce + self._aead.encrypt(nonce, plaintext, ad)
+
+    def open(self, sealed: bytes | memoryview, ad: bytes, *, shared: bool = False) -> bytes:
+        if not shared:
+            raise WriteOnly("a write-only key opens index files only")
         if len(sealed) < SEAL_OVERHEAD:
             raise DecryptError("sealed object is shorter than its nonce and tag")
         mv = memoryview(sealed)
         try:
-            return self._aead.decrypt(mv[:NONCE_SIZE], mv[NONCE_SIZE:], ad)
+            return self._shared.decrypt(mv[:NONCE_SIZE], mv[NONCE_SIZE:], ad)
         except InvalidTag as exc:
             raise DecryptError("authentication failed") from exc
+
+    def decrypt(self, *_args, **_kw) -> bytes:
+        raise WriteOnly("a write-only key cannot open blobs")
+
+    def stream_keys(self, head: bytes, *, shared: bool = False) -> list[tuple[bytes, int]]:
+        if not shared:
+            raise WriteOnly("a write-only key opens index files only")
+        return [(self._shared_key, 0)]
+
+    def stream_opener(self, nonce: bytes, tag: bytes, ad: bytes, *, key: bytes | None = None) -> StreamOpener:
+        if key is None:
+            raise WriteOnly("a write-only key opens index files only")
+        return StreamOpener(key, nonce, tag, ad)
+
+
+AnyCipher = Cipher | WriteOnlyCipher
+
+
+def typed_id(ident: bytes, blob_type: int, data: bytes | memoryview) -> bytes:
+    if blob_type == 0:
+        return blake3.blake3(data, key=ident).digest()
+    h = blake3.blake3(b"axisor-blob-type:%d\0" % blob_type, key=ident)
+    h.update(data)
+    return h.digest()
 
 
 class StreamOpener:

@@ -40,6 +40,7 @@ class Exit(IntEnum):
     READ_ONLY = 24  # the storage refuses writes
     REFUSED = 25  # the location refuses this operation (append-only: no deletes, no overwrites)
     ROLLBACK = 26  # snapshots this host saw vanished without a tombstone: rollback or deletion
+    KEY_REFUSED = 27  # this key may not do that (a write-only key asked to read, restore, prune)
     INTERRUPTED = 130  # Ctrl-C, a cancelled job
 
 
@@ -47,6 +48,13 @@ class AxisorError(Exception):
     """Base of every error the engine raises on purpose."""
 
     exit_code: int = Exit.ERROR
+
+
+class KeyRefused(AxisorError):
+    """The key that opened the repository may not do this: a write-only key (`key add
+    --write-only`) backs up and pushes WAL, and reads, restores, prunes and forgets nothing."""
+
+    exit_code: int = Exit.KEY_REFUSED
 
 
 class UsageError(AxisorError):

@@ -345,6 +345,10 @@ class RestoreWizardScreen(ConsoleScreen):
         elif list_id == "source-list":
             self._go("point", replace(self.plan, source=option))
         elif list_id == "where-list":
+            if option == "beside":
+                db = self.console.config.database.dbname or ""
+                self._go("preflight", replace(self.plan, where="beside", target=db))
+                return
             if option == "alternate":
                 inp = self.query_one("#where-input", Input)
                 inp.display = True
@@ -403,13 +407,17 @@ class RestoreWizardScreen(ConsoleScreen):
                     str(s.summary.total_files),
                     key=s.id,
                 )
-        pitr = self.plan.what == "source" and self.plan.is_database and bool(self.pitr_window)
+        pitr = bool(self.pitr_window) and (
+            (self.plan.what == "source" and self.plan.is_database) or self.plan.what == "tables"
+        )
         inp = self.query_one("#point-time", Input)
         inp.display = pitr
         q = "Which point in time? Pick a snapshot."
         if pitr:
             w = self.pitr_window or {}
             q += f"\nOr type a time inside the PITR window {w.get('from', '')} .. {w.get('to', '')}."
+            if self.plan.what == "tables":
+                q += " The tables as of that time land beside the live ones."
         self.query_one("#point-question", Static).update(q)
 
     def _choose_point(self) -> None:
@@ -423,7 +431,8 @@ class RestoreWizardScreen(ConsoleScreen):
             if when.tzinfo is None:
                 self.notify("give the time with its UTC offset, e.g. +00:00", severity="error")
                 return
-            self._go("where", replace(self.plan, to_time=when.isoformat(), snapshots=()))
+            step = "select" if self.plan.what == "tables" else "where"  # a table as of a time
+            self._go(step, replace(self.plan, to_time=when.isoformat(), snapshots=()))
             return
         t = self.query_one("#point-table", DataTable)
         if not t.row_count:
@@ -462,6 +471,15 @@ class RestoreWizardScreen(ConsoleScreen):
 
     @work(exclusive=True, group="wizard-select", exit_on_error=False)
     async def _load_select(self) -> None:
+        if self.plan.what == "tables" and self.plan.to_time:
+            # A table as of a time: the live database's tables (the recovery finds them at T).
+            try:
+                tables = await self.console.service.database_tables()
+            except Exception as exc:
+                self.post_message(LoadFailed("tables", str(exc)))
+                return
+            self.post_message(DataLoaded("select", [(t, "live table") for t in tables]))
+            return
         snap = next(s for s in self.snapshots if s.id == self.plan.snapshots[0])
         if self.plan.what == "tables":
             # Names as SQL identifiers (names.key): what the restore parses back exactly.
@@ -507,6 +525,13 @@ class RestoreWizardScreen(ConsoleScreen):
         inp = self.query_one("#where-input", Input)
         inp.display = False
         inp.value = ""
+        if self.plan.to_time and self.plan.what == "tables":
+            db = self.console.config.database.dbname or "the configured database"
+            ol.add_options(
+                [Option(f"Beside the live tables in {db}, each as NAME_at_HHMM (nothing is replaced)", id="beside")]
+            )
+            ol.highlighted = 0
+            return
         if self.plan.to_time:
             # Point-in-time recovery builds a new cluster; it never replaces the live one.
             ol.add_options(

@@ -17,7 +17,13 @@ from textual.events import Resize
 from textual.widgets import Header, Static
 
 from core.jobs.timetravel import PointInTime, days_with_snapshots, point_in_time, sources_of
-from core.jobs.verification import SnapshotChecks, drills_for_report, verification_report
+from core.jobs.verification import (
+    RESTORE_TEST,
+    SnapshotChecks,
+    drills_for_report,
+    restore_tests_for_report,
+    verification_report,
+)
 from core.jobs.api import Job
 from screens.base import ConsoleScreen, compact_time, human_age, human_bytes, plain, short_source
 from screens.footer import KeyFooter
@@ -56,7 +62,9 @@ def point_text(pit: PointInTime, day: date, today: date) -> str:
         checks = pit.checks.at(copy.location) if pit.checks else None
         state = checks.state_word if checks else "· not verified"
         newest = next((e for e in checks.evidence if e.verdict), None) if checks else None
-        how = f" ({compact_time(newest.at)}, {newest.ref})" if newest else ""
+        # A restore-test says what share of the snapshot it restored and validated.
+        share = f", {newest.detail}" if newest and newest.how == RESTORE_TEST else ""
+        how = f" ({compact_time(newest.at)}, {newest.ref}{share})" if newest else ""
         lines.append(f"  {copy.location:<10} {copy.state:<10} {state}{how}")
     lines.append("Enter: restore from this snapshot (the restore wizard, filled in)")
     return "\n".join(lines)
@@ -166,9 +174,14 @@ class TimeTravelScreen(ConsoleScreen):
         except Exception as exc:
             self.post_message(LoadFailed("catalog", str(exc)))
             return
-        drills, _note = await drills_for_report(svc)  # the report screen shows the note
+        drills, _note = await drills_for_report(svc)  # the report screen shows the notes
+        tests, _note = await restore_tests_for_report(svc)
         rows = verification_report(
-            catalog.entries, list(self.console.jobs.values()), drills, primary=svc.location_names()[0]
+            catalog.entries,
+            list(self.console.jobs.values()),
+            drills,
+            primary=svc.location_names()[0],
+            restore_tests=tests,
         )
         self.post_message(DataLoaded("timetravel", (catalog.entries, rows)))
 
@@ -189,7 +202,7 @@ class TimeTravelScreen(ConsoleScreen):
         self._draw()
 
     def job_updated(self, job: Job) -> None:
-        if job.kind in ("backup", "verify", "drill", "prune") and job.state.finished:
+        if job.kind in ("backup", "verify", "drill", "restore-test", "prune") and job.state.finished:
             self._load()
 
     def on_resize(self, event: Resize) -> None:

@@ -1,8 +1,8 @@
 """Verification report: per snapshot and per location, what was checked, when, and how
-(quick, full, restore-tested by a drill). Opened from the Verify screen (`a`).
+(quick, full, restore-tested by a drill or a restore-test). Opened from the Verify screen (`a`).
 
 The screen only renders core.jobs.verification.verification_report over the catalog,
-the job history the console holds and the stored drill reports; the headline is the
+the job history the console holds and the stored drill reports and restore-test records; the headline is the
 repository verdict of core/jobs/status.py, the one the dashboard and `status` show."""
 
 from __future__ import annotations
@@ -15,7 +15,14 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Header, Input, Static
 
-from core.jobs.verification import CopyChecks, Evidence, SnapshotChecks, drills_for_report, verification_report
+from core.jobs.verification import (
+    CopyChecks,
+    Evidence,
+    SnapshotChecks,
+    drills_for_report,
+    restore_tests_for_report,
+    verification_report,
+)
 from core.jobs.api import Job
 from core.jobs.status import verify_check, verify_verdict
 from screens.base import ConsoleScreen, PlainTable, TableFilter, compact_time, plain, short_source
@@ -25,13 +32,13 @@ from screens.messages import DataLoaded, LoadFailed
 OUTCOME_WORDS = {
     "passed": "✔ passed",
     "damage": "✘ DAMAGE",
-    "failed": "✘ drill failed",
+    "failed": "✘ restore differs",
     "cancelled": "■ cancelled: says nothing",
     "interrupted": "↯ interrupted: says nothing",
     "could not run": "✘ could not run: says nothing",
     "running": "▶ running",
 }
-HOW_WORDS = {"quick": "quick verify", "full": "full verify", "drill": "drill restore"}
+HOW_WORDS = {"quick": "quick verify", "full": "full verify", "drill": "drill restore", "restore-test": "restore-test"}
 
 
 def evidence_line(e: Evidence) -> str:
@@ -122,8 +129,10 @@ class VerificationReportScreen(TableFilter, ConsoleScreen):
             self.post_message(LoadFailed("catalog", str(exc)))
             return
         drills, drill_note = await drills_for_report(svc)
+        tests, test_note = await restore_tests_for_report(svc)
         jobs = list(self.console.jobs.values())
-        rows = verification_report(catalog.entries, jobs, drills, primary=svc.location_names()[0])
+        rows = verification_report(catalog.entries, jobs, drills, primary=svc.location_names()[0], restore_tests=tests)
+        drill_note = "; ".join(n for n in (drill_note, test_note) if n)
         self.post_message(DataLoaded("verification-report", (rows, drill_note)))
 
     def on_load_failed(self, message: LoadFailed) -> None:
@@ -194,5 +203,5 @@ class VerificationReportScreen(TableFilter, ConsoleScreen):
 
     def job_updated(self, job: Job) -> None:
         # A verification finished: what it checked changes the report.
-        if job.kind in ("verify", "drill") and job.state.finished:
+        if job.kind in ("verify", "drill", "restore-test") and job.state.finished:
             self._load()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
@@ -12,6 +14,7 @@ from typing import Any, Protocol
 
 from core import __version__
 from core.backup.single_file import current_user
+from core.backup.hooks import run_hook
 from core.backup.archiver import Archiver, ArchiveStats
 from core.backup.tripwire import Trip, check as tripwire_check
 from core.backup.watchdog import DEFAULT_STALL_SECONDS, Watchdog
@@ -81,6 +84,7 @@ async def run_backup(
     totals: dict[str, ScanTotals] | None = None,
     tripwire: Thresholds | None = None,
     seen: SeenSnapshots | None = None,
+    db_position: Callable[[], Awaitable[dict[str, str]]] | None = None,
 ) -> BackupResult:
     """Back up ``database`` (when given) and then each file source, one snapshot each.
     ``stall_timeout``: a file source that reads no byte and finishes no file for this many
@@ -91,15 +95,18 @@ async def run_backup(
     ``tripwire``: inspect each file snapshot against its source's earlier ones and pin the
     one before when it looks like an attack (core/backup/tripwire.py); None: off.
     ``seen``: this host's memory of the snapshots it saw (core/repository/rollback.py): a
-    run refuses to write when one vanished unexplained, and records what it saw after."""
+    run refuses to write when one vanished unexplained, and records what it saw after.
+    ``db_position``: the database's WAL position and clock (or why not), read just before and
+    just after each file source's scan and recorded in its snapshot (``metadata["db_position"]``:
+    which database state the files belong with, core/restore/platform.py)."""
     if kind not in SNAPSHOT_TYPES:
         raise UsageError(f"unknown backup type {kind!r}: use one of {', '.join(SNAPSHOT_TYPES)}")
     backup_set = uuid.uuid4().hex[:16]
     results: list[SourceResult] = []
     async with Lock(repo.backend, exclusive=False, operation="backup"):
         await repo.load_index()
-        existing, damaged = await repo.list_snapshots()
-        listed = {s.id for s in existing} | {d.key.rsplit("/", 1)[-1] for d in damaged}
+        # A write-only key compares with the snapshots this host wrote (its own cache).
+        existing, damaged, listed = await repo.writer_snapshots()
         if seen is not None:
             # Before anything is written: snapshots this host saw must not have vanished
             # unexplained (core/repository/rollback.py).
@@ -121,8 +128,17 @@ async def run_backup(
                     effective = kind
                 previous = _reference(existing, spec.name, "incremental")
                 try:
-                    done = await _backup_source(
-                        repo, spec, effective, ref, backup_set, tags, workers, on_progress, stall_timeout=stall_timeout
+                    done = await _hooked_source(
+                        repo,
+                        spec,
+                        effective,
+                        ref,
+                        backup_set,
+                        tags,
+                        workers,
+                        on_progress,
+                        stall_timeout=stall_timeout,
+                        db_position=db_position,
                     )
                     trip = None
                     if tripwire is not None and done.snapshot is not None:
@@ -138,6 +154,67 @@ async def run_backup(
             if seen is not None:
                 seen.save(listed | {r.snapshot.id for r in results if r.snapshot is not None})
     return BackupResult(backup_set, tuple(results), warnings=warnings)
+
+
+async def _hooked_source(
+    repo: Repository,
+    spec: SourceSpec,
+    kind: str,
+    ref: Snapshot | None,
+    backup_set: str,
+    tags: tuple[str, ...],
+    workers: int,
+    on_progress: Callable[[str, ArchiveStats], None] | None,
+    *,
+    stall_timeout: float,
+    db_position: Callable[[], Awaitable[dict[str, str]]] | None,
+) -> SourceResult:
+    """One file source between its pre_command and post_command (core/backup/hooks.py),
+    with the database's position read just after the first and just before the second, so
+    the recorded span is the one the files were frozen for. The post_command runs whatever
+    happens once the pre_command was run; its failure is a warning on the snapshot."""
+    post_ran = False
+
+    async def post() -> str | None:
+        nonlocal post_ran
+        post_ran = True
+        run = await run_hook("post", spec.post_command or "", spec.name, spec.hook_timeout)
+        return None if run.ok else run.describe(spec.name)
+
+    if spec.pre_command:
+        pre = await run_hook("pre", spec.pre_command, spec.name, spec.hook_timeout)
+        if not pre.ok:
+            undone = await post() if spec.post_command else None
+            raise SourceError(
+                f"{pre.describe(spec.name)}; the source was not backed up" + (f"; also {undone}" if undone else "")
+            )
+
+    async def finish(metadata: dict, warnings: list[str]) -> None:
+        if db_position is not None:
+            metadata["db_position"] = {**metadata.get("db_position", {}), "end": await db_position()}
+        if spec.post_command:
+            failed = await post()
+            if failed:
+                warnings.append(failed)
+
+    try:
+        start = await db_position() if db_position is not None else None
+        return await _backup_source(
+            repo,
+            spec,
+            kind,
+            ref,
+            backup_set,
+            tags,
+            workers,
+            on_progress,
+            stall_timeout=stall_timeout,
+            metadata=None if start is None else {"db_position": {"start": start}},
+            finish=finish,
+        )
+    finally:
+        if spec.post_command and not post_ran:
+            await asyncio.shield(post())  # the scan failed or was cancelled: undo what pre set up
 
 
 def _forecast(sources: list[SourceSpec], existing: list[Snapshot], totals: dict[str, ScanTotals]) -> None:
@@ -250,7 +327,10 @@ async def _backup_source(
     on_progress: Callable[[str, ArchiveStats], None] | None,
     metadata: dict | None = None,
     stall_timeout: float = DEFAULT_STALL_SECONDS,
+    finish: Callable[[dict, list[str]], Awaitable[None]] | None = None,
 ) -> SourceResult:
+    """``finish``: called with the snapshot's metadata and warnings once the scan has ended
+    (the database's position at the end, the post_command: ``_hooked_source``)."""
     before = list(repo.stats.by_type.get(BlobType.DATA, [0, 0, 0]))
     ref_tree: Tree | None = await repo.reference_tree(bytes.fromhex(ref.tree)) if ref else None
     archiver = Archiver(
@@ -293,6 +373,8 @@ async def _backup_source(
     )
     user = current_user()
     metadata = dict(metadata or {})
+    if finish is not None:
+        await finish(metadata, st.warnings)
     if archiver.root_links:
         # A source path that is a symbolic link: where it pointed, and whether the target
         # was archived (under the configured name) or only the link.

@@ -55,7 +55,7 @@ PROVIDERS = ("aws-s3", "gcp-storage", "azure-blob", "ftp", "sftp", "ssh", "local
 APPLICATION_SOURCES = ("user_data", "automation_configs", "simulation_data", "log_files")
 CONFIGURATION_SOURCES = ("environment_vars", "ssl_certificates", "api_keys", "system_settings")
 
-SCHEDULE_TASKS = ("backup", "verify", "copy", "prune", "drill")
+SCHEDULE_TASKS = ("backup", "verify", "copy", "prune", "drill", "restore-test")
 BACKUP_TYPE_POLICIES = ("auto", "full", "incremental", "differential")
 DRILL_SCENARIOS = ("database-loss", "platform-loss", "location-loss", "corrupted-table", "compromised-host")
 
@@ -127,6 +127,30 @@ class SourceSpec:
     retention_days: int
     # A configured path that is a symbolic link: archive its target (True) or the link only.
     follow_root_symlink: bool = True
+    # Commands run around the source's scan (core/backup/hooks.py): quiesce, snapshot a volume.
+    pre_command: str | None = None
+    post_command: str | None = None
+    hook_timeout: int = 300
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HookConfig:
+    """One ``[[application.hooks]]`` or ``[[configuration.hooks]]``: commands run just before
+    and just after one source's scan (to quiesce the application, or to take and release a
+    filesystem snapshot), so the files match the database's instant."""
+
+    source: Annotated[
+        str,
+        Choice(*APPLICATION_SOURCES, *CONFIGURATION_SOURCES),
+        Doc("the source of this category, e.g. user_data"),
+    ]
+    pre_command: Annotated[
+        str | None, String(), Doc("run before the scan; a failure fails the source (the post_command still runs)")
+    ] = None
+    post_command: Annotated[
+        str | None, String(), Doc("run after the scan, whatever its outcome; a failure is a warning")
+    ] = None
+    timeout_seconds: Annotated[int, Integer(1), Doc("each command is stopped after this many seconds")] = 300
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,6 +166,7 @@ class ApplicationConfig:
     follow_root_symlink: Annotated[
         bool, Boolean(), Doc("a listed path that is a symbolic link: archive its target (true) or the link")
     ] = True
+    hooks: Annotated[tuple[HookConfig, ...], Tables(), Doc("commands run around one source's scan")] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,6 +182,7 @@ class ConfigurationConfig:
     follow_root_symlink: Annotated[
         bool, Boolean(), Doc("a listed path that is a symbolic link: archive its target (true) or the link")
     ] = True
+    hooks: Annotated[tuple[HookConfig, ...], Tables(), Doc("commands run around one source's scan")] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -348,6 +374,8 @@ class ScheduleJobConfig:
         "type": "backup",
         "full": "verify",
         "locations": "copy",
+        "sample_files": "restore-test",
+        "sample_percent": "restore-test",
     }
 
     name: Annotated[
@@ -370,6 +398,12 @@ class ScheduleJobConfig:
         ListOf("remote_storage names", '["offsite"]'),
         Doc("copy: [[storage.remote_storage]] names; default: all"),
     ] = ()
+    sample_files: Annotated[
+        int, Integer(1, 10000), Doc("restore-test: how many files (or tables) of the drawn snapshot to restore")
+    ] = 20
+    sample_percent: Annotated[
+        int | None, Integer(1, 100), Doc("restore-test: restore this percent of the items instead (at least one)")
+    ] = None
     jitter_seconds: Annotated[int, Integer(0, 86400), Doc("start up to this many seconds late")] = 0
     enabled: Annotated[bool, Boolean(), Doc("false keeps the schedule without running it")] = True
 
@@ -523,7 +557,9 @@ class ProtectionConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DrillCheckConfig:
     """One ``[[drills.checks]]`` smoke check: ``sql`` whose first value must equal
-    ``expect``, or ``path`` that must exist (relative to the restored ``source``)."""
+    ``expect``, ``path`` that must exist (relative to the restored ``source``), or the
+    cross-check ``paths_sql``: a query whose rows name files (relative to the source, or
+    absolute below one of its configured paths) that must all exist in the restored ``source``."""
 
     name: Annotated[str, String(), Doc("what the check is called in reports")]
     sql: Annotated[str | None, String(), Doc("a query run on the restored database")] = None
@@ -531,7 +567,14 @@ class DrillCheckConfig:
         str | int | float | bool | None, ExpectValue(), Doc("with sql: the first value it must return")
     ] = None
     path: Annotated[str | None, RelativePath(), Doc("a file that must exist in the restored source")] = None
-    source: Annotated[str | None, Choice("database", *OBJECTIVE_KEYS[3:]), Doc("with path: the source it is in")] = None
+    paths_sql: Annotated[
+        str | None,
+        String(),
+        Doc("a query on the restored database whose first column lists files that must exist in the restored source"),
+    ] = None
+    source: Annotated[
+        str | None, Choice("database", *OBJECTIVE_KEYS[3:]), Doc("with path or paths_sql: the source it is in")
+    ] = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -606,6 +649,7 @@ class Config:
         for category, section, names in groups:
             for name in names:
                 paths = getattr(section, name)
+                hook = next((h for h in section.hooks if h.source == name), None)
                 if paths:
                     found.append(
                         SourceSpec(
@@ -615,6 +659,9 @@ class Config:
                             exclude=section.exclude,
                             retention_days=section.retention_days,
                             follow_root_symlink=section.follow_root_symlink,
+                            pre_command=hook.pre_command if hook else None,
+                            post_command=hook.post_command if hook else None,
+                            hook_timeout=hook.timeout_seconds if hook else 300,
                         )
                     )
         return tuple(found)

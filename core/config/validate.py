@@ -14,6 +14,8 @@ come out in the document's order.
 
 from __future__ import annotations
 
+import shlex
+
 import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -31,6 +33,7 @@ from core.config.model import (
     ConfigProblem,
     DatabaseConfig,
     DrillCheckConfig,
+    HookConfig,
     Objective,
     ObjectivesConfig,
     RemoteStorageConfig,
@@ -212,16 +215,40 @@ def _schedule_job(values: dict[str, Any], table: Mapping[str, Any], at: Loc, rep
 
 
 def _drill_check(values: dict[str, Any], table: Mapping[str, Any], at: Loc, report: _Report) -> None:
-    has_sql, has_path = "sql" in table, "path" in table
-    if has_sql == has_path:
-        report.add(at, "give either sql (with expect) or path (with source), not both and not neither", rule_of=at)
-    elif has_sql and "expect" not in table:
+    kinds = [k for k in ("sql", "path", "paths_sql") if k in table]
+    if len(kinds) != 1:
+        report.add(
+            at,
+            "give one of sql (with expect), path (with source) or paths_sql (with source)",
+            rule_of=at,
+        )
+        return
+    kind = kinds[0]
+    if kind == "sql" and "expect" not in table:
         report.add(at + ("expect",), "required with sql", rule_of=at)
-    elif has_path and "source" not in table:
-        report.add(at + ("source",), 'required with path (e.g. "application/user_data")', rule_of=at)
-    for key in ("expect",) if has_path else ("source",) if has_sql else ():
+    elif kind != "sql" and "source" not in table:
+        report.add(at + ("source",), f'required with {kind} (e.g. "application/user_data")', rule_of=at)
+    for key in ("expect",) if kind != "sql" else ("source",):
         if key in table:
-            report.add(at + (key,), f"only applies to {'sql' if key == 'expect' else 'path'} checks", rule_of=at)
+            which = "sql" if key == "expect" else "path and paths_sql"
+            report.add(at + (key,), f"only applies to {which} checks", rule_of=at)
+
+
+def _hook(values: dict[str, Any], table: Mapping[str, Any], at: Loc, report: _Report) -> None:
+    if "pre_command" not in table and "post_command" not in table:
+        report.add(at, "give pre_command, post_command or both", rule_of=at)
+    source, category = values.get("source"), at[0] if at else None
+    names = APPLICATION_SOURCES if category == "application" else CONFIGURATION_SOURCES
+    if source is not None and source not in names:
+        report.add(at + ("source",), f"must be a source of [{category}]: one of {', '.join(names)}", rule_of=at)
+    for key in ("pre_command", "post_command"):
+        command = table.get(key)
+        if isinstance(command, str):
+            try:
+                if not shlex.split(command):
+                    report.add(at + (key,), "is empty", rule_of=at)
+            except ValueError as exc:
+                report.add(at + (key,), f"does not split into words ({exc}): check its quotes", rule_of=at)
 
 
 _RULES: dict[type, Rule] = {
@@ -229,6 +256,7 @@ _RULES: dict[type, Rule] = {
     RemoteStorageConfig: _remote,
     ScheduleJobConfig: _schedule_job,
     DrillCheckConfig: _drill_check,
+    HookConfig: _hook,
 }
 
 

@@ -58,7 +58,8 @@ class Decision:
 
 def decide(job: Job) -> Decision:
     """What the next daemon start does with ``job`` if the daemon dies while it runs."""
-    if job.kind.startswith("restore"):  # whoever started it
+    # A restore-test writes only into its own scratch: it is not "a restore" here.
+    if job.kind.startswith("restore") and job.kind != "restore-test":  # whoever started it
         return Decision("none", "a restore is never rerun automatically: check the target, then run it again")
     schedule = job.params.get("schedule")
     if job.origin == "scheduler" and isinstance(schedule, str) and schedule:

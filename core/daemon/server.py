@@ -451,9 +451,15 @@ class Daemon:
             directory = self.engine.directory
 
             async def open_repository() -> Repository:
-                return await Repository.open(
+                repo = await Repository.open(
                     LocalBackend(self.config.storage.local_path), self._passphrase(False), key_cache_dir=directory
                 )
+                if repo.write_only:
+                    from core.repository.own_cache import OwnCache
+
+                    # A repeated push is answered from what this host recorded pushing.
+                    repo.own = OwnCache(directory / "writer-cache", repo.config.id)
+                return repo
 
             self._wal = WalPusher(open_repository, directory)
         return self._wal

@@ -54,7 +54,8 @@ from core.drills.report import (
     recent_reports,
     store_report,
 )
-from core.drills.scratch import Scratch, free_port, server_user
+from core.sources.postgres.scratch import Scratch, free_port, server_user
+from core.text import shown
 from core.errors import AxisorError, DatabaseError, UsageError
 from core.repository.lock import Lock
 from core.repository.snapshot import Snapshot
@@ -627,9 +628,17 @@ class _Drill:
             self.step("restore files", "skipped", time.monotonic(), "no file sources are configured")
             return
         snaps: list[Snapshot] = []
+        at_time = self._platform_choice([spec.name for spec in specs])
         for spec in specs:
-            s = self._newest(spec.name)
-            if s is None:
+            s = at_time[spec.name] if at_time is not None else self._newest(spec.name)
+            if s is None and at_time is not None:
+                self.check(
+                    f"{spec.name} at {self.request.to_time:%Y-%m-%d %H:%M:%S}",
+                    "files",
+                    False,
+                    f"location {self.location} holds no snapshot of {spec.name} begun by then",
+                )
+            elif s is None:
                 self.check(
                     f"{spec.name} restorable",
                     "files",
@@ -673,6 +682,30 @@ class _Drill:
                 }
             )
 
+    def _platform_choice(self, sources: list[str]) -> dict[str, Snapshot | None] | None:
+        """With --to-time: each files source's snapshot that belongs with the database at that
+        instant (core/restore/platform.py), its skew said as an info check; None otherwise."""
+        at = self.request.to_time
+        if at is None or self.scenario == "compromised-host":
+            return None
+        from core.restore.platform import plan_platform
+
+        plan = plan_platform(self.snaps, at, sources)
+        for c in plan.files:
+            if c.snapshot is None or c.span is None:
+                continue
+            rel = (c.span.start - at).total_seconds(), (c.span.end - at).total_seconds()
+            self.check(
+                f"{c.source} skew",
+                "skew",
+                None,
+                f"snapshot {c.snapshot.short_id}, scanned {rel[0]:+.1f} s .. {rel[1]:+.1f} s from the target: "
+                f"up to {c.skew_seconds:.1f} s from the database's instant, by the {c.span.basis}",
+                actual=c.skew_seconds,
+                status="info",
+            )
+        return {c.source: c.snapshot for c in plan.files}
+
     # -- smoke checks -----------------------------------------------------------------------
 
     async def _smoke_checks(self) -> tuple[None, str]:
@@ -680,6 +713,8 @@ class _Drill:
             self.check_cancelled()
             if spec.sql is not None:
                 await self._sql_check(spec, spec.sql)
+            elif spec.paths_sql is not None:
+                await self._paths_sql_check(spec, spec.paths_sql)
             else:
                 self._path_check(spec)
         return None, f"{len(self.config.drills.checks)} configured"
@@ -710,6 +745,40 @@ class _Drill:
             f"returned {_show(actual)}" + ("" if ok else f", expected {_show(spec.expect)}"),
             spec.expect,
             _jsonable(actual),
+        )
+
+    async def _paths_sql_check(self, spec: DrillCheckConfig, query: str) -> None:
+        """The cross-check: every path the restored database names (the query's first
+        column, at most CROSS_CHECK_ROWS rows) exists in the restored ``source``."""
+        assert spec.source is not None
+        roots = self.file_roots.get(spec.source)
+        if self.db_target is None or self.db_partial or roots is None:
+            self.check(spec.name, "cross-check", None, "the database and that source are not both restored here")
+            return
+        try:
+            conn = await self.db_target.connect()
+            try:
+                cur = await conn.execute(query)  # the operator's own query, from the config file
+                rows = await cur.fetchmany(CROSS_CHECK_ROWS + 1) if cur.description else []
+            finally:
+                await conn.close()
+        except (DatabaseError, psycopg.Error) as exc:
+            self.check(spec.name, "cross-check", False, f"the query failed: {str(exc).strip()[:300]}")
+            return
+        source_paths = [Path(p) for p in next((s.paths for s in self.config.sources() if s.name == spec.source), ())]
+        missing = [str(row[0]) for row in rows[:CROSS_CHECK_ROWS] if not _restored(row[0], roots, source_paths)]
+        cut = f" (the first {CROSS_CHECK_ROWS} rows checked)" if len(rows) > CROSS_CHECK_ROWS else ""
+        n = min(len(rows), CROSS_CHECK_ROWS)
+        self.check(
+            spec.name,
+            "cross-check",
+            not missing,
+            f"all {n} paths the database names exist in the restored {spec.source}{cut}"
+            if not missing
+            else f"{len(missing)} of {n} paths the database names are missing from the restored "
+            f"{spec.source}{cut}: " + ", ".join(shown(m) for m in missing[:20]) + (" ..." if len(missing) > 20 else ""),
+            expected=n,
+            actual=n - len(missing),
         )
 
     def _path_check(self, spec: DrillCheckConfig) -> None:
@@ -822,6 +891,32 @@ class _Drill:
             except (AxisorError, OSError) as exc:
                 problems.append(f"{name}: {exc}")
         return replace(report, extra={**report.extra, "store_error": "; ".join(problems)})
+
+
+CROSS_CHECK_ROWS = 100_000
+
+
+def _restored(value: Any, roots: list[Path], source_paths: list[Path]) -> bool:
+    """Whether a path the database names exists under one of the restored roots: absolute
+    ones by their place below one of the source's configured paths, relative ones below
+    any root. A path climbing out (``..``) or of another kind is not there."""
+    if not isinstance(value, str) or not value or "\0" in value:
+        return False
+    p = Path(value)
+    if ".." in p.parts:
+        return False
+    if p.is_absolute():
+        # Each restored root is the target joined with one configured path (core/restore/plan.py).
+        candidates = [
+            r / p.relative_to(sp)
+            for sp in source_paths
+            if p.is_relative_to(sp)
+            for r in roots
+            if r.parts[-len(sp.parts) + 1 :] == sp.parts[1:]
+        ]
+    else:
+        candidates = [r / p for r in roots]
+    return any(os.path.lexists(c) for c in candidates)
 
 
 def _matches(actual: Any, expect: Any) -> bool:

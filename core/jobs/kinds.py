@@ -35,6 +35,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "copy": ("core.locations.jobs", "copy_runner"),
     "prune": ("core.maintenance.jobs", "prune_runner"),
     "drill": ("core.drills.jobs", "drill_runner"),
+    "restore-test": ("core.drills.restore_test_job", "restore_test_runner"),
 }
 _RUNNERS: dict[str, Runner] = {}
 

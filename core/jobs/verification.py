@@ -10,6 +10,10 @@ Three kinds of evidence, from three records:
   and such evidence says so (``by_time``).
 - ``drill``: the drill reports stored in the repository (core/drills/report.py); a drill
   restored the snapshots its report lists, from the location it names.
+- ``restore-test``: the restore-test records stored in the repository
+  (core/drills/restore_test_record.py): a sample of one snapshot's files or tables restored
+  and validated; the evidence says what share was checked and by which job. A cancelled one,
+  or one that could not run, is an attempt, never a pass.
 - the copy's state from the catalog (core/locations/catalog.py): held completely, in
   part, not at all, or the location could not be read.
 
@@ -28,6 +32,7 @@ from datetime import datetime
 from typing import Any
 
 from core.drills.report import DrillReport, stored_reports
+from core.drills.restore_test_record import RestoreTestRecord, stored_records
 from core.errors import VerificationFailed
 from core.jobs.api import Job, JobState
 
@@ -37,6 +42,7 @@ __all__ = [
     "FULL",
     "PASSED",
     "QUICK",
+    "RESTORE_TEST",
     "CopyChecks",
     "Evidence",
     "SnapshotChecks",
@@ -44,9 +50,9 @@ __all__ = [
     "verification_report",
 ]
 
-QUICK, FULL, DRILL = "quick", "full", "drill"
+QUICK, FULL, DRILL, RESTORE_TEST = "quick", "full", "drill", "restore-test"
 PASSED, DAMAGE = "passed", "damage"
-DRILL_FAILED = "failed"
+DRILL_FAILED = "failed"  # a drill, or a restore-test, that restored something that differs
 # Attempts that say nothing about the data (status.verify_verdict's words).
 NO_VERDICT = ("cancelled", "interrupted", "could not run", "running")
 
@@ -57,6 +63,7 @@ STATE_WORDS = {
     "not held": "— not held",
     "unreadable": "? unreadable",
     "drill failed": "⚠ drill failed",
+    "restore-test failed": "⚠ restore-test failed",
     "restore-tested": "✔ restore-tested",
     "full": "✔ full verify",
     "quick": "✔ quick verify",
@@ -66,11 +73,13 @@ STATE_WORDS = {
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    how: str  # quick | full | drill
-    outcome: str  # passed | damage | failed (a drill) | cancelled | interrupted | could not run | running
+    how: str  # quick | full | drill | restore-test
+    outcome: (
+        str  # passed | damage | failed (a drill, a restore-test) | cancelled | interrupted | could not run | running
+    )
     at: datetime | None  # when it finished (started, while it runs)
-    ref: str  # the job id, or the drill id
-    detail: str = ""  # why it did not run, the damage found, the drill's scenario
+    ref: str  # the job id, or the drill id, or the restore-test id (and its job: "id (job J)")
+    detail: str = ""  # why it did not run, the damage found, the drill's scenario, the share restore-tested
     by_time: bool = False  # an old record that does not list its snapshots: attributed by time
 
     @property
@@ -107,9 +116,12 @@ class CopyChecks:
             return "incomplete"
         if self.copy == "unknown":
             return "unreadable"
-        drill = self.newest(DRILL)
-        if drill is not None:
-            return "restore-tested" if drill.outcome == PASSED else "drill failed"
+        restored = [e for e in (self.newest(DRILL), self.newest(RESTORE_TEST)) if e is not None]
+        if restored:
+            newest = restored[0] if len(restored) == 1 or not _later(restored[1], restored[0]) else restored[1]
+            if newest.outcome == PASSED:
+                return "restore-tested"
+            return "drill failed" if newest.how == DRILL else "restore-test failed"
         if full is not None:
             return "full"
         if quick is not None:
@@ -216,12 +228,31 @@ def _drill_time(report) -> datetime | None:
     return None
 
 
+def _restore_test_evidence(record: RestoreTestRecord) -> Evidence:
+    at = None
+    for value in (record.finished, record.started):
+        try:
+            at = datetime.fromisoformat(str(value))
+            break
+        except ValueError:
+            continue
+    outcome = {"passed": PASSED, "failed": DRILL_FAILED}.get(record.outcome, record.outcome)
+    ref = record.id + (f" (job {record.job})" if record.job else "")
+    return Evidence(RESTORE_TEST, outcome, at, ref, record.summary())
+
+
 def verification_report(
-    entries: Sequence, jobs: Iterable[Job], drills: Iterable = (), *, primary: str = "local"
+    entries: Sequence,
+    jobs: Iterable[Job],
+    drills: Iterable = (),
+    *,
+    primary: str = "local",
+    restore_tests: Iterable[RestoreTestRecord] = (),
 ) -> tuple[SnapshotChecks, ...]:
     """One SnapshotChecks per catalog entry (``core.locations.catalog.CatalogEntry``, the
     catalog's order), each with every location's copy state and evidence, newest first.
-    ``jobs``: any jobs (only verifications are read); ``drills``: ``DrillReport``s."""
+    ``jobs``: any jobs (only verifications are read); ``drills``: ``DrillReport``s;
+    ``restore_tests``: ``RestoreTestRecord``s."""
     verifies = [j for j in jobs if j.kind == "verify"]
     drill_evidence: dict[tuple[str, str], list[Evidence]] = {}
     for report in drills:
@@ -232,6 +263,8 @@ def verification_report(
             sid = str(restored.get("snapshot") or "")
             ev = Evidence(DRILL, PASSED if report.passed else DRILL_FAILED, _drill_time(report), report.id, detail)
             drill_evidence.setdefault((sid, report.location), []).append(ev)
+    for record in restore_tests:
+        drill_evidence.setdefault((record.snapshot, record.location), []).append(_restore_test_evidence(record))
     out = []
     for entry in entries:
         snap = entry.snapshot
@@ -259,3 +292,13 @@ async def drills_for_report(svc: Any) -> tuple[list[DrillReport], str]:
     except Exception as exc:  # noqa: BLE001 - named in the note, never a failure of the report
         return [], f"drill reports unreadable ({exc}): drills are not shown"
     return drills, ""
+
+
+async def restore_tests_for_report(svc: Any) -> tuple[list[RestoreTestRecord], str]:
+    """The stored restore-test records a verification report counts, and a note naming why
+    there are none when they cannot be read."""
+    try:
+        records, _damaged = await stored_records(svc)
+    except Exception as exc:  # noqa: BLE001 - named in the note, never a failure of the report
+        return [], f"restore-test records unreadable ({exc}): restore-tests are not shown"
+    return records, ""

@@ -361,7 +361,7 @@ async def _transfer_pack(run: _Run, pack_id: bytes) -> tuple[list[PackEntry], in
     return entries, len(data), True
 
 
-def _check_pack(cipher: crypto.Cipher, pack_id: bytes, data: bytes, key: str) -> list[PackEntry]:
+def _check_pack(cipher: crypto.AnyCipher, pack_id: bytes, data: bytes, key: str) -> list[PackEntry]:
     """Worker thread: a pack is copied only when its hash and header hold, so damage
     at the source is reported instead of spread to every location."""
     if crypto.content_hash(data) != pack_id:

@@ -91,7 +91,8 @@ class Sites:
     def adopt(self, name: str, repo: Repository) -> None:
         """Share a repository the caller already opened (the service's current one)."""
         self._repos[name] = repo
-        self._master = self._master or repo.master
+        if not repo.write_only:  # a write-only key opens no other location (repository() refuses)
+            self._master = self._master or repo.require_full("use other locations")
 
     async def repository(self, name: str) -> Repository:
         """The repository at ``name``, opened (index not loaded)."""
@@ -102,7 +103,7 @@ class Sites:
             repo = await open_with_master(backend, self._master, name)
         else:
             repo = await Repository.open(backend, self._passphrase(False))
-            self._master = repo.master
+            self._master = repo.require_full("read the repository or its other locations")
         self._prepare(repo)
         self._repos[name] = repo
         return repo

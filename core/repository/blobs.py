@@ -1,9 +1,11 @@
 """Sealing and opening single blobs. Pure CPU work, run on worker threads.
 
-Sealed blob = flag(1) | nonce(12) | AES-256-GCM(payload) | tag(16). The flag says whether
-the payload is zstd or raw; it stays outside the ciphertext (so sealing needs no copy) but
-is authenticated: the associated data binds the blob type, the id and the flag, so a blob
-moved under another id or type, or with its flag flipped, fails to open.
+Sealed blob = flag(1) | [session(32)] | nonce(12) | AES-256-GCM(payload) | tag(16). The
+flag says whether the payload is zstd or raw, and (bit 0x80) whether a write-only writer's
+session key sealed it, whose public key then follows; it stays outside the ciphertext (so
+sealing needs no copy) but is authenticated: the associated data binds the blob type, the
+id and the flag, so a blob moved under another id or type, or with its flag flipped, fails
+to open.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import zstandard
 
 from core import crypto
 from core.errors import DamagedObject
-from core.repository.format import COMPRESSION_NONE, COMPRESSION_ZSTD, blob_ad
+from core.repository.format import COMPRESSION_NONE, COMPRESSION_ZSTD, SESSION_SEALED, blob_ad
 
 BLOB_OVERHEAD = 1 + crypto.NONCE_SIZE + crypto.TAG_SIZE
 
@@ -59,7 +61,7 @@ class SealedBlob:
 
 
 def seal_blob(
-    cipher: crypto.Cipher, level: int, blob_type: int, blob_id: bytes, data: bytes | memoryview
+    cipher: crypto.AnyCipher, level: int, blob_type: int, blob_id: bytes, data: bytes | memoryview
 ) -> SealedBlob:
     raw_length = len(data)
     payload: bytes | memoryview = data
@@ -68,13 +70,15 @@ def seal_blob(
         packed = _compressor(level).compress(data)
         if len(packed) < raw_length:
             payload, flag = packed, COMPRESSION_ZSTD
+    if cipher.session:
+        flag |= SESSION_SEALED
     nonce = os.urandom(crypto.NONCE_SIZE)
     body = cipher.encrypt(nonce, payload, blob_ad(blob_type, blob_id, flag))
-    return SealedBlob(blob_type, blob_id, bytes((flag,)) + nonce, body, raw_length)
+    return SealedBlob(blob_type, blob_id, bytes((flag,)) + cipher.session + nonce, body, raw_length)
 
 
 def open_blob(
-    cipher: crypto.Cipher, blob_type: int, blob_id: bytes, sealed: bytes | memoryview, raw_length: int, where: str
+    cipher: crypto.AnyCipher, blob_type: int, blob_id: bytes, sealed: bytes | memoryview, raw_length: int, where: str
 ) -> bytes:
     """Decrypt, decompress and check the id; raise DamagedObject naming ``where``."""
     short = blob_id.hex()[:16]
@@ -82,12 +86,18 @@ def open_blob(
         raise DamagedObject(where, f"blob {short} is shorter than its header")
     mv = memoryview(sealed)
     flag = mv[0]
+    at, session = 1, mv[1:1]
+    if flag & SESSION_SEALED:
+        if len(sealed) < BLOB_OVERHEAD + crypto.SESSION_SIZE:
+            raise DamagedObject(where, f"blob {short} is shorter than its header")
+        at, session = 1 + crypto.SESSION_SIZE, mv[1 : 1 + crypto.SESSION_SIZE]
     try:
         payload = cipher.decrypt(
-            mv[1 : 1 + crypto.NONCE_SIZE], mv[1 + crypto.NONCE_SIZE :], blob_ad(blob_type, blob_id, flag)
+            mv[at : at + crypto.NONCE_SIZE], mv[at + crypto.NONCE_SIZE :], blob_ad(blob_type, blob_id, flag), session
         )
     except crypto.DecryptError as exc:
         raise DamagedObject(where, f"blob {short} does not authenticate ({exc})") from None
+    flag &= ~SESSION_SEALED
     if flag == COMPRESSION_ZSTD:
         try:
             data = _decompressor().decompress(payload, max_output_size=raw_length)

@@ -5,7 +5,11 @@ from __future__ import annotations
 import struct
 from enum import IntEnum
 
-REPO_VERSION = 1
+# Version 2 (2026-12-04): index files sealed under the writers' key, and objects sealed by
+# write-only keys (session keys). Readers read both; `init` writes 2; a version-1 repository
+# becomes 2 when its first write-only key is added (docs/FORMAT.md "Versioning policy").
+REPO_VERSION = 2
+READ_VERSIONS = (1, 2)
 
 PACK_MAGIC = b"AXP1"
 # Trailer after the sealed header: header length (u32 little-endian) then the magic.
@@ -13,6 +17,8 @@ PACK_TRAILER = struct.Struct("<I4s")
 
 COMPRESSION_NONE = 0
 COMPRESSION_ZSTD = 1
+# Flag bit: sealed under a write-only writer's session key, whose public key follows the flag.
+SESSION_SEALED = 0x80
 
 AD_BLOB = b"axisor/blob/v1"
 AD_PACK_HEADER = b"axisor/pack-header/v1"
@@ -20,6 +26,7 @@ AD_INDEX = b"axisor/index/v1"
 AD_SNAPSHOT = b"axisor/snapshot/v1"
 AD_CONFIG = b"axisor/config/v1"
 AD_KEY = b"axisor/key/v1"
+AD_WRITER_KEY = b"axisor/key/write-only/v1"
 
 # Objects live under these folders of a location.
 DATA = "data"

@@ -28,7 +28,6 @@ import stat
 from pathlib import Path
 
 from core import crypto
-from core.repository.format import AD_KEY
 from core.repository.keys import KeyFile
 
 _TAG = b"axisor/keycache/v1"
@@ -45,7 +44,9 @@ class KeyCache:
     def __init__(self, directory: Path, repo_id: str) -> None:
         self.path = directory / "keycache" / f"{repo_id}.json"
 
-    def lookup(self, passphrase: str, keys: list[KeyFile]) -> tuple[crypto.MasterKey, KeyFile] | None:
+    def lookup(
+        self, passphrase: str, keys: list[KeyFile]
+    ) -> tuple[crypto.MasterKey | crypto.WriterKey, KeyFile] | None:
         raw = self._read()
         if raw is None:
             return None
@@ -55,7 +56,7 @@ class KeyCache:
             key = next(k for k in keys if k.id == d["key_id"])
             if not hmac.compare_digest(str(d["check"]), _check(kek, passphrase, key)):
                 return None  # another passphrase: derive as usual (and do not evict)
-            master = crypto.MasterKey.from_bytes(crypto.open_with(kek, key.data, AD_KEY))
+            master = key.unwrap_with(kek)
         except (StopIteration, ValueError, KeyError, TypeError, crypto.DecryptError):
             self.forget()  # stale (key rotated or removed) or damaged
             return None

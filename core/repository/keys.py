@@ -1,5 +1,9 @@
 """Key files: each wraps the one master key under a passphrase-derived key (scrypt).
 
+A key file is either *full* (it wraps the master key) or *write-only* (``kind =
+"write-only"``: it wraps a ``crypto.WriterKey`` and the sealed config's plaintext, see
+docs/FORMAT.md "Write-only keys"); both are opened the same way, by passphrase.
+
 A key file is read from storage, so anyone who can write there can plant one. Its scrypt
 parameters are bounded before any derivation (a planted p=60 cost every command 5.5 s),
 and a file that does not parse, has the wrong lengths or parameters, or fails the plain
@@ -21,7 +25,7 @@ from datetime import datetime, timezone
 
 from core import crypto
 from core.errors import DamagedObject, WrongPassphrase
-from core.repository.format import AD_KEY, KEYS
+from core.repository.format import AD_KEY, AD_WRITER_KEY, KEYS
 from core.storage.backend import Backend, ObjectUnreadable
 
 if TYPE_CHECKING:
@@ -34,6 +38,8 @@ MAX_R = 8
 MAX_P = 2
 SALT_SIZE = 32
 WRAPPED_SIZE = 12 + 64 + 16
+MAX_WRITER_WRAPPED = 2048  # a write-only key's wrapped payload: three keys and the config, ~400 bytes
+FULL, WRITE_ONLY = "full", "write-only"
 MAX_KEY_FILE = 4096  # bytes of JSON; a real one is about 400
 MAX_KEYS = 256  # key files tried per open; each costs one scrypt
 
@@ -75,11 +81,14 @@ class KeyFile:
     p: int
     salt: bytes
     data: bytes
+    kind: str = FULL
 
     def encode(self) -> bytes:
+        extra = {"kind": self.kind} if self.kind != FULL else {}
         return json.dumps(
             {
                 "v": 1,
+                **extra,
                 "created": self.created,
                 "host": self.host,
                 "user": self.user,
@@ -118,6 +127,7 @@ class KeyFile:
                 p=p,
                 salt=base64.b64decode(d["salt"], validate=True),
                 data=base64.b64decode(d["data"], validate=True),
+                kind=d.get("kind", FULL),
             )
             expected = d.get("sum")  # absent in key files written before it existed
         except (ValueError, KeyError, TypeError) as exc:
@@ -129,32 +139,86 @@ class KeyFile:
                 f"scrypt parameters N={n}, r={r}, p={p} are outside the accepted "
                 f"N <= 2^18 (a power of two), r <= {MAX_R}, p <= {MAX_P}"
             )
-        if len(key.salt) != SALT_SIZE or len(key.data) != WRAPPED_SIZE:
+        if key.kind not in (FULL, WRITE_ONLY):
+            raise KeyFileDamaged(f"unknown key kind {str(key.kind)[:20]!r}")
+        wrapped_ok = (
+            len(key.data) == WRAPPED_SIZE
+            if key.kind == FULL
+            else crypto.SEAL_OVERHEAD < len(key.data) <= MAX_WRITER_WRAPPED
+        )
+        if len(key.salt) != SALT_SIZE or not wrapped_ok:
             raise KeyFileDamaged("salt or wrapped key has the wrong length")
         if expected is not None and expected != _checksum(n, r, p, key.salt, key.data):
             raise KeyFileDamaged("fails its checksum")
         return key
 
-    def unwrap(self, passphrase: str) -> crypto.MasterKey | None:
+    def unwrap(self, passphrase: str) -> AnyKey | None:
         return self.unwrap_deriving(passphrase)[0]
 
-    def unwrap_deriving(self, passphrase: str) -> tuple[crypto.MasterKey | None, bytes]:
-        """The master key (None: wrong passphrase) and the wrapping key scrypt derived."""
+    def unwrap_deriving(self, passphrase: str) -> tuple[AnyKey | None, bytes]:
+        """The key (None: wrong passphrase) and the wrapping key scrypt derived."""
         wrapping = crypto.derive_key(passphrase, self.salt, self.n, self.r, self.p)
         try:
-            return crypto.MasterKey.from_bytes(crypto.open_with(wrapping, self.data, AD_KEY)), wrapping
+            return self.unwrap_with(wrapping), wrapping
         except crypto.DecryptError:
             return None, wrapping
 
+    def unwrap_with(self, wrapping: bytes) -> AnyKey:
+        """The key under an already derived wrapping key; DecryptError when it does not open
+        (a write-only payload that opens but does not parse is damage, said as such)."""
+        if self.kind == FULL:
+            return crypto.MasterKey.from_bytes(crypto.open_with(wrapping, self.data, AD_KEY))
+        plain = crypto.open_with(wrapping, self.data, AD_WRITER_KEY)
+        try:
+            d = json.loads(plain)
+            writer = crypto.WriterKey(
+                ident=base64.b64decode(d["ident"], validate=True),
+                shared=base64.b64decode(d["shared"], validate=True),
+                public=base64.b64decode(d["public"], validate=True),
+                config=json.dumps(d["config"]).encode(),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise crypto.DecryptError(f"write-only key payload does not parse ({exc})") from None
+        if not all(len(k) == crypto.KEY_SIZE for k in (writer.ident, writer.shared, writer.public)):
+            raise crypto.DecryptError("write-only key payload has keys of the wrong length")
+        return writer
+
+
+AnyKey = crypto.MasterKey | crypto.WriterKey
+
+
+def _who() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
 
 def wrap(master: crypto.MasterKey, passphrase: str) -> KeyFile:
+    return _wrap(master.to_bytes(), AD_KEY, FULL, passphrase)
+
+
+def wrap_writer(master: crypto.MasterKey, config_secret: bytes, passphrase: str) -> KeyFile:
+    """A write-only key file for ``master``'s repository: its writer keys and the sealed
+    config's plaintext (``config_secret``: chunker and pack size, which a writer needs)."""
+    w = master.writer()
+    payload = json.dumps(
+        {
+            "ident": base64.b64encode(w.ident).decode(),
+            "shared": base64.b64encode(w.shared).decode(),
+            "public": base64.b64encode(w.public).decode(),
+            "config": json.loads(config_secret),
+        },
+        separators=(",", ":"),
+    ).encode()
+    return _wrap(payload, AD_WRITER_KEY, WRITE_ONLY, passphrase)
+
+
+def _wrap(payload: bytes, ad: bytes, kind: str, passphrase: str) -> KeyFile:
     salt = os.urandom(32)
     n, r, p = crypto.SCRYPT_N, crypto.SCRYPT_R, crypto.SCRYPT_P
     wrapping = crypto.derive_key(passphrase, salt, n, r, p)
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
+    user = _who()
     return KeyFile(
         id=os.urandom(16).hex(),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -164,7 +228,8 @@ def wrap(master: crypto.MasterKey, passphrase: str) -> KeyFile:
         r=r,
         p=p,
         salt=salt,
-        data=crypto.seal_with(wrapping, master.to_bytes(), AD_KEY),
+        data=crypto.seal_with(wrapping, payload, ad),
+        kind=kind,
     )
 
 
@@ -193,8 +258,8 @@ async def store_key(backend: Backend, key: KeyFile) -> None:
     await backend.put(f"{KEYS}/{key.id}", key.encode())
 
 
-async def unlock(backend: Backend, passphrase: str, cache: KeyCache | None = None) -> tuple[crypto.MasterKey, KeyFile]:
-    """The master key the passphrase opens. With ``cache`` (the WAL path), a wrapping key
+async def unlock(backend: Backend, passphrase: str, cache: KeyCache | None = None) -> tuple[AnyKey, KeyFile]:
+    """The key the passphrase opens (the master key, or a write-only key). With ``cache`` (the WAL path), a wrapping key
     derived by an earlier run is used when it still matches (core/repository/keycache.py)."""
     keys, damaged = await scan_keys(backend)
     if not keys:

@@ -38,7 +38,7 @@ class Packer:
         self.parts.append(body)
         self.size += length
 
-    def finalize(self, cipher: crypto.Cipher) -> tuple[bytes, list[bytes], list[PackEntry]]:
+    def finalize(self, cipher: crypto.AnyCipher) -> tuple[bytes, list[bytes], list[PackEntry]]:
         """Return (pack id, pack parts, entries). CPU-bound: call from a worker thread."""
         header = msgpack.packb(
             [[e.type, e.id, e.offset, e.length, e.raw_length] for e in self.entries], use_bin_type=True
@@ -65,7 +65,7 @@ def parse_trailer(trailer: bytes, pack_size: int) -> int:
     return length
 
 
-def decode_header(cipher: crypto.Cipher, sealed_header: bytes, header_offset: int) -> list[PackEntry]:
+def decode_header(cipher: crypto.AnyCipher, sealed_header: bytes, header_offset: int) -> list[PackEntry]:
     try:
         raw = cipher.open(sealed_header, AD_PACK_HEADER)
     except crypto.DecryptError as exc:

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 from core import crypto
 from core.errors import DamagedObject, RepositoryNotFound, UnsupportedVersion
-from core.repository.format import AD_CONFIG, CONFIG, REPO_VERSION
+from core.repository.format import AD_CONFIG, CONFIG, READ_VERSIONS, REPO_VERSION
 from core.storage.backend import Backend, ObjectNotFound, ObjectUnreadable
 
 
@@ -144,10 +144,10 @@ async def read_public(backend: Backend) -> dict:
                 f"{LOST_CONFIG}"
             ) from None
         raise RepositoryNotFound(f"{backend.location}/config is not an Axisor Backup config") from None
-    if version != REPO_VERSION:
+    if version not in READ_VERSIONS:
         raise UnsupportedVersion(
             f"repository at {backend.location} has format version {version}; "
-            f"this program reads version {REPO_VERSION} only: upgrade axisor-backup"
+            f"this program reads versions {', '.join(map(str, READ_VERSIONS))} only: upgrade axisor-backup"
         )
     return d
 
@@ -159,10 +159,19 @@ MAX_CHUNK = 64 * 1024 * 1024
 MAX_PACK_SIZE = 1024 * 1024 * 1024
 
 
+def secret_of(public: dict, cipher: crypto.Cipher) -> bytes:
+    """The sealed part's plaintext (a write-only key carries a copy: docs/FORMAT.md)."""
+    return cipher.open(base64.b64decode(public["sealed"]), AD_CONFIG + public["id"].encode())
+
+
 def decode(public: dict, cipher: crypto.Cipher) -> RepoConfig:
     """Open the sealed part; ValueError or KeyError for anything malformed or out of bounds."""
-    sealed = base64.b64decode(public["sealed"])
-    secret = json.loads(cipher.open(sealed, AD_CONFIG + public["id"].encode()))
+    return decode_secret(public, secret_of(public, cipher))
+
+
+def decode_secret(public: dict, plain: bytes) -> RepoConfig:
+    """The config from its public part and the sealed part's plaintext (bounded as decode)."""
+    secret = json.loads(plain)
     if not isinstance(secret, dict) or not isinstance(secret.get("chunker"), dict):
         raise ValueError("sealed config is not a map with a chunker map")
     ch = secret["chunker"]
@@ -185,3 +194,17 @@ def decode(public: dict, cipher: crypto.Cipher) -> RepoConfig:
         chunker=ChunkerParams(min_size=lo, avg_size=avg, max_size=hi, seed=seed),
         pack_size=pack_size,
     )
+
+
+async def upgrade(backend: Backend, raw_public: dict, to: int) -> None:
+    """Rewrite ``config`` with format version ``to``, nothing else changed (the sealed part is
+    kept byte for byte). The caller holds the exclusive lock. Objects never change in place,
+    so this deletes and puts again; should the put fail, the old bytes are put back."""
+    old = json.dumps(raw_public, indent=1).encode()
+    new = json.dumps({**raw_public, "version": to}, indent=1).encode()
+    await backend.delete(CONFIG)
+    try:
+        await backend.put(CONFIG, new)
+    except BaseException:
+        await backend.put(CONFIG, old)
+        raise

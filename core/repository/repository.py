@@ -36,6 +36,7 @@ from core.repository.format import (
     pack_id_from_key,
     pack_key,
 )
+from core.repository.own_cache import OwnCache
 from core.repository.index import Index, IndexedPack, IndexFormatError, PackEntry, decode_index, encode_index
 from core.repository.packer import Packer, PackFormatError, decode_header, parse_trailer
 from core.repository.snapshot import Snapshot, is_safety
@@ -101,14 +102,19 @@ class Repository:
     def __init__(
         self,
         backend: Backend,
-        master: crypto.MasterKey,
+        master: crypto.MasterKey | crypto.WriterKey,
         config: repo_config.RepoConfig,
         key: keyfiles.KeyFile | None = None,
         executor: Executor | None = None,
     ) -> None:
         self.backend = backend
         self.master = master  # kept to wrap new key files (key add / passwd)
-        self.cipher = crypto.Cipher(master)
+        self.cipher: crypto.AnyCipher = (
+            crypto.Cipher(master) if isinstance(master, crypto.MasterKey) else crypto.WriteOnlyCipher(master)
+        )
+        # A write-only key's memory of what this host wrote (core/repository/own_cache.py):
+        # set by the session where there is a state folder; None: every backup is a full scan.
+        self.own: OwnCache | None = None
         self.config = config
         self.key = key
         self.executor = executor
@@ -180,9 +186,11 @@ class Repository:
 
             cache = KeyCache(key_cache_dir, str(public.get("id", "")))
         master, key = await keyfiles.unlock(backend, passphrase, cache)
-        cipher = crypto.Cipher(master)
         try:
-            config = repo_config.decode(public, cipher)
+            if isinstance(master, crypto.WriterKey):
+                config = repo_config.decode_secret(public, master.config)
+            else:
+                config = repo_config.decode(public, crypto.Cipher(master))
         except (crypto.DecryptError, ValueError, KeyError) as exc:
             raise DamagedObject(
                 "config",
@@ -192,6 +200,17 @@ class Repository:
             ) from None
         return cls(backend, master, config, key)
 
+    @property
+    def write_only(self) -> bool:
+        """Opened with a write-only key: backs up and pushes WAL, reads nothing back."""
+        return not self.cipher.readable
+
+    def require_full(self, what: str) -> crypto.MasterKey:
+        """The master key, or KeyRefused (exit 27) naming ``what`` was refused."""
+        if not isinstance(self.master, crypto.MasterKey):
+            raise crypto.WriteOnly(f"it may not {what}")
+        return self.master
+
     def sibling(self) -> Repository:
         """The same repository (storage, key, config, worker pool) with its own packer,
         pending set and empty index: for writers that run at the same time and each flush
@@ -199,6 +218,7 @@ class Repository:
         abort take the other's half-sealed blobs with it."""
         twin = Repository(self.backend, self.master, self.config, self.key, self.executor)
         twin.compression_level = self.compression_level
+        twin.own = self.own
         return twin
 
     async def _run(self, fn: Callable, *args):
@@ -299,14 +319,14 @@ class Repository:
                     key, f"{size} bytes, more than this program ever writes there (at most {limit}); not read"
                 )
             if size is not None and size > OBJECT_READ_WHOLE:
-                await self._authenticate_object(key, size, ad_prefix + object_id)
+                await self._authenticate_object(key, size, ad_prefix + object_id, shared=ad_prefix == AD_INDEX)
             sealed = await self.backend.get(key)
         except ObjectNotFound:
             raise DamagedObject(key, "missing") from None
         except ObjectUnreadable as exc:
             raise DamagedObject(key, exc.reason) from None
         try:
-            plain = self.cipher.open(sealed, ad_prefix + object_id)
+            plain = self.cipher.open(sealed, ad_prefix + object_id, shared=ad_prefix == AD_INDEX)
         except crypto.DecryptError as exc:
             raise DamagedObject(key, f"does not authenticate ({exc}); truncated or tampered") from None
         if self.cipher.blob_id(plain) != object_id:
@@ -317,10 +337,16 @@ class Repository:
         object_id = self.cipher.blob_id(plain)
         key = f"{folder}/{object_id.hex()}"
         try:
-            await self.backend.put(key, self.cipher.seal(plain, ad_prefix + object_id))
+            await self.backend.put(key, self.cipher.seal(plain, ad_prefix + object_id, shared=self._shared(ad_prefix)))
         except ObjectExists:
             pass  # same content, same name: already durable
         return key
+
+    def _shared(self, ad_prefix: bytes) -> bool:
+        """Index files go under the writers' key from format version 2 on (a write-only host
+        deduplicates against them); a version-1 repository keeps `enc`, which older
+        programs read, until its first write-only key upgrades it (core/service/keys.py)."""
+        return ad_prefix == AD_INDEX and (self.config.version >= 2 or self.write_only)
 
     async def pack_sizes(self) -> dict[bytes, int]:
         """Pack id -> listed size of every object under data/ named like a pack (one listing)."""
@@ -357,6 +383,10 @@ class Repository:
                 unindexed.append(info)
         self.unusable_packs = {p for p, size in self.index.packs() if on_storage.get(p) != size}
         self.index.drop_packs(self.unusable_packs)
+        if self.write_only:
+            # Its headers are sealed to the repository's key: only a full key can check
+            # that a pack is ours before adopting it. A full-key backup or `repair index` will.
+            return 0
         for info in unindexed:
             pack_id = pack_id_from_key(info.key)
             assert pack_id is not None
@@ -423,34 +453,44 @@ class Repository:
         except PackFormatError as exc:
             raise DamagedObject(key, str(exc)) from None
 
-    async def _authenticate_object(self, key: str, size: int, ad: bytes) -> None:
+    async def _authenticate_object(self, key: str, size: int, ad: bytes, *, shared: bool = False) -> None:
         """Check a sealed object's tag over ranged reads (nonce || ciphertext || tag)."""
         if size < crypto.SEAL_OVERHEAD:
             raise DamagedObject(key, "shorter than a sealed object")
-        nonce = await self.backend.get(key, 0, crypto.NONCE_SIZE)
-        tag = await self.backend.get(key, size - crypto.TAG_SIZE, crypto.TAG_SIZE)
         try:
-            check = self.cipher.stream_opener(nonce, tag, ad)
-            end = size - crypto.TAG_SIZE
-            for offset in range(crypto.NONCE_SIZE, end, HASH_PIECE):
-                await self._run(check.update, await self.backend.get(key, offset, min(HASH_PIECE, end - offset)))
-            check.finalize()
+            await self._authenticate_range(key, 0, size, ad, HASH_PIECE, shared=shared)
         except crypto.DecryptError as exc:
             raise DamagedObject(key, f"does not authenticate ({exc}); truncated or tampered") from None
 
     async def _authenticate_streamed(self, key: str, start: int, length: int) -> None:
         """Check a sealed pack header's tag over ranged reads, holding one piece at a time."""
-        nonce = await self.backend.get(key, start, crypto.NONCE_SIZE)
-        tag = await self.backend.get(key, start + length - crypto.TAG_SIZE, crypto.TAG_SIZE)
-        check = self.cipher.stream_opener(nonce, tag, AD_PACK_HEADER)
-        end = start + length - crypto.TAG_SIZE
-        for offset in range(start + crypto.NONCE_SIZE, end, HEADER_READ_WHOLE):
-            piece = await self.backend.get(key, offset, min(HEADER_READ_WHOLE, end - offset))
-            await self._run(check.update, piece)  # the plaintext is dropped unread
         try:
-            check.finalize()
+            await self._authenticate_range(key, start, length, AD_PACK_HEADER, HEADER_READ_WHOLE)
         except crypto.DecryptError as exc:
             raise PackFormatError(f"pack header does not authenticate: {exc}") from None
+
+    async def _authenticate_range(
+        self, key: str, start: int, length: int, ad: bytes, piece: int, *, shared: bool = False
+    ) -> None:
+        """Check the tag of the sealed bytes at [start, start + length) over ranged reads,
+        under each key they may be sealed with (`enc`, the writers' key, a write-only
+        session: crypto.Cipher.stream_keys); DecryptError when none authenticates them."""
+        head = await self.backend.get(key, start, min(length, crypto.SESSION_SIZE + crypto.NONCE_SIZE))
+        tag = await self.backend.get(key, start + length - crypto.TAG_SIZE, crypto.TAG_SIZE)
+        end = start + length - crypto.TAG_SIZE
+        for secret, at in self.cipher.stream_keys(head, shared=shared):
+            if at + crypto.NONCE_SIZE > end - start:
+                continue
+            check = self.cipher.stream_opener(head[at : at + crypto.NONCE_SIZE], tag, ad, key=secret)
+            for offset in range(start + at + crypto.NONCE_SIZE, end, piece):
+                chunk = await self.backend.get(key, offset, min(piece, end - offset))
+                await self._run(check.update, chunk)  # the plaintext is dropped unread
+            try:
+                check.finalize()
+                return
+            except crypto.DecryptError:
+                continue
+        raise crypto.DecryptError("authentication failed")
 
     # -- writing blobs ------------------------------------------------------------------
 
@@ -613,12 +653,21 @@ class Repository:
         return open_blob(self.cipher, blob_type, blob_id, sealed, loc.raw_length, key)
 
     async def load_tree(self, tree_id: bytes, *, index: Index | None = None) -> Tree:
+        if self.write_only:
+            raw = self.own.tree(tree_id) if self.own is not None else None
+            if raw is None:
+                raise crypto.WriteOnly("it may not read trees this host did not write")
+            return self._decode_tree(tree_id, raw)
         raw = self.trees.get(tree_id)
         # Kept bytes are that tree's for good, but whether it is still stored is the index's
         # to say (a pack dropped by repair, pruned meanwhile): a tree not indexed is not loaded.
         if raw is None or tree_id not in (self.index if index is None else index):
             raw = await self.load_blob(BlobType.TREE, tree_id, index=index)
             self.trees.put(tree_id, raw)
+        return self._decode_tree(tree_id, raw)
+
+    @staticmethod
+    def _decode_tree(tree_id: bytes, raw: bytes) -> Tree:
         try:
             return Tree.decode(raw)
         except TreeFormatError as exc:
@@ -630,8 +679,8 @@ class Repository:
         stores its trees anew instead of failing."""
         try:
             return await self.load_tree(tree_id)
-        except DamagedObject:
-            return None
+        except (DamagedObject, crypto.WriteOnly):
+            return None  # write-only: a tree this host's cache lost is read again the same way
 
     async def reference_trees(self, tree_ids: Sequence[bytes]) -> list[Tree | None]:
         """Several reference trees (as reference_tree: None for one lost or damaged), from
@@ -639,7 +688,7 @@ class Repository:
         tree of a folder, and on a re-run of many small folders the trips themselves (one
         thread hand-off each) cost more than reading and opening the trees."""
         get_sync = getattr(self.backend, "get_sync", None)
-        if get_sync is None:
+        if get_sync is None or self.write_only:
             return list(await asyncio.gather(*(self.reference_tree(t) for t in tree_ids)))
         # The tree cache and the index are the event loop's: looked up here, filled after.
         # One index lookup a tree (a large index answers from disk): where it is, or None.
@@ -671,17 +720,27 @@ class Repository:
         return opened
 
     async def save_tree(self, tree: Tree) -> bytes:
-        return await self.save_blob(BlobType.TREE, tree.encode())
+        raw = tree.encode()
+        tree_id = await self.save_blob(BlobType.TREE, raw)
+        if self.own is not None:
+            self.own.put_tree(tree_id, raw)
+        return tree_id
 
     # -- snapshots ----------------------------------------------------------------------
 
     async def save_snapshot(self, snap: Snapshot) -> str:
-        key = await self._store_object(SNAPSHOTS, AD_SNAPSHOT, snap.encode())
-        return key.rsplit("/", 1)[-1]
+        plain = snap.encode()
+        key = await self._store_object(SNAPSHOTS, AD_SNAPSHOT, plain)
+        snapshot_id = key.rsplit("/", 1)[-1]
+        if self.own is not None:
+            self.own.put_snapshot(snapshot_id, snap.source, snap.time, plain)
+        return snapshot_id
 
     async def load_snapshot(self, snapshot_id: str, size: int | None = None) -> Snapshot:
         """``size``: the listed size, when the caller has a listing (saves a stat)."""
         key = f"{SNAPSHOTS}/{snapshot_id}"
+        if self.write_only:
+            raise crypto.WriteOnly("it may not read snapshots")
         raw = await self._open_object(key, AD_SNAPSHOT, MAX_SNAPSHOT_FILE, size)
         try:
             return Snapshot.decode(raw, snapshot_id)
@@ -695,7 +754,27 @@ class Repository:
             ids.append(info.key.rsplit("/", 1)[-1])
         return ids
 
+    async def writer_snapshots(self) -> tuple[list[Snapshot], list[DamagedObject], set[str]]:
+        """What a backup compares with: every snapshot (and the damaged ones) and the ids
+        listed. A write-only key reads none: it gets the ones this host wrote and still
+        keeps (core/repository/own_cache.py) among those listed, and every id listed."""
+        if not self.write_only:
+            snaps, damaged = await self.list_snapshots()
+            return snaps, damaged, {s.id for s in snaps} | {d.key.rsplit("/", 1)[-1] for d in damaged}
+        listed = set(await self.snapshot_ids())
+        own: list[Snapshot] = []
+        for sid, plain in self.own.snapshots() if self.own is not None else []:
+            if sid in listed:
+                try:
+                    own.append(Snapshot.decode(plain, sid))
+                except (ValueError, TypeError, KeyError, json.JSONDecodeError):
+                    continue  # a cache row that does not parse: as if absent
+        own.sort(key=lambda s: (s.datetime, s.source))
+        return own, [], listed
+
     async def list_snapshots(self) -> tuple[list[Snapshot], list[DamagedObject]]:
+        if self.write_only:
+            raise crypto.WriteOnly("it may not list snapshots")
         snaps: list[Snapshot] = []
         damaged: list[DamagedObject] = []
         async for info in self.backend.list(f"{SNAPSHOTS}/"):

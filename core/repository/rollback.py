@@ -71,7 +71,17 @@ async def bury(repo, snapshot_id: str, why: str, replaced_by: str = "") -> None:
 async def explained(repo, snapshot_id: str) -> bool:
     """Whether a tombstone for ``snapshot_id`` exists and opens with the key (a file of that
     name planted by someone without the key explains nothing). A storage that cannot be read
-    is not an answer: its error passes on, rather than a rollback reported that is not one."""
+    is not an answer: its error passes on, rather than a rollback reported that is not one.
+
+    A write-only key cannot open a tombstone: for it, one that is there explains (weaker,
+    and said in docs/SECURITY.md: whoever can write there could plant one; a full-key
+    host's check, and `status` there, still authenticate it)."""
+    if getattr(repo, "write_only", False):
+        try:
+            await repo.backend.stat(f"{TOMBSTONES}/{snapshot_id}")
+            return True
+        except ObjectNotFound:
+            return False
     try:
         plain = await open_sealed(repo, TOMBSTONES, AD_TOMBSTONE, snapshot_id, MAX_TOMBSTONE, "tombstone")
         return json.loads(plain).get("snapshot") == snapshot_id

@@ -19,6 +19,8 @@ async def restore_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, A
     async with ctx.locks([PRIMARY_LOCATION], exclusive=False):
         ctx.progress(JobProgress(phase="restore"))
         await choose_restore_location(ctx, params)
+        if params.get("to_time") and params.get("tables") and params.get("target_db"):
+            return await _table_at_time(ctx, params)
         if params.get("to_time") or params.get("target_dir"):
             return await _pitr(ctx, params)
         if params.get("target_db"):
@@ -185,6 +187,32 @@ def _restore_options(params: dict[str, Any]) -> RestoreOptions:
         numeric_owner=bool(params.get("numeric_owner")),
         read_back=bool(params.get("read_back")),
     )
+
+
+async def _table_at_time(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+    """Tables as they were at params.to_time, copied beside the live ones in params.target_db
+    (core/service/table_at_time.py); params.as: their names (default NAME_at_HHMM)."""
+    if ctx.config.path is None:
+        raise UsageError("a table as of a time needs the config file's path (for the server's restore_command)")
+    report = await retry_when_locked(
+        ctx,
+        lambda: ctx.service.restore_table_at_time(
+            parse_target_time(str(params["to_time"])),
+            [str(t) for t in params["tables"]],
+            str(params["target_db"]),
+            [str(a) for a in params.get("as") or ()],
+            config_path=ctx.config.path,
+            os_user=params.get("os_user"),
+            timeout=float(params.get("timeout") or 900),
+            on_phase=lambda phase: ctx.progress(JobProgress(phase=f"table as of a time: {phase}")),
+            with_references=bool(params.get("with_references")),
+        ),
+    )
+    for t in report.tables:
+        ctx.log(f"{shown(t.table)} as of {report.at} -> {shown(t.copy)}: {t.rows} rows, validated")
+        for n in t.not_copied:
+            ctx.log(f"not copied: {shown(n)}")
+    return {**report.to_dict(), "exit_code": Exit.OK if report.ok else Exit.WARNINGS}
 
 
 async def _pitr(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:

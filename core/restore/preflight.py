@@ -80,6 +80,9 @@ async def preflight(svc: Any, plan: Plan, snapshots: list, dbname: str | None) -
     """Measure and decide. ``svc``: the BackupService (``ls``); ``snapshots``: the catalog;
     ``dbname``: the configured database's name."""
     d = _Draft()
+    if plan.to_time and plan.what == "tables":
+        _table_at_time(d, plan)
+        return _finish(d, plan, dbname)
     if plan.to_time:
         await _pitr(d, plan, snapshots)
     for snap in [s for s in snapshots if s.id in plan.snapshots]:
@@ -108,6 +111,24 @@ async def _pitr(d: _Draft, plan: Plan, snapshots: list) -> None:
         d.problems.append(f"not enough space on {base}")
     d.jobs.append(
         ("restore", {"source": "database", "to_time": plan.to_time, "target_dir": str(data_dir), "start": True})
+    )
+
+
+def _table_at_time(d: _Draft, plan: Plan) -> None:
+    """Tables as of a time, beside the live ones: nothing live is overwritten."""
+    from datetime import datetime
+
+    hhmm = datetime.fromisoformat(plan.to_time).strftime("%H%M")
+    d.lines.append(
+        f"tables as of {plan.to_time}, copied into database {plan.target or '(the configured one)'} beside the live ones:"
+    )
+    d.lines.extend(f"  {t}: copied under its name followed by _at_{hhmm}" for t in plan.selection)
+    d.lines.append("  (a throwaway cluster is recovered to that time, then removed; the live tables are untouched)")
+    d.jobs.append(
+        (
+            "restore",
+            {"source": "database", "to_time": plan.to_time, "tables": list(plan.selection), "target_db": plan.target},
+        )
     )
 
 

@@ -13,8 +13,10 @@ list of ``Schedule`` values. Two kinds of defaults fill in what is not configure
 - when no verify job is configured, a quick verification runs daily (Monday to
   Saturday) and a full one weekly (Sunday), because a backup nobody reads back is not
   known to be good. The full run includes every quick check, so each day is covered;
-- when no prune job is configured, retention is applied weekly (Saturday 04:30), and when
-  no drill job is configured, a drill of ``[drills] scenario`` runs monthly (the 1st, 07:00).
+- when no prune job is configured, retention is applied weekly (Saturday 04:30); when no
+  drill job is configured, a drill of ``[drills] scenario`` runs monthly (the 1st, 07:00);
+  and when no restore-test job is configured, one runs weekly (Wednesday 06:30): a sample of
+  a random snapshot, weighted to the never restore-tested, restored and checked.
 """
 
 from __future__ import annotations
@@ -36,18 +38,23 @@ DEFAULT_PRUNE = "prune"
 DEFAULT_PRUNE_CRON = "30 4 * * 6"  # weekly, before Sunday's full verification reads what is left
 DEFAULT_DRILL = "drill"
 DEFAULT_DRILL_CRON = "0 7 1 * *"  # monthly: a restore nobody rehearses is not known to work
+DEFAULT_RESTORE_TEST = "restore-test"
+# Weekly, midweek, after the nightly backup: a sample of a random snapshot restored and checked.
+DEFAULT_RESTORE_TEST_CRON = "30 6 * * 3"
 
 
 @dataclass(frozen=True, slots=True)
 class Schedule:
     name: str
-    task: str  # backup | verify | copy | prune | drill
+    task: str  # backup | verify | copy | prune | drill | restore-test
     cron: str
     timezone: str
     sources: tuple[str, ...] = ()  # backup: full source names ("database", "application/log_files")
     type: str = "auto"  # backup: auto | full | incremental | differential
     full: bool = False  # verify: read every pack
     locations: tuple[str, ...] = ()  # copy: remote_storage names, empty = all
+    sample_files: int = 20  # restore-test: items of the drawn snapshot to restore
+    sample_percent: int | None = None  # restore-test: a percent of its items instead
     jitter_seconds: int = 0
     enabled: bool = True
     origin: str = "config"  # "config" ([[schedule.jobs]]) or "default" (filled in)
@@ -70,6 +77,9 @@ class Schedule:
             return "full verification" if self.full else "quick verification"
         if self.task == "copy":
             return f"copy to {', '.join(self.locations) or 'every remote location'}"
+        if self.task == "restore-test":
+            sample = f"{self.sample_percent}%" if self.sample_percent is not None else f"{self.sample_files} items"
+            return f"restore-test of {sample} of a random snapshot"
         return self.task
 
 
@@ -89,6 +99,8 @@ def _from_job(config: Config, job: ScheduleJobConfig) -> Schedule:
         type=job.type,
         full=job.full,
         locations=job.locations,
+        sample_files=job.sample_files,
+        sample_percent=job.sample_percent,
         jitter_seconds=job.jitter_seconds,
         enabled=job.enabled,
     )
@@ -163,6 +175,7 @@ def schedules_from_config(config: Config) -> tuple[Schedule, ...]:
     for task, name, cron in (
         ("prune", DEFAULT_PRUNE, DEFAULT_PRUNE_CRON),
         ("drill", DEFAULT_DRILL, DEFAULT_DRILL_CRON),
+        ("restore-test", DEFAULT_RESTORE_TEST, DEFAULT_RESTORE_TEST_CRON),
     ):
         if not any(s.task == task for s in explicit):
             defaults.append(

@@ -76,6 +76,10 @@ def job_params(schedule: Schedule, decision: TypeDecision | None = None) -> dict
         params["full"] = schedule.full
     elif schedule.task == "copy" and schedule.locations:
         params["locations"] = list(schedule.locations)
+    elif schedule.task == "restore-test":
+        params["sample_files"] = schedule.sample_files
+        if schedule.sample_percent is not None:
+            params["share"] = schedule.sample_percent
     return params
 
 

@@ -183,6 +183,21 @@ class BackupService(Session):
             self, snap, target_db, force=force, tables=tables, schemas=schemas, restore_id=restore_id, roles=roles
         )
 
+    async def database_tables(self) -> list[str]:
+        """The live database's user tables, as names.key strings (the wizard's table list for
+        a table as of a time, when no logical snapshot lists them)."""
+        from core.sources.postgres import names, table_copy
+        from core.sources.postgres.connection import PgTarget
+
+        return [names.key(s, n) for s, n in await table_copy.list_tables(PgTarget.from_config(self.config.database))]
+
+    async def restore_table_at_time(self, at, tables: list[str], target_db: str, as_names: list[str], **kw):
+        """A table as it was at ``at``, copied into ``target_db`` beside the live one
+        (core/service/table_at_time.py)."""
+        from core.service.table_at_time import restore_table_at_time
+
+        return await restore_table_at_time(self, at, tables, target_db, as_names, **kw)
+
     async def restore_database_pitr(
         self,
         target_time,
@@ -211,6 +226,10 @@ class BackupService(Session):
             on_phase=on_phase,
             wal_from=wal_from,
         )
+
+    async def platform_plan(self, at):
+        """(PlatformPlan, RecoveryWindow | None) for ``restore --platform`` (core/service/restore.py)."""
+        return await _restore.platform_plan(self, at)
 
     async def recovery_window(self):
         return await _restore.recovery_window(self)
@@ -291,8 +310,10 @@ class BackupService(Session):
         """restore_command: write WAL file ``name`` to ``dest``; WalNotFound when it is not archived."""
         return await _wal.wal_fetch(self, name, dest)
 
-    async def database_archiving(self, config_path: Path):
-        return await _wal.database_archiving(self, config_path)
+    async def database_archiving(
+        self, config_path: Path, *, setup: bool = False, key_file: Path | None = None, owner: str | None = None
+    ):
+        return await _wal.database_archiving(self, config_path, setup=setup, key_file=key_file, owner=owner)
 
     async def database_check(self, config_path: Path, *, wait: bool = True):
         """`database check`: a CheckReport (core/sources/postgres/dbcheck.py); needs no passphrase."""
@@ -310,8 +331,8 @@ class BackupService(Session):
     async def keys(self) -> list[KeyInfo]:
         return await _keys.keys(self)
 
-    async def add_key(self, new_passphrase: str, *, allow_weak: bool = False) -> KeyInfo:
-        return await _keys.add_key(self, new_passphrase, allow_weak=allow_weak)
+    async def add_key(self, new_passphrase: str, *, allow_weak: bool = False, write_only: bool = False) -> KeyInfo:
+        return await _keys.add_key(self, new_passphrase, allow_weak=allow_weak, write_only=write_only)
 
     async def remove_key(self, key_id: str) -> None:
         await _keys.remove_key(self, key_id)

@@ -44,8 +44,9 @@ async def backup(
         # psycopg's imports (~0.15 s) run on a thread while the passphrase's scrypt runs.
         preload = asyncio.ensure_future(asyncio.to_thread(importlib.import_module, "psycopg"))
     other_user = session.other_user_warning("backup")
+    probe = _position_probe(config, specs)
     try:
-        repo = await session.repository(load_index=False)
+        repo = await session.repository(load_index=False, writer=True)
         if preload is not None:
             await preload
         result = await run_backup(
@@ -60,6 +61,7 @@ async def backup(
             totals=totals,
             tripwire=Thresholds.of(config) if config.protection.tripwire else None,
             seen=SeenSnapshots.of(session.state_dir, repo.config.id, repo.backend.location),
+            db_position=probe.read if probe is not None else None,
         )
     except AxisorError:
         if other_user:
@@ -68,6 +70,8 @@ async def backup(
     finally:
         if dump is not None:
             await _stop_dump(dump)
+        if probe is not None:
+            await probe.close()
     if other_user:  # in the result: the job record, its log and --json carry it
         result = dataclasses.replace(result, warnings=(other_user, *result.warnings))
     return await copy_after_backup(session, result) if copy else result
@@ -103,6 +107,16 @@ async def exclusively_locked(session: Session) -> bool:
         return await exclusive_holder(session.backend) is not None
     except (AxisorError, OSError):
         return False  # no repository, or unreadable: opening it says so properly
+
+
+def _position_probe(config: Config, specs: list[SourceSpec]):
+    """With `[database]` enabled, each files snapshot records the database's position around
+    its scan (core/sources/postgres/position.py): None without it, or without file sources."""
+    if not (config.database.enabled and specs):
+        return None
+    from core.sources.postgres.position import PositionProbe
+
+    return PositionProbe(config.database)
 
 
 def _database_take(database: DatabaseConfig | None, dump: asyncio.Future | None):

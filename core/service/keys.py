@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
-from core.errors import AxisorError, UsageError
+from core import crypto
+from core.errors import AxisorError, DamagedObject, UsageError
 from core.repository import keys as keyfiles
 from core.repository.lock import Lock, RemovedLock, remove_locks
 from core.repository.repository import Repository
@@ -19,6 +21,7 @@ class KeyInfo:
     host: str
     user: str
     current: bool
+    kind: str = "full"  # or "write-only"
 
 
 def check_strength(passphrase: str, allow_weak: bool) -> None:
@@ -40,21 +43,111 @@ async def keys(session: Session) -> list[KeyInfo]:
     repo = await session.repository(load_index=False)
     current = repo.key.id if repo.key else ""
     return [
-        KeyInfo(k.id, k.created, k.host, k.user, k.id == current) for k in await keyfiles.list_keys(session.backend)
+        KeyInfo(k.id, k.created, k.host, k.user, k.id == current, k.kind)
+        for k in await keyfiles.list_keys(session.backend)
     ]
 
 
-async def add_key(session: Session, new_passphrase: str, *, allow_weak: bool = False) -> KeyInfo:
+async def add_key(
+    session: Session, new_passphrase: str, *, allow_weak: bool = False, write_only: bool = False
+) -> KeyInfo:
+    """A key file for a new passphrase. ``write_only``: a key that backs up and pushes WAL
+    and reads nothing (docs/FORMAT.md "Write-only keys"); index files sealed before the
+    writers' key existed are sealed again under it first, so the new key deduplicates
+    against everything stored."""
     check_strength(new_passphrase, allow_weak)
     repo = await session.repository(load_index=False)
-    master = _master_of(repo)
-    key = await asyncio.to_thread(keyfiles.wrap, master, new_passphrase)
+    master = _master_of(repo, "add keys")
+    if write_only:
+        from core.repository import repo_config
+
+        public = await repo_config.read_public(session.backend)
+        secret = repo_config.secret_of(public, repo.cipher)  # type: ignore[arg-type]
+        # Exclusive: each index file is deleted and put again under the same name, and no
+        # reader may look in between (a crash there leaves its packs unindexed, which the
+        # next full-key backup adopts and `repair index` restores).
+        async with Lock(session.backend, exclusive=True, operation="key add --write-only"):
+            if repo.config.version < 2:
+                # First the version, so no older program reads (and "repairs") what it
+                # cannot open; then the index files, which this program reads either way.
+                await repo_config.upgrade(session.backend, public, 2)
+                repo.config = replace(repo.config, version=2)
+            await reseal_index(repo)
+        key = await asyncio.to_thread(keyfiles.wrap_writer, master, secret, new_passphrase)
+    else:
+        key = await asyncio.to_thread(keyfiles.wrap, master, new_passphrase)
     await keyfiles.store_key(session.backend, key)
-    return KeyInfo(key.id, key.created, key.host, key.user, False)
+    return KeyInfo(key.id, key.created, key.host, key.user, False, key.kind)
+
+
+async def setup_wal_key(session: Session, key_file: Path, owner: str | None) -> KeyInfo:
+    """A write-only key for the database server's archive_command: a random passphrase
+    written to ``key_file`` (created, never overwritten; mode 0600; given to ``owner`` when
+    named, which needs root), then the key added for it. The server's OS user then pushes
+    WAL and can read, restore, prune and forget nothing (docs/SECURITY.md)."""
+    import base64
+    import os
+    import pwd
+
+    uid = gid = None
+    if owner:
+        try:
+            entry = pwd.getpwnam(owner)
+        except KeyError:
+            raise UsageError(f"--owner {owner!r}: no such user on this host") from None
+        uid, gid = entry.pw_uid, entry.pw_gid
+    secret = base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
+    try:
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        raise UsageError(
+            f"{key_file} exists: the server has a key already (remove it and its key with `key remove`, "
+            "or give another --key-file)"
+        ) from None
+    except OSError as exc:
+        raise UsageError(f"cannot create {key_file}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(secret + "\n")
+            if uid is not None:
+                os.fchown(f.fileno(), uid, gid if gid is not None else -1)
+        return await add_key(session, secret, write_only=True)
+    except BaseException as exc:
+        os.unlink(key_file)  # no key without its file, no file without its key
+        if isinstance(exc, PermissionError):
+            raise UsageError(f"cannot give {key_file} to {owner}: {exc.strerror} (run as root)") from None
+        raise
+
+
+async def reseal_index(repo: Repository) -> int:
+    """Seal again, under the writers' key and under the same name, every index file still
+    sealed under `enc` (written before that key existed); how many. Same plaintext, same
+    name: a reader at any moment reads the same index."""
+    from core.repository.format import AD_INDEX, INDEX
+
+    done = 0
+    async for info in repo.backend.list(f"{INDEX}/"):
+        sealed = await repo.backend.get(info.key)
+        object_id = bytes.fromhex(info.key.rsplit("/", 1)[-1])
+        ad = AD_INDEX + object_id
+        cipher = repo.cipher
+        assert isinstance(cipher, crypto.Cipher)
+        if cipher.opens_shared(sealed, ad):
+            continue
+        try:
+            plain = cipher.open(sealed, ad, shared=True)  # under `enc`
+        except crypto.DecryptError:
+            raise DamagedObject(info.key, "does not authenticate; `axisor-backup repair index` first") from None
+        resealed = cipher.seal(plain, ad, shared=True)
+        await repo.backend.delete(info.key)
+        await repo.backend.put(info.key, resealed)
+        done += 1
+    return done
 
 
 async def remove_key(session: Session, key_id: str) -> None:
     repo = await session.repository(load_index=False)
+    _master_of(repo, "remove keys")
     matches = [k for k in await keyfiles.list_keys(session.backend) if k.id.startswith(key_id)]
     if len(matches) != 1:
         raise UsageError(f"key id {key_id!r} matches {len(matches)} keys; give a unique prefix")
@@ -69,6 +162,7 @@ async def change_passphrase(session: Session, new_passphrase: str, *, allow_weak
     the same (rotating it re-encrypts everything; a different operation)."""
     check_strength(new_passphrase, allow_weak)
     repo = await session.repository(load_index=False)
+    _master_of(repo, "change passphrases")
     old = repo.key
     info = await add_key(session, new_passphrase, allow_weak=allow_weak)
     if old:
@@ -89,7 +183,7 @@ async def escrow(session: Session, threshold: int, shares: int) -> list:
     from core.repository.escrow import make_shares
 
     repo = await session.repository(load_index=False)
-    master = _master_of(repo)
+    master = _master_of(repo, "split the master key")
     return await asyncio.to_thread(make_shares, repo.config.id, master.to_bytes(), threshold, shares)
 
 
@@ -122,10 +216,10 @@ async def recover(
     return KeyInfo(key.id, key.created, key.host, key.user, False)
 
 
-def _master_of(repo: Repository):
+def _master_of(repo: Repository, what: str) -> crypto.MasterKey:
     if repo.key is None:
         raise AxisorError("repository was opened without a key file")
-    return repo.master
+    return repo.require_full(what)
 
 
 __all__ = [

@@ -92,6 +92,16 @@ async def copy_after_backup(session: Session, result: BackupResult) -> BackupRes
     await ops.after_write(PRIMARY_NAME)
     if not ops.sites.secondaries:
         return result
+    if session.opened and (await session.repository(load_index=False, writer=True)).write_only:
+        # A copy reads what it copies; a full-key host makes it (`axisor-backup copy`).
+        return replace(
+            result,
+            warnings=result.warnings
+            + (
+                "copies to other locations were not made: a write-only key reads nothing; run "
+                "`axisor-backup copy` from a host with a full key",
+            ),
+        )
     return replace(result, copies=tuple(await ops.catch_up(new=new)))
 
 

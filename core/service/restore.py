@@ -376,6 +376,20 @@ async def restore_database_pitr(
         )
 
 
+async def platform_plan(session: Session, at):
+    """Which files snapshot belongs with the database at ``at``, per configured files source
+    (core/restore/platform.py), and the database's recovery window (None without a
+    physical database source)."""
+    from core.restore.platform import plan_platform
+
+    repo = await session.repository(load_index=False)
+    snaps, _damaged = await repo.list_snapshots()
+    plan = plan_platform(snaps, at, [s.name for s in session.config.sources()])
+    db = session.config.database
+    window = await recovery_window(session) if db.enabled and db.mode == "physical" else None
+    return plan, window
+
+
 async def recovery_window(session: Session):
     from core.sources.postgres.pitr import recovery_window as window
 
@@ -386,6 +400,7 @@ __all__ = [
     "RestoreOutcome",
     "find_intact",
     "plan_database_restore",
+    "platform_plan",
     "recovery_window",
     "refuse_safety_without_lock",
     "restore_database",

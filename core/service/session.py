@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.backup import watchdog
+from core.crypto import WriteOnly
 from core.config import Config
 from core.errors import AxisorError, LockUnreadable, StorageFull
 from core.repository.lock import Lock
@@ -67,6 +68,8 @@ class Session:
         if self._location_ops is not None:
             await self._location_ops.sites.close()  # every location but the primary
         await self._primary.close()
+        if self._repo is not None and self._repo.own is not None:
+            self._repo.own.close()
         # A read the backup watchdog gave up on may never return: do not wait for it.
         stuck = watchdog.abandoned()
         self.executor.shutdown(wait=not stuck, cancel_futures=stuck)
@@ -89,13 +92,21 @@ class Session:
         if self._on_note is not None:
             self._on_note(text)
 
-    async def repository(self, *, load_index: bool = True, key_cache_dir: Path | None = None) -> Repository:
+    async def repository(
+        self, *, load_index: bool = True, key_cache_dir: Path | None = None, writer: bool = False
+    ) -> Repository:
         """The opened repository; with ``load_index`` its index loaded. A damaged index file
         is skipped and kept in ``index_damage`` (front ends warn; `repair index` fixes it):
-        reading what the other index files name must not depend on it."""
+        reading what the other index files name must not depend on it.
+
+        ``writer``: the operation only adds (backup, wal-push), which a write-only key may
+        do. Every other operation is refused to such a key here, by default, with exit 27
+        (the repository's reads refuse it too: this is the one place that says so first)."""
         if self._repo is None:
             self.adopt(await Repository.open(self.backend, self._passphrase(False), key_cache_dir=key_cache_dir))
         assert self._repo is not None
+        if self._repo.write_only and not writer:
+            raise WriteOnly("it may not do this")
         if load_index:
             # Under a shared lock: prune (exclusive) deletes index files it has replaced, and a
             # listing taken while it runs would name files that are gone a moment later.
@@ -108,6 +119,11 @@ class Session:
         """Make ``repo`` the one this session reads and writes, with its pool and compression."""
         self.prepare(repo)
         repo.index_cache_dir = self.state_dir / "index-cache"  # a large repository's index table
+        if repo.write_only and repo.own is None:
+            from core.repository.own_cache import OwnCache
+
+            # What this host wrote, so its next backup compares instead of reading everything.
+            repo.own = OwnCache(self.state_dir / "writer-cache", repo.config.id)
         self._repo = repo
         return repo
 

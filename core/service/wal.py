@@ -29,7 +29,7 @@ async def wal_push(session: Session, path: Path):
         if hit is not None:
             return PushResult(hit.name, hit.size, True, hit.sha256, from_marker=True)
     # One scrypt per host, not per segment: the server's user keeps the derived key.
-    repo = await session.repository(load_index=False, key_cache_dir=session.state_dir)
+    repo = await session.repository(load_index=False, key_cache_dir=session.state_dir, writer=True)
     async with Lock(session.backend, exclusive=False, operation="wal-push"):
         return await push_with_ahead(repo, path, markers)
 
@@ -66,12 +66,25 @@ async def wal_fetch(session: Session, name: str, dest: Path) -> int:
             await asyncio.to_thread(spool.tidy)
 
 
-async def database_archiving(session: Session, config_path: Path):
+async def database_archiving(
+    session: Session, config_path: Path, *, setup: bool = False, key_file: Path | None = None, owner: str | None = None
+):
+    """The server's archiving settings (ArchivingReport). ``setup``: first give the server a
+    write-only key of its own in ``key_file`` (core/service/keys.py, ``setup_wal_key``), so
+    the database's OS user can push WAL and read nothing; the report's archive_command
+    then names it. Returns (report, the key made or None)."""
     from core.sources.postgres.archiving import check_archiving
     from core.sources.postgres.standby import archiving_target
 
+    made = None
+    if setup:
+        from core.service.keys import setup_wal_key
+
+        key_file = key_file or Path(config_path).resolve().parent / "wal-writer.key"
+        made = await setup_wal_key(session, key_file, owner)
     # With backup_standby the primary archives: its settings are the ones to check.
-    return await check_archiving(archiving_target(session.config.database), config_path)
+    report = await check_archiving(archiving_target(session.config.database), config_path, key_file)
+    return report, made
 
 
 async def database_check(session: Session, config_path: Path, *, wait: bool = True):

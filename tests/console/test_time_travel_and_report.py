@@ -118,3 +118,44 @@ async def test_the_verification_report_never_calls_a_cancelled_verification_veri
         await pilot.press(*"system")
         await settle(pilot, app)
         assert t.row_count == 2
+
+
+async def test_a_restore_test_shows_in_the_report_and_in_time_travel_with_its_share_and_job(shared):
+    platform = shared
+    from core.drills.restore_test import RestoreTestRequest, plan, run_restore_test
+    from core.drills.restore_test_plan import Sampling
+    from core.service import BackupService
+    from screens.time_travel import TimeTravelScreen
+    from screens.verification_report import VerificationReportScreen
+
+    svc = BackupService(platform.config, platform.passphrase)
+    try:
+        snaps, _ = await svc.snapshots()
+        newest = max((s for s in snaps if s.source == "application/user_data"), key=lambda s: s.datetime)
+        the_plan, _ = await plan(svc, RestoreTestRequest(newest.id, Sampling(files=2), seed=3))
+        record = await run_restore_test(svc, the_plan, job_id="feedc0ffee00")
+    finally:
+        await svc.close()
+    assert record.outcome == "passed" and record.checked == 2
+    app = platform.app()
+    async with console(app, (80, 24)) as pilot:
+        await pilot.press("v")
+        await settle(pilot, app)
+        await pilot.press("a")
+        await settle(pilot, app)
+        assert isinstance(app.screen, VerificationReportScreen)
+        t = app.screen.query_one("#checks", DataTable)
+        words = [str(t.get_row_at(i)[4]) for i in range(t.row_count)]
+        assert words.count("✔ restore-tested") == 1
+        t.move_cursor(row=words.index("✔ restore-tested"))
+        await settle(pilot, app)
+        detail = text_of(app, "#checks-detail")
+        assert "restore-test" in detail and "✔ passed" in detail and "(job feedc0ffee00)" in detail
+        assert f"2 of {record.total} files" in detail
+        assert "restore-test records unreadable" not in text_of(app, "#checks-head")
+
+        await pilot.press("t")
+        await settle(pilot, app)
+        assert isinstance(app.screen, TimeTravelScreen)
+        tt_detail = text_of(app, "#tt-detail")
+        assert "✔ restore-tested" in tt_detail and f"2 of {record.total} files" in tt_detail

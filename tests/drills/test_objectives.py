@@ -104,7 +104,7 @@ def test_drill_checks_are_validated():
     assert "drills.checks[0].expect: required with sql" in text
     assert "drills.checks[1].path: must be relative to the restored source" in text
     assert "drills.checks[2].source: required with path" in text
-    assert "drills.checks[3]: give either sql" in text
+    assert "drills.checks[3]: give one of sql (with expect), path (with source) or paths_sql" in text
 
 
 def test_statuses_from_snapshot_ages():

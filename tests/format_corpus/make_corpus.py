@@ -374,11 +374,12 @@ def scene_attributes(work: Path, src: Path) -> tuple[list[dict], dict]:
     return snapshots, {"tree_versions": versions}
 
 
-def cli(work: Path, *args: str) -> dict:
+def cli(work: Path, *args: str, passphrase: str = PASSPHRASE, env_extra: dict | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AXISOR_BACKUP")}
     env.update(
-        AXISOR_BACKUP_PASSPHRASE=PASSPHRASE, AXISOR_BACKUP_STATE_DIR=str(work / "state"), PYTHONDONTWRITEBYTECODE="1"
+        AXISOR_BACKUP_PASSPHRASE=passphrase, AXISOR_BACKUP_STATE_DIR=str(work / "state"), PYTHONDONTWRITEBYTECODE="1"
     )
+    env.update(env_extra or {})
     p = subprocess.run(
         [sys.executable, "-m", "app.cli", "--config", str(work / "config.toml"), "--json", *args],
         cwd=ROOT,
@@ -534,7 +535,32 @@ def scene_basic(work: Path, src: Path) -> tuple[list[dict], dict]:
     return snapshots, {}
 
 
-SCENES = {"basic": scene_basic, "attributes": scene_attributes}
+WRITER_PASSPHRASE = "axisor format corpus, write-only"
+
+
+def scene_write_only(work: Path, src: Path) -> tuple[list[dict], dict]:
+    """v2/write-only: two backups by a write-only key (two sessions; the second incremental,
+    from the host's own cache), then one by the full key after another change."""
+    make_tree(src)
+    cli(work, "key", "add", "--write-only", env_extra={"AXISOR_BACKUP_NEW_PASSPHRASE": WRITER_PASSPHRASE})
+    snapshots = []
+    first = cli(work, "backup", passphrase=WRITER_PASSPHRASE)["snapshots"][0]
+    snapshots.append(snapshot_record(first, src))
+    (src / "docs" / "to-change.txt").write_bytes(b"second version, longer than the first\n")
+    t = T0 + 86_400 * 10**9 + 1
+    os.utime(src / "docs" / "to-change.txt", ns=(t, t))
+    os.utime(src / "docs", ns=(t + 7, t + 7))
+    second = cli(work, "backup", passphrase=WRITER_PASSPHRASE)["snapshots"][0]
+    assert second["type"] == "incremental" and second["summary"]["files_unmodified"] >= 5, second
+    snapshots.append(snapshot_record(second, src))
+    os.unlink(src / "docs" / "to-remove.txt")
+    stamp(src, T0 + 2 * 86_400 * 10**9)
+    third = cli(work, "backup")["snapshots"][0]
+    snapshots.append(snapshot_record(third, src))
+    return snapshots, {"writer_passphrase": WRITER_PASSPHRASE}
+
+
+SCENES = {"basic": scene_basic, "attributes": scene_attributes, "write-only": scene_write_only}
 
 
 def main() -> None:

@@ -235,3 +235,58 @@ def test_calendar_marks_count_snapshots_per_day_in_the_time_zone_given():
     assert utc == {T.date(): 2, (T + timedelta(days=1)).date(): 1, (T + timedelta(days=2)).date(): 1}
     east = days_with_snapshots(entries, FILES, timezone(timedelta(hours=3)))  # 02:30 on the 21st there
     assert east[T.date()] == 1 and east[(T + timedelta(days=1)).date()] == 2
+
+
+def restore_test(sid: str, outcome: str, *, hours: float, checked: int = 5, location: str = "local"):
+    from core.drills.restore_test_record import RestoreTestRecord
+
+    at = (T + timedelta(hours=hours)).isoformat()
+    return RestoreTestRecord(
+        id=f"20261120T{int(hours) % 24:02d}0000Z-{int(hours * 10):08x}",
+        snapshot=sid,
+        source=FILES,
+        location=location,
+        kind="files",
+        started=at,
+        finished=at,
+        outcome=outcome,
+        checked=checked if outcome in ("passed", "failed") else 0,
+        sampled=5,
+        total=40,
+        seed=1,
+        failures=("/srv/x: content differs from the snapshot",) if outcome == "failed" else (),
+        error="cancelled" if outcome == "cancelled" else None,
+        job=f"job{int(hours)}",
+    )
+
+
+def test_restore_tests_say_when_what_share_and_which_job_and_only_a_run_to_its_end_counts():
+    passed = restore_test(A.id, "passed", hours=40)
+    report = verification_report(ENTRIES, [], [], restore_tests=[passed])
+    assert states(report, A.id) == {"local": "restore-tested", "offsite": "unverified"}
+    (ev,) = report[0].at("local").evidence
+    assert (ev.how, ev.outcome, ev.detail) == ("restore-test", "passed", "5 of 40 files (12.5%)")
+    assert ev.ref == f"{passed.id} (job job40)" and ev.at == T + timedelta(hours=40)
+
+    # A cancelled one later is an attempt: it says nothing, the pass stands.
+    cancelled = restore_test(A.id, "cancelled", hours=41)
+    report = verification_report(ENTRIES, [], [], restore_tests=[passed, cancelled])
+    assert states(report, A.id)["local"] == "restore-tested"
+    assert [e.verdict for e in report[0].at("local").evidence] == [False, True]
+
+    # A failed one after a passing drill: the newest restore says the snapshot differs.
+    failed = restore_test(A.id, "failed", hours=42, checked=4)
+    report = verification_report(
+        ENTRIES, [], [drill([A.id], True, hours=33)], restore_tests=[passed, cancelled, failed]
+    )
+    assert states(report, A.id)["local"] == "restore-test failed"
+    assert report[0].at("local").state_word == "⚠ restore-test failed"
+    newest = report[0].at("local").evidence[0]
+    assert newest.outcome == "failed" and "content differs" in newest.detail
+    # ... and a drill that passes after it restores the verdict.
+    report = verification_report(ENTRIES, [], [drill([A.id], True, hours=43)], restore_tests=[failed])
+    assert states(report, A.id)["local"] == "restore-tested"
+
+    # Only a record could not run: never a pass.
+    report = verification_report(ENTRIES, [], [], restore_tests=[restore_test(B.id, "could not run", hours=44)])
+    assert states(report, B.id)["local"] == "unverified"

@@ -287,3 +287,12 @@ def test_pitr_from_a_secondary_location_when_the_primary_is_lost(env) -> None:
     finally:
         sr.config.write_text(text)
         sr.chown()
+
+
+def test_replay_progress_names_the_segment_and_its_lsn() -> None:
+    from core.sources.postgres.pitr import replay_position
+
+    log = 'LOG:  restored log file "000000010000000000000003" from archive\nLOG:  restored log file "00000001000000020000004A" from archive\n'
+    assert replay_position(log) == "WAL segment 00000001000000020000004A (LSN 2/4A000000)"
+    assert replay_position(log, 1024 * 1024) == "WAL segment 00000001000000020000004A (LSN 2/4A00000)"
+    assert replay_position("nothing restored yet") is None

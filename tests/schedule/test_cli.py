@@ -40,7 +40,8 @@ def test_schedules_lists_next_runs_across_spring_forward(ws):
         "weekly-check",
         "prune",
         "drill",
-    ]  # backup and verify configured; prune and drill defaults
+        "restore-test",
+    ]  # backup and verify configured; prune, drill and restore-test defaults
     nightly = by_name["nightly"]
     assert (nightly["task"], nightly["type"], nightly["timezone"], nightly["paused"]) == (
         "backup",
@@ -79,6 +80,7 @@ def test_default_schedules_when_none_configured(ws):
         ("verify-full", "verify", True, "default", ["2027-01-10T05:30:00+00:00"]),  # the Sunday
         ("prune", "prune", None, "default", ["2027-01-09T04:30:00+00:00"]),  # Saturday
         ("drill", "drill", None, "default", ["2027-02-01T07:00:00+00:00"]),  # the 1st of the month
+        ("restore-test", "restore-test", None, "default", ["2027-01-06T06:30:00+00:00"]),  # Wednesday
     ]
     text = ws.cli("schedules")
     assert "scheduler: DISABLED" in text.out

@@ -39,6 +39,11 @@ name = "drill-off"
 task = "drill"
 cron = "0 6 * * *"
 enabled = false
+[[schedule.jobs]]
+name = "restore-test-off"
+task = "restore-test"
+cron = "0 6 * * *"
+enabled = false
 """
 
 
@@ -400,6 +405,7 @@ cron = "*/10 * * * *"
         ("verify-full", "verify", True, "default", "30 5 * * 0"),
         ("prune", "prune", False, "default", "30 4 * * 6"),
         ("drill", "drill", False, "default", "0 7 1 * *"),
+        ("restore-test", "restore-test", False, "default", "30 6 * * 3"),
     ]
     # The default backup keeps every source that no configured backup job names.
     assert s.schedules[1].sources == ("application/user_data", "application/simulation_data")

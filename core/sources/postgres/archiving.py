@@ -47,8 +47,10 @@ def _server_command(program: str, config_path: Path, verb: str) -> str:
     return f"{shlex.quote(program)} --config {shlex.quote(str(Path(config_path).resolve()))} {verb}"
 
 
-def wanted_archive_command(config_path: Path) -> str:
-    return _server_command(program_path(), config_path, "wal-push %p")
+def wanted_archive_command(config_path: Path, key_file: Path | None = None) -> str:
+    """``key_file``: the server's own write-only key (`database archiving --setup`)."""
+    verb = "wal-push %p" + (f" --key-file {shlex.quote(str(Path(key_file).resolve()))}" if key_file else "")
+    return _server_command(program_path(), config_path, verb)
 
 
 def wanted_restore_command(config_path: Path, wal_from: str | None = None) -> str:
@@ -74,7 +76,9 @@ def _sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-async def check_archiving(target: PgTarget, config_path: Path) -> ArchivingReport:
+async def check_archiving(target: PgTarget, config_path: Path, key_file: Path | None = None) -> ArchivingReport:
+    """``key_file``: the server has its own write-only key there (`--setup`): the command
+    to set names it, and an archive_command that does not is a problem to fix."""
     conn = await target.connect()
     try:
         async with conn.cursor() as cur:
@@ -89,7 +93,7 @@ async def check_archiving(target: PgTarget, config_path: Path) -> ArchivingRepor
     finally:
         await conn.close()
     s = {name: value for name, value, _unit in rows}
-    want_cmd = wanted_archive_command(config_path)
+    want_cmd = wanted_archive_command(config_path, key_file)
     cfg = str(Path(config_path).resolve())
     r = ArchivingReport(server=target.describe(), settings=s, ok=True, archive_command=want_cmd)
     sets: list[tuple[str, str, bool]] = []  # (name, value, needs restart)
@@ -103,7 +107,7 @@ async def check_archiving(target: PgTarget, config_path: Path) -> ArchivingRepor
     if s.get("archive_library"):
         r.problems.append(f"archive_library is {s['archive_library']!r}: it overrides archive_command; set it to ''")
         sets.append(("archive_library", "", False))
-    if not ("wal-push" in cmd and "%p" in cmd and cfg in cmd):
+    if not ("wal-push" in cmd and "%p" in cmd and cfg in cmd) or (key_file is not None and "--key-file" not in cmd):
         r.problems.append(f"archive_command is {cmd!r}: it must run `axisor-backup --config {cfg} wal-push %p`")
         sets.append(("archive_command", want_cmd, False))
     try:

@@ -333,6 +333,21 @@ async def _controldata_state(pg_controldata: Path, data: Path, os_user: str | No
 
 
 _STOPPED = re.compile(r"(recovery stopping (?:before|after) [^\n]*)")
+# The server logs each segment its restore_command brought in: how far replay has got.
+_RESTORED = re.compile(r'restored log file "([0-9A-F]{24})" from archive')
+
+
+def replay_position(log_text: str, segment_bytes: int = 16 * 1024 * 1024) -> str | None:
+    """ "WAL segment <name> (LSN X/Y)" for the newest segment the server restored, or None.
+    The LSN is where that segment starts (the segment number times its size)."""
+    found = _RESTORED.findall(log_text)
+    if not found:
+        return None
+    name = found[-1]
+    lsn = int(name[8:16], 16) * 0x1_0000_0000 + int(name[16:24], 16) * segment_bytes
+    return f"WAL segment {name} (LSN {lsn >> 32:X}/{lsn & 0xFFFFFFFF:X})"
+
+
 _LAST = re.compile(r"last completed transaction was at log time ([^\n]+)")
 _NOT_REACHED = "recovery ended before configured recovery target was reached"
 
@@ -521,11 +536,16 @@ async def restore_pitr(
     pg_controldata = await asyncio.to_thread(find_tool, "pg_controldata", config.database.pg_bin_dir)
     deadline = time.monotonic() + timeout
     state = ""
+    told = None
     while time.monotonic() < deadline:
         state = await _controldata_state(pg_controldata.path, target_dir, os_user)
         if state == "in production":
             break
         text = log.read_text(errors="replace") if log.exists() else ""
+        at = replay_position(text, int((base.snapshot.metadata or {}).get("wal_segment_size") or 16 * 1024 * 1024))
+        if at is not None and at != told:
+            phase(f"replaying {at}")
+            told = at
         if _NOT_REACHED in text or "database system is shut down" in text:
             raise DatabaseError(f"recovery stopped without reaching {_fmt(target_time)}: {_tail(text)}. Log: {log}")
         await asyncio.sleep(0.2)

@@ -144,6 +144,25 @@ async def load_manifest(repo: Repository, name: str) -> WalManifest | None:
     return m
 
 
+async def _own_manifest(repo: Repository, name: str) -> WalManifest | None:
+    """A write-only key's view of an archived ``name``: it cannot open the manifest, so it
+    answers from what this host recorded pushing (core/repository/own_cache.py). Archived
+    by another host or before the record: a WalConflict saying why it cannot compare."""
+    try:
+        await repo.backend.stat(wal_key(name))
+    except ObjectNotFound:
+        return None
+    mine = repo.own.wal(name) if repo.own is not None else None
+    if mine is None:
+        raise WalConflict(
+            f"WAL file {name} is already archived and this host's write-only key cannot read it to "
+            "compare: push it with a full key (or check with `axisor-backup wal-list` there); "
+            "is a second cluster archiving into this repository?"
+        )
+    size, digest = mine
+    return WalManifest(name=name, size=size, sha256=digest, blobs=(), pushed="", host="this host")
+
+
 def _same(m: WalManifest, size: int, digest: str) -> bool:
     return m.size == size and m.sha256 == digest
 
@@ -182,7 +201,10 @@ async def push(repo: Repository, path: Path) -> PushResult:
     except OSError as exc:
         raise UsageError(f"wal-push: cannot read {path}: {exc.strerror}") from None
     with f:
-        existing = await load_manifest(repo, name)
+        if repo.write_only:
+            existing = await _own_manifest(repo, name)
+        else:
+            existing = await load_manifest(repo, name)
         if existing is not None:
             try:
                 size, digest = await asyncio.get_running_loop().run_in_executor(repo.executor, _file_digest, f)
@@ -221,9 +243,11 @@ async def push(repo: Repository, path: Path) -> PushResult:
     plain = m.encode()
     try:
         await repo.backend.put(wal_key(name), repo.cipher.seal(plain, _ad(name)))
+        if repo.own is not None:
+            repo.own.put_wal(name, size, digest)
     except ObjectExists:
         # A concurrent push of the same name won the race: same rule as above.
-        other = await load_manifest(repo, name)
+        other = await (_own_manifest(repo, name) if repo.write_only else load_manifest(repo, name))
         if other is None or not _same(other, size, digest):
             raise _conflict(name, other or m, size, digest) from None
         return PushResult(name, size, True, digest)
