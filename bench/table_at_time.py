@@ -112,7 +112,7 @@ def run(c: Cluster, work: Path) -> dict:
         c.pgbench("-n", "-c", "2", "-T", "4")
         time.sleep(0.5)
         target = c.psql("SELECT clock_timestamp()")
-        out["expected"] = c.psql("SELECT count(*) || ':' || sum(amount)::text FROM orders")
+        out["expected"] = c.psql("SELECT count(*) || ':' || sum(amount::numeric)::text FROM orders")
         time.sleep(0.5)
         c.psql("UPDATE orders SET amount = 0 WHERE id % 10 = 0")  # the damage after T
         last = c.psql("SELECT pg_walfile_name(pg_switch_wal())")
@@ -130,7 +130,7 @@ def run(c: Cluster, work: Path) -> dict:
         if r.returncode:
             raise SystemExit(f"table-at-time restore failed ({r.returncode}): {r.stderr[-3000:]}")
         out["report"] = json.loads(r.stdout)
-        out["restored"] = c.psql("SELECT count(*) || ':' || sum(amount)::text FROM orders_then")
+        out["restored"] = c.psql("SELECT count(*) || ':' || sum(amount::numeric)::text FROM orders_then")
         out["target"] = at
     finally:
         c.psql("DROP TABLE IF EXISTS orders_then")

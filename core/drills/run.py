@@ -727,16 +727,11 @@ class _Drill:
             self.check(spec.name, "sql", None, "only one table is restored in this scenario")
             return
         try:
-            conn = await self.db_target.connect()
-            try:
-                cur = await conn.execute(query)  # the operator's own query, from the config file
-                row = await cur.fetchone() if cur.description else None
-            finally:
-                await conn.close()
+            rows = await self._query(query, 1)
         except (DatabaseError, psycopg.Error) as exc:
             self.check(spec.name, "sql", False, f"the query failed: {str(exc).strip()[:300]}", spec.expect)
             return
-        actual = row[0] if row else None
+        actual = rows[0][0] if rows else None
         ok = _matches(actual, spec.expect)
         self.check(
             spec.name,
@@ -747,6 +742,17 @@ class _Drill:
             _jsonable(actual),
         )
 
+    async def _query(self, query: str, most: int) -> list:
+        """At most ``most`` rows of the operator's own query (from the config file) on the
+        restored database; none for a statement that returns no rows."""
+        assert self.db_target is not None
+        conn = await self.db_target.connect()
+        try:
+            cur = await conn.execute(query)
+            return list(await cur.fetchmany(most)) if cur.description else []
+        finally:
+            await conn.close()
+
     async def _paths_sql_check(self, spec: DrillCheckConfig, query: str) -> None:
         """The cross-check: every path the restored database names (the query's first
         column, at most CROSS_CHECK_ROWS rows) exists in the restored ``source``."""
@@ -756,12 +762,7 @@ class _Drill:
             self.check(spec.name, "cross-check", None, "the database and that source are not both restored here")
             return
         try:
-            conn = await self.db_target.connect()
-            try:
-                cur = await conn.execute(query)  # the operator's own query, from the config file
-                rows = await cur.fetchmany(CROSS_CHECK_ROWS + 1) if cur.description else []
-            finally:
-                await conn.close()
+            rows = await self._query(query, CROSS_CHECK_ROWS + 1)
         except (DatabaseError, psycopg.Error) as exc:
             self.check(spec.name, "cross-check", False, f"the query failed: {str(exc).strip()[:300]}")
             return

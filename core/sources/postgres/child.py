@@ -108,6 +108,13 @@ def last_lines(text: str, n: int = 8) -> str:
     return "\n".join(lines[-n:])
 
 
+def child_failed(child: Running, code: int, target, what: str) -> DatabaseError:
+    """``what`` failed: its exit status and the last lines it wrote, with ``target``'s
+    secrets scrubbed (a PgTarget)."""
+    detail = target.scrub(last_lines(child.errors.text())) or f"exit status {code}"
+    return DatabaseError(f"{what} failed (exit {code}): {detail}")
+
+
 @dataclass(frozen=True, slots=True)
 class StoredOutput:
     ids: tuple[bytes, ...]  # data blob ids of stdout, in order

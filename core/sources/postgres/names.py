@@ -43,6 +43,12 @@ def quote(ident: str) -> str:
     return '"' + ident.replace('"', '""') + '"'
 
 
+def table_option(schema: str, name: str) -> str:
+    """pg_dump's ``--table=`` for exactly this table: every part quoted, so its pattern
+    matching takes dots, capitals, ``*`` and newlines literally."""
+    return "--table=" + ".".join('"' + part.replace('"', '""') + '"' for part in (schema, name))
+
+
 def key(schema: str, name: str) -> str:
     """The canonical, unambiguous text of a table: see the module docstring."""
     return f"{quote(schema)}.{quote(name)}"

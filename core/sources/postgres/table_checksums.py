@@ -13,9 +13,8 @@ import blake3
 import psycopg
 from psycopg import sql
 
-from core.errors import DatabaseError
 from core.sources.postgres import dumpsum, names
-from core.sources.postgres.child import last_lines, start
+from core.sources.postgres.child import child_failed, start
 from core.sources.postgres.connection import PgTarget
 from core.sources.postgres.tools import find_tool
 
@@ -41,7 +40,7 @@ async def dump_checksums(
         argv.append(f"--encoding={encoding}")
     for t in sorted(tables or ()):
         # Every part quoted: pg_dump's patterns then match exactly (dots, capitals, *, newlines).
-        argv.append("--table=" + ".".join('"' + part.replace('"', '""') + '"' for part in names.parse_key(t)))
+        argv.append(names.table_option(*names.parse_key(t)))
     argv += ["-d", target.conninfo()]
     child = start(argv, dump_env(target))
     try:
@@ -50,8 +49,7 @@ async def dump_checksums(
     finally:
         await child.stop()
     if code != 0:
-        detail = target.scrub(last_lines(child.errors.text())) or f"exit status {code}"
-        raise DatabaseError(f"pg_dump of {target.describe()} (for its row checksums) failed (exit {code}): {detail}")
+        raise child_failed(child, code, target, f"pg_dump of {target.describe()} (for its row checksums)")
     return sums
 
 

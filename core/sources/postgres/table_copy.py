@@ -28,7 +28,7 @@ from psycopg import sql
 
 from core.errors import DatabaseError, RestoreRefused
 from core.sources.postgres import names
-from core.sources.postgres.child import last_lines, start
+from core.sources.postgres.child import child_failed, start
 from core.sources.postgres.connection import PgTarget
 from core.sources.postgres.table_checksums import dump_checksums
 from core.sources.postgres.tools import find_tool
@@ -207,7 +207,7 @@ async def copy(
     pg_dump = await asyncio.to_thread(find_tool, "pg_dump", pg_bin_dir)
     pg_restore = await asyncio.to_thread(find_tool, "pg_restore", pg_bin_dir)
     dump = work / "table.dump"
-    table_args = ["--table=" + ".".join('"' + p.replace('"', '""') + '"' for p in name) for name in copy_names]
+    table_args = [names.table_option(*name) for name in copy_names]
     argv = [str(pg_dump.path), "--format=custom", "--no-owner", "--no-privileges", "--no-password", *table_args]
     argv += ["--file", str(dump), "-d", recovered.conninfo()]
     await _run(argv, recovered, "pg_dump of the recovered table")
@@ -226,8 +226,7 @@ async def _run(argv: list[str], target: PgTarget, what: str) -> None:
     finally:
         await child.stop()
     if code != 0:
-        detail = target.scrub(last_lines(child.errors.text())) or f"exit status {code}"
-        raise DatabaseError(f"{what} failed (exit {code}): {detail}")
+        raise child_failed(child, code, target, what)
 
 
 async def count(target: PgTarget, schema: str, name: str) -> int:
