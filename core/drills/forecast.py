@@ -311,9 +311,10 @@ def _rate(bytes_per_second: float) -> str:
 
 
 def forecast_error(report: Mapping[str, Any]) -> float | None:
-    """A report's measured RTO against the forecast it recorded before it ran
-    ((measured - expected) / expected); None without a forecast."""
-    data = report.get("forecast")
+    """A report's (its JSON form) measured RTO against the forecast it recorded before it ran
+    in ``extra.forecast`` ((measured - expected) / expected); None without a forecast."""
+    extra = report.get("extra")
+    data = extra.get("forecast") if isinstance(extra, Mapping) else None
     if not isinstance(data, Mapping):
         return None
     return RtoForecast.from_dict(data).error(float(report.get("rto_seconds") or 0.0))

@@ -90,9 +90,14 @@ class DrillReport:
     version: int = REPORT_VERSION
     job: str | None = None
     extra: dict = field(default_factory=dict)
-    # The RTO forecast made before the drill ran (core/drills/forecast.py RtoForecast.to_dict());
-    # None in reports written before forecasts, or when it could not be made.
-    forecast: dict | None = None
+
+    @property
+    def forecast(self) -> dict | None:
+        """The RTO forecast made before the drill ran (core/drills/forecast.py
+        RtoForecast.to_dict()), kept in ``extra`` (which older readers ignore, docs/FORMAT.md
+        "Versioning policy"); None in reports written before forecasts, or when none was made."""
+        value = self.extra.get("forecast")
+        return value if isinstance(value, dict) else None
 
     @property
     def failures(self) -> list[str]:

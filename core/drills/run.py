@@ -867,7 +867,7 @@ class _Drill:
             host=socket.gethostname(),
             program_version=__version__,
             job=self.job_id,
-            forecast=self.forecast.to_dict() if self.forecast is not None else None,
+            extra={"forecast": self.forecast.to_dict()} if self.forecast is not None else {},
         )
 
     async def _store(self, report: DrillReport) -> DrillReport:

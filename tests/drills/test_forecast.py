@@ -112,7 +112,7 @@ def test_round_trip_and_error() -> None:
     history = measurements([report("20261201T000000Z-00000001")])
     f = forecast_rto("platform-loss", "local", {"database": 1_000_000, "files": 2_000_000}, history, 60)
     assert RtoForecast.from_dict(f.to_dict()) == f
-    assert forecast_error({"rto_seconds": 12.0, "forecast": f.to_dict()}) == pytest.approx(0.2)
+    assert forecast_error({"rto_seconds": 12.0, "extra": {"forecast": f.to_dict()}}) == pytest.approx(0.2)
     assert forecast_error({"rto_seconds": 12.0}) is None
     assert forecast_rto(
         "platform-loss", "local", {"database": 1_000_000, "files": 2_000_000}, history, 5

@@ -57,7 +57,7 @@ def _pair(platform, attempt: int) -> tuple[dict, dict, float]:
     finally:
         first_payload.unlink(missing_ok=True)
         more.unlink(missing_ok=True)
-    forecast = second["forecast"]
+    forecast = second["extra"]["forecast"]
     error = (second["rto_seconds"] - forecast["expected_seconds"]) / forecast["expected_seconds"]
     for d in (first, second):
         print(d["rto_seconds"], [(s["name"], s["seconds"]) for s in d["steps"]])
@@ -75,10 +75,10 @@ def test_the_second_drill_lands_within_30_percent_of_the_forecast_from_the_first
         for attempt in range(1, ATTEMPTS + 1):
             first, second, error = _pair(platform, attempt)
             # Before the first there was nothing measured: it says so, and forecasts no number.
-            assert first["forecast"]["expected_seconds"] is None
-            assert "no measurement yet" in first["forecast"]["missing"]
+            assert first["extra"]["forecast"]["expected_seconds"] is None
+            assert "no measurement yet" in first["extra"]["forecast"]["missing"]
             assert all(isinstance(r["bytes"], int) and r["bytes"] > 0 for r in first["restored"])
-            forecast = second["forecast"]
+            forecast = second["extra"]["forecast"]
             assert forecast["drills"] == [first["id"]] and forecast["location"] == "local"
             files_then = sum(r["bytes"] for r in first["restored"] if r["source"] != "database")
             assert forecast["sizes"]["files"] == files_then + GROWTH_MB * 1024 * 1024  # today's size, not the first's

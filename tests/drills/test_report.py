@@ -88,3 +88,16 @@ def test_markdown_lists_every_step_and_check() -> None:
     assert "| row counts exact | rows | fail | 2 \\| tables |" in md  # a | in a detail cannot break the table
     assert "| database | 2026-11-26T08:00:00+00:00 | 3600 s | 93600 s | ok |" in md
     assert "- removed folder /tmp/axd.x" in md
+
+
+def test_the_forecast_rides_in_extra_so_older_readers_still_read_the_report() -> None:
+    """Readers before forecasts refuse unknown top-level keys (DrillReport(**data)); the
+    forecast therefore lives in the free-form `extra` they ignore (docs/FORMAT.md)."""
+    import json
+
+    r = replace(report(), extra={"forecast": {"expected_seconds": 10.0, "scenario": "database-loss"}})
+    data = json.loads(r.encode())
+    assert "forecast" not in data and data["extra"]["forecast"]["expected_seconds"] == 10.0
+    known = {f for f in DrillReport.__dataclass_fields__}
+    assert set(data) - {"failures"} <= known
+    assert DrillReport.from_dict(data).forecast == {"expected_seconds": 10.0, "scenario": "database-loss"}
