@@ -20,6 +20,7 @@ from pathlib import Path
 from core import crypto
 from core.errors import AxisorError, DamagedObject, SnapshotNotFound
 from core.repository import indextable
+from core.repository import keyring
 from core.repository import keys as keyfiles
 from core.repository import repo_config
 from core.repository.blobs import SealedBlob, open_blob, seal_blob
@@ -106,11 +107,19 @@ class Repository:
         config: repo_config.RepoConfig,
         key: keyfiles.KeyFile | None = None,
         executor: Executor | None = None,
+        retired: tuple[bytes, ...] = (),
     ) -> None:
         self.backend = backend
         self.master = master  # kept to wrap new key files (key add / passwd)
+        # Encryption keys retired by `key rotate` (core/repository/keyring.py): opened with,
+        # never sealed with. A write-only key has none: it derives from the current key only.
+        self.retired = retired if isinstance(master, crypto.MasterKey) else ()
+        # Keyring objects that did not open (named by verify; fatal only where a key is needed).
+        self.keyring_damaged: tuple[str, ...] = ()
         self.cipher: crypto.AnyCipher = (
-            crypto.Cipher(master) if isinstance(master, crypto.MasterKey) else crypto.WriteOnlyCipher(master)
+            crypto.Cipher(master, self.retired)
+            if isinstance(master, crypto.MasterKey)
+            else crypto.WriteOnlyCipher(master)
         )
         # A write-only key's memory of what this host wrote (core/repository/own_cache.py):
         # set by the session where there is a state folder; None: every backup is a full scan.
@@ -186,11 +195,14 @@ class Repository:
 
             cache = KeyCache(key_cache_dir, str(public.get("id", "")))
         master, key = await keyfiles.unlock(backend, passphrase, cache)
+        ring = None
         try:
             if isinstance(master, crypto.WriterKey):
                 config = repo_config.decode_secret(public, master.config)
             else:
-                config = repo_config.decode(public, crypto.Cipher(master))
+                # A replica the last rotation could not reach keeps its config under a retired key.
+                ring = await keyring.read(backend, master)
+                config = repo_config.decode(public, crypto.Cipher(master, ring.keys))
         except (crypto.DecryptError, ValueError, KeyError) as exc:
             raise DamagedObject(
                 "config",
@@ -198,7 +210,11 @@ class Repository:
                 "config or that key file is damaged or belongs to another repository; "
                 f"{repo_config.LOST_CONFIG}",
             ) from None
-        return cls(backend, master, config, key)
+        if ring is None:
+            return cls(backend, master, config, key)
+        repo = cls(backend, master, config, key, retired=ring.keys)
+        repo.keyring_damaged = ring.damaged
+        return repo
 
     @property
     def write_only(self) -> bool:
@@ -216,7 +232,8 @@ class Repository:
         pending set and empty index: for writers that run at the same time and each flush
         alone (parallel WAL pushes). Sharing one packer would let one writer's flush or
         abort take the other's half-sealed blobs with it."""
-        twin = Repository(self.backend, self.master, self.config, self.key, self.executor)
+        twin = Repository(self.backend, self.master, self.config, self.key, self.executor, self.retired)
+        twin.keyring_damaged = self.keyring_damaged
         twin.compression_level = self.compression_level
         twin.own = self.own
         return twin

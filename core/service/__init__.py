@@ -350,6 +350,10 @@ class BackupService(Session):
         the same (rotating it re-encrypts everything; a different operation)."""
         return await _keys.change_passphrase(self, new_passphrase, allow_weak=allow_weak)
 
+    async def rotate_key(self) -> _keys.RotateResult:
+        """A new encryption key from now on, the old one retired (`key rotate`)."""
+        return await _keys.rotate(self)
+
     async def unlock(self, *, remove_all: bool = False) -> list[RemovedLock]:
         """Remove the stale locks (every lock with ``remove_all``), each with why it was stale."""
         return await _keys.unlock(self, remove_all=remove_all)

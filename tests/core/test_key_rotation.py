@@ -1,0 +1,98 @@
+"""Master-key rotation (issue 17, item 4): `key rotate` gives a new encryption key for what
+is written from now on and retires the old one into a keyring; every snapshot stays
+restorable; the other key files (a passphrase's, a write-only key) are removed and named.
+Real CLI, real repository."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+OTHER = "another passphrase of the team"
+WRITER = "write only passphrase for the host"
+
+
+def _digest(root: Path) -> dict[str, str]:
+    out = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            p = Path(dirpath) / name
+            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def _fill(src: Path, tag: str) -> None:
+    for i in range(20):
+        d = src / f"d{i % 4}"
+        d.mkdir(exist_ok=True)
+        (d / f"{tag}{i}.txt").write_bytes(os.urandom(300) * (i + 1))
+    (src / f"{tag}.bin").write_bytes(os.urandom(2 * 1024 * 1024))
+
+
+def _backup(ws) -> dict[str, str]:
+    r = ws.cli("backup")
+    assert r.code == 0, r.err
+    return _digest(ws.src)
+
+
+def _restores(ws, tmp_path: Path, expected: dict[str, dict[str, str]]) -> None:
+    snaps = ws.cli("snapshots", "--json")
+    assert snaps.code == 0, snaps.err
+    ids = [s["id"] for s in snaps.json()["snapshots"]]
+    assert len(ids) == len(expected)
+    for n, (snap_id, want) in enumerate(zip(ids, expected.values(), strict=True)):
+        target = tmp_path / f"restored-{n}-{os.urandom(3).hex()}"
+        r = ws.cli("restore", snap_id, "--target", str(target))
+        assert r.code == 0, r.err
+        assert _digest(target / str(ws.src).lstrip("/")) == want
+
+
+def test_rotate_keeps_every_snapshot_and_removes_the_other_keys(ws, tmp_path):
+    _fill(ws.src, "a")
+    assert ws.cli("init").code == 0
+    other = ws.cli("key", "add", "--json", env={"AXISOR_BACKUP_NEW_PASSPHRASE": OTHER})
+    writer = ws.cli("key", "add", "--write-only", "--json", env={"AXISOR_BACKUP_NEW_PASSPHRASE": WRITER})
+    assert other.code == 0 and writer.code == 0, other.err + writer.err
+    expected = {"first": _backup(ws)}
+
+    r = ws.cli("key", "rotate", "--json")
+    assert r.code == 0, r.err
+    out = r.json()
+    assert out["complete"] is True
+    removed = " ".join(out["locations"][0]["removed_keys"])
+    assert other.json()["id"] in removed and writer.json()["id"] in removed
+    assert "write-only" in removed
+    assert len(list((ws.repo / "keyring").iterdir())) == 1
+    # The removed passphrases open nothing now.
+    assert ws.cli("snapshots", passphrase=OTHER).code == 4
+    assert ws.cli("backup", passphrase=WRITER).code == 4
+
+    _fill(ws.src, "b")
+    expected["second"] = _backup(ws)
+    _restores(ws, tmp_path, expected)
+    v = ws.cli("verify", "--full")
+    assert v.code == 0, v.err + v.out
+
+    # A second rotation: the keyring carries both retired keys, the old keyring is gone.
+    r2 = ws.cli("key", "rotate", "--json")
+    assert r2.code == 0, r2.err
+    assert len(list((ws.repo / "keyring").iterdir())) == 1
+    _fill(ws.src, "c")
+    expected["third"] = _backup(ws)
+    _restores(ws, tmp_path, expected)
+    assert ws.cli("verify", "--full").code == 0
+
+
+def test_a_write_only_key_added_after_rotation_backs_up(ws, tmp_path):
+    _fill(ws.src, "a")
+    assert ws.cli("init").code == 0
+    expected = {"first": _backup(ws)}
+    assert ws.cli("key", "rotate").code == 0
+    w = ws.cli("key", "add", "--write-only", env={"AXISOR_BACKUP_NEW_PASSPHRASE": WRITER})
+    assert w.code == 0, w.err
+    _fill(ws.src, "b")
+    r = ws.cli("backup", passphrase=WRITER)
+    assert r.code == 0, r.err
+    expected["second"] = _digest(ws.src)
+    _restores(ws, tmp_path, expected)
