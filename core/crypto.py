@@ -150,7 +150,7 @@ class Cipher:
     is sealed under the current `enc`; opening tries the current key first, then each retired
     one, so data written before a rotation stays readable until `prune --rewrite` re-seals it."""
 
-    __slots__ = ("_gens", "_ident", "retired")
+    __slots__ = ("_current", "_gens", "_ident", "retired")
 
     readable = True
     session = b""  # a full key seals under `enc`: no session in front
@@ -159,10 +159,13 @@ class Cipher:
         self._ident = key.ident
         self.retired = tuple(r for r in dict.fromkeys(retired) if r != key.enc)
         self._gens = [_Generation(key.enc, key.ident)] + [_Generation(r, key.ident) for r in self.retired]
+        self._current: Cipher | None = None if self.retired else self
 
     def current_only(self) -> Cipher:
         """The same key without the retired ones: what opens with it is under the current key."""
-        return Cipher(MasterKey(enc=self._gens[0].enc, ident=self._ident))
+        if self._current is None:
+            self._current = Cipher(MasterKey(enc=self._gens[0].enc, ident=self._ident))
+        return self._current
 
     def session_aead(self, session: bytes | memoryview) -> AESGCM:
         """The AEAD of a write-only writer's session, by its public key (current key)."""

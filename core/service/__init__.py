@@ -267,6 +267,10 @@ class BackupService(Session):
         ``now`` (an aware datetime) is for tests and planning."""
         return await _maintenance.prune(self, dry_run=dry_run, now=now, on_progress=on_progress, location=location)
 
+    async def reseal(self, *, on_progress=None, location: str | None = None):
+        """`prune --rewrite` at one location (core.maintenance.reseal.ResealReport)."""
+        return await _maintenance.reseal(self, on_progress=on_progress, location=location)
+
     async def repair_index(
         self,
         *,
