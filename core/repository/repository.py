@@ -194,22 +194,34 @@ class Repository:
             from core.repository.keycache import KeyCache
 
             cache = KeyCache(key_cache_dir, str(public.get("id", "")))
-        master, key = await keyfiles.unlock(backend, passphrase, cache)
-        ring = None
-        try:
-            if isinstance(master, crypto.WriterKey):
-                config = repo_config.decode_secret(public, master.config)
-            else:
-                # A replica the last rotation could not reach keeps its config under a retired key.
-                ring = await keyring.read(backend, master)
-                config = repo_config.decode(public, crypto.Cipher(master, ring.keys))
-        except (crypto.DecryptError, ValueError, KeyError) as exc:
-            raise DamagedObject(
-                "config",
-                f"cannot be opened with the master key of keys/{key.id} ({exc}): the "
-                "config or that key file is damaged or belongs to another repository; "
-                f"{repo_config.LOST_CONFIG}",
-            ) from None
+        # A `key rotate` interrupted between its new key file and the config leaves two key
+        # files for the passphrase: the one whose master key opens the config is the one.
+        skip: frozenset[str] = frozenset()
+        first: DamagedObject | None = None
+        while True:
+            try:
+                master, key = await keyfiles.unlock(backend, passphrase, cache, skip)
+            except AxisorError:
+                if first is None:
+                    raise
+                raise first from None
+            ring = None
+            try:
+                if isinstance(master, crypto.WriterKey):
+                    config = repo_config.decode_secret(public, master.config)
+                else:
+                    # A replica the last rotation could not reach keeps its config under a retired key.
+                    ring = await keyring.read(backend, master)
+                    config = repo_config.decode(public, crypto.Cipher(master, ring.keys))
+                break
+            except (crypto.DecryptError, ValueError, KeyError) as exc:
+                first = first or DamagedObject(
+                    "config",
+                    f"cannot be opened with the master key of keys/{key.id} ({exc}): the "
+                    "config or that key file is damaged or belongs to another repository; "
+                    f"{repo_config.LOST_CONFIG}",
+                )
+                skip = skip | {key.id}
         if ring is None:
             return cls(backend, master, config, key)
         repo = cls(backend, master, config, key, retired=ring.keys)

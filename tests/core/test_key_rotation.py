@@ -177,3 +177,22 @@ def test_the_sealed_object_table_matches_the_domains():
     assert table[rollback.TOMBSTONES] == rollback.AD_TOMBSTONE
     assert table[report.PREFIX] == report.AD_DRILL
     assert table[restore_test_record.PREFIX] == restore_test_record.AD_RESTORE_TEST
+
+
+def test_a_rotation_stopped_before_its_config_still_opens(ws):
+    """Steps 1-2 done (a key file for the passphrase wrapping a new key), step 3 not: the
+    passphrase opens two key files, and the one whose key opens the config is used."""
+    from conftest import PASSPHRASE
+
+    from core import crypto
+    from core.repository import keys as keyfiles
+
+    _fill(ws.src, "a")
+    assert ws.cli("init").code == 0
+    _backup(ws)
+    for _ in range(3):  # several, so that one is listed before the real one
+        stray = keyfiles.wrap(crypto.MasterKey.generate(), PASSPHRASE)
+        (ws.repo / "keys" / stray.id).write_bytes(stray.encode())
+    r = ws.cli("snapshots", "--json")
+    assert r.code == 0, r.err
+    assert len(r.json()["snapshots"]) == 1
