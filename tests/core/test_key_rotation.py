@@ -108,8 +108,14 @@ def test_prune_rewrite_reseals_everything_and_destroys_the_old_key(ws, tmp_path)
     _fill(ws.src, "a")
     assert ws.cli("init").code == 0
     expected = {"first": _backup(ws)}
+    # A write-only host's backup: blobs, header and manifest under a session of the old key.
+    w = ws.cli("key", "add", "--write-only", env={"AXISOR_BACKUP_NEW_PASSPHRASE": WRITER})
+    assert w.code == 0, w.err
     (ws.src / "a.bin").unlink()
-    expected["second"] = _backup(ws)
+    (ws.src / "by-writer.bin").write_bytes(os.urandom(300_000))
+    r = ws.cli("backup", passphrase=WRITER)
+    assert r.code == 0, r.err
+    expected["second"] = _digest(ws.src)
     assert ws.cli("key", "rotate").code == 0
     _fill(ws.src, "b")
     expected["third"] = _backup(ws)
