@@ -140,7 +140,7 @@ async def open_with_master(
             f"location {name!r} ({backend.location}) holds another repository (id {str(public.get('id'))[:8]}): "
             "its config does not open with this repository's key; point it at an empty place or at a replica"
         ) from None
-    ring = await keyring.read(backend, master)
+    ring = await keyring.read(backend, master, retired)
     repo = Repository(backend, master, config, retired=tuple(dict.fromkeys(retired + ring.keys)))
     repo.keyring_damaged = ring.damaged
     return repo

@@ -29,8 +29,8 @@ class Retired:
 @dataclass(frozen=True, slots=True)
 class Keyring:
     retired: tuple[Retired, ...]
-    objects: tuple[str, ...]  # the keyring objects read (every one under keyring/)
-    damaged: tuple[str, ...]  # each keyring object that did not open, and why
+    objects: tuple[str, ...]  # the keyring objects that opened
+    damaged: tuple[str, ...]  # each keyring object that did not open, and why (never deleted by rotation)
 
     @property
     def keys(self) -> tuple[bytes, ...]:
@@ -41,16 +41,16 @@ def _ad(name: str) -> bytes:
     return AD_KEYRING + name.encode("ascii")
 
 
-async def read(backend: Backend, master: crypto.MasterKey) -> Keyring:
-    """Every retired key in the keyring objects that open under ``master``'s current `enc`.
-    One that does not open is named in ``damaged`` (fatal only where a key it held is needed:
-    the object that key sealed then fails to open, and says so)."""
-    cipher = crypto.Cipher(master)
+async def read(backend: Backend, master: crypto.MasterKey, known: tuple[bytes, ...] = ()) -> Keyring:
+    """Every retired key in the keyring objects that open under ``master``'s current `enc`
+    (or under a key in ``known``: a replica the last rotation did not reach keeps its keyring
+    under the key it had). One that does not open is named in ``damaged`` (fatal only where a
+    key it held is needed: the object that key sealed then fails to open, and says so)."""
+    cipher = crypto.Cipher(master, known)
     retired: dict[bytes, Retired] = {}
     objects, damaged = [], []
     async for info in backend.list(f"{KEYRING}/"):
         name = info.key.rsplit("/", 1)[-1]
-        objects.append(info.key)
         if info.size > MAX_KEYRING:
             damaged.append(f"{info.key} ({info.size} bytes, more than a keyring ever holds)")
             continue
@@ -64,6 +64,7 @@ async def read(backend: Backend, master: crypto.MasterKey) -> Keyring:
                 if len(enc) != crypto.KEY_SIZE:
                     raise ValueError("a retired key has the wrong length")
                 retired.setdefault(enc, Retired(enc, str(entry.get("retired_at", ""))))
+            objects.append(info.key)
         except ObjectUnreadable as exc:
             damaged.append(f"{info.key} ({exc.reason})")
         except crypto.DecryptError:

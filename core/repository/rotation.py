@@ -48,7 +48,7 @@ async def rotate_location(
     problems: list[str] = []
     async with Lock(backend, exclusive=True, operation="key rotate"):
         raw = await repo_config.read_public(backend)
-        ring = await keyring.read(backend, old)
+        ring = await keyring.read(backend, old, retired)
         config = repo_config.decode(raw, crypto.Cipher(old, retired + ring.keys))
         stamp = keyring.now()
         entries = list(ring.retired) + [keyring.Retired(r, stamp) for r in retired if r not in ring.keys]
@@ -76,6 +76,8 @@ async def rotate_location(
                 problems.append(
                     f"{info.key} not removed ({exc}): its passphrase still opens the OLD key at this location"
                 )
+        # One that did not open may hold a key some data here still needs: kept, and said.
+        problems += [f"keyring object kept: {d}" for d in ring.damaged]
         for obj in ring.objects:
             if obj == ring_key:
                 continue
