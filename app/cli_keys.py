@@ -85,6 +85,8 @@ async def cmd_key(svc: BackupService, args, out: Output) -> int:
                 "old key file and knows the old passphrase can still read them)"
             ),
         )
+    elif args.key_command == "rotate":
+        return await _rotate(svc, out)
     elif args.key_command == "escrow":
         return await _escrow(svc, args, out)
     elif args.key_command == "recover":
@@ -120,3 +122,30 @@ async def _escrow(svc: BackupService, args, out: Output) -> int:
         ),
     )
     return EXIT_OK
+
+
+async def _rotate(svc: BackupService, out: Output) -> int:
+    """Every location's outcome by name; WARNINGS when one could not rotate wholly."""
+    result = await svc.rotate_key()
+
+    def text() -> str:
+        lines = [f"rotated: new key file {result.key.id[:12]} for the current passphrase wraps the new master key"]
+        for loc in result.locations:
+            lines.append(f"  {loc.location}: {'rotated' if loc.rotated else 'NOT rotated'}")
+            lines += [f"    removed key file {k}" for k in loc.removed_keys]
+            lines += [f"    {p}" for p in loc.problems]
+        lines.append(
+            "add other passphrases again with `key add` (write-only keys with `key add --write-only`); "
+            "data written before now stays under the old key until `axisor-backup prune --rewrite`"
+        )
+        return "\n".join(lines)
+
+    out.emit(
+        {
+            "key": asdict(result.key),
+            "complete": result.complete,
+            "locations": [asdict(loc) for loc in result.locations],
+        },
+        text,
+    )
+    return EXIT_OK if result.complete else Exit.WARNINGS

@@ -293,6 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--weak-passphrase", action="store_true", help=f"accept a passphrase shorter than {MIN_PASSPHRASE} characters"
     )
 
+    ksub.add_parser(
+        "rotate",
+        parents=[common],
+        help="a new master encryption key for everything written from now on; the old one is retired "
+        "(still opens old data until `prune --rewrite`); every other key file is removed",
+    )
+
     ke = ksub.add_parser(
         "escrow",
         parents=[common],

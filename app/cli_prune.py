@@ -21,6 +21,12 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--dry-run", action="store_true", help="show what would go and why; change nothing")
     p.add_argument(
+        "--rewrite",
+        action="store_true",
+        help="then seal again under the current key everything still under a key retired by `key rotate`, "
+        "and destroy the retired key when nothing needs it (resumable: run again after an interruption)",
+    )
+    p.add_argument(
         "--location",
         action="append",
         default=[],
@@ -76,6 +82,18 @@ def report_text(r: dict) -> str:
         f"{human_bytes(b['deleted'])} {would}freed, {human_bytes(b['written'])} {would}rewritten"
     )
     lines.append(f"index files: {r['index_files']['before']} -> {r['index_files']['after']}")
+    rw = r.get("rewrite")
+    if rw:
+        resealed = ", ".join(f"{n} {k}" for k, n in rw["objects_resealed"].items()) or "no other objects"
+        lines.append(
+            f"rewrite: {rw['packs_rewritten']} packs under a retired key re-sealed into {rw['packs_written']} new "
+            f"({human_bytes(rw['bytes_rewritten'])}); {resealed} re-sealed"
+        )
+        lines += [f"  not done: {p}" for p in rw["problems"]]
+        if rw["old_key_destroyed"]:
+            lines.append("  nothing uses a retired key now: the retired keys are destroyed")
+        elif rw["retired_keys_before"]:
+            lines.append("  retired keys kept (something above still needs them); run `prune --rewrite` again")
     t = r.get("temporary")
     if t and t["removed"]:
         lines.append(
@@ -110,7 +128,12 @@ async def cmd_prune(svc, args, out) -> int:
     try:
         job = await engine.submit(
             "prune",
-            {"dry_run": args.dry_run, "locations": list(args.location), "lock_wait": args.lock_wait},
+            {
+                "dry_run": args.dry_run,
+                "rewrite": args.rewrite,
+                "locations": list(args.location),
+                "lock_wait": args.lock_wait,
+            },
             origin="cli",
         )
         if engine.mode == "daemon":

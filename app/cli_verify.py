@@ -46,6 +46,8 @@ async def cmd_verify(svc: BackupService, args, out: Output) -> int:
         "unreferenced_packs": report.unreferenced_packs,
         "foreign_packs": report.foreign_packs,
         "damage": [asdict(d) for d in report.damage],
+        # null: not counted (some snapshots verified), never a silent zero.
+        "retired_key": report.retired.to_dict() if report.retired is not None else None,
     }
 
     def text() -> str:
@@ -63,6 +65,17 @@ async def cmd_verify(svc: BackupService, args, out: Output) -> int:
             )
         for key, why in sorted(report.foreign_packs.items()):
             lines.append(f"warning: {shown(key)}: {shown(why)}")
+        r = report.retired
+        if r is None:
+            lines.append("retired keys: not counted (only some snapshots were verified)")
+        elif r.retired_keys:
+            lines.append(
+                f"retired keys: {r.retired_keys}; still under one: {r.packs} packs ({human_bytes(r.bytes)}), "
+                f"{r.objects} other objects"
+                + (" (`axisor-backup prune --rewrite` re-seals them)" if r.packs or r.objects else "")
+            )
+        for k in r.keyring_damaged if r else ():
+            lines.append(f"warning: keyring object {shown(k)} does not open (a key it holds cannot be used)")
         if report.ok:
             lines.append("no damage found")
         for d in report.damage:

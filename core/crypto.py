@@ -112,57 +112,84 @@ def _session_key(shared_secret: bytes, session: bytes, public: bytes) -> bytes:
     return blake3.blake3(_SESSION_LABEL + session + public, key=blake3.blake3(shared_secret).digest()).digest()
 
 
+class _Generation:
+    """What one `enc` derives: its AEAD, the writers' key and the X25519 box."""
+
+    __slots__ = ("aead", "box", "enc", "public", "sessions", "shared", "shared_key")
+
+    def __init__(self, enc: bytes, ident: bytes) -> None:
+        key = MasterKey(enc=enc, ident=ident)
+        self.enc = enc
+        self.aead = AESGCM(enc)
+        self.shared_key = key.shared()
+        self.shared = AESGCM(self.shared_key)
+        self.box = key.box_private()
+        self.public = key.writer().public
+        self.sessions: dict[bytes, AESGCM] = {}
+
+    def session_aead(self, session: bytes) -> AESGCM:
+        aead = self.sessions.get(session)
+        if aead is None:
+            try:
+                secret = self.box.exchange(X25519PublicKey.from_public_bytes(session))
+            except ValueError as exc:  # a low-order point: planted, never written by us
+                raise DecryptError(f"bad session key ({exc})") from None
+            if len(self.sessions) >= MAX_SESSIONS:
+                self.sessions.clear()  # one a backup run or WAL push: a bound, not a cache policy
+            aead = self.sessions[session] = AESGCM(_session_key(secret, session, self.public))
+        return aead
+
+
 class Cipher:
     """Seals and opens objects under one master key; safe to share across threads.
 
     Opens what write-only writers sealed too: their session key is derived again from the
-    session's public key in front of the object (kept per session: one X25519 each)."""
+    session's public key in front of the object (kept per session: one X25519 each).
 
-    __slots__ = ("_aead", "_box", "_enc", "_ident", "_public", "_sessions", "_shared", "_shared_key")
+    ``retired``: encryption keys replaced by `key rotate` (docs/FORMAT.md "Keyring"). Everything
+    is sealed under the current `enc`; opening tries the current key first, then each retired
+    one, so data written before a rotation stays readable until `prune --rewrite` re-seals it."""
+
+    __slots__ = ("_current", "_gens", "_ident", "retired")
 
     readable = True
     session = b""  # a full key seals under `enc`: no session in front
 
-    def __init__(self, key: MasterKey) -> None:
-        self._aead = AESGCM(key.enc)
-        self._enc = key.enc
+    def __init__(self, key: MasterKey, retired: tuple[bytes, ...] | list[bytes] = ()) -> None:
         self._ident = key.ident
-        self._shared_key = key.shared()
-        self._shared = AESGCM(self._shared_key)
-        self._box = key.box_private()
-        self._public = key.writer().public
-        self._sessions: dict[bytes, AESGCM] = {}
+        self.retired = tuple(r for r in dict.fromkeys(retired) if r != key.enc)
+        self._gens = [_Generation(key.enc, key.ident)] + [_Generation(r, key.ident) for r in self.retired]
+        self._current: Cipher | None = None if self.retired else self
+
+    def current_only(self) -> Cipher:
+        """The same key without the retired ones: what opens with it is under the current key."""
+        if self._current is None:
+            self._current = Cipher(MasterKey(enc=self._gens[0].enc, ident=self._ident))
+        return self._current
 
     def session_aead(self, session: bytes | memoryview) -> AESGCM:
-        """The AEAD of a write-only writer's session, by its public key."""
-        session = bytes(session)
-        aead = self._sessions.get(session)
-        if aead is None:
-            try:
-                secret = self._box.exchange(X25519PublicKey.from_public_bytes(session))
-            except ValueError as exc:  # a low-order point: planted, never written by us
-                raise DecryptError(f"bad session key ({exc})") from None
-            if len(self._sessions) >= MAX_SESSIONS:
-                self._sessions.clear()  # one a backup run or WAL push: a bound, not a cache policy
-            aead = self._sessions[session] = AESGCM(_session_key(secret, session, self._public))
-        return aead
+        """The AEAD of a write-only writer's session, by its public key (current key)."""
+        return self._gens[0].session_aead(bytes(session))
 
     def stream_opener(self, nonce: bytes, tag: bytes, ad: bytes, *, key: bytes | None = None) -> StreamOpener:
         """Check a sealed object's tag piece by piece (``update`` each piece of the
         ciphertext, then ``finalize``), holding no more than one piece: for objects too
         large to trust before they authenticate. The plaintext is never returned.
         ``key``: another key than `enc` (``stream_keys``)."""
-        return StreamOpener(key or self._enc, nonce, tag, ad)
+        return StreamOpener(key or self._gens[0].enc, nonce, tag, ad)
 
     def stream_keys(self, head: bytes, *, shared: bool = False) -> list[tuple[bytes, int]]:
         """The (key, nonce offset) pairs an object starting with ``head`` (at least
-        SESSION_SIZE bytes) may be sealed under, for ``stream_opener``."""
-        keys = [(self._enc, 0)]
-        if shared:
-            keys.insert(0, (self._shared_key, 0))
-        with contextlib.suppress(ValueError):
-            secret = self._box.exchange(X25519PublicKey.from_public_bytes(head[:SESSION_SIZE]))
-            keys.append((_session_key(secret, head[:SESSION_SIZE], self._public), SESSION_SIZE))
+        SESSION_SIZE bytes) may be sealed under, for ``stream_opener``: the current key's
+        first, then each retired key's."""
+        keys: list[tuple[bytes, int]] = []
+        for gen in self._gens:
+            if shared:
+                keys.append((gen.shared_key, 0))
+            keys.append((gen.enc, 0))
+            with contextlib.suppress(ValueError):
+                secret = gen.box.exchange(X25519PublicKey.from_public_bytes(head[:SESSION_SIZE]))
+                keys.append((_session_key(secret, head[:SESSION_SIZE], gen.public), SESSION_SIZE))
         return keys
 
     def blob_id(self, data: bytes | memoryview) -> bytes:
@@ -175,48 +202,56 @@ class Cipher:
         return typed_id(self._ident, blob_type, data)
 
     def encrypt(self, nonce: bytes, plaintext: bytes | memoryview, ad: bytes) -> bytes:
-        """Ciphertext and tag, without the nonce (the caller stores it)."""
-        return self._aead.encrypt(nonce, plaintext, ad)
+        """Ciphertext and tag, without the nonce (the caller stores it); under the current key."""
+        return self._gens[0].aead.encrypt(nonce, plaintext, ad)
 
     def decrypt(
         self, nonce: bytes | memoryview, sealed: bytes | memoryview, ad: bytes, session: bytes | memoryview = b""
     ) -> bytes:
-        aead = self.session_aead(session) if session else self._aead
-        try:
-            return aead.decrypt(nonce, sealed, ad)
-        except InvalidTag as exc:
-            raise DecryptError("authentication failed") from exc
+        for gen in self._gens:
+            try:
+                aead = gen.session_aead(bytes(session)) if session else gen.aead
+                return aead.decrypt(nonce, sealed, ad)
+            except (InvalidTag, DecryptError):
+                continue
+        raise DecryptError("authentication failed")
 
     def seal(self, plaintext: bytes | memoryview, ad: bytes, *, shared: bool = False) -> bytes:
-        """``shared``: under the writers' key (index files), else under `enc`."""
+        """``shared``: under the writers' key (index files), else under `enc` (current key)."""
         nonce = os.urandom(NONCE_SIZE)
-        return nonce + (self._shared if shared else self._aead).encrypt(nonce, plaintext, ad)
+        gen = self._gens[0]
+        return nonce + (gen.shared if shared else gen.aead).encrypt(nonce, plaintext, ad)
 
     def opens_shared(self, sealed: bytes | memoryview, ad: bytes) -> bool:
-        """Whether ``sealed`` is sealed under the writers' key (not `enc`, as before it existed)."""
+        """Whether ``sealed`` is sealed under a writers' key (not `enc`, as before it existed)."""
         mv = memoryview(sealed)
-        try:
-            self._shared.decrypt(mv[:NONCE_SIZE], mv[NONCE_SIZE:], ad)
-            return True
-        except (InvalidTag, ValueError):
-            return False
+        for gen in self._gens:
+            try:
+                gen.shared.decrypt(mv[:NONCE_SIZE], mv[NONCE_SIZE:], ad)
+                return True
+            except (InvalidTag, ValueError):
+                pass
+        return False
 
     def open(self, sealed: bytes | memoryview, ad: bytes, *, shared: bool = False) -> bytes:
         """Opens what any writer of the repository sealed: ``shared`` objects under the
         writers' key (or `enc`, as before that key existed), the others under `enc` or, from
-        a write-only writer, under its session key."""
+        a write-only writer, under its session key; with the current key, then each retired one."""
         if len(sealed) < SEAL_OVERHEAD:
             raise DecryptError("sealed object is shorter than its nonce and tag")
         mv = memoryview(sealed)
-        for aead in (self._shared, self._aead) if shared else (self._aead,):
-            try:
-                return aead.decrypt(mv[:NONCE_SIZE], mv[NONCE_SIZE:], ad)
-            except InvalidTag:
-                pass
-        if not shared and len(mv) >= SESSION_SIZE + SEAL_OVERHEAD:
-            with contextlib.suppress(InvalidTag, DecryptError):
-                aead = self.session_aead(mv[:SESSION_SIZE])
-                return aead.decrypt(mv[SESSION_SIZE : SESSION_SIZE + NONCE_SIZE], mv[SESSION_SIZE + NONCE_SIZE :], ad)
+        for gen in self._gens:
+            for aead in (gen.shared, gen.aead) if shared else (gen.aead,):
+                try:
+                    return aead.decrypt(mv[:NONCE_SIZE], mv[NONCE_SIZE:], ad)
+                except InvalidTag:
+                    pass
+            if not shared and len(mv) >= SESSION_SIZE + SEAL_OVERHEAD:
+                with contextlib.suppress(InvalidTag, DecryptError):
+                    aead = gen.session_aead(bytes(mv[:SESSION_SIZE]))
+                    return aead.decrypt(
+                        mv[SESSION_SIZE : SESSION_SIZE + NONCE_SIZE], mv[SESSION_SIZE + NONCE_SIZE :], ad
+                    )
         raise DecryptError("authentication failed")
 
 

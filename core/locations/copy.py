@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from core import crypto
 from core.errors import DamagedObject
 from core.repository import repo_config
+from core.repository.keyring import MAX_KEYRING
 from core.repository.format import (
+    KEYRING,
     AD_INDEX,
     CONFIG,
     INDEX,
@@ -108,6 +110,7 @@ async def ensure_replica(source: Backend, target: Backend, target_name: str) -> 
         await target.create()
         created = True
     warnings = await _mirror_keys(source, target)
+    await _mirror_keyrings(source, target)
     if created:
         try:
             await target.put(CONFIG, config)
@@ -141,6 +144,18 @@ async def _mirror_keys(source: Backend, target: Backend) -> list[str]:
                 "append-only location; remove it from a trusted host (`axisor-backup key remove` there)"
             )
     return refused
+
+
+async def _mirror_keyrings(source: Backend, target: Backend) -> None:
+    """Give the target every keyring object of the source (never removes one): blobs copied
+    byte for byte may be sealed under a key the source retired (docs/FORMAT.md "Keyring")."""
+    have = {info.key async for info in target.list(f"{KEYRING}/")}
+    async for info in source.list(f"{KEYRING}/"):
+        if info.key not in have and info.size <= MAX_KEYRING:
+            try:
+                await target.put(info.key, await source.get(info.key))
+            except (ObjectExists, ObjectNotFound):
+                pass
 
 
 async def missing_snapshots(source: Repository, target: Backend) -> list[str]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from core import crypto
 from core.config import Config
 from core.errors import AxisorError, DamagedObject, RepositoryNotFound, UsageError
-from core.repository import repo_config
+from core.repository import keyring, repo_config
 from core.repository.repository import Repository
 from core.storage.backend import Backend, StorageError
 from core.storage.factory import PRIMARY_NAME, open_backend
@@ -56,6 +56,7 @@ class Sites:
         self._backends: dict[str, Backend] = {PRIMARY_NAME: primary}
         self._repos: dict[str, Repository] = {}
         self._master: crypto.MasterKey | None = None
+        self._retired: tuple[bytes, ...] = ()  # the opened location's retired keys (key rotate)
 
     @property
     def names(self) -> list[str]:
@@ -92,7 +93,9 @@ class Sites:
         """Share a repository the caller already opened (the service's current one)."""
         self._repos[name] = repo
         if not repo.write_only:  # a write-only key opens no other location (repository() refuses)
-            self._master = self._master or repo.require_full("use other locations")
+            if self._master is None:
+                self._master = repo.require_full("use other locations")
+                self._retired = repo.retired
 
     async def repository(self, name: str) -> Repository:
         """The repository at ``name``, opened (index not loaded)."""
@@ -100,10 +103,11 @@ class Sites:
             return self._repos[name]
         backend = self.backend(name)
         if self._master is not None:
-            repo = await open_with_master(backend, self._master, name)
+            repo = await open_with_master(backend, self._master, name, self._retired)
         else:
             repo = await Repository.open(backend, self._passphrase(False))
             self._master = repo.require_full("read the repository or its other locations")
+            self._retired = repo.retired
         self._prepare(repo)
         self._repos[name] = repo
         return repo
@@ -121,17 +125,25 @@ class Sites:
                     pass  # closing a connection that already broke must not hide the real result
 
 
-async def open_with_master(backend: Backend, master: crypto.MasterKey, name: str) -> Repository:
-    """Open a replica without scrypt: its sealed config must open with ``master``."""
+async def open_with_master(
+    backend: Backend, master: crypto.MasterKey, name: str, retired: tuple[bytes, ...] = ()
+) -> Repository:
+    """Open a replica without scrypt: its sealed config must open with ``master``. Its objects
+    may be sealed under a key retired here or at the primary (copies are byte for byte): both
+    keyrings' keys are tried."""
     public = await repo_config.read_public(backend)
     try:
-        config = repo_config.decode(public, crypto.Cipher(master))
+        # A location the last rotation could not reach keeps its config under a retired key.
+        config = repo_config.decode(public, crypto.Cipher(master, retired))
     except (crypto.DecryptError, ValueError, KeyError, TypeError):
         raise LocationMismatch(
             f"location {name!r} ({backend.location}) holds another repository (id {str(public.get('id'))[:8]}): "
             "its config does not open with this repository's key; point it at an empty place or at a replica"
         ) from None
-    return Repository(backend, master, config)
+    ring = await keyring.read(backend, master, retired)
+    repo = Repository(backend, master, config, retired=tuple(dict.fromkeys(retired + ring.keys)))
+    repo.keyring_damaged = ring.damaged
+    return repo
 
 
 def is_unavailable(exc: BaseException) -> bool:

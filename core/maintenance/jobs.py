@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.errors import AxisorError
+from core.errors import AxisorError, Exit
 from core.runner import JobProgress, LOCK_WAIT_SECONDS, PRIMARY_LOCATION, JobContext, JobFailed, retry_when_locked
 from core.storage.factory import PRIMARY_NAME
 
@@ -23,6 +23,7 @@ __all__ = ["prune_runner"]
 async def prune_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     svc = ctx.service
     dry_run = bool(params.get("dry_run"))
+    rewrite = bool(params.get("rewrite")) and not dry_run
     lock_wait = float(params.get("lock_wait", LOCK_WAIT_SECONDS))
     names = [str(n) for n in params.get("locations") or svc.location_names()]
     held = [PRIMARY_LOCATION if n == PRIMARY_NAME else n for n in names]
@@ -56,7 +57,26 @@ async def prune_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any
                 results.append({"location": name, "error": str(exc)})
                 first_code = first_code or exc.exit_code
                 continue
-            results.append({"location": name, "error": None, **report.to_dict()})
+            entry = {"location": name, "error": None, **report.to_dict()}
+            if rewrite:
+                try:
+                    # Safe to repeat as well: what is under the current key is skipped.
+                    sealed = await retry_when_locked(
+                        ctx, lambda: svc.reseal(on_progress=progress, location=name), wait=lock_wait
+                    )
+                except AxisorError as exc:
+                    ctx.log(f"{name}: rewrite FAILED: {exc}")
+                    results.append({**entry, "error": f"rewrite: {exc}"})
+                    first_code = first_code or exc.exit_code
+                    continue
+                entry["rewrite"] = sealed.to_dict()
+                if sealed.problems:
+                    first_code = first_code or Exit.WARNINGS
+                ctx.log(
+                    f"{name}: re-sealed {sealed.packs_rewritten} packs under the current key"
+                    + ("; the retired key is destroyed" if sealed.old_key_destroyed else "")
+                )
+            results.append(entry)
             verb = "would forget" if dry_run else "forgot"
             ctx.log(
                 f"{name}: {verb} {len(report.forgotten)} snapshots, kept {len(report.kept)}; "
@@ -64,6 +84,6 @@ async def prune_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any
                 f"{report.packs_repacked} repacked, {report.bytes_deleted} bytes freed"
             )
     out: dict[str, Any] = {"dry_run": dry_run, "locations": results, "exit_code": first_code}
-    if first_code:
+    if first_code and any(r["error"] for r in results):  # else warnings only: the rewrite's problems, named
         raise JobFailed(f"prune failed at {', '.join(r['location'] for r in results if r['error'])}", out, first_code)
     return out

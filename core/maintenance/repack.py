@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from core import crypto
 from core.errors import DamagedObject
-from core.repository.blobs import open_blob
+from core.repository.blobs import open_blob, reseal_blob
 from core.repository.format import pack_key
 from core.repository.index import IndexedPack, PackEntry
 from core.repository.packer import Packer
@@ -39,13 +39,23 @@ def _runs(entries: list[PackEntry]) -> list[list[PackEntry]]:
     return runs
 
 
-def _check(repo: Repository, key: str, data: bytes, start: int, run: list[PackEntry]) -> list[tuple[PackEntry, bytes]]:
-    """Open every blob of one read (worker thread); return (entry, sealed bytes)."""
+def _check(
+    repo: Repository, key: str, data: bytes, start: int, run: list[PackEntry]
+) -> list[tuple[PackEntry, bytes, bytes]]:
+    """Open every blob of one read (worker thread); return (entry, head, body) to pack. A blob
+    under a key retired by `key rotate` is sealed again under the current key: a repack never
+    carries the old key into a new pack (`prune --rewrite` relies on it)."""
     out = []
+    cipher = repo.cipher
+    current = cipher.current_only() if isinstance(cipher, crypto.Cipher) and cipher.retired else None
     for e in run:
         sealed = data[e.offset - start : e.offset - start + e.length]
-        open_blob(repo.cipher, e.type, e.id, sealed, e.raw_length, key)
-        out.append((e, sealed))
+        open_blob(cipher, e.type, e.id, sealed, e.raw_length, key)
+        fresh = reseal_blob(cipher, current, e.type, e.id, sealed) if current is not None else None  # type: ignore[arg-type]
+        if fresh is None:
+            out.append((e, bytes(sealed[:_HEAD]), bytes(sealed[_HEAD:])))
+        else:
+            out.append((e, *fresh))
     return out
 
 
@@ -83,8 +93,8 @@ async def repack(
             except StorageError as exc:
                 raise DamagedObject(key, f"cannot be read for repacking: {exc}") from None
             blobs = await loop.run_in_executor(repo.executor, _check, repo, key, data, start, run)
-            for e, sealed in blobs:
-                packer.add(e.type, e.id, bytes(sealed[:_HEAD]), bytes(sealed[_HEAD:]), e.raw_length)
+            for e, head, body in blobs:
+                packer.add(e.type, e.id, head, body, e.raw_length)
                 if packer.size >= pack_size:
                     await ship()
             done += length

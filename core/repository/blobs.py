@@ -110,3 +110,27 @@ def open_blob(
     if len(data) != raw_length or cipher.typed_id(blob_type, data) != blob_id:
         raise DamagedObject(where, f"blob {short} content does not match its id")
     return data
+
+
+def reseal_blob(
+    cipher: crypto.Cipher, current: crypto.Cipher, blob_type: int, blob_id: bytes, sealed: bytes | memoryview
+) -> tuple[bytes, bytes] | None:
+    """``sealed`` (already checked by ``open_blob``) sealed again under the current key, as
+    (head, body) for the packer; None when it is under the current key already. The payload
+    is kept as it is (compressed or not): only the encryption changes. ``current``: the same
+    key without the retired ones (``Cipher.current_only``), which decides what needs it."""
+    mv = memoryview(sealed)
+    flag = mv[0]
+    at, session = 1, mv[1:1]
+    if flag & SESSION_SEALED:
+        at, session = 1 + crypto.SESSION_SIZE, mv[1 : 1 + crypto.SESSION_SIZE]
+    nonce, body, ad = mv[at : at + crypto.NONCE_SIZE], mv[at + crypto.NONCE_SIZE :], blob_ad(blob_type, blob_id, flag)
+    try:
+        current.decrypt(nonce, body, ad, session)
+        return None
+    except crypto.DecryptError:
+        pass
+    payload = cipher.decrypt(nonce, body, ad, session)
+    flag &= ~SESSION_SEALED  # a full key seals under `enc`: no session in front
+    fresh = os.urandom(crypto.NONCE_SIZE)
+    return bytes((flag,)) + fresh, current.encrypt(fresh, payload, blob_ad(blob_type, blob_id, flag))

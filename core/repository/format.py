@@ -8,8 +8,12 @@ from enum import IntEnum
 # Version 2 (2026-12-04): index files sealed under the writers' key, and objects sealed by
 # write-only keys (session keys). Readers read both; `init` writes 2; a version-1 repository
 # becomes 2 when its first write-only key is added (docs/FORMAT.md "Versioning policy").
+# Version 3 (2026-12-04): keyring objects (retired encryption keys, `key rotate`), which a
+# reader must consult to open what was sealed before a rotation. `init` still writes 2; a
+# repository becomes 3 at its first rotation.
 REPO_VERSION = 2
-READ_VERSIONS = (1, 2)
+ROTATED_VERSION = 3
+READ_VERSIONS = (1, 2, 3)
 
 PACK_MAGIC = b"AXP1"
 # Trailer after the sealed header: header length (u32 little-endian) then the magic.
@@ -27,6 +31,7 @@ AD_SNAPSHOT = b"axisor/snapshot/v1"
 AD_CONFIG = b"axisor/config/v1"
 AD_KEY = b"axisor/key/v1"
 AD_WRITER_KEY = b"axisor/key/write-only/v1"
+AD_KEYRING = b"axisor/keyring/v1"
 
 # Objects live under these folders of a location.
 DATA = "data"
@@ -34,6 +39,7 @@ INDEX = "index"
 SNAPSHOTS = "snapshots"
 KEYS = "keys"
 LOCKS = "locks"
+KEYRING = "keyring"
 CONFIG = "config"
 
 ID_SIZE = 32

@@ -258,10 +258,14 @@ async def store_key(backend: Backend, key: KeyFile) -> None:
     await backend.put(f"{KEYS}/{key.id}", key.encode())
 
 
-async def unlock(backend: Backend, passphrase: str, cache: KeyCache | None = None) -> tuple[AnyKey, KeyFile]:
+async def unlock(
+    backend: Backend, passphrase: str, cache: KeyCache | None = None, skip: frozenset[str] = frozenset()
+) -> tuple[AnyKey, KeyFile]:
     """The key the passphrase opens (the master key, or a write-only key). With ``cache`` (the WAL path), a wrapping key
     derived by an earlier run is used when it still matches (core/repository/keycache.py)."""
     keys, damaged = await scan_keys(backend)
+    # ``skip``: key files whose master key did not open the config (an interrupted `key rotate`).
+    keys = [k for k in keys if k.id not in skip]
     if not keys:
         from core.repository.repo_config import LOST_CONFIG
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from core import crypto
 from core.errors import AxisorError, DamagedObject, SnapshotNotFound
 from core.repository import indextable
+from core.repository import keyring
 from core.repository import keys as keyfiles
 from core.repository import repo_config
 from core.repository.blobs import SealedBlob, open_blob, seal_blob
@@ -106,11 +107,19 @@ class Repository:
         config: repo_config.RepoConfig,
         key: keyfiles.KeyFile | None = None,
         executor: Executor | None = None,
+        retired: tuple[bytes, ...] = (),
     ) -> None:
         self.backend = backend
         self.master = master  # kept to wrap new key files (key add / passwd)
+        # Encryption keys retired by `key rotate` (core/repository/keyring.py): opened with,
+        # never sealed with. A write-only key has none: it derives from the current key only.
+        self.retired = retired if isinstance(master, crypto.MasterKey) else ()
+        # Keyring objects that did not open (named by verify; fatal only where a key is needed).
+        self.keyring_damaged: tuple[str, ...] = ()
         self.cipher: crypto.AnyCipher = (
-            crypto.Cipher(master) if isinstance(master, crypto.MasterKey) else crypto.WriteOnlyCipher(master)
+            crypto.Cipher(master, self.retired)
+            if isinstance(master, crypto.MasterKey)
+            else crypto.WriteOnlyCipher(master)
         )
         # A write-only key's memory of what this host wrote (core/repository/own_cache.py):
         # set by the session where there is a state folder; None: every backup is a full scan.
@@ -185,20 +194,39 @@ class Repository:
             from core.repository.keycache import KeyCache
 
             cache = KeyCache(key_cache_dir, str(public.get("id", "")))
-        master, key = await keyfiles.unlock(backend, passphrase, cache)
-        try:
-            if isinstance(master, crypto.WriterKey):
-                config = repo_config.decode_secret(public, master.config)
-            else:
-                config = repo_config.decode(public, crypto.Cipher(master))
-        except (crypto.DecryptError, ValueError, KeyError) as exc:
-            raise DamagedObject(
-                "config",
-                f"cannot be opened with the master key of keys/{key.id} ({exc}): the "
-                "config or that key file is damaged or belongs to another repository; "
-                f"{repo_config.LOST_CONFIG}",
-            ) from None
-        return cls(backend, master, config, key)
+        # A `key rotate` interrupted between its new key file and the config leaves two key
+        # files for the passphrase: the one whose master key opens the config is the one.
+        skip: frozenset[str] = frozenset()
+        first: DamagedObject | None = None
+        while True:
+            try:
+                master, key = await keyfiles.unlock(backend, passphrase, cache, skip)
+            except AxisorError:
+                if first is None:
+                    raise
+                raise first from None
+            ring = None
+            try:
+                if isinstance(master, crypto.WriterKey):
+                    config = repo_config.decode_secret(public, master.config)
+                else:
+                    # A replica the last rotation could not reach keeps its config under a retired key.
+                    ring = await keyring.read(backend, master)
+                    config = repo_config.decode(public, crypto.Cipher(master, ring.keys))
+                break
+            except (crypto.DecryptError, ValueError, KeyError) as exc:
+                first = first or DamagedObject(
+                    "config",
+                    f"cannot be opened with the master key of keys/{key.id} ({exc}): the "
+                    "config or that key file is damaged or belongs to another repository; "
+                    f"{repo_config.LOST_CONFIG}",
+                )
+                skip = skip | {key.id}
+        if ring is None:
+            return cls(backend, master, config, key)
+        repo = cls(backend, master, config, key, retired=ring.keys)
+        repo.keyring_damaged = ring.damaged
+        return repo
 
     @property
     def write_only(self) -> bool:
@@ -216,7 +244,8 @@ class Repository:
         pending set and empty index: for writers that run at the same time and each flush
         alone (parallel WAL pushes). Sharing one packer would let one writer's flush or
         abort take the other's half-sealed blobs with it."""
-        twin = Repository(self.backend, self.master, self.config, self.key, self.executor)
+        twin = Repository(self.backend, self.master, self.config, self.key, self.executor, self.retired)
+        twin.keyring_damaged = self.keyring_damaged
         twin.compression_level = self.compression_level
         twin.own = self.own
         return twin

@@ -267,6 +267,10 @@ class BackupService(Session):
         ``now`` (an aware datetime) is for tests and planning."""
         return await _maintenance.prune(self, dry_run=dry_run, now=now, on_progress=on_progress, location=location)
 
+    async def reseal(self, *, on_progress=None, location: str | None = None):
+        """`prune --rewrite` at one location (core.maintenance.reseal.ResealReport)."""
+        return await _maintenance.reseal(self, on_progress=on_progress, location=location)
+
     async def repair_index(
         self,
         *,
@@ -349,6 +353,10 @@ class BackupService(Session):
         """Add a key for the new passphrase, then remove the one in use. The master key stays
         the same (rotating it re-encrypts everything; a different operation)."""
         return await _keys.change_passphrase(self, new_passphrase, allow_weak=allow_weak)
+
+    async def rotate_key(self) -> _keys.RotateResult:
+        """A new encryption key from now on, the old one retired (`key rotate`)."""
+        return await _keys.rotate(self)
 
     async def unlock(self, *, remove_all: bool = False) -> list[RemovedLock]:
         """Remove the stale locks (every lock with ``remove_all``), each with why it was stale."""

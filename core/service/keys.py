@@ -10,6 +10,7 @@ from core import crypto
 from core.errors import AxisorError, DamagedObject, UsageError
 from core.repository import keys as keyfiles
 from core.repository.lock import Lock, RemovedLock, remove_locks
+from core.storage.backend import Backend, LocationRefused
 from core.repository.repository import Repository
 from core.service.session import Session
 
@@ -67,7 +68,7 @@ async def add_key(
         # reader may look in between (a crash there leaves its packs unindexed, which the
         # next full-key backup adopts and `repair index` restores).
         async with Lock(session.backend, exclusive=True, operation="key add --write-only"):
-            if repo.config.version < 2:
+            if repo.config.version < 2:  # never lowers a rotated (3) repository
                 # First the version, so no older program reads (and "repairs") what it
                 # cannot open; then the index files, which this program reads either way.
                 await repo_config.upgrade(session.backend, public, 2)
@@ -120,19 +121,23 @@ async def setup_wal_key(session: Session, key_file: Path, owner: str | None) -> 
 
 
 async def reseal_index(repo: Repository) -> int:
-    """Seal again, under the writers' key and under the same name, every index file still
-    sealed under `enc` (written before that key existed); how many. Same plaintext, same
+    """Seal again, under the current writers' key and under the same name, every index file
+    still sealed under `enc` (written before that key existed) or under a retired key; how many. Same plaintext, same
     name: a reader at any moment reads the same index."""
     from core.repository.format import AD_INDEX, INDEX
 
     done = 0
+    assert isinstance(repo.cipher, crypto.Cipher)
+    current = repo.cipher.current_only()
     async for info in repo.backend.list(f"{INDEX}/"):
         sealed = await repo.backend.get(info.key)
         object_id = bytes.fromhex(info.key.rsplit("/", 1)[-1])
         ad = AD_INDEX + object_id
         cipher = repo.cipher
         assert isinstance(cipher, crypto.Cipher)
-        if cipher.opens_shared(sealed, ad):
+        # Under the current writers' key: a write-only key derives from the current key only,
+        # so one sealed under a retired key's writers' key is sealed again too.
+        if current.opens_shared(sealed, ad):
             continue
         try:
             plain = cipher.open(sealed, ad, shared=True)  # under `enc`
@@ -169,6 +174,55 @@ async def change_passphrase(session: Session, new_passphrase: str, *, allow_weak
         async with Lock(session.backend, exclusive=True, operation="key passwd"):
             await session.backend.delete(f"keys/{old.id}")
     return info
+
+
+@dataclass(frozen=True, slots=True)
+class RotateResult:
+    key: KeyInfo  # the key file for the current passphrase, wrapping the new master key
+    locations: tuple  # core.repository.rotation.LocationRotation, primary first
+
+    @property
+    def complete(self) -> bool:
+        return all(loc.rotated and not loc.problems for loc in self.locations)
+
+
+async def rotate(session: Session) -> RotateResult:
+    """A new encryption key for everything written from now on (`key rotate`); the old one
+    retired into a keyring, readable until `prune --rewrite` re-seals what it sealed. At the
+    primary first (it must succeed), then at each configured secondary it can reach; one that
+    is unreachable or refuses is named in the result, the others still rotate."""
+    from core.locations.sites import PRIMARY_NAME, is_unavailable
+    from core.repository.rotation import LocationRotation, rotate_location
+
+    repo = await session.repository(load_index=False)
+    old = _master_of(repo, "rotate the master key")
+    passphrase = session.passphrase(False)
+    new = crypto.MasterKey(enc=crypto.MasterKey.generate().enc, ident=old.ident)
+    key = await asyncio.to_thread(keyfiles.wrap, new, passphrase)
+    sites = session.location_ops().sites
+    retired = tuple(repo.retired)
+    secondaries: list[tuple[str, Backend | BaseException]] = []
+    for name in sites.secondaries:  # every key retired anywhere: copies are byte for byte
+        try:
+            other = await sites.repository(name)
+            retired = tuple(dict.fromkeys(retired + other.retired))
+            secondaries.append((name, other.backend))
+        except Exception as exc:  # noqa: BLE001 - named in the result; the rotation goes on
+            if not is_unavailable(exc):
+                raise
+            secondaries.append((name, exc))
+    done = [await rotate_location(PRIMARY_NAME, repo.backend, old, new, retired, key)]
+    for name, backend in secondaries:
+        if isinstance(backend, BaseException):
+            done.append(LocationRotation(name, False, problems=(f"not reached: {backend}",)))
+            continue
+        try:
+            done.append(await rotate_location(name, backend, old, new, retired, key))
+        except Exception as exc:  # noqa: BLE001 - as above
+            if not is_unavailable(exc) and not isinstance(exc, LocationRefused):
+                raise
+            done.append(LocationRotation(name, False, problems=(f"not rotated: {exc}",)))
+    return RotateResult(KeyInfo(key.id, key.created, key.host, key.user, True), tuple(done))
 
 
 async def unlock(session: Session, *, remove_all: bool = False) -> list[RemovedLock]:
@@ -224,6 +278,8 @@ def _master_of(repo: Repository, what: str) -> crypto.MasterKey:
 
 __all__ = [
     "KeyInfo",
+    "RotateResult",
+    "rotate",
     "add_key",
     "change_passphrase",
     "check_strength",

@@ -50,6 +50,19 @@ async def prune(session: Session, *, dry_run: bool = False, now=None, on_progres
     )
 
 
+async def reseal(session: Session, *, location: str | None = None, on_progress=None):
+    """`prune --rewrite` at one location: what is under a retired key sealed again under the
+    current one (core.maintenance.reseal.ResealReport)."""
+    from core.maintenance.reseal import reseal as reseal_repository
+    from core.repository.lock import Lock
+
+    repo = await session.location_repo(location)
+    repo.require_full("rewrite data under the current key")
+    lock = Lock(repo.backend, exclusive=True, operation="prune --rewrite")
+    async with lock:
+        return await reseal_repository(repo, lock, on_progress)
+
+
 async def _primary_pins(session: Session, location: str | None) -> dict[str, str]:
     """Pruning a copy: the primary's pins too (the tripwire writes them there; a snapshot
     has the same id everywhere). A primary that is there but cannot be read refuses the

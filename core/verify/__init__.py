@@ -26,6 +26,7 @@ from core.storage.backend import StorageError
 from core.repository.tree import DIR, FILE
 from core.restore.walk import display
 from core.sources.postgres.wal import WalManifest, wal_key
+from core.verify.retired import RetiredUse, count_retired
 from core.sources.postgres.wal import list_names as list_wal_names
 from core.sources.postgres.wal import load_manifest as load_wal_manifest
 
@@ -61,6 +62,9 @@ class VerifyReport:
     # The snapshots it opened: the verification report (core/jobs/verification.py) says
     # per snapshot what was checked, so the record must name them.
     snapshot_ids: list[str] = field(default_factory=list)
+    # What is still under a key retired by `key rotate` (core/verify/retired.py); None when
+    # not counted (a verification of some snapshots only): not counted is not zero.
+    retired: RetiredUse | None = None
 
     @property
     def ok(self) -> bool:
@@ -119,6 +123,7 @@ async def verify(
     wal_dependents: dict[str, set[str]] = defaultdict(set)
     if snapshot_ids is None:
         await _check_wal(repo, report, problems, bad_blobs, wal_dependents, full)
+        report.retired = await count_retired(repo)
 
     for obj, reason in sorted(problems.items()):
         report.damage.append(

@@ -3,7 +3,7 @@
 Run by hand, from the repository root, when a format version is introduced (see
 docs/FORMAT.md, "Versioning policy"):
 
-    .venv/bin/python tests/format_corpus/make_corpus.py v1/basic        (or v1/attributes)
+    .venv/bin/python tests/format_corpus/make_corpus.py v1/basic        (or v1/attributes, v2/write-only, v3/rotated)
 
 It creates ``tests/format_corpus/<version>/<name>/`` (refusing to overwrite one that exists:
 a corpus folder is never regenerated, it is what an old writer wrote) holding
@@ -560,7 +560,34 @@ def scene_write_only(work: Path, src: Path) -> tuple[list[dict], dict]:
     return snapshots, {"writer_passphrase": WRITER_PASSPHRASE}
 
 
-SCENES = {"basic": scene_basic, "attributes": scene_attributes, "write-only": scene_write_only}
+def scene_rotated(work: Path, src: Path) -> tuple[list[dict], dict]:
+    """v3/rotated: a backup by a write-only key and one by the full key, then `key rotate`
+    (the repository becomes version 3; the old key retired into a keyring), then a backup
+    under the new key. No `prune --rewrite`: the corpus keeps packs, index files and
+    manifests under the retired key (write-only sessions included) beside new ones."""
+    make_tree(src)
+    cli(work, "key", "add", "--write-only", env_extra={"AXISOR_BACKUP_NEW_PASSPHRASE": WRITER_PASSPHRASE})
+    snapshots = [snapshot_record(cli(work, "backup", passphrase=WRITER_PASSPHRASE)["snapshots"][0], src)]
+    (src / "docs" / "to-change.txt").write_bytes(b"second version, longer than the first\n")
+    t = T0 + 86_400 * 10**9 + 1
+    os.utime(src / "docs" / "to-change.txt", ns=(t, t))
+    os.utime(src / "docs", ns=(t + 7, t + 7))
+    snapshots.append(snapshot_record(cli(work, "backup")["snapshots"][0], src))
+    cli(work, "key", "rotate")
+    os.unlink(src / "docs" / "to-remove.txt")
+    stamp(src, T0 + 2 * 86_400 * 10**9)
+    snapshots.append(snapshot_record(cli(work, "backup")["snapshots"][0], src))
+    return snapshots, {}
+
+
+SCENES = {
+    "basic": scene_basic,
+    "attributes": scene_attributes,
+    "write-only": scene_write_only,
+    "rotated": scene_rotated,
+}
+# The repository version a scene leaves (REPO_VERSION, what `init` writes, unless named).
+SCENE_VERSIONS = {"rotated": 3}
 
 
 def main() -> None:
@@ -572,8 +599,9 @@ def main() -> None:
     version, name = sys.argv[1].split("/")
     if name not in SCENES:
         raise SystemExit(f"no scene {name!r}: one of {', '.join(SCENES)}")
-    if version != f"v{REPO_VERSION}":
-        raise SystemExit(f"this checkout writes format version {REPO_VERSION}, not {version}")
+    writes = SCENE_VERSIONS.get(name, REPO_VERSION)
+    if version != f"v{writes}":
+        raise SystemExit(f"this checkout writes format version {writes} for {name}, not {version}")
     dest = HERE / version / name
     if dest.exists():
         raise SystemExit(f"{dest} exists: corpus folders are never regenerated")
@@ -599,7 +627,7 @@ def main() -> None:
         (dest / "manifest.json").write_text(
             json.dumps(
                 {
-                    "format_version": REPO_VERSION,
+                    "format_version": writes,
                     "program_version": __version__,
                     "created_by": "tests/format_corpus/make_corpus.py",
                     "snapshots": snapshots,
