@@ -393,12 +393,5 @@ async def _write_index(run: _Run) -> None:
     batch, run.unwritten = run.unwritten, []
     if not batch:
         return
-    plain = encode_index(batch)
-    cipher = run.target.cipher
-    index_id = cipher.blob_id(plain)
-    key = f"{INDEX}/{index_id.hex()}"
-    try:
-        await run.target.backend.put(key, cipher.seal(plain, AD_INDEX + index_id))
-    except ObjectExists:
-        pass  # the same packs indexed by an earlier run
+    key = await run.target.store_object(INDEX, AD_INDEX, encode_index(batch))
     run.target.index.files.add(key)

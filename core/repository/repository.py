@@ -362,16 +362,25 @@ class Repository:
             raise DamagedObject(key, "content does not match its name")
         return plain
 
+    async def store_object(self, folder: str, ad_prefix: bytes, plain: bytes) -> str:
+        """Seal and put a content-named object (index file, snapshot manifest) under the key
+        its kind takes (``seals_shared``); its key. Every writer of index files goes
+        through here: one sealed under `enc` in a version-2 repository would be unreadable
+        to every write-only host."""
+        return await self._store_object(folder, ad_prefix, plain)
+
     async def _store_object(self, folder: str, ad_prefix: bytes, plain: bytes) -> str:
         object_id = self.cipher.blob_id(plain)
         key = f"{folder}/{object_id.hex()}"
         try:
-            await self.backend.put(key, self.cipher.seal(plain, ad_prefix + object_id, shared=self._shared(ad_prefix)))
+            await self.backend.put(
+                key, self.cipher.seal(plain, ad_prefix + object_id, shared=self.seals_shared(ad_prefix))
+            )
         except ObjectExists:
             pass  # same content, same name: already durable
         return key
 
-    def _shared(self, ad_prefix: bytes) -> bool:
+    def seals_shared(self, ad_prefix: bytes) -> bool:
         """Index files go under the writers' key from format version 2 on (a write-only host
         deduplicates against them); a version-1 repository keeps `enc`, which older
         programs read, until its first write-only key upgrades it (core/service/keys.py)."""

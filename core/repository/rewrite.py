@@ -17,7 +17,6 @@ from core.repository.format import AD_INDEX, INDEX
 from core.repository.index import Index, IndexedPack, encode_index
 from core.repository.lock import Lock, list_locks
 from core.repository.repository import INDEX_FILE_ENTRIES, Repository
-from core.storage.backend import ObjectExists
 
 # Entries per index file, as every index writer keeps them (a pack's entries are never split).
 INDEX_ENTRIES_PER_FILE = INDEX_FILE_ENTRIES
@@ -38,14 +37,7 @@ async def ensure_sole_holder(lock: Lock, operation: str, step: str, nothing_lost
 async def store_index(repo: Repository, packs: list[IndexedPack]) -> str:
     """Seal and store one index file for ``packs``; its key. Content-named, so storing the
     same file twice is harmless."""
-    plain = encode_index(packs)
-    index_id = repo.cipher.blob_id(plain)
-    key = f"{INDEX}/{index_id.hex()}"
-    try:
-        await repo.backend.put(key, repo.cipher.seal(plain, AD_INDEX + index_id))
-    except ObjectExists:
-        pass  # content-named: an identical index file is already durable
-    return key
+    return await repo.store_object(INDEX, AD_INDEX, encode_index(packs))
 
 
 async def write_index(repo: Repository, packs: list[IndexedPack]) -> tuple[Index, set[str]]:

@@ -141,3 +141,23 @@ def test_a_write_only_key_pushes_wal_and_a_full_key_fetches_it(writer, tmp_path)
     r = ws.cli("wal-fetch", segment.name, str(got))
     assert r.code == 0, r.err
     assert got.read_bytes() == segment.read_bytes()
+
+
+def test_index_files_a_prune_writes_stay_readable_to_the_write_only_host(writer):
+    """Prune and repair write index files through the same path as backups: under the writers'
+    key. Before, prune sealed them under `enc`, and the host's next backup failed (exit 9)."""
+    ws = writer
+    (ws.src / "gone.bin").write_bytes(os.urandom(2 * 1024 * 1024))
+    assert ws.cli("backup").code == 0  # full key, with data only this snapshot has
+    (ws.src / "gone.bin").unlink()
+    first = ws.cli("snapshots", "--json").json()["snapshots"][0]["id"]
+    assert ws.cli("backup").code == 0
+    assert ws.cli("forget", first).code == 0
+    r = ws.cli("prune", "--json")
+    assert r.code == 0, r.err
+    assert "index_files" in r.out
+    size = sum(p.stat().st_size for p in (ws.repo / "data").rglob("*") if p.is_file())
+    r = ws.cli("backup", passphrase=WRITER)
+    assert r.code == 0, r.err
+    after = sum(p.stat().st_size for p in (ws.repo / "data").rglob("*") if p.is_file())
+    assert after - size < 64 * 1024  # it read the new index: nothing stored twice
