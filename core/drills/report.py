@@ -15,10 +15,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from core import crypto
+from core.repository.sealed_by_id import open_sealed
 from core.drills.forecast import RtoForecast
 from core.errors import DamagedObject, SnapshotNotFound, UsageError
-from core.repository.repo_config import bounded_get
 from core.repository.repository import Repository
 from core.storage.backend import ObjectExists, ObjectNotFound
 
@@ -214,13 +213,9 @@ async def load_report(repo: Repository, drill_id: str) -> DrillReport:
         raise SnapshotNotFound(f"{drill_id!r} is not a drill id (e.g. 20261126T093500Z-1a2b3c4d)")
     key = report_key(drill_id)
     try:
-        sealed = await bounded_get(repo.backend, key, MAX_REPORT, "drill report")
+        plain = await open_sealed(repo, PREFIX, AD_DRILL, drill_id, MAX_REPORT, "drill report")
     except ObjectNotFound:
         raise SnapshotNotFound(f"no drill report {drill_id} in {repo.backend.location}") from None
-    try:
-        plain = repo.cipher.open(sealed, _ad(drill_id))
-    except crypto.DecryptError as exc:
-        raise DamagedObject(key, f"does not authenticate ({exc}); truncated, tampered or renamed") from None
     try:
         report = DrillReport.from_dict(json.loads(plain))
     except (ValueError, TypeError, KeyError) as exc:

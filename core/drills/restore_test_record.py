@@ -22,9 +22,8 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from core import crypto
+from core.repository.sealed_by_id import open_sealed
 from core.errors import DamagedObject, SnapshotNotFound, UsageError
-from core.repository.repo_config import bounded_get
 from core.repository.repository import Repository
 from core.storage.backend import ObjectExists, ObjectNotFound
 
@@ -140,13 +139,9 @@ async def load_record(repo: Repository, record_id: str) -> RestoreTestRecord:
         raise SnapshotNotFound(f"{record_id!r} is not a restore-test id (e.g. 20261126T093500Z-1a2b3c4d)")
     key = record_key(record_id)
     try:
-        sealed = await bounded_get(repo.backend, key, MAX_RECORD, "restore-test record")
+        plain = await open_sealed(repo, PREFIX, AD_RESTORE_TEST, record_id, MAX_RECORD, "restore-test record")
     except ObjectNotFound:
         raise SnapshotNotFound(f"no restore-test {record_id} in {repo.backend.location}") from None
-    try:
-        plain = repo.cipher.open(sealed, _ad(record_id))
-    except crypto.DecryptError as exc:
-        raise DamagedObject(key, f"does not authenticate ({exc}); truncated, tampered or renamed") from None
     try:
         record = RestoreTestRecord.from_dict(json.loads(plain))
     except (ValueError, TypeError, KeyError) as exc:

@@ -1,7 +1,8 @@
-"""Small sealed objects named by the snapshot they are about: the tripwire's pins
-(core/repository/pins.py) and the tombstones of deleted snapshots (core/repository/
-rollback.py). Each is ``<folder>/<snapshot id>``, sealed with AD ``<kind's AD>`` || the id
-(renamed onto another snapshot it does not authenticate), written once, and read bounded.
+"""Small sealed objects named by an id: the tripwire's pins (core/repository/pins.py) and
+the tombstones of deleted snapshots (core/repository/rollback.py), by snapshot id; drill
+reports and restore-test records (core/drills/), by their own ids (``open_sealed``). Each is
+``<folder>/<id>``, sealed with AD ``<kind's AD>`` || the id (renamed onto another id it does
+not authenticate), written once, and read bounded.
 """
 
 from __future__ import annotations
