@@ -124,7 +124,7 @@ class _Generation:
         self.shared_key = key.shared()
         self.shared = AESGCM(self.shared_key)
         self.box = key.box_private()
-        self.public = key.writer().public
+        self.public = self.box.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         self.sessions: dict[bytes, AESGCM] = {}
 
     def session_aead(self, session: bytes) -> AESGCM:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 import socket
 import uuid
@@ -129,16 +130,20 @@ async def run_backup(
                 previous = _reference(existing, spec.name, "incremental")
                 try:
                     done = await _hooked_source(
-                        repo,
                         spec,
-                        effective,
-                        ref,
-                        backup_set,
-                        tags,
-                        workers,
-                        on_progress,
-                        stall_timeout=stall_timeout,
-                        db_position=db_position,
+                        db_position,
+                        partial(
+                            _backup_source,
+                            repo,
+                            spec,
+                            effective,
+                            ref,
+                            backup_set,
+                            tags,
+                            workers,
+                            on_progress,
+                            stall_timeout=stall_timeout,
+                        ),
                     )
                     trip = None
                     if tripwire is not None and done.snapshot is not None:
@@ -157,22 +162,15 @@ async def run_backup(
 
 
 async def _hooked_source(
-    repo: Repository,
     spec: SourceSpec,
-    kind: str,
-    ref: Snapshot | None,
-    backup_set: str,
-    tags: tuple[str, ...],
-    workers: int,
-    on_progress: Callable[[str, ArchiveStats], None] | None,
-    *,
-    stall_timeout: float,
     db_position: Callable[[], Awaitable[dict[str, str]]] | None,
+    backup: Callable[..., Awaitable[SourceResult]],
 ) -> SourceResult:
     """One file source between its pre_command and post_command (core/backup/hooks.py),
     with the database's position read just after the first and just before the second, so
     the recorded span is the one the files were frozen for. The post_command runs whatever
-    happens once the pre_command was run; its failure is a warning on the snapshot."""
+    happens once the pre_command was run; its failure is a warning on the snapshot.
+    ``backup``: ``_backup_source`` with everything but ``metadata`` and ``finish`` bound."""
     post_ran = False
 
     async def post() -> str | None:
@@ -199,19 +197,7 @@ async def _hooked_source(
 
     try:
         start = await db_position() if db_position is not None else None
-        return await _backup_source(
-            repo,
-            spec,
-            kind,
-            ref,
-            backup_set,
-            tags,
-            workers,
-            on_progress,
-            stall_timeout=stall_timeout,
-            metadata=None if start is None else {"db_position": {"start": start}},
-            finish=finish,
-        )
+        return await backup(metadata=None if start is None else {"db_position": {"start": start}}, finish=finish)
     finally:
         if spec.post_command and not post_ran:
             await asyncio.shield(post())  # the scan failed or was cancelled: undo what pre set up

@@ -31,7 +31,7 @@ from core.repository.lock import Lock
 from core.repository.repository import Repository
 from core.repository.retired import SEALED_OBJECTS, retired_packs
 from core.repository.rewrite import ensure_sole_holder, write_index
-from core.storage.backend import LocationRefused, ObjectNotFound, ObjectUnreadable
+from core.storage.backend import LocationRefused, ObjectNotFound, ObjectUnreadable, replace_object
 
 Progress = Callable[[str, int, int | None], None]
 
@@ -169,17 +169,11 @@ async def _reseal_folder(
         except crypto.DecryptError:
             report.problems.append(f"{info.key} opens with no key (damaged): not re-sealed")
             continue
-        fresh = current.seal(plain, ad)
         try:
-            await repo.backend.delete(info.key)
+            await replace_object(repo.backend, info.key, sealed, current.seal(plain, ad))
         except LocationRefused as exc:
             report.problems.append(f"{info.key} not re-sealed ({exc})")
             continue
-        try:
-            await repo.backend.put(info.key, fresh)
-        except BaseException:
-            await repo.backend.put(info.key, sealed)
-            raise
         done += 1
         progress(f"re-sealing {folder}", done, None)
     if done:

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from core import crypto
 from core.errors import DamagedObject, RepositoryNotFound, UnsupportedVersion
 from core.repository.format import AD_CONFIG, CONFIG, READ_VERSIONS, REPO_VERSION
-from core.storage.backend import Backend, ObjectNotFound, ObjectUnreadable
+from core.storage.backend import Backend, ObjectNotFound, ObjectUnreadable, replace_object
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,10 +201,4 @@ async def upgrade(backend: Backend, raw_public: dict, to: int) -> None:
     kept byte for byte). The caller holds the exclusive lock. Objects never change in place,
     so this deletes and puts again; should the put fail, the old bytes are put back."""
     old = json.dumps(raw_public, indent=1).encode()
-    new = json.dumps({**raw_public, "version": to}, indent=1).encode()
-    await backend.delete(CONFIG)
-    try:
-        await backend.put(CONFIG, new)
-    except BaseException:
-        await backend.put(CONFIG, old)
-        raise
+    await replace_object(backend, CONFIG, old, json.dumps({**raw_public, "version": to}, indent=1).encode())

@@ -22,7 +22,7 @@ from core.repository import keyring, repo_config
 from core.repository import keys as keyfiles
 from core.repository.format import CONFIG, KEYS, ROTATED_VERSION
 from core.repository.lock import Lock
-from core.storage.backend import Backend, LocationRefused, ObjectNotFound
+from core.storage.backend import Backend, LocationRefused, ObjectNotFound, replace_object
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,11 +93,4 @@ async def rotate_location(
 async def _reseal_config(backend: Backend, config: repo_config.RepoConfig, new: crypto.MasterKey) -> None:
     """``config`` sealed under ``new`` (and at its new version); objects never change in place:
     delete, put, and the old bytes put back should the put fail (as repo_config.upgrade)."""
-    old_bytes = await backend.get(CONFIG)
-    fresh = config.encode(crypto.Cipher(new))
-    await backend.delete(CONFIG)
-    try:
-        await backend.put(CONFIG, fresh)
-    except BaseException:
-        await backend.put(CONFIG, old_bytes)
-        raise
+    await replace_object(backend, CONFIG, await backend.get(CONFIG), config.encode(crypto.Cipher(new)))

@@ -10,7 +10,7 @@ from core import crypto
 from core.errors import AxisorError, DamagedObject, UsageError
 from core.repository import keys as keyfiles
 from core.repository.lock import Lock, RemovedLock, remove_locks
-from core.storage.backend import Backend, LocationRefused
+from core.storage.backend import Backend, LocationRefused, replace_object
 from core.repository.repository import Repository
 from core.service.session import Session
 
@@ -131,21 +131,16 @@ async def reseal_index(repo: Repository) -> int:
     current = repo.cipher.current_only()
     async for info in repo.backend.list(f"{INDEX}/"):
         sealed = await repo.backend.get(info.key)
-        object_id = bytes.fromhex(info.key.rsplit("/", 1)[-1])
-        ad = AD_INDEX + object_id
-        cipher = repo.cipher
-        assert isinstance(cipher, crypto.Cipher)
+        ad = AD_INDEX + bytes.fromhex(info.key.rsplit("/", 1)[-1])
         # Under the current writers' key: a write-only key derives from the current key only,
         # so one sealed under a retired key's writers' key is sealed again too.
         if current.opens_shared(sealed, ad):
             continue
         try:
-            plain = cipher.open(sealed, ad, shared=True)  # under `enc`
+            plain = repo.cipher.open(sealed, ad, shared=True)  # under `enc`, or a retired key
         except crypto.DecryptError:
             raise DamagedObject(info.key, "does not authenticate; `axisor-backup repair index` first") from None
-        resealed = cipher.seal(plain, ad, shared=True)
-        await repo.backend.delete(info.key)
-        await repo.backend.put(info.key, resealed)
+        await replace_object(repo.backend, info.key, sealed, repo.cipher.seal(plain, ad, shared=True))
         done += 1
     return done
 

@@ -54,6 +54,19 @@ class ObjectExists(StorageError):
     pass
 
 
+async def replace_object(backend: Backend, key: str, old: bytes, new: bytes) -> None:
+    """Put ``new`` where ``old`` is: objects never change in place, so delete, then put;
+    should the put fail, ``old`` is put back. A delete the location refuses (LocationRefused)
+    raises before anything changed. For the few same-name rewrites (config, re-sealing); the
+    caller holds the exclusive lock, so no reader looks in between."""
+    await backend.delete(key)
+    try:
+        await backend.put(key, new)
+    except BaseException:
+        await backend.put(key, old)
+        raise
+
+
 def innermost(backend: object) -> object:
     """The provider's backend under the retrying and bandwidth wrappers (each keeps the one
     it wraps as ``inner``): where a provider's own answers live (``append_only``,
