@@ -39,9 +39,10 @@ class HookRun:
     output: str  # the last OUTPUT_KEPT bytes, decoded with replacement
     seconds: float
 
-    def describe(self, source: str) -> str:
+    def describe(self) -> str:
+        """Said in the source's own result or snapshot, so without its name (it is there)."""
         tail = shown(self.output.strip()[-300:]) if self.output.strip() else "no output"
-        return f"{source}: {self.kind}_command {shown(self.command)!r} failed ({self.why}): {tail}"
+        return f"{self.kind}_command {shown(self.command)!r} failed ({self.why}): {tail}"
 
 
 async def run_hook(kind: str, command: str, source: str, timeout: float) -> HookRun:

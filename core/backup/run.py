@@ -177,14 +177,14 @@ async def _hooked_source(
         nonlocal post_ran
         post_ran = True
         run = await run_hook("post", spec.post_command or "", spec.name, spec.hook_timeout)
-        return None if run.ok else run.describe(spec.name)
+        return None if run.ok else run.describe()
 
     if spec.pre_command:
         pre = await run_hook("pre", spec.pre_command, spec.name, spec.hook_timeout)
         if not pre.ok:
             undone = await post() if spec.post_command else None
             raise SourceError(
-                f"{pre.describe(spec.name)}; the source was not backed up" + (f"; also {undone}" if undone else "")
+                f"{pre.describe()}; the source was not backed up" + (f"; also {undone}" if undone else "")
             )
 
     async def finish(metadata: dict, warnings: list[str]) -> None:
