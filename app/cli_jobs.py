@@ -554,6 +554,7 @@ def fix_command(fix: str | None) -> str | None:
     return {
         "backup": f"axisor-backup backup --source {arg}",
         "verify": "axisor-backup verify",
+        "restore-test": "axisor-backup restore-test (again, once the cause above is fixed)",
         "daemon": "axisor-backup daemon (or start its service: docs/OPERATIONS.md)",
         "repair": "axisor-backup verify --full, then axisor-backup repair (docs/OPERATIONS.md)",
         "acknowledge": "look at the snapshot (axisor-backup show, ls), then axisor-backup acknowledge "

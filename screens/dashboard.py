@@ -258,6 +258,7 @@ _FIX_KEYS = {
     "daemon": "start the daemon: `axisor-backup daemon`",
     "acknowledge": "look at the snapshot, then `axisor-backup acknowledge`",
     "drill": "x: Drills screen, n: run one",
+    "restore-test": "run `axisor-backup restore-test` again once the cause is fixed",
 }
 
 

@@ -10,7 +10,9 @@ being protected, however fresh its last snapshot. A failed verification is criti
 repository has damage); one that could not run (a lock, an unreachable
 location) is a warning naming why, and the verdict of the last one that ran still stands; a
 cancelled or interrupted one says nothing about the repository and changes nothing
-(``verify_verdict``).
+(``verify_verdict``). Restore-tests are weighed the same way (``restore-test``): one whose
+restored sample differs from its snapshot is critical, a later one that could not run a
+warning, a cancelled one nothing.
 A file source whose newest snapshot lost more than ``[objectives] suspicious_shrink`` of the
 previous snapshot's files is a warning (``shrink <source>``; core/health/shrink.py), until its
 next backup. A backup that tripped the wire (core/health/tripwire.py: mass change, new data
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from core.config import Config
-from core.errors import DaemonError, Exit, SourceError, VerificationFailed
+from core.errors import DaemonError, Exit, RestoreValidationFailed, SourceError, VerificationFailed
 from core.health.shrink import FileCount, counts_files, shrink_of
 from core.health.tripwire import recorded_trips
 from core.jobs.api import Job, JobState
@@ -227,19 +229,24 @@ async def _history(
     verify = verify_check(verdict)
     if verify is not None:
         checks.append(verify)
+    restore_tests = await store.list(limit=VERIFY_HISTORY, kinds=("restore-test",))
+    tested = restore_test_check(restore_test_verdict(restore_tests), restore_tests)
+    if tested is not None:
+        checks.append(tested)
     return checks, verdict, backups
 
 
-def verify_verdict(jobs: list) -> VerifyVerdict:
+def verify_verdict(jobs: list, damage_code: int = VerificationFailed.exit_code) -> VerifyVerdict:
     """Newest first in. Only a verification that ran to its end gives a verdict: passed
-    (completed, no damage) or damage (failed with the damage exit code). A cancelled one,
-    one interrupted by a crash, or one that could not run (lock, passphrase, unreachable
-    storage) says nothing about the repository."""
+    (completed, no damage) or damage (failed with the damage exit code, ``damage_code``). A
+    cancelled one, one interrupted by a crash, or one that could not run (lock, passphrase,
+    unreachable storage) says nothing about the repository. Restore-tests are weighed the
+    same way (``restore_test_verdict``)."""
     newer: tuple[str, str, str | None] | None = None
     for job in jobs:
         if job.state == JobState.COMPLETED:
             state = "passed" if (job.result or {}).get("ok", True) else "damage"
-        elif job.state == JobState.FAILED and (job.result or {}).get("exit_code") == VerificationFailed.exit_code:
+        elif job.state == JobState.FAILED and (job.result or {}).get("exit_code") == damage_code:
             state = "damage"
         else:
             if job.state.finished and newer is None:
@@ -285,6 +292,56 @@ def verify_check(v: VerifyVerdict) -> Check | None:
     if v.state == "never" and v.newer is None:
         return None
     return Check("verify", "ok", last)
+
+
+def restore_test_verdict(jobs: list) -> VerifyVerdict:
+    """Newest first in: the restore-test jobs' verdict. "damage" is a restore-test whose
+    restored sample differs from its snapshot (exit 16); one that could not run (no snapshot,
+    a lock, a location) or was cancelled is named beside the last verdict, never taken for one."""
+    return verify_verdict(jobs, damage_code=RestoreValidationFailed.exit_code)
+
+
+def restore_test_check(v: VerifyVerdict, jobs: Sequence[Job] = ()) -> Check | None:
+    """The ``restore-test`` check: critical when the newest restore-test that reached its end
+    restored data that differs from its snapshot; a warning when a later one could not run;
+    None when none was ever tried. ``jobs`` (newest first) supply the passing run's sample."""
+    if v.state == "damage":
+        return Check(
+            "restore-test",
+            "critical",
+            f"the newest restore-test restored data that differs from its snapshot (job {v.job_id})",
+            fix="repair",
+        )
+    last = "no restore-test has passed"
+    if v.state == "passed":
+        result = next((j.result or {} for j in jobs if j.id == v.job_id), {})
+        what = _restore_test_sample(result)
+        last = f"the newest restore-test passed{what} (job {v.job_id})"
+    if v.newer == "could not run":
+        return Check(
+            "restore-test",
+            "warning",
+            f"{last}; a later one could not run (job {v.newer_job_id}: {v.newer_error})",
+            fix="restore-test",
+        )
+    if v.newer is not None:
+        last += f"; a later one was {v.newer} (job {v.newer_job_id}), which says nothing about restores"
+    if v.state == "never" and v.newer is None:
+        return None
+    return Check("restore-test", "ok", last)
+
+
+def _restore_test_sample(result: dict) -> str:
+    """ ", 20 of 1,204 files of snapshot 1a2b3c4d" from a restore-test job's result, or ""."""
+    plan = result.get("plan")
+    if not isinstance(plan, dict):
+        return ""
+    items, total, kind = plan.get("items"), plan.get("total"), plan.get("kind")
+    snapshot = str(plan.get("snapshot") or "")[:8]
+    count = len(items) if isinstance(items, list) else items
+    if not isinstance(count, int) or not isinstance(total, int):
+        return ""
+    return f": {count:,} of {total:,} {kind or 'items'}" + (f" of snapshot {snapshot}" if snapshot else "")
 
 
 def shrink_checks(config: Config, backups: list) -> list[Check]:

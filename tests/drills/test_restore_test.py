@@ -264,3 +264,36 @@ def test_a_secondary_location_is_restore_tested_on_its_own_copy(
     assert {c.location: c.state for c in row.copies} == {"local": "unverified", "offsite": "restore-tested"}
     bad = env.cli("restore-test", "--from", "nowhere")
     assert bad.code == 2 and "no location 'nowhere'" in bad.stderr, bad
+
+
+def test_status_weighs_restore_tests(world: H.AxEnv) -> None:
+    """`status` (and so the metrics, notifications and the dashboard, which read the same
+    evaluation) weighs restore-tests as it weighs verifications: none tried says nothing, a
+    pass is ok with its sample, a restore that differs is critical with what to run."""
+
+    def check() -> dict | None:
+        r = world.cli("status", json_out=True)
+        return next((c for c in r.json["checks"] if c["name"] == "restore-test"), None)
+
+    assert check() is None  # never tried: no finding, and no false "passed"
+    assert world.cli("restore-test", "--sample-files", "6", "--seed", "3", json_out=True).code == 0
+    ok = check()
+    assert ok is not None and ok["level"] == "ok", ok
+    assert "passed: 6 of 24 files of snapshot" in ok["message"], ok
+
+    async def damage() -> str:
+        repo = await world.open_repo()
+        (sid,) = await repo.snapshot_ids()
+        files = await H.file_blobs(repo, sid)
+        loc = repo.index.lookup(files[str(world.src / "f07.bin")][0])
+        h = loc.pack_id.hex()
+        H.flip_byte(world.repo / "data" / h[:2] / h, loc.offset + loc.length // 2)
+        return sid
+
+    sid = asyncio.run(damage())
+    assert world.cli("restore-test", "--snapshot", sid[:8], "--share", "100").code == 16
+    bad = check()
+    assert bad is not None and bad["level"] == "critical", bad
+    assert "differs from its snapshot" in bad["message"] and "verify --full" in (bad["fix_command"] or "")
+    r = world.cli("status")
+    assert r.code == 2 and "restore-test" in r.stdout, r
