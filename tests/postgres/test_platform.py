@@ -5,6 +5,7 @@ Real PostgreSQL archiving through wal-push, real files, the real CLI as the serv
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -154,3 +155,34 @@ def test_the_platform_loss_drill_reports_the_skew_and_cross_checks_the_files(pla
     assert checks["attachments exist"]["status"] == "fail"
     assert "1 of 3 paths" in checks["attachments exist"]["detail"]
     assert "lost/invoice.pdf" in checks["attachments exist"]["detail"]
+
+    # The console's drill report shows the same: the skew per source and the cross-check's
+    # missing path (read-only: it only reads the stored reports).
+    asyncio.run(_console_report(sr, rep["id"]))
+    sr.chown()
+
+
+async def _console_report(sr: ServerRepo, report_id: str) -> None:
+    from textual.widgets import DataTable, Markdown
+
+    from app.console import ConsoleApp
+    from console_support import console, settle
+    from core.config import load_config
+    from screens.drills import DrillsScreen
+
+    passphrase = sr.passphrase_file.read_text().strip()
+    app = ConsoleApp(load_config(sr.config), lambda _c=False: passphrase, read_only=True, prefer_daemon=False)
+    async with console(app, (120, 40)) as pilot:
+        await pilot.press("x")
+        await settle(pilot, app)
+        screen = app.screen
+        assert isinstance(screen, DrillsScreen)
+        table = screen.query_one("#drill-history", DataTable)
+        table.move_cursor(row=table.get_row_index(report_id))
+        await pilot.press("o")
+        await settle(pilot, app)
+        report = screen.query_one("#drill-report", Markdown).source
+    assert "platform-loss — FAILED" in report
+    assert "| application/user_data skew | skew | info |" in report and "database clock" in report
+    assert "| attachments exist | cross-check | fail |" in report and "lost/invoice.pdf" in report
+    assert "Point in time:" in report
