@@ -10,11 +10,12 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from core.errors import Exit
+from core.errors import AxisorError, Exit
 from core.repository.snapshot import Snapshot
 from core.text import human_bytes, shown, shown_lines
 
 EXIT_OK = Exit.OK
+EXIT_ERROR = Exit.ERROR
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -33,10 +34,22 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         default=None,
         help="the location to copy from (default: the primary, local)",
     )
-    sub.add_parser(
+    lp = sub.add_parser(
         "locations",
         parents=[common],
         help="every location: reachable, latency, space used and free, growth, last write",
+    )
+    lp.add_argument(
+        "--probe",
+        action="store_true",
+        help="also time reading stored packs from each location (for the RTO forecast; recorded as a job)",
+    )
+    lp.add_argument(
+        "--probe-bytes",
+        type=_size_arg,
+        default=None,
+        metavar="N",
+        help="bytes each probe reads (default 64M; K, M and G suffixes)",
     )
     restore = sub.choices.get("restore")
     if restore is not None:
@@ -219,8 +232,51 @@ def _age(iso: str | None) -> str:
     return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
 
 
+def _size_arg(text: str) -> int:
+    from core.locations.probe import MAX_BUDGET
+
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    scale = units.get(text[-1:].upper(), 1)
+    try:
+        value = int(text[:-1] if scale > 1 else text) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 64M)") from None
+    if not 0 < value <= MAX_BUDGET:
+        raise argparse.ArgumentTypeError(f"{text} is not above 0 and at most {MAX_BUDGET >> 30}G")
+    return value
+
+
+async def _probe_reads(svc: Any, args: Any) -> tuple[list, int]:
+    """``locations --probe``: each location's read speed, recorded in the job history as a
+    finished ``probe`` job (the RTO forecast reads it there); the exit code."""
+    from datetime import UTC, datetime
+
+    from core.jobs.api import JobState
+    from core.jobs.record import Outcome, record_run
+
+    started = datetime.now(UTC)
+    probes = await svc.probe_reads(None, args.probe_bytes)
+    failed = [p for p in probes if not p.ok]
+    result = {"probes": [p.to_dict() for p in probes], "exit_code": EXIT_ERROR if failed else EXIT_OK}
+    error = "; ".join(f"{p.location}: {p.error}" for p in failed) or None
+    params = {"bytes": args.probe_bytes} if args.probe_bytes else {}
+    try:
+        await record_run(
+            svc.config,
+            "probe",
+            params,
+            started,
+            Outcome(JobState.FAILED if failed else JobState.COMPLETED, result, error),
+        )
+    except AxisorError as exc:
+        _note(f"warning: the probe is not recorded in the job history ({exc}); the RTO forecast does not know of it")
+    return probes, EXIT_ERROR if failed else EXIT_OK
+
+
 async def cmd_locations(svc: Any, args: Any, out: Any) -> int:
     statuses = await svc.locations()
+    probes, code = await _probe_reads(svc, args) if getattr(args, "probe", False) else ([], EXIT_OK)
+    by_name = {p.location: p for p in probes}
     primary_id = next((s.repository_id for s in statuses if s.primary and s.repository_id), None)
     data = []
     for s in statuses:
@@ -229,19 +285,39 @@ async def cmd_locations(svc: Any, args: Any, out: Any) -> int:
         data.append(d)
 
     def text() -> str:
-        rows = [("NAME", "PROVIDER", "STATE", "LATENCY", "USED", "OBJECTS", "FREE", "GROWTH 7D", "LAST WRITE", "WHERE")]
+        read_head = ("READ",) if probes else ()
+        rows: list[tuple[str, ...]] = [
+            (
+                "NAME",
+                "PROVIDER",
+                "STATE",
+                "LATENCY",
+                *read_head,
+                "USED",
+                "OBJECTS",
+                "FREE",
+                "GROWTH 7D",
+                "LAST WRITE",
+                "WHERE",
+            )
+        ]
         notes = []
         for s, d in zip(statuses, data):
             state = "down" if not s.reachable else "ok" if s.initialized else "empty"
             if d["same_repository"] is False:
                 state = "OTHER REPO"
             growth = "-" if s.growth_bytes is None else ("+" if s.growth_bytes >= 0 else "") + _bytes(s.growth_bytes)
+            probe = by_name.get(s.name)
+            read = () if not probes else (_rate(probe),)
+            if probe is not None and (probe.error or probe.bytes_per_second is None):
+                notes.append(f"{s.name}: probe {probe.summary()}")
             rows.append(
                 (
                     s.name + (" (primary)" if s.primary else ""),
                     s.provider,
                     state,
                     "-" if s.latency_ms is None else f"{s.latency_ms:.1f} ms",
+                    *read,
                     _bytes(s.bytes_used),
                     "-" if s.objects is None else str(s.objects),
                     _bytes(s.free_bytes),
@@ -266,8 +342,17 @@ async def cmd_locations(svc: Any, args: Any, out: Any) -> int:
                 notes.append(f"{s.name}: last copy failed at {_age(s.last_error_at)}: {s.last_error}")
         return _table(rows) + "".join(f"\n{n}" for n in notes)
 
-    out.emit({"locations": data}, text)
-    return EXIT_OK
+    shown_data: dict[str, Any] = {"locations": data}
+    if probes:
+        shown_data["probes"] = [p.to_dict() for p in probes]
+    out.emit(shown_data, text)
+    return code
+
+
+def _rate(probe: Any) -> str:
+    if probe is None or probe.bytes_per_second is None:
+        return "-"
+    return f"{probe.bytes_per_second / 1e6:.1f} MB/s"
 
 
 # -- restore ---------------------------------------------------------------------------

@@ -55,7 +55,7 @@ PROVIDERS = ("aws-s3", "gcp-storage", "azure-blob", "ftp", "sftp", "ssh", "local
 APPLICATION_SOURCES = ("user_data", "automation_configs", "simulation_data", "log_files")
 CONFIGURATION_SOURCES = ("environment_vars", "ssl_certificates", "api_keys", "system_settings")
 
-SCHEDULE_TASKS = ("backup", "verify", "copy", "prune", "drill", "restore-test")
+SCHEDULE_TASKS = ("backup", "verify", "copy", "prune", "drill", "restore-test", "probe")
 BACKUP_TYPE_POLICIES = ("auto", "full", "incremental", "differential")
 DRILL_SCENARIOS = ("database-loss", "platform-loss", "location-loss", "corrupted-table", "compromised-host")
 

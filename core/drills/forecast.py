@@ -16,8 +16,21 @@ cannot show the real spread, so the range is never narrower than ±30 % / sqrt(s
 A phase no drill measured at the location takes its throughput from recent restores
 there (``RestoreSample``: a files restore into an empty target, whole job time, so a
 conservative figure); with neither there is no forecast: "no measurement yet", never a
-number made up. The fixed part needs a drill at the location. Point-in-time drills (``--to-time``) replay WAL, which sizes do
+number made up. Point-in-time drills (``--to-time``) replay WAL, which sizes do
 not predict: they are neither measured nor forecast here.
+
+Probes (``ProbeSample``, core/locations/probe.py: a location's measured read throughput and
+round trip) bring the forecast up to date between drills and to locations no drill has run
+from:
+
+- at a location with drills, a probe newer than its newest drill caps each phase's
+  throughput at the probed read speed: a link that slowed since the drill slows the forecast;
+- at a location without drills, each phase takes the processing speed measured by the
+  drills of the location whose drills ran fastest (the least bound by its storage), capped
+  at this location's probed read speed, and their fixed part plus how much longer opening
+  the repository takes here (both probes' measured opening, else ``OPEN_ROUND_TRIPS`` times
+  the difference in round trip); the range is twice as wide (``TRANSFER_MARGIN``) and the
+  basis says it is borrowed. Without a probe there it stays "no measurement yet".
 """
 
 from __future__ import annotations
@@ -38,6 +51,10 @@ SCENARIO_PHASES: dict[str, tuple[str, ...]] = {
 }
 RECENT = 10  # newest drills whose figures count: older ones ran on other hardware and data
 MIN_MARGIN = 0.30  # the relative half-width of the range from one sample (shrinks with sqrt(n))
+TRANSFER_MARGIN = 2.0  # a forecast borrowed from another location's drills: a range this much wider
+# Sequential requests a recovery makes before data flows (config, keys, index and snapshot
+# listings, locks): a rough count, only used to move a borrowed fixed part between latencies.
+OPEN_ROUND_TRIPS = 40
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +73,17 @@ class RestoreSample:
     phase: str  # files
     bytes: int
     seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeSample:
+    """A location's measured read speed (core/locations/probe.py), from the job history."""
+
+    location: str
+    at: str  # ISO 8601
+    bytes_per_second: float
+    latency_seconds: float
+    open_seconds: float | None = None  # opening the repository there (listings, config)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,11 +259,12 @@ def forecast_rto(
     objective_seconds: float | None = None,
     lacking: Sequence[str] = (),
     restores: Sequence[RestoreSample] = (),
+    probes: Sequence[ProbeSample] = (),
 ) -> RtoForecast:
     """The forecast for ``scenario`` from ``location`` (see the module doc). ``history``:
-    ``measurements(...)``, newest first; only the location's own drills count, since
-    another location's throughput says nothing about this one's. ``restores``: newest
-    first, used for a phase no drill at the location measured."""
+    ``measurements(...)``, newest first; the location's own drills count, and another's
+    only through this location's probe. ``restores``: newest first, used for a phase no
+    drill at the location measured. ``probes``: newest first."""
     size_items = tuple(sorted(sizes.items()))
 
     def none(why: str, used: Sequence[str] = ()) -> RtoForecast:
@@ -248,8 +277,19 @@ def forecast_rto(
     if not sizes:
         return none("this scenario restores nothing in the configuration")
     here = [m for m in history if m.location == location]
+    probe = next((p for p in probes if p.location == location and p.bytes_per_second > 0), None)
+    borrowed_from = ""
+    extra_fixed = 0.0
     if not here:
-        return none(f"no measurement yet (no drill from {location} has been measured)")
+        donor = _donor(history, location)
+        if donor is None or probe is None:
+            why = "no drill from it has been measured" + ("" if probe else ", and no probe of it")
+            return none(f"no measurement yet ({why}: `axisor-backup locations --probe`, or a drill from {location})")
+        borrowed_from = donor
+        here = [m for m in history if m.location == donor]
+        extra_fixed = _opening_difference(probe, next((p for p in probes if p.location == donor), None))
+    elif probe is not None and not _newer(probe.at, max(m.started for m in here)):
+        probe = None  # the drills measured the location since: they already hold its speed
     used: dict[str, None] = {}
     low = expected = high = 0.0
     counts: list[int] = []
@@ -272,13 +312,17 @@ def forecast_rto(
         if not rates:
             return none(f"no measurement yet of a {phase} restore from {location}")
         lo, mid, hi = _spread([r for r, _ in rates])
+        capped = ""
+        if probe is not None and probe.bytes_per_second < hi:
+            lo, mid, hi = (min(x, probe.bytes_per_second) for x in (lo, mid, hi))
+            capped = f", capped at the probed {_rate(probe.bytes_per_second)}"
         low, expected, high = low + size / hi, expected + size / mid, high + size / lo
         counts.append(len(rates))
         used.update((d, None) for _, d in rates)
-        words.append(f"{phase} {_rate(mid)} ({len(rates)} {what}{'s' if len(rates) != 1 else ''})")
+        words.append(f"{phase} {_rate(mid)} ({len(rates)} {what}{'s' if len(rates) != 1 else ''}{capped})")
     same = [m for m in here if m.scenario == scenario][:RECENT]
     fixed_from = same or here[:RECENT]
-    lo, mid, hi = _spread([m.fixed_seconds for m in fixed_from])
+    lo, mid, hi = (x + extra_fixed for x in _spread([m.fixed_seconds for m in fixed_from]))
     low, expected, high = low + lo, expected + mid, high + hi
     counts.append(len(fixed_from))
     used.update((m.drill, None) for m in fixed_from)
@@ -286,10 +330,22 @@ def forecast_rto(
         f"fixed part {mid:.1f} s from {len(fixed_from)} "
         + (f"{scenario} drill{'s' if len(fixed_from) != 1 else ''}" if same else "drills of other scenarios")
     )
-    margin = MIN_MARGIN / math.sqrt(min(counts))
+    margin = MIN_MARGIN / math.sqrt(min(counts)) * (TRANSFER_MARGIN if borrowed_from else 1.0)
     low, high = min(low, expected * (1 - margin)), max(high, expected * (1 + margin))
     newest = max(m.drill for m in fixed_from)  # ids sort by time
-    basis = f"{', '.join(words)} at {location}; newest drill {newest}"
+    if borrowed_from:
+        assert probe is not None
+        used[f"probe {location} {probe.at}"] = None
+        basis = (
+            f"no drill from {location} yet: {', '.join(words)} at {borrowed_from} (newest drill {newest}), "
+            f"read speed from {location}'s probe of {probe.at} ({_rate(probe.bytes_per_second)}, "
+            f"{probe.latency_seconds * 1000:.1f} ms round trip)"
+        )
+    else:
+        basis = f"{', '.join(words)} at {location}; newest drill {newest}"
+        if probe is not None:
+            used[f"probe {location} {probe.at}"] = None
+            basis += f"; probed {probe.at}"
     return RtoForecast(
         scenario,
         location,
@@ -301,6 +357,51 @@ def forecast_rto(
         tuple(sorted(used)),
         basis,
     )
+
+
+def probe_samples(stored: Iterable[Mapping[str, Any]]) -> tuple[ProbeSample, ...]:
+    """The kept probes (core/locations/monitor.py ``MonitorState.probes``, newest first) as
+    samples; one that read nothing, failed, or is of another shape is left out."""
+    from core.locations.probe import ReadProbe
+
+    out: list[ProbeSample] = []
+    for raw in stored:
+        p = ReadProbe.from_dict(dict(raw)) if isinstance(raw, Mapping) else None
+        if p is None or not p.ok or p.bytes_per_second is None:
+            continue
+        out.append(ProbeSample(p.location, p.at, p.bytes_per_second, (p.latency_ms or 0.0) / 1000, p.open_seconds))
+    return tuple(out)
+
+
+def _opening_difference(here: ProbeSample, donor: ProbeSample | None) -> float:
+    """How much longer opening the repository takes here than where the borrowed fixed part
+    was measured: both probes' measured opening when they have it, else ``OPEN_ROUND_TRIPS``
+    times the difference in round trip; never negative (a faster location is not assumed
+    to make the rest faster)."""
+    if here.open_seconds is not None and donor is not None and donor.open_seconds is not None:
+        return max(here.open_seconds - donor.open_seconds, 0.0)
+    return max(here.latency_seconds - (donor.latency_seconds if donor else 0.0), 0.0) * OPEN_ROUND_TRIPS
+
+
+def _donor(history: Sequence[DrillMeasurement], location: str) -> str | None:
+    """The other location whose drills restored fastest (median over its phases): the one
+    whose figures are least bound by its storage, so closest to this host's processing."""
+    speeds: dict[str, list[float]] = {}
+    for m in history:
+        if m.location != location:
+            speeds.setdefault(m.location, []).extend(p.bytes / p.seconds for p in m.phases if p.seconds > 0)
+    ranked = [(statistics.median(v), name) for name, v in speeds.items() if v]
+    return max(ranked)[1] if ranked else None
+
+
+def _newer(a: str, b: str) -> bool:
+    """ISO 8601 ``a`` after ``b``; a time that does not parse is never newer."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(a) > datetime.fromisoformat(b)
+    except (TypeError, ValueError):
+        return False
 
 
 def _rate(bytes_per_second: float) -> str:
@@ -323,6 +424,7 @@ def forecast_error(report: Mapping[str, Any]) -> float | None:
 __all__ = [
     "DrillMeasurement",
     "PhaseTime",
+    "ProbeSample",
     "RestoreSample",
     "RtoForecast",
     "SCENARIO_PHASES",
@@ -331,5 +433,6 @@ __all__ = [
     "measurement_of",
     "measurements",
     "phase_of_step",
+    "probe_samples",
     "scenario_sizes",
 ]

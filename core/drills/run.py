@@ -43,7 +43,7 @@ import psycopg
 
 from core import __version__
 from core.config import DRILL_SCENARIOS, DrillCheckConfig
-from core.drills.forecast import RtoForecast, forecast_rto, measurements, scenario_sizes
+from core.drills.forecast import RtoForecast, forecast_rto, measurements, probe_samples, scenario_sizes
 from core.drills.objectives import evaluate_objectives, human_duration, scenario_rto
 from core.drills.report import (
     CheckResult,
@@ -292,7 +292,9 @@ class _Drill:
             self.scenario, db_snap.summary.total_bytes if db_snap else None, files, database=database
         )
         history = measurements(r.to_dict() for r in reports)
-        return forecast_rto(self.scenario, self.location, sizes, history, objective, lacking)
+        # The locations' read probes, as `status` reads them (a cache: unreadable means none).
+        probes = probe_samples(await asyncio.to_thread(self.svc.location_ops().state.probes))
+        return forecast_rto(self.scenario, self.location, sizes, history, objective, lacking, probes=probes)
 
     async def _history(self, location: str) -> list[DrillReport]:
         """The newest stored reports: where the drill reads from, and for location-loss also

@@ -36,6 +36,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "prune": ("core.maintenance.jobs", "prune_runner"),
     "drill": ("core.drills.jobs", "drill_runner"),
     "restore-test": ("core.drills.restore_test_job", "restore_test_runner"),
+    "probe": ("core.locations.probe_job", "probe_runner"),
 }
 _RUNNERS: dict[str, Runner] = {}
 

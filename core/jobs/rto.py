@@ -4,7 +4,10 @@ Needs no passphrase, like the rest of `status`: the measurements are the drill j
 results (each is its drill report) and, for a phase no drill measured, the files restore
 jobs into an empty target (no file there before, no safety snapshot: a restore over live
 files measures its comparisons, not a recovery), the sizes the newest snapshots the backup jobs
-recorded (``summary.total_bytes``; the database's newest *logical* one). A copy holds the
+recorded (``summary.total_bytes``; the database's newest *logical* one), and each
+location's newest read probe, kept in the locations monitor's file (core/locations/
+monitor.py; ``locations --probe`` and the scheduled ``probe`` write it; a drill's own
+forecast reads the same). A copy holds the
 same snapshots, so the primary's sizes stand for every location. The forecast itself is
 core/drills/forecast.py's pure ``forecast_rto``.
 
@@ -17,16 +20,25 @@ times the objective.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
 from core.config import Config
-from core.drills.forecast import RestoreSample, RtoForecast, forecast_rto, measurements, scenario_sizes
+from core.drills.forecast import (
+    RestoreSample,
+    RtoForecast,
+    forecast_rto,
+    measurements,
+    probe_samples,
+    scenario_sizes,
+)
 from core.drills.objectives import human_duration, scenario_rto
 from core.jobs.api import Job, JobState
 from core.locations.sites import PRIMARY_NAME as PRIMARY_LOCATION
-from core.jobs.store import JobStore
+from core.jobs.store import JobStore, state_dir
+from core.locations.monitor import MonitorState, state_file
 
 RESTORE_HISTORY = 50  # restore jobs looked at
 DRILL_HISTORY = 200  # drill jobs looked at; the forecast uses the newest few of each location
@@ -91,13 +103,18 @@ def pairs(config: Config, measured: Iterable[tuple[str, str]] = ()) -> list[tupl
 
 
 def forecasts_from(
-    config: Config, drills: Iterable[Job], backups: Iterable[Job], restores: Iterable[Job] = ()
+    config: Config,
+    drills: Iterable[Job],
+    backups: Iterable[Job],
+    restores: Iterable[Job] = (),
+    probes: Iterable[dict] = (),
 ) -> tuple[RtoForecast, ...]:
     reports: list[dict[str, Any]] = [
         j.result for j in drills if isinstance(j.result, dict) and "scenario" in j.result and "steps" in j.result
     ]
     history = measurements(reports)
     samples = restore_samples(restores)
+    probed = probe_samples(probes)
     database_bytes, files = newest_sizes(backups)
     file_bytes: dict[str, int | None] = {s.name: files.get(s.name) for s in config.sources()}
     out: list[RtoForecast] = []
@@ -109,7 +126,7 @@ def forecasts_from(
             database=config.database.enabled,
         )
         objective = scenario_rto(config, scenario).total_seconds()
-        out.append(forecast_rto(scenario, location, sizes, history, objective, lacking, samples))
+        out.append(forecast_rto(scenario, location, sizes, history, objective, lacking, samples, probed))
     return tuple(out)
 
 
@@ -117,7 +134,8 @@ async def rto_forecasts(config: Config, store: JobStore, backups: list[Job]) -> 
     """``backups``: the finished backup jobs the health evaluation already read, newest first."""
     drills = await store.list(limit=DRILL_HISTORY, states=(JobState.COMPLETED, JobState.FAILED), kinds=("drill",))
     restores = await store.list(limit=RESTORE_HISTORY, states=(JobState.COMPLETED,), kinds=("restore",))
-    return forecasts_from(config, drills, backups, restores)
+    probes = await asyncio.to_thread(MonitorState(state_file(state_dir(config))).probes)
+    return forecasts_from(config, drills, backups, restores, probes)
 
 
 def forecast_level(f: RtoForecast, critical_factor: float) -> str:
@@ -151,4 +169,12 @@ def _secs(seconds: float) -> str:
     return human_duration(_td(seconds))
 
 
-__all__ = ["describe", "forecast_level", "forecasts_from", "newest_sizes", "pairs", "restore_samples", "rto_forecasts"]
+__all__ = [
+    "describe",
+    "forecast_level",
+    "forecasts_from",
+    "newest_sizes",
+    "pairs",
+    "restore_samples",
+    "rto_forecasts",
+]

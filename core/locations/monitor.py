@@ -4,7 +4,8 @@ Growth needs history, so usage samples are kept in ``locations.json`` in the sta
 directory (next to the job store): a sample whenever ``locations`` runs and after every
 backup or copy that wrote to a location, at most one per ``SAMPLE_EVERY``, the last
 ``KEEP``. The same file remembers each location's last successful write and last
-copy failure. It is a cache of observations, never the truth about what a location
+copy failure, and its newest read probes (``locations --probe`` and the scheduled
+``probe``: core/locations/probe.py), which the RTO forecast reads. It is a cache of observations, never the truth about what a location
 holds: losing it only loses the growth history.
 """
 
@@ -37,6 +38,7 @@ SAMPLE_EVERY = timedelta(minutes=10)
 KEEP = timedelta(days=9)  # a week, plus margin so a baseline at least a week old survives
 WEEK = timedelta(days=7)
 PROBE_TIMEOUT = 60.0  # seconds for one location's whole probe; the rest are not held up
+PROBES_KEPT = 10  # read probes kept per location
 _FOLDERS = (f"{DATA}/", f"{INDEX}/", f"{SNAPSHOTS}/", f"{KEYS}/", f"{LOCKS}/", "wal/")
 
 
@@ -152,6 +154,24 @@ class MonitorState:
             loc["last_write"] = (at or _now()).isoformat(timespec="seconds")
             loc.pop("last_error", None)
             loc.pop("last_error_at", None)
+
+    def record_probe(self, name: str, probe: dict) -> None:
+        """Keep a read probe's figures (core/locations/probe.py), the newest ``PROBES_KEPT``:
+        the RTO forecast reads the newest of each location."""
+        with self._locked() as data:
+            loc = self._loc(data, name)
+            loc["probes"] = [p for p in loc.get("probes") or [] if isinstance(p, dict)][-(PROBES_KEPT - 1) :] + [probe]
+
+    def probes(self) -> list[dict]:
+        """Every kept probe of every location, newest first (as stored: the reader checks them)."""
+        found = [
+            p
+            for loc in self._read()["locations"].values()
+            if isinstance(loc, dict)
+            for p in loc.get("probes") or []
+            if isinstance(p, dict)
+        ]
+        return sorted(found, key=lambda p: str(p.get("at") or ""), reverse=True)
 
     def record_error(self, name: str, error: str) -> None:
         with self._locked() as data:

@@ -11,9 +11,12 @@ from core.errors import AxisorError, NoLocationAvailable, SnapshotNotFound, Usag
 from core.locations.catalog import Catalog, build_catalog
 from core.locations.copy import CopyProgress, CopyResult, copy_snapshots, ensure_replica, missing_snapshots
 from core.locations.monitor import LocationStatus, MonitorState, probe_all, usage_of
+from core.locations.probe import DEFAULT_BUDGET, ReadProbe, failed_probe, probe_read
 from core.locations.sites import PRIMARY_NAME, LocationMismatch, Sites, is_unavailable
 
 __all__ = ["LocationOps", "RestoreChoice"]
+
+PROBE_READ_TIMEOUT = 300.0  # seconds for one location's read probe
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +126,24 @@ class LocationOps:
 
     async def status(self) -> list[LocationStatus]:
         return await probe_all(self.sites, self.state)
+
+    async def probe_reads(
+        self, names: list[str] | None = None, budget: int = DEFAULT_BUDGET, timeout: float = PROBE_READ_TIMEOUT
+    ) -> list[ReadProbe]:
+        """Each location's read speed (core/locations/probe.py), one after another so they
+        do not share this host's bandwidth; one that fails or hangs is named, not timed."""
+        out = []
+        for name in [self.sites.check(n) for n in names] if names else self.sites.names:
+            try:
+                probe = await asyncio.wait_for(probe_read(self.sites.backend(name), name, budget), timeout)
+                out.append(probe)
+                if probe.bytes_per_second is not None:
+                    await asyncio.to_thread(self.state.record_probe, name, probe.to_dict())
+            except TimeoutError:
+                out.append(failed_probe(name, TimeoutError(f"no answer within {timeout:.0f} s")))
+            except (AxisorError, OSError) as exc:
+                out.append(failed_probe(name, exc))
+        return out
 
     # -- restore ------------------------------------------------------------------------
 

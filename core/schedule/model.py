@@ -16,7 +16,9 @@ list of ``Schedule`` values. Two kinds of defaults fill in what is not configure
 - when no prune job is configured, retention is applied weekly (Saturday 04:30); when no
   drill job is configured, a drill of ``[drills] scenario`` runs monthly (the 1st, 07:00);
   and when no restore-test job is configured, one runs weekly (Wednesday 06:30): a sample of
-  a random snapshot, weighted to the never restore-tested, restored and checked.
+  a random snapshot, weighted to the never restore-tested, restored and checked;
+- when no probe job is configured, each location's read speed is probed daily (05:15), so
+  the RTO forecast follows a link that slows between drills (core/locations/probe.py).
 """
 
 from __future__ import annotations
@@ -41,12 +43,14 @@ DEFAULT_DRILL_CRON = "0 7 1 * *"  # monthly: a restore nobody rehearses is not k
 DEFAULT_RESTORE_TEST = "restore-test"
 # Weekly, midweek, after the nightly backup: a sample of a random snapshot restored and checked.
 DEFAULT_RESTORE_TEST_CRON = "30 6 * * 3"
+DEFAULT_PROBE = "probe"
+DEFAULT_PROBE_CRON = "15 5 * * *"  # daily, between the nightly backup and the verification
 
 
 @dataclass(frozen=True, slots=True)
 class Schedule:
     name: str
-    task: str  # backup | verify | copy | prune | drill | restore-test
+    task: str  # backup | verify | copy | prune | drill | restore-test | probe
     cron: str
     timezone: str
     sources: tuple[str, ...] = ()  # backup: full source names ("database", "application/log_files")
@@ -80,6 +84,8 @@ class Schedule:
         if self.task == "restore-test":
             sample = f"{self.sample_percent}%" if self.sample_percent is not None else f"{self.sample_files} items"
             return f"restore-test of {sample} of a random snapshot"
+        if self.task == "probe":
+            return "read speed of every location (for the RTO forecast)"
         return self.task
 
 
@@ -176,6 +182,7 @@ def schedules_from_config(config: Config) -> tuple[Schedule, ...]:
         ("prune", DEFAULT_PRUNE, DEFAULT_PRUNE_CRON),
         ("drill", DEFAULT_DRILL, DEFAULT_DRILL_CRON),
         ("restore-test", DEFAULT_RESTORE_TEST, DEFAULT_RESTORE_TEST_CRON),
+        ("probe", DEFAULT_PROBE, DEFAULT_PROBE_CRON),
     ):
         if not any(s.task == task for s in explicit):
             defaults.append(

@@ -90,6 +90,10 @@ class BackupService(Session):
         """Per location: reachability, latency, usage, growth, last write (LocationStatus list)."""
         return await _locations.locations(self)
 
+    async def probe_reads(self, names: list[str] | None = None, budget: int | None = None):
+        """Per location: measured latency and read throughput (ReadProbe list), for the RTO forecast."""
+        return await _locations.probe_reads(self, names, budget)
+
     def location_names(self) -> list[str]:
         """Every configured location: the primary first, then storage.remote_storage."""
         return _locations.location_names(self)

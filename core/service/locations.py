@@ -80,6 +80,14 @@ async def locations(session: Session):
     return await session.location_ops().status()
 
 
+async def probe_reads(session: Session, names: list[str] | None = None, budget: int | None = None):
+    """Per location (all, or ``names``): its measured latency and read throughput
+    (core/locations/probe.py ReadProbe list); needs no passphrase."""
+    from core.locations.probe import DEFAULT_BUDGET
+
+    return await session.location_ops().probe_reads(names, budget or DEFAULT_BUDGET)
+
+
 async def copy_after_backup(session: Session, result: BackupResult) -> BackupResult:
     """After a backup at the primary: note the write, and copy its new snapshots to every
     other location (core.locations.ops.LocationOps.catch_up)."""
@@ -111,6 +119,7 @@ __all__ = [
     "choose_location",
     "copy",
     "copy_after_backup",
+    "probe_reads",
     "location_names",
     "locations",
     "use_location",

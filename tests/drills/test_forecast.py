@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import pytest
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from core.drills.forecast import (
+    ProbeSample,
     RtoForecast,
     forecast_error,
     forecast_rto,
     measurement_of,
     measurements,
+    probe_samples,
     scenario_sizes,
 )
 
@@ -117,3 +122,89 @@ def test_round_trip_and_error() -> None:
     assert forecast_rto(
         "platform-loss", "local", {"database": 1_000_000, "files": 2_000_000}, history, 5
     ).over_objective
+
+
+SIZES = {"database": 1_000_000, "files": 2_000_000}
+LATER = "2026-12-02T00:00:00+00:00"  # after the reports' start
+EARLIER = "2026-11-30T00:00:00+00:00"
+
+
+def test_a_probe_newer_than_the_drills_caps_a_phase_at_the_probed_speed() -> None:
+    history = measurements([report("20261201T000000Z-00000001")])  # db 250 kB/s, files 1 MB/s
+    plain = forecast_rto("platform-loss", "local", SIZES, history)
+    slow = ProbeSample("local", LATER, 500_000.0, 0.001)  # the link now reads 500 kB/s
+    f = forecast_rto("platform-loss", "local", SIZES, history, probes=[slow])
+    # database stays at 250 kB/s (4 s); files drop from 1 MB/s (2 s) to 500 kB/s (4 s)
+    assert f.expected_seconds == pytest.approx(plain.expected_seconds + 2.0)
+    assert "files 500.0 kB/s (1 drill, capped at the probed 500.0 kB/s)" in f.basis and "probed " + LATER in f.basis
+    # A probe older than the newest drill is already in that drill's figures: ignored.
+    old = forecast_rto("platform-loss", "local", SIZES, history, probes=[ProbeSample("local", EARLIER, 1.0, 0.001)])
+    assert old.expected_seconds == plain.expected_seconds and "probed" not in old.basis
+    # A fast probe caps nothing.
+    fast = forecast_rto("platform-loss", "local", SIZES, history, probes=[ProbeSample("local", LATER, 1e12, 0.0)])
+    assert fast.expected_seconds == plain.expected_seconds
+
+
+def test_a_location_without_drills_borrows_the_fastest_drills_capped_by_its_probe() -> None:
+    history = measurements(
+        [
+            report("20261201T000000Z-00000001", location="local"),  # db 250 kB/s, files 1 MB/s
+            report("20261201T000000Z-00000002", location="slow", db=(1_000_000, 40.0), files=(2_000_000, 20.0)),
+        ]
+    )
+    none = forecast_rto("location-loss", "far", SIZES, history)
+    assert not none.measured and "locations --probe" in none.missing
+    probes = [ProbeSample("far", LATER, 400_000.0, 0.051), ProbeSample("local", LATER, 1e9, 0.001)]
+    f = forecast_rto("location-loss", "far", SIZES, history, probes=probes)
+    assert f.measured
+    # database 250 kB/s (below the probe: 4 s), files capped at 400 kB/s (5 s), local's fixed
+    # part 4 s, plus 40 round trips of the extra 50 ms: 2 s.
+    assert f.expected_seconds == pytest.approx(4.0 + 5.0 + 4.0 + 2.0)
+    assert "no drill from far yet" in f.basis and "at local" in f.basis and "400.0 kB/s" in f.basis
+    # Borrowed: twice the range of a forecast of its own.
+    assert f.low_seconds == pytest.approx(f.expected_seconds * 0.4)
+    assert f.high_seconds == pytest.approx(f.expected_seconds * 1.6)
+    assert "probe far " + LATER in f.drills
+
+
+def test_stored_probes_of_another_shape_are_left_out() -> None:
+    good = {"location": "far", "at": LATER, "latency_ms": 2.0, "bytes_per_second": 5e6}
+    stored = [
+        good,
+        {**good, "bytes_per_second": None},  # read nothing
+        {**good, "bytes_per_second": -1},
+        {**good, "bytes_per_second": "fast"},
+        {**good, "error": "timed out"},
+        {**good, "at": "yesterday"},
+        {"at": LATER},
+        "not a probe",
+    ]
+    assert probe_samples(stored) == (ProbeSample("far", LATER, 5e6, 0.002),)
+
+
+@given(
+    rate=st.floats(min_value=1.0, max_value=1e10),
+    latency=st.floats(min_value=0.0, max_value=5.0),
+    newer=st.booleans(),
+    where=st.sampled_from(["local", "far"]),
+)
+def test_a_probe_never_makes_a_forecast_faster_and_the_range_holds(
+    rate: float, latency: float, newer: bool, where: str
+) -> None:
+    history = measurements([report("20261201T000000Z-00000001")])
+    base = forecast_rto("platform-loss", "local", SIZES, history)
+    f = forecast_rto(
+        "platform-loss", where, SIZES, history, probes=[ProbeSample(where, LATER if newer else EARLIER, rate, latency)]
+    )
+    assert f.measured
+    assert 0 < f.low_seconds <= f.expected_seconds <= f.high_seconds
+    if where == "local":
+        assert f.expected_seconds >= base.expected_seconds - 1e-9
+
+
+def test_a_borrowed_fixed_part_adds_the_measured_difference_in_opening() -> None:
+    history = measurements([report("20261201T000000Z-00000001", location="local")])
+    here = ProbeSample("far", LATER, 1e12, 0.050, open_seconds=0.9)
+    donor = ProbeSample("local", LATER, 1e12, 0.001, open_seconds=0.1)
+    f = forecast_rto("location-loss", "far", SIZES, history, probes=[here, donor])
+    assert f.expected_seconds == pytest.approx(4.0 + 2.0 + 4.0 + 0.8)  # db 4 s, files 2 s, fixed 4 s, opening +0.8 s

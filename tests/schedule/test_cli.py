@@ -41,7 +41,8 @@ def test_schedules_lists_next_runs_across_spring_forward(ws):
         "prune",
         "drill",
         "restore-test",
-    ]  # backup and verify configured; prune, drill and restore-test defaults
+        "probe",
+    ]  # backup and verify configured; prune, drill, restore-test and probe defaults
     nightly = by_name["nightly"]
     assert (nightly["task"], nightly["type"], nightly["timezone"], nightly["paused"]) == (
         "backup",
@@ -81,6 +82,7 @@ def test_default_schedules_when_none_configured(ws):
         ("prune", "prune", None, "default", ["2027-01-09T04:30:00+00:00"]),  # Saturday
         ("drill", "drill", None, "default", ["2027-02-01T07:00:00+00:00"]),  # the 1st of the month
         ("restore-test", "restore-test", None, "default", ["2027-01-06T06:30:00+00:00"]),  # Wednesday
+        ("probe", "probe", None, "default", ["2027-01-04T05:15:00+00:00"]),  # daily
     ]
     text = ws.cli("schedules")
     assert "scheduler: DISABLED" in text.out

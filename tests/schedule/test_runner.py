@@ -44,6 +44,11 @@ name = "restore-test-off"
 task = "restore-test"
 cron = "0 6 * * *"
 enabled = false
+[[schedule.jobs]]
+name = "probe-off"
+task = "probe"
+cron = "0 6 * * *"
+enabled = false
 """
 
 
@@ -406,6 +411,7 @@ cron = "*/10 * * * *"
         ("prune", "prune", False, "default", "30 4 * * 6"),
         ("drill", "drill", False, "default", "0 7 1 * *"),
         ("restore-test", "restore-test", False, "default", "30 6 * * 3"),
+        ("probe", "probe", False, "default", "15 5 * * *"),
     ]
     # The default backup keeps every source that no configured backup job names.
     assert s.schedules[1].sources == ("application/user_data", "application/simulation_data")
