@@ -226,11 +226,13 @@ async def _history(
     if rolled is not None:
         checks.append(rolled)
     verdict = verify_verdict(verifies)
-    verify = verify_check(verdict)
+    verify = verify_check(verdict) or key_refused_check("verify", verifies)
     if verify is not None:
         checks.append(verify)
     restore_tests = await store.list(limit=VERIFY_HISTORY, kinds=("restore-test",))
-    tested = restore_test_check(restore_test_verdict(restore_tests), restore_tests)
+    tested = restore_test_check(restore_test_verdict(restore_tests), restore_tests) or key_refused_check(
+        "restore-test", restore_tests
+    )
     if tested is not None:
         checks.append(tested)
     return checks, verdict, backups
@@ -244,6 +246,10 @@ def verify_verdict(jobs: list, damage_code: int = VerificationFailed.exit_code) 
     same way (``restore_test_verdict``)."""
     newer: tuple[str, str, str | None] | None = None
     for job in jobs:
+        if job.state == JobState.FAILED and (job.result or {}).get("exit_code") == Exit.KEY_REFUSED:
+            # Refused for this host's write-only key: not this host's to run, and says
+            # nothing about the repository (``key_refused_check`` says so once).
+            continue
         if job.state == JobState.COMPLETED:
             state = "passed" if (job.result or {}).get("ok", True) else "damage"
         elif job.state == JobState.FAILED and (job.result or {}).get("exit_code") == damage_code:
@@ -292,6 +298,21 @@ def verify_check(v: VerifyVerdict) -> Check | None:
     if v.state == "never" and v.newer is None:
         return None
     return Check("verify", "ok", last)
+
+
+def key_refused_check(name: str, jobs: Sequence[Job]) -> Check | None:
+    """When nothing of ``name`` ever gave a verdict here and the newest run was refused for a
+    write-only key (exit 27): said as ok, not hidden and not a warning that can never clear,
+    since this host cannot run it (a trusted host with the full key does)."""
+    newest = next((j for j in jobs if j.state.finished), None)
+    if newest is None or (newest.result or {}).get("exit_code") != Exit.KEY_REFUSED:
+        return None
+    return Check(
+        name,
+        "ok",
+        f"not run here: this host's key is write-only (job {newest.id} was refused); "
+        f"{name} runs on a host with the full key",
+    )
 
 
 def restore_test_verdict(jobs: list) -> VerifyVerdict:

@@ -29,7 +29,7 @@ from typing import Any
 
 from core.config import Config, resolve_passphrase
 from core.service import PassphraseSource
-from core.errors import AxisorError, DaemonError
+from core.errors import AxisorError, DaemonError, Exit
 from core.jobs.api import EngineClient, Job, JobState
 from core.jobs.store import DB_NAME
 from core.repository.snapshot import Snapshot
@@ -44,6 +44,8 @@ Clock = Callable[[], datetime]
 Catalog = Callable[[], Awaitable[Sequence[Snapshot]]]
 
 ACTIVE = frozenset({JobState.PENDING, JobState.RUNNING})
+# Tasks a write-only key may not do (core/service/session.py refuses them with exit 27).
+FULL_KEY_TASKS = frozenset({"verify", "prune", "drill", "restore-test"})
 # Longest sleep between ticks: a clock that jumps (suspend, NTP step) is noticed this soon.
 MAX_SLEEP = 60.0
 # While runs wait for a job to finish, look again this often.
@@ -114,6 +116,8 @@ class Scheduler:
         self._catalog = catalog
         self._queue: dict[str, Queued] = {}
         self._started = clock()
+        # Jobs are stamped by the engine's wall clock, not the scheduler's (a test moves that one).
+        self._started_wall = datetime.now(UTC)
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -253,6 +257,27 @@ class Scheduler:
                     busy[hold] = record.job_id or ""
         return records
 
+    async def _refused_by_key(self, schedule: Schedule) -> str | None:
+        """A default schedule of a task a write-only key may not do (verify, prune, drill,
+        restore-test) whose newest run since this scheduler started was refused for the key
+        (exit 27): that job's id, and the schedule is skipped instead of failing again at
+        every occurrence. A restart tries once more (the key may have changed since);
+        a configured schedule is always submitted, as asked."""
+        if schedule.origin != "default" or schedule.task not in FULL_KEY_TASKS:
+            return None
+        try:
+            finished = await self.engine.list(limit=200, states=frozenset({JobState.FAILED, JobState.COMPLETED}))
+        except DaemonError:
+            return None
+        for job in finished:  # newest first
+            if job.kind != schedule.task or job.params.get("schedule") != schedule.name:
+                continue
+            if job.finished_at is None or job.finished_at < self._started_wall:
+                return None
+            refused = job.state == JobState.FAILED and (job.result or {}).get("exit_code") == Exit.KEY_REFUSED
+            return job.id if refused else None
+        return None
+
     async def _sweep_orphans(self) -> None:
         """Fail jobs left pending/running by a process that died (a killed CLI backup).
 
@@ -279,6 +304,20 @@ class Scheduler:
         origin: str = "scheduler",
     ) -> RunRecord:
         decision: TypeDecision | None = None
+        refused = await self._refused_by_key(schedule) if origin == "scheduler" else None
+        if refused is not None:
+            return await self.store.record(
+                RunRecord(
+                    schedule.name,
+                    occurrence,
+                    now,
+                    trigger,
+                    "skipped",
+                    missed=missed,
+                    detail=f"not this host's: its key is write-only (job {refused} was refused, exit 27); "
+                    f"{schedule.task} runs on a host with the full key",
+                )
+            )
         try:
             if schedule.task == "backup":
                 decision = await self.decide_type(schedule, now)
