@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from core.config import Config
+from core.drills.report import CheckResult, RpoResult
 from core.repository.snapshot import Snapshot
 
 LEVELS = ("ok", "warning", "critical")
@@ -140,6 +141,59 @@ def evaluate_objectives(
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class DrillObjectives:
+    """A drill's RTO and RPO measured against ``[objectives]``: the goal, the RPO row of
+    each restored source, and the checks to report (``CheckResult``s, in order)."""
+
+    rto_goal: timedelta
+    rpo: tuple[RpoResult, ...]
+    checks: tuple[CheckResult, ...]
+
+
+def measure_objectives(
+    config: Config,
+    sources: list[str],
+    rto: float,
+    snapshots: Iterable[Snapshot],
+    now: datetime,
+    window: _Window | None = None,
+) -> DrillObjectives:
+    """Pure: the drill restored ``sources`` and took ``rto`` seconds. Its RTO objective is
+    the strictest of those sources' (the database's when it restored none); each source's
+    RPO is the age of its newest restorable point at ``now``. A source restored but no
+    longer configured has no objective to measure against and is left out."""
+    objectives = config.objectives
+    goals = [objectives.for_source(s) for s in sources] or [objectives.for_source("database")]
+    rto_goal = min(g.rto for g in goals)
+    checks = [
+        _check(
+            "RTO within objective",
+            "rto",
+            rto <= rto_goal.total_seconds(),
+            f"restored and validated in {rto:.1f} s; objective {human_duration(rto_goal)}",
+            rto_goal.total_seconds(),
+            round(rto, 3),
+        )
+    ]
+    statuses = {s.source: s for s in evaluate_objectives(config, snapshots, now, window)}
+    rpo: list[RpoResult] = []
+    for source in sources:
+        st = statuses.get(source)
+        if st is None:
+            continue
+        achieved = None if st.achieved_rpo is None else round(st.achieved_rpo.total_seconds(), 3)
+        rpo.append(
+            RpoResult(source, st.newest.isoformat() if st.newest else None, achieved, st.rpo.total_seconds(), st.status)
+        )
+        checks.append(_check(f"RPO {source}", "rpo", st.status == "ok", st.message, st.rpo.total_seconds(), achieved))
+    return DrillObjectives(rto_goal, tuple(rpo), tuple(checks))
+
+
+def _check(name: str, kind: str, ok: bool, detail: str, expected: float, actual: float | None) -> CheckResult:
+    return CheckResult(name, kind, "pass" if ok else "fail", detail, expected, actual)
+
+
 def scenario_rto(config: Config, scenario: str) -> timedelta:
     """The RTO objective of a drill scenario: the strictest of the sources it restores, as
     the drill itself measures it (core/drills/run.py)."""
@@ -154,11 +208,13 @@ def worst(statuses: Iterable[ObjectiveStatus]) -> str:
 
 __all__ = [
     "LEVELS",
+    "DrillObjectives",
     "ObjectiveStatus",
     "configured_sources",
     "evaluate_objectives",
     "human_duration",
     "level_for",
+    "measure_objectives",
     "newest_points",
     "scenario_rto",
     "worst",

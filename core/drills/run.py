@@ -30,21 +30,21 @@ itself is a check: a drill that leaves something behind fails.
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from core import __version__
-from core.config import DRILL_SCENARIOS, DrillCheckConfig
+from core.config import DRILL_SCENARIOS
+from core.drills.checks import Restored, run_checks
 from core.drills.forecast import RtoForecast, forecast_rto, measurements, probe_samples, scenario_sizes
-from core.drills.objectives import evaluate_objectives, human_duration, scenario_rto
+from core.drills.objectives import measure_objectives, scenario_rto
 from core.drills.report import (
     CheckResult,
     DrillReport,
@@ -55,7 +55,6 @@ from core.drills.report import (
     store_report,
 )
 from core.sources.postgres.scratch import Scratch, free_port, server_user
-from core.text import shown
 from core.errors import AxisorError, DatabaseError, UsageError
 from core.repository.lock import Lock
 from core.repository.snapshot import Snapshot
@@ -126,6 +125,8 @@ class _Drill:
         self.window = None
         self.snaps: list[Snapshot] = []
         self.forecast: RtoForecast | None = None
+        self.rto_goal: timedelta | None = None  # set by the objective checks
+        self.rpo: list[RpoResult] = []
         drills = self.config.drills
         self.scratch = Scratch(self.id, drills.work_dir, None)
         self.location = self._choose_location()
@@ -711,140 +712,25 @@ class _Drill:
     # -- smoke checks -----------------------------------------------------------------------
 
     async def _smoke_checks(self) -> tuple[None, str]:
-        for spec in self.config.drills.checks:
-            self.check_cancelled()
-            if spec.sql is not None:
-                await self._sql_check(spec, spec.sql)
-            elif spec.paths_sql is not None:
-                await self._paths_sql_check(spec, spec.paths_sql)
-            else:
-                self._path_check(spec)
-        return None, f"{len(self.config.drills.checks)} configured"
-
-    async def _sql_check(self, spec: DrillCheckConfig, query: str) -> None:
-        if self.db_target is None:
-            self.check(spec.name, "sql", None, "no database is restored in this scenario")
-            return
-        if self.db_partial:
-            self.check(spec.name, "sql", None, "only one table is restored in this scenario")
-            return
-        try:
-            rows = await self._query(query, 1)
-        except (DatabaseError, psycopg.Error) as exc:
-            self.check(spec.name, "sql", False, f"the query failed: {str(exc).strip()[:300]}", spec.expect)
-            return
-        actual = rows[0][0] if rows else None
-        ok = _matches(actual, spec.expect)
-        self.check(
-            spec.name,
-            "sql",
-            ok,
-            f"returned {_show(actual)}" + ("" if ok else f", expected {_show(spec.expect)}"),
-            spec.expect,
-            _jsonable(actual),
-        )
-
-    async def _query(self, query: str, most: int) -> list:
-        """At most ``most`` rows of the operator's own query (from the config file) on the
-        restored database; none for a statement that returns no rows."""
-        assert self.db_target is not None
-        conn = await self.db_target.connect()
-        try:
-            cur = await conn.execute(query)
-            return list(await cur.fetchmany(most)) if cur.description else []
-        finally:
-            await conn.close()
-
-    async def _paths_sql_check(self, spec: DrillCheckConfig, query: str) -> None:
-        """The cross-check: every path the restored database names (the query's first
-        column, at most CROSS_CHECK_ROWS rows) exists in the restored ``source``."""
-        assert spec.source is not None
-        roots = self.file_roots.get(spec.source)
-        if self.db_target is None or self.db_partial or roots is None:
-            self.check(spec.name, "cross-check", None, "the database and that source are not both restored here")
-            return
-        try:
-            rows = await self._query(query, CROSS_CHECK_ROWS + 1)
-        except (DatabaseError, psycopg.Error) as exc:
-            self.check(spec.name, "cross-check", False, f"the query failed: {str(exc).strip()[:300]}")
-            return
-        source_paths = [Path(p) for p in next((s.paths for s in self.config.sources() if s.name == spec.source), ())]
-        missing = [str(row[0]) for row in rows[:CROSS_CHECK_ROWS] if not _restored(row[0], roots, source_paths)]
-        cut = f" (the first {CROSS_CHECK_ROWS} rows checked)" if len(rows) > CROSS_CHECK_ROWS else ""
-        n = min(len(rows), CROSS_CHECK_ROWS)
-        self.check(
-            spec.name,
-            "cross-check",
-            not missing,
-            f"all {n} paths the database names exist in the restored {spec.source}{cut}"
-            if not missing
-            else f"{len(missing)} of {n} paths the database names are missing from the restored "
-            f"{spec.source}{cut}: " + ", ".join(shown(m) for m in missing[:20]) + (" ..." if len(missing) > 20 else ""),
-            expected=n,
-            actual=n - len(missing),
-        )
-
-    def _path_check(self, spec: DrillCheckConfig) -> None:
-        assert spec.path is not None and spec.source is not None
-        roots = self.file_roots.get(spec.source)
-        if roots is None:
-            self.check(spec.name, "path", None, f"{spec.source} is not restored in this scenario")
-            return
-        found = [r / spec.path for r in roots if os.path.lexists(r / spec.path)]
-        self.check(
-            spec.name,
-            "path",
-            bool(found),
-            f"{spec.path} exists in the restored {spec.source}"
-            if found
-            else f"{spec.path} is missing from the restored {spec.source}",
-            spec.path,
-        )
+        """The operator's ``[[drills.checks]]`` on what this drill restored (core/drills/checks.py)."""
+        restored = Restored(self.db_target, self.db_partial, self.file_roots)
+        count = await run_checks(self.config, restored, self.check, self.check_cancelled)
+        return None, f"{count} configured"
 
     # -- objectives -------------------------------------------------------------------------
 
     def _objective_checks(self, rto: float) -> None:
-        objectives = self.config.objectives
-        sources = list(dict.fromkeys(self.restored_sources))
-        goals = [objectives.for_source(s) for s in sources] or [objectives.for_source("database")]
-        rto_goal = min(g.rto for g in goals)
-        self.rto_goal = rto_goal
-        self.check(
-            "RTO within objective",
-            "rto",
-            rto <= rto_goal.total_seconds(),
-            f"restored and validated in {rto:.1f} s; objective {human_duration(rto_goal)}",
-            rto_goal.total_seconds(),
-            round(rto, 3),
+        measured = measure_objectives(
+            self.config, list(dict.fromkeys(self.restored_sources)), rto, self.snaps, self.started, self.window
         )
-        statuses = {s.source: s for s in evaluate_objectives(self.config, self.snaps, self.started, self.window)}
-        self.rpo = []
-        for source in sources:
-            st = statuses.get(source)
-            if st is None:  # restored, but no longer configured: measured all the same
-                continue
-            self.rpo.append(
-                RpoResult(
-                    source,
-                    st.newest.isoformat() if st.newest else None,
-                    None if st.achieved_rpo is None else round(st.achieved_rpo.total_seconds(), 3),
-                    st.rpo.total_seconds(),
-                    st.status,
-                )
-            )
-            self.check(
-                f"RPO {source}",
-                "rpo",
-                st.status == "ok",
-                st.message,
-                st.rpo.total_seconds(),
-                None if st.achieved_rpo is None else round(st.achieved_rpo.total_seconds(), 3),
-            )
+        self.rto_goal, self.rpo = measured.rto_goal, list(measured.rpo)
+        for c in measured.checks:
+            self.check(c.name, c.kind, c.status == "pass", c.detail, c.expected, c.actual)  # reported as they land
 
     # -- the report -------------------------------------------------------------------------
 
     def _report(self, rto: float, error: str | None) -> DrillReport:
-        rto_goal = getattr(self, "rto_goal", None) or self.config.objectives.for_source("database").rto
+        rto_goal = self.rto_goal or self.config.objectives.for_source("database").rto
         failed = (
             error is not None
             or any(c.status == "fail" for c in self.checks)
@@ -861,7 +747,7 @@ class _Drill:
             rto_objective_seconds=rto_goal.total_seconds(),
             steps=tuple(self.steps),
             checks=tuple(self.checks),
-            rpo=tuple(getattr(self, "rpo", ())),
+            rpo=tuple(self.rpo),
             restored=tuple(self.restored),
             cleanup=tuple(self.scratch.removed),
             error=error,
@@ -894,55 +780,6 @@ class _Drill:
             except (AxisorError, OSError) as exc:
                 problems.append(f"{name}: {exc}")
         return replace(report, extra={**report.extra, "store_error": "; ".join(problems)})
-
-
-CROSS_CHECK_ROWS = 100_000
-
-
-def _restored(value: Any, roots: list[Path], source_paths: list[Path]) -> bool:
-    """Whether a path the database names exists under one of the restored roots: absolute
-    ones by their place below one of the source's configured paths, relative ones below
-    any root. A path climbing out (``..``) or of another kind is not there."""
-    if not isinstance(value, str) or not value or "\0" in value:
-        return False
-    p = Path(value)
-    if ".." in p.parts:
-        return False
-    if p.is_absolute():
-        # Each restored root is the target joined with one configured path (core/restore/plan.py).
-        candidates = [
-            r / p.relative_to(sp)
-            for sp in source_paths
-            if p.is_relative_to(sp)
-            for r in roots
-            if r.parts[-len(sp.parts) + 1 :] == sp.parts[1:]
-        ]
-    else:
-        candidates = [r / p for r in roots]
-    return any(os.path.lexists(c) for c in candidates)
-
-
-def _matches(actual: Any, expect: Any) -> bool:
-    if isinstance(expect, bool):
-        return actual is expect or (
-            isinstance(actual, str) and actual.lower() in (("t", "true") if expect else ("f", "false"))
-        )
-    if isinstance(expect, int | float):
-        try:
-            return actual is not None and not isinstance(actual, bool) and float(actual) == float(expect)
-        except (TypeError, ValueError):
-            return False
-    if isinstance(actual, bool):
-        return expect.lower() in (("t", "true") if actual else ("f", "false"))
-    return actual is not None and str(actual) == expect
-
-
-def _show(value: Any) -> str:
-    return "NULL" if value is None else repr(value) if isinstance(value, str) else str(value)
-
-
-def _jsonable(value: Any) -> Any:
-    return value if value is None or isinstance(value, bool | int | float | str) else str(value)
 
 
 async def run_drill(
