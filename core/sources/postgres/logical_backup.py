@@ -63,12 +63,13 @@ class StartedDump:
     listed: asyncio.Future | None = (
         None  # the tables the metadata counts, (schema, name, relpages, size, reltuples) each
     )
+    only: frozenset[tuple[str, str]] = frozenset()  # a dump of just these tables (empty: all)
 
     def read_metadata(self, uncounted: asyncio.Queue) -> asyncio.Future:
         """Start reading the metadata, and counting in SQL what ``uncounted`` names (_sql_counts)."""
         if self.metadata is None:
             self.listed = asyncio.get_running_loop().create_future()
-            self.metadata = asyncio.ensure_future(_metadata(self.conn, self.listed))
+            self.metadata = asyncio.ensure_future(_metadata(self.conn, self.listed, self.only))
             self.counting = asyncio.ensure_future(_sql_counts(self.conn, self.listed, uncounted))
         return self.metadata
 
@@ -81,9 +82,12 @@ class StartedDump:
         await self.conn.close()
 
 
-async def start_dump(db: DatabaseConfig, target: PgTarget | None = None) -> StartedDump:
+async def start_dump(
+    db: DatabaseConfig, target: PgTarget | None = None, tables: tuple[tuple[str, str], ...] = ()
+) -> StartedDump:
     """Connect, export a snapshot, check pg_dump against the server and start it (its
-    output read ahead). Raises DatabaseError, leaving nothing running."""
+    output read ahead). ``tables``: dump just these (with the sequences they own), and count
+    and checksum just these. Raises DatabaseError, leaving nothing running."""
     target = target if target is not None else PgTarget.from_config(db)
     started = time.monotonic()
     # ``pg_dump --version`` runs while the connection is made.
@@ -111,6 +115,8 @@ async def start_dump(db: DatabaseConfig, target: PgTarget | None = None) -> Star
             "--compress=0",
             f"--snapshot={snapshot_id}",
             "--no-password",
+            # Every part quoted: pg_dump's patterns then match exactly (dots, capitals, *, newlines).
+            *(names.table_option(*t) for t in tables),
             "-d",
             target.with_dbname(dbname).conninfo(),
         ]
@@ -121,7 +127,7 @@ async def start_dump(db: DatabaseConfig, target: PgTarget | None = None) -> Star
     except BaseException:
         await conn.close()
         raise
-    return StartedDump(target, pg_dump, conn, dbname, child, started)
+    return StartedDump(target, pg_dump, conn, dbname, child, started, only=frozenset(tables))
 
 
 async def backup_logical(
@@ -134,14 +140,16 @@ async def backup_logical(
     target: PgTarget | None = None,
     extra_metadata: dict | None = None,
     started: Awaitable[StartedDump] | None = None,
+    tables: tuple[tuple[str, str], ...] = (),
 ) -> Snapshot:
     """Dump the configured database (or ``target``) into the repository and commit one snapshot.
     ``started``: the dump, already begun by ``start_dump`` (the caller closes it if this is
-    never called).
+    never called). ``tables``: just these tables (a safety snapshot before tables are put
+    back in place); the metadata then counts and checksums just these.
 
     Any failure (connection, version, pg_dump's exit status, the repository) raises before
     a snapshot is saved; chunks already uploaded are adopted by a later backup."""
-    dump = await (started if started is not None else start_dump(db, target))
+    dump = await (started if started is not None else start_dump(db, target, tables))
     target = dump.target
     before = list(repo.stats.by_type.get(BlobType.DATA, [0, 0, 0]))
     # The cluster's roles and memberships (pgglobals), read beside the dump: small, and not
