@@ -340,6 +340,8 @@ async def rollback_tables(session: Session, snap: Snapshot, info: dict) -> InPla
     placed: list[PlacedTable] = []
     try:
         scratch_db = scratch.scratch_database(live)
+        # The tables and what they need (schemas, types, functions) from its whole schema
+        # (logical_backup.backup_logical); their foreign keys left out, as for any partial restore.
         restored = await restore_database(session, snap, scratch_db.conninfo(), tables=tuple(keys), restore_id=rid)
         if not restored.ok:
             raise RestoreValidationFailed(

@@ -203,8 +203,9 @@ def test_tables_go_back_in_place_and_rollback_puts_them_back(world) -> None:
     )
     audit = int(c.psql("SELECT count(*) FROM sales.audit")) - audit_before
     assert audit == o["deleted"] + o["updated"] + o["inserted"]
-    # Never set back: the live sequence was further along.
-    assert int(c.psql("SELECT last_value FROM sales.orders_id_seq")) == seq_before
+    # Never set back (a recovered sequence may even be ahead: the server logs them 32 values ahead).
+    assert int(c.psql("SELECT last_value FROM sales.orders_id_seq")) >= seq_before
+    assert o["sequences"] and "sales.orders_id_seq" in o["sequences"][0]
     assert c.psql("INSERT INTO sales.items (price, qty) VALUES (1, 1) RETURNING total") == "1"  # identity still works
     c.psql("DELETE FROM sales.items WHERE price = 1 AND qty = 1 AND id > 41")
     assert c.psql("SELECT count(*) FROM pg_class WHERE relname LIKE '%axisor%'") == "0"
