@@ -142,6 +142,8 @@ def test_misuse_is_refused_before_any_work(world) -> None:
     assert r.code == 2 and "--as" in r.err, r.err
     r = _restore(sr, at, "sales.orders", extra=("--with-references",))
     assert r.code == 2 and "--with-references" in r.err, r.err
+    r = _restore(sr, at, "sales.orders", extra=("--no-lock",))  # the safety snapshot needs a lock
+    assert r.code == 2 and "needs a lock" in r.err, r.err
     r = _restore(sr, at, "sales.nope")
     assert r.code == 12 and "sales.nope does not exist" in r.err and "leave out --force" in r.err, r.err
     assert not list(sr.dir.glob("axt.*")) and len(_safety_snapshots(sr)) == safeties
@@ -222,3 +224,30 @@ def test_tables_go_back_in_place_and_rollback_puts_them_back(world) -> None:
     assert c.psql("SELECT 'sales.orders'::regclass::oid") == oid
     assert c.psql("SELECT count(*) FROM pg_database WHERE datname LIKE 'axisor_drill_%'") == "0"
     assert safety
+
+
+async def test_the_engine_s_job_puts_a_table_back_in_place(world, tmp_path, monkeypatch) -> None:
+    """What the console submits (core/restore/preflight.py): a restore job with to_time, tables,
+    target_db and force; its job id is the restore id."""
+    from core.config import load_config
+    from core.jobs.api import JobState
+    from core.jobs.engine import Engine
+    from wal_support import PASSPHRASE
+
+    c, sr, at, at_t = world
+    table = '"Sales Dept"."line.items"'
+    monkeypatch.setenv("AXISOR_BACKUP_PROGRAM", str(sr.wrapper))  # what the server runs wal-fetch by
+    engine = Engine(load_config(sr.config), lambda confirm: PASSPHRASE, directory=tmp_path / "state", workers=2)
+    await engine.start()
+    try:
+        params = {"source": "database", "to_time": at.isoformat(), "tables": [table], "target_db": "postgres",
+                  "force": True}  # fmt: skip
+        job = await engine.wait((await engine.submit("restore", params)).id)
+        assert job.state == JobState.COMPLETED, job.error
+    finally:
+        await engine.close()
+    res = job.result
+    assert res["restore_id"] == job.id and res["safety_snapshot"] and res["ok"]
+    (t,) = res["tables"]
+    assert t["table"] == table and t["validated"] and t["updated"] == 9 and t["inserted"] == 5 and t["deleted"] == 0
+    assert c.psql(TABLES[table]) == at_t[table]
