@@ -32,6 +32,8 @@ from core.errors import RestoreRefused, RestoreValidationFailed, UsageError
 from core.repository.snapshot import Snapshot
 from core.service.session import Session
 
+ROWSET_METHOD = "rowset-blake3-v1"  # table_merge.ROWSET_METHOD (named here: psycopg is imported only where used)
+
 
 @dataclass(frozen=True, slots=True)
 class PlacedTable:
@@ -57,6 +59,7 @@ class PlacedTable:
             "merge": "primary key" if self.by_key else "replace all (no primary key)",
             "rows": self.rows,
             "checksum": self.checksum,
+            "checksum_method": ROWSET_METHOD,
             "validated": self.validated,
             "sequences": list(self.sequences),
             "problem": self.problem or None,

@@ -299,7 +299,9 @@ async def merge(
         raise RestoreRefused(
             f"putting {what} back in place was refused by the database: {d.message_primary or exc}"
             + (where if isinstance(exc, psycopg.errors.ForeignKeyViolation) else "")
-            + f"; nothing was changed in {live.describe()} (all the tables roll back together). {safety_note}"
+            + f"; nothing was changed in {live.describe()} (all the tables roll back together). {safety_note} "
+            "Change or delete the rows in the way first, or restore the tables beside the live ones "
+            "(leave out --force) and merge by hand"
         ) from None
     except psycopg.Error as exc:
         raise DatabaseError(
