@@ -49,6 +49,8 @@ INSERT INTO sales.items (price, qty) SELECT g, g % 4 FROM generate_series(1, 40)
 CREATE SCHEMA "Sales Dept";
 CREATE TABLE "Sales Dept"."line.items" ("Id" int PRIMARY KEY, "Note Text" text);
 INSERT INTO "Sales Dept"."line.items" SELECT g, 'n' || g FROM generate_series(1, 30) g;
+CREATE TABLE sales.tickets (code text PRIMARY KEY, n int GENERATED ALWAYS AS IDENTITY, note text);
+INSERT INTO sales.tickets (code, note) SELECT c, 'ok' FROM unnest(array['a', 'b', 'c', 'd', 'e']) c;
 CREATE TABLE sales.blocked (id int PRIMARY KEY);
 INSERT INTO sales.blocked SELECT generate_series(1, 5);
 CREATE TABLE sales.blocked_ref (id int CONSTRAINT blocked_ref_fk REFERENCES sales.blocked);
@@ -58,6 +60,7 @@ TABLES = {
     "sales.events": "SELECT count(*), md5(string_agg(at || ':' || what, ',' ORDER BY at, what)) FROM sales.events",
     "sales.items": "SELECT count(*), md5(string_agg(id || ':' || price || ':' || qty || ':' || total, ',' ORDER BY id)) FROM sales.items",
     '"Sales Dept"."line.items"': 'SELECT count(*), md5(string_agg("Id" || \':\' || "Note Text", \',\' ORDER BY "Id")) FROM "Sales Dept"."line.items"',
+    "sales.tickets": "SELECT count(*), string_agg(code || n || note, ',' ORDER BY code) FROM sales.tickets",
     "sales.blocked": "SELECT count(*), string_agg(id::text, ',' ORDER BY id) FROM sales.blocked",
 }
 
@@ -113,6 +116,9 @@ def world(pg_cluster):
         conn.execute("INSERT INTO sales.items (price, qty) VALUES (7, 7)")
         conn.execute('UPDATE "Sales Dept"."line.items" SET "Note Text" = \'damaged\' WHERE "Id" < 10')
         conn.execute('DELETE FROM "Sales Dept"."line.items" WHERE "Id" > 25')
+        conn.execute("DELETE FROM sales.tickets WHERE code = 'b'")  # back with another identity value
+        conn.execute("INSERT INTO sales.tickets (code, note) VALUES ('b', 'ok')")
+        conn.execute("UPDATE sales.tickets SET note = 'changed' WHERE code = 'c'")
         conn.execute("INSERT INTO sales.blocked VALUES (6)")
         conn.execute("INSERT INTO sales.blocked_ref VALUES (6)")
     switch_and_wait(c)
@@ -176,7 +182,7 @@ def test_a_foreign_key_that_blocks_the_delete_changes_nothing_and_is_named(world
 
 def test_tables_go_back_in_place_and_rollback_puts_them_back(world) -> None:
     c, sr, at, at_t = world
-    chosen = ["sales.orders", "sales.events", "sales.items", '"Sales Dept"."line.items"']
+    chosen = ["sales.orders", "sales.events", "sales.items", '"Sales Dept"."line.items"', "sales.tickets"]
     oid = c.psql("SELECT 'sales.orders'::regclass::oid")
     before = _state(c)
     seq_before = int(c.psql("SELECT last_value FROM sales.orders_id_seq"))
@@ -192,6 +198,12 @@ def test_tables_go_back_in_place_and_rollback_puts_them_back(world) -> None:
     o = by["sales.orders"]
     assert o["merge"] == "primary key" and o["deleted"] == 25 and o["inserted"] > 0 and o["updated"] > 0
     assert by["sales.events"]["merge"].startswith("replace all")
+    # A key-less identity column GENERATED ALWAYS is updated too (made BY DEFAULT for the merge only).
+    assert by["sales.tickets"]["updated"] == 2
+    assert (
+        c.psql("SELECT attidentity FROM pg_attribute WHERE attrelid = 'sales.tickets'::regclass AND attname = 'n'")
+        == "a"
+    )
     after = _state(c)
     for t in chosen:
         assert after[t] == at_t[t] != before[t], t  # exactly T's rows
@@ -251,3 +263,36 @@ async def test_the_engine_s_job_puts_a_table_back_in_place(world, tmp_path, monk
     (t,) = res["tables"]
     assert t["table"] == table and t["validated"] and t["updated"] == 9 and t["inserted"] == 5 and t["deleted"] == 0
     assert c.psql(TABLES[table]) == at_t[table]
+
+
+def test_in_place_from_logical_snapshots(pg_cluster, ws) -> None:
+    """No base backups: the newest logical snapshot at or before the time, said in the report."""
+    c = pg_cluster()
+    c.createdb("shop")
+    c.psql(
+        "CREATE TABLE orders (id int PRIMARY KEY, amount int); INSERT INTO orders SELECT g, g FROM generate_series(1, 50) g",
+        "shop",
+    )
+    ws.config.write_text(
+        f'[database]\nenabled = true\nurl = "{c.url("shop")}"\npg_bin_dir = "{c.bin}"\n[storage]\nlocal_path = "{ws.repo}"\n'
+    )
+    assert ws.cli("init").code == 0
+    r = ws.cli("backup", "--json", timeout=180)
+    assert r.code == 0, r.out + r.err
+    fingerprint = "SELECT count(*), sum(id * amount) FROM orders"
+    expected = c.psql(fingerprint, "shop")
+    time.sleep(1.1)
+    at = _db_now(c)
+    c.psql(
+        "UPDATE orders SET amount = 0 WHERE id < 10; DELETE FROM orders WHERE id > 45; INSERT INTO orders VALUES (99, 1)",
+        "shop",
+    )
+    r = ws.cli("restore", "--to-time", at.isoformat(), "--table", "orders", "--target-db", "shop", "--force", "--json",
+               timeout=300)  # fmt: skip
+    assert r.code == 0, r.out + r.err
+    rep = r.json()
+    assert rep["from_logical_snapshot"] and rep["before_seconds"] >= 1 and rep["ok"]
+    (t,) = rep["tables"]
+    assert (t["deleted"], t["updated"], t["inserted"]) == (1, 9, 5) and t["validated"]
+    assert c.psql(fingerprint, "shop") == expected
+    assert c.psql("SELECT count(*) FROM pg_database WHERE datname LIKE 'axisor_drill_%'") == "0"
