@@ -151,7 +151,7 @@ async def restore_table_in_place(
     safety snapshot's id as soon as it is committed."""
     from core.restore.safety import new_restore_id
     from core.service.restore import recovery_window, refuse_safety_without_lock
-    from core.service.table_at_time import _from_logical, _recovered_cluster
+    from core.service.table_at_time import _from_logical, _recovered_cluster, newest_logical
     from core.sources.postgres import names, table_copy, table_merge
     from core.sources.postgres.connection import PgTarget
     from core.sources.postgres.scratch import Scratch, server_user
@@ -167,13 +167,20 @@ async def restore_table_in_place(
     if dry_run:
         if db.mode == "physical":
             base = (await recovery_window(session)).choose(at).snapshot
-            source = f"base backup {base.short_id} ({base.datetime.isoformat()}), recovered to {at.isoformat()} with the archived WAL"
+            source = (
+                f"base backup {base.short_id} ({base.datetime.isoformat()}), recovered to {at.isoformat()} with "
+                "the archived WAL in a throwaway cluster"
+            )
         else:
-            source = "the newest logical snapshot taken at or before the time (no base backups)"
+            snap = await newest_logical(session, at)
+            source = (
+                f"logical snapshot {snap.short_id} ({snap.datetime.isoformat()}, the newest at or before the time: "
+                "no base backups), restored into a scratch database"
+            )
         plan = [
             f"a safety snapshot of {', '.join(names.key(*t) for t in chosen)} in {live.describe()} first (tag safety)"
         ]
-        plan.append(f"a throwaway cluster from {source}, removed afterwards")
+        plan.append(f"the time from {source}, removed afterwards")
         plan += [f"{names.key(*t)}: {s.describe()}, in one transaction with the others" for t, s in zip(chosen, shapes)]
         plan.append("each table validated after the merge (rows and row checksum); triggers on the live tables fire")
         return InPlaceReport(rid, "", at.isoformat(), "", None, live.describe(), dry_run=True, plan=tuple(plan))

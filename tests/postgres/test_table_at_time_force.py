@@ -292,6 +292,9 @@ def test_in_place_from_logical_snapshots(pg_cluster, ws) -> None:
     assert r.code == 0, r.out + r.err
     rep = r.json()
     assert rep["from_logical_snapshot"] and rep["before_seconds"] >= 1 and rep["ok"]
+    plan = ws.cli("restore", "--to-time", at.isoformat(), "--table", "orders", "--target-db", "shop", "--force",
+                  "--dry-run", "--json").json()["plan"]  # fmt: skip
+    assert any(f"logical snapshot {rep['base_snapshot'][:8]}" in line for line in plan), plan
     (t,) = rep["tables"]
     assert (t["deleted"], t["updated"], t["inserted"]) == (1, 9, 5) and t["validated"]
     assert c.psql(fingerprint, "shop") == expected
