@@ -27,12 +27,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.errors import RestoreRefused, RestoreValidationFailed, UsageError
 from core.repository.snapshot import Snapshot
 from core.service.session import Session
 
-ROWSET_METHOD = "rowset-blake3-v1"  # table_merge.ROWSET_METHOD (named here: psycopg is imported only where used)
+if TYPE_CHECKING:
+    from core.sources.postgres.connection import PgTarget
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,8 @@ class PlacedTable:
     problem: str = ""
 
     def to_dict(self) -> dict:
+        from core.sources.postgres.table_merge import ROWSET_METHOD
+
         return {
             "table": self.table,
             "deleted": self.deleted,
@@ -117,7 +121,7 @@ def staging_name(table: tuple[str, str], restore_id: str) -> tuple[str, str]:
     return table[0], _derived(table[1], f"_axisor_{restore_id}")
 
 
-async def _live_tables(live, table_specs: list[str]) -> list[tuple[str, str]]:
+async def _live_tables(live: PgTarget, table_specs: list[str]) -> list[tuple[str, str]]:
     """The chosen tables, resolved against LIVE: a table that is not there is refused (exit 12)."""
     from core.sources.postgres import names, table_copy
 
@@ -241,7 +245,8 @@ def _raise_if_invalid(report: InPlaceReport, note: str) -> None:
 
 
 async def put_back(
-    live, recovered, chosen: list[tuple[str, str]], rid: str, root: Path, pg_bin_dir, note: str,
+    live: PgTarget, recovered: PgTarget, chosen: list[tuple[str, str]], rid: str, root: Path, pg_bin_dir: Path | None,
+    note: str,
     phase: Callable[[str], None], seconds: dict[str, float],
 ) -> list[PlacedTable]:  # fmt: skip
     """Copy each table of ``recovered`` into ``live`` under its staging name, validate the copies,
@@ -296,7 +301,9 @@ async def put_back(
     return out
 
 
-async def _safety_snapshot(session: Session, live, chosen: list[tuple[str, str]], rid: str, at: datetime) -> str:
+async def _safety_snapshot(
+    session: Session, live: PgTarget, chosen: list[tuple[str, str]], rid: str, at: datetime
+) -> str:
     """A logical snapshot of just ``chosen`` in ``live``, before anything there changes; its id."""
     from core.restore.safety import SAFETY_TAG
     from core.sources.postgres import names
@@ -330,7 +337,7 @@ async def rollback_tables(session: Session, snap: Snapshot, info: dict) -> InPla
     """Put back exactly the tables of a tables-only safety snapshot (``info``: its safety_for),
     in place, by the same staging copy and merge; validated."""
     from core.service.restore import restore_database
-    from core.sources.postgres import names
+    from core.sources.postgres import names, table_merge
     from core.sources.postgres.connection import PgTarget
     from core.sources.postgres.scratch import Scratch
 
@@ -342,6 +349,7 @@ async def rollback_tables(session: Session, snap: Snapshot, info: dict) -> InPla
     live = PgTarget.from_url(target, PgTarget.from_config(db))
     chosen = [names.parse_key(k) for k in keys]
     await _live_tables(live, [names.key(*t) for t in chosen])
+    await table_merge.refuse_acting_references(live, chosen)
     rid = str(info.get("restore") or "")
     note = f"The tables as they were before the restore are still in safety snapshot {snap.short_id}."
     seconds: dict[str, float] = {}
