@@ -51,6 +51,10 @@ CREATE TABLE "Sales Dept"."line.items" ("Id" int PRIMARY KEY, "Note Text" text);
 INSERT INTO "Sales Dept"."line.items" SELECT g, 'n' || g FROM generate_series(1, 30) g;
 CREATE TABLE sales.tickets (code text PRIMARY KEY, n int GENERATED ALWAYS AS IDENTITY, note text);
 INSERT INTO sales.tickets (code, note) SELECT c, 'ok' FROM unnest(array['a', 'b', 'c', 'd', 'e']) c;
+CREATE TABLE sales.parents (id int PRIMARY KEY);
+CREATE TABLE sales.children (parent int REFERENCES sales.parents ON DELETE CASCADE);
+CREATE TABLE sales.changed (id int PRIMARY KEY);
+INSERT INTO sales.changed SELECT generate_series(1, 5);
 CREATE TABLE sales.blocked (id int PRIMARY KEY);
 INSERT INTO sales.blocked SELECT generate_series(1, 5);
 CREATE TABLE sales.blocked_ref (id int CONSTRAINT blocked_ref_fk REFERENCES sales.blocked);
@@ -119,6 +123,8 @@ def world(pg_cluster):
         conn.execute("DELETE FROM sales.tickets WHERE code = 'b'")  # back with another identity value
         conn.execute("INSERT INTO sales.tickets (code, note) VALUES ('b', 'ok')")
         conn.execute("UPDATE sales.tickets SET note = 'changed' WHERE code = 'c'")
+        conn.execute("ALTER TABLE sales.changed ADD COLUMN since int")
+        conn.execute("DELETE FROM sales.changed WHERE id = 1")
         conn.execute("INSERT INTO sales.blocked VALUES (6)")
         conn.execute("INSERT INTO sales.blocked_ref VALUES (6)")
     switch_and_wait(c)
@@ -150,6 +156,8 @@ def test_misuse_is_refused_before_any_work(world) -> None:
     assert r.code == 2 and "--with-references" in r.err, r.err
     r = _restore(sr, at, "sales.orders", extra=("--no-lock",))  # the safety snapshot needs a lock
     assert r.code == 2 and "needs a lock" in r.err, r.err
+    r = _restore(sr, at, "sales.parents")  # a cascading key would change sales.children too
+    assert r.code == 12 and "sales.children" in r.err and "cascade" in r.err, r.err
     r = _restore(sr, at, "sales.nope")
     assert r.code == 12 and "sales.nope does not exist" in r.err and "leave out --force" in r.err, r.err
     assert not list(sr.dir.glob("axt.*")) and len(_safety_snapshots(sr)) == safeties
@@ -180,6 +188,15 @@ def test_a_foreign_key_that_blocks_the_delete_changes_nothing_and_is_named(world
     assert not list(sr.dir.glob("axt.*"))  # the throwaway cluster is gone
 
 
+def test_a_table_whose_columns_changed_since_is_refused_and_nothing_changes(world) -> None:
+    c, sr, at, _ = world
+    before = c.psql("SELECT count(*) FROM sales.changed")
+    r = _restore(sr, at, "sales.changed")
+    assert r.code == 12 and "other columns now than at the time" in r.err and "since" in r.err, r.err
+    assert c.psql("SELECT count(*) FROM sales.changed") == before == "4"
+    assert c.psql("SELECT count(*) FROM pg_class WHERE relname LIKE '%axisor%'") == "0"
+
+
 def test_tables_go_back_in_place_and_rollback_puts_them_back(world) -> None:
     c, sr, at, at_t = world
     chosen = ["sales.orders", "sales.events", "sales.items", '"Sales Dept"."line.items"', "sales.tickets"]
@@ -194,7 +211,7 @@ def test_tables_go_back_in_place_and_rollback_puts_them_back(world) -> None:
     assert f"rollback {rep['restore_id']}" in r.err  # said as soon as the safety snapshot is taken
     assert {t["table"] for t in rep["tables"]} == set(chosen)
     by = {t["table"]: t for t in rep["tables"]}
-    assert all(t["validated"] for t in rep["tables"])
+    assert all(t["validated"] and t["checksum_method"] == "rowset-blake3-v1" for t in rep["tables"])
     o = by["sales.orders"]
     assert o["merge"] == "primary key" and o["deleted"] == 25 and o["inserted"] > 0 and o["updated"] > 0
     assert by["sales.events"]["merge"].startswith("replace all")
@@ -299,3 +316,13 @@ def test_in_place_from_logical_snapshots(pg_cluster, ws) -> None:
     assert (t["deleted"], t["updated"], t["inserted"]) == (1, 9, 5) and t["validated"]
     assert c.psql(fingerprint, "shop") == expected
     assert c.psql("SELECT count(*) FROM pg_database WHERE datname LIKE 'axisor_drill_%'") == "0"
+    # Once more, as text: nothing left to change; then its rollback, as text.
+    again = ws.cli("restore", "--to-time", at.isoformat(), "--table", "orders", "--target-db", "shop", "--force",
+                   timeout=300)  # fmt: skip
+    assert again.code == 0, again.out + again.err
+    assert "orders put back in place as of" in again.out and "0 rows deleted, 0 updated, 0 inserted" in again.out
+    assert "validated (rows and row checksum)" in again.out and "undo: axisor-backup rollback" in again.out
+    rid = again.out.split("undo: axisor-backup rollback ")[1].split(")")[0]
+    rb = ws.cli("rollback", rid, timeout=300)
+    assert rb.code == 0 and "(tables): in place in" in rb.out and "orders 0 deleted" in rb.out, rb.out + rb.err
+    assert c.psql(fingerprint, "shop") == expected
