@@ -51,6 +51,8 @@ CREATE TABLE "Sales Dept"."line.items" ("Id" int PRIMARY KEY, "Note Text" text);
 INSERT INTO "Sales Dept"."line.items" SELECT g, 'n' || g FROM generate_series(1, 30) g;
 CREATE TABLE sales.tickets (code text PRIMARY KEY, n int GENERATED ALWAYS AS IDENTITY, note text);
 INSERT INTO sales.tickets (code, note) SELECT c, 'ok' FROM unnest(array['a', 'b', 'c', 'd', 'e']) c;
+CREATE TABLE sales.nodes (id int PRIMARY KEY, parent int REFERENCES sales.nodes);
+INSERT INTO sales.nodes VALUES (1, NULL), (2, 1), (3, 2);
 CREATE TABLE sales.parents (id int PRIMARY KEY);
 CREATE TABLE sales.children (parent int REFERENCES sales.parents ON DELETE CASCADE);
 CREATE TABLE sales.changed (id int PRIMARY KEY);
@@ -65,6 +67,7 @@ TABLES = {
     "sales.items": "SELECT count(*), md5(string_agg(id || ':' || price || ':' || qty || ':' || total, ',' ORDER BY id)) FROM sales.items",
     '"Sales Dept"."line.items"': 'SELECT count(*), md5(string_agg("Id" || \':\' || "Note Text", \',\' ORDER BY "Id")) FROM "Sales Dept"."line.items"',
     "sales.tickets": "SELECT count(*), string_agg(code || n || note, ',' ORDER BY code) FROM sales.tickets",
+    "sales.nodes": "SELECT string_agg(id || ':' || coalesce(parent, 0), ',' ORDER BY id) FROM sales.nodes",
     "sales.blocked": "SELECT count(*), string_agg(id::text, ',' ORDER BY id) FROM sales.blocked",
 }
 
@@ -123,6 +126,8 @@ def world(pg_cluster):
         conn.execute("DELETE FROM sales.tickets WHERE code = 'b'")  # back with another identity value
         conn.execute("INSERT INTO sales.tickets (code, note) VALUES ('b', 'ok')")
         conn.execute("UPDATE sales.tickets SET note = 'changed' WHERE code = 'c'")
+        conn.execute("UPDATE sales.nodes SET parent = 1 WHERE id = 3")  # 3 moved up, 2 gone
+        conn.execute("DELETE FROM sales.nodes WHERE id = 2")
         conn.execute("ALTER TABLE sales.changed ADD COLUMN since int")
         conn.execute("DELETE FROM sales.changed WHERE id = 1")
         conn.execute("INSERT INTO sales.blocked VALUES (6)")
@@ -199,7 +204,14 @@ def test_a_table_whose_columns_changed_since_is_refused_and_nothing_changes(worl
 
 def test_tables_go_back_in_place_and_rollback_puts_them_back(world) -> None:
     c, sr, at, at_t = world
-    chosen = ["sales.orders", "sales.events", "sales.items", '"Sales Dept"."line.items"', "sales.tickets"]
+    chosen = [
+        "sales.orders",
+        "sales.events",
+        "sales.items",
+        '"Sales Dept"."line.items"',
+        "sales.tickets",
+        "sales.nodes",
+    ]
     oid = c.psql("SELECT 'sales.orders'::regclass::oid")
     before = _state(c)
     seq_before = int(c.psql("SELECT last_value FROM sales.orders_id_seq"))

@@ -6,7 +6,8 @@ triggers. A rename or a swap would leave all of those pointing at the old table.
 ``merge`` runs every table of one restore in ONE transaction on the live database: either all
 of them change or none does. Per table, with a primary key: the live rows whose key is not in
 the staging copy are deleted, those whose key is in both and whose row differs are updated,
-those only in the staging copy are inserted; without a primary key every live row is deleted
+those only in the staging copy are inserted (a table that references itself in the other
+order, see ``_merge_one``); without a primary key every live row is deleted
 and every staged row inserted. Generated columns are left to the server; identity columns are
 written with ``OVERRIDING SYSTEM VALUE``. The live table's triggers fire (an audit trigger
 records what the restore changed, as it would any other change). A foreign key that blocks a
@@ -44,6 +45,9 @@ CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY AS k(attnum, n)
 JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
 WHERE c.conrelid = %s::regclass AND c.contype = 'p' ORDER BY k.n
 """
+SQL_SELF_REFERENCE = (
+    "SELECT 1 FROM pg_constraint WHERE conrelid = %s::regclass AND confrelid = %s::regclass AND contype = 'f' LIMIT 1"
+)
 # Foreign keys of other tables that reference this one and act on a delete or an update
 # (cascade, set null, set default): the merge would change rows of those tables too.
 SQL_ACTING_REFERENCES = """
@@ -74,6 +78,7 @@ class Shape:
 
     columns: tuple[Column, ...]
     key: tuple[str, ...]  # primary key columns; () when it has none
+    self_referencing: bool = False  # a foreign key of the table references the table itself
 
     @property
     def written(self) -> tuple[str, ...]:
@@ -118,7 +123,8 @@ async def shape(conn: psycopg.AsyncConnection, table: tuple[str, str]) -> Shape:
         for n, g, i, t in await (await conn.execute(SQL_COLUMNS, (rel,))).fetchall()
     ]
     key = [str(k) for (k,) in await (await conn.execute(SQL_PRIMARY_KEY, (rel,))).fetchall()]
-    return Shape(tuple(cols), tuple(key))
+    selfref = await (await conn.execute(SQL_SELF_REFERENCE, (rel, rel))).fetchone()
+    return Shape(tuple(cols), tuple(key), selfref is not None)
 
 
 async def shapes(target: PgTarget, tables: list[tuple[str, str]]) -> list[Shape]:
@@ -193,10 +199,27 @@ async def _merge_one(
         q = sql.SQL("INSERT INTO {} ({}){} SELECT {} FROM ONLY {}").format(t, col_list, overriding, col_list, s)
         return deleted, 0, (await conn.execute(q)).rowcount
     key = live.key
-    q = sql.SQL("DELETE FROM ONLY {} AS l WHERE NOT EXISTS (SELECT 1 FROM ONLY {} AS s WHERE {})").format(
+    delete = sql.SQL("DELETE FROM ONLY {} AS l WHERE NOT EXISTS (SELECT 1 FROM ONLY {} AS s WHERE {})").format(
         t, s, _on(key, "s", "l")
     )
-    deleted = (await conn.execute(q)).rowcount
+    insert = sql.SQL(
+        "INSERT INTO {} ({}){} SELECT {} FROM ONLY {} AS s WHERE NOT EXISTS (SELECT 1 FROM ONLY {} AS l WHERE {})"
+    ).format(
+        t,
+        col_list,
+        overriding,
+        sql.SQL(", ").join(sql.Identifier("s", c) for c in cols),
+        s,
+        t,
+        _on(key, "l", "s"),
+    )
+    # Delete, update, insert: the rows deleted and updated free the unique values (other than
+    # the key) that rows inserted back held at the time. A table that references itself (a
+    # tree) goes insert, update, delete instead: a row updated back may point at a row only
+    # the insert brings back, and a row to delete may be pointed at until the update.
+    tree = live.self_referencing
+    deleted = 0 if tree else (await conn.execute(delete)).rowcount
+    inserted = (await conn.execute(insert)).rowcount if tree else 0
     updated = 0
     rest = [c for c in cols if c not in key]
     if rest:
@@ -225,18 +248,10 @@ async def _merge_one(
             await conn.execute(
                 sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET GENERATED ALWAYS").format(t, sql.Identifier(c))
             )
-    q = sql.SQL(
-        "INSERT INTO {} ({}){} SELECT {} FROM ONLY {} AS s WHERE NOT EXISTS (SELECT 1 FROM ONLY {} AS l WHERE {})"
-    ).format(
-        t,
-        col_list,
-        overriding,
-        sql.SQL(", ").join(sql.Identifier("s", c) for c in cols),
-        s,
-        t,
-        _on(key, "l", "s"),
-    )
-    inserted = (await conn.execute(q)).rowcount
+    if tree:
+        deleted = (await conn.execute(delete)).rowcount
+    else:
+        inserted = (await conn.execute(insert)).rowcount
     return deleted, updated, inserted
 
 
