@@ -67,6 +67,7 @@ TABLES = {
     "sales.items": "SELECT count(*), md5(string_agg(id || ':' || price || ':' || qty || ':' || total, ',' ORDER BY id)) FROM sales.items",
     '"Sales Dept"."line.items"': 'SELECT count(*), md5(string_agg("Id" || \':\' || "Note Text", \',\' ORDER BY "Id")) FROM "Sales Dept"."line.items"',
     "sales.tickets": "SELECT count(*), string_agg(code || n || note, ',' ORDER BY code) FROM sales.tickets",
+    "sales.order_lines": "SELECT string_agg(order_id || ':' || n, ',' ORDER BY order_id, n) FROM sales.order_lines",
     "sales.nodes": "SELECT string_agg(id || ':' || coalesce(parent, 0), ',' ORDER BY id) FROM sales.nodes",
     "sales.blocked": "SELECT count(*), string_agg(id::text, ',' ORDER BY id) FROM sales.blocked",
 }
@@ -126,6 +127,8 @@ def world(pg_cluster):
         conn.execute("DELETE FROM sales.tickets WHERE code = 'b'")  # back with another identity value
         conn.execute("INSERT INTO sales.tickets (code, note) VALUES ('b', 'ok')")
         conn.execute("UPDATE sales.tickets SET note = 'changed' WHERE code = 'c'")
+        conn.execute("DELETE FROM sales.order_lines WHERE order_id = 5")  # an order and its line gone
+        conn.execute("DELETE FROM sales.orders WHERE id = 5")
         conn.execute("UPDATE sales.nodes SET parent = 1 WHERE id = 3")  # 3 moved up, 2 gone
         conn.execute("DELETE FROM sales.nodes WHERE id = 2")
         conn.execute("ALTER TABLE sales.changed ADD COLUMN since int")
@@ -211,6 +214,7 @@ def test_tables_go_back_in_place_and_rollback_puts_them_back(world) -> None:
         '"Sales Dept"."line.items"',
         "sales.tickets",
         "sales.nodes",
+        "sales.order_lines",  # it references sales.orders: put back after it, deleted before it
     ]
     oid = c.psql("SELECT 'sales.orders'::regclass::oid")
     before = _state(c)

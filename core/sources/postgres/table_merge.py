@@ -6,9 +6,10 @@ triggers. A rename or a swap would leave all of those pointing at the old table.
 ``merge`` runs every table of one restore in ONE transaction on the live database: either all
 of them change or none does. Per table, with a primary key: the live rows whose key is not in
 the staging copy are deleted, those whose key is in both and whose row differs are updated,
-those only in the staging copy are inserted (a table that references itself in the other
-order, see ``_merge_one``); without a primary key every live row is deleted
-and every staged row inserted. Generated columns are left to the server; identity columns are
+those only in the staging copy are inserted; without a primary key every live row is deleted
+and every staged row inserted. Deletes go first, the referencing tables before the tables they
+reference, then updates and inserts, the referenced tables first (so a row put back finds the
+rows it points at); a table that references itself (a tree) inserts, updates, then deletes. Generated columns are left to the server; identity columns are
 written with ``OVERRIDING SYSTEM VALUE``. The live table's triggers fire (an audit trigger
 records what the restore changed, as it would any other change). A foreign key that blocks a
 delete (or an insert) rolls everything back and is named (``RestoreRefused``).
@@ -44,6 +45,11 @@ SELECT a.attname FROM pg_constraint c
 CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY AS k(attnum, n)
 JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
 WHERE c.conrelid = %s::regclass AND c.contype = 'p' ORDER BY k.n
+"""
+SQL_REFERENCED = """
+SELECT n.nspname, r.relname FROM pg_constraint c
+JOIN pg_class r ON r.oid = c.confrelid JOIN pg_namespace n ON n.oid = r.relnamespace
+WHERE c.conrelid = %s::regclass AND c.contype = 'f'
 """
 SQL_SELF_REFERENCE = (
     "SELECT 1 FROM pg_constraint WHERE conrelid = %s::regclass AND confrelid = %s::regclass AND contype = 'f' LIMIT 1"
@@ -187,17 +193,28 @@ def _on(key: tuple[str, ...], a: str, b: str) -> sql.Composable:
     )  # primary key columns are NOT NULL: = is exact
 
 
-async def _merge_one(
-    conn: psycopg.AsyncConnection, table: tuple[str, str], staging: tuple[str, str], live: Shape
-) -> tuple[int, int, int]:
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    """One table's part of the merge; None: nothing of that kind to do."""
+
+    delete: sql.Composed
+    update: sql.Composed | None
+    insert: sql.Composed
+    always: tuple[str, ...]  # key-less identity columns GENERATED ALWAYS (made BY DEFAULT around the update)
+
+
+def _statements(table: tuple[str, str], staging: tuple[str, str], live: Shape) -> _Statements:
     t, s = sql.Identifier(*table), sql.Identifier(*staging)
     cols = live.written
     col_list = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
     overriding = sql.SQL(" OVERRIDING SYSTEM VALUE") if any(c.identity for c in live.columns) else sql.SQL("")
     if not live.key:
-        deleted = (await conn.execute(sql.SQL("DELETE FROM ONLY {}").format(t))).rowcount
-        q = sql.SQL("INSERT INTO {} ({}){} SELECT {} FROM ONLY {}").format(t, col_list, overriding, col_list, s)
-        return deleted, 0, (await conn.execute(q)).rowcount
+        return _Statements(
+            sql.SQL("DELETE FROM ONLY {}").format(t),
+            None,
+            sql.SQL("INSERT INTO {} ({}){} SELECT {} FROM ONLY {}").format(t, col_list, overriding, col_list, s),
+            (),
+        )
     key = live.key
     delete = sql.SQL("DELETE FROM ONLY {} AS l WHERE NOT EXISTS (SELECT 1 FROM ONLY {} AS s WHERE {})").format(
         t, s, _on(key, "s", "l")
@@ -205,54 +222,56 @@ async def _merge_one(
     insert = sql.SQL(
         "INSERT INTO {} ({}){} SELECT {} FROM ONLY {} AS s WHERE NOT EXISTS (SELECT 1 FROM ONLY {} AS l WHERE {})"
     ).format(
-        t,
-        col_list,
-        overriding,
-        sql.SQL(", ").join(sql.Identifier("s", c) for c in cols),
-        s,
-        t,
-        _on(key, "l", "s"),
+        t, col_list, overriding, sql.SQL(", ").join(sql.Identifier("s", c) for c in cols), s, t, _on(key, "l", "s")
     )
-    # Delete, update, insert: the rows deleted and updated free the unique values (other than
-    # the key) that rows inserted back held at the time. A table that references itself (a
-    # tree) goes insert, update, delete instead: a row updated back may point at a row only
-    # the insert brings back, and a row to delete may be pointed at until the update.
-    tree = live.self_referencing
-    deleted = 0 if tree else (await conn.execute(delete)).rowcount
-    inserted = (await conn.execute(insert)).rowcount if tree else 0
-    updated = 0
     rest = [c for c in cols if c not in key]
-    if rest:
-        # A non-key identity column GENERATED ALWAYS takes no value in an UPDATE (there is no
-        # OVERRIDING for UPDATE): made BY DEFAULT for the transaction, put back before commit.
-        always = [c.name for c in live.columns if c.identity == "a" and c.name in rest]
-        for c in always:
-            await conn.execute(
-                sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET GENERATED BY DEFAULT").format(t, sql.Identifier(c))
-            )
-        # Compared as text: every type has a text form (json, point and xml have no "="), and
-        # the text is what the validation's checksum compares, so "differs" means the same.
-        q = sql.SQL(
-            "UPDATE ONLY {} AS l SET ({}) = ROW({}) FROM ONLY {} AS s WHERE {} AND ({}) IS DISTINCT FROM ({})"
-        ).format(
-            t,
-            sql.SQL(", ").join(sql.Identifier(c) for c in rest),
-            sql.SQL(", ").join(sql.Identifier("s", c) for c in rest),
-            s,
-            _on(key, "l", "s"),
-            sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier("l", c)) for c in rest),
-            sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier("s", c)) for c in rest),
+    if not rest:
+        return _Statements(delete, None, insert, ())
+    # Compared as text: every type has a text form (json, point and xml have no "="), and the
+    # text is what the validation's checksum compares, so "differs" means the same.
+    update = sql.SQL(
+        "UPDATE ONLY {} AS l SET ({}) = ROW({}) FROM ONLY {} AS s WHERE {} AND ({}) IS DISTINCT FROM ({})"
+    ).format(
+        t,
+        sql.SQL(", ").join(sql.Identifier(c) for c in rest),
+        sql.SQL(", ").join(sql.Identifier("s", c) for c in rest),
+        s,
+        _on(key, "l", "s"),
+        sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier("l", c)) for c in rest),
+        sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier("s", c)) for c in rest),
+    )
+    # A key-less identity column GENERATED ALWAYS takes no value in an UPDATE (there is no
+    # OVERRIDING for UPDATE): made BY DEFAULT around it, inside the transaction.
+    always = tuple(c.name for c in live.columns if c.identity == "a" and c.name in rest)
+    return _Statements(delete, update, insert, always)
+
+
+async def _update(conn: psycopg.AsyncConnection, table: tuple[str, str], st: _Statements) -> int:
+    if st.update is None:
+        return 0
+    t = sql.Identifier(*table)
+    for c in st.always:
+        await conn.execute(
+            sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET GENERATED BY DEFAULT").format(t, sql.Identifier(c))
         )
-        updated = (await conn.execute(q)).rowcount
-        for c in always:
-            await conn.execute(
-                sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET GENERATED ALWAYS").format(t, sql.Identifier(c))
-            )
-    if tree:
-        deleted = (await conn.execute(delete)).rowcount
-    else:
-        inserted = (await conn.execute(insert)).rowcount
-    return deleted, updated, inserted
+    updated = (await conn.execute(st.update)).rowcount
+    for c in st.always:
+        await conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET GENERATED ALWAYS").format(t, sql.Identifier(c)))
+    return updated
+
+
+async def _parents_first(conn: psycopg.AsyncConnection, tables: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``tables`` ordered so that a table comes after the tables it references among them (a
+    cycle: the rest in the order given; the database then says which key is in the way)."""
+    refs: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    for t in tables:
+        rows = await (await conn.execute(SQL_REFERENCED, (_rel(t),))).fetchall()
+        refs[t] = {(str(s), str(n)) for s, n in rows} & set(tables) - {t}
+    out: list[tuple[str, str]] = []
+    while len(out) < len(tables):
+        ready = [t for t in tables if t not in out and refs[t] <= set(out)]
+        out += ready or [t for t in tables if t not in out]
+    return out
 
 
 async def _set_sequences(
@@ -298,13 +317,42 @@ async def merge(
                 await conn.execute(
                     sql.SQL("LOCK TABLE ONLY {} IN SHARE ROW EXCLUSIVE MODE").format(sql.Identifier(*table))
                 )
+            shapes: dict[tuple[str, str], Shape] = {}
+            statements: dict[tuple[str, str], _Statements] = {}
             for table, staging in pairs:
                 current = table
                 now, then = await shape(conn, table), await shape(conn, staging)
                 _same_columns(now, then, table)
-                deleted, updated, inserted = await _merge_one(conn, table, staging, now)
+                shapes[table], statements[table] = now, _statements(table, staging, now)
+            order = await _parents_first(conn, [t for t, _s in pairs])
+            counts = {t: [0, 0, 0] for t in order}  # deleted, updated, inserted
+            # Deletes first, the referencing tables before the tables they reference: the rows
+            # deleted free the unique values (other than the key) that rows inserted back held
+            # at the time. A table that references itself (a tree) deletes last, below.
+            for table in reversed(order):
+                current = table
+                if not shapes[table].self_referencing:
+                    counts[table][0] = (await conn.execute(statements[table].delete)).rowcount
+            # Then updates and inserts, the referenced tables first (a row put back may point at a
+            # row only the insert brings back); a tree inserts before it updates, for the same reason.
+            for table in order:
+                current, st = table, statements[table]
+                if shapes[table].self_referencing:
+                    counts[table][2] = (await conn.execute(st.insert)).rowcount
+                    counts[table][1] = await _update(conn, table, st)
+                else:
+                    counts[table][1] = await _update(conn, table, st)
+                    counts[table][2] = (await conn.execute(st.insert)).rowcount
+            # A tree's deletes last: until the updates, a row to delete may still be pointed at.
+            for table in reversed(order):
+                current = table
+                if shapes[table].self_referencing:
+                    counts[table][0] = (await conn.execute(statements[table].delete)).rowcount
+            for table, _staging in pairs:
+                current = table
                 said = await _set_sequences(conn, await _sequence_rows(conn, table), then_sequences.get(table, []))
-                out.append(Merged(table, deleted, updated, inserted, bool(now.key), tuple(said)))
+                deleted, updated, inserted = counts[table]
+                out.append(Merged(table, deleted, updated, inserted, bool(shapes[table].key), tuple(said)))
             current = ("", "")
             # the commit: a deferred foreign key is checked here
     except psycopg.errors.IntegrityError as exc:
