@@ -19,7 +19,8 @@ async def restore_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, A
     async with ctx.locks([PRIMARY_LOCATION], exclusive=False):
         ctx.progress(JobProgress(phase="restore"))
         await choose_restore_location(ctx, params)
-        if params.get("to_time") and params.get("tables") and params.get("target_db"):
+        # target_db "" is the configured database (the console's choice when it knows no name).
+        if params.get("to_time") and params.get("tables") and params.get("target_db") is not None:
             return await _table_at_time(ctx, params)
         if params.get("to_time") or params.get("target_dir"):
             return await _pitr(ctx, params)

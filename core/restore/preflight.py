@@ -81,7 +81,7 @@ async def preflight(svc: Any, plan: Plan, snapshots: list, dbname: str | None) -
     ``dbname``: the configured database's name."""
     d = _Draft()
     if plan.to_time and plan.what == "tables":
-        _table_at_time(d, plan)
+        _table_at_time(d, plan, dbname)
         return _finish(d, plan, dbname)
     if plan.to_time:
         await _pitr(d, plan, snapshots)
@@ -114,13 +114,14 @@ async def _pitr(d: _Draft, plan: Plan, snapshots: list) -> None:
     )
 
 
-def _table_at_time(d: _Draft, plan: Plan) -> None:
+def _table_at_time(d: _Draft, plan: Plan, dbname: str | None) -> None:
     """Tables as of a time, beside the live ones: nothing live is overwritten. ``where ==
     "original"``: put back in place (after the engine's safety snapshot of just those tables)."""
     from datetime import datetime
 
     if plan.where == "original":
-        db = plan.target or "(the configured one)"
+        target = plan.target or dbname or ""  # "": the configured database (the engine's default)
+        db = target or "(the configured one)"
         d.lines.append(f"tables put back IN PLACE in database {db} as they were at {plan.to_time}:")
         d.lines.extend(
             f"  {t}: merged by primary key (rows deleted, updated, inserted), or replaced whole without one"
@@ -138,7 +139,7 @@ def _table_at_time(d: _Draft, plan: Plan) -> None:
                     "source": "database",
                     "to_time": plan.to_time,
                     "tables": list(plan.selection),
-                    "target_db": plan.target,
+                    "target_db": target,
                     "force": True,
                 },
             )

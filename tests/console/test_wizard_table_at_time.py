@@ -45,7 +45,7 @@ def test_in_place_is_the_destructive_choice_behind_the_typed_word() -> None:
         target="",
     )
     pf = asyncio.run(preflight(None, plan, [], "shop"))
-    assert pf.overwrites == ("table sales.orders in database (the configured one)",)
+    assert pf.overwrites == ("table sales.orders in database shop",)
     assert pf.confirm_word == "shop" and pf.problems == ()
     assert "safety snapshot of those tables" in pf.safety and "rollback" in pf.safety
     assert any("IN PLACE" in line for line in pf.lines)
@@ -56,7 +56,7 @@ def test_in_place_is_the_destructive_choice_behind_the_typed_word() -> None:
                 "source": "database",
                 "to_time": "2026-12-04T14:32:00+00:00",
                 "tables": ["sales.orders"],
-                "target_db": "",
+                "target_db": "shop",
                 "force": True,
             },
         ),
