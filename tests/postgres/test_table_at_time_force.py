@@ -285,8 +285,8 @@ async def test_the_engine_s_job_puts_a_table_back_in_place(world, tmp_path, monk
     engine = Engine(load_config(sr.config), lambda confirm: PASSPHRASE, directory=tmp_path / "state", workers=2)
     await engine.start()
     try:
-        params = {"source": "database", "to_time": at.isoformat(), "tables": [table], "target_db": "postgres",
-                  "force": True}  # fmt: skip
+        # target_db "": the configured database, as the console submits it when the config names none.
+        params = {"source": "database", "to_time": at.isoformat(), "tables": [table], "target_db": "", "force": True}
         job = await engine.wait((await engine.submit("restore", params)).id)
         assert job.state == JobState.COMPLETED, job.error
     finally:
