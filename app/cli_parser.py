@@ -121,7 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--force",
         action="store_true",
-        help="with --target-db: replace a non-empty database's contents, after a safety backup of it",
+        help="with --target-db: replace a non-empty database's contents, after a safety backup of it; "
+        "with --to-time --table --target-db: put the tables back in place as they were, after a safety "
+        "snapshot of them (rollback RESTORE_ID undoes it)",
     )
     r.add_argument(
         "--table",
@@ -198,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--dry-run",
         action="store_true",
-        help="with --target: list what would be created, overwritten and removed; change nothing",
+        help="with --target: list what would be created, overwritten and removed; with --to-time --table "
+        "--force: say the plan; change nothing",
     )
     r.add_argument(
         "--delete",

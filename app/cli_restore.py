@@ -13,8 +13,10 @@ from app.cli_pitr import _restore_pitr
 from app.cli_restore_db import _restore_database
 from app.cli_restore_text import _outcome_text
 from core import scrub
+from core.text import shown
 from core.errors import Exit, PartialRestore, RestoreValidationFailed, UsageError
 from core.service import BackupService, RestoreOutcome
+from core.service.table_in_place import InPlaceReport
 
 if TYPE_CHECKING:  # psycopg's module: imported where a database restore runs, named here only
     from core.sources.postgres.restore_report import DbRestoreReport
@@ -128,6 +130,8 @@ async def cmd_rollback(svc: BackupService, args, out: Output) -> int:
     for r in results:
         if isinstance(r, RestoreOutcome):
             rows.append({"kind": "files", **r.as_dict(changes=True)})
+        elif isinstance(r, InPlaceReport):  # tables put back in place (restore --to-time --table --force)
+            rows.append({"kind": "tables", "snapshot": r.safety_snapshot, **r.to_dict()})
         else:
             db = cast("DbRestoreReport", r)  # rollback's other kind: restore_database's report
             rows.append(
@@ -147,9 +151,20 @@ async def cmd_rollback(svc: BackupService, args, out: Output) -> int:
             + (
                 f"{row.get('files', 0)} files written, {row.get('removed', 0)} removed"
                 if row["kind"] == "files"
+                else _tables_text(row)
+                if row["kind"] == "tables"
                 else f"database {row['target']}"
             )
             for row in rows
         ),
     )
     return EXIT_OK if ok else RestoreValidationFailed.exit_code
+
+
+def _tables_text(row: dict) -> str:
+    """A tables-only rollback: each table put back in place, and what that changed."""
+    return f"in place in {row['target']}: " + "; ".join(
+        f"{shown(t['table'])} {t['deleted']} deleted, {t['updated']} updated, {t['inserted']} inserted, "
+        + ("validated" if t["validated"] else "NOT VALID: " + str(t["problem"]))
+        for t in row["tables"]
+    )

@@ -1,5 +1,6 @@
 """`restore --to-time T --table S.T --target-db DB [--as S.T_1432]`: a table as it was at T,
-copied beside the live one (core/service/table_at_time.py); its phases said on a terminal."""
+copied beside the live one (core/service/table_at_time.py); its phases said on a terminal.
+With --force it is put back in place instead (app/cli_table_in_place.py)."""
 
 from __future__ import annotations
 
@@ -27,14 +28,27 @@ PHASES = {
 async def restore_table_at_time(svc: BackupService, args, out: Output) -> int:
     from core.text import parse_target_time
 
-    if args.force or args.schema or args.roles or args.target is not None or args.target_dir is not None:
+    if args.schema or args.roles or args.target is not None or args.target_dir is not None:
         raise UsageError(
-            "a table as of a time is copied beside the live one: --force, --schema, --roles, --target "
-            "and --target-dir do not apply (the throwaway cluster needs no folder)"
+            "a table as of a time is copied beside the live one (or, with --force, put back in place): "
+            "--schema, --roles, --target and --target-dir do not apply (the throwaway cluster needs no folder)"
         )
     if args.snapshot:
         raise UsageError("a table as of a time starts from the base backup that fits --to-time: give no snapshot")
     at = parse_target_time(args.to_time)
+    if args.force:
+        if args.as_names or args.with_references:
+            raise UsageError(
+                "--force puts the tables back in place, under their own names: --as and --with-references "
+                "are for a copy beside the live tables (leave out --force)"
+            )
+        from app.cli_table_in_place import restore_table_in_place
+
+        return await restore_table_in_place(svc, args, out, at)
+    if args.dry_run:
+        raise UsageError(
+            "--dry-run with --to-time --table is for --force (a copy beside the live table changes nothing live)"
+        )
     tty = sys.stderr.isatty() and not out.json
     report = await svc.restore_table_at_time(
         at,

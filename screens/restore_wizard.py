@@ -417,7 +417,7 @@ class RestoreWizardScreen(ConsoleScreen):
             w = self.pitr_window or {}
             q += f"\nOr type a time inside the PITR window {w.get('from', '')} .. {w.get('to', '')}."
             if self.plan.what == "tables":
-                q += " The tables as of that time land beside the live ones."
+                q += " The tables as of that time land beside the live ones (or, last choice, back in place)."
         self.query_one("#point-question", Static).update(q)
 
     def _choose_point(self) -> None:
@@ -527,8 +527,16 @@ class RestoreWizardScreen(ConsoleScreen):
         inp.value = ""
         if self.plan.to_time and self.plan.what == "tables":
             db = self.console.config.database.dbname or "the configured database"
+            # The safe choice first and under the cursor; in place last, behind a separator
+            # (preflight asks for the typed confirmation).
             ol.add_options(
-                [Option(f"Beside the live tables in {db}, each as NAME_at_HHMM (nothing is replaced)", id="beside")]
+                [
+                    Option(f"Beside the live tables in {db}, each as NAME_at_HHMM (nothing is replaced)", id="beside"),
+                    None,
+                    Option(
+                        f"In place in {db}, after a safety snapshot of those tables: REPLACES their rows", id="original"
+                    ),
+                ]
             )
             ol.highlighted = 0
             return
@@ -684,7 +692,19 @@ class RestoreWizardScreen(ConsoleScreen):
             mark = "✔" if j.state == JobState.COMPLETED else "✘"
             lines.append(f"{mark} {j.kind} job {j.id}: {j.state.value}" + (f" — {j.error}" if j.error else ""))
             r = j.result or {}
-            if j.kind == "restore" and "tables" in r:
+            if j.kind == "restore" and r.get("mode") == "in place":
+                for t in r.get("tables") or []:
+                    lines.append(
+                        f"   {shown(str(t.get('table')))}: {t.get('deleted')} deleted, {t.get('updated')} updated, "
+                        f"{t.get('inserted')} inserted, "
+                        + ("validated" if t.get("validated") else f"✘ NOT VALID: {shown(str(t.get('problem')))}")
+                    )
+                lines.append(
+                    f"   safety snapshot {str(r.get('safety_snapshot') or '')[:8]}: "
+                    f"axisor-backup rollback {r.get('restore_id')} puts the tables back"
+                )
+                ok = ok and r.get("ok", True)
+            elif j.kind == "restore" and "tables" in r:
                 bad = [t for t in r["tables"] if not t.get("ok")]
                 lines.append(f"   row counts: {len(r['tables']) - len(bad)} of {len(r['tables'])} tables match")
                 for t in bad[:8]:

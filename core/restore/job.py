@@ -19,7 +19,8 @@ async def restore_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, A
     async with ctx.locks([PRIMARY_LOCATION], exclusive=False):
         ctx.progress(JobProgress(phase="restore"))
         await choose_restore_location(ctx, params)
-        if params.get("to_time") and params.get("tables") and params.get("target_db"):
+        # target_db "" is the configured database (the console's choice when it knows no name).
+        if params.get("to_time") and params.get("tables") and params.get("target_db") is not None:
             return await _table_at_time(ctx, params)
         if params.get("to_time") or params.get("target_dir"):
             return await _pitr(ctx, params)
@@ -194,6 +195,8 @@ async def _table_at_time(ctx: JobContext, params: dict[str, Any]) -> dict[str, A
     (core/service/table_at_time.py); params.as: their names (default NAME_at_HHMM)."""
     if ctx.config.path is None:
         raise UsageError("a table as of a time needs the config file's path (for the server's restore_command)")
+    if params.get("force"):
+        return await _table_in_place(ctx, params)
     report = await retry_when_locked(
         ctx,
         lambda: ctx.service.restore_table_at_time(
@@ -212,6 +215,41 @@ async def _table_at_time(ctx: JobContext, params: dict[str, Any]) -> dict[str, A
         ctx.log(f"{shown(t.table)} as of {report.at} -> {shown(t.copy)}: {t.rows} rows, validated")
         for n in t.not_copied:
             ctx.log(f"not copied: {shown(n)}")
+    return {**report.to_dict(), "exit_code": Exit.OK if report.ok else Exit.WARNINGS}
+
+
+async def _table_in_place(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+    """params.force: the tables put back in place as they were at params.to_time, after a
+    safety snapshot of them (core/service/table_in_place.py); the job id is the restore id
+    (`rollback JOB_ID`)."""
+    if params.get("as") or params.get("with_references"):
+        raise UsageError(
+            "params.force puts the tables back in place: params.as and params.with_references do not apply"
+        )
+    assert ctx.config.path is not None
+    config_path = ctx.config.path
+    report = await retry_when_locked(
+        ctx,
+        lambda: ctx.service.restore_table_in_place(
+            parse_target_time(str(params["to_time"])),
+            [str(t) for t in params["tables"]],
+            str(params["target_db"]),
+            config_path=config_path,
+            os_user=params.get("os_user"),
+            timeout=float(params.get("timeout") or 900),
+            on_phase=lambda phase: ctx.progress(JobProgress(phase=f"table in place as of a time: {phase}")),
+            dry_run=bool(params.get("dry_run")),
+            restore_id=ctx.job_id,
+            on_safety=lambda snap: ctx.log(
+                f"safety snapshot {snap[:8]} holds the tables as they are now (undo: axisor-backup rollback {ctx.job_id})"
+            ),
+        ),
+    )
+    for t in report.tables:
+        ctx.log(
+            f"{shown(t.table)} put back in place as of {report.at}: {t.deleted} deleted, {t.updated} updated, "
+            f"{t.inserted} inserted, " + ("validated" if t.validated else f"NOT VALID: {t.problem}")
+        )
     return {**report.to_dict(), "exit_code": Exit.OK if report.ok else Exit.WARNINGS}
 
 

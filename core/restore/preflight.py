@@ -81,7 +81,7 @@ async def preflight(svc: Any, plan: Plan, snapshots: list, dbname: str | None) -
     ``dbname``: the configured database's name."""
     d = _Draft()
     if plan.to_time and plan.what == "tables":
-        _table_at_time(d, plan)
+        _table_at_time(d, plan, dbname)
         return _finish(d, plan, dbname)
     if plan.to_time:
         await _pitr(d, plan, snapshots)
@@ -114,10 +114,37 @@ async def _pitr(d: _Draft, plan: Plan, snapshots: list) -> None:
     )
 
 
-def _table_at_time(d: _Draft, plan: Plan) -> None:
-    """Tables as of a time, beside the live ones: nothing live is overwritten."""
+def _table_at_time(d: _Draft, plan: Plan, dbname: str | None) -> None:
+    """Tables as of a time, beside the live ones: nothing live is overwritten. ``where ==
+    "original"``: put back in place (after the engine's safety snapshot of just those tables)."""
     from datetime import datetime
 
+    if plan.where == "original":
+        target = plan.target or dbname or ""  # "": the configured database (the engine's default)
+        db = target or "(the configured one)"
+        d.lines.append(f"tables put back IN PLACE in database {db} as they were at {plan.to_time}:")
+        d.lines.extend(
+            f"  {t}: merged by primary key (rows deleted, updated, inserted), or replaced whole without one"
+            for t in plan.selection
+        )
+        d.lines.append(
+            "  (rows written after that time are deleted; their triggers fire; all the tables change in one "
+            "transaction, or none; a throwaway cluster is recovered to the time, then removed)"
+        )
+        d.overwrites.extend(f"table {t} in database {db}" for t in plan.selection)
+        d.jobs.append(
+            (
+                "restore",
+                {
+                    "source": "database",
+                    "to_time": plan.to_time,
+                    "tables": list(plan.selection),
+                    "target_db": target,
+                    "force": True,
+                },
+            )
+        )
+        return
     hhmm = datetime.fromisoformat(plan.to_time).strftime("%H%M")
     d.lines.append(
         f"tables as of {plan.to_time}, copied into database {plan.target or '(the configured one)'} beside the live ones:"
@@ -195,6 +222,11 @@ def _finish(d: _Draft, plan: Plan, dbname: str | None) -> Preflight:
             + " is taken first (tag: safety), so this restore can be rolled back"
         )
         d.jobs.insert(0, ("backup", {"sources": d.safety_sources, "type": "incremental", "tags": ["safety"]}))
+    elif any(k == "restore" and p.get("force") and p.get("to_time") for k, p in d.jobs):
+        safety = (
+            "the engine commits a safety snapshot of those tables before putting them back "
+            "(`axisor-backup rollback JOB_ID` puts them back as they are now)"
+        )
     elif any(k == "restore" and p.get("force") for k, p in d.jobs):
         safety = "the engine commits a safety snapshot of the database before replacing it"
     if d.overwrites:

@@ -202,6 +202,13 @@ class BackupService(Session):
 
         return await restore_table_at_time(self, at, tables, target_db, as_names, **kw)
 
+    async def restore_table_in_place(self, at, tables: list[str], target_db: str, **kw):
+        """Tables put back in place in ``target_db`` as they were at ``at``, after a safety
+        snapshot of them (core/service/table_in_place.py)."""
+        from core.service.table_in_place import restore_table_in_place
+
+        return await restore_table_in_place(self, at, tables, target_db, **kw)
+
     async def restore_database_pitr(
         self,
         target_time,

@@ -248,6 +248,13 @@ async def rollback(session: Session, restore_id: str) -> list[RestoreOutcome | o
     results: list[RestoreOutcome | object] = []
     for s in found:
         info = safety_for(s) or {}
+        if s.source == "database" and info.get("tables"):
+            # Tables put back in place (--to-time --table --force): only they are in it, so
+            # they go back by the same merge; restoring it over the database would drop the rest.
+            from core.service.table_in_place import rollback_tables
+
+            results.append(await rollback_tables(session, s, info))
+            continue
         if s.source == "database":
             target = str(info.get("conninfo") or info.get("database") or "")
             if not target:

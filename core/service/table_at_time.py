@@ -213,13 +213,10 @@ async def _recovered_cluster(session: Session, scratch, at: datetime, config_pat
     return _Source(pitr.base_snapshot, pitr.stopped_at), recovered, root
 
 
-async def _from_logical(session: Session, scratch, at: datetime, table_specs: list[str]):
-    """Logical mode: the newest logical snapshot at or before ``at``, its tables restored
-    (and validated) into a scratch database on the configured server."""
+async def newest_logical(session: Session, at: datetime):
+    """The newest logical database snapshot taken at or before ``at`` (not a safety snapshot)."""
     from core.errors import SnapshotNotFound
     from core.repository.snapshot import is_safety
-    from core.service.restore import restore_database
-    from core.sources.postgres.connection import PgTarget
 
     repo = await session.repository(load_index=False)
     snaps, _ = await repo.list_snapshots()
@@ -229,7 +226,16 @@ async def _from_logical(session: Session, scratch, at: datetime, table_specs: li
     ]  # fmt: skip
     if not logical:
         raise SnapshotNotFound(f"no logical database snapshot was taken at or before {at.isoformat()}")
-    snap = max(logical, key=lambda s: s.datetime)
+    return max(logical, key=lambda s: s.datetime)
+
+
+async def _from_logical(session: Session, scratch, at: datetime, table_specs: list[str]):
+    """Logical mode: the newest logical snapshot at or before ``at``, its tables restored
+    (and validated) into a scratch database on the configured server."""
+    from core.service.restore import restore_database
+    from core.sources.postgres.connection import PgTarget
+
+    snap = await newest_logical(session, at)
     target = scratch.scratch_database(PgTarget.from_config(session.config.database))
     await restore_database(session, snap, target.params["dbname"], tables=tuple(table_specs))
     root = scratch.new_dir("axt.")

@@ -31,3 +31,64 @@ def test_the_preflight_of_a_table_as_of_a_time_replaces_nothing() -> None:
             },
         ),
     )
+
+
+def test_in_place_is_the_destructive_choice_behind_the_typed_word() -> None:
+    """In place (after the engine's safety snapshot of those tables): each table listed as
+    overwritten, the database's name to type, the job the CLI's `--force` form."""
+    plan = Plan(
+        what="tables",
+        source="database",
+        to_time="2026-12-04T14:32:00+00:00",
+        selection=("sales.orders",),
+        where="original",
+        target="",
+    )
+    pf = asyncio.run(preflight(None, plan, [], "shop"))
+    assert pf.overwrites == ("table sales.orders in database shop",)
+    assert pf.confirm_word == "shop" and pf.problems == ()
+    assert "safety snapshot of those tables" in pf.safety and "rollback" in pf.safety
+    assert any("IN PLACE" in line for line in pf.lines)
+    assert pf.jobs == (
+        (
+            "restore",
+            {
+                "source": "database",
+                "to_time": "2026-12-04T14:32:00+00:00",
+                "tables": ["sales.orders"],
+                "target_db": "shop",
+                "force": True,
+            },
+        ),
+    )
+
+
+async def test_the_where_step_offers_in_place_last_and_it_waits_for_the_typed_word(platform) -> None:
+    """Beside first and under the cursor; in place last, behind the separator; the preflight
+    lists the table as overwritten and nothing starts until the word is typed."""
+    from textual.widgets import Input, OptionList, Static
+
+    from console_support import choose, console, settle
+
+    app = platform.app()
+    async with console(app, (120, 40)) as pilot:
+        await pilot.press("r")
+        await settle(pilot, app)
+        wiz = app.screen
+        plan = Plan(what="tables", source="database", to_time="2026-12-04T14:32:00+00:00", selection=("sales.orders",))
+        wiz._go("where", plan)
+        await settle(pilot, app)
+        ol = wiz.query_one("#where-list", OptionList)
+        ids = [ol.get_option_at_index(i).id for i in range(ol.option_count)]
+        assert ids[0] == "beside" and ids[-1] == "original" and ol.highlighted == 0
+        await choose(pilot, app, "original")
+        assert wiz.step == "preflight"
+        text = str(wiz.query_one("#preflight-text", Static).render())
+        assert "WILL OVERWRITE" in text and "table sales.orders" in text and "safety snapshot of those tables" in text
+        await pilot.press("enter")
+        await settle(pilot, app)
+        assert wiz.step == "confirm" and wiz.preflight.confirm_word
+        wiz.query_one("#confirm-input", Input).value = ""
+        await pilot.press(*"yes", "enter")  # not the word: nothing starts
+        await settle(pilot, app)
+        assert wiz.step == "confirm" and app.submitted == []

@@ -121,8 +121,9 @@ def test_misuse_is_refused_before_any_work(orders) -> None:
     r = sr.cli("restore", "--to-time", at.isoformat(), "--table", "sales.orders", "--target-db", "postgres",
                "--as", "a", "--as", "b")  # fmt: skip
     assert r.code == 2 and "one --as per --table" in r.err
-    r = sr.cli("restore", "--to-time", at.isoformat(), "--table", "sales.orders", "--target-db", "postgres", "--force")
-    assert r.code == 2 and "--force" in r.err
+    r = sr.cli("restore", "--to-time", at.isoformat(), "--table", "sales.orders", "--target-db", "postgres", "--force",
+               "--as", "sales.x")  # fmt: skip
+    assert r.code == 2 and "--force" in r.err  # in place (tests/postgres/test_table_at_time_force.py): no --as
     r = sr.cli("restore", "--as", "x", "--to-time", at.isoformat(), "--target-dir", "/tmp/nope")
     assert r.code == 2
 

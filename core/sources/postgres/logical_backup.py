@@ -29,6 +29,7 @@ from core.repository.format import BlobType
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
 from core.sources.postgres import dumpsum, names, pgglobals
+from core.sources.postgres.catalog import _TABLES
 from core.sources.postgres.child import Running, start, store_output
 from core.sources.postgres.connection import PgTarget, one_row
 from core.sources.postgres.dump_forecast import DumpForecast
@@ -37,6 +38,10 @@ from core.sources.postgres.logical_snapshot import SOURCE
 from core.sources.postgres.row_stats import batched_counts
 from core.sources.postgres.table_checksums import dump_env
 from core.sources.postgres.tools import Tool, check_dump_tool, find_tool
+
+
+# Every table whose rows a dump may hold: ordinary tables, leaf partitions and materialized views.
+_TABLES_WITH_ROWS = _TABLES.replace("c.relkind = 'r'", "c.relkind IN ('r', 'm')")
 
 
 @dataclass(slots=True, eq=False)
@@ -63,12 +68,13 @@ class StartedDump:
     listed: asyncio.Future | None = (
         None  # the tables the metadata counts, (schema, name, relpages, size, reltuples) each
     )
+    only: frozenset[tuple[str, str]] = frozenset()  # the rows of just these tables (empty: all)
 
     def read_metadata(self, uncounted: asyncio.Queue) -> asyncio.Future:
         """Start reading the metadata, and counting in SQL what ``uncounted`` names (_sql_counts)."""
         if self.metadata is None:
             self.listed = asyncio.get_running_loop().create_future()
-            self.metadata = asyncio.ensure_future(_metadata(self.conn, self.listed))
+            self.metadata = asyncio.ensure_future(_metadata(self.conn, self.listed, self.only))
             self.counting = asyncio.ensure_future(_sql_counts(self.conn, self.listed, uncounted))
         return self.metadata
 
@@ -81,9 +87,12 @@ class StartedDump:
         await self.conn.close()
 
 
-async def start_dump(db: DatabaseConfig, target: PgTarget | None = None) -> StartedDump:
+async def start_dump(
+    db: DatabaseConfig, target: PgTarget | None = None, tables: tuple[tuple[str, str], ...] = ()
+) -> StartedDump:
     """Connect, export a snapshot, check pg_dump against the server and start it (its
-    output read ahead). Raises DatabaseError, leaving nothing running."""
+    output read ahead). ``tables``: the rows of just these (see ``backup_logical``). Raises
+    DatabaseError, leaving nothing running."""
     target = target if target is not None else PgTarget.from_config(db)
     started = time.monotonic()
     # ``pg_dump --version`` runs while the connection is made.
@@ -104,6 +113,15 @@ async def start_dump(db: DatabaseConfig, target: PgTarget | None = None) -> Star
                 "current_setting('server_version'), current_database()"
             )
             snapshot_id, version_num, version, dbname = one_row(await cur.fetchone())
+            leave_out: list[str] = []
+            if tables:  # every other table's rows left out, listed in the same snapshot as the dump's
+                await cur.execute(_TABLES_WITH_ROWS)
+                leave_out = [
+                    names.table_option(str(s), str(n), "--exclude-table-data")
+                    for s, n in await cur.fetchall()
+                    if (s, n) not in tables
+                ]
+                leave_out.append("--no-blobs")  # large objects are the database's, not a table's
         check_dump_tool(pg_dump, version_num, version)
         argv = [
             str(pg_dump.path),
@@ -111,6 +129,7 @@ async def start_dump(db: DatabaseConfig, target: PgTarget | None = None) -> Star
             "--compress=0",
             f"--snapshot={snapshot_id}",
             "--no-password",
+            *leave_out,
             "-d",
             target.with_dbname(dbname).conninfo(),
         ]
@@ -121,7 +140,7 @@ async def start_dump(db: DatabaseConfig, target: PgTarget | None = None) -> Star
     except BaseException:
         await conn.close()
         raise
-    return StartedDump(target, pg_dump, conn, dbname, child, started)
+    return StartedDump(target, pg_dump, conn, dbname, child, started, only=frozenset(tables))
 
 
 async def backup_logical(
@@ -134,14 +153,20 @@ async def backup_logical(
     target: PgTarget | None = None,
     extra_metadata: dict | None = None,
     started: Awaitable[StartedDump] | None = None,
+    tables: tuple[tuple[str, str], ...] = (),
 ) -> Snapshot:
     """Dump the configured database (or ``target``) into the repository and commit one snapshot.
     ``started``: the dump, already begun by ``start_dump`` (the caller closes it if this is
     never called).
 
+    ``tables``: the rows of just these tables (a safety snapshot before they are put back in
+    place), the schema whole: a dump of the tables alone (``pg_dump --table``) holds neither
+    their schema nor the types and functions their columns, defaults and triggers use, and
+    does not restore by itself. The metadata then counts and checksums just these.
+
     Any failure (connection, version, pg_dump's exit status, the repository) raises before
     a snapshot is saved; chunks already uploaded are adopted by a later backup."""
-    dump = await (started if started is not None else start_dump(db, target))
+    dump = await (started if started is not None else start_dump(db, target, tables))
     target = dump.target
     before = list(repo.stats.by_type.get(BlobType.DATA, [0, 0, 0]))
     # The cluster's roles and memberships (pgglobals), read beside the dump: small, and not

@@ -43,10 +43,10 @@ def quote(ident: str) -> str:
     return '"' + ident.replace('"', '""') + '"'
 
 
-def table_option(schema: str, name: str) -> str:
-    """pg_dump's ``--table=`` for exactly this table: every part quoted, so its pattern
-    matching takes dots, capitals, ``*`` and newlines literally."""
-    return "--table=" + ".".join('"' + part.replace('"', '""') + '"' for part in (schema, name))
+def table_option(schema: str, name: str, option: str = "--table") -> str:
+    """pg_dump's ``--table=`` (or another table ``option``) for exactly this table: every part
+    quoted, so its pattern matching takes dots, capitals, ``*`` and newlines literally."""
+    return f"{option}=" + ".".join('"' + part.replace('"', '""') + '"' for part in (schema, name))
 
 
 def key(schema: str, name: str) -> str:
