@@ -692,17 +692,8 @@ class RestoreWizardScreen(ConsoleScreen):
             mark = "✔" if j.state == JobState.COMPLETED else "✘"
             lines.append(f"{mark} {j.kind} job {j.id}: {j.state.value}" + (f" — {j.error}" if j.error else ""))
             r = j.result or {}
-            if j.kind == "restore" and r.get("mode") == "in place":
-                for t in r.get("tables") or []:
-                    lines.append(
-                        f"   {shown(str(t.get('table')))}: {t.get('deleted')} deleted, {t.get('updated')} updated, "
-                        f"{t.get('inserted')} inserted, "
-                        + ("validated" if t.get("validated") else f"✘ NOT VALID: {shown(str(t.get('problem')))}")
-                    )
-                lines.append(
-                    f"   safety snapshot {str(r.get('safety_snapshot') or '')[:8]}: "
-                    f"axisor-backup rollback {r.get('restore_id')} puts the tables back"
-                )
+            if j.kind == "restore" and (r.get("mode") == "in place" or "base_snapshot" in r):
+                lines += table_at_time_lines(r)
                 ok = ok and r.get("ok", True)
             elif j.kind == "restore" and "tables" in r:
                 bad = [t for t in r["tables"] if not t.get("ok")]
@@ -756,3 +747,31 @@ def _validate_files(expected: tuple[tuple[str, int], ...]) -> list[str]:
         if st.st_size != size:
             bad.append(f"{path}: {st.st_size} bytes, the snapshot has {size}")
     return bad
+
+
+def table_at_time_lines(r: dict) -> list[str]:
+    """A table-as-of-a-time job's result, per table: copied beside (``validated`` against
+    the recovered table), or put back in place (rows deleted, updated, inserted, and the
+    rollback). Each table is marked by its own ``validated``: these rows carry no ``ok``."""
+    lines: list[str] = []
+    in_place = r.get("mode") == "in place"
+    for t in r.get("tables") or []:
+        verdict = "validated" if t.get("validated") else f"✘ NOT VALID: {shown(str(t.get('problem')))}"
+        if in_place:
+            lines.append(
+                f"   {shown(str(t.get('table')))}: {t.get('deleted')} deleted, {t.get('updated')} updated, "
+                f"{t.get('inserted')} inserted, {verdict}"
+            )
+        else:
+            lines.append(
+                f"   {shown(str(t.get('table')))} as of {shown(str(r.get('at')))} -> "
+                f"{shown(str(t.get('copy')))}: {t.get('rows')} rows, {verdict}"
+            )
+    if in_place:
+        lines.append(
+            f"   safety snapshot {str(r.get('safety_snapshot') or '')[:8]}: "
+            f"axisor-backup rollback {r.get('restore_id')} puts the tables back"
+        )
+    elif r.get("from_logical_snapshot"):
+        lines.append(f"   from the logical snapshot {float(r.get('before_seconds') or 0):.0f} s before that time")
+    return lines

@@ -293,7 +293,13 @@ async def choose_restore_location(ctx: JobContext, params: dict[str, Any]) -> st
     prefer = params.get("from")
     if prefer is None and not svc.config.storage.remote_storage:
         return None
-    if params.get("target_db"):
+    if params.get("to_time"):
+        # A point in time (a table as of a time, PITR): read from base backups and WAL, not
+        # from one named snapshot; the location is the one asked for, or the primary.
+        if prefer:
+            await svc.use_location(str(prefer))
+        return str(prefer) if prefer else None
+    if params.get("target_db") is not None and params.get("snapshot"):
         refs, source = [str(params["snapshot"])], params.get("source") or "database"
     else:
         refs = [str(r) for r in params.get("snapshots") or [params.get("snapshot") or "latest"]]

@@ -92,3 +92,38 @@ async def test_the_where_step_offers_in_place_last_and_it_waits_for_the_typed_wo
         await pilot.press(*"yes", "enter")  # not the word: nothing starts
         await settle(pilot, app)
         assert wiz.step == "confirm" and app.submitted == []
+
+
+def test_the_result_of_each_form_is_marked_by_its_own_validation() -> None:
+    """Copies beside the live tables carry ``validated``, not ``ok``: a passing job must not
+    read as a mismatch (it did: every table showed ✘ MISMATCH), and a failing one says why."""
+    from screens.restore_wizard import table_at_time_lines
+
+    beside = {
+        "at": "2026-12-04T14:32:00+00:00",
+        "base_snapshot": "ab" * 32,
+        "tables": [
+            {"table": "sales.orders", "copy": "sales.orders_at_1432", "rows": 900, "validated": True, "problem": None},
+            {
+                "table": "sales.items",
+                "copy": "sales.items_at_1432",
+                "rows": 3,
+                "validated": False,
+                "problem": "rows 3 != 4",
+            },
+        ],
+        "ok": False,
+    }
+    lines = table_at_time_lines(beside)
+    assert lines[0].endswith("sales.orders_at_1432: 900 rows, validated") and "MISMATCH" not in "".join(lines)
+    assert "✘ NOT VALID: rows 3 != 4" in lines[1]
+    in_place = {
+        "mode": "in place",
+        "restore_id": "r1",
+        "safety_snapshot": "cd" * 32,
+        "ok": True,
+        "tables": [{"table": "sales.orders", "deleted": 1, "updated": 2, "inserted": 3, "validated": True}],
+    }
+    lines = table_at_time_lines(in_place)
+    assert lines[0] == "   sales.orders: 1 deleted, 2 updated, 3 inserted, validated"
+    assert "axisor-backup rollback r1" in lines[1]
