@@ -16,7 +16,8 @@ lock naming its pid. The next engine to open the database marks them ``interrupt
      a third time;
    - a backup, verify or copy started by hand is re-queued once, as a new job whose
      params carry ``resumed_from`` (the interrupted job's id); a rerun that is itself
-     interrupted is not re-queued again;
+     interrupted is not re-queued again, and a recovery interrupted after it submitted the
+     rerun finds that rerun at the next start instead of submitting another;
    - a restore is never rerun automatically (the target may have changed since; a person
      decides), nor is a prune, repair or drill started by hand: the record says to run it
      again;
@@ -140,6 +141,17 @@ async def release_locks(config: Config, owners: list[Owner]) -> tuple[list[dict[
     return removed, problems
 
 
+RERUN_SEARCH = 1000  # newest jobs of the kind searched for an earlier rerun
+
+
+async def _rerun_of(store: Any, job: Job) -> Job | None:
+    """The job already submitted as ``job``'s rerun (params ``resumed_from``), if any."""
+    for other in await store.list(limit=RERUN_SEARCH, kinds=(job.kind,)):
+        if other.params.get(RESUMED_FROM) == job.id:
+            return other
+    return None
+
+
 async def recover(engine: Engine, config: Config) -> list[Job]:
     """Recover every interrupted job of a dead daemon not recovered yet; returns them."""
     from core.jobs import notify
@@ -168,12 +180,21 @@ async def recover(engine: Engine, config: Config) -> list[Job]:
             "lock_problems": problems,
         }
         if decision.action == "requeue":
-            try:
-                new = await engine.submit(job.kind, {**job.params, RESUMED_FROM: job.id}, origin=job.origin)
-            except AxisorError as exc:
-                recovery.update(action="none", summary=f"not re-queued: {exc}")
+            # A daemon that died between submitting the rerun and recording it left the
+            # rerun behind: found, not submitted a second time (once means once).
+            earlier = await _rerun_of(store, job)
+            if earlier is not None:
+                recovery.update(
+                    rerun_job=earlier.id,
+                    summary=f"already re-queued as job {earlier.id} by a recovery that was itself interrupted",
+                )
             else:
-                recovery.update(rerun_job=new.id, summary=f"re-queued once as job {new.id}")
+                try:
+                    new = await engine.submit(job.kind, {**job.params, RESUMED_FROM: job.id}, origin=job.origin)
+                except AxisorError as exc:
+                    recovery.update(action="none", summary=f"not re-queued: {exc}")
+                else:
+                    recovery.update(rerun_job=new.id, summary=f"re-queued once as job {new.id}")
         elif decision.action == "schedule":
             from core.schedule.runner import owe_interrupted
 

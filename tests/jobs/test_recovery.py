@@ -198,3 +198,30 @@ async def test_an_interrupted_verification_is_neither_damage_nor_a_pass_in_statu
         assert verify.level == "ok" and "0000000000d1" in verify.message
     finally:
         await store.close()
+
+
+async def test_a_recovery_interrupted_after_it_requeued_does_not_requeue_again(ws, tmp_path):
+    """The daemon died after submitting a backup's rerun and before recording it: the next
+    start finds that rerun and links it, instead of running the backup a second time."""
+    from core.daemon.recovery import recover
+    from core.jobs.engine import Engine
+
+    ws.write_config()
+    config = load_config(ws.config)
+    store = await JobStore.open(tmp_path)
+    dead = dead_owner()
+    await store.insert(job("backup", job_id="0000000000e1"), dead, ROLE_DAEMON)
+    rerun = job("backup", job_id="0000000000e2", params={"resumed_from": "0000000000e1"}, state=JobState.PENDING)
+    await store.insert(rerun, dead, ROLE_DAEMON)  # submitted by the recovery that died
+    await store.close()
+    engine = Engine(config, lambda _c: ws.passphrase, directory=tmp_path, workers=1)
+    await engine.start()  # marks both interrupted: their daemon is gone
+    try:
+        recovered = {j.id: j for j in await recover(engine, config)}
+        first = recovered["0000000000e1"].result["recovery"]
+        assert first["rerun_job"] == "0000000000e2" and "already re-queued as job 0000000000e2" in first["summary"]
+        assert recovered["0000000000e2"].result["recovery"]["action"] == "none"
+        backups = [j for j in await engine.list(limit=100) if j.kind == "backup"]
+        assert sorted(j.id for j in backups) == ["0000000000e1", "0000000000e2"]  # no third run
+    finally:
+        await engine.shutdown(grace=10, reason="test finished")
