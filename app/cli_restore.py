@@ -60,7 +60,7 @@ async def cmd_restore(svc: BackupService, args, out: Output) -> int:
             "--preserve-privileges needs root: only root can restore setuid/setgid bits and file "
             "capabilities (without it they are stripped)"
         )
-    from core.restore.files import RestoreOptions
+    from core.restore.attributes import RestoreOptions
 
     options = RestoreOptions(
         xattrs=not args.no_xattrs,

@@ -80,7 +80,7 @@ def _ranges_text(ranges: list[tuple[int, int]], limit: int = 8) -> str:
 def _partial_text(o, args) -> list[str]:
     """The partial files of one outcome: name, missing ranges, damaged objects, where the
     restored part is, and where an intact copy is (with the command that fills them in)."""
-    from core.restore.files import MAX_LISTED
+    from core.restore.outcome import MAX_LISTED
 
     s = o.snapshot
     lines = [

@@ -59,7 +59,7 @@ from core.errors import AxisorError, Exit, UsageError
 from core.repository.lock import Lock
 from core.repository.snapshot import Snapshot
 from core.repository.tree import FILE
-from core.restore.files import RestoreOptions
+from core.restore.attributes import RestoreOptions
 from core.restore.walk import display, walk
 from core.runner import JobCancelled
 

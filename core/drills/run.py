@@ -58,7 +58,7 @@ from core.sources.postgres.scratch import Scratch, free_port, server_user
 from core.errors import AxisorError, DatabaseError, UsageError
 from core.repository.lock import Lock
 from core.repository.snapshot import Snapshot
-from core.restore.files import RestoreOptions
+from core.restore.attributes import RestoreOptions
 from core.sources.postgres.connection import PgTarget, one_row
 from core.storage.backend import innermost
 

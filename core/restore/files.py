@@ -32,18 +32,12 @@ restore that writes the file in full removes that leftover.
 
 from __future__ import annotations
 
-import array
 import asyncio
 import bisect
 import contextlib
 import errno
-import fnmatch
-import functools
-import grp
 import itertools
 import os
-import pwd
-import re
 import stat
 import threading
 import uuid
@@ -56,13 +50,16 @@ from pathlib import Path
 from core.errors import DamagedObject, RestoreRefused, StorageFull
 from core.fsmeta import flags as fsflags
 from core.fsmeta.sparse import data_extents
-from core.fsmeta.xattrs import ACL_NAMES, CAPABILITY, is_acl, remove_xattr, write_xattr
+from core.fsmeta.xattrs import ACL_NAMES, remove_xattr, write_xattr
 from core.repository.blobs import open_blob
 from core.repository.format import BlobType, pack_key
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
 from core.repository.tree import CHARDEV, DEVICES, DIR, FIFO, FILE, SYMLINK, Node
 from core.restore import fsops
+from core.restore.attributes import Owners, RestoreOptions, has_privileges, manages, wanted_mode, wanted_xattrs
+from core.restore.outcome import PartialFile, RestoreStats, merge_ranges
+from core.restore.select import included, path_parts
 from core.restore.fsops import DIR_FLAGS, FILE_FLAGS, DirCache, Parts
 from core.restore.walk import display, walk
 from core.storage.backend import ObjectNotFound, StorageError
@@ -78,228 +75,9 @@ MERGE_GAP = 256 * 1024
 # MiB of unneeded blobs between two needed ones is cheaper than a second request.
 REMOTE_MERGE_GAP = 16 * 1024 * 1024
 IN_FLIGHT = 4
-MAX_LISTED = 200  # warnings and stripped files listed; the rest are counted
-PRIVILEGE_BITS = stat.S_ISUID | stat.S_ISGID
 _TEMP = ".axisor-restore-"
 PARTIAL_SUFFIX = b".axisor-partial"  # a partial file's bytes, beside its name (never over it)
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a full target (or quota): exit 10, not a traceback
-
-
-@dataclass(frozen=True, slots=True)
-class RestoreOptions:
-    xattrs: bool = True  # --no-xattrs: none at all
-    acls: bool = True  # --no-acls: not system.posix_acl_*
-    file_flags: bool = False  # --file-flags: chattr flags, set last
-    numeric_owner: bool = False  # --numeric-owner: ids only, names ignored
-    preserve_privileges: bool = False  # --preserve-privileges: keep setuid/setgid and capabilities
-    allow_untrusted_target: bool = False  # --allow-untrusted-target
-    fsync: bool = True  # --no-fsync: do not flush the restore to disk before reporting success
-    # --read-back: validation re-reads and re-chunks every restored file from disk, instead of
-    # trusting the ids checked as each blob was written (core/restore/validate.py says what each proves).
-    read_back: bool = False
-
-
-def has_privileges(node: Node) -> bool:
-    """A file the snapshot has setuid, setgid or file capabilities on."""
-    return node.type == FILE and bool(node.mode & PRIVILEGE_BITS or any(n == CAPABILITY for n, _ in node.xattrs))
-
-
-def wanted_mode(node: Node, opts: RestoreOptions) -> int:
-    mode = stat.S_IMODE(node.mode)
-    if node.type != DIR and not opts.preserve_privileges:
-        mode &= ~PRIVILEGE_BITS
-    return mode
-
-
-def manages(name: bytes, opts: RestoreOptions) -> bool:
-    """Whether the restore sets (and removes) attribute ``name``; others are left alone
-    (an SELinux label is the policy's business)."""
-    if not opts.xattrs:
-        return False
-    if is_acl(name):
-        return opts.acls
-    return name.startswith((b"user.", b"trusted.")) or name == CAPABILITY
-
-
-def wanted_xattrs(node: Node, opts: RestoreOptions) -> list[tuple[bytes, bytes]]:
-    if not opts.xattrs:
-        return []
-    out = []
-    for name, value in node.xattrs:
-        if is_acl(name) and not opts.acls:
-            continue
-        if name == CAPABILITY and not opts.preserve_privileges:
-            continue
-        out.append((name, value))
-    return out
-
-
-class Owners:
-    """Stored owner -> ids on this host: by name when the name exists here (unless
-    numeric), else the stored number; each unknown name is reported once."""
-
-    def __init__(self, numeric: bool) -> None:
-        self.numeric = numeric
-        self._users: dict[str, int | None] = {}
-        self._groups: dict[str, int | None] = {}
-        self._lock = threading.Lock()
-
-    def _lookup(self, cache: dict, name: str, fn) -> int | None:
-        if name not in cache:
-            try:
-                cache[name] = fn(name)
-            except KeyError:
-                cache[name] = None
-        return cache[name]
-
-    def ids(self, node: Node, warn=None) -> tuple[int, int]:
-        if self.numeric:
-            return node.uid, node.gid
-        uid, gid = node.uid, node.gid
-        with self._lock:
-            if node.user:
-                known = node.user in self._users
-                u = self._lookup(self._users, node.user, lambda n: pwd.getpwnam(n).pw_uid)
-                if u is not None:
-                    uid = u
-                elif not known and warn:
-                    warn(f"owner {shown(node.user)} does not exist here: restored as uid {node.uid}")
-            if node.group:
-                known = node.group in self._groups
-                g = self._lookup(self._groups, node.group, lambda n: grp.getgrnam(n).gr_gid)
-                if g is not None:
-                    gid = g
-                elif not known and warn:
-                    warn(f"group {shown(node.group)} does not exist here: restored as gid {node.gid}")
-        return uid, gid
-
-
-def merge_ranges(ranges) -> list[tuple[int, int]]:
-    """(offset, length) ranges sorted, with touching or overlapping ones merged."""
-    out: list[list[int]] = []
-    for off, length in sorted(r for r in ranges if r[1] > 0):
-        if out and off <= out[-1][0] + out[-1][1]:
-            out[-1][1] = max(out[-1][1], off + length - out[-1][0])
-        else:
-            out.append([off, length])
-    return [(a, b) for a, b in out]
-
-
-@dataclass
-class PartialFile:
-    """A file the restore could not write in full: where it belongs, the byte ranges of the
-    file that are missing (holes in the partial copy), the damaged objects, where its bytes
-    were kept, and (filled in afterwards) where an intact copy is."""
-
-    path: str  # where it belongs, as shown (core.text.shown)
-    dest: Path  # the same, as a path (not shown: validation skips it)
-    inner: Parts  # its path inside the snapshot
-    size: int
-    content: tuple[bytes, ...]  # its data blob ids
-    missing: list[tuple[int, int]]  # (offset, length) in the file, sorted and merged
-    damaged: list[tuple[str, str]]  # (object, reason), each object once
-    failed: frozenset[bytes]  # the blobs that could not be read or opened
-    kept_as: str | None = None  # the <name>.axisor-partial path, shown; None: not kept
-    existing: bool = False  # something was at its name: left exactly as it was
-    note: str = ""
-    intact: list[tuple[str, str]] = field(default_factory=list)  # (location, snapshot id)
-
-    @property
-    def missing_bytes(self) -> int:
-        return sum(length for _off, length in self.missing)
-
-    def as_dict(self) -> dict:
-        return {
-            "path": self.path,
-            "size": self.size,
-            "missing": [[o, n] for o, n in self.missing],
-            "missing_bytes": self.missing_bytes,
-            "damaged": [{"object": o, "reason": r} for o, r in self.damaged],
-            "kept_as": self.kept_as,
-            "existing_left": self.existing,
-            "note": self.note,
-            "intact_copies": [{"location": loc, "snapshot": sid} for loc, sid in self.intact],
-        }
-
-
-class Placed:
-    """The files a restore wrote whole and checked while writing: every blob's id verified
-    after decryption, one piece per blob of the snapshot's list, their bytes adding up to
-    the data, the file as long as the snapshot says. For each, the (st_dev, st_ino) it was
-    put in place as, kept by its ordinal in the snapshot's walk (pre-order: the same for the
-    restore and its validation), in two arrays: 16 bytes a node however long its path, so a
-    million files cost 16 MB, not a dict of paths."""
-
-    def __init__(self) -> None:
-        self._dev = array.array("Q")
-        self._ino = array.array("Q")
-
-    def extend_to(self, count: int) -> None:
-        """Make room for ordinals below ``count`` (from the walking thread; a worker's
-        ``record`` of a smaller ordinal may run meanwhile: each array call holds the GIL)."""
-        missing = count - len(self._ino)
-        if missing > 0:
-            self._dev.extend([0] * missing)
-            self._ino.extend([0] * missing)
-
-    def record(self, ordinal: int, dev: int, ino: int) -> None:
-        self._dev[ordinal] = dev
-        self._ino[ordinal] = ino
-
-    def get(self, ordinal: int) -> tuple[int, int] | None:
-        """(st_dev, st_ino), or None when the file was not proven while writing (inode 0
-        is never a file's on Linux: it stands for "not recorded")."""
-        if ordinal >= len(self._ino) or not self._ino[ordinal]:
-            return None
-        return self._dev[ordinal], self._ino[ordinal]
-
-
-@dataclass
-class RestoreStats:
-    files: int = 0
-    dirs: int = 0
-    symlinks: int = 0
-    hardlinks: int = 0
-    special: int = 0  # devices and FIFOs
-    bytes: int = 0
-    unchanged: int = 0  # already right: not written
-    metadata: int = 0  # same content: only mode, owner, attributes or times set
-    removed: int = 0  # with --delete: paths the snapshot does not have
-    errors: list[str] = field(default_factory=list)
-    # Attributes the target refused, unknown owners...: the restore finished, with these.
-    warnings: list[str] = field(default_factory=list)
-    warning_count: int = 0
-    # Files the snapshot has setuid/setgid/capabilities on, restored without them.
-    stripped: list[str] = field(default_factory=list)
-    stripped_count: int = 0
-    # Files not restored in full (damaged or missing blobs): every one is listed.
-    partial: list[PartialFile] = field(default_factory=list)
-    partial_cleared: int = 0  # <name>.axisor-partial leftovers removed once the file was whole
-    # Files written whole and checked while writing: validation needs only to see the same
-    # inode still at their names (core/restore/validate.py).
-    placed: "Placed" = field(default_factory=lambda: Placed(), repr=False)
-
-    @property
-    def partial_count(self) -> int:
-        return len(self.partial)
-
-    def warn(self, message: str) -> None:
-        self.warning_count += 1
-        if len(self.warnings) < MAX_LISTED:
-            self.warnings.append(message)
-
-    def strip(self, where: str) -> None:
-        self.stripped_count += 1
-        if len(self.stripped) < MAX_LISTED:
-            self.stripped.append(where)
-
-    def warnings_listed(self) -> list[str]:
-        more = self.warning_count - len(self.warnings)
-        return self.warnings + ([f"... and {more} more"] if more > 0 else [])
-
-    def stripped_listed(self) -> list[str]:
-        more = self.stripped_count - len(self.stripped)
-        return self.stripped + ([f"... and {more} more"] if more > 0 else [])
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,39 +124,6 @@ class _FileJob:
             out.append((off + within, n))
             stream_off, length, i = stream_off + n, length - n, i + 1
         return out
-
-
-_GLOB_MAGIC = re.compile(r"[*?\[]")
-
-
-@functools.lru_cache(maxsize=32)
-def _split_patterns(patterns: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
-    """(the patterns without a wildcard, as a set; the others). A pattern without ``*``, ``?``
-    or ``[`` matches only itself, so a set lookup stands for its fnmatch: a restore of many
-    named paths (a restore-test's sample) costs one lookup per folder level, not one
-    fnmatch per pattern."""
-    literal = frozenset(p for p in patterns if not _GLOB_MAGIC.search(p))
-    return literal, tuple(p for p in patterns if p not in literal)
-
-
-def included(path: str, patterns: tuple[str, ...]) -> bool:
-    """A path is restored when it or any folder above it matches a pattern."""
-    if not patterns:
-        return True
-    literal, globs = _split_patterns(patterns)
-    parts = path.split("/")
-    for i in range(2, len(parts) + 1):
-        prefix = "/".join(parts[:i])
-        if prefix in literal or prefix[1:] in literal:
-            return True
-        if any(fnmatch.fnmatchcase(prefix, p) or fnmatch.fnmatchcase(prefix[1:], p) for p in globs):
-            return True
-    return False
-
-
-def path_parts(target: Path, path: Path) -> Parts:
-    """``path`` (under ``target``) as components relative to it."""
-    return tuple(os.fsencode(p) for p in path.relative_to(target).parts)
 
 
 def pwrite_all(fd: int, data, off: int) -> None:

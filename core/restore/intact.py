@@ -24,7 +24,7 @@ from core.repository.lock import Lock
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
 from core.repository.tree import FILE, Tree
-from core.restore.files import PartialFile
+from core.restore.outcome import PartialFile
 from core.storage.backend import StorageError
 
 MAX_CANDIDATES = 30  # snapshots per location looked into for each partial file

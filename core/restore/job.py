@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import Exit, PartialRestore, UsageError
-from core.restore.files import RestoreOptions
+from core.restore.attributes import RestoreOptions
 from core.runner import JobContext, JobFailed, JobProgress, rated_progress, retry_when_locked, PRIMARY_LOCATION
 from core.text import parse_target_time, shown
 

@@ -42,7 +42,8 @@ from core.repository.snapshot import Snapshot
 from core.repository.tree import FILE, SYMLINK, Node
 from core.errors import RestoreRefused
 from core.restore import fsops
-from core.restore.files import Placed, included
+from core.restore.outcome import Placed
+from core.restore.select import included
 from core.restore.fsops import FILE_FLAGS, DirCache, Parts, open_target
 from core.restore.plan import file_blob_ids_fd, holes_read_zero
 from core.restore.walk import display, walk

@@ -22,7 +22,8 @@ from core.repository.lock import RemovedLock
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
 from core.repository.tree import Node
-from core.restore.files import RestoreOptions, RestoreStats
+from core.restore.attributes import RestoreOptions
+from core.restore.outcome import RestoreStats
 from core.restore.progress import RestoreProgress
 from core.service import backup as _backup
 from core.service import catalog as _catalog

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from core.errors import AxisorError, LockUnreadable, RestoreRefused, SnapshotNotFound, StorageFull, UsageError
 from core.repository.snapshot import Snapshot
-from core.restore.files import FileRestorer, RestoreOptions, RestoreStats
+from core.restore.attributes import RestoreOptions
+from core.restore.files import FileRestorer
+from core.restore.outcome import RestoreStats
 from core.restore.plan import RestorePlan
 from core.restore.progress import RestoreMeter, RestoreProgress
 from core.restore.validate import ValidationResult
@@ -39,7 +41,7 @@ class RestoreOutcome:
 
     @property
     def partial(self) -> list:
-        """Files not restored in full (core.restore.files.PartialFile)."""
+        """Files not restored in full (core.restore.outcome.PartialFile)."""
         return self.stats.partial if self.stats is not None else []
 
     def as_dict(self, *, changes: bool = False) -> dict:

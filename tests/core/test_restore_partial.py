@@ -338,7 +338,8 @@ def test_after_repair_index_dropped_a_lost_pack_its_blobs_in_no_index_make_files
 
 def test_lost_ranges_of_a_sparse_file_are_file_offsets():
     from core.fsmeta.sparse import data_extents
-    from core.restore.files import _FileJob, merge_ranges
+    from core.restore.files import _FileJob
+    from core.restore.outcome import merge_ranges
 
     holes = ((100, 50), (300, 100))  # data runs: 0-99, 150-299, 400-499
     extents = data_extents(500, holes)

@@ -140,7 +140,7 @@ def test_a_window_the_restorer_dropped_is_read_back_and_caught(tree, tmp_path, m
 
 
 def test_the_record_costs_sixteen_bytes_a_node() -> None:
-    from core.restore.files import Placed
+    from core.restore.outcome import Placed
 
     p = Placed()
     p.extend_to(1_000_000)

@@ -153,7 +153,7 @@ def test_the_include_fast_path_matches_exactly_as_fnmatch(path: str, patterns: l
     set lookup for patterns without wildcards (core/restore/files.py) must match as fnmatch."""
     import glob
 
-    from core.restore.files import included
+    from core.restore.select import included
 
     pats = tuple(glob.escape(p) if escape else p for p in patterns)
     assert included(path, pats) == _included_by_fnmatch(path, pats)
