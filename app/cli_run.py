@@ -19,9 +19,8 @@ from app.cli_parser import build_parser
 from core.config import (
     Config,
     ConfigError,
+    config_notes,
     default_config_path,
-    deprecations,
-    insecure_endpoint,
     load_config,
     resolve_passphrase,
 )
@@ -102,15 +101,8 @@ def prepare(argv: list[str] | None) -> int | Callable[[], int]:
         return EXIT_USAGE
     args.config_path = config_path
     config = config.with_limits(args.limit_upload, args.limit_download)
-    for warning in deprecations(config):
-        Output.note(f"warning: {config_path}: {warning}")
-    for loc in config.storage.remote_storage:
-        if loc.allow_insecure and insecure_endpoint(loc.provider, loc.endpoint or ""):
-            # Allowed, but never quietly: every command says it (stderr, not --json's stdout).
-            Output.note(
-                f"warning: location {loc.name} sends data and credentials unencrypted to "
-                f"{loc.endpoint} (allow_insecure = true)"
-            )
+    for note in config_notes(config, str(config_path)):
+        Output.note(note)
 
     def command() -> int:
         if args.command == "console":

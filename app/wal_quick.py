@@ -1,4 +1,5 @@
-"""The program's entry point: a `wal-push` answered from its marker before the CLI's imports.
+"""The program's entry point: a `wal-push` answered from its marker before the CLI's imports
+(and a `backup` a running daemon takes: app/backup_quick.py).
 
 archive_command runs `axisor-backup wal-push %p` once per WAL file, one at a time, waiting for
 each. After a push ahead (core/sources/postgres/wal_ahead.py) most runs are answered from a
@@ -214,6 +215,13 @@ def main() -> int:
     code = try_answer(sys.argv[1:])
     if code is not None:
         return code
+    if "backup" in sys.argv[1:]:
+        # A backup a running daemon can take: submitted without the full program's imports.
+        from app.backup_quick import try_backup
+
+        code = try_backup(sys.argv[1:])
+        if code is not None:
+            return code
     from app.cli import main as full
 
     return full()
