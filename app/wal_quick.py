@@ -203,8 +203,19 @@ def _through_daemon(sock_path: Path, wal_file: Path, repo_id: str, as_json: bool
     return None
 
 
+def quick(argv: list[str]) -> int | None:
+    """The exit code of a command answered without the full program; None: run it."""
+    code = try_answer(argv)
+    if code is None and "backup" in argv:
+        # A backup a running daemon can take: submitted without the full program's imports.
+        from app.backup_quick import try_backup
+
+        code = try_backup(argv)
+    return code
+
+
 def exit_if_answered() -> None:
-    code = try_answer(sys.argv[1:])
+    code = quick(sys.argv[1:])
     if code is not None:
         sys.stdout.flush()
         sys.exit(code)
@@ -212,16 +223,9 @@ def exit_if_answered() -> None:
 
 def main() -> int:
     """The `axisor-backup` command."""
-    code = try_answer(sys.argv[1:])
+    code = quick(sys.argv[1:])
     if code is not None:
         return code
-    if "backup" in sys.argv[1:]:
-        # A backup a running daemon can take: submitted without the full program's imports.
-        from app.backup_quick import try_backup
-
-        code = try_backup(sys.argv[1:])
-        if code is not None:
-            return code
     from app.cli import main as full
 
     return full()
