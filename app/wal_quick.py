@@ -32,11 +32,11 @@ import sys
 import time
 from pathlib import Path
 
-from core.sources.postgres.wal_markers import DIR_NAME, Markers
 
 ROUTES = "routes"
 ENV_STATE_DIR = "AXISOR_BACKUP_STATE_DIR"  # core/statedir.py's rule, read without importing the config
 MAX_CONFIG_BYTES = 1024 * 1024
+DIR_NAME = "wal-ahead"  # core/sources/postgres/wal_markers.py's, imported only for a push (dataclasses, ~10 ms)
 SOCKET_NAME = "daemon.sock"  # core/jobs/client.py's, in the same state folder
 DAEMON_TIMEOUT = 600.0  # a daemon that does not answer by then: the full program pushes
 
@@ -142,6 +142,8 @@ def try_answer(argv: list[str]) -> int | None:
         return None
     if _repository_id(repository) != repo_id or folder != state_dir / DIR_NAME / repo_id:
         return None
+    from core.sources.postgres.wal_markers import Markers
+
     hit = Markers(folder).take(wal_file)
     if hit is None:
         return _through_daemon(state_dir / SOCKET_NAME, wal_file, repo_id, as_json, started)
