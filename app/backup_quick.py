@@ -177,10 +177,13 @@ def try_backup(argv: list[str]) -> int | None:
         events = _Lines(sock_path)
         if events.call({"op": "events"}).get("ok") is not True:
             raise _Refused
-    except (OSError, _Refused, _Lost, ValueError):
+    except (OSError, _Refused, _Lost, ValueError, KeyboardInterrupt) as exc:
         for c in (conn, events):
             if c is not None:
                 c.close()
+        if isinstance(exc, KeyboardInterrupt):  # Ctrl-C before anything was submitted
+            print("interrupted; the repository is unchanged up to the last finished snapshot", file=sys.stderr)
+            return EXIT_INTERRUPTED
         return None
     assert conn is not None and events is not None
     try:
