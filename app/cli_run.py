@@ -95,7 +95,7 @@ async def _start_dump_early(args, config: Config) -> None:
     finally:
         await backend.close()
     from core.sources.postgres import early_dump
-    from core.sources.postgres.logical_backup import start_dump
+    from core.sources.postgres.dump_start import start_dump
 
     dump = asyncio.ensure_future(start_dump(db))
     await asyncio.wait([dump])  # pg_dump spawned (or failed: the run raises it where it takes it)

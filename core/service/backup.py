@@ -137,10 +137,10 @@ def _database_take(database: DatabaseConfig | None, dump: asyncio.Future | None)
 
 
 async def _start_dump(database: DatabaseConfig):
-    """core.sources.postgres.logical_backup.start_dump; the module (it imports psycopg, ~0.1 s) is
+    """core.sources.postgres.dump_start.start_dump; the module (it imports psycopg, ~0.1 s) is
     imported on a thread, beside the scrypt."""
-    logical_backup = await asyncio.to_thread(importlib.import_module, "core.sources.postgres.logical_backup")
-    return await logical_backup.start_dump(database)
+    dump_start = await asyncio.to_thread(importlib.import_module, "core.sources.postgres.dump_start")
+    return await dump_start.start_dump(database)
 
 
 async def _stop_dump(dump: asyncio.Future) -> None:
