@@ -23,7 +23,8 @@ from __future__ import annotations
 
 if __name__ == "__main__":
     # `python -m app.cli wal-push`: answered from its marker before the imports below, which
-    # cost more than the answer (app/wal_quick.py; the installed command starts there).
+    # cost more than the answer, and a backup a running daemon takes (app/wal_quick.py,
+    # app/backup_quick.py; the installed command starts there).
     from app.wal_quick import exit_if_answered
 
     exit_if_answered()

@@ -14,13 +14,12 @@ import json
 import os
 import signal
 import sys
-from types import SimpleNamespace
 from typing import Any
 
-from app.cli_locations import copy_text
+from app.backup_outcome import backup_outcome
 
 from core.config import Config, resolve_passphrase
-from core.errors import DaemonConnectionLost, DaemonError, Exit, SourceError
+from core.errors import DaemonConnectionLost, DaemonError, Exit
 from core.jobs.api import EngineClient, Job, JobEvent, JobState, connect_engine
 from core.jobs.codec import event_to_dict, job_to_dict
 from core.progress import fraction
@@ -241,63 +240,7 @@ async def _watch(engine: EngineClient, events: Any, job: Job, interrupted: async
 
 
 def _backup_outcome(job: Job, out: Any) -> int:
-    result = job.result or {}
-    if job.state == JobState.CANCELLED:
-        _note(f"backup cancelled (job {job.id}); the repository is unchanged up to the last finished snapshot")
-        return EXIT_INTERRUPTED
-    if "snapshots" not in result:  # failed before any source: passphrase, lock, repository
-        _note(f"error: {job.error}")
-        return int(result.get("exit_code") or 1)
-    snaps: list[dict[str, Any]] = result["snapshots"]
-    failed: list[dict[str, Any]] = result.get("failed") or []
-    copies: list[dict[str, Any]] = result.get("copies") or []
-    data = {
-        "backup_set": result["backup_set"],
-        "snapshots": snaps,
-        "failed": [{"source": f["source"], "error": f["error"]} for f in failed],
-        "copies": copies,
-        "job": job.id,
-        "warnings": list(result.get("warnings") or []),
-    }
-
-    def text() -> str:
-        lines = [f"backup set {result['backup_set']}"]
-        for s in snaps:
-            m = s["summary"]
-            lines.append(
-                f"  {s['short_id']} {s['source']} ({s['type']}): {m['total_files']} files, "
-                f"{human_bytes(m['total_bytes'])}; new {m['files_new']}, changed {m['files_changed']}, "
-                f"unmodified {m['files_unmodified']}, removed {m['files_removed']}; added "
-                f"{human_bytes(m['data_added'])} ({human_bytes(m['data_added_packed'])} stored)"
-            )
-            lines.extend(f"    warning: {w}" for w in s.get("warnings") or [])
-        lines.extend(f"  {f['source']}: FAILED: {f['error']}" for f in failed)
-        lines.extend(copy_text(SimpleNamespace(**c)) for c in copies)
-        return "\n".join(lines)
-
-    try:
-        out.emit(data, text)
-    except OSError:
-        pass
-    for w in result.get("warnings") or []:
-        _note(f"warning: {shown(w)}")
-    for c in copies:
-        for w in c.get("warnings") or []:
-            _note(f"warning: {shown(w)}")
-        if c.get("error"):
-            _note(f"warning: not copied to location {c['target']} ({c['error']}); the next backup catches up")
-    if result.get("record_error"):
-        # The snapshots are committed, but the job's record (what `status` and `jobs` read) is not.
-        _note(f"error: the backup's snapshots are committed, but its job record is not: {result['record_error']}")
-        return int(result.get("exit_code") or 1)
-    if failed:
-        for f in failed:
-            _note(f"error: {f['source']}: {f['error']}")
-        return int(failed[0].get("code") or SourceError.exit_code)
-    if result.get("partial"):
-        _note(f"backup finished with warnings: some files were not read completely (exit {Exit.WARNINGS:d})")
-        return Exit.WARNINGS
-    return Exit.OK
+    return backup_outcome(job_to_dict(job), out)
 
 
 # -- jobs ---------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
+from app.backup_outcome import copy_text
 from core.errors import AxisorError, Exit
 from core.repository.snapshot import Snapshot
 from core.text import human_bytes, shown, shown_lines
@@ -105,22 +106,6 @@ def copy_json(r: Any) -> dict:
     for key in ("copied", "present", "pending"):
         d[key] = list(d[key])
     return d
-
-
-def copy_text(r: Any) -> str:
-    if r.error:
-        return (
-            f"NOT copied to {r.target}: {r.error}\n  {len(r.pending)} snapshots pending there; the next "
-            f"backup or `axisor-backup copy --to {r.target}` catches up"
-        )
-    made = f" (created a replica at {r.target})" if r.created else ""
-    return (
-        f"copied {len(r.copied)} snapshots from {r.source} to {r.target}{made}: {r.packs_copied} packs, "
-        f"{_bytes(r.bytes_copied)}"
-        + (f"; {len(r.present)} were already there" if r.present else "")
-        + (f"; indexed {r.packs_indexed} packs left by an interrupted copy" if r.packs_indexed else "")
-        + (f"; {len(r.wal_copied)} WAL files" if r.wal_copied else "")
-    )
 
 
 async def cmd_copy(svc: Any, args: Any, out: Any) -> int:

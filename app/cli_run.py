@@ -19,9 +19,8 @@ from app.cli_parser import build_parser
 from core.config import (
     Config,
     ConfigError,
+    config_notes,
     default_config_path,
-    deprecations,
-    insecure_endpoint,
     load_config,
     resolve_passphrase,
 )
@@ -31,6 +30,17 @@ EXIT_USAGE = Exit.USAGE
 
 
 async def run(args, config: Config, out: Output) -> int:
+    if args.command == "backup":
+        await _start_dump_early(args, config)
+    try:
+        return await _run(args, config, out)
+    finally:
+        from core.sources.postgres import early_dump
+
+        await early_dump.discard()  # one no backup took: stopped, nothing left running
+
+
+async def _run(args, config: Config, out: Output) -> int:
     # Only now, the arguments parsed: the handlers and the service they run in.
     from app.cli_commands import COMMANDS
     from core.service import BackupService
@@ -52,6 +62,44 @@ async def run(args, config: Config, out: Output) -> int:
         for exc in svc.index_damage:
             Output.note(f"warning: {exc} (skipped; `axisor-backup repair index` rebuilds the index)")
         await svc.close()
+
+
+async def _start_dump_early(args, config: Config) -> None:
+    """Start this backup's logical dump before the handlers, the service and the job engine
+    are imported, and offer it to the run (core/sources/postgres/early_dump.py): pg_dump
+    then runs while they load and the key is derived. Only when the run surely takes the
+    dump in this process; whatever fails here is left for the run to meet and report."""
+    from core.config.sources import DATABASE, UnknownSource, select_sources
+    from core.statedir import resolve_state_dir
+
+    db = config.database
+    if not (db.enabled and db.mode == "logical"):
+        return
+    if args.source:
+        try:
+            if DATABASE not in select_sources(config, list(args.source), order="named", unknown="raise"):
+                return
+        except UnknownSource:
+            return  # the run refuses it, with its own words
+    if not cli_jobs.limited_here(args) and (resolve_state_dir(config) / "daemon.sock").exists():
+        return  # a daemon may take the job: it dumps there
+    from core.repository.lock import exclusive_holder
+    from core.storage.factory import open_primary
+
+    backend = open_primary(config.storage)
+    try:
+        if await exclusive_holder(backend) is not None:
+            return  # a prune holds the repository: the run waits, and dumps once it may
+    except Exception:  # no repository, unreadable: the run says so properly
+        return
+    finally:
+        await backend.close()
+    from core.sources.postgres import early_dump
+    from core.sources.postgres.dump_start import start_dump
+
+    dump = asyncio.ensure_future(start_dump(db))
+    await asyncio.wait([dump])  # pg_dump spawned (or failed: the run raises it where it takes it)
+    early_dump.offer(db, dump)
 
 
 def _bare_on_terminal(argv: list[str]) -> bool:
@@ -102,15 +150,8 @@ def prepare(argv: list[str] | None) -> int | Callable[[], int]:
         return EXIT_USAGE
     args.config_path = config_path
     config = config.with_limits(args.limit_upload, args.limit_download)
-    for warning in deprecations(config):
-        Output.note(f"warning: {config_path}: {warning}")
-    for loc in config.storage.remote_storage:
-        if loc.allow_insecure and insecure_endpoint(loc.provider, loc.endpoint or ""):
-            # Allowed, but never quietly: every command says it (stderr, not --json's stdout).
-            Output.note(
-                f"warning: location {loc.name} sends data and credentials unencrypted to "
-                f"{loc.endpoint} (allow_insecure = true)"
-            )
+    for note in config_notes(config, str(config_path)):
+        Output.note(note)
 
     def command() -> int:
         if args.command == "console":

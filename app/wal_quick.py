@@ -1,4 +1,5 @@
-"""The program's entry point: a `wal-push` answered from its marker before the CLI's imports.
+"""The program's entry point: a `wal-push` answered from its marker before the CLI's imports
+(and a `backup` a running daemon takes: app/backup_quick.py).
 
 archive_command runs `axisor-backup wal-push %p` once per WAL file, one at a time, waiting for
 each. After a push ahead (core/sources/postgres/wal_ahead.py) most runs are answered from a
@@ -31,11 +32,11 @@ import sys
 import time
 from pathlib import Path
 
-from core.sources.postgres.wal_markers import DIR_NAME, Markers
 
 ROUTES = "routes"
 ENV_STATE_DIR = "AXISOR_BACKUP_STATE_DIR"  # core/statedir.py's rule, read without importing the config
 MAX_CONFIG_BYTES = 1024 * 1024
+DIR_NAME = "wal-ahead"  # core/sources/postgres/wal_markers.py's, imported only for a push (dataclasses, ~10 ms)
 SOCKET_NAME = "daemon.sock"  # core/jobs/client.py's, in the same state folder
 DAEMON_TIMEOUT = 600.0  # a daemon that does not answer by then: the full program pushes
 
@@ -141,6 +142,8 @@ def try_answer(argv: list[str]) -> int | None:
         return None
     if _repository_id(repository) != repo_id or folder != state_dir / DIR_NAME / repo_id:
         return None
+    from core.sources.postgres.wal_markers import Markers
+
     hit = Markers(folder).take(wal_file)
     if hit is None:
         return _through_daemon(state_dir / SOCKET_NAME, wal_file, repo_id, as_json, started)
@@ -202,8 +205,19 @@ def _through_daemon(sock_path: Path, wal_file: Path, repo_id: str, as_json: bool
     return None
 
 
+def quick(argv: list[str]) -> int | None:
+    """The exit code of a command answered without the full program; None: run it."""
+    code = try_answer(argv)
+    if code is None and "backup" in argv:
+        # A backup a running daemon can take: submitted without the full program's imports.
+        from app.backup_quick import try_backup
+
+        code = try_backup(argv)
+    return code
+
+
 def exit_if_answered() -> None:
-    code = try_answer(sys.argv[1:])
+    code = quick(sys.argv[1:])
     if code is not None:
         sys.stdout.flush()
         sys.exit(code)
@@ -211,7 +225,7 @@ def exit_if_answered() -> None:
 
 def main() -> int:
     """The `axisor-backup` command."""
-    code = try_answer(sys.argv[1:])
+    code = quick(sys.argv[1:])
     if code is not None:
         return code
     from app.cli import main as full

@@ -17,7 +17,9 @@ Per shape, ``--runs`` rounds, the order alternating (ABAB..., then BABA...):
 ``pg_dump -Fc -d DB > /dev/null`` (pg_dump's default compression: the issue's reference),
 ``pg_dump -Fc -Z0 -d DB > /dev/null`` (the uncompressed dump our backup reads; a floor), and
 ``axisor-backup --json backup --source database`` (logical mode, row checksums on, the
-default) into a fresh local repository under ``--work``. Wall (monotonic clock around the
+default) into a fresh local repository under ``--work``. With ``--daemon`` the same command
+through a running daemon, and the daemon's job alone (its "job finished" record's seconds:
+a scheduled backup's time, no client process). Wall (monotonic clock around the
 spawn), client CPU and peak RSS (GNU time) and the server CPU the run cost (the postmaster's
 reaped children). Reported: medians and ranges, the ratio axisor / pg_dump -Fc per round and
 of the medians (target <= 1.15x), the load average before and after each shape.
@@ -235,7 +237,7 @@ class Daemon:
 
     def run(self, c: Cluster) -> dict:
         subprocess.run(["sync"], check=False)
-        return with_server_cpu(
+        res = with_server_cpu(
             c,
             lambda: run_timed(
                 [str(EXE), "--config", str(self.cfg), "--json", "backup", "--source", "database"],
@@ -243,6 +245,16 @@ class Daemon:
                 stdout=subprocess.PIPE,
             ),
         )
+        # The job's own time in the daemon (its "job finished" record): what a scheduled
+        # backup takes, with no client process around it.
+        self.log.flush()
+        done = [
+            r
+            for r in map(json.loads, (self.dir / "daemon.log").read_text().splitlines())
+            if r.get("message") == "job finished"
+        ]
+        res["job_s"] = done[-1]["seconds"] if done else None
+        return res
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -325,6 +337,12 @@ def _rounds(
     summ["ratio_range"] = [round(min(ratios), 3), round(max(ratios), 3)]
     summ["ratio_z0_median"] = round(statistics.median(ratios_z0), 3)
     summ["ratio_z0_range"] = [round(min(ratios_z0), 3), round(max(ratios_z0), 3)]
+    if "axisor_daemon" in tools and all(r["axisor_daemon"].get("job_s") for r in out["runs"]):
+        jobs = [r["axisor_daemon"]["job_s"] for r in out["runs"]]
+        rj = [r["axisor_daemon"]["job_s"] / r["pg_dump"]["wall_s"] for r in out["runs"]]
+        summ["daemon_job_s"] = {"median": statistics.median(jobs), "min": min(jobs), "max": max(jobs)}
+        summ["ratio_daemon_job_median"] = round(statistics.median(rj), 3)
+        summ["ratio_daemon_job_range"] = [round(min(rj), 3), round(max(rj), 3)]
     for other in ("axisor_before", "axisor_daemon"):
         if other in tools:
             rb = [r[other]["wall_s"] / r["pg_dump"]["wall_s"] for r in out["runs"]]
@@ -414,6 +432,13 @@ def main() -> int:
                 if f"ratio_{o}_median" in s
             )
         )
+        if "ratio_daemon_job_median" in s:
+            j = s["daemon_job_s"]
+            print(
+                f"the daemon's job alone (a scheduled backup, no client): {j['median']:.2f} s "
+                f"({j['min']:.2f}-{j['max']:.2f}), {s['ratio_daemon_job_median']:.3f}x "
+                f"({s['ratio_daemon_job_range'][0]:.3f}-{s['ratio_daemon_job_range'][1]:.3f})"
+            )
     print(f"raw: {path}")
     return 0
 

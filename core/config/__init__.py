@@ -7,7 +7,7 @@ docs.py writes the key table of docs/CONFIG.md from the declaration.
 Every name callers used from the former core/config.py is re-exported here.
 """
 
-from core.config.load import default_config_path, load_config
+from core.config.load import config_digest, config_notes, default_config_path, insecure_notes, load_config
 from core.config.model import (
     APPLICATION_SOURCES,
     BACKUP_TYPE_POLICIES,
@@ -72,9 +72,12 @@ __all__ = [
     "ScheduleJobConfig",
     "SourceSpec",
     "StorageConfig",
+    "config_digest",
+    "config_notes",
     "default_config_path",
     "deprecations",
     "insecure_endpoint",
+    "insecure_notes",
     "load_config",
     "parse_config",
     "resolve_passphrase",

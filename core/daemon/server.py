@@ -33,7 +33,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from core import __version__
-from core.config import Config, ConfigError, load_config, resolve_passphrase
+from core.config import (
+    Config,
+    ConfigError,
+    config_digest,
+    deprecations,
+    insecure_notes,
+    load_config,
+    resolve_passphrase,
+)
 from core.errors import AxisorError, DaemonError, UsageError
 from core.jobs.api import JobState
 from core.jobs.client import LINE_LIMIT, DaemonClient, socket_path
@@ -119,6 +127,25 @@ class Daemon:
 
         attach_to_daemon(self)  # the scheduler: a service and a reload hook
         self._wal: Any = None  # the WalPusher, made at the first wal_push (core/sources/postgres/wal_daemon.py)
+        self.config_identity = self._identity(config)
+
+    def _identity(self, config: Config) -> dict[str, Any] | None:
+        """What ``ping`` tells of the config in force: its file and the SHA-256 of the bytes it
+        was validated from (None when they cannot be vouched for), with the notes every command
+        prints about it. A client holding those bytes submits its backup without importing the
+        whole program to validate them again (app/backup_quick.py)."""
+        if self.config_path is None:
+            return None
+        path = Path(self.config_path).expanduser().absolute()
+        digest = config_digest(path, config)
+        if digest is None:
+            return None
+        return {
+            "path": str(path),
+            "sha256": digest,
+            "deprecations": [str(w) for w in deprecations(config)],
+            "notes": insecure_notes(config),
+        }
 
     def _passphrase(self, confirm: bool) -> str:
         # Read again for every job from the current config: a rotated passphrase file just works.
@@ -270,6 +297,7 @@ class Daemon:
             )
             return False
         self.config = config
+        self.config_identity = await asyncio.to_thread(self._identity, config)
         self.engine.reload(config)
         for hook in self.reload_hooks:
             hook(config)
@@ -407,6 +435,7 @@ class Daemon:
                 "mode": "daemon",
                 "stopping": self._stopping,
                 "running": len(engine.running),
+                "config": self.config_identity,
             }
         if op == "submit":
             job = await engine.submit(

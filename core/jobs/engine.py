@@ -25,7 +25,8 @@ from core.config import Config, ConfigError, PassphraseError
 from core.errors import AxisorError, DaemonError, Exit, UsageError
 from core.jobs.api import Job, JobEvent, JobProgress, JobState
 from core.jobs.kinds import JobCancelled, JobContext, JobFailed, refuse_secrets, runner_for
-from core.jobs.store import ROLE_CLI, JobStore, Owner, state_dir
+from core.jobs.store import ROLE_CLI, ROLE_DAEMON, JobStore, Owner, state_dir
+from core.repository.keycache import KeyMemory
 from core.service import BackupService, PassphraseSource
 
 log = logging.getLogger("axisor.jobs")
@@ -170,6 +171,9 @@ class Engine:
         self._locks = LockTable()
         self._background: set[asyncio.Task[Any]] = set()
         self.orphans: list[Job] = []
+        # The daemon derives the repository's key once, not per job beside pg_dump
+        # (core/repository/keycache.py KeyMemory); an embedded engine runs one job anyway.
+        self.key_memory = KeyMemory() if role == ROLE_DAEMON else None
 
     @property
     def max_concurrent(self) -> int:
@@ -365,7 +369,9 @@ class Engine:
         ctx = JobContext(
             job.id,
             config,
-            lambda: BackupService(config, self._passphrase, workers=self._workers, state_dir=self.directory),
+            lambda: BackupService(
+                config, self._passphrase, workers=self._workers, state_dir=self.directory, key_memory=self.key_memory
+            ),
             lambda p: self._progress(live, p),
             lambda line: self._log(live, line),
             self._locks.hold,

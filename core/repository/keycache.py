@@ -15,6 +15,13 @@ The cache is used only when it matches exactly: the same key file (id, salt and 
 key unchanged: a rotated or removed key file voids it) and the same passphrase (checked by
 an HMAC under the cached key, so a wrong passphrase still fails as a wrong passphrase).
 Anything else and the cache is ignored, removed, and scrypt runs as before.
+
+``KeyMemory`` is the same cache held in a long-running process's memory instead of a file:
+the daemon keeps one for its jobs, so a scheduled backup does not derive the key again
+beside pg_dump (~0.1 s of CPU, a tenth of a small database's whole dump, on 2 cores). The
+daemon reads the passphrase itself for every job (a rotated passphrase file just works)
+and already holds whatever it resolves; the wrapping key adds nothing to that, and the
+same checks decide each use (the key file unchanged, the passphrase the same).
 """
 
 from __future__ import annotations
@@ -64,9 +71,7 @@ class KeyCache:
 
     def store(self, passphrase: str, key: KeyFile, kek: bytes) -> None:
         """Best effort: a cache that cannot be written costs the next push a derivation."""
-        text = json.dumps(
-            {"v": 1, "key_id": key.id, "kek": base64.b64encode(kek).decode(), "check": _check(kek, passphrase, key)}
-        )
+        text = _entry(passphrase, key, kek)
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             temp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
@@ -104,3 +109,37 @@ class KeyCache:
             return os.read(fd, MAX_CACHE)
         finally:
             os.close(fd)
+
+
+def _entry(passphrase: str, key: KeyFile, kek: bytes) -> str:
+    return json.dumps(
+        {"v": 1, "key_id": key.id, "kek": base64.b64encode(kek).decode(), "check": _check(kek, passphrase, key)}
+    )
+
+
+class KeyMemory:
+    """Wrapping keys derived in this process, one per repository id (see the module's doc)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, str] = {}
+
+    def cache(self, repo_id: str) -> KeyCache:
+        return _MemoryCache(self._entries, repo_id)
+
+
+class _MemoryCache(KeyCache):
+    """KeyCache's checks on an entry kept in a ``KeyMemory`` rather than in a file."""
+
+    def __init__(self, entries: dict[str, str], repo_id: str) -> None:
+        self._entries = entries
+        self._id = repo_id
+
+    def store(self, passphrase: str, key: KeyFile, kek: bytes) -> None:
+        self._entries[self._id] = _entry(passphrase, key, kek)
+
+    def forget(self) -> None:
+        self._entries.pop(self._id, None)
+
+    def _read(self) -> bytes | None:
+        entry = self._entries.get(self._id)
+        return entry.encode() if entry is not None else None

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core import crypto
 from core.errors import AxisorError, DamagedObject, SnapshotNotFound
@@ -44,6 +45,9 @@ from core.repository.snapshot import Snapshot, is_safety
 from core.repository.tree import Tree, TreeFormatError
 from core.repository.treecache import TreeCache
 from core.storage.backend import Backend, ObjectExists, ObjectNotFound, ObjectUnreadable, StorageError
+
+if TYPE_CHECKING:  # the caches are imported only by the callers that use one
+    from core.repository.keycache import KeyMemory
 
 
 def max_pack_bytes(config: repo_config.RepoConfig) -> int:
@@ -185,15 +189,25 @@ class Repository:
         return cls(backend, master, config, key)
 
     @classmethod
-    async def open(cls, backend: Backend, passphrase: str, *, key_cache_dir: Path | None = None) -> Repository:
+    async def open(
+        cls,
+        backend: Backend,
+        passphrase: str,
+        *,
+        key_cache_dir: Path | None = None,
+        key_memory: KeyMemory | None = None,
+    ) -> Repository:
         """Open with a passphrase. ``key_cache_dir`` (the WAL path only): keep the derived
-        wrapping key there so the next run skips scrypt (core/repository/keycache.py)."""
+        wrapping key there so the next run skips scrypt (core/repository/keycache.py);
+        ``key_memory`` (the daemon's jobs): the same, in this process's memory."""
         public = await repo_config.read_public(backend)
         cache = None
         if key_cache_dir is not None:
             from core.repository.keycache import KeyCache
 
             cache = KeyCache(key_cache_dir, str(public.get("id", "")))
+        elif key_memory is not None:
+            cache = key_memory.cache(str(public.get("id", "")))
         # A `key rotate` interrupted between its new key file and the config leaves two key
         # files for the passphrase: the one whose master key opens the config is the one.
         skip: frozenset[str] = frozenset()

@@ -17,6 +17,7 @@ from core.repository.rollback import SeenSnapshots
 from core.repository.lock import exclusive_holder
 from core.service.locations import copy_after_backup
 from core.service.session import Session
+from core.sources.postgres import early_dump
 
 
 async def backup(
@@ -34,13 +35,19 @@ async def backup(
     config = session.config
     specs, database = chosen_sources(config, sources)
     dump = preload = None
+    # The command line may have started this run's dump before loading the rest of the
+    # program (core/sources/postgres/early_dump.py): taken here, or stopped.
+    early = early_dump.claim(database) if database is not None else None
     if database is not None and database.mode == "logical" and not await exclusively_locked(session):
         # pg_dump starts now, in its exported snapshot, read ahead: its connection and
         # catalog reads overlap the passphrase's scrypt, the lock and the index load
         # instead of following them. Not while a prune holds the repository: the run
         # would be refused (and, from a job, retried for minutes).
-        dump = asyncio.ensure_future(_start_dump(database))
-    elif database is not None and not session.opened:
+        dump = early or asyncio.ensure_future(_start_dump(database))
+        early = None
+    if early is not None:
+        await early_dump.stop(early)
+    if dump is None and database is not None and not session.opened:
         # psycopg's imports (~0.15 s) run on a thread while the passphrase's scrypt runs.
         preload = asyncio.ensure_future(asyncio.to_thread(importlib.import_module, "psycopg"))
     other_user = session.other_user_warning("backup")
@@ -130,19 +137,16 @@ def _database_take(database: DatabaseConfig | None, dump: asyncio.Future | None)
 
 
 async def _start_dump(database: DatabaseConfig):
-    """core.sources.postgres.logical_backup.start_dump; the module (it imports psycopg, ~0.1 s) is
+    """core.sources.postgres.dump_start.start_dump; the module (it imports psycopg, ~0.1 s) is
     imported on a thread, beside the scrypt."""
-    logical_backup = await asyncio.to_thread(importlib.import_module, "core.sources.postgres.logical_backup")
-    return await logical_backup.start_dump(database)
+    dump_start = await asyncio.to_thread(importlib.import_module, "core.sources.postgres.dump_start")
+    return await dump_start.start_dump(database)
 
 
 async def _stop_dump(dump: asyncio.Future) -> None:
     """Stop a dump started early that the backup did not take (a wrong passphrase, a held
     lock); the backup closes one it took itself."""
-    dump.cancel()
-    outcome = (await asyncio.gather(dump, return_exceptions=True))[0]
-    if not isinstance(outcome, BaseException):
-        await outcome.close()
+    await early_dump.stop(dump)
 
 
 __all__ = ["backup", "chosen_sources", "exclusively_locked"]

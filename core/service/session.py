@@ -27,6 +27,7 @@ from core.storage.factory import as_local, open_primary
 
 if TYPE_CHECKING:  # built lazily (location_ops): the import is for the annotation only
     from core.locations.ops import LocationOps
+    from core.repository.keycache import KeyMemory
 
 PassphraseSource = Callable[[bool], str]  # confirm -> passphrase
 
@@ -41,8 +42,12 @@ class Session:
         no_lock: bool = False,
         on_note: Callable[[str], None] | None = None,
         state_dir: Path | None = None,
+        key_memory: KeyMemory | None = None,
     ) -> None:
         self.config = config
+        # The daemon's: a key derived by an earlier job opens the repository again without
+        # scrypt (core/repository/keycache.py); None elsewhere (one open per process).
+        self.key_memory = key_memory
         # The host's state folder (markers, cached key, monitor samples): passed in by the
         # engine or the front end; the one rule when not (core/statedir.py).
         self.state_dir = state_dir if state_dir is not None else resolve_state_dir(config)
@@ -103,7 +108,11 @@ class Session:
         do. Every other operation is refused to such a key here, by default, with exit 27
         (the repository's reads refuse it too: this is the one place that says so first)."""
         if self._repo is None:
-            self.adopt(await Repository.open(self.backend, self._passphrase(False), key_cache_dir=key_cache_dir))
+            self.adopt(
+                await Repository.open(
+                    self.backend, self._passphrase(False), key_cache_dir=key_cache_dir, key_memory=self.key_memory
+                )
+            )
         assert self._repo is not None
         if self._repo.write_only and not writer:
             raise WriteOnly("it may not do this")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,122 @@ def test_the_started_dump_is_the_one_stored(db_ws) -> None:
     assert r.code == 0, r.err
     assert c.psql("SELECT count(*) FROM t", "early_copy") == "200000"
     c.psql("DROP DATABASE early_copy")
+
+
+# -- the command line: the dump started before the rest of the program loads ----------------
+
+
+def _our_pg_dumps(ws: Workspace) -> list[int]:
+    """pg_dump processes still running against this test's database (any parent)."""
+    found = []
+    for cmd in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmd.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"pg_dump") and any(b"--snapshot=" in a for a in argv):
+            if any(b"/early" in a for a in argv):
+                found.append(int(cmd.parent.name))
+    return found
+
+
+def _dumping(ws: Workspace) -> bool:
+    """pg_dump has been started in its snapshot (the wrapper logs it as it starts)."""
+    for _ in range(100):
+        if "--snapshot" in _runs(ws):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_the_command_line_offers_the_dump_it_started_and_the_run_takes_it(db_ws) -> None:
+    from app.cli_parser import build_parser
+    from app.cli_run import _start_dump_early
+    from core.sources.postgres import early_dump
+
+    ws, c = db_ws
+    config = load_config(ws.config)
+    args = build_parser().parse_args(["--config", str(ws.config), "backup", "--source", "database"])
+
+    async def run() -> dict:
+        await _start_dump_early(args, config)
+        svc = None
+        try:
+            assert _dumping(ws)  # running before the service is even built
+            svc = BackupService(config, lambda confirm: PASSPHRASE)
+            result = await svc.backup(sources=["database"])
+        finally:
+            if svc is not None:
+                await svc.close()
+            await early_dump.discard()
+        [r] = result.results
+        assert r.error is None
+        return r.snapshot.metadata
+
+    meta = asyncio.run(run())
+    assert _runs(ws).count("--snapshot") == 1  # the run took the dump offered, started no other
+    assert meta["tables"]["public.t"] == 200000 and "public.t" in meta["checksums"]
+    assert _children("pg_dump") == [] and _settled(c) == 0
+
+
+def test_a_dump_offered_and_not_taken_is_stopped(db_ws) -> None:
+    from app.cli_parser import build_parser
+    from app.cli_run import _start_dump_early
+    from core.sources.postgres import early_dump
+
+    ws, c = db_ws
+    args = build_parser().parse_args(["--config", str(ws.config), "backup"])
+
+    async def run() -> None:
+        await _start_dump_early(args, load_config(ws.config))
+        try:
+            assert _dumping(ws)
+        finally:
+            await early_dump.discard()  # what app/cli_run.py does after any run
+        assert _children("pg_dump") == []
+
+    asyncio.run(run())
+    assert _settled(c) == 0
+    # Not for a run without the database, nor while a prune holds the repository.
+    (ws.root / "runs.log").unlink()
+    files_only = build_parser().parse_args(["--config", str(ws.config), "backup", "--source", "nope"])
+
+    async def refused() -> None:
+        await _start_dump_early(files_only, load_config(ws.config))
+        prune = await Lock(LocalBackend(ws.repo), exclusive=True, operation="prune").acquire()
+        try:
+            await _start_dump_early(args, load_config(ws.config))
+        finally:
+            await prune.release()
+            await early_dump.discard()
+
+    asyncio.run(refused())
+    assert not _dumping(ws)
+
+
+def test_a_wrong_passphrase_on_the_command_line_leaves_nothing_running_or_written(db_ws) -> None:
+    ws, c = db_ws
+    r = ws.cli("backup", "--source", "database", passphrase="not the passphrase")
+    assert r.code == 4, r.err  # docs/CLI.md: wrong passphrase
+    assert "wrong passphrase" in r.err
+    assert "--snapshot" in _runs(ws)  # the dump had started beside the key derivation
+    assert _our_pg_dumps(ws) == [] and _settled(c) == 0
+    assert ws.cli("snapshots", "--json").json()["snapshots"] == []
+    assert ws.cli("verify").code == 0
+
+
+def test_a_pg_dump_failing_while_the_repository_opens_leaves_no_snapshot(db_ws) -> None:
+    ws, c = db_ws
+    wrapper = ws.root / "bin" / "pg_dump"
+    real = c.bin / "pg_dump"
+    # Fails at once when it dumps (its --version still answers): before the key is derived.
+    wrapper.write_text(
+        '#!/bin/sh\ncase "$*" in *--snapshot*) echo "pg_dump: error: simulated failure" >&2; exit 1;; esac\n'
+        f'exec "{real}" "$@"\n'
+    )
+    r = ws.cli("backup", "--source", "database")
+    assert r.code == 14, r.err  # docs/CLI.md: database error
+    assert "simulated failure" in r.err
+    assert _our_pg_dumps(ws) == [] and _settled(c) == 0
+    assert ws.cli("snapshots", "--json").json()["snapshots"] == []
+    assert ws.cli("verify").code == 0

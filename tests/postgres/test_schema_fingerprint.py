@@ -74,3 +74,21 @@ async def test_a_real_schema_change_differs(restored, change: str) -> None:
         got = await schema_fingerprint(conn)
         await conn.rollback()
     assert got != want, change
+
+
+def test_section_text_is_json_dumps_per_row():
+    """canonical-v2's bytes: rows joined by section_text are json.dumps(row, ensure_ascii=False)
+    + "\n" each, whatever the strings hold (quotes, backslashes, control characters, non-ASCII,
+    surrogates from undecodable names, the row separator itself)."""
+    import json
+
+    from core.sources.postgres.fingerprint import section_text
+
+    rows = [
+        ["public", "t", "r", "", "1", "id", "integer", "True", "nextval('t_id_seq'::regclass)", ""],
+        ['we"ird', "a\\b", "\n\t\r\x00\x1f\x7f", "é€𝄞", "\udcff", "], [", '", "', "", " ", "\u2028\u2029"],
+        [],
+        [""],
+    ]
+    assert section_text(rows) == "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    assert section_text([]) == ""

@@ -15,14 +15,15 @@ import subprocess
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.backup.pipe import PipeReader
 from core.childenv import child_env
-from core.backup.stream import StreamWriter
 from core.errors import DatabaseError
-from core.repository.repository import Repository
 from core.sources.postgres.connection import PgTarget
+
+if TYPE_CHECKING:  # store_output's; ``start`` runs before the repository stack is loaded (dump_start.py)
+    from core.repository.repository import Repository
 
 STDERR_LIMIT = 64 * 1024
 
@@ -140,6 +141,8 @@ async def store_output(
     ``wrap``, a read-through tap, if given; ``observe`` sees the bytes in place as they are
     chunked) while ``during`` runs (pg_dump's metadata queries in the same exported snapshot).
     A non-zero exit raises DatabaseError naming ``program`` with its last stderr lines."""
+    from core.backup.stream import StreamWriter
+
     child = running or start(argv, env or target.child_env())
     proc = child.proc
     writer = StreamWriter(repo)

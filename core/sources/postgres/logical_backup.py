@@ -1,6 +1,6 @@
 """Logical backup: one REPEATABLE READ READ ONLY transaction exports its snapshot;
-pg_dump (``-Fc -Z0 --snapshot=ID``, started by ``start_dump`` before the repository is
-open) dumps exactly that state while the same transaction reads the catalog and counts
+pg_dump (``-Fc -Z0 --snapshot=ID``, started by ``start_dump`` (dump_start.py) before the
+repository is open) dumps exactly that state while the same transaction reads the catalog and counts
 every table's rows (dump_metadata.py), so the metadata describes the dump exactly.
 pg_dump's stdout is chunked as it arrives (StreamWriter): no temp file, flat memory; each
 table's data block is hashed as it streams into the repository (dumpsum.py), so a backup
@@ -16,7 +16,7 @@ import io
 import os
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import psycopg
 
@@ -24,123 +24,17 @@ from core.backup.run import DumpProgress
 from core.backup.single_file import single_file_snapshot
 from core.backup.stream import StreamWriter
 from core.config import DatabaseConfig
-from core.errors import AxisorError
 from core.repository.format import BlobType
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
 from core.sources.postgres import dumpsum, names, pgglobals
-from core.sources.postgres.catalog import _TABLES
-from core.sources.postgres.child import Running, start, store_output
-from core.sources.postgres.connection import PgTarget, one_row
+from core.sources.postgres.child import store_output
+from core.sources.postgres.connection import PgTarget
 from core.sources.postgres.dump_forecast import DumpForecast
-from core.sources.postgres.dump_metadata import _END, _metadata, _sql_counts
+from core.sources.postgres.dump_metadata import _END
+from core.sources.postgres.dump_start import StartedDump, start_dump
 from core.sources.postgres.logical_snapshot import SOURCE
 from core.sources.postgres.row_stats import batched_counts
-from core.sources.postgres.table_checksums import dump_env
-from core.sources.postgres.tools import Tool, check_dump_tool, find_tool
-
-
-# Every table whose rows a dump may hold: ordinary tables, leaf partitions and materialized views.
-_TABLES_WITH_ROWS = _TABLES.replace("c.relkind = 'r'", "c.relkind IN ('r', 'm')")
-
-
-@dataclass(slots=True, eq=False)
-class StartedDump:
-    """pg_dump running in an exported snapshot, its output already read ahead (PipeReader,
-    bounded); the metadata is read beside it in the same snapshot once a backup takes it.
-
-    Started before the repository is open (``start_dump``), so pg_dump's connection,
-    catalog reads and first tens of megabytes overlap the key derivation, the lock and the
-    index load: on a one-shot CLI backup that start-up was a tenth of pg_dump's own time.
-    ``backup_logical`` stores it; ``close`` stops whatever is left (safe to call twice)."""
-
-    target: PgTarget
-    pg_dump: Tool
-    conn: psycopg.AsyncConnection
-    dbname: str
-    child: Running
-    started: float
-    # The metadata queries (and the row counts the stream leaves to SQL, which scan their
-    # tables) start only once the backup takes the dump: a run refused by a held lock,
-    # retried for minutes, must not rescan them.
-    metadata: asyncio.Future | None = None
-    counting: asyncio.Future | None = None  # _sql_counts
-    listed: asyncio.Future | None = (
-        None  # the tables the metadata counts, (schema, name, relpages, size, reltuples) each
-    )
-    only: frozenset[tuple[str, str]] = frozenset()  # the rows of just these tables (empty: all)
-
-    def read_metadata(self, uncounted: asyncio.Queue) -> asyncio.Future:
-        """Start reading the metadata, and counting in SQL what ``uncounted`` names (_sql_counts)."""
-        if self.metadata is None:
-            self.listed = asyncio.get_running_loop().create_future()
-            self.metadata = asyncio.ensure_future(_metadata(self.conn, self.listed, self.only))
-            self.counting = asyncio.ensure_future(_sql_counts(self.conn, self.listed, uncounted))
-        return self.metadata
-
-    async def close(self) -> None:
-        await self.child.stop()  # pg_dump may still be running: the backup stopped first
-        for task in (self.metadata, self.counting):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-        await self.conn.close()
-
-
-async def start_dump(
-    db: DatabaseConfig, target: PgTarget | None = None, tables: tuple[tuple[str, str], ...] = ()
-) -> StartedDump:
-    """Connect, export a snapshot, check pg_dump against the server and start it (its
-    output read ahead). ``tables``: the rows of just these (see ``backup_logical``). Raises
-    DatabaseError, leaving nothing running."""
-    target = target if target is not None else PgTarget.from_config(db)
-    started = time.monotonic()
-    # ``pg_dump --version`` runs while the connection is made.
-    found = asyncio.ensure_future(asyncio.to_thread(find_tool, "pg_dump", db.pg_bin_dir))
-    try:
-        conn = await target.connect()
-    except BaseException:
-        (tool,) = await asyncio.gather(found, return_exceptions=True)
-        if isinstance(tool, AxisorError):
-            raise tool from None  # no pg_dump at all says more than the connection failing
-        raise
-    try:
-        pg_dump = await found
-        async with conn.cursor() as cur:
-            await cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            await cur.execute(
-                "SELECT pg_export_snapshot(), current_setting('server_version_num')::int, "
-                "current_setting('server_version'), current_database()"
-            )
-            snapshot_id, version_num, version, dbname = one_row(await cur.fetchone())
-            leave_out: list[str] = []
-            if tables:  # every other table's rows left out, listed in the same snapshot as the dump's
-                await cur.execute(_TABLES_WITH_ROWS)
-                leave_out = [
-                    names.table_option(str(s), str(n), "--exclude-table-data")
-                    for s, n in await cur.fetchall()
-                    if (s, n) not in tables
-                ]
-                leave_out.append("--no-blobs")  # large objects are the database's, not a table's
-        check_dump_tool(pg_dump, version_num, version)
-        argv = [
-            str(pg_dump.path),
-            "--format=custom",
-            "--compress=0",
-            f"--snapshot={snapshot_id}",
-            "--no-password",
-            *leave_out,
-            "-d",
-            target.with_dbname(dbname).conninfo(),
-        ]
-        child = start(argv, dump_env(target))
-    except psycopg.Error as exc:
-        await conn.close()
-        raise target.failed("reading", exc) from None
-    except BaseException:
-        await conn.close()
-        raise
-    return StartedDump(target, pg_dump, conn, dbname, child, started, only=frozenset(tables))
 
 
 async def backup_logical(

@@ -13,7 +13,8 @@ from core.config import DatabaseConfig
 from core.errors import UsageError
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
-from core.sources.postgres.logical_backup import StartedDump, backup_logical
+from core.sources.postgres.dump_start import StartedDump
+from core.sources.postgres.logical_backup import backup_logical
 from core.sources.postgres.logical_snapshot import SOURCE
 
 
