@@ -6,9 +6,10 @@ pages are dear in this VM, and reused ones are not. But a backup's buffers -- ch
 times, so the holes they leave are seldom the size the next one asks for and the heap grows
 past what is live: at the peak of a first backup of the mixed bench set the heap was
 109 MiB, 79 MiB of it free and all of it resident. glibc's malloc_trim also returns the
-whole free pages inside the heap (madvise), not just its top. Called once per stored pack
-(every 16 MiB of packed data): peak RSS 149 -> 134 MiB on that set, no slower
-(bench/RESULTS.md, "Peak memory (issue 19)").
+whole free pages inside the heap (madvise), not just its top. Called every two stored packs
+(core/repository/repository.py, TRIM_EVERY_PACKS): peak RSS ~148 -> ~139 MiB on that set,
+~178 -> ~170 MiB on a tree of system folders; the price is page faults when the returned
+pages are used again (bench/RESULTS.md, "Peak memory (issue 19)").
 """
 
 from __future__ import annotations
