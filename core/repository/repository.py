@@ -17,7 +17,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core import crypto, heap
+from core import crypto
 from core.errors import AxisorError, DamagedObject, SnapshotNotFound
 from core.repository import indextable
 from core.repository import keyring
@@ -69,11 +69,6 @@ PACKS_PER_INDEX = 64
 # (bench/RESULTS.md, "Peak memory (issue 19)").
 MAX_UPLOADS = 2
 LOCAL_UPLOADS = 1
-# Stored packs between two trims of the heap (core/heap.py). Every trimmed page the next
-# chunks reuse is faulted in again: on the mixed bench set a trim per pack cost 200,000
-# minor faults (+0.4-0.7 s of system CPU) for a peak of 139 MiB; one per two packs half
-# the faults for the same peak; one per four, 143 MiB.
-TRIM_EVERY_PACKS = 2
 PACK_CACHE = 6  # remote storage: whole packs kept while walking trees or restoring (~16 MiB each)
 
 # What storage hands us is bounded before it is trusted (docs/FORMAT.md, "Limits"). A pack
@@ -151,7 +146,6 @@ class Repository:
         self._upload_slots = asyncio.Semaphore(LOCAL_UPLOADS if hasattr(backend, "get_sync") else MAX_UPLOADS)
         self._ship_lock = asyncio.Lock()
         self._unwritten: list[IndexedPack] = []
-        self._shipped = 0  # packs stored by this writer (trims the heap every TRIM_EVERY_PACKS)
         self._failure: BaseException | None = None
         self.stats = WriteStats()
         # Remote storage: tree packs read whole, once (a walk loads trees one by one, and a
@@ -607,14 +601,10 @@ class Repository:
                 await self.backend.put(pack_key(pack_id), parts)
             except ObjectExists:
                 pass  # identical bytes already stored (content-named)
-            # The pack's buffers are garbage now: free them, then give the heap's free pages
-            # back (core/heap.py) so the next chunks do not grow it past what is live. On a
-            # worker: a trim takes ~3 ms and the loop has files to walk meanwhile.
+            # The pack's buffers are garbage now: free them before the index work below
+            # (which may await writing an index file) rather than after it.
             del parts
             packer.parts = []
-            self._shipped += 1
-            if self._shipped % TRIM_EVERY_PACKS == 0:
-                await self._run(heap.release_free_pages)
             self.index.add_pack(pack_id, packer.size, entries)
             self._unwritten.append((pack_id, packer.size, entries))
             self.stats.packs += 1

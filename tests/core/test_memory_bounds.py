@@ -122,22 +122,3 @@ async def test_stream_cuts_the_same_with_the_smaller_window(tmp_path):
         pool.shutdown()
     assert got[0] == got[1]
     assert got[0][1] == len(data)
-
-
-async def test_each_stored_pack_gives_the_heaps_free_pages_back(tmp_path, monkeypatch):
-    # Freed chunk and pack buffers left holes the heap grew around (79 of 109 MiB free and
-    # resident at the mixed set's peak); a trim every TRIM_EVERY_PACKS stored packs returns them.
-    from core import heap
-    from core.repository import repository
-
-    trims = []
-    monkeypatch.setattr(heap, "release_free_pages", lambda: trims.append(1) or True)
-    storage = await _store_many(tmp_path, local=True)
-    assert storage.packs // repository.TRIM_EVERY_PACKS <= len(trims) <= storage.packs
-    assert len(trims) >= 10
-
-
-def test_release_free_pages_runs_on_glibc():
-    from core import heap
-
-    assert heap.release_free_pages() is True
