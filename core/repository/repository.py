@@ -65,7 +65,7 @@ PACKS_PER_INDEX = 64
 # fills meanwhile. Remote storage: two, so one upload's round trips leave the link busy with
 # the other. Local storage (a backend with ``get_sync``): one. A local put is a write and an
 # fsync, shorter than filling the next pack, so a second pack in flight only held 16 MiB
-# more: first backup of the mixed bench set 185 -> 170 MiB peak RSS, no slower
+# more: first backup of the mixed bench set 164 -> 149 MiB peak RSS, no slower
 # (bench/RESULTS.md, "Peak memory (issue 19)").
 MAX_UPLOADS = 2
 LOCAL_UPLOADS = 1
