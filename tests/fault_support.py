@@ -256,12 +256,12 @@ def _one_blob_per_pack():
     on every run."""
     from core.repository import repository
 
-    saved = repository.MAX_UPLOADS
-    repository.MAX_UPLOADS = 1 << 20
+    saved = repository.MAX_UPLOADS, repository.LOCAL_UPLOADS
+    repository.MAX_UPLOADS = repository.LOCAL_UPLOADS = 1 << 20
     try:
         yield
     finally:
-        repository.MAX_UPLOADS = saved
+        repository.MAX_UPLOADS, repository.LOCAL_UPLOADS = saved
 
 
 def _two_backups(cfg: Path, state: Path, src: Path) -> tuple[str, str]:

@@ -176,9 +176,11 @@ class _SmallFile:
     fs_name: bytes  # the name in ``dir`` (differs from ``name`` only for a followed root link)
     path: bytes  # shown in warnings only
     name: bytes
-    st: os.stat_result
+    # Dropped (None) once the batch is read and the node made: a folder's small files wait
+    # in it until the whole folder is walked, and a stat result is ~650 bytes of objects.
+    st: os.stat_result | None
     batch: asyncio.Future
-    content: _Content | None = None  # None: dropped
+    node: Node | None = None  # None: dropped
 
 
 @dataclass(slots=True, eq=False)
@@ -601,8 +603,8 @@ class Archiver:
                 nodes.append(c)
             elif isinstance(c, _SmallFile):
                 await c.batch
-                if c.content is not None:  # None: it vanished or could not be read
-                    nodes.append(self._file_node(c.name, c.st, c.content))
+                if c.node is not None:  # None: it vanished or could not be read
+                    nodes.append(c.node)
             elif isinstance(c, _DirPlace):
                 node = self._node(c.name, DIR, c.st, subtree=await c.subtree, xattrs=c.xattrs, flags=c.flags)
                 nodes.append(_same_or(c.old, node))
@@ -733,7 +735,13 @@ class Archiver:
                     self._warn(w)
                 if sealed is not None and self.repo.claim(sealed.id):
                     await self.repo.add_sealed(sealed)
-                slot.content = content
+                # The node now, not when the folder is finished: until then a folder of
+                # 20,000 small files held a stat result, a _Content and the node's inputs
+                # for each (bench/RESULTS.md, "Peak memory (issue 19)").
+                if content is not None:
+                    assert slot.st is not None
+                    slot.node = self._file_node(slot.name, slot.st, content)
+                slot.st = None
             done.set_result(None)
         except BaseException as exc:
             batch.give_up()
@@ -772,8 +780,10 @@ class Archiver:
 
     def _read_one(self, p: _SmallFile, warnings: list[str]) -> tuple[bytes, _Content | None]:
         shown_path = shown(p.path)
+        st = p.st
+        assert st is not None  # dropped only after the batch is read
         try:
-            fd = os.open(p.fs_name, _read_flags(p.st) | os.O_NONBLOCK, dir_fd=p.dir.fd)
+            fd = os.open(p.fs_name, _read_flags(st) | os.O_NONBLOCK, dir_fd=p.dir.fd)
         except FileNotFoundError:
             warnings.append(f"{shown_path}: vanished before it was read")
             return b"", None
@@ -783,12 +793,12 @@ class Archiver:
             return b"", None
         try:
             holes: tuple[tuple[int, int], ...] = ()
-            if sparse.maybe_sparse(p.st):
-                holes = sparse.holes(fd, p.st.st_size)
+            if sparse.maybe_sparse(st):
+                holes = sparse.holes(fd, st.st_size)
             if holes:
-                data = b"".join(os.pread(fd, length, off) for off, length in sparse.data_extents(p.st.st_size, holes))
+                data = b"".join(os.pread(fd, length, off) for off, length in sparse.data_extents(st.st_size, holes))
             else:
-                data = os.read(fd, p.st.st_size)
+                data = os.read(fd, st.st_size)
             after = os.fstat(fd)
             if not stat.S_ISREG(after.st_mode):
                 warnings.append(f"{shown_path}: changed type while the backup ran; not stored")
@@ -802,8 +812,8 @@ class Archiver:
             os.close(fd)
         warnings.extend(f"{shown_path}: {m}" for m in problems)
         self.stats.bytes_read += len(data)
-        size, holes = _stored_extent(p.st.st_size, holes, len(data))
-        if _changed(p.st, after, len(data), holes):
+        size, holes = _stored_extent(st.st_size, holes, len(data))
+        if _changed(st, after, len(data), holes):
             warnings.append(_changed_warning(p.path))
         return data, _Content((), size, holes, xattrs, fl)
 

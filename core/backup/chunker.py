@@ -20,7 +20,12 @@ from pyfastcdc import FastCDC
 
 from core.repository.repo_config import ChunkerParams
 
-WINDOW = 16 * 1024 * 1024  # bytes read per fill, beyond the uncut tail (at most one chunk)
+# Bytes read per fill, beyond the uncut tail (at most one chunk). Each running stream holds
+# WINDOW + max_size (two streams run at once). 4 MiB, not 16: one fill still feeds one 4 MiB
+# take (core/backup/stream.py), the tail slid per fill is one chunk (~0.5 MiB memmove), and
+# the two windows hold 24 MiB less: mixed bench set ~186 -> 164 MiB peak RSS, no slower
+# (bench/RESULTS.md, "Peak memory (issue 19)").
+WINDOW = 4 * 1024 * 1024
 OBSERVE_STEP = 1024 * 1024  # ``observe`` sees the bytes read at least this often while a window fills
 
 _free_buffers: list[bytearray] = []

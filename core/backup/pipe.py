@@ -8,7 +8,7 @@ Two measured problems, one reader:
   is enlarged to 1 MiB and, after a short read, the reader naps briefly and lets the pipe
   fill (a writer adding to a non-empty pipe wakes nobody): ~2,000 reads of ~320 KiB. The
   nap is short enough that the pipe never fills at pg_dump's full speed (~260 MB/s here).
-- The chunker cuts and hashes a 16 MiB window at a time (~20 ms). Reading on the same
+- The chunker cuts and hashes a window at a time (16 MiB then: ~20 ms). Reading on the same
   thread left the pipe unread that long; pg_dump blocked on it, and the server's COPY,
   the slowest part of a dump, blocked behind pg_dump. So a thread of its own reads up to
   ``AHEAD_BYTES`` ahead: a 1 GB database's backup went from 3.17 s to 2.69 s (pg_dump alone

@@ -54,6 +54,10 @@ class StreamWriter:
                     if self.repo.claim(blob_id):
                         new.append((blob_id, data))
                 size += took
+                # Only the seal below keeps the new chunks: not this loop while the next take
+                # is cut (4 MiB more held per stream).
+                chunks.clear()
+                del data
                 if new:
                     # One worker trip seals a whole take: per-chunk trips cost more
                     # event-loop time than the sealing saved.
@@ -68,6 +72,9 @@ class StreamWriter:
     async def _seal(self, chunks: list[tuple[bytes, bytes]]) -> None:
         try:
             sealed = await asyncio.get_running_loop().run_in_executor(self.repo.executor, _seal_all, self.repo, chunks)
+            # The plain chunks are not needed once sealed: free them before waiting for room
+            # in a pack (a slow upload holds every take in flight here: 4 MiB each).
+            chunks.clear()
             for blob in sealed:
                 await self.repo.add_sealed(blob)
         finally:

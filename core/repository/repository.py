@@ -65,7 +65,14 @@ class ForeignPack(DamagedObject):
 # How many finished packs an index file collects before it is written, so a long backup
 # killed midway loses at most this many packs' worth of index (and adopts them anyway).
 PACKS_PER_INDEX = 64
+# Packs uploading at once; each is held whole in memory until its put returns, and one more
+# fills meanwhile. Remote storage: two, so one upload's round trips leave the link busy with
+# the other. Local storage (a backend with ``get_sync``): one. A local put is a write and an
+# fsync, shorter than filling the next pack, so a second pack in flight only held 16 MiB
+# more: first backup of the mixed bench set 164 -> 149 MiB peak RSS, no slower
+# (bench/RESULTS.md, "Peak memory (issue 19)").
 MAX_UPLOADS = 2
+LOCAL_UPLOADS = 1
 PACK_CACHE = 6  # remote storage: whole packs kept while walking trees or restoring (~16 MiB each)
 
 # What storage hands us is bounded before it is trusted (docs/FORMAT.md, "Limits"). A pack
@@ -140,7 +147,7 @@ class Repository:
         self._packer = Packer()
         self._pending: set[bytes] = set()  # ids in the packer or uploading
         self._uploads: set[asyncio.Task] = set()
-        self._upload_slots = asyncio.Semaphore(MAX_UPLOADS)
+        self._upload_slots = asyncio.Semaphore(LOCAL_UPLOADS if hasattr(backend, "get_sync") else MAX_UPLOADS)
         self._ship_lock = asyncio.Lock()
         self._unwritten: list[IndexedPack] = []
         self._failure: BaseException | None = None
@@ -586,8 +593,8 @@ class Repository:
         return blob_id
 
     async def _ship_pack(self) -> None:
-        # Take the upload slot before swapping packers: at most MAX_UPLOADS packs upload
-        # while one more fills, so memory stays flat however slow the storage is.
+        # Take the upload slot before swapping packers: at most MAX_UPLOADS (LOCAL_UPLOADS)
+        # packs upload while one more fills, so memory stays flat however slow the storage is.
         if not self._packer.entries:
             return
         await self._upload_slots.acquire()
@@ -608,6 +615,10 @@ class Repository:
                 await self.backend.put(pack_key(pack_id), parts)
             except ObjectExists:
                 pass  # identical bytes already stored (content-named)
+            # The pack's buffers are garbage now: free them before the index work below
+            # (which may await writing an index file) rather than after it.
+            del parts
+            packer.parts = []
             self.index.add_pack(pack_id, packer.size, entries)
             self._unwritten.append((pack_id, packer.size, entries))
             self.stats.packs += 1

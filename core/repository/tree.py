@@ -247,7 +247,18 @@ class Tree:
     def encode(self) -> bytes:
         self.nodes.sort(key=lambda n: n.name)
         version = 2 if any(n.needs_v2 for n in self.nodes) else 1
-        return msgpack.packb({"v": version, "nodes": [n.to_wire() for n in self.nodes]}, use_bin_type=True)
+        # Node by node into one buffer: the bytes packb gives for {"v": ..., "nodes": [...]},
+        # without every node's dict alive at once (~440 bytes each: 8 MiB for a folder of
+        # 17,847 entries, at the peak of a backup of system folders).
+        packer = msgpack.Packer(use_bin_type=True, autoreset=False)
+        packer.pack_map_header(2)
+        packer.pack("v")
+        packer.pack(version)
+        packer.pack("nodes")
+        packer.pack_array_header(len(self.nodes))
+        for n in self.nodes:
+            packer.pack(n.to_wire())
+        return packer.bytes()
 
     @classmethod
     def decode(cls, raw: bytes) -> Tree:

@@ -75,6 +75,18 @@ def test_every_node_round_trips(ns):
     assert version == (2 if any(n.type in (CHARDEV, BLOCKDEV, FIFO) or n.holes for n in ns) else 1)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(nodes(), max_size=20, unique_by=lambda n: n.name))
+def test_encoding_node_by_node_gives_the_whole_documents_bytes(ns):
+    # Tree.encode packs one node at a time (peak RSS, issue 19); the bytes must stay those
+    # of packb over the whole document, as docs/FORMAT.md and stored trees' ids rely on.
+    tree = Tree(list(ns))
+    raw = tree.encode()
+    version = 2 if any(n.needs_v2 for n in tree.nodes) else 1
+    whole = msgpack.packb({"v": version, "nodes": [n.to_wire() for n in tree.nodes]}, use_bin_type=True)
+    assert raw == whole
+
+
 def _file(**kw) -> Node:
     base = dict(name=b"f", type=FILE, mode=stat.S_IFREG | 0o644, uid=0, gid=0, mtime_ns=0, size=100)
     base.update(kw)
