@@ -5,6 +5,7 @@ what printing needs: the quick client must not pay for the rest of the program."
 
 from __future__ import annotations
 
+import os
 import sys
 from types import SimpleNamespace
 from typing import Any
@@ -100,3 +101,14 @@ def backup_outcome(job: dict[str, Any], out: Any) -> int:
         note(f"backup finished with warnings: some files were not read completely (exit {Exit.WARNINGS:d})")
         return Exit.WARNINGS
     return Exit.OK
+
+
+def detach_from_terminal() -> None:
+    """The terminal hung up: the work goes on (here, or in the daemon); write nothing more to it."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        try:
+            os.dup2(devnull, fd)
+        except OSError:
+            pass
+    os.close(devnull)

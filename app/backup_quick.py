@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
 import socket
 import sys
@@ -202,14 +201,14 @@ def _run(
     params: dict[str, Any],
     as_json: bool,
 ) -> int:
-    from app.backup_outcome import backup_outcome, note
+    from app.backup_outcome import backup_outcome, detach_from_terminal, note
     from app.cli_output import Output
 
     for warning in ident.get("deprecations") or []:
         note(f"warning: {config_path}: {warning}")
     for line in ident.get("notes") or []:
         note(line)
-    signal.signal(signal.SIGHUP, lambda *_: _detach_from_terminal())
+    signal.signal(signal.SIGHUP, lambda *_: detach_from_terminal())
     try:
         reply = conn.call({"id": 1, "op": "submit", "kind": "backup", "params": params, "origin": "cli"})
     except KeyboardInterrupt:
@@ -262,14 +261,3 @@ def _watch(conn: _Lines, events: _Lines, job: dict[str, Any]) -> dict[str, Any] 
     except (_Lost, ValueError):
         return None
     return dict(reply["result"]["job"]) if reply.get("ok") is True else None
-
-
-def _detach_from_terminal() -> None:
-    """The terminal hung up: the job goes on in the daemon; write nothing more to it."""
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        try:
-            os.dup2(devnull, fd)
-        except OSError:
-            pass
-    os.close(devnull)

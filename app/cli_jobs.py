@@ -16,7 +16,7 @@ import signal
 import sys
 from typing import Any
 
-from app.backup_outcome import backup_outcome
+from app.backup_outcome import backup_outcome, detach_from_terminal
 
 from core.config import Config, resolve_passphrase
 from core.errors import DaemonConnectionLost, DaemonError, Exit
@@ -129,24 +129,13 @@ def _clock(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
-def _detach_from_terminal() -> None:
-    """The terminal hung up: keep working, write nothing more to it."""
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        try:
-            os.dup2(devnull, fd)
-        except OSError:
-            pass
-    os.close(devnull)
-
-
 # -- backup ------------------------------------------------------------------------------
 
 
 def survive_hangup() -> None:
     """Every command but the daemon: a hang-up (the SSH session dropped) silences the
     output and lets the command, and the job it runs, finish before the process exits."""
-    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, _detach_from_terminal)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, detach_from_terminal)
 
 
 async def cmd_backup(svc: Any, args: Any, out: Any) -> int:

@@ -71,15 +71,7 @@ async def restore_table_at_time(svc: BackupService, args, out: Output) -> int:
         for t in report.tables:
             lines += [f"  renamed {shown(r)}" for r in t.renamed]
             lines += [f"  not copied: {shown(n)}" for n in t.not_copied]
-        if report.from_logical:
-            lines.append(
-                f"from logical snapshot {report.base_snapshot[:8]}, taken {report.before_seconds:.0f} s before the time "
-                "asked (no base backups: the newest logical snapshot at or before it)"
-            )
-        else:
-            lines.append(
-                f"recovered from base backup {report.base_snapshot[:8]}: {report.stopped_at or 'recovery finished'}"
-            )
+        lines.append(source_line(report))
         s = report.seconds
         lines.append(
             f"took {s.get('total', 0):.1f} s: recovery {s.get('recover', 0):.1f} s, copy {s.get('copy', 0):.1f} s, "
@@ -90,3 +82,14 @@ async def restore_table_at_time(svc: BackupService, args, out: Output) -> int:
 
     out.emit(report.to_dict(), text)
     return Exit.OK if report.ok else Exit.WARNINGS
+
+
+def source_line(report) -> str:
+    """Where the tables of a time came from: the base backup recovered, or (no base backups)
+    the logical snapshot and how long before the asked time it was taken."""
+    if report.from_logical:
+        return (
+            f"from logical snapshot {report.base_snapshot[:8]}, taken {report.before_seconds:.0f} s before the time "
+            "asked (no base backups: the newest logical snapshot at or before it)"
+        )
+    return f"recovered from base backup {report.base_snapshot[:8]}: {report.stopped_at or 'recovery finished'}"

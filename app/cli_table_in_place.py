@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from app.cli_output import Output
+from app.cli_table_at_time import source_line
 from core.errors import Exit
 from core.text import shown
 
@@ -68,15 +69,7 @@ async def restore_table_in_place(svc: BackupService, args, out: Output, at: date
             f"safety snapshot {report.safety_snapshot[:8]} holds the tables as they were before "
             f"(undo: axisor-backup rollback {report.restore_id})"
         )
-        if report.from_logical:
-            lines.append(
-                f"from logical snapshot {report.base_snapshot[:8]}, taken {report.before_seconds:.0f} s before the time "
-                "asked (no base backups: the newest logical snapshot at or before it)"
-            )
-        else:
-            lines.append(
-                f"recovered from base backup {report.base_snapshot[:8]}: {report.stopped_at or 'recovery finished'}"
-            )
+        lines.append(source_line(report))
         s = report.seconds
         lines.append(
             f"took {s.get('total', 0):.1f} s: safety snapshot {s.get('safety', 0):.1f} s, recovery "

@@ -412,9 +412,9 @@ async def run_console(
         # The SSH session dropped: close the UI (nothing left to draw on) and let shutdown()
         # finish what the embedded engine runs, then exit. Ignoring the signal instead left
         # a console polling a dead terminal forever.
-        from app.cli_jobs import _detach_from_terminal
+        from app.backup_outcome import detach_from_terminal
 
-        _detach_from_terminal()
+        detach_from_terminal()
         app.exit()
 
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hangup)

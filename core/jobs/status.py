@@ -286,18 +286,22 @@ def verify_check(v: VerifyVerdict) -> Check | None:
         if v.state == "passed"
         else "no verification has completed"
     )
+    return _after_verdict("verify", v, last, "the repository")
+
+
+def _after_verdict(name: str, v: VerifyVerdict, last: str, about: str) -> Check | None:
+    """The check when the verdict found nothing wrong: a later run that could not run is a
+    warning naming why; a cancelled or interrupted one is named and says nothing about
+    ``about``; never tried is no finding."""
     if v.newer == "could not run":
         return Check(
-            "verify",
-            "warning",
-            f"{last}; a later one could not run (job {v.newer_job_id}: {v.newer_error})",
-            fix="verify",
+            name, "warning", f"{last}; a later one could not run (job {v.newer_job_id}: {v.newer_error})", fix=name
         )
     if v.newer is not None:
-        last += f"; a later one was {v.newer} (job {v.newer_job_id}), which says nothing about the repository"
+        last += f"; a later one was {v.newer} (job {v.newer_job_id}), which says nothing about {about}"
     if v.state == "never" and v.newer is None:
         return None
-    return Check("verify", "ok", last)
+    return Check(name, "ok", last)
 
 
 def key_refused_check(name: str, jobs: Sequence[Job]) -> Check | None:
@@ -338,18 +342,7 @@ def restore_test_check(v: VerifyVerdict, jobs: Sequence[Job] = ()) -> Check | No
         result = next((j.result or {} for j in jobs if j.id == v.job_id), {})
         what = _restore_test_sample(result)
         last = f"the newest restore-test passed{what} (job {v.job_id})"
-    if v.newer == "could not run":
-        return Check(
-            "restore-test",
-            "warning",
-            f"{last}; a later one could not run (job {v.newer_job_id}: {v.newer_error})",
-            fix="restore-test",
-        )
-    if v.newer is not None:
-        last += f"; a later one was {v.newer} (job {v.newer_job_id}), which says nothing about restores"
-    if v.state == "never" and v.newer is None:
-        return None
-    return Check("restore-test", "ok", last)
+    return _after_verdict("restore-test", v, last, "restores")
 
 
 def _restore_test_sample(result: dict) -> str:
