@@ -209,6 +209,10 @@ def _run(
     for line in ident.get("notes") or []:
         note(line)
     signal.signal(signal.SIGHUP, lambda *_: detach_from_terminal())
+    # Ctrl-C stops watching, as in the full program, which sets its own handler: a process
+    # started with SIGINT ignored (a test runner's worker, a shell's background job) would
+    # otherwise keep watching to the job's end and exit 0.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         reply = conn.call({"id": 1, "op": "submit", "kind": "backup", "params": params, "origin": "cli"})
     except KeyboardInterrupt:
