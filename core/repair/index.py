@@ -12,8 +12,9 @@ Under the exclusive lock, in this order (docs/FORMAT.md, "Repair"):
    header list them) that no sound pack holds is opened (decrypt, decompress, id check)
    and its sealed bytes are copied into new packs. A damaged pack of which nothing is
    known (no index entry, no header) is left alone.
-4. Put the new packs, then new index files naming every sound and new pack, then delete
-   the old index files (damaged ones included), then the damaged packs.
+4. Put the new packs, delete the damaged index files (a rebuilt one may take the same
+   content-derived name), put new index files naming every sound and new pack, then delete
+   the old sound index files, then the damaged packs.
 
 A crash between steps leaves what prune's crashes leave (unindexed packs, old and new
 index files side by side); a second run finishes. ``dry_run`` stops before step 4's puts
@@ -328,11 +329,18 @@ async def _replace(
     damaged: list[bytes],
     progress: ProgressFn,
 ) -> None:
-    """Write the new index; only then delete the old index files, then the damaged packs."""
+    """Delete the damaged index files, write the new index; only then delete the old sound
+    index files, then the damaged packs."""
+    # The damaged index files first: nothing in them can be read, so nothing is lost, and
+    # index files are named by their content: a rebuilt file with the same entries takes the
+    # very name of the damaged one, and its put would meet the damaged bytes there ("already
+    # stored") and leave them in place, reported repaired.
+    await check_no_other_lock(lock, "deleting damaged index files")
+    await _delete_all(repo, sorted(k for k, _ in report.damaged_index_files))
     progress("writing index", 0, None)
     new_index, new_files = await write_index(repo, new_packs)
     report.index_files_after = len(new_files)
-    old = sorted(k for k in files + [k for k, _ in report.damaged_index_files] if k not in new_files)
+    old = sorted(k for k in files if k not in new_files)
     await check_no_other_lock(lock, "deleting index files")
     await _delete_all(repo, old)
     new_index.files = set(new_files)

@@ -306,7 +306,28 @@ def test_damaged_index_file_repair_index_rebuilds_it_from_the_packs(world, how):
     loc = r.json["locations"][0]
     assert [d["object"] for d in loc["index_files"]["damaged"]] == [f"index/{victim.name}"]
     assert loc["blobs"]["lost"] == 0 and loc["packs"]["reindexed"]
-    assert not victim.exists()
+    # Gone, or (a rebuilt file with the same entries has the same name) holding sound bytes:
+    # verify reads every index file.
+    assert env.cli("verify", "--full").code == 0
+    assert env.cli("backup").code == 0
+
+
+def test_a_rebuilt_index_file_that_takes_the_damaged_ones_name_replaces_it(tmp_path):
+    """Index files are named by their content: one small backup has one pack and one index
+    file, and the index rebuilt from that pack has the very same entries, so the same name.
+    Its put met the damaged bytes ("already stored"), repair reported success, and the
+    damaged file stayed: the next backup refused again (exit 9)."""
+    env = H.make_env(tmp_path)
+    (env.src / "one.txt").write_text("one pack, one index file\n" * 100)
+    env.init_fast()
+    env.backup()
+    (victim,) = env.index_files()
+    H.flip_byte(victim, victim.stat().st_size // 2)
+    assert env.cli("backup").code == 9
+    r = env.cli("repair", "index", json_out=True)
+    assert r.code == 0, r
+    assert [d["object"] for d in r.json["locations"][0]["index_files"]["damaged"]] == [f"index/{victim.name}"]
+    assert env.index_files() == [victim]  # the same name, now holding the rebuilt, sound entries
     assert env.cli("verify", "--full").code == 0
     assert env.cli("backup").code == 0
 
