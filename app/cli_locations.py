@@ -232,18 +232,20 @@ def _size_arg(text: str) -> int:
 
 
 async def _probe_reads(svc: Any, args: Any) -> tuple[list, int]:
-    """``locations --probe``: each location's read speed, recorded in the job history as a
-    finished ``probe`` job (the RTO forecast reads it there); the exit code."""
+    """``locations --probe``: each location's read speed (kept in locations.json, where the
+    RTO forecast reads it), recorded in the job history as a finished ``probe`` job; the
+    exit code."""
     from datetime import UTC, datetime
 
     from core.jobs.api import JobState
     from core.jobs.record import Outcome, record_run
+    from core.locations.probe import probes_outcome
 
     started = datetime.now(UTC)
     probes = await svc.probe_reads(None, args.probe_bytes)
-    failed = [p for p in probes if not p.ok]
-    result = {"probes": [p.to_dict() for p in probes], "exit_code": EXIT_ERROR if failed else EXIT_OK}
-    error = "; ".join(f"{p.location}: {p.error}" for p in failed) or None
+    result, error = probes_outcome(probes)
+    code = EXIT_ERROR if error else EXIT_OK
+    result["exit_code"] = code
     params = {"bytes": args.probe_bytes} if args.probe_bytes else {}
     try:
         await record_run(
@@ -251,11 +253,11 @@ async def _probe_reads(svc: Any, args: Any) -> tuple[list, int]:
             "probe",
             params,
             started,
-            Outcome(JobState.FAILED if failed else JobState.COMPLETED, result, error),
+            Outcome(JobState.FAILED if error else JobState.COMPLETED, result, error),
         )
     except AxisorError as exc:
-        _note(f"warning: the probe is not recorded in the job history ({exc}); the RTO forecast does not know of it")
-    return probes, EXIT_ERROR if failed else EXIT_OK
+        _note(f"warning: the probe is not recorded in the job history ({exc}); `jobs` does not list it")
+    return probes, code
 
 
 async def cmd_locations(svc: Any, args: Any, out: Any) -> int:

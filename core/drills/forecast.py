@@ -39,6 +39,7 @@ import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 # What each scenario restores (core/drills/run.py).
@@ -396,8 +397,6 @@ def _donor(history: Sequence[DrillMeasurement], location: str) -> str | None:
 
 def _newer(a: str, b: str) -> bool:
     """ISO 8601 ``a`` after ``b``; a time that does not parse is never newer."""
-    from datetime import datetime
-
     try:
         return datetime.fromisoformat(a) > datetime.fromisoformat(b)
     except (TypeError, ValueError):

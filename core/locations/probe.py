@@ -183,6 +183,14 @@ async def _sample_packs(backend: Backend, budget: int) -> list[str]:
     return keys
 
 
+def probes_outcome(probes: list[ReadProbe]) -> tuple[dict[str, Any], str | None]:
+    """A probe run's job result (``{"probes": [...]}``) and its error: the locations that
+    did not answer, each with why (None: every one answered). The ``probe`` job kind and
+    `locations --probe` record the same."""
+    error = "; ".join(f"{p.location}: {p.error}" for p in probes if not p.ok) or None
+    return {"probes": [p.to_dict() for p in probes]}, error
+
+
 def failed_probe(location: str, exc: BaseException) -> ReadProbe:
     """A probe of a location that did not answer: named, never a speed."""
     reason = str(exc) or type(exc).__name__
@@ -191,4 +199,4 @@ def failed_probe(location: str, exc: BaseException) -> ReadProbe:
     return ReadProbe(location, datetime.now(UTC).isoformat(timespec="seconds"), None, error=reason)
 
 
-__all__ = ["DEFAULT_BUDGET", "MAX_BUDGET", "ReadProbe", "failed_probe", "probe_read"]
+__all__ = ["DEFAULT_BUDGET", "MAX_BUDGET", "ReadProbe", "failed_probe", "probe_read", "probes_outcome"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.errors import Exit
+from core.locations.probe import probes_outcome
 from core.runner import JobContext, JobFailed, JobProgress
 
 __all__ = ["probe_runner"]
@@ -24,8 +25,7 @@ async def probe_runner(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any
     probes = await ctx.service.probe_reads(names, int(budget) if budget else None)
     for p in probes:
         ctx.log(f"probe {p.location}: {p.summary()}")
-    result: dict[str, Any] = {"probes": [p.to_dict() for p in probes]}
-    failed = [p for p in probes if not p.ok]
-    if failed:
-        raise JobFailed("; ".join(f"{p.location}: {p.error}" for p in failed), result, Exit.ERROR)
+    result, error = probes_outcome(probes)
+    if error:
+        raise JobFailed(error, result, Exit.ERROR)
     return result

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from core.errors import RestoreRefused, RestoreValidationFailed, UsageError
 from core.service.session import Session
@@ -41,19 +42,25 @@ class TableAtTimeReport:
         return all(t.validated for t in self.tables) and not self.cleanup_problems
 
     def to_dict(self) -> dict:
-        return {
-            "at": self.at,
-            "base_snapshot": self.base_snapshot,
-            "stopped_at": self.stopped_at,
-            "target": self.target,
-            "tables": [t.to_dict() for t in self.tables],
-            "seconds": self.seconds,
-            "cleanup": list(self.cleanup),
-            "cleanup_problems": list(self.cleanup_problems),
-            "from_logical_snapshot": self.from_logical,
-            "before_seconds": self.before_seconds,
-            "ok": self.ok,
-        }
+        return {**recovered_fields(self), "ok": self.ok}
+
+
+def recovered_fields(report: Any) -> dict:
+    """The JSON fields a table-as-of-a-time report shares with its in-place form
+    (core/service/table_in_place.py): where the tables came from, what each became, the
+    phases' seconds and the cleanup."""
+    return {
+        "at": report.at,
+        "base_snapshot": report.base_snapshot,
+        "stopped_at": report.stopped_at,
+        "target": report.target,
+        "tables": [t.to_dict() for t in report.tables],
+        "seconds": report.seconds,
+        "cleanup": list(report.cleanup),
+        "cleanup_problems": list(report.cleanup_problems),
+        "from_logical_snapshot": report.from_logical,
+        "before_seconds": report.before_seconds,
+    }
 
 
 def copy_names(tables: list[tuple[str, str]], as_names: list[str], at: datetime) -> list[tuple[str, str]]:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 from core.errors import RestoreRefused, RestoreValidationFailed, UsageError
 from core.repository.snapshot import Snapshot
 from core.service.session import Session
+from core.service.table_at_time import recovered_fields
 
 if TYPE_CHECKING:
     from core.sources.postgres.connection import PgTarget
@@ -97,16 +98,7 @@ class InPlaceReport:
             "mode": "in place",
             "restore_id": self.restore_id,
             "safety_snapshot": self.safety_snapshot or None,
-            "at": self.at,
-            "base_snapshot": self.base_snapshot,
-            "stopped_at": self.stopped_at,
-            "target": self.target,
-            "tables": [t.to_dict() for t in self.tables],
-            "seconds": self.seconds,
-            "cleanup": list(self.cleanup),
-            "cleanup_problems": list(self.cleanup_problems),
-            "from_logical_snapshot": self.from_logical,
-            "before_seconds": self.before_seconds,
+            **recovered_fields(self),
             "dry_run": self.dry_run,
             "plan": list(self.plan),
             "rollback": self.rollback,
