@@ -7,8 +7,8 @@ bytes: the round trip of a small request (the median of ``LATENCY_ROUNDS`` stats
 repository's config object, after one that pays for connecting), what opening the
 repository costs there (the config read and the keys, index and snapshots folders listed:
 ``open_seconds``), and the read throughput of
-whole stored packs fetched ``PARALLEL`` at a time, as a restore fetches them, until
-``budget`` bytes are read. The packs come from a few randomly chosen ``data/<xx>/``
+stored packs fetched ``PARALLEL`` at a time in ranged reads of at most ``PIECE`` bytes
+(a restore's ranged reads), until ``budget`` bytes are read. The packs come from a few randomly chosen ``data/<xx>/``
 folders, so a probe never lists the whole repository. No key is needed: the bytes are
 read, never opened. A pack deleted by a prune while it is read is skipped.
 
@@ -36,6 +36,8 @@ MAX_BUDGET = 4 * 1024 * 1024 * 1024
 LATENCY_ROUNDS = 5
 PARALLEL = 4  # reads in flight, as a restore's downloads
 FOLDER_TRIES = 16  # data/<xx>/ folders listed at most, looking for packs
+PIECE = 8 * 1024 * 1024  # bytes per ranged read: memory stays PARALLEL * PIECE whatever is stored
+CONFIG_READ = 64 * 1024  # the config object is small; a planted large one is not read whole
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +124,7 @@ async def probe_read(backend: Backend, location: str, budget: int = DEFAULT_BUDG
     the caller's to report; a location with nothing stored yet has no throughput."""
     budget = max(1, min(budget, MAX_BUDGET))
     at = datetime.now(UTC).isoformat(timespec="seconds")
-    await backend.stat(CONFIG)  # connecting, TLS, imports: not the round trip
+    config = await backend.stat(CONFIG)  # connecting, TLS, imports: not the round trip
     rounds = []
     for _ in range(LATENCY_ROUNDS):
         started = time.perf_counter()
@@ -130,7 +132,7 @@ async def probe_read(backend: Backend, location: str, budget: int = DEFAULT_BUDG
         rounds.append(time.perf_counter() - started)
     latency = round(statistics.median(rounds) * 1000, 3)
     started = time.perf_counter()
-    await backend.get(CONFIG)
+    await backend.get(CONFIG, 0, min(config.size, CONFIG_READ))
     for folder in (KEYS, INDEX, SNAPSHOTS):
         async for _info in backend.list(f"{folder}/"):
             pass
@@ -138,44 +140,48 @@ async def probe_read(backend: Backend, location: str, budget: int = DEFAULT_BUDG
     keys = await _sample_packs(backend, budget)
     if not keys:
         return ReadProbe(location, at, latency, opening, note="no packs stored yet: nothing to time reading")
-    queue = list(keys)
-    read = objects = 0
+    # Ranged reads of at most PIECE bytes: what storage lists is not trusted to be a pack of
+    # a sane size (a planted many-GB file costs PIECE of memory per reader, and the budget).
+    queue = [(key, offset, min(PIECE, size - offset)) for key, size in keys for offset in range(0, size, PIECE)]
+    queue.reverse()  # popped from the end: each object's pieces in order
+    read = 0
+    touched: set[str] = set()
 
     async def reader() -> None:
-        nonlocal read, objects
+        nonlocal read
         while queue and read < budget:
-            key = queue.pop()
+            key, offset, length = queue.pop()
             try:
-                data = await backend.get(key)
+                data = await backend.get(key, offset, length)
             except ObjectNotFound:
                 continue  # pruned meanwhile
             read += len(data)
-            objects += 1
+            touched.add(key)
 
     started = time.perf_counter()
     await asyncio.gather(*(reader() for _ in range(PARALLEL)))
     seconds = time.perf_counter() - started
     if not read or seconds <= 0:
         return ReadProbe(location, at, latency, opening, note="the sampled packs were gone before they were read")
-    return ReadProbe(location, at, latency, opening, read, objects, round(seconds, 4), round(read / seconds, 1))
+    return ReadProbe(location, at, latency, opening, read, len(touched), round(seconds, 4), round(read / seconds, 1))
 
 
-async def _sample_packs(backend: Backend, budget: int) -> list[str]:
+async def _sample_packs(backend: Backend, budget: int) -> list[tuple[str, int]]:
     """Pack keys worth about twice ``budget`` bytes from randomly chosen ``data/<xx>/``
     folders (so a reader that finds one gone still has enough), in random order."""
     folders = [f"{i:02x}" for i in range(256)]
     random.shuffle(folders)
-    keys: list[str] = []
+    keys: list[tuple[str, int]] = []
     found = 0
     for folder in folders[:FOLDER_TRIES]:
         async for info in backend.list(f"{DATA}/{folder}/"):
-            keys.append(info.key)
+            keys.append((info.key, info.size))
             found += info.size
         if found >= 2 * budget:
             break
     if not keys:  # a small repository: its few packs may sit in folders not tried
         async for info in backend.list(f"{DATA}/"):
-            keys.append(info.key)
+            keys.append((info.key, info.size))
             found += info.size
             if found >= 2 * budget:
                 break
