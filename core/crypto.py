@@ -161,6 +161,11 @@ class Cipher:
         self._gens = [_Generation(key.enc, key.ident)] + [_Generation(r, key.ident) for r in self.retired]
         self._current: Cipher | None = None if self.retired else self
 
+    def handoff(self) -> tuple[MasterKey, tuple[bytes, ...]]:
+        """What rebuilds this cipher (``Cipher(*handoff())``) in a worker process of ours,
+        sent over a socket only that process holds (core/restore/writer_proc.py)."""
+        return MasterKey(enc=self._gens[0].enc, ident=self._ident), self.retired
+
     def current_only(self) -> Cipher:
         """The same key without the retired ones: what opens with it is under the current key."""
         if self._current is None:

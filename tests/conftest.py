@@ -75,6 +75,15 @@ def ws(tmp_path: Path) -> Workspace:
     return w
 
 
+@pytest.fixture(params=["threads", "processes"])
+def restore_writers(request, monkeypatch):
+    """Run a test's restores both ways: small files written on threads, and in worker
+    processes (core/restore/writer_proc.py), which a restore uses only from 4,096 files
+    on. Modules opt in with ``pytestmark = pytest.mark.usefixtures("restore_writers")``."""
+    monkeypatch.setenv("AXISOR_RESTORE_PROCESS_FILES", "0" if request.param == "processes" else "1000000000")
+    return request.param
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _old_deep_trees_removable(tmp_path_factory):
     """pytest removes the base folders of older runs when this run's is first made, with

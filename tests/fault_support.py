@@ -130,13 +130,13 @@ def _effective(uid: int | None):
     # saved ids stay root's, so this process gets them back.
     # Modules that read the uid once at import see it as a process started as that user would.
     from core.backup import archiver
-    from core.restore import files, plan
+    from core.restore import files, plan, writer
 
     groups = os.getgroups()
     os.setgroups([])
     os.setresgid(uid, uid, 0)
     os.setresuid(uid, uid, 0)
-    files._IS_ROOT = plan._IS_ROOT = False
+    files._IS_ROOT = plan._IS_ROOT = writer._IS_ROOT = False
     archiver._EUID = uid
     try:
         yield
@@ -144,7 +144,7 @@ def _effective(uid: int | None):
         os.setresuid(0, 0, 0)
         os.setresgid(0, 0, 0)
         os.setgroups(groups)
-        files._IS_ROOT = plan._IS_ROOT = True
+        files._IS_ROOT = plan._IS_ROOT = writer._IS_ROOT = True
         archiver._EUID = 0
 
 

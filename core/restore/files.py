@@ -33,119 +33,61 @@ restore that writes the file in full removes that leftover.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
-import errno
+import functools
 import itertools
+import logging
 import os
 import stat
 import threading
 import uuid
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.errors import DamagedObject, RestoreRefused, StorageFull
-from core.fsmeta import flags as fsflags
+from core.crypto import Cipher
+from core.errors import DamagedObject, RestoreRefused
 from core.fsmeta.sparse import data_extents
-from core.fsmeta.xattrs import ACL_NAMES, remove_xattr, write_xattr
-from core.repository.blobs import open_blob
-from core.repository.format import BlobType, pack_key
+from core.fsmeta.xattrs import ACL_NAMES, write_xattr
+from core.repository.format import pack_key
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
 from core.repository.tree import CHARDEV, DEVICES, DIR, FIFO, FILE, SYMLINK, Node
-from core.restore import fsops
-from core.restore.attributes import Owners, RestoreOptions, has_privileges, manages, wanted_mode, wanted_xattrs
-from core.restore.outcome import PartialFile, RestoreStats, merge_ranges
-from core.restore.select import included, path_parts
+from core.restore import fsops, writer_proc
+from core.restore.attributes import Owners, RestoreOptions, has_privileges, wanted_mode, wanted_xattrs
 from core.restore.fsops import DIR_FLAGS, FILE_FLAGS, DirCache, Parts
+from core.restore.outcome import PartialFile, RestoreStats
+from core.restore.select import included, path_parts
 from core.restore.walk import display, walk
+from core.restore.writer import (
+    _TEMP,
+    NO_SPACE,
+    FileJob,
+    FileWriter,
+    Piece,
+    damage,
+    fetch_sync,
+    ranges,
+    unlink_quiet,
+)
 from core.storage.backend import ObjectNotFound, StorageError
-from core.storage.retry import StorageUnavailable, TransientError
+from core.storage.local import LocalBackend
 from core.text import shown
 
 _IS_ROOT = os.geteuid() == 0
+log = logging.getLogger(__name__)
 
 BATCH_BYTES = 8 * 1024 * 1024
 BATCH_FILES = 512
-MERGE_GAP = 256 * 1024
 # Remote storage: a request costs a round trip (and, on S3, a billed request); reading a few
 # MiB of unneeded blobs between two needed ones is cheaper than a second request.
 REMOTE_MERGE_GAP = 16 * 1024 * 1024
 IN_FLIGHT = 4
-_TEMP = ".axisor-restore-"
-PARTIAL_SUFFIX = b".axisor-partial"  # a partial file's bytes, beside its name (never over it)
-NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a full target (or quota): exit 10, not a traceback
-
-
-@dataclass(frozen=True, slots=True)
-class _Piece:
-    """One blob of one file, at an offset in that file's data stream (holes left out)."""
-
-    blob_id: bytes
-    pack: bytes
-    offset: int  # in the pack
-    length: int
-    raw_length: int
-    file_offset: int  # in the data stream: the file offset when the file has no holes
-
-
-@dataclass(slots=True)
-class _FileJob:
-    parts: Parts
-    node: Node
-    pieces: list[_Piece]
-    # Sparse files: the data runs, and where each starts in the data stream.
-    extents: list[tuple[int, int]] | None = None
-    starts: list[int] | None = None
-    # Damage met on the way: data-stream ranges not written, damaged objects, failed blobs.
-    # Windows of one file append from several worker threads (each append is atomic).
-    lost: list[tuple[int, int]] = field(default_factory=list)
-    damage: dict[str, str] = field(default_factory=dict)
-    failed: set[bytes] = field(default_factory=set)
-    # Bytes of each piece written, its blob's id verified (windows of a large file append
-    # from several threads: list.append is atomic where `+=` on an int is not).
-    written: list[int] = field(default_factory=list)
-    ordinal: int = -1  # in the snapshot's walk (Placed)
-
-    def file_ranges(self, stream_off: int, length: int) -> list[tuple[int, int]]:
-        """A range of the data stream as ranges of the file (a sparse file's runs)."""
-        if self.extents is None:
-            return [(stream_off, length)]
-        out = []
-        starts = self.starts or []
-        i = bisect.bisect_right(starts, stream_off) - 1
-        while length > 0 and 0 <= i < len(self.extents):
-            off, run = self.extents[i]
-            within = stream_off - starts[i]
-            n = min(length, run - within)
-            out.append((off + within, n))
-            stream_off, length, i = stream_off + n, length - n, i + 1
-        return out
-
-
-def pwrite_all(fd: int, data, off: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, off)
-        view, off = view[n:], off + n
-
-
-def write_mapped(fd: int, data, stream_off: int, extents: list[tuple[int, int]], starts: list[int]) -> None:
-    """Write ``data``, found at ``stream_off`` in a sparse file's data stream, at its file
-    offsets: a piece may straddle one hole or many."""
-    view = memoryview(data)
-    i = bisect.bisect_right(starts, stream_off) - 1
-    while view:
-        if i >= len(extents):
-            raise RestoreRefused("stored content is longer than the file's data runs")
-        off, length = extents[i]
-        within = stream_off - starts[i]
-        n = min(len(view), length - within)
-        pwrite_all(fd, view[:n], off + within)
-        view, stream_off, i = view[n:], stream_off + n, i + 1
+# A snapshot of at least this many files restores its small files in worker processes
+# (core/restore/writer_proc.py); the environment variable changes it (0: always, as the
+# tests that run the restore both ways set it).
+POOL_MIN_FILES = 4096
+POOL_FILES_ENV = "AXISOR_RESTORE_PROCESS_FILES"
 
 
 class FileRestorer:
@@ -182,7 +124,11 @@ class FileRestorer:
         self._slots = asyncio.Semaphore(IN_FLIGHT)
         self._tasks: set[asyncio.Task] = set()
         self._failure: BaseException | None = None
-        self._local = hasattr(repo.backend, "get_sync")
+        # Local storage is read on the thread (or process) that writes, without the loop.
+        # Only a local backend has get_sync: it is not part of the Backend protocol.
+        self._get_sync: Callable[[str, int, int], bytes] | None = getattr(repo.backend, "get_sync", None)
+        self.writer = FileWriter(repo.cipher, self.target, self.options, self)
+        self._pool_start: asyncio.Future[writer_proc.WriterPool] | None = None
         self._stats_lock = threading.Lock()
         # From a RestorePlan: what is already right is not written again.
         self._actions = actions or {}
@@ -195,22 +141,6 @@ class FileRestorer:
     def where(self, parts: Parts) -> str:
         return fsops.display(self.target, parts)
 
-    def _full(self, parts: Parts | None, exc: OSError, folder: str | None = None) -> StorageFull:
-        """The error for a target that ran out of space (or quota, or inodes) while writing
-        ``parts`` (or creating ``folder``, a shown path). The file being written was a temp
-        file, removed again: what was at its name stays."""
-        what = (
-            f" while writing {self.where(parts)}"
-            if parts is not None
-            else f" while creating the folder {folder}"
-            if folder
-            else ""
-        )
-        return StorageFull(
-            f"the restore target {shown(str(self.target))} is full: {exc.strerror}{what}; files "
-            "not restored yet are as they were (free space there and restore again)"
-        )
-
     def warn(self, parts: Parts, message: str) -> None:
         with self._stats_lock:
             self.stats.warn(f"{self.where(parts)}: {message}")
@@ -220,23 +150,65 @@ class FileRestorer:
             self._prepare_target()
         except OSError as exc:
             if exc.errno in NO_SPACE:  # the target folder itself cannot be created
-                raise self._full(None, exc, shown(str(self.target))) from None
+                raise self.writer.full(None, exc, shown(str(self.target))) from None
             raise
         try:
+            self._start_pool(snap)
             return await self._restore(snap)
         except OSError as exc:
             # A full target met where no file is being written (a folder, a link): still
             # exit 10 naming the target, never a traceback.
             if exc.errno in NO_SPACE:
-                raise self._full(None, exc, exc.filename if isinstance(exc.filename, str) else None) from None
+                raise self.writer.full(None, exc, exc.filename if isinstance(exc.filename, str) else None) from None
             raise
         finally:
+            await self._stop_pool()
             assert self._cache is not None
             self._cache.close()
             os.close(self._cache.root_fd)
 
+    def _start_pool(self, snap: Snapshot) -> None:
+        """Worker processes for the small files of a restore of many from local storage
+        (core/restore/writer_proc.py says why); a few files are not worth starting them.
+        They start beside the walk; if they cannot start, the threads write every batch
+        (a speed-up, never a need)."""
+        backend = self.repo.backend
+        cipher = self.repo.cipher
+        if (
+            self.include
+            or snap.summary.total_files < _pool_min_files()
+            or not isinstance(backend, LocalBackend)
+            or not isinstance(cipher, Cipher)
+        ):
+            return
+        workers = max(2, os.cpu_count() or 2)
+        start = functools.partial(
+            writer_proc.WriterPool.start, workers, cipher, backend.root, self.target, self.options
+        )
+        self._pool_start = asyncio.get_running_loop().run_in_executor(self.executor, start)
+
+    async def _ready_pool(self) -> writer_proc.WriterPool | None:
+        """The worker processes once they have started (the walk goes on meanwhile: this
+        waits in one batch's task), or None: not wanted, or they could not start."""
+        if self._pool_start is None:
+            return None
+        try:
+            return await asyncio.shield(self._pool_start)
+        except Exception:
+            return None
+
+    async def _stop_pool(self) -> None:
+        if self._pool_start is None:
+            return
+        try:
+            pool = await self._pool_start
+        except Exception as exc:
+            log.debug("restore worker processes did not start (%s): small files were written on threads", exc)
+            return
+        await self._run(pool.close)
+
     async def _restore(self, snap: Snapshot) -> RestoreStats:
-        batch: list[_FileJob] = []
+        batch: list[FileJob] = []
         batch_bytes = 0
         placed = self.stats.placed
         ordinal = -1
@@ -302,9 +274,9 @@ class FileRestorer:
             self._first_by_inode[key] = (parts, ordinal)
         return False
 
-    def _file_job(self, parts: Parts, node: Node, shown_path: str) -> _FileJob:
+    def _file_job(self, parts: Parts, node: Node, shown_path: str) -> FileJob:
         """A file to write: its data extents (a sparse file's) and the pieces to fetch."""
-        job = _FileJob(parts, node, [])
+        job = FileJob(parts, node, [])
         if node.holes:
             job.extents = data_extents(node.size, node.holes)
             job.starts = []
@@ -313,12 +285,13 @@ class FileRestorer:
                 job.starts.append(pos)
                 pos += length
         job.pieces = self._plan(node, shown_path, job)
+        job.leftover = bool(self._leftovers) and self._dest(parts) in self._leftovers
         return job
 
     def _dest(self, parts: Parts) -> Path:
         return self.target.joinpath(*(os.fsdecode(p) for p in parts))
 
-    def _plan(self, node: Node, shown_path: str, job: _FileJob) -> list[_Piece]:
+    def _plan(self, node: Node, shown_path: str, job: FileJob) -> list[Piece]:
         """The file's pieces. A blob in no index is lost: its length is unknown, so the
         whole span from the first such blob to the end of the last one (known from the
         blobs after it and the file's size) is left unwritten, and recorded in ``job``."""
@@ -335,7 +308,7 @@ class FileRestorer:
         for i in range(first):
             loc = locs[i]
             assert loc is not None
-            pieces.append(_Piece(node.content[i], loc.pack_id, loc.offset, loc.length, loc.raw_length, pos))
+            pieces.append(Piece(node.content[i], loc.pack_id, loc.offset, loc.length, loc.raw_length, pos))
             pos += loc.raw_length
         if not unknown:
             return pieces
@@ -350,7 +323,7 @@ class FileRestorer:
         for i in range(last + 1, len(locs)):
             loc = locs[i]
             assert loc is not None
-            pieces.append(_Piece(node.content[i], loc.pack_id, loc.offset, loc.length, loc.raw_length, pos))
+            pieces.append(Piece(node.content[i], loc.pack_id, loc.offset, loc.length, loc.raw_length, pos))
             pos += loc.raw_length
         return pieces
 
@@ -366,37 +339,37 @@ class FileRestorer:
     # them from being read (a missing or short pack): that fails the files needing the
     # blob, not the restore. A location that cannot be reached still fails the restore.
 
-    async def _fetch(self, pieces: list[_Piece]) -> dict[bytes, memoryview | DamagedObject]:
+    async def _fetch(self, pieces: list[Piece]) -> dict[bytes, memoryview | DamagedObject]:
         """Read every piece with one ranged read per run of close blobs in one pack; a whole
         restore reads each pack once into a small cache instead (neighbouring batches use
         the same packs, and each remote request is a round trip)."""
         if not self.include:
             return await self._fetch_packs(pieces)
-        ranges = _ranges(pieces, REMOTE_MERGE_GAP)
+        runs = ranges(pieces, REMOTE_MERGE_GAP)
         get = self.repo.backend.get
 
-        async def one(pack: bytes, start: int, end: int, group: list[_Piece]) -> dict:
+        async def one(pack: bytes, start: int, end: int, group: list[Piece]) -> dict:
             key = pack_key(pack)
             try:
                 mv = memoryview(await get(key, start, end - start))
             except StorageError as exc:
                 if len(group) == 1 or isinstance(exc, ObjectNotFound):
-                    return dict.fromkeys((p.blob_id for p in group), _damage(key, exc))
+                    return dict.fromkeys((p.blob_id for p in group), damage(key, exc))
                 out: dict = {}  # a pack cut short: the pieces before the cut are still good
                 for p in group:
                     try:
                         out[p.blob_id] = memoryview(await get(key, p.offset, p.length))
                     except StorageError as exc2:
-                        out[p.blob_id] = _damage(key, exc2)
+                        out[p.blob_id] = damage(key, exc2)
                 return out
             return {p.blob_id: mv[p.offset - start : p.offset - start + p.length] for p in group}
 
         out: dict[bytes, memoryview | DamagedObject] = {}
-        for part in await asyncio.gather(*(one(pack, s, e, g) for pack, s, e, g in ranges)):
+        for part in await asyncio.gather(*(one(pack, s, e, g) for pack, s, e, g in runs)):
             out.update(part)
         return out
 
-    async def _fetch_packs(self, pieces: list[_Piece]) -> dict[bytes, memoryview | DamagedObject]:
+    async def _fetch_packs(self, pieces: list[Piece]) -> dict[bytes, memoryview | DamagedObject]:
         packs = list(dict.fromkeys(p.pack for p in pieces))
         datas = dict(zip(packs, await asyncio.gather(*(self._whole_pack(k) for k in packs))))
         out: dict[bytes, memoryview | DamagedObject] = {}
@@ -414,33 +387,7 @@ class FileRestorer:
         try:
             return await self.repo.whole_pack(pack_key(pack))
         except StorageError as exc:  # missing: the pack is damaged
-            return _damage(pack_key(pack), exc)
-
-    def _fetch_sync(self, pieces: list[_Piece]) -> dict[bytes, memoryview | DamagedObject]:
-        """The same on a worker thread, for a local backend: no trip through the loop."""
-        # Only for a local backend (self._local): get_sync is not part of the Backend protocol.
-        get_sync: Callable[[str, int, int], bytes] = getattr(self.repo.backend, "get_sync")
-        out: dict[bytes, memoryview | DamagedObject] = {}
-        for pack, s, e, group in _ranges(pieces):
-            key = pack_key(pack)
-            try:
-                mv = memoryview(get_sync(key, s, e - s))
-            except StorageError as exc:
-                if len(group) == 1 or isinstance(exc, ObjectNotFound):
-                    out.update(dict.fromkeys((p.blob_id for p in group), _damage(key, exc)))
-                    continue
-                for p in group:  # a pack cut short: the pieces before the cut are still good
-                    try:
-                        out[p.blob_id] = memoryview(get_sync(key, p.offset, p.length))
-                    except StorageError as exc2:
-                        out[p.blob_id] = _damage(key, exc2)
-                continue
-            for p in group:
-                out[p.blob_id] = mv[p.offset - s : p.offset - s + p.length]
-        return out
-
-    def _open(self, piece: _Piece, sealed: memoryview) -> bytes:
-        return open_blob(self.repo.cipher, BlobType.DATA, piece.blob_id, sealed, piece.raw_length, pack_key(piece.pack))
+            return damage(pack_key(pack), exc)
 
     # -- writing ------------------------------------------------------------------------
 
@@ -469,44 +416,27 @@ class FileRestorer:
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    async def _small_files(self, jobs: list[_FileJob]) -> None:
-        pieces = [p for j in jobs for p in j.pieces]
-        if self._local:
-            await self._run(lambda: self._write_small(jobs, self._fetch_sync(pieces)))
-        else:
-            await self._run(self._write_small, jobs, await self._fetch(pieces))
-
-    def _write_small(self, jobs: list[_FileJob], blobs: dict[bytes, memoryview | DamagedObject]) -> None:
+    async def _small_files(self, jobs: list[FileJob]) -> None:
         assert self._cache is not None
-        for job in jobs:
-            with self._cache.dir(job.parts[:-1], create=True) as dfd:
-                fd, temp = self._create_temp(dfd, job.parts)
-                try:
-                    if job.extents is not None:
-                        os.ftruncate(fd, job.node.size)
-                    self._write_pieces(fd, job, job.pieces, blobs)
-                    if job.lost:
-                        os.ftruncate(fd, job.node.size)  # a range lost at the end is a hole too
-                        self._keep_partial(dfd, fd, temp, job)
-                        continue
-                    self._apply_meta(fd, job.parts, job.node, fresh=True)
-                    self._place(dfd, fd, temp, job)
-                except BaseException as exc:
-                    _unlink_quiet(dfd, temp)  # never leave a half file behind, not even a temp one
-                    if isinstance(exc, OSError) and exc.errno in NO_SPACE:
-                        raise self._full(job.parts, exc) from None
-                    raise
-                finally:
-                    os.close(fd)
+        dir_of = functools.partial(self._cache.dir, create=True)
+        if (pool := await self._ready_pool()) is not None:
+            await self._run(pool.write, jobs, dir_of, self)
+        elif self._get_sync is not None:
+            get_sync = self._get_sync
+            pieces = [p for j in jobs for p in j.pieces]
+            await self._run(lambda: self.writer.write_small(jobs, fetch_sync(get_sync, pieces), dir_of))
+        else:
+            blobs = await self._fetch([p for j in jobs for p in j.pieces])
+            await self._run(self.writer.write_small, jobs, blobs, dir_of)
 
-    async def _large_file(self, job: _FileJob) -> None:
+    async def _large_file(self, job: FileJob) -> None:
         assert self._cache is not None
         with self._cache.dir(job.parts[:-1], create=True) as dfd:
-            fd, temp = self._create_temp(dfd, job.parts)
+            fd, temp = self.writer.create_temp(dfd, job.parts)
             try:
                 # Windows land out of order (pwrite); set the final length first.
                 os.ftruncate(fd, job.node.size)
-                windows: list[list[_Piece]] = [[]]
+                windows: list[list[Piece]] = [[]]
                 size = 0
                 for p in job.pieces:
                     if size >= BATCH_BYTES:
@@ -531,181 +461,54 @@ class FileRestorer:
                     await asyncio.gather(*pending, return_exceptions=True)
                     raise
                 if job.lost:
-                    await self._run(self._keep_partial, dfd, fd, temp, job)
+                    await self._run(self.writer.keep_partial, dfd, fd, temp, job)
                 else:
-                    await self._run(self._apply_meta, fd, job.parts, job.node, True)
-                    self._place(dfd, fd, temp, job)
+                    await self._run(self.writer.apply_meta, fd, job.parts, job.node, True)
+                    self.writer.place(dfd, fd, temp, job)
             except BaseException as exc:
-                _unlink_quiet(dfd, temp)
+                unlink_quiet(dfd, temp)
                 if isinstance(exc, OSError) and exc.errno in NO_SPACE:
-                    raise self._full(job.parts, exc) from None
+                    raise self.writer.full(job.parts, exc) from None
                 raise
             finally:
                 os.close(fd)
 
-    async def _window(self, fd: int, job: _FileJob, pieces: list[_Piece]) -> None:
-        if self._local:
-            await self._run(lambda: self._write_window(fd, job, pieces, self._fetch_sync(pieces)))
+    async def _window(self, fd: int, job: FileJob, pieces: list[Piece]) -> None:
+        if self._get_sync is not None:
+            get_sync = self._get_sync
+            await self._run(lambda: self._write_window(fd, job, pieces, fetch_sync(get_sync, pieces)))
         else:
             await self._run(self._write_window, fd, job, pieces, await self._fetch(pieces))
 
     def _write_window(
-        self, fd: int, job: _FileJob, pieces: list[_Piece], blobs: dict[bytes, memoryview | DamagedObject]
+        self, fd: int, job: FileJob, pieces: list[Piece], blobs: dict[bytes, memoryview | DamagedObject]
     ) -> None:
-        self._write_pieces(fd, job, pieces, blobs)
+        self.writer.write_pieces(fd, job, pieces, blobs)
 
-    def _write_pieces(
-        self, fd: int, job: _FileJob, pieces: list[_Piece], blobs: dict[bytes, memoryview | DamagedObject]
-    ) -> None:
-        """Open and write each piece at its offset; a piece that cannot be read or opened
-        is left unwritten (a hole) and recorded in ``job``."""
-        for piece in pieces:
-            got = blobs[piece.blob_id]
-            if not isinstance(got, DamagedObject):
-                try:
-                    data = self._open(piece, got)
-                except DamagedObject as exc:
-                    got = exc
-            if isinstance(got, DamagedObject):
-                job.lost.append((piece.file_offset, piece.raw_length))
-                job.damage.setdefault(got.key, got.reason)
-                job.failed.add(piece.blob_id)
-                continue
-            if job.extents is not None:
-                write_mapped(fd, data, piece.file_offset, job.extents, job.starts or [])
-            else:
-                pwrite_all(fd, data, piece.file_offset)
-            job.written.append(len(data))
+    # -- what the writer tells (core/restore/writer.py, Sink) --------------------------------
 
-    def _keep_partial(self, dfd: int, fd: int, temp: str, job: _FileJob) -> None:
-        """A file with lost ranges: its bytes go to <name>.axisor-partial (replacing an
-        older one), never over its name; it is recorded as partial."""
-        parts = job.parts
-        if _IS_ROOT:
-            uid, gid = self._owners.ids(job.node, lambda m: self.warn(parts, m))
-            try:
-                os.fchown(fd, uid, gid)
-            except OSError:
-                pass
-        # Holes where data belongs: never a program to run, never a privileged one.
-        os.fchmod(fd, wanted_mode(job.node, self.options) & 0o666)
-        name = parts[-1] + PARTIAL_SUFFIX
-        try:
-            os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
-            existing = True
-        except FileNotFoundError:
-            existing = False
-        kept: str | None = self.where(parts[:-1] + (name,))
-        note = ""
-        try:
-            os.replace(temp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-        except OSError as exc:
-            _unlink_quiet(dfd, temp)
-            kept, note = None, f"its restored part was not kept: {exc.strerror}"
-        ranges = merge_ranges(r for off, length in job.lost for r in job.file_ranges(off, length))
-        pf = PartialFile(
-            self.where(parts),
-            self._dest(parts),
-            parts,
-            job.node.size,
-            tuple(job.node.content),
-            ranges,
-            sorted(job.damage.items()),
-            frozenset(job.failed),
-            kept,
-            existing,
-            note,
-        )
-        with self._stats_lock:
-            self.stats.partial.append(pf)
-            self._partial_by_parts[parts] = pf
-
-    def _create_temp(self, dfd: int, parts: Parts) -> tuple[int, str]:
-        temp = f"{_TEMP}{uuid.uuid4().hex[:12]}"
-        try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
-        except (FileNotFoundError, FileExistsError) as exc:  # the folder was removed, or a name planted
-            raise RestoreRefused(
-                f"cannot create {self.where(parts)}: {exc.strerror} (the folder changed while restoring)"
-            ) from None
-        except OSError as exc:
-            if exc.errno in NO_SPACE:  # no inode left, or the quota's count of files reached
-                raise self._full(parts, exc) from None
-            raise
-        return fd, temp
-
-    def _place(self, dfd: int, fd: int, temp: str, job: _FileJob) -> None:
-        """Rename the written temp file over the final name (same folder descriptor)."""
-        st = os.fstat(fd)
-        node = job.node
-        # The write-time proof validation relies on: one verified piece per blob of the
-        # snapshot's list, their bytes adding up to the data, the file as long as the
-        # snapshot says. A file that falls short is not recorded: validation reads it back.
-        whole = len(job.written) == len(node.content) and sum(job.written) == node.data_size and st.st_size == node.size
-        try:
-            os.replace(temp, job.parts[-1], src_dir_fd=dfd, dst_dir_fd=dfd)
-        except OSError as exc:
-            _unlink_quiet(dfd, temp)
-            raise RestoreRefused(f"cannot put {self.where(job.parts)} in place: {exc.strerror}") from None
+    def placed(self, ordinal: int, size: int, dev: int, ino: int, whole: bool) -> None:
         with self._stats_lock:
             if whole:
-                self.stats.placed.record(job.ordinal, st.st_dev, st.st_ino)
+                self.stats.placed.record(ordinal, dev, ino)
             self.stats.files += 1
-            self.stats.bytes += job.node.size
+            self.stats.bytes += size
             files, nbytes = self.stats.files, self.stats.bytes
         if self.on_written is not None:
             self.on_written(files, nbytes)
-        if self._leftovers and self._dest(job.parts) in self._leftovers:
-            # The file is whole now: an earlier partial restore's bytes of it can go.
-            name = job.parts[-1] + PARTIAL_SUFFIX
-            try:
-                if stat.S_ISREG(os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mode):
-                    os.unlink(name, dir_fd=dfd)
-                    with self._stats_lock:
-                        self.stats.partial_cleared += 1
-            except FileNotFoundError:
-                pass
-        if self.options.file_flags and job.node.flags:
-            with self._stats_lock:
-                self._flagged.append((job.parts, job.node))
 
-    # -- attributes -----------------------------------------------------------------------
+    def partial(self, pf: PartialFile) -> None:
+        with self._stats_lock:
+            self.stats.partial.append(pf)
+            self._partial_by_parts[pf.inner] = pf
 
-    def _apply_meta(self, fd: int, parts: Parts, node: Node, fresh: bool) -> None:
-        """Owner, extended attributes, mode, times on an open file or folder, in that order
-        (a chown clears setuid bits and capabilities, so it comes first). ``fresh``: a file
-        this restore created (it has no attributes to remove)."""
-        opts = self.options
-        if _IS_ROOT:
-            uid, gid = self._owners.ids(node, lambda m: self.warn(parts, m))
-            st = os.fstat(fd)
-            if (st.st_uid, st.st_gid) != (uid, gid):
-                try:
-                    os.fchown(fd, uid, gid)
-                except OSError as exc:
-                    self.warn(parts, f"owner {uid}:{gid} not restored: {exc.strerror}")
-        want = wanted_xattrs(node, opts)
-        if not fresh and opts.xattrs:
-            keep = {n for n, _ in want}
-            try:
-                present = [os.fsencode(n) for n in os.listxattr(fd)]
-            except OSError:
-                present = []
-            for name in present:
-                if name not in keep and manages(name, opts):
-                    if why := remove_xattr(fd, name):
-                        self.warn(parts, why)
-        for name, value in want:
-            if name == ACL_NAMES[1] and node.type != DIR:
-                continue  # a default ACL only means something on a folder
-            if why := write_xattr(fd, name, value):
-                self.warn(parts, why)
-        os.fchmod(fd, wanted_mode(node, opts))
-        os.utime(fd, ns=(node.atime_ns, node.mtime_ns))
+    def cleared(self) -> None:
+        with self._stats_lock:
+            self.stats.partial_cleared += 1
 
-    def _set_flags(self, fd: int, parts: Parts, node: Node) -> None:
-        if why := fsflags.set_flags(fd, node.flags):
-            self.warn(parts, why)
+    def flagged(self, parts: Parts, node: Node) -> None:
+        with self._stats_lock:
+            self._flagged.append((parts, node))
 
     # -- last: links, devices, folder metadata ---------------------------------------------
 
@@ -721,7 +524,7 @@ class FileRestorer:
             with cache.dir(parts[:-1]) as dfd:
                 fd = self._open_regular(dfd, parts)
                 try:
-                    self._apply_meta(fd, parts, node, fresh=False)
+                    self.writer.apply_meta(fd, parts, node, fresh=False)
                 finally:
                     os.close(fd)
             if self.options.file_flags and node.flags:
@@ -741,16 +544,16 @@ class FileRestorer:
             with cache.dir(parts[:-1]) as dfd:
                 fd = self._open_regular(dfd, parts)
                 try:
-                    self._set_flags(fd, parts, node)
+                    self.writer.set_flags(fd, parts, node)
                 finally:
                     os.close(fd)
         # Deepest first, so setting a folder's mtime is not undone by writing inside it,
         # and a folder's flags come after its children's.
         for parts, node in sorted(self._dirs, key=lambda d: len(d[0]), reverse=True):
             with cache.dir(parts) as fd:
-                self._apply_meta(fd, parts, node, fresh=False)
+                self.writer.apply_meta(fd, parts, node, fresh=False)
                 if self.options.file_flags and node.flags:
-                    self._set_flags(fd, parts, node)
+                    self.writer.set_flags(fd, parts, node)
             self.stats.dirs += 1
 
     def _make_links(self) -> None:
@@ -787,7 +590,7 @@ class FileRestorer:
                 try:
                     os.replace(temp, parts[-1], src_dir_fd=dfd, dst_dir_fd=dfd)
                 except OSError as exc:
-                    _unlink_quiet(dfd, temp)
+                    unlink_quiet(dfd, temp)
                     raise RestoreRefused(f"cannot put {self.where(parts)} in place: {exc.strerror}") from None
             if (proven := self.stats.placed.get(first_ordinal)) is not None:
                 self.stats.placed.record(ordinal, *proven)  # the same inode: proven as its first path was
@@ -924,47 +727,8 @@ class FileRestorer:
         os.utime(b"n", ns=(node.atime_ns, node.mtime_ns), dir_fd=sfd, follow_symlinks=False)
 
 
-def _ranges(pieces: list[_Piece], gap: int = MERGE_GAP) -> list[tuple[bytes, int, int, list[_Piece]]]:
-    """Group pieces per pack into (pack, start, end, pieces) runs, merging small gaps."""
-    by_pack: dict[bytes, list[_Piece]] = defaultdict(list)
-    for p in pieces:
-        by_pack[p.pack].append(p)
-    ranges: list[tuple[bytes, int, int, list[_Piece]]] = []
-    for pack, items in by_pack.items():
-        items.sort(key=lambda p: p.offset)
-        start, end, group = items[0].offset, items[0].offset + items[0].length, [items[0]]
-        for p in items[1:]:
-            if p.offset <= end + gap:
-                end = max(end, p.offset + p.length)
-                group.append(p)
-            else:
-                ranges.append((pack, start, end, group))
-                start, end, group = p.offset, p.offset + p.length, [p]
-        ranges.append((pack, start, end, group))
-    return ranges
-
-
-def _slice(ranges: list[tuple[bytes, int, int, list[_Piece]]], datas: list[bytes]) -> dict[bytes, memoryview]:
-    out: dict[bytes, memoryview] = {}
-    for (_pack, s, _e, group), data in zip(ranges, datas):
-        mv = memoryview(data)
-        for p in group:
-            out[p.blob_id] = mv[p.offset - s : p.offset - s + p.length]
-    return out
-
-
-def _damage(key: str, exc: StorageError) -> DamagedObject:
-    """A read that failed for the object's sake (missing, short) as damage to that object;
-    a location that cannot be reached is no damage: it fails the restore as it is."""
-    if isinstance(exc, (StorageUnavailable, TransientError)):
-        raise exc
-    if isinstance(exc, ObjectNotFound):
-        return DamagedObject(key, "pack is missing")
-    return DamagedObject(key, str(exc))
-
-
-def _unlink_quiet(dfd: int, name: str | bytes) -> None:
+def _pool_min_files() -> int:
     try:
-        os.unlink(name, dir_fd=dfd)
-    except FileNotFoundError:
-        pass
+        return int(os.environ.get(POOL_FILES_ENV, POOL_MIN_FILES))
+    except ValueError:
+        return POOL_MIN_FILES

@@ -44,7 +44,7 @@ from core.fsmeta.sparse import ExtentReader, data_extents
 from core.fsmeta.xattrs import ACL_NAMES, read_xattrs
 from core.repository.tree import BLOCKDEV, CHARDEV, DEVICES, DIR, FIFO, FILE, SYMLINK, Node
 from core.restore.attributes import Owners, RestoreOptions, manages, wanted_mode, wanted_xattrs
-from core.restore.files import PARTIAL_SUFFIX
+from core.restore.writer import PARTIAL_SUFFIX
 from core.restore.select import included, path_parts
 from core.restore.fsops import FILE_FLAGS, DirCache, Parts, open_target
 from core.restore.walk import display, walk

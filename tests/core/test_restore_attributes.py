@@ -23,7 +23,10 @@ from core.fsmeta import acl
 from core.fsmeta import flags as fsflags
 from core.repository.tree import CHARDEV, FIFO
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="restores as root and as nobody")
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="restores as root and as nobody"),
+    pytest.mark.usefixtures("restore_writers"),  # each restore both ways: threads, worker processes
+]
 
 # A valid VFS_CAP_REVISION_2 value: effective, CAP_NET_BIND_SERVICE permitted.
 CAP = struct.pack("<IIIII", 0x02000001, 1 << 10, 0, 0, 0)
@@ -392,12 +395,12 @@ def test_flags_refused_is_a_warning(env, craft, tmp_path, monkeypatch):
     """A filesystem that refuses a flag (here: the ioctl fails) gives a warning, not a failure."""
     import asyncio
 
-    from core.restore import files
+    from core.restore import files, writer
 
     def refuse(fd, flags):
         return f"file flags {fsflags.letters(flags)} not restored: {os.strerror(errno.EOPNOTSUPP)}"
 
-    monkeypatch.setattr(files.fsflags, "set_flags", refuse)
+    monkeypatch.setattr(writer.fsflags, "set_flags", refuse)
     sid = craft.commit([craft.file(b"f", b"1", flags=0x40)])
 
     async def go():

@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 from conftest import Workspace
+
+pytestmark = pytest.mark.usefixtures("restore_writers")  # each restore both ways: threads, worker processes
 
 
 def _setup(ws: Workspace, tmp_path: Path) -> tuple[Path, Path]:

@@ -22,6 +22,8 @@ import hostile_support as H  # noqa: E402  (tests/ is on pytest's pythonpath)
 PARTIAL_EXIT = 23
 PACK_4MIB = "pack_size_mib = 4\n"
 
+pytestmark = pytest.mark.usefixtures("restore_writers")  # each restore both ways: threads, worker processes
+
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory):
@@ -338,7 +340,7 @@ def test_after_repair_index_dropped_a_lost_pack_its_blobs_in_no_index_make_files
 
 def test_lost_ranges_of_a_sparse_file_are_file_offsets():
     from core.fsmeta.sparse import data_extents
-    from core.restore.files import _FileJob
+    from core.restore.writer import FileJob as _FileJob
     from core.restore.outcome import merge_ranges
 
     holes = ((100, 50), (300, 100))  # data runs: 0-99, 150-299, 400-499

@@ -23,7 +23,11 @@ import restore_craft as C
 from core.errors import RestoreRefused
 from core.restore import files
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the attack matters when the restore runs as root")
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="the attack matters when the restore runs as root"),
+]
+# The attacks: each restore both ways (small files on threads, and in worker processes).
+BOTH_WAYS = pytest.mark.usefixtures("restore_writers")
 
 
 @pytest.fixture
@@ -82,6 +86,7 @@ def restore(env, sid, target, **kw):
     return asyncio.run(go())
 
 
+@BOTH_WAYS
 def test_folder_swapped_before_metadata_is_never_followed(env, tmp_path, outside, monkeypatch):
     """After the files are written and before folder modes are set: sub -> outside.
     The old code chmod'ed by path (outside would become 0777)."""
@@ -101,6 +106,7 @@ def test_folder_swapped_before_metadata_is_never_followed(env, tmp_path, outside
         pass  # refused or done through the held descriptor: either way nothing outside changes
 
 
+@BOTH_WAYS
 def test_folder_swapped_before_files_are_created_is_refused(env, tmp_path, outside, monkeypatch):
     """Restore over an existing tree: the plan saw a real folder; then it becomes a symlink
     to outside before the first file is written there."""
@@ -120,6 +126,7 @@ def test_folder_swapped_before_files_are_created_is_refused(env, tmp_path, outsi
         restore(env, sid, target, safety=False)
 
 
+@BOTH_WAYS
 def test_file_swapped_for_a_symlink_before_metadata_fix(env, tmp_path, outside, monkeypatch):
     """A 'metadata' change (mode differs): the file becomes a symlink to a root file
     before the chmod. The old code chmod'ed the symlink's target."""
@@ -140,6 +147,7 @@ def test_file_swapped_for_a_symlink_before_metadata_fix(env, tmp_path, outside, 
         restore(env, sid, target, safety=False)
 
 
+@BOTH_WAYS
 def test_delete_through_a_swapped_folder_removes_nothing_outside(env, tmp_path, outside, monkeypatch):
     c = C.Craft(env)
     try:
@@ -164,6 +172,7 @@ def test_delete_through_a_swapped_folder_removes_nothing_outside(env, tmp_path, 
         pass
 
 
+@BOTH_WAYS
 def test_racing_thread_swapping_a_folder_changes_nothing_outside(env, tmp_path, outside):
     """The real thing: a thread flips sub between a folder and a symlink to outside as
     fast as it can while restores run over and over."""

@@ -17,6 +17,8 @@ import pytest
 
 from conftest import PASSPHRASE
 
+pytestmark = pytest.mark.usefixtures("restore_writers")  # each restore both ways: threads, worker processes
+
 
 @pytest.fixture
 def tree(ws):
