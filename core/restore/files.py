@@ -216,7 +216,7 @@ class FileRestorer:
             ordinal += 1
             if ordinal % 4096 == 0:
                 placed.extend_to(ordinal + 4096)
-            shown_path = display(parts)
+            shown_path = display(parts) if self.include else ""
             if node.type == DIR:
                 if included(shown_path, self.include):
                     self._dirs.append((parts, node))
@@ -225,7 +225,7 @@ class FileRestorer:
                 continue
             if self._set_aside(parts, node, ordinal):
                 continue
-            job = self._file_job(parts, node, shown_path)
+            job = self._file_job(parts, node)
             job.ordinal = ordinal
             if node.size > BATCH_BYTES:
                 await self._submit(self._large_file(job))
@@ -274,7 +274,7 @@ class FileRestorer:
             self._first_by_inode[key] = (parts, ordinal)
         return False
 
-    def _file_job(self, parts: Parts, node: Node, shown_path: str) -> FileJob:
+    def _file_job(self, parts: Parts, node: Node) -> FileJob:
         """A file to write: its data extents (a sparse file's) and the pieces to fetch."""
         job = FileJob(parts, node, [])
         if node.holes:
@@ -284,14 +284,14 @@ class FileRestorer:
             for _off, length in job.extents:
                 job.starts.append(pos)
                 pos += length
-        job.pieces = self._plan(node, shown_path, job)
+        job.pieces = self._plan(node, job)
         job.leftover = bool(self._leftovers) and self._dest(parts) in self._leftovers
         return job
 
     def _dest(self, parts: Parts) -> Path:
         return self.target.joinpath(*(os.fsdecode(p) for p in parts))
 
-    def _plan(self, node: Node, shown_path: str, job: FileJob) -> list[Piece]:
+    def _plan(self, node: Node, job: FileJob) -> list[Piece]:
         """The file's pieces. A blob in no index is lost: its length is unknown, so the
         whole span from the first such blob to the end of the last one (known from the
         blobs after it and the file's size) is left unwritten, and recorded in ``job``."""
@@ -300,7 +300,7 @@ class FileRestorer:
         unknown = [i for i, loc in enumerate(locs) if loc is None]
         if (known != node.data_size) if not unknown else (known >= node.data_size):
             raise RestoreRefused(
-                f"{shown(shown_path)}: stored content is {known} bytes but the tree says {node.data_size}"
+                f"{shown(display(job.parts))}: stored content is {known} bytes but the tree says {node.data_size}"
             )
         pieces = []
         pos = 0

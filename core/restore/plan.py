@@ -400,10 +400,11 @@ async def _plan(
     first_by_inode: dict[tuple[int, int], tuple[Parts, Path]] = {}
     followers: list[tuple[int, Path]] = []  # (index in changes, first path) of "unchanged" hard links
     async for parts, node in walk(repo, bytes.fromhex(snap.tree)):
-        if not included(display(parts), include) and node.type != DIR:
+        if include and not included(display(parts), include) and node.type != DIR:
             continue
-        dest = target.joinpath(*(os.fsdecode(p) for p in parts))
-        keep.add(dest)
+        dest = target.joinpath(*map(os.fsdecode, parts))
+        if cache is not None:  # an empty target has nothing to keep from --delete or leftovers
+            keep.add(dest)
         if node.type == FILE:
             key = (node.dev, node.inode)
             if node.nlink > 1 and key in first_by_inode:

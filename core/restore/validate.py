@@ -251,7 +251,7 @@ async def _validate(
     ordinal = -1
     async for parts, node in walk(repo, bytes.fromhex(snap.tree)):
         ordinal += 1
-        if node.type not in (FILE, SYMLINK) or not included(display(parts), include):
+        if node.type not in (FILE, SYMLINK) or (include and not included(display(parts), include)):
             continue
         where = fsops.display(target, parts)
         if node.type == SYMLINK:
