@@ -32,7 +32,8 @@ class RestoreMeter:
 
     def __init__(self, plans: list, on_progress: Callable[[RestoreProgress], None] | None) -> None:
         writes = [c for p in plans for c in p.changes if c.kind == FILE and c.action in ("create", "overwrite")]
-        self.files_total, self.bytes_total = len(writes), sum(c.size for c in writes)
+        self.files_total = len(writes) + sum(p.bulk_files for p in plans)
+        self.bytes_total = sum(c.size for c in writes) + sum(p.bulk_bytes for p in plans)
         self.on_progress = on_progress
         self.loop = asyncio.get_running_loop()
         self.base_files = self.base_bytes = 0

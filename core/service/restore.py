@@ -132,7 +132,14 @@ async def restore_many(
         await repo.load_index()
         plans = [
             await plan_restore(
-                repo, s, target, include=include, delete=delete, executor=session.executor, options=options
+                repo,
+                s,
+                target,
+                include=include,
+                delete=delete,
+                executor=session.executor,
+                options=options,
+                itemize=dry_run,
             )
             for s in snaps
         ]
