@@ -1,0 +1,95 @@
+"""The prefetch spool's steering files, standard library only: the quick wal-fetch
+(app/wal_fetch_quick.py) writes and reads them before the program's other imports.
+
+``<pg_wal>/.axisor-prefetch/`` (wal_prefetch.py) holds the spooled segments and two small
+files: ``.asked``, the segment recovery asked for last (every wal-fetch writes it; the
+follower keeps its window after it), and ``.follow.lock``, flock'd by the one follower
+(wal_follow.py) for its whole life: a quick wal-fetch that can take the lock knows none
+runs and starts one, handing the lock over; its removal tells the follower to stop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import time
+from pathlib import Path
+
+DIR_NAME = ".axisor-prefetch"
+ASKED = ".asked"
+LOCK = ".follow.lock"
+STOP_WAIT = 5.0  # stop_follower: how long a follower may take to finish the fetch under way
+
+_SEGMENT = re.compile(r"[0-9A-F]{24}")  # core/sources/postgres/wal.py's, without its imports
+
+
+def note_asked(folder: Path, name: str) -> None:
+    """Record ``name`` as the segment recovery asked for last; best effort, and only into an
+    existing spool (a wal-fetch never creates the folder for this)."""
+    tmp = folder / f"{ASKED}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "x") as f:
+            f.write(name)
+        os.replace(tmp, folder / ASKED)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def read_asked(folder: Path) -> str | None:
+    try:
+        name = (folder / ASKED).read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return name if _SEGMENT.fullmatch(name) else None
+
+
+def take_lock(folder: Path) -> int | None:
+    """The follower's lock, taken without waiting: its fd (close it to let go; pass it on
+    to hand the lock to a child, which then holds it), or None when a follower holds it or
+    the folder is gone."""
+    try:
+        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def holds_lock(folder: Path, fd: int) -> bool:
+    """Whether ``fd`` is still the lock file in ``folder`` (removed or replaced: stop)."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(folder / LOCK, follow_symlinks=False))
+    except OSError:
+        return False
+
+
+def stop_follower(folder: Path) -> None:
+    """Tell a running follower to stop (its lock file removed) and wait up to ``STOP_WAIT``
+    for it to let go, so no file of its lands after the caller removes the folder."""
+    try:
+        fd = os.open(folder / LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return  # no follower was ever started here
+    try:
+        with contextlib.suppress(OSError):
+            os.unlink(folder / LOCK)
+        deadline = time.monotonic() + STOP_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return  # none holds it (any more)
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.05)
+            except OSError:
+                return
+    finally:
+        os.close(fd)
