@@ -66,7 +66,6 @@ def try_fetch(argv: list[str], program: list[str] | None = None) -> int | None:
         return None  # nothing spooled (the usual first call): the full program fetches
     if not stat.S_ISREG(st.st_mode):
         return None
-    wal_spool.note_asked(folder, name)  # the follower moves on, answered here or not
     route = read_route(config_path)
     expected = _archived(route, name) if route is not None else None
     if expected is None:
@@ -78,6 +77,9 @@ def try_fetch(argv: list[str], program: list[str] | None = None) -> int | None:
         os.replace(spooled, dest)
     except OSError:
         return None
+    # As the full program does for an archived segment (the follower moves on with it).
+    wal_spool.note_asked(folder, name)
+    wal_spool.sweep_passed(folder, name)
     _keep_following(folder, config_path, name, dest, program)
     return 0
 

@@ -7,6 +7,7 @@ handed over."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -193,18 +194,20 @@ def test_passphrase_from_the_config_file(restored, monkeypatch: pytest.MonkeyPat
 
 
 def test_the_cli_answers_before_its_imports(restored) -> None:
-    """Through `python -m app.cli`: the answer comes without the CLI's modules."""
-    import subprocess
-
+    """Through `python -m app.cli`, as restore_command runs it: no engine, no config validation."""
     ws, src, pg_wal, dest, env = restored
-    code = (
-        "import sys, runpy; sys.argv = ['app.cli', *sys.argv[1:]];"
-        "from app import wal_quick; c = wal_quick.quick(sys.argv[1:]);"
-        "print(c, 'app.cli_run' in sys.modules, 'core.service' in sys.modules)"
-    )
-    e = {**os.environ, **env, "AXISOR_BACKUP_PASSPHRASE": PASSPHRASE}
+    e = {k: v for k, v in os.environ.items() if not k.startswith("AXISOR_BACKUP")}
+    e.update(env, AXISOR_BACKUP_PASSPHRASE=PASSPHRASE)
     p = subprocess.run(
-        [sys.executable, "-c", code, *_argv(ws, NAMES[1], dest)], env=e, capture_output=True, text=True, timeout=60
+        [sys.executable, "-X", "importtime", "-m", "app.cli", *_argv(ws, NAMES[1], dest)],
+        cwd=Path(__file__).resolve().parents[2],
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
-    assert p.stdout.split() == ["0", "False", "False"], p.stderr
+    assert p.returncode == 0, p.stderr
+    imported = p.stderr
+    assert "app.wal_fetch_quick" in imported
+    assert "core.service" not in imported and "core.config" not in imported and "core.crypto" not in imported
     assert dest.read_bytes() == (src / NAMES[1]).read_bytes()

@@ -46,6 +46,18 @@ def read_asked(folder: Path) -> str | None:
     return name if _SEGMENT.fullmatch(name) else None
 
 
+def sweep_passed(folder: Path, name: str) -> None:
+    """Remove spooled segments recovery has passed (any timeline, before segment ``name``):
+    wal_prefetch.Spool.sweep's first half, for the quick wal-fetch. Segment names are fixed
+    width upper-case hex, log then segment, so their order is their names' characters 9-24
+    compared as text, whatever the segment size."""
+    with contextlib.suppress(OSError):
+        for e in os.scandir(folder):
+            if _SEGMENT.fullmatch(e.name) and e.name[8:] < name[8:]:
+                with contextlib.suppress(OSError):
+                    os.unlink(e.path)
+
+
 def take_lock(folder: Path) -> int | None:
     """The follower's lock, taken without waiting: its fd (close it to let go; pass it on
     to hand the lock to a child, which then holds it), or None when a follower holds it or
