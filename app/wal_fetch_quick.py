@@ -68,7 +68,7 @@ def try_fetch(argv: list[str], program: list[str] | None = None) -> int | None:
         return None
     route = read_route(config_path)
     expected = _archived(route, name) if route is not None else None
-    if expected is None:
+    if route is None or expected is None:
         return None
     try:
         if st.st_size != expected[0] or file_digest(spooled) != expected:
@@ -80,7 +80,11 @@ def try_fetch(argv: list[str], program: list[str] | None = None) -> int | None:
     # As the full program does for an archived segment (the follower moves on with it).
     wal_spool.note_asked(folder, name)
     wal_spool.sweep_passed(folder, name)
-    _keep_following(folder, config_path, name, dest, program)
+    following = wal_spool.next_segment(name, expected[0])
+    if following is not None and (route.repository / "wal" / following).exists():
+        _keep_following(folder, config_path, name, dest, program)
+    else:
+        wal_spool.tidy(folder)  # the archive's end (for now): no follower, nothing left behind
     return 0
 
 

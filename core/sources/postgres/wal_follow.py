@@ -9,8 +9,10 @@ for as long as recovery keeps asking, the window after the segment it asked for 
 a time), so replay finds the next segments spooled instead of waiting on storage.
 
 It stops when recovery has not asked for anything new for ``FOLLOW_IDLE`` (replay ended or
-paused: the next quick wal-fetch starts another), when its lock file is removed (the end
-of a point-in-time restore: wal_spool.stop_follower) or the spool folder is gone. What it
+paused: the next quick wal-fetch starts another), when the archive holds nothing after what
+is spooled and nothing is spooled (the next wal-fetch runs in full, as at the start), when
+its lock file is removed (the end of a point-in-time restore: wal_spool.stop_follower) or
+the spool folder is gone; leaving, it removes the folder if nothing is spooled. What it
 fetches is never an error: a segment it cannot fetch is fetched, and reported, by that
 segment's own wal-fetch.
 """
@@ -46,6 +48,22 @@ async def follow(
     """Keep the window after the segment asked for last spooled until one of the stops
     above; the number of segments fetched. The index is loaded; ``read_lock()`` is held
     around each round that fetches (none while the window is full)."""
+    try:
+        return await _follow(repo, spool, name, segment_size, lock_fd, read_lock, idle, poll)
+    finally:
+        await asyncio.to_thread(wal_spool.tidy, spool.folder, lock_fd)
+
+
+async def _follow(
+    repo: Repository,
+    spool: Spool,
+    name: str,
+    segment_size: int,
+    lock_fd: int,
+    read_lock: Callable[[], AbstractAsyncContextManager[None]],
+    idle: float,
+    poll: float,
+) -> int:
     asked, since, fetched = name, time.monotonic(), 0
     while await asyncio.to_thread(_still_wanted, spool.folder, lock_fd):
         now = await asyncio.to_thread(wal_spool.read_asked, spool.folder) or asked
@@ -61,6 +79,8 @@ async def follow(
             fetched += len(got)
             if got:
                 continue
+            if not await asyncio.to_thread(wal_spool.segments, spool.folder):
+                break  # the archive's end and nothing spooled: the next wal-fetch runs in full
             wait = max(poll, FOLLOW_BACKOFF)
         await asyncio.sleep(wait)
     return fetched

@@ -82,6 +82,37 @@ def holds_lock(folder: Path, fd: int) -> bool:
         return False
 
 
+def segments(folder: Path) -> list[str]:
+    try:
+        return [e.name for e in os.scandir(folder) if _SEGMENT.fullmatch(e.name)]
+    except OSError:
+        return []
+
+
+def tidy(folder: Path, lock_fd: int | None = None) -> None:
+    """Remove the steering files and the folder when no segment is spooled any more (nothing
+    left behind in pg_wal); the lock file only by its holder ``lock_fd``. Best effort."""
+    if segments(folder):
+        return
+    with contextlib.suppress(OSError):
+        os.unlink(folder / ASKED)
+    if lock_fd is not None and holds_lock(folder, lock_fd):
+        with contextlib.suppress(OSError):
+            os.unlink(folder / LOCK)
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+def next_segment(name: str, segment_size: int) -> str | None:
+    """The segment after ``name`` on its timeline (core/sources/postgres/wal.py's
+    segment_number and segment_name, without its imports); None for an impossible size."""
+    if not _SEGMENT.fullmatch(name) or segment_size <= 0 or 0x100000000 % segment_size:
+        return None
+    per_log = 0x100000000 // segment_size
+    number = int(name[8:16], 16) * per_log + int(name[16:24], 16) + 1
+    return f"{name[:8]}{number // per_log:08X}{number % per_log:08X}"
+
+
 def stop_follower(folder: Path) -> None:
     """Tell a running follower to stop (its lock file removed) and wait up to ``STOP_WAIT``
     for it to let go, so no file of its lands after the caller removes the folder."""
