@@ -38,7 +38,6 @@ from pathlib import Path
 from app.wal_quick import Route, read_route
 from core.repository.format import AD_KEY, KEYS
 from core.sources.postgres import wal_spool
-from core.sources.postgres.wal_markers import file_digest
 
 LOCK_FD_ENV = "AXISOR_BACKUP_FOLLOW_FD"  # the follower's inherited lock (app/cli_wal.py)
 ENV_PASSPHRASE = "AXISOR_BACKUP_PASSPHRASE"  # core/config/model.py's, read without importing the config
@@ -47,7 +46,6 @@ CACHE_TAG = b"axisor/keycache/v1"  # core/repository/keycache.py's
 MAX_SMALL = 4096  # a key cache entry or a key file (both bounded so by their writers)
 MAX_WAL_MANIFEST = 1024 * 1024  # core/sources/postgres/wal.py's
 NONCE = 12
-SEGMENT_CHARS = frozenset("0123456789ABCDEF")
 
 
 def try_fetch(argv: list[str], program: list[str] | None = None) -> int | None:
@@ -71,7 +69,7 @@ def try_fetch(argv: list[str], program: list[str] | None = None) -> int | None:
     if route is None or expected is None:
         return None
     try:
-        if st.st_size != expected[0] or file_digest(spooled) != expected:
+        if st.st_size != expected[0] or wal_spool.file_digest(spooled) != expected:
             os.unlink(spooled)  # never handed over; the full program fetches it again
             return None
         os.replace(spooled, dest)
@@ -93,7 +91,7 @@ def _parse(argv: list[str]) -> tuple[Path, str, Path] | None:
     if len(argv) != 5 or argv[0] != "--config" or argv[2] != "wal-fetch":
         return None
     name, dest = argv[3], argv[4]
-    if len(name) != 24 or not set(name) <= SEGMENT_CHARS or dest.startswith("-"):
+    if not wal_spool.is_segment(name) or dest.startswith("-"):
         return None
     return Path(argv[1]), name, Path(dest).absolute()
 

@@ -19,12 +19,15 @@ written, a clock set back), the answer hashes the file as before.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from core.sources.postgres.wal_spool import file_digest
+
+__all__ = ["Hit", "Markers", "file_digest", "identity", "stable_identity"]
 
 MARKER_TTL = 24 * 3600.0
 DIR_NAME = "wal-ahead"
@@ -41,17 +44,6 @@ def stable_identity(before: os.stat_result, after: os.stat_result, read_started_
     if identity(before) != identity(after) or before.st_ctime_ns > read_started_ns - int(RACY_SECONDS * 1e9):
         return ""
     return identity(after)
-
-
-def file_digest(path: Path) -> tuple[int, str]:
-    """Size and SHA-256 of a file, read in pieces."""
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while piece := f.read(1024 * 1024):
-            h.update(piece)
-            size += len(piece)
-    return size, h.hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
