@@ -27,7 +27,6 @@ program runs and behaves as it always did (a missing segment: exit 1 there).
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
 import os
@@ -36,13 +35,13 @@ import sys
 from pathlib import Path
 
 from app.wal_quick import Route, read_route
+from core.repository import keycache_file
 from core.repository.format import AD_KEY, KEYS
 from core.sources.postgres import wal_spool
 
 LOCK_FD_ENV = "AXISOR_BACKUP_FOLLOW_FD"  # the follower's inherited lock (app/cli_wal.py)
 ENV_PASSPHRASE = "AXISOR_BACKUP_PASSPHRASE"  # core/config/model.py's, read without importing the config
 AD_WAL = b"axisor/wal/v1"  # core/sources/postgres/wal.py's (tests hold these equal)
-CACHE_TAG = b"axisor/keycache/v1"  # core/repository/keycache.py's
 MAX_SMALL = 4096  # a key cache entry or a key file (both bounded so by their writers)
 MAX_WAL_MANIFEST = 1024 * 1024  # core/sources/postgres/wal.py's
 NONCE = 12
@@ -122,7 +121,7 @@ def _master_key(route: Route) -> bytes | None:
     """The master key (enc || ident) through the cached wrapping key, as KeyCache.lookup
     gets it: the entry's check must match this passphrase and the key file as it is now."""
     passphrase = _passphrase(route)
-    raw = _read_private(route.state_dir / "keycache" / f"{route.repo_id}.json")
+    raw = keycache_file.read_private(route.state_dir / "keycache" / f"{route.repo_id}.json")
     if passphrase is None or raw is None:
         return None
     try:
@@ -136,8 +135,7 @@ def _master_key(route: Route) -> bytes | None:
             return None  # a write-only key cannot fetch: the full program says so
         salt = base64.b64decode(key["salt"], validate=True)
         data = base64.b64decode(key["data"], validate=True)
-        check = hmac.new(kek, CACHE_TAG + passphrase.encode("utf-8") + salt + data, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(str(entry["check"]), check):
+        if not hmac.compare_digest(str(entry["check"]), keycache_file.check(kek, passphrase, salt, data)):
             return None
     except (ValueError, KeyError, TypeError):
         return None
@@ -185,28 +183,6 @@ def _passphrase(route: Route) -> str | None:
         return None
     text = text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
     return text or None
-
-
-def _read_private(path: Path) -> bytes | None:
-    """KeyCache._read's rule: only a file of ours that nobody else can read or write."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if (
-            st.st_uid != os.geteuid()
-            or st.st_mode & (stat.S_IRWXG | stat.S_IRWXO)
-            or not stat.S_ISREG(st.st_mode)
-            or st.st_size > MAX_SMALL
-        ):
-            return None
-        return os.read(fd, MAX_SMALL)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
 
 
 def _read_bounded(path: Path, limit: int) -> bytes | None:

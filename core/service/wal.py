@@ -93,6 +93,7 @@ async def wal_follow(session: Session, name: str, dest: Path, lock_fd: int | Non
             await repo.load_index()
         return await follow(repo, Spool(folder), name, m.size, lock_fd, lambda: session.read_lock("wal-fetch"))
     finally:
+        await asyncio.to_thread(wal_spool.tidy, folder, lock_fd)  # nothing left behind when nothing is spooled
         os.close(lock_fd)
 
 

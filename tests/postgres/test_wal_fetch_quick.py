@@ -17,7 +17,6 @@ from conftest import PASSPHRASE, Workspace
 from wal_support import archive_ready, segments_dir
 
 from app import wal_fetch_quick, wal_quick
-from core.repository import keycache
 from core.sources.postgres import wal, wal_prefetch, wal_spool
 
 PROGRAM = [sys.executable, "-m", "app.cli"]
@@ -63,7 +62,6 @@ def _wait_for(pred, timeout: float = 60.0) -> None:
 
 def test_constants_are_the_programs() -> None:
     assert wal_fetch_quick.AD_WAL == wal.AD_WAL
-    assert wal_fetch_quick.CACHE_TAG == keycache._TAG
     assert wal_fetch_quick.MAX_WAL_MANIFEST == wal.MAX_WAL_MANIFEST
 
 

@@ -47,23 +47,8 @@ async def follow(
 ) -> int:
     """Keep the window after the segment asked for last spooled until one of the stops
     above; the number of segments fetched. The index is loaded; ``read_lock()`` is held
-    around each round that fetches (none while the window is full)."""
-    try:
-        return await _follow(repo, spool, name, segment_size, lock_fd, read_lock, idle, poll)
-    finally:
-        await asyncio.to_thread(wal_spool.tidy, spool.folder, lock_fd)
-
-
-async def _follow(
-    repo: Repository,
-    spool: Spool,
-    name: str,
-    segment_size: int,
-    lock_fd: int,
-    read_lock: Callable[[], AbstractAsyncContextManager[None]],
-    idle: float,
-    poll: float,
-) -> int:
+    around each round that fetches (none while the window is full). The caller tidies the
+    folder after (wal_spool.tidy), whatever ended this."""
     asked, since, fetched = name, time.monotonic(), 0
     while await asyncio.to_thread(_still_wanted, spool.folder, lock_fd):
         now = await asyncio.to_thread(wal_spool.read_asked, spool.folder) or asked
