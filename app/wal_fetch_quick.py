@@ -63,6 +63,8 @@ def try_fetch(argv: list[str], program: list[str] | None = None) -> int | None:
         return None  # nothing spooled (the usual first call): the full program fetches
     if not stat.S_ISREG(st.st_mode):
         return None
+    # Before the handover, so a follower's next round starts after this segment, not at it.
+    wal_spool.note_asked(folder, name)
     route = read_route(config_path)
     expected = _archived(route, name) if route is not None else None
     if route is None or expected is None:
@@ -74,9 +76,7 @@ def try_fetch(argv: list[str], program: list[str] | None = None) -> int | None:
         os.replace(spooled, dest)
     except OSError:
         return None
-    # As the full program does for an archived segment (the follower moves on with it).
-    wal_spool.note_asked(folder, name)
-    wal_spool.sweep_passed(folder, name)
+    wal_spool.sweep_passed(folder, name)  # as the full program does for an archived segment
     following = wal_spool.next_segment(name, expected[0])
     if following is not None and (route.repository / "wal" / following).exists():
         _keep_following(folder, config_path, name, dest, program)

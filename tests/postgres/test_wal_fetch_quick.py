@@ -6,6 +6,7 @@ handed over."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -209,3 +210,36 @@ def test_the_cli_answers_before_its_imports(restored) -> None:
     assert "app.wal_fetch_quick" in imported
     assert "core.service" not in imported and "core.config" not in imported and "core.crypto" not in imported
     assert dest.read_bytes() == (src / NAMES[1]).read_bytes()
+
+
+def test_the_follower_by_hand(restored, tmp_path: Path) -> None:
+    """`wal-fetch --ahead`: exits at once while another holds the spool's lock or there is no
+    spool; else fills the window after .asked and leaves at the archive's end, tidy."""
+    ws, src, pg_wal, dest, env = restored
+    folder = pg_wal / wal_prefetch.DIR_NAME
+    nowhere = tmp_path / "elsewhere" / "RECOVERYXLOG"
+    nowhere.parent.mkdir()
+    r = ws.cli("--json", "wal-fetch", "--ahead", NAMES[1], str(nowhere), env=env)
+    assert r.code == 0 and r.json()["fetched_ahead"] == 0, r.err
+    held = wal_spool.take_lock(folder)
+    assert held is not None
+    try:
+        r = ws.cli("--json", "wal-fetch", "--ahead", NAMES[1], str(dest), env=env)
+        assert r.code == 0 and r.json()["fetched_ahead"] == 0, r.err
+    finally:
+        os.close(held)
+    # Recovery asked for the last but one: the follower spools the last, then, with the
+    # archive's end reached, waits for recovery to take it (idle), taken here meanwhile.
+    wal_spool.note_asked(folder, NAMES[-2])
+    follower = subprocess.Popen(
+        [*PROGRAM, "--config", str(ws.config), "--json", "wal-fetch", "--ahead", NAMES[-2], str(dest)],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for(lambda: NAMES[-1] in _spooled(pg_wal))
+    assert _spooled(pg_wal) == {NAMES[-2], NAMES[-1]}  # what recovery passed is swept
+    assert wal_fetch_quick.try_fetch(_argv(ws, NAMES[-1], dest), PROGRAM) == 0
+    out, _ = follower.communicate(timeout=60)
+    assert follower.returncode == 0 and json.loads(out)["fetched_ahead"] >= 1
+    assert not folder.exists(), [p.name for p in folder.iterdir()]  # nothing spooled, nothing left behind

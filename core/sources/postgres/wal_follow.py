@@ -60,7 +60,9 @@ async def follow(
         wait = poll
         if await asyncio.to_thread(_short, spool, asked, segment_size):
             async with read_lock():
-                got = await prefetch(repo, asked, segment_size, spool, make=False)
+                got = await prefetch(
+                    repo, asked, segment_size, spool, make=False, asked=lambda: wal_spool.read_asked(spool.folder)
+                )
             fetched += len(got)
             if got:
                 continue

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from core.errors import AxisorError
@@ -135,12 +136,20 @@ def needs_topping_up(spool: Spool, name: str, segment_size: int) -> bool:
 
 
 async def prefetch(
-    repo: Repository, name: str, segment_size: int, spool: Spool, *, make: bool = True
+    repo: Repository,
+    name: str,
+    segment_size: int,
+    spool: Spool,
+    *,
+    make: bool = True,
+    asked: Callable[[], str | None] | None = None,
 ) -> tuple[str, ...]:
     """Fetch the window after ``name`` that is not spooled yet (the index is loaded and the
     caller holds the read lock), ``PREFETCH_PARALLEL`` at a time; stop at the first segment
     the archive does not hold. Failures are not errors: that file's own fetch reports them.
-    ``make=False`` (the follower): never create the folder; recovery's end removed it."""
+    ``make=False`` (the follower): never create the folder; recovery's end removed it.
+    ``asked``: the segment recovery asked for last, looked up before each fetch starts: one
+    recovery has reached meanwhile is not fetched again (it was just handed over)."""
     have = await asyncio.to_thread(spool.names)
     room = PREFETCH_BYTES - await asyncio.to_thread(spool.used_bytes)
     todo: list[str] = []
@@ -164,6 +173,9 @@ async def prefetch(
 
     async def one(n: str) -> None:
         async with slots:
+            now = await asyncio.to_thread(asked) if asked is not None else None
+            if now is not None and n[8:] <= now[8:]:
+                return
             try:
                 await fetch(repo, n, spool.folder / n)
                 done.append(n)

@@ -107,16 +107,23 @@ def segments(folder: Path) -> list[str]:
 
 def tidy(folder: Path, lock_fd: int | None = None) -> None:
     """Remove the steering files and the folder when no segment is spooled any more (nothing
-    left behind in pg_wal); the lock file only by its holder ``lock_fd``. Best effort."""
-    if segments(folder):
+    left behind in pg_wal). Only by the lock's holder: the follower (``lock_fd``), or a
+    caller that can take the lock (none runs); a running follower tidies when it leaves."""
+    if not folder.is_dir() or segments(folder):
         return
-    with contextlib.suppress(OSError):
-        os.unlink(folder / ASKED)
-    if lock_fd is not None and holds_lock(folder, lock_fd):
-        with contextlib.suppress(OSError):
-            os.unlink(folder / LOCK)
-    with contextlib.suppress(OSError):
-        folder.rmdir()
+    fd = take_lock(folder) if lock_fd is None else lock_fd
+    if fd is None:
+        return
+    try:
+        if holds_lock(folder, fd) and not segments(folder):
+            for n in (ASKED, LOCK):
+                with contextlib.suppress(OSError):
+                    os.unlink(folder / n)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+    finally:
+        if lock_fd is None:
+            os.close(fd)
 
 
 def next_segment(name: str, segment_size: int) -> str | None:
