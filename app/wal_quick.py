@@ -1,5 +1,6 @@
 """The program's entry point: a `wal-push` answered from its marker before the CLI's imports
-(and a `backup` a running daemon takes: app/backup_quick.py).
+(and a `wal-fetch` from the prefetch spool: app/wal_fetch_quick.py; a `backup` a running
+daemon takes: app/backup_quick.py).
 
 archive_command runs `axisor-backup wal-push %p` once per WAL file, one at a time, waiting for
 each. After a push ahead (core/sources/postgres/wal_ahead.py) most runs are answered from a
