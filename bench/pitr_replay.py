@@ -58,6 +58,7 @@ from pg_bench import (  # noqa: E402
     prepare,
     server_python,
 )
+from table_at_time import server_cli  # noqa: E402
 
 SEG = 16 * 1024 * 1024
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3})")
@@ -80,12 +81,7 @@ class Setup:
         self.cfg = self.d / "config.toml"
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AXISOR_BACKUP")}
-        env["AXISOR_BACKUP_PROGRAM"] = str(self.wrapper)
-        return subprocess.run(
-            as_server([str(self.wrapper), "--config", str(self.cfg), *args]),
-            capture_output=True, text=True, env=env, cwd="/tmp", timeout=7200, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+        return server_cli(self.d, self.cfg, self.wrapper)(*args)
 
     def create(self) -> None:
         shutil.rmtree(self.d, ignore_errors=True)
