@@ -73,6 +73,8 @@ def try_fetch(argv: list[str], program: list[str] | None = None) -> int | None:
         if st.st_size != expected[0] or wal_spool.file_digest(spooled) != expected:
             os.unlink(spooled)  # never handed over; the full program fetches it again
             return None
+        if _changed(st, os.stat(spooled, follow_symlinks=False)):
+            return None  # replaced or written to while it was hashed: not what was checked
         os.replace(spooled, dest)
     except OSError:
         return None
@@ -83,6 +85,16 @@ def try_fetch(argv: list[str], program: list[str] | None = None) -> int | None:
     else:
         wal_spool.tidy(folder)  # the archive's end (for now): no follower, nothing left behind
     return 0
+
+
+def _changed(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns, a.st_ctime_ns) != (
+        b.st_dev,
+        b.st_ino,
+        b.st_size,
+        b.st_mtime_ns,
+        b.st_ctime_ns,
+    )
 
 
 def _parse(argv: list[str]) -> tuple[Path, str, Path] | None:

@@ -243,3 +243,24 @@ def test_the_follower_by_hand(restored, tmp_path: Path) -> None:
     out, _ = follower.communicate(timeout=60)
     assert follower.returncode == 0 and json.loads(out)["fetched_ahead"] >= 1
     assert not folder.exists(), [p.name for p in folder.iterdir()]  # nothing spooled, nothing left behind
+
+
+def test_a_file_swapped_while_hashed_is_not_handed_over(restored, monkeypatch: pytest.MonkeyPatch) -> None:
+    ws, src, pg_wal, dest, env = restored
+    assert (pg_wal / wal_prefetch.DIR_NAME / NAMES[1]).exists()
+    real = wal_spool.file_digest
+
+    def swapping(path: Path) -> tuple[int, str]:
+        digest = real(path)  # the checked bytes; then other bytes under the name
+        swapped = path.with_name(".swap")
+        swapped.write_bytes(b"\xff" * path.stat().st_size)
+        os.replace(swapped, path)
+        return digest
+
+    monkeypatch.setattr(wal_spool, "file_digest", swapping)
+    dest.write_bytes(b"before")
+    assert wal_fetch_quick.try_fetch(_argv(ws, NAMES[1], dest), PROGRAM) is None
+    assert dest.read_bytes() == b"before"
+    monkeypatch.setattr(wal_spool, "file_digest", real)
+    assert ws.cli("wal-fetch", NAMES[1], str(dest), env=env).code == 0  # the full program: fetched again
+    assert dest.read_bytes() == (src / NAMES[1]).read_bytes()
