@@ -350,6 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="restore_command: write one archived WAL file (exit 1 when it is not archived)",
     )
+    wf.add_argument(
+        "--ahead",
+        dest="wal_ahead",
+        action="store_true",
+        help="fetch nothing into PATH: keep the prefetch spool beside it full while recovery asks "
+        "(the quick wal-fetch starts this in the background)",
+    )
     wf.add_argument("wal_name", metavar="NAME", help="the WAL file name (%%f)")
     wf.add_argument("wal_dest", type=Path, metavar="PATH", help="where to write it (%%p)")
     db = sub.add_parser("database", parents=[common], help="PostgreSQL WAL archiving")

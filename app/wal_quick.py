@@ -1,5 +1,6 @@
 """The program's entry point: a `wal-push` answered from its marker before the CLI's imports
-(and a `backup` a running daemon takes: app/backup_quick.py).
+(and a `wal-fetch` from the prefetch spool: app/wal_fetch_quick.py; a `backup` a running
+daemon takes: app/backup_quick.py).
 
 archive_command runs `axisor-backup wal-push %p` once per WAL file, one at a time, waiting for
 each. After a push ahead (core/sources/postgres/wal_ahead.py) most runs are answered from a
@@ -79,8 +80,10 @@ def _repository_id(repository: Path) -> str | None:
     return value if isinstance(value, str) and value.isalnum() else None
 
 
-def remember(config_path: Path, state_dir: Path, repository: Path) -> None:
-    """Record the route for this config (after a push ahead); best effort."""
+def remember(config_path: Path, state_dir: Path, repository: Path, passphrase_file: Path | None = None) -> None:
+    """Record the route for this config (after a push ahead, or a wal-fetch); best effort.
+    ``passphrase_file``: the config's storage.passphrase_file, which the quick wal-fetch
+    reads (app/wal_fetch_quick.py) to check the cached key as the full program would."""
     try:
         config_bytes = config_path.read_bytes()
     except OSError:
@@ -101,6 +104,7 @@ def remember(config_path: Path, state_dir: Path, repository: Path) -> None:
                     "repository": str(repository.absolute()),
                     "id": repo_id,
                     "markers": str(state_dir / DIR_NAME / repo_id),
+                    "passphrase_file": str(passphrase_file.absolute()) if passphrase_file else None,
                 }
             )
         )
@@ -108,6 +112,50 @@ def remember(config_path: Path, state_dir: Path, repository: Path) -> None:
     except OSError:
         with contextlib.suppress(OSError):
             tmp.unlink()
+
+
+class Route:
+    """What a full wal-push or wal-fetch recorded for one config file's exact bytes. A plain
+    class, not a frozen dataclass: importing dataclasses costs ~7 ms, a tenth of a quick
+    wal-fetch; nothing assigns to its fields after __init__."""
+
+    __slots__ = ("markers", "passphrase_file", "repo_id", "repository", "state_dir")
+
+    def __init__(
+        self, state_dir: Path, repository: Path, repo_id: str, markers: Path, passphrase_file: Path | None
+    ) -> None:
+        self.state_dir = state_dir
+        self.repository = repository
+        self.repo_id = repo_id
+        self.markers = markers
+        self.passphrase_file = passphrase_file
+
+
+def read_route(config_path: Path) -> Route | None:
+    """The route recorded for this config file, if it still holds: the state folder is
+    known without the config's validation and the repository folder still has that id."""
+    try:
+        config_bytes = config_path.read_bytes()
+    except OSError:
+        return None
+    state_dir = quick_state_dir(config_bytes)
+    if state_dir is None:
+        return None
+    try:
+        doc = json.loads((state_dir / DIR_NAME / ROUTES / f"{route_key(config_path, config_bytes)}.json").read_text())
+        passphrase_file = doc.get("passphrase_file")
+        route = Route(
+            state_dir,
+            Path(doc["repository"]),
+            str(doc["id"]),
+            Path(doc["markers"]),
+            Path(passphrase_file) if isinstance(passphrase_file, str) else None,
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if _repository_id(route.repository) != route.repo_id or route.markers != state_dir / DIR_NAME / route.repo_id:
+        return None
+    return route
 
 
 def _parse(argv: list[str]) -> tuple[Path, Path, bool] | None:
@@ -128,25 +176,14 @@ def try_answer(argv: list[str]) -> int | None:
     if parsed is None:
         return None
     config_path, wal_file, as_json = parsed
-    try:
-        config_bytes = config_path.read_bytes()
-    except OSError:
-        return None
-    state_dir = quick_state_dir(config_bytes)
-    if state_dir is None:
-        return None
-    try:
-        route = json.loads((state_dir / DIR_NAME / ROUTES / f"{route_key(config_path, config_bytes)}.json").read_text())
-        repository, repo_id, folder = Path(route["repository"]), str(route["id"]), Path(route["markers"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if _repository_id(repository) != repo_id or folder != state_dir / DIR_NAME / repo_id:
+    route = read_route(config_path)
+    if route is None:
         return None
     from core.sources.postgres.wal_markers import Markers
 
-    hit = Markers(folder).take(wal_file)
+    hit = Markers(route.markers).take(wal_file)
     if hit is None:
-        return _through_daemon(state_dir / SOCKET_NAME, wal_file, repo_id, as_json, started)
+        return _through_daemon(route.state_dir / SOCKET_NAME, wal_file, route.repo_id, as_json, started)
     if as_json:
         _print({"already_archived": True, "from_marker": True, "name": hit.name, "size": hit.size}, started)
     return 0
@@ -207,6 +244,11 @@ def _through_daemon(sock_path: Path, wal_file: Path, repo_id: str, as_json: bool
 
 def quick(argv: list[str]) -> int | None:
     """The exit code of a command answered without the full program; None: run it."""
+    if "wal-fetch" in argv:
+        # restore_command answered from the prefetch spool (app/wal_fetch_quick.py).
+        from app.wal_fetch_quick import try_fetch
+
+        return try_fetch(argv)
     code = try_answer(argv)
     if code is None and "backup" in argv:
         # A backup a running daemon can take: submitted without the full program's imports.

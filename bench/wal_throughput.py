@@ -211,7 +211,7 @@ def run_axisor(
         "max_fetch_s": round(max(fetch_times), 4),
         "elapsed_with_checks_s": round(time.perf_counter() - started, 3),
     }
-    shutil.rmtree(work / "restore")
+    shutil.rmtree(work / "restore", ignore_errors=True)  # a prefetch follower may be leaving
     return res
 
 

@@ -151,3 +151,28 @@ def switch_and_wait(cluster, timeout: float = 60) -> str:
         f"{cluster.psql('SELECT * FROM pg_stat_archiver')}\n"
         f"{(cluster.dir / 'server.log').read_text(errors='replace')[-3000:]}"
     )
+
+
+def segments_dir(root: Path, names: list[str]) -> Path:
+    """``root/pg_wal`` with a 16 MiB segment per name (a random 1 MiB head, a zero tail that
+    repeats across segments), each marked ready to archive."""
+    wal = root / "pg_wal"
+    (wal / "archive_status").mkdir(parents=True)
+    for n in names:
+        (wal / n).write_bytes(os.urandom(1 << 20) + bytes(16 * 1024 * 1024 - (1 << 20)))
+        (wal / "archive_status" / f"{n}.ready").touch()
+    return wal
+
+
+def archive_ready(ws, wal: Path, env: dict) -> list[dict]:
+    """PostgreSQL's archiver over a Workspace's CLI: the oldest .ready first, renamed .done
+    after exit 0; each push's --json."""
+    docs = []
+    status = wal / "archive_status"
+    while ready := sorted(p.name for p in status.iterdir() if p.name.endswith(".ready")):
+        name = ready[0][: -len(".ready")]
+        r = ws.cli("wal-push", str(wal / name), "--json", env=env)
+        assert r.code == 0, r.err
+        docs.append(r.json())
+        (status / f"{name}.ready").rename(status / f"{name}.done")
+    return docs

@@ -27,22 +27,18 @@ same checks decide each use (the key file unchanged, the passphrase the same).
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
 import os
-import stat
 from pathlib import Path
 
 from core import crypto
+from core.repository import keycache_file
 from core.repository.keys import KeyFile
-
-_TAG = b"axisor/keycache/v1"
-MAX_CACHE = 4096
 
 
 def _check(kek: bytes, passphrase: str, key: KeyFile) -> str:
-    return hmac.new(kek, _TAG + passphrase.encode("utf-8") + key.salt + key.data, hashlib.sha256).hexdigest()
+    return keycache_file.check(kek, passphrase, key.salt, key.data)
 
 
 class KeyCache:
@@ -92,23 +88,7 @@ class KeyCache:
             pass
 
     def _read(self) -> bytes | None:
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            return None
-        try:
-            st = os.fstat(fd)
-            # Only a file of ours that nobody else can read or write is trusted.
-            if (
-                st.st_uid != os.geteuid()
-                or st.st_mode & (stat.S_IRWXG | stat.S_IRWXO)
-                or not stat.S_ISREG(st.st_mode)
-                or st.st_size > MAX_CACHE
-            ):
-                return None
-            return os.read(fd, MAX_CACHE)
-        finally:
-            os.close(fd)
+        return keycache_file.read_private(self.path)
 
 
 def _entry(passphrase: str, key: KeyFile, kek: bytes) -> str:

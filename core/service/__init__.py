@@ -326,6 +326,11 @@ class BackupService(Session):
         """restore_command: write WAL file ``name`` to ``dest``; WalNotFound when it is not archived."""
         return await _wal.wal_fetch(self, name, dest)
 
+    async def wal_follow(self, name: str, dest: Path, lock_fd: int | None) -> int:
+        """`wal-fetch --ahead`: keep the prefetch spool beside ``dest`` full while recovery
+        asks (core/sources/postgres/wal_follow.py); the segments fetched."""
+        return await _wal.wal_follow(self, name, dest, lock_fd)
+
     async def database_archiving(
         self, config_path: Path, *, setup: bool = False, key_file: Path | None = None, owner: str | None = None
     ):

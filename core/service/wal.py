@@ -48,6 +48,7 @@ async def wal_fetch(session: Session, name: str, dest: Path) -> int:
     spool = await asyncio.to_thread(wal_prefetch.Spool.open, dest) if is_segment(name) else None
     try:
         if spool is not None:
+            await asyncio.to_thread(spool.note, name)  # where a running follower keeps its window
             await asyncio.to_thread(spool.sweep, name, m.size)
             if await asyncio.to_thread(spool.take, m, dest):
                 if await asyncio.to_thread(wal_prefetch.needs_topping_up, spool, name, m.size):
@@ -64,6 +65,36 @@ async def wal_fetch(session: Session, name: str, dest: Path) -> int:
     finally:
         if spool is not None:
             await asyncio.to_thread(spool.tidy)
+
+
+async def wal_follow(session: Session, name: str, dest: Path, lock_fd: int | None) -> int:
+    """`wal-fetch --ahead NAME PATH`: the prefetch follower for the spool beside PATH
+    (core/sources/postgres/wal_follow.py), holding the spool's lock ``lock_fd`` handed over
+    by the quick wal-fetch that started it, else taking it; 0 at once when another holds it
+    or there is no spool. Returns how many segments it fetched."""
+    import os
+
+    from core.sources.postgres import wal_spool
+    from core.sources.postgres.wal import is_segment, load_manifest
+    from core.sources.postgres.wal_follow import follow
+    from core.sources.postgres.wal_prefetch import Spool
+
+    folder = dest.parent / wal_spool.DIR_NAME
+    if lock_fd is None:
+        lock_fd = await asyncio.to_thread(wal_spool.take_lock, folder) if folder.is_dir() else None
+    if lock_fd is None or not is_segment(name):
+        return 0
+    try:
+        repo = await session.repository(load_index=False, key_cache_dir=session.state_dir)
+        m = await load_manifest(repo, name)
+        if m is None:
+            return 0  # recovery is past the archive's end: nothing to follow
+        async with session.read_lock("wal-fetch"):
+            await repo.load_index()
+        return await follow(repo, Spool(folder), name, m.size, lock_fd, lambda: session.read_lock("wal-fetch"))
+    finally:
+        await asyncio.to_thread(wal_spool.tidy, folder, lock_fd)  # nothing left behind when nothing is spooled
+        os.close(lock_fd)
 
 
 async def database_archiving(
@@ -124,5 +155,6 @@ __all__ = [
     "database_restore_problems",
     "database_status",
     "wal_fetch",
+    "wal_follow",
     "wal_push",
 ]

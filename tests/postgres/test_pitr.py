@@ -296,3 +296,63 @@ def test_replay_progress_names_the_segment_and_its_lsn() -> None:
     assert replay_position(log) == "WAL segment 00000001000000020000004A (LSN 2/4A000000)"
     assert replay_position(log, 1024 * 1024) == "WAL segment 00000001000000020000004A (LSN 2/4A00000)"
     assert replay_position("nothing restored yet") is None
+
+
+def test_pitr_replays_through_the_quick_wal_fetch(env) -> None:
+    """Recovery of several segments: after the first full wal-fetch, the spooled segments are
+    handed over by the quick path (app/wal_fetch_quick.py) and its follower keeps the spool
+    ahead; the data at the target is exact and nothing is left in pg_wal after promotion."""
+    c, sr, base = env
+    for i in range(6):  # six segments, each with rows of its own
+        _burst(c, f"S{i}", 5)
+        c.psql("SELECT pg_switch_wal()")
+    time.sleep(0.3)
+    target = datetime.fromisoformat(c.psql("SELECT clock_timestamp()::text").replace(" ", "T").replace("+00", "+00:00"))
+    time.sleep(0.3)
+    _burst(c, "after", 5)
+    switch_and_wait(c)
+    out = sr.dir / "pitr-quick"
+    port = _free_port()
+    r = sr.cli("restore", "--to-time", target.isoformat(), "--target-dir", str(out), "--port", str(port), "--json")
+    assert r.code == 0, r.out + r.err
+    # The same program, its imports written down per run: a quick answer never imports app.cli_run.
+    calls = sr.dir / "calls.log"
+    logging = sr.dir / "axisor-logged"
+    command = sr.wrapper.read_text().splitlines()[1].replace("-m app.cli", "-X importtime -m app.cli")
+    logging.write_text(f'#!/bin/sh\necho "CALL $*" >> {calls}\n{command} 2>> {calls}\n')
+    logging.chmod(0o755)
+    conf = out / "postgresql.auto.conf"
+    conf.write_text(conf.read_text().replace(f"{sr.wrapper} ", f"{logging} "))
+    calls.touch()
+    calls.chmod(0o666)
+    sr.chown()
+    start = [str(c.bin / "pg_ctl"), "-D", str(out), "-l", str(out / "replay.log"), "-w", "-t", "120", "start"]
+    subprocess.run(_as_postgres(start), check=True, capture_output=True, timeout=180)
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # promoted? (a query during replay may be cancelled by it: asked again)
+            try:
+                with psycopg.connect(host=str(out), port=port, user="postgres", dbname="postgres") as conn:
+                    if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                        counts = dict(
+                            conn.execute(
+                                "SELECT burst, count(*) FROM marks WHERE burst LIKE 'S%' OR burst = 'after' "
+                                "GROUP BY burst"
+                            ).fetchall()
+                        )
+                        break
+            except psycopg.Error:
+                pass
+            assert time.monotonic() < deadline, (out / "replay.log").read_text()[-3000:]
+            time.sleep(0.1)
+        assert counts == {f"S{i}": 5 for i in range(6)}, counts
+        runs = calls.read_text().split("CALL ")[1:]
+        segments = [b for b in runs if b.split()[3][:24].isalnum() and len(b.split()[3]) == 24]
+        quick = [b for b in segments if "app.wal_fetch_quick" in b and "app.cli_run" not in b]
+        assert len(segments) >= 6 and len(quick) >= 3, [b.splitlines()[0] for b in runs]
+    finally:
+        _stop(out, c.bin)
+    from core.sources.postgres.wal_prefetch import remove_spool
+
+    remove_spool(out / "pg_wal")
+    assert not (out / "pg_wal" / ".axisor-prefetch").exists()

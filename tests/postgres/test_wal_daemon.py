@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from wal_support import archive_ready as _archive
 from conftest import PASSPHRASE, Workspace
 
 from core.repository.repository import Repository
@@ -53,18 +54,6 @@ def _segments(wal: Path, names: list[str]) -> None:
     for n in names:
         (wal / n).write_bytes(os.urandom(1 << 20) + bytes(SEG - (1 << 20)))
         (wal / "archive_status" / f"{n}.ready").touch()
-
-
-def _archive(ws: Workspace, wal: Path, env: dict) -> list[dict]:
-    docs = []
-    status = wal / "archive_status"
-    while ready := sorted(p.name for p in status.iterdir() if p.name.endswith(".ready")):
-        name = ready[0][: -len(".ready")]
-        r = ws.cli("wal-push", str(wal / name), "--json", env=env)
-        assert r.code == 0, r.err
-        docs.append(r.json())
-        (status / f"{name}.ready").rename(status / f"{name}.done")
-    return docs
 
 
 def _manifests(repo_path: Path) -> dict:

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,43 @@ def test_the_cli_answers_before_its_imports(ws: Workspace, tmp_path: Path, monke
     out = tmp_path / "back"
     assert ws.cli("wal-fetch", NAMES[1], str(out), env=env).code == 0
     assert out.read_bytes() == (wal / NAMES[1]).read_bytes()
+
+
+def test_an_answer_by_identity_reads_nothing_and_any_change_is_seen(
+    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A marker holds the file's identity as the push read it (wal_markers.py): an answer
+    compares it instead of hashing again; a change since (even one that restores the size
+    and mtime) is hashed, and different bytes go to the full push, which refuses them."""
+    from core.sources.postgres import wal_markers
+
+    wal, env = _pushed_ahead(ws, tmp_path, monkeypatch)
+    state = Path(env["AXISOR_BACKUP_STATE_DIR"])
+    markers = [p for p in (state / "wal-ahead").rglob("0000*") if p.parent.name != "routes"]
+    assert markers and all(json.loads(p.read_text()).get("identity") for p in markers)
+    folder = markers[0].parent
+    hit = wal_markers.Markers(folder).take(wal / NAMES[1])
+    assert hit is not None and hit.hashed is False
+    # Other bytes, same size, the old mtime put back: ctime tells; the full push refuses (17).
+    changed = wal / NAMES[2]
+    st = changed.stat()
+    changed.write_bytes(b"\xff" + changed.read_bytes()[1:])
+    os.utime(changed, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert wal_markers.Markers(folder).take(changed) is None
+    assert ws.cli("wal-push", str(changed), env=env).code == 17
+    # The same bytes under a new inode: no identity match, hashed, answered.
+    same = wal / NAMES[3]
+    data = same.read_bytes()
+    same.unlink()
+    same.write_bytes(data)
+    hit = wal_markers.Markers(folder).take(same)
+    assert hit is not None and hit.hashed is True
+    # A file changed just before the read: no identity recorded (hashed at the answer).
+    fresh = tmp_path / "fresh"
+    fresh.write_bytes(b"x")
+    started = time.time_ns()
+    st = os.stat(fresh)
+    assert wal_markers.stable_identity(st, st, started) == ""
+    assert wal_markers.stable_identity(st, st, started + 10**9) == wal_markers.identity(st)
+    changed_st = os.stat(changed)
+    assert wal_markers.stable_identity(st, changed_st, started + 10**9) == ""

@@ -24,6 +24,7 @@ import json
 import os
 import re
 import socket
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,6 +34,7 @@ from core.errors import AxisorError, DamagedObject, Exit, UsageError
 from core.repository.format import BlobType
 from core.repository.repo_config import bounded_get
 from core.repository.repository import Repository
+from core.sources.postgres.wal_markers import stable_identity
 from core.storage.backend import ObjectExists, ObjectNotFound, ObjectUnreadable
 
 WAL = "wal"
@@ -110,6 +112,7 @@ class PushResult:
     sha256: str = ""
     from_marker: bool = False  # answered by a push ahead (wal_ahead), the repository unopened
     pushed_ahead: tuple[str, ...] = ()  # other files the server had ready, stored by this call
+    identity: str = ""  # the file's stable identity as read (wal_markers.stable_identity), "" when unsure
 
 
 def _ad(name: str) -> bytes:
@@ -201,6 +204,8 @@ async def push(repo: Repository, path: Path) -> PushResult:
     except OSError as exc:
         raise UsageError(f"wal-push: cannot read {path}: {exc.strerror}") from None
     with f:
+        # The file as read (a marker's identity, wal_markers.py): stat before and after.
+        before, read_started = os.fstat(f.fileno()), time.time_ns()
         if repo.write_only:
             existing = await _own_manifest(repo, name)
         else:
@@ -211,7 +216,8 @@ async def push(repo: Repository, path: Path) -> PushResult:
             except OSError as exc:
                 raise UsageError(f"wal-push: cannot read {path}: {exc.strerror}") from None
             if _same(existing, size, digest):
-                return PushResult(name, size, True, digest)
+                ident = stable_identity(before, os.fstat(f.fileno()), read_started) if size == before.st_size else ""
+                return PushResult(name, size, True, digest, identity=ident)
             raise _conflict(name, existing, size, digest)
         h = hashlib.sha256()
 
@@ -227,6 +233,7 @@ async def push(repo: Repository, path: Path) -> PushResult:
             except OSError as exc:
                 raise UsageError(f"wal-push: cannot read {path}: {exc.strerror}") from None
             await writer.drain()
+            ident = stable_identity(before, os.fstat(f.fileno()), read_started) if size == before.st_size else ""
             await repo.flush()  # packs, then the index naming them: durable before the manifest
         except BaseException:
             await repo.abort()
@@ -250,8 +257,8 @@ async def push(repo: Repository, path: Path) -> PushResult:
         other = await (_own_manifest(repo, name) if repo.write_only else load_manifest(repo, name))
         if other is None or not _same(other, size, digest):
             raise _conflict(name, other or m, size, digest) from None
-        return PushResult(name, size, True, digest)
-    return PushResult(name, size, False, digest)
+        return PushResult(name, size, True, digest, identity=ident)
+    return PushResult(name, size, False, digest, identity=ident)
 
 
 async def fetch(repo: Repository, name: str, dest: Path) -> int:

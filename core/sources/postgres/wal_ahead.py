@@ -78,7 +78,7 @@ async def push_ahead(
         nonlocal failed
         try:
             r = await push(repo.sibling(), file)
-            await asyncio.to_thread(markers.record, r.name, r.size, r.sha256)
+            await asyncio.to_thread(markers.record, r.name, r.size, r.sha256, r.identity)
             done.append(r.name)
         except (AxisorError, OSError):
             failed = True

@@ -119,7 +119,7 @@ class WalPusher:
             finally:
                 await self._let_go()
             if markers is not None and file.name not in self._asked:
-                await asyncio.to_thread(markers.record, result.name, result.size, result.sha256)
+                await asyncio.to_thread(markers.record, result.name, result.size, result.sha256, result.identity)
         self._stored[file.name] = None
         while len(self._stored) > STORED_KEPT:
             self._stored.popitem(last=False)

@@ -3,30 +3,47 @@ file stored ahead of the server's own push of it.
 
 Standard library only: the quick answer to a `wal-push` (app/wal_quick.py) reads a marker
 before the program's other imports, which cost more than the answer itself.
+
+A marker names what was stored by size and SHA-256 and, when it could be sure, by the
+file's *identity* at the push (device, inode, size, mtime and ctime in nanoseconds). An
+answer then compares that identity instead of hashing the 16 MiB again (the push hashed it
+once while storing it; the second SHA-256 was a third of an answer's CPU). Sure means: the
+identity did not change while the push read the file, and the file's last change (ctime)
+lies more than ``RACY_SECONDS`` before the read began. Every change to a file sets its ctime
+from the kernel's clock, coarse by at most a tick (a few ms), so any change after the read
+began gives a ctime the marker does not hold, as does a new file under the name (another
+inode): the full push then compares the bytes with the archived manifest and refuses
+different content (exit 17) exactly as before. Without an identity (a file still being
+written, a clock set back), the answer hashes the file as before.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.sources.postgres.wal_spool import file_digest
+
+__all__ = ["Hit", "Markers", "file_digest", "identity", "stable_identity"]
+
 MARKER_TTL = 24 * 3600.0
 DIR_NAME = "wal-ahead"
+RACY_SECONDS = 0.1  # a file changed this close to the push's read is hashed at the answer
 
 
-def file_digest(path: Path) -> tuple[int, str]:
-    """Size and SHA-256 of a file, read in pieces."""
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while piece := f.read(1024 * 1024):
-            h.update(piece)
-            size += len(piece)
-    return size, h.hexdigest()
+def identity(st: os.stat_result) -> str:
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+
+
+def stable_identity(before: os.stat_result, after: os.stat_result, read_started_ns: int) -> str:
+    """The identity of a file read between ``before`` and ``after`` (fstat of the open file)
+    when it may stand for the bytes read (see the module's doc), else ""."""
+    if identity(before) != identity(after) or before.st_ctime_ns > read_started_ns - int(RACY_SECONDS * 1e9):
+        return ""
+    return identity(after)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +51,7 @@ class Hit:
     name: str
     size: int
     sha256: str
+    hashed: bool = True  # False: answered by the file's identity, the bytes not read again
 
 
 class Markers:
@@ -60,23 +78,31 @@ class Markers:
         try:
             d = json.loads(marker.read_text())
             size, digest, at = int(d["size"]), str(d["sha256"]), float(d["at"])
+            ident = str(d.get("identity") or "")
         except (OSError, ValueError, KeyError, TypeError):
             return None  # none (the usual case), or unreadable: the full push decides
         self._drop(marker)
         if time.time() - at > MARKER_TTL:
             return None
         try:
-            if os.stat(path).st_size != size:
+            st = os.stat(path)
+            if st.st_size != size:
                 return None
+            if ident and ident == identity(st) and st.st_ctime_ns <= time.time_ns():
+                return Hit(path.name, size, digest, hashed=False)  # the bytes the push read and stored
             actual = file_digest(path)
         except OSError:
             return None
         return Hit(path.name, size, digest) if actual == (size, digest) else None
 
-    def record(self, name: str, size: int, sha256: str) -> None:
+    def record(self, name: str, size: int, sha256: str, ident: str = "") -> None:
+        """``ident``: stable_identity() of the file as the push read it, "" when unsure."""
         tmp = self.folder / f".{name}.{os.getpid()}.tmp"
+        doc: dict[str, object] = {"size": size, "sha256": sha256, "at": time.time()}
+        if ident:
+            doc["identity"] = ident
         try:
-            tmp.write_text(json.dumps({"size": size, "sha256": sha256, "at": time.time()}))
+            tmp.write_text(json.dumps(doc))
             os.replace(tmp, self.folder / name)
         except OSError:
             self._drop(tmp)

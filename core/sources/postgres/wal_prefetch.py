@@ -15,6 +15,11 @@ from the archive ends the window (the end of the archive, or a timeline switch: 
 The spool holds at most ``PREFETCH_BYTES``; files for segments before the one asked for (the
 server has moved past them) and files older than ``SPOOL_TTL`` are removed on every run, and
 so is the folder at the end of a point-in-time restore.
+
+Once the quick wal-fetch (app/wal_fetch_quick.py) answers from the spool before the
+imports, replay asks faster than a whole program run per top-up allows: so a *follower*
+(wal_follow.py, ``wal-fetch --ahead``), started by that quick path, keeps the window full
+in the background while recovery runs, steered by two small files (wal_spool.py).
 """
 
 from __future__ import annotations
@@ -23,14 +28,16 @@ import asyncio
 import contextlib
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from core.errors import AxisorError
 from core.repository.repository import Repository
 from core.sources.postgres.wal import WalManifest, fetch, is_segment, load_manifest, segment_name, segment_number
+from core.sources.postgres import wal_spool
 from core.sources.postgres.wal_markers import file_digest
 
-DIR_NAME = ".axisor-prefetch"
+DIR_NAME = wal_spool.DIR_NAME
 PREFETCH_FILES = 8  # the window: segments after the one asked for
 PREFETCH_PARALLEL = 4
 PREFETCH_BYTES = 128 * 1024 * 1024
@@ -59,6 +66,10 @@ class Spool:
         except OSError:
             return False
         return os.access(self.folder, os.W_OK)
+
+    def note(self, name: str) -> None:
+        """Record ``name`` as the segment recovery asked for last (the follower's position)."""
+        wal_spool.note_asked(self.folder, name)
 
     def tidy(self) -> None:
         """Remove the folder when it holds nothing (nothing left behind in pg_wal)."""
@@ -99,6 +110,8 @@ class Spool:
         now = time.time()
         with contextlib.suppress(OSError):
             for e in os.scandir(self.folder):
+                if e.name == wal_spool.LOCK:
+                    continue  # held by a live follower; remove_spool removes it
                 try:
                     stale = now - e.stat().st_mtime > SPOOL_TTL
                 except OSError:
@@ -122,10 +135,21 @@ def needs_topping_up(spool: Spool, name: str, segment_size: int) -> bool:
     return bool(wanted) and len(set(wanted) & spool.names()) < (len(wanted) + 1) // 2
 
 
-async def prefetch(repo: Repository, name: str, segment_size: int, spool: Spool) -> tuple[str, ...]:
+async def prefetch(
+    repo: Repository,
+    name: str,
+    segment_size: int,
+    spool: Spool,
+    *,
+    make: bool = True,
+    asked: Callable[[], str | None] | None = None,
+) -> tuple[str, ...]:
     """Fetch the window after ``name`` that is not spooled yet (the index is loaded and the
     caller holds the read lock), ``PREFETCH_PARALLEL`` at a time; stop at the first segment
-    the archive does not hold. Failures are not errors: that file's own fetch reports them."""
+    the archive does not hold. Failures are not errors: that file's own fetch reports them.
+    ``make=False`` (the follower): never create the folder; recovery's end removed it.
+    ``asked``: the segment recovery asked for last, looked up before each fetch starts: one
+    recovery has reached meanwhile is not fetched again (it was just handed over)."""
     have = await asyncio.to_thread(spool.names)
     room = PREFETCH_BYTES - await asyncio.to_thread(spool.used_bytes)
     todo: list[str] = []
@@ -142,13 +166,16 @@ async def prefetch(repo: Repository, name: str, segment_size: int, spool: Spool)
             break
         room -= m.size
         todo.append(n)
-    if not todo or not await asyncio.to_thread(spool.make):
+    if not todo or not await asyncio.to_thread(spool.make if make else spool.folder.is_dir):
         return ()
     slots = asyncio.Semaphore(PREFETCH_PARALLEL)
     done: list[str] = []
 
     async def one(n: str) -> None:
         async with slots:
+            now = await asyncio.to_thread(asked) if asked is not None else None
+            if now is not None and n[8:] <= now[8:]:
+                return
             try:
                 await fetch(repo, n, spool.folder / n)
                 done.append(n)
@@ -160,8 +187,11 @@ async def prefetch(repo: Repository, name: str, segment_size: int, spool: Spool)
 
 
 def remove_spool(pg_wal: Path) -> None:
-    """The spool of a finished recovery (``pg_wal/.axisor-prefetch``), best effort."""
+    """The spool of a finished recovery (``pg_wal/.axisor-prefetch``), best effort. A
+    follower still running is told to stop (its lock file removed) and given ``STOP_WAIT``
+    to finish the fetch under way, so no file of its lands after the folder is gone."""
     folder = pg_wal / DIR_NAME
+    wal_spool.stop_follower(folder)
     with contextlib.suppress(OSError):
         for e in os.scandir(folder):
             _drop(Path(e.path))
