@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import subprocess
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -96,6 +96,24 @@ class Running:
         await asyncio.to_thread(self.stdout.close)  # its last read has returned: the writer is gone
         if self.proc.stdout is not None:  # always (start spawns with stdout=PIPE)
             self.proc.stdout.close()
+
+
+async def all_or_none(aws: Sequence[Awaitable[Any]]) -> list[Any]:
+    """Run ``aws`` at once (the parts of a dump, stored or restored); their results in
+    order. The first failure, or this being cancelled, cancels the others (each kills its
+    program on the way out) and is raised once they have all ended."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for t in tasks:
+            if t.done() and not t.cancelled() and (exc := t.exception()) is not None:
+                raise exc
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    return [t.result() for t in tasks]
 
 
 def start(argv: list[str], env: dict[str, str]) -> Running:
