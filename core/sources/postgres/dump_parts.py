@@ -37,8 +37,8 @@ class DumpPart:
 
 def assign_parts(tables: Sequence[tuple[str, str, int]], jobs: int) -> tuple[tuple[tuple[str, str], ...], ...]:
     """``tables`` ((schema, name, size in bytes) each) spread over at most ``jobs`` parts:
-    largest first, each to the part holding the fewest bytes so far (the lowest-numbered
-    among equals), so the parts differ by at most the largest table's size. Deterministic:
+    largest first, each to the part holding the fewest bytes so far (among equals the one
+    with the fewest tables, then the lowest-numbered: empty tables spread too), so the parts differ by at most the largest table's size. Deterministic:
     equal sizes are taken in names.key order. Parts left empty are dropped (a part with no
     ``--table`` would dump everything), part 0 always kept; each part's tables in key order."""
     if jobs < 1:
@@ -47,7 +47,7 @@ def assign_parts(tables: Sequence[tuple[str, str, int]], jobs: int) -> tuple[tup
     loads = [0] * min(jobs, max(1, len(order)))
     parts: list[list[tuple[str, str]]] = [[] for _ in loads]
     for schema, name, size in order:
-        k = min(range(len(loads)), key=lambda i: (loads[i], i))
+        k = min(range(len(loads)), key=lambda i: (loads[i], len(parts[i]), i))
         loads[k] += max(size, 0)
         parts[k].append((schema, name))
     kept = [parts[0], *(p for p in parts[1:] if p)]

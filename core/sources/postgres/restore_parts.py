@@ -109,8 +109,8 @@ async def restore_parts(
     try:
         results = [await feed(head, [*extra, "--section=pre-data"], head_list, True)]
         done.append("the schema (pre-data)")
-        data = [feed(head, ["--data-only"], head_list, False)]
-        data += [feed(p.node, ["--data-only"], lst, False) for p, lst in zip(parts[1:], others) if lst != ""]
+        data = [feed(head, ["--section=data"], head_list, False)]
+        data += [feed(p.node, ["--section=data"], lst, False) for p, lst in zip(parts[1:], others) if lst != ""]
         results += await all_or_none(data)
         done.append(f"the data of {len(data)} parts")
         results.append(await feed(head, ["--section=post-data"], head_list, True))

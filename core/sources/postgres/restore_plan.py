@@ -96,7 +96,9 @@ async def plan_logical_restore(
     elif not partial and objects and not force:
         refused = f"database {name!r} is not empty ({objects} objects): --force replaces it after a safety backup"
     elif not partial and objects and meta.get("dump_parts") is not None:
-        refused = f"the snapshot's dump is in parts: --force cannot replace database {name!r} with it (restore_parts.py)"
+        refused = (
+            f"the snapshot's dump is in parts: --force cannot replace database {name!r} with it (restore_parts.py)"
+        )
     return {
         "snapshot": snap.id,
         "target": target.describe(),
