@@ -282,3 +282,59 @@ def test_a_table_in_two_parts_or_missing_from_its_part_fails_the_backup() -> Non
         _union([part("public.a", "public.b"), part("public.b")], plan)  # type: ignore[list-item]
     with pytest.raises(DatabaseError, match="part 1 of the dump does not hold the data it was given"):
         _union([part("public.a"), part()], plan)  # type: ignore[list-item]
+
+
+def _pg_dump_children() -> list[int]:
+    """This process's pg_dump children not reaped yet (zombies included)."""
+    import os
+
+    found = []
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        comm, ppid = text[text.index("(") + 1 : text.rindex(")")], int(text[text.rindex(")") + 2 :].split()[1])
+        if ppid == os.getpid() and comm == "pg_dump":
+            found.append(int(path.parent.name))
+    return found
+
+
+def test_a_cancelled_backup_stops_every_part_and_saves_nothing(parted_source, tmp_path, monkeypatch) -> None:
+    import asyncio
+
+    from conftest import PASSPHRASE
+    from core.config import DatabaseConfig
+    from core.repository.repository import Repository
+    from core.sources.postgres import logical_backup
+    from core.storage.local import LocalBackend
+
+    real = logical_backup.store_output
+
+    async def part_1_never_ends(*args, **kwargs):
+        if kwargs.get("program", "").startswith("pg_dump (part 1 "):
+            await asyncio.Event().wait()  # its pg_dump runs on, blocked on a full pipe
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(logical_backup, "store_output", part_1_never_ends)
+
+    async def run() -> None:
+        await Repository.create(LocalBackend(tmp_path / "repo"), PASSPHRASE, pack_size=4 * 1024 * 1024)
+        repo = await Repository.open(LocalBackend(tmp_path / "repo"), PASSPHRASE)
+        await repo.load_index()
+        db = DatabaseConfig(enabled=True, url=parted_source.url("app"), dump_jobs=3)
+        task = asyncio.ensure_future(logical_backup.backup_logical(repo, db, jobs=db.dump_jobs))
+        for _ in range(200):
+            if len(_pg_dump_children()) == 3:
+                break
+            await asyncio.sleep(0.05)
+        assert len(_pg_dump_children()) == 3  # the three parts, started at once
+        await asyncio.sleep(1.0)  # parts 0 and 2 stored, part 1 held
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert _pg_dump_children() == []  # every pg_dump killed and reaped
+        snaps, _ = await repo.list_snapshots()
+        assert snaps == []
+
+    asyncio.run(run())
