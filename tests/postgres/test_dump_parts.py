@@ -286,18 +286,9 @@ def test_a_table_in_two_parts_or_missing_from_its_part_fails_the_backup() -> Non
 
 def _pg_dump_children() -> list[int]:
     """This process's pg_dump children not reaped yet (zombies included)."""
-    import os
+    from proc_support import children
 
-    found = []
-    for path in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = path.read_text()
-        except OSError:
-            continue
-        comm, ppid = text[text.index("(") + 1 : text.rindex(")")], int(text[text.rindex(")") + 2 :].split()[1])
-        if ppid == os.getpid() and comm == "pg_dump":
-            found.append(int(path.parent.name))
-    return found
+    return children("pg_dump")
 
 
 def test_a_cancelled_backup_stops_every_part_and_saves_nothing(parted_source, tmp_path, monkeypatch) -> None:
