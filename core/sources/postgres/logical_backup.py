@@ -24,11 +24,11 @@ from core.backup.run import DumpProgress
 from core.backup.single_file import single_file_snapshot
 from core.backup.stream import StreamWriter
 from core.config import DatabaseConfig
+from core.errors import DatabaseError
 from core.repository.format import BlobType
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
 from core.sources.postgres import dumpsum, names, pgglobals
-from core.errors import DatabaseError
 from core.sources.postgres.child import Running, StoredOutput, all_or_none, store_output
 from core.sources.postgres.connection import PgTarget
 from core.sources.postgres.dump_forecast import DumpForecast
