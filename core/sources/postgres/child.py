@@ -14,6 +14,7 @@ import contextlib
 import subprocess
 import threading
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -154,16 +155,18 @@ async def store_output(
     env: dict[str, str] | None = None,
     during: Callable[[], Awaitable[Any]] | None = None,
     running: Running | None = None,
+    take_executor: Executor | None = None,
 ) -> StoredOutput:
     """Run ``argv`` (or take over ``running``, already started) and store its stdout (through
     ``wrap``, a read-through tap, if given; ``observe`` sees the bytes in place as they are
     chunked) while ``during`` runs (pg_dump's metadata queries in the same exported snapshot).
+    ``take_executor``: where the stream is cut (StreamWriter; default the repository's pool).
     A non-zero exit raises DatabaseError naming ``program`` with its last stderr lines."""
     from core.backup.stream import StreamWriter
 
     child = running or start(argv, env or target.child_env())
     proc = child.proc
-    writer = StreamWriter(repo)
+    writer = StreamWriter(repo, take_executor=take_executor)
     stdout = wrap(child.stdout) if wrap is not None else child.stdout
     store = asyncio.ensure_future(writer.store(stdout, on_bytes, observe))
     try:

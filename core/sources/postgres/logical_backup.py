@@ -16,6 +16,7 @@ import io
 import os
 import time
 from collections.abc import Awaitable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import psycopg
@@ -226,6 +227,26 @@ async def _store_parts(
     once; part 0's beside the metadata read. The first failure (or a cancelled job) stops
     every part: each kills its pg_dump and aborts the open packs; nothing is half-saved."""
     many = len(children) > 1
+    # Each part is cut on a thread of its own (the sealing stays on the repository's pool):
+    # through a pool of the host's cores the parts' takes queued behind each other.
+    takes = ThreadPoolExecutor(len(children), thread_name_prefix="axisor-dump-part") if many else None
+    try:
+        return await _store_each(repo, dump, children, sums, told, metadata_read, takes)
+    finally:
+        if takes is not None:
+            takes.shutdown(wait=False)
+
+
+async def _store_each(
+    repo: Repository,
+    dump: StartedDump,
+    children: tuple[Running, ...],
+    sums: list[dumpsum.DumpChecksums],
+    told: DumpForecast | None,
+    metadata_read: asyncio.Future,
+    takes: ThreadPoolExecutor | None,
+) -> list[StoredOutput]:
+    many = len(children) > 1
     return await all_or_none(
         [
             store_output(
@@ -237,6 +258,7 @@ async def _store_parts(
                 observe=sums[k].feed if sums else None,
                 running=child,
                 during=(lambda: metadata_read) if k == 0 else None,
+                take_executor=takes,
             )
             for k, child in enumerate(children)
         ]
