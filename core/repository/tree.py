@@ -257,9 +257,7 @@ def _pair(value: object) -> tuple:
 
 def tree_version(nodes: list[Node]) -> int:
     """The lowest version that represents ``nodes`` (see the module docstring)."""
-    if any(n.needs_v3 for n in nodes):
-        return 3
-    return 2 if any(n.needs_v2 for n in nodes) else 1
+    return max((3 if n.needs_v3 else 2 if n.needs_v2 else 1 for n in nodes), default=1)
 
 
 @dataclass(slots=True)
