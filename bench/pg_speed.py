@@ -36,7 +36,7 @@ of the medians (target <= 1.15x), the load average before and after each shape.
 
 ``--before DIR`` adds the same backup by another checkout's code (``PYTHONPATH=DIR``; the
 others run this checkout's, also through PYTHONPATH), ``--daemon`` a backup through a
-running daemon, ``--no-z0`` drops the -Z0 dump.
+running daemon, ``--no-z0`` drops the -Z0 dump, ``--no-fc`` the -Fc one (a reference already taken).
 
 Raw JSON (rewritten after every round): bench/results/pg-speed-<UTC timestamp>.json. ``--drop`` removes the cluster at the
 end (about 5.5 GB with ``big``).
@@ -319,9 +319,10 @@ def bench_shape(
     save=lambda out: None,
     daemon: bool = False,
     dump_jobs: tuple[int, ...] = (),
+    fc: bool = True,
 ) -> dict:
     tools = (
-        tuple(t for t in TOOLS if z0 or t != "pg_dump_z0")
+        tuple(t for t in TOOLS if (z0 or t != "pg_dump_z0") and (fc or t != "pg_dump"))
         + (("axisor_before",) if before is not None else ())
         + (("axisor_daemon",) if daemon else ())
         + tuple(f"axisor_j{n}" for n in dump_jobs if n != 1)
@@ -362,7 +363,8 @@ def _rounds(
         print(
             f"{db} run {n}: "
             + ", ".join(f"{k} {r[k]['wall_s']:.2f} s" for k in order)
-            + f" (ratio {r['axisor']['wall_s'] / r['pg_dump']['wall_s']:.3f}, load {r['loadavg'][0]:.1f})",
+            + (f" (ratio {r['axisor']['wall_s'] / r['pg_dump']['wall_s']:.3f}" if "pg_dump" in r else " (")
+            + f", load {r['loadavg'][0]:.1f})",
             flush=True,
         )
     out["loadavg_after"] = os.getloadavg()
@@ -376,6 +378,26 @@ def _rounds(
             "wall_max": max(walls),
             **{k: statistics.median(r[t][k] for r in out["runs"]) for k in ("cpu_s", "server_cpu_s", "peak_rss_mib")},
         }
+    if "pg_dump" in tools:  # --no-fc leaves the reference out
+        _ratios(out, summ, tools)
+    for t in (t for t in tools if t.startswith("axisor_j")):
+        sp = [r["axisor"]["wall_s"] / r[t]["wall_s"] for r in out["runs"]]
+        summ[f"speedup_{t[7:]}"] = {
+            "median": round(statistics.median(sp), 3),
+            "range": [round(min(sp), 3), round(max(sp), 3)],
+            "of_medians": round(summ["axisor"]["wall_s"] / summ[t]["wall_s"], 3),
+        }
+    for other in ("axisor_before", "axisor_daemon"):
+        if other in tools and "pg_dump" in tools:
+            rb = [r[other]["wall_s"] / r["pg_dump"]["wall_s"] for r in out["runs"]]
+            summ[f"ratio_{other[7:]}_median"] = round(statistics.median(rb), 3)
+            summ[f"ratio_{other[7:]}_range"] = [round(min(rb), 3), round(max(rb), 3)]
+    out["summary"] = summ
+    return out
+
+
+def _ratios(out: dict, summ: dict, tools: tuple) -> None:
+    """axisor / pg_dump -Fc (and -Z0, and the daemon's job alone) per round and of the medians."""
     ratios = [r["axisor"]["wall_s"] / r["pg_dump"]["wall_s"] for r in out["runs"]]
     ratios_z0 = [r["axisor"]["wall_s"] / r["pg_dump_z0"]["wall_s"] for r in out["runs"] if "pg_dump_z0" in r] or [0.0]
     summ["ratio_of_medians"] = round(summ["axisor"]["wall_s"] / summ["pg_dump"]["wall_s"], 3)
@@ -389,20 +411,6 @@ def _rounds(
         summ["daemon_job_s"] = {"median": statistics.median(jobs), "min": min(jobs), "max": max(jobs)}
         summ["ratio_daemon_job_median"] = round(statistics.median(rj), 3)
         summ["ratio_daemon_job_range"] = [round(min(rj), 3), round(max(rj), 3)]
-    for t in (t for t in tools if t.startswith("axisor_j")):
-        sp = [r["axisor"]["wall_s"] / r[t]["wall_s"] for r in out["runs"]]
-        summ[f"speedup_{t[7:]}"] = {
-            "median": round(statistics.median(sp), 3),
-            "range": [round(min(sp), 3), round(max(sp), 3)],
-            "of_medians": round(summ["axisor"]["wall_s"] / summ[t]["wall_s"], 3),
-        }
-    for other in ("axisor_before", "axisor_daemon"):
-        if other in tools:
-            rb = [r[other]["wall_s"] / r["pg_dump"]["wall_s"] for r in out["runs"]]
-            summ[f"ratio_{other[7:]}_median"] = round(statistics.median(rb), 3)
-            summ[f"ratio_{other[7:]}_range"] = [round(min(rb), 3), round(max(rb), 3)]
-    out["summary"] = summ
-    return out
 
 
 def uptime() -> str:
@@ -424,6 +432,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--prepare-only", action="store_true")
     ap.add_argument("--no-z0", action="store_true", help="leave out pg_dump -Fc -Z0 (saves a dump per round)")
+    ap.add_argument("--no-fc", action="store_true", help="leave out pg_dump -Fc (its reference taken in another run)")
     ap.add_argument("--daemon", action="store_true", help="also time backups through a running axisor-backup daemon")
     ap.add_argument("--before", type=Path, help="another checkout (e.g. a worktree of main) run as axisor_before")
     ap.add_argument("--drop", action="store_true", help="remove the cluster (and its marker) at the end")
@@ -465,6 +474,7 @@ def main() -> int:
                 lambda out, shape=shape: save(shape, out),
                 a.daemon,
                 dump_jobs,
+                not a.no_fc,
             )
     finally:
         c.stop()
@@ -491,7 +501,9 @@ def main() -> int:
                 f"{x['server_cpu_s']:.2f} | {x['peak_rss_mib']:.0f} |"
             )
         print(
-            f"axisor / pg_dump -Fc: {s['ratio_median']:.3f}x median of rounds ({s['ratio_range'][0]:.3f}-"
+            ""
+            if "ratio_median" not in s
+            else f"axisor / pg_dump -Fc: {s['ratio_median']:.3f}x median of rounds ({s['ratio_range'][0]:.3f}-"
             f"{s['ratio_range'][1]:.3f}), {s['ratio_of_medians']:.3f}x of medians; target <= 1.15x. "
             f"axisor / pg_dump -Fc -Z0: {s['ratio_z0_median']:.3f}x ({s['ratio_z0_range'][0]:.3f}-"
             f"{s['ratio_z0_range'][1]:.3f})"
