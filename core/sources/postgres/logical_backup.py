@@ -231,38 +231,25 @@ async def _store_parts(
     # through a pool of the host's cores the parts' takes queued behind each other.
     takes = ThreadPoolExecutor(len(children), thread_name_prefix="axisor-dump-part") if many else None
     try:
-        return await _store_each(repo, dump, children, sums, told, metadata_read, takes)
+        return await all_or_none(
+            [
+                store_output(
+                    repo,
+                    dump.target,
+                    [],
+                    program=f"pg_dump (part {k} of {len(children)})" if many else "pg_dump",
+                    on_bytes=told,
+                    observe=sums[k].feed if sums else None,
+                    running=child,
+                    during=(lambda: metadata_read) if k == 0 else None,
+                    take_executor=takes,
+                )
+                for k, child in enumerate(children)
+            ]
+        )
     finally:
         if takes is not None:
             takes.shutdown(wait=False)
-
-
-async def _store_each(
-    repo: Repository,
-    dump: StartedDump,
-    children: tuple[Running, ...],
-    sums: list[dumpsum.DumpChecksums],
-    told: DumpForecast | None,
-    metadata_read: asyncio.Future,
-    takes: ThreadPoolExecutor | None,
-) -> list[StoredOutput]:
-    many = len(children) > 1
-    return await all_or_none(
-        [
-            store_output(
-                repo,
-                dump.target,
-                [],
-                program=f"pg_dump (part {k} of {len(children)})" if many else "pg_dump",
-                on_bytes=told,
-                observe=sums[k].feed if sums else None,
-                running=child,
-                during=(lambda: metadata_read) if k == 0 else None,
-                take_executor=takes,
-            )
-            for k, child in enumerate(children)
-        ]
-    )
 
 
 def _union(
