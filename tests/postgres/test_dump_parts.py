@@ -206,6 +206,13 @@ def test_backup_in_parts_restores_whole_and_validated(pws: Workspace, parted_sou
     assert c.psql("SELECT last_value FROM public.counter", "copy3") == "777"
     assert c.psql("SELECT count(*) FROM pg_constraint WHERE contype = 'f'", "copy3") == "1"
 
+    # N = 1: the snapshot as before this work (no dump_parts, no part node, tree version 1).
+    r = pws.cli("backup", "--dump-jobs", "1", "--json")
+    assert r.code == 0, r.err
+    single = _latest(pws)
+    assert "dump_parts" not in single["metadata"] and single["summary"]["total_files"] == 2
+    assert single["metadata"]["tables"] == ROWS and set(single["metadata"]["checksums"]) == set(ROWS)
+
     # --force over a database cannot keep the all-or-nothing promise with parts: refused, unchanged.
     r = pws.cli("restore", snap["id"][:12], "--target-db", c.url("copy3"), "--force")
     assert r.code == 12 and "in 3 parts" in r.err, r.err
