@@ -175,6 +175,24 @@ def _check_parts(snap: dict, jobs: int) -> list[dict]:
     return parts
 
 
+def _tree_version(ws: Workspace, tree: str) -> int:
+    import asyncio
+
+    import msgpack
+
+    from conftest import PASSPHRASE
+    from core.repository.format import BlobType
+    from core.repository.repository import Repository
+    from core.storage.local import LocalBackend
+
+    async def read() -> int:
+        repo = await Repository.open(LocalBackend(ws.repo), PASSPHRASE)
+        await repo.load_index()
+        return msgpack.unpackb(await repo.load_blob(BlobType.TREE, bytes.fromhex(tree)), raw=False)["v"]
+
+    return asyncio.run(read())
+
+
 CONTENT = (
     "SELECT md5(string_agg(x, ',' ORDER BY x)) FROM ("
     "SELECT b::text x FROM public.big b UNION ALL SELECT m::text FROM public.medium m "
@@ -212,6 +230,7 @@ def test_backup_in_parts_restores_whole_and_validated(pws: Workspace, parted_sou
     single = _latest(pws)
     assert "dump_parts" not in single["metadata"] and single["summary"]["total_files"] == 2
     assert single["metadata"]["tables"] == ROWS and set(single["metadata"]["checksums"]) == set(ROWS)
+    assert _tree_version(pws, single["tree"]) == 1 and _tree_version(pws, snap["tree"]) == 3
 
     # --force over a database cannot keep the all-or-nothing promise with parts: refused, unchanged.
     r = pws.cli("restore", snap["id"][:12], "--target-db", c.url("copy3"), "--force")
