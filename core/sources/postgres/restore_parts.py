@@ -3,7 +3,7 @@ its metadata): the part files found in the snapshot's tree with their tables of 
 (``load_parts``), what each part gives a restore of some tables (``data_lists``), and the
 restore itself (``restore_parts``): part 0's ``--section=pre-data`` (the schema), then the
 data of every part at once, each fed from its own stream to its own ``pg_restore
---data-only``, then part 0's ``--section=post-data`` (indexes, constraints, triggers).
+--section=data``, then part 0's ``--section=post-data`` (indexes, constraints, triggers).
 
 Unlike a dump in one piece this is not one transaction: each step is its own. Into a
 database the restore created, a failure drops it as before (restore_target._undo); into
@@ -13,7 +13,6 @@ is refused for such a snapshot (logical_restore.py)."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 from core.errors import DatabaseError, UsageError
@@ -111,17 +110,15 @@ async def restore_parts(
         done.append("the schema (pre-data)")
         data = [feed(head, ["--section=data"], head_list, False)]
         data += [feed(p.node, ["--section=data"], lst, False) for p, lst in zip(parts[1:], others) if lst != ""]
+        done.append("the data of any part that finished")
         results += await all_or_none(data)
-        done.append(f"the data of {len(data)} parts")
+        done[-1] = f"the data of all {len(data)} parts"
         results.append(await feed(head, ["--section=post-data"], head_list, True))
     except DatabaseError as exc:
         if done and not report.created:
             raise DatabaseError(
-                f"{exc} (the dump is in parts, restored step by step: {' and '.join(done)} "
-                f"stayed in {target.describe()})"
+                f"{exc} (the dump is in parts, restored step by step: {', '.join(done)} stayed in {target.describe()})"
             ) from None
-        raise
-    except asyncio.CancelledError:
         raise
     report.bytes = sum(n for n, _ in results)
     report.warnings = [w for _, warnings in results for w in warnings]
