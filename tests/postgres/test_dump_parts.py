@@ -355,3 +355,23 @@ def test_a_cancelled_backup_stops_every_part_and_saves_nothing(parted_source, tm
         assert snaps == []
 
     asyncio.run(run())
+
+
+def test_a_failing_part_drops_the_database_the_restore_created(pws: Workspace, parted_source, pg_bin) -> None:
+    c = parted_source
+    assert pws.cli("backup").code == 0
+    bins = pws.root / "failing"
+    bins.mkdir()
+    for name in ("pg_dump", "pg_dumpall", "psql"):
+        (bins / name).symlink_to(pg_bin / name)
+    (bins / "pg_restore").write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *--section=data*) head -c 1000 >/dev/null; '
+        'echo "pg_restore: error: simulated part failure" >&2; exit 1 ;; esac\n'
+        f'exec "{pg_bin}/pg_restore" "$@"\n'
+    )
+    (bins / "pg_restore").chmod(0o755)
+    _config(pws, c.url("app"), 3, f'pg_bin_dir = "{bins}"')
+    r = pws.cli("restore", "latest", "--target-db", c.url("never_kept_parts"))
+    assert r.code == 14 and "simulated part failure" in r.err, r.err
+    assert c.psql("SELECT count(*) FROM pg_database WHERE datname = 'never_kept_parts'") == "0"
