@@ -67,6 +67,20 @@ def test_malformed_parts_metadata_is_refused_not_half_read() -> None:
             read_parts({"dump_parts": bad})
 
 
+def test_dump_jobs_option_is_checked_and_keeps_the_run_in_this_process(capsys) -> None:
+    from app.cli_jobs import limited_here
+    from app.cli_parser import build_parser
+
+    parse = build_parser().parse_args
+    assert parse(["backup", "--dump-jobs", "4"]).dump_jobs == 4
+    assert parse(["backup"]).dump_jobs is None and not limited_here(parse(["backup"]))
+    assert limited_here(parse(["backup", "--dump-jobs", "2"]))  # a daemon would use its own config
+    for bad in ("0", "17", "two"):
+        with pytest.raises(SystemExit) as exc:
+            parse(["backup", "--dump-jobs", bad])
+        assert exc.value.code == 2 and "from 1 to 16" in capsys.readouterr().err
+
+
 def _node(name: bytes, part: int = 0) -> Node:
     return Node(name=name, type=FILE, mode=stat.S_IFREG | 0o600, uid=0, gid=0, mtime_ns=0, size=0, part=part)
 
