@@ -389,3 +389,19 @@ def test_a_failing_part_drops_the_database_the_restore_created(pws: Workspace, p
     r = pws.cli("restore", "latest", "--target-db", c.url("never_kept_parts"))
     assert r.code == 14 and "simulated part failure" in r.err, r.err
     assert c.psql("SELECT count(*) FROM pg_database WHERE datname = 'never_kept_parts'") == "0"
+
+
+def test_dump_jobs_is_a_logical_key(tmp_path) -> None:
+    from core.config import ConfigError, load_config
+
+    path = tmp_path / "c.toml"
+    path.write_text(
+        f'[database]\nenabled = true\nmode = "physical"\ndump_jobs = 2\n[storage]\nlocal_path = "{tmp_path}"\n'
+    )
+    with pytest.raises(ConfigError, match=r"database\.dump_jobs.*only applies to mode = \"logical\""):
+        load_config(path)
+    path.write_text(f'[database]\nenabled = true\ndump_jobs = 17\n[storage]\nlocal_path = "{tmp_path}"\n')
+    with pytest.raises(ConfigError, match="dump_jobs"):
+        load_config(path)
+    path.write_text(f'[database]\nenabled = true\ndump_jobs = 16\n[storage]\nlocal_path = "{tmp_path}"\n')
+    assert load_config(path).database.dump_jobs == 16
