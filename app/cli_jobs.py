@@ -70,9 +70,13 @@ async def _engine(svc: Any, *, prefer_daemon: bool = True) -> EngineClient:
 
 
 def limited_here(args: Any) -> bool:
-    """--limit-upload or --limit-download was given: a job must then run in this process,
-    since a daemon would run it under the limits of its own config."""
-    return getattr(args, "limit_upload", None) is not None or getattr(args, "limit_download", None) is not None
+    """--limit-upload, --limit-download or backup --dump-jobs was given: a job must then run
+    in this process, since a daemon would run it under its own config."""
+    return (
+        getattr(args, "limit_upload", None) is not None
+        or getattr(args, "limit_download", None) is not None
+        or getattr(args, "dump_jobs", None) is not None
+    )
 
 
 PROGRESS_WIDTH = 100  # the progress line drawn on a terminal whose width is unknown

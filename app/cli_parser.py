@@ -34,6 +34,17 @@ def _kib_per_second(text: str) -> int:
         ) from None
 
 
+def _dump_jobs(text: str) -> int:
+    """A backup --dump-jobs value, in [database] dump_jobs's range."""
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 16:
+        raise argparse.ArgumentTypeError(f"must be an integer from 1 to 16 (got {text!r})")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="axisor-backup", description="Back up and restore the Axisor platform.")
     p.add_argument(
@@ -81,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=600,
         metavar="SECONDS",
         help="how long to wait for a repository lock another process holds (default 600; 0 fails at once)",
+    )
+    b.add_argument(
+        "--dump-jobs",
+        type=_dump_jobs,
+        default=None,
+        metavar="N",
+        help="logical database backup: N pg_dumps at once on one snapshot (1-16; overrides [database] dump_jobs)",
     )
 
     s = sub.add_parser("snapshots", parents=[common], help="the catalog of snapshots")

@@ -97,7 +97,7 @@ async def _start_dump_early(args, config: Config) -> None:
     from core.sources.postgres import early_dump
     from core.sources.postgres.dump_start import start_dump
 
-    dump = asyncio.ensure_future(start_dump(db))
+    dump = asyncio.ensure_future(start_dump(db, jobs=db.dump_jobs))
     await asyncio.wait([dump])  # pg_dump spawned (or failed: the run raises it where it takes it)
     early_dump.offer(db, dump)
 
@@ -150,6 +150,8 @@ def prepare(argv: list[str] | None) -> int | Callable[[], int]:
         return EXIT_USAGE
     args.config_path = config_path
     config = config.with_limits(args.limit_upload, args.limit_download)
+    if getattr(args, "dump_jobs", None) is not None:  # backup --dump-jobs: this run's [database] dump_jobs
+        config = replace(config, database=replace(config.database, dump_jobs=args.dump_jobs))
     for note in config_notes(config, str(config_path)):
         Output.note(note)
 

@@ -1,6 +1,7 @@
 """PostgreSQL logical backup speed on two shapes (issue 14): axisor-backup against ``pg_dump -Fc``.
 
     .venv/bin/python bench/pg_speed.py [--shapes many,big] [--runs 3] [--big-gb 5]
+    .venv/bin/python bench/pg_speed.py --shapes wide --wide-gb 5 --dump-jobs 1,2 --runs 2
 
 Shapes (databases in one cluster under ``--data``, default /work/bench-data/pg-speed, each
 generated once and reused while the marker ``pg-speed.bench.json`` beside it matches):
@@ -12,6 +13,15 @@ generated once and reused while the marker ``pg-speed.bench.json`` beside it mat
   an int, an md5, a 384-character text of random md5s and a repeated md5, a double and a
   timestamp (generate_series; WAL skipped: created and filled in one transaction under
   wal_level = minimal).
+
+- ``wide``: ``--wide-gb`` GB in 4 tables of similar size (``w0`` .. ``w3``, rows as ``big``'s):
+  what a parallel logical dump (issue 19, ``[database] dump_jobs``) can spread over its parts.
+
+``--dump-jobs 1,2`` (issue 19): the axisor backup once per N (``axisor`` is N = 1,
+``axisor_j2`` N = 2, ...; config ``dump_jobs = N``), beside ``pg_dump -Fc`` and, for
+reference, ``pg_dump -Fd -j 2 -Z0 -f DIR`` (``pg_dump_dir_j2``: directory format to local
+disk, removed after each round); the summary adds the ratio of the single stream's wall to
+each N's (``speedup_jN``).
 
 Per shape, ``--runs`` rounds, the order alternating (ABAB..., then BABA...):
 ``pg_dump -Fc -d DB > /dev/null`` (pg_dump's default compression: the issue's reference),
@@ -26,7 +36,7 @@ of the medians (target <= 1.15x), the load average before and after each shape.
 
 ``--before DIR`` adds the same backup by another checkout's code (``PYTHONPATH=DIR``; the
 others run this checkout's, also through PYTHONPATH), ``--daemon`` a backup through a
-running daemon, ``--no-z0`` drops the -Z0 dump.
+running daemon, ``--no-z0`` drops the -Z0 dump, ``--no-fc`` the -Fc one (a reference already taken).
 
 Raw JSON (rewritten after every round): bench/results/pg-speed-<UTC timestamp>.json. ``--drop`` removes the cluster at the
 end (about 5.5 GB with ``big``).
@@ -88,7 +98,18 @@ FROM generate_series(1::bigint, {rows}) g;
 COMMIT;"""
 
 
-def prepare(root: Path, shapes: list[str], big_gb: float, bin_dir: Path) -> tuple[Cluster, dict]:
+WIDE_TABLES = 4
+
+
+def wide_sql(gb: float) -> str:
+    """``big_sql``'s rows in WIDE_TABLES tables of gb / WIDE_TABLES each, one transaction each."""
+    one = big_sql(gb / WIDE_TABLES)
+    return "\n".join(
+        one.replace("TABLE big ", f"TABLE w{i} ").replace("INTO big ", f"INTO w{i} ") for i in range(WIDE_TABLES)
+    )
+
+
+def prepare(root: Path, shapes: list[str], big_gb: float, bin_dir: Path, wide_gb: float = 5.0) -> tuple[Cluster, dict]:
     marker = root.parent / f"{root.name}.bench.json"
     info = json.loads(marker.read_text()) if marker.exists() else {}
     c = Cluster(root, bin_dir)
@@ -120,13 +141,15 @@ def prepare(root: Path, shapes: list[str], big_gb: float, bin_dir: Path) -> tupl
             f.write("wal_level = minimal\nmax_wal_senders = 0\nmax_wal_size = 4GB\n")
     c.start()
     for shape in shapes:
-        want = {"many": {"tables": MANY_TABLES}, "big": {"gb": big_gb}}[shape]
+        want = {"many": {"tables": MANY_TABLES}, "big": {"gb": big_gb}, "wide": {"gb": wide_gb, "tables": WIDE_TABLES}}[
+            shape
+        ]
         if info.get(shape, {}).get("params") == want:
             continue
         c.psql(f"DROP DATABASE IF EXISTS {shape}", db="postgres")
         c.psql(f"CREATE DATABASE {shape}", db="postgres")
         t = time.monotonic()
-        text = many_sql() if shape == "many" else big_sql(big_gb)
+        text = {"many": many_sql, "big": lambda: big_sql(big_gb), "wide": lambda: wide_sql(wide_gb)}[shape]()
         p = subprocess.run(
             [
                 str(bin_dir / "psql"),
@@ -171,15 +194,17 @@ def prepare(root: Path, shapes: list[str], big_gb: float, bin_dir: Path) -> tupl
     return c, info
 
 
-def axisor_run(c: Cluster, work: Path, db: str, n: int, src: Path | None = None) -> dict:
+def axisor_run(c: Cluster, work: Path, db: str, n: int, src: Path | None = None, jobs: int = 1) -> dict:
     """One backup into a fresh repository; ``src``: another checkout's code (on PYTHONPATH, with
-    this checkout's .venv), for a before/after comparison in the same run."""
+    this checkout's .venv), for a before/after comparison in the same run; ``jobs``: its
+    ``[database] dump_jobs`` (1 writes no such line: the default)."""
     repo = work / f"repo-{db}-{n}"
     shutil.rmtree(repo, ignore_errors=True)
     cfg = work / f"axisor-{db}.toml"
     cfg.write_text(
         f'[database]\nenabled = true\nurl = "{c.url(db)}"\nmode = "logical"\npg_bin_dir = "{c.bin}"\n'
-        f'[storage]\nlocal_path = "{repo}"\n'
+        + (f"dump_jobs = {jobs}\n" if jobs != 1 else "")
+        + f'[storage]\nlocal_path = "{repo}"\n'
     )
     env = axisor_env()
     env["XDG_STATE_HOME"] = str(work / "state")
@@ -267,6 +292,20 @@ def pg_dump_run(c: Cluster, db: str, z0: bool) -> dict:
     return with_server_cpu(c, lambda: run_timed(argv))
 
 
+def pg_dump_dir_run(c: Cluster, work: Path, db: str, jobs: int) -> dict:
+    """``pg_dump -Fd -j JOBS -Z0 -f DIR``: the directory format pg_dump parallelises, written
+    whole to local disk (what a backup would then have to store); the folder removed after."""
+    out = work / f"dir-{db}"
+    shutil.rmtree(out, ignore_errors=True)
+    argv = [str(c.bin / "pg_dump"), "-Fd", "-j", str(jobs), "-Z0", "-f", str(out), "-d", c.url(db)]
+    try:
+        res = with_server_cpu(c, lambda: run_timed(argv))
+        res["dir_bytes"] = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return res
+
+
 TOOLS = ("pg_dump", "pg_dump_z0", "axisor")
 
 
@@ -279,11 +318,15 @@ def bench_shape(
     z0: bool = True,
     save=lambda out: None,
     daemon: bool = False,
+    dump_jobs: tuple[int, ...] = (),
+    fc: bool = True,
 ) -> dict:
     tools = (
-        tuple(t for t in TOOLS if z0 or t != "pg_dump_z0")
+        tuple(t for t in TOOLS if (z0 or t != "pg_dump_z0") and (fc or t != "pg_dump"))
         + (("axisor_before",) if before is not None else ())
         + (("axisor_daemon",) if daemon else ())
+        + tuple(f"axisor_j{n}" for n in dump_jobs if n != 1)
+        + (("pg_dump_dir_j2",) if dump_jobs else ())
     )
     out: dict = {"loadavg_before": os.getloadavg(), "uptime_before": uptime(), "runs": []}
     d = Daemon(c, work, db) if daemon else None
@@ -308,6 +351,10 @@ def _rounds(
                 r[tool] = d.run(c)
             elif tool == "axisor_before":
                 r[tool] = axisor_run(c, work, db, n, before)
+            elif tool.startswith("axisor_j"):
+                r[tool] = axisor_run(c, work, db, n, jobs=int(tool[len("axisor_j") :]))
+            elif tool == "pg_dump_dir_j2":
+                r[tool] = pg_dump_dir_run(c, work, db, 2)
             else:
                 r[tool] = pg_dump_run(c, db, tool == "pg_dump_z0")
         r["loadavg"] = os.getloadavg()
@@ -316,7 +363,8 @@ def _rounds(
         print(
             f"{db} run {n}: "
             + ", ".join(f"{k} {r[k]['wall_s']:.2f} s" for k in order)
-            + f" (ratio {r['axisor']['wall_s'] / r['pg_dump']['wall_s']:.3f}, load {r['loadavg'][0]:.1f})",
+            + (f" (ratio {r['axisor']['wall_s'] / r['pg_dump']['wall_s']:.3f}" if "pg_dump" in r else " (")
+            + f", load {r['loadavg'][0]:.1f})",
             flush=True,
         )
     out["loadavg_after"] = os.getloadavg()
@@ -330,6 +378,26 @@ def _rounds(
             "wall_max": max(walls),
             **{k: statistics.median(r[t][k] for r in out["runs"]) for k in ("cpu_s", "server_cpu_s", "peak_rss_mib")},
         }
+    if "pg_dump" in tools:  # --no-fc leaves the reference out
+        _ratios(out, summ, tools)
+    for t in (t for t in tools if t.startswith("axisor_j")):
+        sp = [r["axisor"]["wall_s"] / r[t]["wall_s"] for r in out["runs"]]
+        summ[f"speedup_{t[7:]}"] = {
+            "median": round(statistics.median(sp), 3),
+            "range": [round(min(sp), 3), round(max(sp), 3)],
+            "of_medians": round(summ["axisor"]["wall_s"] / summ[t]["wall_s"], 3),
+        }
+    for other in ("axisor_before", "axisor_daemon"):
+        if other in tools and "pg_dump" in tools:
+            rb = [r[other]["wall_s"] / r["pg_dump"]["wall_s"] for r in out["runs"]]
+            summ[f"ratio_{other[7:]}_median"] = round(statistics.median(rb), 3)
+            summ[f"ratio_{other[7:]}_range"] = [round(min(rb), 3), round(max(rb), 3)]
+    out["summary"] = summ
+    return out
+
+
+def _ratios(out: dict, summ: dict, tools: tuple) -> None:
+    """axisor / pg_dump -Fc (and -Z0, and the daemon's job alone) per round and of the medians."""
     ratios = [r["axisor"]["wall_s"] / r["pg_dump"]["wall_s"] for r in out["runs"]]
     ratios_z0 = [r["axisor"]["wall_s"] / r["pg_dump_z0"]["wall_s"] for r in out["runs"] if "pg_dump_z0" in r] or [0.0]
     summ["ratio_of_medians"] = round(summ["axisor"]["wall_s"] / summ["pg_dump"]["wall_s"], 3)
@@ -343,13 +411,6 @@ def _rounds(
         summ["daemon_job_s"] = {"median": statistics.median(jobs), "min": min(jobs), "max": max(jobs)}
         summ["ratio_daemon_job_median"] = round(statistics.median(rj), 3)
         summ["ratio_daemon_job_range"] = [round(min(rj), 3), round(max(rj), 3)]
-    for other in ("axisor_before", "axisor_daemon"):
-        if other in tools:
-            rb = [r[other]["wall_s"] / r["pg_dump"]["wall_s"] for r in out["runs"]]
-            summ[f"ratio_{other[7:]}_median"] = round(statistics.median(rb), 3)
-            summ[f"ratio_{other[7:]}_range"] = [round(min(rb), 3), round(max(rb), 3)]
-    out["summary"] = summ
-    return out
 
 
 def uptime() -> str:
@@ -362,9 +423,16 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=Path("/work/bench-work/pg-speed"))
     ap.add_argument("--shapes", default="many,big")
     ap.add_argument("--big-gb", type=float, default=5.0)
+    ap.add_argument("--wide-gb", type=float, default=5.0, help="the wide shape's size (4 tables)")
+    ap.add_argument(
+        "--dump-jobs",
+        default="",
+        help="e.g. 1,2: an axisor backup per dump_jobs N, beside pg_dump -Fc and pg_dump -Fd -j 2 -Z0 (issue 19)",
+    )
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--prepare-only", action="store_true")
     ap.add_argument("--no-z0", action="store_true", help="leave out pg_dump -Fc -Z0 (saves a dump per round)")
+    ap.add_argument("--no-fc", action="store_true", help="leave out pg_dump -Fc (its reference taken in another run)")
     ap.add_argument("--daemon", action="store_true", help="also time backups through a running axisor-backup daemon")
     ap.add_argument("--before", type=Path, help="another checkout (e.g. a worktree of main) run as axisor_before")
     ap.add_argument("--drop", action="store_true", help="remove the cluster (and its marker) at the end")
@@ -372,7 +440,8 @@ def main() -> int:
     a = ap.parse_args()
     shapes = [s for s in a.shapes.split(",") if s]
     bin_dir = pg_bin()
-    c, info = prepare(a.data, shapes, a.big_gb, bin_dir)
+    dump_jobs = tuple(int(n) for n in a.dump_jobs.split(",") if n)
+    c, info = prepare(a.data, shapes, a.big_gb, bin_dir, a.wide_gb)
     results: dict = {
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git": git_rev(),
@@ -396,7 +465,16 @@ def main() -> int:
 
         for shape in shapes:
             results["shapes"][shape] = bench_shape(
-                c, a.work, shape, a.runs, a.before, not a.no_z0, lambda out, shape=shape: save(shape, out), a.daemon
+                c,
+                a.work,
+                shape,
+                a.runs,
+                a.before,
+                not a.no_z0,
+                lambda out, shape=shape: save(shape, out),
+                a.daemon,
+                dump_jobs,
+                not a.no_fc,
             )
     finally:
         c.stop()
@@ -415,14 +493,17 @@ def main() -> int:
         print(
             "| program | wall s median (min-max) | client CPU s | server CPU s | peak RSS MiB |\n|---|---|---|---|---|"
         )
-        for t in [t for t in (*TOOLS, "axisor_before", "axisor_daemon") if t in s]:
+        extra = sorted(t for t in s if t.startswith(("axisor_j", "pg_dump_dir")))
+        for t in [t for t in (*TOOLS, "axisor_before", "axisor_daemon", *extra) if t in s]:
             x = s[t]
             print(
                 f"| {t} | {x['wall_s']:.2f} ({x['wall_min']:.2f}-{x['wall_max']:.2f}) | {x['cpu_s']:.2f} | "
                 f"{x['server_cpu_s']:.2f} | {x['peak_rss_mib']:.0f} |"
             )
         print(
-            f"axisor / pg_dump -Fc: {s['ratio_median']:.3f}x median of rounds ({s['ratio_range'][0]:.3f}-"
+            ""
+            if "ratio_median" not in s
+            else f"axisor / pg_dump -Fc: {s['ratio_median']:.3f}x median of rounds ({s['ratio_range'][0]:.3f}-"
             f"{s['ratio_range'][1]:.3f}), {s['ratio_of_medians']:.3f}x of medians; target <= 1.15x. "
             f"axisor / pg_dump -Fc -Z0: {s['ratio_z0_median']:.3f}x ({s['ratio_z0_range'][0]:.3f}-"
             f"{s['ratio_z0_range'][1]:.3f})"
@@ -432,6 +513,12 @@ def main() -> int:
                 if f"ratio_{o}_median" in s
             )
         )
+        for key in sorted(k for k in s if k.startswith("speedup_")):
+            sp = s[key]
+            print(
+                f"single stream / {key[8:]}: {sp['median']:.3f}x median of rounds "
+                f"({sp['range'][0]:.3f}-{sp['range'][1]:.3f}), {sp['of_medians']:.3f}x of medians"
+            )
         if "ratio_daemon_job_median" in s:
             j = s["daemon_job_s"]
             print(

@@ -37,10 +37,14 @@ async def single_file_snapshot(
     metadata: dict,
     warnings: tuple[str, ...] = (),
     extra: tuple[tuple[str, tuple[bytes, ...], int], ...] = (),
+    parts: tuple[tuple[str, tuple[bytes, ...], int], ...] = (),
 ) -> Snapshot:
     """Store the tree, make everything durable (flush), and build the manifest to save.
     ``before`` is repo.stats.by_type[DATA] copied when the stream started. ``extra``: small
-    files stored beside the main one, (name, blob ids, size) each (a dump's globals)."""
+    files stored beside the main one, (name, blob ids, size) each (a dump's globals).
+    ``parts``: the further parts of a dump taken in parts, (name, blob ids, size) each, the
+    main file being part 0: their nodes carry their part number (1, 2, ...), which makes
+    the tree version 3 (docs/FORMAT.md)."""
     now_ns = time.time_ns()
     nodes = [
         Node(
@@ -54,8 +58,13 @@ async def single_file_snapshot(
             ctime_ns=now_ns,
             size=sz,
             content=c,
+            part=part,
         )
-        for n, c, sz in ((name, ids, size), *extra)
+        for n, c, sz, part in (
+            (name, ids, size, 0),
+            *((n, c, sz, 0) for n, c, sz in extra),
+            *((n, c, sz, k) for k, (n, c, sz) in enumerate(parts, 1)),
+        )
     ]
     try:
         root = await repo.save_tree(Tree(sorted(nodes, key=lambda n: n.name)))
@@ -66,7 +75,7 @@ async def single_file_snapshot(
     after = repo.stats.by_type.get(BlobType.DATA, [0, 0, 0])
     added, packed = after[1] - before[1], after[2] - before[2]
     metadata["compression_ratio"] = round(added / packed, 3) if packed else 1.0
-    total = size + sum(sz for _, _, sz in extra)
+    total = size + sum(sz for _, _, sz in (*extra, *parts))
     summary = Summary(
         files_new=len(nodes),
         total_files=len(nodes),

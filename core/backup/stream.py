@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
+from concurrent.futures import Executor
 from typing import Any
 
 from core.backup.chunker import WINDOW, Chunker, ReadIntoStream
@@ -22,8 +23,20 @@ Spawn = Callable[[Coroutine[Any, Any, Any]], asyncio.Future]
 
 
 class StreamWriter:
-    def __init__(self, repo: Repository, *, slots: int = 3, spawn: Spawn | None = None, window: int = WINDOW) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        *,
+        slots: int = 3,
+        spawn: Spawn | None = None,
+        window: int = WINDOW,
+        take_executor: Executor | None = None,
+    ) -> None:
         self.repo = repo
+        # Where the stream is cut and its chunks ided: the repository's worker pool, or a
+        # thread of its own (one part of a dump in parts: parts must not queue behind each
+        # other's takes in a pool as small as the host's cores).
+        self._take_executor = take_executor if take_executor is not None else repo.executor
         self._window = window  # the chunker's read window (memory per stream; boundaries never depend on it)
         self._slots = asyncio.Semaphore(slots)
         self._own: set[asyncio.Future] = set()
@@ -44,7 +57,7 @@ class StreamWriter:
         chunker = Chunker(self.repo.config.chunker, stream, observe, window=self._window)
         try:
             while chunks := await loop.run_in_executor(
-                self.repo.executor, _take_and_id, chunker, self.repo, TAKE_BYTES
+                self._take_executor, _take_and_id, chunker, self.repo, TAKE_BYTES
             ):
                 new = []
                 took = 0

@@ -226,6 +226,11 @@ class DatabaseConfig:
     row_checksums: Annotated[bool, Boolean(), Doc("logical: a checksum of every table's rows, beside exact counts")] = (
         True
     )
+    # Logical backups: the tables' data spread over this many pg_dumps on one exported
+    # snapshot, each streamed into the repository (core/sources/postgres/dump_parts.py).
+    dump_jobs: Annotated[
+        int, Integer(1, 16), Doc("logical: pg_dumps run at once on one snapshot, the tables' data split by size")
+    ] = 1
     # Logical backups store pg_dumpall --globals-only beside the dump; role passwords (hashes)
     # only when asked (then pg_dumpall must run as a superuser).
     globals_with_passwords: Annotated[

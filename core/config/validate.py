@@ -146,6 +146,12 @@ Rule = Callable[[dict[str, Any], Mapping[str, Any], Loc, _Report], None]
 
 
 def _database(values: dict[str, Any], table: Mapping[str, Any], at: Loc, report: _Report) -> None:
+    if values.get("dump_jobs", 1) > 1 and values.get("mode", "logical") != "logical":
+        report.add(
+            at + ("dump_jobs",),
+            'only applies to mode = "logical" (pg_dumps on one snapshot; a base backup is one stream)',
+            rule_of=at,
+        )
     if values.get("backup_standby"):
         if values.get("mode", "logical") != "physical":
             report.add(

@@ -5,8 +5,10 @@ msgpack maps with short keys; see docs/FORMAT.md ("Trees", "Versioning policy").
 
 A tree is written with the lowest version that can represent it: version 1 unless a node
 needs what a version-1 reader would refuse or restore wrongly (a device node, a FIFO, a
-sparse file's holes); then version 2. Extended attributes and file flags are optional
-keys a version-1 reader ignores: it restores the file, without them, as it always did.
+sparse file's holes); then version 2; version 3 when a file is a part of a database dump
+split in parts (``part``, key ``dp``: a reader without parts would restore part 0 alone).
+Extended attributes and file flags are optional keys a version-1 reader ignores: it
+restores the file, without them, as it always did.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ NODE_TYPES = (FILE, DIR, SYMLINK, CHARDEV, BLOCKDEV, FIFO)
 DEVICES = (CHARDEV, BLOCKDEV)
 # Types a version-1 reader does not know: a tree holding one is written as version 2.
 _V2_TYPES = frozenset((CHARDEV, BLOCKDEV, FIFO))
-TREE_VERSIONS = (1, 2)
+TREE_VERSIONS = (1, 2, 3)
+MAX_PART = 1 << 16  # dump parts: dump_jobs is at most 16
 
 # Bounds on what a tree may carry, checked before anything acts on it (a tree is read from
 # storage: a writer without the key cannot forge one, but a damaged or hostile writer with
@@ -73,6 +76,9 @@ class Node:
     # A sparse file's holes: (offset, length) pairs, sorted, not overlapping, inside
     # ``size``. The content blobs hold only the bytes outside them, in file order.
     holes: tuple[tuple[int, int], ...] = ()
+    # The part number (1, 2, ...) of a file that is one part of a database dump taken in
+    # parts (docs/FORMAT.md, "dump_parts"); 0 for every other file (part 0 is the dump itself).
+    part: int = 0
 
     @property
     def data_size(self) -> int:
@@ -82,6 +88,10 @@ class Node:
     @property
     def needs_v2(self) -> bool:
         return self.type in _V2_TYPES or bool(self.holes)
+
+    @property
+    def needs_v3(self) -> bool:
+        return self.part != 0
 
     def to_wire(self) -> dict:
         d: dict = {
@@ -112,6 +122,8 @@ class Node:
             d["x"] = [list(x) for x in self.xattrs]
         if self.flags:
             d["fl"] = self.flags
+        if self.part:
+            d["dp"] = self.part
         return d
 
     def _check(self) -> None:
@@ -130,6 +142,8 @@ class Node:
             raise TreeFormatError("size or link count out of range")
         if not (0 <= self.rdev < 2**64 and 0 <= self.flags < 2**32):
             raise TreeFormatError("device number or flags out of range")
+        if not 0 <= self.part < MAX_PART or (self.part and self.type != FILE):
+            raise TreeFormatError("dump part number out of range or not on a file")
         self._check_xattrs()
         self._check_holes()
 
@@ -197,6 +211,7 @@ class Node:
                 _pairs(get("x", _ABSENT), "x"),
                 int(get("fl", 0)),
                 _pairs(get("hz", _ABSENT), "hz"),
+                int(get("dp", 0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise TreeFormatError(f"malformed tree node: {exc}") from None
@@ -240,13 +255,18 @@ def _pair(value: object) -> tuple:
     return (value[0], value[1])
 
 
+def tree_version(nodes: list[Node]) -> int:
+    """The lowest version that represents ``nodes`` (see the module docstring)."""
+    return max((3 if n.needs_v3 else 2 if n.needs_v2 else 1 for n in nodes), default=1)
+
+
 @dataclass(slots=True)
 class Tree:
     nodes: list[Node] = field(default_factory=list)
 
     def encode(self) -> bytes:
         self.nodes.sort(key=lambda n: n.name)
-        version = 2 if any(n.needs_v2 for n in self.nodes) else 1
+        version = tree_version(self.nodes)
         # Node by node into one buffer: the bytes packb gives for {"v": ..., "nodes": [...]},
         # without every node's dict alive at once (~440 bytes each: 8 MiB for a folder of
         # 17,847 entries, at the peak of a backup of system folders).
@@ -277,6 +297,8 @@ class Tree:
         nodes = [Node.from_wire(n) for n in d["nodes"]]
         if version == 1 and any(n.needs_v2 for n in nodes):
             raise TreeFormatError("version-1 tree holds a node that needs version 2")
+        if version < 3 and any(n.needs_v3 for n in nodes):
+            raise TreeFormatError(f"version-{version} tree holds a dump part, which needs version 3")
         return cls(nodes)
 
     def find(self, name: bytes) -> Node | None:

@@ -140,7 +140,7 @@ async def _start_dump(database: DatabaseConfig):
     """core.sources.postgres.dump_start.start_dump; the module (it imports psycopg, ~0.1 s) is
     imported on a thread, beside the scrypt."""
     dump_start = await asyncio.to_thread(importlib.import_module, "core.sources.postgres.dump_start")
-    return await dump_start.start_dump(database)
+    return await dump_start.start_dump(database, jobs=database.dump_jobs)
 
 
 async def _stop_dump(dump: asyncio.Future) -> None:

@@ -9,7 +9,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.repository.tree import BLOCKDEV, CHARDEV, DIR, FIFO, FILE, MAX_XATTRS, SYMLINK, Node, Tree, TreeFormatError
+from core.repository.tree import (
+    BLOCKDEV,
+    CHARDEV,
+    DIR,
+    FIFO,
+    FILE,
+    MAX_XATTRS,
+    SYMLINK,
+    Node,
+    Tree,
+    TreeFormatError,
+    tree_version,
+)
 
 ID = bytes(32)
 names = st.binary(min_size=1, max_size=255).filter(lambda b: b"/" not in b and b"\0" not in b)
@@ -82,7 +94,7 @@ def test_encoding_node_by_node_gives_the_whole_documents_bytes(ns):
     # of packb over the whole document, as docs/FORMAT.md and stored trees' ids rely on.
     tree = Tree(list(ns))
     raw = tree.encode()
-    version = 2 if any(n.needs_v2 for n in tree.nodes) else 1
+    version = tree_version(tree.nodes)
     whole = msgpack.packb({"v": version, "nodes": [n.to_wire() for n in tree.nodes]}, use_bin_type=True)
     assert raw == whole
 
@@ -126,7 +138,18 @@ def test_plain_tree_stays_version_1_and_old_bytes_still_read():
 @pytest.mark.parametrize(
     "wire, why",
     [
-        ({"v": 3, "nodes": []}, "newer"),
+        ({"v": 4, "nodes": []}, "newer"),
+        (
+            {"v": 2, "nodes": [{"n": b"d.part1", "t": "file", "m": 0o100600, "u": 0, "g": 0, "mt": 0, "dp": 1}]},
+            "needs version 3",
+        ),
+        (
+            {
+                "v": 3,
+                "nodes": [{"n": b"d", "t": "dir", "m": 0o40700, "u": 0, "g": 0, "mt": 0, "st": b"x" * 32, "dp": 1}],
+            },
+            "not on a file",
+        ),
         ({"v": 1, "nodes": [{"n": b"p", "t": "fifo", "m": 0o10644, "u": 0, "g": 0, "mt": 0}]}, "needs version 2"),
     ],
 )

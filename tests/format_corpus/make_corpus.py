@@ -3,7 +3,7 @@
 Run by hand, from the repository root, when a format version is introduced (see
 docs/FORMAT.md, "Versioning policy"):
 
-    .venv/bin/python tests/format_corpus/make_corpus.py v1/basic        (or v1/attributes, v2/write-only, v3/rotated)
+    .venv/bin/python tests/format_corpus/make_corpus.py v1/basic        (or v1/attributes, v2/write-only, v2/dump-parts, v3/rotated)
 
 It creates ``tests/format_corpus/<version>/<name>/`` (refusing to overwrite one that exists:
 a corpus folder is never regenerated, it is what an old writer wrote) holding
@@ -23,6 +23,10 @@ database-style snapshot (source ``database``, one streamed file, committed the w
 dump is) made in-process without PostgreSQL. The backups of the file source run through the
 real CLI (``backup --json``); the repository is created in-process with scrypt N = 2^10 (the
 cost is stored in the key file, so every reader pays little) and a 4 MiB pack size.
+
+Scene ``dump-parts`` (v2/dump-parts, written by the build that added tree version 3): one
+database-style snapshot whose dump is in 3 parts (the further parts' nodes carry ``dp``, the
+metadata ``dump_parts``), as ``[database] dump_jobs = 3`` commits one; its tree is version 3.
 
 Scene ``attributes`` (v1/attributes, written as root by the build that added tree version 2
 and the node keys ``rd``, ``x``, ``fl``, ``hz``): user.* xattrs (short text, binary, empty)
@@ -407,9 +411,10 @@ async def create_repo(repo: Path) -> None:
         crypto.SCRYPT_N = saved
 
 
-async def database_like_snapshot(repo_path: Path) -> tuple[dict, dict]:
+async def database_like_snapshot(repo_path: Path, parts: int = 1) -> tuple[dict, dict]:
     """A snapshot committed exactly as a logical dump is (StreamWriter + single_file_snapshot),
-    from a seeded byte stream instead of pg_dump."""
+    from a seeded byte stream instead of pg_dump; ``parts`` > 1: as a dump in parts is
+    (dump_jobs: further files with their part number, tree version 3, ``dump_parts``)."""
     from core.backup.single_file import single_file_snapshot
     from core.backup.stream import StreamWriter
     from core.repository.format import BlobType
@@ -426,6 +431,8 @@ async def database_like_snapshot(repo_path: Path) -> tuple[dict, dict]:
         before = list(repo.stats.by_type.get(BlobType.DATA, [0, 0, 0]))
         writer = StreamWriter(repo)
         ids, size = await writer.store(io.BytesIO(dump))
+        more = [b"PGDMP part %d\n" % k + b"row\t%d\n" % k * 300 for k in range(1, parts)]
+        stored = [await writer.store(io.BytesIO(d)) for d in more]
         await writer.drain()
         metadata = {
             "mode": "logical",
@@ -442,6 +449,14 @@ async def database_like_snapshot(repo_path: Path) -> tuple[dict, dict]:
             "application_version": None,
             "duration_seconds": 0.0,
         }
+        if parts > 1:
+            metadata["dump_parts"] = [
+                {"part": 0, "file": "corpus.dump", "size": size, "tables": []},
+                *(
+                    {"part": k, "file": f"corpus.dump.part{k}", "size": n, "tables": [f"corpus.t{k}"]}
+                    for k, (_, n) in enumerate(stored, 1)
+                ),
+            ]
         snap = await single_file_snapshot(
             repo,
             name="corpus.dump",
@@ -453,25 +468,30 @@ async def database_like_snapshot(repo_path: Path) -> tuple[dict, dict]:
             backup_set="c0ffee0000000001",
             tags=("corpus",),
             metadata=metadata,
+            parts=tuple((f"corpus.dump.part{k}", c, n) for k, (c, n) in enumerate(stored, 1)),
         )
         snap_id = await repo.save_snapshot(snap)
         tree = await repo.load_tree(bytes.fromhex(snap.tree))
     node = tree.nodes[0]
-    entry = {
-        "type": "file",
-        "mode": stat.S_IMODE(node.mode),
-        "mtime_ns": node.mtime_ns,
-        "size": len(dump),
-        "sha256": hashlib.sha256(dump).hexdigest(),
+    files = {"corpus.dump": dump, **{f"corpus.dump.part{k}": d for k, d in enumerate(more, 1)}}
+    entries = {
+        name: {
+            "type": "file",
+            "mode": stat.S_IMODE(node.mode),
+            "mtime_ns": node.mtime_ns,
+            "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+        for name, data in files.items()
     }
     return (
         {
             "id": snap_id,
             "source": "database",
             "type": "full",
-            "total_files": 1,
+            "total_files": len(files),
             "restore_root": "",
-            "entries": {"corpus.dump": entry},
+            "entries": entries,
         },
         metadata,
     )
@@ -580,7 +600,15 @@ def scene_rotated(work: Path, src: Path) -> tuple[list[dict], dict]:
     return snapshots, {}
 
 
+def scene_dump_parts(work: Path, src: Path) -> tuple[list[dict], dict]:
+    """v2/dump-parts: written by the build that added dump parts (issue 19): a database-style
+    snapshot whose dump is in 3 parts (tree version 3, node key ``dp``, ``dump_parts``)."""
+    db, _ = asyncio.run(database_like_snapshot(work / "repo", parts=3))
+    return [db], {"tree_versions": [3]}
+
+
 SCENES = {
+    "dump-parts": scene_dump_parts,
     "basic": scene_basic,
     "attributes": scene_attributes,
     "write-only": scene_write_only,

@@ -6,13 +6,13 @@ the exported snapshot; one that can, stores the dump it started."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from pathlib import Path
 
 import pytest
 
 from conftest import PASSPHRASE, Workspace
+from proc_support import children
 from core.config import load_config
 from core.errors import LockHeld, WrongPassphrase
 from core.repository.lock import Lock
@@ -22,18 +22,7 @@ from core.storage.local import LocalBackend
 
 
 def _children(name: str) -> list[int]:
-    """Our child processes named ``name`` that have not been reaped."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        comm = text[text.index("(") + 1 : text.rindex(")")]
-        ppid = int(text[text.rindex(")") + 2 :].split()[1])
-        if ppid == os.getpid() and comm == name:
-            found.append(int(stat.parent.name))
-    return found
+    return children(name)
 
 
 @pytest.fixture(scope="module")

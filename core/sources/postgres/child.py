@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import subprocess
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -98,6 +99,24 @@ class Running:
             self.proc.stdout.close()
 
 
+async def all_or_none(aws: Sequence[Awaitable[Any]]) -> list[Any]:
+    """Run ``aws`` at once (the parts of a dump, stored or restored); their results in
+    order. The first failure, or this being cancelled, cancels the others (each kills its
+    program on the way out) and is raised once they have all ended."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for t in tasks:
+            if t.done() and not t.cancelled() and (exc := t.exception()) is not None:
+                raise exc
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    return [t.result() for t in tasks]
+
+
 def start(argv: list[str], env: dict[str, str]) -> Running:
     proc, errors = spawn(argv, env)
     assert proc.stdout is not None  # spawned with stdout=PIPE
@@ -136,16 +155,18 @@ async def store_output(
     env: dict[str, str] | None = None,
     during: Callable[[], Awaitable[Any]] | None = None,
     running: Running | None = None,
+    take_executor: Executor | None = None,
 ) -> StoredOutput:
     """Run ``argv`` (or take over ``running``, already started) and store its stdout (through
     ``wrap``, a read-through tap, if given; ``observe`` sees the bytes in place as they are
     chunked) while ``during`` runs (pg_dump's metadata queries in the same exported snapshot).
+    ``take_executor``: where the stream is cut (StreamWriter; default the repository's pool).
     A non-zero exit raises DatabaseError naming ``program`` with its last stderr lines."""
     from core.backup.stream import StreamWriter
 
     child = running or start(argv, env or target.child_env())
     proc = child.proc
-    writer = StreamWriter(repo)
+    writer = StreamWriter(repo, take_executor=take_executor)
     stdout = wrap(child.stdout) if wrap is not None else child.stdout
     store = asyncio.ensure_future(writer.store(stdout, on_bytes, observe))
     try:

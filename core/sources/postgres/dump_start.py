@@ -46,6 +46,10 @@ class StartedDump:
         None  # the tables the metadata counts, (schema, name, relpages, size, reltuples) each
     )
     only: frozenset[tuple[str, str]] = frozenset()  # the rows of just these tables (empty: all)
+    # A dump in parts (dump_parts.py): the tables whose data each part holds (part 0's
+    # first), and the pg_dump of each part after the first, on the same snapshot. Empty: one dump.
+    parts: tuple[tuple[tuple[str, str], ...], ...] = ()
+    others: tuple[Running, ...] = ()
 
     def read_metadata(self, uncounted: asyncio.Queue) -> asyncio.Future:
         """Start reading the metadata, and counting in SQL what ``uncounted`` names (_sql_counts)."""
@@ -59,7 +63,8 @@ class StartedDump:
         return self.metadata
 
     async def close(self) -> None:
-        await self.child.stop()  # pg_dump may still be running: the backup stopped first
+        # pg_dump may still be running: the backup stopped first
+        await asyncio.gather(*(c.stop() for c in (self.child, *self.others)))
         for task in (self.metadata, self.counting):
             if task is not None:
                 task.cancel()
@@ -68,10 +73,12 @@ class StartedDump:
 
 
 async def start_dump(
-    db: DatabaseConfig, target: PgTarget | None = None, tables: tuple[tuple[str, str], ...] = ()
+    db: DatabaseConfig, target: PgTarget | None = None, tables: tuple[tuple[str, str], ...] = (), *, jobs: int = 1
 ) -> StartedDump:
     """Connect, export a snapshot, check pg_dump against the server and start it (its
-    output read ahead). ``tables``: the rows of just these (see ``backup_logical``). Raises
+    output read ahead). ``tables``: the rows of just these (see ``backup_logical``).
+    ``jobs`` > 1 (``[database] dump_jobs``; not with ``tables``): the tables' data spread
+    over that many pg_dumps on the same snapshot, all started here (dump_parts.py). Raises
     DatabaseError, leaving nothing running."""
     target = target if target is not None else PgTarget.from_config(db)
     started = time.monotonic()
@@ -105,22 +112,58 @@ async def start_dump(
                     if (s, n) not in tables
                 ]
                 leave_out.append("--no-blobs")  # large objects are the database's, not a table's
+            parts = await _assign(cur, jobs) if jobs > 1 and not tables else ()
         check_dump_tool(pg_dump, version_num, version)
-        argv = [
-            str(pg_dump.path),
-            "--format=custom",
-            "--compress=0",
-            f"--snapshot={snapshot_id}",
-            "--no-password",
-            *leave_out,
-            "-d",
-            target.with_dbname(dbname).conninfo(),
-        ]
-        child = start(argv, dump_env(target))
+
+        def argv(options: list[str]) -> list[str]:
+            return [
+                str(pg_dump.path),
+                "--format=custom",
+                "--compress=0",
+                f"--snapshot={snapshot_id}",
+                "--no-password",
+                *options,
+                "-d",
+                target.with_dbname(dbname).conninfo(),
+            ]
+
+        if len(parts) < 2:
+            parts = ()  # one table or none: one dump, as without dump_jobs
+        from core.sources.postgres.dump_parts import part_options
+
+        children: list[Running] = []
+        try:
+            for k in range(max(1, len(parts))):
+                children.append(start(argv(part_options(parts, k) if parts else leave_out), dump_env(target)))
+        except BaseException:
+            await asyncio.gather(*(c.stop() for c in children))
+            raise
     except psycopg.Error as exc:
         await conn.close()
         raise target.failed("reading", exc) from None
     except BaseException:
         await conn.close()
         raise
-    return StartedDump(target, pg_dump, conn, dbname, child, started, only=frozenset(tables))
+    return StartedDump(
+        target,
+        pg_dump,
+        conn,
+        dbname,
+        children[0],
+        started,
+        only=frozenset(tables),
+        parts=parts,
+        others=tuple(children[1:]),
+    )
+
+
+async def _assign(cur: psycopg.AsyncCursor, jobs: int) -> tuple[tuple[tuple[str, str], ...], ...]:
+    """The tables whose data pg_dump dumps (catalog._TABLES: ordinary tables and leaf
+    partitions, not partitioned parents, not extension members; inheritance parents and
+    children each for its own rows), read in the exported snapshot with their size (heap
+    and TOAST: what the COPY text comes from), spread over ``jobs`` parts (dump_parts.py)."""
+    from core.sources.postgres.catalog import _TABLES_PAGES
+    from core.sources.postgres.dump_parts import assign_parts
+
+    await cur.execute(_TABLES_PAGES)
+    return assign_parts([(str(s), str(n), int(size or 0)) for s, n, _, size, _ in await cur.fetchall()], jobs)

@@ -5,7 +5,8 @@ carry_run.py decide, and the report names what was not restored); then each tabl
 are counted and checksummed and compared with the snapshot's metadata
 (restore_validate.py). ``--table``/``--schema`` are resolved against the dump's table of
 contents and the chosen entries restored with ``-L`` (restore_plan.py, toc.py).
-``--force`` over a non-empty database first backs it up (a snapshot tagged ``safety``),
+A dump taken in parts (``dump_jobs``) is restored step by step, its parts' data at once
+(restore_parts.py). ``--force`` over a non-empty database first backs it up (a snapshot tagged ``safety``),
 then restores with ``--clean --if-exists`` in the same single transaction, so a failed
 restore leaves the database as it was."""
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import psycopg
 
@@ -20,6 +22,7 @@ from core.config import DatabaseConfig
 from core.errors import RestoreRefused, UsageError
 from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
+from core.repository.tree import Node
 from core.sources.postgres import carry, dumpsum, names
 from core.sources.postgres.carry_run import _carry_before, _carry_database
 from core.sources.postgres.connection import PgTarget
@@ -32,6 +35,9 @@ from core.sources.postgres.logical_snapshot import (
     snapshot_tables,
 )
 from core.sources.postgres.restore_feed import _run_pg_restore
+from core.sources.postgres.dump_parts import read_parts
+from core.sources.postgres.restore_parts import LoadedPart, data_lists, load_parts, merged_layout, restore_parts
+from core.sources.postgres.restore_parts import data_keys as parts_data_keys
 from core.sources.postgres.restore_plan import _partial_selection, _resolve
 from core.sources.postgres.restore_report import DbRestoreReport, _table_checks
 from core.sources.postgres.restore_target import _prepare_database, _undo
@@ -87,6 +93,8 @@ async def restore_logical(
     started = time.monotonic()
     layout = await read_layout(repo, node)
     entries = list(layout.entries.values())
+    # A dump in parts (dump_parts.py): the others' tables of contents, read before anything changes.
+    parted = await load_parts(repo, tree, read_parts(meta), node) if meta.get("dump_parts") is not None else []
     expected, checksums = snapshot_tables(meta, layout)
     if method not in _ROW_DIGESTS and method != dumpsum.METHOD:
         checksums, method = {}, "count-only"  # a method this version does not know: counts only
@@ -97,7 +105,7 @@ async def restore_logical(
     report = DbRestoreReport(snap.id, name, target.describe(), created, partial=partial, restore_id=restore_id)
     extra: list[str] = []
     list_text: str | None = None
-    data_keys = [e.key for e in entries if e.desc == "TABLE DATA"]
+    data_keys = [e.key for e in entries if e.desc == "TABLE DATA"] if not parted else parts_data_keys(parted)
     chosen_ids = [e.dump_id for e in entries]
     target_roles: carry.TargetRoles | None = None
     try:
@@ -105,6 +113,8 @@ async def restore_logical(
             chosen = await _partial_selection(target, name, entries, want_tables, want_schemas)
             data_keys = [names.key(*t) for t in chosen.data_tables]
             chosen_keys = {names.key(*t) for t in chosen.tables}
+            if parted:  # the data of the chosen tables, in whichever part it is
+                data_keys = [k for k in parts_data_keys(parted) if k in chosen_keys]
             expected = {t: n for t, n in expected.items() if t in chosen_keys}
             chosen_ids = chosen.ids
         elif objects:
@@ -114,6 +124,7 @@ async def restore_logical(
                     f"empty database, or give --force to replace its contents (a safety "
                     f"backup of it is taken first)"
                 )
+            _refuse_force_parts(snap, parted, name)
             report.safety_snapshot = await _safety_backup(repo, snap, target, db, restore_id)
             extra = ["--clean", "--if-exists"]
         by_id = layout.entries
@@ -123,9 +134,10 @@ async def restore_logical(
         if partial or plan.exclude:
             kept = [i for i in chosen_ids if i not in plan.exclude]
             list_text = "".join(f"{i}; {by_id[i].desc}\n" for i in kept)
-        await _run_pg_restore(
+        await _feed(
             repo,
             node,
+            parted,
             target,
             pg_restore.path,
             extra,
@@ -133,6 +145,7 @@ async def restore_logical(
             plan.owners,
             chosen.skipped_fks if partial else [],
             report,
+            set(data_keys) if partial else None,
         )
     except BaseException:
         await _undo(target, created, report)
@@ -149,7 +162,16 @@ async def restore_logical(
     conn = await target.connect()
     try:
         actual, notes, checksums = await _restored_stats(
-            conn, target, pg_bin_dir, expected, checksums, meta, layout, partial, method, report
+            conn,
+            target,
+            pg_bin_dir,
+            expected,
+            checksums,
+            meta,
+            merged_layout(parted) if parted else layout,
+            partial,
+            method,
+            report,
         )
         if not checksums and report.count_only_reason is None and expected:
             report.count_only_reason = "the snapshot records no row checksums (row_checksums = false)"
@@ -164,6 +186,40 @@ async def restore_logical(
     report.tables = _table_checks(expected, actual, checksums, notes)
     report.seconds = round(time.monotonic() - started, 3)
     return report
+
+
+def _refuse_force_parts(snap: Snapshot, parted: list, name: str) -> None:
+    """--force replaces a database in one transaction, so a failure leaves it as it was: a
+    dump in parts is restored step by step (restore_parts.py), so it is refused."""
+    if parted:
+        raise RestoreRefused(
+            f"snapshot {snap.short_id} holds its dump in {len(parted)} parts, restored step by step, "
+            f"not in one transaction: --force cannot replace database {name!r} with it and leave it "
+            f"as it was on failure; restore into a new database, or drop {name!r} first"
+        )
+
+
+async def _feed(
+    repo: Repository,
+    node: Node,
+    parted: list[LoadedPart],
+    target: PgTarget,
+    pg_restore: Path,
+    extra: list[str],
+    list_text: str | None,
+    owners: bool,
+    skipped_fks: list[str],
+    report: DbRestoreReport,
+    chosen: set[str] | None,
+) -> None:
+    """The dump (or its parts, restore_parts.py) to pg_restore; ``chosen``: the keys of the
+    tables whose data a partial restore takes (None: all)."""
+    if not parted:
+        await _run_pg_restore(repo, node, target, pg_restore, extra, list_text, owners, skipped_fks, report)
+        return
+    others = data_lists(parted, chosen)
+    await restore_parts(repo, parted, target, pg_restore, extra, list_text, others, owners, report)
+    report.warnings[:0] = [f"foreign key {fk} left out: it joins a table that is not restored" for fk in skipped_fks]
 
 
 async def _safety_backup(

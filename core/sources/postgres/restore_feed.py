@@ -64,10 +64,13 @@ async def _feed_pg_restore(
     list_text: str | None = None,
     *,
     owners: bool = False,
+    early_exit: bool = False,
 ) -> tuple[int, list[str]]:
+    """``early_exit``: pg_restore may stop reading before the end (a ``--section`` that
+    needs no data block), as it may with a ``-L`` list."""
     argv = [str(pg_restore), *(() if owners else ("--no-owner",)), "--single-transaction", "--no-password", *extra]
     if list_text is None:
-        written, text, _ = await _pipe_dump(repo, node, target, [*argv, "-d", target.conninfo()])
+        written, text, _ = await _pipe_dump(repo, node, target, [*argv, "-d", target.conninfo()], early_exit=early_exit)
     else:
         # The list is not secret, but is kept private anyway: 0600 in a 0700 folder, removed after.
         folder = tempfile.mkdtemp(prefix="axisor-toc.")

@@ -95,6 +95,10 @@ async def plan_logical_restore(
         refused = "the target already has " + ", ".join(r["table"] for r in rows if r["action"] == "conflict")
     elif not partial and objects and not force:
         refused = f"database {name!r} is not empty ({objects} objects): --force replaces it after a safety backup"
+    elif not partial and objects and meta.get("dump_parts") is not None:
+        refused = (
+            f"the snapshot's dump is in parts: --force cannot replace database {name!r} with it (restore_parts.py)"
+        )
     return {
         "snapshot": snap.id,
         "target": target.describe(),

@@ -32,7 +32,9 @@ def database_take(db: DatabaseConfig, started_dump: Awaitable[StartedDump] | Non
 
             return await backup_physical_bounded(repo, db, backup_set=backup_set, tags=tags, on_bytes=on_bytes)
         if db.mode == "logical":
-            return await backup_logical(repo, db, backup_set=backup_set, tags=tags, on_bytes=on_bytes)
+            return await backup_logical(
+                repo, db, backup_set=backup_set, tags=tags, on_bytes=on_bytes, jobs=db.dump_jobs
+            )
         raise UsageError(f'database.mode = {db.mode!r} is not supported; use "logical" or "physical"')
 
     return DatabaseTake(SOURCE, take, started_dump)
