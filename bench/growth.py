@@ -252,6 +252,7 @@ def axisor_code(axisor_bin: str) -> str:
             capture_output=True,
             text=True,
             timeout=60,
+            cwd="/",  # not this checkout: the interpreter would import app/ from its cwd
         ).stdout.strip()
         rev = subprocess.run(
             ["git", "-C", where, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=30
