@@ -244,7 +244,7 @@ def plot(doc: dict, path: str) -> bool:
 
 
 def axisor_code(axisor_bin: str) -> str:
-    """Which checkout the axisor binary runs (the shared .venv's editable install) and its commit."""
+    """Which code the axisor runs import (run.py puts this checkout on their PYTHONPATH), and its commit."""
     py = os.path.join(os.path.dirname(axisor_bin), "python")
     try:
         where = subprocess.run(
@@ -253,11 +253,9 @@ def axisor_code(axisor_bin: str) -> str:
             text=True,
             timeout=60,
             cwd="/",  # not this checkout: the interpreter would import app/ from its cwd
+            env=dict(os.environ, PYTHONPATH=bench.REPO_ROOT),
         ).stdout.strip()
-        rev = subprocess.run(
-            ["git", "-C", where, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=30
-        ).stdout.strip()
-        return f"{where} @ {rev}"
+        return f"{where} @ {bench.git_rev()}"
     except (OSError, subprocess.TimeoutExpired):
         return "(unknown)"
 

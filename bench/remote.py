@@ -105,6 +105,7 @@ def axisor_env(work: Path, server: Server | None = None) -> dict:
     for name in ("CACHE", "CONFIG", "DATA", "STATE"):
         env[f"XDG_{name}_HOME"] = str(work / "home" / name.lower())
     env["AXISOR_BACKUP_PASSPHRASE"] = PASSPHRASE
+    env["PYTHONPATH"] = str(ROOT)  # this checkout's code, not what the shared .venv's editable install points at
     return env
 
 
