@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generate the benchmark data set (limits.md section 2), reproducibly.
 
-    python3 bench/gen.py OUT_DIR [--scale 1.0] [--seed 1] [--jobs 2]
+    python3 bench/gen.py OUT_DIR [--scale 1.0] [--seed 1] [--jobs 2] [--dump-parts 1]
 
 At scale 1.0 the data set is about 1.39 GB in about 22,050 files:
 
@@ -16,6 +16,10 @@ byte-for-byte for a given (scale, seed) and Python version (3.11): every part
 uses its own random.Random seeded from a string, so the parallel split
 (--jobs) does not change the bytes.  Output is streamed in blocks of ~1 MB;
 no file is held in memory whole.  Pure stdlib.
+
+--dump-parts N writes the dump as N equal files db/pg_dump-NN.sql, each with its own
+rows: a set N times bigger keeps the file sizes of the smaller one (bench/growth.py).
+1, the default, keeps db/pg_dump.sql and its bytes.
 
 The generator functions are also used by churn.py (same directory).
 """
@@ -1080,8 +1084,10 @@ class SqlRows:
         return out
 
 
-def gen_sql(path: str, total: int, seed: int) -> int:
-    r = random.Random(f"{seed}:sql")
+def gen_sql(path: str, total: int, seed: int, part: int = 0) -> int:
+    """One dump file of `total` bytes; part k > 0 (of a dump split with --dump-parts) draws
+    its own rows (seed string "SEED:sql:k"), so no two parts share content."""
+    r = random.Random(f"{seed}:sql" if part == 0 else f"{seed}:sql:{part}")
     g = SqlRows(r)
     written = 0
     with open(path, "wb", buffering=0) as f:
@@ -1474,7 +1480,7 @@ def _task(args):
     kind, out, scale, seed, idx = args
     t0 = time.perf_counter()
     if kind == "sql":
-        n = gen_sql(os.path.join(out, "db", "pg_dump.sql"), int(SQL_BYTES * scale), seed)
+        n = sum(gen_sql(os.path.join(out, rel), size, seed, part) for part, (rel, size) in idx)
     elif kind == "logs":
         n = gen_logs(out, log_plan(scale, seed), idx, seed)
     elif kind == "bin":
@@ -1484,11 +1490,23 @@ def _task(args):
     return kind, n, time.perf_counter() - t0
 
 
+def sql_plan(scale: float, parts: int = 1) -> list[tuple[int, tuple[str, int]]]:
+    """[(part, (relative path, size))] of the dump: one file db/pg_dump.sql, or with parts > 1
+    that many files db/pg_dump-NN.sql of equal size (the same total)."""
+    total = int(SQL_BYTES * scale)
+    if parts <= 1:
+        return [(0, ("db/pg_dump.sql", total))]
+    base = total // parts
+    return [(k, (f"db/pg_dump-{k:02d}.sql", base + (1 if k < total - base * parts else 0))) for k in range(parts)]
+
+
 def marker_path(out: str) -> str:
     return os.path.abspath(out).rstrip("/") + ".gen.json"
 
 
-def generate(out: str, scale: float = 1.0, seed: int = 1, jobs: int = 2, quiet: bool = False) -> dict:
+def generate(
+    out: str, scale: float = 1.0, seed: int = 1, jobs: int = 2, quiet: bool = False, dump_parts: int = 1
+) -> dict:
     t0 = time.perf_counter()
     if os.path.exists(marker_path(out)):
         os.unlink(marker_path(out))
@@ -1501,7 +1519,8 @@ def generate(out: str, scale: float = 1.0, seed: int = 1, jobs: int = 2, quiet: 
         os.makedirs(os.path.join(out, d), exist_ok=True)
     bins = bin_plan(scale)
     confs = conf_plan(scale, seed)
-    tasks = [("sql", out, scale, seed, None)]
+    sqls = sql_plan(scale, dump_parts)
+    tasks = [("sql", out, scale, seed, [p]) for p in sqls]
     # split logs into size-balanced chunks, biggest first
     order = sorted(range(len(logs)), key=lambda i: -logs[i][1])
     nchunks = 6
@@ -1529,9 +1548,10 @@ def generate(out: str, scale: float = 1.0, seed: int = 1, jobs: int = 2, quiet: 
         "out": os.path.abspath(out),
         "scale": scale,
         "seed": seed,
+        **({"dump_parts": dump_parts} if dump_parts > 1 else {}),
         "bytes": totals,
         "total_bytes": sum(totals.values()),
-        "files": {"sql": 1, "logs": len(logs), "bin": len(bins), "conf": len(confs)},
+        "files": {"sql": len(sqls), "logs": len(logs), "bin": len(bins), "conf": len(confs)},
         "task_seconds": {k: round(v, 2) for k, v in secs.items()},
         "seconds": round(time.perf_counter() - t0, 2),
     }
@@ -1558,12 +1578,21 @@ def main(argv=None) -> int:
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument(
+        "--dump-parts",
+        type=int,
+        default=1,
+        help="write the SQL dump as this many equal files db/pg_dump-NN.sql, each its own rows "
+        "(default 1: db/pg_dump.sql); bench/growth.py keeps the file sizes of a bigger set with it",
+    )
+    ap.add_argument(
         "--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes (does not change the output)"
     )
     a = ap.parse_args(argv)
     if a.scale <= 0:
         ap.error("--scale must be > 0")
-    generate(a.out, a.scale, a.seed, a.jobs)
+    if a.dump_parts < 1:
+        ap.error("--dump-parts must be >= 1")
+    generate(a.out, a.scale, a.seed, a.jobs, dump_parts=a.dump_parts)
     return 0
 
 

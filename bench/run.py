@@ -322,6 +322,10 @@ def prepare_tool(name: str, axisor_bin: str, data: str, work: str, passphrase: s
     env = dict(os.environ)
     env.update(fill(spec["env"], ctx))
     env[spec["pass_env"]] = passphrase
+    if name == "axisor":
+        # This checkout's code, whatever the shared .venv's editable install points at (another
+        # worktree's branch, mid-edit): the commit git_rev() records is the one measured.
+        env["PYTHONPATH"] = REPO_ROOT
     for k in (
         "XDG_CACHE_HOME",
         "XDG_CONFIG_HOME",
