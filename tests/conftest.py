@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+# A plugin of some test modules (pytest_plugins): rewritten like them, before they import it.
+pytest.register_assert_rewrite("restore_craft")
+
 ROOT = Path(__file__).resolve().parent.parent
 PASSPHRASE = "correct horse battery staple"
 

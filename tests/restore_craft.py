@@ -15,6 +15,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pytest
+
 import hostile_support as H
 from core.repository.format import BlobType
 from core.repository.snapshot import Snapshot
@@ -142,3 +144,22 @@ def cli_as_nobody(env: H.AxEnv, base: Path, *args: str, json_out: bool = False) 
 
 def remove_world(base: Path) -> None:
     shutil.rmtree(base, ignore_errors=True)
+
+
+# Fixtures for in-process restore tests; a module takes them with
+# ``pytest_plugins = ["restore_craft"]``.
+
+
+@pytest.fixture
+def env(tmp_path):
+    """A fresh repository and source folder (hostile_support's world)."""
+    e = H.make_env(tmp_path / "w")
+    e.init_fast()
+    return e
+
+
+@pytest.fixture
+def craft(env):
+    c = Craft(env)
+    yield c
+    c.close()

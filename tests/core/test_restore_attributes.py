@@ -17,7 +17,6 @@ import struct
 
 import pytest
 
-import hostile_support as H
 import restore_craft as C
 from core.fsmeta import acl
 from core.fsmeta import flags as fsflags
@@ -34,19 +33,7 @@ U = 0xFFFFFFFF
 ACCESS = acl.build([(0x01, 7, U), (0x02, 5, 1234), (0x04, 5, U), (0x10, 5, U), (0x20, 0, U)])
 DEFAULT = acl.build([(0x01, 7, U), (0x02, 7, 4321), (0x04, 5, U), (0x10, 7, U), (0x20, 0, U)])
 
-
-@pytest.fixture
-def env(tmp_path):
-    e = H.make_env(tmp_path / "w")
-    e.init_fast()
-    return e
-
-
-@pytest.fixture
-def craft(env):
-    c = C.Craft(env)
-    yield c
-    c.close()
+pytest_plugins = ["restore_craft"]  # its env and craft fixtures
 
 
 def xattrs_of(path, follow=False) -> dict[str, bytes]:

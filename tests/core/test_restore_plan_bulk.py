@@ -9,25 +9,12 @@ import stat
 
 import pytest
 
-import hostile_support as H
 import restore_craft as C
 from core.repository.tree import SYMLINK
 from core.restore.plan import plan_restore
 from core.restore.progress import RestoreMeter
 
-
-@pytest.fixture
-def env(tmp_path):
-    e = H.make_env(tmp_path / "w")
-    e.init_fast()
-    return e
-
-
-@pytest.fixture
-def craft(env):
-    c = C.Craft(env)
-    yield c
-    c.close()
+pytest_plugins = ["restore_craft"]  # its env and craft fixtures
 
 
 def _snapshot(craft) -> str:

@@ -13,25 +13,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import hostile_support as H
 import restore_craft as C
 from core.errors import RestoreRefused
 from core.restore import files, writer_proc
 from core.restore.writer import FileJob
 
-
-@pytest.fixture
-def env(tmp_path):
-    e = H.make_env(tmp_path / "w")
-    e.init_fast()
-    return e
-
-
-@pytest.fixture
-def craft(env):
-    c = C.Craft(env)
-    yield c
-    c.close()
+pytest_plugins = ["restore_craft"]  # its env and craft fixtures
 
 
 @pytest.fixture

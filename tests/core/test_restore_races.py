@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-import hostile_support as H
 import restore_craft as C
 from core.errors import RestoreRefused
 from core.restore import files
@@ -29,12 +28,7 @@ pytestmark = [
 # The attacks: each restore both ways (small files on threads, and in worker processes).
 BOTH_WAYS = pytest.mark.usefixtures("restore_writers")
 
-
-@pytest.fixture
-def env(tmp_path):
-    e = H.make_env(tmp_path / "w")
-    e.init_fast()
-    return e
+pytest_plugins = ["restore_craft"]  # its env and craft fixtures
 
 
 @pytest.fixture
