@@ -249,7 +249,12 @@ def main(argv: list[str]) -> int:
     # Ctrl-C is the restorer's to handle: a worker finishes its batch and sees the socket close.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with socket.socket(fileno=int(argv[0])) as sock:
-        serve(sock)
+        try:
+            serve(sock)
+        except (EOFError, OSError):
+            # The restorer went away (it ended, failed or was killed): nothing to tell,
+            # and no traceback on the terminal the two share.
+            return 1
     return 0
 
 

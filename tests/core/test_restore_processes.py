@@ -117,3 +117,22 @@ def test_batches_split_by_folders_keep_every_file_in_order(folders, most):
     groups = writer_proc._by_folders(jobs, most)
     assert [j for g in groups for j in g] == jobs
     assert all(len({j.parts[:-1] for j in g}) <= most for g in groups)
+
+
+def test_a_worker_whose_restorer_goes_away_exits_without_a_traceback():
+    """The restorer killed before it sent anything: the worker sees the socket close and
+    leaves quietly (its stderr is the terminal the user shares with the restorer)."""
+    import socket
+    import subprocess
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with theirs:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "core.restore.writer_proc", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+    ours.close()
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and err == b""
