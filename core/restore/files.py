@@ -54,13 +54,12 @@ from core.repository.repository import Repository
 from core.repository.snapshot import Snapshot
 from core.repository.tree import CHARDEV, DEVICES, DIR, FIFO, FILE, SYMLINK, Node
 from core.restore import fsops, writer_proc
-from core.restore.attributes import Owners, RestoreOptions, has_privileges, wanted_mode, wanted_xattrs
+from core.restore.attributes import RestoreOptions, has_privileges, wanted_mode, wanted_xattrs
 from core.restore.fsops import DIR_FLAGS, FILE_FLAGS, DirCache, Parts
 from core.restore.outcome import PartialFile, RestoreStats
 from core.restore.select import included, path_parts
 from core.restore.walk import display, walk
 from core.restore.writer import (
-    _TEMP,
     NO_SPACE,
     FileJob,
     FileWriter,
@@ -68,6 +67,7 @@ from core.restore.writer import (
     damage,
     fetch_sync,
     ranges,
+    temp_name,
     unlink_quiet,
 )
 from core.storage.backend import ObjectNotFound, StorageError
@@ -113,7 +113,6 @@ class FileRestorer:
         self.executor = executor
         self.options = options or RestoreOptions()
         self.stats = RestoreStats()
-        self._owners = Owners(self.options.numeric_owner)
         self._cache: DirCache | None = None
         self._dirs: list[tuple[Parts, Node]] = []
         self._others: list[tuple[Parts, Node]] = []  # symlinks, devices, FIFOs
@@ -580,7 +579,7 @@ class FileRestorer:
                 )
                 continue
             with cache.dir(first[:-1]) as sfd, cache.dir(parts[:-1], create=True) as dfd:
-                temp = f"{_TEMP}{uuid.uuid4().hex[:12]}"
+                temp = temp_name()
                 try:
                     os.link(first[-1], temp, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
                 except OSError as exc:
@@ -710,7 +709,7 @@ class FileRestorer:
             except OSError as exc:
                 raise RestoreRefused(f"cannot create device {self.where(parts)}: {exc.strerror}") from None
         if _IS_ROOT:
-            uid, gid = self._owners.ids(node, lambda m: self.warn(parts, m))
+            uid, gid = self.writer.owners.ids(node, lambda m: self.warn(parts, m))
             try:
                 os.chown(b"n", uid, gid, dir_fd=sfd, follow_symlinks=False)
             except OSError as exc:

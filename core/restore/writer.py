@@ -187,6 +187,11 @@ def fetch_sync(get_sync: Callable[[str, int, int], bytes], pieces: list[Piece]) 
     return out
 
 
+def temp_name() -> str:
+    """A fresh name for a file being made beside its final one (created O_EXCL, then renamed)."""
+    return f"{_TEMP}{uuid.uuid4().hex[:12]}"
+
+
 def unlink_quiet(dfd: int, name: str | bytes) -> None:
     try:
         os.unlink(name, dir_fd=dfd)
@@ -202,7 +207,7 @@ class FileWriter:
         self.target = target
         self.options = options
         self.sink = sink
-        self._owners = Owners(options.numeric_owner)
+        self.owners = Owners(options.numeric_owner)  # the restorer's too: one lookup cache
 
     def where(self, parts: Parts) -> str:
         return fsops.display(self.target, parts)
@@ -273,7 +278,7 @@ class FileWriter:
             job.written.append(len(data))
 
     def create_temp(self, dfd: int, parts: Parts) -> tuple[int, str]:
-        temp = f"{_TEMP}{uuid.uuid4().hex[:12]}"
+        temp = temp_name()
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
         except (FileNotFoundError, FileExistsError) as exc:  # the folder was removed, or a name planted
@@ -291,7 +296,7 @@ class FileWriter:
         older one), never over its name; it is recorded as partial."""
         parts = job.parts
         if _IS_ROOT:
-            uid, gid = self._owners.ids(job.node, lambda m: self.sink.warn(parts, m))
+            uid, gid = self.owners.ids(job.node, lambda m: self.sink.warn(parts, m))
             try:
                 os.fchown(fd, uid, gid)
             except OSError:
@@ -360,7 +365,7 @@ class FileWriter:
         this restore created (it has no attributes to remove)."""
         opts = self.options
         if _IS_ROOT:
-            uid, gid = self._owners.ids(node, lambda m: self.sink.warn(parts, m))
+            uid, gid = self.owners.ids(node, lambda m: self.sink.warn(parts, m))
             st = os.fstat(fd)
             if (st.st_uid, st.st_gid) != (uid, gid):
                 try:
