@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.wal_quick import SOCKET_NAME, quick_state_dir
+from app.wal_quick import MAX_CONFIG_BYTES, SOCKET_NAME, quick_state_dir
 
 EXIT_INTERRUPTED = 130
 EXIT_DAEMON = 21  # core/errors.py DaemonError
@@ -80,6 +80,31 @@ def parse(argv: list[str]) -> tuple[Path, dict[str, Any], bool] | None:
     if not seen_command or config is None:
         return None
     return Path(config), params, as_json
+
+
+def prestart_dump(argv: list[str]) -> None:
+    """Start this backup's pg_dump before the full program loads, when the config plainly
+    asks for a logical dump and no daemon may take the job
+    (core/sources/postgres/prestart.py; the run takes it over only if it is exactly its own)."""
+    parsed = parse(argv)
+    if parsed is None:
+        return
+    config_path, params, _ = parsed
+    if params["sources"] and "database" not in params["sources"]:
+        return
+    try:
+        with open(config_path, "rb") as f:
+            config_bytes = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError:
+        return
+    if len(config_bytes) > MAX_CONFIG_BYTES:
+        return
+    state_dir = quick_state_dir(config_bytes)
+    if state_dir is None or (state_dir / SOCKET_NAME).exists():
+        return  # a daemon may take the job (app/cli_run.py's rule): it dumps there
+    from core.sources.postgres import prestart
+
+    prestart.begin(config_path, config_bytes)
 
 
 def _take(params: dict[str, Any], key: str, value: str) -> bool:

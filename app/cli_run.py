@@ -41,9 +41,9 @@ async def run(args, config: Config, out: Output) -> int:
 
 
 async def _run(args, config: Config, out: Output) -> int:
-    # Only now, the arguments parsed: the handlers and the service they run in.
-    from app.cli_commands import COMMANDS
-    from core.service import BackupService
+    # Only now, the arguments parsed: the handlers and the service they run in, loaded on a
+    # thread so that the loop goes on with what already runs (a dump's metadata queries).
+    COMMANDS, BackupService = await asyncio.to_thread(_load_commands)
 
     key_file = getattr(args, "wal_key_file", None)
 
@@ -64,42 +64,68 @@ async def _run(args, config: Config, out: Output) -> int:
         await svc.close()
 
 
+def _load_commands():
+    from app.cli_commands import COMMANDS
+    from core.service import BackupService
+
+    return COMMANDS, BackupService
+
+
 async def _start_dump_early(args, config: Config) -> None:
     """Start this backup's logical dump before the handlers, the service and the job engine
     are imported, and offer it to the run (core/sources/postgres/early_dump.py): pg_dump
     then runs while they load and the key is derived. Only when the run surely takes the
-    dump in this process; whatever fails here is left for the run to meet and report."""
+    dump in this process; whatever fails here is left for the run to meet and report.
+    A dump the entry point started before the program loaded (prestart.py) is taken over
+    when it is exactly this one, and stopped otherwise."""
+    from core.sources.postgres import prestart
+
+    ahead = prestart.claim()
+    try:
+        if await _dumps_here(args, config):
+            from core.sources.postgres import early_dump
+            from core.sources.postgres.dump_start import start_dump
+
+            db = config.database
+            dump = asyncio.ensure_future(start_dump(db, jobs=db.dump_jobs, prestarted=ahead))
+            ahead = None  # start_dump's: taken over or stopped
+            await asyncio.wait([dump])  # pg_dump spawned (or failed: the run raises it where it takes it)
+            if not dump.exception():
+                dump.result().start_metadata()  # beside pg_dump while the rest loads (_run)
+            early_dump.offer(db, dump)
+    finally:
+        if ahead is not None:
+            await asyncio.to_thread(ahead.stop)
+
+
+async def _dumps_here(args, config: Config) -> bool:
+    """Whether this backup surely dumps the database in this process, now."""
     from core.config.sources import DATABASE, UnknownSource, select_sources
     from core.statedir import resolve_state_dir
 
     db = config.database
     if not (db.enabled and db.mode == "logical"):
-        return
+        return False
     if args.source:
         try:
             if DATABASE not in select_sources(config, list(args.source), order="named", unknown="raise"):
-                return
+                return False
         except UnknownSource:
-            return  # the run refuses it, with its own words
+            return False  # the run refuses it, with its own words
     if not cli_jobs.limited_here(args) and (resolve_state_dir(config) / "daemon.sock").exists():
-        return  # a daemon may take the job: it dumps there
+        return False  # a daemon may take the job: it dumps there
     from core.repository.lock import exclusive_holder
     from core.storage.factory import open_primary
 
     backend = open_primary(config.storage)
     try:
         if await exclusive_holder(backend) is not None:
-            return  # a prune holds the repository: the run waits, and dumps once it may
+            return False  # a prune holds the repository: the run waits, and dumps once it may
     except Exception:  # no repository, unreadable: the run says so properly
-        return
+        return False
     finally:
         await backend.close()
-    from core.sources.postgres import early_dump
-    from core.sources.postgres.dump_start import start_dump
-
-    dump = asyncio.ensure_future(start_dump(db, jobs=db.dump_jobs))
-    await asyncio.wait([dump])  # pg_dump spawned (or failed: the run raises it where it takes it)
-    early_dump.offer(db, dump)
+    return True
 
 
 def _bare_on_terminal(argv: list[str]) -> bool:

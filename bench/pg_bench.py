@@ -416,6 +416,20 @@ def pitr(c: Cluster, work: Path) -> dict:
     return out
 
 
+def compile_code(*trees: Path) -> None:
+    """Byte-compile each checkout's app/ and core/, as an installed package has them: without
+    it (PYTHONDONTWRITEBYTECODE in a shell, a fresh checkout) every run compiles the modules
+    it imports again, ~0.1-0.2 s of CPU that an installed program never spends."""
+    for tree in trees:
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", "app", "core"],
+            cwd=tree,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+        )
+
+
 def git_rev() -> str:
     p = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     dirty = subprocess.run(

@@ -38,6 +38,11 @@ of the medians (target <= 1.15x), the load average before and after each shape.
 others run this checkout's, also through PYTHONPATH), ``--daemon`` a backup through a
 running daemon, ``--no-z0`` drops the -Z0 dump, ``--no-fc`` the -Fc one (a reference already taken).
 
+Both checkouts' app/ and core/ are byte-compiled first (pg_bench.compile_code), as an installed
+package is: with PYTHONDONTWRITEBYTECODE set in the shell, runs before 2026-12-04 21:00 UTC
+compiled every changed module (or, for ``--before`` from ``git archive``, every module) in
+every backup, 0.1-0.3 s of CPU an installed program never spends.
+
 Raw JSON (rewritten after every round): bench/results/pg-speed-<UTC timestamp>.json. ``--drop`` removes the cluster at the
 end (about 5.5 GB with ``big``).
 """
@@ -56,7 +61,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pg_bench import EXE, Cluster, axisor_env, chown_server, git_rev, pg_bin, run_timed, with_server_cpu  # noqa: E402
+from pg_bench import EXE, Cluster, axisor_env, chown_server, compile_code, git_rev, pg_bin, run_timed, with_server_cpu  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -442,6 +447,7 @@ def main() -> int:
     bin_dir = pg_bin()
     dump_jobs = tuple(int(n) for n in a.dump_jobs.split(",") if n)
     c, info = prepare(a.data, shapes, a.big_gb, bin_dir, a.wide_gb)
+    compile_code(ROOT, *([a.before] if a.before else []))
     results: dict = {
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git": git_rev(),

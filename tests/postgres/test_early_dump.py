@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
 import pytest
 
 from conftest import PASSPHRASE, Workspace
-from proc_support import children
+from proc_support import children, logging_bin, running
 from core.config import load_config
 from core.errors import LockHeld, WrongPassphrase
 from core.repository.lock import Lock
@@ -36,15 +35,9 @@ def cluster(pg_cluster):
 @pytest.fixture
 def db_ws(ws: Workspace, cluster) -> tuple[Workspace, object]:
     c = cluster
-    # pg_dump through a wrapper that logs each run, then runs the real one.
-    bindir = ws.root / "bin"
-    bindir.mkdir()
-    for name in ("pg_dump", "pg_restore"):
-        (bindir / name).write_text(
-            f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{ws.root / "runs.log"}"\nexec "{c.bin / name}" "$@"\n'
-        )
-        (bindir / name).chmod(0o755)
-    (bindir / "pg_dumpall").symlink_to(c.bin / "pg_dumpall")  # the globals beside each dump (not logged)
+    # pg_dump through a wrapper that logs each run, then runs the real one; pg_dumpall for
+    # the globals beside each dump (not logged).
+    bindir = logging_bin(ws.root / "bin", c.bin, ws.root / "runs.log", ("pg_dump", "pg_restore"), ("pg_dumpall",))
     ws.config.write_text(
         f'[database]\nenabled = true\nurl = "{c.url("early")}"\npg_bin_dir = "{bindir}"\n'
         f'[storage]\nlocal_path = "{ws.repo}"\n'
@@ -168,16 +161,7 @@ def test_the_started_dump_is_the_one_stored(db_ws) -> None:
 
 def _our_pg_dumps(ws: Workspace) -> list[int]:
     """pg_dump processes still running against this test's database (any parent)."""
-    found = []
-    for cmd in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            argv = cmd.read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv and argv[0].endswith(b"pg_dump") and any(b"--snapshot=" in a for a in argv):
-            if any(b"/early" in a for a in argv):
-                found.append(int(cmd.parent.name))
-    return found
+    return running(("pg_dump",), "--snapshot=", "/early")
 
 
 def _dumping(ws: Workspace) -> bool:

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 from core.backup.pipe import PipeReader
 from core.childenv import child_env
 from core.errors import DatabaseError
-from core.sources.postgres.connection import PgTarget
 
-if TYPE_CHECKING:  # store_output's; ``start`` runs before the repository stack is loaded (dump_start.py)
+if TYPE_CHECKING:  # ``start`` runs before psycopg and the repository stack are loaded (prestart.py)
     from core.repository.repository import Repository
+    from core.sources.postgres.connection import PgTarget
 
 STDERR_LIMIT = 64 * 1024
 

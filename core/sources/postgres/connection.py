@@ -19,9 +19,9 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from core.childenv import child_env
 from core.config import DatabaseConfig
 from core.errors import DatabaseError, UsageError
+from core.sources.postgres.dump_args import client_env
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,12 +93,7 @@ class PgTarget:
     def child_env(self) -> dict[str, str]:
         # pg_dump and pg_restore get libpq's settings and a password, nothing else of ours
         # (never the repository passphrase or cloud keys).
-        env = child_env(libpq=True, password=True)
-        if self.password is not None:
-            env["PGPASSWORD"] = self.password
-        elif self.passfile is not None:
-            env["PGPASSFILE"] = str(self.passfile)
-        return env
+        return client_env(self.password, self.passfile)
 
     async def connect(self, *, autocommit: bool = True) -> psycopg.AsyncConnection:
         kwargs: dict = {}

@@ -8,16 +8,20 @@ dump before the repository stack, the backup run and the metadata modules are lo
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from dataclasses import dataclass
 
 import psycopg
+import psycopg.sql
+from psycopg.conninfo import conninfo_to_dict
 
 from core.config import DatabaseConfig
 from core.errors import AxisorError
 from core.sources.postgres.child import Running, start
 from core.sources.postgres.connection import PgTarget, one_row
-from core.sources.postgres.table_checksums import dump_env
+from core.sources.postgres.dump_args import dump_argv, dump_env
+from core.sources.postgres.prestart import Prestart, release
 from core.sources.postgres.tools import Tool, check_dump_tool, find_tool
 
 
@@ -50,17 +54,31 @@ class StartedDump:
     # first), and the pg_dump of each part after the first, on the same snapshot. Empty: one dump.
     parts: tuple[tuple[tuple[str, str], ...], ...] = ()
     others: tuple[Running, ...] = ()
+    # A dump started before the program loaded (prestart.py): the psql whose open
+    # transaction exported the snapshot, ended by ``close``.
+    holder: subprocess.Popen | None = None
 
-    def read_metadata(self, uncounted: asyncio.Queue) -> asyncio.Future:
-        """Start reading the metadata, and counting in SQL what ``uncounted`` names (_sql_counts)."""
+    def start_metadata(self) -> asyncio.Future:
+        """Start reading the metadata (catalog reads only, no table scanned: the command line
+        starts it once it knows the run dumps here, so it runs beside pg_dump while the
+        program loads)."""
         if self.metadata is None:
             # Imported here: the dump starts before the metadata modules are loaded.
-            from core.sources.postgres.dump_metadata import _metadata, _sql_counts
+            from core.sources.postgres.dump_metadata import _metadata
 
             self.listed = asyncio.get_running_loop().create_future()
             self.metadata = asyncio.ensure_future(_metadata(self.conn, self.listed, self.only))
-            self.counting = asyncio.ensure_future(_sql_counts(self.conn, self.listed, uncounted))
         return self.metadata
+
+    def read_metadata(self, uncounted: asyncio.Queue) -> asyncio.Future:
+        """The metadata (``start_metadata``), and counting in SQL what ``uncounted`` names (_sql_counts)."""
+        metadata = self.start_metadata()
+        if self.counting is None:
+            from core.sources.postgres.dump_metadata import _sql_counts
+
+            assert self.listed is not None  # set by start_metadata
+            self.counting = asyncio.ensure_future(_sql_counts(self.conn, self.listed, uncounted))
+        return metadata
 
     async def close(self) -> None:
         # pg_dump may still be running: the backup stopped first
@@ -70,17 +88,35 @@ class StartedDump:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         await self.conn.close()
+        if self.holder is not None:
+            await asyncio.to_thread(release, self.holder)
 
 
 async def start_dump(
-    db: DatabaseConfig, target: PgTarget | None = None, tables: tuple[tuple[str, str], ...] = (), *, jobs: int = 1
+    db: DatabaseConfig,
+    target: PgTarget | None = None,
+    tables: tuple[tuple[str, str], ...] = (),
+    *,
+    jobs: int = 1,
+    prestarted: Prestart | None = None,
 ) -> StartedDump:
     """Connect, export a snapshot, check pg_dump against the server and start it (its
     output read ahead). ``tables``: the rows of just these (see ``backup_logical``).
     ``jobs`` > 1 (``[database] dump_jobs``; not with ``tables``): the tables' data spread
-    over that many pg_dumps on the same snapshot, all started here (dump_parts.py). Raises
-    DatabaseError, leaving nothing running."""
+    over that many pg_dumps on the same snapshot, all started here (dump_parts.py).
+    ``prestarted``: a dump started before the program loaded (prestart.py), taken over
+    when it is exactly this one, else stopped. Raises DatabaseError, leaving nothing running."""
     target = target if target is not None else PgTarget.from_config(db)
+    if prestarted is not None:
+        adopted = None
+        try:
+            if not tables and jobs == 1:
+                adopted = await _adopt(db, target, prestarted)
+        finally:
+            if adopted is None:
+                await asyncio.to_thread(prestarted.stop)
+        if adopted is not None:
+            return adopted
     started = time.monotonic()
     # ``pg_dump --version`` runs while the connection is made.
     found = asyncio.ensure_future(asyncio.to_thread(find_tool, "pg_dump", db.pg_bin_dir))
@@ -116,16 +152,7 @@ async def start_dump(
         check_dump_tool(pg_dump, version_num, version)
 
         def argv(options: list[str]) -> list[str]:
-            return [
-                str(pg_dump.path),
-                "--format=custom",
-                "--compress=0",
-                f"--snapshot={snapshot_id}",
-                "--no-password",
-                *options,
-                "-d",
-                target.with_dbname(dbname).conninfo(),
-            ]
+            return dump_argv(pg_dump.path, snapshot_id, target.with_dbname(dbname).conninfo(), options)
 
         if len(parts) < 2:
             parts = ()  # one table or none: one dump, as without dump_jobs
@@ -134,7 +161,11 @@ async def start_dump(
         children: list[Running] = []
         try:
             for k in range(max(1, len(parts))):
-                children.append(start(argv(part_options(parts, k) if parts else leave_out), dump_env(target)))
+                children.append(
+                    start(
+                        argv(part_options(parts, k) if parts else leave_out), dump_env(target.password, target.passfile)
+                    )
+                )
         except BaseException:
             await asyncio.gather(*(c.stop() for c in children))
             raise
@@ -155,6 +186,54 @@ async def start_dump(
         parts=parts,
         others=tuple(children[1:]),
     )
+
+
+async def _adopt(db: DatabaseConfig, target: PgTarget, pre: Prestart) -> StartedDump | None:
+    """``pre``'s dump, if it is exactly the one ``start_dump`` would start: pg_dump found
+    where the validated config says, the same environment, connection parameters that
+    libpq parses to this target's for the database the session is in, and a session of
+    ours in the same exported snapshot (for the metadata). None for any difference or
+    failure (the caller stops it and starts its own, which reports what is wrong)."""
+    started = time.monotonic()
+    found = asyncio.ensure_future(asyncio.to_thread(find_tool, "pg_dump", db.pg_bin_dir))
+    if not await asyncio.to_thread(pre.wait) or pre.env != dump_env(target.password, target.passfile):
+        await asyncio.gather(found, return_exceptions=True)
+        return None
+    try:
+        conn = await target.connect()
+    except Exception:  # noqa: BLE001 - the run's own start says what failed
+        await asyncio.gather(found, return_exceptions=True)
+        return None
+    try:
+        pg_dump = await found
+        async with conn.cursor() as cur:
+            await cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            await cur.execute(psycopg.sql.SQL("SET TRANSACTION SNAPSHOT {}").format(pre.snapshot))
+            await cur.execute(
+                "SELECT current_setting('server_version_num')::int, current_setting('server_version'), "
+                "current_database()"
+            )
+            version_num, version, dbname = one_row(await cur.fetchone())
+        check_dump_tool(pg_dump, version_num, version)
+        own = target.with_dbname(dbname)
+        if (
+            pre.argv != dump_argv(pg_dump.path, pre.snapshot, pre.conninfo)
+            or {k: str(v) for k, v in conninfo_to_dict(pre.conninfo).items()} != own.params
+        ):
+            raise _NotOurs
+    except BaseException as exc:
+        await conn.close()
+        if isinstance(exc, Exception):
+            return None
+        raise
+    assert pre.running is not None  # pre.wait() said so
+    dump = StartedDump(target, pg_dump, conn, dbname, pre.running, started, holder=pre.holder)
+    pre.running = pre.holder = None  # the StartedDump's now
+    return dump
+
+
+class _NotOurs(Exception):
+    """A dump started ahead that differs from the one this run would start."""
 
 
 async def _assign(cur: psycopg.AsyncCursor, jobs: int) -> tuple[tuple[tuple[str, str], ...], ...]:

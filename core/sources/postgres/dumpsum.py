@@ -31,11 +31,11 @@ from dataclasses import dataclass
 import blake3
 
 from core.backup.chunker import ReadIntoStream
-from core.sources.postgres import names
+from core.sources.postgres import dump_args, names
 
 METHOD = "dump-blake3-v1"
 # Output settings pg_dump leaves to the session; pinned for the dump and for validation.
-PGOPTIONS = "-c TimeZone=UTC -c bytea_output=hex"
+PGOPTIONS = dump_args.PGOPTIONS
 
 _MAGIC = b"PGDMP"
 _BLK_DATA = 1

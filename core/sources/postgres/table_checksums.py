@@ -13,7 +13,7 @@ import blake3
 import psycopg
 from psycopg import sql
 
-from core.sources.postgres import dumpsum, names
+from core.sources.postgres import dump_args, dumpsum, names
 from core.sources.postgres.child import child_failed, start
 from core.sources.postgres.connection import PgTarget
 from core.sources.postgres.tools import find_tool
@@ -22,9 +22,7 @@ from core.sources.postgres.tools import find_tool
 def dump_env(target: PgTarget) -> dict[str, str]:
     """pg_dump's environment: the target's credentials, and the output settings pg_dump does
     not pin itself, so a table's COPY text (and so its checksum) is the same on any server."""
-    env = target.child_env()
-    env["PGOPTIONS"] = f"{env.get('PGOPTIONS', '')} {dumpsum.PGOPTIONS}".strip()
-    return env
+    return dump_args.dump_env(target.password, target.passfile)
 
 
 async def dump_checksums(

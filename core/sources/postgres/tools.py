@@ -56,7 +56,8 @@ def _candidate_dirs(pg_bin_dir: Path | None) -> list[Path | None]:
     return dirs
 
 
-def _version_of(path: Path) -> tuple[str, int]:
+def version_of(path: Path) -> tuple[str, int]:
+    """(version, major) from ``path --version``; ToolVersionMismatch when it does not say."""
     try:
         out = subprocess.run(
             [str(path), "--version"], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
@@ -72,6 +73,14 @@ def _version_of(path: Path) -> tuple[str, int]:
 
 
 def find_tool(name: str, pg_bin_dir: Path | None = None) -> Tool:
+    path = locate_tool(name, pg_bin_dir)
+    version, major = version_of(path)
+    return Tool(name, path, version, major)
+
+
+def locate_tool(name: str, pg_bin_dir: Path | None = None) -> Path:
+    """Where ``name`` is, by the order above, without running it (prestart.py: no time for
+    ``--version`` before pg_dump starts; the run checks it once loaded)."""
     tried: list[str] = []
     for d in _candidate_dirs(pg_bin_dir):
         if d is None:
@@ -91,8 +100,7 @@ def find_tool(name: str, pg_bin_dir: Path | None = None) -> Tool:
             f"{name} not found (looked in {', '.join(tried)}); install the PostgreSQL client "
             f"programs or set database.pg_bin_dir"
         )
-    version, major = _version_of(path)
-    return Tool(name, path, version, major)
+    return path
 
 
 def find_tools(pg_bin_dir: Path | None = None) -> Tools:
