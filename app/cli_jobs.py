@@ -66,7 +66,9 @@ def _passphrase_source(config: Config):
 
 
 async def _engine(svc: Any, *, prefer_daemon: bool = True) -> EngineClient:
-    return await connect_engine(svc.config, _passphrase_source(svc.config), prefer_daemon=prefer_daemon)
+    return await connect_engine(
+        svc.config, _passphrase_source(svc.config), prefer_daemon=prefer_daemon, key_memory=svc.key_memory
+    )
 
 
 def limited_here(args: Any) -> bool:

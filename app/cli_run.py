@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import asyncio
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from app.cli_config import config_check
 from app.cli_output import Output
 from app.cli_parser import build_parser
 from core.config import (
+    ENV_PASSPHRASE,
     Config,
     ConfigError,
     config_notes,
@@ -30,17 +32,16 @@ EXIT_USAGE = Exit.USAGE
 
 
 async def run(args, config: Config, out: Output) -> int:
-    if args.command == "backup":
-        await _start_dump_early(args, config)
+    key_memory = await _start_dump_early(args, config) if args.command == "backup" else None
     try:
-        return await _run(args, config, out)
+        return await _run(args, config, out, key_memory)
     finally:
         from core.sources.postgres import early_dump
 
         await early_dump.discard()  # one no backup took: stopped, nothing left running
 
 
-async def _run(args, config: Config, out: Output) -> int:
+async def _run(args, config: Config, out: Output, key_memory=None) -> int:
     # Only now, the arguments parsed: the handlers and the service they run in, loaded on a
     # thread so that the loop goes on with what already runs (a dump's metadata queries).
     COMMANDS, BackupService = await asyncio.to_thread(_load_commands)
@@ -53,7 +54,9 @@ async def _run(args, config: Config, out: Output) -> int:
             return resolve_passphrase(replace(config.storage, passphrase_file=key_file), env={}, interactive=False)
         return resolve_passphrase(config.storage, confirm=confirm)
 
-    svc = BackupService(config, passphrase, no_lock=getattr(args, "no_lock", False), on_note=Output.note)
+    svc = BackupService(
+        config, passphrase, no_lock=getattr(args, "no_lock", False), on_note=Output.note, key_memory=key_memory
+    )
     cli_jobs.survive_hangup()
     try:
         await cli_locations.use_from(svc, args)  # verify/ls/show --from NAME
@@ -71,13 +74,14 @@ def _load_commands():
     return COMMANDS, BackupService
 
 
-async def _start_dump_early(args, config: Config) -> None:
+async def _start_dump_early(args, config: Config):
     """Start this backup's logical dump before the handlers, the service and the job engine
     are imported, and offer it to the run (core/sources/postgres/early_dump.py): pg_dump
     then runs while they load and the key is derived. Only when the run surely takes the
     dump in this process; whatever fails here is left for the run to meet and report.
     A dump the entry point started before the program loaded (prestart.py) is taken over
-    when it is exactly this one, and stopped otherwise."""
+    when it is exactly this one, and stopped otherwise. Returns the KeyMemory in which the
+    repository's key is being derived meanwhile (``_derive_key_ahead``), or None."""
     from core.sources.postgres import prestart
 
     ahead = prestart.claim()
@@ -90,12 +94,34 @@ async def _start_dump_early(args, config: Config) -> None:
             dump = asyncio.ensure_future(start_dump(db, jobs=db.dump_jobs, prestarted=ahead))
             ahead = None  # start_dump's: taken over or stopped
             await asyncio.wait([dump])  # pg_dump spawned (or failed: the run raises it where it takes it)
+            early_dump.offer(db, dump)
+            memory = _derive_key_ahead(config)
             if not dump.exception():
                 dump.result().start_metadata()  # beside pg_dump while the rest loads (_run)
-            early_dump.offer(db, dump)
+            return memory
+        return None
     finally:
         if ahead is not None:
             await asyncio.to_thread(ahead.stop)
+
+
+def _derive_key_ahead(config: Config):
+    """The repository's key derived on a thread while pg_dump runs (scrypt, ~0.1 s of CPU
+    that otherwise follows the program's imports), into a KeyMemory the run's job opens the
+    repository with. Only when the passphrase comes without asking (the environment or
+    storage.passphrase_file): a prompt, or a passphrase command, keeps its place in the run."""
+    if not (os.environ.get(ENV_PASSPHRASE) or config.storage.passphrase_file):
+        return None
+    try:
+        secret = resolve_passphrase(config.storage, interactive=False)
+    except Exception:  # an unreadable file: the run reports it where it reads it
+        return None
+    from core.repository.keycache import KeyMemory
+    from core.storage.factory import open_primary
+
+    memory = KeyMemory()
+    memory.derive_ahead(lambda: open_primary(config.storage), secret)
+    return memory
 
 
 async def _dumps_here(args, config: Config) -> bool:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from core.runner import JobProgress  # the runners' contract (core/runner.py); re-exported here
 
 if TYPE_CHECKING:
+    from core.repository.keycache import KeyMemory
     from core.config import Config
     from core.service import PassphraseSource
 
@@ -91,8 +92,11 @@ class EngineClient(Protocol):
         ...
 
 
-async def connect_engine(config: Config, passphrase: PassphraseSource, *, prefer_daemon: bool = True) -> EngineClient:
-    """The daemon's socket if one answers, else an embedded Engine in this process."""
+async def connect_engine(
+    config: Config, passphrase: PassphraseSource, *, prefer_daemon: bool = True, key_memory: KeyMemory | None = None
+) -> EngineClient:
+    """The daemon's socket if one answers, else an embedded Engine in this process (its jobs
+    opening the repository with ``key_memory``, when given: a key derived ahead)."""
     from core.jobs.client import DaemonClient, socket_path
     from core.jobs.engine import Engine
 
@@ -100,7 +104,7 @@ async def connect_engine(config: Config, passphrase: PassphraseSource, *, prefer
         client = await DaemonClient.try_connect(socket_path(config))
         if client is not None:
             return client
-    engine = Engine(config, passphrase)
+    engine = Engine(config, passphrase, key_memory=key_memory)
     await engine.start()
     return engine
 

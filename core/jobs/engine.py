@@ -155,6 +155,7 @@ class Engine:
         directory: Path | None = None,
         workers: int | None = None,
         role: str = ROLE_CLI,
+        key_memory: KeyMemory | None = None,
     ) -> None:
         self.config = config
         self.role = role  # recorded with each job: the daemon's jobs are recovered after a crash
@@ -172,8 +173,9 @@ class Engine:
         self._background: set[asyncio.Task[Any]] = set()
         self.orphans: list[Job] = []
         # The daemon derives the repository's key once, not per job beside pg_dump
-        # (core/repository/keycache.py KeyMemory); an embedded engine runs one job anyway.
-        self.key_memory = KeyMemory() if role == ROLE_DAEMON else None
+        # (core/repository/keycache.py KeyMemory); an embedded engine runs one job, with
+        # the key its command derived ahead when it did (app/cli_run.py).
+        self.key_memory = key_memory if key_memory is not None else KeyMemory() if role == ROLE_DAEMON else None
 
     @property
     def max_concurrent(self) -> int:

@@ -21,20 +21,28 @@ the daemon keeps one for its jobs, so a scheduled backup does not derive the key
 beside pg_dump (~0.1 s of CPU, a tenth of a small database's whole dump, on 2 cores). The
 daemon reads the passphrase itself for every job (a rotated passphrase file just works)
 and already holds whatever it resolves; the wrapping key adds nothing to that, and the
-same checks decide each use (the key file unchanged, the passphrase the same).
+same checks decide each use (the key file unchanged, the passphrase the same). A one-shot
+`backup` that dumps a database keeps one too, for the same run only: it derives the key on a
+thread while pg_dump runs (``derive_ahead``), and the run's open then finds it there.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core import crypto
 from core.repository import keycache_file
 from core.repository.keys import KeyFile
+
+if TYPE_CHECKING:
+    from core.storage.backend import Backend
 
 
 def _check(kek: bytes, passphrase: str, key: KeyFile) -> str:
@@ -102,9 +110,39 @@ class KeyMemory:
 
     def __init__(self) -> None:
         self._entries: dict[str, str] = {}
+        self._ahead: asyncio.Future[None] | None = None
 
     def cache(self, repo_id: str) -> KeyCache:
         return _MemoryCache(self._entries, repo_id)
+
+    def derive_ahead(self, backend: Callable[[], Backend], passphrase: str) -> None:
+        """Derive the repository's wrapping key now, on a thread with a loop of its own
+        (``backend`` builds the storage to read the key files from there). A one-shot
+        backup that dumps a database starts it as soon as its config is loaded, so scrypt
+        runs beside pg_dump instead of after the program's imports. A later open with this
+        memory waits for it (``settled``) rather than deriving beside it; any failure (a
+        wrong passphrase, no repository) is left for that open to meet and report."""
+        self._ahead = asyncio.ensure_future(asyncio.to_thread(self._derive, backend, passphrase))
+        # Its failure is the later open's to report; a run that never opens must not log it.
+        self._ahead.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    async def settled(self) -> None:
+        """Once a derivation started ahead has ended, however it ended."""
+        if self._ahead is not None:
+            await asyncio.gather(self._ahead, return_exceptions=True)
+
+    def _derive(self, backend: Callable[[], Backend], passphrase: str) -> None:
+        async def derive() -> None:
+            from core.repository import keys, repo_config
+
+            storage = backend()
+            try:
+                public = await repo_config.read_public(storage)
+                await keys.unlock(storage, passphrase, self.cache(str(public.get("id", ""))))
+            finally:
+                await storage.close()
+
+        asyncio.run(derive())
 
 
 class _MemoryCache(KeyCache):

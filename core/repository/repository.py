@@ -206,7 +206,7 @@ class Repository:
     ) -> Repository:
         """Open with a passphrase. ``key_cache_dir`` (the WAL path only): keep the derived
         wrapping key there so the next run skips scrypt (core/repository/keycache.py);
-        ``key_memory`` (the daemon's jobs): the same, in this process's memory."""
+        ``key_memory`` (the daemon's jobs, a one-shot backup's): the same, in this process's memory."""
         public = await repo_config.read_public(backend)
         cache = None
         if key_cache_dir is not None:
@@ -214,6 +214,7 @@ class Repository:
 
             cache = KeyCache(key_cache_dir, str(public.get("id", "")))
         elif key_memory is not None:
+            await key_memory.settled()  # a derivation started ahead: its entry, not a second scrypt
             cache = key_memory.cache(str(public.get("id", "")))
         # A `key rotate` interrupted between its new key file and the config leaves two key
         # files for the passphrase: the one whose master key opens the config is the one.

@@ -7,6 +7,7 @@ derived once (core/repository/keycache.py ``KeyMemory``), a wrong passphrase sti
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import json
 import os
@@ -162,6 +163,49 @@ def test_key_memory_skips_the_derivation_and_a_wrong_passphrase_still_fails(ws, 
     # One derivation for the right passphrase, one per wrong attempt: none for the reopenings.
     assert derived.count(PASSPHRASE) == 1
     assert len(derived) == 2 + wrong_first
+
+
+@pytest.mark.parametrize("ahead_with", [PASSPHRASE, "not the passphrase"])
+def test_a_key_derived_ahead_is_the_only_derivation_and_a_wrong_one_fails_at_the_open(
+    ws, ahead_with, monkeypatch, caplog
+):
+    """A one-shot backup derives the key on a thread while pg_dump runs (app/cli_run.py);
+    its job's open waits for that instead of deriving beside it, and a wrong passphrase
+    fails there, as always, with nothing logged about the derivation ahead."""
+    asyncio.run(_init(ws))
+    derived: list[str] = []
+    unwrap = keyfiles.KeyFile.unwrap_deriving
+
+    def counting(self, passphrase):
+        derived.append(passphrase)
+        return unwrap(self, passphrase)
+
+    monkeypatch.setattr(keyfiles.KeyFile, "unwrap_deriving", counting)
+
+    async def run() -> None:
+        memory = KeyMemory()
+        memory.derive_ahead(lambda: LocalBackend(ws.repo), ahead_with)
+        if ahead_with == PASSPHRASE:
+            repo = await Repository.open(LocalBackend(ws.repo), PASSPHRASE, key_memory=memory)
+            assert repo.config.id
+        else:
+            with pytest.raises(WrongPassphrase) as exc:
+                await Repository.open(LocalBackend(ws.repo), ahead_with, key_memory=memory)
+            assert exc.value.exit_code == 4  # docs/CLI.md: wrong passphrase
+
+    asyncio.run(run())
+    assert derived == [ahead_with] * (1 if ahead_with == PASSPHRASE else 2)
+    assert "never retrieved" not in caplog.text
+
+    async def unused() -> None:  # a run that fails before it opens: the failure is not logged
+        memory = KeyMemory()
+        memory.derive_ahead(lambda: LocalBackend(ws.repo), "not the passphrase")
+        while not memory._ahead.done():  # ended, and nobody awaits it
+            await asyncio.sleep(0.01)
+
+    asyncio.run(unused())
+    gc.collect()
+    assert "never retrieved" not in caplog.text
 
 
 async def _init(ws) -> None:
