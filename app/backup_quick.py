@@ -102,8 +102,10 @@ def prestart_dump(argv: list[str]) -> None:
     state_dir = quick_state_dir(config_bytes)
     if state_dir is None or (state_dir / SOCKET_NAME).exists():
         return  # a daemon may take the job (app/cli_run.py's rule): it dumps there
+    from app.process import tune_malloc
     from core.sources.postgres import prestart
 
+    tune_malloc()  # before the threads that start and read the dump
     prestart.begin(config_path, config_bytes)
 
 

@@ -11,6 +11,18 @@ _M_ARENA_MAX = -8
 
 
 def tune_process() -> None:
+    tune_malloc()
+    # The engine allocates few cyclic objects but many short-lived ones; the default
+    # thresholds made the cyclic collector walk the whole heap hundreds of times per
+    # backup (17 % of CPU in a profile). Freeze what start-up created and collect rarely.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+
+
+def tune_malloc() -> None:
+    """The C library's heap settings; before any thread starts (a backup's pg_dump is
+    started on threads before the program loads: app/backup_quick.py ``prestart_dump``)."""
     # One malloc arena. With an arena per worker thread, 1 MiB chunk buffers allocated on one
     # thread and freed on another fragmented the arenas: peak RSS grew with the data size
     # (211 MiB at 0.25 GB, 293 MiB at 1 GB). With one arena it stays near 150 MiB and the
@@ -31,9 +43,3 @@ def tune_process() -> None:
         libc.mallopt(_M_TRIM_THRESHOLD, 64 * 1024 * 1024)
     except (OSError, AttributeError):
         pass  # not glibc: nothing to tune
-    # The engine allocates few cyclic objects but many short-lived ones; the default
-    # thresholds made the cyclic collector walk the whole heap hundreds of times per
-    # backup (17 % of CPU in a profile). Freeze what start-up created and collect rarely.
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
