@@ -292,3 +292,29 @@ def test_a_killed_command_leaves_no_dump_or_holder_running(db_ws) -> None:
     assert _runs(ws, "pg_dump")  # it was killed with the dump under way
     assert _settled(c, "ahead") == 0  # pg_dump's pipe and the holder's stdin closed: both ended
     assert ws.cli("snapshots", "--json", env=_state(ws)).json()["snapshots"] == []
+
+
+def test_stopping_a_start_that_waits_for_a_silent_server_is_immediate(tmp_path: Path, cluster) -> None:
+    """A server that accepts the connection and never answers: the holder waits for it, and
+    the run's stop (it starts its own dump, which meets the same server) does not."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        pre = _plan(
+            tmp_path, f'enabled = true\nurl = "postgresql://postgres@127.0.0.1:{port}/db"\npg_bin_dir = "{cluster.bin}"'
+        )
+        assert pre is not None
+        pre._thread.start()
+        for _ in range(200):  # the holder has connected and waits for the server's first word
+            if pre.holder is not None:
+                break
+            time.sleep(0.01)
+        time.sleep(0.2)
+        started = time.monotonic()
+        pre.stop()
+        assert time.monotonic() - started < 2  # not ANSWER_SECONDS
+        assert not pre.wait() and pre.holder is None and pre.running is None
+        assert running(("psql", "pg_dump"), f"port={port}") == []

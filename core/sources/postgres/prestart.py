@@ -59,14 +59,27 @@ _HOLD = (
     b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n"
     b"SELECT pg_export_snapshot() || ' ' || current_setting('server_version_num');\n"
 )
-ANSWER_SECONDS = 30.0  # the holder's snapshot, or the run starts its own dump
+# The holder's snapshot by then, or the run starts its own dump (and meets whatever is slow).
+ANSWER_SECONDS = 10.0
 MAX_PASSWORD_BYTES = 64 * 1024
 
 
 class Prestart:
     """A dump started ahead: the holder, then pg_dump, started on a thread (``wait``)."""
 
-    __slots__ = ("argv", "conninfo", "env", "holder", "params", "pg_dump", "psql", "running", "snapshot", "_thread")
+    __slots__ = (
+        "argv",
+        "conninfo",
+        "env",
+        "holder",
+        "params",
+        "pg_dump",
+        "psql",
+        "running",
+        "snapshot",
+        "_stopping",
+        "_thread",
+    )
 
     def __init__(self, params: dict[str, str], env: dict[str, str], pg_dump: Path, psql: Path) -> None:
         self.params = params  # libpq keywords, never a password
@@ -78,6 +91,7 @@ class Prestart:
         self.snapshot = ""
         self.argv: list[str] = []
         self.running: Running | None = None
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._start, daemon=True, name="axisor-prestart")
 
     def _start(self) -> None:
@@ -90,12 +104,16 @@ class Prestart:
                 env=self.env,
             )
             assert self.holder.stdin is not None and self.holder.stdout is not None
+            if self._stopping.is_set():
+                return  # stop() may have missed the holder: it is released there after the join
             self.holder.stdin.write(_HOLD)
             self.holder.stdin.flush()
             # While psql connects: pg_dump's version, which must not be older than the
             # server's (pg_dump refuses a newer server; the run says so before anything runs).
             _, major = version_of(self.pg_dump)
             snapshot, _, server = _first_line(self.holder.stdout.fileno(), ANSWER_SECONDS).partition(" ")
+            if self._stopping.is_set():
+                return
             if _SNAPSHOT.fullmatch(snapshot) and server.isdigit() and major >= server_major(int(server)):
                 self.snapshot = snapshot
                 self.argv = dump_argv(self.pg_dump, snapshot, self.conninfo)
@@ -109,7 +127,12 @@ class Prestart:
         return self.running is not None
 
     def stop(self) -> None:
-        """Kill pg_dump if it still runs and end the holder's transaction (safe to call twice)."""
+        """Kill pg_dump if it still runs and end the holder's transaction (safe to call twice).
+        A start still waiting for the server is cut short: the holder is killed first."""
+        self._stopping.set()
+        holder = self.holder
+        if holder is not None and self._thread.is_alive():
+            holder.kill()  # its stdout ends: the wait for the snapshot returns at once
         self._thread.join()
         running, self.running = self.running, None
         if running is not None:
