@@ -133,14 +133,7 @@ def test_no_daemon_or_a_terminal_runs_the_full_program(jw):
 @pytest.mark.parametrize("wrong_first", [False, True])
 def test_key_memory_skips_the_derivation_and_a_wrong_passphrase_still_fails(ws, wrong_first, monkeypatch):
     asyncio.run(_init(ws))
-    derived: list[str] = []
-    unwrap = keyfiles.KeyFile.unwrap_deriving
-
-    def counting(self, passphrase):
-        derived.append(passphrase)
-        return unwrap(self, passphrase)
-
-    monkeypatch.setattr(keyfiles.KeyFile, "unwrap_deriving", counting)
+    derived = _counting_derivations(monkeypatch)
     memory = KeyMemory()
     backend = LocalBackend(ws.repo)
 
@@ -173,14 +166,7 @@ def test_a_key_derived_ahead_is_the_only_derivation_and_a_wrong_one_fails_at_the
     its job's open waits for that instead of deriving beside it, and a wrong passphrase
     fails there, as always, with nothing logged about the derivation ahead."""
     asyncio.run(_init(ws))
-    derived: list[str] = []
-    unwrap = keyfiles.KeyFile.unwrap_deriving
-
-    def counting(self, passphrase):
-        derived.append(passphrase)
-        return unwrap(self, passphrase)
-
-    monkeypatch.setattr(keyfiles.KeyFile, "unwrap_deriving", counting)
+    derived = _counting_derivations(monkeypatch)
 
     async def run() -> None:
         memory = KeyMemory()
@@ -206,6 +192,19 @@ def test_a_key_derived_ahead_is_the_only_derivation_and_a_wrong_one_fails_at_the
     asyncio.run(unused())
     gc.collect()
     assert "never retrieved" not in caplog.text
+
+
+def _counting_derivations(monkeypatch) -> list[str]:
+    """The passphrases scrypt derives a wrapping key from, from now on, in order."""
+    derived: list[str] = []
+    unwrap = keyfiles.KeyFile.unwrap_deriving
+
+    def counting(self, passphrase):
+        derived.append(passphrase)
+        return unwrap(self, passphrase)
+
+    monkeypatch.setattr(keyfiles.KeyFile, "unwrap_deriving", counting)
+    return derived
 
 
 async def _init(ws) -> None:
