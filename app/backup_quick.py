@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.wal_quick import MAX_CONFIG_BYTES, SOCKET_NAME, quick_state_dir
+from app.wal_quick import SOCKET_NAME, quick_state_dir
 
 EXIT_INTERRUPTED = 130
 EXIT_DAEMON = 21  # core/errors.py DaemonError
@@ -82,26 +82,12 @@ def parse(argv: list[str]) -> tuple[Path, dict[str, Any], bool] | None:
     return Path(config), params, as_json
 
 
-def prestart_dump(argv: list[str]) -> None:
-    """Start this backup's pg_dump before the full program loads, when the config plainly
-    asks for a logical dump and no daemon may take the job
-    (core/sources/postgres/prestart.py; the run takes it over only if it is exactly its own)."""
-    parsed = parse(argv)
-    if parsed is None:
-        return
-    config_path, params, _ = parsed
+def _prestart_dump(config_path: Path, config_bytes: bytes, params: dict[str, Any]) -> None:
+    """No daemon may take this backup: the full program runs it, and its pg_dump can start
+    now, when the config plainly asks for a logical dump (core/sources/postgres/prestart.py;
+    the run takes it over only if it is exactly its own)."""
     if params["sources"] and "database" not in params["sources"]:
         return
-    try:
-        with open(config_path, "rb") as f:
-            config_bytes = f.read(MAX_CONFIG_BYTES + 1)
-    except OSError:
-        return
-    if len(config_bytes) > MAX_CONFIG_BYTES:
-        return
-    state_dir = quick_state_dir(config_bytes)
-    if state_dir is None or (state_dir / SOCKET_NAME).exists():
-        return  # a daemon may take the job (app/cli_run.py's rule): it dumps there
     from app.process import tune_malloc
     from core.sources.postgres import prestart
 
@@ -181,21 +167,25 @@ def _vouched(conn: _Lines, config_path: Path, config_bytes: bytes) -> dict[str, 
 
 
 def try_backup(argv: list[str]) -> int | None:
-    """The exit code of a backup run through the daemon; None when the full program must run."""
+    """The exit code of a backup run through the daemon; None when the full program must run
+    (with no daemon, its pg_dump started first: ``_prestart_dump``)."""
     parsed = parse(argv)
     if parsed is None:
         return None
     config_path, params, as_json = parsed
-    if not as_json and sys.stderr.isatty():
-        return None  # the full program draws the job's progress line
     try:
         config_bytes = config_path.expanduser().read_bytes()
     except OSError:
         return None
     state_dir = quick_state_dir(config_bytes)
-    sock_path = state_dir / SOCKET_NAME if state_dir is not None else None
-    if sock_path is None or not sock_path.exists():
+    if state_dir is None:
         return None
+    sock_path = state_dir / SOCKET_NAME
+    if not sock_path.exists():
+        _prestart_dump(config_path.expanduser(), config_bytes, params)
+        return None
+    if not as_json and sys.stderr.isatty():
+        return None  # the full program draws the job's progress line
     conn = events = None
     try:
         conn = _Lines(sock_path)

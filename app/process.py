@@ -22,7 +22,7 @@ def tune_process() -> None:
 
 def tune_malloc() -> None:
     """The C library's heap settings; before any thread starts (a backup's pg_dump is
-    started on threads before the program loads: app/backup_quick.py ``prestart_dump``)."""
+    started on threads before the program loads: app/backup_quick.py ``_prestart_dump``)."""
     # One malloc arena. With an arena per worker thread, 1 MiB chunk buffers allocated on one
     # thread and freed on another fragmented the arenas: peak RSS grew with the data size
     # (211 MiB at 0.25 GB, 293 MiB at 1 GB). With one arena it stays near 150 MiB and the

@@ -252,11 +252,10 @@ def quick(argv: list[str]) -> int | None:
     code = try_answer(argv)
     if code is None and "backup" in argv:
         # A backup a running daemon can take: submitted without the full program's imports.
-        from app.backup_quick import prestart_dump, try_backup
+        # Without a daemon, the full program runs it, its pg_dump started first.
+        from app.backup_quick import try_backup
 
         code = try_backup(argv)
-        if code is None:
-            prestart_dump(argv)  # the full program runs it: its pg_dump can start now
     return code
 
 

@@ -139,6 +139,17 @@ class Cluster:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
+    def archive_current(self, timeout: float, poll: float = 0.5) -> str:
+        """Switch to a new WAL segment and wait until archive_command has archived the one
+        switched from (its name, returned); SystemExit with pg_stat_archiver after ``timeout``."""
+        last = self.psql("SELECT pg_walfile_name(pg_switch_wal())")
+        deadline = time.monotonic() + timeout
+        while self.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")[:24] < last:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{last} not archived: {self.psql('SELECT * FROM pg_stat_archiver')}")
+            time.sleep(poll)
+        return last
+
     def restart(self) -> None:
         self.ctl("-l", str(self.root / "server.log"), "-m", "fast", "-w", "-t", "120", "restart")
 
@@ -351,12 +362,7 @@ def pitr(c: Cluster, work: Path) -> dict:
         expected = int(c.psql("SELECT count(*) FROM pgbench_history"))
         time.sleep(0.5)
         c.pgbench("-n", "-c", "2", "-T", "4")
-        last = c.psql("SELECT pg_walfile_name(pg_switch_wal())")
-        deadline = time.monotonic() + 600
-        while c.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")[:24] < last:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{last} not archived: {c.psql('SELECT * FROM pg_stat_archiver')}")
-            time.sleep(0.2)
+        c.archive_current(600, poll=0.2)
         status = json.loads(cli("--json", "database", "status").stdout)
         out["segments_archived"] = status["segments"]
         port = free_port()

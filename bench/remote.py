@@ -32,6 +32,7 @@ from typing import Callable, Protocol
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+sys.path.append(str(ROOT / "tests"))  # proc_support, sshd_support: stdlib-only helpers shared with the tests
 
 import gen  # noqa: E402
 from run import run_timed, tree_stats, verify_restore, warm  # noqa: E402
@@ -76,15 +77,6 @@ def proc_cpu(pid: int) -> float:
     """user+sys CPU seconds of a process and of its children it has reaped."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
-def stop_proc(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def uptime() -> str:

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import remote  # noqa: E402  (the rounds, steps, tables and JSON shared with sftp_bench.py)
 from remote import AXISOR, PY, axisor_config, axisor_env, step  # noqa: E402
+from proc_support import stop_process  # noqa: E402  (tests/, on the path through remote)
 
 KEYS = {"AWS_ACCESS_KEY_ID": "bench-key", "AWS_SECRET_ACCESS_KEY": "bench-secret", "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -77,7 +78,7 @@ class Moto:
         return dict(KEYS)
 
     def stop(self) -> None:
-        remote.stop_proc(self.proc)
+        stop_process(self.proc)
         self.log.close()
 
 

@@ -34,8 +34,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import remote  # noqa: E402
-
-SSHD = "/usr/sbin/sshd"
+from proc_support import stop_process  # noqa: E402  (tests/, on the path through remote)
+from sshd_support import SSHD, start_sshd  # noqa: E402
 
 
 class OpenSSH:
@@ -49,8 +49,7 @@ class OpenSSH:
         self.root.mkdir()
         self.user = getpass.getuser()
         self.key = work / "client_key"
-        host = work / "host_key"
-        for path in (host, self.key):
+        for path in (work / "host_key", self.key):
             subprocess.run(
                 ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True, stdin=subprocess.DEVNULL
             )
@@ -58,37 +57,8 @@ class OpenSSH:
         self.port = remote.free_port()
         self.known_hosts = work / "known_hosts"
         self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {(work / 'host_key.pub').read_text().strip()}\n")
-        config = work / "sshd_config"
-        config.write_text(
-            "\n".join(
-                [
-                    f"Port {self.port}",
-                    "ListenAddress 127.0.0.1",
-                    f"HostKey {host}",
-                    f"PidFile {work / 'sshd.pid'}",
-                    f"AuthorizedKeysFile {work / 'authorized_keys'}",
-                    "PubkeyAuthentication yes",
-                    "PasswordAuthentication no",
-                    "KbdInteractiveAuthentication no",
-                    "PermitRootLogin prohibit-password",
-                    f"UsePAM {'yes' if os.geteuid() == 0 else 'no'}",
-                    "StrictModes no",
-                    "Subsystem sftp internal-sftp",
-                    "LogLevel INFO",
-                ]
-            )
-            + "\n"
-        )
-        if os.geteuid() == 0:
-            Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-        log = work / "sshd.log"
-        self.proc = subprocess.Popen(
-            [SSHD, "-D", "-f", str(config), "-E", str(log)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        remote.wait_for_port(self.port, self.proc, log)
+        self.proc = start_sshd(work, self.port, log_level="INFO")
+        remote.wait_for_port(self.port, self.proc, work / "sshd.log")
 
     def cpu(self) -> float:
         """The listener's CPU and that of the per-connection processes it has reaped."""
@@ -115,7 +85,7 @@ class OpenSSH:
         return {}
 
     def stop(self) -> None:
-        remote.stop_proc(self.proc)
+        stop_process(self.proc)
 
 
 def main() -> int:

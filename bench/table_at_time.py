@@ -115,12 +115,7 @@ def run(c: Cluster, work: Path) -> dict:
         out["expected"] = c.psql("SELECT count(*) || ':' || sum(amount::numeric)::text FROM orders")
         time.sleep(0.5)
         c.psql("UPDATE orders SET amount = 0 WHERE id % 10 = 0")  # the damage after T
-        last = c.psql("SELECT pg_walfile_name(pg_switch_wal())")
-        deadline = time.monotonic() + 1800
-        while c.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")[:24] < last:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{last} not archived")
-            time.sleep(0.5)
+        c.archive_current(1800)
         at = datetime.fromisoformat(target.replace(" ", "T") + (":00" if target[-3] in "+-" else "")).isoformat()
         c.psql("DROP TABLE IF EXISTS orders_then")
         t = time.monotonic()

@@ -4,6 +4,7 @@ check a backup leaves no pg_dump behind)."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 
@@ -47,3 +48,13 @@ def running(names: tuple[str, ...], *needles: str) -> list[int]:
             if all(any(n.encode() in a for a in argv[1:]) for n in needles):
                 found.append(int(cmd.parent.name))
     return found
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """Terminate ``proc`` and reap it; killed if it has not gone within 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -34,10 +34,11 @@ from pathlib import Path
 import pytest
 
 from core.config import RemoteStorageConfig
+from proc_support import stop_process
+from sshd_support import SSHD, start_sshd
 
 ROOT = Path(__file__).resolve().parent.parent
 EMULATORS = ROOT / "tests" / "emulators"
-SSHD = Path("/usr/sbin/sshd")
 
 # Azurite's published development account (documented by Microsoft; not a secret).
 AZURITE_ACCOUNT = "devstoreaccount1"
@@ -147,15 +148,6 @@ class _LoopThread:
         self.loop.close()
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def _append_key(folder: Path) -> tuple[Path, str]:
     """A second client key (the backed-up host's): its private key file and public line."""
     import asyncssh
@@ -246,37 +238,7 @@ def _sshd(base: Path, authorized: str, extra: tuple[str, ...] = ()) -> Iterator[
     (base / "authorized_keys").write_text(authorized)
     (base / "authorized_keys").chmod(0o644)
     port = free_port()
-    config = base / "sshd_config"
-    config.write_text(
-        "\n".join(
-            [
-                f"Port {port}",
-                "ListenAddress 127.0.0.1",
-                f"HostKey {base / 'host_key'}",
-                f"PidFile {base / 'sshd.pid'}",
-                f"AuthorizedKeysFile {base / 'authorized_keys'}",
-                "PubkeyAuthentication yes",
-                "PasswordAuthentication no",
-                "KbdInteractiveAuthentication no",
-                "PermitRootLogin prohibit-password",
-                # Non-root runs have no privilege separation and cannot use PAM.
-                f"UsePAM {'yes' if os.geteuid() == 0 else 'no'}",
-                "StrictModes no",
-                "Subsystem sftp internal-sftp",
-                "LogLevel VERBOSE",
-                *extra,
-            ]
-        )
-        + "\n"
-    )
-    if os.geteuid() == 0:
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    proc = subprocess.Popen(
-        [str(SSHD), "-D", "-f", str(config), "-E", str(base / "sshd.log")],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_sshd(base, port, extra=extra)
     try:
         try:
             wait_for_port(port, proc=proc)
@@ -294,7 +256,7 @@ def _sshd(base: Path, authorized: str, extra: tuple[str, ...] = ()) -> Iterator[
 
         yield port, drop
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 @pytest.fixture(scope="session")
@@ -388,7 +350,7 @@ def listen_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeServ
 
         yield ServeServer("127.0.0.1", port, getpass.getuser(), root, client_path, append_path, known, drop)
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 @pytest.fixture(scope="session")
@@ -492,7 +454,7 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteServer]
         creds.chmod(0o600)
         yield AzuriteServer(endpoint, creds, conn)
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 # --------------------------------------------------------------------------- FTP

@@ -176,3 +176,19 @@ def archive_ready(ws, wal: Path, env: dict) -> list[dict]:
         docs.append(r.json())
         (status / f"{name}.ready").rename(status / f"{name}.done")
     return docs
+
+
+def cli_importing(argv: list[str], env: dict[str, str], passphrase: str) -> subprocess.CompletedProcess:
+    """``python -X importtime -m app.cli ARGV``, as archive_command and restore_command run the
+    program (our environment without AXISOR_BACKUP_*, then ``env`` and the passphrase): its
+    stderr names every module it imported."""
+    e = {k: v for k, v in os.environ.items() if not k.startswith("AXISOR_BACKUP")}
+    e.update(env, AXISOR_BACKUP_PASSPHRASE=passphrase)
+    return subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "app.cli", *argv],
+        cwd=ROOT,
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

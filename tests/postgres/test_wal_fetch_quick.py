@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PASSPHRASE, Workspace
-from wal_support import archive_ready, segments_dir
+from wal_support import archive_ready, cli_importing, segments_dir
 
 from app import wal_fetch_quick, wal_quick
 from core.sources.postgres import wal, wal_prefetch, wal_spool
@@ -195,16 +195,7 @@ def test_passphrase_from_the_config_file(restored, monkeypatch: pytest.MonkeyPat
 def test_the_cli_answers_before_its_imports(restored) -> None:
     """Through `python -m app.cli`, as restore_command runs it: no engine, no config validation."""
     ws, src, pg_wal, dest, env = restored
-    e = {k: v for k, v in os.environ.items() if not k.startswith("AXISOR_BACKUP")}
-    e.update(env, AXISOR_BACKUP_PASSPHRASE=PASSPHRASE)
-    p = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "app.cli", *_argv(ws, NAMES[1], dest)],
-        cwd=Path(__file__).resolve().parents[2],
-        env=e,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    p = cli_importing(_argv(ws, NAMES[1], dest), env, PASSPHRASE)
     assert p.returncode == 0, p.stderr
     imported = p.stderr
     assert "app.wal_fetch_quick" in imported

@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from conftest import PASSPHRASE, Workspace
+from wal_support import cli_importing
 
 from app import wal_quick
 
@@ -81,27 +80,7 @@ def test_answered_only_while_the_route_holds(
 
 def test_the_cli_answers_before_its_imports(ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     wal, env = _pushed_ahead(ws, tmp_path, monkeypatch)
-    e = {k: v for k, v in os.environ.items() if not k.startswith("AXISOR_BACKUP")}
-    e.update(env, AXISOR_BACKUP_PASSPHRASE=PASSPHRASE)
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-X",
-            "importtime",
-            "-m",
-            "app.cli",
-            "--config",
-            str(ws.config),
-            "wal-push",
-            str(wal / NAMES[1]),
-            "--json",
-        ],
-        cwd=Path(__file__).resolve().parents[2],
-        env=e,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    p = cli_importing(["--config", str(ws.config), "wal-push", str(wal / NAMES[1]), "--json"], env, PASSPHRASE)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["from_marker"] is True
     imported = p.stderr

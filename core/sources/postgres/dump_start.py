@@ -217,7 +217,7 @@ async def _adopt(db: DatabaseConfig, target: PgTarget, pre: Prestart) -> Started
         check_dump_tool(pg_dump, version_num, version)
         own = target.with_dbname(dbname)
         if (
-            pre.argv != dump_argv(pg_dump.path, pre.snapshot, pre.conninfo)
+            pre.pg_dump != pg_dump.path  # the rest of its command line is dump_argv's, as ours
             or {k: str(v) for k, v in conninfo_to_dict(pre.conninfo).items()} != own.params
         ):
             raise _NotOurs

@@ -3,7 +3,7 @@
 A one-shot `axisor-backup backup` of a database of 1,000 small tables spent ~0.39 s between
 exec and pg_dump's spawn (the CLI, the config's validation, psycopg, the connection), while
 pg_dump itself runs ~0.6-0.7 s: that start-up was most of the gap to `pg_dump -Fc`. So the
-entry point (app/backup_quick.py ``prestart_dump``), before importing anything else, reads
+entry point (app/backup_quick.py ``_prestart_dump``), before importing anything else, reads
 the config file's ``[database]`` table without validating it and, when it plainly asks for
 a logical dump, starts one in a thread:
 
@@ -68,7 +68,6 @@ class Prestart:
     """A dump started ahead: the holder, then pg_dump, started on a thread (``wait``)."""
 
     __slots__ = (
-        "argv",
         "conninfo",
         "env",
         "holder",
@@ -89,7 +88,6 @@ class Prestart:
         self.psql = psql
         self.holder: subprocess.Popen | None = None
         self.snapshot = ""
-        self.argv: list[str] = []
         self.running: Running | None = None
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._start, daemon=True, name="axisor-prestart")
@@ -116,8 +114,7 @@ class Prestart:
                 return
             if _SNAPSHOT.fullmatch(snapshot) and server.isdigit() and major >= server_major(int(server)):
                 self.snapshot = snapshot
-                self.argv = dump_argv(self.pg_dump, snapshot, self.conninfo)
-                self.running = start(self.argv, self.env)
+                self.running = start(dump_argv(self.pg_dump, snapshot, self.conninfo), self.env)
         except Exception:  # noqa: BLE001 - any failure here leaves the dump to the run, which reports it
             self.running = None
 
